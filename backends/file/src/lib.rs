@@ -1,0 +1,1 @@
+//! DMXP segment backend (file). Work in progress.

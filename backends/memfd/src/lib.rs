@@ -1,0 +1,1 @@
+//! DMXP segment backend (memfd). Work in progress.

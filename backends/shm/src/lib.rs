@@ -1,0 +1,1 @@
+//! DMXP segment backend (shm). Work in progress.

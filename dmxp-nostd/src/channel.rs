@@ -1,0 +1,662 @@
+//! The ring: Vyukov's bounded MPMC queue with a sequence number per slot (DESIGN.md §4).
+//!
+//! Positions (`head`, `tail`) only grow; slot `i` of position `p` is `p & (capacity - 1)`.
+//! A slot's `sequence` tells whose turn it is:
+//!
+//! * `sequence == p`: free for the producer of position `p`;
+//! * `sequence == p + 1`: holds the message of position `p`, ready for its consumer;
+//! * a consumer that took position `p` frees the slot with `sequence = p + capacity`, which is
+//!   the producer turn of position `p + capacity`, one lap later.
+//!
+//! A producer claims position `t` by CAS on `tail` after seeing `sequence == t`, writes meta
+//! and payload, then publishes with a release store of `t + 1`. A consumer claims `h` by CAS on
+//! `head` after seeing `sequence == h + 1` (acquire), copies out, then frees the slot. Batches
+//! check several consecutive slots and claim them with one CAS.
+//!
+//! The geometry (capacity, band) was validated at open and lives in this struct; nothing here
+//! re-reads it from shared memory. Every loop is bounded: a peer that scribbles on the cursors
+//! or sequences can make an operation fail with `Busy`, never spin forever.
+
+use crate::error::{RecvError, SendError};
+use crate::layout::{message_flags, AtomicChannelEntry, AtomicSlot, MessageMeta, MSG_INLINE};
+use crate::payload::{self, Payload, PayloadMut};
+use crate::sync::{fence, spin_loop, AtomicU32, Ordering};
+use crate::validate::{ChannelGeometry, ChannelInfo};
+use crate::wait::{SpinWait, WaitOutcome, WaitStrategy};
+
+use Ordering::{Acquire, Relaxed, Release, SeqCst};
+
+/// Upper bound on the retries of one operation (lost CAS races, skipped markers, a stale
+/// cursor). Honest contention resolves in a handful; only a corrupt peer exhausts it.
+const RETRY_LIMIT: u32 = 1 << 16;
+
+/// What a sender stamps on each message besides the payload.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendMeta {
+    /// Application-defined type tag.
+    pub message_type: u32,
+    /// Application flags: only bits in [`message_flags::APPLICATION_MASK`].
+    pub flags: u16,
+    /// CLOCK_MONOTONIC nanoseconds, or 0 (the core has no clock; the caller fills it).
+    pub timestamp_ns: u64,
+    pub sender_pid: u32,
+    /// One of [`crate::layout::runtime`].
+    pub sender_runtime: u16,
+}
+
+/// A message copied out of the ring: its metadata and its length in the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub meta: MessageMeta,
+    pub len: usize,
+}
+
+/// The result of a batch receive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchReceived {
+    /// Messages handed to the callback.
+    pub delivered: usize,
+    /// Positions consumed without a message: corrupt lengths and lost-message tombstones.
+    pub dropped: usize,
+}
+
+/// A created channel, opened and validated. Cheap to clone; safe to share between threads.
+#[derive(Clone)]
+pub struct Channel<'a, W: WaitStrategy = SpinWait> {
+    geometry: ChannelGeometry,
+    mask: u64,
+    entry: &'a AtomicChannelEntry,
+    slots: &'a [AtomicSlot],
+    wait: W,
+}
+
+/// What a claimed receive slot holds.
+enum Content {
+    Message(MessageMeta, usize),
+    Skip,
+    Lost(u64),
+    Corrupt(u64, u32),
+}
+
+impl<'a, W: WaitStrategy> Channel<'a, W> {
+    /// `slots.len()` must equal `geometry.capacity` (a power of two); `Segment` guarantees it.
+    pub(crate) fn new(
+        geometry: ChannelGeometry,
+        entry: &'a AtomicChannelEntry,
+        slots: &'a [AtomicSlot],
+        wait: W,
+    ) -> Self {
+        debug_assert_eq!(slots.len() as u64, geometry.capacity);
+        debug_assert!(geometry.capacity.is_power_of_two());
+        Self {
+            geometry,
+            mask: geometry.capacity - 1,
+            entry,
+            slots,
+            wait,
+        }
+    }
+
+    /// The same channel with another wait strategy (used for wake-ups after sends/receives).
+    pub fn with_wait_strategy<V: WaitStrategy>(self, wait: V) -> Channel<'a, V> {
+        Channel {
+            geometry: self.geometry,
+            mask: self.mask,
+            entry: self.entry,
+            slots: self.slots,
+            wait,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.geometry.id
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.geometry.capacity
+    }
+
+    /// The validated geometry cached at open.
+    pub fn geometry(&self) -> ChannelGeometry {
+        self.geometry
+    }
+
+    /// Consumer cursor (a snapshot).
+    pub fn head(&self) -> u64 {
+        self.entry.head.load(Relaxed)
+    }
+
+    /// Producer cursor (a snapshot).
+    pub fn tail(&self) -> u64 {
+        self.entry.tail.load(Relaxed)
+    }
+
+    /// Cursors and depth at one instant.
+    pub fn info(&self) -> ChannelInfo {
+        let head = self.entry.head.load(Acquire);
+        let tail = self.entry.tail.load(Acquire);
+        ChannelInfo::new(self.geometry, head, tail)
+    }
+
+    /// Consumers and producers currently registered as waiting.
+    pub fn waiters(&self) -> (u32, u32) {
+        (
+            self.entry.not_empty_waiters.load(Relaxed),
+            self.entry.not_full_waiters.load(Relaxed),
+        )
+    }
+
+    #[inline]
+    fn slot(&self, position: u64) -> &'a AtomicSlot {
+        // `mask < capacity == slots.len()`, so the index is always in bounds.
+        &self.slots[(position & self.mask) as usize]
+    }
+
+    // ------------------------------------------------------------------ claiming positions
+
+    /// Claims up to `max` consecutive free positions with one CAS on `tail`.
+    fn claim_send(&self, max: u64) -> Result<(u64, u64), SendError> {
+        let mut tail = self.entry.tail.load(Relaxed);
+        for _ in 0..RETRY_LIMIT {
+            let sequence = self.slot(tail).sequence.load(Acquire);
+            let lag = sequence.wrapping_sub(tail) as i64;
+            if lag == 0 {
+                let mut count = 1;
+                while count < max
+                    && self.slot(tail.wrapping_add(count)).sequence.load(Acquire)
+                        == tail.wrapping_add(count)
+                {
+                    count += 1;
+                }
+                match self.entry.tail.compare_exchange_weak(
+                    tail,
+                    tail.wrapping_add(count),
+                    Relaxed,
+                    Relaxed,
+                ) {
+                    Ok(_) => return Ok((tail, count)),
+                    Err(current) => tail = current,
+                }
+            } else if lag < 0 {
+                // The slot still holds the message of the previous lap.
+                return Err(SendError::Full);
+            } else {
+                // Another producer claimed this position; catch up.
+                spin_loop();
+                tail = self.entry.tail.load(Relaxed);
+            }
+        }
+        Err(SendError::Busy)
+    }
+
+    /// Claims up to `max` consecutive published positions with one CAS on `head`. With
+    /// `buffer`, refuses (consuming nothing) when the first message is longer than it.
+    fn claim_recv(&self, max: u64, buffer: Option<usize>) -> Result<(u64, u64), RecvError> {
+        let mut head = self.entry.head.load(Relaxed);
+        for _ in 0..RETRY_LIMIT {
+            let slot = self.slot(head);
+            let sequence = slot.sequence.load(Acquire);
+            let lag = sequence.wrapping_sub(head.wrapping_add(1)) as i64;
+            if lag == 0 {
+                if let Some(available) = buffer {
+                    // Published meta is stable until this position is consumed, and if another
+                    // consumer takes it first our CAS below fails; a stale peek can at worst
+                    // make us report a too-small buffer without consuming anything.
+                    let needed = slot.meta.payload_len.load(Relaxed) as usize;
+                    let flags = slot.meta.flags.load(Relaxed);
+                    let carries_message = flags & (message_flags::SKIP | message_flags::LOST) == 0;
+                    if carries_message && needed <= MSG_INLINE && needed > available {
+                        return Err(RecvError::BufferTooSmall { needed, available });
+                    }
+                }
+                let mut count = 1;
+                while count < max
+                    && self.slot(head.wrapping_add(count)).sequence.load(Acquire)
+                        == head.wrapping_add(count + 1)
+                {
+                    count += 1;
+                }
+                match self.entry.head.compare_exchange_weak(
+                    head,
+                    head.wrapping_add(count),
+                    Relaxed,
+                    Relaxed,
+                ) {
+                    Ok(_) => return Ok((head, count)),
+                    Err(current) => head = current,
+                }
+            } else if lag < 0 {
+                // Empty, or the producer of this position has not published yet.
+                return Err(RecvError::Empty);
+            } else {
+                spin_loop();
+                head = self.entry.head.load(Relaxed);
+            }
+        }
+        Err(RecvError::Busy)
+    }
+
+    // ------------------------------------------------------------------ slot contents
+
+    fn write_slot(&self, position: u64, payload: &[u8], meta: &SendMeta, flags: u16) {
+        let slot = self.slot(position);
+        slot.meta.store(&MessageMeta {
+            message_id: position,
+            timestamp_ns: meta.timestamp_ns,
+            channel_id: self.geometry.id,
+            message_type: meta.message_type,
+            sender_pid: meta.sender_pid,
+            sender_runtime: meta.sender_runtime,
+            flags,
+            payload_len: payload.len() as u32,
+            reserved: 0,
+        });
+        payload::store(&slot.payload, payload);
+        slot.sequence.store(position.wrapping_add(1), Release);
+    }
+
+    fn read_content(&self, position: u64) -> Content {
+        let meta = self.slot(position).meta.load();
+        if meta.flags & message_flags::SKIP != 0 {
+            Content::Skip
+        } else if meta.flags & message_flags::LOST != 0 {
+            Content::Lost(position)
+        } else if meta.payload_len as usize > MSG_INLINE {
+            Content::Corrupt(position, meta.payload_len)
+        } else {
+            Content::Message(meta, meta.payload_len as usize)
+        }
+    }
+
+    /// Frees the slot of a consumed position for the producer one lap later.
+    fn release(&self, position: u64) {
+        self.slot(position)
+            .sequence
+            .store(position.wrapping_add(self.geometry.capacity), Release);
+    }
+
+    /// Wakes sleepers on `word` if any registered. The SeqCst fence orders our publication
+    /// before the waiter-count load; the waiter orders its registration before its re-check of
+    /// the ring the same way, so one of the two always sees the other.
+    fn notify(&self, word: &AtomicU32, waiters: &AtomicU32) {
+        fence(SeqCst);
+        if waiters.load(Relaxed) != 0 {
+            word.fetch_add(1, Release);
+            self.wait.wake_all(word);
+        }
+    }
+
+    fn notify_consumers(&self) {
+        self.notify(&self.entry.not_empty_seq, &self.entry.not_empty_waiters);
+    }
+
+    fn notify_producers(&self) {
+        self.notify(&self.entry.not_full_seq, &self.entry.not_full_waiters);
+    }
+
+    // ------------------------------------------------------------------ sending
+
+    fn check_outgoing(payload: &[u8], meta: &SendMeta) -> Result<(), SendError> {
+        if payload.len() > MSG_INLINE {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                limit: MSG_INLINE,
+            });
+        }
+        if meta.flags & message_flags::PROTOCOL_MASK != 0 {
+            return Err(SendError::ReservedFlags { flags: meta.flags });
+        }
+        Ok(())
+    }
+
+    /// Sends one message; returns its `message_id` (the position it took).
+    pub fn try_send(&self, payload: &[u8], meta: &SendMeta) -> Result<u64, SendError> {
+        Self::check_outgoing(payload, meta)?;
+        let (position, _) = self.claim_send(1)?;
+        self.write_slot(position, payload, meta, meta.flags);
+        self.notify_consumers();
+        Ok(position)
+    }
+
+    /// Sends as many of `payloads` as there are free slots for, claimed with one CAS, in order.
+    /// Returns how many were sent (at least one), or `Full` when none could be. Every payload
+    /// is checked before anything is sent.
+    pub fn try_send_batch<P: AsRef<[u8]>>(
+        &self,
+        payloads: &[P],
+        meta: &SendMeta,
+    ) -> Result<usize, SendError> {
+        if payloads.is_empty() {
+            return Ok(0);
+        }
+        for payload in payloads {
+            Self::check_outgoing(payload.as_ref(), meta)?;
+        }
+        let (first, count) = self.claim_send(payloads.len() as u64)?;
+        for (offset, payload) in payloads.iter().take(count as usize).enumerate() {
+            self.write_slot(
+                first.wrapping_add(offset as u64),
+                payload.as_ref(),
+                meta,
+                meta.flags,
+            );
+        }
+        self.notify_consumers();
+        Ok(count as usize)
+    }
+
+    /// Claims a slot to be written in place. Commit it with [`SendLoan::commit`]; a loan dropped
+    /// without commit is published as a skip marker that consumers pass over, so the ring never
+    /// stalls on it.
+    pub fn try_loan(&self) -> Result<SendLoan<'_, 'a, W>, SendError> {
+        let (position, _) = self.claim_send(1)?;
+        Ok(SendLoan {
+            channel: self,
+            position,
+            published: false,
+        })
+    }
+
+    /// Sends, waiting with `waiter` while the ring is full.
+    pub fn send_blocking<V: WaitStrategy>(
+        &self,
+        payload: &[u8],
+        meta: &SendMeta,
+        waiter: &V,
+    ) -> Result<u64, SendError> {
+        loop {
+            match self.try_send(payload, meta) {
+                Err(SendError::Full) => {}
+                other => return other,
+            }
+            let outcome = self.wait_on(
+                &self.entry.not_full_seq,
+                &self.entry.not_full_waiters,
+                || self.has_free_slot(),
+                waiter,
+            );
+            if outcome == WaitOutcome::TimedOut {
+                return match self.try_send(payload, meta) {
+                    Err(SendError::Full) => Err(SendError::TimedOut),
+                    other => other,
+                };
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ receiving
+
+    /// Receives one message into `buf`. Skip markers are passed over. A message longer than
+    /// `buf` is left in place (`BufferTooSmall`); a buffer of 960 bytes always suffices.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<Received, RecvError> {
+        for _ in 0..RETRY_LIMIT {
+            let (position, _) = self.claim_recv(1, Some(buf.len()))?;
+            let result = match self.read_content(position) {
+                Content::Skip => None,
+                Content::Lost(message_id) => Some(Err(RecvError::Lost { message_id })),
+                Content::Corrupt(message_id, payload_len) => Some(Err(RecvError::Corrupt {
+                    message_id,
+                    payload_len,
+                })),
+                Content::Message(meta, len) => match buf.get_mut(..len) {
+                    Some(dst) => {
+                        payload::load(&self.slot(position).payload, dst);
+                        Some(Ok(Received { meta, len }))
+                    }
+                    // Only a peer rewriting a published slot gets here.
+                    None => Some(Err(RecvError::Corrupt {
+                        message_id: position,
+                        payload_len: meta.payload_len,
+                    })),
+                },
+            };
+            self.release(position);
+            self.notify_producers();
+            if let Some(result) = result {
+                return result;
+            }
+        }
+        Err(RecvError::Busy)
+    }
+
+    /// Receives up to `max` messages claimed with one CAS, calling `deliver` for each with its
+    /// metadata and payload. Each slot is freed before its callback runs.
+    pub fn try_recv_batch<F>(&self, max: usize, mut deliver: F) -> Result<BatchReceived, RecvError>
+    where
+        F: FnMut(&MessageMeta, &[u8]),
+    {
+        if max == 0 {
+            return Ok(BatchReceived::default());
+        }
+        let (first, count) = self.claim_recv(max as u64, None)?;
+        // Frees whatever a panicking callback leaves claimed, so the ring never stalls.
+        let mut claimed = ClaimedRange {
+            channel: self,
+            next: first,
+            end: first.wrapping_add(count),
+        };
+        let mut outcome = BatchReceived::default();
+        let mut buf = [0u8; MSG_INLINE];
+        while let Some(position) = claimed.take() {
+            let content = self.read_content(position);
+            if let Content::Message(_, len) = content {
+                payload::load(&self.slot(position).payload, &mut buf[..len]);
+            }
+            self.release(position);
+            match content {
+                Content::Message(meta, len) => {
+                    outcome.delivered += 1;
+                    deliver(&meta, &buf[..len]);
+                }
+                Content::Skip => {}
+                Content::Lost(_) | Content::Corrupt(..) => outcome.dropped += 1,
+            }
+        }
+        drop(claimed);
+        self.notify_producers();
+        Ok(outcome)
+    }
+
+    /// Receives one message in place: the guard reads the payload where it lies and frees the
+    /// slot when dropped. Hold it briefly: producers cannot reuse the slot meanwhile.
+    pub fn try_recv_in_place(&self) -> Result<RecvGuard<'_, 'a, W>, RecvError> {
+        for _ in 0..RETRY_LIMIT {
+            let (position, _) = self.claim_recv(1, None)?;
+            let error = match self.read_content(position) {
+                Content::Message(meta, _) => {
+                    return Ok(RecvGuard {
+                        channel: self,
+                        position,
+                        meta,
+                    })
+                }
+                Content::Skip => None,
+                Content::Lost(message_id) => Some(RecvError::Lost { message_id }),
+                Content::Corrupt(message_id, payload_len) => Some(RecvError::Corrupt {
+                    message_id,
+                    payload_len,
+                }),
+            };
+            self.release(position);
+            self.notify_producers();
+            if let Some(error) = error {
+                return Err(error);
+            }
+        }
+        Err(RecvError::Busy)
+    }
+
+    /// Receives, waiting with `waiter` while the ring is empty.
+    pub fn recv_blocking<V: WaitStrategy>(
+        &self,
+        buf: &mut [u8],
+        waiter: &V,
+    ) -> Result<Received, RecvError> {
+        loop {
+            match self.try_recv(buf) {
+                Err(RecvError::Empty) => {}
+                other => return other,
+            }
+            let outcome = self.wait_on(
+                &self.entry.not_empty_seq,
+                &self.entry.not_empty_waiters,
+                || self.has_message(),
+                waiter,
+            );
+            if outcome == WaitOutcome::TimedOut {
+                return match self.try_recv(buf) {
+                    Err(RecvError::Empty) => Err(RecvError::TimedOut),
+                    other => other,
+                };
+            }
+        }
+    }
+
+    /// True when the position at `head` has been published (a message or a marker).
+    pub fn has_message(&self) -> bool {
+        let head = self.entry.head.load(Relaxed);
+        self.slot(head).sequence.load(Acquire) == head.wrapping_add(1)
+    }
+
+    /// True when the position at `tail` is free.
+    pub fn has_free_slot(&self) -> bool {
+        let tail = self.entry.tail.load(Relaxed);
+        self.slot(tail).sequence.load(Acquire) == tail
+    }
+
+    /// Registers as a waiter, re-checks `ready`, and sleeps on `word` if still not ready.
+    fn wait_on<V: WaitStrategy>(
+        &self,
+        word: &AtomicU32,
+        waiters: &AtomicU32,
+        ready: impl Fn() -> bool,
+        waiter: &V,
+    ) -> WaitOutcome {
+        waiters.fetch_add(1, SeqCst);
+        let observed = word.load(SeqCst);
+        fence(SeqCst);
+        let outcome = if ready() {
+            WaitOutcome::Woken
+        } else {
+            waiter.wait(word, observed)
+        };
+        waiters.fetch_sub(1, SeqCst);
+        outcome
+    }
+}
+
+/// Positions claimed by a batch receive and not yet freed.
+struct ClaimedRange<'c, 'a, W: WaitStrategy> {
+    channel: &'c Channel<'a, W>,
+    next: u64,
+    end: u64,
+}
+
+impl<W: WaitStrategy> ClaimedRange<'_, '_, W> {
+    fn take(&mut self) -> Option<u64> {
+        (self.next != self.end).then(|| {
+            let position = self.next;
+            self.next = self.next.wrapping_add(1);
+            position
+        })
+    }
+}
+
+impl<W: WaitStrategy> Drop for ClaimedRange<'_, '_, W> {
+    fn drop(&mut self) {
+        while let Some(position) = self.take() {
+            self.channel.release(position);
+        }
+    }
+}
+
+/// A claimed slot being written in place (zero-copy send).
+pub struct SendLoan<'c, 'a, W: WaitStrategy = SpinWait> {
+    channel: &'c Channel<'a, W>,
+    position: u64,
+    published: bool,
+}
+
+impl<W: WaitStrategy> SendLoan<'_, '_, W> {
+    /// The position (and future `message_id`) of this slot.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The slot's 960-byte payload area, written in place.
+    pub fn payload(&mut self) -> PayloadMut<'_> {
+        PayloadMut::new(&self.channel.slot(self.position).payload)
+    }
+
+    /// Publishes the first `len` bytes of the payload area with `meta`. On error the slot is
+    /// published as a skip marker instead.
+    pub fn commit(mut self, len: usize, meta: &SendMeta) -> Result<u64, SendError> {
+        if len > MSG_INLINE {
+            return Err(SendError::TooLarge {
+                len,
+                limit: MSG_INLINE,
+            });
+        }
+        if meta.flags & message_flags::PROTOCOL_MASK != 0 {
+            return Err(SendError::ReservedFlags { flags: meta.flags });
+        }
+        self.publish(len, meta, meta.flags);
+        Ok(self.position)
+    }
+
+    fn publish(&mut self, len: usize, meta: &SendMeta, flags: u16) {
+        let channel = self.channel;
+        let slot = channel.slot(self.position);
+        slot.meta.store(&MessageMeta {
+            message_id: self.position,
+            timestamp_ns: meta.timestamp_ns,
+            channel_id: channel.geometry.id,
+            message_type: meta.message_type,
+            sender_pid: meta.sender_pid,
+            sender_runtime: meta.sender_runtime,
+            flags,
+            payload_len: len as u32,
+            reserved: 0,
+        });
+        slot.sequence.store(self.position.wrapping_add(1), Release);
+        self.published = true;
+        channel.notify_consumers();
+    }
+}
+
+impl<W: WaitStrategy> Drop for SendLoan<'_, '_, W> {
+    fn drop(&mut self) {
+        if !self.published {
+            self.publish(0, &SendMeta::default(), message_flags::SKIP);
+        }
+    }
+}
+
+/// A received message still in its slot (zero-copy receive). Frees the slot on drop.
+pub struct RecvGuard<'c, 'a, W: WaitStrategy = SpinWait> {
+    channel: &'c Channel<'a, W>,
+    position: u64,
+    meta: MessageMeta,
+}
+
+impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
+    /// The metadata, as read when the slot was claimed (`payload_len` validated).
+    pub fn meta(&self) -> &MessageMeta {
+        &self.meta
+    }
+
+    /// The payload in place.
+    pub fn payload(&self) -> Payload<'_> {
+        Payload::new(
+            &self.channel.slot(self.position).payload,
+            self.meta.payload_len as usize,
+        )
+    }
+}
+
+impl<W: WaitStrategy> Drop for RecvGuard<'_, '_, W> {
+    fn drop(&mut self) {
+        self.channel.release(self.position);
+        self.channel.notify_producers();
+    }
+}

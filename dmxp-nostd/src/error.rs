@@ -1,0 +1,289 @@
+//! Errors of the core. Every variant carries the values that explain it, and none of them is
+//! produced by a panic: the core reports what it read, it never trusts it.
+
+use core::fmt;
+
+/// What is wrong with bytes read from a segment. Each variant names the field and the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Corruption {
+    /// `magic` (offset 0) is neither 0 nor `"DMXP_MEM"`.
+    BadMagic { found: u64 },
+    /// `version` (offset 8) is not 1.
+    UnsupportedVersion { found: u32 },
+    /// `max_channels` (offset 12) is not 256.
+    WrongMaxChannels { found: u32 },
+    /// `channel_count` (offset 16) is larger than `max_channels`.
+    ChannelCountTooLarge { found: u32 },
+    /// `segment_size` (offset 24) says the segment is larger than the memory mapped.
+    SegmentSizeMismatch { recorded: u64, actual: u64 },
+    /// `band_cursor` (offset 32) lies before the end of the header or past the segment.
+    BandCursorOutOfRange { found: u64, segment_len: u64 },
+    /// An entry's `channel_id` does not equal its index.
+    ChannelIdMismatch { channel: u32, found: u32 },
+    /// An entry's `state` word holds an unknown value.
+    UnknownChannelState { channel: u32, found: u32 },
+    /// The entry is marked created but its `capacity` is 0.
+    CapacityZero { channel: u32 },
+    /// `capacity` is not a power of two.
+    CapacityNotPowerOfTwo { channel: u32, capacity: u64 },
+    /// `capacity` exceeds [`crate::layout::MAX_CAPACITY`].
+    CapacityTooLarge { channel: u32, capacity: u64 },
+    /// `band_offset` is not a multiple of 64.
+    BandMisaligned { channel: u32, band_offset: u64 },
+    /// The band starts inside the global header.
+    BandOverlapsHeader { channel: u32, band_offset: u64 },
+    /// The band runs past the end of the segment.
+    BandOutsideSegment {
+        channel: u32,
+        band_offset: u64,
+        band_len: u64,
+        segment_len: u64,
+    },
+    /// Two channels' bands share bytes.
+    BandsOverlap { channel: u32, other: u32 },
+}
+
+impl Corruption {
+    /// The channel whose entry is bad, or `None` for a header field.
+    pub fn channel(&self) -> Option<u32> {
+        use Corruption::*;
+        match *self {
+            BadMagic { .. }
+            | UnsupportedVersion { .. }
+            | WrongMaxChannels { .. }
+            | ChannelCountTooLarge { .. }
+            | SegmentSizeMismatch { .. }
+            | BandCursorOutOfRange { .. } => None,
+            ChannelIdMismatch { channel, .. }
+            | UnknownChannelState { channel, .. }
+            | CapacityZero { channel }
+            | CapacityNotPowerOfTwo { channel, .. }
+            | CapacityTooLarge { channel, .. }
+            | BandMisaligned { channel, .. }
+            | BandOverlapsHeader { channel, .. }
+            | BandOutsideSegment { channel, .. }
+            | BandsOverlap { channel, .. } => Some(channel),
+        }
+    }
+
+    /// The name of the field at fault, as the layout tables spell it.
+    pub fn field(&self) -> &'static str {
+        use Corruption::*;
+        match self {
+            BadMagic { .. } => "magic",
+            UnsupportedVersion { .. } => "version",
+            WrongMaxChannels { .. } => "max_channels",
+            ChannelCountTooLarge { .. } => "channel_count",
+            SegmentSizeMismatch { .. } => "segment_size",
+            BandCursorOutOfRange { .. } => "band_cursor",
+            ChannelIdMismatch { .. } => "channel_id",
+            UnknownChannelState { .. } => "state",
+            CapacityZero { .. } | CapacityNotPowerOfTwo { .. } | CapacityTooLarge { .. } => {
+                "capacity"
+            }
+            BandMisaligned { .. }
+            | BandOverlapsHeader { .. }
+            | BandOutsideSegment { .. }
+            | BandsOverlap { .. } => "band_offset",
+        }
+    }
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Corruption::*;
+        if let Some(ch) = self.channel() {
+            write!(f, "channel {ch}: ")?;
+        }
+        match *self {
+            BadMagic { found } => write!(f, "bad magic {found:#018x} (expected \"DMXP_MEM\")"),
+            UnsupportedVersion { found } => write!(f, "unsupported version {found} (expected 1)"),
+            WrongMaxChannels { found } => write!(f, "max_channels is {found} (expected 256)"),
+            ChannelCountTooLarge { found } => write!(f, "channel_count {found} exceeds 256"),
+            SegmentSizeMismatch { recorded, actual } => write!(
+                f,
+                "segment_size says {recorded} bytes but only {actual} are mapped"
+            ),
+            BandCursorOutOfRange { found, segment_len } => write!(
+                f,
+                "band_cursor {found} outside the band area of a {segment_len}-byte segment"
+            ),
+            ChannelIdMismatch { found, .. } => write!(f, "channel_id field holds {found}"),
+            UnknownChannelState { found, .. } => write!(f, "unknown state word {found}"),
+            CapacityZero { .. } => write!(f, "created but capacity is 0"),
+            CapacityNotPowerOfTwo { capacity, .. } => {
+                write!(f, "capacity {capacity} is not a power of two")
+            }
+            CapacityTooLarge { capacity, .. } => write!(
+                f,
+                "capacity {capacity} exceeds the limit {}",
+                crate::layout::MAX_CAPACITY
+            ),
+            BandMisaligned { band_offset, .. } => {
+                write!(f, "band_offset {band_offset} is not a multiple of 64")
+            }
+            BandOverlapsHeader { band_offset, .. } => {
+                write!(f, "band_offset {band_offset} lies inside the global header")
+            }
+            BandOutsideSegment {
+                band_offset,
+                band_len,
+                segment_len,
+                ..
+            } => write!(
+                f,
+                "band at {band_offset} of {band_len} bytes runs past the {segment_len}-byte segment"
+            ),
+            BandsOverlap { other, .. } => write!(f, "band overlaps channel {other}'s band"),
+        }
+    }
+}
+
+/// Errors of the segment and channel-table operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The region's base is not aligned to 128 bytes (or is null).
+    RegionMisaligned { addr: usize, align: usize },
+    /// The region is too small for what was asked.
+    RegionTooSmall { len: u64, needed: u64 },
+    /// `magic` is still 0: the segment is being formatted (or its creator died doing so).
+    NotReady,
+    /// Refused to format a region whose `magic` is already set: it may be live.
+    AlreadyFormatted,
+    /// Bytes read from the segment are invalid.
+    Corrupt(Corruption),
+    /// A channel id at or above 256.
+    InvalidChannelId { id: u32 },
+    /// A requested capacity that is 0, not a power of two or above the limit.
+    InvalidCapacity { capacity: u64 },
+    /// No channel with this id has been created.
+    ChannelNotFound { id: u32 },
+    /// Another process is creating this channel right now; retry shortly.
+    ChannelBeingCreated { id: u32 },
+    /// `create_channel` found the channel already created (with this capacity).
+    ChannelExists { id: u32, capacity: u64 },
+    /// The segment has no room left for a band of this size.
+    OutOfSpace { needed: u64, available: u64 },
+    /// Too much contention (or a peer corrupting the table) to finish in bounded time.
+    Busy,
+}
+
+impl From<Corruption> for Error {
+    fn from(c: Corruption) -> Self {
+        Error::Corrupt(c)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::RegionMisaligned { addr, align } => {
+                write!(f, "region base {addr:#x} is not aligned to {align} bytes")
+            }
+            Error::RegionTooSmall { len, needed } => {
+                write!(f, "region of {len} bytes is too small: {needed} needed")
+            }
+            Error::NotReady => write!(f, "segment is still being created (magic not yet set)"),
+            Error::AlreadyFormatted => write!(f, "region already holds a segment; not formatting"),
+            Error::Corrupt(c) => write!(f, "corrupt segment: {c}"),
+            Error::InvalidChannelId { id } => {
+                write!(f, "channel id {id} out of range (0..256)")
+            }
+            Error::InvalidCapacity { capacity } => write!(
+                f,
+                "capacity {capacity} must be a power of two between 1 and {}",
+                crate::layout::MAX_CAPACITY
+            ),
+            Error::ChannelNotFound { id } => write!(f, "channel {id} does not exist"),
+            Error::ChannelBeingCreated { id } => {
+                write!(f, "channel {id} is being created by another process")
+            }
+            Error::ChannelExists { id, capacity } => {
+                write!(f, "channel {id} already exists with capacity {capacity}")
+            }
+            Error::OutOfSpace { needed, available } => write!(
+                f,
+                "segment out of space: band needs {needed} bytes, {available} left"
+            ),
+            Error::Busy => write!(f, "gave up after too many contended retries"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+impl core::error::Error for Corruption {}
+
+/// Why a send did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// Every slot holds an unconsumed message.
+    Full,
+    /// The payload does not fit in a slot.
+    TooLarge { len: usize, limit: usize },
+    /// The flags set bits the protocol reserves (`0x00FF`).
+    ReservedFlags { flags: u16 },
+    /// Contention (or a corrupt peer) kept the claim from succeeding in bounded time.
+    Busy,
+    /// A blocking send's wait strategy gave up.
+    TimedOut,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SendError::Full => write!(f, "channel full"),
+            SendError::TooLarge { len, limit } => {
+                write!(f, "message of {len} bytes exceeds the {limit}-byte limit")
+            }
+            SendError::ReservedFlags { flags } => {
+                write!(f, "flags {flags:#06x} set protocol-reserved bits (0x00ff)")
+            }
+            SendError::Busy => write!(f, "gave up after too many contended retries"),
+            SendError::TimedOut => write!(f, "timed out waiting for a free slot"),
+        }
+    }
+}
+
+/// Why a receive returned no message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvError {
+    /// No published message at the head.
+    Empty,
+    /// The caller's buffer is smaller than the next message; nothing was consumed.
+    BufferTooSmall { needed: usize, available: usize },
+    /// The message at `message_id` had an impossible `payload_len`; it was consumed and dropped.
+    Corrupt { message_id: u64, payload_len: u32 },
+    /// A tombstone left for a message whose producer died; it was consumed.
+    Lost { message_id: u64 },
+    /// Contention (or a corrupt peer) kept the claim from succeeding in bounded time.
+    Busy,
+    /// A blocking receive's wait strategy gave up.
+    TimedOut,
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RecvError::Empty => write!(f, "channel empty"),
+            RecvError::BufferTooSmall { needed, available } => write!(
+                f,
+                "buffer of {available} bytes too small for a {needed}-byte message"
+            ),
+            RecvError::Corrupt {
+                message_id,
+                payload_len,
+            } => write!(
+                f,
+                "message {message_id} dropped: payload_len {payload_len} exceeds 960"
+            ),
+            RecvError::Lost { message_id } => {
+                write!(f, "message {message_id} lost: its producer died mid-send")
+            }
+            RecvError::Busy => write!(f, "gave up after too many contended retries"),
+            RecvError::TimedOut => write!(f, "timed out waiting for a message"),
+        }
+    }
+}
+
+impl core::error::Error for SendError {}
+impl core::error::Error for RecvError {}

@@ -1,0 +1,492 @@
+//! The version-1 wire layout (DESIGN.md §3, `docs/PROTOCOL.md`).
+//!
+//! Two families of types describe the same bytes:
+//!
+//! * **Plain mirrors** ([`HeaderFields`], [`GlobalHeader`], [`ChannelEntry`], [`Slot`],
+//!   [`MessageMeta`]) hold ordinary integers. They are `Immutable` and are what the parser
+//!   reads out of an untrusted `&[u8]` (always by copy, so the input need not be aligned), and
+//!   what a snapshot of the live segment is copied into before validation.
+//! * **Live views** ([`AtomicHeaderFields`], [`AtomicChannelEntry`], [`AtomicSlot`],
+//!   [`AtomicMessageMeta`]) are made only of atomics, because another process may write any of
+//!   their bytes at any time. They are reached through [`crate::Region`], never built from a
+//!   `&[u8]`.
+//!
+//! Every offset and size below is a compile-time assertion.
+
+#[cfg(not(loom))]
+use crate::sync::AtomicU8;
+use crate::sync::{AtomicU16, AtomicU32, AtomicU64};
+use static_assertions::const_assert_eq;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// `"DMXP_MEM"` read as a little-endian `u64`.
+pub const MAGIC: u64 = 0x444D_5850_5F4D_454D;
+/// The layout version this crate reads and writes.
+pub const VERSION: u32 = 1;
+/// Entries in the channel table.
+pub const MAX_CHANNELS: usize = 256;
+/// Offset of the channel table from the segment start.
+pub const CHANNEL_TABLE_OFFSET: usize = 128;
+/// Size of one channel entry.
+pub const CHANNEL_ENTRY_SIZE: usize = 384;
+/// Size of the global header including the channel table; the first band may start here.
+pub const HEADER_SIZE: usize = CHANNEL_TABLE_OFFSET + MAX_CHANNELS * CHANNEL_ENTRY_SIZE;
+/// Stride of the slots in a band.
+pub const SLOT_SIZE: usize = 1088;
+/// Alignment a band (and so every slot) must have.
+pub const SLOT_ALIGN: usize = 64;
+/// Offset of the payload inside a slot.
+pub const PAYLOAD_OFFSET: usize = 64;
+/// Largest payload a slot holds (`MSG_INLINE`).
+pub const MSG_INLINE: usize = 960;
+/// The payload area in 64-bit words; payload copies move whole words.
+pub const PAYLOAD_WORDS: usize = MSG_INLINE / 8;
+/// Largest capacity this implementation creates or accepts: 2³² slots.
+pub const MAX_CAPACITY: u64 = 1 << 32;
+/// Alignment of the segment base.
+pub const SEGMENT_ALIGN: usize = 128;
+
+/// Offset of channel entry `id` from the segment start.
+pub const fn channel_entry_offset(id: usize) -> usize {
+    CHANNEL_TABLE_OFFSET + id * CHANNEL_ENTRY_SIZE
+}
+
+/// Bytes a band of `capacity` slots occupies, or `None` if that overflows.
+pub const fn band_len(capacity: u64) -> Option<u64> {
+    capacity.checked_mul(SLOT_SIZE as u64)
+}
+
+/// Values of [`ChannelEntry::state`], the word that serialises channel creation.
+pub mod channel_state {
+    /// Never created: `capacity` is 0.
+    pub const EMPTY: u32 = 0;
+    /// A creator won the claim and is initialising the entry and its band.
+    pub const CREATING: u32 = 1;
+    /// Fully created; `capacity` is (or is about to be) non-zero.
+    pub const READY: u32 = 2;
+}
+
+/// Bits of [`MessageMeta::flags`].
+pub mod message_flags {
+    /// The slot carries no message (a loan dropped without commit). Consumers free it and go on.
+    pub const SKIP: u16 = 0x0001;
+    /// Tombstone written in place of a message whose producer died mid-send.
+    pub const LOST: u16 = 0x0002;
+    /// Bits the protocol owns; a sender may not set them through the ordinary send path.
+    pub const PROTOCOL_MASK: u16 = 0x00FF;
+    /// Bits left to applications.
+    pub const APPLICATION_MASK: u16 = 0xFF00;
+}
+
+/// Values of [`MessageMeta::sender_runtime`].
+pub mod runtime {
+    pub const UNKNOWN: u16 = 0;
+    pub const RUST: u16 = 1;
+    pub const C: u16 = 2;
+    pub const PYTHON: u16 = 3;
+    pub const GO: u16 = 4;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain mirrors
+// ---------------------------------------------------------------------------------------------
+
+/// The first 128 bytes of the segment.
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(128))]
+pub struct HeaderFields {
+    pub magic: u64,
+    pub version: u32,
+    pub max_channels: u32,
+    pub channel_count: u32,
+    pub reserved: u32,
+    /// Extension (offset 24): the segment size the creator formatted.
+    pub segment_size: u64,
+    /// Extension (offset 32): byte offset where the next band will be carved.
+    pub band_cursor: u64,
+    /// Extension (offset 40): pid of the process that formatted the segment.
+    pub creator_pid: u32,
+    /// Extension (offset 44): zero in version 1.
+    pub header_flags: u32,
+    /// Extension (offsets 48..128): zero in version 1.
+    pub extension: [u8; 80],
+}
+
+/// One entry of the channel table.
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(128))]
+pub struct ChannelEntry {
+    pub channel_id: u32,
+    pub flags: u32,
+    pub capacity: u64,
+    pub band_offset: u64,
+    /// Extension (offset 24): [`channel_state`].
+    pub state: u32,
+    /// Extension (offset 28): pid of the creator.
+    pub creator_pid: u32,
+    /// Extension (offset 32): futex word consumers sleep on; bumped when a message is published.
+    pub not_empty_seq: u32,
+    /// Extension (offset 36): consumers currently asleep (or about to sleep) on `not_empty_seq`.
+    pub not_empty_waiters: u32,
+    /// Extension (offset 40): futex word producers sleep on; bumped when a slot is freed.
+    pub not_full_seq: u32,
+    /// Extension (offset 44): producers currently asleep (or about to sleep) on `not_full_seq`.
+    pub not_full_waiters: u32,
+    /// Extension (offsets 48..128): zero in version 1.
+    pub extension: [u8; 80],
+    pub tail: u64,
+    pub tail_pad: [u8; 120],
+    pub head: u64,
+    pub head_pad: [u8; 120],
+}
+
+/// The whole global header: fields followed by the channel table.
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C, align(128))]
+pub struct GlobalHeader {
+    pub fields: HeaderFields,
+    pub channels: [ChannelEntry; MAX_CHANNELS],
+}
+
+/// Metadata stored with each message.
+#[derive(
+    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[repr(C, align(8))]
+pub struct MessageMeta {
+    /// The position the message was sent at: unique and increasing per channel.
+    pub message_id: u64,
+    /// CLOCK_MONOTONIC nanoseconds at send, or 0 when the sender has no clock.
+    pub timestamp_ns: u64,
+    pub channel_id: u32,
+    /// Application-defined.
+    pub message_type: u32,
+    pub sender_pid: u32,
+    /// One of [`runtime`].
+    pub sender_runtime: u16,
+    /// [`message_flags`].
+    pub flags: u16,
+    pub payload_len: u32,
+    pub reserved: u32,
+}
+
+/// One ring slot.
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C, align(64))]
+pub struct Slot {
+    pub sequence: u64,
+    pub meta: MessageMeta,
+    pub padding: [u8; 16],
+    pub payload: [u8; MSG_INLINE],
+    pub reserved: [u8; 64],
+}
+
+const_assert_eq!(HEADER_SIZE, 98_432);
+const_assert_eq!(core::mem::size_of::<HeaderFields>(), 128);
+const_assert_eq!(core::mem::size_of::<GlobalHeader>(), HEADER_SIZE);
+const_assert_eq!(core::mem::align_of::<GlobalHeader>(), 128);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, magic), 0);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, version), 8);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, max_channels), 12);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, channel_count), 16);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, reserved), 20);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, segment_size), 24);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, band_cursor), 32);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, creator_pid), 40);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, header_flags), 44);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, extension), 48);
+const_assert_eq!(
+    core::mem::offset_of!(GlobalHeader, channels),
+    CHANNEL_TABLE_OFFSET
+);
+
+const_assert_eq!(core::mem::size_of::<ChannelEntry>(), CHANNEL_ENTRY_SIZE);
+const_assert_eq!(core::mem::align_of::<ChannelEntry>(), 128);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, channel_id), 0);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, flags), 4);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, capacity), 8);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, band_offset), 16);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, state), 24);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, creator_pid), 28);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, not_empty_seq), 32);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, not_empty_waiters), 36);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, not_full_seq), 40);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, not_full_waiters), 44);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, extension), 48);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, tail), 128);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, head), 256);
+
+const_assert_eq!(core::mem::size_of::<MessageMeta>(), 40);
+const_assert_eq!(core::mem::align_of::<MessageMeta>(), 8);
+const_assert_eq!(core::mem::offset_of!(MessageMeta, message_id), 0);
+const_assert_eq!(core::mem::offset_of!(MessageMeta, timestamp_ns), 8);
+const_assert_eq!(core::mem::offset_of!(MessageMeta, channel_id), 16);
+const_assert_eq!(core::mem::offset_of!(MessageMeta, message_type), 20);
+const_assert_eq!(core::mem::offset_of!(MessageMeta, sender_pid), 24);
+const_assert_eq!(core::mem::offset_of!(MessageMeta, sender_runtime), 28);
+const_assert_eq!(core::mem::offset_of!(MessageMeta, flags), 30);
+const_assert_eq!(core::mem::offset_of!(MessageMeta, payload_len), 32);
+const_assert_eq!(core::mem::offset_of!(MessageMeta, reserved), 36);
+
+const_assert_eq!(core::mem::size_of::<Slot>(), SLOT_SIZE);
+const_assert_eq!(core::mem::align_of::<Slot>(), SLOT_ALIGN);
+const_assert_eq!(core::mem::offset_of!(Slot, sequence), 0);
+const_assert_eq!(core::mem::offset_of!(Slot, meta), 8);
+const_assert_eq!(core::mem::offset_of!(Slot, padding), 48);
+const_assert_eq!(core::mem::offset_of!(Slot, payload), PAYLOAD_OFFSET);
+const_assert_eq!(core::mem::offset_of!(Slot, reserved), 1024);
+
+// ---------------------------------------------------------------------------------------------
+// Live views: every byte is inside an atomic.
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes the protocol does not use, still reached only atomically (or never).
+#[cfg(not(loom))]
+pub type Reserved<const N: usize> = [AtomicU8; N];
+/// Under loom the reserved bytes are never touched; plain bytes keep the model small.
+#[cfg(loom)]
+pub type Reserved<const N: usize> = [u8; N];
+
+/// Live view of [`HeaderFields`].
+#[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
+#[repr(C, align(128))]
+pub struct AtomicHeaderFields {
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    pub max_channels: AtomicU32,
+    pub channel_count: AtomicU32,
+    pub reserved: AtomicU32,
+    pub segment_size: AtomicU64,
+    pub band_cursor: AtomicU64,
+    pub creator_pid: AtomicU32,
+    pub header_flags: AtomicU32,
+    pub extension: Reserved<80>,
+}
+
+/// Live view of [`ChannelEntry`].
+#[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
+#[repr(C, align(128))]
+pub struct AtomicChannelEntry {
+    pub channel_id: AtomicU32,
+    pub flags: AtomicU32,
+    pub capacity: AtomicU64,
+    pub band_offset: AtomicU64,
+    pub state: AtomicU32,
+    pub creator_pid: AtomicU32,
+    pub not_empty_seq: AtomicU32,
+    pub not_empty_waiters: AtomicU32,
+    pub not_full_seq: AtomicU32,
+    pub not_full_waiters: AtomicU32,
+    pub extension: Reserved<80>,
+    pub tail: AtomicU64,
+    pub tail_pad: Reserved<120>,
+    pub head: AtomicU64,
+    pub head_pad: Reserved<120>,
+}
+
+/// Live view of [`MessageMeta`].
+#[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
+#[repr(C, align(8))]
+pub struct AtomicMessageMeta {
+    pub message_id: AtomicU64,
+    pub timestamp_ns: AtomicU64,
+    pub channel_id: AtomicU32,
+    pub message_type: AtomicU32,
+    pub sender_pid: AtomicU32,
+    pub sender_runtime: AtomicU16,
+    pub flags: AtomicU16,
+    pub payload_len: AtomicU32,
+    pub reserved: AtomicU32,
+}
+
+/// Live view of [`Slot`]. The payload is held as 64-bit words so that copies are word-sized
+/// relaxed atomic accesses.
+#[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
+#[repr(C, align(64))]
+pub struct AtomicSlot {
+    pub sequence: AtomicU64,
+    pub meta: AtomicMessageMeta,
+    pub padding: Reserved<16>,
+    pub payload: [AtomicU64; PAYLOAD_WORDS],
+    pub reserved: Reserved<64>,
+}
+
+#[cfg(not(loom))]
+mod live_layout_assertions {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+
+    const_assert_eq!(size_of::<AtomicHeaderFields>(), size_of::<HeaderFields>());
+    const_assert_eq!(offset_of!(AtomicHeaderFields, segment_size), 24);
+    const_assert_eq!(offset_of!(AtomicHeaderFields, band_cursor), 32);
+    const_assert_eq!(offset_of!(AtomicHeaderFields, creator_pid), 40);
+    const_assert_eq!(offset_of!(AtomicHeaderFields, extension), 48);
+
+    const_assert_eq!(size_of::<AtomicChannelEntry>(), CHANNEL_ENTRY_SIZE);
+    const_assert_eq!(align_of::<AtomicChannelEntry>(), 128);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, capacity), 8);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, band_offset), 16);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, state), 24);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, not_empty_seq), 32);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, not_empty_waiters), 36);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, not_full_seq), 40);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, not_full_waiters), 44);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, tail), 128);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, head), 256);
+
+    const_assert_eq!(size_of::<AtomicMessageMeta>(), 40);
+    const_assert_eq!(offset_of!(AtomicMessageMeta, sender_runtime), 28);
+    const_assert_eq!(offset_of!(AtomicMessageMeta, flags), 30);
+    const_assert_eq!(offset_of!(AtomicMessageMeta, payload_len), 32);
+
+    const_assert_eq!(size_of::<AtomicSlot>(), SLOT_SIZE);
+    const_assert_eq!(align_of::<AtomicSlot>(), SLOT_ALIGN);
+    const_assert_eq!(offset_of!(AtomicSlot, meta), 8);
+    const_assert_eq!(offset_of!(AtomicSlot, payload), PAYLOAD_OFFSET);
+    const_assert_eq!(offset_of!(AtomicSlot, reserved), 1024);
+}
+
+impl AtomicHeaderFields {
+    /// Copies the live fields into a plain mirror (relaxed loads; `magic` is read by the caller
+    /// with acquire first).
+    pub fn snapshot(&self) -> HeaderFields {
+        use crate::sync::Ordering::Relaxed;
+        HeaderFields {
+            magic: self.magic.load(Relaxed),
+            version: self.version.load(Relaxed),
+            max_channels: self.max_channels.load(Relaxed),
+            channel_count: self.channel_count.load(Relaxed),
+            reserved: 0,
+            segment_size: self.segment_size.load(Relaxed),
+            band_cursor: self.band_cursor.load(Relaxed),
+            creator_pid: self.creator_pid.load(Relaxed),
+            header_flags: self.header_flags.load(Relaxed),
+            extension: [0; 80],
+        }
+    }
+}
+
+impl AtomicChannelEntry {
+    /// Copies the fields validation looks at into a plain mirror (cursors and padding are not
+    /// copied). `capacity` should have been read with acquire by the caller.
+    pub fn snapshot(&self) -> ChannelEntry {
+        use crate::sync::Ordering::Relaxed;
+        ChannelEntry {
+            channel_id: self.channel_id.load(Relaxed),
+            flags: self.flags.load(Relaxed),
+            capacity: self.capacity.load(Relaxed),
+            band_offset: self.band_offset.load(Relaxed),
+            state: self.state.load(Relaxed),
+            creator_pid: self.creator_pid.load(Relaxed),
+            not_empty_seq: self.not_empty_seq.load(Relaxed),
+            not_empty_waiters: self.not_empty_waiters.load(Relaxed),
+            not_full_seq: self.not_full_seq.load(Relaxed),
+            not_full_waiters: self.not_full_waiters.load(Relaxed),
+            extension: [0; 80],
+            tail: self.tail.load(Relaxed),
+            tail_pad: [0; 120],
+            head: self.head.load(Relaxed),
+            head_pad: [0; 120],
+        }
+    }
+}
+
+impl AtomicMessageMeta {
+    pub(crate) fn load(&self) -> MessageMeta {
+        use crate::sync::Ordering::Relaxed;
+        MessageMeta {
+            message_id: self.message_id.load(Relaxed),
+            timestamp_ns: self.timestamp_ns.load(Relaxed),
+            channel_id: self.channel_id.load(Relaxed),
+            message_type: self.message_type.load(Relaxed),
+            sender_pid: self.sender_pid.load(Relaxed),
+            sender_runtime: self.sender_runtime.load(Relaxed),
+            flags: self.flags.load(Relaxed),
+            payload_len: self.payload_len.load(Relaxed),
+            reserved: 0,
+        }
+    }
+
+    pub(crate) fn store(&self, meta: &MessageMeta) {
+        use crate::sync::Ordering::Relaxed;
+        self.message_id.store(meta.message_id, Relaxed);
+        self.timestamp_ns.store(meta.timestamp_ns, Relaxed);
+        self.channel_id.store(meta.channel_id, Relaxed);
+        self.message_type.store(meta.message_type, Relaxed);
+        self.sender_pid.store(meta.sender_pid, Relaxed);
+        self.sender_runtime.store(meta.sender_runtime, Relaxed);
+        self.flags.store(meta.flags, Relaxed);
+        self.payload_len.store(meta.payload_len, Relaxed);
+        self.reserved.store(0, Relaxed);
+    }
+}
+
+#[cfg(loom)]
+mod loom_constructors {
+    use super::*;
+
+    fn reserved<const N: usize>() -> Reserved<N> {
+        [0; N]
+    }
+
+    impl AtomicHeaderFields {
+        pub fn new_zeroed() -> Self {
+            Self {
+                magic: AtomicU64::new(0),
+                version: AtomicU32::new(0),
+                max_channels: AtomicU32::new(0),
+                channel_count: AtomicU32::new(0),
+                reserved: AtomicU32::new(0),
+                segment_size: AtomicU64::new(0),
+                band_cursor: AtomicU64::new(0),
+                creator_pid: AtomicU32::new(0),
+                header_flags: AtomicU32::new(0),
+                extension: reserved(),
+            }
+        }
+    }
+
+    impl AtomicChannelEntry {
+        pub fn new_zeroed() -> Self {
+            Self {
+                channel_id: AtomicU32::new(0),
+                flags: AtomicU32::new(0),
+                capacity: AtomicU64::new(0),
+                band_offset: AtomicU64::new(0),
+                state: AtomicU32::new(0),
+                creator_pid: AtomicU32::new(0),
+                not_empty_seq: AtomicU32::new(0),
+                not_empty_waiters: AtomicU32::new(0),
+                not_full_seq: AtomicU32::new(0),
+                not_full_waiters: AtomicU32::new(0),
+                extension: reserved(),
+                tail: AtomicU64::new(0),
+                tail_pad: reserved(),
+                head: AtomicU64::new(0),
+                head_pad: reserved(),
+            }
+        }
+    }
+
+    impl AtomicSlot {
+        pub fn new_zeroed() -> Self {
+            Self {
+                sequence: AtomicU64::new(0),
+                meta: AtomicMessageMeta {
+                    message_id: AtomicU64::new(0),
+                    timestamp_ns: AtomicU64::new(0),
+                    channel_id: AtomicU32::new(0),
+                    message_type: AtomicU32::new(0),
+                    sender_pid: AtomicU32::new(0),
+                    sender_runtime: AtomicU16::new(0),
+                    flags: AtomicU16::new(0),
+                    payload_len: AtomicU32::new(0),
+                    reserved: AtomicU32::new(0),
+                },
+                padding: reserved(),
+                payload: core::array::from_fn(|_| AtomicU64::new(0)),
+                reserved: reserved(),
+            }
+        }
+    }
+}

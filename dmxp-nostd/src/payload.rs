@@ -1,0 +1,167 @@
+//! Payload bytes in shared memory, moved as 64-bit relaxed atomic words.
+//!
+//! A slot's payload is 120 `AtomicU64`s. Copies in and out go word by word (little-endian), so
+//! a peer writing the same slot at the same time can garble the bytes but never causes
+//! undefined behaviour. [`Payload`] and [`PayloadMut`] are the in-place views handed out by the
+//! zero-copy receive and send paths, in the spirit of `vm-memory`'s `VolatileSlice`: they offer
+//! copies and word accesses, never a `&[u8]`.
+
+use crate::layout::{MSG_INLINE, PAYLOAD_WORDS};
+use crate::sync::{AtomicU64, Ordering::Relaxed};
+
+pub(crate) type Words = [AtomicU64; PAYLOAD_WORDS];
+
+/// Stores `src` at the start of `words`, zero-padding the last word.
+pub(crate) fn store(words: &Words, src: &[u8]) {
+    let mut chunks = src.chunks_exact(8);
+    for (word, chunk) in words.iter().zip(&mut chunks) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        word.store(u64::from_le_bytes(le), Relaxed);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut le = [0u8; 8];
+        le[..rest.len()].copy_from_slice(rest);
+        if let Some(word) = words.get(src.len() / 8) {
+            word.store(u64::from_le_bytes(le), Relaxed);
+        }
+    }
+}
+
+/// Fills `dst` from the start of `words` (at most 960 bytes are read).
+pub(crate) fn load(words: &Words, dst: &mut [u8]) {
+    let last_word = (dst.len() / 8).min(PAYLOAD_WORDS - 1);
+    let mut chunks = dst.chunks_exact_mut(8);
+    for (word, chunk) in words.iter().zip(&mut chunks) {
+        chunk.copy_from_slice(&word.load(Relaxed).to_le_bytes());
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let len = rest.len();
+        rest.copy_from_slice(&words[last_word].load(Relaxed).to_le_bytes()[..len]);
+    }
+}
+
+/// A read-only, in-place view of a received payload.
+#[derive(Clone, Copy)]
+pub struct Payload<'a> {
+    words: &'a Words,
+    len: usize,
+}
+
+impl<'a> Payload<'a> {
+    /// `len` must be at most `MSG_INLINE` (the caller validated `payload_len`).
+    pub(crate) fn new(words: &'a Words, len: usize) -> Self {
+        Self {
+            words,
+            len: len.min(MSG_INLINE),
+        }
+    }
+
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the payload into `dst`; returns the bytes copied (`min(len, dst.len())`).
+    pub fn copy_to(&self, dst: &mut [u8]) -> usize {
+        let n = self.len.min(dst.len());
+        load(self.words, &mut dst[..n]);
+        n
+    }
+
+    /// Byte `index`, or `None` past the end.
+    pub fn get(&self, index: usize) -> Option<u8> {
+        if index >= self.len {
+            return None;
+        }
+        let word = self.words[index / 8].load(Relaxed);
+        Some(word.to_le_bytes()[index % 8])
+    }
+
+    /// The 64-bit little-endian word `index` (bytes `8*index..8*index+8`; bytes past `len` are
+    /// whatever the sender left, normally zero), or `None` past the payload.
+    pub fn word(&self, index: usize) -> Option<u64> {
+        if index >= self.len.div_ceil(8) {
+            return None;
+        }
+        Some(self.words[index].load(Relaxed))
+    }
+}
+
+impl core::fmt::Debug for Payload<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Payload").field("len", &self.len).finish()
+    }
+}
+
+/// A writable, in-place view of a loaned slot's payload area (960 bytes).
+pub struct PayloadMut<'a> {
+    words: &'a Words,
+}
+
+impl<'a> PayloadMut<'a> {
+    pub(crate) fn new(words: &'a Words) -> Self {
+        Self { words }
+    }
+
+    /// Size of the payload area: 960 bytes.
+    pub const fn capacity(&self) -> usize {
+        MSG_INLINE
+    }
+
+    /// Writes `src` at byte `offset`. Returns `false` (writing nothing) if it would run past
+    /// the 960-byte area.
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) -> bool {
+        let Some(end) = offset.checked_add(src.len()) else {
+            return false;
+        };
+        if end > MSG_INLINE {
+            return false;
+        }
+        let mut pos = offset;
+        let mut src = src;
+        while !src.is_empty() {
+            let (index, within) = (pos / 8, pos % 8);
+            let take = (8 - within).min(src.len());
+            let word = &self.words[index];
+            let value = if within == 0 && take == 8 {
+                let mut le = [0u8; 8];
+                le.copy_from_slice(&src[..8]);
+                u64::from_le_bytes(le)
+            } else {
+                // The loan owns the slot, so this read-modify-write races with nobody honest.
+                let mut le = word.load(Relaxed).to_le_bytes();
+                le[within..within + take].copy_from_slice(&src[..take]);
+                u64::from_le_bytes(le)
+            };
+            word.store(value, Relaxed);
+            pos += take;
+            src = &src[take..];
+        }
+        true
+    }
+
+    /// Stores the 64-bit little-endian word `index` (0..120). Returns `false` past the area.
+    pub fn set_word(&mut self, index: usize, value: u64) -> bool {
+        match self.words.get(index) {
+            Some(word) => {
+                word.store(value, Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Reads back byte `index` of the area.
+    pub fn get(&self, index: usize) -> Option<u8> {
+        let word = self.words.get(index / 8)?.load(Relaxed);
+        Some(word.to_le_bytes()[index % 8])
+    }
+}

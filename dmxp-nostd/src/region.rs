@@ -1,0 +1,142 @@
+//! The one unsafe boundary: a region of memory that other processes may write at any time.
+//!
+//! [`Region`] is a base pointer and a length. Everything above it obtains typed views through
+//! [`Region::view`] and [`Region::view_slice`], which check bounds and alignment and hand out
+//! shared references only to types made entirely of atomics ([`SharedView`]). No plain `&[u8]`
+//! or `&T` of plain data over peer-writable memory is ever created.
+
+use crate::error::Error;
+use crate::layout::{AtomicChannelEntry, AtomicHeaderFields, AtomicSlot, SEGMENT_ALIGN};
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::mem::{align_of, size_of};
+use core::ptr::NonNull;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Types that may be viewed in place in shared memory.
+///
+/// # Safety
+/// Every byte of the type must lie inside an `UnsafeCell` (in practice: the type is built only
+/// from atomics), so a shared reference to it stays sound while another process writes it, and
+/// every bit pattern must be valid (`FromBytes`).
+pub unsafe trait SharedView: FromBytes + KnownLayout + Sync + Sized {}
+
+// SAFETY: all fields are atomics or arrays of atomics (see `layout`), and they derive FromBytes.
+unsafe impl SharedView for AtomicHeaderFields {}
+// SAFETY: as above.
+unsafe impl SharedView for AtomicChannelEntry {}
+// SAFETY: as above.
+unsafe impl SharedView for AtomicSlot {}
+
+/// Memory that holds a segment for as long as the value lives: a mapping from a backend, an
+/// owned buffer. Backends implement it so the std facade can be generic over them.
+pub trait SegmentMemory {
+    /// The whole segment as a region borrowed from `self`.
+    fn region(&self) -> Region<'_>;
+}
+
+/// A 128-byte aligned block. A slice of these is a correctly aligned buffer for a segment that
+/// lives in ordinary memory (a static, a `Box`, an allocator's arena):
+/// `Region::new(blocks.as_mut_bytes())`.
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy)]
+#[repr(C, align(128))]
+pub struct AlignedBlock(pub [u8; SEGMENT_ALIGN]);
+
+impl AlignedBlock {
+    pub const ZERO: Self = Self([0; SEGMENT_ALIGN]);
+
+    /// Blocks needed to hold `bytes` bytes.
+    pub const fn count_for(bytes: usize) -> usize {
+        bytes.div_ceil(SEGMENT_ALIGN)
+    }
+}
+
+/// Memory shared with other processes: a base pointer with write provenance and a length.
+#[derive(Clone, Copy, Debug)]
+pub struct Region<'a> {
+    base: NonNull<u8>,
+    len: usize,
+    _memory: PhantomData<&'a [UnsafeCell<u8>]>,
+}
+
+// SAFETY: a Region only hands out views of `SharedView` types, which are `Sync` and tolerate
+// concurrent access; the pointer itself is just an address.
+unsafe impl Send for Region<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Region<'_> {}
+
+impl<'a> Region<'a> {
+    /// A region over memory this process owns, borrowed mutably for `'a` so nothing else in
+    /// this process touches it except through the region. The buffer must be aligned to 128
+    /// bytes (see [`AlignedBlock`]).
+    pub fn new(buf: &'a mut [u8]) -> Result<Self, Error> {
+        // SAFETY: `buf` is valid for reads and writes of `buf.len()` bytes for `'a`, the
+        // pointer comes from `as_mut_ptr` (write provenance), and the exclusive borrow keeps
+        // every other access in this process away for `'a`.
+        unsafe { Self::from_raw_parts(buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// A region over memory mapped from elsewhere (mmap of shm, memfd, a file, a hypervisor
+    /// page).
+    ///
+    /// # Safety
+    /// `base` must be valid for reads and writes of `len` bytes for all of `'a`, derived from a
+    /// pointer with write provenance (mmap's return value, `as_mut_ptr`), and this process
+    /// must access the memory during `'a` only through atomics (for example through other
+    /// `Region`s), never through plain references.
+    pub unsafe fn from_raw_parts(base: *mut u8, len: usize) -> Result<Self, Error> {
+        let base = NonNull::new(base).ok_or(Error::RegionMisaligned {
+            addr: 0,
+            align: SEGMENT_ALIGN,
+        })?;
+        if base.as_ptr() as usize % SEGMENT_ALIGN != 0 {
+            return Err(Error::RegionMisaligned {
+                addr: base.as_ptr() as usize,
+                align: SEGMENT_ALIGN,
+            });
+        }
+        Ok(Self {
+            base,
+            len,
+            _memory: PhantomData,
+        })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the region has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Base address (for diagnostics and for tests of position independence).
+    pub fn base_addr(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+
+    /// A view of one `T` at `offset`, checked to lie inside the region and to be aligned.
+    pub fn view<T: SharedView>(&self, offset: usize) -> Option<&'a T> {
+        self.view_slice::<T>(offset, 1).map(|s| &s[0])
+    }
+
+    /// A view of `count` consecutive `T`s starting at `offset`, checked like [`Self::view`].
+    pub fn view_slice<T: SharedView>(&self, offset: usize, count: usize) -> Option<&'a [T]> {
+        let bytes = size_of::<T>().checked_mul(count)?;
+        let end = offset.checked_add(bytes)?;
+        if end > self.len || offset % align_of::<T>() != 0 {
+            return None;
+        }
+        // SAFETY: `offset + bytes <= len`, so the range lies inside the region, which is valid
+        // for `'a` (constructor contract). The base is 128-aligned and `offset` is a multiple of
+        // `align_of::<T>()` (at most 128), so the pointer is aligned. `T: SharedView` means
+        // every bit pattern is valid and every byte is inside an UnsafeCell, so a shared
+        // reference tolerates concurrent writes from other processes.
+        unsafe {
+            let ptr = self.base.as_ptr().add(offset).cast::<T>();
+            Some(core::slice::from_raw_parts(ptr, count))
+        }
+    }
+}

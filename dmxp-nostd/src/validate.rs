@@ -1,0 +1,247 @@
+//! Validation of untrusted segment bytes.
+//!
+//! The same checks serve two callers: [`parse_segment`], which reads a `&[u8]` (a file, a
+//! fuzzer's input, a copy of a live segment), and [`crate::Segment`], which validates plain
+//! snapshots of the live header and entries before it trusts them. Nothing here panics on any
+//! input; every rejection is a [`Corruption`] naming the field and the value.
+
+use crate::error::{Corruption, Error};
+use crate::layout::{
+    band_len, channel_entry_offset, channel_state, ChannelEntry, HeaderFields, CHANNEL_ENTRY_SIZE,
+    HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, SLOT_ALIGN, VERSION,
+};
+use zerocopy::FromBytes;
+
+/// Where a created channel's band lies. Copied into the process at attach and never re-read
+/// from the segment for indexing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelGeometry {
+    pub id: u32,
+    pub capacity: u64,
+    pub band_offset: u64,
+}
+
+impl ChannelGeometry {
+    /// One past the last byte of the band.
+    pub fn band_end(&self) -> u64 {
+        // Validation proved this does not overflow.
+        self.band_offset + self.capacity * crate::layout::SLOT_SIZE as u64
+    }
+}
+
+/// A created channel as seen at one instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub id: u32,
+    pub capacity: u64,
+    pub band_offset: u64,
+    pub head: u64,
+    pub tail: u64,
+    /// Messages queued: `tail - head`, clamped to `0..=capacity`.
+    pub depth: u64,
+}
+
+impl ChannelInfo {
+    pub(crate) fn new(geometry: ChannelGeometry, head: u64, tail: u64) -> Self {
+        Self {
+            id: geometry.id,
+            capacity: geometry.capacity,
+            band_offset: geometry.band_offset,
+            head,
+            tail,
+            depth: tail.saturating_sub(head).min(geometry.capacity),
+        }
+    }
+}
+
+/// The result of parsing a whole segment.
+#[derive(Clone, Debug)]
+pub struct SegmentInfo {
+    /// The header fields as read.
+    pub header: HeaderFields,
+    /// The length validation used: `segment_size` when recorded, else the bytes given.
+    pub segment_len: u64,
+    /// Every created channel, in id order.
+    pub channels: heapless::Vec<ChannelInfo, MAX_CHANNELS>,
+}
+
+/// Checks the header fields against the bytes actually available and returns the segment
+/// length to validate bands against.
+pub fn validate_header(header: &HeaderFields, available: u64) -> Result<u64, Error> {
+    match header.magic {
+        0 => return Err(Error::NotReady),
+        MAGIC => {}
+        found => return Err(Corruption::BadMagic { found }.into()),
+    }
+    if header.version != VERSION {
+        return Err(Corruption::UnsupportedVersion {
+            found: header.version,
+        }
+        .into());
+    }
+    if header.max_channels as usize != MAX_CHANNELS {
+        return Err(Corruption::WrongMaxChannels {
+            found: header.max_channels,
+        }
+        .into());
+    }
+    if header.channel_count as usize > MAX_CHANNELS {
+        return Err(Corruption::ChannelCountTooLarge {
+            found: header.channel_count,
+        }
+        .into());
+    }
+    if available < HEADER_SIZE as u64 {
+        return Err(Error::RegionTooSmall {
+            len: available,
+            needed: HEADER_SIZE as u64,
+        });
+    }
+    // A segment made by a client that does not record its size is validated against what is
+    // mapped; otherwise the recorded size must be mapped in full.
+    let segment_len = match header.segment_size {
+        0 => available,
+        recorded if recorded > available || recorded < HEADER_SIZE as u64 => {
+            return Err(Corruption::SegmentSizeMismatch {
+                recorded,
+                actual: available,
+            }
+            .into())
+        }
+        recorded => recorded,
+    };
+    let cursor = header.band_cursor;
+    if cursor != 0 && (cursor < HEADER_SIZE as u64 || cursor > segment_len) {
+        return Err(Corruption::BandCursorOutOfRange {
+            found: cursor,
+            segment_len,
+        }
+        .into());
+    }
+    Ok(segment_len)
+}
+
+/// Checks one entry. `Ok(None)` means the channel has not been created (capacity 0).
+pub fn validate_entry(
+    id: u32,
+    entry: &ChannelEntry,
+    segment_len: u64,
+) -> Result<Option<ChannelGeometry>, Corruption> {
+    let channel = id;
+    let state = entry.state;
+    if !matches!(
+        state,
+        channel_state::EMPTY | channel_state::CREATING | channel_state::READY
+    ) {
+        return Err(Corruption::UnknownChannelState {
+            channel,
+            found: state,
+        });
+    }
+    let capacity = entry.capacity;
+    if capacity == 0 {
+        // Creators store capacity before READY, so READY with capacity 0 is never transient.
+        return if state == channel_state::READY {
+            Err(Corruption::CapacityZero { channel })
+        } else {
+            Ok(None)
+        };
+    }
+    if entry.channel_id != id {
+        return Err(Corruption::ChannelIdMismatch {
+            channel,
+            found: entry.channel_id,
+        });
+    }
+    if !capacity.is_power_of_two() {
+        return Err(Corruption::CapacityNotPowerOfTwo { channel, capacity });
+    }
+    if capacity > MAX_CAPACITY {
+        return Err(Corruption::CapacityTooLarge { channel, capacity });
+    }
+    let band_offset = entry.band_offset;
+    if band_offset % SLOT_ALIGN as u64 != 0 {
+        return Err(Corruption::BandMisaligned {
+            channel,
+            band_offset,
+        });
+    }
+    if band_offset < HEADER_SIZE as u64 {
+        return Err(Corruption::BandOverlapsHeader {
+            channel,
+            band_offset,
+        });
+    }
+    let outside = |band_len| Corruption::BandOutsideSegment {
+        channel,
+        band_offset,
+        band_len,
+        segment_len,
+    };
+    // capacity <= 2^32 so the product fits in u64.
+    let len = band_len(capacity).ok_or(outside(u64::MAX))?;
+    match band_offset.checked_add(len) {
+        Some(end) if end <= segment_len => Ok(Some(ChannelGeometry {
+            id,
+            capacity,
+            band_offset,
+        })),
+        _ => Err(outside(len)),
+    }
+}
+
+/// Checks that no two bands share a byte. Sorts `bands` by offset.
+pub fn check_overlaps(bands: &mut [ChannelGeometry]) -> Result<(), Corruption> {
+    bands.sort_unstable_by_key(|g| g.band_offset);
+    for pair in bands.windows(2) {
+        if pair[0].band_end() > pair[1].band_offset {
+            let (a, b) = (pair[0].id.max(pair[1].id), pair[0].id.min(pair[1].id));
+            return Err(Corruption::BandsOverlap {
+                channel: a,
+                other: b,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Parses and validates a whole segment from untrusted bytes.
+///
+/// This is the function the `header_parse` fuzz target calls. It copies what it reads (the
+/// input need not be aligned) and returns either a description of every created channel or the
+/// first problem found.
+pub fn parse_segment(bytes: &[u8]) -> Result<SegmentInfo, Error> {
+    let available = bytes.len() as u64;
+    let (header, _) = HeaderFields::read_from_prefix(bytes).map_err(|_| Error::RegionTooSmall {
+        len: available,
+        needed: HEADER_SIZE as u64,
+    })?;
+    let segment_len = validate_header(&header, available)?;
+
+    let mut bands: heapless::Vec<ChannelGeometry, MAX_CHANNELS> = heapless::Vec::new();
+    let mut channels = heapless::Vec::new();
+    for id in 0..MAX_CHANNELS {
+        let offset = channel_entry_offset(id);
+        let raw = bytes
+            .get(offset..offset + CHANNEL_ENTRY_SIZE)
+            .ok_or(Error::RegionTooSmall {
+                len: available,
+                needed: HEADER_SIZE as u64,
+            })?;
+        let entry = ChannelEntry::read_from_bytes(raw).map_err(|_| Error::RegionTooSmall {
+            len: available,
+            needed: HEADER_SIZE as u64,
+        })?;
+        if let Some(geometry) = validate_entry(id as u32, &entry, segment_len)? {
+            // Both vectors hold at most MAX_CHANNELS items, one per id, so neither can be full.
+            let _ = bands.push(geometry);
+            let _ = channels.push(ChannelInfo::new(geometry, entry.head, entry.tail));
+        }
+    }
+    check_overlaps(&mut bands)?;
+    Ok(SegmentInfo {
+        header,
+        segment_len,
+        channels,
+    })
+}

@@ -1,0 +1,1 @@
+//! DMXP std facade. Work in progress.
