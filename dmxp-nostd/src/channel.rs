@@ -600,6 +600,12 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
         if meta.flags & message_flags::PROTOCOL_MASK != 0 {
             return Err(SendError::ReservedFlags { flags: meta.flags });
         }
+        // Bytes past `len` in the last word are zero, as on the copying path.
+        if len % 8 != 0 {
+            let word = &self.channel.slot(self.position).payload[len / 8];
+            let keep = (1u64 << ((len % 8) * 8)) - 1;
+            word.store(word.load(Relaxed) & keep, Relaxed);
+        }
         self.publish(len, meta, meta.flags);
         Ok(self.position)
     }

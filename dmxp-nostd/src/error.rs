@@ -6,7 +6,7 @@ use core::fmt;
 /// What is wrong with bytes read from a segment. Each variant names the field and the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Corruption {
-    /// `magic` (offset 0) is neither 0 nor `"DMXP_MEM"`.
+    /// `magic` (offset 0) is neither 0 nor [`crate::layout::MAGIC`].
     BadMagic { found: u64 },
     /// `version` (offset 8) is not 1.
     UnsupportedVersion { found: u32 },
@@ -14,9 +14,10 @@ pub enum Corruption {
     WrongMaxChannels { found: u32 },
     /// `channel_count` (offset 16) is larger than `max_channels`.
     ChannelCountTooLarge { found: u32 },
-    /// `segment_size` (offset 24) says the segment is larger than the memory mapped.
+    /// `segment_size` (offset 24) is larger than the memory mapped, or smaller than the header.
     SegmentSizeMismatch { recorded: u64, actual: u64 },
-    /// `band_cursor` (offset 32) lies before the end of the header or past the segment.
+    /// `band_cursor` (offset 32) lies before the end of the header, past the segment, or is not
+    /// a multiple of 64.
     BandCursorOutOfRange { found: u64, segment_len: u64 },
     /// An entry's `channel_id` does not equal its index.
     ChannelIdMismatch { channel: u32, found: u32 },
@@ -96,13 +97,16 @@ impl fmt::Display for Corruption {
             write!(f, "channel {ch}: ")?;
         }
         match *self {
-            BadMagic { found } => write!(f, "bad magic {found:#018x} (expected \"DMXP_MEM\")"),
+            BadMagic { found } => {
+                write!(f, "bad magic {found:#018x} (expected 0x444d58505f4d454d)")
+            }
             UnsupportedVersion { found } => write!(f, "unsupported version {found} (expected 1)"),
             WrongMaxChannels { found } => write!(f, "max_channels is {found} (expected 256)"),
             ChannelCountTooLarge { found } => write!(f, "channel_count {found} exceeds 256"),
             SegmentSizeMismatch { recorded, actual } => write!(
                 f,
-                "segment_size says {recorded} bytes but only {actual} are mapped"
+                "segment_size {recorded} does not fit: {actual} bytes mapped, at least {} needed",
+                crate::layout::HEADER_SIZE
             ),
             BandCursorOutOfRange { found, segment_len } => write!(
                 f,

@@ -19,7 +19,8 @@ use crate::sync::{AtomicU16, AtomicU32, AtomicU64};
 use static_assertions::const_assert_eq;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// `"DMXP_MEM"` read as a little-endian `u64`.
+/// The segment magic, `0x444D58505F4D454D` (the ASCII of "DMXP_MEM" read as a big-endian
+/// number; stored little-endian, so the bytes at offset 0 are `4D 45 4D 5F 50 58 4D 44`).
 pub const MAGIC: u64 = 0x444D_5850_5F4D_454D;
 /// The layout version this crate reads and writes.
 pub const VERSION: u32 = 1;

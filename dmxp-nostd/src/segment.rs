@@ -5,7 +5,7 @@
 //! * **Segment.** The creator gets the memory exclusively (`O_EXCL`, a fresh memfd, a file
 //!   renamed into place), writes every header field, and stores `magic` last with release. An
 //!   attacher loads `magic` with acquire: 0 means "being created" ([`Error::NotReady`]), any
-//!   other value but `"DMXP_MEM"` is corruption.
+//!   other value but [`MAGIC`] is corruption.
 //! * **Channel.** A creator claims the entry by CAS on its `state` word (EMPTY → CREATING),
 //!   carves the band from `band_cursor` by CAS, initialises every slot's sequence and the
 //!   cursors, stores `capacity` with release, then `state = READY`. Readers that test
@@ -217,8 +217,13 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
     /// Reads and validates entry `id`: `Ok(None)` when not created.
     fn geometry(&self, id: u32) -> Result<Option<ChannelGeometry>, Error> {
         let entry = self.entry(id)?;
+        // `state` first: READY seen with acquire makes the capacity stored before it visible.
+        // Read the other way round, a creator finishing between the two loads pairs a stale
+        // capacity of 0 with READY, which validation rightly calls corrupt.
+        let state = entry.state.load(Acquire);
         let capacity = entry.capacity.load(Acquire);
         let mut snapshot = entry.snapshot();
+        snapshot.state = state;
         snapshot.capacity = capacity;
         Ok(validate_entry(id, &snapshot, self.len)?)
     }
@@ -300,6 +305,8 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
                 Err(other) => Err(other),
             };
         }
+        // Recorded at once so that a creator dying mid-creation can be identified.
+        entry.creator_pid.store(creator_pid, Relaxed);
         match self.initialise_channel(id, entry, capacity, creator_pid) {
             Ok(channel) => Ok((channel, Opened::Created)),
             Err(error) => {
@@ -369,6 +376,15 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         let cursor: &AtomicU64 = &self.fields.band_cursor;
         let mut start = cursor.load(Relaxed);
         for _ in 0..RETRY_LIMIT {
+            if start == 0 {
+                // A segment made by a client that keeps no cursor: adopt the end of the last
+                // band. Racing adopters compute the same value; the CAS lets one of them win.
+                let adopted = self.end_of_bands();
+                start = match cursor.compare_exchange(0, adopted, AcqRel, Relaxed) {
+                    Ok(_) => adopted,
+                    Err(current) => current,
+                };
+            }
             if start < HEADER_SIZE as u64 || start > self.len || start % SLOT_ALIGN as u64 != 0 {
                 return Err(Corruption::BandCursorOutOfRange {
                     found: start,
@@ -391,6 +407,14 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             }
         }
         Err(Error::Busy)
+    }
+
+    /// One past the last byte of any valid band (the header's end when there are none).
+    fn end_of_bands(&self) -> u64 {
+        (0..self.entries.len() as u32)
+            .filter_map(|id| self.geometry(id).ok().flatten())
+            .map(|geometry| geometry.band_end())
+            .fold(HEADER_SIZE as u64, u64::max)
     }
 
     /// Every created channel whose entry validates, in id order.

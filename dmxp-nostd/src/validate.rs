@@ -111,7 +111,9 @@ pub fn validate_header(header: &HeaderFields, available: u64) -> Result<u64, Err
         recorded => recorded,
     };
     let cursor = header.band_cursor;
-    if cursor != 0 && (cursor < HEADER_SIZE as u64 || cursor > segment_len) {
+    if cursor != 0
+        && (cursor < HEADER_SIZE as u64 || cursor > segment_len || cursor % SLOT_ALIGN as u64 != 0)
+    {
         return Err(Corruption::BandCursorOutOfRange {
             found: cursor,
             segment_len,

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every check the project has, installing what it needs first. This is the README's test
+# command and what CI (.ci/run) calls. A component that cannot be installed (for example the
+# Miri download) is reported loudly and the rest still runs; any failing check fails the run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+failures=()
+step() {
+    local name=$1
+    shift
+    echo
+    echo "==> $name"
+    local start=$SECONDS
+    if "$@"; then
+        echo "<== $name: ok ($((SECONDS - start)) s)"
+    else
+        echo "<== $name: FAILED ($((SECONDS - start)) s)"
+        failures+=("$name")
+    fi
+}
+
+step "rustfmt" cargo fmt --all -- --check
+step "clippy" cargo clippy --workspace --all-features --all-targets -- -D warnings
+step "tests (cargo test --workspace --all-features)" cargo test --workspace --all-features
+step "no_std build (x86_64-unknown-none)" bash -c \
+    'rustup target add x86_64-unknown-none >/dev/null && cargo build -p dmxp-nostd --target x86_64-unknown-none'
+[ -x scripts/loom.sh ] && step "loom models" scripts/loom.sh
+[ -x scripts/miri.sh ] && step "miri" scripts/miri.sh
+[ -x scripts/fuzz.sh ] && step "fuzz (short runs)" scripts/fuzz.sh "${DMXP_FUZZ_SECONDS:-30}"
+
+echo
+if [ ${#failures[@]} -ne 0 ]; then
+    echo "FAILED: ${failures[*]}"
+    exit 1
+fi
+echo "all checks passed"
