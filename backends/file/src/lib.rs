@@ -1,1 +1,270 @@
-//! DMXP segment backend (file). Work in progress.
+//! # dmxp-file
+//!
+//! DMXP segments in ordinary files mapped `MAP_SHARED`. The file is the segment, byte for
+//! byte, so anything that can map a file can take part, and the queued messages stay in it
+//! when every process has exited (and, on a disk-backed file system, across reboots after
+//! [`FileSegment::flush`]).
+//!
+//! * [`FileSegment::create`] builds the segment in a temporary file in the target directory
+//!   (sized, mapped, formatted, flushed) and only then makes it appear at the requested path
+//!   with `link(2)`, which never replaces an existing file. Nobody can attach to a half-made
+//!   segment, and an existing file at the path is left untouched
+//!   ([`std::io::ErrorKind::AlreadyExists`]).
+//! * [`FileSegment::open`] maps an existing file read-write. It refuses
+//!   ([`std::io::ErrorKind::InvalidData`]) a file smaller than the header or smaller than the
+//!   `segment_size` its header records (a file cut short), reading that field with a plain
+//!   `pread` before anything is mapped. Validation of the rest is the caller's job
+//!   (`dmxp_nostd::Segment::attach`).
+//!
+//! ## Truncation risk
+//!
+//! A file can be truncated by any process allowed to write it (or by `>` in a shell), and
+//! files cannot be sealed. Every process that has it mapped then dies with `SIGBUS` the next
+//! time it touches a page past the new end. This crate checks the size when it opens a file
+//! but cannot stop a later truncation: keep the file's mode and directory restricted to
+//! trusted users, and prefer the memfd backend (`dmxp-memfd`, size sealed by the kernel) when
+//! a peer must not be able to crash you this way.
+//!
+//! ## Special file systems
+//!
+//! * **hugetlbfs** (`mount -t hugetlbfs none /dev/hugepages`): the segment lives in huge
+//!   pages, which cuts TLB misses on large rings. The size passed to `create` must be a
+//!   multiple of the huge page size (2 MiB or 1 GiB, see `/proc/meminfo`), or sizing the file
+//!   fails; enough huge pages must be reserved (`vm.nr_hugepages`). hugetlbfs files can be
+//!   mapped and linked but not `write(2)`n, which this crate never does. They do not persist
+//!   across reboots.
+//! * **DAX** (persistent memory, a file system mounted with `-o dax`): the mapping goes
+//!   straight to the device, without the page cache. This crate maps with plain `MAP_SHARED`
+//!   and does not use `MAP_SHARED_VALIDATE | MAP_SYNC`, so make data durable with
+//!   [`FileSegment::flush`] (`msync`) rather than relying on CPU cache flushes alone.
+//! * **Hypervisor shared memory**: QEMU's `ivshmem-plain` device exposes a host file as a PCI
+//!   BAR, e.g. `-object memory-backend-file,id=hostmem,share=on,mem-path=/dev/shm/dmxp,size=128M
+//!   -device ivshmem-plain,memdev=hostmem` (or a file under `/dev/hugepages`). The host creates
+//!   or opens that file with this crate; the guest maps the BAR (for instance
+//!   `/sys/bus/pci/devices/.../resource2`, or the physical range in a kernel or firmware) and
+//!   runs `dmxp-nostd` directly over it as a `Region`. Both sides then share one segment.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use dmxp_file::FileSegment;
+//! use dmxp_nostd::{Segment, SegmentMemory};
+//!
+//! let memory = FileSegment::create(Path::new("/var/tmp/dmxp.seg"), 1 << 20, 0o600)?;
+//! let segment = Segment::attach(memory.region()).expect("freshly formatted");
+//! # let _ = segment;
+//! memory.flush()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dmxp_nostd::layout::{HEADER_SIZE, SEGMENT_ALIGN};
+use dmxp_nostd::{Region, Segment, SegmentMemory};
+use memmap2::{MmapOptions, MmapRaw};
+
+/// Offset of the header's `segment_size` field (u64, little-endian).
+const SEGMENT_SIZE_OFFSET: u64 = 24;
+
+/// A file mapped read-write and `MAP_SHARED` into this process. Unmaps on drop; the file stays.
+#[derive(Debug)]
+pub struct FileSegment {
+    path: PathBuf,
+    map: MmapRaw,
+}
+
+impl FileSegment {
+    /// Creates a segment file of `size` bytes at `path` with permission bits `mode` (applied
+    /// exactly, whatever the umask). The file appears at `path` only once it is formatted.
+    ///
+    /// Errors: [`ErrorKind::AlreadyExists`] if `path` exists (it is not touched);
+    /// [`ErrorKind::InvalidInput`] if `size` is smaller than the header ([`HEADER_SIZE`]),
+    /// `mode` has bits outside `0o777` or `path` has no file name; the OS error otherwise.
+    /// No temporary file is left behind on failure.
+    pub fn create(path: &Path, size: usize, mode: u32) -> io::Result<FileSegment> {
+        if size < HEADER_SIZE {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("segment size {size} is smaller than the {HEADER_SIZE}-byte header"),
+            ));
+        }
+        if mode & !0o777 != 0 {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("mode {mode:#o} has bits outside 0o777"),
+            ));
+        }
+        let file_name = path.file_name().ok_or_else(|| {
+            io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} has no file name", path.display()),
+            )
+        })?;
+        // Cheap early answer; `hard_link` below is what guarantees it.
+        if path.symlink_metadata().is_ok() {
+            return Err(already_exists(path));
+        }
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let temp = TempFile(dir.join(format!(
+            ".{}.dmxp-tmp.{}.{}",
+            file_name.to_string_lossy(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        )));
+
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp.0)
+            .map_err(|e| annotate(e, "create", &temp.0))?;
+        // open(2) applied the umask; set the bits exactly as asked.
+        file.set_permissions(Permissions::from_mode(mode))
+            .map_err(|e| annotate(e, "chmod", &temp.0))?;
+        file.set_len(size as u64)
+            .map_err(|e| annotate(e, "set size of", &temp.0))?;
+        let segment = Self::map(path, &file, size)?;
+        Segment::format(segment.region(), std::process::id())
+            .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
+        segment.flush()?;
+
+        std::fs::hard_link(&temp.0, path).map_err(|e| {
+            if e.kind() == ErrorKind::AlreadyExists {
+                already_exists(path)
+            } else {
+                annotate(e, "link into place", path)
+            }
+        })?;
+        drop(temp); // removes the temporary name; the file lives on at `path`
+        Ok(segment)
+    }
+
+    /// Maps the existing segment file at `path` read-write, whole. Does not validate its
+    /// contents beyond the size checks below, and never modifies the file.
+    ///
+    /// Errors: [`ErrorKind::NotFound`] if there is no such file; [`ErrorKind::InvalidData`] if
+    /// it is smaller than the header or than the `segment_size` its header records; the OS
+    /// error otherwise.
+    pub fn open(path: &Path) -> io::Result<FileSegment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| annotate(e, "open", path))?;
+        let len = file
+            .metadata()
+            .map_err(|e| annotate(e, "stat", path))?
+            .len();
+        if len < HEADER_SIZE as u64 {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "{} is {len} bytes, smaller than the {HEADER_SIZE}-byte segment header",
+                    path.display()
+                ),
+            ));
+        }
+        let mut field = [0u8; 8];
+        file.read_exact_at(&mut field, SEGMENT_SIZE_OFFSET)
+            .map_err(|e| annotate(e, "read header of", path))?;
+        let recorded = u64::from_le_bytes(field);
+        if recorded > len {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "{} is {len} bytes but its header records segment_size {recorded}: \
+                     the file was cut short",
+                    path.display()
+                ),
+            ));
+        }
+        let len = usize::try_from(len).map_err(|_| {
+            io::Error::new(
+                ErrorKind::InvalidData,
+                format!("{} is too large to map ({len} bytes)", path.display()),
+            )
+        })?;
+        Self::map(path, &file, len)
+    }
+
+    fn map(path: &Path, file: &File, len: usize) -> io::Result<Self> {
+        // memmap2 maps PROT_READ | PROT_WRITE, MAP_SHARED. `MmapRaw` hands out only raw
+        // pointers, never slices, which suits memory other processes write.
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(file)
+            .map_err(|e| annotate(e, "mmap", path))?;
+        if map.as_mut_ptr() as usize % SEGMENT_ALIGN != 0 {
+            // Never happens (mmap returns page-aligned addresses); checked so `region` holds.
+            return Err(io::Error::other("mmap returned a misaligned address"));
+        }
+        Ok(FileSegment {
+            path: path.to_path_buf(),
+            map,
+        })
+    }
+
+    /// The path the segment was created or opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The mapped length in bytes (the file's size when it was mapped).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Never true: a mapping holds at least the header.
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+
+    /// Writes the mapping's modified pages back to the file and waits (`msync(MS_SYNC)`).
+    pub fn flush(&self) -> io::Result<()> {
+        self.map
+            .flush()
+            .map_err(|e| annotate(e, "msync", &self.path))
+    }
+}
+
+impl SegmentMemory for FileSegment {
+    fn region(&self) -> Region<'_> {
+        // SAFETY: `as_mut_ptr()..+len()` is the live MAP_SHARED read-write mapping owned by
+        // `self.map` and unmapped only when `self` drops, so it is valid for the borrow of
+        // `self`. The pointer is mmap's return value (write provenance). `MmapRaw` never
+        // creates plain references into it, and neither does this crate: all access goes
+        // through `Region`'s atomic views.
+        unsafe { Region::from_raw_parts(self.map.as_mut_ptr(), self.map.len()) }
+            .expect("mmap returns page-aligned, non-null addresses (checked in `map`)")
+    }
+}
+
+/// A temporary file name, removed on drop.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn already_exists(path: &Path) -> io::Error {
+    io::Error::new(
+        ErrorKind::AlreadyExists,
+        format!("{} already exists", path.display()),
+    )
+}
+
+fn annotate(error: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(error.kind(), format!("{what} {}: {error}", path.display()))
+}

@@ -1,1 +1,253 @@
-//! DMXP segment backend (shm). Work in progress.
+//! # dmxp-shm
+//!
+//! DMXP segments in POSIX shared memory (`shm_open`): named objects under `/dev/shm` that any
+//! process on the host (in any language) can open by name and map. This is the facade's
+//! default backend and the one the seed's clients use (`/dmxp_alloc`, 128 MiB).
+//!
+//! * [`ShmSegment::create`] makes a new object exclusively (`O_CREAT | O_EXCL`), applies the
+//!   requested mode bits exactly (default callers pass `0o600`: owner only), sizes it with
+//!   `ftruncate`, maps it `MAP_SHARED` and formats an empty segment (magic stored last). If
+//!   the name exists it fails with [`std::io::ErrorKind::AlreadyExists`] and leaves the
+//!   existing object alone. If anything fails after the object was created, the object is
+//!   unlinked again: no half-made object is left behind.
+//! * [`ShmSegment::open`] maps an existing object whole. It never truncates and never
+//!   reformats: a prior implementation that reopened with `O_TRUNC` killed its live peers.
+//!   An object still smaller than the header (its creator has not sized it yet) is reported
+//!   as [`std::io::ErrorKind::WouldBlock`], to be retried. Validation of the contents is the
+//!   caller's job (`dmxp_nostd::Segment::attach`, which also checks the object is at least
+//!   as large as the `segment_size` its header records).
+//! * [`ShmSegment::unlink`] removes the name; mappings that exist stay valid until dropped.
+//!
+//! ## Truncation risk
+//!
+//! POSIX shm objects cannot be sealed. Any process with write access to the object can
+//! `ftruncate` it while others have it mapped, and every mapper then dies with `SIGBUS` the
+//! next time it touches a page past the new end. This crate never truncates a live object and
+//! checks the size when it opens one, but it cannot stop another program from doing so. Keep
+//! the mode at `0o600` (or a group you trust) so only trusted processes can open the object,
+//! and use the memfd backend (`dmxp-memfd`), whose size is sealed by the kernel, when a peer
+//! must not be able to crash you this way.
+//!
+//! ```no_run
+//! use dmxp_nostd::{Segment, SegmentMemory};
+//! use dmxp_shm::ShmSegment;
+//!
+//! let memory = ShmSegment::create("/dmxp_doc_example", 1 << 20, 0o600)?;
+//! let segment = Segment::attach(memory.region()).expect("freshly formatted");
+//! let channel = segment.create_channel(0, 64, std::process::id()).expect("room for it");
+//! # let _ = channel;
+//! ShmSegment::unlink("/dmxp_doc_example")?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use core::ffi::c_void;
+use core::ptr::NonNull;
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use dmxp_nostd::layout::{HEADER_SIZE, SEGMENT_ALIGN};
+use dmxp_nostd::{Region, Segment, SegmentMemory};
+use rustix::fs::Mode;
+use rustix::mm::{MapFlags, ProtFlags};
+use rustix::shm;
+
+/// The segment name the seed's clients use.
+pub const DEFAULT_NAME: &str = "/dmxp_alloc";
+/// The segment size the seed's clients use: 128 MiB.
+pub const DEFAULT_SIZE: usize = 128 << 20;
+/// The mode bits used unless a caller asks for others: read and write for the owner only.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+/// A POSIX shared-memory object mapped read-write and `MAP_SHARED` into this process.
+///
+/// Unmaps on drop; the object itself lives on until [`ShmSegment::unlink`] and the last
+/// mapping are gone.
+#[derive(Debug)]
+pub struct ShmSegment {
+    name: String,
+    fd: OwnedFd,
+    base: NonNull<c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is process-wide memory owned by this value; it is only ever accessed
+// through `Region`, whose views are atomics, so sharing or moving the owner between threads
+// cannot create a data race. The fd is an ordinary owned descriptor.
+unsafe impl Send for ShmSegment {}
+// SAFETY: as above; `&ShmSegment` only hands out `Region`s and metadata.
+unsafe impl Sync for ShmSegment {}
+
+impl ShmSegment {
+    /// Creates the object `name` exclusively with `size` bytes and permission bits `mode`
+    /// (applied exactly, whatever the umask), maps it and formats an empty segment in it.
+    ///
+    /// Errors: [`ErrorKind::AlreadyExists`] if `name` exists (the existing object is not
+    /// touched), [`ErrorKind::InvalidInput`] if `size` is smaller than the header
+    /// ([`HEADER_SIZE`] bytes) or `mode` has bits outside `0o777`, or the OS error.
+    pub fn create(name: &str, size: usize, mode: u32) -> io::Result<ShmSegment> {
+        if size < HEADER_SIZE {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("segment size {size} is smaller than the {HEADER_SIZE}-byte header"),
+            ));
+        }
+        if mode & !0o777 != 0 {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("mode {mode:#o} has bits outside 0o777"),
+            ));
+        }
+        let mode = Mode::from_bits_truncate(mode);
+        let fd = shm::open(
+            name,
+            shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
+            mode,
+        )
+        .map_err(|errno| {
+            let error = io::Error::from(errno);
+            if error.kind() == ErrorKind::AlreadyExists {
+                io::Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("shared-memory object {name} already exists"),
+                )
+            } else {
+                annotate(error, "shm_open (create)", name)
+            }
+        })?;
+        // From here on the object is ours: remove it again if we cannot finish.
+        let result = Self::finish_create(name, fd, size, mode);
+        if result.is_err() {
+            let _ = shm::unlink(name);
+        }
+        result
+    }
+
+    fn finish_create(name: &str, fd: OwnedFd, size: usize, mode: Mode) -> io::Result<Self> {
+        // shm_open applied the umask; set the bits exactly as asked.
+        rustix::fs::fchmod(&fd, mode).map_err(|e| annotate(e.into(), "fchmod", name))?;
+        rustix::fs::ftruncate(&fd, size as u64)
+            .map_err(|e| annotate(e.into(), "ftruncate", name))?;
+        let segment = Self::map(name, fd, size)?;
+        Segment::format(segment.region(), std::process::id())
+            .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
+        Ok(segment)
+    }
+
+    /// Opens and maps the existing object `name`, whole. Does not validate its contents and
+    /// never truncates or reformats it.
+    ///
+    /// Errors: [`ErrorKind::NotFound`] if there is no such object; [`ErrorKind::WouldBlock`]
+    /// if it is still smaller than the header (its creator has not sized it yet: retry);
+    /// the OS error otherwise.
+    pub fn open(name: &str) -> io::Result<ShmSegment> {
+        let fd = shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(|errno| {
+            let error = io::Error::from(errno);
+            if error.kind() == ErrorKind::NotFound {
+                io::Error::new(
+                    ErrorKind::NotFound,
+                    format!("shared-memory object {name} does not exist"),
+                )
+            } else {
+                annotate(error, "shm_open", name)
+            }
+        })?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| annotate(e.into(), "fstat", name))?;
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        if size < HEADER_SIZE as u64 {
+            return Err(io::Error::new(
+                ErrorKind::WouldBlock,
+                format!(
+                    "shared-memory object {name} is still being created \
+                     ({size} bytes, header needs {HEADER_SIZE})"
+                ),
+            ));
+        }
+        let size = usize::try_from(size).map_err(|_| {
+            io::Error::new(
+                ErrorKind::InvalidData,
+                format!("shared-memory object {name} is too large to map ({size} bytes)"),
+            )
+        })?;
+        Self::map(name, fd, size)
+    }
+
+    /// Removes the name `name`. Existing mappings stay valid until they are dropped.
+    pub fn unlink(name: &str) -> io::Result<()> {
+        shm::unlink(name).map_err(|e| annotate(e.into(), "shm_unlink", name))
+    }
+
+    fn map(name: &str, fd: OwnedFd, len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh mapping chosen by the kernel (null hint, no MAP_FIXED), so it
+        // replaces nothing in this process. It is MAP_SHARED over an object of at least `len`
+        // bytes (created with that size, or `len` came from fstat), and it is only ever
+        // accessed through `Region`, i.e. through atomics.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                core::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &fd,
+                0,
+            )
+        }
+        .map_err(|e| annotate(e.into(), "mmap", name))?;
+        let base = NonNull::new(ptr).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let segment = ShmSegment {
+            name: name.to_owned(),
+            fd,
+            base,
+            len,
+        };
+        if ptr as usize % SEGMENT_ALIGN != 0 {
+            // Never happens (mmap returns page-aligned addresses); checked so `region` holds.
+            return Err(io::Error::other("mmap returned a misaligned address"));
+        }
+        Ok(segment)
+    }
+
+    /// The object's name, as given to `create` or `open`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The mapped length in bytes (the object's size when it was mapped).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never true: a mapping holds at least the header.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The object's file descriptor (for `fstat`, or to check whether someone resized it).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl SegmentMemory for ShmSegment {
+    fn region(&self) -> Region<'_> {
+        // SAFETY: `base..base + len` is a live MAP_SHARED read-write mapping owned by `self`
+        // and unmapped only in `drop`, so it is valid for the borrow of `self`. The pointer is
+        // mmap's return value (write provenance). Nothing in this crate creates plain
+        // references into it; all access goes through `Region`'s atomic views.
+        unsafe { Region::from_raw_parts(self.base.as_ptr().cast::<u8>(), self.len) }
+            .expect("mmap returns page-aligned, non-null addresses (checked in `map`)")
+    }
+}
+
+impl Drop for ShmSegment {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly the mapping made in `map`, unmapped only here.
+        // Every `Region` borrowed from `self` has ended, since `drop` takes `&mut self`.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr(), self.len) };
+    }
+}
+
+fn annotate(error: io::Error, what: &str, name: &str) -> io::Error {
+    io::Error::new(error.kind(), format!("{what} {name}: {error}"))
+}
