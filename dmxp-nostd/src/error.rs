@@ -27,6 +27,8 @@ pub enum Corruption {
     CapacityZero { channel: u32 },
     /// `capacity` is not a power of two.
     CapacityNotPowerOfTwo { channel: u32, capacity: u64 },
+    /// `capacity` is 1, below [`crate::layout::MIN_CAPACITY`]: the ring protocol needs two slots.
+    CapacityTooSmall { channel: u32, capacity: u64 },
     /// `capacity` exceeds [`crate::layout::MAX_CAPACITY`].
     CapacityTooLarge { channel: u32, capacity: u64 },
     /// `band_offset` is not a multiple of 64.
@@ -59,6 +61,7 @@ impl Corruption {
             | UnknownChannelState { channel, .. }
             | CapacityZero { channel }
             | CapacityNotPowerOfTwo { channel, .. }
+            | CapacityTooSmall { channel, .. }
             | CapacityTooLarge { channel, .. }
             | BandMisaligned { channel, .. }
             | BandOverlapsHeader { channel, .. }
@@ -79,9 +82,10 @@ impl Corruption {
             BandCursorOutOfRange { .. } => "band_cursor",
             ChannelIdMismatch { .. } => "channel_id",
             UnknownChannelState { .. } => "state",
-            CapacityZero { .. } | CapacityNotPowerOfTwo { .. } | CapacityTooLarge { .. } => {
-                "capacity"
-            }
+            CapacityZero { .. }
+            | CapacityNotPowerOfTwo { .. }
+            | CapacityTooSmall { .. }
+            | CapacityTooLarge { .. } => "capacity",
             BandMisaligned { .. }
             | BandOverlapsHeader { .. }
             | BandOutsideSegment { .. }
@@ -118,6 +122,11 @@ impl fmt::Display for Corruption {
             CapacityNotPowerOfTwo { capacity, .. } => {
                 write!(f, "capacity {capacity} is not a power of two")
             }
+            CapacityTooSmall { capacity, .. } => write!(
+                f,
+                "capacity {capacity} is below the minimum {}",
+                crate::layout::MIN_CAPACITY
+            ),
             CapacityTooLarge { capacity, .. } => write!(
                 f,
                 "capacity {capacity} exceeds the limit {}",
@@ -195,7 +204,8 @@ impl fmt::Display for Error {
             }
             Error::InvalidCapacity { capacity } => write!(
                 f,
-                "capacity {capacity} must be a power of two between 1 and {}",
+                "capacity {capacity} must be a power of two between {} and {}",
+                crate::layout::MIN_CAPACITY,
                 crate::layout::MAX_CAPACITY
             ),
             Error::ChannelNotFound { id } => write!(f, "channel {id} does not exist"),

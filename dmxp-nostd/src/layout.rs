@@ -42,6 +42,10 @@ pub const PAYLOAD_OFFSET: usize = 64;
 pub const MSG_INLINE: usize = 960;
 /// The payload area in 64-bit words; payload copies move whole words.
 pub const PAYLOAD_WORDS: usize = MSG_INLINE / 8;
+/// Smallest capacity: with one slot, "published at position p" (sequence p + 1) and "free for
+/// position p + 1" would be the same sequence value, so a sender would overwrite an unread
+/// message.
+pub const MIN_CAPACITY: u64 = 2;
 /// Largest capacity this implementation creates or accepts: 2³² slots.
 pub const MAX_CAPACITY: u64 = 1 << 32;
 /// Alignment of the segment base.

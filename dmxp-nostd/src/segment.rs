@@ -15,7 +15,7 @@ use crate::channel::Channel;
 use crate::error::{Corruption, Error};
 use crate::layout::{
     band_len, channel_state, AtomicChannelEntry, AtomicHeaderFields, AtomicSlot, HEADER_SIZE,
-    MAGIC, MAX_CAPACITY, MAX_CHANNELS, SLOT_ALIGN, VERSION,
+    MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, SLOT_ALIGN, VERSION,
 };
 use crate::sync::{AtomicU64, Ordering};
 #[cfg(not(loom))]
@@ -282,7 +282,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         capacity: u64,
         creator_pid: u32,
     ) -> Result<(Channel<'a, W>, Opened), Error> {
-        if capacity == 0 || !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
+        if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
             return Err(Error::InvalidCapacity { capacity });
         }
         let entry = self.entry(id)?;

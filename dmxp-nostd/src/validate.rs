@@ -8,7 +8,7 @@
 use crate::error::{Corruption, Error};
 use crate::layout::{
     band_len, channel_entry_offset, channel_state, ChannelEntry, HeaderFields, CHANNEL_ENTRY_SIZE,
-    HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, SLOT_ALIGN, VERSION,
+    HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, SLOT_ALIGN, VERSION,
 };
 use zerocopy::FromBytes;
 
@@ -157,6 +157,9 @@ pub fn validate_entry(
     }
     if !capacity.is_power_of_two() {
         return Err(Corruption::CapacityNotPowerOfTwo { channel, capacity });
+    }
+    if capacity < MIN_CAPACITY {
+        return Err(Corruption::CapacityTooSmall { channel, capacity });
     }
     if capacity > MAX_CAPACITY {
         return Err(Corruption::CapacityTooLarge { channel, capacity });

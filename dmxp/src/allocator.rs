@@ -1,0 +1,176 @@
+//! `SharedMemoryAllocator`: the segment and its channel table, as in the seed's low-level API.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use dmxp_nostd::layout::MAX_CHANNELS;
+use dmxp_nostd::{ChannelInfo, Error as CoreError, Segment};
+
+use crate::consumer::Consumer;
+use crate::error::{Error, ErrorKind, Result};
+use crate::handle::{check_capacity, open_channel, Missing};
+use crate::memory::{Backing, SharedMemory};
+use crate::producer::Producer;
+
+/// A segment's channel table: create channels, list them, open producers and consumers.
+#[derive(Clone)]
+pub struct SharedMemoryAllocator {
+    backing: Backing,
+    timeout: Duration,
+}
+
+impl fmt::Debug for SharedMemoryAllocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMemoryAllocator")
+            .field("segment", &self.backing.label)
+            .finish()
+    }
+}
+
+/// A channel made by [`SharedMemoryAllocator::create_channel`].
+#[derive(Clone, Debug)]
+pub struct ChannelHandle {
+    id: u32,
+    capacity: u64,
+    allocator: SharedMemoryAllocator,
+}
+
+impl ChannelHandle {
+    /// The channel id (the lowest that was free).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// A producer on this channel.
+    pub fn producer(&self) -> Result<Producer> {
+        self.allocator.producer(self.id)
+    }
+
+    /// A consumer on this channel.
+    pub fn consumer(&self) -> Result<Consumer> {
+        self.allocator.consumer(self.id)
+    }
+}
+
+impl SharedMemoryAllocator {
+    /// Creates the default segment (`/dmxp_alloc`) with `size` bytes, or attaches to it if it
+    /// exists (keeping its size).
+    #[cfg(feature = "shm")]
+    pub fn new(size: usize) -> Result<Self> {
+        crate::ChannelBuilder::new()
+            .with_segment_size(size)
+            .build_allocator()
+    }
+
+    /// Attaches to the existing default segment (`/dmxp_alloc`).
+    #[cfg(feature = "shm")]
+    pub fn attach() -> Result<Self> {
+        crate::ChannelBuilder::new().attach_allocator()
+    }
+
+    pub(crate) fn from_backing(backing: Backing, timeout: Duration) -> Self {
+        Self { backing, timeout }
+    }
+
+    fn segment(&self) -> Result<Segment<'_>> {
+        Segment::attach(self.backing.memory.region())
+            .map_err(|e| Error::from_core(e, &self.backing.label))
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now()
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+    }
+
+    /// Creates a channel with `capacity` slots (a power of two) at the lowest free id.
+    pub fn create_channel(&self, capacity: u64) -> Result<ChannelHandle> {
+        check_capacity(capacity)?;
+        let segment = self.segment()?;
+        let pid = std::process::id();
+        for id in 0..MAX_CHANNELS as u32 {
+            match segment.create_channel(id, capacity, pid) {
+                Ok(channel) => {
+                    return Ok(ChannelHandle {
+                        id,
+                        capacity: channel.capacity(),
+                        allocator: self.clone(),
+                    })
+                }
+                // Taken (or being taken by another process): try the next id.
+                Err(CoreError::ChannelExists { .. } | CoreError::ChannelBeingCreated { .. }) => {}
+                // A corrupt entry is not ours to repair; skip it as well.
+                Err(CoreError::Corrupt(c)) if c.channel() == Some(id) => {}
+                Err(other) => return Err(Error::from_core(other, &self.backing.label)),
+            }
+        }
+        Err(Error::new(
+            ErrorKind::OutOfSpace,
+            format!(
+                "{}: all {MAX_CHANNELS} channel ids are taken",
+                self.backing.label
+            ),
+        ))
+    }
+
+    /// Every created channel (id, capacity, head, tail, depth), in id order. Entries that do
+    /// not validate are left out; an unreadable header gives an empty list.
+    pub fn get_channels(&self) -> Vec<ChannelInfo> {
+        self.segment()
+            .map(|segment| segment.channels().into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// A producer on channel `id`, creating the channel with `capacity` if needed.
+    pub fn producer_or_create(&self, id: u32, capacity: u64) -> Result<Producer> {
+        let open = open_channel(
+            &self.backing,
+            id,
+            Missing::Create(capacity),
+            self.deadline(),
+        )?;
+        Ok(Producer::new(open))
+    }
+
+    /// A producer on the existing channel `id`.
+    pub fn producer(&self, id: u32) -> Result<Producer> {
+        let open = open_channel(&self.backing, id, Missing::Fail, self.deadline())?;
+        Ok(Producer::new(open))
+    }
+
+    /// A consumer on the existing channel `id`.
+    pub fn consumer(&self, id: u32) -> Result<Consumer> {
+        let open = open_channel(&self.backing, id, Missing::Fail, self.deadline())?;
+        Ok(Consumer::new(open))
+    }
+
+    /// `channel_count` from the header.
+    pub fn channel_count(&self) -> Result<u32> {
+        Ok(self.segment()?.channel_count())
+    }
+
+    /// The pid recorded by the segment's creator.
+    pub fn creator_pid(&self) -> Result<u32> {
+        Ok(self.segment()?.creator_pid())
+    }
+
+    /// The segment's length in bytes.
+    pub fn segment_len(&self) -> usize {
+        self.backing.memory.region().len()
+    }
+
+    /// The segment, as named in error messages.
+    pub fn label(&self) -> &str {
+        &self.backing.label
+    }
+
+    /// The mapping itself (to hand to a `ChannelBuilder::with_memory`, or to inspect).
+    pub fn memory(&self) -> &SharedMemory {
+        &self.backing.memory
+    }
+}

@@ -1,0 +1,193 @@
+//! `ChannelBuilder`: the seed's entry point.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dmxp_nostd::SegmentMemory;
+
+use crate::allocator::SharedMemoryAllocator;
+use crate::consumer::Consumer;
+use crate::error::Result;
+use crate::handle::{open_channel, Missing};
+use crate::memory::{
+    self, Backing, OpenOptions, Source, DEFAULT_MODE, DEFAULT_SEGMENT_SIZE, DEFAULT_TIMEOUT,
+};
+use crate::producer::Producer;
+
+/// Default ring capacity, as in the seed.
+pub const DEFAULT_CAPACITY: u64 = 1024;
+
+/// Opens producers and consumers.
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// let producer = dmxp::ChannelBuilder::new()
+///     .with_channel_id(0)
+///     .with_capacity(1024)
+///     .build_producer()?;
+/// producer.send("Hello, World!")?;
+///
+/// let consumer = dmxp::ChannelBuilder::new().with_channel_id(0).build_consumer()?;
+/// if let Some(data) = consumer.receive()? {
+///     println!("Received: {}", String::from_utf8_lossy(&data));
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Defaults: channel 0, capacity 1024, the POSIX shm segment `/dmxp_alloc` (feature `shm`) of
+/// 128 MiB created with mode `0o600`, and 5 s to wait for a segment or channel that another
+/// process is still creating. The library does not read environment variables; the examples
+/// honour `DMXP_SEGMENT` themselves.
+#[derive(Clone)]
+pub struct ChannelBuilder {
+    channel_id: u32,
+    capacity: u64,
+    source: Source,
+    size: usize,
+    mode: u32,
+    timeout: Duration,
+}
+
+impl Default for ChannelBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChannelBuilder {
+    /// The defaults above.
+    pub fn new() -> Self {
+        Self {
+            channel_id: 0,
+            capacity: DEFAULT_CAPACITY,
+            source: Source::default(),
+            size: DEFAULT_SEGMENT_SIZE,
+            mode: DEFAULT_MODE,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The channel (0..256).
+    pub fn with_channel_id(mut self, id: u32) -> Self {
+        self.channel_id = id;
+        self
+    }
+
+    /// Ring capacity (a power of two, at least 2) used if the producer creates the channel. An existing
+    /// channel keeps the capacity it was created with.
+    pub fn with_capacity(mut self, capacity: u64) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// A POSIX shm segment by name (`/name`).
+    #[cfg(feature = "shm")]
+    pub fn with_segment_name(mut self, name: impl Into<String>) -> Self {
+        self.source = Source::Shm(name.into());
+        self
+    }
+
+    /// A segment in a mapped file (created through a temporary file linked into place).
+    #[cfg(feature = "file")]
+    pub fn with_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.source = Source::File(path.into());
+        self
+    }
+
+    /// A memfd segment fetched from a segment server listening on this Unix socket path
+    /// (`dmxp::memfd::SegmentServer`). The segment must exist: nothing is created.
+    #[cfg(feature = "memfd")]
+    pub fn with_memfd_socket(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.source = Source::MemfdSocket(path.into());
+        self
+    }
+
+    /// A segment already mapped and formatted: a memfd received over a socket, or any other
+    /// [`SegmentMemory`]. Nothing is created.
+    pub fn with_memory<M: SegmentMemory + Send + Sync + 'static>(mut self, memory: Arc<M>) -> Self {
+        let label = format!("segment at {:#x}", memory.region().base_addr());
+        self.source = Source::Memory(memory, label);
+        self
+    }
+
+    /// Size of a segment this builder creates (default 128 MiB). An existing segment keeps
+    /// its size.
+    pub fn with_segment_size(mut self, bytes: usize) -> Self {
+        self.size = bytes;
+        self
+    }
+
+    /// Mode bits of a segment this builder creates (default `0o600`), applied exactly.
+    pub fn with_mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long to wait for a segment or channel that another process is still creating
+    /// (default 5 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn options(&self, create: bool) -> OpenOptions {
+        OpenOptions {
+            create,
+            size: self.size,
+            mode: self.mode,
+            timeout: self.timeout,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now()
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+    }
+
+    pub(crate) fn backing(&self, create: bool) -> Result<Backing> {
+        memory::open(&self.source, self.options(create))
+    }
+
+    /// Attaches to the segment and the channel, creating either if it does not exist. Two
+    /// processes doing this at once get one segment and one channel: creation is exclusive,
+    /// the loser opens what the winner made, and waits (up to the timeout) while it is being
+    /// made. An existing segment is never truncated or reformatted.
+    pub fn build_producer(&self) -> Result<Producer> {
+        let deadline = self.deadline();
+        let backing = self.backing(true)?;
+        let open = open_channel(
+            &backing,
+            self.channel_id,
+            Missing::Create(self.capacity),
+            deadline,
+        )?;
+        Ok(Producer::new(open))
+    }
+
+    /// Attaches to an existing segment and channel. Fails with kind `NotFound` and a message
+    /// naming the segment or the channel when it does not exist.
+    pub fn build_consumer(&self) -> Result<Consumer> {
+        let deadline = self.deadline();
+        let backing = self.backing(false)?;
+        let open = open_channel(&backing, self.channel_id, Missing::Fail, deadline)?;
+        Ok(Consumer::new(open))
+    }
+
+    /// The segment as a [`SharedMemoryAllocator`], created if it does not exist.
+    pub fn build_allocator(&self) -> Result<SharedMemoryAllocator> {
+        Ok(SharedMemoryAllocator::from_backing(
+            self.backing(true)?,
+            self.timeout,
+        ))
+    }
+
+    /// The existing segment as a [`SharedMemoryAllocator`] (`NotFound` if absent).
+    pub fn attach_allocator(&self) -> Result<SharedMemoryAllocator> {
+        Ok(SharedMemoryAllocator::from_backing(
+            self.backing(false)?,
+            self.timeout,
+        ))
+    }
+}

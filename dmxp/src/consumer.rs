@@ -1,0 +1,300 @@
+//! The receiving side of a channel.
+//!
+//! # Lost and corrupt messages
+//!
+//! A position in the ring may hold a tombstone (its producer died mid-send: `Lost`) or a
+//! message whose `payload_len` is impossible (a buggy or hostile peer: `Corrupt`). The core
+//! consumes such a position and reports it. The receives here that return `Option` or `Vec`
+//! skip it and keep going, so a bad message never hides the good ones behind it; each one is
+//! counted in [`Consumer::stats`], and the most recent is kept for [`Consumer::take_error`].
+//! Errors that are not about one message (a too-small buffer, a timeout on a blocking call,
+//! contention that exhausted the retry bound) are returned as `Err`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dmxp_nostd::layout::MSG_INLINE;
+use dmxp_nostd::{ChannelInfo, MessageMeta, Payload, RecvError, RecvGuard};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::handle::OpenChannel;
+use crate::wait::FutexWait;
+
+/// Bound on consecutive lost/corrupt positions skipped in one call (each one is a consumed
+/// position, so this only matters against a peer that keeps writing bad messages).
+const SKIP_LIMIT: usize = 1 << 16;
+
+/// A received message: metadata and payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub meta: MessageMeta,
+    pub payload: Vec<u8>,
+}
+
+/// Counters of one consumer (shared by its clones).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveStats {
+    /// Messages delivered.
+    pub received: u64,
+    /// Tombstones of messages whose producer died, skipped.
+    pub lost: u64,
+    /// Messages with an impossible `payload_len`, skipped.
+    pub corrupt: u64,
+    /// Lost or corrupt positions skipped by batch receives (the batch path does not tell the
+    /// two apart).
+    pub dropped_in_batch: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    lost: AtomicU64,
+    corrupt: AtomicU64,
+    dropped_in_batch: AtomicU64,
+    last_error: Mutex<Option<Error>>,
+}
+
+/// Receives messages from one channel. Cheap to clone; clones share the mapping and the
+/// counters, and may be used from several threads at once (the ring is multi-consumer).
+#[derive(Clone)]
+pub struct Consumer {
+    open: Arc<OpenChannel>,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("segment", &self.open.label)
+            .field("channel", &self.channel_id())
+            .finish()
+    }
+}
+
+/// What one receive attempt gave.
+enum Step<T> {
+    Got(T),
+    Skipped,
+}
+
+impl Consumer {
+    pub(crate) fn new(open: OpenChannel) -> Self {
+        Self {
+            open: Arc::new(open),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Sorts a core receive error: `Ok(None)` empty, `Ok(Some(Skipped))` a lost or corrupt
+    /// message (counted), `Err` anything else.
+    fn sort<T>(&self, error: RecvError) -> Result<Option<Step<T>>> {
+        let channel = self.channel_id();
+        let Some(error) = Error::from_recv(error, channel) else {
+            return Ok(None);
+        };
+        match error.kind() {
+            ErrorKind::Lost { .. } => self.counters.lost.fetch_add(1, Relaxed),
+            ErrorKind::Corrupt { .. } => self.counters.corrupt.fetch_add(1, Relaxed),
+            _ => return Err(error),
+        };
+        if let Ok(mut last) = self.counters.last_error.lock() {
+            *last = Some(error);
+        }
+        Ok(Some(Step::Skipped))
+    }
+
+    /// Runs `attempt` until it gives a message, finds the ring empty, or fails; lost and
+    /// corrupt messages are counted and skipped.
+    fn skipping<T>(
+        &self,
+        mut attempt: impl FnMut() -> std::result::Result<T, RecvError>,
+    ) -> Result<Option<T>> {
+        for _ in 0..SKIP_LIMIT {
+            let step = match attempt() {
+                Ok(value) => Step::Got(value),
+                Err(e) => match self.sort(e)? {
+                    None => return Ok(None),
+                    Some(step) => step,
+                },
+            };
+            if let Step::Got(value) = step {
+                self.counters.received.fetch_add(1, Relaxed);
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Receives one message without blocking; `None` when the channel is empty.
+    pub fn receive(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.receive_with_meta()?.map(|m| m.payload))
+    }
+
+    /// Receives one message and its metadata without blocking.
+    pub fn receive_with_meta(&self) -> Result<Option<Message>> {
+        let mut buf = [0u8; MSG_INLINE];
+        let channel = self.open.channel();
+        Ok(self
+            .skipping(|| channel.try_recv(&mut buf))?
+            .map(|r| Message {
+                meta: r.meta,
+                payload: buf[..r.len].to_vec(),
+            }))
+    }
+
+    /// Receives one message into `buf` without blocking; returns its metadata and length. A
+    /// message longer than `buf` stays in the ring and the call fails with `BufferTooSmall`
+    /// (a 960-byte buffer always suffices).
+    pub fn receive_into(&self, buf: &mut [u8]) -> Result<Option<(MessageMeta, usize)>> {
+        let channel = self.open.channel();
+        Ok(self
+            .skipping(|| channel.try_recv(buf))?
+            .map(|r| (r.meta, r.len)))
+    }
+
+    /// Receives one message, sleeping (futex) while the channel is empty, for at most
+    /// `timeout`; `None` if nothing arrived in time.
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
+        self.receive_waiting(FutexWait::with_timeout(timeout))
+    }
+
+    /// Receives one message, sleeping (futex) while the channel is empty, without a deadline.
+    pub fn receive_blocking(&self) -> Result<Message> {
+        match self.receive_waiting(FutexWait::new())? {
+            Some(message) => Ok(message),
+            // Only reachable if a peer keeps writing bad messages past SKIP_LIMIT.
+            None => Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "channel {}: gave up after {SKIP_LIMIT} lost or corrupt messages in a row",
+                    self.channel_id()
+                ),
+            )),
+        }
+    }
+
+    fn receive_waiting(&self, waiter: FutexWait) -> Result<Option<Message>> {
+        let mut buf = [0u8; MSG_INLINE];
+        let channel = self.open.channel();
+        let received = self.skipping(|| match channel.recv_blocking(&mut buf, &waiter) {
+            // Out of time: report it as "empty" to end the loop.
+            Err(RecvError::TimedOut) => Err(RecvError::Empty),
+            other => other,
+        })?;
+        Ok(received.map(|r| Message {
+            meta: r.meta,
+            payload: buf[..r.len].to_vec(),
+        }))
+    }
+
+    /// Receives up to `max` messages without blocking, their slots claimed with one atomic
+    /// operation. Empty when the channel is.
+    pub fn receive_batch(&self, max: usize) -> Result<Vec<Message>> {
+        let mut messages = Vec::new();
+        self.receive_batch_with(max, |meta, payload| {
+            messages.push(Message {
+                meta: *meta,
+                payload: payload.to_vec(),
+            })
+        })?;
+        Ok(messages)
+    }
+
+    /// Like [`Self::receive_batch`] without allocating: calls `deliver` for each message;
+    /// returns how many were delivered.
+    pub fn receive_batch_with<F>(&self, max: usize, deliver: F) -> Result<usize>
+    where
+        F: FnMut(&MessageMeta, &[u8]),
+    {
+        match self.open.channel().try_recv_batch(max, deliver) {
+            Ok(batch) => {
+                self.counters
+                    .received
+                    .fetch_add(batch.delivered as u64, Relaxed);
+                self.counters
+                    .dropped_in_batch
+                    .fetch_add(batch.dropped as u64, Relaxed);
+                Ok(batch.delivered)
+            }
+            Err(RecvError::Empty) => Ok(0),
+            Err(e) => Err(Error::from_recv(e, self.channel_id())
+                .unwrap_or_else(|| Error::new(ErrorKind::Busy, "receive failed"))),
+        }
+    }
+
+    /// Receives one message in place (zero-copy) without blocking. The slot is freed when the
+    /// guard drops: hold it briefly, producers cannot reuse the slot meanwhile.
+    pub fn receive_in_place(&self) -> Result<Option<InPlace<'_>>> {
+        let channel = self.open.channel();
+        Ok(self
+            .skipping(|| channel.try_recv_in_place())?
+            .map(|guard| InPlace { guard }))
+    }
+
+    /// The counters of this consumer and its clones.
+    pub fn stats(&self) -> ReceiveStats {
+        ReceiveStats {
+            received: self.counters.received.load(Relaxed),
+            lost: self.counters.lost.load(Relaxed),
+            corrupt: self.counters.corrupt.load(Relaxed),
+            dropped_in_batch: self.counters.dropped_in_batch.load(Relaxed),
+        }
+    }
+
+    /// The most recent lost or corrupt message error since the last call, if any.
+    pub fn take_error(&self) -> Option<Error> {
+        self.counters
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|mut last| last.take())
+    }
+
+    /// The channel id.
+    pub fn channel_id(&self) -> u32 {
+        self.open.channel().id()
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> u64 {
+        self.open.channel().capacity()
+    }
+
+    /// Cursors and depth right now.
+    pub fn info(&self) -> ChannelInfo {
+        self.open.channel().info()
+    }
+
+    /// The segment, as named in error messages.
+    pub fn segment(&self) -> &str {
+        &self.open.label
+    }
+}
+
+/// A message still in its slot; the slot is freed on drop.
+pub struct InPlace<'c> {
+    guard: RecvGuard<'c, 'c, FutexWait>,
+}
+
+impl InPlace<'_> {
+    /// The metadata (`payload_len` validated).
+    pub fn meta(&self) -> &MessageMeta {
+        self.guard.meta()
+    }
+
+    /// The payload where it lies: copy it out or read words (never a `&[u8]` of shared
+    /// memory, see the core's `Payload`).
+    pub fn payload(&self) -> Payload<'_> {
+        self.guard.payload()
+    }
+
+    /// Copies the payload out.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let payload = self.guard.payload();
+        let mut out = vec![0; payload.len()];
+        payload.copy_to(&mut out);
+        out
+    }
+}

@@ -1,0 +1,331 @@
+//! One error type for the whole facade, with a [`ErrorKind`] to match on and a one-line
+//! message that names the segment, the channel or the message concerned.
+
+use std::fmt;
+use std::io;
+
+use dmxp_nostd::{Error as CoreError, RecvError, SendError};
+
+/// What went wrong, without the prose. Match on this; print the [`Error`].
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The segment or the channel does not exist (the message names which).
+    NotFound,
+    /// Something that must be new already exists (a channel id given to `create_channel`).
+    AlreadyExists,
+    /// Every slot of the ring holds an unconsumed message (non-blocking send).
+    Full,
+    /// The payload is longer than a slot holds.
+    TooLarge { len: usize, limit: usize },
+    /// The caller's buffer is shorter than the next message; nothing was consumed.
+    BufferTooSmall { needed: usize, available: usize },
+    /// A deadline passed: a blocking send on a full ring, or a segment or channel that stayed
+    /// "being created" (its creator is slow, or died half-way).
+    Timeout,
+    /// Bytes read from the segment are invalid. `field` is the layout's name for the field at
+    /// fault; `channel` is set when it belongs to a channel entry or a message.
+    Corrupt {
+        field: &'static str,
+        channel: Option<u32>,
+    },
+    /// A message was lost: its position held a tombstone left for a producer that died.
+    Lost { message_id: u64 },
+    /// An argument is out of range (channel id, capacity, reserved flag bits, segment size).
+    InvalidInput,
+    /// The segment has no room left for another channel's ring.
+    OutOfSpace,
+    /// An operation gave up after a bounded number of contended retries (heavy contention,
+    /// or a peer scribbling on the cursors).
+    Busy,
+    /// An operating-system call failed.
+    Io(io::ErrorKind),
+}
+
+/// The facade's error: a kind, a one-line message, and the underlying OS error if any.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<io::Error>,
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An OS error, with what we were doing when it happened.
+    pub(crate) fn io(source: io::Error, doing: impl fmt::Display) -> Self {
+        Self {
+            kind: ErrorKind::Io(source.kind()),
+            message: format!("{doing}: {source}"),
+            source: Some(source),
+        }
+    }
+
+    /// A core segment/channel-table error, with the segment it concerns.
+    pub(crate) fn from_core(error: CoreError, segment: &str) -> Self {
+        let kind = match error {
+            CoreError::ChannelNotFound { .. } => ErrorKind::NotFound,
+            CoreError::ChannelExists { .. } | CoreError::AlreadyFormatted => {
+                ErrorKind::AlreadyExists
+            }
+            CoreError::ChannelBeingCreated { .. } | CoreError::NotReady => ErrorKind::Timeout,
+            CoreError::Corrupt(c) => ErrorKind::Corrupt {
+                field: c.field(),
+                channel: c.channel(),
+            },
+            CoreError::OutOfSpace { .. } => ErrorKind::OutOfSpace,
+            CoreError::Busy => ErrorKind::Busy,
+            CoreError::RegionMisaligned { .. }
+            | CoreError::RegionTooSmall { .. }
+            | CoreError::InvalidChannelId { .. }
+            | CoreError::InvalidCapacity { .. } => ErrorKind::InvalidInput,
+        };
+        let message = match error {
+            CoreError::ChannelBeingCreated { id } => {
+                format!("{segment}: channel {id} still being created or abandoned by its creator")
+            }
+            CoreError::NotReady => {
+                format!("{segment}: segment still being created or abandoned by its creator")
+            }
+            other => format!("{segment}: {other}"),
+        };
+        Self::new(kind, message)
+    }
+
+    pub(crate) fn from_send(error: SendError, channel: u32) -> Self {
+        match error {
+            SendError::Full => Self::new(ErrorKind::Full, format!("channel {channel} is full")),
+            SendError::TooLarge { len, limit } => Self::new(
+                ErrorKind::TooLarge { len, limit },
+                format!("channel {channel}: message of {len} bytes exceeds the {limit}-byte slot"),
+            ),
+            SendError::ReservedFlags { flags } => Self::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "channel {channel}: flags {flags:#06x} set protocol-reserved bits (0x00ff)"
+                ),
+            ),
+            SendError::Busy => Self::new(
+                ErrorKind::Busy,
+                format!("channel {channel}: send gave up after too many contended retries"),
+            ),
+            SendError::TimedOut => Self::new(
+                ErrorKind::Timeout,
+                format!("channel {channel}: timed out waiting for a free slot"),
+            ),
+        }
+    }
+
+    /// `None` for `Empty` (not an error in the facade).
+    pub(crate) fn from_recv(error: RecvError, channel: u32) -> Option<Self> {
+        Some(match error {
+            RecvError::Empty => return None,
+            RecvError::BufferTooSmall { needed, available } => Self::new(
+                ErrorKind::BufferTooSmall { needed, available },
+                format!(
+                    "channel {channel}: buffer of {available} bytes too small for a \
+                     {needed}-byte message (nothing consumed)"
+                ),
+            ),
+            RecvError::Corrupt {
+                message_id,
+                payload_len,
+            } => Self::new(
+                ErrorKind::Corrupt {
+                    field: "payload_len",
+                    channel: Some(channel),
+                },
+                format!(
+                    "channel {channel}: message {message_id} dropped: payload_len \
+                     {payload_len} exceeds 960"
+                ),
+            ),
+            RecvError::Lost { message_id } => Self::new(
+                ErrorKind::Lost { message_id },
+                format!("channel {channel}: message {message_id} lost (its producer died)"),
+            ),
+            RecvError::Busy => Self::new(
+                ErrorKind::Busy,
+                format!("channel {channel}: receive gave up after too many contended retries"),
+            ),
+            RecvError::TimedOut => Self::new(
+                ErrorKind::Timeout,
+                format!("channel {channel}: timed out waiting for a message"),
+            ),
+        })
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The `std::io::ErrorKind` this error converts to.
+    pub fn io_kind(&self) -> io::ErrorKind {
+        match self.kind {
+            ErrorKind::NotFound => io::ErrorKind::NotFound,
+            ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+            ErrorKind::Full => io::ErrorKind::WouldBlock,
+            ErrorKind::TooLarge { .. }
+            | ErrorKind::BufferTooSmall { .. }
+            | ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::Corrupt { .. } | ErrorKind::Lost { .. } => io::ErrorKind::InvalidData,
+            ErrorKind::OutOfSpace | ErrorKind::Busy => io::ErrorKind::Other,
+            ErrorKind::Io(kind) => kind,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Keeps the [`Error`] as the payload (`get_ref()` / `downcast`) under the matching
+    /// `io::ErrorKind`: NotFound, WouldBlock for Full, InvalidInput for TooLarge, TimedOut,
+    /// InvalidData for Corrupt and Lost.
+    fn from(error: Error) -> Self {
+        io::Error::new(error.io_kind(), error)
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(error: io::Error) -> Self {
+        Self::io(error, "I/O error")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dmxp_nostd::Corruption;
+
+    #[test]
+    fn kinds_map_to_io_kinds() {
+        let cases = [
+            (
+                Error::from_core(CoreError::ChannelNotFound { id: 7 }, "shm segment /x"),
+                io::ErrorKind::NotFound,
+            ),
+            (
+                Error::from_send(SendError::Full, 1),
+                io::ErrorKind::WouldBlock,
+            ),
+            (
+                Error::from_send(
+                    SendError::TooLarge {
+                        len: 961,
+                        limit: 960,
+                    },
+                    1,
+                ),
+                io::ErrorKind::InvalidInput,
+            ),
+            (
+                Error::from_send(SendError::TimedOut, 1),
+                io::ErrorKind::TimedOut,
+            ),
+            (
+                Error::from_core(
+                    CoreError::Corrupt(Corruption::BadMagic { found: 5 }),
+                    "shm segment /x",
+                ),
+                io::ErrorKind::InvalidData,
+            ),
+        ];
+        for (error, expected) in cases {
+            let text = error.to_string();
+            let io_error: io::Error = error.into();
+            assert_eq!(io_error.kind(), expected, "{text}");
+            assert_eq!(io_error.to_string(), text);
+            assert!(io_error
+                .get_ref()
+                .unwrap()
+                .downcast_ref::<Error>()
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn messages_name_what_failed_on_one_line() {
+        let e = Error::from_core(CoreError::ChannelNotFound { id: 7 }, "shm segment /seg");
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        let text = e.to_string();
+        assert!(
+            text.contains("channel 7") && text.contains("/seg"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'));
+
+        let e = Error::from_send(
+            SendError::TooLarge {
+                len: 2000,
+                limit: 960,
+            },
+            3,
+        );
+        assert_eq!(
+            e.kind(),
+            ErrorKind::TooLarge {
+                len: 2000,
+                limit: 960
+            }
+        );
+        assert!(e.to_string().contains("2000"));
+
+        let e = Error::from_core(
+            CoreError::Corrupt(Corruption::CapacityNotPowerOfTwo {
+                channel: 4,
+                capacity: 3,
+            }),
+            "seg",
+        );
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Corrupt {
+                field: "capacity",
+                channel: Some(4)
+            }
+        );
+
+        let e = Error::from_core(CoreError::ChannelBeingCreated { id: 2 }, "seg");
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(e.to_string().contains("still being created or abandoned"));
+
+        assert!(Error::from_recv(RecvError::Empty, 0).is_none());
+        let lost = Error::from_recv(RecvError::Lost { message_id: 9 }, 0).unwrap();
+        assert_eq!(lost.kind(), ErrorKind::Lost { message_id: 9 });
+    }
+
+    #[test]
+    fn io_errors_keep_their_source() {
+        let e = Error::io(
+            io::Error::from(io::ErrorKind::PermissionDenied),
+            "opening shm segment /x",
+        );
+        assert_eq!(e.kind(), ErrorKind::Io(io::ErrorKind::PermissionDenied));
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::PermissionDenied);
+    }
+}

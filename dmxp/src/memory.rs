@@ -1,0 +1,229 @@
+//! Where a segment comes from, and getting hold of it without races.
+//!
+//! Creating: exclusively (`O_EXCL`, a file linked into place), so two processes never both
+//! format one segment. The loser of that race opens the winner's segment and attaches; while
+//! the winner has not finished (the object is still too small, or `magic` is still 0) the
+//! loser retries until the builder's timeout, then fails with "still being created or
+//! abandoned". Nothing here ever truncates, reformats or unlinks an existing segment.
+
+use std::fmt;
+#[cfg(any(feature = "file", feature = "memfd"))]
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dmxp_nostd::{Error as CoreError, Segment, SegmentMemory};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A mapped segment shared by every handle that uses it; unmapped when the last one drops.
+pub type SharedMemory = Arc<dyn SegmentMemory + Send + Sync>;
+
+/// Default POSIX shm segment name, as in the seed.
+pub const DEFAULT_SEGMENT_NAME: &str = "/dmxp_alloc";
+/// Default segment size: 128 MiB, as in the seed.
+pub const DEFAULT_SEGMENT_SIZE: usize = 128 << 20;
+/// Default mode bits of a created segment: owner read/write only.
+pub const DEFAULT_MODE: u32 = 0o600;
+/// Default time to wait for a segment or channel that another process is creating.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the segment lives.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// A POSIX shm object by name (`/dmxp_alloc`).
+    #[cfg(feature = "shm")]
+    Shm(String),
+    /// A file mapped with mmap.
+    #[cfg(feature = "file")]
+    File(PathBuf),
+    /// A memfd segment fetched from a segment server's Unix socket.
+    #[cfg(feature = "memfd")]
+    MemfdSocket(PathBuf),
+    /// Memory the caller already holds (a received memfd, any `SegmentMemory`).
+    Memory(SharedMemory, String),
+    /// No backend compiled in and none given.
+    #[cfg(not(feature = "shm"))]
+    Unset,
+}
+
+#[allow(clippy::derivable_impls)] // not derivable when `shm` is on
+impl Default for Source {
+    fn default() -> Self {
+        #[cfg(feature = "shm")]
+        {
+            Source::Shm(DEFAULT_SEGMENT_NAME.to_owned())
+        }
+        #[cfg(not(feature = "shm"))]
+        {
+            Source::Unset
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            #[cfg(feature = "shm")]
+            Source::Shm(name) => write!(f, "shm segment {name}"),
+            #[cfg(feature = "file")]
+            Source::File(path) => write!(f, "file segment {}", path.display()),
+            #[cfg(feature = "memfd")]
+            Source::MemfdSocket(path) => {
+                write!(f, "memfd segment served at {}", path.display())
+            }
+            Source::Memory(_, label) => f.write_str(label),
+            #[cfg(not(feature = "shm"))]
+            Source::Unset => f.write_str("(no segment)"),
+        }
+    }
+}
+
+/// How to get the segment.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(any(feature = "shm", feature = "file")), allow(dead_code))]
+pub(crate) struct OpenOptions {
+    pub create: bool,
+    pub size: usize,
+    pub mode: u32,
+    pub timeout: Duration,
+}
+
+/// A segment mapped and attached once (its header validated), with a label for messages.
+#[derive(Clone)]
+pub(crate) struct Backing {
+    pub memory: SharedMemory,
+    pub label: Arc<str>,
+}
+
+/// One attempt: `Ok(None)` means "being created by someone else; retry".
+type Attempt = Result<Option<SharedMemory>>;
+
+/// Checks that `memory` holds a formatted segment: `Ok(None)` while magic is still 0.
+fn attached(memory: SharedMemory, label: &str) -> Attempt {
+    match Segment::attach(memory.region()) {
+        Ok(_) => Ok(Some(memory)),
+        Err(CoreError::NotReady) => Ok(None),
+        Err(other) => Err(Error::from_core(other, label)),
+    }
+}
+
+/// Calls `attempt` until it yields the memory or an error, or the deadline passes.
+pub(crate) fn retry_until<T>(
+    deadline: Instant,
+    mut attempt: impl FnMut() -> Result<Option<T>>,
+    on_timeout: impl FnOnce() -> Error,
+) -> Result<T> {
+    let mut pause = Duration::from_micros(50);
+    loop {
+        if let Some(found) = attempt()? {
+            return Ok(found);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(on_timeout());
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// Opens (and with `create`, creates if absent) the segment `source` names.
+pub(crate) fn open(source: &Source, options: OpenOptions) -> Result<Backing> {
+    let label = source.to_string();
+    let deadline = Instant::now()
+        .checked_add(options.timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+    let memory = retry_until(
+        deadline,
+        || attempt(source, options, &label),
+        || {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{label}: segment still being created or abandoned by its creator \
+                     (waited {:?})",
+                    options.timeout
+                ),
+            )
+        },
+    )?;
+    Ok(Backing {
+        memory,
+        label: label.into(),
+    })
+}
+
+#[cfg_attr(not(any(feature = "shm", feature = "file")), allow(unused_variables))]
+fn attempt(source: &Source, options: OpenOptions, label: &str) -> Attempt {
+    match source {
+        #[cfg(feature = "shm")]
+        Source::Shm(name) => shm_attempt(name, options, label),
+        #[cfg(feature = "file")]
+        Source::File(path) => file_attempt(path, options, label),
+        #[cfg(feature = "memfd")]
+        Source::MemfdSocket(path) => {
+            let segment = dmxp_memfd::MemfdSegment::connect(path)
+                .map_err(|e| Error::io(e, format!("fetching {label}")))?;
+            attached(Arc::new(segment), label)
+        }
+        Source::Memory(memory, _) => attached(Arc::clone(memory), label),
+        #[cfg(not(feature = "shm"))]
+        Source::Unset => Err(Error::new(
+            ErrorKind::InvalidInput,
+            "no segment given: enable the `shm` feature, or use with_file / with_memory",
+        )),
+    }
+}
+
+#[cfg(any(feature = "shm", feature = "file"))]
+fn not_found(label: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("{label} does not exist (no producer has created it yet?)"),
+    )
+}
+
+#[cfg(feature = "shm")]
+fn shm_attempt(name: &str, options: OpenOptions, label: &str) -> Attempt {
+    use dmxp_shm::ShmSegment;
+    use std::io::ErrorKind as Io;
+
+    if options.create {
+        match ShmSegment::create(name, options.size, options.mode) {
+            // `create` hands back a formatted segment.
+            Ok(segment) => return Ok(Some(Arc::new(segment))),
+            Err(e) if e.kind() == Io::AlreadyExists => {}
+            Err(e) => return Err(Error::io(e, format!("creating {label}"))),
+        }
+    }
+    match ShmSegment::open(name) {
+        Ok(segment) => attached(Arc::new(segment), label),
+        // The object is still smaller than the header: its creator is sizing it.
+        Err(e) if e.kind() == Io::WouldBlock => Ok(None),
+        // Gone between our create and open (a creator that failed unlinks); create again.
+        Err(e) if e.kind() == Io::NotFound && options.create => Ok(None),
+        Err(e) if e.kind() == Io::NotFound => Err(not_found(label)),
+        Err(e) => Err(Error::io(e, format!("opening {label}"))),
+    }
+}
+
+#[cfg(feature = "file")]
+fn file_attempt(path: &std::path::Path, options: OpenOptions, label: &str) -> Attempt {
+    use dmxp_file::FileSegment;
+    use std::io::ErrorKind as Io;
+
+    if options.create {
+        match FileSegment::create(path, options.size, options.mode) {
+            Ok(segment) => return Ok(Some(Arc::new(segment))),
+            Err(e) if e.kind() == Io::AlreadyExists => {}
+            Err(e) => return Err(Error::io(e, format!("creating {label}"))),
+        }
+    }
+    match FileSegment::open(path) {
+        Ok(segment) => attached(Arc::new(segment), label),
+        Err(e) if e.kind() == Io::NotFound && options.create => Ok(None),
+        Err(e) if e.kind() == Io::NotFound => Err(not_found(label)),
+        Err(e) => Err(Error::io(e, format!("opening {label}"))),
+    }
+}

@@ -1,0 +1,451 @@
+//! The facade's API within one process, on POSIX shm segments with unique names.
+#![cfg(feature = "shm")]
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::ShmName;
+use dmxp::core::layout::{AtomicSlot, SLOT_SIZE};
+use dmxp::{pattern, ChannelBuilder, ErrorKind};
+
+fn builder(name: &ShmName) -> ChannelBuilder {
+    ChannelBuilder::new()
+        .with_segment_name(name.0.clone())
+        .with_segment_size(4 << 20)
+}
+
+#[test]
+fn seed_shaped_hello_world_with_metadata() {
+    let name = ShmName::new("hello");
+    let producer = builder(&name)
+        .with_channel_id(0)
+        .with_capacity(1024)
+        .build_producer()
+        .unwrap();
+    let before = dmxp::monotonic_ns();
+    assert_eq!(producer.send("Hello, World!").unwrap(), 0);
+    assert_eq!(producer.send_with(b"second", 42, 0x0100).unwrap(), 1);
+
+    let consumer = builder(&name).with_channel_id(0).build_consumer().unwrap();
+    let data = consumer.receive().unwrap().unwrap();
+    assert_eq!(String::from_utf8(data).unwrap(), "Hello, World!");
+    let message = consumer.receive_with_meta().unwrap().unwrap();
+    let after = dmxp::monotonic_ns();
+    assert_eq!(message.payload, b"second");
+    let meta = message.meta;
+    assert_eq!(meta.message_id, 1);
+    assert_eq!(meta.message_type, 42);
+    assert_eq!(meta.flags, 0x0100);
+    assert_eq!(meta.channel_id, 0);
+    assert_eq!(meta.sender_pid, std::process::id());
+    assert_eq!(meta.sender_runtime, dmxp::runtime::RUST);
+    assert!(before <= meta.timestamp_ns && meta.timestamp_ns <= after);
+    assert_eq!(consumer.receive().unwrap(), None);
+    assert_eq!(consumer.stats().received, 2);
+}
+
+#[test]
+fn consumer_not_found_names_the_channel() {
+    let name = ShmName::new("nf");
+    builder(&name).with_channel_id(0).build_producer().unwrap();
+    let err = builder(&name)
+        .with_channel_id(9)
+        .build_consumer()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let text = err.to_string();
+    assert!(
+        text.contains("channel 9") && text.contains(&name.0),
+        "{text}"
+    );
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn full_and_too_large_are_errors_with_kinds() {
+    let name = ShmName::new("full");
+    let producer = builder(&name).with_capacity(2).build_producer().unwrap();
+    producer.send("a").unwrap();
+    producer.send("b").unwrap();
+    let full = producer.send("c").unwrap_err();
+    assert_eq!(full.kind(), ErrorKind::Full);
+    assert_eq!(
+        std::io::Error::from(full).kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+    let big = producer.send(vec![0u8; 961]).unwrap_err();
+    assert_eq!(
+        big.kind(),
+        ErrorKind::TooLarge {
+            len: 961,
+            limit: 960
+        }
+    );
+    let reserved = producer.send_with("x", 0, 0x0001).unwrap_err();
+    assert_eq!(reserved.kind(), ErrorKind::InvalidInput);
+    // The ring still holds exactly the two messages.
+    assert_eq!(producer.info().depth, 2);
+}
+
+#[test]
+fn blocking_send_times_out_when_full_and_proceeds_when_freed() {
+    let name = ShmName::new("sendto");
+    let producer = builder(&name).with_capacity(2).build_producer().unwrap();
+    producer.send("first").unwrap();
+    producer.send("second").unwrap();
+    let err = producer
+        .send_timeout("third", Duration::from_millis(50))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::TimedOut
+    );
+
+    let consumer = builder(&name).build_consumer().unwrap();
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| producer.send_blocking("third"));
+        assert_eq!(
+            consumer
+                .receive_timeout(Duration::from_secs(30))
+                .unwrap()
+                .unwrap()
+                .payload,
+            b"first"
+        );
+        assert_eq!(sender.join().unwrap().unwrap(), 2);
+    });
+    assert_eq!(consumer.receive().unwrap().unwrap(), b"second");
+    assert_eq!(consumer.receive().unwrap().unwrap(), b"third");
+}
+
+#[test]
+fn receive_timeout_and_blocking_receive() {
+    let name = ShmName::new("recvto");
+    let producer = builder(&name).build_producer().unwrap();
+    let consumer = builder(&name).build_consumer().unwrap();
+    assert_eq!(
+        consumer.receive_timeout(Duration::from_millis(20)).unwrap(),
+        None
+    );
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| consumer.receive_blocking());
+        producer.send("wake up").unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap().payload, b"wake up");
+    });
+}
+
+#[test]
+fn batches_in_order() {
+    let name = ShmName::new("batch");
+    let producer = builder(&name).with_capacity(8).build_producer().unwrap();
+    let payloads: Vec<Vec<u8>> = (0..12u64).map(|i| pattern::encode(0, i, 40)).collect();
+    assert_eq!(producer.send_batch(&payloads).unwrap(), 8);
+    let too_big = [vec![0u8; 10], vec![0u8; 2000]];
+    assert!(matches!(
+        producer.send_batch(&too_big).unwrap_err().kind(),
+        ErrorKind::TooLarge { .. } | ErrorKind::Full
+    ));
+    let consumer = builder(&name).build_consumer().unwrap();
+    let first = consumer.receive_batch(5).unwrap();
+    assert_eq!(first.len(), 5);
+    assert_eq!(producer.send_batch(&payloads[8..]).unwrap(), 4);
+    let mut rest = Vec::new();
+    let delivered = consumer
+        .receive_batch_with(100, |meta, payload| {
+            rest.push((meta.message_id, payload.to_vec()))
+        })
+        .unwrap();
+    assert_eq!(delivered, 7);
+    let all: Vec<u64> = first
+        .iter()
+        .map(|m| pattern::decode(&m.payload).unwrap().1)
+        .chain(rest.iter().map(|(_, p)| pattern::decode(p).unwrap().1))
+        .collect();
+    assert_eq!(all, (0..12).collect::<Vec<_>>());
+    assert!(consumer.receive_batch(4).unwrap().is_empty());
+}
+
+#[test]
+fn loans_write_in_place_and_dropped_loans_are_skipped() {
+    let name = ShmName::new("loan");
+    let producer = builder(&name).with_capacity(4).build_producer().unwrap();
+    {
+        let mut loan = producer.loan().unwrap();
+        assert_eq!(loan.message_id(), 0);
+        assert!(loan.write_at(0, b"in place"));
+        assert!(!loan.write_at(955, b"too far"));
+        assert_eq!(loan.commit_with(8, 7, 0).unwrap(), 0);
+    }
+    drop(producer.loan().unwrap()); // never committed: a skip marker
+    producer.send("after").unwrap();
+
+    let consumer = builder(&name).build_consumer().unwrap();
+    let first = consumer.receive_with_meta().unwrap().unwrap();
+    assert_eq!(
+        (first.payload.as_slice(), first.meta.message_type),
+        (&b"in place"[..], 7)
+    );
+    let second = consumer.receive_with_meta().unwrap().unwrap();
+    assert_eq!(second.payload, b"after");
+    assert_eq!(second.meta.message_id, 2);
+    assert_eq!(consumer.receive().unwrap(), None);
+}
+
+#[test]
+fn in_place_receive_and_receive_into() {
+    let name = ShmName::new("inplace");
+    let producer = builder(&name).with_capacity(4).build_producer().unwrap();
+    let consumer = builder(&name).build_consumer().unwrap();
+    producer.send(pattern::encode(0, 5, 100)).unwrap();
+    {
+        let guard = consumer.receive_in_place().unwrap().unwrap();
+        assert_eq!(guard.meta().payload_len, 100);
+        assert_eq!(guard.payload().len(), 100);
+        assert_eq!(pattern::decode(&guard.to_vec()), Ok((0, 5)));
+        // The slot stays claimed until the guard drops.
+        assert_eq!(consumer.info().head, 1);
+    }
+    producer.send([9u8; 50]).unwrap();
+    let mut small = [0u8; 10];
+    let err = consumer.receive_into(&mut small).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::BufferTooSmall {
+            needed: 50,
+            available: 10
+        }
+    );
+    let mut buf = [0u8; 64];
+    let (meta, len) = consumer.receive_into(&mut buf).unwrap().unwrap();
+    assert_eq!((meta.message_id, len), (1, 50));
+    assert_eq!(&buf[..50], &[9u8; 50]);
+    assert!(consumer.receive_in_place().unwrap().is_none());
+}
+
+#[test]
+fn corrupt_messages_are_counted_and_skipped() {
+    let name = ShmName::new("corrupt");
+    let allocator = builder(&name).build_allocator().unwrap();
+    let handle = allocator.create_channel(4).unwrap();
+    let producer = handle.producer().unwrap();
+    producer.send("good 0").unwrap();
+    producer.send("bad").unwrap();
+    producer.send("good 2").unwrap();
+    // A hostile peer rewrites the second message's length.
+    let info = allocator.get_channels()[0];
+    let region = allocator.memory().region();
+    let slot = region
+        .view::<AtomicSlot>(info.band_offset as usize + SLOT_SIZE)
+        .unwrap();
+    slot.meta.payload_len.store(5000, Ordering::Relaxed);
+
+    let consumer = handle.consumer().unwrap();
+    assert_eq!(consumer.receive().unwrap().unwrap(), b"good 0");
+    assert_eq!(consumer.receive().unwrap().unwrap(), b"good 2");
+    let stats = consumer.stats();
+    assert_eq!((stats.received, stats.corrupt, stats.lost), (2, 1, 0));
+    let err = consumer.take_error().unwrap();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Corrupt {
+            field: "payload_len",
+            channel: Some(0)
+        }
+    );
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::InvalidData
+    );
+    assert!(consumer.take_error().is_none());
+}
+
+#[test]
+fn allocator_creates_at_the_lowest_free_id_and_lists_channels() {
+    let name = ShmName::new("alloc");
+    let allocator = builder(&name).build_allocator().unwrap();
+    assert_eq!(allocator.creator_pid().unwrap(), std::process::id());
+    assert!(allocator.get_channels().is_empty());
+    let a = allocator.create_channel(16).unwrap();
+    let b = allocator.create_channel(32).unwrap();
+    assert_eq!((a.id(), b.id()), (0, 1));
+    // A builder on an existing channel keeps its capacity.
+    let p = builder(&name)
+        .with_channel_id(1)
+        .with_capacity(1024)
+        .build_producer()
+        .unwrap();
+    assert_eq!(p.capacity(), 32);
+    builder(&name)
+        .with_channel_id(3)
+        .with_capacity(8)
+        .build_producer()
+        .unwrap();
+    assert_eq!(allocator.create_channel(8).unwrap().id(), 2);
+    p.send("x").unwrap();
+    p.send("y").unwrap();
+    let channels = allocator.get_channels();
+    let summary: Vec<_> = channels
+        .iter()
+        .map(|c| (c.id, c.capacity, c.tail, c.head, c.depth))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (0, 16, 0, 0, 0),
+            (1, 32, 2, 0, 2),
+            (2, 8, 0, 0, 0),
+            (3, 8, 0, 0, 0)
+        ]
+    );
+    assert_eq!(allocator.channel_count().unwrap(), 4);
+    for capacity in [0, 1, 3] {
+        let bad = allocator.create_channel(capacity).unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::InvalidInput, "capacity {capacity}");
+    }
+    let bad = builder(&name)
+        .with_channel_id(7)
+        .with_capacity(1)
+        .build_producer()
+        .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn an_existing_segment_is_never_reformatted() {
+    let name = ShmName::new("keep");
+    let producer = builder(&name).build_producer().unwrap();
+    producer.send("kept").unwrap();
+    // Another builder with another size attaches; it does not wipe or resize.
+    let again = builder(&name)
+        .with_segment_size(8 << 20)
+        .build_producer()
+        .unwrap();
+    assert_eq!(again.info().depth, 1);
+    let allocator = builder(&name).attach_allocator().unwrap();
+    assert_eq!(allocator.segment_len(), 4 << 20);
+    assert_eq!(
+        builder(&name)
+            .build_consumer()
+            .unwrap()
+            .receive()
+            .unwrap()
+            .unwrap(),
+        b"kept"
+    );
+}
+
+/// A shm object made by hand under /dev/shm (what `shm_open` names map to on Linux).
+fn raw_shm_object(name: &ShmName, bytes: &[u8]) {
+    let path = format!("/dev/shm{}", name.0);
+    let mut file = std::fs::File::create(path).unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+#[test]
+fn a_segment_never_finished_times_out_with_a_clear_error() {
+    // Sized but magic still 0 (a creator that died before formatting).
+    let name = ShmName::new("unfinished");
+    raw_shm_object(&name, &vec![0u8; 1 << 20]);
+    let err = builder(&name)
+        .with_timeout(Duration::from_millis(100))
+        .build_producer()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(
+        err.to_string().contains("still being created or abandoned"),
+        "{err}"
+    );
+
+    // Not even sized yet.
+    let name = ShmName::new("unsized");
+    raw_shm_object(&name, &[]);
+    let err = builder(&name)
+        .with_timeout(Duration::from_millis(100))
+        .build_consumer()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(
+        err.to_string().contains("still being created or abandoned"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_garbage_segment_is_reported_not_panicked_on() {
+    let name = ShmName::new("garbage");
+    let mut bytes = vec![0xA5u8; 1 << 20];
+    bytes[..8].copy_from_slice(&0x1234u64.to_le_bytes());
+    raw_shm_object(&name, &bytes);
+    for result in [
+        builder(&name).build_producer().map(drop),
+        builder(&name).build_consumer().map(drop),
+    ] {
+        let err = result.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::Corrupt {
+                field: "magic",
+                channel: None
+            }
+        );
+    }
+}
+
+#[test]
+fn clones_share_the_channel_across_threads() {
+    let name = ShmName::new("clone");
+    let producer = builder(&name).with_capacity(64).build_producer().unwrap();
+    let consumer = builder(&name).build_consumer().unwrap();
+    let per_thread = 5_000u64;
+    let taken = &std::sync::atomic::AtomicU64::new(0);
+    let received = std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let producer = producer.clone();
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    producer
+                        .send_timeout(
+                            pattern::encode(0, (t << 32) | i, 32),
+                            Duration::from_secs(30),
+                        )
+                        .unwrap();
+                }
+            });
+        }
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let consumer = consumer.clone();
+                s.spawn(move || {
+                    let mut got = Vec::new();
+                    // Until both consumers together have everything.
+                    while taken.load(Ordering::SeqCst) < 2 * per_thread {
+                        if let Some(m) =
+                            consumer.receive_timeout(Duration::from_millis(10)).unwrap()
+                        {
+                            taken.fetch_add(1, Ordering::SeqCst);
+                            got.push(pattern::decode(&m.payload).unwrap().1);
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let mut sorted = received.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), received.len(), "duplicates");
+    assert_eq!(sorted.len() as u64, 2 * per_thread);
+    assert_eq!(consumer.stats().received, 2 * per_thread);
+}

@@ -1,0 +1,165 @@
+//! Receives and checks the messages `producer` sends, one thread per channel.
+//!
+//! ```text
+//! cargo run --release --example consumer 4 1000 [--segment /dmxp_alloc] [--wait 30]
+//! ```
+//!
+//! Waits for the channels to appear, receives `messages_per_channel` messages on each, checks
+//! every payload (channel, index, filler, checksum), and prints msgs/s with the counts of
+//! lost (never received), duplicated and corrupt messages. Exits non-zero if any message is
+//! missing or wrong.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dmxp::{pattern, ChannelBuilder, Consumer, ErrorKind};
+
+#[derive(Parser)]
+#[command(about = "Receive and verify messages on DMXP channels 0..num_channels")]
+struct Args {
+    /// Channels to read: 0..num_channels.
+    num_channels: u32,
+    /// Messages expected on each channel.
+    messages_per_channel: u64,
+    /// POSIX shm segment name.
+    #[arg(long, env = "DMXP_SEGMENT", default_value = dmxp::DEFAULT_SEGMENT_NAME)]
+    segment: String,
+    /// Seconds to wait for a channel to appear, and for the next message.
+    #[arg(long, default_value_t = 30)]
+    wait: u64,
+}
+
+#[derive(Default)]
+struct Tally {
+    channel: u32,
+    unique: u64,
+    duplicated: u64,
+    corrupt: u64,
+    lost: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+fn open(args: &Args, channel: u32) -> dmxp::Result<Consumer> {
+    let builder = ChannelBuilder::new()
+        .with_segment_name(args.segment.clone())
+        .with_channel_id(channel);
+    let deadline = Instant::now() + Duration::from_secs(args.wait);
+    loop {
+        match builder.build_consumer() {
+            Err(e) if e.kind() == ErrorKind::NotFound && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn receive_all(args: &Args, channel: u32) -> dmxp::Result<Tally> {
+    let consumer = open(args, channel)?;
+    let expected = args.messages_per_channel;
+    let mut seen = vec![false; expected as usize];
+    let mut tally = Tally {
+        channel,
+        ..Tally::default()
+    };
+    let mut check = |payload: &[u8], tally: &mut Tally| {
+        let now = Instant::now();
+        tally.first.get_or_insert(now);
+        tally.last = Some(now);
+        match pattern::decode(payload) {
+            Ok((ch, index)) if ch == u64::from(channel) && index < expected => {
+                if std::mem::replace(&mut seen[index as usize], true) {
+                    tally.duplicated += 1;
+                } else {
+                    tally.unique += 1;
+                }
+            }
+            _ => tally.corrupt += 1,
+        }
+    };
+    while tally.unique < expected {
+        let got = consumer.receive_batch_with(64, |_, payload| check(payload, &mut tally))?;
+        if got == 0 {
+            match consumer.receive_timeout(Duration::from_secs(args.wait))? {
+                Some(message) => check(&message.payload, &mut tally),
+                None => {
+                    eprintln!(
+                        "consumer: channel {channel}: no message for {}s, giving up",
+                        args.wait
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    let stats = consumer.stats();
+    tally.corrupt += stats.corrupt + stats.lost + stats.dropped_in_batch;
+    tally.lost = expected - tally.unique;
+    Ok(tally)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..args.num_channels)
+            .map(|channel| {
+                let args = &args;
+                s.spawn(move || receive_all(args, channel))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("receiver thread"))
+            .collect()
+    });
+    let mut ok = true;
+    let (mut unique, mut lost, mut duplicated, mut corrupt) = (0, 0, 0, 0);
+    let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
+    for result in results {
+        match result {
+            Ok(t) => {
+                let span = match (t.first, t.last) {
+                    (Some(a), Some(b)) => b - a,
+                    _ => Duration::ZERO,
+                };
+                println!(
+                    "consumer: channel {}: received {} ({:.0} msgs/s), lost {}, duplicated {}, corrupt {}",
+                    t.channel,
+                    t.unique,
+                    t.unique as f64 / span.as_secs_f64().max(1e-9),
+                    t.lost,
+                    t.duplicated,
+                    t.corrupt
+                );
+                unique += t.unique;
+                lost += t.lost;
+                duplicated += t.duplicated;
+                corrupt += t.corrupt;
+                first = first.into_iter().chain(t.first).min();
+                last = last.into_iter().chain(t.last).max();
+            }
+            Err(e) => {
+                eprintln!("consumer: {e}");
+                ok = false;
+            }
+        }
+    }
+    let span = match (first, last) {
+        (Some(a), Some(b)) => b - a,
+        _ => Duration::ZERO,
+    };
+    println!(
+        "consumer: received {unique} messages on {} channels of {} in {span:.3?}: {:.0} msgs/s; \
+         lost {lost}, duplicated {duplicated}, corrupt {corrupt}",
+        args.num_channels,
+        args.segment,
+        unique as f64 / span.as_secs_f64().max(1e-9)
+    );
+    if ok && lost == 0 && duplicated == 0 && corrupt == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
