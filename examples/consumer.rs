@@ -2,13 +2,21 @@
 //!
 //! ```text
 //! cargo run --release --example consumer 4 1000 [--segment /dmxp_alloc] [--wait 30]
+//!     [--record FILE] [--idle-exit-ms MS]
 //! ```
 //!
 //! Waits for the channels to appear, receives `messages_per_channel` messages on each, checks
 //! every payload (channel, index, filler, checksum), and prints msgs/s with the counts of
 //! lost (never received), duplicated and corrupt messages. Exits non-zero if any message is
-//! missing or wrong.
+//! missing or wrong. With `--idle-exit-ms` a channel's reader stops once the channel has been
+//! idle that long instead (for consumers sharing a channel; nothing then counts as lost), and
+//! `--record` writes a line `channel index` per message received, for a harness that checks
+//! exactly-once across several consumers.
 
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -28,6 +36,12 @@ struct Args {
     /// Seconds to wait for a channel to appear, and for the next message.
     #[arg(long, default_value_t = 30)]
     wait: u64,
+    /// Write `channel index` per received message to this file.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Stop reading a channel after it has been idle this long (instead of counting).
+    #[arg(long)]
+    idle_exit_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -37,6 +51,7 @@ struct Tally {
     duplicated: u64,
     corrupt: u64,
     lost: u64,
+    received: Vec<u64>,
     first: Option<Instant>,
     last: Option<Instant>,
 }
@@ -59,7 +74,8 @@ fn open(args: &Args, channel: u32) -> dmxp::Result<Consumer> {
 fn receive_all(args: &Args, channel: u32) -> dmxp::Result<Tally> {
     let consumer = open(args, channel)?;
     let expected = args.messages_per_channel;
-    let mut seen = vec![false; expected as usize];
+    let mut seen = HashSet::new();
+    let record = args.record.is_some();
     let mut tally = Tally {
         channel,
         ..Tally::default()
@@ -69,21 +85,26 @@ fn receive_all(args: &Args, channel: u32) -> dmxp::Result<Tally> {
         tally.first.get_or_insert(now);
         tally.last = Some(now);
         match pattern::decode(payload) {
-            Ok((ch, index)) if ch == u64::from(channel) && index < expected => {
-                if std::mem::replace(&mut seen[index as usize], true) {
-                    tally.duplicated += 1;
-                } else {
+            Ok((ch, index)) if ch == u64::from(channel) => {
+                if record {
+                    tally.received.push(index);
+                }
+                if seen.insert(index) {
                     tally.unique += 1;
+                } else {
+                    tally.duplicated += 1;
                 }
             }
             _ => tally.corrupt += 1,
         }
     };
-    while tally.unique < expected {
+    let idle = args.idle_exit_ms.map(Duration::from_millis);
+    while idle.is_some() || tally.unique < expected {
         let got = consumer.receive_batch_with(64, |_, payload| check(payload, &mut tally))?;
         if got == 0 {
-            match consumer.receive_timeout(Duration::from_secs(args.wait))? {
+            match consumer.receive_timeout(idle.unwrap_or(Duration::from_secs(args.wait)))? {
                 Some(message) => check(&message.payload, &mut tally),
+                None if idle.is_some() => break,
                 None => {
                     eprintln!(
                         "consumer: channel {channel}: no message for {}s, giving up",
@@ -96,7 +117,9 @@ fn receive_all(args: &Args, channel: u32) -> dmxp::Result<Tally> {
     }
     let stats = consumer.stats();
     tally.corrupt += stats.corrupt + stats.lost + stats.dropped_in_batch;
-    tally.lost = expected - tally.unique;
+    if idle.is_none() {
+        tally.lost = expected.saturating_sub(tally.unique);
+    }
     Ok(tally)
 }
 
@@ -115,6 +138,13 @@ fn main() -> ExitCode {
             .collect()
     });
     let mut ok = true;
+    let mut record = match args.record.as_ref().map(File::create).transpose() {
+        Ok(file) => file.map(BufWriter::new),
+        Err(e) => {
+            eprintln!("consumer: cannot create the record file: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (mut unique, mut lost, mut duplicated, mut corrupt) = (0, 0, 0, 0);
     let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
     for result in results {
@@ -133,6 +163,11 @@ fn main() -> ExitCode {
                     t.duplicated,
                     t.corrupt
                 );
+                if let Some(out) = record.as_mut() {
+                    for index in &t.received {
+                        ok &= writeln!(out, "{} {index}", t.channel).is_ok();
+                    }
+                }
                 unique += t.unique;
                 lost += t.lost;
                 duplicated += t.duplicated;
@@ -145,6 +180,9 @@ fn main() -> ExitCode {
                 ok = false;
             }
         }
+    }
+    if let Some(out) = record.as_mut() {
+        ok &= out.flush().is_ok();
     }
     let span = match (first, last) {
         (Some(a), Some(b)) => b - a,

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example producer 4 1000 [capacity] [--segment /dmxp_alloc]
+//!     [--first-index K] [--batch N]
 //! ```
 //!
 //! Creates the segment and the channels if they do not exist (two processes racing to do so
@@ -30,6 +31,12 @@ struct Args {
     /// Size of the segment if this creates it, in bytes.
     #[arg(long, default_value_t = dmxp::DEFAULT_SEGMENT_SIZE)]
     size: usize,
+    /// Index of the first message (so several producers can share a channel).
+    #[arg(long, default_value_t = 0)]
+    first_index: u64,
+    /// Send with the batch API, this many messages per call (1: one at a time).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    batch: u64,
 }
 
 struct Sent {
@@ -48,17 +55,26 @@ fn send_all(args: &Args, channel: u32) -> dmxp::Result<Sent> {
         .build_producer()?;
     let started = Instant::now();
     let mut full = 0;
-    for index in 0..args.messages_per_channel {
-        let payload = pattern::encode(channel, index, pattern::default_len(index));
-        match producer.send(&payload) {
-            Ok(_) => {}
+    let end = args.first_index + args.messages_per_channel;
+    let mut next = args.first_index;
+    let mut batch = Vec::with_capacity(args.batch as usize);
+    while next < end {
+        batch.clear();
+        batch.extend(
+            (next..end.min(next + args.batch))
+                .map(|index| pattern::encode(channel, index, pattern::default_len(index))),
+        );
+        let sent = match producer.send_batch(&batch) {
+            Ok(sent) => sent,
             Err(e) if e.kind() == ErrorKind::Full => {
                 full += 1;
                 // Sleep on the channel's futex until a consumer frees a slot.
-                producer.send_timeout(&payload, Duration::from_secs(60))?;
+                producer.send_timeout(&batch[0], Duration::from_secs(60))?;
+                1
             }
             Err(e) => return Err(e),
-        }
+        };
+        next += sent as u64;
     }
     Ok(Sent {
         channel,
