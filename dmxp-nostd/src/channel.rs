@@ -20,7 +20,7 @@
 use crate::error::{RecvError, SendError};
 use crate::layout::{message_flags, AtomicChannelEntry, AtomicSlot, MessageMeta, MSG_INLINE};
 use crate::payload::{self, Payload, PayloadMut};
-use crate::sync::{fence, spin_loop, AtomicU32, Ordering};
+use crate::sync::{fence, AtomicU32, Ordering};
 use crate::validate::{ChannelGeometry, ChannelInfo};
 use crate::wait::{SpinWait, WaitOutcome, WaitStrategy};
 
@@ -181,9 +181,14 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 // The slot still holds the message of the previous lap.
                 return Err(SendError::Full);
             } else {
-                // Another producer claimed this position; catch up.
-                spin_loop();
-                tail = self.entry.tail.load(Relaxed);
+                // Another producer claimed this position; catch up. The sequence we read was
+                // published after that producer moved `tail` past us, so an honest `tail` has
+                // moved by now: one that has not was scribbled on.
+                let current = self.entry.tail.load(Relaxed);
+                if current == tail {
+                    return Err(SendError::Busy);
+                }
+                tail = current;
             }
         }
         Err(SendError::Busy)
@@ -229,8 +234,13 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 // Empty, or the producer of this position has not published yet.
                 return Err(RecvError::Empty);
             } else {
-                spin_loop();
-                head = self.entry.head.load(Relaxed);
+                // Another consumer took this position (and the slot may already hold the next
+                // lap); as for sends, an honest `head` has moved past us by now.
+                let current = self.entry.head.load(Relaxed);
+                if current == head {
+                    return Err(RecvError::Busy);
+                }
+                head = current;
             }
         }
         Err(RecvError::Busy)

@@ -348,6 +348,8 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             capacity,
             band_offset,
         };
+        // A scribbled cursor could point into a live band; never zero another channel's slots.
+        self.check_no_overlap(geometry)?;
         let channel = self.channel(geometry)?;
         for (position, slot) in channel_slots(&self.bands, geometry) {
             zero_slot(slot);
