@@ -20,9 +20,16 @@ step() {
     fi
 }
 
+# libFuzzer (fuzz replay tests, cargo-fuzz) is C++; gcc alone is not enough.
+if ! command -v g++ >/dev/null; then
+    echo "installing g++ (needed to build libFuzzer)"
+    (apt-get update -qq && apt-get install -y -qq g++) || echo "WARNING: could not install g++"
+fi
+
 step "rustfmt" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-features --all-targets -- -D warnings
 step "tests (cargo test --workspace --all-features)" cargo test --workspace --all-features
+step "fuzz corpus replay (stable)" cargo test --manifest-path fuzz/Cargo.toml
 step "no_std build (x86_64-unknown-none)" bash -c \
     'rustup target add x86_64-unknown-none >/dev/null && cargo build -p dmxp-nostd --target x86_64-unknown-none'
 [ -x scripts/loom.sh ] && step "loom models" scripts/loom.sh
