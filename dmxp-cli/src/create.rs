@@ -1,0 +1,145 @@
+//! `dmxp create` and `dmxp rm`.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use dmxp::SharedMemory;
+use dmxp_nostd::error::Error as CoreError;
+use dmxp_nostd::layout::MAGIC;
+use dmxp_nostd::Segment;
+
+use crate::source::{SegmentArgs, Source};
+use crate::{parse, Outcome};
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub segment: SegmentArgs,
+    /// Channel id (0..256).
+    #[arg(long, value_name = "ID", value_parser = parse::channel_id)]
+    pub channel: u32,
+    /// Ring capacity in slots: a power of two from 2 to 2^32.
+    #[arg(long, value_name = "SLOTS", value_parser = parse::capacity)]
+    pub capacity: u64,
+    /// Size of the segment if it is created (bytes, or with a K/M/G binary suffix).
+    #[arg(long, value_name = "BYTES", value_parser = parse::size, default_value = "128M")]
+    pub size: usize,
+    /// Permission bits of the segment if it is created (octal).
+    #[arg(long, value_name = "MODE", value_parser = parse::mode, default_value = "0600")]
+    pub mode: u32,
+    /// Succeed if the channel already exists (whatever its capacity).
+    #[arg(long)]
+    pub exist_ok: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Created {
+    segment: String,
+    segment_created: bool,
+    channel: u32,
+    capacity: u64,
+    channel_created: bool,
+}
+
+/// Creates the segment exclusively, or attaches to the existing one; says which.
+fn create_or_attach(source: &Source, size: usize, mode: u32) -> Result<(SharedMemory, bool)> {
+    let created: io::Result<SharedMemory> = match source {
+        Source::Shm(name) => {
+            dmxp::shm::ShmSegment::create(name, size, mode).map(|s| Arc::new(s) as SharedMemory)
+        }
+        Source::File(path) => {
+            dmxp::file::FileSegment::create(path, size, mode).map(|s| Arc::new(s) as SharedMemory)
+        }
+    };
+    match created {
+        Ok(memory) => Ok((memory, true)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let allocator = source.builder().attach_allocator()?;
+            Ok((Arc::clone(allocator.memory()), false))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("creating {source}"))),
+    }
+}
+
+pub fn run(args: CreateArgs) -> Result<Outcome> {
+    let source = args.segment.source();
+    let (memory, segment_created) = create_or_attach(&source, args.size, args.mode)?;
+    let segment = Segment::attach(memory.region()).with_context(|| source.to_string())?;
+    let pid = std::process::id();
+    let deadline = Instant::now() + dmxp::DEFAULT_TIMEOUT;
+    let (capacity, channel_created) = loop {
+        match segment.create_channel(args.channel, args.capacity, pid) {
+            Ok(channel) => break (channel.capacity(), true),
+            Err(CoreError::ChannelExists { capacity, .. }) if args.exist_ok => {
+                break (capacity, false)
+            }
+            Err(CoreError::ChannelBeingCreated { id }) => {
+                if Instant::now() >= deadline {
+                    bail!("{source}: channel {id} still being created or abandoned by its creator");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => bail!("{source}: {e}"),
+        }
+    };
+    let result = Created {
+        segment: source.to_string(),
+        segment_created,
+        channel: args.channel,
+        capacity,
+        channel_created,
+    };
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &result)?;
+        writeln!(out)?;
+    } else {
+        if segment_created {
+            writeln!(
+                out,
+                "created {source} ({} bytes, mode {:04o})",
+                memory.region().len(),
+                args.mode
+            )?;
+        }
+        let verb = if channel_created {
+            "created"
+        } else {
+            "exists:"
+        };
+        writeln!(out, "{verb} channel {} (capacity {capacity})", args.channel)?;
+    }
+    Ok(Outcome::Success)
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub segment: SegmentArgs,
+    /// Remove it even if it does not start with the DMXP magic.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn rm(args: RmArgs) -> Result<Outcome> {
+    let source = args.segment.source();
+    if !args.force {
+        let mut file = source.open_read()?;
+        let mut magic = [0u8; 8];
+        let has_magic = file.read_exact(&mut magic).is_ok() && u64::from_le_bytes(magic) == MAGIC;
+        if !has_magic {
+            bail!("{source} does not hold a DMXP segment (no DMXP magic); use --force to remove it anyway");
+        }
+    }
+    source.remove()?;
+    writeln!(io::stdout().lock(), "removed {source}")?;
+    Ok(Outcome::Success)
+}

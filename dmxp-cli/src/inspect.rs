@@ -1,0 +1,160 @@
+//! `dmxp inspect`: the header, every channel, and the validation result.
+
+use std::io::{self, Write};
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::report::{analyze, Report, SourceJson};
+use crate::source::{SegmentArgs, Source};
+use crate::{table, Outcome};
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub segment: SegmentArgs,
+    /// Print one JSON object (schema in docs/CLI.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Reads and analyses the segment `source` names.
+pub fn snapshot(source: &Source) -> Result<Report> {
+    let (size, bytes) = source.read_header()?;
+    Ok(analyze(
+        SourceJson {
+            kind: source.kind(),
+            name: source.name(),
+        },
+        size,
+        &bytes,
+    ))
+}
+
+pub fn run(args: InspectArgs) -> Result<Outcome> {
+    let source = args.segment.source();
+    let report = snapshot(&source)?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write_human(&mut out, &source, &report)?;
+    }
+    out.flush()?;
+    Ok(if report.valid {
+        Outcome::Success
+    } else {
+        Outcome::Failure(format!(
+            "{source} is invalid: {} problem{} (fields: {})",
+            report.problems.len(),
+            plural(report.problems.len()),
+            field_list(&report)
+        ))
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn field_list(report: &Report) -> String {
+    let mut fields: Vec<&str> = report.problems.iter().map(|p| p.field).collect();
+    fields.dedup();
+    fields.join(", ")
+}
+
+fn write_human(out: &mut impl Write, source: &Source, report: &Report) -> io::Result<()> {
+    let mut rows = vec![
+        vec!["segment".into(), source.to_string()],
+        vec!["size".into(), format!("{} bytes", report.size)],
+    ];
+    if let Some(h) = &report.header {
+        let magic_note = if h.magic == format!("{:#018x}", dmxp_nostd::layout::MAGIC) {
+            " (DMXP_MEM)"
+        } else {
+            ""
+        };
+        let free = report.segment_len.saturating_sub(h.band_cursor);
+        rows.extend([
+            vec!["magic".into(), format!("{}{magic_note}", h.magic)],
+            vec!["version".into(), h.version.to_string()],
+            vec!["max_channels".into(), h.max_channels.to_string()],
+            vec!["channel_count".into(), h.channel_count.to_string()],
+            vec!["segment_size".into(), h.segment_size.to_string()],
+            vec![
+                "band_cursor".into(),
+                format!("{} ({free} bytes free)", h.band_cursor),
+            ],
+            vec!["creator_pid".into(), h.creator_pid.to_string()],
+            vec!["header_flags".into(), format!("{:#x}", h.header_flags)],
+        ]);
+    }
+    table::write(&mut *out, &rows)?;
+    writeln!(out)?;
+
+    if report.channels.is_empty() {
+        writeln!(out, "channels: none")?;
+    } else {
+        writeln!(out, "channels: {}", report.channels.len())?;
+        let mut rows = vec![[
+            "ID",
+            "STATUS",
+            "STATE",
+            "CAPACITY",
+            "HEAD",
+            "TAIL",
+            "DEPTH",
+            "RECV_WAITERS",
+            "SEND_WAITERS",
+            "CREATOR_PID",
+            "BAND_OFFSET",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for c in &report.channels {
+            rows.push(vec![
+                c.id.to_string(),
+                c.status.to_string(),
+                c.state.clone(),
+                c.capacity.to_string(),
+                c.head.to_string(),
+                c.tail.to_string(),
+                c.depth.map_or("-".into(), |d| d.to_string()),
+                c.not_empty_waiters.to_string(),
+                c.not_full_waiters.to_string(),
+                c.creator_pid.to_string(),
+                c.band_offset.to_string(),
+            ]);
+        }
+        table::write(&mut *out, &rows)?;
+    }
+    writeln!(out)?;
+    write_validation(out, report)
+}
+
+/// The validation result: `validation: ok`, or a table of problems.
+pub fn write_validation(out: &mut impl Write, report: &Report) -> io::Result<()> {
+    if report.valid {
+        return writeln!(out, "validation: ok");
+    }
+    writeln!(
+        out,
+        "validation: FAILED, {} problem{}",
+        report.problems.len(),
+        plural(report.problems.len())
+    )?;
+    let mut rows = vec![["FIELD", "CHANNEL", "PROBLEM"].map(String::from).to_vec()];
+    for p in &report.problems {
+        rows.push(vec![
+            p.field.to_string(),
+            p.channel.map_or("-".into(), |c| c.to_string()),
+            p.message.clone(),
+        ]);
+    }
+    table::write(out, &rows)
+}

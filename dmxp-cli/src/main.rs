@@ -1,0 +1,107 @@
+//! `dmxp`: inspect, watch, create, remove, send to and receive from DMXP segments.
+//!
+//! Exit codes: 0 success, 1 failure (including a segment that fails validation), 2 usage
+//! error (clap's own). Errors are one line on stderr. See `docs/CLI.md`.
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod clean;
+mod create;
+mod inspect;
+mod parse;
+mod recv;
+mod report;
+mod send;
+mod source;
+mod table;
+mod watch;
+
+/// Inspect and use DMXP shared-memory segments.
+#[derive(Parser, Debug)]
+#[command(name = "dmxp", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the header, every channel and the validation result (exit 1 if invalid).
+    Inspect(inspect::InspectArgs),
+    /// A live table of the channels, refreshed in place, with messages/s.
+    Watch(watch::WatchArgs),
+    /// Create a channel, and the segment if it does not exist.
+    Create(create::CreateArgs),
+    /// Remove a segment (shm name or file). Processes that have it mapped keep it.
+    Rm(create::RmArgs),
+    /// Send messages from arguments, a file, or stdin lines.
+    Send(send::SendArgs),
+    /// Receive messages (with metadata in --json).
+    Recv(recv::RecvArgs),
+    /// List DMXP segments in /dev/shm (or a directory); remove them with --remove.
+    Clean(clean::CleanArgs),
+}
+
+/// What a command ended with, beyond success.
+pub enum Outcome {
+    Success,
+    /// The command did its work but found a failure to report (already printed).
+    Failure(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Watch(args) => watch::run(args),
+        Command::Create(args) => create::run(args),
+        Command::Rm(args) => create::rm(args),
+        Command::Send(args) => send::run(args),
+        Command::Recv(args) => recv::run(args),
+        Command::Clean(args) => clean::run(args),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Failure(message)) => {
+            eprintln!("dmxp: {message}");
+            ExitCode::from(1)
+        }
+        // A reader that went away (`dmxp recv --follow | head`) is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dmxp: error: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let kind = match cause.downcast_ref::<io::Error>() {
+            Some(io) => Some(io.kind()),
+            None => cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(|json| json.io_error_kind()),
+        };
+        kind == Some(io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes on one line, without repeating a cause the message already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}

@@ -1,0 +1,427 @@
+//! What `inspect`, `watch` and `clean` show: the header, every channel entry in use, and every
+//! validation problem found in a copy of the segment's header bytes.
+//!
+//! The checks are the core's (`dmxp_nostd::validate`): `validate_header`, `validate_entry` and
+//! `check_overlaps`. The core stops at the first problem, which is what a client attaching to
+//! a segment needs; a person looking at a broken segment wants them all. So after each problem
+//! the field at fault is replaced, in the local copy only, by a value that passes, and the
+//! check runs again; each entry is checked on its own, and bands are compared pair by pair.
+
+use serde::Serialize;
+
+use dmxp_nostd::error::{Corruption, Error as CoreError};
+use dmxp_nostd::layout::{
+    band_len, channel_entry_offset, channel_state, ChannelEntry, HeaderFields, CHANNEL_ENTRY_SIZE,
+    MAGIC, MAX_CHANNELS, MIN_CAPACITY, VERSION,
+};
+use dmxp_nostd::validate::{check_overlaps, validate_entry, validate_header, ChannelGeometry};
+use zerocopy::FromBytes;
+
+/// The whole report, as `inspect --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub source: SourceJson,
+    /// Size of the object in bytes.
+    pub size: u64,
+    /// `None` when the object is shorter than the 128-byte header fields.
+    pub header: Option<HeaderJson>,
+    /// The length bands are validated against (`segment_size`, or `size` when that is 0).
+    pub segment_len: u64,
+    pub channels: Vec<ChannelJson>,
+    pub valid: bool,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceJson {
+    pub kind: &'static str,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderJson {
+    /// Hex string: u64 values above 2^53 do not survive every JSON reader.
+    pub magic: String,
+    pub version: u32,
+    pub max_channels: u32,
+    pub channel_count: u32,
+    pub segment_size: u64,
+    pub band_cursor: u64,
+    pub creator_pid: u32,
+    pub header_flags: u32,
+}
+
+/// One channel entry in use (created, being created, or holding bad values).
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelJson {
+    pub id: u32,
+    /// `ok`, `creating` or `corrupt`.
+    pub status: &'static str,
+    /// `empty`, `creating`, `ready`, or `unknown(N)`.
+    pub state: String,
+    pub capacity: u64,
+    pub band_offset: u64,
+    /// `capacity × 1088`, `null` when that overflows.
+    pub band_len: Option<u64>,
+    pub head: u64,
+    pub tail: u64,
+    /// `tail − head` (wrapping, clamped to `0..=capacity`); `null` unless status is `ok`.
+    pub depth: Option<u64>,
+    pub not_empty_waiters: u32,
+    pub not_full_waiters: u32,
+    pub creator_pid: u32,
+    /// The entry's `channel_id` field (equals `id` in a valid entry).
+    pub channel_id_field: u32,
+    pub flags: u32,
+}
+
+/// One validation problem.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// The layout's name of the field at fault (`magic`, `capacity`, `band_offset`, ...), or
+    /// `size` when the object is too short.
+    pub field: &'static str,
+    /// The channel whose entry is at fault; `null` for the header.
+    pub channel: Option<u32>,
+    pub message: String,
+}
+
+impl From<Corruption> for Problem {
+    fn from(c: Corruption) -> Self {
+        Problem {
+            field: c.field(),
+            channel: c.channel(),
+            message: c.to_string(),
+        }
+    }
+}
+
+fn state_name(state: u32) -> String {
+    match state {
+        channel_state::EMPTY => "empty".into(),
+        channel_state::CREATING => "creating".into(),
+        channel_state::READY => "ready".into(),
+        other => format!("unknown({other})"),
+    }
+}
+
+/// Replaces the header field `c` names by a value that passes; `false` if there is none.
+fn patch_header(header: &mut HeaderFields, c: Corruption) -> bool {
+    match c {
+        Corruption::BadMagic { .. } => header.magic = MAGIC,
+        Corruption::UnsupportedVersion { .. } => header.version = VERSION,
+        Corruption::WrongMaxChannels { .. } => header.max_channels = MAX_CHANNELS as u32,
+        Corruption::ChannelCountTooLarge { .. } => header.channel_count = 0,
+        Corruption::SegmentSizeMismatch { .. } => header.segment_size = 0,
+        Corruption::BandCursorOutOfRange { .. } => header.band_cursor = 0,
+        _ => return false,
+    }
+    true
+}
+
+/// Replaces the entry field `c` names by a value that lets the remaining checks run; `false`
+/// when the checks after it depend on the bad value (the band checks).
+fn patch_entry(entry: &mut ChannelEntry, id: u32, c: Corruption) -> bool {
+    match c {
+        Corruption::UnknownChannelState { .. } => {
+            entry.state = if entry.capacity == 0 {
+                channel_state::EMPTY
+            } else {
+                channel_state::READY
+            };
+        }
+        Corruption::ChannelIdMismatch { .. } => entry.channel_id = id,
+        Corruption::CapacityNotPowerOfTwo { .. }
+        | Corruption::CapacityTooSmall { .. }
+        | Corruption::CapacityTooLarge { .. } => entry.capacity = MIN_CAPACITY,
+        _ => return false,
+    }
+    true
+}
+
+/// `tail − head` as a wrapping signed difference, clamped to `0..=capacity`.
+pub fn depth(head: u64, tail: u64, capacity: u64) -> u64 {
+    let diff = tail.wrapping_sub(head) as i64;
+    if diff <= 0 {
+        0
+    } else {
+        (diff as u64).min(capacity)
+    }
+}
+
+/// Analyses `bytes`, a copy of the first bytes (up to `HEADER_SIZE`) of an object of `size`
+/// bytes.
+pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
+    let mut problems = Vec::new();
+    let mut channels = Vec::new();
+    let report = |header, segment_len, channels, problems: Vec<Problem>| Report {
+        source: source.clone(),
+        size,
+        header,
+        segment_len,
+        channels,
+        valid: problems.is_empty(),
+        problems,
+    };
+
+    let Ok((header, _)) = HeaderFields::read_from_prefix(bytes) else {
+        problems.push(Problem {
+            field: "size",
+            channel: None,
+            message: format!("object of {size} bytes is too short for the 128-byte header fields"),
+        });
+        return report(None, size, channels, problems);
+    };
+    let header_json = HeaderJson {
+        magic: format!("{:#018x}", header.magic),
+        version: header.version,
+        max_channels: header.max_channels,
+        channel_count: header.channel_count,
+        segment_size: header.segment_size,
+        band_cursor: header.band_cursor,
+        creator_pid: header.creator_pid,
+        header_flags: header.header_flags,
+    };
+
+    // Header: every field the core's check rejects, one after the other.
+    let mut patched = header;
+    let mut segment_len = size;
+    for _ in 0..8 {
+        match validate_header(&patched, size) {
+            Ok(len) => {
+                segment_len = len;
+                break;
+            }
+            Err(CoreError::NotReady) => {
+                problems.push(Problem {
+                    field: "magic",
+                    channel: None,
+                    message: "magic is 0: the segment is still being created, or its creator \
+                              died formatting it"
+                        .into(),
+                });
+                // Nothing after magic means anything in an unformatted segment.
+                return report(Some(header_json), size, channels, problems);
+            }
+            Err(CoreError::Corrupt(c)) => {
+                problems.push(c.into());
+                if !patch_header(&mut patched, c) {
+                    break;
+                }
+            }
+            Err(CoreError::RegionTooSmall { len, needed }) => {
+                problems.push(Problem {
+                    field: "size",
+                    channel: None,
+                    message: format!(
+                        "object of {len} bytes is smaller than the {needed}-byte header"
+                    ),
+                });
+                break;
+            }
+            Err(other) => {
+                problems.push(Problem {
+                    field: "header",
+                    channel: None,
+                    message: other.to_string(),
+                });
+                break;
+            }
+        }
+    }
+
+    // Entries: each on its own; every problem of each.
+    let mut valid_bands: Vec<ChannelGeometry> = Vec::new();
+    for id in 0..MAX_CHANNELS {
+        let offset = channel_entry_offset(id);
+        let Some(raw) = bytes.get(offset..offset + CHANNEL_ENTRY_SIZE) else {
+            break; // a short object, reported above
+        };
+        let Ok(entry) = ChannelEntry::read_from_bytes(raw) else {
+            break;
+        };
+        let id = id as u32;
+        let mut patched = entry;
+        let mut entry_problems = Vec::new();
+        let mut geometry = None;
+        for _ in 0..8 {
+            match validate_entry(id, &patched, segment_len) {
+                Ok(found) => {
+                    geometry = found;
+                    break;
+                }
+                Err(c) => {
+                    entry_problems.push(Problem::from(c));
+                    if !patch_entry(&mut patched, id, c) {
+                        break;
+                    }
+                }
+            }
+        }
+        let in_use = entry.capacity != 0 || entry.state != channel_state::EMPTY;
+        if !in_use && entry_problems.is_empty() {
+            continue;
+        }
+        let status = if !entry_problems.is_empty() {
+            "corrupt"
+        } else if geometry.is_none() {
+            "creating"
+        } else {
+            "ok"
+        };
+        if let (Some(g), true) = (geometry, entry_problems.is_empty()) {
+            valid_bands.push(g);
+        }
+        channels.push(ChannelJson {
+            id,
+            status,
+            state: state_name(entry.state),
+            capacity: entry.capacity,
+            band_offset: entry.band_offset,
+            band_len: band_len(entry.capacity),
+            head: entry.head,
+            tail: entry.tail,
+            depth: (status == "ok").then(|| depth(entry.head, entry.tail, entry.capacity)),
+            not_empty_waiters: entry.not_empty_waiters,
+            not_full_waiters: entry.not_full_waiters,
+            creator_pid: entry.creator_pid,
+            channel_id_field: entry.channel_id,
+            flags: entry.flags,
+        });
+        problems.extend(entry_problems);
+    }
+
+    // Bands: every overlapping pair of otherwise valid channels.
+    for (i, a) in valid_bands.iter().enumerate() {
+        for b in &valid_bands[i + 1..] {
+            if let Err(c) = check_overlaps(&mut [*a, *b]) {
+                if let Some(row) = channels.iter_mut().find(|r| Some(r.id) == c.channel()) {
+                    row.status = "corrupt";
+                    row.depth = None;
+                }
+                problems.push(c.into());
+            }
+        }
+    }
+
+    report(Some(header_json), segment_len, channels, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dmxp_nostd::layout::{HEADER_SIZE, SLOT_SIZE};
+    use dmxp_nostd::{AlignedBlock, Region, Segment};
+    use zerocopy::IntoBytes;
+
+    fn source() -> SourceJson {
+        SourceJson {
+            kind: "file",
+            name: "test".into(),
+        }
+    }
+
+    /// A formatted segment with channels 0 (4 slots) and 3 (8 slots); returns its header bytes
+    /// and total size.
+    fn segment_bytes() -> (Vec<u8>, u64) {
+        let size = HEADER_SIZE + 16 * SLOT_SIZE;
+        let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(size)];
+        {
+            let segment = Segment::format(Region::new(memory.as_mut_bytes()).unwrap(), 42).unwrap();
+            segment.create_channel(0, 4, 7).unwrap();
+            segment.create_channel(3, 8, 9).unwrap();
+        }
+        let bytes = memory.as_bytes();
+        (bytes[..HEADER_SIZE].to_vec(), bytes.len() as u64)
+    }
+
+    fn put_u64(bytes: &mut [u8], at: usize, value: u64) {
+        bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    }
+
+    fn put_u32(bytes: &mut [u8], at: usize, value: u32) {
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
+
+    #[test]
+    fn fresh_segment_is_valid_and_lists_its_channels() {
+        let (bytes, size) = segment_bytes();
+        let report = analyze(source(), size, &bytes);
+        assert!(report.valid, "{:?}", report.problems);
+        let ids: Vec<_> = report.channels.iter().map(|c| (c.id, c.capacity)).collect();
+        assert_eq!(ids, [(0, 4), (3, 8)]);
+        assert_eq!(report.channels[0].creator_pid, 7);
+        assert_eq!(report.channels[0].band_offset, HEADER_SIZE as u64);
+        assert_eq!(report.header.as_ref().unwrap().creator_pid, 42);
+        assert_eq!(report.header.as_ref().unwrap().channel_count, 2);
+    }
+
+    #[test]
+    fn every_header_problem_is_listed() {
+        let (mut bytes, size) = segment_bytes();
+        put_u64(&mut bytes, 0, 0x1234);
+        put_u32(&mut bytes, 8, 9);
+        put_u64(&mut bytes, 32, 17); // band_cursor inside the header
+        let report = analyze(source(), size, &bytes);
+        let fields: Vec<_> = report.problems.iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["magic", "version", "band_cursor"]);
+        assert!(!report.valid);
+    }
+
+    #[test]
+    fn every_entry_is_checked_on_its_own() {
+        let (mut bytes, size) = segment_bytes();
+        let e0 = channel_entry_offset(0);
+        let e3 = channel_entry_offset(3);
+        put_u64(&mut bytes, e0 + 8, 3); // capacity 3
+        put_u32(&mut bytes, e0, 5); // channel_id 5
+        put_u64(&mut bytes, e3 + 16, size); // band starts at the end
+        let report = analyze(source(), size, &bytes);
+        let found: Vec<_> = report
+            .problems
+            .iter()
+            .map(|p| (p.channel, p.field))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Some(0), "channel_id"),
+                (Some(0), "capacity"),
+                (Some(3), "band_offset")
+            ]
+        );
+        assert!(report.channels.iter().all(|c| c.status == "corrupt"));
+    }
+
+    #[test]
+    fn overlapping_bands_are_reported_per_pair() {
+        let (mut bytes, size) = segment_bytes();
+        let e3 = channel_entry_offset(3);
+        put_u64(&mut bytes, e3 + 16, HEADER_SIZE as u64); // channel 3 on top of channel 0
+        let report = analyze(source(), size, &bytes);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(report.problems[0].field, "band_offset");
+        assert_eq!(report.problems[0].channel, Some(3));
+        assert_eq!(report.channels[0].status, "ok");
+        assert_eq!(report.channels[1].status, "corrupt");
+    }
+
+    #[test]
+    fn short_and_unformatted_objects() {
+        let report = analyze(source(), 10, &[0; 10]);
+        assert_eq!(report.problems[0].field, "size");
+        assert!(report.header.is_none());
+
+        let report = analyze(source(), HEADER_SIZE as u64, &vec![0; HEADER_SIZE]);
+        assert_eq!(report.problems.len(), 1);
+        assert_eq!(report.problems[0].field, "magic");
+    }
+
+    #[test]
+    fn depth_is_a_clamped_wrapping_difference() {
+        assert_eq!(depth(0, 3, 8), 3);
+        assert_eq!(depth(5, 3, 8), 0);
+        assert_eq!(depth(0, 100, 8), 8);
+        assert_eq!(depth(u64::MAX, 1, 8), 2);
+    }
+}

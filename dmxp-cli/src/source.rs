@@ -1,0 +1,132 @@
+//! Which segment a command works on, and the two ways of reaching it: a point-in-time copy of
+//! its header read with ordinary `read(2)` calls (inspect, watch, clean), or a mapping through
+//! the `dmxp` facade (create, send, recv).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use dmxp::ChannelBuilder;
+use dmxp_nostd::layout::HEADER_SIZE;
+
+/// `--segment NAME | --file PATH`, shared by every command that works on one segment.
+#[derive(Args, Debug, Clone)]
+pub struct SegmentArgs {
+    /// POSIX shared-memory segment name [default: /dmxp_alloc] (a leading `/` is added if
+    /// missing).
+    #[arg(long, value_name = "NAME", conflicts_with = "file")]
+    pub segment: Option<String>,
+    /// Segment in a mapped file.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+/// Where a segment lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A POSIX shm object by name, with its leading `/`.
+    Shm(String),
+    /// A file.
+    File(PathBuf),
+}
+
+impl SegmentArgs {
+    /// The segment named, or the default shm segment `/dmxp_alloc`.
+    pub fn source(&self) -> Source {
+        match (&self.segment, &self.file) {
+            (_, Some(path)) => Source::File(path.clone()),
+            (Some(name), None) => Source::Shm(shm_name(name)),
+            (None, None) => Source::Shm(dmxp::DEFAULT_SEGMENT_NAME.to_owned()),
+        }
+    }
+}
+
+/// `name` with exactly one leading `/`.
+pub fn shm_name(name: &str) -> String {
+    format!("/{}", name.trim_start_matches('/'))
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Shm(name) => write!(f, "shm segment {name}"),
+            Source::File(path) => write!(f, "file segment {}", path.display()),
+        }
+    }
+}
+
+impl Source {
+    /// `"shm"` or `"file"`, as in the JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Shm(_) => "shm",
+            Source::File(_) => "file",
+        }
+    }
+
+    /// The shm name or the file path, as in the JSON output.
+    pub fn name(&self) -> String {
+        match self {
+            Source::Shm(name) => name.clone(),
+            Source::File(path) => path.display().to_string(),
+        }
+    }
+
+    /// Opens the object read-only (no mapping, nothing written).
+    pub fn open_read(&self) -> Result<File> {
+        let file = match self {
+            Source::Shm(name) => rustix::shm::open(
+                name.as_str(),
+                rustix::shm::OFlags::RDONLY,
+                rustix::fs::Mode::empty(),
+            )
+            .map(File::from)
+            .map_err(io::Error::from),
+            Source::File(path) => File::open(path),
+        };
+        file.map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                anyhow::anyhow!("{self} does not exist")
+            } else {
+                anyhow::Error::new(e).context(format!("opening {self}"))
+            }
+        })
+    }
+
+    /// Reads the object's size and a copy of its first `HEADER_SIZE` bytes (fewer if it is
+    /// shorter). The copy is taken with ordinary reads while other processes may be writing:
+    /// each field is as it was at some instant during the read.
+    pub fn read_header(&self) -> Result<(u64, Vec<u8>)> {
+        let file = self.open_read()?;
+        read_header_of(&file).with_context(|| format!("reading {self}"))
+    }
+
+    /// A facade builder aimed at this segment.
+    pub fn builder(&self) -> ChannelBuilder {
+        match self {
+            Source::Shm(name) => ChannelBuilder::new().with_segment_name(name.clone()),
+            Source::File(path) => ChannelBuilder::new().with_file(path.clone()),
+        }
+    }
+
+    /// Removes the segment's name (shm) or file. Mappings that exist stay valid.
+    pub fn remove(&self) -> Result<()> {
+        match self {
+            Source::Shm(name) => dmxp::unlink_segment(name).map_err(anyhow::Error::new),
+            Source::File(path) => {
+                std::fs::remove_file(path).with_context(|| format!("removing {self}"))
+            }
+        }
+    }
+}
+
+/// The size of `file` and a copy of its first `HEADER_SIZE` bytes.
+pub fn read_header_of(file: &File) -> io::Result<(u64, Vec<u8>)> {
+    let size = file.metadata()?.len();
+    let mut bytes = Vec::with_capacity(HEADER_SIZE);
+    file.take(HEADER_SIZE as u64).read_to_end(&mut bytes)?;
+    Ok((size, bytes))
+}

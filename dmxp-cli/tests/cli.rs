@@ -1,0 +1,726 @@
+//! Runs the `dmxp` binary against real segments: POSIX shm objects with names unique to each
+//! test (removed when the test ends), and file segments in temporary directories.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+const HEADER_SIZE: u64 = 98_432;
+
+fn entry(id: u64) -> u64 {
+    128 + id * 384
+}
+
+fn dmxp() -> Command {
+    Command::cargo_bin("dmxp").unwrap()
+}
+
+/// A shm segment name unique to this test run, unlinked on drop.
+struct Shm(String);
+
+impl Shm {
+    fn new(tag: &str) -> Shm {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        Shm(format!(
+            "/dmxp_cli_test_{}_{tag}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    fn args(&self) -> [&str; 2] {
+        ["--segment", &self.0]
+    }
+}
+
+impl Drop for Shm {
+    fn drop(&mut self) {
+        let _ = dmxp::unlink_segment(&self.0);
+    }
+}
+
+/// A file segment path in a fresh temporary directory.
+struct FileSeg {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl FileSeg {
+    fn new() -> FileSeg {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment.dmxp");
+        FileSeg { dir, path }
+    }
+
+    fn args(&self) -> [&str; 2] {
+        ["--file", self.path.to_str().unwrap()]
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    String::from_utf8(out).unwrap()
+}
+
+fn create(seg: [&str; 2], channel: u32, capacity: u64) {
+    dmxp()
+        .arg("create")
+        .args(seg)
+        .args(["--channel", &channel.to_string()])
+        .args(["--capacity", &capacity.to_string()])
+        .args(["--size", "1M"])
+        .assert()
+        .success();
+}
+
+fn inspect_json(seg: [&str; 2]) -> (Value, i32) {
+    let out = dmxp()
+        .arg("inspect")
+        .args(seg)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap();
+    (json, out.status.code().unwrap())
+}
+
+fn channel(report: &Value, id: u64) -> &Value {
+    report["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("channel {id} not in {report}"))
+}
+
+/// The whitespace-separated cells of the table row whose first cell is `first`.
+fn row<'a>(text: &'a str, first: &str) -> Vec<&'a str> {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no row {first} in\n{text}"))
+}
+
+fn poke_u64(path: &Path, offset: u64, value: u64) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&value.to_le_bytes(), offset).unwrap();
+}
+
+fn poke_u32(path: &Path, offset: u64, value: u32) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&value.to_le_bytes(), offset).unwrap();
+}
+
+#[test]
+fn inspect_fresh_shm_segment_table_and_json() {
+    let shm = Shm::new("inspect");
+    create(shm.args(), 4, 8);
+    create(shm.args(), 9, 16);
+    dmxp()
+        .arg("send")
+        .args(shm.args())
+        .args(["--channel", "4", "a", "b", "c"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sent 3 messages"));
+
+    let text = run_ok(dmxp().arg("inspect").args(shm.args()));
+    assert!(text.contains("validation: ok"), "{text}");
+    assert!(text.contains("0x444d58505f4d454d (DMXP_MEM)"), "{text}");
+    assert_eq!(row(&text, "channel_count"), ["channel_count", "2"]);
+    let heading = row(&text, "ID");
+    let ch4 = row(&text, "4");
+    let cell = |name: &str| ch4[heading.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(
+        (
+            cell("STATUS"),
+            cell("CAPACITY"),
+            cell("HEAD"),
+            cell("TAIL"),
+            cell("DEPTH")
+        ),
+        ("ok", "8", "0", "3", "3")
+    );
+    assert_eq!(cell("BAND_OFFSET"), HEADER_SIZE.to_string());
+    assert_eq!((cell("RECV_WAITERS"), cell("SEND_WAITERS")), ("0", "0"));
+
+    let (report, code) = inspect_json(shm.args());
+    assert_eq!(code, 0);
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["problems"], serde_json::json!([]));
+    assert_eq!(report["source"]["kind"], "shm");
+    assert_eq!(report["source"]["name"], shm.0.as_str());
+    assert_eq!(report["size"], 1 << 20);
+    assert_eq!(report["header"]["magic"], "0x444d58505f4d454d");
+    assert_eq!(report["header"]["version"], 1);
+    assert_eq!(report["header"]["max_channels"], 256);
+    assert_eq!(report["header"]["channel_count"], 2);
+    assert_eq!(report["header"]["segment_size"], 1 << 20);
+    // Two bands carved: 8 and 16 slots of 1088 bytes.
+    assert_eq!(report["header"]["band_cursor"], HEADER_SIZE + 24 * 1088);
+    let ids: Vec<_> = report["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [4, 9]);
+    let c4 = channel(&report, 4);
+    assert_eq!(c4["status"], "ok");
+    assert_eq!(c4["state"], "ready");
+    assert_eq!(c4["capacity"], 8);
+    assert_eq!(
+        (c4["head"].as_u64(), c4["tail"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert_eq!(c4["depth"], 3);
+    assert_eq!(c4["band_offset"], HEADER_SIZE);
+    assert_eq!(c4["band_len"], 8 * 1088);
+    assert!(c4["creator_pid"].as_u64().unwrap() > 0);
+    let c9 = channel(&report, 9);
+    assert_eq!(c9["band_offset"], HEADER_SIZE + 8 * 1088);
+    assert_eq!(c9["depth"], 0);
+}
+
+#[test]
+fn inspect_corrupt_segment_lists_every_problem() {
+    let seg = FileSeg::new();
+    create(seg.args(), 4, 8);
+    create(seg.args(), 5, 8);
+    poke_u64(&seg.path, 0, 0x1122_3344_5566_7788); // magic
+    poke_u64(&seg.path, entry(4) + 8, 3); // capacity 3
+    poke_u64(&seg.path, entry(5) + 16, 1 << 20); // band starts at the end of the segment
+
+    let assert = dmxp()
+        .arg("inspect")
+        .args(seg.args())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("invalid: 3 problems"));
+    let out = assert.get_output();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, validation) = text
+        .split_once("validation: FAILED, 3 problems")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(row(validation, "FIELD"), ["FIELD", "CHANNEL", "PROBLEM"]);
+    assert_eq!(row(validation, "magic")[0..2], ["magic", "-"]);
+    assert_eq!(row(validation, "capacity")[0..2], ["capacity", "4"]);
+    assert_eq!(row(validation, "band_offset")[0..2], ["band_offset", "5"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+
+    let (report, code) = inspect_json(seg.args());
+    assert_eq!(code, 1);
+    assert_eq!(report["valid"], false);
+    let problems: Vec<_> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["field"].as_str().unwrap(), p["channel"].as_u64()))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            ("magic", None),
+            ("capacity", Some(4)),
+            ("band_offset", Some(5))
+        ]
+    );
+    assert!(report["problems"][1]["message"]
+        .as_str()
+        .unwrap()
+        .contains("capacity 3 is not a power of two"));
+    assert_eq!(channel(&report, 4)["status"], "corrupt");
+    assert_eq!(channel(&report, 5)["status"], "corrupt");
+    assert_eq!(channel(&report, 5)["depth"], Value::Null);
+}
+
+#[test]
+fn inspect_reports_header_fields_and_overlapping_bands() {
+    let seg = FileSeg::new();
+    create(seg.args(), 4, 8);
+    create(seg.args(), 5, 8);
+    poke_u32(&seg.path, 8, 2); // version
+    poke_u32(&seg.path, 12, 7); // max_channels
+    poke_u64(&seg.path, entry(5) + 16, HEADER_SIZE); // channel 5's band on channel 4's
+    poke_u32(&seg.path, entry(6) + 24, 9); // an unknown state word on an unused entry
+
+    let (report, code) = inspect_json(seg.args());
+    assert_eq!(code, 1);
+    let problems: Vec<_> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["field"].as_str().unwrap(), p["channel"].as_u64()))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            ("version", None),
+            ("max_channels", None),
+            ("state", Some(6)),
+            ("band_offset", Some(5)),
+        ]
+    );
+    assert_eq!(channel(&report, 4)["status"], "ok");
+    assert_eq!(channel(&report, 5)["status"], "corrupt");
+    assert_eq!(channel(&report, 6)["state"], "unknown(9)");
+}
+
+#[test]
+fn inspect_of_a_missing_segment_fails_with_one_line() {
+    let shm = Shm::new("missing");
+    dmxp()
+        .arg("inspect")
+        .args(shm.args())
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains(format!(
+            "{} does not exist",
+            shm.0
+        )))
+        .stderr(predicate::function(|s: &str| s.lines().count() == 1));
+}
+
+#[test]
+fn create_send_recv_round_trip_with_json_metadata() {
+    let seg = FileSeg::new();
+    let out = run_ok(
+        dmxp()
+            .arg("create")
+            .args(seg.args())
+            .args([
+                "--channel",
+                "4",
+                "--capacity",
+                "16",
+                "--size",
+                "1M",
+                "--mode",
+                "0640",
+            ])
+            .arg("--json"),
+    );
+    let created: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(created["segment_created"], true);
+    assert_eq!(created["channel_created"], true);
+    assert_eq!(created["capacity"], 16);
+    let mode = std::fs::metadata(&seg.path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+
+    let sent = run_ok(
+        dmxp()
+            .arg("send")
+            .args(seg.args())
+            .args([
+                "--channel",
+                "4",
+                "--type",
+                "7",
+                "--flags",
+                "0x0100",
+                "--json",
+            ])
+            .args(["hello", "wörld"]),
+    );
+    let sent: Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(sent["sent"], 2);
+    assert_eq!(sent["first_message_id"], 0);
+    assert_eq!(sent["last_message_id"], 1);
+
+    let binary = seg.dir.path().join("blob");
+    std::fs::write(&binary, [0u8, 0xff, 0x10, b'x']).unwrap();
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "4", "--from-file", binary.to_str().unwrap()])
+        .assert()
+        .success();
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "4", "--stdin"])
+        .write_stdin("line one\r\nline two\n")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sent 2 messages"));
+
+    let out = run_ok(dmxp().arg("recv").args(seg.args()).args([
+        "--channel",
+        "4",
+        "--count",
+        "3",
+        "--json",
+    ]));
+    let messages: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(messages.len(), 3);
+    for (i, m) in messages.iter().enumerate() {
+        assert_eq!(m["message_id"], i as u64);
+        assert_eq!(m["channel_id"], 4);
+        assert_eq!(m["sender_runtime"], 1);
+        assert_eq!(m["sender_runtime_name"], "rust");
+        assert!(m["sender_pid"].as_u64().unwrap() > 0);
+        assert!(m["timestamp_ns"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(messages[0]["message_type"], 7);
+    assert_eq!(messages[0]["flags"], 0x0100);
+    assert_eq!(messages[0]["payload_encoding"], "utf8");
+    assert_eq!(messages[0]["payload"], "hello");
+    assert_eq!(messages[0]["payload_len"], 5);
+    assert_eq!(messages[1]["payload"], "wörld");
+    assert_eq!(messages[1]["payload_len"], "wörld".len());
+    assert_eq!(messages[2]["message_type"], 0);
+    assert_eq!(messages[2]["flags"], 0);
+    assert_eq!(messages[2]["payload_encoding"], "base64");
+    assert_eq!(messages[2]["payload"], "AP8QeA==");
+    assert_eq!(messages[2]["payload_len"], 4);
+
+    // What is left (the two stdin lines), raw, by draining.
+    dmxp()
+        .arg("recv")
+        .args(seg.args())
+        .args(["--channel", "4", "--raw"])
+        .assert()
+        .success()
+        .stdout("line one\nline two\n");
+    let (report, _) = inspect_json(seg.args());
+    assert_eq!(channel(&report, 4)["head"], 5);
+    assert_eq!(channel(&report, 4)["depth"], 0);
+}
+
+#[test]
+fn recv_table_shows_metadata_columns() {
+    let shm = Shm::new("table");
+    create(shm.args(), 2, 4);
+    dmxp()
+        .arg("send")
+        .args(shm.args())
+        .args(["--channel", "2", "--type", "0x2a", "hi there"])
+        .assert()
+        .success();
+    let text = run_ok(dmxp().arg("recv").args(shm.args()).args(["--channel", "2"]));
+    let heading = row(&text, "MESSAGE_ID");
+    assert_eq!(
+        heading,
+        [
+            "MESSAGE_ID",
+            "TYPE",
+            "FLAGS",
+            "SENDER_PID",
+            "RUNTIME",
+            "LEN",
+            "PAYLOAD"
+        ]
+    );
+    let cells = row(&text, "0");
+    assert_eq!(cells[1..3], ["42", "0x0000"]);
+    assert_eq!(cells[4..6], ["rust", "8"]);
+    assert_eq!(cells[6..], ["\"hi", "there\""]);
+}
+
+#[test]
+fn recv_count_times_out_on_an_empty_channel() {
+    let shm = Shm::new("timeout");
+    create(shm.args(), 1, 4);
+    dmxp()
+        .arg("recv")
+        .args(shm.args())
+        .args([
+            "--channel",
+            "1",
+            "--count",
+            "2",
+            "--timeout-ms",
+            "200",
+            "--json",
+        ])
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains(
+            "timed out: received 0 of 2 messages",
+        ));
+
+    // One message there, two asked for: the one is printed, then the timeout.
+    dmxp()
+        .arg("send")
+        .args(shm.args())
+        .args(["--channel", "1", "only"])
+        .assert()
+        .success();
+    dmxp()
+        .arg("recv")
+        .args(shm.args())
+        .args([
+            "--channel",
+            "1",
+            "--count",
+            "2",
+            "--timeout-ms",
+            "200",
+            "--raw",
+        ])
+        .assert()
+        .code(1)
+        .stdout("only\n")
+        .stderr(predicate::str::contains("received 1 of 2"));
+
+    // Draining an empty channel is not an error.
+    dmxp()
+        .arg("recv")
+        .args(shm.args())
+        .args(["--channel", "1", "--json"])
+        .assert()
+        .success()
+        .stdout("");
+}
+
+#[test]
+fn send_failures_exit_1() {
+    let seg = FileSeg::new();
+    create(seg.args(), 3, 2);
+    let big = "x".repeat(961);
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "3", "ok", &big])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("961 bytes").and(predicate::str::contains("nothing sent")),
+        );
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "8", "x"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("channel 8 does not exist"));
+    // Capacity 2: the third message finds the ring full.
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "3", "--timeout-ms", "0", "a", "b", "c"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("full").and(predicate::str::contains("after sending 2")));
+    let (report, _) = inspect_json(seg.args());
+    assert_eq!(channel(&report, 3)["tail"], 2);
+}
+
+#[test]
+fn create_existing_channel() {
+    let shm = Shm::new("exists");
+    create(shm.args(), 0, 8);
+    dmxp()
+        .arg("create")
+        .args(shm.args())
+        .args(["--channel", "0", "--capacity", "32"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "channel 0 already exists with capacity 8",
+        ));
+    dmxp()
+        .arg("create")
+        .args(shm.args())
+        .args(["--channel", "0", "--capacity", "32", "--exist-ok"])
+        .assert()
+        .success()
+        .stdout("exists: channel 0 (capacity 8)\n");
+}
+
+#[test]
+fn rm_removes_a_segment() {
+    let shm = Shm::new("rm");
+    create(shm.args(), 0, 4);
+    dmxp()
+        .arg("rm")
+        .args(shm.args())
+        .assert()
+        .success()
+        .stdout(format!("removed shm segment {}\n", shm.0));
+    dmxp().arg("inspect").args(shm.args()).assert().code(1);
+    dmxp()
+        .arg("rm")
+        .args(shm.args())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("does not exist"));
+
+    // A file that is not a segment is left alone unless forced.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("notes.txt");
+    std::fs::write(&other, "not a segment").unwrap();
+    let other_arg = other.to_str().unwrap();
+    dmxp()
+        .args(["rm", "--file", other_arg])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("does not hold a DMXP segment"));
+    assert!(other.exists());
+    dmxp()
+        .args(["rm", "--force", "--file", other_arg])
+        .assert()
+        .success();
+    assert!(!other.exists());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let cases: &[&[&str]] = &[
+        &[],
+        &["frobnicate"],
+        &["create", "--channel", "4"],
+        &["create", "--channel", "4", "--capacity", "3"],
+        &["create", "--channel", "256", "--capacity", "4"],
+        &[
+            "create",
+            "--channel",
+            "1",
+            "--capacity",
+            "4",
+            "--mode",
+            "999",
+        ],
+        &["inspect", "--segment", "/x", "--file", "/tmp/x"],
+        &["send", "--channel", "1"],
+        &["send", "--channel", "1", "--flags", "0x0001", "m"],
+        &["send", "--channel", "1", "--lines", "m"],
+        &["send", "--channel", "1", "--lines", "--stdin"],
+        &["recv", "--channel", "1", "--json", "--raw"],
+        &["watch", "--interval-ms", "0"],
+        &["clean", "--remove"],
+    ];
+    for args in cases {
+        dmxp()
+            .args(*args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::is_empty().not());
+    }
+}
+
+#[test]
+fn watch_count_2_prints_two_refreshes() {
+    let seg = FileSeg::new();
+    create(seg.args(), 6, 8);
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "6", "1", "2", "3"])
+        .assert()
+        .success();
+    let text =
+        run_ok(
+            dmxp()
+                .arg("watch")
+                .args(seg.args())
+                .args(["--count", "2", "--interval-ms", "50"]),
+        );
+    assert!(
+        !text.contains('\x1b'),
+        "no escape codes when not a terminal"
+    );
+    let frames: Vec<&str> = text.split("refresh ").skip(1).collect();
+    assert_eq!(frames.len(), 2, "{text}");
+    for (n, frame) in frames.iter().enumerate() {
+        assert!(frame.starts_with(&(n + 1).to_string()));
+        let heading = row(frame, "ID");
+        let cells = row(frame, "6");
+        let cell = |name: &str| cells[heading.iter().position(|h| *h == name).unwrap()];
+        assert_eq!(
+            (cell("TAIL"), cell("DEPTH"), cell("CAPACITY")),
+            ("3", "3", "8")
+        );
+        let rate = cell("MSGS/S");
+        if n == 0 {
+            assert_eq!(rate, "-");
+        } else {
+            assert_eq!(rate.parse::<f64>().unwrap(), 0.0);
+        }
+    }
+
+    let out = run_ok(dmxp().arg("watch").args(seg.args()).args([
+        "--count",
+        "2",
+        "--interval-ms",
+        "50",
+        "--json",
+    ]));
+    let frames: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0]["refresh"], 1);
+    assert_eq!(frames[0]["channels"][0]["messages_per_s"], Value::Null);
+    assert_eq!(frames[1]["channels"][0]["messages_per_s"], 0.0);
+    assert_eq!(frames[1]["channels"][0]["tail"], 3);
+    assert_eq!(frames[1]["valid"], true);
+}
+
+#[test]
+fn clean_lists_and_removes_only_dmxp_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.seg");
+    let b = dir.path().join("b.seg");
+    let plain = dir.path().join("plain.txt");
+    for path in [&a, &b] {
+        create(["--file", path.to_str().unwrap()], 0, 4);
+    }
+    std::fs::write(&plain, vec![0u8; 200]).unwrap();
+    poke_u64(&b, entry(0) + 8, 5); // b is corrupt but still a DMXP segment
+    let dir_arg = dir.path().to_str().unwrap();
+
+    let out = run_ok(dmxp().args(["clean", "--dir", dir_arg, "--json"]));
+    let listing: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listing["liveness_known"], false);
+    let names: Vec<_> = listing["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["valid"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (a.display().to_string(), true),
+            (b.display().to_string(), false)
+        ]
+    );
+    // The creator (a finished `dmxp create`) is gone.
+    assert_eq!(listing["segments"][0]["creator"], "gone");
+    assert!(a.exists() && b.exists(), "listing removes nothing");
+
+    run_ok(dmxp().args(["clean", "--dir", dir_arg, "--all", "--remove"]));
+    assert!(!a.exists() && !b.exists());
+    assert!(plain.exists(), "a file without the magic is never removed");
+}
+
+#[test]
+fn clean_removes_shm_segments_by_prefix() {
+    let shm = Shm::new("clean");
+    create(shm.args(), 0, 4);
+    let text = run_ok(dmxp().args(["clean", "--prefix", &shm.0]));
+    assert_eq!(row(&text, &shm.0)[1], (1u64 << 20).to_string());
+    assert!(text.contains("does not record attached peers"));
+    let out = run_ok(dmxp().args(["clean", "--prefix", &shm.0, "--remove", "--json"]));
+    let listing: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listing["segments"][0]["name"], shm.0.as_str());
+    assert_eq!(listing["segments"][0]["removed"], true);
+    dmxp().arg("inspect").args(shm.args()).assert().code(1);
+}
