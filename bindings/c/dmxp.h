@@ -1,0 +1,1723 @@
+/*
+ * dmxp.h — a C11 client for DMXP shared-memory MPMC channels (wire protocol version 1).
+ *
+ * This header is the whole client. It implements docs/PROTOCOL.md on its own and shares no
+ * code with the Rust crates; the Rust core (dmxp-nostd) is the reference it is tested against.
+ *
+ * Usage
+ * -----
+ * Header-only: every function is `static inline`, so there is nothing to link but -pthread
+ * (for programs that use threads) and, on old glibc, -lrt (shm_open). Include it FIRST in a
+ * translation unit, or compile with -D_GNU_SOURCE: it needs POSIX/Linux declarations
+ * (shm_open, ftruncate, syscall, clock_gettime) that strict -std=c11 hides.
+ *
+ *     #include "dmxp.h"
+ *     dmxp_segment seg; dmxp_channel ch; dmxp_error err;
+ *     dmxp_segment_open_or_create_shm(&seg, "/dmxp_alloc", DMXP_DEFAULT_SEGMENT_SIZE,
+ *                                     0600, 1000, NULL, &err);
+ *     dmxp_channel_open_or_create(&seg, 0, 1024, 1000, &ch, NULL, &err);
+ *     uint64_t id; dmxp_try_send(&ch, "hi", 2, NULL, &id);
+ *
+ * Requirements: Linux (futex), a little-endian host, lock-free 16/32/64-bit atomics.
+ *
+ * Memory model
+ * ------------
+ * Every byte of a live segment may be written by another process at any moment, so this
+ * header touches segment memory only through C11 atomics: the layout structs below are made
+ * of _Atomic fields and never read or written as plain memory (no memcpy on a live slot).
+ * Payloads move as aligned 8-byte relaxed atomic words between the `sequence` acquire that
+ * grants a claim and the `sequence` release that ends it. The geometry of a channel
+ * (capacity, band offset) is validated once at open and cached in the dmxp_channel handle;
+ * slot addresses come only from the cached values, so a hostile peer cannot steer an access
+ * outside the band. Every retry loop is bounded (DMXP_RETRY_LIMIT) and every wait sleeps in
+ * slices of at most 100 ms.
+ *
+ * Thread safety: a dmxp_segment and the dmxp_channel handles opened from it are immutable
+ * after open; any number of threads may use one handle concurrently. Close the segment only
+ * after every thread is done with its channels.
+ *
+ * Status codes: every fallible function returns a dmxp_status (DMXP_OK == 0, errors < 0).
+ * Functions that validate a segment also fill an optional dmxp_error with the values that
+ * explain the failure (the field at fault, the value found, ...), mirroring the Rust
+ * `Corruption` / `Error` variants; dmxp_error_format() renders it.
+ */
+#ifndef DMXP_H
+#define DMXP_H
+
+#if !defined(_GNU_SOURCE)
+#define _GNU_SOURCE 1
+#endif
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#if !defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L
+#error "dmxp.h needs C11 (-std=c11 or later)"
+#endif
+#if defined(__STDC_NO_ATOMICS__)
+#error "dmxp.h needs C11 <stdatomic.h>"
+#endif
+#if !defined(__linux__)
+#error "dmxp.h needs Linux (futex(2), POSIX shm)"
+#endif
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "DMXP segments are little-endian and accessed in place: big-endian hosts are not supported"
+#endif
+
+/* Cross-process atomics must be lock-free (a lock would live in one process only). */
+_Static_assert(ATOMIC_SHORT_LOCK_FREE == 2, "16-bit atomics must be lock-free");
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+
+/* ------------------------------------------------------------------------------------------ */
+/* Constants (PROTOCOL.md §2.1)                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+#define DMXP_MAGIC UINT64_C(0x444D58505F4D454D) /* bytes in memory: "MEM_PXMD" */
+#define DMXP_VERSION 1u
+#define DMXP_MAX_CHANNELS 256u
+#define DMXP_CHANNEL_TABLE_OFFSET 128u
+#define DMXP_CHANNEL_ENTRY_SIZE 384u
+#define DMXP_HEADER_SIZE 98432u /* 128 + 256 * 384 */
+#define DMXP_SLOT_SIZE 1088u
+#define DMXP_SLOT_ALIGN 64u
+#define DMXP_PAYLOAD_OFFSET 64u
+#define DMXP_MSG_INLINE 960u
+#define DMXP_PAYLOAD_WORDS 120u
+#define DMXP_MIN_CAPACITY UINT64_C(2)
+#define DMXP_MAX_CAPACITY (UINT64_C(1) << 32)
+#define DMXP_SEGMENT_ALIGN 128u
+
+#define DMXP_STATE_EMPTY 0u
+#define DMXP_STATE_CREATING 1u
+#define DMXP_STATE_READY 2u
+
+#define DMXP_FLAG_SKIP 0x0001u
+#define DMXP_FLAG_LOST 0x0002u
+#define DMXP_FLAGS_PROTOCOL_MASK 0x00FFu
+#define DMXP_FLAGS_APPLICATION_MASK 0xFF00u
+
+#define DMXP_RUNTIME_UNKNOWN 0u
+#define DMXP_RUNTIME_RUST 1u
+#define DMXP_RUNTIME_C 2u
+#define DMXP_RUNTIME_PYTHON 3u
+#define DMXP_RUNTIME_GO 4u
+
+/* Project defaults (interop contract). */
+#define DMXP_DEFAULT_SEGMENT_NAME "/dmxp_alloc"
+#define DMXP_DEFAULT_SEGMENT_SIZE ((size_t)134217728u) /* 128 MiB */
+#define DMXP_DEFAULT_CAPACITY UINT64_C(1024)
+#define DMXP_DEFAULT_MODE 0600u
+
+/* Retries of one claim (lost CAS races, a stale cursor) before giving up with DMXP_E_BUSY. */
+#define DMXP_RETRY_LIMIT (1u << 16)
+/* Longest single futex sleep: waits re-check the ring at least this often. */
+#define DMXP_WAIT_SLICE_NS INT64_C(100000000)
+/* Pass as a timeout to wait without a deadline (still in 100 ms slices). */
+#define DMXP_FOREVER INT64_C(-1)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Wire layout (PROTOCOL.md §2). Every field is atomic: peers may write it at any time.       */
+/* ------------------------------------------------------------------------------------------ */
+
+/* GlobalHeader fields: the first 128 bytes of the segment. */
+typedef struct dmxp_header {
+    _Atomic uint64_t magic;          /*  0 */
+    _Atomic uint32_t version;        /*  8 */
+    _Atomic uint32_t max_channels;   /* 12 */
+    _Atomic uint32_t channel_count;  /* 16 */
+    _Atomic uint32_t reserved;       /* 20 */
+    _Atomic uint64_t segment_size;   /* 24 */
+    _Atomic uint64_t band_cursor;    /* 32 */
+    _Atomic uint32_t creator_pid;    /* 40 */
+    _Atomic uint32_t header_flags;   /* 44 */
+    _Atomic uint64_t zero[10];       /* 48..128 */
+} dmxp_header;
+
+/* ChannelEntry: 384 bytes, 128-aligned, at 128 + id * 384. */
+typedef struct dmxp_channel_entry {
+    _Atomic uint32_t channel_id;        /*   0 */
+    _Atomic uint32_t flags;             /*   4 */
+    _Atomic uint64_t capacity;          /*   8 */
+    _Atomic uint64_t band_offset;       /*  16 */
+    _Atomic uint32_t state;             /*  24 */
+    _Atomic uint32_t creator_pid;       /*  28 */
+    _Atomic uint32_t not_empty_seq;     /*  32 */
+    _Atomic uint32_t not_empty_waiters; /*  36 */
+    _Atomic uint32_t not_full_seq;      /*  40 */
+    _Atomic uint32_t not_full_waiters;  /*  44 */
+    _Atomic uint64_t zero0[10];         /*  48..128 */
+    _Atomic uint64_t tail;              /* 128 */
+    _Atomic uint64_t zero1[15];         /* 136..256 */
+    _Atomic uint64_t head;              /* 256 */
+    _Atomic uint64_t zero2[15];         /* 264..384 */
+} dmxp_channel_entry;
+
+/* MessageMeta as it lies in a slot (slot offset 8). */
+typedef struct dmxp_slot_meta {
+    _Atomic uint64_t message_id;     /*  0 */
+    _Atomic uint64_t timestamp_ns;   /*  8 */
+    _Atomic uint32_t channel_id;     /* 16 */
+    _Atomic uint32_t message_type;   /* 20 */
+    _Atomic uint32_t sender_pid;     /* 24 */
+    _Atomic uint16_t sender_runtime; /* 28 */
+    _Atomic uint16_t flags;          /* 30 */
+    _Atomic uint32_t payload_len;    /* 32 */
+    _Atomic uint32_t reserved;       /* 36 */
+} dmxp_slot_meta;
+
+/* Slot: 1088 bytes, 64-aligned, slot i of a band at band_offset + i * 1088. */
+typedef struct dmxp_slot {
+    _Atomic uint64_t sequence;                    /*    0 */
+    dmxp_slot_meta meta;                          /*    8 */
+    _Atomic uint64_t zero0[2];                    /*   48..64 */
+    _Atomic uint64_t payload[DMXP_PAYLOAD_WORDS]; /*   64..1024 */
+    _Atomic uint64_t zero1[8];                    /* 1024..1088 */
+} dmxp_slot;
+
+/* The header plus the channel table: HEADER_SIZE bytes at offset 0. */
+typedef struct dmxp_segment_layout {
+    dmxp_header header;
+    dmxp_channel_entry channels[DMXP_MAX_CHANNELS];
+} dmxp_segment_layout;
+
+#define DMXP_ASSERT_AT(type, field, offset) \
+    _Static_assert(offsetof(type, field) == (offset), #type "." #field " must be at " #offset)
+
+_Static_assert(sizeof(_Atomic uint16_t) == 2 && sizeof(_Atomic uint32_t) == 4 &&
+                   sizeof(_Atomic uint64_t) == 8,
+               "atomic integers must have the width of the plain ones");
+_Static_assert(_Alignof(_Atomic uint64_t) == 8, "u64 fields are 8-aligned in the layout");
+
+DMXP_ASSERT_AT(dmxp_header, magic, 0);
+DMXP_ASSERT_AT(dmxp_header, version, 8);
+DMXP_ASSERT_AT(dmxp_header, max_channels, 12);
+DMXP_ASSERT_AT(dmxp_header, channel_count, 16);
+DMXP_ASSERT_AT(dmxp_header, reserved, 20);
+DMXP_ASSERT_AT(dmxp_header, segment_size, 24);
+DMXP_ASSERT_AT(dmxp_header, band_cursor, 32);
+DMXP_ASSERT_AT(dmxp_header, creator_pid, 40);
+DMXP_ASSERT_AT(dmxp_header, header_flags, 44);
+DMXP_ASSERT_AT(dmxp_header, zero, 48);
+_Static_assert(sizeof(dmxp_header) == 128, "header fields are 128 bytes");
+
+DMXP_ASSERT_AT(dmxp_channel_entry, channel_id, 0);
+DMXP_ASSERT_AT(dmxp_channel_entry, flags, 4);
+DMXP_ASSERT_AT(dmxp_channel_entry, capacity, 8);
+DMXP_ASSERT_AT(dmxp_channel_entry, band_offset, 16);
+DMXP_ASSERT_AT(dmxp_channel_entry, state, 24);
+DMXP_ASSERT_AT(dmxp_channel_entry, creator_pid, 28);
+DMXP_ASSERT_AT(dmxp_channel_entry, not_empty_seq, 32);
+DMXP_ASSERT_AT(dmxp_channel_entry, not_empty_waiters, 36);
+DMXP_ASSERT_AT(dmxp_channel_entry, not_full_seq, 40);
+DMXP_ASSERT_AT(dmxp_channel_entry, not_full_waiters, 44);
+DMXP_ASSERT_AT(dmxp_channel_entry, zero0, 48);
+DMXP_ASSERT_AT(dmxp_channel_entry, tail, 128);
+DMXP_ASSERT_AT(dmxp_channel_entry, zero1, 136);
+DMXP_ASSERT_AT(dmxp_channel_entry, head, 256);
+DMXP_ASSERT_AT(dmxp_channel_entry, zero2, 264);
+_Static_assert(sizeof(dmxp_channel_entry) == DMXP_CHANNEL_ENTRY_SIZE, "entry stride is 384");
+
+DMXP_ASSERT_AT(dmxp_slot_meta, message_id, 0);
+DMXP_ASSERT_AT(dmxp_slot_meta, timestamp_ns, 8);
+DMXP_ASSERT_AT(dmxp_slot_meta, channel_id, 16);
+DMXP_ASSERT_AT(dmxp_slot_meta, message_type, 20);
+DMXP_ASSERT_AT(dmxp_slot_meta, sender_pid, 24);
+DMXP_ASSERT_AT(dmxp_slot_meta, sender_runtime, 28);
+DMXP_ASSERT_AT(dmxp_slot_meta, flags, 30);
+DMXP_ASSERT_AT(dmxp_slot_meta, payload_len, 32);
+DMXP_ASSERT_AT(dmxp_slot_meta, reserved, 36);
+_Static_assert(sizeof(dmxp_slot_meta) == 40, "MessageMeta is 40 bytes");
+
+DMXP_ASSERT_AT(dmxp_slot, sequence, 0);
+DMXP_ASSERT_AT(dmxp_slot, meta, 8);
+DMXP_ASSERT_AT(dmxp_slot, meta.message_id, 8);
+DMXP_ASSERT_AT(dmxp_slot, meta.timestamp_ns, 16);
+DMXP_ASSERT_AT(dmxp_slot, meta.channel_id, 24);
+DMXP_ASSERT_AT(dmxp_slot, meta.message_type, 28);
+DMXP_ASSERT_AT(dmxp_slot, meta.sender_pid, 32);
+DMXP_ASSERT_AT(dmxp_slot, meta.sender_runtime, 36);
+DMXP_ASSERT_AT(dmxp_slot, meta.flags, 38);
+DMXP_ASSERT_AT(dmxp_slot, meta.payload_len, 40);
+DMXP_ASSERT_AT(dmxp_slot, meta.reserved, 44);
+DMXP_ASSERT_AT(dmxp_slot, zero0, 48);
+DMXP_ASSERT_AT(dmxp_slot, payload, DMXP_PAYLOAD_OFFSET);
+DMXP_ASSERT_AT(dmxp_slot, zero1, 1024);
+_Static_assert(sizeof(dmxp_slot) == DMXP_SLOT_SIZE, "slot stride is 1088");
+_Static_assert(DMXP_PAYLOAD_WORDS * 8 == DMXP_MSG_INLINE, "payload is 120 words");
+
+DMXP_ASSERT_AT(dmxp_segment_layout, header, 0);
+DMXP_ASSERT_AT(dmxp_segment_layout, channels, DMXP_CHANNEL_TABLE_OFFSET);
+DMXP_ASSERT_AT(dmxp_segment_layout, channels[3], 1280);         /* PROTOCOL.md §2.3 example */
+DMXP_ASSERT_AT(dmxp_segment_layout, channels[3].state, 1304);
+DMXP_ASSERT_AT(dmxp_segment_layout, channels[3].not_empty_seq, 1312);
+DMXP_ASSERT_AT(dmxp_segment_layout, channels[3].tail, 1408);
+DMXP_ASSERT_AT(dmxp_segment_layout, channels[3].head, 1536);
+_Static_assert(sizeof(dmxp_segment_layout) == DMXP_HEADER_SIZE, "header + table is 98432");
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status codes                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Negative values are errors. The groups mirror the Rust core: Error, Corruption (a bad field
+ * read from the segment), SendError and RecvError; plus OS-level failures of this client. */
+typedef enum dmxp_status {
+    DMXP_OK = 0,
+
+    /* Error (segment and channel table) */
+    DMXP_E_REGION_MISALIGNED = -1,  /* base not 128-aligned; found = address, value2 = 128 */
+    DMXP_E_REGION_TOO_SMALL = -2,   /* found = bytes available, value2 = bytes needed */
+    DMXP_E_NOT_READY = -3,          /* magic still 0: being created, or its creator died */
+    DMXP_E_ALREADY_FORMATTED = -4,  /* refused to format memory whose magic is set */
+    DMXP_E_INVALID_CHANNEL_ID = -5, /* found = id (>= 256) */
+    DMXP_E_INVALID_CAPACITY = -6,   /* found = requested capacity */
+    DMXP_E_NOT_FOUND = -7,          /* channel not created; channel = id */
+    DMXP_E_BEING_CREATED = -8,      /* another process holds the creation claim; channel = id */
+    DMXP_E_CHANNEL_EXISTS = -9,     /* strict create found it; channel = id, found = capacity */
+    DMXP_E_OUT_OF_SPACE = -10,      /* found = bytes needed, value2 = bytes available */
+    DMXP_E_BUSY = -11,              /* gave up after DMXP_RETRY_LIMIT contended retries */
+
+    /* Corruption: a field read from the segment is invalid (dmxp_error.field names it) */
+    DMXP_E_BAD_MAGIC = -20,                /* found = magic */
+    DMXP_E_UNSUPPORTED_VERSION = -21,      /* found = version */
+    DMXP_E_WRONG_MAX_CHANNELS = -22,       /* found = max_channels */
+    DMXP_E_CHANNEL_COUNT_TOO_LARGE = -23,  /* found = channel_count */
+    DMXP_E_SEGMENT_SIZE_MISMATCH = -24,    /* found = segment_size, value2 = bytes mapped */
+    DMXP_E_BAND_CURSOR_OUT_OF_RANGE = -25, /* found = band_cursor, value2 = segment length */
+    DMXP_E_CHANNEL_ID_MISMATCH = -26,      /* channel, found = channel_id field */
+    DMXP_E_UNKNOWN_CHANNEL_STATE = -27,    /* channel, found = state */
+    DMXP_E_CAPACITY_ZERO = -28,            /* channel: READY but capacity 0 */
+    DMXP_E_CAPACITY_NOT_POWER_OF_TWO = -29, /* channel, found = capacity */
+    DMXP_E_CAPACITY_TOO_SMALL = -30,       /* channel, found = capacity */
+    DMXP_E_CAPACITY_TOO_LARGE = -31,       /* channel, found = capacity */
+    DMXP_E_BAND_MISALIGNED = -32,          /* channel, found = band_offset */
+    DMXP_E_BAND_OVERLAPS_HEADER = -33,     /* channel, found = band_offset */
+    DMXP_E_BAND_OUTSIDE_SEGMENT = -34, /* channel, found = band_offset, value2 = band length,
+                                          value3 = segment length */
+    DMXP_E_BANDS_OVERLAP = -35,        /* channel, found = the other channel */
+
+    /* SendError / RecvError */
+    DMXP_E_FULL = -40,             /* every slot holds an unconsumed message */
+    DMXP_E_TOO_LARGE = -41,        /* payload longer than 960 bytes */
+    DMXP_E_RESERVED_FLAGS = -42,   /* send flags set protocol bits (0x00FF) */
+    DMXP_E_TIMEOUT = -43,          /* a blocking call reached its deadline */
+    DMXP_E_EMPTY = -44,            /* no published message at the head */
+    DMXP_E_BUFFER_TOO_SMALL = -45, /* nothing consumed; meta->payload_len = bytes needed */
+    DMXP_E_CORRUPT_MESSAGE = -46,  /* consumed and dropped: payload_len > 960 (in meta) */
+    DMXP_E_LOST = -47,             /* consumed a LOST tombstone; meta->message_id says which */
+
+    /* This client */
+    DMXP_E_OS = -60,               /* a system call failed; dmxp_error.os_errno, .field = call */
+    DMXP_E_NO_SEGMENT = -61,       /* no shm object / file of that name */
+    DMXP_E_SEGMENT_EXISTS = -62,   /* exclusive create found the name taken */
+    DMXP_E_INVALID_ARGUMENT = -63, /* a NULL pointer, an empty name, ... */
+} dmxp_status;
+
+/* Details of a failure. `channel` is -1 for a header field or when no channel is involved. */
+typedef struct dmxp_error {
+    dmxp_status status;
+    int32_t channel;
+    const char *field; /* layout field at fault ("magic", "capacity", ...), or the failed call */
+    uint64_t found;    /* see the comments of dmxp_status */
+    uint64_t value2;
+    uint64_t value3;
+    int os_errno;
+} dmxp_error;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Handles and message metadata                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct dmxp_segment {
+    unsigned char *base; /* 128-aligned start of the segment */
+    size_t mapped_len;   /* bytes mapped (or given) */
+    uint64_t len;        /* validated segment length (segment_size, or mapped_len if 0) */
+    int mapped;          /* 1: dmxp_segment_close() unmaps base */
+    uint32_t pid;        /* getpid() at open: the sender_pid of messages sent through it */
+} dmxp_segment;
+
+typedef struct dmxp_channel {
+    dmxp_channel_entry *entry;
+    dmxp_slot *slots;     /* base + band_offset, cached at open */
+    uint64_t capacity;    /* cached at open; never re-read for indexing */
+    uint64_t mask;        /* capacity - 1 */
+    uint64_t band_offset;
+    uint32_t id;
+    uint32_t pid;
+} dmxp_channel;
+
+/* A message's metadata as copied out of its slot. */
+typedef struct dmxp_meta {
+    uint64_t message_id;
+    uint64_t timestamp_ns;
+    uint32_t channel_id;
+    uint32_t message_type;
+    uint32_t sender_pid;
+    uint16_t sender_runtime;
+    uint16_t flags;
+    uint32_t payload_len;
+} dmxp_meta;
+
+/* What a sender chooses; NULL means all zero. The client fills message_id, timestamp_ns
+ * (CLOCK_MONOTONIC), channel_id, sender_pid, sender_runtime (2 = C) and payload_len. */
+typedef struct dmxp_send_opts {
+    uint32_t message_type;
+    uint16_t flags; /* application bits 0xFF00 only */
+} dmxp_send_opts;
+
+/* Called by dmxp_try_recv_batch for each message; the slot is already freed and `payload`
+ * points into a private buffer valid for the duration of the call. */
+typedef void (*dmxp_deliver_fn)(void *ctx, const dmxp_meta *meta, const void *payload,
+                                size_t len);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline const char *dmxp_status_name(dmxp_status s) {
+    switch (s) {
+#define DMXP__NAME(x) \
+    case x:           \
+        return #x;
+        DMXP__NAME(DMXP_OK)
+        DMXP__NAME(DMXP_E_REGION_MISALIGNED)
+        DMXP__NAME(DMXP_E_REGION_TOO_SMALL)
+        DMXP__NAME(DMXP_E_NOT_READY)
+        DMXP__NAME(DMXP_E_ALREADY_FORMATTED)
+        DMXP__NAME(DMXP_E_INVALID_CHANNEL_ID)
+        DMXP__NAME(DMXP_E_INVALID_CAPACITY)
+        DMXP__NAME(DMXP_E_NOT_FOUND)
+        DMXP__NAME(DMXP_E_BEING_CREATED)
+        DMXP__NAME(DMXP_E_CHANNEL_EXISTS)
+        DMXP__NAME(DMXP_E_OUT_OF_SPACE)
+        DMXP__NAME(DMXP_E_BUSY)
+        DMXP__NAME(DMXP_E_BAD_MAGIC)
+        DMXP__NAME(DMXP_E_UNSUPPORTED_VERSION)
+        DMXP__NAME(DMXP_E_WRONG_MAX_CHANNELS)
+        DMXP__NAME(DMXP_E_CHANNEL_COUNT_TOO_LARGE)
+        DMXP__NAME(DMXP_E_SEGMENT_SIZE_MISMATCH)
+        DMXP__NAME(DMXP_E_BAND_CURSOR_OUT_OF_RANGE)
+        DMXP__NAME(DMXP_E_CHANNEL_ID_MISMATCH)
+        DMXP__NAME(DMXP_E_UNKNOWN_CHANNEL_STATE)
+        DMXP__NAME(DMXP_E_CAPACITY_ZERO)
+        DMXP__NAME(DMXP_E_CAPACITY_NOT_POWER_OF_TWO)
+        DMXP__NAME(DMXP_E_CAPACITY_TOO_SMALL)
+        DMXP__NAME(DMXP_E_CAPACITY_TOO_LARGE)
+        DMXP__NAME(DMXP_E_BAND_MISALIGNED)
+        DMXP__NAME(DMXP_E_BAND_OVERLAPS_HEADER)
+        DMXP__NAME(DMXP_E_BAND_OUTSIDE_SEGMENT)
+        DMXP__NAME(DMXP_E_BANDS_OVERLAP)
+        DMXP__NAME(DMXP_E_FULL)
+        DMXP__NAME(DMXP_E_TOO_LARGE)
+        DMXP__NAME(DMXP_E_RESERVED_FLAGS)
+        DMXP__NAME(DMXP_E_TIMEOUT)
+        DMXP__NAME(DMXP_E_EMPTY)
+        DMXP__NAME(DMXP_E_BUFFER_TOO_SMALL)
+        DMXP__NAME(DMXP_E_CORRUPT_MESSAGE)
+        DMXP__NAME(DMXP_E_LOST)
+        DMXP__NAME(DMXP_E_OS)
+        DMXP__NAME(DMXP_E_NO_SEGMENT)
+        DMXP__NAME(DMXP_E_SEGMENT_EXISTS)
+        DMXP__NAME(DMXP_E_INVALID_ARGUMENT)
+#undef DMXP__NAME
+    }
+    return "DMXP_E_UNKNOWN";
+}
+
+/* A one-line description of a status (no values: see dmxp_error_format for those). */
+static inline const char *dmxp_strerror(dmxp_status s) {
+    switch (s) {
+    case DMXP_OK: return "ok";
+    case DMXP_E_REGION_MISALIGNED: return "segment base is not aligned to 128 bytes";
+    case DMXP_E_REGION_TOO_SMALL: return "region too small for a DMXP segment";
+    case DMXP_E_NOT_READY: return "segment is still being created (magic not yet set), or its creator died";
+    case DMXP_E_ALREADY_FORMATTED: return "region already holds a segment; not formatting";
+    case DMXP_E_INVALID_CHANNEL_ID: return "channel id out of range (0..256)";
+    case DMXP_E_INVALID_CAPACITY: return "capacity must be a power of two between 2 and 2^32";
+    case DMXP_E_NOT_FOUND: return "channel does not exist";
+    case DMXP_E_BEING_CREATED: return "channel is being created by another process";
+    case DMXP_E_CHANNEL_EXISTS: return "channel already exists";
+    case DMXP_E_OUT_OF_SPACE: return "segment out of space for the channel's band";
+    case DMXP_E_BUSY: return "gave up after too many contended retries";
+    case DMXP_E_BAD_MAGIC: return "corrupt segment: bad magic";
+    case DMXP_E_UNSUPPORTED_VERSION: return "corrupt segment: unsupported layout version";
+    case DMXP_E_WRONG_MAX_CHANNELS: return "corrupt segment: max_channels is not 256";
+    case DMXP_E_CHANNEL_COUNT_TOO_LARGE: return "corrupt segment: channel_count exceeds 256";
+    case DMXP_E_SEGMENT_SIZE_MISMATCH: return "corrupt segment: segment_size does not fit the mapping";
+    case DMXP_E_BAND_CURSOR_OUT_OF_RANGE: return "corrupt segment: band_cursor out of range";
+    case DMXP_E_CHANNEL_ID_MISMATCH: return "corrupt segment: channel_id differs from the entry index";
+    case DMXP_E_UNKNOWN_CHANNEL_STATE: return "corrupt segment: unknown channel state";
+    case DMXP_E_CAPACITY_ZERO: return "corrupt segment: channel READY but capacity 0";
+    case DMXP_E_CAPACITY_NOT_POWER_OF_TWO: return "corrupt segment: capacity not a power of two";
+    case DMXP_E_CAPACITY_TOO_SMALL: return "corrupt segment: capacity below 2";
+    case DMXP_E_CAPACITY_TOO_LARGE: return "corrupt segment: capacity above 2^32";
+    case DMXP_E_BAND_MISALIGNED: return "corrupt segment: band_offset not a multiple of 64";
+    case DMXP_E_BAND_OVERLAPS_HEADER: return "corrupt segment: band lies inside the header";
+    case DMXP_E_BAND_OUTSIDE_SEGMENT: return "corrupt segment: band runs past the segment";
+    case DMXP_E_BANDS_OVERLAP: return "corrupt segment: two channels' bands overlap";
+    case DMXP_E_FULL: return "channel full";
+    case DMXP_E_TOO_LARGE: return "message exceeds the 960-byte limit";
+    case DMXP_E_RESERVED_FLAGS: return "flags set protocol-reserved bits (0x00ff)";
+    case DMXP_E_TIMEOUT: return "timed out";
+    case DMXP_E_EMPTY: return "channel empty";
+    case DMXP_E_BUFFER_TOO_SMALL: return "buffer too small for the next message (nothing consumed)";
+    case DMXP_E_CORRUPT_MESSAGE: return "message dropped: payload_len exceeds 960";
+    case DMXP_E_LOST: return "message lost: a tombstone was consumed";
+    case DMXP_E_OS: return "system call failed";
+    case DMXP_E_NO_SEGMENT: return "no such segment";
+    case DMXP_E_SEGMENT_EXISTS: return "segment already exists";
+    case DMXP_E_INVALID_ARGUMENT: return "invalid argument";
+    }
+    return "unknown status";
+}
+
+/* The layout field a Corruption status names, or NULL for other statuses. */
+static inline const char *dmxp_status_field(dmxp_status s) {
+    switch (s) {
+    case DMXP_E_BAD_MAGIC: return "magic";
+    case DMXP_E_UNSUPPORTED_VERSION: return "version";
+    case DMXP_E_WRONG_MAX_CHANNELS: return "max_channels";
+    case DMXP_E_CHANNEL_COUNT_TOO_LARGE: return "channel_count";
+    case DMXP_E_SEGMENT_SIZE_MISMATCH: return "segment_size";
+    case DMXP_E_BAND_CURSOR_OUT_OF_RANGE: return "band_cursor";
+    case DMXP_E_CHANNEL_ID_MISMATCH: return "channel_id";
+    case DMXP_E_UNKNOWN_CHANNEL_STATE: return "state";
+    case DMXP_E_CAPACITY_ZERO:
+    case DMXP_E_CAPACITY_NOT_POWER_OF_TWO:
+    case DMXP_E_CAPACITY_TOO_SMALL:
+    case DMXP_E_CAPACITY_TOO_LARGE: return "capacity";
+    case DMXP_E_BAND_MISALIGNED:
+    case DMXP_E_BAND_OVERLAPS_HEADER:
+    case DMXP_E_BAND_OUTSIDE_SEGMENT:
+    case DMXP_E_BANDS_OVERLAP: return "band_offset";
+    default: return NULL;
+    }
+}
+
+/* Writes "what went wrong, with the values" into buf (snprintf semantics). */
+static inline int dmxp_error_format(const dmxp_error *e, char *buf, size_t len) {
+    char where[32] = "";
+    if (e->channel >= 0) snprintf(where, sizeof where, "channel %d: ", (int)e->channel);
+    unsigned long long f = (unsigned long long)e->found, v2 = (unsigned long long)e->value2,
+                       v3 = (unsigned long long)e->value3;
+    switch (e->status) {
+    case DMXP_E_BAD_MAGIC:
+        return snprintf(buf, len, "corrupt segment: bad magic %#018llx (expected %#018llx)", f,
+                        (unsigned long long)DMXP_MAGIC);
+    case DMXP_E_UNSUPPORTED_VERSION:
+        return snprintf(buf, len, "corrupt segment: unsupported version %llu (expected 1)", f);
+    case DMXP_E_WRONG_MAX_CHANNELS:
+        return snprintf(buf, len, "corrupt segment: max_channels is %llu (expected 256)", f);
+    case DMXP_E_CHANNEL_COUNT_TOO_LARGE:
+        return snprintf(buf, len, "corrupt segment: channel_count %llu exceeds 256", f);
+    case DMXP_E_SEGMENT_SIZE_MISMATCH:
+        return snprintf(buf, len,
+                        "corrupt segment: segment_size %llu does not fit: %llu bytes mapped, "
+                        "at least %u needed",
+                        f, v2, DMXP_HEADER_SIZE);
+    case DMXP_E_BAND_CURSOR_OUT_OF_RANGE:
+        return snprintf(buf, len,
+                        "corrupt segment: band_cursor %llu outside the band area of a "
+                        "%llu-byte segment",
+                        f, v2);
+    case DMXP_E_CHANNEL_ID_MISMATCH:
+        return snprintf(buf, len, "corrupt segment: %schannel_id field holds %llu", where, f);
+    case DMXP_E_UNKNOWN_CHANNEL_STATE:
+        return snprintf(buf, len, "corrupt segment: %sunknown state word %llu", where, f);
+    case DMXP_E_CAPACITY_ZERO:
+        return snprintf(buf, len, "corrupt segment: %screated but capacity is 0", where);
+    case DMXP_E_CAPACITY_NOT_POWER_OF_TWO:
+        return snprintf(buf, len, "corrupt segment: %scapacity %llu is not a power of two",
+                        where, f);
+    case DMXP_E_CAPACITY_TOO_SMALL:
+        return snprintf(buf, len, "corrupt segment: %scapacity %llu is below the minimum 2",
+                        where, f);
+    case DMXP_E_CAPACITY_TOO_LARGE:
+        return snprintf(buf, len,
+                        "corrupt segment: %scapacity %llu exceeds the limit 4294967296", where,
+                        f);
+    case DMXP_E_BAND_MISALIGNED:
+        return snprintf(buf, len, "corrupt segment: %sband_offset %llu is not a multiple of 64",
+                        where, f);
+    case DMXP_E_BAND_OVERLAPS_HEADER:
+        return snprintf(buf, len,
+                        "corrupt segment: %sband_offset %llu lies inside the global header",
+                        where, f);
+    case DMXP_E_BAND_OUTSIDE_SEGMENT:
+        return snprintf(buf, len,
+                        "corrupt segment: %sband at %llu of %llu bytes runs past the "
+                        "%llu-byte segment",
+                        where, f, v2, v3);
+    case DMXP_E_BANDS_OVERLAP:
+        return snprintf(buf, len, "corrupt segment: %sband overlaps channel %llu's band", where,
+                        f);
+    case DMXP_E_REGION_MISALIGNED:
+        return snprintf(buf, len, "region base %#llx is not aligned to %llu bytes", f, v2);
+    case DMXP_E_REGION_TOO_SMALL:
+        return snprintf(buf, len, "region of %llu bytes is too small: %llu needed", f, v2);
+    case DMXP_E_INVALID_CHANNEL_ID:
+        return snprintf(buf, len, "channel id %llu out of range (0..256)", f);
+    case DMXP_E_INVALID_CAPACITY:
+        return snprintf(buf, len,
+                        "capacity %llu must be a power of two between 2 and 4294967296", f);
+    case DMXP_E_NOT_FOUND:
+        return snprintf(buf, len, "%schannel does not exist", where);
+    case DMXP_E_BEING_CREATED:
+        return snprintf(buf, len, "%schannel is being created by another process", where);
+    case DMXP_E_CHANNEL_EXISTS:
+        return snprintf(buf, len, "%schannel already exists with capacity %llu", where, f);
+    case DMXP_E_OUT_OF_SPACE:
+        return snprintf(buf, len, "segment out of space: band needs %llu bytes, %llu left", f,
+                        v2);
+    case DMXP_E_OS:
+    case DMXP_E_NO_SEGMENT:
+    case DMXP_E_SEGMENT_EXISTS:
+        return snprintf(buf, len, "%s: %s: %s", dmxp_strerror(e->status),
+                        e->field ? e->field : "?", strerror(e->os_errno));
+    default:
+        return snprintf(buf, len, "%s%s", where, dmxp_strerror(e->status));
+    }
+}
+
+static inline dmxp_status dmxp__fail(dmxp_error *err, dmxp_status s, int32_t channel,
+                                     const char *field, uint64_t found, uint64_t v2,
+                                     uint64_t v3) {
+    if (err) {
+        err->status = s;
+        err->channel = channel;
+        err->field = field ? field : dmxp_status_field(s);
+        err->found = found;
+        err->value2 = v2;
+        err->value3 = v3;
+        err->os_errno = 0;
+    }
+    return s;
+}
+
+static inline dmxp_status dmxp__fail_os(dmxp_error *err, dmxp_status s, const char *call,
+                                        int errnum) {
+    if (err) {
+        dmxp__fail(err, s, -1, call, 0, 0, 0);
+        err->os_errno = errnum;
+    }
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Small helpers                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+#define DMXP__RLX memory_order_relaxed
+#define DMXP__ACQ memory_order_acquire
+#define DMXP__REL memory_order_release
+#define DMXP__ACQREL memory_order_acq_rel
+#define DMXP__SEQ memory_order_seq_cst
+
+/* CLOCK_MONOTONIC in nanoseconds (the timestamp_ns of sent messages). */
+static inline uint64_t dmxp_now_ns(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
+}
+
+/* Deadline `timeout_ns` from now; DMXP_FOREVER (any negative value) means none (INT64_MAX). */
+static inline int64_t dmxp__deadline(int64_t timeout_ns) {
+    if (timeout_ns < 0) return INT64_MAX;
+    int64_t now = (int64_t)dmxp_now_ns();
+    return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
+}
+
+/* The same for a timeout in milliseconds. */
+static inline int64_t dmxp__ms_deadline(int64_t timeout_ms) {
+    if (timeout_ms < 0) return INT64_MAX;
+    return dmxp__deadline(timeout_ms > INT64_MAX / 1000000 ? INT64_MAX : timeout_ms * 1000000);
+}
+
+static inline void dmxp__sleep_ns(int64_t ns) {
+    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static inline int dmxp__is_pow2(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+static inline int64_t dmxp__diff(uint64_t a, uint64_t b) { return (int64_t)(a - b); }
+
+/* futex(2) on a word of a MAP_SHARED mapping: never FUTEX_PRIVATE_FLAG, which would key the
+ * futex by this process's address space and never reach a sleeper in another process. */
+/* Returns 0 when woken, else the errno (EAGAIN: the word had changed; ETIMEDOUT; EINTR). */
+static inline int dmxp__futex_wait(_Atomic uint32_t *word, uint32_t expected,
+                                   int64_t timeout_ns) {
+    struct timespec ts = {(time_t)(timeout_ns / 1000000000), (long)(timeout_ns % 1000000000)};
+    /* EAGAIN, EINTR, ETIMEDOUT and spurious returns all mean "re-check the ring". */
+    if (syscall(SYS_futex, (void *)word, FUTEX_WAIT, expected, &ts, NULL, 0) == 0) return 0;
+    return errno;
+}
+
+static inline void dmxp__futex_wake_all(_Atomic uint32_t *word) {
+    (void)syscall(SYS_futex, (void *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Validation (PROTOCOL.md §4)                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline dmxp_header *dmxp__hdr(const dmxp_segment *seg) {
+    return (dmxp_header *)(void *)seg->base;
+}
+
+static inline dmxp_channel_entry *dmxp__entry(const dmxp_segment *seg, uint32_t id) {
+    return &((dmxp_segment_layout *)(void *)seg->base)->channels[id];
+}
+
+/* Header checks #1..#7, in the order of §4.1. `magic` was loaded with acquire by the caller.
+ * On success *segment_len is the length bands are checked against. */
+static inline dmxp_status dmxp__validate_header(dmxp_header *h, uint64_t magic,
+                                                uint64_t available, uint64_t *segment_len,
+                                                dmxp_error *err) {
+    if (magic == 0) return dmxp__fail(err, DMXP_E_NOT_READY, -1, "magic", 0, 0, 0);
+    if (magic != DMXP_MAGIC) return dmxp__fail(err, DMXP_E_BAD_MAGIC, -1, NULL, magic, 0, 0);
+    uint32_t version = atomic_load_explicit(&h->version, DMXP__RLX);
+    if (version != DMXP_VERSION)
+        return dmxp__fail(err, DMXP_E_UNSUPPORTED_VERSION, -1, NULL, version, 0, 0);
+    uint32_t max_channels = atomic_load_explicit(&h->max_channels, DMXP__RLX);
+    if (max_channels != DMXP_MAX_CHANNELS)
+        return dmxp__fail(err, DMXP_E_WRONG_MAX_CHANNELS, -1, NULL, max_channels, 0, 0);
+    uint32_t count = atomic_load_explicit(&h->channel_count, DMXP__ACQ);
+    if (count > DMXP_MAX_CHANNELS)
+        return dmxp__fail(err, DMXP_E_CHANNEL_COUNT_TOO_LARGE, -1, NULL, count, 0, 0);
+    uint64_t recorded = atomic_load_explicit(&h->segment_size, DMXP__RLX);
+    uint64_t len = available;
+    if (recorded != 0) {
+        if (recorded > available || recorded < DMXP_HEADER_SIZE)
+            return dmxp__fail(err, DMXP_E_SEGMENT_SIZE_MISMATCH, -1, NULL, recorded, available,
+                              0);
+        len = recorded;
+    }
+    uint64_t cursor = atomic_load_explicit(&h->band_cursor, DMXP__RLX);
+    if (cursor != 0 &&
+        (cursor < DMXP_HEADER_SIZE || cursor > len || cursor % DMXP_SLOT_ALIGN != 0))
+        return dmxp__fail(err, DMXP_E_BAND_CURSOR_OUT_OF_RANGE, -1, NULL, cursor, len, 0);
+    *segment_len = len;
+    return DMXP_OK;
+}
+
+/* Entry checks #1..#8 of §4.2 on a snapshot of entry `id`. DMXP_OK with *capacity == 0 means
+ * "not created" (*state tells EMPTY from CREATING). */
+static inline dmxp_status dmxp__geometry(const dmxp_segment *seg, uint32_t id,
+                                         uint64_t *capacity, uint64_t *band_offset,
+                                         uint32_t *state_out, dmxp_error *err) {
+    dmxp_channel_entry *e = dmxp__entry(seg, id);
+    int32_t ch = (int32_t)id;
+    /* state first: READY seen with acquire makes the capacity stored before it visible. */
+    uint32_t state = atomic_load_explicit(&e->state, DMXP__ACQ);
+    uint64_t cap = atomic_load_explicit(&e->capacity, DMXP__ACQ);
+    *capacity = 0;
+    *band_offset = 0;
+    if (state_out) *state_out = state;
+    if (state != DMXP_STATE_EMPTY && state != DMXP_STATE_CREATING && state != DMXP_STATE_READY)
+        return dmxp__fail(err, DMXP_E_UNKNOWN_CHANNEL_STATE, ch, NULL, state, 0, 0);
+    if (cap == 0) {
+        if (state == DMXP_STATE_READY)
+            return dmxp__fail(err, DMXP_E_CAPACITY_ZERO, ch, NULL, 0, 0, 0);
+        return DMXP_OK;
+    }
+    uint32_t channel_id = atomic_load_explicit(&e->channel_id, DMXP__RLX);
+    if (channel_id != id)
+        return dmxp__fail(err, DMXP_E_CHANNEL_ID_MISMATCH, ch, NULL, channel_id, 0, 0);
+    if (!dmxp__is_pow2(cap))
+        return dmxp__fail(err, DMXP_E_CAPACITY_NOT_POWER_OF_TWO, ch, NULL, cap, 0, 0);
+    if (cap < DMXP_MIN_CAPACITY)
+        return dmxp__fail(err, DMXP_E_CAPACITY_TOO_SMALL, ch, NULL, cap, 0, 0);
+    if (cap > DMXP_MAX_CAPACITY)
+        return dmxp__fail(err, DMXP_E_CAPACITY_TOO_LARGE, ch, NULL, cap, 0, 0);
+    uint64_t band = atomic_load_explicit(&e->band_offset, DMXP__RLX);
+    if (band % DMXP_SLOT_ALIGN != 0)
+        return dmxp__fail(err, DMXP_E_BAND_MISALIGNED, ch, NULL, band, 0, 0);
+    if (band < DMXP_HEADER_SIZE)
+        return dmxp__fail(err, DMXP_E_BAND_OVERLAPS_HEADER, ch, NULL, band, 0, 0);
+    uint64_t band_len = cap * DMXP_SLOT_SIZE; /* cap <= 2^32: no overflow */
+    if (band > UINT64_MAX - band_len || band + band_len > seg->len)
+        return dmxp__fail(err, DMXP_E_BAND_OUTSIDE_SEGMENT, ch, NULL, band, band_len, seg->len);
+    *capacity = cap;
+    *band_offset = band;
+    return DMXP_OK;
+}
+
+/* Check #9: the band of `id` shares no byte with any other created channel's valid band. A
+ * corrupt neighbour is reported when it is opened, not here. */
+static inline dmxp_status dmxp__check_overlap(const dmxp_segment *seg, uint32_t id,
+                                              uint64_t cap, uint64_t band, dmxp_error *err) {
+    uint64_t end = band + cap * DMXP_SLOT_SIZE;
+    for (uint32_t other = 0; other < DMXP_MAX_CHANNELS; other++) {
+        if (other == id) continue;
+        uint64_t ocap, oband;
+        if (dmxp__geometry(seg, other, &ocap, &oband, NULL, NULL) != DMXP_OK || ocap == 0)
+            continue;
+        uint64_t oend = oband + ocap * DMXP_SLOT_SIZE;
+        if (band < oend && oband < end)
+            return dmxp__fail(err, DMXP_E_BANDS_OVERLAP, (int32_t)id, NULL, other, 0, 0);
+    }
+    return DMXP_OK;
+}
+
+/* Validates every entry (§4.2, all 256) and the absence of band overlaps. */
+static inline dmxp_status dmxp_segment_validate_all(const dmxp_segment *seg, dmxp_error *err) {
+    for (uint32_t id = 0; id < DMXP_MAX_CHANNELS; id++) {
+        uint64_t cap, band;
+        dmxp_status s = dmxp__geometry(seg, id, &cap, &band, NULL, err);
+        if (s != DMXP_OK) return s;
+    }
+    for (uint32_t id = 0; id < DMXP_MAX_CHANNELS; id++) {
+        uint64_t cap, band;
+        if (dmxp__geometry(seg, id, &cap, &band, NULL, NULL) == DMXP_OK && cap != 0) {
+            dmxp_status s = dmxp__check_overlap(seg, id, cap, band, err);
+            if (s != DMXP_OK) return s;
+        }
+    }
+    return DMXP_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Segments in memory the caller provides (PROTOCOL.md §3.1, §4.1)                            */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline dmxp_status dmxp__check_region(const void *base, size_t len, dmxp_error *err) {
+    if (base == NULL || ((uintptr_t)base % DMXP_SEGMENT_ALIGN) != 0)
+        return dmxp__fail(err, DMXP_E_REGION_MISALIGNED, -1, NULL, (uint64_t)(uintptr_t)base,
+                          DMXP_SEGMENT_ALIGN, 0);
+    if (len < DMXP_HEADER_SIZE)
+        return dmxp__fail(err, DMXP_E_REGION_TOO_SMALL, -1, NULL, len, DMXP_HEADER_SIZE, 0);
+    return DMXP_OK;
+}
+
+/* Attaches to a formatted segment at `base` (128-aligned, `len` bytes, shared or private),
+ * validating its header. DMXP_E_NOT_READY: magic is still 0. Never writes to the memory. */
+static inline dmxp_status dmxp_segment_attach_memory(dmxp_segment *seg, void *base, size_t len,
+                                                     dmxp_error *err) {
+    if (seg == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "seg", 0, 0, 0);
+    dmxp_status s = dmxp__check_region(base, len, err);
+    if (s != DMXP_OK) return s;
+    dmxp_header *h = (dmxp_header *)base;
+    uint64_t magic = atomic_load_explicit(&h->magic, DMXP__ACQ);
+    uint64_t seglen = 0;
+    s = dmxp__validate_header(h, magic, len, &seglen, err);
+    if (s != DMXP_OK) return s;
+    seg->base = (unsigned char *)base;
+    seg->mapped_len = len;
+    seg->len = seglen;
+    seg->mapped = 0;
+    seg->pid = (uint32_t)getpid();
+    return DMXP_OK;
+}
+
+static inline void dmxp__zero_entry(dmxp_channel_entry *e) {
+    atomic_store_explicit(&e->channel_id, 0, DMXP__RLX);
+    atomic_store_explicit(&e->flags, 0, DMXP__RLX);
+    atomic_store_explicit(&e->capacity, 0, DMXP__RLX);
+    atomic_store_explicit(&e->band_offset, 0, DMXP__RLX);
+    atomic_store_explicit(&e->state, 0, DMXP__RLX);
+    atomic_store_explicit(&e->creator_pid, 0, DMXP__RLX);
+    atomic_store_explicit(&e->not_empty_seq, 0, DMXP__RLX);
+    atomic_store_explicit(&e->not_empty_waiters, 0, DMXP__RLX);
+    atomic_store_explicit(&e->not_full_seq, 0, DMXP__RLX);
+    atomic_store_explicit(&e->not_full_waiters, 0, DMXP__RLX);
+    atomic_store_explicit(&e->tail, 0, DMXP__RLX);
+    atomic_store_explicit(&e->head, 0, DMXP__RLX);
+    for (size_t i = 0; i < 10; i++) atomic_store_explicit(&e->zero0[i], 0, DMXP__RLX);
+    for (size_t i = 0; i < 15; i++) atomic_store_explicit(&e->zero1[i], 0, DMXP__RLX);
+    for (size_t i = 0; i < 15; i++) atomic_store_explicit(&e->zero2[i], 0, DMXP__RLX);
+}
+
+/* Formats memory nobody else uses yet (freshly created, exclusively owned) as an empty
+ * segment of `len` bytes, storing magic last with release. Refuses memory whose magic is set
+ * (DMXP_E_ALREADY_FORMATTED): it may be live. */
+static inline dmxp_status dmxp_segment_format_memory(dmxp_segment *seg, void *base, size_t len,
+                                                     uint32_t creator_pid, dmxp_error *err) {
+    if (seg == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "seg", 0, 0, 0);
+    dmxp_status s = dmxp__check_region(base, len, err);
+    if (s != DMXP_OK) return s;
+    dmxp_segment_layout *l = (dmxp_segment_layout *)base;
+    dmxp_header *h = &l->header;
+    if (atomic_load_explicit(&h->magic, DMXP__ACQ) != 0)
+        return dmxp__fail(err, DMXP_E_ALREADY_FORMATTED, -1, "magic", 0, 0, 0);
+    atomic_store_explicit(&h->version, 0, DMXP__RLX);
+    atomic_store_explicit(&h->max_channels, 0, DMXP__RLX);
+    atomic_store_explicit(&h->channel_count, 0, DMXP__RLX);
+    atomic_store_explicit(&h->reserved, 0, DMXP__RLX);
+    atomic_store_explicit(&h->header_flags, 0, DMXP__RLX);
+    for (size_t i = 0; i < 10; i++) atomic_store_explicit(&h->zero[i], 0, DMXP__RLX);
+    for (uint32_t id = 0; id < DMXP_MAX_CHANNELS; id++) dmxp__zero_entry(&l->channels[id]);
+    atomic_store_explicit(&h->version, DMXP_VERSION, DMXP__RLX);
+    atomic_store_explicit(&h->max_channels, DMXP_MAX_CHANNELS, DMXP__RLX);
+    atomic_store_explicit(&h->segment_size, (uint64_t)len, DMXP__RLX);
+    atomic_store_explicit(&h->band_cursor, DMXP_HEADER_SIZE, DMXP__RLX);
+    atomic_store_explicit(&h->creator_pid, creator_pid, DMXP__RLX);
+    atomic_store_explicit(&h->magic, DMXP_MAGIC, DMXP__REL); /* publication point */
+    seg->base = (unsigned char *)base;
+    seg->mapped_len = len;
+    seg->len = len;
+    seg->mapped = 0;
+    seg->pid = (uint32_t)getpid();
+    return DMXP_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Segments backed by POSIX shm objects, files, or a file descriptor (PROTOCOL.md §3)         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Unmaps (if this handle mapped it) and forgets the segment. Channels opened from it must no
+ * longer be used. Never unlinks: see dmxp_shm_unlink. */
+static inline void dmxp_segment_close(dmxp_segment *seg) {
+    if (seg == NULL) return;
+    if (seg->mapped && seg->base) munmap(seg->base, seg->mapped_len);
+    memset(seg, 0, sizeof *seg);
+}
+
+/* Removes the shm object `name` (live mappings stay valid). */
+static inline dmxp_status dmxp_shm_unlink(const char *name, dmxp_error *err) {
+    if (shm_unlink(name) != 0)
+        return dmxp__fail_os(err, errno == ENOENT ? DMXP_E_NO_SEGMENT : DMXP_E_OS, "shm_unlink",
+                             errno);
+    return DMXP_OK;
+}
+
+/* One attempt on an open fd: map it and look at magic. DMXP_E_NOT_READY when the object is
+ * still smaller than the header or magic is 0. On success the mapping belongs to seg. */
+static inline dmxp_status dmxp__attach_fd_once(dmxp_segment *seg, int fd, dmxp_error *err) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return dmxp__fail_os(err, DMXP_E_OS, "fstat", errno);
+    if (st.st_size < (off_t)DMXP_HEADER_SIZE)
+        return dmxp__fail(err, DMXP_E_NOT_READY, -1, "magic", 0, 0, 0);
+    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX)
+        return dmxp__fail_os(err, DMXP_E_OS, "mmap", EFBIG);
+    size_t len = (size_t)st.st_size;
+    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) return dmxp__fail_os(err, DMXP_E_OS, "mmap", errno);
+    dmxp_status s = dmxp_segment_attach_memory(seg, base, len, err);
+    if (s != DMXP_OK) {
+        munmap(base, len);
+        return s;
+    }
+    seg->mapped = 1;
+    return DMXP_OK;
+}
+
+/* Attaches to the segment in `fd` (opened O_RDWR; the caller keeps it and may close it after
+ * this returns). Waits up to timeout_ms while the segment is being created. */
+static inline dmxp_status dmxp_segment_open_fd(dmxp_segment *seg, int fd, int64_t timeout_ms,
+                                               dmxp_error *err) {
+    if (seg == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "seg", 0, 0, 0);
+    int64_t deadline = dmxp__ms_deadline(timeout_ms);
+    for (;;) {
+        dmxp_status s = dmxp__attach_fd_once(seg, fd, err);
+        if (s != DMXP_E_NOT_READY) return s;
+        if ((int64_t)dmxp_now_ns() >= deadline) return s;
+        dmxp__sleep_ns(1000000);
+    }
+}
+
+/* kind 0: shm object name, kind 1: file path */
+static inline int dmxp__open_object(int kind, const char *name, int flags, mode_t mode) {
+    if (kind == 0) return shm_open(name, flags, mode);
+    return open(name, flags | O_CLOEXEC, mode);
+}
+
+static inline dmxp_status dmxp__attach_named(int kind, dmxp_segment *seg, const char *name,
+                                             int64_t deadline, dmxp_error *err) {
+    const char *call = kind == 0 ? "shm_open" : "open";
+    for (;;) {
+        /* O_RDWR only: never O_CREAT or O_TRUNC on an object someone else created. */
+        int fd = dmxp__open_object(kind, name, O_RDWR, 0);
+        if (fd < 0) {
+            int e = errno;
+            return dmxp__fail_os(err, e == ENOENT ? DMXP_E_NO_SEGMENT : DMXP_E_OS, call, e);
+        }
+        dmxp_status s = dmxp__attach_fd_once(seg, fd, err);
+        close(fd);
+        if (s != DMXP_E_NOT_READY) return s;
+        if ((int64_t)dmxp_now_ns() >= deadline) return s;
+        dmxp__sleep_ns(1000000);
+    }
+}
+
+/* Attaches to the existing shm object `name` ("/dmxp_alloc"). Waits up to timeout_ms while
+ * it is being created (size below the header, or magic 0), then fails with
+ * DMXP_E_NOT_READY. DMXP_E_NO_SEGMENT when there is no such object. */
+static inline dmxp_status dmxp_segment_open_shm(dmxp_segment *seg, const char *name,
+                                                int64_t timeout_ms, dmxp_error *err) {
+    if (seg == NULL || name == NULL || name[0] == 0)
+        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "name", 0, 0, 0);
+    return dmxp__attach_named(0, seg, name, dmxp__ms_deadline(timeout_ms), err);
+}
+
+/* Like dmxp_segment_open_shm for a file (for example "/dev/shm/dmxp_alloc"). */
+static inline dmxp_status dmxp_segment_open_path(dmxp_segment *seg, const char *path,
+                                                 int64_t timeout_ms, dmxp_error *err) {
+    if (seg == NULL || path == NULL || path[0] == 0)
+        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "path", 0, 0, 0);
+    return dmxp__attach_named(1, seg, path, dmxp__ms_deadline(timeout_ms), err);
+}
+
+/* Sizes, maps and formats a freshly created, exclusively owned fd. */
+static inline dmxp_status dmxp__format_new_fd(dmxp_segment *seg, int fd, size_t size,
+                                              unsigned mode, dmxp_error *err) {
+    /* Exact mode bits whatever the umask. */
+    if (fchmod(fd, (mode_t)mode) != 0) return dmxp__fail_os(err, DMXP_E_OS, "fchmod", errno);
+    if (ftruncate(fd, (off_t)size) != 0) return dmxp__fail_os(err, DMXP_E_OS, "ftruncate", errno);
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) return dmxp__fail_os(err, DMXP_E_OS, "mmap", errno);
+    dmxp_status s = dmxp_segment_format_memory(seg, base, size, (uint32_t)getpid(), err);
+    if (s != DMXP_OK) {
+        munmap(base, size);
+        return s;
+    }
+    seg->mapped = 1;
+    return DMXP_OK;
+}
+
+static inline dmxp_status dmxp__check_create_args(dmxp_segment *seg, const char *name,
+                                                  size_t size, unsigned mode, dmxp_error *err) {
+    if (seg == NULL || name == NULL || name[0] == 0)
+        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "name", 0, 0, 0);
+    if (size < DMXP_HEADER_SIZE)
+        return dmxp__fail(err, DMXP_E_REGION_TOO_SMALL, -1, NULL, size, DMXP_HEADER_SIZE, 0);
+    if (mode & ~0777u) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "mode", mode, 0, 0);
+    return DMXP_OK;
+}
+
+/* Creates the shm object `name` exclusively (O_CREAT|O_EXCL), applies `mode` exactly
+ * (DMXP_DEFAULT_MODE = 0600), sizes it to `size` bytes and formats it. DMXP_E_SEGMENT_EXISTS
+ * when the name is taken (the existing object is left untouched). */
+static inline dmxp_status dmxp_segment_create_shm(dmxp_segment *seg, const char *name,
+                                                  size_t size, unsigned mode, dmxp_error *err) {
+    dmxp_status s = dmxp__check_create_args(seg, name, size, mode, err);
+    if (s != DMXP_OK) return s;
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, (mode_t)mode);
+    if (fd < 0) {
+        int e = errno;
+        return dmxp__fail_os(err, e == EEXIST ? DMXP_E_SEGMENT_EXISTS : DMXP_E_OS, "shm_open", e);
+    }
+    s = dmxp__format_new_fd(seg, fd, size, mode, err);
+    close(fd);
+    if (s != DMXP_OK) shm_unlink(name); /* ours, never formatted: nobody can be using it */
+    return s;
+}
+
+/* Creates the file `path` exclusively: a temporary file in the same directory is sized,
+ * mapped and formatted, then linked to `path` (link(2) fails if `path` exists, so an existing
+ * segment is never replaced), then the temporary name is removed. */
+static inline dmxp_status dmxp_segment_create_path(dmxp_segment *seg, const char *path,
+                                                   size_t size, unsigned mode,
+                                                   dmxp_error *err) {
+    dmxp_status s = dmxp__check_create_args(seg, path, size, mode, err);
+    if (s != DMXP_OK) return s;
+    static _Atomic uint32_t counter;
+    char tmp[4096];
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
+                     (unsigned)atomic_fetch_add(&counter, 1));
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "path", 0, 0, 0);
+    int fd = open(tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0) return dmxp__fail_os(err, DMXP_E_OS, "open", errno);
+    s = dmxp__format_new_fd(seg, fd, size, mode, err);
+    close(fd);
+    if (s == DMXP_OK && link(tmp, path) != 0) {
+        int e = errno;
+        dmxp_segment_close(seg);
+        s = dmxp__fail_os(err, e == EEXIST ? DMXP_E_SEGMENT_EXISTS : DMXP_E_OS, "link", e);
+    }
+    unlink(tmp);
+    return s;
+}
+
+static inline dmxp_status dmxp__open_or_create(int kind, dmxp_segment *seg, const char *name,
+                                               size_t size, unsigned mode, int64_t timeout_ms,
+                                               int *created, dmxp_error *err) {
+    int64_t deadline = dmxp__ms_deadline(timeout_ms);
+    if (created) *created = 0;
+    for (;;) {
+        dmxp_status s = kind == 0 ? dmxp_segment_create_shm(seg, name, size, mode, err)
+                                  : dmxp_segment_create_path(seg, name, size, mode, err);
+        if (s == DMXP_OK) {
+            if (created) *created = 1;
+            return s;
+        }
+        if (s != DMXP_E_SEGMENT_EXISTS) return s;
+        s = dmxp__attach_named(kind, seg, name, deadline, err);
+        /* Removed between our create and our attach: try creating again. */
+        if (s != DMXP_E_NO_SEGMENT) return s;
+        if ((int64_t)dmxp_now_ns() >= deadline) return s;
+    }
+}
+
+/* Create-or-attach (§3.2): tries the exclusive create; if the name exists, attaches (waiting
+ * up to timeout_ms while it is being created); if it vanished meanwhile, creates again.
+ * *created (optional) tells which happened. An existing segment is used as is, whatever its
+ * size: it is never truncated or reformatted. */
+static inline dmxp_status dmxp_segment_open_or_create_shm(dmxp_segment *seg, const char *name,
+                                                          size_t size, unsigned mode,
+                                                          int64_t timeout_ms, int *created,
+                                                          dmxp_error *err) {
+    return dmxp__open_or_create(0, seg, name, size, mode, timeout_ms, created, err);
+}
+
+static inline dmxp_status dmxp_segment_open_or_create_path(dmxp_segment *seg, const char *path,
+                                                           size_t size, unsigned mode,
+                                                           int64_t timeout_ms, int *created,
+                                                           dmxp_error *err) {
+    return dmxp__open_or_create(1, seg, path, size, mode, timeout_ms, created, err);
+}
+
+/* Segment-level accessors (snapshots). */
+static inline uint32_t dmxp_segment_channel_count(const dmxp_segment *seg) {
+    return atomic_load_explicit(&dmxp__hdr(seg)->channel_count, DMXP__ACQ);
+}
+
+static inline uint64_t dmxp_segment_free_space(const dmxp_segment *seg) {
+    uint64_t c = atomic_load_explicit(&dmxp__hdr(seg)->band_cursor, DMXP__RLX);
+    return c < seg->len ? seg->len - c : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Channels (PROTOCOL.md §4.2, §5)                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline void dmxp__bind(const dmxp_segment *seg, uint32_t id, uint64_t cap, uint64_t band,
+                              dmxp_channel *ch) {
+    ch->entry = dmxp__entry(seg, id);
+    ch->slots = (dmxp_slot *)(void *)(seg->base + band);
+    ch->capacity = cap;
+    ch->mask = cap - 1;
+    ch->band_offset = band;
+    ch->id = id;
+    ch->pid = seg->pid;
+}
+
+/* Opens created channel `id` after validating its entry and checking its band against every
+ * other channel's. DMXP_E_NOT_FOUND (or DMXP_E_BEING_CREATED) when it does not exist yet. */
+static inline dmxp_status dmxp_channel_open(const dmxp_segment *seg, uint32_t id,
+                                            dmxp_channel *ch, dmxp_error *err) {
+    if (seg == NULL || seg->base == NULL || ch == NULL)
+        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "channel", 0, 0, 0);
+    if (id >= DMXP_MAX_CHANNELS)
+        return dmxp__fail(err, DMXP_E_INVALID_CHANNEL_ID, -1, NULL, id, 0, 0);
+    uint64_t cap, band;
+    uint32_t state;
+    dmxp_status s = dmxp__geometry(seg, id, &cap, &band, &state, err);
+    if (s != DMXP_OK) return s;
+    if (cap == 0)
+        return dmxp__fail(err,
+                          state == DMXP_STATE_CREATING ? DMXP_E_BEING_CREATED : DMXP_E_NOT_FOUND,
+                          (int32_t)id, NULL, 0, 0, 0);
+    s = dmxp__check_overlap(seg, id, cap, band, err);
+    if (s != DMXP_OK) return s;
+    dmxp__bind(seg, id, cap, band, ch);
+    return DMXP_OK;
+}
+
+/* Opens channel `id`, waiting up to timeout_ms for it to be created. */
+static inline dmxp_status dmxp_channel_open_wait(const dmxp_segment *seg, uint32_t id,
+                                                 int64_t timeout_ms, dmxp_channel *ch,
+                                                 dmxp_error *err) {
+    int64_t deadline = dmxp__ms_deadline(timeout_ms);
+    for (;;) {
+        dmxp_status s = dmxp_channel_open(seg, id, ch, err);
+        if (s != DMXP_E_NOT_FOUND && s != DMXP_E_BEING_CREATED) return s;
+        if ((int64_t)dmxp_now_ns() >= deadline) return s;
+        dmxp__sleep_ns(1000000);
+    }
+}
+
+/* One past the last byte of any valid band (HEADER_SIZE when there are none). */
+static inline uint64_t dmxp__end_of_bands(const dmxp_segment *seg) {
+    uint64_t end = DMXP_HEADER_SIZE;
+    for (uint32_t id = 0; id < DMXP_MAX_CHANNELS; id++) {
+        uint64_t cap, band;
+        if (dmxp__geometry(seg, id, &cap, &band, NULL, NULL) == DMXP_OK && cap != 0) {
+            uint64_t e = band + cap * DMXP_SLOT_SIZE;
+            if (e > end) end = e;
+        }
+    }
+    return end;
+}
+
+/* Carves `need` bytes from band_cursor by CAS (§5 reserve_band). */
+static inline dmxp_status dmxp__reserve_band(const dmxp_segment *seg, uint64_t need,
+                                             uint64_t *start, dmxp_error *err) {
+    _Atomic uint64_t *cursor = &dmxp__hdr(seg)->band_cursor;
+    uint64_t c = atomic_load_explicit(cursor, DMXP__RLX);
+    for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
+        if (c == 0) {
+            /* A segment made without a band allocator: adopt the end of the last band. Racing
+             * adopters compute the same value; the CAS lets one of them install it. */
+            uint64_t adopted = dmxp__end_of_bands(seg);
+            uint64_t expected = 0;
+            if (atomic_compare_exchange_strong_explicit(cursor, &expected, adopted, DMXP__ACQREL,
+                                                        DMXP__RLX))
+                c = adopted;
+            else
+                c = expected;
+        }
+        if (c < DMXP_HEADER_SIZE || c > seg->len || c % DMXP_SLOT_ALIGN != 0)
+            return dmxp__fail(err, DMXP_E_BAND_CURSOR_OUT_OF_RANGE, -1, NULL, c, seg->len, 0);
+        if (need > seg->len - c)
+            return dmxp__fail(err, DMXP_E_OUT_OF_SPACE, -1, NULL, need, seg->len - c, 0);
+        if (atomic_compare_exchange_weak_explicit(cursor, &c, c + need, DMXP__ACQREL, DMXP__RLX)) {
+            *start = c;
+            return DMXP_OK;
+        }
+    }
+    return dmxp__fail(err, DMXP_E_BUSY, -1, "band_cursor", 0, 0, 0);
+}
+
+static inline void dmxp__zero_slot(dmxp_slot *s) {
+    dmxp_slot_meta *m = &s->meta;
+    atomic_store_explicit(&m->message_id, 0, DMXP__RLX);
+    atomic_store_explicit(&m->timestamp_ns, 0, DMXP__RLX);
+    atomic_store_explicit(&m->channel_id, 0, DMXP__RLX);
+    atomic_store_explicit(&m->message_type, 0, DMXP__RLX);
+    atomic_store_explicit(&m->sender_pid, 0, DMXP__RLX);
+    atomic_store_explicit(&m->sender_runtime, 0, DMXP__RLX);
+    atomic_store_explicit(&m->flags, 0, DMXP__RLX);
+    atomic_store_explicit(&m->payload_len, 0, DMXP__RLX);
+    atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
+    for (size_t i = 0; i < 2; i++) atomic_store_explicit(&s->zero0[i], 0, DMXP__RLX);
+    for (size_t i = 0; i < DMXP_PAYLOAD_WORDS; i++)
+        atomic_store_explicit(&s->payload[i], 0, DMXP__RLX);
+    for (size_t i = 0; i < 8; i++) atomic_store_explicit(&s->zero1[i], 0, DMXP__RLX);
+}
+
+static inline int dmxp__valid_capacity(uint64_t cap) {
+    return dmxp__is_pow2(cap) && cap >= DMXP_MIN_CAPACITY && cap <= DMXP_MAX_CAPACITY;
+}
+
+/* One attempt of §5 open_or_create. */
+static inline dmxp_status dmxp__open_or_create_once(const dmxp_segment *seg, uint32_t id,
+                                                    uint64_t capacity, dmxp_channel *ch,
+                                                    int *created, dmxp_error *err) {
+    dmxp_channel_entry *e = dmxp__entry(seg, id);
+    if (atomic_load_explicit(&e->capacity, DMXP__ACQ) != 0)
+        return dmxp_channel_open(seg, id, ch, err); /* exists, whatever its capacity */
+    uint32_t expected = DMXP_STATE_EMPTY;
+    if (!atomic_compare_exchange_strong_explicit(&e->state, &expected, DMXP_STATE_CREATING,
+                                                 DMXP__ACQ, DMXP__ACQ)) {
+        dmxp_status s = dmxp_channel_open(seg, id, ch, err);
+        if (s == DMXP_E_NOT_FOUND)
+            return dmxp__fail(err, DMXP_E_BEING_CREATED, (int32_t)id, NULL, 0, 0, 0);
+        return s;
+    }
+    /* This process holds the claim. Record who, so a creator dying here can be identified. */
+    atomic_store_explicit(&e->creator_pid, seg->pid, DMXP__RLX);
+    uint64_t band = 0;
+    dmxp_status s = dmxp__reserve_band(seg, capacity * DMXP_SLOT_SIZE, &band, err);
+    if (s != DMXP_OK) {
+        atomic_store_explicit(&e->state, DMXP_STATE_EMPTY, DMXP__REL); /* give the id back */
+        return s;
+    }
+    dmxp_slot *slots = (dmxp_slot *)(void *)(seg->base + band);
+    for (uint64_t k = 0; k < capacity; k++) {
+        dmxp__zero_slot(&slots[k]);
+        atomic_store_explicit(&slots[k].sequence, k, DMXP__RLX);
+    }
+    atomic_store_explicit(&e->channel_id, id, DMXP__RLX);
+    atomic_store_explicit(&e->flags, 0, DMXP__RLX);
+    atomic_store_explicit(&e->band_offset, band, DMXP__RLX);
+    atomic_store_explicit(&e->creator_pid, seg->pid, DMXP__RLX);
+    atomic_store_explicit(&e->not_empty_seq, 0, DMXP__RLX);
+    atomic_store_explicit(&e->not_empty_waiters, 0, DMXP__RLX);
+    atomic_store_explicit(&e->not_full_seq, 0, DMXP__RLX);
+    atomic_store_explicit(&e->not_full_waiters, 0, DMXP__RLX);
+    atomic_store_explicit(&e->head, 0, DMXP__RLX);
+    atomic_store_explicit(&e->tail, 0, DMXP__RLX);
+    atomic_fetch_add_explicit(&dmxp__hdr(seg)->channel_count, 1, DMXP__ACQREL);
+    atomic_store_explicit(&e->capacity, capacity, DMXP__REL); /* publication point */
+    atomic_store_explicit(&e->state, DMXP_STATE_READY, DMXP__REL);
+    dmxp__bind(seg, id, capacity, band, ch);
+    if (created) *created = 1;
+    return DMXP_OK;
+}
+
+/* Creates channel `id` with `capacity` slots (a power of two, 2..2^32), or opens it if it
+ * already exists, whatever its capacity (ch->capacity tells). Retries for up to timeout_ms
+ * while another process holds the creation claim (DMXP_E_BEING_CREATED after that).
+ * *created (optional) is 1 when this call made the channel. */
+static inline dmxp_status dmxp_channel_open_or_create(const dmxp_segment *seg, uint32_t id,
+                                                      uint64_t capacity, int64_t timeout_ms,
+                                                      dmxp_channel *ch, int *created,
+                                                      dmxp_error *err) {
+    if (created) *created = 0;
+    if (seg == NULL || seg->base == NULL || ch == NULL)
+        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "channel", 0, 0, 0);
+    if (!dmxp__valid_capacity(capacity))
+        return dmxp__fail(err, DMXP_E_INVALID_CAPACITY, -1, NULL, capacity, 0, 0);
+    if (id >= DMXP_MAX_CHANNELS)
+        return dmxp__fail(err, DMXP_E_INVALID_CHANNEL_ID, -1, NULL, id, 0, 0);
+    int64_t deadline = dmxp__ms_deadline(timeout_ms);
+    for (;;) {
+        dmxp_status s = dmxp__open_or_create_once(seg, id, capacity, ch, created, err);
+        if (s != DMXP_E_BEING_CREATED) return s;
+        if ((int64_t)dmxp_now_ns() >= deadline) return s;
+        dmxp__sleep_ns(1000000);
+    }
+}
+
+/* Strict create: DMXP_E_CHANNEL_EXISTS (found = its capacity) if the channel was there. */
+static inline dmxp_status dmxp_channel_create(const dmxp_segment *seg, uint32_t id,
+                                              uint64_t capacity, dmxp_channel *ch,
+                                              dmxp_error *err) {
+    int created = 0;
+    dmxp_status s = dmxp_channel_open_or_create(seg, id, capacity, 0, ch, &created, err);
+    if (s == DMXP_OK && !created)
+        return dmxp__fail(err, DMXP_E_CHANNEL_EXISTS, (int32_t)id, NULL, ch->capacity, 0, 0);
+    return s;
+}
+
+/* Snapshots of the cursors and waiter counts. */
+static inline uint64_t dmxp_channel_head(const dmxp_channel *ch) {
+    return atomic_load_explicit(&ch->entry->head, DMXP__RLX);
+}
+static inline uint64_t dmxp_channel_tail(const dmxp_channel *ch) {
+    return atomic_load_explicit(&ch->entry->tail, DMXP__RLX);
+}
+/* Messages queued, clamped to 0..capacity. */
+static inline uint64_t dmxp_channel_depth(const dmxp_channel *ch) {
+    uint64_t h = atomic_load_explicit(&ch->entry->head, DMXP__ACQ);
+    uint64_t t = atomic_load_explicit(&ch->entry->tail, DMXP__ACQ);
+    uint64_t d = t > h ? t - h : 0;
+    return d > ch->capacity ? ch->capacity : d;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The ring (PROTOCOL.md §6)                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline dmxp_slot *dmxp__slot(const dmxp_channel *ch, uint64_t position) {
+    /* The cached mask keeps every index inside the validated band. */
+    return &ch->slots[position & ch->mask];
+}
+
+/* ThreadSanitizer does not model atomic_thread_fence (GCC refuses it under -Werror=tsan).
+ * Under TSan the waker reads the waiter count with a seq-cst read-modify-write instead of a
+ * fence and a load: an RMW on the same word as the waiter's registration is either ordered
+ * after it (and sees the waiter) or is read by it (and then the waiter's re-check sees the
+ * publication), which C11 and TSan both understand. Production builds keep the fence, which
+ * needs no write to the shared cache line. */
+#if defined(__SANITIZE_THREAD__)
+#define DMXP__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define DMXP__TSAN 1
+#endif
+#endif
+
+/* Wake rule (§7.2): no syscall when nobody waits. */
+static inline void dmxp__notify(_Atomic uint32_t *word, _Atomic uint32_t *waiters) {
+#if defined(DMXP__TSAN)
+    if (atomic_fetch_add_explicit(waiters, 0, DMXP__SEQ) != 0) {
+#else
+    atomic_thread_fence(DMXP__SEQ);
+    if (atomic_load_explicit(waiters, DMXP__RLX) != 0) {
+#endif
+        atomic_fetch_add_explicit(word, 1, DMXP__REL);
+        dmxp__futex_wake_all(word);
+    }
+}
+
+static inline void dmxp__notify_consumers(const dmxp_channel *ch) {
+    dmxp__notify(&ch->entry->not_empty_seq, &ch->entry->not_empty_waiters);
+}
+
+static inline void dmxp__notify_producers(const dmxp_channel *ch) {
+    dmxp__notify(&ch->entry->not_full_seq, &ch->entry->not_full_waiters);
+}
+
+/* Claims up to `max` consecutive free positions with one CAS on tail. */
+static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
+                                           uint64_t *first, uint64_t *count) {
+    _Atomic uint64_t *tail_p = &ch->entry->tail;
+    uint64_t tail = atomic_load_explicit(tail_p, DMXP__RLX);
+    for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
+        uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, tail)->sequence, DMXP__ACQ);
+        int64_t d = dmxp__diff(seq, tail);
+        if (d == 0) {
+            uint64_t n = 1;
+            while (n < max &&
+                   atomic_load_explicit(&dmxp__slot(ch, tail + n)->sequence, DMXP__ACQ) ==
+                       tail + n)
+                n++;
+            if (atomic_compare_exchange_weak_explicit(tail_p, &tail, tail + n, DMXP__RLX,
+                                                      DMXP__RLX)) {
+                *first = tail;
+                *count = n;
+                return DMXP_OK;
+            }
+            /* tail now holds the current value */
+        } else if (d < 0) {
+            return DMXP_E_FULL; /* the slot still holds the message of tail - capacity */
+        } else {
+            tail = atomic_load_explicit(tail_p, DMXP__RLX); /* another producer took it */
+        }
+    }
+    return DMXP_E_BUSY;
+}
+
+/* Claims up to `max` consecutive published positions with one CAS on head. With
+ * buf_cap != SIZE_MAX, refuses (consuming nothing) when the first message is longer. */
+static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max, size_t buf_cap,
+                                           uint64_t *first, uint64_t *count, uint32_t *needed) {
+    _Atomic uint64_t *head_p = &ch->entry->head;
+    uint64_t head = atomic_load_explicit(head_p, DMXP__RLX);
+    for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
+        dmxp_slot *slot = dmxp__slot(ch, head);
+        uint64_t seq = atomic_load_explicit(&slot->sequence, DMXP__ACQ);
+        int64_t d = dmxp__diff(seq, head + 1);
+        if (d == 0) {
+            if (buf_cap != SIZE_MAX) {
+                /* Advisory peek: re-read and re-checked after the claim. */
+                uint32_t len = atomic_load_explicit(&slot->meta.payload_len, DMXP__RLX);
+                uint16_t flags = atomic_load_explicit(&slot->meta.flags, DMXP__RLX);
+                if ((flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST)) == 0 && len <= DMXP_MSG_INLINE &&
+                    len > buf_cap) {
+                    *needed = len;
+                    return DMXP_E_BUFFER_TOO_SMALL;
+                }
+            }
+            uint64_t n = 1;
+            while (n < max &&
+                   atomic_load_explicit(&dmxp__slot(ch, head + n)->sequence, DMXP__ACQ) ==
+                       head + n + 1)
+                n++;
+            if (atomic_compare_exchange_weak_explicit(head_p, &head, head + n, DMXP__RLX,
+                                                      DMXP__RLX)) {
+                *first = head;
+                *count = n;
+                return DMXP_OK;
+            }
+        } else if (d < 0) {
+            return DMXP_E_EMPTY; /* nothing sent, or its producer has not published yet */
+        } else {
+            head = atomic_load_explicit(head_p, DMXP__RLX); /* another consumer took it */
+        }
+    }
+    return DMXP_E_BUSY;
+}
+
+/* Payload words: aligned 8-byte relaxed atomics, little-endian, last word zero-padded. */
+static inline void dmxp__payload_store(dmxp_slot *slot, const unsigned char *src, size_t len) {
+    size_t words = len / 8, rem = len % 8;
+    for (size_t i = 0; i < words; i++) {
+        uint64_t w;
+        memcpy(&w, src + i * 8, 8); /* private memory */
+        atomic_store_explicit(&slot->payload[i], w, DMXP__RLX);
+    }
+    if (rem) {
+        uint64_t w = 0;
+        memcpy(&w, src + words * 8, rem);
+        atomic_store_explicit(&slot->payload[words], w, DMXP__RLX);
+    }
+}
+
+static inline void dmxp__payload_load(dmxp_slot *slot, unsigned char *dst, size_t len) {
+    size_t words = len / 8, rem = len % 8;
+    for (size_t i = 0; i < words; i++) {
+        uint64_t w = atomic_load_explicit(&slot->payload[i], DMXP__RLX);
+        memcpy(dst + i * 8, &w, 8);
+    }
+    if (rem) {
+        uint64_t w = atomic_load_explicit(&slot->payload[words], DMXP__RLX);
+        memcpy(dst + words * 8, &w, rem);
+    }
+}
+
+static inline void dmxp__write_slot(const dmxp_channel *ch, uint64_t position, const void *data,
+                                    size_t len, uint32_t message_type, uint16_t flags,
+                                    uint64_t timestamp) {
+    dmxp_slot *s = dmxp__slot(ch, position);
+    dmxp_slot_meta *m = &s->meta;
+    atomic_store_explicit(&m->message_id, position, DMXP__RLX);
+    atomic_store_explicit(&m->timestamp_ns, timestamp, DMXP__RLX);
+    atomic_store_explicit(&m->channel_id, ch->id, DMXP__RLX);
+    atomic_store_explicit(&m->message_type, message_type, DMXP__RLX);
+    atomic_store_explicit(&m->sender_pid, ch->pid, DMXP__RLX);
+    atomic_store_explicit(&m->sender_runtime, (uint16_t)DMXP_RUNTIME_C, DMXP__RLX);
+    atomic_store_explicit(&m->flags, flags, DMXP__RLX);
+    atomic_store_explicit(&m->payload_len, (uint32_t)len, DMXP__RLX);
+    atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
+    dmxp__payload_store(s, (const unsigned char *)data, len);
+    atomic_store_explicit(&s->sequence, position + 1, DMXP__REL); /* publish */
+}
+
+/* Frees the slot of consumed position h for the producer one lap later. */
+static inline void dmxp__free(const dmxp_channel *ch, uint64_t position) {
+    atomic_store_explicit(&dmxp__slot(ch, position)->sequence, position + ch->capacity,
+                          DMXP__REL);
+}
+
+static inline void dmxp__read_meta(dmxp_slot *s, dmxp_meta *out) {
+    dmxp_slot_meta *m = &s->meta;
+    out->message_id = atomic_load_explicit(&m->message_id, DMXP__RLX);
+    out->timestamp_ns = atomic_load_explicit(&m->timestamp_ns, DMXP__RLX);
+    out->channel_id = atomic_load_explicit(&m->channel_id, DMXP__RLX);
+    out->message_type = atomic_load_explicit(&m->message_type, DMXP__RLX);
+    out->sender_pid = atomic_load_explicit(&m->sender_pid, DMXP__RLX);
+    out->sender_runtime = atomic_load_explicit(&m->sender_runtime, DMXP__RLX);
+    out->flags = atomic_load_explicit(&m->flags, DMXP__RLX);
+    out->payload_len = atomic_load_explicit(&m->payload_len, DMXP__RLX);
+}
+
+static inline dmxp_status dmxp__check_outgoing(size_t len, const dmxp_send_opts *opts) {
+    if (len > DMXP_MSG_INLINE) return DMXP_E_TOO_LARGE;
+    if (opts && (opts->flags & DMXP_FLAGS_PROTOCOL_MASK)) return DMXP_E_RESERVED_FLAGS;
+    return DMXP_OK;
+}
+
+/* Sends one message. DMXP_E_FULL when every slot holds an unconsumed message. On success
+ * *message_id (optional) is the position it took. */
+static inline dmxp_status dmxp_try_send(const dmxp_channel *ch, const void *data, size_t len,
+                                        const dmxp_send_opts *opts, uint64_t *message_id) {
+    dmxp_status s = dmxp__check_outgoing(len, opts);
+    if (s != DMXP_OK) return s;
+    if (len && data == NULL) return DMXP_E_INVALID_ARGUMENT;
+    uint64_t pos, n;
+    s = dmxp__claim_send(ch, 1, &pos, &n);
+    if (s != DMXP_OK) return s;
+    dmxp__write_slot(ch, pos, data, len, opts ? opts->message_type : 0, opts ? opts->flags : 0,
+                     dmxp_now_ns());
+    dmxp__notify_consumers(ch);
+    if (message_id) *message_id = pos;
+    return DMXP_OK;
+}
+
+/* Sends up to n messages (datas[i] of lens[i] bytes) claimed with one CAS, in order: as many
+ * as there are free consecutive slots, at least one. *sent gets the count and *first_id
+ * (optional) the first message's id (the others follow: first_id + 1, ...). Every payload is
+ * checked before anything is sent. DMXP_E_FULL when none could be sent. */
+static inline dmxp_status dmxp_try_send_batch(const dmxp_channel *ch, const void *const *datas,
+                                              const size_t *lens, size_t n,
+                                              const dmxp_send_opts *opts, size_t *sent,
+                                              uint64_t *first_id) {
+    if (sent) *sent = 0;
+    if (n == 0) return DMXP_OK;
+    for (size_t i = 0; i < n; i++) {
+        dmxp_status s = dmxp__check_outgoing(lens[i], opts);
+        if (s != DMXP_OK) return s;
+        if (lens[i] && datas[i] == NULL) return DMXP_E_INVALID_ARGUMENT;
+    }
+    uint64_t first, count;
+    dmxp_status s = dmxp__claim_send(ch, (uint64_t)n, &first, &count);
+    if (s != DMXP_OK) return s;
+    uint64_t now = dmxp_now_ns();
+    uint32_t type = opts ? opts->message_type : 0;
+    uint16_t flags = opts ? opts->flags : 0;
+    for (uint64_t k = 0; k < count; k++)
+        dmxp__write_slot(ch, first + k, datas[k], lens[k], type, flags, now);
+    dmxp__notify_consumers(ch);
+    if (sent) *sent = (size_t)count;
+    if (first_id) *first_id = first;
+    return DMXP_OK;
+}
+
+/* Receives one message into buf (cap bytes). SKIP markers are passed over. Returns:
+ *  DMXP_OK                  meta (optional) and *len filled;
+ *  DMXP_E_EMPTY             nothing published at the head;
+ *  DMXP_E_BUFFER_TOO_SMALL  nothing consumed; meta->payload_len = the size needed (a
+ *                           960-byte buffer always suffices);
+ *  DMXP_E_LOST              a LOST tombstone was consumed; meta->message_id says which;
+ *  DMXP_E_CORRUPT_MESSAGE   a slot with payload_len > 960 was consumed and dropped;
+ *                           meta->message_id and meta->payload_len say which;
+ *  DMXP_E_BUSY              gave up after DMXP_RETRY_LIMIT retries.
+ * The slot is freed (sequence = position + capacity) in every case where one was claimed. */
+static inline dmxp_status dmxp_try_recv(const dmxp_channel *ch, void *buf, size_t cap,
+                                        dmxp_meta *meta, size_t *len) {
+    dmxp_meta local;
+    if (meta == NULL) meta = &local;
+    if (len) *len = 0;
+    if (cap && buf == NULL) return DMXP_E_INVALID_ARGUMENT;
+    for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
+        uint64_t pos, n;
+        uint32_t needed = 0;
+        dmxp_status s = dmxp__claim_recv(ch, 1, cap, &pos, &n, &needed);
+        if (s == DMXP_E_BUFFER_TOO_SMALL) {
+            memset(meta, 0, sizeof *meta);
+            meta->payload_len = needed;
+            return s;
+        }
+        if (s != DMXP_OK) return s;
+        dmxp_slot *slot = dmxp__slot(ch, pos);
+        dmxp__read_meta(slot, meta);
+        if (meta->flags & DMXP_FLAG_SKIP) {
+            s = DMXP_E_EMPTY; /* marker: free and go on */
+        } else if (meta->flags & DMXP_FLAG_LOST) {
+            meta->message_id = pos;
+            s = DMXP_E_LOST;
+        } else if (meta->payload_len > DMXP_MSG_INLINE || meta->payload_len > cap) {
+            /* > cap only if a peer rewrote a published slot after our peek */
+            meta->message_id = pos;
+            s = DMXP_E_CORRUPT_MESSAGE;
+        } else {
+            dmxp__payload_load(slot, (unsigned char *)buf, meta->payload_len);
+            if (len) *len = meta->payload_len;
+            s = DMXP_OK;
+        }
+        dmxp__free(ch, pos);
+        dmxp__notify_producers(ch);
+        if (s != DMXP_E_EMPTY) return s;
+    }
+    return DMXP_E_BUSY;
+}
+
+/* Receives up to `max` messages claimed with one CAS, calling deliver(ctx, meta, payload, len)
+ * for each (after its slot is freed). *delivered counts the messages handed over, *dropped the
+ * positions consumed without one (LOST tombstones and corrupt lengths); SKIP markers count in
+ * neither. DMXP_OK when at least one position was consumed, else DMXP_E_EMPTY / DMXP_E_BUSY. */
+static inline dmxp_status dmxp_try_recv_batch(const dmxp_channel *ch, size_t max,
+                                              dmxp_deliver_fn deliver, void *ctx,
+                                              size_t *delivered, size_t *dropped) {
+    if (delivered) *delivered = 0;
+    if (dropped) *dropped = 0;
+    if (max == 0) return DMXP_OK;
+    uint64_t first, count;
+    uint32_t needed;
+    dmxp_status s = dmxp__claim_recv(ch, (uint64_t)max, SIZE_MAX, &first, &count, &needed);
+    if (s != DMXP_OK) return s;
+    unsigned char buf[DMXP_MSG_INLINE];
+    size_t ok = 0, bad = 0;
+    for (uint64_t k = 0; k < count; k++) {
+        uint64_t pos = first + k;
+        dmxp_slot *slot = dmxp__slot(ch, pos);
+        dmxp_meta meta;
+        dmxp__read_meta(slot, &meta);
+        int kind; /* 0 message, 1 skip, 2 dropped */
+        if (meta.flags & DMXP_FLAG_SKIP)
+            kind = 1;
+        else if ((meta.flags & DMXP_FLAG_LOST) || meta.payload_len > DMXP_MSG_INLINE)
+            kind = 2;
+        else {
+            kind = 0;
+            dmxp__payload_load(slot, buf, meta.payload_len);
+        }
+        dmxp__free(ch, pos); /* every claimed position is freed */
+        if (kind == 0) {
+            ok++;
+            if (deliver) deliver(ctx, &meta, buf, meta.payload_len);
+        } else if (kind == 2) {
+            bad++;
+        }
+    }
+    dmxp__notify_producers(ch);
+    if (delivered) *delivered = ok;
+    if (dropped) *dropped = bad;
+    return DMXP_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Blocking (PROTOCOL.md §7)                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+/* True when the position at head has been published (a message or a marker). */
+static inline int dmxp_has_message(const dmxp_channel *ch) {
+    uint64_t h = atomic_load_explicit(&ch->entry->head, DMXP__RLX);
+    return atomic_load_explicit(&dmxp__slot(ch, h)->sequence, DMXP__ACQ) == h + 1;
+}
+
+/* True when the position at tail is free. */
+static inline int dmxp_has_free_slot(const dmxp_channel *ch) {
+    uint64_t t = atomic_load_explicit(&ch->entry->tail, DMXP__RLX);
+    return atomic_load_explicit(&dmxp__slot(ch, t)->sequence, DMXP__ACQ) == t;
+}
+
+/* One registered sleep of at most one slice (§7.2 wait_until). Returns 1 if ready() held. */
+static inline int dmxp__wait_once(const dmxp_channel *ch, int (*ready)(const dmxp_channel *),
+                                  _Atomic uint32_t *word, _Atomic uint32_t *waiters,
+                                  int64_t deadline) {
+    atomic_fetch_add_explicit(waiters, 1, DMXP__SEQ);
+    uint32_t v = atomic_load_explicit(word, DMXP__SEQ);
+#if !defined(DMXP__TSAN)
+    atomic_thread_fence(DMXP__SEQ);
+#endif
+    int is_ready = ready(ch);
+    if (!is_ready) {
+        int64_t left = deadline - (int64_t)dmxp_now_ns();
+        if (left > DMXP_WAIT_SLICE_NS) left = DMXP_WAIT_SLICE_NS;
+        if (left > 0) (void)dmxp__futex_wait(word, v, left);
+    }
+    atomic_fetch_sub_explicit(waiters, 1, DMXP__SEQ);
+    return is_ready;
+}
+
+static inline dmxp_status dmxp__wait_until(const dmxp_channel *ch,
+                                           int (*ready)(const dmxp_channel *),
+                                           _Atomic uint32_t *word, _Atomic uint32_t *waiters,
+                                           int64_t timeout_ns) {
+    int64_t deadline = dmxp__deadline(timeout_ns);
+    for (;;) {
+        if (ready(ch)) return DMXP_OK;
+        if (dmxp__wait_once(ch, ready, word, waiters, deadline)) return DMXP_OK;
+        if ((int64_t)dmxp_now_ns() >= deadline) return ready(ch) ? DMXP_OK : DMXP_E_TIMEOUT;
+    }
+}
+
+/* Sleeps on the channel's not_empty futex until a message is published at head, for at most
+ * timeout_ns (DMXP_FOREVER: no deadline). DMXP_OK or DMXP_E_TIMEOUT. */
+static inline dmxp_status dmxp_wait_message(const dmxp_channel *ch, int64_t timeout_ns) {
+    return dmxp__wait_until(ch, dmxp_has_message, &ch->entry->not_empty_seq,
+                            &ch->entry->not_empty_waiters, timeout_ns);
+}
+
+/* Sleeps on the channel's not_full futex until the slot at tail is free. */
+static inline dmxp_status dmxp_wait_free_slot(const dmxp_channel *ch, int64_t timeout_ns) {
+    return dmxp__wait_until(ch, dmxp_has_free_slot, &ch->entry->not_full_seq,
+                            &ch->entry->not_full_waiters, timeout_ns);
+}
+
+/* dmxp_try_recv, sleeping while the channel is empty, for at most timeout_ns (DMXP_FOREVER:
+ * no deadline). DMXP_E_TIMEOUT when nothing arrived in time. */
+static inline dmxp_status dmxp_recv_timeout(const dmxp_channel *ch, void *buf, size_t cap,
+                                            dmxp_meta *meta, size_t *len, int64_t timeout_ns) {
+    int64_t deadline = dmxp__deadline(timeout_ns);
+    for (;;) {
+        dmxp_status s = dmxp_try_recv(ch, buf, cap, meta, len);
+        if (s != DMXP_E_EMPTY) return s;
+        dmxp__wait_once(ch, dmxp_has_message, &ch->entry->not_empty_seq,
+                        &ch->entry->not_empty_waiters, deadline);
+        if ((int64_t)dmxp_now_ns() >= deadline) {
+            s = dmxp_try_recv(ch, buf, cap, meta, len);
+            return s == DMXP_E_EMPTY ? DMXP_E_TIMEOUT : s;
+        }
+    }
+}
+
+/* dmxp_try_send, sleeping while the channel is full, for at most timeout_ns. */
+static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *data,
+                                            size_t len, const dmxp_send_opts *opts,
+                                            uint64_t *message_id, int64_t timeout_ns) {
+    int64_t deadline = dmxp__deadline(timeout_ns);
+    for (;;) {
+        dmxp_status s = dmxp_try_send(ch, data, len, opts, message_id);
+        if (s != DMXP_E_FULL) return s;
+        dmxp__wait_once(ch, dmxp_has_free_slot, &ch->entry->not_full_seq,
+                        &ch->entry->not_full_waiters, deadline);
+        if ((int64_t)dmxp_now_ns() >= deadline) {
+            s = dmxp_try_send(ch, data, len, opts, message_id);
+            return s == DMXP_E_FULL ? DMXP_E_TIMEOUT : s;
+        }
+    }
+}
+
+#endif /* DMXP_H */

@@ -1,0 +1,305 @@
+/*
+ * consumer — receives and verifies the messages `producer` sends, one thread per channel.
+ *
+ *   consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE]
+ *            [--idle-exit-ms MS] [--wait SECONDS]
+ *
+ * Waits (up to --wait seconds, default 30) for the segment and each channel to exist, then
+ * receives on channels 0..num_channels until it has messages_per_channel distinct messages
+ * per channel (count mode). With --idle-exit-ms it instead stops once no message arrived on
+ * any channel for MS milliseconds (the idle clock starts at the first message; before it,
+ * --wait bounds the wait) — for several consumers sharing a channel. Every payload is checked
+ * (length >= 24, checksum, filler, channel field == the channel it arrived on); duplicates
+ * (the same (channel, index) twice), corrupt messages and, in count mode, missing ones are
+ * counted. --record FILE writes one line "channel index" per received message. Exits
+ * non-zero if anything is corrupt or duplicated, or (count mode) missing.
+ */
+#include "../dmxp.h"
+#include "dmxp_pattern.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+/* Seen indices: a bitmap for 0..limit, an open-addressing set for the others. */
+typedef struct {
+    uint8_t *bits;
+    uint64_t limit;
+    uint64_t *table; /* stores index + 1; 0 = empty */
+    size_t table_cap, table_len;
+} seen_set;
+
+static int set_grow(seen_set *s) {
+    size_t cap = s->table_cap ? s->table_cap * 2 : 1024;
+    uint64_t *t = calloc(cap, sizeof *t);
+    if (!t) return 0;
+    for (size_t i = 0; i < s->table_cap; i++) {
+        uint64_t v = s->table[i];
+        if (!v) continue;
+        size_t h = (size_t)((v * UINT64_C(0x9E3779B97F4A7C15)) >> 17) & (cap - 1);
+        while (t[h]) h = (h + 1) & (cap - 1);
+        t[h] = v;
+    }
+    free(s->table);
+    s->table = t;
+    s->table_cap = cap;
+    return 1;
+}
+
+/* Returns 1 if index was new, 0 if seen before, -1 on allocation failure. */
+static int set_insert(seen_set *s, uint64_t index) {
+    if (index < s->limit) {
+        uint8_t bit = (uint8_t)(1u << (index & 7));
+        if (s->bits[index >> 3] & bit) return 0;
+        s->bits[index >> 3] |= bit;
+        return 1;
+    }
+    if ((s->table_len + 1) * 2 > s->table_cap && !set_grow(s)) return -1;
+    uint64_t v = index + 1;
+    size_t h = (size_t)((v * UINT64_C(0x9E3779B97F4A7C15)) >> 17) & (s->table_cap - 1);
+    while (s->table[h]) {
+        if (s->table[h] == v) return 0;
+        h = (h + 1) & (s->table_cap - 1);
+    }
+    s->table[h] = v;
+    s->table_len++;
+    return 1;
+}
+
+typedef struct {
+    const dmxp_segment *seg;
+    uint32_t channel;
+    uint64_t expected;
+    int64_t deadline_ns; /* for the channel to appear, and (count mode) the first message */
+    int64_t wait_ns;
+    int64_t idle_ns; /* 0: count mode */
+    int record;
+    /* results */
+    seen_set seen;
+    uint64_t unique, duplicated, corrupt, lost;
+    uint64_t first_ns, last_ns;
+    uint64_t *recorded;
+    size_t recorded_len, recorded_cap;
+    int failed;
+    char error[256];
+} job;
+
+/* Time of the last message on any channel (idle mode), 0 before the first. */
+static _Atomic uint64_t last_activity_ns;
+
+static void check(void *ctx, const dmxp_meta *meta, const void *payload, size_t len) {
+    job *j = ctx;
+    uint64_t channel, index;
+    uint64_t now = dmxp_now_ns();
+    if (j->first_ns == 0) j->first_ns = now;
+    j->last_ns = now;
+    if (dmxp_pattern_decode(payload, len, &channel, &index) != DMXP_PATTERN_OK ||
+        channel != j->channel || meta->channel_id != j->channel) {
+        j->corrupt++;
+        return;
+    }
+    int fresh = set_insert(&j->seen, index);
+    if (fresh < 0) {
+        j->failed = 1;
+        snprintf(j->error, sizeof j->error, "channel %u: out of memory", j->channel);
+        return;
+    }
+    if (fresh)
+        j->unique++;
+    else
+        j->duplicated++;
+    if (j->record) {
+        if (j->recorded_len == j->recorded_cap) {
+            size_t cap = j->recorded_cap ? j->recorded_cap * 2 : 4096;
+            uint64_t *r = realloc(j->recorded, cap * sizeof *r);
+            if (!r) {
+                j->failed = 1;
+                snprintf(j->error, sizeof j->error, "channel %u: out of memory", j->channel);
+                return;
+            }
+            j->recorded = r;
+            j->recorded_cap = cap;
+        }
+        j->recorded[j->recorded_len++] = index;
+    }
+}
+
+static void *receive_all(void *arg) {
+    job *j = arg;
+    dmxp_channel ch;
+    dmxp_error err;
+    int64_t left_ms = (j->deadline_ns - (int64_t)dmxp_now_ns()) / 1000000;
+    dmxp_status s = dmxp_channel_open_wait(j->seg, j->channel, left_ms > 0 ? left_ms : 0, &ch,
+                                           &err);
+    if (s != DMXP_OK) {
+        j->failed = 1;
+        char msg[200];
+        dmxp_error_format(&err, msg, sizeof msg);
+        snprintf(j->error, sizeof j->error, "channel %u: open: %s", j->channel, msg);
+        return NULL;
+    }
+    for (;;) {
+        if (j->failed) break;
+        if (!j->idle_ns && j->unique >= j->expected) break;
+        size_t delivered = 0, dropped = 0;
+        s = dmxp_try_recv_batch(&ch, 64, check, j, &delivered, &dropped);
+        if (s == DMXP_OK) {
+            j->corrupt += dropped;
+            if (j->idle_ns) atomic_store_explicit(&last_activity_ns, dmxp_now_ns(),
+                                                  memory_order_relaxed);
+            continue;
+        }
+        /* BUSY (a corrupt or extremely contended ring) is treated like EMPTY: wait, re-check,
+         * and give up after the idle/wait limit rather than spin. */
+        if (s != DMXP_E_EMPTY && s != DMXP_E_BUSY) {
+            j->failed = 1;
+            snprintf(j->error, sizeof j->error, "channel %u: receive: %s", j->channel,
+                     dmxp_strerror(s));
+            break;
+        }
+        if (j->idle_ns) {
+            uint64_t last = atomic_load_explicit(&last_activity_ns, memory_order_relaxed);
+            int64_t now = (int64_t)dmxp_now_ns();
+            if (last == 0 && now >= j->deadline_ns) break; /* nothing ever arrived */
+            if (last != 0 && now - (int64_t)last >= j->idle_ns) break;
+            dmxp_wait_message(&ch, j->idle_ns < 50000000 ? j->idle_ns : 50000000);
+        } else if (dmxp_wait_message(&ch, j->wait_ns) == DMXP_E_TIMEOUT) {
+            fprintf(stderr, "consumer: channel %u: no message for %llds, giving up\n",
+                    j->channel, (long long)(j->wait_ns / 1000000000));
+            break;
+        }
+    }
+    if (!j->idle_ns && j->unique < j->expected) j->lost = j->expected - j->unique;
+    return NULL;
+}
+
+static int parse_u64(const char *text, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text || *end || text[0] == '-') return 0;
+    *out = v;
+    return 1;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: consumer <num_channels> <messages_per_channel> [--segment NAME] "
+                    "[--record FILE] [--idle-exit-ms MS] [--wait SECONDS]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    const char *segment = getenv("DMXP_SEGMENT");
+    if (segment == NULL || segment[0] == 0) segment = DMXP_DEFAULT_SEGMENT_NAME;
+    const char *record = NULL;
+    uint64_t positional[2];
+    int npos = 0;
+    uint64_t idle_ms = 0, wait_s = 30;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--segment") == 0 && i + 1 < argc) {
+            segment = argv[++i];
+        } else if (strcmp(a, "--record") == 0 && i + 1 < argc) {
+            record = argv[++i];
+        } else if (strcmp(a, "--idle-exit-ms") == 0 && i + 1 < argc) {
+            if (!parse_u64(argv[++i], &idle_ms) || idle_ms == 0) usage();
+        } else if (strcmp(a, "--wait") == 0 && i + 1 < argc) {
+            if (!parse_u64(argv[++i], &wait_s) || wait_s > 86400) usage();
+        } else if (a[0] == '-' && a[1] == '-') {
+            usage();
+        } else {
+            if (npos == 2 || !parse_u64(a, &positional[npos])) usage();
+            npos++;
+        }
+    }
+    if (npos != 2 || positional[0] > DMXP_MAX_CHANNELS) usage();
+    uint32_t channels = (uint32_t)positional[0];
+    uint64_t expected = positional[1];
+    int64_t wait_ns = (int64_t)wait_s * 1000000000;
+    int64_t deadline = (int64_t)dmxp_now_ns() + wait_ns;
+
+    /* The segment may not exist yet: a consumer may start before the producer. */
+    dmxp_segment seg;
+    dmxp_error err;
+    dmxp_status s;
+    for (;;) {
+        s = dmxp_segment_open_shm(&seg, segment, 1000, &err);
+        if ((s != DMXP_E_NO_SEGMENT && s != DMXP_E_NOT_READY) ||
+            (int64_t)dmxp_now_ns() >= deadline)
+            break;
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+    }
+    if (s != DMXP_OK) {
+        char msg[256];
+        dmxp_error_format(&err, msg, sizeof msg);
+        fprintf(stderr, "consumer: segment %s: %s\n", segment, msg);
+        return 1;
+    }
+
+    job *jobs = calloc(channels ? channels : 1, sizeof *jobs);
+    pthread_t *threads = calloc(channels ? channels : 1, sizeof *threads);
+    if (!jobs || !threads) return 1;
+    uint64_t limit = expected < (UINT64_C(1) << 33) ? expected : (UINT64_C(1) << 33);
+    for (uint32_t c = 0; c < channels; c++) {
+        jobs[c] = (job){.seg = &seg, .channel = c, .expected = expected,
+                        .deadline_ns = deadline, .wait_ns = wait_ns,
+                        .idle_ns = (int64_t)idle_ms * 1000000, .record = record != NULL};
+        jobs[c].seen.limit = limit;
+        jobs[c].seen.bits = calloc((size_t)(limit / 8 + 1), 1);
+        if (!jobs[c].seen.bits) return 1;
+        if (pthread_create(&threads[c], NULL, receive_all, &jobs[c]) != 0) {
+            fprintf(stderr, "consumer: pthread_create failed\n");
+            return 1;
+        }
+    }
+    for (uint32_t c = 0; c < channels; c++) pthread_join(threads[c], NULL);
+
+    int ok = 1;
+    uint64_t unique = 0, lost = 0, dup = 0, corrupt = 0, first = 0, last = 0;
+    for (uint32_t c = 0; c < channels; c++) {
+        job *j = &jobs[c];
+        if (j->failed) {
+            fprintf(stderr, "consumer: %s\n", j->error);
+            ok = 0;
+        }
+        double span = j->last_ns > j->first_ns ? (double)(j->last_ns - j->first_ns) / 1e9 : 0;
+        printf("consumer: channel %u: received %llu (%.0f msgs/s), lost %llu, duplicated %llu, "
+               "corrupt %llu\n",
+               c, (unsigned long long)j->unique, span > 0 ? (double)j->unique / span : 0.0,
+               (unsigned long long)j->lost, (unsigned long long)j->duplicated,
+               (unsigned long long)j->corrupt);
+        unique += j->unique;
+        lost += j->lost;
+        dup += j->duplicated;
+        corrupt += j->corrupt;
+        if (j->first_ns && (first == 0 || j->first_ns < first)) first = j->first_ns;
+        if (j->last_ns > last) last = j->last_ns;
+    }
+    double span = last > first ? (double)(last - first) / 1e9 : 0;
+    printf("consumer: received %llu messages on %u channels of %s in %.3fs: %.0f msgs/s; "
+           "lost %llu, duplicated %llu, corrupt %llu\n",
+           (unsigned long long)unique, channels, segment, span,
+           span > 0 ? (double)unique / span : 0.0, (unsigned long long)lost,
+           (unsigned long long)dup, (unsigned long long)corrupt);
+
+    if (record) {
+        FILE *f = fopen(record, "w");
+        if (!f) {
+            perror(record);
+            ok = 0;
+        } else {
+            for (uint32_t c = 0; c < channels; c++)
+                for (size_t i = 0; i < jobs[c].recorded_len; i++)
+                    fprintf(f, "%u %llu\n", c, (unsigned long long)jobs[c].recorded[i]);
+            if (fclose(f) != 0) ok = 0;
+        }
+    }
+    for (uint32_t c = 0; c < channels; c++) {
+        free(jobs[c].seen.bits);
+        free(jobs[c].seen.table);
+        free(jobs[c].recorded);
+    }
+    free(jobs);
+    free(threads);
+    dmxp_segment_close(&seg);
+    return ok && lost == 0 && dup == 0 && corrupt == 0 ? 0 : 1;
+}

@@ -1,0 +1,213 @@
+/*
+ * producer — sends verifiable messages on DMXP channels 0..num_channels, one thread each.
+ *
+ *   producer <num_channels> <messages_per_channel> [capacity] [--segment NAME]
+ *            [--first-index K] [--batch N] [--size BYTES]
+ *
+ * Opens or creates the segment (default /dmxp_alloc, or $DMXP_SEGMENT; 128 MiB, mode 0600)
+ * and, for each channel c, opens or creates channel c with `capacity` slots (default 1024; an
+ * existing channel is used as is). Sends indices K..K+messages_per_channel-1 on each channel
+ * with payload pattern(c, index, default_len(index)); on a full ring it sleeps on the
+ * channel's futex until a slot is freed. --batch N sends N at a time with one claim. Prints
+ * one line per channel and a summary with msgs/s; exits 0 when everything was sent.
+ */
+#include "../dmxp.h"
+#include "dmxp_pattern.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+typedef struct {
+    const dmxp_segment *seg;
+    uint32_t channel;
+    uint64_t capacity;
+    uint64_t first;
+    uint64_t count;
+    size_t batch;
+    /* results */
+    uint64_t sent;
+    uint64_t full;
+    double seconds;
+    int failed;
+    char error[256];
+} job;
+
+static double now_s(void) { return (double)dmxp_now_ns() / 1e9; }
+
+static const int64_t FULL_WAIT_NS = INT64_C(60000000000); /* give up after 60 s of full ring */
+
+static void fail_job(job *j, const char *what, dmxp_status s) {
+    j->failed = 1;
+    snprintf(j->error, sizeof j->error, "channel %u: %s: %s (%s)", j->channel, what,
+             dmxp_strerror(s), dmxp_status_name(s));
+}
+
+static void *send_all(void *arg) {
+    job *j = arg;
+    dmxp_channel ch;
+    dmxp_error err;
+    dmxp_status s = dmxp_channel_open_or_create(j->seg, j->channel, j->capacity, 5000, &ch,
+                                                NULL, &err);
+    if (s != DMXP_OK) {
+        j->failed = 1;
+        char msg[200];
+        dmxp_error_format(&err, msg, sizeof msg);
+        snprintf(j->error, sizeof j->error, "channel %u: open: %s", j->channel, msg);
+        return NULL;
+    }
+    double start = now_s();
+    if (j->batch <= 1) {
+        unsigned char buf[DMXP_MSG_INLINE];
+        for (uint64_t i = 0; i < j->count; i++) {
+            uint64_t index = j->first + i;
+            size_t len = dmxp_pattern_encode(j->channel, index,
+                                             dmxp_pattern_default_len(index), buf);
+            s = dmxp_try_send(&ch, buf, len, NULL, NULL);
+            if (s == DMXP_E_FULL) {
+                j->full++;
+                s = dmxp_send_timeout(&ch, buf, len, NULL, NULL, FULL_WAIT_NS);
+            }
+            if (s != DMXP_OK) {
+                fail_job(j, "send", s);
+                break;
+            }
+            j->sent++;
+        }
+    } else {
+        unsigned char *bufs = malloc(j->batch * DMXP_MSG_INLINE);
+        const void **datas = malloc(j->batch * sizeof *datas);
+        size_t *lens = malloc(j->batch * sizeof *lens);
+        if (!bufs || !datas || !lens) {
+            j->failed = 1;
+            snprintf(j->error, sizeof j->error, "channel %u: out of memory", j->channel);
+        }
+        uint64_t next = 0;
+        while (!j->failed && next < j->count) {
+            size_t n = j->count - next < j->batch ? (size_t)(j->count - next) : j->batch;
+            for (size_t k = 0; k < n; k++) {
+                uint64_t index = j->first + next + k;
+                unsigned char *b = bufs + k * DMXP_MSG_INLINE;
+                lens[k] = dmxp_pattern_encode(j->channel, index,
+                                              dmxp_pattern_default_len(index), b);
+                datas[k] = b;
+            }
+            size_t done = 0;
+            while (done < n) {
+                size_t got = 0;
+                s = dmxp_try_send_batch(&ch, datas + done, lens + done, n - done, NULL, &got,
+                                        NULL);
+                if (s == DMXP_OK) {
+                    done += got;
+                    continue;
+                }
+                if (s != DMXP_E_FULL) {
+                    fail_job(j, "send batch", s);
+                    break;
+                }
+                j->full++;
+                s = dmxp_wait_free_slot(&ch, FULL_WAIT_NS);
+                if (s != DMXP_OK) {
+                    fail_job(j, "waiting for a free slot", s);
+                    break;
+                }
+            }
+            j->sent += done;
+            next += n;
+        }
+        free(bufs);
+        free(datas);
+        free(lens);
+    }
+    j->seconds = now_s() - start;
+    return NULL;
+}
+
+static int parse_u64(const char *text, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text || *end || text[0] == '-') return 0;
+    *out = v;
+    return 1;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: producer <num_channels> <messages_per_channel> [capacity] "
+                    "[--segment NAME] [--first-index K] [--batch N] [--size BYTES]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    const char *segment = getenv("DMXP_SEGMENT");
+    if (segment == NULL || segment[0] == 0) segment = DMXP_DEFAULT_SEGMENT_NAME;
+    uint64_t positional[3];
+    int npos = 0;
+    uint64_t first = 0, batch = 1, size = DMXP_DEFAULT_SEGMENT_SIZE;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--segment") == 0 && i + 1 < argc) {
+            segment = argv[++i];
+        } else if (strcmp(a, "--first-index") == 0 && i + 1 < argc) {
+            if (!parse_u64(argv[++i], &first)) usage();
+        } else if (strcmp(a, "--batch") == 0 && i + 1 < argc) {
+            if (!parse_u64(argv[++i], &batch) || batch == 0 || batch > 65536) usage();
+        } else if (strcmp(a, "--size") == 0 && i + 1 < argc) {
+            if (!parse_u64(argv[++i], &size)) usage();
+        } else if (a[0] == '-' && a[1] == '-') {
+            usage();
+        } else {
+            if (npos == 3 || !parse_u64(a, &positional[npos])) usage();
+            npos++;
+        }
+    }
+    if (npos < 2 || positional[0] > DMXP_MAX_CHANNELS) usage();
+    uint32_t channels = (uint32_t)positional[0];
+    uint64_t count = positional[1];
+    uint64_t capacity = npos == 3 ? positional[2] : DMXP_DEFAULT_CAPACITY;
+
+    dmxp_segment seg;
+    dmxp_error err;
+    dmxp_status s = dmxp_segment_open_or_create_shm(&seg, segment, (size_t)size,
+                                                    DMXP_DEFAULT_MODE, 5000, NULL, &err);
+    if (s != DMXP_OK) {
+        char msg[256];
+        dmxp_error_format(&err, msg, sizeof msg);
+        fprintf(stderr, "producer: segment %s: %s\n", segment, msg);
+        return 1;
+    }
+    job *jobs = calloc(channels ? channels : 1, sizeof *jobs);
+    pthread_t *threads = calloc(channels ? channels : 1, sizeof *threads);
+    if (!jobs || !threads) return 1;
+    double start = now_s();
+    for (uint32_t c = 0; c < channels; c++) {
+        jobs[c] = (job){.seg = &seg, .channel = c, .capacity = capacity, .first = first,
+                        .count = count, .batch = (size_t)batch};
+        if (pthread_create(&threads[c], NULL, send_all, &jobs[c]) != 0) {
+            fprintf(stderr, "producer: pthread_create failed\n");
+            return 1;
+        }
+    }
+    int failed = 0;
+    uint64_t total = 0;
+    for (uint32_t c = 0; c < channels; c++) pthread_join(threads[c], NULL);
+    double elapsed = now_s() - start;
+    for (uint32_t c = 0; c < channels; c++) {
+        job *j = &jobs[c];
+        if (j->failed) {
+            fprintf(stderr, "producer: %s\n", j->error);
+            failed = 1;
+        }
+        total += j->sent;
+        printf("producer: channel %u: sent %llu in %.3fs (%.0f msgs/s), ring full %llu times\n",
+               c, (unsigned long long)j->sent, j->seconds,
+               j->seconds > 0 ? (double)j->sent / j->seconds : 0.0,
+               (unsigned long long)j->full);
+    }
+    printf("producer: sent %llu messages on %u channels of %s in %.3fs: %.0f msgs/s\n",
+           (unsigned long long)total, channels, segment, elapsed,
+           elapsed > 0 ? (double)total / elapsed : 0.0);
+    dmxp_segment_close(&seg);
+    free(jobs);
+    free(threads);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,433 @@
+/* Validation (PROTOCOL.md §4) and error codes: writes bad values into a segment, one field at a
+ * time, and checks the status, the field named and the values reported; plus the argument
+ * errors of the API, markers and corrupt slots, and hostile cursors. */
+#include "check.h"
+
+#define SEG_LEN (1u << 20)
+
+static dmxp_segment seg;
+static dmxp_segment_layout *lay;
+static unsigned char *mem;
+
+/* Attach must fail with `want`, naming `field`. */
+static void expect_attach(dmxp_status want, const char *field, uint64_t found) {
+    dmxp_segment s2;
+    dmxp_error err;
+    memset(&err, 0, sizeof err);
+    CHECK_STATUS(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err), want);
+    CHECK_EQ_U64(err.status, want);
+    CHECK_EQ_U64((uint64_t)(int64_t)err.channel, (uint64_t)(int64_t)-1);
+    if (field) CHECK(err.field && strcmp(err.field, field) == 0);
+    CHECK_EQ_U64(err.found, found);
+    char text[256];
+    CHECK(dmxp_error_format(&err, text, sizeof text) > 0);
+    if (field && want != DMXP_E_NOT_READY) CHECK(strstr(text, field) != NULL);
+}
+
+static void expect_open(uint32_t id, dmxp_status want, const char *field, uint64_t found) {
+    dmxp_channel ch;
+    dmxp_error err;
+    memset(&err, 0, sizeof err);
+    CHECK_STATUS(dmxp_channel_open(&seg, id, &ch, &err), want);
+    CHECK_EQ_U64(err.status, want);
+    CHECK_EQ_U64(err.channel, id);
+    if (field) {
+        CHECK(err.field && strcmp(err.field, field) == 0);
+        CHECK(strcmp(dmxp_status_field(want), field) == 0);
+        CHECK_EQ_U64(err.found, found);
+    }
+    /* validate_all reports the same problem. */
+    if (field) CHECK_STATUS(dmxp_segment_validate_all(&seg, &err), want);
+    char text[256];
+    CHECK(dmxp_error_format(&err, text, sizeof text) > 0);
+    CHECK(strstr(text, "channel") != NULL);
+}
+
+static void header_checks(void) {
+    dmxp_header *h = &lay->header;
+    dmxp_segment s2;
+    dmxp_error err;
+
+    /* #0 region */
+    CHECK_STATUS(dmxp_segment_attach_memory(&s2, mem + 64, SEG_LEN - 64, &err),
+                 DMXP_E_REGION_MISALIGNED);
+    CHECK_EQ_U64(err.value2, 128);
+    CHECK_STATUS(dmxp_segment_attach_memory(&s2, mem, DMXP_HEADER_SIZE - 1, &err),
+                 DMXP_E_REGION_TOO_SMALL);
+    CHECK_EQ_U64(err.found, DMXP_HEADER_SIZE - 1);
+    CHECK_EQ_U64(err.value2, DMXP_HEADER_SIZE);
+    CHECK_STATUS(dmxp_segment_attach_memory(&s2, NULL, SEG_LEN, &err), DMXP_E_REGION_MISALIGNED);
+
+    /* #1 magic 0: being created */
+    atomic_store(&h->magic, 0);
+    expect_attach(DMXP_E_NOT_READY, "magic", 0);
+    /* #2 bad magic (the seed's or a random value) */
+    atomic_store(&h->magic, UINT64_C(0x1122334455667788));
+    expect_attach(DMXP_E_BAD_MAGIC, "magic", UINT64_C(0x1122334455667788));
+    /* order: a bad magic is reported before a bad version */
+    atomic_store(&h->version, 9);
+    expect_attach(DMXP_E_BAD_MAGIC, "magic", UINT64_C(0x1122334455667788));
+    atomic_store(&h->magic, DMXP_MAGIC);
+    /* #3 version */
+    expect_attach(DMXP_E_UNSUPPORTED_VERSION, "version", 9);
+    atomic_store(&h->max_channels, 128); /* version still wins */
+    expect_attach(DMXP_E_UNSUPPORTED_VERSION, "version", 9);
+    atomic_store(&h->version, 1);
+    /* #4 max_channels */
+    expect_attach(DMXP_E_WRONG_MAX_CHANNELS, "max_channels", 128);
+    atomic_store(&h->max_channels, 256);
+    /* #5 channel_count */
+    atomic_store(&h->channel_count, 257);
+    expect_attach(DMXP_E_CHANNEL_COUNT_TOO_LARGE, "channel_count", 257);
+    atomic_store(&h->channel_count, 256);
+    CHECK_OK(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err));
+    atomic_store(&h->channel_count, 2);
+    /* #6 segment_size */
+    atomic_store(&h->segment_size, SEG_LEN + 1);
+    expect_attach(DMXP_E_SEGMENT_SIZE_MISMATCH, "segment_size", SEG_LEN + 1);
+    atomic_store(&h->segment_size, DMXP_HEADER_SIZE - 8);
+    expect_attach(DMXP_E_SEGMENT_SIZE_MISMATCH, "segment_size", DMXP_HEADER_SIZE - 8);
+    atomic_store(&h->segment_size, 0); /* not recorded: the mapped size counts */
+    CHECK_OK(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err));
+    CHECK_EQ_U64(s2.len, SEG_LEN);
+    atomic_store(&h->segment_size, SEG_LEN / 2); /* smaller than mapped is fine */
+    CHECK_OK(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err));
+    CHECK_EQ_U64(s2.len, SEG_LEN / 2);
+    /* #7 band_cursor, checked against segment_len */
+    uint64_t cursor = atomic_load(&h->band_cursor);
+    atomic_store(&h->band_cursor, SEG_LEN / 2 + 64);
+    expect_attach(DMXP_E_BAND_CURSOR_OUT_OF_RANGE, "band_cursor", SEG_LEN / 2 + 64);
+    atomic_store(&h->segment_size, SEG_LEN);
+    atomic_store(&h->band_cursor, DMXP_HEADER_SIZE - 64);
+    expect_attach(DMXP_E_BAND_CURSOR_OUT_OF_RANGE, "band_cursor", DMXP_HEADER_SIZE - 64);
+    atomic_store(&h->band_cursor, cursor + 8);
+    expect_attach(DMXP_E_BAND_CURSOR_OUT_OF_RANGE, "band_cursor", cursor + 8);
+    atomic_store(&h->band_cursor, 0); /* no band allocator: accepted */
+    CHECK_OK(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err));
+    atomic_store(&h->band_cursor, cursor);
+    CHECK_OK(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err));
+    CHECK_OK(dmxp_segment_validate_all(&s2, &err));
+}
+
+static void entry_checks(void) {
+    dmxp_channel_entry *e = &lay->channels[1];
+    uint64_t band = atomic_load(&e->band_offset);
+    uint64_t band0 = atomic_load(&lay->channels[0].band_offset);
+    dmxp_channel ch;
+    dmxp_error err;
+
+    /* #1 state */
+    atomic_store(&e->state, 7);
+    expect_open(1, DMXP_E_UNKNOWN_CHANNEL_STATE, "state", 7);
+    atomic_store(&e->channel_id, 99); /* state is checked first */
+    expect_open(1, DMXP_E_UNKNOWN_CHANNEL_STATE, "state", 7);
+    atomic_store(&e->state, DMXP_STATE_READY);
+    /* #3 channel_id */
+    expect_open(1, DMXP_E_CHANNEL_ID_MISMATCH, "channel_id", 99);
+    atomic_store(&e->channel_id, 1);
+    /* #2 capacity 0 */
+    atomic_store(&e->capacity, 0);
+    expect_open(1, DMXP_E_CAPACITY_ZERO, "capacity", 0);
+    atomic_store(&e->state, DMXP_STATE_CREATING);
+    expect_open(1, DMXP_E_BEING_CREATED, NULL, 0);
+    atomic_store(&e->state, DMXP_STATE_EMPTY);
+    expect_open(1, DMXP_E_NOT_FOUND, NULL, 0);
+    /* #4 power of two, #5 minimum, #5b maximum */
+    atomic_store(&e->capacity, 6);
+    expect_open(1, DMXP_E_CAPACITY_NOT_POWER_OF_TWO, "capacity", 6);
+    atomic_store(&e->capacity, 1);
+    expect_open(1, DMXP_E_CAPACITY_TOO_SMALL, "capacity", 1);
+    atomic_store(&e->capacity, UINT64_C(1) << 33);
+    expect_open(1, DMXP_E_CAPACITY_TOO_LARGE, "capacity", UINT64_C(1) << 33);
+    /* A created entry with state EMPTY (an older client) is valid. */
+    atomic_store(&e->capacity, 8);
+    CHECK_OK(dmxp_channel_open(&seg, 1, &ch, &err));
+    atomic_store(&e->state, DMXP_STATE_READY);
+    /* #6 band alignment, #7 header overlap, #8 inside the segment */
+    atomic_store(&e->band_offset, band + 8);
+    expect_open(1, DMXP_E_BAND_MISALIGNED, "band_offset", band + 8);
+    atomic_store(&e->band_offset, 64);
+    expect_open(1, DMXP_E_BAND_OVERLAPS_HEADER, "band_offset", 64);
+    atomic_store(&e->band_offset, SEG_LEN - 7 * DMXP_SLOT_SIZE / 64 * 64);
+    expect_open(1, DMXP_E_BAND_OUTSIDE_SEGMENT, "band_offset",
+                SEG_LEN - 7 * DMXP_SLOT_SIZE / 64 * 64);
+    CHECK_STATUS(dmxp_channel_open(&seg, 1, &ch, &err), DMXP_E_BAND_OUTSIDE_SEGMENT);
+    CHECK_EQ_U64(err.value2, 8 * DMXP_SLOT_SIZE);
+    CHECK_EQ_U64(err.value3, SEG_LEN);
+    atomic_store(&e->band_offset, UINT64_MAX - 63); /* would overflow */
+    expect_open(1, DMXP_E_BAND_OUTSIDE_SEGMENT, "band_offset", UINT64_MAX - 63);
+    atomic_store(&e->band_offset, band);
+    atomic_store(&e->capacity, UINT64_C(1) << 32); /* valid capacity, band far too long */
+    expect_open(1, DMXP_E_BAND_OUTSIDE_SEGMENT, "band_offset", band);
+    atomic_store(&e->capacity, 8);
+    /* #9 overlap with channel 0's band (reported for the channel opened, naming the other) */
+    atomic_store(&e->band_offset, band0 + 64);
+    expect_open(1, DMXP_E_BANDS_OVERLAP, "band_offset", 0);
+    expect_open(0, DMXP_E_BANDS_OVERLAP, "band_offset", 1);
+    /* A corrupt neighbour does not stop a healthy channel from opening. */
+    atomic_store(&e->band_offset, band);
+    atomic_store(&e->capacity, 6);
+    CHECK_OK(dmxp_channel_open(&seg, 0, &ch, &err));
+    atomic_store(&e->capacity, 8);
+    CHECK_OK(dmxp_channel_open(&seg, 1, &ch, &err));
+    CHECK_OK(dmxp_segment_validate_all(&seg, &err));
+}
+
+static void api_errors(void) {
+    dmxp_channel ch, ch0;
+    dmxp_error err;
+    int created = 7;
+    CHECK_STATUS(dmxp_channel_open(&seg, 256, &ch, &err), DMXP_E_INVALID_CHANNEL_ID);
+    CHECK_EQ_U64(err.found, 256);
+    CHECK_STATUS(dmxp_channel_open_or_create(&seg, 300, 4, 0, &ch, NULL, &err),
+                 DMXP_E_INVALID_CHANNEL_ID);
+    const uint64_t bad_caps[] = {0, 1, 3, 12, UINT64_C(1) << 33};
+    for (size_t i = 0; i < sizeof bad_caps / sizeof bad_caps[0]; i++) {
+        CHECK_STATUS(dmxp_channel_open_or_create(&seg, 5, bad_caps[i], 0, &ch, NULL, &err),
+                     DMXP_E_INVALID_CAPACITY);
+        CHECK_EQ_U64(err.found, bad_caps[i]);
+    }
+    /* Missing channel */
+    CHECK_STATUS(dmxp_channel_open(&seg, 5, &ch, &err), DMXP_E_NOT_FOUND);
+    CHECK_STATUS(dmxp_channel_open_wait(&seg, 5, 20, &ch, &err), DMXP_E_NOT_FOUND);
+    /* An existing channel is opened with its own capacity; strict create refuses it. */
+    CHECK_OK(dmxp_channel_open_or_create(&seg, 0, 64, 0, &ch0, &created, &err));
+    CHECK_EQ_U64(created, 0);
+    CHECK_EQ_U64(ch0.capacity, 4);
+    CHECK_STATUS(dmxp_channel_create(&seg, 0, 4, &ch, &err), DMXP_E_CHANNEL_EXISTS);
+    CHECK_EQ_U64(err.found, 4);
+    CHECK_EQ_U64(err.channel, 0);
+    /* Out of space: the id is given back (state EMPTY again) */
+    CHECK_STATUS(dmxp_channel_open_or_create(&seg, 5, 1024, 0, &ch, NULL, &err),
+                 DMXP_E_OUT_OF_SPACE);
+    CHECK_EQ_U64(err.found, 1024 * DMXP_SLOT_SIZE);
+    CHECK_EQ_U64(err.value2, dmxp_segment_free_space(&seg));
+    CHECK_EQ_U64(atomic_load(&lay->channels[5].state), DMXP_STATE_EMPTY);
+    /* Another process holding the claim: BEING_CREATED after the timeout. */
+    atomic_store(&lay->channels[6].state, DMXP_STATE_CREATING);
+    CHECK_STATUS(dmxp_channel_open_or_create(&seg, 6, 4, 20, &ch, NULL, &err),
+                 DMXP_E_BEING_CREATED);
+    CHECK_EQ_U64(err.channel, 6);
+    atomic_store(&lay->channels[6].state, DMXP_STATE_EMPTY);
+    /* Reformatting a live segment is refused. */
+    dmxp_segment s2;
+    CHECK_STATUS(dmxp_segment_format_memory(&s2, mem, SEG_LEN, 1, &err),
+                 DMXP_E_ALREADY_FORMATTED);
+
+    /* Too large, reserved flags, 960 bytes exactly */
+    unsigned char big[DMXP_MSG_INLINE + 1], out[DMXP_MSG_INLINE];
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (unsigned char)(i * 13 + 1);
+    CHECK_STATUS(dmxp_try_send(&ch0, big, DMXP_MSG_INLINE + 1, NULL, NULL), DMXP_E_TOO_LARGE);
+    dmxp_send_opts bad_flags = {.flags = DMXP_FLAG_SKIP};
+    CHECK_STATUS(dmxp_try_send(&ch0, big, 8, &bad_flags, NULL), DMXP_E_RESERVED_FLAGS);
+    const void *datas[2] = {big, big};
+    size_t lens[2] = {10, DMXP_MSG_INLINE + 1};
+    size_t sent = 9;
+    CHECK_STATUS(dmxp_try_send_batch(&ch0, datas, lens, 2, NULL, &sent, NULL), DMXP_E_TOO_LARGE);
+    CHECK_EQ_U64(sent, 0);
+    CHECK(!dmxp_has_message(&ch0)); /* nothing of the batch was sent */
+    CHECK_OK(dmxp_try_send(&ch0, big, DMXP_MSG_INLINE, NULL, NULL));
+    /* A buffer too small consumes nothing. */
+    dmxp_meta meta;
+    size_t len;
+    CHECK_STATUS(dmxp_try_recv(&ch0, out, 100, &meta, &len), DMXP_E_BUFFER_TOO_SMALL);
+    CHECK_EQ_U64(meta.payload_len, DMXP_MSG_INLINE);
+    CHECK(dmxp_has_message(&ch0));
+    CHECK_OK(dmxp_try_recv(&ch0, out, sizeof out, &meta, &len));
+    CHECK_EQ_U64(len, DMXP_MSG_INLINE);
+    CHECK(memcmp(out, big, DMXP_MSG_INLINE) == 0);
+    /* Every length 0..960 round-trips, and the last word is zero-padded. */
+    for (size_t n = 0; n <= DMXP_MSG_INLINE; n += (n < 40 ? 1 : 37)) {
+        uint64_t id;
+        CHECK_OK(dmxp_try_send(&ch0, big + 1, n, NULL, &id));
+        dmxp_slot *slot = &ch0.slots[id & ch0.mask];
+        if (n % 8) {
+            uint64_t w = atomic_load(&slot->payload[n / 8]);
+            CHECK_EQ_U64(w >> (8 * (n % 8)), 0);
+        }
+        CHECK_OK(dmxp_try_recv(&ch0, out, sizeof out, &meta, &len));
+        CHECK_EQ_U64(len, n);
+        CHECK(n == 0 || memcmp(out, big + 1, n) == 0);
+    }
+    CHECK_STATUS(dmxp_try_recv(&ch0, out, sizeof out, &meta, &len), DMXP_E_EMPTY);
+}
+
+/* Publishes position-by-position as a foreign producer would, with arbitrary meta. */
+static uint64_t peer_publish(const dmxp_channel *ch, uint16_t flags, uint32_t payload_len) {
+    uint64_t t = atomic_load(&ch->entry->tail);
+    dmxp_slot *s = &ch->slots[t & ch->mask];
+    CHECK_EQ_U64(atomic_load(&s->sequence), t);
+    CHECK(atomic_compare_exchange_strong(&ch->entry->tail, &t, t + 1));
+    atomic_store(&s->meta.message_id, t);
+    atomic_store(&s->meta.flags, flags);
+    atomic_store(&s->meta.payload_len, payload_len);
+    atomic_store(&s->sequence, t + 1);
+    return t;
+}
+
+typedef struct {
+    int n;
+    uint64_t ids[16];
+} id_log;
+
+static void log_id(void *ctx, const dmxp_meta *meta, const void *payload, size_t len) {
+    id_log *log = ctx;
+    (void)payload;
+    (void)len;
+    CHECK(log->n < 16);
+    log->ids[log->n++] = meta->message_id;
+}
+
+static void markers_and_bad_slots(void) {
+    dmxp_channel ch;
+    dmxp_error err;
+    CHECK_OK(dmxp_channel_open(&seg, 1, &ch, &err)); /* capacity 8 */
+    unsigned char out[DMXP_MSG_INLINE];
+    dmxp_meta meta;
+    size_t len;
+    uint64_t a, b;
+
+    /* SKIP is passed over silently; LOST and a corrupt length are reported, and freed. */
+    CHECK_OK(dmxp_try_send(&ch, "one", 3, NULL, &a));
+    uint64_t skip = peer_publish(&ch, DMXP_FLAG_SKIP, 0);
+    uint64_t lost = peer_publish(&ch, DMXP_FLAG_LOST, 0);
+    uint64_t bad = peer_publish(&ch, 0, 5000);
+    uint64_t skip2 = peer_publish(&ch, DMXP_FLAG_SKIP | DMXP_FLAG_LOST, 7777); /* SKIP first */
+    CHECK_OK(dmxp_try_send(&ch, "two", 3, NULL, &b));
+    CHECK_OK(dmxp_try_recv(&ch, out, sizeof out, &meta, &len));
+    CHECK_EQ_U64(meta.message_id, a);
+    CHECK_STATUS(dmxp_try_recv(&ch, out, sizeof out, &meta, &len), DMXP_E_LOST);
+    CHECK_EQ_U64(meta.message_id, lost);
+    CHECK_EQ_U64(atomic_load(&ch.slots[skip & ch.mask].sequence), skip + ch.capacity);
+    CHECK_EQ_U64(atomic_load(&ch.slots[lost & ch.mask].sequence), lost + ch.capacity);
+    CHECK_STATUS(dmxp_try_recv(&ch, out, sizeof out, &meta, &len), DMXP_E_CORRUPT_MESSAGE);
+    CHECK_EQ_U64(meta.message_id, bad);
+    CHECK_EQ_U64(meta.payload_len, 5000);
+    CHECK_EQ_U64(atomic_load(&ch.slots[bad & ch.mask].sequence), bad + ch.capacity);
+    CHECK_OK(dmxp_try_recv(&ch, out, sizeof out, &meta, &len));
+    CHECK_EQ_U64(meta.message_id, b); /* ids increase with a gap at the skipped positions */
+    CHECK(b > skip2);
+    CHECK_EQ_U64(atomic_load(&ch.slots[skip2 & ch.mask].sequence), skip2 + ch.capacity);
+    CHECK_STATUS(dmxp_try_recv(&ch, out, sizeof out, &meta, &len), DMXP_E_EMPTY);
+    /* A SKIP-only tail reads as empty, and is consumed. */
+    uint64_t lone = peer_publish(&ch, DMXP_FLAG_SKIP, 0);
+    CHECK_STATUS(dmxp_try_recv(&ch, out, sizeof out, &meta, &len), DMXP_E_EMPTY);
+    CHECK_EQ_U64(atomic_load(&ch.slots[lone & ch.mask].sequence), lone + ch.capacity);
+
+    /* The same through the batch path: dropped counts LOST + corrupt, not SKIP. */
+    CHECK_OK(dmxp_try_send(&ch, "x", 1, NULL, &a));
+    peer_publish(&ch, DMXP_FLAG_SKIP, 0);
+    peer_publish(&ch, DMXP_FLAG_LOST, 0);
+    peer_publish(&ch, 0, 961);
+    CHECK_OK(dmxp_try_send(&ch, "y", 1, NULL, &b));
+    id_log log = {0};
+    size_t delivered = 0, dropped = 0;
+    CHECK_OK(dmxp_try_recv_batch(&ch, 16, log_id, &log, &delivered, &dropped));
+    CHECK_EQ_U64(delivered, 2);
+    CHECK_EQ_U64(dropped, 2);
+    CHECK_EQ_U64(log.ids[0], a);
+    CHECK_EQ_U64(log.ids[1], b);
+    for (uint64_t p = a; p <= b; p++)
+        CHECK_EQ_U64(atomic_load(&ch.slots[p & ch.mask].sequence), p + ch.capacity);
+    /* Every slot is free again: the ring takes exactly `capacity` more. */
+    for (uint64_t k = 0; k < ch.capacity; k++) CHECK_OK(dmxp_try_send(&ch, "z", 1, NULL, NULL));
+    CHECK_STATUS(dmxp_try_send(&ch, "z", 1, NULL, NULL), DMXP_E_FULL);
+    CHECK_OK(dmxp_try_recv_batch(&ch, 100, NULL, NULL, &delivered, &dropped));
+    CHECK_EQ_U64(delivered, ch.capacity);
+}
+
+static void hostile_cursors(void) {
+    dmxp_channel ch;
+    dmxp_error err;
+    CHECK_OK(dmxp_channel_open(&seg, 1, &ch, &err));
+    unsigned char out[DMXP_MSG_INLINE];
+    uint64_t tail = atomic_load(&ch.entry->tail), head = atomic_load(&ch.entry->head);
+    /* A cursor far behind every sequence: each retry sees "taken by someone else", so the
+     * bounded retries run out and the call returns BUSY (never a hang, never an index outside
+     * the band). */
+    atomic_store(&ch.entry->tail, tail - 1000 * ch.capacity - 3);
+    atomic_store(&ch.entry->head, head - 1000 * ch.capacity - 5);
+    CHECK_STATUS(dmxp_try_send(&ch, "x", 1, NULL, NULL), DMXP_E_BUSY);
+    CHECK_STATUS(dmxp_try_recv(&ch, out, sizeof out, NULL, NULL), DMXP_E_BUSY);
+    CHECK_STATUS(dmxp_try_recv_batch(&ch, 4, NULL, NULL, NULL, NULL), DMXP_E_BUSY);
+    /* A cursor far ahead: the ring looks full / empty. */
+    atomic_store(&ch.entry->tail, tail + 3 * ch.capacity);
+    atomic_store(&ch.entry->head, head + 5 * ch.capacity + 1);
+    CHECK_STATUS(dmxp_try_send(&ch, "x", 1, NULL, NULL), DMXP_E_FULL);
+    CHECK_STATUS(dmxp_try_recv(&ch, out, sizeof out, NULL, NULL), DMXP_E_EMPTY);
+    CHECK_STATUS(dmxp_recv_timeout(&ch, out, sizeof out, NULL, NULL, 1000000), DMXP_E_TIMEOUT);
+    /* A garbage sequence in a slot */
+    atomic_store(&ch.entry->tail, tail);
+    atomic_store(&ch.entry->head, head);
+    uint64_t saved = atomic_load(&ch.slots[tail & ch.mask].sequence);
+    atomic_store(&ch.slots[tail & ch.mask].sequence, UINT64_C(0xdeadbeefdeadbeef));
+    dmxp_status s = dmxp_try_send(&ch, "x", 1, NULL, NULL);
+    CHECK(s == DMXP_E_FULL || s == DMXP_E_BUSY);
+    CHECK_STATUS(dmxp_send_timeout(&ch, "x", 1, NULL, NULL, 1000000), s == DMXP_E_FULL
+                                                                          ? DMXP_E_TIMEOUT
+                                                                          : DMXP_E_BUSY);
+    atomic_store(&ch.slots[tail & ch.mask].sequence, saved);
+    CHECK_OK(dmxp_try_send(&ch, "ok", 2, NULL, NULL));
+    CHECK_OK(dmxp_try_recv(&ch, out, sizeof out, NULL, NULL));
+}
+
+/* band_cursor == 0 (a segment from a client without the band allocator) is adopted. */
+static void adopt_band_cursor(void) {
+    dmxp_error err;
+    dmxp_channel c0, c1, c2;
+    CHECK_OK(dmxp_channel_open(&seg, 0, &c0, &err));
+    CHECK_OK(dmxp_channel_open(&seg, 1, &c1, &err));
+    uint64_t end = c1.band_offset + c1.capacity * DMXP_SLOT_SIZE;
+    CHECK_EQ_U64(atomic_load(&lay->header.band_cursor), end);
+    atomic_store(&lay->header.band_cursor, 0);
+    int created = 0;
+    CHECK_OK(dmxp_channel_open_or_create(&seg, 2, 2, 0, &c2, &created, &err));
+    CHECK_EQ_U64(created, 1);
+    CHECK_EQ_U64(c2.band_offset, end);
+    CHECK_EQ_U64(atomic_load(&lay->header.band_cursor), end + 2 * DMXP_SLOT_SIZE);
+    CHECK_EQ_U64(dmxp_segment_channel_count(&seg), 3);
+    CHECK_EQ_U64(atomic_load(&lay->channels[2].state), DMXP_STATE_READY);
+    CHECK_EQ_U64(atomic_load(&lay->channels[2].creator_pid), (uint32_t)getpid());
+    for (uint64_t k = 0; k < 2; k++) CHECK_EQ_U64(atomic_load(&c2.slots[k].sequence), k);
+    CHECK_OK(dmxp_segment_validate_all(&seg, &err));
+    /* A corrupt cursor stops creation with the field named. */
+    atomic_store(&lay->header.band_cursor, 100);
+    CHECK_STATUS(dmxp_channel_open_or_create(&seg, 3, 2, 0, &c2, NULL, &err),
+                 DMXP_E_BAND_CURSOR_OUT_OF_RANGE);
+    CHECK(strcmp(err.field, "band_cursor") == 0);
+    CHECK_EQ_U64(atomic_load(&lay->channels[3].state), DMXP_STATE_EMPTY);
+}
+
+int main(void) {
+    mem = test_segment_memory(SEG_LEN);
+    lay = (dmxp_segment_layout *)(void *)mem;
+    dmxp_error err;
+    /* Attach before format: NOT_READY */
+    CHECK_STATUS(dmxp_segment_attach_memory(&seg, mem, SEG_LEN, &err), DMXP_E_NOT_READY);
+    CHECK_OK(dmxp_segment_format_memory(&seg, mem, SEG_LEN, 77, &err));
+    CHECK(memcmp(mem, "MEM_PXMD", 8) == 0);
+    CHECK_EQ_U64(atomic_load(&lay->header.creator_pid), 77);
+    CHECK_EQ_U64(atomic_load(&lay->header.segment_size), SEG_LEN);
+    CHECK_EQ_U64(atomic_load(&lay->header.band_cursor), DMXP_HEADER_SIZE);
+    dmxp_channel c0, c1;
+    CHECK_OK(dmxp_channel_create(&seg, 0, 4, &c0, &err));
+    CHECK_OK(dmxp_channel_create(&seg, 1, 8, &c1, &err));
+    CHECK_EQ_U64(c0.band_offset, DMXP_HEADER_SIZE);
+    CHECK_EQ_U64(c1.band_offset, DMXP_HEADER_SIZE + 4 * DMXP_SLOT_SIZE);
+
+    header_checks();
+    entry_checks();
+    api_errors();
+    markers_and_bad_slots();
+    hostile_cursors();
+    adopt_band_cursor();
+
+    /* Every status has a name and a description. */
+    for (int s = 0; s >= -70; s--) {
+        CHECK(dmxp_strerror((dmxp_status)s) != NULL);
+        CHECK(dmxp_status_name((dmxp_status)s) != NULL);
+    }
+    CHECK(strcmp(dmxp_status_name(DMXP_E_BAD_MAGIC), "DMXP_E_BAD_MAGIC") == 0);
+    free(mem);
+    TEST_DONE("test_validation");
+}
