@@ -1,0 +1,295 @@
+// Command consumer receives and verifies the messages producer sends, one goroutine per
+// channel:
+//
+//	consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE]
+//	         [--idle-exit-ms MS] [--wait SECONDS]
+//
+// It waits (up to --wait seconds, default 30) for the segment and each channel to exist, then
+// receives on channels 0..num_channels until it has messages_per_channel distinct messages on
+// each (count mode). With --idle-exit-ms it instead stops once messages have started to arrive
+// and none arrived on any channel for MS milliseconds (several consumers sharing a channel);
+// it then gives up if no message at all arrives within --wait seconds. Every payload is
+// checked (length, checksum, channel field, filler); duplicates and corrupt messages are
+// counted, and in count mode the missing ones. With --record FILE it writes one line
+// "channel index" per message received. Exits 1 if anything is corrupt or duplicated, or
+// (count mode) missing.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"dmxp.dev/dmxp"
+	"dmxp.dev/dmxp/internal/cli"
+	"dmxp.dev/dmxp/pattern"
+)
+
+const usage = "usage: consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE] [--idle-exit-ms MS] [--wait SECONDS]"
+
+type config struct {
+	channels, messages uint64
+	segment, record    string
+	idle, wait         time.Duration
+}
+
+type tally struct {
+	channel                     uint32
+	unique, duplicated, corrupt uint64
+	missing                     uint64
+	first, last                 time.Time
+	err                         error
+	recorded                    []uint64
+}
+
+// lastArrival is the time of the latest message on any channel (ns since start), 0 before the
+// first one.
+var (
+	start       = time.Now()
+	lastArrival int64
+)
+
+func parse(args []string) (*config, error) {
+	a, err := cli.Parse(args, []string{"segment", "record", "idle-exit-ms", "wait"})
+	if err != nil {
+		return nil, err
+	}
+	if len(a.Positional) > 2 {
+		return nil, fmt.Errorf("too many arguments")
+	}
+	c := &config{}
+	if c.channels, err = a.PositionalUint(0, "num_channels", 0, true); err != nil {
+		return nil, err
+	}
+	if c.messages, err = a.PositionalUint(1, "messages_per_channel", 0, true); err != nil {
+		return nil, err
+	}
+	idle, err := a.Uint("idle-exit-ms", 0)
+	if err != nil {
+		return nil, err
+	}
+	wait, err := a.Uint("wait", 30)
+	if err != nil {
+		return nil, err
+	}
+	c.idle, c.wait = time.Duration(idle)*time.Millisecond, time.Duration(wait)*time.Second
+	def := os.Getenv("DMXP_SEGMENT")
+	if def == "" {
+		def = dmxp.DefaultSegmentName
+	}
+	c.segment = a.String("segment", def)
+	c.record = a.String("record", "")
+	if c.channels > dmxp.MaxChannels {
+		return nil, fmt.Errorf("num_channels %d exceeds %d", c.channels, dmxp.MaxChannels)
+	}
+	return c, nil
+}
+
+// openSegment waits up to cfg.wait for the segment to exist and be formatted.
+func openSegment(cfg *config) (*dmxp.Segment, error) {
+	deadline := time.Now().Add(cfg.wait)
+	for {
+		seg, err := dmxp.Open(cfg.segment, &dmxp.Options{Timeout: time.Until(deadline) + time.Millisecond})
+		if err == nil || !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
+			return seg, err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// receiver checks the messages of one channel.
+type receiver struct {
+	cfg   *config
+	t     tally
+	seen  []bool              // count mode: index < messages
+	other map[uint64]struct{} // idle mode: any index
+}
+
+func (r *receiver) check(payload []byte) {
+	now := time.Now()
+	atomic.StoreInt64(&lastArrival, int64(now.Sub(start))+1)
+	if r.t.first.IsZero() {
+		r.t.first = now
+	}
+	r.t.last = now
+	ch, index, err := pattern.Decode(payload)
+	if err != nil || ch != uint64(r.t.channel) {
+		r.t.corrupt++
+		return
+	}
+	if r.cfg.record != "" {
+		r.t.recorded = append(r.t.recorded, index)
+	}
+	duplicate := false
+	if r.cfg.idle > 0 {
+		_, duplicate = r.other[index]
+		r.other[index] = struct{}{}
+	} else if index >= r.cfg.messages {
+		r.t.corrupt++
+		return
+	} else {
+		duplicate = r.seen[index]
+		r.seen[index] = true
+	}
+	if duplicate {
+		r.t.duplicated++
+	} else {
+		r.t.unique++
+	}
+}
+
+// idleOver is true in idle mode once messages arrived and none did for cfg.idle.
+func idleOver(cfg *config) bool {
+	last := atomic.LoadInt64(&lastArrival)
+	if last == 0 {
+		return time.Since(start) >= cfg.wait
+	}
+	return time.Since(start)-time.Duration(last-1) >= cfg.idle
+}
+
+func receiveAll(seg *dmxp.Segment, cfg *config, id uint32) tally {
+	r := &receiver{cfg: cfg, t: tally{channel: id}}
+	if cfg.idle > 0 {
+		r.other = map[uint64]struct{}{}
+	} else {
+		r.seen = make([]bool, cfg.messages)
+	}
+	ch, err := seg.WaitChannel(id, cfg.wait)
+	if err != nil {
+		r.t.err = fmt.Errorf("channel %d: %w", id, err)
+		return r.t
+	}
+	buf := make([]byte, dmxp.MsgInline)
+	deliver := func(_ dmxp.Meta, payload []byte) { r.check(payload) }
+	for cfg.idle > 0 || r.t.unique < cfg.messages {
+		got, err := ch.TryReceiveBatch(64, deliver)
+		r.t.corrupt += uint64(got.Dropped)
+		if err == nil {
+			continue
+		}
+		if err != dmxp.ErrEmpty {
+			if errors.Is(err, dmxp.ErrBusy) {
+				continue
+			}
+			r.t.err = fmt.Errorf("channel %d: %w", id, err)
+			break
+		}
+		patience := cfg.wait
+		if cfg.idle > 0 {
+			patience = cfg.idle
+		}
+		meta, err := ch.ReceiveTimeout(buf, patience)
+		switch {
+		case err == nil:
+			r.check(buf[:meta.PayloadLen])
+		case errors.Is(err, dmxp.ErrLost) || errors.Is(err, dmxp.ErrCorruptMessage):
+			r.t.corrupt++
+		case err == dmxp.ErrTimeout && cfg.idle > 0:
+			if idleOver(cfg) {
+				return r.finish()
+			}
+		case err == dmxp.ErrTimeout:
+			fmt.Fprintf(os.Stderr, "consumer: channel %d: no message for %v, giving up\n", id, cfg.wait)
+			return r.finish()
+		case errors.Is(err, dmxp.ErrBusy):
+		default:
+			r.t.err = fmt.Errorf("channel %d: %w", id, err)
+			return r.finish()
+		}
+	}
+	return r.finish()
+}
+
+func (r *receiver) finish() tally {
+	if r.cfg.idle == 0 {
+		r.t.missing = r.cfg.messages - r.t.unique
+	}
+	return r.t
+}
+
+func writeRecord(path string, tallies []tally) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, t := range tallies {
+		for _, index := range t.recorded {
+			fmt.Fprintf(w, "%d %d\n", t.channel, index)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func main() {
+	cfg, err := parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "consumer: %v\n%s\n", err, usage)
+		os.Exit(2)
+	}
+	seg, err := openSegment(cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "consumer: segment %s: %v\n", cfg.segment, err)
+		os.Exit(1)
+	}
+	tallies := make([]tally, cfg.channels)
+	var wg sync.WaitGroup
+	for c := uint64(0); c < cfg.channels; c++ {
+		wg.Add(1)
+		go func(c uint64) {
+			defer wg.Done()
+			tallies[c] = receiveAll(seg, cfg, uint32(c))
+		}(c)
+	}
+	wg.Wait()
+	ok := true
+	var unique, missing, duplicated, corrupt uint64
+	var first, last time.Time
+	for _, t := range tallies {
+		if t.err != nil {
+			fmt.Fprintf(os.Stderr, "consumer: %v\n", t.err)
+			ok = false
+		}
+		span := t.last.Sub(t.first)
+		fmt.Printf("consumer: channel %d: received %d (%.0f msgs/s), missing %d, duplicated %d, corrupt %d\n",
+			t.channel, t.unique, rate(t.unique, span), t.missing, t.duplicated, t.corrupt)
+		unique += t.unique
+		missing += t.missing
+		duplicated += t.duplicated
+		corrupt += t.corrupt
+		if !t.first.IsZero() && (first.IsZero() || t.first.Before(first)) {
+			first = t.first
+		}
+		if t.last.After(last) {
+			last = t.last
+		}
+	}
+	span := last.Sub(first)
+	fmt.Printf("consumer: received %d messages on %d channels of %s in %v: %.0f msgs/s; missing %d, duplicated %d, corrupt %d\n",
+		unique, cfg.channels, cfg.segment, span.Round(time.Microsecond), rate(unique, span), missing, duplicated, corrupt)
+	if cfg.record != "" {
+		if err := writeRecord(cfg.record, tallies); err != nil {
+			fmt.Fprintf(os.Stderr, "consumer: --record %s: %v\n", cfg.record, err)
+			ok = false
+		}
+	}
+	if !ok || missing != 0 || duplicated != 0 || corrupt != 0 {
+		os.Exit(1)
+	}
+}
+
+func rate(n uint64, span time.Duration) float64 {
+	s := span.Seconds()
+	if s < 1e-9 {
+		s = 1e-9
+	}
+	return float64(n) / s
+}

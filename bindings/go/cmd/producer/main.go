@@ -1,0 +1,179 @@
+// Command producer sends verifiable messages on DMXP channels 0..num_channels, one goroutine
+// per channel:
+//
+//	producer <num_channels> <messages_per_channel> [capacity] [--segment NAME]
+//	         [--first-index K] [--batch N] [--size BYTES]
+//
+// It opens or creates the segment (default /dmxp_alloc, or $DMXP_SEGMENT) and each channel
+// (an existing channel is used as is), then sends indices K..K+messages_per_channel-1 on each
+// channel with the payload pattern.Encode(c, index, pattern.DefaultLen(index)). A full ring
+// makes the sender sleep on the channel's futex until a consumer frees a slot.
+package main
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"dmxp.dev/dmxp"
+	"dmxp.dev/dmxp/internal/cli"
+	"dmxp.dev/dmxp/pattern"
+)
+
+const usage = "usage: producer <num_channels> <messages_per_channel> [capacity] [--segment NAME] [--first-index K] [--batch N] [--size BYTES]"
+
+type config struct {
+	channels, messages, capacity, first, batch uint64
+	segment                                    string
+	size                                       uint64
+}
+
+type result struct {
+	channel uint32
+	sent    uint64
+	full    uint64
+	elapsed time.Duration
+	err     error
+}
+
+func parse(args []string) (*config, error) {
+	a, err := cli.Parse(args, []string{"segment", "first-index", "batch", "size"})
+	if err != nil {
+		return nil, err
+	}
+	if len(a.Positional) > 3 {
+		return nil, fmt.Errorf("too many arguments")
+	}
+	c := &config{}
+	if c.channels, err = a.PositionalUint(0, "num_channels", 0, true); err != nil {
+		return nil, err
+	}
+	if c.messages, err = a.PositionalUint(1, "messages_per_channel", 0, true); err != nil {
+		return nil, err
+	}
+	if c.capacity, err = a.PositionalUint(2, "capacity", dmxp.DefaultCapacity, false); err != nil {
+		return nil, err
+	}
+	if c.first, err = a.Uint("first-index", 0); err != nil {
+		return nil, err
+	}
+	if c.batch, err = a.Uint("batch", 0); err != nil {
+		return nil, err
+	}
+	if c.size, err = a.Uint("size", dmxp.DefaultSegmentSize); err != nil {
+		return nil, err
+	}
+	def := os.Getenv("DMXP_SEGMENT")
+	if def == "" {
+		def = dmxp.DefaultSegmentName
+	}
+	c.segment = a.String("segment", def)
+	if c.channels > dmxp.MaxChannels {
+		return nil, fmt.Errorf("num_channels %d exceeds %d", c.channels, dmxp.MaxChannels)
+	}
+	return c, nil
+}
+
+func sendAll(seg *dmxp.Segment, cfg *config, id uint32) (r result) {
+	r.channel = id
+	ch, _, err := seg.OpenOrCreateChannel(id, cfg.capacity, 10*time.Second)
+	if err != nil {
+		r.err = fmt.Errorf("channel %d: %w", id, err)
+		return r
+	}
+	const patience = 60 * time.Second
+	started := time.Now()
+	end := cfg.first + cfg.messages
+	if cfg.batch > 1 {
+		bufs := make([][]byte, cfg.batch)
+		for i := range bufs {
+			bufs[i] = make([]byte, 0, pattern.MaxLen)
+		}
+		for index := cfg.first; index < end; {
+			n := cfg.batch
+			if end-index < n {
+				n = end - index
+			}
+			batch := bufs[:n]
+			for k := range batch {
+				i := index + uint64(k)
+				batch[k] = pattern.AppendEncode(batch[k][:0], id, i, pattern.DefaultLen(i))
+			}
+			sent, err := ch.TrySendBatch(batch, dmxp.SendOptions{})
+			if err == dmxp.ErrFull {
+				r.full++
+				sent, err = ch.SendBatch(batch, dmxp.SendOptions{}, patience)
+			} else if err == nil && sent < len(batch) {
+				var more int
+				more, err = ch.SendBatch(batch[sent:], dmxp.SendOptions{}, patience)
+				sent += more
+			}
+			index += uint64(sent)
+			r.sent += uint64(sent)
+			if err != nil {
+				r.err = fmt.Errorf("channel %d: %w", id, err)
+				break
+			}
+		}
+	} else {
+		buf := make([]byte, 0, pattern.MaxLen)
+		for index := cfg.first; index < end; index++ {
+			buf = pattern.AppendEncode(buf[:0], id, index, pattern.DefaultLen(index))
+			_, err := ch.TrySend(buf)
+			if err == dmxp.ErrFull {
+				r.full++
+				_, err = ch.SendTimeout(buf, patience)
+			}
+			if err != nil {
+				r.err = fmt.Errorf("channel %d: %w", id, err)
+				break
+			}
+			r.sent++
+		}
+	}
+	r.elapsed = time.Since(started)
+	return r
+}
+
+func main() {
+	cfg, err := parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "producer: %v\n%s\n", err, usage)
+		os.Exit(2)
+	}
+	seg, err := dmxp.OpenOrCreate(cfg.segment, &dmxp.Options{Size: int64(cfg.size), Timeout: 5 * time.Second})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "producer: segment %s: %v\n", cfg.segment, err)
+		os.Exit(1)
+	}
+	started := time.Now()
+	results := make([]result, cfg.channels)
+	var wg sync.WaitGroup
+	for c := uint64(0); c < cfg.channels; c++ {
+		wg.Add(1)
+		go func(c uint64) {
+			defer wg.Done()
+			results[c] = sendAll(seg, cfg, uint32(c))
+		}(c)
+	}
+	wg.Wait()
+	elapsed := time.Since(started)
+	failed := false
+	var total uint64
+	for _, r := range results {
+		total += r.sent
+		if r.err != nil {
+			fmt.Fprintf(os.Stderr, "producer: %v\n", r.err)
+			failed = true
+			continue
+		}
+		fmt.Printf("producer: channel %d: sent %d in %v (%.0f msgs/s), ring full %d times\n",
+			r.channel, r.sent, r.elapsed.Round(time.Microsecond), float64(r.sent)/r.elapsed.Seconds(), r.full)
+	}
+	fmt.Printf("producer: sent %d messages on %d channels of %s in %v: %.0f msgs/s\n",
+		total, cfg.channels, cfg.segment, elapsed.Round(time.Microsecond), float64(total)/elapsed.Seconds())
+	if failed {
+		os.Exit(1)
+	}
+}

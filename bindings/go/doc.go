@@ -1,0 +1,36 @@
+// Package dmxp is a pure-Go client (no cgo) for DMXP shared-memory MPMC channels: it maps a
+// DMXP segment and sends and receives on its channels following docs/PROTOCOL.md (layout
+// version 1), interoperating with the Rust, C and Python clients on the same segment.
+//
+// Segments: Open, OpenPath and OpenFd attach to an existing segment (waiting, up to
+// Options.Timeout, while its creator is still formatting it) and validate its header;
+// Create/CreatePath make one exclusively (O_CREAT|O_EXCL, mode 0600 by default) and format it
+// with the magic stored last; OpenOrCreate does either. A POSIX shm name such as "/dmxp_alloc"
+// is the file /dev/shm/dmxp_alloc.
+//
+// Channels: Segment.OpenChannel validates an entry (and that its band overlaps no other) and
+// caches its geometry; Segment.OpenOrCreateChannel claims an empty entry by CAS on its state
+// word, carves the band from the header's band cursor by CAS, initialises the slots and
+// publishes the capacity. A Channel is safe for concurrent use by any number of goroutines
+// and processes.
+//
+// Messages: TrySend / TrySendWith / TrySendBatch never wait (ErrFull); Send, SendTimeout,
+// SendWith and SendBatch sleep on the channel's futex word while the ring is full.
+// TryReceive / TryReceiveBatch never wait (ErrEmpty); Receive and ReceiveTimeout sleep while
+// it is empty. Sleeps last at most 100 ms at a time before re-checking the ring, and a sender
+// or receiver makes a FUTEX_WAKE system call only when a peer is registered as waiting.
+//
+// Memory model: every access to the mapping is a sync/atomic operation on an aligned word
+// (payloads are copied as little-endian 8-byte words). Go has no 16-bit atomics, so the meta
+// fields sender_runtime and flags (two u16 at slot offsets 36 and 38) are read and written
+// together as the one aligned 32-bit word they share. Go's atomics are sequentially
+// consistent, which implies every acquire, release and fence the protocol asks for.
+//
+// Errors are typed: *CorruptionError (Kind, Field, Channel, Value; matches ErrCorrupt and, by
+// kind, ErrBadMagic or ErrUnsupportedVersion), *NotFoundError, *BeingCreatedError,
+// *TooLargeError, *BufferTooSmallError, *LostError, *CorruptMessageError and others, each
+// matching a sentinel with errors.Is; ErrFull, ErrEmpty, ErrBusy, ErrTimeout and ErrNotReady
+// are plain sentinels.
+//
+// Lifetime: Segment.Close unmaps the segment; no Channel of it may be used afterwards.
+package dmxp

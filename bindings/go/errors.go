@@ -1,0 +1,321 @@
+package dmxp
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Typed errors below match them with errors.Is; use errors.As to get the
+// values they carry.
+var (
+	// ErrNotReady: the segment's magic is still 0 (or the object is smaller than the header):
+	// it is being created, or its creator died while formatting it.
+	ErrNotReady = errors.New("dmxp: segment is still being created (magic not yet set)")
+	// ErrAlreadyFormatted: refused to format memory whose magic is already set.
+	ErrAlreadyFormatted = errors.New("dmxp: region already holds a segment; not formatting")
+	// ErrCorrupt matches every *CorruptionError.
+	ErrCorrupt = errors.New("dmxp: corrupt segment")
+	// ErrBadMagic matches a *CorruptionError of kind BadMagic.
+	ErrBadMagic = errors.New("dmxp: bad magic")
+	// ErrUnsupportedVersion matches a *CorruptionError of kind UnsupportedVersion.
+	ErrUnsupportedVersion = errors.New("dmxp: unsupported version")
+	// ErrNotFound matches a *NotFoundError.
+	ErrNotFound = errors.New("dmxp: channel does not exist")
+	// ErrBeingCreated matches a *BeingCreatedError.
+	ErrBeingCreated = errors.New("dmxp: channel is being created")
+	// ErrExists matches a *ExistsError.
+	ErrExists = errors.New("dmxp: channel already exists")
+	// ErrFull: every slot holds an unconsumed message.
+	ErrFull = errors.New("dmxp: channel full")
+	// ErrEmpty: no published message at the head.
+	ErrEmpty = errors.New("dmxp: channel empty")
+	// ErrBusy: contention (or a corrupt peer) kept an operation from finishing in bounded time.
+	ErrBusy = errors.New("dmxp: gave up after too many contended retries")
+	// ErrTimeout: a blocking operation reached its deadline.
+	ErrTimeout = errors.New("dmxp: timed out")
+	// ErrTooLarge matches a *TooLargeError.
+	ErrTooLarge = errors.New("dmxp: message too large")
+	// ErrReservedFlags matches a *ReservedFlagsError.
+	ErrReservedFlags = errors.New("dmxp: flags set protocol-reserved bits")
+	// ErrBufferTooSmall matches a *BufferTooSmallError.
+	ErrBufferTooSmall = errors.New("dmxp: receive buffer too small")
+	// ErrLost matches a *LostError.
+	ErrLost = errors.New("dmxp: message lost")
+	// ErrCorruptMessage matches a *CorruptMessageError.
+	ErrCorruptMessage = errors.New("dmxp: corrupt message")
+	// ErrInvalidArgument matches *InvalidCapacityError, *InvalidChannelIDError and bad sizes.
+	ErrInvalidArgument = errors.New("dmxp: invalid argument")
+	// ErrOutOfSpace matches a *OutOfSpaceError.
+	ErrOutOfSpace = errors.New("dmxp: segment out of space")
+	// ErrRegionTooSmall matches a *RegionTooSmallError.
+	ErrRegionTooSmall = errors.New("dmxp: region too small")
+	// ErrClosed: the segment was closed.
+	ErrClosed = errors.New("dmxp: segment closed")
+)
+
+// CorruptionKind names what is wrong with bytes read from a segment; one kind per variant of
+// the Rust core's Corruption.
+type CorruptionKind int
+
+// The kinds, in the order of the checks of PROTOCOL.md §4.
+const (
+	BadMagic CorruptionKind = iota + 1
+	UnsupportedVersion
+	WrongMaxChannels
+	ChannelCountTooLarge
+	SegmentSizeMismatch
+	BandCursorOutOfRange
+	ChannelIDMismatch
+	UnknownChannelState
+	CapacityZero
+	CapacityNotPowerOfTwo
+	CapacityTooSmall
+	CapacityTooLarge
+	BandMisaligned
+	BandOverlapsHeader
+	BandOutsideSegment
+	BandsOverlap
+)
+
+var kindNames = map[CorruptionKind]string{
+	BadMagic:              "BadMagic",
+	UnsupportedVersion:    "UnsupportedVersion",
+	WrongMaxChannels:      "WrongMaxChannels",
+	ChannelCountTooLarge:  "ChannelCountTooLarge",
+	SegmentSizeMismatch:   "SegmentSizeMismatch",
+	BandCursorOutOfRange:  "BandCursorOutOfRange",
+	ChannelIDMismatch:     "ChannelIdMismatch",
+	UnknownChannelState:   "UnknownChannelState",
+	CapacityZero:          "CapacityZero",
+	CapacityNotPowerOfTwo: "CapacityNotPowerOfTwo",
+	CapacityTooSmall:      "CapacityTooSmall",
+	CapacityTooLarge:      "CapacityTooLarge",
+	BandMisaligned:        "BandMisaligned",
+	BandOverlapsHeader:    "BandOverlapsHeader",
+	BandOutsideSegment:    "BandOutsideSegment",
+	BandsOverlap:          "BandsOverlap",
+}
+
+func (k CorruptionKind) String() string {
+	if name, ok := kindNames[k]; ok {
+		return name
+	}
+	return fmt.Sprintf("CorruptionKind(%d)", int(k))
+}
+
+// field is the name of the field at fault, as the layout tables spell it.
+func (k CorruptionKind) field() string {
+	switch k {
+	case BadMagic:
+		return "magic"
+	case UnsupportedVersion:
+		return "version"
+	case WrongMaxChannels:
+		return "max_channels"
+	case ChannelCountTooLarge:
+		return "channel_count"
+	case SegmentSizeMismatch:
+		return "segment_size"
+	case BandCursorOutOfRange:
+		return "band_cursor"
+	case ChannelIDMismatch:
+		return "channel_id"
+	case UnknownChannelState:
+		return "state"
+	case CapacityZero, CapacityNotPowerOfTwo, CapacityTooSmall, CapacityTooLarge:
+		return "capacity"
+	default:
+		return "band_offset"
+	}
+}
+
+// CorruptionError reports an invalid value read from a segment: the field at fault, the
+// channel (-1 for a header field) and the value found.
+type CorruptionError struct {
+	Kind CorruptionKind
+	// Field is the field at fault: magic, version, max_channels, channel_count, segment_size,
+	// band_cursor, channel_id, state, capacity or band_offset.
+	Field string
+	// Channel is the entry's id, or -1 for a header field.
+	Channel int
+	// Value is the value found: the magic, version, max_channels, channel_count, recorded
+	// segment_size, band_cursor, channel_id, state, capacity or band_offset.
+	Value uint64
+	// Limit is what Value was checked against where there is one: the mapped size
+	// (SegmentSizeMismatch) or the segment length (BandCursorOutOfRange, BandOutsideSegment).
+	Limit uint64
+	// BandLen is the band's length for BandOutsideSegment.
+	BandLen uint64
+	// Other is the other channel of BandsOverlap (-1 otherwise).
+	Other int
+}
+
+func corruptHeader(kind CorruptionKind, value uint64) *CorruptionError {
+	return &CorruptionError{Kind: kind, Field: kind.field(), Channel: -1, Value: value, Other: -1}
+}
+
+func corruptEntry(kind CorruptionKind, channel uint32, value uint64) *CorruptionError {
+	return &CorruptionError{Kind: kind, Field: kind.field(), Channel: int(channel), Value: value, Other: -1}
+}
+
+func (e *CorruptionError) Error() string {
+	prefix := "dmxp: corrupt segment: "
+	if e.Channel >= 0 {
+		prefix += fmt.Sprintf("channel %d: ", e.Channel)
+	}
+	var what string
+	switch e.Kind {
+	case BadMagic:
+		what = fmt.Sprintf("bad magic %#018x (expected %#018x)", e.Value, Magic)
+	case UnsupportedVersion:
+		what = fmt.Sprintf("unsupported version %d (expected %d)", e.Value, Version)
+	case WrongMaxChannels:
+		what = fmt.Sprintf("max_channels is %d (expected %d)", e.Value, MaxChannels)
+	case ChannelCountTooLarge:
+		what = fmt.Sprintf("channel_count %d exceeds %d", e.Value, MaxChannels)
+	case SegmentSizeMismatch:
+		what = fmt.Sprintf("segment_size %d does not fit: %d bytes mapped, at least %d needed",
+			e.Value, e.Limit, HeaderSize)
+	case BandCursorOutOfRange:
+		what = fmt.Sprintf("band_cursor %d outside the band area of a %d-byte segment", e.Value, e.Limit)
+	case ChannelIDMismatch:
+		what = fmt.Sprintf("channel_id field holds %d", e.Value)
+	case UnknownChannelState:
+		what = fmt.Sprintf("unknown state word %d", e.Value)
+	case CapacityZero:
+		what = "created but capacity is 0"
+	case CapacityNotPowerOfTwo:
+		what = fmt.Sprintf("capacity %d is not a power of two", e.Value)
+	case CapacityTooSmall:
+		what = fmt.Sprintf("capacity %d is below the minimum %d", e.Value, MinCapacity)
+	case CapacityTooLarge:
+		what = fmt.Sprintf("capacity %d exceeds the limit %d", e.Value, MaxCapacity)
+	case BandMisaligned:
+		what = fmt.Sprintf("band_offset %d is not a multiple of %d", e.Value, SlotAlign)
+	case BandOverlapsHeader:
+		what = fmt.Sprintf("band_offset %d lies inside the global header", e.Value)
+	case BandOutsideSegment:
+		what = fmt.Sprintf("band at %d of %d bytes runs past the %d-byte segment", e.Value, e.BandLen, e.Limit)
+	case BandsOverlap:
+		what = fmt.Sprintf("band overlaps channel %d's band", e.Other)
+	default:
+		what = fmt.Sprintf("%s: %d", e.Field, e.Value)
+	}
+	return prefix + what
+}
+
+// Is matches ErrCorrupt, and ErrBadMagic / ErrUnsupportedVersion for those kinds.
+func (e *CorruptionError) Is(target error) bool {
+	switch target {
+	case ErrCorrupt:
+		return true
+	case ErrBadMagic:
+		return e.Kind == BadMagic
+	case ErrUnsupportedVersion:
+		return e.Kind == UnsupportedVersion
+	}
+	return false
+}
+
+// NotFoundError: no channel with this id has been created.
+type NotFoundError struct{ Channel uint32 }
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("dmxp: channel %d does not exist", e.Channel)
+}
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// BeingCreatedError: another process holds the creation claim of this channel right now.
+type BeingCreatedError struct{ Channel uint32 }
+
+func (e *BeingCreatedError) Error() string {
+	return fmt.Sprintf("dmxp: channel %d is being created by another process", e.Channel)
+}
+func (e *BeingCreatedError) Is(target error) bool { return target == ErrBeingCreated }
+
+// ExistsError: a strict create found the channel already created.
+type ExistsError struct {
+	Channel  uint32
+	Capacity uint64
+}
+
+func (e *ExistsError) Error() string {
+	return fmt.Sprintf("dmxp: channel %d already exists with capacity %d", e.Channel, e.Capacity)
+}
+func (e *ExistsError) Is(target error) bool { return target == ErrExists }
+
+// TooLargeError: a payload longer than a slot holds.
+type TooLargeError struct{ Len, Limit int }
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("dmxp: message of %d bytes exceeds the %d-byte limit", e.Len, e.Limit)
+}
+func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }
+
+// ReservedFlagsError: a send asked for flags in the protocol's 0x00FF.
+type ReservedFlagsError struct{ Flags uint16 }
+
+func (e *ReservedFlagsError) Error() string {
+	return fmt.Sprintf("dmxp: flags %#06x set protocol-reserved bits (0x00ff)", e.Flags)
+}
+func (e *ReservedFlagsError) Is(target error) bool { return target == ErrReservedFlags }
+
+// BufferTooSmallError: the next message is longer than the buffer; nothing was consumed.
+type BufferTooSmallError struct{ Needed, Available int }
+
+func (e *BufferTooSmallError) Error() string {
+	return fmt.Sprintf("dmxp: buffer of %d bytes too small for a %d-byte message", e.Available, e.Needed)
+}
+func (e *BufferTooSmallError) Is(target error) bool { return target == ErrBufferTooSmall }
+
+// LostError: a LOST tombstone was consumed at MessageID.
+type LostError struct{ MessageID uint64 }
+
+func (e *LostError) Error() string {
+	return fmt.Sprintf("dmxp: message %d lost: its producer died mid-send", e.MessageID)
+}
+func (e *LostError) Is(target error) bool { return target == ErrLost }
+
+// CorruptMessageError: the message at MessageID had an impossible payload_len; it was
+// consumed and dropped.
+type CorruptMessageError struct {
+	MessageID  uint64
+	PayloadLen uint32
+}
+
+func (e *CorruptMessageError) Error() string {
+	return fmt.Sprintf("dmxp: message %d dropped: payload_len %d exceeds %d", e.MessageID, e.PayloadLen, MsgInline)
+}
+func (e *CorruptMessageError) Is(target error) bool { return target == ErrCorruptMessage }
+
+// InvalidCapacityError: a requested capacity that is not a power of two in [2, 2^32].
+type InvalidCapacityError struct{ Capacity uint64 }
+
+func (e *InvalidCapacityError) Error() string {
+	return fmt.Sprintf("dmxp: capacity %d must be a power of two between %d and %d", e.Capacity, MinCapacity, MaxCapacity)
+}
+func (e *InvalidCapacityError) Is(target error) bool { return target == ErrInvalidArgument }
+
+// InvalidChannelIDError: a channel id at or above 256.
+type InvalidChannelIDError struct{ ID uint32 }
+
+func (e *InvalidChannelIDError) Error() string {
+	return fmt.Sprintf("dmxp: channel id %d out of range (0..%d)", e.ID, MaxChannels)
+}
+func (e *InvalidChannelIDError) Is(target error) bool { return target == ErrInvalidArgument }
+
+// OutOfSpaceError: no room left in the segment for a band of Needed bytes.
+type OutOfSpaceError struct{ Needed, Available uint64 }
+
+func (e *OutOfSpaceError) Error() string {
+	return fmt.Sprintf("dmxp: segment out of space: band needs %d bytes, %d left", e.Needed, e.Available)
+}
+func (e *OutOfSpaceError) Is(target error) bool { return target == ErrOutOfSpace }
+
+// RegionTooSmallError: memory smaller than the header (or a requested size too small).
+type RegionTooSmallError struct{ Len, Needed uint64 }
+
+func (e *RegionTooSmallError) Error() string {
+	return fmt.Sprintf("dmxp: region of %d bytes is too small: %d needed", e.Len, e.Needed)
+}
+func (e *RegionTooSmallError) Is(target error) bool { return target == ErrRegionTooSmall }

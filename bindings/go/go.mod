@@ -1,0 +1,3 @@
+module dmxp.dev/dmxp
+
+go 1.19

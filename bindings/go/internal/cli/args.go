@@ -1,0 +1,88 @@
+// Package cli parses the command lines of the example programs: positional arguments and
+// --flags in any order ("--name value" or "--name=value").
+package cli
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Args holds the parsed positionals and flag values.
+type Args struct {
+	Positional []string
+	Flags      map[string]string
+}
+
+// Parse splits args into positionals and the flags named in known (each takes a value).
+// "--" ends flag parsing.
+func Parse(args []string, known []string) (*Args, error) {
+	isKnown := map[string]bool{}
+	for _, k := range known {
+		isKnown[k] = true
+	}
+	out := &Args{Flags: map[string]string{}}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			out.Positional = append(out.Positional, args[i+1:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "--") || len(a) == 2 {
+			out.Positional = append(out.Positional, a)
+			continue
+		}
+		name, value, hasValue := strings.Cut(a[2:], "=")
+		if name == "help" {
+			return nil, fmt.Errorf("help requested")
+		}
+		if !isKnown[name] {
+			return nil, fmt.Errorf("unknown flag --%s", name)
+		}
+		if !hasValue {
+			if i+1 >= len(args) {
+				return nil, fmt.Errorf("flag --%s needs a value", name)
+			}
+			i++
+			value = args[i]
+		}
+		out.Flags[name] = value
+	}
+	return out, nil
+}
+
+// Uint reads flag name as an unsigned integer, or def when absent.
+func (a *Args) Uint(name string, def uint64) (uint64, error) {
+	v, ok := a.Flags[name]
+	if !ok {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("--%s: %v", name, err)
+	}
+	return n, nil
+}
+
+// String reads flag name, or def when absent.
+func (a *Args) String(name, def string) string {
+	if v, ok := a.Flags[name]; ok {
+		return v
+	}
+	return def
+}
+
+// PositionalUint reads positional i as an unsigned integer, or def when absent.
+func (a *Args) PositionalUint(i int, what string, def uint64, required bool) (uint64, error) {
+	if i >= len(a.Positional) {
+		if required {
+			return 0, fmt.Errorf("missing <%s>", what)
+		}
+		return def, nil
+	}
+	n, err := strconv.ParseUint(a.Positional[i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("<%s>: %v", what, err)
+	}
+	return n, nil
+}

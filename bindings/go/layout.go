@@ -1,0 +1,128 @@
+package dmxp
+
+// Wire layout, version 1 (docs/PROTOCOL.md §2). Every offset is in bytes; header and entry
+// offsets are from the segment base, entry field offsets from the entry, slot field offsets
+// from the slot.
+const (
+	// Magic is the header magic, "MEM_PXMD" in memory.
+	Magic uint64 = 0x444D58505F4D454D
+	// Version is the layout version this package speaks.
+	Version uint32 = 1
+	// MaxChannels is the number of entries in the channel table.
+	MaxChannels = 256
+	// ChannelTableOffset is the offset of channel entry 0.
+	ChannelTableOffset = 128
+	// ChannelEntrySize is the stride of the channel table.
+	ChannelEntrySize = 384
+	// HeaderSize is the size of the header plus the channel table; the first band starts here.
+	HeaderSize = ChannelTableOffset + MaxChannels*ChannelEntrySize
+	// SlotSize is the stride of slots in a band.
+	SlotSize = 1088
+	// SlotAlign is the alignment of every band.
+	SlotAlign = 64
+	// MsgInline is the largest payload a slot holds.
+	MsgInline = 960
+	// MinCapacity is the smallest ring capacity.
+	MinCapacity = 2
+	// MaxCapacity is the largest ring capacity created or accepted.
+	MaxCapacity uint64 = 1 << 32
+	// SegmentAlign is the alignment of the segment base.
+	SegmentAlign = 128
+)
+
+// Header field offsets.
+const (
+	offMagic        = 0
+	offVersion      = 8
+	offMaxChannels  = 12
+	offChannelCount = 16
+	offReserved     = 20
+	offSegmentSize  = 24
+	offBandCursor   = 32
+	offCreatorPid   = 40
+	offHeaderFlags  = 44
+)
+
+// Channel entry field offsets.
+const (
+	entChannelID       = 0
+	entFlags           = 4
+	entCapacity        = 8
+	entBandOffset      = 16
+	entState           = 24
+	entCreatorPid      = 28
+	entNotEmptySeq     = 32
+	entNotEmptyWaiters = 36
+	entNotFullSeq      = 40
+	entNotFullWaiters  = 44
+	entTail            = 128
+	entHead            = 256
+)
+
+// Slot field offsets (the meta starts at 8).
+const (
+	slotSequence    = 0
+	slotMessageID   = 8
+	slotTimestamp   = 16
+	slotChannelID   = 24
+	slotMessageType = 28
+	slotSenderPid   = 32
+	// sender_runtime (u16) at 36 and flags (u16) at 38 share the 32-bit word at 36: Go has no
+	// 16-bit atomics, so both are read and written through that one aligned word.
+	slotRuntimeFlags = 36
+	slotPayloadLen   = 40
+	slotMetaPad      = 44
+	slotPayload      = 64
+	payloadWords     = MsgInline / 8
+)
+
+// Channel states (entry offset 24).
+const (
+	StateEmpty    uint32 = 0
+	StateCreating uint32 = 1
+	StateReady    uint32 = 2
+)
+
+// Message flags (meta offset 30).
+const (
+	// FlagSkip marks a position without a message (an abandoned claim).
+	FlagSkip uint16 = 0x0001
+	// FlagLost marks a tombstone for a lost message.
+	FlagLost uint16 = 0x0002
+	// ProtocolFlagsMask is the bits the protocol reserves; ordinary sends never set them.
+	ProtocolFlagsMask uint16 = 0x00FF
+	// ApplicationFlagsMask is the bits applications may use.
+	ApplicationFlagsMask uint16 = 0xFF00
+)
+
+// sender_runtime codes.
+const (
+	RuntimeUnknown uint16 = 0
+	RuntimeRust    uint16 = 1
+	RuntimeC       uint16 = 2
+	RuntimePython  uint16 = 3
+	RuntimeGo      uint16 = 4
+)
+
+// Defaults shared by every client.
+const (
+	DefaultSegmentName = "/dmxp_alloc"
+	DefaultSegmentSize = 128 << 20
+	DefaultCapacity    = 1024
+	DefaultMode        = 0o600
+)
+
+// retryLimit bounds every retry loop of one operation (PROTOCOL.md §4.3).
+const retryLimit = 1 << 16
+
+// EntryOffset is the offset of channel entry id.
+func EntryOffset(id uint32) uint64 { return ChannelTableOffset + uint64(id)*ChannelEntrySize }
+
+// BandLen is the size in bytes of a band of capacity slots.
+func BandLen(capacity uint64) uint64 { return capacity * SlotSize }
+
+func isPowerOfTwo(v uint64) bool { return v != 0 && v&(v-1) == 0 }
+
+func validCapacity(c uint64) bool {
+	return isPowerOfTwo(c) && c >= MinCapacity && c <= MaxCapacity
+}

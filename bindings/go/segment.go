@@ -1,0 +1,543 @@
+package dmxp
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Options tune how a segment is created or attached. The zero value (or a nil *Options)
+// means: DefaultSegmentSize, mode 0600, wait up to one second for a segment being created.
+type Options struct {
+	// Size in bytes of a segment this call creates (at least HeaderSize).
+	Size int64
+	// Mode is the permission bits of a segment this call creates (0 means 0600).
+	Mode uint32
+	// Timeout bounds how long an attach waits while the segment is being created (magic 0 or
+	// an object smaller than the header), and how long OpenOrCreate keeps retrying.
+	Timeout time.Duration
+}
+
+func (o *Options) size() int64 {
+	if o == nil || o.Size == 0 {
+		return DefaultSegmentSize
+	}
+	return o.Size
+}
+
+func (o *Options) mode() uint32 {
+	if o == nil || o.Mode == 0 {
+		return DefaultMode
+	}
+	return o.Mode
+}
+
+func (o *Options) timeout() time.Duration {
+	if o == nil || o.Timeout == 0 {
+		return time.Second
+	}
+	return o.Timeout
+}
+
+// Segment is a mapped, validated DMXP segment. Its methods are safe for concurrent use.
+// Close unmaps it: no Channel of the segment may be used after Close.
+type Segment struct {
+	mapping []byte
+	base    unsafe.Pointer
+	mapped  uint64 // bytes mapped
+	length  uint64 // validated segment length (segment_size, or mapped when 0)
+	path    string
+	created bool
+	closed  uint32
+}
+
+// ShmPath is where a POSIX shm name ("/dmxp_alloc") lives: /dev/shm + name.
+func ShmPath(name string) (string, error) {
+	trimmed := strings.TrimLeft(name, "/")
+	if trimmed == "" || strings.Contains(trimmed, "/") || len(trimmed) > 255 {
+		return "", fmt.Errorf("%w: shm name %q must be \"/\" followed by 1 to 255 characters without \"/\"", ErrInvalidArgument, name)
+	}
+	return "/dev/shm/" + trimmed, nil
+}
+
+// Open attaches to the existing POSIX shm segment name, waiting up to opts.Timeout while it is
+// being created. A missing object is reported as an error matching fs.ErrNotExist.
+func Open(name string, opts *Options) (*Segment, error) {
+	path, err := ShmPath(name)
+	if err != nil {
+		return nil, err
+	}
+	return OpenPath(path, opts)
+}
+
+// OpenPath attaches to the segment in the file at path (never creating, truncating or
+// resizing it), waiting up to opts.Timeout while it is being created.
+func OpenPath(path string, opts *Options) (*Segment, error) {
+	return attachPath(path, time.Now().Add(opts.timeout()))
+}
+
+// OpenFd attaches to the segment behind an open file descriptor (a shm object, a file or a
+// memfd), waiting up to opts.Timeout while it is being created. The descriptor stays the
+// caller's: the mapping outlives it.
+func OpenFd(fd int, opts *Options) (*Segment, error) {
+	deadline := time.Now().Add(opts.timeout())
+	for {
+		seg, err := attachFd(fd, "")
+		if !errors.Is(err, ErrNotReady) || time.Now().After(deadline) {
+			return seg, err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Create makes the POSIX shm segment name exclusively and formats it.
+func Create(name string, opts *Options) (*Segment, error) {
+	path, err := ShmPath(name)
+	if err != nil {
+		return nil, err
+	}
+	return CreatePath(path, opts)
+}
+
+// CreatePath makes the file at path exclusively (O_CREAT|O_EXCL; mode applied with fchmod,
+// so the umask does not narrow it), sizes it, maps it and formats it with magic stored last.
+// Attachers that find it meanwhile wait until magic is set.
+func CreatePath(path string, opts *Options) (*Segment, error) {
+	size, mode := opts.size(), opts.mode()
+	if size < HeaderSize {
+		return nil, &RegionTooSmallError{Len: uint64(size), Needed: HeaderSize}
+	}
+	if mode&^0o777 != 0 {
+		return nil, fmt.Errorf("%w: mode %#o has bits outside 0o777", ErrInvalidArgument, mode)
+	}
+	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, mode)
+	if err != nil {
+		return nil, &os.PathError{Op: "create", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	seg, err := finishCreate(fd, path, size, mode)
+	if err != nil {
+		// Nobody can have attached successfully (magic is still 0): remove what we made.
+		_ = syscall.Unlink(path)
+		return nil, err
+	}
+	return seg, nil
+}
+
+func finishCreate(fd int, path string, size int64, mode uint32) (*Segment, error) {
+	if err := syscall.Fchmod(fd, mode); err != nil {
+		return nil, &os.PathError{Op: "fchmod", Path: path, Err: err}
+	}
+	if err := syscall.Ftruncate(fd, size); err != nil {
+		return nil, &os.PathError{Op: "ftruncate", Path: path, Err: err}
+	}
+	seg, err := mapFd(fd, path, uint64(size))
+	if err != nil {
+		return nil, err
+	}
+	if err := seg.format(uint32(os.Getpid())); err != nil {
+		seg.Close()
+		return nil, err
+	}
+	seg.created = true
+	return seg, nil
+}
+
+// OpenOrCreate creates the POSIX shm segment name, or attaches to it if it exists (waiting
+// while another process formats it). Segment.Created tells which happened.
+func OpenOrCreate(name string, opts *Options) (*Segment, error) {
+	path, err := ShmPath(name)
+	if err != nil {
+		return nil, err
+	}
+	return OpenOrCreatePath(path, opts)
+}
+
+// OpenOrCreatePath is OpenOrCreate for a file path (PROTOCOL.md §3.2, create-or-attach).
+func OpenOrCreatePath(path string, opts *Options) (*Segment, error) {
+	deadline := time.Now().Add(opts.timeout())
+	for {
+		seg, err := CreatePath(path, opts)
+		if err == nil || !errors.Is(err, os.ErrExist) {
+			return seg, err
+		}
+		seg, err = attachPath(path, deadline)
+		if err == nil || !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
+			return seg, err
+		}
+		// Removed between our create and our open: create again.
+	}
+}
+
+// Unlink removes the POSIX shm segment name. Processes that have it mapped keep it.
+func Unlink(name string) error {
+	path, err := ShmPath(name)
+	if err != nil {
+		return err
+	}
+	return os.Remove(path)
+}
+
+// attachPath implements the attach loop of PROTOCOL.md §3.2.
+func attachPath(path string, deadline time.Time) (*Segment, error) {
+	for {
+		fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		seg, err := attachFd(fd, path)
+		syscall.Close(fd)
+		if !errors.Is(err, ErrNotReady) {
+			return seg, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s: %w, or its creator died", path, ErrNotReady)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// attachFd makes one attempt: ErrNotReady when the object is too small or magic is 0.
+func attachFd(fd int, path string) (*Segment, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Size < HeaderSize {
+		return nil, ErrNotReady
+	}
+	seg, err := mapFd(fd, path, uint64(st.Size))
+	if err != nil {
+		return nil, err
+	}
+	if err := seg.validateHeader(); err != nil {
+		seg.Close()
+		return nil, err
+	}
+	return seg, nil
+}
+
+func mapFd(fd int, path string, size uint64) (*Segment, error) {
+	if size > uint64(^uint(0)>>1) {
+		return nil, fmt.Errorf("%w: %d bytes cannot be mapped", ErrInvalidArgument, size)
+	}
+	data, err := syscall.Mmap(fd, 0, int(size), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, &os.PathError{Op: "mmap", Path: path, Err: err}
+	}
+	base := unsafe.Pointer(&data[0])
+	if uintptr(base)%SegmentAlign != 0 {
+		_ = syscall.Munmap(data)
+		return nil, fmt.Errorf("%w: mapping at %p is not %d-aligned", ErrInvalidArgument, base, SegmentAlign)
+	}
+	return &Segment{mapping: data, base: base, mapped: size, length: size, path: path}, nil
+}
+
+// Close unmaps the segment. Channels opened from it must not be used afterwards.
+func (s *Segment) Close() error {
+	if !atomic.CompareAndSwapUint32(&s.closed, 0, 1) {
+		return ErrClosed
+	}
+	return syscall.Munmap(s.mapping)
+}
+
+// Path is the file the segment was opened from ("" for OpenFd).
+func (s *Segment) Path() string { return s.path }
+
+// Created is true when this call created and formatted the segment.
+func (s *Segment) Created() bool { return s.created }
+
+// Len is the validated segment length: segment_size, or the mapped size when it is 0.
+func (s *Segment) Len() uint64 { return s.length }
+
+// MappedLen is the number of bytes mapped.
+func (s *Segment) MappedLen() uint64 { return s.mapped }
+
+// format writes an empty segment into freshly created memory, magic last (PROTOCOL.md §3.1).
+func (s *Segment) format(pid uint32) error {
+	if load64(s.base, offMagic) != 0 {
+		return ErrAlreadyFormatted
+	}
+	zeroWords(s.base, 8, HeaderSize-8)
+	store32(s.base, offVersion, Version)
+	store32(s.base, offMaxChannels, MaxChannels)
+	store64(s.base, offSegmentSize, s.mapped)
+	store64(s.base, offBandCursor, HeaderSize)
+	store32(s.base, offCreatorPid, pid)
+	store64(s.base, offMagic, Magic) // publication point
+	s.length = s.mapped
+	return nil
+}
+
+// Header reads the header fields (magic first).
+func (s *Segment) Header() HeaderInfo {
+	return HeaderInfo{
+		Magic:        load64(s.base, offMagic),
+		Version:      load32(s.base, offVersion),
+		MaxChannels:  load32(s.base, offMaxChannels),
+		ChannelCount: load32(s.base, offChannelCount),
+		Reserved:     load32(s.base, offReserved),
+		SegmentSize:  load64(s.base, offSegmentSize),
+		BandCursor:   load64(s.base, offBandCursor),
+		CreatorPID:   load32(s.base, offCreatorPid),
+		HeaderFlags:  load32(s.base, offHeaderFlags),
+	}
+}
+
+func (s *Segment) validateHeader() error {
+	h := s.Header()
+	length, err := validateHeader(&h, s.mapped)
+	if err != nil {
+		return err
+	}
+	s.length = length
+	return nil
+}
+
+func (s *Segment) entry(id uint32) unsafe.Pointer {
+	return unsafe.Add(s.base, EntryOffset(id))
+}
+
+// Entry reads channel entry id (state, then capacity, then the rest), or fails for id >= 256.
+func (s *Segment) Entry(id uint32) (EntryInfo, error) {
+	if id >= MaxChannels {
+		return EntryInfo{}, &InvalidChannelIDError{ID: id}
+	}
+	e := s.entry(id)
+	// state first: READY seen means the capacity stored before it is visible too.
+	state := load32(e, entState)
+	capacity := load64(e, entCapacity)
+	return EntryInfo{
+		ChannelID:       load32(e, entChannelID),
+		Flags:           load32(e, entFlags),
+		Capacity:        capacity,
+		BandOffset:      load64(e, entBandOffset),
+		State:           state,
+		CreatorPID:      load32(e, entCreatorPid),
+		NotEmptySeq:     load32(e, entNotEmptySeq),
+		NotEmptyWaiters: load32(e, entNotEmptyWaiters),
+		NotFullSeq:      load32(e, entNotFullSeq),
+		NotFullWaiters:  load32(e, entNotFullWaiters),
+		Tail:            load64(e, entTail),
+		Head:            load64(e, entHead),
+	}, nil
+}
+
+// geometry validates entry id; ok is false when the channel has not been created.
+func (s *Segment) geometry(id uint32) (Geometry, bool, error) {
+	e, err := s.Entry(id)
+	if err != nil {
+		return Geometry{}, false, err
+	}
+	return validateEntry(id, &e, s.length)
+}
+
+func (s *Segment) checkNoOverlap(g Geometry) error {
+	for other := uint32(0); other < MaxChannels; other++ {
+		if other == g.ID {
+			continue
+		}
+		// A corrupt neighbour is reported when it is opened, not here.
+		theirs, ok, err := s.geometry(other)
+		if err != nil || !ok {
+			continue
+		}
+		if g.BandOffset < theirs.BandEnd() && theirs.BandOffset < g.BandEnd() {
+			e := corruptEntry(BandsOverlap, g.ID, g.BandOffset)
+			e.Other = int(other)
+			return e
+		}
+	}
+	return nil
+}
+
+// Channels lists every created channel whose entry validates, in id order.
+func (s *Segment) Channels() []Geometry {
+	var list []Geometry
+	for id := uint32(0); id < MaxChannels; id++ {
+		if g, ok, err := s.geometry(id); err == nil && ok {
+			list = append(list, g)
+		}
+	}
+	return list
+}
+
+// ValidateAll validates every entry and checks that no two bands overlap.
+func (s *Segment) ValidateAll() error {
+	var bands []Geometry
+	for id := uint32(0); id < MaxChannels; id++ {
+		g, ok, err := s.geometry(id)
+		if err != nil {
+			return err
+		}
+		if ok {
+			bands = append(bands, g)
+		}
+	}
+	return checkOverlaps(bands)
+}
+
+// OpenChannel opens the created channel id after validating its entry and band
+// (PROTOCOL.md §4.2). It fails with a *NotFoundError or *BeingCreatedError when the channel
+// does not exist yet.
+func (s *Segment) OpenChannel(id uint32) (*Channel, error) {
+	g, ok, err := s.geometry(id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		if load32(s.entry(id), entState) == StateCreating {
+			return nil, &BeingCreatedError{Channel: id}
+		}
+		return nil, &NotFoundError{Channel: id}
+	}
+	if err := s.checkNoOverlap(g); err != nil {
+		return nil, err
+	}
+	return newChannel(s, g), nil
+}
+
+// WaitChannel opens channel id, waiting up to timeout for it to be created.
+func (s *Segment) WaitChannel(id uint32, timeout time.Duration) (*Channel, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		ch, err := s.OpenChannel(id)
+		if err == nil || !(errors.Is(err, ErrNotFound) || errors.Is(err, ErrBeingCreated)) || time.Now().After(deadline) {
+			return ch, err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TryOpenOrCreateChannel creates channel id with capacity slots, or opens it if it exists
+// (whatever its capacity); created tells which. A *BeingCreatedError means another process
+// holds the creation claim right now: retry shortly (OpenOrCreateChannel does).
+func (s *Segment) TryOpenOrCreateChannel(id uint32, capacity uint64) (ch *Channel, created bool, err error) {
+	if !validCapacity(capacity) {
+		return nil, false, &InvalidCapacityError{Capacity: capacity}
+	}
+	if id >= MaxChannels {
+		return nil, false, &InvalidChannelIDError{ID: id}
+	}
+	e := s.entry(id)
+	if load64(e, entCapacity) != 0 {
+		ch, err := s.OpenChannel(id)
+		return ch, false, err
+	}
+	if !cas32(e, entState, StateEmpty, StateCreating) {
+		ch, err := s.OpenChannel(id)
+		if errors.Is(err, ErrNotFound) {
+			return nil, false, &BeingCreatedError{Channel: id}
+		}
+		return ch, false, err
+	}
+	pid := uint32(os.Getpid())
+	store32(e, entCreatorPid, pid) // names a creator that dies holding the claim
+	ch, err = s.initialiseChannel(id, e, capacity, pid)
+	if err != nil {
+		store32(e, entState, StateEmpty) // give the id back
+		return nil, false, err
+	}
+	return ch, true, nil
+}
+
+// OpenOrCreateChannel is TryOpenOrCreateChannel retried while another process is creating
+// the channel, up to timeout.
+func (s *Segment) OpenOrCreateChannel(id uint32, capacity uint64, timeout time.Duration) (*Channel, bool, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		ch, created, err := s.TryOpenOrCreateChannel(id, capacity)
+		if !errors.Is(err, ErrBeingCreated) || time.Now().After(deadline) {
+			return ch, created, err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// CreateChannel creates channel id, failing with an *ExistsError if it already exists.
+func (s *Segment) CreateChannel(id uint32, capacity uint64) (*Channel, error) {
+	ch, created, err := s.TryOpenOrCreateChannel(id, capacity)
+	if err != nil {
+		return nil, err
+	}
+	if !created {
+		return nil, &ExistsError{Channel: id, Capacity: ch.Capacity()}
+	}
+	return ch, nil
+}
+
+// initialiseChannel runs with the entry's CREATING claim held (PROTOCOL.md §5).
+func (s *Segment) initialiseChannel(id uint32, e unsafe.Pointer, capacity uint64, pid uint32) (*Channel, error) {
+	start, err := s.reserveBand(capacity)
+	if err != nil {
+		return nil, err
+	}
+	g := Geometry{ID: id, Capacity: capacity, BandOffset: start}
+	band := unsafe.Add(s.base, start)
+	for k := uint64(0); k < capacity; k++ {
+		slot := unsafe.Add(band, k*SlotSize)
+		zeroWords(slot, 8, SlotSize-8)
+		store64(slot, slotSequence, k)
+	}
+	store32(e, entChannelID, id)
+	store32(e, entFlags, 0)
+	store64(e, entBandOffset, start)
+	store32(e, entCreatorPid, pid)
+	store32(e, entNotEmptySeq, 0)
+	store32(e, entNotEmptyWaiters, 0)
+	store32(e, entNotFullSeq, 0)
+	store32(e, entNotFullWaiters, 0)
+	store64(e, entHead, 0)
+	store64(e, entTail, 0)
+	atomic.AddUint32(ptr32(s.base, offChannelCount), 1)
+	store64(e, entCapacity, capacity) // publication point
+	store32(e, entState, StateReady)
+	return newChannel(s, g), nil
+}
+
+// reserveBand carves capacity slots from the header's bump cursor by CAS.
+func (s *Segment) reserveBand(capacity uint64) (uint64, error) {
+	need := BandLen(capacity)
+	start := load64(s.base, offBandCursor)
+	for i := 0; i < retryLimit; i++ {
+		if start == 0 {
+			// A segment made by a client without the cursor: adopt the end of the last band.
+			adopted := s.endOfBands()
+			if cas64(s.base, offBandCursor, 0, adopted) {
+				start = adopted
+			} else {
+				start = load64(s.base, offBandCursor)
+				continue
+			}
+		}
+		if start < HeaderSize || start > s.length || start%SlotAlign != 0 {
+			e := corruptHeader(BandCursorOutOfRange, start)
+			e.Limit = s.length
+			return 0, e
+		}
+		end := start + need
+		if end < start || end > s.length {
+			return 0, &OutOfSpaceError{Needed: need, Available: s.length - start}
+		}
+		if cas64(s.base, offBandCursor, start, end) {
+			return start, nil
+		}
+		start = load64(s.base, offBandCursor)
+	}
+	return 0, ErrBusy
+}
+
+func (s *Segment) endOfBands() uint64 {
+	end := uint64(HeaderSize)
+	for _, g := range s.Channels() {
+		if g.BandEnd() > end {
+			end = g.BandEnd()
+		}
+	}
+	return end
+}

@@ -1,0 +1,146 @@
+package dmxp
+
+import "sort"
+
+// HeaderInfo is a snapshot of the global header fields (PROTOCOL.md §2.2).
+type HeaderInfo struct {
+	Magic        uint64
+	Version      uint32
+	MaxChannels  uint32
+	ChannelCount uint32
+	Reserved     uint32
+	SegmentSize  uint64
+	BandCursor   uint64
+	CreatorPID   uint32
+	HeaderFlags  uint32
+}
+
+// EntryInfo is a snapshot of one channel entry (PROTOCOL.md §2.3).
+type EntryInfo struct {
+	ChannelID       uint32
+	Flags           uint32
+	Capacity        uint64
+	BandOffset      uint64
+	State           uint32
+	CreatorPID      uint32
+	NotEmptySeq     uint32
+	NotEmptyWaiters uint32
+	NotFullSeq      uint32
+	NotFullWaiters  uint32
+	Tail            uint64
+	Head            uint64
+}
+
+// Geometry is where a created channel's band lies: validated, then cached by the process and
+// never re-read from the segment for indexing.
+type Geometry struct {
+	ID         uint32
+	Capacity   uint64
+	BandOffset uint64
+}
+
+// BandEnd is one past the last byte of the band (validation proved it does not overflow).
+func (g Geometry) BandEnd() uint64 { return g.BandOffset + BandLen(g.Capacity) }
+
+// validateHeader runs the header checks of PROTOCOL.md §4.1 (#1..#7) in order and returns
+// the segment length bands are checked against.
+func validateHeader(h *HeaderInfo, mapped uint64) (uint64, error) {
+	switch h.Magic {
+	case 0:
+		return 0, ErrNotReady
+	case Magic:
+	default:
+		return 0, corruptHeader(BadMagic, h.Magic)
+	}
+	if h.Version != Version {
+		return 0, corruptHeader(UnsupportedVersion, uint64(h.Version))
+	}
+	if h.MaxChannels != MaxChannels {
+		return 0, corruptHeader(WrongMaxChannels, uint64(h.MaxChannels))
+	}
+	if h.ChannelCount > MaxChannels {
+		return 0, corruptHeader(ChannelCountTooLarge, uint64(h.ChannelCount))
+	}
+	if mapped < HeaderSize {
+		return 0, &RegionTooSmallError{Len: mapped, Needed: HeaderSize}
+	}
+	segLen := mapped
+	if h.SegmentSize != 0 {
+		if h.SegmentSize > mapped || h.SegmentSize < HeaderSize {
+			e := corruptHeader(SegmentSizeMismatch, h.SegmentSize)
+			e.Limit = mapped
+			return 0, e
+		}
+		segLen = h.SegmentSize
+	}
+	if c := h.BandCursor; c != 0 && (c < HeaderSize || c > segLen || c%SlotAlign != 0) {
+		e := corruptHeader(BandCursorOutOfRange, c)
+		e.Limit = segLen
+		return 0, e
+	}
+	return segLen, nil
+}
+
+// validateEntry runs the entry checks of PROTOCOL.md §4.2 (#1..#8) in order. ok is false
+// (with a nil error) when the channel has not been created.
+func validateEntry(id uint32, e *EntryInfo, segLen uint64) (g Geometry, ok bool, err error) {
+	if e.State != StateEmpty && e.State != StateCreating && e.State != StateReady {
+		return g, false, corruptEntry(UnknownChannelState, id, uint64(e.State))
+	}
+	capacity := e.Capacity
+	if capacity == 0 {
+		if e.State == StateReady {
+			return g, false, corruptEntry(CapacityZero, id, 0)
+		}
+		return g, false, nil
+	}
+	if e.ChannelID != id {
+		return g, false, corruptEntry(ChannelIDMismatch, id, uint64(e.ChannelID))
+	}
+	if !isPowerOfTwo(capacity) {
+		return g, false, corruptEntry(CapacityNotPowerOfTwo, id, capacity)
+	}
+	if capacity < MinCapacity {
+		return g, false, corruptEntry(CapacityTooSmall, id, capacity)
+	}
+	if capacity > MaxCapacity {
+		return g, false, corruptEntry(CapacityTooLarge, id, capacity)
+	}
+	band := e.BandOffset
+	if band%SlotAlign != 0 {
+		return g, false, corruptEntry(BandMisaligned, id, band)
+	}
+	if band < HeaderSize {
+		return g, false, corruptEntry(BandOverlapsHeader, id, band)
+	}
+	// capacity <= 2^32, so the band length fits in 64 bits; the sum may not.
+	length := BandLen(capacity)
+	if end := band + length; end < band || end > segLen {
+		ce := corruptEntry(BandOutsideSegment, id, band)
+		ce.BandLen = length
+		ce.Limit = segLen
+		return g, false, ce
+	}
+	return Geometry{ID: id, Capacity: capacity, BandOffset: band}, true, nil
+}
+
+// checkOverlaps reports the first pair of bands sharing a byte (sorts bands by offset).
+func checkOverlaps(bands []Geometry) error {
+	sort.Slice(bands, func(i, j int) bool { return bands[i].BandOffset < bands[j].BandOffset })
+	for i := 1; i < len(bands); i++ {
+		a, b := bands[i-1], bands[i]
+		if a.BandEnd() > b.BandOffset {
+			hi, lo := a.ID, b.ID
+			if lo > hi {
+				hi, lo = lo, hi
+			}
+			e := corruptEntry(BandsOverlap, hi, a.BandOffset)
+			if hi == b.ID {
+				e.Value = b.BandOffset
+			}
+			e.Other = int(lo)
+			return e
+		}
+	}
+	return nil
+}
