@@ -32,6 +32,8 @@ step "tests (cargo test --workspace --all-features)" cargo test --workspace --al
 step "fuzz corpus replay (stable)" cargo test --manifest-path fuzz/Cargo.toml
 step "no_std build (x86_64-unknown-none)" bash -c \
     'rustup target add x86_64-unknown-none >/dev/null && cargo build -p dmxp-nostd --target x86_64-unknown-none'
+[ -x scripts/test-c.sh ] && step "C client" scripts/test-c.sh
+[ -x scripts/test-go.sh ] && step "Go client" scripts/test-go.sh
 [ -x scripts/loom.sh ] && step "loom models" scripts/loom.sh
 [ -x scripts/miri.sh ] && step "miri" scripts/miri.sh
 [ -x scripts/fuzz.sh ] && step "fuzz (short runs)" scripts/fuzz.sh "${DMXP_FUZZ_SECONDS:-30}"
