@@ -13,8 +13,6 @@
 //!
 //! Every offset and size below is a compile-time assertion.
 
-#[cfg(not(loom))]
-use crate::sync::AtomicU8;
 use crate::sync::{AtomicU16, AtomicU32, AtomicU64};
 use static_assertions::const_assert_eq;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -245,12 +243,13 @@ const_assert_eq!(core::mem::offset_of!(Slot, reserved), 1024);
 // Live views: every byte is inside an atomic.
 // ---------------------------------------------------------------------------------------------
 
-/// Bytes the protocol does not use, still reached only atomically (or never).
+/// Bytes the protocol does not use, held as 64-bit atomic words (one atomic per byte would
+/// make every reference to an entry far costlier to check under Miri).
 #[cfg(not(loom))]
-pub type Reserved<const N: usize> = [AtomicU8; N];
+pub type Reserved<const WORDS: usize> = [AtomicU64; WORDS];
 /// Under loom the reserved bytes are never touched; plain bytes keep the model small.
 #[cfg(loom)]
-pub type Reserved<const N: usize> = [u8; N];
+pub type Reserved<const WORDS: usize> = [u64; WORDS];
 
 /// Live view of [`HeaderFields`].
 #[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
@@ -265,7 +264,7 @@ pub struct AtomicHeaderFields {
     pub band_cursor: AtomicU64,
     pub creator_pid: AtomicU32,
     pub header_flags: AtomicU32,
-    pub extension: Reserved<80>,
+    pub extension: Reserved<10>,
 }
 
 /// Live view of [`ChannelEntry`].
@@ -282,11 +281,11 @@ pub struct AtomicChannelEntry {
     pub not_empty_waiters: AtomicU32,
     pub not_full_seq: AtomicU32,
     pub not_full_waiters: AtomicU32,
-    pub extension: Reserved<80>,
+    pub extension: Reserved<10>,
     pub tail: AtomicU64,
-    pub tail_pad: Reserved<120>,
+    pub tail_pad: Reserved<15>,
     pub head: AtomicU64,
-    pub head_pad: Reserved<120>,
+    pub head_pad: Reserved<15>,
 }
 
 /// Live view of [`MessageMeta`].
@@ -311,9 +310,9 @@ pub struct AtomicMessageMeta {
 pub struct AtomicSlot {
     pub sequence: AtomicU64,
     pub meta: AtomicMessageMeta,
-    pub padding: Reserved<16>,
+    pub padding: Reserved<2>,
     pub payload: [AtomicU64; PAYLOAD_WORDS],
-    pub reserved: Reserved<64>,
+    pub reserved: Reserved<8>,
 }
 
 #[cfg(not(loom))]
@@ -430,8 +429,8 @@ impl AtomicMessageMeta {
 mod loom_constructors {
     use super::*;
 
-    fn reserved<const N: usize>() -> Reserved<N> {
-        [0; N]
+    fn reserved<const WORDS: usize>() -> Reserved<WORDS> {
+        [0; WORDS]
     }
 
     impl AtomicHeaderFields {

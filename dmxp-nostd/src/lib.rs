@@ -65,5 +65,5 @@ pub use wait::{SpinWait, WaitOutcome, WaitStrategy};
 
 /// Atomics used by the layout types (re-exported so model tests can build them).
 pub mod atomic {
-    pub use crate::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+    pub use crate::sync::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 }

@@ -459,14 +459,14 @@ fn channel_slots<'a>(
 }
 
 #[cfg(not(loom))]
-fn zero_bytes(bytes: &[crate::sync::AtomicU8]) {
-    for byte in bytes {
-        byte.store(0, Relaxed);
+fn zero_words(words: &[AtomicU64]) {
+    for word in words {
+        word.store(0, Relaxed);
     }
 }
 
 #[cfg(loom)]
-fn zero_bytes(_bytes: &[u8]) {}
+fn zero_words(_words: &[u64]) {}
 
 #[cfg(not(loom))]
 fn zero_header_fields(fields: &AtomicHeaderFields) {
@@ -478,7 +478,7 @@ fn zero_header_fields(fields: &AtomicHeaderFields) {
     fields.band_cursor.store(0, Relaxed);
     fields.creator_pid.store(0, Relaxed);
     fields.header_flags.store(0, Relaxed);
-    zero_bytes(&fields.extension);
+    zero_words(&fields.extension);
 }
 
 #[cfg(not(loom))]
@@ -503,17 +503,17 @@ fn zero_entry(entry: &AtomicChannelEntry) {
     ] {
         word.store(0, Relaxed);
     }
-    zero_bytes(&entry.extension);
-    zero_bytes(&entry.tail_pad);
-    zero_bytes(&entry.head_pad);
+    zero_words(&entry.extension);
+    zero_words(&entry.tail_pad);
+    zero_words(&entry.head_pad);
 }
 
 fn zero_slot(slot: &AtomicSlot) {
     let meta = &slot.meta;
     meta.store(&crate::layout::MessageMeta::default());
-    zero_bytes(&slot.padding);
+    zero_words(&slot.padding);
     for word in &slot.payload {
         word.store(0, Relaxed);
     }
-    zero_bytes(&slot.reserved);
+    zero_words(&slot.reserved);
 }

@@ -2,9 +2,9 @@
 //! (`RUSTFLAGS="--cfg loom"`).
 
 #[cfg(not(loom))]
-pub use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+pub use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
 #[cfg(loom)]
-pub use loom::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+pub use loom::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(not(loom))]
 pub use core::hint::spin_loop;
