@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Loom model checks of the dmxp-nostd ring and channel creation (dmxp-nostd/tests/loom.rs).
+#
+# Builds with `--cfg loom` in its own target directory, so the flag does not invalidate the
+# normal build. Each model picks its own preemption bound; set LOOM_MAX_PREEMPTIONS to override
+# all of them (higher bounds explore more and take much longer). Extra arguments go to the test
+# binary, e.g. `scripts/loom.sh wrap_around` or `scripts/loom.sh --include-ignored`.
+# Exits non-zero when a model fails.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+export RUSTFLAGS="${RUSTFLAGS:-} --cfg loom"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom"
+
+exec cargo test -p dmxp-nostd --test loom --release -- --nocapture --test-threads=1 "$@"
