@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Sends verifiable messages on DMXP channels 0..num_channels, one thread per channel.
+
+    producer.py <num_channels> <messages_per_channel> [capacity] [--segment NAME]
+                [--first-index K] [--batch N] [--size BYTES]
+
+Opens or creates the segment and each channel (an existing channel is used as it is). Message
+``index`` of channel ``c`` is ``dmxp.pattern.encode(c, index, default_len(index))``, for
+indices K..K+messages_per_channel-1. A full ring makes the sender sleep (futex, GIL released)
+until a consumer frees a slot. Prints one line per channel and a summary with msgs/s; exits 0
+when everything was sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+import dmxp
+from dmxp import pattern
+
+# A full ring waits this long for a consumer before giving up.
+FULL_TIMEOUT_S = 60.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("num_channels", type=int, help="channels to use: 0..num_channels")
+    parser.add_argument("messages_per_channel", type=int, help="messages to send on each")
+    parser.add_argument(
+        "capacity",
+        type=int,
+        nargs="?",
+        default=dmxp.DEFAULT_CAPACITY,
+        help="ring capacity of channels this creates (a power of two)",
+    )
+    parser.add_argument(
+        "--segment",
+        default=os.environ.get("DMXP_SEGMENT", dmxp.DEFAULT_SEGMENT),
+        help="POSIX shm segment name",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=dmxp.DEFAULT_SEGMENT_SIZE,
+        help="size of the segment if this creates it, in bytes",
+    )
+    parser.add_argument("--first-index", type=int, default=0, help="index of the first message")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="send with the batch API, N messages per call"
+    )
+    args = parser.parse_args(argv)
+    if not 1 <= args.batch <= 4096:
+        parser.error("--batch must be between 1 and 4096")
+    if args.num_channels < 0 or args.messages_per_channel < 0 or args.first_index < 0:
+        parser.error("counts and indices must not be negative")
+    return args
+
+
+class Sender(threading.Thread):
+    def __init__(self, args: argparse.Namespace, channel: int) -> None:
+        super().__init__(name=f"producer-{channel}")
+        self.args = args
+        self.channel = channel
+        self.error: BaseException | None = None
+        self.sent = 0
+        self.elapsed = 0.0
+
+    def run(self) -> None:
+        try:
+            self.send_all()
+        except BaseException as e:  # reported by main
+            self.error = e
+
+    def send_all(self) -> None:
+        args, channel = self.args, self.channel
+        with dmxp.Producer(
+            channel, capacity=args.capacity, segment=args.segment, size=args.size
+        ) as producer:
+            started = time.perf_counter()
+            end = args.first_index + args.messages_per_channel
+            index = args.first_index
+            encode, default_len = pattern.encode, pattern.default_len
+            if args.batch == 1:
+                send = producer.send_timeout
+                while index < end:
+                    send(encode(channel, index, default_len(index)), FULL_TIMEOUT_S)
+                    index += 1
+            else:
+                while index < end:
+                    batch = [
+                        encode(channel, i, default_len(i))
+                        for i in range(index, min(end, index + args.batch))
+                    ]
+                    while batch:
+                        sent = producer.send_batch(batch, timeout=FULL_TIMEOUT_S)
+                        index += sent
+                        del batch[:sent]
+            self.elapsed = time.perf_counter() - started
+            self.sent = index - args.first_index
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    senders = [Sender(args, channel) for channel in range(args.num_channels)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    elapsed = time.perf_counter() - started
+    failed = False
+    total = 0
+    for sender in senders:
+        if sender.error is not None:
+            print(f"producer: channel {sender.channel}: {sender.error}", file=sys.stderr)
+            failed = True
+            continue
+        total += sender.sent
+        rate = sender.sent / max(sender.elapsed, 1e-9)
+        print(
+            f"producer: channel {sender.channel}: sent {sender.sent} in {sender.elapsed:.3f}s "
+            f"({rate:.0f} msgs/s)"
+        )
+    print(
+        f"producer: sent {total} messages on {args.num_channels} channels of {args.segment} "
+        f"in {elapsed:.3f}s: {total / max(elapsed, 1e-9):.0f} msgs/s"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

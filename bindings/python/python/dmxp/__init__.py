@@ -1,0 +1,140 @@
+"""DMXP-MPMC for Python: shared-memory multi-producer multi-consumer channels.
+
+Any process on the host that maps the same segment -- in Rust, C, Go or Python -- can send
+and receive on its channels (see ``docs/PROTOCOL.md``). This package is a PyO3 extension over
+the Rust library, so it follows the protocol exactly as the Rust client does.
+
+>>> import dmxp
+>>> with dmxp.Producer(0, capacity=1024) as producer:            # doctest: +SKIP
+...     producer.send(b"Hello, World!")
+>>> with dmxp.Consumer(0) as consumer:                            # doctest: +SKIP
+...     print(consumer.receive(timeout=1.0))
+
+Segments are POSIX shm objects by name (default ``/dmxp_alloc``, i.e. ``/dev/shm/dmxp_alloc``,
+128 MiB, mode 0600). A ``Producer`` creates the segment and its channel if they do not exist
+(processes racing to do so get one of each); a ``Consumer`` needs them to exist (its ``wait``
+argument retries for a while).
+
+Timeouts -- every ``timeout=`` argument of a send or receive:
+
+* ``None``: do not wait. ``receive()`` returns ``None`` when the channel is empty; ``send()``
+  and ``send_with()`` raise :class:`FullError` when the ring is full; ``send_batch()``
+  returns 0.
+* a number of seconds: wait up to that long. Receives then return ``None`` (an empty list
+  for batches); sends raise :class:`TimeoutError`.
+* a negative number (``dmxp.FOREVER``) or ``math.inf``: wait without a deadline.
+
+``send_timeout(data, t)`` and ``send_all(items, t)`` always wait (``t=None``: forever).
+While a call waits it releases the GIL and sleeps on the channel's futex word, waking every
+100 ms to let Python handle signals (Ctrl-C interrupts it with ``KeyboardInterrupt``).
+
+Iteration: ``for payload in consumer:`` yields payloads, waiting for each; it stops when no
+message arrived for the consumer's ``idle_timeout`` seconds (``None``, the default: it never
+stops by itself) or when the consumer is closed, also from another thread.
+
+``close()`` (or leaving a ``with`` block) releases the mapping; afterwards every call raises
+:class:`ClosedError`, including a call that another thread had blocked in.
+
+Lost and corrupt messages (a tombstone left for a producer that died, an impossible
+``payload_len`` written by a buggy peer) are consumed, passed over and counted in
+``Consumer.stats``; they never hide the messages behind them.
+
+Metadata: ``Message.message_id`` is the message's position in its channel (increasing),
+``timestamp_ns`` is CLOCK_MONOTONIC (see :func:`monotonic_ns`), ``sender_runtime`` is 3 for
+messages sent from Python (1 Rust, 2 C, 4 Go). ``flags`` may carry only application bits
+(``0xFF00``).
+"""
+
+from __future__ import annotations
+
+from . import errors, pattern
+from ._dmxp import (
+    DEFAULT_CAPACITY,
+    DEFAULT_SEGMENT,
+    DEFAULT_SEGMENT_SIZE,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_CHANNELS,
+    MSG_INLINE,
+    RUNTIME_PYTHON,
+    SLOT_SIZE,
+    VERSION,
+    Consumer,
+    Message,
+    Producer,
+    futex_wake_calls,
+    monotonic_ns,
+    parse_segment,
+    unlink_segment,
+)
+from .errors import (
+    AlreadyExistsError,
+    BadMagicError,
+    BufferTooSmallError,
+    BusyError,
+    ClosedError,
+    CorruptError,
+    DmxpError,
+    FullError,
+    InvalidInputError,
+    IoError,
+    LostError,
+    NotFoundError,
+    NotReadyError,
+    OutOfSpaceError,
+    TimeoutError,
+    TooLargeError,
+    UnsupportedVersionError,
+)
+
+#: A ``timeout`` that never expires.
+FOREVER: float = -1.0
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExistsError",
+    "BadMagicError",
+    "BufferTooSmallError",
+    "BusyError",
+    "ClosedError",
+    "Consumer",
+    "CorruptError",
+    "DEFAULT_CAPACITY",
+    "DEFAULT_SEGMENT",
+    "DEFAULT_SEGMENT_SIZE",
+    "DmxpError",
+    "FOREVER",
+    "FullError",
+    "HEADER_SIZE",
+    "InvalidInputError",
+    "IoError",
+    "LostError",
+    "MAGIC",
+    "MAX_CHANNELS",
+    "MSG_INLINE",
+    "Message",
+    "NotFoundError",
+    "NotReadyError",
+    "OutOfSpaceError",
+    "Producer",
+    "RUNTIME_PYTHON",
+    "SLOT_SIZE",
+    "TimeoutError",
+    "TooLargeError",
+    "UnsupportedVersionError",
+    "VERSION",
+    "errors",
+    "futex_wake_calls",
+    "monotonic_ns",
+    "parse_segment",
+    "pattern",
+    "shm_path",
+    "unlink_segment",
+]
+
+
+def shm_path(segment: str) -> str:
+    """The file that backs the POSIX shm segment ``segment`` (``/dmxp_alloc`` ->
+    ``/dev/shm/dmxp_alloc``)."""
+    return "/dev/shm/" + segment.lstrip("/")

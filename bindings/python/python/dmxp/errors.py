@@ -1,0 +1,137 @@
+"""Exceptions raised by :mod:`dmxp`.
+
+Every exception derives from :class:`DmxpError`. The subclasses mirror the Rust facade's
+``dmxp::ErrorKind``; a few also derive from the builtin exception a Python caller would expect
+(``TimeoutError``, ``ValueError``, ``OSError``), so ``except TimeoutError`` works too.
+
+This module is pure Python and does not import the extension: the extension imports it to
+raise these classes.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "DmxpError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "FullError",
+    "TooLargeError",
+    "BufferTooSmallError",
+    "TimeoutError",
+    "NotReadyError",
+    "CorruptError",
+    "BadMagicError",
+    "UnsupportedVersionError",
+    "LostError",
+    "InvalidInputError",
+    "OutOfSpaceError",
+    "BusyError",
+    "IoError",
+    "ClosedError",
+]
+
+
+class DmxpError(Exception):
+    """Base class of every error raised by dmxp."""
+
+
+class NotFoundError(DmxpError):
+    """The segment or the channel does not exist (the message says which)."""
+
+
+class AlreadyExistsError(DmxpError):
+    """Something that had to be new already exists."""
+
+
+class FullError(DmxpError):
+    """Every slot of the ring holds an unconsumed message (non-blocking send)."""
+
+
+class TooLargeError(DmxpError):
+    """The payload is longer than a slot holds (960 bytes)."""
+
+    def __init__(self, message: str, length: int = 0, limit: int = 960) -> None:
+        super().__init__(message)
+        #: Length of the refused payload in bytes.
+        self.length = length
+        #: Largest payload a slot holds.
+        self.limit = limit
+
+
+class BufferTooSmallError(DmxpError):
+    """The buffer given to ``receive_into`` is shorter than the next message.
+
+    Nothing was consumed: the message is still in the ring.
+    """
+
+    def __init__(self, message: str, needed: int = 0, available: int = 0) -> None:
+        super().__init__(message)
+        #: Length of the waiting message.
+        self.needed = needed
+        #: Length of the buffer that was given.
+        self.available = available
+
+
+class TimeoutError(DmxpError, builtins.TimeoutError):  # noqa: A001 - mirrors ErrorKind::Timeout
+    """A deadline passed: a blocking send on a full ring, or a segment or channel that stayed
+    "being created" (its creator is slow, or died half-way).
+
+    Also a builtin :class:`TimeoutError`.
+    """
+
+
+class NotReadyError(DmxpError):
+    """The segment's ``magic`` is still 0: it is being created, or its creator died."""
+
+
+class CorruptError(DmxpError):
+    """Bytes read from the segment are invalid.
+
+    ``field`` is the layout's name of the field at fault (``magic``, ``version``,
+    ``max_channels``, ``channel_count``, ``segment_size``, ``band_cursor``, ``channel_id``,
+    ``state``, ``capacity``, ``band_offset``, ``payload_len``); ``channel`` is the channel id
+    when the field belongs to a channel entry or a message, else ``None``.
+    """
+
+    def __init__(self, message: str, field: str = "", channel: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.channel = channel
+
+
+class BadMagicError(CorruptError):
+    """The header's ``magic`` is neither 0 nor the DMXP magic: not a DMXP segment."""
+
+
+class UnsupportedVersionError(CorruptError):
+    """The header's ``version`` is not 1: a layout this client does not speak."""
+
+
+class LostError(DmxpError):
+    """A message was lost: its position held a tombstone left for a producer that died."""
+
+    def __init__(self, message: str, message_id: int = 0) -> None:
+        super().__init__(message)
+        self.message_id = message_id
+
+
+class InvalidInputError(DmxpError, ValueError):
+    """An argument is out of range (channel id, capacity, reserved flag bits, size)."""
+
+
+class OutOfSpaceError(DmxpError):
+    """The segment has no room left for another channel's ring."""
+
+
+class BusyError(DmxpError):
+    """An operation gave up after a bounded number of contended retries."""
+
+
+class IoError(DmxpError, OSError):
+    """An operating-system call failed; ``errno`` is set when the OS gave one."""
+
+
+class ClosedError(DmxpError, ValueError):
+    """The producer or consumer was closed."""

@@ -1,0 +1,114 @@
+"""The version-1 wire layout (``docs/PROTOCOL.md`` section 2), decoded in pure Python.
+
+These readers decode a *copy* of segment bytes field by field with :mod:`struct`, for tools
+and tests (``python -m dmxp inspect``, the golden-bytes tests). They do not validate: use
+:func:`dmxp.parse_segment` (the Rust core's validator) for that. Live segments are accessed
+only through :class:`dmxp.Producer` and :class:`dmxp.Consumer`, which use atomics.
+"""
+
+from __future__ import annotations
+
+import struct
+
+MAGIC = 0x444D58505F4D454D
+VERSION = 1
+MAX_CHANNELS = 256
+CHANNEL_TABLE_OFFSET = 128
+CHANNEL_ENTRY_SIZE = 384
+HEADER_SIZE = CHANNEL_TABLE_OFFSET + MAX_CHANNELS * CHANNEL_ENTRY_SIZE  # 98,432
+SLOT_SIZE = 1088
+PAYLOAD_OFFSET = 64
+MSG_INLINE = 960
+
+#: Entry ``state`` values.
+STATE_EMPTY, STATE_CREATING, STATE_READY = 0, 1, 2
+#: Protocol ``flags`` bits.
+FLAG_SKIP, FLAG_LOST = 0x0001, 0x0002
+
+# GlobalHeader, offsets 0..48.
+_HEADER = struct.Struct("<QIIIIQQII")
+HEADER_FIELDS = (
+    "magic",  # 0
+    "version",  # 8
+    "max_channels",  # 12
+    "channel_count",  # 16
+    "reserved",  # 20
+    "segment_size",  # 24
+    "band_cursor",  # 32
+    "creator_pid",  # 40
+    "header_flags",  # 44
+)
+# ChannelEntry, offsets 0..48; tail at 128, head at 256.
+_ENTRY = struct.Struct("<IIQQIIIIII")
+ENTRY_FIELDS = (
+    "channel_id",  # 0
+    "flags",  # 4
+    "capacity",  # 8
+    "band_offset",  # 16
+    "state",  # 24
+    "creator_pid",  # 28
+    "not_empty_seq",  # 32
+    "not_empty_waiters",  # 36
+    "not_full_seq",  # 40
+    "not_full_waiters",  # 44
+)
+ENTRY_TAIL = 128
+ENTRY_HEAD = 256
+# Slot: sequence at 0, MessageMeta at 8..48, payload at 64.
+_SLOT = struct.Struct("<QQQIIIHHII")
+SLOT_FIELDS = (
+    "sequence",  # 0
+    "message_id",  # 8
+    "timestamp_ns",  # 16
+    "channel_id",  # 24
+    "message_type",  # 28
+    "sender_pid",  # 32
+    "sender_runtime",  # 36
+    "flags",  # 38
+    "payload_len",  # 40
+    "padding",  # 44
+)
+_U64 = struct.Struct("<Q")
+
+assert _HEADER.size == 48 and _ENTRY.size == 48 and _SLOT.size == 48
+
+
+def entry_offset(channel: int) -> int:
+    """Offset of channel ``channel``'s entry."""
+    return CHANNEL_TABLE_OFFSET + channel * CHANNEL_ENTRY_SIZE
+
+
+def slot_offset(band_offset: int, index: int) -> int:
+    """Offset of slot ``index`` of a band."""
+    return band_offset + index * SLOT_SIZE
+
+
+def read_header(data: bytes | bytearray | memoryview) -> dict[str, int] | None:
+    """The header fields as stored; None if the data is shorter than 48 bytes."""
+    if len(data) < _HEADER.size:
+        return None
+    return dict(zip(HEADER_FIELDS, _HEADER.unpack_from(data, 0), strict=True))
+
+
+def read_entry(data: bytes | bytearray | memoryview, channel: int) -> dict[str, int] | None:
+    """Channel entry ``channel`` as stored (with ``tail`` and ``head``); None if too short."""
+    offset = entry_offset(channel)
+    if len(data) < offset + CHANNEL_ENTRY_SIZE:
+        return None
+    entry = dict(zip(ENTRY_FIELDS, _ENTRY.unpack_from(data, offset), strict=True))
+    entry["tail"] = _U64.unpack_from(data, offset + ENTRY_TAIL)[0]
+    entry["head"] = _U64.unpack_from(data, offset + ENTRY_HEAD)[0]
+    return entry
+
+
+def read_slot(data: bytes | bytearray | memoryview, offset: int) -> dict[str, object] | None:
+    """The slot at ``offset``: sequence, the meta fields, and ``payload`` (``payload_len``
+    bytes, at most 960). None if the slot lies past the data."""
+    if offset < 0 or len(data) < offset + SLOT_SIZE:
+        return None
+    values = _SLOT.unpack_from(data, offset)
+    slot: dict[str, object] = dict(zip(SLOT_FIELDS, values, strict=True))
+    length = min(values[SLOT_FIELDS.index("payload_len")], MSG_INLINE)
+    start = offset + PAYLOAD_OFFSET
+    slot["payload"] = bytes(data[start : start + length])
+    return slot

@@ -1,0 +1,495 @@
+//! `dmxp.Consumer` and `dmxp.Message`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dmxp::core::layout::MSG_INLINE;
+use dmxp::core::{Received, RecvError};
+use dmxp::MessageMeta;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use crate::buffers::with_writable;
+use crate::errors;
+use crate::open::{self, FutexChannel, Handle, OpenChannel, Target, Wait};
+
+/// Bound on consecutive lost or corrupt positions passed over in one call.
+const SKIP_LIMIT: usize = 1 << 16;
+
+/// A received message: the payload and the metadata its sender stamped.
+#[pyclass(module = "dmxp._dmxp", name = "Message", frozen, get_all)]
+pub struct Message {
+    /// The payload.
+    payload: Py<PyBytes>,
+    /// The message's position in its channel (increasing, unique per channel).
+    message_id: u64,
+    /// CLOCK_MONOTONIC nanoseconds at send (0 if the sender had no clock).
+    timestamp_ns: u64,
+    channel_id: u32,
+    /// Application-defined.
+    message_type: u32,
+    sender_pid: u32,
+    /// 0 unknown, 1 Rust, 2 C, 3 Python, 4 Go.
+    sender_runtime: u16,
+    /// Application flags (0xFF00).
+    flags: u16,
+}
+
+impl Message {
+    fn new(py: Python<'_>, meta: &MessageMeta, payload: &[u8]) -> Self {
+        Self {
+            payload: PyBytes::new(py, payload).unbind(),
+            message_id: meta.message_id,
+            timestamp_ns: meta.timestamp_ns,
+            channel_id: meta.channel_id,
+            message_type: meta.message_type,
+            sender_pid: meta.sender_pid,
+            sender_runtime: meta.sender_runtime,
+            flags: meta.flags,
+        }
+    }
+}
+
+#[pymethods]
+impl Message {
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.payload.bind(py).as_bytes().len()
+    }
+
+    fn __bytes__(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.payload.clone_ref(py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "dmxp.Message(message_id={}, channel_id={}, message_type={}, flags={:#06x}, \
+             sender_pid={}, sender_runtime={}, timestamp_ns={}, payload={})",
+            self.message_id,
+            self.channel_id,
+            self.message_type,
+            self.flags,
+            self.sender_pid,
+            self.sender_runtime,
+            self.timestamp_ns,
+            self.payload
+                .bind(py)
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        )
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    lost: AtomicU64,
+    corrupt: AtomicU64,
+    dropped_in_batch: AtomicU64,
+}
+
+/// Receives messages from one existing channel. See the package documentation for the
+/// timeout convention and for lost or corrupt messages.
+#[pyclass(module = "dmxp._dmxp", name = "Consumer", frozen)]
+pub struct Consumer {
+    handle: Handle,
+    label: String,
+    channel_id: u32,
+    /// How long `__next__` waits for a message (`None`: forever).
+    idle_timeout: Option<Duration>,
+    counters: Counters,
+}
+
+/// What a single receive attempt found.
+enum Got {
+    Message(Received),
+    Empty,
+}
+
+impl Consumer {
+    /// The open channel (a reference of its own), or ClosedError.
+    fn open(&self, py: Python<'_>) -> PyResult<Arc<OpenChannel>> {
+        self.handle
+            .get()
+            .ok_or_else(|| errors::closed(py, "consumer"))
+    }
+
+    /// Sorts a core receive result: lost and corrupt messages are counted and passed over
+    /// (`Ok(None)`), like "empty" and "timed out"; other errors are raised.
+    fn sort(&self, py: Python<'_>, result: Result<Received, RecvError>) -> PyResult<Option<Got>> {
+        match result {
+            Ok(received) => {
+                self.counters.received.fetch_add(1, Relaxed);
+                Ok(Some(Got::Message(received)))
+            }
+            Err(RecvError::Empty | RecvError::TimedOut) => Ok(Some(Got::Empty)),
+            Err(RecvError::Lost { .. }) => {
+                self.counters.lost.fetch_add(1, Relaxed);
+                Ok(None)
+            }
+            Err(RecvError::Corrupt { .. }) => {
+                self.counters.corrupt.fetch_add(1, Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(errors::from_recv(py, e, self.channel_id)),
+        }
+    }
+
+    /// One non-blocking receive into `dst`, passing over lost and corrupt messages.
+    fn try_once(&self, py: Python<'_>, dst: &mut [u8]) -> PyResult<Option<Received>> {
+        let open = self.open(py)?;
+        let channel = open.borrow_dependent();
+        for _ in 0..SKIP_LIMIT {
+            match self.sort(py, channel.try_recv(dst))? {
+                Some(Got::Message(received)) => return Ok(Some(received)),
+                Some(Got::Empty) => return Ok(None),
+                None => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Receives one message into `dst`, private memory of at most 960 bytes, waiting
+    /// according to `wait`. The GIL is released while waiting.
+    fn receive_private(
+        &self,
+        py: Python<'_>,
+        dst: &mut [u8],
+        wait: Wait,
+    ) -> PyResult<Option<Received>> {
+        if let Some(received) = self.try_once(py, dst)? {
+            return Ok(Some(received));
+        }
+        self.wait_for_message(py, dst, wait)
+    }
+
+    /// Sleeps (GIL released, in slices, checking signals) until a message arrives in `dst`
+    /// or `wait` runs out.
+    fn wait_for_message(
+        &self,
+        py: Python<'_>,
+        dst: &mut [u8],
+        wait: Wait,
+    ) -> PyResult<Option<Received>> {
+        let open = self.open(py)?;
+        let channel = open.borrow_dependent();
+        while let Some(waiter) = wait.slice() {
+            let result = py.detach(|| channel.recv_blocking(dst, &waiter));
+            if let Some(Got::Message(received)) = self.sort(py, result)? {
+                return Ok(Some(received));
+            }
+            py.check_signals()?;
+            if !self.handle.is_open() {
+                return Err(errors::closed(py, "consumer"));
+            }
+        }
+        Ok(None)
+    }
+
+    fn receive_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        wait: Wait,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let mut buf = [0u8; MSG_INLINE];
+        Ok(self
+            .receive_private(py, &mut buf, wait)?
+            .map(|received| PyBytes::new(py, &buf[..received.len])))
+    }
+
+    /// Appends up to `max` ready messages to `out`, claimed together, without blocking.
+    fn take_batch<T>(
+        &self,
+        py: Python<'_>,
+        channel: &FutexChannel<'_>,
+        out: &mut Vec<T>,
+        max: usize,
+        make: &mut impl FnMut(&MessageMeta, &[u8]) -> T,
+    ) -> PyResult<()> {
+        match channel.try_recv_batch(max, |meta, payload| out.push(make(meta, payload))) {
+            Ok(batch) => {
+                self.counters
+                    .received
+                    .fetch_add(batch.delivered as u64, Relaxed);
+                self.counters
+                    .dropped_in_batch
+                    .fetch_add(batch.dropped as u64, Relaxed);
+                Ok(())
+            }
+            Err(RecvError::Empty) => Ok(()),
+            Err(e) => Err(errors::from_recv(py, e, self.channel_id)),
+        }
+    }
+
+    /// A batch: up to `max` messages without blocking; if none and `wait` allows, one
+    /// message received blocking followed by whatever else is ready.
+    fn batch<T>(
+        &self,
+        py: Python<'_>,
+        max: usize,
+        wait: Wait,
+        mut make: impl FnMut(&MessageMeta, &[u8]) -> T,
+    ) -> PyResult<Vec<T>> {
+        let open = self.open(py)?;
+        let channel = open.borrow_dependent();
+        let mut out = Vec::with_capacity(max.min(1024));
+        if max == 0 {
+            return Ok(out);
+        }
+        self.take_batch(py, channel, &mut out, max, &mut make)?;
+        if out.is_empty() && !matches!(wait, Wait::No) {
+            let mut buf = [0u8; MSG_INLINE];
+            if let Some(received) = self.receive_private(py, &mut buf, wait)? {
+                out.push(make(&received.meta, &buf[..received.len]));
+                self.take_batch(py, channel, &mut out, max - 1, &mut make)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl Consumer {
+    /// Opens the existing channel `channel_id` of the segment.
+    ///
+    /// `wait`: seconds to keep retrying while the segment or the channel does not exist yet
+    /// (default 0: raise NotFoundError at once). `timeout`: seconds to wait for a segment or
+    /// channel another process is still creating. `idle_timeout`: how long iteration waits
+    /// for the next message before it stops (None: forever).
+    #[new]
+    #[pyo3(signature = (channel_id, segment = "/dmxp_alloc".to_owned(), timeout = 5.0, wait = 0.0, idle_timeout = None))]
+    fn new(
+        py: Python<'_>,
+        channel_id: u32,
+        segment: String,
+        timeout: f64,
+        wait: f64,
+        idle_timeout: Option<f64>,
+    ) -> PyResult<Self> {
+        let timeout = open::seconds(py, timeout, "timeout")?.unwrap_or(Duration::MAX);
+        let wait = open::seconds(py, wait, "wait")?.unwrap_or(Duration::MAX);
+        let idle_timeout = match idle_timeout {
+            Some(secs) => open::seconds(py, secs, "idle_timeout")?,
+            None => None,
+        };
+        let opened = open::open(
+            py,
+            &Target {
+                segment,
+                channel_id,
+                create: None,
+                size: 0,
+                timeout,
+                wait,
+            },
+        )?;
+        Ok(Self {
+            handle: Handle::new(opened.channel),
+            label: opened.label,
+            channel_id,
+            idle_timeout,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Receives one message's payload. timeout None: don't wait (None when empty); a number:
+    /// wait up to that many seconds (None if nothing came); negative: wait forever.
+    #[pyo3(signature = (timeout = None))]
+    fn receive<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let wait = Wait::from_timeout(py, timeout)?;
+        self.receive_bytes(py, wait)
+    }
+
+    /// Receives, waiting without a deadline (Ctrl-C still interrupts).
+    fn receive_blocking<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        match self.receive_bytes(py, Wait::Forever)? {
+            Some(bytes) => Ok(bytes),
+            None => Err(errors::from_recv(py, RecvError::TimedOut, self.channel_id)),
+        }
+    }
+
+    /// Like receive, returning a Message (payload and metadata).
+    #[pyo3(signature = (timeout = None))]
+    fn receive_with_meta(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Message>> {
+        let wait = Wait::from_timeout(py, timeout)?;
+        let mut buf = [0u8; MSG_INLINE];
+        Ok(self
+            .receive_private(py, &mut buf, wait)?
+            .map(|received| Message::new(py, &received.meta, &buf[..received.len])))
+    }
+
+    /// Receives one message into `buffer` (any writable, C-contiguous buffer: bytearray,
+    /// memoryview, numpy array...) without creating a bytes object; returns the payload length
+    /// or None. A message longer than the buffer stays in the ring and BufferTooSmallError is
+    /// raised (a 960-byte buffer always suffices).
+    #[pyo3(signature = (buffer, timeout = None))]
+    fn receive_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<usize>> {
+        let wait = Wait::from_timeout(py, timeout)?;
+        // Straight from the ring into the buffer when a message is ready.
+        let room = match with_writable(buffer, |dst| {
+            Ok::<_, PyErr>(match self.try_once(py, dst)? {
+                Some(received) => Ok(received.len),
+                None => Err(dst.len()),
+            })
+        })?? {
+            Ok(len) => return Ok(Some(len)),
+            Err(room) => room,
+        };
+        // Otherwise wait into private memory (the buffer is not touched without the GIL), with
+        // the buffer's room so that a longer message stays in the ring, then copy.
+        let mut private = [0u8; MSG_INLINE];
+        let Some(received) =
+            self.wait_for_message(py, &mut private[..room.min(MSG_INLINE)], wait)?
+        else {
+            return Ok(None);
+        };
+        let payload = &private[..received.len];
+        with_writable(buffer, |dst| match dst.get_mut(..payload.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(payload);
+                Ok(Some(payload.len()))
+            }
+            None => Err(errors::new_error(
+                py,
+                "BufferTooSmallError",
+                format!(
+                    "channel {}: the buffer shrank to {} bytes while waiting; message {} of {} \
+                     bytes was received and dropped",
+                    self.channel_id,
+                    dst.len(),
+                    received.meta.message_id,
+                    payload.len()
+                ),
+                &[
+                    ("needed", Some(payload.len() as u64)),
+                    ("available", Some(dst.len() as u64)),
+                ],
+            )),
+        })?
+    }
+
+    /// Receives up to `max` payloads, claimed together; an empty list when the channel is
+    /// empty. With a timeout, waits up to that long for the first message.
+    #[pyo3(signature = (max = 64, timeout = None))]
+    fn receive_batch<'py>(
+        &self,
+        py: Python<'py>,
+        max: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let wait = Wait::from_timeout(py, timeout)?;
+        let items = self.batch(py, max, wait, |_, payload| PyBytes::new(py, payload))?;
+        PyList::new(py, items)
+    }
+
+    /// Like receive_batch, returning Message objects.
+    #[pyo3(signature = (max = 64, timeout = None))]
+    fn receive_batch_with_meta<'py>(
+        &self,
+        py: Python<'py>,
+        max: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let wait = Wait::from_timeout(py, timeout)?;
+        let items = self.batch(py, max, wait, |meta, payload| {
+            Message::new(py, meta, payload)
+        })?;
+        PyList::new(py, items)
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// The next payload, waiting up to `idle_timeout` (forever if None); the iteration stops
+    /// when that passes without a message, or when the consumer is closed.
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        match self.receive_bytes(py, Wait::after(self.idle_timeout)) {
+            // Closed (by another thread, while this one waited): the iteration ends.
+            Err(_) if !self.handle.is_open() => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Counters: received, lost (tombstones passed over), corrupt (impossible lengths passed
+    /// over), dropped_in_batch (either kind, passed over by batch receives).
+    #[getter]
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        dict.set_item("received", self.counters.received.load(Relaxed))?;
+        dict.set_item("lost", self.counters.lost.load(Relaxed))?;
+        dict.set_item("corrupt", self.counters.corrupt.load(Relaxed))?;
+        dict.set_item(
+            "dropped_in_batch",
+            self.counters.dropped_in_batch.load(Relaxed),
+        )?;
+        Ok(dict)
+    }
+
+    /// Closes the consumer and releases its mapping (when no other handle uses it). Further
+    /// receives raise ClosedError; iteration stops. Idempotent.
+    fn close(&self) {
+        self.handle.close();
+    }
+
+    /// True once closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        !self.handle.is_open()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    /// The channel id.
+    #[getter]
+    fn channel_id(&self) -> u32 {
+        self.channel_id
+    }
+
+    /// Slots in the ring.
+    #[getter]
+    fn capacity(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.open(py)?.borrow_dependent().capacity())
+    }
+
+    /// The segment, as named in messages.
+    #[getter]
+    fn segment(&self) -> &str {
+        &self.label
+    }
+
+    /// Cursors and depth right now (see Producer.info).
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        crate::channel_info(py, self.open(py)?.borrow_dependent())
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.handle.is_open() {
+            ""
+        } else {
+            ", closed"
+        };
+        format!(
+            "dmxp.Consumer(channel_id={}, segment={:?}{state})",
+            self.channel_id, self.label
+        )
+    }
+}

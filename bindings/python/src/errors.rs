@@ -1,0 +1,235 @@
+//! Rust errors to the Python exceptions of `dmxp.errors`.
+//!
+//! The exception classes are defined in Python (`dmxp/errors.py`) because some of them derive
+//! from two bases (`dmxp.TimeoutError` is also a builtin `TimeoutError`); the extension imports
+//! that module the first time it raises.
+
+use dmxp::core::{Corruption, Error as CoreError, RecvError, SendError};
+use dmxp::ErrorKind;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyModule};
+
+static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+/// Keyword arguments of an exception's constructor.
+type Kwargs<'a> = &'a [(&'static str, Option<u64>)];
+
+/// The class `dmxp.errors.<name>`.
+pub(crate) fn error_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    let module = ERRORS.get_or_try_init(py, || {
+        PyModule::import(py, "dmxp.errors").map(Bound::unbind)
+    })?;
+    module.bind(py).getattr(name)
+}
+
+/// Builds `dmxp.errors.<class>(message, **kwargs)`. `None` values are passed as `None`.
+pub(crate) fn new_error(py: Python<'_>, class: &str, message: String, kwargs: Kwargs<'_>) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let class = error_class(py, class)?;
+        let dict = PyDict::new(py);
+        for (key, value) in kwargs {
+            dict.set_item(key, value)?;
+        }
+        let instance = class.call((message,), Some(&dict))?;
+        Ok(PyErr::from_value(instance))
+    };
+    build().unwrap_or_else(|failure| failure)
+}
+
+/// `dmxp.errors.IoError(errno, message)`, an `OSError` with `errno` set when known.
+fn io_error(py: Python<'_>, errno: Option<i32>, message: String) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let class = error_class(py, "IoError")?;
+        let instance = match errno {
+            Some(errno) => class.call1((errno, message))?,
+            None => class.call1((message,))?,
+        };
+        Ok(PyErr::from_value(instance))
+    };
+    build().unwrap_or_else(|failure| failure)
+}
+
+/// The class for a corrupt field: the two incompatibility checks get their own subclasses.
+fn corrupt_class(field: &str) -> &'static str {
+    match field {
+        "magic" => "BadMagicError",
+        "version" => "UnsupportedVersionError",
+        _ => "CorruptError",
+    }
+}
+
+fn corrupt(py: Python<'_>, field: &str, channel: Option<u32>, message: String) -> PyErr {
+    let class = corrupt_class(field);
+    let build = || -> PyResult<PyErr> {
+        let dict = PyDict::new(py);
+        dict.set_item("field", field)?;
+        dict.set_item("channel", channel)?;
+        let instance = error_class(py, class)?.call((message,), Some(&dict))?;
+        Ok(PyErr::from_value(instance))
+    };
+    build().unwrap_or_else(|failure| failure)
+}
+
+/// An error of the Rust facade (opening segments and channels).
+pub(crate) fn from_facade(py: Python<'_>, error: &dmxp::Error) -> PyErr {
+    let message = error.to_string();
+    match error.kind() {
+        ErrorKind::NotFound => new_error(py, "NotFoundError", message, &[]),
+        ErrorKind::AlreadyExists => new_error(py, "AlreadyExistsError", message, &[]),
+        ErrorKind::Full => new_error(py, "FullError", message, &[]),
+        ErrorKind::TooLarge { len, limit } => new_error(
+            py,
+            "TooLargeError",
+            message,
+            &[("length", Some(len as u64)), ("limit", Some(limit as u64))],
+        ),
+        ErrorKind::BufferTooSmall { needed, available } => new_error(
+            py,
+            "BufferTooSmallError",
+            message,
+            &[
+                ("needed", Some(needed as u64)),
+                ("available", Some(available as u64)),
+            ],
+        ),
+        ErrorKind::Timeout => new_error(py, "TimeoutError", message, &[]),
+        ErrorKind::Corrupt { field, channel } => corrupt(py, field, channel, message),
+        ErrorKind::Lost { message_id } => new_error(
+            py,
+            "LostError",
+            message,
+            &[("message_id", Some(message_id))],
+        ),
+        ErrorKind::InvalidInput => new_error(py, "InvalidInputError", message, &[]),
+        ErrorKind::OutOfSpace => new_error(py, "OutOfSpaceError", message, &[]),
+        ErrorKind::Busy => new_error(py, "BusyError", message, &[]),
+        ErrorKind::Io(_) => {
+            let errno = std::error::Error::source(error)
+                .and_then(|source| source.downcast_ref::<std::io::Error>())
+                .and_then(std::io::Error::raw_os_error);
+            io_error(py, errno, message)
+        }
+        _ => new_error(py, "DmxpError", message, &[]),
+    }
+}
+
+/// An error of the core's segment operations (attach, open, parse), about `segment`.
+pub(crate) fn from_core(py: Python<'_>, error: CoreError, segment: &str) -> PyErr {
+    let message = format!("{segment}: {error}");
+    match error {
+        CoreError::Corrupt(c) => corrupt_error(py, c, segment),
+        CoreError::NotReady => new_error(py, "NotReadyError", message, &[]),
+        CoreError::RegionTooSmall { .. } => corrupt(py, "segment_size", None, message),
+        CoreError::RegionMisaligned { .. }
+        | CoreError::InvalidChannelId { .. }
+        | CoreError::InvalidCapacity { .. } => new_error(py, "InvalidInputError", message, &[]),
+        CoreError::ChannelNotFound { .. } => new_error(py, "NotFoundError", message, &[]),
+        CoreError::ChannelExists { .. } | CoreError::AlreadyFormatted => {
+            new_error(py, "AlreadyExistsError", message, &[])
+        }
+        CoreError::ChannelBeingCreated { .. } => new_error(py, "TimeoutError", message, &[]),
+        CoreError::OutOfSpace { .. } => new_error(py, "OutOfSpaceError", message, &[]),
+        CoreError::Busy => new_error(py, "BusyError", message, &[]),
+    }
+}
+
+/// A corruption found by validation, naming the field.
+pub(crate) fn corrupt_error(py: Python<'_>, c: Corruption, segment: &str) -> PyErr {
+    corrupt(
+        py,
+        c.field(),
+        c.channel(),
+        format!("{segment}: corrupt segment: {c}"),
+    )
+}
+
+/// A failed send on `channel`.
+pub(crate) fn from_send(py: Python<'_>, error: SendError, channel: u32) -> PyErr {
+    match error {
+        SendError::Full => new_error(py, "FullError", format!("channel {channel} is full"), &[]),
+        SendError::TooLarge { len, limit } => new_error(
+            py,
+            "TooLargeError",
+            format!("channel {channel}: message of {len} bytes exceeds the {limit}-byte slot"),
+            &[("length", Some(len as u64)), ("limit", Some(limit as u64))],
+        ),
+        SendError::ReservedFlags { flags } => new_error(
+            py,
+            "InvalidInputError",
+            format!("channel {channel}: flags {flags:#06x} set protocol-reserved bits (0x00ff)"),
+            &[],
+        ),
+        SendError::Busy => new_error(
+            py,
+            "BusyError",
+            format!("channel {channel}: send gave up after too many contended retries"),
+            &[],
+        ),
+        SendError::TimedOut => new_error(
+            py,
+            "TimeoutError",
+            format!("channel {channel}: timed out waiting for a free slot"),
+            &[],
+        ),
+    }
+}
+
+/// A failed receive on `channel` (never `Empty`, which is not an error).
+pub(crate) fn from_recv(py: Python<'_>, error: RecvError, channel: u32) -> PyErr {
+    match error {
+        RecvError::Empty => new_error(py, "DmxpError", format!("channel {channel} is empty"), &[]),
+        RecvError::BufferTooSmall { needed, available } => new_error(
+            py,
+            "BufferTooSmallError",
+            format!(
+                "channel {channel}: buffer of {available} bytes too small for a {needed}-byte \
+                 message (nothing consumed)"
+            ),
+            &[
+                ("needed", Some(needed as u64)),
+                ("available", Some(available as u64)),
+            ],
+        ),
+        RecvError::Corrupt {
+            message_id,
+            payload_len,
+        } => corrupt(
+            py,
+            "payload_len",
+            Some(channel),
+            format!(
+                "channel {channel}: message {message_id} dropped: payload_len {payload_len} \
+                 exceeds 960"
+            ),
+        ),
+        RecvError::Lost { message_id } => new_error(
+            py,
+            "LostError",
+            format!("channel {channel}: message {message_id} lost (its producer died)"),
+            &[("message_id", Some(message_id))],
+        ),
+        RecvError::Busy => new_error(
+            py,
+            "BusyError",
+            format!("channel {channel}: receive gave up after too many contended retries"),
+            &[],
+        ),
+        RecvError::TimedOut => new_error(
+            py,
+            "TimeoutError",
+            format!("channel {channel}: timed out waiting for a message"),
+            &[],
+        ),
+    }
+}
+
+/// The error every method of a closed producer or consumer raises.
+pub(crate) fn closed(py: Python<'_>, what: &str) -> PyErr {
+    new_error(py, "ClosedError", format!("{what} is closed"), &[])
+}
+
+/// A bad argument.
+pub(crate) fn invalid(py: Python<'_>, message: String) -> PyErr {
+    new_error(py, "InvalidInputError", message, &[])
+}

@@ -1,0 +1,140 @@
+//! `dmxp._dmxp`: the Python extension over the Rust `dmxp` facade and `dmxp-nostd` core.
+//!
+//! The Python package `dmxp` (in `python/dmxp`) re-exports what is here and adds the pure
+//! Python parts (exceptions, the test pattern, `python -m dmxp inspect`).
+
+use dmxp::core::layout::{self, MSG_INLINE};
+use dmxp::core::parse_segment as core_parse_segment;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+mod buffers;
+mod consumer;
+mod errors;
+mod open;
+mod producer;
+
+/// The dict returned by `Producer.info()` and `Consumer.info()`.
+pub(crate) fn channel_info<'py>(
+    py: Python<'py>,
+    channel: &open::FutexChannel<'_>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let info = channel.info();
+    let (receivers, senders) = channel.waiters();
+    let dict = PyDict::new(py);
+    dict.set_item("id", info.id)?;
+    dict.set_item("capacity", info.capacity)?;
+    dict.set_item("band_offset", info.band_offset)?;
+    dict.set_item("head", info.head)?;
+    dict.set_item("tail", info.tail)?;
+    dict.set_item("depth", info.depth)?;
+    dict.set_item("receivers_waiting", receivers)?;
+    dict.set_item("senders_waiting", senders)?;
+    Ok(dict)
+}
+
+/// Validates a copy of a segment's bytes with the Rust core's `parse_segment` and describes
+/// it: a dict with `header` (every header field), `segment_len` (the length bands were
+/// checked against) and `channels` (id, capacity, band_offset, head, tail, depth of every
+/// created channel, in id order). Raises CorruptError (naming the field and the channel),
+/// BadMagicError, UnsupportedVersionError, or NotReadyError (magic still 0).
+#[pyfunction]
+#[pyo3(signature = (data, label = "segment"))]
+fn parse_segment<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+    label: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let parsed = buffers::with_bytes(data, core_parse_segment)?
+        .map_err(|e| errors::from_core(py, e, label))?;
+    let header = PyDict::new(py);
+    let h = &parsed.header;
+    header.set_item("magic", h.magic)?;
+    header.set_item("version", h.version)?;
+    header.set_item("max_channels", h.max_channels)?;
+    header.set_item("channel_count", h.channel_count)?;
+    header.set_item("reserved", h.reserved)?;
+    header.set_item("segment_size", h.segment_size)?;
+    header.set_item("band_cursor", h.band_cursor)?;
+    header.set_item("creator_pid", h.creator_pid)?;
+    header.set_item("header_flags", h.header_flags)?;
+    let channels = PyList::empty(py);
+    for c in &parsed.channels {
+        let entry = PyDict::new(py);
+        entry.set_item("id", c.id)?;
+        entry.set_item("capacity", c.capacity)?;
+        entry.set_item("band_offset", c.band_offset)?;
+        entry.set_item("head", c.head)?;
+        entry.set_item("tail", c.tail)?;
+        entry.set_item("depth", c.depth)?;
+        channels.append(entry)?;
+    }
+    let out = PyDict::new(py);
+    out.set_item("header", header)?;
+    out.set_item("segment_len", parsed.segment_len)?;
+    out.set_item("channels", channels)?;
+    Ok(out)
+}
+
+/// Removes a POSIX shm segment's name (processes that have it mapped keep using it).
+/// Raises NotFoundError if there is no such segment.
+#[pyfunction]
+fn unlink_segment(py: Python<'_>, name: &str) -> PyResult<()> {
+    dmxp::unlink_segment(name).map_err(|e| errors::from_facade(py, &e))
+}
+
+/// Futex wake system calls this process has made (a send or receive makes none while nobody
+/// waits).
+#[pyfunction]
+fn futex_wake_calls() -> u64 {
+    dmxp::futex_wake_calls()
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of `Message.timestamp_ns`.
+#[pyfunction]
+fn monotonic_ns() -> u64 {
+    dmxp::monotonic_ns()
+}
+
+/// The Rust implementation of the test pattern (`dmxp::pattern::encode`), for cross-checks
+/// of the Python one in `dmxp.pattern`.
+#[pyfunction]
+fn rust_pattern_encode(
+    py: Python<'_>,
+    channel: u32,
+    index: u64,
+    length: usize,
+) -> Bound<'_, PyBytes> {
+    PyBytes::new(py, &dmxp::pattern::encode(channel, index, length))
+}
+
+/// The Rust `dmxp::pattern::decode`: `(channel, index)`; ValueError naming the problem.
+#[pyfunction]
+fn rust_pattern_decode(data: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
+    buffers::with_bytes(data, dmxp::pattern::decode)?
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+}
+
+#[pymodule]
+fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<producer::Producer>()?;
+    m.add_class::<consumer::Consumer>()?;
+    m.add_class::<consumer::Message>()?;
+    m.add_function(wrap_pyfunction!(parse_segment, m)?)?;
+    m.add_function(wrap_pyfunction!(unlink_segment, m)?)?;
+    m.add_function(wrap_pyfunction!(futex_wake_calls, m)?)?;
+    m.add_function(wrap_pyfunction!(monotonic_ns, m)?)?;
+    m.add_function(wrap_pyfunction!(rust_pattern_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(rust_pattern_decode, m)?)?;
+    m.add("MSG_INLINE", MSG_INLINE)?;
+    m.add("MAX_CHANNELS", layout::MAX_CHANNELS)?;
+    m.add("HEADER_SIZE", layout::HEADER_SIZE)?;
+    m.add("SLOT_SIZE", layout::SLOT_SIZE)?;
+    m.add("MAGIC", layout::MAGIC)?;
+    m.add("VERSION", layout::VERSION)?;
+    m.add("DEFAULT_SEGMENT", dmxp::DEFAULT_SEGMENT_NAME)?;
+    m.add("DEFAULT_SEGMENT_SIZE", dmxp::DEFAULT_SEGMENT_SIZE)?;
+    m.add("DEFAULT_CAPACITY", dmxp::DEFAULT_CAPACITY)?;
+    m.add("RUNTIME_PYTHON", layout::runtime::PYTHON)?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Opening a channel, and the timeouts of blocking calls.
+//!
+//! The facade (`dmxp::ChannelBuilder`, `SharedMemoryAllocator`) creates or attaches to the
+//! segment and creates the channel, race-free across processes. The extension then opens its
+//! own core `Channel` over the same mapping, so that it can stamp messages with
+//! `sender_runtime = 3` (Python) and build Python objects straight from the ring.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use dmxp::core::{Channel, Segment};
+use dmxp::{ChannelBuilder, ErrorKind, FutexWait, SharedMemory};
+use pyo3::prelude::*;
+use self_cell::self_cell;
+
+use crate::errors;
+
+pub(crate) type FutexChannel<'a> = Channel<'a, FutexWait>;
+
+self_cell!(
+    /// The mapping and the channel opened in it.
+    pub(crate) struct OpenChannel {
+        owner: SharedMemory,
+
+        #[covariant]
+        dependent: FutexChannel,
+    }
+);
+
+/// The open channel of a `Producer` or `Consumer`, or nothing once closed.
+///
+/// Each call takes its own reference (`get`), so `close` from another thread never pulls the
+/// mapping from under a call in progress: the mapping goes when the last reference does, and
+/// blocked calls notice the close between two sleeps.
+pub(crate) struct Handle {
+    slot: Mutex<Option<Arc<OpenChannel>>>,
+}
+
+impl Handle {
+    pub fn new(channel: Arc<OpenChannel>) -> Self {
+        Self {
+            slot: Mutex::new(Some(channel)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<OpenChannel>>> {
+        // The lock is never held across anything that can panic; recover the value anyway.
+        self.slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The channel, unless closed.
+    pub fn get(&self) -> Option<Arc<OpenChannel>> {
+        self.lock().clone()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// Drops this handle's reference (outside the lock).
+    pub fn close(&self) {
+        let taken = self.lock().take();
+        drop(taken);
+    }
+}
+
+/// An open channel and the label of its segment (`shm segment /dmxp_alloc`).
+pub(crate) struct Opened {
+    pub channel: Arc<OpenChannel>,
+    pub label: String,
+}
+
+/// Where and how to open.
+pub(crate) struct Target {
+    pub segment: String,
+    pub channel_id: u32,
+    /// `Some(capacity)`: create the segment and the channel if missing (producer).
+    pub create: Option<u64>,
+    pub size: usize,
+    /// How long to wait for a segment or channel that another process is still creating.
+    pub timeout: Duration,
+    /// How long to keep retrying while the segment or channel does not exist (consumer).
+    pub wait: Duration,
+}
+
+/// Seconds from Python to a duration; `None` for "no limit" (negative or infinite).
+pub(crate) fn seconds(py: Python<'_>, secs: f64, what: &str) -> PyResult<Option<Duration>> {
+    if secs.is_nan() {
+        return Err(errors::invalid(py, format!("{what} is NaN")));
+    }
+    if secs < 0.0 {
+        return Ok(None);
+    }
+    Ok(Duration::try_from_secs_f64(secs).ok())
+}
+
+/// When a blocking call gives up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    /// Do not wait at all.
+    No,
+    /// Wait until this instant.
+    Until(Instant),
+    /// Wait without a deadline (in bounded slices, checking for signals between them).
+    Forever,
+}
+
+/// Longest sleep without the GIL before re-checking Python signals (Ctrl-C).
+const SLICE: Duration = Duration::from_millis(100);
+
+impl Wait {
+    /// The convention of every `timeout=` argument: `None` no wait, a negative or infinite
+    /// number no deadline, otherwise seconds.
+    pub fn from_timeout(py: Python<'_>, timeout: Option<f64>) -> PyResult<Self> {
+        match timeout {
+            None => Ok(Wait::No),
+            Some(secs) => Ok(Self::after(seconds(py, secs, "timeout")?)),
+        }
+    }
+
+    /// A deadline `duration` from now (`None` = forever).
+    pub fn after(duration: Option<Duration>) -> Self {
+        match duration.and_then(|d| Instant::now().checked_add(d)) {
+            Some(deadline) => Wait::Until(deadline),
+            None => Wait::Forever,
+        }
+    }
+
+    /// The next sleep: at most `SLICE`, `None` once the deadline has passed (or for `No`).
+    pub fn slice(&self) -> Option<FutexWait> {
+        match *self {
+            Wait::No => None,
+            Wait::Forever => Some(FutexWait::with_timeout(SLICE)),
+            Wait::Until(deadline) => {
+                let now = Instant::now();
+                (now < deadline).then(|| FutexWait::with_timeout((deadline - now).min(SLICE)))
+            }
+        }
+    }
+
+    /// True when the deadline has passed.
+    pub fn expired(&self) -> bool {
+        match *self {
+            Wait::No => true,
+            Wait::Forever => false,
+            Wait::Until(deadline) => Instant::now() >= deadline,
+        }
+    }
+}
+
+/// Opens the channel of `target`, releasing the GIL while the facade waits.
+pub(crate) fn open(py: Python<'_>, target: &Target) -> PyResult<Opened> {
+    let retry_until = Wait::after(Some(target.wait));
+    loop {
+        match py.detach(|| open_once(target)) {
+            Ok(opened) => return Ok(opened),
+            Err(OpenError::Facade(e)) if e.kind() == ErrorKind::NotFound => {
+                if retry_until.expired() {
+                    return Err(errors::from_facade(py, &e));
+                }
+                py.detach(|| std::thread::sleep(Duration::from_millis(5)));
+                py.check_signals()?;
+            }
+            Err(OpenError::Facade(e)) => return Err(errors::from_facade(py, &e)),
+            Err(OpenError::Core(e, label)) => return Err(errors::from_core(py, e, &label)),
+        }
+    }
+}
+
+enum OpenError {
+    Facade(dmxp::Error),
+    Core(dmxp::core::Error, String),
+}
+
+fn open_once(target: &Target) -> Result<Opened, OpenError> {
+    let builder = ChannelBuilder::new()
+        .with_segment_name(target.segment.clone())
+        .with_segment_size(target.size)
+        .with_timeout(target.timeout)
+        .with_channel_id(target.channel_id);
+    let allocator = match target.create {
+        Some(capacity) => {
+            let allocator = builder
+                .with_capacity(capacity)
+                .build_allocator()
+                .map_err(OpenError::Facade)?;
+            // Creates the channel if it does not exist (or waits while another process does).
+            allocator
+                .producer_or_create(target.channel_id, capacity)
+                .map_err(OpenError::Facade)?;
+            allocator
+        }
+        None => {
+            let allocator = builder.attach_allocator().map_err(OpenError::Facade)?;
+            // Fails with NotFound naming the channel when it does not exist.
+            allocator
+                .consumer(target.channel_id)
+                .map_err(OpenError::Facade)?;
+            allocator
+        }
+    };
+    let label = allocator.label().to_owned();
+    let id = target.channel_id;
+    let channel = OpenChannel::try_new(Arc::clone(allocator.memory()), |memory| {
+        Segment::attach(memory.region())?
+            .with_wait_strategy(FutexWait::new())
+            .open_channel(id)
+    })
+    .map_err(|e| OpenError::Core(e, label.clone()))?;
+    Ok(Opened {
+        channel: Arc::new(channel),
+        label,
+    })
+}

@@ -1,0 +1,373 @@
+//! `dmxp.Producer`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dmxp::core::layout::{runtime, MSG_INLINE};
+use dmxp::core::{SendError, SendMeta};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::buffers::{with_bytes, Payloads};
+use crate::errors;
+use crate::open::{self, Handle, OpenChannel, Target, Wait};
+
+/// Sends messages on one channel of a segment; creates the segment and the channel if they do
+/// not exist. See the package documentation for the timeout convention.
+#[pyclass(module = "dmxp._dmxp", name = "Producer", frozen)]
+pub struct Producer {
+    handle: Handle,
+    label: String,
+    channel_id: u32,
+    pid: u32,
+}
+
+/// The outcome of the first, non-blocking attempt of a send.
+enum First {
+    Sent(u64),
+    Full(usize),
+    Failed(SendError),
+}
+
+impl Producer {
+    /// The open channel (a reference of its own), or ClosedError.
+    fn open(&self, py: Python<'_>) -> PyResult<Arc<OpenChannel>> {
+        self.handle
+            .get()
+            .ok_or_else(|| errors::closed(py, "producer"))
+    }
+
+    fn meta(&self, message_type: u32, flags: u16) -> SendMeta {
+        SendMeta {
+            message_type,
+            flags,
+            timestamp_ns: dmxp::monotonic_ns(),
+            sender_pid: self.pid,
+            sender_runtime: runtime::PYTHON,
+        }
+    }
+
+    /// One send, waiting according to `wait` while the ring is full. `Ok(None)`: full and no
+    /// time left.
+    fn send_waiting(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        meta: &SendMeta,
+        wait: Wait,
+    ) -> PyResult<Option<u64>> {
+        let open = self.open(py)?;
+        let channel = open.borrow_dependent();
+        // The copy used while the GIL is released (the object's memory is only read with it).
+        let mut copy = [0u8; MSG_INLINE];
+        let first = with_bytes(data, |payload| match channel.try_send(payload, meta) {
+            Ok(id) => First::Sent(id),
+            // `try_send` checks the length before it claims, so a full ring means it fits.
+            Err(SendError::Full) => {
+                copy[..payload.len()].copy_from_slice(payload);
+                First::Full(payload.len())
+            }
+            Err(e) => First::Failed(e),
+        })?;
+        let len = match first {
+            First::Sent(id) => return Ok(Some(id)),
+            First::Full(_) if matches!(wait, Wait::No) => return Ok(None),
+            First::Full(len) => len,
+            First::Failed(e) => return Err(errors::from_send(py, e, self.channel_id)),
+        };
+        self.block_on_send(py, &copy[..len], meta, wait)
+    }
+
+    /// Sends `payload` (private memory), sleeping in slices without the GIL while full.
+    fn block_on_send(
+        &self,
+        py: Python<'_>,
+        payload: &[u8],
+        meta: &SendMeta,
+        wait: Wait,
+    ) -> PyResult<Option<u64>> {
+        let open = self.open(py)?;
+        let channel = open.borrow_dependent();
+        loop {
+            let Some(waiter) = wait.slice() else {
+                return Ok(None);
+            };
+            match py.detach(|| channel.send_blocking(payload, meta, &waiter)) {
+                Ok(id) => return Ok(Some(id)),
+                Err(SendError::TimedOut) => {}
+                Err(e) => return Err(errors::from_send(py, e, self.channel_id)),
+            }
+            py.check_signals()?;
+            if !self.handle.is_open() {
+                return Err(errors::closed(py, "producer"));
+            }
+        }
+    }
+
+    fn timed_out(&self, py: Python<'_>) -> PyErr {
+        errors::from_send(py, SendError::TimedOut, self.channel_id)
+    }
+}
+
+#[pymethods]
+impl Producer {
+    /// Opens (creating if needed) the segment and channel `channel_id`.
+    ///
+    /// `capacity`: ring slots if this creates the channel (a power of two >= 2; an existing
+    /// channel keeps its own). `segment`: POSIX shm name. `size`: bytes of a segment this
+    /// creates. `timeout`: seconds to wait for a segment or channel another process is still
+    /// creating.
+    #[new]
+    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0))]
+    fn new(
+        py: Python<'_>,
+        channel_id: u32,
+        capacity: u64,
+        segment: String,
+        size: usize,
+        timeout: f64,
+    ) -> PyResult<Self> {
+        let timeout = open::seconds(py, timeout, "timeout")?.unwrap_or(Duration::MAX);
+        let opened = open::open(
+            py,
+            &Target {
+                segment,
+                channel_id,
+                create: Some(capacity),
+                size,
+                timeout,
+                wait: Duration::ZERO,
+            },
+        )?;
+        Ok(Self {
+            handle: Handle::new(opened.channel),
+            label: opened.label,
+            channel_id,
+            pid: std::process::id(),
+        })
+    }
+
+    /// Sends one message without blocking; returns its message_id. Raises FullError when the
+    /// ring is full, TooLargeError over 960 bytes.
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let open = self.open(py)?;
+        let channel = open.borrow_dependent();
+        let meta = self.meta(0, 0);
+        with_bytes(data, |payload| channel.try_send(payload, &meta))?
+            .map_err(|e| errors::from_send(py, e, self.channel_id))
+    }
+
+    /// Like send, but returns None instead of raising when the ring is full.
+    fn try_send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        let open = self.open(py)?;
+        let channel = open.borrow_dependent();
+        let meta = self.meta(0, 0);
+        match with_bytes(data, |payload| channel.try_send(payload, &meta))? {
+            Ok(id) => Ok(Some(id)),
+            Err(SendError::Full) => Ok(None),
+            Err(e) => Err(errors::from_send(py, e, self.channel_id)),
+        }
+    }
+
+    /// Sends with an application message type and flags (only bits 0xFF00). Without a
+    /// timeout a full ring raises FullError; with one the call waits that long (negative:
+    /// forever), then raises TimeoutError.
+    #[pyo3(signature = (data, message_type = 0, flags = 0, timeout = None))]
+    fn send_with(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        message_type: u32,
+        flags: u16,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let wait = Wait::from_timeout(py, timeout)?;
+        let meta = self.meta(message_type, flags);
+        match self.send_waiting(py, data, &meta, wait)? {
+            Some(id) => Ok(id),
+            None if matches!(wait, Wait::No) => {
+                Err(errors::from_send(py, SendError::Full, self.channel_id))
+            }
+            None => Err(self.timed_out(py)),
+        }
+    }
+
+    /// Sends, waiting up to `timeout` seconds (None or negative: forever) while the ring is
+    /// full; raises TimeoutError when time runs out.
+    #[pyo3(signature = (data, timeout, message_type = 0, flags = 0))]
+    fn send_timeout(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        message_type: u32,
+        flags: u16,
+    ) -> PyResult<u64> {
+        let wait = match timeout {
+            None => Wait::Forever,
+            Some(secs) => Wait::after(open::seconds(py, secs, "timeout")?),
+        };
+        let meta = self.meta(message_type, flags);
+        self.send_waiting(py, data, &meta, wait)?
+            .ok_or_else(|| self.timed_out(py))
+    }
+
+    /// Sends, waiting without a deadline while the ring is full (Ctrl-C still interrupts).
+    fn send_blocking(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let meta = self.meta(0, 0);
+        self.send_waiting(py, data, &meta, Wait::Forever)?
+            .ok_or_else(|| self.timed_out(py))
+    }
+
+    /// Sends as many of `payloads` (an iterable of bytes-like objects) as there is room for,
+    /// in order, claiming their slots with one atomic operation; returns how many were sent
+    /// (0 when the ring is full). With a timeout, waits up to that long for room for the
+    /// first one (then raises TimeoutError). Every payload is checked first: one over 960
+    /// bytes raises TooLargeError and nothing is sent.
+    #[pyo3(signature = (payloads, timeout = None))]
+    fn send_batch(
+        &self,
+        py: Python<'_>,
+        payloads: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let wait = Wait::from_timeout(py, timeout)?;
+        let payloads = Payloads::collect(payloads)?;
+        let slices = payloads.slices()?;
+        let meta = self.meta(0, 0);
+        match self.send_some(py, &slices, &meta, wait)? {
+            Some(sent) => Ok(sent),
+            None if matches!(wait, Wait::No) => Ok(0),
+            None => Err(self.timed_out(py)),
+        }
+    }
+
+    /// Sends every payload, in order, in batches, waiting while the ring is full: up to
+    /// `timeout` seconds in all (None or negative: no limit). Returns the number sent (all of
+    /// them); raises TimeoutError (saying how many were sent) when time runs out.
+    #[pyo3(signature = (payloads, timeout = None))]
+    fn send_all(
+        &self,
+        py: Python<'_>,
+        payloads: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let wait = match timeout {
+            None => Wait::Forever,
+            Some(secs) => Wait::after(open::seconds(py, secs, "timeout")?),
+        };
+        let payloads = Payloads::collect(payloads)?;
+        let slices = payloads.slices()?;
+        let meta = self.meta(0, 0);
+        let mut sent = 0;
+        while sent < slices.len() {
+            match self.send_some(py, &slices[sent..], &meta, wait)? {
+                Some(count) => sent += count,
+                None => {
+                    return Err(errors::new_error(
+                        py,
+                        "TimeoutError",
+                        format!(
+                            "channel {}: timed out waiting for a free slot after sending {sent} \
+                             of {} messages",
+                            self.channel_id,
+                            payloads.len()
+                        ),
+                        &[],
+                    ))
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Closes the producer and releases its mapping (when no other handle uses it). Further
+    /// calls raise ClosedError. Idempotent.
+    fn close(&self) {
+        self.handle.close();
+    }
+
+    /// True once closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        !self.handle.is_open()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    /// The channel id.
+    #[getter]
+    fn channel_id(&self) -> u32 {
+        self.channel_id
+    }
+
+    /// Slots in the ring.
+    #[getter]
+    fn capacity(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.open(py)?.borrow_dependent().capacity())
+    }
+
+    /// The segment, as named in messages (`shm segment /dmxp_alloc`).
+    #[getter]
+    fn segment(&self) -> &str {
+        &self.label
+    }
+
+    /// Cursors and depth right now: a dict with id, capacity, band_offset, head, tail, depth,
+    /// receivers_waiting and senders_waiting.
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        crate::channel_info(py, self.open(py)?.borrow_dependent())
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.handle.is_open() {
+            ""
+        } else {
+            ", closed"
+        };
+        format!(
+            "dmxp.Producer(channel_id={}, segment={:?}{state})",
+            self.channel_id, self.label
+        )
+    }
+}
+
+impl Producer {
+    /// Sends a prefix of `slices` (at least one) with one claim, waiting for room according to
+    /// `wait`. `Ok(None)`: full and no time left.
+    fn send_some(
+        &self,
+        py: Python<'_>,
+        slices: &[&[u8]],
+        meta: &SendMeta,
+        wait: Wait,
+    ) -> PyResult<Option<usize>> {
+        if slices.is_empty() {
+            return Ok(Some(0));
+        }
+        let open = self.open(py)?;
+        let channel = open.borrow_dependent();
+        match channel.try_send_batch(slices, meta) {
+            Ok(count) => Ok(Some(count)),
+            Err(SendError::Full) => {
+                // Sleep until a slot frees up by sending the first payload blocking, from a
+                // private copy since the GIL is released meanwhile.
+                let mut copy = [0u8; MSG_INLINE];
+                let first = slices[0];
+                copy[..first.len()].copy_from_slice(first);
+                Ok(self
+                    .block_on_send(py, &copy[..first.len()], meta, wait)?
+                    .map(|_| 1))
+            }
+            Err(e) => Err(errors::from_send(py, e, self.channel_id)),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+"""Tests of the dmxp Python package (run with pytest from bindings/python)."""
