@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod clean;
 mod create;
 mod inspect;
@@ -43,6 +44,9 @@ enum Command {
     Recv(recv::RecvArgs),
     /// List DMXP segments in /dev/shm (or a directory); remove them with --remove.
     Clean(clean::CleanArgs),
+    /// Benchmark DMXP across processes against a Unix socket, a pipe, ArrayQueue and the
+    /// cache-line floor (see docs/BENCHMARKS.md).
+    Bench(dmxp_bench::BenchArgs),
 }
 
 /// What a command ended with, beyond success.
@@ -53,6 +57,8 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
+    // `dmxp bench` re-executes this binary as its producer and consumer processes.
+    dmxp_bench::child_main_if_requested();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Recv(args) => recv::run(args),
         Command::Clean(args) => clean::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

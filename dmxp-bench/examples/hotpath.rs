@@ -1,0 +1,69 @@
+//! A fixed amount of hot-path work in one thread, for instruction counting:
+//! `valgrind --tool=callgrind target/release/examples/hotpath <what> <iterations>`.
+//! `what` is `core` (the ring over ordinary memory), `facade` (Producer::send +
+//! Consumer::receive_into on a shm segment), `batch` (send_batch + receive_batch_with of 16),
+//! or `loan` (loan + commit, receive_in_place). Divide the instruction count by the iterations
+//! (minus a run with 0 iterations for the setup) to get instructions per message.
+
+use dmxp::ChannelBuilder;
+use dmxp_nostd::layout::{HEADER_SIZE, MSG_INLINE, SLOT_SIZE};
+use dmxp_nostd::{AlignedBlock, Region, Segment, SendMeta};
+use std::hint::black_box;
+use zerocopy::IntoBytes;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let what = args.next().unwrap_or_else(|| "core".into());
+    let iterations: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let payload = [0x5Au8; 32];
+    let mut buf = [0u8; MSG_INLINE];
+    match what.as_str() {
+        "core" => {
+            let mut blocks =
+                vec![AlignedBlock::ZERO; AlignedBlock::count_for(HEADER_SIZE + 1024 * SLOT_SIZE)];
+            let segment = Segment::format(Region::new(blocks.as_mut_bytes()).unwrap(), 1).unwrap();
+            let channel = segment.create_channel(0, 1024, 1).unwrap();
+            let meta = SendMeta::default();
+            for _ in 0..iterations {
+                channel.try_send(black_box(&payload), &meta).unwrap();
+                black_box(channel.try_recv(&mut buf).unwrap());
+            }
+        }
+        other => {
+            let name = format!("/dmxp-hotpath-{}", std::process::id());
+            let builder = ChannelBuilder::new()
+                .with_segment_name(&name)
+                .with_segment_size(4 << 20);
+            let producer = builder.build_producer().unwrap();
+            let consumer = builder.build_consumer().unwrap();
+            let batch = [payload; 16];
+            let mut n = 0;
+            for _ in 0..iterations {
+                match other {
+                    "facade" => {
+                        producer.send(black_box(&payload)).unwrap();
+                        n += consumer.receive_into(&mut buf).unwrap().map_or(0, |r| r.1);
+                    }
+                    "batch" => {
+                        producer.send_batch(black_box(&batch)).unwrap();
+                        n += consumer
+                            .receive_batch_with(16, |_, p| {
+                                black_box(p);
+                            })
+                            .unwrap();
+                    }
+                    "loan" => {
+                        let mut loan = producer.loan().unwrap();
+                        loan.write_at(0, black_box(&payload));
+                        loan.commit(payload.len()).unwrap();
+                        let message = consumer.receive_in_place().unwrap().unwrap();
+                        n += black_box(message.payload().word(0)).map_or(0, |_| 1);
+                    }
+                    _ => panic!("unknown mode {other}"),
+                }
+            }
+            black_box(n);
+            let _ = dmxp::unlink_segment(&name);
+        }
+    }
+}

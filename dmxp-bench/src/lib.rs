@@ -1,0 +1,336 @@
+//! # dmxp-bench
+//!
+//! Cross-process benchmarks of DMXP side by side with the alternatives a user would otherwise
+//! pick: a Unix domain socket (`SOCK_SEQPACKET`), a pipe, crossbeam's `ArrayQueue` between two
+//! threads of one process, and the cache-line floor (two processes handing one `AtomicU64`
+//! back and forth in shared memory).
+//!
+//! One run measures, with every repetition of every configuration interleaved so that a noisy
+//! machine hurts all systems alike:
+//! * throughput for 1->1, 2->2 on one channel, and 4 channels x 1->1, at 32, 256 and 960 B;
+//! * one-way latency (round trip / 2) in ping-pong at p50, p99 and p99.9, spinning and blocking.
+//!
+//! Each producer and consumer is its own process (this binary re-executed with a hidden
+//! argument), pinned so producers and consumers sit on different cores when there are two or
+//! more. The DMXP children count their futex calls and report them: a non-blocking run must
+//! make none.
+//!
+//! The binary `dmxp-bench` and the CLI's `dmxp bench` both call [`main_with`]; a program that
+//! embeds the runner must call [`child_main_if_requested`] first thing in `main`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub mod chart;
+pub mod child;
+pub mod control;
+mod inproc;
+pub mod report;
+pub mod runner;
+pub mod spec;
+
+use report::{median, LatencyRow, Machine, Report, ThroughputRow};
+use runner::{Placement, RunLength};
+use spec::{Mode, Shape, System};
+
+pub use child::Res;
+
+/// Command-line options of `dmxp-bench` and `dmxp bench`.
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Short runs for CI: 0.1 s per run (the whole benchmark in well under a minute).
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds per run (default 1, or 0.1 with --quick).
+    #[arg(long, conflicts_with = "messages")]
+    pub seconds: Option<f64>,
+    /// A fixed number of messages per producer (and round trips per latency run) instead of a
+    /// duration; runs also check that every message sent was received.
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Repetitions of every configuration; the report shows medians.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Slots per DMXP ring and elements per ArrayQueue (a power of two, 2..=1024).
+    #[arg(long, default_value_t = control::CAPACITY)]
+    pub capacity: u64,
+    /// Payload sizes for throughput, in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "32,256,960")]
+    pub payloads: Vec<usize>,
+    /// Payload sizes for latency, in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "32")]
+    pub latency_payloads: Vec<usize>,
+    /// Systems to run (dmxp, dmxp-batch, dmxp-loan, uds, pipe, arrayqueue, floor).
+    #[arg(long, value_delimiter = ',', value_parser = parse_system)]
+    pub systems: Option<Vec<System>>,
+    /// Throughput shapes to run (one-to-one, two-to-two, four-channels).
+    #[arg(long, value_delimiter = ',', value_parser = parse_shape)]
+    pub shapes: Option<Vec<Shape>>,
+    /// Skip the throughput runs.
+    #[arg(long)]
+    pub no_throughput: bool,
+    /// Skip the latency runs.
+    #[arg(long)]
+    pub no_latency: bool,
+    /// Write the full report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw the chart (SVG) here.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+fn parse_system(name: &str) -> Result<System, String> {
+    System::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = System::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown system {name:?} (one of {})", names.join(", "))
+    })
+}
+
+fn parse_shape(name: &str) -> Result<Shape, String> {
+    Shape::ALL
+        .into_iter()
+        .find(|s| s.id() == name)
+        .ok_or_else(|| {
+            format!("unknown shape {name:?} (one of one-to-one, two-to-two, four-channels)")
+        })
+}
+
+/// If this process is a benchmark child (re-executed by the runner), runs it and exits.
+/// Call it first thing in `main` of any binary that calls [`main_with`].
+pub fn child_main_if_requested() {
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() != Some(spec::CHILD_ARG) {
+        return;
+    }
+    let code = match args.next() {
+        Some(json) => match child::run(&json) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("dmxp-bench child: {e}");
+                1
+            }
+        },
+        None => {
+            eprintln!("dmxp-bench child: missing specification");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// One configuration to measure.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    Throughput(System, Shape, usize),
+    Latency(System, Mode, usize),
+}
+
+impl Job {
+    fn label(self) -> String {
+        match self {
+            Job::Throughput(system, shape, payload) => {
+                format!("{system} {} {payload} B", shape.name())
+            }
+            Job::Latency(system, mode, payload) => {
+                format!("{system} ping-pong {} {payload} B", mode.name())
+            }
+        }
+    }
+}
+
+fn plan(args: &BenchArgs) -> Vec<Job> {
+    let wanted = |s: System| args.systems.as_ref().map_or(true, |list| list.contains(&s));
+    let mut jobs = Vec::new();
+    if !args.no_throughput {
+        for shape in Shape::ALL {
+            if args
+                .shapes
+                .as_ref()
+                .is_some_and(|list| !list.contains(&shape))
+            {
+                continue;
+            }
+            for &payload in &args.payloads {
+                for system in System::ALL {
+                    if system != System::Floor && wanted(system) && shape.supports(system) {
+                        jobs.push(Job::Throughput(system, shape, payload));
+                    }
+                }
+            }
+        }
+        let one_to_one = args
+            .shapes
+            .as_ref()
+            .map_or(true, |list| list.contains(&Shape::OneToOne));
+        if wanted(System::Floor) && one_to_one {
+            jobs.push(Job::Throughput(System::Floor, Shape::OneToOne, 8));
+        }
+    }
+    if !args.no_latency {
+        for &payload in &args.latency_payloads {
+            for (system, mode) in spec::latency_systems() {
+                if wanted(system)
+                    && (system != System::Floor || payload == args.latency_payloads[0])
+                {
+                    jobs.push(Job::Latency(
+                        system,
+                        mode,
+                        if system == System::Floor { 8 } else { payload },
+                    ));
+                }
+            }
+        }
+    }
+    jobs
+}
+
+/// Runs the benchmark the arguments describe and returns the report (printing nothing).
+pub fn run(args: &BenchArgs) -> Res<Report> {
+    for &payload in args.payloads.iter().chain(&args.latency_payloads) {
+        if !(8..=dmxp::MSG_INLINE).contains(&payload) {
+            return Err(format!("payload {payload} B is outside 8..=960").into());
+        }
+    }
+    if !args.capacity.is_power_of_two() || !(2..=control::MAX_CAPACITY).contains(&args.capacity) {
+        return Err(format!(
+            "--capacity {} is not a power of two in 2..=1024",
+            args.capacity
+        )
+        .into());
+    }
+    if args.reps == 0 {
+        return Err("--reps must be at least 1".into());
+    }
+    let length = RunLength {
+        seconds: args.seconds.unwrap_or(if args.quick { 0.1 } else { 1.0 }),
+        messages: args.messages,
+        capacity: args.capacity,
+    };
+    if args.messages.is_none() && !(length.seconds > 0.0 && length.seconds.is_finite()) {
+        return Err("--seconds must be positive".into());
+    }
+    let placement = Placement::detect();
+    let load_start = Machine::load_average();
+    let jobs = plan(args);
+    let bar = if args.no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((jobs.len() * args.reps) as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    // Interleave: repetition r of every job before repetition r + 1 of any.
+    let mut throughput: Vec<Vec<runner::ThroughputSample>> = vec![Vec::new(); jobs.len()];
+    let mut latency: Vec<Vec<runner::LatencySample>> = vec![Vec::new(); jobs.len()];
+    for _ in 0..args.reps {
+        for (k, job) in jobs.iter().enumerate() {
+            bar.set_message(job.label());
+            match *job {
+                Job::Throughput(system, shape, payload) => throughput[k].push(
+                    runner::throughput(system, shape, payload, &length, &placement)
+                        .map_err(|e| format!("{}: {e}", job.label()))?,
+                ),
+                Job::Latency(system, mode, payload) => latency[k].push(
+                    runner::latency(system, mode, payload, &length, &placement)
+                        .map_err(|e| format!("{}: {e}", job.label()))?,
+                ),
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    runner::remove_results_dir();
+    let mut report = Report {
+        machine: Machine {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model: Machine::cpu_model(),
+            load_average_start: load_start,
+            load_average_end: Machine::load_average(),
+            producer_cpu: placement.producer_cpu,
+            consumer_cpu: placement.consumer_cpu,
+        },
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        seconds_per_run: args.messages.is_none().then_some(length.seconds),
+        messages_per_run: args.messages,
+        repetitions: args.reps,
+        capacity: args.capacity,
+        throughput: Vec::new(),
+        latency: Vec::new(),
+        targets: Vec::new(),
+    };
+    for (k, job) in jobs.iter().enumerate() {
+        match *job {
+            Job::Throughput(system, shape, payload) => {
+                let runs: Vec<f64> = throughput[k].iter().map(|s| s.msgs_per_sec).collect();
+                let rate = median(&runs);
+                let bytes = if system == System::Floor { 8 } else { payload };
+                report.throughput.push(ThroughputRow {
+                    shape,
+                    payload,
+                    system,
+                    msgs_per_sec: rate,
+                    runs,
+                    mib_per_sec: rate * bytes as f64 / (1 << 20) as f64,
+                    vs_arrayqueue: None,
+                    vs_floor: None,
+                    futex_wake: throughput[k]
+                        .iter()
+                        .map(|s| s.futex_wake)
+                        .max()
+                        .unwrap_or(0),
+                    futex_wait: throughput[k]
+                        .iter()
+                        .map(|s| s.futex_wait)
+                        .max()
+                        .unwrap_or(0),
+                });
+            }
+            Job::Latency(system, mode, payload) => {
+                let runs: Vec<spec::Percentiles> =
+                    latency[k].iter().map(|s| s.percentiles).collect();
+                let pick = |f: fn(&spec::Percentiles) -> f64| {
+                    median(&runs.iter().map(f).collect::<Vec<_>>())
+                };
+                report.latency.push(LatencyRow {
+                    mode,
+                    system,
+                    payload,
+                    p50_ns: pick(|p| p.p50),
+                    p99_ns: pick(|p| p.p99),
+                    p999_ns: pick(|p| p.p999),
+                    runs,
+                    p50_vs_floor: None,
+                    futex_wake: latency[k].iter().map(|s| s.futex_wake).max().unwrap_or(0),
+                    futex_wait: latency[k].iter().map(|s| s.futex_wait).max().unwrap_or(0),
+                });
+            }
+        }
+    }
+    report.compute_ratios();
+    report.compute_targets();
+    Ok(report)
+}
+
+/// Runs the benchmark, prints the table, and writes the JSON and the chart if asked.
+pub fn main_with(args: &BenchArgs) -> Res<Report> {
+    let report = run(args)?;
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+        println!("\nJSON written to {}", path.display());
+    }
+    if let Some(path) = &args.chart {
+        chart::draw(&report, path)?;
+        println!("chart written to {}", path.display());
+    }
+    Ok(report)
+}

@@ -1,0 +1,512 @@
+//! The parent: sets up each run (segment, channels, pipes, sockets), re-executes this binary
+//! as the child processes, starts them together, stops them, and collects their reports.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use dmxp::ChannelBuilder;
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::pipe::PipeFlags;
+
+use crate::child::Res;
+use crate::control::{Control, SEGMENT_SIZE};
+use crate::spec::{ChildResult, ChildSpec, Mode, Percentiles, Role, Shape, System, CHILD_ARG};
+
+/// How one run is driven.
+#[derive(Clone, Debug)]
+pub struct RunLength {
+    /// Seconds per run when `messages` is `None`.
+    pub seconds: f64,
+    /// Messages per producer (throughput) or round trips (latency), instead of a duration.
+    pub messages: Option<u64>,
+    /// Slots per ring (and elements per `ArrayQueue`).
+    pub capacity: u64,
+}
+
+/// Where the children run.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// Producers (and pings) here...
+    pub producer_cpu: Option<usize>,
+    /// ...consumers (and pongs) here.
+    pub consumer_cpu: Option<usize>,
+}
+
+impl Placement {
+    /// Two different cores when the process may use two or more, else no pinning.
+    pub fn detect() -> Self {
+        let cpus = crate::control::allowed_cpus();
+        if cpus.len() >= 2 {
+            Self {
+                producer_cpu: Some(cpus[0]),
+                consumer_cpu: Some(cpus[1]),
+            }
+        } else {
+            Self {
+                producer_cpu: None,
+                consumer_cpu: None,
+            }
+        }
+    }
+}
+
+/// What one throughput run measured.
+#[derive(Clone, Debug)]
+pub struct ThroughputSample {
+    pub msgs_per_sec: f64,
+    pub messages: u64,
+    pub futex_wake: u64,
+    pub futex_wait: u64,
+}
+
+/// What one latency run measured.
+#[derive(Clone, Debug)]
+pub struct LatencySample {
+    pub percentiles: Percentiles,
+    pub futex_wake: u64,
+    pub futex_wait: u64,
+}
+
+/// A run's shm segment, unlinked when dropped.
+struct RunSegment {
+    name: String,
+    allocator: dmxp::SharedMemoryAllocator,
+}
+
+impl Drop for RunSegment {
+    fn drop(&mut self) {
+        let _ = dmxp::unlink_segment(&self.name);
+    }
+}
+
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn new_segment(dmxp_channels: u32, capacity: u64) -> Res<RunSegment> {
+    let name = format!(
+        "/dmxp-bench-{}-{}",
+        std::process::id(),
+        RUN_COUNTER.fetch_add(1, Relaxed)
+    );
+    let allocator = ChannelBuilder::new()
+        .with_segment_name(&name)
+        .with_segment_size(SEGMENT_SIZE)
+        .build_allocator()?;
+    let segment = RunSegment { name, allocator };
+    for id in 0..dmxp_channels {
+        segment.allocator.producer_or_create(id, capacity)?;
+    }
+    Ok(segment)
+}
+
+/// One child to start: what it does, and the pipe or socket ends it gets as stdin/stdout.
+struct Launch {
+    spec: ChildSpec,
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+}
+
+/// Starts the children, waits until all are ready, gives the go, stops them after the run's
+/// duration, and returns their results in launch order.
+fn execute(
+    segment: &RunSegment,
+    launches: Vec<Launch>,
+    length: &RunLength,
+) -> Res<Vec<ChildResult>> {
+    let exe = std::env::current_exe()?;
+    results_dir()?;
+    let mut children: Vec<(Child, PathBuf)> = Vec::new();
+    let count = launches.len();
+    let spawned = (|| -> Res<()> {
+        for launch in launches {
+            let fd_in = launch.stdin.map_or_else(Stdio::null, Stdio::from);
+            let fd_out = launch.stdout.map_or_else(Stdio::null, Stdio::from);
+            let out = launch.spec.out.clone();
+            let child = Command::new(&exe)
+                .arg(CHILD_ARG)
+                .arg(serde_json::to_string(&launch.spec)?)
+                .stdin(fd_in)
+                .stdout(fd_out)
+                .stderr(Stdio::inherit())
+                .spawn()?;
+            // The Command (and with it our copy of the fds) is gone here, so a reader sees
+            // end-of-file once its writers exit.
+            children.push((child, out));
+        }
+        Ok(())
+    })();
+    let outcome = spawned.and_then(|()| drive(segment, &mut children, count, length));
+    if outcome.is_err() {
+        for (child, _) in &mut children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    outcome?;
+    let mut results = Vec::new();
+    for (_, out) in &children {
+        let text = std::fs::read(out)?;
+        results.push(serde_json::from_slice(&text)?);
+        let _ = std::fs::remove_file(out);
+    }
+    Ok(results)
+}
+
+fn drive(
+    segment: &RunSegment,
+    children: &mut [(Child, PathBuf)],
+    count: usize,
+    length: &RunLength,
+) -> Res<()> {
+    let region = segment.allocator.memory().region();
+    let control = Control::new(region).ok_or("segment too small for the control block")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while control.ready_count() < count as u64 {
+        for (child, _) in children.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                return Err(format!("a benchmark child exited before starting: {status}").into());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("benchmark children did not get ready within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    control.set_go();
+    if length.messages.is_none() {
+        std::thread::sleep(Duration::from_secs_f64(length.seconds));
+        control.set_stop();
+    }
+    let limit = Duration::from_secs_f64(length.seconds) + Duration::from_secs(120);
+    let deadline = Instant::now() + limit;
+    for (child, _) in children.iter_mut() {
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    return Err(format!("a benchmark child failed: {status}").into());
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("a benchmark child did not finish within {limit:?}").into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(())
+}
+
+fn results_dir_path() -> PathBuf {
+    std::env::temp_dir().join(format!("dmxp-bench-{}", std::process::id()))
+}
+
+fn results_dir() -> Res<PathBuf> {
+    let dir = results_dir_path();
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Removes this process's (by now empty) directory of child result files.
+pub fn remove_results_dir() {
+    let _ = std::fs::remove_dir(results_dir_path());
+}
+
+fn out_path(dir: &Path, k: usize) -> PathBuf {
+    dir.join(format!("child-{}-{k}.json", RUN_COUNTER.load(Relaxed)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spec(
+    role: Role,
+    system: System,
+    shape: Option<Shape>,
+    mode: Option<Mode>,
+    payload: usize,
+    segment: &RunSegment,
+    channel: u32,
+    index: usize,
+    producers: usize,
+    length: &RunLength,
+    cpu: Option<usize>,
+    cpu2: Option<usize>,
+    out: PathBuf,
+) -> ChildSpec {
+    ChildSpec {
+        role,
+        system,
+        shape,
+        mode,
+        payload,
+        segment: segment.name.clone(),
+        channel,
+        index,
+        producers,
+        messages: length.messages,
+        capacity: length.capacity,
+        cpu,
+        cpu2,
+        out,
+    }
+}
+
+fn socketpair() -> Res<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+fn pipe() -> Res<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?)
+}
+
+/// Measures one throughput run.
+pub fn throughput(
+    system: System,
+    shape: Shape,
+    payload: usize,
+    length: &RunLength,
+    placement: &Placement,
+) -> Res<ThroughputSample> {
+    let channels = shape.channels();
+    let per = shape.per_channel();
+    let segment = new_segment(
+        if system.is_dmxp() { channels as u32 } else { 0 },
+        length.capacity,
+    )?;
+    let dir = results_dir()?;
+    let (pc, cc) = (placement.producer_cpu, placement.consumer_cpu);
+    let mut launches = Vec::new();
+    let mut k = 0;
+    let mut next_out = || {
+        k += 1;
+        out_path(&dir, k)
+    };
+    let child = |role, channel: u32, index, cpu, out| {
+        spec(
+            role,
+            system,
+            Some(shape),
+            None,
+            payload,
+            &segment,
+            channel,
+            index,
+            per,
+            length,
+            cpu,
+            None,
+            out,
+        )
+    };
+    match system {
+        System::ArrayQueue => {
+            let mut s = child(Role::InProcess, 0, 0, pc, next_out());
+            s.cpu2 = cc;
+            launches.push(Launch {
+                spec: s,
+                stdin: None,
+                stdout: None,
+            });
+        }
+        _ => {
+            for channel in 0..channels as u32 {
+                let (producer_end, consumer_end, producer_is_stdout) = match system {
+                    System::Uds => {
+                        let (a, b) = socketpair()?;
+                        (Some(a), Some(b), false)
+                    }
+                    System::Pipe => {
+                        let (read, write) = pipe()?;
+                        (Some(write), Some(read), true)
+                    }
+                    _ => (None, None, false),
+                };
+                for index in 0..per {
+                    let end = match &producer_end {
+                        Some(fd) => Some(fd.try_clone()?),
+                        None => None,
+                    };
+                    let (stdin, stdout) = if producer_is_stdout {
+                        (None, end)
+                    } else {
+                        (end, None)
+                    };
+                    launches.push(Launch {
+                        spec: child(Role::Producer, channel, index, pc, next_out()),
+                        stdin,
+                        stdout,
+                    });
+                }
+                for index in 0..per {
+                    let stdin = match &consumer_end {
+                        Some(fd) => Some(fd.try_clone()?),
+                        None => None,
+                    };
+                    launches.push(Launch {
+                        spec: child(Role::Consumer, channel, index, cc, next_out()),
+                        stdin,
+                        stdout: None,
+                    });
+                }
+            }
+        }
+    }
+    let roles: Vec<Role> = launches.iter().map(|l| l.spec.role).collect();
+    let results = execute(&segment, launches, length)?;
+    let received: u64 = roles
+        .iter()
+        .zip(&results)
+        .filter(|(role, _)| matches!(role, Role::Consumer | Role::InProcess))
+        .map(|(_, r)| r.messages)
+        .sum();
+    let sent: u64 = roles
+        .iter()
+        .zip(&results)
+        .filter(|(role, _)| **role == Role::Producer)
+        .map(|(_, r)| r.messages)
+        .sum();
+    if system != System::ArrayQueue && sent != received {
+        return Err(format!(
+            "{system} {}: {sent} messages sent but {received} received",
+            shape.name()
+        )
+        .into());
+    }
+    if let Some(per_producer) = length.messages {
+        let expected = per_producer * (channels * per) as u64;
+        if system != System::Floor && received != expected {
+            return Err(format!(
+                "{system} {}: expected {expected} messages, got {received}",
+                shape.name()
+            )
+            .into());
+        }
+    }
+    // The floor counts round trips on each side; every round trip is two hand-overs.
+    let moved = if system == System::Floor {
+        2 * received
+    } else {
+        received
+    };
+    let start = results.iter().map(|r| r.start_ns).min().unwrap_or(0);
+    let end = roles
+        .iter()
+        .zip(&results)
+        .filter(|(role, _)| **role != Role::Producer || system == System::Floor)
+        .map(|(_, r)| r.end_ns)
+        .max()
+        .unwrap_or(start);
+    let elapsed = end.saturating_sub(start).max(1) as f64 / 1e9;
+    Ok(ThroughputSample {
+        msgs_per_sec: moved as f64 / elapsed,
+        messages: moved,
+        futex_wake: results.iter().map(|r| r.futex_wake).sum(),
+        futex_wait: results.iter().map(|r| r.futex_wait).sum(),
+    })
+}
+
+/// Measures one latency run (ping-pong).
+pub fn latency(
+    system: System,
+    mode: Mode,
+    payload: usize,
+    length: &RunLength,
+    placement: &Placement,
+) -> Res<LatencySample> {
+    let segment = new_segment(if system.is_dmxp() { 2 } else { 0 }, length.capacity)?;
+    let dir = results_dir()?;
+    let (pc, cc) = (placement.producer_cpu, placement.consumer_cpu);
+    let child = |role, cpu, k| {
+        spec(
+            role,
+            system,
+            None,
+            Some(mode),
+            payload,
+            &segment,
+            0,
+            0,
+            1,
+            length,
+            cpu,
+            None,
+            out_path(&dir, k),
+        )
+    };
+    let launches = match system {
+        System::ArrayQueue => {
+            let mut s = child(Role::InProcess, pc, 1);
+            s.cpu2 = cc;
+            vec![Launch {
+                spec: s,
+                stdin: None,
+                stdout: None,
+            }]
+        }
+        System::Uds => {
+            let (a, b) = socketpair()?;
+            vec![
+                Launch {
+                    spec: child(Role::Ping, pc, 1),
+                    stdin: Some(a),
+                    stdout: None,
+                },
+                Launch {
+                    spec: child(Role::Pong, cc, 2),
+                    stdin: Some(b),
+                    stdout: None,
+                },
+            ]
+        }
+        System::Pipe => {
+            let (there_read, there_write) = pipe()?;
+            let (back_read, back_write) = pipe()?;
+            vec![
+                Launch {
+                    spec: child(Role::Ping, pc, 1),
+                    stdin: Some(back_read),
+                    stdout: Some(there_write),
+                },
+                Launch {
+                    spec: child(Role::Pong, cc, 2),
+                    stdin: Some(there_read),
+                    stdout: Some(back_write),
+                },
+            ]
+        }
+        _ => vec![
+            Launch {
+                spec: child(Role::Ping, pc, 1),
+                stdin: None,
+                stdout: None,
+            },
+            Launch {
+                spec: child(Role::Pong, cc, 2),
+                stdin: None,
+                stdout: None,
+            },
+        ],
+    };
+    let results = execute(&segment, launches, length)?;
+    let percentiles = results
+        .first()
+        .and_then(|r| r.latency)
+        .ok_or("the ping reported no latency")?;
+    if percentiles.samples == 0 {
+        return Err(format!(
+            "{system} {}: no latency samples (run too short?)",
+            mode.name()
+        )
+        .into());
+    }
+    Ok(LatencySample {
+        percentiles,
+        futex_wake: results.iter().map(|r| r.futex_wake).sum(),
+        futex_wait: results.iter().map(|r| r.futex_wait).sum(),
+    })
+}

@@ -1,0 +1,233 @@
+//! What is measured: the systems, the scenarios, and what a child process is told and reports.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A way to move messages between a producer and a consumer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum System {
+    /// DMXP, one `send` / `receive_into` per message.
+    #[serde(rename = "dmxp")]
+    DmxpSingle,
+    /// DMXP, `send_batch` / `receive_batch_with` of up to [`BATCH`] messages.
+    DmxpBatch,
+    /// DMXP zero-copy: the producer writes a loaned slot in place, the consumer reads the
+    /// message where it lies (`receive_in_place`).
+    DmxpLoan,
+    /// A Unix domain socket pair of type `SOCK_SEQPACKET` (message boundaries kept).
+    Uds,
+    /// An anonymous pipe with fixed-size messages.
+    Pipe,
+    /// crossbeam's `ArrayQueue<[u8; N]>` between threads of one process.
+    #[serde(rename = "arrayqueue")]
+    ArrayQueue,
+    /// Two processes handing a token through one `AtomicU64` in shared memory.
+    Floor,
+}
+
+/// Messages per batch call for [`System::DmxpBatch`].
+pub const BATCH: usize = 16;
+
+impl System {
+    pub const ALL: [System; 7] = [
+        System::DmxpSingle,
+        System::DmxpBatch,
+        System::DmxpLoan,
+        System::Uds,
+        System::Pipe,
+        System::ArrayQueue,
+        System::Floor,
+    ];
+
+    /// The name used on the command line, in tables and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::DmxpSingle => "dmxp",
+            System::DmxpBatch => "dmxp-batch",
+            System::DmxpLoan => "dmxp-loan",
+            System::Uds => "uds",
+            System::Pipe => "pipe",
+            System::ArrayQueue => "arrayqueue",
+            System::Floor => "floor",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<System> {
+        System::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// True for the DMXP systems (whose children report futex counts).
+    pub fn is_dmxp(self) -> bool {
+        matches!(
+            self,
+            System::DmxpSingle | System::DmxpBatch | System::DmxpLoan
+        )
+    }
+}
+
+impl fmt::Display for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The shape of a throughput run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shape {
+    /// One producer, one consumer, one channel.
+    OneToOne,
+    /// Two producers and two consumers on one channel.
+    TwoToTwo,
+    /// Four independent channels, each with one producer and one consumer.
+    FourChannels,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 3] = [Shape::OneToOne, Shape::TwoToTwo, Shape::FourChannels];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::OneToOne => "1->1",
+            Shape::TwoToTwo => "2->2",
+            Shape::FourChannels => "4ch x 1->1",
+        }
+    }
+
+    /// The name on the command line and in JSON.
+    pub fn id(self) -> &'static str {
+        match self {
+            Shape::OneToOne => "one-to-one",
+            Shape::TwoToTwo => "two-to-two",
+            Shape::FourChannels => "four-channels",
+        }
+    }
+
+    /// Channels (queues, pipes, sockets) used.
+    pub fn channels(self) -> usize {
+        match self {
+            Shape::FourChannels => 4,
+            _ => 1,
+        }
+    }
+
+    /// Producers (and consumers) per channel.
+    pub fn per_channel(self) -> usize {
+        match self {
+            Shape::TwoToTwo => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether `system` takes part in this shape. The floor is a single token between two
+    /// processes, so it only has a 1->1 form.
+    pub fn supports(self, system: System) -> bool {
+        system != System::Floor || self == Shape::OneToOne
+    }
+}
+
+/// How a latency run waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Busy-polling (spin, then yield).
+    Spin,
+    /// Sleeping in the kernel: futex for DMXP and the floor; sockets and pipes always block.
+    Blocking,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Spin => "spin",
+            Mode::Blocking => "blocking",
+        }
+    }
+}
+
+/// Which latency runs exist: (system, mode).
+pub fn latency_systems() -> Vec<(System, Mode)> {
+    vec![
+        (System::DmxpSingle, Mode::Spin),
+        (System::DmxpLoan, Mode::Spin),
+        (System::ArrayQueue, Mode::Spin),
+        (System::Floor, Mode::Spin),
+        (System::DmxpSingle, Mode::Blocking),
+        (System::Uds, Mode::Blocking),
+        (System::Pipe, Mode::Blocking),
+        (System::Floor, Mode::Blocking),
+    ]
+}
+
+/// A child process's part in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Producer,
+    Consumer,
+    /// Sends, waits for the echo, times the round trip.
+    Ping,
+    /// Echoes.
+    Pong,
+    /// Runs a whole scenario in threads of this one process (ArrayQueue).
+    InProcess,
+}
+
+/// Everything a child needs, passed as one JSON argument.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChildSpec {
+    pub role: Role,
+    pub system: System,
+    /// Throughput runs: the shape. Latency runs: `None`.
+    pub shape: Option<Shape>,
+    /// Latency runs: the mode.
+    pub mode: Option<Mode>,
+    pub payload: usize,
+    /// POSIX shm name of the run's segment (channels and the control block).
+    pub segment: String,
+    /// Channel (and control group) of this child; latency runs use `channel` and `channel + 1`.
+    pub channel: u32,
+    /// Index among the consumers of its channel (for the shared counters).
+    pub index: usize,
+    /// Producers per channel.
+    pub producers: usize,
+    /// Slots per ring (elements per `ArrayQueue`).
+    pub capacity: u64,
+    /// Messages per producer, or `None` to run until the control block says stop.
+    pub messages: Option<u64>,
+    /// CPU to pin to (threads of an in-process run: producers on `cpu`, consumers on `cpu2`).
+    pub cpu: Option<usize>,
+    pub cpu2: Option<usize>,
+    /// Where to write the [`ChildResult`] as JSON.
+    pub out: PathBuf,
+}
+
+/// Latency percentiles of one run, one-way (round trip / 2), in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub samples: u64,
+}
+
+/// What a child reports back.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChildResult {
+    /// Messages this child sent (producers) or received (consumers), or round trips (ping).
+    pub messages: u64,
+    /// CLOCK_MONOTONIC at the start and end of its measured work.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// DMXP futex calls this process made during the run.
+    pub futex_wake: u64,
+    pub futex_wait: u64,
+    /// Ping: one-way latency percentiles.
+    pub latency: Option<Percentiles>,
+}
+
+/// Argument that marks a re-executed child process.
+pub const CHILD_ARG: &str = "__dmxp_bench_child";

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The cross-process benchmark (docs/BENCHMARKS.md): builds dmxp-bench in release mode and runs
+# every system, shape and payload with 3 repetitions, writing docs/BENCHMARKS.json and the
+# chart docs/bench.svg. Extra arguments go to dmxp-bench, e.g.:
+#   scripts/bench.sh --quick          # CI-sized: 0.1 s per run, well under a minute
+#   scripts/bench.sh --seconds 2      # longer runs
+#   scripts/bench.sh --capacity 64    # smaller rings
+# OUT_JSON / OUT_CHART override where the report and the chart go.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT_JSON=${OUT_JSON:-docs/BENCHMARKS.json}
+OUT_CHART=${OUT_CHART:-docs/bench.svg}
+
+cargo build --release -p dmxp-bench
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+
+echo "bench: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+"$target_dir/release/dmxp-bench" --json "$OUT_JSON" --chart "$OUT_CHART" "$@"
