@@ -458,7 +458,7 @@ fn check_live(bytes: &[u8], parsed: &Result<SegmentInfo, Error>) -> Result<(), T
 // ------------------------------------------------------------------------------ properties
 
 proptest! {
-    #![proptest_config(config(3))]
+    #![proptest_config(config(1))]
 
     /// Arbitrary bytes: `parse_segment` returns (never panics), and anything it accepts keeps
     /// its promises.
