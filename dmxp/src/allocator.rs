@@ -8,7 +8,7 @@ use dmxp_nostd::{ChannelInfo, Error as CoreError, Segment};
 
 use crate::consumer::Consumer;
 use crate::error::{Error, ErrorKind, Result};
-use crate::handle::{check_capacity, open_channel, Missing};
+use crate::handle::{open_channel, Missing};
 use crate::memory::{Backing, SharedMemory};
 use crate::producer::Producer;
 
@@ -90,7 +90,6 @@ impl SharedMemoryAllocator {
 
     /// Creates a channel with `capacity` slots (a power of two) at the lowest free id.
     pub fn create_channel(&self, capacity: u64) -> Result<ChannelHandle> {
-        check_capacity(capacity)?;
         let segment = self.segment()?;
         let pid = std::process::id();
         for id in 0..MAX_CHANNELS as u32 {

@@ -54,9 +54,6 @@ pub(crate) fn open_channel(
 ) -> Result<OpenChannel> {
     let pid = std::process::id();
     let label = &backing.label;
-    if let Missing::Create(capacity) = missing {
-        check_capacity(capacity)?;
-    }
     let cell = retry_until(
         deadline,
         || {
@@ -88,18 +85,4 @@ pub(crate) fn open_channel(
         cell,
         label: Arc::clone(label),
     })
-}
-
-/// Refuses capacities the ring cannot serve. Beyond the core's checks (a power of two up to
-/// the limit), capacity 1 is refused: with one slot, "published at position p" (sequence
-/// p + 1) reads as "free for position p + 1", so a second send would overwrite an unconsumed
-/// message.
-pub(crate) fn check_capacity(capacity: u64) -> Result<()> {
-    if capacity < 2 {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!("capacity {capacity} is not supported: a channel needs at least 2 slots"),
-        ));
-    }
-    Ok(())
 }
