@@ -249,6 +249,12 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     // ------------------------------------------------------------------ slot contents
 
     fn write_slot(&self, position: u64, payload: &[u8], meta: &SendMeta, flags: u16) {
+        payload::store(&self.slot(position).payload, payload);
+        self.publish_slot(position, payload.len(), meta, flags);
+    }
+
+    /// Stores the meta of a claimed position whose payload is in place, then publishes it.
+    fn publish_slot(&self, position: u64, len: usize, meta: &SendMeta, flags: u16) {
         let slot = self.slot(position);
         slot.meta.store(&MessageMeta {
             message_id: position,
@@ -258,10 +264,9 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             sender_pid: meta.sender_pid,
             sender_runtime: meta.sender_runtime,
             flags,
-            payload_len: payload.len() as u32,
+            payload_len: len as u32,
             reserved: 0,
         });
-        payload::store(&slot.payload, payload);
         slot.sequence.store(position.wrapping_add(1), Release);
     }
 
@@ -621,22 +626,9 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
     }
 
     fn publish(&mut self, len: usize, meta: &SendMeta, flags: u16) {
-        let channel = self.channel;
-        let slot = channel.slot(self.position);
-        slot.meta.store(&MessageMeta {
-            message_id: self.position,
-            timestamp_ns: meta.timestamp_ns,
-            channel_id: channel.geometry.id,
-            message_type: meta.message_type,
-            sender_pid: meta.sender_pid,
-            sender_runtime: meta.sender_runtime,
-            flags,
-            payload_len: len as u32,
-            reserved: 0,
-        });
-        slot.sequence.store(self.position.wrapping_add(1), Release);
+        self.channel.publish_slot(self.position, len, meta, flags);
         self.published = true;
-        channel.notify_consumers();
+        self.channel.notify_consumers();
     }
 }
 
