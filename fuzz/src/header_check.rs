@@ -105,7 +105,12 @@ fn check_accepted(bytes: &[u8], info: &SegmentInfo) {
         "segment_len {segment_len} outside {HEADER_SIZE}..={available}"
     );
     let cursor = read_u64(bytes, 32);
-    assert!(cursor == 0 || (HEADER_SIZE as u64..=segment_len).contains(&cursor));
+    assert!(
+        cursor == 0
+            || ((HEADER_SIZE as u64..=segment_len).contains(&cursor)
+                && cursor % SLOT_ALIGN as u64 == 0),
+        "accepted band_cursor {cursor}"
+    );
 
     let mut listed = [false; MAX_CHANNELS];
     let mut previous: Option<u32> = None;
@@ -239,7 +244,11 @@ fn check_corruption(bytes: &[u8], corruption: &Corruption) {
         }
         BandCursorOutOfRange { found, segment_len } => {
             assert_eq!(found, read_u64(bytes, 32));
-            assert!(found < HEADER_SIZE as u64 || found > segment_len);
+            assert!(
+                found < HEADER_SIZE as u64
+                    || found > segment_len
+                    || found % SLOT_ALIGN as u64 != 0
+            );
         }
         ChannelIdMismatch { channel, found } => {
             assert_eq!(found, raw_entry(bytes, channel).channel_id);
