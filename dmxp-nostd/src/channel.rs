@@ -18,8 +18,13 @@
 //! or sequences can make an operation fail with `Busy`, never spin forever.
 
 use crate::error::{RecvError, SendError};
-use crate::layout::{message_flags, AtomicChannelEntry, AtomicSlot, MessageMeta, MSG_INLINE};
+#[cfg(feature = "test-hooks")]
+use crate::hooks::{Hook, Step};
+use crate::layout::{
+    message_flags, AtomicChannelEntry, AtomicPeerRecord, AtomicSlot, MessageMeta, MSG_INLINE,
+};
 use crate::payload::{self, Payload, PayloadMut};
+use crate::peer::{PeerRole, PeerSlot};
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::validate::{ChannelGeometry, ChannelInfo};
 use crate::wait::{SpinWait, WaitOutcome, WaitStrategy};
@@ -58,16 +63,76 @@ pub struct BatchReceived {
     pub delivered: usize,
     /// Positions consumed without a message: corrupt lengths and lost-message tombstones.
     pub dropped: usize,
+    /// Of `dropped`, the lost-message tombstones (PROTOCOL.md §6.4, §11.6).
+    pub lost: usize,
+}
+
+/// Calls the channel's test hook, if the `test-hooks` feature is on and a hook is set.
+macro_rules! hook {
+    ($channel:expr, $step:ident, $position:expr) => {
+        #[cfg(feature = "test-hooks")]
+        if let Some(hook) = $channel.hook {
+            hook(Step::$step, $position);
+        }
+    };
 }
 
 /// A created channel, opened and validated. Cheap to clone; safe to share between threads.
-#[derive(Clone)]
+///
+/// A channel given a peer record ([`Self::with_peer`]) writes its intents there around every
+/// claim (PROTOCOL.md §11.4). A record holds one intent at a time: such a channel must be
+/// used by one thread at a time, and its clones are not registered.
 pub struct Channel<'a, W: WaitStrategy = SpinWait> {
     geometry: ChannelGeometry,
     mask: u64,
     entry: &'a AtomicChannelEntry,
     slots: &'a [AtomicSlot],
     wait: W,
+    /// The record sends write their intents to (a registered producer).
+    send_intent: Option<&'a AtomicPeerRecord>,
+    /// The record receives write their intents to (a registered consumer).
+    recv_intent: Option<&'a AtomicPeerRecord>,
+    #[cfg(feature = "test-hooks")]
+    hook: Option<Hook>,
+}
+
+impl<W: WaitStrategy> Clone for Channel<'_, W> {
+    /// An unregistered copy: a peer record belongs to one handle.
+    fn clone(&self) -> Self {
+        Self {
+            geometry: self.geometry,
+            mask: self.mask,
+            entry: self.entry,
+            slots: self.slots,
+            wait: self.wait.clone(),
+            send_intent: None,
+            recv_intent: None,
+            #[cfg(feature = "test-hooks")]
+            hook: self.hook,
+        }
+    }
+}
+
+/// Writes an intent before a claiming CAS: the position relaxed, then the count with release,
+/// so that a repairer that reads the count with acquire also sees everything this handle did
+/// before (in particular the publish or free that ended its previous intent).
+#[inline(always)]
+fn write_intent(record: Option<&AtomicPeerRecord>, position: u64, count: u64) {
+    if let Some(record) = record {
+        record.intent_position.store(position, Relaxed);
+        record
+            .intent_count
+            .store(u32::try_from(count).unwrap_or(u32::MAX), Release);
+    }
+}
+
+/// Clears the intent, with release, after the last publish or free it covered (or after a
+/// claim that failed).
+#[inline(always)]
+fn clear_intent(record: Option<&AtomicPeerRecord>) {
+    if let Some(record) = record {
+        record.intent_count.store(0, Release);
+    }
 }
 
 /// What a claimed receive slot holds.
@@ -94,6 +159,10 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             entry,
             slots,
             wait,
+            send_intent: None,
+            recv_intent: None,
+            #[cfg(feature = "test-hooks")]
+            hook: None,
         }
     }
 
@@ -105,7 +174,43 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             entry: self.entry,
             slots: self.slots,
             wait,
+            send_intent: self.send_intent,
+            recv_intent: self.recv_intent,
+            #[cfg(feature = "test-hooks")]
+            hook: self.hook,
         }
+    }
+
+    /// The same channel writing its intents to `peer`'s record (PROTOCOL.md §11.4): sends
+    /// for a producer record, receives for a consumer record. A record registered for another
+    /// channel is ignored (the channel stays unregistered for that role).
+    ///
+    /// The record must outlive its use: keep `peer` alive as long as this channel, and use
+    /// the channel from one thread at a time.
+    pub fn with_peer(mut self, peer: &PeerSlot<'a>) -> Self {
+        if peer.channel_id() == self.geometry.id {
+            match peer.role() {
+                PeerRole::Producer => self.send_intent = Some(peer.record()),
+                PeerRole::Consumer => self.recv_intent = Some(peer.record()),
+            }
+        }
+        self
+    }
+
+    /// True when sends (`Producer`) or receives (`Consumer`) write intents to a peer record.
+    pub fn is_registered(&self, role: PeerRole) -> bool {
+        match role {
+            PeerRole::Producer => self.send_intent.is_some(),
+            PeerRole::Consumer => self.recv_intent.is_some(),
+        }
+    }
+
+    /// The same channel calling `hook` at each step of its sends and receives (for tests that
+    /// stop or kill a peer at a chosen step).
+    #[cfg(feature = "test-hooks")]
+    pub fn with_test_hook(mut self, hook: Option<Hook>) -> Self {
+        self.hook = hook;
+        self
     }
 
     pub fn id(&self) -> u32 {
@@ -147,14 +252,41 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     }
 
     #[inline]
-    fn slot(&self, position: u64) -> &'a AtomicSlot {
+    pub(crate) fn slot(&self, position: u64) -> &'a AtomicSlot {
         // `mask < capacity == slots.len()`, so the index is always in bounds.
         &self.slots[(position & self.mask) as usize]
     }
 
+    pub(crate) fn entry(&self) -> &'a AtomicChannelEntry {
+        self.entry
+    }
+
+    /// For a consumer that found nothing to receive: the position at `head` if it looks held
+    /// by a producer that claimed it and has not published it (`tail` is past it but its slot
+    /// is still free). A live producer publishes within microseconds; one that stays stuck for
+    /// long has likely died (PROTOCOL.md §11.6).
+    pub fn stuck_receive_position(&self) -> Option<u64> {
+        let head = self.entry.head.load(Relaxed);
+        let tail = self.entry.tail.load(Relaxed);
+        let unpublished = self.slot(head).sequence.load(Acquire) == head;
+        (unpublished && (tail.wrapping_sub(head) as i64) > 0).then_some(head)
+    }
+
+    /// For a producer that found the ring full: the position one lap behind `tail` if its slot
+    /// looks held by a consumer that claimed it and has not freed it (`head` is past it but the
+    /// slot still holds its message).
+    pub fn stuck_send_position(&self) -> Option<u64> {
+        let tail = self.entry.tail.load(Relaxed);
+        let previous = tail.wrapping_sub(self.geometry.capacity);
+        let unfreed = self.slot(tail).sequence.load(Acquire) == previous.wrapping_add(1);
+        let head = self.entry.head.load(Relaxed);
+        (unfreed && (head.wrapping_sub(previous) as i64) > 0).then_some(previous)
+    }
+
     // ------------------------------------------------------------------ claiming positions
 
-    /// Claims up to `max` consecutive free positions with one CAS on `tail`.
+    /// Claims up to `max` consecutive free positions with one CAS on `tail`. A registered
+    /// producer's intent covers them on success, and is cleared on failure.
     fn claim_send(&self, max: u64) -> Result<(u64, u64), SendError> {
         let mut tail = self.entry.tail.load(Relaxed);
         for _ in 0..RETRY_LIMIT {
@@ -168,34 +300,57 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 {
                     count += 1;
                 }
+                write_intent(self.send_intent, tail, max.min(self.geometry.capacity));
+                hook!(self, SendIntent, tail);
+                // Release: a repairer that reads `tail` with acquire sees the intent above.
                 match self.entry.tail.compare_exchange_weak(
                     tail,
                     tail.wrapping_add(count),
-                    Relaxed,
+                    Release,
                     Relaxed,
                 ) {
-                    Ok(_) => return Ok((tail, count)),
+                    Ok(_) => {
+                        hook!(self, SendClaimed, tail);
+                        return Ok((tail, count));
+                    }
                     Err(current) => tail = current,
                 }
             } else if lag < 0 {
                 // The slot still holds the message of the previous lap.
-                return Err(SendError::Full);
+                return self.send_failed(SendError::Full);
             } else {
                 // Another producer claimed this position; catch up. The sequence we read was
                 // published after that producer moved `tail` past us, so an honest `tail` has
                 // moved by now: one that has not was scribbled on.
                 let current = self.entry.tail.load(Relaxed);
                 if current == tail {
-                    return Err(SendError::Busy);
+                    return self.send_failed(SendError::Busy);
                 }
                 tail = current;
             }
         }
-        Err(SendError::Busy)
+        self.send_failed(SendError::Busy)
+    }
+
+    /// A claim that gives up clears the intent an earlier attempt may have written. Out of
+    /// line: only failures pay for it.
+    #[cold]
+    #[inline(never)]
+    fn send_failed<T>(&self, error: SendError) -> Result<T, SendError> {
+        clear_intent(self.send_intent);
+        Err(error)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn recv_failed<T>(&self, error: RecvError) -> Result<T, RecvError> {
+        clear_intent(self.recv_intent);
+        Err(error)
     }
 
     /// Claims up to `max` consecutive published positions with one CAS on `head`. With
-    /// `buffer`, refuses (consuming nothing) when the first message is longer than it.
+    /// `buffer`, refuses (consuming nothing) when the first message is longer than it. A
+    /// registered consumer's intent covers them on success, and is cleared on failure.
     fn claim_recv(&self, max: u64, buffer: Option<usize>) -> Result<(u64, u64), RecvError> {
         let mut head = self.entry.head.load(Relaxed);
         for _ in 0..RETRY_LIMIT {
@@ -211,7 +366,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     let flags = slot.meta.flags.load(Relaxed);
                     let carries_message = flags & (message_flags::SKIP | message_flags::LOST) == 0;
                     if carries_message && needed <= MSG_INLINE && needed > available {
-                        return Err(RecvError::BufferTooSmall { needed, available });
+                        return self.recv_failed(RecvError::BufferTooSmall { needed, available });
                     }
                 }
                 let mut count = 1;
@@ -221,29 +376,35 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 {
                     count += 1;
                 }
+                write_intent(self.recv_intent, head, max.min(self.geometry.capacity));
+                hook!(self, RecvIntent, head);
+                // Release: a repairer that reads `head` with acquire sees the intent above.
                 match self.entry.head.compare_exchange_weak(
                     head,
                     head.wrapping_add(count),
-                    Relaxed,
+                    Release,
                     Relaxed,
                 ) {
-                    Ok(_) => return Ok((head, count)),
+                    Ok(_) => {
+                        hook!(self, RecvClaimed, head);
+                        return Ok((head, count));
+                    }
                     Err(current) => head = current,
                 }
             } else if lag < 0 {
                 // Empty, or the producer of this position has not published yet.
-                return Err(RecvError::Empty);
+                return self.recv_failed(RecvError::Empty);
             } else {
                 // Another consumer took this position (and the slot may already hold the next
                 // lap); as for sends, an honest `head` has moved past us by now.
                 let current = self.entry.head.load(Relaxed);
                 if current == head {
-                    return Err(RecvError::Busy);
+                    return self.recv_failed(RecvError::Busy);
                 }
                 head = current;
             }
         }
-        Err(RecvError::Busy)
+        self.recv_failed(RecvError::Busy)
     }
 
     // ------------------------------------------------------------------ slot contents
@@ -251,6 +412,20 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     fn write_slot(&self, position: u64, payload: &[u8], meta: &SendMeta, flags: u16) {
         payload::store(&self.slot(position).payload, payload);
         self.publish_slot(position, payload.len(), meta, flags);
+    }
+
+    /// Ends a producer's intent after its last publish.
+    #[inline(always)]
+    fn end_send_intent(&self, _position: u64) {
+        clear_intent(self.send_intent);
+        hook!(self, SendIntentCleared, _position);
+    }
+
+    /// Ends a consumer's intent after its last free.
+    #[inline(always)]
+    fn end_recv_intent(&self, _position: u64) {
+        clear_intent(self.recv_intent);
+        hook!(self, RecvIntentCleared, _position);
     }
 
     /// Stores the meta of a claimed position whose payload is in place, then publishes it.
@@ -267,7 +442,9 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             payload_len: len as u32,
             reserved: 0,
         });
+        hook!(self, SendWritten, position);
         slot.sequence.store(position.wrapping_add(1), Release);
+        hook!(self, SendPublished, position);
     }
 
     fn read_content(&self, position: u64) -> Content {
@@ -285,9 +462,11 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
 
     /// Frees the slot of a consumed position for the producer one lap later.
     fn release(&self, position: u64) {
+        hook!(self, RecvCopied, position);
         self.slot(position)
             .sequence
             .store(position.wrapping_add(self.geometry.capacity), Release);
+        hook!(self, RecvFreed, position);
     }
 
     /// Wakes sleepers on `word` if any registered. The SeqCst fence orders our publication
@@ -301,11 +480,11 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         }
     }
 
-    fn notify_consumers(&self) {
+    pub(crate) fn notify_consumers(&self) {
         self.notify(&self.entry.not_empty_seq, &self.entry.not_empty_waiters);
     }
 
-    fn notify_producers(&self) {
+    pub(crate) fn notify_producers(&self) {
         self.notify(&self.entry.not_full_seq, &self.entry.not_full_waiters);
     }
 
@@ -329,6 +508,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         Self::check_outgoing(payload, meta)?;
         let (position, _) = self.claim_send(1)?;
         self.write_slot(position, payload, meta, meta.flags);
+        self.end_send_intent(position);
         self.notify_consumers();
         Ok(position)
     }
@@ -356,6 +536,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 meta.flags,
             );
         }
+        self.end_send_intent(first.wrapping_add(count - 1));
         self.notify_consumers();
         Ok(count as usize)
     }
@@ -384,13 +565,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 Err(SendError::Full) => {}
                 other => return other,
             }
-            let outcome = self.wait_on(
-                &self.entry.not_full_seq,
-                &self.entry.not_full_waiters,
-                || self.has_free_slot(),
-                waiter,
-            );
-            if outcome == WaitOutcome::TimedOut {
+            if self.wait_for_free_slot(waiter) == WaitOutcome::TimedOut {
                 return match self.try_send(payload, meta) {
                     Err(SendError::Full) => Err(SendError::TimedOut),
                     other => other,
@@ -426,6 +601,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 },
             };
             self.release(position);
+            self.end_recv_intent(position);
             self.notify_producers();
             if let Some(result) = result {
                 return result;
@@ -464,9 +640,14 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     deliver(&meta, &buf[..len]);
                 }
                 Content::Skip => {}
-                Content::Lost(_) | Content::Corrupt(..) => outcome.dropped += 1,
+                Content::Lost(_) => {
+                    outcome.dropped += 1;
+                    outcome.lost += 1;
+                }
+                Content::Corrupt(..) => outcome.dropped += 1,
             }
         }
+        // Frees nothing more (every position was taken) and ends the intent.
         drop(claimed);
         self.notify_producers();
         Ok(outcome)
@@ -493,6 +674,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 }),
             };
             self.release(position);
+            self.end_recv_intent(position);
             self.notify_producers();
             if let Some(error) = error {
                 return Err(error);
@@ -512,19 +694,36 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 Err(RecvError::Empty) => {}
                 other => return other,
             }
-            let outcome = self.wait_on(
-                &self.entry.not_empty_seq,
-                &self.entry.not_empty_waiters,
-                || self.has_message(),
-                waiter,
-            );
-            if outcome == WaitOutcome::TimedOut {
+            if self.wait_for_message(waiter) == WaitOutcome::TimedOut {
                 return match self.try_recv(buf) {
                     Err(RecvError::Empty) => Err(RecvError::TimedOut),
                     other => other,
                 };
             }
         }
+    }
+
+    /// One wait of a blocking receive: registers as a waiter on `not_empty`, re-checks the
+    /// ring, and sleeps with `waiter` unless a message is there. Returns early on a wake-up;
+    /// callers loop (as [`Self::recv_blocking`] does) and may check for a stuck channel
+    /// between waits.
+    pub fn wait_for_message<V: WaitStrategy>(&self, waiter: &V) -> WaitOutcome {
+        self.wait_on(
+            &self.entry.not_empty_seq,
+            &self.entry.not_empty_waiters,
+            || self.has_message(),
+            waiter,
+        )
+    }
+
+    /// One wait of a blocking send, like [`Self::wait_for_message`] for a free slot.
+    pub fn wait_for_free_slot<V: WaitStrategy>(&self, waiter: &V) -> WaitOutcome {
+        self.wait_on(
+            &self.entry.not_full_seq,
+            &self.entry.not_full_waiters,
+            || self.has_free_slot(),
+            waiter,
+        )
     }
 
     /// True when the position at `head` has been published (a message or a marker).
@@ -582,6 +781,7 @@ impl<W: WaitStrategy> Drop for ClaimedRange<'_, '_, W> {
         while let Some(position) = self.take() {
             self.channel.release(position);
         }
+        self.channel.end_recv_intent(self.end.wrapping_sub(1));
     }
 }
 
@@ -628,6 +828,7 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
     fn publish(&mut self, len: usize, meta: &SendMeta, flags: u16) {
         self.channel.publish_slot(self.position, len, meta, flags);
         self.published = true;
+        self.channel.end_send_intent(self.position);
         self.channel.notify_consumers();
     }
 }
@@ -665,6 +866,7 @@ impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
 impl<W: WaitStrategy> Drop for RecvGuard<'_, '_, W> {
     fn drop(&mut self) {
         self.channel.release(self.position);
+        self.channel.end_recv_intent(self.position);
         self.channel.notify_producers();
     }
 }

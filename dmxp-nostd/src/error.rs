@@ -44,6 +44,14 @@ pub enum Corruption {
     },
     /// Two channels' bands share bytes.
     BandsOverlap { channel: u32, other: u32 },
+    /// `peer_table_offset` (offset 48) is not a multiple of 64, lies inside the header, or the
+    /// 16,384-byte table it names runs past the segment.
+    PeerTableOutOfRange { found: u64, segment_len: u64 },
+    /// The peer table at `peer_table_offset` shares bytes with `channel`'s band.
+    PeerTableOverlapsBand {
+        peer_table_offset: u64,
+        channel: u32,
+    },
 }
 
 impl Corruption {
@@ -56,7 +64,9 @@ impl Corruption {
             | WrongMaxChannels { .. }
             | ChannelCountTooLarge { .. }
             | SegmentSizeMismatch { .. }
-            | BandCursorOutOfRange { .. } => None,
+            | BandCursorOutOfRange { .. }
+            | PeerTableOutOfRange { .. }
+            | PeerTableOverlapsBand { .. } => None,
             ChannelIdMismatch { channel, .. }
             | UnknownChannelState { channel, .. }
             | CapacityZero { channel }
@@ -90,6 +100,7 @@ impl Corruption {
             | BandOverlapsHeader { .. }
             | BandOutsideSegment { .. }
             | BandsOverlap { .. } => "band_offset",
+            PeerTableOutOfRange { .. } | PeerTableOverlapsBand { .. } => "peer_table_offset",
         }
     }
 }
@@ -148,6 +159,19 @@ impl fmt::Display for Corruption {
                 "band at {band_offset} of {band_len} bytes runs past the {segment_len}-byte segment"
             ),
             BandsOverlap { other, .. } => write!(f, "band overlaps channel {other}'s band"),
+            PeerTableOutOfRange { found, segment_len } => write!(
+                f,
+                "peer_table_offset {found} does not name a 64-aligned {}-byte table inside the \
+                 band area of a {segment_len}-byte segment",
+                crate::layout::PEER_TABLE_SIZE
+            ),
+            PeerTableOverlapsBand {
+                peer_table_offset,
+                channel,
+            } => write!(
+                f,
+                "peer table at {peer_table_offset} overlaps channel {channel}'s band"
+            ),
         }
     }
 }
@@ -169,6 +193,8 @@ pub enum Error {
     InvalidChannelId { id: u32 },
     /// A requested capacity that is 0, not a power of two or above the limit.
     InvalidCapacity { capacity: u64 },
+    /// A peer registration with process id 0, which marks a free record.
+    InvalidPid,
     /// No channel with this id has been created.
     ChannelNotFound { id: u32 },
     /// Another process is creating this channel right now; retry shortly.
@@ -179,6 +205,9 @@ pub enum Error {
     OutOfSpace { needed: u64, available: u64 },
     /// Too much contention (or a peer corrupting the table) to finish in bounded time.
     Busy,
+    /// Every record of the peer table is taken: the handle cannot register for crash
+    /// recovery (it may still be used, unprotected).
+    PeerTableFull,
 }
 
 impl From<Corruption> for Error {
@@ -208,6 +237,7 @@ impl fmt::Display for Error {
                 crate::layout::MIN_CAPACITY,
                 crate::layout::MAX_CAPACITY
             ),
+            Error::InvalidPid => write!(f, "process id 0 cannot own a peer record"),
             Error::ChannelNotFound { id } => write!(f, "channel {id} does not exist"),
             Error::ChannelBeingCreated { id } => {
                 write!(f, "channel {id} is being created by another process")
@@ -220,6 +250,11 @@ impl fmt::Display for Error {
                 "segment out of space: band needs {needed} bytes, {available} left"
             ),
             Error::Busy => write!(f, "gave up after too many contended retries"),
+            Error::PeerTableFull => write!(
+                f,
+                "peer table full: all {} records taken",
+                crate::layout::PEER_RECORDS
+            ),
         }
     }
 }

@@ -3,13 +3,13 @@
 //! Two families of types describe the same bytes:
 //!
 //! * **Plain mirrors** ([`HeaderFields`], [`GlobalHeader`], [`ChannelEntry`], [`Slot`],
-//!   [`MessageMeta`]) hold ordinary integers. They are `Immutable` and are what the parser
-//!   reads out of an untrusted `&[u8]` (always by copy, so the input need not be aligned), and
-//!   what a snapshot of the live segment is copied into before validation.
+//!   [`MessageMeta`], [`PeerRecord`]) hold ordinary integers. They are `Immutable` and are
+//!   what the parser reads out of an untrusted `&[u8]` (always by copy, so the input need not
+//!   be aligned), and what a snapshot of the live segment is copied into before validation.
 //! * **Live views** ([`AtomicHeaderFields`], [`AtomicChannelEntry`], [`AtomicSlot`],
-//!   [`AtomicMessageMeta`]) are made only of atomics, because another process may write any of
-//!   their bytes at any time. They are reached through [`crate::Region`], never built from a
-//!   `&[u8]`.
+//!   [`AtomicMessageMeta`], [`AtomicPeerRecord`]) are made only of atomics, because another
+//!   process may write any of their bytes at any time. They are reached through
+//!   [`crate::Region`], never built from a `&[u8]`.
 //!
 //! Every offset and size below is a compile-time assertion.
 
@@ -48,6 +48,12 @@ pub const MIN_CAPACITY: u64 = 2;
 pub const MAX_CAPACITY: u64 = 1 << 32;
 /// Alignment of the segment base.
 pub const SEGMENT_ALIGN: usize = 128;
+/// Records in the peer table (PROTOCOL.md §11.1).
+pub const PEER_RECORDS: usize = 256;
+/// Size (and alignment) of one peer record.
+pub const PEER_RECORD_SIZE: usize = 64;
+/// Bytes of the whole peer table, carved from the band area like a band.
+pub const PEER_TABLE_SIZE: usize = PEER_RECORDS * PEER_RECORD_SIZE;
 
 /// Offset of channel entry `id` from the segment start.
 pub const fn channel_entry_offset(id: usize) -> usize {
@@ -81,6 +87,14 @@ pub mod message_flags {
     pub const APPLICATION_MASK: u16 = 0xFF00;
 }
 
+/// Values of [`PeerRecord::role`].
+pub mod peer_role {
+    /// The record belongs to a producer handle; its intents name `tail` positions.
+    pub const PRODUCER: u16 = 1;
+    /// The record belongs to a consumer handle; its intents name `head` positions.
+    pub const CONSUMER: u16 = 2;
+}
+
 /// Values of [`MessageMeta::sender_runtime`].
 pub mod runtime {
     pub const UNKNOWN: u16 = 0;
@@ -111,8 +125,10 @@ pub struct HeaderFields {
     pub creator_pid: u32,
     /// Extension (offset 44): zero in version 1.
     pub header_flags: u32,
-    /// Extension (offsets 48..128): zero in version 1.
-    pub extension: [u8; 80],
+    /// Extension (offset 48): offset of the peer table (PROTOCOL.md §11); 0 = none yet.
+    pub peer_table_offset: u64,
+    /// Extension (offsets 56..128): zero in version 1.
+    pub extension: [u8; 72],
 }
 
 /// One entry of the channel table.
@@ -173,6 +189,30 @@ pub struct MessageMeta {
     pub reserved: u32,
 }
 
+/// One record of the peer table (PROTOCOL.md §11.2): a producer or consumer handle, its
+/// process, and the positions it is about to own (its intent).
+#[derive(
+    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[repr(C, align(64))]
+pub struct PeerRecord {
+    /// Owner's process id; 0 = free record.
+    pub pid: u32,
+    /// Owner's `sender_runtime` code ([`runtime`]).
+    pub runtime: u16,
+    /// [`peer_role`].
+    pub role: u16,
+    /// Owner's process start time (Linux: field 22 of `/proc/<pid>/stat`); 0 = unknown.
+    pub start_time: u64,
+    /// The channel this record's intents refer to.
+    pub channel_id: u32,
+    /// Positions the owner may own; 0 = no intent.
+    pub intent_count: u32,
+    /// First position of the intent.
+    pub intent_position: u64,
+    pub reserved: [u8; 32],
+}
+
 /// One ring slot.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C, align(64))]
@@ -197,7 +237,8 @@ const_assert_eq!(core::mem::offset_of!(HeaderFields, segment_size), 24);
 const_assert_eq!(core::mem::offset_of!(HeaderFields, band_cursor), 32);
 const_assert_eq!(core::mem::offset_of!(HeaderFields, creator_pid), 40);
 const_assert_eq!(core::mem::offset_of!(HeaderFields, header_flags), 44);
-const_assert_eq!(core::mem::offset_of!(HeaderFields, extension), 48);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, peer_table_offset), 48);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, extension), 56);
 const_assert_eq!(
     core::mem::offset_of!(GlobalHeader, channels),
     CHANNEL_TABLE_OFFSET
@@ -230,6 +271,19 @@ const_assert_eq!(core::mem::offset_of!(MessageMeta, sender_runtime), 28);
 const_assert_eq!(core::mem::offset_of!(MessageMeta, flags), 30);
 const_assert_eq!(core::mem::offset_of!(MessageMeta, payload_len), 32);
 const_assert_eq!(core::mem::offset_of!(MessageMeta, reserved), 36);
+
+const_assert_eq!(core::mem::size_of::<PeerRecord>(), PEER_RECORD_SIZE);
+const_assert_eq!(core::mem::align_of::<PeerRecord>(), PEER_RECORD_SIZE);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, pid), 0);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, runtime), 4);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, role), 6);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, start_time), 8);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, channel_id), 16);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, intent_count), 20);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, intent_position), 24);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, reserved), 32);
+const_assert_eq!(PEER_TABLE_SIZE, 16_384);
+const_assert_eq!(PEER_TABLE_SIZE % SLOT_ALIGN, 0);
 
 const_assert_eq!(core::mem::size_of::<Slot>(), SLOT_SIZE);
 const_assert_eq!(core::mem::align_of::<Slot>(), SLOT_ALIGN);
@@ -264,7 +318,8 @@ pub struct AtomicHeaderFields {
     pub band_cursor: AtomicU64,
     pub creator_pid: AtomicU32,
     pub header_flags: AtomicU32,
-    pub extension: Reserved<10>,
+    pub peer_table_offset: AtomicU64,
+    pub extension: Reserved<9>,
 }
 
 /// Live view of [`ChannelEntry`].
@@ -303,6 +358,20 @@ pub struct AtomicMessageMeta {
     pub reserved: AtomicU32,
 }
 
+/// Live view of [`PeerRecord`].
+#[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
+#[repr(C, align(64))]
+pub struct AtomicPeerRecord {
+    pub pid: AtomicU32,
+    pub runtime: AtomicU16,
+    pub role: AtomicU16,
+    pub start_time: AtomicU64,
+    pub channel_id: AtomicU32,
+    pub intent_count: AtomicU32,
+    pub intent_position: AtomicU64,
+    pub reserved: Reserved<4>,
+}
+
 /// Live view of [`Slot`]. The payload is held as 64-bit words so that copies are word-sized
 /// relaxed atomic accesses.
 #[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
@@ -324,7 +393,19 @@ mod live_layout_assertions {
     const_assert_eq!(offset_of!(AtomicHeaderFields, segment_size), 24);
     const_assert_eq!(offset_of!(AtomicHeaderFields, band_cursor), 32);
     const_assert_eq!(offset_of!(AtomicHeaderFields, creator_pid), 40);
-    const_assert_eq!(offset_of!(AtomicHeaderFields, extension), 48);
+    const_assert_eq!(offset_of!(AtomicHeaderFields, peer_table_offset), 48);
+    const_assert_eq!(offset_of!(AtomicHeaderFields, extension), 56);
+
+    const_assert_eq!(size_of::<AtomicPeerRecord>(), PEER_RECORD_SIZE);
+    const_assert_eq!(align_of::<AtomicPeerRecord>(), PEER_RECORD_SIZE);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, pid), 0);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, runtime), 4);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, role), 6);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, start_time), 8);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, channel_id), 16);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, intent_count), 20);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, intent_position), 24);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, reserved), 32);
 
     const_assert_eq!(size_of::<AtomicChannelEntry>(), CHANNEL_ENTRY_SIZE);
     const_assert_eq!(align_of::<AtomicChannelEntry>(), 128);
@@ -365,7 +446,8 @@ impl AtomicHeaderFields {
             band_cursor: self.band_cursor.load(Relaxed),
             creator_pid: self.creator_pid.load(Relaxed),
             header_flags: self.header_flags.load(Relaxed),
-            extension: [0; 80],
+            peer_table_offset: self.peer_table_offset.load(Relaxed),
+            extension: [0; 72],
         }
     }
 }
@@ -391,6 +473,24 @@ impl AtomicChannelEntry {
             tail_pad: [0; 120],
             head: self.head.load(Relaxed),
             head_pad: [0; 120],
+        }
+    }
+}
+
+impl AtomicPeerRecord {
+    /// Copies the record into a plain mirror (relaxed loads; the fields may be torn across a
+    /// concurrent update, which is fine for display).
+    pub fn snapshot(&self) -> PeerRecord {
+        use crate::sync::Ordering::Relaxed;
+        PeerRecord {
+            pid: self.pid.load(Relaxed),
+            runtime: self.runtime.load(Relaxed),
+            role: self.role.load(Relaxed),
+            start_time: self.start_time.load(Relaxed),
+            channel_id: self.channel_id.load(Relaxed),
+            intent_count: self.intent_count.load(Relaxed),
+            intent_position: self.intent_position.load(Relaxed),
+            reserved: [0; 32],
         }
     }
 }
@@ -445,6 +545,7 @@ mod loom_constructors {
                 band_cursor: AtomicU64::new(0),
                 creator_pid: AtomicU32::new(0),
                 header_flags: AtomicU32::new(0),
+                peer_table_offset: AtomicU64::new(0),
                 extension: reserved(),
             }
         }
@@ -468,6 +569,21 @@ mod loom_constructors {
                 tail_pad: reserved(),
                 head: AtomicU64::new(0),
                 head_pad: reserved(),
+            }
+        }
+    }
+
+    impl AtomicPeerRecord {
+        pub fn new_zeroed() -> Self {
+            Self {
+                pid: AtomicU32::new(0),
+                runtime: AtomicU16::new(0),
+                role: AtomicU16::new(0),
+                start_time: AtomicU64::new(0),
+                channel_id: AtomicU32::new(0),
+                intent_count: AtomicU32::new(0),
+                intent_position: AtomicU64::new(0),
+                reserved: reserved(),
             }
         }
     }

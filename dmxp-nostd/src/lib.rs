@@ -12,6 +12,8 @@
 //! * [`Region`]: the single unsafe boundary, turning a pointer and a length into checked views.
 //! * [`Segment`]: formatting, attaching, and the race-free channel table.
 //! * [`Channel`]: the lock-free ring: send, receive, batches, loans and in-place receives.
+//! * [`peer`]: the peer table and crash recovery (PROTOCOL.md §11): registering handles,
+//!   intents around claims, and repairing positions left by dead peers.
 //! * [`wait`]: the wait/notify trait used by blocking operations.
 //!
 //! ```
@@ -44,8 +46,11 @@ extern crate std;
 
 pub mod channel;
 pub mod error;
+#[cfg(feature = "test-hooks")]
+pub mod hooks;
 pub mod layout;
 pub mod payload;
+pub mod peer;
 #[cfg(not(loom))]
 pub mod region;
 pub mod segment;
@@ -57,9 +62,10 @@ pub use channel::{BatchReceived, Channel, Received, RecvGuard, SendLoan, SendMet
 pub use error::{Corruption, Error, RecvError, SendError};
 pub use layout::MessageMeta;
 pub use payload::{Payload, PayloadMut};
+pub use peer::{Liveness, PeerInfo, PeerRole, PeerSlot, RepairReport};
 #[cfg(not(loom))]
 pub use region::{AlignedBlock, Region, SegmentMemory, SharedView};
-pub use segment::{Opened, Segment};
+pub use segment::{Abandonment, Opened, Segment};
 pub use validate::{parse_segment, ChannelGeometry, ChannelInfo, SegmentInfo};
 pub use wait::{SpinWait, WaitOutcome, WaitStrategy};
 

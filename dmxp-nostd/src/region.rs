@@ -6,7 +6,9 @@
 //! or `&T` of plain data over peer-writable memory is ever created.
 
 use crate::error::Error;
-use crate::layout::{AtomicChannelEntry, AtomicHeaderFields, AtomicSlot, SEGMENT_ALIGN};
+use crate::layout::{
+    AtomicChannelEntry, AtomicHeaderFields, AtomicPeerRecord, AtomicSlot, SEGMENT_ALIGN,
+};
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
@@ -27,6 +29,8 @@ unsafe impl SharedView for AtomicHeaderFields {}
 unsafe impl SharedView for AtomicChannelEntry {}
 // SAFETY: as above.
 unsafe impl SharedView for AtomicSlot {}
+// SAFETY: as above.
+unsafe impl SharedView for AtomicPeerRecord {}
 
 /// Memory that holds a segment for as long as the value lives: a mapping from a backend, an
 /// owned buffer. Backends implement it so the std facade can be generic over them.

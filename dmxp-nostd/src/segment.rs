@@ -15,18 +15,25 @@ use crate::channel::Channel;
 use crate::error::{Corruption, Error};
 use crate::layout::{
     band_len, channel_state, AtomicChannelEntry, AtomicHeaderFields, AtomicSlot, HEADER_SIZE,
-    MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, SLOT_ALIGN, VERSION,
+    MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, PEER_TABLE_SIZE, SLOT_ALIGN, VERSION,
 };
+use crate::peer::Liveness;
 use crate::sync::{AtomicU64, Ordering};
 #[cfg(not(loom))]
 use crate::validate::validate_header;
-use crate::validate::{check_overlaps, validate_entry, ChannelGeometry, ChannelInfo};
+use crate::validate::{
+    check_overlaps, check_peer_table_range, validate_entry, ChannelGeometry, ChannelInfo,
+};
 use crate::wait::{SpinWait, WaitStrategy};
 
 #[cfg(not(loom))]
-use crate::layout::CHANNEL_TABLE_OFFSET;
+use crate::layout::{AtomicPeerRecord, CHANNEL_TABLE_OFFSET, PEER_RECORDS};
+#[cfg(not(loom))]
+use crate::peer::{self, register_in, PeerInfo, PeerRole, PeerSlot, RepairReport};
 #[cfg(not(loom))]
 use crate::region::Region;
+#[cfg(not(loom))]
+use crate::validate::check_peer_table_bands;
 
 use Ordering::{AcqRel, Acquire, Relaxed, Release};
 
@@ -73,6 +80,17 @@ pub struct Segment<'a, W: WaitStrategy = SpinWait> {
     wait: W,
 }
 
+/// What [`Segment::abandoned_by`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abandonment {
+    /// `magic` is set: attach.
+    Published,
+    /// `magic` is 0 and `creator_pid` (0: not recorded yet) may still be at work.
+    BeingCreated { creator_pid: u32 },
+    /// `magic` is 0 and `creator_pid` is dead: [`Segment::reclaim_abandoned`] may reformat it.
+    Abandoned { creator_pid: u32 },
+}
+
 /// Whether [`Segment::open_or_create_channel`] made the channel or found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opened {
@@ -84,12 +102,83 @@ pub enum Opened {
 impl<'a> Segment<'a, SpinWait> {
     /// Formats a region that nobody else uses yet (freshly created, exclusively owned) as an
     /// empty segment; `magic` is stored last. Refuses a region whose `magic` is already set.
+    ///
+    /// `creator_pid` is recorded before anything else, so that an attacher that finds `magic`
+    /// still 0 can tell who is formatting, and whether that process died (PROTOCOL.md §3.3).
     pub fn format(region: Region<'a>, creator_pid: u32) -> Result<Self, Error> {
-        let len = region.len() as u64;
         let (fields, entries) = Self::header_views(region)?;
         if fields.magic.load(Acquire) != 0 {
             return Err(Error::AlreadyFormatted);
         }
+        fields.creator_pid.store(creator_pid, Release);
+        Ok(Self::write_empty(region, fields, entries))
+    }
+
+    /// Formats a region whose creator died before publishing it (PROTOCOL.md §3.3): `magic`
+    /// is still 0 and the recorded `creator_pid` is not 0 and not alive by `liveness`. The
+    /// takeover is a CAS of `creator_pid` from the dead pid to `creator_pid`, so of several
+    /// racing reclaimers exactly one formats.
+    ///
+    /// Errors: [`Error::AlreadyFormatted`] if `magic` is set (attach instead);
+    /// [`Error::NotReady`] if the region is not provably abandoned (no creator recorded yet,
+    /// the creator is alive, or another process has just taken it over).
+    pub fn reclaim_abandoned(
+        region: Region<'a>,
+        creator_pid: u32,
+        liveness: &impl Liveness,
+    ) -> Result<Self, Error> {
+        let (fields, entries) = Self::header_views(region)?;
+        let previous = match Self::abandoned_by(region, liveness)? {
+            Abandonment::Abandoned { creator_pid } => creator_pid,
+            Abandonment::Published => return Err(Error::AlreadyFormatted),
+            Abandonment::BeingCreated { .. } => return Err(Error::NotReady),
+        };
+        fields
+            .creator_pid
+            .compare_exchange(previous, creator_pid, AcqRel, Relaxed)
+            .map_err(|_| Error::NotReady)?;
+        Ok(Self::write_empty(region, fields, entries))
+    }
+
+    /// Whether a region is published, being created, or provably abandoned (PROTOCOL.md
+    /// §3.3): `magic` 0, the recorded creator not 0 and not alive by `liveness`, and nothing
+    /// in it that only a published segment has (a created or claimed channel, a peer table).
+    ///
+    /// `magic` 0 in a region that holds channels is not an unfinished segment but a live one
+    /// whose `magic` was overwritten: [`Corruption::BadMagic`], never reformatted.
+    pub fn abandoned_by(
+        region: Region<'a>,
+        liveness: &impl Liveness,
+    ) -> Result<Abandonment, Error> {
+        let (fields, entries) = Self::header_views(region)?;
+        if fields.magic.load(Acquire) != 0 {
+            return Ok(Abandonment::Published);
+        }
+        let creator_pid = fields.creator_pid.load(Acquire);
+        let used = fields.peer_table_offset.load(Relaxed) != 0
+            || entries.iter().any(|entry| {
+                entry.capacity.load(Relaxed) != 0
+                    || entry.state.load(Relaxed) != channel_state::EMPTY
+            });
+        if used {
+            return Err(Corruption::BadMagic { found: 0 }.into());
+        }
+        // Start time unknown (0): a reused pid makes a dead creator look alive, never the
+        // reverse, so "not alive" is proof.
+        if creator_pid == 0 || liveness.is_alive(creator_pid, 0) {
+            return Ok(Abandonment::BeingCreated { creator_pid });
+        }
+        Ok(Abandonment::Abandoned { creator_pid })
+    }
+
+    /// Writes an empty segment's header around the already recorded `creator_pid`, `magic`
+    /// last. The caller owns the region exclusively.
+    fn write_empty(
+        region: Region<'a>,
+        fields: &'a AtomicHeaderFields,
+        entries: &'a [AtomicChannelEntry],
+    ) -> Self {
+        let len = region.len() as u64;
         zero_header_fields(fields);
         for entry in entries {
             zero_entry(entry);
@@ -98,15 +187,8 @@ impl<'a> Segment<'a, SpinWait> {
         fields.max_channels.store(MAX_CHANNELS as u32, Relaxed);
         fields.segment_size.store(len, Relaxed);
         fields.band_cursor.store(HEADER_SIZE as u64, Relaxed);
-        fields.creator_pid.store(creator_pid, Relaxed);
         fields.magic.store(MAGIC, Release);
-        Ok(Self::from_parts(
-            fields,
-            entries,
-            Bands { region },
-            len,
-            SpinWait,
-        ))
+        Self::from_parts(fields, entries, Bands { region }, len, SpinWait)
     }
 
     /// Attaches to a formatted segment after validating its header. `Error::NotReady` means
@@ -306,15 +388,74 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             };
         }
         // Recorded at once so that a creator dying mid-creation can be identified.
-        entry.creator_pid.store(creator_pid, Relaxed);
-        match self.initialise_channel(id, entry, capacity, creator_pid) {
-            Ok(channel) => Ok((channel, Opened::Created)),
-            Err(error) => {
-                // Give the id back so that a later attempt can succeed.
-                entry.state.store(channel_state::EMPTY, Release);
-                Err(error)
-            }
+        entry.creator_pid.store(creator_pid, Release);
+        self.create_claimed(id, entry, capacity, creator_pid)
+            .map(|channel| (channel, Opened::Created))
+    }
+
+    /// Creates channel `id` holding its CREATING claim; gives the id back on failure so that
+    /// a later attempt can succeed.
+    fn create_claimed(
+        &self,
+        id: u32,
+        entry: &'a AtomicChannelEntry,
+        capacity: u64,
+        creator_pid: u32,
+    ) -> Result<Channel<'a, W>, Error> {
+        self.initialise_channel(id, entry, capacity, creator_pid)
+            .inspect_err(|_| entry.state.store(channel_state::EMPTY, Release))
+    }
+
+    /// The pid recorded by the process creating channel `id` while it is `CREATING` and not
+    /// yet published (0: none recorded yet); `None` otherwise.
+    pub fn channel_creator(&self, id: u32) -> Result<Option<u32>, Error> {
+        let entry = self.entry(id)?;
+        let creating = entry.state.load(Acquire) == channel_state::CREATING
+            && entry.capacity.load(Acquire) == 0;
+        Ok(creating.then(|| entry.creator_pid.load(Acquire)))
+    }
+
+    /// Takes over channel `id` left `CREATING` by a creator that died (PROTOCOL.md §5.3) and
+    /// creates it with `capacity` slots; opens it instead if it has been published meanwhile.
+    /// The takeover is a CAS of the entry's `creator_pid` from the dead pid, so one of several
+    /// racing reclaimers wins. The dead creator's band, if it carved one, stays unused.
+    ///
+    /// [`Error::ChannelBeingCreated`] when the entry is not provably abandoned: no creator
+    /// recorded, a creator alive by `liveness`, or another reclaimer won.
+    pub fn reclaim_channel(
+        &self,
+        id: u32,
+        capacity: u64,
+        creator_pid: u32,
+        liveness: &impl Liveness,
+    ) -> Result<Channel<'a, W>, Error> {
+        if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+            return Err(Error::InvalidCapacity { capacity });
         }
+        let entry = self.entry(id)?;
+        let previous = match self.channel_creator(id)? {
+            Some(previous) => previous,
+            // Published, or given back (EMPTY): the ordinary path handles both.
+            None => {
+                return self
+                    .open_or_create_channel(id, capacity, creator_pid)
+                    .map(|c| c.0)
+            }
+        };
+        // As for segments: without a start time, "not alive" is proof, "alive" is not.
+        if previous == 0 || liveness.is_alive(previous, 0) {
+            return Err(Error::ChannelBeingCreated { id });
+        }
+        entry
+            .creator_pid
+            .compare_exchange(previous, creator_pid, AcqRel, Relaxed)
+            .map_err(|_| Error::ChannelBeingCreated { id })?;
+        // The dead creator may have published between our check and the CAS only if it was
+        // alive then; still, never initialise over a published channel.
+        if entry.capacity.load(Acquire) != 0 {
+            return self.open_channel(id);
+        }
+        self.create_claimed(id, entry, capacity, creator_pid)
     }
 
     /// Like [`Self::open_or_create_channel`] but fails with the existing channel's id if it
@@ -348,8 +489,18 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             capacity,
             band_offset,
         };
-        // A scribbled cursor could point into a live band; never zero another channel's slots.
+        // A scribbled cursor could point into a live band or the peer table; never zero
+        // another channel's slots or the records of live peers.
         self.check_no_overlap(geometry)?;
+        if let Some((start, end)) = self.peer_table_range() {
+            if band_offset < end && start < geometry.band_end() {
+                return Err(Corruption::PeerTableOverlapsBand {
+                    peer_table_offset: start,
+                    channel: id,
+                }
+                .into());
+            }
+        }
         let channel = self.channel(geometry)?;
         for (position, slot) in channel_slots(&self.bands, geometry) {
             zero_slot(slot);
@@ -375,6 +526,11 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
     /// Carves a band of `capacity` slots from the bump cursor.
     fn reserve_band(&self, capacity: u64) -> Result<u64, Error> {
         let needed = band_len(capacity).ok_or(Error::InvalidCapacity { capacity })?;
+        self.reserve_bytes(needed)
+    }
+
+    /// Carves `needed` bytes (a multiple of 64) from the bump cursor.
+    fn reserve_bytes(&self, needed: u64) -> Result<u64, Error> {
         let cursor: &AtomicU64 = &self.fields.band_cursor;
         let mut start = cursor.load(Relaxed);
         for _ in 0..RETRY_LIMIT {
@@ -411,12 +567,25 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         Err(Error::Busy)
     }
 
-    /// One past the last byte of any valid band (the header's end when there are none).
+    /// One past the last byte of any valid band or of the peer table (the header's end when
+    /// there are none).
     fn end_of_bands(&self) -> u64 {
-        (0..self.entries.len() as u32)
+        let bands = (0..self.entries.len() as u32)
             .filter_map(|id| self.geometry(id).ok().flatten())
             .map(|geometry| geometry.band_end())
-            .fold(HEADER_SIZE as u64, u64::max)
+            .fold(HEADER_SIZE as u64, u64::max);
+        match self.peer_table_range() {
+            Some((_, end)) => bands.max(end),
+            None => bands,
+        }
+    }
+
+    /// `[start, end)` of the peer table when `peer_table_offset` names a table inside the
+    /// segment.
+    fn peer_table_range(&self) -> Option<(u64, u64)> {
+        let offset = self.fields.peer_table_offset.load(Acquire);
+        let valid = offset != 0 && check_peer_table_range(offset, self.len).is_ok();
+        valid.then(|| (offset, offset + PEER_TABLE_SIZE as u64))
     }
 
     /// Every created channel whose entry validates, in id order.
@@ -444,6 +613,128 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         check_overlaps(&mut bands)?;
         Ok(())
     }
+}
+
+/// The peer table (PROTOCOL.md §11): installed on first registration, then found through
+/// `peer_table_offset`, which is validated again at every use (a peer may rewrite it).
+#[cfg(not(loom))]
+impl<'a, W: WaitStrategy> Segment<'a, W> {
+    /// The installed peer table, `Ok(None)` when there is none yet, or the corruption of
+    /// `peer_table_offset` (out of range, or overlapping a channel's band).
+    pub fn peer_table(&self) -> Result<Option<&'a [AtomicPeerRecord]>, Error> {
+        self.table_at(self.fields.peer_table_offset.load(Acquire))
+    }
+
+    fn table_at(&self, offset: u64) -> Result<Option<&'a [AtomicPeerRecord]>, Error> {
+        if offset == 0 {
+            return Ok(None);
+        }
+        check_peer_table_range(offset, self.len)?;
+        let mut bands: heapless::Vec<ChannelGeometry, MAX_CHANNELS> = heapless::Vec::new();
+        for id in 0..self.entries.len() as u32 {
+            // A corrupt entry is reported when its channel is opened, not here.
+            if let Ok(Some(geometry)) = self.geometry(id) {
+                let _ = bands.push(geometry);
+            }
+        }
+        check_peer_table_bands(offset, &bands)?;
+        let table = usize::try_from(offset)
+            .ok()
+            .and_then(|offset| self.bands.region.view_slice(offset, PEER_RECORDS))
+            .ok_or(Corruption::PeerTableOutOfRange {
+                found: offset,
+                segment_len: self.len,
+            })?;
+        Ok(Some(table))
+    }
+
+    /// The peer table, installing it first if there is none: carved from the band area like
+    /// a band, zeroed, then published with a CAS of `peer_table_offset` from 0. A loser of
+    /// that race uses the winner's table (its own carved bytes stay unused).
+    fn peer_table_or_install(&self) -> Result<&'a [AtomicPeerRecord], Error> {
+        if let Some(table) = self.peer_table()? {
+            return Ok(table);
+        }
+        let offset = self.reserve_bytes(PEER_TABLE_SIZE as u64)?;
+        // A scribbled cursor could point into a live band: never zero one.
+        let table = self.table_at(offset)?.ok_or(Error::Busy)?;
+        for record in table {
+            zero_record(record);
+        }
+        match self
+            .fields
+            .peer_table_offset
+            .compare_exchange(0, offset, AcqRel, Acquire)
+        {
+            Ok(_) => Ok(table),
+            Err(current) => self.table_at(current)?.ok_or(Error::Busy),
+        }
+    }
+
+    /// Registers a handle of `role` on `channel` for crash recovery (PROTOCOL.md §11.3),
+    /// installing the peer table if needed. The record is freed when the returned slot drops.
+    /// Give the slot to the handle's channel with [`Channel::with_peer`].
+    ///
+    /// `Error::PeerTableFull` when all 256 records are taken, `Error::OutOfSpace` when there
+    /// is no room to carve the table: the handle then works without crash protection.
+    pub fn register(
+        &self,
+        channel: u32,
+        role: PeerRole,
+        pid: u32,
+        start_time: u64,
+        runtime: u16,
+    ) -> Result<PeerSlot<'a>, Error> {
+        if channel as usize >= MAX_CHANNELS {
+            return Err(Error::InvalidChannelId { id: channel });
+        }
+        if pid == 0 {
+            return Err(Error::InvalidPid);
+        }
+        let table = self.peer_table_or_install()?;
+        register_in(table, channel, role, pid, start_time, runtime)
+    }
+
+    /// Every taken record of the peer table, in table order (empty when there is no table).
+    pub fn peers(&self) -> Result<heapless::Vec<PeerInfo, PEER_RECORDS>, Error> {
+        Ok(self.peer_table()?.map(peer::snapshot).unwrap_or_default())
+    }
+
+    /// One repair pass for `channel`, which must have been opened from this segment
+    /// (PROTOCOL.md §11.6); see [`peer::repair_channel`]. With no peer table there is nothing
+    /// to repair.
+    pub fn repair<V: WaitStrategy, L: Liveness>(
+        &self,
+        channel: &Channel<'_, V>,
+        liveness: &L,
+        my_pid: u32,
+        my_start_time: u64,
+    ) -> Result<RepairReport, Error> {
+        let id = channel.id();
+        let ours = self
+            .entries
+            .get(id as usize)
+            .is_some_and(|entry| core::ptr::eq(entry, channel.entry()));
+        if !ours {
+            return Err(Error::ChannelNotFound { id });
+        }
+        Ok(match self.peer_table()? {
+            Some(table) => peer::repair_channel(channel, table, liveness, my_pid, my_start_time),
+            None => RepairReport::default(),
+        })
+    }
+}
+
+#[cfg(not(loom))]
+fn zero_record(record: &AtomicPeerRecord) {
+    record.pid.store(0, Relaxed);
+    record.runtime.store(0, Relaxed);
+    record.role.store(0, Relaxed);
+    record.start_time.store(0, Relaxed);
+    record.channel_id.store(0, Relaxed);
+    record.intent_count.store(0, Relaxed);
+    record.intent_position.store(0, Relaxed);
+    zero_words(&record.reserved);
 }
 
 fn channel_slots<'a>(
@@ -476,8 +767,9 @@ fn zero_header_fields(fields: &AtomicHeaderFields) {
     fields.reserved.store(0, Relaxed);
     fields.segment_size.store(0, Relaxed);
     fields.band_cursor.store(0, Relaxed);
-    fields.creator_pid.store(0, Relaxed);
+    // Not `creator_pid`: it names the process formatting the segment.
     fields.header_flags.store(0, Relaxed);
+    fields.peer_table_offset.store(0, Relaxed);
     zero_words(&fields.extension);
 }
 

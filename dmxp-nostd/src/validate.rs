@@ -8,7 +8,8 @@
 use crate::error::{Corruption, Error};
 use crate::layout::{
     band_len, channel_entry_offset, channel_state, ChannelEntry, HeaderFields, CHANNEL_ENTRY_SIZE,
-    HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, SLOT_ALIGN, VERSION,
+    HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, PEER_TABLE_SIZE, SLOT_ALIGN,
+    VERSION,
 };
 use zerocopy::FromBytes;
 
@@ -120,7 +121,39 @@ pub fn validate_header(header: &HeaderFields, available: u64) -> Result<u64, Err
         }
         .into());
     }
+    check_peer_table_range(header.peer_table_offset, segment_len)?;
     Ok(segment_len)
+}
+
+/// Checks a `peer_table_offset` (PROTOCOL.md §11.1): 0 (no table), or a 64-aligned offset
+/// past the header whose whole table lies inside the segment.
+pub fn check_peer_table_range(offset: u64, segment_len: u64) -> Result<(), Corruption> {
+    let fits = offset
+        .checked_add(PEER_TABLE_SIZE as u64)
+        .is_some_and(|end| end <= segment_len);
+    if offset != 0 && (offset % SLOT_ALIGN as u64 != 0 || offset < HEADER_SIZE as u64 || !fits) {
+        return Err(Corruption::PeerTableOutOfRange {
+            found: offset,
+            segment_len,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that the peer table at `offset` (already range-checked, non-zero) shares no byte
+/// with any of `bands`.
+pub fn check_peer_table_bands(offset: u64, bands: &[ChannelGeometry]) -> Result<(), Corruption> {
+    let end = offset.saturating_add(PEER_TABLE_SIZE as u64);
+    match bands
+        .iter()
+        .find(|band| band.band_offset < end && offset < band.band_end())
+    {
+        Some(band) => Err(Corruption::PeerTableOverlapsBand {
+            peer_table_offset: offset,
+            channel: band.id,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Checks one entry. `Ok(None)` means the channel has not been created (capacity 0).
@@ -244,6 +277,9 @@ pub fn parse_segment(bytes: &[u8]) -> Result<SegmentInfo, Error> {
         }
     }
     check_overlaps(&mut bands)?;
+    if header.peer_table_offset != 0 {
+        check_peer_table_bands(header.peer_table_offset, &bands)?;
+    }
     Ok(SegmentInfo {
         header,
         segment_len,

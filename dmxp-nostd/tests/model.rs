@@ -548,7 +548,8 @@ impl<'c, 'a> Harness<'c, 'a> {
                 result,
                 Ok(BatchReceived {
                     delivered: expected.len(),
-                    dropped: 0
+                    dropped: 0,
+                    lost: 0
                 })
             );
             prop_assert_eq!(got.len(), expected.len());

@@ -12,7 +12,7 @@
 
 use dmxp_nostd::layout::{
     CHANNEL_ENTRY_SIZE, CHANNEL_TABLE_OFFSET, HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS,
-    MIN_CAPACITY, SLOT_ALIGN, SLOT_SIZE,
+    MIN_CAPACITY, PEER_TABLE_SIZE, SLOT_ALIGN, SLOT_SIZE,
 };
 use dmxp_nostd::{parse_segment, ChannelInfo, Corruption, Error, SegmentInfo};
 
@@ -111,6 +111,29 @@ fn check_accepted(bytes: &[u8], info: &SegmentInfo) {
                 && cursor % SLOT_ALIGN as u64 == 0),
         "accepted band_cursor {cursor}"
     );
+
+    // peer_table_offset (offset 48): 0, or a 64-aligned table after the header, inside the
+    // segment, sharing no byte with any listed band.
+    let table = read_u64(bytes, 48);
+    assert_eq!(info.header.peer_table_offset, table);
+    if table != 0 {
+        assert!(
+            table % SLOT_ALIGN as u64 == 0
+                && table >= HEADER_SIZE as u64
+                && table
+                    .checked_add(PEER_TABLE_SIZE as u64)
+                    .is_some_and(|end| end <= segment_len),
+            "accepted peer_table_offset {table}"
+        );
+        for channel in &info.channels {
+            let (start, end) = band_range(channel.band_offset, channel.capacity).expect("valid");
+            assert!(
+                end <= table || table + PEER_TABLE_SIZE as u64 <= start,
+                "accepted a peer table overlapping channel {}'s band",
+                channel.id
+            );
+        }
+    }
 
     let mut listed = [false; MAX_CHANNELS];
     let mut previous: Option<u32> = None;
@@ -245,9 +268,7 @@ fn check_corruption(bytes: &[u8], corruption: &Corruption) {
         BandCursorOutOfRange { found, segment_len } => {
             assert_eq!(found, read_u64(bytes, 32));
             assert!(
-                found < HEADER_SIZE as u64
-                    || found > segment_len
-                    || found % SLOT_ALIGN as u64 != 0
+                found < HEADER_SIZE as u64 || found > segment_len || found % SLOT_ALIGN as u64 != 0
             );
         }
         ChannelIdMismatch { channel, found } => {
@@ -304,6 +325,32 @@ fn check_corruption(bytes: &[u8], corruption: &Corruption) {
             let inside = band_range(raw.band_offset, raw.capacity)
                 .is_some_and(|(_, end)| end <= segment_len);
             assert!(!inside, "channel {channel}: band reported outside but fits");
+        }
+        PeerTableOutOfRange { found, segment_len } => {
+            assert_eq!(found, read_u64(bytes, 48));
+            assert!(segment_len <= available);
+            let fits = found
+                .checked_add(PEER_TABLE_SIZE as u64)
+                .is_some_and(|end| end <= segment_len);
+            assert!(
+                found != 0
+                    && (found % SLOT_ALIGN as u64 != 0 || found < HEADER_SIZE as u64 || !fits),
+                "peer_table_offset {found} reported out of range but fits"
+            );
+        }
+        PeerTableOverlapsBand {
+            peer_table_offset,
+            channel,
+        } => {
+            assert_eq!(peer_table_offset, read_u64(bytes, 48));
+            assert!(available >= HEADER_SIZE as u64);
+            let raw = raw_entry(bytes, channel);
+            let (start, end) = band_range(raw.band_offset, raw.capacity).expect("validated");
+            let table_end = peer_table_offset + PEER_TABLE_SIZE as u64;
+            assert!(
+                start < table_end && peer_table_offset < end,
+                "peer table reported overlapping channel {channel}'s band but is clear of it"
+            );
         }
         BandsOverlap { channel, other } => {
             assert_ne!(channel, other);

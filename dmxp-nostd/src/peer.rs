@@ -1,0 +1,437 @@
+//! Peers and crash recovery (PROTOCOL.md §11).
+//!
+//! A producer killed between claiming a position and publishing it leaves every consumer
+//! waiting at that position; a consumer killed between claiming and freeing one leaves every
+//! producer finding the ring full a lap later. Each handle therefore registers a record in the
+//! segment's peer table ([`register_in`], or [`crate::Segment::register`]) and, around every
+//! claim, writes there the positions it is about to own (its *intent*, written by
+//! [`crate::Channel`] once given the record with [`crate::Channel::with_peer`]). A peer that
+//! finds a channel stuck runs [`repair_channel`]: for each dead registrant of that channel
+//! whose intent covers a stuck position and no live intent does, it publishes a LOST tombstone
+//! (dead producer) or frees the slot (dead consumer).
+//!
+//! Whether a process is alive is the caller's business ([`Liveness`]): the core makes no
+//! system calls. The std facade checks `kill(pid, 0)` and `/proc/<pid>/stat`.
+
+use core::cell::Cell;
+use core::marker::PhantomData;
+
+use crate::channel::Channel;
+use crate::error::Error;
+use crate::layout::{
+    message_flags, peer_role, AtomicPeerRecord, MessageMeta, PeerRecord, MAX_CHANNELS,
+};
+use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use crate::wait::WaitStrategy;
+
+/// Tells whether a process is alive. `start_time` is the record's (0 = unknown): a process
+/// whose current start time differs is a different process that reused the pid, so the record's
+/// owner is dead.
+pub trait Liveness {
+    fn is_alive(&self, pid: u32, start_time: u64) -> bool;
+}
+
+impl<F: Fn(u32, u64) -> bool> Liveness for F {
+    fn is_alive(&self, pid: u32, start_time: u64) -> bool {
+        self(pid, start_time)
+    }
+}
+
+/// Which cursor a record's intents refer to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerRole {
+    /// Claims `tail` positions (sends, loans).
+    Producer,
+    /// Claims `head` positions (receives, in-place receives).
+    Consumer,
+}
+
+impl PeerRole {
+    /// The `role` word of the record ([`peer_role`]).
+    pub const fn code(self) -> u16 {
+        match self {
+            PeerRole::Producer => peer_role::PRODUCER,
+            PeerRole::Consumer => peer_role::CONSUMER,
+        }
+    }
+
+    /// The role of a `role` word, if it is one.
+    pub const fn from_code(code: u16) -> Option<Self> {
+        match code {
+            peer_role::PRODUCER => Some(PeerRole::Producer),
+            peer_role::CONSUMER => Some(PeerRole::Consumer),
+            _ => None,
+        }
+    }
+}
+
+/// A registered peer record, owned by one handle. Dropping it (or [`PeerSlot::leave`]) frees
+/// the record.
+///
+/// A record holds one intent at a time, so it must be used by one thread at a time: the type
+/// is `Send` but not `Sync`. Give it to a channel with [`Channel::with_peer`].
+pub struct PeerSlot<'a> {
+    record: &'a AtomicPeerRecord,
+    index: usize,
+    pid: u32,
+    role: PeerRole,
+    channel: u32,
+    _one_thread: PhantomData<Cell<()>>,
+}
+
+impl core::fmt::Debug for PeerSlot<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PeerSlot")
+            .field("index", &self.index)
+            .field("pid", &self.pid)
+            .field("role", &self.role)
+            .field("channel", &self.channel)
+            .finish()
+    }
+}
+
+impl<'a> PeerSlot<'a> {
+    /// Index of the record in the table (0..256).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The pid the record was registered with.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn role(&self) -> PeerRole {
+        self.role
+    }
+
+    /// The channel whose positions the record's intents name.
+    pub fn channel_id(&self) -> u32 {
+        self.channel
+    }
+
+    pub(crate) fn record(&self) -> &'a AtomicPeerRecord {
+        self.record
+    }
+
+    /// Frees the record now (the same as dropping the slot).
+    pub fn leave(self) {}
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        let record = self.record;
+        // Someone took the record over (they judged us dead: a hostile or confused peer):
+        // it is theirs now, leave its fields alone.
+        if record.pid.load(Relaxed) != self.pid {
+            return;
+        }
+        record.intent_count.store(0, Relaxed);
+        // Zeroed before the pid so that the next owner's record never shows our start time
+        // next to its pid (a checker would take it for pid reuse and judge it dead).
+        record.start_time.store(0, Relaxed);
+        let _ = record.pid.compare_exchange(self.pid, 0, Release, Relaxed);
+    }
+}
+
+/// Takes a free record of `records` for a handle of `role` on `channel`.
+///
+/// `pid` must not be 0 (it marks a free record); `start_time` is the process's start time
+/// (0 if unknown: then only pid liveness protects the record against pid reuse).
+pub fn register_in<'a>(
+    records: &'a [AtomicPeerRecord],
+    channel: u32,
+    role: PeerRole,
+    pid: u32,
+    start_time: u64,
+    runtime: u16,
+) -> Result<PeerSlot<'a>, Error> {
+    if pid == 0 {
+        return Err(Error::InvalidPid);
+    }
+    if channel as usize >= MAX_CHANNELS {
+        return Err(Error::InvalidChannelId { id: channel });
+    }
+    for (index, record) in records.iter().enumerate() {
+        if record.pid.load(Relaxed) != 0
+            || record
+                .pid
+                .compare_exchange(0, pid, Acquire, Relaxed)
+                .is_err()
+        {
+            continue;
+        }
+        record.runtime.store(runtime, Relaxed);
+        record.role.store(role.code(), Relaxed);
+        record.channel_id.store(channel, Relaxed);
+        record.intent_count.store(0, Relaxed);
+        record.intent_position.store(0, Relaxed);
+        // Last: until then the record's start time reads 0, "unknown".
+        record.start_time.store(start_time, Release);
+        return Ok(PeerSlot {
+            record,
+            index,
+            pid,
+            role,
+            channel,
+            _one_thread: PhantomData,
+        });
+    }
+    Err(Error::PeerTableFull)
+}
+
+/// A taken record as seen at one instant (fields may be mid-update).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Index of the record in the table.
+    pub index: usize,
+    /// The record's fields.
+    pub record: PeerRecord,
+}
+
+impl PeerInfo {
+    /// The record's role, if its `role` word holds a known one.
+    pub fn role(&self) -> Option<PeerRole> {
+        PeerRole::from_code(self.record.role)
+    }
+}
+
+/// Every taken record (`pid != 0`) of `records`, in table order.
+pub fn snapshot(records: &[AtomicPeerRecord]) -> heapless::Vec<PeerInfo, 256> {
+    let mut list = heapless::Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let record = record.snapshot();
+        if record.pid != 0 {
+            // At most 256 records are passed in by the segment; extra ones are left out.
+            let _ = list.push(PeerInfo { index, record });
+        }
+    }
+    list
+}
+
+/// What one repair pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Positions of dead producers published as LOST tombstones.
+    pub tombstoned: u64,
+    /// Positions of dead consumers freed (their messages are lost).
+    pub freed: u64,
+    /// Dead records freed.
+    pub records_freed: u32,
+    /// Dead records given back unrepaired because a position of theirs is covered by another
+    /// intent right now; a later pass retries them.
+    pub records_deferred: u32,
+}
+
+impl RepairReport {
+    /// True when the pass repaired at least one position.
+    pub fn repaired(&self) -> bool {
+        self.tombstoned != 0 || self.freed != 0
+    }
+}
+
+/// One repair pass over `records` for `channel` (PROTOCOL.md §11.6).
+///
+/// For each record whose owner `liveness` says is dead: records of `channel` have the stuck
+/// positions of their intent repaired (a LOST tombstone for a producer's, a free for a
+/// consumer's) unless another intent covers them; dead records without an intent are freed
+/// whatever their channel; dead records of other channels with an intent are left alone.
+/// `my_pid` and `my_start_time` identify the caller, who owns a record while repairing it.
+/// At most `records.len()` records and, for each, at most `capacity` positions are visited.
+pub fn repair_channel<W: WaitStrategy, L: Liveness>(
+    channel: &Channel<'_, W>,
+    records: &[AtomicPeerRecord],
+    liveness: &L,
+    my_pid: u32,
+    my_start_time: u64,
+) -> RepairReport {
+    let mut report = RepairReport::default();
+    for (index, record) in records.iter().enumerate() {
+        let dead_pid = record.pid.load(Acquire);
+        // Our own pid is alive by definition (a torn read never makes us judge ourselves).
+        if dead_pid == 0 || dead_pid == my_pid {
+            continue;
+        }
+        let ours = record.channel_id.load(Relaxed) == channel.id();
+        if !ours && record.intent_count.load(Acquire) != 0 {
+            continue;
+        }
+        let start_time = record.start_time.load(Acquire);
+        if liveness.is_alive(dead_pid, start_time) {
+            continue;
+        }
+        // A checker that sees our pid here next must not see the dead owner's start time
+        // beside it (it would judge us dead too): clear it before taking over.
+        let _ = record
+            .start_time
+            .compare_exchange(start_time, 0, Relaxed, Relaxed);
+        if record
+            .pid
+            .compare_exchange(dead_pid, my_pid, AcqRel, Relaxed)
+            .is_err()
+        {
+            // Someone else repairs it, or it changed hands meanwhile.
+            continue;
+        }
+        record.start_time.store(my_start_time, Relaxed);
+        let count = record.intent_count.load(Acquire);
+        let position = record.intent_position.load(Relaxed);
+        let role = PeerRole::from_code(record.role.load(Relaxed));
+        let ours = record.channel_id.load(Relaxed) == channel.id();
+        let done = match role {
+            _ if count == 0 => Done::Complete,
+            // Not ours to repair after all (it changed between the two reads): give it back.
+            _ if !ours => Done::Deferred,
+            // A corrupt role word: no cursor to repair against, free the record.
+            None => Done::Complete,
+            Some(role) => {
+                let dead = Dead {
+                    index,
+                    role,
+                    first: position,
+                    count,
+                    pid: dead_pid,
+                    runtime: record.runtime.load(Relaxed),
+                };
+                repair_intent(channel, records, &dead, liveness, my_pid, &mut report)
+            }
+        };
+        match done {
+            Done::Complete => {
+                record.intent_count.store(0, Relaxed);
+                record.start_time.store(0, Relaxed);
+                record.pid.store(0, Release);
+                report.records_freed += 1;
+            }
+            Done::Deferred => {
+                // Back to the dead owner, intent intact, for a later pass.
+                record.start_time.store(start_time, Relaxed);
+                record.pid.store(dead_pid, Release);
+                report.records_deferred += 1;
+            }
+        }
+    }
+    report
+}
+
+enum Done {
+    Complete,
+    Deferred,
+}
+
+/// A dead record being repaired, as read after taking it over.
+struct Dead {
+    index: usize,
+    role: PeerRole,
+    first: u64,
+    count: u32,
+    pid: u32,
+    runtime: u16,
+}
+
+/// Repairs the stuck positions of one dead record's intent.
+fn repair_intent<W: WaitStrategy, L: Liveness>(
+    channel: &Channel<'_, W>,
+    records: &[AtomicPeerRecord],
+    dead: &Dead,
+    liveness: &L,
+    my_pid: u32,
+    report: &mut RepairReport,
+) -> Done {
+    let role = dead.role;
+    let capacity = channel.capacity();
+    let count = u64::from(dead.count).min(capacity);
+    // The cursor first, with acquire: its claimants' intents (written before their release
+    // CAS) are then visible to the scan of live intents below.
+    let cursor = match role {
+        PeerRole::Producer => channel.entry().tail.load(Acquire),
+        PeerRole::Consumer => channel.entry().head.load(Acquire),
+    };
+    // Sequence value of a stuck position: claimed and not published (producer), or
+    // published, claimed and not freed (consumer).
+    let stuck = |p: u64| match role {
+        PeerRole::Producer => p,
+        PeerRole::Consumer => p.wrapping_add(1),
+    };
+    let mut done = Done::Complete;
+    let mut repaired = false;
+    for k in 0..count {
+        let p = dead.first.wrapping_add(k);
+        // Claimed (behind the cursor) and within the last lap.
+        let behind = cursor.wrapping_sub(p);
+        if behind == 0 || behind > capacity {
+            continue;
+        }
+        let slot = channel.slot(p);
+        if slot.sequence.load(Acquire) != stuck(p) {
+            continue;
+        }
+        if covered(channel.id(), records, dead.index, role, p, liveness, my_pid) {
+            done = Done::Deferred;
+            continue;
+        }
+        // Re-read after the intents: an owner that finished meanwhile has moved it on.
+        if slot.sequence.load(Acquire) != stuck(p) {
+            continue;
+        }
+        match role {
+            PeerRole::Producer => {
+                slot.meta.store(&MessageMeta {
+                    message_id: p,
+                    channel_id: channel.id(),
+                    sender_pid: dead.pid,
+                    sender_runtime: dead.runtime,
+                    flags: message_flags::LOST,
+                    ..MessageMeta::default()
+                });
+                slot.sequence.store(p.wrapping_add(1), Release);
+                report.tombstoned += 1;
+            }
+            PeerRole::Consumer => {
+                slot.sequence.store(p.wrapping_add(capacity), Release);
+                report.freed += 1;
+            }
+        }
+        repaired = true;
+    }
+    if repaired {
+        match role {
+            PeerRole::Producer => channel.notify_consumers(),
+            PeerRole::Consumer => channel.notify_producers(),
+        }
+    }
+    done
+}
+
+/// True when a record other than `except`, of the same channel and role, has an intent
+/// covering `p` and either comes first in the table (its own repair handles `p`) or belongs to
+/// a live process (it owns `p`, or is about to learn its CAS failed).
+fn covered<L: Liveness>(
+    channel: u32,
+    records: &[AtomicPeerRecord],
+    except: usize,
+    role: PeerRole,
+    p: u64,
+    liveness: &L,
+    my_pid: u32,
+) -> bool {
+    records.iter().enumerate().any(|(index, record)| {
+        if index == except {
+            return false;
+        }
+        let pid = record.pid.load(Acquire);
+        if pid == 0 {
+            return false;
+        }
+        let count = record.intent_count.load(Acquire);
+        let first = record.intent_position.load(Relaxed);
+        if count == 0
+            || p.wrapping_sub(first) >= u64::from(count)
+            || record.channel_id.load(Relaxed) != channel
+            || record.role.load(Relaxed) != role.code()
+        {
+            return false;
+        }
+        index < except || pid == my_pid || liveness.is_alive(pid, record.start_time.load(Relaxed))
+    })
+}

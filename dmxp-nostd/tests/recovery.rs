@@ -1,0 +1,802 @@
+//! Crash recovery in the core (PROTOCOL.md §11), with dead peers simulated deterministically:
+//! a "dead" handle is one whose claim was left unfinished (a loan or an in-place receive
+//! forgotten, its peer slot forgotten so it never leaves) and whose pid a fake [`Liveness`]
+//! reports dead.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Barrier, Mutex, PoisonError};
+
+use common::{segment_len, SegmentBuf};
+use dmxp_nostd::layout::{
+    message_flags, runtime, AtomicPeerRecord, HEADER_SIZE, PEER_RECORDS, PEER_TABLE_SIZE, SLOT_SIZE,
+};
+use dmxp_nostd::{
+    parse_segment, Channel, Corruption, Error, Liveness, PeerRole, RecvError, Segment, SendError,
+    SendMeta,
+};
+
+/// Processes that are alive, with their start times.
+struct Alive(HashSet<(u32, u64)>);
+
+impl Alive {
+    fn new(alive: &[(u32, u64)]) -> Self {
+        Self(alive.iter().copied().collect())
+    }
+}
+
+impl Liveness for Alive {
+    fn is_alive(&self, pid: u32, start_time: u64) -> bool {
+        self.0
+            .iter()
+            .any(|&(p, s)| p == pid && (start_time == 0 || s == start_time))
+    }
+}
+
+const DEAD: (u32, u64) = (100, 1);
+const OTHER_DEAD: (u32, u64) = (150, 15);
+const LIVE: (u32, u64) = (200, 2);
+const REPAIRER: (u32, u64) = (300, 3);
+const REPAIRER_2: (u32, u64) = (400, 4);
+
+fn alive() -> Alive {
+    Alive::new(&[LIVE, REPAIRER, REPAIRER_2])
+}
+
+/// Two channels of 4 slots (created) and room for the peer table after them. Formatted once
+/// per test binary and copied: formatting is slow under Miri.
+fn buffer() -> SegmentBuf {
+    static BUILT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if built.is_empty() {
+        let mut buf = SegmentBuf::new(segment_len(&[4, 4]) + PEER_TABLE_SIZE);
+        format(&mut buf);
+        *built = buf.bytes().to_vec();
+    }
+    SegmentBuf::from_bytes(&built)
+}
+
+/// Formats `buf` and creates channels 0 and 1 of 4 slots.
+fn format(buf: &mut SegmentBuf) -> Segment<'_> {
+    let segment = Segment::format(buf.region(), 1).unwrap();
+    segment.create_channel(0, 4, 1).unwrap();
+    segment.create_channel(1, 4, 1).unwrap();
+    segment
+}
+
+/// The segment of a [`buffer`].
+fn setup(buf: &mut SegmentBuf) -> Segment<'_> {
+    Segment::attach(buf.region()).unwrap()
+}
+
+fn meta() -> SendMeta {
+    SendMeta {
+        sender_pid: LIVE.0,
+        sender_runtime: runtime::RUST,
+        ..SendMeta::default()
+    }
+}
+
+fn recv(channel: &Channel<'_>) -> Result<Vec<u8>, RecvError> {
+    let mut buf = [0u8; 960];
+    channel.try_recv(&mut buf).map(|r| buf[..r.len].to_vec())
+}
+
+fn table<'a>(segment: &Segment<'a>) -> &'a [AtomicPeerRecord] {
+    segment.peer_table().unwrap().expect("a peer table")
+}
+
+/// A producer of `who` on `channel` that claims a position with a loan and dies before
+/// publishing it. Returns the position.
+fn producer_dies_after_claim(segment: &Segment<'_>, channel: u32, who: (u32, u64)) -> u64 {
+    let slot = segment
+        .register(channel, PeerRole::Producer, who.0, who.1, runtime::C)
+        .unwrap();
+    let registered = segment.open_channel(channel).unwrap().with_peer(&slot);
+    assert!(registered.is_registered(PeerRole::Producer));
+    let loan = registered.try_loan().unwrap();
+    let position = loan.position();
+    // Death: neither the loan's drop (which would publish a skip marker) nor the slot's
+    // (which would free the record) ever runs.
+    std::mem::forget(loan);
+    std::mem::forget(slot);
+    position
+}
+
+/// A consumer of `who` on `channel` that claims a position in place and dies before freeing
+/// it. Returns the position.
+fn consumer_dies_after_claim(segment: &Segment<'_>, channel: u32, who: (u32, u64)) -> u64 {
+    let slot = segment
+        .register(channel, PeerRole::Consumer, who.0, who.1, runtime::GO)
+        .unwrap();
+    let registered = segment.open_channel(channel).unwrap().with_peer(&slot);
+    let guard = registered.try_recv_in_place().unwrap();
+    let position = guard.meta().message_id;
+    std::mem::forget(guard);
+    std::mem::forget(slot);
+    position
+}
+
+#[test]
+fn the_peer_table_is_installed_on_first_registration() {
+    let mut buf = buffer();
+    {
+        let segment = setup(&mut buf);
+        assert_eq!(segment.peer_table().unwrap().map(<[_]>::len), None);
+        assert!(segment.peers().unwrap().is_empty());
+        let slot = segment
+            .register(0, PeerRole::Producer, 7, 70, runtime::RUST)
+            .unwrap();
+        let table = table(&segment);
+        assert_eq!(table.len(), PEER_RECORDS);
+        let peers = segment.peers().unwrap();
+        assert_eq!(peers.len(), 1);
+        let record = peers[0].record;
+        assert_eq!(peers[0].index, slot.index());
+        assert_eq!(peers[0].role(), Some(PeerRole::Producer));
+        assert_eq!(
+            (
+                record.pid,
+                record.start_time,
+                record.channel_id,
+                record.runtime
+            ),
+            (7, 70, 0, runtime::RUST)
+        );
+        assert_eq!(record.intent_count, 0);
+        slot.leave();
+        assert!(segment.peers().unwrap().is_empty());
+    }
+    // Carved right after the two bands, and a copy of the bytes still parses.
+    let table_offset = (HEADER_SIZE + 8 * SLOT_SIZE) as u64;
+    assert_eq!(buf.read_u64(48), table_offset);
+    assert_eq!(buf.read_u64(32), table_offset + PEER_TABLE_SIZE as u64);
+    let info = parse_segment(buf.bytes()).unwrap();
+    assert_eq!(info.header.peer_table_offset, table_offset);
+    assert_eq!(info.channels.len(), 2);
+}
+
+#[test]
+fn registration_fills_the_table_then_reports_it_full() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let slots: Vec<_> = (0..PEER_RECORDS as u32)
+        .map(|i| {
+            segment
+                .register(i % 2, PeerRole::Consumer, 1000 + i, 0, runtime::RUST)
+                .unwrap()
+        })
+        .collect();
+    let indices: HashSet<usize> = slots.iter().map(|s| s.index()).collect();
+    assert_eq!(indices.len(), PEER_RECORDS);
+    assert_eq!(
+        segment
+            .register(0, PeerRole::Producer, 5, 0, runtime::RUST)
+            .unwrap_err(),
+        Error::PeerTableFull
+    );
+    drop(slots);
+    assert!(segment.peers().unwrap().is_empty());
+    assert!(segment
+        .register(0, PeerRole::Producer, 5, 0, runtime::RUST)
+        .is_ok());
+    assert_eq!(
+        segment
+            .register(0, PeerRole::Producer, 0, 0, runtime::RUST)
+            .unwrap_err(),
+        Error::InvalidPid
+    );
+    assert_eq!(
+        segment
+            .register(256, PeerRole::Producer, 5, 0, runtime::RUST)
+            .unwrap_err(),
+        Error::InvalidChannelId { id: 256 }
+    );
+}
+
+#[test]
+fn no_room_for_the_table_is_out_of_space_and_the_channel_still_works() {
+    let mut buf = SegmentBuf::new(segment_len(&[4, 4]));
+    let segment = format(&mut buf);
+    assert!(matches!(
+        segment.register(0, PeerRole::Producer, 5, 0, runtime::RUST),
+        Err(Error::OutOfSpace { .. })
+    ));
+    let channel = segment.open_channel(0).unwrap();
+    channel.try_send(b"unprotected", &meta()).unwrap();
+    assert_eq!(recv(&channel).unwrap(), b"unprotected");
+}
+
+#[test]
+fn a_channel_created_after_the_table_is_carved_past_it() {
+    let mut buf = SegmentBuf::new(segment_len(&[4, 4, 2]) + PEER_TABLE_SIZE);
+    let segment = format(&mut buf);
+    let _slot = segment
+        .register(0, PeerRole::Producer, 5, 0, runtime::RUST)
+        .unwrap();
+    let table_offset = (HEADER_SIZE + 8 * SLOT_SIZE) as u64;
+    let channel = segment.create_channel(2, 2, 1).unwrap();
+    assert_eq!(
+        channel.geometry().band_offset,
+        table_offset + PEER_TABLE_SIZE as u64
+    );
+    segment.validate_all().unwrap();
+}
+
+#[test]
+fn dead_producer_leaves_a_lost_tombstone_that_consumers_skip_and_count() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let position = producer_dies_after_claim(&segment, 0, DEAD);
+    assert_eq!(position, 0);
+    let channel = segment.open_channel(0).unwrap();
+    // A live producer sends behind the stuck position: consumers cannot reach it.
+    channel.try_send(b"after", &meta()).unwrap();
+    assert_eq!(recv(&channel), Err(RecvError::Empty));
+    assert_eq!(channel.stuck_receive_position(), Some(0));
+
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!((report.tombstoned, report.freed), (1, 0));
+    assert_eq!(report.records_freed, 1);
+    assert!(report.repaired());
+    assert!(segment.peers().unwrap().is_empty(), "dead record freed");
+
+    assert_eq!(channel.stuck_receive_position(), None);
+    // The tombstone names the dead producer.
+    let guard = channel.try_recv_in_place();
+    assert_eq!(guard.err(), Some(RecvError::Lost { message_id: 0 }));
+    assert_eq!(recv(&channel).unwrap(), b"after");
+    assert_eq!(recv(&channel), Err(RecvError::Empty));
+
+    // A second pass finds nothing to do.
+    let again = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(again, Default::default());
+}
+
+#[test]
+fn a_lost_tombstone_is_counted_by_batch_receives() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    producer_dies_after_claim(&segment, 0, DEAD);
+    let channel = segment.open_channel(0).unwrap();
+    channel.try_send(b"x", &meta()).unwrap();
+    segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    let mut got = Vec::new();
+    let batch = channel
+        .try_recv_batch(8, |meta, payload| {
+            got.push((meta.message_id, payload.to_vec()))
+        })
+        .unwrap();
+    assert_eq!((batch.delivered, batch.dropped, batch.lost), (1, 1, 1));
+    assert_eq!(got, vec![(1, b"x".to_vec())]);
+}
+
+#[test]
+fn the_tombstone_meta_names_the_dead_producer() {
+    let mut buf = buffer();
+    {
+        let segment = setup(&mut buf);
+        producer_dies_after_claim(&segment, 0, DEAD);
+        let channel = segment.open_channel(0).unwrap();
+        segment
+            .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+            .unwrap();
+    }
+    let slot = HEADER_SIZE;
+    assert_eq!(buf.read_u64(slot), 1, "published");
+    assert_eq!(buf.read_u64(slot + 8), 0, "message_id");
+    assert_eq!(buf.read_u32(slot + 8 + 24), DEAD.0, "sender_pid");
+    assert_eq!(buf.read_u16(slot + 8 + 28), runtime::C, "sender_runtime");
+    assert_eq!(buf.read_u16(slot + 8 + 30), message_flags::LOST, "flags");
+    assert_eq!(buf.read_u32(slot + 8 + 32), 0, "payload_len");
+}
+
+#[test]
+fn dead_consumer_slot_is_freed_and_producers_go_on() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let channel = segment.open_channel(0).unwrap();
+    for i in 0..4u8 {
+        channel.try_send(&[i], &meta()).unwrap();
+    }
+    let position = consumer_dies_after_claim(&segment, 0, DEAD);
+    assert_eq!(position, 0);
+    assert_eq!(recv(&channel).unwrap(), [1]);
+    // Position 4 needs slot 0, which the dead consumer holds: the ring looks full although
+    // slot 1 is free.
+    assert_eq!(channel.try_send(&[4], &meta()), Err(SendError::Full));
+    assert_eq!(channel.stuck_send_position(), Some(0));
+
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!((report.tombstoned, report.freed), (0, 1));
+    assert_eq!(report.records_freed, 1);
+    assert_eq!(channel.stuck_send_position(), None);
+    channel.try_send(&[4], &meta()).unwrap();
+    channel.try_send(&[5], &meta()).unwrap();
+    for i in 2..6u8 {
+        assert_eq!(recv(&channel).unwrap(), [i]);
+    }
+    assert_eq!(recv(&channel), Err(RecvError::Empty));
+}
+
+#[test]
+fn a_full_ring_with_a_slow_consumer_is_not_stuck() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let channel = segment.open_channel(0).unwrap();
+    for i in 0..4u8 {
+        channel.try_send(&[i], &meta()).unwrap();
+    }
+    assert_eq!(channel.try_send(&[9], &meta()), Err(SendError::Full));
+    assert_eq!(channel.stuck_send_position(), None);
+    assert_eq!(channel.stuck_receive_position(), None);
+}
+
+#[test]
+fn a_dead_consumer_batch_intent_frees_every_claimed_position() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let channel = segment.open_channel(0).unwrap();
+    for i in 0..4u8 {
+        channel.try_send(&[i], &meta()).unwrap();
+    }
+    consumer_dies_after_claim(&segment, 0, DEAD);
+    // The same dead consumer had claimed position 1 too, in one batch: widen its intent and
+    // leave position 1 claimed and unfreed.
+    let record = &table(&segment)[0];
+    assert_eq!(
+        record.pid.load(std::sync::atomic::Ordering::Relaxed),
+        DEAD.0
+    );
+    record
+        .intent_count
+        .store(2, std::sync::atomic::Ordering::Release);
+    std::mem::forget(channel.try_recv_in_place().unwrap());
+    assert_eq!(recv(&channel).unwrap(), [2]);
+
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(report.freed, 2);
+    for i in 4..7u8 {
+        channel.try_send(&[i], &meta()).unwrap();
+    }
+    for i in [3u8, 4, 5, 6] {
+        assert_eq!(recv(&channel).unwrap(), [i]);
+    }
+}
+
+#[test]
+fn a_live_peers_claim_is_not_touched() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let slot = segment
+        .register(0, PeerRole::Producer, LIVE.0, LIVE.1, runtime::RUST)
+        .unwrap();
+    let producer = segment.open_channel(0).unwrap().with_peer(&slot);
+    let mut loan = producer.try_loan().unwrap();
+    let channel = segment.open_channel(0).unwrap();
+    assert_eq!(channel.stuck_receive_position(), Some(0));
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(report, Default::default());
+    assert_eq!(segment.peers().unwrap().len(), 1);
+    loan.write_at_start(b"slow but alive");
+    loan.commit(14, &meta()).unwrap();
+    assert_eq!(recv(&channel).unwrap(), b"slow but alive");
+    // The intent was cleared by the publish.
+    let record = segment.peers().unwrap()[0].record;
+    assert_eq!(record.intent_count, 0);
+}
+
+/// Extension for brevity.
+trait WriteAtStart {
+    fn write_at_start(&mut self, bytes: &[u8]);
+}
+
+impl WriteAtStart for dmxp_nostd::SendLoan<'_, '_> {
+    fn write_at_start(&mut self, bytes: &[u8]) {
+        assert!(self.payload().write_at(0, bytes));
+    }
+}
+
+#[test]
+fn a_stale_dead_intent_does_not_touch_a_position_a_live_peer_owns() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    // A dead producer whose intent named position 0, but who lost the CAS for it and died.
+    let dead = segment
+        .register(0, PeerRole::Producer, DEAD.0, DEAD.1, runtime::C)
+        .unwrap();
+    let records = table(&segment);
+    let dead_record = &records[dead.index()];
+    dead_record
+        .intent_position
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    dead_record
+        .intent_count
+        .store(1, std::sync::atomic::Ordering::Release);
+    std::mem::forget(dead);
+    // The live owner of position 0, mid-send.
+    let slot = segment
+        .register(0, PeerRole::Producer, LIVE.0, LIVE.1, runtime::RUST)
+        .unwrap();
+    let producer = segment.open_channel(0).unwrap().with_peer(&slot);
+    let mut loan = producer.try_loan().unwrap();
+    assert_eq!(loan.position(), 0);
+
+    let channel = segment.open_channel(0).unwrap();
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(report.tombstoned, 0);
+    assert_eq!(report.records_deferred, 1, "kept for a later pass");
+    let peers = segment.peers().unwrap();
+    assert_eq!(peers.len(), 2);
+    assert!(peers.iter().any(|p| p.record.pid == DEAD.0
+        && p.record.start_time == DEAD.1
+        && p.record.intent_count == 1));
+
+    loan.write_at_start(b"mine");
+    loan.commit(4, &meta()).unwrap();
+    assert_eq!(recv(&channel).unwrap(), b"mine");
+    // Nothing is stuck any more: the next pass frees the dead record.
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!((report.tombstoned, report.records_freed), (0, 1));
+    assert_eq!(segment.peers().unwrap().len(), 1);
+}
+
+#[test]
+fn two_dead_intents_on_one_position_give_one_tombstone() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    // The real claimant of position 0 died; a second dead producer's stale intent names it
+    // too (it lost the CAS and died).
+    let stale = segment
+        .register(
+            0,
+            PeerRole::Producer,
+            OTHER_DEAD.0,
+            OTHER_DEAD.1,
+            runtime::C,
+        )
+        .unwrap();
+    let records = table(&segment);
+    records[stale.index()]
+        .intent_count
+        .store(1, std::sync::atomic::Ordering::Release);
+    std::mem::forget(stale);
+    producer_dies_after_claim(&segment, 0, DEAD);
+    let channel = segment.open_channel(0).unwrap();
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(report.tombstoned, 1);
+    assert_eq!(report.records_freed, 2);
+    assert_eq!(recv(&channel), Err(RecvError::Lost { message_id: 0 }));
+    assert_eq!(recv(&channel), Err(RecvError::Empty));
+}
+
+#[test]
+fn concurrent_repairers_repair_once() {
+    let rounds = if cfg!(miri) { 2 } else { 200 };
+    for round in 0..rounds {
+        let mut buf = buffer();
+        let segment = setup(&mut buf);
+        producer_dies_after_claim(&segment, 0, DEAD);
+        let channel = segment.open_channel(0).unwrap();
+        channel.try_send(b"next", &meta()).unwrap();
+        let barrier = Barrier::new(2);
+        let reports: Vec<_> = std::thread::scope(|scope| {
+            let repairers = [REPAIRER, REPAIRER_2].map(|me| {
+                let (segment, channel, barrier) = (&segment, &channel, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    segment.repair(channel, &alive(), me.0, me.1).unwrap()
+                })
+            });
+            repairers.map(|r| r.join().unwrap()).to_vec()
+        });
+        let tombstones: u64 = reports.iter().map(|r| r.tombstoned).sum();
+        assert_eq!(tombstones, 1, "round {round}: {reports:?}");
+        let freed: u32 = reports.iter().map(|r| r.records_freed).sum();
+        assert_eq!(freed, 1, "round {round}: {reports:?}");
+        assert_eq!(recv(&channel), Err(RecvError::Lost { message_id: 0 }));
+        assert_eq!(recv(&channel).unwrap(), b"next");
+        assert_eq!(recv(&channel), Err(RecvError::Empty));
+        assert!(segment.peers().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn a_repairer_holding_a_record_is_not_judged_dead() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    producer_dies_after_claim(&segment, 0, DEAD);
+    let records = table(&segment);
+    let record = &records[0];
+    // What a repairer does to take the record over, stopped right there.
+    use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+    let _ = record
+        .start_time
+        .compare_exchange(DEAD.1, 0, Relaxed, Relaxed);
+    record
+        .pid
+        .compare_exchange(DEAD.0, REPAIRER.0, AcqRel, Relaxed)
+        .unwrap();
+    // Another repairer sees the repairer's pid with start time 0 ("unknown"): alive.
+    let channel = segment.open_channel(0).unwrap();
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER_2.0, REPAIRER_2.1)
+        .unwrap();
+    assert_eq!(report, Default::default());
+    assert_eq!(channel.stuck_receive_position(), Some(0));
+}
+
+#[test]
+fn records_of_other_channels_are_untouched() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    producer_dies_after_claim(&segment, 1, DEAD);
+    // A dead consumer of channel 1 that holds no intent.
+    let idle = segment
+        .register(
+            1,
+            PeerRole::Consumer,
+            OTHER_DEAD.0,
+            OTHER_DEAD.1,
+            runtime::RUST,
+        )
+        .unwrap();
+    std::mem::forget(idle);
+    let zero = segment.open_channel(0).unwrap();
+    let one = segment.open_channel(1).unwrap();
+    one.try_send(b"one", &meta()).unwrap();
+    zero.try_send(b"zero", &meta()).unwrap();
+
+    let report = segment
+        .repair(&zero, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!((report.tombstoned, report.freed), (0, 0));
+    // The idle dead record is freed whatever its channel; the one with an intent is not.
+    assert_eq!(report.records_freed, 1);
+    let peers = segment.peers().unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(
+        (peers[0].record.pid, peers[0].record.intent_count),
+        (DEAD.0, 1)
+    );
+    assert_eq!(one.stuck_receive_position(), Some(0));
+    assert_eq!(recv(&zero).unwrap(), b"zero");
+
+    // Channel 1's own repair.
+    let report = segment
+        .repair(&one, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(report.tombstoned, 1);
+    assert_eq!(recv(&one), Err(RecvError::Lost { message_id: 0 }));
+    assert_eq!(recv(&one).unwrap(), b"one");
+}
+
+#[test]
+fn a_reused_pid_counts_as_dead() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    producer_dies_after_claim(&segment, 0, DEAD);
+    let channel = segment.open_channel(0).unwrap();
+    // The pid is alive again, but with another start time: a different process.
+    let reused = Alive::new(&[(DEAD.0, DEAD.1 + 1), REPAIRER]);
+    let report = segment
+        .repair(&channel, &reused, REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(report.tombstoned, 1);
+    assert_eq!(recv(&channel), Err(RecvError::Lost { message_id: 0 }));
+}
+
+#[test]
+fn the_same_process_with_the_same_start_time_is_alive() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    producer_dies_after_claim(&segment, 0, DEAD);
+    let channel = segment.open_channel(0).unwrap();
+    let still_alive = Alive::new(&[DEAD, REPAIRER]);
+    let report = segment
+        .repair(&channel, &still_alive, REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(report, Default::default());
+    assert_eq!(channel.stuck_receive_position(), Some(0));
+}
+
+#[test]
+fn the_repairer_never_judges_its_own_pid() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    producer_dies_after_claim(&segment, 0, DEAD);
+    let channel = segment.open_channel(0).unwrap();
+    let nobody = Alive::new(&[]);
+    let report = segment.repair(&channel, &nobody, DEAD.0, 99).unwrap();
+    assert_eq!(report, Default::default());
+}
+
+#[test]
+fn unregistered_and_failed_claims_leave_no_intent() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let slot = segment
+        .register(0, PeerRole::Consumer, LIVE.0, LIVE.1, runtime::RUST)
+        .unwrap();
+    let consumer = segment.open_channel(0).unwrap().with_peer(&slot);
+    assert!(!consumer.is_registered(PeerRole::Producer));
+    assert!(!consumer.clone().is_registered(PeerRole::Consumer));
+    // An empty ring: the claim fails, the intent stays clear.
+    assert_eq!(recv(&consumer), Err(RecvError::Empty));
+    consumer.try_send(b"a", &meta()).unwrap();
+    assert_eq!(recv(&consumer).unwrap(), b"a");
+    let record = segment.peers().unwrap()[0].record;
+    assert_eq!(record.intent_count, 0);
+    assert_eq!(record.intent_position, 0, "the claim of position 0");
+    // A record of another channel is ignored.
+    let other = segment
+        .register(1, PeerRole::Producer, LIVE.0, LIVE.1, runtime::RUST)
+        .unwrap();
+    let channel = segment.open_channel(0).unwrap().with_peer(&other);
+    assert!(!channel.is_registered(PeerRole::Producer));
+}
+
+#[test]
+fn a_peer_table_offset_out_of_range_is_refused() {
+    let mut buf = buffer();
+    setup(&mut buf);
+    let len = buf.len() as u64;
+    for bad in [
+        64,                                // inside the header
+        HEADER_SIZE as u64 + 8,            // misaligned
+        len - PEER_TABLE_SIZE as u64 + 64, // runs past the end
+        u64::MAX - 63,                     // overflows
+    ] {
+        let mut copy = SegmentBuf::from_bytes(buf.bytes());
+        copy.write_u64(48, bad);
+        let expected = Error::Corrupt(Corruption::PeerTableOutOfRange {
+            found: bad,
+            segment_len: len,
+        });
+        assert_eq!(parse_segment(copy.bytes()).unwrap_err(), expected, "{bad}");
+        assert_eq!(
+            Segment::attach(copy.region()).err(),
+            Some(expected),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn a_peer_table_overlapping_a_band_is_refused() {
+    let mut buf = buffer();
+    setup(&mut buf);
+    // Channel 1's band starts at HEADER_SIZE + 4 slots.
+    let bad = (HEADER_SIZE + 4 * SLOT_SIZE) as u64;
+    buf.write_u64(48, bad);
+    let expected = Error::Corrupt(Corruption::PeerTableOverlapsBand {
+        peer_table_offset: bad,
+        channel: 1,
+    });
+    assert_eq!(parse_segment(buf.bytes()).unwrap_err(), expected);
+    let segment = Segment::attach(buf.region()).unwrap();
+    assert_eq!(segment.peer_table().err(), Some(expected));
+    assert_eq!(
+        segment
+            .register(0, PeerRole::Producer, 5, 0, runtime::RUST)
+            .err(),
+        Some(expected)
+    );
+    let channel = segment.open_channel(0).unwrap();
+    assert_eq!(
+        segment.repair(&channel, &alive(), 5, 0).err(),
+        Some(expected)
+    );
+}
+
+#[test]
+fn repair_refuses_a_channel_of_another_segment() {
+    let mut a = buffer();
+    let mut b = buffer();
+    let segment_a = setup(&mut a);
+    let segment_b = setup(&mut b);
+    let foreign = segment_b.open_channel(0).unwrap();
+    assert_eq!(
+        segment_a.repair(&foreign, &alive(), 5, 0).err(),
+        Some(Error::ChannelNotFound { id: 0 })
+    );
+}
+
+#[test]
+fn garbage_in_the_peer_table_never_panics() {
+    // A hostile peer fills every record with junk: registration, listing and repair stay
+    // typed and bounded.
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let slot = segment
+        .register(0, PeerRole::Producer, LIVE.0, LIVE.1, runtime::RUST)
+        .unwrap();
+    std::mem::forget(slot);
+    let records = table(&segment);
+    use std::sync::atomic::Ordering::Relaxed;
+    for (i, record) in records.iter().enumerate() {
+        let i = i as u64;
+        record.pid.store(0xFFFF_0000 | i as u32, Relaxed);
+        record.role.store((i % 4) as u16, Relaxed);
+        record.channel_id.store((i % 3) as u32, Relaxed);
+        record.intent_count.store(u32::MAX - i as u32, Relaxed);
+        record.intent_position.store(u64::MAX - i * 977, Relaxed);
+        record.start_time.store(i * 31, Relaxed);
+    }
+    assert_eq!(segment.peers().unwrap().len(), PEER_RECORDS);
+    assert_eq!(
+        segment
+            .register(0, PeerRole::Producer, 5, 0, runtime::RUST)
+            .unwrap_err(),
+        Error::PeerTableFull
+    );
+    let channel = segment.open_channel(0).unwrap();
+    channel.try_send(b"ok", &meta()).unwrap();
+    let report = segment
+        .repair(&channel, &Alive::new(&[]), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!((report.tombstoned, report.freed), (0, 0));
+    assert_eq!(recv(&channel).unwrap(), b"ok");
+}
+
+#[cfg(feature = "test-hooks")]
+mod hooks {
+    use super::*;
+    use dmxp_nostd::hooks::Step;
+    use std::sync::Mutex;
+
+    static STEPS: Mutex<Vec<(Step, u64)>> = Mutex::new(Vec::new());
+
+    fn record(step: Step, position: u64) {
+        STEPS.lock().unwrap().push((step, position));
+    }
+
+    #[test]
+    fn hooks_see_every_step_in_order() {
+        let mut buf = buffer();
+        let segment = setup(&mut buf);
+        let producer_slot = segment
+            .register(0, PeerRole::Producer, LIVE.0, LIVE.1, runtime::RUST)
+            .unwrap();
+        let consumer_slot = segment
+            .register(0, PeerRole::Consumer, LIVE.0, LIVE.1, runtime::RUST)
+            .unwrap();
+        let producer = segment
+            .open_channel(0)
+            .unwrap()
+            .with_peer(&producer_slot)
+            .with_test_hook(Some(record));
+        let consumer = segment
+            .open_channel(0)
+            .unwrap()
+            .with_peer(&consumer_slot)
+            .with_test_hook(Some(record));
+        producer.try_send(b"x", &meta()).unwrap();
+        recv(&consumer).unwrap();
+        let steps = std::mem::take(&mut *STEPS.lock().unwrap());
+        let expected: Vec<_> = Step::ALL.iter().map(|&s| (s, 0)).collect();
+        assert_eq!(steps, expected);
+        for step in Step::ALL {
+            assert_eq!(Step::from_name(step.name()), Some(step));
+        }
+    }
+}
