@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example producer 4 1000 [capacity] [--segment /dmxp_alloc]
-//!     [--first-index K] [--batch N]
+//!     [--first-index K] [--batch N] [--full-wait SECONDS]
 //! ```
 //!
 //! Creates the segment and the channels if they do not exist (two processes racing to do so
@@ -37,6 +37,9 @@ struct Args {
     /// Send with the batch API, this many messages per call (1: one at a time).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
     batch: u64,
+    /// Seconds a send waits on a full ring for a consumer before giving up.
+    #[arg(long, default_value_t = 60)]
+    full_wait: u64,
 }
 
 struct Sent {
@@ -69,7 +72,7 @@ fn send_all(args: &Args, channel: u32) -> dmxp::Result<Sent> {
             Err(e) if e.kind() == ErrorKind::Full => {
                 full += 1;
                 // Sleep on the channel's futex until a consumer frees a slot.
-                producer.send_timeout(&batch[0], Duration::from_secs(60))?;
+                producer.send_timeout(&batch[0], Duration::from_secs(args.full_wait))?;
                 1
             }
             Err(e) => return Err(e),

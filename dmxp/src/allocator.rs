@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use dmxp_nostd::layout::MAX_CHANNELS;
-use dmxp_nostd::{ChannelInfo, Error as CoreError, Segment};
+use dmxp_nostd::{ChannelInfo, Error as CoreError, PeerInfo, RepairReport, Segment};
 
 use crate::consumer::Consumer;
 use crate::error::{Error, ErrorKind, Result};
@@ -146,6 +146,37 @@ impl SharedMemoryAllocator {
     pub fn consumer(&self, id: u32) -> Result<Consumer> {
         let open = open_channel(&self.backing, id, Missing::Fail, self.deadline())?;
         Ok(Consumer::new(open))
+    }
+
+    /// Runs one repair pass over channel `id` (PROTOCOL.md §11.6): positions claimed by
+    /// producers or consumers that have died are tombstoned (a dead producer's) or freed (a
+    /// dead consumer's); dead records are freed. For tools such as `dmxp recover`.
+    pub fn recover(&self, id: u32) -> Result<RepairReport> {
+        let segment = self.segment()?;
+        let label = &self.backing.label;
+        let channel = segment
+            .open_channel(id)
+            .map_err(|e| Error::from_core(e, label))?
+            .with_wait_strategy(crate::FutexWait::new());
+        segment
+            .repair(
+                &channel,
+                &crate::recovery::ProcLiveness,
+                std::process::id(),
+                crate::recovery::own_start_time(),
+            )
+            .map_err(|e| Error::from_core(e, label))
+    }
+
+    /// Every taken record of the segment's peer table (empty when it has none yet), in table
+    /// order: who is registered on which channel, and what each is claiming. Judge their
+    /// owners with [`crate::process_alive`]`(pid, start_time)`.
+    pub fn peers(&self) -> Result<Vec<PeerInfo>> {
+        let segment = self.segment()?;
+        segment
+            .peers()
+            .map(|peers| peers.into_iter().collect())
+            .map_err(|e| Error::from_core(e, &self.backing.label))
     }
 
     /// `channel_count` from the header.

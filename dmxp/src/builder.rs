@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::handle::{open_channel, Missing};
 use crate::memory::{
     self, Backing, OpenOptions, Source, DEFAULT_MODE, DEFAULT_SEGMENT_SIZE, DEFAULT_TIMEOUT,
+    GROUP_MODE,
 };
 use crate::producer::Producer;
 
@@ -39,6 +40,16 @@ pub const DEFAULT_CAPACITY: u64 = 1024;
 /// 128 MiB created with mode `0o600`, and 5 s to wait for a segment or channel that another
 /// process is still creating. The library does not read environment variables; the examples
 /// honour `DMXP_SEGMENT` themselves.
+///
+/// Permissions: a segment this builder creates (shm object or file) is owner-only (`0o600`):
+/// processes of other users cannot attach and get [`ErrorKind::Io`]`(PermissionDenied)`
+/// (`EACCES`). Share it with a group explicitly, with [`Self::with_group_access`] (`0o660`,
+/// the creator's group) or [`Self::with_group`] (`0o660`, a named group). Anyone who can attach
+/// can also corrupt or truncate the segment, so share it only with trusted users. An existing
+/// segment keeps its owner, group and mode. memfd segments have no mode: access is by
+/// descriptor.
+///
+/// [`ErrorKind::Io`]: crate::ErrorKind::Io
 #[derive(Clone)]
 pub struct ChannelBuilder {
     channel_id: u32,
@@ -46,6 +57,7 @@ pub struct ChannelBuilder {
     source: Source,
     size: usize,
     mode: u32,
+    group: Option<u32>,
     timeout: Duration,
 }
 
@@ -64,6 +76,7 @@ impl ChannelBuilder {
             source: Source::default(),
             size: DEFAULT_SEGMENT_SIZE,
             mode: DEFAULT_MODE,
+            group: None,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -118,10 +131,30 @@ impl ChannelBuilder {
         self
     }
 
-    /// Mode bits of a segment this builder creates (default `0o600`), applied exactly.
+    /// Mode bits of a segment this builder creates (default `0o600`, owner only), applied
+    /// exactly whatever the umask. Bits outside `0o777` make creation fail (`InvalidInput`).
     pub fn with_mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
+    }
+
+    /// Shares a segment this builder creates with the creator's group: mode `0o660`, so every
+    /// process whose user is in that group can attach (and, like the owner, read and write
+    /// every byte of it). Same as `with_mode(0o660)`.
+    pub fn with_group_access(self) -> Self {
+        self.with_mode(GROUP_MODE)
+    }
+
+    /// Shares a segment this builder creates with group `gid`: the new shm object or file is
+    /// given to that group (`fchown`, before it is formatted) and gets mode `0o660`. The
+    /// creating process must belong to the group (or hold `CAP_CHOWN`), else creation fails
+    /// with [`ErrorKind::Io`]`(PermissionDenied)`. A later [`Self::with_mode`] changes the mode
+    /// bits. Ignored for segments that exist already, and for memfd segments.
+    ///
+    /// [`ErrorKind::Io`]: crate::ErrorKind::Io
+    pub fn with_group(mut self, gid: u32) -> Self {
+        self.group = Some(gid);
+        self.with_mode(GROUP_MODE)
     }
 
     /// How long to wait for a segment or channel that another process is still creating
@@ -136,6 +169,7 @@ impl ChannelBuilder {
             create,
             size: self.size,
             mode: self.mode,
+            group: self.group,
             timeout: self.timeout,
         }
     }

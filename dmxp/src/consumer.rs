@@ -13,13 +13,14 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dmxp_nostd::layout::MSG_INLINE;
-use dmxp_nostd::{ChannelInfo, MessageMeta, Payload, RecvError, RecvGuard};
+use dmxp_nostd::{ChannelInfo, MessageMeta, Payload, PeerRole, RecvError, RecvGuard, RepairReport};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::handle::OpenChannel;
+use crate::handle::{FutexChannel, HandleCell, OpenChannel};
+use crate::recovery::{slice_deadline, StuckWatch};
 use crate::wait::FutexWait;
 
 /// Bound on consecutive lost/corrupt positions skipped in one call (each one is a consumed
@@ -38,7 +39,8 @@ pub struct Message {
 pub struct ReceiveStats {
     /// Messages delivered.
     pub received: u64,
-    /// Tombstones of messages whose producer died, skipped.
+    /// Tombstones of messages whose producer died (crash recovery, PROTOCOL.md §11),
+    /// skipped. Batch receives count them here too (and in `dropped_in_batch`).
     pub lost: u64,
     /// Messages with an impossible `payload_len`, skipped.
     pub corrupt: u64,
@@ -57,18 +59,44 @@ struct Counters {
 }
 
 /// Receives messages from one channel. Cheap to clone; clones share the mapping and the
-/// counters, and may be used from several threads at once (the ring is multi-consumer).
-#[derive(Clone)]
+/// counters, and each clone can be moved to its own thread (the ring is multi-consumer).
+///
+/// # Crash recovery
+///
+/// Each consumer (and each clone) registers a record in the segment's peer table and writes
+/// there, around every claim, the positions it is about to take (PROTOCOL.md §11). If this
+/// process dies mid-receive, a producer that finds the ring stuck on the slot frees it (the
+/// message is lost). Because a record holds one receive at a time, a `Consumer` is `Send` but
+/// not `Sync`: share clones between threads, not references. When the peer table is full the
+/// consumer still works, without that protection ([`Self::is_registered`]).
+///
+/// A receive that finds nothing because a producer died between claiming a position and
+/// publishing it repairs the channel once it has been stuck there for
+/// [`STUCK_GRACE`](crate::STUCK_GRACE): the position becomes a LOST tombstone, skipped and
+/// counted in [`ReceiveStats::lost`]. Blocking receives re-check that often while stuck.
 pub struct Consumer {
-    open: Arc<OpenChannel>,
+    cell: HandleCell,
     counters: Arc<Counters>,
+    stuck: StuckWatch,
+}
+
+impl Clone for Consumer {
+    /// Another consumer on the same channel, with its own peer record and the same counters.
+    fn clone(&self) -> Self {
+        Self {
+            cell: HandleCell::register(Arc::clone(self.cell.open()), PeerRole::Consumer),
+            counters: Arc::clone(&self.counters),
+            stuck: StuckWatch::default(),
+        }
+    }
 }
 
 impl fmt::Debug for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Consumer")
-            .field("segment", &self.open.label)
+            .field("segment", &self.cell.open().label)
             .field("channel", &self.channel_id())
+            .field("registered", &self.is_registered())
             .finish()
     }
 }
@@ -82,9 +110,50 @@ enum Step<T> {
 impl Consumer {
     pub(crate) fn new(open: OpenChannel) -> Self {
         Self {
-            open: Arc::new(open),
+            cell: HandleCell::register(Arc::new(open), PeerRole::Consumer),
             counters: Arc::default(),
+            stuck: StuckWatch::default(),
         }
+    }
+
+    fn channel(&self) -> &FutexChannel<'_> {
+        self.cell.channel()
+    }
+
+    /// True when this consumer holds a peer record, so that a receive it leaves unfinished by
+    /// dying is repaired by its peers. False when the segment's peer table is full or could
+    /// not be carved (no room left).
+    pub fn is_registered(&self) -> bool {
+        self.cell.is_registered()
+    }
+
+    /// Runs one repair pass over this channel now (PROTOCOL.md §11.6): positions claimed by
+    /// producers or consumers that have died are tombstoned or freed. Receives do this by
+    /// themselves when the channel stays stuck; this is for tools and tests.
+    pub fn recover(&self) -> Result<RepairReport> {
+        self.cell.recover()
+    }
+
+    /// After a receive found nothing: repairs the channel if a dead producer has held the
+    /// position at `head` for the grace period. True when something was repaired (try again).
+    fn repair_if_stuck(&self) -> bool {
+        if !self.stuck.due(self.channel().stuck_receive_position()) {
+            return false;
+        }
+        self.stuck.restart();
+        self.recover().is_ok_and(|report| report.repaired())
+    }
+
+    /// One wait for a message until `deadline` (sooner while watching a stuck position);
+    /// `Err(Empty)` once the deadline has passed.
+    fn wait(&self, deadline: Option<Instant>) -> std::result::Result<(), RecvError> {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(RecvError::Empty);
+        }
+        let slice = slice_deadline(deadline, self.stuck.watching());
+        let waiter = slice.map_or(FutexWait::new(), FutexWait::until);
+        self.channel().wait_for_message(&waiter);
+        Ok(())
     }
 
     /// Sorts a core receive error: `Ok(None)` empty, `Ok(Some(Skipped))` a lost or corrupt
@@ -115,6 +184,8 @@ impl Consumer {
             let step = match attempt() {
                 Ok(value) => Step::Got(value),
                 Err(e) => match self.sort(e)? {
+                    // Empty: unless a dead producer holds the head and was just repaired.
+                    None if self.repair_if_stuck() => Step::Skipped,
                     None => return Ok(None),
                     Some(step) => step,
                 },
@@ -135,7 +206,7 @@ impl Consumer {
     /// Receives one message and its metadata without blocking.
     pub fn receive_with_meta(&self) -> Result<Option<Message>> {
         let mut buf = [0u8; MSG_INLINE];
-        let channel = self.open.channel();
+        let channel = self.channel();
         Ok(self
             .skipping(|| channel.try_recv(&mut buf))?
             .map(|r| Message {
@@ -148,7 +219,7 @@ impl Consumer {
     /// message longer than `buf` stays in the ring and the call fails with `BufferTooSmall`
     /// (a 960-byte buffer always suffices).
     pub fn receive_into(&self, buf: &mut [u8]) -> Result<Option<(MessageMeta, usize)>> {
-        let channel = self.open.channel();
+        let channel = self.channel();
         Ok(self
             .skipping(|| channel.try_recv(buf))?
             .map(|r| (r.meta, r.len)))
@@ -157,12 +228,12 @@ impl Consumer {
     /// Receives one message, sleeping (futex) while the channel is empty, for at most
     /// `timeout`; `None` if nothing arrived in time.
     pub fn receive_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
-        self.receive_waiting(FutexWait::with_timeout(timeout))
+        self.receive_waiting(FutexWait::with_timeout(timeout).deadline())
     }
 
     /// Receives one message, sleeping (futex) while the channel is empty, without a deadline.
     pub fn receive_blocking(&self) -> Result<Message> {
-        match self.receive_waiting(FutexWait::new())? {
+        match self.receive_waiting(None)? {
             Some(message) => Ok(message),
             // Only reachable if a peer keeps writing bad messages past SKIP_LIMIT.
             None => Err(Error::new(
@@ -175,13 +246,17 @@ impl Consumer {
         }
     }
 
-    fn receive_waiting(&self, waiter: FutexWait) -> Result<Option<Message>> {
+    /// Receives, waiting until `deadline` (`None`: no deadline); "empty" ends the loop only
+    /// once out of time.
+    fn receive_waiting(&self, deadline: Option<Instant>) -> Result<Option<Message>> {
         let mut buf = [0u8; MSG_INLINE];
-        let channel = self.open.channel();
-        let received = self.skipping(|| match channel.recv_blocking(&mut buf, &waiter) {
-            // Out of time: report it as "empty" to end the loop.
-            Err(RecvError::TimedOut) => Err(RecvError::Empty),
-            other => other,
+        let channel = self.channel();
+        let received = self.skipping(|| loop {
+            match channel.try_recv(&mut buf) {
+                Err(RecvError::Empty) if self.repair_if_stuck() => {}
+                Err(RecvError::Empty) => self.wait(deadline)?,
+                other => return other,
+            }
         })?;
         Ok(received.map(|r| Message {
             meta: r.meta,
@@ -208,7 +283,12 @@ impl Consumer {
     where
         F: FnMut(&MessageMeta, &[u8]),
     {
-        match self.open.channel().try_recv_batch(max, deliver) {
+        let mut deliver = deliver;
+        let mut result = self.channel().try_recv_batch(max, &mut deliver);
+        if result == Err(RecvError::Empty) && self.repair_if_stuck() {
+            result = self.channel().try_recv_batch(max, &mut deliver);
+        }
+        match result {
             Ok(batch) => {
                 self.counters
                     .received
@@ -216,6 +296,7 @@ impl Consumer {
                 self.counters
                     .dropped_in_batch
                     .fetch_add(batch.dropped as u64, Relaxed);
+                self.counters.lost.fetch_add(batch.lost as u64, Relaxed);
                 Ok(batch.delivered)
             }
             Err(RecvError::Empty) => Ok(0),
@@ -227,7 +308,7 @@ impl Consumer {
     /// Receives one message in place (zero-copy) without blocking. The slot is freed when the
     /// guard drops: hold it briefly, producers cannot reuse the slot meanwhile.
     pub fn receive_in_place(&self) -> Result<Option<InPlace<'_>>> {
-        let channel = self.open.channel();
+        let channel = self.channel();
         Ok(self
             .skipping(|| channel.try_recv_in_place())?
             .map(|guard| InPlace { guard }))
@@ -254,22 +335,22 @@ impl Consumer {
 
     /// The channel id.
     pub fn channel_id(&self) -> u32 {
-        self.open.channel().id()
+        self.channel().id()
     }
 
     /// Slots in the ring.
     pub fn capacity(&self) -> u64 {
-        self.open.channel().capacity()
+        self.channel().capacity()
     }
 
     /// Cursors and depth right now.
     pub fn info(&self) -> ChannelInfo {
-        self.open.channel().info()
+        self.channel().info()
     }
 
     /// The segment, as named in error messages.
     pub fn segment(&self) -> &str {
-        &self.open.label
+        &self.cell.open().label
     }
 }
 

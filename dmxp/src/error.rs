@@ -38,8 +38,16 @@ pub enum ErrorKind {
     /// An operation gave up after a bounded number of contended retries (heavy contention,
     /// or a peer scribbling on the cursors).
     Busy,
+    /// The segment or channel was left half-made by a creator that died (`creator_pid` no
+    /// longer runs). A producer (which may create) reformats or re-creates it; a consumer
+    /// gets this error at once rather than a timeout.
+    Abandoned { creator_pid: u32 },
     /// An operating-system call failed.
     Io(io::ErrorKind),
+    /// The segment's shm object or file is shorter than the segment: a peer truncated it.
+    /// `expected` is the size the segment needs (its recorded `segment_size`, or the size
+    /// mapped), `found` the object's size now. Touching the lost pages would raise `SIGBUS`.
+    Truncated { expected: u64, found: u64 },
 }
 
 /// The facade's error: a kind, a one-line message, and the underlying OS error if any.
@@ -62,10 +70,12 @@ impl Error {
         }
     }
 
-    /// An OS error, with what we were doing when it happened.
+    /// An OS error, with what we were doing when it happened. A backend's "truncated"
+    /// report becomes [`ErrorKind::Truncated`].
     pub(crate) fn io(source: io::Error, doing: impl fmt::Display) -> Self {
+        let kind = truncated(&source).unwrap_or(ErrorKind::Io(source.kind()));
         Self {
-            kind: ErrorKind::Io(source.kind()),
+            kind,
             message: format!("{doing}: {source}"),
             source: Some(source),
         }
@@ -83,12 +93,13 @@ impl Error {
                 field: c.field(),
                 channel: c.channel(),
             },
-            CoreError::OutOfSpace { .. } => ErrorKind::OutOfSpace,
+            CoreError::OutOfSpace { .. } | CoreError::PeerTableFull => ErrorKind::OutOfSpace,
             CoreError::Busy => ErrorKind::Busy,
             CoreError::RegionMisaligned { .. }
             | CoreError::RegionTooSmall { .. }
             | CoreError::InvalidChannelId { .. }
-            | CoreError::InvalidCapacity { .. } => ErrorKind::InvalidInput,
+            | CoreError::InvalidCapacity { .. }
+            | CoreError::InvalidPid => ErrorKind::InvalidInput,
         };
         let message = match error {
             CoreError::ChannelBeingCreated { id } => {
@@ -181,10 +192,34 @@ impl Error {
             | ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
             ErrorKind::Corrupt { .. } | ErrorKind::Lost { .. } => io::ErrorKind::InvalidData,
-            ErrorKind::OutOfSpace | ErrorKind::Busy => io::ErrorKind::Other,
+            ErrorKind::OutOfSpace | ErrorKind::Busy | ErrorKind::Abandoned { .. } => {
+                io::ErrorKind::Other
+            }
             ErrorKind::Io(kind) => kind,
+            ErrorKind::Truncated { .. } => io::ErrorKind::InvalidData,
         }
     }
+}
+
+/// The sizes in a backend's `Truncated` payload, if `error` carries one.
+#[cfg_attr(not(any(feature = "shm", feature = "file")), allow(unused_variables))]
+fn truncated(error: &io::Error) -> Option<ErrorKind> {
+    let inner = error.get_ref()?;
+    #[cfg(feature = "shm")]
+    if let Some(t) = inner.downcast_ref::<dmxp_shm::Truncated>() {
+        return Some(ErrorKind::Truncated {
+            expected: t.expected,
+            found: t.found,
+        });
+    }
+    #[cfg(feature = "file")]
+    if let Some(t) = inner.downcast_ref::<dmxp_file::Truncated>() {
+        return Some(ErrorKind::Truncated {
+            expected: t.expected,
+            found: t.found,
+        });
+    }
+    None
 }
 
 impl fmt::Display for Error {

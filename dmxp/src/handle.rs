@@ -1,14 +1,17 @@
 //! A channel that owns its mapping: the mapping (an `Arc`) and a core `Channel` borrowing it,
 //! tied together with `self_cell` so no hand-written unsafe is needed.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dmxp_nostd::{Channel, Error as CoreError, Segment};
+use dmxp_nostd::layout::runtime;
+use dmxp_nostd::{Channel, Error as CoreError, PeerRole, PeerSlot, RepairReport, Segment};
 use self_cell::self_cell;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::memory::{retry_until, Backing, SharedMemory};
+use crate::recovery::{process_alive, ProcLiveness};
 use crate::wait::FutexWait;
 
 pub(crate) type FutexChannel<'a> = Channel<'a, FutexWait>;
@@ -35,6 +38,81 @@ impl OpenChannel {
     }
 }
 
+/// One handle's view of an open channel: the channel writing this handle's intents, and the
+/// peer record it writes them to (none when the table is full or could not be carved).
+pub(crate) struct Peered<'a> {
+    pub channel: FutexChannel<'a>,
+    pub slot: Option<PeerSlot<'a>>,
+}
+
+self_cell!(
+    /// A producer's or consumer's own registration over the shared open channel. Not `Sync`:
+    /// its peer record holds one intent at a time.
+    pub(crate) struct HandleCell {
+        owner: Arc<OpenChannel>,
+
+        #[covariant]
+        dependent: Peered,
+    }
+);
+
+impl HandleCell {
+    /// Registers a new peer record of `role` for a handle on `open` (PROTOCOL.md §11.3). A
+    /// handle that cannot register (table full, no room for it, a corrupt table) still works,
+    /// without crash protection.
+    pub fn register(open: Arc<OpenChannel>, role: PeerRole) -> Self {
+        HandleCell::new(open, |open| {
+            let base = open.channel();
+            let slot = Segment::attach(open.cell.borrow_owner().region())
+                .and_then(|segment| {
+                    segment.register(
+                        base.id(),
+                        role,
+                        std::process::id(),
+                        crate::recovery::own_start_time(),
+                        runtime::RUST,
+                    )
+                })
+                .ok();
+            let channel = match &slot {
+                Some(slot) => base.clone().with_peer(slot),
+                None => base.clone(),
+            };
+            #[cfg(feature = "test-hooks")]
+            let channel = channel.with_test_hook(Some(crate::recovery::test_hooks::trampoline));
+            Peered { channel, slot }
+        })
+    }
+
+    /// The channel as this handle uses it.
+    pub fn channel(&self) -> &FutexChannel<'_> {
+        &self.borrow_dependent().channel
+    }
+
+    pub fn open(&self) -> &Arc<OpenChannel> {
+        self.borrow_owner()
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.borrow_dependent().slot.is_some()
+    }
+
+    /// One repair pass for this channel (PROTOCOL.md §11.6).
+    pub fn recover(&self) -> Result<RepairReport> {
+        let open = self.borrow_owner();
+        let segment = Segment::attach(open.cell.borrow_owner().region())
+            .map_err(|e| Error::from_core(e, &open.label))?;
+        segment
+            .repair(
+                self.channel(),
+                &crate::recovery::ProcLiveness,
+                std::process::id(),
+                crate::recovery::own_start_time(),
+            )
+            .map_err(|e| Error::from_core(e, &open.label))
+    }
+}
+
 /// What to do when the channel does not exist.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Missing {
@@ -54,6 +132,7 @@ pub(crate) fn open_channel(
 ) -> Result<OpenChannel> {
     let pid = std::process::id();
     let label = &backing.label;
+    let creator = Cell::new(0);
     let cell = retry_until(
         deadline,
         || {
@@ -61,15 +140,24 @@ pub(crate) fn open_channel(
                 let segment =
                     Segment::attach(memory.region())?.with_wait_strategy(FutexWait::new());
                 match missing {
-                    Missing::Create(capacity) => segment
-                        .open_or_create_channel(id, capacity, pid)
-                        .map(|(channel, _)| channel),
+                    Missing::Create(capacity) => {
+                        match segment.open_or_create_channel(id, capacity, pid) {
+                            Ok((channel, _)) => Ok(channel),
+                            // Left half-made by a creator that died? Take it over (§5.3).
+                            Err(CoreError::ChannelBeingCreated { .. }) => {
+                                segment.reclaim_channel(id, capacity, pid, &ProcLiveness)
+                            }
+                            Err(other) => Err(other),
+                        }
+                    }
                     Missing::Fail => segment.open_channel(id),
                 }
             });
             match opened {
                 Ok(cell) => Ok(Some(cell)),
-                Err(CoreError::ChannelBeingCreated { .. }) => Ok(None),
+                Err(CoreError::ChannelBeingCreated { .. }) => {
+                    channel_pending(backing, id, &creator).map(|()| None)
+                }
                 Err(CoreError::ChannelNotFound { id }) => Err(Error::new(
                     ErrorKind::NotFound,
                     format!(
@@ -79,10 +167,46 @@ pub(crate) fn open_channel(
                 Err(other) => Err(Error::from_core(other, label)),
             }
         },
-        || Error::from_core(CoreError::ChannelBeingCreated { id }, label),
+        || channel_still_being_created(label, id, creator.get()),
     )?;
     Ok(OpenChannel {
         cell,
         label: Arc::clone(label),
     })
+}
+
+/// Channel `id` is `CREATING`: notes its creator's pid, and fails with
+/// [`ErrorKind::Abandoned`] when that creator is dead (only a caller that may create takes the
+/// channel over, and it got here only if it could not).
+fn channel_pending(backing: &Backing, id: u32, creator: &Cell<u32>) -> Result<()> {
+    let segment = Segment::attach(backing.memory.region())
+        .map_err(|e| Error::from_core(e, &backing.label))?;
+    let pid = match segment.channel_creator(id) {
+        Ok(Some(pid)) => pid,
+        _ => return Ok(()),
+    };
+    creator.set(pid);
+    if pid != 0 && !process_alive(pid, 0) {
+        return Err(Error::new(
+            ErrorKind::Abandoned { creator_pid: pid },
+            format!(
+                "{}: channel {id} abandoned: its creator (pid {pid}) died before finishing it; \
+                 a producer re-creates it",
+                backing.label
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The timeout error for a channel that stayed `CREATING`.
+fn channel_still_being_created(label: &str, id: u32, creator: u32) -> Error {
+    let by = match creator {
+        0 => "a creator that has not recorded its pid".to_owned(),
+        pid => format!("pid {pid}"),
+    };
+    Error::new(
+        ErrorKind::Timeout,
+        format!("{label}: channel {id} still being created by {by}"),
+    )
 }

@@ -48,6 +48,29 @@
 //!   (kind `Corrupt`, naming the field), lost or corrupt messages are counted and skipped
 //!   (see [`Consumer`]).
 //! * One error type, [`Error`], with [`Error::kind`]; it converts into `std::io::Error`.
+//!
+//! ## Crash recovery
+//!
+//! A process can be killed at any instruction, including between claiming a slot and
+//! publishing (or freeing) it, which would stall the channel for everyone. Every [`Producer`]
+//! and [`Consumer`] therefore registers in the segment's peer table and records, around each
+//! claim, the positions it is about to own (`docs/PROTOCOL.md` §11). A receive that finds the
+//! channel stuck at one position for [`STUCK_GRACE`] (10 ms), or a send that finds the ring
+//! full on a slot a consumer claimed and never freed, checks the registrants' liveness
+//! ([`process_alive`]: `kill(pid, 0)` and `/proc/<pid>/stat`, with the process start time
+//! guarding against pid reuse) and repairs the positions of dead ones: a dead producer's
+//! position becomes a LOST tombstone that consumers skip and count
+//! ([`ReceiveStats::lost`]), a dead consumer's slot is freed (its message is lost).
+//! Blocking calls re-check at least every [`STUCK_GRACE`] while the channel is stuck, so a
+//! stall ends within a few tens of milliseconds. [`Producer::recover`],
+//! [`Consumer::recover`] and [`SharedMemoryAllocator::recover`] run a repair pass on demand;
+//! [`SharedMemoryAllocator::peers`] lists the records.
+//!
+//! Because a record holds one claim at a time, producers and consumers are `Send` but not
+//! `Sync`: clone a handle for each thread (each clone registers its own record). A handle
+//! that cannot register (all 256 records taken, or no room left in the segment for the
+//! table) still works, without this protection ([`Producer::is_registered`]). Clients that
+//! do not register at all (older ones) give up the guarantee for positions they own.
 
 pub use dmxp_nostd as core;
 pub use dmxp_nostd::layout::{runtime, MAX_CHANNELS, MSG_INLINE};
@@ -62,13 +85,20 @@ pub use dmxp_shm as shm;
 
 mod allocator;
 mod builder;
+pub mod cleanup;
 mod consumer;
 mod error;
 mod handle;
 mod memory;
 pub mod pattern;
 mod producer;
+mod recovery;
 mod wait;
+
+pub use dmxp_nostd::{PeerInfo, PeerRole, RepairReport};
+#[cfg(feature = "test-hooks")]
+pub use recovery::test_hooks;
+pub use recovery::{process_alive, process_start_time, STUCK_GRACE};
 
 pub use allocator::{ChannelHandle, SharedMemoryAllocator};
 pub use builder::{ChannelBuilder, DEFAULT_CAPACITY};
@@ -101,11 +131,13 @@ mod tests {
     use super::*;
 
     fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
 
     #[test]
-    fn handles_are_send_and_sync() {
-        assert_send_sync::<Producer>();
-        assert_send_sync::<Consumer>();
+    fn handles_are_send_and_the_segment_sync() {
+        // Producers and consumers are Send, not Sync: each holds one peer record.
+        assert_send::<Producer>();
+        assert_send::<Consumer>();
         assert_send_sync::<SharedMemoryAllocator>();
         assert_send_sync::<Error>();
     }

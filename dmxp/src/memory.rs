@@ -3,18 +3,22 @@
 //! Creating: exclusively (`O_EXCL`, a file linked into place), so two processes never both
 //! format one segment. The loser of that race opens the winner's segment and attaches; while
 //! the winner has not finished (the object is still too small, or `magic` is still 0) the
-//! loser retries until the builder's timeout, then fails with "still being created or
-//! abandoned". Nothing here ever truncates, reformats or unlinks an existing segment.
+//! loser retries until the builder's timeout, then fails with "still being created". Nothing
+//! here ever truncates or unlinks an existing segment, and the only one it reformats is one
+//! provably abandoned: `magic` still 0 and the recorded creator dead (PROTOCOL.md §3.3), and
+//! only when the caller may create (a consumer gets `ErrorKind::Abandoned` instead).
 
+use std::cell::Cell;
 use std::fmt;
 #[cfg(any(feature = "file", feature = "memfd"))]
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dmxp_nostd::{Error as CoreError, Segment, SegmentMemory};
+use dmxp_nostd::{Abandonment, Error as CoreError, Segment, SegmentMemory};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::recovery::ProcLiveness;
 
 /// A mapped segment shared by every handle that uses it; unmapped when the last one drops.
 pub type SharedMemory = Arc<dyn SegmentMemory + Send + Sync>;
@@ -25,6 +29,9 @@ pub const DEFAULT_SEGMENT_NAME: &str = "/dmxp_alloc";
 pub const DEFAULT_SEGMENT_SIZE: usize = 128 << 20;
 /// Default mode bits of a created segment: owner read/write only.
 pub const DEFAULT_MODE: u32 = 0o600;
+/// Mode bits of a segment shared with a group (`ChannelBuilder::with_group_access`): owner and
+/// group read/write.
+pub(crate) const GROUP_MODE: u32 = 0o660;
 /// Default time to wait for a segment or channel that another process is creating.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -86,6 +93,8 @@ pub(crate) struct OpenOptions {
     pub create: bool,
     pub size: usize,
     pub mode: u32,
+    /// Group to give a created segment to (`fchown`); `None`: the creator's effective group.
+    pub group: Option<u32>,
     pub timeout: Duration,
 }
 
@@ -99,13 +108,59 @@ pub(crate) struct Backing {
 /// One attempt: `Ok(None)` means "being created by someone else; retry".
 type Attempt = Result<Option<SharedMemory>>;
 
-/// Checks that `memory` holds a formatted segment: `Ok(None)` while magic is still 0.
-fn attached(memory: SharedMemory, label: &str) -> Attempt {
+/// Checks that `memory` holds a formatted segment: `Ok(None)` while it is being created.
+///
+/// A segment whose creator died before publishing it (PROTOCOL.md §3.3) is reformatted when
+/// `create` is set (this caller would have created it anyway) and reported as
+/// [`ErrorKind::Abandoned`] otherwise. `creator` records the pid found, for the timeout message.
+fn attached(memory: SharedMemory, label: &str, create: bool, creator: &Cell<u32>) -> Attempt {
     match Segment::attach(memory.region()) {
         Ok(_) => Ok(Some(memory)),
-        Err(CoreError::NotReady) => Ok(None),
+        Err(CoreError::NotReady) => unpublished(memory, label, create, creator),
         Err(other) => Err(Error::from_core(other, label)),
     }
+}
+
+fn unpublished(memory: SharedMemory, label: &str, create: bool, creator: &Cell<u32>) -> Attempt {
+    let pid = match Segment::abandoned_by(memory.region(), &ProcLiveness) {
+        // Published since: the next attempt attaches.
+        Ok(Abandonment::Published) => return Ok(None),
+        Ok(Abandonment::BeingCreated { creator_pid }) => {
+            creator.set(creator_pid);
+            return Ok(None);
+        }
+        Ok(Abandonment::Abandoned { creator_pid }) => creator_pid,
+        Err(other) => return Err(Error::from_core(other, label)),
+    };
+    creator.set(pid);
+    if !create {
+        return Err(Error::new(
+            ErrorKind::Abandoned { creator_pid: pid },
+            format!(
+                "{label}: abandoned: its creator (pid {pid}) died before finishing it; a \
+                 producer reformats it, or remove it (`dmxp rm`)"
+            ),
+        ));
+    }
+    match Segment::reclaim_abandoned(memory.region(), std::process::id(), &ProcLiveness) {
+        Ok(_) => Ok(Some(memory)),
+        // Another process took it over first: attach to its segment once published.
+        Err(CoreError::NotReady | CoreError::AlreadyFormatted) => Ok(None),
+        Err(other) => Err(Error::from_core(other, label)),
+    }
+}
+
+/// The timeout error for a segment that stayed unpublished: who was creating it, if known.
+fn still_being_created(label: &str, creator: u32, waited: Duration) -> Error {
+    let message = if creator == 0 {
+        format!(
+            "{label}: segment still being created (waited {waited:?}); its creator has not \
+             recorded its pid: if it died that early, remove the segment (`dmxp rm`)"
+        )
+    } else {
+        format!("{label}: segment still being created by pid {creator} (waited {waited:?})")
+    };
+    Error::new(ErrorKind::Timeout, message)
 }
 
 /// Calls `attempt` until it yields the memory or an error, or the deadline passes.
@@ -134,19 +189,11 @@ pub(crate) fn open(source: &Source, options: OpenOptions) -> Result<Backing> {
     let deadline = Instant::now()
         .checked_add(options.timeout)
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+    let creator = Cell::new(0);
     let memory = retry_until(
         deadline,
-        || attempt(source, options, &label),
-        || {
-            Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "{label}: segment still being created or abandoned by its creator \
-                     (waited {:?})",
-                    options.timeout
-                ),
-            )
-        },
+        || attempt(source, options, &label, &creator),
+        || still_being_created(&label, creator.get(), options.timeout),
     )?;
     Ok(Backing {
         memory,
@@ -155,19 +202,19 @@ pub(crate) fn open(source: &Source, options: OpenOptions) -> Result<Backing> {
 }
 
 #[cfg_attr(not(any(feature = "shm", feature = "file")), allow(unused_variables))]
-fn attempt(source: &Source, options: OpenOptions, label: &str) -> Attempt {
+fn attempt(source: &Source, options: OpenOptions, label: &str, creator: &Cell<u32>) -> Attempt {
     match source {
         #[cfg(feature = "shm")]
-        Source::Shm(name) => shm_attempt(name, options, label),
+        Source::Shm(name) => shm_attempt(name, options, label, creator),
         #[cfg(feature = "file")]
-        Source::File(path) => file_attempt(path, options, label),
+        Source::File(path) => file_attempt(path, options, label, creator),
         #[cfg(feature = "memfd")]
         Source::MemfdSocket(path) => {
             let segment = dmxp_memfd::MemfdSegment::connect(path)
                 .map_err(|e| Error::io(e, format!("fetching {label}")))?;
-            attached(Arc::new(segment), label)
+            attached(Arc::new(segment), label, options.create, creator)
         }
-        Source::Memory(memory, _) => attached(Arc::clone(memory), label),
+        Source::Memory(memory, _) => attached(Arc::clone(memory), label, options.create, creator),
         #[cfg(not(feature = "shm"))]
         Source::Unset => Err(Error::new(
             ErrorKind::InvalidInput,
@@ -185,12 +232,12 @@ fn not_found(label: &str) -> Error {
 }
 
 #[cfg(feature = "shm")]
-fn shm_attempt(name: &str, options: OpenOptions, label: &str) -> Attempt {
+fn shm_attempt(name: &str, options: OpenOptions, label: &str, creator: &Cell<u32>) -> Attempt {
     use dmxp_shm::ShmSegment;
     use std::io::ErrorKind as Io;
 
     if options.create {
-        match ShmSegment::create(name, options.size, options.mode) {
+        match ShmSegment::create_with_group(name, options.size, options.mode, options.group) {
             // `create` hands back a formatted segment.
             Ok(segment) => return Ok(Some(Arc::new(segment))),
             Err(e) if e.kind() == Io::AlreadyExists => {}
@@ -198,32 +245,52 @@ fn shm_attempt(name: &str, options: OpenOptions, label: &str) -> Attempt {
         }
     }
     match ShmSegment::open(name) {
-        Ok(segment) => attached(Arc::new(segment), label),
+        Ok(segment) => attached(Arc::new(segment), label, options.create, creator),
         // The object is still smaller than the header: its creator is sizing it.
         Err(e) if e.kind() == Io::WouldBlock => Ok(None),
         // Gone between our create and open (a creator that failed unlinks); create again.
         Err(e) if e.kind() == Io::NotFound && options.create => Ok(None),
         Err(e) if e.kind() == Io::NotFound => Err(not_found(label)),
+        Err(e) if e.kind() == Io::PermissionDenied => Err(permission_denied(e, label)),
         Err(e) => Err(Error::io(e, format!("opening {label}"))),
     }
 }
 
+/// Another user's segment, or one not shared with our group: say so, keep the OS error.
+#[cfg(any(feature = "shm", feature = "file"))]
+fn permission_denied(error: std::io::Error, label: &str) -> Error {
+    Error::io(
+        error,
+        format!(
+            "opening {label}: permission denied: its owner and mode do not let this user \
+             attach (its creator can share it with a group: ChannelBuilder::with_group_access \
+             or with_group)"
+        ),
+    )
+}
+
 #[cfg(feature = "file")]
-fn file_attempt(path: &std::path::Path, options: OpenOptions, label: &str) -> Attempt {
+fn file_attempt(
+    path: &std::path::Path,
+    options: OpenOptions,
+    label: &str,
+    creator: &Cell<u32>,
+) -> Attempt {
     use dmxp_file::FileSegment;
     use std::io::ErrorKind as Io;
 
     if options.create {
-        match FileSegment::create(path, options.size, options.mode) {
+        match FileSegment::create_with_group(path, options.size, options.mode, options.group) {
             Ok(segment) => return Ok(Some(Arc::new(segment))),
             Err(e) if e.kind() == Io::AlreadyExists => {}
             Err(e) => return Err(Error::io(e, format!("creating {label}"))),
         }
     }
     match FileSegment::open(path) {
-        Ok(segment) => attached(Arc::new(segment), label),
+        Ok(segment) => attached(Arc::new(segment), label, options.create, creator),
         Err(e) if e.kind() == Io::NotFound && options.create => Ok(None),
         Err(e) if e.kind() == Io::NotFound => Err(not_found(label)),
+        Err(e) if e.kind() == Io::PermissionDenied => Err(permission_denied(e, label)),
         Err(e) => Err(Error::io(e, format!("opening {label}"))),
     }
 }

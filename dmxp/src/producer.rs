@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dmxp_nostd::layout::runtime;
-use dmxp_nostd::{ChannelInfo, PayloadMut, SendLoan, SendMeta};
+use dmxp_nostd::{ChannelInfo, PayloadMut, PeerRole, RepairReport, SendError, SendLoan, SendMeta};
 
 use crate::error::{Error, Result};
-use crate::handle::OpenChannel;
+use crate::handle::{FutexChannel, HandleCell, OpenChannel};
+use crate::recovery::{slice_deadline, StuckWatch};
 use crate::wait::FutexWait;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock DMXP stamps `timestamp_ns` with. It counts from
@@ -22,31 +23,121 @@ pub fn monotonic_ns() -> u64 {
         .wrapping_add(now.tv_nsec as u64)
 }
 
-/// Sends messages on one channel. Cheap to clone; clones share the mapping and may be used
-/// from several threads at once (the ring is multi-producer).
+/// Sends messages on one channel. Cheap to clone; clones share the mapping, and each clone
+/// can be moved to its own thread (the ring is multi-producer).
 ///
 /// Every message is stamped with `message_id` (its position in the channel, increasing),
 /// `timestamp_ns` ([`monotonic_ns`] at send), `sender_pid` and `sender_runtime` = 1 (Rust).
-#[derive(Clone)]
+///
+/// # Crash recovery
+///
+/// Each producer (and each clone) registers a record in the segment's peer table and writes
+/// there, around every claim, the positions it is about to fill (PROTOCOL.md §11). If this
+/// process dies mid-send, a peer that finds the channel stuck publishes a LOST tombstone in
+/// place of the unfinished message, so consumers go on. Because a record holds one send at a
+/// time, a `Producer` is `Send` but not `Sync`: share clones between threads, not references.
+/// When the peer table is full (or there is no room to carve it) the producer still works,
+/// without that protection ([`Self::is_registered`]).
+///
+/// A send that finds the ring full because a consumer died holding a slot repairs it
+/// (frees the slot) once the channel has been stuck at that slot for
+/// [`STUCK_GRACE`](crate::STUCK_GRACE); blocking sends re-check that often while stuck.
 pub struct Producer {
-    open: Arc<OpenChannel>,
+    cell: HandleCell,
     pid: u32,
+    stuck: StuckWatch,
+}
+
+impl Clone for Producer {
+    /// Another producer on the same channel, with its own peer record.
+    fn clone(&self) -> Self {
+        Self::from_open(Arc::clone(self.cell.open()))
+    }
 }
 
 impl fmt::Debug for Producer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Producer")
-            .field("segment", &self.open.label)
+            .field("segment", &self.cell.open().label)
             .field("channel", &self.channel_id())
+            .field("registered", &self.is_registered())
             .finish()
     }
 }
 
 impl Producer {
     pub(crate) fn new(open: OpenChannel) -> Self {
+        Self::from_open(Arc::new(open))
+    }
+
+    fn from_open(open: Arc<OpenChannel>) -> Self {
         Self {
-            open: Arc::new(open),
+            cell: HandleCell::register(open, PeerRole::Producer),
             pid: std::process::id(),
+            stuck: StuckWatch::default(),
+        }
+    }
+
+    fn channel(&self) -> &FutexChannel<'_> {
+        self.cell.channel()
+    }
+
+    /// True when this producer holds a peer record, so that a send it leaves unfinished by
+    /// dying is repaired by its peers. False when the segment's peer table is full or could
+    /// not be carved (no room left).
+    pub fn is_registered(&self) -> bool {
+        self.cell.is_registered()
+    }
+
+    /// Runs one repair pass over this channel now (PROTOCOL.md §11.6): positions claimed by
+    /// producers or consumers that have died are tombstoned or freed. Sends do this by
+    /// themselves when the ring stays stuck; this is for tools and tests.
+    pub fn recover(&self) -> Result<RepairReport> {
+        self.cell.recover()
+    }
+
+    /// After a send found the ring full: repairs it if a dead consumer has held the slot at
+    /// `tail` for the grace period. True when something was repaired (try again).
+    fn repair_if_stuck(&self) -> bool {
+        if !self.stuck.due(self.channel().stuck_send_position()) {
+            return false;
+        }
+        self.stuck.restart();
+        self.recover().is_ok_and(|report| report.repaired())
+    }
+
+    /// Runs `attempt` until it does not find the ring full; while full, repairs a stuck ring
+    /// and waits on the futex until `deadline` (`None`: no deadline).
+    fn sending<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut() -> std::result::Result<T, SendError>,
+    ) -> std::result::Result<T, SendError> {
+        loop {
+            match attempt() {
+                Err(SendError::Full) => {}
+                other => return other,
+            }
+            if self.repair_if_stuck() {
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(SendError::TimedOut);
+            }
+            let slice = slice_deadline(deadline, self.stuck.watching());
+            let waiter = slice.map_or(FutexWait::new(), FutexWait::until);
+            self.channel().wait_for_free_slot(&waiter);
+        }
+    }
+
+    /// One non-blocking attempt, repaired once if the ring is stuck on a dead consumer.
+    fn once<T>(
+        &self,
+        mut attempt: impl FnMut() -> std::result::Result<T, SendError>,
+    ) -> std::result::Result<T, SendError> {
+        match attempt() {
+            Err(SendError::Full) if self.repair_if_stuck() => attempt(),
+            other => other,
         }
     }
 
@@ -78,9 +169,8 @@ impl Producer {
         message_type: u32,
         flags: u16,
     ) -> Result<u64> {
-        self.open
-            .channel()
-            .try_send(payload.as_ref(), &self.meta(message_type, flags))
+        let meta = self.meta(message_type, flags);
+        self.once(|| self.channel().try_send(payload.as_ref(), &meta))
             .map_err(|e| self.error(e))
     }
 
@@ -98,21 +188,18 @@ impl Producer {
         flags: u16,
         timeout: Duration,
     ) -> Result<u64> {
-        self.open
-            .channel()
-            .send_blocking(
-                payload.as_ref(),
-                &self.meta(message_type, flags),
-                &FutexWait::with_timeout(timeout),
-            )
-            .map_err(|e| self.error(e))
+        let meta = self.meta(message_type, flags);
+        let deadline = FutexWait::with_timeout(timeout).deadline();
+        self.sending(deadline, || {
+            self.channel().try_send(payload.as_ref(), &meta)
+        })
+        .map_err(|e| self.error(e))
     }
 
     /// Sends, sleeping (futex) while the ring is full, without a deadline.
     pub fn send_blocking(&self, payload: impl AsRef<[u8]>) -> Result<u64> {
-        self.open
-            .channel()
-            .send_blocking(payload.as_ref(), &self.meta(0, 0), &FutexWait::new())
+        let meta = self.meta(0, 0);
+        self.sending(None, || self.channel().try_send(payload.as_ref(), &meta))
             .map_err(|e| self.error(e))
     }
 
@@ -121,16 +208,17 @@ impl Producer {
     /// payload is checked first: one over 960 bytes fails the call and sends nothing. A full
     /// ring is a `Full` error.
     pub fn send_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<usize> {
-        self.open
-            .channel()
-            .try_send_batch(payloads, &self.meta(0, 0))
+        let meta = self.meta(0, 0);
+        self.once(|| self.channel().try_send_batch(payloads, &meta))
             .map_err(|e| self.error(e))
     }
 
     /// Claims a slot to write in place (zero-copy); publish it with [`Loan::commit`]. A loan
     /// dropped without commit is published as a skip marker that consumers pass over.
     pub fn loan(&self) -> Result<Loan<'_>> {
-        let inner = self.open.channel().try_loan().map_err(|e| self.error(e))?;
+        let inner = self
+            .once(|| self.channel().try_loan())
+            .map_err(|e| self.error(e))?;
         Ok(Loan {
             inner,
             producer: self,
@@ -139,22 +227,22 @@ impl Producer {
 
     /// The channel id.
     pub fn channel_id(&self) -> u32 {
-        self.open.channel().id()
+        self.channel().id()
     }
 
     /// Slots in the ring.
     pub fn capacity(&self) -> u64 {
-        self.open.channel().capacity()
+        self.channel().capacity()
     }
 
     /// Cursors and depth right now.
     pub fn info(&self) -> ChannelInfo {
-        self.open.channel().info()
+        self.channel().info()
     }
 
     /// The segment, as named in error messages (`shm segment /dmxp_alloc`).
     pub fn segment(&self) -> &str {
-        &self.open.label
+        &self.cell.open().label
     }
 }
 

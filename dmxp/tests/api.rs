@@ -110,7 +110,7 @@ fn blocking_send_times_out_when_full_and_proceeds_when_freed() {
 
     let consumer = builder(&name).build_consumer().unwrap();
     std::thread::scope(|s| {
-        let sender = s.spawn(|| producer.send_blocking("third"));
+        let sender = s.spawn(move || producer.send_blocking("third"));
         assert_eq!(
             consumer
                 .receive_timeout(Duration::from_secs(30))
@@ -135,7 +135,7 @@ fn receive_timeout_and_blocking_receive() {
         None
     );
     std::thread::scope(|s| {
-        let waiter = s.spawn(|| consumer.receive_blocking());
+        let waiter = s.spawn(move || consumer.receive_blocking());
         producer.send("wake up").unwrap();
         assert_eq!(waiter.join().unwrap().unwrap().payload, b"wake up");
     });
@@ -348,18 +348,45 @@ fn raw_shm_object(name: &ShmName, bytes: &[u8]) {
     file.write_all(bytes).unwrap();
 }
 
+/// The pid of a process that has exited and been reaped: provably dead.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// A segment as a creator leaves it when it dies mid-format: sized, `creator_pid` recorded,
+/// `magic` still 0.
+fn unpublished_segment(name: &ShmName, creator_pid: u32) {
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[40..44].copy_from_slice(&creator_pid.to_le_bytes());
+    raw_shm_object(name, &bytes);
+}
+
 #[test]
-fn a_segment_never_finished_times_out_with_a_clear_error() {
-    // Sized but magic still 0 (a creator that died before formatting).
+fn a_segment_still_being_created_times_out_naming_its_creator() {
+    // Creator recorded and running (this process).
     let name = ShmName::new("unfinished");
-    raw_shm_object(&name, &vec![0u8; 1 << 20]);
+    unpublished_segment(&name, std::process::id());
+    let err = builder(&name)
+        .with_timeout(Duration::from_millis(100))
+        .build_producer()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    let expected = format!("still being created by pid {}", std::process::id());
+    assert!(err.to_string().contains(&expected), "{err}");
+
+    // No creator recorded: cannot be proven abandoned, never reformatted.
+    let name = ShmName::new("anonymous");
+    unpublished_segment(&name, 0);
     let err = builder(&name)
         .with_timeout(Duration::from_millis(100))
         .build_producer()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(
-        err.to_string().contains("still being created or abandoned"),
+        err.to_string().contains("has not recorded its pid"),
         "{err}"
     );
 
@@ -371,10 +398,87 @@ fn a_segment_never_finished_times_out_with_a_clear_error() {
         .build_consumer()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
-    assert!(
-        err.to_string().contains("still being created or abandoned"),
-        "{err}"
+    assert!(err.to_string().contains("still being created"), "{err}");
+}
+
+#[test]
+fn a_segment_abandoned_by_a_dead_creator_is_reformatted_by_a_producer() {
+    let name = ShmName::new("abandoned");
+    let dead = dead_pid();
+    unpublished_segment(&name, dead);
+
+    // A consumer is told at once (no waiting out the timeout).
+    let err = builder(&name)
+        .with_timeout(Duration::from_secs(30))
+        .build_consumer()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Abandoned { creator_pid: dead });
+    assert!(err.to_string().contains("abandoned"), "{err}");
+
+    // A producer takes it over, formats it and creates its channel.
+    let producer = builder(&name)
+        .with_channel_id(3)
+        .with_capacity(16)
+        .build_producer()
+        .unwrap();
+    producer.send("reborn").unwrap();
+    let consumer = builder(&name).with_channel_id(3).build_consumer().unwrap();
+    assert_eq!(consumer.receive().unwrap().unwrap(), b"reborn");
+    let allocator = builder(&name).attach_allocator().unwrap();
+    assert_eq!(allocator.creator_pid().unwrap(), std::process::id());
+}
+
+#[test]
+fn a_channel_abandoned_by_a_dead_creator_is_re_created_by_a_producer() {
+    let name = ShmName::new("halfchan");
+    builder(&name).with_channel_id(0).build_producer().unwrap();
+    // Channel 5 claimed by a process that died before carving its band.
+    let dead = dead_pid();
+    let entry = 128 + 5 * 384;
+    poke(&name, entry + 24, &1u32.to_le_bytes()); // state = CREATING
+    poke(&name, entry + 28, &dead.to_le_bytes()); // creator_pid
+
+    let err = builder(&name)
+        .with_channel_id(5)
+        .with_timeout(Duration::from_secs(30))
+        .build_consumer()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Abandoned { creator_pid: dead });
+
+    let producer = builder(&name)
+        .with_channel_id(5)
+        .with_capacity(8)
+        .build_producer()
+        .unwrap();
+    assert_eq!(producer.capacity(), 8);
+    producer.send("five").unwrap();
+    let consumer = builder(&name).with_channel_id(5).build_consumer().unwrap();
+    assert_eq!(consumer.receive().unwrap().unwrap(), b"five");
+
+    // Claimed by a running process (this one): a consumer waits, then times out naming it.
+    poke(&name, 128 + 6 * 384 + 24, &1u32.to_le_bytes());
+    poke(&name, 128 + 6 * 384 + 28, &std::process::id().to_le_bytes());
+    let err = builder(&name)
+        .with_channel_id(6)
+        .with_timeout(Duration::from_millis(100))
+        .build_producer()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    let expected = format!(
+        "channel 6 still being created by pid {}",
+        std::process::id()
     );
+    assert!(err.to_string().contains(&expected), "{err}");
+}
+
+/// Writes `bytes` at `offset` of a live shm segment (as a crashed or hostile peer would).
+fn poke(name: &ShmName, offset: usize, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm{}", name.0))
+        .unwrap();
+    file.write_all_at(bytes, offset as u64).unwrap();
 }
 
 #[test]

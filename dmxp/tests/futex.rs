@@ -32,7 +32,9 @@ fn wakes_only_when_someone_waits() {
 
     // A consumer sleeps on the empty ring: the send that ends its wait makes a wake call.
     std::thread::scope(|s| {
-        let sleeper = s.spawn(|| consumer.receive_blocking().unwrap());
+        // Handles are Send, not Sync: the sleeping thread gets its own clone.
+        let sleeping = consumer.clone();
+        let sleeper = s.spawn(move || sleeping.receive_blocking().unwrap());
         // Wait until the sleeper has registered, then send.
         while consumer.info().depth == 0 && dmxp::futex_wait_calls() == waits {
             std::thread::sleep(Duration::from_millis(1));

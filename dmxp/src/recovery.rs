@@ -1,0 +1,211 @@
+//! Crash recovery on Linux (PROTOCOL.md §11): process liveness guarded against pid reuse, and
+//! the stuck-channel watch that producers and consumers run when an operation finds the ring
+//! empty or full.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use dmxp_nostd::Liveness;
+use rustix::io::Errno;
+use rustix::process::{test_kill_process, Pid};
+
+/// How long a channel must stay stuck at one position before a producer or consumer runs a
+/// repair: a live peer needs microseconds between claiming a position and publishing (or
+/// freeing) it. While stuck, blocking calls re-check at least this often.
+pub const STUCK_GRACE: Duration = Duration::from_millis(10);
+
+/// Whether process `pid` is alive and is the process that had `start_time` (0 = unknown:
+/// any process with that pid counts). Dead: `kill(pid, 0)` fails with `ESRCH`, or
+/// `/proc/<pid>/stat` shows a zombie, or a different start time (the pid was reused).
+/// `EPERM` (another user's process) counts as alive.
+///
+/// This is what crash recovery uses to judge the owners of peer records; tools listing the
+/// records (`Segment::peers`) can use it to show which are dead.
+pub fn process_alive(pid: u32, start_time: u64) -> bool {
+    let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        // 0 or beyond any pid the kernel hands out.
+        return false;
+    };
+    // Any other answer (success, EPERM for another user's process) means it exists.
+    if let Err(Errno::SRCH) = test_kill_process(raw) {
+        return false;
+    }
+    match proc_stat(pid) {
+        Some(stat) => stat.state != 'Z' && (start_time == 0 || stat.start_time == start_time),
+        // Gone between the two checks, or no /proc to tell: trust kill's answer unless the
+        // process has disappeared since.
+        None => !matches!(test_kill_process(raw), Err(Errno::SRCH)),
+    }
+}
+
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`, clock ticks since boot),
+/// if it exists and `/proc` is mounted.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|stat| stat.start_time)
+}
+
+/// This process's start time, read once (0 if `/proc` cannot tell).
+pub(crate) fn own_start_time() -> u64 {
+    static START: OnceLock<u64> = OnceLock::new();
+    *START.get_or_init(|| process_start_time(std::process::id()).unwrap_or(0))
+}
+
+struct Stat {
+    state: char,
+    start_time: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Parses `/proc/<pid>/stat`: `pid (comm) state ppid …`. `comm` may hold spaces and
+/// parentheses, so the fields are counted from after the last `)`: state is field 3,
+/// starttime field 22.
+fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Fields 4..=21 lie between state and starttime.
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(Stat { state, start_time })
+}
+
+/// [`process_alive`] as the core's liveness check.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ProcLiveness;
+
+impl Liveness for ProcLiveness {
+    fn is_alive(&self, pid: u32, start_time: u64) -> bool {
+        process_alive(pid, start_time)
+    }
+}
+
+/// The stuck position a handle last saw, and since when. Read only on paths where an
+/// operation already failed (empty or full), so the fast path never reads the clock.
+#[derive(Debug, Default)]
+pub(crate) struct StuckWatch {
+    seen: Cell<Option<(u64, Instant)>>,
+}
+
+impl StuckWatch {
+    /// Records what the channel looks like now (`position`: the stuck position, if any) and
+    /// says whether it has been stuck there for at least [`STUCK_GRACE`]. A position is
+    /// claimed once, so "stuck at p" seen twice means stuck all along in between.
+    pub fn due(&self, position: Option<u64>) -> bool {
+        match (position, self.seen.get()) {
+            (None, _) => {
+                self.seen.set(None);
+                false
+            }
+            (Some(p), Some((q, since))) if p == q => since.elapsed() >= STUCK_GRACE,
+            (Some(p), _) => {
+                self.seen.set(Some((p, Instant::now())));
+                false
+            }
+        }
+    }
+
+    /// True while a stuck position is being watched: waits then sleep in short slices.
+    pub fn watching(&self) -> bool {
+        self.seen.get().is_some()
+    }
+
+    /// Starts the grace period again (after a repair pass).
+    pub fn restart(&self) {
+        if let Some((p, _)) = self.seen.get() {
+            self.seen.set(Some((p, Instant::now())));
+        }
+    }
+}
+
+/// The deadline of one wait: `deadline`, or sooner while a stuck position is watched.
+pub(crate) fn slice_deadline(deadline: Option<Instant>, watching: bool) -> Option<Instant> {
+    if !watching {
+        return deadline;
+    }
+    let soon = Instant::now() + STUCK_GRACE;
+    Some(deadline.map_or(soon, |d| d.min(soon)))
+}
+
+/// Test hooks (feature `test-hooks`): one hook for the whole process, called at each step of
+/// every send and receive of every producer and consumer.
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks {
+    use std::sync::RwLock;
+
+    pub use dmxp_nostd::hooks::{Hook, Step};
+
+    static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
+
+    /// Sets (or with `None` clears) the process-wide hook.
+    pub fn set_hook(hook: Option<Hook>) {
+        *HOOK.write().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
+    /// What every handle's channel calls.
+    pub(crate) fn trampoline(step: Step, position: u64) {
+        let hook = *HOOK.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(hook) = hook {
+            hook(step, position);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        let tail = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 20 21";
+        for comm in ["sleep", "a b", "x) (y", ")", "(("] {
+            let stat = parse_stat(&format!("77 ({comm}) {tail}")).unwrap();
+            assert_eq!((stat.state, stat.start_time), ('S', 4242), "{comm}");
+        }
+        assert!(parse_stat("77 (short) S 1 2").is_none());
+        assert!(parse_stat("no parens").is_none());
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_is_not() {
+        let me = std::process::id();
+        let start = process_start_time(me).expect("/proc is mounted");
+        assert_eq!(own_start_time(), start);
+        assert!(process_alive(me, start));
+        assert!(process_alive(me, 0));
+        assert!(!process_alive(me, start + 1));
+        assert!(!process_alive(0, 0));
+        assert!(!process_alive(u32::MAX, 0));
+    }
+
+    #[test]
+    fn a_reaped_child_is_dead_and_a_zombie_too() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: once it has exited it is a zombie, dead for recovery.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while process_alive(pid, 0) {
+            assert!(Instant::now() < deadline, "child never exited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.wait().unwrap();
+        assert!(!process_alive(pid, 0));
+    }
+
+    #[test]
+    fn the_watch_fires_only_after_the_grace_period_at_one_position() {
+        let watch = StuckWatch::default();
+        assert!(!watch.due(Some(5)));
+        assert!(watch.watching());
+        assert!(!watch.due(Some(6)), "a new position starts over");
+        std::thread::sleep(STUCK_GRACE);
+        assert!(watch.due(Some(6)));
+        watch.restart();
+        assert!(!watch.due(Some(6)));
+        assert!(!watch.due(None));
+        assert!(!watch.watching());
+    }
+}
