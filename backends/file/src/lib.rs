@@ -16,14 +16,36 @@
 //!   `pread` before anything is mapped. Validation of the rest is the caller's job
 //!   (`dmxp_nostd::Segment::attach`).
 //!
-//! ## Truncation risk
+//! ## Permissions
+//!
+//! The segment file's owner, group and mode bits decide who can attach, as for any file.
+//! Create with `0o600` (owner only: another uid's [`FileSegment::open`] fails with
+//! [`std::io::ErrorKind::PermissionDenied`], `EACCES`) or, to share with a group, `0o660`
+//! and, if the group is not the creator's effective group,
+//! [`FileSegment::create_with_group`], which `fchown`s the file to that group before it is
+//! linked into place (the creator must belong to the group or hold `CAP_CHOWN`). The file
+//! appears with its final owner, group and mode. The directory's permissions matter too.
+//! Anyone who can open the file read-write can corrupt or truncate it (below), so grant
+//! access only to trusted users.
+//!
+//! ## Truncation
 //!
 //! A file can be truncated by any process allowed to write it (or by `>` in a shell), and
 //! files cannot be sealed. Every process that has it mapped then dies with `SIGBUS` the next
-//! time it touches a page past the new end. This crate checks the size when it opens a file
-//! but cannot stop a later truncation: keep the file's mode and directory restricted to
-//! trusted users, and prefer the memfd backend (`dmxp-memfd`, size sealed by the kernel) when
-//! a peer must not be able to crash you this way.
+//! time it touches a page past the new end. This crate never truncates a segment file, and
+//! detects a truncation where it can without touching the lost pages:
+//!
+//! * [`FileSegment::open`] refuses a file shorter than the `segment_size` its header records
+//!   ([`std::io::ErrorKind::InvalidData`] carrying a [`Truncated`]).
+//! * [`FileSegment::check_size`] compares the file's current size (`fstat`) with this mapping
+//!   and returns the same typed error if it shrank. Call it when a peer may misbehave, for
+//!   example before a batch of work or after an unexpected error.
+//!
+//! Sends and receives cannot `fstat` every time: a truncation while they run still raises
+//! `SIGBUS` in the process that touches the lost pages (a test shows both the `check_size`
+//! error and the signal). Keep the file's mode and directory restricted to trusted users, and
+//! prefer the memfd backend (`dmxp-memfd`, size sealed by the kernel) when a peer must not be
+//! able to crash you this way.
 //!
 //! ## Special file systems
 //!
@@ -76,6 +98,8 @@ const SEGMENT_SIZE_OFFSET: u64 = 24;
 pub struct FileSegment {
     path: PathBuf,
     map: MmapRaw,
+    /// Kept open for [`FileSegment::check_size`] (`fstat`).
+    file: File,
 }
 
 impl FileSegment {
@@ -87,6 +111,21 @@ impl FileSegment {
     /// `mode` has bits outside `0o777` or `path` has no file name; the OS error otherwise.
     /// No temporary file is left behind on failure.
     pub fn create(path: &Path, size: usize, mode: u32) -> io::Result<FileSegment> {
+        Self::create_with_group(path, size, mode, None)
+    }
+
+    /// [`Self::create`], and with `group: Some(gid)` the file is also given to group `gid`
+    /// (`fchown`, before it is linked into place) so that members of that group can attach
+    /// when `mode` grants the group access (`0o660`).
+    ///
+    /// Errors: as [`Self::create`], and [`ErrorKind::PermissionDenied`] if this process may not
+    /// give the file to `gid` (it is not a member and lacks `CAP_CHOWN`).
+    pub fn create_with_group(
+        path: &Path,
+        size: usize,
+        mode: u32,
+        group: Option<u32>,
+    ) -> io::Result<FileSegment> {
         if size < HEADER_SIZE {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
@@ -128,12 +167,17 @@ impl FileSegment {
             .mode(mode)
             .open(&temp.0)
             .map_err(|e| annotate(e, "create", &temp.0))?;
+        if let Some(gid) = group {
+            // Before chmod: a chown by a non-root owner may clear mode bits.
+            std::os::unix::fs::fchown(&file, None, Some(gid))
+                .map_err(|e| annotate(e, &format!("chown to group {gid}"), &temp.0))?;
+        }
         // open(2) applied the umask; set the bits exactly as asked.
         file.set_permissions(Permissions::from_mode(mode))
             .map_err(|e| annotate(e, "chmod", &temp.0))?;
         file.set_len(size as u64)
             .map_err(|e| annotate(e, "set size of", &temp.0))?;
-        let segment = Self::map(path, &file, size)?;
+        let segment = Self::map(path, file, size)?;
         Segment::format(segment.region(), std::process::id())
             .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
         segment.flush()?;
@@ -153,14 +197,22 @@ impl FileSegment {
     /// contents beyond the size checks below, and never modifies the file.
     ///
     /// Errors: [`ErrorKind::NotFound`] if there is no such file; [`ErrorKind::InvalidData`] if
-    /// it is smaller than the header or than the `segment_size` its header records; the OS
-    /// error otherwise.
+    /// it is smaller than the header, or than the `segment_size` its header records (then
+    /// carrying a [`Truncated`]); [`ErrorKind::PermissionDenied`] if its owner and mode do not
+    /// let this process open it read-write (the bare OS error, so `raw_os_error()` is
+    /// `EACCES`; add the path yourself); the OS error otherwise.
     pub fn open(path: &Path) -> io::Result<FileSegment> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| annotate(e, "open", path))?;
+            .map_err(|e| {
+                if e.kind() == ErrorKind::PermissionDenied {
+                    e // unwrapped, so that `raw_os_error()` still says EACCES
+                } else {
+                    annotate(e, "open", path)
+                }
+            })?;
         let len = file
             .metadata()
             .map_err(|e| annotate(e, "stat", path))?
@@ -181,11 +233,11 @@ impl FileSegment {
         if recorded > len {
             return Err(io::Error::new(
                 ErrorKind::InvalidData,
-                format!(
-                    "{} is {len} bytes but its header records segment_size {recorded}: \
-                     the file was cut short",
-                    path.display()
-                ),
+                Truncated {
+                    what: path.display().to_string(),
+                    expected: recorded,
+                    found: len,
+                },
             ));
         }
         let len = usize::try_from(len).map_err(|_| {
@@ -194,15 +246,15 @@ impl FileSegment {
                 format!("{} is too large to map ({len} bytes)", path.display()),
             )
         })?;
-        Self::map(path, &file, len)
+        Self::map(path, file, len)
     }
 
-    fn map(path: &Path, file: &File, len: usize) -> io::Result<Self> {
+    fn map(path: &Path, file: File, len: usize) -> io::Result<Self> {
         // memmap2 maps PROT_READ | PROT_WRITE, MAP_SHARED. `MmapRaw` hands out only raw
         // pointers, never slices, which suits memory other processes write.
         let map = MmapOptions::new()
             .len(len)
-            .map_raw(file)
+            .map_raw(&file)
             .map_err(|e| annotate(e, "mmap", path))?;
         if map.as_mut_ptr() as usize % SEGMENT_ALIGN != 0 {
             // Never happens (mmap returns page-aligned addresses); checked so `region` holds.
@@ -211,6 +263,7 @@ impl FileSegment {
         Ok(FileSegment {
             path: path.to_path_buf(),
             map,
+            file,
         })
     }
 
@@ -227,6 +280,33 @@ impl FileSegment {
     /// Never true: a mapping holds at least the header.
     pub fn is_empty(&self) -> bool {
         self.map.len() == 0
+    }
+
+    /// Checks, without touching the mapping, that the file is still as large as this mapping:
+    /// `fstat` on the open file. Cheap (one system call), but not free: call it when a peer
+    /// may have misbehaved, not on every send.
+    ///
+    /// Errors: [`ErrorKind::InvalidData`] carrying a [`Truncated`] (get it with
+    /// `error.get_ref()` and `downcast_ref`) if the file shrank: touching the pages past
+    /// [`Truncated::found`] would raise `SIGBUS`. The OS error if `fstat` fails.
+    pub fn check_size(&self) -> io::Result<()> {
+        let found = self
+            .file
+            .metadata()
+            .map_err(|e| annotate(e, "stat", &self.path))?
+            .len();
+        let expected = self.map.len() as u64;
+        if found < expected {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                Truncated {
+                    what: self.path.display().to_string(),
+                    expected,
+                    found,
+                },
+            ));
+        }
+        Ok(())
     }
 
     /// Writes the mapping's modified pages back to the file and waits (`msync(MS_SYNC)`).
@@ -248,6 +328,30 @@ impl SegmentMemory for FileSegment {
             .expect("mmap returns page-aligned, non-null addresses (checked in `map`)")
     }
 }
+
+/// The payload of the [`ErrorKind::InvalidData`] error [`FileSegment::open`] and
+/// [`FileSegment::check_size`] return when the file is shorter than the segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncated {
+    what: String,
+    /// Bytes the segment needs (its recorded `segment_size`, or the size mapped).
+    pub expected: u64,
+    /// Bytes the file has now.
+    pub found: u64,
+}
+
+impl std::fmt::Display for Truncated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: segment truncated: expected {} bytes, found {} (the file was cut short; \
+             touching the lost pages would raise SIGBUS)",
+            self.what, self.expected, self.found
+        )
+    }
+}
+
+impl std::error::Error for Truncated {}
 
 /// A temporary file name, removed on drop.
 struct TempFile(PathBuf);

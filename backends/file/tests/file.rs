@@ -278,7 +278,13 @@ fn child_role() {
             std::io::stdout().flush().unwrap();
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).unwrap();
-            // The parent has truncated the file: this touch of the header faults (SIGBUS).
+            // The explicit check sees the truncation without touching the mapping...
+            match memory.check_size() {
+                Err(error) => println!("check_size: {error}"),
+                Ok(()) => println!("check_size: ok"),
+            }
+            std::io::stdout().flush().unwrap();
+            // ...while this touch of the header (past the new end) faults (SIGBUS).
             let _ = Segment::attach(memory.region());
             println!("survived");
         }
@@ -376,9 +382,77 @@ fn truncation_under_a_live_mapping_kills_the_mapper_and_open_refuses_the_file() 
         "SIGBUS expected, got {status}; output: {rest}"
     );
     assert!(!rest.contains("survived"));
+    assert!(
+        rest.contains(&format!(
+            "check_size: {}: segment truncated: expected {SIZE} bytes, found 0",
+            path.display()
+        )),
+        "the check must report the truncation first; output: {rest}"
+    );
 
     let error = FileSegment::open(&path).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidData, "{error}");
+}
+
+fn truncated_of(error: &std::io::Error) -> &dmxp_file::Truncated {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<dmxp_file::Truncated>())
+        .unwrap_or_else(|| panic!("not a Truncated error: {error:?}"))
+}
+
+#[test]
+fn check_size_reports_a_truncation_without_touching_the_mapping() {
+    let dir = TempDir::new("check");
+    let path = dir.path("seg");
+    let memory = FileSegment::create(&path, SIZE, 0o600).unwrap();
+    memory.check_size().unwrap();
+
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(8192).unwrap();
+    let error = memory.check_size().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidData, "{error}");
+    let truncated = truncated_of(&error);
+    assert_eq!((truncated.expected, truncated.found), (SIZE as u64, 8192));
+    assert!(error.to_string().contains("segment truncated"), "{error}");
+
+    // Restored to its size, the check passes again.
+    file.set_len(SIZE as u64).unwrap();
+    memory.check_size().unwrap();
+}
+
+#[test]
+fn open_of_a_cut_short_file_reports_the_sizes() {
+    let dir = TempDir::new("cutshort");
+    let path = dir.path("seg");
+    drop(FileSegment::create(&path, SIZE, 0o600).unwrap());
+    let short = (SIZE - SLOT_SIZE) as u64;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(short)
+        .unwrap();
+    let error = FileSegment::open(&path).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidData, "{error}");
+    let truncated = truncated_of(&error);
+    assert_eq!((truncated.expected, truncated.found), (SIZE as u64, short));
+}
+
+#[test]
+fn create_with_group_gives_the_file_to_the_group() {
+    let me = std::fs::metadata("/proc/self").unwrap();
+    // Root may give it to any group; anyone may give it to their own group.
+    let gid = if me.uid() == 0 { 65534 } else { me.gid() };
+    let dir = TempDir::new("group");
+    let path = dir.path("seg");
+    let memory = FileSegment::create_with_group(&path, SIZE, 0o660, Some(gid)).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.gid(), gid);
+    assert_eq!(meta.uid(), me.uid());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
+    Segment::attach(memory.region()).expect("formatted");
+    assert_eq!(dir.entries(), ["seg"], "no temporary left");
 }
 
 #[test]

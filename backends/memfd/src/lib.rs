@@ -12,6 +12,11 @@
 //! with `EPERM` for everyone, and [`MemfdSegment::from_fd`] refuses a descriptor that lacks the
 //! shrink and grow seals, so a peer cannot hand over memory it could later pull away.
 //!
+//! Permissions: a memfd has no name, so mode bits and groups play no part. Access is by
+//! descriptor: only processes that were sent it (or can open `/proc/PID/fd/N` of a holder,
+//! which needs ptrace rights over that process) can map it. Restrict who may connect to a
+//! [`SegmentServer`] with the socket file's mode and directory.
+//!
 //! * [`MemfdSegment::create`] makes, sizes, seals, maps (`MAP_SHARED`) and formats a segment.
 //! * [`MemfdSegment::send_over`] / [`MemfdSegment::receive_from`] pass it over a connected
 //!   [`UnixStream`]; [`MemfdSegment::connect`] connects to a socket path and receives.

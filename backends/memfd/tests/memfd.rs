@@ -208,6 +208,34 @@ fn send_over_and_receive_from_share_the_memory() {
 }
 
 #[test]
+fn a_received_descriptor_cannot_truncate_or_unseal_the_segment() {
+    let sender_side = with_channel(8);
+    let (a, b) = UnixStream::pair().unwrap();
+    sender_side.send_over(&a).unwrap();
+    let received = MemfdSegment::receive_from(&b).unwrap();
+
+    for size in [0, 4096, SIZE as u64 - 1, 2 * SIZE as u64] {
+        assert_eq!(
+            rustix::fs::ftruncate(received.fd(), size),
+            Err(Errno::PERM),
+            "ftruncate to {size} on the received descriptor"
+        );
+    }
+    assert_eq!(
+        rustix::fs::fcntl_add_seals(received.fd(), SealFlags::WRITE),
+        Err(Errno::PERM),
+        "F_SEAL_SEAL holds for the receiver too"
+    );
+    assert_eq!(
+        rustix::fs::fstat(received.fd()).unwrap().st_size,
+        SIZE as i64
+    );
+    // Both mappings are intact and still share messages.
+    send(&received, 0, b"after the attempts");
+    assert_eq!(recv_one(&sender_side, 0), b"after the attempts");
+}
+
+#[test]
 fn receive_from_reports_a_peer_that_sent_nothing_or_no_descriptor() {
     let (a, b) = UnixStream::pair().unwrap();
     drop(a);
@@ -317,6 +345,12 @@ fn child_connects_and_sends() {
             .try_send(format!("from child {i}").as_bytes(), &meta())
             .unwrap();
     }
+    // A peer holding the received descriptor cannot pull the memory from under the server.
+    assert_eq!(rustix::fs::ftruncate(memory.fd(), 0), Err(Errno::PERM));
+    assert_eq!(
+        rustix::fs::ftruncate(memory.fd(), 2 * SIZE as u64),
+        Err(Errno::PERM)
+    );
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! default backend and the one the seed's clients use (`/dmxp_alloc`, 128 MiB).
 //!
 //! * [`ShmSegment::create`] makes a new object exclusively (`O_CREAT | O_EXCL`), applies the
-//!   requested mode bits exactly (default callers pass `0o600`: owner only), sizes it with
+//!   requested mode bits exactly (default callers pass `0o600`: owner only; see
+//!   [Permissions](#permissions)), sizes it with
 //!   `ftruncate`, maps it `MAP_SHARED` and formats an empty segment (magic stored last). If
 //!   the name exists it fails with [`std::io::ErrorKind::AlreadyExists`] and leaves the
 //!   existing object alone. If anything fails after the object was created, the object is
@@ -18,15 +19,38 @@
 //!   as large as the `segment_size` its header records).
 //! * [`ShmSegment::unlink`] removes the name; mappings that exist stay valid until dropped.
 //!
-//! ## Truncation risk
+//! ## Permissions
+//!
+//! A segment is an ordinary object under `/dev/shm` with an owner, a group and mode bits, and
+//! `shm_open` checks them like `open(2)` does. [`DEFAULT_MODE`] (`0o600`) lets only the
+//! creating user attach: a process of another uid gets [`std::io::ErrorKind::PermissionDenied`]
+//! (`EACCES`) from [`ShmSegment::open`]. To share with a group, create with `0o660` and, if
+//! the group is not the creator's effective group, name it:
+//! [`ShmSegment::create_with_group`] `fchown`s the new object to that group before sizing it
+//! (the creator must belong to the group, or hold `CAP_CHOWN`). The name exists, owner-only,
+//! between `shm_open` and `fchown`/`fchmod`: a group member attaching in that instant gets
+//! `PermissionDenied` and may retry. Anyone who can open the object read-write can corrupt it
+//! or truncate it (below), so grant access only to trusted users.
+//!
+//! ## Truncation
 //!
 //! POSIX shm objects cannot be sealed. Any process with write access to the object can
 //! `ftruncate` it while others have it mapped, and every mapper then dies with `SIGBUS` the
-//! next time it touches a page past the new end. This crate never truncates a live object and
-//! checks the size when it opens one, but it cannot stop another program from doing so. Keep
-//! the mode at `0o600` (or a group you trust) so only trusted processes can open the object,
-//! and use the memfd backend (`dmxp-memfd`), whose size is sealed by the kernel, when a peer
-//! must not be able to crash you this way.
+//! next time it touches a page past the new end. This crate never truncates a live object, and
+//! detects a truncation where it can without touching the lost pages:
+//!
+//! * [`ShmSegment::open`] maps the object's current size, so `Segment::attach` sees a segment
+//!   shorter than the `segment_size` its header records and refuses it (`segment_size`).
+//! * [`ShmSegment::check_size`] compares the object's current size (`fstat`) with this
+//!   mapping and returns [`std::io::ErrorKind::InvalidData`] carrying a [`Truncated`]
+//!   (expected, found) if it shrank. Call it when a peer may misbehave, for example before a
+//!   batch of work or after an unexpected error.
+//!
+//! Sends and receives cannot `fstat` every time: a truncation by a peer while they run still
+//! raises `SIGBUS` in the process that touches the lost pages (a test shows both the
+//! `check_size` error and the signal). Keep the mode at `0o600` (or a group you trust), and use
+//! the memfd backend (`dmxp-memfd`), whose size is sealed by the kernel, when a peer must not be
+//! able to crash you this way.
 //!
 //! ```no_run
 //! use dmxp_nostd::{Segment, SegmentMemory};
@@ -49,7 +73,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use dmxp_nostd::layout::{HEADER_SIZE, SEGMENT_ALIGN};
 use dmxp_nostd::{Region, Segment, SegmentMemory};
-use rustix::fs::Mode;
+use rustix::fs::{Gid, Mode};
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::shm;
 
@@ -87,6 +111,22 @@ impl ShmSegment {
     /// touched), [`ErrorKind::InvalidInput`] if `size` is smaller than the header
     /// ([`HEADER_SIZE`] bytes) or `mode` has bits outside `0o777`, or the OS error.
     pub fn create(name: &str, size: usize, mode: u32) -> io::Result<ShmSegment> {
+        Self::create_with_group(name, size, mode, None)
+    }
+
+    /// [`Self::create`], and with `group: Some(gid)` the new object is also given to group
+    /// `gid` (`fchown`, before it is sized and formatted) so that members of that group can
+    /// attach when `mode` grants the group access (`0o660`).
+    ///
+    /// Errors: as [`Self::create`], and [`ErrorKind::PermissionDenied`] if this process may not
+    /// give the object to `gid` (it is not a member and lacks `CAP_CHOWN`); the object is
+    /// unlinked again then.
+    pub fn create_with_group(
+        name: &str,
+        size: usize,
+        mode: u32,
+        group: Option<u32>,
+    ) -> io::Result<ShmSegment> {
         if size < HEADER_SIZE {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
@@ -117,14 +157,25 @@ impl ShmSegment {
             }
         })?;
         // From here on the object is ours: remove it again if we cannot finish.
-        let result = Self::finish_create(name, fd, size, mode);
+        let result = Self::finish_create(name, fd, size, mode, group);
         if result.is_err() {
             let _ = shm::unlink(name);
         }
         result
     }
 
-    fn finish_create(name: &str, fd: OwnedFd, size: usize, mode: Mode) -> io::Result<Self> {
+    fn finish_create(
+        name: &str,
+        fd: OwnedFd,
+        size: usize,
+        mode: Mode,
+        group: Option<u32>,
+    ) -> io::Result<Self> {
+        if let Some(gid) = group {
+            // Before fchmod: a chown by a non-root owner may clear mode bits.
+            rustix::fs::fchown(&fd, None, Some(Gid::from_raw(gid)))
+                .map_err(|e| annotate(e.into(), &format!("fchown to group {gid}"), name))?;
+        }
         // shm_open applied the umask; set the bits exactly as asked.
         rustix::fs::fchmod(&fd, mode).map_err(|e| annotate(e.into(), "fchmod", name))?;
         rustix::fs::ftruncate(&fd, size as u64)
@@ -140,6 +191,8 @@ impl ShmSegment {
     ///
     /// Errors: [`ErrorKind::NotFound`] if there is no such object; [`ErrorKind::WouldBlock`]
     /// if it is still smaller than the header (its creator has not sized it yet: retry);
+    /// [`ErrorKind::PermissionDenied`] if its owner and mode do not let this process open it
+    /// read-write (the bare OS error, so `raw_os_error()` is `EACCES`; add the name yourself);
     /// the OS error otherwise.
     pub fn open(name: &str) -> io::Result<ShmSegment> {
         let fd = shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(|errno| {
@@ -149,6 +202,9 @@ impl ShmSegment {
                     ErrorKind::NotFound,
                     format!("shared-memory object {name} does not exist"),
                 )
+            } else if error.kind() == ErrorKind::PermissionDenied {
+                // Unwrapped, so that `raw_os_error()` still says EACCES; callers add the name.
+                error
             } else {
                 annotate(error, "shm_open", name)
             }
@@ -227,7 +283,56 @@ impl ShmSegment {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// Checks, without touching the mapping, that the object is still as large as this
+    /// mapping: `fstat` on the descriptor. Cheap (one system call), but not free: call it when
+    /// a peer may have misbehaved, not on every send.
+    ///
+    /// Errors: [`ErrorKind::InvalidData`] carrying a [`Truncated`] (get it with
+    /// `error.get_ref()` and `downcast_ref`) if a peer shrank the object: touching the pages
+    /// past [`Truncated::found`] would raise `SIGBUS`. The OS error if `fstat` fails.
+    pub fn check_size(&self) -> io::Result<()> {
+        let stat =
+            rustix::fs::fstat(&self.fd).map_err(|e| annotate(e.into(), "fstat", &self.name))?;
+        let found = u64::try_from(stat.st_size).unwrap_or(0);
+        let expected = self.len as u64;
+        if found < expected {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                Truncated {
+                    what: format!("shared-memory object {}", self.name),
+                    expected,
+                    found,
+                },
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// The payload of the [`ErrorKind::InvalidData`] error [`ShmSegment::check_size`] returns: the
+/// object was truncated under a live mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncated {
+    what: String,
+    /// Bytes mapped (the size the object had).
+    pub expected: u64,
+    /// Bytes the object has now.
+    pub found: u64,
+}
+
+impl core::fmt::Display for Truncated {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{}: segment truncated: expected {} bytes, found {} (a peer shrank it; touching \
+             the lost pages would raise SIGBUS)",
+            self.what, self.expected, self.found
+        )
+    }
+}
+
+impl std::error::Error for Truncated {}
 
 impl SegmentMemory for ShmSegment {
     fn region(&self) -> Region<'_> {

@@ -384,3 +384,164 @@ fn an_object_shorter_than_its_recorded_size_is_refused_at_attach() {
         Ok(_) => panic!("attached to a segment shorter than its header says"),
     }
 }
+
+// ---------------------------------------------------------------- permissions and truncation
+
+/// The effective uid and gid of this process (`/proc/self` belongs to them).
+fn effective_ids() -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata("/proc/self").unwrap();
+    (meta.uid(), meta.gid())
+}
+
+#[test]
+fn create_with_group_gives_the_object_to_the_group() {
+    let (uid, egid) = effective_ids();
+    // Root may give it to any group; anyone may give it to their own group.
+    let gid = if uid == 0 { 65534 } else { egid };
+    let name = Name::new("group");
+    let memory = ShmSegment::create_with_group(&name.0, SIZE, 0o660, Some(gid)).unwrap();
+    let stat = rustix::fs::fstat(memory.fd()).unwrap();
+    assert_eq!(stat.st_gid, gid);
+    assert_eq!(stat.st_uid, uid);
+    assert_eq!(mode_of(&memory), 0o660);
+    Segment::attach(memory.region()).expect("formatted after the chown");
+
+    // Without a group it keeps the creator's.
+    let plain = Name::new("nogroup");
+    let memory = ShmSegment::create_with_group(&plain.0, SIZE, 0o600, None).unwrap();
+    assert_eq!(rustix::fs::fstat(memory.fd()).unwrap().st_gid, egid);
+}
+
+#[test]
+fn create_with_a_group_it_may_not_use_fails_and_leaves_nothing() {
+    let (uid, egid) = effective_ids();
+    if uid == 0 {
+        eprintln!("SKIPPED: running as root, which may chown to any group");
+        return;
+    }
+    let other = if egid == 65534 { 0 } else { 65534 };
+    let name = Name::new("badgroup");
+    let error = ShmSegment::create_with_group(&name.0, SIZE, 0o660, Some(other)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
+    assert_eq!(
+        ShmSegment::open(&name.0).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+fn truncated_of(error: &std::io::Error) -> &dmxp_shm::Truncated {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<dmxp_shm::Truncated>())
+        .unwrap_or_else(|| panic!("not a Truncated error: {error:?}"))
+}
+
+#[test]
+fn check_size_reports_a_truncation_without_touching_the_mapping() {
+    let name = Name::new("check");
+    let memory = ShmSegment::create(&name.0, SIZE, DEFAULT_MODE).unwrap();
+    memory.check_size().unwrap();
+
+    // A peer truncates the object while we have it mapped.
+    let peer = ShmSegment::open(&name.0).unwrap();
+    rustix::fs::ftruncate(peer.fd(), 4096).unwrap();
+
+    for mapping in [&memory, &peer] {
+        let error = mapping.check_size().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidData, "{error}");
+        let truncated = truncated_of(&error);
+        assert_eq!((truncated.expected, truncated.found), (SIZE as u64, 4096));
+        let text = error.to_string();
+        assert!(
+            text.contains("segment truncated") && text.contains(&name.0),
+            "{text}"
+        );
+    }
+    // Growing it back makes the check pass again (the pages are zero now, though).
+    rustix::fs::ftruncate(peer.fd(), SIZE as u64).unwrap();
+    memory.check_size().unwrap();
+    // A fresh open maps the current size; a shorter object is refused at attach (not SIGBUS).
+    rustix::fs::ftruncate(peer.fd(), (SIZE - SLOT_SIZE) as u64).unwrap();
+    let reopened = ShmSegment::open(&name.0).unwrap();
+    reopened.check_size().unwrap();
+}
+
+const TRUNC_ENV: &str = "DMXP_SHM_TEST_TRUNCATED_SEGMENT";
+/// SIGBUS on Linux (x86, x86_64, arm, aarch64, riscv).
+const SIGBUS: i32 = 7;
+
+/// Child role of `touching_truncated_pages_raises_sigbus_after_check_size_reported_it`: maps
+/// the segment, waits for the parent to truncate it, runs the check, then touches the lost
+/// pages. Does nothing when run on its own.
+#[test]
+#[ignore = "child role of the truncation test"]
+fn child_touches_truncated_segment() {
+    use std::io::{BufRead, Write};
+    let Ok(name) = std::env::var(TRUNC_ENV) else {
+        return;
+    };
+    let memory = ShmSegment::open(&name).unwrap();
+    memory.check_size().unwrap();
+    println!("mapped");
+    std::io::stdout().flush().unwrap();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+    match memory.check_size() {
+        Err(error) => println!("check_size: {error}"),
+        Ok(()) => println!("check_size: ok"),
+    }
+    std::io::stdout().flush().unwrap();
+    // The parent truncated the object to 0: reading the header faults.
+    let _ = Segment::attach(memory.region());
+    println!("survived");
+}
+
+#[test]
+fn touching_truncated_pages_raises_sigbus_after_check_size_reported_it() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::process::ExitStatusExt;
+
+    let name = Name::new("sigbus");
+    let memory = ShmSegment::create(&name.0, SIZE, DEFAULT_MODE).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_touches_truncated_segment",
+            "--nocapture",
+            "--ignored",
+        ])
+        .env(TRUNC_ENV, &name.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != "mapped" {
+        line.clear();
+        assert_ne!(
+            stdout.read_line(&mut line).unwrap(),
+            0,
+            "child exited early"
+        );
+    }
+    rustix::fs::ftruncate(memory.fd(), 0).unwrap();
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains(&format!(
+            "segment truncated: expected {SIZE} bytes, found 0"
+        )),
+        "the check must report the truncation first; output: {rest}"
+    );
+    assert_eq!(
+        status.signal(),
+        Some(SIGBUS),
+        "SIGBUS expected, got {status}; output: {rest}"
+    );
+    assert!(!rest.contains("survived"), "{rest}");
+}
