@@ -1,12 +1,12 @@
-//! `dmxp inspect`: the header, every channel, and the validation result.
+//! `dmxp inspect`: the header, every channel, the registered peers, and the validation result.
 
 use std::io::{self, Write};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::report::{analyze, Report, SourceJson};
-use crate::source::{SegmentArgs, Source};
+use crate::report::{add_peers, analyze, PeerJson, Report, SourceJson};
+use crate::source::{read_header_of, SegmentArgs, Source};
 use crate::{table, Outcome};
 
 #[derive(Args, Debug)]
@@ -18,17 +18,20 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// Reads and analyses the segment `source` names.
+/// Reads and analyses the segment `source` names, peer table included.
 pub fn snapshot(source: &Source) -> Result<Report> {
-    let (size, bytes) = source.read_header()?;
-    Ok(analyze(
+    let file = source.open_read()?;
+    let (size, bytes) = read_header_of(&file).with_context(|| format!("reading {source}"))?;
+    let mut report = analyze(
         SourceJson {
             kind: source.kind(),
             name: source.name(),
         },
         size,
         &bytes,
-    ))
+    );
+    add_peers(&mut report, &file, dmxp::process_alive);
+    Ok(report)
 }
 
 pub fn run(args: InspectArgs) -> Result<Outcome> {
@@ -92,6 +95,13 @@ fn write_human(out: &mut impl Write, source: &Source, report: &Report) -> io::Re
             ],
             vec!["creator_pid".into(), h.creator_pid.to_string()],
             vec!["header_flags".into(), format!("{:#x}", h.header_flags)],
+            vec![
+                "peer_table_offset".into(),
+                match h.peer_table_offset {
+                    0 => "0 (no peer table yet)".into(),
+                    offset => offset.to_string(),
+                },
+            ],
         ]);
     }
     table::write(&mut *out, &rows)?;
@@ -109,6 +119,7 @@ fn write_human(out: &mut impl Write, source: &Source, report: &Report) -> io::Re
             "HEAD",
             "TAIL",
             "DEPTH",
+            "PEERS",
             "RECV_WAITERS",
             "SEND_WAITERS",
             "CREATOR_PID",
@@ -125,6 +136,8 @@ fn write_human(out: &mut impl Write, source: &Source, report: &Report) -> io::Re
                 c.head.to_string(),
                 c.tail.to_string(),
                 c.depth.map_or("-".into(), |d| d.to_string()),
+                c.peers
+                    .map_or("-".into(), |p| format!("{}/{}", p.producers, p.consumers)),
                 c.not_empty_waiters.to_string(),
                 c.not_full_waiters.to_string(),
                 c.creator_pid.to_string(),
@@ -134,7 +147,73 @@ fn write_human(out: &mut impl Write, source: &Source, report: &Report) -> io::Re
         table::write(&mut *out, &rows)?;
     }
     writeln!(out)?;
+    write_peers(&mut *out, report)?;
+    writeln!(out)?;
     write_validation(out, report)
+}
+
+/// The peer table section: one row per taken record.
+fn write_peers(out: &mut impl Write, report: &Report) -> io::Result<()> {
+    let offset = report.header.as_ref().map_or(0, |h| h.peer_table_offset);
+    match report.peer_table {
+        "none" => return writeln!(out, "peers: none (no peer table yet)"),
+        "invalid" => return writeln!(out, "peers: not read (peer_table_offset is invalid)"),
+        "skipped" => return writeln!(out, "peers: not read (the header is invalid)"),
+        "unreadable" => {
+            return writeln!(
+                out,
+                "peers: unreadable: {}",
+                report
+                    .peer_table_error
+                    .as_deref()
+                    .unwrap_or("unknown error")
+            )
+        }
+        _ => {}
+    }
+    if report.peers.is_empty() {
+        return writeln!(out, "peers: none registered (peer table at {offset})");
+    }
+    let dead = report.peers.iter().filter(|p| !p.alive).count();
+    writeln!(
+        out,
+        "peers: {} registered, {dead} dead (peer table at {offset})",
+        report.peers.len()
+    )?;
+    let mut rows = vec![[
+        "INDEX",
+        "PID",
+        "RUNTIME",
+        "ROLE",
+        "CHANNEL",
+        "ALIVE",
+        "START_TIME",
+        "INTENT",
+    ]
+    .map(String::from)
+    .to_vec()];
+    rows.extend(report.peers.iter().map(peer_row));
+    table::write(out, &rows)
+}
+
+fn peer_row(p: &PeerJson) -> Vec<String> {
+    vec![
+        p.index.to_string(),
+        p.pid.to_string(),
+        p.runtime_name.clone(),
+        p.role.clone(),
+        p.channel.to_string(),
+        if p.alive { "yes" } else { "no" }.into(),
+        p.start_time.to_string(),
+        // Half-open, as Rust writes ranges: positions first..first+count.
+        p.intent.map_or("-".into(), |i| {
+            format!(
+                "{}..{}",
+                i.position,
+                i.position.wrapping_add(u64::from(i.count))
+            )
+        }),
+    ]
 }
 
 /// The validation result: `validation: ok`, or a table of problems.

@@ -1,4 +1,5 @@
-//! `dmxp`: inspect, watch, create, remove, send to and receive from DMXP segments.
+//! `dmxp`: inspect, watch, create, remove, send to, receive from, clean up and recover DMXP
+//! segments.
 //!
 //! Exit codes: 0 success, 1 failure (including a segment that fails validation), 2 usage
 //! error (clap's own). Errors are one line on stderr. See `docs/CLI.md`.
@@ -13,6 +14,7 @@ mod clean;
 mod create;
 mod inspect;
 mod parse;
+mod recover;
 mod recv;
 mod report;
 mod send;
@@ -42,8 +44,11 @@ enum Command {
     Send(send::SendArgs),
     /// Receive messages (with metadata in --json).
     Recv(recv::RecvArgs),
-    /// List DMXP segments in /dev/shm (or a directory); remove them with --remove.
+    /// List DMXP segments in /dev/shm (or a directory) and whether each is stale; remove them
+    /// with --remove (--stale: only stale ones).
     Clean(clean::CleanArgs),
+    /// Repair positions left stuck by dead producers and consumers (all channels, or one).
+    Recover(recover::RecoverArgs),
     /// Benchmark DMXP across processes against a Unix socket, a pipe, ArrayQueue and the
     /// cache-line floor (see docs/BENCHMARKS.md).
     Bench(dmxp_bench::BenchArgs),
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Recv(args) => recv::run(args),
         Command::Clean(args) => clean::run(args),
+        Command::Recover(args) => recover::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -57,7 +57,7 @@ pub struct MessageJson {
     pub payload: String,
 }
 
-fn runtime_name(code: u16) -> String {
+pub(crate) fn runtime_name(code: u16) -> String {
     match code {
         runtime::UNKNOWN => "unknown".into(),
         runtime::RUST => "rust".into(),

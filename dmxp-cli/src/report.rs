@@ -6,15 +6,25 @@
 //! a segment needs; a person looking at a broken segment wants them all. So after each problem
 //! the field at fault is replaced, in the local copy only, by a value that passes, and the
 //! check runs again; each entry is checked on its own, and bands are compared pair by pair.
+//!
+//! The peer table (PROTOCOL.md §11) lies outside the header copy: [`analyze`] checks where
+//! `peer_table_offset` points, and [`add_peers`] reads the records themselves.
 
 use serde::Serialize;
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
 use dmxp_nostd::error::{Corruption, Error as CoreError};
 use dmxp_nostd::layout::{
-    band_len, channel_entry_offset, channel_state, ChannelEntry, HeaderFields, CHANNEL_ENTRY_SIZE,
-    MAGIC, MAX_CHANNELS, MIN_CAPACITY, VERSION,
+    band_len, channel_entry_offset, channel_state, ChannelEntry, HeaderFields, PeerRecord,
+    CHANNEL_ENTRY_SIZE, MAGIC, MAX_CHANNELS, MIN_CAPACITY, PEER_RECORD_SIZE, PEER_TABLE_SIZE,
+    VERSION,
 };
-use dmxp_nostd::validate::{check_overlaps, validate_entry, validate_header, ChannelGeometry};
+use dmxp_nostd::validate::{
+    check_overlaps, check_peer_table_bands, validate_entry, validate_header, ChannelGeometry,
+};
+use dmxp_nostd::PeerRole;
 use zerocopy::FromBytes;
 
 /// The whole report, as `inspect --json` prints it.
@@ -30,6 +40,51 @@ pub struct Report {
     pub channels: Vec<ChannelJson>,
     pub valid: bool,
     pub problems: Vec<Problem>,
+    /// `none` (no table yet), `ok`, `invalid` (a problem names `peer_table_offset`),
+    /// `skipped` (another header problem: the records are not trusted), or `unreadable` (see
+    /// `peer_table_error`). Before [`add_peers`]: `unread` instead of `ok`.
+    pub peer_table: &'static str,
+    /// Why the table could not be read, when `peer_table` is `unreadable`.
+    pub peer_table_error: Option<String>,
+    /// The taken records of the peer table, in table order.
+    pub peers: Vec<PeerJson>,
+}
+
+/// One taken peer record (PROTOCOL.md §11.2), judged alive or dead.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerJson {
+    /// Index of the record in the table (0..256).
+    pub index: usize,
+    pub pid: u32,
+    pub runtime: u16,
+    /// As `recv`'s `sender_runtime_name`.
+    pub runtime_name: String,
+    /// `producer`, `consumer`, or `unknown(N)`.
+    pub role: String,
+    pub channel: u32,
+    /// The owner's process start time (0 = unknown).
+    pub start_time: u64,
+    /// `dmxp::process_alive(pid, start_time)`: a pid reused by a newer process counts as dead.
+    pub alive: bool,
+    /// The positions the owner is claiming; `null` when `intent_count` is 0.
+    pub intent: Option<IntentJson>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct IntentJson {
+    pub position: u64,
+    pub count: u32,
+}
+
+/// Registered handles of one channel.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct PeerCounts {
+    /// Live producers.
+    pub producers: usize,
+    /// Live consumers.
+    pub consumers: usize,
+    /// Records whose owner has died (not repaired or freed yet).
+    pub dead: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +104,8 @@ pub struct HeaderJson {
     pub band_cursor: u64,
     pub creator_pid: u32,
     pub header_flags: u32,
+    /// Offset of the peer table; 0 = none yet.
+    pub peer_table_offset: u64,
 }
 
 /// One channel entry in use (created, being created, or holding bad values).
@@ -73,6 +130,8 @@ pub struct ChannelJson {
     /// The entry's `channel_id` field (equals `id` in a valid entry).
     pub channel_id_field: u32,
     pub flags: u32,
+    /// Registered handles of this channel; `null` when the peer table cannot be read.
+    pub peers: Option<PeerCounts>,
 }
 
 /// One validation problem.
@@ -106,15 +165,28 @@ fn state_name(state: u32) -> String {
 }
 
 /// Replaces the header field `c` names by a value that passes; `false` if there is none.
+/// Every variant is listed so that a new one has to be placed here.
 fn patch_header(header: &mut HeaderFields, c: Corruption) -> bool {
+    use Corruption::*;
     match c {
-        Corruption::BadMagic { .. } => header.magic = MAGIC,
-        Corruption::UnsupportedVersion { .. } => header.version = VERSION,
-        Corruption::WrongMaxChannels { .. } => header.max_channels = MAX_CHANNELS as u32,
-        Corruption::ChannelCountTooLarge { .. } => header.channel_count = 0,
-        Corruption::SegmentSizeMismatch { .. } => header.segment_size = 0,
-        Corruption::BandCursorOutOfRange { .. } => header.band_cursor = 0,
-        _ => return false,
+        BadMagic { .. } => header.magic = MAGIC,
+        UnsupportedVersion { .. } => header.version = VERSION,
+        WrongMaxChannels { .. } => header.max_channels = MAX_CHANNELS as u32,
+        ChannelCountTooLarge { .. } => header.channel_count = 0,
+        SegmentSizeMismatch { .. } => header.segment_size = 0,
+        BandCursorOutOfRange { .. } => header.band_cursor = 0,
+        // 0 means "no table": the checks after it still run, the records are not read.
+        PeerTableOutOfRange { .. } | PeerTableOverlapsBand { .. } => header.peer_table_offset = 0,
+        ChannelIdMismatch { .. }
+        | UnknownChannelState { .. }
+        | CapacityZero { .. }
+        | CapacityNotPowerOfTwo { .. }
+        | CapacityTooSmall { .. }
+        | CapacityTooLarge { .. }
+        | BandMisaligned { .. }
+        | BandOverlapsHeader { .. }
+        | BandOutsideSegment { .. }
+        | BandsOverlap { .. } => return false,
     }
     true
 }
@@ -134,6 +206,7 @@ fn patch_entry(entry: &mut ChannelEntry, id: u32, c: Corruption) -> bool {
         Corruption::CapacityNotPowerOfTwo { .. }
         | Corruption::CapacityTooSmall { .. }
         | Corruption::CapacityTooLarge { .. } => entry.capacity = MIN_CAPACITY,
+        // The band checks come last, and header fields are not an entry's.
         _ => return false,
     }
     true
@@ -154,14 +227,35 @@ pub fn depth(head: u64, tail: u64, capacity: u64) -> u64 {
 pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
     let mut problems = Vec::new();
     let mut channels = Vec::new();
-    let report = |header, segment_len, channels, problems: Vec<Problem>| Report {
-        source: source.clone(),
-        size,
-        header,
-        segment_len,
-        channels,
-        valid: problems.is_empty(),
-        problems,
+    let report = |header, segment_len, channels, problems: Vec<Problem>| {
+        // The records are read only from a segment whose header validates and whose table
+        // lies where it may (in range, on no band).
+        let peer_table = match &header {
+            Some(HeaderJson {
+                peer_table_offset: 0,
+                ..
+            }) => "none",
+            _ if problems.iter().any(|p| p.field == "peer_table_offset") => "invalid",
+            Some(_) if !problems.iter().any(|p| p.channel.is_none()) => "unread",
+            _ => "skipped",
+        };
+        let mut channels: Vec<ChannelJson> = channels;
+        let counts = (peer_table == "none").then(PeerCounts::default);
+        for c in &mut channels {
+            c.peers = counts;
+        }
+        Report {
+            source: source.clone(),
+            size,
+            header,
+            segment_len,
+            channels,
+            valid: problems.is_empty(),
+            problems,
+            peer_table,
+            peer_table_error: None,
+            peers: Vec::new(),
+        }
     };
 
     let Ok((header, _)) = HeaderFields::read_from_prefix(bytes) else {
@@ -181,15 +275,19 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
         band_cursor: header.band_cursor,
         creator_pid: header.creator_pid,
         header_flags: header.header_flags,
+        peer_table_offset: header.peer_table_offset,
     };
 
     // Header: every field the core's check rejects, one after the other.
     let mut patched = header;
     let mut segment_len = size;
+    // Whether the (patched) header passed, `peer_table_offset`'s range included.
+    let mut header_checked = false;
     for _ in 0..8 {
         match validate_header(&patched, size) {
             Ok(len) => {
                 segment_len = len;
+                header_checked = true;
                 break;
             }
             Err(CoreError::NotReady) => {
@@ -287,6 +385,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             creator_pid: entry.creator_pid,
             channel_id_field: entry.channel_id,
             flags: entry.flags,
+            peers: None,
         });
         problems.extend(entry_problems);
     }
@@ -304,7 +403,85 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
         }
     }
 
+    // The peer table: on no valid band (its range was checked with the header).
+    if header_checked && patched.peer_table_offset != 0 {
+        if let Err(c) = check_peer_table_bands(patched.peer_table_offset, &valid_bands) {
+            problems.push(c.into());
+        }
+    }
+
     report(Some(header_json), segment_len, channels, problems)
+}
+
+/// Reads the peer table of the segment open as `file` (when [`analyze`] found its place
+/// valid) and fills `report`'s peers and per-channel counts, judging each owner with
+/// `alive(pid, start_time)`. A failed read marks the table `unreadable`; it is not a
+/// validation problem (the object may have been truncated meanwhile).
+pub fn add_peers(report: &mut Report, file: &File, alive: impl Fn(u32, u64) -> bool) {
+    if report.peer_table != "unread" {
+        return;
+    }
+    let offset = report.header.as_ref().map_or(0, |h| h.peer_table_offset);
+    let mut table = vec![0u8; PEER_TABLE_SIZE];
+    match file.read_exact_at(&mut table, offset) {
+        Ok(()) => fill_peers(report, &table, alive),
+        Err(e) => {
+            report.peer_table = "unreadable";
+            report.peer_table_error = Some(format!(
+                "reading {PEER_TABLE_SIZE} bytes at offset {offset}: {e}"
+            ));
+        }
+    }
+}
+
+/// Fills `report` from `table`, the peer table's bytes.
+pub fn fill_peers(report: &mut Report, table: &[u8], alive: impl Fn(u32, u64) -> bool) {
+    let mut counts = vec![PeerCounts::default(); report.channels.len()];
+    report.peers.clear();
+    for (index, raw) in table.chunks_exact(PEER_RECORD_SIZE).enumerate() {
+        let Ok(record) = PeerRecord::read_from_bytes(raw) else {
+            continue;
+        };
+        if record.pid == 0 {
+            continue;
+        }
+        let is_alive = alive(record.pid, record.start_time);
+        let role = PeerRole::from_code(record.role);
+        if let Some(i) = report
+            .channels
+            .iter()
+            .position(|c| c.id == record.channel_id)
+        {
+            match (is_alive, role) {
+                (false, _) => counts[i].dead += 1,
+                (true, Some(PeerRole::Producer)) => counts[i].producers += 1,
+                (true, Some(PeerRole::Consumer)) => counts[i].consumers += 1,
+                (true, None) => {}
+            }
+        }
+        report.peers.push(PeerJson {
+            index,
+            pid: record.pid,
+            runtime: record.runtime,
+            runtime_name: crate::recv::runtime_name(record.runtime),
+            role: match role {
+                Some(PeerRole::Producer) => "producer".into(),
+                Some(PeerRole::Consumer) => "consumer".into(),
+                None => format!("unknown({})", record.role),
+            },
+            channel: record.channel_id,
+            start_time: record.start_time,
+            alive: is_alive,
+            intent: (record.intent_count != 0).then_some(IntentJson {
+                position: record.intent_position,
+                count: record.intent_count,
+            }),
+        });
+    }
+    for (c, n) in report.channels.iter_mut().zip(counts) {
+        c.peers = Some(n);
+    }
+    report.peer_table = "ok";
 }
 
 #[cfg(test)]
@@ -415,6 +592,103 @@ mod tests {
         let report = analyze(source(), HEADER_SIZE as u64, &vec![0; HEADER_SIZE]);
         assert_eq!(report.problems.len(), 1);
         assert_eq!(report.problems[0].field, "magic");
+    }
+
+    /// [`segment_bytes`], recording a size with room for a peer table after the bands.
+    fn with_room_for_a_table() -> (Vec<u8>, u64) {
+        let (mut bytes, size) = segment_bytes();
+        let size = size + PEER_TABLE_SIZE as u64;
+        put_u64(&mut bytes, 24, size);
+        (bytes, size)
+    }
+
+    #[test]
+    fn a_misplaced_peer_table_is_a_header_problem_and_is_not_read() {
+        let (mut bytes, size) = segment_bytes();
+        put_u64(&mut bytes, 48, size); // the table would run past the end
+        put_u32(&mut bytes, 8, 2); // and a bad version before it
+        let report = analyze(source(), size, &bytes);
+        let fields: Vec<_> = report.problems.iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["version", "peer_table_offset"]);
+        assert_eq!(report.peer_table, "invalid");
+        assert!(report.channels.iter().all(|c| c.peers.is_none()));
+
+        // In range but on channel 0's band (which starts at the header's end).
+        let (mut bytes, size) = segment_bytes();
+        put_u64(&mut bytes, 48, HEADER_SIZE as u64);
+        let report = analyze(source(), size, &bytes);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(report.problems[0].field, "peer_table_offset");
+        assert_eq!(report.problems[0].channel, None);
+        assert!(report.problems[0]
+            .message
+            .contains("overlaps channel 0's band"));
+        assert_eq!(report.peer_table, "invalid");
+
+        // Another header problem: the table's place passes but its records are not trusted.
+        let (mut bytes, size) = with_room_for_a_table();
+        put_u64(&mut bytes, 48, (HEADER_SIZE + 12 * SLOT_SIZE) as u64);
+        put_u64(&mut bytes, 0, 1);
+        assert_eq!(analyze(source(), size, &bytes).peer_table, "skipped");
+    }
+
+    #[test]
+    fn peers_are_listed_and_counted_per_channel() {
+        let (mut bytes, size) = with_room_for_a_table();
+        put_u64(&mut bytes, 48, (HEADER_SIZE + 12 * SLOT_SIZE) as u64);
+        let mut report = analyze(source(), size, &bytes);
+        assert_eq!(report.peer_table, "unread");
+
+        let mut table = vec![0u8; PEER_TABLE_SIZE];
+        // (index, pid, role, channel, intent count)
+        for (index, pid, role, channel, count) in [
+            (0, 10, 1u16, 0u32, 0u32),
+            (3, 11, 2, 0, 1),
+            (4, 12, 2, 3, 0),
+            (9, 13, 1, 3, 0),
+            (10, 14, 7, 3, 0),
+        ] {
+            let at = index * PEER_RECORD_SIZE;
+            put_u32(&mut table, at, pid);
+            table[at + 6..at + 8].copy_from_slice(&role.to_le_bytes());
+            put_u64(&mut table, at + 8, 1000 + u64::from(pid));
+            put_u32(&mut table, at + 16, channel);
+            put_u32(&mut table, at + 20, count);
+            put_u64(&mut table, at + 24, 5);
+        }
+        // pid 12 is dead; pid 13 "lives" only under another start time (reused pid).
+        fill_peers(&mut report, &table, |pid, start| {
+            pid != 12 && !(pid == 13 && start == 1013)
+        });
+        assert_eq!(report.peer_table, "ok");
+        let listed: Vec<_> = report
+            .peers
+            .iter()
+            .map(|p| (p.index, p.pid, p.role.as_str(), p.channel, p.alive))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (0, 10, "producer", 0, true),
+                (3, 11, "consumer", 0, true),
+                (4, 12, "consumer", 3, false),
+                (9, 13, "producer", 3, false),
+                (10, 14, "unknown(7)", 3, true),
+            ]
+        );
+        let intent = report.peers[1].intent.unwrap();
+        assert_eq!((intent.position, intent.count), (5, 1));
+        assert!(report.peers[0].intent.is_none());
+        let counts = |id: u32| report.channels.iter().find(|c| c.id == id).unwrap().peers;
+        let expect = |producers, consumers, dead| {
+            Some(PeerCounts {
+                producers,
+                consumers,
+                dead,
+            })
+        };
+        assert_eq!(counts(0), expect(1, 1, 0));
+        assert_eq!(counts(3), expect(0, 0, 2));
     }
 
     #[test]

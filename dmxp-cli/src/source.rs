@@ -96,14 +96,6 @@ impl Source {
         })
     }
 
-    /// Reads the object's size and a copy of its first `HEADER_SIZE` bytes (fewer if it is
-    /// shorter). The copy is taken with ordinary reads while other processes may be writing:
-    /// each field is as it was at some instant during the read.
-    pub fn read_header(&self) -> Result<(u64, Vec<u8>)> {
-        let file = self.open_read()?;
-        read_header_of(&file).with_context(|| format!("reading {self}"))
-    }
-
     /// A facade builder aimed at this segment.
     pub fn builder(&self) -> ChannelBuilder {
         match self {
@@ -123,7 +115,9 @@ impl Source {
     }
 }
 
-/// The size of `file` and a copy of its first `HEADER_SIZE` bytes.
+/// The size of `file` and a copy of its first `HEADER_SIZE` bytes (fewer if it is shorter).
+/// The copy is taken with ordinary reads while other processes may be writing: each field is
+/// as it was at some instant during the read.
 pub fn read_header_of(file: &File) -> io::Result<(u64, Vec<u8>)> {
     let size = file.metadata()?.len();
     let mut bytes = Vec::with_capacity(HEADER_SIZE);

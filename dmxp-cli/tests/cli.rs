@@ -11,6 +11,7 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 const HEADER_SIZE: u64 = 98_432;
+const PEER_TABLE_SIZE: u64 = 16_384;
 
 fn entry(id: u64) -> u64 {
     128 + id * 384
@@ -161,8 +162,15 @@ fn inspect_fresh_shm_segment_table_and_json() {
     assert_eq!(report["header"]["max_channels"], 256);
     assert_eq!(report["header"]["channel_count"], 2);
     assert_eq!(report["header"]["segment_size"], 1 << 20);
-    // Two bands carved: 8 and 16 slots of 1088 bytes.
-    assert_eq!(report["header"]["band_cursor"], HEADER_SIZE + 24 * 1088);
+    // Two bands carved (8 and 16 slots of 1088 bytes), then the peer table (256 records of
+    // 64 bytes) when `dmxp send`'s producer registered.
+    let table = HEADER_SIZE + 24 * 1088;
+    assert_eq!(report["header"]["peer_table_offset"], table);
+    assert_eq!(report["header"]["band_cursor"], table + PEER_TABLE_SIZE);
+    // The sender has exited and freed its record.
+    assert_eq!(report["peer_table"], "ok");
+    assert_eq!(report["peers"], serde_json::json!([]));
+    assert!(text.contains(&format!("peers: none registered (peer table at {table})")));
     let ids: Vec<_> = report["channels"]
         .as_array()
         .unwrap()
@@ -179,6 +187,10 @@ fn inspect_fresh_shm_segment_table_and_json() {
         (Some(0), Some(3))
     );
     assert_eq!(c4["depth"], 3);
+    assert_eq!(
+        c4["peers"],
+        serde_json::json!({"producers": 0, "consumers": 0, "dead": 0})
+    );
     assert_eq!(c4["band_offset"], HEADER_SIZE);
     assert_eq!(c4["band_len"], 8 * 1088);
     assert!(c4["creator_pid"].as_u64().unwrap() > 0);
@@ -683,7 +695,7 @@ fn clean_lists_and_removes_only_dmxp_segments() {
 
     let out = run_ok(dmxp().args(["clean", "--dir", dir_arg, "--json"]));
     let listing: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(listing["liveness_known"], false);
+    assert_eq!(listing["liveness_known"], true);
     let names: Vec<_> = listing["segments"]
         .as_array()
         .unwrap()
@@ -702,8 +714,14 @@ fn clean_lists_and_removes_only_dmxp_segments() {
             (b.display().to_string(), false)
         ]
     );
-    // The creator (a finished `dmxp create`) is gone.
-    assert_eq!(listing["segments"][0]["creator"], "gone");
+    // The creator (a finished `dmxp create`) is gone and nobody registered: stale. The
+    // corrupt one still validates its header, so its liveness is known too.
+    for segment in listing["segments"].as_array().unwrap() {
+        assert_eq!(segment["creator"], "gone");
+        assert_eq!(segment["stale"], true);
+        assert_eq!(segment["state"], "stale");
+        assert_eq!(segment["live_peers"], 0);
+    }
     assert!(a.exists() && b.exists(), "listing removes nothing");
 
     run_ok(dmxp().args(["clean", "--dir", dir_arg, "--all", "--remove"]));
@@ -717,10 +735,406 @@ fn clean_removes_shm_segments_by_prefix() {
     create(shm.args(), 0, 4);
     let text = run_ok(dmxp().args(["clean", "--prefix", &shm.0]));
     assert_eq!(row(&text, &shm.0)[1], (1u64 << 20).to_string());
-    assert!(text.contains("does not record attached peers"));
+    assert!(text.contains("only registered peers are seen"));
     let out = run_ok(dmxp().args(["clean", "--prefix", &shm.0, "--remove", "--json"]));
     let listing: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listing["segments"][0]["name"], shm.0.as_str());
     assert_eq!(listing["segments"][0]["removed"], true);
     dmxp().arg("inspect").args(shm.args()).assert().code(1);
+}
+
+// ---------------------------------------------------------------- peers, clean --stale, recover
+
+fn read_u64(path: &Path, offset: u64) -> u64 {
+    let file = std::fs::File::open(path).unwrap();
+    let mut bytes = [0u8; 8];
+    file.read_exact_at(&mut bytes, offset).unwrap();
+    u64::from_le_bytes(bytes)
+}
+
+fn shm_path(name: &str) -> PathBuf {
+    Path::new("/dev/shm").join(name.trim_start_matches('/'))
+}
+
+/// `dmxp recv --follow` in the background: a registered consumer of `channel` until killed.
+struct Follower(std::process::Child);
+
+impl Follower {
+    fn spawn(seg: [&str; 2], channel: u32) -> Follower {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_dmxp"))
+            .arg("recv")
+            .args(seg)
+            .args(["--channel", &channel.to_string(), "--follow", "--raw"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let follower = Follower(child);
+        // Registered once inspect shows its record (a hang guard, not a timing assertion).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !inspect_json(seg).0["peers"]
+            .as_array()
+            .is_some_and(|peers| peers.iter().any(|p| p["pid"] == follower.pid()))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the follower never registered"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        follower
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGKILL, and reaped: its record stays, its pid is dead.
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The pid of a process that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// Writes peer record `index` of the table at `table`: as if a process `pid` had registered
+/// with `role` (1 producer, 2 consumer) on `channel` and died with intent `(position, 1)`.
+fn poke_record(
+    path: &Path,
+    table: u64,
+    index: u64,
+    pid: u32,
+    role: u16,
+    channel: u32,
+    position: u64,
+) {
+    let at = table + 64 * index;
+    let mut record = [0u8; 64];
+    record[0..4].copy_from_slice(&pid.to_le_bytes());
+    record[4..6].copy_from_slice(&1u16.to_le_bytes()); // runtime: rust
+    record[6..8].copy_from_slice(&role.to_le_bytes());
+    record[16..20].copy_from_slice(&channel.to_le_bytes());
+    record[20..24].copy_from_slice(&1u32.to_le_bytes());
+    record[24..32].copy_from_slice(&position.to_le_bytes());
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&record, at).unwrap();
+}
+
+#[test]
+fn inspect_shows_live_and_dead_peers() {
+    let shm = Shm::new("peers");
+    create(shm.args(), 4, 8);
+    let (report, _) = inspect_json(shm.args());
+    assert_eq!(report["peer_table"], "none");
+    assert_eq!(report["header"]["peer_table_offset"], 0);
+    let text = run_ok(dmxp().arg("inspect").args(shm.args()));
+    assert!(text.contains("peers: none (no peer table yet)"), "{text}");
+
+    let follower = Follower::spawn(shm.args(), 4);
+    let pid = follower.pid();
+    let (report, code) = inspect_json(shm.args());
+    assert_eq!(code, 0);
+    assert_eq!(report["peer_table"], "ok");
+    assert!(report["header"]["peer_table_offset"].as_u64().unwrap() >= HEADER_SIZE);
+    let peers = report["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{report}");
+    let peer = &peers[0];
+    assert_eq!(peer["index"], 0);
+    assert_eq!(peer["pid"], pid);
+    assert_eq!(peer["runtime"], 1);
+    assert_eq!(peer["runtime_name"], "rust");
+    assert_eq!(peer["role"], "consumer");
+    assert_eq!(peer["channel"], 4);
+    assert_eq!(peer["alive"], true);
+    assert_eq!(
+        peer["intent"],
+        Value::Null,
+        "an idle consumer claims nothing"
+    );
+    assert_eq!(
+        peer["start_time"].as_u64(),
+        dmxp::process_start_time(pid),
+        "the start-time guard"
+    );
+    assert_eq!(
+        channel(&report, 4)["peers"],
+        serde_json::json!({"producers": 0, "consumers": 1, "dead": 0})
+    );
+
+    let text = run_ok(dmxp().arg("inspect").args(shm.args()));
+    let heading = row(&text, "ID");
+    let ch4 = row(&text, "4");
+    assert_eq!(
+        ch4[heading.iter().position(|h| *h == "PEERS").unwrap()],
+        "0/1"
+    );
+    assert!(text.contains("peers: 1 registered, 0 dead"), "{text}");
+    assert_eq!(
+        row(&text, "INDEX"),
+        [
+            "INDEX",
+            "PID",
+            "RUNTIME",
+            "ROLE",
+            "CHANNEL",
+            "ALIVE",
+            "START_TIME",
+            "INTENT"
+        ]
+    );
+    let record = row(&text, "0");
+    assert_eq!(record[1], pid.to_string());
+    assert_eq!(record[2..6], ["rust", "consumer", "4", "yes"]);
+    assert_eq!(record[7], "-");
+
+    // Killed: the record stays behind, judged dead.
+    follower.kill();
+    let (report, code) = inspect_json(shm.args());
+    assert_eq!(code, 0, "a dead peer is not a validation problem");
+    assert_eq!(report["peers"][0]["pid"], pid);
+    assert_eq!(report["peers"][0]["alive"], false);
+    assert_eq!(
+        channel(&report, 4)["peers"],
+        serde_json::json!({"producers": 0, "consumers": 0, "dead": 1})
+    );
+    let text = run_ok(dmxp().arg("inspect").args(shm.args()));
+    assert!(text.contains("peers: 1 registered, 1 dead"), "{text}");
+    assert_eq!(row(&text, "0")[5], "no");
+}
+
+#[test]
+fn inspect_reports_a_misplaced_peer_table() {
+    let seg = FileSeg::new();
+    create(seg.args(), 4, 8);
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "4", "x"])
+        .assert()
+        .success();
+    let table = read_u64(&seg.path, 48);
+    for (bad, message) in [
+        (table + 8, "does not name a 64-aligned"),
+        (1 << 40, "does not name a 64-aligned"),
+        (HEADER_SIZE, "overlaps channel 4's band"),
+    ] {
+        poke_u64(&seg.path, 48, bad);
+        let (report, code) = inspect_json(seg.args());
+        assert_eq!(code, 1, "offset {bad}");
+        assert_eq!(report["problems"].as_array().unwrap().len(), 1, "{report}");
+        let problem = &report["problems"][0];
+        assert_eq!(problem["field"], "peer_table_offset");
+        assert_eq!(problem["channel"], Value::Null);
+        assert!(
+            problem["message"].as_str().unwrap().contains(message),
+            "{problem}"
+        );
+        assert_eq!(report["peer_table"], "invalid");
+        assert_eq!(channel(&report, 4)["peers"], Value::Null);
+        dmxp()
+            .arg("inspect")
+            .args(seg.args())
+            .assert()
+            .code(1)
+            .stdout(predicate::str::contains(
+                "peers: not read (peer_table_offset is invalid)",
+            ))
+            .stderr(predicate::str::contains("fields: peer_table_offset"));
+    }
+}
+
+#[test]
+fn clean_stale_removes_only_segments_without_live_peers() {
+    let shm = Shm::new("stale");
+    create(shm.args(), 0, 4);
+    let follower = Follower::spawn(shm.args(), 0);
+
+    let listing: Value = serde_json::from_str(&run_ok(
+        dmxp().args(["clean", "--prefix", &shm.0, "--json"]),
+    ))
+    .unwrap();
+    let found = &listing["segments"][0];
+    assert_eq!(found["name"], shm.0.as_str());
+    assert_eq!(found["creator"], "gone", "`dmxp create` has exited");
+    assert_eq!(found["live_peers"], 1);
+    assert_eq!(found["state"], "in_use");
+    assert_eq!(found["stale"], false);
+    let text = run_ok(dmxp().args(["clean", "--prefix", &shm.0]));
+    let heading = row(&text, "NAME");
+    let cells = row(&text, &shm.0);
+    let cell = |name: &str| cells[heading.iter().position(|h| *h == name).unwrap()];
+    assert_eq!((cell("LIVE_PEERS"), cell("STALE")), ("1", "no"));
+
+    // In use: --stale selects nothing and removes nothing.
+    run_ok(dmxp().args(["clean", "--prefix", &shm.0, "--stale", "--remove"]));
+    let out = run_ok(dmxp().args(["clean", "--prefix", &shm.0, "--stale", "--remove", "--json"]));
+    let listing: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listing["segments"], serde_json::json!([]));
+    assert!(shm_path(&shm.0).exists());
+    dmxp()
+        .args(["clean", "--prefix", &shm.0, "--stale"])
+        .assert()
+        .success()
+        .stdout("no stale DMXP segments in /dev/shm\n");
+
+    // Its only peer is killed: stale now, and removed.
+    follower.kill();
+    let text = run_ok(dmxp().args(["clean", "--prefix", &shm.0]));
+    let cells = row(&text, &shm.0);
+    let cell = |name: &str| cells[heading.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(
+        (cell("LIVE_PEERS"), cell("DEAD_PEERS"), cell("STALE")),
+        ("0", "1", "yes")
+    );
+    let out = run_ok(dmxp().args(["clean", "--prefix", &shm.0, "--stale", "--remove", "--json"]));
+    let listing: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listing["segments"][0]["name"], shm.0.as_str());
+    assert_eq!(listing["segments"][0]["stale"], true);
+    assert_eq!(listing["segments"][0]["dead_peers"], 1);
+    assert_eq!(listing["segments"][0]["removed"], true);
+    assert!(!shm_path(&shm.0).exists());
+}
+
+#[test]
+fn recover_tombstones_a_dead_producers_position_and_frees_a_dead_consumers_slot() {
+    let seg = FileSeg::new();
+    create(seg.args(), 2, 4);
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "2", "a"])
+        .assert()
+        .success();
+    let table = read_u64(&seg.path, 48);
+    assert!(table >= HEADER_SIZE, "the sender installed the peer table");
+
+    // A producer claimed position 1 (tail 1 → 2) and died before publishing it.
+    let producer = dead_pid();
+    poke_record(&seg.path, table, 5, producer, 1, 2, 1);
+    poke_u64(&seg.path, entry(2) + 128, 2);
+    let (report, _) = inspect_json(seg.args());
+    let peer = &report["peers"][0];
+    assert_eq!(
+        (&peer["index"], &peer["pid"], &peer["role"], &peer["alive"]),
+        (
+            &Value::from(5),
+            &Value::from(producer),
+            &Value::from("producer"),
+            &Value::from(false)
+        )
+    );
+    assert_eq!(
+        peer["intent"],
+        serde_json::json!({"position": 1, "count": 1})
+    );
+    assert_eq!(
+        channel(&report, 2)["peers"],
+        serde_json::json!({"producers": 0, "consumers": 0, "dead": 1})
+    );
+    let text = run_ok(dmxp().arg("inspect").args(seg.args()));
+    assert_eq!(row(&text, "5")[7], "1..2");
+
+    let out = run_ok(dmxp().arg("recover").args(seg.args()).arg("--json"));
+    let recovery: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        recovery["channels"],
+        serde_json::json!([{"channel": 2, "tombstoned": 1, "freed": 0,
+                            "records_freed": 1, "records_deferred": 0}])
+    );
+    assert_eq!(recovery["total"]["tombstoned"], 1);
+    assert_eq!(inspect_json(seg.args()).0["peers"], serde_json::json!([]));
+    // Nothing left to do.
+    dmxp()
+        .arg("recover")
+        .args(seg.args())
+        .args(["--channel", "2"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to repair"));
+
+    // The channel moves again: position 1 is a LOST tombstone, skipped and counted.
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "2", "b", "c"])
+        .assert()
+        .success();
+    // Take "a" and "b" (positions 0..=2), leave "c" at position 3.
+    dmxp()
+        .arg("recv")
+        .args(seg.args())
+        .args(["--channel", "2", "--count", "2", "--raw"])
+        .assert()
+        .success()
+        .stdout("a\nb\n")
+        .stderr(predicate::str::contains("skipped 1 lost"));
+
+    // A consumer claimed position 3 (head 3 → 4) and died before freeing its slot.
+    let consumer = dead_pid();
+    poke_record(&seg.path, table, 7, consumer, 2, 2, 3);
+    poke_u64(&seg.path, entry(2) + 256, 4);
+    let text = run_ok(
+        dmxp()
+            .arg("recover")
+            .args(seg.args())
+            .args(["--channel", "2"]),
+    );
+    let heading = row(&text, "CHANNEL");
+    assert_eq!(heading[..3], ["CHANNEL", "TOMBSTONED", "FREED"]);
+    assert_eq!(row(&text, "2"), ["2", "0", "1", "1", "0"]);
+    assert!(text.contains("1 slot of dead consumers freed"), "{text}");
+    // With the slot freed, the ring of 4 takes 4 messages without waiting.
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "2", "--timeout-ms", "0", "d", "e", "f", "g"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn recover_of_a_missing_channel_or_segment_fails() {
+    let seg = FileSeg::new();
+    create(seg.args(), 2, 4);
+    dmxp()
+        .arg("recover")
+        .args(seg.args())
+        .args(["--channel", "9"])
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains("channel 9 does not exist"));
+    // No peer table yet: nothing to repair, on every channel.
+    dmxp()
+        .arg("recover")
+        .args(seg.args())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to repair"));
+    let shm = Shm::new("recover_missing");
+    dmxp()
+        .arg("recover")
+        .args(shm.args())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("does not exist"));
+    dmxp()
+        .args(["recover", "--channel", "256"])
+        .assert()
+        .code(2);
 }
