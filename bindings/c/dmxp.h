@@ -34,7 +34,11 @@
  *
  * Thread safety: a dmxp_segment and the dmxp_channel handles opened from it are immutable
  * after open; any number of threads may use one handle concurrently. Close the segment only
- * after every thread is done with its channels.
+ * after every thread is done with its channels. Exception: a handle registered in the peer
+ * table (dmxp_channel_register, for crash recovery, PROTOCOL.md §11) holds one intent per
+ * role and must be used for that role by one thread at a time; give each thread its own
+ * registered handle. Registration is optional: an unregistered (or failed-to-register) handle
+ * works as before, without crash protection.
  *
  * Status codes: every fallible function returns a dmxp_status (DMXP_OK == 0, errors < 0).
  * Functions that validate a segment also fill an optional dmxp_error with the values that
@@ -53,6 +57,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -103,6 +108,16 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 #define DMXP_MAX_CAPACITY (UINT64_C(1) << 32)
 #define DMXP_SEGMENT_ALIGN 128u
 
+/* Peer table (PROTOCOL.md §11): 256 records of 64 bytes, carved from the band area. */
+#define DMXP_PEER_RECORDS 256u
+#define DMXP_PEER_RECORD_SIZE 64u
+#define DMXP_PEER_TABLE_SIZE 16384u /* 256 * 64 */
+#define DMXP_ROLE_PRODUCER 1u
+#define DMXP_ROLE_CONSUMER 2u
+/* A blocked sender/receiver runs the repair of §11.6 once the channel has been stuck at the
+ * same position this long, and re-checks at least this often while it stays stuck. */
+#define DMXP_STUCK_GRACE_NS INT64_C(10000000)
+
 #define DMXP_STATE_EMPTY 0u
 #define DMXP_STATE_CREATING 1u
 #define DMXP_STATE_READY 2u
@@ -146,8 +161,21 @@ typedef struct dmxp_header {
     _Atomic uint64_t band_cursor;    /* 32 */
     _Atomic uint32_t creator_pid;    /* 40 */
     _Atomic uint32_t header_flags;   /* 44 */
-    _Atomic uint64_t zero[10];       /* 48..128 */
+    _Atomic uint64_t peer_table_offset; /* 48: 0 = no peer table yet (§11.1) */
+    _Atomic uint64_t zero[9];        /* 56..128 */
 } dmxp_header;
+
+/* Peer record (§11.2): 64 bytes, 64-aligned, record i at peer_table_offset + i * 64. */
+typedef struct dmxp_peer_record {
+    _Atomic uint32_t pid;             /*  0: owner's pid; 0 = free record */
+    _Atomic uint16_t runtime;         /*  4: owner's sender_runtime code */
+    _Atomic uint16_t role;            /*  6: DMXP_ROLE_PRODUCER / DMXP_ROLE_CONSUMER */
+    _Atomic uint64_t start_time;      /*  8: /proc/<pid>/stat starttime; 0 = unknown */
+    _Atomic uint32_t channel_id;      /* 16 */
+    _Atomic uint32_t intent_count;    /* 20: positions the owner may own; 0 = none */
+    _Atomic uint64_t intent_position; /* 24: first position of the intent */
+    _Atomic uint64_t zero[4];         /* 32..64 */
+} dmxp_peer_record;
 
 /* ChannelEntry: 384 bytes, 128-aligned, at 128 + id * 384. */
 typedef struct dmxp_channel_entry {
@@ -213,8 +241,21 @@ DMXP_ASSERT_AT(dmxp_header, segment_size, 24);
 DMXP_ASSERT_AT(dmxp_header, band_cursor, 32);
 DMXP_ASSERT_AT(dmxp_header, creator_pid, 40);
 DMXP_ASSERT_AT(dmxp_header, header_flags, 44);
-DMXP_ASSERT_AT(dmxp_header, zero, 48);
+DMXP_ASSERT_AT(dmxp_header, peer_table_offset, 48);
+DMXP_ASSERT_AT(dmxp_header, zero, 56);
 _Static_assert(sizeof(dmxp_header) == 128, "header fields are 128 bytes");
+
+DMXP_ASSERT_AT(dmxp_peer_record, pid, 0);
+DMXP_ASSERT_AT(dmxp_peer_record, runtime, 4);
+DMXP_ASSERT_AT(dmxp_peer_record, role, 6);
+DMXP_ASSERT_AT(dmxp_peer_record, start_time, 8);
+DMXP_ASSERT_AT(dmxp_peer_record, channel_id, 16);
+DMXP_ASSERT_AT(dmxp_peer_record, intent_count, 20);
+DMXP_ASSERT_AT(dmxp_peer_record, intent_position, 24);
+DMXP_ASSERT_AT(dmxp_peer_record, zero, 32);
+_Static_assert(sizeof(dmxp_peer_record) == DMXP_PEER_RECORD_SIZE, "peer record is 64 bytes");
+_Static_assert(DMXP_PEER_RECORDS * DMXP_PEER_RECORD_SIZE == DMXP_PEER_TABLE_SIZE,
+               "peer table is 16384 bytes");
 
 DMXP_ASSERT_AT(dmxp_channel_entry, channel_id, 0);
 DMXP_ASSERT_AT(dmxp_channel_entry, flags, 4);
@@ -291,6 +332,7 @@ typedef enum dmxp_status {
     DMXP_E_CHANNEL_EXISTS = -9,     /* strict create found it; channel = id, found = capacity */
     DMXP_E_OUT_OF_SPACE = -10,      /* found = bytes needed, value2 = bytes available */
     DMXP_E_BUSY = -11,              /* gave up after DMXP_RETRY_LIMIT contended retries */
+    DMXP_E_PEER_TABLE_FULL = -12,   /* all 256 peer records are taken (handle unprotected) */
 
     /* Corruption: a field read from the segment is invalid (dmxp_error.field names it) */
     DMXP_E_BAD_MAGIC = -20,                /* found = magic */
@@ -310,6 +352,8 @@ typedef enum dmxp_status {
     DMXP_E_BAND_OUTSIDE_SEGMENT = -34, /* channel, found = band_offset, value2 = band length,
                                           value3 = segment length */
     DMXP_E_BANDS_OVERLAP = -35,        /* channel, found = the other channel */
+    DMXP_E_PEER_TABLE_OUT_OF_RANGE = -36, /* found = peer_table_offset, value2 = segment length */
+    DMXP_E_PEER_TABLE_OVERLAPS_BAND = -37, /* channel = the band's, found = peer_table_offset */
 
     /* SendError / RecvError */
     DMXP_E_FULL = -40,             /* every slot holds an unconsumed message */
@@ -359,6 +403,11 @@ typedef struct dmxp_channel {
     uint64_t band_offset;
     uint32_t id;
     uint32_t pid;
+    unsigned char *base;  /* the segment, for the peer table (§11) */
+    uint64_t segment_len; /* validated segment length */
+    /* This handle's peer records (dmxp_channel_register), NULL when not registered. */
+    dmxp_peer_record *send_peer;
+    dmxp_peer_record *recv_peer;
 } dmxp_channel;
 
 /* A message's metadata as copied out of its slot. */
@@ -406,6 +455,7 @@ static inline const char *dmxp_status_name(dmxp_status s) {
         DMXP__NAME(DMXP_E_CHANNEL_EXISTS)
         DMXP__NAME(DMXP_E_OUT_OF_SPACE)
         DMXP__NAME(DMXP_E_BUSY)
+        DMXP__NAME(DMXP_E_PEER_TABLE_FULL)
         DMXP__NAME(DMXP_E_BAD_MAGIC)
         DMXP__NAME(DMXP_E_UNSUPPORTED_VERSION)
         DMXP__NAME(DMXP_E_WRONG_MAX_CHANNELS)
@@ -422,6 +472,8 @@ static inline const char *dmxp_status_name(dmxp_status s) {
         DMXP__NAME(DMXP_E_BAND_OVERLAPS_HEADER)
         DMXP__NAME(DMXP_E_BAND_OUTSIDE_SEGMENT)
         DMXP__NAME(DMXP_E_BANDS_OVERLAP)
+        DMXP__NAME(DMXP_E_PEER_TABLE_OUT_OF_RANGE)
+        DMXP__NAME(DMXP_E_PEER_TABLE_OVERLAPS_BAND)
         DMXP__NAME(DMXP_E_FULL)
         DMXP__NAME(DMXP_E_TOO_LARGE)
         DMXP__NAME(DMXP_E_RESERVED_FLAGS)
@@ -454,6 +506,7 @@ static inline const char *dmxp_strerror(dmxp_status s) {
     case DMXP_E_CHANNEL_EXISTS: return "channel already exists";
     case DMXP_E_OUT_OF_SPACE: return "segment out of space for the channel's band";
     case DMXP_E_BUSY: return "gave up after too many contended retries";
+    case DMXP_E_PEER_TABLE_FULL: return "peer table full: handle not registered (no crash protection)";
     case DMXP_E_BAD_MAGIC: return "corrupt segment: bad magic";
     case DMXP_E_UNSUPPORTED_VERSION: return "corrupt segment: unsupported layout version";
     case DMXP_E_WRONG_MAX_CHANNELS: return "corrupt segment: max_channels is not 256";
@@ -470,6 +523,8 @@ static inline const char *dmxp_strerror(dmxp_status s) {
     case DMXP_E_BAND_OVERLAPS_HEADER: return "corrupt segment: band lies inside the header";
     case DMXP_E_BAND_OUTSIDE_SEGMENT: return "corrupt segment: band runs past the segment";
     case DMXP_E_BANDS_OVERLAP: return "corrupt segment: two channels' bands overlap";
+    case DMXP_E_PEER_TABLE_OUT_OF_RANGE: return "corrupt segment: peer_table_offset out of range";
+    case DMXP_E_PEER_TABLE_OVERLAPS_BAND: return "corrupt segment: peer table overlaps a channel band";
     case DMXP_E_FULL: return "channel full";
     case DMXP_E_TOO_LARGE: return "message exceeds the 960-byte limit";
     case DMXP_E_RESERVED_FLAGS: return "flags set protocol-reserved bits (0x00ff)";
@@ -505,6 +560,8 @@ static inline const char *dmxp_status_field(dmxp_status s) {
     case DMXP_E_BAND_OVERLAPS_HEADER:
     case DMXP_E_BAND_OUTSIDE_SEGMENT:
     case DMXP_E_BANDS_OVERLAP: return "band_offset";
+    case DMXP_E_PEER_TABLE_OUT_OF_RANGE:
+    case DMXP_E_PEER_TABLE_OVERLAPS_BAND: return "peer_table_offset";
     default: return NULL;
     }
 }
@@ -566,6 +623,15 @@ static inline int dmxp_error_format(const dmxp_error *e, char *buf, size_t len) 
     case DMXP_E_BANDS_OVERLAP:
         return snprintf(buf, len, "corrupt segment: %sband overlaps channel %llu's band", where,
                         f);
+    case DMXP_E_PEER_TABLE_OUT_OF_RANGE:
+        return snprintf(buf, len,
+                        "corrupt segment: peer_table_offset %llu: the %u-byte peer table does "
+                        "not fit, 64-aligned, in the band area of a %llu-byte segment",
+                        f, DMXP_PEER_TABLE_SIZE, v2);
+    case DMXP_E_PEER_TABLE_OVERLAPS_BAND:
+        return snprintf(buf, len,
+                        "corrupt segment: %speer table at %llu overlaps the channel's band",
+                        where, f);
     case DMXP_E_REGION_MISALIGNED:
         return snprintf(buf, len, "region base %#llx is not aligned to %llu bytes", f, v2);
     case DMXP_E_REGION_TOO_SMALL:
@@ -685,7 +751,14 @@ static inline dmxp_channel_entry *dmxp__entry(const dmxp_segment *seg, uint32_t 
     return &((dmxp_segment_layout *)(void *)seg->base)->channels[id];
 }
 
-/* Header checks #1..#7, in the order of §4.1. `magic` was loaded with acquire by the caller.
+/* §11.1: 0 (no table), or 64-aligned, at or past HEADER_SIZE, 16384 bytes inside the segment. */
+static inline int dmxp__peer_table_in_range(uint64_t table, uint64_t segment_len) {
+    if (table == 0) return 1;
+    return table % DMXP_SLOT_ALIGN == 0 && table >= DMXP_HEADER_SIZE &&
+           segment_len >= DMXP_PEER_TABLE_SIZE && table <= segment_len - DMXP_PEER_TABLE_SIZE;
+}
+
+/* Header checks #1..#7, in the order of §4.1, then the peer table's range (§11.1). `magic` was loaded with acquire by the caller.
  * On success *segment_len is the length bands are checked against. */
 static inline dmxp_status dmxp__validate_header(dmxp_header *h, uint64_t magic,
                                                 uint64_t available, uint64_t *segment_len,
@@ -713,6 +786,9 @@ static inline dmxp_status dmxp__validate_header(dmxp_header *h, uint64_t magic,
     if (cursor != 0 &&
         (cursor < DMXP_HEADER_SIZE || cursor > len || cursor % DMXP_SLOT_ALIGN != 0))
         return dmxp__fail(err, DMXP_E_BAND_CURSOR_OUT_OF_RANGE, -1, NULL, cursor, len, 0);
+    uint64_t table = atomic_load_explicit(&h->peer_table_offset, DMXP__ACQ);
+    if (!dmxp__peer_table_in_range(table, len))
+        return dmxp__fail(err, DMXP_E_PEER_TABLE_OUT_OF_RANGE, -1, NULL, table, len, 0);
     *segment_len = len;
     return DMXP_OK;
 }
@@ -773,6 +849,12 @@ static inline dmxp_status dmxp__check_overlap(const dmxp_segment *seg, uint32_t 
         if (band < oend && oband < end)
             return dmxp__fail(err, DMXP_E_BANDS_OVERLAP, (int32_t)id, NULL, other, 0, 0);
     }
+    /* The peer table is carved like a band: it shares no byte with one either (§11.1). */
+    uint64_t table = atomic_load_explicit(&dmxp__hdr(seg)->peer_table_offset, DMXP__ACQ);
+    if (!dmxp__peer_table_in_range(table, seg->len))
+        return dmxp__fail(err, DMXP_E_PEER_TABLE_OUT_OF_RANGE, -1, NULL, table, seg->len, 0);
+    if (table != 0 && band < table + DMXP_PEER_TABLE_SIZE && table < end)
+        return dmxp__fail(err, DMXP_E_PEER_TABLE_OVERLAPS_BAND, (int32_t)id, NULL, table, 0, 0);
     return DMXP_OK;
 }
 
@@ -856,18 +938,20 @@ static inline dmxp_status dmxp_segment_format_memory(dmxp_segment *seg, void *ba
     dmxp_header *h = &l->header;
     if (atomic_load_explicit(&h->magic, DMXP__ACQ) != 0)
         return dmxp__fail(err, DMXP_E_ALREADY_FORMATTED, -1, "magic", 0, 0, 0);
+    /* First: names who is formatting, so a creator dying here is identifiable (§3.3). */
+    atomic_store_explicit(&h->creator_pid, creator_pid, DMXP__REL);
     atomic_store_explicit(&h->version, 0, DMXP__RLX);
     atomic_store_explicit(&h->max_channels, 0, DMXP__RLX);
     atomic_store_explicit(&h->channel_count, 0, DMXP__RLX);
     atomic_store_explicit(&h->reserved, 0, DMXP__RLX);
     atomic_store_explicit(&h->header_flags, 0, DMXP__RLX);
-    for (size_t i = 0; i < 10; i++) atomic_store_explicit(&h->zero[i], 0, DMXP__RLX);
+    atomic_store_explicit(&h->peer_table_offset, 0, DMXP__RLX);
+    for (size_t i = 0; i < 9; i++) atomic_store_explicit(&h->zero[i], 0, DMXP__RLX);
     for (uint32_t id = 0; id < DMXP_MAX_CHANNELS; id++) dmxp__zero_entry(&l->channels[id]);
     atomic_store_explicit(&h->version, DMXP_VERSION, DMXP__RLX);
     atomic_store_explicit(&h->max_channels, DMXP_MAX_CHANNELS, DMXP__RLX);
     atomic_store_explicit(&h->segment_size, (uint64_t)len, DMXP__RLX);
     atomic_store_explicit(&h->band_cursor, DMXP_HEADER_SIZE, DMXP__RLX);
-    atomic_store_explicit(&h->creator_pid, creator_pid, DMXP__RLX);
     atomic_store_explicit(&h->magic, DMXP_MAGIC, DMXP__REL); /* publication point */
     seg->base = (unsigned char *)base;
     seg->mapped_len = len;
@@ -1107,6 +1191,10 @@ static inline void dmxp__bind(const dmxp_segment *seg, uint32_t id, uint64_t cap
     ch->band_offset = band;
     ch->id = id;
     ch->pid = seg->pid;
+    ch->base = seg->base;
+    ch->segment_len = seg->len;
+    ch->send_peer = NULL;
+    ch->recv_peer = NULL;
 }
 
 /* Opens created channel `id` after validating its entry and checking its band against every
@@ -1347,10 +1435,27 @@ static inline void dmxp__notify_producers(const dmxp_channel *ch) {
     dmxp__notify(&ch->entry->not_full_seq, &ch->entry->not_full_waiters);
 }
 
-/* Claims up to `max` consecutive free positions with one CAS on tail. */
+/* Intents (§11.4): written before each claiming CAS, cleared after the last publish/free.
+ * Release stores, so that a repairer that reads an intent with acquire also sees everything
+ * the owner did before it (in particular the publish or free of its previous claim). */
+static inline void dmxp__intent_set(dmxp_peer_record *r, uint64_t position, uint64_t n) {
+    atomic_store_explicit(&r->intent_position, position, DMXP__REL);
+    atomic_store_explicit(&r->intent_count, (uint32_t)n, DMXP__REL);
+}
+
+static inline void dmxp__intent_clear(dmxp_peer_record *r) {
+    if (r) atomic_store_explicit(&r->intent_count, 0, DMXP__REL);
+}
+
+/* Claims up to `max` consecutive free positions with one CAS on tail. A registered handle
+ * names the positions in its intent before the CAS; on failure the intent is cleared, on
+ * success the caller clears it after the last publish. */
 static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
                                            uint64_t *first, uint64_t *count) {
     _Atomic uint64_t *tail_p = &ch->entry->tail;
+    dmxp_peer_record *peer = ch->send_peer;
+    int wrote_intent = 0;
+    if (max > UINT32_MAX) max = UINT32_MAX; /* intent_count is 32 bits */
     uint64_t tail = atomic_load_explicit(tail_p, DMXP__RLX);
     for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
         uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, tail)->sequence, DMXP__ACQ);
@@ -1361,7 +1466,12 @@ static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
                    atomic_load_explicit(&dmxp__slot(ch, tail + n)->sequence, DMXP__ACQ) ==
                        tail + n)
                 n++;
-            if (atomic_compare_exchange_weak_explicit(tail_p, &tail, tail + n, DMXP__RLX,
+            if (peer) {
+                dmxp__intent_set(peer, tail, n);
+                wrote_intent = 1;
+            }
+            /* Release: whoever reads the moved tail with acquire sees the intent. */
+            if (atomic_compare_exchange_weak_explicit(tail_p, &tail, tail + n, DMXP__REL,
                                                       DMXP__RLX)) {
                 *first = tail;
                 *count = n;
@@ -1369,11 +1479,13 @@ static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
             }
             /* tail now holds the current value */
         } else if (d < 0) {
+            if (wrote_intent) dmxp__intent_clear(peer);
             return DMXP_E_FULL; /* the slot still holds the message of tail - capacity */
         } else {
             tail = atomic_load_explicit(tail_p, DMXP__RLX); /* another producer took it */
         }
     }
+    if (wrote_intent) dmxp__intent_clear(peer);
     return DMXP_E_BUSY;
 }
 
@@ -1382,6 +1494,9 @@ static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
 static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max, size_t buf_cap,
                                            uint64_t *first, uint64_t *count, uint32_t *needed) {
     _Atomic uint64_t *head_p = &ch->entry->head;
+    dmxp_peer_record *peer = ch->recv_peer;
+    int wrote_intent = 0;
+    if (max > UINT32_MAX) max = UINT32_MAX; /* intent_count is 32 bits */
     uint64_t head = atomic_load_explicit(head_p, DMXP__RLX);
     for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
         dmxp_slot *slot = dmxp__slot(ch, head);
@@ -1395,6 +1510,7 @@ static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max,
                 if ((flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST)) == 0 && len <= DMXP_MSG_INLINE &&
                     len > buf_cap) {
                     *needed = len;
+                    if (wrote_intent) dmxp__intent_clear(peer);
                     return DMXP_E_BUFFER_TOO_SMALL;
                 }
             }
@@ -1403,18 +1519,24 @@ static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max,
                    atomic_load_explicit(&dmxp__slot(ch, head + n)->sequence, DMXP__ACQ) ==
                        head + n + 1)
                 n++;
-            if (atomic_compare_exchange_weak_explicit(head_p, &head, head + n, DMXP__RLX,
+            if (peer) {
+                dmxp__intent_set(peer, head, n);
+                wrote_intent = 1;
+            }
+            if (atomic_compare_exchange_weak_explicit(head_p, &head, head + n, DMXP__REL,
                                                       DMXP__RLX)) {
                 *first = head;
                 *count = n;
                 return DMXP_OK;
             }
         } else if (d < 0) {
+            if (wrote_intent) dmxp__intent_clear(peer);
             return DMXP_E_EMPTY; /* nothing sent, or its producer has not published yet */
         } else {
             head = atomic_load_explicit(head_p, DMXP__RLX); /* another consumer took it */
         }
     }
+    if (wrote_intent) dmxp__intent_clear(peer);
     return DMXP_E_BUSY;
 }
 
@@ -1499,6 +1621,7 @@ static inline dmxp_status dmxp_try_send(const dmxp_channel *ch, const void *data
     if (s != DMXP_OK) return s;
     dmxp__write_slot(ch, pos, data, len, opts ? opts->message_type : 0, opts ? opts->flags : 0,
                      dmxp_now_ns());
+    dmxp__intent_clear(ch->send_peer); /* after the last publish */
     dmxp__notify_consumers(ch);
     if (message_id) *message_id = pos;
     return DMXP_OK;
@@ -1527,6 +1650,7 @@ static inline dmxp_status dmxp_try_send_batch(const dmxp_channel *ch, const void
     uint16_t flags = opts ? opts->flags : 0;
     for (uint64_t k = 0; k < count; k++)
         dmxp__write_slot(ch, first + k, datas[k], lens[k], type, flags, now);
+    dmxp__intent_clear(ch->send_peer); /* after the last publish */
     dmxp__notify_consumers(ch);
     if (sent) *sent = (size_t)count;
     if (first_id) *first_id = first;
@@ -1576,54 +1700,468 @@ static inline dmxp_status dmxp_try_recv(const dmxp_channel *ch, void *buf, size_
             s = DMXP_OK;
         }
         dmxp__free(ch, pos);
+        dmxp__intent_clear(ch->recv_peer); /* after the free */
         dmxp__notify_producers(ch);
         if (s != DMXP_E_EMPTY) return s;
     }
     return DMXP_E_BUSY;
 }
 
+/* What a batch receive consumed (dmxp_try_recv_batch_counts). */
+typedef struct dmxp_recv_counts {
+    size_t delivered; /* messages handed to the callback */
+    size_t lost;      /* LOST tombstones consumed (messages of producers that died, §11) */
+    size_t corrupt;   /* slots with payload_len > 960, consumed and dropped */
+} dmxp_recv_counts;
+
 /* Receives up to `max` messages claimed with one CAS, calling deliver(ctx, meta, payload, len)
- * for each (after its slot is freed). *delivered counts the messages handed over, *dropped the
- * positions consumed without one (LOST tombstones and corrupt lengths); SKIP markers count in
- * neither. DMXP_OK when at least one position was consumed, else DMXP_E_EMPTY / DMXP_E_BUSY. */
-static inline dmxp_status dmxp_try_recv_batch(const dmxp_channel *ch, size_t max,
-                                              dmxp_deliver_fn deliver, void *ctx,
-                                              size_t *delivered, size_t *dropped) {
-    if (delivered) *delivered = 0;
-    if (dropped) *dropped = 0;
+ * for each (after its slot is freed); on_lost (optional) is called with the message_id of each
+ * LOST tombstone. SKIP markers are passed over and counted nowhere. DMXP_OK when at least one
+ * position was consumed, else DMXP_E_EMPTY / DMXP_E_BUSY. */
+static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, size_t max,
+                                                     dmxp_deliver_fn deliver,
+                                                     void (*on_lost)(void *ctx, uint64_t id),
+                                                     void *ctx, dmxp_recv_counts *counts) {
+    dmxp_recv_counts local = {0, 0, 0};
+    if (counts == NULL) counts = &local;
+    memset(counts, 0, sizeof *counts);
     if (max == 0) return DMXP_OK;
     uint64_t first, count;
     uint32_t needed;
     dmxp_status s = dmxp__claim_recv(ch, (uint64_t)max, SIZE_MAX, &first, &count, &needed);
     if (s != DMXP_OK) return s;
     unsigned char buf[DMXP_MSG_INLINE];
-    size_t ok = 0, bad = 0;
     for (uint64_t k = 0; k < count; k++) {
         uint64_t pos = first + k;
         dmxp_slot *slot = dmxp__slot(ch, pos);
         dmxp_meta meta;
         dmxp__read_meta(slot, &meta);
-        int kind; /* 0 message, 1 skip, 2 dropped */
+        int kind; /* 0 message, 1 skip, 2 lost, 3 corrupt */
         if (meta.flags & DMXP_FLAG_SKIP)
             kind = 1;
-        else if ((meta.flags & DMXP_FLAG_LOST) || meta.payload_len > DMXP_MSG_INLINE)
+        else if (meta.flags & DMXP_FLAG_LOST)
             kind = 2;
+        else if (meta.payload_len > DMXP_MSG_INLINE)
+            kind = 3;
         else {
             kind = 0;
             dmxp__payload_load(slot, buf, meta.payload_len);
         }
         dmxp__free(ch, pos); /* every claimed position is freed */
+        if (k + 1 == count) dmxp__intent_clear(ch->recv_peer); /* after the last free */
         if (kind == 0) {
-            ok++;
+            counts->delivered++;
             if (deliver) deliver(ctx, &meta, buf, meta.payload_len);
         } else if (kind == 2) {
-            bad++;
+            counts->lost++;
+            if (on_lost) on_lost(ctx, pos);
+        } else if (kind == 3) {
+            counts->corrupt++;
         }
     }
     dmxp__notify_producers(ch);
-    if (delivered) *delivered = ok;
-    if (dropped) *dropped = bad;
     return DMXP_OK;
+}
+
+/* dmxp_try_recv_batch_counts with *delivered = messages handed over and *dropped = positions
+ * consumed without one (LOST tombstones and corrupt lengths). */
+static inline dmxp_status dmxp_try_recv_batch(const dmxp_channel *ch, size_t max,
+                                              dmxp_deliver_fn deliver, void *ctx,
+                                              size_t *delivered, size_t *dropped) {
+    dmxp_recv_counts c;
+    dmxp_status s = dmxp_try_recv_batch_counts(ch, max, deliver, NULL, ctx, &c);
+    if (delivered) *delivered = c.delivered;
+    if (dropped) *dropped = c.lost + c.corrupt;
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Peers and crash recovery (PROTOCOL.md §11)                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Reads /proc/<pid>/stat: *state (field 3) and *start_time (field 22, clock ticks since
+ * boot). Fields are counted after the LAST ')' because the command name may hold any byte.
+ * Returns 0 on success, else an errno (ENOENT: no such process). */
+static inline int dmxp__proc_stat(uint32_t pid, char *state, uint64_t *start_time) {
+    char path[48], buf[1024];
+    snprintf(path, sizeof path, "/proc/%u/stat", (unsigned)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + got, sizeof buf - 1 - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+        if (got == sizeof buf - 1) break;
+    }
+    close(fd);
+    buf[got] = 0;
+    const char *p = strrchr(buf, ')');
+    if (p == NULL) return EINVAL;
+    p++;
+    /* After ')': " S ppid pgrp ..." — field 3 is the state, field 22 the start time. */
+    int field = 2;
+    const char *tok = p;
+    char st = 0;
+    uint64_t start = 0;
+    int have_start = 0;
+    while (*tok) {
+        while (*tok == ' ') tok++;
+        if (*tok == 0) break;
+        field++;
+        if (field == 3) st = *tok;
+        if (field == 22) {
+            uint64_t v = 0;
+            const char *d = tok;
+            while (*d >= '0' && *d <= '9') v = v * 10 + (uint64_t)(*d++ - '0');
+            if (d == tok) return EINVAL;
+            start = v;
+            have_start = 1;
+            break;
+        }
+        while (*tok && *tok != ' ') tok++;
+    }
+    if (!have_start || st == 0) return EINVAL;
+    *state = st;
+    *start_time = start;
+    return 0;
+}
+
+/* The start time (field 22 of /proc/<pid>/stat) of process `pid`, or 0 if unknown. */
+static inline uint64_t dmxp_process_start_time(uint32_t pid) {
+    char st;
+    uint64_t start = 0;
+    return dmxp__proc_stat(pid, &st, &start) == 0 ? start : 0;
+}
+
+/* §11.5: 1 when the process a record names is dead: kill(pid, 0) fails with ESRCH, or it is a
+ * zombie (state Z, or X), or start_time != 0 and the process now at that pid started at
+ * another time (the pid was reused). EPERM from kill means alive (another uid). This does not
+ * apply the "own pid is alive" rule; the repair does. */
+static inline int dmxp_peer_dead(uint32_t pid, uint64_t start_time) {
+    if (pid == 0) return 0;
+    /* No process has a pid above INT_MAX; kill() would read it as a process group. */
+    if (pid > (uint32_t)INT_MAX) return 1;
+    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 1;
+    char st;
+    uint64_t now_start;
+    int e = dmxp__proc_stat(pid, &st, &now_start);
+    if (e == ENOENT || e == ESRCH) return 1; /* exited between kill and open */
+    if (e != 0) return 0;                    /* cannot tell: alive */
+    if (st == 'Z' || st == 'X') return 1;
+    return start_time != 0 && now_start != start_time;
+}
+
+/* Locates the peer table (§11.1), installing it first when `install` and there is none.
+ * Validates its range and that no channel band overlaps it. */
+static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
+                                           dmxp_peer_record **out, dmxp_error *err) {
+    dmxp_segment seg;
+    memset(&seg, 0, sizeof seg);
+    seg.base = ch->base;
+    seg.len = ch->segment_len;
+    seg.mapped_len = (size_t)ch->segment_len;
+    _Atomic uint64_t *slot = &dmxp__hdr(&seg)->peer_table_offset;
+    uint64_t table = atomic_load_explicit(slot, DMXP__ACQ);
+    *out = NULL;
+    if (table == 0) {
+        if (!install) return DMXP_OK;
+        uint64_t start = 0;
+        dmxp_status s = dmxp__reserve_band(&seg, DMXP_PEER_TABLE_SIZE, &start, err);
+        if (s != DMXP_OK) return s;
+        dmxp_peer_record *r = (dmxp_peer_record *)(void *)(ch->base + start);
+        for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+            atomic_store_explicit(&r[i].pid, 0, DMXP__RLX);
+            atomic_store_explicit(&r[i].runtime, 0, DMXP__RLX);
+            atomic_store_explicit(&r[i].role, 0, DMXP__RLX);
+            atomic_store_explicit(&r[i].start_time, 0, DMXP__RLX);
+            atomic_store_explicit(&r[i].channel_id, 0, DMXP__RLX);
+            atomic_store_explicit(&r[i].intent_count, 0, DMXP__RLX);
+            atomic_store_explicit(&r[i].intent_position, 0, DMXP__RLX);
+            for (size_t k = 0; k < 4; k++) atomic_store_explicit(&r[i].zero[k], 0, DMXP__RLX);
+        }
+        uint64_t expected = 0;
+        /* Release: the zeroed records are visible to whoever sees the offset. A loser uses
+         * the winner's table; its own 16 KiB stay unused. */
+        if (atomic_compare_exchange_strong_explicit(slot, &expected, start, DMXP__ACQREL,
+                                                    DMXP__ACQ))
+            table = start;
+        else
+            table = expected;
+    }
+    if (!dmxp__peer_table_in_range(table, ch->segment_len) || table == 0)
+        return dmxp__fail(err, DMXP_E_PEER_TABLE_OUT_OF_RANGE, -1, NULL, table,
+                          ch->segment_len, 0);
+    uint64_t end = table + DMXP_PEER_TABLE_SIZE;
+    for (uint32_t id = 0; id < DMXP_MAX_CHANNELS; id++) {
+        uint64_t cap, band;
+        if (dmxp__geometry(&seg, id, &cap, &band, NULL, NULL) != DMXP_OK || cap == 0) continue;
+        if (band < end && table < band + cap * DMXP_SLOT_SIZE)
+            return dmxp__fail(err, DMXP_E_PEER_TABLE_OVERLAPS_BAND, (int32_t)id, NULL, table, 0,
+                              0);
+    }
+    *out = (dmxp_peer_record *)(void *)(ch->base + table);
+    return DMXP_OK;
+}
+
+/* Takes a free record for this handle in `role` (§11.3). */
+static inline dmxp_status dmxp__register_one(dmxp_channel *ch, uint16_t role,
+                                             dmxp_peer_record **slot, dmxp_error *err) {
+    if (*slot) return DMXP_OK;
+    dmxp_peer_record *table;
+    dmxp_status s = dmxp__peer_table(ch, 1, &table, err);
+    if (s != DMXP_OK) return s;
+    uint32_t me = (uint32_t)getpid(); /* not the segment's pid: this may be a forked child */
+    uint64_t start = dmxp_process_start_time(me);
+    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+        dmxp_peer_record *r = &table[i];
+        uint32_t expected = 0;
+        if (!atomic_compare_exchange_strong_explicit(&r->pid, &expected, me, DMXP__ACQ,
+                                                     DMXP__RLX))
+            continue;
+        atomic_store_explicit(&r->runtime, (uint16_t)DMXP_RUNTIME_C, DMXP__RLX);
+        atomic_store_explicit(&r->role, role, DMXP__RLX);
+        atomic_store_explicit(&r->channel_id, ch->id, DMXP__RLX);
+        atomic_store_explicit(&r->intent_count, 0, DMXP__RLX);
+        atomic_store_explicit(&r->intent_position, 0, DMXP__RLX);
+        atomic_store_explicit(&r->start_time, start, DMXP__REL); /* last: 0 means unknown */
+        *slot = r;
+        return DMXP_OK;
+    }
+    return dmxp__fail(err, DMXP_E_PEER_TABLE_FULL, (int32_t)ch->id, "pid", 0, 0, 0);
+}
+
+/* Registers this handle in the segment's peer table (§11.3) as a producer
+ * (DMXP_ROLE_PRODUCER), a consumer (DMXP_ROLE_CONSUMER) or both (their OR: two records), so
+ * that a position it claimed is repaired if this process dies before publishing or freeing
+ * it. The first registration on a segment carves the 16 KiB table from the band area.
+ *
+ * A registered handle must be used for its role by ONE thread at a time (its record holds one
+ * intent); give each thread its own handle (dmxp_channel_open again) and register each.
+ * Release the records with dmxp_channel_close.
+ *
+ * On failure (DMXP_E_PEER_TABLE_FULL, DMXP_E_OUT_OF_SPACE, a corrupt peer_table_offset) the
+ * handle still works exactly as before, only without crash protection: a claim of its left by
+ * a crash stalls the channel. Callers that want protection should report the failure. */
+static inline dmxp_status dmxp_channel_register(dmxp_channel *ch, unsigned roles,
+                                                dmxp_error *err) {
+    if (ch == NULL || ch->base == NULL || roles == 0 ||
+        (roles & ~(DMXP_ROLE_PRODUCER | DMXP_ROLE_CONSUMER)) != 0)
+        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "roles", roles, 0, 0);
+    if (roles & DMXP_ROLE_PRODUCER) {
+        dmxp_status s = dmxp__register_one(ch, DMXP_ROLE_PRODUCER, &ch->send_peer, err);
+        if (s != DMXP_OK) return s;
+    }
+    if (roles & DMXP_ROLE_CONSUMER) {
+        dmxp_status s = dmxp__register_one(ch, DMXP_ROLE_CONSUMER, &ch->recv_peer, err);
+        if (s != DMXP_OK) return s;
+    }
+    return DMXP_OK;
+}
+
+/* Which roles this handle is registered for (0 = none: no crash protection). */
+static inline unsigned dmxp_channel_registered(const dmxp_channel *ch) {
+    return (ch->send_peer ? DMXP_ROLE_PRODUCER : 0u) | (ch->recv_peer ? DMXP_ROLE_CONSUMER : 0u);
+}
+
+static inline void dmxp__leave(dmxp_peer_record **slot) {
+    dmxp_peer_record *r = *slot;
+    *slot = NULL;
+    if (r == NULL) return;
+    atomic_store_explicit(&r->intent_count, 0, DMXP__RLX);
+    /* A free record keeps no start time, so that the next owner's record never shows its own
+     * pid with a stale start time (which would look like a reused pid). */
+    atomic_store_explicit(&r->start_time, 0, DMXP__RLX);
+    atomic_store_explicit(&r->pid, 0, DMXP__REL);
+}
+
+/* Leaves the peer table (frees this handle's records). The handle stays usable, unregistered.
+ * Call it before dmxp_segment_close. */
+static inline void dmxp_channel_close(dmxp_channel *ch) {
+    if (ch == NULL) return;
+    dmxp__leave(&ch->send_peer);
+    dmxp__leave(&ch->recv_peer);
+}
+
+/* What dmxp_channel_recover did. */
+typedef struct dmxp_recover_report {
+    uint32_t records_freed; /* dead peers' records taken over and freed */
+    uint64_t lost;          /* LOST tombstones published for positions of dead producers */
+    uint64_t freed;         /* slots freed for positions claimed by dead consumers */
+} dmxp_recover_report;
+
+/* Snapshot of the live intents of `role` on channel `id` other than `skip`. */
+typedef struct dmxp__intent {
+    uint64_t position;
+    uint32_t count;
+} dmxp__intent;
+
+static inline size_t dmxp__live_intents(dmxp_peer_record *table, const dmxp_peer_record *skip,
+                                        uint32_t id, uint16_t role, uint32_t me,
+                                        dmxp__intent *out) {
+    size_t n = 0;
+    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+        dmxp_peer_record *o = &table[i];
+        if (o == skip) continue;
+        uint32_t pid = atomic_load_explicit(&o->pid, DMXP__ACQ);
+        if (pid == 0 || atomic_load_explicit(&o->channel_id, DMXP__RLX) != id ||
+            atomic_load_explicit(&o->role, DMXP__RLX) != role)
+            continue;
+        uint32_t count = atomic_load_explicit(&o->intent_count, DMXP__ACQ);
+        if (count == 0) continue;
+        uint64_t pos = atomic_load_explicit(&o->intent_position, DMXP__ACQ);
+        uint64_t start = atomic_load_explicit(&o->start_time, DMXP__ACQ);
+        if (pid != me && dmxp_peer_dead(pid, start)) continue;
+        out[n].position = pos;
+        out[n].count = count;
+        n++;
+    }
+    return n;
+}
+
+static inline int dmxp__covered(const dmxp__intent *live, size_t n, uint64_t p) {
+    for (size_t i = 0; i < n; i++)
+        if (p - live[i].position < live[i].count) return 1; /* wrapping: pos <= p < pos + count */
+    return 0;
+}
+
+/* Repairs what dead peers left on this channel (§11.6): each dead registrant's record is taken
+ * over by CAS; a position of its intent that is still claimed-unpublished (producer) gets a
+ * LOST tombstone, one still claimed-unfreed (consumer) is freed, unless a live peer's intent
+ * covers it; then the record is freed. Records of other channels are left alone. The blocking
+ * calls run this by themselves once the channel has been stuck for DMXP_STUCK_GRACE_NS; tools
+ * may call it at any time. `report` is optional. DMXP_OK, or a corrupt peer_table_offset. */
+static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
+                                               dmxp_recover_report *report) {
+    dmxp_recover_report local;
+    if (report == NULL) report = &local;
+    memset(report, 0, sizeof *report);
+    if (ch == NULL || ch->base == NULL) return DMXP_E_INVALID_ARGUMENT;
+    dmxp_peer_record *table;
+    dmxp_status s = dmxp__peer_table(ch, 0, &table, NULL);
+    if (s != DMXP_OK || table == NULL) return s;
+    uint32_t me = (uint32_t)getpid();
+    uint64_t my_start = 0;
+    int have_start = 0;
+    dmxp__intent live[DMXP_PEER_RECORDS];
+    int woke_consumers = 0, woke_producers = 0;
+    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+        dmxp_peer_record *d = &table[i];
+        uint32_t dead_pid = atomic_load_explicit(&d->pid, DMXP__ACQ);
+        if (dead_pid == 0 || dead_pid == me) continue; /* free, or ours: alive */
+        if (atomic_load_explicit(&d->channel_id, DMXP__RLX) != ch->id) continue;
+        if (!dmxp_peer_dead(dead_pid, atomic_load_explicit(&d->start_time, DMXP__ACQ))) continue;
+        uint32_t expected = dead_pid;
+        if (!atomic_compare_exchange_strong_explicit(&d->pid, &expected, me, DMXP__ACQREL,
+                                                     DMXP__RLX))
+            continue; /* someone else repairs it */
+        if (!have_start) {
+            my_start = dmxp_process_start_time(me);
+            have_start = 1;
+        }
+        atomic_store_explicit(&d->start_time, my_start, DMXP__REL); /* d is now ours */
+        report->records_freed++;
+        uint16_t role = atomic_load_explicit(&d->role, DMXP__RLX);
+        uint16_t runtime = atomic_load_explicit(&d->runtime, DMXP__RLX);
+        uint64_t n = atomic_load_explicit(&d->intent_count, DMXP__ACQ);
+        uint64_t p0 = atomic_load_explicit(&d->intent_position, DMXP__ACQ);
+        if (n > ch->capacity) n = ch->capacity;
+        uint64_t k0 = 0;
+        if (n != 0 && (role == DMXP_ROLE_PRODUCER || role == DMXP_ROLE_CONSUMER)) {
+            int producer = role == DMXP_ROLE_PRODUCER;
+            /* The cursor first (acquire): every claim it shows happened before, and the
+             * claimant's intent, written before its claiming CAS (release), is then visible
+             * in the snapshot of live intents taken next. */
+            uint64_t cursor = atomic_load_explicit(producer ? &ch->entry->tail : &ch->entry->head,
+                                                   DMXP__ACQ);
+            size_t nlive = dmxp__live_intents(table, d, ch->id, role, me, live);
+            /* Only the last lap before the cursor can hold a stuck claim. */
+            int64_t behind = dmxp__diff(cursor, p0);
+            if (behind > 0 && (uint64_t)behind > ch->capacity) k0 = (uint64_t)behind - ch->capacity;
+            for (uint64_t k = k0; k < n; k++) {
+                uint64_t p = p0 + k;
+                if (dmxp__diff(cursor, p) <= 0) break; /* not claimed (yet): not stuck */
+                if (dmxp__covered(live, nlive, p)) continue; /* a live peer owns p */
+                dmxp_slot *slot = dmxp__slot(ch, p);
+                uint64_t seq = atomic_load_explicit(&slot->sequence, DMXP__ACQ);
+                if (producer && seq == p) {
+                    dmxp_slot_meta *m = &slot->meta;
+                    atomic_store_explicit(&m->message_id, p, DMXP__RLX);
+                    atomic_store_explicit(&m->timestamp_ns, 0, DMXP__RLX);
+                    atomic_store_explicit(&m->channel_id, ch->id, DMXP__RLX);
+                    atomic_store_explicit(&m->message_type, 0, DMXP__RLX);
+                    atomic_store_explicit(&m->sender_pid, dead_pid, DMXP__RLX);
+                    atomic_store_explicit(&m->sender_runtime, runtime, DMXP__RLX);
+                    atomic_store_explicit(&m->flags, (uint16_t)DMXP_FLAG_LOST, DMXP__RLX);
+                    atomic_store_explicit(&m->payload_len, 0, DMXP__RLX);
+                    atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
+                    atomic_store_explicit(&slot->sequence, p + 1, DMXP__REL); /* tombstone */
+                    report->lost++;
+                    woke_consumers = 1;
+                } else if (!producer && seq == p + 1) {
+                    atomic_store_explicit(&slot->sequence, p + ch->capacity, DMXP__REL);
+                    report->freed++;
+                    woke_producers = 1;
+                }
+            }
+        }
+        atomic_store_explicit(&d->intent_count, 0, DMXP__RLX);
+        atomic_store_explicit(&d->start_time, 0, DMXP__RLX);
+        atomic_store_explicit(&d->pid, 0, DMXP__REL); /* free again */
+    }
+    if (woke_consumers) dmxp__notify_consumers(ch);
+    if (woke_producers) dmxp__notify_producers(ch);
+    return DMXP_OK;
+}
+
+/* Stuck detection for the blocking calls (§11.6). */
+typedef struct dmxp__stuck {
+    int tracking;
+    uint64_t position;
+    int64_t since;
+} dmxp__stuck;
+
+/* 1 when the channel looks stuck for a receiver (send == 0: nothing published at head while
+ * tail is past it) or a sender (send == 1: the slot at tail holds a message a consumer claimed
+ * and never freed). *position is the stuck position. */
+static inline int dmxp__looks_stuck(const dmxp_channel *ch, int send, uint64_t *position) {
+    if (!send) {
+        uint64_t h = atomic_load_explicit(&ch->entry->head, DMXP__ACQ);
+        uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, h)->sequence, DMXP__ACQ);
+        uint64_t t = atomic_load_explicit(&ch->entry->tail, DMXP__ACQ);
+        *position = h;
+        return seq == h && dmxp__diff(t, h) > 0;
+    }
+    uint64_t t = atomic_load_explicit(&ch->entry->tail, DMXP__ACQ);
+    uint64_t prev = t - ch->capacity;
+    uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, t)->sequence, DMXP__ACQ);
+    uint64_t h = atomic_load_explicit(&ch->entry->head, DMXP__ACQ);
+    *position = prev;
+    return seq == prev + 1 && dmxp__diff(h, prev) > 0;
+}
+
+/* Called by a blocking loop before it sleeps: tracks how long the channel has been stuck at
+ * one position, runs the repair once that reaches the grace period (and again at every
+ * re-check while it stays stuck), and returns the deadline of the next sleep: at most one
+ * grace period away while stuck, so the condition is re-checked at least that often. */
+static inline int64_t dmxp__stuck_step(const dmxp_channel *ch, int send, dmxp__stuck *st,
+                                       int64_t deadline) {
+    uint64_t pos;
+    if (!dmxp__looks_stuck(ch, send, &pos)) {
+        st->tracking = 0;
+        return deadline;
+    }
+    int64_t now = (int64_t)dmxp_now_ns();
+    if (!st->tracking || st->position != pos) {
+        st->tracking = 1;
+        st->position = pos;
+        st->since = now;
+    } else if (now - st->since >= DMXP_STUCK_GRACE_NS) {
+        (void)dmxp_channel_recover(ch, NULL);
+    }
+    int64_t recheck = now + DMXP_STUCK_GRACE_NS;
+    return recheck < deadline ? recheck : deadline;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1661,41 +2199,47 @@ static inline int dmxp__wait_once(const dmxp_channel *ch, int (*ready)(const dmx
     return is_ready;
 }
 
-static inline dmxp_status dmxp__wait_until(const dmxp_channel *ch,
-                                           int (*ready)(const dmxp_channel *),
-                                           _Atomic uint32_t *word, _Atomic uint32_t *waiters,
-                                           int64_t timeout_ns) {
+static inline dmxp_status dmxp__wait_until(const dmxp_channel *ch, int send, int64_t timeout_ns) {
+    int (*ready)(const dmxp_channel *) = send ? dmxp_has_free_slot : dmxp_has_message;
+    _Atomic uint32_t *word = send ? &ch->entry->not_full_seq : &ch->entry->not_empty_seq;
+    _Atomic uint32_t *waiters =
+        send ? &ch->entry->not_full_waiters : &ch->entry->not_empty_waiters;
     int64_t deadline = dmxp__deadline(timeout_ns);
+    dmxp__stuck stuck = {0, 0, 0};
     for (;;) {
         if (ready(ch)) return DMXP_OK;
-        if (dmxp__wait_once(ch, ready, word, waiters, deadline)) return DMXP_OK;
+        int64_t until = dmxp__stuck_step(ch, send, &stuck, deadline);
+        if (dmxp__wait_once(ch, ready, word, waiters, until)) return DMXP_OK;
         if ((int64_t)dmxp_now_ns() >= deadline) return ready(ch) ? DMXP_OK : DMXP_E_TIMEOUT;
     }
 }
 
 /* Sleeps on the channel's not_empty futex until a message is published at head, for at most
- * timeout_ns (DMXP_FOREVER: no deadline). DMXP_OK or DMXP_E_TIMEOUT. */
+ * timeout_ns (DMXP_FOREVER: no deadline). DMXP_OK or DMXP_E_TIMEOUT. While the head position
+ * stays claimed-unpublished for DMXP_STUCK_GRACE_NS it runs dmxp_channel_recover (§11.6). */
 static inline dmxp_status dmxp_wait_message(const dmxp_channel *ch, int64_t timeout_ns) {
-    return dmxp__wait_until(ch, dmxp_has_message, &ch->entry->not_empty_seq,
-                            &ch->entry->not_empty_waiters, timeout_ns);
+    return dmxp__wait_until(ch, 0, timeout_ns);
 }
 
-/* Sleeps on the channel's not_full futex until the slot at tail is free. */
+/* Sleeps on the channel's not_full futex until the slot at tail is free, repairing a slot
+ * claimed and never freed by a dead consumer (§11.6) like dmxp_wait_message. */
 static inline dmxp_status dmxp_wait_free_slot(const dmxp_channel *ch, int64_t timeout_ns) {
-    return dmxp__wait_until(ch, dmxp_has_free_slot, &ch->entry->not_full_seq,
-                            &ch->entry->not_full_waiters, timeout_ns);
+    return dmxp__wait_until(ch, 1, timeout_ns);
 }
 
 /* dmxp_try_recv, sleeping while the channel is empty, for at most timeout_ns (DMXP_FOREVER:
- * no deadline). DMXP_E_TIMEOUT when nothing arrived in time. */
+ * no deadline). DMXP_E_TIMEOUT when nothing arrived in time. A position left unpublished by a
+ * dead producer is repaired after DMXP_STUCK_GRACE_NS and then received as DMXP_E_LOST. */
 static inline dmxp_status dmxp_recv_timeout(const dmxp_channel *ch, void *buf, size_t cap,
                                             dmxp_meta *meta, size_t *len, int64_t timeout_ns) {
     int64_t deadline = dmxp__deadline(timeout_ns);
+    dmxp__stuck stuck = {0, 0, 0};
     for (;;) {
         dmxp_status s = dmxp_try_recv(ch, buf, cap, meta, len);
         if (s != DMXP_E_EMPTY) return s;
+        int64_t until = dmxp__stuck_step(ch, 0, &stuck, deadline);
         dmxp__wait_once(ch, dmxp_has_message, &ch->entry->not_empty_seq,
-                        &ch->entry->not_empty_waiters, deadline);
+                        &ch->entry->not_empty_waiters, until);
         if ((int64_t)dmxp_now_ns() >= deadline) {
             s = dmxp_try_recv(ch, buf, cap, meta, len);
             return s == DMXP_E_EMPTY ? DMXP_E_TIMEOUT : s;
@@ -1703,16 +2247,19 @@ static inline dmxp_status dmxp_recv_timeout(const dmxp_channel *ch, void *buf, s
     }
 }
 
-/* dmxp_try_send, sleeping while the channel is full, for at most timeout_ns. */
+/* dmxp_try_send, sleeping while the channel is full, for at most timeout_ns. A slot left
+ * claimed by a dead consumer is repaired after DMXP_STUCK_GRACE_NS. */
 static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *data,
                                             size_t len, const dmxp_send_opts *opts,
                                             uint64_t *message_id, int64_t timeout_ns) {
     int64_t deadline = dmxp__deadline(timeout_ns);
+    dmxp__stuck stuck = {0, 0, 0};
     for (;;) {
         dmxp_status s = dmxp_try_send(ch, data, len, opts, message_id);
         if (s != DMXP_E_FULL) return s;
+        int64_t until = dmxp__stuck_step(ch, 1, &stuck, deadline);
         dmxp__wait_once(ch, dmxp_has_free_slot, &ch->entry->not_full_seq,
-                        &ch->entry->not_full_waiters, deadline);
+                        &ch->entry->not_full_waiters, until);
         if ((int64_t)dmxp_now_ns() >= deadline) {
             s = dmxp_try_send(ch, data, len, opts, message_id);
             return s == DMXP_E_FULL ? DMXP_E_TIMEOUT : s;

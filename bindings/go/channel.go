@@ -50,7 +50,8 @@ type Stats struct {
 
 // Channel is an opened, validated channel: a bounded MPMC ring. Its geometry was validated
 // and cached at open; every slot address is computed from the cached values. Safe for
-// concurrent use by many goroutines.
+// concurrent use by many goroutines, except once registered in the peer table (Register):
+// a registered handle is used for its role by one goroutine at a time.
 type Channel struct {
 	seg     *Segment
 	geom    Geometry
@@ -60,6 +61,9 @@ type Channel struct {
 	pid     uint32
 	lost    uint64
 	corrupt uint64
+	// This handle's peer records (Register), nil when not registered.
+	sendPeer unsafe.Pointer
+	recvPeer unsafe.Pointer
 }
 
 var scratchPool = sync.Pool{New: func() interface{} { return new([MsgInline]byte) }}
@@ -145,7 +149,13 @@ func readMeta(slot unsafe.Pointer) Meta {
 // ------------------------------------------------------------------ claiming positions
 
 // claimSend claims up to max consecutive free positions with one CAS on tail.
+// A registered handle names the positions in its intent before the CAS (PROTOCOL.md §11.4);
+// on failure the intent is cleared, on success the caller clears it after the last publish.
 func (c *Channel) claimSend(max uint64) (uint64, uint64, error) {
+	peer := c.sendPeer
+	if max > 1<<32-1 {
+		max = 1<<32 - 1 // intent_count is 32 bits
+	}
 	tail := load64(c.entry, entTail)
 	for i := 0; i < retryLimit; i++ {
 		lag := int64(load64(c.slot(tail), slotSequence) - tail)
@@ -155,24 +165,33 @@ func (c *Channel) claimSend(max uint64) (uint64, uint64, error) {
 			for count < max && load64(c.slot(tail+count), slotSequence) == tail+count {
 				count++
 			}
+			if peer != nil {
+				intentSet(peer, tail, count)
+			}
 			if cas64(c.entry, entTail, tail, tail+count) {
 				return tail, count, nil
 			}
 			tail = load64(c.entry, entTail)
 		case lag < 0:
 			// The slot still holds the message of the previous lap.
+			intentClear(peer)
 			return 0, 0, ErrFull
 		default:
 			// Another producer claimed this position: catch up.
 			tail = load64(c.entry, entTail)
 		}
 	}
+	intentClear(peer)
 	return 0, 0, ErrBusy
 }
 
 // claimRecv claims up to max consecutive published positions with one CAS on head. With
 // avail >= 0 it refuses, consuming nothing, when the first message is longer than avail.
 func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
+	peer := c.recvPeer
+	if max > 1<<32-1 {
+		max = 1<<32 - 1 // intent_count is 32 bits
+	}
 	head := load64(c.entry, entHead)
 	for i := 0; i < retryLimit; i++ {
 		slot := c.slot(head)
@@ -184,6 +203,7 @@ func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
 				needed := load32(slot, slotPayloadLen)
 				flags := uint16(load32(slot, slotRuntimeFlags) >> 16)
 				if flags&(FlagSkip|FlagLost) == 0 && needed <= MsgInline && int(needed) > avail {
+					intentClear(peer)
 					return 0, 0, &BufferTooSmallError{Needed: int(needed), Available: avail}
 				}
 			}
@@ -191,17 +211,22 @@ func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
 			for count < max && load64(c.slot(head+count), slotSequence) == head+count+1 {
 				count++
 			}
+			if peer != nil {
+				intentSet(peer, head, count)
+			}
 			if cas64(c.entry, entHead, head, head+count) {
 				return head, count, nil
 			}
 			head = load64(c.entry, entHead)
 		case lag < 0:
 			// Empty, or the producer of this position has not published yet.
+			intentClear(peer)
 			return 0, 0, ErrEmpty
 		default:
 			head = load64(c.entry, entHead)
 		}
 	}
+	intentClear(peer)
 	return 0, 0, ErrBusy
 }
 
@@ -321,6 +346,7 @@ func (c *Channel) TrySendWith(payload []byte, opts SendOptions) (uint64, error) 
 		return 0, err
 	}
 	c.writeSlot(position, payload, &opts, stamp(&opts))
+	intentClear(c.sendPeer) // after the last publish
 	c.notifyConsumers()
 	return position, nil
 }
@@ -340,6 +366,7 @@ func (c *Channel) SendTimeout(payload []byte, timeout time.Duration) (uint64, er
 // negative timeout waits as long as it takes.
 func (c *Channel) SendWith(payload []byte, opts SendOptions, timeout time.Duration) (uint64, error) {
 	deadline, forever := time.Now().Add(timeout), timeout < 0
+	var stuck stuckTracker
 	for {
 		id, err := c.TrySendWith(payload, opts)
 		if err != ErrFull {
@@ -353,7 +380,7 @@ func (c *Channel) SendWith(payload []byte, opts SendOptions, timeout time.Durati
 			}
 			return id, err
 		}
-		c.wait(true, slice)
+		c.wait(true, stuck.step(c, true, slice))
 	}
 }
 
@@ -377,6 +404,7 @@ func (c *Channel) TrySendBatch(payloads [][]byte, opts SendOptions) (int, error)
 	for k := uint64(0); k < count; k++ {
 		c.writeSlot(first+k, payloads[k], &opts, timestamp)
 	}
+	intentClear(c.sendPeer) // after the last publish
 	c.notifyConsumers()
 	return int(count), nil
 }
@@ -386,6 +414,7 @@ func (c *Channel) TrySendBatch(payloads [][]byte, opts SendOptions) (int, error)
 // takes. It returns how many were sent.
 func (c *Channel) SendBatch(payloads [][]byte, opts SendOptions, timeout time.Duration) (int, error) {
 	deadline, forever := time.Now().Add(timeout), timeout < 0
+	var stuck stuckTracker
 	sent := 0
 	for sent < len(payloads) {
 		n, err := c.TrySendBatch(payloads[sent:], opts)
@@ -408,7 +437,7 @@ func (c *Channel) SendBatch(payloads [][]byte, opts SendOptions, timeout time.Du
 			}
 			continue
 		}
-		c.wait(true, slice)
+		c.wait(true, stuck.step(c, true, slice))
 	}
 	return sent, nil
 }
@@ -465,11 +494,13 @@ func (c *Channel) TryReceive(buf []byte) (Meta, error) {
 			} else {
 				loadPayload(unsafe.Add(slot, slotPayload), buf[:meta.PayloadLen])
 				c.release(position)
+				intentClear(c.recvPeer) // after the free
 				c.notifyProducers()
 				return meta, nil
 			}
 		}
 		c.release(position)
+		intentClear(c.recvPeer)
 		c.notifyProducers()
 		if err != nil {
 			return Meta{}, err
@@ -487,6 +518,7 @@ func (c *Channel) Receive(buf []byte) (Meta, error) {
 // timeout (ErrTimeout after it); a negative timeout waits as long as it takes.
 func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error) {
 	deadline, forever := time.Now().Add(timeout), timeout < 0
+	var stuck stuckTracker
 	for {
 		meta, err := c.TryReceive(buf)
 		if err != ErrEmpty {
@@ -500,7 +532,7 @@ func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error
 			}
 			return meta, err
 		}
-		c.wait(false, slice)
+		c.wait(false, stuck.step(c, false, slice))
 	}
 }
 
@@ -525,6 +557,7 @@ func (c *Channel) TryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchRes
 		for ; next != end; next++ {
 			c.release(next)
 		}
+		intentClear(c.recvPeer)
 		c.notifyProducers()
 	}()
 	for next != end {
@@ -537,6 +570,9 @@ func (c *Channel) TryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchRes
 			loadPayload(unsafe.Add(slot, slotPayload), scratch[:meta.PayloadLen])
 		}
 		c.release(position)
+		if next == end {
+			intentClear(c.recvPeer) // after the last free
+		}
 		switch kind {
 		case contentMessage:
 			result.Delivered++

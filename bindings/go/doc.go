@@ -12,7 +12,7 @@
 // caches its geometry; Segment.OpenOrCreateChannel claims an empty entry by CAS on its state
 // word, carves the band from the header's band cursor by CAS, initialises the slots and
 // publishes the capacity. A Channel is safe for concurrent use by any number of goroutines
-// and processes.
+// and processes (a registered one, below, by one goroutine per role).
 //
 // Messages: TrySend / TrySendWith / TrySendBatch never wait (ErrFull); Send, SendTimeout,
 // SendWith and SendBatch sleep on the channel's futex word while the ring is full.
@@ -31,6 +31,16 @@
 // *TooLargeError, *BufferTooSmallError, *LostError, *CorruptMessageError and others, each
 // matching a sentinel with errors.Is; ErrFull, ErrEmpty, ErrBusy, ErrTimeout and ErrNotReady
 // are plain sentinels.
+//
+// Crash recovery (PROTOCOL.md §11): Channel.Register(RoleProducer or RoleConsumer) takes a
+// record in the segment's peer table (carving the 16 KiB table on first use) and brackets
+// every claim with an intent; Channel.Close frees the records. A registered handle must be
+// used for its role by one goroutine at a time: give each goroutine its own handle. If
+// registration fails (ErrPeerTableFull, no space, a corrupt peer_table_offset) the handle still
+// works, without protection. Blocking sends and receives that find the channel stuck at one
+// position for StuckGrace (10 ms) run Channel.Recover, which turns a dead producer's claim into
+// a LOST tombstone (received as a *LostError and counted in Stats) and frees a dead consumer's
+// claim; tools may call Recover at any time. PeerDead applies the liveness rules.
 //
 // Lifetime: Segment.Close unmaps the segment; no Channel of it may be used afterwards.
 package dmxp

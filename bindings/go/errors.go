@@ -51,6 +51,9 @@ var (
 	ErrRegionTooSmall = errors.New("dmxp: region too small")
 	// ErrClosed: the segment was closed.
 	ErrClosed = errors.New("dmxp: segment closed")
+	// ErrPeerTableFull: every record of the peer table is taken; the handle was not
+	// registered and works without crash protection.
+	ErrPeerTableFull = errors.New("dmxp: peer table full: handle not registered (no crash protection)")
 )
 
 // CorruptionKind names what is wrong with bytes read from a segment; one kind per variant of
@@ -75,6 +78,8 @@ const (
 	BandOverlapsHeader
 	BandOutsideSegment
 	BandsOverlap
+	PeerTableOutOfRange
+	PeerTableOverlapsBand
 )
 
 var kindNames = map[CorruptionKind]string{
@@ -94,6 +99,8 @@ var kindNames = map[CorruptionKind]string{
 	BandOverlapsHeader:    "BandOverlapsHeader",
 	BandOutsideSegment:    "BandOutsideSegment",
 	BandsOverlap:          "BandsOverlap",
+	PeerTableOutOfRange:   "PeerTableOutOfRange",
+	PeerTableOverlapsBand: "PeerTableOverlapsBand",
 }
 
 func (k CorruptionKind) String() string {
@@ -124,6 +131,8 @@ func (k CorruptionKind) field() string {
 		return "state"
 	case CapacityZero, CapacityNotPowerOfTwo, CapacityTooSmall, CapacityTooLarge:
 		return "capacity"
+	case PeerTableOutOfRange, PeerTableOverlapsBand:
+		return "peer_table_offset"
 	default:
 		return "band_offset"
 	}
@@ -134,7 +143,7 @@ func (k CorruptionKind) field() string {
 type CorruptionError struct {
 	Kind CorruptionKind
 	// Field is the field at fault: magic, version, max_channels, channel_count, segment_size,
-	// band_cursor, channel_id, state, capacity or band_offset.
+	// band_cursor, channel_id, state, capacity, band_offset or peer_table_offset.
 	Field string
 	// Channel is the entry's id, or -1 for a header field.
 	Channel int
@@ -142,7 +151,8 @@ type CorruptionError struct {
 	// segment_size, band_cursor, channel_id, state, capacity or band_offset.
 	Value uint64
 	// Limit is what Value was checked against where there is one: the mapped size
-	// (SegmentSizeMismatch) or the segment length (BandCursorOutOfRange, BandOutsideSegment).
+	// (SegmentSizeMismatch) or the segment length (BandCursorOutOfRange, BandOutsideSegment,
+	// PeerTableOutOfRange).
 	Limit uint64
 	// BandLen is the band's length for BandOutsideSegment.
 	BandLen uint64
@@ -166,7 +176,7 @@ func (e *CorruptionError) Error() string {
 	var what string
 	switch e.Kind {
 	case BadMagic:
-		what = fmt.Sprintf("bad magic %#018x (expected %#018x)", e.Value, Magic)
+		what = fmt.Sprintf("bad magic 0x%016x (expected 0x%016x)", e.Value, Magic)
 	case UnsupportedVersion:
 		what = fmt.Sprintf("unsupported version %d (expected %d)", e.Value, Version)
 	case WrongMaxChannels:
@@ -198,6 +208,11 @@ func (e *CorruptionError) Error() string {
 		what = fmt.Sprintf("band at %d of %d bytes runs past the %d-byte segment", e.Value, e.BandLen, e.Limit)
 	case BandsOverlap:
 		what = fmt.Sprintf("band overlaps channel %d's band", e.Other)
+	case PeerTableOutOfRange:
+		what = fmt.Sprintf("peer_table_offset %d: the %d-byte peer table does not fit, %d-aligned, in the band area of a %d-byte segment",
+			e.Value, PeerTableSize, SlotAlign, e.Limit)
+	case PeerTableOverlapsBand:
+		what = fmt.Sprintf("peer table at %d overlaps the channel's band", e.Value)
 	default:
 		what = fmt.Sprintf("%s: %d", e.Field, e.Value)
 	}
@@ -256,7 +271,7 @@ func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }
 type ReservedFlagsError struct{ Flags uint16 }
 
 func (e *ReservedFlagsError) Error() string {
-	return fmt.Sprintf("dmxp: flags %#06x set protocol-reserved bits (0x00ff)", e.Flags)
+	return fmt.Sprintf("dmxp: flags 0x%04x set protocol-reserved bits (0x00ff)", e.Flags)
 }
 func (e *ReservedFlagsError) Is(target error) bool { return target == ErrReservedFlags }
 

@@ -41,6 +41,40 @@ const (
 	offBandCursor   = 32
 	offCreatorPid   = 40
 	offHeaderFlags  = 44
+	// offPeerTableOffset is the header field locating the peer table (PROTOCOL.md §11.1).
+	offPeerTableOffset = 48
+)
+
+// Peer table (PROTOCOL.md §11): PeerRecords records of PeerRecordSize bytes, carved from the
+// band area like a channel band.
+const (
+	// PeerRecords is the number of records in the peer table.
+	PeerRecords = 256
+	// PeerRecordSize is the stride of peer records.
+	PeerRecordSize = 64
+	// PeerTableSize is the size of the peer table.
+	PeerTableSize = PeerRecords * PeerRecordSize
+)
+
+// Peer record field offsets.
+const (
+	peerPid = 0
+	// runtime (u16) at 4 and role (u16) at 6 share the 32-bit word at 4 (no 16-bit atomics).
+	peerRuntimeRole     = 4
+	peerStartTime       = 8
+	peerChannelID       = 16
+	peerIntentCount     = 20
+	peerIntentPosition  = 24
+	peerRecordZeroStart = 32
+)
+
+// Role is what a registered handle does on its channel (peer record field role).
+type Role uint16
+
+// Roles.
+const (
+	RoleProducer Role = 1
+	RoleConsumer Role = 2
 )
 
 // Channel entry field offsets.

@@ -263,12 +263,15 @@ func (s *Segment) format(pid uint32) error {
 	if load64(s.base, offMagic) != 0 {
 		return ErrAlreadyFormatted
 	}
-	zeroWords(s.base, 8, HeaderSize-8)
+	// First: names who is formatting, so a creator dying here is identifiable (§3.3).
+	store32(s.base, offCreatorPid, pid)
+	zeroWords(s.base, 8, offCreatorPid-8)
+	store32(s.base, offHeaderFlags, 0)
+	zeroWords(s.base, offCreatorPid+8, HeaderSize-offCreatorPid-8)
 	store32(s.base, offVersion, Version)
 	store32(s.base, offMaxChannels, MaxChannels)
 	store64(s.base, offSegmentSize, s.mapped)
 	store64(s.base, offBandCursor, HeaderSize)
-	store32(s.base, offCreatorPid, pid)
 	store64(s.base, offMagic, Magic) // publication point
 	s.length = s.mapped
 	return nil
@@ -286,6 +289,8 @@ func (s *Segment) Header() HeaderInfo {
 		BandCursor:   load64(s.base, offBandCursor),
 		CreatorPID:   load32(s.base, offCreatorPid),
 		HeaderFlags:  load32(s.base, offHeaderFlags),
+
+		PeerTableOffset: load64(s.base, offPeerTableOffset),
 	}
 }
 
@@ -353,6 +358,16 @@ func (s *Segment) checkNoOverlap(g Geometry) error {
 			return e
 		}
 	}
+	// The peer table is carved like a band: it shares no byte with one either (§11.1).
+	table := load64(s.base, offPeerTableOffset)
+	if !peerTableInRange(table, s.length) {
+		e := corruptHeader(PeerTableOutOfRange, table)
+		e.Limit = s.length
+		return e
+	}
+	if _, bad := peerTableOverlap(table, []Geometry{g}); bad {
+		return corruptEntry(PeerTableOverlapsBand, g.ID, table)
+	}
 	return nil
 }
 
@@ -379,7 +394,24 @@ func (s *Segment) ValidateAll() error {
 			bands = append(bands, g)
 		}
 	}
-	return checkOverlaps(bands)
+	if err := checkOverlaps(bands); err != nil {
+		return err
+	}
+	return s.checkPeerTable(bands)
+}
+
+// checkPeerTable validates peer_table_offset: in range, and overlapping none of bands.
+func (s *Segment) checkPeerTable(bands []Geometry) error {
+	table := load64(s.base, offPeerTableOffset)
+	if !peerTableInRange(table, s.length) {
+		e := corruptHeader(PeerTableOutOfRange, table)
+		e.Limit = s.length
+		return e
+	}
+	if g, bad := peerTableOverlap(table, bands); bad {
+		return corruptEntry(PeerTableOverlapsBand, g.ID, table)
+	}
+	return nil
 }
 
 // OpenChannel opens the created channel id after validating its entry and band
@@ -502,7 +534,11 @@ func (s *Segment) initialiseChannel(id uint32, e unsafe.Pointer, capacity uint64
 
 // reserveBand carves capacity slots from the header's bump cursor by CAS.
 func (s *Segment) reserveBand(capacity uint64) (uint64, error) {
-	need := BandLen(capacity)
+	return s.reserveBytes(BandLen(capacity))
+}
+
+// reserveBytes carves need bytes from the band cursor by CAS (PROTOCOL.md §5 reserve_band).
+func (s *Segment) reserveBytes(need uint64) (uint64, error) {
 	start := load64(s.base, offBandCursor)
 	for i := 0; i < retryLimit; i++ {
 		if start == 0 {

@@ -13,6 +13,8 @@ type HeaderInfo struct {
 	BandCursor   uint64
 	CreatorPID   uint32
 	HeaderFlags  uint32
+	// PeerTableOffset locates the peer table (PROTOCOL.md §11.1); 0 = none yet.
+	PeerTableOffset uint64
 }
 
 // EntryInfo is a snapshot of one channel entry (PROTOCOL.md §2.3).
@@ -78,7 +80,34 @@ func validateHeader(h *HeaderInfo, mapped uint64) (uint64, error) {
 		e.Limit = segLen
 		return 0, e
 	}
+	if !peerTableInRange(h.PeerTableOffset, segLen) {
+		e := corruptHeader(PeerTableOutOfRange, h.PeerTableOffset)
+		e.Limit = segLen
+		return 0, e
+	}
 	return segLen, nil
+}
+
+// peerTableInRange: 0 (no table), or 64-aligned, past the header, PeerTableSize bytes inside
+// the segment (PROTOCOL.md §11.1).
+func peerTableInRange(table, segLen uint64) bool {
+	if table == 0 {
+		return true
+	}
+	return table%SlotAlign == 0 && table >= HeaderSize && segLen >= PeerTableSize && table <= segLen-PeerTableSize
+}
+
+// peerTableOverlap is the first band sharing a byte with a peer table at table (ok false if none).
+func peerTableOverlap(table uint64, bands []Geometry) (Geometry, bool) {
+	if table == 0 {
+		return Geometry{}, false
+	}
+	for _, g := range bands {
+		if g.BandOffset < table+PeerTableSize && table < g.BandEnd() {
+			return g, true
+		}
+	}
+	return Geometry{}, false
 }
 
 // validateEntry runs the entry checks of PROTOCOL.md §4.2 (#1..#8) in order. ok is false

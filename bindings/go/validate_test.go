@@ -57,6 +57,10 @@ func TestHeaderValidation(t *testing.T) {
 		{"band_cursor misaligned", []mutation{{offBandCursor, 8, HeaderSize + 8}}, BandCursorOutOfRange, "band_cursor", HeaderSize + 8, size, ErrCorrupt},
 		{"band_cursor in header", []mutation{{offBandCursor, 8, 64}}, BandCursorOutOfRange, "band_cursor", 64, size, ErrCorrupt},
 		{"band_cursor past segment", []mutation{{offBandCursor, 8, size + 64}}, BandCursorOutOfRange, "band_cursor", size + 64, size, ErrCorrupt},
+		{"peer_table_offset misaligned", []mutation{{offPeerTableOffset, 8, HeaderSize + 8}}, PeerTableOutOfRange, "peer_table_offset", HeaderSize + 8, size, ErrCorrupt},
+		{"peer_table_offset in header", []mutation{{offPeerTableOffset, 8, 64}}, PeerTableOutOfRange, "peer_table_offset", 64, size, ErrCorrupt},
+		{"peer table past segment", []mutation{{offPeerTableOffset, 8, HeaderSize}}, PeerTableOutOfRange, "peer_table_offset", HeaderSize, size, ErrCorrupt},
+		{"peer_table_offset overflows", []mutation{{offPeerTableOffset, 8, ^uint64(63)}}, PeerTableOutOfRange, "peer_table_offset", ^uint64(63), size, ErrCorrupt},
 		// Checked in order: a bad version is reported before a bad max_channels.
 		{"first failing check wins", []mutation{{offVersion, 4, 9}, {offMaxChannels, 4, 1}}, UnsupportedVersion, "version", 9, 0, ErrUnsupportedVersion},
 	}

@@ -76,6 +76,7 @@ typedef struct {
     /* results */
     seen_set seen;
     uint64_t unique, duplicated, corrupt, lost;
+    uint64_t tombstones; /* LOST tombstones: messages of producers that died mid-send */
     uint64_t first_ns, last_ns;
     uint64_t *recorded;
     size_t recorded_len, recorded_cap;
@@ -137,13 +138,19 @@ static void *receive_all(void *arg) {
         snprintf(j->error, sizeof j->error, "channel %u: open: %s", j->channel, msg);
         return NULL;
     }
+    /* Crash protection (PROTOCOL.md §11): this thread's handle is registered as a consumer. */
+    s = dmxp_channel_register(&ch, DMXP_ROLE_CONSUMER, &err);
+    if (s != DMXP_OK)
+        fprintf(stderr, "consumer: channel %u: not registered in the peer table (%s): "
+                        "no crash protection\n", j->channel, dmxp_strerror(s));
     for (;;) {
         if (j->failed) break;
         if (!j->idle_ns && j->unique >= j->expected) break;
-        size_t delivered = 0, dropped = 0;
-        s = dmxp_try_recv_batch(&ch, 64, check, j, &delivered, &dropped);
+        dmxp_recv_counts counts;
+        s = dmxp_try_recv_batch_counts(&ch, 64, check, NULL, j, &counts);
         if (s == DMXP_OK) {
-            j->corrupt += dropped;
+            j->corrupt += counts.corrupt;
+            j->tombstones += counts.lost;
             if (j->idle_ns) atomic_store_explicit(&last_activity_ns, dmxp_now_ns(),
                                                   memory_order_relaxed);
             continue;
@@ -169,6 +176,10 @@ static void *receive_all(void *arg) {
         }
     }
     if (!j->idle_ns && j->unique < j->expected) j->lost = j->expected - j->unique;
+    if (j->tombstones)
+        fprintf(stderr, "consumer: channel %u: %llu LOST tombstones (producers died mid-send)\n",
+                j->channel, (unsigned long long)j->tombstones);
+    dmxp_channel_close(&ch);
     return NULL;
 }
 

@@ -2,14 +2,15 @@
  * producer — sends verifiable messages on DMXP channels 0..num_channels, one thread each.
  *
  *   producer <num_channels> <messages_per_channel> [capacity] [--segment NAME]
- *            [--first-index K] [--batch N] [--size BYTES]
+ *            [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
  *
  * Opens or creates the segment (default /dmxp_alloc, or $DMXP_SEGMENT; 128 MiB, mode 0600)
  * and, for each channel c, opens or creates channel c with `capacity` slots (default 1024; an
  * existing channel is used as is). Sends indices K..K+messages_per_channel-1 on each channel
  * with payload pattern(c, index, default_len(index)); on a full ring it sleeps on the
- * channel's futex until a slot is freed. --batch N sends N at a time with one claim. Prints
- * one line per channel and a summary with msgs/s; exits 0 when everything was sent.
+ * channel's futex until a slot is freed, for at most --full-wait seconds (default 60).
+ * --batch N sends N at a time with one claim. Prints one line per channel and a summary with
+ * msgs/s; exits 0 when everything was sent.
  */
 #include "../dmxp.h"
 #include "dmxp_pattern.h"
@@ -34,7 +35,8 @@ typedef struct {
 
 static double now_s(void) { return (double)dmxp_now_ns() / 1e9; }
 
-static const int64_t FULL_WAIT_NS = INT64_C(60000000000); /* give up after 60 s of full ring */
+/* Give up after this long on a full ring (--full-wait); set before the threads start. */
+static int64_t full_wait_ns = INT64_C(60000000000);
 
 static void fail_job(job *j, const char *what, dmxp_status s) {
     j->failed = 1;
@@ -55,6 +57,11 @@ static void *send_all(void *arg) {
         snprintf(j->error, sizeof j->error, "channel %u: open: %s", j->channel, msg);
         return NULL;
     }
+    /* Crash protection (PROTOCOL.md §11): this thread's handle is registered as a producer. */
+    s = dmxp_channel_register(&ch, DMXP_ROLE_PRODUCER, &err);
+    if (s != DMXP_OK)
+        fprintf(stderr, "producer: channel %u: not registered in the peer table (%s): "
+                        "no crash protection\n", j->channel, dmxp_strerror(s));
     double start = now_s();
     if (j->batch <= 1) {
         unsigned char buf[DMXP_MSG_INLINE];
@@ -65,7 +72,7 @@ static void *send_all(void *arg) {
             s = dmxp_try_send(&ch, buf, len, NULL, NULL);
             if (s == DMXP_E_FULL) {
                 j->full++;
-                s = dmxp_send_timeout(&ch, buf, len, NULL, NULL, FULL_WAIT_NS);
+                s = dmxp_send_timeout(&ch, buf, len, NULL, NULL, full_wait_ns);
             }
             if (s != DMXP_OK) {
                 fail_job(j, "send", s);
@@ -105,7 +112,7 @@ static void *send_all(void *arg) {
                     break;
                 }
                 j->full++;
-                s = dmxp_wait_free_slot(&ch, FULL_WAIT_NS);
+                s = dmxp_wait_free_slot(&ch, full_wait_ns);
                 if (s != DMXP_OK) {
                     fail_job(j, "waiting for a free slot", s);
                     break;
@@ -119,6 +126,7 @@ static void *send_all(void *arg) {
         free(lens);
     }
     j->seconds = now_s() - start;
+    dmxp_channel_close(&ch);
     return NULL;
 }
 
@@ -133,7 +141,8 @@ static int parse_u64(const char *text, uint64_t *out) {
 
 static void usage(void) {
     fprintf(stderr, "usage: producer <num_channels> <messages_per_channel> [capacity] "
-                    "[--segment NAME] [--first-index K] [--batch N] [--size BYTES]\n");
+                    "[--segment NAME] [--first-index K] [--batch N] [--size BYTES] "
+                    "[--full-wait SECONDS]\n");
     exit(2);
 }
 
@@ -153,6 +162,10 @@ int main(int argc, char **argv) {
             if (!parse_u64(argv[++i], &batch) || batch == 0 || batch > 65536) usage();
         } else if (strcmp(a, "--size") == 0 && i + 1 < argc) {
             if (!parse_u64(argv[++i], &size)) usage();
+        } else if (strcmp(a, "--full-wait") == 0 && i + 1 < argc) {
+            uint64_t seconds;
+            if (!parse_u64(argv[++i], &seconds) || seconds > 86400) usage();
+            full_wait_ns = (int64_t)seconds * 1000000000;
         } else if (a[0] == '-' && a[1] == '-') {
             usage();
         } else {

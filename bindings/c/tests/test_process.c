@@ -5,6 +5,7 @@
 #include "check.h"
 #include "../examples/dmxp_pattern.h"
 
+#include <signal.h>
 #include <sys/wait.h>
 
 static char name[64];
@@ -350,6 +351,321 @@ static void mpmc_processes(void) {
     CHECK_OK(dmxp_shm_unlink(name, &err));
 }
 
+/* ---- Crash recovery (PROTOCOL.md §11) ------------------------------------------------------ */
+
+/* A child that opens channel `id`, registers `role` and claims one position without publishing
+ * (producer) or freeing (consumer), with the client's own claim code (intent, then the CAS);
+ * then it waits to be killed. *position gets the claimed position. */
+static pid_t spawn_claimer(const dmxp_segment *seg, uint32_t id, unsigned role,
+                           uint64_t *position) {
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        close(fds[0]);
+        dmxp_channel ch;
+        uint64_t pos = 0, n = 0;
+        uint32_t needed = 0;
+        if (dmxp_channel_open(seg, id, &ch, NULL) != DMXP_OK) _exit(20);
+        if (dmxp_channel_register(&ch, role, NULL) != DMXP_OK) _exit(21);
+        dmxp_status s = role == DMXP_ROLE_PRODUCER
+                            ? dmxp__claim_send(&ch, 1, &pos, &n)
+                            : dmxp__claim_recv(&ch, 1, SIZE_MAX, &pos, &n, &needed);
+        if (s != DMXP_OK || n != 1) _exit(22);
+        if (write(fds[1], &pos, sizeof pos) != (ssize_t)sizeof pos) _exit(23);
+        for (;;) pause();
+    }
+    close(fds[1]);
+    CHECK(read(fds[0], position, sizeof *position) == (ssize_t)sizeof *position);
+    close(fds[0]);
+    return child;
+}
+
+/* Kills the child; checks that it is judged dead while still a zombie, then reaps it. */
+static void kill_and_reap(pid_t child, uint64_t start_time) {
+    CHECK(kill(child, SIGKILL) == 0);
+    int dead = 0;
+    for (int i = 0; i < 10000 && !dead; i++) { /* hang guard only */
+        char st = 0;
+        uint64_t t;
+        if (dmxp__proc_stat((uint32_t)child, &st, &t) == 0 && st == 'Z') {
+            CHECK_EQ_U64(kill(child, 0), 0); /* kill alone still finds the zombie */
+            dead = dmxp_peer_dead((uint32_t)child, start_time);
+            CHECK(dead);
+        } else {
+            dmxp__sleep_ns(1000000);
+        }
+    }
+    CHECK(dead);
+    int status;
+    CHECK(waitpid(child, &status, 0) == child && WIFSIGNALED(status));
+    CHECK(dmxp_peer_dead((uint32_t)child, start_time)); /* reaped: ESRCH */
+}
+
+static dmxp_peer_record *peer_table_of(const dmxp_segment *seg) {
+    uint64_t off = atomic_load(&dmxp__hdr(seg)->peer_table_offset);
+    CHECK(off != 0);
+    return (dmxp_peer_record *)(void *)(seg->base + off);
+}
+
+static int records_of(const dmxp_segment *seg, uint32_t pid) {
+    dmxp_peer_record *t = peer_table_of(seg);
+    int n = 0;
+    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) n += atomic_load(&t[i].pid) == pid;
+    return n;
+}
+
+static void send_text(const dmxp_channel *ch, const char *text, uint64_t want_id) {
+    uint64_t id;
+    CHECK_OK(dmxp_try_send(ch, text, strlen(text), NULL, &id));
+    CHECK_EQ_U64(id, want_id);
+}
+
+static void recv_text(const dmxp_channel *ch, const char *text, uint64_t want_id) {
+    unsigned char buf[DMXP_MSG_INLINE];
+    size_t len;
+    dmxp_meta meta;
+    CHECK_OK(dmxp_recv_timeout(ch, buf, sizeof buf, &meta, &len, 10 * INT64_C(1000000000)));
+    CHECK_EQ_U64(meta.message_id, want_id);
+    CHECK(len == strlen(text) && memcmp(buf, text, len) == 0);
+}
+
+static void recovery_segment(dmxp_segment *seg) {
+    dmxp_error err;
+    dmxp_shm_unlink(name, NULL);
+    CHECK_OK(dmxp_segment_create_shm(seg, name, 1u << 20, 0600, &err));
+}
+
+/* (1) A producer dies between claim and publish: the consumer gets the messages before,
+ * exactly one LOST with the dead claim's id, then the messages after. */
+static void dead_producer(void) {
+    dmxp_segment seg;
+    dmxp_error err;
+    recovery_segment(&seg);
+    dmxp_channel prod, cons;
+    CHECK_OK(dmxp_channel_create(&seg, 2, 8, &prod, &err));
+    CHECK_OK(dmxp_channel_register(&prod, DMXP_ROLE_PRODUCER, &err));
+    CHECK_OK(dmxp_channel_open(&seg, 2, &cons, &err));
+    CHECK_OK(dmxp_channel_register(&cons, DMXP_ROLE_CONSUMER, &err));
+    send_text(&prod, "before-0", 0);
+    send_text(&prod, "before-1", 1);
+    uint64_t pos;
+    pid_t child = spawn_claimer(&seg, 2, DMXP_ROLE_PRODUCER, &pos);
+    CHECK_EQ_U64(pos, 2);
+    CHECK_EQ_U64(records_of(&seg, (uint32_t)child), 1);
+    uint64_t child_start = dmxp_process_start_time((uint32_t)child);
+    CHECK(child_start != 0);
+    kill_and_reap(child, child_start);
+    send_text(&prod, "after-3", 3);
+    send_text(&prod, "after-4", 4);
+    recv_text(&cons, "before-0", 0);
+    recv_text(&cons, "before-1", 1);
+    /* Stuck at 2: the timed receive repairs it after the grace period and reports the loss. */
+    unsigned char buf[DMXP_MSG_INLINE];
+    size_t len = 99;
+    dmxp_meta meta;
+    CHECK_STATUS(dmxp_recv_timeout(&cons, buf, sizeof buf, &meta, &len, 10 * INT64_C(1000000000)),
+                 DMXP_E_LOST);
+    CHECK_EQ_U64(meta.message_id, 2);
+    CHECK_EQ_U64(meta.sender_pid, (uint32_t)child);
+    CHECK_EQ_U64(meta.sender_runtime, DMXP_RUNTIME_C);
+    CHECK_EQ_U64(meta.payload_len, 0);
+    CHECK_EQ_U64(len, 0);
+    CHECK_EQ_U64(records_of(&seg, (uint32_t)child), 0); /* the dead record was freed */
+    recv_text(&cons, "after-3", 3);
+    recv_text(&cons, "after-4", 4);
+    CHECK_STATUS(dmxp_recv_timeout(&cons, buf, sizeof buf, &meta, &len, 30000000),
+                 DMXP_E_TIMEOUT);
+    /* The same through a batch receive: the tombstone is counted as lost. */
+    child = spawn_claimer(&seg, 2, DMXP_ROLE_PRODUCER, &pos);
+    CHECK_EQ_U64(pos, 5);
+    kill_and_reap(child, dmxp_process_start_time((uint32_t)child));
+    send_text(&prod, "after-6", 6);
+    CHECK_OK(dmxp_wait_message(&cons, 10 * INT64_C(1000000000))); /* repairs */
+    dmxp_recv_counts counts;
+    CHECK_OK(dmxp_try_recv_batch_counts(&cons, 8, NULL, NULL, NULL, &counts));
+    CHECK_EQ_U64(counts.lost, 1);
+    CHECK_EQ_U64(counts.delivered, 1);
+    dmxp_channel_close(&prod);
+    dmxp_channel_close(&cons);
+    dmxp_segment_close(&seg);
+    CHECK_OK(dmxp_shm_unlink(name, &err));
+}
+
+/* (2) A consumer dies holding a claimed, unfreed slot: recovery frees it and the producer can
+ * fill the ring again. */
+static void dead_consumer(void) {
+    dmxp_segment seg;
+    dmxp_error err;
+    recovery_segment(&seg);
+    dmxp_channel prod, cons;
+    CHECK_OK(dmxp_channel_create(&seg, 4, 4, &prod, &err));
+    CHECK_OK(dmxp_channel_register(&prod, DMXP_ROLE_PRODUCER, &err));
+    CHECK_OK(dmxp_channel_open(&seg, 4, &cons, &err));
+    CHECK_OK(dmxp_channel_register(&cons, DMXP_ROLE_CONSUMER, &err));
+    for (uint64_t i = 0; i < 4; i++) send_text(&prod, "m", i);
+    uint64_t pos;
+    pid_t child = spawn_claimer(&seg, 4, DMXP_ROLE_CONSUMER, &pos);
+    CHECK_EQ_U64(pos, 0);
+    kill_and_reap(child, dmxp_process_start_time((uint32_t)child));
+    for (uint64_t i = 1; i < 4; i++) recv_text(&cons, "m", i);
+    CHECK_STATUS(dmxp_try_send(&prod, "n", 1, NULL, NULL), DMXP_E_FULL);
+    /* The explicit call reports what it did. */
+    dmxp_recover_report rep;
+    CHECK_OK(dmxp_channel_recover(&prod, &rep));
+    CHECK_EQ_U64(rep.records_freed, 1);
+    CHECK_EQ_U64(rep.freed, 1);
+    CHECK_EQ_U64(rep.lost, 0);
+    CHECK_OK(dmxp_channel_recover(&prod, &rep)); /* nothing left */
+    CHECK(rep.records_freed == 0 && rep.freed == 0);
+    for (uint64_t i = 4; i < 8; i++) send_text(&prod, "full again", i);
+    CHECK_STATUS(dmxp_try_send(&prod, "n", 1, NULL, NULL), DMXP_E_FULL);
+    for (uint64_t i = 4; i < 8; i++) recv_text(&cons, "full again", i);
+    /* Through the blocking send: it repairs by itself after the grace period. */
+    for (uint64_t i = 8; i < 12; i++) send_text(&prod, "o", i);
+    child = spawn_claimer(&seg, 4, DMXP_ROLE_CONSUMER, &pos);
+    CHECK_EQ_U64(pos, 8);
+    kill_and_reap(child, dmxp_process_start_time((uint32_t)child));
+    for (uint64_t i = 9; i < 12; i++) recv_text(&cons, "o", i);
+    uint64_t id;
+    CHECK_OK(dmxp_send_timeout(&prod, "p", 1, NULL, &id, 10 * INT64_C(1000000000)));
+    CHECK_EQ_U64(id, 12);
+    recv_text(&cons, "p", 12);
+    dmxp_channel_close(&prod);
+    dmxp_channel_close(&cons);
+    dmxp_segment_close(&seg);
+    CHECK_OK(dmxp_shm_unlink(name, &err));
+}
+
+/* (3) A live peer's claim is never repaired, and a dead record's stale intent over a position
+ * a live peer owns is not either. */
+static void live_peer_respected(void) {
+    dmxp_segment seg;
+    dmxp_error err;
+    recovery_segment(&seg);
+    dmxp_channel cons;
+    CHECK_OK(dmxp_channel_create(&seg, 6, 8, &cons, &err));
+    CHECK_OK(dmxp_channel_register(&cons, DMXP_ROLE_CONSUMER, &err));
+    uint64_t pos;
+    pid_t live = spawn_claimer(&seg, 6, DMXP_ROLE_PRODUCER, &pos);
+    CHECK_EQ_U64(pos, 0);
+    dmxp_recover_report rep;
+    CHECK_OK(dmxp_channel_recover(&cons, &rep));
+    CHECK(rep.records_freed == 0 && rep.lost == 0);
+    unsigned char buf[DMXP_MSG_INLINE];
+    size_t len;
+    /* Stuck for 60 ms, re-checked (and recovery tried) every 10 ms: still nothing. */
+    CHECK_STATUS(dmxp_recv_timeout(&cons, buf, sizeof buf, NULL, &len, 60000000),
+                 DMXP_E_TIMEOUT);
+    CHECK_EQ_U64(atomic_load(&cons.slots[0].sequence), 0);
+    CHECK_EQ_U64(records_of(&seg, (uint32_t)live), 1);
+    /* A dead record whose stale intent also names position 0 (it lost the CAS to the live
+     * child and died): freed, but position 0 is left to its live owner. */
+    pid_t gone = fork();
+    if (gone == 0) _exit(0);
+    CHECK(waitpid(gone, NULL, 0) == gone);
+    dmxp_peer_record *t = peer_table_of(&seg);
+    dmxp_peer_record *d = &t[DMXP_PEER_RECORDS - 1];
+    atomic_store(&d->pid, (uint32_t)gone);
+    atomic_store(&d->runtime, DMXP_RUNTIME_RUST);
+    atomic_store(&d->role, DMXP_ROLE_PRODUCER);
+    atomic_store(&d->channel_id, 6);
+    atomic_store(&d->intent_position, 0);
+    atomic_store(&d->intent_count, 1);
+    CHECK_OK(dmxp_channel_recover(&cons, &rep));
+    CHECK_EQ_U64(rep.records_freed, 1);
+    CHECK_EQ_U64(rep.lost, 0);
+    CHECK_EQ_U64(atomic_load(&d->pid), 0);
+    CHECK_EQ_U64(atomic_load(&cons.slots[0].sequence), 0);
+    /* Once the owner dies, its claim is repaired. */
+    kill_and_reap(live, dmxp_process_start_time((uint32_t)live));
+    dmxp_meta meta;
+    CHECK_STATUS(dmxp_recv_timeout(&cons, buf, sizeof buf, &meta, &len, 10 * INT64_C(1000000000)),
+                 DMXP_E_LOST);
+    CHECK_EQ_U64(meta.message_id, 0);
+    dmxp_channel_close(&cons);
+    dmxp_segment_close(&seg);
+    CHECK_OK(dmxp_shm_unlink(name, &err));
+}
+
+/* (4) pid reuse: a record naming this (live) process's pid with another start time belongs to
+ * a dead process. This process does not judge its own pid (§11.5); a child does. */
+static void pid_reuse(void) {
+    dmxp_segment seg;
+    dmxp_error err;
+    recovery_segment(&seg);
+    dmxp_channel ch;
+    CHECK_OK(dmxp_channel_create(&seg, 7, 4, &ch, &err));
+    CHECK_OK(dmxp_channel_register(&ch, DMXP_ROLE_CONSUMER, &err)); /* installs the table */
+    uint32_t me = (uint32_t)getpid();
+    uint64_t start = dmxp_process_start_time(me);
+    CHECK(dmxp_peer_dead(me, start + 1));
+    CHECK(!dmxp_peer_dead(me, start));
+    /* A claim by "the previous owner of our pid": tail moved, nothing published. */
+    dmxp_channel raw; /* unregistered: only the CAS */
+    CHECK_OK(dmxp_channel_open(&seg, 7, &raw, &err));
+    uint64_t pos, n;
+    CHECK_OK(dmxp__claim_send(&raw, 1, &pos, &n));
+    dmxp_peer_record *d = &peer_table_of(&seg)[10];
+    atomic_store(&d->pid, me);
+    atomic_store(&d->runtime, DMXP_RUNTIME_GO);
+    atomic_store(&d->role, DMXP_ROLE_PRODUCER);
+    atomic_store(&d->start_time, start + 1000);
+    atomic_store(&d->channel_id, 7);
+    atomic_store(&d->intent_position, pos);
+    atomic_store(&d->intent_count, 1);
+    dmxp_recover_report rep;
+    CHECK_OK(dmxp_channel_recover(&ch, &rep)); /* our own pid: alive to us */
+    CHECK(rep.records_freed == 0 && rep.lost == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        dmxp_recover_report r;
+        if (dmxp_channel_recover(&ch, &r) != DMXP_OK) _exit(30);
+        _exit(r.records_freed == 1 && r.lost == 1 ? 0 : 31);
+    }
+    int status;
+    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status));
+    CHECK_EQ_U64(WEXITSTATUS(status), 0);
+    CHECK_EQ_U64(atomic_load(&d->pid), 0);
+    unsigned char buf[DMXP_MSG_INLINE];
+    size_t len;
+    dmxp_meta meta;
+    CHECK_STATUS(dmxp_try_recv(&ch, buf, sizeof buf, &meta, &len), DMXP_E_LOST);
+    CHECK_EQ_U64(meta.message_id, pos);
+    CHECK_EQ_U64(meta.sender_runtime, DMXP_RUNTIME_GO);
+    dmxp_channel_close(&ch);
+    dmxp_segment_close(&seg);
+    CHECK_OK(dmxp_shm_unlink(name, &err));
+}
+
+/* (5) Records of another channel are left alone. */
+static void other_channel_untouched(void) {
+    dmxp_segment seg;
+    dmxp_error err;
+    recovery_segment(&seg);
+    dmxp_channel a, b;
+    CHECK_OK(dmxp_channel_create(&seg, 8, 4, &a, &err));
+    CHECK_OK(dmxp_channel_create(&seg, 9, 4, &b, &err));
+    uint64_t pos;
+    pid_t child = spawn_claimer(&seg, 9, DMXP_ROLE_PRODUCER, &pos);
+    kill_and_reap(child, dmxp_process_start_time((uint32_t)child));
+    dmxp_recover_report rep;
+    CHECK_OK(dmxp_channel_recover(&a, &rep));
+    CHECK(rep.records_freed == 0 && rep.lost == 0 && rep.freed == 0);
+    CHECK_EQ_U64(records_of(&seg, (uint32_t)child), 1);
+    CHECK_EQ_U64(atomic_load(&b.slots[0].sequence), 0);
+    unsigned char buf[DMXP_MSG_INLINE];
+    size_t len;
+    CHECK_STATUS(dmxp_recv_timeout(&a, buf, sizeof buf, NULL, &len, 30000000), DMXP_E_TIMEOUT);
+    CHECK_EQ_U64(records_of(&seg, (uint32_t)child), 1);
+    CHECK_OK(dmxp_channel_recover(&b, &rep));
+    CHECK(rep.records_freed == 1 && rep.lost == 1);
+    CHECK_STATUS(dmxp_try_recv(&b, buf, sizeof buf, NULL, &len), DMXP_E_LOST);
+    dmxp_segment_close(&seg);
+    CHECK_OK(dmxp_shm_unlink(name, &err));
+}
+
 int main(void) {
     snprintf(name, sizeof name, "/dmxp_c_test_%ld", (long)getpid());
     snprintf(shm_path, sizeof shm_path, "/dev/shm%s", name);
@@ -359,5 +675,10 @@ int main(void) {
     creation_race();
     cross_process_wake();
     mpmc_processes();
+    dead_producer();
+    dead_consumer();
+    live_peer_respected();
+    pid_reuse();
+    other_channel_untouched();
     TEST_DONE("test_process");
 }

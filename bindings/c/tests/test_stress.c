@@ -1,5 +1,7 @@
 /* Threaded stress: 4 producers x 4 consumers on one small ring, mixing single, batch and
- * blocking sends and receives; every message is received exactly once with a valid checksum.
+ * blocking sends and receives, through handles registered in the peer table (intents around
+ * every claim) and a shared unregistered one; every message is received exactly once with a
+ * valid checksum.
  * Built with -fsanitize=thread (and also with ASan/UBSan). Usage: test_stress [per_producer] */
 #include "check.h"
 #include "../examples/dmxp_pattern.h"
@@ -18,6 +20,15 @@ static _Atomic uint64_t corrupt;
 
 static void *producer(void *p) {
     int who = (int)(intptr_t)p;
+    /* Odd threads use their own handle, registered in the peer table (intents around every
+     * claim); even ones share the unregistered handle. */
+    dmxp_channel mine = ch;
+    const dmxp_channel *c = &ch;
+    if (who % 2) {
+        mine.send_peer = mine.recv_peer = NULL;
+        CHECK_OK(dmxp_channel_register(&mine, DMXP_ROLE_PRODUCER, NULL));
+        c = &mine;
+    }
     unsigned char bufs[5][DMXP_MSG_INLINE];
     uint64_t i = 0;
     while (i < per_producer) {
@@ -28,14 +39,14 @@ static void *producer(void *p) {
             size_t n = per_producer - i < 5 ? (size_t)(per_producer - i) : 5;
             for (size_t k = 0; k < n; k++) {
                 uint64_t index = base + i + k;
-                lens[k] = dmxp_pattern_encode(ch.id, index, dmxp_pattern_default_len(index),
+                lens[k] = dmxp_pattern_encode(c->id, index, dmxp_pattern_default_len(index),
                                               bufs[k]);
                 datas[k] = bufs[k];
             }
             size_t sent = 0;
-            dmxp_status s = dmxp_try_send_batch(&ch, datas, lens, n, NULL, &sent, NULL);
+            dmxp_status s = dmxp_try_send_batch(c, datas, lens, n, NULL, &sent, NULL);
             if (s == DMXP_E_FULL) {
-                (void)dmxp_wait_free_slot(&ch, 10000000);
+                (void)dmxp_wait_free_slot(c, 10000000);
                 continue;
             }
             CHECK_OK(s);
@@ -43,17 +54,18 @@ static void *producer(void *p) {
             continue;
         }
         uint64_t index = base + i;
-        size_t n = dmxp_pattern_encode(ch.id, index, dmxp_pattern_default_len(index), bufs[0]);
+        size_t n = dmxp_pattern_encode(c->id, index, dmxp_pattern_default_len(index), bufs[0]);
         dmxp_status s;
         if (who % 3 == 2) {
-            s = dmxp_send_timeout(&ch, bufs[0], n, NULL, NULL, DMXP_FOREVER);
+            s = dmxp_send_timeout(c, bufs[0], n, NULL, NULL, DMXP_FOREVER);
         } else {
-            while ((s = dmxp_try_send(&ch, bufs[0], n, NULL, NULL)) == DMXP_E_FULL)
+            while ((s = dmxp_try_send(c, bufs[0], n, NULL, NULL)) == DMXP_E_FULL)
                 sched_yield();
         }
         CHECK_OK(s);
         i++;
     }
+    dmxp_channel_close(&mine);
     return NULL;
 }
 
@@ -76,14 +88,21 @@ static void deliver(void *ctx, const dmxp_meta *meta, const void *payload, size_
 
 static void *consumer(void *p) {
     int who = (int)(intptr_t)p;
+    dmxp_channel mine = ch;
+    const dmxp_channel *c = &ch;
+    if (who % 4 >= 2) {
+        mine.send_peer = mine.recv_peer = NULL;
+        CHECK_OK(dmxp_channel_register(&mine, DMXP_ROLE_CONSUMER, NULL));
+        c = &mine;
+    }
     const uint64_t total = PRODUCERS * per_producer;
     unsigned char out[DMXP_MSG_INLINE];
     while (atomic_load(&received_total) < total) {
         if (who % 2 == 0) {
             size_t delivered = 0, dropped = 0;
-            dmxp_status s = dmxp_try_recv_batch(&ch, 7, deliver, NULL, &delivered, &dropped);
+            dmxp_status s = dmxp_try_recv_batch(c, 7, deliver, NULL, &delivered, &dropped);
             if (s == DMXP_E_EMPTY) {
-                (void)dmxp_wait_message(&ch, 10000000);
+                (void)dmxp_wait_message(c, 10000000);
                 continue;
             }
             CHECK_OK(s);
@@ -91,12 +110,13 @@ static void *consumer(void *p) {
         } else {
             size_t len;
             dmxp_meta meta;
-            dmxp_status s = dmxp_recv_timeout(&ch, out, sizeof out, &meta, &len, 10000000);
+            dmxp_status s = dmxp_recv_timeout(c, out, sizeof out, &meta, &len, 10000000);
             if (s == DMXP_E_TIMEOUT) continue;
             CHECK_OK(s);
             record(out, len);
         }
     }
+    dmxp_channel_close(&mine);
     return NULL;
 }
 
@@ -131,6 +151,11 @@ int main(int argc, char **argv) {
     CHECK_EQ_U64(dmxp_channel_tail(&ch), total);
     CHECK_EQ_U64(atomic_load(&ch.entry->not_empty_waiters), 0);
     CHECK_EQ_U64(atomic_load(&ch.entry->not_full_waiters), 0);
+    /* The registered threads left the peer table: every record is free again. */
+    uint64_t table = atomic_load(&dmxp__hdr(&seg)->peer_table_offset);
+    CHECK(table != 0);
+    dmxp_peer_record *records = (dmxp_peer_record *)(void *)(seg.base + table);
+    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) CHECK_EQ_U64(atomic_load(&records[i].pid), 0);
     free(seen);
     free(mem);
     printf("test_stress: %d producers x %d consumers, %llu messages through a ring of 8, "

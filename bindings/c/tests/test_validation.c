@@ -398,6 +398,163 @@ static void adopt_band_cursor(void) {
     CHECK_EQ_U64(atomic_load(&lay->channels[3].state), DMXP_STATE_EMPTY);
 }
 
+/* §11.1: peer_table_offset range at attach, overlap with a band at channel open. */
+static void peer_table_checks(void) {
+    dmxp_header *h = &lay->header;
+    dmxp_error err;
+    uint64_t saved = atomic_load(&h->peer_table_offset);
+    atomic_store(&h->band_cursor, DMXP_HEADER_SIZE + 14 * DMXP_SLOT_SIZE); /* after channel 2 */
+    atomic_store(&h->peer_table_offset, DMXP_HEADER_SIZE + 8 * DMXP_SLOT_SIZE + 8);
+    expect_attach(DMXP_E_PEER_TABLE_OUT_OF_RANGE, "peer_table_offset",
+                  DMXP_HEADER_SIZE + 8 * DMXP_SLOT_SIZE + 8); /* not 64-aligned */
+    atomic_store(&h->peer_table_offset, DMXP_HEADER_SIZE - 64);
+    expect_attach(DMXP_E_PEER_TABLE_OUT_OF_RANGE, "peer_table_offset", DMXP_HEADER_SIZE - 64);
+    atomic_store(&h->peer_table_offset, SEG_LEN - DMXP_PEER_TABLE_SIZE + 64);
+    expect_attach(DMXP_E_PEER_TABLE_OUT_OF_RANGE, "peer_table_offset",
+                  SEG_LEN - DMXP_PEER_TABLE_SIZE + 64); /* runs past the end */
+    atomic_store(&h->peer_table_offset, UINT64_MAX - 63); /* overflows */
+    expect_attach(DMXP_E_PEER_TABLE_OUT_OF_RANGE, "peer_table_offset", UINT64_MAX - 63);
+    atomic_store(&h->peer_table_offset, SEG_LEN - DMXP_PEER_TABLE_SIZE); /* last place: ok */
+    dmxp_segment s2;
+    CHECK_OK(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err));
+    /* A table on channel 1's band (64-aligned, in range): refused when the channel is opened
+     * and by validate_all. */
+    atomic_store(&h->peer_table_offset, DMXP_HEADER_SIZE + 4 * DMXP_SLOT_SIZE + 64 * 3);
+    CHECK_OK(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err)); /* range is fine */
+    expect_open(1, DMXP_E_PEER_TABLE_OVERLAPS_BAND, "peer_table_offset",
+                DMXP_HEADER_SIZE + 4 * DMXP_SLOT_SIZE + 64 * 3);
+    /* Registration and recovery refuse it too, and the handle keeps working. */
+    dmxp_channel c0;
+    CHECK_OK(dmxp_channel_open(&seg, 0, &c0, &err));
+    CHECK_STATUS(dmxp_channel_register(&c0, DMXP_ROLE_PRODUCER, &err),
+                 DMXP_E_PEER_TABLE_OVERLAPS_BAND);
+    CHECK_EQ_U64(err.channel, 1);
+    CHECK_EQ_U64(dmxp_channel_registered(&c0), 0);
+    CHECK_STATUS(dmxp_channel_recover(&c0, NULL), DMXP_E_PEER_TABLE_OVERLAPS_BAND);
+    atomic_store(&h->peer_table_offset, saved);
+    CHECK_OK(dmxp_segment_validate_all(&seg, &err));
+}
+
+/* §11.1 / §11.3: the table is installed by the first registration, records are taken and
+ * freed, a full table or a full segment leaves the handle working without protection. */
+static void peer_registration(void) {
+    enum { LEN = DMXP_HEADER_SIZE + 4 * DMXP_SLOT_SIZE + DMXP_PEER_TABLE_SIZE };
+    unsigned char *m = test_segment_memory(LEN);
+    dmxp_segment s;
+    dmxp_error err;
+    CHECK_OK(dmxp_segment_format_memory(&s, m, LEN, 1, &err));
+    dmxp_header *h = (dmxp_header *)(void *)m;
+    dmxp_channel a, b;
+    CHECK_OK(dmxp_channel_create(&s, 5, 4, &a, &err));
+    CHECK_EQ_U64(atomic_load(&h->peer_table_offset), 0); /* lazy */
+    CHECK_STATUS(dmxp_channel_register(&a, 0, &err), DMXP_E_INVALID_ARGUMENT);
+    CHECK_STATUS(dmxp_channel_register(&a, 4, &err), DMXP_E_INVALID_ARGUMENT);
+    CHECK_OK(dmxp_channel_register(&a, DMXP_ROLE_PRODUCER | DMXP_ROLE_CONSUMER, &err));
+    uint64_t table = DMXP_HEADER_SIZE + 4 * DMXP_SLOT_SIZE;
+    CHECK_EQ_U64(atomic_load(&h->peer_table_offset), table); /* carved like a band */
+    CHECK_EQ_U64(atomic_load(&h->band_cursor), table + DMXP_PEER_TABLE_SIZE);
+    CHECK_EQ_U64(dmxp_channel_registered(&a), DMXP_ROLE_PRODUCER | DMXP_ROLE_CONSUMER);
+    dmxp_peer_record *r = (dmxp_peer_record *)(void *)(m + table);
+    CHECK(a.send_peer == &r[0] && a.recv_peer == &r[1]);
+    CHECK_EQ_U64(atomic_load(&r[0].pid), (uint32_t)getpid());
+    CHECK_EQ_U64(atomic_load(&r[0].runtime), DMXP_RUNTIME_C);
+    CHECK_EQ_U64(atomic_load(&r[0].role), DMXP_ROLE_PRODUCER);
+    CHECK_EQ_U64(atomic_load(&r[1].role), DMXP_ROLE_CONSUMER);
+    CHECK_EQ_U64(atomic_load(&r[0].channel_id), 5);
+    CHECK_EQ_U64(atomic_load(&r[0].start_time), dmxp_process_start_time((uint32_t)getpid()));
+    CHECK(atomic_load(&r[0].start_time) != 0);
+    /* Registering again for a role it has is a no-op. */
+    CHECK_OK(dmxp_channel_register(&a, DMXP_ROLE_PRODUCER, &err));
+    CHECK(a.send_peer == &r[0]);
+    /* Intents: cleared after the publish and after the free. */
+    uint64_t id;
+    CHECK_OK(dmxp_try_send(&a, "x", 1, NULL, &id));
+    CHECK_EQ_U64(atomic_load(&r[0].intent_position), 0);
+    CHECK_EQ_U64(atomic_load(&r[0].intent_count), 0);
+    const void *datas[3] = {"a", "b", "c"};
+    size_t lens[3] = {1, 1, 1}, sent;
+    CHECK_OK(dmxp_try_send_batch(&a, datas, lens, 3, NULL, &sent, &id));
+    CHECK_EQ_U64(sent, 3);
+    CHECK_EQ_U64(atomic_load(&r[0].intent_position), 1); /* the batch's first position */
+    CHECK_EQ_U64(atomic_load(&r[0].intent_count), 0);
+    CHECK_STATUS(dmxp_try_send(&a, "y", 1, NULL, &id), DMXP_E_FULL);
+    CHECK_EQ_U64(atomic_load(&r[0].intent_count), 0);
+    unsigned char buf[DMXP_MSG_INLINE];
+    size_t len;
+    CHECK_OK(dmxp_try_recv(&a, buf, sizeof buf, NULL, &len));
+    CHECK_EQ_U64(atomic_load(&r[1].intent_count), 0);
+    dmxp_recv_counts counts;
+    CHECK_OK(dmxp_try_recv_batch_counts(&a, 8, NULL, NULL, NULL, &counts));
+    CHECK_EQ_U64(counts.delivered, 3);
+    CHECK_EQ_U64(atomic_load(&r[1].intent_position), 1);
+    CHECK_EQ_U64(atomic_load(&r[1].intent_count), 0);
+    CHECK_STATUS(dmxp_try_recv(&a, buf, sizeof buf, NULL, &len), DMXP_E_EMPTY);
+    CHECK_EQ_U64(atomic_load(&r[1].intent_count), 0);
+    /* A second handle takes the next free record; close frees them. */
+    CHECK_OK(dmxp_channel_open(&s, 5, &b, &err));
+    CHECK_OK(dmxp_channel_register(&b, DMXP_ROLE_CONSUMER, &err));
+    CHECK(b.recv_peer == &r[2]);
+    dmxp_channel_close(&a);
+    CHECK_EQ_U64(dmxp_channel_registered(&a), 0);
+    CHECK_EQ_U64(atomic_load(&r[0].pid), 0);
+    CHECK_EQ_U64(atomic_load(&r[1].pid), 0);
+    CHECK_EQ_U64(atomic_load(&r[1].start_time), 0);
+    CHECK_OK(dmxp_channel_register(&a, DMXP_ROLE_PRODUCER, &err));
+    CHECK(a.send_peer == &r[0]);
+    /* Recovery among live records (ours) changes nothing. */
+    dmxp_recover_report rep;
+    CHECK_OK(dmxp_channel_recover(&a, &rep));
+    CHECK(rep.records_freed == 0 && rep.lost == 0 && rep.freed == 0);
+    /* Full table: every other record taken by a (live) pid. */
+    for (uint32_t i = 3; i < DMXP_PEER_RECORDS; i++) atomic_store(&r[i].pid, (uint32_t)getpid());
+    atomic_store(&r[1].pid, (uint32_t)getpid());
+    dmxp_channel c;
+    CHECK_OK(dmxp_channel_open(&s, 5, &c, &err));
+    CHECK_STATUS(dmxp_channel_register(&c, DMXP_ROLE_PRODUCER, &err), DMXP_E_PEER_TABLE_FULL);
+    CHECK_EQ_U64(dmxp_channel_registered(&c), 0);
+    char text[256];
+    CHECK(dmxp_error_format(&err, text, sizeof text) > 0 && strstr(text, "peer table full"));
+    CHECK_OK(dmxp_try_send(&c, "z", 1, NULL, &id)); /* unprotected, still works */
+    CHECK_OK(dmxp_try_recv(&b, buf, sizeof buf, NULL, &len));
+    CHECK(len == 1 && buf[0] == 'z');
+    dmxp_channel_close(&c); /* nothing to free */
+    dmxp_channel_close(&a);
+    dmxp_channel_close(&b);
+    free(m);
+
+    /* No room for the table: OUT_OF_SPACE, the handle still works. */
+    enum { LEN2 = DMXP_HEADER_SIZE + 4 * DMXP_SLOT_SIZE + 1024 };
+    m = test_segment_memory(LEN2);
+    CHECK_OK(dmxp_segment_format_memory(&s, m, LEN2, 1, &err));
+    CHECK_OK(dmxp_channel_create(&s, 0, 4, &a, &err));
+    CHECK_STATUS(dmxp_channel_register(&a, DMXP_ROLE_CONSUMER, &err), DMXP_E_OUT_OF_SPACE);
+    CHECK_EQ_U64(atomic_load(&((dmxp_header *)(void *)m)->peer_table_offset), 0);
+    CHECK_OK(dmxp_try_send(&a, "q", 1, NULL, &id));
+    CHECK_OK(dmxp_try_recv(&a, buf, sizeof buf, NULL, &len));
+    dmxp_recover_report rep2;
+    CHECK_OK(dmxp_channel_recover(&a, &rep2)); /* no table: nothing to do */
+    CHECK(rep2.records_freed == 0);
+    free(m);
+}
+
+/* /proc/<pid>/stat parsing and the liveness rules of §11.5 on this (live) process. */
+static void liveness(void) {
+    uint32_t me = (uint32_t)getpid();
+    uint64_t start = dmxp_process_start_time(me);
+    CHECK(start != 0);
+    char st;
+    uint64_t again;
+    CHECK_EQ_U64(dmxp__proc_stat(me, &st, &again), 0);
+    CHECK_EQ_U64(again, start);
+    CHECK(st == 'R' || st == 'S');
+    CHECK_EQ_U64(dmxp_peer_dead(me, start), 0);
+    CHECK_EQ_U64(dmxp_peer_dead(me, 0), 0);             /* unknown start time */
+    CHECK_EQ_U64(dmxp_peer_dead(me, start + 12345), 1); /* pid reused */
+    CHECK_EQ_U64(dmxp_peer_dead(UINT32_MAX, 0), 1);     /* no such pid can exist */
+    CHECK_EQ_U64(dmxp_peer_dead(1, 0), 0);              /* init: alive (EPERM or not) */
+    CHECK_EQ_U64(dmxp_process_start_time(UINT32_MAX - 1), 0);
+}
+
 int main(void) {
     mem = test_segment_memory(SEG_LEN);
     lay = (dmxp_segment_layout *)(void *)mem;
@@ -421,6 +578,9 @@ int main(void) {
     markers_and_bad_slots();
     hostile_cursors();
     adopt_band_cursor();
+    peer_table_checks();
+    peer_registration();
+    liveness();
 
     /* Every status has a name and a description. */
     for (int s = 0; s >= -70; s--) {

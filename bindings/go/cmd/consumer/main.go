@@ -163,30 +163,55 @@ func receiveAll(seg *dmxp.Segment, cfg *config, id uint32) tally {
 		r.t.err = fmt.Errorf("channel %d: %w", id, err)
 		return r.t
 	}
+	// Crash protection (PROTOCOL.md §11): this goroutine's handle is registered as a consumer.
+	if err := ch.Register(dmxp.RoleConsumer); err != nil {
+		fmt.Fprintf(os.Stderr, "consumer: channel %d: not registered in the peer table (%v): no crash protection\n", id, err)
+	}
+	defer ch.Close()
 	buf := make([]byte, dmxp.MsgInline)
 	deliver := func(_ dmxp.Meta, payload []byte) { r.check(payload) }
+	patience := cfg.wait
+	if cfg.idle > 0 {
+		patience = cfg.idle
+	}
+	// ErrBusy (heavy contention, or a ring a corrupt peer left in a state that never settles)
+	// is retried after a short sleep, but counts as no progress: the idle and wait limits
+	// still end the loop, so a wrecked ring cannot keep the consumer forever.
+	progress := time.Now()
+	busy := func() bool {
+		if (cfg.idle > 0 && idleOver(cfg)) || (cfg.idle == 0 && time.Since(progress) >= patience) {
+			fmt.Fprintf(os.Stderr, "consumer: channel %d: ring busy (no progress) for %v, giving up\n", id, patience)
+			return true
+		}
+		time.Sleep(time.Millisecond)
+		return false
+	}
 	for cfg.idle > 0 || r.t.unique < cfg.messages {
 		got, err := ch.TryReceiveBatch(64, deliver)
 		r.t.corrupt += uint64(got.Dropped)
+		if got.Delivered > 0 || got.Dropped > 0 {
+			progress = time.Now()
+		}
 		if err == nil {
 			continue
 		}
 		if err != dmxp.ErrEmpty {
 			if errors.Is(err, dmxp.ErrBusy) {
+				if busy() {
+					return r.finish()
+				}
 				continue
 			}
 			r.t.err = fmt.Errorf("channel %d: %w", id, err)
 			break
 		}
-		patience := cfg.wait
-		if cfg.idle > 0 {
-			patience = cfg.idle
-		}
 		meta, err := ch.ReceiveTimeout(buf, patience)
 		switch {
 		case err == nil:
+			progress = time.Now()
 			r.check(buf[:meta.PayloadLen])
 		case errors.Is(err, dmxp.ErrLost) || errors.Is(err, dmxp.ErrCorruptMessage):
+			progress = time.Now()
 			r.t.corrupt++
 		case err == dmxp.ErrTimeout && cfg.idle > 0:
 			if idleOver(cfg) {
@@ -196,6 +221,9 @@ func receiveAll(seg *dmxp.Segment, cfg *config, id uint32) tally {
 			fmt.Fprintf(os.Stderr, "consumer: channel %d: no message for %v, giving up\n", id, cfg.wait)
 			return r.finish()
 		case errors.Is(err, dmxp.ErrBusy):
+			if busy() {
+				return r.finish()
+			}
 		default:
 			r.t.err = fmt.Errorf("channel %d: %w", id, err)
 			return r.finish()

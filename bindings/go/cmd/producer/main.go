@@ -2,12 +2,13 @@
 // per channel:
 //
 //	producer <num_channels> <messages_per_channel> [capacity] [--segment NAME]
-//	         [--first-index K] [--batch N] [--size BYTES]
+//	         [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
 //
 // It opens or creates the segment (default /dmxp_alloc, or $DMXP_SEGMENT) and each channel
 // (an existing channel is used as is), then sends indices K..K+messages_per_channel-1 on each
 // channel with the payload pattern.Encode(c, index, pattern.DefaultLen(index)). A full ring
-// makes the sender sleep on the channel's futex until a consumer frees a slot.
+// makes the sender sleep on the channel's futex until a consumer frees a slot, for at most
+// --full-wait seconds (default 60).
 package main
 
 import (
@@ -21,12 +22,13 @@ import (
 	"dmxp.dev/dmxp/pattern"
 )
 
-const usage = "usage: producer <num_channels> <messages_per_channel> [capacity] [--segment NAME] [--first-index K] [--batch N] [--size BYTES]"
+const usage = "usage: producer <num_channels> <messages_per_channel> [capacity] [--segment NAME] [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]"
 
 type config struct {
 	channels, messages, capacity, first, batch uint64
 	segment                                    string
 	size                                       uint64
+	fullWait                                   time.Duration
 }
 
 type result struct {
@@ -38,7 +40,7 @@ type result struct {
 }
 
 func parse(args []string) (*config, error) {
-	a, err := cli.Parse(args, []string{"segment", "first-index", "batch", "size"})
+	a, err := cli.Parse(args, []string{"segment", "first-index", "batch", "size", "full-wait"})
 	if err != nil {
 		return nil, err
 	}
@@ -64,6 +66,11 @@ func parse(args []string) (*config, error) {
 	if c.size, err = a.Uint("size", dmxp.DefaultSegmentSize); err != nil {
 		return nil, err
 	}
+	fullWait, err := a.Uint("full-wait", 60)
+	if err != nil {
+		return nil, err
+	}
+	c.fullWait = time.Duration(fullWait) * time.Second
 	def := os.Getenv("DMXP_SEGMENT")
 	if def == "" {
 		def = dmxp.DefaultSegmentName
@@ -82,7 +89,12 @@ func sendAll(seg *dmxp.Segment, cfg *config, id uint32) (r result) {
 		r.err = fmt.Errorf("channel %d: %w", id, err)
 		return r
 	}
-	const patience = 60 * time.Second
+	// Crash protection (PROTOCOL.md §11): this goroutine's handle is registered as a producer.
+	if err := ch.Register(dmxp.RoleProducer); err != nil {
+		fmt.Fprintf(os.Stderr, "producer: channel %d: not registered in the peer table (%v): no crash protection\n", id, err)
+	}
+	defer ch.Close()
+	patience := cfg.fullWait
 	started := time.Now()
 	end := cfg.first + cfg.messages
 	if cfg.batch > 1 {
