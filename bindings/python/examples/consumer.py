@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 
 import dmxp
 from dmxp import pattern
@@ -146,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for channel in range(args.num_channels):
             consumers.append(dmxp.Consumer(channel, segment=args.segment, wait=args.wait))
+            if not consumers[-1].is_registered:
+                print(
+                    f"consumer: channel {channel}: not registered in the peer table: "
+                    "no crash protection",
+                    file=sys.stderr,
+                )
     except dmxp.DmxpError as e:
         print(f"consumer: {e}", file=sys.stderr)
         return 1
@@ -167,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for r in receivers:
             if r.error is not None:
+                if not isinstance(r.error, dmxp.DmxpError):
+                    # Not one of the binding's typed errors: a bug worth a traceback.
+                    traceback.print_exception(r.error)
                 print(f"consumer: channel {r.channel}: {r.error}", file=sys.stderr)
                 ok = False
             count = len(r.seen)

@@ -2,13 +2,13 @@
 """Sends verifiable messages on DMXP channels 0..num_channels, one thread per channel.
 
     producer.py <num_channels> <messages_per_channel> [capacity] [--segment NAME]
-                [--first-index K] [--batch N] [--size BYTES]
+                [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
 
 Opens or creates the segment and each channel (an existing channel is used as it is). Message
 ``index`` of channel ``c`` is ``dmxp.pattern.encode(c, index, default_len(index))``, for
 indices K..K+messages_per_channel-1. A full ring makes the sender sleep (futex, GIL released)
-until a consumer frees a slot. Prints one line per channel and a summary with msgs/s; exits 0
-when everything was sent.
+until a consumer frees a slot, for at most --full-wait seconds (default 60). Prints one line
+per channel and a summary with msgs/s; exits 0 when everything was sent.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ import os
 import sys
 import threading
 import time
+import traceback
 
 import dmxp
 from dmxp import pattern
-
-# A full ring waits this long for a consumer before giving up.
-FULL_TIMEOUT_S = 60.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="size of the segment if this creates it, in bytes",
     )
     parser.add_argument("--first-index", type=int, default=0, help="index of the first message")
+    parser.add_argument(
+        "--full-wait",
+        type=float,
+        default=60.0,
+        help="seconds a send waits on a full ring for a consumer before giving up",
+    )
     parser.add_argument(
         "--batch", type=int, default=1, help="send with the batch API, N messages per call"
     )
@@ -80,6 +84,12 @@ class Sender(threading.Thread):
         with dmxp.Producer(
             channel, capacity=args.capacity, segment=args.segment, size=args.size
         ) as producer:
+            if not producer.is_registered:
+                print(
+                    f"producer: channel {channel}: not registered in the peer table: "
+                    "no crash protection",
+                    file=sys.stderr,
+                )
             started = time.perf_counter()
             end = args.first_index + args.messages_per_channel
             index = args.first_index
@@ -87,7 +97,7 @@ class Sender(threading.Thread):
             if args.batch == 1:
                 send = producer.send_timeout
                 while index < end:
-                    send(encode(channel, index, default_len(index)), FULL_TIMEOUT_S)
+                    send(encode(channel, index, default_len(index)), args.full_wait)
                     index += 1
             else:
                 while index < end:
@@ -96,7 +106,7 @@ class Sender(threading.Thread):
                         for i in range(index, min(end, index + args.batch))
                     ]
                     while batch:
-                        sent = producer.send_batch(batch, timeout=FULL_TIMEOUT_S)
+                        sent = producer.send_batch(batch, timeout=args.full_wait)
                         index += sent
                         del batch[:sent]
             self.elapsed = time.perf_counter() - started
@@ -116,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     total = 0
     for sender in senders:
         if sender.error is not None:
+            if not isinstance(sender.error, dmxp.DmxpError):
+                # Not one of the binding's typed errors: a bug worth a traceback.
+                traceback.print_exception(sender.error)
             print(f"producer: channel {sender.channel}: {sender.error}", file=sys.stderr)
             failed = True
             continue

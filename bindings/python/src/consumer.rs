@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dmxp::core::layout::MSG_INLINE;
-use dmxp::core::{Received, RecvError};
+use dmxp::core::{PeerRole, Received, RecvError};
 use dmxp::MessageMeta;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::buffers::with_writable;
 use crate::errors;
-use crate::open::{self, FutexChannel, Handle, OpenChannel, Target, Wait};
+use crate::open::{self, OpenChannel, Target, Wait};
+use crate::peer::{Handle, Lease, Peer};
 
 /// Bound on consecutive lost or corrupt positions passed over in one call.
 const SKIP_LIMIT: usize = 1 << 16;
@@ -108,7 +109,14 @@ enum Got {
 }
 
 impl Consumer {
-    /// The open channel (a reference of its own), or ClosedError.
+    /// A registration of this consumer for one call (see `peer`), or ClosedError.
+    fn lease(&self, py: Python<'_>) -> PyResult<Lease<'_>> {
+        self.handle
+            .lease()
+            .ok_or_else(|| errors::closed(py, "consumer"))
+    }
+
+    /// The open channel (a reference of its own, for its cursors), or ClosedError.
     fn open(&self, py: Python<'_>) -> PyResult<Arc<OpenChannel>> {
         self.handle
             .get()
@@ -136,13 +144,18 @@ impl Consumer {
         }
     }
 
-    /// One non-blocking receive into `dst`, passing over lost and corrupt messages.
-    fn try_once(&self, py: Python<'_>, dst: &mut [u8]) -> PyResult<Option<Received>> {
-        let open = self.open(py)?;
-        let channel = open.borrow_dependent();
+    /// One non-blocking receive into `dst`, passing over lost and corrupt messages. An empty
+    /// ring held up by a dead producer for the grace period is repaired and tried again.
+    fn try_once(
+        &self,
+        py: Python<'_>,
+        peer: &mut Peer,
+        dst: &mut [u8],
+    ) -> PyResult<Option<Received>> {
         for _ in 0..SKIP_LIMIT {
-            match self.sort(py, channel.try_recv(dst))? {
+            match self.sort(py, peer.channel().try_recv(dst))? {
                 Some(Got::Message(received)) => return Ok(Some(received)),
+                Some(Got::Empty) if peer.repair_stuck_receive() => {}
                 Some(Got::Empty) => return Ok(None),
                 None => {}
             }
@@ -155,27 +168,27 @@ impl Consumer {
     fn receive_private(
         &self,
         py: Python<'_>,
+        peer: &mut Peer,
         dst: &mut [u8],
         wait: Wait,
     ) -> PyResult<Option<Received>> {
-        if let Some(received) = self.try_once(py, dst)? {
+        if let Some(received) = self.try_once(py, peer, dst)? {
             return Ok(Some(received));
         }
-        self.wait_for_message(py, dst, wait)
+        self.wait_for_message(py, peer, dst, wait)
     }
 
     /// Sleeps (GIL released, in slices, checking signals) until a message arrives in `dst`
-    /// or `wait` runs out.
+    /// or `wait` runs out; repairs the channel meanwhile if a dead producer holds it up.
     fn wait_for_message(
         &self,
         py: Python<'_>,
+        peer: &mut Peer,
         dst: &mut [u8],
         wait: Wait,
     ) -> PyResult<Option<Received>> {
-        let open = self.open(py)?;
-        let channel = open.borrow_dependent();
-        while let Some(waiter) = wait.slice() {
-            let result = py.detach(|| channel.recv_blocking(dst, &waiter));
+        while let Some(until) = wait.slice() {
+            let result = py.detach(|| peer.recv_until(dst, until));
             if let Some(Got::Message(received)) = self.sort(py, result)? {
                 return Ok(Some(received));
             }
@@ -192,22 +205,29 @@ impl Consumer {
         py: Python<'py>,
         wait: Wait,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let mut lease = self.lease(py)?;
         let mut buf = [0u8; MSG_INLINE];
         Ok(self
-            .receive_private(py, &mut buf, wait)?
+            .receive_private(py, &mut lease, &mut buf, wait)?
             .map(|received| PyBytes::new(py, &buf[..received.len])))
     }
 
-    /// Appends up to `max` ready messages to `out`, claimed together, without blocking.
+    /// Appends up to `max` ready messages to `out`, claimed together, without blocking; an
+    /// empty ring held up by a dead producer is repaired and tried again once.
     fn take_batch<T>(
         &self,
         py: Python<'_>,
-        channel: &FutexChannel<'_>,
+        peer: &mut Peer,
         out: &mut Vec<T>,
         max: usize,
         make: &mut impl FnMut(&MessageMeta, &[u8]) -> T,
     ) -> PyResult<()> {
-        match channel.try_recv_batch(max, |meta, payload| out.push(make(meta, payload))) {
+        let mut deliver = |meta: &MessageMeta, payload: &[u8]| out.push(make(meta, payload));
+        let mut result = peer.channel().try_recv_batch(max, &mut deliver);
+        if result == Err(RecvError::Empty) && peer.repair_stuck_receive() {
+            result = peer.channel().try_recv_batch(max, &mut deliver);
+        }
+        match result {
             Ok(batch) => {
                 self.counters
                     .received
@@ -215,6 +235,7 @@ impl Consumer {
                 self.counters
                     .dropped_in_batch
                     .fetch_add(batch.dropped as u64, Relaxed);
+                self.counters.lost.fetch_add(batch.lost as u64, Relaxed);
                 Ok(())
             }
             Err(RecvError::Empty) => Ok(()),
@@ -231,18 +252,17 @@ impl Consumer {
         wait: Wait,
         mut make: impl FnMut(&MessageMeta, &[u8]) -> T,
     ) -> PyResult<Vec<T>> {
-        let open = self.open(py)?;
-        let channel = open.borrow_dependent();
+        let mut lease = self.lease(py)?;
         let mut out = Vec::with_capacity(max.min(1024));
         if max == 0 {
             return Ok(out);
         }
-        self.take_batch(py, channel, &mut out, max, &mut make)?;
+        self.take_batch(py, &mut lease, &mut out, max, &mut make)?;
         if out.is_empty() && !matches!(wait, Wait::No) {
             let mut buf = [0u8; MSG_INLINE];
-            if let Some(received) = self.receive_private(py, &mut buf, wait)? {
+            if let Some(received) = self.receive_private(py, &mut lease, &mut buf, wait)? {
                 out.push(make(&received.meta, &buf[..received.len]));
-                self.take_batch(py, channel, &mut out, max - 1, &mut make)?;
+                self.take_batch(py, &mut lease, &mut out, max - 1, &mut make)?;
             }
         }
         Ok(out)
@@ -285,7 +305,7 @@ impl Consumer {
             },
         )?;
         Ok(Self {
-            handle: Handle::new(opened.channel),
+            handle: Handle::new(opened.channel, PeerRole::Consumer),
             label: opened.label,
             channel_id,
             idle_timeout,
@@ -317,9 +337,10 @@ impl Consumer {
     #[pyo3(signature = (timeout = None))]
     fn receive_with_meta(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Message>> {
         let wait = Wait::from_timeout(py, timeout)?;
+        let mut lease = self.lease(py)?;
         let mut buf = [0u8; MSG_INLINE];
         Ok(self
-            .receive_private(py, &mut buf, wait)?
+            .receive_private(py, &mut lease, &mut buf, wait)?
             .map(|received| Message::new(py, &received.meta, &buf[..received.len])))
     }
 
@@ -335,9 +356,10 @@ impl Consumer {
         timeout: Option<f64>,
     ) -> PyResult<Option<usize>> {
         let wait = Wait::from_timeout(py, timeout)?;
+        let mut lease = self.lease(py)?;
         // Straight from the ring into the buffer when a message is ready.
         let room = match with_writable(buffer, |dst| {
-            Ok::<_, PyErr>(match self.try_once(py, dst)? {
+            Ok::<_, PyErr>(match self.try_once(py, &mut lease, dst)? {
                 Some(received) => Ok(received.len),
                 None => Err(dst.len()),
             })
@@ -349,7 +371,7 @@ impl Consumer {
         // the buffer's room so that a longer message stays in the ring, then copy.
         let mut private = [0u8; MSG_INLINE];
         let Some(received) =
-            self.wait_for_message(py, &mut private[..room.min(MSG_INLINE)], wait)?
+            self.wait_for_message(py, &mut lease, &mut private[..room.min(MSG_INLINE)], wait)?
         else {
             return Ok(None);
         };
@@ -421,8 +443,16 @@ impl Consumer {
         }
     }
 
-    /// Counters: received, lost (tombstones passed over), corrupt (impossible lengths passed
-    /// over), dropped_in_batch (either kind, passed over by batch receives).
+    /// Messages lost because their producer died mid-send (tombstones passed over, by every
+    /// kind of receive): the same as `stats["lost"]`.
+    #[getter]
+    fn lost(&self) -> u64 {
+        self.counters.lost.load(Relaxed)
+    }
+
+    /// Counters: received, lost (tombstones passed over, batch receives included), corrupt
+    /// (impossible lengths passed over), dropped_in_batch (lost or corrupt, passed over by
+    /// batch receives, which do not tell the two apart).
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
@@ -446,6 +476,27 @@ impl Consumer {
     #[getter]
     fn closed(&self) -> bool {
         !self.handle.is_open()
+    }
+
+    /// True when this consumer holds a record in the segment's peer table (taken at open), so
+    /// that a call it leaves unfinished by dying is repaired by its peers. False when the
+    /// table is full (or there is no room to carve it): the consumer works, unprotected.
+    #[getter]
+    fn is_registered(&self) -> bool {
+        self.handle.is_registered()
+    }
+
+    /// Runs one crash-recovery pass over the channel now (PROTOCOL.md §11.6): positions
+    /// claimed by producers or consumers that have died are published as lost-message
+    /// tombstones or freed. Sends and receives do this by themselves when the channel stays
+    /// stuck for STUCK_GRACE seconds; this is for tools and tests. Returns a dict: tombstoned,
+    /// freed, records_freed, records_deferred.
+    fn recover<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let lease = self.lease(py)?;
+        let report = lease
+            .recover()
+            .map_err(|e| errors::from_core(py, e, &self.label))?;
+        crate::repair_report(py, &report)
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

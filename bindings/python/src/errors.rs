@@ -131,6 +131,9 @@ pub(crate) fn from_core(py: Python<'_>, error: CoreError, segment: &str) -> PyEr
         CoreError::ChannelBeingCreated { .. } => new_error(py, "TimeoutError", message, &[]),
         CoreError::OutOfSpace { .. } => new_error(py, "OutOfSpaceError", message, &[]),
         CoreError::Busy => new_error(py, "BusyError", message, &[]),
+        // The facade's kind for both is OutOfSpace / InvalidInput; the subclass says which.
+        CoreError::PeerTableFull => new_error(py, "PeerTableFullError", message, &[]),
+        CoreError::InvalidPid => new_error(py, "InvalidInputError", message, &[]),
     }
 }
 

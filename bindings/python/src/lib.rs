@@ -12,6 +12,7 @@ mod buffers;
 mod consumer;
 mod errors;
 mod open;
+mod peer;
 mod producer;
 
 /// The dict returned by `Producer.info()` and `Consumer.info()`.
@@ -31,6 +32,58 @@ pub(crate) fn channel_info<'py>(
     dict.set_item("receivers_waiting", receivers)?;
     dict.set_item("senders_waiting", senders)?;
     Ok(dict)
+}
+
+/// The dict returned by `Producer.recover()` and `Consumer.recover()`.
+pub(crate) fn repair_report<'py>(
+    py: Python<'py>,
+    report: &dmxp::RepairReport,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("tombstoned", report.tombstoned)?;
+    dict.set_item("freed", report.freed)?;
+    dict.set_item("records_freed", report.records_freed)?;
+    dict.set_item("records_deferred", report.records_deferred)?;
+    Ok(dict)
+}
+
+/// The records of a segment's peer table (PROTOCOL.md §11): one dict per taken record, in
+/// table order, with its index, pid, runtime, role ("producer", "consumer", or the number
+/// found), start_time, channel_id, intent_count, intent_position, and whether its process is
+/// alive now (`alive`, judged as crash recovery does). Empty when no handle has registered
+/// yet. Raises NotFoundError when there is no such segment, CorruptError when its
+/// peer_table_offset is invalid.
+#[pyfunction]
+#[pyo3(signature = (segment = "/dmxp_alloc".to_owned()))]
+fn peers(py: Python<'_>, segment: String) -> PyResult<Bound<'_, PyList>> {
+    let found = py
+        .detach(|| {
+            dmxp::ChannelBuilder::new()
+                .with_segment_name(segment)
+                .attach_allocator()
+                .and_then(|allocator| allocator.peers())
+        })
+        .map_err(|e| errors::from_facade(py, &e))?;
+    let list = PyList::empty(py);
+    for peer in found {
+        let r = &peer.record;
+        let dict = PyDict::new(py);
+        dict.set_item("index", peer.index)?;
+        dict.set_item("pid", r.pid)?;
+        dict.set_item("runtime", r.runtime)?;
+        match peer.role() {
+            Some(dmxp::PeerRole::Producer) => dict.set_item("role", "producer")?,
+            Some(dmxp::PeerRole::Consumer) => dict.set_item("role", "consumer")?,
+            None => dict.set_item("role", r.role)?,
+        }
+        dict.set_item("start_time", r.start_time)?;
+        dict.set_item("channel_id", r.channel_id)?;
+        dict.set_item("intent_count", r.intent_count)?;
+        dict.set_item("intent_position", r.intent_position)?;
+        dict.set_item("alive", dmxp::process_alive(r.pid, r.start_time))?;
+        list.append(dict)?;
+    }
+    Ok(list)
 }
 
 /// Validates a copy of a segment's bytes with the Rust core's `parse_segment` and describes
@@ -58,6 +111,7 @@ fn parse_segment<'py>(
     header.set_item("band_cursor", h.band_cursor)?;
     header.set_item("creator_pid", h.creator_pid)?;
     header.set_item("header_flags", h.header_flags)?;
+    header.set_item("peer_table_offset", h.peer_table_offset)?;
     let channels = PyList::empty(py);
     for c in &parsed.channels {
         let entry = PyDict::new(py);
@@ -122,6 +176,7 @@ fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<consumer::Message>()?;
     m.add_function(wrap_pyfunction!(parse_segment, m)?)?;
     m.add_function(wrap_pyfunction!(unlink_segment, m)?)?;
+    m.add_function(wrap_pyfunction!(peers, m)?)?;
     m.add_function(wrap_pyfunction!(futex_wake_calls, m)?)?;
     m.add_function(wrap_pyfunction!(monotonic_ns, m)?)?;
     m.add_function(wrap_pyfunction!(rust_pattern_encode, m)?)?;
@@ -136,5 +191,7 @@ fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_SEGMENT_SIZE", dmxp::DEFAULT_SEGMENT_SIZE)?;
     m.add("DEFAULT_CAPACITY", dmxp::DEFAULT_CAPACITY)?;
     m.add("RUNTIME_PYTHON", layout::runtime::PYTHON)?;
+    m.add("PEER_RECORDS", layout::PEER_RECORDS)?;
+    m.add("STUCK_GRACE", dmxp::STUCK_GRACE.as_secs_f64())?;
     Ok(())
 }

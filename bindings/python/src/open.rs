@@ -3,9 +3,10 @@
 //! The facade (`dmxp::ChannelBuilder`, `SharedMemoryAllocator`) creates or attaches to the
 //! segment and creates the channel, race-free across processes. The extension then opens its
 //! own core `Channel` over the same mapping, so that it can stamp messages with
-//! `sender_runtime = 3` (Python) and build Python objects straight from the ring.
+//! `sender_runtime = 3` (Python) and build Python objects straight from the ring; each handle
+//! registers its own peer records over it (`peer`).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dmxp::core::{Channel, Segment};
@@ -26,45 +27,6 @@ self_cell!(
         dependent: FutexChannel,
     }
 );
-
-/// The open channel of a `Producer` or `Consumer`, or nothing once closed.
-///
-/// Each call takes its own reference (`get`), so `close` from another thread never pulls the
-/// mapping from under a call in progress: the mapping goes when the last reference does, and
-/// blocked calls notice the close between two sleeps.
-pub(crate) struct Handle {
-    slot: Mutex<Option<Arc<OpenChannel>>>,
-}
-
-impl Handle {
-    pub fn new(channel: Arc<OpenChannel>) -> Self {
-        Self {
-            slot: Mutex::new(Some(channel)),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Arc<OpenChannel>>> {
-        // The lock is never held across anything that can panic; recover the value anyway.
-        self.slot
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The channel, unless closed.
-    pub fn get(&self) -> Option<Arc<OpenChannel>> {
-        self.lock().clone()
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.lock().is_some()
-    }
-
-    /// Drops this handle's reference (outside the lock).
-    pub fn close(&self) {
-        let taken = self.lock().take();
-        drop(taken);
-    }
-}
 
 /// An open channel and the label of its segment (`shm segment /dmxp_alloc`).
 pub(crate) struct Opened {
@@ -128,15 +90,18 @@ impl Wait {
         }
     }
 
-    /// The next sleep: at most `SLICE`, `None` once the deadline has passed (or for `No`).
-    pub fn slice(&self) -> Option<FutexWait> {
+    /// The end of the next sleep: at most `SLICE` from now, `None` once the deadline has
+    /// passed (or for `No`).
+    pub fn slice(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let slice_end = now.checked_add(SLICE);
         match *self {
             Wait::No => None,
-            Wait::Forever => Some(FutexWait::with_timeout(SLICE)),
-            Wait::Until(deadline) => {
-                let now = Instant::now();
-                (now < deadline).then(|| FutexWait::with_timeout((deadline - now).min(SLICE)))
+            Wait::Forever => slice_end,
+            Wait::Until(deadline) if now < deadline => {
+                Some(slice_end.map_or(deadline, |end| end.min(deadline)))
             }
+            Wait::Until(_) => None,
         }
     }
 

@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dmxp::core::layout::{runtime, MSG_INLINE};
-use dmxp::core::{SendError, SendMeta};
+use dmxp::core::{PeerRole, SendError, SendMeta};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::buffers::{with_bytes, Payloads};
 use crate::errors;
-use crate::open::{self, Handle, OpenChannel, Target, Wait};
+use crate::open::{self, OpenChannel, Target, Wait};
+use crate::peer::{Handle, Lease, Peer};
 
 /// Sends messages on one channel of a segment; creates the segment and the channel if they do
 /// not exist. See the package documentation for the timeout convention.
@@ -30,7 +31,14 @@ enum First {
 }
 
 impl Producer {
-    /// The open channel (a reference of its own), or ClosedError.
+    /// A registration of this producer for one call (see `peer`), or ClosedError.
+    fn lease(&self, py: Python<'_>) -> PyResult<Lease<'_>> {
+        self.handle
+            .lease()
+            .ok_or_else(|| errors::closed(py, "producer"))
+    }
+
+    /// The open channel (a reference of its own, for its cursors), or ClosedError.
     fn open(&self, py: Python<'_>) -> PyResult<Arc<OpenChannel>> {
         self.handle
             .get()
@@ -47,6 +55,20 @@ impl Producer {
         }
     }
 
+    /// One non-blocking send (repaired and tried again once if the ring is stuck on a dead
+    /// consumer).
+    fn send_now(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        meta: &SendMeta,
+    ) -> PyResult<Result<u64, SendError>> {
+        let mut lease = self.lease(py)?;
+        with_bytes(data, |payload| {
+            lease.send_once(|channel| channel.try_send(payload, meta))
+        })
+    }
+
     /// One send, waiting according to `wait` while the ring is full. `Ok(None)`: full and no
     /// time left.
     fn send_waiting(
@@ -56,18 +78,19 @@ impl Producer {
         meta: &SendMeta,
         wait: Wait,
     ) -> PyResult<Option<u64>> {
-        let open = self.open(py)?;
-        let channel = open.borrow_dependent();
+        let mut lease = self.lease(py)?;
         // The copy used while the GIL is released (the object's memory is only read with it).
         let mut copy = [0u8; MSG_INLINE];
-        let first = with_bytes(data, |payload| match channel.try_send(payload, meta) {
-            Ok(id) => First::Sent(id),
-            // `try_send` checks the length before it claims, so a full ring means it fits.
-            Err(SendError::Full) => {
-                copy[..payload.len()].copy_from_slice(payload);
-                First::Full(payload.len())
+        let first = with_bytes(data, |payload| {
+            match lease.send_once(|channel| channel.try_send(payload, meta)) {
+                Ok(id) => First::Sent(id),
+                // `try_send` checks the length before it claims, so a full ring means it fits.
+                Err(SendError::Full) => {
+                    copy[..payload.len()].copy_from_slice(payload);
+                    First::Full(payload.len())
+                }
+                Err(e) => First::Failed(e),
             }
-            Err(e) => First::Failed(e),
         })?;
         let len = match first {
             First::Sent(id) => return Ok(Some(id)),
@@ -75,24 +98,24 @@ impl Producer {
             First::Full(len) => len,
             First::Failed(e) => return Err(errors::from_send(py, e, self.channel_id)),
         };
-        self.block_on_send(py, &copy[..len], meta, wait)
+        self.block_on_send(py, &mut lease, &copy[..len], meta, wait)
     }
 
-    /// Sends `payload` (private memory), sleeping in slices without the GIL while full.
+    /// Sends `payload` (private memory), sleeping in slices without the GIL while full and
+    /// repairing the ring if a dead consumer holds it up.
     fn block_on_send(
         &self,
         py: Python<'_>,
+        peer: &mut Peer,
         payload: &[u8],
         meta: &SendMeta,
         wait: Wait,
     ) -> PyResult<Option<u64>> {
-        let open = self.open(py)?;
-        let channel = open.borrow_dependent();
         loop {
-            let Some(waiter) = wait.slice() else {
+            let Some(until) = wait.slice() else {
                 return Ok(None);
             };
-            match py.detach(|| channel.send_blocking(payload, meta, &waiter)) {
+            match py.detach(|| peer.send_until(payload, meta, until)) {
                 Ok(id) => return Ok(Some(id)),
                 Err(SendError::TimedOut) => {}
                 Err(e) => return Err(errors::from_send(py, e, self.channel_id)),
@@ -140,7 +163,7 @@ impl Producer {
             },
         )?;
         Ok(Self {
-            handle: Handle::new(opened.channel),
+            handle: Handle::new(opened.channel, PeerRole::Producer),
             label: opened.label,
             channel_id,
             pid: std::process::id(),
@@ -150,19 +173,15 @@ impl Producer {
     /// Sends one message without blocking; returns its message_id. Raises FullError when the
     /// ring is full, TooLargeError over 960 bytes.
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
-        let open = self.open(py)?;
-        let channel = open.borrow_dependent();
         let meta = self.meta(0, 0);
-        with_bytes(data, |payload| channel.try_send(payload, &meta))?
+        self.send_now(py, data, &meta)?
             .map_err(|e| errors::from_send(py, e, self.channel_id))
     }
 
     /// Like send, but returns None instead of raising when the ring is full.
     fn try_send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
-        let open = self.open(py)?;
-        let channel = open.borrow_dependent();
         let meta = self.meta(0, 0);
-        match with_bytes(data, |payload| channel.try_send(payload, &meta))? {
+        match self.send_now(py, data, &meta)? {
             Ok(id) => Ok(Some(id)),
             Err(SendError::Full) => Ok(None),
             Err(e) => Err(errors::from_send(py, e, self.channel_id)),
@@ -293,6 +312,27 @@ impl Producer {
         !self.handle.is_open()
     }
 
+    /// True when this producer holds a record in the segment's peer table (taken at open), so
+    /// that a call it leaves unfinished by dying is repaired by its peers. False when the
+    /// table is full (or there is no room to carve it): the producer works, unprotected.
+    #[getter]
+    fn is_registered(&self) -> bool {
+        self.handle.is_registered()
+    }
+
+    /// Runs one crash-recovery pass over the channel now (PROTOCOL.md §11.6): positions
+    /// claimed by producers or consumers that have died are published as lost-message
+    /// tombstones or freed. Sends and receives do this by themselves when the channel stays
+    /// stuck for STUCK_GRACE seconds; this is for tools and tests. Returns a dict: tombstoned,
+    /// freed, records_freed, records_deferred.
+    fn recover<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let lease = self.lease(py)?;
+        let report = lease
+            .recover()
+            .map_err(|e| errors::from_core(py, e, &self.label))?;
+        crate::repair_report(py, &report)
+    }
+
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
@@ -353,9 +393,8 @@ impl Producer {
         if slices.is_empty() {
             return Ok(Some(0));
         }
-        let open = self.open(py)?;
-        let channel = open.borrow_dependent();
-        match channel.try_send_batch(slices, meta) {
+        let mut lease = self.lease(py)?;
+        match lease.send_once(|channel| channel.try_send_batch(slices, meta)) {
             Ok(count) => Ok(Some(count)),
             Err(SendError::Full) => {
                 // Sleep until a slot frees up by sending the first payload blocking, from a
@@ -364,7 +403,7 @@ impl Producer {
                 let first = slices[0];
                 copy[..first.len()].copy_from_slice(first);
                 Ok(self
-                    .block_on_send(py, &copy[..first.len()], meta, wait)?
+                    .block_on_send(py, &mut lease, &copy[..first.len()], meta, wait)?
                     .map(|_| 1))
             }
             Err(e) => Err(errors::from_send(py, e, self.channel_id)),

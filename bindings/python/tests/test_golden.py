@@ -37,6 +37,7 @@ def test_header_fields(golden_bytes: bytes) -> None:
         "band_cursor": GOLDEN_LEN,
         "creator_pid": CREATOR,
         "header_flags": 0,
+        "peer_table_offset": 0,
     }
     assert golden_bytes[48:128] == bytes(80)
 
@@ -176,8 +177,8 @@ def _decode_row(data: bytes, offset: int, field: str) -> object:
 
 def test_every_row_of_the_description(golden_bytes: bytes) -> None:
     rows = _md_rows()
-    # 9 header rows, 12 per entry, 11 per used slot and the one row of the unused slot.
-    assert len(rows) == 9 + 2 * 12 + 5 * 11 + 1, len(rows)
+    # 10 header rows, 12 per entry, 11 per used slot and the one row of the unused slot.
+    assert len(rows) == 10 + 2 * 12 + 5 * 11 + 1, len(rows)
     for offset, size, field, value in rows:
         expected = _expected(value)
         decoded = _decode_row(golden_bytes, offset, field)

@@ -39,6 +39,20 @@ Lost and corrupt messages (a tombstone left for a producer that died, an impossi
 ``payload_len`` written by a buggy peer) are consumed, passed over and counted in
 ``Consumer.stats``; they never hide the messages behind them.
 
+Crash recovery (``docs/PROTOCOL.md`` section 11): every ``Producer`` and ``Consumer``
+registers a record in the segment's peer table (pid, process start time, role, channel,
+runtime 3) and notes there, around each claim, the positions it is about to own; the record is
+freed by ``close()`` (or when the handle is collected). A process killed between claiming a
+slot and publishing (or freeing) it would stall the channel: a receive that finds the channel
+stuck at one position for :data:`STUCK_GRACE` seconds, or a send that finds the ring full on a
+slot a consumer claimed and never freed, checks the registrants' liveness and repairs the
+positions of dead ones, like every other client. A dead producer's position becomes a
+tombstone that receives pass over and count (``Consumer.lost``, ``stats["lost"]``); a dead
+consumer's slot is freed (its message is lost). ``recover()`` runs a repair pass on demand,
+:func:`peers` lists the records. A handle shared by threads registers one record per thread
+using it at the same time; a handle that cannot register (all :data:`PEER_RECORDS` records
+taken) still works, without this protection (``is_registered``).
+
 Metadata: ``Message.message_id`` is the message's position in its channel (increasing),
 ``timestamp_ns`` is CLOCK_MONOTONIC (see :func:`monotonic_ns`), ``sender_runtime`` is 3 for
 messages sent from Python (1 Rust, 2 C, 4 Go). ``flags`` may carry only application bits
@@ -56,8 +70,10 @@ from ._dmxp import (
     MAGIC,
     MAX_CHANNELS,
     MSG_INLINE,
+    PEER_RECORDS,
     RUNTIME_PYTHON,
     SLOT_SIZE,
+    STUCK_GRACE,
     VERSION,
     Consumer,
     Message,
@@ -65,6 +81,7 @@ from ._dmxp import (
     futex_wake_calls,
     monotonic_ns,
     parse_segment,
+    peers,
     unlink_segment,
 )
 from .errors import (
@@ -82,6 +99,7 @@ from .errors import (
     NotFoundError,
     NotReadyError,
     OutOfSpaceError,
+    PeerTableFullError,
     TimeoutError,
     TooLargeError,
     UnsupportedVersionError,
@@ -117,9 +135,12 @@ __all__ = [
     "NotFoundError",
     "NotReadyError",
     "OutOfSpaceError",
+    "PEER_RECORDS",
+    "PeerTableFullError",
     "Producer",
     "RUNTIME_PYTHON",
     "SLOT_SIZE",
+    "STUCK_GRACE",
     "TimeoutError",
     "TooLargeError",
     "UnsupportedVersionError",
@@ -129,6 +150,7 @@ __all__ = [
     "monotonic_ns",
     "parse_segment",
     "pattern",
+    "peers",
     "shm_path",
     "unlink_segment",
 ]

@@ -81,7 +81,8 @@ def _print_text(report: dict[str, Any]) -> None:
         print(
             "header: magic {magic:#018x} version {version} max_channels {max_channels} "
             "channel_count {channel_count} segment_size {segment_size} band_cursor "
-            "{band_cursor} creator_pid {creator_pid} header_flags {header_flags}".format(**header)
+            "{band_cursor} creator_pid {creator_pid} header_flags {header_flags} "
+            "peer_table_offset {peer_table_offset}".format(**header)
         )
     channels = report["channels"]
     if report["valid"]:

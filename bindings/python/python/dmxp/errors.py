@@ -27,6 +27,7 @@ __all__ = [
     "LostError",
     "InvalidInputError",
     "OutOfSpaceError",
+    "PeerTableFullError",
     "BusyError",
     "IoError",
     "ClosedError",
@@ -90,8 +91,9 @@ class CorruptError(DmxpError):
     """Bytes read from the segment are invalid.
 
     ``field`` is the layout's name of the field at fault (``magic``, ``version``,
-    ``max_channels``, ``channel_count``, ``segment_size``, ``band_cursor``, ``channel_id``,
-    ``state``, ``capacity``, ``band_offset``, ``payload_len``); ``channel`` is the channel id
+    ``max_channels``, ``channel_count``, ``segment_size``, ``band_cursor``,
+    ``peer_table_offset``, ``channel_id``, ``state``, ``capacity``, ``band_offset``,
+    ``payload_len``); ``channel`` is the channel id
     when the field belongs to a channel entry or a message, else ``None``.
     """
 
@@ -122,7 +124,15 @@ class InvalidInputError(DmxpError, ValueError):
 
 
 class OutOfSpaceError(DmxpError):
-    """The segment has no room left for another channel's ring."""
+    """The segment has no room left for another channel's ring (or for its peer table)."""
+
+
+class PeerTableFullError(OutOfSpaceError):
+    """Every record of the segment's peer table (256) is taken.
+
+    Producers and consumers do not raise it when they open: a handle that cannot register
+    works without crash protection (see ``is_registered``).
+    """
 
 
 class BusyError(DmxpError):

@@ -25,8 +25,8 @@ STATE_EMPTY, STATE_CREATING, STATE_READY = 0, 1, 2
 #: Protocol ``flags`` bits.
 FLAG_SKIP, FLAG_LOST = 0x0001, 0x0002
 
-# GlobalHeader, offsets 0..48.
-_HEADER = struct.Struct("<QIIIIQQII")
+# GlobalHeader, offsets 0..56.
+_HEADER = struct.Struct("<QIIIIQQIIQ")
 HEADER_FIELDS = (
     "magic",  # 0
     "version",  # 8
@@ -37,6 +37,7 @@ HEADER_FIELDS = (
     "band_cursor",  # 32
     "creator_pid",  # 40
     "header_flags",  # 44
+    "peer_table_offset",  # 48
 )
 # ChannelEntry, offsets 0..48; tail at 128, head at 256.
 _ENTRY = struct.Struct("<IIQQIIIIII")
@@ -70,7 +71,25 @@ SLOT_FIELDS = (
 )
 _U64 = struct.Struct("<Q")
 
-assert _HEADER.size == 48 and _ENTRY.size == 48 and _SLOT.size == 48
+# Peer table (section 11): PEER_RECORDS records of PEER_RECORD_SIZE bytes at
+# ``peer_table_offset``.
+PEER_RECORDS = 256
+PEER_RECORD_SIZE = 64
+PEER_TABLE_SIZE = PEER_RECORDS * PEER_RECORD_SIZE
+#: Record ``role`` values.
+ROLE_PRODUCER, ROLE_CONSUMER = 1, 2
+_PEER = struct.Struct("<IHHQIIQ")
+PEER_FIELDS = (
+    "pid",  # 0
+    "runtime",  # 4
+    "role",  # 6
+    "start_time",  # 8
+    "channel_id",  # 16
+    "intent_count",  # 20
+    "intent_position",  # 24
+)
+
+assert _HEADER.size == 56 and _ENTRY.size == 48 and _SLOT.size == 48 and _PEER.size == 32
 
 
 def entry_offset(channel: int) -> int:
@@ -84,7 +103,7 @@ def slot_offset(band_offset: int, index: int) -> int:
 
 
 def read_header(data: bytes | bytearray | memoryview) -> dict[str, int] | None:
-    """The header fields as stored; None if the data is shorter than 48 bytes."""
+    """The header fields as stored; None if the data is shorter than 56 bytes."""
     if len(data) < _HEADER.size:
         return None
     return dict(zip(HEADER_FIELDS, _HEADER.unpack_from(data, 0), strict=True))
@@ -112,3 +131,27 @@ def read_slot(data: bytes | bytearray | memoryview, offset: int) -> dict[str, ob
     start = offset + PAYLOAD_OFFSET
     slot["payload"] = bytes(data[start : start + length])
     return slot
+
+
+def peer_record_offset(table_offset: int, index: int) -> int:
+    """Offset of record ``index`` of the peer table at ``table_offset``."""
+    return table_offset + index * PEER_RECORD_SIZE
+
+
+def read_peers(data: bytes | bytearray | memoryview) -> list[dict[str, int]]:
+    """The taken records (``pid != 0``) of the peer table, as stored, each with its
+    ``index``; empty when there is no table or it lies past the data."""
+    header = read_header(data)
+    if header is None:
+        return []
+    table = header["peer_table_offset"]
+    if table == 0 or len(data) < table + PEER_TABLE_SIZE:
+        return []
+    records = []
+    for index in range(PEER_RECORDS):
+        values = _PEER.unpack_from(data, peer_record_offset(table, index))
+        if values[0] != 0:
+            record = dict(zip(PEER_FIELDS, values, strict=True))
+            record["index"] = index
+            records.append(record)
+    return records

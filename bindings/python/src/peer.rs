@@ -1,0 +1,352 @@
+//! Crash recovery for Python handles (PROTOCOL.md §11), as the Rust facade does it.
+//!
+//! Each `Producer` and `Consumer` registers a record in the segment's peer table (runtime 3,
+//! its role, pid, start time and channel) and writes its intents there around every claim;
+//! the record is freed when the handle is closed or collected. A Python handle may be shared
+//! by threads, but a record holds one intent at a time: so a handle keeps a small pool of
+//! registrations ([`Peer`]) and each call borrows one for its duration ([`Lease`]). One thread
+//! at a time uses one record, like one Rust handle; threads that use a handle at once each get
+//! their own, like clones of a Rust handle.
+//!
+//! A call that finds the channel stuck (a receive at a position a producer claimed and never
+//! published, a send on a slot a consumer claimed and never freed) for `dmxp::STUCK_GRACE`
+//! runs one repair pass of the core (`Segment::repair`, with `dmxp::process_alive` as the
+//! liveness check); blocking calls re-check that often while stuck.
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use dmxp::core::layout::runtime;
+use dmxp::core::{
+    Error as CoreError, PeerRole, PeerSlot, Received, RecvError, RepairReport, Segment, SendError,
+    SendMeta,
+};
+use dmxp::{FutexWait, STUCK_GRACE};
+use self_cell::self_cell;
+
+use crate::open::{FutexChannel, OpenChannel};
+
+/// This process's start time (field 22 of `/proc/self/stat`), read once; 0 if unknown.
+fn own_start_time() -> u64 {
+    static START: OnceLock<u64> = OnceLock::new();
+    *START.get_or_init(|| dmxp::process_start_time(std::process::id()).unwrap_or(0))
+}
+
+/// The channel as one registration uses it: writing intents to its record (none when the
+/// table is full, has no room, or is corrupt: the handle then works unprotected).
+pub(crate) struct Peered<'a> {
+    channel: FutexChannel<'a>,
+    slot: Option<PeerSlot<'a>>,
+}
+
+self_cell!(
+    /// A registration over the handle's open channel; dropping it frees the record.
+    struct PeerCell {
+        owner: Arc<OpenChannel>,
+
+        #[covariant]
+        dependent: Peered,
+    }
+);
+
+/// The stuck position one registration last saw, and since when. The facade keeps the same
+/// watch (`StuckWatch`, private to it); read only after an operation found the ring empty or
+/// full, so the fast path never reads the clock.
+#[derive(Default)]
+struct StuckWatch {
+    seen: Option<(u64, Instant)>,
+}
+
+impl StuckWatch {
+    /// Records the stuck position seen now (if any); true once it has been the same one for
+    /// `STUCK_GRACE` (a position is claimed once, so seen twice means stuck all along).
+    fn due(&mut self, position: Option<u64>) -> bool {
+        match (position, self.seen) {
+            (None, _) => {
+                self.seen = None;
+                false
+            }
+            (Some(p), Some((q, since))) if p == q => since.elapsed() >= STUCK_GRACE,
+            (Some(p), _) => {
+                self.seen = Some((p, Instant::now()));
+                false
+            }
+        }
+    }
+
+    fn watching(&self) -> bool {
+        self.seen.is_some()
+    }
+
+    /// Starts the grace period over (after a repair pass).
+    fn restart(&mut self) {
+        if let Some((p, _)) = self.seen {
+            self.seen = Some((p, Instant::now()));
+        }
+    }
+
+    /// When to wake from a wait that would last until `until`: sooner while watching, so
+    /// that the stuck position is re-checked every `STUCK_GRACE`.
+    fn wake_by(&self, until: Instant) -> Instant {
+        match Instant::now().checked_add(STUCK_GRACE) {
+            Some(soon) if self.watching() => until.min(soon),
+            _ => until,
+        }
+    }
+}
+
+/// One registration of a handle and its stuck watch, used by one thread at a time.
+pub(crate) struct Peer {
+    cell: PeerCell,
+    stuck: StuckWatch,
+}
+
+impl Peer {
+    /// Registers a record of `role` for the channel of `open` (PROTOCOL.md §11.3).
+    fn register(open: Arc<OpenChannel>, role: PeerRole) -> Self {
+        let cell = PeerCell::new(open, |open| {
+            let base = open.borrow_dependent();
+            let slot = Segment::attach(open.borrow_owner().region())
+                .and_then(|segment| {
+                    segment.register(
+                        base.id(),
+                        role,
+                        std::process::id(),
+                        own_start_time(),
+                        runtime::PYTHON,
+                    )
+                })
+                .ok();
+            let channel = match &slot {
+                Some(slot) => base.clone().with_peer(slot),
+                None => base.clone(),
+            };
+            Peered { channel, slot }
+        });
+        Self {
+            cell,
+            stuck: StuckWatch::default(),
+        }
+    }
+
+    /// The channel, writing this registration's intents.
+    pub fn channel(&self) -> &FutexChannel<'_> {
+        &self.cell.borrow_dependent().channel
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.cell.borrow_dependent().slot.is_some()
+    }
+
+    /// One repair pass for the channel (PROTOCOL.md §11.6).
+    pub fn recover(&self) -> Result<RepairReport, CoreError> {
+        let memory = self.cell.borrow_owner().borrow_owner();
+        Segment::attach(memory.region())?.repair(
+            self.channel(),
+            &dmxp::process_alive,
+            std::process::id(),
+            own_start_time(),
+        )
+    }
+
+    /// Repairs the channel if it has been stuck at `position` for the grace period; true when
+    /// something was repaired (try again).
+    fn repair_if_stuck(&mut self, position: Option<u64>) -> bool {
+        if !self.stuck.due(position) {
+            return false;
+        }
+        self.stuck.restart();
+        self.recover().is_ok_and(|report| report.repaired())
+    }
+
+    /// After a receive found nothing: repairs a position a dead producer holds at `head`.
+    pub fn repair_stuck_receive(&mut self) -> bool {
+        let position = self.channel().stuck_receive_position();
+        self.repair_if_stuck(position)
+    }
+
+    /// After a send found the ring full: repairs a slot a dead consumer holds at `tail`.
+    pub fn repair_stuck_send(&mut self) -> bool {
+        let position = self.channel().stuck_send_position();
+        self.repair_if_stuck(position)
+    }
+
+    /// One non-blocking send attempt, tried again once if the ring was full because of a dead
+    /// consumer and has just been repaired.
+    pub fn send_once<T>(
+        &mut self,
+        mut attempt: impl FnMut(&FutexChannel<'_>) -> Result<T, SendError>,
+    ) -> Result<T, SendError> {
+        match attempt(self.channel()) {
+            Err(SendError::Full) if self.repair_stuck_send() => attempt(self.channel()),
+            other => other,
+        }
+    }
+
+    /// Sends, waiting on the futex until `until` while the ring is full and repairing it if
+    /// it stays stuck; `TimedOut` when `until` has passed.
+    pub fn send_until(
+        &mut self,
+        payload: &[u8],
+        meta: &SendMeta,
+        until: Instant,
+    ) -> Result<u64, SendError> {
+        loop {
+            match self.channel().try_send(payload, meta) {
+                Err(SendError::Full) => {}
+                other => return other,
+            }
+            if self.repair_stuck_send() {
+                continue;
+            }
+            if Instant::now() >= until {
+                return Err(SendError::TimedOut);
+            }
+            let waiter = FutexWait::until(self.stuck.wake_by(until));
+            self.channel().wait_for_free_slot(&waiter);
+        }
+    }
+
+    /// Receives into `dst`, waiting on the futex until `until` while the ring is empty and
+    /// repairing it if it stays stuck; `TimedOut` when `until` has passed. Lost and corrupt
+    /// messages are returned as errors for the caller to count.
+    pub fn recv_until(&mut self, dst: &mut [u8], until: Instant) -> Result<Received, RecvError> {
+        loop {
+            match self.channel().try_recv(dst) {
+                Err(RecvError::Empty) => {}
+                other => return other,
+            }
+            if self.repair_stuck_receive() {
+                continue;
+            }
+            if Instant::now() >= until {
+                return Err(RecvError::TimedOut);
+            }
+            let waiter = FutexWait::until(self.stuck.wake_by(until));
+            self.channel().wait_for_message(&waiter);
+        }
+    }
+}
+
+/// The open channel of a `Producer` or `Consumer` and its idle registrations, or nothing once
+/// closed.
+///
+/// Each call takes its own reference to the channel (a [`Lease`]), so `close` from another
+/// thread never pulls the mapping from under a call in progress: the mapping goes when the
+/// last reference does, and blocked calls notice the close between two sleeps. Records of
+/// idle registrations are freed at close; a call in progress frees its own when it ends.
+pub(crate) struct Handle {
+    role: PeerRole,
+    /// Whether the registration made at open got a record.
+    registered: bool,
+    state: Mutex<Option<Pool>>,
+}
+
+struct Pool {
+    open: Arc<OpenChannel>,
+    idle: Vec<Peer>,
+}
+
+impl Handle {
+    /// Opens a handle of `role` on `open`, registering its first record now (so that it is
+    /// in the peer table from the start, as a Rust handle's is).
+    pub fn new(open: Arc<OpenChannel>, role: PeerRole) -> Self {
+        let first = Peer::register(Arc::clone(&open), role);
+        Self {
+            role,
+            registered: first.is_registered(),
+            state: Mutex::new(Some(Pool {
+                open,
+                idle: vec![first],
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Pool>> {
+        // The lock is never held across anything that can panic; recover the value anyway.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A registration for one call, unless closed: an idle one, or a new one when every
+    /// registration is in use by another thread.
+    pub fn lease(&self) -> Option<Lease<'_>> {
+        let mut state = self.lock();
+        let pool = state.as_mut()?;
+        let peer = match pool.idle.pop() {
+            Some(peer) => peer,
+            None => {
+                let open = Arc::clone(&pool.open);
+                drop(state);
+                Peer::register(open, self.role)
+            }
+        };
+        Some(Lease {
+            handle: self,
+            peer: Some(peer),
+        })
+    }
+
+    /// The channel (unregistered: for reading its cursors), unless closed.
+    pub fn get(&self) -> Option<Arc<OpenChannel>> {
+        self.lock().as_ref().map(|pool| Arc::clone(&pool.open))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// True when the handle holds a peer record (taken at open).
+    pub fn is_registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Drops the channel and the idle registrations (outside the lock).
+    pub fn close(&self) {
+        let taken = self.lock().take();
+        drop(taken);
+    }
+}
+
+/// A registration borrowed from a [`Handle`] for one call; given back when dropped (or freed,
+/// if the handle was closed meanwhile).
+pub(crate) struct Lease<'h> {
+    handle: &'h Handle,
+    peer: Option<Peer>,
+}
+
+impl std::ops::Deref for Lease<'_> {
+    type Target = Peer;
+
+    fn deref(&self) -> &Peer {
+        self.peer
+            .as_ref()
+            .expect("a lease holds its peer until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Lease<'_> {
+    fn deref_mut(&mut self) -> &mut Peer {
+        self.peer
+            .as_mut()
+            .expect("a lease holds its peer until dropped")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer.take() else {
+            return;
+        };
+        let mut state = self.handle.lock();
+        match state.as_mut() {
+            Some(pool) => pool.idle.push(peer),
+            // Closed meanwhile: free the record (outside the lock).
+            None => {
+                drop(state);
+                drop(peer);
+            }
+        }
+    }
+}
