@@ -3,6 +3,8 @@
 //! forgotten, its peer slot forgotten so it never leaves) and whose pid a fake [`Liveness`]
 //! reports dead.
 
+// Under Miri only three tests run (dead producer, dead consumer, concurrent repairers): each
+// formats a whole segment, which takes minutes interpreted.
 mod common;
 
 use std::collections::HashSet;
@@ -119,6 +121,7 @@ fn consumer_dies_after_claim(segment: &Segment<'_>, channel: u32, who: (u32, u64
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn the_peer_table_is_installed_on_first_registration() {
     let mut buf = buffer();
     {
@@ -158,6 +161,7 @@ fn the_peer_table_is_installed_on_first_registration() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn registration_fills_the_table_then_reports_it_full() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -196,6 +200,7 @@ fn registration_fills_the_table_then_reports_it_full() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn no_room_for_the_table_is_out_of_space_and_the_channel_still_works() {
     let mut buf = SegmentBuf::new(segment_len(&[4, 4]));
     let segment = format(&mut buf);
@@ -209,6 +214,7 @@ fn no_room_for_the_table_is_out_of_space_and_the_channel_still_works() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn a_channel_created_after_the_table_is_carved_past_it() {
     let mut buf = SegmentBuf::new(segment_len(&[4, 4, 2]) + PEER_TABLE_SIZE);
     let segment = format(&mut buf);
@@ -259,6 +265,7 @@ fn dead_producer_leaves_a_lost_tombstone_that_consumers_skip_and_count() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn a_lost_tombstone_is_counted_by_batch_receives() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -279,6 +286,7 @@ fn a_lost_tombstone_is_counted_by_batch_receives() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn the_tombstone_meta_names_the_dead_producer() {
     let mut buf = buffer();
     {
@@ -329,6 +337,7 @@ fn dead_consumer_slot_is_freed_and_producers_go_on() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn a_full_ring_with_a_slow_consumer_is_not_stuck() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -342,6 +351,7 @@ fn a_full_ring_with_a_slow_consumer_is_not_stuck() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn a_dead_consumer_batch_intent_frees_every_claimed_position() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -376,6 +386,7 @@ fn a_dead_consumer_batch_intent_frees_every_claimed_position() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn a_live_peers_claim_is_not_touched() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -411,6 +422,7 @@ impl WriteAtStart for dmxp_nostd::SendLoan<'_, '_> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn a_stale_dead_intent_does_not_touch_a_position_a_live_peer_owns() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -459,6 +471,7 @@ fn a_stale_dead_intent_does_not_touch_a_position_a_live_peer_owns() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn two_dead_intents_on_one_position_give_one_tombstone() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -521,6 +534,7 @@ fn concurrent_repairers_repair_once() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn a_repairer_holding_a_record_is_not_judged_dead() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -546,6 +560,7 @@ fn a_repairer_holding_a_record_is_not_judged_dead() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn records_of_other_channels_are_untouched() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -591,6 +606,7 @@ fn records_of_other_channels_are_untouched() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn a_reused_pid_counts_as_dead() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -606,6 +622,7 @@ fn a_reused_pid_counts_as_dead() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn the_same_process_with_the_same_start_time_is_alive() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -620,6 +637,7 @@ fn the_same_process_with_the_same_start_time_is_alive() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn the_repairer_never_judges_its_own_pid() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -631,6 +649,7 @@ fn the_repairer_never_judges_its_own_pid() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn unregistered_and_failed_claims_leave_no_intent() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -656,6 +675,7 @@ fn unregistered_and_failed_claims_leave_no_intent() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn a_peer_table_offset_out_of_range_is_refused() {
     let mut buf = buffer();
     setup(&mut buf);
@@ -682,6 +702,7 @@ fn a_peer_table_offset_out_of_range_is_refused() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn a_peer_table_overlapping_a_band_is_refused() {
     let mut buf = buffer();
     setup(&mut buf);
@@ -709,6 +730,7 @@ fn a_peer_table_overlapping_a_band_is_refused() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn repair_refuses_a_channel_of_another_segment() {
     let mut a = buffer();
     let mut b = buffer();
@@ -722,6 +744,7 @@ fn repair_refuses_a_channel_of_another_segment() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri")]
 fn garbage_in_the_peer_table_never_panics() {
     // A hostile peer fills every record with junk: registration, listing and repair stay
     // typed and bounded.
