@@ -112,6 +112,11 @@ impl fmt::Display for Corruption {
             write!(f, "channel {ch}: ")?;
         }
         match *self {
+            // Only reported for 0 when the segment holds channels or a peer table (§3.3).
+            BadMagic { found: 0 } => f.write_str(
+                "bad magic 0 in a segment that holds channels or a peer table: a formatted \
+                 segment whose magic was overwritten, not one being created",
+            ),
             BadMagic { found } => {
                 write!(f, "bad magic {found:#018x} (expected 0x444d58505f4d454d)")
             }

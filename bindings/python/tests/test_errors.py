@@ -4,6 +4,7 @@ rest of the ErrorKind mirror."""
 from __future__ import annotations
 
 import builtins
+import os
 import struct
 import threading
 
@@ -257,8 +258,21 @@ def test_lost_and_corrupt_messages_are_passed_over_and_counted(golden_copy) -> N
 
 
 def test_not_ready_segment_times_out(golden_copy) -> None:
-    # magic 0: "being created"; the attach waits for `timeout`, then says so.
-    name = golden_copy({0: u64(0)})
+    # magic 0 and nothing created yet, its creator (this process) alive: "being created"; the
+    # attach waits for `timeout`, then says so.
+    blank = {offset: b"\0" * 64 for offset in range(0, 98_432, 64)}
+    blank[40] = os.getpid().to_bytes(4, "little")
+    name = golden_copy(blank)
     with pytest.raises(dmxp.TimeoutError) as info:
         dmxp.Consumer(0, segment=name, timeout=0.1)
-    assert "being created" in str(info.value)
+    assert f"being created by pid {os.getpid()}" in str(info.value)
+
+
+def test_zeroed_magic_in_a_live_segment_is_corrupt(golden_copy) -> None:
+    # The golden segment holds channels: magic 0 there was overwritten, it is not "being
+    # created", and no producer may reformat it.
+    name = golden_copy({0: u64(0)})
+    for make in (dmxp.Consumer, dmxp.Producer):
+        with pytest.raises(dmxp.BadMagicError) as info:
+            make(0, segment=name, timeout=0.1)
+        assert "overwritten" in str(info.value)
