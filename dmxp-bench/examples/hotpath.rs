@@ -1,13 +1,14 @@
 //! A fixed amount of hot-path work in one thread, for instruction counting:
 //! `valgrind --tool=callgrind target/release/examples/hotpath <what> <iterations>`.
-//! `what` is `core` (the ring over ordinary memory), `facade` (Producer::send +
+//! `what` is `core` (the ring over ordinary memory), `core-reg` (the same with peer records
+//! registered, so every claim writes intents), `facade` (Producer::send +
 //! Consumer::receive_into on a shm segment), `batch` (send_batch + receive_batch_with of 16),
 //! or `loan` (loan + commit, receive_in_place). Divide the instruction count by the iterations
 //! (minus a run with 0 iterations for the setup) to get instructions per message.
 
 use dmxp::ChannelBuilder;
 use dmxp_nostd::layout::{HEADER_SIZE, MSG_INLINE, SLOT_SIZE};
-use dmxp_nostd::{AlignedBlock, Region, Segment, SendMeta};
+use dmxp_nostd::{AlignedBlock, PeerRole, Region, Segment, SendMeta};
 use std::hint::black_box;
 use zerocopy::IntoBytes;
 
@@ -18,11 +19,27 @@ fn main() {
     let payload = [0x5Au8; 32];
     let mut buf = [0u8; MSG_INLINE];
     match what.as_str() {
-        "core" => {
+        "core" | "core-reg" => {
+            // Room for the ring and the peer table (16 KiB).
             let mut blocks =
-                vec![AlignedBlock::ZERO; AlignedBlock::count_for(HEADER_SIZE + 1024 * SLOT_SIZE)];
+                vec![
+                    AlignedBlock::ZERO;
+                    AlignedBlock::count_for(HEADER_SIZE + 1024 * SLOT_SIZE + (64 << 10))
+                ];
             let segment = Segment::format(Region::new(blocks.as_mut_bytes()).unwrap(), 1).unwrap();
-            let channel = segment.create_channel(0, 1024, 1).unwrap();
+            let mut channel = segment.create_channel(0, 1024, 1).unwrap();
+            let pid = std::process::id();
+            let mut slots = Vec::new();
+            if what == "core-reg" {
+                for role in [PeerRole::Producer, PeerRole::Consumer] {
+                    slots.push(segment.register(0, role, pid, 0, 1).unwrap());
+                }
+                for slot in &slots {
+                    channel = channel.with_peer(slot);
+                }
+                assert!(channel.is_registered(PeerRole::Producer));
+                assert!(channel.is_registered(PeerRole::Consumer));
+            }
             let meta = SendMeta::default();
             for _ in 0..iterations {
                 channel.try_send(black_box(&payload), &meta).unwrap();

@@ -93,6 +93,7 @@ fn producer(
     let quota = spec.messages.unwrap_or(u64::MAX);
     let mut payloads = vec![vec![0x5Au8; spec.payload]; BATCH];
     let mut sent = 0u64;
+    let mut calls = 0u64;
     let mut backoff = Backoff::default();
     let begin;
     match spec.system {
@@ -121,6 +122,7 @@ fn producer(
                 match outcome {
                     Ok(n) => {
                         sent += n as u64;
+                        calls += 1;
                         backoff.reset();
                     }
                     Err(e) if retryable(&e) => backoff.snooze(),
@@ -155,6 +157,7 @@ fn producer(
         messages: sent,
         start_ns: begin,
         end_ns: end,
+        calls,
         ..ChildResult::default()
     })
 }
@@ -166,6 +169,7 @@ fn consumer(
 ) -> Res<ChildResult> {
     let mut buf = vec![0u8; dmxp::MSG_INLINE];
     let mut got = 0u64;
+    let mut calls = 0u64;
     let mut sink = 0u64;
     let mut backoff = Backoff::default();
     let begin;
@@ -189,6 +193,7 @@ fn consumer(
                 };
                 if n > 0 {
                     got += n;
+                    calls += 1;
                     backoff.reset();
                 } else if control.consumer_drained(spec.channel, spec.index, spec.producers, got) {
                     break;
@@ -232,6 +237,7 @@ fn consumer(
         messages: got,
         start_ns: begin,
         end_ns: monotonic_ns(),
+        calls,
         ..ChildResult::default()
     })
 }

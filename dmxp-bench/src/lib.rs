@@ -31,7 +31,7 @@ pub mod report;
 pub mod runner;
 pub mod spec;
 
-use report::{median, LatencyRow, Machine, Report, ThroughputRow};
+use report::{median, median_of, LatencyRow, Machine, Report, ThroughputRow};
 use runner::{Placement, RunLength};
 use spec::{Mode, Shape, System};
 
@@ -292,6 +292,8 @@ pub fn run(args: &BenchArgs) -> Res<Report> {
                         .map(|s| s.futex_wait)
                         .max()
                         .unwrap_or(0),
+                    per_send_call: median_of(throughput[k].iter().map(|s| s.per_send_call)),
+                    per_receive_call: median_of(throughput[k].iter().map(|s| s.per_receive_call)),
                 });
             }
             Job::Latency(system, mode, payload) => {

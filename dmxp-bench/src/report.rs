@@ -57,6 +57,12 @@ pub struct ThroughputRow {
     /// Futex calls summed over the run's processes (largest repetition).
     pub futex_wake: u64,
     pub futex_wait: u64,
+    /// DMXP: median over repetitions of messages per successful send call, and per receive
+    /// call that got at least one message (how full batches are).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_send_call: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_receive_call: Option<f64>,
 }
 
 /// One-way latency of one (mode, system, payload), over all repetitions.
@@ -113,6 +119,12 @@ pub fn median(values: &[f64]) -> f64 {
     } else {
         (sorted[mid - 1] + sorted[mid]) / 2.0
     }
+}
+
+/// The median of the values present, or `None` when there are none.
+pub fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let present: Vec<f64> = values.flatten().collect();
+    (!present.is_empty()).then(|| median(&present))
 }
 
 impl Report {
@@ -400,6 +412,8 @@ mod tests {
             vs_floor: None,
             futex_wake: futex,
             futex_wait: 0,
+            per_send_call: None,
+            per_receive_call: None,
         }
     }
 

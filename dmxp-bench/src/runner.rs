@@ -60,6 +60,10 @@ pub struct ThroughputSample {
     pub messages: u64,
     pub futex_wake: u64,
     pub futex_wait: u64,
+    /// DMXP: messages per successful send call (producers) and per receive call that got
+    /// something (consumers); 1.0 for single sends, up to the batch size for batches.
+    pub per_send_call: Option<f64>,
+    pub per_receive_call: Option<f64>,
 }
 
 /// What one latency run measured.
@@ -402,11 +406,22 @@ pub fn throughput(
         .max()
         .unwrap_or(start);
     let elapsed = end.saturating_sub(start).max(1) as f64 / 1e9;
+    let per_call = |role: Role, messages: u64| {
+        let calls: u64 = roles
+            .iter()
+            .zip(&results)
+            .filter(|(r, _)| **r == role)
+            .map(|(_, r)| r.calls)
+            .sum();
+        (system.is_dmxp() && calls > 0).then(|| messages as f64 / calls as f64)
+    };
     Ok(ThroughputSample {
         msgs_per_sec: moved as f64 / elapsed,
         messages: moved,
         futex_wake: results.iter().map(|r| r.futex_wake).sum(),
         futex_wait: results.iter().map(|r| r.futex_wait).sum(),
+        per_send_call: per_call(Role::Producer, sent),
+        per_receive_call: per_call(Role::Consumer, received),
     })
 }
 

@@ -227,6 +227,10 @@ pub struct ChildResult {
     pub futex_wait: u64,
     /// Ping: one-way latency percentiles.
     pub latency: Option<Percentiles>,
+    /// Successful send calls (producers) or receive calls that got at least one message
+    /// (consumers): with `messages`, how well batches fill.
+    #[serde(default)]
+    pub calls: u64,
 }
 
 /// Argument that marks a re-executed child process.

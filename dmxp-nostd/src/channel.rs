@@ -287,6 +287,11 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
 
     /// Claims up to `max` consecutive free positions with one CAS on `tail`. A registered
     /// producer's intent covers them on success, and is cleared on failure.
+    ///
+    /// Always inlined: with `max` a constant 1 the batch scan folds away, and the facade's
+    /// instantiation (`FutexWait`) otherwise kept it out of line (a call and a returned
+    /// `Result` in memory per message).
+    #[inline(always)]
     fn claim_send(&self, max: u64) -> Result<(u64, u64), SendError> {
         let mut tail = self.entry.tail.load(Relaxed);
         for _ in 0..RETRY_LIMIT {
@@ -317,40 +322,42 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 }
             } else if lag < 0 {
                 // The slot still holds the message of the previous lap.
-                return self.send_failed(SendError::Full);
+                return Err(self.send_failed(SendError::Full));
             } else {
                 // Another producer claimed this position; catch up. The sequence we read was
                 // published after that producer moved `tail` past us, so an honest `tail` has
                 // moved by now: one that has not was scribbled on.
                 let current = self.entry.tail.load(Relaxed);
                 if current == tail {
-                    return self.send_failed(SendError::Busy);
+                    return Err(self.send_failed(SendError::Busy));
                 }
                 tail = current;
             }
         }
-        self.send_failed(SendError::Busy)
+        Err(self.send_failed(SendError::Busy))
     }
 
     /// A claim that gives up clears the intent an earlier attempt may have written. Out of
     /// line: only failures pay for it.
     #[cold]
     #[inline(never)]
-    fn send_failed<T>(&self, error: SendError) -> Result<T, SendError> {
+    fn send_failed(&self, error: SendError) -> SendError {
         clear_intent(self.send_intent);
-        Err(error)
+        error
     }
 
     #[cold]
     #[inline(never)]
-    fn recv_failed<T>(&self, error: RecvError) -> Result<T, RecvError> {
+    fn recv_failed(&self, error: RecvError) -> RecvError {
         clear_intent(self.recv_intent);
-        Err(error)
+        error
     }
 
     /// Claims up to `max` consecutive published positions with one CAS on `head`. With
     /// `buffer`, refuses (consuming nothing) when the first message is longer than it. A
     /// registered consumer's intent covers them on success, and is cleared on failure.
+    /// Always inlined, as [`Self::claim_send`].
+    #[inline(always)]
     fn claim_recv(&self, max: u64, buffer: Option<usize>) -> Result<(u64, u64), RecvError> {
         let mut head = self.entry.head.load(Relaxed);
         for _ in 0..RETRY_LIMIT {
@@ -366,7 +373,9 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     let flags = slot.meta.flags.load(Relaxed);
                     let carries_message = flags & (message_flags::SKIP | message_flags::LOST) == 0;
                     if carries_message && needed <= MSG_INLINE && needed > available {
-                        return self.recv_failed(RecvError::BufferTooSmall { needed, available });
+                        return Err(
+                            self.recv_failed(RecvError::BufferTooSmall { needed, available })
+                        );
                     }
                 }
                 let mut count = 1;
@@ -393,18 +402,18 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 }
             } else if lag < 0 {
                 // Empty, or the producer of this position has not published yet.
-                return self.recv_failed(RecvError::Empty);
+                return Err(self.recv_failed(RecvError::Empty));
             } else {
                 // Another consumer took this position (and the slot may already hold the next
                 // lap); as for sends, an honest `head` has moved past us by now.
                 let current = self.entry.head.load(Relaxed);
                 if current == head {
-                    return self.recv_failed(RecvError::Busy);
+                    return Err(self.recv_failed(RecvError::Busy));
                 }
                 head = current;
             }
         }
-        self.recv_failed(RecvError::Busy)
+        Err(self.recv_failed(RecvError::Busy))
     }
 
     // ------------------------------------------------------------------ slot contents
@@ -429,6 +438,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     }
 
     /// Stores the meta of a claimed position whose payload is in place, then publishes it.
+    #[inline(always)]
     fn publish_slot(&self, position: u64, len: usize, meta: &SendMeta, flags: u16) {
         let slot = self.slot(position);
         slot.meta.store(&MessageMeta {
@@ -461,6 +471,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     }
 
     /// Frees the slot of a consumed position for the producer one lap later.
+    #[inline(always)]
     fn release(&self, position: u64) {
         hook!(self, RecvCopied, position);
         self.slot(position)
@@ -472,12 +483,20 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// Wakes sleepers on `word` if any registered. The SeqCst fence orders our publication
     /// before the waiter-count load; the waiter orders its registration before its re-check of
     /// the ring the same way, so one of the two always sees the other.
+    #[inline(always)]
     fn notify(&self, word: &AtomicU32, waiters: &AtomicU32) {
         fence(SeqCst);
         if waiters.load(Relaxed) != 0 {
-            word.fetch_add(1, Release);
-            self.wait.wake_all(word);
+            self.wake(word);
         }
+    }
+
+    /// Out of line: only reached when someone sleeps.
+    #[cold]
+    #[inline(never)]
+    fn wake(&self, word: &AtomicU32) {
+        word.fetch_add(1, Release);
+        self.wait.wake_all(word);
     }
 
     pub(crate) fn notify_consumers(&self) {
@@ -579,35 +598,48 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// Receives one message into `buf`. Skip markers are passed over. A message longer than
     /// `buf` is left in place (`BufferTooSmall`); a buffer of 960 bytes always suffices.
     pub fn try_recv(&self, buf: &mut [u8]) -> Result<Received, RecvError> {
+        // Each arm frees the slot and returns directly: no `Option<Result<..>>` carried past
+        // the free, which cost a copy of the metadata per message.
         for _ in 0..RETRY_LIMIT {
             let (position, _) = self.claim_recv(1, Some(buf.len()))?;
-            let result = match self.read_content(position) {
-                Content::Skip => None,
-                Content::Lost(message_id) => Some(Err(RecvError::Lost { message_id })),
-                Content::Corrupt(message_id, payload_len) => Some(Err(RecvError::Corrupt {
-                    message_id,
-                    payload_len,
-                })),
-                Content::Message(meta, len) => match buf.get_mut(..len) {
-                    Some(dst) => {
-                        payload::load(&self.slot(position).payload, dst);
-                        Some(Ok(Received { meta, len }))
-                    }
-                    // Only a peer rewriting a published slot gets here.
-                    None => Some(Err(RecvError::Corrupt {
-                        message_id: position,
-                        payload_len: meta.payload_len,
-                    })),
-                },
-            };
-            self.release(position);
-            self.end_recv_intent(position);
-            self.notify_producers();
-            if let Some(result) = result {
-                return result;
+            match self.read_content(position) {
+                Content::Message(meta, len) => {
+                    let Some(dst) = buf.get_mut(..len) else {
+                        // Only a peer rewriting a published slot gets here.
+                        self.finish_recv(position);
+                        return Err(RecvError::Corrupt {
+                            message_id: position,
+                            payload_len: meta.payload_len,
+                        });
+                    };
+                    payload::load(&self.slot(position).payload, dst);
+                    self.finish_recv(position);
+                    return Ok(Received { meta, len });
+                }
+                Content::Skip => self.finish_recv(position),
+                Content::Lost(message_id) => {
+                    self.finish_recv(position);
+                    return Err(RecvError::Lost { message_id });
+                }
+                Content::Corrupt(message_id, payload_len) => {
+                    self.finish_recv(position);
+                    return Err(RecvError::Corrupt {
+                        message_id,
+                        payload_len,
+                    });
+                }
             }
         }
         Err(RecvError::Busy)
+    }
+
+    /// After a single receive has copied (or dropped) its position: frees it, ends the intent,
+    /// wakes producers.
+    #[inline(always)]
+    fn finish_recv(&self, position: u64) {
+        self.release(position);
+        self.end_recv_intent(position);
+        self.notify_producers();
     }
 
     /// Receives up to `max` messages claimed with one CAS, calling `deliver` for each with its
@@ -673,9 +705,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     payload_len,
                 }),
             };
-            self.release(position);
-            self.end_recv_intent(position);
-            self.notify_producers();
+            self.finish_recv(position);
             if let Some(error) = error {
                 return Err(error);
             }
@@ -865,8 +895,6 @@ impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
 
 impl<W: WaitStrategy> Drop for RecvGuard<'_, '_, W> {
     fn drop(&mut self) {
-        self.channel.release(self.position);
-        self.channel.end_recv_intent(self.position);
-        self.channel.notify_producers();
+        self.channel.finish_recv(self.position);
     }
 }

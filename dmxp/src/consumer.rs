@@ -20,6 +20,7 @@ use dmxp_nostd::{ChannelInfo, MessageMeta, Payload, PeerRole, RecvError, RecvGua
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{FutexChannel, HandleCell, OpenChannel};
+use crate::producer::MissStreak;
 use crate::recovery::{slice_deadline, StuckWatch};
 use crate::wait::FutexWait;
 
@@ -74,10 +75,13 @@ struct Counters {
 /// publishing it repairs the channel once it has been stuck there for
 /// [`STUCK_GRACE`](crate::STUCK_GRACE): the position becomes a LOST tombstone, skipped and
 /// counted in [`ReceiveStats::lost`]. Blocking receives re-check that often while stuck.
+/// Non-blocking receives start watching for a stuck position after 64 empty results in a row
+/// (so that a consumer spinning on an empty ring does not keep reading the producers' cursor).
 pub struct Consumer {
     cell: HandleCell,
     counters: Arc<Counters>,
     stuck: StuckWatch,
+    misses: MissStreak,
 }
 
 impl Clone for Consumer {
@@ -87,6 +91,7 @@ impl Clone for Consumer {
             cell: HandleCell::register(Arc::clone(self.cell.open()), PeerRole::Consumer),
             counters: Arc::clone(&self.counters),
             stuck: StuckWatch::default(),
+            misses: MissStreak::default(),
         }
     }
 }
@@ -113,6 +118,7 @@ impl Consumer {
             cell: HandleCell::register(Arc::new(open), PeerRole::Consumer),
             counters: Arc::default(),
             stuck: StuckWatch::default(),
+            misses: MissStreak::default(),
         }
     }
 
@@ -184,13 +190,15 @@ impl Consumer {
             let step = match attempt() {
                 Ok(value) => Step::Got(value),
                 Err(e) => match self.sort(e)? {
-                    // Empty: unless a dead producer holds the head and was just repaired.
-                    None if self.repair_if_stuck() => Step::Skipped,
+                    // Empty: unless a dead producer holds the head and was just repaired
+                    // (looked for after a streak of empty results, see `MissStreak`).
+                    None if self.misses.miss() && self.repair_if_stuck() => Step::Skipped,
                     None => return Ok(None),
                     Some(step) => step,
                 },
             };
             if let Step::Got(value) = step {
+                self.misses.hit();
                 self.counters.received.fetch_add(1, Relaxed);
                 return Ok(Some(value));
             }
@@ -285,11 +293,12 @@ impl Consumer {
     {
         let mut deliver = deliver;
         let mut result = self.channel().try_recv_batch(max, &mut deliver);
-        if result == Err(RecvError::Empty) && self.repair_if_stuck() {
+        if result == Err(RecvError::Empty) && self.misses.miss() && self.repair_if_stuck() {
             result = self.channel().try_recv_batch(max, &mut deliver);
         }
         match result {
             Ok(batch) => {
+                self.misses.hit();
                 self.counters
                     .received
                     .fetch_add(batch.delivered as u64, Relaxed);
