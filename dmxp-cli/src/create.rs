@@ -29,9 +29,6 @@ pub struct CreateArgs {
     /// Size of the segment if it is created (bytes, or with a K/M/G binary suffix).
     #[arg(long, value_name = "BYTES", value_parser = parse::size, default_value = "128M")]
     pub size: usize,
-    /// Permission bits of the segment if it is created (octal).
-    #[arg(long, value_name = "MODE", value_parser = parse::mode, default_value = "0600")]
-    pub mode: u32,
     /// Succeed if the channel already exists (whatever its capacity).
     #[arg(long)]
     pub exist_ok: bool,
@@ -50,7 +47,9 @@ struct Created {
 }
 
 /// Creates the segment exclusively, or attaches to the existing one; says which.
-fn create_or_attach(source: &Source, size: usize, mode: u32) -> Result<(SharedMemory, bool)> {
+fn create_or_attach(args: &SegmentArgs, size: usize) -> Result<(SharedMemory, bool)> {
+    let source = &args.source();
+    let mode = args.mode();
     let created: io::Result<SharedMemory> = match source {
         Source::Shm(name) => {
             dmxp::shm::ShmSegment::create(name, size, mode).map(|s| Arc::new(s) as SharedMemory)
@@ -62,7 +61,7 @@ fn create_or_attach(source: &Source, size: usize, mode: u32) -> Result<(SharedMe
     match created {
         Ok(memory) => Ok((memory, true)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let allocator = source.builder().attach_allocator()?;
+            let allocator = args.builder().attach_allocator()?;
             Ok((Arc::clone(allocator.memory()), false))
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("creating {source}"))),
@@ -71,7 +70,7 @@ fn create_or_attach(source: &Source, size: usize, mode: u32) -> Result<(SharedMe
 
 pub fn run(args: CreateArgs) -> Result<Outcome> {
     let source = args.segment.source();
-    let (memory, segment_created) = create_or_attach(&source, args.size, args.mode)?;
+    let (memory, segment_created) = create_or_attach(&args.segment, args.size)?;
     let segment = Segment::attach(memory.region()).with_context(|| source.to_string())?;
     let pid = std::process::id();
     let deadline = Instant::now() + dmxp::DEFAULT_TIMEOUT;
@@ -107,7 +106,7 @@ pub fn run(args: CreateArgs) -> Result<Outcome> {
                 out,
                 "created {source} ({} bytes, mode {:04o})",
                 memory.region().len(),
-                args.mode
+                args.segment.mode()
             )?;
         }
         let verb = if channel_created {

@@ -72,7 +72,7 @@ struct Recovery {
 
 pub fn run(args: RecoverArgs) -> Result<Outcome> {
     let source = args.segment.source();
-    let allocator = source.builder().attach_allocator()?;
+    let allocator = args.segment.builder().attach_allocator()?;
     let ids: Vec<u32> = match args.channel {
         Some(id) => vec![id],
         None => allocator.get_channels().iter().map(|c| c.id).collect(),

@@ -143,7 +143,8 @@ fn next(consumer: &Consumer, wait: Option<Duration>) -> dmxp::Result<Option<Mess
 
 pub fn run(args: RecvArgs) -> Result<Outcome> {
     let source = args.segment.source();
-    let consumer = source
+    let consumer = args
+        .segment
         .builder()
         .attach_allocator()?
         .consumer(args.channel)?;

@@ -132,7 +132,8 @@ pub fn run(args: SendArgs) -> Result<Outcome> {
         );
     }
 
-    let producer = source
+    let producer = args
+        .segment
         .builder()
         .attach_allocator()?
         .producer(args.channel)?;

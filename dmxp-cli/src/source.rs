@@ -12,6 +12,8 @@ use clap::Args;
 use dmxp::ChannelBuilder;
 use dmxp_nostd::layout::HEADER_SIZE;
 
+use crate::parse;
+
 /// `--segment NAME | --file PATH`, shared by every command that works on one segment.
 #[derive(Args, Debug, Clone)]
 pub struct SegmentArgs {
@@ -22,6 +24,14 @@ pub struct SegmentArgs {
     /// Segment in a mapped file.
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+    /// Also trust an existing segment owned by this uid (repeatable). By default only
+    /// segments owned by this user are attached to (PROTOCOL.md §3.4).
+    #[arg(long, value_name = "UID")]
+    pub trust_owner: Vec<u32>,
+    /// Permission bits (octal): of a segment this command creates, and the widest accepted in
+    /// an existing one [default: 0600].
+    #[arg(long, value_name = "MODE", value_parser = parse::mode)]
+    pub mode: Option<u32>,
 }
 
 /// Where a segment lives.
@@ -34,6 +44,20 @@ pub enum Source {
 }
 
 impl SegmentArgs {
+    /// The mode asked for: of a created segment, and the widest accepted.
+    pub fn mode(&self) -> u32 {
+        self.mode.unwrap_or(dmxp::DEFAULT_MODE)
+    }
+
+    /// A facade builder aimed at this segment, with the trust and mode asked for.
+    pub fn builder(&self) -> ChannelBuilder {
+        let builder = self
+            .trust_owner
+            .iter()
+            .fold(self.source().builder(), |b, &uid| b.with_trust_owner(uid));
+        builder.with_mode(self.mode())
+    }
+
     /// The segment named, or the default shm segment `/dmxp_alloc`.
     pub fn source(&self) -> Source {
         match (&self.segment, &self.file) {
@@ -77,6 +101,10 @@ impl Source {
 
     /// Opens the object read-only (no mapping, nothing written).
     pub fn open_read(&self) -> Result<File> {
+        match self {
+            Source::Shm(name) => dmxp::os::check_shm_name(name)?,
+            Source::File(path) => dmxp::os::check_path(path)?,
+        }
         let file = match self {
             Source::Shm(name) => rustix::shm::open(
                 name.as_str(),
@@ -96,7 +124,8 @@ impl Source {
         })
     }
 
-    /// A facade builder aimed at this segment.
+    /// A facade builder aimed at this segment, trusting only this user's own segments (use
+    /// [`SegmentArgs::builder`] to honour `--trust-owner` and `--mode`).
     pub fn builder(&self) -> ChannelBuilder {
         match self {
             Source::Shm(name) => ChannelBuilder::new().with_segment_name(name.clone()),

@@ -324,11 +324,24 @@ fn create_send_recv_round_trip_with_json_metadata() {
     assert_eq!(created["capacity"], 16);
     let mode = std::fs::metadata(&seg.path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o640);
+    // Wider than the default 0600: attaching needs the mode asked for (PROTOCOL.md §3.4).
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "4", "refused"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("owned by uid").and(predicate::str::contains(
+                "with mode 0640, which grants more than the 0600 asked for",
+            )),
+        );
+    let seg_args = [seg.args()[0], seg.args()[1], "--mode", "0640"];
 
     let sent = run_ok(
         dmxp()
             .arg("send")
-            .args(seg.args())
+            .args(seg_args)
             .args([
                 "--channel",
                 "4",
@@ -349,20 +362,20 @@ fn create_send_recv_round_trip_with_json_metadata() {
     std::fs::write(&binary, [0u8, 0xff, 0x10, b'x']).unwrap();
     dmxp()
         .arg("send")
-        .args(seg.args())
+        .args(seg_args)
         .args(["--channel", "4", "--from-file", binary.to_str().unwrap()])
         .assert()
         .success();
     dmxp()
         .arg("send")
-        .args(seg.args())
+        .args(seg_args)
         .args(["--channel", "4", "--stdin"])
         .write_stdin("line one\r\nline two\n")
         .assert()
         .success()
         .stdout(predicate::str::contains("sent 2 messages"));
 
-    let out = run_ok(dmxp().arg("recv").args(seg.args()).args([
+    let out = run_ok(dmxp().arg("recv").args(seg_args).args([
         "--channel",
         "4",
         "--count",
@@ -398,7 +411,7 @@ fn create_send_recv_round_trip_with_json_metadata() {
     // What is left (the two stdin lines), raw, by draining.
     dmxp()
         .arg("recv")
-        .args(seg.args())
+        .args(seg_args)
         .args(["--channel", "4", "--raw"])
         .assert()
         .success()

@@ -15,6 +15,8 @@
 //! * [`peer`]: the peer table and crash recovery (PROTOCOL.md §11): registering handles,
 //!   intents around claims, and repairing positions left by dead peers.
 //! * [`wait`]: the wait/notify trait used by blocking operations.
+//! * [`trust`]: which existing objects a process may attach to, and which names it may use
+//!   (PROTOCOL.md §3.4); pure rules the `backends/` crates apply after `fstat`.
 //!
 //! ```
 //! use dmxp_nostd::{AlignedBlock, Region, Segment, SendMeta};
@@ -55,6 +57,7 @@ pub mod peer;
 pub mod region;
 pub mod segment;
 mod sync;
+pub mod trust;
 pub mod validate;
 pub mod wait;
 

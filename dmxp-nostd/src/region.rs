@@ -37,6 +37,15 @@ unsafe impl SharedView for AtomicPeerRecord {}
 pub trait SegmentMemory {
     /// The whole segment as a region borrowed from `self`.
     fn region(&self) -> Region<'_>;
+
+    /// The size the memory behind the region has **now**, for memory another process could
+    /// shrink under the mapping (a POSIX shm object, a file: `fstat`). `None` when it cannot
+    /// shrink (a sealed memfd, ordinary memory) or the size cannot be read. The facade calls
+    /// it on slow paths, before sleeping, so that a truncated segment becomes a typed error
+    /// instead of a `SIGBUS` wherever a handle is waiting rather than touching memory.
+    fn current_len(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A 128-byte aligned block. A slice of these is a correctly aligned buffer for a segment that

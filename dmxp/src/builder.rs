@@ -7,13 +7,14 @@ use dmxp_nostd::SegmentMemory;
 
 use crate::allocator::SharedMemoryAllocator;
 use crate::consumer::Consumer;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{open_channel, Missing};
 use crate::memory::{
     self, Backing, OpenOptions, Source, DEFAULT_MODE, DEFAULT_SEGMENT_SIZE, DEFAULT_TIMEOUT,
     GROUP_MODE,
 };
 use crate::producer::Producer;
+use dmxp_nostd::trust::{AttachPolicy, GroupAccess, MAX_TRUSTED_OWNERS};
 
 /// Default ring capacity, as in the seed.
 pub const DEFAULT_CAPACITY: u64 = 1024;
@@ -41,6 +42,9 @@ pub const DEFAULT_CAPACITY: u64 = 1024;
 /// process is still creating. The library does not read environment variables; the examples
 /// honour `DMXP_SEGMENT` themselves.
 ///
+/// Trust: an existing segment is attached to only if this user owns it and it grants nothing
+/// outside the mode asked for (PROTOCOL.md §3.4); see [`Self::with_trust_owner`].
+///
 /// Permissions: a segment this builder creates (shm object or file) is owner-only (`0o600`):
 /// processes of other users cannot attach and get [`ErrorKind::Io`]`(PermissionDenied)`
 /// (`EACCES`). Share it with a group explicitly, with [`Self::with_group_access`] (`0o660`,
@@ -58,6 +62,8 @@ pub struct ChannelBuilder {
     size: usize,
     mode: u32,
     group: Option<u32>,
+    group_access: bool,
+    trusted_owners: Vec<u32>,
     timeout: Duration,
 }
 
@@ -77,6 +83,8 @@ impl ChannelBuilder {
             size: DEFAULT_SEGMENT_SIZE,
             mode: DEFAULT_MODE,
             group: None,
+            group_access: false,
+            trusted_owners: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -133,6 +141,10 @@ impl ChannelBuilder {
 
     /// Mode bits of a segment this builder creates (default `0o600`, owner only), applied
     /// exactly whatever the umask. Bits outside `0o777` make creation fail (`InvalidInput`).
+    ///
+    /// It is also the widest mode accepted in an existing segment: one that grants more (a
+    /// world-writable object when `0o600` was asked) is refused with
+    /// [`ErrorKind::Untrusted`](crate::ErrorKind::Untrusted) (PROTOCOL.md §3.4).
     pub fn with_mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
@@ -141,7 +153,11 @@ impl ChannelBuilder {
     /// Shares a segment this builder creates with the creator's group: mode `0o660`, so every
     /// process whose user is in that group can attach (and, like the owner, read and write
     /// every byte of it). Same as `with_mode(0o660)`.
-    pub fn with_group_access(self) -> Self {
+    ///
+    /// When attaching, an existing segment of any group this process belongs to is accepted
+    /// whatever its owner (see [`Self::with_trust_owner`]).
+    pub fn with_group_access(mut self) -> Self {
+        self.group_access = true;
         self.with_mode(GROUP_MODE)
     }
 
@@ -152,9 +168,37 @@ impl ChannelBuilder {
     /// bits. Ignored for segments that exist already, and for memfd segments.
     ///
     /// [`ErrorKind::Io`]: crate::ErrorKind::Io
+    ///
+    /// When attaching, an existing segment of group `gid` is accepted whatever its owner.
     pub fn with_group(mut self, gid: u32) -> Self {
         self.group = Some(gid);
+        self.group_access = true;
         self.with_mode(GROUP_MODE)
+    }
+
+    /// Trusts an existing segment owned by user `uid` (besides this process's own user).
+    ///
+    /// By default an existing shm object or file is attached to only if this process's
+    /// effective user owns it and it grants nothing outside the mode asked for
+    /// ([`Self::with_mode`], `0o600` by default): anyone can create an object under a name
+    /// first, and whoever owns it can read every message, rewrite it, or truncate it under
+    /// its peers. Other segments are refused with
+    /// [`ErrorKind::Untrusted`](crate::ErrorKind::Untrusted) naming their owner and mode.
+    /// Trusting an owner does not widen the mode: add `with_mode` for that. At most four
+    /// owners can be trusted (`InvalidInput` when building otherwise).
+    ///
+    /// ```no_run
+    /// // A segment made by the service account 990 with mode 0o660, shared with our group.
+    /// let consumer = dmxp::ChannelBuilder::new()
+    ///     .with_segment_name("/sensors")
+    ///     .with_trust_owner(990)
+    ///     .with_mode(0o660)
+    ///     .build_consumer()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_trust_owner(mut self, uid: u32) -> Self {
+        self.trusted_owners.push(uid);
+        self
     }
 
     /// How long to wait for a segment or channel that another process is still creating
@@ -164,14 +208,34 @@ impl ChannelBuilder {
         self
     }
 
-    fn options(&self, create: bool) -> OpenOptions {
-        OpenOptions {
+    /// The attach rule of PROTOCOL.md §3.4 for this builder's choices.
+    fn policy(&self) -> Result<AttachPolicy> {
+        let group = match (self.group, self.group_access) {
+            (Some(gid), _) => GroupAccess::Group(gid),
+            (None, true) => GroupAccess::OwnGroups,
+            (None, false) => GroupAccess::None,
+        };
+        let mut policy = dmxp_os::current_user_policy(self.mode).with_group(group);
+        for &uid in &self.trusted_owners {
+            policy = policy.trust_owner(uid).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("at most {MAX_TRUSTED_OWNERS} owners can be trusted"),
+                )
+            })?;
+        }
+        Ok(policy)
+    }
+
+    fn options(&self, create: bool) -> Result<OpenOptions> {
+        Ok(OpenOptions {
             create,
+            policy: self.policy()?,
             size: self.size,
             mode: self.mode,
             group: self.group,
             timeout: self.timeout,
-        }
+        })
     }
 
     fn deadline(&self) -> Instant {
@@ -181,7 +245,7 @@ impl ChannelBuilder {
     }
 
     pub(crate) fn backing(&self, create: bool) -> Result<Backing> {
-        memory::open(&self.source, self.options(create))
+        memory::open(&self.source, self.options(create)?)
     }
 
     /// Attaches to the segment and the channel, creating either if it does not exist. Two

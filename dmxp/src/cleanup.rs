@@ -125,7 +125,8 @@ pub fn scan_shm() -> Result<Vec<SegmentStatus>> {
 }
 
 /// Lists the DMXP segments in `dir` (regular files starting with the DMXP magic; symbolic
-/// links and other files are skipped, as are files this process cannot read), in name order.
+/// links and other files are skipped, as are files this process cannot read and names with
+/// control characters), in name order.
 /// `kind` says how to name them: [`SegmentKind::Shm`] for `/dev/shm`.
 ///
 /// Errors: [`ErrorKind::NotFound`] if `dir` does not exist; [`ErrorKind::Io`] if it cannot be
@@ -138,6 +139,11 @@ pub fn scan_dir(dir: &Path, kind: SegmentKind) -> Result<Vec<SegmentStatus>> {
             continue;
         }
         let path = entry.path();
+        // A name with a control character is no segment any DMXP client makes (they refuse
+        // such names), and printed it would forge lines of the listing.
+        if dmxp_os::check_path(&path).is_err() {
+            continue;
+        }
         let name = match kind {
             SegmentKind::Shm => format!("/{}", entry.file_name().to_string_lossy()),
             SegmentKind::File => path.display().to_string(),
@@ -154,11 +160,11 @@ pub fn scan_dir(dir: &Path, kind: SegmentKind) -> Result<Vec<SegmentStatus>> {
 /// Examines the shm object `name` (a leading `/` is optional).
 ///
 /// Errors: [`ErrorKind::NotFound`] if it does not exist; [`ErrorKind::InvalidInput`] for a
-/// name with an inner `/`; [`ErrorKind::Corrupt`] (`magic`) if it does not start with the DMXP
+/// name with an inner `/` or a control character; [`ErrorKind::Corrupt`] (`magic`) if it does not start with the DMXP
 /// magic (or is still being created); [`ErrorKind::Io`] if it cannot be read.
 pub fn examine_shm(name: &str) -> Result<SegmentStatus> {
     let bare = name.trim_start_matches('/');
-    if bare.is_empty() || bare.contains('/') {
+    if dmxp_os::check_shm_name(&format!("/{bare}")).is_err() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             format!("{name:?} is not a shm segment name (one component, like /dmxp_alloc)"),

@@ -156,9 +156,17 @@ impl Consumer {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(RecvError::Empty);
         }
+        // A shrunk segment ends the wait as if empty; `receive_waiting` then reports it. The
+        // futex word lives in the segment, so the size is checked on both sides of the sleep.
+        if self.cell.check_size().is_err() {
+            return Err(RecvError::Empty);
+        }
         let slice = slice_deadline(deadline, self.stuck.watching());
         let waiter = slice.map_or(FutexWait::new(), FutexWait::until);
         self.channel().wait_for_message(&waiter);
+        if self.cell.check_size().is_err() {
+            return Err(RecvError::Empty);
+        }
         Ok(())
     }
 
@@ -266,6 +274,10 @@ impl Consumer {
                 other => return other,
             }
         })?;
+        if received.is_none() {
+            // Out of time, or the wait saw the segment shrink: say which.
+            self.cell.check_size()?;
+        }
         Ok(received.map(|r| Message {
             meta: r.meta,
             payload: buf[..r.len].to_vec(),

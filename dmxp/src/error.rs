@@ -48,6 +48,19 @@ pub enum ErrorKind {
     /// `expected` is the size the segment needs (its recorded `segment_size`, or the size
     /// mapped), `found` the object's size now. Touching the lost pages would raise `SIGBUS`.
     Truncated { expected: u64, found: u64 },
+    /// The object found under the segment's name is not one this process trusts
+    /// (PROTOCOL.md §3.4): owned by another user, granting more than the mode asked for, a
+    /// symbolic link, not a regular file, or in a directory anyone may write. `owner` and
+    /// `mode` are the object's (or its directory's mode) when known. Nothing was mapped or
+    /// written; trust it explicitly with [`ChannelBuilder::with_trust_owner`] and
+    /// [`ChannelBuilder::with_mode`] if it is meant to be shared.
+    ///
+    /// [`ChannelBuilder::with_trust_owner`]: crate::ChannelBuilder::with_trust_owner
+    /// [`ChannelBuilder::with_mode`]: crate::ChannelBuilder::with_mode
+    Untrusted {
+        owner: Option<u32>,
+        mode: Option<u32>,
+    },
 }
 
 /// The facade's error: a kind, a one-line message, and the underlying OS error if any.
@@ -71,12 +84,24 @@ impl Error {
     }
 
     /// An OS error, with what we were doing when it happened. A backend's "truncated"
-    /// report becomes [`ErrorKind::Truncated`].
+    /// report becomes [`ErrorKind::Truncated`], its "untrusted" one [`ErrorKind::Untrusted`],
+    /// and a refused name [`ErrorKind::InvalidInput`].
     pub(crate) fn io(source: io::Error, doing: impl fmt::Display) -> Self {
-        let kind = truncated(&source).unwrap_or(ErrorKind::Io(source.kind()));
+        let kind = typed_backend_error(&source).unwrap_or(ErrorKind::Io(source.kind()));
         Self {
             kind,
             message: format!("{doing}: {source}"),
+            source: Some(source),
+        }
+    }
+
+    /// An OS error whose own message already says everything (an untrusted object names
+    /// itself, its owner and its mode).
+    pub(crate) fn io_bare(source: io::Error) -> Self {
+        let kind = typed_backend_error(&source).unwrap_or(ErrorKind::Io(source.kind()));
+        Self {
+            kind,
+            message: source.to_string(),
             source: Some(source),
         }
     }
@@ -197,27 +222,28 @@ impl Error {
             }
             ErrorKind::Io(kind) => kind,
             ErrorKind::Truncated { .. } => io::ErrorKind::InvalidData,
+            ErrorKind::Untrusted { .. } => io::ErrorKind::PermissionDenied,
         }
     }
 }
 
-/// The sizes in a backend's `Truncated` payload, if `error` carries one.
-#[cfg_attr(not(any(feature = "shm", feature = "file")), allow(unused_variables))]
-fn truncated(error: &io::Error) -> Option<ErrorKind> {
-    let inner = error.get_ref()?;
-    #[cfg(feature = "shm")]
-    if let Some(t) = inner.downcast_ref::<dmxp_shm::Truncated>() {
+/// The facade kind for a backend error that carries a typed payload: a truncation report, an
+/// untrusted object, or a refused name (`InvalidInput`).
+fn typed_backend_error(error: &io::Error) -> Option<ErrorKind> {
+    if let Some(t) = dmxp_os::Truncated::of(error) {
         return Some(ErrorKind::Truncated {
             expected: t.expected,
             found: t.found,
         });
     }
-    #[cfg(feature = "file")]
-    if let Some(t) = inner.downcast_ref::<dmxp_file::Truncated>() {
-        return Some(ErrorKind::Truncated {
-            expected: t.expected,
-            found: t.found,
+    if let Some(u) = dmxp_os::UntrustedObject::of(error) {
+        return Some(ErrorKind::Untrusted {
+            owner: u.reason.owner(),
+            mode: u.reason.mode(),
         });
+    }
+    if error.kind() == io::ErrorKind::InvalidInput {
+        return Some(ErrorKind::InvalidInput);
     }
     None
 }

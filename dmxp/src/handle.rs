@@ -97,6 +97,30 @@ impl HandleCell {
         self.borrow_dependent().slot.is_some()
     }
 
+    /// Whether a peer has shrunk the segment under this mapping (`fstat`, for backends whose
+    /// memory can shrink). Called before and after every sleep of a blocking call: touching
+    /// the lost pages would raise `SIGBUS`, so a waiting handle reports
+    /// [`ErrorKind::Truncated`] instead of going back to the ring.
+    pub fn check_size(&self) -> Result<()> {
+        let open = self.borrow_owner();
+        let memory = open.cell.borrow_owner();
+        let mapped = memory.region().len() as u64;
+        match memory.current_len() {
+            Some(found) if found < mapped => Err(Error::new(
+                ErrorKind::Truncated {
+                    expected: mapped,
+                    found,
+                },
+                format!(
+                    "{}: segment truncated under this mapping: expected {mapped} bytes, found \
+                     {found} (another process shrank it; nothing more is read or written)",
+                    open.label
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// One repair pass for this channel (PROTOCOL.md §11.6).
     pub fn recover(&self) -> Result<RepairReport> {
         let open = self.borrow_owner();

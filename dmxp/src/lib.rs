@@ -80,6 +80,8 @@ pub use dmxp_nostd::{ChannelInfo, MessageMeta, Payload, PayloadMut, SegmentMemor
 pub use dmxp_file as file;
 #[cfg(feature = "memfd")]
 pub use dmxp_memfd as memfd;
+/// Attach-trust checks and typed backend error payloads shared by every backend.
+pub use dmxp_os as os;
 #[cfg(feature = "shm")]
 pub use dmxp_shm as shm;
 

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dmxp_nostd::trust::AttachPolicy;
 use dmxp_nostd::{Abandonment, Error as CoreError, Segment, SegmentMemory};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -91,6 +92,8 @@ impl fmt::Display for Source {
 #[cfg_attr(not(any(feature = "shm", feature = "file")), allow(dead_code))]
 pub(crate) struct OpenOptions {
     pub create: bool,
+    /// Which existing objects to attach to (PROTOCOL.md §3.4).
+    pub policy: AttachPolicy,
     pub size: usize,
     pub mode: u32,
     /// Group to give a created segment to (`fchown`); `None`: the creator's effective group.
@@ -111,12 +114,13 @@ type Attempt = Result<Option<SharedMemory>>;
 /// Checks that `memory` holds a formatted segment: `Ok(None)` while it is being created.
 ///
 /// A segment whose creator died before publishing it (PROTOCOL.md §3.3) is reformatted when
-/// `create` is set (this caller would have created it anyway) and reported as
-/// [`ErrorKind::Abandoned`] otherwise. `creator` records the pid found, for the timeout message.
-fn attached(memory: SharedMemory, label: &str, create: bool, creator: &Cell<u32>) -> Attempt {
+/// `reclaim` is set (this caller would have created it anyway, and the object is its own
+/// user's) and reported as [`ErrorKind::Abandoned`] otherwise. `creator` records the pid
+/// found, for the timeout message.
+fn attached(memory: SharedMemory, label: &str, reclaim: bool, creator: &Cell<u32>) -> Attempt {
     match Segment::attach(memory.region()) {
         Ok(_) => Ok(Some(memory)),
-        Err(CoreError::NotReady) => unpublished(memory, label, create, creator),
+        Err(CoreError::NotReady) => unpublished(memory, label, reclaim, creator),
         Err(other) => Err(Error::from_core(other, label)),
     }
 }
@@ -244,13 +248,19 @@ fn shm_attempt(name: &str, options: OpenOptions, label: &str, creator: &Cell<u32
             Err(e) => return Err(Error::io(e, format!("creating {label}"))),
         }
     }
-    match ShmSegment::open(name) {
-        Ok(segment) => attached(Arc::new(segment), label, options.create, creator),
+    match ShmSegment::open_with(name, &options.policy) {
+        Ok(segment) => {
+            // Only this user's own object may be reformatted (PROTOCOL.md §3.4).
+            let reclaim = options.create && segment.owner_uid() == options.policy.euid();
+            attached(Arc::new(segment), label, reclaim, creator)
+        }
         // The object is still smaller than the header: its creator is sizing it.
         Err(e) if e.kind() == Io::WouldBlock => Ok(None),
         // Gone between our create and open (a creator that failed unlinks); create again.
         Err(e) if e.kind() == Io::NotFound && options.create => Ok(None),
         Err(e) if e.kind() == Io::NotFound => Err(not_found(label)),
+        Err(e) if dmxp_os::UntrustedObject::of(&e).is_some() => Err(Error::io_bare(e)),
+        Err(e) if dmxp_os::UntrustedObject::of(&e).is_some() => Err(Error::io_bare(e)),
         Err(e) if e.kind() == Io::PermissionDenied => Err(permission_denied(e, label)),
         Err(e) => Err(Error::io(e, format!("opening {label}"))),
     }
@@ -286,10 +296,15 @@ fn file_attempt(
             Err(e) => return Err(Error::io(e, format!("creating {label}"))),
         }
     }
-    match FileSegment::open(path) {
-        Ok(segment) => attached(Arc::new(segment), label, options.create, creator),
+    match FileSegment::open_with(path, &options.policy) {
+        Ok(segment) => {
+            // Only this user's own file may be reformatted (PROTOCOL.md §3.4).
+            let reclaim = options.create && segment.owner_uid() == options.policy.euid();
+            attached(Arc::new(segment), label, reclaim, creator)
+        }
         Err(e) if e.kind() == Io::NotFound && options.create => Ok(None),
         Err(e) if e.kind() == Io::NotFound => Err(not_found(label)),
+        Err(e) if dmxp_os::UntrustedObject::of(&e).is_some() => Err(Error::io_bare(e)),
         Err(e) if e.kind() == Io::PermissionDenied => Err(permission_denied(e, label)),
         Err(e) => Err(Error::io(e, format!("opening {label}"))),
     }

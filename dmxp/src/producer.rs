@@ -155,12 +155,28 @@ impl Producer {
             if self.repair_if_stuck() {
                 continue;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            // A shrunk segment ends the wait as if timed out; `waiting_error` then reports
+            // it. The futex word lives in the segment, so it is checked around the sleep.
+            if deadline.is_some_and(|d| Instant::now() >= d) || self.cell.check_size().is_err() {
                 return Err(SendError::TimedOut);
             }
             let slice = slice_deadline(deadline, self.stuck.watching());
             let waiter = slice.map_or(FutexWait::new(), FutexWait::until);
             self.channel().wait_for_free_slot(&waiter);
+            if self.cell.check_size().is_err() {
+                return Err(SendError::TimedOut);
+            }
+        }
+    }
+
+    /// The error of a blocking send: [`ErrorKind::Truncated`] if the segment shrank while it
+    /// waited, else the core error's.
+    ///
+    /// [`ErrorKind::Truncated`]: crate::ErrorKind::Truncated
+    fn waiting_error(&self, e: dmxp_nostd::SendError) -> Error {
+        match (e, self.cell.check_size()) {
+            (SendError::TimedOut, Err(truncated)) => truncated,
+            _ => self.error(e),
         }
     }
 
@@ -232,14 +248,14 @@ impl Producer {
         self.sending(deadline, || {
             self.channel().try_send(payload.as_ref(), &meta)
         })
-        .map_err(|e| self.error(e))
+        .map_err(|e| self.waiting_error(e))
     }
 
     /// Sends, sleeping (futex) while the ring is full, without a deadline.
     pub fn send_blocking(&self, payload: impl AsRef<[u8]>) -> Result<u64> {
         let meta = self.meta(0, 0);
         self.sending(None, || self.channel().try_send(payload.as_ref(), &meta))
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.waiting_error(e))
     }
 
     /// Sends as many of `payloads` as there is room for, in order, claiming their slots with

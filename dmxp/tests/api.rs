@@ -343,8 +343,15 @@ fn an_existing_segment_is_never_reformatted() {
 
 /// A shm object made by hand under /dev/shm (what `shm_open` names map to on Linux).
 fn raw_shm_object(name: &ShmName, bytes: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = format!("/dev/shm{}", name.0);
-    let mut file = std::fs::File::create(path).unwrap();
+    // Owner-only, as a DMXP creator makes it: anything wider is refused at attach.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
     file.write_all(bytes).unwrap();
 }
 

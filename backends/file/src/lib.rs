@@ -28,6 +28,19 @@
 //! Anyone who can open the file read-write can corrupt or truncate it (below), so grant
 //! access only to trusted users.
 //!
+//! ## Attach checks
+//!
+//! A segment path in a shared directory can be taken first by another user, as a file or as a
+//! symbolic link to somewhere else. [`FileSegment::open`] therefore opens the last component
+//! with `O_NOFOLLOW` (a symbolic link is refused), refuses a directory that anyone may write
+//! and that is not sticky (anyone could swap the file), and trusts the file only if it is
+//! regular, owned by this process's effective uid and grants nothing outside `0o600`;
+//! [`FileSegment::open_with`] takes the rule as a [`dmxp_nostd::trust::AttachPolicy`]. The
+//! check is `fstat` on the descriptor that is then mapped, and a refusal carries a
+//! [`dmxp_os::UntrustedObject`] (PROTOCOL.md §3.4). [`FileSegment::create`] never writes
+//! through an existing path: it formats a new temporary file (`O_EXCL`) and `link(2)`s it,
+//! which fails on anything already there.
+//!
 //! ## Truncation
 //!
 //! A file can be truncated by any process allowed to write it (or by `>` in a shell), and
@@ -87,8 +100,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dmxp_nostd::layout::{HEADER_SIZE, SEGMENT_ALIGN};
+use dmxp_nostd::trust::AttachPolicy;
 use dmxp_nostd::{Region, Segment, SegmentMemory};
+pub use dmxp_os::Truncated;
 use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::{Mode, OFlags};
 
 /// Offset of the header's `segment_size` field (u64, little-endian).
 const SEGMENT_SIZE_OFFSET: u64 = 24;
@@ -100,6 +116,8 @@ pub struct FileSegment {
     map: MmapRaw,
     /// Kept open for [`FileSegment::check_size`] (`fstat`).
     file: File,
+    /// The file's owner when it was created or opened.
+    owner_uid: u32,
 }
 
 impl FileSegment {
@@ -144,14 +162,17 @@ impl FileSegment {
                 format!("{} has no file name", path.display()),
             )
         })?;
-        // Cheap early answer; `hard_link` below is what guarantees it.
+        dmxp_os::check_path(path)?;
+        dmxp_os::check_directory(
+            dmxp_os::parent_dir(path),
+            &format!("file segment {}", path.display()),
+        )?;
+        // Cheap early answer; `hard_link` below is what guarantees it (link(2) never follows
+        // or replaces what is at the path, symbolic links included).
         if path.symlink_metadata().is_ok() {
             return Err(already_exists(path));
         }
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
+        let dir = dmxp_os::parent_dir(path);
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let temp = TempFile(dir.join(format!(
             ".{}.dmxp-tmp.{}.{}",
@@ -177,7 +198,7 @@ impl FileSegment {
             .map_err(|e| annotate(e, "chmod", &temp.0))?;
         file.set_len(size as u64)
             .map_err(|e| annotate(e, "set size of", &temp.0))?;
-        let segment = Self::map(path, file, size)?;
+        let segment = Self::map(path, file, size, rustix::process::geteuid().as_raw())?;
         Segment::format(segment.region(), std::process::id())
             .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
         segment.flush()?;
@@ -193,26 +214,41 @@ impl FileSegment {
         Ok(segment)
     }
 
-    /// Maps the existing segment file at `path` read-write, whole. Does not validate its
-    /// contents beyond the size checks below, and never modifies the file.
+    /// Maps the existing segment file at `path` read-write, whole, if this user may trust it:
+    /// a regular file (not a symbolic link) owned by this process's effective uid, granting
+    /// nothing outside `0o600`, in a directory others cannot replace it in (see
+    /// [`Self::open_with`] and [Attach checks](#attach-checks)).
     ///
-    /// Errors: [`ErrorKind::NotFound`] if there is no such file; [`ErrorKind::InvalidData`] if
-    /// it is smaller than the header, or than the `segment_size` its header records (then
-    /// carrying a [`Truncated`]); [`ErrorKind::PermissionDenied`] if its owner and mode do not
-    /// let this process open it read-write (the bare OS error, so `raw_os_error()` is
-    /// `EACCES`; add the path yourself); the OS error otherwise.
+    /// Errors: as [`Self::open_with`].
     pub fn open(path: &Path) -> io::Result<FileSegment> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == ErrorKind::PermissionDenied {
-                    e // unwrapped, so that `raw_os_error()` still says EACCES
-                } else {
-                    annotate(e, "open", path)
-                }
-            })?;
+        Self::open_with(path, &dmxp_os::current_user_policy(0o600))
+    }
+
+    /// Maps the existing segment file at `path` read-write, whole, if `policy` accepts it
+    /// (PROTOCOL.md §3.4). Does not validate its contents beyond the size checks below, and
+    /// never modifies the file.
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] if the path holds a control character;
+    /// [`ErrorKind::NotFound`] if there is no such file; [`ErrorKind::PermissionDenied`]
+    /// carrying a [`dmxp_os::UntrustedObject`] if the last component is a symbolic link, the
+    /// directory is writable by anyone and not sticky, or `policy` refuses the file's owner or
+    /// mode — or the bare OS error (`EACCES`) if its owner and mode do not let this process
+    /// open it read-write; [`ErrorKind::InvalidData`] if it is smaller than the header, or
+    /// than the `segment_size` its header records (then carrying a [`Truncated`]); the OS
+    /// error otherwise.
+    pub fn open_with(path: &Path, policy: &AttachPolicy) -> io::Result<FileSegment> {
+        dmxp_os::check_path(path)?;
+        let what = format!("file segment {}", path.display());
+        dmxp_os::check_directory(dmxp_os::parent_dir(path), &what)?;
+        let fd = dmxp_os::open_nofollow(path, OFlags::RDWR, Mode::empty(), &what).map_err(|e| {
+            if e.kind() == ErrorKind::PermissionDenied || e.get_ref().is_some() {
+                e // unwrapped: `raw_os_error()` still says EACCES; payloads stay reachable
+            } else {
+                annotate(e, "open", path)
+            }
+        })?;
+        let owner = dmxp_os::check_descriptor(&fd, policy, &what)?;
+        let file = File::from(fd);
         let len = file
             .metadata()
             .map_err(|e| annotate(e, "stat", path))?
@@ -231,14 +267,12 @@ impl FileSegment {
             .map_err(|e| annotate(e, "read header of", path))?;
         let recorded = u64::from_le_bytes(field);
         if recorded > len {
-            return Err(io::Error::new(
-                ErrorKind::InvalidData,
-                Truncated {
-                    what: path.display().to_string(),
-                    expected: recorded,
-                    found: len,
-                },
-            ));
+            return Err(Truncated {
+                what: path.display().to_string(),
+                expected: recorded,
+                found: len,
+            }
+            .into_error());
         }
         let len = usize::try_from(len).map_err(|_| {
             io::Error::new(
@@ -246,10 +280,10 @@ impl FileSegment {
                 format!("{} is too large to map ({len} bytes)", path.display()),
             )
         })?;
-        Self::map(path, file, len)
+        Self::map(path, file, len, owner.uid)
     }
 
-    fn map(path: &Path, file: File, len: usize) -> io::Result<Self> {
+    fn map(path: &Path, file: File, len: usize, owner_uid: u32) -> io::Result<Self> {
         // memmap2 maps PROT_READ | PROT_WRITE, MAP_SHARED. `MmapRaw` hands out only raw
         // pointers, never slices, which suits memory other processes write.
         let map = MmapOptions::new()
@@ -264,12 +298,19 @@ impl FileSegment {
             path: path.to_path_buf(),
             map,
             file,
+            owner_uid,
         })
     }
 
     /// The path the segment was created or opened at.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file's owner (`st_uid`) when it was created or opened. Reclaiming an abandoned
+    /// segment (PROTOCOL.md §3.3) is only for files this user owns.
+    pub fn owner_uid(&self) -> u32 {
+        self.owner_uid
     }
 
     /// The mapped length in bytes (the file's size when it was mapped).
@@ -290,21 +331,16 @@ impl FileSegment {
     /// `error.get_ref()` and `downcast_ref`) if the file shrank: touching the pages past
     /// [`Truncated::found`] would raise `SIGBUS`. The OS error if `fstat` fails.
     pub fn check_size(&self) -> io::Result<()> {
-        let found = self
-            .file
-            .metadata()
-            .map_err(|e| annotate(e, "stat", &self.path))?
-            .len();
+        let found =
+            dmxp_os::object_size(&self.file).map_err(|e| annotate(e, "stat", &self.path))?;
         let expected = self.map.len() as u64;
         if found < expected {
-            return Err(io::Error::new(
-                ErrorKind::InvalidData,
-                Truncated {
-                    what: self.path.display().to_string(),
-                    expected,
-                    found,
-                },
-            ));
+            return Err(Truncated {
+                what: self.path.display().to_string(),
+                expected,
+                found,
+            }
+            .into_error());
         }
         Ok(())
     }
@@ -327,31 +363,11 @@ impl SegmentMemory for FileSegment {
         unsafe { Region::from_raw_parts(self.map.as_mut_ptr(), self.map.len()) }
             .expect("mmap returns page-aligned, non-null addresses (checked in `map`)")
     }
-}
 
-/// The payload of the [`ErrorKind::InvalidData`] error [`FileSegment::open`] and
-/// [`FileSegment::check_size`] return when the file is shorter than the segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Truncated {
-    what: String,
-    /// Bytes the segment needs (its recorded `segment_size`, or the size mapped).
-    pub expected: u64,
-    /// Bytes the file has now.
-    pub found: u64,
-}
-
-impl std::fmt::Display for Truncated {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: segment truncated: expected {} bytes, found {} (the file was cut short; \
-             touching the lost pages would raise SIGBUS)",
-            self.what, self.expected, self.found
-        )
+    fn current_len(&self) -> Option<u64> {
+        dmxp_os::object_size(&self.file).ok()
     }
 }
-
-impl std::error::Error for Truncated {}
 
 /// A temporary file name, removed on drop.
 struct TempFile(PathBuf);

@@ -14,8 +14,10 @@
 //!
 //! Permissions: a memfd has no name, so mode bits and groups play no part. Access is by
 //! descriptor: only processes that were sent it (or can open `/proc/PID/fd/N` of a holder,
-//! which needs ptrace rights over that process) can map it. Restrict who may connect to a
-//! [`SegmentServer`] with the socket file's mode and directory.
+//! which needs ptrace rights over that process) can map it. A [`SegmentServer`] therefore
+//! guards the hand-off: its socket file is `0o600` whatever the umask, and every connecting
+//! process's credentials (`SO_PEERCRED`) must pass its [`PeerPolicy`] (the same user by
+//! default) before the descriptor is sent.
 //!
 //! * [`MemfdSegment::create`] makes, sizes, seals, maps (`MAP_SHARED`) and formats a segment.
 //! * [`MemfdSegment::send_over`] / [`MemfdSegment::receive_from`] pass it over a connected
@@ -55,7 +57,7 @@ use std::thread::JoinHandle;
 use dmxp_nostd::layout::{HEADER_SIZE, SEGMENT_ALIGN};
 use dmxp_nostd::{Region, Segment, SegmentMemory};
 use rustix::event::{PollFd, PollFlags};
-use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::fs::{MemfdFlags, Mode, SealFlags};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::net::{
@@ -309,28 +311,195 @@ impl Drop for MemfdSegment {
     }
 }
 
-/// Listens on a Unix socket path and hands a segment to each client that connects.
+/// The credentials of a process connecting to a [`SegmentServer`] (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// The peer's process id (as seen from this process's pid namespace; 0 if unknown there).
+    pub pid: u32,
+    /// The peer's effective uid.
+    pub uid: u32,
+    /// The peer's effective gid.
+    pub gid: u32,
+}
+
+/// Who a [`SegmentServer`] hands its segment to.
 ///
-/// The socket file is removed when the server (or the [`ServerHandle`] of a spawned server)
-/// is dropped.
+/// The default ([`PeerPolicy::same_user`]) accepts only processes of this process's effective
+/// uid. Others are added explicitly by uid or gid, or decided by a callback.
+///
+/// ```
+/// use dmxp_memfd::{PeerCredentials, PeerPolicy};
+/// let policy = PeerPolicy::same_user().allow_uid(1001).allow_gid(50);
+/// let me = rustix::process::geteuid().as_raw();
+/// assert!(policy.allows(&PeerCredentials { pid: 1, uid: me, gid: 0 }));
+/// assert!(policy.allows(&PeerCredentials { pid: 1, uid: 1001, gid: 0 }));
+/// assert!(policy.allows(&PeerCredentials { pid: 1, uid: 1002, gid: 50 }));
+/// assert!(!policy.allows(&PeerCredentials { pid: 1, uid: 1002, gid: 51 }) || me == 1002);
+/// ```
+#[derive(Clone)]
+pub struct PeerPolicy {
+    uids: Vec<u32>,
+    gids: Vec<u32>,
+    decide: Option<Decide>,
+}
+
+/// A [`PeerPolicy`] callback.
+type Decide = Arc<dyn Fn(&PeerCredentials) -> bool + Send + Sync>;
+
+impl PeerPolicy {
+    /// Processes whose effective uid is this process's.
+    ///
+    /// ```
+    /// let me = rustix::process::geteuid().as_raw();
+    /// let policy = dmxp_memfd::PeerPolicy::same_user();
+    /// assert!(policy.allows(&dmxp_memfd::PeerCredentials { pid: 1, uid: me, gid: 0 }));
+    /// ```
+    pub fn same_user() -> Self {
+        Self {
+            uids: vec![rustix::process::geteuid().as_raw()],
+            gids: Vec::new(),
+            decide: None,
+        }
+    }
+
+    /// Also processes of user `uid`.
+    ///
+    /// ```
+    /// let policy = dmxp_memfd::PeerPolicy::same_user().allow_uid(4242);
+    /// assert!(policy.allows(&dmxp_memfd::PeerCredentials { pid: 1, uid: 4242, gid: 0 }));
+    /// ```
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.uids.push(uid);
+        self
+    }
+
+    /// Also processes whose effective gid is `gid`.
+    ///
+    /// ```
+    /// let policy = dmxp_memfd::PeerPolicy::same_user().allow_gid(77);
+    /// assert!(policy.allows(&dmxp_memfd::PeerCredentials { pid: 1, uid: 4242, gid: 77 }));
+    /// ```
+    pub fn allow_gid(mut self, gid: u32) -> Self {
+        self.gids.push(gid);
+        self
+    }
+
+    /// Decide with `decide` (called for each connection; true hands the segment over). Uids
+    /// and gids allowed above still pass.
+    ///
+    /// ```
+    /// let policy = dmxp_memfd::PeerPolicy::same_user().or_if(|peer| peer.pid == 1);
+    /// assert!(policy.allows(&dmxp_memfd::PeerCredentials { pid: 1, uid: 4242, gid: 9 }));
+    /// ```
+    pub fn or_if(
+        mut self,
+        decide: impl Fn(&PeerCredentials) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.decide = Some(Arc::new(decide));
+        self
+    }
+
+    /// Whether a peer with these credentials gets the segment.
+    ///
+    /// ```
+    /// let policy = dmxp_memfd::PeerPolicy::same_user();
+    /// let stranger = dmxp_memfd::PeerCredentials { pid: 1, uid: u32::MAX - 1, gid: u32::MAX - 1 };
+    /// assert!(!policy.allows(&stranger));
+    /// ```
+    pub fn allows(&self, peer: &PeerCredentials) -> bool {
+        self.uids.contains(&peer.uid)
+            || self.gids.contains(&peer.gid)
+            || self.decide.as_ref().is_some_and(|decide| decide(peer))
+    }
+}
+
+impl Default for PeerPolicy {
+    fn default() -> Self {
+        Self::same_user()
+    }
+}
+
+impl core::fmt::Debug for PeerPolicy {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PeerPolicy")
+            .field("uids", &self.uids)
+            .field("gids", &self.gids)
+            .field("callback", &self.decide.is_some())
+            .finish()
+    }
+}
+
+/// What a server has done: hand-offs made, and peers refused by its [`PeerPolicy`].
+#[derive(Debug, Default)]
+struct Counters {
+    served: AtomicUsize,
+    refused: AtomicUsize,
+    last_refused: std::sync::Mutex<Option<PeerCredentials>>,
+}
+
+/// Listens on a Unix socket path and hands a segment to each client that connects and that its
+/// [`PeerPolicy`] allows (the same user, by default).
+///
+/// The socket file is created with mode `0o600` whatever the umask (bound in a private `0o700`
+/// directory, set to `0o600`, then renamed into place, so it is never reachable with a wider
+/// mode), in a directory that others cannot replace it in (PROTOCOL.md §3.4). Each connection's
+/// credentials are read with `SO_PEERCRED`; a refused peer gets no descriptor, only a closed
+/// connection, and is counted ([`ServerHandle::refused`]). The socket file is removed when the
+/// server (or the [`ServerHandle`] of a spawned server) is dropped.
 #[derive(Debug)]
 pub struct SegmentServer {
     listener: UnixListener,
     path: PathBuf,
     segment: Arc<MemfdSegment>,
+    policy: PeerPolicy,
+    counters: Arc<Counters>,
 }
 
 impl SegmentServer {
-    /// Binds `socket_path` (which must not exist) to serve `segment`.
+    /// Binds `socket_path` (which must not exist) to serve `segment` to processes of this
+    /// user, with a socket file of mode `0o600`.
+    ///
+    /// Errors: [`ErrorKind::AddrInUse`] if something is at `socket_path` (it is left alone);
+    /// [`ErrorKind::InvalidInput`] for a path with control characters;
+    /// [`ErrorKind::PermissionDenied`] (carrying a `dmxp_os::UntrustedObject`) if its
+    /// directory is writable by anyone and not sticky; the OS error otherwise.
     pub fn bind(socket_path: &Path, segment: Arc<MemfdSegment>) -> io::Result<SegmentServer> {
-        let listener = UnixListener::bind(socket_path).map_err(|e| {
+        Self::bind_with_mode(socket_path, segment, 0o600)
+    }
+
+    /// [`Self::bind`] with socket file mode `mode` (for example `0o660` to let a group
+    /// connect; the [`PeerPolicy`] still decides who gets the segment).
+    pub fn bind_with_mode(
+        socket_path: &Path,
+        segment: Arc<MemfdSegment>,
+        mode: u32,
+    ) -> io::Result<SegmentServer> {
+        if mode & !0o777 != 0 {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("mode {mode:#o} has bits outside 0o777"),
+            ));
+        }
+        dmxp_os::check_path(socket_path)?;
+        let what = format!("segment server socket {}", socket_path.display());
+        let dir = dmxp_os::parent_dir(socket_path);
+        dmxp_os::check_directory(dir, &what)?;
+        let listener = bind_private(socket_path, dir, mode).map_err(|e| {
             io::Error::new(e.kind(), format!("bind {}: {e}", socket_path.display()))
         })?;
         Ok(SegmentServer {
             listener,
             path: socket_path.to_path_buf(),
             segment,
+            policy: PeerPolicy::same_user(),
+            counters: Arc::default(),
         })
+    }
+
+    /// Serves only peers `policy` allows (instead of this user's processes only).
+    pub fn with_policy(mut self, policy: PeerPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The socket path clients connect to.
@@ -343,14 +512,53 @@ impl SegmentServer {
         &self.segment
     }
 
-    /// Waits for one client and sends it the segment.
+    /// Waits for one client and sends it the segment if the policy allows it.
+    ///
+    /// Errors: [`ErrorKind::PermissionDenied`] naming the peer's pid, uid and gid if the
+    /// policy refused it (it got nothing); the OS error otherwise.
     pub fn serve_one(&self) -> io::Result<()> {
         let (stream, _) = self.listener.accept()?;
-        self.segment.send_over(&stream)
+        self.hand_off(&stream)
+    }
+
+    /// Checks the peer of `stream` and sends it the segment, counting either outcome.
+    fn hand_off(&self, stream: &UnixStream) -> io::Result<()> {
+        let cred = rustix::net::sockopt::socket_peercred(stream)
+            .map_err(|e| annotate(e, "SO_PEERCRED"))?;
+        let peer = PeerCredentials {
+            pid: u32::try_from(cred.pid.as_raw_nonzero().get()).unwrap_or(0),
+            uid: cred.uid.as_raw(),
+            gid: cred.gid.as_raw(),
+        };
+        if !self.policy.allows(&peer) {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.counters.last_refused.lock() {
+                *last = Some(peer);
+            }
+            return Err(io::Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "{}: refused peer pid {} uid {} gid {} (not allowed by the server's policy)",
+                    self.path.display(),
+                    peer.pid,
+                    peer.uid,
+                    peer.gid
+                ),
+            ));
+        }
+        // Counted before the descriptor leaves, so a client holding it always sees itself
+        // counted; uncounted again if the send fails.
+        self.counters.served.fetch_add(1, Ordering::Relaxed);
+        let sent = self.segment.send_over(stream);
+        if sent.is_err() {
+            self.counters.served.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// Serves every client on a background thread until the returned handle is stopped or
-    /// dropped. A client that hangs up early does not stop the server.
+    /// dropped. A client that hangs up early, or that the policy refuses, does not stop the
+    /// server.
     pub fn spawn(self) -> ServerHandle {
         let (stop_tx, stop_rx) = match UnixStream::pair() {
             Ok(pair) => pair,
@@ -359,31 +567,30 @@ impl SegmentServer {
         if let Err(error) = self.listener.set_nonblocking(true) {
             return ServerHandle::failed(self, error);
         }
-        let served = Arc::new(AtomicUsize::new(0));
-        let counter = served.clone();
+        let counters = self.counters.clone();
         let path = self.path.clone();
         let thread = std::thread::Builder::new()
             .name("dmxp-memfd-server".into())
-            .spawn(move || self.serve_until(&stop_rx, &counter));
+            .spawn(move || self.serve_until(&stop_rx));
         match thread {
             Ok(thread) => ServerHandle {
                 stop: Some(stop_tx),
                 thread: Some(thread),
-                served,
+                counters,
                 path,
                 spawn_error: None,
             },
             Err(error) => ServerHandle {
                 stop: None,
                 thread: None,
-                served,
+                counters,
                 path,
                 spawn_error: Some(error),
             },
         }
     }
 
-    fn serve_until(self, stop: &UnixStream, served: &AtomicUsize) -> io::Result<()> {
+    fn serve_until(self, stop: &UnixStream) -> io::Result<()> {
         loop {
             let mut fds = [
                 PollFd::new(&self.listener, PollFlags::IN),
@@ -402,10 +609,11 @@ impl SegmentServer {
             }
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    // A client that hung up already is skipped; the others are still served.
-                    if self.segment.send_over(&stream).is_ok() {
-                        served.fetch_add(1, Ordering::Relaxed);
-                    }
+                    // Our end was made non-blocking by the listener; the hand-off blocks.
+                    let _ = stream.set_nonblocking(false);
+                    // A client that hung up already, or one the policy refused (counted), is
+                    // skipped; the others are still served.
+                    let _ = self.hand_off(&stream);
                 }
                 // Spurious readiness, or a client that gave up before we accepted it.
                 Err(e)
@@ -421,6 +629,47 @@ impl SegmentServer {
     }
 }
 
+/// Binds a listener at `path` whose socket file has `mode` from the first instant others can
+/// reach it: bound inside a fresh `0o700` directory next to `path`, `chmod`ed, then renamed
+/// into place without replacing anything.
+fn bind_private(path: &Path, dir: &Path, mode: u32) -> io::Result<UnixListener> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "socket path has no file name"))?;
+    if path.symlink_metadata().is_ok() {
+        // As bind(2) itself says of a taken path.
+        return Err(io::Error::new(ErrorKind::AddrInUse, "the path exists"));
+    }
+    let private = dir.join(format!(
+        ".{}.dmxp-bind.{}.{}",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    rustix::fs::mkdir(&private, Mode::from_raw_mode(0o700)).map_err(io::Error::from)?;
+    let staged = private.join("socket");
+    let result = (|| {
+        let listener = UnixListener::bind(&staged)?;
+        rustix::fs::chmod(&staged, Mode::from_raw_mode(mode)).map_err(io::Error::from)?;
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &staged,
+            rustix::fs::CWD,
+            path,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| match e {
+            Errno::EXIST => io::Error::new(ErrorKind::AddrInUse, "the path exists"),
+            e => io::Error::from(e),
+        })?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    result
+}
+
 impl Drop for SegmentServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
@@ -433,7 +682,7 @@ impl Drop for SegmentServer {
 pub struct ServerHandle {
     stop: Option<UnixStream>,
     thread: Option<JoinHandle<io::Result<()>>>,
-    served: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
     path: PathBuf,
     spawn_error: Option<io::Error>,
 }
@@ -441,11 +690,12 @@ pub struct ServerHandle {
 impl ServerHandle {
     fn failed(server: SegmentServer, error: io::Error) -> ServerHandle {
         let path = server.path.clone();
+        let counters = server.counters.clone();
         drop(server);
         ServerHandle {
             stop: None,
             thread: None,
-            served: Arc::new(AtomicUsize::new(0)),
+            counters,
             path,
             spawn_error: Some(error),
         }
@@ -456,9 +706,25 @@ impl ServerHandle {
         &self.path
     }
 
-    /// How many clients have been sent the segment so far.
+    /// How many clients have been sent the segment so far. A hand-off is counted just before
+    /// its descriptor is sent (and uncounted if sending fails), so a client that holds the
+    /// segment is always included.
     pub fn served(&self) -> usize {
-        self.served.load(Ordering::Relaxed)
+        self.counters.served.load(Ordering::Relaxed)
+    }
+
+    /// How many connecting peers the [`PeerPolicy`] refused (they got no descriptor).
+    pub fn refused(&self) -> usize {
+        self.counters.refused.load(Ordering::Relaxed)
+    }
+
+    /// The credentials of the last peer refused, if any.
+    pub fn last_refused(&self) -> Option<PeerCredentials> {
+        self.counters
+            .last_refused
+            .lock()
+            .ok()
+            .and_then(|last| *last)
     }
 
     /// Stops serving, waits for the thread, removes the socket file. Returns the error that

@@ -32,6 +32,16 @@
 //! `PermissionDenied` and may retry. Anyone who can open the object read-write can corrupt it
 //! or truncate it (below), so grant access only to trusted users.
 //!
+//! ## Attach checks
+//!
+//! Anyone may create an object under a name before its real creator runs (a squatter). So
+//! [`ShmSegment::open`] trusts an existing object only if it is a regular file owned by this
+//! process's effective uid and granting nothing outside `0o600`; [`ShmSegment::open_with`]
+//! takes the rule as a [`dmxp_nostd::trust::AttachPolicy`] (a wider mode, a group, other
+//! trusted owners). The check is `fstat` on the descriptor that is then mapped, after an
+//! `O_NOFOLLOW` open, and a refusal carries a [`dmxp_os::UntrustedObject`] naming the owner
+//! and the mode (PROTOCOL.md §3.4).
+//!
 //! ## Truncation
 //!
 //! POSIX shm objects cannot be sealed. Any process with write access to the object can
@@ -72,8 +82,10 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use dmxp_nostd::layout::{HEADER_SIZE, SEGMENT_ALIGN};
+use dmxp_nostd::trust::AttachPolicy;
 use dmxp_nostd::{Region, Segment, SegmentMemory};
-use rustix::fs::{Gid, Mode};
+pub use dmxp_os::Truncated;
+use rustix::fs::{Gid, Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::shm;
 
@@ -94,6 +106,8 @@ pub struct ShmSegment {
     fd: OwnedFd,
     base: NonNull<c_void>,
     len: usize,
+    /// The object's owner when it was opened (this user for one it created).
+    owner_uid: u32,
 }
 
 // SAFETY: the mapping is process-wide memory owned by this value; it is only ever accessed
@@ -109,7 +123,9 @@ impl ShmSegment {
     ///
     /// Errors: [`ErrorKind::AlreadyExists`] if `name` exists (the existing object is not
     /// touched), [`ErrorKind::InvalidInput`] if `size` is smaller than the header
-    /// ([`HEADER_SIZE`] bytes) or `mode` has bits outside `0o777`, or the OS error.
+    /// ([`HEADER_SIZE`] bytes), `mode` has bits outside `0o777` or `name` is not a valid shm
+    /// name (PROTOCOL.md §3.4: `/`, then 1 to 254 bytes, no `/`, no control character), or
+    /// the OS error.
     pub fn create(name: &str, size: usize, mode: u32) -> io::Result<ShmSegment> {
         Self::create_with_group(name, size, mode, None)
     }
@@ -139,6 +155,7 @@ impl ShmSegment {
                 format!("mode {mode:#o} has bits outside 0o777"),
             ));
         }
+        dmxp_os::check_shm_name(name)?;
         let mode = Mode::from_bits_truncate(mode);
         let fd = shm::open(
             name,
@@ -180,37 +197,57 @@ impl ShmSegment {
         rustix::fs::fchmod(&fd, mode).map_err(|e| annotate(e.into(), "fchmod", name))?;
         rustix::fs::ftruncate(&fd, size as u64)
             .map_err(|e| annotate(e.into(), "ftruncate", name))?;
-        let segment = Self::map(name, fd, size)?;
+        let segment = Self::map(name, fd, size, rustix::process::geteuid().as_raw())?;
         Segment::format(segment.region(), std::process::id())
             .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
         Ok(segment)
     }
 
-    /// Opens and maps the existing object `name`, whole. Does not validate its contents and
-    /// never truncates or reformats it.
+    /// Opens and maps the existing object `name`, whole, if this user may trust it: owned by
+    /// this process's effective uid and granting nothing outside [`DEFAULT_MODE`] (see
+    /// [`Self::open_with`] and [Attach checks](#attach-checks)). Does not validate its contents
+    /// and never truncates or reformats it.
     ///
-    /// Errors: [`ErrorKind::NotFound`] if there is no such object; [`ErrorKind::WouldBlock`]
-    /// if it is still smaller than the header (its creator has not sized it yet: retry);
-    /// [`ErrorKind::PermissionDenied`] if its owner and mode do not let this process open it
-    /// read-write (the bare OS error, so `raw_os_error()` is `EACCES`; add the name yourself);
-    /// the OS error otherwise.
+    /// Errors: as [`Self::open_with`].
     pub fn open(name: &str) -> io::Result<ShmSegment> {
-        let fd = shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(|errno| {
-            let error = io::Error::from(errno);
-            if error.kind() == ErrorKind::NotFound {
-                io::Error::new(
-                    ErrorKind::NotFound,
-                    format!("shared-memory object {name} does not exist"),
-                )
-            } else if error.kind() == ErrorKind::PermissionDenied {
-                // Unwrapped, so that `raw_os_error()` still says EACCES; callers add the name.
-                error
-            } else {
-                annotate(error, "shm_open", name)
-            }
-        })?;
-        let stat = rustix::fs::fstat(&fd).map_err(|e| annotate(e.into(), "fstat", name))?;
-        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        Self::open_with(name, &dmxp_os::current_user_policy(DEFAULT_MODE))
+    }
+
+    /// Opens and maps the existing object `name`, whole, if `policy` accepts it (PROTOCOL.md
+    /// §3.4): the object is opened without following a symbolic link, then `fstat`ed on the
+    /// opened descriptor, so the object checked is the object mapped. Nothing is mapped or
+    /// written when the check fails.
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] for a bad name (a control character, a second
+    /// `/`); [`ErrorKind::NotFound`] if there is no such object; [`ErrorKind::PermissionDenied`]
+    /// carrying a [`dmxp_os::UntrustedObject`] if `policy` refuses it (another owner, a wider
+    /// mode, a symbolic link, not a regular file), or the bare OS error (`EACCES`) if its owner
+    /// and mode do not let this process open it; [`ErrorKind::WouldBlock`] if it is still
+    /// smaller than the header (its creator has not sized it yet: retry); the OS error
+    /// otherwise.
+    pub fn open_with(name: &str, policy: &AttachPolicy) -> io::Result<ShmSegment> {
+        dmxp_os::check_shm_name(name)?;
+        let what = format!("shm segment {name}");
+        let fd =
+            dmxp_os::open_nofollow(&dmxp_os::shm_path(name), OFlags::RDWR, Mode::empty(), &what)
+                .map_err(|error| {
+                    if error.kind() == ErrorKind::NotFound {
+                        io::Error::new(
+                            ErrorKind::NotFound,
+                            format!("shared-memory object {name} does not exist"),
+                        )
+                    } else if error.kind() == ErrorKind::PermissionDenied
+                        || error.get_ref().is_some()
+                    {
+                        // Unwrapped, so that `raw_os_error()` still says EACCES (callers add the
+                        // name) and an untrusted-object payload stays reachable.
+                        error
+                    } else {
+                        annotate(error, "shm_open", name)
+                    }
+                })?;
+        let owner = dmxp_os::check_descriptor(&fd, policy, &what)?;
+        let size = dmxp_os::object_size(&fd).map_err(|e| annotate(e, "fstat", name))?;
         if size < HEADER_SIZE as u64 {
             return Err(io::Error::new(
                 ErrorKind::WouldBlock,
@@ -226,7 +263,7 @@ impl ShmSegment {
                 format!("shared-memory object {name} is too large to map ({size} bytes)"),
             )
         })?;
-        Self::map(name, fd, size)
+        Self::map(name, fd, size, owner.uid)
     }
 
     /// Removes the name `name`. Existing mappings stay valid until they are dropped.
@@ -234,7 +271,7 @@ impl ShmSegment {
         shm::unlink(name).map_err(|e| annotate(e.into(), "shm_unlink", name))
     }
 
-    fn map(name: &str, fd: OwnedFd, len: usize) -> io::Result<Self> {
+    fn map(name: &str, fd: OwnedFd, len: usize, owner_uid: u32) -> io::Result<Self> {
         // SAFETY: a fresh mapping chosen by the kernel (null hint, no MAP_FIXED), so it
         // replaces nothing in this process. It is MAP_SHARED over an object of at least `len`
         // bytes (created with that size, or `len` came from fstat), and it is only ever
@@ -256,6 +293,7 @@ impl ShmSegment {
             fd,
             base,
             len,
+            owner_uid,
         };
         if ptr as usize % SEGMENT_ALIGN != 0 {
             // Never happens (mmap returns page-aligned addresses); checked so `region` holds.
@@ -267,6 +305,12 @@ impl ShmSegment {
     /// The object's name, as given to `create` or `open`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The object's owner (`st_uid`) when it was created or opened. Reclaiming an abandoned
+    /// segment (PROTOCOL.md §3.3) is only for objects this user owns.
+    pub fn owner_uid(&self) -> u32 {
+        self.owner_uid
     }
 
     /// The mapped length in bytes (the object's size when it was mapped).
@@ -292,47 +336,19 @@ impl ShmSegment {
     /// `error.get_ref()` and `downcast_ref`) if a peer shrank the object: touching the pages
     /// past [`Truncated::found`] would raise `SIGBUS`. The OS error if `fstat` fails.
     pub fn check_size(&self) -> io::Result<()> {
-        let stat =
-            rustix::fs::fstat(&self.fd).map_err(|e| annotate(e.into(), "fstat", &self.name))?;
-        let found = u64::try_from(stat.st_size).unwrap_or(0);
+        let found = dmxp_os::object_size(&self.fd).map_err(|e| annotate(e, "fstat", &self.name))?;
         let expected = self.len as u64;
         if found < expected {
-            return Err(io::Error::new(
-                ErrorKind::InvalidData,
-                Truncated {
-                    what: format!("shared-memory object {}", self.name),
-                    expected,
-                    found,
-                },
-            ));
+            return Err(Truncated {
+                what: format!("shared-memory object {}", self.name),
+                expected,
+                found,
+            }
+            .into_error());
         }
         Ok(())
     }
 }
-
-/// The payload of the [`ErrorKind::InvalidData`] error [`ShmSegment::check_size`] returns: the
-/// object was truncated under a live mapping.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Truncated {
-    what: String,
-    /// Bytes mapped (the size the object had).
-    pub expected: u64,
-    /// Bytes the object has now.
-    pub found: u64,
-}
-
-impl core::fmt::Display for Truncated {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "{}: segment truncated: expected {} bytes, found {} (a peer shrank it; touching \
-             the lost pages would raise SIGBUS)",
-            self.what, self.expected, self.found
-        )
-    }
-}
-
-impl std::error::Error for Truncated {}
 
 impl SegmentMemory for ShmSegment {
     fn region(&self) -> Region<'_> {
@@ -342,6 +358,10 @@ impl SegmentMemory for ShmSegment {
         // references into it; all access goes through `Region`'s atomic views.
         unsafe { Region::from_raw_parts(self.base.as_ptr().cast::<u8>(), self.len) }
             .expect("mmap returns page-aligned, non-null addresses (checked in `map`)")
+    }
+
+    fn current_len(&self) -> Option<u64> {
+        dmxp_os::object_size(&self.fd).ok()
     }
 }
 
