@@ -8,6 +8,23 @@
 // with the magic stored last; OpenOrCreate does either. A POSIX shm name such as "/dmxp_alloc"
 // is the file /dev/shm/dmxp_alloc.
 //
+// Trust (PROTOCOL.md §3.4): before mapping a segment it did not just create exclusively,
+// Open, OpenPath and OpenOrCreate* check the opened descriptor with fstat: it must be a
+// regular file (T1) owned by the effective uid (T2) whose mode grants nothing outside the mode
+// asked for, Options.Mode, 0600 by default (T3). Options.Trust opts in explicitly:
+// Trust.Owners trusts other uids, Trust.GroupAccess (or Trust.GID, a named group) trusts a
+// segment by its group and makes the default mode 0660. Trusting an owner does not widen the
+// mode: a 0666 segment of uid 65534 takes Trust{Owners: []int{65534}} and Mode 0o666. The
+// last path component is opened with O_NOFOLLOW, so a symbolic link there is refused, and a
+// file segment's directory must not be writable by others unless it is sticky (as /tmp is);
+// creation (O_CREAT|O_EXCL) never follows a link either. A refused object is reported as an
+// *UntrustedError matching ErrUntrusted whose message names its owner uid, its mode in octal
+// and what was expected; nothing is mapped or written. Names are checked before any system
+// call: a shm name is "/" and 1 to 254 bytes without "/", NUL or control characters, and a
+// file path has no control characters; others fail with ErrInvalidArgument. OpenFd makes no
+// owner check (access by descriptor is the caller's choice). The client never reformats an
+// existing segment, abandoned or not (§3.3).
+//
 // Channels: Segment.OpenChannel validates an entry (and that its band overlaps no other) and
 // caches its geometry; Segment.OpenOrCreateChannel claims an empty entry by CAS on its state
 // word, carves the band from the header's band cursor by CAS, initialises the slots and
@@ -27,10 +44,10 @@
 // consistent, which implies every acquire, release and fence the protocol asks for.
 //
 // Errors are typed: *CorruptionError (Kind, Field, Channel, Value; matches ErrCorrupt and, by
-// kind, ErrBadMagic or ErrUnsupportedVersion), *NotFoundError, *BeingCreatedError,
-// *TooLargeError, *BufferTooSmallError, *LostError, *CorruptMessageError and others, each
-// matching a sentinel with errors.Is; ErrFull, ErrEmpty, ErrBusy, ErrTimeout and ErrNotReady
-// are plain sentinels.
+// kind, ErrBadMagic or ErrUnsupportedVersion), *UntrustedError (ErrUntrusted), *NotFoundError,
+// *BeingCreatedError, *TooLargeError, *BufferTooSmallError, *LostError, *CorruptMessageError
+// and others, each matching a sentinel with errors.Is; ErrFull, ErrEmpty, ErrBusy, ErrTimeout
+// and ErrNotReady are plain sentinels.
 //
 // Crash recovery (PROTOCOL.md §11): Channel.Register(RoleProducer or RoleConsumer) takes a
 // record in the segment's peer table (carving the 16 KiB table on first use) and brackets

@@ -380,12 +380,12 @@ func TestAttachWaitsForFormat(t *testing.T) {
 }
 
 func TestShmNames(t *testing.T) {
-	for name, want := range map[string]string{"/dmxp_alloc": "/dev/shm/dmxp_alloc", "x": "/dev/shm/x"} {
+	for name, want := range map[string]string{"/dmxp_alloc": "/dev/shm/dmxp_alloc", "/x": "/dev/shm/x"} {
 		if got, err := ShmPath(name); err != nil || got != want {
 			t.Errorf("ShmPath(%q) = %q, %v", name, got, err)
 		}
 	}
-	for _, bad := range []string{"", "/", "/a/b"} {
+	for _, bad := range []string{"", "/", "/a/b", "x", "//x"} {
 		if _, err := ShmPath(bad); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("ShmPath(%q): %v", bad, err)
 		}

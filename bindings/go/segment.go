@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -12,15 +11,22 @@ import (
 )
 
 // Options tune how a segment is created or attached. The zero value (or a nil *Options)
-// means: DefaultSegmentSize, mode 0600, wait up to one second for a segment being created.
+// means: DefaultSegmentSize, mode 0600, wait up to one second for a segment being created,
+// and the default trust policy (PROTOCOL.md §3.4): attach only to a regular file owned by
+// the effective uid whose mode grants nothing outside 0600.
 type Options struct {
 	// Size in bytes of a segment this call creates (at least HeaderSize).
 	Size int64
-	// Mode is the permission bits of a segment this call creates (0 means 0600).
+	// Mode is the permission bits (within 0o777) of a segment this call creates, and the most
+	// an existing segment may grant for an attach to trust it: an object whose mode has a bit
+	// outside Mode is refused with ErrUntrusted. 0 means 0600, or GroupMode (0660) with
+	// Trust.GroupAccess or Trust.GID.
 	Mode uint32
 	// Timeout bounds how long an attach waits while the segment is being created (magic 0 or
 	// an object smaller than the header), and how long OpenOrCreate keeps retrying.
 	Timeout time.Duration
+	// Trust opts in to segments owned by other users or shared with a group.
+	Trust Trust
 }
 
 func (o *Options) size() int64 {
@@ -31,10 +37,15 @@ func (o *Options) size() int64 {
 }
 
 func (o *Options) mode() uint32 {
-	if o == nil || o.Mode == 0 {
+	switch {
+	case o == nil:
 		return DefaultMode
+	case o.Mode != 0:
+		return o.Mode
+	case o.Trust.group():
+		return GroupMode
 	}
-	return o.Mode
+	return DefaultMode
 }
 
 func (o *Options) timeout() time.Duration {
@@ -42,6 +53,24 @@ func (o *Options) timeout() time.Duration {
 		return time.Second
 	}
 	return o.Timeout
+}
+
+func (o *Options) gid() *int {
+	if o == nil {
+		return nil
+	}
+	return o.Trust.GID
+}
+
+// validate checks what needs no system call: the mode bits and the trust settings.
+func (o *Options) validate() error {
+	if mode := o.mode(); mode&^0o777 != 0 {
+		return fmt.Errorf("%w: mode %#o has bits outside 0o777", ErrInvalidArgument, mode)
+	}
+	if o == nil {
+		return nil
+	}
+	return o.Trust.validate()
 }
 
 // Segment is a mapped, validated DMXP segment. Its methods are safe for concurrent use.
@@ -56,34 +85,53 @@ type Segment struct {
 	closed  uint32
 }
 
-// ShmPath is where a POSIX shm name ("/dmxp_alloc") lives: /dev/shm + name.
+// ShmPath is where a POSIX shm name lives: /dev/shm + name. A name is "/" followed by 1 to
+// MaxShmNameLen (254) bytes, none of them "/", NUL or a control character (below 0x20, or
+// 0x7f); others fail with ErrInvalidArgument.
 func ShmPath(name string) (string, error) {
-	trimmed := strings.TrimLeft(name, "/")
-	if trimmed == "" || strings.Contains(trimmed, "/") || len(trimmed) > 255 {
-		return "", fmt.Errorf("%w: shm name %q must be \"/\" followed by 1 to 255 characters without \"/\"", ErrInvalidArgument, name)
+	loc, err := shmLocation(name)
+	if err != nil {
+		return "", err
 	}
-	return "/dev/shm/" + trimmed, nil
+	return loc.path, nil
 }
 
 // Open attaches to the existing POSIX shm segment name, waiting up to opts.Timeout while it is
-// being created. A missing object is reported as an error matching fs.ErrNotExist.
+// being created. A missing object is reported as an error matching fs.ErrNotExist; one that
+// fails the trust checks (PROTOCOL.md §3.4, see Trust) as an *UntrustedError matching
+// ErrUntrusted, before anything is mapped.
 func Open(name string, opts *Options) (*Segment, error) {
-	path, err := ShmPath(name)
+	loc, err := shmLocation(name)
 	if err != nil {
 		return nil, err
 	}
-	return OpenPath(path, opts)
+	return open(loc, opts)
 }
 
 // OpenPath attaches to the segment in the file at path (never creating, truncating or
-// resizing it), waiting up to opts.Timeout while it is being created.
+// resizing it), waiting up to opts.Timeout while it is being created. The last component of
+// path must not be a symbolic link, and its directory must not be writable by others unless
+// it is sticky; the file must pass the trust checks (see Trust). Failures of these match
+// ErrUntrusted; a path with a control character fails with ErrInvalidArgument.
 func OpenPath(path string, opts *Options) (*Segment, error) {
-	return attachPath(path, time.Now().Add(opts.timeout()))
+	loc, err := fileLocation(path)
+	if err != nil {
+		return nil, err
+	}
+	return open(loc, opts)
+}
+
+func open(loc *location, opts *Options) (*Segment, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	return attach(loc, opts, time.Now().Add(opts.timeout()))
 }
 
 // OpenFd attaches to the segment behind an open file descriptor (a shm object, a file or a
 // memfd), waiting up to opts.Timeout while it is being created. The descriptor stays the
-// caller's: the mapping outlives it.
+// caller's: the mapping outlives it. No owner or mode check is made: access by descriptor
+// is the caller's decision (a memfd has no owner to check).
 func OpenFd(fd int, opts *Options) (*Segment, error) {
 	deadline := time.Now().Add(opts.timeout())
 	for {
@@ -97,39 +145,60 @@ func OpenFd(fd int, opts *Options) (*Segment, error) {
 
 // Create makes the POSIX shm segment name exclusively and formats it.
 func Create(name string, opts *Options) (*Segment, error) {
-	path, err := ShmPath(name)
+	loc, err := shmLocation(name)
 	if err != nil {
 		return nil, err
 	}
-	return CreatePath(path, opts)
+	return create(loc, opts)
 }
 
-// CreatePath makes the file at path exclusively (O_CREAT|O_EXCL; mode applied with fchmod,
-// so the umask does not narrow it), sizes it, maps it and formats it with magic stored last.
-// Attachers that find it meanwhile wait until magic is set.
+// CreatePath makes the file at path exclusively (O_CREAT|O_EXCL, which never follows a
+// symbolic link: one at path fails like any existing file; mode applied with fchmod, so the
+// umask does not narrow it; with Trust.GID given to that group first), sizes it, maps it and
+// formats it with magic stored last. Attachers that find it meanwhile wait until magic is
+// set. A directory writable by others without the sticky bit is refused (ErrUntrusted).
 func CreatePath(path string, opts *Options) (*Segment, error) {
+	loc, err := fileLocation(path)
+	if err != nil {
+		return nil, err
+	}
+	return create(loc, opts)
+}
+
+func create(loc *location, opts *Options) (*Segment, error) {
 	size, mode := opts.size(), opts.mode()
 	if size < HeaderSize {
 		return nil, &RegionTooSmallError{Len: uint64(size), Needed: HeaderSize}
 	}
-	if mode&^0o777 != 0 {
-		return nil, fmt.Errorf("%w: mode %#o has bits outside 0o777", ErrInvalidArgument, mode)
+	if err := opts.validate(); err != nil {
+		return nil, err
 	}
-	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, mode)
+	dirfd, err := loc.openDir()
 	if err != nil {
-		return nil, &os.PathError{Op: "create", Path: path, Err: err}
+		return nil, err
+	}
+	defer syscall.Close(dirfd)
+	fd, err := syscall.Openat(dirfd, loc.base, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, mode)
+	if err != nil {
+		return nil, &os.PathError{Op: "create", Path: loc.path, Err: err}
 	}
 	defer syscall.Close(fd)
-	seg, err := finishCreate(fd, path, size, mode)
+	seg, err := finishCreate(fd, loc.path, size, mode, opts.gid())
 	if err != nil {
 		// Nobody can have attached successfully (magic is still 0): remove what we made.
-		_ = syscall.Unlink(path)
+		_ = syscall.Unlinkat(dirfd, loc.base)
 		return nil, err
 	}
 	return seg, nil
 }
 
-func finishCreate(fd int, path string, size int64, mode uint32) (*Segment, error) {
+func finishCreate(fd int, path string, size int64, mode uint32, gid *int) (*Segment, error) {
+	if gid != nil {
+		// Before fchmod: a chown by a non-root owner may clear mode bits.
+		if err := syscall.Fchown(fd, -1, *gid); err != nil {
+			return nil, &os.PathError{Op: fmt.Sprintf("fchown to group %d", *gid), Path: path, Err: err}
+		}
+	}
 	if err := syscall.Fchmod(fd, mode); err != nil {
 		return nil, &os.PathError{Op: "fchmod", Path: path, Err: err}
 	}
@@ -149,24 +218,34 @@ func finishCreate(fd int, path string, size int64, mode uint32) (*Segment, error
 }
 
 // OpenOrCreate creates the POSIX shm segment name, or attaches to it if it exists (waiting
-// while another process formats it). Segment.Created tells which happened.
+// while another process formats it). Segment.Created tells which happened. An existing
+// segment must pass the trust checks, as for Open.
 func OpenOrCreate(name string, opts *Options) (*Segment, error) {
-	path, err := ShmPath(name)
+	loc, err := shmLocation(name)
 	if err != nil {
 		return nil, err
 	}
-	return OpenOrCreatePath(path, opts)
+	return openOrCreate(loc, opts)
 }
 
-// OpenOrCreatePath is OpenOrCreate for a file path (PROTOCOL.md §3.2, create-or-attach).
+// OpenOrCreatePath is OpenOrCreate for a file path (PROTOCOL.md §3.2, create-or-attach), with
+// the checks of CreatePath and OpenPath.
 func OpenOrCreatePath(path string, opts *Options) (*Segment, error) {
+	loc, err := fileLocation(path)
+	if err != nil {
+		return nil, err
+	}
+	return openOrCreate(loc, opts)
+}
+
+func openOrCreate(loc *location, opts *Options) (*Segment, error) {
 	deadline := time.Now().Add(opts.timeout())
 	for {
-		seg, err := CreatePath(path, opts)
+		seg, err := create(loc, opts)
 		if err == nil || !errors.Is(err, os.ErrExist) {
 			return seg, err
 		}
-		seg, err = attachPath(path, deadline)
+		seg, err = attach(loc, opts, deadline)
 		if err == nil || !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
 			return seg, err
 		}
@@ -183,23 +262,57 @@ func Unlink(name string) error {
 	return os.Remove(path)
 }
 
-// attachPath implements the attach loop of PROTOCOL.md §3.2.
-func attachPath(path string, deadline time.Time) (*Segment, error) {
+// attach implements the attach loop of PROTOCOL.md §3.2, checking each object it opens
+// (§3.4) before mapping it.
+func attach(loc *location, opts *Options, deadline time.Time) (*Segment, error) {
+	dirfd, err := loc.openDir()
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(dirfd)
+	trust := opts.policy()
 	for {
-		fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+		fd, err := loc.openExisting(dirfd)
 		if err != nil {
-			return nil, &os.PathError{Op: "open", Path: path, Err: err}
+			return nil, err
 		}
-		seg, err := attachFd(fd, path)
+		seg, err := attachTrusted(fd, loc, &trust)
 		syscall.Close(fd)
 		if !errors.Is(err, ErrNotReady) {
 			return seg, err
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%s: %w, or its creator died", path, ErrNotReady)
+			var untrusted *UntrustedError
+			if errors.As(err, &untrusted) {
+				return nil, untrusted
+			}
+			return nil, fmt.Errorf("%s: %w, or its creator died", loc.path, ErrNotReady)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// notReadyUntrusted is an *UntrustedError that may still heal (mayBeInFlux): it matches
+// ErrNotReady, so the attach loop waits, and reports the refusal if the deadline passes.
+type notReadyUntrusted struct{ *UntrustedError }
+
+func (e notReadyUntrusted) Is(target error) bool { return target == ErrNotReady }
+func (e notReadyUntrusted) Unwrap() error        { return e.UntrustedError }
+
+// attachTrusted checks the opened object (T1 to T3) with fstat on its descriptor, then maps
+// and validates it.
+func attachTrusted(fd int, loc *location, trust *policy) (*Segment, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: loc.path, Err: err}
+	}
+	if e := trust.check(&st, loc); e != nil {
+		if e.mayBeInFlux(&st) {
+			return nil, notReadyUntrusted{e}
+		}
+		return nil, e
+	}
+	return attachFd(fd, loc.path)
 }
 
 // attachFd makes one attempt: ErrNotReady when the object is too small or magic is 0.

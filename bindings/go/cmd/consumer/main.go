@@ -2,7 +2,7 @@
 // channel:
 //
 //	consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE]
-//	         [--idle-exit-ms MS] [--wait SECONDS]
+//	         [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE]
 //
 // It waits (up to --wait seconds, default 30) for the segment and each channel to exist, then
 // receives on channels 0..num_channels until it has messages_per_channel distinct messages on
@@ -13,6 +13,12 @@
 // counted, and in count mode the missing ones. With --record FILE it writes one line
 // "channel index" per message received. Exits 1 if anything is corrupt or duplicated, or
 // (count mode) missing.
+//
+// The segment must be a regular file owned by this user whose mode grants nothing outside
+// 0600 (PROTOCOL.md §3.4). --trust-owner also accepts segments owned by those uids and
+// --mode MODE (octal) widens the mode accepted: a 0666 segment of uid 65534 takes
+// --trust-owner 65534 --mode 0666. A refused segment is reported on one line of stderr
+// ("consumer: segment NAME: dmxp: untrusted ...") and the exit status is 1.
 package main
 
 import (
@@ -29,12 +35,14 @@ import (
 	"dmxp.dev/dmxp/pattern"
 )
 
-const usage = "usage: consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE] [--idle-exit-ms MS] [--wait SECONDS]"
+const usage = "usage: consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE] [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE]"
 
 type config struct {
 	channels, messages uint64
 	segment, record    string
 	idle, wait         time.Duration
+	mode               uint32
+	trustOwners        []int
 }
 
 type tally struct {
@@ -54,7 +62,7 @@ var (
 )
 
 func parse(args []string) (*config, error) {
-	a, err := cli.Parse(args, []string{"segment", "record", "idle-exit-ms", "wait"})
+	a, err := cli.Parse(args, []string{"segment", "record", "idle-exit-ms", "wait", "trust-owner", "mode"})
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +91,12 @@ func parse(args []string) (*config, error) {
 	}
 	c.segment = a.String("segment", def)
 	c.record = a.String("record", "")
+	if c.mode, err = a.Mode("mode"); err != nil {
+		return nil, err
+	}
+	if c.trustOwners, err = a.IDs("trust-owner"); err != nil {
+		return nil, err
+	}
 	if c.channels > dmxp.MaxChannels {
 		return nil, fmt.Errorf("num_channels %d exceeds %d", c.channels, dmxp.MaxChannels)
 	}
@@ -93,7 +107,11 @@ func parse(args []string) (*config, error) {
 func openSegment(cfg *config) (*dmxp.Segment, error) {
 	deadline := time.Now().Add(cfg.wait)
 	for {
-		seg, err := dmxp.Open(cfg.segment, &dmxp.Options{Timeout: time.Until(deadline) + time.Millisecond})
+		seg, err := dmxp.Open(cfg.segment, &dmxp.Options{
+			Mode:    cfg.mode,
+			Timeout: time.Until(deadline) + time.Millisecond,
+			Trust:   dmxp.Trust{Owners: cfg.trustOwners},
+		})
 		if err == nil || !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
 			return seg, err
 		}

@@ -3,12 +3,20 @@
 //
 //	producer <num_channels> <messages_per_channel> [capacity] [--segment NAME]
 //	         [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
+//	         [--trust-owner UID[,UID...]] [--mode MODE]
 //
 // It opens or creates the segment (default /dmxp_alloc, or $DMXP_SEGMENT) and each channel
 // (an existing channel is used as is), then sends indices K..K+messages_per_channel-1 on each
 // channel with the payload pattern.Encode(c, index, pattern.DefaultLen(index)). A full ring
 // makes the sender sleep on the channel's futex until a consumer frees a slot, for at most
 // --full-wait seconds (default 60).
+//
+// An existing segment must be a regular file owned by this user whose mode grants nothing
+// outside 0600 (PROTOCOL.md §3.4). --trust-owner also accepts segments owned by those uids,
+// and --mode MODE (octal) both sets the mode of a segment this program creates and widens the
+// mode an existing one may have: attaching to a 0666 segment of uid 65534 takes
+// --trust-owner 65534 --mode 0666. A refused segment is reported on one line of stderr
+// ("producer: segment NAME: dmxp: untrusted ...") and the exit status is 1.
 package main
 
 import (
@@ -22,13 +30,15 @@ import (
 	"dmxp.dev/dmxp/pattern"
 )
 
-const usage = "usage: producer <num_channels> <messages_per_channel> [capacity] [--segment NAME] [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]"
+const usage = "usage: producer <num_channels> <messages_per_channel> [capacity] [--segment NAME] [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE]"
 
 type config struct {
 	channels, messages, capacity, first, batch uint64
 	segment                                    string
 	size                                       uint64
 	fullWait                                   time.Duration
+	mode                                       uint32
+	trustOwners                                []int
 }
 
 type result struct {
@@ -40,7 +50,7 @@ type result struct {
 }
 
 func parse(args []string) (*config, error) {
-	a, err := cli.Parse(args, []string{"segment", "first-index", "batch", "size", "full-wait"})
+	a, err := cli.Parse(args, []string{"segment", "first-index", "batch", "size", "full-wait", "trust-owner", "mode"})
 	if err != nil {
 		return nil, err
 	}
@@ -71,6 +81,12 @@ func parse(args []string) (*config, error) {
 		return nil, err
 	}
 	c.fullWait = time.Duration(fullWait) * time.Second
+	if c.mode, err = a.Mode("mode"); err != nil {
+		return nil, err
+	}
+	if c.trustOwners, err = a.IDs("trust-owner"); err != nil {
+		return nil, err
+	}
 	def := os.Getenv("DMXP_SEGMENT")
 	if def == "" {
 		def = dmxp.DefaultSegmentName
@@ -154,7 +170,12 @@ func main() {
 		fmt.Fprintf(os.Stderr, "producer: %v\n%s\n", err, usage)
 		os.Exit(2)
 	}
-	seg, err := dmxp.OpenOrCreate(cfg.segment, &dmxp.Options{Size: int64(cfg.size), Timeout: 5 * time.Second})
+	seg, err := dmxp.OpenOrCreate(cfg.segment, &dmxp.Options{
+		Size:    int64(cfg.size),
+		Mode:    cfg.mode,
+		Timeout: 5 * time.Second,
+		Trust:   dmxp.Trust{Owners: cfg.trustOwners},
+	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "producer: segment %s: %v\n", cfg.segment, err)
 		os.Exit(1)

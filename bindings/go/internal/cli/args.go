@@ -86,3 +86,35 @@ func (a *Args) PositionalUint(i int, what string, def uint64, required bool) (ui
 	}
 	return n, nil
 }
+
+// Mode reads flag name as octal permission bits ("0666", "666" or "0o666"), or 0 when absent.
+func (a *Args) Mode(name string) (uint32, error) {
+	v, ok := a.Flags[name]
+	if !ok {
+		return 0, nil
+	}
+	digits := strings.TrimPrefix(strings.TrimPrefix(v, "0o"), "0O")
+	n, err := strconv.ParseUint(digits, 8, 32)
+	if err != nil || n == 0 || n > 0o777 {
+		return 0, fmt.Errorf("--%s: %q is not an octal mode between 1 and 0777", name, v)
+	}
+	return uint32(n), nil
+}
+
+// IDs reads flag name as one user or group id, or several separated by commas; nil when
+// absent.
+func (a *Args) IDs(name string) ([]int, error) {
+	v, ok := a.Flags[name]
+	if !ok {
+		return nil, nil
+	}
+	var ids []int
+	for _, part := range strings.Split(v, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(part), 10, 31)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %q is not a numeric id", name, part)
+		}
+		ids = append(ids, int(n))
+	}
+	return ids, nil
+}
