@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and tests the C client (bindings/c): the ASan/UBSan tests, the TSan stress test, the
-# golden segment, and the cross-language checks against the Rust examples in both directions.
+# golden segment, the examples' refusal of another user's segment (as root), and the
+# cross-language checks against the Rust examples in both directions.
 # gcc only; needs cargo for the Rust side. Exits non-zero on any failure.
 #
 #   scripts/test-c.sh
@@ -45,10 +46,44 @@ if [ ! -x "$B/producer" ] || [ ! -x "$B/consumer" ]; then
 fi
 
 # --- ASan/UBSan tests -------------------------------------------------------------------------
-for t in test_golden test_validation test_ring test_process test_two_units; do
+for t in test_golden test_validation test_ring test_process test_trust test_two_units; do
     step "$t (ASan+UBSan)" "$B/$t"
 done
 step "test_stress 4x4 (ASan+UBSan)" "$B/test_stress_asan" "${DMXP_C_STRESS:-200000}"
+
+# --- The examples and a segment they must not trust (PROTOCOL.md §3.4) ------------------------
+# A segment handed to another user (uid 65534, mode 0666): both examples refuse it with one
+# line naming owner and mode and exit 1; --trust-owner alone is not enough; with --mode too
+# they use it. Needs root (chown).
+refuses() { # refuses <label> <command...>: exit 1 with exactly one line on stderr, naming owner and mode
+    local label=$1 rc
+    shift
+    "$@" >"$TMP/trust.out" 2>"$TMP/trust.err"
+    rc=$?
+    echo "$label: exit $rc: $(cat "$TMP/trust.err")"
+    [ $rc = 1 ] && [ "$(wc -l <"$TMP/trust.err")" = 1 ] &&
+        grep -q "owned by uid 65534 with mode 0666" "$TMP/trust.err"
+}
+examples_trust() {
+    local name="${PREFIX}_untrusted"
+    local file="/dev/shm/${name#/}"
+    "$B/producer" 1 4 8 --segment "$name" >/dev/null || return 1
+    chown 65534:65534 "$file" && chmod 0666 "$file" || return 1
+    refuses "consumer (default)" "$B/consumer" 1 4 --segment "$name" --wait 2 || return 1
+    refuses "producer (default)" "$B/producer" 1 4 --segment "$name" || return 1
+    refuses "consumer --trust-owner 65534" "$B/consumer" 1 4 --segment "$name" --wait 2 \
+        --trust-owner 65534 || return 1
+    refuses "producer --mode 0666" "$B/producer" 1 4 --segment "$name" --mode 0666 || return 1
+    "$B/consumer" 1 4 --segment "$name" --wait 2 --trust-owner 65534 --mode 0666 || return 1
+    "$B/producer" 1 4 --segment "$name" --trust-owner 65534 --mode 0666 || return 1
+    "$B/consumer" 1 4 --segment "$name" --wait 2 --trust-owner 65534 --mode 0666 || return 1
+}
+if [ "$(id -u)" = 0 ]; then
+    step "examples refuse another user's segment; --trust-owner with --mode accepts it" examples_trust
+else
+    echo
+    echo "!!! SKIP: not root, so the examples' refusal of another user's segment was NOT checked"
+fi
 
 # --- TSan stress ------------------------------------------------------------------------------
 # Probe whether the TSan runtime starts on this kernel (it can fail on some ASLR layouts); if

@@ -20,6 +20,16 @@
  *
  * Requirements: Linux (futex), a little-endian host, lock-free 16/32/64-bit atomics.
  *
+ * Trust (PROTOCOL.md §3.4)
+ * ------------------------
+ * Attaching to an shm object or file this call did not create exclusively first checks the
+ * opened descriptor with fstat: a regular file, owned by this euid (or an owner or group the
+ * caller trusts explicitly), granting no mode bit outside the mode asked for (0600 by default);
+ * file segments must not be symbolic links nor sit in a directory others may write without
+ * the sticky bit. Otherwise DMXP_E_UNTRUSTED, before anything is mapped. The _trusting and
+ * _ex calls take a dmxp_trust with the opt-ins; see its comment block. Malformed shm names and
+ * paths are refused with DMXP_E_INVALID_ARGUMENT before any system call.
+ *
  * Memory model
  * ------------
  * Every byte of a live segment may be written by another process at any moment, so this
@@ -63,6 +73,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -369,7 +380,12 @@ typedef enum dmxp_status {
     DMXP_E_OS = -60,               /* a system call failed; dmxp_error.os_errno, .field = call */
     DMXP_E_NO_SEGMENT = -61,       /* no shm object / file of that name */
     DMXP_E_SEGMENT_EXISTS = -62,   /* exclusive create found the name taken */
-    DMXP_E_INVALID_ARGUMENT = -63, /* a NULL pointer, an empty name, ... */
+    DMXP_E_INVALID_ARGUMENT = -63, /* a NULL pointer, a malformed name (detail says why), ... */
+    DMXP_E_UNTRUSTED = -64,        /* the object failed a check of PROTOCOL.md §3.4: field names
+                                      it ("type", "owner", "mode", "owner and mode", "symlink",
+                                      "directory"), found = owner uid, value2 = mode bits
+                                      (st_mode & 07777), value3 = the mode asked for; detail
+                                      is the message. Nothing was mapped. */
 } dmxp_status;
 
 /* Details of a failure. `channel` is -1 for a header field or when no channel is involved. */
@@ -381,6 +397,10 @@ typedef struct dmxp_error {
     uint64_t value2;
     uint64_t value3;
     int os_errno;
+    /* Empty, or (DMXP_E_UNTRUSTED, a malformed name) the whole explanation, naming the object:
+     * "shm segment /x: owned by uid 65534 with mode 0666; expected owner uid 0 and a mode
+     * within 0600". dmxp_error_format prints it (with a hint for owner and mode). */
+    char detail[384];
 } dmxp_error;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -486,6 +506,7 @@ static inline const char *dmxp_status_name(dmxp_status s) {
         DMXP__NAME(DMXP_E_NO_SEGMENT)
         DMXP__NAME(DMXP_E_SEGMENT_EXISTS)
         DMXP__NAME(DMXP_E_INVALID_ARGUMENT)
+        DMXP__NAME(DMXP_E_UNTRUSTED)
 #undef DMXP__NAME
     }
     return "DMXP_E_UNKNOWN";
@@ -537,6 +558,7 @@ static inline const char *dmxp_strerror(dmxp_status s) {
     case DMXP_E_NO_SEGMENT: return "no such segment";
     case DMXP_E_SEGMENT_EXISTS: return "segment already exists";
     case DMXP_E_INVALID_ARGUMENT: return "invalid argument";
+    case DMXP_E_UNTRUSTED: return "segment not trusted: its owner, mode, type or directory fails the attach checks";
     }
     return "unknown status";
 }
@@ -564,6 +586,18 @@ static inline const char *dmxp_status_field(dmxp_status s) {
     case DMXP_E_PEER_TABLE_OVERLAPS_BAND: return "peer_table_offset";
     default: return NULL;
     }
+}
+
+/* Writes `text` at buf[at] within len bytes, truncating and NUL-terminating like snprintf;
+ * returns at + strlen(text), the length the whole output wants. */
+static inline size_t dmxp__put(char *buf, size_t len, size_t at, const char *text) {
+    size_t n = strlen(text);
+    if (len > 0 && at < len) {
+        size_t room = len - 1 - at, k = n < room ? n : room;
+        memcpy(buf + at, text, k);
+        buf[at + k] = 0;
+    }
+    return at + n;
 }
 
 /* Writes "what went wrong, with the values" into buf (snprintf semantics). */
@@ -655,6 +689,30 @@ static inline int dmxp_error_format(const dmxp_error *e, char *buf, size_t len) 
     case DMXP_E_SEGMENT_EXISTS:
         return snprintf(buf, len, "%s: %s: %s", dmxp_strerror(e->status),
                         e->field ? e->field : "?", strerror(e->os_errno));
+    case DMXP_E_UNTRUSTED: {
+        /* The message, then the opt-ins that would let the attach pass (owner, mode, both). */
+        int owner = e->field && (strcmp(e->field, "owner") == 0 ||
+                                 strcmp(e->field, "owner and mode") == 0);
+        int mode = e->field && (strcmp(e->field, "mode") == 0 ||
+                                strcmp(e->field, "owner and mode") == 0) && (v2 & ~0777ull) == 0;
+        char hint[128] = "";
+        if (owner && mode)
+            snprintf(hint, sizeof hint,
+                     " (trust it explicitly with dmxp_trust .has_trusted_uid = 1, "
+                     ".trusted_uid = %llu and .mode = 0%03llo)", f, v2);
+        else if (owner)
+            snprintf(hint, sizeof hint,
+                     " (trust it explicitly with dmxp_trust .has_trusted_uid = 1, "
+                     ".trusted_uid = %llu)", f);
+        else if (mode)
+            snprintf(hint, sizeof hint, " (accept it explicitly with dmxp_trust .mode = 0%03llo)",
+                     v2);
+        size_t n = dmxp__put(buf, len, 0, e->detail[0] ? e->detail : dmxp_strerror(e->status));
+        return (int)dmxp__put(buf, len, n, hint);
+    }
+    case DMXP_E_INVALID_ARGUMENT:
+        return (int)dmxp__put(buf, len, dmxp__put(buf, len, 0, "invalid argument: "),
+                              e->detail[0] ? e->detail : e->field ? e->field : "?");
     default:
         return snprintf(buf, len, "%s%s", where, dmxp_strerror(e->status));
     }
@@ -671,6 +729,21 @@ static inline dmxp_status dmxp__fail(dmxp_error *err, dmxp_status s, int32_t cha
         err->value2 = v2;
         err->value3 = v3;
         err->os_errno = 0;
+        err->detail[0] = 0;
+    }
+    return s;
+}
+
+/* dmxp__fail with a printf-style explanation in err->detail. */
+__attribute__((format(printf, 7, 8))) static inline dmxp_status
+dmxp__fail_detail(dmxp_error *err, dmxp_status s, const char *field, uint64_t found, uint64_t v2,
+                  uint64_t v3, const char *fmt, ...) {
+    if (err) {
+        dmxp__fail(err, s, -1, field, found, v2, v3);
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->detail, sizeof err->detail, fmt, ap);
+        va_end(ap);
     }
     return s;
 }
@@ -962,6 +1035,245 @@ static inline dmxp_status dmxp_segment_format_memory(dmxp_segment *seg, void *ba
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Names and trust: what an attach accepts (PROTOCOL.md §3.4)                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Whom an attach trusts. Another user can create an shm object, or plant a file or a symbolic
+ * link at a file segment's path, before the real creator runs; a client attaching to it would
+ * hand that user every message. So every object this client attaches to without having just
+ * created it exclusively is checked with fstat on the opened descriptor (the object that is
+ * then mapped), before anything is mapped:
+ *
+ *   T1 type   a regular file;
+ *   T2 owner  st_uid == geteuid(); or has_trusted_uid and st_uid == trusted_uid; or
+ *             group_access and st_gid is the group: gid when has_gid, else the caller's
+ *             effective group or one of its supplementary groups;
+ *   T3 mode   (st_mode & 07777) & ~asked == 0, where `asked` is `mode` (0: 0600, or 0660
+ *             with group_access); the calls without a dmxp_trust ask for their `mode`
+ *             argument, or 0600 when they have none.
+ *
+ * Trusting an owner does not widen the mode: to attach to a 0666 object of uid 65534, set
+ * has_trusted_uid = 1, trusted_uid = 65534 and mode = 0666. File segments are refused as well
+ * when the last path component is a symbolic link (it is opened with O_NOFOLLOW) or when the
+ * directory holding it is writable by others without the sticky bit (anyone could replace the
+ * segment in it; /tmp and /dev/shm are sticky); the directory rule applies to creating a file
+ * segment too. A failure is DMXP_E_UNTRUSTED, its message in dmxp_error.detail. The calls that
+ * take no dmxp_trust use DMXP_TRUST_DEFAULT.
+ *
+ * The _ex create-or-attach calls create with the asked mode and, with group_access and
+ * has_gid, hand a segment they create to group `gid` (fchown) before formatting it.
+ *
+ * This client never reformats a segment whose creator died mid-format (§3.3): it waits and
+ * fails with DMXP_E_NOT_READY, so it never writes to an object it does not own. */
+typedef struct dmxp_trust {
+    uint32_t mode;       /* the mode asked for (at most 0777); 0 = the default above */
+    int has_trusted_uid; /* 1: objects owned by trusted_uid pass T2 as well */
+    uint32_t trusted_uid;
+    int group_access;    /* 1: shared with a group: T2 by group, default mode 0660 */
+    int has_gid;         /* with group_access: the group is gid (else any of the caller's) */
+    uint32_t gid;
+} dmxp_trust;
+
+#define DMXP_TRUST_DEFAULT                                                                   \
+    {                                                                                        \
+        .mode = 0, .has_trusted_uid = 0, .trusted_uid = 0, .group_access = 0, .has_gid = 0, \
+        .gid = 0                                                                             \
+    }
+
+/* Longest file path this client accepts, its terminating NUL included. */
+#define DMXP_PATH_CAP 4096u
+
+/* Checks a POSIX shm name without any system call: "/" followed by 1 to 254 bytes, none of
+ * them '/' or a control character (below 0x20, or 0x7f). DMXP_E_INVALID_ARGUMENT otherwise
+ * (field "name", found = the offset of the offending byte, detail says what is wrong). */
+static inline dmxp_status dmxp_check_shm_name(const char *name, dmxp_error *err) {
+    if (name == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "name", 0, 0, 0);
+    if (name[0] != '/')
+        return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "name", 0, 0, 0,
+                                 "an shm segment name starts with '/'");
+    size_t i = 1;
+    for (; name[i] != 0 && i <= 255; i++) {
+        unsigned c = (unsigned char)name[i];
+        if (c == '/')
+            return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "name", i, c, 0,
+                                     "shm segment name with a '/' at byte %zu (only the first "
+                                     "byte may be '/')",
+                                     i);
+        if (c < 0x20 || c == 0x7f)
+            return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "name", i, c, 0,
+                                     "shm segment name with a control character (0x%02x) at "
+                                     "byte %zu",
+                                     c, i);
+    }
+    if (i == 1)
+        return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "name", 1, 0, 0,
+                                 "shm segment name \"/\" without a name after the '/'");
+    if (i > 255)
+        return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "name", 255, 0, 0,
+                                 "shm segment name longer than 255 bytes ('/' and at most "
+                                 "254 more)");
+    return DMXP_OK;
+}
+
+/* Checks a file segment's path without any system call: not empty, shorter than
+ * DMXP_PATH_CAP, no control character (below 0x20, or 0x7f), not ending in '/'.
+ * DMXP_E_INVALID_ARGUMENT otherwise (field "path", found = the offending byte's offset). */
+static inline dmxp_status dmxp_check_path(const char *path, dmxp_error *err) {
+    if (path == NULL || path[0] == 0)
+        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "path", 0, 0, 0);
+    size_t i = 0;
+    for (; path[i] != 0 && i < DMXP_PATH_CAP; i++) {
+        unsigned c = (unsigned char)path[i];
+        if (c < 0x20 || c == 0x7f)
+            return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "path", i, c, 0,
+                                     "segment path with a control character (0x%02x) at "
+                                     "byte %zu",
+                                     c, i);
+    }
+    if (i >= DMXP_PATH_CAP)
+        return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "path", i, 0, 0,
+                                 "segment path of %u bytes or more", DMXP_PATH_CAP);
+    if (path[i - 1] == '/')
+        return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "path", i - 1, '/', 0,
+                                 "segment path ends with '/' (it must name a file)");
+    return DMXP_OK;
+}
+
+/* "shm segment /x" or "file segment /path", the start of an UNTRUSTED message (the last
+ * bytes of a very long path). */
+static inline void dmxp__subject(int kind, const char *name, char *buf, size_t cap) {
+    const char *k = kind == 0 ? "shm" : "file";
+    size_t n = strlen(name);
+    if (n > 200)
+        snprintf(buf, cap, "%s segment ...%s", k, name + (n - 197));
+    else
+        snprintf(buf, cap, "%s segment %s", k, name);
+}
+
+/* Copies `in` (NULL: DMXP_TRUST_DEFAULT) with the asked mode filled in: in->mode, else
+ * `mode` (a call's mode argument) when non-zero, else 0600 / 0660 with group_access. */
+static inline dmxp_status dmxp__resolve_trust(const dmxp_trust *in, unsigned mode,
+                                              dmxp_trust *out, dmxp_error *err) {
+    dmxp_trust def = DMXP_TRUST_DEFAULT;
+    *out = in ? *in : def;
+    if (out->mode == 0) out->mode = mode ? mode : (out->group_access ? 0660u : DMXP_DEFAULT_MODE);
+    if (out->mode & ~0777u)
+        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "mode", out->mode, 0, 0);
+    return DMXP_OK;
+}
+
+/* 1 when g is the caller's effective group or one of its supplementary groups. */
+static inline int dmxp__in_my_groups(gid_t g) {
+    if (g == getegid()) return 1;
+    int n = getgroups(0, NULL);
+    if (n <= 0) return 0;
+    gid_t *list = malloc((size_t)n * sizeof *list);
+    if (list == NULL) return 0;
+    n = getgroups(n, list); /* -1 if the set grew meanwhile: no match */
+    int found = 0;
+    for (int i = 0; i < n; i++)
+        if (list[i] == g) found = 1;
+    free(list);
+    return found;
+}
+
+/* T1..T3 on an open descriptor, with `t` resolved (t->mode is the asked mode). */
+static inline dmxp_status dmxp__check_trust(int fd, const char *what, const dmxp_trust *t,
+                                            dmxp_error *err) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return dmxp__fail_os(err, DMXP_E_OS, "fstat", errno);
+    unsigned uid = (unsigned)st.st_uid, gid = (unsigned)st.st_gid;
+    unsigned mode = (unsigned)st.st_mode & 07777u;
+    if (!S_ISREG(st.st_mode))
+        return dmxp__fail_detail(err, DMXP_E_UNTRUSTED, "type", uid, mode, t->mode,
+                                 "%s: not a regular file (owned by uid %u with mode 0%03o)",
+                                 what, uid, mode);
+    unsigned me = (unsigned)geteuid();
+    int owner_ok = uid == me || (t->has_trusted_uid && uid == t->trusted_uid) ||
+                   (t->group_access &&
+                    (t->has_gid ? gid == t->gid : dmxp__in_my_groups(st.st_gid)));
+    int mode_ok = (mode & ~t->mode) == 0;
+    if (owner_ok && mode_ok) return DMXP_OK;
+    char owners[96], group[40] = "";
+    int n = snprintf(owners, sizeof owners, "uid %u", me);
+    if (t->has_trusted_uid && t->trusted_uid != me && n > 0 && (size_t)n < sizeof owners)
+        n += snprintf(owners + n, sizeof owners - (size_t)n, " or uid %u", (unsigned)t->trusted_uid);
+    if (t->group_access && n > 0 && (size_t)n < sizeof owners) {
+        if (t->has_gid)
+            snprintf(owners + n, sizeof owners - (size_t)n, " or group gid %u", (unsigned)t->gid);
+        else
+            snprintf(owners + n, sizeof owners - (size_t)n, " or one of this process's groups");
+        snprintf(group, sizeof group, ", group gid %u,", gid);
+    }
+    return dmxp__fail_detail(err, DMXP_E_UNTRUSTED,
+                             !owner_ok && !mode_ok ? "owner and mode"
+                             : !owner_ok           ? "owner"
+                                                   : "mode",
+                             uid, mode, t->mode,
+                             "%s: owned by uid %u%s with mode 0%03o; expected owner %s and a "
+                             "mode within 0%03o",
+                             what, uid, group, mode, owners, (unsigned)t->mode);
+}
+
+/* Checks T1..T3 (above) on an open descriptor of an shm object or file, the way the open
+ * calls do: fstat on the descriptor, so the object checked is the one that would be mapped.
+ * `what` names it in the message ("shm segment /x"); `trust` NULL = DMXP_TRUST_DEFAULT. Run it
+ * before dmxp_segment_open_fd on a descriptor you did not create yourself (a memfd received
+ * over a socket has no owner to check: access to it is by descriptor). */
+static inline dmxp_status dmxp_check_trust_fd(int fd, const char *what, const dmxp_trust *trust,
+                                              dmxp_error *err) {
+    dmxp_trust t;
+    dmxp_status s = dmxp__resolve_trust(trust, 0, &t, err);
+    if (s != DMXP_OK) return s;
+    return dmxp__check_trust(fd, what ? what : "segment", &t, err);
+}
+
+/* Opens the directory that holds `path` (O_DIRECTORY, so the check and the later openat see
+ * the same directory) and refuses one writable by others without the sticky bit. *base = the
+ * last component. `missing` is the status for a directory that does not exist. */
+static inline dmxp_status dmxp__open_parent(const char *path, dmxp_status missing, int *dirfd,
+                                            const char **base, dmxp_error *err) {
+    char dir[DMXP_PATH_CAP];
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        memcpy(dir, ".", 2);
+        *base = path;
+    } else if (slash == path) {
+        memcpy(dir, "/", 2);
+        *base = path + 1;
+    } else {
+        size_t n = (size_t)(slash - path); /* < DMXP_PATH_CAP: dmxp_check_path */
+        memcpy(dir, path, n);
+        dir[n] = 0;
+        *base = slash + 1;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return dmxp__fail_os(err, e == ENOENT ? missing : DMXP_E_OS, "open (directory)", e);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return dmxp__fail_os(err, DMXP_E_OS, "fstat (directory)", e);
+    }
+    if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
+        close(fd);
+        char what[232];
+        dmxp__subject(1, path, what, sizeof what);
+        unsigned uid = (unsigned)st.st_uid, mode = (unsigned)st.st_mode & 07777u;
+        return dmxp__fail_detail(err, DMXP_E_UNTRUSTED, "directory", uid, mode, 0,
+                                 "%s: its directory %.120s (owned by uid %u with mode 0%03o) "
+                                 "is writable by others and not sticky: anyone could replace "
+                                 "the segment",
+                                 what, dir, uid, mode);
+    }
+    *dirfd = fd;
+    return DMXP_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Segments backed by POSIX shm objects, files, or a file descriptor (PROTOCOL.md §3)         */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -973,8 +1285,11 @@ static inline void dmxp_segment_close(dmxp_segment *seg) {
     memset(seg, 0, sizeof *seg);
 }
 
-/* Removes the shm object `name` (live mappings stay valid). */
+/* Removes the shm object `name` (live mappings stay valid). The name is checked as
+ * dmxp_check_shm_name does. */
 static inline dmxp_status dmxp_shm_unlink(const char *name, dmxp_error *err) {
+    dmxp_status s = dmxp_check_shm_name(name, err);
+    if (s != DMXP_OK) return s;
     if (shm_unlink(name) != 0)
         return dmxp__fail_os(err, errno == ENOENT ? DMXP_E_NO_SEGMENT : DMXP_E_OS, "shm_unlink",
                              errno);
@@ -1003,7 +1318,8 @@ static inline dmxp_status dmxp__attach_fd_once(dmxp_segment *seg, int fd, dmxp_e
 }
 
 /* Attaches to the segment in `fd` (opened O_RDWR; the caller keeps it and may close it after
- * this returns). Waits up to timeout_ms while the segment is being created. */
+ * this returns). Waits up to timeout_ms while the segment is being created. The descriptor is
+ * the caller's: no trust check here (see dmxp_check_trust_fd for an shm object or a file). */
 static inline dmxp_status dmxp_segment_open_fd(dmxp_segment *seg, int fd, int64_t timeout_ms,
                                                dmxp_error *err) {
     if (seg == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "seg", 0, 0, 0);
@@ -1016,23 +1332,33 @@ static inline dmxp_status dmxp_segment_open_fd(dmxp_segment *seg, int fd, int64_
     }
 }
 
-/* kind 0: shm object name, kind 1: file path */
-static inline int dmxp__open_object(int kind, const char *name, int flags, mode_t mode) {
-    if (kind == 0) return shm_open(name, flags, mode);
-    return open(name, flags | O_CLOEXEC, mode);
+/* kind 0: the shm object `name` (glibc's shm_open adds O_NOFOLLOW); kind 1: the file `base` in
+ * the checked directory dirfd. O_RDWR only: never O_CREAT or O_TRUNC on an object someone
+ * else created, never through a symbolic link. */
+static inline int dmxp__open_existing(int kind, const char *name, int dirfd, const char *base) {
+    if (kind == 0) return shm_open(name, O_RDWR, 0);
+    return openat(dirfd, base, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 }
 
+/* The attach loop of §3.2, with the checks of §3.4 on every object opened (each attempt may
+ * find another object under the name), before it is mapped. `t` is resolved. */
 static inline dmxp_status dmxp__attach_named(int kind, dmxp_segment *seg, const char *name,
+                                             int dirfd, const char *base, const dmxp_trust *t,
                                              int64_t deadline, dmxp_error *err) {
     const char *call = kind == 0 ? "shm_open" : "open";
+    char what[232];
+    dmxp__subject(kind, name, what, sizeof what);
     for (;;) {
-        /* O_RDWR only: never O_CREAT or O_TRUNC on an object someone else created. */
-        int fd = dmxp__open_object(kind, name, O_RDWR, 0);
+        int fd = dmxp__open_existing(kind, name, dirfd, base);
         if (fd < 0) {
             int e = errno;
+            if (e == ELOOP)
+                return dmxp__fail_detail(err, DMXP_E_UNTRUSTED, "symlink", 0, 0, t->mode,
+                                         "%s: is a symbolic link", what);
             return dmxp__fail_os(err, e == ENOENT ? DMXP_E_NO_SEGMENT : DMXP_E_OS, call, e);
         }
-        dmxp_status s = dmxp__attach_fd_once(seg, fd, err);
+        dmxp_status s = dmxp__check_trust(fd, what, t, err);
+        if (s == DMXP_OK) s = dmxp__attach_fd_once(seg, fd, err);
         close(fd);
         if (s != DMXP_E_NOT_READY) return s;
         if ((int64_t)dmxp_now_ns() >= deadline) return s;
@@ -1040,27 +1366,66 @@ static inline dmxp_status dmxp__attach_named(int kind, dmxp_segment *seg, const 
     }
 }
 
-/* Attaches to the existing shm object `name` ("/dmxp_alloc"). Waits up to timeout_ms while
- * it is being created (size below the header, or magic 0), then fails with
- * DMXP_E_NOT_READY. DMXP_E_NO_SEGMENT when there is no such object. */
+/* Attaches to the existing shm object `name` ("/dmxp_alloc") if it passes the checks of
+ * `trust` (NULL = DMXP_TRUST_DEFAULT: owned by this euid, mode within 0600; see dmxp_trust).
+ * Waits up to timeout_ms while it is being created (size below the header, or magic 0), then
+ * fails with DMXP_E_NOT_READY. DMXP_E_NO_SEGMENT when there is no such object,
+ * DMXP_E_UNTRUSTED when it fails a check (nothing mapped), DMXP_E_INVALID_ARGUMENT for a
+ * malformed name (dmxp_check_shm_name). */
+static inline dmxp_status dmxp_segment_open_shm_trusting(dmxp_segment *seg, const char *name,
+                                                         int64_t timeout_ms,
+                                                         const dmxp_trust *trust,
+                                                         dmxp_error *err) {
+    if (seg == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "seg", 0, 0, 0);
+    dmxp_status s = dmxp_check_shm_name(name, err);
+    if (s != DMXP_OK) return s;
+    dmxp_trust t;
+    s = dmxp__resolve_trust(trust, 0, &t, err);
+    if (s != DMXP_OK) return s;
+    return dmxp__attach_named(0, seg, name, -1, NULL, &t, dmxp__ms_deadline(timeout_ms), err);
+}
+
+/* dmxp_segment_open_shm_trusting with the default policy. */
 static inline dmxp_status dmxp_segment_open_shm(dmxp_segment *seg, const char *name,
                                                 int64_t timeout_ms, dmxp_error *err) {
-    if (seg == NULL || name == NULL || name[0] == 0)
-        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "name", 0, 0, 0);
-    return dmxp__attach_named(0, seg, name, dmxp__ms_deadline(timeout_ms), err);
+    return dmxp_segment_open_shm_trusting(seg, name, timeout_ms, NULL, err);
 }
 
-/* Like dmxp_segment_open_shm for a file (for example "/dev/shm/dmxp_alloc"). */
+/* Like dmxp_segment_open_shm_trusting for a file (for example "/dev/shm/dmxp_alloc"). Also
+ * DMXP_E_UNTRUSTED when the last component is a symbolic link or its directory is writable
+ * by others without the sticky bit. */
+static inline dmxp_status dmxp_segment_open_path_trusting(dmxp_segment *seg, const char *path,
+                                                          int64_t timeout_ms,
+                                                          const dmxp_trust *trust,
+                                                          dmxp_error *err) {
+    if (seg == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "seg", 0, 0, 0);
+    dmxp_status s = dmxp_check_path(path, err);
+    if (s != DMXP_OK) return s;
+    dmxp_trust t;
+    s = dmxp__resolve_trust(trust, 0, &t, err);
+    if (s != DMXP_OK) return s;
+    int64_t deadline = dmxp__ms_deadline(timeout_ms);
+    int dirfd;
+    const char *base;
+    s = dmxp__open_parent(path, DMXP_E_NO_SEGMENT, &dirfd, &base, err);
+    if (s != DMXP_OK) return s;
+    s = dmxp__attach_named(1, seg, path, dirfd, base, &t, deadline, err);
+    close(dirfd);
+    return s;
+}
+
+/* dmxp_segment_open_path_trusting with the default policy. */
 static inline dmxp_status dmxp_segment_open_path(dmxp_segment *seg, const char *path,
                                                  int64_t timeout_ms, dmxp_error *err) {
-    if (seg == NULL || path == NULL || path[0] == 0)
-        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "path", 0, 0, 0);
-    return dmxp__attach_named(1, seg, path, dmxp__ms_deadline(timeout_ms), err);
+    return dmxp_segment_open_path_trusting(seg, path, timeout_ms, NULL, err);
 }
 
-/* Sizes, maps and formats a freshly created, exclusively owned fd. */
+/* Sizes, maps and formats a freshly created, exclusively owned fd; with gid >= 0 hands it to
+ * that group first. */
 static inline dmxp_status dmxp__format_new_fd(dmxp_segment *seg, int fd, size_t size,
-                                              unsigned mode, dmxp_error *err) {
+                                              unsigned mode, int64_t gid, dmxp_error *err) {
+    if (gid >= 0 && fchown(fd, (uid_t)-1, (gid_t)gid) != 0)
+        return dmxp__fail_os(err, DMXP_E_OS, "fchown", errno);
     /* Exact mode bits whatever the umask. */
     if (fchmod(fd, (mode_t)mode) != 0) return dmxp__fail_os(err, DMXP_E_OS, "fchmod", errno);
     if (ftruncate(fd, (off_t)size) != 0) return dmxp__fail_os(err, DMXP_E_OS, "ftruncate", errno);
@@ -1075,97 +1440,181 @@ static inline dmxp_status dmxp__format_new_fd(dmxp_segment *seg, int fd, size_t 
     return DMXP_OK;
 }
 
-static inline dmxp_status dmxp__check_create_args(dmxp_segment *seg, const char *name,
-                                                  size_t size, unsigned mode, dmxp_error *err) {
-    if (seg == NULL || name == NULL || name[0] == 0)
-        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "name", 0, 0, 0);
+static inline dmxp_status dmxp__check_create_args(dmxp_segment *seg, size_t size, unsigned mode,
+                                                  dmxp_error *err) {
+    if (seg == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "seg", 0, 0, 0);
     if (size < DMXP_HEADER_SIZE)
         return dmxp__fail(err, DMXP_E_REGION_TOO_SMALL, -1, NULL, size, DMXP_HEADER_SIZE, 0);
     if (mode & ~0777u) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "mode", mode, 0, 0);
     return DMXP_OK;
 }
 
-/* Creates the shm object `name` exclusively (O_CREAT|O_EXCL), applies `mode` exactly
- * (DMXP_DEFAULT_MODE = 0600), sizes it to `size` bytes and formats it. DMXP_E_SEGMENT_EXISTS
- * when the name is taken (the existing object is left untouched). */
-static inline dmxp_status dmxp_segment_create_shm(dmxp_segment *seg, const char *name,
-                                                  size_t size, unsigned mode, dmxp_error *err) {
-    dmxp_status s = dmxp__check_create_args(seg, name, size, mode, err);
-    if (s != DMXP_OK) return s;
+/* Exclusive create of a checked shm name. */
+static inline dmxp_status dmxp__create_shm(dmxp_segment *seg, const char *name, size_t size,
+                                           unsigned mode, int64_t gid, dmxp_error *err) {
+    /* O_EXCL: fails on any existing entry, a symbolic link included; never follows one. */
     int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, (mode_t)mode);
     if (fd < 0) {
         int e = errno;
         return dmxp__fail_os(err, e == EEXIST ? DMXP_E_SEGMENT_EXISTS : DMXP_E_OS, "shm_open", e);
     }
-    s = dmxp__format_new_fd(seg, fd, size, mode, err);
+    dmxp_status s = dmxp__format_new_fd(seg, fd, size, mode, gid, err);
     close(fd);
     if (s != DMXP_OK) shm_unlink(name); /* ours, never formatted: nobody can be using it */
     return s;
 }
 
-/* Creates the file `path` exclusively: a temporary file in the same directory is sized,
- * mapped and formatted, then linked to `path` (link(2) fails if `path` exists, so an existing
- * segment is never replaced), then the temporary name is removed. */
-static inline dmxp_status dmxp_segment_create_path(dmxp_segment *seg, const char *path,
-                                                   size_t size, unsigned mode,
-                                                   dmxp_error *err) {
-    dmxp_status s = dmxp__check_create_args(seg, path, size, mode, err);
-    if (s != DMXP_OK) return s;
+/* Exclusive create of file `base` in the checked directory dirfd, through a temporary file
+ * and linkat (which fails with EEXIST on any existing entry, a dangling symbolic link
+ * included, and never writes through one). */
+static inline dmxp_status dmxp__create_at(dmxp_segment *seg, int dirfd, const char *base,
+                                          size_t size, unsigned mode, int64_t gid,
+                                          dmxp_error *err) {
     static _Atomic uint32_t counter;
-    char tmp[4096];
-    int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
+    char tmp[DMXP_PATH_CAP];
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", base, (long)getpid(),
                      (unsigned)atomic_fetch_add(&counter, 1));
     if (n < 0 || (size_t)n >= sizeof tmp)
         return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "path", 0, 0, 0);
-    int fd = open(tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, (mode_t)mode);
+    int fd = openat(dirfd, tmp, O_CREAT | O_EXCL | O_NOFOLLOW | O_RDWR | O_CLOEXEC, (mode_t)mode);
     if (fd < 0) return dmxp__fail_os(err, DMXP_E_OS, "open", errno);
-    s = dmxp__format_new_fd(seg, fd, size, mode, err);
+    dmxp_status s = dmxp__format_new_fd(seg, fd, size, mode, gid, err);
     close(fd);
-    if (s == DMXP_OK && link(tmp, path) != 0) {
+    if (s == DMXP_OK && linkat(dirfd, tmp, dirfd, base, 0) != 0) {
         int e = errno;
         dmxp_segment_close(seg);
         s = dmxp__fail_os(err, e == EEXIST ? DMXP_E_SEGMENT_EXISTS : DMXP_E_OS, "link", e);
     }
-    unlink(tmp);
+    unlinkat(dirfd, tmp, 0);
     return s;
 }
 
+/* Creates the shm object `name` exclusively (O_CREAT|O_EXCL), applies `mode` exactly
+ * (DMXP_DEFAULT_MODE = 0600), sizes it to `size` bytes and formats it. DMXP_E_SEGMENT_EXISTS
+ * when the name is taken (the existing object is left untouched); DMXP_E_INVALID_ARGUMENT
+ * for a malformed name (dmxp_check_shm_name). */
+static inline dmxp_status dmxp_segment_create_shm(dmxp_segment *seg, const char *name,
+                                                  size_t size, unsigned mode, dmxp_error *err) {
+    dmxp_status s = dmxp__check_create_args(seg, size, mode, err);
+    if (s == DMXP_OK) s = dmxp_check_shm_name(name, err);
+    if (s != DMXP_OK) return s;
+    return dmxp__create_shm(seg, name, size, mode, -1, err);
+}
+
+/* Creates the file `path` exclusively: a temporary file in the same directory is sized,
+ * mapped and formatted, then linked to `path` (link(2) fails if `path` exists, even as a
+ * symbolic link, so an existing segment is never replaced or written through), then the
+ * temporary name is removed. DMXP_E_UNTRUSTED when the directory is writable by others
+ * without the sticky bit; DMXP_E_INVALID_ARGUMENT for a malformed path (dmxp_check_path). */
+static inline dmxp_status dmxp_segment_create_path(dmxp_segment *seg, const char *path,
+                                                   size_t size, unsigned mode,
+                                                   dmxp_error *err) {
+    dmxp_status s = dmxp__check_create_args(seg, size, mode, err);
+    if (s == DMXP_OK) s = dmxp_check_path(path, err);
+    if (s != DMXP_OK) return s;
+    int dirfd;
+    const char *base;
+    s = dmxp__open_parent(path, DMXP_E_OS, &dirfd, &base, err);
+    if (s != DMXP_OK) return s;
+    s = dmxp__create_at(seg, dirfd, base, size, mode, -1, err);
+    close(dirfd);
+    return s;
+}
+
+/* Create-or-attach on checked arguments and a resolved policy: creates with t->mode (and
+ * group gid when >= 0); an existing object is attached to only if it passes `t`. */
 static inline dmxp_status dmxp__open_or_create(int kind, dmxp_segment *seg, const char *name,
-                                               size_t size, unsigned mode, int64_t timeout_ms,
-                                               int *created, dmxp_error *err) {
+                                               size_t size, const dmxp_trust *t, int64_t gid,
+                                               int64_t timeout_ms, int *created,
+                                               dmxp_error *err) {
     int64_t deadline = dmxp__ms_deadline(timeout_ms);
     if (created) *created = 0;
+    int dirfd = -1;
+    const char *base = NULL;
+    dmxp_status s;
+    if (kind == 1) {
+        s = dmxp__open_parent(name, DMXP_E_OS, &dirfd, &base, err);
+        if (s != DMXP_OK) return s;
+    }
     for (;;) {
-        dmxp_status s = kind == 0 ? dmxp_segment_create_shm(seg, name, size, mode, err)
-                                  : dmxp_segment_create_path(seg, name, size, mode, err);
+        s = kind == 0 ? dmxp__create_shm(seg, name, size, t->mode, gid, err)
+                      : dmxp__create_at(seg, dirfd, base, size, t->mode, gid, err);
         if (s == DMXP_OK) {
             if (created) *created = 1;
-            return s;
+            break;
         }
-        if (s != DMXP_E_SEGMENT_EXISTS) return s;
-        s = dmxp__attach_named(kind, seg, name, deadline, err);
+        if (s != DMXP_E_SEGMENT_EXISTS) break;
+        s = dmxp__attach_named(kind, seg, name, dirfd, base, t, deadline, err);
         /* Removed between our create and our attach: try creating again. */
-        if (s != DMXP_E_NO_SEGMENT) return s;
-        if ((int64_t)dmxp_now_ns() >= deadline) return s;
+        if (s != DMXP_E_NO_SEGMENT) break;
+        if ((int64_t)dmxp_now_ns() >= deadline) break;
     }
+    if (dirfd >= 0) close(dirfd);
+    return s;
 }
 
 /* Create-or-attach (§3.2): tries the exclusive create; if the name exists, attaches (waiting
  * up to timeout_ms while it is being created); if it vanished meanwhile, creates again.
  * *created (optional) tells which happened. An existing segment is used as is, whatever its
- * size: it is never truncated or reformatted. */
+ * size: it is never truncated or reformatted. It must pass the checks of dmxp_trust with the
+ * default policy and `mode` as the asked mode: owned by this euid, no mode bit outside
+ * `mode`; else DMXP_E_UNTRUSTED. */
 static inline dmxp_status dmxp_segment_open_or_create_shm(dmxp_segment *seg, const char *name,
                                                           size_t size, unsigned mode,
                                                           int64_t timeout_ms, int *created,
                                                           dmxp_error *err) {
-    return dmxp__open_or_create(0, seg, name, size, mode, timeout_ms, created, err);
+    dmxp_status s = dmxp__check_create_args(seg, size, mode, err);
+    if (s == DMXP_OK) s = dmxp_check_shm_name(name, err);
+    dmxp_trust t;
+    if (s == DMXP_OK) s = dmxp__resolve_trust(NULL, mode, &t, err);
+    if (s != DMXP_OK) return s;
+    return dmxp__open_or_create(0, seg, name, size, &t, -1, timeout_ms, created, err);
 }
 
+/* dmxp_segment_open_or_create_shm for a file path, with the file rules of dmxp_trust. */
 static inline dmxp_status dmxp_segment_open_or_create_path(dmxp_segment *seg, const char *path,
                                                            size_t size, unsigned mode,
                                                            int64_t timeout_ms, int *created,
                                                            dmxp_error *err) {
-    return dmxp__open_or_create(1, seg, path, size, mode, timeout_ms, created, err);
+    dmxp_status s = dmxp__check_create_args(seg, size, mode, err);
+    if (s == DMXP_OK) s = dmxp_check_path(path, err);
+    dmxp_trust t;
+    if (s == DMXP_OK) s = dmxp__resolve_trust(NULL, mode, &t, err);
+    if (s != DMXP_OK) return s;
+    return dmxp__open_or_create(1, seg, path, size, &t, -1, timeout_ms, created, err);
+}
+
+/* Create-or-attach with an explicit policy (`trust` NULL = DMXP_TRUST_DEFAULT). A segment it
+ * creates gets the asked mode (trust->mode, or 0600 / 0660 with group_access) and, with
+ * group_access and has_gid, group trust->gid (fchown before formatting); an existing one is
+ * attached to only if it passes the checks of dmxp_trust, else DMXP_E_UNTRUSTED (nothing
+ * mapped or written). */
+static inline dmxp_status dmxp_segment_open_or_create_shm_ex(dmxp_segment *seg, const char *name,
+                                                             size_t size, int64_t timeout_ms,
+                                                             const dmxp_trust *trust,
+                                                             int *created, dmxp_error *err) {
+    dmxp_trust t;
+    dmxp_status s = dmxp__resolve_trust(trust, 0, &t, err);
+    if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, err);
+    if (s == DMXP_OK) s = dmxp_check_shm_name(name, err);
+    if (s != DMXP_OK) return s;
+    int64_t gid = t.group_access && t.has_gid ? (int64_t)t.gid : -1;
+    return dmxp__open_or_create(0, seg, name, size, &t, gid, timeout_ms, created, err);
+}
+
+/* dmxp_segment_open_or_create_shm_ex for a file path. */
+static inline dmxp_status dmxp_segment_open_or_create_path_ex(dmxp_segment *seg,
+                                                              const char *path, size_t size,
+                                                              int64_t timeout_ms,
+                                                              const dmxp_trust *trust,
+                                                              int *created, dmxp_error *err) {
+    dmxp_trust t;
+    dmxp_status s = dmxp__resolve_trust(trust, 0, &t, err);
+    if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, err);
+    if (s == DMXP_OK) s = dmxp_check_path(path, err);
+    if (s != DMXP_OK) return s;
+    int64_t gid = t.group_access && t.has_gid ? (int64_t)t.gid : -1;
+    return dmxp__open_or_create(1, seg, path, size, &t, gid, timeout_ms, created, err);
 }
 
 /* Segment-level accessors (snapshots). */

@@ -2,7 +2,7 @@
  * consumer — receives and verifies the messages `producer` sends, one thread per channel.
  *
  *   consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE]
- *            [--idle-exit-ms MS] [--wait SECONDS]
+ *            [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID] [--mode MODE]
  *
  * Waits (up to --wait seconds, default 30) for the segment and each channel to exist, then
  * receives on channels 0..num_channels until it has messages_per_channel distinct messages
@@ -13,6 +13,11 @@
  * (the same (channel, index) twice), corrupt messages and, in count mode, missing ones are
  * counted. --record FILE writes one line "channel index" per received message. Exits
  * non-zero if anything is corrupt or duplicated, or (count mode) missing.
+ *
+ * The segment is used only if this euid owns it and its mode is within 0600 (PROTOCOL.md
+ * §3.4); otherwise the consumer prints one line naming the owner and mode and exits 1 at once.
+ * --trust-owner UID also accepts segments owned by UID; --mode MODE (octal, e.g. 0660) is the
+ * most the segment's mode may grant. Both are needed for another user's world-writable one.
  */
 #include "../dmxp.h"
 #include "dmxp_pattern.h"
@@ -183,6 +188,50 @@ static void *receive_all(void *arg) {
     return NULL;
 }
 
+/* --mode: octal, at most 0777. */
+static int parse_mode(const char *text, uint32_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(text, &end, 8);
+    if (errno || end == text || *end || text[0] == '-' || v == 0 || v > 0777) return 0;
+    *out = (uint32_t)v;
+    return 1;
+}
+
+/* One line on stderr for a segment that could not be opened. A refused one (PROTOCOL.md §3.4)
+ * gets the message naming its owner and mode, and the options that would accept it. */
+static void report_segment_error(const char *segment, dmxp_status s, const dmxp_error *err) {
+    char msg[512];
+    dmxp_error_format(err, msg, sizeof msg);
+    if (s != DMXP_E_UNTRUSTED) {
+        /* The name as given, control characters escaped: the report stays one line. */
+        char shown[4 * 256 + 4];
+        size_t n = 0;
+        for (const unsigned char *c = (const unsigned char *)segment; *c && n < 4 * 256; c++)
+            n += (size_t)snprintf(shown + n, sizeof shown - n,
+                                  *c < 0x20 || *c == 0x7f ? "\\x%02x" : "%c", *c);
+        shown[n] = 0;
+        fprintf(stderr, "consumer: segment %s: %s\n", shown, msg);
+        return;
+    }
+    const char *f = err->field ? err->field : "";
+    int owner = strcmp(f, "owner") == 0 || strcmp(f, "owner and mode") == 0;
+    int mode = (strcmp(f, "mode") == 0 || strcmp(f, "owner and mode") == 0) &&
+               (err->value2 & ~UINT64_C(0777)) == 0;
+    unsigned long long uid = (unsigned long long)err->found, bits = (unsigned long long)err->value2;
+    if (owner && mode)
+        fprintf(stderr, "consumer: %s (trust it explicitly with --trust-owner %llu --mode 0%03llo)\n",
+                err->detail, uid, bits);
+    else if (owner)
+        fprintf(stderr, "consumer: %s (trust it explicitly with --trust-owner %llu)\n", err->detail,
+                uid);
+    else if (mode)
+        fprintf(stderr, "consumer: %s (accept it explicitly with --mode 0%03llo)\n", err->detail,
+                bits);
+    else
+        fprintf(stderr, "consumer: %s\n", err->detail);
+}
+
 static int parse_u64(const char *text, uint64_t *out) {
     char *end;
     errno = 0;
@@ -194,7 +243,8 @@ static int parse_u64(const char *text, uint64_t *out) {
 
 static void usage(void) {
     fprintf(stderr, "usage: consumer <num_channels> <messages_per_channel> [--segment NAME] "
-                    "[--record FILE] [--idle-exit-ms MS] [--wait SECONDS]\n");
+                    "[--record FILE] [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID] "
+                    "[--mode MODE]\n");
     exit(2);
 }
 
@@ -205,6 +255,7 @@ int main(int argc, char **argv) {
     uint64_t positional[2];
     int npos = 0;
     uint64_t idle_ms = 0, wait_s = 30;
+    dmxp_trust trust = DMXP_TRUST_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--segment") == 0 && i + 1 < argc) {
@@ -215,6 +266,13 @@ int main(int argc, char **argv) {
             if (!parse_u64(argv[++i], &idle_ms) || idle_ms == 0) usage();
         } else if (strcmp(a, "--wait") == 0 && i + 1 < argc) {
             if (!parse_u64(argv[++i], &wait_s) || wait_s > 86400) usage();
+        } else if (strcmp(a, "--trust-owner") == 0 && i + 1 < argc) {
+            uint64_t uid;
+            if (!parse_u64(argv[++i], &uid) || uid > UINT32_MAX) usage();
+            trust.has_trusted_uid = 1;
+            trust.trusted_uid = (uint32_t)uid;
+        } else if (strcmp(a, "--mode") == 0 && i + 1 < argc) {
+            if (!parse_mode(argv[++i], &trust.mode)) usage();
         } else if (a[0] == '-' && a[1] == '-') {
             usage();
         } else {
@@ -233,16 +291,14 @@ int main(int argc, char **argv) {
     dmxp_error err;
     dmxp_status s;
     for (;;) {
-        s = dmxp_segment_open_shm(&seg, segment, 1000, &err);
+        s = dmxp_segment_open_shm_trusting(&seg, segment, 1000, &trust, &err);
         if ((s != DMXP_E_NO_SEGMENT && s != DMXP_E_NOT_READY) ||
             (int64_t)dmxp_now_ns() >= deadline)
             break;
         nanosleep(&(struct timespec){0, 5000000}, NULL);
     }
     if (s != DMXP_OK) {
-        char msg[256];
-        dmxp_error_format(&err, msg, sizeof msg);
-        fprintf(stderr, "consumer: segment %s: %s\n", segment, msg);
+        report_segment_error(segment, s, &err);
         return 1;
     }
 

@@ -3,6 +3,7 @@
  *
  *   producer <num_channels> <messages_per_channel> [capacity] [--segment NAME]
  *            [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
+ *            [--trust-owner UID] [--mode MODE]
  *
  * Opens or creates the segment (default /dmxp_alloc, or $DMXP_SEGMENT; 128 MiB, mode 0600)
  * and, for each channel c, opens or creates channel c with `capacity` slots (default 1024; an
@@ -11,6 +12,12 @@
  * channel's futex until a slot is freed, for at most --full-wait seconds (default 60).
  * --batch N sends N at a time with one claim. Prints one line per channel and a summary with
  * msgs/s; exits 0 when everything was sent.
+ *
+ * An existing segment is used only if this euid owns it and its mode is within 0600
+ * (PROTOCOL.md §3.4); otherwise the producer prints one line naming the owner and mode and
+ * exits 1. --trust-owner UID also accepts segments owned by UID; --mode MODE (octal, e.g.
+ * 0660) is the mode a created segment gets and the most an existing one may grant. Both are
+ * needed to use another user's world-writable segment.
  */
 #include "../dmxp.h"
 #include "dmxp_pattern.h"
@@ -130,6 +137,50 @@ static void *send_all(void *arg) {
     return NULL;
 }
 
+/* --mode: octal, at most 0777. */
+static int parse_mode(const char *text, uint32_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(text, &end, 8);
+    if (errno || end == text || *end || text[0] == '-' || v == 0 || v > 0777) return 0;
+    *out = (uint32_t)v;
+    return 1;
+}
+
+/* One line on stderr for a segment that could not be opened. A refused one (PROTOCOL.md §3.4)
+ * gets the message naming its owner and mode, and the options that would accept it. */
+static void report_segment_error(const char *segment, dmxp_status s, const dmxp_error *err) {
+    char msg[512];
+    dmxp_error_format(err, msg, sizeof msg);
+    if (s != DMXP_E_UNTRUSTED) {
+        /* The name as given, control characters escaped: the report stays one line. */
+        char shown[4 * 256 + 4];
+        size_t n = 0;
+        for (const unsigned char *c = (const unsigned char *)segment; *c && n < 4 * 256; c++)
+            n += (size_t)snprintf(shown + n, sizeof shown - n,
+                                  *c < 0x20 || *c == 0x7f ? "\\x%02x" : "%c", *c);
+        shown[n] = 0;
+        fprintf(stderr, "producer: segment %s: %s\n", shown, msg);
+        return;
+    }
+    const char *f = err->field ? err->field : "";
+    int owner = strcmp(f, "owner") == 0 || strcmp(f, "owner and mode") == 0;
+    int mode = (strcmp(f, "mode") == 0 || strcmp(f, "owner and mode") == 0) &&
+               (err->value2 & ~UINT64_C(0777)) == 0;
+    unsigned long long uid = (unsigned long long)err->found, bits = (unsigned long long)err->value2;
+    if (owner && mode)
+        fprintf(stderr, "producer: %s (trust it explicitly with --trust-owner %llu --mode 0%03llo)\n",
+                err->detail, uid, bits);
+    else if (owner)
+        fprintf(stderr, "producer: %s (trust it explicitly with --trust-owner %llu)\n", err->detail,
+                uid);
+    else if (mode)
+        fprintf(stderr, "producer: %s (accept it explicitly with --mode 0%03llo)\n", err->detail,
+                bits);
+    else
+        fprintf(stderr, "producer: %s\n", err->detail);
+}
+
 static int parse_u64(const char *text, uint64_t *out) {
     char *end;
     errno = 0;
@@ -142,7 +193,7 @@ static int parse_u64(const char *text, uint64_t *out) {
 static void usage(void) {
     fprintf(stderr, "usage: producer <num_channels> <messages_per_channel> [capacity] "
                     "[--segment NAME] [--first-index K] [--batch N] [--size BYTES] "
-                    "[--full-wait SECONDS]\n");
+                    "[--full-wait SECONDS] [--trust-owner UID] [--mode MODE]\n");
     exit(2);
 }
 
@@ -152,6 +203,7 @@ int main(int argc, char **argv) {
     uint64_t positional[3];
     int npos = 0;
     uint64_t first = 0, batch = 1, size = DMXP_DEFAULT_SEGMENT_SIZE;
+    dmxp_trust trust = DMXP_TRUST_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--segment") == 0 && i + 1 < argc) {
@@ -166,6 +218,13 @@ int main(int argc, char **argv) {
             uint64_t seconds;
             if (!parse_u64(argv[++i], &seconds) || seconds > 86400) usage();
             full_wait_ns = (int64_t)seconds * 1000000000;
+        } else if (strcmp(a, "--trust-owner") == 0 && i + 1 < argc) {
+            uint64_t uid;
+            if (!parse_u64(argv[++i], &uid) || uid > UINT32_MAX) usage();
+            trust.has_trusted_uid = 1;
+            trust.trusted_uid = (uint32_t)uid;
+        } else if (strcmp(a, "--mode") == 0 && i + 1 < argc) {
+            if (!parse_mode(argv[++i], &trust.mode)) usage();
         } else if (a[0] == '-' && a[1] == '-') {
             usage();
         } else {
@@ -180,12 +239,10 @@ int main(int argc, char **argv) {
 
     dmxp_segment seg;
     dmxp_error err;
-    dmxp_status s = dmxp_segment_open_or_create_shm(&seg, segment, (size_t)size,
-                                                    DMXP_DEFAULT_MODE, 5000, NULL, &err);
+    dmxp_status s = dmxp_segment_open_or_create_shm_ex(&seg, segment, (size_t)size, 5000,
+                                                       &trust, NULL, &err);
     if (s != DMXP_OK) {
-        char msg[256];
-        dmxp_error_format(&err, msg, sizeof msg);
-        fprintf(stderr, "producer: segment %s: %s\n", segment, msg);
+        report_segment_error(segment, s, &err);
         return 1;
     }
     job *jobs = calloc(channels ? channels : 1, sizeof *jobs);
