@@ -42,6 +42,26 @@ struct Args {
     /// Stop reading a channel after it has been idle this long (instead of counting).
     #[arg(long)]
     idle_exit_ms: Option<u64>,
+    /// Also trust a segment owned by this uid (PROTOCOL.md §3.4; repeatable).
+    #[arg(long, value_name = "UID")]
+    trust_owner: Vec<u32>,
+    /// Mode (octal) of a segment this creates, and the widest accepted in an existing one.
+    #[arg(long, value_name = "MODE", default_value = "600", value_parser = octal)]
+    mode: u32,
+}
+
+fn octal(text: &str) -> Result<u32, String> {
+    let digits = text.trim_start_matches("0o");
+    u32::from_str_radix(digits, 8).map_err(|e| format!("`{text}` is not octal: {e}"))
+}
+
+/// The builder for `args`' segment, trusting what the command line says.
+fn segment_builder(args: &Args) -> ChannelBuilder {
+    args.trust_owner
+        .iter()
+        .fold(ChannelBuilder::new(), |b, &uid| b.with_trust_owner(uid))
+        .with_segment_name(args.segment.clone())
+        .with_mode(args.mode)
 }
 
 #[derive(Default)]
@@ -57,9 +77,7 @@ struct Tally {
 }
 
 fn open(args: &Args, channel: u32) -> dmxp::Result<Consumer> {
-    let builder = ChannelBuilder::new()
-        .with_segment_name(args.segment.clone())
-        .with_channel_id(channel);
+    let builder = segment_builder(args).with_channel_id(channel);
     let deadline = Instant::now() + Duration::from_secs(args.wait);
     loop {
         match builder.build_consumer() {

@@ -40,6 +40,26 @@ struct Args {
     /// Seconds a send waits on a full ring for a consumer before giving up.
     #[arg(long, default_value_t = 60)]
     full_wait: u64,
+    /// Also trust a segment owned by this uid (PROTOCOL.md §3.4; repeatable).
+    #[arg(long, value_name = "UID")]
+    trust_owner: Vec<u32>,
+    /// Mode (octal) of a segment this creates, and the widest accepted in an existing one.
+    #[arg(long, value_name = "MODE", default_value = "600", value_parser = octal)]
+    mode: u32,
+}
+
+fn octal(text: &str) -> Result<u32, String> {
+    let digits = text.trim_start_matches("0o");
+    u32::from_str_radix(digits, 8).map_err(|e| format!("`{text}` is not octal: {e}"))
+}
+
+/// The builder for `args`' segment, trusting what the command line says.
+fn segment_builder(args: &Args) -> ChannelBuilder {
+    args.trust_owner
+        .iter()
+        .fold(ChannelBuilder::new(), |b, &uid| b.with_trust_owner(uid))
+        .with_segment_name(args.segment.clone())
+        .with_mode(args.mode)
 }
 
 struct Sent {
@@ -50,8 +70,7 @@ struct Sent {
 }
 
 fn send_all(args: &Args, channel: u32) -> dmxp::Result<Sent> {
-    let producer = ChannelBuilder::new()
-        .with_segment_name(args.segment.clone())
+    let producer = segment_builder(args)
         .with_segment_size(args.size)
         .with_channel_id(channel)
         .with_capacity(args.capacity)

@@ -38,6 +38,8 @@ step "no_std build (x86_64-unknown-none)" bash -c \
 [ -x scripts/interop.sh ] && step "interop matrix (16 cells + mixed)" scripts/interop.sh
 [ -x scripts/corruption-matrix.sh ] && step "corruption matrix (every client x corrupted fields)" \
     scripts/corruption-matrix.sh
+[ -x scripts/trust-matrix.sh ] && step "trust matrix (every client x a segment squatted by another uid)" \
+    scripts/trust-matrix.sh
 [ -x scripts/loom.sh ] && step "loom models" scripts/loom.sh
 [ -x scripts/miri.sh ] && step "miri" scripts/miri.sh
 [ -x scripts/fuzz.sh ] && step "fuzz (short runs)" scripts/fuzz.sh "${DMXP_FUZZ_SECONDS:-30}"

@@ -45,6 +45,21 @@ pub(crate) struct Peered<'a> {
     pub slot: Option<PeerSlot<'a>>,
 }
 
+impl Drop for Peered<'_> {
+    fn drop(&mut self) {
+        // A child forked after this handle registered holds a copy of it that names the
+        // parent's record. Freeing that record would leave the parent writing intents into a
+        // record a new registration may take, so only the registering process frees it.
+        if let Some(slot) = self.slot.take() {
+            if slot.pid() == std::process::id() {
+                slot.leave();
+            } else {
+                core::mem::forget(slot);
+            }
+        }
+    }
+}
+
 self_cell!(
     /// A producer's or consumer's own registration over the shared open channel. Not `Sync`:
     /// its peer record holds one intent at a time.

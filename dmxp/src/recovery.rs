@@ -3,7 +3,7 @@
 //! empty or full.
 
 use std::cell::Cell;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dmxp_nostd::Liveness;
@@ -45,10 +45,26 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     proc_stat(pid).map(|stat| stat.start_time)
 }
 
-/// This process's start time, read once (0 if `/proc` cannot tell).
-pub(crate) fn own_start_time() -> u64 {
-    static START: OnceLock<u64> = OnceLock::new();
-    *START.get_or_init(|| process_start_time(std::process::id()).unwrap_or(0))
+/// This process's start time (0 if `/proc` cannot tell), read once per process.
+///
+/// Cached with the pid it was read for: a child forked after its parent used DMXP inherits the
+/// cache, and registering with the parent's start time would make every checker judge the
+/// child dead (a reused pid) and repair its positions under it. A pid that differs from the
+/// cached one means "forked since": read again.
+pub fn own_start_time() -> u64 {
+    static CACHED: Mutex<Option<(u32, u64)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut cached = CACHED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match *cached {
+        Some((for_pid, start)) if for_pid == pid => start,
+        _ => {
+            let start = process_start_time(pid).unwrap_or(0);
+            *cached = Some((pid, start));
+            start
+        }
+    }
 }
 
 struct Stat {
