@@ -157,6 +157,8 @@ fn open_refuses_a_file_smaller_than_the_header() {
     let dir = TempDir::new("tiny");
     let path = dir.path("tiny");
     std::fs::write(&path, [0u8; 100]).unwrap();
+    // Owner-only, as a DMXP creator makes it (a wider mode is refused before the size check).
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let error = FileSegment::open(&path).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidData, "{error}");
 
@@ -183,6 +185,8 @@ fn open_refuses_a_file_shorter_than_its_recorded_segment_size() {
     // A hand-made file whose header claims more than it has.
     let forged = dir.path("forged");
     let file = std::fs::File::create(&forged).unwrap();
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
     file.set_len(HEADER_SIZE as u64).unwrap();
     file.write_all_at(&(2 * HEADER_SIZE as u64).to_le_bytes(), 24)
         .unwrap();
