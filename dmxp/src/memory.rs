@@ -189,6 +189,17 @@ pub(crate) fn retry_until<T>(
 
 /// Opens (and with `create`, creates if absent) the segment `source` names.
 pub(crate) fn open(source: &Source, options: OpenOptions) -> Result<Backing> {
+    // Before any label is made of it: a control character must not reach a message raw.
+    let bad_name = match source {
+        #[cfg(feature = "shm")]
+        Source::Shm(name) => dmxp_os::check_shm_name(name).err(),
+        #[cfg(feature = "file")]
+        Source::File(path) => dmxp_os::check_path(path).err(),
+        _ => None,
+    };
+    if let Some(error) = bad_name {
+        return Err(Error::new(ErrorKind::InvalidInput, error.to_string()));
+    }
     let label = source.to_string();
     let deadline = Instant::now()
         .checked_add(options.timeout)

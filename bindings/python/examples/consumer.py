@@ -2,12 +2,15 @@
 """Receives and checks the messages a producer sends, one thread per channel.
 
     consumer.py <num_channels> <messages_per_channel> [--segment NAME] [--record FILE]
-                [--idle-exit-ms MS] [--wait SECONDS]
+                [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID] [--mode MODE]
 
 Waits up to --wait seconds (default 30) for the segment and each channel to exist, then
 receives on channels 0..num_channels until it has messages_per_channel distinct messages on
 each (count mode). With --idle-exit-ms it instead stops once no message arrived on any channel
 for MS milliseconds (for several consumers sharing a channel; nothing then counts as missing).
+The segment is used only if this user owns it and its mode is within --mode (octal, default
+0600); --trust-owner UID (repeatable) also accepts that user's segments. A refused segment is
+reported in one line, exit status 1.
 
 Every payload is checked with ``dmxp.pattern`` (length, checksum, filler) and its channel field
 against the channel it arrived on; duplicates (the same (channel, index) twice) and corrupt
@@ -53,7 +56,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=30.0,
         help="seconds to wait for the segment and channels, and (count mode) for a message",
     )
+    parser.add_argument(
+        "--trust-owner",
+        type=int,
+        action="append",
+        default=[],
+        metavar="UID",
+        help="also attach to a segment owned by this uid (repeatable; PROTOCOL.md 3.4)",
+    )
+    parser.add_argument(
+        "--mode",
+        type=octal_mode,
+        default=0o600,
+        metavar="MODE",
+        help="the widest mode (octal) accepted in the segment (default 0600)",
+    )
     return parser.parse_args(argv)
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (a segment name may hold a newline)."""
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
+
+
+def octal_mode(text: str) -> int:
+    """``--mode``: permission bits in octal (``0666``, ``666`` or ``0o666``), at most 0777."""
+    digits = text[2:] if text.lower().startswith("0o") else text
+    try:
+        mode = int(digits, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not within 0777")
+    return mode
 
 
 class Shared:
@@ -146,7 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     consumers = []
     try:
         for channel in range(args.num_channels):
-            consumers.append(dmxp.Consumer(channel, segment=args.segment, wait=args.wait))
+            consumers.append(
+                dmxp.Consumer(
+                    channel,
+                    segment=args.segment,
+                    wait=args.wait,
+                    trust_owner=args.trust_owner,
+                    mode=args.mode,
+                )
+            )
             if not consumers[-1].is_registered:
                 print(
                     f"consumer: channel {channel}: not registered in the peer table: "
@@ -154,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
     except dmxp.DmxpError as e:
-        print(f"consumer: {e}", file=sys.stderr)
+        # A refused segment (UntrustedError), a missing channel, a corrupt segment...: one line.
+        for consumer in consumers:
+            consumer.close()
+        print(f"consumer: {one_line(str(e))}", file=sys.stderr)
         return 1
     shared = Shared()
     receivers = [

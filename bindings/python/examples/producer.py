@@ -3,8 +3,12 @@
 
     producer.py <num_channels> <messages_per_channel> [capacity] [--segment NAME]
                 [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
+                [--trust-owner UID] [--mode MODE]
 
-Opens or creates the segment and each channel (an existing channel is used as it is). Message
+Opens or creates the segment and each channel (an existing channel is used as it is). An
+existing segment is used only if this user owns it and its mode is within --mode (octal,
+default 0600, also the mode of a segment this creates); --trust-owner UID (repeatable) also
+accepts that user's segments. Otherwise it prints the one-line refusal and exits 1. Message
 ``index`` of channel ``c`` is ``dmxp.pattern.encode(c, index, default_len(index))``, for
 indices K..K+messages_per_channel-1. A full ring makes the sender sleep (futex, GIL released)
 until a consumer frees a slot, for at most --full-wait seconds (default 60). Prints one line
@@ -56,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--batch", type=int, default=1, help="send with the batch API, N messages per call"
     )
+    add_trust_options(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.batch <= 4096:
         parser.error("--batch must be between 1 and 4096")
@@ -64,11 +69,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (a segment name may hold a newline)."""
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
+
+
+def octal_mode(text: str) -> int:
+    """``--mode``: permission bits in octal (``0666``, ``666`` or ``0o666``), at most 0777."""
+    digits = text[2:] if text.lower().startswith("0o") else text
+    try:
+        mode = int(digits, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not within 0777")
+    return mode
+
+
+def add_trust_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-owner",
+        type=int,
+        action="append",
+        default=[],
+        metavar="UID",
+        help="also attach to a segment owned by this uid (repeatable; PROTOCOL.md 3.4)",
+    )
+    parser.add_argument(
+        "--mode",
+        type=octal_mode,
+        default=0o600,
+        metavar="MODE",
+        help="mode (octal) of a segment this creates, and the widest accepted in an existing "
+        "one (default 0600)",
+    )
+
+
 class Sender(threading.Thread):
-    def __init__(self, args: argparse.Namespace, channel: int) -> None:
+    def __init__(self, args: argparse.Namespace, channel: int, producer: dmxp.Producer) -> None:
         super().__init__(name=f"producer-{channel}")
         self.args = args
         self.channel = channel
+        self.producer = producer
         self.error: BaseException | None = None
         self.sent = 0
         self.elapsed = 0.0
@@ -81,15 +123,7 @@ class Sender(threading.Thread):
 
     def send_all(self) -> None:
         args, channel = self.args, self.channel
-        with dmxp.Producer(
-            channel, capacity=args.capacity, segment=args.segment, size=args.size
-        ) as producer:
-            if not producer.is_registered:
-                print(
-                    f"producer: channel {channel}: not registered in the peer table: "
-                    "no crash protection",
-                    file=sys.stderr,
-                )
+        with self.producer as producer:
             started = time.perf_counter()
             end = args.first_index + args.messages_per_channel
             index = args.first_index
@@ -113,10 +147,44 @@ class Sender(threading.Thread):
             self.sent = index - args.first_index
 
 
+def open_producers(args: argparse.Namespace) -> list[dmxp.Producer]:
+    """Opens (or creates) every channel before any thread starts, so that a segment that is
+    refused is reported once."""
+    producers: list[dmxp.Producer] = []
+    try:
+        for channel in range(args.num_channels):
+            producer = dmxp.Producer(
+                channel,
+                capacity=args.capacity,
+                segment=args.segment,
+                size=args.size,
+                trust_owner=args.trust_owner,
+                mode=args.mode,
+            )
+            producers.append(producer)
+            if not producer.is_registered:
+                print(
+                    f"producer: channel {channel}: not registered in the peer table: "
+                    "no crash protection",
+                    file=sys.stderr,
+                )
+    except BaseException:
+        for opened in producers:
+            opened.close()
+        raise
+    return producers
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    senders = [Sender(args, channel) for channel in range(args.num_channels)]
+    try:
+        producers = open_producers(args)
+    except dmxp.DmxpError as e:
+        # A refused segment (UntrustedError), a bad name, a corrupt segment...: one line.
+        print(f"producer: {one_line(str(e))}", file=sys.stderr)
+        return 1
+    senders = [Sender(args, channel, p) for channel, p in enumerate(producers)]
     for sender in senders:
         sender.start()
     for sender in senders:

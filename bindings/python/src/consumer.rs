@@ -12,7 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::buffers::with_writable;
 use crate::errors;
-use crate::open::{self, OpenChannel, Target, Wait};
+use crate::open::{self, OpenChannel, Target, Trust, Wait};
 use crate::peer::{Handle, Lease, Peer};
 
 /// Bound on consecutive lost or corrupt positions passed over in one call.
@@ -276,9 +276,12 @@ impl Consumer {
     /// `wait`: seconds to keep retrying while the segment or the channel does not exist yet
     /// (default 0: raise NotFoundError at once). `timeout`: seconds to wait for a segment or
     /// channel another process is still creating. `idle_timeout`: how long iteration waits
-    /// for the next message before it stops (None: forever).
+    /// for the next message before it stops (None: forever). `trust_owner`: a uid (or
+    /// several) whose segments are accepted besides this user's own; `mode`: the widest
+    /// permission bits accepted (PROTOCOL.md §3.4). Anything else raises UntrustedError.
     #[new]
-    #[pyo3(signature = (channel_id, segment = "/dmxp_alloc".to_owned(), timeout = 5.0, wait = 0.0, idle_timeout = None))]
+    #[pyo3(signature = (channel_id, segment = "/dmxp_alloc".to_owned(), timeout = 5.0, wait = 0.0, idle_timeout = None, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         channel_id: u32,
@@ -286,7 +289,10 @@ impl Consumer {
         timeout: f64,
         wait: f64,
         idle_timeout: Option<f64>,
+        trust_owner: Option<&Bound<'_, PyAny>>,
+        mode: i64,
     ) -> PyResult<Self> {
+        let trust = Trust::from_args(py, trust_owner, mode)?;
         let timeout = open::seconds(py, timeout, "timeout")?.unwrap_or(Duration::MAX);
         let wait = open::seconds(py, wait, "wait")?.unwrap_or(Duration::MAX);
         let idle_timeout = match idle_timeout {
@@ -302,6 +308,7 @@ impl Consumer {
                 size: 0,
                 timeout,
                 wait,
+                trust,
             },
         )?;
         Ok(Self {

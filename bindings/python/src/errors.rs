@@ -104,6 +104,15 @@ pub(crate) fn from_facade(py: Python<'_>, error: &dmxp::Error) -> PyErr {
         ErrorKind::InvalidInput => new_error(py, "InvalidInputError", message, &[]),
         ErrorKind::OutOfSpace => new_error(py, "OutOfSpaceError", message, &[]),
         ErrorKind::Busy => new_error(py, "BusyError", message, &[]),
+        ErrorKind::Untrusted { owner, mode } => new_error(
+            py,
+            "UntrustedError",
+            message,
+            &[
+                ("owner", owner.map(u64::from)),
+                ("mode", mode.map(u64::from)),
+            ],
+        ),
         ErrorKind::Io(_) => {
             let errno = std::error::Error::source(error)
                 .and_then(|source| source.downcast_ref::<std::io::Error>())

@@ -52,13 +52,21 @@ pub(crate) fn repair_report<'py>(
 /// found), start_time, channel_id, intent_count, intent_position, and whether its process is
 /// alive now (`alive`, judged as crash recovery does). Empty when no handle has registered
 /// yet. Raises NotFoundError when there is no such segment, CorruptError when its
-/// peer_table_offset is invalid.
+/// peer_table_offset is invalid, UntrustedError when the segment is not one to attach to
+/// (`trust_owner` and `mode` as for `Consumer`).
 #[pyfunction]
-#[pyo3(signature = (segment = "/dmxp_alloc".to_owned()))]
-fn peers(py: Python<'_>, segment: String) -> PyResult<Bound<'_, PyList>> {
+#[pyo3(signature = (segment = "/dmxp_alloc".to_owned(), *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64))]
+fn peers<'py>(
+    py: Python<'py>,
+    segment: String,
+    trust_owner: Option<&Bound<'py, PyAny>>,
+    mode: i64,
+) -> PyResult<Bound<'py, PyList>> {
+    let trust = open::Trust::from_args(py, trust_owner, mode)?;
     let found = py
         .detach(|| {
-            dmxp::ChannelBuilder::new()
+            trust
+                .apply(dmxp::ChannelBuilder::new())
                 .with_segment_name(segment)
                 .attach_allocator()
                 .and_then(|allocator| allocator.peers())

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use dmxp::core::{Channel, Segment};
 use dmxp::{ChannelBuilder, ErrorKind, FutexWait, SharedMemory};
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
 use self_cell::self_cell;
 
 use crate::errors;
@@ -45,6 +46,88 @@ pub(crate) struct Target {
     pub timeout: Duration,
     /// How long to keep retrying while the segment or channel does not exist (consumer).
     pub wait: Duration,
+    /// Which existing segments to attach to.
+    pub trust: Trust,
+}
+
+/// The attach rule asked for (PROTOCOL.md §3.4): owners trusted besides this process's own
+/// user, and the mode of a created segment, which is also the widest mode accepted in an
+/// existing one.
+#[derive(Clone, Debug)]
+pub(crate) struct Trust {
+    pub owners: Vec<u32>,
+    pub mode: u32,
+}
+
+impl Trust {
+    /// From the `trust_owner` and `mode` arguments: `trust_owner` is `None`, one uid, or an
+    /// iterable of uids; `mode` holds permission bits only (at most `0o777`). How many owners
+    /// may be trusted is the facade's rule (it refuses more than four when opening).
+    pub fn from_args(
+        py: Python<'_>,
+        trust_owner: Option<&Bound<'_, PyAny>>,
+        mode: i64,
+    ) -> PyResult<Self> {
+        let Some(mode) = u32::try_from(mode).ok().filter(|m| m & !0o777 == 0) else {
+            let shown = if mode < 0 {
+                mode.to_string()
+            } else {
+                format!("{mode:#o}")
+            };
+            return Err(errors::invalid(
+                py,
+                format!("mode {shown} is not permission bits (0 to 0o777)"),
+            ));
+        };
+        let owners = match trust_owner {
+            None => Vec::new(),
+            // An int (or anything usable as one): a single uid.
+            Some(value) if value.hasattr("__index__")? => vec![uid(py, value)?],
+            Some(value)
+                if value.is_instance_of::<PyString>() || value.is_instance_of::<PyBytes>() =>
+            {
+                return Err(not_uids(py, value));
+            }
+            Some(value) => {
+                let items = value.try_iter().map_err(|_| not_uids(py, value))?;
+                items
+                    .map(|item| uid(py, &item?))
+                    .collect::<PyResult<Vec<u32>>>()?
+            }
+        };
+        Ok(Self { owners, mode })
+    }
+
+    /// `builder` with this rule applied.
+    pub fn apply(&self, builder: ChannelBuilder) -> ChannelBuilder {
+        self.owners
+            .iter()
+            .fold(builder, |b, &uid| b.with_trust_owner(uid))
+            .with_mode(self.mode)
+    }
+}
+
+/// One uid of `trust_owner` (0 to 2**32 - 1).
+fn uid(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<u32> {
+    value
+        .extract::<u32>()
+        .map_err(|_| errors::invalid(py, format!("trust_owner: {} is not a uid", repr(value))))
+}
+
+fn not_uids(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyErr {
+    errors::invalid(
+        py,
+        format!(
+            "trust_owner is a uid or a sequence of uids, not {}",
+            repr(value)
+        ),
+    )
+}
+
+fn repr(value: &Bound<'_, PyAny>) -> String {
+    value
+        .repr()
+        .map_or_else(|_| "that value".to_owned(), |r| r.to_string())
 }
 
 /// Seconds from Python to a duration; `None` for "no limit" (negative or infinite).
@@ -140,7 +223,9 @@ enum OpenError {
 }
 
 fn open_once(target: &Target) -> Result<Opened, OpenError> {
-    let builder = ChannelBuilder::new()
+    let builder = target
+        .trust
+        .apply(ChannelBuilder::new())
         .with_segment_name(target.segment.clone())
         .with_segment_size(target.size)
         .with_timeout(target.timeout)

@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::buffers::{with_bytes, Payloads};
 use crate::errors;
-use crate::open::{self, OpenChannel, Target, Wait};
+use crate::open::{self, OpenChannel, Target, Trust, Wait};
 use crate::peer::{Handle, Lease, Peer};
 
 /// Sends messages on one channel of a segment; creates the segment and the channel if they do
@@ -139,9 +139,12 @@ impl Producer {
     /// `capacity`: ring slots if this creates the channel (a power of two >= 2; an existing
     /// channel keeps its own). `segment`: POSIX shm name. `size`: bytes of a segment this
     /// creates. `timeout`: seconds to wait for a segment or channel another process is still
-    /// creating.
+    /// creating. `mode`: permission bits of a segment this creates, and the widest accepted in
+    /// an existing one; `trust_owner`: a uid (or several) whose existing segments are accepted
+    /// besides this user's own (PROTOCOL.md §3.4). Anything else raises UntrustedError.
     #[new]
-    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0))]
+    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         channel_id: u32,
@@ -149,8 +152,11 @@ impl Producer {
         segment: String,
         size: usize,
         timeout: f64,
+        trust_owner: Option<&Bound<'_, PyAny>>,
+        mode: i64,
     ) -> PyResult<Self> {
         let timeout = open::seconds(py, timeout, "timeout")?.unwrap_or(Duration::MAX);
+        let trust = Trust::from_args(py, trust_owner, mode)?;
         let opened = open::open(
             py,
             &Target {
@@ -160,6 +166,7 @@ impl Producer {
                 size,
                 timeout,
                 wait: Duration::ZERO,
+                trust,
             },
         )?;
         Ok(Self {

@@ -15,6 +15,13 @@ Segments are POSIX shm objects by name (default ``/dmxp_alloc``, i.e. ``/dev/shm
 (processes racing to do so get one of each); a ``Consumer`` needs them to exist (its ``wait``
 argument retries for a while).
 
+Trust (``docs/PROTOCOL.md`` section 3.4): an existing segment is attached to only if this
+process's effective user owns it and its mode grants nothing outside ``mode`` (default
+``0o600``); anything else raises :class:`UntrustedError` naming its owner and mode, before
+anything is mapped. ``trust_owner=uid`` (or a list of up to four uids) also accepts that
+user's segments, and ``mode=0o660`` (say) accepts -- and creates -- a wider mode; the two are
+separate, explicit opt-ins. Names with control characters raise :class:`InvalidInputError`.
+
 Timeouts -- every ``timeout=`` argument of a send or receive:
 
 * ``None``: do not wait. ``receive()`` returns ``None`` when the channel is empty; ``send()``
@@ -103,6 +110,7 @@ from .errors import (
     TimeoutError,
     TooLargeError,
     UnsupportedVersionError,
+    UntrustedError,
 )
 
 #: A ``timeout`` that never expires.
@@ -144,6 +152,7 @@ __all__ = [
     "TimeoutError",
     "TooLargeError",
     "UnsupportedVersionError",
+    "UntrustedError",
     "VERSION",
     "errors",
     "futex_wake_calls",

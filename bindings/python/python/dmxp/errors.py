@@ -11,6 +11,7 @@ raise these classes.
 from __future__ import annotations
 
 import builtins
+import errno as _errno
 
 __all__ = [
     "DmxpError",
@@ -30,6 +31,7 @@ __all__ = [
     "PeerTableFullError",
     "BusyError",
     "IoError",
+    "UntrustedError",
     "ClosedError",
 ]
 
@@ -141,6 +143,28 @@ class BusyError(DmxpError):
 
 class IoError(DmxpError, OSError):
     """An operating-system call failed; ``errno`` is set when the OS gave one."""
+
+
+class UntrustedError(DmxpError, PermissionError):
+    """The object found under the segment's name is not one to attach to (PROTOCOL.md
+    section 3.4): another user owns it, or it grants more than the ``mode`` asked for.
+
+    Anyone may create a shm object under a name before its real creator runs; its owner can
+    then read and rewrite every message. Nothing was mapped or written. ``owner`` is the
+    object's owner uid and ``mode`` its permission bits, when known (else ``None``); the
+    message names both. Pass ``trust_owner=owner`` and ``mode=mode`` to accept it on purpose.
+
+    Also a builtin :class:`PermissionError` (``errno`` is ``EACCES``).
+    """
+
+    def __init__(self, message: str, owner: int | None = None, mode: int | None = None) -> None:
+        super().__init__(message)
+        # Set after construction: as OSError arguments they would change str(self).
+        self.errno = _errno.EACCES
+        #: The object's owner uid, or None.
+        self.owner = owner
+        #: The object's permission bits (``st_mode & 0o7777``), or None.
+        self.mode = mode
 
 
 class ClosedError(DmxpError, ValueError):
