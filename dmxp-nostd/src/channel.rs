@@ -65,6 +65,9 @@ pub struct BatchReceived {
     pub dropped: usize,
     /// Of `dropped`, the lost-message tombstones (PROTOCOL.md §6.4, §11.6).
     pub lost: usize,
+    /// Positions whose claim a repair revoked before this receiver freed them (PROTOCOL.md
+    /// §11.7): not delivered, not counted in `dropped`.
+    pub revoked: usize,
 }
 
 /// Calls the channel's test hook, if the `test-hooks` feature is on and a hook is set.
@@ -283,6 +286,66 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         (unfreed && (head.wrapping_sub(previous) as i64) > 0).then_some(previous)
     }
 
+    /// Tombstones position `p` (a LOST marker naming `sender_pid`/`sender_runtime`) if it is
+    /// still claimed and unpublished: metadata first, then a CAS `p → p + 1`, so a claimer
+    /// that publishes meanwhile wins and the tombstone is not written over its message's state
+    /// (PROTOCOL.md §11.6, §11.7). True when the tombstone was published.
+    pub(crate) fn tombstone(&self, p: u64, sender_pid: u32, sender_runtime: u16) -> bool {
+        let slot = self.slot(p);
+        if slot.sequence.load(Acquire) != p {
+            return false;
+        }
+        slot.meta.store(&MessageMeta {
+            message_id: p,
+            channel_id: self.geometry.id,
+            sender_pid,
+            sender_runtime,
+            flags: message_flags::LOST,
+            ..MessageMeta::default()
+        });
+        slot.sequence
+            .compare_exchange(p, p.wrapping_add(1), Release, Relaxed)
+            .is_ok()
+    }
+
+    /// Frees position `p` for the next lap if it is still published and unfreed: a CAS
+    /// `p + 1 → p + capacity`, so a claimer that frees it meanwhile wins. True when freed.
+    pub(crate) fn force_free(&self, p: u64) -> bool {
+        self.slot(p)
+            .sequence
+            .compare_exchange(
+                p.wrapping_add(1),
+                p.wrapping_add(self.geometry.capacity),
+                Release,
+                Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Unblocks the ring past a position that a **live** peer has held for longer than the
+    /// unblock timeout (PROTOCOL.md §11.8): the position at `head` that `stuck_receive_position`
+    /// reports is tombstoned, or the slot `stuck_send_position` reports is freed. The holder
+    /// keeps its record and learns by `Revoked` when it resumes. `position` is the one the
+    /// caller saw stuck for that long; nothing is done if the ring has moved past it since.
+    /// True when something was repaired.
+    pub fn unblock(&self, position: u64, role: PeerRole) -> bool {
+        let repaired = match role {
+            PeerRole::Producer => {
+                self.stuck_receive_position() == Some(position) && self.tombstone(position, 0, 0)
+            }
+            PeerRole::Consumer => {
+                self.stuck_send_position() == Some(position) && self.force_free(position)
+            }
+        };
+        if repaired {
+            match role {
+                PeerRole::Producer => self.notify_consumers(),
+                PeerRole::Consumer => self.notify_producers(),
+            }
+        }
+        repaired
+    }
+
     // ------------------------------------------------------------------ claiming positions
 
     /// Claims up to `max` consecutive free positions with one CAS on `tail`. A registered
@@ -418,9 +481,12 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
 
     // ------------------------------------------------------------------ slot contents
 
-    fn write_slot(&self, position: u64, payload: &[u8], meta: &SendMeta, flags: u16) {
+    /// Writes and publishes one claimed position; false when the claim was revoked
+    /// (PROTOCOL.md §11.7).
+    #[must_use]
+    fn write_slot(&self, position: u64, payload: &[u8], meta: &SendMeta, flags: u16) -> bool {
         payload::store(&self.slot(position).payload, payload);
-        self.publish_slot(position, payload.len(), meta, flags);
+        self.publish_slot(position, payload.len(), meta, flags)
     }
 
     /// Ends a producer's intent after its last publish.
@@ -437,10 +503,18 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         hook!(self, RecvIntentCleared, _position);
     }
 
-    /// Stores the meta of a claimed position whose payload is in place, then publishes it.
+    /// Stores the meta of a claimed position whose payload is in place, then publishes it by
+    /// a CAS from the claimed state. False when a repair revoked the claim meanwhile
+    /// (PROTOCOL.md §11.7): nothing more is stored, and the slot's state is left as the
+    /// repair made it.
     #[inline(always)]
-    fn publish_slot(&self, position: u64, len: usize, meta: &SendMeta, flags: u16) {
+    #[must_use]
+    fn publish_slot(&self, position: u64, len: usize, meta: &SendMeta, flags: u16) -> bool {
         let slot = self.slot(position);
+        // Tombstoned while we copied: leave the tombstone's metadata alone.
+        if slot.sequence.load(Relaxed) != position {
+            return false;
+        }
         slot.meta.store(&MessageMeta {
             message_id: position,
             timestamp_ns: meta.timestamp_ns,
@@ -453,8 +527,12 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             reserved: 0,
         });
         hook!(self, SendWritten, position);
-        slot.sequence.store(position.wrapping_add(1), Release);
+        let published = slot
+            .sequence
+            .compare_exchange(position, position.wrapping_add(1), Release, Relaxed)
+            .is_ok();
         hook!(self, SendPublished, position);
+        published
     }
 
     fn read_content(&self, position: u64) -> Content {
@@ -470,14 +548,25 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         }
     }
 
-    /// Frees the slot of a consumed position for the producer one lap later.
+    /// Frees the slot of a consumed position for the producer one lap later, by a CAS from
+    /// the claimed state. False when a repair freed it first (PROTOCOL.md §11.7): what was read
+    /// from it may be the next lap's, and the slot's state is left alone.
     #[inline(always)]
-    fn release(&self, position: u64) {
+    #[must_use]
+    fn release(&self, position: u64) -> bool {
         hook!(self, RecvCopied, position);
-        self.slot(position)
+        let freed = self
+            .slot(position)
             .sequence
-            .store(position.wrapping_add(self.geometry.capacity), Release);
+            .compare_exchange(
+                position.wrapping_add(1),
+                position.wrapping_add(self.geometry.capacity),
+                Release,
+                Relaxed,
+            )
+            .is_ok();
         hook!(self, RecvFreed, position);
+        freed
     }
 
     /// Wakes sleepers on `word` if any registered. The SeqCst fence orders our publication
@@ -526,15 +615,22 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     pub fn try_send(&self, payload: &[u8], meta: &SendMeta) -> Result<u64, SendError> {
         Self::check_outgoing(payload, meta)?;
         let (position, _) = self.claim_send(1)?;
-        self.write_slot(position, payload, meta, meta.flags);
+        let published = self.write_slot(position, payload, meta, meta.flags);
         self.end_send_intent(position);
+        if !published {
+            return Err(SendError::Revoked {
+                message_id: position,
+            });
+        }
         self.notify_consumers();
         Ok(position)
     }
 
     /// Sends as many of `payloads` as there are free slots for, claimed with one CAS, in order.
     /// Returns how many were sent (at least one), or `Full` when none could be. Every payload
-    /// is checked before anything is sent.
+    /// is checked before anything is sent. If a repair revoked some of the claimed positions
+    /// (PROTOCOL.md §11.7), the others are still published and the call fails with
+    /// `Revoked` naming the first revoked one.
     pub fn try_send_batch<P: AsRef<[u8]>>(
         &self,
         payloads: &[P],
@@ -547,17 +643,19 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             Self::check_outgoing(payload.as_ref(), meta)?;
         }
         let (first, count) = self.claim_send(payloads.len() as u64)?;
+        let mut revoked = None;
         for (offset, payload) in payloads.iter().take(count as usize).enumerate() {
-            self.write_slot(
-                first.wrapping_add(offset as u64),
-                payload.as_ref(),
-                meta,
-                meta.flags,
-            );
+            let position = first.wrapping_add(offset as u64);
+            if !self.write_slot(position, payload.as_ref(), meta, meta.flags) {
+                revoked.get_or_insert(position);
+            }
         }
         self.end_send_intent(first.wrapping_add(count - 1));
         self.notify_consumers();
-        Ok(count as usize)
+        match revoked {
+            Some(message_id) => Err(SendError::Revoked { message_id }),
+            None => Ok(count as usize),
+        }
     }
 
     /// Claims a slot to be written in place. Commit it with [`SendLoan::commit`]; a loan dropped
@@ -606,23 +704,24 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 Content::Message(meta, len) => {
                     let Some(dst) = buf.get_mut(..len) else {
                         // Only a peer rewriting a published slot gets here.
-                        self.finish_recv(position);
+                        self.finish_recv(position)?;
                         return Err(RecvError::Corrupt {
                             message_id: position,
                             payload_len: meta.payload_len,
                         });
                     };
                     payload::load(&self.slot(position).payload, dst);
-                    self.finish_recv(position);
+                    // Revoked: the copy may be the next lap's bytes; it is not delivered.
+                    self.finish_recv(position)?;
                     return Ok(Received { meta, len });
                 }
-                Content::Skip => self.finish_recv(position),
+                Content::Skip => self.finish_recv(position)?,
                 Content::Lost(message_id) => {
-                    self.finish_recv(position);
+                    self.finish_recv(position)?;
                     return Err(RecvError::Lost { message_id });
                 }
                 Content::Corrupt(message_id, payload_len) => {
-                    self.finish_recv(position);
+                    self.finish_recv(position)?;
                     return Err(RecvError::Corrupt {
                         message_id,
                         payload_len,
@@ -634,12 +733,19 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     }
 
     /// After a single receive has copied (or dropped) its position: frees it, ends the intent,
-    /// wakes producers.
+    /// wakes producers. `Revoked` when a repair freed the position first (nothing was freed
+    /// by us, so nobody is woken).
     #[inline(always)]
-    fn finish_recv(&self, position: u64) {
-        self.release(position);
+    fn finish_recv(&self, position: u64) -> Result<(), RecvError> {
+        let freed = self.release(position);
         self.end_recv_intent(position);
+        if !freed {
+            return Err(RecvError::Revoked {
+                message_id: position,
+            });
+        }
         self.notify_producers();
+        Ok(())
     }
 
     /// Receives up to `max` messages claimed with one CAS, calling `deliver` for each with its
@@ -665,7 +771,11 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             if let Content::Message(_, len) = content {
                 payload::load(&self.slot(position).payload, &mut buf[..len]);
             }
-            self.release(position);
+            if !self.release(position) {
+                // Freed under us by a repair: what we read may be the next lap's.
+                outcome.revoked += 1;
+                continue;
+            }
             match content {
                 Content::Message(meta, len) => {
                     outcome.delivered += 1;
@@ -696,6 +806,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                         channel: self,
                         position,
                         meta,
+                        released: false,
                     })
                 }
                 Content::Skip => None,
@@ -705,7 +816,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     payload_len,
                 }),
             };
-            self.finish_recv(position);
+            self.finish_recv(position)?;
             if let Some(error) = error {
                 return Err(error);
             }
@@ -809,7 +920,8 @@ impl<W: WaitStrategy> ClaimedRange<'_, '_, W> {
 impl<W: WaitStrategy> Drop for ClaimedRange<'_, '_, W> {
     fn drop(&mut self) {
         while let Some(position) = self.take() {
-            self.channel.release(position);
+            // A revoked position was freed by its repair already; nothing to undo.
+            let _ = self.channel.release(position);
         }
         self.channel.end_recv_intent(self.end.wrapping_sub(1));
     }
@@ -833,8 +945,9 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
         PayloadMut::new(&self.channel.slot(self.position).payload)
     }
 
-    /// Publishes the first `len` bytes of the payload area with `meta`. On error the slot is
-    /// published as a skip marker instead.
+    /// Publishes the first `len` bytes of the payload area with `meta`. On an argument error
+    /// the slot is published as a skip marker instead; `Revoked` when a repair tombstoned the
+    /// position while it was on loan (PROTOCOL.md §11.7).
     pub fn commit(mut self, len: usize, meta: &SendMeta) -> Result<u64, SendError> {
         if len > MSG_INLINE {
             return Err(SendError::TooLarge {
@@ -851,22 +964,30 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
             let keep = (1u64 << ((len % 8) * 8)) - 1;
             word.store(word.load(Relaxed) & keep, Relaxed);
         }
-        self.publish(len, meta, meta.flags);
+        if !self.publish(len, meta, meta.flags) {
+            return Err(SendError::Revoked {
+                message_id: self.position,
+            });
+        }
         Ok(self.position)
     }
 
-    fn publish(&mut self, len: usize, meta: &SendMeta, flags: u16) {
-        self.channel.publish_slot(self.position, len, meta, flags);
+    fn publish(&mut self, len: usize, meta: &SendMeta, flags: u16) -> bool {
+        let published = self.channel.publish_slot(self.position, len, meta, flags);
         self.published = true;
         self.channel.end_send_intent(self.position);
-        self.channel.notify_consumers();
+        if published {
+            self.channel.notify_consumers();
+        }
+        published
     }
 }
 
 impl<W: WaitStrategy> Drop for SendLoan<'_, '_, W> {
     fn drop(&mut self) {
         if !self.published {
-            self.publish(0, &SendMeta::default(), message_flags::SKIP);
+            // Revoked or not, the position no longer stalls the ring.
+            let _ = self.publish(0, &SendMeta::default(), message_flags::SKIP);
         }
     }
 }
@@ -876,6 +997,7 @@ pub struct RecvGuard<'c, 'a, W: WaitStrategy = SpinWait> {
     channel: &'c Channel<'a, W>,
     position: u64,
     meta: MessageMeta,
+    released: bool,
 }
 
 impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
@@ -893,8 +1015,22 @@ impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
     }
 }
 
+impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
+    /// Frees the slot and says whether what was read through the guard was this message:
+    /// `Revoked` when a repair freed the slot first (the guard was held past the unblock
+    /// timeout, or its process was judged dead; PROTOCOL.md §11.7), in which case the bytes
+    /// read may belong to the next message in the slot and must be discarded. Dropping the
+    /// guard frees it the same way without the answer.
+    pub fn release(mut self) -> Result<(), RecvError> {
+        self.released = true;
+        self.channel.finish_recv(self.position)
+    }
+}
+
 impl<W: WaitStrategy> Drop for RecvGuard<'_, '_, W> {
     fn drop(&mut self) {
-        self.channel.finish_recv(self.position);
+        if !self.released {
+            let _ = self.channel.finish_recv(self.position);
+        }
     }
 }

@@ -280,6 +280,11 @@ pub enum SendError {
     Busy,
     /// A blocking send's wait strategy gave up.
     TimedOut,
+    /// The claim on position `message_id` was revoked before it was published: a peer judged
+    /// this sender dead or stopped and tombstoned the position (PROTOCOL.md §11.7). The
+    /// message may still have been delivered (once) if the sender was stopped just before
+    /// publishing; it must not be assumed sent.
+    Revoked { message_id: u64 },
 }
 
 impl fmt::Display for SendError {
@@ -294,6 +299,11 @@ impl fmt::Display for SendError {
             }
             SendError::Busy => write!(f, "gave up after too many contended retries"),
             SendError::TimedOut => write!(f, "timed out waiting for a free slot"),
+            SendError::Revoked { message_id } => write!(
+                f,
+                "the claim on position {message_id} was revoked by a repair before it was \
+                 published (this sender was judged dead or stopped)"
+            ),
         }
     }
 }
@@ -313,6 +323,10 @@ pub enum RecvError {
     Busy,
     /// A blocking receive's wait strategy gave up.
     TimedOut,
+    /// The claim on position `message_id` was revoked before the slot was freed: a peer judged
+    /// this receiver dead or stopped and freed the slot under it (PROTOCOL.md §11.7). What was
+    /// read may belong to the next message in the slot, so nothing is delivered.
+    Revoked { message_id: u64 },
 }
 
 impl fmt::Display for RecvError {
@@ -333,6 +347,11 @@ impl fmt::Display for RecvError {
             RecvError::Lost { message_id } => {
                 write!(f, "message {message_id} lost: its producer died mid-send")
             }
+            RecvError::Revoked { message_id } => write!(
+                f,
+                "the claim on message {message_id} was revoked by a repair before it was \
+                 freed (this receiver was judged dead or stopped); nothing delivered"
+            ),
             RecvError::Busy => write!(f, "gave up after too many contended retries"),
             RecvError::TimedOut => write!(f, "timed out waiting for a message"),
         }

@@ -210,7 +210,9 @@ pub struct PeerRecord {
     pub intent_count: u32,
     /// First position of the intent.
     pub intent_position: u64,
-    pub reserved: [u8; 32],
+    /// Inode of the owner's pid namespace (PROTOCOL.md §11.5); 0 = unknown.
+    pub pid_ns: u64,
+    pub reserved: [u8; 24],
 }
 
 /// One ring slot.
@@ -281,7 +283,8 @@ const_assert_eq!(core::mem::offset_of!(PeerRecord, start_time), 8);
 const_assert_eq!(core::mem::offset_of!(PeerRecord, channel_id), 16);
 const_assert_eq!(core::mem::offset_of!(PeerRecord, intent_count), 20);
 const_assert_eq!(core::mem::offset_of!(PeerRecord, intent_position), 24);
-const_assert_eq!(core::mem::offset_of!(PeerRecord, reserved), 32);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, pid_ns), 32);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, reserved), 40);
 const_assert_eq!(PEER_TABLE_SIZE, 16_384);
 const_assert_eq!(PEER_TABLE_SIZE % SLOT_ALIGN, 0);
 
@@ -369,7 +372,8 @@ pub struct AtomicPeerRecord {
     pub channel_id: AtomicU32,
     pub intent_count: AtomicU32,
     pub intent_position: AtomicU64,
-    pub reserved: Reserved<4>,
+    pub pid_ns: AtomicU64,
+    pub reserved: Reserved<3>,
 }
 
 /// Live view of [`Slot`]. The payload is held as 64-bit words so that copies are word-sized
@@ -405,7 +409,8 @@ mod live_layout_assertions {
     const_assert_eq!(offset_of!(AtomicPeerRecord, channel_id), 16);
     const_assert_eq!(offset_of!(AtomicPeerRecord, intent_count), 20);
     const_assert_eq!(offset_of!(AtomicPeerRecord, intent_position), 24);
-    const_assert_eq!(offset_of!(AtomicPeerRecord, reserved), 32);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, pid_ns), 32);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, reserved), 40);
 
     const_assert_eq!(size_of::<AtomicChannelEntry>(), CHANNEL_ENTRY_SIZE);
     const_assert_eq!(align_of::<AtomicChannelEntry>(), 128);
@@ -490,7 +495,8 @@ impl AtomicPeerRecord {
             channel_id: self.channel_id.load(Relaxed),
             intent_count: self.intent_count.load(Relaxed),
             intent_position: self.intent_position.load(Relaxed),
-            reserved: [0; 32],
+            pid_ns: self.pid_ns.load(Relaxed),
+            reserved: [0; 24],
         }
     }
 }
@@ -583,6 +589,7 @@ mod loom_constructors {
                 channel_id: AtomicU32::new(0),
                 intent_count: AtomicU32::new(0),
                 intent_position: AtomicU64::new(0),
+                pid_ns: AtomicU64::new(0),
                 reserved: reserved(),
             }
         }

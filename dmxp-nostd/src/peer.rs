@@ -18,9 +18,7 @@ use core::marker::PhantomData;
 
 use crate::channel::Channel;
 use crate::error::Error;
-use crate::layout::{
-    message_flags, peer_role, AtomicPeerRecord, MessageMeta, PeerRecord, MAX_CHANNELS,
-};
+use crate::layout::{peer_role, AtomicPeerRecord, PeerRecord, MAX_CHANNELS, PEER_RECORDS};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use crate::wait::WaitStrategy;
 
@@ -29,6 +27,53 @@ use crate::wait::WaitStrategy;
 /// owner is dead.
 pub trait Liveness {
     fn is_alive(&self, pid: u32, start_time: u64) -> bool;
+
+    /// Whether this checker can judge a record registered in pid namespace `pid_ns`
+    /// (PROTOCOL.md §11.5): a pid from another namespace means nothing here, so its record
+    /// counts as alive. `pid_ns == 0` (not recorded) is always judged. The default judges
+    /// everything (a checker that cannot tell namespaces apart).
+    fn judges(&self, pid_ns: u64) -> bool {
+        let _ = pid_ns;
+        true
+    }
+}
+
+/// Liveness of the records of one repair pass, asked of the [`Liveness`] at most once per
+/// record (while its owner stays the same): a pass over `n` records and `capacity` stuck
+/// positions then makes O(n) liveness checks, not O(n² × capacity).
+struct Judged<'l, L: Liveness> {
+    liveness: &'l L,
+    /// Per record index: (pid, start time) judged, and the verdict.
+    seen: [(u32, u64, bool); PEER_RECORDS],
+}
+
+impl<'l, L: Liveness> Judged<'l, L> {
+    fn new(liveness: &'l L) -> Self {
+        Self {
+            liveness,
+            seen: [(0, 0, false); PEER_RECORDS],
+        }
+    }
+
+    fn alive(
+        &mut self,
+        index: usize,
+        record: &AtomicPeerRecord,
+        pid: u32,
+        start_time: u64,
+    ) -> bool {
+        if let Some(&(seen_pid, seen_start, verdict)) = self.seen.get(index) {
+            if seen_pid == pid && seen_start == start_time && pid != 0 {
+                return verdict;
+            }
+        }
+        let verdict = !self.liveness.judges(record.pid_ns.load(Relaxed))
+            || self.liveness.is_alive(pid, start_time);
+        if let Some(slot) = self.seen.get_mut(index) {
+            *slot = (pid, start_time, verdict);
+        }
+        verdict
+    }
 }
 
 impl<F: Fn(u32, u64) -> bool> Liveness for F {
@@ -127,6 +172,7 @@ impl Drop for PeerSlot<'_> {
             return;
         }
         record.intent_count.store(0, Relaxed);
+        record.pid_ns.store(0, Relaxed);
         // Zeroed before the pid so that the next owner's record never shows our start time
         // next to its pid (a checker would take it for pid reuse and judge it dead).
         record.start_time.store(0, Relaxed);
@@ -137,13 +183,15 @@ impl Drop for PeerSlot<'_> {
 /// Takes a free record of `records` for a handle of `role` on `channel`.
 ///
 /// `pid` must not be 0 (it marks a free record); `start_time` is the process's start time
-/// (0 if unknown: then only pid liveness protects the record against pid reuse).
+/// (0 if unknown: then only pid liveness protects the record against pid reuse); `pid_ns` its
+/// pid namespace (0 if unknown).
 pub fn register_in<'a>(
     records: &'a [AtomicPeerRecord],
     channel: u32,
     role: PeerRole,
     pid: u32,
     start_time: u64,
+    pid_ns: u64,
     runtime: u16,
 ) -> Result<PeerSlot<'a>, Error> {
     if pid == 0 {
@@ -166,6 +214,7 @@ pub fn register_in<'a>(
         record.channel_id.store(channel, Relaxed);
         record.intent_count.store(0, Relaxed);
         record.intent_position.store(0, Relaxed);
+        record.pid_ns.store(pid_ns, Relaxed);
         // Last: until then the record's start time reads 0, "unknown".
         record.start_time.store(start_time, Release);
         return Ok(PeerSlot {
@@ -246,6 +295,7 @@ pub fn repair_channel<W: WaitStrategy, L: Liveness>(
     my_start_time: u64,
 ) -> RepairReport {
     let mut report = RepairReport::default();
+    let mut judged = Judged::new(liveness);
     for (index, record) in records.iter().enumerate() {
         let dead_pid = record.pid.load(Acquire);
         // Our own pid is alive by definition (a torn read never makes us judge ourselves).
@@ -257,7 +307,7 @@ pub fn repair_channel<W: WaitStrategy, L: Liveness>(
             continue;
         }
         let start_time = record.start_time.load(Acquire);
-        if liveness.is_alive(dead_pid, start_time) {
+        if judged.alive(index, record, dead_pid, start_time) {
             continue;
         }
         // A checker that sees our pid here next must not see the dead owner's start time
@@ -293,12 +343,13 @@ pub fn repair_channel<W: WaitStrategy, L: Liveness>(
                     pid: dead_pid,
                     runtime: record.runtime.load(Relaxed),
                 };
-                repair_intent(channel, records, &dead, liveness, my_pid, &mut report)
+                repair_intent(channel, records, &dead, &mut judged, my_pid, &mut report)
             }
         };
         match done {
             Done::Complete => {
                 record.intent_count.store(0, Relaxed);
+                record.pid_ns.store(0, Relaxed);
                 record.start_time.store(0, Relaxed);
                 record.pid.store(0, Release);
                 report.records_freed += 1;
@@ -334,7 +385,7 @@ fn repair_intent<W: WaitStrategy, L: Liveness>(
     channel: &Channel<'_, W>,
     records: &[AtomicPeerRecord],
     dead: &Dead,
-    liveness: &L,
+    judged: &mut Judged<'_, L>,
     my_pid: u32,
     report: &mut RepairReport,
 ) -> Done {
@@ -366,7 +417,7 @@ fn repair_intent<W: WaitStrategy, L: Liveness>(
         if slot.sequence.load(Acquire) != stuck(p) {
             continue;
         }
-        if covered(channel.id(), records, dead.index, role, p, liveness, my_pid) {
+        if covered(channel.id(), records, dead.index, role, p, judged, my_pid) {
             done = Done::Deferred;
             continue;
         }
@@ -374,21 +425,19 @@ fn repair_intent<W: WaitStrategy, L: Liveness>(
         if slot.sequence.load(Acquire) != stuck(p) {
             continue;
         }
+        // By CAS from the stuck state: an owner that was alive after all and finishes now wins,
+        // and its slot state is never written over (PROTOCOL.md §11.7).
         match role {
             PeerRole::Producer => {
-                slot.meta.store(&MessageMeta {
-                    message_id: p,
-                    channel_id: channel.id(),
-                    sender_pid: dead.pid,
-                    sender_runtime: dead.runtime,
-                    flags: message_flags::LOST,
-                    ..MessageMeta::default()
-                });
-                slot.sequence.store(p.wrapping_add(1), Release);
+                if !channel.tombstone(p, dead.pid, dead.runtime) {
+                    continue;
+                }
                 report.tombstoned += 1;
             }
             PeerRole::Consumer => {
-                slot.sequence.store(p.wrapping_add(capacity), Release);
+                if !channel.force_free(p) {
+                    continue;
+                }
                 report.freed += 1;
             }
         }
@@ -412,7 +461,7 @@ fn covered<L: Liveness>(
     except: usize,
     role: PeerRole,
     p: u64,
-    liveness: &L,
+    judged: &mut Judged<'_, L>,
     my_pid: u32,
 ) -> bool {
     records.iter().enumerate().any(|(index, record)| {
@@ -432,6 +481,8 @@ fn covered<L: Liveness>(
         {
             return false;
         }
-        index < except || pid == my_pid || liveness.is_alive(pid, record.start_time.load(Relaxed))
+        index < except
+            || pid == my_pid
+            || judged.alive(index, record, pid, record.start_time.load(Relaxed))
     })
 }

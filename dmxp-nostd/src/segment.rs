@@ -691,8 +691,35 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         if pid == 0 {
             return Err(Error::InvalidPid);
         }
+        self.register_in_namespace(channel, role, pid, start_time, 0, runtime)
+    }
+
+    /// [`Self::register`], recording the registrant's pid namespace too (`pid_ns`, the inode
+    /// of `/proc/self/ns/pid`; PROTOCOL.md §11.5), so that checkers in other namespaces, which
+    /// cannot see this pid, count the record as alive instead of repairing it.
+    pub fn register_in_namespace(
+        &self,
+        channel: u32,
+        role: PeerRole,
+        pid: u32,
+        start_time: u64,
+        pid_ns: u64,
+        runtime: u16,
+    ) -> Result<PeerSlot<'a>, Error> {
+        if channel as usize >= MAX_CHANNELS {
+            return Err(Error::InvalidChannelId { id: channel });
+        }
+        if pid == 0 {
+            return Err(Error::InvalidPid);
+        }
         let table = self.peer_table_or_install()?;
-        register_in(table, channel, role, pid, start_time, runtime)
+        register_in(table, channel, role, pid, start_time, pid_ns, runtime)
+    }
+
+    /// The memory the segment lives in (for tools and tests that look at raw fields).
+    #[cfg(not(loom))]
+    pub fn region(&self) -> Region<'a> {
+        self.bands.region
     }
 
     /// Every taken record of the peer table, in table order (empty when there is no table).

@@ -549,7 +549,8 @@ impl<'c, 'a> Harness<'c, 'a> {
                 Ok(BatchReceived {
                     delivered: expected.len(),
                     dropped: 0,
-                    lost: 0
+                    lost: 0,
+                    revoked: 0
                 })
             );
             prop_assert_eq!(got.len(), expected.len());

@@ -823,3 +823,195 @@ mod hooks {
         }
     }
 }
+
+// ---------------------------------------------------------------- revocation (§11.7, §11.8)
+
+/// The raw `sequence` of the slot of `position`.
+fn sequence(segment: &Segment<'_>, channel: u32, position: u64) -> u64 {
+    let info = segment.open_channel(channel).unwrap().geometry();
+    let offset = info.band_offset as usize + (position % info.capacity) as usize * SLOT_SIZE;
+    segment
+        .region()
+        .view::<dmxp_nostd::layout::AtomicSlot>(offset)
+        .unwrap()
+        .sequence
+        .load(std::sync::atomic::Ordering::Acquire)
+}
+
+#[test]
+fn a_producer_whose_claim_was_repaired_is_told_and_never_overwrites_the_tombstone() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    // A producer that is alive after all: it holds a loan while a peer judges it dead.
+    let slot = segment
+        .register(0, PeerRole::Producer, DEAD.0, DEAD.1, runtime::RUST)
+        .unwrap();
+    let late = segment.open_channel(0).unwrap().with_peer(&slot);
+    let mut loan = late.try_loan().unwrap();
+    loan.payload().write_at(0, b"late");
+    let channel = segment.open_channel(0).unwrap();
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(report.tombstoned, 1);
+    assert_eq!(sequence(&segment, 0, 0), 1, "tombstone published");
+
+    // The late commit learns it, and the tombstone stays as the repair made it.
+    assert_eq!(
+        loan.commit(4, &meta()),
+        Err(SendError::Revoked { message_id: 0 })
+    );
+    assert_eq!(sequence(&segment, 0, 0), 1);
+    assert_eq!(recv(&channel), Err(RecvError::Lost { message_id: 0 }));
+    // Once consumed, the slot is free for the next lap: the late commit cannot wedge it.
+    assert_eq!(sequence(&segment, 0, 0), 4);
+    for lap in 0..8u8 {
+        channel.try_send(&[lap], &meta()).unwrap();
+        assert_eq!(recv(&channel).unwrap(), [lap]);
+    }
+    std::mem::forget(slot);
+}
+
+#[test]
+fn a_late_copying_send_after_a_repair_is_revoked() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let channel = segment.open_channel(0).unwrap();
+    // Claim position 0 with a loan, tombstone it as an unblock would, then publish through the
+    // copying path's CAS by committing: same outcome as a send stopped after its claim.
+    let loan = channel.try_loan().unwrap();
+    assert!(channel.unblock(0, PeerRole::Producer));
+    assert_eq!(
+        loan.commit(0, &meta()),
+        Err(SendError::Revoked { message_id: 0 })
+    );
+    // A batch whose claim is partly revoked publishes the rest and says which was revoked.
+    assert_eq!(recv(&channel), Err(RecvError::Lost { message_id: 0 }));
+    assert_eq!(channel.try_send(b"x", &meta()), Ok(1));
+    assert_eq!(recv(&channel).unwrap(), b"x");
+}
+
+#[test]
+fn a_consumer_whose_slot_was_freed_under_it_delivers_nothing_and_never_unfrees_it() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let channel = segment.open_channel(0).unwrap();
+    for i in 0..4u8 {
+        channel.try_send(&[i], &meta()).unwrap();
+    }
+    // A consumer holds message 0 in place while the ring is full behind it.
+    let guard = channel.try_recv_in_place().unwrap();
+    assert_eq!(guard.meta().message_id, 0);
+    assert_eq!(channel.try_send(b"next lap", &meta()), Err(SendError::Full));
+    assert_eq!(channel.stuck_send_position(), Some(0));
+    // Held past the unblock timeout: the slot is freed under it and the next lap takes it.
+    assert!(channel.unblock(0, PeerRole::Consumer));
+    assert_eq!(channel.try_send(b"next lap", &meta()), Ok(4));
+    assert_eq!(sequence(&segment, 0, 4), 5);
+    // The guard's release is refused and changes nothing: position 4 stays published.
+    assert_eq!(guard.release(), Err(RecvError::Revoked { message_id: 0 }));
+    assert_eq!(sequence(&segment, 0, 4), 5);
+    for expected in [&[1u8][..], &[2], &[3], b"next lap"] {
+        assert_eq!(recv(&channel).unwrap(), expected);
+    }
+    assert_eq!(recv(&channel), Err(RecvError::Empty));
+}
+
+#[test]
+fn unblock_does_nothing_once_the_ring_has_moved_on() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let channel = segment.open_channel(0).unwrap();
+    let loan = channel.try_loan().unwrap();
+    assert_eq!(loan.commit(1, &meta()), Ok(0));
+    // Position 0 is published now: not stuck, not tombstoned.
+    assert!(!channel.unblock(0, PeerRole::Producer));
+    assert_eq!(recv(&channel).unwrap(), [0]);
+    assert!(!channel.unblock(0, PeerRole::Consumer));
+}
+
+/// A checker that cannot see pids of namespace 77 (they all look dead to it).
+struct OtherNamespaceBlind;
+
+impl Liveness for OtherNamespaceBlind {
+    fn is_alive(&self, pid: u32, start_time: u64) -> bool {
+        alive().is_alive(pid, start_time)
+    }
+
+    fn judges(&self, pid_ns: u64) -> bool {
+        pid_ns != 77
+    }
+}
+
+#[test]
+fn a_record_of_another_pid_namespace_is_never_repaired() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    // A live producer of another namespace holds position 0; its pid means nothing here.
+    let slot = segment
+        .register_in_namespace(0, PeerRole::Producer, DEAD.0, DEAD.1, 77, runtime::RUST)
+        .unwrap();
+    assert_eq!(segment.peers().unwrap()[0].record.pid_ns, 77);
+    let theirs = segment.open_channel(0).unwrap().with_peer(&slot);
+    let loan = theirs.try_loan().unwrap();
+    let channel = segment.open_channel(0).unwrap();
+    let report = segment
+        .repair(&channel, &OtherNamespaceBlind, REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(
+        report,
+        Default::default(),
+        "nothing judged, nothing repaired"
+    );
+    assert_eq!(loan.commit(2, &meta()), Ok(0));
+    assert_eq!(recv(&channel).unwrap(), [0, 0]);
+    drop(slot);
+    assert!(segment.peers().unwrap().is_empty());
+}
+
+/// Counts liveness checks.
+struct Counting(std::cell::Cell<u64>);
+
+impl Liveness for Counting {
+    fn is_alive(&self, _pid: u32, _start_time: u64) -> bool {
+        self.0.set(self.0.get() + 1);
+        false
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a 4096-slot ring is slow under Miri")]
+fn a_repair_pass_judges_each_record_once() {
+    // Forged dead records whose intents all cover a ring of 4096 stuck positions.
+    let mut buf = SegmentBuf::new(segment_len(&[4096]) + PEER_TABLE_SIZE);
+    let segment = Segment::format(buf.region(), 1).unwrap();
+    let channel = segment.create_channel(0, 4096, 1).unwrap();
+    let records = PEER_RECORDS as u32 - 1;
+    for pid in 0..records {
+        let slot = segment
+            .register(0, PeerRole::Producer, 1000 + pid, 1, runtime::RUST)
+            .unwrap();
+        let forged = segment.open_channel(0).unwrap().with_peer(&slot);
+        std::mem::forget(forged.try_loan().unwrap());
+        std::mem::forget(slot);
+    }
+    // Every record's intent names every stuck position (forged: the worst case for the scan
+    // of covering intents, which judged each covering record once per position before).
+    for record in &table(&segment)[..records as usize] {
+        record
+            .intent_position
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        record
+            .intent_count
+            .store(records, std::sync::atomic::Ordering::Release);
+    }
+    let liveness = Counting(std::cell::Cell::new(0));
+    segment
+        .repair(&channel, &liveness, REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert!(
+        liveness.0.get() <= 2 * u64::from(records),
+        "{} liveness checks for {records} records",
+        liveness.0.get()
+    );
+}

@@ -65,6 +65,7 @@ pub struct ChannelBuilder {
     group_access: bool,
     trusted_owners: Vec<u32>,
     timeout: Duration,
+    unblock: Duration,
 }
 
 impl Default for ChannelBuilder {
@@ -86,6 +87,7 @@ impl ChannelBuilder {
             group_access: false,
             trusted_owners: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            unblock: crate::recovery::UNBLOCK_TIMEOUT,
         }
     }
 
@@ -227,9 +229,30 @@ impl ChannelBuilder {
         Ok(policy)
     }
 
+    /// How long a position may stay held by a peer that is alive but not moving (stopped with
+    /// `SIGSTOP` or a debugger, or holding a loan or an in-place guard) before this builder's
+    /// handles repair it anyway (default 1 s, PROTOCOL.md §11.8): the channel then flows past
+    /// it, the position counts as lost, and the holder's late publish or free is refused
+    /// ([`ErrorKind::Revoked`]). `Duration::MAX` never unblocks (dead peers are still
+    /// repaired after [`crate::STUCK_GRACE`]).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// // Loans of large frames are held for up to 5 s by design.
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_unblock_timeout(Duration::from_secs(10))
+    ///     .build_producer()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_unblock_timeout(mut self, timeout: Duration) -> Self {
+        self.unblock = timeout;
+        self
+    }
+
     fn options(&self, create: bool) -> Result<OpenOptions> {
         Ok(OpenOptions {
             create,
+            unblock: self.unblock,
             policy: self.policy()?,
             size: self.size,
             mode: self.mode,

@@ -425,7 +425,8 @@ fn peer_record(raw: &[u8]) -> PeerRecord {
         channel_id: u32_at(raw, 16),
         intent_count: u32_at(raw, 20),
         intent_position: u64_at(raw, 24),
-        reserved: [0; 32],
+        pid_ns: u64_at(raw, 32),
+        reserved: [0; 24],
     }
 }
 

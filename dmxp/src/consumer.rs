@@ -48,6 +48,9 @@ pub struct ReceiveStats {
     /// Lost or corrupt positions skipped by batch receives (the batch path does not tell the
     /// two apart).
     pub dropped_in_batch: u64,
+    /// Claims of this consumer that a repair revoked before it freed them (PROTOCOL.md §11.7:
+    /// it was judged dead, or held a position past the unblock timeout): nothing delivered.
+    pub revoked: u64,
 }
 
 #[derive(Default)]
@@ -56,6 +59,7 @@ struct Counters {
     lost: AtomicU64,
     corrupt: AtomicU64,
     dropped_in_batch: AtomicU64,
+    revoked: AtomicU64,
     last_error: Mutex<Option<Error>>,
 }
 
@@ -90,7 +94,7 @@ impl Clone for Consumer {
         Self {
             cell: HandleCell::register(Arc::clone(self.cell.open()), PeerRole::Consumer),
             counters: Arc::clone(&self.counters),
-            stuck: StuckWatch::default(),
+            stuck: StuckWatch::new(self.cell.open().unblock),
             misses: MissStreak::default(),
         }
     }
@@ -114,10 +118,11 @@ enum Step<T> {
 
 impl Consumer {
     pub(crate) fn new(open: OpenChannel) -> Self {
+        let unblock = open.unblock;
         Self {
             cell: HandleCell::register(Arc::new(open), PeerRole::Consumer),
             counters: Arc::default(),
-            stuck: StuckWatch::default(),
+            stuck: StuckWatch::new(unblock),
             misses: MissStreak::default(),
         }
     }
@@ -143,11 +148,7 @@ impl Consumer {
     /// After a receive found nothing: repairs the channel if a dead producer has held the
     /// position at `head` for the grace period. True when something was repaired (try again).
     fn repair_if_stuck(&self) -> bool {
-        if !self.stuck.due(self.channel().stuck_receive_position()) {
-            return false;
-        }
-        self.stuck.restart();
-        self.recover().is_ok_and(|report| report.repaired())
+        self.cell.repair_if_stuck(&self.stuck, PeerRole::Producer)
     }
 
     /// One wait for a message until `deadline` (sooner while watching a stuck position);
@@ -161,7 +162,7 @@ impl Consumer {
         if self.cell.check_size().is_err() {
             return Err(RecvError::Empty);
         }
-        let slice = slice_deadline(deadline, self.stuck.watching());
+        let slice = slice_deadline(deadline, &self.stuck);
         let waiter = slice.map_or(FutexWait::new(), FutexWait::until);
         self.channel().wait_for_message(&waiter);
         if self.cell.check_size().is_err() {
@@ -179,6 +180,7 @@ impl Consumer {
         };
         match error.kind() {
             ErrorKind::Lost { .. } => self.counters.lost.fetch_add(1, Relaxed),
+            ErrorKind::Revoked { .. } => self.counters.revoked.fetch_add(1, Relaxed),
             ErrorKind::Corrupt { .. } => self.counters.corrupt.fetch_add(1, Relaxed),
             _ => return Err(error),
         };
@@ -318,6 +320,9 @@ impl Consumer {
                     .dropped_in_batch
                     .fetch_add(batch.dropped as u64, Relaxed);
                 self.counters.lost.fetch_add(batch.lost as u64, Relaxed);
+                self.counters
+                    .revoked
+                    .fetch_add(batch.revoked as u64, Relaxed);
                 Ok(batch.delivered)
             }
             Err(RecvError::Empty) => Ok(0),
@@ -342,6 +347,7 @@ impl Consumer {
             lost: self.counters.lost.load(Relaxed),
             corrupt: self.counters.corrupt.load(Relaxed),
             dropped_in_batch: self.counters.dropped_in_batch.load(Relaxed),
+            revoked: self.counters.revoked.load(Relaxed),
         }
     }
 

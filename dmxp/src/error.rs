@@ -48,6 +48,12 @@ pub enum ErrorKind {
     /// `expected` is the size the segment needs (its recorded `segment_size`, or the size
     /// mapped), `found` the object's size now. Touching the lost pages would raise `SIGBUS`.
     Truncated { expected: u64, found: u64 },
+    /// This handle's claim on position `message_id` was revoked by a repair before it
+    /// finished (PROTOCOL.md §11.7): it was judged dead, or held the position past the unblock
+    /// timeout (stopped, or a loan or in-place guard held too long). A send so refused may
+    /// still have been delivered once; a receive so refused delivered nothing (consumers count
+    /// it in `ReceiveStats::revoked` and go on).
+    Revoked { message_id: u64 },
     /// The object found under the segment's name is not one this process trusts
     /// (PROTOCOL.md §3.4): owned by another user, granting more than the mode asked for, a
     /// symbolic link, not a regular file, or in a directory anyone may write. `owner` and
@@ -159,6 +165,15 @@ impl Error {
                 ErrorKind::Timeout,
                 format!("channel {channel}: timed out waiting for a free slot"),
             ),
+            SendError::Revoked { message_id } => Self::new(
+                ErrorKind::Revoked { message_id },
+                format!(
+                    "channel {channel}: the claim on position {message_id} was revoked by a \
+                     repair before it was published (this producer was judged dead or held \
+                     the position past the unblock timeout); the message may or may not have \
+                     been delivered"
+                ),
+            ),
         }
     }
 
@@ -198,6 +213,13 @@ impl Error {
                 ErrorKind::Timeout,
                 format!("channel {channel}: timed out waiting for a message"),
             ),
+            RecvError::Revoked { message_id } => Self::new(
+                ErrorKind::Revoked { message_id },
+                format!(
+                    "channel {channel}: the claim on message {message_id} was revoked by a \
+                     repair before this consumer freed it; nothing delivered"
+                ),
+            ),
         })
     }
 
@@ -217,6 +239,7 @@ impl Error {
             | ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
             ErrorKind::Corrupt { .. } | ErrorKind::Lost { .. } => io::ErrorKind::InvalidData,
+            ErrorKind::Revoked { .. } => io::ErrorKind::Interrupted,
             ErrorKind::OutOfSpace | ErrorKind::Busy | ErrorKind::Abandoned { .. } => {
                 io::ErrorKind::Other
             }

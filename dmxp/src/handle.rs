@@ -11,7 +11,7 @@ use self_cell::self_cell;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::memory::{retry_until, Backing, SharedMemory};
-use crate::recovery::{process_alive, ProcLiveness};
+use crate::recovery::{process_alive, ProcLiveness, StuckAction, StuckWatch};
 use crate::wait::FutexWait;
 
 pub(crate) type FutexChannel<'a> = Channel<'a, FutexWait>;
@@ -30,6 +30,8 @@ self_cell!(
 pub(crate) struct OpenChannel {
     pub cell: ChannelCell,
     pub label: Arc<str>,
+    /// After how long a position a live peer holds is repaired anyway (PROTOCOL.md §11.8).
+    pub unblock: std::time::Duration,
 }
 
 impl OpenChannel {
@@ -80,11 +82,12 @@ impl HandleCell {
             let base = open.channel();
             let slot = Segment::attach(open.cell.borrow_owner().region())
                 .and_then(|segment| {
-                    segment.register(
+                    segment.register_in_namespace(
                         base.id(),
                         role,
                         std::process::id(),
                         crate::recovery::own_start_time(),
+                        crate::recovery::own_pid_namespace(),
                         runtime::RUST,
                     )
                 })
@@ -134,6 +137,30 @@ impl HandleCell {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// After an operation found the ring empty (`holder` = the producers, one of which may
+    /// hold the position at `head`) or full (`holder` = the consumers): repairs the channel if
+    /// `watch` says it has been stuck long enough, a dead peer's position after
+    /// [`crate::STUCK_GRACE`] and a stopped peer's after the unblock timeout. True when
+    /// something was repaired (try again).
+    pub fn repair_if_stuck(&self, watch: &StuckWatch, holder: PeerRole) -> bool {
+        let channel = self.channel();
+        let position = match holder {
+            PeerRole::Producer => channel.stuck_receive_position(),
+            PeerRole::Consumer => channel.stuck_send_position(),
+        };
+        let repaired = match watch.check(position) {
+            StuckAction::Wait => return false,
+            StuckAction::Repair => self.recover().is_ok_and(|report| report.repaired()),
+            StuckAction::Unblock(p) => {
+                self.recover().is_ok_and(|report| report.repaired()) || channel.unblock(p, holder)
+            }
+        };
+        if !repaired {
+            watch.checked();
+        }
+        repaired
     }
 
     /// One repair pass for this channel (PROTOCOL.md §11.6).
@@ -211,6 +238,7 @@ pub(crate) fn open_channel(
     Ok(OpenChannel {
         cell,
         label: Arc::clone(label),
+        unblock: backing.unblock,
     })
 }
 

@@ -99,6 +99,8 @@ pub(crate) struct OpenOptions {
     /// Group to give a created segment to (`fchown`); `None`: the creator's effective group.
     pub group: Option<u32>,
     pub timeout: Duration,
+    /// After how long a position held by a live but stopped peer is repaired (§11.8).
+    pub unblock: Duration,
 }
 
 /// A segment mapped and attached once (its header validated), with a label for messages.
@@ -106,6 +108,8 @@ pub(crate) struct OpenOptions {
 pub(crate) struct Backing {
     pub memory: SharedMemory,
     pub label: Arc<str>,
+    /// The unblock timeout of handles opened through it (PROTOCOL.md §11.8).
+    pub unblock: Duration,
 }
 
 /// One attempt: `Ok(None)` means "being created by someone else; retry".
@@ -213,6 +217,7 @@ pub(crate) fn open(source: &Source, options: OpenOptions) -> Result<Backing> {
     Ok(Backing {
         memory,
         label: label.into(),
+        unblock: options.unblock,
     })
 }
 

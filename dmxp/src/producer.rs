@@ -104,10 +104,11 @@ impl Producer {
     }
 
     fn from_open(open: Arc<OpenChannel>) -> Self {
+        let unblock = open.unblock;
         Self {
             cell: HandleCell::register(open, PeerRole::Producer),
             pid: std::process::id(),
-            stuck: StuckWatch::default(),
+            stuck: StuckWatch::new(unblock),
             misses: MissStreak::default(),
         }
     }
@@ -133,11 +134,7 @@ impl Producer {
     /// After a send found the ring full: repairs it if a dead consumer has held the slot at
     /// `tail` for the grace period. True when something was repaired (try again).
     fn repair_if_stuck(&self) -> bool {
-        if !self.stuck.due(self.channel().stuck_send_position()) {
-            return false;
-        }
-        self.stuck.restart();
-        self.recover().is_ok_and(|report| report.repaired())
+        self.cell.repair_if_stuck(&self.stuck, PeerRole::Consumer)
     }
 
     /// Runs `attempt` until it does not find the ring full; while full, repairs a stuck ring
@@ -160,7 +157,7 @@ impl Producer {
             if deadline.is_some_and(|d| Instant::now() >= d) || self.cell.check_size().is_err() {
                 return Err(SendError::TimedOut);
             }
-            let slice = slice_deadline(deadline, self.stuck.watching());
+            let slice = slice_deadline(deadline, &self.stuck);
             let waiter = slice.map_or(FutexWait::new(), FutexWait::until);
             self.channel().wait_for_free_slot(&waiter);
             if self.cell.check_size().is_err() {

@@ -45,6 +45,25 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     proc_stat(pid).map(|stat| stat.start_time)
 }
 
+/// This process's pid namespace: the inode of `/proc/self/ns/pid` (0 if it cannot be read).
+/// Cached like [`own_start_time`], per pid, so a forked child (which may be in the same or,
+/// after `unshare`, another namespace) reads its own.
+pub fn own_pid_namespace() -> u64 {
+    static CACHED: Mutex<Option<(u32, u64)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut cached = CACHED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match *cached {
+        Some((for_pid, ns)) if for_pid == pid => ns,
+        _ => {
+            let ns = rustix::fs::stat("/proc/self/ns/pid").map_or(0, |st| st.st_ino);
+            *cached = Some((pid, ns));
+            ns
+        }
+    }
+}
+
 /// This process's start time (0 if `/proc` cannot tell), read once per process.
 ///
 /// Cached with the pid it was read for: a child forked after its parent used DMXP inherits the
@@ -97,53 +116,143 @@ impl Liveness for ProcLiveness {
     fn is_alive(&self, pid: u32, start_time: u64) -> bool {
         process_alive(pid, start_time)
     }
+
+    /// Only records of our own pid namespace (or of an unknown one) can be judged by pid.
+    fn judges(&self, pid_ns: u64) -> bool {
+        let own = own_pid_namespace();
+        pid_ns == 0 || own == 0 || pid_ns == own
+    }
 }
 
-/// The stuck position a handle last saw, and since when. Read only on paths where an
-/// operation already failed (empty or full), so the fast path never reads the clock.
-#[derive(Debug, Default)]
-pub(crate) struct StuckWatch {
-    seen: Cell<Option<(u64, Instant)>>,
+/// Default time after which a position held by a peer that is alive but not moving (stopped,
+/// or holding a loan or an in-place guard) is repaired anyway (PROTOCOL.md §11.8).
+pub const UNBLOCK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest pause between two repair passes over a channel that stays stuck.
+const MAX_RECHECK: Duration = Duration::from_millis(160);
+
+/// What a [`StuckWatch`] says to do about the channel now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StuckAction {
+    /// Nothing (not stuck, or not for long enough, or checked too recently).
+    Wait,
+    /// Run a repair pass for dead peers (PROTOCOL.md §11.6).
+    Repair,
+    /// The position has been stuck past the unblock timeout: run a repair pass and, if that
+    /// does not free it, unblock the position (its holder is alive but stopped, §11.8).
+    Unblock(u64),
+}
+
+/// The stuck position a handle last saw, since when, and when to look again. Consulted only on
+/// paths where an operation already failed (empty or full), so the fast path never reads the
+/// clock. Repair passes over a channel that stays stuck back off from [`STUCK_GRACE`] to 160 ms,
+/// so a blocked peer does not burn a CPU judging the same records over and over.
+///
+/// ```
+/// use dmxp::{StuckAction, StuckWatch};
+/// use std::time::Duration;
+///
+/// let watch = StuckWatch::new(Duration::from_millis(50));
+/// assert_eq!(watch.check(Some(7)), StuckAction::Wait); // first seen now
+/// std::thread::sleep(dmxp::STUCK_GRACE);
+/// assert_eq!(watch.check(Some(7)), StuckAction::Repair);
+/// watch.checked();
+/// std::thread::sleep(Duration::from_millis(60));
+/// assert_eq!(watch.check(Some(7)), StuckAction::Unblock(7));
+/// assert_eq!(watch.check(None), StuckAction::Wait); // moving again: forgotten
+/// ```
+#[derive(Debug)]
+pub struct StuckWatch {
+    unblock: Duration,
+    seen: Cell<Option<Seen>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    position: u64,
+    since: Instant,
+    next: Instant,
+    pause: Duration,
+}
+
+impl Default for StuckWatch {
+    fn default() -> Self {
+        Self::new(UNBLOCK_TIMEOUT)
+    }
 }
 
 impl StuckWatch {
+    /// A watch that unblocks positions stuck for `unblock` (`Duration::MAX`: never).
+    pub fn new(unblock: Duration) -> Self {
+        Self {
+            unblock,
+            seen: Cell::new(None),
+        }
+    }
+
     /// Records what the channel looks like now (`position`: the stuck position, if any) and
-    /// says whether it has been stuck there for at least [`STUCK_GRACE`]. A position is
-    /// claimed once, so "stuck at p" seen twice means stuck all along in between.
-    pub fn due(&self, position: Option<u64>) -> bool {
-        match (position, self.seen.get()) {
-            (None, _) => {
-                self.seen.set(None);
-                false
+    /// says what to do. A position is claimed once, so "stuck at p" seen twice means stuck all
+    /// along in between.
+    pub fn check(&self, position: Option<u64>) -> StuckAction {
+        let now = Instant::now();
+        let Some(p) = position else {
+            self.seen.set(None);
+            return StuckAction::Wait;
+        };
+        match self.seen.get() {
+            Some(seen) if seen.position == p => {
+                if now.duration_since(seen.since) >= self.unblock {
+                    StuckAction::Unblock(p)
+                } else if now >= seen.next {
+                    StuckAction::Repair
+                } else {
+                    StuckAction::Wait
+                }
             }
-            (Some(p), Some((q, since))) if p == q => since.elapsed() >= STUCK_GRACE,
-            (Some(p), _) => {
-                self.seen.set(Some((p, Instant::now())));
-                false
+            _ => {
+                self.seen.set(Some(Seen {
+                    position: p,
+                    since: now,
+                    next: now + STUCK_GRACE,
+                    pause: STUCK_GRACE,
+                }));
+                StuckAction::Wait
             }
         }
     }
 
-    /// True while a stuck position is being watched: waits then sleep in short slices.
+    /// After a repair pass (or an unblock) that left the position stuck: look again after a
+    /// longer pause, up to 160 ms.
+    pub fn checked(&self) {
+        if let Some(mut seen) = self.seen.get() {
+            seen.pause = (seen.pause * 2).min(MAX_RECHECK);
+            seen.next = Instant::now() + seen.pause;
+            self.seen.set(Some(seen));
+        }
+    }
+
+    /// True while a stuck position is being watched.
     pub fn watching(&self) -> bool {
         self.seen.get().is_some()
     }
 
-    /// Starts the grace period again (after a repair pass).
-    pub fn restart(&self) {
-        if let Some((p, _)) = self.seen.get() {
-            self.seen.set(Some((p, Instant::now())));
-        }
+    /// When the watched position is next due for a look (`None` when nothing is watched):
+    /// a blocked call sleeps no longer than this.
+    pub fn next_check(&self) -> Option<Instant> {
+        self.seen.get().map(|seen| {
+            let unblock_at = seen.since.checked_add(self.unblock).unwrap_or(seen.next);
+            seen.next.min(unblock_at)
+        })
     }
 }
 
-/// The deadline of one wait: `deadline`, or sooner while a stuck position is watched.
-pub(crate) fn slice_deadline(deadline: Option<Instant>, watching: bool) -> Option<Instant> {
-    if !watching {
-        return deadline;
+/// The deadline of one wait: `deadline`, or sooner when the watch is due for a look.
+pub(crate) fn slice_deadline(deadline: Option<Instant>, watch: &StuckWatch) -> Option<Instant> {
+    match (watch.next_check(), deadline) {
+        (None, deadline) => deadline,
+        (Some(next), None) => Some(next),
+        (Some(next), Some(deadline)) => Some(next.min(deadline)),
     }
-    let soon = Instant::now() + STUCK_GRACE;
-    Some(deadline.map_or(soon, |d| d.min(soon)))
 }
 
 /// Test hooks (feature `test-hooks`): one hook for the whole process, called at each step of
@@ -212,16 +321,25 @@ mod tests {
     }
 
     #[test]
-    fn the_watch_fires_only_after_the_grace_period_at_one_position() {
-        let watch = StuckWatch::default();
-        assert!(!watch.due(Some(5)));
+    fn the_watch_repairs_after_the_grace_period_then_backs_off_then_unblocks() {
+        let watch = StuckWatch::new(Duration::from_millis(300));
+        assert_eq!(watch.check(Some(5)), StuckAction::Wait);
         assert!(watch.watching());
-        assert!(!watch.due(Some(6)), "a new position starts over");
+        assert_eq!(
+            watch.check(Some(6)),
+            StuckAction::Wait,
+            "a new position starts over"
+        );
         std::thread::sleep(STUCK_GRACE);
-        assert!(watch.due(Some(6)));
-        watch.restart();
-        assert!(!watch.due(Some(6)));
-        assert!(!watch.due(None));
+        assert_eq!(watch.check(Some(6)), StuckAction::Repair);
+        watch.checked();
+        // The next look waits twice as long.
+        assert_eq!(watch.check(Some(6)), StuckAction::Wait);
+        let next = watch.next_check().unwrap();
+        assert!(next >= Instant::now() + STUCK_GRACE, "backed off");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(watch.check(Some(6)), StuckAction::Unblock(6));
+        assert_eq!(watch.check(None), StuckAction::Wait);
         assert!(!watch.watching());
     }
 }

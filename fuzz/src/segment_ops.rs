@@ -610,6 +610,8 @@ fn check_send(result: Result<u64, SendError>, len: usize, flags: u16, blocking: 
         }
         Err(SendError::Full) | Err(SendError::Busy) => assert!(valid),
         Err(SendError::TimedOut) => assert!(blocking && valid),
+        // A scribbled sequence looks like a repair that revoked the claim.
+        Err(SendError::Revoked { .. }) => assert!(valid),
     }
     matches!(result, Err(SendError::Busy))
 }
@@ -629,7 +631,7 @@ fn check_recv_error(error: RecvError, buf_len: usize, blocking: bool, stats: &mu
             );
             stats.bad_messages += 1;
         }
-        RecvError::Lost { .. } => stats.bad_messages += 1,
+        RecvError::Lost { .. } | RecvError::Revoked { .. } => stats.bad_messages += 1,
         RecvError::Busy => stats.busy += 1,
     }
 }
