@@ -35,9 +35,12 @@ type SendOptions struct {
 type BatchResult struct {
 	// Delivered is the number of messages handed to the callback.
 	Delivered int
-	// Dropped is the number of positions consumed without a message: LOST tombstones and
-	// corrupt lengths (SKIP markers are not counted).
+	// Dropped is the number of positions consumed without a message: LOST tombstones,
+	// corrupt lengths and revoked positions (SKIP markers are not counted).
 	Dropped int
+	// Revoked is the number of the Dropped positions that a repair took from this handle
+	// before it freed them (PROTOCOL.md §11.7): what was copied from them was discarded.
+	Revoked int
 }
 
 // Stats counts the bad positions a Channel handle has consumed.
@@ -46,6 +49,9 @@ type Stats struct {
 	Lost uint64
 	// Corrupt is the number of messages dropped for an impossible payload_len.
 	Corrupt uint64
+	// Revoked is the number of positions, sent or received, that a repair took from this
+	// handle before it published or freed them (PROTOCOL.md §11.7).
+	Revoked uint64
 }
 
 // Channel is an opened, validated channel: a bounded MPMC ring. Its geometry was validated
@@ -53,17 +59,45 @@ type Stats struct {
 // concurrent use by many goroutines, except once registered in the peer table (Register):
 // a registered handle is used for its role by one goroutine at a time.
 type Channel struct {
-	seg     *Segment
-	geom    Geometry
-	mask    uint64
-	entry   unsafe.Pointer
-	band    unsafe.Pointer
+	seg   *Segment
+	geom  Geometry
+	mask  uint64
+	entry unsafe.Pointer
+	band  unsafe.Pointer
+	// pid is the sender_pid stamped on messages (metadata only: the identity a registration
+	// and a repair use is ownIdentity, re-read whenever the pid changes).
 	pid     uint32
 	lost    uint64
 	corrupt uint64
+	revoked uint64
 	// This handle's peer records (Register), nil when not registered.
 	sendPeer unsafe.Pointer
 	recvPeer unsafe.Pointer
+	// Non-blocking calls in a row that found the ring full (sends) or empty (receives), and
+	// the stuck watches they keep once a streak is long enough (missThreshold).
+	sendMisses, recvMisses missStreak
+	sendWatch, recvWatch   stuckWatch
+	// stuckLooks counts how often this handle looked for a stuck position.
+	stuckLooks uint64
+}
+
+// hookStep names the points of a send or receive where a test hook runs.
+type hookStep int
+
+const (
+	// hookBeforePublish: the payload and metadata are written, the publishing CAS is next.
+	hookBeforePublish hookStep = iota + 1
+	// hookBeforeFree: the payload is copied out, the freeing CAS is next.
+	hookBeforeFree
+)
+
+// testHook, when set, runs at each hookStep of every handle of the process (tests only).
+var testHook atomic.Pointer[func(step hookStep, position uint64)]
+
+func runHook(step hookStep, position uint64) {
+	if h := testHook.Load(); h != nil {
+		(*h)(step, position)
+	}
 }
 
 var scratchPool = sync.Pool{New: func() interface{} { return new([MsgInline]byte) }}
@@ -101,7 +135,11 @@ func (c *Channel) Waiters() (receivers, senders uint32) {
 
 // Stats is what this handle has consumed without delivering.
 func (c *Channel) Stats() Stats {
-	return Stats{Lost: atomic.LoadUint64(&c.lost), Corrupt: atomic.LoadUint64(&c.corrupt)}
+	return Stats{
+		Lost:    atomic.LoadUint64(&c.lost),
+		Corrupt: atomic.LoadUint64(&c.corrupt),
+		Revoked: atomic.LoadUint64(&c.revoked),
+	}
 }
 
 func (c *Channel) slot(position uint64) unsafe.Pointer {
@@ -230,9 +268,11 @@ func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
 	return 0, 0, ErrBusy
 }
 
-// release frees the slot of a consumed position for the producer one lap later.
-func (c *Channel) release(position uint64) {
-	store64(c.slot(position), slotSequence, position+c.geom.Capacity)
+// free frees the slot of a consumed position for the producer one lap later, by CAS from the
+// claimed state (PROTOCOL.md §11.7). False means a repair freed it first: the position was
+// revoked and nothing was stored.
+func (c *Channel) free(position uint64) bool {
+	return cas64(c.slot(position), slotSequence, position+1, position+c.geom.Capacity)
 }
 
 // notify bumps word and wakes its sleepers, only if a waiter is registered. The preceding
@@ -309,8 +349,16 @@ func checkOutgoing(payload []byte, opts *SendOptions) error {
 	return nil
 }
 
-func (c *Channel) writeSlot(position uint64, payload []byte, opts *SendOptions, timestamp uint64) {
+// publish writes a claimed position's message and publishes it (PROTOCOL.md §11.7): the
+// payload first, then a check that the position is still claimed, the metadata, and the CAS
+// from the claimed state. False means a repair took the position first (revoked); then no
+// metadata was written, or the CAS changed nothing.
+func (c *Channel) publish(position uint64, payload []byte, opts *SendOptions, timestamp uint64) bool {
 	slot := c.slot(position)
+	storePayload(unsafe.Add(slot, slotPayload), payload)
+	if load64(slot, slotSequence) != position {
+		return false
+	}
 	store64(slot, slotMessageID, position)
 	store64(slot, slotTimestamp, timestamp)
 	store32(slot, slotChannelID, c.geom.ID)
@@ -319,8 +367,8 @@ func (c *Channel) writeSlot(position uint64, payload []byte, opts *SendOptions, 
 	store32(slot, slotRuntimeFlags, uint32(RuntimeGo)|uint32(opts.Flags)<<16)
 	store32(slot, slotPayloadLen, uint32(len(payload)))
 	store32(slot, slotMetaPad, 0)
-	storePayload(unsafe.Add(slot, slotPayload), payload)
-	store64(slot, slotSequence, position+1) // publish
+	runHook(hookBeforePublish, position)
+	return cas64(slot, slotSequence, position, position+1)
 }
 
 func stamp(opts *SendOptions) uint64 {
@@ -331,22 +379,47 @@ func stamp(opts *SendOptions) uint64 {
 }
 
 // TrySend sends one message without waiting; it returns the message_id (the position the
-// message took), or ErrFull, ErrBusy, a *TooLargeError.
+// message took), or ErrFull, ErrBusy, a *TooLargeError, or a *RevokedError (ErrRevoked) when
+// a repair took the claimed position before it was published (PROTOCOL.md §11.7).
+//
+// After a streak of missThreshold full results in a row, a full ring is also checked for a
+// slot held by a dead consumer, which is repaired once it has stayed stuck for StuckGrace.
 func (c *Channel) TrySend(payload []byte) (uint64, error) {
 	return c.TrySendWith(payload, SendOptions{})
 }
 
 // TrySendWith is TrySend with a message type, application flags or a timestamp.
 func (c *Channel) TrySendWith(payload []byte, opts SendOptions) (uint64, error) {
-	if err := checkOutgoing(payload, &opts); err != nil {
+	id, err := c.trySend(payload, &opts)
+	if err == ErrFull && c.sendMisses.miss() && c.repairIfStuck(true) {
+		id, err = c.trySend(payload, &opts)
+	}
+	if err != ErrFull {
+		c.sendMisses.hit()
+	}
+	return id, err
+}
+
+// trySend is one attempt of a send, without the miss streak.
+func (c *Channel) trySend(payload []byte, opts *SendOptions) (uint64, error) {
+	if err := checkOutgoing(payload, opts); err != nil {
 		return 0, err
 	}
 	position, _, err := c.claimSend(1)
 	if err != nil {
 		return 0, err
 	}
-	c.writeSlot(position, payload, &opts, stamp(&opts))
-	intentClear(c.sendPeer) // after the last publish
+	return c.finishSend(position, payload, opts)
+}
+
+// finishSend publishes the message of a claimed position and ends the intent.
+func (c *Channel) finishSend(position uint64, payload []byte, opts *SendOptions) (uint64, error) {
+	published := c.publish(position, payload, opts, stamp(opts))
+	intentClear(c.sendPeer) // after the publish (or the failed one)
+	if !published {
+		atomic.AddUint64(&c.revoked, 1)
+		return 0, &RevokedError{MessageID: position, Count: 1}
+	}
 	c.notifyConsumers()
 	return position, nil
 }
@@ -363,21 +436,24 @@ func (c *Channel) SendTimeout(payload []byte, timeout time.Duration) (uint64, er
 }
 
 // SendWith sends one message with opts, waiting at most timeout while the ring is full; a
-// negative timeout waits as long as it takes.
+// negative timeout waits as long as it takes. Before each sleep it checks the ring for a slot
+// held by a dead consumer (repaired once stuck for StuckGrace).
 func (c *Channel) SendWith(payload []byte, opts SendOptions, timeout time.Duration) (uint64, error) {
 	deadline, forever := time.Now().Add(timeout), timeout < 0
 	var stuck stuckTracker
 	for {
-		id, err := c.TrySendWith(payload, opts)
+		id, err := c.trySend(payload, &opts)
 		if err != ErrFull {
+			c.sendMisses.hit()
 			return id, err
 		}
 		slice, ok := sleepSlice(deadline, forever)
 		if !ok {
-			id, err = c.TrySendWith(payload, opts)
+			id, err = c.trySend(payload, &opts)
 			if err == ErrFull {
 				return 0, ErrTimeout
 			}
+			c.sendMisses.hit()
 			return id, err
 		}
 		c.wait(true, stuck.step(c, true, slice))
@@ -385,14 +461,32 @@ func (c *Channel) SendWith(payload []byte, opts SendOptions, timeout time.Durati
 }
 
 // TrySendBatch sends as many of payloads, in order, as there are free slots for, claimed
-// with one CAS. It returns how many were sent (at least one), or ErrFull when none could be.
-// Every payload is checked before anything is sent.
+// with one CAS. It returns how many payloads it took (at least one), or ErrFull when none
+// could be. Every payload is checked before anything is sent.
+//
+// Each position is published on its own (PROTOCOL.md §11.7): a position a repair took before
+// its publish is revoked, counted in Stats().Revoked, and not published; the others are. The
+// count still includes revoked payloads (do not send them again blindly: a consumer may
+// have received them) and the error is then a *RevokedError (ErrRevoked) naming the first
+// revoked message and how many were.
 func (c *Channel) TrySendBatch(payloads [][]byte, opts SendOptions) (int, error) {
+	n, err := c.trySendBatch(payloads, &opts)
+	if err == ErrFull && c.sendMisses.miss() && c.repairIfStuck(true) {
+		n, err = c.trySendBatch(payloads, &opts)
+	}
+	if err != ErrFull {
+		c.sendMisses.hit()
+	}
+	return n, err
+}
+
+// trySendBatch is one attempt of a batch send, without the miss streak.
+func (c *Channel) trySendBatch(payloads [][]byte, opts *SendOptions) (int, error) {
 	if len(payloads) == 0 {
 		return 0, nil
 	}
 	for _, p := range payloads {
-		if err := checkOutgoing(p, &opts); err != nil {
+		if err := checkOutgoing(p, opts); err != nil {
 			return 0, err
 		}
 	}
@@ -400,25 +494,44 @@ func (c *Channel) TrySendBatch(payloads [][]byte, opts SendOptions) (int, error)
 	if err != nil {
 		return 0, err
 	}
-	timestamp := stamp(&opts)
+	timestamp := stamp(opts)
+	var revoked *RevokedError
 	for k := uint64(0); k < count; k++ {
-		c.writeSlot(first+k, payloads[k], &opts, timestamp)
+		if c.publish(first+k, payloads[k], opts, timestamp) {
+			continue
+		}
+		if revoked == nil {
+			revoked = &RevokedError{MessageID: first + k}
+		}
+		revoked.Count++
 	}
 	intentClear(c.sendPeer) // after the last publish
-	c.notifyConsumers()
-	return int(count), nil
+	if revoked == nil {
+		c.notifyConsumers()
+		return int(count), nil
+	}
+	atomic.AddUint64(&c.revoked, uint64(revoked.Count))
+	if uint64(revoked.Count) < count {
+		c.notifyConsumers()
+	}
+	return int(count), revoked
 }
 
 // SendBatch sends every payload in order (in batches as large as the free space allows),
 // waiting at most timeout while the ring is full; a negative timeout waits as long as it
-// takes. It returns how many were sent.
+// takes. It returns how many payloads it took; it stops at the first error, which may be a
+// *RevokedError for positions of the last batch (counted in the number taken, see
+// TrySendBatch).
 func (c *Channel) SendBatch(payloads [][]byte, opts SendOptions, timeout time.Duration) (int, error) {
 	deadline, forever := time.Now().Add(timeout), timeout < 0
 	var stuck stuckTracker
 	sent := 0
 	for sent < len(payloads) {
-		n, err := c.TrySendBatch(payloads[sent:], opts)
+		n, err := c.trySendBatch(payloads[sent:], &opts)
 		sent += n
+		if err != ErrFull {
+			c.sendMisses.hit()
+		}
 		if err == nil {
 			continue
 		}
@@ -427,11 +540,12 @@ func (c *Channel) SendBatch(payloads [][]byte, opts SendOptions, timeout time.Du
 		}
 		slice, ok := sleepSlice(deadline, forever)
 		if !ok {
-			n, err = c.TrySendBatch(payloads[sent:], opts)
+			n, err = c.trySendBatch(payloads[sent:], &opts)
 			sent += n
 			if err == ErrFull {
 				return sent, ErrTimeout
 			}
+			c.sendMisses.hit()
 			if err != nil {
 				return sent, err
 			}
@@ -451,6 +565,8 @@ const (
 	contentSkip
 	contentLost
 	contentCorrupt
+	// contentRevoked: the freeing CAS failed, a repair had freed the position (§11.7).
+	contentRevoked
 )
 
 func classify(meta *Meta) content {
@@ -465,48 +581,85 @@ func classify(meta *Meta) content {
 	return contentMessage
 }
 
+// consume finishes a claimed position: reads its metadata, copies a message's payload into
+// buf, and frees the slot by CAS. What it read counts only if the free succeeded: otherwise
+// (contentRevoked) the slot may have held the next lap's bytes, and the caller must discard
+// buf. A message longer than buf (only a peer rewriting a published slot gets there) is
+// reported as corrupt.
+func (c *Channel) consume(position uint64, buf []byte) (Meta, content) {
+	slot := c.slot(position)
+	meta := readMeta(slot)
+	kind := classify(&meta)
+	if kind == contentMessage {
+		if int(meta.PayloadLen) > len(buf) {
+			kind = contentCorrupt
+		} else {
+			loadPayload(unsafe.Add(slot, slotPayload), buf[:meta.PayloadLen])
+		}
+	}
+	runHook(hookBeforeFree, position)
+	if !c.free(position) {
+		return Meta{}, contentRevoked
+	}
+	return meta, kind
+}
+
 // TryReceive receives one message into buf without waiting; the payload is
 // buf[:meta.PayloadLen]. SKIP markers are passed over. It fails with ErrEmpty, ErrBusy, a
-// *BufferTooSmallError (nothing consumed; a MsgInline-byte buffer always suffices), or after
-// consuming a bad position with a *LostError or *CorruptMessageError.
+// *BufferTooSmallError (nothing consumed; a MsgInline-byte buffer always suffices), after
+// consuming a bad position with a *LostError or *CorruptMessageError, or with a *RevokedError
+// (ErrRevoked) when a repair freed the claimed position before this call did: then buf holds
+// nothing to use (PROTOCOL.md §11.7).
+//
+// After a streak of missThreshold empty results in a row, an empty ring is also checked for a
+// position held by a dead producer, which is repaired once it has stayed stuck for
+// StuckGrace.
 func (c *Channel) TryReceive(buf []byte) (Meta, error) {
+	meta, err := c.tryReceive(buf)
+	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false) {
+		meta, err = c.tryReceive(buf)
+	}
+	if err != ErrEmpty {
+		c.recvMisses.hit()
+	}
+	return meta, err
+}
+
+// tryReceive is one attempt of a receive, without the miss streak.
+func (c *Channel) tryReceive(buf []byte) (Meta, error) {
 	for i := 0; i < retryLimit; i++ {
 		position, _, err := c.claimRecv(1, len(buf))
 		if err != nil {
 			return Meta{}, err
 		}
-		slot := c.slot(position)
-		meta := readMeta(slot)
-		switch classify(&meta) {
-		case contentSkip:
-			err = nil
-		case contentLost:
-			atomic.AddUint64(&c.lost, 1)
-			err = &LostError{MessageID: position}
-		case contentCorrupt:
-			atomic.AddUint64(&c.corrupt, 1)
-			err = &CorruptMessageError{MessageID: position, PayloadLen: meta.PayloadLen}
-		default:
-			if int(meta.PayloadLen) > len(buf) {
-				// Only a peer rewriting a published slot gets here.
-				atomic.AddUint64(&c.corrupt, 1)
-				err = &CorruptMessageError{MessageID: position, PayloadLen: meta.PayloadLen}
-			} else {
-				loadPayload(unsafe.Add(slot, slotPayload), buf[:meta.PayloadLen])
-				c.release(position)
-				intentClear(c.recvPeer) // after the free
-				c.notifyProducers()
-				return meta, nil
-			}
-		}
-		c.release(position)
-		intentClear(c.recvPeer)
-		c.notifyProducers()
-		if err != nil {
-			return Meta{}, err
+		if meta, skipped, err := c.finishReceive(position, buf); !skipped {
+			return meta, err
 		}
 	}
 	return Meta{}, ErrBusy
+}
+
+// finishReceive consumes a claimed position into buf and ends the intent; skipped is true
+// for a SKIP marker (nothing to report: the caller goes on to the next position).
+func (c *Channel) finishReceive(position uint64, buf []byte) (meta Meta, skipped bool, err error) {
+	meta, kind := c.consume(position, buf)
+	intentClear(c.recvPeer) // after the free (or the failed one)
+	if kind == contentRevoked {
+		atomic.AddUint64(&c.revoked, 1)
+		return Meta{}, false, &RevokedError{MessageID: position, Count: 1}
+	}
+	c.notifyProducers()
+	switch kind {
+	case contentSkip:
+		return Meta{}, true, nil
+	case contentLost:
+		atomic.AddUint64(&c.lost, 1)
+		return Meta{}, false, &LostError{MessageID: position}
+	case contentCorrupt:
+		atomic.AddUint64(&c.corrupt, 1)
+		return Meta{}, false, &CorruptMessageError{MessageID: position, PayloadLen: meta.PayloadLen}
+	}
+	return meta, false, nil
 }
 
 // Receive receives one message into buf, sleeping while the ring is empty.
@@ -515,21 +668,25 @@ func (c *Channel) Receive(buf []byte) (Meta, error) {
 }
 
 // ReceiveTimeout receives one message into buf, sleeping while the ring is empty for at most
-// timeout (ErrTimeout after it); a negative timeout waits as long as it takes.
+// timeout (ErrTimeout after it); a negative timeout waits as long as it takes. Before each
+// sleep it checks the ring for a position held by a dead producer (repaired once stuck for
+// StuckGrace).
 func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error) {
 	deadline, forever := time.Now().Add(timeout), timeout < 0
 	var stuck stuckTracker
 	for {
-		meta, err := c.TryReceive(buf)
+		meta, err := c.tryReceive(buf)
 		if err != ErrEmpty {
+			c.recvMisses.hit()
 			return meta, err
 		}
 		slice, ok := sleepSlice(deadline, forever)
 		if !ok {
-			meta, err = c.TryReceive(buf)
+			meta, err = c.tryReceive(buf)
 			if err == ErrEmpty {
 				return meta, ErrTimeout
 			}
+			c.recvMisses.hit()
 			return meta, err
 		}
 		c.wait(false, stuck.step(c, false, slice))
@@ -539,8 +696,23 @@ func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error
 // TryReceiveBatch receives up to max messages claimed with one CAS and calls deliver for
 // each with its metadata and payload (valid only during the call). Each slot is freed
 // before its callback runs; producers are woken once at the end. Fails with ErrEmpty when
-// nothing was published.
+// nothing was published (after a streak of empty results, also checking for a dead producer
+// as TryReceive does).
+//
+// Each position is freed on its own: one a repair freed first is revoked (PROTOCOL.md §11.7):
+// it is not delivered, and counted in Dropped and Revoked (and Stats().Revoked).
 func (c *Channel) TryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchResult, error) {
+	result, err := c.tryReceiveBatch(max, deliver)
+	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false) {
+		result, err = c.tryReceiveBatch(max, deliver)
+	}
+	if err != ErrEmpty {
+		c.recvMisses.hit()
+	}
+	return result, err
+}
+
+func (c *Channel) tryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchResult, error) {
 	var result BatchResult
 	if max <= 0 {
 		return result, nil
@@ -555,7 +727,9 @@ func (c *Channel) TryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchRes
 	// Frees whatever a panicking callback leaves claimed, so the ring never stalls.
 	defer func() {
 		for ; next != end; next++ {
-			c.release(next)
+			if !c.free(next) {
+				atomic.AddUint64(&c.revoked, 1)
+			}
 		}
 		intentClear(c.recvPeer)
 		c.notifyProducers()
@@ -563,13 +737,7 @@ func (c *Channel) TryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchRes
 	for next != end {
 		position := next
 		next++
-		slot := c.slot(position)
-		meta := readMeta(slot)
-		kind := classify(&meta)
-		if kind == contentMessage {
-			loadPayload(unsafe.Add(slot, slotPayload), scratch[:meta.PayloadLen])
-		}
-		c.release(position)
+		meta, kind := c.consume(position, scratch[:])
 		if next == end {
 			intentClear(c.recvPeer) // after the last free
 		}
@@ -583,6 +751,10 @@ func (c *Channel) TryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchRes
 		case contentCorrupt:
 			atomic.AddUint64(&c.corrupt, 1)
 			result.Dropped++
+		case contentRevoked:
+			atomic.AddUint64(&c.revoked, 1)
+			result.Dropped++
+			result.Revoked++
 		}
 	}
 	return result, nil

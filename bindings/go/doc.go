@@ -45,19 +45,31 @@
 //
 // Errors are typed: *CorruptionError (Kind, Field, Channel, Value; matches ErrCorrupt and, by
 // kind, ErrBadMagic or ErrUnsupportedVersion), *UntrustedError (ErrUntrusted), *NotFoundError,
-// *BeingCreatedError, *TooLargeError, *BufferTooSmallError, *LostError, *CorruptMessageError
-// and others, each matching a sentinel with errors.Is; ErrFull, ErrEmpty, ErrBusy, ErrTimeout
-// and ErrNotReady are plain sentinels.
+// *BeingCreatedError, *TooLargeError, *BufferTooSmallError, *LostError, *CorruptMessageError,
+// *RevokedError and others, each matching a sentinel with errors.Is; ErrFull, ErrEmpty,
+// ErrBusy, ErrTimeout and ErrNotReady are plain sentinels.
 //
 // Crash recovery (PROTOCOL.md §11): Channel.Register(RoleProducer or RoleConsumer) takes a
 // record in the segment's peer table (carving the 16 KiB table on first use) and brackets
 // every claim with an intent; Channel.Close frees the records. A registered handle must be
 // used for its role by one goroutine at a time: give each goroutine its own handle. If
 // registration fails (ErrPeerTableFull, no space, a corrupt peer_table_offset) the handle still
-// works, without protection. Blocking sends and receives that find the channel stuck at one
-// position for StuckGrace (10 ms) run Channel.Recover, which turns a dead producer's claim into
-// a LOST tombstone (received as a *LostError and counted in Stats) and frees a dead consumer's
-// claim; tools may call Recover at any time. PeerDead applies the liveness rules.
+// works, without protection. The record names the process by pid, start time and pid
+// namespace, read for the registering process (not inherited across fork); Close frees only
+// records that still name this process. Sends and receives that find the channel stuck at
+// one position for StuckGrace (10 ms) run Channel.Recover, which turns a dead producer's claim
+// into a LOST tombstone (received as a *LostError and counted in Stats) and frees a dead
+// consumer's claim; blocking calls look before each sleep, non-blocking ones after 64 full
+// (or empty) results in a row. Records of another pid namespace count as alive. Tools may
+// call Recover at any time. PeerDead applies the liveness rules to a pid.
+//
+// Revocation (PROTOCOL.md §11.7): a repair may take a position from a peer that was misjudged
+// dead. So a send writes the payload, checks the position is still claimed, writes the
+// metadata and publishes with a CAS from the claimed state, and a receive frees with a CAS
+// from the published state. A failed check or CAS stores nothing more and fails with a
+// *RevokedError (ErrRevoked) naming the message_id; a revoked receive discards what it copied.
+// Batches finish each position on their own: revoked positions are counted (BatchResult,
+// Stats.Revoked) and not delivered.
 //
 // Lifetime: Segment.Close unmaps the segment; no Channel of it may be used afterwards.
 package dmxp

@@ -54,6 +54,9 @@ var (
 	// ErrPeerTableFull: every record of the peer table is taken; the handle was not
 	// registered and works without crash protection.
 	ErrPeerTableFull = errors.New("dmxp: peer table full: handle not registered (no crash protection)")
+	// ErrRevoked matches a *RevokedError: a peer repaired a position this handle had claimed
+	// (PROTOCOL.md §11.7) before the handle published or freed it.
+	ErrRevoked = errors.New("dmxp: position revoked by a repair")
 )
 
 // CorruptionKind names what is wrong with bytes read from a segment; one kind per variant of
@@ -334,3 +337,24 @@ func (e *RegionTooSmallError) Error() string {
 	return fmt.Sprintf("dmxp: region of %d bytes is too small: %d needed", e.Len, e.Needed)
 }
 func (e *RegionTooSmallError) Is(target error) bool { return target == ErrRegionTooSmall }
+
+// RevokedError: a position this handle had claimed was repaired by a peer before the handle
+// finished with it (PROTOCOL.md §11.7): the handle was judged dead, or stopped for too long.
+// The handle stored nothing more into the slot. For a send, the message may or may not reach
+// a consumer (a consumer may already have taken the repair's LOST tombstone, or this handle's
+// metadata if it was written just before the repair); for a receive, whatever was copied
+// was discarded: the message at that position is lost for this handle.
+type RevokedError struct {
+	// MessageID is the position revoked (the first one, for a batch).
+	MessageID uint64
+	// Count is the number of positions of the call that were revoked (1 outside batches).
+	Count int
+}
+
+func (e *RevokedError) Error() string {
+	if e.Count > 1 {
+		return fmt.Sprintf("dmxp: %d positions revoked by a repair, the first message %d", e.Count, e.MessageID)
+	}
+	return fmt.Sprintf("dmxp: message %d revoked: a peer repaired the position before this handle finished with it", e.MessageID)
+}
+func (e *RevokedError) Is(target error) bool { return target == ErrRevoked }

@@ -65,7 +65,8 @@ const (
 	peerChannelID       = 16
 	peerIntentCount     = 20
 	peerIntentPosition  = 24
-	peerRecordZeroStart = 32
+	peerPidNS           = 32
+	peerRecordZeroStart = 40
 )
 
 // Role is what a registered handle does on its channel (peer record field role).

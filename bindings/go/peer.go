@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -12,8 +14,8 @@ import (
 
 // Peers and crash recovery (PROTOCOL.md §11).
 
-// StuckGrace is how long a blocked sender or receiver lets the channel stay stuck at one
-// position before it runs Recover, and how often it re-checks while it stays stuck.
+// StuckGrace is how long a sender or receiver lets the channel stay stuck at one position
+// before it runs Recover, and how often it runs it again while the channel stays stuck.
 const StuckGrace = 10 * time.Millisecond
 
 // RecoverReport says what Recover did.
@@ -24,6 +26,10 @@ type RecoverReport struct {
 	Lost uint64
 	// Freed is the number of slots freed for positions claimed by dead consumers.
 	Freed uint64
+	// RecordsDeferred is the number of dead peers' records given back unrepaired (or partly
+	// repaired) because another record's intent covers one of their stuck positions; a later
+	// pass retries them.
+	RecordsDeferred int
 }
 
 // procStat reads the state (field 3) and starttime (field 22) of /proc/<pid>/stat, counting
@@ -59,11 +65,48 @@ func ProcessStartTime(pid uint32) uint64 {
 	return start
 }
 
+// PidNamespace is the pid namespace of this process: the inode of /proc/self/ns/pid, or 0
+// when it cannot be read. Peer records carry it (pid_ns, PROTOCOL.md §11.2) so that a checker
+// never judges a pid it cannot see.
+func PidNamespace() uint64 {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/pid", &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// identity is what this process registers with and repairs as (PROTOCOL.md §11.5).
+type identity struct {
+	pid   uint32
+	start uint64 // 0: unknown
+	pidNS uint64 // 0: unknown
+}
+
+// ownID caches this process's identity together with the pid it was read for: a process
+// with another pid (a child forked after the cache was filled) reads its own.
+var ownID struct {
+	sync.Mutex
+	id identity
+}
+
+// ownIdentity is this process's pid, start time and pid namespace, read again whenever
+// os.Getpid() differs from the pid they were read for.
+func ownIdentity() identity {
+	pid := uint32(os.Getpid())
+	ownID.Lock()
+	defer ownID.Unlock()
+	if ownID.id.pid != pid {
+		ownID.id = identity{pid: pid, start: ProcessStartTime(pid), pidNS: PidNamespace()}
+	}
+	return ownID.id
+}
+
 // PeerDead applies the liveness rules of PROTOCOL.md §11.5 to a record naming pid and
 // startTime: dead when kill(pid, 0) fails with ESRCH, when the process is a zombie, or when
 // startTime is non-zero and differs from the start time of the process now at pid (the pid
-// was reused). EPERM from kill means alive. It does not apply the "own pid is alive" rule,
-// which Recover does.
+// was reused). EPERM from kill means alive. It does not apply the rules for the checker's
+// own pid and for records of another pid namespace (those are alive), which Recover does.
 func PeerDead(pid uint32, startTime uint64) bool {
 	if pid == 0 {
 		return false
@@ -82,6 +125,38 @@ func PeerDead(pid uint32, startTime uint64) bool {
 		return true
 	}
 	return startTime != 0 && now != startTime
+}
+
+// judgeable is false for a record this process cannot judge: one of another pid namespace
+// (its pid means another process here, or none), which counts as alive. A record without a
+// namespace (0: a client that does not record it) is judged by its pid, and so is every
+// record when this process cannot read its own namespace (as the Rust client does: a
+// misjudged owner learns it by revocation, while a channel nobody repairs stays stuck).
+func (me identity) judgeable(pidNS uint64) bool {
+	return pidNS == 0 || me.pidNS == 0 || pidNS == me.pidNS
+}
+
+// verdicts is the liveness of the records one repair pass has judged: each record is judged
+// once per pass, for the owner it showed then. A record seen later with another owner (it
+// changed hands meanwhile: a new registrant, or a peer taking it over) counts as alive.
+type verdicts struct {
+	me   identity
+	seen [PeerRecords]struct {
+		judged, dead bool
+		pid          uint32
+		start, pidNS uint64
+	}
+}
+
+// dead judges record i, which shows pid, start and pidNS.
+func (v *verdicts) dead(i int, pid uint32, start, pidNS uint64) bool {
+	s := &v.seen[i]
+	if s.judged {
+		return s.dead && s.pid == pid && s.start == start && s.pidNS == pidNS
+	}
+	s.judged, s.pid, s.start, s.pidNS = true, pid, start, pidNS
+	s.dead = pid != 0 && pid != v.me.pid && v.me.judgeable(pidNS) && PeerDead(pid, start)
+	return s.dead
 }
 
 func (c *Channel) record(table unsafe.Pointer, i int) unsafe.Pointer {
@@ -125,7 +200,8 @@ func (c *Channel) peerTable(install bool) (unsafe.Pointer, error) {
 // Register records this handle in the segment's peer table (PROTOCOL.md §11.3) as a producer
 // or a consumer, so that a position it claimed is repaired (a LOST tombstone, or a freed slot)
 // if this process dies before publishing or freeing it. Call it once per role; the first
-// registration on a segment carves the 16 KiB table from the band area.
+// registration on a segment carves the 16 KiB table from the band area. The record names
+// this process by pid, start time and pid namespace, read for the calling process.
 //
 // A registered handle must be used for its role by one goroutine at a time (its record holds
 // one intent): give each goroutine its own handle (OpenChannel again) and register each, and
@@ -151,18 +227,18 @@ func (c *Channel) Register(role Role) error {
 	if err != nil {
 		return err
 	}
-	me := uint32(os.Getpid())
-	start := ProcessStartTime(me)
+	me := ownIdentity()
 	for i := 0; i < PeerRecords; i++ {
 		r := c.record(table, i)
-		if !cas32(r, peerPid, 0, me) {
+		if !cas32(r, peerPid, 0, me.pid) {
 			continue
 		}
 		store32(r, peerRuntimeRole, uint32(RuntimeGo)|uint32(role)<<16)
 		store32(r, peerChannelID, c.geom.ID)
 		store32(r, peerIntentCount, 0)
 		store64(r, peerIntentPosition, 0)
-		store64(r, peerStartTime, start) // last: 0 until then means "unknown"
+		store64(r, peerPidNS, me.pidNS)
+		store64(r, peerStartTime, me.start) // last: 0 until then means "unknown"
 		*slot = r
 		return nil
 	}
@@ -180,20 +256,24 @@ func (c *Channel) Registered(role Role) bool {
 	return false
 }
 
-// Close frees this handle's peer records (PROTOCOL.md §11.3 leave). The handle stays usable,
-// unregistered. Close channels before their Segment.
+// Close frees this handle's peer records (PROTOCOL.md §11.3 leave), each only if it still
+// names this process: a record that shows another pid belongs to someone else (the process
+// that registered it, when this one inherited the handle, or a peer that took it over) and is
+// left alone. The handle stays usable, unregistered. Close channels before their Segment.
 func (c *Channel) Close() error {
+	me := uint32(os.Getpid())
 	for _, slot := range []*unsafe.Pointer{&c.sendPeer, &c.recvPeer} {
 		r := *slot
 		*slot = nil
-		if r == nil {
+		if r == nil || load32(r, peerPid) != me {
 			continue
 		}
 		store32(r, peerIntentCount, 0)
 		// A free record keeps no start time, so the next owner's record never shows its pid
 		// with a stale start time (which would look like a reused pid).
 		store64(r, peerStartTime, 0)
-		store32(r, peerPid, 0)
+		store64(r, peerPidNS, 0)
+		cas32(r, peerPid, me, 0)
 	}
 	return nil
 }
@@ -211,124 +291,75 @@ func intentClear(r unsafe.Pointer) {
 	}
 }
 
-type liveIntent struct {
-	position uint64
-	count    uint32
-}
-
-// liveIntents snapshots the intents of live records of role on this channel, except skip.
-func (c *Channel) liveIntents(table, skip unsafe.Pointer, role uint16, me uint32) []liveIntent {
-	var live []liveIntent
-	for i := 0; i < PeerRecords; i++ {
-		o := c.record(table, i)
-		if o == skip {
-			continue
-		}
-		pid := load32(o, peerPid)
-		if pid == 0 || load32(o, peerChannelID) != c.geom.ID || uint16(load32(o, peerRuntimeRole)>>16) != role {
-			continue
-		}
-		count := load32(o, peerIntentCount)
-		if count == 0 {
-			continue
-		}
-		position := load64(o, peerIntentPosition)
-		if pid != me && PeerDead(pid, load64(o, peerStartTime)) {
-			continue
-		}
-		live = append(live, liveIntent{position, count})
-	}
-	return live
-}
-
-// Recover repairs what dead peers left on this channel (PROTOCOL.md §11.6): each dead
-// registrant's record is taken over by CAS; a position of its intent still claimed and
-// unpublished (a producer's) gets a LOST tombstone, one still claimed and unfreed (a
-// consumer's) is freed, unless a live peer's intent covers it; then the record is freed.
-// Records of other channels are left alone. Blocking sends and receives run it by themselves
-// once the channel has been stuck for StuckGrace; tools may call it at any time.
+// Recover repairs what dead peers left on this channel (PROTOCOL.md §11.6). Each dead
+// registrant's record is taken over by CAS. A position of its intent that is still claimed
+// and unpublished (a producer's) gets a LOST tombstone, one still claimed and unfreed (a
+// consumer's) is freed; then the record is freed. A position that another record's intent
+// also covers (a live peer's, or a dead one earlier in the table, whose own repair handles
+// it) is left alone, and the record is given back to its dead owner for a later pass
+// (RecordsDeferred). Dead records of other channels are freed when they hold no intent and
+// left alone otherwise. Liveness is judged once per record per pass; a record of another
+// pid namespace counts as alive.
+//
+// Blocking sends and receives run it by themselves once the channel has been stuck for
+// StuckGrace, and so do non-blocking ones after a streak of misses; tools may call it at any
+// time. A live owner of a repaired position learns it by ErrRevoked.
 func (c *Channel) Recover() (RecoverReport, error) {
 	var report RecoverReport
 	table, err := c.peerTable(false)
 	if err != nil || table == nil {
 		return report, err
 	}
-	me := uint32(os.Getpid())
-	var myStart uint64
-	haveStart := false
+	judge := &verdicts{me: ownIdentity()}
+	me := judge.me
 	wakeConsumers, wakeProducers := false, false
-	capacity := c.geom.Capacity
 	for i := 0; i < PeerRecords; i++ {
 		d := c.record(table, i)
 		deadPid := load32(d, peerPid)
-		if deadPid == 0 || deadPid == me || load32(d, peerChannelID) != c.geom.ID {
-			continue // free, ours (alive), or another channel's
+		if deadPid == 0 || deadPid == me.pid {
+			continue // free, or ours (alive)
 		}
-		if !PeerDead(deadPid, load64(d, peerStartTime)) {
+		if load32(d, peerChannelID) != c.geom.ID && load32(d, peerIntentCount) != 0 {
+			continue // another channel's intent: not ours to judge
+		}
+		start, pidNS := load64(d, peerStartTime), load64(d, peerPidNS)
+		if !judge.dead(i, deadPid, start, pidNS) {
 			continue
 		}
-		if !cas32(d, peerPid, deadPid, me) {
-			continue // someone else repairs it
+		// Takeover: whoever reads our pid here next must not find the dead owner's start
+		// time beside it (it would judge us dead too).
+		cas64(d, peerStartTime, start, 0)
+		if !cas32(d, peerPid, deadPid, me.pid) {
+			continue // someone else repairs it, or it changed hands
 		}
-		if !haveStart {
-			myStart, haveStart = ProcessStartTime(me), true
+		store64(d, peerStartTime, me.start) // d is now ours
+		store64(d, peerPidNS, me.pidNS)
+		deferred := false
+		if n := load32(d, peerIntentCount); n != 0 {
+			if load32(d, peerChannelID) != c.geom.ID {
+				deferred = true // its channel changed meanwhile: not ours to repair
+			} else {
+				lost, freed, covered := c.repairIntent(table, judge, i, d, deadPid, n)
+				report.Lost += lost
+				report.Freed += freed
+				wakeConsumers = wakeConsumers || lost != 0
+				wakeProducers = wakeProducers || freed != 0
+				deferred = covered
+			}
 		}
-		store64(d, peerStartTime, myStart) // d is now ours
-		report.RecordsFreed++
-		runtimeRole := load32(d, peerRuntimeRole)
-		role, runtime := uint16(runtimeRole>>16), uint16(runtimeRole)
-		n := uint64(load32(d, peerIntentCount))
-		p0 := load64(d, peerIntentPosition)
-		if n > capacity {
-			n = capacity
-		}
-		producer := role == uint16(RoleProducer)
-		if n != 0 && (producer || role == uint16(RoleConsumer)) {
-			// The cursor first: every claim it shows happened before, so the claimant's
-			// intent (written before its CAS) is in the snapshot of live intents taken next.
-			cursorOff := uintptr(entHead)
-			if producer {
-				cursorOff = entTail
-			}
-			cursor := load64(c.entry, cursorOff)
-			live := c.liveIntents(table, d, role, me)
-			k0 := uint64(0)
-			// Only the last lap before the cursor can hold a stuck claim.
-			if behind := int64(cursor - p0); behind > 0 && uint64(behind) > capacity {
-				k0 = uint64(behind) - capacity
-			}
-			for k := k0; k < n; k++ {
-				p := p0 + k
-				if int64(cursor-p) <= 0 {
-					break // not claimed (yet): not stuck
-				}
-				if covered(live, p) {
-					continue // a live peer owns p
-				}
-				slot := c.slot(p)
-				seq := load64(slot, slotSequence)
-				if producer && seq == p {
-					store64(slot, slotMessageID, p)
-					store64(slot, slotTimestamp, 0)
-					store32(slot, slotChannelID, c.geom.ID)
-					store32(slot, slotMessageType, 0)
-					store32(slot, slotSenderPid, deadPid)
-					store32(slot, slotRuntimeFlags, uint32(runtime)|uint32(FlagLost)<<16)
-					store32(slot, slotPayloadLen, 0)
-					store32(slot, slotMetaPad, 0)
-					store64(slot, slotSequence, p+1) // the tombstone
-					report.Lost++
-					wakeConsumers = true
-				} else if !producer && seq == p+1 {
-					store64(slot, slotSequence, p+capacity)
-					report.Freed++
-					wakeProducers = true
-				}
-			}
+		if deferred {
+			// Back to its dead owner, intent intact, for a later pass.
+			store64(d, peerPidNS, pidNS)
+			store64(d, peerStartTime, start)
+			store32(d, peerPid, deadPid)
+			report.RecordsDeferred++
+			continue
 		}
 		store32(d, peerIntentCount, 0)
 		store64(d, peerStartTime, 0)
+		store64(d, peerPidNS, 0)
 		store32(d, peerPid, 0) // free again
+		report.RecordsFreed++
 	}
 	if wakeConsumers {
 		c.notifyConsumers()
@@ -339,16 +370,151 @@ func (c *Channel) Recover() (RecoverReport, error) {
 	return report, nil
 }
 
-func covered(live []liveIntent, p uint64) bool {
-	for _, l := range live {
-		if p-l.position < uint64(l.count) { // wrapping: position <= p < position+count
+// repairIntent repairs the stuck positions of the intent of dead record d (index i, taken
+// over by this process), n positions long. covered reports a stuck position left alone
+// because another intent covers it.
+func (c *Channel) repairIntent(table unsafe.Pointer, judge *verdicts, i int, d unsafe.Pointer, deadPid, n uint32) (lost, freed uint64, covered bool) {
+	capacity := c.geom.Capacity
+	count := uint64(n)
+	if count > capacity {
+		count = capacity
+	}
+	p0 := load64(d, peerIntentPosition)
+	runtimeRole := load32(d, peerRuntimeRole)
+	role, runtime := uint16(runtimeRole>>16), uint16(runtimeRole)
+	var cursorOff uintptr
+	switch Role(role) {
+	case RoleProducer:
+		cursorOff = entTail
+	case RoleConsumer:
+		cursorOff = entHead
+	default:
+		return 0, 0, false // no cursor to repair against: the record is just freed
+	}
+	producer := Role(role) == RoleProducer
+	// The cursor first: every claim it shows happened before, so the claimant's intent
+	// (written before its CAS) is visible to the scan of intents below.
+	cursor := load64(c.entry, cursorOff)
+	for k := uint64(0); k < count; k++ {
+		p := p0 + k
+		if behind := cursor - p; behind == 0 || behind > capacity {
+			continue // not claimed (yet), or not in the last lap
+		}
+		stuck := p
+		if !producer {
+			stuck = p + 1
+		}
+		slot := c.slot(p)
+		if load64(slot, slotSequence) != stuck {
+			continue
+		}
+		if c.coveredElsewhere(table, judge, i, role, p) {
+			covered = true
+			continue
+		}
+		if load64(slot, slotSequence) != stuck {
+			continue // its owner finished meanwhile
+		}
+		// The repair's own store is a CAS from the stuck state too: an owner that was alive
+		// after all and finishes now wins, and a sequence is never moved back.
+		if producer {
+			store64(slot, slotMessageID, p)
+			store64(slot, slotTimestamp, 0)
+			store32(slot, slotChannelID, c.geom.ID)
+			store32(slot, slotMessageType, 0)
+			store32(slot, slotSenderPid, deadPid)
+			store32(slot, slotRuntimeFlags, uint32(runtime)|uint32(FlagLost)<<16)
+			store32(slot, slotPayloadLen, 0)
+			store32(slot, slotMetaPad, 0)
+			if cas64(slot, slotSequence, p, p+1) { // the tombstone
+				lost++
+			}
+		} else if cas64(slot, slotSequence, p+1, p+capacity) {
+			freed++
+		}
+	}
+	return lost, freed, covered
+}
+
+// coveredElsewhere is true when a record other than index i, of this channel and role, has
+// an intent covering p and either comes before i in the table (its own repair handles p) or
+// is not dead (it owns p, or is about to find that its claim failed).
+func (c *Channel) coveredElsewhere(table unsafe.Pointer, judge *verdicts, i int, role uint16, p uint64) bool {
+	for j := 0; j < PeerRecords; j++ {
+		if j == i {
+			continue
+		}
+		e := c.record(table, j)
+		pid := load32(e, peerPid)
+		if pid == 0 {
+			continue
+		}
+		count := load32(e, peerIntentCount)
+		position := load64(e, peerIntentPosition)
+		if count == 0 || p-position >= uint64(count) || // wrapping: position <= p < position+count
+			load32(e, peerChannelID) != c.geom.ID || uint16(load32(e, peerRuntimeRole)>>16) != role {
+			continue
+		}
+		if j < i || !judge.dead(j, pid, load64(e, peerStartTime), load64(e, peerPidNS)) {
 			return true
 		}
 	}
 	return false
 }
 
-// stuckTracker follows how long a blocked caller has seen the channel stuck at one position.
+// ------------------------------------------------------------------ stuck channels
+
+// missThreshold is how many non-blocking calls in a row must find the ring full (or empty)
+// before they look for a stuck position. Looking reads the other side's cursor; done on
+// every miss, a handle spinning on a full or empty ring would pull that cache line away from
+// the other side at each of its claims.
+const missThreshold = 64
+
+// missStreak counts non-blocking calls in a row that found the ring full (or empty).
+type missStreak struct{ n uint32 }
+
+// miss counts a miss; true once the streak is long enough to look for a stuck position.
+func (m *missStreak) miss() bool {
+	if atomic.LoadUint32(&m.n) >= missThreshold {
+		return true
+	}
+	return atomic.AddUint32(&m.n, 1) >= missThreshold
+}
+
+// hit ends the streak: a call that did not find the ring full (or empty).
+func (m *missStreak) hit() {
+	if atomic.LoadUint32(&m.n) != 0 {
+		atomic.StoreUint32(&m.n, 0)
+	}
+}
+
+// stuckWatch is the stuck tracker of a handle's non-blocking calls, which may come from
+// several goroutines (an unregistered handle).
+type stuckWatch struct {
+	mu sync.Mutex
+	st stuckTracker
+}
+
+// repairIfStuck looks for a stuck position and, once the channel has stayed stuck there for
+// StuckGrace, runs a repair pass; true when the pass repaired something (worth another
+// attempt). A goroutine that finds another one looking meanwhile does not look.
+func (c *Channel) repairIfStuck(forSend bool) bool {
+	w := &c.recvWatch
+	if forSend {
+		w = &c.sendWatch
+	}
+	if !w.mu.TryLock() {
+		return false
+	}
+	defer w.mu.Unlock()
+	if !w.st.due(c, forSend) {
+		return false
+	}
+	report, err := c.Recover()
+	return err == nil && (report.Lost != 0 || report.Freed != 0)
+}
+
+// stuckTracker follows how long a caller has seen the channel stuck at one position.
 type stuckTracker struct {
 	tracking bool
 	position uint64
@@ -358,6 +524,7 @@ type stuckTracker struct {
 // looksStuck: for a receiver, nothing published at head while tail is past it; for a sender,
 // the slot at tail holds a message a consumer claimed (head is past it) and never freed.
 func (c *Channel) looksStuck(forSend bool) (uint64, bool) {
+	atomic.AddUint64(&c.stuckLooks, 1)
 	if !forSend {
 		head := load64(c.entry, entHead)
 		seq := load64(c.slot(head), slotSequence)
@@ -371,22 +538,35 @@ func (c *Channel) looksStuck(forSend bool) (uint64, bool) {
 	return prev, seq == prev+1 && int64(head-prev) > 0
 }
 
-// step runs before a blocked caller sleeps: once the channel has been stuck at one position
-// for StuckGrace it runs Recover (again at every re-check while it stays stuck), and it caps
-// the next sleep at StuckGrace while stuck.
-func (st *stuckTracker) step(c *Channel, forSend bool, slice time.Duration) time.Duration {
+// due looks at the channel and says whether it has been stuck at one position for
+// StuckGrace; when it says so the grace period starts again, so that a caller that keeps
+// finding the channel stuck repairs at most once per StuckGrace.
+func (st *stuckTracker) due(c *Channel, forSend bool) bool {
 	position, stuck := c.looksStuck(forSend)
 	if !stuck {
 		st.tracking = false
-		return slice
+		return false
 	}
 	now := time.Now()
 	if !st.tracking || st.position != position {
 		st.tracking, st.position, st.since = true, position, now
-	} else if now.Sub(st.since) >= StuckGrace {
+		return false
+	}
+	if now.Sub(st.since) < StuckGrace {
+		return false
+	}
+	st.since = now
+	return true
+}
+
+// step runs before a blocked caller sleeps: once the channel has been stuck at one position
+// for StuckGrace it runs Recover (again every StuckGrace while it stays stuck), and it caps
+// the next sleep at StuckGrace while stuck.
+func (st *stuckTracker) step(c *Channel, forSend bool, slice time.Duration) time.Duration {
+	if st.due(c, forSend) {
 		_, _ = c.Recover()
 	}
-	if slice > StuckGrace {
+	if st.tracking && slice > StuckGrace {
 		slice = StuckGrace
 	}
 	return slice

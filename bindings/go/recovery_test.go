@@ -355,18 +355,25 @@ func TestRecoverRespectsLivePeer(t *testing.T) {
 		t.Fatalf("sequence %d", info.Sequence)
 	}
 	// A dead record whose stale intent also names position 0 (it lost the CAS to the live
-	// child and died): freed, position 0 left to its owner.
-	d := writeRecord(peerTableOf(t, seg), PeerRecords-1, deadPid(t), RuntimeRust, RoleProducer, 0, 6, 0, 1)
+	// child and died): given back to its dead owner, intent intact, position 0 left to its
+	// owner.
+	gone := deadPid(t)
+	d := writeRecord(peerTableOf(t, seg), PeerRecords-1, gone, RuntimeRust, RoleProducer, 0, 6, 0, 1)
 	report, err := cons.Recover()
-	if err != nil || report != (RecoverReport{RecordsFreed: 1}) {
+	if err != nil || report != (RecoverReport{RecordsDeferred: 1}) {
 		t.Fatalf("Recover: %+v %v", report, err)
 	}
-	if load32(d, peerPid) != 0 || cons.PeekSlot(0).Sequence != 0 {
-		t.Fatal("dead record not freed, or the live claim was touched")
+	if load32(d, peerPid) != gone || load32(d, peerIntentCount) != 1 || cons.PeekSlot(0).Sequence != 0 {
+		t.Fatal("dead record not given back intact, or the live claim was touched")
 	}
 	killAndReap(t, live)
 	_, err = cons.ReceiveTimeout(buf, 10*time.Second)
 	expectLost(t, err, 0)
+	// Position 0 was repaired through the child's own record (earlier in the table); the
+	// stale record, with nothing stuck left, was freed in the same pass.
+	if load32(d, peerPid) != 0 {
+		t.Fatal("the stale record was not freed")
+	}
 }
 
 // (4) pid reuse: a record naming this (live) process's pid with another start time belongs
@@ -559,7 +566,7 @@ func TestPeerTableOverlapsBand(t *testing.T) {
 func TestPeerLayout(t *testing.T) {
 	if offPeerTableOffset != 48 || PeerRecords != 256 || PeerRecordSize != 64 || PeerTableSize != 16384 ||
 		peerPid != 0 || peerRuntimeRole != 4 || peerStartTime != 8 || peerChannelID != 16 ||
-		peerIntentCount != 20 || peerIntentPosition != 24 || peerRecordZeroStart != 32 ||
+		peerIntentCount != 20 || peerIntentPosition != 24 || peerPidNS != 32 || peerRecordZeroStart != 40 ||
 		RoleProducer != 1 || RoleConsumer != 2 {
 		t.Fatal("peer table layout differs from PROTOCOL.md §11")
 	}

@@ -228,7 +228,9 @@ func receiveAll(seg *dmxp.Segment, cfg *config, id uint32) tally {
 		case err == nil:
 			progress = time.Now()
 			r.check(buf[:meta.PayloadLen])
-		case errors.Is(err, dmxp.ErrLost) || errors.Is(err, dmxp.ErrCorruptMessage):
+		case errors.Is(err, dmxp.ErrLost) || errors.Is(err, dmxp.ErrCorruptMessage) || errors.Is(err, dmxp.ErrRevoked):
+			// A revoked receive (PROTOCOL.md §11.7): a repair freed the position while this
+			// consumer held it, and the message is lost to it; counted like a lost one.
 			progress = time.Now()
 			r.t.corrupt++
 		case err == dmxp.ErrTimeout && cfg.idle > 0:
