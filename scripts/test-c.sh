@@ -46,7 +46,8 @@ if [ ! -x "$B/producer" ] || [ ! -x "$B/consumer" ]; then
 fi
 
 # --- ASan/UBSan tests -------------------------------------------------------------------------
-for t in test_golden test_validation test_ring test_process test_trust test_two_units; do
+for t in test_golden test_validation test_ring test_process test_trust test_revoke test_peers \
+    test_two_units; do
     step "$t (ASan+UBSan)" "$B/$t"
 done
 step "test_stress 4x4 (ASan+UBSan)" "$B/test_stress_asan" "${DMXP_C_STRESS:-200000}"

@@ -42,8 +42,10 @@
  * outside the band. Every retry loop is bounded (DMXP_RETRY_LIMIT) and every wait sleeps in
  * slices of at most 100 ms.
  *
- * Thread safety: a dmxp_segment and the dmxp_channel handles opened from it are immutable
- * after open; any number of threads may use one handle concurrently. Close the segment only
+ * Thread safety: a dmxp_segment is immutable after open, and so is the geometry a dmxp_channel
+ * handle caches; any number of threads may use one handle concurrently (the few counters a
+ * handle keeps, such as its miss streaks, are relaxed atomics). Do not copy a handle that
+ * other threads are using: open another one. Close the segment only
  * after every thread is done with its channels. Exception: a handle registered in the peer
  * table (dmxp_channel_register, for crash recovery, PROTOCOL.md §11) holds one intent per
  * role and must be used for that role by one thread at a time; give each thread its own
@@ -128,6 +130,11 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 /* A blocked sender/receiver runs the repair of §11.6 once the channel has been stuck at the
  * same position this long, and re-checks at least this often while it stays stuck. */
 #define DMXP_STUCK_GRACE_NS INT64_C(10000000)
+/* The non-blocking calls (dmxp_try_*) look for a stuck channel only after this many misses in
+ * a row (empty receives, full sends) on one handle: looking reads the other side's cursor,
+ * and a handle spinning on an empty or full ring would otherwise pull that cache line away
+ * from the other side at each of its claims. Blocking calls look before every sleep. */
+#define DMXP_MISS_STREAK 64u
 
 #define DMXP_STATE_EMPTY 0u
 #define DMXP_STATE_CREATING 1u
@@ -185,7 +192,8 @@ typedef struct dmxp_peer_record {
     _Atomic uint32_t channel_id;      /* 16 */
     _Atomic uint32_t intent_count;    /* 20: positions the owner may own; 0 = none */
     _Atomic uint64_t intent_position; /* 24: first position of the intent */
-    _Atomic uint64_t zero[4];         /* 32..64 */
+    _Atomic uint64_t pid_ns;          /* 32: st_ino of the owner's /proc/self/ns/pid; 0 = unknown */
+    _Atomic uint64_t zero[3];         /* 40..64 */
 } dmxp_peer_record;
 
 /* ChannelEntry: 384 bytes, 128-aligned, at 128 + id * 384. */
@@ -263,7 +271,8 @@ DMXP_ASSERT_AT(dmxp_peer_record, start_time, 8);
 DMXP_ASSERT_AT(dmxp_peer_record, channel_id, 16);
 DMXP_ASSERT_AT(dmxp_peer_record, intent_count, 20);
 DMXP_ASSERT_AT(dmxp_peer_record, intent_position, 24);
-DMXP_ASSERT_AT(dmxp_peer_record, zero, 32);
+DMXP_ASSERT_AT(dmxp_peer_record, pid_ns, 32);
+DMXP_ASSERT_AT(dmxp_peer_record, zero, 40);
 _Static_assert(sizeof(dmxp_peer_record) == DMXP_PEER_RECORD_SIZE, "peer record is 64 bytes");
 _Static_assert(DMXP_PEER_RECORDS * DMXP_PEER_RECORD_SIZE == DMXP_PEER_TABLE_SIZE,
                "peer table is 16384 bytes");
@@ -375,6 +384,12 @@ typedef enum dmxp_status {
     DMXP_E_BUFFER_TOO_SMALL = -45, /* nothing consumed; meta->payload_len = bytes needed */
     DMXP_E_CORRUPT_MESSAGE = -46,  /* consumed and dropped: payload_len > 960 (in meta) */
     DMXP_E_LOST = -47,             /* consumed a LOST tombstone; meta->message_id says which */
+    DMXP_E_REVOKED = -48,          /* a peer repaired the claimed position before this call
+                                      finished with it (PROTOCOL.md §11.7): nothing more was
+                                      stored into the slot; the message_id (send) or
+                                      meta->message_id (receive) says which position. A revoked
+                                      send may or may not have been delivered; a revoked
+                                      receive delivered nothing (the copy is discarded). */
 
     /* This client */
     DMXP_E_OS = -60,               /* a system call failed; dmxp_error.os_errno, .field = call */
@@ -415,6 +430,13 @@ typedef struct dmxp_segment {
     uint32_t pid;        /* getpid() at open: the sender_pid of messages sent through it */
 } dmxp_segment;
 
+/* A non-blocking call's watch for a stuck channel (one per role and handle). */
+typedef struct dmxp__watch {
+    _Atomic uint32_t misses;   /* empty receives / full sends in a row */
+    _Atomic uint64_t position; /* the stuck position being watched */
+    _Atomic int64_t since;     /* when it was first seen stuck there (ns); 0 = not watching */
+} dmxp__watch;
+
 typedef struct dmxp_channel {
     dmxp_channel_entry *entry;
     dmxp_slot *slots;     /* base + band_offset, cached at open */
@@ -428,6 +450,14 @@ typedef struct dmxp_channel {
     /* This handle's peer records (dmxp_channel_register), NULL when not registered. */
     dmxp_peer_record *send_peer;
     dmxp_peer_record *recv_peer;
+    /* State the calls keep per handle, updated with relaxed atomics even through a const
+     * handle (so never define a dmxp_channel const): the miss streaks and stuck watches of
+     * the non-blocking calls, and two counters (dmxp_channel_revoked,
+     * dmxp_channel_stuck_looks). Copy a handle only while no thread uses it. */
+    dmxp__watch send_watch;
+    dmxp__watch recv_watch;
+    _Atomic uint64_t revoked;     /* positions of this handle's claims found revoked (§11.7) */
+    _Atomic uint64_t stuck_looks; /* times a call read the other side's cursor for §11.6 */
 } dmxp_channel;
 
 /* A message's metadata as copied out of its slot. */
@@ -449,8 +479,9 @@ typedef struct dmxp_send_opts {
     uint16_t flags; /* application bits 0xFF00 only */
 } dmxp_send_opts;
 
-/* Called by dmxp_try_recv_batch for each message; the slot is already freed and `payload`
- * points into a private buffer valid for the duration of the call. */
+/* Called by dmxp_try_recv_batch for each message; the slot is already freed (so the message
+ * can no longer be revoked) and `payload` points into a private buffer valid for the duration
+ * of the call. */
 typedef void (*dmxp_deliver_fn)(void *ctx, const dmxp_meta *meta, const void *payload,
                                 size_t len);
 
@@ -502,6 +533,7 @@ static inline const char *dmxp_status_name(dmxp_status s) {
         DMXP__NAME(DMXP_E_BUFFER_TOO_SMALL)
         DMXP__NAME(DMXP_E_CORRUPT_MESSAGE)
         DMXP__NAME(DMXP_E_LOST)
+        DMXP__NAME(DMXP_E_REVOKED)
         DMXP__NAME(DMXP_E_OS)
         DMXP__NAME(DMXP_E_NO_SEGMENT)
         DMXP__NAME(DMXP_E_SEGMENT_EXISTS)
@@ -554,6 +586,7 @@ static inline const char *dmxp_strerror(dmxp_status s) {
     case DMXP_E_BUFFER_TOO_SMALL: return "buffer too small for the next message (nothing consumed)";
     case DMXP_E_CORRUPT_MESSAGE: return "message dropped: payload_len exceeds 960";
     case DMXP_E_LOST: return "message lost: a tombstone was consumed";
+    case DMXP_E_REVOKED: return "claim revoked: a peer repaired the position before this call finished with it";
     case DMXP_E_OS: return "system call failed";
     case DMXP_E_NO_SEGMENT: return "no such segment";
     case DMXP_E_SEGMENT_EXISTS: return "segment already exists";
@@ -1644,6 +1677,14 @@ static inline void dmxp__bind(const dmxp_segment *seg, uint32_t id, uint64_t cap
     ch->segment_len = seg->len;
     ch->send_peer = NULL;
     ch->recv_peer = NULL;
+    dmxp__watch *watches[2] = {&ch->send_watch, &ch->recv_watch};
+    for (int i = 0; i < 2; i++) {
+        atomic_init(&watches[i]->misses, 0);
+        atomic_init(&watches[i]->position, 0);
+        atomic_init(&watches[i]->since, 0);
+    }
+    atomic_init(&ch->revoked, 0);
+    atomic_init(&ch->stuck_looks, 0);
 }
 
 /* Opens created channel `id` after validating its entry and checking its band against every
@@ -2016,10 +2057,35 @@ static inline void dmxp__payload_load(dmxp_slot *slot, unsigned char *dst, size_
     }
 }
 
-static inline void dmxp__write_slot(const dmxp_channel *ch, uint64_t position, const void *data,
-                                    size_t len, uint32_t message_type, uint16_t flags,
-                                    uint64_t timestamp) {
+/* Test hook: DMXP_TEST_HOOK(point, ch, position) runs at the points below, where a repair by
+ * a peer revokes a claim (PROTOCOL.md §11.7). A test defines it before including this header
+ * to play the repairer there; otherwise it is nothing. */
+#define DMXP_HOOK_AFTER_PAYLOAD 1 /* a send wrote the payload, has not checked its claim yet */
+#define DMXP_HOOK_BEFORE_PUBLISH 2 /* a send wrote the metadata, is about to CAS sequence */
+#define DMXP_HOOK_BEFORE_FREE 3 /* a receive read the slot, is about to CAS sequence */
+#ifndef DMXP_TEST_HOOK
+#define DMXP_TEST_HOOK(point, ch, position) ((void)0)
+#endif
+
+/* Mutable per-handle state through a const handle (see dmxp_channel). */
+static inline dmxp_channel *dmxp__mut(const dmxp_channel *ch) { return (dmxp_channel *)ch; }
+
+static inline dmxp_status dmxp__revoked(const dmxp_channel *ch) {
+    atomic_fetch_add_explicit(&dmxp__mut(ch)->revoked, 1, DMXP__RLX);
+    return DMXP_E_REVOKED;
+}
+
+/* Writes and publishes claimed position `position` (§6.1, §11.7): the payload first, then a
+ * check that the slot is still in the claimed state (a repair may have tombstoned it while the
+ * payload was copied: its metadata is then left alone), then the metadata, then the publish as
+ * a CAS from the claimed state. DMXP_OK, or DMXP_E_REVOKED (nothing more stored). */
+static inline dmxp_status dmxp__publish(const dmxp_channel *ch, uint64_t position,
+                                        const void *data, size_t len, uint32_t message_type,
+                                        uint16_t flags, uint64_t timestamp) {
     dmxp_slot *s = dmxp__slot(ch, position);
+    dmxp__payload_store(s, (const unsigned char *)data, len);
+    DMXP_TEST_HOOK(DMXP_HOOK_AFTER_PAYLOAD, ch, position);
+    if (atomic_load_explicit(&s->sequence, DMXP__RLX) != position) return dmxp__revoked(ch);
     dmxp_slot_meta *m = &s->meta;
     atomic_store_explicit(&m->message_id, position, DMXP__RLX);
     atomic_store_explicit(&m->timestamp_ns, timestamp, DMXP__RLX);
@@ -2030,14 +2096,24 @@ static inline void dmxp__write_slot(const dmxp_channel *ch, uint64_t position, c
     atomic_store_explicit(&m->flags, flags, DMXP__RLX);
     atomic_store_explicit(&m->payload_len, (uint32_t)len, DMXP__RLX);
     atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
-    dmxp__payload_store(s, (const unsigned char *)data, len);
-    atomic_store_explicit(&s->sequence, position + 1, DMXP__REL); /* publish */
+    DMXP_TEST_HOOK(DMXP_HOOK_BEFORE_PUBLISH, ch, position);
+    uint64_t expected = position;
+    /* Release: the consumer that sees position + 1 with acquire sees the message. */
+    if (!atomic_compare_exchange_strong_explicit(&s->sequence, &expected, position + 1,
+                                                 DMXP__REL, DMXP__RLX))
+        return dmxp__revoked(ch);
+    return DMXP_OK;
 }
 
-/* Frees the slot of consumed position h for the producer one lap later. */
-static inline void dmxp__free(const dmxp_channel *ch, uint64_t position) {
-    atomic_store_explicit(&dmxp__slot(ch, position)->sequence, position + ch->capacity,
-                          DMXP__REL);
+/* Frees consumed position h for the producer one lap later, by a CAS from the claimed state
+ * (h + 1 -> h + capacity, release). 0 when it failed: a peer repaired the position (freed it,
+ * and the slot may already hold the next lap's message), so the claim was revoked. */
+static inline int dmxp__free(const dmxp_channel *ch, uint64_t position) {
+    DMXP_TEST_HOOK(DMXP_HOOK_BEFORE_FREE, ch, position);
+    uint64_t expected = position + 1;
+    return atomic_compare_exchange_strong_explicit(&dmxp__slot(ch, position)->sequence,
+                                                   &expected, position + ch->capacity,
+                                                   DMXP__REL, DMXP__RLX);
 }
 
 static inline void dmxp__read_meta(dmxp_slot *s, dmxp_meta *out) {
@@ -2058,33 +2134,64 @@ static inline dmxp_status dmxp__check_outgoing(size_t len, const dmxp_send_opts 
     return DMXP_OK;
 }
 
-/* Sends one message. DMXP_E_FULL when every slot holds an unconsumed message. On success
- * *message_id (optional) is the position it took. */
-static inline dmxp_status dmxp_try_send(const dmxp_channel *ch, const void *data, size_t len,
-                                        const dmxp_send_opts *opts, uint64_t *message_id) {
+/* The stuck watch of the non-blocking calls (defined with the recovery code below): a miss
+ * (full send, empty receive) returns 1 when it ran a repair that made progress (try again);
+ * a hit ends the streak. */
+static inline int dmxp__miss(const dmxp_channel *ch, int send);
+static inline void dmxp__hit(const dmxp_channel *ch, int send);
+
+/* One send, without the stuck watch (the blocking calls keep their own). */
+static inline dmxp_status dmxp__send_once(const dmxp_channel *ch, const void *data, size_t len,
+                                          const dmxp_send_opts *opts, uint64_t *message_id) {
     dmxp_status s = dmxp__check_outgoing(len, opts);
     if (s != DMXP_OK) return s;
     if (len && data == NULL) return DMXP_E_INVALID_ARGUMENT;
     uint64_t pos, n;
     s = dmxp__claim_send(ch, 1, &pos, &n);
     if (s != DMXP_OK) return s;
-    dmxp__write_slot(ch, pos, data, len, opts ? opts->message_type : 0, opts ? opts->flags : 0,
-                     dmxp_now_ns());
-    dmxp__intent_clear(ch->send_peer); /* after the last publish */
-    dmxp__notify_consumers(ch);
+    s = dmxp__publish(ch, pos, data, len, opts ? opts->message_type : 0, opts ? opts->flags : 0,
+                      dmxp_now_ns());
+    dmxp__intent_clear(ch->send_peer); /* after the last publish (or its failed CAS) */
+    if (s == DMXP_OK) dmxp__notify_consumers(ch); /* a revoking repair has woken them */
     if (message_id) *message_id = pos;
-    return DMXP_OK;
+    return s;
 }
 
+/* Sends one message. DMXP_E_FULL when every slot holds an unconsumed message. *message_id
+ * (optional) is the position it took, also with DMXP_E_REVOKED: a peer repaired that position
+ * before the publish (PROTOCOL.md §11.7), so the message may or may not have been delivered.
+ * After DMXP_MISS_STREAK full results in a row, a full ring is checked for a slot a dead
+ * consumer holds, which is repaired once stuck for DMXP_STUCK_GRACE_NS. */
+static inline dmxp_status dmxp_try_send(const dmxp_channel *ch, const void *data, size_t len,
+                                        const dmxp_send_opts *opts, uint64_t *message_id) {
+    dmxp_status s = dmxp__send_once(ch, data, len, opts, message_id);
+    if (s == DMXP_E_FULL && dmxp__miss(ch, 1)) s = dmxp__send_once(ch, data, len, opts, message_id);
+    if (s == DMXP_OK || s == DMXP_E_REVOKED) dmxp__hit(ch, 1);
+    return s;
+}
+
+/* What a batch send did (dmxp_try_send_batch_counts). */
+typedef struct dmxp_send_counts {
+    size_t claimed;    /* messages taken from the batch, datas[0 .. claimed), with the ids
+                          first_id .. first_id + claimed - 1 */
+    size_t published;  /* of them, published */
+    size_t revoked;    /* of them, revoked (§11.7): may or may not have been delivered */
+    uint64_t first_id;
+} dmxp_send_counts;
+
 /* Sends up to n messages (datas[i] of lens[i] bytes) claimed with one CAS, in order: as many
- * as there are free consecutive slots, at least one. *sent gets the count and *first_id
- * (optional) the first message's id (the others follow: first_id + 1, ...). Every payload is
- * checked before anything is sent. DMXP_E_FULL when none could be sent. */
-static inline dmxp_status dmxp_try_send_batch(const dmxp_channel *ch, const void *const *datas,
-                                              const size_t *lens, size_t n,
-                                              const dmxp_send_opts *opts, size_t *sent,
-                                              uint64_t *first_id) {
-    if (sent) *sent = 0;
+ * as there are free consecutive slots, at least one. Each position is published on its own;
+ * one a peer repaired meanwhile is revoked (counted, nothing more written to it) and the rest
+ * go on. Every payload is checked before anything is sent. DMXP_OK when at least one message
+ * was taken; DMXP_E_FULL when none could be (with the stuck watch of dmxp_try_send). */
+static inline dmxp_status dmxp_try_send_batch_counts(const dmxp_channel *ch,
+                                                     const void *const *datas,
+                                                     const size_t *lens, size_t n,
+                                                     const dmxp_send_opts *opts,
+                                                     dmxp_send_counts *counts) {
+    dmxp_send_counts local;
+    if (counts == NULL) counts = &local;
+    memset(counts, 0, sizeof *counts);
     if (n == 0) return DMXP_OK;
     for (size_t i = 0; i < n; i++) {
         dmxp_status s = dmxp__check_outgoing(lens[i], opts);
@@ -2093,31 +2200,80 @@ static inline dmxp_status dmxp_try_send_batch(const dmxp_channel *ch, const void
     }
     uint64_t first, count;
     dmxp_status s = dmxp__claim_send(ch, (uint64_t)n, &first, &count);
+    if (s == DMXP_E_FULL && dmxp__miss(ch, 1)) s = dmxp__claim_send(ch, (uint64_t)n, &first, &count);
     if (s != DMXP_OK) return s;
+    dmxp__hit(ch, 1);
     uint64_t now = dmxp_now_ns();
     uint32_t type = opts ? opts->message_type : 0;
     uint16_t flags = opts ? opts->flags : 0;
-    for (uint64_t k = 0; k < count; k++)
-        dmxp__write_slot(ch, first + k, datas[k], lens[k], type, flags, now);
+    for (uint64_t k = 0; k < count; k++) {
+        if (dmxp__publish(ch, first + k, datas[k], lens[k], type, flags, now) == DMXP_OK)
+            counts->published++;
+        else
+            counts->revoked++;
+    }
     dmxp__intent_clear(ch->send_peer); /* after the last publish */
-    dmxp__notify_consumers(ch);
-    if (sent) *sent = (size_t)count;
-    if (first_id) *first_id = first;
+    if (counts->published) dmxp__notify_consumers(ch);
+    counts->claimed = (size_t)count;
+    counts->first_id = first;
     return DMXP_OK;
 }
 
-/* Receives one message into buf (cap bytes). SKIP markers are passed over. Returns:
- *  DMXP_OK                  meta (optional) and *len filled;
- *  DMXP_E_EMPTY             nothing published at the head;
- *  DMXP_E_BUFFER_TOO_SMALL  nothing consumed; meta->payload_len = the size needed (a
- *                           960-byte buffer always suffices);
- *  DMXP_E_LOST              a LOST tombstone was consumed; meta->message_id says which;
- *  DMXP_E_CORRUPT_MESSAGE   a slot with payload_len > 960 was consumed and dropped;
- *                           meta->message_id and meta->payload_len say which;
- *  DMXP_E_BUSY              gave up after DMXP_RETRY_LIMIT retries.
- * The slot is freed (sequence = position + capacity) in every case where one was claimed. */
-static inline dmxp_status dmxp_try_recv(const dmxp_channel *ch, void *buf, size_t cap,
-                                        dmxp_meta *meta, size_t *len) {
+/* dmxp_try_send_batch_counts with *sent = messages taken from the batch (datas[0 .. *sent),
+ * ids *first_id, *first_id + 1, ...). A position revoked by a peer's repair (§11.7) is among
+ * them, and counted in dmxp_channel_revoked(ch); dmxp_try_send_batch_counts tells them apart. */
+static inline dmxp_status dmxp_try_send_batch(const dmxp_channel *ch, const void *const *datas,
+                                              const size_t *lens, size_t n,
+                                              const dmxp_send_opts *opts, size_t *sent,
+                                              uint64_t *first_id) {
+    dmxp_send_counts c;
+    dmxp_status s = dmxp_try_send_batch_counts(ch, datas, lens, n, opts, &c);
+    if (sent) *sent = c.claimed;
+    if (first_id && c.claimed) *first_id = c.first_id;
+    return s;
+}
+
+/* Reads, copies and frees claimed position `pos`: DMXP_OK (a message), DMXP_E_EMPTY (a SKIP
+ * marker, passed over), DMXP_E_LOST, DMXP_E_CORRUPT_MESSAGE, or DMXP_E_REVOKED when the free
+ * found the position repaired: then the copy is discarded (the bytes written to buf are
+ * zeroed, *len is 0: they may be the next lap's) and *meta is zero but for message_id. The
+ * intent is cleared in every case. */
+static inline dmxp_status dmxp__finish_recv(const dmxp_channel *ch, uint64_t pos, void *buf,
+                                            size_t cap, dmxp_meta *meta, size_t *len) {
+    dmxp_slot *slot = dmxp__slot(ch, pos);
+    dmxp__read_meta(slot, meta);
+    dmxp_status s;
+    size_t copied = 0;
+    if (meta->flags & DMXP_FLAG_SKIP) {
+        s = DMXP_E_EMPTY; /* marker: free and go on */
+    } else if (meta->flags & DMXP_FLAG_LOST) {
+        meta->message_id = pos;
+        s = DMXP_E_LOST;
+    } else if (meta->payload_len > DMXP_MSG_INLINE || meta->payload_len > cap) {
+        /* > cap only if a peer rewrote a published slot after our peek */
+        meta->message_id = pos;
+        s = DMXP_E_CORRUPT_MESSAGE;
+    } else {
+        copied = meta->payload_len;
+        dmxp__payload_load(slot, (unsigned char *)buf, copied);
+        s = DMXP_OK;
+    }
+    int freed = dmxp__free(ch, pos);
+    dmxp__intent_clear(ch->recv_peer); /* after the free (or its failed CAS) */
+    if (!freed) {
+        if (copied) memset(buf, 0, copied);
+        memset(meta, 0, sizeof *meta);
+        meta->message_id = pos;
+        return dmxp__revoked(ch);
+    }
+    dmxp__notify_producers(ch);
+    if (len) *len = copied;
+    return s;
+}
+
+/* One receive, without the stuck watch (the blocking calls keep their own). */
+static inline dmxp_status dmxp__recv_once(const dmxp_channel *ch, void *buf, size_t cap,
+                                          dmxp_meta *meta, size_t *len) {
     dmxp_meta local;
     if (meta == NULL) meta = &local;
     if (len) *len = 0;
@@ -2132,28 +2288,35 @@ static inline dmxp_status dmxp_try_recv(const dmxp_channel *ch, void *buf, size_
             return s;
         }
         if (s != DMXP_OK) return s;
-        dmxp_slot *slot = dmxp__slot(ch, pos);
-        dmxp__read_meta(slot, meta);
-        if (meta->flags & DMXP_FLAG_SKIP) {
-            s = DMXP_E_EMPTY; /* marker: free and go on */
-        } else if (meta->flags & DMXP_FLAG_LOST) {
-            meta->message_id = pos;
-            s = DMXP_E_LOST;
-        } else if (meta->payload_len > DMXP_MSG_INLINE || meta->payload_len > cap) {
-            /* > cap only if a peer rewrote a published slot after our peek */
-            meta->message_id = pos;
-            s = DMXP_E_CORRUPT_MESSAGE;
-        } else {
-            dmxp__payload_load(slot, (unsigned char *)buf, meta->payload_len);
-            if (len) *len = meta->payload_len;
-            s = DMXP_OK;
-        }
-        dmxp__free(ch, pos);
-        dmxp__intent_clear(ch->recv_peer); /* after the free */
-        dmxp__notify_producers(ch);
+        s = dmxp__finish_recv(ch, pos, buf, cap, meta, len);
         if (s != DMXP_E_EMPTY) return s;
     }
     return DMXP_E_BUSY;
+}
+
+/* Receives one message into buf (cap bytes). SKIP markers are passed over. Returns:
+ *  DMXP_OK                  meta (optional) and *len filled;
+ *  DMXP_E_EMPTY             nothing published at the head;
+ *  DMXP_E_BUFFER_TOO_SMALL  nothing consumed; meta->payload_len = the size needed (a
+ *                           960-byte buffer always suffices);
+ *  DMXP_E_LOST              a LOST tombstone was consumed; meta->message_id says which;
+ *  DMXP_E_CORRUPT_MESSAGE   a slot with payload_len > 960 was consumed and dropped;
+ *                           meta->message_id and meta->payload_len say which;
+ *  DMXP_E_REVOKED           a peer repaired the claimed position before it was freed
+ *                           (§11.7): nothing delivered, the bytes copied into buf zeroed,
+ *                           *len 0, meta->message_id says which position;
+ *  DMXP_E_BUSY              gave up after DMXP_RETRY_LIMIT retries.
+ * The slot is freed (sequence = position + capacity) in every case where one was claimed and
+ * not revoked. After DMXP_MISS_STREAK empty results in a row, an empty channel is checked for
+ * a position a dead producer left unpublished, which is repaired (then received as
+ * DMXP_E_LOST) once stuck for DMXP_STUCK_GRACE_NS. */
+static inline dmxp_status dmxp_try_recv(const dmxp_channel *ch, void *buf, size_t cap,
+                                        dmxp_meta *meta, size_t *len) {
+    dmxp_status s = dmxp__recv_once(ch, buf, cap, meta, len);
+    if (s == DMXP_E_EMPTY && dmxp__miss(ch, 0)) s = dmxp__recv_once(ch, buf, cap, meta, len);
+    if (s == DMXP_OK || s == DMXP_E_LOST || s == DMXP_E_CORRUPT_MESSAGE || s == DMXP_E_REVOKED)
+        dmxp__hit(ch, 0);
+    return s;
 }
 
 /* What a batch receive consumed (dmxp_try_recv_batch_counts). */
@@ -2161,25 +2324,33 @@ typedef struct dmxp_recv_counts {
     size_t delivered; /* messages handed to the callback */
     size_t lost;      /* LOST tombstones consumed (messages of producers that died, §11) */
     size_t corrupt;   /* slots with payload_len > 960, consumed and dropped */
+    size_t revoked;   /* positions a peer repaired before they were freed (§11.7), whatever
+                         they held: not delivered */
 } dmxp_recv_counts;
 
 /* Receives up to `max` messages claimed with one CAS, calling deliver(ctx, meta, payload, len)
  * for each (after its slot is freed); on_lost (optional) is called with the message_id of each
- * LOST tombstone. SKIP markers are passed over and counted nowhere. DMXP_OK when at least one
- * position was consumed, else DMXP_E_EMPTY / DMXP_E_BUSY. */
+ * LOST tombstone. Each position is freed on its own; one whose free finds it repaired by a
+ * peer (§11.7) is counted in `revoked` and not delivered. SKIP markers are passed over and
+ * counted nowhere. DMXP_OK when at least one position was consumed, else DMXP_E_EMPTY /
+ * DMXP_E_BUSY (with the stuck watch of dmxp_try_recv). */
 static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, size_t max,
                                                      dmxp_deliver_fn deliver,
                                                      void (*on_lost)(void *ctx, uint64_t id),
                                                      void *ctx, dmxp_recv_counts *counts) {
-    dmxp_recv_counts local = {0, 0, 0};
+    dmxp_recv_counts local;
     if (counts == NULL) counts = &local;
     memset(counts, 0, sizeof *counts);
     if (max == 0) return DMXP_OK;
     uint64_t first, count;
     uint32_t needed;
     dmxp_status s = dmxp__claim_recv(ch, (uint64_t)max, SIZE_MAX, &first, &count, &needed);
+    if (s == DMXP_E_EMPTY && dmxp__miss(ch, 0))
+        s = dmxp__claim_recv(ch, (uint64_t)max, SIZE_MAX, &first, &count, &needed);
     if (s != DMXP_OK) return s;
+    dmxp__hit(ch, 0);
     unsigned char buf[DMXP_MSG_INLINE];
+    int freed_any = 0;
     for (uint64_t k = 0; k < count; k++) {
         uint64_t pos = first + k;
         dmxp_slot *slot = dmxp__slot(ch, pos);
@@ -2196,8 +2367,14 @@ static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, siz
             kind = 0;
             dmxp__payload_load(slot, buf, meta.payload_len);
         }
-        dmxp__free(ch, pos); /* every claimed position is freed */
+        int freed = dmxp__free(ch, pos); /* every claimed position is freed (or revoked) */
         if (k + 1 == count) dmxp__intent_clear(ch->recv_peer); /* after the last free */
+        if (!freed) {
+            counts->revoked++;
+            (void)dmxp__revoked(ch);
+            continue; /* what was read may be the next lap's: dropped */
+        }
+        freed_any = 1;
         if (kind == 0) {
             counts->delivered++;
             if (deliver) deliver(ctx, &meta, buf, meta.payload_len);
@@ -2208,19 +2385,19 @@ static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, siz
             counts->corrupt++;
         }
     }
-    dmxp__notify_producers(ch);
+    if (freed_any) dmxp__notify_producers(ch);
     return DMXP_OK;
 }
 
 /* dmxp_try_recv_batch_counts with *delivered = messages handed over and *dropped = positions
- * consumed without one (LOST tombstones and corrupt lengths). */
+ * consumed without one (LOST tombstones, corrupt lengths and revoked positions). */
 static inline dmxp_status dmxp_try_recv_batch(const dmxp_channel *ch, size_t max,
                                               dmxp_deliver_fn deliver, void *ctx,
                                               size_t *delivered, size_t *dropped) {
     dmxp_recv_counts c;
     dmxp_status s = dmxp_try_recv_batch_counts(ch, max, deliver, NULL, ctx, &c);
     if (delivered) *delivered = c.delivered;
-    if (dropped) *dropped = c.lost + c.corrupt;
+    if (dropped) *dropped = c.lost + c.corrupt + c.revoked;
     return s;
 }
 
@@ -2284,6 +2461,43 @@ static inline uint64_t dmxp_process_start_time(uint32_t pid) {
     return dmxp__proc_stat(pid, &st, &start) == 0 ? start : 0;
 }
 
+/* This process's pid namespace (§11.2): the inode of /proc/self/ns/pid, 0 if unknown. */
+static inline uint64_t dmxp_pid_namespace(void) {
+    struct stat st;
+    if (stat("/proc/self/ns/pid", &st) != 0) return 0;
+    return (uint64_t)st.st_ino;
+}
+
+/* Who this process is, as it registers in and judges the peer table (§11.2, §11.5). */
+typedef struct dmxp_identity {
+    uint32_t pid;
+    uint64_t start_time; /* field 22 of /proc/<pid>/stat; 0 if unknown */
+    uint64_t pid_ns;     /* dmxp_pid_namespace(); 0 if unknown */
+} dmxp_identity;
+
+/* This process's identity. The start time and namespace are read once and cached with the pid
+ * they were read for; a cached pid that differs from getpid() means this is a child forked
+ * since (which must not register with its parent's start time: checkers would take it for a
+ * reused pid, that is dead), so they are read again. Any thread may call it. */
+static inline dmxp_identity dmxp_self_identity(void) {
+    static _Atomic uint32_t cached_pid;
+    static _Atomic uint64_t cached_start, cached_ns;
+    dmxp_identity me;
+    me.pid = (uint32_t)getpid();
+    if (atomic_load_explicit(&cached_pid, DMXP__ACQ) == me.pid) {
+        me.start_time = atomic_load_explicit(&cached_start, DMXP__RLX);
+        me.pid_ns = atomic_load_explicit(&cached_ns, DMXP__RLX);
+        return me;
+    }
+    me.start_time = dmxp_process_start_time(me.pid);
+    me.pid_ns = dmxp_pid_namespace();
+    /* Threads of one process that race here store the same values; the pid goes last. */
+    atomic_store_explicit(&cached_start, me.start_time, DMXP__RLX);
+    atomic_store_explicit(&cached_ns, me.pid_ns, DMXP__RLX);
+    atomic_store_explicit(&cached_pid, me.pid, DMXP__REL);
+    return me;
+}
+
 /* §11.5: 1 when the process a record names is dead: kill(pid, 0) fails with ESRCH, or it is a
  * zombie (state Z, or X), or start_time != 0 and the process now at that pid started at
  * another time (the pid was reused). EPERM from kill means alive (another uid). This does not
@@ -2300,6 +2514,20 @@ static inline int dmxp_peer_dead(uint32_t pid, uint64_t start_time) {
     if (e != 0) return 0;                    /* cannot tell: alive */
     if (st == 'Z' || st == 'X') return 1;
     return start_time != 0 && now_start != start_time;
+}
+
+/* dmxp_peer_dead for a record's (pid, start_time, pid_ns), judged from pid namespace my_ns: a
+ * record of another pid namespace (pid_ns non-zero and not my_ns) names a pid this process
+ * cannot see (a container sharing /dev/shm sees it as ESRCH), so it counts as alive. */
+static inline int dmxp__record_dead(uint32_t pid, uint64_t start_time, uint64_t pid_ns,
+                                    uint64_t my_ns) {
+    if (pid_ns != 0 && pid_ns != my_ns) return 0;
+    return dmxp_peer_dead(pid, start_time);
+}
+
+/* dmxp__record_dead from this process's own pid namespace. */
+static inline int dmxp_peer_record_dead(uint32_t pid, uint64_t start_time, uint64_t pid_ns) {
+    return dmxp__record_dead(pid, start_time, pid_ns, dmxp_self_identity().pid_ns);
 }
 
 /* Locates the peer table (§11.1), installing it first when `install` and there is none.
@@ -2328,7 +2556,8 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
             atomic_store_explicit(&r[i].channel_id, 0, DMXP__RLX);
             atomic_store_explicit(&r[i].intent_count, 0, DMXP__RLX);
             atomic_store_explicit(&r[i].intent_position, 0, DMXP__RLX);
-            for (size_t k = 0; k < 4; k++) atomic_store_explicit(&r[i].zero[k], 0, DMXP__RLX);
+            atomic_store_explicit(&r[i].pid_ns, 0, DMXP__RLX);
+            for (size_t k = 0; k < 3; k++) atomic_store_explicit(&r[i].zero[k], 0, DMXP__RLX);
         }
         uint64_t expected = 0;
         /* Release: the zeroed records are visible to whoever sees the offset. A loser uses
@@ -2361,12 +2590,12 @@ static inline dmxp_status dmxp__register_one(dmxp_channel *ch, uint16_t role,
     dmxp_peer_record *table;
     dmxp_status s = dmxp__peer_table(ch, 1, &table, err);
     if (s != DMXP_OK) return s;
-    uint32_t me = (uint32_t)getpid(); /* not the segment's pid: this may be a forked child */
-    uint64_t start = dmxp_process_start_time(me);
+    /* This process's own identity, not the segment's pid: this may be a forked child. */
+    dmxp_identity me = dmxp_self_identity();
     for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
         dmxp_peer_record *r = &table[i];
         uint32_t expected = 0;
-        if (!atomic_compare_exchange_strong_explicit(&r->pid, &expected, me, DMXP__ACQ,
+        if (!atomic_compare_exchange_strong_explicit(&r->pid, &expected, me.pid, DMXP__ACQ,
                                                      DMXP__RLX))
             continue;
         atomic_store_explicit(&r->runtime, (uint16_t)DMXP_RUNTIME_C, DMXP__RLX);
@@ -2374,7 +2603,9 @@ static inline dmxp_status dmxp__register_one(dmxp_channel *ch, uint16_t role,
         atomic_store_explicit(&r->channel_id, ch->id, DMXP__RLX);
         atomic_store_explicit(&r->intent_count, 0, DMXP__RLX);
         atomic_store_explicit(&r->intent_position, 0, DMXP__RLX);
-        atomic_store_explicit(&r->start_time, start, DMXP__REL); /* last: 0 means unknown */
+        atomic_store_explicit(&r->pid_ns, me.pid_ns, DMXP__RLX);
+        /* Last, with release: a checker that reads this start time sees the fields above. */
+        atomic_store_explicit(&r->start_time, me.start_time, DMXP__REL);
         *slot = r;
         return DMXP_OK;
     }
@@ -2414,19 +2645,26 @@ static inline unsigned dmxp_channel_registered(const dmxp_channel *ch) {
     return (ch->send_peer ? DMXP_ROLE_PRODUCER : 0u) | (ch->recv_peer ? DMXP_ROLE_CONSUMER : 0u);
 }
 
+/* Frees a record of this handle (§11.3 leave), but only if it holds this process's pid (§11.5):
+ * a forked child that closes a handle it inherited leaves its parent's record alone, and so
+ * does a process whose record a peer took over meanwhile. */
 static inline void dmxp__leave(dmxp_peer_record **slot) {
     dmxp_peer_record *r = *slot;
     *slot = NULL;
     if (r == NULL) return;
+    uint32_t me = (uint32_t)getpid();
+    if (atomic_load_explicit(&r->pid, DMXP__ACQ) != me) return;
     atomic_store_explicit(&r->intent_count, 0, DMXP__RLX);
     /* A free record keeps no start time, so that the next owner's record never shows its own
      * pid with a stale start time (which would look like a reused pid). */
     atomic_store_explicit(&r->start_time, 0, DMXP__RLX);
-    atomic_store_explicit(&r->pid, 0, DMXP__REL);
+    uint32_t expected = me; /* a CAS: never clears a record a repairer took over */
+    atomic_compare_exchange_strong_explicit(&r->pid, &expected, 0, DMXP__REL, DMXP__RLX);
 }
 
-/* Leaves the peer table (frees this handle's records). The handle stays usable, unregistered.
- * Call it before dmxp_segment_close. */
+/* Leaves the peer table: frees this handle's records if this process registered them (a
+ * forked child that inherited the handle does not free its parent's). The handle stays
+ * usable, unregistered. Call it before dmxp_segment_close. */
 static inline void dmxp_channel_close(dmxp_channel *ch) {
     if (ch == NULL) return;
     dmxp__leave(&ch->send_peer);
@@ -2435,24 +2673,50 @@ static inline void dmxp_channel_close(dmxp_channel *ch) {
 
 /* What dmxp_channel_recover did. */
 typedef struct dmxp_recover_report {
-    uint32_t records_freed; /* dead peers' records taken over and freed */
-    uint64_t lost;          /* LOST tombstones published for positions of dead producers */
-    uint64_t freed;         /* slots freed for positions claimed by dead consumers */
+    uint32_t records_freed;   /* dead peers' records taken over and freed */
+    uint64_t lost;            /* LOST tombstones published for positions of dead producers */
+    uint64_t freed;           /* slots freed for positions claimed by dead consumers */
+    uint32_t liveness_checks; /* records whose owner's liveness was judged (at most once per
+                                 record and pass: one snapshot, however many positions) */
 } dmxp_recover_report;
 
-/* Snapshot of the live intents of `role` on channel `id` other than `skip`. */
+/* The liveness of the table's records as judged once in a repair pass (§11.5), keyed by what
+ * was read: a record that changed owner meanwhile (another pid, start time or namespace) is
+ * judged again. */
+typedef struct dmxp__liveness {
+    dmxp_identity me;
+    uint32_t pid[DMXP_PEER_RECORDS];
+    uint64_t start[DMXP_PEER_RECORDS];
+    uint64_t ns[DMXP_PEER_RECORDS];
+    unsigned char verdict[DMXP_PEER_RECORDS]; /* 0 not judged yet, 1 alive, 2 dead */
+    uint32_t checks;
+} dmxp__liveness;
+
+static inline int dmxp__dead_at(dmxp__liveness *l, uint32_t i, uint32_t pid, uint64_t start,
+                                uint64_t ns) {
+    if (pid == 0 || pid == l->me.pid) return 0; /* free, or ours: alive (never a torn read) */
+    if (l->verdict[i] == 0 || l->pid[i] != pid || l->start[i] != start || l->ns[i] != ns) {
+        l->pid[i] = pid;
+        l->start[i] = start;
+        l->ns[i] = ns;
+        l->verdict[i] = dmxp__record_dead(pid, start, ns, l->me.pid_ns) ? 2 : 1;
+        l->checks++;
+    }
+    return l->verdict[i] == 2;
+}
+
+/* Snapshot of the live intents of `role` on channel `id` other than record `skip`. */
 typedef struct dmxp__intent {
     uint64_t position;
     uint32_t count;
 } dmxp__intent;
 
-static inline size_t dmxp__live_intents(dmxp_peer_record *table, const dmxp_peer_record *skip,
-                                        uint32_t id, uint16_t role, uint32_t me,
-                                        dmxp__intent *out) {
+static inline size_t dmxp__live_intents(dmxp_peer_record *table, uint32_t skip, uint32_t id,
+                                        uint16_t role, dmxp__liveness *l, dmxp__intent *out) {
     size_t n = 0;
     for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
         dmxp_peer_record *o = &table[i];
-        if (o == skip) continue;
+        if (i == skip) continue;
         uint32_t pid = atomic_load_explicit(&o->pid, DMXP__ACQ);
         if (pid == 0 || atomic_load_explicit(&o->channel_id, DMXP__RLX) != id ||
             atomic_load_explicit(&o->role, DMXP__RLX) != role)
@@ -2461,7 +2725,8 @@ static inline size_t dmxp__live_intents(dmxp_peer_record *table, const dmxp_peer
         if (count == 0) continue;
         uint64_t pos = atomic_load_explicit(&o->intent_position, DMXP__ACQ);
         uint64_t start = atomic_load_explicit(&o->start_time, DMXP__ACQ);
-        if (pid != me && dmxp_peer_dead(pid, start)) continue;
+        uint64_t ns = atomic_load_explicit(&o->pid_ns, DMXP__RLX);
+        if (dmxp__dead_at(l, i, pid, start, ns)) continue;
         out[n].position = pos;
         out[n].count = count;
         n++;
@@ -2478,9 +2743,13 @@ static inline int dmxp__covered(const dmxp__intent *live, size_t n, uint64_t p) 
 /* Repairs what dead peers left on this channel (§11.6): each dead registrant's record is taken
  * over by CAS; a position of its intent that is still claimed-unpublished (producer) gets a
  * LOST tombstone, one still claimed-unfreed (consumer) is freed, unless a live peer's intent
- * covers it; then the record is freed. Records of other channels are left alone. The blocking
- * calls run this by themselves once the channel has been stuck for DMXP_STUCK_GRACE_NS; tools
- * may call it at any time. `report` is optional. DMXP_OK, or a corrupt peer_table_offset. */
+ * covers it; then the record is freed. Records of other channels are left alone. Liveness
+ * (§11.5: a record of another pid namespace counts as alive) is judged once per record and
+ * pass. The blocking calls run this by themselves once the channel has been stuck for
+ * DMXP_STUCK_GRACE_NS, the non-blocking ones after DMXP_MISS_STREAK misses in a row and the
+ * same grace; tools may call it at any time. A peer wrongly judged dead learns it from its
+ * next publish or free (DMXP_E_REVOKED, §11.7). `report` is optional. DMXP_OK, or a corrupt
+ * peer_table_offset. */
 static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
                                                dmxp_recover_report *report) {
     dmxp_recover_report local;
@@ -2490,26 +2759,30 @@ static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
     dmxp_peer_record *table;
     dmxp_status s = dmxp__peer_table(ch, 0, &table, NULL);
     if (s != DMXP_OK || table == NULL) return s;
-    uint32_t me = (uint32_t)getpid();
-    uint64_t my_start = 0;
-    int have_start = 0;
+    dmxp__liveness l;
+    memset(&l, 0, sizeof l);
+    l.me = dmxp_self_identity();
     dmxp__intent live[DMXP_PEER_RECORDS];
     int woke_consumers = 0, woke_producers = 0;
     for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
         dmxp_peer_record *d = &table[i];
         uint32_t dead_pid = atomic_load_explicit(&d->pid, DMXP__ACQ);
-        if (dead_pid == 0 || dead_pid == me) continue; /* free, or ours: alive */
+        if (dead_pid == 0 || dead_pid == l.me.pid) continue; /* free, or ours: alive */
         if (atomic_load_explicit(&d->channel_id, DMXP__RLX) != ch->id) continue;
-        if (!dmxp_peer_dead(dead_pid, atomic_load_explicit(&d->start_time, DMXP__ACQ))) continue;
+        uint64_t dead_start = atomic_load_explicit(&d->start_time, DMXP__ACQ);
+        uint64_t dead_ns = atomic_load_explicit(&d->pid_ns, DMXP__RLX);
+        if (!dmxp__dead_at(&l, i, dead_pid, dead_start, dead_ns)) continue;
+        /* Takeover: the dead owner's start time goes before our pid goes in, so that a checker
+         * never reads our pid beside it (and judges us dead). Its pid_ns is 0 or ours (a
+         * record of another namespace is never judged dead), so it can stay. */
+        uint64_t st = dead_start;
+        (void)atomic_compare_exchange_strong_explicit(&d->start_time, &st, 0, DMXP__RLX,
+                                                      DMXP__RLX);
         uint32_t expected = dead_pid;
-        if (!atomic_compare_exchange_strong_explicit(&d->pid, &expected, me, DMXP__ACQREL,
-                                                     DMXP__RLX))
+        if (!atomic_compare_exchange_strong_explicit(&d->pid, &expected, l.me.pid,
+                                                     DMXP__ACQREL, DMXP__RLX))
             continue; /* someone else repairs it */
-        if (!have_start) {
-            my_start = dmxp_process_start_time(me);
-            have_start = 1;
-        }
-        atomic_store_explicit(&d->start_time, my_start, DMXP__REL); /* d is now ours */
+        atomic_store_explicit(&d->start_time, l.me.start_time, DMXP__REL); /* d is now ours */
         report->records_freed++;
         uint16_t role = atomic_load_explicit(&d->role, DMXP__RLX);
         uint16_t runtime = atomic_load_explicit(&d->runtime, DMXP__RLX);
@@ -2524,7 +2797,7 @@ static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
              * in the snapshot of live intents taken next. */
             uint64_t cursor = atomic_load_explicit(producer ? &ch->entry->tail : &ch->entry->head,
                                                    DMXP__ACQ);
-            size_t nlive = dmxp__live_intents(table, d, ch->id, role, me, live);
+            size_t nlive = dmxp__live_intents(table, i, ch->id, role, &l, live);
             /* Only the last lap before the cursor can hold a stuck claim. */
             int64_t behind = dmxp__diff(cursor, p0);
             if (behind > 0 && (uint64_t)behind > ch->capacity) k0 = (uint64_t)behind - ch->capacity;
@@ -2533,6 +2806,7 @@ static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
                 if (dmxp__diff(cursor, p) <= 0) break; /* not claimed (yet): not stuck */
                 if (dmxp__covered(live, nlive, p)) continue; /* a live peer owns p */
                 dmxp_slot *slot = dmxp__slot(ch, p);
+                /* Read after the intents: an owner that finished meanwhile has moved it on. */
                 uint64_t seq = atomic_load_explicit(&slot->sequence, DMXP__ACQ);
                 if (producer && seq == p) {
                     dmxp_slot_meta *m = &slot->meta;
@@ -2545,10 +2819,13 @@ static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
                     atomic_store_explicit(&m->flags, (uint16_t)DMXP_FLAG_LOST, DMXP__RLX);
                     atomic_store_explicit(&m->payload_len, 0, DMXP__RLX);
                     atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
-                    atomic_store_explicit(&slot->sequence, p + 1, DMXP__REL); /* tombstone */
+                    /* The tombstone. Should the owner be alive after all, its publish CAS
+                     * (from p) now fails and it reports DMXP_E_REVOKED. */
+                    atomic_store_explicit(&slot->sequence, p + 1, DMXP__REL);
                     report->lost++;
                     woke_consumers = 1;
                 } else if (!producer && seq == p + 1) {
+                    /* Freed; a live owner's free CAS (from p + 1) now fails: revoked. */
                     atomic_store_explicit(&slot->sequence, p + ch->capacity, DMXP__REL);
                     report->freed++;
                     woke_producers = 1;
@@ -2559,6 +2836,7 @@ static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
         atomic_store_explicit(&d->start_time, 0, DMXP__RLX);
         atomic_store_explicit(&d->pid, 0, DMXP__REL); /* free again */
     }
+    report->liveness_checks = l.checks;
     if (woke_consumers) dmxp__notify_consumers(ch);
     if (woke_producers) dmxp__notify_producers(ch);
     return DMXP_OK;
@@ -2575,6 +2853,7 @@ typedef struct dmxp__stuck {
  * tail is past it) or a sender (send == 1: the slot at tail holds a message a consumer claimed
  * and never freed). *position is the stuck position. */
 static inline int dmxp__looks_stuck(const dmxp_channel *ch, int send, uint64_t *position) {
+    atomic_fetch_add_explicit(&dmxp__mut(ch)->stuck_looks, 1, DMXP__RLX);
     if (!send) {
         uint64_t h = atomic_load_explicit(&ch->entry->head, DMXP__ACQ);
         uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, h)->sequence, DMXP__ACQ);
@@ -2611,6 +2890,62 @@ static inline int64_t dmxp__stuck_step(const dmxp_channel *ch, int send, dmxp__s
     }
     int64_t recheck = now + DMXP_STUCK_GRACE_NS;
     return recheck < deadline ? recheck : deadline;
+}
+
+/* The non-blocking calls' stuck watch (declared with the ring code). A miss lengthens the
+ * handle's streak; from DMXP_MISS_STREAK misses in a row on, each miss looks whether the
+ * channel is stuck, and once it has been stuck at one position for DMXP_STUCK_GRACE_NS runs
+ * a repair (then waits out the grace again before the next). Threads sharing an unregistered
+ * handle share its watch: races between them only move a repair earlier or later, and a repair
+ * is safe at any time. */
+static inline int dmxp__miss(const dmxp_channel *ch, int send) {
+    dmxp__watch *w = send ? &dmxp__mut(ch)->send_watch : &dmxp__mut(ch)->recv_watch;
+    uint32_t misses = atomic_load_explicit(&w->misses, DMXP__RLX);
+    if (misses < DMXP_MISS_STREAK) {
+        atomic_store_explicit(&w->misses, ++misses, DMXP__RLX);
+        if (misses < DMXP_MISS_STREAK) return 0;
+    }
+    uint64_t pos;
+    if (!dmxp__looks_stuck(ch, send, &pos)) {
+        if (atomic_load_explicit(&w->since, DMXP__RLX) != 0)
+            atomic_store_explicit(&w->since, 0, DMXP__RLX);
+        return 0;
+    }
+    int64_t now = (int64_t)dmxp_now_ns();
+    if (now == 0) now = 1; /* 0 means "not watching" */
+    int64_t since = atomic_load_explicit(&w->since, DMXP__RLX);
+    if (since == 0 || atomic_load_explicit(&w->position, DMXP__RLX) != pos) {
+        atomic_store_explicit(&w->position, pos, DMXP__RLX);
+        atomic_store_explicit(&w->since, now, DMXP__RLX);
+        return 0;
+    }
+    if (now - since < DMXP_STUCK_GRACE_NS) return 0;
+    atomic_store_explicit(&w->since, now, DMXP__RLX); /* the grace again before another pass */
+    dmxp_recover_report rep;
+    if (dmxp_channel_recover(ch, &rep) != DMXP_OK) return 0;
+    return send ? rep.freed != 0 : rep.lost != 0;
+}
+
+static inline void dmxp__hit(const dmxp_channel *ch, int send) {
+    dmxp__watch *w = send ? &dmxp__mut(ch)->send_watch : &dmxp__mut(ch)->recv_watch;
+    /* Loads first: a handle in steady flow writes nothing here. */
+    if (atomic_load_explicit(&w->misses, DMXP__RLX) != 0)
+        atomic_store_explicit(&w->misses, 0, DMXP__RLX);
+    if (atomic_load_explicit(&w->since, DMXP__RLX) != 0)
+        atomic_store_explicit(&w->since, 0, DMXP__RLX);
+}
+
+/* Positions of this handle's claims found revoked by a peer's repair (§11.7), every call
+ * counted (the batch calls count each position). */
+static inline uint64_t dmxp_channel_revoked(const dmxp_channel *ch) {
+    return atomic_load_explicit(&ch->revoked, DMXP__RLX);
+}
+
+/* How many times calls on this handle read the other side's cursor to look for a stuck
+ * channel (§11.6): blocking calls before each sleep, non-blocking ones only past a streak of
+ * DMXP_MISS_STREAK misses. A diagnostic (and what the tests check the streak with). */
+static inline uint64_t dmxp_channel_stuck_looks(const dmxp_channel *ch) {
+    return atomic_load_explicit(&ch->stuck_looks, DMXP__RLX);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -2684,13 +3019,13 @@ static inline dmxp_status dmxp_recv_timeout(const dmxp_channel *ch, void *buf, s
     int64_t deadline = dmxp__deadline(timeout_ns);
     dmxp__stuck stuck = {0, 0, 0};
     for (;;) {
-        dmxp_status s = dmxp_try_recv(ch, buf, cap, meta, len);
+        dmxp_status s = dmxp__recv_once(ch, buf, cap, meta, len);
         if (s != DMXP_E_EMPTY) return s;
         int64_t until = dmxp__stuck_step(ch, 0, &stuck, deadline);
         dmxp__wait_once(ch, dmxp_has_message, &ch->entry->not_empty_seq,
                         &ch->entry->not_empty_waiters, until);
         if ((int64_t)dmxp_now_ns() >= deadline) {
-            s = dmxp_try_recv(ch, buf, cap, meta, len);
+            s = dmxp__recv_once(ch, buf, cap, meta, len);
             return s == DMXP_E_EMPTY ? DMXP_E_TIMEOUT : s;
         }
     }
@@ -2704,13 +3039,13 @@ static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *
     int64_t deadline = dmxp__deadline(timeout_ns);
     dmxp__stuck stuck = {0, 0, 0};
     for (;;) {
-        dmxp_status s = dmxp_try_send(ch, data, len, opts, message_id);
+        dmxp_status s = dmxp__send_once(ch, data, len, opts, message_id);
         if (s != DMXP_E_FULL) return s;
         int64_t until = dmxp__stuck_step(ch, 1, &stuck, deadline);
         dmxp__wait_once(ch, dmxp_has_free_slot, &ch->entry->not_full_seq,
                         &ch->entry->not_full_waiters, until);
         if ((int64_t)dmxp_now_ns() >= deadline) {
-            s = dmxp_try_send(ch, data, len, opts, message_id);
+            s = dmxp__send_once(ch, data, len, opts, message_id);
             return s == DMXP_E_FULL ? DMXP_E_TIMEOUT : s;
         }
     }

@@ -82,6 +82,7 @@ typedef struct {
     seen_set seen;
     uint64_t unique, duplicated, corrupt, lost;
     uint64_t tombstones; /* LOST tombstones: messages of producers that died mid-send */
+    uint64_t revoked;    /* claims a peer repaired first (this consumer judged dead, §11.7) */
     uint64_t first_ns, last_ns;
     uint64_t *recorded;
     size_t recorded_len, recorded_cap;
@@ -156,6 +157,7 @@ static void *receive_all(void *arg) {
         if (s == DMXP_OK) {
             j->corrupt += counts.corrupt;
             j->tombstones += counts.lost;
+            j->revoked += counts.revoked;
             if (j->idle_ns) atomic_store_explicit(&last_activity_ns, dmxp_now_ns(),
                                                   memory_order_relaxed);
             continue;
@@ -184,6 +186,10 @@ static void *receive_all(void *arg) {
     if (j->tombstones)
         fprintf(stderr, "consumer: channel %u: %llu LOST tombstones (producers died mid-send)\n",
                 j->channel, (unsigned long long)j->tombstones);
+    if (j->revoked)
+        fprintf(stderr, "consumer: channel %u: %llu receives revoked (a peer repaired them "
+                        "first, judging this consumer dead)\n",
+                j->channel, (unsigned long long)j->revoked);
     dmxp_channel_close(&ch);
     return NULL;
 }

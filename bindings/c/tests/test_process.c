@@ -268,7 +268,7 @@ static void cross_process_wake(void) {
             /* publish by hand, then wake with a plain shared FUTEX_WAKE */
             uint64_t t = atomic_load(&ch.entry->tail);
             CHECK(atomic_compare_exchange_strong(&ch.entry->tail, &t, t + 1));
-            dmxp__write_slot(&ch, t, "hey", 3, 0, 0, dmxp_now_ns());
+            CHECK_OK(dmxp__publish(&ch, t, "hey", 3, 0, 0, dmxp_now_ns()));
             atomic_fetch_add(&ch.entry->not_empty_seq, 1);
             CHECK(syscall(SYS_futex, (void *)&ch.entry->not_empty_seq, FUTEX_WAKE, INT_MAX, NULL,
                           NULL, 0) >= 0);

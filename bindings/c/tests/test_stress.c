@@ -12,6 +12,7 @@
 #define CONSUMERS 4
 #define SEG_LEN (1u << 20)
 
+static dmxp_segment seg;
 static dmxp_channel ch;
 static uint64_t per_producer = 20000;
 static _Atomic uint64_t received_total;
@@ -22,10 +23,11 @@ static void *producer(void *p) {
     int who = (int)(intptr_t)p;
     /* Odd threads use their own handle, registered in the peer table (intents around every
      * claim); even ones share the unregistered handle. */
-    dmxp_channel mine = ch;
+    /* A handle of its own is opened, not copied: other threads are using `ch`. */
+    dmxp_channel mine;
+    CHECK_OK(dmxp_channel_open(&seg, ch.id, &mine, NULL));
     const dmxp_channel *c = &ch;
     if (who % 2) {
-        mine.send_peer = mine.recv_peer = NULL;
         CHECK_OK(dmxp_channel_register(&mine, DMXP_ROLE_PRODUCER, NULL));
         c = &mine;
     }
@@ -65,6 +67,7 @@ static void *producer(void *p) {
         CHECK_OK(s);
         i++;
     }
+    CHECK_EQ_U64(dmxp_channel_revoked(&mine), 0); /* nobody is ever judged dead here */
     dmxp_channel_close(&mine);
     return NULL;
 }
@@ -88,10 +91,10 @@ static void deliver(void *ctx, const dmxp_meta *meta, const void *payload, size_
 
 static void *consumer(void *p) {
     int who = (int)(intptr_t)p;
-    dmxp_channel mine = ch;
+    dmxp_channel mine;
+    CHECK_OK(dmxp_channel_open(&seg, ch.id, &mine, NULL));
     const dmxp_channel *c = &ch;
     if (who % 4 >= 2) {
-        mine.send_peer = mine.recv_peer = NULL;
         CHECK_OK(dmxp_channel_register(&mine, DMXP_ROLE_CONSUMER, NULL));
         c = &mine;
     }
@@ -116,6 +119,7 @@ static void *consumer(void *p) {
             record(out, len);
         }
     }
+    CHECK_EQ_U64(dmxp_channel_revoked(&mine), 0); /* nobody is ever judged dead here */
     dmxp_channel_close(&mine);
     return NULL;
 }
@@ -123,7 +127,6 @@ static void *consumer(void *p) {
 int main(int argc, char **argv) {
     if (argc > 1) per_producer = strtoull(argv[1], NULL, 10);
     void *mem = test_segment_memory(SEG_LEN);
-    dmxp_segment seg;
     dmxp_error err;
     CHECK_OK(dmxp_segment_format_memory(&seg, mem, SEG_LEN, (uint32_t)getpid(), &err));
     CHECK_OK(dmxp_channel_create(&seg, 9, 8, &ch, &err));
@@ -147,6 +150,7 @@ int main(int argc, char **argv) {
             return 1;
         }
     check_count += (int)total;
+    CHECK_EQ_U64(dmxp_channel_revoked(&ch), 0);
     CHECK_EQ_U64(dmxp_channel_head(&ch), total);
     CHECK_EQ_U64(dmxp_channel_tail(&ch), total);
     CHECK_EQ_U64(atomic_load(&ch.entry->not_empty_waiters), 0);
