@@ -108,9 +108,10 @@ fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat { state, start_time })
 }
 
-/// [`process_alive`] as the core's liveness check.
+/// The [`Liveness`] of crash recovery on Linux: [`process_alive`], and only records of this
+/// process's own pid namespace (or an unrecorded one) are judged (PROTOCOL.md §11.5).
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct ProcLiveness;
+pub struct ProcLiveness;
 
 impl Liveness for ProcLiveness {
     fn is_alive(&self, pid: u32, start_time: u64) -> bool {

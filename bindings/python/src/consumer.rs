@@ -86,6 +86,7 @@ impl Message {
 struct Counters {
     received: AtomicU64,
     lost: AtomicU64,
+    revoked: AtomicU64,
     corrupt: AtomicU64,
     dropped_in_batch: AtomicU64,
 }
@@ -138,6 +139,11 @@ impl Consumer {
             }
             Err(RecvError::Corrupt { .. }) => {
                 self.counters.corrupt.fetch_add(1, Relaxed);
+                Ok(None)
+            }
+            // A repair freed the slot under us (judged dead or stopped): nothing delivered.
+            Err(RecvError::Revoked { .. }) => {
+                self.counters.revoked.fetch_add(1, Relaxed);
                 Ok(None)
             }
             Err(e) => Err(errors::from_recv(py, e, self.channel_id)),
@@ -236,6 +242,9 @@ impl Consumer {
                     .dropped_in_batch
                     .fetch_add(batch.dropped as u64, Relaxed);
                 self.counters.lost.fetch_add(batch.lost as u64, Relaxed);
+                self.counters
+                    .revoked
+                    .fetch_add(batch.revoked as u64, Relaxed);
                 Ok(())
             }
             Err(RecvError::Empty) => Ok(()),
@@ -465,6 +474,7 @@ impl Consumer {
         let dict = PyDict::new(py);
         dict.set_item("received", self.counters.received.load(Relaxed))?;
         dict.set_item("lost", self.counters.lost.load(Relaxed))?;
+        dict.set_item("revoked", self.counters.revoked.load(Relaxed))?;
         dict.set_item("corrupt", self.counters.corrupt.load(Relaxed))?;
         dict.set_item(
             "dropped_in_batch",

@@ -104,6 +104,12 @@ pub(crate) fn from_facade(py: Python<'_>, error: &dmxp::Error) -> PyErr {
         ErrorKind::InvalidInput => new_error(py, "InvalidInputError", message, &[]),
         ErrorKind::OutOfSpace => new_error(py, "OutOfSpaceError", message, &[]),
         ErrorKind::Busy => new_error(py, "BusyError", message, &[]),
+        ErrorKind::Revoked { message_id } => new_error(
+            py,
+            "RevokedError",
+            message,
+            &[("message_id", Some(message_id))],
+        ),
         ErrorKind::Untrusted { owner, mode } => new_error(
             py,
             "UntrustedError",
@@ -184,6 +190,16 @@ pub(crate) fn from_send(py: Python<'_>, error: SendError, channel: u32) -> PyErr
             format!("channel {channel}: timed out waiting for a free slot"),
             &[],
         ),
+        SendError::Revoked { message_id } => new_error(
+            py,
+            "RevokedError",
+            format!(
+                "channel {channel}: the claim on position {message_id} was revoked by a repair \
+                 before it was published (this producer was judged dead or held it past the \
+                 unblock timeout); the message may or may not have been delivered"
+            ),
+            &[("message_id", Some(message_id))],
+        ),
     }
 }
 
@@ -232,6 +248,15 @@ pub(crate) fn from_recv(py: Python<'_>, error: RecvError, channel: u32) -> PyErr
             "TimeoutError",
             format!("channel {channel}: timed out waiting for a message"),
             &[],
+        ),
+        RecvError::Revoked { message_id } => new_error(
+            py,
+            "RevokedError",
+            format!(
+                "channel {channel}: the claim on message {message_id} was revoked by a repair \
+                 before this consumer freed it; nothing delivered"
+            ),
+            &[("message_id", Some(message_id))],
         ),
     }
 }

@@ -13,7 +13,7 @@
 //! runs one repair pass of the core (`Segment::repair`, with `dmxp::process_alive` as the
 //! liveness check); blocking calls re-check that often while stuck.
 
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use dmxp::core::layout::runtime;
@@ -21,22 +21,30 @@ use dmxp::core::{
     Error as CoreError, PeerRole, PeerSlot, Received, RecvError, RepairReport, Segment, SendError,
     SendMeta,
 };
-use dmxp::{FutexWait, STUCK_GRACE};
+use dmxp::{FutexWait, StuckAction, StuckWatch};
 use self_cell::self_cell;
 
 use crate::open::{FutexChannel, OpenChannel};
-
-/// This process's start time (field 22 of `/proc/self/stat`), read once; 0 if unknown.
-fn own_start_time() -> u64 {
-    static START: OnceLock<u64> = OnceLock::new();
-    *START.get_or_init(|| dmxp::process_start_time(std::process::id()).unwrap_or(0))
-}
 
 /// The channel as one registration uses it: writing intents to its record (none when the
 /// table is full, has no room, or is corrupt: the handle then works unprotected).
 pub(crate) struct Peered<'a> {
     channel: FutexChannel<'a>,
     slot: Option<PeerSlot<'a>>,
+}
+
+impl Drop for Peered<'_> {
+    fn drop(&mut self) {
+        // A child forked (os.fork) after this registration holds a copy naming the parent's
+        // record: only the registering process frees it (PROTOCOL.md §11.5).
+        if let Some(slot) = self.slot.take() {
+            if slot.pid() == std::process::id() {
+                slot.leave();
+            } else {
+                std::mem::forget(slot);
+            }
+        }
+    }
 }
 
 self_cell!(
@@ -48,52 +56,6 @@ self_cell!(
         dependent: Peered,
     }
 );
-
-/// The stuck position one registration last saw, and since when. The facade keeps the same
-/// watch (`StuckWatch`, private to it); read only after an operation found the ring empty or
-/// full, so the fast path never reads the clock.
-#[derive(Default)]
-struct StuckWatch {
-    seen: Option<(u64, Instant)>,
-}
-
-impl StuckWatch {
-    /// Records the stuck position seen now (if any); true once it has been the same one for
-    /// `STUCK_GRACE` (a position is claimed once, so seen twice means stuck all along).
-    fn due(&mut self, position: Option<u64>) -> bool {
-        match (position, self.seen) {
-            (None, _) => {
-                self.seen = None;
-                false
-            }
-            (Some(p), Some((q, since))) if p == q => since.elapsed() >= STUCK_GRACE,
-            (Some(p), _) => {
-                self.seen = Some((p, Instant::now()));
-                false
-            }
-        }
-    }
-
-    fn watching(&self) -> bool {
-        self.seen.is_some()
-    }
-
-    /// Starts the grace period over (after a repair pass).
-    fn restart(&mut self) {
-        if let Some((p, _)) = self.seen {
-            self.seen = Some((p, Instant::now()));
-        }
-    }
-
-    /// When to wake from a wait that would last until `until`: sooner while watching, so
-    /// that the stuck position is re-checked every `STUCK_GRACE`.
-    fn wake_by(&self, until: Instant) -> Instant {
-        match Instant::now().checked_add(STUCK_GRACE) {
-            Some(soon) if self.watching() => until.min(soon),
-            _ => until,
-        }
-    }
-}
 
 /// One registration of a handle and its stuck watch, used by one thread at a time.
 pub(crate) struct Peer {
@@ -108,11 +70,12 @@ impl Peer {
             let base = open.borrow_dependent();
             let slot = Segment::attach(open.borrow_owner().region())
                 .and_then(|segment| {
-                    segment.register(
+                    segment.register_in_namespace(
                         base.id(),
                         role,
                         std::process::id(),
-                        own_start_time(),
+                        dmxp::own_start_time(),
+                        dmxp::own_pid_namespace(),
                         runtime::PYTHON,
                     )
                 })
@@ -143,32 +106,46 @@ impl Peer {
         let memory = self.cell.borrow_owner().borrow_owner();
         Segment::attach(memory.region())?.repair(
             self.channel(),
-            &dmxp::process_alive,
+            &dmxp::ProcLiveness,
             std::process::id(),
-            own_start_time(),
+            dmxp::own_start_time(),
         )
     }
 
-    /// Repairs the channel if it has been stuck at `position` for the grace period; true when
-    /// something was repaired (try again).
-    fn repair_if_stuck(&mut self, position: Option<u64>) -> bool {
-        if !self.stuck.due(position) {
-            return false;
+    /// Repairs the channel if the watch says it has been stuck at `position` long enough: a
+    /// dead holder's position after the grace period, a stopped one's after the unblock
+    /// timeout (the facade's rule, `dmxp::StuckWatch`). True when something was repaired.
+    fn repair_if_stuck(&mut self, position: Option<u64>, holder: PeerRole) -> bool {
+        let repaired = match self.stuck.check(position) {
+            StuckAction::Wait => return false,
+            StuckAction::Repair => self.recover().is_ok_and(|report| report.repaired()),
+            StuckAction::Unblock(p) => {
+                self.recover().is_ok_and(|report| report.repaired())
+                    || self.channel().unblock(p, holder)
+            }
+        };
+        if !repaired {
+            self.stuck.checked();
         }
-        self.stuck.restart();
-        self.recover().is_ok_and(|report| report.repaired())
+        repaired
     }
 
     /// After a receive found nothing: repairs a position a dead producer holds at `head`.
     pub fn repair_stuck_receive(&mut self) -> bool {
         let position = self.channel().stuck_receive_position();
-        self.repair_if_stuck(position)
+        self.repair_if_stuck(position, PeerRole::Producer)
     }
 
     /// After a send found the ring full: repairs a slot a dead consumer holds at `tail`.
     pub fn repair_stuck_send(&mut self) -> bool {
         let position = self.channel().stuck_send_position();
-        self.repair_if_stuck(position)
+        self.repair_if_stuck(position, PeerRole::Consumer)
+    }
+
+    /// When to wake from a wait that would last until `until`: sooner when the stuck watch is
+    /// due for a look.
+    fn wake_by(&self, until: Instant) -> Instant {
+        self.stuck.next_check().map_or(until, |next| next.min(until))
     }
 
     /// One non-blocking send attempt, tried again once if the ring was full because of a dead
@@ -202,7 +179,7 @@ impl Peer {
             if Instant::now() >= until {
                 return Err(SendError::TimedOut);
             }
-            let waiter = FutexWait::until(self.stuck.wake_by(until));
+            let waiter = FutexWait::until(self.wake_by(until));
             self.channel().wait_for_free_slot(&waiter);
         }
     }
@@ -222,7 +199,7 @@ impl Peer {
             if Instant::now() >= until {
                 return Err(RecvError::TimedOut);
             }
-            let waiter = FutexWait::until(self.stuck.wake_by(until));
+            let waiter = FutexWait::until(self.wake_by(until));
             self.channel().wait_for_message(&waiter);
         }
     }

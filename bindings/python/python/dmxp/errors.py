@@ -26,6 +26,7 @@ __all__ = [
     "BadMagicError",
     "UnsupportedVersionError",
     "LostError",
+    "RevokedError",
     "InvalidInputError",
     "OutOfSpaceError",
     "PeerTableFullError",
@@ -118,6 +119,21 @@ class LostError(DmxpError):
 
     def __init__(self, message: str, message_id: int = 0) -> None:
         super().__init__(message)
+        self.message_id = message_id
+
+
+class RevokedError(DmxpError):
+    """This handle's claim on a position was revoked by a repair before it finished.
+
+    A peer judged this process dead, or it held the position longer than the unblock timeout
+    (stopped, or holding a loan or view too long; PROTOCOL.md section 11.7). A send so refused
+    may still have been delivered once; a receive delivered nothing (consumers count these in
+    ``stats["revoked"]`` and go on).
+    """
+
+    def __init__(self, message: str, message_id: int = 0) -> None:
+        super().__init__(message)
+        #: The position whose claim was revoked.
         self.message_id = message_id
 
 
