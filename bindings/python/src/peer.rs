@@ -145,7 +145,9 @@ impl Peer {
     /// When to wake from a wait that would last until `until`: sooner when the stuck watch is
     /// due for a look.
     fn wake_by(&self, until: Instant) -> Instant {
-        self.stuck.next_check().map_or(until, |next| next.min(until))
+        self.stuck
+            .next_check()
+            .map_or(until, |next| next.min(until))
     }
 
     /// One non-blocking send attempt, tried again once if the ring was full because of a dead
