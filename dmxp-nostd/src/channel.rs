@@ -464,8 +464,9 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     Err(current) => head = current,
                 }
             } else if lag < 0 {
-                // Empty, or the producer of this position has not published yet.
-                return Err(self.recv_failed(RecvError::Empty));
+                // Nothing published at `head`: empty, unless a completed send waits behind a
+                // claim that is still in flight (PROTOCOL.md §6.2).
+                return Err(self.recv_failed(self.empty_or_pending(head)));
             } else {
                 // Another consumer took this position (and the slot may already hold the next
                 // lap); as for sends, an honest `head` has moved past us by now.
@@ -477,6 +478,29 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             }
         }
         Err(self.recv_failed(RecvError::Busy))
+    }
+
+    /// What a receive that found nothing published at `head` reports: `Pending` when a later
+    /// position of this lap is published (a completed send is queued behind a producer that
+    /// has claimed `head` and not published it yet), else `Empty`. Out of line and cold: the
+    /// scan only runs on a miss, and only while a claim is in flight (`tail > head`).
+    #[cold]
+    #[inline(never)]
+    fn empty_or_pending(&self, head: u64) -> RecvError {
+        let tail = self.entry.tail.load(Acquire);
+        let in_flight = tail.wrapping_sub(head).min(self.geometry.capacity);
+        if (tail.wrapping_sub(head) as i64) <= 0 {
+            return RecvError::Empty;
+        }
+        let queued = (1..in_flight).any(|k| {
+            let p = head.wrapping_add(k);
+            self.slot(p).sequence.load(Acquire) == p.wrapping_add(1)
+        });
+        if queued {
+            RecvError::Pending { position: head }
+        } else {
+            RecvError::Empty
+        }
     }
 
     // ------------------------------------------------------------------ slot contents
@@ -832,12 +856,14 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     ) -> Result<Received, RecvError> {
         loop {
             match self.try_recv(buf) {
-                Err(RecvError::Empty) => {}
+                // An in-flight claim at the head is waited for like an empty ring: its
+                // publication wakes `not_empty` too.
+                Err(RecvError::Empty | RecvError::Pending { .. }) => {}
                 other => return other,
             }
             if self.wait_for_message(waiter) == WaitOutcome::TimedOut {
                 return match self.try_recv(buf) {
-                    Err(RecvError::Empty) => Err(RecvError::TimedOut),
+                    Err(RecvError::Empty | RecvError::Pending { .. }) => Err(RecvError::TimedOut),
                     other => other,
                 };
             }

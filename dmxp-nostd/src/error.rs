@@ -311,8 +311,14 @@ impl fmt::Display for SendError {
 /// Why a receive returned no message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecvError {
-    /// No published message at the head.
+    /// Nothing is queued: no message at the head, and none behind it that a completed send
+    /// left.
     Empty,
+    /// The position at the head is claimed by a producer that has not published it yet, while
+    /// a later position holds a message (PROTOCOL.md §6.2): not empty. Wait for `position`
+    /// (briefly, then on the `not_empty` word) under the stuck-peer rules: a dead claimer is
+    /// repaired after the grace period, a stopped one after the unblock timeout.
+    Pending { position: u64 },
     /// The caller's buffer is smaller than the next message; nothing was consumed.
     BufferTooSmall { needed: usize, available: usize },
     /// The message at `message_id` had an impossible `payload_len`; it was consumed and dropped.
@@ -333,6 +339,11 @@ impl fmt::Display for RecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             RecvError::Empty => write!(f, "channel empty"),
+            RecvError::Pending { position } => write!(
+                f,
+                "position {position} is claimed but not yet published, with messages queued \
+                 behind it"
+            ),
             RecvError::BufferTooSmall { needed, available } => write!(
                 f,
                 "buffer of {available} bytes too small for a {needed}-byte message"

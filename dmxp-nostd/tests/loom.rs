@@ -138,7 +138,8 @@ fn recv_some<W: WaitStrategy>(channel: &Channel<'_, W>, got: &mut Vec<Got>) {
     for _ in 0..ATTEMPTS {
         match recv(channel) {
             Ok(message) => got.push(message),
-            Err(RecvError::Empty) => thread::yield_now(),
+            // Pending: a claim in flight at the head with a message behind it (§6.2).
+            Err(RecvError::Empty | RecvError::Pending { .. }) => thread::yield_now(),
             Err(other) => panic!("receive failed: {other:?}"),
         }
     }
@@ -304,7 +305,7 @@ fn batch_send_races_single_send() {
         // One receive while the sends are in flight.
         match receive() {
             Ok(message) => got.push(message),
-            Err(RecvError::Empty) => {}
+            Err(RecvError::Empty | RecvError::Pending { .. }) => {}
             Err(other) => panic!("receive failed: {other:?}"),
         }
         let batch_sent = batch.join().unwrap();

@@ -291,6 +291,24 @@ impl Model {
     }
 
     /// Positions at the head that are published (message or marker), at most `max`.
+    /// What a receive that finds nothing at the head reports (PROTOCOL.md §6.2): `Pending` when
+    /// the head is claimed and unpublished while a later position is published, else `Empty`.
+    fn nothing_at_head(&self) -> RecvError {
+        let pending_front = matches!(self.queue.front(), Some(Entry::Pending));
+        let published_behind = self
+            .queue
+            .iter()
+            .skip(1)
+            .any(|entry| !matches!(entry, Entry::Pending));
+        if pending_front && published_behind {
+            RecvError::Pending {
+                position: self.head,
+            }
+        } else {
+            RecvError::Empty
+        }
+    }
+
     fn published_run(&self, max: usize) -> usize {
         self.queue
             .iter()
@@ -490,7 +508,7 @@ impl<'c, 'a> Harness<'c, 'a> {
         self.model.pass_skips();
         match self.model.queue.front() {
             None | Some(Entry::Pending) => {
-                prop_assert_eq!(result, Err(RecvError::Empty));
+                prop_assert_eq!(result, Err(self.model.nothing_at_head()));
                 Ok(false)
             }
             Some(Entry::Message(expected)) if expected.payload.len() > buf_len => {
@@ -536,7 +554,7 @@ impl<'c, 'a> Harness<'c, 'a> {
         if max == 0 {
             prop_assert_eq!(result, Ok(BatchReceived::default()));
         } else if run == 0 {
-            prop_assert_eq!(result, Err(RecvError::Empty));
+            prop_assert_eq!(result, Err(self.model.nothing_at_head()));
         } else {
             let mut expected = Vec::new();
             for _ in 0..run {
@@ -571,7 +589,7 @@ impl<'c, 'a> Harness<'c, 'a> {
         self.model.pass_skips();
         let guard = match (result, self.model.queue.front()) {
             (Err(error), None | Some(Entry::Pending)) => {
-                prop_assert_eq!(error, RecvError::Empty);
+                prop_assert_eq!(error, self.model.nothing_at_head());
                 return Ok(());
             }
             (Ok(guard), Some(Entry::Message(_))) => guard,

@@ -237,9 +237,10 @@ fn dead_producer_leaves_a_lost_tombstone_that_consumers_skip_and_count() {
     let position = producer_dies_after_claim(&segment, 0, DEAD);
     assert_eq!(position, 0);
     let channel = segment.open_channel(0).unwrap();
-    // A live producer sends behind the stuck position: consumers cannot reach it.
+    // A live producer sends behind the stuck position: consumers cannot reach it (and say
+    // so: not empty, position 0 in flight).
     channel.try_send(b"after", &meta()).unwrap();
-    assert_eq!(recv(&channel), Err(RecvError::Empty));
+    assert_eq!(recv(&channel), Err(RecvError::Pending { position: 0 }));
     assert_eq!(channel.stuck_receive_position(), Some(0));
 
     let report = segment

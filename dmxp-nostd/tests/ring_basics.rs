@@ -739,3 +739,31 @@ fn wake_only_when_a_producer_waits() {
         "freeing a slot nobody waits for wakes nobody"
     );
 }
+
+/// PROTOCOL.md §6.2: nothing at the head while a later position holds a completed send is
+/// `Pending` (not empty); with nothing published behind the claim it is `Empty`.
+#[test]
+fn a_claim_in_flight_before_a_message_is_pending_not_empty() {
+    let mut buf = setup(4);
+    let channel = open(&mut buf);
+    let loan = channel.try_loan().unwrap();
+    let mut out = [0u8; 960];
+    assert_eq!(channel.try_recv(&mut out).err(), Some(RecvError::Empty));
+    channel.try_send(b"behind", &SendMeta::default()).unwrap();
+    assert_eq!(
+        channel.try_recv(&mut out).err(),
+        Some(RecvError::Pending { position: 0 })
+    );
+    assert_eq!(
+        channel.try_recv_batch(4, |_, _| {}).err(),
+        Some(RecvError::Pending { position: 0 })
+    );
+    assert!(matches!(
+        channel.try_recv_in_place(),
+        Err(RecvError::Pending { position: 0 })
+    ));
+    assert_eq!(loan.commit(1, &SendMeta::default()), Ok(0));
+    assert_eq!(channel.try_recv(&mut out).unwrap().meta.message_id, 0);
+    assert_eq!(channel.try_recv(&mut out).unwrap().meta.message_id, 1);
+    assert_empty(&channel);
+}

@@ -368,7 +368,7 @@ fn consume_single(channel: &Channel<'_>, shared: &Shared) -> ConsumerLog {
                 log.accept(shared, &received.meta, &buf[..received.len]);
                 idle = 0;
             }
-            Err(RecvError::Empty) => {
+            Err(RecvError::Empty | RecvError::Pending { .. }) => {
                 if !shared.back_off(&mut idle) {
                     break;
                 }
@@ -409,7 +409,7 @@ fn consume_mixed(channel: &Channel<'_>, shared: &Shared, consumer: usize) -> Con
         };
         match outcome {
             Ok(()) => idle = 0,
-            Err(RecvError::Empty) => {
+            Err(RecvError::Empty | RecvError::Pending { .. }) => {
                 if !shared.back_off(&mut idle) {
                     break;
                 }

@@ -110,6 +110,17 @@ impl fmt::Debug for Consumer {
     }
 }
 
+/// Spins, then yields, before a receive that found a claim in flight at the head sleeps.
+const IN_FLIGHT_SPINS: u32 = 256;
+const IN_FLIGHT_YIELDS: u32 = 16;
+
+/// How long one receive has waited for a claim in flight at the head.
+#[derive(Default)]
+struct InFlight {
+    rounds: u32,
+    give_up: Option<Instant>,
+}
+
 /// What one receive attempt gave.
 enum Step<T> {
     Got(T),
@@ -196,9 +207,18 @@ impl Consumer {
         &self,
         mut attempt: impl FnMut() -> std::result::Result<T, RecvError>,
     ) -> Result<Option<T>> {
-        for _ in 0..SKIP_LIMIT {
+        let mut in_flight = InFlight::default();
+        let mut skipped = 0;
+        while skipped < SKIP_LIMIT {
             let step = match attempt() {
                 Ok(value) => Step::Got(value),
+                // Not empty: a completed send waits behind a claim still in flight.
+                Err(RecvError::Pending { .. }) => {
+                    if self.wait_in_flight(&mut in_flight) {
+                        continue;
+                    }
+                    return Ok(None);
+                }
                 Err(e) => match self.sort(e)? {
                     // Empty: unless a dead producer holds the head and was just repaired
                     // (looked for after a streak of empty results, see `MissStreak`).
@@ -212,8 +232,46 @@ impl Consumer {
                 self.counters.received.fetch_add(1, Relaxed);
                 return Ok(Some(value));
             }
+            skipped += 1;
         }
         Ok(None)
+    }
+
+    /// One step of waiting for the claim in flight at `head` (PROTOCOL.md §6.2): spin first (a
+    /// live producer publishes within nanoseconds), then yield, then sleep on `not_empty` in
+    /// short slices, repairing the position under the stuck-peer rules (a dead claimer after
+    /// the grace period, a stopped one after the unblock timeout). False once the wait has
+    /// lasted past the unblock timeout (plus a margin for the repair): the caller then
+    /// reports empty.
+    fn wait_in_flight(&self, state: &mut InFlight) -> bool {
+        state.rounds += 1;
+        if state.rounds <= IN_FLIGHT_SPINS {
+            std::hint::spin_loop();
+            return true;
+        }
+        if state.rounds <= IN_FLIGHT_SPINS + IN_FLIGHT_YIELDS {
+            std::thread::yield_now();
+            return true;
+        }
+        let now = Instant::now();
+        let bound = self
+            .cell
+            .open()
+            .unblock
+            .min(crate::recovery::UNBLOCK_TIMEOUT);
+        let give_up = *state
+            .give_up
+            .get_or_insert_with(|| now.checked_add(bound * 2).unwrap_or(now));
+        if now >= give_up {
+            return false;
+        }
+        if self.repair_if_stuck() {
+            return true;
+        }
+        let slice = slice_deadline(Some(give_up), &self.stuck);
+        let waiter = slice.map_or(FutexWait::new(), FutexWait::until);
+        self.channel().wait_for_message(&waiter);
+        true
     }
 
     /// Receives one message without blocking; `None` when the channel is empty.
@@ -271,8 +329,10 @@ impl Consumer {
         let channel = self.channel();
         let received = self.skipping(|| loop {
             match channel.try_recv(&mut buf) {
-                Err(RecvError::Empty) if self.repair_if_stuck() => {}
-                Err(RecvError::Empty) => self.wait(deadline)?,
+                // A claim in flight at the head is waited for like an empty ring, until the
+                // caller's deadline.
+                Err(RecvError::Empty | RecvError::Pending { .. }) if self.repair_if_stuck() => {}
+                Err(RecvError::Empty | RecvError::Pending { .. }) => self.wait(deadline)?,
                 other => return other,
             }
         })?;
@@ -307,6 +367,13 @@ impl Consumer {
     {
         let mut deliver = deliver;
         let mut result = self.channel().try_recv_batch(max, &mut deliver);
+        let mut in_flight = InFlight::default();
+        // Not empty while a completed send waits behind a claim in flight (§6.2).
+        while matches!(result, Err(RecvError::Pending { .. }))
+            && self.wait_in_flight(&mut in_flight)
+        {
+            result = self.channel().try_recv_batch(max, &mut deliver);
+        }
         if result == Err(RecvError::Empty) && self.misses.miss() && self.repair_if_stuck() {
             result = self.channel().try_recv_batch(max, &mut deliver);
         }
@@ -325,7 +392,7 @@ impl Consumer {
                     .fetch_add(batch.revoked as u64, Relaxed);
                 Ok(batch.delivered)
             }
-            Err(RecvError::Empty) => Ok(0),
+            Err(RecvError::Empty | RecvError::Pending { .. }) => Ok(0),
             Err(e) => Err(Error::from_recv(e, self.channel_id())
                 .unwrap_or_else(|| Error::new(ErrorKind::Busy, "receive failed"))),
         }

@@ -177,10 +177,11 @@ impl Error {
         }
     }
 
-    /// `None` for `Empty` (not an error in the facade).
+    /// `None` for `Empty` and `Pending` (not errors in the facade: the consumer waits out a
+    /// pending position before it reports empty).
     pub(crate) fn from_recv(error: RecvError, channel: u32) -> Option<Self> {
         Some(match error {
-            RecvError::Empty => return None,
+            RecvError::Empty | RecvError::Pending { .. } => return None,
             RecvError::BufferTooSmall { needed, available } => Self::new(
                 ErrorKind::BufferTooSmall { needed, available },
                 format!(

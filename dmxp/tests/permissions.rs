@@ -250,6 +250,20 @@ fn run_as_nobody_with(exe: &ExeCopy, spec: &str, envs: &[(&str, &str)]) -> Outpu
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    output_retrying_busy_text(&mut command)
+}
+
+/// Runs `command`; retries while exec fails with ETXTBSY ("Text file busy"): another test
+/// thread's fork can briefly hold a descriptor of a freshly copied executable open for
+/// writing until its child execs.
+fn output_retrying_busy_text(command: &mut Command) -> Output {
+    for _ in 0..50 {
+        let output = command.output().expect("spawn the child as nobody");
+        if !String::from_utf8_lossy(&output.stderr).contains("Text file busy") {
+            return output;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     command.output().expect("spawn the child as nobody")
 }
 
@@ -407,22 +421,22 @@ fn child_squat_as_other_user() {
 
 fn squat_as_nobody(exe: &ExeCopy, spec: &str) {
     let child = exe.0.join("child");
-    let output = Command::new("/usr/bin/setpriv")
-        .arg(format!("--reuid={NOBODY}"))
-        .arg(format!("--regid={NOGROUP}"))
-        .arg("--clear-groups")
-        .arg(&child)
-        .args([
-            "child_squat_as_other_user",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "-q",
-        ])
-        .env(SQUAT_ENV, spec)
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn the squatter as nobody");
+    let output = output_retrying_busy_text(
+        Command::new("/usr/bin/setpriv")
+            .arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOGROUP}"))
+            .arg("--clear-groups")
+            .arg(&child)
+            .args([
+                "child_squat_as_other_user",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "-q",
+            ])
+            .env(SQUAT_ENV, spec)
+            .stdin(Stdio::null()),
+    );
     assert_eq!(
         output.status.code(),
         Some(EXIT_SQUATTED),

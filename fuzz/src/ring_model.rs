@@ -181,6 +181,24 @@ impl Model {
     }
 
     /// Published positions (messages or markers) from `head` on, at most `max`.
+    /// What a receive that finds nothing at the head reports (PROTOCOL.md §6.2): `Pending`
+    /// when the head is claimed and unpublished while a later position is published.
+    fn nothing_at_head(&self) -> RecvError {
+        let pending_front = matches!(self.queue.front(), Some(Cell::Pending));
+        let published_behind = self
+            .queue
+            .iter()
+            .skip(1)
+            .any(|cell| !matches!(cell, Cell::Pending));
+        if pending_front && published_behind {
+            RecvError::Pending {
+                position: self.head,
+            }
+        } else {
+            RecvError::Empty
+        }
+    }
+
     fn published(&self, max: usize) -> usize {
         self.queue
             .iter()
@@ -222,7 +240,7 @@ impl Model {
     fn recv(&mut self, buf_len: usize) -> Result<Expected, RecvError> {
         loop {
             match self.queue.front() {
-                None | Some(Cell::Pending) => return Err(RecvError::Empty),
+                None | Some(Cell::Pending) => return Err(self.nothing_at_head()),
                 Some(Cell::Skip) => {
                     self.pop();
                 }
@@ -636,7 +654,7 @@ fn apply<'c, 'a>(
                 let before = ch.waiters();
                 let actual = ch.recv_blocking(&mut buf, &Patience::new(1));
                 assert_eq!(ch.waiters(), before);
-                if matches!(predicted, Err(RecvError::Empty)) {
+                if matches!(predicted, Err(RecvError::Empty | RecvError::Pending { .. })) {
                     predicted = Err(RecvError::TimedOut);
                 }
                 actual
@@ -646,7 +664,9 @@ fn apply<'c, 'a>(
             stats.skipped_markers += skipped_before;
             match &predicted {
                 Ok(_) => stats.received += 1,
-                Err(RecvError::Empty | RecvError::TimedOut) => stats.empty += 1,
+                Err(RecvError::Empty | RecvError::Pending { .. } | RecvError::TimedOut) => {
+                    stats.empty += 1
+                }
                 Err(_) => {}
             }
             check_recv(which, models, predicted, actual, &buf);
@@ -662,7 +682,7 @@ fn apply<'c, 'a>(
             let claimed = if max == 0 { 0 } else { model.published(max) };
             if max > 0 && claimed == 0 {
                 stats.empty += 1;
-                assert_eq!(result, Err(RecvError::Empty));
+                assert_eq!(result, Err(model.nothing_at_head()));
                 return;
             }
             let mut expected = Vec::new();

@@ -619,6 +619,7 @@ fn check_send(result: Result<u64, SendError>, len: usize, flags: u16, blocking: 
 fn check_recv_error(error: RecvError, buf_len: usize, blocking: bool, stats: &mut Stats) {
     match error {
         RecvError::Empty => assert!(!blocking, "a blocking receive returned Empty"),
+        RecvError::Pending { .. } => assert!(!blocking, "a blocking receive returned Pending"),
         RecvError::TimedOut => assert!(blocking),
         RecvError::BufferTooSmall { needed, available } => {
             assert_eq!(available, buf_len);

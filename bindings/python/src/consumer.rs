@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dmxp::core::layout::MSG_INLINE;
 use dmxp::core::{PeerRole, Received, RecvError};
@@ -107,6 +107,41 @@ pub struct Consumer {
 enum Got {
     Message(Received),
     Empty,
+    /// A claim in flight at the head with a message behind it: not empty (§6.2).
+    Pending,
+}
+
+/// Spins of a non-blocking receive that found a claim in flight, before it sleeps.
+const IN_FLIGHT_SPINS: u32 = 256;
+
+/// How long one non-blocking receive has waited for a claim in flight at the head; it gives up
+/// (reports empty) after twice the unblock timeout, by which the stuck-peer rules have
+/// repaired any claimer that is not publishing.
+#[derive(Default)]
+struct InFlight {
+    rounds: u32,
+    give_up: Option<Instant>,
+}
+
+impl InFlight {
+    /// One step of the wait: spin, then sleep (GIL released) in short slices. False once out
+    /// of time.
+    fn wait(&mut self, py: Python<'_>, peer: &mut Peer) -> bool {
+        self.rounds += 1;
+        if self.rounds <= IN_FLIGHT_SPINS {
+            std::hint::spin_loop();
+            return true;
+        }
+        let now = Instant::now();
+        let give_up = *self
+            .give_up
+            .get_or_insert_with(|| now + 2 * dmxp::UNBLOCK_TIMEOUT);
+        if now >= give_up {
+            return false;
+        }
+        py.detach(|| peer.wait_in_flight(give_up.min(now + dmxp::STUCK_GRACE)));
+        true
+    }
 }
 
 impl Consumer {
@@ -133,6 +168,7 @@ impl Consumer {
                 Ok(Some(Got::Message(received)))
             }
             Err(RecvError::Empty | RecvError::TimedOut) => Ok(Some(Got::Empty)),
+            Err(RecvError::Pending { .. }) => Ok(Some(Got::Pending)),
             Err(RecvError::Lost { .. }) => {
                 self.counters.lost.fetch_add(1, Relaxed);
                 Ok(None)
@@ -158,12 +194,16 @@ impl Consumer {
         peer: &mut Peer,
         dst: &mut [u8],
     ) -> PyResult<Option<Received>> {
-        for _ in 0..SKIP_LIMIT {
+        let mut in_flight = InFlight::default();
+        let mut skipped = 0;
+        while skipped < SKIP_LIMIT {
             match self.sort(py, peer.channel().try_recv(dst))? {
                 Some(Got::Message(received)) => return Ok(Some(received)),
-                Some(Got::Empty) if peer.repair_stuck_receive() => {}
+                Some(Got::Pending) if in_flight.wait(py, peer) => {}
+                Some(Got::Pending) => return Ok(None),
+                Some(Got::Empty) if peer.repair_stuck_receive() => skipped += 1,
                 Some(Got::Empty) => return Ok(None),
-                None => {}
+                None => skipped += 1,
             }
         }
         Ok(None)
@@ -230,6 +270,10 @@ impl Consumer {
     ) -> PyResult<()> {
         let mut deliver = |meta: &MessageMeta, payload: &[u8]| out.push(make(meta, payload));
         let mut result = peer.channel().try_recv_batch(max, &mut deliver);
+        let mut in_flight = InFlight::default();
+        while matches!(result, Err(RecvError::Pending { .. })) && in_flight.wait(py, peer) {
+            result = peer.channel().try_recv_batch(max, &mut deliver);
+        }
         if result == Err(RecvError::Empty) && peer.repair_stuck_receive() {
             result = peer.channel().try_recv_batch(max, &mut deliver);
         }
@@ -247,7 +291,7 @@ impl Consumer {
                     .fetch_add(batch.revoked as u64, Relaxed);
                 Ok(())
             }
-            Err(RecvError::Empty) => Ok(()),
+            Err(RecvError::Empty | RecvError::Pending { .. }) => Ok(()),
             Err(e) => Err(errors::from_recv(py, e, self.channel_id)),
         }
     }

@@ -206,7 +206,9 @@ pub(crate) fn from_send(py: Python<'_>, error: SendError, channel: u32) -> PyErr
 /// A failed receive on `channel` (never `Empty`, which is not an error).
 pub(crate) fn from_recv(py: Python<'_>, error: RecvError, channel: u32) -> PyErr {
     match error {
-        RecvError::Empty => new_error(py, "DmxpError", format!("channel {channel} is empty"), &[]),
+        RecvError::Empty | RecvError::Pending { .. } => {
+            new_error(py, "DmxpError", format!("channel {channel} is empty"), &[])
+        }
         RecvError::BufferTooSmall { needed, available } => new_error(
             py,
             "BufferTooSmallError",

@@ -186,13 +186,25 @@ impl Peer {
         }
     }
 
+    /// One wait for a claim in flight at the head (PROTOCOL.md §6.2), at most until `until`:
+    /// repairs the position if the stuck-peer rules say so, else sleeps on `not_empty` (its
+    /// publication wakes us).
+    pub fn wait_in_flight(&mut self, until: Instant) {
+        if self.repair_stuck_receive() {
+            return;
+        }
+        let waiter = FutexWait::until(self.wake_by(until));
+        self.channel().wait_for_message(&waiter);
+    }
+
     /// Receives into `dst`, waiting on the futex until `until` while the ring is empty and
     /// repairing it if it stays stuck; `TimedOut` when `until` has passed. Lost and corrupt
     /// messages are returned as errors for the caller to count.
     pub fn recv_until(&mut self, dst: &mut [u8], until: Instant) -> Result<Received, RecvError> {
         loop {
             match self.channel().try_recv(dst) {
-                Err(RecvError::Empty) => {}
+                // A claim in flight at the head is waited for like an empty ring.
+                Err(RecvError::Empty | RecvError::Pending { .. }) => {}
                 other => return other,
             }
             if self.repair_stuck_receive() {
