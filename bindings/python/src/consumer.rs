@@ -187,19 +187,23 @@ impl Consumer {
     }
 
     /// One non-blocking receive into `dst`, passing over lost and corrupt messages. An empty
-    /// ring held up by a dead producer for the grace period is repaired and tried again.
+    /// ring held up by a dead producer for the grace period is repaired and tried again. A claim
+    /// in flight at the head with a message behind it (§6.2) is waited for here when `wait` is
+    /// `Wait::No` (the caller would otherwise report nothing); a caller that waits anyway gets
+    /// `None` and waits for it within its own deadline.
     fn try_once(
         &self,
         py: Python<'_>,
         peer: &mut Peer,
         dst: &mut [u8],
+        wait: Wait,
     ) -> PyResult<Option<Received>> {
         let mut in_flight = InFlight::default();
         let mut skipped = 0;
         while skipped < SKIP_LIMIT {
             match self.sort(py, peer.channel().try_recv(dst))? {
                 Some(Got::Message(received)) => return Ok(Some(received)),
-                Some(Got::Pending) if in_flight.wait(py, peer) => {}
+                Some(Got::Pending) if matches!(wait, Wait::No) && in_flight.wait(py, peer) => {}
                 Some(Got::Pending) => return Ok(None),
                 Some(Got::Empty) if peer.repair_stuck_receive() => skipped += 1,
                 Some(Got::Empty) => return Ok(None),
@@ -218,7 +222,7 @@ impl Consumer {
         dst: &mut [u8],
         wait: Wait,
     ) -> PyResult<Option<Received>> {
-        if let Some(received) = self.try_once(py, peer, dst)? {
+        if let Some(received) = self.try_once(py, peer, dst, wait)? {
             return Ok(Some(received));
         }
         self.wait_for_message(py, peer, dst, wait)
@@ -419,7 +423,7 @@ impl Consumer {
         let mut lease = self.lease(py)?;
         // Straight from the ring into the buffer when a message is ready.
         let room = match with_writable(buffer, |dst| {
-            Ok::<_, PyErr>(match self.try_once(py, &mut lease, dst)? {
+            Ok::<_, PyErr>(match self.try_once(py, &mut lease, dst, wait)? {
                 Some(received) => Ok(received.len),
                 None => Err(dst.len()),
             })
