@@ -1,7 +1,9 @@
 package dmxp
 
 import (
+	"errors"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -257,8 +259,12 @@ func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
 			}
 			head = load64(c.entry, entHead)
 		case lag < 0:
-			// Empty, or the producer of this position has not published yet.
+			// Nothing published at head: empty, unless a completed send is queued behind a
+			// claim still in flight (PROTOCOL.md §6.2), which the caller waits for.
 			intentClear(peer)
+			if c.queuedBehind(head) {
+				return head, 0, errPending
+			}
 			return 0, 0, ErrEmpty
 		default:
 			head = load64(c.entry, entHead)
@@ -266,6 +272,27 @@ func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
 	}
 	intentClear(peer)
 	return 0, 0, ErrBusy
+}
+
+// queuedBehind is true when a position after head, up to tail and within one lap, is
+// published: a completed send waits behind head, which a producer has claimed and not yet
+// published. The scan runs only on a miss with tail past head+1, so a receive on an empty
+// channel (tail == head) pays one more load.
+func (c *Channel) queuedBehind(head uint64) bool {
+	ahead := load64(c.entry, entTail) - head
+	if int64(ahead) <= 1 {
+		return false
+	}
+	if ahead > c.geom.Capacity {
+		ahead = c.geom.Capacity
+	}
+	for k := uint64(1); k < ahead; k++ {
+		p := head + k
+		if load64(c.slot(p), slotSequence) == p+1 {
+			return true
+		}
+	}
+	return false
 }
 
 // free frees the slot of a consumed position for the producer one lap later, by CAS from the
@@ -558,6 +585,87 @@ func (c *Channel) SendBatch(payloads [][]byte, opts SendOptions, timeout time.Du
 
 // ------------------------------------------------------------------ receiving
 
+// UnblockTimeout bounds how long a receive waits for a position that a producer has claimed
+// and not yet published while a later position already holds a message. Such a channel is
+// not empty (PROTOCOL.md §6.2: a completed send is queued), so a receive waits for that
+// position instead of reporting ErrEmpty: a non-blocking one spins briefly, then sleeps on
+// the not_empty word in short slices, and a blocking one keeps waiting past its deadline.
+// While it waits, a position claimed by a dead producer is repaired after StuckGrace (a LOST
+// tombstone, reported as a *LostError). The bound is the protocol's unblock timeout
+// (PROTOCOL.md §11.8, 1 s): this client does not repair positions of producers that are
+// alive but stopped, so after waiting this long a non-blocking receive reports ErrEmpty and a
+// blocking one past its deadline ErrTimeout. A receive that finds no later position published
+// reports ErrEmpty at once: every send in flight then has yet to complete.
+const UnblockTimeout = time.Second
+
+// errPending is what claimRecv returns, with the head position, when nothing is published at
+// head while a later position is: the head is a claim in flight and the receive must wait
+// for it. It never reaches a caller of the package.
+var errPending = errors.New("dmxp: head claimed but not yet published, messages queued behind it")
+
+const (
+	// pendingSpins is how many times a non-blocking receive re-checks a pending head before
+	// it sleeps on the not_empty word; it yields the processor every pendingYield checks.
+	pendingSpins = 256
+	pendingYield = 16
+)
+
+// pendingWait is how long one receive call has waited for claims in flight at the head.
+type pendingWait struct {
+	waiting  bool
+	position uint64 // the head the wait began at
+	since    time.Time
+	stuck    stuckTracker
+}
+
+// until notes that the channel is pending at its head at now and returns when the wait ends:
+// UnblockTimeout after it began. With restart, a head other than the one the wait began at
+// (the channel made progress meanwhile) begins a new wait.
+func (w *pendingWait) until(c *Channel, now time.Time, restart bool) time.Time {
+	head := c.Head()
+	if !w.waiting || (restart && head != w.position) {
+		w.waiting, w.position, w.since = true, head, now
+	}
+	return w.since.Add(UnblockTimeout)
+}
+
+// settled is true when a receive that found position h pending may try again: head has
+// moved on, or h has been published (or repaired).
+func (c *Channel) settled(h uint64) bool {
+	return load64(c.entry, entHead) != h || int64(load64(c.slot(h), slotSequence)-(h+1)) >= 0
+}
+
+// waitPending is how a non-blocking receive that got errPending waits for the head to be
+// published: it spins, then sleeps on the not_empty word in slices, registered as a waiter
+// (the publisher wakes it), repairing a dead claimer once the head has stayed stuck for
+// StuckGrace. It returns true when the receive should try again (the head settled, or the
+// call's UnblockTimeout ran out during this wait: one last try), false when the call has
+// already waited UnblockTimeout in all and must report ErrEmpty.
+func (c *Channel) waitPending(w *pendingWait) bool {
+	now := time.Now()
+	limit := w.until(c, now, false)
+	if !now.Before(limit) {
+		return false
+	}
+	head := c.Head()
+	for i := 1; i <= pendingSpins; i++ {
+		if c.settled(head) {
+			return true
+		}
+		if i%pendingYield == 0 {
+			runtime.Gosched()
+		}
+	}
+	for !c.settled(head) {
+		slice, ok := sleepSlice(limit, false)
+		if !ok {
+			break
+		}
+		c.wait(false, w.stuck.step(c, false, slice))
+	}
+	return true
+}
+
 type content int
 
 const (
@@ -611,13 +719,18 @@ func (c *Channel) consume(position uint64, buf []byte) (Meta, content) {
 // (ErrRevoked) when a repair freed the claimed position before this call did: then buf holds
 // nothing to use (PROTOCOL.md §11.7).
 //
+// ErrEmpty means nothing is queued. When the head is claimed by a producer that has not
+// published it yet while a later position holds a message, TryReceive waits for the head
+// (for at most UnblockTimeout in all, see there) instead of reporting ErrEmpty.
+//
 // After a streak of missThreshold empty results in a row, an empty ring is also checked for a
 // position held by a dead producer, which is repaired once it has stayed stuck for
 // StuckGrace.
 func (c *Channel) TryReceive(buf []byte) (Meta, error) {
-	meta, err := c.tryReceive(buf)
+	var pending pendingWait
+	meta, err := c.receiveNow(buf, &pending)
 	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false) {
-		meta, err = c.tryReceive(buf)
+		meta, err = c.receiveNow(buf, &pending)
 	}
 	if err != ErrEmpty {
 		c.recvMisses.hit()
@@ -625,10 +738,28 @@ func (c *Channel) TryReceive(buf []byte) (Meta, error) {
 	return meta, err
 }
 
-// tryReceive is one attempt of a receive, without the miss streak.
+// receiveNow is a non-blocking receive without the miss streak: attempts, waiting for a
+// pending head between them, until one gets through or the wait runs out (ErrEmpty).
+func (c *Channel) receiveNow(buf []byte, pending *pendingWait) (Meta, error) {
+	for {
+		meta, err := c.tryReceive(buf)
+		if err != errPending {
+			return meta, err
+		}
+		if !c.waitPending(pending) {
+			return Meta{}, ErrEmpty
+		}
+	}
+}
+
+// tryReceive is one attempt of a receive. It returns errPending (with the head position as
+// the MessageID) when the head is a claim in flight with messages queued behind it.
 func (c *Channel) tryReceive(buf []byte) (Meta, error) {
 	for i := 0; i < retryLimit; i++ {
 		position, _, err := c.claimRecv(1, len(buf))
+		if err == errPending {
+			return Meta{MessageID: position}, errPending
+		}
 		if err != nil {
 			return Meta{}, err
 		}
@@ -671,23 +802,22 @@ func (c *Channel) Receive(buf []byte) (Meta, error) {
 // timeout (ErrTimeout after it); a negative timeout waits as long as it takes. Before each
 // sleep it checks the ring for a position held by a dead producer (repaired once stuck for
 // StuckGrace).
+//
+// A ring whose head is claimed but not yet published while a later position holds a message
+// is not empty: the receive waits for that head like for an empty ring, within the same
+// deadline (ErrTimeout after it, as in the Rust and Python clients).
 func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error) {
 	deadline, forever := time.Now().Add(timeout), timeout < 0
 	var stuck stuckTracker
 	for {
 		meta, err := c.tryReceive(buf)
-		if err != ErrEmpty {
+		if err != ErrEmpty && err != errPending {
 			c.recvMisses.hit()
 			return meta, err
 		}
 		slice, ok := sleepSlice(deadline, forever)
 		if !ok {
-			meta, err = c.tryReceive(buf)
-			if err == ErrEmpty {
-				return meta, ErrTimeout
-			}
-			c.recvMisses.hit()
-			return meta, err
+			return Meta{}, ErrTimeout
 		}
 		c.wait(false, stuck.step(c, false, slice))
 	}
@@ -696,20 +826,35 @@ func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error
 // TryReceiveBatch receives up to max messages claimed with one CAS and calls deliver for
 // each with its metadata and payload (valid only during the call). Each slot is freed
 // before its callback runs; producers are woken once at the end. Fails with ErrEmpty when
-// nothing was published (after a streak of empty results, also checking for a dead producer
-// as TryReceive does).
+// nothing is queued (after a streak of empty results, also checking for a dead producer as
+// TryReceive does); like TryReceive, it waits for a head claimed but not yet published while
+// a later position holds a message (at most UnblockTimeout in all).
 //
 // Each position is freed on its own: one a repair freed first is revoked (PROTOCOL.md §11.7):
 // it is not delivered, and counted in Dropped and Revoked (and Stats().Revoked).
 func (c *Channel) TryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchResult, error) {
-	result, err := c.tryReceiveBatch(max, deliver)
+	var pending pendingWait
+	result, err := c.receiveBatchNow(max, deliver, &pending)
 	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false) {
-		result, err = c.tryReceiveBatch(max, deliver)
+		result, err = c.receiveBatchNow(max, deliver, &pending)
 	}
 	if err != ErrEmpty {
 		c.recvMisses.hit()
 	}
 	return result, err
+}
+
+// receiveBatchNow is receiveNow for a batch.
+func (c *Channel) receiveBatchNow(max int, deliver func(Meta, []byte), pending *pendingWait) (BatchResult, error) {
+	for {
+		result, err := c.tryReceiveBatch(max, deliver)
+		if err != errPending {
+			return result, err
+		}
+		if !c.waitPending(pending) {
+			return result, ErrEmpty
+		}
+	}
 }
 
 func (c *Channel) tryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchResult, error) {
@@ -719,7 +864,7 @@ func (c *Channel) tryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchRes
 	}
 	first, count, err := c.claimRecv(uint64(max), -1)
 	if err != nil {
-		return result, err
+		return result, err // errPending included: the caller waits
 	}
 	scratch := scratchPool.Get().(*[MsgInline]byte)
 	defer scratchPool.Put(scratch)

@@ -33,9 +33,14 @@
 //
 // Messages: TrySend / TrySendWith / TrySendBatch never wait (ErrFull); Send, SendTimeout,
 // SendWith and SendBatch sleep on the channel's futex word while the ring is full.
-// TryReceive / TryReceiveBatch never wait (ErrEmpty); Receive and ReceiveTimeout sleep while
-// it is empty. Sleeps last at most 100 ms at a time before re-checking the ring, and a sender
-// or receiver makes a FUTEX_WAKE system call only when a peer is registered as waiting.
+// TryReceive / TryReceiveBatch do not wait for a message (ErrEmpty); Receive and
+// ReceiveTimeout sleep while the ring is empty. Empty means nothing is queued (PROTOCOL.md
+// §6.2): a receive that finds the head claimed by a producer that has not published it yet,
+// while a later position already holds a message, waits for the head instead (the
+// non-blocking calls too, spinning and then sleeping; a blocking one past its deadline),
+// for at most UnblockTimeout (1 s). Sleeps last at most 100 ms at a time before re-checking
+// the ring, and a sender or receiver makes a FUTEX_WAKE system call only when a peer is
+// registered as waiting.
 //
 // Memory model: every access to the mapping is a sync/atomic operation on an aligned word
 // (payloads are copied as little-endian 8-byte words). Go has no 16-bit atomics, so the meta

@@ -27,7 +27,8 @@ var (
 	ErrExists = errors.New("dmxp: channel already exists")
 	// ErrFull: every slot holds an unconsumed message.
 	ErrFull = errors.New("dmxp: channel full")
-	// ErrEmpty: no published message at the head.
+	// ErrEmpty: nothing is queued: no published message at the head, and none behind a head
+	// that a producer has claimed and not yet published (PROTOCOL.md §6.2; see UnblockTimeout).
 	ErrEmpty = errors.New("dmxp: channel empty")
 	// ErrBusy: contention (or a corrupt peer) kept an operation from finishing in bounded time.
 	ErrBusy = errors.New("dmxp: gave up after too many contended retries")
