@@ -43,8 +43,13 @@ pub struct CleanArgs {
     #[arg(long)]
     pub all: bool,
     /// Remove the segments listed. Requires --prefix, --creator-gone, --stale or --all.
+    /// With --stale, a stale segment that still holds undelivered messages is kept unless
+    /// --force is given.
     #[arg(long, requires = "selection")]
     pub remove: bool,
+    /// With --stale --remove: remove stale segments even if messages are still queued in them.
+    #[arg(long, requires = "remove")]
+    pub force: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -76,6 +81,8 @@ struct Found {
     /// Why the state is `unknown`, or why a `--stale --remove` kept the segment.
     reason: Option<String>,
     channels: usize,
+    /// Messages queued and not yet received, over all ready channels.
+    queued: u64,
     valid: bool,
     problems: usize,
     removed: bool,
@@ -153,6 +160,7 @@ fn found(status: &SegmentStatus) -> Found {
             _ => None,
         },
         channels,
+        queued: status.queued,
         valid,
         problems,
         removed: false,
@@ -189,7 +197,7 @@ pub fn run(args: CleanArgs) -> Result<Outcome> {
     if args.remove {
         for (status, found) in &mut segments {
             let removal = if args.stale {
-                cleanup::remove_if_stale(status).map_err(|e| e.to_string())
+                cleanup::remove_if_stale(status, args.force).map_err(|e| e.to_string())
             } else {
                 std::fs::remove_file(&status.path)
                     .map(|()| Removal::Removed)
@@ -199,6 +207,13 @@ pub fn run(args: CleanArgs) -> Result<Outcome> {
                 Ok(Removal::Removed) => found.removed = true,
                 Ok(Removal::Kept(verdict)) => {
                     let why = describe(&verdict);
+                    kept.push(format!("{}: {why}", found.name));
+                    found.reason = Some(format!("kept: {why}"));
+                }
+                Ok(Removal::KeptQueued { queued }) => {
+                    let why = format!(
+                        "{queued} undelivered messages queued (remove anyway with --force)"
+                    );
                     kept.push(format!("{}: {why}", found.name));
                     found.reason = Some(format!("kept: {why}"));
                 }
@@ -247,6 +262,7 @@ fn write_table(out: &mut impl Write, listing: &Listing) -> io::Result<()> {
         "DEAD_PEERS",
         "STALE",
         "CHANNELS",
+        "QUEUED",
         "VALID",
         "REMOVED",
     ]
@@ -267,6 +283,7 @@ fn write_table(out: &mut impl Write, listing: &Listing) -> io::Result<()> {
             }
             .to_string(),
             f.channels.to_string(),
+            f.queued.to_string(),
             if f.valid {
                 "yes".into()
             } else {

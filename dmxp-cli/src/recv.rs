@@ -148,6 +148,14 @@ pub fn run(args: RecvArgs) -> Result<Outcome> {
         .builder()
         .attach_allocator()?
         .consumer(args.channel)?;
+    if !consumer.is_registered() {
+        // Loud, not fatal: without a record a consumer killed mid-claim would wedge the channel.
+        eprintln!(
+            "dmxp: warning: channel {}: not registered in the peer table (full or no room): \
+             these receives are not protected against this process dying mid-claim",
+            args.channel
+        );
+    }
     let style = if args.json {
         Style::Json
     } else if args.raw {

@@ -137,6 +137,14 @@ pub fn run(args: SendArgs) -> Result<Outcome> {
         .builder()
         .attach_allocator()?
         .producer(args.channel)?;
+    if !producer.is_registered() {
+        // Loud, not fatal: without a record a producer killed mid-claim would wedge the channel.
+        eprintln!(
+            "dmxp: warning: channel {}: not registered in the peer table (full or no room): \
+             these sends are not protected against this process dying mid-claim",
+            args.channel
+        );
+    }
     let mut sender = Sender {
         producer,
         args: &args,

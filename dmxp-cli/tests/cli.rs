@@ -1151,3 +1151,35 @@ fn recover_of_a_missing_channel_or_segment_fails() {
         .assert()
         .code(2);
 }
+
+/// `dmxp clean --stale --remove` keeps a stale segment that still holds undelivered messages
+/// (a `dmxp create` + `dmxp send` leaves no live peer behind) unless `--force` is given.
+#[test]
+fn clean_stale_remove_keeps_queued_messages_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queued.seg");
+    let seg = ["--file", path.to_str().unwrap()];
+    create(seg, 0, 4);
+    run_ok(
+        dmxp()
+            .arg("send")
+            .args(seg)
+            .args(["--channel", "0", "undelivered"]),
+    );
+    let dir_arg = dir.path().to_str().unwrap();
+
+    let out = run_ok(dmxp().args(["clean", "--dir", dir_arg, "--stale", "--json"]));
+    let listing: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listing["segments"][0]["stale"], true);
+    assert_eq!(listing["segments"][0]["queued"], 1);
+
+    let text = run_ok(dmxp().args(["clean", "--dir", dir_arg, "--stale", "--remove"]));
+    assert!(
+        path.exists(),
+        "removed a segment with a queued message:\n{text}"
+    );
+    assert!(text.contains("1 undelivered messages queued"), "{text}");
+
+    run_ok(dmxp().args(["clean", "--dir", dir_arg, "--stale", "--remove", "--force"]));
+    assert!(!path.exists());
+}

@@ -370,6 +370,50 @@ enum Done {
     Deferred,
 }
 
+/// Frees every record of `records` whose owner is dead and that holds no intent (nothing of a
+/// channel to repair), taking it over first as a repair does (PROTOCOL.md §11.6, takeover) so
+/// that two sweepers, or a sweeper and a repairer, never both free it. Returns how many were
+/// freed.
+pub fn free_dead_records<L: Liveness>(
+    records: &[AtomicPeerRecord],
+    liveness: &L,
+    my_pid: u32,
+) -> usize {
+    let mut judged = Judged::new(liveness);
+    let mut freed = 0;
+    for (index, record) in records.iter().enumerate() {
+        let pid = record.pid.load(Acquire);
+        if pid == 0 || pid == my_pid || record.intent_count.load(Acquire) != 0 {
+            continue;
+        }
+        let start_time = record.start_time.load(Acquire);
+        if judged.alive(index, record, pid, start_time) {
+            continue;
+        }
+        let _ = record
+            .start_time
+            .compare_exchange(start_time, 0, Relaxed, Relaxed);
+        if record
+            .pid
+            .compare_exchange(pid, my_pid, AcqRel, Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        if record.intent_count.load(Acquire) != 0 {
+            // Only a live owner writes an intent: it was misjudged. Give it back untouched.
+            record.start_time.store(start_time, Relaxed);
+            record.pid.store(pid, Release);
+            continue;
+        }
+        record.pid_ns.store(0, Relaxed);
+        record.start_time.store(0, Relaxed);
+        record.pid.store(0, Release);
+        freed += 1;
+    }
+    freed
+}
+
 /// A dead record being repaired, as read after taking it over.
 struct Dead {
     index: usize,

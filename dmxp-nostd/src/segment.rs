@@ -160,13 +160,22 @@ impl<'a> Segment<'a, SpinWait> {
                 entry.capacity.load(Relaxed) != 0
                     || entry.state.load(Relaxed) != channel_state::EMPTY
             });
+        // Every verdict below is re-checked against `magic`: a creator that publishes the
+        // segment (and creates channels in it, or exits) while we look is not a dead creator.
+        let published_meanwhile = || fields.magic.load(Acquire) != 0;
         if used {
+            if published_meanwhile() {
+                return Ok(Abandonment::Published);
+            }
             return Err(Corruption::BadMagic { found: 0 }.into());
         }
         // Start time unknown (0): a reused pid makes a dead creator look alive, never the
         // reverse, so "not alive" is proof.
         if creator_pid == 0 || liveness.is_alive(creator_pid, 0) {
             return Ok(Abandonment::BeingCreated { creator_pid });
+        }
+        if published_meanwhile() {
+            return Ok(Abandonment::Published);
         }
         Ok(Abandonment::Abandoned { creator_pid })
     }
@@ -748,6 +757,21 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         Ok(match self.peer_table()? {
             Some(table) => peer::repair_channel(channel, table, liveness, my_pid, my_start_time),
             None => RepairReport::default(),
+        })
+    }
+
+    /// Frees the records of dead processes that hold no intent, on every channel (PROTOCOL.md
+    /// §11.3): under crash churn they would otherwise wait for a stuck channel's repair pass,
+    /// and fill the table. Records with an intent are left to the repair of their channel.
+    /// Returns how many were freed (0 without a table).
+    pub fn free_dead_records<L: Liveness>(
+        &self,
+        liveness: &L,
+        my_pid: u32,
+    ) -> Result<usize, Error> {
+        Ok(match self.peer_table()? {
+            Some(table) => peer::free_dead_records(table, liveness, my_pid),
+            None => 0,
         })
     }
 }

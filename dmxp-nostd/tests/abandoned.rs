@@ -201,3 +201,26 @@ fn reclaim_channel_creates_an_empty_entry_and_checks_the_capacity() {
     let channel = segment.reclaim_channel(0, 4, ME, &alive).unwrap();
     assert_eq!(channel.capacity(), 4);
 }
+
+/// A creator that publishes the segment and exits while a checker is judging it is not a dead
+/// creator: the verdict is re-checked against `magic` (PROTOCOL.md §3.3).
+#[test]
+fn a_creator_that_publishes_and_exits_while_being_judged_is_not_abandoned() {
+    let mut buf = unpublished(DEAD);
+    let region = buf.region();
+    // The liveness check is where the race window was: the creator publishes just then, then
+    // exits (the check reports it dead).
+    let publish_then_die = |_pid: u32, _start: u64| {
+        let magic = region
+            .view::<dmxp_nostd::layout::AtomicHeaderFields>(0)
+            .unwrap();
+        magic
+            .magic
+            .store(MAGIC, std::sync::atomic::Ordering::Release);
+        false
+    };
+    assert_eq!(
+        Segment::abandoned_by(region, &publish_then_die).unwrap(),
+        Abandonment::Published
+    );
+}

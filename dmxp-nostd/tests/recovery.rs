@@ -1016,3 +1016,56 @@ fn a_repair_pass_judges_each_record_once() {
         liveness.0.get()
     );
 }
+
+#[test]
+fn dead_records_without_an_intent_are_freed_by_a_sweep() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    // Dead, idle: freed. Dead with an intent: left for its channel's repair. Live: kept.
+    std::mem::forget(
+        segment
+            .register(0, PeerRole::Consumer, DEAD.0, DEAD.1, runtime::GO)
+            .unwrap(),
+    );
+    std::mem::forget(
+        segment
+            .register(
+                1,
+                PeerRole::Producer,
+                OTHER_DEAD.0,
+                OTHER_DEAD.1,
+                runtime::C,
+            )
+            .unwrap(),
+    );
+    let claimed = producer_dies_after_claim(&segment, 0, (DEAD.0, DEAD.1));
+    let live = segment
+        .register(0, PeerRole::Producer, LIVE.0, LIVE.1, runtime::RUST)
+        .unwrap();
+    assert_eq!(segment.peers().unwrap().len(), 4);
+    assert_eq!(segment.free_dead_records(&alive(), REPAIRER.0).unwrap(), 2);
+    let left: Vec<u32> = segment
+        .peers()
+        .unwrap()
+        .iter()
+        .map(|p| p.record.pid)
+        .collect();
+    assert_eq!(
+        left,
+        [DEAD.0, LIVE.0],
+        "the dead claimer and the live peer remain"
+    );
+    // The claim is still repaired by its channel's repair.
+    let channel = segment.open_channel(0).unwrap();
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(report.tombstoned, 1);
+    assert_eq!(
+        recv(&channel),
+        Err(RecvError::Lost {
+            message_id: claimed
+        })
+    );
+    drop(live);
+}

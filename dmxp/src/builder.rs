@@ -66,6 +66,7 @@ pub struct ChannelBuilder {
     trusted_owners: Vec<u32>,
     timeout: Duration,
     unblock: Duration,
+    registration_required: bool,
 }
 
 impl Default for ChannelBuilder {
@@ -88,6 +89,7 @@ impl ChannelBuilder {
             trusted_owners: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             unblock: crate::recovery::UNBLOCK_TIMEOUT,
+            registration_required: false,
         }
     }
 
@@ -249,6 +251,39 @@ impl ChannelBuilder {
         self
     }
 
+    /// Fails `build_producer` / `build_consumer` with [`ErrorKind::OutOfSpace`] when the handle
+    /// cannot take a record in the segment's peer table (it is full of live peers, or there is
+    /// no room to carve it), instead of handing out a handle without crash protection: a
+    /// claim left by an unregistered handle that dies is never repaired (PROTOCOL.md §11.3).
+    /// By default such a handle works unregistered and says so through `is_registered()`.
+    ///
+    /// ```no_run
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_registration_required()
+    ///     .build_producer()?;
+    /// assert!(producer.is_registered());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_registration_required(mut self) -> Self {
+        self.registration_required = true;
+        self
+    }
+
+    /// The error for a handle that could not register, when registration is required.
+    fn check_registered(&self, registered: bool) -> Result<()> {
+        if self.registration_required && !registered {
+            return Err(Error::new(
+                ErrorKind::OutOfSpace,
+                format!(
+                    "channel {}: no peer record free for this handle (the peer table is full \
+                     of live peers, or there is no room for it); refusing an unprotected handle",
+                    self.channel_id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn options(&self, create: bool) -> Result<OpenOptions> {
         Ok(OpenOptions {
             create,
@@ -284,7 +319,9 @@ impl ChannelBuilder {
             Missing::Create(self.capacity),
             deadline,
         )?;
-        Ok(Producer::new(open))
+        let producer = Producer::new(open);
+        self.check_registered(producer.is_registered())?;
+        Ok(producer)
     }
 
     /// Attaches to an existing segment and channel. Fails with kind `NotFound` and a message
@@ -293,7 +330,9 @@ impl ChannelBuilder {
         let deadline = self.deadline();
         let backing = self.backing(false)?;
         let open = open_channel(&backing, self.channel_id, Missing::Fail, deadline)?;
-        Ok(Consumer::new(open))
+        let consumer = Consumer::new(open);
+        self.check_registered(consumer.is_registered())?;
+        Ok(consumer)
     }
 
     /// The segment as a [`SharedMemoryAllocator`], created if it does not exist.

@@ -28,8 +28,9 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use dmxp_nostd::layout::{
-    channel_entry_offset, ChannelEntry, HeaderFields, PeerRecord, HEADER_SIZE, MAGIC, MAX_CHANNELS,
-    PEER_RECORDS, PEER_RECORD_SIZE, PEER_TABLE_SIZE,
+    channel_entry_offset, channel_state, ChannelEntry, HeaderFields, PeerRecord,
+    CHANNEL_ENTRY_SIZE, HEADER_SIZE, MAGIC, MAX_CHANNELS, PEER_RECORDS, PEER_RECORD_SIZE,
+    PEER_TABLE_SIZE,
 };
 use dmxp_nostd::validate::{check_peer_table_bands, validate_entry, validate_header};
 use dmxp_nostd::{Error as CoreError, PeerInfo};
@@ -90,6 +91,9 @@ pub struct SegmentStatus {
     /// The taken records of the peer table, in table order (empty when there is no table or
     /// it cannot be read).
     pub peers: Vec<PeerStatus>,
+    /// Messages queued and not yet received, over every ready channel (`tail - head`,
+    /// clamped to the capacity), as the header showed them.
+    pub queued: u64,
     pub verdict: Verdict,
 }
 
@@ -117,6 +121,10 @@ pub enum Removal {
     Removed,
     /// Not removed: the segment examined again is not stale (this verdict says why).
     Kept(Verdict),
+    /// Not removed: stale, but it still holds `queued` undelivered messages (a producer sent
+    /// them and exited before any consumer came). Removing it anyway is an explicit choice
+    /// (`remove_if_stale(status, true)`, `dmxp clean --stale --remove --force`).
+    KeptQueued { queued: u64 },
 }
 
 /// Lists the DMXP segments in `/dev/shm`, in name order.
@@ -180,15 +188,21 @@ pub fn examine_file(path: &Path) -> Result<SegmentStatus> {
 }
 
 /// Examines the segment `status` describes again and removes it if it is still stale (and is
-/// still the same file: one replaced meanwhile is left alone). Processes that have it mapped
-/// keep it; the name is gone for new openers.
+/// still the same file: one replaced meanwhile is left alone) and holds no undelivered
+/// message, or `force` is set. Processes that have it mapped keep it; the name is gone for
+/// new openers.
 ///
 /// Errors: [`ErrorKind::NotFound`] if it no longer exists; [`ErrorKind::Io`] if it cannot be
 /// read or removed (for example `PermissionDenied` on the directory).
-pub fn remove_if_stale(status: &SegmentStatus) -> Result<Removal> {
+pub fn remove_if_stale(status: &SegmentStatus, force: bool) -> Result<Removal> {
     let examined = examine_required(&status.path, status.kind, status.name.clone())?;
     if !examined.status.is_stale() {
         return Ok(Removal::Kept(examined.status.verdict));
+    }
+    if examined.status.queued > 0 && !force {
+        return Ok(Removal::KeptQueued {
+            queued: examined.status.queued,
+        });
     }
     let now = std::fs::symlink_metadata(&status.path)
         .map_err(|e| io_error(e, "examining", &status.path))?;
@@ -274,10 +288,30 @@ fn examine_path(path: &Path, kind: SegmentKind, name: String) -> Result<Option<E
             creator_pid: header.creator_pid,
             creator_alive,
             peers,
+            queued: queued_messages(&bytes),
             verdict,
         },
         identity: (meta.dev(), meta.ino()),
     }))
+}
+
+/// Messages queued on the ready channels of the header copy `bytes` (a scribbled cursor
+/// counts at most one ring's worth).
+fn queued_messages(bytes: &[u8]) -> u64 {
+    (0..MAX_CHANNELS)
+        .map(channel_entry_offset)
+        .filter(|&entry| entry + CHANNEL_ENTRY_SIZE <= bytes.len())
+        .filter(|&entry| u32_at(bytes, entry + 24) == channel_state::READY)
+        .map(|entry| {
+            let capacity = u64_at(bytes, entry + 8);
+            let depth = u64_at(bytes, entry + 128).wrapping_sub(u64_at(bytes, entry + 256));
+            if (depth as i64) < 0 {
+                0
+            } else {
+                depth.min(capacity)
+            }
+        })
+        .fold(0u64, u64::saturating_add)
 }
 
 /// The peer records of a segment whose header copy is `bytes`, each judged alive or dead.

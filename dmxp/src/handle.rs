@@ -82,6 +82,9 @@ impl HandleCell {
             let base = open.channel();
             let slot = Segment::attach(open.cell.borrow_owner().region())
                 .and_then(|segment| {
+                    // Records of dead peers without an intent are freed first, so that crash
+                    // churn never fills the table (the others wait for their channel's repair).
+                    let _ = segment.free_dead_records(&ProcLiveness, std::process::id());
                     segment.register_in_namespace(
                         base.id(),
                         role,

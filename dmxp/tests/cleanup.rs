@@ -198,7 +198,7 @@ fn stale_only_without_live_peers(spec: &Spec, examine: impl Fn() -> dmxp::Result
     assert_eq!(peer.info.record.channel_id, 0);
     assert_eq!(peer.info.record.runtime, dmxp::runtime::RUST);
     assert_ne!(peer.info.record.start_time, 0);
-    match remove_if_stale(&fresh).unwrap() {
+    match remove_if_stale(&fresh, false).unwrap() {
         Removal::Kept(Verdict::InUse { live_peers: 1, .. }) => {}
         other => panic!("a segment with a live consumer was not kept: {other:?}"),
     }
@@ -222,11 +222,21 @@ fn stale_only_without_live_peers(spec: &Spec, examine: impl Fn() -> dmxp::Result
     assert_eq!((status.live_peers(), status.dead_peers()), (0, 1));
     assert!(status.is_stale(), "{:?}", status.verdict);
 
-    assert_eq!(remove_if_stale(&status).unwrap(), Removal::Removed);
+    // Stale, but the creator's "hello" was never received: kept unless forced.
+    assert_eq!(status.queued, 1);
+    assert_eq!(
+        remove_if_stale(&status, false).unwrap(),
+        Removal::KeptQueued { queued: 1 }
+    );
+    assert!(
+        status.path.exists(),
+        "a segment with undelivered messages was removed"
+    );
+    assert_eq!(remove_if_stale(&status, true).unwrap(), Removal::Removed);
     assert!(!status.path.exists());
     assert_eq!(examine().unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(
-        remove_if_stale(&status).unwrap_err().kind(),
+        remove_if_stale(&status, false).unwrap_err().kind(),
         ErrorKind::NotFound
     );
 }
@@ -287,7 +297,7 @@ fn a_running_creator_keeps_a_segment_in_use() {
     assert_eq!(status.creator_pid, std::process::id());
     assert_eq!(in_use(&status), (0, true));
     assert!(matches!(
-        remove_if_stale(&status).unwrap(),
+        remove_if_stale(&status, false).unwrap(),
         Removal::Kept(Verdict::InUse {
             creator_alive: true,
             ..
@@ -344,7 +354,7 @@ fn a_corrupt_peer_table_makes_the_verdict_unknown_and_nothing_is_removed() {
         assert_eq!(field, "peer_table_offset");
         assert!(!status.is_stale());
         assert!(matches!(
-            remove_if_stale(&status).unwrap(),
+            remove_if_stale(&status, false).unwrap(),
             Removal::Kept(Verdict::Unknown { .. })
         ));
         assert!(path.exists());
@@ -401,7 +411,7 @@ fn scan_dir_lists_only_dmxp_files() {
         ErrorKind::NotFound
     );
 
-    assert_eq!(remove_if_stale(&listed[0]).unwrap(), Removal::Removed);
+    assert_eq!(remove_if_stale(&listed[0], true).unwrap(), Removal::Removed);
     assert!(!segment.exists());
     assert!(dir.0.join("a.txt").exists());
     assert!(scan_dir(&dir.0, SegmentKind::File).unwrap().is_empty());

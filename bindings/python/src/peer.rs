@@ -70,6 +70,8 @@ impl Peer {
             let base = open.borrow_dependent();
             let slot = Segment::attach(open.borrow_owner().region())
                 .and_then(|segment| {
+                    // As the facade does: dead peers' idle records are freed first.
+                    let _ = segment.free_dead_records(&dmxp::ProcLiveness, std::process::id());
                     segment.register_in_namespace(
                         base.id(),
                         role,
