@@ -17,6 +17,7 @@ mod parse;
 mod recover;
 mod recv;
 mod report;
+mod reset;
 mod send;
 mod source;
 mod table;
@@ -49,6 +50,9 @@ enum Command {
     Clean(clean::CleanArgs),
     /// Repair positions left stuck by dead producers and consumers (all channels, or one).
     Recover(recover::RecoverArgs),
+    /// Bring a channel back after a peer scribbled on its cursors, discarding what was queued
+    /// (refused while live peers hold claims, unless --force).
+    Reset(reset::ResetArgs),
     /// Benchmark DMXP across processes against a Unix socket, a pipe, ArrayQueue and the
     /// cache-line floor (see docs/BENCHMARKS.md).
     Bench(dmxp_bench::BenchArgs),
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Command::Recv(args) => recv::run(args),
         Command::Clean(args) => clean::run(args),
         Command::Recover(args) => recover::run(args),
+        Command::Reset(args) => reset::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

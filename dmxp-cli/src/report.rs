@@ -213,6 +213,25 @@ fn patch_entry(entry: &mut ChannelEntry, id: u32, c: Corruption) -> bool {
 }
 
 /// `tail − head` as a wrapping signed difference, clamped to `0..=capacity`.
+/// Why `head` and `tail` cannot both be honest, if they cannot: the ring holds between 0 and
+/// `capacity` messages, so `tail - head` (wrapping) lies in `0..=capacity`.
+pub fn impossible_cursors(head: u64, tail: u64, capacity: u64) -> Option<String> {
+    let distance = tail.wrapping_sub(head);
+    if (distance as i64) < 0 {
+        Some(format!(
+            "impossible cursors: head {head} is past tail {tail} (by {})",
+            head.wrapping_sub(tail)
+        ))
+    } else if distance > capacity {
+        Some(format!(
+            "impossible cursors: tail {tail} is {distance} positions past head {head}, more \
+             than the capacity {capacity}"
+        ))
+    } else {
+        None
+    }
+}
+
 pub fn depth(head: u64, tail: u64, capacity: u64) -> u64 {
     let diff = tail.wrapping_sub(head) as i64;
     if diff <= 0 {
@@ -359,6 +378,17 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
         let in_use = entry.capacity != 0 || entry.state != channel_state::EMPTY;
         if !in_use && entry_problems.is_empty() {
             continue;
+        }
+        // A channel whose cursors are more than a ring apart (or crossed) cannot flow again
+        // on its own: every send or receive gives up. `dmxp reset` brings it back.
+        if entry_problems.is_empty() && geometry.is_some() {
+            if let Some(message) = impossible_cursors(entry.head, entry.tail, entry.capacity) {
+                entry_problems.push(Problem {
+                    field: "tail",
+                    channel: Some(id),
+                    message: format!("channel {id}: {message} (dmxp reset --channel {id})"),
+                });
+            }
         }
         let status = if !entry_problems.is_empty() {
             "corrupt"
@@ -689,6 +719,17 @@ mod tests {
         };
         assert_eq!(counts(0), expect(1, 1, 0));
         assert_eq!(counts(3), expect(0, 0, 2));
+    }
+
+    #[test]
+    fn impossible_cursors_are_more_than_a_ring_apart_or_crossed() {
+        assert_eq!(impossible_cursors(0, 8, 8), None);
+        assert_eq!(impossible_cursors(u64::MAX, 2, 8), None, "wraps");
+        assert!(impossible_cursors(0, 9, 8)
+            .unwrap()
+            .contains("more than the capacity 8"));
+        assert!(impossible_cursors(0, 1 << 63, 8).is_some());
+        assert!(impossible_cursors(5, 3, 8).unwrap().contains("past tail"));
     }
 
     #[test]

@@ -1183,3 +1183,73 @@ fn clean_stale_remove_keeps_queued_messages_unless_forced() {
     run_ok(dmxp().args(["clean", "--dir", dir_arg, "--stale", "--remove", "--force"]));
     assert!(!path.exists());
 }
+
+/// A scribbled `tail` (2^63) wedges a channel: `inspect` flags the impossible cursors and
+/// `dmxp reset` brings it back, counting what it discards.
+#[test]
+fn inspect_flags_impossible_cursors_and_reset_brings_the_channel_back() {
+    let seg = FileSeg::new();
+    create(seg.args(), 3, 8);
+    run_ok(
+        dmxp()
+            .arg("send")
+            .args(seg.args())
+            .args(["--channel", "3", "a", "b"]),
+    );
+    poke_u64(&seg.path, entry(3) + 128, 1 << 63);
+
+    let (report, code) = inspect_json(seg.args());
+    assert_eq!(code, 1, "{report}");
+    let problems = report["problems"].to_string();
+    assert!(problems.contains("impossible cursors"), "{problems}");
+    assert!(problems.contains("dmxp reset --channel 3"), "{problems}");
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "3", "wedged"])
+        .assert()
+        .failure();
+
+    let out = run_ok(
+        dmxp()
+            .arg("reset")
+            .args(seg.args())
+            .args(["--channel", "3", "--json"]),
+    );
+    let reset: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        reset["discarded"], 0,
+        "cursors a ring apart: nothing countable"
+    );
+    let (report, code) = inspect_json(seg.args());
+    assert_eq!(code, 0, "{report}");
+    run_ok(
+        dmxp()
+            .arg("send")
+            .args(seg.args())
+            .args(["--channel", "3", "flows"]),
+    );
+    let out = run_ok(
+        dmxp()
+            .arg("recv")
+            .args(seg.args())
+            .args(["--channel", "3", "--count", "1"]),
+    );
+    assert!(out.contains("flows"), "{out}");
+
+    // With honest cursors, reset counts the queued messages it drops.
+    run_ok(
+        dmxp()
+            .arg("send")
+            .args(seg.args())
+            .args(["--channel", "3", "x", "y"]),
+    );
+    let out = run_ok(
+        dmxp()
+            .arg("reset")
+            .args(seg.args())
+            .args(["--channel", "3", "--json"]),
+    );
+    let reset: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reset["discarded"], 2);
+}

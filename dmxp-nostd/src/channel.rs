@@ -346,6 +346,44 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         repaired
     }
 
+    /// Brings a channel whose cursors or sequences a peer scribbled on back to an empty,
+    /// consistent ring, for an operator (`dmxp reset`): every slot is made free for the next
+    /// lap from a fresh start position, then `head` and `tail` are set to it. Returns how many
+    /// published, unreceived messages were discarded (counted within one ring past `head`).
+    ///
+    /// Not atomic with respect to live peers: run it while the channel's producers and
+    /// consumers are idle (none holds a claim), as `dmxp reset` checks; a peer that sends or
+    /// receives meanwhile may have its claim revoked or its message discarded, never a crash.
+    pub fn reset(&self) -> u64 {
+        let head = self.entry.head.load(Acquire);
+        let tail = self.entry.tail.load(Acquire);
+        let capacity = self.geometry.capacity;
+        let span = tail.wrapping_sub(head);
+        let plausible = (span as i64) >= 0 && span <= capacity;
+        let discarded = if plausible {
+            (0..span)
+                .filter(|&k| {
+                    let p = head.wrapping_add(k);
+                    self.slot(p).sequence.load(Acquire) == p.wrapping_add(1)
+                })
+                .count() as u64
+        } else {
+            0
+        };
+        // A start no honest cursor has reached: past both, one lap on, so that no position a
+        // peer claimed before the reset is ever claimed again.
+        let start = (if (span as i64) >= 0 { tail } else { head }).wrapping_add(capacity);
+        for k in 0..capacity {
+            let p = start.wrapping_add(k);
+            self.slot(p).sequence.store(p, Release);
+        }
+        self.entry.tail.store(start, Release);
+        self.entry.head.store(start, Release);
+        self.notify_producers();
+        self.notify_consumers();
+        discarded
+    }
+
     // ------------------------------------------------------------------ claiming positions
 
     /// Claims up to `max` consecutive free positions with one CAS on `tail`. A registered

@@ -767,3 +767,36 @@ fn a_claim_in_flight_before_a_message_is_pending_not_empty() {
     assert_eq!(channel.try_recv(&mut out).unwrap().meta.message_id, 1);
     assert_empty(&channel);
 }
+
+/// A scribbled cursor wedges a channel; `reset` makes it flow again and counts what it drops.
+#[test]
+fn reset_brings_back_a_channel_with_a_scribbled_cursor() {
+    let mut buf = setup(4);
+    {
+        let channel = open(&mut buf);
+        for i in 0..3u8 {
+            channel.try_send(&[i], &SendMeta::default()).unwrap();
+        }
+        let mut out = [0u8; 960];
+        channel.try_recv(&mut out).unwrap();
+        assert_eq!(
+            channel.reset(),
+            2,
+            "two published messages were still queued"
+        );
+        assert_empty(&channel);
+        for lap in 0..10u8 {
+            channel.try_send(&[lap], &SendMeta::default()).unwrap();
+            assert_eq!(recv(&channel).1, [lap]);
+        }
+    }
+    // A hostile peer sets tail to 2^63: every send gives up.
+    let tail_field = dmxp_nostd::layout::channel_entry_offset(0) + 128;
+    buf.write_u64(tail_field, 1 << 63);
+    let channel = open(&mut buf);
+    assert!(channel.try_send(b"x", &SendMeta::default()).is_err());
+    assert_eq!(channel.reset(), 0);
+    channel.try_send(b"after", &SendMeta::default()).unwrap();
+    assert_eq!(recv(&channel).1, b"after");
+    assert_empty(&channel);
+}

@@ -168,6 +168,45 @@ impl SharedMemoryAllocator {
             .map_err(|e| Error::from_core(e, label))
     }
 
+    /// Brings channel `id` back to an empty, consistent ring after a peer scribbled on its
+    /// cursors or sequences (for `dmxp reset`); returns how many queued messages it discarded.
+    /// Refused with [`ErrorKind::Busy`](crate::ErrorKind::Busy) naming them while live
+    /// registered peers hold claims on the channel, unless `force` (their claims are then
+    /// revoked, PROTOCOL.md §11.7).
+    pub fn reset(&self, id: u32, force: bool) -> Result<u64> {
+        let segment = self.segment()?;
+        let label = &self.backing.label;
+        let channel = segment
+            .open_channel(id)
+            .map_err(|e| Error::from_core(e, label))?
+            .with_wait_strategy(crate::FutexWait::new());
+        if !force {
+            let holders: Vec<String> = self
+                .peers()?
+                .iter()
+                .filter(|p| p.record.channel_id == id && p.record.intent_count != 0)
+                .filter(|p| crate::process_alive(p.record.pid, p.record.start_time))
+                .map(|p| {
+                    format!(
+                        "pid {} ({} positions from {})",
+                        p.record.pid, p.record.intent_count, p.record.intent_position
+                    )
+                })
+                .collect();
+            if !holders.is_empty() {
+                return Err(Error::new(
+                    crate::ErrorKind::Busy,
+                    format!(
+                        "{label}: channel {id}: live peers hold claims: {}; stop them first or \
+                         reset with force",
+                        holders.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(channel.reset())
+    }
+
     /// Every taken record of the segment's peer table (empty when it has none yet), in table
     /// order: who is registered on which channel, and what each is claiming. Judge their
     /// owners with [`crate::process_alive`]`(pid, start_time)`.

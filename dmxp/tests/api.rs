@@ -560,3 +560,30 @@ fn clones_share_the_channel_across_threads() {
     assert_eq!(sorted.len() as u64, 2 * per_thread);
     assert_eq!(consumer.stats().received, 2 * per_thread);
 }
+
+#[test]
+fn reset_refuses_while_a_live_peer_holds_a_claim_unless_forced() {
+    let name = ShmName::new("reset_live");
+    let producer = builder(&name).build_producer().unwrap();
+    producer.send("queued").unwrap();
+    let allocator = builder(&name).attach_allocator().unwrap();
+    let loan = producer.loan().unwrap();
+    let error = allocator.reset(0, false).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Busy, "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{error}"
+    );
+    // Forced: the queued message is discarded and the holder's claim revoked.
+    assert_eq!(allocator.reset(0, true).unwrap(), 1);
+    assert!(matches!(
+        loan.commit(0).unwrap_err().kind(),
+        ErrorKind::Revoked { .. }
+    ));
+    let consumer = builder(&name).build_consumer().unwrap();
+    assert_eq!(consumer.receive().unwrap(), None);
+    producer.send("after").unwrap();
+    assert_eq!(consumer.receive().unwrap().as_deref(), Some(&b"after"[..]));
+}
