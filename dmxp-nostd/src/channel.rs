@@ -504,7 +504,17 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             } else if lag < 0 {
                 // Nothing published at `head`: empty, unless a completed send waits behind a
                 // claim that is still in flight (PROTOCOL.md §6.2).
-                return Err(self.recv_failed(self.empty_or_pending(head)));
+                let answer = self.empty_or_pending(head);
+                // The scan can miss messages that others took meanwhile because `head` was
+                // published and consumed under us: look again rather than report empty.
+                if answer == RecvError::Empty
+                    && (slot.sequence.load(Acquire) != sequence
+                        || self.entry.head.load(Relaxed) != head)
+                {
+                    head = self.entry.head.load(Relaxed);
+                    continue;
+                }
+                return Err(self.recv_failed(answer));
             } else {
                 // Another consumer took this position (and the slot may already hold the next
                 // lap); as for sends, an honest `head` has moved past us by now.

@@ -617,3 +617,140 @@ fn blocking_send_is_woken() {
         assert_eq!(channel.waiters(), (0, 0));
     });
 }
+
+/// A repair (an unblock of a position held too long) racing the claimer's late publish
+/// (PROTOCOL.md §11.7): exactly one of them settles the position's `sequence`, the claimer is
+/// told when it lost, and the ring is never wedged: the next lap flows.
+#[test]
+fn a_repair_racing_a_late_publish_settles_the_position_once() {
+    check(
+        "a_repair_racing_a_late_publish_settles_the_position_once",
+        3,
+        || {
+            loom::lazy_static! {
+                static ref MEMORY: Memory = Memory::new(1, 2);
+            }
+            let channel = MEMORY.segment().create_channel(0, 2, 1).unwrap();
+            let tx = channel.clone();
+            let late = thread::spawn(move || {
+                interleave();
+                let mut loan = tx.try_loan().unwrap();
+                assert!(loan.payload().set_word(
+                    0,
+                    u64::from_le_bytes([b'm', 1, !1, 7, 0x5A, 1 ^ 0x3C, 0, 0])
+                ));
+                interleave();
+                loan.commit(6, &meta(1))
+            });
+            let rx = channel.clone();
+            let repairer = thread::spawn(move || {
+                interleave();
+                rx.unblock(0, dmxp_nostd::PeerRole::Producer)
+            });
+            let published = late.join().unwrap();
+            let repaired = repairer.join().unwrap();
+            match published {
+                Ok(id) => {
+                    assert_eq!(id, 0);
+                    assert!(!repaired, "a published position was also tombstoned");
+                }
+                Err(SendError::Revoked { message_id }) => {
+                    assert_eq!(message_id, 0);
+                    assert!(repaired, "revoked without a repair");
+                }
+                Err(other) => panic!("late publish: {other:?}"),
+            }
+            // Position 0 is consumed whatever it holds: the message, the LOST tombstone, or (in the
+            // window §11.7 describes: metadata stores of the two writers interleaved) a garbled
+            // mix of both. What must hold is the ring's state, checked below.
+            let mut buf = [0u8; 960];
+            match channel.try_recv(&mut buf) {
+                Ok(_) | Err(RecvError::Lost { .. } | RecvError::Corrupt { .. }) => {}
+                Err(other) => panic!("position 0: {other:?}"),
+            }
+            assert_eq!((channel.head(), channel.tail()), (1, 1));
+            // Not wedged: two more laps go through.
+            for tag in 2..6 {
+                assert_eq!(send(&channel, tag), Ok(u64::from(tag) - 1));
+                assert_eq!(recv(&channel).map(|g| g.tag), Ok(tag));
+            }
+        },
+    );
+}
+
+/// A repair (an unblock of a slot a consumer holds too long) racing that consumer's late
+/// free: exactly one of them frees the slot, a revoked consumer is told and frees nothing, and
+/// the producer's next lap is never overwritten.
+#[test]
+fn a_repair_racing_a_late_free_frees_the_slot_once() {
+    check("a_repair_racing_a_late_free_frees_the_slot_once", 3, || {
+        loom::lazy_static! {
+            static ref MEMORY: Memory = Memory::new(1, 2);
+        }
+        let channel = MEMORY.segment().create_channel(0, 2, 1).unwrap();
+        assert_eq!(send(&channel, 1), Ok(0));
+        assert_eq!(send(&channel, 2), Ok(1));
+        let rx = channel.clone();
+        let late = thread::spawn(move || {
+            interleave();
+            let guard = rx.try_recv_in_place().unwrap();
+            // Read after the claim: the next lap's, if the slot was freed under us meanwhile.
+            let seen = guard.meta().message_id;
+            interleave();
+            let released = guard.release();
+            if released.is_ok() {
+                assert_eq!(
+                    seen, 0,
+                    "a receive that kept its claim read its own message"
+                );
+            }
+            released
+        });
+        let tx = channel.clone();
+        let repairer = thread::spawn(move || {
+            interleave();
+            let repaired = tx.unblock(0, dmxp_nostd::PeerRole::Consumer);
+            // The next lap takes the slot if it is free by now.
+            (repaired, send(&tx, 3))
+        });
+        let freed = late.join().unwrap();
+        let (repaired, sent) = repairer.join().unwrap();
+        match freed {
+            Ok(()) => assert!(!repaired, "a freed slot was freed twice"),
+            Err(RecvError::Revoked { message_id }) => {
+                assert_eq!(message_id, 0);
+                assert!(repaired, "revoked without a repair");
+            }
+            Err(other) => panic!("late free: {other:?}"),
+        }
+        // Message 2, then message 3 if it got a slot: never lost or overwritten.
+        let mut got = Vec::new();
+        drain(&channel, &mut got);
+        let mut expected = vec![Got {
+            tag: 2,
+            message_id: 1,
+        }];
+        match sent {
+            Ok(id) => {
+                assert_eq!(id, 2);
+                expected.push(Got {
+                    tag: 3,
+                    message_id: 2,
+                });
+            }
+            Err(SendError::Full) => {}
+            Err(other) => panic!("next lap: {other:?}"),
+        }
+        assert_eq!(got, expected);
+        for tag in 4..6 {
+            let id = send(&channel, tag).unwrap();
+            assert_eq!(
+                recv(&channel),
+                Ok(Got {
+                    tag,
+                    message_id: id
+                })
+            );
+        }
+    });
+}
