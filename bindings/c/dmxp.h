@@ -135,6 +135,16 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
  * and a handle spinning on an empty or full ring would otherwise pull that cache line away
  * from the other side at each of its claims. Blocking calls look before every sleep. */
 #define DMXP_MISS_STREAK 64u
+/* A non-blocking receive that finds the head position claimed but unpublished while a later
+ * position of the lap holds a message (PROTOCOL.md §6.2: "Empty means nothing is queued")
+ * does not report DMXP_E_EMPTY: it waits for the head position, first spinning
+ * DMXP_PENDING_SPINS times, then on the not_empty futex word in short slices, repairing a
+ * dead claimer after DMXP_STUCK_GRACE_NS. It gives up with DMXP_E_EMPTY only when the
+ * position has not moved for DMXP_PENDING_WAIT_NS (1 s, the protocol's default
+ * UNBLOCK_TIMEOUT, §11.8): a producer stopped that long between claim and publish. (A
+ * blocking receive waits for it within its own deadline.) */
+#define DMXP_PENDING_SPINS 256u
+#define DMXP_PENDING_WAIT_NS INT64_C(1000000000)
 
 #define DMXP_STATE_EMPTY 0u
 #define DMXP_STATE_CREATING 1u
@@ -1979,8 +1989,44 @@ static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
     return DMXP_E_BUSY;
 }
 
+/* What dmxp__claim_recv returns (the position in *first) when nothing is published at head
+ * but a later position is: PENDING of PROTOCOL.md §6.2. Internal: positive, so no public call
+ * ever returns it (the receives wait for the position instead, see DMXP_PENDING_WAIT_NS). */
+#define DMXP__PENDING ((dmxp_status)1)
+
+#if defined(__GNUC__)
+#define DMXP__COLD __attribute__((cold))
+#else
+#define DMXP__COLD
+#endif
+
+/* Called when nothing is published at `head`. 1 when a later position holds a message: a
+ * send that has completed is queued behind one still in flight (§6.2), so the channel is not
+ * empty. Scans head + 1 .. min(tail, head + capacity), stopping at the first published
+ * position. 0 when none is: empty. -1 when the scan found none but `head` was published (or
+ * taken) meanwhile: then positions behind it may have been consumed during the scan, which
+ * proves nothing, and the caller looks at head again. While head stays unpublished nobody can
+ * consume past it, so a message queued when the scan began is still there when it is read.
+ * Runs only on a miss; with tail <= head + 1 (the plain empty ring, or one claim in flight)
+ * it costs one load of tail. At most one lap of the cached capacity is read, so a hostile
+ * tail cannot lengthen the scan past the band. */
+static inline DMXP__COLD int dmxp__queued_behind(const dmxp_channel *ch, uint64_t head) {
+    uint64_t tail = atomic_load_explicit(&ch->entry->tail, DMXP__ACQ);
+    int64_t in_flight = dmxp__diff(tail, head);
+    if (in_flight <= 1) return 0; /* nothing claimed after head */
+    uint64_t n = (uint64_t)in_flight < ch->capacity ? (uint64_t)in_flight : ch->capacity;
+    for (uint64_t k = 1; k < n; k++) {
+        uint64_t p = head + k;
+        if (atomic_load_explicit(&dmxp__slot(ch, p)->sequence, DMXP__ACQ) == p + 1) return 1;
+    }
+    uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, head)->sequence, DMXP__ACQ);
+    return dmxp__diff(seq, head + 1) >= 0 ? -1 : 0;
+}
+
 /* Claims up to `max` consecutive published positions with one CAS on head. With
- * buf_cap != SIZE_MAX, refuses (consuming nothing) when the first message is longer. */
+ * buf_cap != SIZE_MAX, refuses (consuming nothing) when the first message is longer. When
+ * nothing is published at head: DMXP_E_EMPTY if nothing is queued behind it either, else
+ * DMXP__PENDING with *first = head (the caller waits for it). */
 static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max, size_t buf_cap,
                                            uint64_t *first, uint64_t *count, uint32_t *needed) {
     _Atomic uint64_t *head_p = &ch->entry->head;
@@ -2020,13 +2066,56 @@ static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max,
                 return DMXP_OK;
             }
         } else if (d < 0) {
+            /* Nothing sent at head, or its producer has not published yet. */
             if (wrote_intent) dmxp__intent_clear(peer);
-            return DMXP_E_EMPTY; /* nothing sent, or its producer has not published yet */
+            int queued = dmxp__queued_behind(ch, head);
+            if (queued > 0) {
+                *first = head;
+                *count = 0;
+                return DMXP__PENDING;
+            }
+            if (queued == 0) return DMXP_E_EMPTY;
+            /* head moved on during the scan: look at it again */
         } else {
             head = atomic_load_explicit(head_p, DMXP__RLX); /* another consumer took it */
         }
     }
     if (wrote_intent) dmxp__intent_clear(peer);
+    return DMXP_E_BUSY;
+}
+
+/* The pending position a receive is waiting for (§6.2), and since when (ns). */
+typedef struct dmxp__pending {
+    int tracking;
+    uint64_t position;
+    int64_t since;
+} dmxp__pending;
+
+/* Waits until position `position` has moved (published, repaired, or taken by another
+ * consumer) or until give_up_at (ns): 1 moved, 0 gave up. Defined with the blocking code. */
+static inline int dmxp__await_position(const dmxp_channel *ch, uint64_t position,
+                                       int64_t give_up_at);
+
+/* dmxp__claim_recv that waits out a pending head (§6.2): while a later position holds a
+ * message, it waits for the head position and claims again, and returns DMXP_E_EMPTY only
+ * once that position has not moved for DMXP_PENDING_WAIT_NS since `pend` first saw it. With
+ * wait == 0 it returns DMXP__PENDING instead (a blocking caller sleeps on its own, within its
+ * deadline) and `pend` may be NULL. */
+static inline dmxp_status dmxp__claim_recv_settled(const dmxp_channel *ch, uint64_t max,
+                                                   size_t buf_cap, uint64_t *first,
+                                                   uint64_t *count, uint32_t *needed,
+                                                   dmxp__pending *pend, int wait) {
+    for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
+        dmxp_status s = dmxp__claim_recv(ch, max, buf_cap, first, count, needed);
+        if (s != DMXP__PENDING || !wait) return s;
+        if (!pend->tracking || pend->position != *first) {
+            pend->tracking = 1;
+            pend->position = *first;
+            pend->since = (int64_t)dmxp_now_ns();
+        }
+        if (!dmxp__await_position(ch, *first, pend->since + DMXP_PENDING_WAIT_NS))
+            return DMXP_E_EMPTY; /* stopped between claim and publish for the whole bound */
+    }
     return DMXP_E_BUSY;
 }
 
@@ -2271,9 +2360,12 @@ static inline dmxp_status dmxp__finish_recv(const dmxp_channel *ch, uint64_t pos
     return s;
 }
 
-/* One receive, without the stuck watch (the blocking calls keep their own). */
+/* One receive, without the stuck watch (the blocking calls keep their own). A pending head
+ * (§6.2) is waited for as dmxp__claim_recv_settled does; with wait == 0 DMXP__PENDING is
+ * returned instead (and `pend` may be NULL). */
 static inline dmxp_status dmxp__recv_once(const dmxp_channel *ch, void *buf, size_t cap,
-                                          dmxp_meta *meta, size_t *len) {
+                                          dmxp_meta *meta, size_t *len, dmxp__pending *pend,
+                                          int wait) {
     dmxp_meta local;
     if (meta == NULL) meta = &local;
     if (len) *len = 0;
@@ -2281,7 +2373,7 @@ static inline dmxp_status dmxp__recv_once(const dmxp_channel *ch, void *buf, siz
     for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
         uint64_t pos, n;
         uint32_t needed = 0;
-        dmxp_status s = dmxp__claim_recv(ch, 1, cap, &pos, &n, &needed);
+        dmxp_status s = dmxp__claim_recv_settled(ch, 1, cap, &pos, &n, &needed, pend, wait);
         if (s == DMXP_E_BUFFER_TOO_SMALL) {
             memset(meta, 0, sizeof *meta);
             meta->payload_len = needed;
@@ -2296,7 +2388,14 @@ static inline dmxp_status dmxp__recv_once(const dmxp_channel *ch, void *buf, siz
 
 /* Receives one message into buf (cap bytes). SKIP markers are passed over. Returns:
  *  DMXP_OK                  meta (optional) and *len filled;
- *  DMXP_E_EMPTY             nothing published at the head;
+ *  DMXP_E_EMPTY             nothing is queued: nothing published at the head, nor behind it.
+ *                           When the head position is claimed by a producer that has not
+ *                           published it yet while a later position holds a message
+ *                           (PROTOCOL.md §6.2), the call waits for the head position instead:
+ *                           a short spin, then futex sleeps on not_empty in short slices,
+ *                           repairing a dead claimer after DMXP_STUCK_GRACE_NS; it reports
+ *                           DMXP_E_EMPTY only if that position stays unpublished for
+ *                           DMXP_PENDING_WAIT_NS (1 s: its producer is stopped);
  *  DMXP_E_BUFFER_TOO_SMALL  nothing consumed; meta->payload_len = the size needed (a
  *                           960-byte buffer always suffices);
  *  DMXP_E_LOST              a LOST tombstone was consumed; meta->message_id says which;
@@ -2312,8 +2411,10 @@ static inline dmxp_status dmxp__recv_once(const dmxp_channel *ch, void *buf, siz
  * DMXP_E_LOST) once stuck for DMXP_STUCK_GRACE_NS. */
 static inline dmxp_status dmxp_try_recv(const dmxp_channel *ch, void *buf, size_t cap,
                                         dmxp_meta *meta, size_t *len) {
-    dmxp_status s = dmxp__recv_once(ch, buf, cap, meta, len);
-    if (s == DMXP_E_EMPTY && dmxp__miss(ch, 0)) s = dmxp__recv_once(ch, buf, cap, meta, len);
+    dmxp__pending pend = {0, 0, 0};
+    dmxp_status s = dmxp__recv_once(ch, buf, cap, meta, len, &pend, 1);
+    if (s == DMXP_E_EMPTY && dmxp__miss(ch, 0))
+        s = dmxp__recv_once(ch, buf, cap, meta, len, &pend, 1);
     if (s == DMXP_OK || s == DMXP_E_LOST || s == DMXP_E_CORRUPT_MESSAGE || s == DMXP_E_REVOKED)
         dmxp__hit(ch, 0);
     return s;
@@ -2333,7 +2434,8 @@ typedef struct dmxp_recv_counts {
  * LOST tombstone. Each position is freed on its own; one whose free finds it repaired by a
  * peer (§11.7) is counted in `revoked` and not delivered. SKIP markers are passed over and
  * counted nowhere. DMXP_OK when at least one position was consumed, else DMXP_E_EMPTY /
- * DMXP_E_BUSY (with the stuck watch of dmxp_try_recv). */
+ * DMXP_E_BUSY (with the stuck watch of dmxp_try_recv, and its wait for a head position
+ * claimed but unpublished while a later one holds a message). */
 static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, size_t max,
                                                      dmxp_deliver_fn deliver,
                                                      void (*on_lost)(void *ctx, uint64_t id),
@@ -2344,9 +2446,12 @@ static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, siz
     if (max == 0) return DMXP_OK;
     uint64_t first, count;
     uint32_t needed;
-    dmxp_status s = dmxp__claim_recv(ch, (uint64_t)max, SIZE_MAX, &first, &count, &needed);
+    dmxp__pending pend = {0, 0, 0};
+    dmxp_status s = dmxp__claim_recv_settled(ch, (uint64_t)max, SIZE_MAX, &first, &count,
+                                             &needed, &pend, 1);
     if (s == DMXP_E_EMPTY && dmxp__miss(ch, 0))
-        s = dmxp__claim_recv(ch, (uint64_t)max, SIZE_MAX, &first, &count, &needed);
+        s = dmxp__claim_recv_settled(ch, (uint64_t)max, SIZE_MAX, &first, &count, &needed,
+                                     &pend, 1);
     if (s != DMXP_OK) return s;
     dmxp__hit(ch, 0);
     unsigned char buf[DMXP_MSG_INLINE];
@@ -2983,6 +3088,64 @@ static inline int dmxp__wait_once(const dmxp_channel *ch, int (*ready)(const dmx
     return is_ready;
 }
 
+/* A pause hint for spin loops. */
+static inline void dmxp__pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* 1 when `position`, found claimed but unpublished at head, has moved on: it is published
+ * (a message, a marker, a LOST tombstone) or head has left it (another consumer took it). */
+static inline int dmxp__position_moved(const dmxp_channel *ch, uint64_t position) {
+    if (atomic_load_explicit(&ch->entry->head, DMXP__RLX) != position) return 1;
+    uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, position)->sequence, DMXP__ACQ);
+    return dmxp__diff(seq, position + 1) >= 0;
+}
+
+/* The registered sleep of dmxp__wait_once on not_empty, re-checking `position` instead of
+ * the head: a publisher of it (or a repair) bumps the word and wakes us (§7.2). */
+static inline void dmxp__wait_position_once(const dmxp_channel *ch, uint64_t position,
+                                            int64_t until) {
+    _Atomic uint32_t *word = &ch->entry->not_empty_seq;
+    _Atomic uint32_t *waiters = &ch->entry->not_empty_waiters;
+    atomic_fetch_add_explicit(waiters, 1, DMXP__SEQ);
+    uint32_t v = atomic_load_explicit(word, DMXP__SEQ);
+#if !defined(DMXP__TSAN)
+    atomic_thread_fence(DMXP__SEQ);
+#endif
+    if (!dmxp__position_moved(ch, position)) {
+        int64_t left = until - (int64_t)dmxp_now_ns();
+        if (left > DMXP_WAIT_SLICE_NS) left = DMXP_WAIT_SLICE_NS;
+        if (left > 0) (void)dmxp__futex_wait(word, v, left);
+    }
+    atomic_fetch_sub_explicit(waiters, 1, DMXP__SEQ);
+}
+
+/* Waits for a pending head position (§6.2; declared with the ring code): DMXP_PENDING_SPINS
+ * re-checks with a pause hint (a producer preempted between claim and publish usually
+ * finishes within them), then registered futex sleeps on not_empty, each preceded by the
+ * stuck check of the blocking calls: while the position stays claimed-unpublished the sleeps
+ * last at most DMXP_STUCK_GRACE_NS, and once it has for that long a repair pass runs
+ * (§11.6), which tombstones the position if its claimer is dead. 1 when it moved, 0 when
+ * give_up_at passed first. */
+static inline int dmxp__await_position(const dmxp_channel *ch, uint64_t position,
+                                       int64_t give_up_at) {
+    for (uint32_t i = 0; i < DMXP_PENDING_SPINS; i++) {
+        if (dmxp__position_moved(ch, position)) return 1;
+        dmxp__pause();
+    }
+    dmxp__stuck stuck = {0, 0, 0};
+    for (;;) {
+        if (dmxp__position_moved(ch, position)) return 1;
+        if ((int64_t)dmxp_now_ns() >= give_up_at) return 0;
+        int64_t until = dmxp__stuck_step(ch, 0, &stuck, give_up_at);
+        dmxp__wait_position_once(ch, position, until);
+    }
+}
+
 static inline dmxp_status dmxp__wait_until(const dmxp_channel *ch, int send, int64_t timeout_ns) {
     int (*ready)(const dmxp_channel *) = send ? dmxp_has_free_slot : dmxp_has_message;
     _Atomic uint32_t *word = send ? &ch->entry->not_full_seq : &ch->entry->not_empty_seq;
@@ -3013,20 +3176,24 @@ static inline dmxp_status dmxp_wait_free_slot(const dmxp_channel *ch, int64_t ti
 
 /* dmxp_try_recv, sleeping while the channel is empty, for at most timeout_ns (DMXP_FOREVER:
  * no deadline). DMXP_E_TIMEOUT when nothing arrived in time. A position left unpublished by a
- * dead producer is repaired after DMXP_STUCK_GRACE_NS and then received as DMXP_E_LOST. */
+ * dead producer is repaired after DMXP_STUCK_GRACE_NS and then received as DMXP_E_LOST. A
+ * head position claimed and not yet published with a message queued behind it (§6.2) is
+ * waited for like an empty ring, within the caller's deadline: DMXP_E_TIMEOUT if it is still
+ * unpublished then (only the non-blocking calls wait for it on their own). */
 static inline dmxp_status dmxp_recv_timeout(const dmxp_channel *ch, void *buf, size_t cap,
                                             dmxp_meta *meta, size_t *len, int64_t timeout_ns) {
     int64_t deadline = dmxp__deadline(timeout_ns);
     dmxp__stuck stuck = {0, 0, 0};
     for (;;) {
-        dmxp_status s = dmxp__recv_once(ch, buf, cap, meta, len);
-        if (s != DMXP_E_EMPTY) return s;
+        /* A pending head is slept on like an empty one, on the same word. */
+        dmxp_status s = dmxp__recv_once(ch, buf, cap, meta, len, NULL, 0);
+        if (s != DMXP_E_EMPTY && s != DMXP__PENDING) return s;
         int64_t until = dmxp__stuck_step(ch, 0, &stuck, deadline);
         dmxp__wait_once(ch, dmxp_has_message, &ch->entry->not_empty_seq,
                         &ch->entry->not_empty_waiters, until);
         if ((int64_t)dmxp_now_ns() >= deadline) {
-            s = dmxp__recv_once(ch, buf, cap, meta, len);
-            return s == DMXP_E_EMPTY ? DMXP_E_TIMEOUT : s;
+            s = dmxp__recv_once(ch, buf, cap, meta, len, NULL, 0);
+            return s == DMXP_E_EMPTY || s == DMXP__PENDING ? DMXP_E_TIMEOUT : s;
         }
     }
 }
