@@ -20,7 +20,7 @@ use dmxp_nostd::{ChannelInfo, MessageMeta, Payload, PeerRole, RecvError, RecvGua
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{FutexChannel, HandleCell, OpenChannel};
-use crate::producer::MissStreak;
+use crate::recovery::MissStreak;
 use crate::recovery::{slice_deadline, StuckWatch};
 use crate::wait::FutexWait;
 

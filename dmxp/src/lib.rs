@@ -101,7 +101,7 @@ pub use dmxp_nostd::{PeerInfo, PeerRole, RepairReport};
 #[cfg(feature = "test-hooks")]
 pub use recovery::test_hooks;
 pub use recovery::{
-    own_pid_namespace, own_start_time, process_alive, process_start_time, ProcLiveness,
+    own_pid_namespace, own_start_time, process_alive, process_start_time, MissStreak, ProcLiveness,
     StuckAction, StuckWatch, STUCK_GRACE, UNBLOCK_TIMEOUT,
 };
 

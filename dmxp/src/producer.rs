@@ -1,6 +1,5 @@
 //! The sending side of a channel.
 
-use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use dmxp_nostd::{ChannelInfo, PayloadMut, PeerRole, RepairReport, SendError, Sen
 
 use crate::error::{Error, Result};
 use crate::handle::{FutexChannel, HandleCell, OpenChannel};
-use crate::recovery::{slice_deadline, StuckWatch};
+use crate::recovery::{slice_deadline, MissStreak, StuckWatch};
 use crate::wait::FutexWait;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock DMXP stamps `timestamp_ns` with. It counts from
@@ -50,35 +49,6 @@ pub struct Producer {
     pid: u32,
     stuck: StuckWatch,
     misses: MissStreak,
-}
-
-/// Non-blocking calls in a row that found the ring full (producers) or empty (consumers).
-///
-/// Looking for a stuck position reads the other side's cursor (`head` for a producer, `tail`
-/// for a consumer). Done on every miss, a spinning handle pulls that cache line away from the
-/// other side at each of its claims, which then waits for it to come back (measured: a third
-/// of the 32-byte throughput, and 130 ns of ping-pong latency). So a non-blocking call looks
-/// only once [`Self::THRESHOLD`] misses have come in a row, which a channel in steady flow
-/// rarely reaches; a blocking call, about to sleep, always looks. Looking only starts the watch: a
-/// repair still needs the position stuck for `STUCK_GRACE`.
-#[derive(Debug, Default)]
-pub(crate) struct MissStreak(Cell<u32>);
-
-impl MissStreak {
-    pub const THRESHOLD: u32 = 64;
-
-    /// Counts a miss; true when the streak is long enough to look for a stuck position.
-    pub fn miss(&self) -> bool {
-        let n = self.0.get().saturating_add(1);
-        self.0.set(n);
-        n >= Self::THRESHOLD
-    }
-
-    /// A call that got through ends the streak.
-    #[inline]
-    pub fn hit(&self) {
-        self.0.set(0);
-    }
 }
 
 impl Clone for Producer {
@@ -331,23 +301,5 @@ impl Loan<'_> {
         let meta = self.producer.meta(message_type, flags);
         let producer = self.producer;
         self.inner.commit(len, &meta).map_err(|e| producer.error(e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::MissStreak;
-
-    #[test]
-    fn a_miss_streak_looks_only_after_the_threshold_and_a_hit_ends_it() {
-        let misses = MissStreak::default();
-        for _ in 1..MissStreak::THRESHOLD {
-            assert!(!misses.miss());
-        }
-        assert!(misses.miss());
-        // Still stuck: every further miss looks.
-        assert!(misses.miss());
-        misses.hit();
-        assert!(!misses.miss());
     }
 }

@@ -202,10 +202,13 @@ impl Consumer {
         let mut skipped = 0;
         while skipped < SKIP_LIMIT {
             match self.sort(py, peer.channel().try_recv(dst))? {
-                Some(Got::Message(received)) => return Ok(Some(received)),
+                Some(Got::Message(received)) => {
+                    peer.hit();
+                    return Ok(Some(received));
+                }
                 Some(Got::Pending) if matches!(wait, Wait::No) && in_flight.wait(py, peer) => {}
                 Some(Got::Pending) => return Ok(None),
-                Some(Got::Empty) if peer.repair_stuck_receive() => skipped += 1,
+                Some(Got::Empty) if peer.repair_stuck_receive_after_misses() => skipped += 1,
                 Some(Got::Empty) => return Ok(None),
                 None => skipped += 1,
             }
@@ -278,11 +281,12 @@ impl Consumer {
         while matches!(result, Err(RecvError::Pending { .. })) && in_flight.wait(py, peer) {
             result = peer.channel().try_recv_batch(max, &mut deliver);
         }
-        if result == Err(RecvError::Empty) && peer.repair_stuck_receive() {
+        if result == Err(RecvError::Empty) && peer.repair_stuck_receive_after_misses() {
             result = peer.channel().try_recv_batch(max, &mut deliver);
         }
         match result {
             Ok(batch) => {
+                peer.hit();
                 self.counters
                     .received
                     .fetch_add(batch.delivered as u64, Relaxed);

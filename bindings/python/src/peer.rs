@@ -21,7 +21,7 @@ use dmxp::core::{
     Error as CoreError, PeerRole, PeerSlot, Received, RecvError, RepairReport, Segment, SendError,
     SendMeta,
 };
-use dmxp::{FutexWait, StuckAction, StuckWatch};
+use dmxp::{FutexWait, MissStreak, StuckAction, StuckWatch};
 use self_cell::self_cell;
 
 use crate::open::{FutexChannel, OpenChannel};
@@ -61,6 +61,9 @@ self_cell!(
 pub(crate) struct Peer {
     cell: PeerCell,
     stuck: StuckWatch,
+    /// Non-blocking calls in a row that found nothing: the stuck check (which reads the other
+    /// side's cursor) waits for a streak, as in the facade.
+    misses: MissStreak,
 }
 
 impl Peer {
@@ -91,6 +94,7 @@ impl Peer {
         Self {
             cell,
             stuck: StuckWatch::default(),
+            misses: MissStreak::default(),
         }
     }
 
@@ -152,16 +156,33 @@ impl Peer {
             .map_or(until, |next| next.min(until))
     }
 
+    /// After a non-blocking receive found nothing: counts the miss, and once a streak of them
+    /// has come, repairs a position a dead producer holds at `head`.
+    pub fn repair_stuck_receive_after_misses(&mut self) -> bool {
+        self.misses.miss() && self.repair_stuck_receive()
+    }
+
+    /// A non-blocking call that got through ends the streak of misses.
+    pub fn hit(&mut self) {
+        self.misses.hit();
+    }
+
     /// One non-blocking send attempt, tried again once if the ring was full because of a dead
     /// consumer and has just been repaired.
     pub fn send_once<T>(
         &mut self,
         mut attempt: impl FnMut(&FutexChannel<'_>) -> Result<T, SendError>,
     ) -> Result<T, SendError> {
-        match attempt(self.channel()) {
-            Err(SendError::Full) if self.repair_stuck_send() => attempt(self.channel()),
+        let result = match attempt(self.channel()) {
+            Err(SendError::Full) if self.misses.miss() && self.repair_stuck_send() => {
+                attempt(self.channel())
+            }
             other => other,
+        };
+        if result.is_ok() {
+            self.misses.hit();
         }
+        result
     }
 
     /// Sends, waiting on the futex until `until` while the ring is full and repairing it if
