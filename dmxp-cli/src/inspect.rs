@@ -30,7 +30,7 @@ pub fn snapshot(source: &Source) -> Result<Report> {
         size,
         &bytes,
     );
-    add_peers(&mut report, &file, dmxp::process_alive);
+    add_peers(&mut report, &file, dmxp::peer_alive);
     Ok(report)
 }
 

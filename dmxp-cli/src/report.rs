@@ -445,9 +445,9 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
 
 /// Reads the peer table of the segment open as `file` (when [`analyze`] found its place
 /// valid) and fills `report`'s peers and per-channel counts, judging each owner with
-/// `alive(pid, start_time)`. A failed read marks the table `unreadable`; it is not a
+/// `alive(record)` (`dmxp::peer_alive`: pid, start time and pid namespace). A failed read marks the table `unreadable`; it is not a
 /// validation problem (the object may have been truncated meanwhile).
-pub fn add_peers(report: &mut Report, file: &File, alive: impl Fn(u32, u64) -> bool) {
+pub fn add_peers(report: &mut Report, file: &File, alive: impl Fn(&PeerRecord) -> bool) {
     if report.peer_table != "unread" {
         return;
     }
@@ -465,7 +465,7 @@ pub fn add_peers(report: &mut Report, file: &File, alive: impl Fn(u32, u64) -> b
 }
 
 /// Fills `report` from `table`, the peer table's bytes.
-pub fn fill_peers(report: &mut Report, table: &[u8], alive: impl Fn(u32, u64) -> bool) {
+pub fn fill_peers(report: &mut Report, table: &[u8], alive: impl Fn(&PeerRecord) -> bool) {
     let mut counts = vec![PeerCounts::default(); report.channels.len()];
     report.peers.clear();
     for (index, raw) in table.chunks_exact(PEER_RECORD_SIZE).enumerate() {
@@ -475,7 +475,7 @@ pub fn fill_peers(report: &mut Report, table: &[u8], alive: impl Fn(u32, u64) ->
         if record.pid == 0 {
             continue;
         }
-        let is_alive = alive(record.pid, record.start_time);
+        let is_alive = alive(&record);
         let role = PeerRole::from_code(record.role);
         if let Some(i) = report
             .channels
@@ -687,8 +687,8 @@ mod tests {
             put_u64(&mut table, at + 24, 5);
         }
         // pid 12 is dead; pid 13 "lives" only under another start time (reused pid).
-        fill_peers(&mut report, &table, |pid, start| {
-            pid != 12 && !(pid == 13 && start == 1013)
+        fill_peers(&mut report, &table, |r| {
+            r.pid != 12 && !(r.pid == 13 && r.start_time == 1013)
         });
         assert_eq!(report.peer_table, "ok");
         let listed: Vec<_> = report

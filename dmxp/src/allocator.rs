@@ -185,7 +185,7 @@ impl SharedMemoryAllocator {
                 .peers()?
                 .iter()
                 .filter(|p| p.record.channel_id == id && p.record.intent_count != 0)
-                .filter(|p| crate::process_alive(p.record.pid, p.record.start_time))
+                .filter(|p| crate::peer_alive(&p.record))
                 .map(|p| {
                     format!(
                         "pid {} ({} positions from {})",

@@ -367,7 +367,7 @@ fn read_peers(
             let record = peer_record(raw);
             (record.pid != 0).then(|| PeerStatus {
                 info: PeerInfo { index, record },
-                alive: process_alive(record.pid, record.start_time),
+                alive: crate::recovery::peer_alive(&record),
             })
         })
         .collect())

@@ -101,8 +101,8 @@ pub use dmxp_nostd::{PeerInfo, PeerRole, RepairReport};
 #[cfg(feature = "test-hooks")]
 pub use recovery::test_hooks;
 pub use recovery::{
-    own_pid_namespace, own_start_time, process_alive, process_start_time, MissStreak, ProcLiveness,
-    StuckAction, StuckWatch, STUCK_GRACE, UNBLOCK_TIMEOUT,
+    own_pid_namespace, own_start_time, peer_alive, process_alive, process_start_time, MissStreak,
+    ProcLiveness, StuckAction, StuckWatch, STUCK_GRACE, UNBLOCK_TIMEOUT,
 };
 
 pub use allocator::{ChannelHandle, SharedMemoryAllocator};

@@ -39,6 +39,27 @@ pub fn process_alive(pid: u32, start_time: u64) -> bool {
     }
 }
 
+/// Whether the owner of peer record `record` counts as alive for this process: a record of
+/// another pid namespace always does (its pid means nothing here, PROTOCOL.md §11.5), others
+/// by [`process_alive`]. What tools listing records (`dmxp inspect`, `dmxp clean`) use.
+///
+/// ```
+/// let mut record = dmxp::core::layout::PeerRecord {
+///     pid: std::process::id(),
+///     start_time: 0,
+///     pid_ns: 0,
+///     ..Default::default()
+/// };
+/// assert!(dmxp::peer_alive(&record));
+/// record.pid = u32::MAX - 1; // no such process here...
+/// assert!(!dmxp::peer_alive(&record));
+/// record.pid_ns = dmxp::own_pid_namespace() ^ 1; // ...unless it lives in another namespace
+/// assert!(dmxp::peer_alive(&record));
+/// ```
+pub fn peer_alive(record: &dmxp_nostd::layout::PeerRecord) -> bool {
+    !ProcLiveness.judges(record.pid_ns) || process_alive(record.pid, record.start_time)
+}
+
 /// The start time of process `pid` (field 22 of `/proc/<pid>/stat`, clock ticks since boot),
 /// if it exists and `/proc` is mounted.
 pub fn process_start_time(pid: u32) -> Option<u64> {

@@ -88,7 +88,8 @@ fn peers<'py>(
         dict.set_item("channel_id", r.channel_id)?;
         dict.set_item("intent_count", r.intent_count)?;
         dict.set_item("intent_position", r.intent_position)?;
-        dict.set_item("alive", dmxp::process_alive(r.pid, r.start_time))?;
+        dict.set_item("pid_ns", r.pid_ns)?;
+        dict.set_item("alive", dmxp::peer_alive(r))?;
         list.append(dict)?;
     }
     Ok(list)
