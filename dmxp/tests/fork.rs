@@ -37,6 +37,11 @@ fn child(builder: &ChannelBuilder, inherited: dmxp::Producer, parent: u32) -> i3
     let Some(own_start) = dmxp::process_start_time(me) else {
         return SETUP_FAILED;
     };
+    // The parent waited long enough for the clock-tick start times to differ; otherwise the
+    // check below would prove nothing.
+    if dmxp::process_start_time(parent) == Some(own_start) {
+        return SETUP_FAILED;
+    }
     // One record of ours, with our own start time (not the parent's cached one).
     if records_of(builder, me) != [own_start] {
         return OWN_RECORD_WRONG;
@@ -62,6 +67,9 @@ fn a_forked_child_registers_as_itself_and_never_frees_its_parents_record() {
     let parent_start = dmxp::own_start_time();
     assert_eq!(records_of(&builder, parent), [parent_start]);
 
+    // Start times count clock ticks (10 ms at most): let a few pass, so that the child's
+    // differs from ours and a child registered with ours is caught.
+    std::thread::sleep(std::time::Duration::from_millis(30));
     // SAFETY: this test binary runs one test, so no other thread of ours holds a lock the
     // child could need; the child only runs `child` and leaves with `_exit`.
     let pid = unsafe { libc::fork() };

@@ -1,0 +1,61 @@
+//! Measurement (ignored): a consumer's receive with a 100 ms timeout on a 4096-slot channel
+//! whose peer table holds 255 forged dead records, each with an intent over every stuck
+//! position. Prints the elapsed time.
+#![cfg(feature = "shm")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ShmName;
+use dmxp::core::layout::runtime;
+use dmxp::core::{PeerRole, Segment};
+use dmxp::{ChannelBuilder, SharedMemory};
+
+#[test]
+#[ignore = "measurement"]
+fn forged_dead_records_at_capacity_4096() {
+    let name = ShmName::new("forged");
+    let builder = ChannelBuilder::new()
+        .with_segment_name(name.0.clone())
+        .with_segment_size(16 << 20)
+        .with_capacity(4096);
+    let producer = builder.build_producer().unwrap();
+    let consumer = builder.build_consumer().unwrap();
+    drop(producer);
+    let allocator = builder.attach_allocator().unwrap();
+    let memory: &SharedMemory = allocator.memory();
+    let segment = Segment::attach(memory.region()).unwrap();
+    // Forged records of a reused pid: pid 1 runs, but not with the recorded start time, so
+    // every liveness check reads /proc/1/stat and judges the record dead.
+    let dead: Vec<u32> = vec![1; 250];
+    let table_before = segment.peers().unwrap().len();
+    for &pid in &dead {
+        let Ok(slot) = segment.register(0, PeerRole::Producer, pid, 12_345, runtime::RUST) else {
+            break;
+        };
+        let ch = segment.open_channel(0).unwrap().with_peer(&slot);
+        std::mem::forget(ch.try_loan().unwrap());
+        std::mem::forget(slot);
+    }
+    let table = segment.peer_table().unwrap().unwrap();
+    let forged = segment.peers().unwrap().len() - table_before;
+    for record in table.iter() {
+        if record.start_time.load(std::sync::atomic::Ordering::Relaxed) == 12_345 {
+            record
+                .intent_position
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            record
+                .intent_count
+                .store(forged as u32, std::sync::atomic::Ordering::Release);
+        }
+    }
+    let started = Instant::now();
+    let got = consumer.receive_timeout(Duration::from_millis(100));
+    println!(
+        "forged {forged} dead records over {forged} stuck positions: receive_timeout(100 ms) \
+         returned {:?} after {:?}",
+        got.map(|m| m.map(|m| m.meta.message_id)),
+        started.elapsed()
+    );
+}
