@@ -874,6 +874,7 @@ fn a_producer_whose_claim_was_repaired_is_told_and_never_overwrites_the_tombston
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri; the revocation tests above run there")]
 fn a_late_copying_send_after_a_repair_is_revoked() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -919,6 +920,7 @@ fn a_consumer_whose_slot_was_freed_under_it_delivers_nothing_and_never_unfrees_i
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri; the revocation tests above run there")]
 fn unblock_does_nothing_once_the_ring_has_moved_on() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -945,6 +947,7 @@ impl Liveness for OtherNamespaceBlind {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri; the revocation tests above run there")]
 fn a_record_of_another_pid_namespace_is_never_repaired() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -1018,6 +1021,7 @@ fn a_repair_pass_judges_each_record_once() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "slow under Miri; the revocation tests above run there")]
 fn dead_records_without_an_intent_are_freed_by_a_sweep() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
