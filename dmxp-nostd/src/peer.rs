@@ -161,6 +161,17 @@ impl<'a> PeerSlot<'a> {
 
     /// Frees the record now (the same as dropping the slot).
     pub fn leave(self) {}
+
+    /// Frees the record if `current_pid` (the calling process's pid) registered it, else
+    /// leaves it untouched: a child forked after registration holds a copy of the slot that
+    /// names its parent's record, which only the parent may free (PROTOCOL.md §11.5).
+    pub fn leave_if_mine(self, current_pid: u32) {
+        if self.pid == current_pid {
+            self.leave();
+        } else {
+            core::mem::forget(self);
+        }
+    }
 }
 
 impl Drop for PeerSlot<'_> {
@@ -310,16 +321,7 @@ pub fn repair_channel<W: WaitStrategy, L: Liveness>(
         if judged.alive(index, record, dead_pid, start_time) {
             continue;
         }
-        // A checker that sees our pid here next must not see the dead owner's start time
-        // beside it (it would judge us dead too): clear it before taking over.
-        let _ = record
-            .start_time
-            .compare_exchange(start_time, 0, Relaxed, Relaxed);
-        if record
-            .pid
-            .compare_exchange(dead_pid, my_pid, AcqRel, Relaxed)
-            .is_err()
-        {
+        if !take_over(record, dead_pid, start_time, my_pid) {
             // Someone else repairs it, or it changed hands meanwhile.
             continue;
         }
@@ -370,6 +372,20 @@ enum Done {
     Deferred,
 }
 
+/// Takes the record of dead `pid` (judged with `start_time`) over for `my_pid`, so that one
+/// peer alone repairs or frees it (PROTOCOL.md §11.6, takeover). A checker that sees our pid
+/// there next must not see the dead owner's start time beside it (it would judge us dead
+/// too), so that is cleared first. False when someone else took it, or it changed hands.
+fn take_over(record: &AtomicPeerRecord, pid: u32, start_time: u64, my_pid: u32) -> bool {
+    let _ = record
+        .start_time
+        .compare_exchange(start_time, 0, Relaxed, Relaxed);
+    record
+        .pid
+        .compare_exchange(pid, my_pid, AcqRel, Relaxed)
+        .is_ok()
+}
+
 /// Frees every record of `records` whose owner is dead and that holds no intent (nothing of a
 /// channel to repair), taking it over first as a repair does (PROTOCOL.md §11.6, takeover) so
 /// that two sweepers, or a sweeper and a repairer, never both free it. Returns how many were
@@ -390,14 +406,7 @@ pub fn free_dead_records<L: Liveness>(
         if judged.alive(index, record, pid, start_time) {
             continue;
         }
-        let _ = record
-            .start_time
-            .compare_exchange(start_time, 0, Relaxed, Relaxed);
-        if record
-            .pid
-            .compare_exchange(pid, my_pid, AcqRel, Relaxed)
-            .is_err()
-        {
+        if !take_over(record, pid, start_time, my_pid) {
             continue;
         }
         if record.intent_count.load(Acquire) != 0 {

@@ -148,16 +148,25 @@ impl SharedMemoryAllocator {
         Ok(Consumer::new(open))
     }
 
+    /// Channel `id` of `segment`, unregistered, waking through the futex.
+    fn open<'s>(
+        &self,
+        segment: &Segment<'s>,
+        id: u32,
+    ) -> Result<dmxp_nostd::Channel<'s, crate::FutexWait>> {
+        segment
+            .open_channel(id)
+            .map(|channel| channel.with_wait_strategy(crate::FutexWait::new()))
+            .map_err(|e| Error::from_core(e, &self.backing.label))
+    }
+
     /// Runs one repair pass over channel `id` (PROTOCOL.md §11.6): positions claimed by
     /// producers or consumers that have died are tombstoned (a dead producer's) or freed (a
     /// dead consumer's); dead records are freed. For tools such as `dmxp recover`.
     pub fn recover(&self, id: u32) -> Result<RepairReport> {
         let segment = self.segment()?;
         let label = &self.backing.label;
-        let channel = segment
-            .open_channel(id)
-            .map_err(|e| Error::from_core(e, label))?
-            .with_wait_strategy(crate::FutexWait::new());
+        let channel = self.open(&segment, id)?;
         segment
             .repair(
                 &channel,
@@ -176,10 +185,7 @@ impl SharedMemoryAllocator {
     pub fn reset(&self, id: u32, force: bool) -> Result<u64> {
         let segment = self.segment()?;
         let label = &self.backing.label;
-        let channel = segment
-            .open_channel(id)
-            .map_err(|e| Error::from_core(e, label))?
-            .with_wait_strategy(crate::FutexWait::new());
+        let channel = self.open(&segment, id)?;
         if !force {
             let holders: Vec<String> = self
                 .peers()?

@@ -49,15 +49,11 @@ pub(crate) struct Peered<'a> {
 
 impl Drop for Peered<'_> {
     fn drop(&mut self) {
-        // A child forked after this handle registered holds a copy of it that names the
-        // parent's record. Freeing that record would leave the parent writing intents into a
-        // record a new registration may take, so only the registering process frees it.
+        // A child forked after this registration holds a copy naming the parent's record:
+        // freeing it would leave the parent writing intents into a record a new registration
+        // may take.
         if let Some(slot) = self.slot.take() {
-            if slot.pid() == std::process::id() {
-                slot.leave();
-            } else {
-                core::mem::forget(slot);
-            }
+            slot.leave_if_mine(std::process::id());
         }
     }
 }

@@ -66,45 +66,48 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     proc_stat(pid).map(|stat| stat.start_time)
 }
 
-/// This process's pid namespace: the inode of `/proc/self/ns/pid` (0 if it cannot be read).
-/// Cached like [`own_start_time`], per pid, so a forked child (which may be in the same or,
-/// after `unshare`, another namespace) reads its own.
-pub fn own_pid_namespace() -> u64 {
-    static CACHED: Mutex<Option<(u32, u64)>> = Mutex::new(None);
-    let pid = std::process::id();
-    let mut cached = CACHED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    match *cached {
-        Some((for_pid, ns)) if for_pid == pid => ns,
-        _ => {
-            let ns = rustix::fs::stat("/proc/self/ns/pid").map_or(0, |st| st.st_ino);
-            *cached = Some((pid, ns));
-            ns
+/// A value of this process read once and kept with the pid it was read for: a child forked
+/// after the parent read it inherits the cache, and must read its own.
+struct PerProcess(Mutex<Option<(u32, u64)>>);
+
+impl PerProcess {
+    const fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    fn get(&self, read: impl FnOnce(u32) -> u64) -> u64 {
+        let pid = std::process::id();
+        let mut cached = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match *cached {
+            Some((for_pid, value)) if for_pid == pid => value,
+            _ => {
+                let value = read(pid);
+                *cached = Some((pid, value));
+                value
+            }
         }
     }
+}
+
+/// This process's pid namespace: the inode of `/proc/self/ns/pid` (0 if it cannot be read),
+/// read once per process (again in a forked child, which may be in another namespace after
+/// `unshare`).
+pub fn own_pid_namespace() -> u64 {
+    static CACHED: PerProcess = PerProcess::new();
+    CACHED.get(|_| rustix::fs::stat("/proc/self/ns/pid").map_or(0, |st| st.st_ino))
 }
 
 /// This process's start time (0 if `/proc` cannot tell), read once per process.
 ///
 /// Cached with the pid it was read for: a child forked after its parent used DMXP inherits the
 /// cache, and registering with the parent's start time would make every checker judge the
-/// child dead (a reused pid) and repair its positions under it. A pid that differs from the
-/// cached one means "forked since": read again.
+/// child dead (a reused pid) and repair its positions under it.
 pub fn own_start_time() -> u64 {
-    static CACHED: Mutex<Option<(u32, u64)>> = Mutex::new(None);
-    let pid = std::process::id();
-    let mut cached = CACHED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    match *cached {
-        Some((for_pid, start)) if for_pid == pid => start,
-        _ => {
-            let start = process_start_time(pid).unwrap_or(0);
-            *cached = Some((pid, start));
-            start
-        }
-    }
+    static CACHED: PerProcess = PerProcess::new();
+    CACHED.get(|pid| process_start_time(pid).unwrap_or(0))
 }
 
 struct Stat {

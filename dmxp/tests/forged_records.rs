@@ -58,4 +58,19 @@ fn forged_dead_records_at_capacity_4096() {
         got.map(|m| m.map(|m| m.meta.message_id)),
         started.elapsed()
     );
+    // A receiver blocked on the stuck channel for 2 s: the CPU its repair passes cost.
+    let (cpu_before, wall) = (cpu_seconds(), Instant::now());
+    let _ = consumer.receive_timeout(Duration::from_secs(2));
+    println!(
+        "blocked 2 s on the stuck channel: {:.1} % of a CPU",
+        100.0 * (cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64()
+    );
+}
+
+/// User + system CPU time of this process so far (`/proc/self/stat` fields 14 and 15).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
 }

@@ -35,14 +35,11 @@ pub(crate) struct Peered<'a> {
 
 impl Drop for Peered<'_> {
     fn drop(&mut self) {
-        // A child forked (os.fork) after this registration holds a copy naming the parent's
-        // record: only the registering process frees it (PROTOCOL.md §11.5).
+        // A child forked after this registration holds a copy naming the parent's record:
+        // freeing it would leave the parent writing intents into a record a new registration
+        // may take.
         if let Some(slot) = self.slot.take() {
-            if slot.pid() == std::process::id() {
-                slot.leave();
-            } else {
-                std::mem::forget(slot);
-            }
+            slot.leave_if_mine(std::process::id());
         }
     }
 }
