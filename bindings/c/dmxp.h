@@ -52,6 +52,15 @@
  * registered handle. Registration is optional: an unregistered (or failed-to-register) handle
  * works as before, without crash protection.
  *
+ * Stuck channels (PROTOCOL.md §11.6-11.8): a call that finds the channel stuck at one position
+ * (a claim never published, or never freed) watches it. After DMXP_STUCK_GRACE_NS it runs a
+ * repair pass for dead peers, and again while the position stays stuck, the pause between two
+ * passes doubling up to DMXP_STUCK_MAX_RECHECK_NS. Once the position has been stuck for the
+ * handle's unblock timeout (DMXP_UNBLOCK_TIMEOUT_NS, 1 s, by default; see
+ * dmxp_channel_set_unblock_timeout) and a pass did not move it, it is unblocked whatever its
+ * holder's liveness: a receive tombstones it (received as DMXP_E_LOST), a send frees it. A
+ * holder that resumes gets DMXP_E_REVOKED from its publish or free (§11.7).
+ *
  * Status codes: every fallible function returns a dmxp_status (DMXP_OK == 0, errors < 0).
  * Functions that validate a segment also fill an optional dmxp_error with the values that
  * explain the failure (the field at fault, the value found, ...), mirroring the Rust
@@ -128,8 +137,15 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 #define DMXP_ROLE_PRODUCER 1u
 #define DMXP_ROLE_CONSUMER 2u
 /* A blocked sender/receiver runs the repair of §11.6 once the channel has been stuck at the
- * same position this long, and re-checks at least this often while it stays stuck. */
+ * same position this long (the first pause between passes; see DMXP_STUCK_MAX_RECHECK_NS). */
 #define DMXP_STUCK_GRACE_NS INT64_C(10000000)
+/* While a channel stays stuck at one position, the pause between two repair passes doubles
+ * from DMXP_STUCK_GRACE_NS up to this, so a blocked peer does not re-judge the peer table
+ * every grace period for as long as a stopped peer holds the position. */
+#define DMXP_STUCK_MAX_RECHECK_NS INT64_C(160000000)
+/* The default unblock timeout (PROTOCOL.md §11.8): a position stuck this long is unblocked
+ * whether or not its holder is alive (see dmxp_channel_set_unblock_timeout). */
+#define DMXP_UNBLOCK_TIMEOUT_NS UINT64_C(1000000000)
 /* The non-blocking calls (dmxp_try_*) look for a stuck channel only after this many misses in
  * a row (empty receives, full sends) on one handle: looking reads the other side's cursor,
  * and a handle spinning on an empty or full ring would otherwise pull that cache line away
@@ -140,8 +156,9 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
  * does not report DMXP_E_EMPTY: it waits for the head position, first spinning
  * DMXP_PENDING_SPINS times, then on the not_empty futex word in short slices, repairing a
  * dead claimer after DMXP_STUCK_GRACE_NS. It gives up with DMXP_E_EMPTY only when the
- * position has not moved for DMXP_PENDING_WAIT_NS (1 s, the protocol's default
- * UNBLOCK_TIMEOUT, §11.8): a producer stopped that long between claim and publish. (A
+ * position has not moved for DMXP_PENDING_WAIT_NS (1 s): a producer stopped that long
+ * between claim and publish, with the handle's unblock timeout (§11.8) disabled or longer
+ * (with the default, DMXP_UNBLOCK_TIMEOUT_NS, the position is tombstoned first). (A
  * blocking receive waits for it within its own deadline.) */
 #define DMXP_PENDING_SPINS 256u
 #define DMXP_PENDING_WAIT_NS INT64_C(1000000000)
@@ -445,6 +462,9 @@ typedef struct dmxp__watch {
     _Atomic uint32_t misses;   /* empty receives / full sends in a row */
     _Atomic uint64_t position; /* the stuck position being watched */
     _Atomic int64_t since;     /* when it was first seen stuck there (ns); 0 = not watching */
+    _Atomic int64_t next;      /* when the next repair pass is due (ns) */
+    _Atomic int64_t pause;     /* the pause before it: doubles while the position stays stuck */
+    _Atomic int64_t last;      /* when the last pass ran (ns; `since` before the first) */
 } dmxp__watch;
 
 typedef struct dmxp_channel {
@@ -462,10 +482,12 @@ typedef struct dmxp_channel {
     dmxp_peer_record *recv_peer;
     /* State the calls keep per handle, updated with relaxed atomics even through a const
      * handle (so never define a dmxp_channel const): the miss streaks and stuck watches of
-     * the non-blocking calls, and two counters (dmxp_channel_revoked,
-     * dmxp_channel_stuck_looks). Copy a handle only while no thread uses it. */
+     * the non-blocking calls, the unblock timeout (dmxp_channel_set_unblock_timeout), and two
+     * counters (dmxp_channel_revoked, dmxp_channel_stuck_looks). Copy a handle only while no
+     * thread uses it. */
     dmxp__watch send_watch;
     dmxp__watch recv_watch;
+    _Atomic uint64_t unblock_ns;  /* §11.8 unblock timeout; 0 or UINT64_MAX: never */
     _Atomic uint64_t revoked;     /* positions of this handle's claims found revoked (§11.7) */
     _Atomic uint64_t stuck_looks; /* times a call read the other side's cursor for §11.6 */
 } dmxp_channel;
@@ -1692,7 +1714,11 @@ static inline void dmxp__bind(const dmxp_segment *seg, uint32_t id, uint64_t cap
         atomic_init(&watches[i]->misses, 0);
         atomic_init(&watches[i]->position, 0);
         atomic_init(&watches[i]->since, 0);
+        atomic_init(&watches[i]->next, 0);
+        atomic_init(&watches[i]->pause, 0);
+        atomic_init(&watches[i]->last, 0);
     }
+    atomic_init(&ch->unblock_ns, DMXP_UNBLOCK_TIMEOUT_NS);
     atomic_init(&ch->revoked, 0);
     atomic_init(&ch->stuck_looks, 0);
 }
@@ -2947,18 +2973,36 @@ static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
     return DMXP_OK;
 }
 
-/* Stuck detection for the blocking calls (§11.6). */
+/* Sets how long a position must stay stuck before this handle's calls unblock it whatever
+ * its holder's liveness (PROTOCOL.md §11.8): a receive writes a LOST tombstone for a position
+ * a producer claimed and never published, a send frees a slot a consumer claimed and never
+ * freed. The holder keeps its peer record and learns of it from its own publish or free
+ * (DMXP_E_REVOKED, §11.7). 0 or UINT64_MAX: never (only dead peers' positions are repaired).
+ * The default is DMXP_UNBLOCK_TIMEOUT_NS. May be called while other threads use the handle. */
+static inline void dmxp_channel_set_unblock_timeout(dmxp_channel *ch, uint64_t ns) {
+    atomic_store_explicit(&ch->unblock_ns, ns, DMXP__RLX);
+}
+
+/* This handle's unblock timeout (0 or UINT64_MAX: never). */
+static inline uint64_t dmxp_channel_unblock_timeout(const dmxp_channel *ch) {
+    return atomic_load_explicit(&ch->unblock_ns, DMXP__RLX);
+}
+
+/* A watch on one stuck position (§11.6, §11.8), for the blocking calls on the stack and for the
+ * non-blocking ones copied in and out of the handle's dmxp__watch. */
 typedef struct dmxp__stuck {
     int tracking;
     uint64_t position;
-    int64_t since;
+    int64_t since; /* first seen stuck there */
+    int64_t next;  /* the next repair pass is due */
+    int64_t pause; /* the pause before it */
+    int64_t last;  /* the last pass ran (since, before the first) */
 } dmxp__stuck;
 
-/* 1 when the channel looks stuck for a receiver (send == 0: nothing published at head while
- * tail is past it) or a sender (send == 1: the slot at tail holds a message a consumer claimed
- * and never freed). *position is the stuck position. */
-static inline int dmxp__looks_stuck(const dmxp_channel *ch, int send, uint64_t *position) {
-    atomic_fetch_add_explicit(&dmxp__mut(ch)->stuck_looks, 1, DMXP__RLX);
+/* 1 when the channel is stuck for a receiver (send == 0: nothing published at head while tail
+ * is past it) or a sender (send == 1: the slot at tail holds a message a consumer claimed and
+ * never freed). *position is the stuck position. */
+static inline int dmxp__stuck_at(const dmxp_channel *ch, int send, uint64_t *position) {
     if (!send) {
         uint64_t h = atomic_load_explicit(&ch->entry->head, DMXP__ACQ);
         uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, h)->sequence, DMXP__ACQ);
@@ -2974,10 +3018,93 @@ static inline int dmxp__looks_stuck(const dmxp_channel *ch, int send, uint64_t *
     return seq == prev + 1 && dmxp__diff(h, prev) > 0;
 }
 
-/* Called by a blocking loop before it sleeps: tracks how long the channel has been stuck at
- * one position, runs the repair once that reaches the grace period (and again at every
- * re-check while it stays stuck), and returns the deadline of the next sleep: at most one
- * grace period away while stuck, so the condition is re-checked at least that often. */
+/* dmxp__stuck_at, counted in dmxp_channel_stuck_looks. */
+static inline int dmxp__looks_stuck(const dmxp_channel *ch, int send, uint64_t *position) {
+    atomic_fetch_add_explicit(&dmxp__mut(ch)->stuck_looks, 1, DMXP__RLX);
+    return dmxp__stuck_at(ch, send, position);
+}
+
+/* Unblocks `position`, stuck past the unblock timeout with its holder alive (§11.8), if it is
+ * still the channel's stuck position: a LOST tombstone for a receiver (metadata first, then a
+ * CAS h -> h + 1, so a publish that got there first wins), a freeing CAS (p + 1 -> p +
+ * capacity) for a sender. The holder's record is left alone. Wakes the other side. 1 when it
+ * unblocked the position. */
+static inline int dmxp__unblock(const dmxp_channel *ch, int send, uint64_t position) {
+    uint64_t now_at;
+    if (!dmxp__stuck_at(ch, send, &now_at) || now_at != position) return 0;
+    dmxp_slot *slot = dmxp__slot(ch, position);
+    if (!send) {
+        dmxp_slot_meta *m = &slot->meta;
+        atomic_store_explicit(&m->message_id, position, DMXP__RLX);
+        atomic_store_explicit(&m->timestamp_ns, 0, DMXP__RLX);
+        atomic_store_explicit(&m->channel_id, ch->id, DMXP__RLX);
+        atomic_store_explicit(&m->message_type, 0, DMXP__RLX);
+        atomic_store_explicit(&m->sender_pid, 0, DMXP__RLX); /* the holder is not known here */
+        atomic_store_explicit(&m->sender_runtime, 0, DMXP__RLX);
+        atomic_store_explicit(&m->flags, (uint16_t)DMXP_FLAG_LOST, DMXP__RLX);
+        atomic_store_explicit(&m->payload_len, 0, DMXP__RLX);
+        atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
+        uint64_t expected = position;
+        if (!atomic_compare_exchange_strong_explicit(&slot->sequence, &expected, position + 1,
+                                                     DMXP__REL, DMXP__RLX))
+            return 0;
+        dmxp__notify_consumers(ch);
+        return 1;
+    }
+    uint64_t expected = position + 1;
+    if (!atomic_compare_exchange_strong_explicit(&slot->sequence, &expected,
+                                                 position + ch->capacity, DMXP__REL, DMXP__RLX))
+        return 0;
+    dmxp__notify_producers(ch);
+    return 1;
+}
+
+/* When the watched position is due for unblocking: INT64_MAX when never. */
+static inline int64_t dmxp__unblock_at(const dmxp_channel *ch, const dmxp__stuck *st) {
+    uint64_t t = atomic_load_explicit(&ch->unblock_ns, DMXP__RLX);
+    if (t == 0 || t == UINT64_MAX || t > (uint64_t)(INT64_MAX - st->since)) return INT64_MAX;
+    return st->since + (int64_t)t;
+}
+
+/* When the watch is next due for a pass: the backed-off re-check, or the unblock timeout if
+ * that comes first and no pass has run since it passed. */
+static inline int64_t dmxp__stuck_due(const dmxp_channel *ch, const dmxp__stuck *st) {
+    int64_t unblock_at = dmxp__unblock_at(ch, st);
+    return unblock_at > st->last && unblock_at < st->next ? unblock_at : st->next;
+}
+
+/* One look of a watch that found the channel stuck at `pos` at time `now`: starts watching a
+ * new position (the grace first); once due, runs a repair pass (§11.6) and, when the position
+ * has been stuck for the unblock timeout and the pass did not move it, unblocks it (§11.8). A
+ * pass that moved nothing doubles the pause before the next, up to DMXP_STUCK_MAX_RECHECK_NS.
+ * 1 when something was repaired or unblocked (try again). */
+static inline int dmxp__stuck_look(const dmxp_channel *ch, int send, dmxp__stuck *st,
+                                   uint64_t pos, int64_t now) {
+    if (!st->tracking || st->position != pos) {
+        st->tracking = 1;
+        st->position = pos;
+        st->since = now;
+        st->last = now;
+        st->pause = DMXP_STUCK_GRACE_NS;
+        st->next = now + DMXP_STUCK_GRACE_NS;
+        return 0;
+    }
+    if (now < dmxp__stuck_due(ch, st)) return 0;
+    st->last = now;
+    dmxp_recover_report rep;
+    int moved = dmxp_channel_recover(ch, &rep) == DMXP_OK && (send ? rep.freed : rep.lost) != 0;
+    if (!moved && now >= dmxp__unblock_at(ch, st)) moved = dmxp__unblock(ch, send, pos);
+    if (!moved) {
+        st->pause = st->pause >= DMXP_STUCK_MAX_RECHECK_NS / 2 ? DMXP_STUCK_MAX_RECHECK_NS
+                                                              : st->pause * 2;
+        st->next = now + st->pause;
+    }
+    return moved;
+}
+
+/* Called by a blocking loop before it sleeps: looks whether the channel is stuck, runs what
+ * dmxp__stuck_look finds due, and returns the deadline of the next sleep: no later than the
+ * watch's next pass while stuck, so the condition is re-checked then. */
 static inline int64_t dmxp__stuck_step(const dmxp_channel *ch, int send, dmxp__stuck *st,
                                        int64_t deadline) {
     uint64_t pos;
@@ -2985,24 +3112,18 @@ static inline int64_t dmxp__stuck_step(const dmxp_channel *ch, int send, dmxp__s
         st->tracking = 0;
         return deadline;
     }
-    int64_t now = (int64_t)dmxp_now_ns();
-    if (!st->tracking || st->position != pos) {
-        st->tracking = 1;
-        st->position = pos;
-        st->since = now;
-    } else if (now - st->since >= DMXP_STUCK_GRACE_NS) {
-        (void)dmxp_channel_recover(ch, NULL);
-    }
-    int64_t recheck = now + DMXP_STUCK_GRACE_NS;
-    return recheck < deadline ? recheck : deadline;
+    (void)dmxp__stuck_look(ch, send, st, pos, (int64_t)dmxp_now_ns());
+    int64_t due = dmxp__stuck_due(ch, st);
+    return due < deadline ? due : deadline;
 }
 
 /* The non-blocking calls' stuck watch (declared with the ring code). A miss lengthens the
  * handle's streak; from DMXP_MISS_STREAK misses in a row on, each miss looks whether the
- * channel is stuck, and once it has been stuck at one position for DMXP_STUCK_GRACE_NS runs
- * a repair (then waits out the grace again before the next). Threads sharing an unregistered
- * handle share its watch: races between them only move a repair earlier or later, and a repair
- * is safe at any time. */
+ * channel is stuck and runs what dmxp__stuck_look finds due: repair passes from
+ * DMXP_STUCK_GRACE_NS on, backing off, and the unblock once the position has been stuck for
+ * the handle's unblock timeout. Threads sharing an unregistered handle share its watch: races
+ * between them only move a pass earlier or later, and a pass (or an unblock of a position
+ * still stuck) is safe at any time. */
 static inline int dmxp__miss(const dmxp_channel *ch, int send) {
     dmxp__watch *w = send ? &dmxp__mut(ch)->send_watch : &dmxp__mut(ch)->recv_watch;
     uint32_t misses = atomic_load_explicit(&w->misses, DMXP__RLX);
@@ -3017,18 +3138,21 @@ static inline int dmxp__miss(const dmxp_channel *ch, int send) {
         return 0;
     }
     int64_t now = (int64_t)dmxp_now_ns();
-    if (now == 0) now = 1; /* 0 means "not watching" */
-    int64_t since = atomic_load_explicit(&w->since, DMXP__RLX);
-    if (since == 0 || atomic_load_explicit(&w->position, DMXP__RLX) != pos) {
-        atomic_store_explicit(&w->position, pos, DMXP__RLX);
-        atomic_store_explicit(&w->since, now, DMXP__RLX);
-        return 0;
-    }
-    if (now - since < DMXP_STUCK_GRACE_NS) return 0;
-    atomic_store_explicit(&w->since, now, DMXP__RLX); /* the grace again before another pass */
-    dmxp_recover_report rep;
-    if (dmxp_channel_recover(ch, &rep) != DMXP_OK) return 0;
-    return send ? rep.freed != 0 : rep.lost != 0;
+    if (now == 0) now = 1; /* since == 0 means "not watching" */
+    dmxp__stuck st;
+    st.since = atomic_load_explicit(&w->since, DMXP__RLX);
+    st.tracking = st.since != 0;
+    st.position = atomic_load_explicit(&w->position, DMXP__RLX);
+    st.next = atomic_load_explicit(&w->next, DMXP__RLX);
+    st.pause = atomic_load_explicit(&w->pause, DMXP__RLX);
+    st.last = atomic_load_explicit(&w->last, DMXP__RLX);
+    int moved = dmxp__stuck_look(ch, send, &st, pos, now);
+    atomic_store_explicit(&w->position, st.position, DMXP__RLX);
+    atomic_store_explicit(&w->next, st.next, DMXP__RLX);
+    atomic_store_explicit(&w->pause, st.pause, DMXP__RLX);
+    atomic_store_explicit(&w->last, st.last, DMXP__RLX);
+    atomic_store_explicit(&w->since, st.since, DMXP__RLX);
+    return moved;
 }
 
 static inline void dmxp__hit(const dmxp_channel *ch, int send) {
@@ -3127,21 +3251,25 @@ static inline void dmxp__wait_position_once(const dmxp_channel *ch, uint64_t pos
 /* Waits for a pending head position (§6.2; declared with the ring code): DMXP_PENDING_SPINS
  * re-checks with a pause hint (a producer preempted between claim and publish usually
  * finishes within them), then registered futex sleeps on not_empty, each preceded by the
- * stuck check of the blocking calls: while the position stays claimed-unpublished the sleeps
- * last at most DMXP_STUCK_GRACE_NS, and once it has for that long a repair pass runs
- * (§11.6), which tombstones the position if its claimer is dead. 1 when it moved, 0 when
- * give_up_at passed first. */
+ * stuck check of the blocking calls: while the position stays claimed-unpublished, repair
+ * passes run from DMXP_STUCK_GRACE_NS on (§11.6), tombstoning the position if its claimer is
+ * dead, and once the handle's unblock timeout has passed it is tombstoned anyway (§11.8). 1
+ * when it moved, 0 when give_up_at passed first. */
 static inline int dmxp__await_position(const dmxp_channel *ch, uint64_t position,
                                        int64_t give_up_at) {
     for (uint32_t i = 0; i < DMXP_PENDING_SPINS; i++) {
         if (dmxp__position_moved(ch, position)) return 1;
         dmxp__pause();
     }
-    dmxp__stuck stuck = {0, 0, 0};
+    /* The watch counts from when the position was first seen pending, so that an unblock
+     * timeout no longer than DMXP_PENDING_WAIT_NS comes due before the wait gives up. */
+    int64_t seen = give_up_at - DMXP_PENDING_WAIT_NS;
+    dmxp__stuck stuck = {1, position, seen, seen + DMXP_STUCK_GRACE_NS, DMXP_STUCK_GRACE_NS, seen};
     for (;;) {
         if (dmxp__position_moved(ch, position)) return 1;
-        if ((int64_t)dmxp_now_ns() >= give_up_at) return 0;
         int64_t until = dmxp__stuck_step(ch, 0, &stuck, give_up_at);
+        if (dmxp__position_moved(ch, position)) return 1;
+        if ((int64_t)dmxp_now_ns() >= give_up_at) return 0;
         dmxp__wait_position_once(ch, position, until);
     }
 }
@@ -3152,7 +3280,7 @@ static inline dmxp_status dmxp__wait_until(const dmxp_channel *ch, int send, int
     _Atomic uint32_t *waiters =
         send ? &ch->entry->not_full_waiters : &ch->entry->not_empty_waiters;
     int64_t deadline = dmxp__deadline(timeout_ns);
-    dmxp__stuck stuck = {0, 0, 0};
+    dmxp__stuck stuck = {0, 0, 0, 0, 0, 0};
     for (;;) {
         if (ready(ch)) return DMXP_OK;
         int64_t until = dmxp__stuck_step(ch, send, &stuck, deadline);
@@ -3183,7 +3311,7 @@ static inline dmxp_status dmxp_wait_free_slot(const dmxp_channel *ch, int64_t ti
 static inline dmxp_status dmxp_recv_timeout(const dmxp_channel *ch, void *buf, size_t cap,
                                             dmxp_meta *meta, size_t *len, int64_t timeout_ns) {
     int64_t deadline = dmxp__deadline(timeout_ns);
-    dmxp__stuck stuck = {0, 0, 0};
+    dmxp__stuck stuck = {0, 0, 0, 0, 0, 0};
     for (;;) {
         /* A pending head is slept on like an empty one, on the same word. */
         dmxp_status s = dmxp__recv_once(ch, buf, cap, meta, len, NULL, 0);
@@ -3204,7 +3332,7 @@ static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *
                                             size_t len, const dmxp_send_opts *opts,
                                             uint64_t *message_id, int64_t timeout_ns) {
     int64_t deadline = dmxp__deadline(timeout_ns);
-    dmxp__stuck stuck = {0, 0, 0};
+    dmxp__stuck stuck = {0, 0, 0, 0, 0, 0};
     for (;;) {
         dmxp_status s = dmxp__send_once(ch, data, len, opts, message_id);
         if (s != DMXP_E_FULL) return s;

@@ -186,14 +186,16 @@ static void repairs_dead_claimer_while_waiting(void) {
     dmxp_channel_close(&ch);
 }
 
-/* (3) The wait is bounded: a live producer (nobody repairs it) that never publishes position
- * 0 while position 1 is queued; the receive gives up with DMXP_E_EMPTY, and not before the
- * position has been pending for DMXP_PENDING_WAIT_NS. */
+/* (3) The wait is bounded: a live producer (nobody repairs it, and the consumer's unblock
+ * timeout of §11.8 is disabled) that never publishes position 0 while position 1 is queued;
+ * the receive gives up with DMXP_E_EMPTY, and not before the position has been pending for
+ * DMXP_PENDING_WAIT_NS. */
 static void gives_up_after_the_bound(void) {
     dmxp_channel ch, producer;
     dmxp_error err;
     CHECK_OK(dmxp_channel_create(&seg, 3, 8, &ch, &err));
     CHECK_OK(dmxp_channel_open(&seg, 3, &producer, &err));
+    dmxp_channel_set_unblock_timeout(&ch, 0);
     CHECK_EQ_U64(claim_unpublished(&producer), 0);
     CHECK_EQ_U64(send_text(&producer, "queued"), 1);
     unsigned char buf[DMXP_MSG_INLINE];
