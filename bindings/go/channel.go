@@ -79,8 +79,11 @@ type Channel struct {
 	// the stuck watches they keep once a streak is long enough (missThreshold).
 	sendMisses, recvMisses missStreak
 	sendWatch, recvWatch   stuckWatch
-	// stuckLooks counts how often this handle looked for a stuck position.
-	stuckLooks uint64
+	// stuckLooks counts how often this handle looked for a stuck position, repairPasses how
+	// many repair passes its stuck trackers ran.
+	stuckLooks, repairPasses uint64
+	// unblockNs is the unblock timeout in nanoseconds (PROTOCOL.md §11.8); 0: never unblock.
+	unblockNs int64
 }
 
 // hookStep names the points of a send or receive where a test hook runs.
@@ -112,7 +115,26 @@ func newChannel(s *Segment, g Geometry) *Channel {
 		entry: s.entry(g.ID),
 		band:  unsafe.Add(s.base, g.BandOffset),
 		pid:   uint32(os.Getpid()),
+
+		unblockNs: int64(UnblockTimeout),
 	}
+}
+
+// SetUnblockTimeout sets how long this handle lets a position stay stuck, held by a peer that
+// is alive but not moving (stopped, or holding its claim), before it repairs the position
+// anyway (PROTOCOL.md §11.8): a producer's claim becomes a LOST tombstone, a consumer's claim
+// is freed, and the holder learns it by ErrRevoked. d <= 0 never unblocks (positions of dead
+// peers are still repaired). The default is UnblockTimeout. Safe to call at any time.
+func (c *Channel) SetUnblockTimeout(d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	atomic.StoreInt64(&c.unblockNs, int64(d))
+}
+
+// UnblockTimeout is this handle's unblock timeout (SetUnblockTimeout); 0 means never.
+func (c *Channel) UnblockTimeout() time.Duration {
+	return time.Duration(atomic.LoadInt64(&c.unblockNs))
 }
 
 // ID is the channel id.
@@ -410,7 +432,9 @@ func stamp(opts *SendOptions) uint64 {
 // a repair took the claimed position before it was published (PROTOCOL.md §11.7).
 //
 // After a streak of missThreshold full results in a row, a full ring is also checked for a
-// slot held by a dead consumer, which is repaired once it has stayed stuck for StuckGrace.
+// slot a consumer claimed and never freed, which is repaired once it has stayed stuck for
+// StuckGrace if the consumer is dead, and for the unblock timeout if it is alive
+// (SetUnblockTimeout).
 func (c *Channel) TrySend(payload []byte) (uint64, error) {
 	return c.TrySendWith(payload, SendOptions{})
 }
@@ -464,7 +488,8 @@ func (c *Channel) SendTimeout(payload []byte, timeout time.Duration) (uint64, er
 
 // SendWith sends one message with opts, waiting at most timeout while the ring is full; a
 // negative timeout waits as long as it takes. Before each sleep it checks the ring for a slot
-// held by a dead consumer (repaired once stuck for StuckGrace).
+// a consumer claimed and never freed (repaired once stuck for StuckGrace if the consumer is
+// dead, for the unblock timeout if it is alive).
 func (c *Channel) SendWith(payload []byte, opts SendOptions, timeout time.Duration) (uint64, error) {
 	deadline, forever := time.Now().Add(timeout), timeout < 0
 	var stuck stuckTracker
@@ -585,17 +610,23 @@ func (c *Channel) SendBatch(payloads [][]byte, opts SendOptions, timeout time.Du
 
 // ------------------------------------------------------------------ receiving
 
-// UnblockTimeout bounds how long a receive waits for a position that a producer has claimed
-// and not yet published while a later position already holds a message. Such a channel is
-// not empty (PROTOCOL.md §6.2: a completed send is queued), so a receive waits for that
-// position instead of reporting ErrEmpty: a non-blocking one spins briefly, then sleeps on
-// the not_empty word in short slices, and a blocking one keeps waiting past its deadline.
-// While it waits, a position claimed by a dead producer is repaired after StuckGrace (a LOST
-// tombstone, reported as a *LostError). The bound is the protocol's unblock timeout
-// (PROTOCOL.md §11.8, 1 s): this client does not repair positions of producers that are
-// alive but stopped, so after waiting this long a non-blocking receive reports ErrEmpty and a
-// blocking one past its deadline ErrTimeout. A receive that finds no later position published
-// reports ErrEmpty at once: every send in flight then has yet to complete.
+// UnblockTimeout is the default unblock timeout of a Channel handle (PROTOCOL.md §11.8; see
+// SetUnblockTimeout): a position that stays stuck this long, held by a peer that is alive but
+// stopped, is repaired anyway. A producer's claim left unpublished gets a LOST tombstone
+// (reported as a *LostError), a consumer's claim left unfreed is freed; the holder's record
+// stays its own, and the holder learns of the repair by ErrRevoked when it finishes. Positions
+// of dead peers are repaired sooner, after StuckGrace (§11.6).
+//
+// It also bounds how long a non-blocking receive waits for a position that a producer has
+// claimed and not yet published while a later position already holds a message. Such a
+// channel is not empty (PROTOCOL.md §6.2: a completed send is queued), so the receive waits for
+// that position instead of reporting ErrEmpty: it spins briefly, then sleeps on the not_empty
+// word in short slices, repairing the position under the rules above. It gives up, reporting
+// ErrEmpty, after twice the smaller of UnblockTimeout and the handle's unblock timeout (twice
+// UnblockTimeout when the handle never unblocks), which leaves the unblock time to happen
+// within the wait. A blocking receive waits within its own deadline (ErrTimeout after it). A
+// receive that finds no later position published reports ErrEmpty at once: every send in
+// flight then has yet to complete.
 const UnblockTimeout = time.Second
 
 // errPending is what claimRecv returns, with the head position, when nothing is published at
@@ -619,14 +650,25 @@ type pendingWait struct {
 }
 
 // until notes that the channel is pending at its head at now and returns when the wait ends:
-// UnblockTimeout after it began. With restart, a head other than the one the wait began at
+// pendingBound after it began. With restart, a head other than the one the wait began at
 // (the channel made progress meanwhile) begins a new wait.
 func (w *pendingWait) until(c *Channel, now time.Time, restart bool) time.Time {
 	head := c.Head()
 	if !w.waiting || (restart && head != w.position) {
 		w.waiting, w.position, w.since = true, head, now
 	}
-	return w.since.Add(UnblockTimeout)
+	return w.since.Add(c.pendingBound())
+}
+
+// pendingBound is how long one non-blocking receive waits in all for claims in flight at the
+// head: twice the smaller of UnblockTimeout and the handle's unblock timeout, so that the
+// unblock happens within the wait (twice UnblockTimeout when the handle never unblocks).
+func (c *Channel) pendingBound() time.Duration {
+	bound := c.UnblockTimeout()
+	if bound <= 0 || bound > UnblockTimeout {
+		bound = UnblockTimeout
+	}
+	return 2 * bound
 }
 
 // settled is true when a receive that found position h pending may try again: head has
@@ -638,9 +680,9 @@ func (c *Channel) settled(h uint64) bool {
 // waitPending is how a non-blocking receive that got errPending waits for the head to be
 // published: it spins, then sleeps on the not_empty word in slices, registered as a waiter
 // (the publisher wakes it), repairing a dead claimer once the head has stayed stuck for
-// StuckGrace. It returns true when the receive should try again (the head settled, or the
-// call's UnblockTimeout ran out during this wait: one last try), false when the call has
-// already waited UnblockTimeout in all and must report ErrEmpty.
+// StuckGrace and a stopped one after the unblock timeout. It returns true when the receive
+// should try again (the head settled, or the call's wait ran out during this one: one last
+// try), false when the call has already waited pendingBound in all and must report ErrEmpty.
 func (c *Channel) waitPending(w *pendingWait) bool {
 	now := time.Now()
 	limit := w.until(c, now, false)
@@ -721,11 +763,12 @@ func (c *Channel) consume(position uint64, buf []byte) (Meta, content) {
 //
 // ErrEmpty means nothing is queued. When the head is claimed by a producer that has not
 // published it yet while a later position holds a message, TryReceive waits for the head
-// (for at most UnblockTimeout in all, see there) instead of reporting ErrEmpty.
+// (for a bounded time, see UnblockTimeout) instead of reporting ErrEmpty.
 //
 // After a streak of missThreshold empty results in a row, an empty ring is also checked for a
-// position held by a dead producer, which is repaired once it has stayed stuck for
-// StuckGrace.
+// position a producer claimed and never published, which is repaired (a LOST tombstone) once
+// it has stayed stuck for StuckGrace if the producer is dead, and for the unblock timeout if
+// it is alive (SetUnblockTimeout).
 func (c *Channel) TryReceive(buf []byte) (Meta, error) {
 	var pending pendingWait
 	meta, err := c.receiveNow(buf, &pending)
@@ -800,8 +843,8 @@ func (c *Channel) Receive(buf []byte) (Meta, error) {
 
 // ReceiveTimeout receives one message into buf, sleeping while the ring is empty for at most
 // timeout (ErrTimeout after it); a negative timeout waits as long as it takes. Before each
-// sleep it checks the ring for a position held by a dead producer (repaired once stuck for
-// StuckGrace).
+// sleep it checks the ring for a position a producer claimed and never published (repaired
+// once stuck for StuckGrace if the producer is dead, for the unblock timeout if it is alive).
 //
 // A ring whose head is claimed but not yet published while a later position holds a message
 // is not empty: the receive waits for that head like for an empty ring, within the same
@@ -828,7 +871,7 @@ func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error
 // before its callback runs; producers are woken once at the end. Fails with ErrEmpty when
 // nothing is queued (after a streak of empty results, also checking for a dead producer as
 // TryReceive does); like TryReceive, it waits for a head claimed but not yet published while
-// a later position holds a message (at most UnblockTimeout in all).
+// a later position holds a message (for a bounded time, see UnblockTimeout).
 //
 // Each position is freed on its own: one a repair freed first is revoked (PROTOCOL.md §11.7):
 // it is not delivered, and counted in Dropped and Revoked (and Stats().Revoked).

@@ -37,8 +37,8 @@
 // ReceiveTimeout sleep while the ring is empty. Empty means nothing is queued (PROTOCOL.md
 // §6.2): a receive that finds the head claimed by a producer that has not published it yet,
 // while a later position already holds a message, waits for the head instead (the
-// non-blocking calls too, spinning and then sleeping; a blocking one past its deadline),
-// for at most UnblockTimeout (1 s). Sleeps last at most 100 ms at a time before re-checking
+// non-blocking calls too, spinning and then sleeping, for a bounded time, see UnblockTimeout;
+// a blocking one within its deadline). Sleeps last at most 100 ms at a time before re-checking
 // the ring, and a sender or receiver makes a FUTEX_WAKE system call only when a peer is
 // registered as waiting.
 //
@@ -65,8 +65,16 @@
 // one position for StuckGrace (10 ms) run Channel.Recover, which turns a dead producer's claim
 // into a LOST tombstone (received as a *LostError and counted in Stats) and frees a dead
 // consumer's claim; blocking calls look before each sleep, non-blocking ones after 64 full
-// (or empty) results in a row. Records of another pid namespace count as alive. Tools may
-// call Recover at any time. PeerDead applies the liveness rules to a pid.
+// (or empty) results in a row. While the channel stays stuck at one position, the pause
+// between two passes doubles up to 160 ms. Records of another pid namespace count as alive.
+// Tools may call Recover at any time. PeerDead applies the liveness rules to a pid.
+//
+// Stopped peers (PROTOCOL.md §11.8): a position that stays stuck for the handle's unblock
+// timeout (UnblockTimeout, 1 s, by default; Channel.SetUnblockTimeout changes it, 0 or less
+// never unblocks) is repaired even though its holder is alive: after a repair pass that did
+// not move it, a producer's unpublished claim gets a LOST tombstone and a consumer's unfreed
+// claim is freed, and the other side is woken. The holder's peer record is left to it; the
+// holder learns of the repair by revocation, below.
 //
 // Revocation (PROTOCOL.md §11.7): a repair may take a position from a peer that was misjudged
 // dead. So a send writes the payload, checks the position is still claimed, writes the

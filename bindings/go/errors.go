@@ -287,11 +287,12 @@ func (e *BufferTooSmallError) Error() string {
 }
 func (e *BufferTooSmallError) Is(target error) bool { return target == ErrBufferTooSmall }
 
-// LostError: a LOST tombstone was consumed at MessageID.
+// LostError: a LOST tombstone was consumed at MessageID: its producer died mid-send, or held
+// the position unpublished past a peer's unblock timeout (PROTOCOL.md §11.8).
 type LostError struct{ MessageID uint64 }
 
 func (e *LostError) Error() string {
-	return fmt.Sprintf("dmxp: message %d lost: its producer died mid-send", e.MessageID)
+	return fmt.Sprintf("dmxp: message %d lost: its producer died or stopped mid-send", e.MessageID)
 }
 func (e *LostError) Is(target error) bool { return target == ErrLost }
 

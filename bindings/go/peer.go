@@ -15,7 +15,8 @@ import (
 // Peers and crash recovery (PROTOCOL.md §11).
 
 // StuckGrace is how long a sender or receiver lets the channel stay stuck at one position
-// before it runs Recover, and how often it runs it again while the channel stays stuck.
+// before it runs Recover. While the channel stays stuck there, the pause before the next pass
+// doubles each time, up to 160 ms.
 const StuckGrace = 10 * time.Millisecond
 
 // RecoverReport says what Recover did.
@@ -303,7 +304,9 @@ func intentClear(r unsafe.Pointer) {
 //
 // Blocking sends and receives run it by themselves once the channel has been stuck for
 // StuckGrace, and so do non-blocking ones after a streak of misses; tools may call it at any
-// time. A live owner of a repaired position learns it by ErrRevoked.
+// time. A live owner of a repaired position learns it by ErrRevoked. Recover judges owners by
+// liveness only: a position held by a live peer that has stopped is left to the unblock
+// timeout (Channel.SetUnblockTimeout).
 func (c *Channel) Recover() (RecoverReport, error) {
 	var report RecoverReport
 	table, err := c.peerTable(false)
@@ -495,9 +498,9 @@ type stuckWatch struct {
 	st stuckTracker
 }
 
-// repairIfStuck looks for a stuck position and, once the channel has stayed stuck there for
-// StuckGrace, runs a repair pass; true when the pass repaired something (worth another
-// attempt). A goroutine that finds another one looking meanwhile does not look.
+// repairIfStuck looks for a stuck position and, when the tracker says a pass is due, runs it
+// (see stuckTracker.act); true when something was repaired (worth another attempt). A
+// goroutine that finds another one looking meanwhile does not look.
 func (c *Channel) repairIfStuck(forSend bool) bool {
 	w := &c.recvWatch
 	if forSend {
@@ -507,24 +510,28 @@ func (c *Channel) repairIfStuck(forSend bool) bool {
 		return false
 	}
 	defer w.mu.Unlock()
-	if !w.st.due(c, forSend) {
-		return false
-	}
-	report, err := c.Recover()
-	return err == nil && (report.Lost != 0 || report.Freed != 0)
+	return w.st.act(c, forSend)
 }
 
-// stuckTracker follows how long a caller has seen the channel stuck at one position.
+// maxRecheck is the longest pause between two repair passes over a channel that stays stuck
+// at one position.
+const maxRecheck = 160 * time.Millisecond
+
+// stuckTracker follows how long a caller has seen the channel stuck at one position, and when
+// it is next due for a repair pass. A position is claimed once, so stuck at p seen twice means
+// stuck at p all along in between.
 type stuckTracker struct {
 	tracking bool
 	position uint64
-	since    time.Time
+	since    time.Time     // when the channel was first seen stuck at position
+	next     time.Time     // when the next pass is due
+	pause    time.Duration // the pause before the next pass: StuckGrace, doubling to maxRecheck
 }
 
-// looksStuck: for a receiver, nothing published at head while tail is past it; for a sender,
-// the slot at tail holds a message a consumer claimed (head is past it) and never freed.
-func (c *Channel) looksStuck(forSend bool) (uint64, bool) {
-	atomic.AddUint64(&c.stuckLooks, 1)
+// stuckAt: for a receiver, nothing published at head while tail is past it (the position is
+// head); for a sender, the slot at tail holds a message a consumer claimed (head is past it)
+// and never freed (the position is tail - capacity).
+func (c *Channel) stuckAt(forSend bool) (uint64, bool) {
 	if !forSend {
 		head := load64(c.entry, entHead)
 		seq := load64(c.slot(head), slotSequence)
@@ -538,36 +545,107 @@ func (c *Channel) looksStuck(forSend bool) (uint64, bool) {
 	return prev, seq == prev+1 && int64(head-prev) > 0
 }
 
-// due looks at the channel and says whether it has been stuck at one position for
-// StuckGrace; when it says so the grace period starts again, so that a caller that keeps
-// finding the channel stuck repairs at most once per StuckGrace.
-func (st *stuckTracker) due(c *Channel, forSend bool) bool {
+// looksStuck is stuckAt, counted in stuckLooks.
+func (c *Channel) looksStuck(forSend bool) (uint64, bool) {
+	atomic.AddUint64(&c.stuckLooks, 1)
+	return c.stuckAt(forSend)
+}
+
+// schedule sets when the next pass is due: pause after now, or sooner when the unblock
+// timeout of the watched position falls before that.
+func (st *stuckTracker) schedule(now time.Time, unblock time.Duration) {
+	st.next = now.Add(st.pause)
+	if unblock > 0 {
+		if at := st.since.Add(unblock); at.After(now) && at.Before(st.next) {
+			st.next = at
+		}
+	}
+}
+
+// act looks at the channel and, when a pass is due, runs it; true when it repaired something.
+// A position first seen stuck is due after StuckGrace; a pass runs Recover (dead peers,
+// PROTOCOL.md §11.6) and, once the position has been stuck for the channel's unblock timeout,
+// unblocks it if Recover did not (a holder alive but stopped, §11.8). A pass that leaves the
+// position stuck doubles the pause before the next one, up to maxRecheck.
+func (st *stuckTracker) act(c *Channel, forSend bool) bool {
 	position, stuck := c.looksStuck(forSend)
 	if !stuck {
 		st.tracking = false
 		return false
 	}
 	now := time.Now()
+	unblock := c.UnblockTimeout()
 	if !st.tracking || st.position != position {
-		st.tracking, st.position, st.since = true, position, now
+		st.tracking, st.position, st.since, st.pause = true, position, now, StuckGrace
+		st.schedule(now, unblock)
 		return false
 	}
-	if now.Sub(st.since) < StuckGrace {
+	if now.Before(st.next) {
 		return false
 	}
-	st.since = now
-	return true
+	atomic.AddUint64(&c.repairPasses, 1)
+	report, err := c.Recover()
+	repaired := err == nil && (report.Lost != 0 || report.Freed != 0)
+	if !repaired && unblock > 0 && now.Sub(st.since) >= unblock {
+		repaired = c.unblock(position, forSend)
+	}
+	if !repaired {
+		st.pause *= 2
+		if st.pause > maxRecheck {
+			st.pause = maxRecheck
+		}
+		st.schedule(time.Now(), unblock)
+	}
+	return repaired
 }
 
-// step runs before a blocked caller sleeps: once the channel has been stuck at one position
-// for StuckGrace it runs Recover (again every StuckGrace while it stays stuck), and it caps
-// the next sleep at StuckGrace while stuck.
+// step runs before a blocked caller sleeps: act, then cap the next sleep so that the caller
+// wakes when the next pass is due while the channel is stuck.
 func (st *stuckTracker) step(c *Channel, forSend bool, slice time.Duration) time.Duration {
-	if st.due(c, forSend) {
-		_, _ = c.Recover()
+	if st.act(c, forSend) {
+		return 0 // something moved: try again at once
 	}
-	if st.tracking && slice > StuckGrace {
-		slice = StuckGrace
+	if st.tracking {
+		if due := time.Until(st.next); due < slice {
+			slice = due
+		}
 	}
 	return slice
+}
+
+// unblock repairs position p, which has stayed stuck for the unblock timeout although its
+// holder is alive (or was not judged dead), if the channel is still stuck there (PROTOCOL.md
+// §11.8). For a receiver, p is a producer's claim: it gets a LOST tombstone, published by CAS
+// p -> p+1 as Recover does. For a sender, p is a consumer's claim: its slot is freed by CAS
+// p+1 -> p+capacity. The holder's peer record is neither taken over nor freed (it lives): it
+// learns of the repair by revocation (ErrRevoked) when it finishes. The other side is woken.
+// True when the position was repaired.
+func (c *Channel) unblock(p uint64, forSend bool) bool {
+	if at, stuck := c.stuckAt(forSend); !stuck || at != p {
+		return false // moved since it was judged
+	}
+	slot := c.slot(p)
+	if forSend {
+		if !cas64(slot, slotSequence, p+1, p+c.geom.Capacity) {
+			return false
+		}
+		c.notifyProducers()
+		return true
+	}
+	if load64(slot, slotSequence) != p {
+		return false
+	}
+	store64(slot, slotMessageID, p)
+	store64(slot, slotTimestamp, 0)
+	store32(slot, slotChannelID, c.geom.ID)
+	store32(slot, slotMessageType, 0)
+	store32(slot, slotSenderPid, 0) // the holder is not known
+	store32(slot, slotRuntimeFlags, uint32(FlagLost)<<16)
+	store32(slot, slotPayloadLen, 0)
+	store32(slot, slotMetaPad, 0)
+	if !cas64(slot, slotSequence, p, p+1) {
+		return false // its producer published meanwhile: its message stands
+	}
+	c.notifyConsumers()
+	return true
 }

@@ -220,11 +220,12 @@ func TestPendingWaitRepairsDeadClaimer(t *testing.T) {
 	expectMessage(t, meta, err, buf, 1, "behind")
 }
 
-// A claim nobody publishes or repairs (an unregistered producer that stopped): the wait is
-// bounded, and never shorter than UnblockTimeout.
+// A claim nobody publishes or repairs (a producer that stopped, on a handle that never
+// unblocks): the wait is bounded, and never shorter than UnblockTimeout.
 func TestPendingWaitIsBounded(t *testing.T) {
 	seg := newTestSegment(t, segmentSize(8))
 	ch := mustChannel(t, seg, 1, 8)
+	ch.SetUnblockTimeout(0)
 	claimInFlight(t, ch, 0)
 	sendText(t, ch, "behind", 1)
 	buf := make([]byte, MsgInline)
