@@ -74,3 +74,38 @@ fn cpu_seconds() -> f64 {
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     ticks as f64 / 100.0
 }
+
+/// Measurement (ignored): the CPU a receiver blocked on a channel that stays stuck costs, with
+/// 250 records of live processes (pid 1) in the table and a stuck position no pass can repair.
+#[test]
+#[ignore = "measurement"]
+fn cpu_of_a_receiver_blocked_on_a_stuck_channel() {
+    let name = ShmName::new("stuckcpu");
+    let builder = ChannelBuilder::new()
+        .with_segment_name(name.0.clone())
+        .with_segment_size(16 << 20)
+        .with_capacity(4096).with_unblock_timeout(Duration::MAX);
+    let producer = builder.build_producer().unwrap();
+    let consumer = builder.build_consumer().unwrap();
+    let allocator = builder.attach_allocator().unwrap();
+    let memory: &SharedMemory = allocator.memory();
+    let segment = Segment::attach(memory.region()).unwrap();
+    for _ in 0..250 {
+        let Ok(slot) = segment.register(0, PeerRole::Producer, 1, 0, runtime::RUST) else {
+            break;
+        };
+        std::mem::forget(slot);
+    }
+    // Position 0 held by a live holder (this process), a message behind it.
+    let loan = producer.loan().unwrap();
+    producer.clone().send("behind").unwrap();
+    let (cpu_before, wall) = (cpu_seconds(), Instant::now());
+    let got = consumer.receive_timeout(Duration::from_secs(2));
+    println!(
+        "blocked 2 s on a stuck channel with {} records: {:.1} % of a CPU (got {:?})",
+        segment.peers().unwrap().len(),
+        100.0 * (cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64(),
+        got.map(|m| m.is_some())
+    );
+    drop(loan);
+}
