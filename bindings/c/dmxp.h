@@ -3229,30 +3229,11 @@ static inline int dmxp__position_moved(const dmxp_channel *ch, uint64_t position
     return dmxp__diff(seq, position + 1) >= 0;
 }
 
-/* The registered sleep of dmxp__wait_once on not_empty, re-checking `position` instead of
- * the head: a publisher of it (or a repair) bumps the word and wakes us (§7.2). */
-static inline void dmxp__wait_position_once(const dmxp_channel *ch, uint64_t position,
-                                            int64_t until) {
-    _Atomic uint32_t *word = &ch->entry->not_empty_seq;
-    _Atomic uint32_t *waiters = &ch->entry->not_empty_waiters;
-    atomic_fetch_add_explicit(waiters, 1, DMXP__SEQ);
-    uint32_t v = atomic_load_explicit(word, DMXP__SEQ);
-#if !defined(DMXP__TSAN)
-    atomic_thread_fence(DMXP__SEQ);
-#endif
-    if (!dmxp__position_moved(ch, position)) {
-        int64_t left = until - (int64_t)dmxp_now_ns();
-        if (left > DMXP_WAIT_SLICE_NS) left = DMXP_WAIT_SLICE_NS;
-        if (left > 0) (void)dmxp__futex_wait(word, v, left);
-    }
-    atomic_fetch_sub_explicit(waiters, 1, DMXP__SEQ);
-}
-
 /* Waits for a pending head position (§6.2; declared with the ring code): DMXP_PENDING_SPINS
  * re-checks with a pause hint (a producer preempted between claim and publish usually
- * finishes within them), then registered futex sleeps on not_empty, each preceded by the
- * stuck check of the blocking calls: while the position stays claimed-unpublished, repair
- * passes run from DMXP_STUCK_GRACE_NS on (§11.6), tombstoning the position if its claimer is
+ * finishes within them), then yields the processor in a loop, each
+ * yield preceded by the stuck check of the blocking calls (never a futex sleep): while the
+ * position stays claimed-unpublished, repair passes run from DMXP_STUCK_GRACE_NS on (§11.6), tombstoning the position if its claimer is
  * dead, and once the handle's unblock timeout has passed it is tombstoned anyway (§11.8). 1
  * when it moved, 0 when give_up_at passed first. */
 static inline int dmxp__await_position(const dmxp_channel *ch, uint64_t position,
@@ -3261,16 +3242,19 @@ static inline int dmxp__await_position(const dmxp_channel *ch, uint64_t position
         if (dmxp__position_moved(ch, position)) return 1;
         dmxp__pause();
     }
-    /* The watch counts from when the position was first seen pending, so that an unblock
-     * timeout no longer than DMXP_PENDING_WAIT_NS comes due before the wait gives up. */
+    /* Then yield the processor (a producer preempted mid-send gets it back), with the stuck
+     * check of the blocking calls in between; never a futex sleep, so a channel in steady
+     * flow makes no system call but sched_yield. The watch counts from when the position
+     * was first seen pending, so that an unblock timeout no longer than DMXP_PENDING_WAIT_NS
+     * comes due before the wait gives up. */
     int64_t seen = give_up_at - DMXP_PENDING_WAIT_NS;
     dmxp__stuck stuck = {1, position, seen, seen + DMXP_STUCK_GRACE_NS, DMXP_STUCK_GRACE_NS, seen};
     for (;;) {
         if (dmxp__position_moved(ch, position)) return 1;
-        int64_t until = dmxp__stuck_step(ch, 0, &stuck, give_up_at);
+        (void)dmxp__stuck_step(ch, 0, &stuck, give_up_at);
         if (dmxp__position_moved(ch, position)) return 1;
         if ((int64_t)dmxp_now_ns() >= give_up_at) return 0;
-        dmxp__wait_position_once(ch, position, until);
+        sched_yield();
     }
 }
 

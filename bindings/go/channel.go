@@ -678,8 +678,7 @@ func (c *Channel) settled(h uint64) bool {
 }
 
 // waitPending is how a non-blocking receive that got errPending waits for the head to be
-// published: it spins, then sleeps on the not_empty word in slices, registered as a waiter
-// (the publisher wakes it), repairing a dead claimer once the head has stayed stuck for
+// published: it spins, then yields, repairing a dead claimer once the head has stayed stuck for
 // StuckGrace and a stopped one after the unblock timeout. It returns true when the receive
 // should try again (the head settled, or the call's wait ran out during this one: one last
 // try), false when the call has already waited pendingBound in all and must report ErrEmpty.
@@ -698,12 +697,15 @@ func (c *Channel) waitPending(w *pendingWait) bool {
 			runtime.Gosched()
 		}
 	}
+	// Then yield (a producer preempted mid-send gets the processor back), with the stuck
+	// check of the blocking calls in between; never a futex sleep, so a channel in steady
+	// flow makes no system call.
 	for !c.settled(head) {
-		slice, ok := sleepSlice(limit, false)
-		if !ok {
+		if !time.Now().Before(limit) {
 			break
 		}
-		c.wait(false, w.stuck.step(c, false, slice))
+		w.stuck.step(c, false, time.Until(limit))
+		runtime.Gosched()
 	}
 	return true
 }

@@ -110,15 +110,15 @@ impl fmt::Debug for Consumer {
     }
 }
 
-/// Spins, then yields, before a receive that found a claim in flight at the head sleeps.
+/// Spins of a receive that found a claim in flight at the head, before it yields.
 const IN_FLIGHT_SPINS: u32 = 256;
-const IN_FLIGHT_YIELDS: u32 = 16;
 
 /// How long one receive has waited for a claim in flight at the head.
 #[derive(Default)]
 struct InFlight {
     rounds: u32,
-    give_up: Option<Instant>,
+    /// When the spinning ended.
+    since: Option<Instant>,
 }
 
 /// What one receive attempt gave.
@@ -238,39 +238,31 @@ impl Consumer {
     }
 
     /// One step of waiting for the claim in flight at `head` (PROTOCOL.md §6.2): spin first (a
-    /// live producer publishes within nanoseconds), then yield, then sleep on `not_empty` in
-    /// short slices, repairing the position under the stuck-peer rules (a dead claimer after
-    /// the grace period, a stopped one after the unblock timeout). False once the wait has
-    /// lasted past the unblock timeout (plus a margin for the repair): the caller then
-    /// reports empty.
+    /// live producer publishes within nanoseconds), then yield the processor (a producer
+    /// preempted mid-send gets it back), looking for a stuck position under the stuck-peer
+    /// rules as it goes (a dead claimer is repaired after the grace period, a stopped one after
+    /// the unblock timeout). A non-blocking call never sleeps on the futex here, so a channel in
+    /// steady flow makes no system call but `sched_yield`. False once the wait has lasted past
+    /// twice the unblock timeout: the caller then reports empty.
     fn wait_in_flight(&self, state: &mut InFlight) -> bool {
         state.rounds += 1;
         if state.rounds <= IN_FLIGHT_SPINS {
             std::hint::spin_loop();
             return true;
         }
-        if state.rounds <= IN_FLIGHT_SPINS + IN_FLIGHT_YIELDS {
-            std::thread::yield_now();
-            return true;
-        }
         let now = Instant::now();
+        let since = *state.since.get_or_insert(now);
         let bound = self
             .cell
             .open()
             .unblock
             .min(crate::recovery::UNBLOCK_TIMEOUT);
-        let give_up = *state
-            .give_up
-            .get_or_insert_with(|| now.checked_add(bound * 2).unwrap_or(now));
-        if now >= give_up {
+        if now >= since.checked_add(bound * 2).unwrap_or(since) {
             return false;
         }
-        if self.repair_if_stuck() {
-            return true;
+        if !self.repair_if_stuck() {
+            std::thread::yield_now();
         }
-        let slice = slice_deadline(Some(give_up), &self.stuck);
-        let waiter = slice.map_or(FutexWait::new(), FutexWait::until);
-        self.channel().wait_for_message(&waiter);
         true
     }
 

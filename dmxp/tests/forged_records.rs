@@ -84,7 +84,8 @@ fn cpu_of_a_receiver_blocked_on_a_stuck_channel() {
     let builder = ChannelBuilder::new()
         .with_segment_name(name.0.clone())
         .with_segment_size(16 << 20)
-        .with_capacity(4096).with_unblock_timeout(Duration::MAX);
+        .with_capacity(4096)
+        .with_unblock_timeout(Duration::MAX);
     let producer = builder.build_producer().unwrap();
     let consumer = builder.build_consumer().unwrap();
     let allocator = builder.attach_allocator().unwrap();

@@ -206,15 +206,12 @@ impl Peer {
         }
     }
 
-    /// One wait for a claim in flight at the head (PROTOCOL.md §6.2), at most until `until`:
-    /// repairs the position if the stuck-peer rules say so, else sleeps on `not_empty` (its
-    /// publication wakes us).
-    pub fn wait_in_flight(&mut self, until: Instant) {
-        if self.repair_stuck_receive() {
-            return;
+    /// One step of the wait for a claim in flight at the head (PROTOCOL.md §6.2): repairs the
+    /// position if the stuck-peer rules say so, else yields the processor.
+    pub fn wait_in_flight(&mut self) {
+        if !self.repair_stuck_receive() {
+            std::thread::yield_now();
         }
-        let waiter = FutexWait::until(self.wake_by(until));
-        self.channel().wait_for_message(&waiter);
     }
 
     /// Receives into `dst`, waiting on the futex until `until` while the ring is empty and
