@@ -504,10 +504,11 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             } else if lag < 0 {
                 // Nothing published at `head`: empty, unless a completed send waits behind a
                 // claim that is still in flight (PROTOCOL.md §6.2).
-                let answer = self.empty_or_pending(head);
-                // The scan can miss messages that others took meanwhile because `head` was
+                let (answer, scanned) = self.empty_or_pending(head);
+                // A scan can miss messages that others took meanwhile because `head` was
                 // published and consumed under us: look again rather than report empty.
-                if answer == RecvError::Empty
+                if scanned
+                    && answer == RecvError::Empty
                     && (slot.sequence.load(Acquire) != sequence
                         || self.entry.head.load(Relaxed) != head)
                 {
@@ -530,24 +531,26 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
 
     /// What a receive that found nothing published at `head` reports: `Pending` when a later
     /// position of this lap is published (a completed send is queued behind a producer that
-    /// has claimed `head` and not published it yet), else `Empty`. Out of line and cold: the
-    /// scan only runs on a miss, and only while a claim is in flight (`tail > head`).
+    /// has claimed `head` and not published it yet), else `Empty`; and whether any later
+    /// position was looked at (only then can the answer be stale). Out of line and cold: it
+    /// runs only on a miss, and scans only while two or more claims are in flight.
     #[cold]
     #[inline(never)]
-    fn empty_or_pending(&self, head: u64) -> RecvError {
+    fn empty_or_pending(&self, head: u64) -> (RecvError, bool) {
         let tail = self.entry.tail.load(Acquire);
-        let in_flight = tail.wrapping_sub(head).min(self.geometry.capacity);
-        if (tail.wrapping_sub(head) as i64) <= 0 {
-            return RecvError::Empty;
+        let in_flight = tail.wrapping_sub(head);
+        // Nothing claimed past `head` (or a scribbled cursor): nothing can be queued behind.
+        if (in_flight as i64) <= 1 {
+            return (RecvError::Empty, false);
         }
-        let queued = (1..in_flight).any(|k| {
+        let queued = (1..in_flight.min(self.geometry.capacity)).any(|k| {
             let p = head.wrapping_add(k);
             self.slot(p).sequence.load(Acquire) == p.wrapping_add(1)
         });
         if queued {
-            RecvError::Pending { position: head }
+            (RecvError::Pending { position: head }, true)
         } else {
-            RecvError::Empty
+            (RecvError::Empty, true)
         }
     }
 
