@@ -840,7 +840,10 @@ fn sequence(segment: &Segment<'_>, channel: u32, position: u64) -> u64 {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "minutes under Miri; the loom models check the same CASes")]
+#[cfg_attr(
+    miri,
+    ignore = "minutes under Miri; the loom models check the same CASes"
+)]
 fn a_producer_whose_claim_was_repaired_is_told_and_never_overwrites_the_tombstone() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -875,7 +878,10 @@ fn a_producer_whose_claim_was_repaired_is_told_and_never_overwrites_the_tombston
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "slow under Miri; the loom models check the revocation CASes")]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; the loom models check the revocation CASes"
+)]
 fn a_late_copying_send_after_a_repair_is_revoked() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -895,7 +901,10 @@ fn a_late_copying_send_after_a_repair_is_revoked() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "minutes under Miri; the loom models check the same CASes")]
+#[cfg_attr(
+    miri,
+    ignore = "minutes under Miri; the loom models check the same CASes"
+)]
 fn a_consumer_whose_slot_was_freed_under_it_delivers_nothing_and_never_unfrees_it() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -922,7 +931,10 @@ fn a_consumer_whose_slot_was_freed_under_it_delivers_nothing_and_never_unfrees_i
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "slow under Miri; the loom models check the revocation CASes")]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; the loom models check the revocation CASes"
+)]
 fn unblock_does_nothing_once_the_ring_has_moved_on() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -949,7 +961,10 @@ impl Liveness for OtherNamespaceBlind {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "slow under Miri; the loom models check the revocation CASes")]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; the loom models check the revocation CASes"
+)]
 fn a_record_of_another_pid_namespace_is_never_repaired() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
@@ -1023,7 +1038,10 @@ fn a_repair_pass_judges_each_record_once() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "slow under Miri; the loom models check the revocation CASes")]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; the loom models check the revocation CASes"
+)]
 fn dead_records_without_an_intent_are_freed_by_a_sweep() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
