@@ -63,7 +63,13 @@ fn kind_name(kind: ErrorKind) -> String {
         ErrorKind::Truncated { .. } => "Truncated".into(),
         ErrorKind::Abandoned { .. } => "Abandoned".into(),
         ErrorKind::Io(io) => format!("Io({io:?})"),
-        other => format!("{other:?}"),
+        // Just the variant's name: a RESULT line is split at whitespace, and a variant's
+        // fields (`Revoked { message_id: 7 }`) would split it.
+        other => {
+            let debug = format!("{other:?}");
+            let name = debug.split([' ', '{', '(']).next().unwrap_or_default();
+            name.to_owned()
+        }
     }
 }
 
