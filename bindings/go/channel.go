@@ -94,6 +94,9 @@ const (
 	hookBeforePublish hookStep = iota + 1
 	// hookBeforeFree: the payload is copied out, the freeing CAS is next.
 	hookBeforeFree
+	// hookSweepTakenOver: a registration's sweep has taken over the dead record at index
+	// position and checks its intent next.
+	hookSweepTakenOver
 )
 
 // testHook, when set, runs at each hookStep of every handle of the process (tests only).
@@ -350,12 +353,22 @@ func (c *Channel) HasFreeSlot() bool {
 }
 
 // wait registers as a waiter, re-checks the ring and sleeps on the word for at most d.
+//
+// A registered handle names the count it is in, in its peer record's waiting word, so that
+// whoever frees the record after this process dies gives the count back (PROTOCOL.md §11.9).
+// After the sleep it takes itself out of the count only if it wins the word back: a peer that
+// misjudged it dead and freed its record has already taken the count down.
 func (c *Channel) wait(forSend bool, d time.Duration) {
 	word, waiters := uintptr(entNotEmptySeq), uintptr(entNotEmptyWaiters)
+	peer, kind := c.recvPeer, waitingNotEmpty
 	if forSend {
 		word, waiters = entNotFullSeq, entNotFullWaiters
+		peer, kind = c.sendPeer, waitingNotFull
 	}
 	atomic.AddUint32(ptr32(c.entry, waiters), 1)
+	if peer != nil {
+		store32(peer, peerWaiting, kind) // after the count: "waiting" implies "counted"
+	}
 	observed := load32(c.entry, word)
 	// Go's atomics are sequentially consistent: the registration above is ordered before the
 	// re-check below, as the protocol's fence requires.
@@ -368,7 +381,9 @@ func (c *Channel) wait(forSend bool, d time.Duration) {
 	if !ready {
 		futexWait(ptr32(c.entry, word), observed, d)
 	}
-	atomic.AddUint32(ptr32(c.entry, waiters), ^uint32(0))
+	if peer == nil || swap32(peer, peerWaiting, waitingNone) == kind {
+		atomic.AddUint32(ptr32(c.entry, waiters), ^uint32(0))
+	}
 }
 
 // sleepSlice is how long the next wait may sleep; ok is false once the deadline has passed.

@@ -68,6 +68,11 @@
 // (or empty) results in a row. While the channel stays stuck at one position, the pause
 // between two passes doubles up to 160 ms. Records of another pid namespace count as alive.
 // Tools may call Recover at any time. PeerDead applies the liveness rules to a pid.
+// Register first frees the records of dead peers that hold no intent (§11.10), so records of
+// peers killed while idle do not fill the table. A registered handle blocked in a send or
+// receive names the wait count it is in (not_empty_waiters or not_full_waiters) in its record,
+// and whoever frees the record of a dead peer (Recover or a registration) gives that count
+// back (§11.9), so wakers stop making futex calls for it.
 //
 // Stopped peers (PROTOCOL.md §11.8): a position that stays stuck for the handle's unblock
 // timeout (UnblockTimeout, 1 s, by default; Channel.SetUnblockTimeout changes it, 0 or less

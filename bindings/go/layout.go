@@ -60,13 +60,26 @@ const (
 const (
 	peerPid = 0
 	// runtime (u16) at 4 and role (u16) at 6 share the 32-bit word at 4 (no 16-bit atomics).
-	peerRuntimeRole     = 4
-	peerStartTime       = 8
-	peerChannelID       = 16
-	peerIntentCount     = 20
-	peerIntentPosition  = 24
-	peerPidNS           = 32
-	peerRecordZeroStart = 40
+	peerRuntimeRole    = 4
+	peerStartTime      = 8
+	peerChannelID      = 16
+	peerIntentCount    = 20
+	peerIntentPosition = 24
+	peerPidNS          = 32
+	// peerWaiting names the wait count of channel_id the owner is counted in (§11.9):
+	// waitingNone, waitingNotEmpty or waitingNotFull.
+	peerWaiting         = 40
+	peerRecordZeroStart = 44
+)
+
+// Values of the peer record's waiting word (PROTOCOL.md §11.9).
+const (
+	// waitingNone: the owner is in no wait count.
+	waitingNone uint32 = 0
+	// waitingNotEmpty: the owner is counted in its channel's not_empty_waiters (a receive).
+	waitingNotEmpty uint32 = 1
+	// waitingNotFull: the owner is counted in its channel's not_full_waiters (a send).
+	waitingNotFull uint32 = 2
 )
 
 // Role is what a registered handle does on its channel (peer record field role).

@@ -34,6 +34,9 @@ func cas64(base unsafe.Pointer, off uintptr, old, new uint64) bool {
 func cas32(base unsafe.Pointer, off uintptr, old, new uint32) bool {
 	return atomic.CompareAndSwapUint32(ptr32(base, off), old, new)
 }
+func swap32(base unsafe.Pointer, off uintptr, v uint32) uint32 {
+	return atomic.SwapUint32(ptr32(base, off), v)
+}
 
 // zeroWords stores zero in the n bytes at base+off (n and off multiples of 8).
 func zeroWords(base unsafe.Pointer, off, n uintptr) {

@@ -202,7 +202,12 @@ func (c *Channel) peerTable(install bool) (unsafe.Pointer, error) {
 // or a consumer, so that a position it claimed is repaired (a LOST tombstone, or a freed slot)
 // if this process dies before publishing or freeing it. Call it once per role; the first
 // registration on a segment carves the 16 KiB table from the band area. The record names
-// this process by pid, start time and pid namespace, read for the calling process.
+// this process by pid, start time and pid namespace, read for the calling process. Before it
+// takes a record, it frees the records of dead peers that hold no intent (PROTOCOL.md §11.10),
+// giving back the wait counts they died in (§11.9).
+//
+// A registered handle blocked in a send or receive names, in its record, the wait count it is
+// in; whoever frees the record after this process dies takes the count down.
 //
 // A registered handle must be used for its role by one goroutine at a time (its record holds
 // one intent): give each goroutine its own handle (OpenChannel again) and register each, and
@@ -229,6 +234,7 @@ func (c *Channel) Register(role Role) error {
 		return err
 	}
 	me := ownIdentity()
+	c.sweep(table, me)
 	for i := 0; i < PeerRecords; i++ {
 		r := c.record(table, i)
 		if !cas32(r, peerPid, 0, me.pid) {
@@ -238,12 +244,92 @@ func (c *Channel) Register(role Role) error {
 		store32(r, peerChannelID, c.geom.ID)
 		store32(r, peerIntentCount, 0)
 		store64(r, peerIntentPosition, 0)
+		store32(r, peerWaiting, waitingNone)
 		store64(r, peerPidNS, me.pidNS)
 		store64(r, peerStartTime, me.start) // last: 0 until then means "unknown"
 		*slot = r
 		return nil
 	}
 	return ErrPeerTableFull
+}
+
+// sweep frees the records of dead peers that hold no intent (PROTOCOL.md §11.10), whatever
+// their channel, so that records of peers killed while idle do not pile up until the table is
+// full: each is taken over by CAS as a repair does (takeover, §11.6), its wait count is given
+// back (§11.9), and it is freed. A record that shows an intent once taken over belongs to a
+// live owner after all (only an owner writes one): it is given back untouched. A record with
+// an intent is left to the repair of its channel. Each record is judged at most once (one
+// kill and one read of /proc/<pid>/stat), by the rules of §11.5. It returns how many records
+// it freed.
+func (c *Channel) sweep(table unsafe.Pointer, me identity) int {
+	judge := &verdicts{me: me}
+	freed := 0
+	for i := 0; i < PeerRecords; i++ {
+		d := c.record(table, i)
+		pid := load32(d, peerPid)
+		if pid == 0 || pid == me.pid || load32(d, peerIntentCount) != 0 {
+			continue // free, ours, or left to a repair
+		}
+		start, pidNS := load64(d, peerStartTime), load64(d, peerPidNS)
+		if !judge.dead(i, pid, start, pidNS) {
+			continue
+		}
+		cas64(d, peerStartTime, start, 0) // takeover: our pid never beside its start time
+		if !cas32(d, peerPid, pid, me.pid) {
+			continue // someone else took it, or it changed hands
+		}
+		runHook(hookSweepTakenOver, uint64(i))
+		if load32(d, peerIntentCount) != 0 {
+			// Only a live owner writes an intent: misjudged. Back to it as it was.
+			store64(d, peerStartTime, start)
+			store32(d, peerPid, pid)
+			continue
+		}
+		c.seg.giveBackWait(d)
+		store64(d, peerPidNS, 0)
+		store64(d, peerStartTime, 0)
+		store32(d, peerPid, 0) // free again
+		freed++
+	}
+	return freed
+}
+
+// giveBackWait undoes the wait count that dead record d, about to be freed by this process,
+// is counted in (PROTOCOL.md §11.9): the waiting word names it (1: not_empty_waiters, 2:
+// not_full_waiters of d's channel_id). Whoever wins the word by CAS (this freer, or the owner
+// waking up, with its swap, when it was misjudged dead) takes the count down, so each
+// increment is undone once; the count never goes below 0. The counts sit in the header's
+// channel table, so any channel id below 256 is in the segment, opened or not. A value other
+// than 0, 1 or 2 (or a channel id of 256 or more) has nothing to give back and is cleared.
+// True when a count was given back.
+func (s *Segment) giveBackWait(d unsafe.Pointer) bool {
+	kind := load32(d, peerWaiting)
+	if kind == waitingNone {
+		return false
+	}
+	id := load32(d, peerChannelID)
+	if (kind != waitingNotEmpty && kind != waitingNotFull) || id >= MaxChannels {
+		store32(d, peerWaiting, waitingNone) // garbage: nothing to give back
+		return false
+	}
+	if !cas32(d, peerWaiting, kind, waitingNone) {
+		return false // the owner took itself out of the count meanwhile
+	}
+	off := uintptr(entNotEmptyWaiters)
+	if kind == waitingNotFull {
+		off = entNotFullWaiters
+	}
+	entry := s.entry(id)
+	for i := 0; i < retryLimit; i++ {
+		n := load32(entry, off)
+		if n == 0 {
+			break // never below 0
+		}
+		if cas32(entry, off, n, n-1) {
+			break
+		}
+	}
+	return true
 }
 
 // Registered tells whether this handle holds a peer record for role.
@@ -270,6 +356,7 @@ func (c *Channel) Close() error {
 			continue
 		}
 		store32(r, peerIntentCount, 0)
+		store32(r, peerWaiting, waitingNone)
 		// A free record keeps no start time, so the next owner's record never shows its pid
 		// with a stale start time (which would look like a reused pid).
 		store64(r, peerStartTime, 0)
@@ -299,7 +386,8 @@ func intentClear(r unsafe.Pointer) {
 // also covers (a live peer's, or a dead one earlier in the table, whose own repair handles
 // it) is left alone, and the record is given back to its dead owner for a later pass
 // (RecordsDeferred). Dead records of other channels are freed when they hold no intent and
-// left alone otherwise. Liveness is judged once per record per pass; a record of another
+// left alone otherwise. A freed record's wait count (a peer killed while blocked) is given
+// back (PROTOCOL.md §11.9). Liveness is judged once per record per pass; a record of another
 // pid namespace counts as alive.
 //
 // Blocking sends and receives run it by themselves once the channel has been stuck for
@@ -358,6 +446,7 @@ func (c *Channel) Recover() (RecoverReport, error) {
 			report.RecordsDeferred++
 			continue
 		}
+		c.seg.giveBackWait(d) // the wait count it died in, if any (§11.9)
 		store32(d, peerIntentCount, 0)
 		store64(d, peerStartTime, 0)
 		store64(d, peerPidNS, 0)

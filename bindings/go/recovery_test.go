@@ -66,6 +66,34 @@ func TestHelperPeer(t *testing.T) {
 		}
 		fmt.Printf("POS %d\n", position)
 		time.Sleep(time.Hour) // killed by the test
+	case "waitrecv", "waitsend":
+		// Registers and blocks in a receive on an empty ring (a send on a full one) until
+		// killed.
+		role := RoleConsumer
+		if parts[0] == "waitsend" {
+			role = RoleProducer
+		}
+		if err := ch.Register(role); err != nil {
+			fail(err)
+		}
+		fmt.Println("WAITING")
+		if role == RoleConsumer {
+			_, err = ch.ReceiveTimeout(make([]byte, MsgInline), time.Hour)
+		} else {
+			_, err = ch.SendTimeout([]byte("never"), time.Hour)
+		}
+		fmt.Println("RETURNED", err)
+		os.Exit(5)
+	case "idle":
+		// Registers both roles and does nothing until killed.
+		if err := ch.Register(RoleProducer); err != nil {
+			fail(err)
+		}
+		if err := ch.Register(RoleConsumer); err != nil {
+			fail(err)
+		}
+		fmt.Println("IDLE")
+		time.Sleep(time.Hour)
 	}
 	os.Exit(4)
 }
@@ -566,7 +594,8 @@ func TestPeerTableOverlapsBand(t *testing.T) {
 func TestPeerLayout(t *testing.T) {
 	if offPeerTableOffset != 48 || PeerRecords != 256 || PeerRecordSize != 64 || PeerTableSize != 16384 ||
 		peerPid != 0 || peerRuntimeRole != 4 || peerStartTime != 8 || peerChannelID != 16 ||
-		peerIntentCount != 20 || peerIntentPosition != 24 || peerPidNS != 32 || peerRecordZeroStart != 40 ||
+		peerIntentCount != 20 || peerIntentPosition != 24 || peerPidNS != 32 || peerWaiting != 40 ||
+		peerRecordZeroStart != 44 || waitingNone != 0 || waitingNotEmpty != 1 || waitingNotFull != 2 ||
 		RoleProducer != 1 || RoleConsumer != 2 {
 		t.Fatal("peer table layout differs from PROTOCOL.md §11")
 	}

@@ -189,6 +189,7 @@ fn write_peers(out: &mut impl Write, report: &Report) -> io::Result<()> {
         "ALIVE",
         "START_TIME",
         "INTENT",
+        "WAITING",
     ]
     .map(String::from)
     .to_vec()];
@@ -213,6 +214,7 @@ fn peer_row(p: &PeerJson) -> Vec<String> {
                 i.position.wrapping_add(u64::from(i.count))
             )
         }),
+        p.waiting.clone().unwrap_or_else(|| "-".into()),
     ]
 }
 

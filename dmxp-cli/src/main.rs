@@ -13,6 +13,7 @@ mod bench;
 mod clean;
 mod create;
 mod inspect;
+mod interrupt;
 mod parse;
 mod recover;
 mod recv;
@@ -63,6 +64,8 @@ pub enum Outcome {
     Success,
     /// The command did its work but found a failure to report (already printed).
     Failure(String),
+    /// SIGINT or SIGTERM stopped the command, which left the channel cleanly.
+    Interrupted,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +90,8 @@ fn main() -> ExitCode {
             eprintln!("dmxp: {message}");
             ExitCode::from(1)
         }
+        // The shells' convention for a command ended by SIGINT.
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
         // A reader that went away (`dmxp recv --follow | head`) is not an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {

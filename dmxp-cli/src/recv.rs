@@ -1,7 +1,7 @@
 //! `dmxp recv`: receive messages, printed as a table, raw, or JSON lines with metadata.
 
 use std::io::{self, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use base64::Engine as _;
@@ -11,6 +11,7 @@ use serde::Serialize;
 use dmxp::{Consumer, Message};
 use dmxp_nostd::layout::runtime;
 
+use crate::interrupt::{self, Interrupt};
 use crate::source::SegmentArgs;
 use crate::{parse, Outcome};
 
@@ -132,17 +133,42 @@ fn print(out: &mut impl Write, style: Style, m: &Message) -> io::Result<()> {
     }
 }
 
-/// The next message: `None` when nothing arrived within `wait` (`None` = no limit).
-fn next(consumer: &Consumer, wait: Option<Duration>) -> dmxp::Result<Option<Message>> {
-    match wait {
-        Some(d) if d.is_zero() => consumer.receive_with_meta(),
-        Some(d) => consumer.receive_timeout(d),
-        None => consumer.receive_blocking().map(Some),
+/// What waiting for the next message ended with.
+enum Next {
+    Message(Message),
+    /// Nothing arrived within the wait.
+    Idle,
+    Interrupted,
+}
+
+/// The next message, waiting up to `wait` (`None` = no limit) in slices short enough to see
+/// an interrupt between them.
+fn next(consumer: &Consumer, wait: Option<Duration>, stop: &Interrupt) -> dmxp::Result<Next> {
+    if wait.is_some_and(|d| d.is_zero()) {
+        return Ok(consumer
+            .receive_with_meta()?
+            .map_or(Next::Idle, Next::Message));
+    }
+    let deadline = wait.map(|d| Instant::now() + d);
+    loop {
+        if stop.requested() {
+            return Ok(Next::Interrupted);
+        }
+        let left = deadline.map_or(interrupt::SLICE, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if let Some(message) = consumer.receive_timeout(left.min(interrupt::SLICE))? {
+            return Ok(Next::Message(message));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Next::Idle);
+        }
     }
 }
 
 pub fn run(args: RecvArgs) -> Result<Outcome> {
     let source = args.segment.source();
+    let stop = Interrupt::install()?;
     let consumer = args
         .segment
         .builder()
@@ -179,13 +205,14 @@ pub fn run(args: RecvArgs) -> Result<Outcome> {
         if args.count.is_some_and(|n| received >= n) {
             break Outcome::Success;
         }
-        match next(&consumer, wait)? {
-            Some(message) => {
+        match next(&consumer, wait, &stop)? {
+            Next::Message(message) => {
                 print(&mut out, style, &message)?;
                 out.flush()?;
                 received += 1;
             }
-            None => match args.count {
+            Next::Interrupted => break Outcome::Interrupted,
+            Next::Idle => match args.count {
                 Some(n) => {
                     break Outcome::Failure(format!(
                     "timed out: received {received} of {n} messages from channel {} of {source}",

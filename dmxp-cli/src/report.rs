@@ -17,9 +17,9 @@ use std::os::unix::fs::FileExt;
 
 use dmxp_nostd::error::{Corruption, Error as CoreError};
 use dmxp_nostd::layout::{
-    band_len, channel_entry_offset, channel_state, ChannelEntry, HeaderFields, PeerRecord,
-    CHANNEL_ENTRY_SIZE, MAGIC, MAX_CHANNELS, MIN_CAPACITY, PEER_RECORD_SIZE, PEER_TABLE_SIZE,
-    VERSION,
+    band_len, channel_entry_offset, channel_state, peer_waiting, ChannelEntry, HeaderFields,
+    PeerRecord, CHANNEL_ENTRY_SIZE, MAGIC, MAX_CHANNELS, MIN_CAPACITY, PEER_RECORD_SIZE,
+    PEER_TABLE_SIZE, VERSION,
 };
 use dmxp_nostd::validate::{
     check_overlaps, check_peer_table_bands, validate_entry, validate_header, ChannelGeometry,
@@ -68,6 +68,9 @@ pub struct PeerJson {
     pub alive: bool,
     /// The positions the owner is claiming; `null` when `intent_count` is 0.
     pub intent: Option<IntentJson>,
+    /// What the owner is blocked waiting for (PROTOCOL.md §11.9): `message`, `free_slot`,
+    /// `invalid(N)`; `null` when it is not waiting.
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -506,6 +509,12 @@ pub fn fill_peers(report: &mut Report, table: &[u8], alive: impl Fn(&PeerRecord)
                 position: record.intent_position,
                 count: record.intent_count,
             }),
+            waiting: match record.waiting {
+                peer_waiting::NONE => None,
+                peer_waiting::NOT_EMPTY => Some("message".into()),
+                peer_waiting::NOT_FULL => Some("free_slot".into()),
+                other => Some(format!("invalid({other})")),
+            },
         });
     }
     for (c, n) in report.channels.iter_mut().zip(counts) {

@@ -907,7 +907,8 @@ fn inspect_shows_live_and_dead_peers() {
             "CHANNEL",
             "ALIVE",
             "START_TIME",
-            "INTENT"
+            "INTENT",
+            "WAITING"
         ]
     );
     let record = row(&text, "0");
@@ -928,6 +929,80 @@ fn inspect_shows_live_and_dead_peers() {
     let text = run_ok(dmxp().arg("inspect").args(shm.args()));
     assert!(text.contains("peers: 1 registered, 1 dead"), "{text}");
     assert_eq!(row(&text, "0")[5], "no");
+}
+
+/// Waits (a hang guard, not a timing assertion) until `inspect --json` satisfies `done`.
+fn inspect_until(seg: [&str; 2], what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (report, _) = inspect_json(seg);
+        if done(&report) {
+            return report;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {report}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn waiting_consumer(report: &Value, pid: u32) -> bool {
+    let waiters = channel(report, 4)["not_empty_waiters"] == 1;
+    waiters
+        && report["peers"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|p| p["pid"] == pid && p["waiting"] == "message")
+        })
+}
+
+#[test]
+fn a_waiter_killed_or_interrupted_leaves_no_wait_count_behind() {
+    let shm = Shm::new("dead_waiter");
+    create(shm.args(), 4, 8);
+
+    // Killed while blocked: its count stays until the next peer registers and sweeps.
+    let follower = Follower::spawn(shm.args(), 4);
+    let pid = follower.pid();
+    inspect_until(shm.args(), "the follower never waited", |r| {
+        waiting_consumer(r, pid)
+    });
+    follower.kill();
+    let (report, _) = inspect_json(shm.args());
+    assert_eq!(channel(&report, 4)["not_empty_waiters"], 1, "{report}");
+    dmxp()
+        .arg("send")
+        .args(shm.args())
+        .args(["--channel", "4", "after the kill"])
+        .assert()
+        .success();
+    let (report, _) = inspect_json(shm.args());
+    assert_eq!(
+        channel(&report, 4)["not_empty_waiters"],
+        0,
+        "the sender's registration gives the dead waiter's count back: {report}"
+    );
+    assert_eq!(report["peers"], serde_json::json!([]), "{report}");
+
+    // Interrupted with Ctrl-C (SIGINT) or SIGTERM: leaves at once, cleanly, exit 130.
+    for signal in ["-INT", "-TERM"] {
+        let mut follower = Follower::spawn(shm.args(), 4);
+        let pid = follower.pid();
+        inspect_until(shm.args(), "the follower never waited", |r| {
+            waiting_consumer(r, pid)
+        });
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = follower.0.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "{signal}: {status:?}");
+        let (report, _) = inspect_json(shm.args());
+        assert_eq!(
+            channel(&report, 4)["not_empty_waiters"],
+            0,
+            "{signal}: {report}"
+        );
+        assert_eq!(report["peers"], serde_json::json!([]), "{signal}: {report}");
+    }
 }
 
 #[test]

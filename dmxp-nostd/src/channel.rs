@@ -21,7 +21,8 @@ use crate::error::{RecvError, SendError};
 #[cfg(feature = "test-hooks")]
 use crate::hooks::{Hook, Step};
 use crate::layout::{
-    message_flags, AtomicChannelEntry, AtomicPeerRecord, AtomicSlot, MessageMeta, MSG_INLINE,
+    message_flags, peer_waiting, AtomicChannelEntry, AtomicPeerRecord, AtomicSlot, MessageMeta,
+    MSG_INLINE,
 };
 use crate::payload::{self, Payload, PayloadMut};
 use crate::peer::{PeerRole, PeerSlot};
@@ -29,7 +30,7 @@ use crate::sync::{fence, AtomicU32, Ordering};
 use crate::validate::{ChannelGeometry, ChannelInfo};
 use crate::wait::{SpinWait, WaitOutcome, WaitStrategy};
 
-use Ordering::{Acquire, Relaxed, Release, SeqCst};
+use Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 /// Upper bound on the retries of one operation (lost CAS races, skipped markers, a stale
 /// cursor). Honest contention resolves in a handful; only a corrupt peer exhausts it.
@@ -929,6 +930,8 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         self.wait_on(
             &self.entry.not_empty_seq,
             &self.entry.not_empty_waiters,
+            self.recv_intent
+                .map(|record| (record, peer_waiting::NOT_EMPTY)),
             || self.has_message(),
             waiter,
         )
@@ -939,6 +942,8 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         self.wait_on(
             &self.entry.not_full_seq,
             &self.entry.not_full_waiters,
+            self.send_intent
+                .map(|record| (record, peer_waiting::NOT_FULL)),
             || self.has_free_slot(),
             waiter,
         )
@@ -957,14 +962,24 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     }
 
     /// Registers as a waiter, re-checks `ready`, and sleeps on `word` if still not ready.
+    ///
+    /// A registered handle names the count it is in, in its peer record (`waiting`), so that
+    /// whoever frees the record after our death gives the count back (PROTOCOL.md §11.9).
+    /// Exactly one of us and that freer wins the word back to 0, so the count is undone once
+    /// even if we were misjudged dead.
     fn wait_on<V: WaitStrategy>(
         &self,
         word: &AtomicU32,
         waiters: &AtomicU32,
+        record: Option<(&AtomicPeerRecord, u32)>,
         ready: impl Fn() -> bool,
         waiter: &V,
     ) -> WaitOutcome {
         waiters.fetch_add(1, SeqCst);
+        if let Some((record, kind)) = record {
+            // After the count: a record that says "waiting" is always counted.
+            record.waiting.store(kind, Release);
+        }
         let observed = word.load(SeqCst);
         fence(SeqCst);
         let outcome = if ready() {
@@ -972,7 +987,13 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         } else {
             waiter.wait(word, observed)
         };
-        waiters.fetch_sub(1, SeqCst);
+        let still_counted = match record {
+            Some((record, kind)) => record.waiting.swap(peer_waiting::NONE, AcqRel) == kind,
+            None => true,
+        };
+        if still_counted {
+            waiters.fetch_sub(1, SeqCst);
+        }
         outcome
     }
 }

@@ -95,6 +95,16 @@ pub mod peer_role {
     pub const CONSUMER: u16 = 2;
 }
 
+/// Values of [`PeerRecord::waiting`] (PROTOCOL.md §11.9).
+pub mod peer_waiting {
+    /// The owner is not counted in any wait count.
+    pub const NONE: u32 = 0;
+    /// The owner is counted in its channel's `not_empty_waiters` (a blocked receive).
+    pub const NOT_EMPTY: u32 = 1;
+    /// The owner is counted in its channel's `not_full_waiters` (a blocked send).
+    pub const NOT_FULL: u32 = 2;
+}
+
 /// Values of [`MessageMeta::sender_runtime`].
 pub mod runtime {
     pub const UNKNOWN: u16 = 0;
@@ -212,7 +222,9 @@ pub struct PeerRecord {
     pub intent_position: u64,
     /// Inode of the owner's pid namespace (PROTOCOL.md §11.5); 0 = unknown.
     pub pid_ns: u64,
-    pub reserved: [u8; 24],
+    /// The wait count of `channel_id` the owner is counted in ([`peer_waiting`]).
+    pub waiting: u32,
+    pub reserved: [u8; 20],
 }
 
 /// One ring slot.
@@ -284,7 +296,8 @@ const_assert_eq!(core::mem::offset_of!(PeerRecord, channel_id), 16);
 const_assert_eq!(core::mem::offset_of!(PeerRecord, intent_count), 20);
 const_assert_eq!(core::mem::offset_of!(PeerRecord, intent_position), 24);
 const_assert_eq!(core::mem::offset_of!(PeerRecord, pid_ns), 32);
-const_assert_eq!(core::mem::offset_of!(PeerRecord, reserved), 40);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, waiting), 40);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, reserved), 44);
 const_assert_eq!(PEER_TABLE_SIZE, 16_384);
 const_assert_eq!(PEER_TABLE_SIZE % SLOT_ALIGN, 0);
 
@@ -373,7 +386,9 @@ pub struct AtomicPeerRecord {
     pub intent_count: AtomicU32,
     pub intent_position: AtomicU64,
     pub pid_ns: AtomicU64,
-    pub reserved: Reserved<3>,
+    pub waiting: AtomicU32,
+    pub reserved_word: AtomicU32,
+    pub reserved: Reserved<2>,
 }
 
 /// Live view of [`Slot`]. The payload is held as 64-bit words so that copies are word-sized
@@ -410,7 +425,9 @@ mod live_layout_assertions {
     const_assert_eq!(offset_of!(AtomicPeerRecord, intent_count), 20);
     const_assert_eq!(offset_of!(AtomicPeerRecord, intent_position), 24);
     const_assert_eq!(offset_of!(AtomicPeerRecord, pid_ns), 32);
-    const_assert_eq!(offset_of!(AtomicPeerRecord, reserved), 40);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, waiting), 40);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, reserved_word), 44);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, reserved), 48);
 
     const_assert_eq!(size_of::<AtomicChannelEntry>(), CHANNEL_ENTRY_SIZE);
     const_assert_eq!(align_of::<AtomicChannelEntry>(), 128);
@@ -496,7 +513,8 @@ impl AtomicPeerRecord {
             intent_count: self.intent_count.load(Relaxed),
             intent_position: self.intent_position.load(Relaxed),
             pid_ns: self.pid_ns.load(Relaxed),
-            reserved: [0; 24],
+            waiting: self.waiting.load(Relaxed),
+            reserved: [0; 20],
         }
     }
 }
@@ -590,6 +608,8 @@ mod loom_constructors {
                 intent_count: AtomicU32::new(0),
                 intent_position: AtomicU64::new(0),
                 pid_ns: AtomicU64::new(0),
+                waiting: AtomicU32::new(0),
+                reserved_word: AtomicU32::new(0),
                 reserved: reserved(),
             }
         }

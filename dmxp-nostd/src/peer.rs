@@ -18,8 +18,11 @@ use core::marker::PhantomData;
 
 use crate::channel::Channel;
 use crate::error::Error;
-use crate::layout::{peer_role, AtomicPeerRecord, PeerRecord, MAX_CHANNELS, PEER_RECORDS};
-use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use crate::layout::{
+    peer_role, peer_waiting, AtomicChannelEntry, AtomicPeerRecord, PeerRecord, MAX_CHANNELS,
+    PEER_RECORDS,
+};
+use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use crate::wait::WaitStrategy;
 
 /// Tells whether a process is alive. `start_time` is the record's (0 = unknown): a process
@@ -184,6 +187,7 @@ impl Drop for PeerSlot<'_> {
         }
         record.intent_count.store(0, Relaxed);
         record.pid_ns.store(0, Relaxed);
+        record.waiting.store(peer_waiting::NONE, Relaxed);
         // Zeroed before the pid so that the next owner's record never shows our start time
         // next to its pid (a checker would take it for pid reuse and judge it dead).
         record.start_time.store(0, Relaxed);
@@ -225,6 +229,7 @@ pub fn register_in<'a>(
         record.channel_id.store(channel, Relaxed);
         record.intent_count.store(0, Relaxed);
         record.intent_position.store(0, Relaxed);
+        record.waiting.store(peer_waiting::NONE, Relaxed);
         record.pid_ns.store(pid_ns, Relaxed);
         // Last: until then the record's start time reads 0, "unknown".
         record.start_time.store(start_time, Release);
@@ -281,6 +286,8 @@ pub struct RepairReport {
     /// Dead records given back unrepaired because a position of theirs is covered by another
     /// intent right now; a later pass retries them.
     pub records_deferred: u32,
+    /// Wait counts of dead waiters decremented (PROTOCOL.md §11.9).
+    pub waits_given_back: u32,
 }
 
 impl RepairReport {
@@ -298,8 +305,11 @@ impl RepairReport {
 /// whatever their channel; dead records of other channels with an intent are left alone.
 /// `my_pid` and `my_start_time` identify the caller, who owns a record while repairing it.
 /// At most `records.len()` records and, for each, at most `capacity` positions are visited.
+/// A freed record's wait, if it was counted in one, is given back to its channel in `entries`
+/// (the segment's channel table; PROTOCOL.md §11.9).
 pub fn repair_channel<W: WaitStrategy, L: Liveness>(
     channel: &Channel<'_, W>,
+    entries: &[AtomicChannelEntry],
     records: &[AtomicPeerRecord],
     liveness: &L,
     my_pid: u32,
@@ -350,6 +360,9 @@ pub fn repair_channel<W: WaitStrategy, L: Liveness>(
         };
         match done {
             Done::Complete => {
+                if give_back_wait(record, entries) {
+                    report.waits_given_back += 1;
+                }
                 record.intent_count.store(0, Relaxed);
                 record.pid_ns.store(0, Relaxed);
                 record.start_time.store(0, Relaxed);
@@ -388,15 +401,17 @@ fn take_over(record: &AtomicPeerRecord, pid: u32, start_time: u64, my_pid: u32) 
 
 /// Frees every record of `records` whose owner is dead and that holds no intent (nothing of a
 /// channel to repair), taking it over first as a repair does (PROTOCOL.md §11.6, takeover) so
-/// that two sweepers, or a sweeper and a repairer, never both free it. Returns how many were
-/// freed.
+/// that two sweepers, or a sweeper and a repairer, never both free it, and giving back the
+/// wait of a freed record to its channel in `entries` (PROTOCOL.md §11.9, §11.10). Reports the
+/// records freed and the waits given back.
 pub fn free_dead_records<L: Liveness>(
+    entries: &[AtomicChannelEntry],
     records: &[AtomicPeerRecord],
     liveness: &L,
     my_pid: u32,
-) -> usize {
+) -> RepairReport {
     let mut judged = Judged::new(liveness);
-    let mut freed = 0;
+    let mut report = RepairReport::default();
     for (index, record) in records.iter().enumerate() {
         let pid = record.pid.load(Acquire);
         if pid == 0 || pid == my_pid || record.intent_count.load(Acquire) != 0 {
@@ -415,12 +430,50 @@ pub fn free_dead_records<L: Liveness>(
             record.pid.store(pid, Release);
             continue;
         }
+        if give_back_wait(record, entries) {
+            report.waits_given_back += 1;
+        }
         record.pid_ns.store(0, Relaxed);
         record.start_time.store(0, Relaxed);
         record.pid.store(0, Release);
-        freed += 1;
+        report.records_freed += 1;
     }
-    freed
+    report
+}
+
+/// Gives back the wait of a dead `record` that we took over (PROTOCOL.md §11.9): if its owner
+/// was counted in a wait count of its channel and we win its `waiting` word back to 0 (the
+/// owner, if it was misjudged and wakes up, then leaves the count alone), decrements that
+/// count, never below 0 (a forged word can only take a live waiter out of the count, which
+/// delays its wake-up by one wait slice). True when a count was decremented.
+///
+/// The counts live in the header's channel table, so any id below 256 names words inside the
+/// segment; the channel need not be valid or opened.
+fn give_back_wait(record: &AtomicPeerRecord, entries: &[AtomicChannelEntry]) -> bool {
+    let kind = record.waiting.load(Acquire);
+    if kind == peer_waiting::NONE {
+        return false;
+    }
+    let entry = entries.get(record.channel_id.load(Relaxed) as usize);
+    let count = match (kind, entry) {
+        (peer_waiting::NOT_EMPTY, Some(entry)) => &entry.not_empty_waiters,
+        (peer_waiting::NOT_FULL, Some(entry)) => &entry.not_full_waiters,
+        _ => {
+            // Garbage, or a channel id out of range: nothing to give back.
+            record.waiting.store(peer_waiting::NONE, Relaxed);
+            return false;
+        }
+    };
+    if record
+        .waiting
+        .compare_exchange(kind, peer_waiting::NONE, AcqRel, Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    count
+        .fetch_update(SeqCst, Relaxed, |waiters| waiters.checked_sub(1))
+        .is_ok()
 }
 
 /// A dead record being repaired, as read after taking it over.

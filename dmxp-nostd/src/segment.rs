@@ -755,23 +755,31 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             return Err(Error::ChannelNotFound { id });
         }
         Ok(match self.peer_table()? {
-            Some(table) => peer::repair_channel(channel, table, liveness, my_pid, my_start_time),
+            Some(table) => peer::repair_channel(
+                channel,
+                self.entries,
+                table,
+                liveness,
+                my_pid,
+                my_start_time,
+            ),
             None => RepairReport::default(),
         })
     }
 
-    /// Frees the records of dead processes that hold no intent, on every channel (PROTOCOL.md
-    /// §11.3): under crash churn they would otherwise wait for a stuck channel's repair pass,
-    /// and fill the table. Records with an intent are left to the repair of their channel.
-    /// Returns how many were freed (0 without a table).
+    /// Frees the records of dead processes that hold no intent, on every channel, and gives
+    /// back the wait counts they were in (PROTOCOL.md §11.9, §11.10): under crash churn they
+    /// would otherwise wait for a stuck channel's repair pass, and fill the table. Records
+    /// with an intent are left to the repair of their channel. Reports the records freed and
+    /// the waits given back (nothing without a table).
     pub fn free_dead_records<L: Liveness>(
         &self,
         liveness: &L,
         my_pid: u32,
-    ) -> Result<usize, Error> {
+    ) -> Result<RepairReport, Error> {
         Ok(match self.peer_table()? {
-            Some(table) => peer::free_dead_records(table, liveness, my_pid),
-            None => 0,
+            Some(table) => peer::free_dead_records(self.entries, table, liveness, my_pid),
+            None => RepairReport::default(),
         })
     }
 }
@@ -785,6 +793,9 @@ fn zero_record(record: &AtomicPeerRecord) {
     record.channel_id.store(0, Relaxed);
     record.intent_count.store(0, Relaxed);
     record.intent_position.store(0, Relaxed);
+    record.pid_ns.store(0, Relaxed);
+    record.waiting.store(0, Relaxed);
+    record.reserved_word.store(0, Relaxed);
     zero_words(&record.reserved);
 }
 

@@ -8,15 +8,17 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Barrier, Mutex, PoisonError};
 
 use common::{segment_len, SegmentBuf};
 use dmxp_nostd::layout::{
-    message_flags, runtime, AtomicPeerRecord, HEADER_SIZE, PEER_RECORDS, PEER_TABLE_SIZE, SLOT_SIZE,
+    message_flags, peer_waiting, runtime, AtomicPeerRecord, HEADER_SIZE, PEER_RECORDS,
+    PEER_TABLE_SIZE, SLOT_SIZE,
 };
 use dmxp_nostd::{
     parse_segment, Channel, Corruption, Error, Liveness, PeerRole, RecvError, Segment, SendError,
-    SendMeta,
+    SendMeta, WaitOutcome, WaitStrategy,
 };
 
 /// Processes that are alive, with their start times.
@@ -1067,7 +1069,8 @@ fn dead_records_without_an_intent_are_freed_by_a_sweep() {
         .register(0, PeerRole::Producer, LIVE.0, LIVE.1, runtime::RUST)
         .unwrap();
     assert_eq!(segment.peers().unwrap().len(), 4);
-    assert_eq!(segment.free_dead_records(&alive(), REPAIRER.0).unwrap(), 2);
+    let report = segment.free_dead_records(&alive(), REPAIRER.0).unwrap();
+    assert_eq!(report.records_freed, 2);
     let left: Vec<u32> = segment
         .peers()
         .unwrap()
@@ -1092,4 +1095,165 @@ fn dead_records_without_an_intent_are_freed_by_a_sweep() {
         })
     );
     drop(live);
+}
+
+// ------------------------------------------------------------- waiters that die (§11.9)
+
+/// A wait that does not sleep: it runs `during` (what other peers do while we would sleep)
+/// and returns as if woken.
+#[derive(Clone)]
+struct WhileAsleep<'f>(&'f dyn Fn());
+
+impl WaitStrategy for WhileAsleep<'_> {
+    fn wait(&self, _word: &AtomicU32, _expected: u32) -> WaitOutcome {
+        (self.0)();
+        WaitOutcome::Woken
+    }
+
+    fn wake_all(&self, _word: &AtomicU32) {}
+}
+
+/// What a peer saw while a waiter slept: the wait counts, the waiter's `waiting` word, and
+/// the counts after its sweep and how many waits that sweep gave back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    counts: (u32, u32),
+    waiting: u32,
+    given_back: u32,
+    counts_after: (u32, u32),
+}
+
+/// Registers a `role` handle on channel 0 for `owner`, makes it wait once, and while it
+/// "sleeps" runs `sweep` over the segment. Returns what was seen then and the counts after
+/// the waiter returned.
+fn wait_while(
+    role: PeerRole,
+    owner: (u32, u64),
+    sweep: &dyn Fn(&Segment<'_>, &Channel<'_>) -> u32,
+) -> (Seen, (u32, u32)) {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let slot = segment
+        .register(0, role, owner.0, owner.1, runtime::GO)
+        .unwrap();
+    let channel = segment.open_channel(0).unwrap().with_peer(&slot);
+    if role == PeerRole::Producer {
+        // A full ring, so that a sender has something to wait for.
+        while channel.try_send(b"fill", &meta()).is_ok() {}
+    }
+    let index = slot.index();
+    let seen = std::cell::Cell::new(None);
+    let during = || {
+        let counts = channel.waiters();
+        let waiting = table(&segment)[index].waiting.load(Relaxed);
+        let given_back = sweep(&segment, &channel);
+        seen.set(Some(Seen {
+            counts,
+            waiting,
+            given_back,
+            counts_after: channel.waiters(),
+        }));
+    };
+    let outcome = match role {
+        PeerRole::Consumer => channel.wait_for_message(&WhileAsleep(&during)),
+        PeerRole::Producer => channel.wait_for_free_slot(&WhileAsleep(&during)),
+    };
+    assert_eq!(outcome, WaitOutcome::Woken);
+    let after = channel.waiters();
+    drop(slot);
+    (seen.get().expect("the waiter slept"), after)
+}
+
+fn sweep(segment: &Segment<'_>, _: &Channel<'_>) -> u32 {
+    let report = segment.free_dead_records(&alive(), REPAIRER.0).unwrap();
+    report.waits_given_back
+}
+
+fn repair(segment: &Segment<'_>, channel: &Channel<'_>) -> u32 {
+    let report = segment
+        .repair(channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    report.waits_given_back
+}
+
+#[test]
+fn a_dead_waiters_count_is_given_back_by_a_sweep_or_a_repair_and_only_once() {
+    // The "dead" waiter wakes up after all (a misjudgement): the freer won its `waiting`
+    // word, so it must not take itself out of the count a second time (0, not u32::MAX).
+    for (role, counts) in [(PeerRole::Consumer, (1, 0)), (PeerRole::Producer, (0, 1))] {
+        let kind = match role {
+            PeerRole::Consumer => peer_waiting::NOT_EMPTY,
+            PeerRole::Producer => peer_waiting::NOT_FULL,
+        };
+        for (name, freer) in [
+            (
+                "sweep",
+                &sweep as &dyn Fn(&Segment<'_>, &Channel<'_>) -> u32,
+            ),
+            ("repair", &repair),
+        ] {
+            let (seen, after) = wait_while(role, DEAD, freer);
+            let expected = Seen {
+                counts,
+                waiting: kind,
+                given_back: 1,
+                counts_after: (0, 0),
+            };
+            assert_eq!(seen, expected, "{role:?} waiter, {name}");
+            assert_eq!(after, (0, 0), "{role:?} waiter, {name}: counted out twice");
+        }
+    }
+}
+
+#[test]
+fn a_live_waiter_keeps_its_count_until_it_returns() {
+    for (role, counts) in [(PeerRole::Consumer, (1, 0)), (PeerRole::Producer, (0, 1))] {
+        let (seen, after) = wait_while(role, LIVE, &sweep);
+        assert_eq!(seen.given_back, 0, "{role:?}");
+        assert_eq!(
+            seen.counts_after, counts,
+            "{role:?}: a live waiter was counted out"
+        );
+        assert_eq!(after, (0, 0), "{role:?}");
+    }
+}
+
+#[test]
+fn a_forged_waiting_word_never_takes_a_count_below_zero() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    // Dead records claiming waits nobody counted, and one naming a channel out of range.
+    for (channel, waiting) in [(0, peer_waiting::NOT_EMPTY), (1, peer_waiting::NOT_FULL)] {
+        let slot = segment
+            .register(channel, PeerRole::Consumer, DEAD.0, DEAD.1, runtime::C)
+            .unwrap();
+        table(&segment)[slot.index()]
+            .waiting
+            .store(waiting, Relaxed);
+        std::mem::forget(slot);
+    }
+    let slot = segment
+        .register(
+            0,
+            PeerRole::Consumer,
+            OTHER_DEAD.0,
+            OTHER_DEAD.1,
+            runtime::C,
+        )
+        .unwrap();
+    let record = &table(&segment)[slot.index()];
+    record.channel_id.store(4096, Relaxed);
+    record.waiting.store(7, Relaxed);
+    std::mem::forget(slot);
+
+    let report = segment.free_dead_records(&alive(), REPAIRER.0).unwrap();
+    assert_eq!(report.records_freed, 3);
+    assert_eq!(report.waits_given_back, 0);
+    for id in [0, 1] {
+        let channel: Channel<'_> = segment.open_channel(id).unwrap();
+        assert_eq!(channel.waiters(), (0, 0), "channel {id}");
+    }
+    assert!(table(&segment)
+        .iter()
+        .all(|r| r.waiting.load(Relaxed) == peer_waiting::NONE));
 }

@@ -460,7 +460,8 @@ fn peer_record(raw: &[u8]) -> PeerRecord {
         intent_count: u32_at(raw, 20),
         intent_position: u64_at(raw, 24),
         pid_ns: u64_at(raw, 32),
-        reserved: [0; 24],
+        waiting: u32_at(raw, 40),
+        reserved: [0; 20],
     }
 }
 

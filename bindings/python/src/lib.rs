@@ -44,13 +44,15 @@ pub(crate) fn repair_report<'py>(
     dict.set_item("freed", report.freed)?;
     dict.set_item("records_freed", report.records_freed)?;
     dict.set_item("records_deferred", report.records_deferred)?;
+    dict.set_item("waits_given_back", report.waits_given_back)?;
     Ok(dict)
 }
 
 /// The records of a segment's peer table (PROTOCOL.md §11): one dict per taken record, in
 /// table order, with its index, pid, runtime, role ("producer", "consumer", or the number
-/// found), start_time, channel_id, intent_count, intent_position, and whether its process is
-/// alive now (`alive`, judged as crash recovery does). Empty when no handle has registered
+/// found), start_time, channel_id, intent_count, intent_position, pid_ns, what it is blocked
+/// waiting for (`waiting`: "message", "free_slot" or None; PROTOCOL.md §11.9), and whether its
+/// process is alive now (`alive`, judged as crash recovery does). Empty when no handle has registered
 /// yet. Raises NotFoundError when there is no such segment, CorruptError when its
 /// peer_table_offset is invalid, UntrustedError when the segment is not one to attach to
 /// (`trust_owner` and `mode` as for `Consumer`).
@@ -89,6 +91,12 @@ fn peers<'py>(
         dict.set_item("intent_count", r.intent_count)?;
         dict.set_item("intent_position", r.intent_position)?;
         dict.set_item("pid_ns", r.pid_ns)?;
+        let waiting = match r.waiting {
+            dmxp::core::layout::peer_waiting::NOT_EMPTY => Some("message"),
+            dmxp::core::layout::peer_waiting::NOT_FULL => Some("free_slot"),
+            _ => None,
+        };
+        dict.set_item("waiting", waiting)?;
         dict.set_item("alive", dmxp::peer_alive(r))?;
         list.append(dict)?;
     }

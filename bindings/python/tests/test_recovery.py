@@ -40,6 +40,11 @@ if role == "producer":
 else:
     handle = dmxp.Consumer(0, segment=segment)
 print("registered" if handle.is_registered else "unregistered", flush=True)
+if len(sys.argv) > 3:  # block in a wait (the parent has filled the ring for a producer)
+    if role == "producer":
+        handle.send_timeout(b"blocked", 600)
+    else:
+        handle.receive_with_meta(timeout=600)
 time.sleep(600)
 """
 
@@ -94,7 +99,7 @@ def write_record(mm: mmap.mmap, index: int, **fields: int) -> None:
     """A whole record: pid, runtime, role, start_time, channel_id, intent_count,
     intent_position (missing fields 0)."""
     values = [fields.get(name, 0) for name in layout.PEER_FIELDS]
-    struct.pack_into("<IHHQIIQ", mm, record_offset(mm, index), *values)
+    struct.pack_into("<IHHQIIQQI", mm, record_offset(mm, index), *values)
 
 
 def records_of(segment: str, pid: int) -> list[dict]:
@@ -104,9 +109,9 @@ def records_of(segment: str, pid: int) -> list[dict]:
 class Child:
     """A Python process holding a registered producer or consumer of channel 0."""
 
-    def __init__(self, role: str, segment: str) -> None:
+    def __init__(self, role: str, segment: str, *, wait: bool = False) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", CHILD, role, segment],
+            [sys.executable, "-c", CHILD, role, segment] + (["wait"] if wait else []),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -405,6 +410,7 @@ def test_a_live_peer_s_claim_is_left_alone_until_it_dies(
         "freed": 0,
         "records_freed": 0,
         "records_deferred": 0,
+        "waits_given_back": 0,
     }
     assert consumer.lost == 0
     child.kill()
@@ -444,3 +450,34 @@ def test_a_reused_pid_does_not_keep_a_dead_record_alive(
     assert [r["index"] for r in records_of(segment, stranger.pid)] == [stranger.record["index"]]
     producer.close()
     consumer.close()
+
+
+@pytest.mark.parametrize("role", ["consumer", "producer"])
+def test_a_killed_waiter_s_count_is_given_back_when_a_peer_registers(
+    segment: str, children: list[Child], role: str
+) -> None:
+    """Section 11.9: a waiter names its wait count in its record, and the registration sweep
+    of the next handle (11.10) gives the count of a killed waiter back."""
+    capacity = 4
+    producer = dmxp.Producer(0, capacity=capacity, segment=segment, size=SMALL_SEGMENT)
+    if role == "producer":
+        for i in range(capacity):
+            producer.send(payload(i))
+    count = "receivers_waiting" if role == "consumer" else "senders_waiting"
+    child = Child(role, segment, wait=True)
+    children.append(child)
+    # Hang guard, not a timing assertion: the child blocks right after registering.
+    deadline = time.monotonic() + LONG
+    while producer.info()[count] != 1 or records_of(segment, child.pid)[0]["waiting"] is None:
+        assert time.monotonic() < deadline, producer.info()
+        time.sleep(0.01)
+    expected = "message" if role == "consumer" else "free_slot"
+    assert records_of(segment, child.pid)[0]["waiting"] == expected
+    child.kill()
+    assert producer.info()[count] == 1, "nobody has given the count back yet"
+    consumer = dmxp.Consumer(0, segment=segment)  # registers, sweeping dead records first
+    assert producer.info()["receivers_waiting"] == 0
+    assert producer.info()["senders_waiting"] == 0
+    assert records_of(segment, child.pid) == []
+    consumer.close()
+    producer.close()

@@ -78,7 +78,7 @@ PEER_RECORD_SIZE = 64
 PEER_TABLE_SIZE = PEER_RECORDS * PEER_RECORD_SIZE
 #: Record ``role`` values.
 ROLE_PRODUCER, ROLE_CONSUMER = 1, 2
-_PEER = struct.Struct("<IHHQIIQ")
+_PEER = struct.Struct("<IHHQIIQQI")
 PEER_FIELDS = (
     "pid",  # 0
     "runtime",  # 4
@@ -87,9 +87,13 @@ PEER_FIELDS = (
     "channel_id",  # 16
     "intent_count",  # 20
     "intent_position",  # 24
+    "pid_ns",  # 32
+    "waiting",  # 40: WAITING_* (section 11.9)
 )
+#: Record ``waiting`` values: not waiting, blocked receiving, blocked sending.
+WAITING_NONE, WAITING_MESSAGE, WAITING_FREE_SLOT = 0, 1, 2
 
-assert _HEADER.size == 56 and _ENTRY.size == 48 and _SLOT.size == 48 and _PEER.size == 32
+assert _HEADER.size == 56 and _ENTRY.size == 48 and _SLOT.size == 48 and _PEER.size == 44
 
 
 def entry_offset(channel: int) -> int:
