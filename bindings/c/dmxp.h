@@ -50,7 +50,10 @@
  * table (dmxp_channel_register, for crash recovery, PROTOCOL.md §11) holds one intent per
  * role and must be used for that role by one thread at a time; give each thread its own
  * registered handle. Registration is optional: an unregistered (or failed-to-register) handle
- * works as before, without crash protection.
+ * works as before, without crash protection. A registration first frees the records of dead
+ * peers that hold no intent (PROTOCOL.md §11.10), and a registered handle that blocks names
+ * the wait count it is in, in its record, so that a peer that frees the record after its death
+ * gives the count back (§11.9).
  *
  * Stuck channels (PROTOCOL.md §11.6-11.8): a call that finds the channel stuck at one position
  * (a claim never published, or never freed) watches it. After DMXP_STUCK_GRACE_NS it runs a
@@ -136,6 +139,10 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 #define DMXP_PEER_TABLE_SIZE 16384u /* 256 * 64 */
 #define DMXP_ROLE_PRODUCER 1u
 #define DMXP_ROLE_CONSUMER 2u
+/* A peer record's `waiting` word (§11.9): the wait count of its channel the owner is in. */
+#define DMXP_WAITING_NONE 0u
+#define DMXP_WAITING_NOT_EMPTY 1u /* counted in not_empty_waiters (a blocked receive) */
+#define DMXP_WAITING_NOT_FULL 2u  /* counted in not_full_waiters (a blocked send) */
 /* A blocked sender/receiver runs the repair of §11.6 once the channel has been stuck at the
  * same position this long (the first pause between passes; see DMXP_STUCK_MAX_RECHECK_NS). */
 #define DMXP_STUCK_GRACE_NS INT64_C(10000000)
@@ -220,7 +227,9 @@ typedef struct dmxp_peer_record {
     _Atomic uint32_t intent_count;    /* 20: positions the owner may own; 0 = none */
     _Atomic uint64_t intent_position; /* 24: first position of the intent */
     _Atomic uint64_t pid_ns;          /* 32: st_ino of the owner's /proc/self/ns/pid; 0 = unknown */
-    _Atomic uint64_t zero[3];         /* 40..64 */
+    _Atomic uint32_t waiting;         /* 40: the wait count the owner is in: DMXP_WAITING_* */
+    _Atomic uint32_t zero32;          /* 44 */
+    _Atomic uint64_t zero[2];         /* 48..64 */
 } dmxp_peer_record;
 
 /* ChannelEntry: 384 bytes, 128-aligned, at 128 + id * 384. */
@@ -299,7 +308,9 @@ DMXP_ASSERT_AT(dmxp_peer_record, channel_id, 16);
 DMXP_ASSERT_AT(dmxp_peer_record, intent_count, 20);
 DMXP_ASSERT_AT(dmxp_peer_record, intent_position, 24);
 DMXP_ASSERT_AT(dmxp_peer_record, pid_ns, 32);
-DMXP_ASSERT_AT(dmxp_peer_record, zero, 40);
+DMXP_ASSERT_AT(dmxp_peer_record, waiting, 40);
+DMXP_ASSERT_AT(dmxp_peer_record, zero32, 44);
+DMXP_ASSERT_AT(dmxp_peer_record, zero, 48);
 _Static_assert(sizeof(dmxp_peer_record) == DMXP_PEER_RECORD_SIZE, "peer record is 64 bytes");
 _Static_assert(DMXP_PEER_RECORDS * DMXP_PEER_RECORD_SIZE == DMXP_PEER_TABLE_SIZE,
                "peer table is 16384 bytes");
@@ -2688,7 +2699,9 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
             atomic_store_explicit(&r[i].intent_count, 0, DMXP__RLX);
             atomic_store_explicit(&r[i].intent_position, 0, DMXP__RLX);
             atomic_store_explicit(&r[i].pid_ns, 0, DMXP__RLX);
-            for (size_t k = 0; k < 3; k++) atomic_store_explicit(&r[i].zero[k], 0, DMXP__RLX);
+            atomic_store_explicit(&r[i].waiting, 0, DMXP__RLX);
+            atomic_store_explicit(&r[i].zero32, 0, DMXP__RLX);
+            for (size_t k = 0; k < 2; k++) atomic_store_explicit(&r[i].zero[k], 0, DMXP__RLX);
         }
         uint64_t expected = 0;
         /* Release: the zeroed records are visible to whoever sees the offset. A loser uses
@@ -2714,95 +2727,7 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
     return DMXP_OK;
 }
 
-/* Takes a free record for this handle in `role` (§11.3). */
-static inline dmxp_status dmxp__register_one(dmxp_channel *ch, uint16_t role,
-                                             dmxp_peer_record **slot, dmxp_error *err) {
-    if (*slot) return DMXP_OK;
-    dmxp_peer_record *table;
-    dmxp_status s = dmxp__peer_table(ch, 1, &table, err);
-    if (s != DMXP_OK) return s;
-    /* This process's own identity, not the segment's pid: this may be a forked child. */
-    dmxp_identity me = dmxp_self_identity();
-    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
-        dmxp_peer_record *r = &table[i];
-        uint32_t expected = 0;
-        if (!atomic_compare_exchange_strong_explicit(&r->pid, &expected, me.pid, DMXP__ACQ,
-                                                     DMXP__RLX))
-            continue;
-        atomic_store_explicit(&r->runtime, (uint16_t)DMXP_RUNTIME_C, DMXP__RLX);
-        atomic_store_explicit(&r->role, role, DMXP__RLX);
-        atomic_store_explicit(&r->channel_id, ch->id, DMXP__RLX);
-        atomic_store_explicit(&r->intent_count, 0, DMXP__RLX);
-        atomic_store_explicit(&r->intent_position, 0, DMXP__RLX);
-        atomic_store_explicit(&r->pid_ns, me.pid_ns, DMXP__RLX);
-        /* Last, with release: a checker that reads this start time sees the fields above. */
-        atomic_store_explicit(&r->start_time, me.start_time, DMXP__REL);
-        *slot = r;
-        return DMXP_OK;
-    }
-    return dmxp__fail(err, DMXP_E_PEER_TABLE_FULL, (int32_t)ch->id, "pid", 0, 0, 0);
-}
-
-/* Registers this handle in the segment's peer table (§11.3) as a producer
- * (DMXP_ROLE_PRODUCER), a consumer (DMXP_ROLE_CONSUMER) or both (their OR: two records), so
- * that a position it claimed is repaired if this process dies before publishing or freeing
- * it. The first registration on a segment carves the 16 KiB table from the band area.
- *
- * A registered handle must be used for its role by ONE thread at a time (its record holds one
- * intent); give each thread its own handle (dmxp_channel_open again) and register each.
- * Release the records with dmxp_channel_close.
- *
- * On failure (DMXP_E_PEER_TABLE_FULL, DMXP_E_OUT_OF_SPACE, a corrupt peer_table_offset) the
- * handle still works exactly as before, only without crash protection: a claim of its left by
- * a crash stalls the channel. Callers that want protection should report the failure. */
-static inline dmxp_status dmxp_channel_register(dmxp_channel *ch, unsigned roles,
-                                                dmxp_error *err) {
-    if (ch == NULL || ch->base == NULL || roles == 0 ||
-        (roles & ~(DMXP_ROLE_PRODUCER | DMXP_ROLE_CONSUMER)) != 0)
-        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "roles", roles, 0, 0);
-    if (roles & DMXP_ROLE_PRODUCER) {
-        dmxp_status s = dmxp__register_one(ch, DMXP_ROLE_PRODUCER, &ch->send_peer, err);
-        if (s != DMXP_OK) return s;
-    }
-    if (roles & DMXP_ROLE_CONSUMER) {
-        dmxp_status s = dmxp__register_one(ch, DMXP_ROLE_CONSUMER, &ch->recv_peer, err);
-        if (s != DMXP_OK) return s;
-    }
-    return DMXP_OK;
-}
-
-/* Which roles this handle is registered for (0 = none: no crash protection). */
-static inline unsigned dmxp_channel_registered(const dmxp_channel *ch) {
-    return (ch->send_peer ? DMXP_ROLE_PRODUCER : 0u) | (ch->recv_peer ? DMXP_ROLE_CONSUMER : 0u);
-}
-
-/* Frees a record of this handle (§11.3 leave), but only if it holds this process's pid (§11.5):
- * a forked child that closes a handle it inherited leaves its parent's record alone, and so
- * does a process whose record a peer took over meanwhile. */
-static inline void dmxp__leave(dmxp_peer_record **slot) {
-    dmxp_peer_record *r = *slot;
-    *slot = NULL;
-    if (r == NULL) return;
-    uint32_t me = (uint32_t)getpid();
-    if (atomic_load_explicit(&r->pid, DMXP__ACQ) != me) return;
-    atomic_store_explicit(&r->intent_count, 0, DMXP__RLX);
-    /* A free record keeps no start time, so that the next owner's record never shows its own
-     * pid with a stale start time (which would look like a reused pid). */
-    atomic_store_explicit(&r->start_time, 0, DMXP__RLX);
-    uint32_t expected = me; /* a CAS: never clears a record a repairer took over */
-    atomic_compare_exchange_strong_explicit(&r->pid, &expected, 0, DMXP__REL, DMXP__RLX);
-}
-
-/* Leaves the peer table: frees this handle's records if this process registered them (a
- * forked child that inherited the handle does not free its parent's). The handle stays
- * usable, unregistered. Call it before dmxp_segment_close. */
-static inline void dmxp_channel_close(dmxp_channel *ch) {
-    if (ch == NULL) return;
-    dmxp__leave(&ch->send_peer);
-    dmxp__leave(&ch->recv_peer);
-}
-
-/* What dmxp_channel_recover did. */
+/* What dmxp_channel_recover (and dmxp_free_dead_records) did. */
 typedef struct dmxp_recover_report {
     uint32_t records_freed;   /* dead peers' records taken over and freed */
     uint64_t lost;            /* LOST tombstones published for positions of dead producers */
@@ -2811,9 +2736,9 @@ typedef struct dmxp_recover_report {
                                  record and pass: one snapshot, however many positions) */
 } dmxp_recover_report;
 
-/* The liveness of the table's records as judged once in a repair pass (§11.5), keyed by what
- * was read: a record that changed owner meanwhile (another pid, start time or namespace) is
- * judged again. */
+/* The liveness of the table's records as judged once in a repair pass or sweep (§11.5), keyed
+ * by what was read: a record that changed owner meanwhile (another pid, start time or
+ * namespace) is judged again. */
 typedef struct dmxp__liveness {
     dmxp_identity me;
     uint32_t pid[DMXP_PEER_RECORDS];
@@ -2834,6 +2759,202 @@ static inline int dmxp__dead_at(dmxp__liveness *l, uint32_t i, uint32_t pid, uin
         l->checks++;
     }
     return l->verdict[i] == 2;
+}
+
+/* §11.9 give_back_wait: run by whoever frees the record `d` of a dead owner (a repair pass, a
+ * sweep). If the owner died counted in a wait count of its channel (d.waiting = 1 or 2), the
+ * freer takes the word back to 0 by CAS and decrements that count of the channel entry (in the
+ * header's channel table, at a fixed offset for every id below 256, so nothing outside the
+ * segment is touched), never below 0. Exactly one of the owner (its swap after the wait) and
+ * the freer wins the word, so the count is undone once even if the owner was misjudged dead
+ * (a freer that loses the CAS leaves the word to the owner). Any other non-zero value, or a
+ * channel id of 256 or more, is garbage and is cleared. 1 when a count was given back. */
+static inline int dmxp__give_back_wait(unsigned char *base, dmxp_peer_record *d) {
+    uint32_t k = atomic_load_explicit(&d->waiting, DMXP__ACQ);
+    if (k == DMXP_WAITING_NONE) return 0;
+    uint32_t id = atomic_load_explicit(&d->channel_id, DMXP__RLX);
+    if ((k == DMXP_WAITING_NOT_EMPTY || k == DMXP_WAITING_NOT_FULL) && id < DMXP_MAX_CHANNELS) {
+        uint32_t expected = k;
+        /* A failed CAS: the owner (misjudged dead) took the word back itself, and may be
+         * waiting again already; its word is left alone. */
+        if (!atomic_compare_exchange_strong_explicit(&d->waiting, &expected, DMXP_WAITING_NONE,
+                                                     DMXP__ACQREL, DMXP__ACQ))
+            return 0;
+        dmxp_channel_entry *e = &((dmxp_segment_layout *)(void *)base)->channels[id];
+        _Atomic uint32_t *count =
+            k == DMXP_WAITING_NOT_EMPTY ? &e->not_empty_waiters : &e->not_full_waiters;
+        uint32_t c = atomic_load_explicit(count, DMXP__RLX);
+        for (uint32_t i = 0; i < DMXP_RETRY_LIMIT && c != 0; i++)
+            if (atomic_compare_exchange_weak_explicit(count, &c, c - 1, DMXP__SEQ, DMXP__RLX))
+                return 1;
+        return 0; /* already 0 (a peer zeroed it): nothing to give back */
+    }
+    /* A garbage value, or a channel id with no entry: nothing to give back. */
+    atomic_store_explicit(&d->waiting, DMXP_WAITING_NONE, DMXP__RLX);
+    return 0;
+}
+
+/* §11.10 sweep: frees every record of `table` whose owner is judged dead (§11.5, once per
+ * record: `l` caches the verdicts) and that holds no intent, taking it over as a repair does
+ * (takeover, §11.6) so that two sweepers, or a sweeper and a repairer, never both free it, and
+ * giving its wait back (§11.9). A record with an intent is left to the repair of its channel;
+ * one that shows an intent once taken over had a live owner (only a live owner writes one):
+ * misjudged, it is given back untouched. Returns how many records were freed. */
+static inline uint32_t dmxp__sweep(unsigned char *base, dmxp_peer_record *table,
+                                   dmxp__liveness *l) {
+    uint32_t freed = 0;
+    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+        dmxp_peer_record *d = &table[i];
+        uint32_t pid = atomic_load_explicit(&d->pid, DMXP__ACQ);
+        if (pid == 0 || pid == l->me.pid) continue; /* free, or ours: alive */
+        if (atomic_load_explicit(&d->intent_count, DMXP__ACQ) != 0) continue;
+        uint64_t st = atomic_load_explicit(&d->start_time, DMXP__ACQ);
+        uint64_t ns = atomic_load_explicit(&d->pid_ns, DMXP__RLX);
+        if (!dmxp__dead_at(l, i, pid, st, ns)) continue;
+        /* Takeover: the dead owner's start time goes before our pid goes in (§11.6). */
+        uint64_t st_expected = st;
+        (void)atomic_compare_exchange_strong_explicit(&d->start_time, &st_expected, 0,
+                                                      DMXP__RLX, DMXP__RLX);
+        uint32_t expected = pid;
+        if (!atomic_compare_exchange_strong_explicit(&d->pid, &expected, l->me.pid, DMXP__ACQREL,
+                                                     DMXP__RLX))
+            continue; /* someone else frees or repairs it, or it changed hands */
+        if (atomic_load_explicit(&d->intent_count, DMXP__ACQ) != 0) {
+            /* Misjudged: give it back to its owner as it was. */
+            atomic_store_explicit(&d->start_time, st, DMXP__RLX);
+            atomic_store_explicit(&d->pid, pid, DMXP__REL);
+            continue;
+        }
+        (void)dmxp__give_back_wait(base, d);
+        atomic_store_explicit(&d->pid_ns, 0, DMXP__RLX);
+        atomic_store_explicit(&d->start_time, 0, DMXP__RLX);
+        atomic_store_explicit(&d->pid, 0, DMXP__REL); /* free again */
+        freed++;
+    }
+    return freed;
+}
+
+/* Frees the records of dead peers that hold no intent, whatever their channel (PROTOCOL.md
+ * §11.10), giving back the wait counts they died in (§11.9), so that the records of peers
+ * killed while idle do not pile up until the table is full. dmxp_channel_register runs it
+ * before it takes a record; tools may call it at any time. Liveness is judged once per record
+ * (§11.5: a record of another pid namespace counts as alive; our own pid is never judged).
+ * `report` (optional) gets records_freed and liveness_checks. DMXP_OK (also when the segment
+ * has no peer table yet), or a corrupt peer_table_offset. */
+static inline dmxp_status dmxp_free_dead_records(const dmxp_channel *ch,
+                                                 dmxp_recover_report *report) {
+    dmxp_recover_report local;
+    if (report == NULL) report = &local;
+    memset(report, 0, sizeof *report);
+    if (ch == NULL || ch->base == NULL) return DMXP_E_INVALID_ARGUMENT;
+    dmxp_peer_record *table;
+    dmxp_status s = dmxp__peer_table(ch, 0, &table, NULL);
+    if (s != DMXP_OK || table == NULL) return s;
+    dmxp__liveness l;
+    memset(&l, 0, sizeof l);
+    l.me = dmxp_self_identity();
+    report->records_freed = dmxp__sweep(ch->base, table, &l);
+    report->liveness_checks = l.checks;
+    return DMXP_OK;
+}
+
+/* Takes a free record of `table` for this handle in `role` (§11.3), as process `me`. */
+static inline dmxp_status dmxp__register_one(dmxp_channel *ch, dmxp_peer_record *table,
+                                             const dmxp_identity *me, uint16_t role,
+                                             dmxp_peer_record **slot, dmxp_error *err) {
+    if (*slot) return DMXP_OK;
+    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+        dmxp_peer_record *r = &table[i];
+        uint32_t expected = 0;
+        if (!atomic_compare_exchange_strong_explicit(&r->pid, &expected, me->pid, DMXP__ACQ,
+                                                     DMXP__RLX))
+            continue;
+        atomic_store_explicit(&r->runtime, (uint16_t)DMXP_RUNTIME_C, DMXP__RLX);
+        atomic_store_explicit(&r->role, role, DMXP__RLX);
+        atomic_store_explicit(&r->channel_id, ch->id, DMXP__RLX);
+        atomic_store_explicit(&r->intent_count, 0, DMXP__RLX);
+        atomic_store_explicit(&r->intent_position, 0, DMXP__RLX);
+        atomic_store_explicit(&r->waiting, DMXP_WAITING_NONE, DMXP__RLX);
+        atomic_store_explicit(&r->pid_ns, me->pid_ns, DMXP__RLX);
+        /* Last, with release: a checker that reads this start time sees the fields above. */
+        atomic_store_explicit(&r->start_time, me->start_time, DMXP__REL);
+        *slot = r;
+        return DMXP_OK;
+    }
+    return dmxp__fail(err, DMXP_E_PEER_TABLE_FULL, (int32_t)ch->id, "pid", 0, 0, 0);
+}
+
+/* Registers this handle in the segment's peer table (§11.3) as a producer
+ * (DMXP_ROLE_PRODUCER), a consumer (DMXP_ROLE_CONSUMER) or both (their OR: two records), so
+ * that a position it claimed is repaired if this process dies before publishing or freeing
+ * it, and a wait count it dies in is given back (§11.9). The first registration on a segment
+ * carves the 16 KiB table from the band area. Before it takes a record, it frees the records
+ * of dead peers that hold no intent (dmxp_free_dead_records, §11.10).
+ *
+ * A registered handle must be used for its role by ONE thread at a time (its record holds one
+ * intent); give each thread its own handle (dmxp_channel_open again) and register each.
+ * Release the records with dmxp_channel_close.
+ *
+ * On failure (DMXP_E_PEER_TABLE_FULL, DMXP_E_OUT_OF_SPACE, a corrupt peer_table_offset) the
+ * handle still works exactly as before, only without crash protection: a claim of its left by
+ * a crash stalls the channel. Callers that want protection should report the failure. */
+static inline dmxp_status dmxp_channel_register(dmxp_channel *ch, unsigned roles,
+                                                dmxp_error *err) {
+    if (ch == NULL || ch->base == NULL || roles == 0 ||
+        (roles & ~(DMXP_ROLE_PRODUCER | DMXP_ROLE_CONSUMER)) != 0)
+        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "roles", roles, 0, 0);
+    int need_send = (roles & DMXP_ROLE_PRODUCER) && ch->send_peer == NULL;
+    int need_recv = (roles & DMXP_ROLE_CONSUMER) && ch->recv_peer == NULL;
+    if (!need_send && !need_recv) return DMXP_OK;
+    dmxp_peer_record *table;
+    dmxp_status s = dmxp__peer_table(ch, 1, &table, err);
+    if (s != DMXP_OK) return s;
+    /* This process's own identity, not the segment's pid: this may be a forked child. */
+    dmxp__liveness l;
+    memset(&l, 0, sizeof l);
+    l.me = dmxp_self_identity();
+    (void)dmxp__sweep(ch->base, table, &l);
+    if (need_send) {
+        s = dmxp__register_one(ch, table, &l.me, DMXP_ROLE_PRODUCER, &ch->send_peer, err);
+        if (s != DMXP_OK) return s;
+    }
+    if (need_recv) {
+        s = dmxp__register_one(ch, table, &l.me, DMXP_ROLE_CONSUMER, &ch->recv_peer, err);
+        if (s != DMXP_OK) return s;
+    }
+    return DMXP_OK;
+}
+
+/* Which roles this handle is registered for (0 = none: no crash protection). */
+static inline unsigned dmxp_channel_registered(const dmxp_channel *ch) {
+    return (ch->send_peer ? DMXP_ROLE_PRODUCER : 0u) | (ch->recv_peer ? DMXP_ROLE_CONSUMER : 0u);
+}
+
+/* Frees a record of this handle (§11.3 leave), but only if it holds this process's pid (§11.5):
+ * a forked child that closes a handle it inherited leaves its parent's record alone, and so
+ * does a process whose record a peer took over meanwhile. */
+static inline void dmxp__leave(dmxp_peer_record **slot) {
+    dmxp_peer_record *r = *slot;
+    *slot = NULL;
+    if (r == NULL) return;
+    uint32_t me = (uint32_t)getpid();
+    if (atomic_load_explicit(&r->pid, DMXP__ACQ) != me) return;
+    atomic_store_explicit(&r->intent_count, 0, DMXP__RLX);
+    atomic_store_explicit(&r->waiting, DMXP_WAITING_NONE, DMXP__RLX);
+    /* A free record keeps no start time, so that the next owner's record never shows its own
+     * pid with a stale start time (which would look like a reused pid). */
+    atomic_store_explicit(&r->start_time, 0, DMXP__RLX);
+    uint32_t expected = me; /* a CAS: never clears a record a repairer took over */
+    atomic_compare_exchange_strong_explicit(&r->pid, &expected, 0, DMXP__REL, DMXP__RLX);
+}
+
+/* Leaves the peer table: frees this handle's records if this process registered them (a
+ * forked child that inherited the handle does not free its parent's). The handle stays
+ * usable, unregistered. Call it before dmxp_segment_close. */
+static inline void dmxp_channel_close(dmxp_channel *ch) {
+    if (ch == NULL) return;
+    dmxp__leave(&ch->send_peer);
+    dmxp__leave(&ch->recv_peer);
 }
 
 /* Snapshot of the live intents of `role` on channel `id` other than record `skip`. */
@@ -2963,6 +3084,7 @@ static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
                 }
             }
         }
+        (void)dmxp__give_back_wait(ch->base, d); /* the wait count it died in (§11.9) */
         atomic_store_explicit(&d->intent_count, 0, DMXP__RLX);
         atomic_store_explicit(&d->start_time, 0, DMXP__RLX);
         atomic_store_explicit(&d->pid, 0, DMXP__REL); /* free again */
@@ -3193,11 +3315,18 @@ static inline int dmxp_has_free_slot(const dmxp_channel *ch) {
     return atomic_load_explicit(&dmxp__slot(ch, t)->sequence, DMXP__ACQ) == t;
 }
 
-/* One registered sleep of at most one slice (§7.2 wait_until). Returns 1 if ready() held. */
+/* One registered sleep of at most one slice (§7.2 wait_until). Returns 1 if ready() held.
+ * `rec` is the handle's peer record for this role (NULL when unregistered) and `kind` the
+ * DMXP_WAITING_* value naming `waiters` (§11.9): the record says which count the handle is in
+ * while it is, so that whoever frees the record after this process's death gives the count
+ * back. Afterwards the handle takes the word back with a swap and leaves the count only if it
+ * still held `kind`: a freer that misjudged it dead and won the word has already done so. */
 static inline int dmxp__wait_once(const dmxp_channel *ch, int (*ready)(const dmxp_channel *),
                                   _Atomic uint32_t *word, _Atomic uint32_t *waiters,
-                                  int64_t deadline) {
+                                  dmxp_peer_record *rec, uint32_t kind, int64_t deadline) {
     atomic_fetch_add_explicit(waiters, 1, DMXP__SEQ);
+    /* After the count: a record that says "waiting" is always counted. */
+    if (rec) atomic_store_explicit(&rec->waiting, kind, DMXP__REL);
     uint32_t v = atomic_load_explicit(word, DMXP__SEQ);
 #if !defined(DMXP__TSAN)
     atomic_thread_fence(DMXP__SEQ);
@@ -3208,7 +3337,9 @@ static inline int dmxp__wait_once(const dmxp_channel *ch, int (*ready)(const dmx
         if (left > DMXP_WAIT_SLICE_NS) left = DMXP_WAIT_SLICE_NS;
         if (left > 0) (void)dmxp__futex_wait(word, v, left);
     }
-    atomic_fetch_sub_explicit(waiters, 1, DMXP__SEQ);
+    if (rec == NULL ||
+        atomic_exchange_explicit(&rec->waiting, DMXP_WAITING_NONE, DMXP__ACQREL) == kind)
+        atomic_fetch_sub_explicit(waiters, 1, DMXP__SEQ);
     return is_ready;
 }
 
@@ -3253,7 +3384,13 @@ static inline int dmxp__await_position(const dmxp_channel *ch, uint64_t position
         if (dmxp__position_moved(ch, position)) return 1;
         (void)dmxp__stuck_step(ch, 0, &stuck, give_up_at);
         if (dmxp__position_moved(ch, position)) return 1;
-        if ((int64_t)dmxp_now_ns() >= give_up_at) return 0;
+        if ((int64_t)dmxp_now_ns() >= give_up_at) {
+            /* One more look now that give_up_at has passed: the step above may have read the
+             * clock just before it (a preemption in between), and an unblock timeout equal to
+             * the pending wait (the default) comes due only then. */
+            (void)dmxp__stuck_step(ch, 0, &stuck, give_up_at);
+            return dmxp__position_moved(ch, position);
+        }
         sched_yield();
     }
 }
@@ -3263,12 +3400,14 @@ static inline dmxp_status dmxp__wait_until(const dmxp_channel *ch, int send, int
     _Atomic uint32_t *word = send ? &ch->entry->not_full_seq : &ch->entry->not_empty_seq;
     _Atomic uint32_t *waiters =
         send ? &ch->entry->not_full_waiters : &ch->entry->not_empty_waiters;
+    dmxp_peer_record *rec = send ? ch->send_peer : ch->recv_peer;
+    uint32_t kind = send ? DMXP_WAITING_NOT_FULL : DMXP_WAITING_NOT_EMPTY;
     int64_t deadline = dmxp__deadline(timeout_ns);
     dmxp__stuck stuck = {0, 0, 0, 0, 0, 0};
     for (;;) {
         if (ready(ch)) return DMXP_OK;
         int64_t until = dmxp__stuck_step(ch, send, &stuck, deadline);
-        if (dmxp__wait_once(ch, ready, word, waiters, until)) return DMXP_OK;
+        if (dmxp__wait_once(ch, ready, word, waiters, rec, kind, until)) return DMXP_OK;
         if ((int64_t)dmxp_now_ns() >= deadline) return ready(ch) ? DMXP_OK : DMXP_E_TIMEOUT;
     }
 }
@@ -3302,7 +3441,8 @@ static inline dmxp_status dmxp_recv_timeout(const dmxp_channel *ch, void *buf, s
         if (s != DMXP_E_EMPTY && s != DMXP__PENDING) return s;
         int64_t until = dmxp__stuck_step(ch, 0, &stuck, deadline);
         dmxp__wait_once(ch, dmxp_has_message, &ch->entry->not_empty_seq,
-                        &ch->entry->not_empty_waiters, until);
+                        &ch->entry->not_empty_waiters, ch->recv_peer, DMXP_WAITING_NOT_EMPTY,
+                        until);
         if ((int64_t)dmxp_now_ns() >= deadline) {
             s = dmxp__recv_once(ch, buf, cap, meta, len, NULL, 0);
             return s == DMXP_E_EMPTY || s == DMXP__PENDING ? DMXP_E_TIMEOUT : s;
@@ -3322,7 +3462,8 @@ static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *
         if (s != DMXP_E_FULL) return s;
         int64_t until = dmxp__stuck_step(ch, 1, &stuck, deadline);
         dmxp__wait_once(ch, dmxp_has_free_slot, &ch->entry->not_full_seq,
-                        &ch->entry->not_full_waiters, until);
+                        &ch->entry->not_full_waiters, ch->send_peer, DMXP_WAITING_NOT_FULL,
+                        until);
         if ((int64_t)dmxp_now_ns() >= deadline) {
             s = dmxp__send_once(ch, data, len, opts, message_id);
             return s == DMXP_E_FULL ? DMXP_E_TIMEOUT : s;

@@ -66,9 +66,12 @@ static void registration_identity(void) {
         CHECK_EQ_U64(atomic_load(&rs[i]->pid), me.pid);
         CHECK_EQ_U64(atomic_load(&rs[i]->pid_ns), ns);
         CHECK_EQ_U64(atomic_load(&rs[i]->start_time), me.start_time);
-        for (int k = 0; k < 3; k++) CHECK_EQ_U64(atomic_load(&rs[i]->zero[k]), 0);
+        CHECK_EQ_U64(atomic_load(&rs[i]->waiting), DMXP_WAITING_NONE);
+        CHECK_EQ_U64(atomic_load(&rs[i]->zero32), 0);
+        for (int k = 0; k < 2; k++) CHECK_EQ_U64(atomic_load(&rs[i]->zero[k]), 0);
     }
     CHECK_EQ_U64(offsetof(dmxp_peer_record, pid_ns), 32);
+    CHECK_EQ_U64(offsetof(dmxp_peer_record, waiting), 40);
     dmxp_channel_close(&ch);
     CHECK_EQ_U64(records_of(me.pid), 0);
 }
