@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::report::{add_peers, analyze, PeerJson, Report, SourceJson};
+use crate::report::{add_peers, add_stuck, analyze, PeerJson, Report, SourceJson};
 use crate::source::{read_header_of, SegmentArgs, Source};
 use crate::{table, Outcome};
 
@@ -31,6 +31,7 @@ pub fn snapshot(source: &Source) -> Result<Report> {
         &bytes,
     );
     add_peers(&mut report, &file, dmxp::peer_alive);
+    add_stuck(&mut report, &file, dmxp::monotonic_ns());
     Ok(report)
 }
 
@@ -148,8 +149,42 @@ fn write_human(out: &mut impl Write, source: &Source, report: &Report) -> io::Re
     }
     writeln!(out)?;
     write_peers(&mut *out, report)?;
+    write_stuck(&mut *out, report)?;
     writeln!(out)?;
     write_validation(out, report)
+}
+
+/// One line per position holding a channel up, naming who holds it and for how long.
+fn write_stuck(out: &mut impl Write, report: &Report) -> io::Result<()> {
+    for s in &report.stuck {
+        let what = match s.side {
+            "receive" => "claimed by a producer, not published: receives wait",
+            _ => "claimed by a consumer, not freed: sends find the ring full",
+        };
+        let holders = if s.holders.is_empty() {
+            "no registered holder".to_owned()
+        } else {
+            s.holders
+                .iter()
+                .map(|h| {
+                    let state = if h.alive { "alive" } else { "dead" };
+                    format!("pid {} ({state}, record {})", h.pid, h.index)
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let since = s
+            .for_ms
+            .map_or("not yet noted by a waiting peer".to_owned(), |ms| {
+                format!("stuck for {ms} ms")
+            });
+        writeln!(
+            out,
+            "stuck: channel {} position {}: {what}; held by {holders}; {since}",
+            s.channel, s.position
+        )?;
+    }
+    Ok(())
 }
 
 /// The peer table section: one row per taken record.

@@ -19,7 +19,7 @@ use dmxp_nostd::error::{Corruption, Error as CoreError};
 use dmxp_nostd::layout::{
     band_len, channel_entry_offset, channel_state, peer_waiting, ChannelEntry, HeaderFields,
     PeerRecord, CHANNEL_ENTRY_SIZE, MAGIC, MAX_CHANNELS, MIN_CAPACITY, PEER_RECORD_SIZE,
-    PEER_TABLE_SIZE, VERSION,
+    PEER_TABLE_SIZE, SLOT_SIZE, VERSION,
 };
 use dmxp_nostd::validate::{
     check_overlaps, check_peer_table_bands, validate_entry, validate_header, ChannelGeometry,
@@ -48,6 +48,33 @@ pub struct Report {
     pub peer_table_error: Option<String>,
     /// The taken records of the peer table, in table order.
     pub peers: Vec<PeerJson>,
+    /// Positions that hold their channel up right now (PROTOCOL.md §11.6, §11.8), filled by
+    /// [`add_stuck`].
+    pub stuck: Vec<StuckJson>,
+}
+
+/// A position that stops a channel from flowing: claimed and not yet published (receives
+/// wait at `head`) or claimed by a consumer and not yet freed (sends find the ring full).
+#[derive(Debug, Clone, Serialize)]
+pub struct StuckJson {
+    pub channel: u32,
+    /// `receive` (a producer holds the position at `head`) or `send` (a consumer holds the
+    /// slot a lap behind `tail`).
+    pub side: &'static str,
+    pub position: u64,
+    /// The records whose intents cover the position: who holds it, alive or not.
+    pub holders: Vec<HolderJson>,
+    /// How long peers have seen it stuck (from the entry's note, PROTOCOL.md §11.8); `null`
+    /// when no waiting peer has noted it (it may be a moment's claim in flight).
+    pub for_ms: Option<u64>,
+}
+
+/// A record holding a stuck position.
+#[derive(Debug, Clone, Serialize)]
+pub struct HolderJson {
+    pub pid: u32,
+    pub index: usize,
+    pub alive: bool,
 }
 
 /// One taken peer record (PROTOCOL.md §11.2), judged alive or dead.
@@ -129,6 +156,10 @@ pub struct ChannelJson {
     pub depth: Option<u64>,
     pub not_empty_waiters: u32,
     pub not_full_waiters: u32,
+    /// The entry's notes of a stuck position (PROTOCOL.md §11.8): position and
+    /// `CLOCK_MONOTONIC` ns since when, for receives and for sends; 0 = none noted.
+    #[serde(skip)]
+    pub stuck_notes: [(u64, u64); 2],
     pub creator_pid: u32,
     /// The entry's `channel_id` field (equals `id` in a valid entry).
     pub channel_id_field: u32,
@@ -277,6 +308,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             peer_table,
             peer_table_error: None,
             peers: Vec::new(),
+            stuck: Vec::new(),
         }
     };
 
@@ -415,6 +447,10 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             depth: (status == "ok").then(|| depth(entry.head, entry.tail, entry.capacity)),
             not_empty_waiters: entry.not_empty_waiters,
             not_full_waiters: entry.not_full_waiters,
+            stuck_notes: [
+                (entry.stuck_receive_position, entry.stuck_receive_since_ns),
+                (entry.stuck_send_position, entry.stuck_send_since_ns),
+            ],
             creator_pid: entry.creator_pid,
             channel_id_field: entry.channel_id,
             flags: entry.flags,
@@ -465,6 +501,67 @@ pub fn add_peers(report: &mut Report, file: &File, alive: impl Fn(&PeerRecord) -
             ));
         }
     }
+}
+
+/// Finds the positions that hold each valid channel up (see [`StuckJson`]), reading the
+/// sequence words at `head` and a lap behind `tail` from `file`, and names their holders from
+/// the peers [`add_peers`] read. `now_ns` is `CLOCK_MONOTONIC` now. A sequence that cannot be
+/// read (the object shrank) just reports nothing for that channel.
+pub fn add_stuck(report: &mut Report, file: &File, now_ns: u64) {
+    let read_sequence = |band_offset: u64, capacity: u64, position: u64| {
+        let slot = band_offset + (position & (capacity - 1)) * SLOT_SIZE as u64;
+        let mut word = [0u8; 8];
+        file.read_exact_at(&mut word, slot).ok()?;
+        Some(u64::from_le_bytes(word))
+    };
+    let mut stuck = Vec::new();
+    for c in report.channels.iter().filter(|c| c.status == "ok") {
+        let (head, tail, capacity) = (c.head, c.tail, c.capacity);
+        let mut found = Vec::new();
+        // Claimed by a producer (tail is past head), not yet published.
+        if (tail.wrapping_sub(head) as i64) > 0
+            && read_sequence(c.band_offset, capacity, head) == Some(head)
+        {
+            found.push(("receive", PeerRole::Producer, head, c.stuck_notes[0]));
+        }
+        // A lap behind tail: claimed by a consumer (head is past it), not yet freed.
+        let previous = tail.wrapping_sub(capacity);
+        if (head.wrapping_sub(previous) as i64) > 0
+            && read_sequence(c.band_offset, capacity, tail) == Some(previous.wrapping_add(1))
+        {
+            found.push(("send", PeerRole::Consumer, previous, c.stuck_notes[1]));
+        }
+        for (side, role, position, (noted, since)) in found {
+            let role_name = if role == PeerRole::Producer {
+                "producer"
+            } else {
+                "consumer"
+            };
+            let holders = report
+                .peers
+                .iter()
+                .filter(|p| p.channel == c.id && p.role == role_name)
+                .filter(|p| {
+                    p.intent
+                        .is_some_and(|i| position.wrapping_sub(i.position) < u64::from(i.count))
+                })
+                .map(|p| HolderJson {
+                    pid: p.pid,
+                    index: p.index,
+                    alive: p.alive,
+                })
+                .collect();
+            stuck.push(StuckJson {
+                channel: c.id,
+                side,
+                position,
+                holders,
+                for_ms: (since != 0 && noted == position)
+                    .then(|| now_ns.saturating_sub(since) / 1_000_000),
+            });
+        }
+    }
+    report.stuck = stuck;
 }
 
 /// Fills `report` from `table`, the peer table's bytes.

@@ -1006,6 +1006,78 @@ fn a_waiter_killed_or_interrupted_leaves_no_wait_count_behind() {
 }
 
 #[test]
+fn inspect_names_who_holds_a_stuck_position_and_for_how_long() {
+    let seg = FileSeg::new();
+    create(seg.args(), 2, 4);
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "2", "a"])
+        .assert()
+        .success();
+    dmxp()
+        .arg("recv")
+        .args(seg.args())
+        .args(["--channel", "2", "--raw"])
+        .assert()
+        .success()
+        .stdout("a\n");
+    let table = read_u64(&seg.path, 48);
+    // A live producer (a sleeping process) claimed position 1 (tail 1 → 2) and holds it.
+    let mut holder = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    poke_record(&seg.path, table, 5, holder.id(), 1, 2, 1);
+    poke_u64(&seg.path, entry(2) + 128, 2);
+
+    let (report, _) = inspect_json(seg.args());
+    let held = serde_json::json!([{"channel": 2, "side": "receive", "position": 1,
+        "holders": [{"pid": holder.id(), "index": 5, "alive": true}], "for_ms": null}]);
+    assert_eq!(report["stuck"], held, "before any waiting peer noted it");
+
+    // A receiver waits at position 1 (its holder is alive: not repaired within the default
+    // 1 s unblock timeout) and notes since when it has been stuck.
+    let started = std::time::Instant::now();
+    dmxp()
+        .arg("recv")
+        .args(seg.args())
+        .args([
+            "--channel",
+            "2",
+            "--count",
+            "1",
+            "--timeout-ms",
+            "300",
+            "--raw",
+        ])
+        .assert()
+        .code(1)
+        .stdout("");
+    let (report, _) = inspect_json(seg.args());
+    let stuck = &report["stuck"][0];
+    assert_eq!(stuck["holders"], held[0]["holders"], "{report}");
+    let for_ms = stuck["for_ms"].as_u64().expect("noted by the receiver");
+    assert!(
+        u128::from(for_ms) <= started.elapsed().as_millis(),
+        "stuck for {for_ms} ms, but the receiver started {:?} ago",
+        started.elapsed()
+    );
+    let text = run_ok(dmxp().arg("inspect").args(seg.args()));
+    let line = format!(
+        "stuck: channel 2 position 1: claimed by a producer, not published: receives wait; \
+         held by pid {} (alive, record 5); stuck for ",
+        holder.id()
+    );
+    assert!(text.contains(&line), "{text}");
+
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let (report, _) = inspect_json(seg.args());
+    assert_eq!(report["stuck"][0]["holders"][0]["alive"], false);
+}
+
+#[test]
 fn inspect_reports_a_misplaced_peer_table() {
     let seg = FileSeg::new();
     create(seg.args(), 4, 8);

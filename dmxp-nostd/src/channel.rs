@@ -26,7 +26,7 @@ use crate::layout::{
 };
 use crate::payload::{self, Payload, PayloadMut};
 use crate::peer::{PeerRole, PeerSlot};
-use crate::sync::{fence, AtomicU32, Ordering};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::validate::{ChannelGeometry, ChannelInfo};
 use crate::wait::{SpinWait, WaitOutcome, WaitStrategy};
 
@@ -285,6 +285,58 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         let unfreed = self.slot(tail).sequence.load(Acquire) == previous.wrapping_add(1);
         let head = self.entry.head.load(Relaxed);
         (unfreed && (head.wrapping_sub(previous) as i64) > 0).then_some(previous)
+    }
+
+    /// Notes in the entry, for tools (`dmxp inspect`), that the position held by a `holder`
+    /// (see [`Self::stuck_receive_position`], [`Self::stuck_send_position`]) has been stuck
+    /// since `since_ns` (`CLOCK_MONOTONIC` nanoseconds, nonzero). Informational only: no
+    /// client decides anything from it (PROTOCOL.md §11.8). Stores nothing when the same
+    /// position is already noted, so watching peers write it once per stuck position.
+    ///
+    /// ```
+    /// # use dmxp_nostd::{AlignedBlock, PeerRole, Region, Segment};
+    /// # use zerocopy::IntoBytes;
+    /// # let bytes = dmxp_nostd::layout::HEADER_SIZE + 4 * dmxp_nostd::layout::SLOT_SIZE;
+    /// # let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(bytes)];
+    /// # let segment = Segment::format(Region::new(memory.as_mut_bytes()).unwrap(), 1).unwrap();
+    /// let channel = segment.create_channel(0, 4, 1).unwrap();
+    /// channel.note_stuck(PeerRole::Producer, 7, 1_000);
+    /// channel.note_stuck(PeerRole::Producer, 7, 2_000); // the same position: kept
+    /// assert_eq!(channel.stuck_note(PeerRole::Producer), Some((7, 1_000)));
+    /// assert_eq!(channel.stuck_note(PeerRole::Consumer), None);
+    /// ```
+    pub fn note_stuck(&self, holder: PeerRole, position: u64, since_ns: u64) {
+        let (noted, since) = self.stuck_words(holder);
+        if since.load(Relaxed) != 0 && noted.load(Relaxed) == position {
+            return;
+        }
+        // Two relaxed stores: a reader may pair them wrongly while a note changes, which can
+        // only misstate a duration on a tool's display.
+        since.store(0, Relaxed);
+        noted.store(position, Relaxed);
+        since.store(since_ns, Relaxed);
+    }
+
+    /// The last [`Self::note_stuck`] for positions a `holder` holds: the position and since
+    /// when (`CLOCK_MONOTONIC` ns), if any was noted. Written by peers: the position may be
+    /// long unstuck; compare it with the current stuck position first.
+    pub fn stuck_note(&self, holder: PeerRole) -> Option<(u64, u64)> {
+        let (noted, since) = self.stuck_words(holder);
+        let since = since.load(Relaxed);
+        (since != 0).then(|| (noted.load(Relaxed), since))
+    }
+
+    fn stuck_words(&self, holder: PeerRole) -> (&AtomicU64, &AtomicU64) {
+        match holder {
+            PeerRole::Producer => (
+                &self.entry.stuck_receive_position,
+                &self.entry.stuck_receive_since_ns,
+            ),
+            PeerRole::Consumer => (
+                &self.entry.stuck_send_position,
+                &self.entry.stuck_send_since_ns,
+            ),
+        }
     }
 
     /// Tombstones position `p` (a LOST marker naming `sender_pid`/`sender_runtime`) if it is

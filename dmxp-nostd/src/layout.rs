@@ -161,8 +161,19 @@ pub struct ChannelEntry {
     pub not_full_seq: u32,
     /// Extension (offset 44): producers currently asleep (or about to sleep) on `not_full_seq`.
     pub not_full_waiters: u32,
-    /// Extension (offsets 48..128): zero in version 1.
-    pub extension: [u8; 80],
+    /// Extension (offset 48): the position receives last found stuck (claimed, not
+    /// published) for at least `STUCK_GRACE`; informational (PROTOCOL.md §11.8).
+    pub stuck_receive_position: u64,
+    /// Extension (offset 56): when a receiver first saw it stuck, `CLOCK_MONOTONIC`
+    /// nanoseconds; 0 = nothing recorded.
+    pub stuck_receive_since_ns: u64,
+    /// Extension (offset 64): the position sends last found stuck (claimed by a consumer,
+    /// not freed), as `stuck_receive_position`.
+    pub stuck_send_position: u64,
+    /// Extension (offset 72): when a sender first saw it stuck; 0 = nothing recorded.
+    pub stuck_send_since_ns: u64,
+    /// Extension (offsets 80..128): zero in version 1.
+    pub extension: [u8; 48],
     pub tail: u64,
     pub tail_pad: [u8; 120],
     pub head: u64,
@@ -270,7 +281,17 @@ const_assert_eq!(core::mem::offset_of!(ChannelEntry, not_empty_seq), 32);
 const_assert_eq!(core::mem::offset_of!(ChannelEntry, not_empty_waiters), 36);
 const_assert_eq!(core::mem::offset_of!(ChannelEntry, not_full_seq), 40);
 const_assert_eq!(core::mem::offset_of!(ChannelEntry, not_full_waiters), 44);
-const_assert_eq!(core::mem::offset_of!(ChannelEntry, extension), 48);
+const_assert_eq!(
+    core::mem::offset_of!(ChannelEntry, stuck_receive_position),
+    48
+);
+const_assert_eq!(
+    core::mem::offset_of!(ChannelEntry, stuck_receive_since_ns),
+    56
+);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, stuck_send_position), 64);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, stuck_send_since_ns), 72);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, extension), 80);
 const_assert_eq!(core::mem::offset_of!(ChannelEntry, tail), 128);
 const_assert_eq!(core::mem::offset_of!(ChannelEntry, head), 256);
 
@@ -352,7 +373,11 @@ pub struct AtomicChannelEntry {
     pub not_empty_waiters: AtomicU32,
     pub not_full_seq: AtomicU32,
     pub not_full_waiters: AtomicU32,
-    pub extension: Reserved<10>,
+    pub stuck_receive_position: AtomicU64,
+    pub stuck_receive_since_ns: AtomicU64,
+    pub stuck_send_position: AtomicU64,
+    pub stuck_send_since_ns: AtomicU64,
+    pub extension: Reserved<6>,
     pub tail: AtomicU64,
     pub tail_pad: Reserved<15>,
     pub head: AtomicU64,
@@ -438,6 +463,9 @@ mod live_layout_assertions {
     const_assert_eq!(offset_of!(AtomicChannelEntry, not_empty_waiters), 36);
     const_assert_eq!(offset_of!(AtomicChannelEntry, not_full_seq), 40);
     const_assert_eq!(offset_of!(AtomicChannelEntry, not_full_waiters), 44);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, stuck_receive_position), 48);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, stuck_send_since_ns), 72);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, extension), 80);
     const_assert_eq!(offset_of!(AtomicChannelEntry, tail), 128);
     const_assert_eq!(offset_of!(AtomicChannelEntry, head), 256);
 
@@ -490,7 +518,11 @@ impl AtomicChannelEntry {
             not_empty_waiters: self.not_empty_waiters.load(Relaxed),
             not_full_seq: self.not_full_seq.load(Relaxed),
             not_full_waiters: self.not_full_waiters.load(Relaxed),
-            extension: [0; 80],
+            stuck_receive_position: self.stuck_receive_position.load(Relaxed),
+            stuck_receive_since_ns: self.stuck_receive_since_ns.load(Relaxed),
+            stuck_send_position: self.stuck_send_position.load(Relaxed),
+            stuck_send_since_ns: self.stuck_send_since_ns.load(Relaxed),
+            extension: [0; 48],
             tail: self.tail.load(Relaxed),
             tail_pad: [0; 120],
             head: self.head.load(Relaxed),
@@ -588,6 +620,10 @@ mod loom_constructors {
                 not_empty_waiters: AtomicU32::new(0),
                 not_full_seq: AtomicU32::new(0),
                 not_full_waiters: AtomicU32::new(0),
+                stuck_receive_position: AtomicU64::new(0),
+                stuck_receive_since_ns: AtomicU64::new(0),
+                stuck_send_position: AtomicU64::new(0),
+                stuck_send_since_ns: AtomicU64::new(0),
                 extension: reserved(),
                 tail: AtomicU64::new(0),
                 tail_pad: reserved(),

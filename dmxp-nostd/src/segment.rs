@@ -852,6 +852,10 @@ fn zero_entry(entry: &AtomicChannelEntry) {
     for word in [
         &entry.capacity,
         &entry.band_offset,
+        &entry.stuck_receive_position,
+        &entry.stuck_receive_since_ns,
+        &entry.stuck_send_position,
+        &entry.stuck_send_since_ns,
         &entry.tail,
         &entry.head,
     ] {

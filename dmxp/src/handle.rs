@@ -11,7 +11,7 @@ use self_cell::self_cell;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::memory::{retry_until, Backing, SharedMemory};
-use crate::recovery::{process_alive, ProcLiveness, StuckAction, StuckWatch};
+use crate::recovery::{process_alive, ProcLiveness, StuckWatch};
 use crate::wait::FutexWait;
 
 pub(crate) type FutexChannel<'a> = Channel<'a, FutexWait>;
@@ -149,17 +149,9 @@ impl HandleCell {
             PeerRole::Producer => channel.stuck_receive_position(),
             PeerRole::Consumer => channel.stuck_send_position(),
         };
-        let repaired = match watch.check(position) {
-            StuckAction::Wait => return false,
-            StuckAction::Repair => self.recover().is_ok_and(|report| report.repaired()),
-            StuckAction::Unblock(p) => {
-                self.recover().is_ok_and(|report| report.repaired()) || channel.unblock(p, holder)
-            }
-        };
-        if !repaired {
-            watch.checked();
-        }
-        repaired
+        watch.repair_if_stuck(channel, position, holder, || {
+            self.recover().is_ok_and(|report| report.repaired())
+        })
     }
 
     /// One repair pass for this channel (PROTOCOL.md §11.6).

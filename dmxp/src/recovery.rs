@@ -6,9 +6,11 @@ use std::cell::Cell;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use dmxp_nostd::Liveness;
+use dmxp_nostd::{Channel, Liveness, PeerRole, WaitStrategy};
 use rustix::io::Errno;
 use rustix::process::{test_kill_process, Pid};
+
+use crate::producer::monotonic_ns;
 
 /// How long a channel must stay stuck at one position before a producer or consumer runs a
 /// repair: a live peer needs microseconds between claiming a position and publishing (or
@@ -295,6 +297,46 @@ impl StuckWatch {
             seen.next = Instant::now() + seen.pause;
             self.seen.set(Some(seen));
         }
+    }
+
+    /// Acts on what an operation that found nothing to do saw: `position` is the channel's
+    /// stuck position for a `holder` (`Channel::stuck_receive_position` for the producers,
+    /// `stuck_send_position` for the consumers), or `None`. Once it has been stuck for
+    /// [`STUCK_GRACE`] it notes since when in the channel's entry (for `dmxp inspect`) and
+    /// runs `repair` (one repair pass, true when it repaired something); after the unblock
+    /// timeout it also unblocks the position if the pass did not. Returns true when something
+    /// was repaired (try the operation again); otherwise the next look is put off.
+    pub fn repair_if_stuck<W: WaitStrategy>(
+        &self,
+        channel: &Channel<'_, W>,
+        position: Option<u64>,
+        holder: PeerRole,
+        repair: impl FnOnce() -> bool,
+    ) -> bool {
+        let action = self.check(position);
+        if action == StuckAction::Wait {
+            return false;
+        }
+        if let Some((stuck, stuck_for)) = self.stuck_for() {
+            let since = monotonic_ns().saturating_sub(stuck_for.as_nanos() as u64);
+            channel.note_stuck(holder, stuck, since.max(1));
+        }
+        let repaired = match action {
+            StuckAction::Wait => false,
+            StuckAction::Repair => repair(),
+            StuckAction::Unblock(p) => repair() || channel.unblock(p, holder),
+        };
+        if !repaired {
+            self.checked();
+        }
+        repaired
+    }
+
+    /// The watched stuck position and how long it has been seen stuck.
+    pub fn stuck_for(&self) -> Option<(u64, Duration)> {
+        self.seen
+            .get()
+            .map(|seen| (seen.position, seen.since.elapsed()))
     }
 
     /// True while a stuck position is being watched.

@@ -21,7 +21,7 @@ use dmxp::core::{
     Error as CoreError, PeerRole, PeerSlot, Received, RecvError, RepairReport, Segment, SendError,
     SendMeta,
 };
-use dmxp::{FutexWait, MissStreak, StuckAction, StuckWatch};
+use dmxp::{FutexWait, MissStreak, StuckWatch};
 use self_cell::self_cell;
 
 use crate::open::{FutexChannel, OpenChannel};
@@ -119,18 +119,10 @@ impl Peer {
     /// dead holder's position after the grace period, a stopped one's after the unblock
     /// timeout (the facade's rule, `dmxp::StuckWatch`). True when something was repaired.
     fn repair_if_stuck(&mut self, position: Option<u64>, holder: PeerRole) -> bool {
-        let repaired = match self.stuck.check(position) {
-            StuckAction::Wait => return false,
-            StuckAction::Repair => self.recover().is_ok_and(|report| report.repaired()),
-            StuckAction::Unblock(p) => {
+        self.stuck
+            .repair_if_stuck(self.channel(), position, holder, || {
                 self.recover().is_ok_and(|report| report.repaired())
-                    || self.channel().unblock(p, holder)
-            }
-        };
-        if !repaired {
-            self.stuck.checked();
-        }
-        repaired
+            })
     }
 
     /// After a receive found nothing: repairs a position a dead producer holds at `head`.
