@@ -79,6 +79,16 @@ fn create(seg: [&str; 2], channel: u32, capacity: u64) {
         .success();
 }
 
+/// `dmxp send --channel CHANNEL TEXT`, which must succeed.
+fn send(seg: [&str; 2], channel: u32, text: &str) {
+    dmxp()
+        .arg("send")
+        .args(seg)
+        .args(["--channel", &channel.to_string(), text])
+        .assert()
+        .success();
+}
+
 fn inspect_json(seg: [&str; 2]) -> (Value, i32) {
     let out = dmxp()
         .arg("inspect")
@@ -475,12 +485,7 @@ fn recv_count_times_out_on_an_empty_channel() {
         ));
 
     // One message there, two asked for: the one is printed, then the timeout.
-    dmxp()
-        .arg("send")
-        .args(shm.args())
-        .args(["--channel", "1", "only"])
-        .assert()
-        .success();
+    send(shm.args(), 1, "only");
     dmxp()
         .arg("recv")
         .args(shm.args())
@@ -967,12 +972,7 @@ fn a_waiter_killed_or_interrupted_leaves_no_wait_count_behind() {
     follower.kill();
     let (report, _) = inspect_json(shm.args());
     assert_eq!(channel(&report, 4)["not_empty_waiters"], 1, "{report}");
-    dmxp()
-        .arg("send")
-        .args(shm.args())
-        .args(["--channel", "4", "after the kill"])
-        .assert()
-        .success();
+    send(shm.args(), 4, "after the kill");
     let (report, _) = inspect_json(shm.args());
     assert_eq!(
         channel(&report, 4)["not_empty_waiters"],
@@ -1009,12 +1009,7 @@ fn a_waiter_killed_or_interrupted_leaves_no_wait_count_behind() {
 fn inspect_names_who_holds_a_stuck_position_and_for_how_long() {
     let seg = FileSeg::new();
     create(seg.args(), 2, 4);
-    dmxp()
-        .arg("send")
-        .args(seg.args())
-        .args(["--channel", "2", "a"])
-        .assert()
-        .success();
+    send(seg.args(), 2, "a");
     dmxp()
         .arg("recv")
         .args(seg.args())
@@ -1081,12 +1076,7 @@ fn inspect_names_who_holds_a_stuck_position_and_for_how_long() {
 fn inspect_reports_a_misplaced_peer_table() {
     let seg = FileSeg::new();
     create(seg.args(), 4, 8);
-    dmxp()
-        .arg("send")
-        .args(seg.args())
-        .args(["--channel", "4", "x"])
-        .assert()
-        .success();
+    send(seg.args(), 4, "x");
     let table = read_u64(&seg.path, 48);
     for (bad, message) in [
         (table + 8, "does not name a 64-aligned"),
@@ -1174,12 +1164,7 @@ fn clean_stale_removes_only_segments_without_live_peers() {
 fn recover_tombstones_a_dead_producers_position_and_frees_a_dead_consumers_slot() {
     let seg = FileSeg::new();
     create(seg.args(), 2, 4);
-    dmxp()
-        .arg("send")
-        .args(seg.args())
-        .args(["--channel", "2", "a"])
-        .assert()
-        .success();
+    send(seg.args(), 2, "a");
     let table = read_u64(&seg.path, 48);
     assert!(table >= HEADER_SIZE, "the sender installed the peer table");
 
