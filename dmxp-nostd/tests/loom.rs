@@ -40,8 +40,9 @@ use std::time::Instant;
 
 use dmxp_nostd::atomic::{AtomicU32, Ordering};
 use dmxp_nostd::layout::{
-    band_len, AtomicChannelEntry, AtomicHeaderFields, AtomicSlot, HEADER_SIZE,
+    band_len, AtomicChannelEntry, AtomicHeaderFields, AtomicPeerRecord, AtomicSlot, HEADER_SIZE,
 };
+use dmxp_nostd::peer::{free_dead_records, register_in, PeerRole};
 use dmxp_nostd::{
     Channel, Error, Opened, RecvError, Segment, SendError, SendMeta, WaitOutcome, WaitStrategy,
 };
@@ -753,4 +754,64 @@ fn a_repair_racing_a_late_free_frees_the_slot_once() {
             );
         }
     });
+}
+
+/// A wait that does not sleep: it yields once and returns as if woken.
+#[derive(Clone)]
+struct YieldOnce;
+
+impl WaitStrategy for YieldOnce {
+    fn wait(&self, _word: &AtomicU32, _expected: u32) -> WaitOutcome {
+        thread::yield_now();
+        WaitOutcome::Woken
+    }
+
+    fn wake_all(&self, _word: &AtomicU32) {}
+}
+
+/// Judges every peer dead, the waiter below included: a wrong judgement.
+struct NobodyAlive;
+
+impl dmxp_nostd::Liveness for NobodyAlive {
+    fn is_alive(&self, _pid: u32, _start_time: u64) -> bool {
+        false
+    }
+}
+
+/// A waiter misjudged dead while it waits (PROTOCOL.md §11.9): the sweep that frees its record
+/// and gives its wait back races the waiter for the record's `waiting` word, so the wait count
+/// is undone exactly once whoever wins (0 at the end, never wrapped below it) and the word is
+/// left at 0.
+#[test]
+fn a_misjudged_waiter_and_its_freer_undo_the_wait_count_once() {
+    check(
+        "a_misjudged_waiter_and_its_freer_undo_the_wait_count_once",
+        3,
+        || {
+            loom::lazy_static! {
+                static ref MEMORY: Memory = Memory::new(1, 2);
+                static ref RECORDS: Vec<AtomicPeerRecord> = vec![AtomicPeerRecord::new_zeroed()];
+            }
+            let channel = MEMORY.segment().create_channel(0, 2, 1).unwrap();
+            let slot = register_in(&RECORDS, 0, PeerRole::Consumer, 7, 70, 0, 1).unwrap();
+            let rx = channel.clone();
+            let waiter = thread::spawn(move || {
+                let registered = rx.with_peer(&slot);
+                interleave();
+                registered.wait_for_message(&YieldOnce);
+                // The record is the (misjudged) freer's business now, or still ours: either
+                // way leaving it is not what this model checks.
+                std::mem::forget(slot);
+            });
+            let sweeper = thread::spawn(|| {
+                interleave();
+                free_dead_records(&MEMORY.entries, &RECORDS, &NobodyAlive, 9)
+            });
+            waiter.join().unwrap();
+            let report = sweeper.join().unwrap();
+            assert_eq!(report.records_freed, 1);
+            assert_eq!(channel.waiters(), (0, 0), "the count undone once");
+            assert_eq!(RECORDS[0].waiting.load(Ordering::Relaxed), 0);
+        },
+    );
 }
