@@ -2189,6 +2189,8 @@ static inline void dmxp__payload_load(dmxp_slot *slot, unsigned char *dst, size_
 #define DMXP_HOOK_AFTER_PAYLOAD 1 /* a send wrote the payload, has not checked its claim yet */
 #define DMXP_HOOK_BEFORE_PUBLISH 2 /* a send wrote the metadata, is about to CAS sequence */
 #define DMXP_HOOK_BEFORE_FREE 3 /* a receive read the slot, is about to CAS sequence */
+#define DMXP_HOOK_REPAIR_TAKEN 4 /* a repair pass took the dead record of index `position`
+                                     over, has not read its intent yet */
 #ifndef DMXP_TEST_HOOK
 #define DMXP_TEST_HOOK(point, ch, position) ((void)0)
 #endif
@@ -2730,6 +2732,9 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
 /* What dmxp_channel_recover (and dmxp_free_dead_records) did. */
 typedef struct dmxp_recover_report {
     uint32_t records_freed;   /* dead peers' records taken over and freed */
+    uint32_t records_deferred; /* dead records given back unrepaired, intent intact, because
+                                  another intent covers a stuck position of theirs (or their
+                                  channel changed meanwhile); a later pass retries them */
     uint64_t lost;            /* LOST tombstones published for positions of dead producers */
     uint64_t freed;           /* slots freed for positions claimed by dead consumers */
     uint32_t liveness_checks; /* records whose owner's liveness was judged (at most once per
@@ -2957,46 +2962,127 @@ static inline void dmxp_channel_close(dmxp_channel *ch) {
     dmxp__leave(&ch->recv_peer);
 }
 
-/* Snapshot of the live intents of `role` on channel `id` other than record `skip`. */
-typedef struct dmxp__intent {
-    uint64_t position;
-    uint32_t count;
-} dmxp__intent;
-
-static inline size_t dmxp__live_intents(dmxp_peer_record *table, uint32_t skip, uint32_t id,
-                                        uint16_t role, dmxp__liveness *l, dmxp__intent *out) {
-    size_t n = 0;
+/* §11.6 covered(c, p, role, i): 1 when some record e other than record `except` (the dead
+ * record being repaired), with pid != 0 and the same channel `id` and `role`, has an intent
+ * covering position `p` (intent_count read with acquire, then intent_position; wrapping:
+ * intent_position <= p < intent_position + intent_count) and either comes before it in the
+ * table (e's own repair, in this pass or another, handles p) or is not dead (its owner holds p,
+ * is repairing e, or is about to learn that its CAS failed). Liveness goes through the pass's
+ * cache `l`, so the whole pass judges each record at most once; our own pid is alive. */
+static inline int dmxp__covered(dmxp_peer_record *table, uint32_t except, uint32_t id,
+                                uint16_t role, uint64_t p, dmxp__liveness *l) {
     for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
-        dmxp_peer_record *o = &table[i];
-        if (i == skip) continue;
-        uint32_t pid = atomic_load_explicit(&o->pid, DMXP__ACQ);
-        if (pid == 0 || atomic_load_explicit(&o->channel_id, DMXP__RLX) != id ||
-            atomic_load_explicit(&o->role, DMXP__RLX) != role)
+        if (i == except) continue;
+        dmxp_peer_record *e = &table[i];
+        uint32_t pid = atomic_load_explicit(&e->pid, DMXP__ACQ);
+        if (pid == 0) continue;
+        uint32_t count = atomic_load_explicit(&e->intent_count, DMXP__ACQ);
+        uint64_t first = atomic_load_explicit(&e->intent_position, DMXP__RLX);
+        if (count == 0 || p - first >= (uint64_t)count) continue; /* wrapping */
+        if (atomic_load_explicit(&e->channel_id, DMXP__RLX) != id ||
+            atomic_load_explicit(&e->role, DMXP__RLX) != role)
             continue;
-        uint32_t count = atomic_load_explicit(&o->intent_count, DMXP__ACQ);
-        if (count == 0) continue;
-        uint64_t pos = atomic_load_explicit(&o->intent_position, DMXP__ACQ);
-        uint64_t start = atomic_load_explicit(&o->start_time, DMXP__ACQ);
-        uint64_t ns = atomic_load_explicit(&o->pid_ns, DMXP__RLX);
-        if (dmxp__dead_at(l, i, pid, start, ns)) continue;
-        out[n].position = pos;
-        out[n].count = count;
-        n++;
+        if (i < except) return 1;
+        uint64_t start = atomic_load_explicit(&e->start_time, DMXP__ACQ);
+        uint64_t ns = atomic_load_explicit(&e->pid_ns, DMXP__RLX);
+        if (!dmxp__dead_at(l, i, pid, start, ns)) return 1;
     }
-    return n;
-}
-
-static inline int dmxp__covered(const dmxp__intent *live, size_t n, uint64_t p) {
-    for (size_t i = 0; i < n; i++)
-        if (p - live[i].position < live[i].count) return 1; /* wrapping: pos <= p < pos + count */
     return 0;
 }
 
-/* Repairs what dead peers left on this channel (§11.6): each dead registrant's record is taken
- * over by CAS; a position of its intent that is still claimed-unpublished (producer) gets a
- * LOST tombstone, one still claimed-unfreed (consumer) is freed, unless a live peer's intent
- * covers it; then the record is freed. Records of other channels are left alone. Liveness
- * (§11.5: a record of another pid namespace counts as alive) is judged once per record and
+/* A LOST tombstone (§6.4) for position `p`, still claimed and unpublished, naming `sender_pid`
+ * and `sender_runtime` (0 when unknown): the metadata first, then the publish as a CAS
+ * p -> p + 1 (release), so that a claimer that publishes meanwhile wins and its message's
+ * state is never written over (§11.7). 1 when the tombstone was published. */
+static inline int dmxp__tombstone(const dmxp_channel *ch, uint64_t p, uint32_t sender_pid,
+                                  uint16_t sender_runtime) {
+    dmxp_slot *slot = dmxp__slot(ch, p);
+    if (atomic_load_explicit(&slot->sequence, DMXP__ACQ) != p) return 0;
+    dmxp_slot_meta *m = &slot->meta;
+    atomic_store_explicit(&m->message_id, p, DMXP__RLX);
+    atomic_store_explicit(&m->timestamp_ns, 0, DMXP__RLX);
+    atomic_store_explicit(&m->channel_id, ch->id, DMXP__RLX);
+    atomic_store_explicit(&m->message_type, 0, DMXP__RLX);
+    atomic_store_explicit(&m->sender_pid, sender_pid, DMXP__RLX);
+    atomic_store_explicit(&m->sender_runtime, sender_runtime, DMXP__RLX);
+    atomic_store_explicit(&m->flags, (uint16_t)DMXP_FLAG_LOST, DMXP__RLX);
+    atomic_store_explicit(&m->payload_len, 0, DMXP__RLX);
+    atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
+    uint64_t expected = p;
+    return atomic_compare_exchange_strong_explicit(&slot->sequence, &expected, p + 1, DMXP__REL,
+                                                   DMXP__RLX);
+}
+
+/* Frees position `p`, still published and claimed by a consumer that never freed it, for the
+ * next lap: a CAS p + 1 -> p + capacity (release), so that a claimer that frees it meanwhile
+ * wins (§11.7). 1 when freed. */
+static inline int dmxp__force_free(const dmxp_channel *ch, uint64_t p) {
+    uint64_t expected = p + 1;
+    return atomic_compare_exchange_strong_explicit(&dmxp__slot(ch, p)->sequence, &expected,
+                                                   p + ch->capacity, DMXP__REL, DMXP__RLX);
+}
+
+/* The positions loop of §11.6 for dead record `i` (taken over), of `role`, whose intent is
+ * [p0, p0 + count): each position claimed within the last lap before the cursor (read first,
+ * with acquire: the intents of whoever claimed behind it are then visible to `covered`) and
+ * still stuck (claimed-unpublished for a producer, claimed-unfreed for a consumer) is
+ * tombstoned or freed unless another intent covers it; the sequence is read again after the
+ * intents. Wakes the other side if it repaired anything. 1 when a position was skipped because
+ * it is covered: the record must then be given back, intent intact, for a later pass. */
+static inline int dmxp__repair_intent(const dmxp_channel *ch, dmxp_peer_record *table,
+                                      uint32_t i, uint16_t role, uint64_t p0, uint32_t count,
+                                      uint32_t dead_pid, uint16_t runtime, dmxp__liveness *l,
+                                      dmxp_recover_report *report) {
+    int producer = role == DMXP_ROLE_PRODUCER;
+    uint64_t n = count < ch->capacity ? (uint64_t)count : ch->capacity;
+    uint64_t cursor =
+        atomic_load_explicit(producer ? &ch->entry->tail : &ch->entry->head, DMXP__ACQ);
+    int deferred = 0, repaired = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t p = p0 + k;
+        uint64_t behind = cursor - p; /* wrapping */
+        if (behind == 0 || behind > ch->capacity) continue; /* not claimed, or an older lap */
+        uint64_t stuck = producer ? p : p + 1;
+        _Atomic uint64_t *seq = &dmxp__slot(ch, p)->sequence;
+        if (atomic_load_explicit(seq, DMXP__ACQ) != stuck) continue;
+        if (dmxp__covered(table, i, ch->id, role, p, l)) {
+            deferred = 1;
+            continue;
+        }
+        /* Re-read after the intents: an owner that finished meanwhile has moved it on. */
+        if (atomic_load_explicit(seq, DMXP__ACQ) != stuck) continue;
+        if (producer) {
+            /* Should the owner be alive after all, its publish CAS (from p) fails: revoked. */
+            if (!dmxp__tombstone(ch, p, dead_pid, runtime)) continue;
+            report->lost++;
+        } else {
+            /* Freed; a live owner's free CAS (from p + 1) fails: revoked. */
+            if (!dmxp__force_free(ch, p)) continue;
+            report->freed++;
+        }
+        repaired = 1;
+    }
+    if (repaired) {
+        if (producer)
+            dmxp__notify_consumers(ch);
+        else
+            dmxp__notify_producers(ch);
+    }
+    return deferred;
+}
+
+/* One repair pass for this channel (§11.6). Each record with another pid than ours whose owner
+ * is judged dead is taken over by CAS (its start time cleared first), except the records of
+ * other channels that hold an intent, which are left alone (a repair never touches a channel
+ * the repairer has not opened). A dead record with no intent is freed whatever its channel. A
+ * dead record of this channel has each position of its intent that is still claimed-unpublished
+ * (producer) tombstoned as LOST, or still claimed-unfreed (consumer) freed, unless another
+ * intent covers it (dmxp__covered: an earlier record of the table, or a live one). If a
+ * position was skipped for that, or the record's channel changed meanwhile (not ours after
+ * all), the record is given back to its dead owner (start time restored, then its pid),
+ * intent intact, and a later pass repairs it (records_deferred); otherwise its wait count is
+ * given back (§11.9) and the record freed (records_freed). Liveness (§11.5: a record of another
+ * pid namespace counts as alive, our own pid is never judged) is judged once per record and
  * pass. The blocking calls run this by themselves once the channel has been stuck for
  * DMXP_STUCK_GRACE_NS, the non-blocking ones after DMXP_MISS_STREAK misses in a row and the
  * same grace; tools may call it at any time. A peer wrongly judged dead learns it from its
@@ -3014,13 +3100,14 @@ static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
     dmxp__liveness l;
     memset(&l, 0, sizeof l);
     l.me = dmxp_self_identity();
-    dmxp__intent live[DMXP_PEER_RECORDS];
-    int woke_consumers = 0, woke_producers = 0;
     for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
         dmxp_peer_record *d = &table[i];
         uint32_t dead_pid = atomic_load_explicit(&d->pid, DMXP__ACQ);
         if (dead_pid == 0 || dead_pid == l.me.pid) continue; /* free, or ours: alive */
-        if (atomic_load_explicit(&d->channel_id, DMXP__RLX) != ch->id) continue;
+        /* Other channels' intents are left alone; their idle records are freed like ours. */
+        if (atomic_load_explicit(&d->channel_id, DMXP__RLX) != ch->id &&
+            atomic_load_explicit(&d->intent_count, DMXP__ACQ) != 0)
+            continue;
         uint64_t dead_start = atomic_load_explicit(&d->start_time, DMXP__ACQ);
         uint64_t dead_ns = atomic_load_explicit(&d->pid_ns, DMXP__RLX);
         if (!dmxp__dead_at(&l, i, dead_pid, dead_start, dead_ns)) continue;
@@ -3033,65 +3120,35 @@ static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
         uint32_t expected = dead_pid;
         if (!atomic_compare_exchange_strong_explicit(&d->pid, &expected, l.me.pid,
                                                      DMXP__ACQREL, DMXP__RLX))
-            continue; /* someone else repairs it */
+            continue; /* someone else repairs it, or it changed hands */
         atomic_store_explicit(&d->start_time, l.me.start_time, DMXP__REL); /* d is now ours */
-        report->records_freed++;
+        DMXP_TEST_HOOK(DMXP_HOOK_REPAIR_TAKEN, ch, i);
+        uint32_t count = atomic_load_explicit(&d->intent_count, DMXP__ACQ);
+        uint64_t p0 = atomic_load_explicit(&d->intent_position, DMXP__RLX);
         uint16_t role = atomic_load_explicit(&d->role, DMXP__RLX);
         uint16_t runtime = atomic_load_explicit(&d->runtime, DMXP__RLX);
-        uint64_t n = atomic_load_explicit(&d->intent_count, DMXP__ACQ);
-        uint64_t p0 = atomic_load_explicit(&d->intent_position, DMXP__ACQ);
-        if (n > ch->capacity) n = ch->capacity;
-        uint64_t k0 = 0;
-        if (n != 0 && (role == DMXP_ROLE_PRODUCER || role == DMXP_ROLE_CONSUMER)) {
-            int producer = role == DMXP_ROLE_PRODUCER;
-            /* The cursor first (acquire): every claim it shows happened before, and the
-             * claimant's intent, written before its claiming CAS (release), is then visible
-             * in the snapshot of live intents taken next. */
-            uint64_t cursor = atomic_load_explicit(producer ? &ch->entry->tail : &ch->entry->head,
-                                                   DMXP__ACQ);
-            size_t nlive = dmxp__live_intents(table, i, ch->id, role, &l, live);
-            /* Only the last lap before the cursor can hold a stuck claim. */
-            int64_t behind = dmxp__diff(cursor, p0);
-            if (behind > 0 && (uint64_t)behind > ch->capacity) k0 = (uint64_t)behind - ch->capacity;
-            for (uint64_t k = k0; k < n; k++) {
-                uint64_t p = p0 + k;
-                if (dmxp__diff(cursor, p) <= 0) break; /* not claimed (yet): not stuck */
-                if (dmxp__covered(live, nlive, p)) continue; /* a live peer owns p */
-                dmxp_slot *slot = dmxp__slot(ch, p);
-                /* Read after the intents: an owner that finished meanwhile has moved it on. */
-                uint64_t seq = atomic_load_explicit(&slot->sequence, DMXP__ACQ);
-                if (producer && seq == p) {
-                    dmxp_slot_meta *m = &slot->meta;
-                    atomic_store_explicit(&m->message_id, p, DMXP__RLX);
-                    atomic_store_explicit(&m->timestamp_ns, 0, DMXP__RLX);
-                    atomic_store_explicit(&m->channel_id, ch->id, DMXP__RLX);
-                    atomic_store_explicit(&m->message_type, 0, DMXP__RLX);
-                    atomic_store_explicit(&m->sender_pid, dead_pid, DMXP__RLX);
-                    atomic_store_explicit(&m->sender_runtime, runtime, DMXP__RLX);
-                    atomic_store_explicit(&m->flags, (uint16_t)DMXP_FLAG_LOST, DMXP__RLX);
-                    atomic_store_explicit(&m->payload_len, 0, DMXP__RLX);
-                    atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
-                    /* The tombstone. Should the owner be alive after all, its publish CAS
-                     * (from p) now fails and it reports DMXP_E_REVOKED. */
-                    atomic_store_explicit(&slot->sequence, p + 1, DMXP__REL);
-                    report->lost++;
-                    woke_consumers = 1;
-                } else if (!producer && seq == p + 1) {
-                    /* Freed; a live owner's free CAS (from p + 1) now fails: revoked. */
-                    atomic_store_explicit(&slot->sequence, p + ch->capacity, DMXP__REL);
-                    report->freed++;
-                    woke_producers = 1;
-                }
-            }
+        int deferred = 0;
+        if (count != 0 && atomic_load_explicit(&d->channel_id, DMXP__RLX) != ch->id)
+            deferred = 1; /* it changed between the two reads: not ours to repair after all */
+        else if (count != 0 && (role == DMXP_ROLE_PRODUCER || role == DMXP_ROLE_CONSUMER))
+            deferred = dmxp__repair_intent(ch, table, i, role, p0, count, dead_pid, runtime, &l,
+                                           report);
+        /* (any other role word: no cursor to repair against, the record is just freed) */
+        if (deferred) {
+            /* Back to its dead owner, intent intact, for a later pass. */
+            atomic_store_explicit(&d->start_time, dead_start, DMXP__RLX);
+            atomic_store_explicit(&d->pid, dead_pid, DMXP__REL);
+            report->records_deferred++;
+        } else {
+            (void)dmxp__give_back_wait(ch->base, d); /* the wait count it died in (§11.9) */
+            atomic_store_explicit(&d->intent_count, 0, DMXP__RLX);
+            atomic_store_explicit(&d->pid_ns, 0, DMXP__RLX);
+            atomic_store_explicit(&d->start_time, 0, DMXP__RLX);
+            atomic_store_explicit(&d->pid, 0, DMXP__REL); /* free again */
+            report->records_freed++;
         }
-        (void)dmxp__give_back_wait(ch->base, d); /* the wait count it died in (§11.9) */
-        atomic_store_explicit(&d->intent_count, 0, DMXP__RLX);
-        atomic_store_explicit(&d->start_time, 0, DMXP__RLX);
-        atomic_store_explicit(&d->pid, 0, DMXP__REL); /* free again */
     }
     report->liveness_checks = l.checks;
-    if (woke_consumers) dmxp__notify_consumers(ch);
-    if (woke_producers) dmxp__notify_producers(ch);
     return DMXP_OK;
 }
 
@@ -3154,29 +3211,12 @@ static inline int dmxp__looks_stuck(const dmxp_channel *ch, int send, uint64_t *
 static inline int dmxp__unblock(const dmxp_channel *ch, int send, uint64_t position) {
     uint64_t now_at;
     if (!dmxp__stuck_at(ch, send, &now_at) || now_at != position) return 0;
-    dmxp_slot *slot = dmxp__slot(ch, position);
     if (!send) {
-        dmxp_slot_meta *m = &slot->meta;
-        atomic_store_explicit(&m->message_id, position, DMXP__RLX);
-        atomic_store_explicit(&m->timestamp_ns, 0, DMXP__RLX);
-        atomic_store_explicit(&m->channel_id, ch->id, DMXP__RLX);
-        atomic_store_explicit(&m->message_type, 0, DMXP__RLX);
-        atomic_store_explicit(&m->sender_pid, 0, DMXP__RLX); /* the holder is not known here */
-        atomic_store_explicit(&m->sender_runtime, 0, DMXP__RLX);
-        atomic_store_explicit(&m->flags, (uint16_t)DMXP_FLAG_LOST, DMXP__RLX);
-        atomic_store_explicit(&m->payload_len, 0, DMXP__RLX);
-        atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
-        uint64_t expected = position;
-        if (!atomic_compare_exchange_strong_explicit(&slot->sequence, &expected, position + 1,
-                                                     DMXP__REL, DMXP__RLX))
-            return 0;
+        if (!dmxp__tombstone(ch, position, 0, 0)) return 0; /* the holder is not known here */
         dmxp__notify_consumers(ch);
         return 1;
     }
-    uint64_t expected = position + 1;
-    if (!atomic_compare_exchange_strong_explicit(&slot->sequence, &expected,
-                                                 position + ch->capacity, DMXP__REL, DMXP__RLX))
-        return 0;
+    if (!dmxp__force_free(ch, position)) return 0;
     dmxp__notify_producers(ch);
     return 1;
 }

@@ -561,7 +561,9 @@ static void live_peer_respected(void) {
     CHECK_EQ_U64(atomic_load(&cons.slots[0].sequence), 0);
     CHECK_EQ_U64(records_of(&seg, (uint32_t)live), 1);
     /* A dead record whose stale intent also names position 0 (it lost the CAS to the live
-     * child and died): freed, but position 0 is left to its live owner. */
+     * child and died): position 0 is left to its live owner, and the record is given back to
+     * its dead owner, intent intact (§11.6: the covering intent might be a live peer's stale
+     * one, and the position must stay repairable once it is gone). */
     pid_t gone = fork();
     if (gone == 0) _exit(0);
     CHECK(waitpid(gone, NULL, 0) == gone);
@@ -574,16 +576,23 @@ static void live_peer_respected(void) {
     atomic_store(&d->intent_position, 0);
     atomic_store(&d->intent_count, 1);
     CHECK_OK(dmxp_channel_recover(&cons, &rep));
-    CHECK_EQ_U64(rep.records_freed, 1);
+    CHECK_EQ_U64(rep.records_freed, 0);
+    CHECK_EQ_U64(rep.records_deferred, 1);
     CHECK_EQ_U64(rep.lost, 0);
-    CHECK_EQ_U64(atomic_load(&d->pid), 0);
+    CHECK_EQ_U64(atomic_load(&d->pid), (uint32_t)gone);
+    CHECK_EQ_U64(atomic_load(&d->intent_count), 1);
+    CHECK_EQ_U64(atomic_load(&d->intent_position), 0);
     CHECK_EQ_U64(atomic_load(&cons.slots[0].sequence), 0);
-    /* Once the owner dies, its claim is repaired. */
+    /* Once the owner dies, its claim is repaired (by its own record, which comes first in the
+     * table), and the same pass frees the given-back record: 0 is no longer stuck. */
     kill_and_reap(live, dmxp_process_start_time((uint32_t)live));
     dmxp_meta meta;
     CHECK_STATUS(dmxp_recv_timeout(&cons, buf, sizeof buf, &meta, &len, 10 * INT64_C(1000000000)),
                  DMXP_E_LOST);
     CHECK_EQ_U64(meta.message_id, 0);
+    CHECK_EQ_U64(meta.sender_pid, (uint32_t)live);
+    CHECK_EQ_U64(records_of(&seg, (uint32_t)gone), 0);
+    CHECK_EQ_U64(records_of(&seg, (uint32_t)live), 0);
     dmxp_channel_close(&cons);
     dmxp_segment_close(&seg);
     CHECK_OK(dmxp_shm_unlink(name, &err));
