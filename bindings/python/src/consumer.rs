@@ -146,9 +146,9 @@ impl InFlight {
 
 impl Consumer {
     /// A registration of this consumer for one call (see `peer`), or ClosedError.
-    fn lease(&self, py: Python<'_>) -> PyResult<Lease<'_>> {
+    fn lease(&self, py: Python<'_>, wait: Wait) -> PyResult<Lease<'_>> {
         self.handle
-            .lease()
+            .lease(py, wait)?
             .ok_or_else(|| errors::closed(py, "consumer"))
     }
 
@@ -258,7 +258,7 @@ impl Consumer {
         py: Python<'py>,
         wait: Wait,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let mut lease = self.lease(py)?;
+        let mut lease = self.lease(py, wait)?;
         let mut buf = [0u8; MSG_INLINE];
         Ok(self
             .receive_private(py, &mut lease, &mut buf, wait)?
@@ -313,7 +313,7 @@ impl Consumer {
         wait: Wait,
         mut make: impl FnMut(&MessageMeta, &[u8]) -> T,
     ) -> PyResult<Vec<T>> {
-        let mut lease = self.lease(py)?;
+        let mut lease = self.lease(py, wait)?;
         let mut out = Vec::with_capacity(max.min(1024));
         if max == 0 {
             return Ok(out);
@@ -405,7 +405,7 @@ impl Consumer {
     #[pyo3(signature = (timeout = None))]
     fn receive_with_meta(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Message>> {
         let wait = Wait::from_timeout(py, timeout)?;
-        let mut lease = self.lease(py)?;
+        let mut lease = self.lease(py, wait)?;
         let mut buf = [0u8; MSG_INLINE];
         Ok(self
             .receive_private(py, &mut lease, &mut buf, wait)?
@@ -424,7 +424,7 @@ impl Consumer {
         timeout: Option<f64>,
     ) -> PyResult<Option<usize>> {
         let wait = Wait::from_timeout(py, timeout)?;
-        let mut lease = self.lease(py)?;
+        let mut lease = self.lease(py, wait)?;
         // Straight from the ring into the buffer when a message is ready.
         let room = match with_writable(buffer, |dst| {
             Ok::<_, PyErr>(match self.try_once(py, &mut lease, dst, wait)? {
@@ -561,7 +561,7 @@ impl Consumer {
     /// stuck for STUCK_GRACE seconds; this is for tools and tests. Returns a dict: tombstoned,
     /// freed, records_freed, records_deferred.
     fn recover<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let lease = self.lease(py)?;
+        let lease = self.lease(py, Wait::No)?;
         let report = lease
             .recover()
             .map_err(|e| errors::from_core(py, e, &self.label))?;

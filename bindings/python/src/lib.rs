@@ -209,6 +209,7 @@ fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_CAPACITY", dmxp::DEFAULT_CAPACITY)?;
     m.add("RUNTIME_PYTHON", layout::runtime::PYTHON)?;
     m.add("PEER_RECORDS", layout::PEER_RECORDS)?;
+    m.add("REGISTRATIONS_PER_HANDLE", peer::REGISTRATIONS_PER_HANDLE)?;
     m.add("STUCK_GRACE", dmxp::STUCK_GRACE.as_secs_f64())?;
     Ok(())
 }

@@ -6,14 +6,15 @@
 //! by threads, but a record holds one intent at a time: so a handle keeps a small pool of
 //! registrations ([`Peer`]) and each call borrows one for its duration ([`Lease`]). One thread
 //! at a time uses one record, like one Rust handle; threads that use a handle at once each get
-//! their own, like clones of a Rust handle.
+//! their own, like clones of a Rust handle, up to [`REGISTRATIONS_PER_HANDLE`] (see
+//! [`Handle`]).
 //!
 //! A call that finds the channel stuck (a receive at a position a producer claimed and never
 //! published, a send on a slot a consumer claimed and never freed) for `dmxp::STUCK_GRACE`
 //! runs one repair pass of the core (`Segment::repair`, with `dmxp::process_alive` as the
 //! liveness check); blocking calls re-check that often while stuck.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use dmxp::core::layout::runtime;
@@ -24,7 +25,8 @@ use dmxp::core::{
 use dmxp::{FutexWait, MissStreak, StuckWatch};
 use self_cell::self_cell;
 
-use crate::open::{FutexChannel, OpenChannel};
+use crate::open::{FutexChannel, OpenChannel, Wait};
+use pyo3::prelude::*;
 
 /// The channel as one registration uses it: writing intents to its record (none when the
 /// table is full, has no room, or is corrupt: the handle then works unprotected).
@@ -235,16 +237,29 @@ impl Peer {
 /// thread never pulls the mapping from under a call in progress: the mapping goes when the
 /// last reference does, and blocked calls notice the close between two sleeps. Records of
 /// idle registrations are freed at close; a call in progress frees its own when it ends.
+///
+/// A handle holds at most [`REGISTRATIONS_PER_HANDLE`] records while its calls are waiting, so
+/// that one handle shared by hundreds of threads cannot take the whole peer table from every
+/// other handle. A call that finds them all in use waits for one to come back (GIL released,
+/// until its own deadline); a call that may not wait (or whose deadline has passed) takes a
+/// registration of its own for that call only, freed when it ends.
 pub(crate) struct Handle {
     role: PeerRole,
     /// Whether the registration made at open got a record.
     registered: bool,
     state: Mutex<Option<Pool>>,
+    /// Signalled when a call gives its registration back.
+    returned: Condvar,
 }
+
+/// Registrations one handle keeps for calls that can wait for one.
+pub(crate) const REGISTRATIONS_PER_HANDLE: usize = 16;
 
 struct Pool {
     open: Arc<OpenChannel>,
     idle: Vec<Peer>,
+    /// Registrations lent to calls in progress.
+    lent: usize,
 }
 
 impl Handle {
@@ -258,7 +273,9 @@ impl Handle {
             state: Mutex::new(Some(Pool {
                 open,
                 idle: vec![first],
+                lent: 0,
             })),
+            returned: Condvar::new(),
         }
     }
 
@@ -269,23 +286,47 @@ impl Handle {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A registration for one call, unless closed: an idle one, or a new one when every
-    /// registration is in use by another thread.
-    pub fn lease(&self) -> Option<Lease<'_>> {
-        let mut state = self.lock();
-        let pool = state.as_mut()?;
-        let peer = match pool.idle.pop() {
-            Some(peer) => peer,
-            None => {
+    /// A registration for one call, unless closed (`Ok(None)`): an idle one; else a new one
+    /// while the handle has fewer than [`REGISTRATIONS_PER_HANDLE`]; else, once every one is
+    /// in use, the next one given back, waited for (GIL released, signals checked) until
+    /// `wait`'s deadline, after which the call gets one of its own (so that it can still do
+    /// its non-blocking part and return as a timeout would).
+    pub fn lease(&self, py: Python<'_>, wait: Wait) -> PyResult<Option<Lease<'_>>> {
+        loop {
+            let mut state = self.lock();
+            let Some(pool) = state.as_mut() else {
+                return Ok(None);
+            };
+            if let Some(peer) = pool.idle.pop() {
+                pool.lent += 1;
+                return Ok(Some(self.lend(peer)));
+            }
+            let full = pool.lent >= REGISTRATIONS_PER_HANDLE;
+            let until = if full { wait.slice() } else { None };
+            let Some(until) = until else {
+                pool.lent += 1;
                 let open = Arc::clone(&pool.open);
                 drop(state);
-                Peer::register(open, self.role)
-            }
-        };
-        Some(Lease {
+                return Ok(Some(self.lend(Peer::register(open, self.role))));
+            };
+            drop(state);
+            py.detach(|| {
+                let state = self.lock();
+                let none_back = state.as_ref().is_some_and(|pool| pool.idle.is_empty());
+                if none_back {
+                    let left = until.saturating_duration_since(Instant::now());
+                    let _ = self.returned.wait_timeout(state, left);
+                }
+            });
+            py.check_signals()?;
+        }
+    }
+
+    fn lend(&self, peer: Peer) -> Lease<'_> {
+        Lease {
             handle: self,
             peer: Some(peer),
-        })
+        }
     }
 
     /// The channel (unregistered: for reading its cursors), unless closed.
@@ -306,6 +347,8 @@ impl Handle {
     pub fn close(&self) {
         let taken = self.lock().take();
         drop(taken);
+        // Calls waiting for a registration see the close now, not a slice later.
+        self.returned.notify_all();
     }
 }
 
@@ -341,7 +384,19 @@ impl Drop for Lease<'_> {
         };
         let mut state = self.handle.lock();
         match state.as_mut() {
-            Some(pool) => pool.idle.push(peer),
+            // Kept for the next call, up to the handle's share; one a call took beyond it
+            // (when all were in use) is freed.
+            Some(pool) => {
+                pool.lent -= 1;
+                if pool.idle.len() + pool.lent < REGISTRATIONS_PER_HANDLE {
+                    pool.idle.push(peer);
+                    drop(state);
+                    self.handle.returned.notify_one();
+                } else {
+                    drop(state);
+                    drop(peer);
+                }
+            }
             // Closed meanwhile: free the record (outside the lock).
             None => {
                 drop(state);

@@ -32,9 +32,9 @@ enum First {
 
 impl Producer {
     /// A registration of this producer for one call (see `peer`), or ClosedError.
-    fn lease(&self, py: Python<'_>) -> PyResult<Lease<'_>> {
+    fn lease(&self, py: Python<'_>, wait: Wait) -> PyResult<Lease<'_>> {
         self.handle
-            .lease()
+            .lease(py, wait)?
             .ok_or_else(|| errors::closed(py, "producer"))
     }
 
@@ -63,7 +63,7 @@ impl Producer {
         data: &Bound<'_, PyAny>,
         meta: &SendMeta,
     ) -> PyResult<Result<u64, SendError>> {
-        let mut lease = self.lease(py)?;
+        let mut lease = self.lease(py, Wait::No)?;
         with_bytes(data, |payload| {
             lease.send_once(|channel| channel.try_send(payload, meta))
         })
@@ -78,7 +78,7 @@ impl Producer {
         meta: &SendMeta,
         wait: Wait,
     ) -> PyResult<Option<u64>> {
-        let mut lease = self.lease(py)?;
+        let mut lease = self.lease(py, wait)?;
         // The copy used while the GIL is released (the object's memory is only read with it).
         let mut copy = [0u8; MSG_INLINE];
         let first = with_bytes(data, |payload| {
@@ -333,7 +333,7 @@ impl Producer {
     /// stuck for STUCK_GRACE seconds; this is for tools and tests. Returns a dict: tombstoned,
     /// freed, records_freed, records_deferred.
     fn recover<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let lease = self.lease(py)?;
+        let lease = self.lease(py, Wait::No)?;
         let report = lease
             .recover()
             .map_err(|e| errors::from_core(py, e, &self.label))?;
@@ -400,7 +400,7 @@ impl Producer {
         if slices.is_empty() {
             return Ok(Some(0));
         }
-        let mut lease = self.lease(py)?;
+        let mut lease = self.lease(py, wait)?;
         match lease.send_once(|channel| channel.try_send_batch(slices, meta)) {
             Ok(count) => Ok(Some(count)),
             Err(SendError::Full) => {

@@ -247,6 +247,50 @@ def test_threads_sharing_a_handle_each_use_their_own_record(segment: str) -> Non
     assert dmxp.peers(segment) == []
 
 
+def test_a_handle_shared_by_many_blocked_threads_takes_a_bounded_share_of_the_table(
+    segment: str,
+) -> None:
+    """More threads block on one consumer than it keeps registrations for: the others wait
+    for a registration to come back, and every message still arrives exactly once."""
+    limit = dmxp.REGISTRATIONS_PER_HANDLE
+    threads = 6 * limit
+    producer = dmxp.Producer(0, capacity=128, segment=segment, size=SMALL_SEGMENT)
+    consumer = dmxp.Consumer(0, segment=segment)
+    got: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def receive() -> None:
+        try:
+            message = consumer.receive(timeout=LONG)
+            assert message is not None
+            got.append(message)
+        except BaseException as e:
+            errors.append(e)
+
+    receivers = [threading.Thread(target=receive) for _ in range(threads)]
+    for thread in receivers:
+        thread.start()
+    # Hang guard, not a timing assertion: `limit` of them are soon asleep in the channel.
+    deadline = time.monotonic() + LONG
+    while consumer.info()["receivers_waiting"] < limit:
+        assert time.monotonic() < deadline, consumer.info()
+        time.sleep(0.01)
+    for _ in range(20):  # while they all wait, the share never grows
+        roles = [r["role"] for r in dmxp.peers(segment)]
+        assert roles.count("consumer") <= limit
+        assert consumer.info()["receivers_waiting"] <= limit
+        time.sleep(0.005)
+    for i in range(threads):
+        producer.send(b"%d" % i)
+    for thread in receivers:
+        thread.join(LONG)
+    assert errors == []
+    assert sorted(got) == sorted(b"%d" % i for i in range(threads))
+    assert [r["role"] for r in dmxp.peers(segment)].count("consumer") <= limit
+    consumer.close()
+    producer.close()
+
+
 def test_a_full_peer_table_leaves_handles_working_unregistered(segment: str) -> None:
     producer = dmxp.Producer(0, capacity=4, segment=segment, size=SMALL_SEGMENT)
     taken = {r["index"] for r in dmxp.peers(segment)}

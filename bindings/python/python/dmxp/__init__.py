@@ -57,7 +57,9 @@ positions of dead ones, like every other client. A dead producer's position beco
 tombstone that receives pass over and count (``Consumer.lost``, ``stats["lost"]``); a dead
 consumer's slot is freed (its message is lost). ``recover()`` runs a repair pass on demand,
 :func:`peers` lists the records. A handle shared by threads registers one record per thread
-using it at the same time; a handle that cannot register (all :data:`PEER_RECORDS` records
+using it at the same time, up to :data:`REGISTRATIONS_PER_HANDLE`; beyond that, a call that
+can wait waits for a record to come back (its own timeout still applies), so one handle never
+takes the whole table; a handle that cannot register (all :data:`PEER_RECORDS` records
 taken) still works, without this protection (``is_registered``).
 
 Metadata: ``Message.message_id`` is the message's position in its channel (increasing),
@@ -78,6 +80,7 @@ from ._dmxp import (
     MAX_CHANNELS,
     MSG_INLINE,
     PEER_RECORDS,
+    REGISTRATIONS_PER_HANDLE,
     RUNTIME_PYTHON,
     SLOT_SIZE,
     STUCK_GRACE,
@@ -146,6 +149,7 @@ __all__ = [
     "NotReadyError",
     "OutOfSpaceError",
     "PEER_RECORDS",
+    "REGISTRATIONS_PER_HANDLE",
     "PeerTableFullError",
     "Producer",
     "RUNTIME_PYTHON",

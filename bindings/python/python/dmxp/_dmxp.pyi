@@ -17,6 +17,7 @@ DEFAULT_SEGMENT_SIZE: Final[int]
 DEFAULT_CAPACITY: Final[int]
 RUNTIME_PYTHON: Final[int]
 PEER_RECORDS: Final[int]
+REGISTRATIONS_PER_HANDLE: Final[int]
 STUCK_GRACE: Final[float]
 
 class Message:
