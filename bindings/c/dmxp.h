@@ -2799,6 +2799,74 @@ static inline int dmxp__give_back_wait(unsigned char *base, dmxp_peer_record *d)
     return 0;
 }
 
+/* An empty liveness cache for a pass by this process: its own identity, not the segment's
+ * pid (this may be a forked child). */
+static inline void dmxp__liveness_init(dmxp__liveness *l) {
+    memset(l, 0, sizeof *l);
+    l->me = dmxp_self_identity();
+}
+
+/* One pass over the peer table (the sweep, the repair): what it does to `table`, judging
+ * liveness through `l` and counting into `report`. */
+typedef void (*dmxp__pass_fn)(const dmxp_channel *ch, dmxp_peer_record *table,
+                              dmxp__liveness *l, dmxp_recover_report *report);
+
+/* The frame dmxp_free_dead_records and dmxp_channel_recover share: `report` (optional) zeroed,
+ * the table looked up (never installed: a segment without one has nothing to free or repair,
+ * DMXP_OK), a fresh liveness cache, `pass`, then the count of liveness checks it made. */
+static inline dmxp_status dmxp__run_pass(const dmxp_channel *ch, dmxp_recover_report *report,
+                                         dmxp__pass_fn pass) {
+    dmxp_recover_report local;
+    if (report == NULL) report = &local;
+    memset(report, 0, sizeof *report);
+    if (ch == NULL || ch->base == NULL) return DMXP_E_INVALID_ARGUMENT;
+    dmxp_peer_record *table;
+    dmxp_status s = dmxp__peer_table(ch, 0, &table, NULL);
+    if (s != DMXP_OK || table == NULL) return s;
+    dmxp__liveness l;
+    dmxp__liveness_init(&l);
+    pass(ch, table, &l, report);
+    report->liveness_checks = l.checks;
+    return DMXP_OK;
+}
+
+/* §11.6 takeover of record `d`, whose owner (dead_pid, dead_start as read) was judged dead, by
+ * process `my_pid`: the dead owner's start time is cleared (CAS from the value judged, so a
+ * newer one stays) before our pid goes in by CAS, so that a checker never reads our pid beside
+ * the dead start time (and judges us dead). Its pid_ns is 0 or ours (a record of another
+ * namespace is never judged dead), so it can stay. 1 when the record is now ours; 0 when
+ * someone else frees or repairs it, or it changed hands. Shared by the repair and the sweep
+ * (§11.10) so that two of them never both take one record. */
+static inline int dmxp__take_over(dmxp_peer_record *d, uint32_t dead_pid, uint64_t dead_start,
+                                  uint32_t my_pid) {
+    uint64_t st = dead_start;
+    (void)atomic_compare_exchange_strong_explicit(&d->start_time, &st, 0, DMXP__RLX, DMXP__RLX);
+    uint32_t expected = dead_pid;
+    return atomic_compare_exchange_strong_explicit(&d->pid, &expected, my_pid, DMXP__ACQREL,
+                                                   DMXP__RLX);
+}
+
+/* Gives a record taken over with dmxp__take_over back to its owner as it was: its start time,
+ * then its pid (release, last, as a registrant writes them). For a misjudged owner (the sweep
+ * saw an intent appear) or a record a later repair pass must retry (deferred, intent intact). */
+static inline void dmxp__restore_owner(dmxp_peer_record *d, uint32_t dead_pid,
+                                       uint64_t dead_start) {
+    atomic_store_explicit(&d->start_time, dead_start, DMXP__RLX);
+    atomic_store_explicit(&d->pid, dead_pid, DMXP__REL);
+}
+
+/* Frees a record taken over from a dead owner: gives back the wait count it died in (§11.9),
+ * clears its identity and, last with release, its pid (a registrant that takes the free record
+ * sees the clears). `clear_intent`: the repair also drops the intent it has just repaired; the
+ * sweep frees only records it saw with none, and leaves the word as §11.10 does. */
+static inline void dmxp__free_taken(unsigned char *base, dmxp_peer_record *d, int clear_intent) {
+    (void)dmxp__give_back_wait(base, d);
+    if (clear_intent) atomic_store_explicit(&d->intent_count, 0, DMXP__RLX);
+    atomic_store_explicit(&d->pid_ns, 0, DMXP__RLX);
+    atomic_store_explicit(&d->start_time, 0, DMXP__RLX);
+    atomic_store_explicit(&d->pid, 0, DMXP__REL); /* free again */
+}
+
 /* §11.10 sweep: frees every record of `table` whose owner is judged dead (§11.5, once per
  * record: `l` caches the verdicts) and that holds no intent, taking it over as a repair does
  * (takeover, §11.6) so that two sweepers, or a sweeper and a repairer, never both free it, and
@@ -2816,27 +2884,21 @@ static inline uint32_t dmxp__sweep(unsigned char *base, dmxp_peer_record *table,
         uint64_t st = atomic_load_explicit(&d->start_time, DMXP__ACQ);
         uint64_t ns = atomic_load_explicit(&d->pid_ns, DMXP__RLX);
         if (!dmxp__dead_at(l, i, pid, st, ns)) continue;
-        /* Takeover: the dead owner's start time goes before our pid goes in (§11.6). */
-        uint64_t st_expected = st;
-        (void)atomic_compare_exchange_strong_explicit(&d->start_time, &st_expected, 0,
-                                                      DMXP__RLX, DMXP__RLX);
-        uint32_t expected = pid;
-        if (!atomic_compare_exchange_strong_explicit(&d->pid, &expected, l->me.pid, DMXP__ACQREL,
-                                                     DMXP__RLX))
-            continue; /* someone else frees or repairs it, or it changed hands */
+        if (!dmxp__take_over(d, pid, st, l->me.pid)) continue;
         if (atomic_load_explicit(&d->intent_count, DMXP__ACQ) != 0) {
-            /* Misjudged: give it back to its owner as it was. */
-            atomic_store_explicit(&d->start_time, st, DMXP__RLX);
-            atomic_store_explicit(&d->pid, pid, DMXP__REL);
+            dmxp__restore_owner(d, pid, st); /* misjudged: only a live owner writes an intent */
             continue;
         }
-        (void)dmxp__give_back_wait(base, d);
-        atomic_store_explicit(&d->pid_ns, 0, DMXP__RLX);
-        atomic_store_explicit(&d->start_time, 0, DMXP__RLX);
-        atomic_store_explicit(&d->pid, 0, DMXP__REL); /* free again */
+        dmxp__free_taken(base, d, 0);
         freed++;
     }
     return freed;
+}
+
+/* The sweep as a pass of dmxp_free_dead_records (below). */
+static inline void dmxp__sweep_pass(const dmxp_channel *ch, dmxp_peer_record *table,
+                                    dmxp__liveness *l, dmxp_recover_report *report) {
+    report->records_freed = dmxp__sweep(ch->base, table, l);
 }
 
 /* Frees the records of dead peers that hold no intent, whatever their channel (PROTOCOL.md
@@ -2848,19 +2910,7 @@ static inline uint32_t dmxp__sweep(unsigned char *base, dmxp_peer_record *table,
  * has no peer table yet), or a corrupt peer_table_offset. */
 static inline dmxp_status dmxp_free_dead_records(const dmxp_channel *ch,
                                                  dmxp_recover_report *report) {
-    dmxp_recover_report local;
-    if (report == NULL) report = &local;
-    memset(report, 0, sizeof *report);
-    if (ch == NULL || ch->base == NULL) return DMXP_E_INVALID_ARGUMENT;
-    dmxp_peer_record *table;
-    dmxp_status s = dmxp__peer_table(ch, 0, &table, NULL);
-    if (s != DMXP_OK || table == NULL) return s;
-    dmxp__liveness l;
-    memset(&l, 0, sizeof l);
-    l.me = dmxp_self_identity();
-    report->records_freed = dmxp__sweep(ch->base, table, &l);
-    report->liveness_checks = l.checks;
-    return DMXP_OK;
+    return dmxp__run_pass(ch, report, dmxp__sweep_pass);
 }
 
 /* Takes a free record of `table` for this handle in `role` (§11.3), as process `me`. */
@@ -2914,10 +2964,8 @@ static inline dmxp_status dmxp_channel_register(dmxp_channel *ch, unsigned roles
     dmxp_peer_record *table;
     dmxp_status s = dmxp__peer_table(ch, 1, &table, err);
     if (s != DMXP_OK) return s;
-    /* This process's own identity, not the segment's pid: this may be a forked child. */
     dmxp__liveness l;
-    memset(&l, 0, sizeof l);
-    l.me = dmxp_self_identity();
+    dmxp__liveness_init(&l);
     (void)dmxp__sweep(ch->base, table, &l);
     if (need_send) {
         s = dmxp__register_one(ch, table, &l.me, DMXP_ROLE_PRODUCER, &ch->send_peer, err);
@@ -3071,6 +3119,44 @@ static inline int dmxp__repair_intent(const dmxp_channel *ch, dmxp_peer_record *
     return deferred;
 }
 
+/* The loop of dmxp_channel_recover (below). */
+static inline void dmxp__repair_pass(const dmxp_channel *ch, dmxp_peer_record *table,
+                                     dmxp__liveness *l, dmxp_recover_report *report) {
+    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+        dmxp_peer_record *d = &table[i];
+        uint32_t dead_pid = atomic_load_explicit(&d->pid, DMXP__ACQ);
+        if (dead_pid == 0 || dead_pid == l->me.pid) continue; /* free, or ours: alive */
+        /* Other channels' intents are left alone; their idle records are freed like ours. */
+        if (atomic_load_explicit(&d->channel_id, DMXP__RLX) != ch->id &&
+            atomic_load_explicit(&d->intent_count, DMXP__ACQ) != 0)
+            continue;
+        uint64_t dead_start = atomic_load_explicit(&d->start_time, DMXP__ACQ);
+        uint64_t dead_ns = atomic_load_explicit(&d->pid_ns, DMXP__RLX);
+        if (!dmxp__dead_at(l, i, dead_pid, dead_start, dead_ns)) continue;
+        if (!dmxp__take_over(d, dead_pid, dead_start, l->me.pid)) continue;
+        atomic_store_explicit(&d->start_time, l->me.start_time, DMXP__REL); /* d is now ours */
+        DMXP_TEST_HOOK(DMXP_HOOK_REPAIR_TAKEN, ch, i);
+        uint32_t count = atomic_load_explicit(&d->intent_count, DMXP__ACQ);
+        uint64_t p0 = atomic_load_explicit(&d->intent_position, DMXP__RLX);
+        uint16_t role = atomic_load_explicit(&d->role, DMXP__RLX);
+        uint16_t runtime = atomic_load_explicit(&d->runtime, DMXP__RLX);
+        int deferred = 0;
+        if (count != 0 && atomic_load_explicit(&d->channel_id, DMXP__RLX) != ch->id)
+            deferred = 1; /* it changed between the two reads: not ours to repair after all */
+        else if (count != 0 && (role == DMXP_ROLE_PRODUCER || role == DMXP_ROLE_CONSUMER))
+            deferred = dmxp__repair_intent(ch, table, i, role, p0, count, dead_pid, runtime, l,
+                                           report);
+        /* (any other role word: no cursor to repair against, the record is just freed) */
+        if (deferred) {
+            dmxp__restore_owner(d, dead_pid, dead_start); /* intent intact, for a later pass */
+            report->records_deferred++;
+        } else {
+            dmxp__free_taken(ch->base, d, 1);
+            report->records_freed++;
+        }
+    }
+}
+
 /* One repair pass for this channel (§11.6). Each record with another pid than ours whose owner
  * is judged dead is taken over by CAS (its start time cleared first), except the records of
  * other channels that hold an intent, which are left alone (a repair never touches a channel
@@ -3090,66 +3176,7 @@ static inline int dmxp__repair_intent(const dmxp_channel *ch, dmxp_peer_record *
  * peer_table_offset. */
 static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
                                                dmxp_recover_report *report) {
-    dmxp_recover_report local;
-    if (report == NULL) report = &local;
-    memset(report, 0, sizeof *report);
-    if (ch == NULL || ch->base == NULL) return DMXP_E_INVALID_ARGUMENT;
-    dmxp_peer_record *table;
-    dmxp_status s = dmxp__peer_table(ch, 0, &table, NULL);
-    if (s != DMXP_OK || table == NULL) return s;
-    dmxp__liveness l;
-    memset(&l, 0, sizeof l);
-    l.me = dmxp_self_identity();
-    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
-        dmxp_peer_record *d = &table[i];
-        uint32_t dead_pid = atomic_load_explicit(&d->pid, DMXP__ACQ);
-        if (dead_pid == 0 || dead_pid == l.me.pid) continue; /* free, or ours: alive */
-        /* Other channels' intents are left alone; their idle records are freed like ours. */
-        if (atomic_load_explicit(&d->channel_id, DMXP__RLX) != ch->id &&
-            atomic_load_explicit(&d->intent_count, DMXP__ACQ) != 0)
-            continue;
-        uint64_t dead_start = atomic_load_explicit(&d->start_time, DMXP__ACQ);
-        uint64_t dead_ns = atomic_load_explicit(&d->pid_ns, DMXP__RLX);
-        if (!dmxp__dead_at(&l, i, dead_pid, dead_start, dead_ns)) continue;
-        /* Takeover: the dead owner's start time goes before our pid goes in, so that a checker
-         * never reads our pid beside it (and judges us dead). Its pid_ns is 0 or ours (a
-         * record of another namespace is never judged dead), so it can stay. */
-        uint64_t st = dead_start;
-        (void)atomic_compare_exchange_strong_explicit(&d->start_time, &st, 0, DMXP__RLX,
-                                                      DMXP__RLX);
-        uint32_t expected = dead_pid;
-        if (!atomic_compare_exchange_strong_explicit(&d->pid, &expected, l.me.pid,
-                                                     DMXP__ACQREL, DMXP__RLX))
-            continue; /* someone else repairs it, or it changed hands */
-        atomic_store_explicit(&d->start_time, l.me.start_time, DMXP__REL); /* d is now ours */
-        DMXP_TEST_HOOK(DMXP_HOOK_REPAIR_TAKEN, ch, i);
-        uint32_t count = atomic_load_explicit(&d->intent_count, DMXP__ACQ);
-        uint64_t p0 = atomic_load_explicit(&d->intent_position, DMXP__RLX);
-        uint16_t role = atomic_load_explicit(&d->role, DMXP__RLX);
-        uint16_t runtime = atomic_load_explicit(&d->runtime, DMXP__RLX);
-        int deferred = 0;
-        if (count != 0 && atomic_load_explicit(&d->channel_id, DMXP__RLX) != ch->id)
-            deferred = 1; /* it changed between the two reads: not ours to repair after all */
-        else if (count != 0 && (role == DMXP_ROLE_PRODUCER || role == DMXP_ROLE_CONSUMER))
-            deferred = dmxp__repair_intent(ch, table, i, role, p0, count, dead_pid, runtime, &l,
-                                           report);
-        /* (any other role word: no cursor to repair against, the record is just freed) */
-        if (deferred) {
-            /* Back to its dead owner, intent intact, for a later pass. */
-            atomic_store_explicit(&d->start_time, dead_start, DMXP__RLX);
-            atomic_store_explicit(&d->pid, dead_pid, DMXP__REL);
-            report->records_deferred++;
-        } else {
-            (void)dmxp__give_back_wait(ch->base, d); /* the wait count it died in (§11.9) */
-            atomic_store_explicit(&d->intent_count, 0, DMXP__RLX);
-            atomic_store_explicit(&d->pid_ns, 0, DMXP__RLX);
-            atomic_store_explicit(&d->start_time, 0, DMXP__RLX);
-            atomic_store_explicit(&d->pid, 0, DMXP__REL); /* free again */
-            report->records_freed++;
-        }
-    }
-    report->liveness_checks = l.checks;
-    return DMXP_OK;
+    return dmxp__run_pass(ch, report, dmxp__repair_pass);
 }
 
 /* Sets how long a position must stay stuck before this handle's calls unblock it whatever

@@ -9,10 +9,7 @@
  * kill loses at most the one message it had taken). LOST tombstones, revoked receives and
  * corrupt slots are passed over. Other errors: one line on stderr, exit 1.
  */
-#include "../dmxp.h"
-
-#include <stdio.h>
-#include <string.h>
+#include "churn_attach.h"
 
 int main(int argc, char **argv) {
     if (argc != 2) {
@@ -21,25 +18,12 @@ int main(int argc, char **argv) {
     }
     dmxp_segment seg;
     dmxp_channel ch;
-    dmxp_error err;
-    char msg[256];
-    memset(&seg, 0, sizeof seg); /* only to quiet gcc's -Wmaybe-uninitialized */
-    dmxp_status s = dmxp_segment_open_shm(&seg, argv[1], 5000, &err);
-    if (s == DMXP_OK) s = dmxp_channel_open_wait(&seg, 0, 5000, &ch, &err);
-    if (s != DMXP_OK) {
-        dmxp_error_format(&err, msg, sizeof msg);
-        fprintf(stderr, "churn_consumer: %s: %s\n", argv[1], msg);
-        return 1;
-    }
-    s = dmxp_channel_register(&ch, DMXP_ROLE_CONSUMER, &err);
-    if (s != DMXP_OK)
-        fprintf(stderr, "churn_consumer: not registered (%s): no crash protection\n",
-                dmxp_strerror(s));
+    if (churn_attach("churn_consumer", argv[1], DMXP_ROLE_CONSUMER, &seg, &ch) != 0) return 1;
     unsigned char buf[DMXP_MSG_INLINE];
     for (;;) {
         dmxp_meta meta;
         size_t len = 0;
-        s = dmxp_recv_timeout(&ch, buf, sizeof buf, &meta, &len, INT64_C(200000000));
+        dmxp_status s = dmxp_recv_timeout(&ch, buf, sizeof buf, &meta, &len, INT64_C(200000000));
         if (s == DMXP_OK) {
             fwrite(buf, 1, len, stdout);
             fputc('\n', stdout);

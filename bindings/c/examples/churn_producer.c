@@ -9,10 +9,7 @@
  * that times out is retried with the same index; a revoked one (§11.7: may or may not have
  * been delivered) is not, so nothing is sent twice. Other errors: one line on stderr, exit 1.
  */
-#include "../dmxp.h"
-
-#include <stdio.h>
-#include <string.h>
+#include "churn_attach.h"
 
 int main(int argc, char **argv) {
     if (argc != 3) {
@@ -21,24 +18,13 @@ int main(int argc, char **argv) {
     }
     dmxp_segment seg;
     dmxp_channel ch;
-    dmxp_error err;
+    if (churn_attach("churn_producer", argv[1], DMXP_ROLE_PRODUCER, &seg, &ch) != 0) return 1;
     char msg[256];
-    memset(&seg, 0, sizeof seg); /* only to quiet gcc's -Wmaybe-uninitialized */
-    dmxp_status s = dmxp_segment_open_shm(&seg, argv[1], 5000, &err);
-    if (s == DMXP_OK) s = dmxp_channel_open_wait(&seg, 0, 5000, &ch, &err);
-    if (s != DMXP_OK) {
-        dmxp_error_format(&err, msg, sizeof msg);
-        fprintf(stderr, "churn_producer: %s: %s\n", argv[1], msg);
-        return 1;
-    }
-    s = dmxp_channel_register(&ch, DMXP_ROLE_PRODUCER, &err);
-    if (s != DMXP_OK)
-        fprintf(stderr, "churn_producer: not registered (%s): no crash protection\n",
-                dmxp_strerror(s));
     for (unsigned long long i = 0;;) {
         int len = snprintf(msg, sizeof msg, "%s:%llu", argv[2], i);
         if (len < 0 || (size_t)len >= sizeof msg) return 2;
-        s = dmxp_send_timeout(&ch, msg, (size_t)len, NULL, NULL, INT64_C(30000000000));
+        dmxp_status s =
+            dmxp_send_timeout(&ch, msg, (size_t)len, NULL, NULL, INT64_C(30000000000));
         if (s == DMXP_OK || s == DMXP_E_REVOKED) {
             i++;
         } else if (s != DMXP_E_TIMEOUT && s != DMXP_E_BUSY) {

@@ -1,36 +1,11 @@
 /* The peer table across pid namespaces and fork (PROTOCOL.md §11.2, §11.5), liveness judged
  * once per repair pass, and the miss streak that gates the non-blocking calls' look for a
  * stuck channel. The segment is anonymous MAP_SHARED memory, shared with forked children. */
-#include "check.h"
-
-#include <sys/wait.h>
+#include "util.h"
 
 #define SEG_LEN (1u << 20)
 
 static dmxp_segment seg;
-
-static dmxp_peer_record *table_of(void) {
-    uint64_t off = atomic_load(&dmxp__hdr(&seg)->peer_table_offset);
-    CHECK(off != 0);
-    return (dmxp_peer_record *)(void *)(seg.base + off);
-}
-
-static int records_of(uint32_t pid) {
-    dmxp_peer_record *t = table_of();
-    int n = 0;
-    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) n += atomic_load(&t[i].pid) == pid;
-    return n;
-}
-
-/* A pid that names no process: a child that has exited and been reaped. */
-static uint32_t gone_pid(void) {
-    pid_t child = fork();
-    CHECK(child >= 0);
-    if (child == 0) _exit(0);
-    CHECK(waitpid(child, NULL, 0) == child);
-    CHECK(kill(child, 0) != 0 && errno == ESRCH);
-    return (uint32_t)child;
-}
 
 /* Fills record `r` as a producer of channel `id` that claimed [position, position + count). */
 static void fake_producer(dmxp_peer_record *r, uint32_t pid, uint64_t pid_ns, uint32_t id,
@@ -73,7 +48,7 @@ static void registration_identity(void) {
     CHECK_EQ_U64(offsetof(dmxp_peer_record, pid_ns), 32);
     CHECK_EQ_U64(offsetof(dmxp_peer_record, waiting), 40);
     dmxp_channel_close(&ch);
-    CHECK_EQ_U64(records_of(me.pid), 0);
+    CHECK_EQ_U64(records_of(&seg, me.pid), 0);
 }
 
 /* (2) A record of another pid namespace names a pid this process cannot see: alive, so never
@@ -93,7 +68,7 @@ static void foreign_namespace(void) {
     CHECK(dmxp_peer_record_dead(dead, 0, 0));
     uint64_t p, n;
     CHECK_OK(dmxp__claim_send(&raw, 1, &p, &n));
-    dmxp_peer_record *d = &table_of()[200];
+    dmxp_peer_record *d = &peer_table_of(&seg)[200];
     fake_producer(d, dead, ns + 1, 2, p, 1);
     dmxp_recover_report rep;
     CHECK_OK(dmxp_channel_recover(&ch, &rep));
@@ -137,7 +112,7 @@ static void liveness_once_per_pass(void) {
     CHECK_OK(dmxp__claim_send(&raw, 4, &p, &n));
     CHECK_EQ_U64(n, 4);
     uint64_t ns = dmxp_pid_namespace();
-    dmxp_peer_record *t = table_of();
+    dmxp_peer_record *t = peer_table_of(&seg);
     fake_producer(&t[100], gone_pid(), ns, 3, p, 4);
     fake_producer(&t[101], gone_pid(), ns, 3, p, 4);
     dmxp_recover_report rep;
@@ -163,7 +138,7 @@ static void fork_identity(void) {
     CHECK_OK(dmxp_channel_register(&ch, DMXP_ROLE_PRODUCER | DMXP_ROLE_CONSUMER, &err));
     uint32_t me = (uint32_t)getpid();
     dmxp_identity mine = dmxp_self_identity(); /* cached now */
-    CHECK_EQ_U64(records_of(me), 2);
+    CHECK_EQ_U64(records_of(&seg, me), 2);
     pid_t child = fork();
     CHECK(child >= 0);
     if (child == 0) {
@@ -173,7 +148,7 @@ static void fork_identity(void) {
     int status;
     CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status));
     CHECK_EQ_U64(WEXITSTATUS(status), 0);
-    CHECK_EQ_U64(records_of(me), 2);
+    CHECK_EQ_U64(records_of(&seg, me), 2);
     CHECK_EQ_U64(atomic_load(&ch.send_peer->pid), me);
     CHECK_EQ_U64(atomic_load(&ch.recv_peer->pid), me);
     CHECK_EQ_U64(atomic_load(&ch.send_peer->start_time), mine.start_time);
@@ -181,12 +156,9 @@ static void fork_identity(void) {
     /* Start times count clock ticks (1/100 s): let the child start in a later tick than this
      * process did, so that a start time cached across the fork would show. */
     dmxp__sleep_ns(30000000);
-    int fds[2];
-    CHECK(pipe(fds) == 0);
-    child = fork();
-    CHECK(child >= 0);
+    int fd;
+    child = fork_reporting(&fd);
     if (child == 0) {
-        close(fds[0]);
         dmxp_channel own;
         if (dmxp_channel_open(&seg, 4, &own, NULL) != DMXP_OK) _exit(41);
         if (dmxp_channel_register(&own, DMXP_ROLE_PRODUCER, NULL) != DMXP_OK) _exit(42);
@@ -199,17 +171,16 @@ static void fork_identity(void) {
         /* A repair pass here judges the parent (another pid, alive) and frees nothing. */
         dmxp_recover_report rep;
         if (dmxp_channel_recover(&own, &rep) != DMXP_OK || rep.records_freed != 0) _exit(47);
-        if (write(fds[1], &start, sizeof start) != (ssize_t)sizeof start) _exit(48);
+        if (write(fd, &start, sizeof start) != (ssize_t)sizeof start) _exit(48);
         _exit(0); /* dies registered: the parent finds the record */
     }
-    close(fds[1]);
     uint64_t child_start = 0;
-    CHECK(read(fds[0], &child_start, sizeof child_start) == (ssize_t)sizeof child_start);
-    close(fds[0]);
+    CHECK(read(fd, &child_start, sizeof child_start) == (ssize_t)sizeof child_start);
+    close(fd);
     CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status));
     CHECK_EQ_U64(WEXITSTATUS(status), 0);
     CHECK(child_start != 0 && child_start != mine.start_time);
-    dmxp_peer_record *t = table_of();
+    dmxp_peer_record *t = peer_table_of(&seg);
     int found = 0;
     for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++)
         if (atomic_load(&t[i].pid) == (uint32_t)child) {
@@ -222,10 +193,10 @@ static void fork_identity(void) {
     dmxp_recover_report rep;
     CHECK_OK(dmxp_channel_recover(&ch, &rep));
     CHECK_EQ_U64(rep.records_freed, 1);
-    CHECK_EQ_U64(records_of((uint32_t)child), 0);
-    CHECK_EQ_U64(records_of(me), 2);
+    CHECK_EQ_U64(records_of(&seg, (uint32_t)child), 0);
+    CHECK_EQ_U64(records_of(&seg, me), 2);
     dmxp_channel_close(&ch);
-    CHECK_EQ_U64(records_of(me), 0);
+    CHECK_EQ_U64(records_of(&seg, me), 0);
 }
 
 /* (5) The non-blocking calls look for a stuck channel only from the 64th miss
@@ -281,7 +252,7 @@ static void nonblocking_repair(void) {
     CHECK_OK(dmxp_channel_open(&seg, 6, &raw, &err));
     uint64_t p, n;
     CHECK_OK(dmxp__claim_send(&raw, 1, &p, &n));
-    fake_producer(&table_of()[150], gone_pid(), dmxp_pid_namespace(), 6, p, 1);
+    fake_producer(&peer_table_of(&seg)[150], gone_pid(), dmxp_pid_namespace(), 6, p, 1);
     unsigned char buf[DMXP_MSG_INLINE];
     size_t len;
     dmxp_meta meta;
@@ -299,7 +270,7 @@ static void nonblocking_repair(void) {
     uint32_t needed;
     CHECK_OK(dmxp__claim_recv(&raw, 1, SIZE_MAX, &p, &n, &needed));
     CHECK_EQ_U64(p, 1);
-    dmxp_peer_record *d = &table_of()[151];
+    dmxp_peer_record *d = &peer_table_of(&seg)[151];
     fake_producer(d, gone_pid(), dmxp_pid_namespace(), 6, p, 1);
     atomic_store(&d->role, DMXP_ROLE_CONSUMER);
     CHECK_OK(dmxp_try_send(&ch, "m2", 2, NULL, NULL));

@@ -4,7 +4,7 @@
  * (repairing a dead claimer after the grace period, giving up only after
  * DMXP_PENDING_WAIT_NS). With nothing published behind the claim, DMXP_E_EMPTY comes at
  * once. And N threads that each send, then receive, never see DMXP_E_EMPTY. */
-#include "check.h"
+#include "util.h"
 
 #include <pthread.h>
 #include <sys/wait.h>
@@ -140,15 +140,6 @@ static void waits_for_claim_with_message_behind(void) {
     CHECK_STATUS(dmxp_try_recv(&ch, buf, sizeof buf, NULL, NULL), DMXP_E_EMPTY);
 }
 
-/* A pid that names no process: a child that has exited and been reaped. */
-static uint32_t gone_pid(void) {
-    pid_t child = fork();
-    CHECK(child >= 0);
-    if (child == 0) _exit(0);
-    CHECK(waitpid(child, NULL, 0) == child);
-    return (uint32_t)child;
-}
-
 /* (2) The wait applies the stuck-peer rules (§11.6): position 0 claimed by a producer that is
  * dead (its record names it), a message sent behind it. The first non-blocking receive
  * already reports the LOST tombstone its repair writes (not DMXP_E_EMPTY), then the message. */
@@ -159,9 +150,7 @@ static void repairs_dead_claimer_while_waiting(void) {
     CHECK_OK(dmxp_channel_register(&ch, DMXP_ROLE_CONSUMER, &err)); /* installs the table */
     CHECK_OK(dmxp_channel_open(&seg, 2, &producer, &err));
     uint64_t p = claim_unpublished(&producer);
-    uint64_t off = atomic_load(&dmxp__hdr(&seg)->peer_table_offset);
-    CHECK(off != 0);
-    dmxp_peer_record *d = (dmxp_peer_record *)(void *)(seg.base + off) + 200;
+    dmxp_peer_record *d = &peer_table_of(&seg)[200];
     uint32_t dead = gone_pid();
     atomic_store(&d->pid, dead);
     atomic_store(&d->runtime, DMXP_RUNTIME_C);

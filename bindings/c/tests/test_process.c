@@ -2,7 +2,7 @@
  * while being created, file segments made via a temporary file and link(2), fd attach,
  * processes racing to create one segment and its channels, a futex wake reaching another
  * process, and MPMC across processes over many laps. */
-#include "check.h"
+#include "util.h"
 #include "../examples/dmxp_pattern.h"
 
 #include <signal.h>
@@ -358,27 +358,22 @@ static void mpmc_processes(void) {
  * then it waits to be killed. *position gets the claimed position. */
 static pid_t spawn_claimer(const dmxp_segment *seg, uint32_t id, unsigned role,
                            uint64_t *position) {
-    int fds[2];
-    CHECK(pipe(fds) == 0);
-    pid_t child = fork();
-    CHECK(child >= 0);
+    int fd;
+    pid_t child = fork_reporting(&fd);
     if (child == 0) {
-        close(fds[0]);
         dmxp_channel ch;
         uint64_t pos = 0, n = 0;
         uint32_t needed = 0;
-        if (dmxp_channel_open(seg, id, &ch, NULL) != DMXP_OK) _exit(20);
-        if (dmxp_channel_register(&ch, role, NULL) != DMXP_OK) _exit(21);
+        child_open_registered(seg, id, role, &ch);
         dmxp_status s = role == DMXP_ROLE_PRODUCER
                             ? dmxp__claim_send(&ch, 1, &pos, &n)
                             : dmxp__claim_recv(&ch, 1, SIZE_MAX, &pos, &n, &needed);
         if (s != DMXP_OK || n != 1) _exit(22);
-        if (write(fds[1], &pos, sizeof pos) != (ssize_t)sizeof pos) _exit(23);
+        if (write(fd, &pos, sizeof pos) != (ssize_t)sizeof pos) _exit(23);
         for (;;) pause();
     }
-    close(fds[1]);
-    CHECK(read(fds[0], position, sizeof *position) == (ssize_t)sizeof *position);
-    close(fds[0]);
+    CHECK(read(fd, position, sizeof *position) == (ssize_t)sizeof *position);
+    close(fd);
     return child;
 }
 
@@ -401,19 +396,6 @@ static void kill_and_reap(pid_t child, uint64_t start_time) {
     int status;
     CHECK(waitpid(child, &status, 0) == child && WIFSIGNALED(status));
     CHECK(dmxp_peer_dead((uint32_t)child, start_time)); /* reaped: ESRCH */
-}
-
-static dmxp_peer_record *peer_table_of(const dmxp_segment *seg) {
-    uint64_t off = atomic_load(&dmxp__hdr(seg)->peer_table_offset);
-    CHECK(off != 0);
-    return (dmxp_peer_record *)(void *)(seg->base + off);
-}
-
-static int records_of(const dmxp_segment *seg, uint32_t pid) {
-    dmxp_peer_record *t = peer_table_of(seg);
-    int n = 0;
-    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) n += atomic_load(&t[i].pid) == pid;
-    return n;
 }
 
 static void send_text(const dmxp_channel *ch, const char *text, uint64_t want_id) {

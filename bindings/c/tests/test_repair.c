@@ -10,9 +10,7 @@
 static void test_hook(int point, const void *ch, unsigned long long position);
 #define DMXP_TEST_HOOK(point, ch, position) test_hook((point), (const void *)(ch), (position))
 
-#include "check.h"
-
-#include <sys/wait.h>
+#include "util.h"
 
 #define SEG_LEN (1u << 20)
 
@@ -38,29 +36,6 @@ static void arm(uint32_t index, void (*action)(const dmxp_channel *ch)) {
     hook.index = index;
     hook.action = action;
     hook.fired = 0;
-}
-
-static dmxp_peer_record *table_of(void) {
-    uint64_t off = atomic_load(&dmxp__hdr(&seg)->peer_table_offset);
-    CHECK(off != 0);
-    return (dmxp_peer_record *)(void *)(seg.base + off);
-}
-
-static int records_of(uint32_t pid) {
-    dmxp_peer_record *t = table_of();
-    int n = 0;
-    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) n += atomic_load(&t[i].pid) == pid;
-    return n;
-}
-
-/* A pid that names no process: a child that has exited and been reaped. */
-static uint32_t gone_pid(void) {
-    pid_t child = fork();
-    CHECK(child >= 0);
-    if (child == 0) _exit(0);
-    CHECK(waitpid(child, NULL, 0) == child);
-    CHECK(kill(child, 0) != 0 && errno == ESRCH);
-    return (uint32_t)child;
 }
 
 /* A live process: a child blocked reading a pipe until end_live closes it. */
@@ -232,7 +207,7 @@ static void two_dead_producers_one_position(void) {
     uint64_t p, n;
     CHECK_OK(dmxp__claim_send(&raw, 1, &p, &n));
     CHECK(p == 0 && n == 1);
-    dmxp_peer_record *t = table_of();
+    dmxp_peer_record *t = peer_table_of(&seg);
     uint32_t a = gone_pid(), b = gone_pid();
     fake_record(&t[100], a, DMXP_ROLE_PRODUCER, 11, p, 1, DMXP_RUNTIME_GO, 0);
     fake_record(&t[101], b, DMXP_ROLE_PRODUCER, 11, p, 1, DMXP_RUNTIME_RUST, 0);
@@ -245,8 +220,8 @@ static void two_dead_producers_one_position(void) {
     CHECK_EQ_U64(atomic_load(&ch.slots[p & ch.mask].sequence), p + 1);
     CHECK_OK(dmxp_channel_recover(&ch, &rep));
     check_report(&rep, 0, 0, 0, 0, 0);
-    CHECK_EQ_U64(records_of(a), 0);
-    CHECK_EQ_U64(records_of(b), 0);
+    CHECK_EQ_U64(records_of(&seg, a), 0);
+    CHECK_EQ_U64(records_of(&seg, b), 0);
     recv_lost(&ch, p, a, DMXP_RUNTIME_GO);
     flows(&ch, p + 1);
     dmxp_channel_close(&ch);
@@ -265,8 +240,8 @@ static void late_claimant_dies(const dmxp_channel *ch) {
     uint64_t p, n;
     CHECK_OK(dmxp__claim_send(&raw, 1, &p, &n));
     CHECK(p == 0 && n == 1);
-    fake_record(&table_of()[100], late_pid, DMXP_ROLE_PRODUCER, ch->id, p, 1, DMXP_RUNTIME_GO,
-                0);
+    fake_record(&peer_table_of(&seg)[100], late_pid, DMXP_ROLE_PRODUCER, ch->id, p, 1,
+                DMXP_RUNTIME_GO, 0);
 }
 
 static void later_record_defers_to_earlier(void) {
@@ -274,7 +249,7 @@ static void later_record_defers_to_earlier(void) {
     dmxp_error err;
     CHECK_OK(dmxp_channel_create(&seg, 12, 8, &ch, &err));
     CHECK_OK(dmxp_channel_register(&ch, DMXP_ROLE_CONSUMER, &err));
-    dmxp_peer_record *t = table_of();
+    dmxp_peer_record *t = peer_table_of(&seg);
     CHECK_EQ_U64(atomic_load(&t[100].pid), 0);
     uint32_t b = gone_pid();
     late_pid = gone_pid();
@@ -295,8 +270,8 @@ static void later_record_defers_to_earlier(void) {
     CHECK_OK(dmxp_channel_recover(&ch, &rep));
     CHECK_EQ_U64(hook.fired, 1);
     check_report(&rep, 1, 0, 2, 0, 2);
-    CHECK_EQ_U64(records_of(b), 0);
-    CHECK_EQ_U64(records_of(late_pid), 0);
+    CHECK_EQ_U64(records_of(&seg, b), 0);
+    CHECK_EQ_U64(records_of(&seg, late_pid), 0);
     recv_lost(&ch, 0, late_pid, DMXP_RUNTIME_GO);
     flows(&ch, 1);
     dmxp_channel_close(&ch);
@@ -315,7 +290,7 @@ static void live_stale_intent_defers(void) {
     uint64_t p, n;
     CHECK_OK(dmxp__claim_send(&raw, 1, &p, &n));
     CHECK(p == 0 && n == 1);
-    dmxp_peer_record *t = table_of();
+    dmxp_peer_record *t = peer_table_of(&seg);
     uint32_t dead = gone_pid();
     dmxp_peer_record *d = &t[110], *lr = &t[120];
     fake_record(d, dead, DMXP_ROLE_PRODUCER, 13, p, 1, DMXP_RUNTIME_GO, 12345);
@@ -358,7 +333,7 @@ static void live_stale_intent_defers(void) {
  * unjudged (another channel's intent); back on this channel, it is repaired. */
 static void to_channel_78(const dmxp_channel *ch) {
     (void)ch;
-    atomic_store(&table_of()[140].channel_id, 78);
+    atomic_store(&peer_table_of(&seg)[140].channel_id, 78);
 }
 
 static void channel_changed_given_back(void) {
@@ -369,7 +344,7 @@ static void channel_changed_given_back(void) {
     CHECK_OK(dmxp_channel_open(&seg, 15, &raw, &err));
     uint64_t p, n;
     CHECK_OK(dmxp__claim_send(&raw, 1, &p, &n));
-    dmxp_peer_record *d = &table_of()[140];
+    dmxp_peer_record *d = &peer_table_of(&seg)[140];
     uint32_t dead = gone_pid();
     fake_record(d, dead, DMXP_ROLE_PRODUCER, 15, p, 1, DMXP_RUNTIME_GO, 4242);
     arm(140, to_channel_78);
@@ -401,7 +376,7 @@ static void dead_idle_records_of_any_channel(void) {
     dmxp_error err;
     CHECK_OK(dmxp_channel_create(&seg, 14, 8, &ch, &err));
     CHECK_OK(dmxp_channel_register(&ch, DMXP_ROLE_CONSUMER, &err));
-    dmxp_peer_record *t = table_of();
+    dmxp_peer_record *t = peer_table_of(&seg);
     dmxp_channel_entry *e77 = dmxp__entry(&seg, 77); /* a channel nobody here opened */
     uint32_t idle_other = gone_pid(), busy_other = gone_pid(), idle_ours = gone_pid();
     fake_record(&t[130], idle_other, DMXP_ROLE_CONSUMER, 77, 9, 0, DMXP_RUNTIME_GO, 0);

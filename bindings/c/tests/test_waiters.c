@@ -5,9 +5,7 @@
  * *_seq word right before each futex_wake (and only then), so "no futex_wake" is checked as
  * "the word did not move". Each test runs on its own anonymous MAP_SHARED segment, shared with
  * forked children; states are waited for by polling with a deadline, never by a fixed sleep. */
-#include "check.h"
-
-#include <sys/wait.h>
+#include "util.h"
 
 #define SEG_LEN (1u << 20)
 #define SEC INT64_C(1000000000)
@@ -22,25 +20,12 @@ static void new_segment(dmxp_segment *seg) {
 
 static void drop_segment(dmxp_segment *seg) { CHECK(munmap(seg->base, SEG_LEN) == 0); }
 
-static dmxp_peer_record *table_of(const dmxp_segment *seg) {
-    uint64_t off = atomic_load(&dmxp__hdr(seg)->peer_table_offset);
-    CHECK(off != 0);
-    return (dmxp_peer_record *)(void *)(seg->base + off);
-}
-
-static int records_of(const dmxp_segment *seg, uint32_t pid) {
-    dmxp_peer_record *t = table_of(seg);
-    int n = 0;
-    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) n += atomic_load(&t[i].pid) == pid;
-    return n;
-}
-
 /* The one record of `pid`, polled for until it appears. */
 static dmxp_peer_record *await_record_of(const dmxp_segment *seg, uint32_t pid) {
     int64_t deadline = (int64_t)dmxp_now_ns() + DEADLINE_NS;
     for (;;) {
         if (atomic_load(&dmxp__hdr(seg)->peer_table_offset) != 0) {
-            dmxp_peer_record *t = table_of(seg);
+            dmxp_peer_record *t = peer_table_of(seg);
             for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++)
                 if (atomic_load(&t[i].pid) == pid && atomic_load(&t[i].start_time) != 0) {
                     CHECK_EQ_U64(records_of(seg, pid), 1);
@@ -50,16 +35,6 @@ static dmxp_peer_record *await_record_of(const dmxp_segment *seg, uint32_t pid) 
         CHECK((int64_t)dmxp_now_ns() < deadline);
         dmxp__sleep_ns(1000000);
     }
-}
-
-/* A pid that names no process: a child that has exited and been reaped. */
-static uint32_t gone_pid(void) {
-    pid_t child = fork();
-    CHECK(child >= 0);
-    if (child == 0) _exit(0);
-    CHECK(waitpid(child, NULL, 0) == child);
-    CHECK(kill(child, 0) != 0 && errno == ESRCH);
-    return (uint32_t)child;
 }
 
 static void kill_and_reap(pid_t child) {
@@ -108,8 +83,7 @@ static void dead_receiver_given_back_by_registration(void) {
     CHECK(child >= 0);
     if (child == 0) {
         dmxp_channel cons;
-        if (dmxp_channel_open(&seg, 1, &cons, NULL) != DMXP_OK) _exit(20);
-        if (dmxp_channel_register(&cons, DMXP_ROLE_CONSUMER, NULL) != DMXP_OK) _exit(21);
+        child_open_registered(&seg, 1, DMXP_ROLE_CONSUMER, &cons);
         unsigned char buf[DMXP_MSG_INLINE];
         size_t len;
         (void)dmxp_recv_timeout(&cons, buf, sizeof buf, NULL, &len, 120 * SEC);
@@ -173,8 +147,7 @@ static void dead_sender_given_back_by_repair(void) {
     CHECK(child >= 0);
     if (child == 0) {
         dmxp_channel prod;
-        if (dmxp_channel_open(&seg, 2, &prod, NULL) != DMXP_OK) _exit(20);
-        if (dmxp_channel_register(&prod, DMXP_ROLE_PRODUCER, NULL) != DMXP_OK) _exit(21);
+        child_open_registered(&seg, 2, DMXP_ROLE_PRODUCER, &prod);
         (void)dmxp_send_timeout(&prod, "late", 4, NULL, NULL, 120 * SEC);
         _exit(22);
     }
@@ -207,23 +180,18 @@ static void dead_sender_given_back_by_repair(void) {
 
 /* A child that registers `roles` on channel `id` and idles until it is killed. */
 static pid_t spawn_idle(const dmxp_segment *seg, uint32_t id, unsigned roles) {
-    int fds[2];
-    CHECK(pipe(fds) == 0);
-    pid_t child = fork();
-    CHECK(child >= 0);
+    int fd;
+    pid_t child = fork_reporting(&fd);
     if (child == 0) {
-        close(fds[0]);
         dmxp_channel ch;
-        if (dmxp_channel_open(seg, id, &ch, NULL) != DMXP_OK) _exit(20);
-        if (dmxp_channel_register(&ch, roles, NULL) != DMXP_OK) _exit(21);
+        child_open_registered(seg, id, roles, &ch);
         char ok = 1;
-        if (write(fds[1], &ok, 1) != 1) _exit(22);
+        if (write(fd, &ok, 1) != 1) _exit(22);
         for (;;) pause();
     }
-    close(fds[1]);
     char ok = 0;
-    CHECK(read(fds[0], &ok, 1) == 1 && ok == 1);
-    close(fds[0]);
+    CHECK(read(fd, &ok, 1) == 1 && ok == 1);
+    close(fd);
     return child;
 }
 
@@ -244,7 +212,7 @@ static void sweep_frees_dead_idle_records(void) {
                                   DMXP_ROLE_PRODUCER | DMXP_ROLE_CONSUMER, DMXP_ROLE_CONSUMER};
     for (int i = 0; i < DEAD; i++) dead[i] = spawn_idle(&seg, i % 2 ? 4 : 3, roles[i]);
     pid_t live = spawn_idle(&seg, 4, DMXP_ROLE_PRODUCER);
-    dmxp_peer_record *t = table_of(&seg);
+    dmxp_peer_record *t = peer_table_of(&seg);
     uint64_t ns = dmxp_pid_namespace();
     /* A dead record with an intent, and a record of another namespace (no such pid here). */
     uint32_t with_intent = gone_pid(), foreign = gone_pid();
@@ -330,8 +298,7 @@ static void misjudged_waiter_keeps_count(void) {
     CHECK(child >= 0);
     if (child == 0) {
         dmxp_channel cons;
-        if (dmxp_channel_open(&seg, 5, &cons, NULL) != DMXP_OK) _exit(20);
-        if (dmxp_channel_register(&cons, DMXP_ROLE_CONSUMER, NULL) != DMXP_OK) _exit(21);
+        child_open_registered(&seg, 5, DMXP_ROLE_CONSUMER, &cons);
         char got[8];
         size_t len = 0;
         dmxp_status s = dmxp_recv_timeout(&cons, got, sizeof got, NULL, &len, 120 * SEC);
@@ -371,7 +338,7 @@ static void give_back_edge_cases(void) {
     dmxp_channel ch;
     CHECK_OK(dmxp_channel_create(&seg, 6, 4, &ch, &err));
     CHECK_OK(dmxp_channel_register(&ch, DMXP_ROLE_PRODUCER, &err));
-    dmxp_peer_record *d = &table_of(&seg)[100];
+    dmxp_peer_record *d = &peer_table_of(&seg)[100];
     dmxp_channel_entry *e6 = ch.entry;
     dmxp_channel_entry *e44 = dmxp__entry(&seg, 44); /* 300 mod 256 */
     atomic_store(&d->channel_id, 6);
