@@ -4,6 +4,14 @@
 #
 #   scripts/miri.sh [extra `cargo miri test` arguments, e.g. a test name filter]
 #
+# By default it runs the tests that drive the unsafe boundary (region.rs: views of the
+# segment, payload copies) and the atomics through every path: the unit tests, the ring
+# (sends, receives, batches, loans, in-place receives), validation of hostile bytes, crash
+# recovery, threads racing (stress), two mappings of one segment, and the fuzz corpus. The
+# golden-file, model and property tests repeat those same paths over many formatted segments
+# (minutes each when interpreted); they run natively in `cargo test`. MIRI_ALL=1 runs every
+# test target and the doc tests too.
+#
 # Installs the Miri component if it is missing. When it cannot be installed (no network, no
 # nightly), it prints a loud "MIRI UNAVAILABLE" note and exits 0, so CI still runs everything
 # else. Otherwise it exits non-zero if Miri reports undefined behaviour or any test fails.
@@ -14,6 +22,7 @@
 #
 # Environment:
 #   MIRI_TOOLCHAIN    toolchain to use (default: nightly)
+#   MIRI_ALL          1 = every test target and the doc tests (default: the targets above)
 #   PROPTEST_CASES    proptest cases per property (default: 8)
 #   MIRIFLAGS         extra Miri flags; -Zmiri-disable-isolation is always added (proptest
 #                     reads the environment and the clock)
@@ -53,6 +62,14 @@ export MIRIFLAGS="-Zmiri-disable-isolation ${MIRIFLAGS:-}"
 export PROPTEST_CASES="${PROPTEST_CASES:-8}"
 
 echo "scripts/miri.sh: MIRIFLAGS='$MIRIFLAGS' PROPTEST_CASES=$PROPTEST_CASES"
+if [ "${MIRI_ALL:-0}" = 1 ]; then
+    targets=()
+else
+    targets=(--lib)
+    for test in ring_basics validation recovery stress position_independence abandoned fuzz_corpus; do
+        targets+=(--test "$test")
+    done
+fi
 # With `set -e` a test failure or a UB report (both make cargo exit non-zero) fails the script.
-cargo "+$toolchain" miri test -p dmxp-nostd "$@"
+cargo "+$toolchain" miri test -p dmxp-nostd "${targets[@]}" "$@"
 echo "scripts/miri.sh: Miri found no undefined behaviour; all non-ignored tests passed."

@@ -20,6 +20,44 @@ step() {
     fi
 }
 
+# A step run in the background: its output goes to a log that `finish_background` prints
+# when it ends. Only for steps that time nothing (Miri), started after the steps whose
+# multi-process tests measure time, so that the two cores serve both halves.
+background_pids=()
+background_names=()
+background_logs=()
+background_starts=()
+start_background() {
+    local name=$1
+    shift
+    local log
+    log=$(mktemp -t dmxp-step.XXXXXX)
+    echo
+    echo "==> $name (started in the background; its output follows when it ends)"
+    "$@" >"$log" 2>&1 &
+    background_pids+=("$!")
+    background_names+=("$name")
+    background_logs+=("$log")
+    background_starts+=("$SECONDS")
+}
+finish_background() {
+    local i
+    for i in "${!background_pids[@]}"; do
+        local name=${background_names[$i]}
+        echo
+        echo "==> $name (output of the background run)"
+        if wait "${background_pids[$i]}"; then
+            cat "${background_logs[$i]}"
+            echo "<== $name: ok ($((SECONDS - background_starts[$i])) s, beside the steps above)"
+        else
+            cat "${background_logs[$i]}"
+            echo "<== $name: FAILED ($((SECONDS - background_starts[$i])) s, beside the steps above)"
+            failures+=("$name")
+        fi
+        rm -f "${background_logs[$i]}"
+    done
+}
+
 # libFuzzer (fuzz replay tests, cargo-fuzz) is C++; gcc alone is not enough.
 if ! command -v g++ >/dev/null; then
     echo "installing g++ (needed to build libFuzzer)"
@@ -40,9 +78,12 @@ step "no_std build (x86_64-unknown-none)" bash -c \
     scripts/corruption-matrix.sh
 [ -x scripts/trust-matrix.sh ] && step "trust matrix (every client x a segment squatted by another uid)" \
     scripts/trust-matrix.sh
+# Miri is the longest step and single-threaded, as are the loom models and each fuzz run:
+# it runs on one core while they take the other.
+[ -x scripts/miri.sh ] && start_background "miri" scripts/miri.sh
 [ -x scripts/loom.sh ] && step "loom models" scripts/loom.sh
-[ -x scripts/miri.sh ] && step "miri" scripts/miri.sh
 [ -x scripts/fuzz.sh ] && step "fuzz (short runs)" scripts/fuzz.sh "${DMXP_FUZZ_SECONDS:-30}"
+finish_background
 
 echo
 if [ ${#failures[@]} -ne 0 ]; then
