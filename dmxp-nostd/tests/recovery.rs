@@ -265,6 +265,7 @@ fn dead_producer_leaves_a_lost_tombstone_that_consumers_skip_and_count() {
         .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
         .unwrap();
     assert_eq!(again, Default::default());
+    assert!(!again.repaired());
 }
 
 #[test]
@@ -1268,4 +1269,168 @@ fn a_forged_waiting_word_never_takes_a_count_below_zero() {
     assert!(table(&segment)
         .iter()
         .all(|r| r.waiting.load(Relaxed) == peer_waiting::NONE));
+}
+
+// ------------------------------------------------ gaps found by `cargo mutants` on peer.rs
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; rules of the repair, checked natively"
+)]
+fn a_slot_names_its_owner_and_leaves_only_if_the_caller_registered_it() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let slot = segment
+        .register(0, PeerRole::Consumer, LIVE.0, LIVE.1, runtime::RUST)
+        .unwrap();
+    assert_eq!(slot.pid(), LIVE.0);
+    assert!(format!("{slot:?}").contains(&format!("pid: {}", LIVE.0)));
+    // A forked child holding a copy of the slot must not free its parent's record.
+    slot.leave_if_mine(LIVE.0 + 1);
+    assert_eq!(
+        segment.peers().unwrap().len(),
+        1,
+        "the parent's record stays"
+    );
+    let slot = segment
+        .register(0, PeerRole::Consumer, LIVE.0, LIVE.1, runtime::RUST)
+        .unwrap();
+    assert_eq!(segment.peers().unwrap().len(), 2);
+    slot.leave_if_mine(LIVE.0);
+    assert_eq!(
+        segment.peers().unwrap().len(),
+        1,
+        "the caller's own record is freed"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; rules of the repair, checked natively"
+)]
+fn a_closure_is_a_liveness_check() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    producer_dies_after_claim(&segment, 0, DEAD);
+    let channel = segment.open_channel(0).unwrap();
+    channel.try_send(b"after", &meta()).unwrap();
+    let everyone_alive = |_pid: u32, _start: u64| true;
+    let report = segment
+        .repair(&channel, &everyone_alive, REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!(report, Default::default(), "nobody dead: nothing repaired");
+    let only_dead_is_dead = |pid: u32, _start: u64| pid != DEAD.0;
+    let report = segment
+        .repair(&channel, &only_dead_is_dead, REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!((report.tombstoned, report.records_freed), (1, 1));
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; rules of the repair, checked natively"
+)]
+fn a_sweep_never_frees_the_sweepers_own_record() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    std::mem::forget(
+        segment
+            .register(0, PeerRole::Consumer, REPAIRER.0, REPAIRER.1, runtime::RUST)
+            .unwrap(),
+    );
+    // Even a liveness check that (wrongly) calls the sweeper dead.
+    let nobody_alive = |_pid: u32, _start: u64| false;
+    let report = segment
+        .free_dead_records(&nobody_alive, REPAIRER.0)
+        .unwrap();
+    assert_eq!(report.records_freed, 0);
+    assert_eq!(segment.peers().unwrap()[0].record.pid, REPAIRER.0);
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; rules of the repair, checked natively"
+)]
+fn the_oldest_position_of_the_last_lap_is_repaired() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    // Ring of 4: the dead producer holds 0, live sends take 1..=3, so tail − 0 == capacity.
+    let position = producer_dies_after_claim(&segment, 0, DEAD);
+    let channel = segment.open_channel(0).unwrap();
+    for _ in 0..3 {
+        channel.try_send(b"live", &meta()).unwrap();
+    }
+    assert_eq!(channel.tail() - position, 4);
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!((report.tombstoned, report.records_freed), (1, 1));
+    assert_eq!(recv(&channel), Err(RecvError::Lost { message_id: 0 }));
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; rules of the repair, checked natively"
+)]
+fn a_dead_intent_on_an_unclaimed_position_is_not_tombstoned() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    // A producer wrote its intent for the position at tail, lost the CAS, and died: the
+    // position was never claimed (its slot is free, sequence == position).
+    let slot = segment
+        .register(0, PeerRole::Producer, DEAD.0, DEAD.1, runtime::C)
+        .unwrap();
+    let record = &table(&segment)[slot.index()];
+    std::mem::forget(slot);
+    let channel = segment.open_channel(0).unwrap();
+    channel.try_send(b"one", &meta()).unwrap();
+    record.intent_position.store(channel.tail(), Relaxed);
+    record.intent_count.store(1, Relaxed);
+    let report = segment
+        .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!((report.tombstoned, report.freed), (0, 0));
+    assert_eq!(report.records_freed, 1);
+    // The next send takes that position and its message arrives.
+    channel.try_send(b"two", &meta()).unwrap();
+    assert_eq!(recv(&channel).unwrap(), b"one");
+    assert_eq!(recv(&channel).unwrap(), b"two");
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; rules of the repair, checked natively"
+)]
+fn only_intents_of_the_same_channel_and_role_cover_a_position() {
+    for (channel_id, role) in [(0, PeerRole::Consumer), (1, PeerRole::Producer)] {
+        let mut buf = buffer();
+        let segment = setup(&mut buf);
+        let position = producer_dies_after_claim(&segment, 0, DEAD);
+        // A live record naming the same position number, but for the other role or
+        // another channel: it holds nothing of channel 0's producers.
+        let other = segment
+            .register(channel_id, role, LIVE.0, LIVE.1, runtime::RUST)
+            .unwrap();
+        let record = &table(&segment)[other.index()];
+        record.intent_position.store(position, Relaxed);
+        record.intent_count.store(1, Relaxed);
+        let channel = segment.open_channel(0).unwrap();
+        channel.try_send(b"after", &meta()).unwrap();
+        let report = segment
+            .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
+            .unwrap();
+        assert_eq!(
+            (report.tombstoned, report.records_deferred),
+            (1, 0),
+            "{role:?} of channel {channel_id}"
+        );
+        record.intent_count.store(0, Relaxed);
+        drop(other);
+    }
 }
