@@ -1408,17 +1408,23 @@ fn a_dead_intent_on_an_unclaimed_position_is_not_tombstoned() {
     ignore = "slow under Miri; rules of the repair, checked natively"
 )]
 fn only_intents_of_the_same_channel_and_role_cover_a_position() {
-    for (channel_id, role) in [(0, PeerRole::Consumer), (1, PeerRole::Producer)] {
+    // (channel, role, offset of the live intent from the dead position)
+    for (channel_id, role, offset) in [
+        (0, PeerRole::Consumer, 0),
+        (1, PeerRole::Producer, 0),
+        (0, PeerRole::Producer, 2),
+    ] {
         let mut buf = buffer();
         let segment = setup(&mut buf);
         let position = producer_dies_after_claim(&segment, 0, DEAD);
-        // A live record naming the same position number, but for the other role or
-        // another channel: it holds nothing of channel 0's producers.
+        // A live record naming the same position number for the other role or another
+        // channel, or another position of channel 0's producers: it holds nothing of the
+        // dead one's.
         let other = segment
             .register(channel_id, role, LIVE.0, LIVE.1, runtime::RUST)
             .unwrap();
         let record = &table(&segment)[other.index()];
-        record.intent_position.store(position, Relaxed);
+        record.intent_position.store(position + offset, Relaxed);
         record.intent_count.store(1, Relaxed);
         let channel = segment.open_channel(0).unwrap();
         channel.try_send(b"after", &meta()).unwrap();
@@ -1428,9 +1434,37 @@ fn only_intents_of_the_same_channel_and_role_cover_a_position() {
         assert_eq!(
             (report.tombstoned, report.records_deferred),
             (1, 0),
-            "{role:?} of channel {channel_id}"
+            "{role:?} of channel {channel_id}, intent at +{offset}"
         );
         record.intent_count.store(0, Relaxed);
         drop(other);
     }
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri; rules of the repair, checked natively"
+)]
+fn the_repairers_own_intent_covers_a_position_whatever_liveness_says() {
+    let mut buf = buffer();
+    let segment = setup(&mut buf);
+    let position = producer_dies_after_claim(&segment, 0, DEAD);
+    // The repairer's own producer record names the position too (it lost the CAS for it
+    // and is about to retry): it is alive by definition, even to a liveness check that
+    // (wrongly) calls everyone dead.
+    let own = segment
+        .register(0, PeerRole::Producer, REPAIRER.0, REPAIRER.1, runtime::RUST)
+        .unwrap();
+    let record = &table(&segment)[own.index()];
+    record.intent_position.store(position, Relaxed);
+    record.intent_count.store(1, Relaxed);
+    let channel = segment.open_channel(0).unwrap();
+    let nobody_alive = |_pid: u32, _start: u64| false;
+    let report = segment
+        .repair(&channel, &nobody_alive, REPAIRER.0, REPAIRER.1)
+        .unwrap();
+    assert_eq!((report.tombstoned, report.records_deferred), (0, 1));
+    record.intent_count.store(0, Relaxed);
+    drop(own);
 }
