@@ -80,7 +80,7 @@ step "no_std build (x86_64-unknown-none)" bash -c \
     scripts/trust-matrix.sh
 # Miri is the longest step and single-threaded, as are the loom models and each fuzz run:
 # it runs on one core while they take the other.
-[ -x scripts/miri.sh ] && start_background "miri" scripts/miri.sh
+[ -x scripts/miri.sh ] && start_background "miri" env MIRI_PARALLEL=1 scripts/miri.sh
 [ -x scripts/loom.sh ] && step "loom models" scripts/loom.sh
 [ -x scripts/fuzz.sh ] && step "fuzz (short runs)" scripts/fuzz.sh "${DMXP_FUZZ_SECONDS:-30}"
 finish_background
