@@ -287,6 +287,15 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         (unfreed && (head.wrapping_sub(previous) as i64) > 0).then_some(previous)
     }
 
+    /// The position a `holder` looks to hold the channel up at: [`Self::stuck_receive_position`]
+    /// for the producers, [`Self::stuck_send_position`] for the consumers.
+    pub fn stuck_position(&self, holder: PeerRole) -> Option<u64> {
+        match holder {
+            PeerRole::Producer => self.stuck_receive_position(),
+            PeerRole::Consumer => self.stuck_send_position(),
+        }
+    }
+
     /// Notes in the entry, for tools (`dmxp inspect`), that the position held by a `holder`
     /// (see [`Self::stuck_receive_position`], [`Self::stuck_send_position`]) has been stuck
     /// since `since_ns` (`CLOCK_MONOTONIC` nanoseconds, nonzero). Informational only: no

@@ -144,12 +144,7 @@ impl HandleCell {
     /// [`crate::STUCK_GRACE`] and a stopped peer's after the unblock timeout. True when
     /// something was repaired (try again).
     pub fn repair_if_stuck(&self, watch: &StuckWatch, holder: PeerRole) -> bool {
-        let channel = self.channel();
-        let position = match holder {
-            PeerRole::Producer => channel.stuck_receive_position(),
-            PeerRole::Consumer => channel.stuck_send_position(),
-        };
-        watch.repair_if_stuck(channel, position, holder, || {
+        watch.repair_if_stuck(self.channel(), holder, || {
             self.recover().is_ok_and(|report| report.repaired())
         })
     }

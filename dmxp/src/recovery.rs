@@ -299,9 +299,8 @@ impl StuckWatch {
         }
     }
 
-    /// Acts on what an operation that found nothing to do saw: `position` is the channel's
-    /// stuck position for a `holder` (`Channel::stuck_receive_position` for the producers,
-    /// `stuck_send_position` for the consumers), or `None`. Once it has been stuck for
+    /// Acts on what an operation that found nothing to do sees: the channel's stuck position
+    /// for a `holder` (`Channel::stuck_position`), if any. Once it has been stuck for
     /// [`STUCK_GRACE`] it notes since when in the channel's entry (for `dmxp inspect`) and
     /// runs `repair` (one repair pass, true when it repaired something); after the unblock
     /// timeout it also unblocks the position if the pass did not. Returns true when something
@@ -309,11 +308,10 @@ impl StuckWatch {
     pub fn repair_if_stuck<W: WaitStrategy>(
         &self,
         channel: &Channel<'_, W>,
-        position: Option<u64>,
         holder: PeerRole,
         repair: impl FnOnce() -> bool,
     ) -> bool {
-        let action = self.check(position);
+        let action = self.check(channel.stuck_position(holder));
         if action == StuckAction::Wait {
             return false;
         }

@@ -117,26 +117,24 @@ impl Peer {
         )
     }
 
-    /// Repairs the channel if the watch says it has been stuck at `position` long enough: a
-    /// dead holder's position after the grace period, a stopped one's after the unblock
-    /// timeout (the facade's rule, `dmxp::StuckWatch`). True when something was repaired.
-    fn repair_if_stuck(&mut self, position: Option<u64>, holder: PeerRole) -> bool {
-        self.stuck
-            .repair_if_stuck(self.channel(), position, holder, || {
-                self.recover().is_ok_and(|report| report.repaired())
-            })
+    /// Repairs the channel if the watch says it has been stuck long enough at the position a
+    /// `holder` holds: a dead holder's position after the grace period, a stopped one's after
+    /// the unblock timeout (the facade's rule, `dmxp::StuckWatch`). True when something was
+    /// repaired.
+    fn repair_if_stuck(&mut self, holder: PeerRole) -> bool {
+        self.stuck.repair_if_stuck(self.channel(), holder, || {
+            self.recover().is_ok_and(|report| report.repaired())
+        })
     }
 
     /// After a receive found nothing: repairs a position a dead producer holds at `head`.
     pub fn repair_stuck_receive(&mut self) -> bool {
-        let position = self.channel().stuck_receive_position();
-        self.repair_if_stuck(position, PeerRole::Producer)
+        self.repair_if_stuck(PeerRole::Producer)
     }
 
     /// After a send found the ring full: repairs a slot a dead consumer holds at `tail`.
     pub fn repair_stuck_send(&mut self) -> bool {
-        let position = self.channel().stuck_send_position();
-        self.repair_if_stuck(position, PeerRole::Consumer)
+        self.repair_if_stuck(PeerRole::Consumer)
     }
 
     /// When to wake from a wait that would last until `until`: sooner when the stuck watch is
