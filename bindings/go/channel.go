@@ -97,6 +97,9 @@ const (
 	// hookSweepTakenOver: a registration's sweep has taken over the dead record at index
 	// position and checks its intent next.
 	hookSweepTakenOver
+	// hookJudged: a repair or sweep pass has just judged the liveness of the record at index
+	// position (the first time in that pass: later looks reuse the verdict).
+	hookJudged
 )
 
 // testHook, when set, runs at each hookStep of every handle of the process (tests only).

@@ -55,19 +55,27 @@
 // ErrBusy, ErrTimeout and ErrNotReady are plain sentinels.
 //
 // Crash recovery (PROTOCOL.md §11): Channel.Register(RoleProducer or RoleConsumer) takes a
-// record in the segment's peer table (carving the 16 KiB table on first use) and brackets
-// every claim with an intent; Channel.Close frees the records. A registered handle must be
-// used for its role by one goroutine at a time: give each goroutine its own handle. If
-// registration fails (ErrPeerTableFull, no space, a corrupt peer_table_offset) the handle still
-// works, without protection. The record names the process by pid, start time and pid
-// namespace, read for the registering process (not inherited across fork); Close frees only
-// records that still name this process. Sends and receives that find the channel stuck at
-// one position for StuckGrace (10 ms) run Channel.Recover, which turns a dead producer's claim
-// into a LOST tombstone (received as a *LostError and counted in Stats) and frees a dead
-// consumer's claim; blocking calls look before each sleep, non-blocking ones after 64 full
-// (or empty) results in a row. While the channel stays stuck at one position, the pause
-// between two passes doubles up to 160 ms. Records of another pid namespace count as alive.
-// Tools may call Recover at any time. PeerDead applies the liveness rules to a pid.
+// record in the segment's peer table (carving the table from the band area on first use) and
+// brackets every claim with an intent; Channel.Close frees the records. The table has the
+// number of records the segment's creator wrote into the header's peer_records
+// (Options.PeerRecords: 0, the default, means PeerRecords = 256 records, 16 KiB; otherwise 256
+// to MaxPeerRecords = 16,384, 1 MiB; other values are refused with an
+// *InvalidPeerRecordsError). Each registered handle takes one record, so a segment with many
+// channels and handles may need more. An attach checks the field (a value outside those is a
+// *CorruptionError of kind PeerRecordsOutOfRange) and reads it once: Segment.PeerRecords is
+// the number every table operation of that Segment uses (registering, leaving, repairs,
+// sweeps), whatever the field says later, and peer_table_offset is checked against that table
+// size. A registered handle must be used for its role by one goroutine at a time: give each
+// goroutine its own handle. If registration fails (ErrPeerTableFull, no space, a corrupt
+// peer_table_offset) the handle still works, without protection. The record names the process
+// by pid, start time and pid namespace, read for the registering process (not inherited across
+// fork); Close frees only records that still name this process. Sends and receives that find
+// the channel stuck at one position for StuckGrace (10 ms) run Channel.Recover, which turns a
+// dead producer's claim into a LOST tombstone (received as a *LostError and counted in Stats)
+// and frees a dead consumer's claim; blocking calls look before each sleep, non-blocking ones
+// after 64 full (or empty) results in a row. While the channel stays stuck at one position,
+// the pause between two passes doubles up to 160 ms. Records of another pid namespace count as
+// alive. Tools may call Recover at any time. PeerDead applies the liveness rules to a pid.
 // Register first frees the records of dead peers that hold no intent (§11.10), so records of
 // peers killed while idle do not fill the table. A registered handle blocked in a send or
 // receive names the wait count it is in (not_empty_waiters or not_full_waiters) in its record,

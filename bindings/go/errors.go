@@ -44,7 +44,8 @@ var (
 	ErrLost = errors.New("dmxp: message lost")
 	// ErrCorruptMessage matches a *CorruptMessageError.
 	ErrCorruptMessage = errors.New("dmxp: corrupt message")
-	// ErrInvalidArgument matches *InvalidCapacityError, *InvalidChannelIDError and bad sizes.
+	// ErrInvalidArgument matches *InvalidCapacityError, *InvalidChannelIDError,
+	// *InvalidPeerRecordsError and bad sizes.
 	ErrInvalidArgument = errors.New("dmxp: invalid argument")
 	// ErrOutOfSpace matches a *OutOfSpaceError.
 	ErrOutOfSpace = errors.New("dmxp: segment out of space")
@@ -52,8 +53,9 @@ var (
 	ErrRegionTooSmall = errors.New("dmxp: region too small")
 	// ErrClosed: the segment was closed.
 	ErrClosed = errors.New("dmxp: segment closed")
-	// ErrPeerTableFull: every record of the peer table is taken; the handle was not
-	// registered and works without crash protection.
+	// ErrPeerTableFull: every record of the peer table (Segment.PeerRecords) is taken; the
+	// handle was not registered and works without crash protection. A segment created with a
+	// larger Options.PeerRecords has room for more handles.
 	ErrPeerTableFull = errors.New("dmxp: peer table full: handle not registered (no crash protection)")
 	// ErrRevoked matches a *RevokedError: a peer repaired a position this handle had claimed
 	// (PROTOCOL.md §11.7) before the handle published or freed it.
@@ -64,7 +66,8 @@ var (
 // the Rust core's Corruption.
 type CorruptionKind int
 
-// The kinds, in the order of the checks of PROTOCOL.md §4.
+// The kinds, in the order of the checks of PROTOCOL.md §4 (kinds added later come last, so
+// that the values of the others stay as they were).
 const (
 	BadMagic CorruptionKind = iota + 1
 	UnsupportedVersion
@@ -84,6 +87,9 @@ const (
 	BandsOverlap
 	PeerTableOutOfRange
 	PeerTableOverlapsBand
+	// PeerRecordsOutOfRange: the header's peer_records is neither 0 nor within
+	// PeerRecords..MaxPeerRecords (PROTOCOL.md §4.1 check #8).
+	PeerRecordsOutOfRange
 )
 
 var kindNames = map[CorruptionKind]string{
@@ -105,6 +111,7 @@ var kindNames = map[CorruptionKind]string{
 	BandsOverlap:          "BandsOverlap",
 	PeerTableOutOfRange:   "PeerTableOutOfRange",
 	PeerTableOverlapsBand: "PeerTableOverlapsBand",
+	PeerRecordsOutOfRange: "PeerRecordsOutOfRange",
 }
 
 func (k CorruptionKind) String() string {
@@ -137,6 +144,8 @@ func (k CorruptionKind) field() string {
 		return "capacity"
 	case PeerTableOutOfRange, PeerTableOverlapsBand:
 		return "peer_table_offset"
+	case PeerRecordsOutOfRange:
+		return "peer_records"
 	default:
 		return "band_offset"
 	}
@@ -147,18 +156,21 @@ func (k CorruptionKind) field() string {
 type CorruptionError struct {
 	Kind CorruptionKind
 	// Field is the field at fault: magic, version, max_channels, channel_count, segment_size,
-	// band_cursor, channel_id, state, capacity, band_offset or peer_table_offset.
+	// band_cursor, peer_records, channel_id, state, capacity, band_offset or
+	// peer_table_offset.
 	Field string
 	// Channel is the entry's id, or -1 for a header field.
 	Channel int
 	// Value is the value found: the magic, version, max_channels, channel_count, recorded
-	// segment_size, band_cursor, channel_id, state, capacity or band_offset.
+	// segment_size, band_cursor, peer_records, channel_id, state, capacity, band_offset or
+	// peer_table_offset.
 	Value uint64
 	// Limit is what Value was checked against where there is one: the mapped size
 	// (SegmentSizeMismatch) or the segment length (BandCursorOutOfRange, BandOutsideSegment,
 	// PeerTableOutOfRange).
 	Limit uint64
-	// BandLen is the band's length for BandOutsideSegment.
+	// BandLen is the band's length for BandOutsideSegment, and the peer table's length
+	// (records × PeerRecordSize) for PeerTableOutOfRange.
 	BandLen uint64
 	// Other is the other channel of BandsOverlap (-1 otherwise).
 	Other int
@@ -192,6 +204,8 @@ func (e *CorruptionError) Error() string {
 			e.Value, e.Limit, HeaderSize)
 	case BandCursorOutOfRange:
 		what = fmt.Sprintf("band_cursor %d outside the band area of a %d-byte segment", e.Value, e.Limit)
+	case PeerRecordsOutOfRange:
+		what = fmt.Sprintf("peer_records %d is neither 0 nor between %d and %d", e.Value, PeerRecords, MaxPeerRecords)
 	case ChannelIDMismatch:
 		what = fmt.Sprintf("channel_id field holds %d", e.Value)
 	case UnknownChannelState:
@@ -214,7 +228,7 @@ func (e *CorruptionError) Error() string {
 		what = fmt.Sprintf("band overlaps channel %d's band", e.Other)
 	case PeerTableOutOfRange:
 		what = fmt.Sprintf("peer_table_offset %d: the %d-byte peer table does not fit, %d-aligned, in the band area of a %d-byte segment",
-			e.Value, PeerTableSize, SlotAlign, e.Limit)
+			e.Value, e.BandLen, SlotAlign, e.Limit)
 	case PeerTableOverlapsBand:
 		what = fmt.Sprintf("peer table at %d overlaps the channel's band", e.Value)
 	default:
@@ -315,6 +329,16 @@ func (e *InvalidCapacityError) Error() string {
 	return fmt.Sprintf("dmxp: capacity %d must be a power of two between %d and %d", e.Capacity, MinCapacity, MaxCapacity)
 }
 func (e *InvalidCapacityError) Is(target error) bool { return target == ErrInvalidArgument }
+
+// InvalidPeerRecordsError: a requested peer table size (Options.PeerRecords) that is neither 0
+// nor within PeerRecords..MaxPeerRecords.
+type InvalidPeerRecordsError struct{ Records uint32 }
+
+func (e *InvalidPeerRecordsError) Error() string {
+	return fmt.Sprintf("dmxp: peer table of %d records: must be 0 (the default, %d) or between %d and %d",
+		e.Records, PeerRecords, PeerRecords, MaxPeerRecords)
+}
+func (e *InvalidPeerRecordsError) Is(target error) bool { return target == ErrInvalidArgument }
 
 // InvalidChannelIDError: a channel id at or above 256.
 type InvalidChannelIDError struct{ ID uint32 }

@@ -66,9 +66,14 @@ func TestGoldenDecodesEveryField(t *testing.T) {
 	wantHeader := HeaderInfo{
 		Magic: Magic, Version: 1, MaxChannels: 256, ChannelCount: 2, Reserved: 0,
 		SegmentSize: 104960, BandCursor: 104960, CreatorPID: 4242, HeaderFlags: 0,
+		PeerTableOffset: 0, PeerRecords: 0,
 	}
 	if h := seg.Header(); h != wantHeader {
 		t.Errorf("header %+v, want %+v", h, wantHeader)
+	}
+	// peer_records 0 (a segment made before the field): the default table of 256 records.
+	if n := seg.PeerRecords(); n != PeerRecords {
+		t.Errorf("peer records %d, want %d", n, PeerRecords)
 	}
 	if seg.Len() != 104960 {
 		t.Errorf("segment length %d", seg.Len())

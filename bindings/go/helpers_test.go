@@ -15,12 +15,24 @@ var testSegmentSeq uint64
 // dir when /dev/shm is absent) and removes it when the test ends.
 func newTestSegment(t testing.TB, size int64) *Segment {
 	t.Helper()
+	return newTestSegmentWith(t, &Options{Size: size})
+}
+
+// testSegmentPath is a fresh path under /dev/shm (or the test's temp dir when /dev/shm is
+// absent) for a test segment.
+func testSegmentPath(t testing.TB) string {
 	dir := "/dev/shm"
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		dir = t.TempDir()
 	}
-	path := filepath.Join(dir, fmt.Sprintf("dmxp_gotest_%d_%d", os.Getpid(), atomic.AddUint64(&testSegmentSeq, 1)))
-	seg, err := CreatePath(path, &Options{Size: size})
+	return filepath.Join(dir, fmt.Sprintf("dmxp_gotest_%d_%d", os.Getpid(), atomic.AddUint64(&testSegmentSeq, 1)))
+}
+
+// newTestSegmentWith is newTestSegment with the creation options opts.
+func newTestSegmentWith(t testing.TB, opts *Options) *Segment {
+	t.Helper()
+	path := testSegmentPath(t)
+	seg, err := CreatePath(path, opts)
 	if err != nil {
 		t.Fatalf("CreatePath(%s): %v", path, err)
 	}

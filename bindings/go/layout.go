@@ -43,18 +43,45 @@ const (
 	offHeaderFlags  = 44
 	// offPeerTableOffset is the header field locating the peer table (PROTOCOL.md §11.1).
 	offPeerTableOffset = 48
+	// offPeerRecords is the header field giving the number of records of the peer table
+	// (u32; PROTOCOL.md §2.2, §11.1). Bytes 60..128 stay zero.
+	offPeerRecords = 56
 )
 
-// Peer table (PROTOCOL.md §11): PeerRecords records of PeerRecordSize bytes, carved from the
-// band area like a channel band.
+// Peer table (PROTOCOL.md §11.1): n records of PeerRecordSize bytes, carved from the band
+// area like a channel band, where n is the header's peer_records, or PeerRecords when that
+// is 0 (segments made before the field). The creator chooses n (Options.PeerRecords); an
+// attachment reads it once, at attach, and uses it for every table operation.
 const (
-	// PeerRecords is the number of records in the peer table.
+	// PeerRecords is the number of records of a peer table whose header field peer_records
+	// is 0: the default, and the smallest table.
 	PeerRecords = 256
+	// MaxPeerRecords is the largest number of records a peer table may have (256 channels ×
+	// 64 peers, 1 MiB).
+	MaxPeerRecords = 16384
 	// PeerRecordSize is the stride of peer records.
 	PeerRecordSize = 64
-	// PeerTableSize is the size of the peer table.
+	// PeerTableSize is the size of a default peer table (PeerRecords records, 16 KiB); a
+	// table of n records is PeerTableLen(n) bytes.
 	PeerTableSize = PeerRecords * PeerRecordSize
 )
+
+// validPeerRecords: a peer_records value a segment may hold, 0 (= PeerRecords) or
+// PeerRecords..MaxPeerRecords (PROTOCOL.md §4.1 check #8).
+func validPeerRecords(n uint32) bool {
+	return n == 0 || (n >= PeerRecords && n <= MaxPeerRecords)
+}
+
+// peerRecordsOf is the number of records a valid peer_records field stands for.
+func peerRecordsOf(field uint32) uint32 {
+	if field == 0 {
+		return PeerRecords
+	}
+	return field
+}
+
+// PeerTableLen is the size in bytes of a peer table of records records (records × 64).
+func PeerTableLen(records uint32) uint64 { return uint64(records) * PeerRecordSize }
 
 // Peer record field offsets.
 const (

@@ -140,23 +140,38 @@ func (me identity) judgeable(pidNS uint64) bool {
 // verdicts is the liveness of the records one repair pass has judged: each record is judged
 // once per pass, for the owner it showed then. A record seen later with another owner (it
 // changed hands meanwhile: a new registrant, or a peer taking it over) counts as alive.
+// There is room for one verdict per record of the segment's table (Segment.PeerRecords),
+// allocated when the pass judges its first record.
 type verdicts struct {
-	me   identity
-	seen [PeerRecords]struct {
-		judged, dead bool
-		pid          uint32
-		start, pidNS uint64
-	}
+	me      identity
+	records int
+	seen    []verdict
 }
 
-// dead judges record i, which shows pid, start and pidNS.
+// verdict is what a pass found for one record.
+type verdict struct {
+	judged, dead bool
+	pid          uint32
+	start, pidNS uint64
+}
+
+// newVerdicts starts the judgements of one pass over a table of records records, judged by me.
+func newVerdicts(me identity, records int) *verdicts {
+	return &verdicts{me: me, records: records}
+}
+
+// dead judges record i (below the table's records), which shows pid, start and pidNS.
 func (v *verdicts) dead(i int, pid uint32, start, pidNS uint64) bool {
+	if v.seen == nil {
+		v.seen = make([]verdict, v.records)
+	}
 	s := &v.seen[i]
 	if s.judged {
 		return s.dead && s.pid == pid && s.start == start && s.pidNS == pidNS
 	}
 	s.judged, s.pid, s.start, s.pidNS = true, pid, start, pidNS
 	s.dead = pid != 0 && pid != v.me.pid && v.me.judgeable(pidNS) && PeerDead(pid, start)
+	runHook(hookJudged, uint64(i))
 	return s.dead
 }
 
@@ -164,21 +179,26 @@ func (c *Channel) record(table unsafe.Pointer, i int) unsafe.Pointer {
 	return unsafe.Add(table, i*PeerRecordSize)
 }
 
+// records is the number of records of the peer table, as this attachment validated it.
+func (c *Channel) records() int { return c.seg.PeerRecords() }
+
 // peerTable locates the peer table, installing it first when install is set and there is
-// none (PROTOCOL.md §11.1); it validates the offset's range and that no band overlaps it.
-// A nil pointer with a nil error means there is no table.
+// none (PROTOCOL.md §11.1); it validates the offset's range and that no band overlaps it,
+// for a table of the attachment's records. A nil pointer with a nil error means there is no
+// table.
 func (c *Channel) peerTable(install bool) (unsafe.Pointer, error) {
 	s := c.seg
+	size := s.peerTableLen()
 	table := load64(s.base, offPeerTableOffset)
 	if table == 0 {
 		if !install {
 			return nil, nil
 		}
-		start, err := s.reserveBytes(PeerTableSize)
+		start, err := s.reserveBytes(size)
 		if err != nil {
 			return nil, err
 		}
-		zeroWords(s.base, uintptr(start), PeerTableSize)
+		zeroWords(s.base, uintptr(start), uintptr(size))
 		// Go's CAS is sequentially consistent: the zeroed records are visible to whoever sees
 		// the offset. A loser uses the winner's table; its own bytes stay unused.
 		if cas64(s.base, offPeerTableOffset, 0, start) {
@@ -187,13 +207,11 @@ func (c *Channel) peerTable(install bool) (unsafe.Pointer, error) {
 			table = load64(s.base, offPeerTableOffset)
 		}
 	}
-	if table == 0 || !peerTableInRange(table, s.length) {
-		e := corruptHeader(PeerTableOutOfRange, table)
-		e.Limit = s.length
-		return nil, e
+	if table == 0 { // installed by another peer, then zeroed
+		return nil, peerTableOutOfRange(table, size, s.length)
 	}
-	if g, bad := peerTableOverlap(table, s.Channels()); bad {
-		return nil, corruptEntry(PeerTableOverlapsBand, g.ID, table)
+	if err := s.checkPeerTable(table, s.Channels()); err != nil {
+		return nil, err
 	}
 	return unsafe.Add(s.base, table), nil
 }
@@ -201,7 +219,8 @@ func (c *Channel) peerTable(install bool) (unsafe.Pointer, error) {
 // Register records this handle in the segment's peer table (PROTOCOL.md §11.3) as a producer
 // or a consumer, so that a position it claimed is repaired (a LOST tombstone, or a freed slot)
 // if this process dies before publishing or freeing it. Call it once per role; the first
-// registration on a segment carves the 16 KiB table from the band area. The record names
+// registration on a segment carves the table (Segment.PeerRecords records of 64 bytes: 16 KiB
+// by default, see Options.PeerRecords) from the band area. The record names
 // this process by pid, start time and pid namespace, read for the calling process. Before it
 // takes a record, it frees the records of dead peers that hold no intent (PROTOCOL.md §11.10),
 // giving back the wait counts they died in (§11.9).
@@ -235,7 +254,7 @@ func (c *Channel) Register(role Role) error {
 	}
 	me := ownIdentity()
 	c.sweep(table, me)
-	for i := 0; i < PeerRecords; i++ {
+	for i, n := 0, c.records(); i < n; i++ {
 		r := c.record(table, i)
 		if !cas32(r, peerPid, 0, me.pid) {
 			continue
@@ -262,9 +281,9 @@ func (c *Channel) Register(role Role) error {
 // kill and one read of /proc/<pid>/stat), by the rules of §11.5. It returns how many records
 // it freed.
 func (c *Channel) sweep(table unsafe.Pointer, me identity) int {
-	judge := &verdicts{me: me}
+	judge := newVerdicts(me, c.records())
 	freed := 0
-	for i := 0; i < PeerRecords; i++ {
+	for i, n := 0, c.records(); i < n; i++ {
 		d := c.record(table, i)
 		pid := load32(d, peerPid)
 		if pid == 0 || pid == me.pid || load32(d, peerIntentCount) != 0 {
@@ -401,10 +420,10 @@ func (c *Channel) Recover() (RecoverReport, error) {
 	if err != nil || table == nil {
 		return report, err
 	}
-	judge := &verdicts{me: ownIdentity()}
+	judge := newVerdicts(ownIdentity(), c.records())
 	me := judge.me
 	wakeConsumers, wakeProducers := false, false
-	for i := 0; i < PeerRecords; i++ {
+	for i, n := 0, c.records(); i < n; i++ {
 		d := c.record(table, i)
 		deadPid := load32(d, peerPid)
 		if deadPid == 0 || deadPid == me.pid {
@@ -532,7 +551,7 @@ func (c *Channel) repairIntent(table unsafe.Pointer, judge *verdicts, i int, d u
 // an intent covering p and either comes before i in the table (its own repair handles p) or
 // is not dead (it owns p, or is about to find that its claim failed).
 func (c *Channel) coveredElsewhere(table unsafe.Pointer, judge *verdicts, i int, role uint16, p uint64) bool {
-	for j := 0; j < PeerRecords; j++ {
+	for j, n := 0, c.records(); j < n; j++ {
 		if j == i {
 			continue
 		}

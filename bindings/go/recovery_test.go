@@ -180,7 +180,7 @@ func peerTableOf(t *testing.T, seg *Segment) unsafe.Pointer {
 func recordsOf(t *testing.T, seg *Segment, pid uint32) int {
 	table := peerTableOf(t, seg)
 	n := 0
-	for i := 0; i < PeerRecords; i++ {
+	for i := 0; i < seg.PeerRecords(); i++ {
 		if load32(unsafe.Add(table, i*PeerRecordSize), peerPid) == pid {
 			n++
 		}
@@ -534,7 +534,7 @@ func TestRegistration(t *testing.T) {
 		t.Fatal("Close did not free the records")
 	}
 	// Full table: the handle works without protection.
-	for i := 0; i < PeerRecords; i++ {
+	for i := 0; i < seg.PeerRecords(); i++ {
 		cas32(unsafe.Add(base, i*PeerRecordSize), peerPid, 0, me)
 	}
 	c, _ := seg.OpenChannel(5)
@@ -592,7 +592,8 @@ func TestPeerTableOverlapsBand(t *testing.T) {
 }
 
 func TestPeerLayout(t *testing.T) {
-	if offPeerTableOffset != 48 || PeerRecords != 256 || PeerRecordSize != 64 || PeerTableSize != 16384 ||
+	if offPeerTableOffset != 48 || offPeerRecords != 56 || PeerRecords != 256 || MaxPeerRecords != 16384 ||
+		PeerRecordSize != 64 || PeerTableSize != 16384 || PeerTableLen(1024) != 65536 ||
 		peerPid != 0 || peerRuntimeRole != 4 || peerStartTime != 8 || peerChannelID != 16 ||
 		peerIntentCount != 20 || peerIntentPosition != 24 || peerPidNS != 32 || peerWaiting != 40 ||
 		peerRecordZeroStart != 44 || waitingNone != 0 || waitingNotEmpty != 1 || waitingNotFull != 2 ||

@@ -359,13 +359,13 @@ func TestAttachWaitsForFormat(t *testing.T) {
 	}
 	defer creator.Close()
 	time.Sleep(5 * time.Millisecond)
-	if err := creator.format(1); err != nil {
+	if err := creator.format(1, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-attached; err != nil {
 		t.Errorf("attach during creation: %v", err)
 	}
-	if err := creator.format(1); err != ErrAlreadyFormatted {
+	if err := creator.format(1, 0); err != ErrAlreadyFormatted {
 		t.Errorf("reformat: %v", err)
 	}
 	// OpenFd attaches through a descriptor.

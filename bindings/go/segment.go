@@ -11,9 +11,10 @@ import (
 )
 
 // Options tune how a segment is created or attached. The zero value (or a nil *Options)
-// means: DefaultSegmentSize, mode 0600, wait up to one second for a segment being created,
-// and the default trust policy (PROTOCOL.md §3.4): attach only to a regular file owned by
-// the effective uid whose mode grants nothing outside 0600.
+// means: DefaultSegmentSize, mode 0600, a peer table of PeerRecords (256) records, wait up to
+// one second for a segment being created, and the default trust policy (PROTOCOL.md §3.4):
+// attach only to a regular file owned by the effective uid whose mode grants nothing outside
+// 0600.
 type Options struct {
 	// Size in bytes of a segment this call creates (at least HeaderSize).
 	Size int64
@@ -27,6 +28,17 @@ type Options struct {
 	Timeout time.Duration
 	// Trust opts in to segments owned by other users or shared with a group.
 	Trust Trust
+	// PeerRecords is the number of records of the peer table (PROTOCOL.md §11.1) of a segment
+	// this call creates, written into the header's peer_records: 0 means PeerRecords (256,
+	// a 16 KiB table), otherwise PeerRecords..MaxPeerRecords (16,384, 1 MiB); other values
+	// fail with an *InvalidPeerRecordsError (ErrInvalidArgument) before anything is created.
+	// Each registered handle (one per channel and role) takes a record, so a segment for many
+	// channels with several handles each needs more than 256. The table is carved from the
+	// band area (PeerRecords × 64 bytes) by the first registration. An attach always uses
+	// what the segment's creator chose, whatever this says. Make a segment with more than
+	// 256 records only when every client using it knows peer_records: an older one sees only
+	// the first 256 records (PROTOCOL.md §9).
+	PeerRecords uint32
 }
 
 func (o *Options) size() int64 {
@@ -55,6 +67,13 @@ func (o *Options) timeout() time.Duration {
 	return o.Timeout
 }
 
+func (o *Options) peerRecords() uint32 {
+	if o == nil {
+		return 0
+	}
+	return o.PeerRecords
+}
+
 func (o *Options) gid() *int {
 	if o == nil {
 		return nil
@@ -80,6 +99,10 @@ type Segment struct {
 	base    unsafe.Pointer
 	mapped  uint64 // bytes mapped
 	length  uint64 // validated segment length (segment_size, or mapped when 0)
+	// records is the number of records of the peer table, read once from peer_records when
+	// the segment was validated (or chosen when it was formatted): every table operation of
+	// this attachment uses it, whatever the field says later.
+	records uint32
 	path    string
 	created bool
 	closed  uint32
@@ -170,6 +193,10 @@ func create(loc *location, opts *Options) (*Segment, error) {
 	if size < HeaderSize {
 		return nil, &RegionTooSmallError{Len: uint64(size), Needed: HeaderSize}
 	}
+	records := opts.peerRecords()
+	if !validPeerRecords(records) {
+		return nil, &InvalidPeerRecordsError{Records: records}
+	}
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
@@ -183,7 +210,7 @@ func create(loc *location, opts *Options) (*Segment, error) {
 		return nil, &os.PathError{Op: "create", Path: loc.path, Err: err}
 	}
 	defer syscall.Close(fd)
-	seg, err := finishCreate(fd, loc.path, size, mode, opts.gid())
+	seg, err := finishCreate(fd, loc.path, size, mode, records, opts.gid())
 	if err != nil {
 		// Nobody can have attached successfully (magic is still 0): remove what we made.
 		_ = syscall.Unlinkat(dirfd, loc.base)
@@ -192,7 +219,7 @@ func create(loc *location, opts *Options) (*Segment, error) {
 	return seg, nil
 }
 
-func finishCreate(fd int, path string, size int64, mode uint32, gid *int) (*Segment, error) {
+func finishCreate(fd int, path string, size int64, mode, records uint32, gid *int) (*Segment, error) {
 	if gid != nil {
 		// Before fchmod: a chown by a non-root owner may clear mode bits.
 		if err := syscall.Fchown(fd, -1, *gid); err != nil {
@@ -209,7 +236,7 @@ func finishCreate(fd int, path string, size int64, mode uint32, gid *int) (*Segm
 	if err != nil {
 		return nil, err
 	}
-	if err := seg.format(uint32(os.Getpid())); err != nil {
+	if err := seg.format(uint32(os.Getpid()), records); err != nil {
 		seg.Close()
 		return nil, err
 	}
@@ -348,7 +375,7 @@ func mapFd(fd int, path string, size uint64) (*Segment, error) {
 		_ = syscall.Munmap(data)
 		return nil, fmt.Errorf("%w: mapping at %p is not %d-aligned", ErrInvalidArgument, base, SegmentAlign)
 	}
-	return &Segment{mapping: data, base: base, mapped: size, length: size, path: path}, nil
+	return &Segment{mapping: data, base: base, mapped: size, length: size, records: PeerRecords, path: path}, nil
 }
 
 // Close unmaps the segment. Channels opened from it must not be used afterwards.
@@ -371,8 +398,18 @@ func (s *Segment) Len() uint64 { return s.length }
 // MappedLen is the number of bytes mapped.
 func (s *Segment) MappedLen() uint64 { return s.mapped }
 
-// format writes an empty segment into freshly created memory, magic last (PROTOCOL.md §3.1).
-func (s *Segment) format(pid uint32) error {
+// PeerRecords is the number of records of the segment's peer table (PROTOCOL.md §11.1): the
+// header's peer_records as validated when this Segment attached (PeerRecords, 256, when it is
+// 0), or as this Segment formatted it. Every peer table operation of this Segment and its
+// channels uses it; a later change of the header field is ignored.
+func (s *Segment) PeerRecords() int { return int(s.records) }
+
+// peerTableLen is the size in bytes of the segment's peer table (PeerRecords × 64).
+func (s *Segment) peerTableLen() uint64 { return PeerTableLen(s.records) }
+
+// format writes an empty segment into freshly created memory, magic last (PROTOCOL.md §3.1),
+// with a peer table of records records (0: PeerRecords; the caller checked validPeerRecords).
+func (s *Segment) format(pid, records uint32) error {
 	if load64(s.base, offMagic) != 0 {
 		return ErrAlreadyFormatted
 	}
@@ -385,8 +422,10 @@ func (s *Segment) format(pid uint32) error {
 	store32(s.base, offMaxChannels, MaxChannels)
 	store64(s.base, offSegmentSize, s.mapped)
 	store64(s.base, offBandCursor, HeaderSize)
+	store32(s.base, offPeerRecords, records)
 	store64(s.base, offMagic, Magic) // publication point
 	s.length = s.mapped
+	s.records = peerRecordsOf(records)
 	return nil
 }
 
@@ -404,16 +443,17 @@ func (s *Segment) Header() HeaderInfo {
 		HeaderFlags:  load32(s.base, offHeaderFlags),
 
 		PeerTableOffset: load64(s.base, offPeerTableOffset),
+		PeerRecords:     load32(s.base, offPeerRecords),
 	}
 }
 
 func (s *Segment) validateHeader() error {
 	h := s.Header()
-	length, err := validateHeader(&h, s.mapped)
+	length, records, err := validateHeader(&h, s.mapped)
 	if err != nil {
 		return err
 	}
-	s.length = length
+	s.length, s.records = length, records
 	return nil
 }
 
@@ -472,16 +512,7 @@ func (s *Segment) checkNoOverlap(g Geometry) error {
 		}
 	}
 	// The peer table is carved like a band: it shares no byte with one either (§11.1).
-	table := load64(s.base, offPeerTableOffset)
-	if !peerTableInRange(table, s.length) {
-		e := corruptHeader(PeerTableOutOfRange, table)
-		e.Limit = s.length
-		return e
-	}
-	if _, bad := peerTableOverlap(table, []Geometry{g}); bad {
-		return corruptEntry(PeerTableOverlapsBand, g.ID, table)
-	}
-	return nil
+	return s.checkPeerTable(load64(s.base, offPeerTableOffset), []Geometry{g})
 }
 
 // Channels lists every created channel whose entry validates, in id order.
@@ -510,18 +541,18 @@ func (s *Segment) ValidateAll() error {
 	if err := checkOverlaps(bands); err != nil {
 		return err
 	}
-	return s.checkPeerTable(bands)
+	return s.checkPeerTable(load64(s.base, offPeerTableOffset), bands)
 }
 
-// checkPeerTable validates peer_table_offset: in range, and overlapping none of bands.
-func (s *Segment) checkPeerTable(bands []Geometry) error {
-	table := load64(s.base, offPeerTableOffset)
-	if !peerTableInRange(table, s.length) {
-		e := corruptHeader(PeerTableOutOfRange, table)
-		e.Limit = s.length
-		return e
+// checkPeerTable validates a peer_table_offset read from the header (PROTOCOL.md §11.1) for a
+// table of this attachment's PeerRecords records: in range (0, no table, is), and overlapping
+// none of bands.
+func (s *Segment) checkPeerTable(table uint64, bands []Geometry) error {
+	size := s.peerTableLen()
+	if !peerTableInRange(table, size, s.length) {
+		return peerTableOutOfRange(table, size, s.length)
 	}
-	if g, bad := peerTableOverlap(table, bands); bad {
+	if g, bad := peerTableOverlap(table, size, bands); bad {
 		return corruptEntry(PeerTableOverlapsBand, g.ID, table)
 	}
 	return nil

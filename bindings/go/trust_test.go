@@ -510,7 +510,7 @@ func TestGroupChangeWhileBeingCreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer creator.Close()
-	if err := creator.format(uint32(os.Getpid())); err != nil {
+	if err := creator.format(uint32(os.Getpid()), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-attached; err != nil {

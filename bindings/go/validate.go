@@ -15,6 +15,10 @@ type HeaderInfo struct {
 	HeaderFlags  uint32
 	// PeerTableOffset locates the peer table (PROTOCOL.md §11.1); 0 = none yet.
 	PeerTableOffset uint64
+	// PeerRecords is the header's peer_records as stored (offset 56): the number of records
+	// of the peer table, 0 meaning PeerRecords (256). Segment.PeerRecords is the number the
+	// attachment validated and uses.
+	PeerRecords uint32
 }
 
 // EntryInfo is a snapshot of one channel entry (PROTOCOL.md §2.3).
@@ -44,66 +48,78 @@ type Geometry struct {
 // BandEnd is one past the last byte of the band (validation proved it does not overflow).
 func (g Geometry) BandEnd() uint64 { return g.BandOffset + BandLen(g.Capacity) }
 
-// validateHeader runs the header checks of PROTOCOL.md §4.1 (#1..#7) in order and returns
-// the segment length bands are checked against.
-func validateHeader(h *HeaderInfo, mapped uint64) (uint64, error) {
+// validateHeader runs the header checks of PROTOCOL.md §4.1 (#1..#9) in order and returns
+// the segment length bands are checked against and the number of records of the peer table.
+func validateHeader(h *HeaderInfo, mapped uint64) (segLen uint64, records uint32, err error) {
 	switch h.Magic {
 	case 0:
-		return 0, ErrNotReady
+		return 0, 0, ErrNotReady
 	case Magic:
 	default:
-		return 0, corruptHeader(BadMagic, h.Magic)
+		return 0, 0, corruptHeader(BadMagic, h.Magic)
 	}
 	if h.Version != Version {
-		return 0, corruptHeader(UnsupportedVersion, uint64(h.Version))
+		return 0, 0, corruptHeader(UnsupportedVersion, uint64(h.Version))
 	}
 	if h.MaxChannels != MaxChannels {
-		return 0, corruptHeader(WrongMaxChannels, uint64(h.MaxChannels))
+		return 0, 0, corruptHeader(WrongMaxChannels, uint64(h.MaxChannels))
 	}
 	if h.ChannelCount > MaxChannels {
-		return 0, corruptHeader(ChannelCountTooLarge, uint64(h.ChannelCount))
+		return 0, 0, corruptHeader(ChannelCountTooLarge, uint64(h.ChannelCount))
 	}
 	if mapped < HeaderSize {
-		return 0, &RegionTooSmallError{Len: mapped, Needed: HeaderSize}
+		return 0, 0, &RegionTooSmallError{Len: mapped, Needed: HeaderSize}
 	}
-	segLen := mapped
+	segLen = mapped
 	if h.SegmentSize != 0 {
 		if h.SegmentSize > mapped || h.SegmentSize < HeaderSize {
 			e := corruptHeader(SegmentSizeMismatch, h.SegmentSize)
 			e.Limit = mapped
-			return 0, e
+			return 0, 0, e
 		}
 		segLen = h.SegmentSize
 	}
 	if c := h.BandCursor; c != 0 && (c < HeaderSize || c > segLen || c%SlotAlign != 0) {
 		e := corruptHeader(BandCursorOutOfRange, c)
 		e.Limit = segLen
-		return 0, e
+		return 0, 0, e
 	}
-	if !peerTableInRange(h.PeerTableOffset, segLen) {
-		e := corruptHeader(PeerTableOutOfRange, h.PeerTableOffset)
-		e.Limit = segLen
-		return 0, e
+	if !validPeerRecords(h.PeerRecords) {
+		return 0, 0, corruptHeader(PeerRecordsOutOfRange, uint64(h.PeerRecords))
 	}
-	return segLen, nil
+	records = peerRecordsOf(h.PeerRecords)
+	if tableLen := PeerTableLen(records); !peerTableInRange(h.PeerTableOffset, tableLen, segLen) {
+		return 0, 0, peerTableOutOfRange(h.PeerTableOffset, tableLen, segLen)
+	}
+	return segLen, records, nil
 }
 
-// peerTableInRange: 0 (no table), or 64-aligned, past the header, PeerTableSize bytes inside
-// the segment (PROTOCOL.md §11.1).
-func peerTableInRange(table, segLen uint64) bool {
+// peerTableInRange: peer_table_offset 0 (no table), or 64-aligned, past the header, with the
+// tableLen bytes of the table inside the segment (PROTOCOL.md §11.1).
+func peerTableInRange(table, tableLen, segLen uint64) bool {
 	if table == 0 {
 		return true
 	}
-	return table%SlotAlign == 0 && table >= HeaderSize && segLen >= PeerTableSize && table <= segLen-PeerTableSize
+	return table%SlotAlign == 0 && table >= HeaderSize && segLen >= tableLen && table <= segLen-tableLen
 }
 
-// peerTableOverlap is the first band sharing a byte with a peer table at table (ok false if none).
-func peerTableOverlap(table uint64, bands []Geometry) (Geometry, bool) {
+// peerTableOutOfRange is the error for a tableLen-byte peer table at table that does not fit
+// a segLen-byte segment.
+func peerTableOutOfRange(table, tableLen, segLen uint64) *CorruptionError {
+	e := corruptHeader(PeerTableOutOfRange, table)
+	e.Limit = segLen
+	e.BandLen = tableLen
+	return e
+}
+
+// peerTableOverlap is the first band sharing a byte with the tableLen-byte peer table at
+// table (ok false if none).
+func peerTableOverlap(table, tableLen uint64, bands []Geometry) (Geometry, bool) {
 	if table == 0 {
 		return Geometry{}, false
 	}
 	for _, g := range bands {
-		if g.BandOffset < table+PeerTableSize && table < g.BandEnd() {
+		if g.BandOffset < table+tableLen && table < g.BandEnd() {
 			return g, true
 		}
 	}

@@ -61,6 +61,13 @@ func TestHeaderValidation(t *testing.T) {
 		{"peer_table_offset in header", []mutation{{offPeerTableOffset, 8, 64}}, PeerTableOutOfRange, "peer_table_offset", 64, size, ErrCorrupt},
 		{"peer table past segment", []mutation{{offPeerTableOffset, 8, HeaderSize}}, PeerTableOutOfRange, "peer_table_offset", HeaderSize, size, ErrCorrupt},
 		{"peer_table_offset overflows", []mutation{{offPeerTableOffset, 8, ^uint64(63)}}, PeerTableOutOfRange, "peer_table_offset", ^uint64(63), size, ErrCorrupt},
+		{"peer_records 100", []mutation{{offPeerRecords, 4, 100}}, PeerRecordsOutOfRange, "peer_records", 100, 0, ErrCorrupt},
+		{"peer_records 255", []mutation{{offPeerRecords, 4, 255}}, PeerRecordsOutOfRange, "peer_records", 255, 0, ErrCorrupt},
+		{"peer_records 16385", []mutation{{offPeerRecords, 4, 16385}}, PeerRecordsOutOfRange, "peer_records", 16385, 0, ErrCorrupt},
+		{"peer_records 20000", []mutation{{offPeerRecords, 4, 20000}}, PeerRecordsOutOfRange, "peer_records", 20000, 0, ErrCorrupt},
+		// Checked in order: band_cursor (#7), then peer_records (#8), then peer_table_offset (#9).
+		{"band_cursor before peer_records", []mutation{{offBandCursor, 4, 64}, {offPeerRecords, 4, 1}}, BandCursorOutOfRange, "band_cursor", 64, size, ErrCorrupt},
+		{"peer_records before peer_table_offset", []mutation{{offPeerRecords, 4, 1}, {offPeerTableOffset, 8, 64}}, PeerRecordsOutOfRange, "peer_records", 1, 0, ErrCorrupt},
 		// Checked in order: a bad version is reported before a bad max_channels.
 		{"first failing check wins", []mutation{{offVersion, 4, 9}, {offMaxChannels, 4, 1}}, UnsupportedVersion, "version", 9, 0, ErrUnsupportedVersion},
 	}

@@ -17,7 +17,7 @@ func recordOf(t *testing.T, seg *Segment, pid uint32) unsafe.Pointer {
 	t.Helper()
 	table := peerTableOf(t, seg)
 	var found unsafe.Pointer
-	for i := 0; i < PeerRecords; i++ {
+	for i := 0; i < seg.PeerRecords(); i++ {
 		r := unsafe.Add(table, i*PeerRecordSize)
 		if load32(r, peerPid) == pid {
 			if found != nil {
@@ -218,7 +218,7 @@ func TestRegisterSweepsDeadIdleRecords(t *testing.T) {
 		t.Fatalf("garbage-waiting record: pid %d waiting %d; want 0, 0", load32(garbage, peerPid), load32(garbage, peerWaiting))
 	}
 	free := 0
-	for i := 0; i < PeerRecords; i++ {
+	for i := 0; i < seg.PeerRecords(); i++ {
 		r := unsafe.Add(table, i*PeerRecordSize)
 		if load32(r, peerPid) != 0 {
 			continue
@@ -229,8 +229,8 @@ func TestRegisterSweepsDeadIdleRecords(t *testing.T) {
 				load64(r, peerStartTime), load64(r, peerPidNS), load32(r, peerWaiting))
 		}
 	}
-	// 256 records: 2 of the live child, 2 planted, 1 of this process.
-	if want := PeerRecords - 5; free != want {
+	// The default 256 records: 2 of the live child, 2 planted, 1 of this process.
+	if want := seg.PeerRecords() - 5; free != want {
 		t.Fatalf("%d free records; want %d", free, want)
 	}
 	if recordsOf(t, seg, me) != 1 {
@@ -238,7 +238,7 @@ func TestRegisterSweepsDeadIdleRecords(t *testing.T) {
 	}
 
 	// A table filled with dead idle records (no intent) still takes a registration.
-	for i := 0; i < PeerRecords; i++ {
+	for i := 0; i < seg.PeerRecords(); i++ {
 		r := unsafe.Add(table, i*PeerRecordSize)
 		if load32(r, peerPid) == 0 {
 			writeRecord(table, i, gone, RuntimeRust, RoleConsumer, 0, 5, 0, 0)

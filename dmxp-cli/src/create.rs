@@ -11,7 +11,7 @@ use serde::Serialize;
 use dmxp::SharedMemory;
 use dmxp_nostd::error::Error as CoreError;
 use dmxp_nostd::layout::MAGIC;
-use dmxp_nostd::Segment;
+use dmxp_nostd::{FormatOptions, Segment};
 
 use crate::source::{SegmentArgs, Source};
 use crate::{parse, Outcome};
@@ -29,6 +29,11 @@ pub struct CreateArgs {
     /// Size of the segment if it is created (bytes, or with a K/M/G binary suffix).
     #[arg(long, value_name = "BYTES", value_parser = parse::size, default_value = "128M")]
     pub size: usize,
+    /// Records of the peer table if the segment is created: one per producer or consumer
+    /// handle of every process using it at once; 0 = the default 256, else 256 to 16384
+    /// (64 bytes each). Clients from before this option see only the first 256.
+    #[arg(long, value_name = "N", value_parser = parse::peer_records, default_value = "0")]
+    pub peer_records: u32,
     /// Succeed if the channel already exists (whatever its capacity).
     #[arg(long)]
     pub exist_ok: bool,
@@ -44,19 +49,23 @@ struct Created {
     channel: u32,
     capacity: u64,
     channel_created: bool,
+    /// Records of the segment's peer table (256 unless it was created with more).
+    peer_records: usize,
 }
 
 /// Creates the segment exclusively, or attaches to the existing one; says which.
-fn create_or_attach(args: &SegmentArgs, size: usize) -> Result<(SharedMemory, bool)> {
+fn create_or_attach(
+    args: &SegmentArgs,
+    size: usize,
+    format: FormatOptions,
+) -> Result<(SharedMemory, bool)> {
     let source = &args.source();
     let mode = args.mode();
     let created: io::Result<SharedMemory> = match source {
-        Source::Shm(name) => {
-            dmxp::shm::ShmSegment::create(name, size, mode).map(|s| Arc::new(s) as SharedMemory)
-        }
-        Source::File(path) => {
-            dmxp::file::FileSegment::create(path, size, mode).map(|s| Arc::new(s) as SharedMemory)
-        }
+        Source::Shm(name) => dmxp::shm::ShmSegment::create_with(name, size, mode, None, format)
+            .map(|s| Arc::new(s) as SharedMemory),
+        Source::File(path) => dmxp::file::FileSegment::create_with(path, size, mode, None, format)
+            .map(|s| Arc::new(s) as SharedMemory),
     };
     match created {
         Ok(memory) => Ok((memory, true)),
@@ -70,7 +79,8 @@ fn create_or_attach(args: &SegmentArgs, size: usize) -> Result<(SharedMemory, bo
 
 pub fn run(args: CreateArgs) -> Result<Outcome> {
     let source = args.segment.source();
-    let (memory, segment_created) = create_or_attach(&args.segment, args.size)?;
+    let format = FormatOptions::default().with_peer_records(args.peer_records);
+    let (memory, segment_created) = create_or_attach(&args.segment, args.size, format)?;
     let segment = Segment::attach(memory.region()).with_context(|| source.to_string())?;
     let pid = std::process::id();
     let deadline = Instant::now() + dmxp::DEFAULT_TIMEOUT;
@@ -95,6 +105,7 @@ pub fn run(args: CreateArgs) -> Result<Outcome> {
         channel: args.channel,
         capacity,
         channel_created,
+        peer_records: segment.peer_records(),
     };
     let mut out = io::stdout().lock();
     if args.json {
@@ -104,9 +115,10 @@ pub fn run(args: CreateArgs) -> Result<Outcome> {
         if segment_created {
             writeln!(
                 out,
-                "created {source} ({} bytes, mode {:04o})",
+                "created {source} ({} bytes, mode {:04o}, {} peer records)",
                 memory.region().len(),
-                args.segment.mode()
+                args.segment.mode(),
+                segment.peer_records()
             )?;
         }
         let verb = if channel_created {

@@ -103,6 +103,13 @@ fn write_human(out: &mut impl Write, source: &Source, report: &Report) -> io::Re
                     offset => offset.to_string(),
                 },
             ],
+            vec![
+                "peer_records".into(),
+                match h.peer_records {
+                    0 => "0 (the default: 256 records)".into(),
+                    n => n.to_string(),
+                },
+            ],
         ]);
     }
     table::write(&mut *out, &rows)?;
@@ -192,7 +199,13 @@ fn write_peers(out: &mut impl Write, report: &Report) -> io::Result<()> {
     let offset = report.header.as_ref().map_or(0, |h| h.peer_table_offset);
     match report.peer_table {
         "none" => return writeln!(out, "peers: none (no peer table yet)"),
-        "invalid" => return writeln!(out, "peers: not read (peer_table_offset is invalid)"),
+        "invalid" => {
+            let field = match report.problems.iter().any(|p| p.field == "peer_records") {
+                true => "peer_records",
+                false => "peer_table_offset",
+            };
+            return writeln!(out, "peers: not read ({field} is invalid)");
+        }
         "skipped" => return writeln!(out, "peers: not read (the header is invalid)"),
         "unreadable" => {
             return writeln!(

@@ -39,6 +39,17 @@ pub fn capacity(text: &str) -> Result<u64, String> {
     Ok(capacity)
 }
 
+/// Records of a peer table to create: 0 (the default 256), or 256 to 16,384.
+pub fn peer_records(text: &str) -> Result<u32, String> {
+    let value = number(text)?;
+    let records = u32::try_from(value).map_err(|_| format!("{value} peer records is too many"))?;
+    dmxp_nostd::FormatOptions::default()
+        .with_peer_records(records)
+        .check()
+        .map_err(|e| e.to_string())?;
+    Ok(records)
+}
+
 /// Message flags: only the application bits (`0xFF00`) may be set.
 pub fn app_flags(text: &str) -> Result<u16, String> {
     let value = number(text)?;
@@ -108,5 +119,10 @@ mod tests {
         assert_eq!(size("1048576"), Ok(1 << 20));
         assert_eq!(size("2KiB"), Ok(2048));
         assert!(size("3T").is_err());
+        assert_eq!(peer_records("0"), Ok(0));
+        assert_eq!(peer_records("4096"), Ok(4096));
+        assert!(peer_records("100").is_err());
+        assert!(peer_records("16385").is_err());
+        assert!(peer_records("5000000000").is_err());
     }
 }

@@ -17,9 +17,9 @@ use std::os::unix::fs::FileExt;
 
 use dmxp_nostd::error::{Corruption, Error as CoreError};
 use dmxp_nostd::layout::{
-    band_len, channel_entry_offset, channel_state, peer_waiting, ChannelEntry, HeaderFields,
-    PeerRecord, CHANNEL_ENTRY_SIZE, MAGIC, MAX_CHANNELS, MIN_CAPACITY, PEER_RECORD_SIZE,
-    PEER_TABLE_SIZE, SLOT_SIZE, VERSION,
+    band_len, channel_entry_offset, channel_state, peer_records_of, peer_waiting, ChannelEntry,
+    HeaderFields, PeerRecord, CHANNEL_ENTRY_SIZE, MAGIC, MAX_CHANNELS, MIN_CAPACITY, PEER_RECORDS,
+    PEER_RECORD_SIZE, SLOT_SIZE, VERSION,
 };
 use dmxp_nostd::validate::{
     check_overlaps, check_peer_table_bands, validate_entry, validate_header, ChannelGeometry,
@@ -136,6 +136,15 @@ pub struct HeaderJson {
     pub header_flags: u32,
     /// Offset of the peer table; 0 = none yet.
     pub peer_table_offset: u64,
+    /// Records in the peer table as stored; 0 = the default 256.
+    pub peer_records: u32,
+}
+
+impl HeaderJson {
+    /// Bytes of the peer table the header names (a valid `peer_records`, else the default).
+    fn peer_table_len(&self) -> usize {
+        peer_records_of(self.peer_records).unwrap_or(PEER_RECORDS) * PEER_RECORD_SIZE
+    }
 }
 
 /// One channel entry in use (created, being created, or holding bad values).
@@ -209,6 +218,11 @@ fn patch_header(header: &mut HeaderFields, c: Corruption) -> bool {
         ChannelCountTooLarge { .. } => header.channel_count = 0,
         SegmentSizeMismatch { .. } => header.segment_size = 0,
         BandCursorOutOfRange { .. } => header.band_cursor = 0,
+        // With no valid size there is no table to read either.
+        PeerRecordsOutOfRange { .. } => {
+            header.peer_records = 0;
+            header.peer_table_offset = 0;
+        }
         // 0 means "no table": the checks after it still run, the records are not read.
         PeerTableOutOfRange { .. } | PeerTableOverlapsBand { .. } => header.peer_table_offset = 0,
         ChannelIdMismatch { .. }
@@ -288,7 +302,12 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
                 peer_table_offset: 0,
                 ..
             }) => "none",
-            _ if problems.iter().any(|p| p.field == "peer_table_offset") => "invalid",
+            _ if problems
+                .iter()
+                .any(|p| matches!(p.field, "peer_table_offset" | "peer_records")) =>
+            {
+                "invalid"
+            }
             Some(_) if !problems.iter().any(|p| p.channel.is_none()) => "unread",
             _ => "skipped",
         };
@@ -330,6 +349,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
         creator_pid: header.creator_pid,
         header_flags: header.header_flags,
         peer_table_offset: header.peer_table_offset,
+        peer_records: header.peer_records,
     };
 
     // Header: every field the core's check rejects, one after the other.
@@ -337,7 +357,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
     let mut segment_len = size;
     // Whether the (patched) header passed, `peer_table_offset`'s range included.
     let mut header_checked = false;
-    for _ in 0..8 {
+    for _ in 0..10 {
         match validate_header(&patched, size) {
             Ok(len) => {
                 segment_len = len;
@@ -474,7 +494,8 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
 
     // The peer table: on no valid band (its range was checked with the header).
     if header_checked && patched.peer_table_offset != 0 {
-        if let Err(c) = check_peer_table_bands(patched.peer_table_offset, &valid_bands) {
+        let records = peer_records_of(patched.peer_records).unwrap_or(PEER_RECORDS);
+        if let Err(c) = check_peer_table_bands(patched.peer_table_offset, records, &valid_bands) {
             problems.push(c.into());
         }
     }
@@ -490,15 +511,16 @@ pub fn add_peers(report: &mut Report, file: &File, alive: impl Fn(&PeerRecord) -
     if report.peer_table != "unread" {
         return;
     }
-    let offset = report.header.as_ref().map_or(0, |h| h.peer_table_offset);
-    let mut table = vec![0u8; PEER_TABLE_SIZE];
+    let Some(header) = &report.header else {
+        return;
+    };
+    let (offset, len) = (header.peer_table_offset, header.peer_table_len());
+    let mut table = vec![0u8; len];
     match file.read_exact_at(&mut table, offset) {
         Ok(()) => fill_peers(report, &table, alive),
         Err(e) => {
             report.peer_table = "unreadable";
-            report.peer_table_error = Some(format!(
-                "reading {PEER_TABLE_SIZE} bytes at offset {offset}: {e}"
-            ));
+            report.peer_table_error = Some(format!("reading {len} bytes at offset {offset}: {e}"));
         }
     }
 }
@@ -623,7 +645,7 @@ pub fn fill_peers(report: &mut Report, table: &[u8], alive: impl Fn(&PeerRecord)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dmxp_nostd::layout::{HEADER_SIZE, SLOT_SIZE};
+    use dmxp_nostd::layout::{HEADER_SIZE, PEER_TABLE_SIZE, SLOT_SIZE};
     use dmxp_nostd::{AlignedBlock, Region, Segment};
     use zerocopy::IntoBytes;
 

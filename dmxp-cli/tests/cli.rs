@@ -1385,3 +1385,59 @@ fn inspect_flags_impossible_cursors_and_reset_brings_the_channel_back() {
     let reset: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(reset["discarded"], 2);
 }
+
+#[test]
+fn create_with_more_peer_records_and_inspect_lists_them_all() {
+    let seg = FileSeg::new();
+    let out = run_ok(
+        dmxp()
+            .arg("create")
+            .args(seg.args())
+            .args(["--channel", "0", "--capacity", "4", "--size", "1M"])
+            .args(["--peer-records", "1024", "--json"]),
+    );
+    let created: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(created["peer_records"], 1024);
+
+    let producer = dmxp::ChannelBuilder::new()
+        .with_file(&seg.path)
+        .with_registration_required()
+        .build_producer()
+        .unwrap();
+    let clones: Vec<_> = (0..299).map(|_| producer.clone()).collect();
+    let (report, code) = inspect_json(seg.args());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["header"]["peer_records"], 1024);
+    let peers = report["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 300);
+    assert!(peers.iter().any(|p| p["index"].as_u64().unwrap() >= 256));
+    let text = run_ok(dmxp().arg("inspect").args(seg.args()));
+    assert_eq!(row(&text, "peer_records")[1], "1024");
+    drop(clones);
+
+    // A size no creator may write is a header problem, and the table is not read.
+    poke_u32(&seg.path, 56, 100);
+    let (report, code) = inspect_json(seg.args());
+    assert_ne!(code, 0);
+    assert_eq!(report["peer_table"], "invalid");
+    assert!(report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["field"] == "peer_records"));
+}
+
+#[test]
+fn create_refuses_a_peer_table_size_out_of_range() {
+    let seg = FileSeg::new();
+    dmxp()
+        .arg("create")
+        .args(seg.args())
+        .args(["--channel", "0", "--capacity", "4", "--peer-records", "100"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "peer table of 100 records requested",
+        ));
+    assert!(!seg.path.exists());
+}

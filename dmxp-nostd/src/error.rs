@@ -44,8 +44,11 @@ pub enum Corruption {
     },
     /// Two channels' bands share bytes.
     BandsOverlap { channel: u32, other: u32 },
+    /// `peer_records` (offset 56) is neither 0 nor between 256 and
+    /// [`crate::layout::MAX_PEER_RECORDS`].
+    PeerRecordsOutOfRange { found: u32 },
     /// `peer_table_offset` (offset 48) is not a multiple of 64, lies inside the header, or the
-    /// 16,384-byte table it names runs past the segment.
+    /// table it names (`peer_records` × 64 bytes) runs past the segment.
     PeerTableOutOfRange { found: u64, segment_len: u64 },
     /// The peer table at `peer_table_offset` shares bytes with `channel`'s band.
     PeerTableOverlapsBand {
@@ -65,6 +68,7 @@ impl Corruption {
             | ChannelCountTooLarge { .. }
             | SegmentSizeMismatch { .. }
             | BandCursorOutOfRange { .. }
+            | PeerRecordsOutOfRange { .. }
             | PeerTableOutOfRange { .. }
             | PeerTableOverlapsBand { .. } => None,
             ChannelIdMismatch { channel, .. }
@@ -100,6 +104,7 @@ impl Corruption {
             | BandOverlapsHeader { .. }
             | BandOutsideSegment { .. }
             | BandsOverlap { .. } => "band_offset",
+            PeerRecordsOutOfRange { .. } => "peer_records",
             PeerTableOutOfRange { .. } | PeerTableOverlapsBand { .. } => "peer_table_offset",
         }
     }
@@ -164,11 +169,16 @@ impl fmt::Display for Corruption {
                 "band at {band_offset} of {band_len} bytes runs past the {segment_len}-byte segment"
             ),
             BandsOverlap { other, .. } => write!(f, "band overlaps channel {other}'s band"),
+            PeerRecordsOutOfRange { found } => write!(
+                f,
+                "peer_records {found} is neither 0 nor between {} and {}",
+                crate::layout::PEER_RECORDS,
+                crate::layout::MAX_PEER_RECORDS
+            ),
             PeerTableOutOfRange { found, segment_len } => write!(
                 f,
-                "peer_table_offset {found} does not name a 64-aligned {}-byte table inside the \
-                 band area of a {segment_len}-byte segment",
-                crate::layout::PEER_TABLE_SIZE
+                "peer_table_offset {found} does not name a 64-aligned table of peer_records \
+                 records inside the band area of a {segment_len}-byte segment"
             ),
             PeerTableOverlapsBand {
                 peer_table_offset,
@@ -213,6 +223,9 @@ pub enum Error {
     /// Every record of the peer table is taken: the handle cannot register for crash
     /// recovery (it may still be used, unprotected).
     PeerTableFull,
+    /// A segment asked to hold a peer table of `requested` records: neither 0 (the default)
+    /// nor between 256 and [`crate::layout::MAX_PEER_RECORDS`].
+    InvalidPeerRecords { requested: u32 },
 }
 
 impl From<Corruption> for Error {
@@ -255,10 +268,17 @@ impl fmt::Display for Error {
                 "segment out of space: band needs {needed} bytes, {available} left"
             ),
             Error::Busy => write!(f, "gave up after too many contended retries"),
+            Error::InvalidPeerRecords { requested } => write!(
+                f,
+                "peer table of {requested} records requested: use 0 (the default, {}) or {} to {}",
+                crate::layout::PEER_RECORDS,
+                crate::layout::PEER_RECORDS,
+                crate::layout::MAX_PEER_RECORDS
+            ),
             Error::PeerTableFull => write!(
                 f,
-                "peer table full: all {} records taken",
-                crate::layout::PEER_RECORDS
+                "peer table full: every record is taken (a segment made with more peer_records \
+                 holds more handles)"
             ),
         }
     }

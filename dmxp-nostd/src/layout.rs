@@ -48,12 +48,35 @@ pub const MIN_CAPACITY: u64 = 2;
 pub const MAX_CAPACITY: u64 = 1 << 32;
 /// Alignment of the segment base.
 pub const SEGMENT_ALIGN: usize = 128;
-/// Records in the peer table (PROTOCOL.md §11.1).
+/// Records in the peer table of a segment whose header's `peer_records` is 0, and the fewest
+/// a segment may ask for (PROTOCOL.md §11.1): a client that predates the field sees the first
+/// 256 records of any table, never more than there are.
 pub const PEER_RECORDS: usize = 256;
+/// Most records a peer table may have: 256 channels × 64 handles (a 1 MiB table).
+pub const MAX_PEER_RECORDS: usize = 16_384;
 /// Size (and alignment) of one peer record.
 pub const PEER_RECORD_SIZE: usize = 64;
-/// Bytes of the whole peer table, carved from the band area like a band.
+/// Bytes of a default peer table (256 records), carved from the band area like a band.
 pub const PEER_TABLE_SIZE: usize = PEER_RECORDS * PEER_RECORD_SIZE;
+
+/// Records of a peer table whose header says `peer_records` (PROTOCOL.md §2.2): 0 means
+/// [`PEER_RECORDS`]; `None` for a value no creator may write (below 256 or above
+/// [`MAX_PEER_RECORDS`]).
+///
+/// ```
+/// use dmxp_nostd::layout::{peer_records_of, PEER_RECORDS};
+/// assert_eq!(peer_records_of(0), Some(PEER_RECORDS));
+/// assert_eq!(peer_records_of(1024), Some(1024));
+/// assert_eq!(peer_records_of(100), None);
+/// assert_eq!(peer_records_of(20_000), None);
+/// ```
+pub const fn peer_records_of(field: u32) -> Option<usize> {
+    match field as usize {
+        0 => Some(PEER_RECORDS),
+        n if n >= PEER_RECORDS && n <= MAX_PEER_RECORDS => Some(n),
+        _ => None,
+    }
+}
 
 /// Offset of channel entry `id` from the segment start.
 pub const fn channel_entry_offset(id: usize) -> usize {
@@ -137,8 +160,10 @@ pub struct HeaderFields {
     pub header_flags: u32,
     /// Extension (offset 48): offset of the peer table (PROTOCOL.md §11); 0 = none yet.
     pub peer_table_offset: u64,
-    /// Extension (offsets 56..128): zero in version 1.
-    pub extension: [u8; 72],
+    /// Extension (offset 56): records in the peer table; 0 = [`PEER_RECORDS`] (§11.1).
+    pub peer_records: u32,
+    /// Extension (offsets 60..128): zero in version 1.
+    pub extension: [u8; 68],
 }
 
 /// One entry of the channel table.
@@ -263,7 +288,8 @@ const_assert_eq!(core::mem::offset_of!(HeaderFields, band_cursor), 32);
 const_assert_eq!(core::mem::offset_of!(HeaderFields, creator_pid), 40);
 const_assert_eq!(core::mem::offset_of!(HeaderFields, header_flags), 44);
 const_assert_eq!(core::mem::offset_of!(HeaderFields, peer_table_offset), 48);
-const_assert_eq!(core::mem::offset_of!(HeaderFields, extension), 56);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, peer_records), 56);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, extension), 60);
 const_assert_eq!(
     core::mem::offset_of!(GlobalHeader, channels),
     CHANNEL_TABLE_OFFSET
@@ -356,7 +382,11 @@ pub struct AtomicHeaderFields {
     pub creator_pid: AtomicU32,
     pub header_flags: AtomicU32,
     pub peer_table_offset: AtomicU64,
-    pub extension: Reserved<9>,
+    pub peer_records: AtomicU32,
+    /// Offsets 60..64, zero.
+    pub reserved_60: AtomicU32,
+    /// Offsets 64..128, zero.
+    pub extension: Reserved<8>,
 }
 
 /// Live view of [`ChannelEntry`].
@@ -438,7 +468,9 @@ mod live_layout_assertions {
     const_assert_eq!(offset_of!(AtomicHeaderFields, band_cursor), 32);
     const_assert_eq!(offset_of!(AtomicHeaderFields, creator_pid), 40);
     const_assert_eq!(offset_of!(AtomicHeaderFields, peer_table_offset), 48);
-    const_assert_eq!(offset_of!(AtomicHeaderFields, extension), 56);
+    const_assert_eq!(offset_of!(AtomicHeaderFields, peer_records), 56);
+    const_assert_eq!(offset_of!(AtomicHeaderFields, reserved_60), 60);
+    const_assert_eq!(offset_of!(AtomicHeaderFields, extension), 64);
 
     const_assert_eq!(size_of::<AtomicPeerRecord>(), PEER_RECORD_SIZE);
     const_assert_eq!(align_of::<AtomicPeerRecord>(), PEER_RECORD_SIZE);
@@ -497,7 +529,8 @@ impl AtomicHeaderFields {
             creator_pid: self.creator_pid.load(Relaxed),
             header_flags: self.header_flags.load(Relaxed),
             peer_table_offset: self.peer_table_offset.load(Relaxed),
-            extension: [0; 72],
+            peer_records: self.peer_records.load(Relaxed),
+            extension: [0; 68],
         }
     }
 }
@@ -602,6 +635,8 @@ mod loom_constructors {
                 creator_pid: AtomicU32::new(0),
                 header_flags: AtomicU32::new(0),
                 peer_table_offset: AtomicU64::new(0),
+                peer_records: AtomicU32::new(0),
+                reserved_60: AtomicU32::new(0),
                 extension: reserved(),
             }
         }

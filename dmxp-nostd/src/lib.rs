@@ -68,7 +68,7 @@ pub use payload::{Payload, PayloadMut};
 pub use peer::{Liveness, PeerInfo, PeerRole, PeerSlot, RepairReport};
 #[cfg(not(loom))]
 pub use region::{AlignedBlock, Region, SegmentMemory, SharedView};
-pub use segment::{Abandonment, Opened, Segment};
+pub use segment::{Abandonment, FormatOptions, Opened, Segment};
 pub use validate::{parse_segment, ChannelGeometry, ChannelInfo, SegmentInfo};
 pub use wait::{SpinWait, WaitOutcome, WaitStrategy};
 

@@ -20,7 +20,6 @@ use crate::channel::Channel;
 use crate::error::Error;
 use crate::layout::{
     peer_role, peer_waiting, AtomicChannelEntry, AtomicPeerRecord, PeerRecord, MAX_CHANNELS,
-    PEER_RECORDS,
 };
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use crate::wait::WaitStrategy;
@@ -41,20 +40,41 @@ pub trait Liveness {
     }
 }
 
+/// Verdicts a repair pass remembers: one per record of tables up to this size.
+const JUDGED_CACHE: usize = 1024;
+
+/// One remembered verdict: the record it was for and the owner judged.
+#[derive(Clone, Copy)]
+struct Verdict {
+    /// Record index + 1 (0: nothing remembered here).
+    tag: u32,
+    pid: u32,
+    start_time: u64,
+    alive: bool,
+}
+
 /// Liveness of the records of one repair pass, asked of the [`Liveness`] at most once per
 /// record (while its owner stays the same): a pass over `n` records and `capacity` stuck
-/// positions then makes O(n) liveness checks, not O(n² × capacity).
+/// positions then makes O(n) liveness checks, not O(n² × capacity). The verdicts live in a
+/// direct-mapped cache on the stack (16 KiB, no allocation): exact for tables of up to
+/// [`JUDGED_CACHE`] records; in a larger table two records `JUDGED_CACHE` apart evict each
+/// other, and one may be judged again (more system calls, never a different rule).
 struct Judged<'l, L: Liveness> {
     liveness: &'l L,
-    /// Per record index: (pid, start time) judged, and the verdict.
-    seen: [(u32, u64, bool); PEER_RECORDS],
+    seen: [Verdict; JUDGED_CACHE],
 }
 
 impl<'l, L: Liveness> Judged<'l, L> {
     fn new(liveness: &'l L) -> Self {
+        let nothing = Verdict {
+            tag: 0,
+            pid: 0,
+            start_time: 0,
+            alive: false,
+        };
         Self {
             liveness,
-            seen: [(0, 0, false); PEER_RECORDS],
+            seen: [nothing; JUDGED_CACHE],
         }
     }
 
@@ -65,17 +85,21 @@ impl<'l, L: Liveness> Judged<'l, L> {
         pid: u32,
         start_time: u64,
     ) -> bool {
-        if let Some(&(seen_pid, seen_start, verdict)) = self.seen.get(index) {
-            if seen_pid == pid && seen_start == start_time && pid != 0 {
-                return verdict;
-            }
+        // A table a segment hands out has at most MAX_PEER_RECORDS records: the tag fits.
+        let tag = index as u32 + 1;
+        let slot = &mut self.seen[index % JUDGED_CACHE];
+        if slot.tag == tag && slot.pid == pid && slot.start_time == start_time && pid != 0 {
+            return slot.alive;
         }
-        let verdict = !self.liveness.judges(record.pid_ns.load(Relaxed))
+        let alive = !self.liveness.judges(record.pid_ns.load(Relaxed))
             || self.liveness.is_alive(pid, start_time);
-        if let Some(slot) = self.seen.get_mut(index) {
-            *slot = (pid, start_time, verdict);
-        }
-        verdict
+        *slot = Verdict {
+            tag,
+            pid,
+            start_time,
+            alive,
+        };
+        alive
     }
 }
 
@@ -139,7 +163,7 @@ impl core::fmt::Debug for PeerSlot<'_> {
 }
 
 impl<'a> PeerSlot<'a> {
-    /// Index of the record in the table (0..256).
+    /// Index of the record in the table (below the segment's `peer_records`).
     pub fn index(&self) -> usize {
         self.index
     }
@@ -261,17 +285,13 @@ impl PeerInfo {
     }
 }
 
-/// Every taken record (`pid != 0`) of `records`, in table order.
-pub fn snapshot(records: &[AtomicPeerRecord]) -> heapless::Vec<PeerInfo, 256> {
-    let mut list = heapless::Vec::new();
-    for (index, record) in records.iter().enumerate() {
+/// Every taken record (`pid != 0`) of `records`, in table order, each read when the iterator
+/// reaches it.
+pub fn snapshot(records: &[AtomicPeerRecord]) -> impl Iterator<Item = PeerInfo> + '_ {
+    records.iter().enumerate().filter_map(|(index, record)| {
         let record = record.snapshot();
-        if record.pid != 0 {
-            // At most 256 records are passed in by the segment; extra ones are left out.
-            let _ = list.push(PeerInfo { index, record });
-        }
-    }
-    list
+        (record.pid != 0).then_some(PeerInfo { index, record })
+    })
 }
 
 /// What one repair pass did.

@@ -14,20 +14,22 @@
 use crate::channel::Channel;
 use crate::error::{Corruption, Error};
 use crate::layout::{
-    band_len, channel_state, AtomicChannelEntry, AtomicHeaderFields, AtomicSlot, HEADER_SIZE,
-    MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, PEER_TABLE_SIZE, SLOT_ALIGN, VERSION,
+    band_len, channel_state, peer_records_of, AtomicChannelEntry, AtomicHeaderFields, AtomicSlot,
+    HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, PEER_RECORDS, SLOT_ALIGN,
+    VERSION,
 };
 use crate::peer::Liveness;
 use crate::sync::{AtomicU64, Ordering};
 #[cfg(not(loom))]
 use crate::validate::validate_header;
 use crate::validate::{
-    check_overlaps, check_peer_table_range, validate_entry, ChannelGeometry, ChannelInfo,
+    check_overlaps, check_peer_table_range, peer_table_len, validate_entry, ChannelGeometry,
+    ChannelInfo,
 };
 use crate::wait::{SpinWait, WaitStrategy};
 
 #[cfg(not(loom))]
-use crate::layout::{AtomicPeerRecord, CHANNEL_TABLE_OFFSET, PEER_RECORDS};
+use crate::layout::{AtomicPeerRecord, CHANNEL_TABLE_OFFSET};
 #[cfg(not(loom))]
 use crate::peer::{self, register_in, PeerInfo, PeerRole, PeerSlot, RepairReport};
 #[cfg(not(loom))]
@@ -77,7 +79,45 @@ pub struct Segment<'a, W: WaitStrategy = SpinWait> {
     entries: &'a [AtomicChannelEntry],
     bands: Bands<'a>,
     len: u64,
+    /// Records of the peer table, read once at attach (PROTOCOL.md §11.1): a peer that rewrites
+    /// `peer_records` later cannot make this attachment reach past the table it validated.
+    peer_records: usize,
     wait: W,
+}
+
+/// How [`Segment::format_with`] lays out a new segment.
+///
+/// ```
+/// use dmxp_nostd::FormatOptions;
+/// let options = FormatOptions::default().with_peer_records(4096);
+/// assert_eq!(options.peer_records, 4096);
+/// assert!(options.check().is_ok());
+/// assert!(FormatOptions::default().with_peer_records(100).check().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FormatOptions {
+    /// Records of the peer table (PROTOCOL.md §11.1): 0 for the default 256, else 256 to
+    /// [`crate::layout::MAX_PEER_RECORDS`]. One record per producer or consumer handle
+    /// (clones included) of every process that uses the segment at once.
+    pub peer_records: u32,
+}
+
+impl FormatOptions {
+    /// These options with a peer table of `records` records (0 = the default 256).
+    pub const fn with_peer_records(mut self, records: u32) -> Self {
+        self.peer_records = records;
+        self
+    }
+
+    /// [`Error::InvalidPeerRecords`] for a record count no segment may hold.
+    pub fn check(&self) -> Result<(), Error> {
+        match peer_records_of(self.peer_records) {
+            Some(_) => Ok(()),
+            None => Err(Error::InvalidPeerRecords {
+                requested: self.peer_records,
+            }),
+        }
+    }
 }
 
 /// What [`Segment::abandoned_by`] found.
@@ -106,12 +146,41 @@ impl<'a> Segment<'a, SpinWait> {
     /// `creator_pid` is recorded before anything else, so that an attacher that finds `magic`
     /// still 0 can tell who is formatting, and whether that process died (PROTOCOL.md §3.3).
     pub fn format(region: Region<'a>, creator_pid: u32) -> Result<Self, Error> {
+        Self::format_with(region, creator_pid, FormatOptions::default())
+    }
+
+    /// [`Self::format`] with `options` (a larger peer table, say). Refuses options that
+    /// [`FormatOptions::check`] refuses, before touching the region.
+    ///
+    /// ```
+    /// use dmxp_nostd::layout::HEADER_SIZE;
+    /// use dmxp_nostd::{AlignedBlock, FormatOptions, PeerRole, Region, Segment};
+    /// use zerocopy::IntoBytes;
+    ///
+    /// // The header and a 1,024-record (64 KiB) peer table.
+    /// let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(HEADER_SIZE + 65_536)];
+    /// let options = FormatOptions::default().with_peer_records(1024);
+    /// let segment = Segment::format_with(Region::new(memory.as_mut_bytes()).unwrap(), 1, options)
+    ///     .unwrap();
+    /// assert_eq!(segment.peer_records(), 1024);
+    /// let handles: Vec<_> = (0..300)
+    ///     .map(|_| segment.register(0, PeerRole::Producer, 1, 0, 0).unwrap())
+    ///     .collect();
+    /// assert_eq!(segment.peers().unwrap().count(), 300);
+    /// # drop(handles);
+    /// ```
+    pub fn format_with(
+        region: Region<'a>,
+        creator_pid: u32,
+        options: FormatOptions,
+    ) -> Result<Self, Error> {
+        options.check()?;
         let (fields, entries) = Self::header_views(region)?;
         if fields.magic.load(Acquire) != 0 {
             return Err(Error::AlreadyFormatted);
         }
         fields.creator_pid.store(creator_pid, Release);
-        Ok(Self::write_empty(region, fields, entries))
+        Ok(Self::write_empty(region, fields, entries, options))
     }
 
     /// Formats a region whose creator died before publishing it (PROTOCOL.md §3.3): `magic`
@@ -126,7 +195,9 @@ impl<'a> Segment<'a, SpinWait> {
         region: Region<'a>,
         creator_pid: u32,
         liveness: &impl Liveness,
+        options: FormatOptions,
     ) -> Result<Self, Error> {
+        options.check()?;
         let (fields, entries) = Self::header_views(region)?;
         let previous = match Self::abandoned_by(region, liveness)? {
             Abandonment::Abandoned { creator_pid } => creator_pid,
@@ -137,7 +208,7 @@ impl<'a> Segment<'a, SpinWait> {
             .creator_pid
             .compare_exchange(previous, creator_pid, AcqRel, Relaxed)
             .map_err(|_| Error::NotReady)?;
-        Ok(Self::write_empty(region, fields, entries))
+        Ok(Self::write_empty(region, fields, entries, options))
     }
 
     /// Whether a region is published, being created, or provably abandoned (PROTOCOL.md
@@ -186,6 +257,7 @@ impl<'a> Segment<'a, SpinWait> {
         region: Region<'a>,
         fields: &'a AtomicHeaderFields,
         entries: &'a [AtomicChannelEntry],
+        options: FormatOptions,
     ) -> Self {
         let len = region.len() as u64;
         zero_header_fields(fields);
@@ -196,8 +268,10 @@ impl<'a> Segment<'a, SpinWait> {
         fields.max_channels.store(MAX_CHANNELS as u32, Relaxed);
         fields.segment_size.store(len, Relaxed);
         fields.band_cursor.store(HEADER_SIZE as u64, Relaxed);
+        fields.peer_records.store(options.peer_records, Relaxed);
         fields.magic.store(MAGIC, Release);
-        Self::from_parts(fields, entries, Bands { region }, len, SpinWait)
+        let records = peer_records_of(options.peer_records).unwrap_or(PEER_RECORDS);
+        Self::from_parts(fields, entries, Bands { region }, len, records, SpinWait)
     }
 
     /// Attaches to a formatted segment after validating its header. `Error::NotReady` means
@@ -208,11 +282,14 @@ impl<'a> Segment<'a, SpinWait> {
         let mut header = fields.snapshot();
         header.magic = magic;
         let len = validate_header(&header, region.len() as u64)?;
+        // Validated with the rest of the header just above.
+        let records = peer_records_of(header.peer_records).unwrap_or(PEER_RECORDS);
         Ok(Self::from_parts(
             fields,
             entries,
             Bands { region },
             len,
+            records,
             SpinWait,
         ))
     }
@@ -247,7 +324,14 @@ impl<'a> Segment<'a, SpinWait> {
         fields.segment_size.store(len, Relaxed);
         fields.band_cursor.store(HEADER_SIZE as u64, Relaxed);
         fields.magic.store(MAGIC, Release);
-        Self::from_parts(fields, entries, Bands { slots }, len, SpinWait)
+        Self::from_parts(
+            fields,
+            entries,
+            Bands { slots },
+            len,
+            PEER_RECORDS,
+            SpinWait,
+        )
     }
 }
 
@@ -257,6 +341,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         entries: &'a [AtomicChannelEntry],
         bands: Bands<'a>,
         len: u64,
+        peer_records: usize,
         wait: W,
     ) -> Self {
         Self {
@@ -264,13 +349,28 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             entries,
             bands,
             len,
+            peer_records,
             wait,
         }
     }
 
     /// The same segment handing `wait` to the channels it opens (for wake-ups).
     pub fn with_wait_strategy<V: WaitStrategy>(self, wait: V) -> Segment<'a, V> {
-        Segment::from_parts(self.fields, self.entries, self.bands, self.len, wait)
+        let Self {
+            fields,
+            entries,
+            bands,
+            len,
+            peer_records,
+            ..
+        } = self;
+        Segment::from_parts(fields, entries, bands, len, peer_records, wait)
+    }
+
+    /// Records in this segment's peer table (PROTOCOL.md §11.1), as read when it was attached
+    /// or formatted: 256 unless its creator asked for more ([`FormatOptions`]).
+    pub fn peer_records(&self) -> usize {
+        self.peer_records
     }
 
     /// The validated segment length.
@@ -593,8 +693,9 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
     /// segment.
     fn peer_table_range(&self) -> Option<(u64, u64)> {
         let offset = self.fields.peer_table_offset.load(Acquire);
-        let valid = offset != 0 && check_peer_table_range(offset, self.len).is_ok();
-        valid.then(|| (offset, offset + PEER_TABLE_SIZE as u64))
+        let valid =
+            offset != 0 && check_peer_table_range(offset, self.peer_records, self.len).is_ok();
+        valid.then(|| (offset, offset + peer_table_len(self.peer_records)))
     }
 
     /// Every created channel whose entry validates, in id order.
@@ -638,7 +739,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         if offset == 0 {
             return Ok(None);
         }
-        check_peer_table_range(offset, self.len)?;
+        check_peer_table_range(offset, self.peer_records, self.len)?;
         let mut bands: heapless::Vec<ChannelGeometry, MAX_CHANNELS> = heapless::Vec::new();
         for id in 0..self.entries.len() as u32 {
             // A corrupt entry is reported when its channel is opened, not here.
@@ -646,10 +747,10 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
                 let _ = bands.push(geometry);
             }
         }
-        check_peer_table_bands(offset, &bands)?;
+        check_peer_table_bands(offset, self.peer_records, &bands)?;
         let table = usize::try_from(offset)
             .ok()
-            .and_then(|offset| self.bands.region.view_slice(offset, PEER_RECORDS))
+            .and_then(|offset| self.bands.region.view_slice(offset, self.peer_records))
             .ok_or(Corruption::PeerTableOutOfRange {
                 found: offset,
                 segment_len: self.len,
@@ -664,7 +765,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         if let Some(table) = self.peer_table()? {
             return Ok(table);
         }
-        let offset = self.reserve_bytes(PEER_TABLE_SIZE as u64)?;
+        let offset = self.reserve_bytes(peer_table_len(self.peer_records))?;
         // A scribbled cursor could point into a live band: never zero one.
         let table = self.table_at(offset)?.ok_or(Error::Busy)?;
         for record in table {
@@ -684,8 +785,9 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
     /// installing the peer table if needed. The record is freed when the returned slot drops.
     /// Give the slot to the handle's channel with [`Channel::with_peer`].
     ///
-    /// `Error::PeerTableFull` when all 256 records are taken, `Error::OutOfSpace` when there
-    /// is no room to carve the table: the handle then works without crash protection.
+    /// `Error::PeerTableFull` when every record is taken ([`Self::peer_records`]),
+    /// `Error::OutOfSpace` when there is no room to carve the table: the handle then works
+    /// without crash protection.
     pub fn register(
         &self,
         channel: u32,
@@ -731,9 +833,10 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         self.bands.region
     }
 
-    /// Every taken record of the peer table, in table order (empty when there is no table).
-    pub fn peers(&self) -> Result<heapless::Vec<PeerInfo, PEER_RECORDS>, Error> {
-        Ok(self.peer_table()?.map(peer::snapshot).unwrap_or_default())
+    /// Every taken record of the peer table, in table order (none when there is no table),
+    /// each read when the iterator reaches it.
+    pub fn peers(&self) -> Result<impl Iterator<Item = PeerInfo> + 'a, Error> {
+        Ok(peer::snapshot(self.peer_table()?.unwrap_or_default()))
     }
 
     /// One repair pass for `channel`, which must have been opened from this segment

@@ -7,9 +7,9 @@
 
 use crate::error::{Corruption, Error};
 use crate::layout::{
-    band_len, channel_entry_offset, channel_state, ChannelEntry, HeaderFields, CHANNEL_ENTRY_SIZE,
-    HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, PEER_TABLE_SIZE, SLOT_ALIGN,
-    VERSION,
+    band_len, channel_entry_offset, channel_state, peer_records_of, ChannelEntry, HeaderFields,
+    CHANNEL_ENTRY_SIZE, HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, PEER_RECORDS,
+    PEER_RECORD_SIZE, SLOT_ALIGN, VERSION,
 };
 use zerocopy::FromBytes;
 
@@ -121,15 +121,28 @@ pub fn validate_header(header: &HeaderFields, available: u64) -> Result<u64, Err
         }
         .into());
     }
-    check_peer_table_range(header.peer_table_offset, segment_len)?;
+    let records =
+        peer_records_of(header.peer_records).ok_or(Corruption::PeerRecordsOutOfRange {
+            found: header.peer_records,
+        })?;
+    check_peer_table_range(header.peer_table_offset, records, segment_len)?;
     Ok(segment_len)
 }
 
+/// Bytes of a peer table of `records` records.
+pub const fn peer_table_len(records: usize) -> u64 {
+    (records * PEER_RECORD_SIZE) as u64
+}
+
 /// Checks a `peer_table_offset` (PROTOCOL.md §11.1): 0 (no table), or a 64-aligned offset
-/// past the header whose whole table lies inside the segment.
-pub fn check_peer_table_range(offset: u64, segment_len: u64) -> Result<(), Corruption> {
+/// past the header whose whole table of `records` records lies inside the segment.
+pub fn check_peer_table_range(
+    offset: u64,
+    records: usize,
+    segment_len: u64,
+) -> Result<(), Corruption> {
     let fits = offset
-        .checked_add(PEER_TABLE_SIZE as u64)
+        .checked_add(peer_table_len(records))
         .is_some_and(|end| end <= segment_len);
     if offset != 0 && (offset % SLOT_ALIGN as u64 != 0 || offset < HEADER_SIZE as u64 || !fits) {
         return Err(Corruption::PeerTableOutOfRange {
@@ -140,10 +153,14 @@ pub fn check_peer_table_range(offset: u64, segment_len: u64) -> Result<(), Corru
     Ok(())
 }
 
-/// Checks that the peer table at `offset` (already range-checked, non-zero) shares no byte
-/// with any of `bands`.
-pub fn check_peer_table_bands(offset: u64, bands: &[ChannelGeometry]) -> Result<(), Corruption> {
-    let end = offset.saturating_add(PEER_TABLE_SIZE as u64);
+/// Checks that the peer table of `records` records at `offset` (already range-checked,
+/// non-zero) shares no byte with any of `bands`.
+pub fn check_peer_table_bands(
+    offset: u64,
+    records: usize,
+    bands: &[ChannelGeometry],
+) -> Result<(), Corruption> {
+    let end = offset.saturating_add(peer_table_len(records));
     match bands
         .iter()
         .find(|band| band.band_offset < end && offset < band.band_end())
@@ -278,7 +295,9 @@ pub fn parse_segment(bytes: &[u8]) -> Result<SegmentInfo, Error> {
     }
     check_overlaps(&mut bands)?;
     if header.peer_table_offset != 0 {
-        check_peer_table_bands(header.peer_table_offset, &bands)?;
+        // Validated by `validate_header` above.
+        let records = peer_records_of(header.peer_records).unwrap_or(PEER_RECORDS);
+        check_peer_table_bands(header.peer_table_offset, records, &bands)?;
     }
     Ok(SegmentInfo {
         header,

@@ -9,7 +9,7 @@ mod common;
 
 use common::{formatted, segment_len, SegmentBuf};
 use dmxp_nostd::layout::{channel_state, CHANNEL_ENTRY_SIZE, CHANNEL_TABLE_OFFSET, MAGIC};
-use dmxp_nostd::{Abandonment, Corruption, Error, Segment, SendMeta};
+use dmxp_nostd::{Abandonment, Corruption, Error, FormatOptions, Segment, SendMeta};
 
 const DEAD: u32 = 4001;
 const LIVE: u32 = 4002;
@@ -66,7 +66,8 @@ fn a_segment_whose_creator_died_is_reformatted_by_one_reclaimer() {
         Abandonment::Abandoned { creator_pid: DEAD }
     );
     {
-        let segment = Segment::reclaim_abandoned(buf.region(), ME, &alive).unwrap();
+        let segment =
+            Segment::reclaim_abandoned(buf.region(), ME, &alive, FormatOptions::default()).unwrap();
         segment.create_channel(0, 4, ME).unwrap();
         round_trip(&segment, 0);
     }
@@ -78,7 +79,7 @@ fn a_segment_whose_creator_died_is_reformatted_by_one_reclaimer() {
     );
     // A second reclaimer finds a published segment and must attach instead.
     assert!(matches!(
-        Segment::reclaim_abandoned(buf.region(), LIVE, &alive),
+        Segment::reclaim_abandoned(buf.region(), LIVE, &alive, FormatOptions::default()),
         Err(Error::AlreadyFormatted)
     ));
     let segment = Segment::attach(buf.region()).unwrap();
@@ -97,7 +98,7 @@ fn a_segment_is_not_reclaimed_while_its_creator_runs_or_is_unknown() {
             }
         );
         assert!(matches!(
-            Segment::reclaim_abandoned(buf.region(), ME, &alive),
+            Segment::reclaim_abandoned(buf.region(), ME, &alive, FormatOptions::default()),
             Err(Error::NotReady)
         ));
         assert_eq!(
@@ -120,7 +121,7 @@ fn a_live_segment_whose_magic_was_overwritten_is_corrupt_not_abandoned() {
         Err(Error::Corrupt(Corruption::BadMagic { found: 0 }))
     ));
     assert!(matches!(
-        Segment::reclaim_abandoned(buf.region(), ME, &alive),
+        Segment::reclaim_abandoned(buf.region(), ME, &alive, FormatOptions::default()),
         Err(Error::Corrupt(Corruption::BadMagic { found: 0 }))
     ));
     assert_eq!(buf.bytes(), &before[..], "bytes untouched");
@@ -131,7 +132,7 @@ fn a_published_segment_is_never_reformatted() {
     let mut buf = formatted(&[4], DEAD);
     let before = buf.bytes().to_vec();
     assert!(matches!(
-        Segment::reclaim_abandoned(buf.region(), ME, &alive),
+        Segment::reclaim_abandoned(buf.region(), ME, &alive, FormatOptions::default()),
         Err(Error::AlreadyFormatted)
     ));
     assert_eq!(buf.bytes(), &before[..]);

@@ -129,13 +129,13 @@ fn the_peer_table_is_installed_on_first_registration() {
     {
         let segment = setup(&mut buf);
         assert_eq!(segment.peer_table().unwrap().map(<[_]>::len), None);
-        assert!(segment.peers().unwrap().is_empty());
+        assert!(segment.peers().unwrap().collect::<Vec<_>>().is_empty());
         let slot = segment
             .register(0, PeerRole::Producer, 7, 70, runtime::RUST)
             .unwrap();
         let table = table(&segment);
         assert_eq!(table.len(), PEER_RECORDS);
-        let peers = segment.peers().unwrap();
+        let peers = segment.peers().unwrap().collect::<Vec<_>>();
         assert_eq!(peers.len(), 1);
         let record = peers[0].record;
         assert_eq!(peers[0].index, slot.index());
@@ -151,7 +151,7 @@ fn the_peer_table_is_installed_on_first_registration() {
         );
         assert_eq!(record.intent_count, 0);
         slot.leave();
-        assert!(segment.peers().unwrap().is_empty());
+        assert!(segment.peers().unwrap().collect::<Vec<_>>().is_empty());
     }
     // Carved right after the two bands, and a copy of the bytes still parses.
     let table_offset = (HEADER_SIZE + 8 * SLOT_SIZE) as u64;
@@ -183,7 +183,7 @@ fn registration_fills_the_table_then_reports_it_full() {
         Error::PeerTableFull
     );
     drop(slots);
-    assert!(segment.peers().unwrap().is_empty());
+    assert!(segment.peers().unwrap().collect::<Vec<_>>().is_empty());
     assert!(segment
         .register(0, PeerRole::Producer, 5, 0, runtime::RUST)
         .is_ok());
@@ -251,7 +251,10 @@ fn dead_producer_leaves_a_lost_tombstone_that_consumers_skip_and_count() {
     assert_eq!((report.tombstoned, report.freed), (1, 0));
     assert_eq!(report.records_freed, 1);
     assert!(report.repaired());
-    assert!(segment.peers().unwrap().is_empty(), "dead record freed");
+    assert!(
+        segment.peers().unwrap().collect::<Vec<_>>().is_empty(),
+        "dead record freed"
+    );
 
     assert_eq!(channel.stuck_receive_position(), None);
     // The tombstone names the dead producer.
@@ -405,12 +408,12 @@ fn a_live_peers_claim_is_not_touched() {
         .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
         .unwrap();
     assert_eq!(report, Default::default());
-    assert_eq!(segment.peers().unwrap().len(), 1);
+    assert_eq!(segment.peers().unwrap().collect::<Vec<_>>().len(), 1);
     loan.write_at_start(b"slow but alive");
     loan.commit(14, &meta()).unwrap();
     assert_eq!(recv(&channel).unwrap(), b"slow but alive");
     // The intent was cleared by the publish.
-    let record = segment.peers().unwrap()[0].record;
+    let record = segment.peers().unwrap().collect::<Vec<_>>()[0].record;
     assert_eq!(record.intent_count, 0);
 }
 
@@ -457,7 +460,7 @@ fn a_stale_dead_intent_does_not_touch_a_position_a_live_peer_owns() {
         .unwrap();
     assert_eq!(report.tombstoned, 0);
     assert_eq!(report.records_deferred, 1, "kept for a later pass");
-    let peers = segment.peers().unwrap();
+    let peers = segment.peers().unwrap().collect::<Vec<_>>();
     assert_eq!(peers.len(), 2);
     assert!(peers.iter().any(|p| p.record.pid == DEAD.0
         && p.record.start_time == DEAD.1
@@ -471,7 +474,7 @@ fn a_stale_dead_intent_does_not_touch_a_position_a_live_peer_owns() {
         .repair(&channel, &alive(), REPAIRER.0, REPAIRER.1)
         .unwrap();
     assert_eq!((report.tombstoned, report.records_freed), (0, 1));
-    assert_eq!(segment.peers().unwrap().len(), 1);
+    assert_eq!(segment.peers().unwrap().collect::<Vec<_>>().len(), 1);
 }
 
 #[test]
@@ -533,7 +536,7 @@ fn concurrent_repairers_repair_once() {
         assert_eq!(recv(&channel), Err(RecvError::Lost { message_id: 0 }));
         assert_eq!(recv(&channel).unwrap(), b"next");
         assert_eq!(recv(&channel), Err(RecvError::Empty));
-        assert!(segment.peers().unwrap().is_empty());
+        assert!(segment.peers().unwrap().collect::<Vec<_>>().is_empty());
     }
 }
 
@@ -591,7 +594,7 @@ fn records_of_other_channels_are_untouched() {
     assert_eq!((report.tombstoned, report.freed), (0, 0));
     // The idle dead record is freed whatever its channel; the one with an intent is not.
     assert_eq!(report.records_freed, 1);
-    let peers = segment.peers().unwrap();
+    let peers = segment.peers().unwrap().collect::<Vec<_>>();
     assert_eq!(peers.len(), 1);
     assert_eq!(
         (peers[0].record.pid, peers[0].record.intent_count),
@@ -667,7 +670,7 @@ fn unregistered_and_failed_claims_leave_no_intent() {
     assert_eq!(recv(&consumer), Err(RecvError::Empty));
     consumer.try_send(b"a", &meta()).unwrap();
     assert_eq!(recv(&consumer).unwrap(), b"a");
-    let record = segment.peers().unwrap()[0].record;
+    let record = segment.peers().unwrap().collect::<Vec<_>>()[0].record;
     assert_eq!(record.intent_count, 0);
     assert_eq!(record.intent_position, 0, "the claim of position 0");
     // A record of another channel is ignored.
@@ -769,7 +772,10 @@ fn garbage_in_the_peer_table_never_panics() {
         record.intent_position.store(u64::MAX - i * 977, Relaxed);
         record.start_time.store(i * 31, Relaxed);
     }
-    assert_eq!(segment.peers().unwrap().len(), PEER_RECORDS);
+    assert_eq!(
+        segment.peers().unwrap().collect::<Vec<_>>().len(),
+        PEER_RECORDS
+    );
     assert_eq!(
         segment
             .register(0, PeerRole::Producer, 5, 0, runtime::RUST)
@@ -975,7 +981,12 @@ fn a_record_of_another_pid_namespace_is_never_repaired() {
     let slot = segment
         .register_in_namespace(0, PeerRole::Producer, DEAD.0, DEAD.1, 77, runtime::RUST)
         .unwrap();
-    assert_eq!(segment.peers().unwrap()[0].record.pid_ns, 77);
+    assert_eq!(
+        segment.peers().unwrap().collect::<Vec<_>>()[0]
+            .record
+            .pid_ns,
+        77
+    );
     let theirs = segment.open_channel(0).unwrap().with_peer(&slot);
     let loan = theirs.try_loan().unwrap();
     let channel = segment.open_channel(0).unwrap();
@@ -990,7 +1001,7 @@ fn a_record_of_another_pid_namespace_is_never_repaired() {
     assert_eq!(loan.commit(2, &meta()), Ok(0));
     assert_eq!(recv(&channel).unwrap(), [0, 0]);
     drop(slot);
-    assert!(segment.peers().unwrap().is_empty());
+    assert!(segment.peers().unwrap().collect::<Vec<_>>().is_empty());
 }
 
 /// Counts liveness checks.
@@ -1069,15 +1080,10 @@ fn dead_records_without_an_intent_are_freed_by_a_sweep() {
     let live = segment
         .register(0, PeerRole::Producer, LIVE.0, LIVE.1, runtime::RUST)
         .unwrap();
-    assert_eq!(segment.peers().unwrap().len(), 4);
+    assert_eq!(segment.peers().unwrap().collect::<Vec<_>>().len(), 4);
     let report = segment.free_dead_records(&alive(), REPAIRER.0).unwrap();
     assert_eq!(report.records_freed, 2);
-    let left: Vec<u32> = segment
-        .peers()
-        .unwrap()
-        .iter()
-        .map(|p| p.record.pid)
-        .collect();
+    let left: Vec<u32> = segment.peers().unwrap().map(|p| p.record.pid).collect();
     assert_eq!(
         left,
         [DEAD.0, LIVE.0],
@@ -1289,17 +1295,17 @@ fn a_slot_names_its_owner_and_leaves_only_if_the_caller_registered_it() {
     // A forked child holding a copy of the slot must not free its parent's record.
     slot.leave_if_mine(LIVE.0 + 1);
     assert_eq!(
-        segment.peers().unwrap().len(),
+        segment.peers().unwrap().collect::<Vec<_>>().len(),
         1,
         "the parent's record stays"
     );
     let slot = segment
         .register(0, PeerRole::Consumer, LIVE.0, LIVE.1, runtime::RUST)
         .unwrap();
-    assert_eq!(segment.peers().unwrap().len(), 2);
+    assert_eq!(segment.peers().unwrap().collect::<Vec<_>>().len(), 2);
     slot.leave_if_mine(LIVE.0);
     assert_eq!(
-        segment.peers().unwrap().len(),
+        segment.peers().unwrap().collect::<Vec<_>>().len(),
         1,
         "the caller's own record is freed"
     );
@@ -1347,7 +1353,10 @@ fn a_sweep_never_frees_the_sweepers_own_record() {
         .free_dead_records(&nobody_alive, REPAIRER.0)
         .unwrap();
     assert_eq!(report.records_freed, 0);
-    assert_eq!(segment.peers().unwrap()[0].record.pid, REPAIRER.0);
+    assert_eq!(
+        segment.peers().unwrap().collect::<Vec<_>>()[0].record.pid,
+        REPAIRER.0
+    );
 }
 
 #[test]

@@ -220,7 +220,7 @@ impl SharedMemoryAllocator {
         let segment = self.segment()?;
         segment
             .peers()
-            .map(|peers| peers.into_iter().collect())
+            .map(Iterator::collect)
             .map_err(|e| Error::from_core(e, &self.backing.label))
     }
 

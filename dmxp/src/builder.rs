@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dmxp_nostd::SegmentMemory;
+use dmxp_nostd::{FormatOptions, SegmentMemory};
 
 use crate::allocator::SharedMemoryAllocator;
 use crate::consumer::Consumer;
@@ -67,6 +67,7 @@ pub struct ChannelBuilder {
     timeout: Duration,
     unblock: Duration,
     registration_required: bool,
+    format: FormatOptions,
 }
 
 impl Default for ChannelBuilder {
@@ -90,6 +91,7 @@ impl ChannelBuilder {
             timeout: DEFAULT_TIMEOUT,
             unblock: crate::recovery::UNBLOCK_TIMEOUT,
             registration_required: false,
+            format: FormatOptions::default(),
         }
     }
 
@@ -140,6 +142,28 @@ impl ChannelBuilder {
     /// its size.
     pub fn with_segment_size(mut self, bytes: usize) -> Self {
         self.size = bytes;
+        self
+    }
+
+    /// Records in the peer table of a segment this builder creates (PROTOCOL.md §11.1):
+    /// one per producer or consumer handle (each clone is a handle) of every process using
+    /// the segment at once. The default, 0, means 256; 256 to 16,384 may be asked for (64
+    /// bytes each). Other values make `build_*` fail with `InvalidInput`. An existing segment
+    /// keeps its table.
+    ///
+    /// Clients from before this option treat every table as 256 records; give a segment more
+    /// only when all its clients know the field (PROTOCOL.md §9).
+    ///
+    /// ```no_run
+    /// // 64 channels with up to 16 handles each.
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_segment_name("/dmxp_fleet")
+    ///     .with_peer_records(1024)
+    ///     .build_producer()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_peer_records(mut self, records: u32) -> Self {
+        self.format = self.format.with_peer_records(records);
         self
     }
 
@@ -285,7 +309,11 @@ impl ChannelBuilder {
     }
 
     fn options(&self, create: bool) -> Result<OpenOptions> {
+        self.format
+            .check()
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, e.to_string()))?;
         Ok(OpenOptions {
+            format: self.format,
             create,
             unblock: self.unblock,
             policy: self.policy()?,

@@ -28,9 +28,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use dmxp_nostd::layout::{
-    channel_entry_offset, channel_state, ChannelEntry, HeaderFields, PeerRecord,
+    channel_entry_offset, channel_state, peer_records_of, ChannelEntry, HeaderFields, PeerRecord,
     CHANNEL_ENTRY_SIZE, HEADER_SIZE, MAGIC, MAX_CHANNELS, PEER_RECORDS, PEER_RECORD_SIZE,
-    PEER_TABLE_SIZE,
 };
 use dmxp_nostd::validate::{check_peer_table_bands, validate_entry, validate_header};
 use dmxp_nostd::{Error as CoreError, PeerInfo};
@@ -351,8 +350,10 @@ fn read_peers(
                 .flatten()
         })
         .collect();
-    check_peer_table_bands(offset, &bands).map_err(|c| core(c.into()))?;
-    let mut table = vec![0u8; PEER_TABLE_SIZE];
+    // Validated with the header above.
+    let records = peer_records_of(header.peer_records).unwrap_or(PEER_RECORDS);
+    check_peer_table_bands(offset, records, &bands).map_err(|c| core(c.into()))?;
+    let mut table = vec![0u8; records * PEER_RECORD_SIZE];
     file.read_exact_at(&mut table, offset).map_err(|e| {
         Error::io(
             e,
@@ -361,7 +362,6 @@ fn read_peers(
     })?;
     Ok(table
         .chunks_exact(PEER_RECORD_SIZE)
-        .take(PEER_RECORDS)
         .enumerate()
         .filter_map(|(index, raw)| {
             let record = peer_record(raw);
@@ -422,7 +422,8 @@ fn header_fields(bytes: &[u8]) -> Option<HeaderFields> {
         creator_pid: u32_at(bytes, 40),
         header_flags: u32_at(bytes, 44),
         peer_table_offset: u64_at(bytes, 48),
-        extension: [0; 72],
+        peer_records: u32_at(bytes, 56),
+        extension: [0; 68],
     })
 }
 

@@ -130,7 +130,8 @@ impl Error {
             | CoreError::RegionTooSmall { .. }
             | CoreError::InvalidChannelId { .. }
             | CoreError::InvalidCapacity { .. }
-            | CoreError::InvalidPid => ErrorKind::InvalidInput,
+            | CoreError::InvalidPid
+            | CoreError::InvalidPeerRecords { .. } => ErrorKind::InvalidInput,
         };
         let message = match error {
             CoreError::ChannelBeingCreated { id } => {

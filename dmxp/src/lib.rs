@@ -68,8 +68,9 @@
 //!
 //! Because a record holds one claim at a time, producers and consumers are `Send` but not
 //! `Sync`: clone a handle for each thread (each clone registers its own record). A handle
-//! that cannot register (all 256 records taken, or no room left in the segment for the
-//! table) still works, without this protection ([`Producer::is_registered`]). Clients that
+//! that cannot register (every record taken: 256 unless the segment was created with more,
+//! [`ChannelBuilder::with_peer_records`]; or no room left in the segment for the table)
+//! still works, without this protection ([`Producer::is_registered`]). Clients that
 //! do not register at all (older ones) give up the guarantee for positions they own.
 
 pub use dmxp_nostd as core;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dmxp_nostd::trust::AttachPolicy;
-use dmxp_nostd::{Abandonment, Error as CoreError, Segment, SegmentMemory};
+use dmxp_nostd::{Abandonment, Error as CoreError, FormatOptions, Segment, SegmentMemory};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::recovery::ProcLiveness;
@@ -101,6 +101,16 @@ pub(crate) struct OpenOptions {
     pub timeout: Duration,
     /// After how long a position held by a live but stopped peer is repaired (§11.8).
     pub unblock: Duration,
+    /// How a segment this call creates (or reformats, §3.3) is laid out.
+    pub format: FormatOptions,
+}
+
+impl OpenOptions {
+    /// The options to reformat an abandoned segment with (§3.3): only a caller that would
+    /// create it, and only when `allowed` (the object is this user's own).
+    fn reclaim(&self, allowed: bool) -> Option<FormatOptions> {
+        (self.create && allowed).then_some(self.format)
+    }
 }
 
 /// A segment mapped and attached once (its header validated), with a label for messages.
@@ -117,11 +127,16 @@ type Attempt = Result<Option<SharedMemory>>;
 
 /// Checks that `memory` holds a formatted segment: `Ok(None)` while it is being created.
 ///
-/// A segment whose creator died before publishing it (PROTOCOL.md §3.3) is reformatted when
-/// `reclaim` is set (this caller would have created it anyway, and the object is its own
-/// user's) and reported as [`ErrorKind::Abandoned`] otherwise. `creator` records the pid
-/// found, for the timeout message.
-fn attached(memory: SharedMemory, label: &str, reclaim: bool, creator: &Cell<u32>) -> Attempt {
+/// A segment whose creator died before publishing it (PROTOCOL.md §3.3) is reformatted with
+/// `reclaim`'s options when given (this caller would have created it anyway, and the object is
+/// its own user's) and reported as [`ErrorKind::Abandoned`] otherwise. `creator` records the
+/// pid found, for the timeout message.
+fn attached(
+    memory: SharedMemory,
+    label: &str,
+    reclaim: Option<FormatOptions>,
+    creator: &Cell<u32>,
+) -> Attempt {
     match Segment::attach(memory.region()) {
         Ok(_) => Ok(Some(memory)),
         Err(CoreError::NotReady) => unpublished(memory, label, reclaim, creator),
@@ -129,7 +144,12 @@ fn attached(memory: SharedMemory, label: &str, reclaim: bool, creator: &Cell<u32
     }
 }
 
-fn unpublished(memory: SharedMemory, label: &str, create: bool, creator: &Cell<u32>) -> Attempt {
+fn unpublished(
+    memory: SharedMemory,
+    label: &str,
+    reclaim: Option<FormatOptions>,
+    creator: &Cell<u32>,
+) -> Attempt {
     let pid = match Segment::abandoned_by(memory.region(), &ProcLiveness) {
         // Published since: the next attempt attaches.
         Ok(Abandonment::Published) => return Ok(None),
@@ -141,7 +161,7 @@ fn unpublished(memory: SharedMemory, label: &str, create: bool, creator: &Cell<u
         Err(other) => return Err(Error::from_core(other, label)),
     };
     creator.set(pid);
-    if !create {
+    let Some(format) = reclaim else {
         return Err(Error::new(
             ErrorKind::Abandoned { creator_pid: pid },
             format!(
@@ -149,8 +169,8 @@ fn unpublished(memory: SharedMemory, label: &str, create: bool, creator: &Cell<u
                  producer reformats it, or remove it (`dmxp rm`)"
             ),
         ));
-    }
-    match Segment::reclaim_abandoned(memory.region(), std::process::id(), &ProcLiveness) {
+    };
+    match Segment::reclaim_abandoned(memory.region(), std::process::id(), &ProcLiveness, format) {
         Ok(_) => Ok(Some(memory)),
         // Another process took it over first: attach to its segment once published.
         Err(CoreError::NotReady | CoreError::AlreadyFormatted) => Ok(None),
@@ -232,9 +252,11 @@ fn attempt(source: &Source, options: OpenOptions, label: &str, creator: &Cell<u3
         Source::MemfdSocket(path) => {
             let segment = dmxp_memfd::MemfdSegment::connect(path)
                 .map_err(|e| Error::io(e, format!("fetching {label}")))?;
-            attached(Arc::new(segment), label, options.create, creator)
+            attached(Arc::new(segment), label, options.reclaim(true), creator)
         }
-        Source::Memory(memory, _) => attached(Arc::clone(memory), label, options.create, creator),
+        Source::Memory(memory, _) => {
+            attached(Arc::clone(memory), label, options.reclaim(true), creator)
+        }
         #[cfg(not(feature = "shm"))]
         Source::Unset => Err(Error::new(
             ErrorKind::InvalidInput,
@@ -257,7 +279,13 @@ fn shm_attempt(name: &str, options: OpenOptions, label: &str, creator: &Cell<u32
     use std::io::ErrorKind as Io;
 
     if options.create {
-        match ShmSegment::create_with_group(name, options.size, options.mode, options.group) {
+        match ShmSegment::create_with(
+            name,
+            options.size,
+            options.mode,
+            options.group,
+            options.format,
+        ) {
             // `create` hands back a formatted segment.
             Ok(segment) => return Ok(Some(Arc::new(segment))),
             Err(e) if e.kind() == Io::AlreadyExists => {}
@@ -267,15 +295,14 @@ fn shm_attempt(name: &str, options: OpenOptions, label: &str, creator: &Cell<u32
     match ShmSegment::open_with(name, &options.policy) {
         Ok(segment) => {
             // Only this user's own object may be reformatted (PROTOCOL.md §3.4).
-            let reclaim = options.create && segment.owner_uid() == options.policy.euid();
-            attached(Arc::new(segment), label, reclaim, creator)
+            let own = segment.owner_uid() == options.policy.euid();
+            attached(Arc::new(segment), label, options.reclaim(own), creator)
         }
         // The object is still smaller than the header: its creator is sizing it.
         Err(e) if e.kind() == Io::WouldBlock => Ok(None),
         // Gone between our create and open (a creator that failed unlinks); create again.
         Err(e) if e.kind() == Io::NotFound && options.create => Ok(None),
         Err(e) if e.kind() == Io::NotFound => Err(not_found(label)),
-        Err(e) if dmxp_os::UntrustedObject::of(&e).is_some() => Err(Error::io_bare(e)),
         Err(e) if dmxp_os::UntrustedObject::of(&e).is_some() => Err(Error::io_bare(e)),
         Err(e) if e.kind() == Io::PermissionDenied => Err(permission_denied(e, label)),
         Err(e) => Err(Error::io(e, format!("opening {label}"))),
@@ -306,7 +333,13 @@ fn file_attempt(
     use std::io::ErrorKind as Io;
 
     if options.create {
-        match FileSegment::create_with_group(path, options.size, options.mode, options.group) {
+        match FileSegment::create_with(
+            path,
+            options.size,
+            options.mode,
+            options.group,
+            options.format,
+        ) {
             Ok(segment) => return Ok(Some(Arc::new(segment))),
             Err(e) if e.kind() == Io::AlreadyExists => {}
             Err(e) => return Err(Error::io(e, format!("creating {label}"))),
@@ -315,8 +348,8 @@ fn file_attempt(
     match FileSegment::open_with(path, &options.policy) {
         Ok(segment) => {
             // Only this user's own file may be reformatted (PROTOCOL.md §3.4).
-            let reclaim = options.create && segment.owner_uid() == options.policy.euid();
-            attached(Arc::new(segment), label, reclaim, creator)
+            let own = segment.owner_uid() == options.policy.euid();
+            attached(Arc::new(segment), label, options.reclaim(own), creator)
         }
         Err(e) if e.kind() == Io::NotFound && options.create => Ok(None),
         Err(e) if e.kind() == Io::NotFound => Err(not_found(label)),

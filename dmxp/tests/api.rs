@@ -587,3 +587,40 @@ fn reset_refuses_while_a_live_peer_holds_a_claim_unless_forced() {
     producer.send("after").unwrap();
     assert_eq!(consumer.receive().unwrap().as_deref(), Some(&b"after"[..]));
 }
+
+#[test]
+fn a_segment_created_with_more_peer_records_registers_every_clone() {
+    let name = ShmName::new("records");
+    let producer = builder(&name)
+        .with_peer_records(1024)
+        .with_registration_required()
+        .build_producer()
+        .unwrap();
+    // 600 handles: more than a default table holds, every one protected.
+    let clones: Vec<_> = (0..599).map(|_| producer.clone()).collect();
+    assert!(clones.iter().all(|c| c.is_registered()));
+    let allocator = builder(&name).attach_allocator().unwrap();
+    assert_eq!(allocator.peers().unwrap().len(), 600);
+    assert!(allocator.peers().unwrap().iter().any(|p| p.index >= 256));
+    clones[598].send("from the last clone").unwrap();
+    let consumer = builder(&name).build_consumer().unwrap();
+    assert_eq!(consumer.receive().unwrap().unwrap(), b"from the last clone");
+}
+
+#[test]
+fn a_peer_table_size_no_segment_may_have_is_invalid_input() {
+    let name = ShmName::new("badrecords");
+    for records in [100, 16_385] {
+        let err = builder(&name)
+            .with_peer_records(records)
+            .build_producer()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("peer table of"), "{err}");
+    }
+    // Nothing was created.
+    assert_eq!(
+        builder(&name).attach_allocator().unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}

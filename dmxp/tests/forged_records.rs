@@ -29,7 +29,7 @@ fn forged_dead_records_at_capacity_4096() {
     // Forged records of a reused pid: pid 1 runs, but not with the recorded start time, so
     // every liveness check reads /proc/1/stat and judges the record dead.
     let dead: Vec<u32> = vec![1; 250];
-    let table_before = segment.peers().unwrap().len();
+    let table_before = segment.peers().unwrap().collect::<Vec<_>>().len();
     for &pid in &dead {
         let Ok(slot) = segment.register(0, PeerRole::Producer, pid, 12_345, runtime::RUST) else {
             break;
@@ -39,7 +39,7 @@ fn forged_dead_records_at_capacity_4096() {
         std::mem::forget(slot);
     }
     let table = segment.peer_table().unwrap().unwrap();
-    let forged = segment.peers().unwrap().len() - table_before;
+    let forged = segment.peers().unwrap().collect::<Vec<_>>().len() - table_before;
     for record in table.iter() {
         if record.start_time.load(std::sync::atomic::Ordering::Relaxed) == 12_345 {
             record
@@ -104,7 +104,7 @@ fn cpu_of_a_receiver_blocked_on_a_stuck_channel() {
     let got = consumer.receive_timeout(Duration::from_secs(2));
     println!(
         "blocked 2 s on a stuck channel with {} records: {:.1} % of a CPU (got {:?})",
-        segment.peers().unwrap().len(),
+        segment.peers().unwrap().collect::<Vec<_>>().len(),
         100.0 * (cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64(),
         got.map(|m| m.is_some())
     );

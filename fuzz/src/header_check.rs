@@ -12,7 +12,7 @@
 
 use dmxp_nostd::layout::{
     CHANNEL_ENTRY_SIZE, CHANNEL_TABLE_OFFSET, HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS,
-    MIN_CAPACITY, PEER_TABLE_SIZE, SLOT_ALIGN, SLOT_SIZE,
+    MIN_CAPACITY, SLOT_ALIGN, SLOT_SIZE,
 };
 use dmxp_nostd::{parse_segment, ChannelInfo, Corruption, Error, SegmentInfo};
 
@@ -45,6 +45,16 @@ fn read_u32(bytes: &[u8], offset: usize) -> u32 {
     let mut le = [0u8; 4];
     le.copy_from_slice(&bytes[offset..offset + 4]);
     u32::from_le_bytes(le)
+}
+
+/// Bytes of the peer table the header's `peer_records` (offset 56) names, if it is a valid
+/// count: 0 stands for 256 records, else 256 to 16,384 records of 64 bytes.
+fn peer_table_bytes(bytes: &[u8]) -> Option<u64> {
+    match read_u32(bytes, 56) {
+        0 => Some(256 * 64),
+        n @ 256..=16_384 => Some(u64::from(n) * 64),
+        _ => None,
+    }
 }
 
 fn read_u64(bytes: &[u8], offset: usize) -> u64 {
@@ -112,6 +122,10 @@ fn check_accepted(bytes: &[u8], info: &SegmentInfo) {
         "accepted band_cursor {cursor}"
     );
 
+    // peer_records (offset 56): 0 or 256..=16,384.
+    let table_bytes = peer_table_bytes(bytes).expect("accepted a bad peer_records");
+    assert_eq!(info.header.peer_records, read_u32(bytes, 56));
+
     // peer_table_offset (offset 48): 0, or a 64-aligned table after the header, inside the
     // segment, sharing no byte with any listed band.
     let table = read_u64(bytes, 48);
@@ -121,14 +135,14 @@ fn check_accepted(bytes: &[u8], info: &SegmentInfo) {
             table % SLOT_ALIGN as u64 == 0
                 && table >= HEADER_SIZE as u64
                 && table
-                    .checked_add(PEER_TABLE_SIZE as u64)
+                    .checked_add(table_bytes)
                     .is_some_and(|end| end <= segment_len),
             "accepted peer_table_offset {table}"
         );
         for channel in &info.channels {
             let (start, end) = band_range(channel.band_offset, channel.capacity).expect("valid");
             assert!(
-                end <= table || table + PEER_TABLE_SIZE as u64 <= start,
+                end <= table || table + table_bytes <= start,
                 "accepted a peer table overlapping channel {}'s band",
                 channel.id
             );
@@ -326,11 +340,19 @@ fn check_corruption(bytes: &[u8], corruption: &Corruption) {
                 .is_some_and(|(_, end)| end <= segment_len);
             assert!(!inside, "channel {channel}: band reported outside but fits");
         }
+        PeerRecordsOutOfRange { found } => {
+            assert_eq!(found, read_u32(bytes, 56));
+            assert!(
+                peer_table_bytes(bytes).is_none(),
+                "peer_records {found} is valid"
+            );
+        }
         PeerTableOutOfRange { found, segment_len } => {
             assert_eq!(found, read_u64(bytes, 48));
             assert!(segment_len <= available);
+            let table_bytes = peer_table_bytes(bytes).expect("peer_records checked first");
             let fits = found
-                .checked_add(PEER_TABLE_SIZE as u64)
+                .checked_add(table_bytes)
                 .is_some_and(|end| end <= segment_len);
             assert!(
                 found != 0
@@ -346,7 +368,8 @@ fn check_corruption(bytes: &[u8], corruption: &Corruption) {
             assert!(available >= HEADER_SIZE as u64);
             let raw = raw_entry(bytes, channel);
             let (start, end) = band_range(raw.band_offset, raw.capacity).expect("validated");
-            let table_end = peer_table_offset + PEER_TABLE_SIZE as u64;
+            let table_bytes = peer_table_bytes(bytes).expect("peer_records checked first");
+            let table_end = peer_table_offset + table_bytes;
             assert!(
                 start < table_end && peer_table_offset < end,
                 "peer table reported overlapping channel {channel}'s band but is clear of it"

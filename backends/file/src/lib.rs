@@ -101,7 +101,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dmxp_nostd::layout::{HEADER_SIZE, SEGMENT_ALIGN};
 use dmxp_nostd::trust::AttachPolicy;
-use dmxp_nostd::{Region, Segment, SegmentMemory};
+use dmxp_nostd::{FormatOptions, Region, Segment, SegmentMemory};
 pub use dmxp_os::Truncated;
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{Mode, OFlags};
@@ -144,6 +144,24 @@ impl FileSegment {
         mode: u32,
         group: Option<u32>,
     ) -> io::Result<FileSegment> {
+        Self::create_with(path, size, mode, group, FormatOptions::default())
+    }
+
+    /// [`Self::create_with_group`], formatting the segment with `format` (a larger peer table,
+    /// say: [`FormatOptions::with_peer_records`]).
+    ///
+    /// Errors: as [`Self::create_with_group`], and [`ErrorKind::InvalidInput`] for options
+    /// that [`FormatOptions::check`] refuses (nothing is created then).
+    pub fn create_with(
+        path: &Path,
+        size: usize,
+        mode: u32,
+        group: Option<u32>,
+        format: FormatOptions,
+    ) -> io::Result<FileSegment> {
+        format
+            .check()
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
         if size < HEADER_SIZE {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
@@ -199,7 +217,7 @@ impl FileSegment {
         file.set_len(size as u64)
             .map_err(|e| annotate(e, "set size of", &temp.0))?;
         let segment = Self::map(path, file, size, rustix::process::geteuid().as_raw())?;
-        Segment::format(segment.region(), std::process::id())
+        Segment::format_with(segment.region(), std::process::id(), format)
             .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
         segment.flush()?;
 

@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use dmxp_nostd::layout::{HEADER_SIZE, SEGMENT_ALIGN};
-use dmxp_nostd::{Region, Segment, SegmentMemory};
+use dmxp_nostd::{FormatOptions, Region, Segment, SegmentMemory};
 use rustix::event::{PollFd, PollFlags};
 use rustix::fs::{MemfdFlags, Mode, SealFlags};
 use rustix::io::Errno;
@@ -98,6 +98,22 @@ impl MemfdSegment {
     /// Errors: [`ErrorKind::InvalidInput`] if `size` is smaller than the header
     /// ([`HEADER_SIZE`] bytes), or the OS error.
     pub fn create(debug_name: &str, size: usize) -> io::Result<MemfdSegment> {
+        Self::create_with(debug_name, size, FormatOptions::default())
+    }
+
+    /// [`Self::create`], formatting the segment with `format` (a larger peer table, say:
+    /// [`FormatOptions::with_peer_records`]).
+    ///
+    /// Errors: as [`Self::create`], and [`ErrorKind::InvalidInput`] for options that
+    /// [`FormatOptions::check`] refuses.
+    pub fn create_with(
+        debug_name: &str,
+        size: usize,
+        format: FormatOptions,
+    ) -> io::Result<MemfdSegment> {
+        format
+            .check()
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
         if size < HEADER_SIZE {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
@@ -111,7 +127,7 @@ impl MemfdSegment {
         rustix::fs::fcntl_add_seals(&fd, REQUIRED_SEALS | SealFlags::SEAL)
             .map_err(|e| annotate(e, "F_ADD_SEALS"))?;
         let segment = Self::map(fd, size)?;
-        Segment::format(segment.region(), std::process::id())
+        Segment::format_with(segment.region(), std::process::id(), format)
             .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
         Ok(segment)
     }

@@ -83,7 +83,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use dmxp_nostd::layout::{HEADER_SIZE, SEGMENT_ALIGN};
 use dmxp_nostd::trust::AttachPolicy;
-use dmxp_nostd::{Region, Segment, SegmentMemory};
+use dmxp_nostd::{FormatOptions, Region, Segment, SegmentMemory};
 pub use dmxp_os::Truncated;
 use rustix::fs::{Gid, Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
@@ -143,6 +143,24 @@ impl ShmSegment {
         mode: u32,
         group: Option<u32>,
     ) -> io::Result<ShmSegment> {
+        Self::create_with(name, size, mode, group, FormatOptions::default())
+    }
+
+    /// [`Self::create_with_group`], formatting the segment with `format` (a larger peer table,
+    /// say: [`FormatOptions::with_peer_records`]).
+    ///
+    /// Errors: as [`Self::create_with_group`], and [`ErrorKind::InvalidInput`] for options
+    /// that [`FormatOptions::check`] refuses (nothing is created then).
+    pub fn create_with(
+        name: &str,
+        size: usize,
+        mode: u32,
+        group: Option<u32>,
+        format: FormatOptions,
+    ) -> io::Result<ShmSegment> {
+        format
+            .check()
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
         if size < HEADER_SIZE {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
@@ -174,7 +192,7 @@ impl ShmSegment {
             }
         })?;
         // From here on the object is ours: remove it again if we cannot finish.
-        let result = Self::finish_create(name, fd, size, mode, group);
+        let result = Self::finish_create(name, fd, size, mode, group, format);
         if result.is_err() {
             let _ = shm::unlink(name);
         }
@@ -187,6 +205,7 @@ impl ShmSegment {
         size: usize,
         mode: Mode,
         group: Option<u32>,
+        format: FormatOptions,
     ) -> io::Result<Self> {
         if let Some(gid) = group {
             // Before fchmod: a chown by a non-root owner may clear mode bits.
@@ -198,7 +217,7 @@ impl ShmSegment {
         rustix::fs::ftruncate(&fd, size as u64)
             .map_err(|e| annotate(e.into(), "ftruncate", name))?;
         let segment = Self::map(name, fd, size, rustix::process::geteuid().as_raw())?;
-        Segment::format(segment.region(), std::process::id())
+        Segment::format_with(segment.region(), std::process::id(), format)
             .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
         Ok(segment)
     }

@@ -367,6 +367,7 @@ impl Consumer {
                 channel_id,
                 create: None,
                 size: 0,
+                peer_records: 0,
                 timeout,
                 wait,
                 trust,

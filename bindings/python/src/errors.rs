@@ -148,7 +148,9 @@ pub(crate) fn from_core(py: Python<'_>, error: CoreError, segment: &str) -> PyEr
         CoreError::Busy => new_error(py, "BusyError", message, &[]),
         // The facade's kind for both is OutOfSpace / InvalidInput; the subclass says which.
         CoreError::PeerTableFull => new_error(py, "PeerTableFullError", message, &[]),
-        CoreError::InvalidPid => new_error(py, "InvalidInputError", message, &[]),
+        CoreError::InvalidPid | CoreError::InvalidPeerRecords { .. } => {
+            new_error(py, "InvalidInputError", message, &[])
+        }
     }
 }
 

@@ -129,6 +129,7 @@ fn parse_segment<'py>(
     header.set_item("creator_pid", h.creator_pid)?;
     header.set_item("header_flags", h.header_flags)?;
     header.set_item("peer_table_offset", h.peer_table_offset)?;
+    header.set_item("peer_records", h.peer_records)?;
     let channels = PyList::empty(py);
     for c in &parsed.channels {
         let entry = PyDict::new(py);
@@ -209,6 +210,7 @@ fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_CAPACITY", dmxp::DEFAULT_CAPACITY)?;
     m.add("RUNTIME_PYTHON", layout::runtime::PYTHON)?;
     m.add("PEER_RECORDS", layout::PEER_RECORDS)?;
+    m.add("MAX_PEER_RECORDS", layout::MAX_PEER_RECORDS)?;
     m.add("REGISTRATIONS_PER_HANDLE", peer::REGISTRATIONS_PER_HANDLE)?;
     m.add("STUCK_GRACE", dmxp::STUCK_GRACE.as_secs_f64())?;
     Ok(())

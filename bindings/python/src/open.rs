@@ -42,6 +42,8 @@ pub(crate) struct Target {
     /// `Some(capacity)`: create the segment and the channel if missing (producer).
     pub create: Option<u64>,
     pub size: usize,
+    /// Records of the peer table of a segment this creates (0: the default 256).
+    pub peer_records: u32,
     /// How long to wait for a segment or channel that another process is still creating.
     pub timeout: Duration,
     /// How long to keep retrying while the segment or channel does not exist (consumer).
@@ -228,6 +230,7 @@ fn open_once(target: &Target) -> Result<Opened, OpenError> {
         .apply(ChannelBuilder::new())
         .with_segment_name(target.segment.clone())
         .with_segment_size(target.size)
+        .with_peer_records(target.peer_records)
         .with_timeout(target.timeout)
         .with_channel_id(target.channel_id);
     let allocator = match target.create {

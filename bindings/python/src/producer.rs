@@ -142,8 +142,11 @@ impl Producer {
     /// creating. `mode`: permission bits of a segment this creates, and the widest accepted in
     /// an existing one; `trust_owner`: a uid (or several) whose existing segments are accepted
     /// besides this user's own (PROTOCOL.md §3.4). Anything else raises UntrustedError.
+    /// `peer_records`: records of the peer table of a segment this creates, one per handle
+    /// of every process using it at once (0: the default 256; else 256 to 16,384, or
+    /// InvalidInputError; PROTOCOL.md §11.1).
     #[new]
-    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64))]
+    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64, peer_records = 0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -154,6 +157,7 @@ impl Producer {
         timeout: f64,
         trust_owner: Option<&Bound<'_, PyAny>>,
         mode: i64,
+        peer_records: u32,
     ) -> PyResult<Self> {
         let timeout = open::seconds(py, timeout, "timeout")?.unwrap_or(Duration::MAX);
         let trust = Trust::from_args(py, trust_owner, mode)?;
@@ -164,6 +168,7 @@ impl Producer {
                 channel_id,
                 create: Some(capacity),
                 size,
+                peer_records,
                 timeout,
                 wait: Duration::ZERO,
                 trust,

@@ -172,6 +172,29 @@ def payload(index: int) -> bytes:
 # ------------------------------------------------------------------ registration
 
 
+def test_a_segment_made_with_more_peer_records_registers_more_handles(segment: str) -> None:
+    first = dmxp.Producer(0, capacity=4, segment=segment, size=SMALL_SEGMENT, peer_records=1024)
+    handles = [first] + [dmxp.Producer(0, segment=segment) for _ in range(299)]
+    assert all(h.is_registered for h in handles)
+    with mapped(segment) as mm:
+        header = layout.read_header(mm)
+        assert header is not None and header["peer_records"] == 1024
+        raw = layout.read_peers(mm)
+    assert len(raw) == 300
+    assert max(r["index"] for r in raw) >= 256
+    assert len(dmxp.peers(segment)) == 300
+    handles[-1].send(b"from the 300th handle")
+    assert dmxp.Consumer(0, segment=segment).receive() == b"from the 300th handle"
+
+
+@pytest.mark.parametrize("records", [100, 16385])
+def test_a_peer_table_size_no_segment_may_have_is_refused(segment: str, records: int) -> None:
+    with pytest.raises(dmxp.InvalidInputError, match="peer table of"):
+        dmxp.Producer(0, segment=segment, size=SMALL_SEGMENT, peer_records=records)
+    with pytest.raises(dmxp.NotFoundError):
+        dmxp.Consumer(0, segment=segment)
+
+
 def test_handles_register_while_open_and_leave_on_close(segment: str) -> None:
     me, my_start = os.getpid(), start_time(os.getpid())
     producer = dmxp.Producer(0, capacity=4, segment=segment, size=SMALL_SEGMENT)

@@ -59,8 +59,9 @@ consumer's slot is freed (its message is lost). ``recover()`` runs a repair pass
 :func:`peers` lists the records. A handle shared by threads registers one record per thread
 using it at the same time, up to :data:`REGISTRATIONS_PER_HANDLE`; beyond that, a call that
 can wait waits for a record to come back (its own timeout still applies), so one handle never
-takes the whole table; a handle that cannot register (all :data:`PEER_RECORDS` records
-taken) still works, without this protection (``is_registered``).
+takes the whole table; a handle that cannot register (every record taken: :data:`PEER_RECORDS`
+unless the segment's creator asked for up to :data:`MAX_PEER_RECORDS` with
+``Producer(..., peer_records=N)``) still works, without this protection (``is_registered``).
 
 Metadata: ``Message.message_id`` is the message's position in its channel (increasing),
 ``timestamp_ns`` is CLOCK_MONOTONIC (see :func:`monotonic_ns`), ``sender_runtime`` is 3 for
@@ -78,6 +79,7 @@ from ._dmxp import (
     HEADER_SIZE,
     MAGIC,
     MAX_CHANNELS,
+    MAX_PEER_RECORDS,
     MSG_INLINE,
     PEER_RECORDS,
     REGISTRATIONS_PER_HANDLE,
@@ -143,6 +145,7 @@ __all__ = [
     "RevokedError",
     "MAGIC",
     "MAX_CHANNELS",
+    "MAX_PEER_RECORDS",
     "MSG_INLINE",
     "Message",
     "NotFoundError",

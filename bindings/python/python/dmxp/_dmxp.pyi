@@ -8,6 +8,7 @@ from typing_extensions import Buffer
 
 MSG_INLINE: Final[int]
 MAX_CHANNELS: Final[int]
+MAX_PEER_RECORDS: Final[int]
 HEADER_SIZE: Final[int]
 SLOT_SIZE: Final[int]
 MAGIC: Final[int]
@@ -55,6 +56,7 @@ class Producer:
         *,
         trust_owner: int | Sequence[int] | None = None,
         mode: int = 0o600,
+        peer_records: int = 0,
     ) -> None: ...
     def send(self, data: Buffer, /) -> int: ...
     def try_send(self, data: Buffer, /) -> int | None: ...

@@ -25,8 +25,8 @@ STATE_EMPTY, STATE_CREATING, STATE_READY = 0, 1, 2
 #: Protocol ``flags`` bits.
 FLAG_SKIP, FLAG_LOST = 0x0001, 0x0002
 
-# GlobalHeader, offsets 0..56.
-_HEADER = struct.Struct("<QIIIIQQIIQ")
+# GlobalHeader, offsets 0..60.
+_HEADER = struct.Struct("<QIIIIQQIIQI")
 HEADER_FIELDS = (
     "magic",  # 0
     "version",  # 8
@@ -38,6 +38,7 @@ HEADER_FIELDS = (
     "creator_pid",  # 40
     "header_flags",  # 44
     "peer_table_offset",  # 48
+    "peer_records",  # 56: 0 means PEER_RECORDS (section 11.1)
 )
 # ChannelEntry, offsets 0..48; tail at 128, head at 256.
 _ENTRY = struct.Struct("<IIQQIIIIII")
@@ -71,9 +72,10 @@ SLOT_FIELDS = (
 )
 _U64 = struct.Struct("<Q")
 
-# Peer table (section 11): PEER_RECORDS records of PEER_RECORD_SIZE bytes at
-# ``peer_table_offset``.
+# Peer table (section 11.1): ``peer_records`` records (0: PEER_RECORDS; else up to
+# MAX_PEER_RECORDS) of PEER_RECORD_SIZE bytes at ``peer_table_offset``.
 PEER_RECORDS = 256
+MAX_PEER_RECORDS = 16384
 PEER_RECORD_SIZE = 64
 PEER_TABLE_SIZE = PEER_RECORDS * PEER_RECORD_SIZE
 #: Record ``role`` values.
@@ -93,7 +95,7 @@ PEER_FIELDS = (
 #: Record ``waiting`` values: not waiting, blocked receiving, blocked sending.
 WAITING_NONE, WAITING_MESSAGE, WAITING_FREE_SLOT = 0, 1, 2
 
-assert _HEADER.size == 56 and _ENTRY.size == 48 and _SLOT.size == 48 and _PEER.size == 44
+assert _HEADER.size == 60 and _ENTRY.size == 48 and _SLOT.size == 48 and _PEER.size == 44
 
 
 def entry_offset(channel: int) -> int:
@@ -107,7 +109,7 @@ def slot_offset(band_offset: int, index: int) -> int:
 
 
 def read_header(data: bytes | bytearray | memoryview) -> dict[str, int] | None:
-    """The header fields as stored; None if the data is shorter than 56 bytes."""
+    """The header fields as stored; None if the data is shorter than 60 bytes."""
     if len(data) < _HEADER.size:
         return None
     return dict(zip(HEADER_FIELDS, _HEADER.unpack_from(data, 0), strict=True))
@@ -142,17 +144,27 @@ def peer_record_offset(table_offset: int, index: int) -> int:
     return table_offset + index * PEER_RECORD_SIZE
 
 
+def peer_table_records(header: dict[str, int]) -> int | None:
+    """Records in the peer table ``header`` names (section 11.1); None for a
+    ``peer_records`` no creator may write."""
+    count = header["peer_records"]
+    if count == 0:
+        return PEER_RECORDS
+    return count if PEER_RECORDS <= count <= MAX_PEER_RECORDS else None
+
+
 def read_peers(data: bytes | bytearray | memoryview) -> list[dict[str, int]]:
     """The taken records (``pid != 0``) of the peer table, as stored, each with its
-    ``index``; empty when there is no table or it lies past the data."""
+    ``index``; empty when there is no table, its size is invalid or it lies past the data."""
     header = read_header(data)
     if header is None:
         return []
     table = header["peer_table_offset"]
-    if table == 0 or len(data) < table + PEER_TABLE_SIZE:
+    count = peer_table_records(header)
+    if table == 0 or count is None or len(data) < table + count * PEER_RECORD_SIZE:
         return []
     records = []
-    for index in range(PEER_RECORDS):
+    for index in range(count):
         values = _PEER.unpack_from(data, peer_record_offset(table, index))
         if values[0] != 0:
             record = dict(zip(PEER_FIELDS, values, strict=True))
