@@ -38,6 +38,7 @@ def test_header_fields(golden_bytes: bytes) -> None:
         "creator_pid": CREATOR,
         "header_flags": 0,
         "peer_table_offset": 0,
+        "peer_records": 0,
     }
     assert golden_bytes[48:128] == bytes(80)
 
