@@ -42,10 +42,11 @@
  * outside the band. Every retry loop is bounded (DMXP_RETRY_LIMIT) and every wait sleeps in
  * slices of at most 100 ms.
  *
- * Thread safety: a dmxp_segment is immutable after open, and so is the geometry a dmxp_channel
- * handle caches; any number of threads may use one handle concurrently (the few counters a
- * handle keeps, such as its miss streaks, are relaxed atomics). Do not copy a handle that
- * other threads are using: open another one. Close the segment only
+ * Thread safety: a dmxp_segment is immutable after open (the size of its peer table included,
+ * read once: PROTOCOL.md §11.1), and so is the geometry a dmxp_channel handle caches; any
+ * number of threads may use one handle concurrently (the few counters a handle keeps, such as
+ * its miss streaks, are relaxed atomics). Do not copy a handle that other threads are using:
+ * open another one. Close the segment only
  * after every thread is done with its channels. Exception: a handle registered in the peer
  * table (dmxp_channel_register, for crash recovery, PROTOCOL.md §11) holds one intent per
  * role and must be used for that role by one thread at a time; give each thread its own
@@ -133,10 +134,15 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 #define DMXP_MAX_CAPACITY (UINT64_C(1) << 32)
 #define DMXP_SEGMENT_ALIGN 128u
 
-/* Peer table (PROTOCOL.md §11): 256 records of 64 bytes, carved from the band area. */
-#define DMXP_PEER_RECORDS 256u
+/* Peer table (PROTOCOL.md §11.1): n records of 64 bytes, carved from the band area. n is the
+ * header's peer_records, chosen by the creator (dmxp_segment_format_memory_ex, the
+ * .peer_records of dmxp_trust for the _ex creating calls), or DMXP_PEER_RECORDS when that is
+ * 0 (every segment made before the field). A table is never smaller than DMXP_PEER_RECORDS, so
+ * that a client unaware of the field, which uses the first 256 records, stays inside it. */
+#define DMXP_PEER_RECORDS 256u        /* records when peer_records is 0; the fewest otherwise */
+#define DMXP_MAX_PEER_RECORDS 16384u  /* the most: 256 channels x 64 handles, 1 MiB */
 #define DMXP_PEER_RECORD_SIZE 64u
-#define DMXP_PEER_TABLE_SIZE 16384u /* 256 * 64 */
+#define DMXP_PEER_TABLE_SIZE 16384u /* the default table: DMXP_PEER_RECORDS * 64 */
 #define DMXP_ROLE_PRODUCER 1u
 #define DMXP_ROLE_CONSUMER 2u
 /* A peer record's `waiting` word (§11.9): the wait count of its channel the owner is in. */
@@ -214,7 +220,9 @@ typedef struct dmxp_header {
     _Atomic uint32_t creator_pid;    /* 40 */
     _Atomic uint32_t header_flags;   /* 44 */
     _Atomic uint64_t peer_table_offset; /* 48: 0 = no peer table yet (§11.1) */
-    _Atomic uint64_t zero[9];        /* 56..128 */
+    _Atomic uint32_t peer_records;   /* 56: records of the peer table; 0 = DMXP_PEER_RECORDS */
+    _Atomic uint32_t zero32;         /* 60 */
+    _Atomic uint64_t zero[8];        /* 64..128 */
 } dmxp_header;
 
 /* Peer record (§11.2): 64 bytes, 64-aligned, record i at peer_table_offset + i * 64. */
@@ -297,7 +305,9 @@ DMXP_ASSERT_AT(dmxp_header, band_cursor, 32);
 DMXP_ASSERT_AT(dmxp_header, creator_pid, 40);
 DMXP_ASSERT_AT(dmxp_header, header_flags, 44);
 DMXP_ASSERT_AT(dmxp_header, peer_table_offset, 48);
-DMXP_ASSERT_AT(dmxp_header, zero, 56);
+DMXP_ASSERT_AT(dmxp_header, peer_records, 56);
+DMXP_ASSERT_AT(dmxp_header, zero32, 60);
+DMXP_ASSERT_AT(dmxp_header, zero, 64);
 _Static_assert(sizeof(dmxp_header) == 128, "header fields are 128 bytes");
 
 DMXP_ASSERT_AT(dmxp_peer_record, pid, 0);
@@ -313,7 +323,9 @@ DMXP_ASSERT_AT(dmxp_peer_record, zero32, 44);
 DMXP_ASSERT_AT(dmxp_peer_record, zero, 48);
 _Static_assert(sizeof(dmxp_peer_record) == DMXP_PEER_RECORD_SIZE, "peer record is 64 bytes");
 _Static_assert(DMXP_PEER_RECORDS * DMXP_PEER_RECORD_SIZE == DMXP_PEER_TABLE_SIZE,
-               "peer table is 16384 bytes");
+               "the default peer table is 16384 bytes");
+_Static_assert((uint64_t)DMXP_MAX_PEER_RECORDS * DMXP_PEER_RECORD_SIZE == (UINT64_C(1) << 20),
+               "the largest peer table is 1 MiB");
 
 DMXP_ASSERT_AT(dmxp_channel_entry, channel_id, 0);
 DMXP_ASSERT_AT(dmxp_channel_entry, flags, 4);
@@ -390,7 +402,8 @@ typedef enum dmxp_status {
     DMXP_E_CHANNEL_EXISTS = -9,     /* strict create found it; channel = id, found = capacity */
     DMXP_E_OUT_OF_SPACE = -10,      /* found = bytes needed, value2 = bytes available */
     DMXP_E_BUSY = -11,              /* gave up after DMXP_RETRY_LIMIT contended retries */
-    DMXP_E_PEER_TABLE_FULL = -12,   /* all 256 peer records are taken (handle unprotected) */
+    DMXP_E_PEER_TABLE_FULL = -12,   /* every record of the peer table is taken (handle
+                                       unprotected); found = the table's records */
 
     /* Corruption: a field read from the segment is invalid (dmxp_error.field names it) */
     DMXP_E_BAD_MAGIC = -20,                /* found = magic */
@@ -410,8 +423,10 @@ typedef enum dmxp_status {
     DMXP_E_BAND_OUTSIDE_SEGMENT = -34, /* channel, found = band_offset, value2 = band length,
                                           value3 = segment length */
     DMXP_E_BANDS_OVERLAP = -35,        /* channel, found = the other channel */
-    DMXP_E_PEER_TABLE_OUT_OF_RANGE = -36, /* found = peer_table_offset, value2 = segment length */
+    DMXP_E_PEER_TABLE_OUT_OF_RANGE = -36, /* found = peer_table_offset, value2 = segment length,
+                                             value3 = the table's bytes (records * 64) */
     DMXP_E_PEER_TABLE_OVERLAPS_BAND = -37, /* channel = the band's, found = peer_table_offset */
+    DMXP_E_PEER_RECORDS_OUT_OF_RANGE = -38, /* found = peer_records: neither 0 nor 256..16384 */
 
     /* SendError / RecvError */
     DMXP_E_FULL = -40,             /* every slot holds an unconsumed message */
@@ -466,6 +481,12 @@ typedef struct dmxp_segment {
     uint64_t len;        /* validated segment length (segment_size, or mapped_len if 0) */
     int mapped;          /* 1: dmxp_segment_close() unmaps base */
     uint32_t pid;        /* getpid() at open: the sender_pid of messages sent through it */
+    /* Records of the peer table (§11.1), read once when the segment was attached or formatted
+     * (the header's peer_records, or DMXP_PEER_RECORDS when it is 0) and validated with
+     * peer_table_offset: every table operation through this handle and the channels opened
+     * from it uses this many, so a peer that rewrites the field later cannot make them reach
+     * past the table validated. */
+    uint32_t peer_records;
 } dmxp_segment;
 
 /* A non-blocking call's watch for a stuck channel (one per role and handle). */
@@ -488,6 +509,7 @@ typedef struct dmxp_channel {
     uint32_t pid;
     unsigned char *base;  /* the segment, for the peer table (§11) */
     uint64_t segment_len; /* validated segment length */
+    uint32_t peer_records; /* the segment handle's: records of the peer table (§11.1) */
     /* This handle's peer records (dmxp_channel_register), NULL when not registered. */
     dmxp_peer_record *send_peer;
     dmxp_peer_record *recv_peer;
@@ -568,6 +590,7 @@ static inline const char *dmxp_status_name(dmxp_status s) {
         DMXP__NAME(DMXP_E_BANDS_OVERLAP)
         DMXP__NAME(DMXP_E_PEER_TABLE_OUT_OF_RANGE)
         DMXP__NAME(DMXP_E_PEER_TABLE_OVERLAPS_BAND)
+        DMXP__NAME(DMXP_E_PEER_RECORDS_OUT_OF_RANGE)
         DMXP__NAME(DMXP_E_FULL)
         DMXP__NAME(DMXP_E_TOO_LARGE)
         DMXP__NAME(DMXP_E_RESERVED_FLAGS)
@@ -621,6 +644,7 @@ static inline const char *dmxp_strerror(dmxp_status s) {
     case DMXP_E_BANDS_OVERLAP: return "corrupt segment: two channels' bands overlap";
     case DMXP_E_PEER_TABLE_OUT_OF_RANGE: return "corrupt segment: peer_table_offset out of range";
     case DMXP_E_PEER_TABLE_OVERLAPS_BAND: return "corrupt segment: peer table overlaps a channel band";
+    case DMXP_E_PEER_RECORDS_OUT_OF_RANGE: return "corrupt segment: peer_records out of range";
     case DMXP_E_FULL: return "channel full";
     case DMXP_E_TOO_LARGE: return "message exceeds the 960-byte limit";
     case DMXP_E_RESERVED_FLAGS: return "flags set protocol-reserved bits (0x00ff)";
@@ -660,6 +684,7 @@ static inline const char *dmxp_status_field(dmxp_status s) {
     case DMXP_E_BANDS_OVERLAP: return "band_offset";
     case DMXP_E_PEER_TABLE_OUT_OF_RANGE:
     case DMXP_E_PEER_TABLE_OVERLAPS_BAND: return "peer_table_offset";
+    case DMXP_E_PEER_RECORDS_OUT_OF_RANGE: return "peer_records";
     default: return NULL;
     }
 }
@@ -735,12 +760,21 @@ static inline int dmxp_error_format(const dmxp_error *e, char *buf, size_t len) 
                         f);
     case DMXP_E_PEER_TABLE_OUT_OF_RANGE:
         return snprintf(buf, len,
-                        "corrupt segment: peer_table_offset %llu: the %u-byte peer table does "
+                        "corrupt segment: peer_table_offset %llu: the %llu-byte peer table does "
                         "not fit, 64-aligned, in the band area of a %llu-byte segment",
-                        f, DMXP_PEER_TABLE_SIZE, v2);
+                        f, v3, v2);
     case DMXP_E_PEER_TABLE_OVERLAPS_BAND:
         return snprintf(buf, len,
                         "corrupt segment: %speer table at %llu overlaps the channel's band",
+                        where, f);
+    case DMXP_E_PEER_RECORDS_OUT_OF_RANGE:
+        return snprintf(buf, len,
+                        "corrupt segment: peer_records %llu is neither 0 nor between %u and %u",
+                        f, DMXP_PEER_RECORDS, DMXP_MAX_PEER_RECORDS);
+    case DMXP_E_PEER_TABLE_FULL:
+        return snprintf(buf, len,
+                        "%speer table full: all %llu records are taken; handle not registered "
+                        "(no crash protection)",
                         where, f);
     case DMXP_E_REGION_MISALIGNED:
         return snprintf(buf, len, "region base %#llx is not aligned to %llu bytes", f, v2);
@@ -900,18 +934,36 @@ static inline dmxp_channel_entry *dmxp__entry(const dmxp_segment *seg, uint32_t 
     return &((dmxp_segment_layout *)(void *)seg->base)->channels[id];
 }
 
-/* §11.1: 0 (no table), or 64-aligned, at or past HEADER_SIZE, 16384 bytes inside the segment. */
-static inline int dmxp__peer_table_in_range(uint64_t table, uint64_t segment_len) {
-    if (table == 0) return 1;
-    return table % DMXP_SLOT_ALIGN == 0 && table >= DMXP_HEADER_SIZE &&
-           segment_len >= DMXP_PEER_TABLE_SIZE && table <= segment_len - DMXP_PEER_TABLE_SIZE;
+/* §2.2 peer_records: 0 (the default table), or DMXP_PEER_RECORDS..DMXP_MAX_PEER_RECORDS. */
+static inline int dmxp__valid_peer_records(uint64_t n) {
+    return n == 0 || (n >= DMXP_PEER_RECORDS && n <= DMXP_MAX_PEER_RECORDS);
 }
 
-/* Header checks #1..#7, in the order of §4.1, then the peer table's range (§11.1). `magic` was loaded with acquire by the caller.
- * On success *segment_len is the length bands are checked against. */
+/* The records of a table whose header field is `field` (valid): 0 means DMXP_PEER_RECORDS. */
+static inline uint32_t dmxp__table_records(uint32_t field) {
+    return field == 0 ? DMXP_PEER_RECORDS : field;
+}
+
+/* The bytes of a table of `records` records (at most 1 MiB). */
+static inline uint64_t dmxp__table_size(uint32_t records) {
+    return (uint64_t)records * DMXP_PEER_RECORD_SIZE;
+}
+
+/* §11.1: 0 (no table), or 64-aligned, at or past HEADER_SIZE, `size` bytes inside the
+ * segment (no overflow). */
+static inline int dmxp__peer_table_in_range(uint64_t table, uint64_t size, uint64_t segment_len) {
+    if (table == 0) return 1;
+    return table % DMXP_SLOT_ALIGN == 0 && table >= DMXP_HEADER_SIZE && segment_len >= size &&
+           table <= segment_len - size;
+}
+
+/* Header checks #1..#9, in the order of §4.1. `magic` was loaded with acquire by the caller.
+ * On success *segment_len is the length bands are checked against and *peer_records the
+ * records of the peer table (#8; 0 read as DMXP_PEER_RECORDS), which #9 checks the table's
+ * range with: the caller keeps both, and never reads either field again. */
 static inline dmxp_status dmxp__validate_header(dmxp_header *h, uint64_t magic,
                                                 uint64_t available, uint64_t *segment_len,
-                                                dmxp_error *err) {
+                                                uint32_t *peer_records, dmxp_error *err) {
     if (magic == 0) return dmxp__fail(err, DMXP_E_NOT_READY, -1, "magic", 0, 0, 0);
     if (magic != DMXP_MAGIC) return dmxp__fail(err, DMXP_E_BAD_MAGIC, -1, NULL, magic, 0, 0);
     uint32_t version = atomic_load_explicit(&h->version, DMXP__RLX);
@@ -935,10 +987,17 @@ static inline dmxp_status dmxp__validate_header(dmxp_header *h, uint64_t magic,
     if (cursor != 0 &&
         (cursor < DMXP_HEADER_SIZE || cursor > len || cursor % DMXP_SLOT_ALIGN != 0))
         return dmxp__fail(err, DMXP_E_BAND_CURSOR_OUT_OF_RANGE, -1, NULL, cursor, len, 0);
+    /* Written by the creator before magic (the acquire above makes it visible), never after. */
+    uint32_t records = atomic_load_explicit(&h->peer_records, DMXP__RLX);
+    if (!dmxp__valid_peer_records(records))
+        return dmxp__fail(err, DMXP_E_PEER_RECORDS_OUT_OF_RANGE, -1, NULL, records, 0, 0);
+    records = dmxp__table_records(records);
+    uint64_t size = dmxp__table_size(records);
     uint64_t table = atomic_load_explicit(&h->peer_table_offset, DMXP__ACQ);
-    if (!dmxp__peer_table_in_range(table, len))
-        return dmxp__fail(err, DMXP_E_PEER_TABLE_OUT_OF_RANGE, -1, NULL, table, len, 0);
+    if (!dmxp__peer_table_in_range(table, size, len))
+        return dmxp__fail(err, DMXP_E_PEER_TABLE_OUT_OF_RANGE, -1, NULL, table, len, size);
     *segment_len = len;
+    *peer_records = records;
     return DMXP_OK;
 }
 
@@ -1000,9 +1059,10 @@ static inline dmxp_status dmxp__check_overlap(const dmxp_segment *seg, uint32_t 
     }
     /* The peer table is carved like a band: it shares no byte with one either (§11.1). */
     uint64_t table = atomic_load_explicit(&dmxp__hdr(seg)->peer_table_offset, DMXP__ACQ);
-    if (!dmxp__peer_table_in_range(table, seg->len))
-        return dmxp__fail(err, DMXP_E_PEER_TABLE_OUT_OF_RANGE, -1, NULL, table, seg->len, 0);
-    if (table != 0 && band < table + DMXP_PEER_TABLE_SIZE && table < end)
+    uint64_t size = dmxp__table_size(dmxp__table_records(seg->peer_records));
+    if (!dmxp__peer_table_in_range(table, size, seg->len))
+        return dmxp__fail(err, DMXP_E_PEER_TABLE_OUT_OF_RANGE, -1, NULL, table, seg->len, size);
+    if (table != 0 && band < table + size && table < end)
         return dmxp__fail(err, DMXP_E_PEER_TABLE_OVERLAPS_BAND, (int32_t)id, NULL, table, 0, 0);
     return DMXP_OK;
 }
@@ -1038,7 +1098,8 @@ static inline dmxp_status dmxp__check_region(const void *base, size_t len, dmxp_
 }
 
 /* Attaches to a formatted segment at `base` (128-aligned, `len` bytes, shared or private),
- * validating its header. DMXP_E_NOT_READY: magic is still 0. Never writes to the memory. */
+ * validating its header. DMXP_E_NOT_READY: magic is still 0. Never writes to the memory.
+ * seg->peer_records is the size of its peer table from now on (§11.1), read here once. */
 static inline dmxp_status dmxp_segment_attach_memory(dmxp_segment *seg, void *base, size_t len,
                                                      dmxp_error *err) {
     if (seg == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "seg", 0, 0, 0);
@@ -1047,13 +1108,15 @@ static inline dmxp_status dmxp_segment_attach_memory(dmxp_segment *seg, void *ba
     dmxp_header *h = (dmxp_header *)base;
     uint64_t magic = atomic_load_explicit(&h->magic, DMXP__ACQ);
     uint64_t seglen = 0;
-    s = dmxp__validate_header(h, magic, len, &seglen, err);
+    uint32_t records = 0;
+    s = dmxp__validate_header(h, magic, len, &seglen, &records, err);
     if (s != DMXP_OK) return s;
     seg->base = (unsigned char *)base;
     seg->mapped_len = len;
     seg->len = seglen;
     seg->mapped = 0;
     seg->pid = (uint32_t)getpid();
+    seg->peer_records = records;
     return DMXP_OK;
 }
 
@@ -1075,13 +1138,31 @@ static inline void dmxp__zero_entry(dmxp_channel_entry *e) {
     for (size_t i = 0; i < 15; i++) atomic_store_explicit(&e->zero2[i], 0, DMXP__RLX);
 }
 
+/* DMXP_E_INVALID_ARGUMENT (field "peer_records", found = the value) unless `n` is 0 (the
+ * default table) or DMXP_PEER_RECORDS..DMXP_MAX_PEER_RECORDS. */
+static inline dmxp_status dmxp__check_peer_records(uint32_t n, dmxp_error *err) {
+    if (dmxp__valid_peer_records(n)) return DMXP_OK;
+    return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "peer_records", n, 0, 0,
+                             "peer table of %u records requested: use 0 (the default, %u) or "
+                             "%u to %u",
+                             (unsigned)n, DMXP_PEER_RECORDS, DMXP_PEER_RECORDS,
+                             DMXP_MAX_PEER_RECORDS);
+}
+
 /* Formats memory nobody else uses yet (freshly created, exclusively owned) as an empty
- * segment of `len` bytes, storing magic last with release. Refuses memory whose magic is set
- * (DMXP_E_ALREADY_FORMATTED): it may be live. */
-static inline dmxp_status dmxp_segment_format_memory(dmxp_segment *seg, void *base, size_t len,
-                                                     uint32_t creator_pid, dmxp_error *err) {
+ * segment of `len` bytes whose peer table will have `peer_records` records (§11.1: 0 for the
+ * default DMXP_PEER_RECORDS, else DMXP_PEER_RECORDS..DMXP_MAX_PEER_RECORDS; each producer or
+ * consumer handle registered at once takes one; DMXP_E_INVALID_ARGUMENT otherwise, before
+ * anything is written), storing magic last with release. The table itself is carved by the
+ * first registration (peer_records * 64 bytes of the band area). Refuses memory whose magic is
+ * set (DMXP_E_ALREADY_FORMATTED): it may be live. Only clients that know the peer_records
+ * field (PROTOCOL.md §9) should share a segment made with more than 256 records. */
+static inline dmxp_status dmxp_segment_format_memory_ex(dmxp_segment *seg, void *base,
+                                                        size_t len, uint32_t creator_pid,
+                                                        uint32_t peer_records, dmxp_error *err) {
     if (seg == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "seg", 0, 0, 0);
-    dmxp_status s = dmxp__check_region(base, len, err);
+    dmxp_status s = dmxp__check_peer_records(peer_records, err);
+    if (s == DMXP_OK) s = dmxp__check_region(base, len, err);
     if (s != DMXP_OK) return s;
     dmxp_segment_layout *l = (dmxp_segment_layout *)base;
     dmxp_header *h = &l->header;
@@ -1095,19 +1176,30 @@ static inline dmxp_status dmxp_segment_format_memory(dmxp_segment *seg, void *ba
     atomic_store_explicit(&h->reserved, 0, DMXP__RLX);
     atomic_store_explicit(&h->header_flags, 0, DMXP__RLX);
     atomic_store_explicit(&h->peer_table_offset, 0, DMXP__RLX);
-    for (size_t i = 0; i < 9; i++) atomic_store_explicit(&h->zero[i], 0, DMXP__RLX);
+    atomic_store_explicit(&h->peer_records, 0, DMXP__RLX);
+    atomic_store_explicit(&h->zero32, 0, DMXP__RLX);
+    for (size_t i = 0; i < 8; i++) atomic_store_explicit(&h->zero[i], 0, DMXP__RLX);
     for (uint32_t id = 0; id < DMXP_MAX_CHANNELS; id++) dmxp__zero_entry(&l->channels[id]);
     atomic_store_explicit(&h->version, DMXP_VERSION, DMXP__RLX);
     atomic_store_explicit(&h->max_channels, DMXP_MAX_CHANNELS, DMXP__RLX);
     atomic_store_explicit(&h->segment_size, (uint64_t)len, DMXP__RLX);
     atomic_store_explicit(&h->band_cursor, DMXP_HEADER_SIZE, DMXP__RLX);
+    /* Before magic, never changed after: attachers read it once, after magic (§3.1). */
+    atomic_store_explicit(&h->peer_records, peer_records, DMXP__RLX);
     atomic_store_explicit(&h->magic, DMXP_MAGIC, DMXP__REL); /* publication point */
     seg->base = (unsigned char *)base;
     seg->mapped_len = len;
     seg->len = len;
     seg->mapped = 0;
     seg->pid = (uint32_t)getpid();
+    seg->peer_records = dmxp__table_records(peer_records);
     return DMXP_OK;
+}
+
+/* dmxp_segment_format_memory_ex with the default peer table (peer_records 0: 256 records). */
+static inline dmxp_status dmxp_segment_format_memory(dmxp_segment *seg, void *base, size_t len,
+                                                     uint32_t creator_pid, dmxp_error *err) {
+    return dmxp_segment_format_memory_ex(seg, base, len, creator_pid, 0, err);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1136,8 +1228,11 @@ static inline dmxp_status dmxp_segment_format_memory(dmxp_segment *seg, void *ba
  * segment too. A failure is DMXP_E_UNTRUSTED, its message in dmxp_error.detail. The calls that
  * take no dmxp_trust use DMXP_TRUST_DEFAULT.
  *
- * The _ex create-or-attach calls create with the asked mode and, with group_access and
- * has_gid, hand a segment they create to group `gid` (fchown) before formatting it.
+ * The _ex calls (dmxp_segment_create_shm_ex / _path_ex, dmxp_segment_open_or_create_shm_ex /
+ * _path_ex) create with the asked mode and, with group_access and has_gid, hand a segment they
+ * create to group `gid` (fchown) before formatting it; `peer_records` is the size of its peer
+ * table (§11.1). When they attach to an existing segment instead, it has the table its
+ * creator chose: peer_records is then ignored (dmxp_segment_peer_records tells).
  *
  * This client never reformats a segment whose creator died mid-format (§3.3): it waits and
  * fails with DMXP_E_NOT_READY, so it never writes to an object it does not own. */
@@ -1148,12 +1243,17 @@ typedef struct dmxp_trust {
     int group_access;    /* 1: shared with a group: T2 by group, default mode 0660 */
     int has_gid;         /* with group_access: the group is gid (else any of the caller's) */
     uint32_t gid;
+    /* Creating only: records of the new segment's peer table, one per producer or consumer
+     * handle registered at once (all processes together). 0 = DMXP_PEER_RECORDS (256); else
+     * DMXP_PEER_RECORDS..DMXP_MAX_PEER_RECORDS, or DMXP_E_INVALID_ARGUMENT before any system
+     * call. Share a segment with more than 256 only among clients that know the field. */
+    uint32_t peer_records;
 } dmxp_trust;
 
 #define DMXP_TRUST_DEFAULT                                                                   \
     {                                                                                        \
         .mode = 0, .has_trusted_uid = 0, .trusted_uid = 0, .group_access = 0, .has_gid = 0, \
-        .gid = 0                                                                             \
+        .gid = 0, .peer_records = 0                                                          \
     }
 
 /* Longest file path this client accepts, its terminating NUL included. */
@@ -1496,10 +1596,11 @@ static inline dmxp_status dmxp_segment_open_path(dmxp_segment *seg, const char *
     return dmxp_segment_open_path_trusting(seg, path, timeout_ms, NULL, err);
 }
 
-/* Sizes, maps and formats a freshly created, exclusively owned fd; with gid >= 0 hands it to
- * that group first. */
+/* Sizes, maps and formats a freshly created, exclusively owned fd with a peer table of
+ * `peer_records` (checked); with gid >= 0 hands it to that group first. */
 static inline dmxp_status dmxp__format_new_fd(dmxp_segment *seg, int fd, size_t size,
-                                              unsigned mode, int64_t gid, dmxp_error *err) {
+                                              unsigned mode, int64_t gid, uint32_t peer_records,
+                                              dmxp_error *err) {
     if (gid >= 0 && fchown(fd, (uid_t)-1, (gid_t)gid) != 0)
         return dmxp__fail_os(err, DMXP_E_OS, "fchown", errno);
     /* Exact mode bits whatever the umask. */
@@ -1507,7 +1608,8 @@ static inline dmxp_status dmxp__format_new_fd(dmxp_segment *seg, int fd, size_t 
     if (ftruncate(fd, (off_t)size) != 0) return dmxp__fail_os(err, DMXP_E_OS, "ftruncate", errno);
     void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) return dmxp__fail_os(err, DMXP_E_OS, "mmap", errno);
-    dmxp_status s = dmxp_segment_format_memory(seg, base, size, (uint32_t)getpid(), err);
+    dmxp_status s =
+        dmxp_segment_format_memory_ex(seg, base, size, (uint32_t)getpid(), peer_records, err);
     if (s != DMXP_OK) {
         munmap(base, size);
         return s;
@@ -1517,24 +1619,25 @@ static inline dmxp_status dmxp__format_new_fd(dmxp_segment *seg, int fd, size_t 
 }
 
 static inline dmxp_status dmxp__check_create_args(dmxp_segment *seg, size_t size, unsigned mode,
-                                                  dmxp_error *err) {
+                                                  uint32_t peer_records, dmxp_error *err) {
     if (seg == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "seg", 0, 0, 0);
     if (size < DMXP_HEADER_SIZE)
         return dmxp__fail(err, DMXP_E_REGION_TOO_SMALL, -1, NULL, size, DMXP_HEADER_SIZE, 0);
     if (mode & ~0777u) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "mode", mode, 0, 0);
-    return DMXP_OK;
+    return dmxp__check_peer_records(peer_records, err);
 }
 
 /* Exclusive create of a checked shm name. */
 static inline dmxp_status dmxp__create_shm(dmxp_segment *seg, const char *name, size_t size,
-                                           unsigned mode, int64_t gid, dmxp_error *err) {
+                                           unsigned mode, int64_t gid, uint32_t peer_records,
+                                           dmxp_error *err) {
     /* O_EXCL: fails on any existing entry, a symbolic link included; never follows one. */
     int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, (mode_t)mode);
     if (fd < 0) {
         int e = errno;
         return dmxp__fail_os(err, e == EEXIST ? DMXP_E_SEGMENT_EXISTS : DMXP_E_OS, "shm_open", e);
     }
-    dmxp_status s = dmxp__format_new_fd(seg, fd, size, mode, gid, err);
+    dmxp_status s = dmxp__format_new_fd(seg, fd, size, mode, gid, peer_records, err);
     close(fd);
     if (s != DMXP_OK) shm_unlink(name); /* ours, never formatted: nobody can be using it */
     return s;
@@ -1545,7 +1648,7 @@ static inline dmxp_status dmxp__create_shm(dmxp_segment *seg, const char *name, 
  * included, and never writes through one). */
 static inline dmxp_status dmxp__create_at(dmxp_segment *seg, int dirfd, const char *base,
                                           size_t size, unsigned mode, int64_t gid,
-                                          dmxp_error *err) {
+                                          uint32_t peer_records, dmxp_error *err) {
     static _Atomic uint32_t counter;
     char tmp[DMXP_PATH_CAP];
     int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", base, (long)getpid(),
@@ -1554,7 +1657,7 @@ static inline dmxp_status dmxp__create_at(dmxp_segment *seg, int dirfd, const ch
         return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "path", 0, 0, 0);
     int fd = openat(dirfd, tmp, O_CREAT | O_EXCL | O_NOFOLLOW | O_RDWR | O_CLOEXEC, (mode_t)mode);
     if (fd < 0) return dmxp__fail_os(err, DMXP_E_OS, "open", errno);
-    dmxp_status s = dmxp__format_new_fd(seg, fd, size, mode, gid, err);
+    dmxp_status s = dmxp__format_new_fd(seg, fd, size, mode, gid, peer_records, err);
     close(fd);
     if (s == DMXP_OK && linkat(dirfd, tmp, dirfd, base, 0) != 0) {
         int e = errno;
@@ -1565,16 +1668,55 @@ static inline dmxp_status dmxp__create_at(dmxp_segment *seg, int dirfd, const ch
     return s;
 }
 
+/* The exclusive create of kind 0 (shm object `name`) or 1 (file `name`), the name checked
+ * here, the other arguments by dmxp__check_create_args. */
+static inline dmxp_status dmxp__create(int kind, dmxp_segment *seg, const char *name,
+                                       size_t size, unsigned mode, int64_t gid,
+                                       uint32_t peer_records, dmxp_error *err) {
+    if (kind == 0) {
+        dmxp_status s = dmxp_check_shm_name(name, err);
+        if (s != DMXP_OK) return s;
+        return dmxp__create_shm(seg, name, size, mode, gid, peer_records, err);
+    }
+    dmxp_status s = dmxp_check_path(name, err);
+    if (s != DMXP_OK) return s;
+    int dirfd;
+    const char *base;
+    s = dmxp__open_parent(name, DMXP_E_OS, &dirfd, &base, err);
+    if (s != DMXP_OK) return s;
+    s = dmxp__create_at(seg, dirfd, base, size, mode, gid, peer_records, err);
+    close(dirfd);
+    return s;
+}
+
+/* The group a segment created under policy `t` is handed to: gid with group_access and
+ * has_gid, else none (-1). */
+static inline int64_t dmxp__trust_gid(const dmxp_trust *t) {
+    return t->group_access && t->has_gid ? (int64_t)t->gid : -1;
+}
+
+/* The exclusive create of kind 0 or 1 with the creation options of `trust` (NULL =
+ * DMXP_TRUST_DEFAULT): the asked mode, the group, peer_records. */
+static inline dmxp_status dmxp__create_ex(int kind, dmxp_segment *seg, const char *name,
+                                          size_t size, const dmxp_trust *trust,
+                                          dmxp_error *err) {
+    dmxp_trust t;
+    dmxp_status s = dmxp__resolve_trust(trust, 0, &t, err);
+    if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, t.peer_records, err);
+    if (s != DMXP_OK) return s;
+    return dmxp__create(kind, seg, name, size, t.mode, dmxp__trust_gid(&t), t.peer_records, err);
+}
+
 /* Creates the shm object `name` exclusively (O_CREAT|O_EXCL), applies `mode` exactly
- * (DMXP_DEFAULT_MODE = 0600), sizes it to `size` bytes and formats it. DMXP_E_SEGMENT_EXISTS
- * when the name is taken (the existing object is left untouched); DMXP_E_INVALID_ARGUMENT
- * for a malformed name (dmxp_check_shm_name). */
+ * (DMXP_DEFAULT_MODE = 0600), sizes it to `size` bytes and formats it with the default peer
+ * table (256 records; dmxp_segment_create_shm_ex chooses). DMXP_E_SEGMENT_EXISTS when the
+ * name is taken (the existing object is left untouched); DMXP_E_INVALID_ARGUMENT for a
+ * malformed name (dmxp_check_shm_name). */
 static inline dmxp_status dmxp_segment_create_shm(dmxp_segment *seg, const char *name,
                                                   size_t size, unsigned mode, dmxp_error *err) {
-    dmxp_status s = dmxp__check_create_args(seg, size, mode, err);
-    if (s == DMXP_OK) s = dmxp_check_shm_name(name, err);
+    dmxp_status s = dmxp__check_create_args(seg, size, mode, 0, err);
     if (s != DMXP_OK) return s;
-    return dmxp__create_shm(seg, name, size, mode, -1, err);
+    return dmxp__create(0, seg, name, size, mode, -1, 0, err);
 }
 
 /* Creates the file `path` exclusively: a temporary file in the same directory is sized,
@@ -1585,20 +1727,33 @@ static inline dmxp_status dmxp_segment_create_shm(dmxp_segment *seg, const char 
 static inline dmxp_status dmxp_segment_create_path(dmxp_segment *seg, const char *path,
                                                    size_t size, unsigned mode,
                                                    dmxp_error *err) {
-    dmxp_status s = dmxp__check_create_args(seg, size, mode, err);
-    if (s == DMXP_OK) s = dmxp_check_path(path, err);
+    dmxp_status s = dmxp__check_create_args(seg, size, mode, 0, err);
     if (s != DMXP_OK) return s;
-    int dirfd;
-    const char *base;
-    s = dmxp__open_parent(path, DMXP_E_OS, &dirfd, &base, err);
-    if (s != DMXP_OK) return s;
-    s = dmxp__create_at(seg, dirfd, base, size, mode, -1, err);
-    close(dirfd);
-    return s;
+    return dmxp__create(1, seg, path, size, mode, -1, 0, err);
+}
+
+/* dmxp_segment_create_shm with the creation options of a dmxp_trust (`trust` NULL =
+ * DMXP_TRUST_DEFAULT): the asked mode (trust->mode, or 0600 / 0660 with group_access), with
+ * group_access and has_gid the group trust->gid (fchown before formatting), and
+ * trust->peer_records records in the peer table (0 = 256; else 256..16384, or
+ * DMXP_E_INVALID_ARGUMENT with field "peer_records" before any system call). */
+static inline dmxp_status dmxp_segment_create_shm_ex(dmxp_segment *seg, const char *name,
+                                                     size_t size, const dmxp_trust *trust,
+                                                     dmxp_error *err) {
+    return dmxp__create_ex(0, seg, name, size, trust, err);
+}
+
+/* dmxp_segment_create_path with the creation options of a dmxp_trust (as
+ * dmxp_segment_create_shm_ex). */
+static inline dmxp_status dmxp_segment_create_path_ex(dmxp_segment *seg, const char *path,
+                                                      size_t size, const dmxp_trust *trust,
+                                                      dmxp_error *err) {
+    return dmxp__create_ex(1, seg, path, size, trust, err);
 }
 
 /* Create-or-attach on checked arguments and a resolved policy: creates with t->mode (and
- * group gid when >= 0); an existing object is attached to only if it passes `t`. */
+ * group gid when >= 0) and t->peer_records; an existing object is attached to only if it
+ * passes `t`. */
 static inline dmxp_status dmxp__open_or_create(int kind, dmxp_segment *seg, const char *name,
                                                size_t size, const dmxp_trust *t, int64_t gid,
                                                int64_t timeout_ms, int *created,
@@ -1613,8 +1768,9 @@ static inline dmxp_status dmxp__open_or_create(int kind, dmxp_segment *seg, cons
         if (s != DMXP_OK) return s;
     }
     for (;;) {
-        s = kind == 0 ? dmxp__create_shm(seg, name, size, t->mode, gid, err)
-                      : dmxp__create_at(seg, dirfd, base, size, t->mode, gid, err);
+        s = kind == 0 ? dmxp__create_shm(seg, name, size, t->mode, gid, t->peer_records, err)
+                      : dmxp__create_at(seg, dirfd, base, size, t->mode, gid, t->peer_records,
+                                        err);
         if (s == DMXP_OK) {
             if (created) *created = 1;
             break;
@@ -1634,12 +1790,13 @@ static inline dmxp_status dmxp__open_or_create(int kind, dmxp_segment *seg, cons
  * *created (optional) tells which happened. An existing segment is used as is, whatever its
  * size: it is never truncated or reformatted. It must pass the checks of dmxp_trust with the
  * default policy and `mode` as the asked mode: owned by this euid, no mode bit outside
- * `mode`; else DMXP_E_UNTRUSTED. */
+ * `mode`; else DMXP_E_UNTRUSTED. A segment it creates has the default peer table (256
+ * records; the _ex calls choose). */
 static inline dmxp_status dmxp_segment_open_or_create_shm(dmxp_segment *seg, const char *name,
                                                           size_t size, unsigned mode,
                                                           int64_t timeout_ms, int *created,
                                                           dmxp_error *err) {
-    dmxp_status s = dmxp__check_create_args(seg, size, mode, err);
+    dmxp_status s = dmxp__check_create_args(seg, size, mode, 0, err);
     if (s == DMXP_OK) s = dmxp_check_shm_name(name, err);
     dmxp_trust t;
     if (s == DMXP_OK) s = dmxp__resolve_trust(NULL, mode, &t, err);
@@ -1652,7 +1809,7 @@ static inline dmxp_status dmxp_segment_open_or_create_path(dmxp_segment *seg, co
                                                            size_t size, unsigned mode,
                                                            int64_t timeout_ms, int *created,
                                                            dmxp_error *err) {
-    dmxp_status s = dmxp__check_create_args(seg, size, mode, err);
+    dmxp_status s = dmxp__check_create_args(seg, size, mode, 0, err);
     if (s == DMXP_OK) s = dmxp_check_path(path, err);
     dmxp_trust t;
     if (s == DMXP_OK) s = dmxp__resolve_trust(NULL, mode, &t, err);
@@ -1661,21 +1818,23 @@ static inline dmxp_status dmxp_segment_open_or_create_path(dmxp_segment *seg, co
 }
 
 /* Create-or-attach with an explicit policy (`trust` NULL = DMXP_TRUST_DEFAULT). A segment it
- * creates gets the asked mode (trust->mode, or 0600 / 0660 with group_access) and, with
- * group_access and has_gid, group trust->gid (fchown before formatting); an existing one is
- * attached to only if it passes the checks of dmxp_trust, else DMXP_E_UNTRUSTED (nothing
- * mapped or written). */
+ * creates gets the asked mode (trust->mode, or 0600 / 0660 with group_access), with
+ * group_access and has_gid group trust->gid (fchown before formatting), and a peer table of
+ * trust->peer_records records (0 = 256; else 256..16384, or DMXP_E_INVALID_ARGUMENT before
+ * any system call); an existing one is attached to only if it passes the checks of
+ * dmxp_trust, else DMXP_E_UNTRUSTED (nothing mapped or written), and keeps the table its
+ * creator chose (dmxp_segment_peer_records). */
 static inline dmxp_status dmxp_segment_open_or_create_shm_ex(dmxp_segment *seg, const char *name,
                                                              size_t size, int64_t timeout_ms,
                                                              const dmxp_trust *trust,
                                                              int *created, dmxp_error *err) {
     dmxp_trust t;
     dmxp_status s = dmxp__resolve_trust(trust, 0, &t, err);
-    if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, err);
+    if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, t.peer_records, err);
     if (s == DMXP_OK) s = dmxp_check_shm_name(name, err);
     if (s != DMXP_OK) return s;
-    int64_t gid = t.group_access && t.has_gid ? (int64_t)t.gid : -1;
-    return dmxp__open_or_create(0, seg, name, size, &t, gid, timeout_ms, created, err);
+    return dmxp__open_or_create(0, seg, name, size, &t, dmxp__trust_gid(&t), timeout_ms,
+                                created, err);
 }
 
 /* dmxp_segment_open_or_create_shm_ex for a file path. */
@@ -1686,11 +1845,11 @@ static inline dmxp_status dmxp_segment_open_or_create_path_ex(dmxp_segment *seg,
                                                               int *created, dmxp_error *err) {
     dmxp_trust t;
     dmxp_status s = dmxp__resolve_trust(trust, 0, &t, err);
-    if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, err);
+    if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, t.peer_records, err);
     if (s == DMXP_OK) s = dmxp_check_path(path, err);
     if (s != DMXP_OK) return s;
-    int64_t gid = t.group_access && t.has_gid ? (int64_t)t.gid : -1;
-    return dmxp__open_or_create(1, seg, path, size, &t, gid, timeout_ms, created, err);
+    return dmxp__open_or_create(1, seg, path, size, &t, dmxp__trust_gid(&t), timeout_ms,
+                                created, err);
 }
 
 /* Segment-level accessors (snapshots). */
@@ -1701,6 +1860,13 @@ static inline uint32_t dmxp_segment_channel_count(const dmxp_segment *seg) {
 static inline uint64_t dmxp_segment_free_space(const dmxp_segment *seg) {
     uint64_t c = atomic_load_explicit(&dmxp__hdr(seg)->band_cursor, DMXP__RLX);
     return c < seg->len ? seg->len - c : 0;
+}
+
+/* Records of the segment's peer table as this handle read them at attach (or chose them at
+ * format): 256 for a segment whose header says 0, else the header's peer_records (§11.1).
+ * Not a snapshot: the field is never re-read. At most that many handles can register. */
+static inline uint32_t dmxp_segment_peer_records(const dmxp_segment *seg) {
+    return dmxp__table_records(seg->peer_records);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1718,6 +1884,7 @@ static inline void dmxp__bind(const dmxp_segment *seg, uint32_t id, uint64_t cap
     ch->pid = seg->pid;
     ch->base = seg->base;
     ch->segment_len = seg->len;
+    ch->peer_records = dmxp__table_records(seg->peer_records);
     ch->send_peer = NULL;
     ch->recv_peer = NULL;
     dmxp__watch *watches[2] = {&ch->send_watch, &ch->recv_watch};
@@ -2674,8 +2841,10 @@ static inline int dmxp_peer_record_dead(uint32_t pid, uint64_t start_time, uint6
     return dmxp__record_dead(pid, start_time, pid_ns, dmxp_self_identity().pid_ns);
 }
 
-/* Locates the peer table (§11.1), installing it first when `install` and there is none.
- * Validates its range and that no channel band overlaps it. */
+/* Locates the peer table (§11.1), installing it first when `install` and there is none: the
+ * handle's ch->peer_records records (read at attach, never from the header again), which is
+ * also the size its range and its overlap with the channel bands are checked with, and the
+ * number of records every caller may index. */
 static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
                                            dmxp_peer_record **out, dmxp_error *err) {
     dmxp_segment seg;
@@ -2683,16 +2852,18 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
     seg.base = ch->base;
     seg.len = ch->segment_len;
     seg.mapped_len = (size_t)ch->segment_len;
+    seg.peer_records = ch->peer_records;
+    uint64_t size = dmxp__table_size(ch->peer_records);
     _Atomic uint64_t *slot = &dmxp__hdr(&seg)->peer_table_offset;
     uint64_t table = atomic_load_explicit(slot, DMXP__ACQ);
     *out = NULL;
     if (table == 0) {
         if (!install) return DMXP_OK;
         uint64_t start = 0;
-        dmxp_status s = dmxp__reserve_band(&seg, DMXP_PEER_TABLE_SIZE, &start, err);
+        dmxp_status s = dmxp__reserve_band(&seg, size, &start, err);
         if (s != DMXP_OK) return s;
         dmxp_peer_record *r = (dmxp_peer_record *)(void *)(ch->base + start);
-        for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+        for (uint32_t i = 0; i < ch->peer_records; i++) {
             atomic_store_explicit(&r[i].pid, 0, DMXP__RLX);
             atomic_store_explicit(&r[i].runtime, 0, DMXP__RLX);
             atomic_store_explicit(&r[i].role, 0, DMXP__RLX);
@@ -2707,17 +2878,17 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
         }
         uint64_t expected = 0;
         /* Release: the zeroed records are visible to whoever sees the offset. A loser uses
-         * the winner's table; its own 16 KiB stay unused. */
+         * the winner's table; its own carved bytes (the table's size) stay unused. */
         if (atomic_compare_exchange_strong_explicit(slot, &expected, start, DMXP__ACQREL,
                                                     DMXP__ACQ))
             table = start;
         else
             table = expected;
     }
-    if (!dmxp__peer_table_in_range(table, ch->segment_len) || table == 0)
+    if (!dmxp__peer_table_in_range(table, size, ch->segment_len) || table == 0)
         return dmxp__fail(err, DMXP_E_PEER_TABLE_OUT_OF_RANGE, -1, NULL, table,
-                          ch->segment_len, 0);
-    uint64_t end = table + DMXP_PEER_TABLE_SIZE;
+                          ch->segment_len, size);
+    uint64_t end = table + size;
     for (uint32_t id = 0; id < DMXP_MAX_CHANNELS; id++) {
         uint64_t cap, band;
         if (dmxp__geometry(&seg, id, &cap, &band, NULL, NULL) != DMXP_OK || cap == 0) continue;
@@ -2741,29 +2912,43 @@ typedef struct dmxp_recover_report {
                                  record and pass: one snapshot, however many positions) */
 } dmxp_recover_report;
 
-/* The liveness of the table's records as judged once in a repair pass or sweep (§11.5), keyed
- * by what was read: a record that changed owner meanwhile (another pid, start time or
- * namespace) is judged again. */
+/* The liveness of one record as judged in a pass, keyed by what was read. */
+typedef struct dmxp__judged {
+    uint64_t start;
+    uint64_t ns;
+    uint32_t pid;
+    uint32_t verdict; /* 0 not judged yet, 1 alive, 2 dead */
+} dmxp__judged;
+
+/* A pass over the peer table (a repair pass, a sweep): the `records` records it covers (the
+ * handle's peer_records: every loop of the pass stops there) and their liveness as judged once
+ * in the pass (§11.5), keyed by what was read: a record that changed owner meanwhile (another
+ * pid, start time or namespace) is judged again. So a pass costs at most one judgement per
+ * record however many positions its intents name, which matters with thousands of records.
+ * The verdicts of the default table of 256 live in `local` (6 KiB on the stack); those of a
+ * larger one are allocated for the pass (up to 384 KiB for 16384 records, too much for a
+ * stack frame). */
 typedef struct dmxp__liveness {
     dmxp_identity me;
-    uint32_t pid[DMXP_PEER_RECORDS];
-    uint64_t start[DMXP_PEER_RECORDS];
-    uint64_t ns[DMXP_PEER_RECORDS];
-    unsigned char verdict[DMXP_PEER_RECORDS]; /* 0 not judged yet, 1 alive, 2 dead */
+    uint32_t records;
     uint32_t checks;
+    dmxp__judged *judged; /* `records` entries: `local`, or allocated */
+    dmxp__judged local[DMXP_PEER_RECORDS];
 } dmxp__liveness;
 
+/* Record i < l->records, read as (pid, start, ns): 1 when judged dead. */
 static inline int dmxp__dead_at(dmxp__liveness *l, uint32_t i, uint32_t pid, uint64_t start,
                                 uint64_t ns) {
     if (pid == 0 || pid == l->me.pid) return 0; /* free, or ours: alive (never a torn read) */
-    if (l->verdict[i] == 0 || l->pid[i] != pid || l->start[i] != start || l->ns[i] != ns) {
-        l->pid[i] = pid;
-        l->start[i] = start;
-        l->ns[i] = ns;
-        l->verdict[i] = dmxp__record_dead(pid, start, ns, l->me.pid_ns) ? 2 : 1;
+    dmxp__judged *j = &l->judged[i];
+    if (j->verdict == 0 || j->pid != pid || j->start != start || j->ns != ns) {
+        j->pid = pid;
+        j->start = start;
+        j->ns = ns;
+        j->verdict = dmxp__record_dead(pid, start, ns, l->me.pid_ns) ? 2 : 1;
         l->checks++;
     }
-    return l->verdict[i] == 2;
+    return j->verdict == 2;
 }
 
 /* §11.9 give_back_wait: run by whoever frees the record `d` of a dead owner (a repair pass, a
@@ -2799,11 +2984,32 @@ static inline int dmxp__give_back_wait(unsigned char *base, dmxp_peer_record *d)
     return 0;
 }
 
-/* An empty liveness cache for a pass by this process: its own identity, not the segment's
- * pid (this may be a forked child). */
-static inline void dmxp__liveness_init(dmxp__liveness *l) {
+/* Tests replace it to play an allocation failure. */
+#ifndef DMXP_CALLOC
+#define DMXP_CALLOC calloc
+#endif
+
+/* Starts a pass over a table of `records` records by this process: its own identity, not the
+ * segment's pid (this may be a forked child), and no verdict yet. 0 when the verdicts of a
+ * table larger than the default could not be allocated: the pass then covers no record
+ * (l->records == 0), so it judges, frees and repairs nothing rather than judge every record
+ * again for each position (a later pass retries; a stuck position is still unblocked after
+ * the unblock timeout, §11.8). Pair with dmxp__liveness_end. */
+static inline int dmxp__liveness_init(dmxp__liveness *l, uint32_t records) {
     memset(l, 0, sizeof *l);
     l->me = dmxp_self_identity();
+    l->judged = records <= DMXP_PEER_RECORDS
+                    ? l->local
+                    : (dmxp__judged *)DMXP_CALLOC(records, sizeof *l->judged);
+    if (l->judged == NULL) return 0;
+    l->records = records;
+    return 1;
+}
+
+static inline void dmxp__liveness_end(dmxp__liveness *l) {
+    if (l->judged != l->local) free(l->judged);
+    l->judged = NULL;
+    l->records = 0;
 }
 
 /* One pass over the peer table (the sweep, the repair): what it does to `table`, judging
@@ -2813,7 +3019,8 @@ typedef void (*dmxp__pass_fn)(const dmxp_channel *ch, dmxp_peer_record *table,
 
 /* The frame dmxp_free_dead_records and dmxp_channel_recover share: `report` (optional) zeroed,
  * the table looked up (never installed: a segment without one has nothing to free or repair,
- * DMXP_OK), a fresh liveness cache, `pass`, then the count of liveness checks it made. */
+ * DMXP_OK), a fresh liveness cache for the handle's records, `pass`, then the count of
+ * liveness checks it made. DMXP_E_OS when the cache could not be allocated (nothing done). */
 static inline dmxp_status dmxp__run_pass(const dmxp_channel *ch, dmxp_recover_report *report,
                                          dmxp__pass_fn pass) {
     dmxp_recover_report local;
@@ -2824,9 +3031,10 @@ static inline dmxp_status dmxp__run_pass(const dmxp_channel *ch, dmxp_recover_re
     dmxp_status s = dmxp__peer_table(ch, 0, &table, NULL);
     if (s != DMXP_OK || table == NULL) return s;
     dmxp__liveness l;
-    dmxp__liveness_init(&l);
+    if (!dmxp__liveness_init(&l, ch->peer_records)) return DMXP_E_OS;
     pass(ch, table, &l, report);
     report->liveness_checks = l.checks;
+    dmxp__liveness_end(&l);
     return DMXP_OK;
 }
 
@@ -2867,16 +3075,17 @@ static inline void dmxp__free_taken(unsigned char *base, dmxp_peer_record *d, in
     atomic_store_explicit(&d->pid, 0, DMXP__REL); /* free again */
 }
 
-/* §11.10 sweep: frees every record of `table` whose owner is judged dead (§11.5, once per
- * record: `l` caches the verdicts) and that holds no intent, taking it over as a repair does
- * (takeover, §11.6) so that two sweepers, or a sweeper and a repairer, never both free it, and
- * giving its wait back (§11.9). A record with an intent is left to the repair of its channel;
- * one that shows an intent once taken over had a live owner (only a live owner writes one):
- * misjudged, it is given back untouched. Returns how many records were freed. */
+/* §11.10 sweep: frees every record of `table` (its l->records records) whose owner is judged
+ * dead (§11.5, once per record: `l` caches the verdicts) and that holds no intent, taking it
+ * over as a repair does (takeover, §11.6) so that two sweepers, or a sweeper and a repairer,
+ * never both free it, and giving its wait back (§11.9). A record with an intent is left to
+ * the repair of its channel; one that shows an intent once taken over had a live owner (only
+ * a live owner writes one): misjudged, it is given back untouched. Returns how many records
+ * were freed. */
 static inline uint32_t dmxp__sweep(unsigned char *base, dmxp_peer_record *table,
                                    dmxp__liveness *l) {
     uint32_t freed = 0;
-    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+    for (uint32_t i = 0; i < l->records; i++) {
         dmxp_peer_record *d = &table[i];
         uint32_t pid = atomic_load_explicit(&d->pid, DMXP__ACQ);
         if (pid == 0 || pid == l->me.pid) continue; /* free, or ours: alive */
@@ -2918,7 +3127,7 @@ static inline dmxp_status dmxp__register_one(dmxp_channel *ch, dmxp_peer_record 
                                              const dmxp_identity *me, uint16_t role,
                                              dmxp_peer_record **slot, dmxp_error *err) {
     if (*slot) return DMXP_OK;
-    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+    for (uint32_t i = 0; i < ch->peer_records; i++) {
         dmxp_peer_record *r = &table[i];
         uint32_t expected = 0;
         if (!atomic_compare_exchange_strong_explicit(&r->pid, &expected, me->pid, DMXP__ACQ,
@@ -2936,15 +3145,19 @@ static inline dmxp_status dmxp__register_one(dmxp_channel *ch, dmxp_peer_record 
         *slot = r;
         return DMXP_OK;
     }
-    return dmxp__fail(err, DMXP_E_PEER_TABLE_FULL, (int32_t)ch->id, "pid", 0, 0, 0);
+    return dmxp__fail(err, DMXP_E_PEER_TABLE_FULL, (int32_t)ch->id, "pid", ch->peer_records, 0,
+                      0);
 }
 
 /* Registers this handle in the segment's peer table (§11.3) as a producer
  * (DMXP_ROLE_PRODUCER), a consumer (DMXP_ROLE_CONSUMER) or both (their OR: two records), so
  * that a position it claimed is repaired if this process dies before publishing or freeing
  * it, and a wait count it dies in is given back (§11.9). The first registration on a segment
- * carves the 16 KiB table from the band area. Before it takes a record, it frees the records
- * of dead peers that hold no intent (dmxp_free_dead_records, §11.10).
+ * carves the table from the band area: dmxp_segment_peer_records records of 64 bytes (16 KiB
+ * for the default 256, up to 1 MiB). Before it takes a record, it frees the records of dead
+ * peers that hold no intent (dmxp_free_dead_records, §11.10). At most that many handles of all
+ * processes together are registered at once: DMXP_E_PEER_TABLE_FULL (found = the records)
+ * beyond, and a segment created with a larger peer_records holds more.
  *
  * A registered handle must be used for its role by ONE thread at a time (its record holds one
  * intent); give each thread its own handle (dmxp_channel_open again) and register each.
@@ -2965,8 +3178,11 @@ static inline dmxp_status dmxp_channel_register(dmxp_channel *ch, unsigned roles
     dmxp_status s = dmxp__peer_table(ch, 1, &table, err);
     if (s != DMXP_OK) return s;
     dmxp__liveness l;
-    dmxp__liveness_init(&l);
+    /* Without memory for the verdicts the sweep covers nothing: dead idle records stay, and a
+     * later registration or repair pass frees them. */
+    (void)dmxp__liveness_init(&l, ch->peer_records);
     (void)dmxp__sweep(ch->base, table, &l);
+    dmxp__liveness_end(&l);
     if (need_send) {
         s = dmxp__register_one(ch, table, &l.me, DMXP_ROLE_PRODUCER, &ch->send_peer, err);
         if (s != DMXP_OK) return s;
@@ -3016,10 +3232,11 @@ static inline void dmxp_channel_close(dmxp_channel *ch) {
  * intent_position <= p < intent_position + intent_count) and either comes before it in the
  * table (e's own repair, in this pass or another, handles p) or is not dead (its owner holds p,
  * is repairing e, or is about to learn that its CAS failed). Liveness goes through the pass's
- * cache `l`, so the whole pass judges each record at most once; our own pid is alive. */
+ * cache `l`, so the whole pass judges each record at most once; our own pid is alive. The
+ * records looked at are the pass's l->records. */
 static inline int dmxp__covered(dmxp_peer_record *table, uint32_t except, uint32_t id,
                                 uint16_t role, uint64_t p, dmxp__liveness *l) {
-    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+    for (uint32_t i = 0; i < l->records; i++) {
         if (i == except) continue;
         dmxp_peer_record *e = &table[i];
         uint32_t pid = atomic_load_explicit(&e->pid, DMXP__ACQ);
@@ -3122,7 +3339,7 @@ static inline int dmxp__repair_intent(const dmxp_channel *ch, dmxp_peer_record *
 /* The loop of dmxp_channel_recover (below). */
 static inline void dmxp__repair_pass(const dmxp_channel *ch, dmxp_peer_record *table,
                                      dmxp__liveness *l, dmxp_recover_report *report) {
-    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) {
+    for (uint32_t i = 0; i < l->records; i++) {
         dmxp_peer_record *d = &table[i];
         uint32_t dead_pid = atomic_load_explicit(&d->pid, DMXP__ACQ);
         if (dead_pid == 0 || dead_pid == l->me.pid) continue; /* free, or ours: alive */

@@ -5,10 +5,18 @@
  * whose channel changed between the two reads given back too, and dead idle records freed
  * whatever their channel. Dead pids are children that exited and were reaped; a live peer is a
  * child blocked on a pipe. The segment is anonymous MAP_SHARED memory. Single-threaded: what a
- * concurrent peer would do while a pass runs is played at the DMXP_HOOK_REPAIR_TAKEN point. */
+ * concurrent peer would do while a pass runs is played at the DMXP_HOOK_REPAIR_TAKEN point.
+ * Then the same on tables of other sizes (§11.1 peer_records): a table of 1024 records used to
+ * its last record by registrations, sweeps and repairs, each record judged once per pass, a
+ * pass whose verdicts cannot be allocated doing nothing, and a handle whose segment's
+ * peer_records is rewritten after attach staying within the 256 records it validated (heap
+ * segments there, so that ASan reports any access past them). */
 /* Defined below (dmxp.h must come first of all headers, so the hook names no type of it). */
 static void test_hook(int point, const void *ch, unsigned long long position);
 #define DMXP_TEST_HOOK(point, ch, position) test_hook((point), (const void *)(ch), (position))
+/* The allocations of a pass's verdicts (tables above 256 records), counted; failing on demand. */
+static int calloc_calls, calloc_fails;
+#define DMXP_CALLOC(n, size) (calloc_calls++, calloc_fails ? NULL : calloc((n), (size)))
 
 #include "util.h"
 
@@ -132,8 +140,7 @@ static dmxp_peer_record scratch[DMXP_PEER_RECORDS];
 
 static void covered_rule(void) {
     dmxp__liveness l;
-    memset(&l, 0, sizeof l);
-    l.me = dmxp_self_identity();
+    CHECK(dmxp__liveness_init(&l, DMXP_PEER_RECORDS));
     const uint16_t P = DMXP_ROLE_PRODUCER;
     dmxp_peer_record *t = scratch;
     CHECK_EQ_U64(dmxp__covered(t, 10, 3, P, 100, &l), 0); /* an empty table */
@@ -193,6 +200,7 @@ static void covered_rule(void) {
     CHECK_EQ_U64(dmxp__covered(t, 10, 3, P, UINT64_MAX - 2, &l), 0);
     clear_record(&t[5]);
     end_live(&live);
+    dmxp__liveness_end(&l);
 }
 
 /* (2) Two dead producers whose intents both name one stuck position (the claimant, and one
@@ -403,6 +411,241 @@ static void dead_idle_records_of_any_channel(void) {
     dmxp_channel_close(&ch);
 }
 
+/* Registers handles of channel `id` of `s` (consumers, in handles[from..]) until the table of
+ * `records` records, whose first `from` are this process's, is full: each takes the next
+ * record; one more is refused with DMXP_E_PEER_TABLE_FULL naming the table's size. Then closes
+ * them. */
+#define BIG 1024u
+static dmxp_channel handles[BIG + 1];
+
+static void fill_table(const dmxp_segment *s, uint32_t id, uint32_t from, uint32_t records) {
+    dmxp_error err;
+    for (uint32_t i = from; i < records; i++) {
+        CHECK_OK(dmxp_channel_open(s, id, &handles[i], &err));
+        CHECK_OK(dmxp_channel_register(&handles[i], DMXP_ROLE_CONSUMER, &err));
+        CHECK(handles[i].recv_peer == &peer_table_of(s)[i]);
+    }
+    dmxp_channel *extra = &handles[records];
+    CHECK_OK(dmxp_channel_open(s, id, extra, &err));
+    CHECK_STATUS(dmxp_channel_register(extra, DMXP_ROLE_CONSUMER, &err), DMXP_E_PEER_TABLE_FULL);
+    CHECK_EQ_U64(err.found, records);
+    CHECK_EQ_U64(dmxp_channel_registered(extra), 0);
+    char text[256];
+    CHECK(dmxp_error_format(&err, text, sizeof text) > 0 && strstr(text, "peer table full"));
+    CHECK_EQ_U64(records_of(s, (uint32_t)getpid()), records);
+    for (uint32_t i = from; i <= records; i++) dmxp_channel_close(&handles[i]);
+    CHECK_EQ_U64(records_of(s, (uint32_t)getpid()), from);
+}
+
+/* A heap segment whose band area holds garbage (formatting leaves it alone; whoever carves a
+ * band or the peer table initialises all of it). */
+static unsigned char *garbage_segment(void) {
+    unsigned char *m = test_segment_memory(SEG_LEN);
+    memset(m + DMXP_HEADER_SIZE, 0xa5, SEG_LEN - DMXP_HEADER_SIZE);
+    return m;
+}
+
+/* (7) The default table takes 256 registrations and carves 16 KiB; one of 1024 records
+ * (peer_records = 1024 at format) takes 1024 and carves (and zeroes) 64 KiB. */
+static void table_sizes(void) {
+    dmxp_error err;
+    dmxp_channel ch;
+    unsigned char *m = garbage_segment();
+    dmxp_segment s;
+    CHECK_OK(dmxp_segment_format_memory(&s, m, SEG_LEN, (uint32_t)getpid(), &err));
+    CHECK_EQ_U64(dmxp_segment_peer_records(&s), DMXP_PEER_RECORDS);
+    CHECK_OK(dmxp_channel_create(&s, 3, 8, &ch, &err));
+    uint64_t cursor = atomic_load(&dmxp__hdr(&s)->band_cursor);
+    fill_table(&s, 3, 0, DMXP_PEER_RECORDS);
+    CHECK_EQ_U64(atomic_load(&dmxp__hdr(&s)->peer_table_offset), cursor);
+    CHECK_EQ_U64(atomic_load(&dmxp__hdr(&s)->band_cursor), cursor + DMXP_PEER_TABLE_SIZE);
+    free(m);
+
+    m = garbage_segment();
+    CHECK_OK(dmxp_segment_format_memory_ex(&s, m, SEG_LEN, (uint32_t)getpid(), BIG, &err));
+    CHECK_EQ_U64(atomic_load(&dmxp__hdr(&s)->peer_records), BIG);
+    CHECK_EQ_U64(dmxp_segment_peer_records(&s), BIG);
+    CHECK_OK(dmxp_channel_create(&s, 3, 8, &ch, &err));
+    CHECK_EQ_U64(ch.peer_records, BIG);
+    cursor = atomic_load(&dmxp__hdr(&s)->band_cursor);
+    /* 300 registrations, more than a default table holds, all succeed ... */
+    for (uint32_t i = 0; i < 300; i++) {
+        CHECK_OK(dmxp_channel_open(&s, 3, &handles[i], &err));
+        CHECK_OK(dmxp_channel_register(&handles[i], DMXP_ROLE_PRODUCER, &err));
+    }
+    CHECK_EQ_U64(atomic_load(&dmxp__hdr(&s)->peer_table_offset), cursor);
+    CHECK_EQ_U64(atomic_load(&dmxp__hdr(&s)->band_cursor), cursor + BIG * 64); /* 65536 */
+    CHECK(handles[299].send_peer == &peer_table_of(&s)[299]);
+    CHECK_EQ_U64(records_of(&s, (uint32_t)getpid()), 300);
+    for (uint32_t i = 0; i < 300; i++) dmxp_channel_close(&handles[i]);
+    /* ... and so do the next 724, to the last record. */
+    fill_table(&s, 3, 0, BIG);
+    free(m);
+}
+
+/* (8) Repair, sweep and liveness on a table of 1024 records: a dead producer's record at index
+ * 900 is repaired (deferred first while a live record at 1000 covers its position); dead idle
+ * records past 256 are freed by dmxp_free_dead_records and by a registration's sweep; each
+ * record is judged at most once per pass, whatever the positions (300 dead producers whose
+ * intents all cover 8 stuck positions: 300 judgements, one allocation); and a pass whose
+ * verdicts cannot be allocated judges, frees and repairs nothing (DMXP_E_OS), the
+ * registration it precedes still taking a record. */
+static void large_table_repair(void) {
+    dmxp_error err;
+    unsigned char *m = test_segment_memory(SEG_LEN);
+    dmxp_segment s;
+    CHECK_OK(dmxp_segment_format_memory_ex(&s, m, SEG_LEN, (uint32_t)getpid(), BIG, &err));
+    dmxp_channel ch, raw;
+    CHECK_OK(dmxp_channel_create(&s, 21, 8, &ch, &err));
+    CHECK_OK(dmxp_channel_register(&ch, DMXP_ROLE_CONSUMER, &err)); /* ours: never judged */
+    CHECK_OK(dmxp_channel_open(&s, 21, &raw, &err));                /* claims by CAS only */
+    dmxp_peer_record *t = peer_table_of(&s);
+    const uint16_t P = DMXP_ROLE_PRODUCER;
+    uint64_t p, n;
+    CHECK_OK(dmxp__claim_send(&raw, 1, &p, &n));
+    CHECK(p == 0 && n == 1);
+    uint32_t dead = gone_pid();
+    fake_record(&t[900], dead, P, 21, p, 1, DMXP_RUNTIME_GO, 0);
+    live_peer live = spawn_live();
+    fake_record(&t[1000], (uint32_t)live.pid, P, 21, p, 1, DMXP_RUNTIME_PYTHON,
+                dmxp_process_start_time((uint32_t)live.pid));
+    dmxp_recover_report rep;
+    calloc_calls = 0;
+    CHECK_OK(dmxp_channel_recover(&ch, &rep));
+    check_report(&rep, 0, 0, 0, 1, 2);
+    CHECK_EQ_U64(calloc_calls, 1);
+    CHECK_EQ_U64(atomic_load(&t[900].pid), dead);
+    CHECK_EQ_U64(atomic_load(&t[900].intent_count), 1);
+    clear_record(&t[1000]);
+    end_live(&live);
+    CHECK_OK(dmxp_channel_recover(&ch, &rep));
+    check_report(&rep, 1, 0, 1, 0, 1);
+    CHECK_EQ_U64(atomic_load(&t[900].pid), 0);
+    recv_lost(&ch, p, dead, DMXP_RUNTIME_GO);
+    flows(&ch, p + 1);
+
+    /* 600 dead idle records, at 256..855: the sweep frees them all, judging each once. */
+    uint32_t gone = gone_pid();
+    for (uint32_t i = 256; i < 856; i++) fake_record(&t[i], gone, P, 21, 0, 0, DMXP_RUNTIME_GO, 0);
+    CHECK_OK(dmxp_free_dead_records(&ch, &rep));
+    CHECK_EQ_U64(rep.records_freed, 600);
+    CHECK_EQ_U64(rep.liveness_checks, 600);
+    CHECK_EQ_U64(records_of(&s, gone), 0);
+    /* The last record, dead and idle: freed by the sweep a registration runs first. */
+    fake_record(&t[BIG - 1], gone, P, 21, 0, 0, DMXP_RUNTIME_GO, 0);
+    dmxp_channel other;
+    CHECK_OK(dmxp_channel_open(&s, 21, &other, &err));
+    CHECK_OK(dmxp_channel_register(&other, DMXP_ROLE_PRODUCER, &err));
+    CHECK_EQ_U64(atomic_load(&t[BIG - 1].pid), 0);
+    CHECK(other.send_peer == &t[1]);
+    dmxp_channel_close(&other);
+
+    /* 300 dead producers (records 300..599) whose intents all name the 8 positions claimed. */
+    CHECK_OK(dmxp__claim_send(&raw, 8, &p, &n));
+    CHECK_EQ_U64(n, 8);
+    for (uint32_t i = 300; i < 600; i++) fake_record(&t[i], gone, P, 21, p, 8, DMXP_RUNTIME_GO, 0);
+    calloc_calls = 0;
+    CHECK_OK(dmxp_channel_recover(&ch, &rep));
+    check_report(&rep, 8, 0, 300, 0, 300);
+    CHECK_EQ_U64(calloc_calls, 1);
+    dmxp_recv_counts c;
+    CHECK_OK(dmxp_try_recv_batch_counts(&ch, 16, NULL, NULL, NULL, &c));
+    CHECK_EQ_U64(c.lost, 8);
+    flows(&ch, p + 8);
+
+    /* No memory for the verdicts: nothing judged, freed or repaired, and the registration
+     * still takes a record (its sweep skipped); once memory is back, the pass repairs. */
+    CHECK_OK(dmxp__claim_send(&raw, 1, &p, &n));
+    fake_record(&t[900], dead, P, 21, p, 1, DMXP_RUNTIME_GO, 0);
+    fake_record(&t[901], gone, P, 21, 0, 0, DMXP_RUNTIME_GO, 0);
+    calloc_fails = 1;
+    calloc_calls = 0;
+    CHECK_STATUS(dmxp_channel_recover(&ch, &rep), DMXP_E_OS);
+    check_report(&rep, 0, 0, 0, 0, 0);
+    CHECK_STATUS(dmxp_free_dead_records(&ch, &rep), DMXP_E_OS);
+    check_report(&rep, 0, 0, 0, 0, 0);
+    CHECK_OK(dmxp_channel_register(&other, DMXP_ROLE_PRODUCER, &err));
+    CHECK_EQ_U64(calloc_calls, 3);
+    CHECK_EQ_U64(atomic_load(&t[900].pid), dead);
+    CHECK_EQ_U64(atomic_load(&t[901].pid), gone);
+    CHECK_EQ_U64(atomic_load(&ch.slots[p & ch.mask].sequence), p);
+    calloc_fails = 0;
+    CHECK_OK(dmxp_channel_recover(&ch, &rep));
+    check_report(&rep, 1, 0, 2, 0, 2);
+    recv_lost(&ch, p, dead, DMXP_RUNTIME_GO);
+    flows(&ch, p + 1);
+    dmxp_channel_close(&other);
+    dmxp_channel_close(&ch);
+    CHECK_EQ_U64(records_of(&s, (uint32_t)getpid()), 0);
+    /* The default table's verdicts are never allocated. */
+    dmxp_channel d;
+    CHECK_OK(dmxp_channel_open_or_create(&seg, 16, 8, 0, &d, NULL, &err));
+    calloc_calls = 0;
+    CHECK_OK(dmxp_channel_register(&d, DMXP_ROLE_PRODUCER, &err));
+    CHECK_OK(dmxp_channel_recover(&d, &rep));
+    CHECK_OK(dmxp_free_dead_records(&d, &rep));
+    CHECK_EQ_U64(calloc_calls, 0);
+    dmxp_channel_close(&d);
+    free(m);
+}
+
+/* (9) A peer rewrites peer_records after this process attached (to 16384 on a segment with
+ * room for one default table, then to 20000): the handle and every channel opened from it keep
+ * the 256 records validated at attach. Registration carves 16 KiB (1 MiB would not fit) and
+ * fills the table to its 256th record, the sweep and the repair (of a dead record at 255) stay
+ * in it (the segment is exactly as long as the heap buffer: ASan would see a byte past it).
+ * A process attaching now refuses the segment. */
+static void rewritten_peer_records(void) {
+    enum { LEN = DMXP_HEADER_SIZE + 8 * DMXP_SLOT_SIZE + DMXP_PEER_TABLE_SIZE };
+    _Static_assert(LEN % 128 == 0, "the heap buffer is exactly the segment");
+    dmxp_error err;
+    unsigned char *m = test_segment_memory(LEN);
+    dmxp_segment s, s2;
+    CHECK_OK(dmxp_segment_format_memory(&s, m, LEN, (uint32_t)getpid(), &err));
+    dmxp_header *h = dmxp__hdr(&s);
+    dmxp_channel ch, raw;
+    CHECK_OK(dmxp_channel_create(&s, 0, 8, &ch, &err));
+    atomic_store(&h->peer_records, DMXP_MAX_PEER_RECORDS);
+    CHECK_OK(dmxp_channel_open(&s, 0, &raw, &err)); /* opened after the rewrite */
+    CHECK_EQ_U64(raw.peer_records, DMXP_PEER_RECORDS);
+    CHECK_EQ_U64(dmxp_segment_peer_records(&s), DMXP_PEER_RECORDS);
+    CHECK_OK(dmxp_channel_register(&ch, DMXP_ROLE_CONSUMER, &err));
+    uint64_t table = DMXP_HEADER_SIZE + 8 * DMXP_SLOT_SIZE;
+    CHECK_EQ_U64(atomic_load(&h->peer_table_offset), table);
+    CHECK_EQ_U64(atomic_load(&h->band_cursor), LEN);
+    dmxp_peer_record *t = peer_table_of(&s);
+    uint64_t p, n;
+    CHECK_OK(dmxp__claim_send(&raw, 1, &p, &n));
+    uint32_t dead = gone_pid();
+    fake_record(&t[DMXP_PEER_RECORDS - 1], dead, DMXP_ROLE_PRODUCER, 0, p, 1, DMXP_RUNTIME_GO, 0);
+    dmxp_recover_report rep;
+    CHECK_OK(dmxp_channel_recover(&ch, &rep));
+    check_report(&rep, 1, 0, 1, 0, 1);
+    recv_lost(&ch, p, dead, DMXP_RUNTIME_GO);
+    flows(&ch, p + 1);
+    /* Full at 256: record 0 is ch's, the others go to new handles. */
+    fill_table(&s, 0, 1, DMXP_PEER_RECORDS);
+    CHECK_OK(dmxp_free_dead_records(&ch, &rep));
+    check_report(&rep, 0, 0, 0, 0, 0);
+    /* Attaching now: a 1 MiB table at `table` runs past the segment; 20000 is no count. */
+    CHECK_STATUS(dmxp_segment_attach_memory(&s2, m, LEN, &err), DMXP_E_PEER_TABLE_OUT_OF_RANGE);
+    CHECK_EQ_U64(err.value3, (uint64_t)DMXP_MAX_PEER_RECORDS * 64);
+    atomic_store(&h->peer_records, 20000);
+    CHECK_STATUS(dmxp_segment_attach_memory(&s2, m, LEN, &err),
+                 DMXP_E_PEER_RECORDS_OUT_OF_RANGE);
+    CHECK_EQ_U64(err.found, 20000);
+    /* The handle attached before is unaffected. */
+    CHECK_OK(dmxp_channel_open(&s, 0, &raw, &err));
+    CHECK_OK(dmxp_segment_validate_all(&s, &err));
+    CHECK_OK(dmxp__claim_send(&raw, 1, &p, &n));
+    fake_record(&t[DMXP_PEER_RECORDS - 1], dead, DMXP_ROLE_PRODUCER, 0, p, 1, DMXP_RUNTIME_GO, 0);
+    CHECK_OK(dmxp_channel_recover(&ch, &rep));
+    check_report(&rep, 1, 0, 1, 0, 1);
+    recv_lost(&ch, p, dead, DMXP_RUNTIME_GO);
+    dmxp_channel_close(&ch);
+    free(m);
+}
+
 int main(void) {
     void *mem = mmap(NULL, SEG_LEN, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     CHECK(mem != MAP_FAILED);
@@ -414,6 +657,9 @@ int main(void) {
     live_stale_intent_defers();
     channel_changed_given_back();
     dead_idle_records_of_any_channel();
+    table_sizes();
+    large_table_repair();
+    rewritten_peer_records();
     munmap(mem, SEG_LEN);
     TEST_DONE("test_repair");
 }

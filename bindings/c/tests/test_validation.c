@@ -435,6 +435,201 @@ static void peer_table_checks(void) {
     CHECK_OK(dmxp_segment_validate_all(&seg, &err));
 }
 
+/* §4.1 #8 and #9 with the header's peer_records (§11.1): 0 or 256..16384, else corrupt; the
+ * table's range and its overlap with the bands checked with n * 64 bytes, n read once at
+ * attach and kept by the handle whatever the field says later. */
+static void peer_records_checks(void) {
+    dmxp_header *h = &lay->header;
+    dmxp_segment s2;
+    dmxp_error err;
+    CHECK_EQ_U64(atomic_load(&h->peer_records), 0); /* format_memory: the default table */
+    CHECK_EQ_U64(seg.peer_records, DMXP_PEER_RECORDS);
+    CHECK_EQ_U64(dmxp_segment_peer_records(&seg), DMXP_PEER_RECORDS);
+    const uint32_t bad[] = {1, 100, 255, 16385, 20000, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        atomic_store(&h->peer_records, bad[i]);
+        expect_attach(DMXP_E_PEER_RECORDS_OUT_OF_RANGE, "peer_records", bad[i]);
+    }
+    char text[256];
+    atomic_store(&h->peer_records, 100);
+    CHECK_STATUS(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err),
+                 DMXP_E_PEER_RECORDS_OUT_OF_RANGE);
+    CHECK(dmxp_error_format(&err, text, sizeof text) > 0);
+    CHECK(strstr(text, "peer_records 100 is neither 0 nor between 256 and 16384") != NULL);
+    /* Order: #7 before #8, #8 before #9. */
+    uint64_t cursor = atomic_load(&h->band_cursor);
+    atomic_store(&h->band_cursor, cursor + 8);
+    expect_attach(DMXP_E_BAND_CURSOR_OUT_OF_RANGE, "band_cursor", cursor + 8);
+    atomic_store(&h->band_cursor, cursor);
+    atomic_store(&h->peer_table_offset, 8);
+    expect_attach(DMXP_E_PEER_RECORDS_OUT_OF_RANGE, "peer_records", 100);
+    atomic_store(&h->peer_table_offset, 0);
+    const uint32_t good[] = {0, 256, 300, 1024, 16384};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        atomic_store(&h->peer_records, good[i]);
+        CHECK_OK(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err));
+        CHECK_EQ_U64(dmxp_segment_peer_records(&s2), good[i] ? good[i] : DMXP_PEER_RECORDS);
+    }
+    /* #9 with n * 64: a table at the last place for 256 records runs past the segment with
+     * 1024 (value3 = the table's bytes), and fits at its own last place. */
+    atomic_store(&h->peer_records, 1024);
+    atomic_store(&h->peer_table_offset, SEG_LEN - DMXP_PEER_TABLE_SIZE);
+    expect_attach(DMXP_E_PEER_TABLE_OUT_OF_RANGE, "peer_table_offset",
+                  SEG_LEN - DMXP_PEER_TABLE_SIZE);
+    CHECK_STATUS(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err),
+                 DMXP_E_PEER_TABLE_OUT_OF_RANGE);
+    CHECK_EQ_U64(err.value2, SEG_LEN);
+    CHECK_EQ_U64(err.value3, 1024 * 64);
+    CHECK(dmxp_error_format(&err, text, sizeof text) > 0 && strstr(text, "65536-byte") != NULL);
+    atomic_store(&h->peer_table_offset, SEG_LEN - 1024 * 64);
+    CHECK_OK(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err));
+    atomic_store(&h->peer_records, 16384); /* 1 MiB: never fits in this 1 MiB segment */
+    atomic_store(&h->peer_table_offset, DMXP_HEADER_SIZE + 16 * DMXP_SLOT_SIZE);
+    expect_attach(DMXP_E_PEER_TABLE_OUT_OF_RANGE, "peer_table_offset",
+                  DMXP_HEADER_SIZE + 16 * DMXP_SLOT_SIZE);
+    atomic_store(&h->peer_table_offset, 0);
+    CHECK_OK(dmxp_segment_attach_memory(&s2, mem, SEG_LEN, &err)); /* no table yet: fine */
+    atomic_store(&h->peer_records, 0);
+
+    /* The overlap with a band uses n * 64 too, and each handle's own n. A segment of 1024
+     * records whose table (set by hand) starts at HEADER_SIZE and channel 1's band 16 KiB
+     * later: inside the 64 KiB table, just past a 256-record one. */
+    unsigned char *m = test_segment_memory(SEG_LEN);
+    dmxp_segment big, small;
+    CHECK_OK(dmxp_segment_format_memory_ex(&big, m, SEG_LEN, 1, 1024, &err));
+    dmxp_header *mh = (dmxp_header *)(void *)m;
+    CHECK_EQ_U64(atomic_load(&mh->peer_records), 1024);
+    CHECK_EQ_U64(dmxp_segment_peer_records(&big), 1024);
+    atomic_store(&mh->band_cursor, DMXP_HEADER_SIZE + DMXP_PEER_TABLE_SIZE);
+    dmxp_channel c;
+    CHECK_OK(dmxp_channel_create(&big, 1, 2, &c, &err));
+    CHECK_EQ_U64(c.band_offset, DMXP_HEADER_SIZE + DMXP_PEER_TABLE_SIZE);
+    atomic_store(&mh->peer_table_offset, DMXP_HEADER_SIZE);
+    CHECK_OK(dmxp_segment_attach_memory(&big, m, SEG_LEN, &err)); /* its range is fine */
+    CHECK_STATUS(dmxp_channel_open(&big, 1, &c, &err), DMXP_E_PEER_TABLE_OVERLAPS_BAND);
+    CHECK_EQ_U64(err.channel, 1);
+    CHECK_STATUS(dmxp_segment_validate_all(&big, &err), DMXP_E_PEER_TABLE_OVERLAPS_BAND);
+    /* Rewritten to 0 after that attach: the handle keeps its 1024 (still refused), while a
+     * handle attached now has 256 records, which end where the band starts. */
+    atomic_store(&mh->peer_records, 0);
+    CHECK_STATUS(dmxp_channel_open(&big, 1, &c, &err), DMXP_E_PEER_TABLE_OVERLAPS_BAND);
+    CHECK_OK(dmxp_segment_attach_memory(&small, m, SEG_LEN, &err));
+    CHECK_EQ_U64(dmxp_segment_peer_records(&small), DMXP_PEER_RECORDS);
+    CHECK_OK(dmxp_channel_open(&small, 1, &c, &err));
+    CHECK_OK(dmxp_segment_validate_all(&small, &err));
+    /* ... and rewritten to 16384 after that: `small` keeps 256 and still opens it. */
+    atomic_store(&mh->peer_records, 16384);
+    CHECK_OK(dmxp_channel_open(&small, 1, &c, &err));
+    CHECK_EQ_U64(c.peer_records, DMXP_PEER_RECORDS);
+    CHECK_STATUS(dmxp_segment_attach_memory(&s2, m, SEG_LEN, &err),
+                 DMXP_E_PEER_TABLE_OUT_OF_RANGE);
+    free(m);
+}
+
+/* Choosing the peer table's size at creation: format_memory_ex, and .peer_records of the
+ * dmxp_trust the _ex calls take. 0 or 256..16384, else DMXP_E_INVALID_ARGUMENT (field
+ * "peer_records", found = the value) before anything is created or written. An existing
+ * segment keeps its creator's choice. */
+static void peer_records_creation(void) {
+    dmxp_error err;
+    dmxp_segment s;
+    char text[256];
+    unsigned char *m = test_segment_memory(SEG_LEN);
+    const uint32_t bad[] = {1, 100, 255, 16385, 20000, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&err, 0, sizeof err);
+        CHECK_STATUS(dmxp_segment_format_memory_ex(&s, m, SEG_LEN, 1, bad[i], &err),
+                     DMXP_E_INVALID_ARGUMENT);
+        CHECK(err.field && strcmp(err.field, "peer_records") == 0);
+        CHECK_EQ_U64(err.found, bad[i]);
+        CHECK_EQ_U64(atomic_load(&((dmxp_header *)(void *)m)->magic), 0); /* nothing written */
+        CHECK_EQ_U64(atomic_load(&((dmxp_header *)(void *)m)->creator_pid), 0);
+    }
+    CHECK_STATUS(dmxp_segment_format_memory_ex(&s, m, SEG_LEN, 1, 100, &err),
+                 DMXP_E_INVALID_ARGUMENT);
+    CHECK(dmxp_error_format(&err, text, sizeof text) > 0);
+    CHECK(strstr(text, "peer table of 100 records requested") != NULL);
+    const uint32_t good[] = {256, 300, 16384};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        memset(m, 0, SEG_LEN);
+        CHECK_OK(dmxp_segment_format_memory_ex(&s, m, SEG_LEN, 1, good[i], &err));
+        CHECK_EQ_U64(atomic_load(&((dmxp_header *)(void *)m)->peer_records), good[i]);
+        CHECK_EQ_U64(dmxp_segment_peer_records(&s), good[i]);
+        for (size_t k = 0; k < 8; k++)
+            CHECK_EQ_U64(atomic_load(&((dmxp_header *)(void *)m)->zero[k]), 0);
+        CHECK_EQ_U64(atomic_load(&((dmxp_header *)(void *)m)->zero32), 0);
+    }
+    free(m);
+
+    /* shm: create_shm_ex and open_or_create_shm_ex refuse 100 before creating anything. */
+    char name[64], path[96];
+    snprintf(name, sizeof name, "/dmxp_test_records_%ld", (long)getpid());
+    snprintf(path, sizeof path, "/tmp/dmxp_test_records_%ld", (long)getpid());
+    shm_unlink(name);
+    unlink(path);
+    dmxp_trust t = DMXP_TRUST_DEFAULT;
+    t.peer_records = 100;
+    CHECK_STATUS(dmxp_segment_create_shm_ex(&s, name, SEG_LEN, &t, &err),
+                 DMXP_E_INVALID_ARGUMENT);
+    CHECK(strcmp(err.field, "peer_records") == 0);
+    CHECK_STATUS(dmxp_segment_open_or_create_shm_ex(&s, name, SEG_LEN, 0, &t, NULL, &err),
+                 DMXP_E_INVALID_ARGUMENT);
+    CHECK_STATUS(dmxp_segment_create_path_ex(&s, path, SEG_LEN, &t, &err),
+                 DMXP_E_INVALID_ARGUMENT);
+    CHECK_STATUS(dmxp_segment_open_or_create_path_ex(&s, path, SEG_LEN, 0, &t, NULL, &err),
+                 DMXP_E_INVALID_ARGUMENT);
+    CHECK_STATUS(dmxp_segment_open_shm(&s, name, 0, &err), DMXP_E_NO_SEGMENT);
+    CHECK_STATUS(dmxp_segment_open_path(&s, path, 0, &err), DMXP_E_NO_SEGMENT);
+    /* 1024: the header says so, and every attacher reads it. */
+    t.peer_records = 1024;
+    CHECK_OK(dmxp_segment_create_shm_ex(&s, name, SEG_LEN, &t, &err));
+    CHECK_EQ_U64(atomic_load(&dmxp__hdr(&s)->peer_records), 1024);
+    CHECK_EQ_U64(dmxp_segment_peer_records(&s), 1024);
+    struct stat st;
+    char file[96];
+    snprintf(file, sizeof file, "/dev/shm%s", name);
+    CHECK(stat(file, &st) == 0 && (st.st_mode & 0777) == 0600);
+    dmxp_segment_close(&s);
+    CHECK_STATUS(dmxp_segment_create_shm_ex(&s, name, SEG_LEN, &t, &err), DMXP_E_SEGMENT_EXISTS);
+    CHECK_OK(dmxp_segment_open_shm(&s, name, 0, &err));
+    CHECK_EQ_U64(dmxp_segment_peer_records(&s), 1024);
+    dmxp_segment_close(&s);
+    /* An existing segment keeps its creator's choice, whatever the attacher asks for. */
+    int created = 7;
+    t.peer_records = 2048;
+    CHECK_OK(dmxp_segment_open_or_create_shm_ex(&s, name, SEG_LEN, 0, &t, &created, &err));
+    CHECK_EQ_U64(created, 0);
+    CHECK_EQ_U64(dmxp_segment_peer_records(&s), 1024);
+    dmxp_segment_close(&s);
+    CHECK_OK(dmxp_shm_unlink(name, &err));
+    CHECK_OK(dmxp_segment_open_or_create_shm_ex(&s, name, SEG_LEN, 0, &t, &created, &err));
+    CHECK_EQ_U64(created, 1);
+    CHECK_EQ_U64(dmxp_segment_peer_records(&s), 2048);
+    dmxp_segment_close(&s);
+    CHECK_OK(dmxp_shm_unlink(name, &err));
+    /* The calls without a choice make the default table. */
+    CHECK_OK(dmxp_segment_create_shm(&s, name, SEG_LEN, 0600, &err));
+    CHECK_EQ_U64(atomic_load(&dmxp__hdr(&s)->peer_records), 0);
+    CHECK_EQ_U64(dmxp_segment_peer_records(&s), DMXP_PEER_RECORDS);
+    dmxp_segment_close(&s);
+    CHECK_OK(dmxp_shm_unlink(name, &err));
+    /* Files: the same through create_path_ex and open_or_create_path_ex. */
+    t.peer_records = 512;
+    CHECK_OK(dmxp_segment_create_path_ex(&s, path, SEG_LEN, &t, &err));
+    CHECK_EQ_U64(atomic_load(&dmxp__hdr(&s)->peer_records), 512);
+    dmxp_segment_close(&s);
+    CHECK_OK(dmxp_segment_open_path(&s, path, 0, &err));
+    CHECK_EQ_U64(dmxp_segment_peer_records(&s), 512);
+    dmxp_segment_close(&s);
+    CHECK(unlink(path) == 0);
+    t.peer_records = 300;
+    CHECK_OK(dmxp_segment_open_or_create_path_ex(&s, path, SEG_LEN, 0, &t, &created, &err));
+    CHECK_EQ_U64(created, 1);
+    CHECK_EQ_U64(dmxp_segment_peer_records(&s), 300);
+    dmxp_segment_close(&s);
+    CHECK(unlink(path) == 0);
+}
+
 /* §11.1 / §11.3: the table is installed by the first registration, records are taken and
  * freed, a full table or a full segment leaves the handle working without protection. */
 static void peer_registration(void) {
@@ -579,6 +774,8 @@ int main(void) {
     hostile_cursors();
     adopt_band_cursor();
     peer_table_checks();
+    peer_records_checks();
+    peer_records_creation();
     peer_registration();
     liveness();
 
@@ -588,6 +785,11 @@ int main(void) {
         CHECK(dmxp_status_name((dmxp_status)s) != NULL);
     }
     CHECK(strcmp(dmxp_status_name(DMXP_E_BAD_MAGIC), "DMXP_E_BAD_MAGIC") == 0);
+    CHECK(strcmp(dmxp_status_name(DMXP_E_PEER_RECORDS_OUT_OF_RANGE),
+                 "DMXP_E_PEER_RECORDS_OUT_OF_RANGE") == 0);
+    CHECK(strcmp(dmxp_status_field(DMXP_E_PEER_RECORDS_OUT_OF_RANGE), "peer_records") == 0);
+    CHECK(strcmp(dmxp_strerror(DMXP_E_PEER_RECORDS_OUT_OF_RANGE),
+                 "corrupt segment: peer_records out of range") == 0);
     free(mem);
     TEST_DONE("test_validation");
 }

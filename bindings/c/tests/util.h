@@ -19,7 +19,8 @@ static inline dmxp_peer_record *peer_table_of(const dmxp_segment *seg) {
 static inline int records_of(const dmxp_segment *seg, uint32_t pid) {
     dmxp_peer_record *t = peer_table_of(seg);
     int n = 0;
-    for (uint32_t i = 0; i < DMXP_PEER_RECORDS; i++) n += atomic_load(&t[i].pid) == pid;
+    for (uint32_t i = 0; i < dmxp_segment_peer_records(seg); i++)
+        n += atomic_load(&t[i].pid) == pid;
     return n;
 }
 
