@@ -1118,7 +1118,7 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
             return Err(SendError::ReservedFlags { flags: meta.flags });
         }
         // Bytes past `len` in the last word are zero, as on the copying path.
-        if len % 8 != 0 {
+        if !len.is_multiple_of(8) {
             let word = &self.channel.slot(self.position).payload[len / 8];
             let keep = (1u64 << ((len % 8) * 8)) - 1;
             word.store(word.load(Relaxed) & keep, Relaxed);

@@ -102,7 +102,7 @@ impl<'a> Region<'a> {
             addr: 0,
             align: SEGMENT_ALIGN,
         })?;
-        if base.as_ptr() as usize % SEGMENT_ALIGN != 0 {
+        if !(base.as_ptr() as usize).is_multiple_of(SEGMENT_ALIGN) {
             return Err(Error::RegionMisaligned {
                 addr: base.as_ptr() as usize,
                 align: SEGMENT_ALIGN,
@@ -139,7 +139,7 @@ impl<'a> Region<'a> {
     pub fn view_slice<T: SharedView>(&self, offset: usize, count: usize) -> Option<&'a [T]> {
         let bytes = size_of::<T>().checked_mul(count)?;
         let end = offset.checked_add(bytes)?;
-        if end > self.len || offset % align_of::<T>() != 0 {
+        if end > self.len || !offset.is_multiple_of(align_of::<T>()) {
             return None;
         }
         // SAFETY: `offset + bytes <= len`, so the range lies inside the region, which is valid

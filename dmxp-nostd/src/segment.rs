@@ -652,7 +652,10 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
                     Err(current) => current,
                 };
             }
-            if start < HEADER_SIZE as u64 || start > self.len || start % SLOT_ALIGN as u64 != 0 {
+            if start < HEADER_SIZE as u64
+                || start > self.len
+                || !start.is_multiple_of(SLOT_ALIGN as u64)
+            {
                 return Err(Corruption::BandCursorOutOfRange {
                     found: start,
                     segment_len: self.len,

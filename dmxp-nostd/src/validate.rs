@@ -113,7 +113,9 @@ pub fn validate_header(header: &HeaderFields, available: u64) -> Result<u64, Err
     };
     let cursor = header.band_cursor;
     if cursor != 0
-        && (cursor < HEADER_SIZE as u64 || cursor > segment_len || cursor % SLOT_ALIGN as u64 != 0)
+        && (cursor < HEADER_SIZE as u64
+            || cursor > segment_len
+            || !cursor.is_multiple_of(SLOT_ALIGN as u64))
     {
         return Err(Corruption::BandCursorOutOfRange {
             found: cursor,
@@ -144,7 +146,9 @@ pub fn check_peer_table_range(
     let fits = offset
         .checked_add(peer_table_len(records))
         .is_some_and(|end| end <= segment_len);
-    if offset != 0 && (offset % SLOT_ALIGN as u64 != 0 || offset < HEADER_SIZE as u64 || !fits) {
+    if offset != 0
+        && (!offset.is_multiple_of(SLOT_ALIGN as u64) || offset < HEADER_SIZE as u64 || !fits)
+    {
         return Err(Corruption::PeerTableOutOfRange {
             found: offset,
             segment_len,
@@ -215,7 +219,7 @@ pub fn validate_entry(
         return Err(Corruption::CapacityTooLarge { channel, capacity });
     }
     let band_offset = entry.band_offset;
-    if band_offset % SLOT_ALIGN as u64 != 0 {
+    if !band_offset.is_multiple_of(SLOT_ALIGN as u64) {
         return Err(Corruption::BandMisaligned {
             channel,
             band_offset,

@@ -160,7 +160,7 @@ impl Shared {
         } else {
             std::thread::yield_now();
         }
-        if *idle % 4096 == 0 {
+        if (*idle).is_multiple_of(4096) {
             let now = self.started.elapsed().as_millis() as u64;
             let last = self.last_progress_ms.load(Relaxed);
             if now.saturating_sub(last) > STALL_LIMIT.as_millis() as u64 {

@@ -205,7 +205,7 @@ fn child_scribble_producer() {
         };
         // Re-open after anything unusual, and now and then anyway, so that attach and
         // validation also run against the scribbled segment.
-        if reopen || i % 512 == 0 {
+        if reopen || i.is_multiple_of(512) {
             producer = None;
         }
     }
@@ -274,7 +274,7 @@ fn child_scribble_consumer() {
             *tally.errors.entry("Dropped(stats)".into()).or_default() += dropped - corrupt_seen;
             corrupt_seen = dropped;
         }
-        if reopen || i % 512 == 0 {
+        if reopen || i.is_multiple_of(512) {
             consumer = None;
             corrupt_seen = 0;
         }
@@ -429,7 +429,7 @@ impl Scribbler {
             let live_offset = self.read_u64(entry + 16);
             if (2..=1 << 12).contains(&live_capacity)
                 && live_capacity.is_power_of_two()
-                && live_offset % 64 == 0
+                && live_offset.is_multiple_of(64)
                 && live_offset
                     .checked_add(live_capacity * SLOT_SIZE as u64)
                     .is_some_and(|end| end <= self.len)

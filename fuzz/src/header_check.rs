@@ -118,7 +118,7 @@ fn check_accepted(bytes: &[u8], info: &SegmentInfo) {
     assert!(
         cursor == 0
             || ((HEADER_SIZE as u64..=segment_len).contains(&cursor)
-                && cursor % SLOT_ALIGN as u64 == 0),
+                && cursor.is_multiple_of(SLOT_ALIGN as u64)),
         "accepted band_cursor {cursor}"
     );
 
@@ -132,7 +132,7 @@ fn check_accepted(bytes: &[u8], info: &SegmentInfo) {
     assert_eq!(info.header.peer_table_offset, table);
     if table != 0 {
         assert!(
-            table % SLOT_ALIGN as u64 == 0
+            table.is_multiple_of(SLOT_ALIGN as u64)
                 && table >= HEADER_SIZE as u64
                 && table
                     .checked_add(table_bytes)

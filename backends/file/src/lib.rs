@@ -308,7 +308,7 @@ impl FileSegment {
             .len(len)
             .map_raw(&file)
             .map_err(|e| annotate(e, "mmap", path))?;
-        if map.as_mut_ptr() as usize % SEGMENT_ALIGN != 0 {
+        if !(map.as_mut_ptr() as usize).is_multiple_of(SEGMENT_ALIGN) {
             // Never happens (mmap returns page-aligned addresses); checked so `region` holds.
             return Err(io::Error::other("mmap returned a misaligned address"));
         }

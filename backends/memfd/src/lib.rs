@@ -285,7 +285,7 @@ impl MemfdSegment {
         .map_err(|e| annotate(e, "mmap"))?;
         let base = NonNull::new(ptr).ok_or_else(|| io::Error::other("mmap returned null"))?;
         let segment = MemfdSegment { fd, base, len };
-        if ptr as usize % SEGMENT_ALIGN != 0 {
+        if !(ptr as usize).is_multiple_of(SEGMENT_ALIGN) {
             // Never happens (mmap returns page-aligned addresses); checked so `region` holds.
             return Err(io::Error::other("mmap returned a misaligned address"));
         }

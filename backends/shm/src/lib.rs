@@ -314,7 +314,7 @@ impl ShmSegment {
             len,
             owner_uid,
         };
-        if ptr as usize % SEGMENT_ALIGN != 0 {
+        if !(ptr as usize).is_multiple_of(SEGMENT_ALIGN) {
             // Never happens (mmap returns page-aligned addresses); checked so `region` holds.
             return Err(io::Error::other("mmap returned a misaligned address"));
         }
