@@ -67,6 +67,14 @@ pub enum ErrorKind {
         owner: Option<u32>,
         mode: Option<u32>,
     },
+    /// A typed receive ([`Consumer::receive_value`](crate::Consumer::receive_value)) found a
+    /// message of `found` bytes where its type has `expected`: the message (position
+    /// `message_id`) was consumed, and nothing else was.
+    WrongSize {
+        expected: usize,
+        found: usize,
+        message_id: u64,
+    },
 }
 
 /// The facade's error: a kind, a one-line message, and the underlying OS error if any.
@@ -239,6 +247,7 @@ impl Error {
             ErrorKind::TooLarge { .. }
             | ErrorKind::BufferTooSmall { .. }
             | ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
+            ErrorKind::WrongSize { .. } => io::ErrorKind::InvalidData,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
             ErrorKind::Corrupt { .. } | ErrorKind::Lost { .. } => io::ErrorKind::InvalidData,
             ErrorKind::Revoked { .. } => io::ErrorKind::Interrupted,

@@ -96,6 +96,7 @@ mod memory;
 pub mod pattern;
 mod producer;
 mod recovery;
+mod typed;
 mod wait;
 
 pub use dmxp_nostd::{PeerInfo, PeerRole, RepairReport};

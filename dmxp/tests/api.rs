@@ -624,3 +624,72 @@ fn a_peer_table_size_no_segment_may_have_is_invalid_input() {
         ErrorKind::NotFound
     );
 }
+
+/// A plain record as an application would send it.
+#[derive(
+    zerocopy::IntoBytes,
+    zerocopy::FromBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+    Debug,
+    PartialEq,
+    Clone,
+    Copy,
+)]
+#[repr(C)]
+struct Reading {
+    sensor: u32,
+    flags: u32,
+    value: f64,
+    at_ns: u64,
+}
+
+#[test]
+fn typed_values_round_trip_and_a_wrong_size_is_a_typed_error() {
+    let name = ShmName::new("typed");
+    let producer = builder(&name).with_capacity(8).build_producer().unwrap();
+    let consumer = builder(&name).build_consumer().unwrap();
+    let readings: Vec<Reading> = (0..5)
+        .map(|i| Reading {
+            sensor: i,
+            flags: 0x5a5a_0000 | i,
+            value: f64::from(i) * 1.5,
+            at_ns: 1_000 + u64::from(i),
+        })
+        .collect();
+    for reading in &readings {
+        producer.send_value(reading).unwrap();
+    }
+    producer.send(b"not a reading").unwrap();
+    producer
+        .send_value_timeout(&readings[0], Duration::from_secs(1))
+        .unwrap();
+
+    for reading in &readings {
+        assert_eq!(consumer.receive_value::<Reading>().unwrap(), Some(*reading));
+    }
+    let err = consumer.receive_value::<Reading>().unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::WrongSize {
+            expected: 24,
+            found: 13,
+            message_id: 5
+        }
+    );
+    assert!(err.to_string().contains("message 5 has 13 bytes"), "{err}");
+    // Only the bad message was consumed: the next one is still there.
+    assert_eq!(
+        consumer
+            .receive_value_timeout::<Reading>(Duration::from_secs(1))
+            .unwrap(),
+        Some(readings[0])
+    );
+    assert_eq!(consumer.receive_value::<Reading>().unwrap(), None);
+    assert_eq!(
+        consumer
+            .receive_value_timeout::<Reading>(Duration::from_millis(1))
+            .unwrap(),
+        None
+    );
+}
