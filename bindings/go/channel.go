@@ -12,14 +12,22 @@ import (
 
 // Meta is a message's metadata (PROTOCOL.md §2.5, §8).
 type Meta struct {
-	MessageID     uint64
-	TimestampNs   uint64
-	ChannelID     uint32
-	MessageType   uint32
-	SenderPID     uint32
+	// MessageID is the position the message took in the channel: 0, 1, 2, ... per channel.
+	MessageID uint64
+	// TimestampNs is the sender's CLOCK_MONOTONIC nanoseconds (SendOptions.TimestampNs).
+	TimestampNs uint64
+	// ChannelID is the channel the message was sent on.
+	ChannelID uint32
+	// MessageType is application-defined (SendOptions.MessageType).
+	MessageType uint32
+	// SenderPID is the sending process's pid.
+	SenderPID uint32
+	// SenderRuntime is the sender's client: RuntimeRust, RuntimeC, RuntimePython, RuntimeGo.
 	SenderRuntime uint16
-	Flags         uint16
-	PayloadLen    uint32
+	// Flags are the message's flags; its ApplicationFlagsMask bits are SendOptions.Flags.
+	Flags uint16
+	// PayloadLen is the payload's length: a receive's payload is buf[:PayloadLen].
+	PayloadLen uint32
 }
 
 // SendOptions is what a sender stamps on a message besides the payload. sender_pid (this

@@ -2,11 +2,32 @@
 // DMXP segment and sends and receives on its channels following docs/PROTOCOL.md (layout
 // version 1), interoperating with the Rust, C and Python clients on the same segment.
 //
-// Segments: Open, OpenPath and OpenFd attach to an existing segment (waiting, up to
+// A producer creates (or attaches to) a segment and a channel, and sends:
+//
+//	seg, err := dmxp.OpenOrCreate("/dmxp_quickstart", &dmxp.Options{Size: 1 << 20})
+//	ch, _, err := seg.OpenOrCreateChannel(0, 64, time.Second)
+//	_, err = ch.Send([]byte("hello"))
+//
+// A consumer, in another process, attaches and receives:
+//
+//	seg, err := dmxp.Open("/dmxp_quickstart", nil) // ErrNotFound until it exists
+//	ch, err := seg.WaitChannel(0, 10*time.Second)
+//	buf := make([]byte, dmxp.MsgInline)
+//	meta, err := ch.Receive(buf) // the payload is buf[:meta.PayloadLen]
+//
+// The package examples, and README.md in this directory, show it whole, with the error
+// checks.
+//
+// # Segments
+//
+// Open, OpenPath and OpenFd attach to an existing segment (waiting, up to
 // Options.Timeout, while its creator is still formatting it) and validate its header;
 // Create/CreatePath make one exclusively (O_CREAT|O_EXCL, mode 0600 by default) and format it
 // with the magic stored last; OpenOrCreate does either. A POSIX shm name such as "/dmxp_alloc"
-// is the file /dev/shm/dmxp_alloc.
+// is the file /dev/shm/dmxp_alloc. Open and OpenPath fail at once, with a
+// *SegmentNotFoundError matching ErrNotFound, when there is no segment yet.
+//
+// # Trust
 //
 // Trust (PROTOCOL.md §3.4): before mapping a segment it did not just create exclusively,
 // Open, OpenPath and OpenOrCreate* check the opened descriptor with fstat: it must be a
@@ -25,13 +46,19 @@
 // owner check (access by descriptor is the caller's choice). The client never reformats an
 // existing segment, abandoned or not (§3.3).
 //
-// Channels: Segment.OpenChannel validates an entry (and that its band overlaps no other) and
+// # Channels
+//
+// Segment.OpenChannel validates an entry (and that its band overlaps no other) and
 // caches its geometry; Segment.OpenOrCreateChannel claims an empty entry by CAS on its state
 // word, carves the band from the header's band cursor by CAS, initialises the slots and
 // publishes the capacity. A Channel is safe for concurrent use by any number of goroutines
-// and processes (a registered one, below, by one goroutine per role).
+// and processes (a registered one, below, by one goroutine per role). OpenChannel does not
+// wait (ErrNotFound, ErrBeingCreated); WaitChannel waits up to its timeout for the channel to
+// be created.
 //
-// Messages: TrySend / TrySendWith / TrySendBatch never wait (ErrFull); Send, SendTimeout,
+// # Messages
+//
+// TrySend / TrySendWith / TrySendBatch never wait (ErrFull); Send, SendTimeout,
 // SendWith and SendBatch sleep on the channel's futex word while the ring is full.
 // TryReceive / TryReceiveBatch do not wait for a message (ErrEmpty); Receive and
 // ReceiveTimeout sleep while the ring is empty. Empty means nothing is queued (PROTOCOL.md
@@ -42,17 +69,28 @@
 // the ring, and a sender or receiver makes a FUTEX_WAKE system call only when a peer is
 // registered as waiting.
 //
-// Memory model: every access to the mapping is a sync/atomic operation on an aligned word
+// # Memory model
+//
+// Every access to the mapping is a sync/atomic operation on an aligned word
 // (payloads are copied as little-endian 8-byte words). Go has no 16-bit atomics, so the meta
 // fields sender_runtime and flags (two u16 at slot offsets 36 and 38) are read and written
 // together as the one aligned 32-bit word they share. Go's atomics are sequentially
 // consistent, which implies every acquire, release and fence the protocol asks for.
 //
+// # Errors
+//
 // Errors are typed: *CorruptionError (Kind, Field, Channel, Value; matches ErrCorrupt and, by
-// kind, ErrBadMagic or ErrUnsupportedVersion), *UntrustedError (ErrUntrusted), *NotFoundError,
-// *BeingCreatedError, *TooLargeError, *BufferTooSmallError, *LostError, *CorruptMessageError,
-// *RevokedError and others, each matching a sentinel with errors.Is; ErrFull, ErrEmpty,
-// ErrBusy, ErrTimeout and ErrNotReady are plain sentinels.
+// kind, ErrBadMagic or ErrUnsupportedVersion), *UntrustedError (ErrUntrusted),
+// *SegmentNotFoundError and *NotFoundError (ErrNotFound: no such segment, no such channel),
+// *SegmentExistsError and *ExistsError (ErrExists), *BeingCreatedError, *TooLargeError,
+// *BufferTooSmallError, *LostError, *CorruptMessageError, *RevokedError and others, each
+// matching a sentinel with errors.Is; ErrFull, ErrEmpty, ErrBusy, ErrTimeout and ErrNotReady
+// are plain sentinels. The segment errors wrap the *fs.PathError of the failed system call,
+// so a missing segment also matches fs.ErrNotExist, and an existing one fs.ErrExist. Other
+// failed system calls keep the operating system's error (an *fs.PathError naming the call
+// and the file, where there is one).
+//
+// # Crash recovery
 //
 // Crash recovery (PROTOCOL.md §11): Channel.Register(RoleProducer or RoleConsumer) takes a
 // record in the segment's peer table (carving the table from the band area on first use) and
@@ -82,12 +120,16 @@
 // and whoever frees the record of a dead peer (Recover or a registration) gives that count
 // back (§11.9), so wakers stop making futex calls for it.
 //
+// # Stopped peers
+//
 // Stopped peers (PROTOCOL.md §11.8): a position that stays stuck for the handle's unblock
 // timeout (UnblockTimeout, 1 s, by default; Channel.SetUnblockTimeout changes it, 0 or less
 // never unblocks) is repaired even though its holder is alive: after a repair pass that did
 // not move it, a producer's unpublished claim gets a LOST tombstone and a consumer's unfreed
 // claim is freed, and the other side is woken. The holder's peer record is left to it; the
 // holder learns of the repair by revocation, below.
+//
+// # Revocation
 //
 // Revocation (PROTOCOL.md §11.7): a repair may take a position from a peer that was misjudged
 // dead. So a send writes the payload, checks the position is still claimed, writes the
@@ -97,5 +139,7 @@
 // Batches finish each position on their own: revoked positions are counted (BatchResult,
 // Stats.Revoked) and not delivered.
 //
-// Lifetime: Segment.Close unmaps the segment; no Channel of it may be used afterwards.
+// # Lifetime
+//
+// Segment.Close unmaps the segment; no Channel of it may be used afterwards.
 package dmxp

@@ -19,12 +19,14 @@ var (
 	ErrBadMagic = errors.New("dmxp: bad magic")
 	// ErrUnsupportedVersion matches a *CorruptionError of kind UnsupportedVersion.
 	ErrUnsupportedVersion = errors.New("dmxp: unsupported version")
-	// ErrNotFound matches a *NotFoundError.
-	ErrNotFound = errors.New("dmxp: channel does not exist")
+	// ErrNotFound matches a *NotFoundError (no such channel) and a *SegmentNotFoundError (no
+	// segment under the name or path an attach or Unlink was given).
+	ErrNotFound = errors.New("dmxp: segment or channel does not exist")
 	// ErrBeingCreated matches a *BeingCreatedError.
 	ErrBeingCreated = errors.New("dmxp: channel is being created")
-	// ErrExists matches a *ExistsError.
-	ErrExists = errors.New("dmxp: channel already exists")
+	// ErrExists matches a *ExistsError (a strict channel create found the channel) and a
+	// *SegmentExistsError (Create or CreatePath found something under the name or path).
+	ErrExists = errors.New("dmxp: segment or channel already exists")
 	// ErrFull: every slot holds an unconsumed message.
 	ErrFull = errors.New("dmxp: channel full")
 	// ErrEmpty: nothing is queued: no published message at the head, and none behind a head
@@ -114,6 +116,8 @@ var kindNames = map[CorruptionKind]string{
 	PeerRecordsOutOfRange: "PeerRecordsOutOfRange",
 }
 
+// String is the kind's name as the Rust core spells it (ChannelIDMismatch is
+// "ChannelIdMismatch"), or CorruptionKind(n) for an unknown kind.
 func (k CorruptionKind) String() string {
 	if name, ok := kindNames[k]; ok {
 		return name
@@ -184,6 +188,7 @@ func corruptEntry(kind CorruptionKind, channel uint32, value uint64) *Corruption
 	return &CorruptionError{Kind: kind, Field: kind.field(), Channel: int(channel), Value: value, Other: -1}
 }
 
+// Error implements the error interface.
 func (e *CorruptionError) Error() string {
 	prefix := "dmxp: corrupt segment: "
 	if e.Channel >= 0 {
@@ -253,17 +258,67 @@ func (e *CorruptionError) Is(target error) bool {
 // NotFoundError: no channel with this id has been created.
 type NotFoundError struct{ Channel uint32 }
 
+// Error implements the error interface.
 func (e *NotFoundError) Error() string {
 	return fmt.Sprintf("dmxp: channel %d does not exist", e.Channel)
 }
+
+// Is matches ErrNotFound.
 func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// SegmentNotFoundError: Open, OpenPath or Unlink found no segment under the name or path (or
+// no directory where a file segment's path says); OpenOrCreate and OpenOrCreatePath report
+// one when a segment they found was removed and retrying ran out of Options.Timeout. It
+// matches ErrNotFound and, through Unwrap, fs.ErrNotExist and the *fs.PathError of the failed
+// system call.
+type SegmentNotFoundError struct {
+	// Segment names what was looked for: "shm segment /name" or "file segment path".
+	Segment string
+	// Err is the failed system call's error, an *fs.PathError (ENOENT).
+	Err error
+}
+
+// Error names the segment and the failed system call.
+func (e *SegmentNotFoundError) Error() string {
+	return fmt.Sprintf("dmxp: %s does not exist (%v)", e.Segment, e.Err)
+}
+
+// Is matches ErrNotFound.
+func (e *SegmentNotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// Unwrap returns the system call's error (it matches fs.ErrNotExist).
+func (e *SegmentNotFoundError) Unwrap() error { return e.Err }
+
+// SegmentExistsError: Create or CreatePath found something under the name or path (a
+// segment, any other file, or a symbolic link, which is never followed). It matches ErrExists
+// and, through Unwrap, fs.ErrExist and the *fs.PathError of the failed system call.
+type SegmentExistsError struct {
+	// Segment names what was to be created: "shm segment /name" or "file segment path".
+	Segment string
+	// Err is the failed system call's error, an *fs.PathError (EEXIST).
+	Err error
+}
+
+// Error names the segment and the failed system call.
+func (e *SegmentExistsError) Error() string {
+	return fmt.Sprintf("dmxp: %s already exists (%v)", e.Segment, e.Err)
+}
+
+// Is matches ErrExists.
+func (e *SegmentExistsError) Is(target error) bool { return target == ErrExists }
+
+// Unwrap returns the system call's error (it matches fs.ErrExist).
+func (e *SegmentExistsError) Unwrap() error { return e.Err }
 
 // BeingCreatedError: another process holds the creation claim of this channel right now.
 type BeingCreatedError struct{ Channel uint32 }
 
+// Error implements the error interface.
 func (e *BeingCreatedError) Error() string {
 	return fmt.Sprintf("dmxp: channel %d is being created by another process", e.Channel)
 }
+
+// Is matches ErrBeingCreated.
 func (e *BeingCreatedError) Is(target error) bool { return target == ErrBeingCreated }
 
 // ExistsError: a strict create found the channel already created.
@@ -272,42 +327,57 @@ type ExistsError struct {
 	Capacity uint64
 }
 
+// Error implements the error interface.
 func (e *ExistsError) Error() string {
 	return fmt.Sprintf("dmxp: channel %d already exists with capacity %d", e.Channel, e.Capacity)
 }
+
+// Is matches ErrExists.
 func (e *ExistsError) Is(target error) bool { return target == ErrExists }
 
 // TooLargeError: a payload longer than a slot holds.
 type TooLargeError struct{ Len, Limit int }
 
+// Error implements the error interface.
 func (e *TooLargeError) Error() string {
 	return fmt.Sprintf("dmxp: message of %d bytes exceeds the %d-byte limit", e.Len, e.Limit)
 }
+
+// Is matches ErrTooLarge.
 func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }
 
 // ReservedFlagsError: a send asked for flags in the protocol's 0x00FF.
 type ReservedFlagsError struct{ Flags uint16 }
 
+// Error implements the error interface.
 func (e *ReservedFlagsError) Error() string {
 	return fmt.Sprintf("dmxp: flags 0x%04x set protocol-reserved bits (0x00ff)", e.Flags)
 }
+
+// Is matches ErrReservedFlags.
 func (e *ReservedFlagsError) Is(target error) bool { return target == ErrReservedFlags }
 
 // BufferTooSmallError: the next message is longer than the buffer; nothing was consumed.
 type BufferTooSmallError struct{ Needed, Available int }
 
+// Error implements the error interface.
 func (e *BufferTooSmallError) Error() string {
 	return fmt.Sprintf("dmxp: buffer of %d bytes too small for a %d-byte message", e.Available, e.Needed)
 }
+
+// Is matches ErrBufferTooSmall.
 func (e *BufferTooSmallError) Is(target error) bool { return target == ErrBufferTooSmall }
 
 // LostError: a LOST tombstone was consumed at MessageID: its producer died mid-send, or held
 // the position unpublished past a peer's unblock timeout (PROTOCOL.md §11.8).
 type LostError struct{ MessageID uint64 }
 
+// Error implements the error interface.
 func (e *LostError) Error() string {
 	return fmt.Sprintf("dmxp: message %d lost: its producer died or stopped mid-send", e.MessageID)
 }
+
+// Is matches ErrLost.
 func (e *LostError) Is(target error) bool { return target == ErrLost }
 
 // CorruptMessageError: the message at MessageID had an impossible payload_len; it was
@@ -317,51 +387,69 @@ type CorruptMessageError struct {
 	PayloadLen uint32
 }
 
+// Error implements the error interface.
 func (e *CorruptMessageError) Error() string {
 	return fmt.Sprintf("dmxp: message %d dropped: payload_len %d exceeds %d", e.MessageID, e.PayloadLen, MsgInline)
 }
+
+// Is matches ErrCorruptMessage.
 func (e *CorruptMessageError) Is(target error) bool { return target == ErrCorruptMessage }
 
 // InvalidCapacityError: a requested capacity that is not a power of two in [2, 2^32].
 type InvalidCapacityError struct{ Capacity uint64 }
 
+// Error implements the error interface.
 func (e *InvalidCapacityError) Error() string {
 	return fmt.Sprintf("dmxp: capacity %d must be a power of two between %d and %d", e.Capacity, MinCapacity, MaxCapacity)
 }
+
+// Is matches ErrInvalidArgument.
 func (e *InvalidCapacityError) Is(target error) bool { return target == ErrInvalidArgument }
 
 // InvalidPeerRecordsError: a requested peer table size (Options.PeerRecords) that is neither 0
 // nor within PeerRecords..MaxPeerRecords.
 type InvalidPeerRecordsError struct{ Records uint32 }
 
+// Error implements the error interface.
 func (e *InvalidPeerRecordsError) Error() string {
 	return fmt.Sprintf("dmxp: peer table of %d records: must be 0 (the default, %d) or between %d and %d",
 		e.Records, PeerRecords, PeerRecords, MaxPeerRecords)
 }
+
+// Is matches ErrInvalidArgument.
 func (e *InvalidPeerRecordsError) Is(target error) bool { return target == ErrInvalidArgument }
 
 // InvalidChannelIDError: a channel id at or above 256.
 type InvalidChannelIDError struct{ ID uint32 }
 
+// Error implements the error interface.
 func (e *InvalidChannelIDError) Error() string {
 	return fmt.Sprintf("dmxp: channel id %d out of range (0..%d)", e.ID, MaxChannels)
 }
+
+// Is matches ErrInvalidArgument.
 func (e *InvalidChannelIDError) Is(target error) bool { return target == ErrInvalidArgument }
 
 // OutOfSpaceError: no room left in the segment for a band of Needed bytes.
 type OutOfSpaceError struct{ Needed, Available uint64 }
 
+// Error implements the error interface.
 func (e *OutOfSpaceError) Error() string {
 	return fmt.Sprintf("dmxp: segment out of space: band needs %d bytes, %d left", e.Needed, e.Available)
 }
+
+// Is matches ErrOutOfSpace.
 func (e *OutOfSpaceError) Is(target error) bool { return target == ErrOutOfSpace }
 
 // RegionTooSmallError: memory smaller than the header (or a requested size too small).
 type RegionTooSmallError struct{ Len, Needed uint64 }
 
+// Error implements the error interface.
 func (e *RegionTooSmallError) Error() string {
 	return fmt.Sprintf("dmxp: region of %d bytes is too small: %d needed", e.Len, e.Needed)
 }
+
+// Is matches ErrRegionTooSmall.
 func (e *RegionTooSmallError) Is(target error) bool { return target == ErrRegionTooSmall }
 
 // RevokedError: a position this handle had claimed was repaired by a peer before the handle
@@ -377,10 +465,13 @@ type RevokedError struct {
 	Count int
 }
 
+// Error implements the error interface.
 func (e *RevokedError) Error() string {
 	if e.Count > 1 {
 		return fmt.Sprintf("dmxp: %d positions revoked by a repair, the first message %d", e.Count, e.MessageID)
 	}
 	return fmt.Sprintf("dmxp: message %d revoked: a peer repaired the position before this handle finished with it", e.MessageID)
 }
+
+// Is matches ErrRevoked.
 func (e *RevokedError) Is(target error) bool { return target == ErrRevoked }

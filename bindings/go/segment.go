@@ -120,9 +120,10 @@ func ShmPath(name string) (string, error) {
 }
 
 // Open attaches to the existing POSIX shm segment name, waiting up to opts.Timeout while it is
-// being created. A missing object is reported as an error matching fs.ErrNotExist; one that
-// fails the trust checks (PROTOCOL.md §3.4, see Trust) as an *UntrustedError matching
-// ErrUntrusted, before anything is mapped.
+// being created. A missing segment is reported at once, without waiting, as a
+// *SegmentNotFoundError matching ErrNotFound and fs.ErrNotExist; one that fails the trust
+// checks (PROTOCOL.md §3.4, see Trust) as an *UntrustedError matching ErrUntrusted, before
+// anything is mapped.
 func Open(name string, opts *Options) (*Segment, error) {
 	loc, err := shmLocation(name)
 	if err != nil {
@@ -135,7 +136,9 @@ func Open(name string, opts *Options) (*Segment, error) {
 // resizing it), waiting up to opts.Timeout while it is being created. The last component of
 // path must not be a symbolic link, and its directory must not be writable by others unless
 // it is sticky; the file must pass the trust checks (see Trust). Failures of these match
-// ErrUntrusted; a path with a control character fails with ErrInvalidArgument.
+// ErrUntrusted; a path with a control character fails with ErrInvalidArgument. A missing file
+// (or directory) is reported at once as a *SegmentNotFoundError matching ErrNotFound and
+// fs.ErrNotExist.
 func OpenPath(path string, opts *Options) (*Segment, error) {
 	loc, err := fileLocation(path)
 	if err != nil {
@@ -166,7 +169,9 @@ func OpenFd(fd int, opts *Options) (*Segment, error) {
 	}
 }
 
-// Create makes the POSIX shm segment name exclusively and formats it.
+// Create makes the POSIX shm segment name exclusively and formats it, as CreatePath does for
+// /dev/shm + name. An existing object under the name is reported as a *SegmentExistsError
+// matching ErrExists and fs.ErrExist.
 func Create(name string, opts *Options) (*Segment, error) {
 	loc, err := shmLocation(name)
 	if err != nil {
@@ -179,7 +184,9 @@ func Create(name string, opts *Options) (*Segment, error) {
 // symbolic link: one at path fails like any existing file; mode applied with fchmod, so the
 // umask does not narrow it; with Trust.GID given to that group first), sizes it, maps it and
 // formats it with magic stored last. Attachers that find it meanwhile wait until magic is
-// set. A directory writable by others without the sticky bit is refused (ErrUntrusted).
+// set. A directory writable by others without the sticky bit is refused (ErrUntrusted). An
+// existing file or link at path is reported as a *SegmentExistsError matching ErrExists and
+// fs.ErrExist.
 func CreatePath(path string, opts *Options) (*Segment, error) {
 	loc, err := fileLocation(path)
 	if err != nil {
@@ -207,7 +214,11 @@ func create(loc *location, opts *Options) (*Segment, error) {
 	defer syscall.Close(dirfd)
 	fd, err := syscall.Openat(dirfd, loc.base, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, mode)
 	if err != nil {
-		return nil, &os.PathError{Op: "create", Path: loc.path, Err: err}
+		perr := &os.PathError{Op: "create", Path: loc.path, Err: err}
+		if err == syscall.EEXIST {
+			return nil, &SegmentExistsError{Segment: loc.label, Err: perr}
+		}
+		return nil, perr
 	}
 	defer syscall.Close(fd)
 	seg, err := finishCreate(fd, loc.path, size, mode, records, opts.gid())
@@ -280,13 +291,14 @@ func openOrCreate(loc *location, opts *Options) (*Segment, error) {
 	}
 }
 
-// Unlink removes the POSIX shm segment name. Processes that have it mapped keep it.
+// Unlink removes the POSIX shm segment name. Processes that have it mapped keep it. A missing
+// segment is reported as a *SegmentNotFoundError (ErrNotFound, fs.ErrNotExist).
 func Unlink(name string) error {
-	path, err := ShmPath(name)
+	loc, err := shmLocation(name)
 	if err != nil {
 		return err
 	}
-	return os.Remove(path)
+	return loc.missing(os.Remove(loc.path))
 }
 
 // attach implements the attach loop of PROTOCOL.md §3.2, checking each object it opens
@@ -294,14 +306,14 @@ func Unlink(name string) error {
 func attach(loc *location, opts *Options, deadline time.Time) (*Segment, error) {
 	dirfd, err := loc.openDir()
 	if err != nil {
-		return nil, err
+		return nil, loc.missing(err)
 	}
 	defer syscall.Close(dirfd)
 	trust := opts.policy()
 	for {
 		fd, err := loc.openExisting(dirfd)
 		if err != nil {
-			return nil, err
+			return nil, loc.missing(err)
 		}
 		seg, err := attachTrusted(fd, loc, &trust)
 		syscall.Close(fd)

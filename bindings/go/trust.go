@@ -103,6 +103,7 @@ type UntrustedError struct {
 // Is matches ErrUntrusted.
 func (e *UntrustedError) Is(target error) bool { return target == ErrUntrusted }
 
+// Error implements the error interface.
 func (e *UntrustedError) Error() string {
 	prefix := "dmxp: untrusted " + e.Segment + ": "
 	switch e.Reason {
@@ -336,6 +337,15 @@ func (l *location) openDir() (int, error) {
 		}
 	}
 	return fd, nil
+}
+
+// missing reports err, from opening the location's directory or segment (or removing it), as
+// a *SegmentNotFoundError when that does not exist; other errors are returned as they are.
+func (l *location) missing(err error) error {
+	if err != nil && errors.Is(err, os.ErrNotExist) {
+		return &SegmentNotFoundError{Segment: l.label, Err: err}
+	}
+	return err
 }
 
 // openExisting opens the segment read-write without following a symbolic link. O_NONBLOCK

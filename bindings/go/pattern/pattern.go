@@ -69,6 +69,7 @@ type Error struct {
 	Len, At int
 }
 
+// Error implements the error interface.
 func (e *Error) Error() string {
 	switch e.Reason {
 	case "too short":
