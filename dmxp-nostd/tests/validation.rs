@@ -696,3 +696,71 @@ fn format_refuses_a_formatted_region() {
     let received = segment.open_channel(1).unwrap().try_recv(&mut out).unwrap();
     assert_eq!(&out[..received.len], b"keep me");
 }
+
+/// Offset of `peer_table_offset` in the header.
+const PEER_TABLE_AT: usize = 48;
+/// A default peer table: 256 records of 64 bytes.
+const TABLE: u64 = 16_384;
+
+/// Channel 0 of 4 slots at `band`, and room for two peer tables: the header, then 2 × 16 KiB
+/// and the band in some order, `peer_table_offset` set to `table`.
+fn with_table(band: u64, table: u64) -> SegmentBuf {
+    let len = HEADER + 4 * 1_088 + 2 * TABLE;
+    let mut buf = SegmentBuf::new(len as usize);
+    {
+        let segment = Segment::format(buf.region(), PID).unwrap();
+        segment.create_channel(0, 4, PID).unwrap();
+    }
+    buf.write_u64(ENTRY0 + BAND_OFFSET, band);
+    buf.write_u64(PEER_TABLE_AT, table);
+    buf
+}
+
+#[test]
+fn a_peer_table_right_after_a_band_or_right_before_it_is_valid() {
+    let band_end = BAND0 + 4 * 1_088;
+    let after = with_table(BAND0, band_end);
+    let info = parse_segment(after.bytes()).unwrap();
+    assert_eq!(info.header.peer_table_offset, band_end);
+
+    // At the first byte past the header, with the band moved to start where it ends.
+    let before = with_table(HEADER + TABLE, HEADER);
+    let info = parse_segment(before.bytes()).unwrap();
+    assert_eq!(info.channels[0].band_offset, HEADER + TABLE);
+}
+
+#[test]
+fn a_peer_table_sharing_one_record_with_a_band_is_refused() {
+    let band_end = BAND0 + 4 * 1_088;
+    // Its first record on the band's last 64 bytes.
+    let overlapping_end = with_table(BAND0, band_end - 64);
+    let expected = Error::Corrupt(Corruption::PeerTableOverlapsBand {
+        peer_table_offset: band_end - 64,
+        channel: 0,
+    });
+    assert_eq!(parse_err(overlapping_end.bytes()), expected);
+
+    // Its last record on the band's first 64 bytes.
+    let overlapping_start = with_table(HEADER + TABLE - 64, HEADER);
+    assert_eq!(
+        parse_err(overlapping_start.bytes()),
+        Error::Corrupt(Corruption::PeerTableOverlapsBand {
+            peer_table_offset: HEADER,
+            channel: 0,
+        })
+    );
+}
+
+#[test]
+fn a_peer_table_inside_the_header_or_misaligned_is_out_of_range() {
+    let band_end = BAND0 + 4 * 1_088;
+    for bad in [HEADER - 64, band_end + 8] {
+        let mut buf = with_table(BAND0, bad);
+        let expected = Corruption::PeerTableOutOfRange {
+            found: bad,
+            segment_len: buf.len() as u64,
+        };
+        assert_eq!(parse_err(buf.bytes()), Error::Corrupt(expected));
+        assert_eq!(attach_err(buf.region()), Error::Corrupt(expected));
+    }
+}
