@@ -35,10 +35,27 @@ pub fn snapshot(source: &Source) -> Result<Report> {
     Ok(report)
 }
 
+/// The one line that says `source` is not a DMXP segment, when the report found it is not.
+pub fn not_a_segment(source: &Source, report: &Report) -> Option<String> {
+    report
+        .not_a_segment()
+        .map(|why| format!("{} is not a DMXP segment: {why}", source.object()))
+}
+
 pub fn run(args: InspectArgs) -> Result<Outcome> {
     let source = args.segment.source();
     let report = snapshot(&source)?;
     let mut out = io::stdout().lock();
+    if let Some(line) = not_a_segment(&source, &report) {
+        // The JSON report (short: the header as read and that one problem) stays on stdout
+        // for scripts; a person gets the one line.
+        if args.json {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+            out.flush()?;
+        }
+        return Ok(Outcome::Failure(line));
+    }
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
@@ -66,9 +83,14 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
+/// The fields at fault, each once, in the order first found.
 fn field_list(report: &Report) -> String {
-    let mut fields: Vec<&str> = report.problems.iter().map(|p| p.field).collect();
-    fields.dedup();
+    let mut fields: Vec<&str> = Vec::new();
+    for p in &report.problems {
+        if !fields.contains(&p.field) {
+            fields.push(p.field);
+        }
+    }
     fields.join(", ")
 }
 
@@ -128,8 +150,8 @@ fn write_human(out: &mut impl Write, source: &Source, report: &Report) -> io::Re
             "TAIL",
             "DEPTH",
             "PEERS",
-            "RECV_WAITERS",
-            "SEND_WAITERS",
+            "NOT_EMPTY_WAITERS",
+            "NOT_FULL_WAITERS",
             "CREATOR_PID",
             "BAND_OFFSET",
         ]
@@ -194,40 +216,42 @@ fn write_stuck(out: &mut impl Write, report: &Report) -> io::Result<()> {
     Ok(())
 }
 
-/// The peer table section: one row per taken record.
-fn write_peers(out: &mut impl Write, report: &Report) -> io::Result<()> {
+/// The line that opens the peer table section: why the records were not read, or how many
+/// are taken and how many of those are dead.
+pub fn peers_line(report: &Report) -> String {
     let offset = report.header.as_ref().map_or(0, |h| h.peer_table_offset);
     match report.peer_table {
-        "none" => return writeln!(out, "peers: none (no peer table yet)"),
+        "none" => "peers: none (no peer table yet)".into(),
         "invalid" => {
             let field = match report.problems.iter().any(|p| p.field == "peer_records") {
                 true => "peer_records",
                 false => "peer_table_offset",
             };
-            return writeln!(out, "peers: not read ({field} is invalid)");
+            format!("peers: not read ({field} is invalid)")
         }
-        "skipped" => return writeln!(out, "peers: not read (the header is invalid)"),
-        "unreadable" => {
-            return writeln!(
-                out,
-                "peers: unreadable: {}",
-                report
-                    .peer_table_error
-                    .as_deref()
-                    .unwrap_or("unknown error")
-            )
-        }
-        _ => {}
+        "skipped" => "peers: not read (the header is invalid)".into(),
+        "unreadable" => format!(
+            "peers: unreadable: {}",
+            report
+                .peer_table_error
+                .as_deref()
+                .unwrap_or("unknown error")
+        ),
+        _ if report.peers.is_empty() => format!("peers: none registered (peer table at {offset})"),
+        _ => format!(
+            "peers: {} registered, {} dead (peer table at {offset})",
+            report.peers.len(),
+            report.peers.iter().filter(|p| !p.alive).count()
+        ),
     }
+}
+
+/// The peer table section: one row per taken record.
+fn write_peers(out: &mut impl Write, report: &Report) -> io::Result<()> {
+    writeln!(out, "{}", peers_line(report))?;
     if report.peers.is_empty() {
-        return writeln!(out, "peers: none registered (peer table at {offset})");
+        return Ok(());
     }
-    let dead = report.peers.iter().filter(|p| !p.alive).count();
-    writeln!(
-        out,
-        "peers: {} registered, {dead} dead (peer table at {offset})",
-        report.peers.len()
-    )?;
     let mut rows = vec![[
         "INDEX",
         "PID",

@@ -37,6 +37,10 @@ pub struct Report {
     pub header: Option<HeaderJson>,
     /// The length bands are validated against (`segment_size`, or `size` when that is 0).
     pub segment_len: u64,
+    /// `false` when the object is not a DMXP segment at all: shorter than the 128-byte header
+    /// fields, or its first 8 bytes are neither the DMXP magic nor 0 (a segment being
+    /// created). Then `problems` holds that one problem, and nothing else was checked.
+    pub is_dmxp_segment: bool,
     pub channels: Vec<ChannelJson>,
     pub valid: bool,
     pub problems: Vec<Problem>,
@@ -212,6 +216,7 @@ fn state_name(state: u32) -> String {
 fn patch_header(header: &mut HeaderFields, c: Corruption) -> bool {
     use Corruption::*;
     match c {
+        // (Not reached from `analyze`, which stops at a wrong magic: not a DMXP segment.)
         BadMagic { .. } => header.magic = MAGIC,
         UnsupportedVersion { .. } => header.version = VERSION,
         WrongMaxChannels { .. } => header.max_channels = MAX_CHANNELS as u32,
@@ -260,7 +265,6 @@ fn patch_entry(entry: &mut ChannelEntry, id: u32, c: Corruption) -> bool {
     true
 }
 
-/// `tail − head` as a wrapping signed difference, clamped to `0..=capacity`.
 /// Why `head` and `tail` cannot both be honest, if they cannot: the ring holds between 0 and
 /// `capacity` messages, so `tail - head` (wrapping) lies in `0..=capacity`.
 pub fn impossible_cursors(head: u64, tail: u64, capacity: u64) -> Option<String> {
@@ -280,6 +284,7 @@ pub fn impossible_cursors(head: u64, tail: u64, capacity: u64) -> Option<String>
     }
 }
 
+/// `tail − head` as a wrapping signed difference, clamped to `0..=capacity`.
 pub fn depth(head: u64, tail: u64, capacity: u64) -> u64 {
     let diff = tail.wrapping_sub(head) as i64;
     if diff <= 0 {
@@ -294,10 +299,15 @@ pub fn depth(head: u64, tail: u64, capacity: u64) -> u64 {
 pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
     let mut problems = Vec::new();
     let mut channels = Vec::new();
-    let report = |header, segment_len, channels, problems: Vec<Problem>| {
+    let report = |header: Option<HeaderJson>,
+                  segment_len,
+                  channels,
+                  problems: Vec<Problem>,
+                  is_dmxp_segment: bool| {
         // The records are read only from a segment whose header validates and whose table
         // lies where it may (in range, on no band).
         let peer_table = match &header {
+            _ if !is_dmxp_segment => "skipped",
             Some(HeaderJson {
                 peer_table_offset: 0,
                 ..
@@ -322,6 +332,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             header,
             segment_len,
             channels,
+            is_dmxp_segment,
             valid: problems.is_empty(),
             problems,
             peer_table,
@@ -337,7 +348,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             channel: None,
             message: format!("object of {size} bytes is too short for the 128-byte header fields"),
         });
-        return report(None, size, channels, problems);
+        return report(None, size, channels, problems, false);
     };
     let header_json = HeaderJson {
         magic: format!("{:#018x}", header.magic),
@@ -351,6 +362,18 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
         peer_table_offset: header.peer_table_offset,
         peer_records: header.peer_records,
     };
+
+    // Not a DMXP segment at all (a random file, another program's shm object): its other
+    // bytes mean nothing, and checking them would list every one of 256 garbage entries.
+    if header.magic != MAGIC && header.magic != 0 {
+        problems.push(
+            Corruption::BadMagic {
+                found: header.magic,
+            }
+            .into(),
+        );
+        return report(Some(header_json), size, channels, problems, false);
+    }
 
     // Header: every field the core's check rejects, one after the other.
     let mut patched = header;
@@ -373,7 +396,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
                         .into(),
                 });
                 // Nothing after magic means anything in an unformatted segment.
-                return report(Some(header_json), size, channels, problems);
+                return report(Some(header_json), size, channels, problems, true);
             }
             Err(CoreError::Corrupt(c)) => {
                 problems.push(c.into());
@@ -500,7 +523,17 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
         }
     }
 
-    report(Some(header_json), segment_len, channels, problems)
+    report(Some(header_json), segment_len, channels, problems, true)
+}
+
+impl Report {
+    /// Why the object is not a DMXP segment, when it is not (see `is_dmxp_segment`).
+    pub fn not_a_segment(&self) -> Option<&str> {
+        if self.is_dmxp_segment {
+            return None;
+        }
+        Some(self.problems.first().map_or("", |p| p.message.as_str()))
+    }
 }
 
 /// Reads the peer table of the segment open as `file` (when [`analyze`] found its place
@@ -694,13 +727,38 @@ mod tests {
     #[test]
     fn every_header_problem_is_listed() {
         let (mut bytes, size) = segment_bytes();
-        put_u64(&mut bytes, 0, 0x1234);
         put_u32(&mut bytes, 8, 9);
+        put_u32(&mut bytes, 12, 255);
         put_u64(&mut bytes, 32, 17); // band_cursor inside the header
         let report = analyze(source(), size, &bytes);
         let fields: Vec<_> = report.problems.iter().map(|p| p.field).collect();
-        assert_eq!(fields, ["magic", "version", "band_cursor"]);
+        assert_eq!(fields, ["version", "max_channels", "band_cursor"]);
         assert!(!report.valid);
+        assert!(report.is_dmxp_segment);
+        assert_eq!(report.not_a_segment(), None);
+    }
+
+    #[test]
+    fn a_wrong_magic_is_not_a_segment_and_nothing_else_is_checked() {
+        // Garbage everywhere: every entry would be a problem if they were checked.
+        let size = HEADER_SIZE as u64 * 4;
+        let bytes: Vec<u8> = (0..HEADER_SIZE as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let report = analyze(source(), size, &bytes);
+        assert!(!report.is_dmxp_segment);
+        assert!(!report.valid);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(report.problems[0].field, "magic");
+        assert!(report.channels.is_empty());
+        assert_eq!(report.peer_table, "skipped");
+        let why = report.not_a_segment().unwrap();
+        assert!(why.starts_with("bad magic 0x"), "{why}");
+        assert!(why.contains("expected 0x444d58505f4d454d"), "{why}");
+        assert!(
+            report.header.is_some(),
+            "the header as read is still reported"
+        );
     }
 
     #[test]
@@ -746,10 +804,14 @@ mod tests {
         let report = analyze(source(), 10, &[0; 10]);
         assert_eq!(report.problems[0].field, "size");
         assert!(report.header.is_none());
+        assert!(!report.is_dmxp_segment, "too short to be one");
+        assert!(report.not_a_segment().unwrap().contains("10 bytes"));
 
+        // Magic 0: a segment being created (or abandoned), still a DMXP segment.
         let report = analyze(source(), HEADER_SIZE as u64, &vec![0; HEADER_SIZE]);
         assert_eq!(report.problems.len(), 1);
         assert_eq!(report.problems[0].field, "magic");
+        assert!(report.is_dmxp_segment);
     }
 
     /// [`segment_bytes`], recording a size with room for a peer table after the bands.

@@ -17,11 +17,13 @@ use crate::parse;
 /// `--segment NAME | --file PATH`, shared by every command that works on one segment.
 #[derive(Args, Debug, Clone)]
 pub struct SegmentArgs {
-    /// POSIX shared-memory segment name [default: /dmxp_alloc] (a leading `/` is added if
-    /// missing).
-    #[arg(long, value_name = "NAME", conflicts_with = "file")]
+    /// POSIX shared-memory segment name (a leading `/` is added if missing) [default:
+    /// $DMXP_SEGMENT, else /dmxp_alloc].
+    // Not `conflicts_with = "file"`: clap would count a value from the environment too, and
+    // `--file` wins over `DMXP_SEGMENT` (both on the command line: see main.rs).
+    #[arg(long, value_name = "NAME", env = "DMXP_SEGMENT")]
     pub segment: Option<String>,
-    /// Segment in a mapped file.
+    /// Segment in a mapped file (wins over `DMXP_SEGMENT`; not with --segment).
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// Also trust an existing segment owned by this uid (repeatable). By default only
@@ -58,7 +60,8 @@ impl SegmentArgs {
         builder.with_mode(self.mode())
     }
 
-    /// The segment named, or the default shm segment `/dmxp_alloc`.
+    /// The segment named: `--file`, else `--segment` (or `DMXP_SEGMENT`), else the default
+    /// shm segment `/dmxp_alloc`.
     pub fn source(&self) -> Source {
         match (&self.segment, &self.file) {
             (_, Some(path)) => Source::File(path.clone()),
@@ -88,6 +91,14 @@ impl Source {
         match self {
             Source::Shm(_) => "shm",
             Source::File(_) => "file",
+        }
+    }
+
+    /// `shm object NAME` or `file PATH`: the object, before anything says it is a segment.
+    pub fn object(&self) -> String {
+        match self {
+            Source::Shm(name) => format!("shm object {name}"),
+            Source::File(path) => format!("file {}", path.display()),
         }
     }
 

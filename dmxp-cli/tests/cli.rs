@@ -17,8 +17,11 @@ fn entry(id: u64) -> u64 {
     128 + id * 384
 }
 
+/// The binary, with no `DMXP_SEGMENT` from the environment the tests run in.
 fn dmxp() -> Command {
-    Command::cargo_bin("dmxp").unwrap()
+    let mut cmd = Command::cargo_bin("dmxp").unwrap();
+    cmd.env_remove("DMXP_SEGMENT");
+    cmd
 }
 
 /// A shm segment name unique to this test run, unlinked on drop.
@@ -158,7 +161,10 @@ fn inspect_fresh_shm_segment_table_and_json() {
         ("ok", "8", "0", "3", "3")
     );
     assert_eq!(cell("BAND_OFFSET"), HEADER_SIZE.to_string());
-    assert_eq!((cell("RECV_WAITERS"), cell("SEND_WAITERS")), ("0", "0"));
+    assert_eq!(
+        (cell("NOT_EMPTY_WAITERS"), cell("NOT_FULL_WAITERS")),
+        ("0", "0")
+    );
 
     let (report, code) = inspect_json(shm.args());
     assert_eq!(code, 0);
@@ -214,7 +220,7 @@ fn inspect_corrupt_segment_lists_every_problem() {
     let seg = FileSeg::new();
     create(seg.args(), 4, 8);
     create(seg.args(), 5, 8);
-    poke_u64(&seg.path, 0, 0x1122_3344_5566_7788); // magic
+    poke_u32(&seg.path, 8, 2); // version
     poke_u64(&seg.path, entry(4) + 8, 3); // capacity 3
     poke_u64(&seg.path, entry(5) + 16, 1 << 20); // band starts at the end of the segment
 
@@ -230,7 +236,7 @@ fn inspect_corrupt_segment_lists_every_problem() {
         .split_once("validation: FAILED, 3 problems")
         .unwrap_or_else(|| panic!("{text}"));
     assert_eq!(row(validation, "FIELD"), ["FIELD", "CHANNEL", "PROBLEM"]);
-    assert_eq!(row(validation, "magic")[0..2], ["magic", "-"]);
+    assert_eq!(row(validation, "version")[0..2], ["version", "-"]);
     assert_eq!(row(validation, "capacity")[0..2], ["capacity", "4"]);
     assert_eq!(row(validation, "band_offset")[0..2], ["band_offset", "5"]);
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
@@ -247,7 +253,7 @@ fn inspect_corrupt_segment_lists_every_problem() {
     assert_eq!(
         problems,
         [
-            ("magic", None),
+            ("version", None),
             ("capacity", Some(4)),
             ("band_offset", Some(5))
         ]
@@ -628,7 +634,12 @@ fn usage_errors_exit_2() {
         &["send", "--channel", "1", "--lines", "--stdin"],
         &["recv", "--channel", "1", "--json", "--raw"],
         &["watch", "--interval-ms", "0"],
+        &["watch", "--once", "--count", "2"],
         &["clean", "--remove"],
+        &["completions"],
+        &["completions", "tcsh"],
+        &["man", "frobnicate"],
+        &["bench", "--quick"],
     ];
     for args in cases {
         dmxp()
@@ -671,11 +682,12 @@ fn watch_count_2_prints_two_refreshes() {
             (cell("TAIL"), cell("DEPTH"), cell("CAPACITY")),
             ("3", "3", "8")
         );
-        let rate = cell("MSGS/S");
-        if n == 0 {
-            assert_eq!(rate, "-");
-        } else {
-            assert_eq!(rate.parse::<f64>().unwrap(), 0.0);
+        for rate in [cell("SEND/S"), cell("RECV/S")] {
+            if n == 0 {
+                assert_eq!(rate, "-", "no rate before a second read");
+            } else {
+                assert_eq!(rate.parse::<f64>().unwrap(), 0.0);
+            }
         }
     }
 
@@ -692,8 +704,11 @@ fn watch_count_2_prints_two_refreshes() {
         .collect();
     assert_eq!(frames.len(), 2);
     assert_eq!(frames[0]["refresh"], 1);
-    assert_eq!(frames[0]["channels"][0]["messages_per_s"], Value::Null);
-    assert_eq!(frames[1]["channels"][0]["messages_per_s"], 0.0);
+    assert_eq!(frames[0]["channels"][0]["send_per_s"], Value::Null);
+    assert_eq!(frames[0]["channels"][0]["recv_per_s"], Value::Null);
+    assert_eq!(frames[1]["channels"][0]["send_per_s"], 0.0);
+    assert_eq!(frames[1]["channels"][0]["recv_per_s"], 0.0);
+    assert_eq!(frames[1]["peers"], serde_json::json!([]));
     assert_eq!(frames[1]["channels"][0]["tail"], 3);
     assert_eq!(frames[1]["valid"], true);
 }
@@ -1440,4 +1455,626 @@ fn create_refuses_a_peer_table_size_out_of_range() {
             "peer table of 100 records requested",
         ));
     assert!(!seg.path.exists());
+}
+
+// ------------------------------------------------- bench, completions, man, DMXP_SEGMENT
+
+/// The commands every completion script and the man page must name.
+const COMMANDS: [&str; 11] = [
+    "inspect",
+    "watch",
+    "create",
+    "rm",
+    "send",
+    "recv",
+    "clean",
+    "recover",
+    "reset",
+    "completions",
+    "man",
+];
+
+#[test]
+fn bench_is_not_in_this_binary_and_says_where_it_is() {
+    for args in [&["bench"][..], &["bench", "--quick", "--json", "x.json"]] {
+        let out = dmxp().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("`dmxp-bench`"), "{stderr}");
+        assert!(
+            stderr.contains("cargo run --release -p dmxp-bench"),
+            "{stderr}"
+        );
+    }
+    let help = run_ok(dmxp().arg("--help"));
+    assert!(!help.contains("bench"), "{help}");
+}
+
+#[test]
+fn completions_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run_ok(dmxp().args(["completions", shell]));
+        assert!(script.len() > 1000, "{shell}: {} bytes", script.len());
+        for command in COMMANDS {
+            assert!(script.contains(command), "{shell}: no {command}");
+        }
+        assert!(script.contains("--segment"), "{shell}: no options");
+        assert!(!script.contains("bench"), "{shell}");
+    }
+    // The bash script parses.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dmxp.bash");
+    std::fs::write(&path, run_ok(dmxp().args(["completions", "bash"]))).unwrap();
+    match std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "bash -n: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("bash not found ({e}): `bash -n` skipped"),
+    }
+}
+
+#[test]
+fn man_prints_roff_pages_naming_every_command() {
+    let page = run_ok(dmxp().arg("man"));
+    assert!(page.contains(".TH dmxp 1"), "{page}");
+    assert!(page.contains(".SH SYNOPSIS") && page.contains(".SH SUBCOMMANDS"));
+    for command in COMMANDS {
+        assert!(
+            page.contains(&format!("dmxp\\-{command}(1)")),
+            "no {command} in\n{page}"
+        );
+    }
+    assert!(
+        page.contains("DMXP_SEGMENT"),
+        "the environment is documented"
+    );
+    assert!(page.contains("Exit codes"), "{page}");
+
+    let page = run_ok(dmxp().args(["man", "inspect"]));
+    assert!(page.contains(".TH dmxp-inspect 1"), "{page}");
+    assert!(page.contains("\\fBdmxp inspect\\fR"), "{page}");
+    assert!(page.contains("\\-\\-segment") && page.contains("\\-\\-json"));
+    assert!(page.contains("DMXP_SEGMENT"), "{page}");
+}
+
+#[test]
+fn dmxp_segment_is_the_default_segment_of_every_command() {
+    let shm = Shm::new("env");
+    let with_env = || {
+        let mut cmd = dmxp();
+        cmd.env("DMXP_SEGMENT", &shm.0);
+        cmd
+    };
+    for command in [
+        "inspect", "watch", "create", "rm", "send", "recv", "recover", "reset",
+    ] {
+        let help = run_ok(dmxp().args([command, "--help"]));
+        assert!(help.contains("DMXP_SEGMENT"), "{command} --help:\n{help}");
+    }
+
+    run_ok(with_env().args([
+        "create",
+        "--channel",
+        "3",
+        "--capacity",
+        "8",
+        "--size",
+        "1M",
+    ]));
+    let out = run_ok(with_env().args(["inspect", "--json"]));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["source"]["name"], shm.0.as_str());
+    assert_eq!(channel(&report, 3)["capacity"], 8);
+    run_ok(with_env().args(["send", "--channel", "3", "one", "two", "three"]));
+    let out = run_ok(with_env().args(["recv", "--channel", "3", "--count", "1", "--raw"]));
+    assert_eq!(out, "one\n");
+    let out = run_ok(with_env().args(["watch", "--once", "--interval-ms", "10", "--json"]));
+    let frame: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(frame["channels"][0]["tail"], 3);
+    run_ok(with_env().args(["recover", "--channel", "3"]));
+    let out = run_ok(with_env().args(["reset", "--channel", "3", "--json"]));
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["discarded"], 2);
+
+    // --segment wins over the environment, and so does --file (no conflict with the
+    // environment); both on the command line are still a usage error.
+    let other = Shm::new("env_other");
+    with_env()
+        .args(["inspect", "--segment", &other.0])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "{} does not exist",
+            other.0
+        )));
+    let seg = FileSeg::new();
+    create(seg.args(), 1, 4);
+    let out = run_ok(with_env().arg("inspect").args(seg.args()).arg("--json"));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["source"]["kind"], "file");
+    with_env()
+        .args(["inspect", "--segment", &shm.0])
+        .args(seg.args())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+
+    run_ok(with_env().arg("rm"));
+    assert!(!shm_path(&shm.0).exists());
+
+    // Empty is unset: the default segment.
+    let out = dmxp()
+        .env("DMXP_SEGMENT", "")
+        .args(["inspect", "--json"])
+        .output()
+        .unwrap();
+    if out.status.code() == Some(0) || !out.stdout.is_empty() {
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["source"]["name"], "/dmxp_alloc");
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("/dmxp_alloc"), "{stderr}");
+    }
+}
+
+// ------------------------------------------------------------ not a DMXP segment
+
+/// `len` bytes that look random (and so do not start with the DMXP magic).
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// `dmxp inspect ARGS`: exit 1, one line on stderr saying `what` is not a DMXP segment; the
+/// stdout of the text form is empty, the JSON form's is one valid report saying so.
+fn assert_not_a_segment(args: &[&str], what: &str, why: &str) {
+    let out = dmxp().arg("inspect").args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{args:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{args:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.len() < 200, "{} characters: {stderr}", stderr.len());
+    assert!(
+        stderr.starts_with(&format!("dmxp: {what} is not a DMXP segment: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains(why), "{stderr}");
+
+    let out = dmxp()
+        .arg("inspect")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{args:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["is_dmxp_segment"], false);
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["channels"], serde_json::json!([]));
+    assert_eq!(report["problems"].as_array().unwrap().len(), 1, "{report}");
+    assert!(report["problems"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains(why));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+#[test]
+fn inspect_of_something_that_is_not_a_segment_says_so_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let random = dir.path().join("random.bin");
+    std::fs::write(&random, noise(1 << 20)).unwrap();
+    let random_arg = random.to_str().unwrap();
+    assert_not_a_segment(
+        &["--file", random_arg],
+        &format!("file {random_arg}"),
+        "bad magic 0x",
+    );
+    let report: Value = serde_json::from_slice(
+        &dmxp()
+            .args(["inspect", "--file", random_arg, "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(report["problems"][0]["field"], "magic");
+    assert_eq!(report["size"], 1 << 20);
+
+    for len in [0, 10, 127] {
+        let short = dir.path().join(format!("short{len}"));
+        std::fs::write(&short, noise(len)).unwrap();
+        let short_arg = short.to_str().unwrap();
+        assert_not_a_segment(
+            &["--file", short_arg],
+            &format!("file {short_arg}"),
+            &format!("object of {len} bytes is too short"),
+        );
+    }
+
+    // Another program's shm object.
+    let shm = Shm::new("not_a_segment");
+    std::fs::write(shm_path(&shm.0), noise(4096)).unwrap();
+    assert_not_a_segment(&shm.args(), &format!("shm object {}", shm.0), "bad magic");
+
+    // watch refuses it the same way.
+    let out = dmxp()
+        .args([
+            "watch",
+            "--once",
+            "--interval-ms",
+            "10",
+            "--file",
+            random_arg,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("is not a DMXP segment"), "{stderr}");
+}
+
+// -------------------------------------------------------------------- clean: queued
+
+#[test]
+fn clean_lists_the_messages_queued_in_each_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = dir.path().join("busy.seg");
+    let idle = dir.path().join("idle.seg");
+    let busy_args = ["--file", busy.to_str().unwrap()];
+    create(busy_args, 0, 8);
+    create(busy_args, 5, 4);
+    create(["--file", idle.to_str().unwrap()], 0, 4);
+    dmxp()
+        .arg("send")
+        .args(busy_args)
+        .args(["--channel", "0", "a", "b", "c"])
+        .assert()
+        .success();
+    send(busy_args, 5, "d");
+    send(busy_args, 5, "e");
+    dmxp()
+        .arg("recv")
+        .args(busy_args)
+        .args(["--channel", "0", "--count", "1", "--raw"])
+        .assert()
+        .success()
+        .stdout("a\n");
+    let dir_arg = dir.path().to_str().unwrap();
+
+    let text = run_ok(dmxp().args(["clean", "--dir", dir_arg]));
+    let heading = row(&text, "NAME");
+    let queued = |path: &Path| {
+        let cells = row(&text, path.to_str().unwrap());
+        cells[heading.iter().position(|h| *h == "QUEUED").unwrap()].to_owned()
+    };
+    assert_eq!(
+        queued(&busy),
+        "4",
+        "2 on channel 0, 2 on channel 5:\n{text}"
+    );
+    assert_eq!(queued(&idle), "0", "{text}");
+
+    let out = run_ok(dmxp().args(["clean", "--dir", dir_arg, "--json"]));
+    let listing: Value = serde_json::from_str(&out).unwrap();
+    let by_name: Vec<_> = listing["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["queued"].as_u64()))
+        .collect();
+    assert_eq!(
+        by_name,
+        [
+            (busy.display().to_string(), Some(4)),
+            (idle.display().to_string(), Some(0))
+        ]
+    );
+}
+
+// -------------------------------------------------------------- watch: rates, peers
+
+#[test]
+fn watch_once_shows_send_and_receive_rates_and_the_peers() {
+    let seg = FileSeg::new();
+    create(seg.args(), 2, 256);
+    let follower = Follower::spawn(seg.args(), 2);
+    // A producer in this process sends all along the measured interval.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = std::sync::Arc::clone(&stop);
+        let producer = dmxp::ChannelBuilder::new()
+            .with_file(&seg.path)
+            .with_channel_id(2)
+            .build_producer()
+            .unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                producer.send(b"tick").unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let mine = std::process::id();
+
+    let text =
+        run_ok(
+            dmxp()
+                .arg("watch")
+                .args(seg.args())
+                .args(["--once", "--interval-ms", "400"]),
+        );
+    let out = run_ok(dmxp().arg("watch").args(seg.args()).args([
+        "--once",
+        "--interval-ms",
+        "400",
+        "--json",
+    ]));
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+
+    assert!(text.contains("rates over 400 ms"), "{text}");
+    assert!(!text.contains('\x1b'), "not a terminal: no escape codes");
+    let heading = row(&text, "ID");
+    assert_eq!(
+        heading,
+        [
+            "ID",
+            "STATUS",
+            "CAPACITY",
+            "HEAD",
+            "TAIL",
+            "DEPTH",
+            "SEND/S",
+            "RECV/S",
+            "PEERS",
+            "NOT_EMPTY_WAITERS",
+            "NOT_FULL_WAITERS"
+        ]
+    );
+    let cells = row(&text, "2");
+    let cell = |name: &str| cells[heading.iter().position(|h| *h == name).unwrap()];
+    let send_rate: f64 = cell("SEND/S").parse().unwrap();
+    let recv_rate: f64 = cell("RECV/S").parse().unwrap();
+    assert!(send_rate > 0.0, "{text}");
+    assert!(recv_rate > 0.0, "the follower receives:\n{text}");
+    assert_eq!(cell("PEERS"), "1/1");
+    assert!(text.contains("peers: 2 registered, 0 dead"), "{text}");
+    assert_eq!(
+        row(&text, "PID"),
+        ["PID", "ROLE", "CHANNEL", "ALIVE", "WAITING"]
+    );
+    assert_eq!(
+        row(&text, &follower.pid().to_string())[1..4],
+        ["consumer", "2", "yes"]
+    );
+    assert_eq!(
+        row(&text, &mine.to_string())[1..5],
+        ["producer", "2", "yes", "-"]
+    );
+
+    let frames: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(frames.len(), 1, "--once: one frame");
+    let frame = &frames[0];
+    assert!(frame["elapsed_ms"].as_u64().unwrap() >= 400);
+    let c = &frame["channels"][0];
+    assert!(c["send_per_s"].as_f64().unwrap() > 0.0, "{frame}");
+    assert!(c["recv_per_s"].as_f64().unwrap() > 0.0, "{frame}");
+    assert!(c.get("messages_per_s").is_none(), "one name per counter");
+    let peers: Vec<_> = frame["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["pid"].as_u64().unwrap(),
+                p["role"].as_str().unwrap(),
+                p["alive"].clone(),
+            )
+        })
+        .collect();
+    assert!(peers.contains(&(u64::from(follower.pid()), "consumer", Value::from(true))));
+    assert!(peers.contains(&(u64::from(mine), "producer", Value::from(true))));
+}
+
+// ------------------------------------------------------------- watch on a terminal
+
+/// A pseudo-terminal: the master end read in the background, the slave end for a child.
+struct Pty {
+    master: std::fs::File,
+    slave: std::fs::File,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Pty {
+    fn open() -> Pty {
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let name = ptsname(&master, Vec::new()).unwrap();
+        let slave = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(std::ffi::OsStr::new(
+                std::str::from_utf8(name.as_bytes()).unwrap(),
+            ))
+            .unwrap();
+        rustix::termios::tcsetwinsize(
+            &slave,
+            rustix::termios::Winsize {
+                ws_row: 40,
+                ws_col: 160,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )
+        .unwrap();
+        let master = std::fs::File::from(master);
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let sink = std::sync::Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut reader, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Pty {
+            master,
+            slave,
+            output,
+        }
+    }
+
+    /// `dmxp ARGS` on the terminal: its stdin, stdout and stderr.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let end = || std::process::Stdio::from(self.slave.try_clone().unwrap());
+        std::process::Command::new(env!("CARGO_BIN_EXE_dmxp"))
+            .args(args)
+            .env_remove("DMXP_SEGMENT")
+            .stdin(end())
+            .stdout(end())
+            .stderr(end())
+            .spawn()
+            .unwrap()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (a hang guard) until the output contains `what`.
+    fn wait_for(&self, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self.text().contains(what) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never saw {what:?} in {:?}",
+                self.text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    fn type_keys(&self, keys: &[u8]) {
+        std::io::Write::write_all(&mut &self.master, keys).unwrap();
+    }
+
+    /// The slave end is back in canonical mode with echo: raw mode was left.
+    fn is_cooked(&self) -> bool {
+        use rustix::termios::LocalModes;
+        let modes = rustix::termios::tcgetattr(&self.slave).unwrap().local_modes;
+        modes.contains(LocalModes::ICANON | LocalModes::ECHO)
+    }
+}
+
+fn wait_exit(child: &mut std::process::Child) -> Option<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dmxp watch did not exit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+const ENTER_ALTERNATE_SCREEN: &str = "\x1b[?1049h";
+const LEAVE_ALTERNATE_SCREEN: &str = "\x1b[?1049l";
+const HIDE_CURSOR: &str = "\x1b[?25l";
+const SHOW_CURSOR: &str = "\x1b[?25h";
+
+/// After the run: the screen was taken over, then given back (in that order).
+fn assert_taken_over_and_given_back(pty: &Pty) {
+    // The restoring bytes may still be on their way through the reader thread.
+    pty.wait_for(LEAVE_ALTERNATE_SCREEN);
+    pty.wait_for(SHOW_CURSOR);
+    let text = pty.text();
+    let entered = text.find(ENTER_ALTERNATE_SCREEN).expect("alternate screen");
+    let hidden = text.find(HIDE_CURSOR).expect("cursor hidden");
+    assert!(text.rfind(LEAVE_ALTERNATE_SCREEN).unwrap() > entered);
+    assert!(text.rfind(SHOW_CURSOR).unwrap() > hidden);
+    assert!(pty.is_cooked(), "raw mode left");
+}
+
+#[test]
+fn watch_on_a_terminal_takes_it_over_and_always_gives_it_back() {
+    let seg = FileSeg::new();
+    create(seg.args(), 7, 8);
+    send(seg.args(), 7, "x");
+    let args = ["watch", seg.args()[0], seg.args()[1], "--interval-ms", "50"];
+
+    // q quits: exit 0.
+    let pty = Pty::open();
+    assert!(pty.is_cooked());
+    let mut child = pty.spawn(&args);
+    pty.wait_for("(q to quit)");
+    pty.wait_for("NOT_FULL_WAITERS");
+    assert!(!pty.is_cooked(), "raw mode while watching");
+    pty.type_keys(b"q");
+    assert_eq!(wait_exit(&mut child), Some(0));
+    assert_taken_over_and_given_back(&pty);
+    let text = pty.text();
+    assert!(text.contains("SEND/S") && text.contains("RECV/S"), "{text}");
+    assert!(text.contains("peers: none registered"), "{text}");
+
+    // Ctrl-C (a key in raw mode) and SIGTERM: exit 130.
+    for how in ["ctrl-c", "sigterm"] {
+        let pty = Pty::open();
+        let mut child = pty.spawn(&args);
+        pty.wait_for("(q to quit)");
+        match how {
+            "ctrl-c" => pty.type_keys(b"\x03"),
+            _ => {
+                let sent = std::process::Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(sent.success());
+            }
+        }
+        assert_eq!(wait_exit(&mut child), Some(130), "{how}");
+        assert_taken_over_and_given_back(&pty);
+    }
+
+    // An error (the segment removed under it): exit 1, the terminal given back before the
+    // error line is printed on it.
+    let pty = Pty::open();
+    let mut child = pty.spawn(&args);
+    pty.wait_for("(q to quit)");
+    std::fs::remove_file(&seg.path).unwrap();
+    assert_eq!(wait_exit(&mut child), Some(1));
+    assert_taken_over_and_given_back(&pty);
+    pty.wait_for("does not exist");
+    let text = pty.text();
+    assert!(
+        text.rfind("does not exist").unwrap() > text.rfind(LEAVE_ALTERNATE_SCREEN).unwrap(),
+        "the error is printed on the normal screen: {text:?}"
+    );
 }
