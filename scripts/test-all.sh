@@ -67,6 +67,7 @@ fi
 step "rustfmt" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-features --all-targets -- -D warnings
 step "rust-version vs the locked dependencies" scripts/check-msrv.py
+step "publish dry run (every crate packages and builds from its package)" scripts/publish-check.sh
 step "tests (cargo test --workspace --all-features)" cargo test --workspace --all-features
 step "fuzz corpus replay (stable)" cargo test --manifest-path fuzz/Cargo.toml
 step "no_std build (x86_64-unknown-none)" bash -c \

@@ -5,9 +5,10 @@
 //! The invariants come from the fuzz package's `src/header_check.rs`, compiled into this test
 //! with `#[path]` (it uses only `std` and `dmxp_nostd`), so the fuzzer and this replay check the
 //! very same things. The other targets' corpora are replayed by
-//! `cargo test --manifest-path fuzz/Cargo.toml`.
+//! `cargo test --manifest-path fuzz/Cargo.toml`. `tests/fuzz_data/` links to those files in
+//! the workspace's `fuzz/`, so that the published package carries them too.
 
-#[path = "../../fuzz/src/header_check.rs"]
+#[path = "fuzz_data/header_check.rs"]
 mod header_check;
 
 use header_check::{check_parse, ParseOutcome};
@@ -15,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_data")
 }
 
 /// Regular, non-hidden files of `dir`, sorted.
@@ -35,12 +36,12 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn header_parse_corpus_replays() {
-    let corpus = files(&fuzz_dir().join("corpus/header_parse"));
+    let corpus = files(&fuzz_dir().join("corpus"));
     assert!(
         !corpus.is_empty(),
         "fuzz/corpus/header_parse is empty: the replay would prove nothing"
     );
-    let regressions_dir = fuzz_dir().join("regressions/header_parse");
+    let regressions_dir = fuzz_dir().join("regressions");
     let regressions = if regressions_dir.is_dir() {
         files(&regressions_dir)
     } else {

@@ -1,0 +1,1 @@
+../../../fuzz/src/header_check.rs
