@@ -1,32 +1,50 @@
-//! Bytes-like arguments through the buffer protocol, without copying.
+//! Bytes-like arguments within the limited C API of Python 3.9 (the extension is built for
+//! the stable ABI, `abi3-py39`: one wheel for every CPython from 3.9 on).
 //!
-//! `bytes` objects are read in place (the common, fastest case). Anything else that exports a
-//! C-contiguous buffer (bytearray, memoryview, array, numpy arrays, mmap) is read or written
-//! through `PyObject_GetBuffer`, as raw bytes whatever its item format.
+//! The buffer protocol (`PyObject_GetBuffer`) joined the limited API only in Python 3.11, so
+//! it is not used. Instead:
 //!
-//! The slices handed out here live only while the GIL is held: no Python code can run and
-//! resize or rewrite the object meanwhile, and the exported buffer keeps its memory in place.
-//! Callers never keep them across `Python::detach`.
+//! - `bytes` (the common, fastest case) and `bytearray` are read in place through their own
+//!   functions (`PyBytes_AsString`, `PyByteArray_AsString`, both in the limited API): no
+//!   copy.
+//! - Anything else that exports a buffer (memoryview, array, numpy arrays, mmap) goes through a
+//!   Python `memoryview` of it: read as one copy of its bytes (`tobytes()`). Such a buffer
+//!   must be C-contiguous; its bytes are taken raw, whatever its item format.
+//! - Writes (`Consumer.receive_into`) go to private memory first and are copied into the
+//!   object afterwards, only the bytes written (see [`with_writable`]).
+//!
+//! The slices handed out here live only while the GIL is held: no Python code runs and resizes
+//! or rewrites the object meanwhile. Callers never keep them across `Python::detach`.
 
-use pyo3::buffer::PyUntypedBuffer;
+use dmxp::core::layout::MSG_INLINE;
 use pyo3::exceptions::PyBufferError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PySlice};
 
-/// The bytes of `buffer`, which must be C-contiguous.
-fn readable(buffer: &PyUntypedBuffer) -> PyResult<&[u8]> {
-    if !buffer.is_c_contiguous() {
+/// A memoryview of `obj` (TypeError if `obj` exports no buffer), checked C-contiguous.
+fn contiguous_view<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyMemoryView>> {
+    let py = obj.py();
+    let view = PyMemoryView::from(obj)?;
+    if !view.getattr(intern!(py, "c_contiguous"))?.is_truthy()? {
+        release(&view);
         return Err(PyBufferError::new_err("the buffer must be C-contiguous"));
     }
-    let len = buffer.len_bytes();
-    if len == 0 {
-        return Ok(&[]);
-    }
-    // SAFETY: a C-contiguous buffer's memory is `len_bytes()` bytes from `buf_ptr()`, valid
-    // while the export (`buffer`, borrowed for the returned lifetime) is held. We hold the GIL
-    // for as long as the slice is used (module invariant), so no Python code writes it
-    // meanwhile; u8 has no alignment or validity requirement.
-    Ok(unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), len) })
+    Ok(view)
+}
+
+/// Ends the memoryview's export at once (a bytearray behind it may be resized again).
+fn release(view: &Bound<'_, PyAny>) {
+    // `release()` fails only while the view itself is exported further, which ours never is.
+    let _ = view.call_method0(intern!(view.py(), "release"));
+}
+
+/// A copy of the bytes of a C-contiguous buffer other than bytes and bytearray.
+fn copy_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let view = contiguous_view(obj)?;
+    let copy = view.call_method0(intern!(obj.py(), "tobytes"));
+    release(&view);
+    Ok(copy?.cast_into::<PyBytes>()?)
 }
 
 /// Calls `f` with the bytes of a bytes-like object.
@@ -34,72 +52,111 @@ pub(crate) fn with_bytes<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) 
     if let Ok(bytes) = obj.cast::<PyBytes>() {
         return Ok(f(bytes.as_bytes()));
     }
-    let buffer = PyUntypedBuffer::get(obj)?;
-    let result = f(readable(&buffer)?);
-    buffer.release(obj.py());
-    Ok(result)
+    if let Ok(array) = obj.cast::<PyByteArray>() {
+        // SAFETY: the slice is used only inside `f`, with the GIL held (module invariant), so
+        // no Python code resizes or rewrites the bytearray meanwhile.
+        return Ok(f(unsafe { array.as_bytes() }));
+    }
+    Ok(f(copy_of(obj)?.as_bytes()))
 }
 
-/// Calls `f` with the memory of a writable bytes-like object (bytearray, memoryview, ...).
+/// Calls `f` with room for the bytes to be written into a writable bytes-like object
+/// (bytearray, memoryview, array, ...): private memory of the object's length, at most
+/// `MSG_INLINE` (960) bytes, which any message fits. `f` returns its result and how many
+/// leading bytes it wrote; those are then copied into the object, with the GIL held.
+///
+/// Private memory because `f` may release the GIL (a receive waiting for a message in flight)
+/// and no export pins the object meanwhile: another thread could resize a bytearray. If the
+/// object shrank below what `f` wrote by then, BufferError is raised (the bytes are lost).
 pub(crate) fn with_writable<R>(
     obj: &Bound<'_, PyAny>,
-    f: impl FnOnce(&mut [u8]) -> R,
+    f: impl FnOnce(&mut [u8]) -> (R, usize),
 ) -> PyResult<R> {
-    let buffer = PyUntypedBuffer::get(obj)?;
-    if buffer.readonly() {
+    let mut private = [0u8; MSG_INLINE];
+    if let Ok(array) = obj.cast::<PyByteArray>() {
+        let room = array.len().min(MSG_INLINE);
+        let (result, written) = f(&mut private[..room]);
+        if written > 0 {
+            // SAFETY: the slice lives only in this block, with the GIL held: no Python code
+            // runs meanwhile, and it is the only Rust reference to this memory.
+            let memory = unsafe { array.as_bytes_mut() };
+            match memory.get_mut(..written) {
+                Some(dst) => dst.copy_from_slice(&private[..written]),
+                None => return Err(shrank(written, memory.len())),
+            }
+        }
+        return Ok(result);
+    }
+    let py = obj.py();
+    let view = PyMemoryView::from(obj)?;
+    if view.getattr(intern!(py, "readonly"))?.is_truthy()? {
+        release(&view);
         return Err(PyBufferError::new_err(
             "the buffer is read-only: pass a bytearray or a writable memoryview",
         ));
     }
-    if !buffer.is_c_contiguous() {
+    if !view.getattr(intern!(py, "c_contiguous"))?.is_truthy()? {
+        release(&view);
         return Err(PyBufferError::new_err("the buffer must be C-contiguous"));
     }
-    let len = buffer.len_bytes();
-    let mut empty = [0u8; 0];
-    let memory: &mut [u8] = if len == 0 {
-        &mut empty
-    } else {
-        // SAFETY: as in `readable`, and the exporter said the buffer is writable. The slice
-        // is the only Rust reference to this memory and lives only inside this call, with the
-        // GIL held throughout.
-        unsafe { std::slice::from_raw_parts_mut(buffer.buf_ptr().cast::<u8>(), len) }
-    };
-    let result = f(memory);
-    buffer.release(obj.py());
-    Ok(result)
+    let outcome = (|| {
+        // Raw bytes, whatever the item format and shape.
+        let bytes = view.call_method1(intern!(py, "cast"), ("B",))?;
+        let room = bytes.len()?.min(MSG_INLINE);
+        let (result, written) = f(&mut private[..room]);
+        let copied = match written {
+            0 => Ok(()),
+            n if n > bytes.len().unwrap_or(0) => Err(shrank(n, bytes.len().unwrap_or(0))),
+            n => bytes.set_item(
+                PySlice::new(py, 0, n as isize, 1),
+                PyBytes::new(py, &private[..n]),
+            ),
+        };
+        release(&bytes);
+        copied.map(|()| result)
+    })();
+    release(&view);
+    outcome
+}
+
+fn shrank(written: usize, len: usize) -> PyErr {
+    PyBufferError::new_err(format!(
+        "the buffer shrank to {len} bytes while receiving a {written}-byte message (dropped)"
+    ))
 }
 
 /// A list (or any iterable) of bytes-like objects, viewed as slices.
 pub(crate) struct Payloads<'py> {
-    items: Vec<Bound<'py, PyAny>>,
-    buffers: Vec<PyUntypedBuffer>,
+    /// Each a `bytes`: the payloads that are not are copied once (the GIL is released between
+    /// the batches of `send_all`, so no pointer into a mutable object is kept).
+    items: Vec<Bound<'py, PyBytes>>,
 }
 
 impl<'py> Payloads<'py> {
-    /// Collects the items of `payloads` and exports the buffers of those that are not `bytes`.
+    /// Collects the items of `payloads`, copying those that are not `bytes`.
     pub fn collect(payloads: &Bound<'py, PyAny>) -> PyResult<Self> {
-        let items: Vec<Bound<'py, PyAny>> = payloads.try_iter()?.collect::<PyResult<_>>()?;
-        let buffers = items
-            .iter()
-            .filter(|item| !item.is_instance_of::<PyBytes>())
-            .map(PyUntypedBuffer::get)
+        let items = payloads
+            .try_iter()?
+            .map(|item| {
+                let item = item?;
+                match item.cast_into::<PyBytes>() {
+                    Ok(bytes) => Ok(bytes),
+                    Err(e) => {
+                        let item = e.into_inner();
+                        match item.cast::<PyByteArray>() {
+                            Ok(array) => Ok(PyBytes::new(item.py(), &array.to_vec())),
+                            Err(_) => copy_of(&item),
+                        }
+                    }
+                }
+            })
             .collect::<PyResult<_>>()?;
-        Ok(Self { items, buffers })
+        Ok(Self { items })
     }
 
     /// The payloads as slices, in order.
     pub fn slices(&self) -> PyResult<Vec<&[u8]>> {
-        let mut buffers = self.buffers.iter();
-        self.items
-            .iter()
-            .map(|item| match item.cast::<PyBytes>() {
-                Ok(bytes) => Ok(bytes.as_bytes()),
-                Err(_) => match buffers.next() {
-                    Some(buffer) => readable(buffer),
-                    None => Err(PyBufferError::new_err("payload changed type while sending")),
-                },
-            })
-            .collect()
+        Ok(self.items.iter().map(|bytes| bytes.as_bytes()).collect())
     }
 
     pub fn len(&self) -> usize {

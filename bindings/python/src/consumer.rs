@@ -414,7 +414,8 @@ impl Consumer {
     }
 
     /// Receives one message into `buffer` (any writable, C-contiguous buffer: bytearray,
-    /// memoryview, numpy array...) without creating a bytes object; returns the payload length
+    /// memoryview, numpy array...) without creating a bytes object (the payload is copied in
+    /// once, only its own bytes, through private memory); returns the payload length
     /// or None. A message longer than the buffer stays in the ring and BufferTooSmallError is
     /// raised (a 960-byte buffer always suffices).
     #[pyo3(signature = (buffer, timeout = None))]
@@ -426,12 +427,14 @@ impl Consumer {
     ) -> PyResult<Option<usize>> {
         let wait = Wait::from_timeout(py, timeout)?;
         let mut lease = self.lease(py, wait)?;
-        // Straight from the ring into the buffer when a message is ready.
+        // From the ring when a message is ready (through private memory, copied into the
+        // buffer with the GIL held: see `buffers::with_writable`).
         let room = match with_writable(buffer, |dst| {
-            Ok::<_, PyErr>(match self.try_once(py, &mut lease, dst, wait)? {
-                Some(received) => Ok(received.len),
-                None => Err(dst.len()),
-            })
+            match self.try_once(py, &mut lease, dst, wait) {
+                Ok(Some(received)) => (Ok(Ok(received.len)), received.len),
+                Ok(None) => (Ok(Err(dst.len())), 0),
+                Err(e) => (Err(e), 0),
+            }
         })?? {
             Ok(len) => return Ok(Some(len)),
             Err(room) => room,
@@ -448,12 +451,13 @@ impl Consumer {
         with_writable(buffer, |dst| match dst.get_mut(..payload.len()) {
             Some(dst) => {
                 dst.copy_from_slice(payload);
-                Ok(Some(payload.len()))
+                (Ok(Some(payload.len())), payload.len())
             }
-            None => Err(errors::new_error(
-                py,
-                "BufferTooSmallError",
-                format!(
+            None => (
+                Err(errors::new_error(
+                    py,
+                    "BufferTooSmallError",
+                    format!(
                     "channel {}: the buffer shrank to {} bytes while waiting; message {} of {} \
                      bytes was received and dropped",
                     self.channel_id,
@@ -461,11 +465,13 @@ impl Consumer {
                     received.meta.message_id,
                     payload.len()
                 ),
-                &[
-                    ("needed", Some(payload.len() as u64)),
-                    ("available", Some(dst.len() as u64)),
-                ],
-            )),
+                    &[
+                        ("needed", Some(payload.len() as u64)),
+                        ("available", Some(dst.len() as u64)),
+                    ],
+                )),
+                0,
+            ),
         })?
     }
 

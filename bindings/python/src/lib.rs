@@ -1,7 +1,8 @@
 //! `dmxp._dmxp`: the Python extension over the Rust `dmxp` facade and `dmxp-nostd` core.
 //!
 //! The Python package `dmxp` (in `python/dmxp`) re-exports what is here and adds the pure
-//! Python parts (exceptions, the test pattern, `python -m dmxp inspect`).
+//! Python parts (exceptions, the test pattern, `python -m dmxp inspect`, whose report
+//! `inspect.rs` builds).
 
 use dmxp::core::layout::{self, MSG_INLINE};
 use dmxp::core::parse_segment as core_parse_segment;
@@ -11,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 mod buffers;
 mod consumer;
 mod errors;
+mod inspect;
 mod open;
 mod peer;
 mod producer;
@@ -193,6 +195,8 @@ fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<consumer::Consumer>()?;
     m.add_class::<consumer::Message>()?;
     m.add_function(wrap_pyfunction!(parse_segment, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::inspect_path, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::inspect_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(unlink_segment, m)?)?;
     m.add_function(wrap_pyfunction!(peers, m)?)?;
     m.add_function(wrap_pyfunction!(futex_wake_calls, m)?)?;

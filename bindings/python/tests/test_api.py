@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import mmap
 import os
 
 import pytest
@@ -85,6 +86,35 @@ def test_receive_into_writes_in_place(pair) -> None:
     assert words.tolist() == [1, 2]
     with pytest.raises(BufferError):
         consumer.receive_into(b"read-only bytes")
+
+
+def test_buffers_beyond_bytes_and_bytearray(pair) -> None:
+    """The abi3 extension reads and writes other buffers through a memoryview (the buffer
+    protocol is not in Python 3.9's limited API): mmap, multi-dimensional views, and only the
+    payload's bytes are written."""
+    producer, consumer = pair
+    with mmap.mmap(-1, 16) as region:
+        region[:5] = b"mmap!"
+        producer.send(memoryview(region)[:5])
+        producer.send_batch([region[:2], memoryview(region)[2:4]])
+        assert consumer.receive() == b"mmap!"
+        assert consumer.receive_batch() == [b"mm", b"ap"]
+        producer.send(b"into mmap")
+        assert consumer.receive_into(region) == 9
+        assert region[:10] == b"into mmap\x00"
+    grid = bytearray(b"." * 12)
+    view = memoryview(grid).cast("B", (3, 4))  # 2-D, C-contiguous
+    producer.send(b"abcdef")
+    assert consumer.receive_into(view) == 6
+    assert grid == b"abcdef......"
+    # Writes go through private memory: a batch keeps what it was given even if the
+    # bytearray changes afterwards.
+    source = bytearray(b"before")
+    assert producer.send_batch([source]) == 1
+    source[:] = b"after!"
+    assert consumer.receive() == b"before"
+    with pytest.raises(BufferError):
+        consumer.receive_into(memoryview(bytearray(8))[::2])  # not contiguous
 
 
 def test_receive_into_waits_without_touching_the_buffer_early(pair) -> None:

@@ -234,7 +234,13 @@ def test_lost_and_corrupt_messages_are_passed_over_and_counted(golden_copy) -> N
         message = consumer.receive_with_meta()
         assert message is not None and message.message_id == 2
         assert consumer.receive() is None
-        assert consumer.stats == {"received": 1, "lost": 1, "revoked": 0, "corrupt": 0, "dropped_in_batch": 0}
+        assert consumer.stats == {
+            "received": 1,
+            "lost": 1,
+            "revoked": 0,
+            "corrupt": 0,
+            "dropped_in_batch": 0,
+        }
 
     corrupt = golden_copy({slot1 + 40: u32(5000)})
     with dmxp.Consumer(0, segment=corrupt) as consumer:
@@ -254,7 +260,13 @@ def test_lost_and_corrupt_messages_are_passed_over_and_counted(golden_copy) -> N
     skip = golden_copy({slot1 + 38: struct.pack("<H", layout.FLAG_SKIP), slot1 + 40: u32(0)})
     with dmxp.Consumer(0, segment=skip) as consumer:
         assert [m.message_id for m in consumer.receive_batch_with_meta(10)] == [2]
-        assert consumer.stats == {"received": 1, "lost": 0, "revoked": 0, "corrupt": 0, "dropped_in_batch": 0}
+        assert consumer.stats == {
+            "received": 1,
+            "lost": 0,
+            "revoked": 0,
+            "corrupt": 0,
+            "dropped_in_batch": 0,
+        }
 
 
 def test_not_ready_segment_times_out(golden_copy) -> None:

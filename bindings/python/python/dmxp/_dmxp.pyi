@@ -2,9 +2,10 @@
 
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal
 
-from typing_extensions import Buffer
+# Both are in `typing` only from Python 3.11 and 3.12; stubs are never imported at run time.
+from typing_extensions import Buffer, Self
 
 MSG_INLINE: Final[int]
 MAX_CHANNELS: Final[int]
@@ -148,6 +149,8 @@ class Consumer:
     ) -> Literal[False]: ...
 
 def parse_segment(data: Buffer, label: str = "segment") -> dict[str, Any]: ...
+def inspect_path(path: str, kind: str, name: str) -> dict[str, Any]: ...
+def inspect_bytes(data: Buffer, kind: str = "file", name: str = "segment") -> dict[str, Any]: ...
 def unlink_segment(name: str) -> None: ...
 def peers(
     segment: str = "/dmxp_alloc",

@@ -1,9 +1,10 @@
 """The version-1 wire layout (``docs/PROTOCOL.md`` section 2), decoded in pure Python.
 
 These readers decode a *copy* of segment bytes field by field with :mod:`struct`, for tools
-and tests (``python -m dmxp inspect``, the golden-bytes tests). They do not validate: use
-:func:`dmxp.parse_segment` (the Rust core's validator) for that. Live segments are accessed
-only through :class:`dmxp.Producer` and :class:`dmxp.Consumer`, which use atomics.
+and tests (the golden-bytes tests). They do not validate: use :func:`dmxp.parse_segment` (the
+Rust core's validator) for that, or ``python -m dmxp inspect`` (:mod:`dmxp.cli`) for every
+problem at once. Live segments are accessed only through :class:`dmxp.Producer` and
+:class:`dmxp.Consumer`, which use atomics.
 """
 
 from __future__ import annotations
@@ -96,6 +97,12 @@ PEER_FIELDS = (
 WAITING_NONE, WAITING_MESSAGE, WAITING_FREE_SLOT = 0, 1, 2
 
 assert _HEADER.size == 60 and _ENTRY.size == 48 and _SLOT.size == 48 and _PEER.size == 44
+# Each struct unpacks to exactly as many values as its field tuple names (`zip` below has no
+# `strict=` before Python 3.10, so this is checked once here).
+assert len(HEADER_FIELDS) == len(_HEADER.unpack(bytes(_HEADER.size)))
+assert len(ENTRY_FIELDS) == len(_ENTRY.unpack(bytes(_ENTRY.size)))
+assert len(SLOT_FIELDS) == len(_SLOT.unpack(bytes(_SLOT.size)))
+assert len(PEER_FIELDS) == len(_PEER.unpack(bytes(_PEER.size)))
 
 
 def entry_offset(channel: int) -> int:
@@ -112,7 +119,7 @@ def read_header(data: bytes | bytearray | memoryview) -> dict[str, int] | None:
     """The header fields as stored; None if the data is shorter than 60 bytes."""
     if len(data) < _HEADER.size:
         return None
-    return dict(zip(HEADER_FIELDS, _HEADER.unpack_from(data, 0), strict=True))
+    return dict(zip(HEADER_FIELDS, _HEADER.unpack_from(data, 0)))
 
 
 def read_entry(data: bytes | bytearray | memoryview, channel: int) -> dict[str, int] | None:
@@ -120,7 +127,7 @@ def read_entry(data: bytes | bytearray | memoryview, channel: int) -> dict[str, 
     offset = entry_offset(channel)
     if len(data) < offset + CHANNEL_ENTRY_SIZE:
         return None
-    entry = dict(zip(ENTRY_FIELDS, _ENTRY.unpack_from(data, offset), strict=True))
+    entry = dict(zip(ENTRY_FIELDS, _ENTRY.unpack_from(data, offset)))
     entry["tail"] = _U64.unpack_from(data, offset + ENTRY_TAIL)[0]
     entry["head"] = _U64.unpack_from(data, offset + ENTRY_HEAD)[0]
     return entry
@@ -132,7 +139,7 @@ def read_slot(data: bytes | bytearray | memoryview, offset: int) -> dict[str, ob
     if offset < 0 or len(data) < offset + SLOT_SIZE:
         return None
     values = _SLOT.unpack_from(data, offset)
-    slot: dict[str, object] = dict(zip(SLOT_FIELDS, values, strict=True))
+    slot: dict[str, object] = dict(zip(SLOT_FIELDS, values))
     length = min(values[SLOT_FIELDS.index("payload_len")], MSG_INLINE)
     start = offset + PAYLOAD_OFFSET
     slot["payload"] = bytes(data[start : start + length])
@@ -167,7 +174,7 @@ def read_peers(data: bytes | bytearray | memoryview) -> list[dict[str, int]]:
     for index in range(count):
         values = _PEER.unpack_from(data, peer_record_offset(table, index))
         if values[0] != 0:
-            record = dict(zip(PEER_FIELDS, values, strict=True))
+            record = dict(zip(PEER_FIELDS, values))
             record["index"] = index
             records.append(record)
     return records
