@@ -71,7 +71,8 @@ fn main() {
                     }
                     "loan" => {
                         let mut loan = producer.loan().unwrap();
-                        loan.write_at(0, black_box(&payload));
+                        // 32 bytes always fit; the check is not what is measured.
+                        let _ = loan.write_at(0, black_box(&payload));
                         loan.commit(payload.len()).unwrap();
                         let message = consumer.receive_in_place().unwrap().unwrap();
                         n += black_box(message.payload().word(0)).map_or(0, |_| 1);

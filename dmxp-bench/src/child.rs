@@ -1,6 +1,6 @@
 //! The child processes: producers, consumers, and the two ends of a ping-pong, for every
 //! system that crosses a process boundary (DMXP, Unix socket, pipe, the floor). The
-//! in-process `ArrayQueue` runs live in [`crate::inproc`].
+//! in-process `ArrayQueue` runs live in the private module `inproc`.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -15,6 +15,8 @@ use rustix::thread::futex;
 use crate::control::{Backoff, Control};
 use crate::spec::{ChildResult, ChildSpec, Mode, Percentiles, Role, System, BATCH};
 
+/// The benchmark's result type: any error, reported as a message (a child's error ends its
+/// process, a parent's ends the run).
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// How long a child waits for the parent's go before giving up.
@@ -115,7 +117,8 @@ fn producer(
                     }
                     _ => producer.loan().and_then(|mut loan| {
                         stamp(&mut payloads[0], sent);
-                        loan.write_at(0, &payloads[0]);
+                        // A payload is at most MSG_INLINE bytes (checked by `run`): it fits.
+                        let _ = loan.write_at(0, &payloads[0]);
                         loan.commit(spec.payload).map(|_| 1)
                     }),
                 };
@@ -334,7 +337,8 @@ fn floor_futex(spec: &ChildSpec, control: &Control<'_>, first: bool) -> Res<Chil
 
 // ------------------------------------------------------------------------------ latency
 
-/// Times round trips: one clock read per round, the first [`WARMUP`] rounds dropped.
+/// Times round trips: one clock read per round, the first 200 rounds (warm-up) dropped.
+#[derive(Debug)]
 pub struct Recorder {
     last: Instant,
     rounds: u64,
@@ -342,6 +346,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder for `rounds` round trips (`None`: a timed run), with room reserved for
+    /// that many samples up to the 2,000,000 it keeps at most.
+    #[must_use]
     pub fn new(rounds: Option<u64>) -> Self {
         let cap = rounds.map_or(MAX_SAMPLES, |r| (r as usize).min(MAX_SAMPLES));
         Self {
@@ -367,10 +374,14 @@ impl Recorder {
         self.last = Instant::now();
     }
 
+    /// True once it holds the most samples it keeps (2,000,000): the run stops there.
+    #[must_use]
     pub fn full(&self) -> bool {
         self.samples.len() >= MAX_SAMPLES
     }
 
+    /// The one-way percentiles of the samples kept ([`percentiles_of`]).
+    #[must_use]
     pub fn percentiles(mut self) -> Percentiles {
         percentiles_of(&mut self.samples)
     }
@@ -414,7 +425,8 @@ fn dmxp_send(producer: &Producer, payload: &[u8], loan: bool) -> Res<()> {
     loop {
         let outcome = if loan {
             producer.loan().and_then(|mut slot| {
-                slot.write_at(0, payload);
+                // A payload is at most MSG_INLINE bytes (checked by `run`): it fits.
+                let _ = slot.write_at(0, payload);
                 slot.commit(payload.len())
             })
         } else {

@@ -36,7 +36,7 @@ fn group_base(group: u32) -> usize {
 
 /// Spin briefly, then give the core away: the same policy for every busy-polling system, so
 /// that processes sharing a core (2->2 and 4 channels on two cores) can make progress.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Backoff {
     spins: u32,
 }
@@ -44,10 +44,13 @@ pub struct Backoff {
 impl Backoff {
     const SPIN_LIMIT: u32 = 128;
 
+    /// Starts spinning again (after progress).
     pub fn reset(&mut self) {
         self.spins = 0;
     }
 
+    /// One wait: a spin hint for the first 128 calls since the last reset, then a yield of
+    /// the processor.
     pub fn snooze(&mut self) {
         if self.spins < Self::SPIN_LIMIT {
             self.spins += 1;
@@ -66,12 +69,27 @@ pub fn attach(segment: &str) -> dmxp::Result<SharedMemoryAllocator> {
 }
 
 /// Views of the control blocks inside a run's segment.
+///
+/// Its `Debug` shows the flags and the ready count, not the counters.
 pub struct Control<'a> {
     main: &'a AtomicSlot,
     floor: &'a AtomicSlot,
 }
 
+impl std::fmt::Debug for Control<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("ready", &self.ready_count())
+            .field("go", &(self.word(GO).load(SeqCst) != 0))
+            .field("stopped", &self.stopped())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Control<'a> {
+    /// The control blocks of the segment behind `region`, at [`CONTROL_OFFSET`]; `None` if
+    /// the segment is too small to hold them.
+    #[must_use]
     pub fn new(region: dmxp::core::Region<'a>) -> Option<Self> {
         Some(Self {
             main: region.view::<AtomicSlot>(CONTROL_OFFSET)?,
@@ -88,15 +106,19 @@ impl<'a> Control<'a> {
         self.word(READY).fetch_add(1, SeqCst);
     }
 
+    /// How many children have announced they are ready.
+    #[must_use]
     pub fn ready_count(&self) -> u64 {
         self.word(READY).load(SeqCst)
     }
 
+    /// The parent starts the run: every child waiting in [`Self::wait_go`] goes.
     pub fn set_go(&self) {
         self.word(GO).store(1, SeqCst);
     }
 
     /// Waits for the parent's go (or gives up after `limit`).
+    #[must_use = "`false` means the go never came"]
     pub fn wait_go(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let mut backoff = Backoff::default();
@@ -109,12 +131,14 @@ impl<'a> Control<'a> {
         true
     }
 
+    /// The parent ends a timed run: children see [`Self::stopped`].
     pub fn set_stop(&self) {
         self.word(STOP).store(1, SeqCst);
     }
 
     /// Cheap to poll: the word is written once, at the end.
     #[inline]
+    #[must_use]
     pub fn stopped(&self) -> bool {
         self.word(STOP).load(std::sync::atomic::Ordering::Relaxed) != 0
     }
@@ -129,6 +153,7 @@ impl<'a> Control<'a> {
     /// A consumer of `group` publishes how many it has received so far, and learns whether
     /// the group is drained: every producer is done and the consumers together received all
     /// they sent.
+    #[must_use]
     pub fn consumer_drained(&self, group: u32, index: usize, producers: usize, got: u64) -> bool {
         let base = group_base(group);
         if self.word(base).load(SeqCst) < producers as u64 {
@@ -143,17 +168,20 @@ impl<'a> Control<'a> {
     }
 
     /// The floor's spinning word.
+    #[must_use]
     pub fn floor_word(&self) -> &'a AtomicU64 {
         &self.floor.sequence
     }
 
     /// The floor's futex word (32 bits, as futexes are).
+    #[must_use]
     pub fn floor_futex(&self) -> &'a AtomicU32 {
         &self.floor.meta.payload_len
     }
 }
 
 /// CPUs this process may run on, in order.
+#[must_use]
 pub fn allowed_cpus() -> Vec<usize> {
     match rustix::thread::sched_getaffinity(None) {
         Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)

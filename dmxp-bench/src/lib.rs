@@ -17,6 +17,7 @@
 //!
 //! The binary `dmxp-bench` and the CLI's `dmxp bench` both call [`main_with`]; a program that
 //! embeds the runner must call [`child_main_if_requested`] first thing in `main`.
+#![warn(missing_docs, missing_debug_implementations)]
 
 use std::path::PathBuf;
 
@@ -145,7 +146,7 @@ impl Job {
 }
 
 fn plan(args: &BenchArgs) -> Vec<Job> {
-    let wanted = |s: System| args.systems.as_ref().map_or(true, |list| list.contains(&s));
+    let wanted = |s: System| args.systems.as_ref().is_none_or(|list| list.contains(&s));
     let mut jobs = Vec::new();
     if !args.no_throughput {
         for shape in Shape::ALL {
@@ -167,7 +168,7 @@ fn plan(args: &BenchArgs) -> Vec<Job> {
         let one_to_one = args
             .shapes
             .as_ref()
-            .map_or(true, |list| list.contains(&Shape::OneToOne));
+            .is_none_or(|list| list.contains(&Shape::OneToOne));
         if wanted(System::Floor) && one_to_one {
             jobs.push(Job::Throughput(System::Floor, Shape::OneToOne, 8));
         }

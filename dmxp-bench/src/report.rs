@@ -9,22 +9,31 @@ use crate::spec::{Mode, Percentiles, Shape, System};
 /// The machine the run happened on.
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
+    /// CPUs this process may use (`available_parallelism`).
     pub nproc: usize,
+    /// The `model name` of `/proc/cpuinfo`, or `unknown`.
     pub cpu_model: String,
-    /// `/proc/loadavg` at the start and the end of the run.
+    /// `/proc/loadavg` (the 1, 5 and 15 minute averages) at the start of the run.
     pub load_average_start: String,
+    /// `/proc/loadavg` at the end of the run.
     pub load_average_end: String,
+    /// The CPU producers (and pings) were pinned to; `None`: not pinned (fewer than two CPUs).
     pub producer_cpu: Option<usize>,
+    /// The CPU consumers (and pongs) were pinned to.
     pub consumer_cpu: Option<usize>,
 }
 
 impl Machine {
+    /// The three load averages of `/proc/loadavg`, or an empty string.
+    #[must_use]
     pub fn load_average() -> String {
         std::fs::read_to_string("/proc/loadavg")
             .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
             .unwrap_or_default()
     }
 
+    /// The first `model name` of `/proc/cpuinfo`, or `unknown`.
+    #[must_use]
     pub fn cpu_model() -> String {
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()
@@ -41,8 +50,11 @@ impl Machine {
 /// Throughput of one (shape, payload, system), over all repetitions.
 #[derive(Clone, Debug, Serialize)]
 pub struct ThroughputRow {
+    /// Producers, consumers and channels of the run.
     pub shape: Shape,
+    /// Payload bytes per message (8 for the floor, which moves one word).
     pub payload: usize,
+    /// What moved the messages.
     pub system: System,
     /// Median messages per second.
     pub msgs_per_sec: f64,
@@ -54,13 +66,15 @@ pub struct ThroughputRow {
     pub vs_arrayqueue: Option<f64>,
     /// Median over the floor's hand-overs per second.
     pub vs_floor: Option<f64>,
-    /// Futex calls summed over the run's processes (largest repetition).
+    /// Futex wake calls summed over the run's processes (largest repetition).
     pub futex_wake: u64,
+    /// Futex wait calls, counted as `futex_wake`.
     pub futex_wait: u64,
     /// DMXP: median over repetitions of messages per successful send call, and per receive
     /// call that got at least one message (how full batches are).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_send_call: Option<f64>,
+    /// DMXP: median over repetitions of messages per receive call that got at least one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_receive_call: Option<f64>,
 }
@@ -68,45 +82,66 @@ pub struct ThroughputRow {
 /// One-way latency of one (mode, system, payload), over all repetitions.
 #[derive(Clone, Debug, Serialize)]
 pub struct LatencyRow {
+    /// How the two ends waited.
     pub mode: Mode,
+    /// What carried the ping and the pong.
     pub system: System,
+    /// Payload bytes per message (8 for the floor).
     pub payload: usize,
     /// Medians over repetitions of each percentile, in ns.
     pub p50_ns: f64,
+    /// Median over repetitions of the p99, in ns.
     pub p99_ns: f64,
+    /// Median over repetitions of the p99.9, in ns.
     pub p999_ns: f64,
+    /// Every repetition's percentiles.
     pub runs: Vec<Percentiles>,
     /// p50 over the floor's p50 in the same mode.
     pub p50_vs_floor: Option<f64>,
+    /// Futex wake calls summed over both processes (largest repetition).
     pub futex_wake: u64,
+    /// Futex wait calls, counted as `futex_wake`.
     pub futex_wait: u64,
 }
 
 /// One of the targets.
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
+    /// What is compared (`32 B 1->1, dmxp vs ArrayQueue`).
     pub name: String,
+    /// The bound to meet (`>= 1.0x`, `<= 2.0x`, `== 0`).
     pub goal: String,
+    /// The measured ratio (or count); `None` when the run did not measure it.
     pub measured: Option<f64>,
+    /// Whether `measured` meets `goal`; `None` when not measured.
     pub met: Option<bool>,
 }
 
 /// Everything one `dmxp bench` run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// Where it ran.
     pub machine: Machine,
+    /// The command line, as given.
     pub command: String,
+    /// Seconds per run of a timed run; `None` when runs had a fixed message count.
     pub seconds_per_run: Option<f64>,
+    /// Messages per producer (round trips per latency run), if fixed.
     pub messages_per_run: Option<u64>,
+    /// Repetitions of every configuration (rows show medians over them).
     pub repetitions: usize,
     /// Slots per ring (elements per ArrayQueue).
     pub capacity: u64,
+    /// One row per (shape, payload, system), in the order they ran.
     pub throughput: Vec<ThroughputRow>,
+    /// One row per (mode, system, payload).
     pub latency: Vec<LatencyRow>,
+    /// The targets, evaluated ([`Self::compute_targets`]).
     pub targets: Vec<Target>,
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
+#[must_use]
 pub fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
         return 0.0;
@@ -122,12 +157,15 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 /// The median of the values present, or `None` when there are none.
+#[must_use]
 pub fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let present: Vec<f64> = values.flatten().collect();
     (!present.is_empty()).then(|| median(&present))
 }
 
 impl Report {
+    /// The throughput row of (`shape`, `payload`, `system`), if it ran.
+    #[must_use]
     pub fn throughput_of(
         &self,
         shape: Shape,
@@ -139,6 +177,8 @@ impl Report {
             .find(|r| r.shape == shape && r.payload == payload && r.system == system)
     }
 
+    /// The latency row of (`mode`, `system`, `payload`), if it ran.
+    #[must_use]
     pub fn latency_of(&self, mode: Mode, system: System, payload: usize) -> Option<&LatencyRow> {
         self.latency
             .iter()
@@ -249,6 +289,7 @@ impl Report {
     }
 
     /// The human table.
+    #[must_use]
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(

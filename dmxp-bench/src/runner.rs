@@ -37,6 +37,7 @@ pub struct Placement {
 
 impl Placement {
     /// Two different cores when the process may use two or more, else no pinning.
+    #[must_use]
     pub fn detect() -> Self {
         let cpus = crate::control::allowed_cpus();
         if cpus.len() >= 2 {
@@ -56,21 +57,30 @@ impl Placement {
 /// What one throughput run measured.
 #[derive(Clone, Debug)]
 pub struct ThroughputSample {
+    /// Messages received per second, from the first child's start to the last consumer's end
+    /// (the floor counts two hand-overs per round trip).
     pub msgs_per_sec: f64,
+    /// Messages received (hand-overs for the floor).
     pub messages: u64,
+    /// Futex wake calls summed over the run's children.
     pub futex_wake: u64,
+    /// Futex wait calls summed over the run's children.
     pub futex_wait: u64,
     /// DMXP: messages per successful send call (producers) and per receive call that got
     /// something (consumers); 1.0 for single sends, up to the batch size for batches.
     pub per_send_call: Option<f64>,
+    /// DMXP: messages per receive call that got at least one.
     pub per_receive_call: Option<f64>,
 }
 
 /// What one latency run measured.
 #[derive(Clone, Debug)]
 pub struct LatencySample {
+    /// The ping's one-way percentiles.
     pub percentiles: Percentiles,
+    /// Futex wake calls summed over both children.
     pub futex_wake: u64,
+    /// Futex wait calls summed over both children.
     pub futex_wait: u64,
 }
 

@@ -32,6 +32,7 @@ pub enum System {
 pub const BATCH: usize = 16;
 
 impl System {
+    /// Every system, in the order runs and tables use.
     pub const ALL: [System; 7] = [
         System::DmxpSingle,
         System::DmxpBatch,
@@ -43,6 +44,7 @@ impl System {
     ];
 
     /// The name used on the command line, in tables and in JSON.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             System::DmxpSingle => "dmxp",
@@ -55,11 +57,14 @@ impl System {
         }
     }
 
+    /// The system a [`Self::name`] names, if any.
+    #[must_use]
     pub fn from_name(name: &str) -> Option<System> {
         System::ALL.into_iter().find(|s| s.name() == name)
     }
 
     /// True for the DMXP systems (whose children report futex counts).
+    #[must_use]
     pub fn is_dmxp(self) -> bool {
         matches!(
             self,
@@ -87,8 +92,11 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// Every shape, in the order runs and tables use.
     pub const ALL: [Shape; 3] = [Shape::OneToOne, Shape::TwoToTwo, Shape::FourChannels];
 
+    /// The name in tables (`1->1`).
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Shape::OneToOne => "1->1",
@@ -98,6 +106,7 @@ impl Shape {
     }
 
     /// The name on the command line and in JSON.
+    #[must_use]
     pub fn id(self) -> &'static str {
         match self {
             Shape::OneToOne => "one-to-one",
@@ -107,6 +116,7 @@ impl Shape {
     }
 
     /// Channels (queues, pipes, sockets) used.
+    #[must_use]
     pub fn channels(self) -> usize {
         match self {
             Shape::FourChannels => 4,
@@ -115,6 +125,7 @@ impl Shape {
     }
 
     /// Producers (and consumers) per channel.
+    #[must_use]
     pub fn per_channel(self) -> usize {
         match self {
             Shape::TwoToTwo => 2,
@@ -124,6 +135,7 @@ impl Shape {
 
     /// Whether `system` takes part in this shape. The floor is a single token between two
     /// processes, so it only has a 1->1 form.
+    #[must_use]
     pub fn supports(self, system: System) -> bool {
         system != System::Floor || self == Shape::OneToOne
     }
@@ -140,6 +152,8 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The name on the command line, in tables and in JSON.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Mode::Spin => "spin",
@@ -149,6 +163,7 @@ impl Mode {
 }
 
 /// Which latency runs exist: (system, mode).
+#[must_use]
 pub fn latency_systems() -> Vec<(System, Mode)> {
     vec![
         (System::DmxpSingle, Mode::Spin),
@@ -166,7 +181,10 @@ pub fn latency_systems() -> Vec<(System, Mode)> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
+    /// Sends messages (for a duration, or a fixed count) on its channel.
     Producer,
+    /// Receives from its channel until every producer of its group is done and the group's
+    /// consumers together received all they sent.
     Consumer,
     /// Sends, waits for the echo, times the round trip.
     Ping,
@@ -179,12 +197,15 @@ pub enum Role {
 /// Everything a child needs, passed as one JSON argument.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChildSpec {
+    /// What this child does.
     pub role: Role,
+    /// What it moves messages with.
     pub system: System,
     /// Throughput runs: the shape. Latency runs: `None`.
     pub shape: Option<Shape>,
     /// Latency runs: the mode.
     pub mode: Option<Mode>,
+    /// Payload bytes per message.
     pub payload: usize,
     /// POSIX shm name of the run's segment (channels and the control block).
     pub segment: String,
@@ -200,6 +221,7 @@ pub struct ChildSpec {
     pub messages: Option<u64>,
     /// CPU to pin to (threads of an in-process run: producers on `cpu`, consumers on `cpu2`).
     pub cpu: Option<usize>,
+    /// In-process runs: the CPU of the consumer threads.
     pub cpu2: Option<usize>,
     /// Where to write the [`ChildResult`] as JSON.
     pub out: PathBuf,
@@ -208,9 +230,13 @@ pub struct ChildSpec {
 /// Latency percentiles of one run, one-way (round trip / 2), in nanoseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
+    /// The median, in ns.
     pub p50: f64,
+    /// The 99th percentile, in ns.
     pub p99: f64,
+    /// The 99.9th percentile, in ns.
     pub p999: f64,
+    /// Round trips sampled (after the warm-up).
     pub samples: u64,
 }
 
@@ -221,9 +247,11 @@ pub struct ChildResult {
     pub messages: u64,
     /// CLOCK_MONOTONIC at the start and end of its measured work.
     pub start_ns: u64,
+    /// CLOCK_MONOTONIC at the end of its measured work.
     pub end_ns: u64,
-    /// DMXP futex calls this process made during the run.
+    /// DMXP futex wake calls this process made during the run.
     pub futex_wake: u64,
+    /// DMXP futex wait calls this process made during the run.
     pub futex_wait: u64,
     /// Ping: one-way latency percentiles.
     pub latency: Option<Percentiles>,

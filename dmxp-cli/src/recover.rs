@@ -75,7 +75,7 @@ pub fn run(args: RecoverArgs) -> Result<Outcome> {
     let allocator = args.segment.builder().attach_allocator()?;
     let ids: Vec<u32> = match args.channel {
         Some(id) => vec![id],
-        None => allocator.get_channels().iter().map(|c| c.id).collect(),
+        None => allocator.channels().iter().map(|c| c.id).collect(),
     };
     let mut recovery = Recovery {
         segment: source.to_string(),

@@ -45,6 +45,7 @@ pub struct SendMeta {
     pub flags: u16,
     /// CLOCK_MONOTONIC nanoseconds, or 0 (the core has no clock; the caller fills it).
     pub timestamp_ns: u64,
+    /// The sender's process id, or 0 when unknown (the core cannot ask the OS).
     pub sender_pid: u32,
     /// One of [`crate::layout::runtime`].
     pub sender_runtime: u16,
@@ -53,12 +54,15 @@ pub struct SendMeta {
 /// A message copied out of the ring: its metadata and its length in the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Received {
+    /// The message's metadata as read from the slot (`payload_len` validated).
     pub meta: MessageMeta,
+    /// Bytes of the payload copied to the start of the caller's buffer.
     pub len: usize,
 }
 
 /// The result of a batch receive.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use = "a batch receive reports dropped, lost and revoked positions here"]
 pub struct BatchReceived {
     /// Messages handed to the callback.
     pub delivered: usize,
@@ -85,7 +89,11 @@ macro_rules! hook {
 ///
 /// A channel given a peer record ([`Self::with_peer`]) writes its intents there around every
 /// claim (PROTOCOL.md §11.4). A record holds one intent at a time: such a channel must be
-/// used by one thread at a time, and its clones are not registered.
+/// used by one thread at a time, and its clones are not registered. The type is still `Sync`
+/// (everything it touches is atomic, so sharing it is never undefined behaviour); the std
+/// facade keeps registered channels inside handles that are not `Sync`.
+///
+/// Its `Debug` shows the geometry and which roles are registered, not the slots.
 pub struct Channel<'a, W: WaitStrategy = SpinWait> {
     geometry: ChannelGeometry,
     mask: u64,
@@ -98,6 +106,16 @@ pub struct Channel<'a, W: WaitStrategy = SpinWait> {
     recv_intent: Option<&'a AtomicPeerRecord>,
     #[cfg(feature = "test-hooks")]
     hook: Option<Hook>,
+}
+
+impl<W: WaitStrategy> core::fmt::Debug for Channel<'_, W> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Channel")
+            .field("geometry", &self.geometry)
+            .field("send_registered", &self.send_intent.is_some())
+            .field("recv_registered", &self.recv_intent.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<W: WaitStrategy> Clone for Channel<'_, W> {
@@ -171,6 +189,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     }
 
     /// The same channel with another wait strategy (used for wake-ups after sends/receives).
+    #[must_use]
     pub fn with_wait_strategy<V: WaitStrategy>(self, wait: V) -> Channel<'a, V> {
         Channel {
             geometry: self.geometry,
@@ -191,6 +210,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     ///
     /// The record must outlive its use: keep `peer` alive as long as this channel, and use
     /// the channel from one thread at a time.
+    #[must_use]
     pub fn with_peer(mut self, peer: &PeerSlot<'a>) -> Self {
         if peer.channel_id() == self.geometry.id {
             match peer.role() {
@@ -202,6 +222,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     }
 
     /// True when sends (`Producer`) or receives (`Consumer`) write intents to a peer record.
+    #[must_use]
     pub fn is_registered(&self, role: PeerRole) -> bool {
         match role {
             PeerRole::Producer => self.send_intent.is_some(),
@@ -212,35 +233,45 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// The same channel calling `hook` at each step of its sends and receives (for tests that
     /// stop or kill a peer at a chosen step).
     #[cfg(feature = "test-hooks")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-hooks")))]
+    #[must_use]
     pub fn with_test_hook(mut self, hook: Option<Hook>) -> Self {
         self.hook = hook;
         self
     }
 
+    /// The channel id (its index in the channel table).
+    #[must_use]
     pub fn id(&self) -> u32 {
         self.geometry.id
     }
 
+    /// Slots in the ring, as validated at open.
+    #[must_use]
     pub fn capacity(&self) -> u64 {
         self.geometry.capacity
     }
 
     /// The validated geometry cached at open.
+    #[must_use]
     pub fn geometry(&self) -> ChannelGeometry {
         self.geometry
     }
 
     /// Consumer cursor (a snapshot).
+    #[must_use]
     pub fn head(&self) -> u64 {
         self.entry.head.load(Relaxed)
     }
 
     /// Producer cursor (a snapshot).
+    #[must_use]
     pub fn tail(&self) -> u64 {
         self.entry.tail.load(Relaxed)
     }
 
     /// Cursors and depth at one instant.
+    #[must_use]
     pub fn info(&self) -> ChannelInfo {
         let head = self.entry.head.load(Acquire);
         let tail = self.entry.tail.load(Acquire);
@@ -248,6 +279,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     }
 
     /// Consumers and producers currently registered as waiting.
+    #[must_use]
     pub fn waiters(&self) -> (u32, u32) {
         (
             self.entry.not_empty_waiters.load(Relaxed),
@@ -269,6 +301,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// by a producer that claimed it and has not published it (`tail` is past it but its slot
     /// is still free). A live producer publishes within microseconds; one that stays stuck for
     /// long has likely died (PROTOCOL.md §11.6).
+    #[must_use]
     pub fn stuck_receive_position(&self) -> Option<u64> {
         let head = self.entry.head.load(Relaxed);
         let tail = self.entry.tail.load(Relaxed);
@@ -279,6 +312,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// For a producer that found the ring full: the position one lap behind `tail` if its slot
     /// looks held by a consumer that claimed it and has not freed it (`head` is past it but the
     /// slot still holds its message).
+    #[must_use]
     pub fn stuck_send_position(&self) -> Option<u64> {
         let tail = self.entry.tail.load(Relaxed);
         let previous = tail.wrapping_sub(self.geometry.capacity);
@@ -289,6 +323,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
 
     /// The position a `holder` looks to hold the channel up at: [`Self::stuck_receive_position`]
     /// for the producers, [`Self::stuck_send_position`] for the consumers.
+    #[must_use]
     pub fn stuck_position(&self, holder: PeerRole) -> Option<u64> {
         match holder {
             PeerRole::Producer => self.stuck_receive_position(),
@@ -329,6 +364,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// The last [`Self::note_stuck`] for positions a `holder` holds: the position and since
     /// when (`CLOCK_MONOTONIC` ns), if any was noted. Written by peers: the position may be
     /// long unstuck; compare it with the current stuck position first.
+    #[must_use]
     pub fn stuck_note(&self, holder: PeerRole) -> Option<(u64, u64)> {
         let (noted, since) = self.stuck_words(holder);
         let since = since.load(Relaxed);
@@ -390,6 +426,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// keeps its record and learns by `Revoked` when it resumes. `position` is the one the
     /// caller saw stuck for that long; nothing is done if the ring has moved past it since.
     /// True when something was repaired.
+    #[must_use]
     pub fn unblock(&self, position: u64, role: PeerRole) -> bool {
         let repaired = match role {
             PeerRole::Producer => {
@@ -1011,12 +1048,14 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     }
 
     /// True when the position at `head` has been published (a message or a marker).
+    #[must_use]
     pub fn has_message(&self) -> bool {
         let head = self.entry.head.load(Relaxed);
         self.slot(head).sequence.load(Acquire) == head.wrapping_add(1)
     }
 
     /// True when the position at `tail` is free.
+    #[must_use]
     pub fn has_free_slot(&self) -> bool {
         let tail = self.entry.tail.load(Relaxed);
         self.slot(tail).sequence.load(Acquire) == tail
@@ -1087,19 +1126,35 @@ impl<W: WaitStrategy> Drop for ClaimedRange<'_, '_, W> {
 }
 
 /// A claimed slot being written in place (zero-copy send).
+///
+/// Dropped without [`Self::commit`], the slot is published as a skip marker that consumers
+/// pass over. Its `Debug` shows the position, never the payload.
+#[must_use = "a loan dropped at once publishes an empty skip marker; write it and commit it"]
 pub struct SendLoan<'c, 'a, W: WaitStrategy = SpinWait> {
     channel: &'c Channel<'a, W>,
     position: u64,
     published: bool,
 }
 
+impl<W: WaitStrategy> core::fmt::Debug for SendLoan<'_, '_, W> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SendLoan")
+            .field("channel", &self.channel.geometry.id)
+            .field("position", &self.position)
+            .field("published", &self.published)
+            .finish()
+    }
+}
+
 impl<W: WaitStrategy> SendLoan<'_, '_, W> {
     /// The position (and future `message_id`) of this slot.
+    #[must_use]
     pub fn position(&self) -> u64 {
         self.position
     }
 
     /// The slot's 960-byte payload area, written in place.
+    #[must_use]
     pub fn payload(&mut self) -> PayloadMut<'_> {
         PayloadMut::new(&self.channel.slot(self.position).payload)
     }
@@ -1152,6 +1207,9 @@ impl<W: WaitStrategy> Drop for SendLoan<'_, '_, W> {
 }
 
 /// A received message still in its slot (zero-copy receive). Frees the slot on drop.
+///
+/// Its `Debug` shows the position and the metadata, never the payload.
+#[must_use = "dropping the guard frees the slot at once, unread"]
 pub struct RecvGuard<'c, 'a, W: WaitStrategy = SpinWait> {
     channel: &'c Channel<'a, W>,
     position: u64,
@@ -1159,13 +1217,25 @@ pub struct RecvGuard<'c, 'a, W: WaitStrategy = SpinWait> {
     released: bool,
 }
 
+impl<W: WaitStrategy> core::fmt::Debug for RecvGuard<'_, '_, W> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RecvGuard")
+            .field("channel", &self.channel.geometry.id)
+            .field("position", &self.position)
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
     /// The metadata, as read when the slot was claimed (`payload_len` validated).
+    #[must_use]
     pub fn meta(&self) -> &MessageMeta {
         &self.meta
     }
 
     /// The payload in place.
+    #[must_use]
     pub fn payload(&self) -> Payload<'_> {
         Payload::new(
             &self.channel.slot(self.position).payload,

@@ -6,59 +6,141 @@ use core::fmt;
 /// What is wrong with bytes read from a segment. Each variant names the field and the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Corruption {
-    /// `magic` (offset 0) is neither 0 nor [`crate::layout::MAGIC`].
-    BadMagic { found: u64 },
+    /// `magic` (offset 0) is neither 0 nor [`crate::layout::MAGIC`] (or is 0 in a segment
+    /// that already holds channels or a peer table: a formatted segment whose magic was
+    /// overwritten).
+    BadMagic {
+        /// The value read.
+        found: u64,
+    },
     /// `version` (offset 8) is not 1.
-    UnsupportedVersion { found: u32 },
+    UnsupportedVersion {
+        /// The value read.
+        found: u32,
+    },
     /// `max_channels` (offset 12) is not 256.
-    WrongMaxChannels { found: u32 },
+    WrongMaxChannels {
+        /// The value read.
+        found: u32,
+    },
     /// `channel_count` (offset 16) is larger than `max_channels`.
-    ChannelCountTooLarge { found: u32 },
+    ChannelCountTooLarge {
+        /// The value read.
+        found: u32,
+    },
     /// `segment_size` (offset 24) is larger than the memory mapped, or smaller than the header.
-    SegmentSizeMismatch { recorded: u64, actual: u64 },
+    SegmentSizeMismatch {
+        /// The size the header records.
+        recorded: u64,
+        /// The bytes actually available (mapped, or given to the parser).
+        actual: u64,
+    },
     /// `band_cursor` (offset 32) lies before the end of the header, past the segment, or is not
     /// a multiple of 64.
-    BandCursorOutOfRange { found: u64, segment_len: u64 },
+    BandCursorOutOfRange {
+        /// The value read.
+        found: u64,
+        /// The segment length it was checked against.
+        segment_len: u64,
+    },
     /// An entry's `channel_id` does not equal its index.
-    ChannelIdMismatch { channel: u32, found: u32 },
+    ChannelIdMismatch {
+        /// The entry's index.
+        channel: u32,
+        /// The `channel_id` it holds.
+        found: u32,
+    },
     /// An entry's `state` word holds an unknown value.
-    UnknownChannelState { channel: u32, found: u32 },
-    /// The entry is marked created but its `capacity` is 0.
-    CapacityZero { channel: u32 },
+    UnknownChannelState {
+        /// The entry's index.
+        channel: u32,
+        /// The `state` value read.
+        found: u32,
+    },
+    /// The entry is marked created (`state` READY) but its `capacity` is 0.
+    CapacityZero {
+        /// The entry's index.
+        channel: u32,
+    },
     /// `capacity` is not a power of two.
-    CapacityNotPowerOfTwo { channel: u32, capacity: u64 },
+    CapacityNotPowerOfTwo {
+        /// The entry's index.
+        channel: u32,
+        /// The value read.
+        capacity: u64,
+    },
     /// `capacity` is 1, below [`crate::layout::MIN_CAPACITY`]: the ring protocol needs two slots.
-    CapacityTooSmall { channel: u32, capacity: u64 },
+    CapacityTooSmall {
+        /// The entry's index.
+        channel: u32,
+        /// The value read.
+        capacity: u64,
+    },
     /// `capacity` exceeds [`crate::layout::MAX_CAPACITY`].
-    CapacityTooLarge { channel: u32, capacity: u64 },
+    CapacityTooLarge {
+        /// The entry's index.
+        channel: u32,
+        /// The value read.
+        capacity: u64,
+    },
     /// `band_offset` is not a multiple of 64.
-    BandMisaligned { channel: u32, band_offset: u64 },
+    BandMisaligned {
+        /// The entry's index.
+        channel: u32,
+        /// The value read.
+        band_offset: u64,
+    },
     /// The band starts inside the global header.
-    BandOverlapsHeader { channel: u32, band_offset: u64 },
+    BandOverlapsHeader {
+        /// The entry's index.
+        channel: u32,
+        /// The value read.
+        band_offset: u64,
+    },
     /// The band runs past the end of the segment.
     BandOutsideSegment {
+        /// The entry's index.
         channel: u32,
+        /// Where the band starts.
         band_offset: u64,
+        /// The band's length, `capacity × 1088` (`u64::MAX` if that overflows).
         band_len: u64,
+        /// The segment length it was checked against.
         segment_len: u64,
     },
     /// Two channels' bands share bytes.
-    BandsOverlap { channel: u32, other: u32 },
+    BandsOverlap {
+        /// The higher of the two channel ids.
+        channel: u32,
+        /// The lower one.
+        other: u32,
+    },
     /// `peer_records` (offset 56) is neither 0 nor between 256 and
     /// [`crate::layout::MAX_PEER_RECORDS`].
-    PeerRecordsOutOfRange { found: u32 },
+    PeerRecordsOutOfRange {
+        /// The value read.
+        found: u32,
+    },
     /// `peer_table_offset` (offset 48) is not a multiple of 64, lies inside the header, or the
     /// table it names (`peer_records` × 64 bytes) runs past the segment.
-    PeerTableOutOfRange { found: u64, segment_len: u64 },
+    PeerTableOutOfRange {
+        /// The value read.
+        found: u64,
+        /// The segment length it was checked against.
+        segment_len: u64,
+    },
     /// The peer table at `peer_table_offset` shares bytes with `channel`'s band.
     PeerTableOverlapsBand {
+        /// Where the peer table starts.
         peer_table_offset: u64,
+        /// The channel whose band it overlaps.
         channel: u32,
     },
 }
 
 impl Corruption {
     /// The channel whose entry is bad, or `None` for a header field.
+    #[must_use]
     pub fn channel(&self) -> Option<u32> {
         use Corruption::*;
         match *self {
@@ -85,6 +167,7 @@ impl Corruption {
     }
 
     /// The name of the field at fault, as the layout tables spell it.
+    #[must_use]
     pub fn field(&self) -> &'static str {
         use Corruption::*;
         match self {
@@ -195,9 +278,19 @@ impl fmt::Display for Corruption {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
     /// The region's base is not aligned to 128 bytes (or is null).
-    RegionMisaligned { addr: usize, align: usize },
+    RegionMisaligned {
+        /// The base address (0 for a null pointer).
+        addr: usize,
+        /// The alignment required, [`crate::layout::SEGMENT_ALIGN`].
+        align: usize,
+    },
     /// The region is too small for what was asked.
-    RegionTooSmall { len: u64, needed: u64 },
+    RegionTooSmall {
+        /// The region's length in bytes.
+        len: u64,
+        /// The bytes needed.
+        needed: u64,
+    },
     /// `magic` is still 0: the segment is being formatted (or its creator died doing so).
     NotReady,
     /// Refused to format a region whose `magic` is already set: it may be live.
@@ -205,19 +298,42 @@ pub enum Error {
     /// Bytes read from the segment are invalid.
     Corrupt(Corruption),
     /// A channel id at or above 256.
-    InvalidChannelId { id: u32 },
-    /// A requested capacity that is 0, not a power of two or above the limit.
-    InvalidCapacity { capacity: u64 },
+    InvalidChannelId {
+        /// The id given.
+        id: u32,
+    },
+    /// A requested capacity that is below [`crate::layout::MIN_CAPACITY`], not a power of
+    /// two, or above [`crate::layout::MAX_CAPACITY`].
+    InvalidCapacity {
+        /// The capacity asked for.
+        capacity: u64,
+    },
     /// A peer registration with process id 0, which marks a free record.
     InvalidPid,
     /// No channel with this id has been created.
-    ChannelNotFound { id: u32 },
+    ChannelNotFound {
+        /// The channel asked for.
+        id: u32,
+    },
     /// Another process is creating this channel right now; retry shortly.
-    ChannelBeingCreated { id: u32 },
+    ChannelBeingCreated {
+        /// The channel being created.
+        id: u32,
+    },
     /// `create_channel` found the channel already created (with this capacity).
-    ChannelExists { id: u32, capacity: u64 },
+    ChannelExists {
+        /// The channel.
+        id: u32,
+        /// The capacity it was created with (which may differ from the one asked for).
+        capacity: u64,
+    },
     /// The segment has no room left for a band of this size.
-    OutOfSpace { needed: u64, available: u64 },
+    OutOfSpace {
+        /// The bytes the band (or peer table) needs.
+        needed: u64,
+        /// The bytes left between the band cursor and the end of the segment.
+        available: u64,
+    },
     /// Too much contention (or a peer corrupting the table) to finish in bounded time.
     Busy,
     /// Every record of the peer table is taken: the handle cannot register for crash
@@ -225,7 +341,10 @@ pub enum Error {
     PeerTableFull,
     /// A segment asked to hold a peer table of `requested` records: neither 0 (the default)
     /// nor between 256 and [`crate::layout::MAX_PEER_RECORDS`].
-    InvalidPeerRecords { requested: u32 },
+    InvalidPeerRecords {
+        /// The record count asked for.
+        requested: u32,
+    },
 }
 
 impl From<Corruption> for Error {
@@ -293,9 +412,17 @@ pub enum SendError {
     /// Every slot holds an unconsumed message.
     Full,
     /// The payload does not fit in a slot.
-    TooLarge { len: usize, limit: usize },
+    TooLarge {
+        /// The payload's length in bytes.
+        len: usize,
+        /// The most a slot holds, [`crate::layout::MSG_INLINE`] (960).
+        limit: usize,
+    },
     /// The flags set bits the protocol reserves (`0x00FF`).
-    ReservedFlags { flags: u16 },
+    ReservedFlags {
+        /// The flags given.
+        flags: u16,
+    },
     /// Contention (or a corrupt peer) kept the claim from succeeding in bounded time.
     Busy,
     /// A blocking send's wait strategy gave up.
@@ -304,7 +431,10 @@ pub enum SendError {
     /// this sender dead or stopped and tombstoned the position (PROTOCOL.md §11.7). The
     /// message may still have been delivered (once) if the sender was stopped just before
     /// publishing; it must not be assumed sent.
-    Revoked { message_id: u64 },
+    Revoked {
+        /// The position (and `message_id`) whose claim was revoked.
+        message_id: u64,
+    },
 }
 
 impl fmt::Display for SendError {
@@ -338,13 +468,29 @@ pub enum RecvError {
     /// a later position holds a message (PROTOCOL.md §6.2): not empty. Wait for `position`
     /// (briefly, then on the `not_empty` word) under the stuck-peer rules: a dead claimer is
     /// repaired after the grace period, a stopped one after the unblock timeout.
-    Pending { position: u64 },
+    Pending {
+        /// The claimed, unpublished position at the head.
+        position: u64,
+    },
     /// The caller's buffer is smaller than the next message; nothing was consumed.
-    BufferTooSmall { needed: usize, available: usize },
+    BufferTooSmall {
+        /// The message's length in bytes.
+        needed: usize,
+        /// The buffer's length.
+        available: usize,
+    },
     /// The message at `message_id` had an impossible `payload_len`; it was consumed and dropped.
-    Corrupt { message_id: u64, payload_len: u32 },
+    Corrupt {
+        /// The position consumed.
+        message_id: u64,
+        /// The `payload_len` read (above 960).
+        payload_len: u32,
+    },
     /// A tombstone left for a message whose producer died; it was consumed.
-    Lost { message_id: u64 },
+    Lost {
+        /// The position of the lost message.
+        message_id: u64,
+    },
     /// Contention (or a corrupt peer) kept the claim from succeeding in bounded time.
     Busy,
     /// A blocking receive's wait strategy gave up.
@@ -352,7 +498,10 @@ pub enum RecvError {
     /// The claim on position `message_id` was revoked before the slot was freed: a peer judged
     /// this receiver dead or stopped and freed the slot under it (PROTOCOL.md §11.7). What was
     /// read may belong to the next message in the slot, so nothing is delivered.
-    Revoked { message_id: u64 },
+    Revoked {
+        /// The position whose claim was revoked.
+        message_id: u64,
+    },
 }
 
 impl fmt::Display for RecvError {

@@ -46,6 +46,7 @@ impl Step {
     ];
 
     /// A short name (`send-claimed`, `recv-freed`, …).
+    #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Step::SendIntent => "send-intent",
@@ -62,11 +63,13 @@ impl Step {
     }
 
     /// The step named `name` (as [`Self::name`] spells it).
+    #[must_use]
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|step| step.name() == name)
     }
 
     /// True for the steps of a send.
+    #[must_use]
     pub const fn is_send(self) -> bool {
         matches!(
             self,

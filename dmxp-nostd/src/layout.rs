@@ -70,6 +70,7 @@ pub const PEER_TABLE_SIZE: usize = PEER_RECORDS * PEER_RECORD_SIZE;
 /// assert_eq!(peer_records_of(100), None);
 /// assert_eq!(peer_records_of(20_000), None);
 /// ```
+#[must_use]
 pub const fn peer_records_of(field: u32) -> Option<usize> {
     match field as usize {
         0 => Some(PEER_RECORDS),
@@ -79,11 +80,13 @@ pub const fn peer_records_of(field: u32) -> Option<usize> {
 }
 
 /// Offset of channel entry `id` from the segment start.
+#[must_use]
 pub const fn channel_entry_offset(id: usize) -> usize {
     CHANNEL_TABLE_OFFSET + id * CHANNEL_ENTRY_SIZE
 }
 
 /// Bytes a band of `capacity` slots occupies, or `None` if that overflows.
+#[must_use]
 pub const fn band_len(capacity: u64) -> Option<u64> {
     capacity.checked_mul(SLOT_SIZE as u64)
 }
@@ -128,12 +131,19 @@ pub mod peer_waiting {
     pub const NOT_FULL: u32 = 2;
 }
 
-/// Values of [`MessageMeta::sender_runtime`].
+/// Values of [`MessageMeta::sender_runtime`] and [`PeerRecord::runtime`]: which client
+/// implementation wrote the message or owns the record (PROTOCOL.md §8). Unknown codes are
+/// displayed as unknown, never rejected.
 pub mod runtime {
+    /// Not recorded (a client that does not fill the field, or a repair's tombstone).
     pub const UNKNOWN: u16 = 0;
+    /// The Rust crates (`dmxp`, `dmxp-nostd`).
     pub const RUST: u16 = 1;
+    /// The C binding (and C++).
     pub const C: u16 = 2;
+    /// The Python binding.
     pub const PYTHON: u16 = 3;
+    /// The Go client.
     pub const GO: u16 = 4;
 }
 
@@ -141,18 +151,27 @@ pub mod runtime {
 // Plain mirrors
 // ---------------------------------------------------------------------------------------------
 
-/// The first 128 bytes of the segment.
+/// The first 128 bytes of the segment (PROTOCOL.md §2.2).
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, align(128))]
 pub struct HeaderFields {
+    /// Offset 0: [`MAGIC`] once the segment is formatted; 0 while it is being created. Stored
+    /// last (release) by the creator, loaded first (acquire) by attachers.
     pub magic: u64,
+    /// Offset 8: the layout version, [`VERSION`].
     pub version: u32,
+    /// Offset 12: entries in the channel table, [`MAX_CHANNELS`] (256).
     pub max_channels: u32,
+    /// Offset 16: channels created so far. Informational: to find the channels, scan all
+    /// 256 entries.
     pub channel_count: u32,
+    /// Offset 20: zero in version 1.
     pub reserved: u32,
-    /// Extension (offset 24): the segment size the creator formatted.
+    /// Extension (offset 24): the segment size the creator formatted; 0 = not recorded
+    /// (older clients: validate against the bytes mapped).
     pub segment_size: u64,
-    /// Extension (offset 32): byte offset where the next band will be carved.
+    /// Extension (offset 32): byte offset where the next band will be carved; starts at
+    /// [`HEADER_SIZE`]; 0 = no band allocator (older clients).
     pub band_cursor: u64,
     /// Extension (offset 40): pid of the process that formatted the segment.
     pub creator_pid: u32,
@@ -166,13 +185,19 @@ pub struct HeaderFields {
     pub extension: [u8; 68],
 }
 
-/// One entry of the channel table.
+/// One entry of the channel table (PROTOCOL.md §2.3); entry `id` lies at
+/// [`channel_entry_offset`]`(id)`.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, align(128))]
 pub struct ChannelEntry {
+    /// Offset 0: equals the entry's index once the channel is created.
     pub channel_id: u32,
+    /// Offset 4: reserved for channel options; 0 in version 1.
     pub flags: u32,
+    /// Offset 8: slots in the ring (a power of two, [`MIN_CAPACITY`] to [`MAX_CAPACITY`]);
+    /// **0 = the channel does not exist**. Stored last (release) by the creator.
     pub capacity: u64,
+    /// Offset 16: offset of slot 0 from the segment start; a multiple of [`SLOT_ALIGN`].
     pub band_offset: u64,
     /// Extension (offset 24): [`channel_state`].
     pub state: u32,
@@ -199,39 +224,80 @@ pub struct ChannelEntry {
     pub stuck_send_since_ns: u64,
     /// Extension (offsets 80..128): zero in version 1.
     pub extension: [u8; 48],
+    /// Offset 128: the producer cursor, the next position to send. Producers move it only by
+    /// CAS (PROTOCOL.md §1.2).
     pub tail: u64,
+    /// Offsets 136..256: zero; keeps `tail` alone on its 128 bytes (no false sharing with
+    /// `head`).
     pub tail_pad: [u8; 120],
+    /// Offset 256: the consumer cursor, the next position to receive. Consumers move it only
+    /// by CAS.
     pub head: u64,
+    /// Offsets 264..384: zero; keeps `head` alone on its 128 bytes.
     pub head_pad: [u8; 120],
 }
 
-/// The whole global header: fields followed by the channel table.
+/// The whole global header: fields followed by the channel table ([`HEADER_SIZE`] bytes).
+///
+/// Its `Debug` shows the fields and only the entries of created channels (non-zero
+/// `capacity`), not all 256.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C, align(128))]
 pub struct GlobalHeader {
+    /// Offsets 0..128: the header fields.
     pub fields: HeaderFields,
+    /// Offsets 128..98,432: the channel table, entry `id` at `128 + id × 384`.
     pub channels: [ChannelEntry; MAX_CHANNELS],
 }
 
-/// Metadata stored with each message.
+impl core::fmt::Debug for GlobalHeader {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        struct Created<'a>(&'a [ChannelEntry]);
+        impl core::fmt::Debug for Created<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.debug_map()
+                    .entries(
+                        self.0
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, entry)| entry.capacity != 0),
+                    )
+                    .finish()
+            }
+        }
+        f.debug_struct("GlobalHeader")
+            .field("fields", &self.fields)
+            .field("channels", &Created(&self.channels))
+            .finish()
+    }
+}
+
+/// Metadata stored with each message (PROTOCOL.md §2.5, §8), at slot offset 8. Offsets below
+/// are within the meta.
 #[derive(
     FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
 )]
 #[repr(C, align(8))]
 pub struct MessageMeta {
-    /// The position the message was sent at: unique and increasing per channel.
+    /// Offset 0: the position the message was sent at: unique and increasing per channel.
     pub message_id: u64,
-    /// CLOCK_MONOTONIC nanoseconds at send, or 0 when the sender has no clock.
+    /// Offset 8: CLOCK_MONOTONIC nanoseconds at send, or 0 when the sender has no clock.
     pub timestamp_ns: u64,
+    /// Offset 16: the channel the message was sent on.
     pub channel_id: u32,
-    /// Application-defined.
+    /// Offset 20: application-defined.
     pub message_type: u32,
+    /// Offset 24: the sender's process id; 0 = unknown (and in markers). A LOST tombstone
+    /// names the dead producer here.
     pub sender_pid: u32,
-    /// One of [`runtime`].
+    /// Offset 28: one of [`runtime`].
     pub sender_runtime: u16,
-    /// [`message_flags`].
+    /// Offset 30: [`message_flags`].
     pub flags: u16,
+    /// Offset 32: payload bytes in the slot, at most [`MSG_INLINE`] (960); a larger value is
+    /// corruption and the message is dropped.
     pub payload_len: u32,
+    /// Offset 36: zero in version 1.
     pub reserved: u32,
 }
 
@@ -260,18 +326,38 @@ pub struct PeerRecord {
     pub pid_ns: u64,
     /// The wait count of `channel_id` the owner is counted in ([`peer_waiting`]).
     pub waiting: u32,
+    /// Offsets 44..64: zero in version 1.
     pub reserved: [u8; 20],
 }
 
-/// One ring slot.
+/// One ring slot (PROTOCOL.md §2.4): slot `i` of a channel lies at
+/// `band_offset + i × SLOT_SIZE`.
+///
+/// Its `Debug` shows `sequence` and `meta` (which gives the payload's length), never the
+/// payload bytes.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C, align(64))]
 pub struct Slot {
+    /// Offset 0: whose turn it is (PROTOCOL.md §6): `p` = free for the producer of position
+    /// `p`; `p + 1` = holds the message of position `p`.
     pub sequence: u64,
+    /// Offsets 8..48: the message's metadata.
     pub meta: MessageMeta,
+    /// Offsets 48..64: zero.
     pub padding: [u8; 16],
+    /// Offsets 64..1024: the payload; its first `meta.payload_len` bytes are the message.
     pub payload: [u8; MSG_INLINE],
+    /// Offsets 1024..1088: zero.
     pub reserved: [u8; 64],
+}
+
+impl core::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Slot")
+            .field("sequence", &self.sequence)
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
 }
 
 const_assert_eq!(HEADER_SIZE, 98_432);
@@ -368,20 +454,49 @@ pub type Reserved<const WORDS: usize> = [AtomicU64; WORDS];
 #[cfg(loom)]
 pub type Reserved<const WORDS: usize> = [u64; WORDS];
 
-/// Live view of [`HeaderFields`].
+/// `Debug` for a live view: the named fields (each a relaxed load), not the reserved bytes.
+macro_rules! debug_live_fields {
+    ($ty:ident { $($field:ident),* $(,)? }) => {
+        impl core::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+/// Live view of [`HeaderFields`]; each field's meaning is documented there. Every field the
+/// creator writes is stored before `magic` (release) and read after it (acquire).
+///
+/// Its `Debug` shows the named fields (relaxed loads), not the zero bytes.
 #[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
 #[repr(C, align(128))]
 pub struct AtomicHeaderFields {
+    /// Offset 0: [`HeaderFields::magic`]; stored last with release, loaded first with acquire.
     pub magic: AtomicU64,
+    /// Offset 8: [`HeaderFields::version`].
     pub version: AtomicU32,
+    /// Offset 12: [`HeaderFields::max_channels`].
     pub max_channels: AtomicU32,
+    /// Offset 16: [`HeaderFields::channel_count`]; `fetch_add(1)` by each channel creator.
     pub channel_count: AtomicU32,
+    /// Offset 20: [`HeaderFields::reserved`], zero.
     pub reserved: AtomicU32,
+    /// Offset 24: [`HeaderFields::segment_size`].
     pub segment_size: AtomicU64,
+    /// Offset 32: [`HeaderFields::band_cursor`]; advanced by CAS when a band is carved.
     pub band_cursor: AtomicU64,
+    /// Offset 40: [`HeaderFields::creator_pid`]; stored first, so an attacher that finds
+    /// `magic` 0 can tell who is formatting (PROTOCOL.md §3.3).
     pub creator_pid: AtomicU32,
+    /// Offset 44: [`HeaderFields::header_flags`], zero in version 1.
     pub header_flags: AtomicU32,
+    /// Offset 48: [`HeaderFields::peer_table_offset`]; installed once by CAS from 0
+    /// (PROTOCOL.md §11.1).
     pub peer_table_offset: AtomicU64,
+    /// Offset 56: [`HeaderFields::peer_records`]; read once per attachment.
     pub peer_records: AtomicU32,
     /// Offsets 60..64, zero.
     pub reserved_60: AtomicU32,
@@ -389,74 +504,200 @@ pub struct AtomicHeaderFields {
     pub extension: Reserved<8>,
 }
 
-/// Live view of [`ChannelEntry`].
+debug_live_fields!(AtomicHeaderFields {
+    magic,
+    version,
+    max_channels,
+    channel_count,
+    segment_size,
+    band_cursor,
+    creator_pid,
+    header_flags,
+    peer_table_offset,
+    peer_records,
+});
+
+/// Live view of [`ChannelEntry`]; each field's meaning is documented there. The creator
+/// stores every other field before `capacity` (release); readers load `capacity` (acquire)
+/// first.
+///
+/// Its `Debug` shows the named fields (relaxed loads), not the zero bytes.
 #[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
 #[repr(C, align(128))]
 pub struct AtomicChannelEntry {
+    /// Offset 0: [`ChannelEntry::channel_id`].
     pub channel_id: AtomicU32,
+    /// Offset 4: [`ChannelEntry::flags`], zero in version 1.
     pub flags: AtomicU32,
+    /// Offset 8: [`ChannelEntry::capacity`]; 0 = no channel. Stored last with release.
     pub capacity: AtomicU64,
+    /// Offset 16: [`ChannelEntry::band_offset`].
     pub band_offset: AtomicU64,
+    /// Offset 24: [`ChannelEntry::state`] ([`channel_state`]); CAS EMPTY → CREATING claims
+    /// the entry, a release store of READY ends the creation.
     pub state: AtomicU32,
+    /// Offset 28: [`ChannelEntry::creator_pid`].
     pub creator_pid: AtomicU32,
+    /// Offset 32: the futex word receivers sleep on; bumped (release) by a sender after it
+    /// publishes, when `not_empty_waiters` is non-zero (PROTOCOL.md §7).
     pub not_empty_seq: AtomicU32,
+    /// Offset 36: receivers registered as waiting on `not_empty_seq` (seq-cst add/sub).
     pub not_empty_waiters: AtomicU32,
+    /// Offset 40: the futex word senders sleep on; bumped by a receiver after it frees a
+    /// slot, when `not_full_waiters` is non-zero.
     pub not_full_seq: AtomicU32,
+    /// Offset 44: senders registered as waiting on `not_full_seq`.
     pub not_full_waiters: AtomicU32,
+    /// Offset 48: [`ChannelEntry::stuck_receive_position`] (informational, PROTOCOL.md §11.8).
     pub stuck_receive_position: AtomicU64,
+    /// Offset 56: [`ChannelEntry::stuck_receive_since_ns`]; 0 = nothing noted.
     pub stuck_receive_since_ns: AtomicU64,
+    /// Offset 64: [`ChannelEntry::stuck_send_position`] (informational).
     pub stuck_send_position: AtomicU64,
+    /// Offset 72: [`ChannelEntry::stuck_send_since_ns`]; 0 = nothing noted.
     pub stuck_send_since_ns: AtomicU64,
+    /// Offsets 80..128, zero.
     pub extension: Reserved<6>,
+    /// Offset 128: the producer cursor (next position to send). Producers move it only by
+    /// CAS (release on success); plain stores are for its creator (0, before the channel is
+    /// published) and for an operator's [`Channel::reset`](crate::Channel::reset) of an idle
+    /// channel.
     pub tail: AtomicU64,
+    /// Offsets 136..256, zero: keeps `tail` alone on its 128 bytes.
     pub tail_pad: Reserved<15>,
+    /// Offset 256: the consumer cursor (next position to receive). Consumers move it only by
+    /// CAS, as producers move `tail`.
     pub head: AtomicU64,
+    /// Offsets 264..384, zero: keeps `head` alone on its 128 bytes.
     pub head_pad: Reserved<15>,
 }
 
-/// Live view of [`MessageMeta`].
+debug_live_fields!(AtomicChannelEntry {
+    channel_id,
+    flags,
+    capacity,
+    band_offset,
+    state,
+    creator_pid,
+    not_empty_seq,
+    not_empty_waiters,
+    not_full_seq,
+    not_full_waiters,
+    stuck_receive_position,
+    stuck_receive_since_ns,
+    stuck_send_position,
+    stuck_send_since_ns,
+    tail,
+    head,
+});
+
+/// Live view of [`MessageMeta`]; each field's meaning is documented there (offsets within
+/// the meta, which starts at slot offset 8). Accessed only by the process holding the slot's
+/// claim, with relaxed loads and stores between the `sequence` acquire and release.
+///
+/// Its `Debug` shows the named fields (relaxed loads).
 #[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
 #[repr(C, align(8))]
 pub struct AtomicMessageMeta {
+    /// Offset 0: [`MessageMeta::message_id`].
     pub message_id: AtomicU64,
+    /// Offset 8: [`MessageMeta::timestamp_ns`].
     pub timestamp_ns: AtomicU64,
+    /// Offset 16: [`MessageMeta::channel_id`].
     pub channel_id: AtomicU32,
+    /// Offset 20: [`MessageMeta::message_type`].
     pub message_type: AtomicU32,
+    /// Offset 24: [`MessageMeta::sender_pid`].
     pub sender_pid: AtomicU32,
+    /// Offset 28: [`MessageMeta::sender_runtime`].
     pub sender_runtime: AtomicU16,
+    /// Offset 30: [`MessageMeta::flags`].
     pub flags: AtomicU16,
+    /// Offset 32: [`MessageMeta::payload_len`]; untrusted, checked against 960 on receipt.
     pub payload_len: AtomicU32,
+    /// Offset 36: zero.
     pub reserved: AtomicU32,
 }
 
-/// Live view of [`PeerRecord`].
+debug_live_fields!(AtomicMessageMeta {
+    message_id,
+    timestamp_ns,
+    channel_id,
+    message_type,
+    sender_pid,
+    sender_runtime,
+    flags,
+    payload_len,
+});
+
+/// Live view of [`PeerRecord`]; each field's meaning is documented there (PROTOCOL.md
+/// §11.2, §11.3 for the order in which they are written).
+///
+/// Its `Debug` shows the named fields (relaxed loads), not the zero bytes.
 #[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
 #[repr(C, align(64))]
 pub struct AtomicPeerRecord {
+    /// Offset 0: [`PeerRecord::pid`]; taken by CAS from 0 (acquire), given back by setting it
+    /// to 0 with release, after the other fields.
     pub pid: AtomicU32,
+    /// Offset 4: [`PeerRecord::runtime`].
     pub runtime: AtomicU16,
+    /// Offset 6: [`PeerRecord::role`] ([`peer_role`]).
     pub role: AtomicU16,
+    /// Offset 8: [`PeerRecord::start_time`]; stored last when registering, zeroed before
+    /// `pid` when leaving.
     pub start_time: AtomicU64,
+    /// Offset 16: [`PeerRecord::channel_id`].
     pub channel_id: AtomicU32,
+    /// Offset 20: [`PeerRecord::intent_count`]; stored with release after
+    /// `intent_position` (PROTOCOL.md §11.4).
     pub intent_count: AtomicU32,
+    /// Offset 24: [`PeerRecord::intent_position`].
     pub intent_position: AtomicU64,
+    /// Offset 32: [`PeerRecord::pid_ns`].
     pub pid_ns: AtomicU64,
+    /// Offset 40: [`PeerRecord::waiting`] ([`peer_waiting`]).
     pub waiting: AtomicU32,
+    /// Offsets 44..48, zero.
     pub reserved_word: AtomicU32,
+    /// Offsets 48..64, zero.
     pub reserved: Reserved<2>,
 }
 
+debug_live_fields!(AtomicPeerRecord {
+    pid,
+    runtime,
+    role,
+    start_time,
+    channel_id,
+    intent_count,
+    intent_position,
+    pid_ns,
+    waiting,
+});
+
 /// Live view of [`Slot`]. The payload is held as 64-bit words so that copies are word-sized
 /// relaxed atomic accesses.
+///
+/// Its `Debug` shows `sequence` and `meta`, never the payload words.
 #[cfg_attr(not(loom), derive(FromBytes, KnownLayout))]
 #[repr(C, align(64))]
 pub struct AtomicSlot {
+    /// Offset 0: [`Slot::sequence`]; stored with release (publish, free), loaded with
+    /// acquire before a claim.
     pub sequence: AtomicU64,
+    /// Offsets 8..48: the message's metadata.
     pub meta: AtomicMessageMeta,
+    /// Offsets 48..64, zero.
     pub padding: Reserved<2>,
+    /// Offsets 64..1024: the payload as [`PAYLOAD_WORDS`] little-endian 64-bit words, copied
+    /// with relaxed atomic loads and stores.
     pub payload: [AtomicU64; PAYLOAD_WORDS],
+    /// Offsets 1024..1088, zero.
     pub reserved: Reserved<8>,
 }
+
+debug_live_fields!(AtomicSlot { sequence, meta });
 
 #[cfg(not(loom))]
 mod live_layout_assertions {
@@ -516,6 +757,7 @@ mod live_layout_assertions {
 impl AtomicHeaderFields {
     /// Copies the live fields into a plain mirror (relaxed loads; `magic` is read by the caller
     /// with acquire first).
+    #[must_use]
     pub fn snapshot(&self) -> HeaderFields {
         use crate::sync::Ordering::Relaxed;
         HeaderFields {
@@ -538,6 +780,7 @@ impl AtomicHeaderFields {
 impl AtomicChannelEntry {
     /// Copies the fields validation looks at into a plain mirror (cursors and padding are not
     /// copied). `capacity` should have been read with acquire by the caller.
+    #[must_use]
     pub fn snapshot(&self) -> ChannelEntry {
         use crate::sync::Ordering::Relaxed;
         ChannelEntry {
@@ -567,6 +810,7 @@ impl AtomicChannelEntry {
 impl AtomicPeerRecord {
     /// Copies the record into a plain mirror (relaxed loads; the fields may be torn across a
     /// concurrent update, which is fine for display).
+    #[must_use]
     pub fn snapshot(&self) -> PeerRecord {
         use crate::sync::Ordering::Relaxed;
         PeerRecord {
@@ -623,6 +867,8 @@ mod loom_constructors {
     }
 
     impl AtomicHeaderFields {
+        /// An all-zero value, for loom models (which cannot view a byte buffer).
+        #[must_use]
         pub fn new_zeroed() -> Self {
             Self {
                 magic: AtomicU64::new(0),
@@ -643,6 +889,8 @@ mod loom_constructors {
     }
 
     impl AtomicChannelEntry {
+        /// An all-zero value, for loom models (which cannot view a byte buffer).
+        #[must_use]
         pub fn new_zeroed() -> Self {
             Self {
                 channel_id: AtomicU32::new(0),
@@ -669,6 +917,8 @@ mod loom_constructors {
     }
 
     impl AtomicPeerRecord {
+        /// An all-zero value, for loom models (which cannot view a byte buffer).
+        #[must_use]
         pub fn new_zeroed() -> Self {
             Self {
                 pid: AtomicU32::new(0),
@@ -687,6 +937,8 @@ mod loom_constructors {
     }
 
     impl AtomicSlot {
+        /// An all-zero value, for loom models (which cannot view a byte buffer).
+        #[must_use]
         pub fn new_zeroed() -> Self {
             Self {
                 sequence: AtomicU64::new(0),

@@ -36,6 +36,8 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(target_endian = "big")]
 compile_error!(
@@ -49,6 +51,7 @@ extern crate std;
 pub mod channel;
 pub mod error;
 #[cfg(feature = "test-hooks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-hooks")))]
 pub mod hooks;
 pub mod layout;
 pub mod payload;

@@ -60,11 +60,13 @@ impl<'a> Payload<'a> {
     }
 
     /// Payload length in bytes.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// True for an empty payload.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -77,6 +79,7 @@ impl<'a> Payload<'a> {
     }
 
     /// Byte `index`, or `None` past the end.
+    #[must_use]
     pub fn get(&self, index: usize) -> Option<u8> {
         if index >= self.len {
             return None;
@@ -87,6 +90,7 @@ impl<'a> Payload<'a> {
 
     /// The 64-bit little-endian word `index` (bytes `8*index..8*index+8`; bytes past `len` are
     /// whatever the sender left, normally zero), or `None` past the payload.
+    #[must_use]
     pub fn word(&self, index: usize) -> Option<u64> {
         if index >= self.len.div_ceil(8) {
             return None;
@@ -102,8 +106,18 @@ impl core::fmt::Debug for Payload<'_> {
 }
 
 /// A writable, in-place view of a loaned slot's payload area (960 bytes).
+///
+/// Its `Debug` shows the capacity, never the bytes.
 pub struct PayloadMut<'a> {
     words: &'a Words,
+}
+
+impl core::fmt::Debug for PayloadMut<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PayloadMut")
+            .field("capacity", &self.capacity())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> PayloadMut<'a> {
@@ -112,12 +126,14 @@ impl<'a> PayloadMut<'a> {
     }
 
     /// Size of the payload area: 960 bytes.
+    #[must_use]
     pub const fn capacity(&self) -> usize {
         MSG_INLINE
     }
 
     /// Writes `src` at byte `offset`. Returns `false` (writing nothing) if it would run past
     /// the 960-byte area.
+    #[must_use = "`false` means nothing was written"]
     pub fn write_at(&mut self, offset: usize, src: &[u8]) -> bool {
         let Some(end) = offset.checked_add(src.len()) else {
             return false;
@@ -149,6 +165,7 @@ impl<'a> PayloadMut<'a> {
     }
 
     /// Stores the 64-bit little-endian word `index` (0..120). Returns `false` past the area.
+    #[must_use = "`false` means nothing was written"]
     pub fn set_word(&mut self, index: usize, value: u64) -> bool {
         match self.words.get(index) {
             Some(word) => {
@@ -160,6 +177,7 @@ impl<'a> PayloadMut<'a> {
     }
 
     /// Reads back byte `index` of the area.
+    #[must_use]
     pub fn get(&self, index: usize) -> Option<u8> {
         let word = self.words.get(index / 8)?.load(Relaxed);
         Some(word.to_le_bytes()[index % 8])

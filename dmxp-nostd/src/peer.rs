@@ -28,6 +28,9 @@ use crate::wait::WaitStrategy;
 /// whose current start time differs is a different process that reused the pid, so the record's
 /// owner is dead.
 pub trait Liveness {
+    /// Whether process `pid` is alive and is the process that registered with
+    /// `start_time` (0 = unknown: then only the pid is judged). False makes a repair treat
+    /// the record's owner as dead, so it must not be false for a live process.
     fn is_alive(&self, pid: u32, start_time: u64) -> bool;
 
     /// Whether this checker can judge a record registered in pid namespace `pid_ns`
@@ -120,6 +123,7 @@ pub enum PeerRole {
 
 impl PeerRole {
     /// The `role` word of the record ([`peer_role`]).
+    #[must_use]
     pub const fn code(self) -> u16 {
         match self {
             PeerRole::Producer => peer_role::PRODUCER,
@@ -128,6 +132,7 @@ impl PeerRole {
     }
 
     /// The role of a `role` word, if it is one.
+    #[must_use]
     pub const fn from_code(code: u16) -> Option<Self> {
         match code {
             peer_role::PRODUCER => Some(PeerRole::Producer),
@@ -142,6 +147,7 @@ impl PeerRole {
 ///
 /// A record holds one intent at a time, so it must be used by one thread at a time: the type
 /// is `Send` but not `Sync`. Give it to a channel with [`Channel::with_peer`].
+#[must_use = "dropping the slot frees the peer record at once"]
 pub struct PeerSlot<'a> {
     record: &'a AtomicPeerRecord,
     index: usize,
@@ -164,20 +170,25 @@ impl core::fmt::Debug for PeerSlot<'_> {
 
 impl<'a> PeerSlot<'a> {
     /// Index of the record in the table (below the segment's `peer_records`).
+    #[must_use]
     pub fn index(&self) -> usize {
         self.index
     }
 
     /// The pid the record was registered with.
+    #[must_use]
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
+    /// The role the record was registered for: which cursor its intents name.
+    #[must_use]
     pub fn role(&self) -> PeerRole {
         self.role
     }
 
     /// The channel whose positions the record's intents name.
+    #[must_use]
     pub fn channel_id(&self) -> u32 {
         self.channel
     }
@@ -280,6 +291,7 @@ pub struct PeerInfo {
 
 impl PeerInfo {
     /// The record's role, if its `role` word holds a known one.
+    #[must_use]
     pub fn role(&self) -> Option<PeerRole> {
         PeerRole::from_code(self.record.role)
     }
@@ -296,6 +308,7 @@ pub fn snapshot(records: &[AtomicPeerRecord]) -> impl Iterator<Item = PeerInfo> 
 
 /// What one repair pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use = "a repair pass reports here what it repaired and what it deferred"]
 pub struct RepairReport {
     /// Positions of dead producers published as LOST tombstones.
     pub tombstoned: u64,
@@ -312,6 +325,7 @@ pub struct RepairReport {
 
 impl RepairReport {
     /// True when the pass repaired at least one position.
+    #[must_use]
     pub fn repaired(&self) -> bool {
         self.tombstoned != 0 || self.freed != 0
     }

@@ -51,14 +51,26 @@ pub trait SegmentMemory {
 /// A 128-byte aligned block. A slice of these is a correctly aligned buffer for a segment that
 /// lives in ordinary memory (a static, a `Box`, an allocator's arena):
 /// `Region::new(blocks.as_mut_bytes())`.
+///
+/// Its `Debug` does not show the bytes: a block is part of a segment other threads may be
+/// using.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy)]
 #[repr(C, align(128))]
 pub struct AlignedBlock(pub [u8; SEGMENT_ALIGN]);
 
+impl core::fmt::Debug for AlignedBlock {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AlignedBlock").finish_non_exhaustive()
+    }
+}
+
 impl AlignedBlock {
+    /// A block of zero bytes: `vec![AlignedBlock::ZERO; n]` is zeroed, aligned memory for an
+    /// unformatted segment.
     pub const ZERO: Self = Self([0; SEGMENT_ALIGN]);
 
     /// Blocks needed to hold `bytes` bytes.
+    #[must_use]
     pub const fn count_for(bytes: usize) -> usize {
         bytes.div_ceil(SEGMENT_ALIGN)
     }
@@ -116,26 +128,31 @@ impl<'a> Region<'a> {
     }
 
     /// Length in bytes.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// True when the region has no bytes.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Base address (for diagnostics and for tests of position independence).
+    #[must_use]
     pub fn base_addr(&self) -> usize {
         self.base.as_ptr() as usize
     }
 
     /// A view of one `T` at `offset`, checked to lie inside the region and to be aligned.
+    #[must_use]
     pub fn view<T: SharedView>(&self, offset: usize) -> Option<&'a T> {
         self.view_slice::<T>(offset, 1).map(|s| &s[0])
     }
 
     /// A view of `count` consecutive `T`s starting at `offset`, checked like [`Self::view`].
+    #[must_use]
     pub fn view_slice<T: SharedView>(&self, offset: usize, count: usize) -> Option<&'a [T]> {
         let bytes = size_of::<T>().checked_mul(count)?;
         let end = offset.checked_add(bytes)?;

@@ -73,6 +73,9 @@ impl<'a> Bands<'a> {
 }
 
 /// A validated segment: the header, the channel table and the band area.
+///
+/// Its `Debug` shows the validated length, the peer table size and the header's
+/// `channel_count` and `creator_pid`, never the bands.
 #[derive(Clone)]
 pub struct Segment<'a, W: WaitStrategy = SpinWait> {
     fields: &'a AtomicHeaderFields,
@@ -83,6 +86,17 @@ pub struct Segment<'a, W: WaitStrategy = SpinWait> {
     /// `peer_records` later cannot make this attachment reach past the table it validated.
     peer_records: usize,
     wait: W,
+}
+
+impl<W: WaitStrategy> core::fmt::Debug for Segment<'_, W> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Segment")
+            .field("len", &self.len)
+            .field("peer_records", &self.peer_records)
+            .field("channel_count", &self.channel_count())
+            .field("creator_pid", &self.creator_pid())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How [`Segment::format_with`] lays out a new segment.
@@ -104,6 +118,7 @@ pub struct FormatOptions {
 
 impl FormatOptions {
     /// These options with a peer table of `records` records (0 = the default 256).
+    #[must_use]
     pub const fn with_peer_records(mut self, records: u32) -> Self {
         self.peer_records = records;
         self
@@ -126,15 +141,24 @@ pub enum Abandonment {
     /// `magic` is set: attach.
     Published,
     /// `magic` is 0 and `creator_pid` (0: not recorded yet) may still be at work.
-    BeingCreated { creator_pid: u32 },
+    BeingCreated {
+        /// The header's `creator_pid`: alive, or 0 (not recorded yet).
+        creator_pid: u32,
+    },
     /// `magic` is 0 and `creator_pid` is dead: [`Segment::reclaim_abandoned`] may reformat it.
-    Abandoned { creator_pid: u32 },
+    Abandoned {
+        /// The header's `creator_pid`, a process that is no longer alive.
+        creator_pid: u32,
+    },
 }
 
 /// Whether [`Segment::open_or_create_channel`] made the channel or found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opened {
+    /// This call created the channel (with the capacity it asked for).
     Created,
+    /// The channel existed already (with whatever capacity it was created with), or another
+    /// process published it first.
     Existing,
 }
 
@@ -355,6 +379,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
     }
 
     /// The same segment handing `wait` to the channels it opens (for wake-ups).
+    #[must_use]
     pub fn with_wait_strategy<V: WaitStrategy>(self, wait: V) -> Segment<'a, V> {
         let Self {
             fields,
@@ -369,32 +394,38 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
 
     /// Records in this segment's peer table (PROTOCOL.md §11.1), as read when it was attached
     /// or formatted: 256 unless its creator asked for more ([`FormatOptions`]).
+    #[must_use]
     pub fn peer_records(&self) -> usize {
         self.peer_records
     }
 
     /// The validated segment length.
+    #[must_use]
     pub fn len(&self) -> u64 {
         self.len
     }
 
     /// Never true for a validated segment (it holds at least the header).
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// `channel_count` as stored.
+    #[must_use]
     pub fn channel_count(&self) -> u32 {
         self.fields.channel_count.load(Acquire)
     }
 
     /// Bytes still free for bands.
+    #[must_use]
     pub fn free_space(&self) -> u64 {
         self.len
             .saturating_sub(self.fields.band_cursor.load(Relaxed))
     }
 
     /// Pid recorded by the creator.
+    #[must_use]
     pub fn creator_pid(&self) -> u32 {
         self.fields.creator_pid.load(Relaxed)
     }
@@ -702,6 +733,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
     }
 
     /// Every created channel whose entry validates, in id order.
+    #[must_use]
     pub fn channels(&self) -> heapless::Vec<ChannelInfo, MAX_CHANNELS> {
         let mut list = heapless::Vec::new();
         for id in 0..self.entries.len() as u32 {
@@ -832,6 +864,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
 
     /// The memory the segment lives in (for tools and tests that look at raw fields).
     #[cfg(not(loom))]
+    #[must_use]
     pub fn region(&self) -> Region<'a> {
         self.bands.region
     }

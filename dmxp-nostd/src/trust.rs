@@ -80,6 +80,7 @@ impl AttachPolicy {
     /// let group_readable = ObjectStat { uid: 0, gid: 0, mode: 0o640, regular: true };
     /// assert!(policy.check(&group_readable, &[]).is_err());
     /// ```
+    #[must_use]
     pub const fn new(euid: u32, mode: u32) -> Self {
         Self {
             euid,
@@ -98,6 +99,7 @@ impl AttachPolicy {
     /// let shared = ObjectStat { uid: 1001, gid: 50, mode: 0o660, regular: true };
     /// assert_eq!(policy.check(&shared, &[]), Ok(()));
     /// ```
+    #[must_use]
     pub const fn with_group(mut self, group: GroupAccess) -> Self {
         self.group = group;
         self
@@ -111,6 +113,7 @@ impl AttachPolicy {
     /// let shared = ObjectStat { uid: 7, gid: 7, mode: 0o660, regular: true };
     /// assert_eq!(policy.check(&shared, &[]), Ok(()));
     /// ```
+    #[must_use]
     pub const fn with_mode(mut self, mode: u32) -> Self {
         self.mode = mode & 0o7777;
         self
@@ -126,6 +129,7 @@ impl AttachPolicy {
     /// let theirs = ObjectStat { uid: 42, gid: 42, mode: 0o600, regular: true };
     /// assert_eq!(policy.check(&theirs, &[]), Ok(()));
     /// ```
+    #[must_use]
     pub const fn trust_owner(mut self, uid: u32) -> Option<Self> {
         if self.trusted_len == MAX_TRUSTED_OWNERS {
             return None;
@@ -140,6 +144,7 @@ impl AttachPolicy {
     /// ```
     /// assert_eq!(dmxp_nostd::trust::AttachPolicy::new(5, 0o600).euid(), 5);
     /// ```
+    #[must_use]
     pub const fn euid(&self) -> u32 {
         self.euid
     }
@@ -150,6 +155,7 @@ impl AttachPolicy {
     /// use dmxp_nostd::trust::{AttachPolicy, GroupAccess};
     /// assert_eq!(AttachPolicy::new(5, 0o600).group(), GroupAccess::None);
     /// ```
+    #[must_use]
     pub const fn group(&self) -> GroupAccess {
         self.group
     }
@@ -159,6 +165,7 @@ impl AttachPolicy {
     /// ```
     /// assert_eq!(dmxp_nostd::trust::AttachPolicy::new(5, 0o660).mode(), 0o660);
     /// ```
+    #[must_use]
     pub const fn mode(&self) -> u32 {
         self.mode
     }
@@ -169,6 +176,7 @@ impl AttachPolicy {
     /// let policy = dmxp_nostd::trust::AttachPolicy::new(0, 0o600).trust_owner(9).unwrap();
     /// assert_eq!(policy.trusted_owners(), &[9]);
     /// ```
+    #[must_use]
     pub fn trusted_owners(&self) -> &[u32] {
         &self.trusted[..self.trusted_len]
     }
@@ -262,6 +270,7 @@ impl Untrusted {
     /// use dmxp_nostd::trust::Untrusted;
     /// assert_eq!(Untrusted::Mode { uid: 3, mode: 0o666, allowed_mode: 0o600 }.owner(), Some(3));
     /// ```
+    #[must_use]
     pub const fn owner(&self) -> Option<u32> {
         match *self {
             Untrusted::Owner { uid, .. } | Untrusted::Mode { uid, .. } => Some(uid),
@@ -275,6 +284,7 @@ impl Untrusted {
     /// use dmxp_nostd::trust::Untrusted;
     /// assert_eq!(Untrusted::OpenDirectory { mode: 0o777 }.mode(), Some(0o777));
     /// ```
+    #[must_use]
     pub const fn mode(&self) -> Option<u32> {
         match *self {
             Untrusted::Owner { mode, .. }

@@ -17,13 +17,18 @@ use zerocopy::FromBytes;
 /// from the segment for indexing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelGeometry {
+    /// The channel id (its entry's index).
     pub id: u32,
+    /// Slots in the ring: a power of two, 2 to 2³².
     pub capacity: u64,
+    /// Offset of slot 0 from the segment start: a multiple of 64, past the header, with the
+    /// whole band inside the segment.
     pub band_offset: u64,
 }
 
 impl ChannelGeometry {
     /// One past the last byte of the band.
+    #[must_use]
     pub fn band_end(&self) -> u64 {
         // Validation proved this does not overflow.
         self.band_offset + self.capacity * crate::layout::SLOT_SIZE as u64
@@ -33,10 +38,15 @@ impl ChannelGeometry {
 /// A created channel as seen at one instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelInfo {
+    /// The channel id.
     pub id: u32,
+    /// Slots in the ring.
     pub capacity: u64,
+    /// Offset of slot 0 from the segment start.
     pub band_offset: u64,
+    /// The consumer cursor: the next position to receive.
     pub head: u64,
+    /// The producer cursor: the next position to send.
     pub tail: u64,
     /// Messages queued: `tail - head`, clamped to `0..=capacity`.
     pub depth: u64,
@@ -132,6 +142,7 @@ pub fn validate_header(header: &HeaderFields, available: u64) -> Result<u64, Err
 }
 
 /// Bytes of a peer table of `records` records.
+#[must_use]
 pub const fn peer_table_len(records: usize) -> u64 {
     (records * PEER_RECORD_SIZE) as u64
 }

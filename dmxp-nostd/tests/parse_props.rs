@@ -442,7 +442,7 @@ fn check_live(bytes: &[u8], parsed: &Result<SegmentInfo, Error>) -> Result<(), T
             let _ = payload.get(payload.len().saturating_sub(1));
         }
         if let Ok(mut loan) = channel.try_loan() {
-            loan.payload().write_at(0, b"loaned");
+            assert!(loan.payload().write_at(0, b"loaned"));
             let _ = loan.commit(6, &SendMeta::default());
         }
         let _ = channel.info();

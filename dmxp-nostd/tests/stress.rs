@@ -321,7 +321,7 @@ fn produce_mixed(channel: &Channel<'_>, shared: &Shared, producer: u32) {
             _ => match channel.try_loan() {
                 Ok(mut loan) if step % 64 == 3 => {
                     // Scribble, then drop without commit: a skip marker.
-                    loan.payload().write_at(0, &[0xEE; 40]);
+                    assert!(loan.payload().write_at(0, &[0xEE; 40]));
                     drop(loan);
                     shared.skips.fetch_add(1, Relaxed);
                     Ok(0)

@@ -13,6 +13,9 @@ use crate::memory::{Backing, SharedMemory};
 use crate::producer::Producer;
 
 /// A segment's channel table: create channels, list them, open producers and consumers.
+///
+/// Cheap to clone (clones share the mapping) and `Send + Sync`: it holds no peer record, so
+/// one allocator may serve every thread. Its `Debug` names the segment.
 #[derive(Clone)]
 pub struct SharedMemoryAllocator {
     backing: Backing,
@@ -37,11 +40,13 @@ pub struct ChannelHandle {
 
 impl ChannelHandle {
     /// The channel id (the lowest that was free).
+    #[must_use]
     pub fn id(&self) -> u32 {
         self.id
     }
 
     /// Slots in the ring.
+    #[must_use]
     pub fn capacity(&self) -> u64 {
         self.capacity
     }
@@ -61,6 +66,7 @@ impl SharedMemoryAllocator {
     /// Creates the default segment (`/dmxp_alloc`) with `size` bytes, or attaches to it if it
     /// exists (keeping its size).
     #[cfg(feature = "shm")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "shm")))]
     pub fn new(size: usize) -> Result<Self> {
         crate::ChannelBuilder::new()
             .with_segment_size(size)
@@ -69,6 +75,7 @@ impl SharedMemoryAllocator {
 
     /// Attaches to the existing default segment (`/dmxp_alloc`).
     #[cfg(feature = "shm")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "shm")))]
     pub fn attach() -> Result<Self> {
         crate::ChannelBuilder::new().attach_allocator()
     }
@@ -119,10 +126,63 @@ impl SharedMemoryAllocator {
 
     /// Every created channel (id, capacity, head, tail, depth), in id order. Entries that do
     /// not validate are left out; an unreadable header gives an empty list.
-    pub fn get_channels(&self) -> Vec<ChannelInfo> {
+    ///
+    /// The seed called it `get_channels`, which still works ([`Self::get_channels`]).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-allocator-channels", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let allocator = builder.build_allocator()?;
+    /// allocator.create_channel(16)?;
+    /// let channels = allocator.channels();
+    /// assert_eq!(channels.iter().map(|c| (c.id, c.capacity)).collect::<Vec<_>>(), [(0, 4), (1, 16)]);
+    /// producer.send("queued")?;
+    /// assert_eq!(allocator.channels()[0].depth, 1);
+    /// # drop(consumer);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[doc(alias = "get_channels")]
+    #[must_use]
+    pub fn channels(&self) -> Vec<ChannelInfo> {
         self.segment()
             .map(|segment| segment.channels().into_iter().collect())
             .unwrap_or_default()
+    }
+
+    /// The seed's name for [`Self::channels`], kept so that code written against the seed
+    /// compiles unchanged; it returns the same list. New code calls `channels`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-allocator-get-channels", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let allocator = builder.build_allocator()?;
+    /// assert_eq!(allocator.get_channels(), allocator.channels());
+    /// # drop((producer, consumer));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn get_channels(&self) -> Vec<ChannelInfo> {
+        self.channels()
     }
 
     /// A producer on channel `id`, creating the channel with `capacity` if needed.
@@ -235,16 +295,19 @@ impl SharedMemoryAllocator {
     }
 
     /// The segment's length in bytes.
+    #[must_use]
     pub fn segment_len(&self) -> usize {
         self.backing.memory.region().len()
     }
 
     /// The segment, as named in error messages.
+    #[must_use]
     pub fn label(&self) -> &str {
         &self.backing.label
     }
 
     /// The mapping itself (to hand to a `ChannelBuilder::with_memory`, or to inspect).
+    #[must_use]
     pub fn memory(&self) -> &SharedMemory {
         &self.backing.memory
     }

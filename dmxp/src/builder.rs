@@ -22,6 +22,8 @@ pub const DEFAULT_CAPACITY: u64 = 1024;
 /// Opens producers and consumers.
 ///
 /// ```no_run
+/// # // Not run as a test: it would create (or attach to) the host's default segment
+/// # // /dmxp_alloc, which other programs may be using.
 /// # fn main() -> std::io::Result<()> {
 /// let producer = dmxp::ChannelBuilder::new()
 ///     .with_channel_id(0)
@@ -53,8 +55,16 @@ pub const DEFAULT_CAPACITY: u64 = 1024;
 /// segment keeps its owner, group and mode. memfd segments have no mode: access is by
 /// descriptor.
 ///
+/// The examples of the methods below use a segment in a file of the temporary directory
+/// (feature `file`), removed at the end, so that they leave nothing in `/dev/shm`; a segment
+/// of 2 MiB instead of 128 MiB keeps that file small.
+///
+/// A `ChannelBuilder` is `Send + Sync` and cheap to clone: clone it to open several handles
+/// with the same options.
+///
 /// [`ErrorKind::Io`]: crate::ErrorKind::Io
-#[derive(Clone)]
+#[derive(Clone, Debug)]
+#[must_use = "a ChannelBuilder does nothing until build_producer, build_consumer or build_allocator"]
 pub struct ChannelBuilder {
     channel_id: u32,
     capacity: u64,
@@ -78,6 +88,22 @@ impl Default for ChannelBuilder {
 
 impl ChannelBuilder {
     /// The defaults above.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-new", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
+    ///     .build_producer()?;
+    /// assert_eq!(producer.channel_id(), 0);
+    /// assert_eq!(producer.capacity(), dmxp::DEFAULT_CAPACITY);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> Self {
         Self {
             channel_id: 0,
@@ -96,6 +122,23 @@ impl ChannelBuilder {
     }
 
     /// The channel (0..256).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-channel-id", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let builder = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20);
+    /// let producer = builder.clone().with_channel_id(7).build_producer()?;
+    /// assert_eq!(producer.channel_id(), 7);
+    /// let too_far = builder.with_channel_id(256).build_producer().unwrap_err();
+    /// assert_eq!(too_far.kind(), dmxp::ErrorKind::InvalidInput);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_channel_id(mut self, id: u32) -> Self {
         self.channel_id = id;
         self
@@ -103,20 +146,74 @@ impl ChannelBuilder {
 
     /// Ring capacity (a power of two, at least 2) used if the producer creates the channel. An existing
     /// channel keeps the capacity it was created with.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-capacity", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let builder = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20);
+    /// let producer = builder.clone().with_capacity(16).build_producer()?;
+    /// assert_eq!(producer.capacity(), 16);
+    /// // The channel exists now: a consumer asking for another capacity gets this one.
+    /// let consumer = builder.with_capacity(64).build_consumer()?;
+    /// assert_eq!(consumer.capacity(), 16);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_capacity(mut self, capacity: u64) -> Self {
         self.capacity = capacity;
         self
     }
 
     /// A POSIX shm segment by name (`/name`).
+    ///
+    /// ```
+    /// # let name = format!("/dmxp_doc_segment_name_{}", std::process::id());
+    /// # // This one does make a /dev/shm object: the guard removes its name again.
+    /// # struct Unlink(String);
+    /// # impl Drop for Unlink { fn drop(&mut self) { let _ = dmxp::unlink_segment(&self.0); } }
+    /// # let _unlink = Unlink(name.clone());
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_segment_name(&name) // such as "/sensors"
+    ///     .with_segment_size(2 << 20)
+    ///     .build_producer()?;
+    /// assert_eq!(producer.segment(), format!("shm segment {name}"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[cfg(feature = "shm")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "shm")))]
     pub fn with_segment_name(mut self, name: impl Into<String>) -> Self {
         self.source = Source::Shm(name.into());
         self
     }
 
     /// A segment in a mapped file (created through a temporary file linked into place).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-file", std::process::id()));
+    /// # let _rm = Rm(path.clone());
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
+    ///     .build_producer()?;
+    /// producer.send("kept in the file")?;
+    /// drop(producer);
+    /// // The segment outlives the processes that use it: a later consumer finds the message.
+    /// let consumer = dmxp::ChannelBuilder::new().with_file(&path).build_consumer()?;
+    /// assert_eq!(consumer.receive()?.as_deref(), Some(&b"kept in the file"[..]));
+    /// std::fs::remove_file(&path)?;
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[cfg(feature = "file")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
     pub fn with_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.source = Source::File(path.into());
         self
@@ -124,7 +221,30 @@ impl ChannelBuilder {
 
     /// A memfd segment fetched from a segment server listening on this Unix socket path
     /// (`dmxp::memfd::SegmentServer`). The segment must exist: nothing is created.
+    ///
+    /// ```
+    /// # #[cfg(feature = "memfd")] {
+    /// use std::sync::Arc;
+    /// use dmxp::memfd::{MemfdSegment, SegmentServer};
+    ///
+    /// # let socket = std::env::temp_dir().join(format!("dmxp-doc-{}.sock", std::process::id()));
+    /// // The process that made the segment serves it on a socket...
+    /// let segment = Arc::new(MemfdSegment::create("dmxp-doc", 2 << 20)?);
+    /// let server = SegmentServer::bind(&socket, Arc::clone(&segment))?.spawn();
+    /// let producer = dmxp::ChannelBuilder::new().with_memory(segment).build_producer()?;
+    /// producer.send("over a socket")?;
+    ///
+    /// // ...and another one fetches it by the socket's path.
+    /// let consumer = dmxp::ChannelBuilder::new()
+    ///     .with_memfd_socket(&socket)
+    ///     .build_consumer()?;
+    /// assert_eq!(consumer.receive()?.as_deref(), Some(&b"over a socket"[..]));
+    /// server.stop()?; // also removes the socket file
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[cfg(feature = "memfd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "memfd")))]
     pub fn with_memfd_socket(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.source = Source::MemfdSocket(path.into());
         self
@@ -132,6 +252,19 @@ impl ChannelBuilder {
 
     /// A segment already mapped and formatted: a memfd received over a socket, or any other
     /// [`SegmentMemory`]. Nothing is created.
+    ///
+    /// ```
+    /// # #[cfg(feature = "memfd")] {
+    /// // An anonymous segment (feature `memfd`): no name anyone else could open.
+    /// let segment = std::sync::Arc::new(dmxp::memfd::MemfdSegment::create("dmxp-doc", 2 << 20)?);
+    /// let builder = dmxp::ChannelBuilder::new().with_memory(segment);
+    /// let producer = builder.build_producer()?;
+    /// let consumer = builder.build_consumer()?;
+    /// producer.send("private")?;
+    /// assert_eq!(consumer.receive()?.as_deref(), Some(&b"private"[..]));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_memory<M: SegmentMemory + Send + Sync + 'static>(mut self, memory: Arc<M>) -> Self {
         let label = format!("segment at {:#x}", memory.region().base_addr());
         self.source = Source::Memory(memory, label);
@@ -140,6 +273,23 @@ impl ChannelBuilder {
 
     /// Size of a segment this builder creates (default 128 MiB). An existing segment keeps
     /// its size.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-segment-size", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(4 << 20)
+    ///     .build_producer()?;
+    /// let allocator = dmxp::ChannelBuilder::new().with_file(&path).attach_allocator()?;
+    /// assert_eq!(allocator.segment_len(), 4 << 20);
+    /// # drop(producer);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_segment_size(mut self, bytes: usize) -> Self {
         self.size = bytes;
         self
@@ -154,12 +304,26 @@ impl ChannelBuilder {
     /// Clients from before this option treat every table as 256 records; give a segment more
     /// only when all its clients know the field (PROTOCOL.md §9).
     ///
-    /// ```no_run
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-peer-records", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
     /// // 64 channels with up to 16 handles each.
     /// let producer = dmxp::ChannelBuilder::new()
-    ///     .with_segment_name("/dmxp_fleet")
+    ///     .with_file(&path)
+    ///     .with_segment_size(4 << 20)
     ///     .with_peer_records(1024)
     ///     .build_producer()?;
+    /// assert!(producer.is_registered());
+    /// let refused = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_peer_records(100)
+    ///     .build_consumer()
+    ///     .unwrap_err();
+    /// assert_eq!(refused.kind(), dmxp::ErrorKind::InvalidInput);
+    /// # }
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn with_peer_records(mut self, records: u32) -> Self {
@@ -173,6 +337,28 @@ impl ChannelBuilder {
     /// It is also the widest mode accepted in an existing segment: one that grants more (a
     /// world-writable object when `0o600` was asked) is refused with
     /// [`ErrorKind::Untrusted`](crate::ErrorKind::Untrusted) (PROTOCOL.md §3.4).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-mode", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// use std::os::unix::fs::PermissionsExt;
+    ///
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
+    ///     .with_mode(0o640) // the owner writes, the group reads
+    ///     .build_producer()?;
+    /// assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o640);
+    /// // A builder that asks for owner-only (the default) refuses a segment granting more.
+    /// let refused = dmxp::ChannelBuilder::new().with_file(&path).build_consumer().unwrap_err();
+    /// assert!(matches!(refused.kind(), dmxp::ErrorKind::Untrusted { .. }));
+    /// # drop(producer);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
@@ -184,6 +370,25 @@ impl ChannelBuilder {
     ///
     /// When attaching, an existing segment of any group this process belongs to is accepted
     /// whatever its owner (see [`Self::with_trust_owner`]).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-group-access", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// use std::os::unix::fs::PermissionsExt;
+    ///
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
+    ///     .with_group_access()
+    ///     .build_producer()?;
+    /// assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o660);
+    /// # drop(producer);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_group_access(mut self) -> Self {
         self.group_access = true;
         self.with_mode(GROUP_MODE)
@@ -198,6 +403,27 @@ impl ChannelBuilder {
     /// [`ErrorKind::Io`]: crate::ErrorKind::Io
     ///
     /// When attaching, an existing segment of group `gid` is accepted whatever its owner.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-group", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// use std::os::unix::fs::MetadataExt;
+    ///
+    /// let gid = rustix::process::getegid().as_raw(); // a group this process belongs to
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
+    ///     .with_group(gid)
+    ///     .build_producer()?;
+    /// let metadata = std::fs::metadata(&path)?;
+    /// assert_eq!((metadata.gid(), metadata.mode() & 0o777), (gid, 0o660));
+    /// # drop(producer);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_group(mut self, gid: u32) -> Self {
         self.group = Some(gid);
         self.group_access = true;
@@ -215,13 +441,31 @@ impl ChannelBuilder {
     /// Trusting an owner does not widen the mode: add `with_mode` for that. At most four
     /// owners can be trusted (`InvalidInput` when building otherwise).
     ///
-    /// ```no_run
-    /// // A segment made by the service account 990 with mode 0o660, shared with our group.
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-trust-owner", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let producer = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_group_access()
+    /// #     .build_producer()?;
+    /// // A segment made by the service account 990 with mode 0o660, shared with our group
+    /// // (here this user made it, and its own segments are always trusted).
     /// let consumer = dmxp::ChannelBuilder::new()
-    ///     .with_segment_name("/sensors")
+    ///     .with_file(&path)
     ///     .with_trust_owner(990)
     ///     .with_mode(0o660)
     ///     .build_consumer()?;
+    /// // A fifth trusted owner is refused.
+    /// let five = (1..=5).fold(dmxp::ChannelBuilder::new().with_file(&path), |builder, uid| {
+    ///     builder.with_trust_owner(uid)
+    /// });
+    /// assert_eq!(five.build_consumer().unwrap_err().kind(), dmxp::ErrorKind::InvalidInput);
+    /// # drop((producer, consumer));
+    /// # }
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn with_trust_owner(mut self, uid: u32) -> Self {
@@ -231,6 +475,34 @@ impl ChannelBuilder {
 
     /// How long to wait for a segment or channel that another process is still creating
     /// (default 5 s).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-timeout", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// use std::os::unix::fs::OpenOptionsExt;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// // A segment file its creator has not formatted yet (all zeros, as just after creation).
+    /// let file = std::fs::OpenOptions::new()
+    ///     .write(true)
+    ///     .create_new(true)
+    ///     .mode(0o600)
+    ///     .open(&path)?;
+    /// file.set_len(2 << 20)?;
+    /// let started = Instant::now();
+    /// let waited = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_timeout(Duration::from_millis(50))
+    ///     .build_consumer()
+    ///     .unwrap_err();
+    /// assert_eq!(waited.kind(), dmxp::ErrorKind::Timeout);
+    /// assert!(started.elapsed() >= Duration::from_millis(50));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -262,12 +534,24 @@ impl ChannelBuilder {
     /// ([`ErrorKind::Revoked`]). `Duration::MAX` never unblocks (dead peers are still
     /// repaired after [`crate::STUCK_GRACE`]).
     ///
-    /// ```no_run
-    /// # use std::time::Duration;
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-unblock-timeout", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// use std::time::Duration;
+    ///
     /// // Loans of large frames are held for up to 5 s by design.
     /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
     ///     .with_unblock_timeout(Duration::from_secs(10))
     ///     .build_producer()?;
+    /// let mut loan = producer.loan()?;
+    /// assert!(loan.write_at(0, b"frame")); // ...taking its time over a large frame
+    /// loan.commit(5)?;
+    /// # }
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn with_unblock_timeout(mut self, timeout: Duration) -> Self {
@@ -281,11 +565,19 @@ impl ChannelBuilder {
     /// claim left by an unregistered handle that dies is never repaired (PROTOCOL.md §11.3).
     /// By default such a handle works unregistered and says so through `is_registered()`.
     ///
-    /// ```no_run
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-registration-required", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
     /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
     ///     .with_registration_required()
     ///     .build_producer()?;
     /// assert!(producer.is_registered());
+    /// # }
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn with_registration_required(mut self) -> Self {
@@ -338,6 +630,24 @@ impl ChannelBuilder {
     /// processes doing this at once get one segment and one channel: creation is exclusive,
     /// the loser opens what the winner made, and waits (up to the timeout) while it is being
     /// made. An existing segment is never truncated or reformatted.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-build-producer", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let builder = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20);
+    /// let first = builder.build_producer()?; // creates the segment and the channel
+    /// let second = builder.build_producer()?; // attaches to both
+    /// first.send("one")?;
+    /// second.send("two")?;
+    /// assert_eq!(second.info().depth, 2);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn build_producer(&self) -> Result<Producer> {
         let deadline = self.deadline();
         let backing = self.backing(true)?;
@@ -354,6 +664,26 @@ impl ChannelBuilder {
 
     /// Attaches to an existing segment and channel. Fails with kind `NotFound` and a message
     /// naming the segment or the channel when it does not exist.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-build-consumer", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let builder = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20);
+    /// let missing = builder.build_consumer().unwrap_err();
+    /// assert_eq!(missing.kind(), dmxp::ErrorKind::NotFound);
+    ///
+    /// let producer = builder.build_producer()?;
+    /// let consumer = builder.build_consumer()?;
+    /// producer.send("hello")?;
+    /// assert_eq!(consumer.receive()?.as_deref(), Some(&b"hello"[..]));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn build_consumer(&self) -> Result<Consumer> {
         let deadline = self.deadline();
         let backing = self.backing(false)?;
@@ -364,6 +694,23 @@ impl ChannelBuilder {
     }
 
     /// The segment as a [`SharedMemoryAllocator`], created if it does not exist.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-build-allocator", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let allocator = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
+    ///     .build_allocator()?;
+    /// let channel = allocator.create_channel(64)?;
+    /// assert_eq!((channel.id(), channel.capacity()), (0, 64));
+    /// assert_eq!(allocator.channels().len(), 1);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn build_allocator(&self) -> Result<SharedMemoryAllocator> {
         Ok(SharedMemoryAllocator::from_backing(
             self.backing(true)?,
@@ -372,6 +719,26 @@ impl ChannelBuilder {
     }
 
     /// The existing segment as a [`SharedMemoryAllocator`] (`NotFound` if absent).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-attach-allocator", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let builder = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20);
+    /// let missing = builder.attach_allocator().unwrap_err();
+    /// assert_eq!(missing.kind(), dmxp::ErrorKind::NotFound);
+    ///
+    /// let producer = builder.with_channel_id(3).build_producer()?;
+    /// let allocator = dmxp::ChannelBuilder::new().with_file(&path).attach_allocator()?;
+    /// assert_eq!(allocator.channels()[0].id, 3);
+    /// # drop(producer);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn attach_allocator(&self) -> Result<SharedMemoryAllocator> {
         Ok(SharedMemoryAllocator::from_backing(
             self.backing(false)?,

@@ -53,7 +53,9 @@ pub enum SegmentKind {
 /// start time, so a reused pid counts as dead).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerStatus {
+    /// The record as read (its index in the table and its fields).
     pub info: PeerInfo,
+    /// Whether its owner is alive (a reused pid counts as dead).
     pub alive: bool,
 }
 
@@ -64,17 +66,25 @@ pub enum Verdict {
     Stale,
     /// A registered peer is alive, or the creator still runs.
     InUse {
+        /// Registered peers whose process is alive.
         live_peers: usize,
+        /// Whether the header's `creator_pid` runs.
         creator_alive: bool,
     },
     /// The registrations cannot be read: the header or the peer table does not validate, or
     /// the object could not be read in full. Treated as in use.
-    Unknown { kind: ErrorKind, reason: String },
+    Unknown {
+        /// The kind of the error that stopped the examination.
+        kind: ErrorKind,
+        /// Its message, naming the segment and the field or call at fault.
+        reason: String,
+    },
 }
 
 /// One DMXP segment as examined at one instant.
 #[derive(Clone, Debug)]
 pub struct SegmentStatus {
+    /// Whether it is a shm object or a file segment.
     pub kind: SegmentKind,
     /// `/name` for a shm object, the path for a file segment.
     pub name: String,
@@ -93,21 +103,25 @@ pub struct SegmentStatus {
     /// Messages queued and not yet received, over every ready channel (`tail - head`,
     /// clamped to the capacity), as the header showed them.
     pub queued: u64,
+    /// Whether it is stale, in use, or could not be judged.
     pub verdict: Verdict,
 }
 
 impl SegmentStatus {
     /// True when the verdict is [`Verdict::Stale`].
+    #[must_use]
     pub fn is_stale(&self) -> bool {
         self.verdict == Verdict::Stale
     }
 
     /// Registered peers whose process is alive.
+    #[must_use]
     pub fn live_peers(&self) -> usize {
         self.peers.iter().filter(|p| p.alive).count()
     }
 
     /// Registered peers whose process has died (records a repair pass has not freed yet).
+    #[must_use]
     pub fn dead_peers(&self) -> usize {
         self.peers.len() - self.live_peers()
     }
@@ -115,6 +129,7 @@ impl SegmentStatus {
 
 /// What [`remove_if_stale`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "only `Removal::Removed` means the segment is gone"]
 pub enum Removal {
     /// The name (shm) or file was removed.
     Removed,
@@ -123,7 +138,10 @@ pub enum Removal {
     /// Not removed: stale, but it still holds `queued` undelivered messages (a producer sent
     /// them and exited before any consumer came). Removing it anyway is an explicit choice
     /// (`remove_if_stale(status, true)`, `dmxp clean --stale --remove --force`).
-    KeptQueued { queued: u64 },
+    KeptQueued {
+        /// Messages queued and not yet received.
+        queued: u64,
+    },
 }
 
 /// Lists the DMXP segments in `/dev/shm`, in name order.

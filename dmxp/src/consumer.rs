@@ -31,7 +31,9 @@ const SKIP_LIMIT: usize = 1 << 16;
 /// A received message: metadata and payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
+    /// The metadata the sender stamped (`message_id`, `timestamp_ns`, `sender_pid`...).
     pub meta: MessageMeta,
+    /// The payload, copied out of the slot (`meta.payload_len` bytes).
     pub payload: Vec<u8>,
 }
 
@@ -81,6 +83,11 @@ struct Counters {
 /// counted in [`ReceiveStats::lost`]. Blocking receives re-check that often while stuck.
 /// Non-blocking receives start watching for a stuck position after 64 empty results in a row
 /// (so that a consumer spinning on an empty ring does not keep reading the producers' cursor).
+///
+/// The examples of the methods below use a channel of 4 slots in a file segment of the
+/// temporary directory (feature `file`), opened as in [`ChannelBuilder`](crate::ChannelBuilder)'s
+/// examples: `producer` and `consumer` are a [`Producer`](crate::Producer) and a [`Consumer`]
+/// of that channel.
 pub struct Consumer {
     cell: HandleCell,
     counters: Arc<Counters>,
@@ -145,6 +152,24 @@ impl Consumer {
     /// True when this consumer holds a peer record, so that a receive it leaves unfinished by
     /// dying is repaired by its peers. False when the segment's peer table is full or could
     /// not be carved (no room left).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-is-registered", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// assert!(consumer.is_registered());
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn is_registered(&self) -> bool {
         self.cell.is_registered()
     }
@@ -152,6 +177,24 @@ impl Consumer {
     /// Runs one repair pass over this channel now (PROTOCOL.md §11.6): positions claimed by
     /// producers or consumers that have died are tombstoned or freed. Receives do this by
     /// themselves when the channel stays stuck; this is for tools and tests.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-recover", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let report = consumer.recover()?;
+    /// assert_eq!((report.tombstoned, report.freed), (0, 0)); // nobody died holding a position
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn recover(&self) -> Result<RepairReport> {
         self.cell.recover()
     }
@@ -267,11 +310,51 @@ impl Consumer {
     }
 
     /// Receives one message without blocking; `None` when the channel is empty.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-receive", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// assert_eq!(consumer.receive()?, None);
+    /// producer.send("hello")?;
+    /// assert_eq!(consumer.receive()?.as_deref(), Some(&b"hello"[..]));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn receive(&self) -> Result<Option<Vec<u8>>> {
         Ok(self.receive_with_meta()?.map(|m| m.payload))
     }
 
     /// Receives one message and its metadata without blocking.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-receive-with-meta", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let id = producer.send_with("hello", 7, 0)?;
+    /// let message = consumer.receive_with_meta()?.unwrap();
+    /// assert_eq!((message.meta.message_id, message.meta.message_type), (id, 7));
+    /// assert_eq!(message.meta.sender_pid, std::process::id());
+    /// assert_eq!(message.payload, b"hello");
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn receive_with_meta(&self) -> Result<Option<Message>> {
         let mut buf = [0u8; MSG_INLINE];
         let channel = self.channel();
@@ -286,6 +369,32 @@ impl Consumer {
     /// Receives one message into `buf` without blocking; returns its metadata and length. A
     /// message longer than `buf` stays in the ring and the call fails with `BufferTooSmall`
     /// (a 960-byte buffer always suffices).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-receive-into", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let mut buf = [0u8; dmxp::MSG_INLINE];
+    /// producer.send("into a buffer")?;
+    /// let (meta, len) = consumer.receive_into(&mut buf)?.unwrap();
+    /// assert_eq!((meta.message_id, &buf[..len]), (0, &b"into a buffer"[..]));
+    ///
+    /// // A buffer too small leaves the message in the ring.
+    /// producer.send("longer than four")?;
+    /// let small = consumer.receive_into(&mut [0; 4]).unwrap_err();
+    /// assert!(matches!(small.kind(), dmxp::ErrorKind::BufferTooSmall { needed: 16, .. }));
+    /// assert!(consumer.receive_into(&mut buf)?.is_some());
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn receive_into(&self, buf: &mut [u8]) -> Result<Option<(MessageMeta, usize)>> {
         let channel = self.channel();
         Ok(self
@@ -295,11 +404,59 @@ impl Consumer {
 
     /// Receives one message, sleeping (futex) while the channel is empty, for at most
     /// `timeout`; `None` if nothing arrived in time.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-receive-timeout", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(consumer.receive_timeout(Duration::from_millis(10))?, None);
+    /// producer.send("now")?;
+    /// let message = consumer.receive_timeout(Duration::from_millis(10))?.unwrap();
+    /// assert_eq!(message.payload, b"now");
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn receive_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
         self.receive_waiting(FutexWait::with_timeout(timeout).deadline())
     }
 
     /// Receives one message, sleeping (futex) while the channel is empty, without a deadline.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-receive-blocking", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// use std::time::Duration;
+    ///
+    /// let sender = std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    ///     producer.send("worth the wait")
+    /// });
+    /// // Sleeps until the message is there.
+    /// let message = consumer.receive_blocking()?;
+    /// assert_eq!(message.payload, b"worth the wait");
+    /// sender.join().unwrap()?;
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn receive_blocking(&self) -> Result<Message> {
         match self.receive_waiting(None)? {
             Some(message) => Ok(message),
@@ -340,6 +497,27 @@ impl Consumer {
 
     /// Receives up to `max` messages without blocking, their slots claimed with one atomic
     /// operation. Empty when the channel is.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-receive-batch", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// producer.send_batch(&["a", "b", "c"])?;
+    /// let messages = consumer.receive_batch(2)?;
+    /// assert_eq!((messages[0].payload.as_slice(), messages[1].payload.as_slice()), (&b"a"[..], &b"b"[..]));
+    /// assert_eq!(consumer.receive_batch(2)?.len(), 1);
+    /// assert!(consumer.receive_batch(2)?.is_empty());
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn receive_batch(&self, max: usize) -> Result<Vec<Message>> {
         let mut messages = Vec::new();
         self.receive_batch_with(max, |meta, payload| {
@@ -353,6 +531,26 @@ impl Consumer {
 
     /// Like [`Self::receive_batch`] without allocating: calls `deliver` for each message;
     /// returns how many were delivered.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-receive-batch-with", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// producer.send_batch(&["a", "bb", "ccc"])?;
+    /// let mut bytes = 0;
+    /// let delivered = consumer.receive_batch_with(8, |_meta, payload| bytes += payload.len())?;
+    /// assert_eq!((delivered, bytes), (3, 6));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn receive_batch_with<F>(&self, max: usize, deliver: F) -> Result<usize>
     where
         F: FnMut(&MessageMeta, &[u8]),
@@ -392,6 +590,27 @@ impl Consumer {
 
     /// Receives one message in place (zero-copy) without blocking. The slot is freed when the
     /// guard drops: hold it briefly, producers cannot reuse the slot meanwhile.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-receive-in-place", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// producer.send("read where it lies")?;
+    /// let message = consumer.receive_in_place()?.unwrap();
+    /// assert_eq!(message.meta().payload_len, 18);
+    /// assert_eq!(message.to_vec(), b"read where it lies");
+    /// drop(message); // frees the slot
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn receive_in_place(&self) -> Result<Option<InPlace<'_>>> {
         let channel = self.channel();
         Ok(self
@@ -400,6 +619,28 @@ impl Consumer {
     }
 
     /// The counters of this consumer and its clones.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-stats", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// producer.send_batch(&["a", "b"])?;
+    /// consumer.receive()?;
+    /// consumer.clone().receive()?; // clones share the counters
+    /// assert_eq!(consumer.stats().received, 2);
+    /// assert_eq!(consumer.stats().lost, 0);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn stats(&self) -> ReceiveStats {
         ReceiveStats {
             received: self.counters.received.load(Relaxed),
@@ -411,6 +652,37 @@ impl Consumer {
     }
 
     /// The most recent lost or corrupt message error since the last call, if any.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-take-error", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// use dmxp::core::layout::AtomicSlot;
+    /// use std::sync::atomic::Ordering;
+    ///
+    /// producer.send("garbled")?;
+    /// // A buggy peer writes an impossible length into the message's slot...
+    /// let allocator = builder.attach_allocator()?;
+    /// let band = allocator.channels()[0].band_offset as usize;
+    /// let slot = allocator.memory().region().view::<AtomicSlot>(band).unwrap();
+    /// slot.meta.payload_len.store(961, Ordering::Relaxed);
+    /// // ...so the consumer drops the message, counts it, and keeps the error for later.
+    /// assert_eq!(consumer.receive()?, None);
+    /// assert_eq!(consumer.stats().corrupt, 1);
+    /// let error = consumer.take_error().unwrap();
+    /// assert!(matches!(error.kind(), dmxp::ErrorKind::Corrupt { field: "payload_len", .. }));
+    /// assert!(consumer.take_error().is_none());
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn take_error(&self) -> Option<Error> {
         self.counters
             .last_error
@@ -420,44 +692,195 @@ impl Consumer {
     }
 
     /// The channel id.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-channel-id", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// assert_eq!(consumer.channel_id(), 0);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn channel_id(&self) -> u32 {
         self.channel().id()
     }
 
     /// Slots in the ring.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-capacity", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// assert_eq!(consumer.capacity(), 4);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn capacity(&self) -> u64 {
         self.channel().capacity()
     }
 
     /// Cursors and depth right now.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-info", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// producer.send_batch(&["a", "b"])?;
+    /// consumer.receive()?;
+    /// let info = consumer.info();
+    /// assert_eq!((info.head, info.tail, info.depth), (1, 2, 1));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn info(&self) -> ChannelInfo {
         self.channel().info()
     }
 
     /// The segment, as named in error messages.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-segment", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// assert_eq!(consumer.segment(), format!("file segment {}", path.display()));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn segment(&self) -> &str {
         &self.cell.open().label
     }
 }
 
 /// A message still in its slot; the slot is freed on drop.
+///
+/// Producers cannot reuse the slot while it is held: drop it soon (peers revoke a position
+/// held past the unblock timeout). Its `Debug` shows the metadata, never the payload.
+#[must_use = "dropping it frees the slot at once, unread"]
 pub struct InPlace<'c> {
     guard: RecvGuard<'c, 'c, FutexWait>,
 }
 
+impl fmt::Debug for InPlace<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InPlace")
+            .field("meta", self.meta())
+            .finish_non_exhaustive()
+    }
+}
+
 impl InPlace<'_> {
     /// The metadata (`payload_len` validated).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-in-place-meta", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let id = producer.send("hello")?;
+    /// let message = consumer.receive_in_place()?.unwrap();
+    /// assert_eq!((message.meta().message_id, message.meta().payload_len), (id, 5));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn meta(&self) -> &MessageMeta {
         self.guard.meta()
     }
 
     /// The payload where it lies: copy it out or read words (never a `&[u8]` of shared
     /// memory, see the core's `Payload`).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-in-place-payload", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// producer.send("word")?;
+    /// let message = consumer.receive_in_place()?.unwrap();
+    /// let payload = message.payload();
+    /// let mut out = [0u8; 4];
+    /// assert_eq!(payload.copy_to(&mut out), 4);
+    /// assert_eq!(&out, b"word");
+    /// assert_eq!(payload.get(0), Some(b'w'));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn payload(&self) -> Payload<'_> {
         self.guard.payload()
     }
 
     /// Copies the payload out.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-in-place-to-vec", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// producer.send("copied")?;
+    /// let message = consumer.receive_in_place()?.unwrap();
+    /// assert_eq!(message.to_vec(), b"copied");
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn to_vec(&self) -> Vec<u8> {
         let payload = self.guard.payload();
         let mut out = vec![0; payload.len()];

@@ -17,20 +17,35 @@ pub enum ErrorKind {
     /// Every slot of the ring holds an unconsumed message (non-blocking send).
     Full,
     /// The payload is longer than a slot holds.
-    TooLarge { len: usize, limit: usize },
+    TooLarge {
+        /// The payload's length in bytes.
+        len: usize,
+        /// The most a slot holds: [`MSG_INLINE`](crate::MSG_INLINE), 960.
+        limit: usize,
+    },
     /// The caller's buffer is shorter than the next message; nothing was consumed.
-    BufferTooSmall { needed: usize, available: usize },
+    BufferTooSmall {
+        /// The message's length in bytes.
+        needed: usize,
+        /// The buffer's length.
+        available: usize,
+    },
     /// A deadline passed: a blocking send on a full ring, or a segment or channel that stayed
     /// "being created" (its creator is slow, or died half-way).
     Timeout,
     /// Bytes read from the segment are invalid. `field` is the layout's name for the field at
     /// fault; `channel` is set when it belongs to a channel entry or a message.
     Corrupt {
+        /// The field at fault, as the layout spells it (`payload_len`, `capacity`...).
         field: &'static str,
+        /// The channel concerned, `None` for a header field.
         channel: Option<u32>,
     },
     /// A message was lost: its position held a tombstone left for a producer that died.
-    Lost { message_id: u64 },
+    Lost {
+        /// The position of the lost message.
+        message_id: u64,
+    },
     /// An argument is out of range (channel id, capacity, reserved flag bits, segment size).
     InvalidInput,
     /// The segment has no room left for another channel's ring.
@@ -41,19 +56,30 @@ pub enum ErrorKind {
     /// The segment or channel was left half-made by a creator that died (`creator_pid` no
     /// longer runs). A producer (which may create) reformats or re-creates it; a consumer
     /// gets this error at once rather than a timeout.
-    Abandoned { creator_pid: u32 },
+    Abandoned {
+        /// The creator recorded in the segment header or channel entry.
+        creator_pid: u32,
+    },
     /// An operating-system call failed.
     Io(io::ErrorKind),
     /// The segment's shm object or file is shorter than the segment: a peer truncated it.
     /// `expected` is the size the segment needs (its recorded `segment_size`, or the size
     /// mapped), `found` the object's size now. Touching the lost pages would raise `SIGBUS`.
-    Truncated { expected: u64, found: u64 },
+    Truncated {
+        /// The size the segment needs, in bytes.
+        expected: u64,
+        /// The object's size now.
+        found: u64,
+    },
     /// This handle's claim on position `message_id` was revoked by a repair before it
     /// finished (PROTOCOL.md §11.7): it was judged dead, or held the position past the unblock
     /// timeout (stopped, or a loan or in-place guard held too long). A send so refused may
     /// still have been delivered once; a receive so refused delivered nothing (consumers count
     /// it in `ReceiveStats::revoked` and go on).
-    Revoked { message_id: u64 },
+    Revoked {
+        /// The position whose claim was revoked.
+        message_id: u64,
+    },
     /// The object found under the segment's name is not one this process trusts
     /// (PROTOCOL.md §3.4): owned by another user, granting more than the mode asked for, a
     /// symbolic link, not a regular file, or in a directory anyone may write. `owner` and
@@ -64,15 +90,21 @@ pub enum ErrorKind {
     /// [`ChannelBuilder::with_trust_owner`]: crate::ChannelBuilder::with_trust_owner
     /// [`ChannelBuilder::with_mode`]: crate::ChannelBuilder::with_mode
     Untrusted {
+        /// The object's owner (uid), when known.
         owner: Option<u32>,
+        /// The object's permission bits, or its directory's for an open directory, when
+        /// known.
         mode: Option<u32>,
     },
     /// A typed receive ([`Consumer::receive_value`](crate::Consumer::receive_value)) found a
     /// message of `found` bytes where its type has `expected`: the message (position
     /// `message_id`) was consumed, and nothing else was.
     WrongSize {
+        /// The size of the type asked for, in bytes.
         expected: usize,
+        /// The message's length in bytes.
         found: usize,
+        /// The position of the message consumed.
         message_id: u64,
     },
 }
@@ -110,7 +142,8 @@ impl Error {
     }
 
     /// An OS error whose own message already says everything (an untrusted object names
-    /// itself, its owner and its mode).
+    /// itself, its owner and its mode). Only the shm and file backends attach to named objects.
+    #[cfg_attr(not(any(feature = "shm", feature = "file")), allow(dead_code))]
     pub(crate) fn io_bare(source: io::Error) -> Self {
         let kind = typed_backend_error(&source).unwrap_or(ErrorKind::Io(source.kind()));
         Self {
@@ -234,11 +267,13 @@ impl Error {
     }
 
     /// What went wrong.
+    #[must_use]
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
     /// The `std::io::ErrorKind` this error converts to.
+    #[must_use]
     pub fn io_kind(&self) -> io::ErrorKind {
         match self.kind {
             ErrorKind::NotFound => io::ErrorKind::NotFound,

@@ -4,6 +4,8 @@
 //! host: the everyday API over the `no_std` core ([`core`], the crate `dmxp-nostd`).
 //!
 //! ```no_run
+//! # // Not run as a test: it would create (or attach to) the host's default segment
+//! # // /dmxp_alloc, which other programs may be using.
 //! # fn main() -> std::io::Result<()> {
 //! use dmxp::ChannelBuilder;
 //!
@@ -72,18 +74,48 @@
 //! [`ChannelBuilder::with_peer_records`]; or no room left in the segment for the table)
 //! still works, without this protection ([`Producer::is_registered`]). Clients that
 //! do not register at all (older ones) give up the guarantee for positions they own.
+//!
+//! ## Threads
+//!
+//! [`Producer`] and [`Consumer`] are `Send` but not `Sync` (see above); a [`Loan`] is
+//! neither, as it borrows its producer. [`SharedMemoryAllocator`], [`ChannelHandle`],
+//! [`ChannelBuilder`] and [`Error`] are `Send + Sync`.
+//!
+//! <!-- Without a backend's feature its items do not exist: the links to them lead to the
+//! list of backends above instead of breaking. -->
+#![cfg_attr(
+    not(feature = "shm"),
+    doc = "[`ChannelBuilder::with_segment_name`]: #backends-cargo-features"
+)]
+#![cfg_attr(
+    not(feature = "memfd"),
+    doc = "[`memfd::SegmentServer`]: #backends-cargo-features"
+)]
+#![cfg_attr(
+    not(feature = "memfd"),
+    doc = "[`ChannelBuilder::with_memfd_socket`]: #backends-cargo-features"
+)]
+#![cfg_attr(
+    not(feature = "file"),
+    doc = "[`ChannelBuilder::with_file`]: #backends-cargo-features"
+)]
+#![warn(missing_docs, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use dmxp_nostd as core;
 pub use dmxp_nostd::layout::{runtime, MAX_CHANNELS, MSG_INLINE};
 pub use dmxp_nostd::{ChannelInfo, MessageMeta, Payload, PayloadMut, SegmentMemory};
 
 #[cfg(feature = "file")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub use dmxp_file as file;
 #[cfg(feature = "memfd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memfd")))]
 pub use dmxp_memfd as memfd;
 /// Attach-trust checks and typed backend error payloads shared by every backend.
 pub use dmxp_os as os;
 #[cfg(feature = "shm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shm")))]
 pub use dmxp_shm as shm;
 
 mod allocator;
@@ -120,6 +152,7 @@ pub use wait::{futex_wait_calls, futex_wake_calls, FutexWait};
 /// Removes a POSIX shm segment's name. Processes that have it mapped keep using it; the memory
 /// is freed when the last one unmaps. `NotFound` if there is no such name.
 #[cfg(feature = "shm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shm")))]
 pub fn unlink_segment(name: &str) -> Result<()> {
     dmxp_shm::ShmSegment::unlink(name).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {

@@ -69,6 +69,23 @@ impl Default for Source {
     }
 }
 
+/// Names the source as `Display` does, without the mapping itself.
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            #[cfg(feature = "shm")]
+            Source::Shm(name) => f.debug_tuple("Shm").field(name).finish(),
+            #[cfg(feature = "file")]
+            Source::File(path) => f.debug_tuple("File").field(path).finish(),
+            #[cfg(feature = "memfd")]
+            Source::MemfdSocket(path) => f.debug_tuple("MemfdSocket").field(path).finish(),
+            Source::Memory(_, label) => f.debug_tuple("Memory").field(label).finish(),
+            #[cfg(not(feature = "shm"))]
+            Source::Unset => f.write_str("Unset"),
+        }
+    }
+}
+
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -214,7 +231,7 @@ pub(crate) fn retry_until<T>(
 /// Opens (and with `create`, creates if absent) the segment `source` names.
 pub(crate) fn open(source: &Source, options: OpenOptions) -> Result<Backing> {
     // Before any label is made of it: a control character must not reach a message raw.
-    let bad_name = match source {
+    let bad_name: Option<std::io::Error> = match source {
         #[cfg(feature = "shm")]
         Source::Shm(name) => dmxp_os::check_shm_name(name).err(),
         #[cfg(feature = "file")]

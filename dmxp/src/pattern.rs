@@ -18,6 +18,7 @@ use std::fmt;
 pub const MIN_LEN: usize = 24;
 
 /// The length the examples use for message `index`: 32 to 144 bytes, varying with the index.
+#[must_use]
 pub fn default_len(index: u64) -> usize {
     32 + (index % 8) as usize * 16
 }
@@ -36,6 +37,7 @@ fn filler(channel: u64, index: u64, k: usize) -> u8 {
 }
 
 /// The payload for (`channel`, `index`) of `len` bytes (clamped to 24..=960).
+#[must_use]
 pub fn encode(channel: u32, index: u64, len: usize) -> Vec<u8> {
     let len = len.clamp(MIN_LEN, dmxp_nostd::layout::MSG_INLINE);
     let channel = u64::from(channel);
@@ -52,11 +54,17 @@ pub fn encode(channel: u32, index: u64, len: usize) -> Vec<u8> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatternError {
     /// Shorter than [`MIN_LEN`].
-    TooShort { len: usize },
+    TooShort {
+        /// The payload's length.
+        len: usize,
+    },
     /// The checksum does not match the bytes.
     Checksum,
     /// The checksum matches but the filler does not (a sender using another scheme).
-    Filler { at: usize },
+    Filler {
+        /// Offset of the first wrong byte.
+        at: usize,
+    },
 }
 
 impl fmt::Display for PatternError {

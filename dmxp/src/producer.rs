@@ -16,6 +16,13 @@ use crate::wait::FutexWait;
 /// an arbitrary point (boot on Linux) that is the same for every process on the host, so a
 /// receiver can compute a message's age as `monotonic_ns() - meta.timestamp_ns`. (std's
 /// `Instant` reads the same clock but does not expose its value.)
+///
+/// ```
+/// let before = dmxp::monotonic_ns();
+/// std::thread::sleep(std::time::Duration::from_millis(1));
+/// assert!(dmxp::monotonic_ns() - before >= 1_000_000);
+/// ```
+#[must_use]
 pub fn monotonic_ns() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (now.tv_sec as u64)
@@ -44,6 +51,11 @@ pub fn monotonic_ns() -> u64 {
 /// [`STUCK_GRACE`](crate::STUCK_GRACE); blocking sends re-check that often while stuck.
 /// Non-blocking sends start watching for a stuck slot after 64 full results in a row (so that
 /// a producer spinning on a full ring does not keep reading the consumers' cursor).
+///
+/// The examples of the methods below use a channel of 4 slots in a file segment of the
+/// temporary directory (feature `file`), opened as in [`ChannelBuilder`](crate::ChannelBuilder)'s
+/// examples: `producer` and `consumer` are a [`Producer`] and a [`Consumer`](crate::Consumer)
+/// of that channel.
 pub struct Producer {
     cell: HandleCell,
     pid: u32,
@@ -90,6 +102,26 @@ impl Producer {
     /// True when this producer holds a peer record, so that a send it leaves unfinished by
     /// dying is repaired by its peers. False when the segment's peer table is full or could
     /// not be carved (no room left).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-is-registered", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// assert!(producer.is_registered());
+    /// // Each clone registers its own record.
+    /// assert!(producer.clone().is_registered());
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn is_registered(&self) -> bool {
         self.cell.is_registered()
     }
@@ -97,6 +129,24 @@ impl Producer {
     /// Runs one repair pass over this channel now (PROTOCOL.md §11.6): positions claimed by
     /// producers or consumers that have died are tombstoned or freed. Sends do this by
     /// themselves when the ring stays stuck; this is for tools and tests.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-recover", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let report = producer.recover()?;
+    /// assert!(!report.repaired()); // nobody died holding a position
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn recover(&self) -> Result<RepairReport> {
         self.cell.recover()
     }
@@ -179,12 +229,60 @@ impl Producer {
 
     /// Sends one message without blocking; returns its `message_id`. A full ring is an error
     /// of kind [`crate::ErrorKind::Full`]; a payload over 960 bytes is `TooLarge`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-send", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let id = producer.send("hello")?;
+    /// assert_eq!(consumer.receive_with_meta()?.unwrap().meta.message_id, id);
+    ///
+    /// let too_large = producer.send([0u8; 961]).unwrap_err();
+    /// assert!(matches!(too_large.kind(), dmxp::ErrorKind::TooLarge { .. }));
+    /// for _ in 0..4 {
+    ///     producer.send("fill")?;
+    /// }
+    /// // Nobody receives: the fifth message finds the 4-slot ring full.
+    /// assert_eq!(producer.send("one too many").unwrap_err().kind(), dmxp::ErrorKind::Full);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send(&self, payload: impl AsRef<[u8]>) -> Result<u64> {
         self.send_with(payload, 0, 0)
     }
 
     /// Like [`Self::send`] with an application message type and application flags (only the
     /// bits in `0xFF00`; the low byte belongs to the protocol).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-send-with", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// producer.send_with("tagged", 7, 0x0100)?;
+    /// let message = consumer.receive_with_meta()?.unwrap();
+    /// assert_eq!((message.meta.message_type, message.meta.flags), (7, 0x0100));
+    ///
+    /// let reserved = producer.send_with("x", 0, 0x0001).unwrap_err();
+    /// assert_eq!(reserved.kind(), dmxp::ErrorKind::InvalidInput);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send_with(
         &self,
         payload: impl AsRef<[u8]>,
@@ -198,11 +296,56 @@ impl Producer {
 
     /// Sends, sleeping (futex) while the ring is full, for at most `timeout`; then fails with
     /// kind [`crate::ErrorKind::Timeout`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-send-timeout", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// use std::time::Duration;
+    ///
+    /// for _ in 0..4 {
+    ///     producer.send_timeout("fill", Duration::from_millis(10))?;
+    /// }
+    /// // Full, and nobody receives: the fifth send gives up after 10 ms.
+    /// let waited = producer.send_timeout("late", Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(waited.kind(), dmxp::ErrorKind::Timeout);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send_timeout(&self, payload: impl AsRef<[u8]>, timeout: Duration) -> Result<u64> {
         self.send_with_timeout(payload, 0, 0, timeout)
     }
 
     /// [`Self::send_timeout`] with a message type and application flags.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-send-with-timeout", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// use std::time::Duration;
+    ///
+    /// producer.send_with_timeout("tagged", 7, 0x0100, Duration::from_millis(10))?;
+    /// let message = consumer.receive_with_meta()?.unwrap();
+    /// assert_eq!((message.meta.message_type, message.meta.flags), (7, 0x0100));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send_with_timeout(
         &self,
         payload: impl AsRef<[u8]>,
@@ -219,6 +362,34 @@ impl Producer {
     }
 
     /// Sends, sleeping (futex) while the ring is full, without a deadline.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-send-blocking", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// use std::time::Duration;
+    ///
+    /// for _ in 0..4 {
+    ///     producer.send("fill")?;
+    /// }
+    /// let receiver = std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    ///     consumer.receive()
+    /// });
+    /// // The ring is full: this send sleeps until the consumer frees a slot.
+    /// producer.send_blocking("waited")?;
+    /// assert_eq!(receiver.join().unwrap()?.as_deref(), Some(&b"fill"[..]));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send_blocking(&self, payload: impl AsRef<[u8]>) -> Result<u64> {
         let meta = self.meta(0, 0);
         self.sending(None, || self.channel().try_send(payload.as_ref(), &meta))
@@ -229,6 +400,25 @@ impl Producer {
     /// one atomic operation; returns how many were sent (0 only for an empty slice). Every
     /// payload is checked first: one over 960 bytes fails the call and sends nothing. A full
     /// ring is a `Full` error.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-send-batch", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let sent = producer.send_batch(&["a", "b", "c", "d", "e"])?;
+    /// assert_eq!(sent, 4); // as many as the 4-slot ring has room for
+    /// assert_eq!(consumer.receive_batch(8)?.len(), 4);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<usize> {
         let meta = self.meta(0, 0);
         self.once(|| self.channel().try_send_batch(payloads, &meta))
@@ -237,6 +427,31 @@ impl Producer {
 
     /// Claims a slot to write in place (zero-copy); publish it with [`Loan::commit`]. A loan
     /// dropped without commit is published as a skip marker that consumers pass over.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-loan", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let mut loan = producer.loan()?;
+    /// assert!(loan.write_at(0, b"in place"));
+    /// let id = loan.commit(8)?;
+    /// let message = consumer.receive_with_meta()?.unwrap();
+    /// assert_eq!((message.meta.message_id, &message.payload[..]), (id, &b"in place"[..]));
+    ///
+    /// // A loan dropped without commit is skipped by consumers.
+    /// drop(producer.loan()?);
+    /// assert_eq!(consumer.receive()?, None);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn loan(&self) -> Result<Loan<'_>> {
         let inner = self
             .once(|| self.channel().try_loan())
@@ -248,55 +463,257 @@ impl Producer {
     }
 
     /// The channel id.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-channel-id", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// assert_eq!(producer.channel_id(), 0);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn channel_id(&self) -> u32 {
         self.channel().id()
     }
 
     /// Slots in the ring.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-capacity", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// assert_eq!(producer.capacity(), 4);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn capacity(&self) -> u64 {
         self.channel().capacity()
     }
 
     /// Cursors and depth right now.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-info", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// producer.send("queued")?;
+    /// let info = producer.info();
+    /// assert_eq!((info.head, info.tail, info.depth), (0, 1, 1));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn info(&self) -> ChannelInfo {
         self.channel().info()
     }
 
     /// The segment, as named in error messages (`shm segment /dmxp_alloc`).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-segment", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// assert_eq!(producer.segment(), format!("file segment {}", path.display()));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn segment(&self) -> &str {
         &self.cell.open().label
     }
 }
 
 /// A slot claimed by [`Producer::loan`], written in place.
+///
+/// Dropped without [`Self::commit`], the slot is published as a skip marker that consumers
+/// pass over, so the ring never stalls on it; hold a loan briefly (peers revoke a position held
+/// past the unblock timeout, [`ChannelBuilder::with_unblock_timeout`]).
+///
+/// A `Loan` is neither `Send` nor `Sync`: it borrows its [`Producer`], which is not `Sync`
+/// (its peer record holds this one claim). Commit or drop it on the thread that made it.
+/// Its `Debug` shows the channel and the `message_id`, never the payload.
+///
+/// [`ChannelBuilder::with_unblock_timeout`]: crate::ChannelBuilder::with_unblock_timeout
+#[must_use = "a loan dropped unused publishes an empty skip marker; write it, then commit it"]
 pub struct Loan<'p> {
     inner: SendLoan<'p, 'p, FutexWait>,
     producer: &'p Producer,
 }
 
+impl fmt::Debug for Loan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loan")
+            .field("channel", &self.producer.channel_id())
+            .field("message_id", &self.message_id())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Loan<'_> {
     /// The `message_id` this message will carry.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-loan-message-id", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let loan = producer.loan()?;
+    /// let id = loan.message_id();
+    /// assert_eq!(loan.commit(0)?, id);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn message_id(&self) -> u64 {
         self.inner.position()
     }
 
     /// The 960-byte payload area, written in place.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-loan-payload", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let mut loan = producer.loan()?;
+    /// let mut area = loan.payload();
+    /// assert_eq!(area.capacity(), 960);
+    /// assert!(area.set_word(0, u64::from_le_bytes(*b"8 bytes!")));
+    /// loan.commit(8)?;
+    /// assert_eq!(consumer.receive()?.as_deref(), Some(&b"8 bytes!"[..]));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
     pub fn payload(&mut self) -> PayloadMut<'_> {
         self.inner.payload()
     }
 
     /// Writes `bytes` at `offset` of the payload area; `false` (nothing written) if it would
     /// run past 960 bytes.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-loan-write-at", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let mut loan = producer.loan()?;
+    /// assert!(loan.write_at(0, b"head"));
+    /// assert!(loan.write_at(4, b"-tail"));
+    /// assert!(!loan.write_at(958, b"past the end"));
+    /// loan.commit(9)?;
+    /// assert_eq!(consumer.receive()?.as_deref(), Some(&b"head-tail"[..]));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use = "`false` means nothing was written"]
     pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> bool {
         self.inner.payload().write_at(offset, bytes)
     }
 
     /// Publishes the first `len` bytes of the payload area; returns the `message_id`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-loan-commit", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let mut loan = producer.loan()?;
+    /// assert!(loan.write_at(0, b"zero-copy"));
+    /// let id = loan.commit(9)?;
+    /// let message = consumer.receive_with_meta()?.unwrap();
+    /// assert_eq!((message.meta.message_id, message.payload.len()), (id, 9));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn commit(self, len: usize) -> Result<u64> {
         self.commit_with(len, 0, 0)
     }
 
     /// Publishes with a message type and application flags.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-loan-commit-with", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let mut loan = producer.loan()?;
+    /// assert!(loan.write_at(0, b"typed"));
+    /// loan.commit_with(5, 42, 0x8000)?;
+    /// let meta = consumer.receive_with_meta()?.unwrap().meta;
+    /// assert_eq!((meta.message_type, meta.flags), (42, 0x8000));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn commit_with(self, len: usize, message_type: u32, flags: u16) -> Result<u64> {
         let meta = self.producer.meta(message_type, flags);
         let producer = self.producer;

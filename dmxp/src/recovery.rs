@@ -24,6 +24,7 @@ pub const STUCK_GRACE: Duration = Duration::from_millis(10);
 ///
 /// This is what crash recovery uses to judge the owners of peer records; tools listing the
 /// records (`Segment::peers`) can use it to show which are dead.
+#[must_use]
 pub fn process_alive(pid: u32, start_time: u64) -> bool {
     let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         // 0 or beyond any pid the kernel hands out.
@@ -58,12 +59,14 @@ pub fn process_alive(pid: u32, start_time: u64) -> bool {
 /// record.pid_ns = dmxp::own_pid_namespace() ^ 1; // ...unless it lives in another namespace
 /// assert!(dmxp::peer_alive(&record));
 /// ```
+#[must_use]
 pub fn peer_alive(record: &dmxp_nostd::layout::PeerRecord) -> bool {
     !ProcLiveness.judges(record.pid_ns) || process_alive(record.pid, record.start_time)
 }
 
 /// The start time of process `pid` (field 22 of `/proc/<pid>/stat`, clock ticks since boot),
 /// if it exists and `/proc` is mounted.
+#[must_use]
 pub fn process_start_time(pid: u32) -> Option<u64> {
     proc_stat(pid).map(|stat| stat.start_time)
 }
@@ -97,6 +100,7 @@ impl PerProcess {
 /// This process's pid namespace: the inode of `/proc/self/ns/pid` (0 if it cannot be read),
 /// read once per process (again in a forked child, which may be in another namespace after
 /// `unshare`).
+#[must_use]
 pub fn own_pid_namespace() -> u64 {
     static CACHED: PerProcess = PerProcess::new();
     CACHED.get(|_| rustix::fs::stat("/proc/self/ns/pid").map_or(0, |st| st.st_ino))
@@ -107,6 +111,7 @@ pub fn own_pid_namespace() -> u64 {
 /// Cached with the pid it was read for: a child forked after its parent used DMXP inherits the
 /// cache, and registering with the parent's start time would make every checker judge the
 /// child dead (a reused pid) and repair its positions under it.
+#[must_use]
 pub fn own_start_time() -> u64 {
     static CACHED: PerProcess = PerProcess::new();
     CACHED.get(|pid| process_start_time(pid).unwrap_or(0))
@@ -171,6 +176,9 @@ impl Liveness for ProcLiveness {
 /// misses.hit();
 /// assert!(!misses.miss());
 /// ```
+///
+/// A streak belongs to one handle: the type is `Send` but not `Sync` (a plain counter in a
+/// `Cell`, no atomic traffic on the fast path).
 #[derive(Debug, Default)]
 pub struct MissStreak(Cell<u32>);
 
@@ -179,6 +187,7 @@ impl MissStreak {
     pub const THRESHOLD: u32 = 64;
 
     /// Counts a miss; true when the streak is long enough to look for a stuck position.
+    #[must_use = "the miss is counted either way; `true` says to look for a stuck position now"]
     pub fn miss(&self) -> bool {
         let n = self.0.get().saturating_add(1);
         self.0.set(n);
@@ -229,6 +238,9 @@ pub enum StuckAction {
 /// assert_eq!(watch.check(Some(7)), StuckAction::Unblock(7));
 /// assert_eq!(watch.check(None), StuckAction::Wait); // moving again: forgotten
 /// ```
+///
+/// A watch belongs to one handle, as [`MissStreak`] does: the type is `Send` but not `Sync`
+/// (its state is in a `Cell`).
 #[derive(Debug)]
 pub struct StuckWatch {
     unblock: Duration,
@@ -251,6 +263,7 @@ impl Default for StuckWatch {
 
 impl StuckWatch {
     /// A watch that unblocks positions stuck for `unblock` (`Duration::MAX`: never).
+    #[must_use]
     pub fn new(unblock: Duration) -> Self {
         Self {
             unblock,
@@ -261,6 +274,7 @@ impl StuckWatch {
     /// Records what the channel looks like now (`position`: the stuck position, if any) and
     /// says what to do. A position is claimed once, so "stuck at p" seen twice means stuck all
     /// along in between.
+    #[must_use]
     pub fn check(&self, position: Option<u64>) -> StuckAction {
         let now = Instant::now();
         let Some(p) = position else {
@@ -305,6 +319,7 @@ impl StuckWatch {
     /// runs `repair` (one repair pass, true when it repaired something); after the unblock
     /// timeout it also unblocks the position if the pass did not. Returns true when something
     /// was repaired (try the operation again); otherwise the next look is put off.
+    #[must_use = "`true` means something was repaired: try the operation again"]
     pub fn repair_if_stuck<W: WaitStrategy>(
         &self,
         channel: &Channel<'_, W>,
@@ -331,6 +346,7 @@ impl StuckWatch {
     }
 
     /// The watched stuck position and how long it has been seen stuck.
+    #[must_use]
     pub fn stuck_for(&self) -> Option<(u64, Duration)> {
         self.seen
             .get()
@@ -338,12 +354,14 @@ impl StuckWatch {
     }
 
     /// True while a stuck position is being watched.
+    #[must_use]
     pub fn watching(&self) -> bool {
         self.seen.get().is_some()
     }
 
     /// When the watched position is next due for a look (`None` when nothing is watched):
     /// a blocked call sleeps no longer than this.
+    #[must_use]
     pub fn next_check(&self) -> Option<Instant> {
         self.seen.get().map(|seen| {
             let unblock_at = seen.since.checked_add(self.unblock).unwrap_or(seen.next);
@@ -364,6 +382,7 @@ pub(crate) fn slice_deadline(deadline: Option<Instant>, watch: &StuckWatch) -> O
 /// Test hooks (feature `test-hooks`): one hook for the whole process, called at each step of
 /// every send and receive of every producer and consumer.
 #[cfg(feature = "test-hooks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-hooks")))]
 pub mod test_hooks {
     use std::sync::RwLock;
 

@@ -21,11 +21,13 @@ static WAKE_CALLS: AtomicU64 = AtomicU64::new(0);
 static WAIT_CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Futex wake system calls made by this process so far (every [`FutexWait`]).
+#[must_use]
 pub fn futex_wake_calls() -> u64 {
     WAKE_CALLS.load(Ordering::Relaxed)
 }
 
 /// Futex wait system calls made by this process so far (every [`FutexWait`]).
+#[must_use]
 pub fn futex_wait_calls() -> u64 {
     WAIT_CALLS.load(Ordering::Relaxed)
 }
@@ -41,11 +43,13 @@ impl FutexWait {
     pub const MAX_SLICE: Duration = Duration::from_millis(100);
 
     /// Waits without a deadline.
+    #[must_use]
     pub const fn new() -> Self {
         Self { deadline: None }
     }
 
     /// Waits until `deadline` at the latest, then reports [`WaitOutcome::TimedOut`].
+    #[must_use]
     pub const fn until(deadline: Instant) -> Self {
         Self {
             deadline: Some(deadline),
@@ -53,6 +57,7 @@ impl FutexWait {
     }
 
     /// Waits for `timeout` from now at the latest.
+    #[must_use]
     pub fn with_timeout(timeout: Duration) -> Self {
         match Instant::now().checked_add(timeout) {
             Some(deadline) => Self::until(deadline),
@@ -62,6 +67,7 @@ impl FutexWait {
     }
 
     /// The deadline, if any.
+    #[must_use]
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }

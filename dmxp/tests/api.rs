@@ -239,7 +239,7 @@ fn corrupt_messages_are_counted_and_skipped() {
     producer.send("bad").unwrap();
     producer.send("good 2").unwrap();
     // A hostile peer rewrites the second message's length.
-    let info = allocator.get_channels()[0];
+    let info = allocator.channels()[0];
     let region = allocator.memory().region();
     let slot = region
         .view::<AtomicSlot>(info.band_offset as usize + SLOT_SIZE)
@@ -271,7 +271,7 @@ fn allocator_creates_at_the_lowest_free_id_and_lists_channels() {
     let name = ShmName::new("alloc");
     let allocator = builder(&name).build_allocator().unwrap();
     assert_eq!(allocator.creator_pid().unwrap(), std::process::id());
-    assert!(allocator.get_channels().is_empty());
+    assert!(allocator.channels().is_empty());
     let a = allocator.create_channel(16).unwrap();
     let b = allocator.create_channel(32).unwrap();
     assert_eq!((a.id(), b.id()), (0, 1));
@@ -290,7 +290,7 @@ fn allocator_creates_at_the_lowest_free_id_and_lists_channels() {
     assert_eq!(allocator.create_channel(8).unwrap().id(), 2);
     p.send("x").unwrap();
     p.send("y").unwrap();
-    let channels = allocator.get_channels();
+    let channels = allocator.channels();
     let summary: Vec<_> = channels
         .iter()
         .map(|c| (c.id, c.capacity, c.tail, c.head, c.depth))

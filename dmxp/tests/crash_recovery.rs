@@ -273,8 +273,9 @@ fn producer_killed_at(step: Step) {
         seen.len(),
         killed.elapsed()
     );
-    // The dead producer's record is gone once a repair pass ran (or after this one).
-    consumer.recover().unwrap();
+    // The dead producer's record is gone once a repair pass ran (or after this one); what
+    // this pass repaired depends on whether an earlier one did, so it is not checked.
+    let _ = consumer.recover().unwrap();
     check_witnesses(&spec);
 }
 

@@ -32,7 +32,7 @@ fn a_receive_waits_for_a_claim_in_flight_when_a_completed_send_is_behind_it() {
             let mut loan = slow.loan().unwrap();
             claimed.wait();
             std::thread::sleep(Duration::from_millis(50));
-            loan.write_at(0, b"first");
+            assert!(loan.write_at(0, b"first"));
             loan.commit(5).unwrap();
         });
         claimed.wait();

@@ -97,7 +97,7 @@ fn a_consumer_in_another_pid_namespace_never_repairs_a_live_producers_claim() {
     );
 
     // The claim is still ours: it publishes, and both messages arrive in order.
-    loan.write_at(0, b"first");
+    assert!(loan.write_at(0, b"first"));
     assert_eq!(loan.commit(5).unwrap(), 0);
     let consumer = builder(&name.0).build_consumer().unwrap();
     assert_eq!(consumer.receive().unwrap().as_deref(), Some(&b"first"[..]));

@@ -335,7 +335,7 @@ fn racing_creators_get_one_segment_and_one_channel() {
             "trial {trial}: creator {creator} not a racer"
         );
         assert_eq!(allocator.channel_count().unwrap(), 1, "trial {trial}");
-        let channels = allocator.get_channels();
+        let channels = allocator.channels();
         assert_eq!(channels.len(), 1, "trial {trial}");
         assert_eq!(
             (channels[0].id, channels[0].capacity, channels[0].depth),

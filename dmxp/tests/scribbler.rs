@@ -189,7 +189,8 @@ fn child_scribble_producer() {
             1 => p.send_timeout(&payload[..len], SHORT).map(|_| 1),
             2 => p.send_batch(&[&payload[..len], &payload[..1], &payload[..MSG_INLINE]]),
             _ => p.loan().and_then(|mut loan| {
-                loan.write_at(0, &payload[..len]);
+                // `len` is at most MSG_INLINE, so the write always fits.
+                assert!(loan.write_at(0, &payload[..len]));
                 loan.commit(len).map(|_| 1)
             }),
         };

@@ -80,6 +80,8 @@
 //!   runs `dmxp-nostd` directly over it as a `Region`. Both sides then share one segment.
 //!
 //! ```no_run
+//! # // Not run as a test: it would leave a file at a fixed path outside the temporary
+//! # // directory.
 //! use std::path::Path;
 //! use dmxp_file::FileSegment;
 //! use dmxp_nostd::{Segment, SegmentMemory};
@@ -90,7 +92,7 @@
 //! memory.flush()?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
-
+#![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use std::fs::{File, OpenOptions, Permissions};
@@ -321,22 +323,26 @@ impl FileSegment {
     }
 
     /// The path the segment was created or opened at.
+    #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The file's owner (`st_uid`) when it was created or opened. Reclaiming an abandoned
     /// segment (PROTOCOL.md §3.3) is only for files this user owns.
+    #[must_use]
     pub fn owner_uid(&self) -> u32 {
         self.owner_uid
     }
 
     /// The mapped length in bytes (the file's size when it was mapped).
+    #[must_use]
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
     /// Never true: a mapping holds at least the header.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.map.len() == 0
     }

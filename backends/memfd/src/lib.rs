@@ -27,6 +27,8 @@
 //!   ([`SegmentServer::spawn`]).
 //!
 //! ```no_run
+//! # // Not run as a test: the client side belongs in another process, and a fixed socket
+//! # // path could collide with a running server.
 //! use std::path::Path;
 //! use std::sync::Arc;
 //! use dmxp_memfd::{MemfdSegment, SegmentServer};
@@ -40,7 +42,7 @@
 //! # drop((server, mine));
 //! # Ok::<(), std::io::Error>(())
 //! ```
-
+#![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::ffi::c_void;
@@ -293,16 +295,19 @@ impl MemfdSegment {
     }
 
     /// The memfd (to check its seals, or to pass it on by other means).
+    #[must_use]
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// The mapped length in bytes (the memfd's sealed size).
+    #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Never true: a mapping holds at least the header.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -370,6 +375,7 @@ impl PeerPolicy {
     /// let policy = dmxp_memfd::PeerPolicy::same_user();
     /// assert!(policy.allows(&dmxp_memfd::PeerCredentials { pid: 1, uid: me, gid: 0 }));
     /// ```
+    #[must_use]
     pub fn same_user() -> Self {
         Self {
             uids: vec![rustix::process::geteuid().as_raw()],
@@ -384,6 +390,7 @@ impl PeerPolicy {
     /// let policy = dmxp_memfd::PeerPolicy::same_user().allow_uid(4242);
     /// assert!(policy.allows(&dmxp_memfd::PeerCredentials { pid: 1, uid: 4242, gid: 0 }));
     /// ```
+    #[must_use]
     pub fn allow_uid(mut self, uid: u32) -> Self {
         self.uids.push(uid);
         self
@@ -395,6 +402,7 @@ impl PeerPolicy {
     /// let policy = dmxp_memfd::PeerPolicy::same_user().allow_gid(77);
     /// assert!(policy.allows(&dmxp_memfd::PeerCredentials { pid: 1, uid: 4242, gid: 77 }));
     /// ```
+    #[must_use]
     pub fn allow_gid(mut self, gid: u32) -> Self {
         self.gids.push(gid);
         self
@@ -407,6 +415,7 @@ impl PeerPolicy {
     /// let policy = dmxp_memfd::PeerPolicy::same_user().or_if(|peer| peer.pid == 1);
     /// assert!(policy.allows(&dmxp_memfd::PeerCredentials { pid: 1, uid: 4242, gid: 9 }));
     /// ```
+    #[must_use]
     pub fn or_if(
         mut self,
         decide: impl Fn(&PeerCredentials) -> bool + Send + Sync + 'static,
@@ -422,6 +431,7 @@ impl PeerPolicy {
     /// let stranger = dmxp_memfd::PeerCredentials { pid: 1, uid: u32::MAX - 1, gid: u32::MAX - 1 };
     /// assert!(!policy.allows(&stranger));
     /// ```
+    #[must_use]
     pub fn allows(&self, peer: &PeerCredentials) -> bool {
         self.uids.contains(&peer.uid)
             || self.gids.contains(&peer.gid)
@@ -513,17 +523,20 @@ impl SegmentServer {
     }
 
     /// Serves only peers `policy` allows (instead of this user's processes only).
+    #[must_use]
     pub fn with_policy(mut self, policy: PeerPolicy) -> Self {
         self.policy = policy;
         self
     }
 
     /// The socket path clients connect to.
+    #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The segment being served.
+    #[must_use]
     pub fn segment(&self) -> &Arc<MemfdSegment> {
         &self.segment
     }
@@ -695,6 +708,7 @@ impl Drop for SegmentServer {
 /// A [`SegmentServer`] running on a background thread. Stops it (and removes the socket file)
 /// when dropped or [stopped](ServerHandle::stop).
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the server at once"]
 pub struct ServerHandle {
     stop: Option<UnixStream>,
     thread: Option<JoinHandle<io::Result<()>>>,
@@ -718,6 +732,7 @@ impl ServerHandle {
     }
 
     /// The socket path clients connect to.
+    #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -725,16 +740,19 @@ impl ServerHandle {
     /// How many clients have been sent the segment so far. A hand-off is counted just before
     /// its descriptor is sent (and uncounted if sending fails), so a client that holds the
     /// segment is always included.
+    #[must_use]
     pub fn served(&self) -> usize {
         self.counters.served.load(Ordering::Relaxed)
     }
 
     /// How many connecting peers the [`PeerPolicy`] refused (they got no descriptor).
+    #[must_use]
     pub fn refused(&self) -> usize {
         self.counters.refused.load(Ordering::Relaxed)
     }
 
     /// The credentials of the last peer refused, if any.
+    #[must_use]
     pub fn last_refused(&self) -> Option<PeerCredentials> {
         self.counters
             .last_refused

@@ -32,6 +32,7 @@
 //! assert_eq!(stat.mode, 0o600);
 //! # Ok::<(), std::io::Error>(())
 //! ```
+#![warn(missing_docs, missing_debug_implementations)]
 
 use std::fmt;
 use std::io::{self, ErrorKind};
@@ -53,6 +54,7 @@ pub const SHM_DIR: &str = "/dev/shm";
 /// let policy = dmxp_os::current_user_policy(0o600);
 /// assert_eq!(policy.euid(), rustix::process::geteuid().as_raw());
 /// ```
+#[must_use]
 pub fn current_user_policy(mode: u32) -> AttachPolicy {
     AttachPolicy::new(rustix::process::geteuid().as_raw(), mode)
 }
@@ -163,6 +165,7 @@ pub fn check_directory(dir: &Path, what: &str) -> io::Result<()> {
 /// assert_eq!(dmxp_os::parent_dir(Path::new("/tmp/seg")), Path::new("/tmp"));
 /// assert_eq!(dmxp_os::parent_dir(Path::new("seg")), Path::new("."));
 /// ```
+#[must_use]
 pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -211,6 +214,7 @@ pub fn check_path(path: &Path) -> io::Result<()> {
 /// ```
 /// assert_eq!(dmxp_os::shm_path("/dmxp_alloc"), std::path::Path::new("/dev/shm/dmxp_alloc"));
 /// ```
+#[must_use]
 pub fn shm_path(name: &str) -> std::path::PathBuf {
     Path::new(SHM_DIR).join(name.trim_start_matches('/'))
 }
@@ -222,6 +226,7 @@ pub fn shm_path(name: &str) -> std::path::PathBuf {
 /// let error = dmxp_os::untrusted("x", Untrusted::NotRegular);
 /// assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied);
 /// ```
+#[must_use]
 pub fn untrusted(what: &str, reason: Untrusted) -> io::Error {
     io::Error::new(
         ErrorKind::PermissionDenied,
@@ -247,6 +252,7 @@ impl UntrustedObject {
     /// let plain = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
     /// assert!(dmxp_os::UntrustedObject::of(&plain).is_none());
     /// ```
+    #[must_use]
     pub fn of(error: &io::Error) -> Option<&UntrustedObject> {
         error.get_ref()?.downcast_ref()
     }
@@ -280,6 +286,7 @@ impl Truncated {
     /// let t = dmxp_os::Truncated { what: "x".into(), expected: 10, found: 0 };
     /// assert_eq!(t.into_error().kind(), std::io::ErrorKind::InvalidData);
     /// ```
+    #[must_use]
     pub fn into_error(self) -> io::Error {
         io::Error::new(ErrorKind::InvalidData, self)
     }
@@ -290,6 +297,7 @@ impl Truncated {
     /// let e = dmxp_os::Truncated { what: "x".into(), expected: 10, found: 0 }.into_error();
     /// assert_eq!(dmxp_os::Truncated::of(&e).unwrap().found, 0);
     /// ```
+    #[must_use]
     pub fn of(error: &io::Error) -> Option<&Truncated> {
         error.get_ref()?.downcast_ref()
     }
@@ -321,6 +329,7 @@ pub fn object_size(fd: impl AsFd) -> io::Result<u64> {
 }
 
 /// `error` with "`what` `name`: " in front, keeping its kind.
+#[must_use]
 pub fn annotate(error: io::Error, what: &str, name: &str) -> io::Error {
     io::Error::new(error.kind(), format!("{what} {name}: {error}"))
 }

@@ -63,6 +63,7 @@
 //! able to crash you this way.
 //!
 //! ```no_run
+//! # // Not run as a test: a failure before the unlink would leave the object in /dev/shm.
 //! use dmxp_nostd::{Segment, SegmentMemory};
 //! use dmxp_shm::ShmSegment;
 //!
@@ -73,7 +74,7 @@
 //! ShmSegment::unlink("/dmxp_doc_example")?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
-
+#![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::ffi::c_void;
@@ -322,27 +323,32 @@ impl ShmSegment {
     }
 
     /// The object's name, as given to `create` or `open`.
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The object's owner (`st_uid`) when it was created or opened. Reclaiming an abandoned
     /// segment (PROTOCOL.md §3.3) is only for objects this user owns.
+    #[must_use]
     pub fn owner_uid(&self) -> u32 {
         self.owner_uid
     }
 
     /// The mapped length in bytes (the object's size when it was mapped).
+    #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Never true: a mapping holds at least the header.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The object's file descriptor (for `fstat`, or to check whether someone resized it).
+    #[must_use]
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
