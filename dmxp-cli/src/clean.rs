@@ -18,9 +18,9 @@ use serde::Serialize;
 
 use dmxp::cleanup::{self, Removal, SegmentKind, SegmentStatus, Verdict};
 
-use crate::report::{analyze, SourceJson};
-use crate::source::read_header_of;
-use crate::{table, Outcome};
+use dmxp_inspect::{analyze, read_header, table, SourceJson};
+
+use crate::Outcome;
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("selection").multiple(true)
@@ -132,11 +132,11 @@ fn describe(verdict: &Verdict) -> String {
 /// The listing row of `status`, with the validation summary from its header.
 fn found(status: &SegmentStatus) -> Found {
     let (channels, valid, problems) = File::open(&status.path)
-        .and_then(|file| read_header_of(&file))
+        .and_then(|file| read_header(&file))
         .map(|(size, bytes)| {
             let report = analyze(
                 SourceJson {
-                    kind: "file",
+                    kind: "file".into(),
                     name: status.name.clone(),
                 },
                 size,

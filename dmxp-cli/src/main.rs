@@ -20,11 +20,9 @@ mod meta;
 mod parse;
 mod recover;
 mod recv;
-mod report;
 mod reset;
 mod send;
 mod source;
-mod table;
 mod watch;
 
 /// Inspect and use DMXP shared-memory segments.

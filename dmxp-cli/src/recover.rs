@@ -8,8 +8,10 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
+use dmxp_inspect::table;
+
 use crate::source::SegmentArgs;
-use crate::{parse, table, Outcome};
+use crate::{parse, Outcome};
 
 #[derive(Args, Debug)]
 pub struct RecoverArgs {

@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 
 use dmxp::{Consumer, Message};
-use dmxp_nostd::layout::runtime;
+use dmxp_inspect::runtime_name;
 
 use crate::interrupt::{self, Interrupt};
 use crate::source::SegmentArgs;
@@ -56,17 +56,6 @@ pub struct MessageJson {
     /// `utf8` when the payload is valid UTF-8, else `base64` (standard alphabet, padded).
     pub payload_encoding: &'static str,
     pub payload: String,
-}
-
-pub(crate) fn runtime_name(code: u16) -> String {
-    match code {
-        runtime::UNKNOWN => "unknown".into(),
-        runtime::RUST => "rust".into(),
-        runtime::C => "c".into(),
-        runtime::PYTHON => "python".into(),
-        runtime::GO => "go".into(),
-        other => format!("unknown({other})"),
-    }
 }
 
 impl From<&Message> for MessageJson {

@@ -1,16 +1,15 @@
-//! Which segment a command works on, and the two ways of reaching it: a point-in-time copy of
-//! its header read with ordinary `read(2)` calls (inspect, watch, clean), or a mapping through
-//! the `dmxp` facade (create, send, recv).
+//! Which segment a command works on, and the two ways of reaching it: the object opened
+//! read-only, for `dmxp-inspect` to take a point-in-time copy of with ordinary `read(2)` calls
+//! (inspect, watch, clean), or a mapping through the `dmxp` facade (create, send, recv).
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use dmxp::ChannelBuilder;
-use dmxp_nostd::layout::HEADER_SIZE;
 
 use crate::parse;
 
@@ -94,14 +93,6 @@ impl Source {
         }
     }
 
-    /// `shm object NAME` or `file PATH`: the object, before anything says it is a segment.
-    pub fn object(&self) -> String {
-        match self {
-            Source::Shm(name) => format!("shm object {name}"),
-            Source::File(path) => format!("file {}", path.display()),
-        }
-    }
-
     /// The shm name or the file path, as in the JSON output.
     pub fn name(&self) -> String {
         match self {
@@ -153,14 +144,4 @@ impl Source {
             }
         }
     }
-}
-
-/// The size of `file` and a copy of its first `HEADER_SIZE` bytes (fewer if it is shorter).
-/// The copy is taken with ordinary reads while other processes may be writing: each field is
-/// as it was at some instant during the read.
-pub fn read_header_of(file: &File) -> io::Result<(u64, Vec<u8>)> {
-    let size = file.metadata()?.len();
-    let mut bytes = Vec::with_capacity(HEADER_SIZE);
-    file.take(HEADER_SIZE as u64).read_to_end(&mut bytes)?;
-    Ok((size, bytes))
 }

@@ -18,11 +18,14 @@ use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use crossterm::{cursor, queue, style, terminal};
 use serde::Serialize;
 
-use crate::inspect::{not_a_segment, peers_line, snapshot, write_validation};
+use dmxp_inspect::{
+    not_a_segment_line, peers_line, table, write_validation, ChannelJson, PeerJson, Problem, Report,
+};
+
+use crate::inspect::snapshot;
 use crate::interrupt::{self, Interrupt};
-use crate::report::{ChannelJson, PeerJson, Report};
 use crate::source::{SegmentArgs, Source};
-use crate::{table, Outcome};
+use crate::Outcome;
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {
@@ -54,7 +57,7 @@ struct Frame<'a> {
     valid: bool,
     channels: Vec<ChannelRates<'a>>,
     peers: &'a [PeerJson],
-    problems: &'a [crate::report::Problem],
+    problems: &'a [Problem],
 }
 
 #[derive(Serialize)]
@@ -143,7 +146,7 @@ impl Sampler {
 /// Reads the segment, refusing an object that is not a DMXP segment (one line, exit 1).
 fn read(source: &Source) -> Result<std::result::Result<Report, String>> {
     let report = snapshot(source)?;
-    Ok(match not_a_segment(source, &report) {
+    Ok(match not_a_segment_line(&report) {
         Some(line) => Err(line),
         None => Ok(report),
     })

@@ -1,8 +1,8 @@
 //! `dmxp._dmxp`: the Python extension over the Rust `dmxp` facade and `dmxp-nostd` core.
 //!
 //! The Python package `dmxp` (in `python/dmxp`) re-exports what is here and adds the pure
-//! Python parts (exceptions, the test pattern, `python -m dmxp inspect`, whose report
-//! `inspect.rs` builds).
+//! Python parts (exceptions, the test pattern, `python -m dmxp inspect`, whose report and
+//! text `inspect.rs` gets from the `dmxp-inspect` crate).
 
 use dmxp::core::layout::{self, MSG_INLINE};
 use dmxp::core::parse_segment as core_parse_segment;
@@ -197,6 +197,9 @@ fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_segment, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::inspect_path, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::inspect_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::inspect_text, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::inspect_verdict, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::render_table, m)?)?;
     m.add_function(wrap_pyfunction!(unlink_segment, m)?)?;
     m.add_function(wrap_pyfunction!(peers, m)?)?;
     m.add_function(wrap_pyfunction!(futex_wake_calls, m)?)?;
@@ -217,5 +220,8 @@ fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_PEER_RECORDS", layout::MAX_PEER_RECORDS)?;
     m.add("REGISTRATIONS_PER_HANDLE", peer::REGISTRATIONS_PER_HANDLE)?;
     m.add("STUCK_GRACE", dmxp::STUCK_GRACE.as_secs_f64())?;
+    m.add("INSPECT_CHANNEL_COLUMNS", dmxp_inspect::CHANNEL_COLUMNS)?;
+    m.add("INSPECT_PEER_COLUMNS", dmxp_inspect::PEER_COLUMNS)?;
+    m.add("INSPECT_PROBLEM_COLUMNS", dmxp_inspect::PROBLEM_COLUMNS)?;
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! What `inspect`, `watch` and `clean` show: the header, every channel entry in use, and every
-//! validation problem found in a copy of the segment's header bytes.
+//! The analysis: the header, every channel entry in use, and every validation problem found in
+//! a copy of the segment's header bytes; then the peer table and the stuck positions.
 //!
 //! The checks are the core's (`dmxp_nostd::validate`): `validate_header`, `validate_entry` and
 //! `check_overlaps`. The core stops at the first problem, which is what a client attaching to
@@ -9,17 +9,19 @@
 //!
 //! The peer table (PROTOCOL.md §11) lies outside the header copy: [`analyze`] checks where
 //! `peer_table_offset` points, and [`add_peers`] reads the records themselves.
+//!
+//! The types are the JSON model of `dmxp inspect --json` (docs/CLI.md): they serialize to it
+//! key for key and in the same order, and deserialize from it.
 
-use serde::Serialize;
+use std::fmt;
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use serde::{Deserialize, Serialize};
 
 use dmxp_nostd::error::{Corruption, Error as CoreError};
 use dmxp_nostd::layout::{
-    band_len, channel_entry_offset, channel_state, peer_records_of, peer_waiting, ChannelEntry,
-    HeaderFields, PeerRecord, CHANNEL_ENTRY_SIZE, MAGIC, MAX_CHANNELS, MIN_CAPACITY, PEER_RECORDS,
-    PEER_RECORD_SIZE, SLOT_SIZE, VERSION,
+    band_len, channel_entry_offset, channel_state, peer_records_of, peer_waiting, runtime,
+    ChannelEntry, HeaderFields, PeerRecord, CHANNEL_ENTRY_SIZE, MAGIC, MAX_CHANNELS, MIN_CAPACITY,
+    PEER_RECORDS, PEER_RECORD_SIZE, SLOT_SIZE, VERSION,
 };
 use dmxp_nostd::validate::{
     check_overlaps, check_peer_table_bands, validate_entry, validate_header, ChannelGeometry,
@@ -27,9 +29,12 @@ use dmxp_nostd::validate::{
 use dmxp_nostd::PeerRole;
 use zerocopy::FromBytes;
 
+use crate::object::Object;
+
 /// The whole report, as `inspect --json` prints it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// The object the report is of.
     pub source: SourceJson,
     /// Size of the object in bytes.
     pub size: u64,
@@ -41,13 +46,16 @@ pub struct Report {
     /// fields, or its first 8 bytes are neither the DMXP magic nor 0 (a segment being
     /// created). Then `problems` holds that one problem, and nothing else was checked.
     pub is_dmxp_segment: bool,
+    /// Every channel entry in use, in id order.
     pub channels: Vec<ChannelJson>,
+    /// `true` when no problem was found.
     pub valid: bool,
+    /// Every validation problem found, header first, then each entry, then the bands.
     pub problems: Vec<Problem>,
     /// `none` (no table yet), `ok`, `invalid` (a problem names `peer_table_offset`),
     /// `skipped` (another header problem: the records are not trusted), or `unreadable` (see
     /// `peer_table_error`). Before [`add_peers`]: `unread` instead of `ok`.
-    pub peer_table: &'static str,
+    pub peer_table: String,
     /// Why the table could not be read, when `peer_table` is `unreadable`.
     pub peer_table_error: Option<String>,
     /// The taken records of the peer table, in table order.
@@ -59,12 +67,14 @@ pub struct Report {
 
 /// A position that stops a channel from flowing: claimed and not yet published (receives
 /// wait at `head`) or claimed by a consumer and not yet freed (sends find the ring full).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StuckJson {
+    /// The channel held up.
     pub channel: u32,
     /// `receive` (a producer holds the position at `head`) or `send` (a consumer holds the
     /// slot a lap behind `tail`).
-    pub side: &'static str,
+    pub side: String,
+    /// The position held.
     pub position: u64,
     /// The records whose intents cover the position: who holds it, alive or not.
     pub holders: Vec<HolderJson>,
@@ -74,24 +84,30 @@ pub struct StuckJson {
 }
 
 /// A record holding a stuck position.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HolderJson {
+    /// The record's owner.
     pub pid: u32,
+    /// Index of the record in the peer table.
     pub index: usize,
+    /// Whether the owner is alive (see [`PeerJson::alive`]).
     pub alive: bool,
 }
 
 /// One taken peer record (PROTOCOL.md §11.2), judged alive or dead.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerJson {
     /// Index of the record in the table (0..256).
     pub index: usize,
+    /// The owner's pid.
     pub pid: u32,
+    /// The owner's runtime code (`dmxp_nostd::layout::runtime`).
     pub runtime: u16,
-    /// As `recv`'s `sender_runtime_name`.
+    /// As `recv`'s `sender_runtime_name` (see [`runtime_name`]).
     pub runtime_name: String,
     /// `producer`, `consumer`, or `unknown(N)`.
     pub role: String,
+    /// The channel the owner's handle is on.
     pub channel: u32,
     /// The owner's process start time (0 = unknown).
     pub start_time: u64,
@@ -104,14 +120,17 @@ pub struct PeerJson {
     pub waiting: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+/// The positions a peer is claiming: `position..position + count` (wrapping).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct IntentJson {
+    /// The first position claimed.
     pub position: u64,
+    /// How many positions from it.
     pub count: u32,
 }
 
 /// Registered handles of one channel.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PeerCounts {
     /// Live producers.
     pub producers: usize,
@@ -121,22 +140,53 @@ pub struct PeerCounts {
     pub dead: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Where the segment lives, as the JSON output names it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceJson {
-    pub kind: &'static str,
+    /// `shm` (a POSIX shm object) or `file`.
+    pub kind: String,
+    /// The shm name (with its leading `/`) or the file path.
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl SourceJson {
+    /// `shm object NAME` or `file PATH`: the object, before anything says it is a segment.
+    pub fn object(&self) -> String {
+        match self.kind.as_str() {
+            "shm" => format!("shm object {}", self.name),
+            _ => format!("file {}", self.name),
+        }
+    }
+}
+
+/// `shm segment NAME` or `file segment PATH`.
+impl fmt::Display for SourceJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind.as_str() {
+            "shm" => write!(f, "shm segment {}", self.name),
+            _ => write!(f, "file segment {}", self.name),
+        }
+    }
+}
+
+/// The header fields as read (before any check).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeaderJson {
     /// Hex string: u64 values above 2^53 do not survive every JSON reader.
     pub magic: String,
+    /// Layout version.
     pub version: u32,
+    /// Channel entries in the header (256 in a valid segment).
     pub max_channels: u32,
+    /// Channels created.
     pub channel_count: u32,
+    /// Size recorded by the creator; 0 = the object's size.
     pub segment_size: u64,
+    /// Where the next band goes.
     pub band_cursor: u64,
+    /// The pid that formatted the segment.
     pub creator_pid: u32,
+    /// Header flags.
     pub header_flags: u32,
     /// Offset of the peer table; 0 = none yet.
     pub peer_table_offset: u64,
@@ -152,53 +202,77 @@ impl HeaderJson {
 }
 
 /// One channel entry in use (created, being created, or holding bad values).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChannelJson {
+    /// The channel id (the entry's index).
     pub id: u32,
     /// `ok`, `creating` or `corrupt`.
-    pub status: &'static str,
+    pub status: String,
     /// `empty`, `creating`, `ready`, or `unknown(N)`.
     pub state: String,
+    /// Slots in the ring.
     pub capacity: u64,
+    /// Offset of the ring's band in the segment.
     pub band_offset: u64,
     /// `capacity × 1088`, `null` when that overflows.
     pub band_len: Option<u64>,
+    /// The consumers' cursor: the next position to receive.
     pub head: u64,
+    /// The producers' cursor: the next position to send.
     pub tail: u64,
     /// `tail − head` (wrapping, clamped to `0..=capacity`); `null` unless status is `ok`.
     pub depth: Option<u64>,
+    /// Consumers blocked waiting for a message.
     pub not_empty_waiters: u32,
+    /// Producers blocked waiting for a free slot.
     pub not_full_waiters: u32,
     /// The entry's notes of a stuck position (PROTOCOL.md §11.8): position and
-    /// `CLOCK_MONOTONIC` ns since when, for receives and for sends; 0 = none noted.
+    /// `CLOCK_MONOTONIC` ns since when, for receives and for sends; 0 = none noted. Not in
+    /// the JSON (zeros when deserialized).
     #[serde(skip)]
     pub stuck_notes: [(u64, u64); 2],
+    /// The pid that created the channel.
     pub creator_pid: u32,
     /// The entry's `channel_id` field (equals `id` in a valid entry).
     pub channel_id_field: u32,
+    /// The entry's flags.
     pub flags: u32,
     /// Registered handles of this channel; `null` when the peer table cannot be read.
     pub peers: Option<PeerCounts>,
 }
 
 /// One validation problem.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Problem {
     /// The layout's name of the field at fault (`magic`, `capacity`, `band_offset`, ...), or
     /// `size` when the object is too short.
-    pub field: &'static str,
+    pub field: String,
     /// The channel whose entry is at fault; `null` for the header.
     pub channel: Option<u32>,
+    /// What is wrong, in one sentence.
     pub message: String,
 }
 
 impl From<Corruption> for Problem {
     fn from(c: Corruption) -> Self {
         Problem {
-            field: c.field(),
+            field: c.field().into(),
             channel: c.channel(),
             message: c.to_string(),
         }
+    }
+}
+
+/// The name of a runtime code (`dmxp_nostd::layout::runtime`), as `dmxp recv`'s
+/// `sender_runtime_name`: `rust`, `c`, `python`, `go`, `unknown`, or `unknown(N)`.
+pub fn runtime_name(code: u16) -> String {
+    match code {
+        runtime::UNKNOWN => "unknown".into(),
+        runtime::RUST => "rust".into(),
+        runtime::C => "c".into(),
+        runtime::PYTHON => "python".into(),
+        runtime::GO => "go".into(),
+        other => format!("unknown({other})"),
     }
 }
 
@@ -314,7 +388,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             }) => "none",
             _ if problems
                 .iter()
-                .any(|p| matches!(p.field, "peer_table_offset" | "peer_records")) =>
+                .any(|p| matches!(p.field.as_str(), "peer_table_offset" | "peer_records")) =>
             {
                 "invalid"
             }
@@ -335,7 +409,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             is_dmxp_segment,
             valid: problems.is_empty(),
             problems,
-            peer_table,
+            peer_table: peer_table.into(),
             peer_table_error: None,
             peers: Vec::new(),
             stuck: Vec::new(),
@@ -344,7 +418,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
 
     let Ok((header, _)) = HeaderFields::read_from_prefix(bytes) else {
         problems.push(Problem {
-            field: "size",
+            field: "size".into(),
             channel: None,
             message: format!("object of {size} bytes is too short for the 128-byte header fields"),
         });
@@ -389,7 +463,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             }
             Err(CoreError::NotReady) => {
                 problems.push(Problem {
-                    field: "magic",
+                    field: "magic".into(),
                     channel: None,
                     message: "magic is 0: the segment is still being created, or its creator \
                               died formatting it"
@@ -406,7 +480,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             }
             Err(CoreError::RegionTooSmall { len, needed }) => {
                 problems.push(Problem {
-                    field: "size",
+                    field: "size".into(),
                     channel: None,
                     message: format!(
                         "object of {len} bytes is smaller than the {needed}-byte header"
@@ -416,7 +490,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             }
             Err(other) => {
                 problems.push(Problem {
-                    field: "header",
+                    field: "header".into(),
                     channel: None,
                     message: other.to_string(),
                 });
@@ -462,7 +536,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
         if entry_problems.is_empty() && geometry.is_some() {
             if let Some(message) = impossible_cursors(entry.head, entry.tail, entry.capacity) {
                 entry_problems.push(Problem {
-                    field: "tail",
+                    field: "tail".into(),
                     channel: Some(id),
                     message: format!("channel {id}: {message} (dmxp reset --channel {id})"),
                 });
@@ -480,7 +554,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
         }
         channels.push(ChannelJson {
             id,
-            status,
+            status: status.into(),
             state: state_name(entry.state),
             capacity: entry.capacity,
             band_offset: entry.band_offset,
@@ -507,7 +581,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
         for b in &valid_bands[i + 1..] {
             if let Err(c) = check_overlaps(&mut [*a, *b]) {
                 if let Some(row) = channels.iter_mut().find(|r| Some(r.id) == c.channel()) {
-                    row.status = "corrupt";
+                    row.status = "corrupt".into();
                     row.depth = None;
                 }
                 problems.push(c.into());
@@ -534,13 +608,29 @@ impl Report {
         }
         Some(self.problems.first().map_or("", |p| p.message.as_str()))
     }
+
+    /// The fields at fault, each once, in the order first found.
+    pub fn fields_at_fault(&self) -> Vec<&str> {
+        let mut fields: Vec<&str> = Vec::new();
+        for p in &self.problems {
+            if !fields.contains(&p.field.as_str()) {
+                fields.push(&p.field);
+            }
+        }
+        fields
+    }
 }
 
-/// Reads the peer table of the segment open as `file` (when [`analyze`] found its place
-/// valid) and fills `report`'s peers and per-channel counts, judging each owner with
-/// `alive(record)` (`dmxp::peer_alive`: pid, start time and pid namespace). A failed read marks the table `unreadable`; it is not a
-/// validation problem (the object may have been truncated meanwhile).
-pub fn add_peers(report: &mut Report, file: &File, alive: impl Fn(&PeerRecord) -> bool) {
+/// Reads the peer table of the segment `object` (when [`analyze`] found its place valid) and
+/// fills `report`'s peers and per-channel counts, judging each owner with `alive(record)`
+/// (`dmxp::peer_alive`: pid, start time and pid namespace). A failed read marks the table
+/// `unreadable`; it is not a validation problem (the object may have been truncated
+/// meanwhile).
+pub fn add_peers<O: Object + ?Sized>(
+    report: &mut Report,
+    object: &O,
+    alive: impl Fn(&PeerRecord) -> bool,
+) {
     if report.peer_table != "unread" {
         return;
     }
@@ -549,24 +639,24 @@ pub fn add_peers(report: &mut Report, file: &File, alive: impl Fn(&PeerRecord) -
     };
     let (offset, len) = (header.peer_table_offset, header.peer_table_len());
     let mut table = vec![0u8; len];
-    match file.read_exact_at(&mut table, offset) {
+    match object.read_exact_at(&mut table, offset) {
         Ok(()) => fill_peers(report, &table, alive),
         Err(e) => {
-            report.peer_table = "unreadable";
+            report.peer_table = "unreadable".into();
             report.peer_table_error = Some(format!("reading {len} bytes at offset {offset}: {e}"));
         }
     }
 }
 
 /// Finds the positions that hold each valid channel up (see [`StuckJson`]), reading the
-/// sequence words at `head` and a lap behind `tail` from `file`, and names their holders from
-/// the peers [`add_peers`] read. `now_ns` is `CLOCK_MONOTONIC` now. A sequence that cannot be
-/// read (the object shrank) just reports nothing for that channel.
-pub fn add_stuck(report: &mut Report, file: &File, now_ns: u64) {
+/// sequence words at `head` and a lap behind `tail` from `object`, and names their holders
+/// from the peers [`add_peers`] read. `now_ns` is `CLOCK_MONOTONIC` now. A sequence that
+/// cannot be read (the object shrank) just reports nothing for that channel.
+pub fn add_stuck<O: Object + ?Sized>(report: &mut Report, object: &O, now_ns: u64) {
     let read_sequence = |band_offset: u64, capacity: u64, position: u64| {
         let slot = band_offset + (position & (capacity - 1)) * SLOT_SIZE as u64;
         let mut word = [0u8; 8];
-        file.read_exact_at(&mut word, slot).ok()?;
+        object.read_exact_at(&mut word, slot).ok()?;
         Some(u64::from_le_bytes(word))
     };
     let mut stuck = Vec::new();
@@ -608,7 +698,7 @@ pub fn add_stuck(report: &mut Report, file: &File, now_ns: u64) {
                 .collect();
             stuck.push(StuckJson {
                 channel: c.id,
-                side,
+                side: side.into(),
                 position,
                 holders,
                 for_ms: (since != 0 && noted == position)
@@ -648,7 +738,7 @@ pub fn fill_peers(report: &mut Report, table: &[u8], alive: impl Fn(&PeerRecord)
             index,
             pid: record.pid,
             runtime: record.runtime,
-            runtime_name: crate::recv::runtime_name(record.runtime),
+            runtime_name: runtime_name(record.runtime),
             role: match role {
                 Some(PeerRole::Producer) => "producer".into(),
                 Some(PeerRole::Consumer) => "consumer".into(),
@@ -672,7 +762,7 @@ pub fn fill_peers(report: &mut Report, table: &[u8], alive: impl Fn(&PeerRecord)
     for (c, n) in report.channels.iter_mut().zip(counts) {
         c.peers = Some(n);
     }
-    report.peer_table = "ok";
+    report.peer_table = "ok".into();
 }
 
 #[cfg(test)]
@@ -684,7 +774,7 @@ mod tests {
 
     fn source() -> SourceJson {
         SourceJson {
-            kind: "file",
+            kind: "file".into(),
             name: "test".into(),
         }
     }
@@ -731,7 +821,7 @@ mod tests {
         put_u32(&mut bytes, 12, 255);
         put_u64(&mut bytes, 32, 17); // band_cursor inside the header
         let report = analyze(source(), size, &bytes);
-        let fields: Vec<_> = report.problems.iter().map(|p| p.field).collect();
+        let fields: Vec<_> = report.problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["version", "max_channels", "band_cursor"]);
         assert!(!report.valid);
         assert!(report.is_dmxp_segment);
@@ -773,7 +863,7 @@ mod tests {
         let found: Vec<_> = report
             .problems
             .iter()
-            .map(|p| (p.channel, p.field))
+            .map(|p| (p.channel, p.field.as_str()))
             .collect();
         assert_eq!(
             found,
@@ -828,7 +918,7 @@ mod tests {
         put_u64(&mut bytes, 48, size); // the table would run past the end
         put_u32(&mut bytes, 8, 2); // and a bad version before it
         let report = analyze(source(), size, &bytes);
-        let fields: Vec<_> = report.problems.iter().map(|p| p.field).collect();
+        let fields: Vec<_> = report.problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["version", "peer_table_offset"]);
         assert_eq!(report.peer_table, "invalid");
         assert!(report.channels.iter().all(|c| c.peers.is_none()));
