@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Builds and tests the C client (bindings/c): the ASan/UBSan tests, the TSan stress test, the
-# golden segment, the examples' refusal of another user's segment (as root), and the
-# cross-language checks against the Rust examples in both directions.
-# gcc only; needs cargo for the Rust side. Exits non-zero on any failure.
+# golden segment, the include order, the examples' refusal of another user's segment (as
+# root), the C++ test (dmxp.h as C++17, with the header compiled as C in the same program),
+# the cross-language checks of the C and C++ clients against the Rust examples in both
+# directions, and `make install` (pkg-config and CMake builds against the installed copy).
+# gcc and g++; needs cargo for the Rust side. Missing g++, pkg-config or cmake are installed
+# with apt-get when run as root (DMXP_C_NO_APT=1: never); what still cannot run is skipped
+# with a loud message. Exits non-zero on any failure.
 #
 #   scripts/test-c.sh
 #
 # Environment: CARGO_TARGET_DIR (where the Rust examples are built; default ./target),
-# DMXP_C_STRESS (messages per producer thread in the ASan stress run, default 200000).
+# DMXP_C_STRESS (messages per producer thread in the ASan stress run, default 200000),
+# CC / CXX (default gcc / g++), DMXP_C_NO_APT (1: install nothing).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 C="$ROOT/bindings/c"
@@ -38,8 +43,42 @@ step() {
     fi
 }
 
+skip() { # skip <what>: a loud line for a check that did not run
+    echo
+    echo "!!! SKIP: $*"
+    skipped+=("$1")
+}
+skipped=()
+
+# Makes command $1 available: present, or installed from the Debian package $2 (as root, with
+# apt-get; the current package lists first, then after an apt-get update). 1 if still missing.
+ensure_tool() {
+    local cmd=$1 pkg=$2
+    command -v "$cmd" >/dev/null && return 0
+    if [ "${DMXP_C_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "note: $cmd not found: installing the Debian package $pkg"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq "$pkg" >"$TMP/apt.log" 2>&1 ||
+            { apt-get update -qq >>"$TMP/apt.log" 2>&1 && apt-get install -y -qq "$pkg" >>"$TMP/apt.log" 2>&1; } ||
+            { echo "warning: could not install $pkg:"; tail -3 "$TMP/apt.log" | sed 's/^/    /'; }
+    fi
+    command -v "$cmd" >/dev/null
+}
+
 # --- build ------------------------------------------------------------------------------------
-step "build (make -C bindings/c all)" make -C "$C" -s all || true
+CXX=${CXX:-g++}
+have_cxx=1
+if ! ensure_tool "$CXX" g++; then
+    have_cxx=0
+    echo
+    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    echo "!!! NO C++ COMPILER ($CXX not found, not installable): dmxp.h was NOT checked as C++,"
+    echo "!!! and test_cpp, test_include_order_cpp and the C++ interop steps do NOT run"
+    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    skipped+=("C++ (no $CXX)")
+fi
+export CXX
+step "build (make -C bindings/c -j2 all)" make -C "$C" -s -j2 all || true
 if [ ! -x "$B/producer" ] || [ ! -x "$B/consumer" ]; then
     echo "FAILED: the C build did not produce the examples"
     exit 1
@@ -51,6 +90,28 @@ for t in test_golden test_validation test_ring test_process test_trust test_revo
     step "$t (ASan+UBSan)" "$B/$t"
 done
 step "test_stress 4x4 (ASan+UBSan)" "$B/test_stress_asan" "${DMXP_C_STRESS:-200000}"
+
+# --- Include order and C++ ----------------------------------------------------------------------
+# dmxp.h after <stdio.h>, <stdlib.h>, <string.h> in strict -std=c11 (no feature macro) works:
+# clock, shm and file segments, liveness (and the same source as C++17).
+step "test_include_order: dmxp.h after <stdio.h> <stdlib.h> <string.h>, -std=c11 (ASan+UBSan)" \
+    "$B/test_include_order"
+# Every common system header first, alone, as C11 and C++17 (and clang, clang++ if present).
+step "check-header: dmxp.h after each system header, C11 and C++17, warning-free" \
+    make -C "$C" -s check-header
+if [ $have_cxx = 1 ]; then
+    step "test_include_order_cpp: the same as C++17 (ASan+UBSan)" "$B/test_include_order_cpp"
+    step "dmxp.h alone: $CXX -std=c++17 -Wall -Wextra -Werror -fsyntax-only" \
+        "$CXX" -std=c++17 -Wall -Wextra -Werror -fsyntax-only -x c++ "$C/dmxp.h"
+    # Layout C == C++, byte-identical segments, handles shared by C and C++ code, ring,
+    # batches, the golden segment, blocking, std::thread MPMC exactly once.
+    step "test_cpp: in-process C++17 checks (ASan+UBSan)" "$B/test_cpp"
+fi
+if command -v clang++ >/dev/null; then
+    echo "note: clang++ found: check-header compiled every unit with clang and clang++ too"
+else
+    echo "note: clang++ not installed: dmxp.h was checked with $CC and $CXX only"
+fi
 
 # --- The examples and a segment they must not trust (PROTOCOL.md §3.4) ------------------------
 # A segment handed to another user (uid 65534, mode 0666): both examples refuse it with one
@@ -104,6 +165,10 @@ fi
 if [ $tsan_ok = 1 ]; then
     step "test_stress 4x4 (TSan)" env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
         "${tsan_prefix[@]}" "$B/test_stress_tsan" 50000
+    if [ $have_cxx = 1 ]; then
+        step "test_cpp: in-process C++17 checks (TSan)" \
+            env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "${tsan_prefix[@]}" "$B/test_cpp_tsan"
+    fi
 else
     echo
     echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
@@ -203,7 +268,150 @@ mixed() {
 }
 step "mixed: C + Rust producers, C + Rust consumers on one ring of 16, exactly once" mixed
 
+# --- The C++ client against the Rust examples ----------------------------------------------------
+# test_cpp producer / consumer: the examples' command lines, written in C++ (one std::thread
+# per channel; the consumer verifies every payload and fails on a missing, duplicated, corrupt
+# or lost message).
+cpp_producer() { "$B/test_cpp" producer "$@"; }
+cpp_consumer() { "$B/test_cpp" consumer "$@"; }
+cpp_consumer_batch() { "$B/test_cpp" consumer "$@" --batch 16; }
+cpp_detects_missing() { # the C++ consumer fails when a message never comes
+    local name
+    name=$(seg cpp_short)
+    "$RP" 2 10 --segment "$name" >/dev/null || return 1
+    if "$B/test_cpp" consumer 2 11 --segment "$name" --wait 1 2>"$TMP/short.err"; then
+        echo "the C++ consumer passed with 10 of 11 messages"
+        return 1
+    fi
+    cat "$TMP/short.err"
+    grep -q "DMXP_E_TIMEOUT after 10 messages" "$TMP/short.err"
+}
+if [ $have_cxx = 1 ]; then
+    step "C++-written segment read by the Rust consumer (4 x 1000, producer exits first)" \
+        after cpp_producer "$RC" "$(seg cpp2r_after)" 4 1000
+    step "Rust-written segment read by the C++ consumer (4 x 1000, producer exits first)" \
+        after "$RP" cpp_consumer "$(seg r2cpp_after)" 4 1000
+    step "C++ producer -> Rust consumer, 2 x 50000 through rings of 64 (many laps)" \
+        concurrent cpp_producer "$RC" "$(seg cpp2r)" 2 50000 64
+    step "Rust producer -> C++ consumer, 2 x 50000 through rings of 64 (many laps)" \
+        concurrent "$RP" cpp_consumer "$(seg r2cpp)" 2 50000 64
+    step "C++ producer --batch 16 -> Rust consumer, 2 x 50000, rings of 32" \
+        concurrent cpp_producer "$RC" "$(seg cpp2r_batch)" 2 50000 32 --batch 16
+    step "Rust producer --batch 16 -> C++ consumer --batch 16 (lambda callback), 2 x 50000, rings of 32" \
+        concurrent "$RP" cpp_consumer_batch "$(seg r2cpp_batch)" 2 50000 32 --batch 16
+    step "the C++ consumer fails on a missing message (2 x 10 sent, 11 expected)" cpp_detects_missing
+fi
+
+# --- make install: pkg-config and CMake against the installed copy -------------------------------
+# Installs into a temporary PREFIX, builds examples/hello.c (C11 and C++17; it includes
+# <dmxp.h>) in a directory of its own with only the installed include directory, runs it,
+# and uninstalls.
+INST="$TMP/prefix"
+VERSION=$(make -C "$C" -s print-version)
+installed() {
+    make -C "$C" -s install PREFIX="$INST" || return 1
+    local f
+    for f in include/dmxp.h lib/pkgconfig/dmxp.pc lib/cmake/dmxp/dmxpConfig.cmake \
+        lib/cmake/dmxp/dmxpConfigVersion.cmake; do
+        [ -f "$INST/$f" ] || { echo "missing: $INST/$f"; return 1; }
+        echo "installed $f"
+    done
+    cmp "$C/dmxp.h" "$INST/include/dmxp.h"
+}
+step "make install PREFIX=<tmp>: include/dmxp.h, lib/pkgconfig/dmxp.pc, lib/cmake/dmxp/*" installed
+
+with_pkg_config() ( # a subshell: it changes directory and PKG_CONFIG_PATH
+    export PKG_CONFIG_PATH="$INST/lib/pkgconfig"
+    local v cflags
+    v=$(pkg-config --modversion dmxp) || return 1
+    cflags=$(pkg-config --cflags dmxp) || return 1
+    cflags=$(echo $cflags) # without the trailing blank
+    echo "pkg-config: dmxp $v, --cflags '$cflags', --libs '$(pkg-config --libs dmxp)'"
+    [ "$v" = "$VERSION" ] && [ "$cflags" = "-I$INST/include" ] || return 1
+    mkdir -p "$TMP/pc" && cp "$C/examples/hello.c" "$TMP/pc/" && cd "$TMP/pc" || return 1
+    # shellcheck disable=SC2046
+    "${CC:-gcc}" -std=c11 -Wall -Wextra -Werror -Wpedantic hello.c -o hello \
+        $(pkg-config --cflags --libs dmxp) || return 1
+    ./hello "$(seg hello_pc)" || return 1
+    if [ $have_cxx = 1 ]; then
+        # shellcheck disable=SC2046
+        "$CXX" -std=c++17 -Wall -Wextra -Werror -Wpedantic -x c++ hello.c -x none -o hello_cpp \
+            $(pkg-config --cflags --libs dmxp) || return 1
+        ./hello_cpp "$(seg hello_pc_cpp)" || return 1
+    fi
+)
+if ensure_tool pkg-config pkg-config; then
+    step "pkg-config --cflags --libs dmxp: hello.c against the installed header, C11 and C++17" \
+        with_pkg_config
+else
+    skip "pkg-config is not installed and could not be: the pkg-config build was NOT checked"
+fi
+
+with_cmake() {
+    local src="$TMP/cm" langs=C
+    [ $have_cxx = 1 ] && langs="C CXX"
+    mkdir -p "$src" && cp "$C/examples/hello.c" "$src/" && cp "$C/examples/hello.c" "$src/hello.cpp"
+    cat >"$src/CMakeLists.txt" <<CMAKE || return 1
+cmake_minimum_required(VERSION 3.13)
+project(dmxp_install_check LANGUAGES $langs)
+find_package(dmxp 99 QUIET) # a version this is not: refused
+if(dmxp_FOUND)
+  message(FATAL_ERROR "find_package(dmxp 99) accepted dmxp \${dmxp_VERSION}")
+endif()
+find_package(dmxp 0.1 REQUIRED)
+get_target_property(type dmxp::dmxp TYPE)
+get_target_property(imported dmxp::dmxp IMPORTED)
+if(NOT type STREQUAL "INTERFACE_LIBRARY" OR NOT imported OR NOT dmxp_VERSION STREQUAL "$VERSION")
+  message(FATAL_ERROR "dmxp::dmxp: type \${type}, imported \${imported}, version \${dmxp_VERSION}")
+endif()
+message(STATUS "dmxp \${dmxp_VERSION}: dmxp::dmxp, INTERFACE IMPORTED, include \${dmxp_INCLUDE_DIRS}")
+add_executable(hello hello.c)
+target_link_libraries(hello PRIVATE dmxp::dmxp)
+target_compile_options(hello PRIVATE -Wall -Wextra -Werror -Wpedantic)
+set_target_properties(hello PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)
+if(CMAKE_CXX_COMPILER)
+  add_executable(hello_cpp hello.cpp)
+  target_link_libraries(hello_cpp PRIVATE dmxp::dmxp)
+  target_compile_options(hello_cpp PRIVATE -Wall -Wextra -Werror -Wpedantic)
+  set_target_properties(hello_cpp PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON
+                                             CXX_EXTENSIONS OFF)
+endif()
+CMAKE
+    cmake -S "$src" -B "$TMP/cm-build" -DCMAKE_PREFIX_PATH="$INST" >"$TMP/cmake.log" 2>&1 ||
+        { cat "$TMP/cmake.log"; return 1; }
+    grep "dmxp $VERSION" "$TMP/cmake.log"
+    cmake --build "$TMP/cm-build" -j 2 >"$TMP/cmake-build.log" 2>&1 ||
+        { cat "$TMP/cmake-build.log"; return 1; }
+    "$TMP/cm-build/hello" "$(seg hello_cmake)" || return 1
+    if [ $have_cxx = 1 ]; then "$TMP/cm-build/hello_cpp" "$(seg hello_cmake_cpp)" || return 1; fi
+    # Relocatable: the moved tree is found where it now is.
+    mv "$INST" "$INST.moved" || return 1
+    cmake -S "$src" -B "$TMP/cm-moved" -DCMAKE_PREFIX_PATH="$INST.moved" >"$TMP/cmake2.log" 2>&1
+    local rc=$?
+    mv "$INST.moved" "$INST"
+    [ $rc = 0 ] || { cat "$TMP/cmake2.log"; return 1; }
+    grep "include $INST.moved/include" "$TMP/cmake2.log" | sed 's/^/moved: /'
+}
+if ensure_tool cmake cmake; then
+    step "CMake find_package(dmxp) + dmxp::dmxp: hello.c (C11) and hello.cpp (C++17) build and run" \
+        with_cmake
+else
+    skip "cmake is not installed and could not be: the CMake package was NOT checked"
+fi
+
+uninstalled() {
+    make -C "$C" -s uninstall PREFIX="$INST" || return 1
+    local left
+    left=$(find "$INST" -type f)
+    [ -z "$left" ] || { echo "left after uninstall: $left"; return 1; }
+    [ ! -e "$INST/lib/cmake/dmxp" ] && echo "make uninstall: nothing of dmxp left in $INST"
+}
+step "make uninstall PREFIX=<tmp> removes every installed file" uninstalled
+
 echo
+if [ ${#skipped[@]} -ne 0 ]; then
+    echo "test-c: skipped (see the !!! lines above): ${skipped[*]}"
+fi
 if [ ${#failures[@]} -ne 0 ]; then
     echo "test-c: FAILED: ${failures[*]}"
     exit 1

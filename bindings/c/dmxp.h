@@ -1,5 +1,5 @@
 /*
- * dmxp.h — a C11 client for DMXP shared-memory MPMC channels (wire protocol version 1).
+ * dmxp.h — a C11 and C++ client for DMXP shared-memory MPMC channels (wire protocol version 1).
  *
  * This header is the whole client. It implements docs/PROTOCOL.md on its own and shares no
  * code with the Rust crates; the Rust core (dmxp-nostd) is the reference it is tested against.
@@ -7,11 +7,13 @@
  * Usage
  * -----
  * Header-only: every function is `static inline`, so there is nothing to link but -pthread
- * (for programs that use threads) and, on old glibc, -lrt (shm_open). Include it FIRST in a
- * translation unit, or compile with -D_GNU_SOURCE: it needs POSIX/Linux declarations
- * (shm_open, ftruncate, syscall, clock_gettime) that strict -std=c11 hides.
+ * (for programs that use threads) and, on glibc before 2.34, -lrt (shm_open). C11 or later
+ * (-std=c11 is enough, strict or not), or C++11 or later (tested as C++17): the declarations
+ * have C linkage (extern "C") and the same layout in both languages, so C and C++ units of one
+ * program can share segments and handles. The include order does not matter: the header may
+ * come after any system header, with or without feature macros (see "Feature macros" below).
  *
- *     #include "dmxp.h"
+ *     #include <dmxp.h>
  *     dmxp_segment seg; dmxp_channel ch; dmxp_error err;
  *     dmxp_segment_open_or_create_shm(&seg, "/dmxp_alloc", DMXP_DEFAULT_SEGMENT_SIZE,
  *                                     0600, 1000, NULL, &err);
@@ -33,8 +35,10 @@
  * Memory model
  * ------------
  * Every byte of a live segment may be written by another process at any moment, so this
- * header touches segment memory only through C11 atomics: the layout structs below are made
- * of _Atomic fields and never read or written as plain memory (no memcpy on a live slot).
+ * header touches segment memory only through atomics: the layout structs below are made of
+ * DMXP_ATOMIC fields (_Atomic in C; in C++ plain integers accessed with the __atomic
+ * builtins, see "Atomics") and never read or written as plain memory (no memcpy on a live
+ * slot).
  * Payloads move as aligned 8-byte relaxed atomic words between the `sequence` acquire that
  * grants a claim and the `sequence` release that ends it. The geometry of a channel
  * (capacity, band offset) is validated once at open and cached in the dmxp_channel handle;
@@ -73,8 +77,33 @@
 #ifndef DMXP_H
 #define DMXP_H
 
+/* Feature macros. The header needs POSIX 2008 and Linux declarations (shm_open, openat,
+ * ftruncate, clock_gettime, CLOCK_MONOTONIC, syscall, ...) that a strict ISO mode (-std=c11)
+ * hides. Included first, it defines _GNU_SOURCE (as it always has), so that the system headers
+ * below, and those the unit includes after it, declare them. Included after another system
+ * header, that is too late: the C library fixed its feature set when it read the first one.
+ * The header then checks that set (glibc's __USE_* macros, after its own includes) and
+ * declares itself what is missing ("Fallback declarations" below, DMXP__FALLBACK_DECLS), so
+ * the include order does not matter and the unit need not define any feature macro. (g++ and
+ * clang++ on Linux always define _GNU_SOURCE.) */
 #if !defined(_GNU_SOURCE)
 #define _GNU_SOURCE 1
+#endif
+
+#if defined(__cplusplus)
+#if __cplusplus < 201103L
+#error "dmxp.h needs C++11 or later (tested with -std=c++17)"
+#endif
+#elif !defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L
+#error "dmxp.h needs C11 (-std=c11 or later)"
+#elif defined(__STDC_NO_ATOMICS__)
+#error "dmxp.h needs C11 <stdatomic.h>"
+#endif
+#if !defined(__linux__)
+#error "dmxp.h needs Linux (futex(2), POSIX shm)"
+#endif
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "DMXP segments are little-endian and accessed in place: big-endian hosts are not supported"
 #endif
 
 #include <errno.h>
@@ -84,7 +113,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -96,24 +124,142 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
-
-#if !defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L
-#error "dmxp.h needs C11 (-std=c11 or later)"
-#endif
-#if defined(__STDC_NO_ATOMICS__)
-#error "dmxp.h needs C11 <stdatomic.h>"
-#endif
-#if !defined(__linux__)
-#error "dmxp.h needs Linux (futex(2), POSIX shm)"
-#endif
-#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "DMXP segments are little-endian and accessed in place: big-endian hosts are not supported"
+#if !defined(__cplusplus)
+#include <stdatomic.h>
 #endif
 
+/* Fallback declarations: what the header uses beyond ISO C, when an earlier #include fixed
+ * a feature set without it (glibc: no __USE_XOPEN2K8 or no __USE_MISC; e.g. -std=c11 with
+ * <stdio.h> first, or -U_GNU_SOURCE in C++). The prototypes are POSIX's, with glibc's
+ * __THROW where glibc has it, so they agree with the C library's own declarations where it
+ * made them (a redeclaration, valid in C and C++), and the constants are the values glibc's
+ * headers define (its __O_* and __S_ISVTX, Linux's CLOCK_MONOTONIC). On a 32-bit host with a
+ * 64-bit off_t or time_t the C library renames these calls, which plain declarations cannot
+ * follow: there the header must come first (or the unit be compiled with -D_GNU_SOURCE). */
+#if defined(__GLIBC__) && (!defined(__USE_XOPEN2K8) || !defined(__USE_MISC))
+#if __SIZEOF_LONG__ == 4 && (defined(__USE_FILE_OFFSET64) || defined(__USE_TIME_BITS64))
+#error "dmxp.h: include dmxp.h before any system header, or compile with -D_GNU_SOURCE"
+#endif
+#define DMXP__FALLBACK_DECLS 1
+#if defined(__cplusplus)
+extern "C" {
+#endif
+extern int kill(__pid_t pid, int sig) __THROW;
+extern long int syscall(long int number, ...) __THROW;
+extern int nanosleep(const struct timespec *request, struct timespec *remaining);
+extern int clock_gettime(__clockid_t clock, struct timespec *ts) __THROW;
+extern int openat(int dirfd, const char *path, int flags, ...);
+extern int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+                  int flags) __THROW;
+extern int unlinkat(int dirfd, const char *path, int flags) __THROW;
+extern int ftruncate(int fd, __off_t length) __THROW;
+extern int fchown(int fd, __uid_t owner, __gid_t group) __THROW;
+extern int fchmod(int fd, __mode_t mode) __THROW;
+#if defined(__cplusplus)
+}
+#endif
+#endif
+#if !defined(O_CLOEXEC) && defined(__O_CLOEXEC)
+#define O_CLOEXEC __O_CLOEXEC
+#endif
+#if !defined(O_NOFOLLOW) && defined(__O_NOFOLLOW)
+#define O_NOFOLLOW __O_NOFOLLOW
+#endif
+#if !defined(O_DIRECTORY) && defined(__O_DIRECTORY)
+#define O_DIRECTORY __O_DIRECTORY
+#endif
+#if !defined(S_ISVTX) && defined(__S_ISVTX)
+#define S_ISVTX __S_ISVTX
+#endif
+#if !defined(CLOCK_MONOTONIC)
+#define CLOCK_MONOTONIC 1 /* Linux's clock id, the same on every architecture */
+#endif
+#if !defined(O_CLOEXEC) || !defined(O_NOFOLLOW) || !defined(O_DIRECTORY) || !defined(S_ISVTX)
+#error "dmxp.h: include dmxp.h before any system header, or compile with -D_GNU_SOURCE"
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Atomics: C11 <stdatomic.h> in C, the GCC/Clang __atomic builtins in C++                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* DMXP_ATOMIC(T), T one of uint16_t, uint32_t, uint64_t, int64_t, is the type of every field
+ * a peer may write: _Atomic(T) in C; in C++ (which has no _Atomic) T itself, aligned to its
+ * size like _Atomic(T), and accessed only through the __atomic builtins, which GCC and Clang
+ * compile to the same instructions as the C11 calls (std::atomic_ref, in C++20, is the same
+ * thing). So the layout structs have the same size, offsets and alignment in both languages
+ * (checked below and by tests/test_cpp.cpp), stay trivially copyable C structs in C++, and a
+ * segment or a handle can be passed between C and C++ code. The dmxp__ macros are the
+ * operations the header uses, in either language. */
+#if defined(__cplusplus)
+typedef uint16_t dmxp__atomic_uint16_t;
+typedef uint32_t dmxp__atomic_uint32_t;
+#if defined(__i386__)
+/* i386 aligns a plain 64-bit integer to 4 in a struct, _Atomic(uint64_t) to 8. */
+typedef uint64_t dmxp__atomic_uint64_t __attribute__((aligned(8)));
+typedef int64_t dmxp__atomic_int64_t __attribute__((aligned(8)));
+#else
+typedef uint64_t dmxp__atomic_uint64_t;
+typedef int64_t dmxp__atomic_int64_t;
+#endif
+#define DMXP_ATOMIC(T) dmxp__atomic_##T
+#define DMXP__STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#define DMXP__ALIGNOF(T) alignof(T)
+#define DMXP__RLX __ATOMIC_RELAXED
+#define DMXP__ACQ __ATOMIC_ACQUIRE
+#define DMXP__REL __ATOMIC_RELEASE
+#define DMXP__ACQREL __ATOMIC_ACQ_REL
+#define DMXP__SEQ __ATOMIC_SEQ_CST
+#define dmxp__init(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define dmxp__load(p, mo) __atomic_load_n((p), (mo))
+#define dmxp__store(p, v, mo) __atomic_store_n((p), (v), (mo))
+#define dmxp__exchange(p, v, mo) __atomic_exchange_n((p), (v), (mo))
+#define dmxp__fetch_add(p, v, mo) __atomic_fetch_add((p), (v), (mo))
+#define dmxp__fetch_sub(p, v, mo) __atomic_fetch_sub((p), (v), (mo))
+#define dmxp__cas_strong(p, expected, desired, ok, fail) \
+    __atomic_compare_exchange_n((p), (expected), (desired), false, (ok), (fail))
+#define dmxp__cas_weak(p, expected, desired, ok, fail) \
+    __atomic_compare_exchange_n((p), (expected), (desired), true, (ok), (fail))
+#define dmxp__fence(mo) __atomic_thread_fence(mo)
 /* Cross-process atomics must be lock-free (a lock would live in one process only). */
-_Static_assert(ATOMIC_SHORT_LOCK_FREE == 2, "16-bit atomics must be lock-free");
-_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
-_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+DMXP__STATIC_ASSERT(__atomic_always_lock_free(sizeof(uint16_t), 0),
+                    "16-bit atomics must be lock-free");
+DMXP__STATIC_ASSERT(__atomic_always_lock_free(sizeof(uint32_t), 0),
+                    "32-bit atomics must be lock-free");
+DMXP__STATIC_ASSERT(__atomic_always_lock_free(sizeof(uint64_t), 0),
+                    "64-bit atomics must be lock-free");
+/* The alignment C gives _Atomic(T): its size. */
+DMXP__STATIC_ASSERT(alignof(dmxp__atomic_uint16_t) == 2 && alignof(dmxp__atomic_uint32_t) == 4 &&
+                        alignof(dmxp__atomic_uint64_t) == 8 && alignof(dmxp__atomic_int64_t) == 8,
+                    "atomic fields are aligned to their size");
+#else
+#define DMXP_ATOMIC(T) _Atomic(T)
+#define DMXP__STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#define DMXP__ALIGNOF(T) _Alignof(T)
+#define DMXP__RLX memory_order_relaxed
+#define DMXP__ACQ memory_order_acquire
+#define DMXP__REL memory_order_release
+#define DMXP__ACQREL memory_order_acq_rel
+#define DMXP__SEQ memory_order_seq_cst
+#define dmxp__init(p, v) atomic_init((p), (v))
+#define dmxp__load(p, mo) atomic_load_explicit((p), (mo))
+#define dmxp__store(p, v, mo) atomic_store_explicit((p), (v), (mo))
+#define dmxp__exchange(p, v, mo) atomic_exchange_explicit((p), (v), (mo))
+#define dmxp__fetch_add(p, v, mo) atomic_fetch_add_explicit((p), (v), (mo))
+#define dmxp__fetch_sub(p, v, mo) atomic_fetch_sub_explicit((p), (v), (mo))
+#define dmxp__cas_strong(p, expected, desired, ok, fail) \
+    atomic_compare_exchange_strong_explicit((p), (expected), (desired), (ok), (fail))
+#define dmxp__cas_weak(p, expected, desired, ok, fail) \
+    atomic_compare_exchange_weak_explicit((p), (expected), (desired), (ok), (fail))
+#define dmxp__fence(mo) atomic_thread_fence(mo)
+/* Cross-process atomics must be lock-free (a lock would live in one process only). */
+DMXP__STATIC_ASSERT(ATOMIC_SHORT_LOCK_FREE == 2, "16-bit atomics must be lock-free");
+DMXP__STATIC_ASSERT(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
+DMXP__STATIC_ASSERT(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+#endif
+
+#if defined(__cplusplus)
+extern "C" {
+#endif
 
 /* ------------------------------------------------------------------------------------------ */
 /* Constants (PROTOCOL.md §2.1)                                                               */
@@ -210,75 +356,75 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 
 /* GlobalHeader fields: the first 128 bytes of the segment. */
 typedef struct dmxp_header {
-    _Atomic uint64_t magic;          /*  0 */
-    _Atomic uint32_t version;        /*  8 */
-    _Atomic uint32_t max_channels;   /* 12 */
-    _Atomic uint32_t channel_count;  /* 16 */
-    _Atomic uint32_t reserved;       /* 20 */
-    _Atomic uint64_t segment_size;   /* 24 */
-    _Atomic uint64_t band_cursor;    /* 32 */
-    _Atomic uint32_t creator_pid;    /* 40 */
-    _Atomic uint32_t header_flags;   /* 44 */
-    _Atomic uint64_t peer_table_offset; /* 48: 0 = no peer table yet (§11.1) */
-    _Atomic uint32_t peer_records;   /* 56: records of the peer table; 0 = DMXP_PEER_RECORDS */
-    _Atomic uint32_t zero32;         /* 60 */
-    _Atomic uint64_t zero[8];        /* 64..128 */
+    DMXP_ATOMIC(uint64_t) magic;          /*  0 */
+    DMXP_ATOMIC(uint32_t) version;        /*  8 */
+    DMXP_ATOMIC(uint32_t) max_channels;   /* 12 */
+    DMXP_ATOMIC(uint32_t) channel_count;  /* 16 */
+    DMXP_ATOMIC(uint32_t) reserved;       /* 20 */
+    DMXP_ATOMIC(uint64_t) segment_size;   /* 24 */
+    DMXP_ATOMIC(uint64_t) band_cursor;    /* 32 */
+    DMXP_ATOMIC(uint32_t) creator_pid;    /* 40 */
+    DMXP_ATOMIC(uint32_t) header_flags;   /* 44 */
+    DMXP_ATOMIC(uint64_t) peer_table_offset; /* 48: 0 = no peer table yet (§11.1) */
+    DMXP_ATOMIC(uint32_t) peer_records;   /* 56: records of the peer table; 0 = DMXP_PEER_RECORDS */
+    DMXP_ATOMIC(uint32_t) zero32;         /* 60 */
+    DMXP_ATOMIC(uint64_t) zero[8];        /* 64..128 */
 } dmxp_header;
 
 /* Peer record (§11.2): 64 bytes, 64-aligned, record i at peer_table_offset + i * 64. */
 typedef struct dmxp_peer_record {
-    _Atomic uint32_t pid;             /*  0: owner's pid; 0 = free record */
-    _Atomic uint16_t runtime;         /*  4: owner's sender_runtime code */
-    _Atomic uint16_t role;            /*  6: DMXP_ROLE_PRODUCER / DMXP_ROLE_CONSUMER */
-    _Atomic uint64_t start_time;      /*  8: /proc/<pid>/stat starttime; 0 = unknown */
-    _Atomic uint32_t channel_id;      /* 16 */
-    _Atomic uint32_t intent_count;    /* 20: positions the owner may own; 0 = none */
-    _Atomic uint64_t intent_position; /* 24: first position of the intent */
-    _Atomic uint64_t pid_ns;          /* 32: st_ino of the owner's /proc/self/ns/pid; 0 = unknown */
-    _Atomic uint32_t waiting;         /* 40: the wait count the owner is in: DMXP_WAITING_* */
-    _Atomic uint32_t zero32;          /* 44 */
-    _Atomic uint64_t zero[2];         /* 48..64 */
+    DMXP_ATOMIC(uint32_t) pid;             /*  0: owner's pid; 0 = free record */
+    DMXP_ATOMIC(uint16_t) runtime;         /*  4: owner's sender_runtime code */
+    DMXP_ATOMIC(uint16_t) role;            /*  6: DMXP_ROLE_PRODUCER / DMXP_ROLE_CONSUMER */
+    DMXP_ATOMIC(uint64_t) start_time;      /*  8: /proc/<pid>/stat starttime; 0 = unknown */
+    DMXP_ATOMIC(uint32_t) channel_id;      /* 16 */
+    DMXP_ATOMIC(uint32_t) intent_count;    /* 20: positions the owner may own; 0 = none */
+    DMXP_ATOMIC(uint64_t) intent_position; /* 24: first position of the intent */
+    DMXP_ATOMIC(uint64_t) pid_ns;          /* 32: st_ino of the owner's pid namespace; 0: unknown */
+    DMXP_ATOMIC(uint32_t) waiting;         /* 40: the wait count the owner is in: DMXP_WAITING_* */
+    DMXP_ATOMIC(uint32_t) zero32;          /* 44 */
+    DMXP_ATOMIC(uint64_t) zero[2];         /* 48..64 */
 } dmxp_peer_record;
 
 /* ChannelEntry: 384 bytes, 128-aligned, at 128 + id * 384. */
 typedef struct dmxp_channel_entry {
-    _Atomic uint32_t channel_id;        /*   0 */
-    _Atomic uint32_t flags;             /*   4 */
-    _Atomic uint64_t capacity;          /*   8 */
-    _Atomic uint64_t band_offset;       /*  16 */
-    _Atomic uint32_t state;             /*  24 */
-    _Atomic uint32_t creator_pid;       /*  28 */
-    _Atomic uint32_t not_empty_seq;     /*  32 */
-    _Atomic uint32_t not_empty_waiters; /*  36 */
-    _Atomic uint32_t not_full_seq;      /*  40 */
-    _Atomic uint32_t not_full_waiters;  /*  44 */
-    _Atomic uint64_t zero0[10];         /*  48..128 */
-    _Atomic uint64_t tail;              /* 128 */
-    _Atomic uint64_t zero1[15];         /* 136..256 */
-    _Atomic uint64_t head;              /* 256 */
-    _Atomic uint64_t zero2[15];         /* 264..384 */
+    DMXP_ATOMIC(uint32_t) channel_id;        /*   0 */
+    DMXP_ATOMIC(uint32_t) flags;             /*   4 */
+    DMXP_ATOMIC(uint64_t) capacity;          /*   8 */
+    DMXP_ATOMIC(uint64_t) band_offset;       /*  16 */
+    DMXP_ATOMIC(uint32_t) state;             /*  24 */
+    DMXP_ATOMIC(uint32_t) creator_pid;       /*  28 */
+    DMXP_ATOMIC(uint32_t) not_empty_seq;     /*  32 */
+    DMXP_ATOMIC(uint32_t) not_empty_waiters; /*  36 */
+    DMXP_ATOMIC(uint32_t) not_full_seq;      /*  40 */
+    DMXP_ATOMIC(uint32_t) not_full_waiters;  /*  44 */
+    DMXP_ATOMIC(uint64_t) zero0[10];         /*  48..128 */
+    DMXP_ATOMIC(uint64_t) tail;              /* 128 */
+    DMXP_ATOMIC(uint64_t) zero1[15];         /* 136..256 */
+    DMXP_ATOMIC(uint64_t) head;              /* 256 */
+    DMXP_ATOMIC(uint64_t) zero2[15];         /* 264..384 */
 } dmxp_channel_entry;
 
 /* MessageMeta as it lies in a slot (slot offset 8). */
 typedef struct dmxp_slot_meta {
-    _Atomic uint64_t message_id;     /*  0 */
-    _Atomic uint64_t timestamp_ns;   /*  8 */
-    _Atomic uint32_t channel_id;     /* 16 */
-    _Atomic uint32_t message_type;   /* 20 */
-    _Atomic uint32_t sender_pid;     /* 24 */
-    _Atomic uint16_t sender_runtime; /* 28 */
-    _Atomic uint16_t flags;          /* 30 */
-    _Atomic uint32_t payload_len;    /* 32 */
-    _Atomic uint32_t reserved;       /* 36 */
+    DMXP_ATOMIC(uint64_t) message_id;     /*  0 */
+    DMXP_ATOMIC(uint64_t) timestamp_ns;   /*  8 */
+    DMXP_ATOMIC(uint32_t) channel_id;     /* 16 */
+    DMXP_ATOMIC(uint32_t) message_type;   /* 20 */
+    DMXP_ATOMIC(uint32_t) sender_pid;     /* 24 */
+    DMXP_ATOMIC(uint16_t) sender_runtime; /* 28 */
+    DMXP_ATOMIC(uint16_t) flags;          /* 30 */
+    DMXP_ATOMIC(uint32_t) payload_len;    /* 32 */
+    DMXP_ATOMIC(uint32_t) reserved;       /* 36 */
 } dmxp_slot_meta;
 
 /* Slot: 1088 bytes, 64-aligned, slot i of a band at band_offset + i * 1088. */
 typedef struct dmxp_slot {
-    _Atomic uint64_t sequence;                    /*    0 */
+    DMXP_ATOMIC(uint64_t) sequence;                    /*    0 */
     dmxp_slot_meta meta;                          /*    8 */
-    _Atomic uint64_t zero0[2];                    /*   48..64 */
-    _Atomic uint64_t payload[DMXP_PAYLOAD_WORDS]; /*   64..1024 */
-    _Atomic uint64_t zero1[8];                    /* 1024..1088 */
+    DMXP_ATOMIC(uint64_t) zero0[2];                    /*   48..64 */
+    DMXP_ATOMIC(uint64_t) payload[DMXP_PAYLOAD_WORDS]; /*   64..1024 */
+    DMXP_ATOMIC(uint64_t) zero1[8];                    /* 1024..1088 */
 } dmxp_slot;
 
 /* The header plus the channel table: HEADER_SIZE bytes at offset 0. */
@@ -288,12 +434,13 @@ typedef struct dmxp_segment_layout {
 } dmxp_segment_layout;
 
 #define DMXP_ASSERT_AT(type, field, offset) \
-    _Static_assert(offsetof(type, field) == (offset), #type "." #field " must be at " #offset)
+    DMXP__STATIC_ASSERT(offsetof(type, field) == (offset), #type "." #field " must be at " #offset)
 
-_Static_assert(sizeof(_Atomic uint16_t) == 2 && sizeof(_Atomic uint32_t) == 4 &&
-                   sizeof(_Atomic uint64_t) == 8,
-               "atomic integers must have the width of the plain ones");
-_Static_assert(_Alignof(_Atomic uint64_t) == 8, "u64 fields are 8-aligned in the layout");
+DMXP__STATIC_ASSERT(sizeof(DMXP_ATOMIC(uint16_t)) == 2 && sizeof(DMXP_ATOMIC(uint32_t)) == 4 &&
+                        sizeof(DMXP_ATOMIC(uint64_t)) == 8,
+                    "atomic integers must have the width of the plain ones");
+DMXP__STATIC_ASSERT(DMXP__ALIGNOF(DMXP_ATOMIC(uint64_t)) == 8,
+                    "u64 fields are 8-aligned in the layout");
 
 DMXP_ASSERT_AT(dmxp_header, magic, 0);
 DMXP_ASSERT_AT(dmxp_header, version, 8);
@@ -308,7 +455,7 @@ DMXP_ASSERT_AT(dmxp_header, peer_table_offset, 48);
 DMXP_ASSERT_AT(dmxp_header, peer_records, 56);
 DMXP_ASSERT_AT(dmxp_header, zero32, 60);
 DMXP_ASSERT_AT(dmxp_header, zero, 64);
-_Static_assert(sizeof(dmxp_header) == 128, "header fields are 128 bytes");
+DMXP__STATIC_ASSERT(sizeof(dmxp_header) == 128, "header fields are 128 bytes");
 
 DMXP_ASSERT_AT(dmxp_peer_record, pid, 0);
 DMXP_ASSERT_AT(dmxp_peer_record, runtime, 4);
@@ -321,11 +468,11 @@ DMXP_ASSERT_AT(dmxp_peer_record, pid_ns, 32);
 DMXP_ASSERT_AT(dmxp_peer_record, waiting, 40);
 DMXP_ASSERT_AT(dmxp_peer_record, zero32, 44);
 DMXP_ASSERT_AT(dmxp_peer_record, zero, 48);
-_Static_assert(sizeof(dmxp_peer_record) == DMXP_PEER_RECORD_SIZE, "peer record is 64 bytes");
-_Static_assert(DMXP_PEER_RECORDS * DMXP_PEER_RECORD_SIZE == DMXP_PEER_TABLE_SIZE,
-               "the default peer table is 16384 bytes");
-_Static_assert((uint64_t)DMXP_MAX_PEER_RECORDS * DMXP_PEER_RECORD_SIZE == (UINT64_C(1) << 20),
-               "the largest peer table is 1 MiB");
+DMXP__STATIC_ASSERT(sizeof(dmxp_peer_record) == DMXP_PEER_RECORD_SIZE, "peer record is 64 bytes");
+DMXP__STATIC_ASSERT(DMXP_PEER_RECORDS * DMXP_PEER_RECORD_SIZE == DMXP_PEER_TABLE_SIZE,
+                    "the default peer table is 16384 bytes");
+DMXP__STATIC_ASSERT((uint64_t)DMXP_MAX_PEER_RECORDS * DMXP_PEER_RECORD_SIZE == (UINT64_C(1) << 20),
+                    "the largest peer table is 1 MiB");
 
 DMXP_ASSERT_AT(dmxp_channel_entry, channel_id, 0);
 DMXP_ASSERT_AT(dmxp_channel_entry, flags, 4);
@@ -342,7 +489,7 @@ DMXP_ASSERT_AT(dmxp_channel_entry, tail, 128);
 DMXP_ASSERT_AT(dmxp_channel_entry, zero1, 136);
 DMXP_ASSERT_AT(dmxp_channel_entry, head, 256);
 DMXP_ASSERT_AT(dmxp_channel_entry, zero2, 264);
-_Static_assert(sizeof(dmxp_channel_entry) == DMXP_CHANNEL_ENTRY_SIZE, "entry stride is 384");
+DMXP__STATIC_ASSERT(sizeof(dmxp_channel_entry) == DMXP_CHANNEL_ENTRY_SIZE, "entry stride is 384");
 
 DMXP_ASSERT_AT(dmxp_slot_meta, message_id, 0);
 DMXP_ASSERT_AT(dmxp_slot_meta, timestamp_ns, 8);
@@ -353,7 +500,7 @@ DMXP_ASSERT_AT(dmxp_slot_meta, sender_runtime, 28);
 DMXP_ASSERT_AT(dmxp_slot_meta, flags, 30);
 DMXP_ASSERT_AT(dmxp_slot_meta, payload_len, 32);
 DMXP_ASSERT_AT(dmxp_slot_meta, reserved, 36);
-_Static_assert(sizeof(dmxp_slot_meta) == 40, "MessageMeta is 40 bytes");
+DMXP__STATIC_ASSERT(sizeof(dmxp_slot_meta) == 40, "MessageMeta is 40 bytes");
 
 DMXP_ASSERT_AT(dmxp_slot, sequence, 0);
 DMXP_ASSERT_AT(dmxp_slot, meta, 8);
@@ -369,8 +516,8 @@ DMXP_ASSERT_AT(dmxp_slot, meta.reserved, 44);
 DMXP_ASSERT_AT(dmxp_slot, zero0, 48);
 DMXP_ASSERT_AT(dmxp_slot, payload, DMXP_PAYLOAD_OFFSET);
 DMXP_ASSERT_AT(dmxp_slot, zero1, 1024);
-_Static_assert(sizeof(dmxp_slot) == DMXP_SLOT_SIZE, "slot stride is 1088");
-_Static_assert(DMXP_PAYLOAD_WORDS * 8 == DMXP_MSG_INLINE, "payload is 120 words");
+DMXP__STATIC_ASSERT(sizeof(dmxp_slot) == DMXP_SLOT_SIZE, "slot stride is 1088");
+DMXP__STATIC_ASSERT(DMXP_PAYLOAD_WORDS * 8 == DMXP_MSG_INLINE, "payload is 120 words");
 
 DMXP_ASSERT_AT(dmxp_segment_layout, header, 0);
 DMXP_ASSERT_AT(dmxp_segment_layout, channels, DMXP_CHANNEL_TABLE_OFFSET);
@@ -379,7 +526,7 @@ DMXP_ASSERT_AT(dmxp_segment_layout, channels[3].state, 1304);
 DMXP_ASSERT_AT(dmxp_segment_layout, channels[3].not_empty_seq, 1312);
 DMXP_ASSERT_AT(dmxp_segment_layout, channels[3].tail, 1408);
 DMXP_ASSERT_AT(dmxp_segment_layout, channels[3].head, 1536);
-_Static_assert(sizeof(dmxp_segment_layout) == DMXP_HEADER_SIZE, "header + table is 98432");
+DMXP__STATIC_ASSERT(sizeof(dmxp_segment_layout) == DMXP_HEADER_SIZE, "header + table is 98432");
 
 /* ------------------------------------------------------------------------------------------ */
 /* Status codes                                                                               */
@@ -491,12 +638,12 @@ typedef struct dmxp_segment {
 
 /* A non-blocking call's watch for a stuck channel (one per role and handle). */
 typedef struct dmxp__watch {
-    _Atomic uint32_t misses;   /* empty receives / full sends in a row */
-    _Atomic uint64_t position; /* the stuck position being watched */
-    _Atomic int64_t since;     /* when it was first seen stuck there (ns); 0 = not watching */
-    _Atomic int64_t next;      /* when the next repair pass is due (ns) */
-    _Atomic int64_t pause;     /* the pause before it: doubles while the position stays stuck */
-    _Atomic int64_t last;      /* when the last pass ran (ns; `since` before the first) */
+    DMXP_ATOMIC(uint32_t) misses;   /* empty receives / full sends in a row */
+    DMXP_ATOMIC(uint64_t) position; /* the stuck position being watched */
+    DMXP_ATOMIC(int64_t) since;     /* when it was first seen stuck there (ns); 0 = not watching */
+    DMXP_ATOMIC(int64_t) next;      /* when the next repair pass is due (ns) */
+    DMXP_ATOMIC(int64_t) pause;     /* the pause before it: doubles while the position is stuck */
+    DMXP_ATOMIC(int64_t) last;      /* when the last pass ran (ns; `since` before the first) */
 } dmxp__watch;
 
 typedef struct dmxp_channel {
@@ -520,9 +667,9 @@ typedef struct dmxp_channel {
      * thread uses it. */
     dmxp__watch send_watch;
     dmxp__watch recv_watch;
-    _Atomic uint64_t unblock_ns;  /* §11.8 unblock timeout; 0 or UINT64_MAX: never */
-    _Atomic uint64_t revoked;     /* positions of this handle's claims found revoked (§11.7) */
-    _Atomic uint64_t stuck_looks; /* times a call read the other side's cursor for §11.6 */
+    DMXP_ATOMIC(uint64_t) unblock_ns;  /* §11.8 unblock timeout; 0 or UINT64_MAX: never */
+    DMXP_ATOMIC(uint64_t) revoked;     /* positions of this handle's claims revoked (§11.7) */
+    DMXP_ATOMIC(uint64_t) stuck_looks; /* times a call read the other side's cursor for §11.6 */
 } dmxp_channel;
 
 /* A message's metadata as copied out of its slot. */
@@ -871,12 +1018,6 @@ static inline dmxp_status dmxp__fail_os(dmxp_error *err, dmxp_status s, const ch
 /* Small helpers                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-#define DMXP__RLX memory_order_relaxed
-#define DMXP__ACQ memory_order_acquire
-#define DMXP__REL memory_order_release
-#define DMXP__ACQREL memory_order_acq_rel
-#define DMXP__SEQ memory_order_seq_cst
-
 /* CLOCK_MONOTONIC in nanoseconds (the timestamp_ns of sent messages). */
 static inline uint64_t dmxp_now_ns(void) {
     struct timespec ts;
@@ -910,7 +1051,7 @@ static inline int64_t dmxp__diff(uint64_t a, uint64_t b) { return (int64_t)(a - 
 /* futex(2) on a word of a MAP_SHARED mapping: never FUTEX_PRIVATE_FLAG, which would key the
  * futex by this process's address space and never reach a sleeper in another process. */
 /* Returns 0 when woken, else the errno (EAGAIN: the word had changed; ETIMEDOUT; EINTR). */
-static inline int dmxp__futex_wait(_Atomic uint32_t *word, uint32_t expected,
+static inline int dmxp__futex_wait(DMXP_ATOMIC(uint32_t) *word, uint32_t expected,
                                    int64_t timeout_ns) {
     struct timespec ts = {(time_t)(timeout_ns / 1000000000), (long)(timeout_ns % 1000000000)};
     /* EAGAIN, EINTR, ETIMEDOUT and spurious returns all mean "re-check the ring". */
@@ -918,7 +1059,7 @@ static inline int dmxp__futex_wait(_Atomic uint32_t *word, uint32_t expected,
     return errno;
 }
 
-static inline void dmxp__futex_wake_all(_Atomic uint32_t *word) {
+static inline void dmxp__futex_wake_all(DMXP_ATOMIC(uint32_t) *word) {
     (void)syscall(SYS_futex, (void *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
@@ -966,16 +1107,16 @@ static inline dmxp_status dmxp__validate_header(dmxp_header *h, uint64_t magic,
                                                 uint32_t *peer_records, dmxp_error *err) {
     if (magic == 0) return dmxp__fail(err, DMXP_E_NOT_READY, -1, "magic", 0, 0, 0);
     if (magic != DMXP_MAGIC) return dmxp__fail(err, DMXP_E_BAD_MAGIC, -1, NULL, magic, 0, 0);
-    uint32_t version = atomic_load_explicit(&h->version, DMXP__RLX);
+    uint32_t version = dmxp__load(&h->version, DMXP__RLX);
     if (version != DMXP_VERSION)
         return dmxp__fail(err, DMXP_E_UNSUPPORTED_VERSION, -1, NULL, version, 0, 0);
-    uint32_t max_channels = atomic_load_explicit(&h->max_channels, DMXP__RLX);
+    uint32_t max_channels = dmxp__load(&h->max_channels, DMXP__RLX);
     if (max_channels != DMXP_MAX_CHANNELS)
         return dmxp__fail(err, DMXP_E_WRONG_MAX_CHANNELS, -1, NULL, max_channels, 0, 0);
-    uint32_t count = atomic_load_explicit(&h->channel_count, DMXP__ACQ);
+    uint32_t count = dmxp__load(&h->channel_count, DMXP__ACQ);
     if (count > DMXP_MAX_CHANNELS)
         return dmxp__fail(err, DMXP_E_CHANNEL_COUNT_TOO_LARGE, -1, NULL, count, 0, 0);
-    uint64_t recorded = atomic_load_explicit(&h->segment_size, DMXP__RLX);
+    uint64_t recorded = dmxp__load(&h->segment_size, DMXP__RLX);
     uint64_t len = available;
     if (recorded != 0) {
         if (recorded > available || recorded < DMXP_HEADER_SIZE)
@@ -983,17 +1124,17 @@ static inline dmxp_status dmxp__validate_header(dmxp_header *h, uint64_t magic,
                               0);
         len = recorded;
     }
-    uint64_t cursor = atomic_load_explicit(&h->band_cursor, DMXP__RLX);
+    uint64_t cursor = dmxp__load(&h->band_cursor, DMXP__RLX);
     if (cursor != 0 &&
         (cursor < DMXP_HEADER_SIZE || cursor > len || cursor % DMXP_SLOT_ALIGN != 0))
         return dmxp__fail(err, DMXP_E_BAND_CURSOR_OUT_OF_RANGE, -1, NULL, cursor, len, 0);
     /* Written by the creator before magic (the acquire above makes it visible), never after. */
-    uint32_t records = atomic_load_explicit(&h->peer_records, DMXP__RLX);
+    uint32_t records = dmxp__load(&h->peer_records, DMXP__RLX);
     if (!dmxp__valid_peer_records(records))
         return dmxp__fail(err, DMXP_E_PEER_RECORDS_OUT_OF_RANGE, -1, NULL, records, 0, 0);
     records = dmxp__table_records(records);
     uint64_t size = dmxp__table_size(records);
-    uint64_t table = atomic_load_explicit(&h->peer_table_offset, DMXP__ACQ);
+    uint64_t table = dmxp__load(&h->peer_table_offset, DMXP__ACQ);
     if (!dmxp__peer_table_in_range(table, size, len))
         return dmxp__fail(err, DMXP_E_PEER_TABLE_OUT_OF_RANGE, -1, NULL, table, len, size);
     *segment_len = len;
@@ -1009,8 +1150,8 @@ static inline dmxp_status dmxp__geometry(const dmxp_segment *seg, uint32_t id,
     dmxp_channel_entry *e = dmxp__entry(seg, id);
     int32_t ch = (int32_t)id;
     /* state first: READY seen with acquire makes the capacity stored before it visible. */
-    uint32_t state = atomic_load_explicit(&e->state, DMXP__ACQ);
-    uint64_t cap = atomic_load_explicit(&e->capacity, DMXP__ACQ);
+    uint32_t state = dmxp__load(&e->state, DMXP__ACQ);
+    uint64_t cap = dmxp__load(&e->capacity, DMXP__ACQ);
     *capacity = 0;
     *band_offset = 0;
     if (state_out) *state_out = state;
@@ -1021,7 +1162,7 @@ static inline dmxp_status dmxp__geometry(const dmxp_segment *seg, uint32_t id,
             return dmxp__fail(err, DMXP_E_CAPACITY_ZERO, ch, NULL, 0, 0, 0);
         return DMXP_OK;
     }
-    uint32_t channel_id = atomic_load_explicit(&e->channel_id, DMXP__RLX);
+    uint32_t channel_id = dmxp__load(&e->channel_id, DMXP__RLX);
     if (channel_id != id)
         return dmxp__fail(err, DMXP_E_CHANNEL_ID_MISMATCH, ch, NULL, channel_id, 0, 0);
     if (!dmxp__is_pow2(cap))
@@ -1030,7 +1171,7 @@ static inline dmxp_status dmxp__geometry(const dmxp_segment *seg, uint32_t id,
         return dmxp__fail(err, DMXP_E_CAPACITY_TOO_SMALL, ch, NULL, cap, 0, 0);
     if (cap > DMXP_MAX_CAPACITY)
         return dmxp__fail(err, DMXP_E_CAPACITY_TOO_LARGE, ch, NULL, cap, 0, 0);
-    uint64_t band = atomic_load_explicit(&e->band_offset, DMXP__RLX);
+    uint64_t band = dmxp__load(&e->band_offset, DMXP__RLX);
     if (band % DMXP_SLOT_ALIGN != 0)
         return dmxp__fail(err, DMXP_E_BAND_MISALIGNED, ch, NULL, band, 0, 0);
     if (band < DMXP_HEADER_SIZE)
@@ -1058,7 +1199,7 @@ static inline dmxp_status dmxp__check_overlap(const dmxp_segment *seg, uint32_t 
             return dmxp__fail(err, DMXP_E_BANDS_OVERLAP, (int32_t)id, NULL, other, 0, 0);
     }
     /* The peer table is carved like a band: it shares no byte with one either (§11.1). */
-    uint64_t table = atomic_load_explicit(&dmxp__hdr(seg)->peer_table_offset, DMXP__ACQ);
+    uint64_t table = dmxp__load(&dmxp__hdr(seg)->peer_table_offset, DMXP__ACQ);
     uint64_t size = dmxp__table_size(dmxp__table_records(seg->peer_records));
     if (!dmxp__peer_table_in_range(table, size, seg->len))
         return dmxp__fail(err, DMXP_E_PEER_TABLE_OUT_OF_RANGE, -1, NULL, table, seg->len, size);
@@ -1106,7 +1247,7 @@ static inline dmxp_status dmxp_segment_attach_memory(dmxp_segment *seg, void *ba
     dmxp_status s = dmxp__check_region(base, len, err);
     if (s != DMXP_OK) return s;
     dmxp_header *h = (dmxp_header *)base;
-    uint64_t magic = atomic_load_explicit(&h->magic, DMXP__ACQ);
+    uint64_t magic = dmxp__load(&h->magic, DMXP__ACQ);
     uint64_t seglen = 0;
     uint32_t records = 0;
     s = dmxp__validate_header(h, magic, len, &seglen, &records, err);
@@ -1121,21 +1262,21 @@ static inline dmxp_status dmxp_segment_attach_memory(dmxp_segment *seg, void *ba
 }
 
 static inline void dmxp__zero_entry(dmxp_channel_entry *e) {
-    atomic_store_explicit(&e->channel_id, 0, DMXP__RLX);
-    atomic_store_explicit(&e->flags, 0, DMXP__RLX);
-    atomic_store_explicit(&e->capacity, 0, DMXP__RLX);
-    atomic_store_explicit(&e->band_offset, 0, DMXP__RLX);
-    atomic_store_explicit(&e->state, 0, DMXP__RLX);
-    atomic_store_explicit(&e->creator_pid, 0, DMXP__RLX);
-    atomic_store_explicit(&e->not_empty_seq, 0, DMXP__RLX);
-    atomic_store_explicit(&e->not_empty_waiters, 0, DMXP__RLX);
-    atomic_store_explicit(&e->not_full_seq, 0, DMXP__RLX);
-    atomic_store_explicit(&e->not_full_waiters, 0, DMXP__RLX);
-    atomic_store_explicit(&e->tail, 0, DMXP__RLX);
-    atomic_store_explicit(&e->head, 0, DMXP__RLX);
-    for (size_t i = 0; i < 10; i++) atomic_store_explicit(&e->zero0[i], 0, DMXP__RLX);
-    for (size_t i = 0; i < 15; i++) atomic_store_explicit(&e->zero1[i], 0, DMXP__RLX);
-    for (size_t i = 0; i < 15; i++) atomic_store_explicit(&e->zero2[i], 0, DMXP__RLX);
+    dmxp__store(&e->channel_id, 0, DMXP__RLX);
+    dmxp__store(&e->flags, 0, DMXP__RLX);
+    dmxp__store(&e->capacity, 0, DMXP__RLX);
+    dmxp__store(&e->band_offset, 0, DMXP__RLX);
+    dmxp__store(&e->state, 0, DMXP__RLX);
+    dmxp__store(&e->creator_pid, 0, DMXP__RLX);
+    dmxp__store(&e->not_empty_seq, 0, DMXP__RLX);
+    dmxp__store(&e->not_empty_waiters, 0, DMXP__RLX);
+    dmxp__store(&e->not_full_seq, 0, DMXP__RLX);
+    dmxp__store(&e->not_full_waiters, 0, DMXP__RLX);
+    dmxp__store(&e->tail, 0, DMXP__RLX);
+    dmxp__store(&e->head, 0, DMXP__RLX);
+    for (size_t i = 0; i < 10; i++) dmxp__store(&e->zero0[i], 0, DMXP__RLX);
+    for (size_t i = 0; i < 15; i++) dmxp__store(&e->zero1[i], 0, DMXP__RLX);
+    for (size_t i = 0; i < 15; i++) dmxp__store(&e->zero2[i], 0, DMXP__RLX);
 }
 
 /* DMXP_E_INVALID_ARGUMENT (field "peer_records", found = the value) unless `n` is 0 (the
@@ -1166,27 +1307,27 @@ static inline dmxp_status dmxp_segment_format_memory_ex(dmxp_segment *seg, void 
     if (s != DMXP_OK) return s;
     dmxp_segment_layout *l = (dmxp_segment_layout *)base;
     dmxp_header *h = &l->header;
-    if (atomic_load_explicit(&h->magic, DMXP__ACQ) != 0)
+    if (dmxp__load(&h->magic, DMXP__ACQ) != 0)
         return dmxp__fail(err, DMXP_E_ALREADY_FORMATTED, -1, "magic", 0, 0, 0);
     /* First: names who is formatting, so a creator dying here is identifiable (§3.3). */
-    atomic_store_explicit(&h->creator_pid, creator_pid, DMXP__REL);
-    atomic_store_explicit(&h->version, 0, DMXP__RLX);
-    atomic_store_explicit(&h->max_channels, 0, DMXP__RLX);
-    atomic_store_explicit(&h->channel_count, 0, DMXP__RLX);
-    atomic_store_explicit(&h->reserved, 0, DMXP__RLX);
-    atomic_store_explicit(&h->header_flags, 0, DMXP__RLX);
-    atomic_store_explicit(&h->peer_table_offset, 0, DMXP__RLX);
-    atomic_store_explicit(&h->peer_records, 0, DMXP__RLX);
-    atomic_store_explicit(&h->zero32, 0, DMXP__RLX);
-    for (size_t i = 0; i < 8; i++) atomic_store_explicit(&h->zero[i], 0, DMXP__RLX);
+    dmxp__store(&h->creator_pid, creator_pid, DMXP__REL);
+    dmxp__store(&h->version, 0, DMXP__RLX);
+    dmxp__store(&h->max_channels, 0, DMXP__RLX);
+    dmxp__store(&h->channel_count, 0, DMXP__RLX);
+    dmxp__store(&h->reserved, 0, DMXP__RLX);
+    dmxp__store(&h->header_flags, 0, DMXP__RLX);
+    dmxp__store(&h->peer_table_offset, 0, DMXP__RLX);
+    dmxp__store(&h->peer_records, 0, DMXP__RLX);
+    dmxp__store(&h->zero32, 0, DMXP__RLX);
+    for (size_t i = 0; i < 8; i++) dmxp__store(&h->zero[i], 0, DMXP__RLX);
     for (uint32_t id = 0; id < DMXP_MAX_CHANNELS; id++) dmxp__zero_entry(&l->channels[id]);
-    atomic_store_explicit(&h->version, DMXP_VERSION, DMXP__RLX);
-    atomic_store_explicit(&h->max_channels, DMXP_MAX_CHANNELS, DMXP__RLX);
-    atomic_store_explicit(&h->segment_size, (uint64_t)len, DMXP__RLX);
-    atomic_store_explicit(&h->band_cursor, DMXP_HEADER_SIZE, DMXP__RLX);
+    dmxp__store(&h->version, DMXP_VERSION, DMXP__RLX);
+    dmxp__store(&h->max_channels, DMXP_MAX_CHANNELS, DMXP__RLX);
+    dmxp__store(&h->segment_size, (uint64_t)len, DMXP__RLX);
+    dmxp__store(&h->band_cursor, DMXP_HEADER_SIZE, DMXP__RLX);
     /* Before magic, never changed after: attachers read it once, after magic (§3.1). */
-    atomic_store_explicit(&h->peer_records, peer_records, DMXP__RLX);
-    atomic_store_explicit(&h->magic, DMXP_MAGIC, DMXP__REL); /* publication point */
+    dmxp__store(&h->peer_records, peer_records, DMXP__RLX);
+    dmxp__store(&h->magic, DMXP_MAGIC, DMXP__REL); /* publication point */
     seg->base = (unsigned char *)base;
     seg->mapped_len = len;
     seg->len = len;
@@ -1250,11 +1391,9 @@ typedef struct dmxp_trust {
     uint32_t peer_records;
 } dmxp_trust;
 
-#define DMXP_TRUST_DEFAULT                                                                   \
-    {                                                                                        \
-        .mode = 0, .has_trusted_uid = 0, .trusted_uid = 0, .group_access = 0, .has_gid = 0, \
-        .gid = 0, .peer_records = 0                                                          \
-    }
+/* Every field 0 (positional, so that C++ before C++20 takes it too): mode, has_trusted_uid,
+ * trusted_uid, group_access, has_gid, gid, peer_records. */
+#define DMXP_TRUST_DEFAULT {0u, 0, 0u, 0, 0, 0u, 0u}
 
 /* Longest file path this client accepts, its terminating NUL included. */
 #define DMXP_PATH_CAP 4096u
@@ -1343,7 +1482,7 @@ static inline int dmxp__in_my_groups(gid_t g) {
     if (g == getegid()) return 1;
     int n = getgroups(0, NULL);
     if (n <= 0) return 0;
-    gid_t *list = malloc((size_t)n * sizeof *list);
+    gid_t *list = (gid_t *)malloc((size_t)n * sizeof *list);
     if (list == NULL) return 0;
     n = getgroups(n, list); /* -1 if the set grew meanwhile: no match */
     int found = 0;
@@ -1649,10 +1788,10 @@ static inline dmxp_status dmxp__create_shm(dmxp_segment *seg, const char *name, 
 static inline dmxp_status dmxp__create_at(dmxp_segment *seg, int dirfd, const char *base,
                                           size_t size, unsigned mode, int64_t gid,
                                           uint32_t peer_records, dmxp_error *err) {
-    static _Atomic uint32_t counter;
+    static DMXP_ATOMIC(uint32_t) counter;
     char tmp[DMXP_PATH_CAP];
     int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", base, (long)getpid(),
-                     (unsigned)atomic_fetch_add(&counter, 1));
+                     (unsigned)dmxp__fetch_add(&counter, 1, DMXP__SEQ));
     if (n < 0 || (size_t)n >= sizeof tmp)
         return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "path", 0, 0, 0);
     int fd = openat(dirfd, tmp, O_CREAT | O_EXCL | O_NOFOLLOW | O_RDWR | O_CLOEXEC, (mode_t)mode);
@@ -1854,11 +1993,11 @@ static inline dmxp_status dmxp_segment_open_or_create_path_ex(dmxp_segment *seg,
 
 /* Segment-level accessors (snapshots). */
 static inline uint32_t dmxp_segment_channel_count(const dmxp_segment *seg) {
-    return atomic_load_explicit(&dmxp__hdr(seg)->channel_count, DMXP__ACQ);
+    return dmxp__load(&dmxp__hdr(seg)->channel_count, DMXP__ACQ);
 }
 
 static inline uint64_t dmxp_segment_free_space(const dmxp_segment *seg) {
-    uint64_t c = atomic_load_explicit(&dmxp__hdr(seg)->band_cursor, DMXP__RLX);
+    uint64_t c = dmxp__load(&dmxp__hdr(seg)->band_cursor, DMXP__RLX);
     return c < seg->len ? seg->len - c : 0;
 }
 
@@ -1889,16 +2028,16 @@ static inline void dmxp__bind(const dmxp_segment *seg, uint32_t id, uint64_t cap
     ch->recv_peer = NULL;
     dmxp__watch *watches[2] = {&ch->send_watch, &ch->recv_watch};
     for (int i = 0; i < 2; i++) {
-        atomic_init(&watches[i]->misses, 0);
-        atomic_init(&watches[i]->position, 0);
-        atomic_init(&watches[i]->since, 0);
-        atomic_init(&watches[i]->next, 0);
-        atomic_init(&watches[i]->pause, 0);
-        atomic_init(&watches[i]->last, 0);
+        dmxp__init(&watches[i]->misses, 0);
+        dmxp__init(&watches[i]->position, 0);
+        dmxp__init(&watches[i]->since, 0);
+        dmxp__init(&watches[i]->next, 0);
+        dmxp__init(&watches[i]->pause, 0);
+        dmxp__init(&watches[i]->last, 0);
     }
-    atomic_init(&ch->unblock_ns, DMXP_UNBLOCK_TIMEOUT_NS);
-    atomic_init(&ch->revoked, 0);
-    atomic_init(&ch->stuck_looks, 0);
+    dmxp__init(&ch->unblock_ns, DMXP_UNBLOCK_TIMEOUT_NS);
+    dmxp__init(&ch->revoked, 0);
+    dmxp__init(&ch->stuck_looks, 0);
 }
 
 /* Opens created channel `id` after validating its entry and checking its band against every
@@ -1952,16 +2091,16 @@ static inline uint64_t dmxp__end_of_bands(const dmxp_segment *seg) {
 /* Carves `need` bytes from band_cursor by CAS (§5 reserve_band). */
 static inline dmxp_status dmxp__reserve_band(const dmxp_segment *seg, uint64_t need,
                                              uint64_t *start, dmxp_error *err) {
-    _Atomic uint64_t *cursor = &dmxp__hdr(seg)->band_cursor;
-    uint64_t c = atomic_load_explicit(cursor, DMXP__RLX);
+    DMXP_ATOMIC(uint64_t) *cursor = &dmxp__hdr(seg)->band_cursor;
+    uint64_t c = dmxp__load(cursor, DMXP__RLX);
     for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
         if (c == 0) {
             /* A segment made without a band allocator: adopt the end of the last band. Racing
              * adopters compute the same value; the CAS lets one of them install it. */
             uint64_t adopted = dmxp__end_of_bands(seg);
             uint64_t expected = 0;
-            if (atomic_compare_exchange_strong_explicit(cursor, &expected, adopted, DMXP__ACQREL,
-                                                        DMXP__RLX))
+            if (dmxp__cas_strong(cursor, &expected, adopted, DMXP__ACQREL,
+                                 DMXP__RLX))
                 c = adopted;
             else
                 c = expected;
@@ -1970,7 +2109,7 @@ static inline dmxp_status dmxp__reserve_band(const dmxp_segment *seg, uint64_t n
             return dmxp__fail(err, DMXP_E_BAND_CURSOR_OUT_OF_RANGE, -1, NULL, c, seg->len, 0);
         if (need > seg->len - c)
             return dmxp__fail(err, DMXP_E_OUT_OF_SPACE, -1, NULL, need, seg->len - c, 0);
-        if (atomic_compare_exchange_weak_explicit(cursor, &c, c + need, DMXP__ACQREL, DMXP__RLX)) {
+        if (dmxp__cas_weak(cursor, &c, c + need, DMXP__ACQREL, DMXP__RLX)) {
             *start = c;
             return DMXP_OK;
         }
@@ -1980,19 +2119,19 @@ static inline dmxp_status dmxp__reserve_band(const dmxp_segment *seg, uint64_t n
 
 static inline void dmxp__zero_slot(dmxp_slot *s) {
     dmxp_slot_meta *m = &s->meta;
-    atomic_store_explicit(&m->message_id, 0, DMXP__RLX);
-    atomic_store_explicit(&m->timestamp_ns, 0, DMXP__RLX);
-    atomic_store_explicit(&m->channel_id, 0, DMXP__RLX);
-    atomic_store_explicit(&m->message_type, 0, DMXP__RLX);
-    atomic_store_explicit(&m->sender_pid, 0, DMXP__RLX);
-    atomic_store_explicit(&m->sender_runtime, 0, DMXP__RLX);
-    atomic_store_explicit(&m->flags, 0, DMXP__RLX);
-    atomic_store_explicit(&m->payload_len, 0, DMXP__RLX);
-    atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
-    for (size_t i = 0; i < 2; i++) atomic_store_explicit(&s->zero0[i], 0, DMXP__RLX);
+    dmxp__store(&m->message_id, 0, DMXP__RLX);
+    dmxp__store(&m->timestamp_ns, 0, DMXP__RLX);
+    dmxp__store(&m->channel_id, 0, DMXP__RLX);
+    dmxp__store(&m->message_type, 0, DMXP__RLX);
+    dmxp__store(&m->sender_pid, 0, DMXP__RLX);
+    dmxp__store(&m->sender_runtime, 0, DMXP__RLX);
+    dmxp__store(&m->flags, 0, DMXP__RLX);
+    dmxp__store(&m->payload_len, 0, DMXP__RLX);
+    dmxp__store(&m->reserved, 0, DMXP__RLX);
+    for (size_t i = 0; i < 2; i++) dmxp__store(&s->zero0[i], 0, DMXP__RLX);
     for (size_t i = 0; i < DMXP_PAYLOAD_WORDS; i++)
-        atomic_store_explicit(&s->payload[i], 0, DMXP__RLX);
-    for (size_t i = 0; i < 8; i++) atomic_store_explicit(&s->zero1[i], 0, DMXP__RLX);
+        dmxp__store(&s->payload[i], 0, DMXP__RLX);
+    for (size_t i = 0; i < 8; i++) dmxp__store(&s->zero1[i], 0, DMXP__RLX);
 }
 
 static inline int dmxp__valid_capacity(uint64_t cap) {
@@ -2004,42 +2143,42 @@ static inline dmxp_status dmxp__open_or_create_once(const dmxp_segment *seg, uin
                                                     uint64_t capacity, dmxp_channel *ch,
                                                     int *created, dmxp_error *err) {
     dmxp_channel_entry *e = dmxp__entry(seg, id);
-    if (atomic_load_explicit(&e->capacity, DMXP__ACQ) != 0)
+    if (dmxp__load(&e->capacity, DMXP__ACQ) != 0)
         return dmxp_channel_open(seg, id, ch, err); /* exists, whatever its capacity */
     uint32_t expected = DMXP_STATE_EMPTY;
-    if (!atomic_compare_exchange_strong_explicit(&e->state, &expected, DMXP_STATE_CREATING,
-                                                 DMXP__ACQ, DMXP__ACQ)) {
+    if (!dmxp__cas_strong(&e->state, &expected, DMXP_STATE_CREATING,
+                          DMXP__ACQ, DMXP__ACQ)) {
         dmxp_status s = dmxp_channel_open(seg, id, ch, err);
         if (s == DMXP_E_NOT_FOUND)
             return dmxp__fail(err, DMXP_E_BEING_CREATED, (int32_t)id, NULL, 0, 0, 0);
         return s;
     }
     /* This process holds the claim. Record who, so a creator dying here can be identified. */
-    atomic_store_explicit(&e->creator_pid, seg->pid, DMXP__RLX);
+    dmxp__store(&e->creator_pid, seg->pid, DMXP__RLX);
     uint64_t band = 0;
     dmxp_status s = dmxp__reserve_band(seg, capacity * DMXP_SLOT_SIZE, &band, err);
     if (s != DMXP_OK) {
-        atomic_store_explicit(&e->state, DMXP_STATE_EMPTY, DMXP__REL); /* give the id back */
+        dmxp__store(&e->state, DMXP_STATE_EMPTY, DMXP__REL); /* give the id back */
         return s;
     }
     dmxp_slot *slots = (dmxp_slot *)(void *)(seg->base + band);
     for (uint64_t k = 0; k < capacity; k++) {
         dmxp__zero_slot(&slots[k]);
-        atomic_store_explicit(&slots[k].sequence, k, DMXP__RLX);
+        dmxp__store(&slots[k].sequence, k, DMXP__RLX);
     }
-    atomic_store_explicit(&e->channel_id, id, DMXP__RLX);
-    atomic_store_explicit(&e->flags, 0, DMXP__RLX);
-    atomic_store_explicit(&e->band_offset, band, DMXP__RLX);
-    atomic_store_explicit(&e->creator_pid, seg->pid, DMXP__RLX);
-    atomic_store_explicit(&e->not_empty_seq, 0, DMXP__RLX);
-    atomic_store_explicit(&e->not_empty_waiters, 0, DMXP__RLX);
-    atomic_store_explicit(&e->not_full_seq, 0, DMXP__RLX);
-    atomic_store_explicit(&e->not_full_waiters, 0, DMXP__RLX);
-    atomic_store_explicit(&e->head, 0, DMXP__RLX);
-    atomic_store_explicit(&e->tail, 0, DMXP__RLX);
-    atomic_fetch_add_explicit(&dmxp__hdr(seg)->channel_count, 1, DMXP__ACQREL);
-    atomic_store_explicit(&e->capacity, capacity, DMXP__REL); /* publication point */
-    atomic_store_explicit(&e->state, DMXP_STATE_READY, DMXP__REL);
+    dmxp__store(&e->channel_id, id, DMXP__RLX);
+    dmxp__store(&e->flags, 0, DMXP__RLX);
+    dmxp__store(&e->band_offset, band, DMXP__RLX);
+    dmxp__store(&e->creator_pid, seg->pid, DMXP__RLX);
+    dmxp__store(&e->not_empty_seq, 0, DMXP__RLX);
+    dmxp__store(&e->not_empty_waiters, 0, DMXP__RLX);
+    dmxp__store(&e->not_full_seq, 0, DMXP__RLX);
+    dmxp__store(&e->not_full_waiters, 0, DMXP__RLX);
+    dmxp__store(&e->head, 0, DMXP__RLX);
+    dmxp__store(&e->tail, 0, DMXP__RLX);
+    dmxp__fetch_add(&dmxp__hdr(seg)->channel_count, 1, DMXP__ACQREL);
+    dmxp__store(&e->capacity, capacity, DMXP__REL); /* publication point */
+    dmxp__store(&e->state, DMXP_STATE_READY, DMXP__REL);
     dmxp__bind(seg, id, capacity, band, ch);
     if (created) *created = 1;
     return DMXP_OK;
@@ -2082,15 +2221,15 @@ static inline dmxp_status dmxp_channel_create(const dmxp_segment *seg, uint32_t 
 
 /* Snapshots of the cursors and waiter counts. */
 static inline uint64_t dmxp_channel_head(const dmxp_channel *ch) {
-    return atomic_load_explicit(&ch->entry->head, DMXP__RLX);
+    return dmxp__load(&ch->entry->head, DMXP__RLX);
 }
 static inline uint64_t dmxp_channel_tail(const dmxp_channel *ch) {
-    return atomic_load_explicit(&ch->entry->tail, DMXP__RLX);
+    return dmxp__load(&ch->entry->tail, DMXP__RLX);
 }
 /* Messages queued, clamped to 0..capacity. */
 static inline uint64_t dmxp_channel_depth(const dmxp_channel *ch) {
-    uint64_t h = atomic_load_explicit(&ch->entry->head, DMXP__ACQ);
-    uint64_t t = atomic_load_explicit(&ch->entry->tail, DMXP__ACQ);
+    uint64_t h = dmxp__load(&ch->entry->head, DMXP__ACQ);
+    uint64_t t = dmxp__load(&ch->entry->tail, DMXP__ACQ);
     uint64_t d = t > h ? t - h : 0;
     return d > ch->capacity ? ch->capacity : d;
 }
@@ -2119,14 +2258,14 @@ static inline dmxp_slot *dmxp__slot(const dmxp_channel *ch, uint64_t position) {
 #endif
 
 /* Wake rule (§7.2): no syscall when nobody waits. */
-static inline void dmxp__notify(_Atomic uint32_t *word, _Atomic uint32_t *waiters) {
+static inline void dmxp__notify(DMXP_ATOMIC(uint32_t) *word, DMXP_ATOMIC(uint32_t) *waiters) {
 #if defined(DMXP__TSAN)
-    if (atomic_fetch_add_explicit(waiters, 0, DMXP__SEQ) != 0) {
+    if (dmxp__fetch_add(waiters, 0, DMXP__SEQ) != 0) {
 #else
-    atomic_thread_fence(DMXP__SEQ);
-    if (atomic_load_explicit(waiters, DMXP__RLX) != 0) {
+    dmxp__fence(DMXP__SEQ);
+    if (dmxp__load(waiters, DMXP__RLX) != 0) {
 #endif
-        atomic_fetch_add_explicit(word, 1, DMXP__REL);
+        dmxp__fetch_add(word, 1, DMXP__REL);
         dmxp__futex_wake_all(word);
     }
 }
@@ -2143,12 +2282,12 @@ static inline void dmxp__notify_producers(const dmxp_channel *ch) {
  * Release stores, so that a repairer that reads an intent with acquire also sees everything
  * the owner did before it (in particular the publish or free of its previous claim). */
 static inline void dmxp__intent_set(dmxp_peer_record *r, uint64_t position, uint64_t n) {
-    atomic_store_explicit(&r->intent_position, position, DMXP__REL);
-    atomic_store_explicit(&r->intent_count, (uint32_t)n, DMXP__REL);
+    dmxp__store(&r->intent_position, position, DMXP__REL);
+    dmxp__store(&r->intent_count, (uint32_t)n, DMXP__REL);
 }
 
 static inline void dmxp__intent_clear(dmxp_peer_record *r) {
-    if (r) atomic_store_explicit(&r->intent_count, 0, DMXP__REL);
+    if (r) dmxp__store(&r->intent_count, 0, DMXP__REL);
 }
 
 /* Claims up to `max` consecutive free positions with one CAS on tail. A registered handle
@@ -2156,18 +2295,18 @@ static inline void dmxp__intent_clear(dmxp_peer_record *r) {
  * success the caller clears it after the last publish. */
 static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
                                            uint64_t *first, uint64_t *count) {
-    _Atomic uint64_t *tail_p = &ch->entry->tail;
+    DMXP_ATOMIC(uint64_t) *tail_p = &ch->entry->tail;
     dmxp_peer_record *peer = ch->send_peer;
     int wrote_intent = 0;
     if (max > UINT32_MAX) max = UINT32_MAX; /* intent_count is 32 bits */
-    uint64_t tail = atomic_load_explicit(tail_p, DMXP__RLX);
+    uint64_t tail = dmxp__load(tail_p, DMXP__RLX);
     for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
-        uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, tail)->sequence, DMXP__ACQ);
+        uint64_t seq = dmxp__load(&dmxp__slot(ch, tail)->sequence, DMXP__ACQ);
         int64_t d = dmxp__diff(seq, tail);
         if (d == 0) {
             uint64_t n = 1;
             while (n < max &&
-                   atomic_load_explicit(&dmxp__slot(ch, tail + n)->sequence, DMXP__ACQ) ==
+                   dmxp__load(&dmxp__slot(ch, tail + n)->sequence, DMXP__ACQ) ==
                        tail + n)
                 n++;
             if (peer) {
@@ -2175,8 +2314,8 @@ static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
                 wrote_intent = 1;
             }
             /* Release: whoever reads the moved tail with acquire sees the intent. */
-            if (atomic_compare_exchange_weak_explicit(tail_p, &tail, tail + n, DMXP__REL,
-                                                      DMXP__RLX)) {
+            if (dmxp__cas_weak(tail_p, &tail, tail + n, DMXP__REL,
+                               DMXP__RLX)) {
                 *first = tail;
                 *count = n;
                 return DMXP_OK;
@@ -2186,7 +2325,7 @@ static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
             if (wrote_intent) dmxp__intent_clear(peer);
             return DMXP_E_FULL; /* the slot still holds the message of tail - capacity */
         } else {
-            tail = atomic_load_explicit(tail_p, DMXP__RLX); /* another producer took it */
+            tail = dmxp__load(tail_p, DMXP__RLX); /* another producer took it */
         }
     }
     if (wrote_intent) dmxp__intent_clear(peer);
@@ -2215,15 +2354,15 @@ static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
  * it costs one load of tail. At most one lap of the cached capacity is read, so a hostile
  * tail cannot lengthen the scan past the band. */
 static inline DMXP__COLD int dmxp__queued_behind(const dmxp_channel *ch, uint64_t head) {
-    uint64_t tail = atomic_load_explicit(&ch->entry->tail, DMXP__ACQ);
+    uint64_t tail = dmxp__load(&ch->entry->tail, DMXP__ACQ);
     int64_t in_flight = dmxp__diff(tail, head);
     if (in_flight <= 1) return 0; /* nothing claimed after head */
     uint64_t n = (uint64_t)in_flight < ch->capacity ? (uint64_t)in_flight : ch->capacity;
     for (uint64_t k = 1; k < n; k++) {
         uint64_t p = head + k;
-        if (atomic_load_explicit(&dmxp__slot(ch, p)->sequence, DMXP__ACQ) == p + 1) return 1;
+        if (dmxp__load(&dmxp__slot(ch, p)->sequence, DMXP__ACQ) == p + 1) return 1;
     }
-    uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, head)->sequence, DMXP__ACQ);
+    uint64_t seq = dmxp__load(&dmxp__slot(ch, head)->sequence, DMXP__ACQ);
     return dmxp__diff(seq, head + 1) >= 0 ? -1 : 0;
 }
 
@@ -2233,20 +2372,20 @@ static inline DMXP__COLD int dmxp__queued_behind(const dmxp_channel *ch, uint64_
  * DMXP__PENDING with *first = head (the caller waits for it). */
 static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max, size_t buf_cap,
                                            uint64_t *first, uint64_t *count, uint32_t *needed) {
-    _Atomic uint64_t *head_p = &ch->entry->head;
+    DMXP_ATOMIC(uint64_t) *head_p = &ch->entry->head;
     dmxp_peer_record *peer = ch->recv_peer;
     int wrote_intent = 0;
     if (max > UINT32_MAX) max = UINT32_MAX; /* intent_count is 32 bits */
-    uint64_t head = atomic_load_explicit(head_p, DMXP__RLX);
+    uint64_t head = dmxp__load(head_p, DMXP__RLX);
     for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
         dmxp_slot *slot = dmxp__slot(ch, head);
-        uint64_t seq = atomic_load_explicit(&slot->sequence, DMXP__ACQ);
+        uint64_t seq = dmxp__load(&slot->sequence, DMXP__ACQ);
         int64_t d = dmxp__diff(seq, head + 1);
         if (d == 0) {
             if (buf_cap != SIZE_MAX) {
                 /* Advisory peek: re-read and re-checked after the claim. */
-                uint32_t len = atomic_load_explicit(&slot->meta.payload_len, DMXP__RLX);
-                uint16_t flags = atomic_load_explicit(&slot->meta.flags, DMXP__RLX);
+                uint32_t len = dmxp__load(&slot->meta.payload_len, DMXP__RLX);
+                uint16_t flags = dmxp__load(&slot->meta.flags, DMXP__RLX);
                 if ((flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST)) == 0 && len <= DMXP_MSG_INLINE &&
                     len > buf_cap) {
                     *needed = len;
@@ -2256,15 +2395,15 @@ static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max,
             }
             uint64_t n = 1;
             while (n < max &&
-                   atomic_load_explicit(&dmxp__slot(ch, head + n)->sequence, DMXP__ACQ) ==
+                   dmxp__load(&dmxp__slot(ch, head + n)->sequence, DMXP__ACQ) ==
                        head + n + 1)
                 n++;
             if (peer) {
                 dmxp__intent_set(peer, head, n);
                 wrote_intent = 1;
             }
-            if (atomic_compare_exchange_weak_explicit(head_p, &head, head + n, DMXP__REL,
-                                                      DMXP__RLX)) {
+            if (dmxp__cas_weak(head_p, &head, head + n, DMXP__REL,
+                               DMXP__RLX)) {
                 *first = head;
                 *count = n;
                 return DMXP_OK;
@@ -2281,7 +2420,7 @@ static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max,
             if (queued == 0) return DMXP_E_EMPTY;
             /* head moved on during the scan: look at it again */
         } else {
-            head = atomic_load_explicit(head_p, DMXP__RLX); /* another consumer took it */
+            head = dmxp__load(head_p, DMXP__RLX); /* another consumer took it */
         }
     }
     if (wrote_intent) dmxp__intent_clear(peer);
@@ -2329,23 +2468,23 @@ static inline void dmxp__payload_store(dmxp_slot *slot, const unsigned char *src
     for (size_t i = 0; i < words; i++) {
         uint64_t w;
         memcpy(&w, src + i * 8, 8); /* private memory */
-        atomic_store_explicit(&slot->payload[i], w, DMXP__RLX);
+        dmxp__store(&slot->payload[i], w, DMXP__RLX);
     }
     if (rem) {
         uint64_t w = 0;
         memcpy(&w, src + words * 8, rem);
-        atomic_store_explicit(&slot->payload[words], w, DMXP__RLX);
+        dmxp__store(&slot->payload[words], w, DMXP__RLX);
     }
 }
 
 static inline void dmxp__payload_load(dmxp_slot *slot, unsigned char *dst, size_t len) {
     size_t words = len / 8, rem = len % 8;
     for (size_t i = 0; i < words; i++) {
-        uint64_t w = atomic_load_explicit(&slot->payload[i], DMXP__RLX);
+        uint64_t w = dmxp__load(&slot->payload[i], DMXP__RLX);
         memcpy(dst + i * 8, &w, 8);
     }
     if (rem) {
-        uint64_t w = atomic_load_explicit(&slot->payload[words], DMXP__RLX);
+        uint64_t w = dmxp__load(&slot->payload[words], DMXP__RLX);
         memcpy(dst + words * 8, &w, rem);
     }
 }
@@ -2366,7 +2505,7 @@ static inline void dmxp__payload_load(dmxp_slot *slot, unsigned char *dst, size_
 static inline dmxp_channel *dmxp__mut(const dmxp_channel *ch) { return (dmxp_channel *)ch; }
 
 static inline dmxp_status dmxp__revoked(const dmxp_channel *ch) {
-    atomic_fetch_add_explicit(&dmxp__mut(ch)->revoked, 1, DMXP__RLX);
+    dmxp__fetch_add(&dmxp__mut(ch)->revoked, 1, DMXP__RLX);
     return DMXP_E_REVOKED;
 }
 
@@ -2380,22 +2519,22 @@ static inline dmxp_status dmxp__publish(const dmxp_channel *ch, uint64_t positio
     dmxp_slot *s = dmxp__slot(ch, position);
     dmxp__payload_store(s, (const unsigned char *)data, len);
     DMXP_TEST_HOOK(DMXP_HOOK_AFTER_PAYLOAD, ch, position);
-    if (atomic_load_explicit(&s->sequence, DMXP__RLX) != position) return dmxp__revoked(ch);
+    if (dmxp__load(&s->sequence, DMXP__RLX) != position) return dmxp__revoked(ch);
     dmxp_slot_meta *m = &s->meta;
-    atomic_store_explicit(&m->message_id, position, DMXP__RLX);
-    atomic_store_explicit(&m->timestamp_ns, timestamp, DMXP__RLX);
-    atomic_store_explicit(&m->channel_id, ch->id, DMXP__RLX);
-    atomic_store_explicit(&m->message_type, message_type, DMXP__RLX);
-    atomic_store_explicit(&m->sender_pid, ch->pid, DMXP__RLX);
-    atomic_store_explicit(&m->sender_runtime, (uint16_t)DMXP_RUNTIME_C, DMXP__RLX);
-    atomic_store_explicit(&m->flags, flags, DMXP__RLX);
-    atomic_store_explicit(&m->payload_len, (uint32_t)len, DMXP__RLX);
-    atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
+    dmxp__store(&m->message_id, position, DMXP__RLX);
+    dmxp__store(&m->timestamp_ns, timestamp, DMXP__RLX);
+    dmxp__store(&m->channel_id, ch->id, DMXP__RLX);
+    dmxp__store(&m->message_type, message_type, DMXP__RLX);
+    dmxp__store(&m->sender_pid, ch->pid, DMXP__RLX);
+    dmxp__store(&m->sender_runtime, (uint16_t)DMXP_RUNTIME_C, DMXP__RLX);
+    dmxp__store(&m->flags, flags, DMXP__RLX);
+    dmxp__store(&m->payload_len, (uint32_t)len, DMXP__RLX);
+    dmxp__store(&m->reserved, 0, DMXP__RLX);
     DMXP_TEST_HOOK(DMXP_HOOK_BEFORE_PUBLISH, ch, position);
     uint64_t expected = position;
     /* Release: the consumer that sees position + 1 with acquire sees the message. */
-    if (!atomic_compare_exchange_strong_explicit(&s->sequence, &expected, position + 1,
-                                                 DMXP__REL, DMXP__RLX))
+    if (!dmxp__cas_strong(&s->sequence, &expected, position + 1,
+                          DMXP__REL, DMXP__RLX))
         return dmxp__revoked(ch);
     return DMXP_OK;
 }
@@ -2406,21 +2545,21 @@ static inline dmxp_status dmxp__publish(const dmxp_channel *ch, uint64_t positio
 static inline int dmxp__free(const dmxp_channel *ch, uint64_t position) {
     DMXP_TEST_HOOK(DMXP_HOOK_BEFORE_FREE, ch, position);
     uint64_t expected = position + 1;
-    return atomic_compare_exchange_strong_explicit(&dmxp__slot(ch, position)->sequence,
-                                                   &expected, position + ch->capacity,
-                                                   DMXP__REL, DMXP__RLX);
+    return dmxp__cas_strong(&dmxp__slot(ch, position)->sequence,
+                            &expected, position + ch->capacity,
+                            DMXP__REL, DMXP__RLX);
 }
 
 static inline void dmxp__read_meta(dmxp_slot *s, dmxp_meta *out) {
     dmxp_slot_meta *m = &s->meta;
-    out->message_id = atomic_load_explicit(&m->message_id, DMXP__RLX);
-    out->timestamp_ns = atomic_load_explicit(&m->timestamp_ns, DMXP__RLX);
-    out->channel_id = atomic_load_explicit(&m->channel_id, DMXP__RLX);
-    out->message_type = atomic_load_explicit(&m->message_type, DMXP__RLX);
-    out->sender_pid = atomic_load_explicit(&m->sender_pid, DMXP__RLX);
-    out->sender_runtime = atomic_load_explicit(&m->sender_runtime, DMXP__RLX);
-    out->flags = atomic_load_explicit(&m->flags, DMXP__RLX);
-    out->payload_len = atomic_load_explicit(&m->payload_len, DMXP__RLX);
+    out->message_id = dmxp__load(&m->message_id, DMXP__RLX);
+    out->timestamp_ns = dmxp__load(&m->timestamp_ns, DMXP__RLX);
+    out->channel_id = dmxp__load(&m->channel_id, DMXP__RLX);
+    out->message_type = dmxp__load(&m->message_type, DMXP__RLX);
+    out->sender_pid = dmxp__load(&m->sender_pid, DMXP__RLX);
+    out->sender_runtime = dmxp__load(&m->sender_runtime, DMXP__RLX);
+    out->flags = dmxp__load(&m->flags, DMXP__RLX);
+    out->payload_len = dmxp__load(&m->payload_len, DMXP__RLX);
 }
 
 static inline dmxp_status dmxp__check_outgoing(size_t len, const dmxp_send_opts *opts) {
@@ -2791,21 +2930,21 @@ typedef struct dmxp_identity {
  * since (which must not register with its parent's start time: checkers would take it for a
  * reused pid, that is dead), so they are read again. Any thread may call it. */
 static inline dmxp_identity dmxp_self_identity(void) {
-    static _Atomic uint32_t cached_pid;
-    static _Atomic uint64_t cached_start, cached_ns;
+    static DMXP_ATOMIC(uint32_t) cached_pid;
+    static DMXP_ATOMIC(uint64_t) cached_start, cached_ns;
     dmxp_identity me;
     me.pid = (uint32_t)getpid();
-    if (atomic_load_explicit(&cached_pid, DMXP__ACQ) == me.pid) {
-        me.start_time = atomic_load_explicit(&cached_start, DMXP__RLX);
-        me.pid_ns = atomic_load_explicit(&cached_ns, DMXP__RLX);
+    if (dmxp__load(&cached_pid, DMXP__ACQ) == me.pid) {
+        me.start_time = dmxp__load(&cached_start, DMXP__RLX);
+        me.pid_ns = dmxp__load(&cached_ns, DMXP__RLX);
         return me;
     }
     me.start_time = dmxp_process_start_time(me.pid);
     me.pid_ns = dmxp_pid_namespace();
     /* Threads of one process that race here store the same values; the pid goes last. */
-    atomic_store_explicit(&cached_start, me.start_time, DMXP__RLX);
-    atomic_store_explicit(&cached_ns, me.pid_ns, DMXP__RLX);
-    atomic_store_explicit(&cached_pid, me.pid, DMXP__REL);
+    dmxp__store(&cached_start, me.start_time, DMXP__RLX);
+    dmxp__store(&cached_ns, me.pid_ns, DMXP__RLX);
+    dmxp__store(&cached_pid, me.pid, DMXP__REL);
     return me;
 }
 
@@ -2854,8 +2993,8 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
     seg.mapped_len = (size_t)ch->segment_len;
     seg.peer_records = ch->peer_records;
     uint64_t size = dmxp__table_size(ch->peer_records);
-    _Atomic uint64_t *slot = &dmxp__hdr(&seg)->peer_table_offset;
-    uint64_t table = atomic_load_explicit(slot, DMXP__ACQ);
+    DMXP_ATOMIC(uint64_t) *slot = &dmxp__hdr(&seg)->peer_table_offset;
+    uint64_t table = dmxp__load(slot, DMXP__ACQ);
     *out = NULL;
     if (table == 0) {
         if (!install) return DMXP_OK;
@@ -2864,23 +3003,23 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
         if (s != DMXP_OK) return s;
         dmxp_peer_record *r = (dmxp_peer_record *)(void *)(ch->base + start);
         for (uint32_t i = 0; i < ch->peer_records; i++) {
-            atomic_store_explicit(&r[i].pid, 0, DMXP__RLX);
-            atomic_store_explicit(&r[i].runtime, 0, DMXP__RLX);
-            atomic_store_explicit(&r[i].role, 0, DMXP__RLX);
-            atomic_store_explicit(&r[i].start_time, 0, DMXP__RLX);
-            atomic_store_explicit(&r[i].channel_id, 0, DMXP__RLX);
-            atomic_store_explicit(&r[i].intent_count, 0, DMXP__RLX);
-            atomic_store_explicit(&r[i].intent_position, 0, DMXP__RLX);
-            atomic_store_explicit(&r[i].pid_ns, 0, DMXP__RLX);
-            atomic_store_explicit(&r[i].waiting, 0, DMXP__RLX);
-            atomic_store_explicit(&r[i].zero32, 0, DMXP__RLX);
-            for (size_t k = 0; k < 2; k++) atomic_store_explicit(&r[i].zero[k], 0, DMXP__RLX);
+            dmxp__store(&r[i].pid, 0, DMXP__RLX);
+            dmxp__store(&r[i].runtime, 0, DMXP__RLX);
+            dmxp__store(&r[i].role, 0, DMXP__RLX);
+            dmxp__store(&r[i].start_time, 0, DMXP__RLX);
+            dmxp__store(&r[i].channel_id, 0, DMXP__RLX);
+            dmxp__store(&r[i].intent_count, 0, DMXP__RLX);
+            dmxp__store(&r[i].intent_position, 0, DMXP__RLX);
+            dmxp__store(&r[i].pid_ns, 0, DMXP__RLX);
+            dmxp__store(&r[i].waiting, 0, DMXP__RLX);
+            dmxp__store(&r[i].zero32, 0, DMXP__RLX);
+            for (size_t k = 0; k < 2; k++) dmxp__store(&r[i].zero[k], 0, DMXP__RLX);
         }
         uint64_t expected = 0;
         /* Release: the zeroed records are visible to whoever sees the offset. A loser uses
          * the winner's table; its own carved bytes (the table's size) stay unused. */
-        if (atomic_compare_exchange_strong_explicit(slot, &expected, start, DMXP__ACQREL,
-                                                    DMXP__ACQ))
+        if (dmxp__cas_strong(slot, &expected, start, DMXP__ACQREL,
+                             DMXP__ACQ))
             table = start;
         else
             table = expected;
@@ -2960,27 +3099,27 @@ static inline int dmxp__dead_at(dmxp__liveness *l, uint32_t i, uint32_t pid, uin
  * (a freer that loses the CAS leaves the word to the owner). Any other non-zero value, or a
  * channel id of 256 or more, is garbage and is cleared. 1 when a count was given back. */
 static inline int dmxp__give_back_wait(unsigned char *base, dmxp_peer_record *d) {
-    uint32_t k = atomic_load_explicit(&d->waiting, DMXP__ACQ);
+    uint32_t k = dmxp__load(&d->waiting, DMXP__ACQ);
     if (k == DMXP_WAITING_NONE) return 0;
-    uint32_t id = atomic_load_explicit(&d->channel_id, DMXP__RLX);
+    uint32_t id = dmxp__load(&d->channel_id, DMXP__RLX);
     if ((k == DMXP_WAITING_NOT_EMPTY || k == DMXP_WAITING_NOT_FULL) && id < DMXP_MAX_CHANNELS) {
         uint32_t expected = k;
         /* A failed CAS: the owner (misjudged dead) took the word back itself, and may be
          * waiting again already; its word is left alone. */
-        if (!atomic_compare_exchange_strong_explicit(&d->waiting, &expected, DMXP_WAITING_NONE,
-                                                     DMXP__ACQREL, DMXP__ACQ))
+        if (!dmxp__cas_strong(&d->waiting, &expected, DMXP_WAITING_NONE,
+                              DMXP__ACQREL, DMXP__ACQ))
             return 0;
         dmxp_channel_entry *e = &((dmxp_segment_layout *)(void *)base)->channels[id];
-        _Atomic uint32_t *count =
+        DMXP_ATOMIC(uint32_t) *count =
             k == DMXP_WAITING_NOT_EMPTY ? &e->not_empty_waiters : &e->not_full_waiters;
-        uint32_t c = atomic_load_explicit(count, DMXP__RLX);
+        uint32_t c = dmxp__load(count, DMXP__RLX);
         for (uint32_t i = 0; i < DMXP_RETRY_LIMIT && c != 0; i++)
-            if (atomic_compare_exchange_weak_explicit(count, &c, c - 1, DMXP__SEQ, DMXP__RLX))
+            if (dmxp__cas_weak(count, &c, c - 1, DMXP__SEQ, DMXP__RLX))
                 return 1;
         return 0; /* already 0 (a peer zeroed it): nothing to give back */
     }
     /* A garbage value, or a channel id with no entry: nothing to give back. */
-    atomic_store_explicit(&d->waiting, DMXP_WAITING_NONE, DMXP__RLX);
+    dmxp__store(&d->waiting, DMXP_WAITING_NONE, DMXP__RLX);
     return 0;
 }
 
@@ -3048,10 +3187,10 @@ static inline dmxp_status dmxp__run_pass(const dmxp_channel *ch, dmxp_recover_re
 static inline int dmxp__take_over(dmxp_peer_record *d, uint32_t dead_pid, uint64_t dead_start,
                                   uint32_t my_pid) {
     uint64_t st = dead_start;
-    (void)atomic_compare_exchange_strong_explicit(&d->start_time, &st, 0, DMXP__RLX, DMXP__RLX);
+    (void)dmxp__cas_strong(&d->start_time, &st, 0, DMXP__RLX, DMXP__RLX);
     uint32_t expected = dead_pid;
-    return atomic_compare_exchange_strong_explicit(&d->pid, &expected, my_pid, DMXP__ACQREL,
-                                                   DMXP__RLX);
+    return dmxp__cas_strong(&d->pid, &expected, my_pid, DMXP__ACQREL,
+                            DMXP__RLX);
 }
 
 /* Gives a record taken over with dmxp__take_over back to its owner as it was: its start time,
@@ -3059,8 +3198,8 @@ static inline int dmxp__take_over(dmxp_peer_record *d, uint32_t dead_pid, uint64
  * saw an intent appear) or a record a later repair pass must retry (deferred, intent intact). */
 static inline void dmxp__restore_owner(dmxp_peer_record *d, uint32_t dead_pid,
                                        uint64_t dead_start) {
-    atomic_store_explicit(&d->start_time, dead_start, DMXP__RLX);
-    atomic_store_explicit(&d->pid, dead_pid, DMXP__REL);
+    dmxp__store(&d->start_time, dead_start, DMXP__RLX);
+    dmxp__store(&d->pid, dead_pid, DMXP__REL);
 }
 
 /* Frees a record taken over from a dead owner: gives back the wait count it died in (§11.9),
@@ -3069,10 +3208,10 @@ static inline void dmxp__restore_owner(dmxp_peer_record *d, uint32_t dead_pid,
  * sweep frees only records it saw with none, and leaves the word as §11.10 does. */
 static inline void dmxp__free_taken(unsigned char *base, dmxp_peer_record *d, int clear_intent) {
     (void)dmxp__give_back_wait(base, d);
-    if (clear_intent) atomic_store_explicit(&d->intent_count, 0, DMXP__RLX);
-    atomic_store_explicit(&d->pid_ns, 0, DMXP__RLX);
-    atomic_store_explicit(&d->start_time, 0, DMXP__RLX);
-    atomic_store_explicit(&d->pid, 0, DMXP__REL); /* free again */
+    if (clear_intent) dmxp__store(&d->intent_count, 0, DMXP__RLX);
+    dmxp__store(&d->pid_ns, 0, DMXP__RLX);
+    dmxp__store(&d->start_time, 0, DMXP__RLX);
+    dmxp__store(&d->pid, 0, DMXP__REL); /* free again */
 }
 
 /* §11.10 sweep: frees every record of `table` (its l->records records) whose owner is judged
@@ -3087,14 +3226,14 @@ static inline uint32_t dmxp__sweep(unsigned char *base, dmxp_peer_record *table,
     uint32_t freed = 0;
     for (uint32_t i = 0; i < l->records; i++) {
         dmxp_peer_record *d = &table[i];
-        uint32_t pid = atomic_load_explicit(&d->pid, DMXP__ACQ);
+        uint32_t pid = dmxp__load(&d->pid, DMXP__ACQ);
         if (pid == 0 || pid == l->me.pid) continue; /* free, or ours: alive */
-        if (atomic_load_explicit(&d->intent_count, DMXP__ACQ) != 0) continue;
-        uint64_t st = atomic_load_explicit(&d->start_time, DMXP__ACQ);
-        uint64_t ns = atomic_load_explicit(&d->pid_ns, DMXP__RLX);
+        if (dmxp__load(&d->intent_count, DMXP__ACQ) != 0) continue;
+        uint64_t st = dmxp__load(&d->start_time, DMXP__ACQ);
+        uint64_t ns = dmxp__load(&d->pid_ns, DMXP__RLX);
         if (!dmxp__dead_at(l, i, pid, st, ns)) continue;
         if (!dmxp__take_over(d, pid, st, l->me.pid)) continue;
-        if (atomic_load_explicit(&d->intent_count, DMXP__ACQ) != 0) {
+        if (dmxp__load(&d->intent_count, DMXP__ACQ) != 0) {
             dmxp__restore_owner(d, pid, st); /* misjudged: only a live owner writes an intent */
             continue;
         }
@@ -3130,18 +3269,18 @@ static inline dmxp_status dmxp__register_one(dmxp_channel *ch, dmxp_peer_record 
     for (uint32_t i = 0; i < ch->peer_records; i++) {
         dmxp_peer_record *r = &table[i];
         uint32_t expected = 0;
-        if (!atomic_compare_exchange_strong_explicit(&r->pid, &expected, me->pid, DMXP__ACQ,
-                                                     DMXP__RLX))
+        if (!dmxp__cas_strong(&r->pid, &expected, me->pid, DMXP__ACQ,
+                              DMXP__RLX))
             continue;
-        atomic_store_explicit(&r->runtime, (uint16_t)DMXP_RUNTIME_C, DMXP__RLX);
-        atomic_store_explicit(&r->role, role, DMXP__RLX);
-        atomic_store_explicit(&r->channel_id, ch->id, DMXP__RLX);
-        atomic_store_explicit(&r->intent_count, 0, DMXP__RLX);
-        atomic_store_explicit(&r->intent_position, 0, DMXP__RLX);
-        atomic_store_explicit(&r->waiting, DMXP_WAITING_NONE, DMXP__RLX);
-        atomic_store_explicit(&r->pid_ns, me->pid_ns, DMXP__RLX);
+        dmxp__store(&r->runtime, (uint16_t)DMXP_RUNTIME_C, DMXP__RLX);
+        dmxp__store(&r->role, role, DMXP__RLX);
+        dmxp__store(&r->channel_id, ch->id, DMXP__RLX);
+        dmxp__store(&r->intent_count, 0, DMXP__RLX);
+        dmxp__store(&r->intent_position, 0, DMXP__RLX);
+        dmxp__store(&r->waiting, DMXP_WAITING_NONE, DMXP__RLX);
+        dmxp__store(&r->pid_ns, me->pid_ns, DMXP__RLX);
         /* Last, with release: a checker that reads this start time sees the fields above. */
-        atomic_store_explicit(&r->start_time, me->start_time, DMXP__REL);
+        dmxp__store(&r->start_time, me->start_time, DMXP__REL);
         *slot = r;
         return DMXP_OK;
     }
@@ -3207,14 +3346,14 @@ static inline void dmxp__leave(dmxp_peer_record **slot) {
     *slot = NULL;
     if (r == NULL) return;
     uint32_t me = (uint32_t)getpid();
-    if (atomic_load_explicit(&r->pid, DMXP__ACQ) != me) return;
-    atomic_store_explicit(&r->intent_count, 0, DMXP__RLX);
-    atomic_store_explicit(&r->waiting, DMXP_WAITING_NONE, DMXP__RLX);
+    if (dmxp__load(&r->pid, DMXP__ACQ) != me) return;
+    dmxp__store(&r->intent_count, 0, DMXP__RLX);
+    dmxp__store(&r->waiting, DMXP_WAITING_NONE, DMXP__RLX);
     /* A free record keeps no start time, so that the next owner's record never shows its own
      * pid with a stale start time (which would look like a reused pid). */
-    atomic_store_explicit(&r->start_time, 0, DMXP__RLX);
+    dmxp__store(&r->start_time, 0, DMXP__RLX);
     uint32_t expected = me; /* a CAS: never clears a record a repairer took over */
-    atomic_compare_exchange_strong_explicit(&r->pid, &expected, 0, DMXP__REL, DMXP__RLX);
+    dmxp__cas_strong(&r->pid, &expected, 0, DMXP__REL, DMXP__RLX);
 }
 
 /* Leaves the peer table: frees this handle's records if this process registered them (a
@@ -3239,17 +3378,17 @@ static inline int dmxp__covered(dmxp_peer_record *table, uint32_t except, uint32
     for (uint32_t i = 0; i < l->records; i++) {
         if (i == except) continue;
         dmxp_peer_record *e = &table[i];
-        uint32_t pid = atomic_load_explicit(&e->pid, DMXP__ACQ);
+        uint32_t pid = dmxp__load(&e->pid, DMXP__ACQ);
         if (pid == 0) continue;
-        uint32_t count = atomic_load_explicit(&e->intent_count, DMXP__ACQ);
-        uint64_t first = atomic_load_explicit(&e->intent_position, DMXP__RLX);
+        uint32_t count = dmxp__load(&e->intent_count, DMXP__ACQ);
+        uint64_t first = dmxp__load(&e->intent_position, DMXP__RLX);
         if (count == 0 || p - first >= (uint64_t)count) continue; /* wrapping */
-        if (atomic_load_explicit(&e->channel_id, DMXP__RLX) != id ||
-            atomic_load_explicit(&e->role, DMXP__RLX) != role)
+        if (dmxp__load(&e->channel_id, DMXP__RLX) != id ||
+            dmxp__load(&e->role, DMXP__RLX) != role)
             continue;
         if (i < except) return 1;
-        uint64_t start = atomic_load_explicit(&e->start_time, DMXP__ACQ);
-        uint64_t ns = atomic_load_explicit(&e->pid_ns, DMXP__RLX);
+        uint64_t start = dmxp__load(&e->start_time, DMXP__ACQ);
+        uint64_t ns = dmxp__load(&e->pid_ns, DMXP__RLX);
         if (!dmxp__dead_at(l, i, pid, start, ns)) return 1;
     }
     return 0;
@@ -3262,20 +3401,20 @@ static inline int dmxp__covered(dmxp_peer_record *table, uint32_t except, uint32
 static inline int dmxp__tombstone(const dmxp_channel *ch, uint64_t p, uint32_t sender_pid,
                                   uint16_t sender_runtime) {
     dmxp_slot *slot = dmxp__slot(ch, p);
-    if (atomic_load_explicit(&slot->sequence, DMXP__ACQ) != p) return 0;
+    if (dmxp__load(&slot->sequence, DMXP__ACQ) != p) return 0;
     dmxp_slot_meta *m = &slot->meta;
-    atomic_store_explicit(&m->message_id, p, DMXP__RLX);
-    atomic_store_explicit(&m->timestamp_ns, 0, DMXP__RLX);
-    atomic_store_explicit(&m->channel_id, ch->id, DMXP__RLX);
-    atomic_store_explicit(&m->message_type, 0, DMXP__RLX);
-    atomic_store_explicit(&m->sender_pid, sender_pid, DMXP__RLX);
-    atomic_store_explicit(&m->sender_runtime, sender_runtime, DMXP__RLX);
-    atomic_store_explicit(&m->flags, (uint16_t)DMXP_FLAG_LOST, DMXP__RLX);
-    atomic_store_explicit(&m->payload_len, 0, DMXP__RLX);
-    atomic_store_explicit(&m->reserved, 0, DMXP__RLX);
+    dmxp__store(&m->message_id, p, DMXP__RLX);
+    dmxp__store(&m->timestamp_ns, 0, DMXP__RLX);
+    dmxp__store(&m->channel_id, ch->id, DMXP__RLX);
+    dmxp__store(&m->message_type, 0, DMXP__RLX);
+    dmxp__store(&m->sender_pid, sender_pid, DMXP__RLX);
+    dmxp__store(&m->sender_runtime, sender_runtime, DMXP__RLX);
+    dmxp__store(&m->flags, (uint16_t)DMXP_FLAG_LOST, DMXP__RLX);
+    dmxp__store(&m->payload_len, 0, DMXP__RLX);
+    dmxp__store(&m->reserved, 0, DMXP__RLX);
     uint64_t expected = p;
-    return atomic_compare_exchange_strong_explicit(&slot->sequence, &expected, p + 1, DMXP__REL,
-                                                   DMXP__RLX);
+    return dmxp__cas_strong(&slot->sequence, &expected, p + 1, DMXP__REL,
+                            DMXP__RLX);
 }
 
 /* Frees position `p`, still published and claimed by a consumer that never freed it, for the
@@ -3283,8 +3422,8 @@ static inline int dmxp__tombstone(const dmxp_channel *ch, uint64_t p, uint32_t s
  * wins (§11.7). 1 when freed. */
 static inline int dmxp__force_free(const dmxp_channel *ch, uint64_t p) {
     uint64_t expected = p + 1;
-    return atomic_compare_exchange_strong_explicit(&dmxp__slot(ch, p)->sequence, &expected,
-                                                   p + ch->capacity, DMXP__REL, DMXP__RLX);
+    return dmxp__cas_strong(&dmxp__slot(ch, p)->sequence, &expected,
+                            p + ch->capacity, DMXP__REL, DMXP__RLX);
 }
 
 /* The positions loop of §11.6 for dead record `i` (taken over), of `role`, whose intent is
@@ -3301,21 +3440,21 @@ static inline int dmxp__repair_intent(const dmxp_channel *ch, dmxp_peer_record *
     int producer = role == DMXP_ROLE_PRODUCER;
     uint64_t n = count < ch->capacity ? (uint64_t)count : ch->capacity;
     uint64_t cursor =
-        atomic_load_explicit(producer ? &ch->entry->tail : &ch->entry->head, DMXP__ACQ);
+        dmxp__load(producer ? &ch->entry->tail : &ch->entry->head, DMXP__ACQ);
     int deferred = 0, repaired = 0;
     for (uint64_t k = 0; k < n; k++) {
         uint64_t p = p0 + k;
         uint64_t behind = cursor - p; /* wrapping */
         if (behind == 0 || behind > ch->capacity) continue; /* not claimed, or an older lap */
         uint64_t stuck = producer ? p : p + 1;
-        _Atomic uint64_t *seq = &dmxp__slot(ch, p)->sequence;
-        if (atomic_load_explicit(seq, DMXP__ACQ) != stuck) continue;
+        DMXP_ATOMIC(uint64_t) *seq = &dmxp__slot(ch, p)->sequence;
+        if (dmxp__load(seq, DMXP__ACQ) != stuck) continue;
         if (dmxp__covered(table, i, ch->id, role, p, l)) {
             deferred = 1;
             continue;
         }
         /* Re-read after the intents: an owner that finished meanwhile has moved it on. */
-        if (atomic_load_explicit(seq, DMXP__ACQ) != stuck) continue;
+        if (dmxp__load(seq, DMXP__ACQ) != stuck) continue;
         if (producer) {
             /* Should the owner be alive after all, its publish CAS (from p) fails: revoked. */
             if (!dmxp__tombstone(ch, p, dead_pid, runtime)) continue;
@@ -3341,24 +3480,24 @@ static inline void dmxp__repair_pass(const dmxp_channel *ch, dmxp_peer_record *t
                                      dmxp__liveness *l, dmxp_recover_report *report) {
     for (uint32_t i = 0; i < l->records; i++) {
         dmxp_peer_record *d = &table[i];
-        uint32_t dead_pid = atomic_load_explicit(&d->pid, DMXP__ACQ);
+        uint32_t dead_pid = dmxp__load(&d->pid, DMXP__ACQ);
         if (dead_pid == 0 || dead_pid == l->me.pid) continue; /* free, or ours: alive */
         /* Other channels' intents are left alone; their idle records are freed like ours. */
-        if (atomic_load_explicit(&d->channel_id, DMXP__RLX) != ch->id &&
-            atomic_load_explicit(&d->intent_count, DMXP__ACQ) != 0)
+        if (dmxp__load(&d->channel_id, DMXP__RLX) != ch->id &&
+            dmxp__load(&d->intent_count, DMXP__ACQ) != 0)
             continue;
-        uint64_t dead_start = atomic_load_explicit(&d->start_time, DMXP__ACQ);
-        uint64_t dead_ns = atomic_load_explicit(&d->pid_ns, DMXP__RLX);
+        uint64_t dead_start = dmxp__load(&d->start_time, DMXP__ACQ);
+        uint64_t dead_ns = dmxp__load(&d->pid_ns, DMXP__RLX);
         if (!dmxp__dead_at(l, i, dead_pid, dead_start, dead_ns)) continue;
         if (!dmxp__take_over(d, dead_pid, dead_start, l->me.pid)) continue;
-        atomic_store_explicit(&d->start_time, l->me.start_time, DMXP__REL); /* d is now ours */
+        dmxp__store(&d->start_time, l->me.start_time, DMXP__REL); /* d is now ours */
         DMXP_TEST_HOOK(DMXP_HOOK_REPAIR_TAKEN, ch, i);
-        uint32_t count = atomic_load_explicit(&d->intent_count, DMXP__ACQ);
-        uint64_t p0 = atomic_load_explicit(&d->intent_position, DMXP__RLX);
-        uint16_t role = atomic_load_explicit(&d->role, DMXP__RLX);
-        uint16_t runtime = atomic_load_explicit(&d->runtime, DMXP__RLX);
+        uint32_t count = dmxp__load(&d->intent_count, DMXP__ACQ);
+        uint64_t p0 = dmxp__load(&d->intent_position, DMXP__RLX);
+        uint16_t role = dmxp__load(&d->role, DMXP__RLX);
+        uint16_t runtime = dmxp__load(&d->runtime, DMXP__RLX);
         int deferred = 0;
-        if (count != 0 && atomic_load_explicit(&d->channel_id, DMXP__RLX) != ch->id)
+        if (count != 0 && dmxp__load(&d->channel_id, DMXP__RLX) != ch->id)
             deferred = 1; /* it changed between the two reads: not ours to repair after all */
         else if (count != 0 && (role == DMXP_ROLE_PRODUCER || role == DMXP_ROLE_CONSUMER))
             deferred = dmxp__repair_intent(ch, table, i, role, p0, count, dead_pid, runtime, l,
@@ -3403,12 +3542,12 @@ static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
  * (DMXP_E_REVOKED, §11.7). 0 or UINT64_MAX: never (only dead peers' positions are repaired).
  * The default is DMXP_UNBLOCK_TIMEOUT_NS. May be called while other threads use the handle. */
 static inline void dmxp_channel_set_unblock_timeout(dmxp_channel *ch, uint64_t ns) {
-    atomic_store_explicit(&ch->unblock_ns, ns, DMXP__RLX);
+    dmxp__store(&ch->unblock_ns, ns, DMXP__RLX);
 }
 
 /* This handle's unblock timeout (0 or UINT64_MAX: never). */
 static inline uint64_t dmxp_channel_unblock_timeout(const dmxp_channel *ch) {
-    return atomic_load_explicit(&ch->unblock_ns, DMXP__RLX);
+    return dmxp__load(&ch->unblock_ns, DMXP__RLX);
 }
 
 /* A watch on one stuck position (§11.6, §11.8), for the blocking calls on the stack and for the
@@ -3427,23 +3566,23 @@ typedef struct dmxp__stuck {
  * never freed). *position is the stuck position. */
 static inline int dmxp__stuck_at(const dmxp_channel *ch, int send, uint64_t *position) {
     if (!send) {
-        uint64_t h = atomic_load_explicit(&ch->entry->head, DMXP__ACQ);
-        uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, h)->sequence, DMXP__ACQ);
-        uint64_t t = atomic_load_explicit(&ch->entry->tail, DMXP__ACQ);
+        uint64_t h = dmxp__load(&ch->entry->head, DMXP__ACQ);
+        uint64_t seq = dmxp__load(&dmxp__slot(ch, h)->sequence, DMXP__ACQ);
+        uint64_t t = dmxp__load(&ch->entry->tail, DMXP__ACQ);
         *position = h;
         return seq == h && dmxp__diff(t, h) > 0;
     }
-    uint64_t t = atomic_load_explicit(&ch->entry->tail, DMXP__ACQ);
+    uint64_t t = dmxp__load(&ch->entry->tail, DMXP__ACQ);
     uint64_t prev = t - ch->capacity;
-    uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, t)->sequence, DMXP__ACQ);
-    uint64_t h = atomic_load_explicit(&ch->entry->head, DMXP__ACQ);
+    uint64_t seq = dmxp__load(&dmxp__slot(ch, t)->sequence, DMXP__ACQ);
+    uint64_t h = dmxp__load(&ch->entry->head, DMXP__ACQ);
     *position = prev;
     return seq == prev + 1 && dmxp__diff(h, prev) > 0;
 }
 
 /* dmxp__stuck_at, counted in dmxp_channel_stuck_looks. */
 static inline int dmxp__looks_stuck(const dmxp_channel *ch, int send, uint64_t *position) {
-    atomic_fetch_add_explicit(&dmxp__mut(ch)->stuck_looks, 1, DMXP__RLX);
+    dmxp__fetch_add(&dmxp__mut(ch)->stuck_looks, 1, DMXP__RLX);
     return dmxp__stuck_at(ch, send, position);
 }
 
@@ -3467,7 +3606,7 @@ static inline int dmxp__unblock(const dmxp_channel *ch, int send, uint64_t posit
 
 /* When the watched position is due for unblocking: INT64_MAX when never. */
 static inline int64_t dmxp__unblock_at(const dmxp_channel *ch, const dmxp__stuck *st) {
-    uint64_t t = atomic_load_explicit(&ch->unblock_ns, DMXP__RLX);
+    uint64_t t = dmxp__load(&ch->unblock_ns, DMXP__RLX);
     if (t == 0 || t == UINT64_MAX || t > (uint64_t)(INT64_MAX - st->since)) return INT64_MAX;
     return st->since + (int64_t)t;
 }
@@ -3532,55 +3671,55 @@ static inline int64_t dmxp__stuck_step(const dmxp_channel *ch, int send, dmxp__s
  * still stuck) is safe at any time. */
 static inline int dmxp__miss(const dmxp_channel *ch, int send) {
     dmxp__watch *w = send ? &dmxp__mut(ch)->send_watch : &dmxp__mut(ch)->recv_watch;
-    uint32_t misses = atomic_load_explicit(&w->misses, DMXP__RLX);
+    uint32_t misses = dmxp__load(&w->misses, DMXP__RLX);
     if (misses < DMXP_MISS_STREAK) {
-        atomic_store_explicit(&w->misses, ++misses, DMXP__RLX);
+        dmxp__store(&w->misses, ++misses, DMXP__RLX);
         if (misses < DMXP_MISS_STREAK) return 0;
     }
     uint64_t pos;
     if (!dmxp__looks_stuck(ch, send, &pos)) {
-        if (atomic_load_explicit(&w->since, DMXP__RLX) != 0)
-            atomic_store_explicit(&w->since, 0, DMXP__RLX);
+        if (dmxp__load(&w->since, DMXP__RLX) != 0)
+            dmxp__store(&w->since, 0, DMXP__RLX);
         return 0;
     }
     int64_t now = (int64_t)dmxp_now_ns();
     if (now == 0) now = 1; /* since == 0 means "not watching" */
     dmxp__stuck st;
-    st.since = atomic_load_explicit(&w->since, DMXP__RLX);
+    st.since = dmxp__load(&w->since, DMXP__RLX);
     st.tracking = st.since != 0;
-    st.position = atomic_load_explicit(&w->position, DMXP__RLX);
-    st.next = atomic_load_explicit(&w->next, DMXP__RLX);
-    st.pause = atomic_load_explicit(&w->pause, DMXP__RLX);
-    st.last = atomic_load_explicit(&w->last, DMXP__RLX);
+    st.position = dmxp__load(&w->position, DMXP__RLX);
+    st.next = dmxp__load(&w->next, DMXP__RLX);
+    st.pause = dmxp__load(&w->pause, DMXP__RLX);
+    st.last = dmxp__load(&w->last, DMXP__RLX);
     int moved = dmxp__stuck_look(ch, send, &st, pos, now);
-    atomic_store_explicit(&w->position, st.position, DMXP__RLX);
-    atomic_store_explicit(&w->next, st.next, DMXP__RLX);
-    atomic_store_explicit(&w->pause, st.pause, DMXP__RLX);
-    atomic_store_explicit(&w->last, st.last, DMXP__RLX);
-    atomic_store_explicit(&w->since, st.since, DMXP__RLX);
+    dmxp__store(&w->position, st.position, DMXP__RLX);
+    dmxp__store(&w->next, st.next, DMXP__RLX);
+    dmxp__store(&w->pause, st.pause, DMXP__RLX);
+    dmxp__store(&w->last, st.last, DMXP__RLX);
+    dmxp__store(&w->since, st.since, DMXP__RLX);
     return moved;
 }
 
 static inline void dmxp__hit(const dmxp_channel *ch, int send) {
     dmxp__watch *w = send ? &dmxp__mut(ch)->send_watch : &dmxp__mut(ch)->recv_watch;
     /* Loads first: a handle in steady flow writes nothing here. */
-    if (atomic_load_explicit(&w->misses, DMXP__RLX) != 0)
-        atomic_store_explicit(&w->misses, 0, DMXP__RLX);
-    if (atomic_load_explicit(&w->since, DMXP__RLX) != 0)
-        atomic_store_explicit(&w->since, 0, DMXP__RLX);
+    if (dmxp__load(&w->misses, DMXP__RLX) != 0)
+        dmxp__store(&w->misses, 0, DMXP__RLX);
+    if (dmxp__load(&w->since, DMXP__RLX) != 0)
+        dmxp__store(&w->since, 0, DMXP__RLX);
 }
 
 /* Positions of this handle's claims found revoked by a peer's repair (§11.7), every call
  * counted (the batch calls count each position). */
 static inline uint64_t dmxp_channel_revoked(const dmxp_channel *ch) {
-    return atomic_load_explicit(&ch->revoked, DMXP__RLX);
+    return dmxp__load(&ch->revoked, DMXP__RLX);
 }
 
 /* How many times calls on this handle read the other side's cursor to look for a stuck
  * channel (§11.6): blocking calls before each sleep, non-blocking ones only past a streak of
  * DMXP_MISS_STREAK misses. A diagnostic (and what the tests check the streak with). */
 static inline uint64_t dmxp_channel_stuck_looks(const dmxp_channel *ch) {
-    return atomic_load_explicit(&ch->stuck_looks, DMXP__RLX);
+    return dmxp__load(&ch->stuck_looks, DMXP__RLX);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -3589,14 +3728,14 @@ static inline uint64_t dmxp_channel_stuck_looks(const dmxp_channel *ch) {
 
 /* True when the position at head has been published (a message or a marker). */
 static inline int dmxp_has_message(const dmxp_channel *ch) {
-    uint64_t h = atomic_load_explicit(&ch->entry->head, DMXP__RLX);
-    return atomic_load_explicit(&dmxp__slot(ch, h)->sequence, DMXP__ACQ) == h + 1;
+    uint64_t h = dmxp__load(&ch->entry->head, DMXP__RLX);
+    return dmxp__load(&dmxp__slot(ch, h)->sequence, DMXP__ACQ) == h + 1;
 }
 
 /* True when the position at tail is free. */
 static inline int dmxp_has_free_slot(const dmxp_channel *ch) {
-    uint64_t t = atomic_load_explicit(&ch->entry->tail, DMXP__RLX);
-    return atomic_load_explicit(&dmxp__slot(ch, t)->sequence, DMXP__ACQ) == t;
+    uint64_t t = dmxp__load(&ch->entry->tail, DMXP__RLX);
+    return dmxp__load(&dmxp__slot(ch, t)->sequence, DMXP__ACQ) == t;
 }
 
 /* One registered sleep of at most one slice (§7.2 wait_until). Returns 1 if ready() held.
@@ -3606,14 +3745,14 @@ static inline int dmxp_has_free_slot(const dmxp_channel *ch) {
  * back. Afterwards the handle takes the word back with a swap and leaves the count only if it
  * still held `kind`: a freer that misjudged it dead and won the word has already done so. */
 static inline int dmxp__wait_once(const dmxp_channel *ch, int (*ready)(const dmxp_channel *),
-                                  _Atomic uint32_t *word, _Atomic uint32_t *waiters,
+                                  DMXP_ATOMIC(uint32_t) *word, DMXP_ATOMIC(uint32_t) *waiters,
                                   dmxp_peer_record *rec, uint32_t kind, int64_t deadline) {
-    atomic_fetch_add_explicit(waiters, 1, DMXP__SEQ);
+    dmxp__fetch_add(waiters, 1, DMXP__SEQ);
     /* After the count: a record that says "waiting" is always counted. */
-    if (rec) atomic_store_explicit(&rec->waiting, kind, DMXP__REL);
-    uint32_t v = atomic_load_explicit(word, DMXP__SEQ);
+    if (rec) dmxp__store(&rec->waiting, kind, DMXP__REL);
+    uint32_t v = dmxp__load(word, DMXP__SEQ);
 #if !defined(DMXP__TSAN)
-    atomic_thread_fence(DMXP__SEQ);
+    dmxp__fence(DMXP__SEQ);
 #endif
     int is_ready = ready(ch);
     if (!is_ready) {
@@ -3622,8 +3761,8 @@ static inline int dmxp__wait_once(const dmxp_channel *ch, int (*ready)(const dmx
         if (left > 0) (void)dmxp__futex_wait(word, v, left);
     }
     if (rec == NULL ||
-        atomic_exchange_explicit(&rec->waiting, DMXP_WAITING_NONE, DMXP__ACQREL) == kind)
-        atomic_fetch_sub_explicit(waiters, 1, DMXP__SEQ);
+        dmxp__exchange(&rec->waiting, DMXP_WAITING_NONE, DMXP__ACQREL) == kind)
+        dmxp__fetch_sub(waiters, 1, DMXP__SEQ);
     return is_ready;
 }
 
@@ -3639,8 +3778,8 @@ static inline void dmxp__pause(void) {
 /* 1 when `position`, found claimed but unpublished at head, has moved on: it is published
  * (a message, a marker, a LOST tombstone) or head has left it (another consumer took it). */
 static inline int dmxp__position_moved(const dmxp_channel *ch, uint64_t position) {
-    if (atomic_load_explicit(&ch->entry->head, DMXP__RLX) != position) return 1;
-    uint64_t seq = atomic_load_explicit(&dmxp__slot(ch, position)->sequence, DMXP__ACQ);
+    if (dmxp__load(&ch->entry->head, DMXP__RLX) != position) return 1;
+    uint64_t seq = dmxp__load(&dmxp__slot(ch, position)->sequence, DMXP__ACQ);
     return dmxp__diff(seq, position + 1) >= 0;
 }
 
@@ -3681,8 +3820,8 @@ static inline int dmxp__await_position(const dmxp_channel *ch, uint64_t position
 
 static inline dmxp_status dmxp__wait_until(const dmxp_channel *ch, int send, int64_t timeout_ns) {
     int (*ready)(const dmxp_channel *) = send ? dmxp_has_free_slot : dmxp_has_message;
-    _Atomic uint32_t *word = send ? &ch->entry->not_full_seq : &ch->entry->not_empty_seq;
-    _Atomic uint32_t *waiters =
+    DMXP_ATOMIC(uint32_t) *word = send ? &ch->entry->not_full_seq : &ch->entry->not_empty_seq;
+    DMXP_ATOMIC(uint32_t) *waiters =
         send ? &ch->entry->not_full_waiters : &ch->entry->not_empty_waiters;
     dmxp_peer_record *rec = send ? ch->send_peer : ch->recv_peer;
     uint32_t kind = send ? DMXP_WAITING_NOT_FULL : DMXP_WAITING_NOT_EMPTY;
@@ -3754,5 +3893,9 @@ static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *
         }
     }
 }
+
+#if defined(__cplusplus)
+} /* extern "C" */
+#endif
 
 #endif /* DMXP_H */
