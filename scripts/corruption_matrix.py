@@ -42,7 +42,7 @@ ENTRY_BASE, ENTRY_SIZE = 128, 384
 SLOT_SIZE = 1088
 # header
 H_MAGIC, H_VERSION, H_MAX_CHANNELS, H_CHANNEL_COUNT = 0, 8, 12, 16
-H_SEGMENT_SIZE, H_BAND_CURSOR, H_PEER_TABLE = 24, 32, 48
+H_SEGMENT_SIZE, H_BAND_CURSOR, H_PEER_TABLE, H_PEER_RECORDS = 24, 32, 48, 56
 # channel entry
 E_CHANNEL_ID, E_CAPACITY, E_BAND_OFFSET, E_STATE = 0, 8, 16, 24
 E_TAIL, E_HEAD = 128, 256
@@ -248,6 +248,10 @@ CASES: list[Case] = [
     both("max_channels 0", lambda g: g.h(H_MAX_CHANNELS, 4, 0), r"max.?channels"),
     both("channel_count 257", lambda g: g.h(H_CHANNEL_COUNT, 4, 257), r"channel.?count"),
     both("channel_count 2^32-1", lambda g: g.h(H_CHANNEL_COUNT, 4, 2**32 - 1), r"channel.?count"),
+    # peer_records (section 11.1): 0 or 256..=16,384; a smaller table would let a client that
+    # predates the field read past it
+    both("peer_records 100", lambda g: g.h(H_PEER_RECORDS, 4, 100), r"peer.?records"),
+    both("peer_records 2^32-1", lambda g: g.h(H_PEER_RECORDS, 4, 2**32 - 1), r"peer.?records"),
     both("segment_size 2^40", lambda g: g.h(H_SEGMENT_SIZE, 8, 2**40), r"segment.?size"),
     both("segment_size 4096", lambda g: g.h(H_SEGMENT_SIZE, 8, 4096), r"segment.?size"),
     both("band_cursor past the end", band_cursor_past_end, r"band.?cursor"),
@@ -264,7 +268,7 @@ CASES: list[Case] = [
     Case("channel_count 0", lambda g: g.h(H_CHANNEL_COUNT, 4, 0), deliver(SEEDED), SAFE),
     Case(
         "reserved header bytes garbage",
-        lambda g: g.write_bytes(56, b"\x5a" * 72),
+        lambda g: g.write_bytes(60, b"\x5a" * 68),
         deliver(SEEDED),
         SAFE,
     ),
