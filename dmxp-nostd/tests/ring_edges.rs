@@ -120,3 +120,21 @@ fn a_lost_tombstone_names_its_position_channel_and_sender_and_fits_any_buffer() 
         Err(RecvError::Lost { message_id: 2 })
     ));
 }
+
+#[test]
+fn a_reset_discards_nothing_when_tail_is_more_than_a_ring_ahead() {
+    // Two messages queued, then tail scribbled 100 positions past head on a ring of 4: the
+    // span is not a lap, so nothing in the ring can be told apart as queued.
+    let mut buf = formatted(&[4], 1);
+    {
+        let segment = Segment::attach(buf.region()).unwrap();
+        let channel = segment.open_channel(0).unwrap();
+        channel.try_send(b"a", &SendMeta::default()).unwrap();
+        channel.try_send(b"b", &SendMeta::default()).unwrap();
+    }
+    buf.write_u64(channel_entry_offset(0) + 128, 100);
+    let segment = Segment::attach(buf.region()).unwrap();
+    let channel = segment.open_channel(0).unwrap();
+    assert_eq!(channel.reset(), 0);
+    assert_eq!((channel.head(), channel.tail()), (104, 104));
+}
