@@ -44,7 +44,11 @@ pub trait Liveness {
 }
 
 /// Verdicts a repair pass remembers: one per record of tables up to this size.
+#[cfg(not(loom))]
 const JUDGED_CACHE: usize = 1024;
+/// Under loom the models have a handful of records, and run on small coroutine stacks.
+#[cfg(loom)]
+const JUDGED_CACHE: usize = 16;
 
 /// One remembered verdict: the record it was for and the owner judged.
 #[derive(Clone, Copy)]
