@@ -298,10 +298,14 @@ func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
 			// Nothing published at head: empty, unless a completed send is queued behind a
 			// claim still in flight (PROTOCOL.md §6.2), which the caller waits for.
 			intentClear(peer)
-			if c.queuedBehind(head) {
+			switch c.queuedBehind(head) {
+			case queuedYes:
 				return head, 0, errPending
+			case queuedNo:
+				return 0, 0, ErrEmpty
 			}
-			return 0, 0, ErrEmpty
+			// The scan raced a publish of head and proves nothing: look at head again.
+			head = load64(c.entry, entHead)
 		default:
 			head = load64(c.entry, entHead)
 		}
@@ -310,14 +314,26 @@ func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
 	return 0, 0, ErrBusy
 }
 
-// queuedBehind is true when a position after head, up to tail and within one lap, is
+// queued is what queuedBehind found behind an unpublished head.
+type queued int
+
+const (
+	queuedNo    queued = iota // nothing published behind head: empty
+	queuedYes                 // a later position holds a message: the head is pending
+	queuedStale               // head was published (or taken) during the scan: look again
+)
+
+// queuedBehind reports whether a position after head, up to tail and within one lap, is
 // published: a completed send waits behind head, which a producer has claimed and not yet
-// published. The scan runs only on a miss with tail past head+1, so a receive on an empty
-// channel (tail == head) pays one more load.
-func (c *Channel) queuedBehind(head uint64) bool {
+// published. While head stays unpublished nobody can consume past it, so a message queued
+// when the scan began is still there when the scan reads it; but once head is published,
+// others may consume the positions behind it during the scan, so a scan that found nothing
+// while head changed proves nothing (queuedStale). The scan runs only on a miss with tail past
+// head+1, so a receive on an empty channel (tail == head) pays one more load.
+func (c *Channel) queuedBehind(head uint64) queued {
 	ahead := load64(c.entry, entTail) - head
 	if int64(ahead) <= 1 {
-		return false
+		return queuedNo
 	}
 	if ahead > c.geom.Capacity {
 		ahead = c.geom.Capacity
@@ -325,10 +341,13 @@ func (c *Channel) queuedBehind(head uint64) bool {
 	for k := uint64(1); k < ahead; k++ {
 		p := head + k
 		if load64(c.slot(p), slotSequence) == p+1 {
-			return true
+			return queuedYes
 		}
 	}
-	return false
+	if int64(load64(c.slot(head), slotSequence)-(head+1)) >= 0 || load64(c.entry, entHead) != head {
+		return queuedStale
+	}
+	return queuedNo
 }
 
 // free frees the slot of a consumed position for the producer one lap later, by CAS from the
