@@ -32,6 +32,9 @@ use crate::wait::{SpinWait, WaitOutcome, WaitStrategy};
 
 use Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
+mod run;
+pub use run::RunParts;
+
 /// Upper bound on the retries of one operation (lost CAS races, skipped markers, a stale
 /// cursor). Honest contention resolves in a handful; only a corrupt peer exhausts it.
 const RETRY_LIMIT: u32 = 1 << 16;
@@ -252,6 +255,14 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         self.geometry.capacity
     }
 
+    /// The largest message this channel takes, in bytes: its `max_message_size` when it
+    /// carries runs (PROTOCOL.md §12), else one slot's 960. A receive buffer of this size
+    /// always suffices.
+    #[must_use]
+    pub fn max_message_size(&self) -> usize {
+        self.geometry.message_limit()
+    }
+
     /// The validated geometry cached at open.
     #[must_use]
     pub fn geometry(&self) -> ChannelGeometry {
@@ -389,6 +400,17 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// that publishes meanwhile wins and the tombstone is not written over its message's state
     /// (PROTOCOL.md §11.6, §11.7). True when the tombstone was published.
     pub(crate) fn tombstone(&self, p: u64, sender_pid: u32, sender_runtime: u16) -> bool {
+        self.settle_unpublished(p, message_flags::LOST, sender_pid, sender_runtime)
+    }
+
+    /// Publishes a SKIP marker at position `p` if it is still claimed and unpublished, as
+    /// [`Self::tombstone`] does a LOST one: for the continuations of a dead producer's run
+    /// (PROTOCOL.md §12.5). True when the marker was published.
+    pub(crate) fn skip_marker(&self, p: u64) -> bool {
+        self.settle_unpublished(p, message_flags::SKIP, 0, 0)
+    }
+
+    fn settle_unpublished(&self, p: u64, flags: u16, sender_pid: u32, sender_runtime: u16) -> bool {
         let slot = self.slot(p);
         if slot.sequence.load(Acquire) != p {
             return false;
@@ -398,7 +420,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             channel_id: self.geometry.id,
             sender_pid,
             sender_runtime,
-            flags: message_flags::LOST,
+            flags,
             ..MessageMeta::default()
         });
         slot.sequence
@@ -565,6 +587,18 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             let sequence = slot.sequence.load(Acquire);
             let lag = sequence.wrapping_sub(head.wrapping_add(1)) as i64;
             if lag == 0 {
+                // The flags are looked at only on channels that carry runs (§12.4).
+                if self.geometry.carries_runs()
+                    && slot.meta.flags.load(Relaxed) & message_flags::RUN != 0
+                {
+                    match self.claim_run_recv(head, buffer)? {
+                        Some(claimed) => return Ok(claimed),
+                        None => {
+                            head = self.entry.head.load(Relaxed);
+                            continue;
+                        }
+                    }
+                }
                 if let Some(available) = buffer {
                     // Published meta is stable until this position is consumed, and if another
                     // consumer takes it first our CAS below fails; a stale peek can at worst
@@ -579,10 +613,12 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     }
                 }
                 let mut count = 1;
-                while count < max
-                    && self.slot(head.wrapping_add(count)).sequence.load(Acquire)
-                        == head.wrapping_add(count + 1)
-                {
+                // A batch takes single-slot messages only: it stops before a run's slots.
+                while count < max && {
+                    let next = self.slot(head.wrapping_add(count));
+                    next.sequence.load(Acquire) == head.wrapping_add(count + 1)
+                        && !self.is_run_slot(next.meta.flags.load(Relaxed))
+                } {
                     count += 1;
                 }
                 write_intent(self.recv_intent, head, max.min(self.geometry.capacity));
@@ -684,13 +720,28 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     #[inline(always)]
     #[must_use]
     fn publish_slot(&self, position: u64, len: usize, meta: &SendMeta, flags: u16) -> bool {
+        self.publish_slot_of(position, position, len, meta, flags)
+    }
+
+    /// [`Self::publish_slot`] for a slot of the message `message_id`: its own position, or
+    /// the first position of the run it continues (PROTOCOL.md §12.2).
+    #[inline(always)]
+    #[must_use]
+    fn publish_slot_of(
+        &self,
+        position: u64,
+        message_id: u64,
+        len: usize,
+        meta: &SendMeta,
+        flags: u16,
+    ) -> bool {
         let slot = self.slot(position);
         // Tombstoned while we copied: leave the tombstone's metadata alone.
         if slot.sequence.load(Relaxed) != position {
             return false;
         }
         slot.meta.store(&MessageMeta {
-            message_id: position,
+            message_id,
             timestamp_ns: meta.timestamp_ns,
             channel_id: self.geometry.id,
             message_type: meta.message_type,
@@ -715,7 +766,11 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             Content::Skip
         } else if meta.flags & message_flags::LOST != 0 {
             Content::Lost(position)
-        } else if meta.payload_len as usize > MSG_INLINE {
+        } else if self.geometry.carries_runs() && meta.flags & message_flags::RUN_CONT != 0 {
+            // A continuation whose start is gone (repaired or corrupt, and counted there).
+            Content::Skip
+        } else if meta.payload_len as usize > MSG_INLINE || meta.flags & message_flags::RUN != 0 {
+            // A run's first slot claimed alone is a run that failed its checks (§12.4).
             Content::Corrupt(position, meta.payload_len)
         } else {
             Content::Message(meta, meta.payload_len as usize)
@@ -787,6 +842,9 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
 
     /// Sends one message; returns its `message_id` (the position it took).
     pub fn try_send(&self, payload: &[u8], meta: &SendMeta) -> Result<u64, SendError> {
+        if payload.len() > MSG_INLINE {
+            return self.try_send_run(payload, meta);
+        }
         Self::check_outgoing(payload, meta)?;
         let (position, _) = self.claim_send(1)?;
         let published = self.write_slot(position, payload, meta, meta.flags);
@@ -873,7 +931,10 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         // Each arm frees the slot and returns directly: no `Option<Result<..>>` carried past
         // the free, which cost a copy of the metadata per message.
         for _ in 0..RETRY_LIMIT {
-            let (position, _) = self.claim_recv(1, Some(buf.len()))?;
+            let (position, count) = self.claim_recv(1, Some(buf.len()))?;
+            if count > 1 {
+                return self.finish_run_recv(position, count, buf);
+            }
             match self.read_content(position) {
                 Content::Message(meta, len) => {
                     let Some(dst) = buf.get_mut(..len) else {
@@ -973,12 +1034,23 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// slot when dropped. Hold it briefly: producers cannot reuse the slot meanwhile.
     pub fn try_recv_in_place(&self) -> Result<RecvGuard<'_, 'a, W>, RecvError> {
         for _ in 0..RETRY_LIMIT {
-            let (position, _) = self.claim_recv(1, None)?;
+            let (position, count) = self.claim_recv(1, Some(usize::MAX))?;
+            if count > 1 {
+                let meta = self.check_run_in_place(position, count)?;
+                return Ok(RecvGuard {
+                    channel: self,
+                    position,
+                    count,
+                    meta,
+                    released: false,
+                });
+            }
             let error = match self.read_content(position) {
                 Content::Message(meta, _) => {
                     return Ok(RecvGuard {
                         channel: self,
                         position,
+                        count: 1,
                         meta,
                         released: false,
                     })
@@ -1213,6 +1285,8 @@ impl<W: WaitStrategy> Drop for SendLoan<'_, '_, W> {
 pub struct RecvGuard<'c, 'a, W: WaitStrategy = SpinWait> {
     channel: &'c Channel<'a, W>,
     position: u64,
+    /// Positions claimed: 1, or the slots of a run.
+    count: u64,
     meta: MessageMeta,
     released: bool,
 }
@@ -1234,13 +1308,50 @@ impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
         &self.meta
     }
 
-    /// The payload in place.
+    /// The payload in place; for a message longer than one slot (a run), only its first
+    /// 960 bytes: read the whole through [`Self::parts`].
     #[must_use]
     pub fn payload(&self) -> Payload<'_> {
         Payload::new(
             &self.channel.slot(self.position).payload,
             self.meta.payload_len as usize,
         )
+    }
+
+    /// The message's length in bytes (`meta().payload_len`).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.meta.payload_len as usize
+    }
+
+    /// True for an empty message.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The message in place, part by part: one [`Payload`] per slot (one for a single-slot
+    /// message, `ceil(len / 960)` for a run).
+    pub fn parts(&self) -> RunParts<'_> {
+        self.channel
+            .run_parts(self.position, self.count, self.len())
+    }
+
+    /// Copies the whole message into the start of `dst`; returns the bytes copied
+    /// (`min(len, dst.len())`).
+    pub fn copy_to(&self, dst: &mut [u8]) -> usize {
+        let mut copied = 0;
+        for part in self.parts() {
+            let Some(rest) = dst.get_mut(copied..) else {
+                break;
+            };
+            let n = part.copy_to(rest);
+            copied += n;
+            if n < part.len() {
+                break;
+            }
+        }
+        copied
     }
 }
 
@@ -1252,14 +1363,22 @@ impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
     /// guard frees it the same way without the answer.
     pub fn release(mut self) -> Result<(), RecvError> {
         self.released = true;
-        self.channel.finish_recv(self.position)
+        self.free()
+    }
+
+    fn free(&self) -> Result<(), RecvError> {
+        if self.count > 1 {
+            self.channel.free_run(self.position, self.count)
+        } else {
+            self.channel.finish_recv(self.position)
+        }
     }
 }
 
 impl<W: WaitStrategy> Drop for RecvGuard<'_, '_, W> {
     fn drop(&mut self) {
         if !self.released {
-            let _ = self.channel.finish_recv(self.position);
+            let _ = self.free();
         }
     }
 }

@@ -115,6 +115,23 @@ pub enum Corruption {
         /// The lower one.
         other: u32,
     },
+    /// The entry's `flags` set a bit no version-1 client knows (PROTOCOL.md §12.1).
+    UnknownChannelFlags {
+        /// The entry's index.
+        channel: u32,
+        /// The flags read.
+        found: u32,
+    },
+    /// `max_message_size` is not 0 on a channel without runs, or on a channel with runs not
+    /// above 960 and at most `capacity × 960` (PROTOCOL.md §12.1).
+    MaxMessageSizeOutOfRange {
+        /// The entry's index.
+        channel: u32,
+        /// The value read.
+        found: u32,
+        /// The channel's capacity.
+        capacity: u64,
+    },
     /// `peer_records` (offset 56) is neither 0 nor between 256 and
     /// [`crate::layout::MAX_PEER_RECORDS`].
     PeerRecordsOutOfRange {
@@ -162,7 +179,9 @@ impl Corruption {
             | BandMisaligned { channel, .. }
             | BandOverlapsHeader { channel, .. }
             | BandOutsideSegment { channel, .. }
-            | BandsOverlap { channel, .. } => Some(channel),
+            | BandsOverlap { channel, .. }
+            | UnknownChannelFlags { channel, .. }
+            | MaxMessageSizeOutOfRange { channel, .. } => Some(channel),
         }
     }
 
@@ -187,6 +206,8 @@ impl Corruption {
             | BandOverlapsHeader { .. }
             | BandOutsideSegment { .. }
             | BandsOverlap { .. } => "band_offset",
+            UnknownChannelFlags { .. } => "flags",
+            MaxMessageSizeOutOfRange { .. } => "max_message_size",
             PeerRecordsOutOfRange { .. } => "peer_records",
             PeerTableOutOfRange { .. } | PeerTableOverlapsBand { .. } => "peer_table_offset",
         }
@@ -252,6 +273,15 @@ impl fmt::Display for Corruption {
                 "band at {band_offset} of {band_len} bytes runs past the {segment_len}-byte segment"
             ),
             BandsOverlap { other, .. } => write!(f, "band overlaps channel {other}'s band"),
+            UnknownChannelFlags { found, .. } => {
+                write!(f, "flags {found:#x} set bits this client does not know")
+            }
+            MaxMessageSizeOutOfRange {
+                found, capacity, ..
+            } => write!(
+                f,
+                "max_message_size {found} is out of range for a channel of {capacity} slots"
+            ),
             PeerRecordsOutOfRange { found } => write!(
                 f,
                 "peer_records {found} is neither 0 nor between {} and {}",
@@ -306,6 +336,14 @@ pub enum Error {
     /// two, or above [`crate::layout::MAX_CAPACITY`].
     InvalidCapacity {
         /// The capacity asked for.
+        capacity: u64,
+    },
+    /// A requested message size limit above [`crate::layout::MSG_INLINE`] that the ring
+    /// cannot hold: more than `capacity × 960` bytes, or 2³² or more (PROTOCOL.md §12.1).
+    InvalidMaxMessageSize {
+        /// The limit asked for.
+        max_message_size: u64,
+        /// The capacity of the channel it was asked for.
         capacity: u64,
     },
     /// A peer registration with process id 0, which marks a free record.
@@ -368,6 +406,15 @@ impl fmt::Display for Error {
             Error::InvalidChannelId { id } => {
                 write!(f, "channel id {id} out of range (0..256)")
             }
+            Error::InvalidMaxMessageSize {
+                max_message_size,
+                capacity,
+            } => write!(
+                f,
+                "a {capacity}-slot channel cannot take messages of {max_message_size} bytes \
+                 (at most {} bytes, capacity × 960)",
+                capacity.saturating_mul(crate::layout::MSG_INLINE as u64)
+            ),
             Error::InvalidCapacity { capacity } => write!(
                 f,
                 "capacity {capacity} must be a power of two between {} and {}",
@@ -415,7 +462,8 @@ pub enum SendError {
     TooLarge {
         /// The payload's length in bytes.
         len: usize,
-        /// The most a slot holds, [`crate::layout::MSG_INLINE`] (960).
+        /// The channel's largest message: [`crate::layout::MSG_INLINE`] (960) on a channel
+        /// without runs (and for batch sends), else its `max_message_size`.
         limit: usize,
     },
     /// The flags set bits the protocol reserves (`0x00FF`).
@@ -483,7 +531,8 @@ pub enum RecvError {
     Corrupt {
         /// The position consumed.
         message_id: u64,
-        /// The `payload_len` read (above 960).
+        /// The `payload_len` read: above 960, or above the channel's limit, or a run's length
+        /// that its slots contradict (PROTOCOL.md §12.4).
         payload_len: u32,
     },
     /// A tombstone left for a message whose producer died; it was consumed.
@@ -522,7 +571,8 @@ impl fmt::Display for RecvError {
                 payload_len,
             } => write!(
                 f,
-                "message {message_id} dropped: payload_len {payload_len} exceeds 960"
+                "message {message_id} dropped: payload_len {payload_len} is impossible \
+                 (over the limit, or a run whose slots disagree with it)"
             ),
             RecvError::Lost { message_id } => {
                 write!(f, "message {message_id} lost: its producer died mid-send")

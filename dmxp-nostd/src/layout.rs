@@ -107,10 +107,28 @@ pub mod message_flags {
     pub const SKIP: u16 = 0x0001;
     /// Tombstone written in place of a message whose producer died mid-send.
     pub const LOST: u16 = 0x0002;
+    /// The slot starts a message longer than one slot: a run (PROTOCOL.md §12.2).
+    pub const RUN: u16 = 0x0004;
+    /// The slot continues a run.
+    pub const RUN_CONT: u16 = 0x0008;
     /// Bits the protocol owns; a sender may not set them through the ordinary send path.
     pub const PROTOCOL_MASK: u16 = 0x00FF;
     /// Bits left to applications.
     pub const APPLICATION_MASK: u16 = 0xFF00;
+}
+
+/// Bits of [`ChannelEntry::flags`] (PROTOCOL.md §12.1).
+pub mod channel_flags {
+    /// The channel may carry messages longer than one slot, up to its `max_message_size`.
+    pub const RUNS: u32 = 0x1;
+    /// Every bit a version-1 client knows.
+    pub const KNOWN: u32 = RUNS;
+}
+
+/// Bits of [`PeerRecord::intent_flags`] (PROTOCOL.md §12.5).
+pub mod intent_flags {
+    /// The intent is one run of exactly `intent_count` positions.
+    pub const RUN: u32 = 0x1;
 }
 
 /// Values of [`PeerRecord::role`].
@@ -192,7 +210,7 @@ pub struct HeaderFields {
 pub struct ChannelEntry {
     /// Offset 0: equals the entry's index once the channel is created.
     pub channel_id: u32,
-    /// Offset 4: reserved for channel options; 0 in version 1.
+    /// Offset 4: channel options ([`channel_flags`]); 0 for a channel of single-slot messages.
     pub flags: u32,
     /// Offset 8: slots in the ring (a power of two, [`MIN_CAPACITY`] to [`MAX_CAPACITY`]);
     /// **0 = the channel does not exist**. Stored last (release) by the creator.
@@ -222,8 +240,11 @@ pub struct ChannelEntry {
     pub stuck_send_position: u64,
     /// Extension (offset 72): when a sender first saw it stuck; 0 = nothing recorded.
     pub stuck_send_since_ns: u64,
-    /// Extension (offsets 80..128): zero in version 1.
-    pub extension: [u8; 48],
+    /// Extension (offset 80): with [`channel_flags::RUNS`], the largest message in bytes
+    /// (PROTOCOL.md §12.1); 0 otherwise.
+    pub max_message_size: u32,
+    /// Extension (offsets 84..128): zero in version 1.
+    pub extension: [u8; 44],
     /// Offset 128: the producer cursor, the next position to send. Producers move it only by
     /// CAS (PROTOCOL.md §1.2).
     pub tail: u64,
@@ -326,8 +347,10 @@ pub struct PeerRecord {
     pub pid_ns: u64,
     /// The wait count of `channel_id` the owner is counted in ([`peer_waiting`]).
     pub waiting: u32,
-    /// Offsets 44..64: zero in version 1.
-    pub reserved: [u8; 20],
+    /// The kind of intent ([`intent_flags`]): whether it is one run (PROTOCOL.md §12.5).
+    pub intent_flags: u32,
+    /// Offsets 48..64: zero in version 1.
+    pub reserved: [u8; 16],
 }
 
 /// One ring slot (PROTOCOL.md §2.4): slot `i` of a channel lies at
@@ -343,8 +366,13 @@ pub struct Slot {
     pub sequence: u64,
     /// Offsets 8..48: the message's metadata.
     pub meta: MessageMeta,
-    /// Offsets 48..64: zero.
-    pub padding: [u8; 16],
+    /// Offset 48: in a slot of a run, the positions of the run (PROTOCOL.md §12.2);
+    /// meaningful only with [`message_flags::RUN`] or [`message_flags::RUN_CONT`].
+    pub run_slots: u32,
+    /// Offset 52: in a slot of a run, its place in the run (0 for the first).
+    pub run_index: u32,
+    /// Offsets 56..64: zero.
+    pub padding: [u8; 8],
     /// Offsets 64..1024: the payload; its first `meta.payload_len` bytes are the message.
     pub payload: [u8; MSG_INLINE],
     /// Offsets 1024..1088: zero.
@@ -403,7 +431,8 @@ const_assert_eq!(
 );
 const_assert_eq!(core::mem::offset_of!(ChannelEntry, stuck_send_position), 64);
 const_assert_eq!(core::mem::offset_of!(ChannelEntry, stuck_send_since_ns), 72);
-const_assert_eq!(core::mem::offset_of!(ChannelEntry, extension), 80);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, max_message_size), 80);
+const_assert_eq!(core::mem::offset_of!(ChannelEntry, extension), 84);
 const_assert_eq!(core::mem::offset_of!(ChannelEntry, tail), 128);
 const_assert_eq!(core::mem::offset_of!(ChannelEntry, head), 256);
 
@@ -430,7 +459,8 @@ const_assert_eq!(core::mem::offset_of!(PeerRecord, intent_count), 20);
 const_assert_eq!(core::mem::offset_of!(PeerRecord, intent_position), 24);
 const_assert_eq!(core::mem::offset_of!(PeerRecord, pid_ns), 32);
 const_assert_eq!(core::mem::offset_of!(PeerRecord, waiting), 40);
-const_assert_eq!(core::mem::offset_of!(PeerRecord, reserved), 44);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, intent_flags), 44);
+const_assert_eq!(core::mem::offset_of!(PeerRecord, reserved), 48);
 const_assert_eq!(PEER_TABLE_SIZE, 16_384);
 const_assert_eq!(PEER_TABLE_SIZE % SLOT_ALIGN, 0);
 
@@ -438,7 +468,9 @@ const_assert_eq!(core::mem::size_of::<Slot>(), SLOT_SIZE);
 const_assert_eq!(core::mem::align_of::<Slot>(), SLOT_ALIGN);
 const_assert_eq!(core::mem::offset_of!(Slot, sequence), 0);
 const_assert_eq!(core::mem::offset_of!(Slot, meta), 8);
-const_assert_eq!(core::mem::offset_of!(Slot, padding), 48);
+const_assert_eq!(core::mem::offset_of!(Slot, run_slots), 48);
+const_assert_eq!(core::mem::offset_of!(Slot, run_index), 52);
+const_assert_eq!(core::mem::offset_of!(Slot, padding), 56);
 const_assert_eq!(core::mem::offset_of!(Slot, payload), PAYLOAD_OFFSET);
 const_assert_eq!(core::mem::offset_of!(Slot, reserved), 1024);
 
@@ -527,7 +559,7 @@ debug_live_fields!(AtomicHeaderFields {
 pub struct AtomicChannelEntry {
     /// Offset 0: [`ChannelEntry::channel_id`].
     pub channel_id: AtomicU32,
-    /// Offset 4: [`ChannelEntry::flags`], zero in version 1.
+    /// Offset 4: [`ChannelEntry::flags`] ([`channel_flags`]).
     pub flags: AtomicU32,
     /// Offset 8: [`ChannelEntry::capacity`]; 0 = no channel. Stored last with release.
     pub capacity: AtomicU64,
@@ -556,8 +588,12 @@ pub struct AtomicChannelEntry {
     pub stuck_send_position: AtomicU64,
     /// Offset 72: [`ChannelEntry::stuck_send_since_ns`]; 0 = nothing noted.
     pub stuck_send_since_ns: AtomicU64,
-    /// Offsets 80..128, zero.
-    pub extension: Reserved<6>,
+    /// Offset 80: [`ChannelEntry::max_message_size`].
+    pub max_message_size: AtomicU32,
+    /// Offsets 84..88, zero.
+    pub extension_word: AtomicU32,
+    /// Offsets 88..128, zero.
+    pub extension: Reserved<5>,
     /// Offset 128: the producer cursor (next position to send). Producers move it only by
     /// CAS (release on success); plain stores are for its creator (0, before the channel is
     /// published) and for an operator's [`Channel::reset`](crate::Channel::reset) of an idle
@@ -587,6 +623,7 @@ debug_live_fields!(AtomicChannelEntry {
     stuck_receive_since_ns,
     stuck_send_position,
     stuck_send_since_ns,
+    max_message_size,
     tail,
     head,
 });
@@ -658,8 +695,8 @@ pub struct AtomicPeerRecord {
     pub pid_ns: AtomicU64,
     /// Offset 40: [`PeerRecord::waiting`] ([`peer_waiting`]).
     pub waiting: AtomicU32,
-    /// Offsets 44..48, zero.
-    pub reserved_word: AtomicU32,
+    /// Offset 44: [`PeerRecord::intent_flags`] ([`intent_flags`]).
+    pub intent_flags: AtomicU32,
     /// Offsets 48..64, zero.
     pub reserved: Reserved<2>,
 }
@@ -674,6 +711,7 @@ debug_live_fields!(AtomicPeerRecord {
     intent_position,
     pid_ns,
     waiting,
+    intent_flags,
 });
 
 /// Live view of [`Slot`]. The payload is held as 64-bit words so that copies are word-sized
@@ -688,8 +726,12 @@ pub struct AtomicSlot {
     pub sequence: AtomicU64,
     /// Offsets 8..48: the message's metadata.
     pub meta: AtomicMessageMeta,
-    /// Offsets 48..64, zero.
-    pub padding: Reserved<2>,
+    /// Offset 48: [`Slot::run_slots`].
+    pub run_slots: AtomicU32,
+    /// Offset 52: [`Slot::run_index`].
+    pub run_index: AtomicU32,
+    /// Offsets 56..64, zero.
+    pub padding: Reserved<1>,
     /// Offsets 64..1024: the payload as [`PAYLOAD_WORDS`] little-endian 64-bit words, copied
     /// with relaxed atomic loads and stores.
     pub payload: [AtomicU64; PAYLOAD_WORDS],
@@ -724,7 +766,7 @@ mod live_layout_assertions {
     const_assert_eq!(offset_of!(AtomicPeerRecord, intent_position), 24);
     const_assert_eq!(offset_of!(AtomicPeerRecord, pid_ns), 32);
     const_assert_eq!(offset_of!(AtomicPeerRecord, waiting), 40);
-    const_assert_eq!(offset_of!(AtomicPeerRecord, reserved_word), 44);
+    const_assert_eq!(offset_of!(AtomicPeerRecord, intent_flags), 44);
     const_assert_eq!(offset_of!(AtomicPeerRecord, reserved), 48);
 
     const_assert_eq!(size_of::<AtomicChannelEntry>(), CHANNEL_ENTRY_SIZE);
@@ -738,7 +780,8 @@ mod live_layout_assertions {
     const_assert_eq!(offset_of!(AtomicChannelEntry, not_full_waiters), 44);
     const_assert_eq!(offset_of!(AtomicChannelEntry, stuck_receive_position), 48);
     const_assert_eq!(offset_of!(AtomicChannelEntry, stuck_send_since_ns), 72);
-    const_assert_eq!(offset_of!(AtomicChannelEntry, extension), 80);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, max_message_size), 80);
+    const_assert_eq!(offset_of!(AtomicChannelEntry, extension), 88);
     const_assert_eq!(offset_of!(AtomicChannelEntry, tail), 128);
     const_assert_eq!(offset_of!(AtomicChannelEntry, head), 256);
 
@@ -750,6 +793,8 @@ mod live_layout_assertions {
     const_assert_eq!(size_of::<AtomicSlot>(), SLOT_SIZE);
     const_assert_eq!(align_of::<AtomicSlot>(), SLOT_ALIGN);
     const_assert_eq!(offset_of!(AtomicSlot, meta), 8);
+    const_assert_eq!(offset_of!(AtomicSlot, run_slots), 48);
+    const_assert_eq!(offset_of!(AtomicSlot, run_index), 52);
     const_assert_eq!(offset_of!(AtomicSlot, payload), PAYLOAD_OFFSET);
     const_assert_eq!(offset_of!(AtomicSlot, reserved), 1024);
 }
@@ -798,7 +843,8 @@ impl AtomicChannelEntry {
             stuck_receive_since_ns: self.stuck_receive_since_ns.load(Relaxed),
             stuck_send_position: self.stuck_send_position.load(Relaxed),
             stuck_send_since_ns: self.stuck_send_since_ns.load(Relaxed),
-            extension: [0; 48],
+            max_message_size: self.max_message_size.load(Relaxed),
+            extension: [0; 44],
             tail: self.tail.load(Relaxed),
             tail_pad: [0; 120],
             head: self.head.load(Relaxed),
@@ -823,7 +869,8 @@ impl AtomicPeerRecord {
             intent_position: self.intent_position.load(Relaxed),
             pid_ns: self.pid_ns.load(Relaxed),
             waiting: self.waiting.load(Relaxed),
-            reserved: [0; 20],
+            intent_flags: self.intent_flags.load(Relaxed),
+            reserved: [0; 16],
         }
     }
 }
@@ -907,6 +954,8 @@ mod loom_constructors {
                 stuck_receive_since_ns: AtomicU64::new(0),
                 stuck_send_position: AtomicU64::new(0),
                 stuck_send_since_ns: AtomicU64::new(0),
+                max_message_size: AtomicU32::new(0),
+                extension_word: AtomicU32::new(0),
                 extension: reserved(),
                 tail: AtomicU64::new(0),
                 tail_pad: reserved(),
@@ -930,7 +979,7 @@ mod loom_constructors {
                 intent_position: AtomicU64::new(0),
                 pid_ns: AtomicU64::new(0),
                 waiting: AtomicU32::new(0),
-                reserved_word: AtomicU32::new(0),
+                intent_flags: AtomicU32::new(0),
                 reserved: reserved(),
             }
         }
@@ -953,6 +1002,8 @@ mod loom_constructors {
                     payload_len: AtomicU32::new(0),
                     reserved: AtomicU32::new(0),
                 },
+                run_slots: AtomicU32::new(0),
+                run_index: AtomicU32::new(0),
                 padding: reserved(),
                 payload: core::array::from_fn(|_| AtomicU64::new(0)),
                 reserved: reserved(),

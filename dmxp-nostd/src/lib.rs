@@ -71,7 +71,7 @@ pub use payload::{Payload, PayloadMut};
 pub use peer::{Liveness, PeerInfo, PeerRole, PeerSlot, RepairReport};
 #[cfg(not(loom))]
 pub use region::{AlignedBlock, Region, SegmentMemory, SharedView};
-pub use segment::{Abandonment, FormatOptions, Opened, Segment};
+pub use segment::{Abandonment, ChannelOptions, FormatOptions, Opened, Segment};
 pub use validate::{parse_segment, ChannelGeometry, ChannelInfo, SegmentInfo};
 pub use wait::{SpinWait, WaitOutcome, WaitStrategy};
 

@@ -19,7 +19,8 @@ use core::marker::PhantomData;
 use crate::channel::Channel;
 use crate::error::Error;
 use crate::layout::{
-    peer_role, peer_waiting, AtomicChannelEntry, AtomicPeerRecord, PeerRecord, MAX_CHANNELS,
+    intent_flags, peer_role, peer_waiting, AtomicChannelEntry, AtomicPeerRecord, PeerRecord,
+    MAX_CHANNELS,
 };
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use crate::wait::WaitStrategy;
@@ -314,8 +315,12 @@ pub fn snapshot(records: &[AtomicPeerRecord]) -> impl Iterator<Item = PeerInfo> 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[must_use = "a repair pass reports here what it repaired and what it deferred"]
 pub struct RepairReport {
-    /// Positions of dead producers published as LOST tombstones.
+    /// Positions of dead producers published as LOST tombstones: one per lost message (a
+    /// run's first position; PROTOCOL.md §12.5).
     pub tombstoned: u64,
+    /// Continuations of dead producers' runs published as SKIP markers (their message is
+    /// counted once, in `tombstoned`).
+    pub skipped: u64,
     /// Positions of dead consumers freed (their messages are lost).
     pub freed: u64,
     /// Dead records freed.
@@ -331,7 +336,7 @@ impl RepairReport {
     /// True when the pass repaired at least one position.
     #[must_use]
     pub fn repaired(&self) -> bool {
-        self.tombstoned != 0 || self.freed != 0
+        self.tombstoned != 0 || self.freed != 0 || self.skipped != 0
     }
 }
 
@@ -376,6 +381,7 @@ pub fn repair_channel<W: WaitStrategy, L: Liveness>(
         record.start_time.store(my_start_time, Relaxed);
         let count = record.intent_count.load(Acquire);
         let position = record.intent_position.load(Relaxed);
+        let run = record.intent_flags.load(Relaxed) & intent_flags::RUN != 0;
         let role = PeerRole::from_code(record.role.load(Relaxed));
         let ours = record.channel_id.load(Relaxed) == channel.id();
         let done = match role {
@@ -390,6 +396,7 @@ pub fn repair_channel<W: WaitStrategy, L: Liveness>(
                     role,
                     first: position,
                     count,
+                    run,
                     pid: dead_pid,
                     runtime: record.runtime.load(Relaxed),
                 };
@@ -402,6 +409,7 @@ pub fn repair_channel<W: WaitStrategy, L: Liveness>(
                     report.waits_given_back += 1;
                 }
                 record.intent_count.store(0, Relaxed);
+                record.intent_flags.store(0, Relaxed);
                 record.pid_ns.store(0, Relaxed);
                 record.start_time.store(0, Relaxed);
                 record.pid.store(0, Release);
@@ -520,6 +528,8 @@ struct Dead {
     role: PeerRole,
     first: u64,
     count: u32,
+    /// The intent is one run (`intent_flags`, PROTOCOL.md §12.5).
+    run: bool,
     pid: u32,
     runtime: u16,
 }
@@ -550,7 +560,11 @@ fn repair_intent<W: WaitStrategy, L: Liveness>(
     };
     let mut done = Done::Complete;
     let mut repaired = false;
-    for k in 0..count {
+    // A dead producer's run is one message: its continuations become SKIP markers, then its
+    // first position the one LOST tombstone (PROTOCOL.md §12.5).
+    let run = dead.run && role == PeerRole::Producer && count > 1;
+    let order = if run { 1..count } else { 0..count };
+    for k in order.chain(run.then_some(0)) {
         let p = dead.first.wrapping_add(k);
         // Claimed (behind the cursor) and within the last lap.
         let behind = cursor.wrapping_sub(p);
@@ -572,6 +586,12 @@ fn repair_intent<W: WaitStrategy, L: Liveness>(
         // By CAS from the stuck state: an owner that was alive after all and finishes now wins,
         // and its slot state is never written over (PROTOCOL.md §11.7).
         match role {
+            PeerRole::Producer if run && k != 0 => {
+                if !channel.skip_marker(p) {
+                    continue;
+                }
+                report.skipped += 1;
+            }
             PeerRole::Producer => {
                 if !channel.tombstone(p, dead.pid, dead.runtime) {
                     continue;

@@ -14,9 +14,9 @@
 use crate::channel::Channel;
 use crate::error::{Corruption, Error};
 use crate::layout::{
-    band_len, channel_state, peer_records_of, AtomicChannelEntry, AtomicHeaderFields, AtomicSlot,
-    HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, PEER_RECORDS, SLOT_ALIGN,
-    VERSION,
+    band_len, channel_flags, channel_state, peer_records_of, AtomicChannelEntry,
+    AtomicHeaderFields, AtomicSlot, HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY,
+    MSG_INLINE, PEER_RECORDS, SLOT_ALIGN, VERSION,
 };
 use crate::peer::Liveness;
 use crate::sync::{AtomicU64, Ordering};
@@ -132,6 +132,54 @@ impl FormatOptions {
                 requested: self.peer_records,
             }),
         }
+    }
+}
+
+/// How [`Segment::open_or_create_channel_with`] makes a channel it creates.
+///
+/// ```
+/// use dmxp_nostd::ChannelOptions;
+///
+/// // Messages of up to 64 KiB on a channel of 256 slots (at most 256 × 960 bytes).
+/// let options = ChannelOptions::default().with_max_message_size(64 << 10);
+/// assert!(options.check(256).is_ok());
+/// assert!(options.check(64).is_err()); // 64 slots hold at most 61,440 bytes
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelOptions {
+    /// The largest message in bytes. 960 or less (0 included) makes a channel of single-slot
+    /// messages, as every channel was before runs; more makes a channel that carries runs
+    /// (PROTOCOL.md §12), which needs at most `capacity × 960` and less than 2³².
+    pub max_message_size: usize,
+}
+
+impl ChannelOptions {
+    /// These options with a message size limit of `bytes`.
+    #[must_use]
+    pub const fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// [`Error::InvalidMaxMessageSize`] when a channel of `capacity` slots cannot take the
+    /// limit.
+    pub fn check(&self, capacity: u64) -> Result<(), Error> {
+        self.entry_value(capacity).map(|_| ())
+    }
+
+    /// The entry's `max_message_size` for these options: 0 for single-slot channels.
+    fn entry_value(&self, capacity: u64) -> Result<u32, Error> {
+        let bytes = self.max_message_size as u64;
+        if bytes <= MSG_INLINE as u64 {
+            return Ok(0);
+        }
+        if !crate::validate::max_message_size_fits(bytes, capacity) {
+            return Err(Error::InvalidMaxMessageSize {
+                max_message_size: bytes,
+                capacity,
+            });
+        }
+        Ok(bytes as u32)
     }
 }
 
@@ -504,9 +552,38 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         capacity: u64,
         creator_pid: u32,
     ) -> Result<(Channel<'a, W>, Opened), Error> {
+        self.open_or_create_channel_with(id, capacity, creator_pid, ChannelOptions::default())
+    }
+
+    /// [`Self::open_or_create_channel`] with options for a channel it creates, such as a
+    /// message size limit above one slot (PROTOCOL.md §12.1). An existing channel is opened
+    /// with the options it was created with.
+    ///
+    /// ```
+    /// use dmxp_nostd::{AlignedBlock, ChannelOptions, Region, Segment, SendMeta};
+    /// use zerocopy::IntoBytes;
+    ///
+    /// let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(2 << 20)];
+    /// let segment = Segment::format(Region::new(memory.as_mut_bytes())?, 1)?;
+    /// let options = ChannelOptions { max_message_size: 64 << 10 };
+    /// let (channel, _) = segment.open_or_create_channel_with(0, 256, 1, options)?;
+    /// assert_eq!(channel.max_message_size(), 64 << 10);
+    /// channel.try_send(&vec![7u8; 5_000], &SendMeta::default())?;
+    /// let mut buf = vec![0u8; channel.max_message_size()];
+    /// assert_eq!(channel.try_recv(&mut buf)?.len, 5_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_or_create_channel_with(
+        &self,
+        id: u32,
+        capacity: u64,
+        creator_pid: u32,
+        options: ChannelOptions,
+    ) -> Result<(Channel<'a, W>, Opened), Error> {
         if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
             return Err(Error::InvalidCapacity { capacity });
         }
+        let max_message_size = options.entry_value(capacity)?;
         let entry = self.entry(id)?;
         if entry.capacity.load(Acquire) != 0 {
             return Ok((self.open_channel(id)?, Opened::Existing));
@@ -529,7 +606,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         }
         // Recorded at once so that a creator dying mid-creation can be identified.
         entry.creator_pid.store(creator_pid, Release);
-        self.create_claimed(id, entry, capacity, creator_pid)
+        self.create_claimed(id, entry, capacity, max_message_size, creator_pid)
             .map(|channel| (channel, Opened::Created))
     }
 
@@ -540,9 +617,10 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         id: u32,
         entry: &'a AtomicChannelEntry,
         capacity: u64,
+        max_message_size: u32,
         creator_pid: u32,
     ) -> Result<Channel<'a, W>, Error> {
-        self.initialise_channel(id, entry, capacity, creator_pid)
+        self.initialise_channel(id, entry, capacity, max_message_size, creator_pid)
             .inspect_err(|_| entry.state.store(channel_state::EMPTY, Release))
     }
 
@@ -595,7 +673,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         if entry.capacity.load(Acquire) != 0 {
             return self.open_channel(id);
         }
-        self.create_claimed(id, entry, capacity, creator_pid)
+        self.create_claimed(id, entry, capacity, 0, creator_pid)
     }
 
     /// Like [`Self::open_or_create_channel`] but fails with the existing channel's id if it
@@ -621,6 +699,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         id: u32,
         entry: &'a AtomicChannelEntry,
         capacity: u64,
+        max_message_size: u32,
         creator_pid: u32,
     ) -> Result<Channel<'a, W>, Error> {
         let band_offset = self.reserve_band(capacity)?;
@@ -628,6 +707,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             id,
             capacity,
             band_offset,
+            max_message_size,
         };
         // A scribbled cursor could point into a live band or the peer table; never zero
         // another channel's slots or the records of live peers.
@@ -647,7 +727,13 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             slot.sequence.store(position, Relaxed);
         }
         entry.channel_id.store(id, Relaxed);
-        entry.flags.store(0, Relaxed);
+        let flags = if max_message_size != 0 {
+            channel_flags::RUNS
+        } else {
+            0
+        };
+        entry.flags.store(flags, Relaxed);
+        entry.max_message_size.store(max_message_size, Relaxed);
         entry.band_offset.store(band_offset, Relaxed);
         entry.creator_pid.store(creator_pid, Relaxed);
         entry.not_empty_seq.store(0, Relaxed);
@@ -934,7 +1020,7 @@ fn zero_record(record: &AtomicPeerRecord) {
     record.intent_position.store(0, Relaxed);
     record.pid_ns.store(0, Relaxed);
     record.waiting.store(0, Relaxed);
-    record.reserved_word.store(0, Relaxed);
+    record.intent_flags.store(0, Relaxed);
     zero_words(&record.reserved);
 }
 
@@ -985,6 +1071,8 @@ fn zero_entry(entry: &AtomicChannelEntry) {
         &entry.not_empty_waiters,
         &entry.not_full_seq,
         &entry.not_full_waiters,
+        &entry.max_message_size,
+        &entry.extension_word,
     ] {
         word.store(0, Relaxed);
     }
@@ -1008,6 +1096,8 @@ fn zero_entry(entry: &AtomicChannelEntry) {
 fn zero_slot(slot: &AtomicSlot) {
     let meta = &slot.meta;
     meta.store(&crate::layout::MessageMeta::default());
+    slot.run_slots.store(0, Relaxed);
+    slot.run_index.store(0, Relaxed);
     zero_words(&slot.padding);
     for word in &slot.payload {
         word.store(0, Relaxed);

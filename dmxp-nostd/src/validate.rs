@@ -7,9 +7,9 @@
 
 use crate::error::{Corruption, Error};
 use crate::layout::{
-    band_len, channel_entry_offset, channel_state, peer_records_of, ChannelEntry, HeaderFields,
-    CHANNEL_ENTRY_SIZE, HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY, PEER_RECORDS,
-    PEER_RECORD_SIZE, SLOT_ALIGN, VERSION,
+    band_len, channel_entry_offset, channel_flags, channel_state, peer_records_of, ChannelEntry,
+    HeaderFields, CHANNEL_ENTRY_SIZE, HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CHANNELS, MIN_CAPACITY,
+    MSG_INLINE, PEER_RECORDS, PEER_RECORD_SIZE, SLOT_ALIGN, VERSION,
 };
 use zerocopy::FromBytes;
 
@@ -24,9 +24,28 @@ pub struct ChannelGeometry {
     /// Offset of slot 0 from the segment start: a multiple of 64, past the header, with the
     /// whole band inside the segment.
     pub band_offset: u64,
+    /// The largest message the channel takes when it carries runs (PROTOCOL.md §12.1):
+    /// above 960 and at most `capacity × 960`; 0 for a channel of single-slot messages.
+    pub max_message_size: u32,
 }
 
 impl ChannelGeometry {
+    /// Whether the channel may carry runs (messages longer than one slot).
+    #[must_use]
+    pub fn carries_runs(&self) -> bool {
+        self.max_message_size != 0
+    }
+
+    /// The largest message a producer may send: `max_message_size`, or 960 without runs.
+    #[must_use]
+    pub fn message_limit(&self) -> usize {
+        if self.carries_runs() {
+            self.max_message_size as usize
+        } else {
+            crate::layout::MSG_INLINE
+        }
+    }
+
     /// One past the last byte of the band.
     #[must_use]
     pub fn band_end(&self) -> u64 {
@@ -251,13 +270,43 @@ pub fn validate_entry(
     // capacity <= 2^32 so the product fits in u64.
     let len = band_len(capacity).ok_or(outside(u64::MAX))?;
     match band_offset.checked_add(len) {
-        Some(end) if end <= segment_len => Ok(Some(ChannelGeometry {
-            id,
-            capacity,
-            band_offset,
-        })),
-        _ => Err(outside(len)),
+        Some(end) if end <= segment_len => {}
+        _ => return Err(outside(len)),
     }
+    if entry.flags & !channel_flags::KNOWN != 0 {
+        return Err(Corruption::UnknownChannelFlags {
+            channel,
+            found: entry.flags,
+        });
+    }
+    let max_message_size = entry.max_message_size;
+    let in_range = if entry.flags & channel_flags::RUNS != 0 {
+        max_message_size_fits(u64::from(max_message_size), capacity)
+    } else {
+        max_message_size == 0
+    };
+    if !in_range {
+        return Err(Corruption::MaxMessageSizeOutOfRange {
+            channel,
+            found: max_message_size,
+            capacity,
+        });
+    }
+    Ok(Some(ChannelGeometry {
+        id,
+        capacity,
+        band_offset,
+        max_message_size,
+    }))
+}
+
+/// Whether a channel of `capacity` slots can carry runs of up to `max_message_size` bytes:
+/// above one slot's 960, at most the whole ring, below 2³² (PROTOCOL.md §12.1).
+#[must_use]
+pub fn max_message_size_fits(max_message_size: u64, capacity: u64) -> bool {
+    max_message_size > MSG_INLINE as u64
+        && max_message_size <= capacity.saturating_mul(MSG_INLINE as u64)
+        && max_message_size <= u64::from(u32::MAX)
 }
 
 /// Checks that no two bands share a byte. Sorts `bands` by offset.

@@ -66,6 +66,8 @@ fn read_u64(bytes: &[u8], offset: usize) -> u64 {
 /// The raw fields of entry `id`, read at the normative offsets.
 struct RawEntry {
     channel_id: u32,
+    flags: u32,
+    max_message_size: u32,
     capacity: u64,
     band_offset: u64,
     state: u32,
@@ -77,6 +79,8 @@ fn raw_entry(bytes: &[u8], id: u32) -> RawEntry {
     let base = CHANNEL_TABLE_OFFSET + id as usize * CHANNEL_ENTRY_SIZE;
     RawEntry {
         channel_id: read_u32(bytes, base),
+        flags: read_u32(bytes, base + 4),
+        max_message_size: read_u32(bytes, base + 80),
         capacity: read_u64(bytes, base + 8),
         band_offset: read_u64(bytes, base + 16),
         state: read_u32(bytes, base + 24),
@@ -223,6 +227,19 @@ fn check_channel(bytes: &[u8], segment_len: u64, channel: &ChannelInfo) {
         channel.depth <= capacity,
         "channel {id}: depth above capacity"
     );
+    assert!(raw.flags & !1 == 0, "channel {id}: unknown flags accepted");
+    assert_eq!(
+        raw.flags & 1 != 0,
+        raw.max_message_size != 0,
+        "channel {id}: RUNS and max_message_size disagree"
+    );
+    if raw.flags & 1 != 0 {
+        let limit = u64::from(raw.max_message_size);
+        assert!(
+            limit > 960 && limit <= capacity * 960,
+            "channel {id}: max_message_size {limit} accepted for {capacity} slots"
+        );
+    }
     assert_eq!(
         channel.depth,
         raw.tail.saturating_sub(raw.head).min(capacity)
@@ -339,6 +356,24 @@ fn check_corruption(bytes: &[u8], corruption: &Corruption) {
             let inside = band_range(raw.band_offset, raw.capacity)
                 .is_some_and(|(_, end)| end <= segment_len);
             assert!(!inside, "channel {channel}: band reported outside but fits");
+        }
+        UnknownChannelFlags { channel, found } => {
+            assert_eq!(found, raw_entry(bytes, channel).flags);
+            assert_ne!(found & !1, 0);
+        }
+        MaxMessageSizeOutOfRange {
+            channel,
+            found,
+            capacity,
+        } => {
+            let raw = raw_entry(bytes, channel);
+            assert_eq!(found, raw.max_message_size);
+            assert_eq!(capacity, raw.capacity);
+            let fits = u64::from(found) > 960 && u64::from(found) <= capacity * 960;
+            assert!(
+                if raw.flags & 1 != 0 { !fits } else { found != 0 },
+                "max_message_size {found} reported out of range but is valid"
+            );
         }
         PeerRecordsOutOfRange { found } => {
             assert_eq!(found, read_u32(bytes, 56));
