@@ -19,7 +19,7 @@
 
 use crate::error::{RecvError, SendError};
 #[cfg(feature = "test-hooks")]
-use crate::hooks::{Hook, Step};
+use crate::hooks::Hook;
 use crate::layout::{
     message_flags, peer_waiting, AtomicChannelEntry, AtomicPeerRecord, AtomicSlot, MessageMeta,
     MSG_INLINE,
@@ -31,9 +31,6 @@ use crate::validate::{ChannelGeometry, ChannelInfo};
 use crate::wait::{SpinWait, WaitOutcome, WaitStrategy};
 
 use Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
-
-mod run;
-pub use run::RunParts;
 
 /// Upper bound on the retries of one operation (lost CAS races, skipped markers, a stale
 /// cursor). Honest contention resolves in a handful; only a corrupt peer exhausts it.
@@ -83,10 +80,14 @@ macro_rules! hook {
     ($channel:expr, $step:ident, $position:expr) => {
         #[cfg(feature = "test-hooks")]
         if let Some(hook) = $channel.hook {
-            hook(Step::$step, $position);
+            hook($crate::hooks::Step::$step, $position);
         }
     };
 }
+
+// After `hook!`, which it uses.
+mod run;
+pub use run::RunParts;
 
 /// A created channel, opened and validated. Cheap to clone; safe to share between threads.
 ///

@@ -371,7 +371,11 @@ fn check_corruption(bytes: &[u8], corruption: &Corruption) {
             assert_eq!(capacity, raw.capacity);
             let fits = u64::from(found) > 960 && u64::from(found) <= capacity * 960;
             assert!(
-                if raw.flags & 1 != 0 { !fits } else { found != 0 },
+                if raw.flags & 1 != 0 {
+                    !fits
+                } else {
+                    found != 0
+                },
                 "max_message_size {found} reported out of range but is valid"
             );
         }

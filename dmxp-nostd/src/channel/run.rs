@@ -84,6 +84,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             published = self.publish_run_slot(first, first, 0, count, len, meta);
         }
         self.end_run_send_intent();
+        hook!(self, SendIntentCleared, first);
         if !published {
             // A repair settled the run while we wrote it; it tombstones the first slot.
             return Err(SendError::Revoked { message_id: first });
@@ -113,13 +114,17 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                         record.intent_flags.store(intent_flags::RUN, Relaxed);
                     }
                     super::write_intent(self.send_intent, tail, count);
+                    hook!(self, SendIntent, tail);
                     match self.entry.tail.compare_exchange_weak(
                         tail,
                         tail.wrapping_add(count),
                         Release,
                         Relaxed,
                     ) {
-                        Ok(_) => return Ok(tail),
+                        Ok(_) => {
+                            hook!(self, SendClaimed, tail);
+                            return Ok(tail);
+                        }
                         Err(current) => tail = current,
                     }
                 }
@@ -215,13 +220,17 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             1
         };
         super::write_intent(self.recv_intent, head, claim);
+        hook!(self, RecvIntent, head);
         match self.entry.head.compare_exchange_weak(
             head,
             head.wrapping_add(claim),
             Release,
             Relaxed,
         ) {
-            Ok(_) => Ok(Some((head, claim))),
+            Ok(_) => {
+                hook!(self, RecvClaimed, head);
+                Ok(Some((head, claim)))
+            }
             Err(_) => Ok(None),
         }
     }
