@@ -48,6 +48,10 @@ struct Args {
     /// Mode (octal) of a segment this creates, and the widest accepted in an existing one.
     #[arg(long, value_name = "MODE", default_value = "600", value_parser = octal)]
     mode: u32,
+    /// Expect the large-message lengths (`pattern::large_len` with the channel's limit) and
+    /// check each message's length against them.
+    #[arg(long)]
+    large: bool,
 }
 
 fn octal(text: &str) -> Result<u32, String> {
@@ -98,12 +102,17 @@ fn receive_all(args: &Args, channel: u32) -> dmxp::Result<Tally> {
         channel,
         ..Tally::default()
     };
+    let limit = consumer.max_message_size();
+    let large = args.large;
     let mut check = |payload: &[u8], tally: &mut Tally| {
         let now = Instant::now();
         tally.first.get_or_insert(now);
         tally.last = Some(now);
         match pattern::decode(payload) {
-            Ok((ch, index)) if ch == u64::from(channel) => {
+            Ok((ch, index))
+                if ch == u64::from(channel)
+                    && (!large || payload.len() == pattern::large_len(index, limit)) =>
+            {
                 if record {
                     tally.received.push(index);
                 }

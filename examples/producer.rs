@@ -46,6 +46,14 @@ struct Args {
     /// Mode (octal) of a segment this creates, and the widest accepted in an existing one.
     #[arg(long, value_name = "MODE", default_value = "600", value_parser = octal)]
     mode: u32,
+    /// Send the large-message lengths (`pattern::large_len` with the channel's limit): one
+    /// slot, its edge, the first run, 64 KiB and the limit, in turn.
+    #[arg(long)]
+    large: bool,
+    /// The largest message of channels this creates (bytes; above 960 they carry runs).
+    /// Default: 262,144 with --large, else 960.
+    #[arg(long, value_name = "BYTES")]
+    max_message_size: Option<usize>,
 }
 
 fn octal(text: &str) -> Result<u32, String> {
@@ -74,7 +82,20 @@ fn send_all(args: &Args, channel: u32) -> dmxp::Result<Sent> {
         .with_segment_size(args.size)
         .with_channel_id(channel)
         .with_capacity(args.capacity)
+        .with_max_message_size(args.max_message_size.unwrap_or(if args.large {
+            256 << 10
+        } else {
+            0
+        }))
         .build_producer()?;
+    let limit = producer.max_message_size();
+    let len = |index| {
+        if args.large {
+            pattern::large_len(index, limit)
+        } else {
+            pattern::default_len(index)
+        }
+    };
     let started = Instant::now();
     let mut full = 0;
     let end = args.first_index + args.messages_per_channel;
@@ -84,9 +105,14 @@ fn send_all(args: &Args, channel: u32) -> dmxp::Result<Sent> {
         batch.clear();
         batch.extend(
             (next..end.min(next + args.batch))
-                .map(|index| pattern::encode(channel, index, pattern::default_len(index))),
+                .map(|index| pattern::encode(channel, index, len(index))),
         );
-        let sent = match producer.send_batch(&batch) {
+        // Batches carry single-slot messages: the large run sends one at a time.
+        let sent = match if args.large {
+            producer.send(&batch[0]).map(|_| 1)
+        } else {
+            producer.send_batch(&batch)
+        } {
             Ok(sent) => sent,
             Err(e) if e.kind() == ErrorKind::Full => {
                 full += 1;

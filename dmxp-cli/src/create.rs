@@ -11,7 +11,7 @@ use serde::Serialize;
 use dmxp::SharedMemory;
 use dmxp_nostd::error::Error as CoreError;
 use dmxp_nostd::layout::MAGIC;
-use dmxp_nostd::{FormatOptions, Segment};
+use dmxp_nostd::{ChannelOptions, FormatOptions, Opened, Segment};
 
 use crate::source::{SegmentArgs, Source};
 use crate::{parse, Outcome};
@@ -34,7 +34,11 @@ pub struct CreateArgs {
     /// (64 bytes each). Clients from before this option see only the first 256.
     #[arg(long, value_name = "N", value_parser = parse::peer_records, default_value = "0")]
     pub peer_records: u32,
-    /// Succeed if the channel already exists (whatever its capacity).
+    /// The largest message the channel takes (bytes, or with a K/M/G binary suffix). Above
+    /// 960 (one slot), messages travel as runs of slots: at most capacity x 960 bytes.
+    #[arg(long, value_name = "BYTES", value_parser = parse::size, default_value = "960")]
+    pub max_message_size: usize,
+    /// Succeed if the channel already exists (whatever its capacity and limit).
     #[arg(long)]
     pub exist_ok: bool,
     /// Print one JSON object.
@@ -48,6 +52,8 @@ struct Created {
     segment_created: bool,
     channel: u32,
     capacity: u64,
+    /// The largest message the channel takes, in bytes.
+    max_message_size: usize,
     channel_created: bool,
     /// Records of the segment's peer table (256 unless it was created with more).
     peer_records: usize,
@@ -79,17 +85,28 @@ fn create_or_attach(
 
 pub fn run(args: CreateArgs) -> Result<Outcome> {
     let source = args.segment.source();
+    let options = ChannelOptions::default().with_max_message_size(args.max_message_size);
+    options.check(args.capacity).context("--max-message-size")?;
     let format = FormatOptions::default().with_peer_records(args.peer_records);
     let (memory, segment_created) = create_or_attach(&args.segment, args.size, format)?;
     let segment = Segment::attach(memory.region()).with_context(|| source.to_string())?;
     let pid = std::process::id();
     let deadline = Instant::now() + dmxp::DEFAULT_TIMEOUT;
-    let (capacity, channel_created) = loop {
-        match segment.create_channel(args.channel, args.capacity, pid) {
-            Ok(channel) => break (channel.capacity(), true),
-            Err(CoreError::ChannelExists { capacity, .. }) if args.exist_ok => {
-                break (capacity, false)
+    let (capacity, max_message_size, channel_created) = loop {
+        match segment.open_or_create_channel_with(args.channel, args.capacity, pid, options) {
+            Ok((channel, Opened::Created)) => {
+                break (channel.capacity(), channel.max_message_size(), true)
             }
+            Ok((channel, Opened::Existing)) if args.exist_ok => {
+                break (channel.capacity(), channel.max_message_size(), false)
+            }
+            Ok((channel, Opened::Existing)) => bail!(
+                "{source}: {}",
+                CoreError::ChannelExists {
+                    id: args.channel,
+                    capacity: channel.capacity()
+                }
+            ),
             Err(CoreError::ChannelBeingCreated { id }) => {
                 if Instant::now() >= deadline {
                     bail!("{source}: channel {id} still being created or abandoned by its creator");
@@ -104,6 +121,7 @@ pub fn run(args: CreateArgs) -> Result<Outcome> {
         segment_created,
         channel: args.channel,
         capacity,
+        max_message_size,
         channel_created,
         peer_records: segment.peer_records(),
     };
@@ -126,7 +144,11 @@ pub fn run(args: CreateArgs) -> Result<Outcome> {
         } else {
             "exists:"
         };
-        writeln!(out, "{verb} channel {} (capacity {capacity})", args.channel)?;
+        writeln!(
+            out,
+            "{verb} channel {} (capacity {capacity}, messages up to {max_message_size} bytes)",
+            args.channel
+        )?;
     }
     Ok(Outcome::Success)
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
 use serde::Serialize;
 
-use dmxp::{Producer, MSG_INLINE};
+use dmxp::Producer;
 
 use crate::source::SegmentArgs;
 use crate::{parse, Outcome};
@@ -67,11 +67,13 @@ struct Sender<'a> {
 
 impl Sender<'_> {
     fn send(&mut self, payload: &[u8]) -> Result<()> {
-        if payload.len() > MSG_INLINE {
+        let limit = self.producer.max_message_size();
+        if payload.len() > limit {
             bail!(
-                "message {} is {} bytes; a message holds at most {MSG_INLINE} (sent {} before it)",
+                "message {} is {} bytes; channel {} takes at most {limit} (sent {} before it)",
                 self.summary.sent + 1,
                 payload.len(),
+                self.args.channel,
                 self.summary.sent
             );
         }
@@ -124,19 +126,21 @@ pub fn run(args: SendArgs) -> Result<Outcome> {
             batch.push(contents);
         }
     }
-    if let Some((n, big)) = batch.iter().enumerate().find(|(_, m)| m.len() > MSG_INLINE) {
-        bail!(
-            "message {} is {} bytes; a message holds at most {MSG_INLINE} (nothing sent)",
-            n + 1,
-            big.len()
-        );
-    }
-
     let producer = args
         .segment
         .builder()
         .attach_allocator()?
         .producer(args.channel)?;
+    let limit = producer.max_message_size();
+    if let Some((n, big)) = batch.iter().enumerate().find(|(_, m)| m.len() > limit) {
+        bail!(
+            "message {} is {} bytes; channel {} takes at most {limit} (see `dmxp create \
+             --max-message-size`; nothing sent)",
+            n + 1,
+            big.len(),
+            args.channel
+        );
+    }
     if !producer.is_registered() {
         // Loud, not fatal: without a record a producer killed mid-claim would wedge the channel.
         eprintln!(

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use dmxp_nostd::error::{Corruption, Error as CoreError};
 use dmxp_nostd::layout::{
-    band_len, channel_entry_offset, channel_state, peer_records_of, peer_waiting, runtime,
-    ChannelEntry, HeaderFields, PeerRecord, CHANNEL_ENTRY_SIZE, MAGIC, MAX_CHANNELS, MIN_CAPACITY,
-    PEER_RECORDS, PEER_RECORD_SIZE, SLOT_SIZE, VERSION,
+    band_len, channel_entry_offset, channel_flags, channel_state, peer_records_of, peer_waiting,
+    runtime, ChannelEntry, HeaderFields, PeerRecord, CHANNEL_ENTRY_SIZE, MAGIC, MAX_CHANNELS,
+    MIN_CAPACITY, MSG_INLINE, PEER_RECORDS, PEER_RECORD_SIZE, SLOT_SIZE, VERSION,
 };
 use dmxp_nostd::validate::{
     check_overlaps, check_peer_table_bands, validate_entry, validate_header, ChannelGeometry,
@@ -235,8 +235,12 @@ pub struct ChannelJson {
     pub creator_pid: u32,
     /// The entry's `channel_id` field (equals `id` in a valid entry).
     pub channel_id_field: u32,
-    /// The entry's flags.
+    /// The entry's flags (`0x1`: the channel carries messages longer than one slot).
     pub flags: u32,
+    /// The largest message the channel takes, in bytes: the entry's `max_message_size` for a
+    /// channel with runs (PROTOCOL.md §12.1), else 960.
+    #[serde(default = "one_slot")]
+    pub max_message_size: u64,
     /// Registered handles of this channel; `null` when the peer table cannot be read.
     pub peers: Option<PeerCounts>,
 }
@@ -285,6 +289,11 @@ fn state_name(state: u32) -> String {
     }
 }
 
+/// What `max_message_size` reads as in JSON written before it existed.
+fn one_slot() -> u64 {
+    MSG_INLINE as u64
+}
+
 /// Replaces the header field `c` names by a value that passes; `false` if there is none.
 /// Every variant is listed so that a new one has to be placed here.
 fn patch_header(header: &mut HeaderFields, c: Corruption) -> bool {
@@ -313,7 +322,9 @@ fn patch_header(header: &mut HeaderFields, c: Corruption) -> bool {
         | BandMisaligned { .. }
         | BandOverlapsHeader { .. }
         | BandOutsideSegment { .. }
-        | BandsOverlap { .. } => return false,
+        | BandsOverlap { .. }
+        | UnknownChannelFlags { .. }
+        | MaxMessageSizeOutOfRange { .. } => return false,
     }
     true
 }
@@ -330,6 +341,11 @@ fn patch_entry(entry: &mut ChannelEntry, id: u32, c: Corruption) -> bool {
             };
         }
         Corruption::ChannelIdMismatch { .. } => entry.channel_id = id,
+        // The run fields are checked last: a single-slot channel passes.
+        Corruption::UnknownChannelFlags { .. } | Corruption::MaxMessageSizeOutOfRange { .. } => {
+            entry.flags = 0;
+            entry.max_message_size = 0;
+        }
         Corruption::CapacityNotPowerOfTwo { .. }
         | Corruption::CapacityTooSmall { .. }
         | Corruption::CapacityTooLarge { .. } => entry.capacity = MIN_CAPACITY,
@@ -571,6 +587,11 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             creator_pid: entry.creator_pid,
             channel_id_field: entry.channel_id,
             flags: entry.flags,
+            max_message_size: if entry.flags & channel_flags::RUNS != 0 {
+                u64::from(entry.max_message_size)
+            } else {
+                MSG_INLINE as u64
+            },
             peers: None,
         });
         problems.extend(entry_problems);

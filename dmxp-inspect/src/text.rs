@@ -10,11 +10,12 @@ use crate::report::{PeerJson, Report};
 use crate::table;
 
 /// The column headings of the channel table.
-pub const CHANNEL_COLUMNS: [&str; 12] = [
+pub const CHANNEL_COLUMNS: [&str; 13] = [
     "ID",
     "STATUS",
     "STATE",
     "CAPACITY",
+    "MAX_MSG",
     "HEAD",
     "TAIL",
     "DEPTH",
@@ -137,6 +138,7 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
                 c.status.to_string(),
                 c.state.clone(),
                 c.capacity.to_string(),
+                c.max_message_size.to_string(),
                 c.head.to_string(),
                 c.tail.to_string(),
                 c.depth.map_or("-".into(), |d| d.to_string()),

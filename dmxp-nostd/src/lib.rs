@@ -64,7 +64,7 @@ pub mod trust;
 pub mod validate;
 pub mod wait;
 
-pub use channel::{BatchReceived, Channel, Received, RecvGuard, SendLoan, SendMeta};
+pub use channel::{BatchReceived, Channel, Received, RecvGuard, RunParts, SendLoan, SendMeta};
 pub use error::{Corruption, Error, RecvError, SendError};
 pub use layout::MessageMeta;
 pub use payload::{Payload, PayloadMut};

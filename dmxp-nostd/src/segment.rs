@@ -647,16 +647,35 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         creator_pid: u32,
         liveness: &impl Liveness,
     ) -> Result<Channel<'a, W>, Error> {
+        self.reclaim_channel_with(
+            id,
+            capacity,
+            creator_pid,
+            ChannelOptions::default(),
+            liveness,
+        )
+    }
+
+    /// [`Self::reclaim_channel`] with the options of [`Self::open_or_create_channel_with`].
+    pub fn reclaim_channel_with(
+        &self,
+        id: u32,
+        capacity: u64,
+        creator_pid: u32,
+        options: ChannelOptions,
+        liveness: &impl Liveness,
+    ) -> Result<Channel<'a, W>, Error> {
         if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
             return Err(Error::InvalidCapacity { capacity });
         }
+        let max_message_size = options.entry_value(capacity)?;
         let entry = self.entry(id)?;
         let previous = match self.channel_creator(id)? {
             Some(previous) => previous,
             // Published, or given back (EMPTY): the ordinary path handles both.
             None => {
                 return self
-                    .open_or_create_channel(id, capacity, creator_pid)
+                    .open_or_create_channel_with(id, capacity, creator_pid, options)
                     .map(|c| c.0)
             }
         };
@@ -673,7 +692,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         if entry.capacity.load(Acquire) != 0 {
             return self.open_channel(id);
         }
-        self.create_claimed(id, entry, capacity, 0, creator_pid)
+        self.create_claimed(id, entry, capacity, max_message_size, creator_pid)
     }
 
     /// Like [`Self::open_or_create_channel`] but fails with the existing channel's id if it

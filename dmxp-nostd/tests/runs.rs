@@ -285,11 +285,17 @@ fn a_batch_stops_before_a_run_and_a_run_at_the_head_is_left_for_a_receive() {
     assert_eq!(recv(&channel).unwrap(), b"three");
 }
 
+/// What one receive of [`recv`] gave.
+type Received = Result<Vec<u8>, RecvError>;
+
+/// Rewrites some bytes of a segment.
+type Scribble = Box<dyn Fn(&mut SegmentBuf)>;
+
 /// Sends a four-slot run at position 0 of a fresh 16-slot channel (and a marker message after
 /// it), lets `scribble` rewrite the segment's bytes, and returns what two receives report.
 fn receive_after_scribbling(
     scribble: impl FnOnce(&mut SegmentBuf),
-) -> (Result<Vec<u8>, RecvError>, Vec<Result<Vec<u8>, RecvError>>) {
+) -> (Received, Vec<Received>) {
     let mut buf = setup(16, 8_000);
     {
         let channel = open(&mut buf);
@@ -307,7 +313,7 @@ fn receive_after_scribbling(
 
 #[test]
 fn a_corrupt_run_is_counted_once_and_the_channel_flows_on() {
-    let cases: [(&str, Box<dyn Fn(&mut SegmentBuf)>); 6] = [
+    let cases: [(&str, Scribble); 6] = [
         (
             "run_slots past the ring",
             Box::new(|b| b.write_u32(slot_field(16, 0, SLOT_RUN_SLOTS), 1_000)),

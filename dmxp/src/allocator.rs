@@ -4,7 +4,9 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use dmxp_nostd::layout::MAX_CHANNELS;
-use dmxp_nostd::{ChannelInfo, Error as CoreError, PeerInfo, RepairReport, Segment};
+use dmxp_nostd::{
+    ChannelInfo, ChannelOptions, Error as CoreError, PeerInfo, RepairReport, Segment,
+};
 
 use crate::consumer::Consumer;
 use crate::error::{Error, ErrorKind, Result};
@@ -190,7 +192,7 @@ impl SharedMemoryAllocator {
         let open = open_channel(
             &self.backing,
             id,
-            Missing::Create(capacity),
+            Missing::Create(capacity, ChannelOptions::default()),
             self.deadline(),
         )?;
         Ok(Producer::new(open))

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dmxp_nostd::{FormatOptions, SegmentMemory};
+use dmxp_nostd::{ChannelOptions, FormatOptions, SegmentMemory};
 
 use crate::allocator::SharedMemoryAllocator;
 use crate::consumer::Consumer;
@@ -68,6 +68,7 @@ pub const DEFAULT_CAPACITY: u64 = 1024;
 pub struct ChannelBuilder {
     channel_id: u32,
     capacity: u64,
+    channel_options: ChannelOptions,
     source: Source,
     size: usize,
     mode: u32,
@@ -108,6 +109,7 @@ impl ChannelBuilder {
         Self {
             channel_id: 0,
             capacity: DEFAULT_CAPACITY,
+            channel_options: ChannelOptions::default(),
             source: Source::default(),
             size: DEFAULT_SEGMENT_SIZE,
             mode: DEFAULT_MODE,
@@ -166,6 +168,36 @@ impl ChannelBuilder {
     /// ```
     pub fn with_capacity(mut self, capacity: u64) -> Self {
         self.capacity = capacity;
+        self
+    }
+
+    /// The largest message, in bytes, of a channel the producer creates (default 960, one
+    /// slot). A longer message travels as a run of consecutive slots (PROTOCOL.md §12), so
+    /// the limit may be up to `capacity × 960` bytes; a limit the capacity cannot hold fails
+    /// the build with [`crate::ErrorKind::InvalidInput`]. An existing channel keeps the limit
+    /// it was created with ([`Producer::max_message_size`] says which).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-max-message-size", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let builder = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(4 << 20)
+    ///     .with_capacity(1024)
+    ///     .with_max_message_size(256 << 10);
+    /// let producer = builder.build_producer()?;
+    /// let consumer = builder.build_consumer()?;
+    /// let frame = vec![0xAB; 200 << 10]; // a 200 KiB message, sent like 32 bytes
+    /// producer.send(&frame)?;
+    /// assert_eq!(consumer.receive()?.as_deref(), Some(&frame[..]));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.channel_options = self.channel_options.with_max_message_size(bytes);
         self
     }
 
@@ -654,7 +686,7 @@ impl ChannelBuilder {
         let open = open_channel(
             &backing,
             self.channel_id,
-            Missing::Create(self.capacity),
+            Missing::Create(self.capacity, self.channel_options),
             deadline,
         )?;
         let producer = Producer::new(open);

@@ -448,7 +448,7 @@ fn header_fields(bytes: &[u8]) -> Option<HeaderFields> {
 /// The fields of entry `id` that validation reads (§2.3); the rest are left zero.
 fn channel_entry(bytes: &[u8], id: usize) -> Option<ChannelEntry> {
     let at = channel_entry_offset(id);
-    bytes.get(at..at + 32)?;
+    bytes.get(at..at + 84)?;
     Some(ChannelEntry {
         channel_id: u32_at(bytes, at),
         flags: u32_at(bytes, at + 4),
@@ -464,7 +464,8 @@ fn channel_entry(bytes: &[u8], id: usize) -> Option<ChannelEntry> {
         stuck_receive_since_ns: 0,
         stuck_send_position: 0,
         stuck_send_since_ns: 0,
-        extension: [0; 48],
+        max_message_size: u32_at(bytes, at + 80),
+        extension: [0; 44],
         tail: 0,
         tail_pad: [0; 120],
         head: 0,
@@ -484,7 +485,8 @@ fn peer_record(raw: &[u8]) -> PeerRecord {
         intent_position: u64_at(raw, 24),
         pid_ns: u64_at(raw, 32),
         waiting: u32_at(raw, 40),
-        reserved: [0; 20],
+        intent_flags: u32_at(raw, 44),
+        reserved: [0; 16],
     }
 }
 

@@ -356,19 +356,14 @@ impl Consumer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn receive_with_meta(&self) -> Result<Option<Message>> {
-        let mut buf = [0u8; MSG_INLINE];
         let channel = self.channel();
-        Ok(self
-            .skipping(|| channel.try_recv(&mut buf))?
-            .map(|r| Message {
-                meta: r.meta,
-                payload: buf[..r.len].to_vec(),
-            }))
+        self.skipping(|| try_recv_owned(channel))
     }
 
     /// Receives one message into `buf` without blocking; returns its metadata and length. A
     /// message longer than `buf` stays in the ring and the call fails with `BufferTooSmall`
-    /// (a 960-byte buffer always suffices).
+    /// (a buffer of [`Self::max_message_size`] bytes always suffices: 960 unless the channel
+    /// was made for larger messages).
     ///
     /// ```
     /// # #[cfg(feature = "file")] {
@@ -474,10 +469,9 @@ impl Consumer {
     /// Receives, waiting until `deadline` (`None`: no deadline); "empty" ends the loop only
     /// once out of time.
     fn receive_waiting(&self, deadline: Option<Instant>) -> Result<Option<Message>> {
-        let mut buf = [0u8; MSG_INLINE];
         let channel = self.channel();
         let received = self.skipping(|| loop {
-            match channel.try_recv(&mut buf) {
+            match try_recv_owned(channel) {
                 // A claim in flight at the head is waited for like an empty ring, until the
                 // caller's deadline.
                 Err(RecvError::Empty | RecvError::Pending { .. }) if self.repair_if_stuck() => {}
@@ -489,10 +483,7 @@ impl Consumer {
             // Out of time, or the wait saw the segment shrink: say which.
             self.cell.check_size()?;
         }
-        Ok(received.map(|r| Message {
-            meta: r.meta,
-            payload: buf[..r.len].to_vec(),
-        }))
+        Ok(received)
     }
 
     /// Receives up to `max` messages without blocking, their slots claimed with one atomic
@@ -583,6 +574,15 @@ impl Consumer {
                 Ok(batch.delivered)
             }
             Err(RecvError::Empty | RecvError::Pending { .. }) => Ok(0),
+            // A message longer than one slot at the head: batches carry single slots, so it
+            // is delivered alone (PROTOCOL.md §12.4).
+            Err(RecvError::BufferTooSmall { .. }) => Ok(match self.receive_with_meta()? {
+                Some(message) => {
+                    deliver(&message.meta, &message.payload);
+                    1
+                }
+                None => 0,
+            }),
             Err(e) => Err(Error::from_recv(e, self.channel_id())
                 .unwrap_or_else(|| Error::new(ErrorKind::Busy, "receive failed"))),
         }
@@ -737,6 +737,14 @@ impl Consumer {
         self.channel().capacity()
     }
 
+    /// The largest message the channel takes, in bytes: 960 (one slot) unless it was made
+    /// for larger ones ([`crate::ChannelBuilder::with_max_message_size`]). A
+    /// [`Self::receive_into`] buffer this long always suffices.
+    #[must_use]
+    pub fn max_message_size(&self) -> usize {
+        self.channel().max_message_size()
+    }
+
     /// Cursors and depth right now.
     ///
     /// ```
@@ -860,6 +868,34 @@ impl InPlace<'_> {
         self.guard.payload()
     }
 
+    /// The message where it lies, slot by slot: one [`Payload`] for a message of up to 960
+    /// bytes, `ceil(len / 960)` for a longer one, read with the same accessors as
+    /// [`Self::payload`] (which holds only the first part of a long message).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-in-place-parts", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(8)
+    /// #     .with_max_message_size(4_096);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// producer.send(vec![1u8; 2_000])?;
+    /// let message = consumer.receive_in_place()?.unwrap();
+    /// let lengths: Vec<usize> = message.parts().map(|part| part.len()).collect();
+    /// assert_eq!(lengths, [960, 960, 80]);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn parts(&self) -> dmxp_nostd::RunParts<'_> {
+        self.guard.parts()
+    }
+
     /// Copies the payload out.
     ///
     /// ```
@@ -882,9 +918,31 @@ impl InPlace<'_> {
     /// ```
     #[must_use]
     pub fn to_vec(&self) -> Vec<u8> {
-        let payload = self.guard.payload();
-        let mut out = vec![0; payload.len()];
-        payload.copy_to(&mut out);
+        let mut out = vec![0; self.guard.len()];
+        self.guard.copy_to(&mut out);
         out
+    }
+}
+
+/// One receive into an owned buffer: a slot's worth on the stack first, and a buffer of the
+/// channel's limit only for a message longer than one slot (which a channel without runs never
+/// holds).
+fn try_recv_owned(channel: &FutexChannel<'_>) -> std::result::Result<Message, RecvError> {
+    let mut buf = [0u8; MSG_INLINE];
+    match channel.try_recv(&mut buf) {
+        Ok(r) => Ok(Message {
+            meta: r.meta,
+            payload: buf[..r.len].to_vec(),
+        }),
+        Err(RecvError::BufferTooSmall { .. }) => {
+            let mut payload = vec![0u8; channel.max_message_size()];
+            let r = channel.try_recv(&mut payload)?;
+            payload.truncate(r.len);
+            Ok(Message {
+                meta: r.meta,
+                payload,
+            })
+        }
+        Err(e) => Err(e),
     }
 }

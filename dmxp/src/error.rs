@@ -16,11 +16,13 @@ pub enum ErrorKind {
     AlreadyExists,
     /// Every slot of the ring holds an unconsumed message (non-blocking send).
     Full,
-    /// The payload is longer than a slot holds.
+    /// The payload is longer than the channel takes.
     TooLarge {
         /// The payload's length in bytes.
         len: usize,
-        /// The most a slot holds: [`MSG_INLINE`](crate::MSG_INLINE), 960.
+        /// The channel's largest message: [`MSG_INLINE`](crate::MSG_INLINE) (960) unless it
+        /// was made for larger ones ([`crate::ChannelBuilder::with_max_message_size`]), and
+        /// 960 for the items of a batch send.
         limit: usize,
     },
     /// The caller's buffer is shorter than the next message; nothing was consumed.
@@ -171,6 +173,7 @@ impl Error {
             | CoreError::RegionTooSmall { .. }
             | CoreError::InvalidChannelId { .. }
             | CoreError::InvalidCapacity { .. }
+            | CoreError::InvalidMaxMessageSize { .. }
             | CoreError::InvalidPid
             | CoreError::InvalidPeerRecords { .. } => ErrorKind::InvalidInput,
         };
@@ -241,7 +244,8 @@ impl Error {
                 },
                 format!(
                     "channel {channel}: message {message_id} dropped: payload_len \
-                     {payload_len} exceeds 960"
+                     {payload_len} is impossible (over the limit, or a run of slots that \
+                     disagree with it)"
                 ),
             ),
             RecvError::Lost { message_id } => Self::new(

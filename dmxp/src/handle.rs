@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dmxp_nostd::layout::runtime;
-use dmxp_nostd::{Channel, Error as CoreError, PeerRole, PeerSlot, RepairReport, Segment};
+use dmxp_nostd::{
+    Channel, ChannelOptions, Error as CoreError, PeerRole, PeerSlot, RepairReport, Segment,
+};
 use self_cell::self_cell;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -168,8 +170,8 @@ impl HandleCell {
 /// What to do when the channel does not exist.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Missing {
-    /// Create it with this capacity.
-    Create(u64),
+    /// Create it with this capacity and these options.
+    Create(u64, ChannelOptions),
     /// Fail with `NotFound`.
     Fail,
 }
@@ -192,13 +194,12 @@ pub(crate) fn open_channel(
                 let segment =
                     Segment::attach(memory.region())?.with_wait_strategy(FutexWait::new());
                 match missing {
-                    Missing::Create(capacity) => {
-                        match segment.open_or_create_channel(id, capacity, pid) {
+                    Missing::Create(capacity, options) => {
+                        match segment.open_or_create_channel_with(id, capacity, pid, options) {
                             Ok((channel, _)) => Ok(channel),
                             // Left half-made by a creator that died? Take it over (§5.3).
-                            Err(CoreError::ChannelBeingCreated { .. }) => {
-                                segment.reclaim_channel(id, capacity, pid, &ProcLiveness)
-                            }
+                            Err(CoreError::ChannelBeingCreated { .. }) => segment
+                                .reclaim_channel_with(id, capacity, pid, options, &ProcLiveness),
                             Err(other) => Err(other),
                         }
                     }

@@ -3,7 +3,7 @@
 //! examples and the cross-process tests; other languages' clients can produce and check the
 //! same bytes.
 //!
-//! Layout of a payload of `len` bytes (`24 <= len <= 960`), little-endian:
+//! Layout of a payload of `len` bytes (`len >= 24`), little-endian:
 //!
 //! | bytes | content |
 //! |---|---|
@@ -36,10 +36,18 @@ fn filler(channel: u64, index: u64, k: usize) -> u8 {
         .wrapping_add(k as u64) as u8
 }
 
-/// The payload for (`channel`, `index`) of `len` bytes (clamped to 24..=960).
+/// The lengths of the large-message run of the examples (`--large`): message `index` is
+/// `[24, 960, 961, 65,536, limit][index % 5]` bytes long, clamped to `limit` (the channel's
+/// largest message). They span one slot, its edge, the first run, and the largest run.
+#[must_use]
+pub fn large_len(index: u64, limit: usize) -> usize {
+    [MIN_LEN, 960, 961, 65_536, limit][(index % 5) as usize].min(limit)
+}
+
+/// The payload for (`channel`, `index`) of `len` bytes (at least 24).
 #[must_use]
 pub fn encode(channel: u32, index: u64, len: usize) -> Vec<u8> {
-    let len = len.clamp(MIN_LEN, dmxp_nostd::layout::MSG_INLINE);
+    let len = len.max(MIN_LEN);
     let channel = u64::from(channel);
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&channel.to_le_bytes());
@@ -117,6 +125,12 @@ mod tests {
             }
         }
         assert_eq!(decode(&[0; 10]), Err(PatternError::TooShort { len: 10 }));
-        assert_eq!(encode(0, 0, 5000).len(), 960);
+        assert_eq!(encode(0, 0, 5).len(), MIN_LEN);
+        let long = encode(2, 9, 70_000);
+        assert_eq!(long.len(), 70_000);
+        assert_eq!(decode(&long), Ok((2, 9)));
+        let lens: Vec<usize> = (0..5).map(|i| large_len(i, 262_144)).collect();
+        assert_eq!(lens, [24, 960, 961, 65_536, 262_144]);
+        assert_eq!(large_len(3, 10_000), 10_000);
     }
 }

@@ -508,6 +508,36 @@ impl Producer {
         self.channel().capacity()
     }
 
+    /// The largest message the channel takes, in bytes: 960 (one slot) unless it was made
+    /// for larger ones ([`crate::ChannelBuilder::with_max_message_size`]); a longer send fails
+    /// with [`crate::ErrorKind::TooLarge`] and sends nothing.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-max-message-size", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let builder = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
+    ///     .with_capacity(256)
+    ///     .with_max_message_size(200 << 10);
+    /// let producer = builder.build_producer()?;
+    /// let consumer = builder.build_consumer()?;
+    /// assert_eq!(producer.max_message_size(), 200 << 10);
+    /// producer.send(vec![7u8; 200 << 10])?;
+    /// assert_eq!(consumer.receive()?.unwrap().len(), 200 << 10);
+    /// let too_large = producer.send(vec![0u8; (200 << 10) + 1]).unwrap_err();
+    /// assert!(matches!(too_large.kind(), dmxp::ErrorKind::TooLarge { limit: 204_800, .. }));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn max_message_size(&self) -> usize {
+        self.channel().max_message_size()
+    }
+
     /// Cursors and depth right now.
     ///
     /// ```
