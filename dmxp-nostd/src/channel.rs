@@ -324,11 +324,23 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// For a producer that found the ring full: the position one lap behind `tail` if its slot
     /// looks held by a consumer that claimed it and has not freed it (`head` is past it but the
     /// slot still holds its message).
+    ///
+    /// On a channel with runs the slot holding a run back may lie past `tail` (a run needs
+    /// all its slots free at once): the first slot at or after `tail` that is not free is
+    /// the one looked at.
     #[must_use]
     pub fn stuck_send_position(&self) -> Option<u64> {
         let tail = self.entry.tail.load(Relaxed);
-        let previous = tail.wrapping_sub(self.geometry.capacity);
-        let unfreed = self.slot(tail).sequence.load(Acquire) == previous.wrapping_add(1);
+        let reach = if self.geometry.carries_runs() {
+            self.geometry.capacity
+        } else {
+            1
+        };
+        let blocked = (0..reach)
+            .map(|k| tail.wrapping_add(k))
+            .find(|&p| self.slot(p).sequence.load(Acquire) != p)?;
+        let previous = blocked.wrapping_sub(self.geometry.capacity);
+        let unfreed = self.slot(blocked).sequence.load(Acquire) == previous.wrapping_add(1);
         let head = self.entry.head.load(Relaxed);
         (unfreed && (head.wrapping_sub(previous) as i64) > 0).then_some(previous)
     }
@@ -464,6 +476,32 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 PeerRole::Producer => self.notify_consumers(),
                 PeerRole::Consumer => self.notify_producers(),
             }
+        }
+        repaired
+    }
+
+    /// [`Self::unblock`] for a run of `count` positions at `first` that a stopped producer
+    /// holds (its record says so; see [`crate::Segment::unblock`]): its unpublished
+    /// continuations get SKIP markers, then its first position the LOST tombstone, if it is
+    /// still the position receives find stuck. True when something was repaired.
+    #[must_use]
+    pub fn unblock_run(&self, first: u64, count: u64) -> bool {
+        if self.stuck_receive_position() != Some(first) {
+            return false;
+        }
+        let tail = self.entry.tail.load(Acquire);
+        let count = count.min(self.geometry.capacity);
+        let mut repaired = false;
+        for k in 1..count {
+            let p = first.wrapping_add(k);
+            // Claimed (behind tail): never mark a position nobody claimed yet.
+            if tail.wrapping_sub(p) as i64 > 0 {
+                repaired |= self.skip_marker(p);
+            }
+        }
+        repaired |= self.tombstone(first, 0, 0);
+        if repaired {
+            self.notify_consumers();
         }
         repaired
     }

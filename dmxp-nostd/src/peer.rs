@@ -616,6 +616,26 @@ fn repair_intent<W: WaitStrategy, L: Liveness>(
     done
 }
 
+/// The length of the run a registered producer of `channel` has claimed at `position`, if
+/// its record names one there (`intent_flags`, PROTOCOL.md §12.5).
+pub(crate) fn run_intent_at(
+    records: &[AtomicPeerRecord],
+    channel: u32,
+    position: u64,
+) -> Option<u64> {
+    records.iter().find_map(|record| {
+        let count = record.intent_count.load(Acquire);
+        let run = record.intent_flags.load(Relaxed) & intent_flags::RUN != 0;
+        let matches = run
+            && count > 1
+            && record.pid.load(Relaxed) != 0
+            && record.role.load(Relaxed) == PeerRole::Producer.code()
+            && record.channel_id.load(Relaxed) == channel
+            && record.intent_position.load(Relaxed) == position;
+        matches.then_some(u64::from(count))
+    })
+}
+
 /// True when a record other than `except`, of the same channel and role, has an intent
 /// covering `p` and either comes first in the table (its own repair handles `p`) or belongs to
 /// a live process (it owns `p`, or is about to learn its CAS failed).

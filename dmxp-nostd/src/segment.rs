@@ -980,6 +980,27 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         Ok(peer::snapshot(self.peer_table()?.unwrap_or_default()))
     }
 
+    /// [`Channel::unblock`] that knows runs (PROTOCOL.md §11.8, §12.5): when the position a
+    /// stopped producer holds starts a run that its peer record names (`intent_flags`), the
+    /// run's unpublished continuations get SKIP markers and its first position the one LOST
+    /// tombstone, so that the run costs one unblock timeout and one loss, not one per slot.
+    /// Otherwise (no run, no record, a consumer's position) it is [`Channel::unblock`].
+    #[must_use]
+    pub fn unblock<V: WaitStrategy>(
+        &self,
+        channel: &Channel<'_, V>,
+        position: u64,
+        holder: PeerRole,
+    ) -> bool {
+        let table = self.peer_table().ok().flatten().unwrap_or_default();
+        if holder == PeerRole::Producer && channel.geometry().carries_runs() {
+            if let Some(count) = peer::run_intent_at(table, channel.id(), position) {
+                return channel.unblock_run(position, count);
+            }
+        }
+        channel.unblock(position, holder)
+    }
+
     /// One repair pass for `channel`, which must have been opened from this segment
     /// (PROTOCOL.md §11.6); see [`peer::repair_channel`]. With no peer table there is nothing
     /// to repair.

@@ -293,9 +293,7 @@ type Scribble = Box<dyn Fn(&mut SegmentBuf)>;
 
 /// Sends a four-slot run at position 0 of a fresh 16-slot channel (and a marker message after
 /// it), lets `scribble` rewrite the segment's bytes, and returns what two receives report.
-fn receive_after_scribbling(
-    scribble: impl FnOnce(&mut SegmentBuf),
-) -> (Received, Vec<Received>) {
+fn receive_after_scribbling(scribble: impl FnOnce(&mut SegmentBuf)) -> (Received, Vec<Received>) {
     let mut buf = setup(16, 8_000);
     {
         let channel = open(&mut buf);
@@ -629,6 +627,48 @@ mod dying {
     }
 
     #[test]
+    fn a_stopped_producer_holding_a_run_is_unblocked_as_one_message() {
+        const STOPPED: u32 = 200;
+        let mut buf = setup(16, 8 * MSG_INLINE);
+        let segment = Segment::attach(buf.region()).unwrap();
+        let slot = segment
+            .register(0, PeerRole::Producer, STOPPED, 0, runtime::C)
+            .unwrap();
+        {
+            let producer = segment
+                .open_channel(0)
+                .unwrap()
+                .with_peer(&slot)
+                .with_test_hook(Some(hook));
+            // Stopped (for ever, as far as its peers can tell) after one continuation of five.
+            DIE_AT.with(|die| die.set((Some(Step::SendPublished), 1)));
+            let stopped = catch_unwind(AssertUnwindSafe(|| {
+                producer.try_send(&payload(6, 5 * MSG_INLINE), &SendMeta::default())
+            }));
+            assert!(stopped.is_err());
+        }
+        let channel = segment.open_channel(0).unwrap();
+        assert_eq!(channel.stuck_receive_position(), Some(0));
+        // The producer is alive: a repair pass leaves it alone, the unblock does not.
+        let report = segment
+            .repair(&channel, &Alive(&[STOPPED, REPAIRER]), REPAIRER, 0)
+            .unwrap();
+        assert!(!report.repaired());
+        assert!(segment.unblock(&channel, 0, PeerRole::Producer));
+        let mut out = vec![0u8; channel.max_message_size()];
+        assert_eq!(
+            channel.try_recv(&mut out).err(),
+            Some(RecvError::Lost { message_id: 0 })
+        );
+        // Every slot of the run is settled: nothing is stuck, nothing else is lost.
+        assert_eq!(channel.try_recv(&mut out).err(), Some(RecvError::Empty));
+        assert_eq!((channel.head(), channel.tail()), (5, 5));
+        assert_eq!(channel.stuck_receive_position(), None);
+        // When it resumes, its publishes fail: it learns the run was revoked.
+        drop(slot);
+    }
+
+    #[test]
     fn a_consumer_dying_while_holding_a_run_has_every_slot_freed() {
         let mut buf = setup(8, 8 * MSG_INLINE);
         let segment = Segment::attach(buf.region()).unwrap();
@@ -656,6 +696,43 @@ mod dying {
         channel.try_send(&run, &SendMeta::default()).unwrap();
         assert_eq!(recv(&channel).unwrap(), run);
     }
+}
+
+/// A run needs all its slots free at once, so the slot a dead consumer holds may lie past
+/// `tail`; the stuck check looks there, and the repair lets the run through.
+#[test]
+fn a_run_blocked_past_tail_by_a_dead_consumer_is_seen_stuck_and_repaired() {
+    let mut buf = setup(8, 8 * MSG_INLINE);
+    let segment = Segment::attach(buf.region()).unwrap();
+    let channel = segment.open_channel(0).unwrap();
+    for i in 0..4u8 {
+        channel.try_send(&[i], &SendMeta::default()).unwrap();
+    }
+    assert_eq!(recv(&channel).unwrap(), [0]);
+    assert_eq!(recv(&channel).unwrap(), [1]);
+    let slot = segment
+        .register(0, PeerRole::Consumer, DEAD, 0, runtime::GO)
+        .unwrap();
+    {
+        let dying = segment.open_channel(0).unwrap().with_peer(&slot);
+        std::mem::forget(dying.try_recv_in_place().unwrap()); // holds position 2
+    }
+    std::mem::forget(slot);
+    assert_eq!(recv(&channel).unwrap(), [3]);
+    // Tail 4: positions 4..=9 are free, 10 (slot 2) is held. A run of 7 does not fit.
+    let run = payload(1, 7 * MSG_INLINE);
+    assert_eq!(
+        channel.try_send(&run, &SendMeta::default()),
+        Err(SendError::Full)
+    );
+    assert_eq!(channel.stuck_send_position(), Some(2));
+    let report = segment
+        .repair(&channel, &Alive(&[REPAIRER]), REPAIRER, 0)
+        .unwrap();
+    assert_eq!(report.freed, 1);
+    assert_eq!(channel.stuck_send_position(), None);
+    channel.try_send(&run, &SendMeta::default()).unwrap();
+    assert_eq!(recv(&channel).unwrap(), run);
 }
 
 // ---------------------------------------------------------------- threads

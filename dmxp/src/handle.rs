@@ -146,9 +146,22 @@ impl HandleCell {
     /// [`crate::STUCK_GRACE`] and a stopped peer's after the unblock timeout. True when
     /// something was repaired (try again).
     pub fn repair_if_stuck(&self, watch: &StuckWatch, holder: PeerRole) -> bool {
-        watch.repair_if_stuck(self.channel(), holder, || {
-            self.recover().is_ok_and(|report| report.repaired())
-        })
+        watch.repair_if_stuck(
+            self.channel(),
+            holder,
+            || self.recover().is_ok_and(|report| report.repaired()),
+            |position| self.unblock(position, holder),
+        )
+    }
+
+    /// Unblocks `position`, held by a live but stopped `holder` (PROTOCOL.md §11.8): a whole
+    /// run at once when the holder's record says it claimed one (§12.5).
+    fn unblock(&self, position: u64, holder: PeerRole) -> bool {
+        let open = self.borrow_owner();
+        match Segment::attach(open.cell.borrow_owner().region()) {
+            Ok(segment) => segment.unblock(self.channel(), position, holder),
+            Err(_) => self.channel().unblock(position, holder),
+        }
     }
 
     /// One repair pass for this channel (PROTOCOL.md §11.6).

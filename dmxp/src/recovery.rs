@@ -317,14 +317,16 @@ impl StuckWatch {
     /// for a `holder` (`Channel::stuck_position`), if any. Once it has been stuck for
     /// [`STUCK_GRACE`] it notes since when in the channel's entry (for `dmxp inspect`) and
     /// runs `repair` (one repair pass, true when it repaired something); after the unblock
-    /// timeout it also unblocks the position if the pass did not. Returns true when something
-    /// was repaired (try the operation again); otherwise the next look is put off.
+    /// timeout it also runs `unblock` on the position if the pass did not (true when that
+    /// repaired it). Returns true when something was repaired (try the operation again);
+    /// otherwise the next look is put off.
     #[must_use = "`true` means something was repaired: try the operation again"]
     pub fn repair_if_stuck<W: WaitStrategy>(
         &self,
         channel: &Channel<'_, W>,
         holder: PeerRole,
         repair: impl FnOnce() -> bool,
+        unblock: impl FnOnce(u64) -> bool,
     ) -> bool {
         let action = self.check(channel.stuck_position(holder));
         if action == StuckAction::Wait {
@@ -337,7 +339,7 @@ impl StuckWatch {
         let repaired = match action {
             StuckAction::Wait => false,
             StuckAction::Repair => repair(),
-            StuckAction::Unblock(p) => repair() || channel.unblock(p, holder),
+            StuckAction::Unblock(p) => repair() || unblock(p),
         };
         if !repaired {
             self.checked();
