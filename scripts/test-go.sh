@@ -5,7 +5,8 @@
 #   scripts/test-go.sh
 #
 # Installs Debian's golang-go (Go 1.19) with apt when `go` is missing. Builds cmd/producer and
-# cmd/consumer into bindings/go/build/ (git-ignored). The cross-language tests (interop_test.go)
+# cmd/consumer into bindings/go/build/ (git-ignored) and runs them on large messages (runs,
+# PROTOCOL.md §12, with --large). The cross-language tests (interop_test.go)
 # build the Rust examples with cargo and skip, saying so, when cargo is missing; this script
 # also runs a Go <-> Rust round trip with the built programs. The attach-trust tests
 # (PROTOCOL.md §3.4) give segments to uid 65534 and need root: run as another user they skip,
@@ -46,6 +47,30 @@ go test -race -count=1 ./...
 echo "test-go: building cmd/* into bindings/go/build/"
 mkdir -p build
 go build -o build/ ./cmd/producer ./cmd/consumer
+
+# Messages longer than one slot (PROTOCOL.md §12), Go to Go: 2 channels x 2,000 messages of
+# 24, 960, 961, 65536 and 262144 bytes in turn, consumer started first.
+echo "test-go: large messages (runs), Go producer -> Go consumer"
+large_segment="/dmxp_test_go_large_$$"
+large_logs=$(mktemp -d)
+rm -f "/dev/shm$large_segment"
+build/consumer 2 2000 --segment "$large_segment" --wait 60 --large >"$large_logs/consumer.log" 2>&1 &
+large_consumer=$!
+large_status=0
+build/producer 2 2000 1024 --segment "$large_segment" --size 16777216 --large >"$large_logs/producer.log" 2>&1 ||
+    large_status=$?
+wait "$large_consumer" || large_status=$?
+tail -n 1 "$large_logs/producer.log"
+tail -n 1 "$large_logs/consumer.log"
+rm -f "/dev/shm$large_segment"
+if [ "$large_status" -ne 0 ]; then
+    echo "test-go: large messages FAILED" >&2
+    cat "$large_logs/producer.log" "$large_logs/consumer.log" >&2
+    rm -rf "$large_logs"
+    exit 1
+fi
+rm -rf "$large_logs"
+echo "test-go: large messages ok"
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "test-go: cargo not found: SKIPPING the cross-language round trip with the Rust examples"

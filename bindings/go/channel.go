@@ -24,9 +24,11 @@ type Meta struct {
 	SenderPID uint32
 	// SenderRuntime is the sender's client: RuntimeRust, RuntimeC, RuntimePython, RuntimeGo.
 	SenderRuntime uint16
-	// Flags are the message's flags; its ApplicationFlagsMask bits are SendOptions.Flags.
+	// Flags are the message's flags; its ApplicationFlagsMask bits are SendOptions.Flags. A
+	// message longer than one slot (a run, PROTOCOL.md §12) has FlagRun set too.
 	Flags uint16
-	// PayloadLen is the payload's length: a receive's payload is buf[:PayloadLen].
+	// PayloadLen is the payload's length: a receive's payload is buf[:PayloadLen]. For a
+	// run it is the whole message's length.
 	PayloadLen uint32
 }
 
@@ -57,10 +59,11 @@ type BatchResult struct {
 type Stats struct {
 	// Lost is the number of LOST tombstones consumed.
 	Lost uint64
-	// Corrupt is the number of messages dropped for an impossible payload_len.
+	// Corrupt is the number of messages dropped for an impossible payload_len, or as a run
+	// cut short or inconsistent (each run counted once).
 	Corrupt uint64
 	// Revoked is the number of positions, sent or received, that a repair took from this
-	// handle before it published or freed them (PROTOCOL.md §11.7).
+	// handle before it published or freed them (PROTOCOL.md §11.7); a run counts once.
 	Revoked uint64
 }
 
@@ -69,9 +72,11 @@ type Stats struct {
 // concurrent use by many goroutines, except once registered in the peer table (Register):
 // a registered handle is used for its role by one goroutine at a time.
 type Channel struct {
-	seg   *Segment
-	geom  Geometry
-	mask  uint64
+	seg  *Segment
+	geom Geometry
+	mask uint64
+	// limit is the largest message the channel takes (Geometry.MessageLimit), cached at open.
+	limit int
 	entry unsafe.Pointer
 	band  unsafe.Pointer
 	// pid is the sender_pid stamped on messages (metadata only: the identity a registration
@@ -126,6 +131,7 @@ func newChannel(s *Segment, g Geometry) *Channel {
 		seg:   s,
 		geom:  g,
 		mask:  g.Capacity - 1,
+		limit: g.MessageLimit(),
 		entry: s.entry(g.ID),
 		band:  unsafe.Add(s.base, g.BandOffset),
 		pid:   uint32(os.Getpid()),
@@ -156,6 +162,16 @@ func (c *Channel) ID() uint32 { return c.geom.ID }
 
 // Capacity is the number of slots in the ring.
 func (c *Channel) Capacity() uint64 { return c.geom.Capacity }
+
+// MaxMessageSize is the largest message the channel takes, in bytes, as validated and
+// cached at open: the entry's max_message_size on a channel created with
+// ChannelOptions.MaxMessageSize above MsgInline (it carries runs, PROTOCOL.md §12), else
+// MsgInline (960).
+func (c *Channel) MaxMessageSize() int { return c.limit }
+
+// CarriesRuns is true when the channel takes messages longer than one slot (the entry flag
+// ChannelFlagRuns).
+func (c *Channel) CarriesRuns() bool { return c.geom.Flags&ChannelFlagRuns != 0 }
 
 // Geometry is the validated geometry cached at open.
 func (c *Channel) Geometry() Geometry { return c.geom }
@@ -191,6 +207,9 @@ type SlotInfo struct {
 	Meta     Meta
 	// MetaPad is bytes 44..48 of the slot (zero when written).
 	MetaPad uint32
+	// RunSlots and RunIndex are the slot's run_slots and run_index (PROTOCOL.md §12.2): the
+	// positions of the run it belongs to and its place in it; 0 in a single-slot message.
+	RunSlots, RunIndex uint32
 	// Payload is the first min(payload_len, 960) bytes of the payload area.
 	Payload []byte
 }
@@ -198,7 +217,8 @@ type SlotInfo struct {
 // PeekSlot reads slot index (0 <= index < capacity) without claiming it: a racy snapshot.
 func (c *Channel) PeekSlot(index uint64) SlotInfo {
 	slot := c.slot(index)
-	info := SlotInfo{Sequence: load64(slot, slotSequence), Meta: readMeta(slot), MetaPad: load32(slot, slotMetaPad)}
+	info := SlotInfo{Sequence: load64(slot, slotSequence), Meta: readMeta(slot), MetaPad: load32(slot, slotMetaPad),
+		RunSlots: load32(slot, slotRunSlots), RunIndex: load32(slot, slotRunIndex)}
 	n := info.Meta.PayloadLen
 	if n > MsgInline {
 		n = MsgInline
@@ -242,7 +262,7 @@ func (c *Channel) claimSend(max uint64) (uint64, uint64, error) {
 				count++
 			}
 			if peer != nil {
-				intentSet(peer, tail, count)
+				intentSet(peer, tail, count, 0)
 			}
 			if cas64(c.entry, entTail, tail, tail+count) {
 				return tail, count, nil
@@ -261,9 +281,73 @@ func (c *Channel) claimSend(max uint64) (uint64, uint64, error) {
 	return 0, 0, ErrBusy
 }
 
+// claimRun claims the k consecutive free positions of a run (2 <= k <= capacity) with one
+// CAS on tail (PROTOCOL.md §12.3), naming them in a run intent first (§12.5). ErrFull when
+// one of the k slots still holds a message of the previous lap: the run does not fit now.
+// A producer never claims part of a run.
+func (c *Channel) claimRun(k uint64) (uint64, error) {
+	peer := c.sendPeer
+	tail := load64(c.entry, entTail)
+	for i := 0; i < retryLimit; i++ {
+		lag := int64(load64(c.slot(tail), slotSequence) - tail)
+		switch {
+		case lag == 0:
+			j, d := uint64(1), int64(0)
+			for ; j < k; j++ {
+				if d = int64(load64(c.slot(tail+j), slotSequence) - (tail + j)); d != 0 {
+					break
+				}
+			}
+			switch {
+			case j == k: // all k slots are free
+				if peer != nil {
+					intentSet(peer, tail, k, intentFlagRun)
+				}
+				if cas64(c.entry, entTail, tail, tail+k) {
+					return tail, nil
+				}
+				tail = load64(c.entry, entTail)
+			case d < 0:
+				intentClear(peer)
+				return 0, ErrFull
+			default: // another producer moved on
+				tail = load64(c.entry, entTail)
+			}
+		case lag < 0:
+			intentClear(peer)
+			return 0, ErrFull
+		default:
+			tail = load64(c.entry, entTail)
+		}
+	}
+	intentClear(peer)
+	return 0, ErrBusy
+}
+
+// recvClaim is what claimRecvAt claimed: count positions from first. With run, they are one
+// run of length bytes (PROTOCOL.md §12.4), checked before the claim; otherwise single-slot
+// positions, or one slot of a run claimed alone (an orphan continuation, or a run start that
+// failed its checks).
+type recvClaim struct {
+	first, count uint64
+	run          bool
+	length       uint32
+}
+
 // claimRecv claims up to max consecutive published positions with one CAS on head. With
 // avail >= 0 it refuses, consuming nothing, when the first message is longer than avail.
 func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
+	cl, err := c.claimRecvAt(max, avail)
+	return cl.first, cl.count, err
+}
+
+// claimRecvAt claims what the published head holds, with one CAS on head: up to max
+// consecutive single-slot positions (the count stops at a slot of a run), or a whole run
+// whose start is at head (PROTOCOL.md §12.4), or one position alone: a continuation whose
+// start is gone (passed over), or a run start that is inconsistent or whose continuations are
+// not all published (dropped as corrupt). With avail >= 0 it refuses, consuming nothing, when
+// the message at head is longer than avail (a *BufferTooSmallError).
+func (c *Channel) claimRecvAt(max uint64, avail int) (recvClaim, error) {
 	peer := c.recvPeer
 	if max > 1<<32-1 {
 		max = 1<<32 - 1 // intent_count is 32 bits
@@ -274,24 +358,49 @@ func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
 		lag := int64(load64(slot, slotSequence) - (head + 1))
 		switch {
 		case lag == 0:
-			if avail >= 0 {
-				// Advisory peek: re-read and re-checked after the claim.
-				needed := load32(slot, slotPayloadLen)
-				flags := uint16(load32(slot, slotRuntimeFlags) >> 16)
-				if flags&(FlagSkip|FlagLost) == 0 && needed <= MsgInline && int(needed) > avail {
+			// Advisory peeks: what decides is re-read and re-checked after the claim.
+			flags := uint16(load32(slot, slotRuntimeFlags) >> 16)
+			cl := recvClaim{first: head, count: 1}
+			switch {
+			case flags&FlagRunCont != 0:
+				// A continuation whose start is gone: claimed alone, passed over.
+			case flags&FlagRun != 0:
+				k, length, ok := c.checkRunStart(slot)
+				if ok && avail >= 0 && int(length) > avail {
 					intentClear(peer)
-					return 0, 0, &BufferTooSmallError{Needed: int(needed), Available: avail}
+					return recvClaim{}, &BufferTooSmallError{Needed: int(length), Available: avail}
+				}
+				if ok && c.runPublished(head, k) {
+					cl.count, cl.run, cl.length = k, true, length
+				}
+				// Otherwise claimed alone and dropped as corrupt: an honest start is
+				// published last, after every continuation.
+			default:
+				if avail >= 0 {
+					needed := load32(slot, slotPayloadLen)
+					if flags&(FlagSkip|FlagLost) == 0 && needed <= MsgInline && int(needed) > avail {
+						intentClear(peer)
+						return recvClaim{}, &BufferTooSmallError{Needed: int(needed), Available: avail}
+					}
+				}
+				for cl.count < max {
+					next := c.slot(head + cl.count)
+					if load64(next, slotSequence) != head+cl.count+1 ||
+						uint16(load32(next, slotRuntimeFlags)>>16)&(FlagRun|FlagRunCont) != 0 {
+						break
+					}
+					cl.count++
 				}
 			}
-			count := uint64(1)
-			for count < max && load64(c.slot(head+count), slotSequence) == head+count+1 {
-				count++
-			}
 			if peer != nil {
-				intentSet(peer, head, count)
+				var intentFlags uint32
+				if cl.run {
+					intentFlags = intentFlagRun
+				}
+				intentSet(peer, head, cl.count, intentFlags)
 			}
-			if cas64(c.entry, entHead, head, head+count) {
-				return head, count, nil
+			if cas64(c.entry, entHead, head, head+cl.count) {
+				return cl, nil
 			}
 			head = load64(c.entry, entHead)
 		case lag < 0:
@@ -300,9 +409,9 @@ func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
 			intentClear(peer)
 			switch c.queuedBehind(head) {
 			case queuedYes:
-				return head, 0, errPending
+				return recvClaim{first: head}, errPending
 			case queuedNo:
-				return 0, 0, ErrEmpty
+				return recvClaim{}, ErrEmpty
 			}
 			// The scan raced a publish of head and proves nothing: look at head again.
 			head = load64(c.entry, entHead)
@@ -311,7 +420,29 @@ func (c *Channel) claimRecv(max uint64, avail int) (uint64, uint64, error) {
 		}
 	}
 	intentClear(peer)
-	return 0, 0, ErrBusy
+	return recvClaim{}, ErrBusy
+}
+
+// checkRunStart reads the run fields of a slot flagged FlagRun: ok when 2 <= run_slots <=
+// capacity, 960 < payload_len <= the channel's limit and run_slots == ceil(payload_len /
+// 960) (PROTOCOL.md §12.4). On a channel without runs the limit is 960: never ok.
+func (c *Channel) checkRunStart(slot unsafe.Pointer) (k uint64, length uint32, ok bool) {
+	k = uint64(load32(slot, slotRunSlots))
+	length = load32(slot, slotPayloadLen)
+	ok = k >= 2 && k <= c.geom.Capacity && length > MsgInline && int64(length) <= int64(c.limit) &&
+		k == runSlots(int(length))
+	return k, length, ok
+}
+
+// runPublished is true when every continuation of the run of k positions at head is
+// published.
+func (c *Channel) runPublished(head, k uint64) bool {
+	for i := uint64(1); i < k; i++ {
+		if load64(c.slot(head+i), slotSequence) != head+i+1 {
+			return false
+		}
+	}
+	return true
 }
 
 // queued is what queuedBehind found behind an unpublished head.
@@ -378,17 +509,32 @@ func (c *Channel) HasMessage() bool {
 
 // HasFreeSlot is true when the position at tail is free.
 func (c *Channel) HasFreeSlot() bool {
-	tail := load64(c.entry, entTail)
-	return load64(c.slot(tail), slotSequence) == tail
+	return c.hasFreeSlots(1)
 }
 
-// wait registers as a waiter, re-checks the ring and sleeps on the word for at most d.
+// hasFreeSlots is true when the need positions from tail are free: a run of need slots
+// (need <= capacity) fits now.
+func (c *Channel) hasFreeSlots(need uint64) bool {
+	tail := load64(c.entry, entTail)
+	if need > c.geom.Capacity {
+		need = c.geom.Capacity
+	}
+	for i := uint64(0); i < need || i == 0; i++ {
+		if load64(c.slot(tail+i), slotSequence) != tail+i {
+			return false
+		}
+	}
+	return true
+}
+
+// wait registers as a waiter, re-checks the ring and sleeps on the word for at most d. A
+// sender waits until need slots are free from tail (1, or a run's positions).
 //
 // A registered handle names the count it is in, in its peer record's waiting word, so that
 // whoever frees the record after this process dies gives the count back (PROTOCOL.md §11.9).
 // After the sleep it takes itself out of the count only if it wins the word back: a peer that
 // misjudged it dead and freed its record has already taken the count down.
-func (c *Channel) wait(forSend bool, d time.Duration) {
+func (c *Channel) wait(forSend bool, need uint64, d time.Duration) {
 	word, waiters := uintptr(entNotEmptySeq), uintptr(entNotEmptyWaiters)
 	peer, kind := c.recvPeer, waitingNotEmpty
 	if forSend {
@@ -404,7 +550,7 @@ func (c *Channel) wait(forSend bool, d time.Duration) {
 	// re-check below, as the protocol's fence requires.
 	var ready bool
 	if forSend {
-		ready = c.HasFreeSlot()
+		ready = c.hasFreeSlots(need)
 	} else {
 		ready = c.HasMessage()
 	}
@@ -433,9 +579,10 @@ func sleepSlice(deadline time.Time, forever bool) (time.Duration, bool) {
 
 // ------------------------------------------------------------------ sending
 
-func checkOutgoing(payload []byte, opts *SendOptions) error {
-	if len(payload) > MsgInline {
-		return &TooLargeError{Len: len(payload), Limit: MsgInline}
+// checkOutgoing checks a payload of at most limit bytes and the flags asked for.
+func checkOutgoing(payload []byte, opts *SendOptions, limit int) error {
+	if len(payload) > limit {
+		return &TooLargeError{Len: len(payload), Limit: limit}
 	}
 	if opts.Flags&ProtocolFlagsMask != 0 {
 		return &ReservedFlagsError{Flags: opts.Flags}
@@ -448,19 +595,29 @@ func checkOutgoing(payload []byte, opts *SendOptions) error {
 // from the claimed state. False means a repair took the position first (revoked); then no
 // metadata was written, or the CAS changed nothing.
 func (c *Channel) publish(position uint64, payload []byte, opts *SendOptions, timestamp uint64) bool {
+	return c.publishSlot(position, position, payload, opts, timestamp, uint32(len(payload)), 0, 0, 0)
+}
+
+// publishSlot is publish for one slot of a message: part (at most MsgInline bytes) as its
+// payload, the message's id and length in the metadata, protocol flags (FlagRun, FlagRunCont
+// or 0) beside the application's, and the run fields run_slots, run_index (0, 0 in a
+// single-slot message, PROTOCOL.md §12.2).
+func (c *Channel) publishSlot(position, messageID uint64, part []byte, opts *SendOptions, timestamp uint64,
+	length uint32, protocolFlags uint16, slots, index uint64) bool {
 	slot := c.slot(position)
-	storePayload(unsafe.Add(slot, slotPayload), payload)
+	storePayload(unsafe.Add(slot, slotPayload), part)
 	if load64(slot, slotSequence) != position {
 		return false
 	}
-	store64(slot, slotMessageID, position)
+	store64(slot, slotMessageID, messageID)
 	store64(slot, slotTimestamp, timestamp)
 	store32(slot, slotChannelID, c.geom.ID)
 	store32(slot, slotMessageType, opts.MessageType)
 	store32(slot, slotSenderPid, c.pid)
-	store32(slot, slotRuntimeFlags, uint32(RuntimeGo)|uint32(opts.Flags)<<16)
-	store32(slot, slotPayloadLen, uint32(len(payload)))
+	store32(slot, slotRuntimeFlags, uint32(RuntimeGo)|uint32(opts.Flags|protocolFlags)<<16)
+	store32(slot, slotPayloadLen, length)
 	store32(slot, slotMetaPad, 0)
+	store64(slot, slotRunSlots, slots|index<<32) // run_slots, run_index
 	runHook(hookBeforePublish, position)
 	return cas64(slot, slotSequence, position, position+1)
 }
@@ -476,6 +633,11 @@ func stamp(opts *SendOptions) uint64 {
 // message took), or ErrFull, ErrBusy, a *TooLargeError, or a *RevokedError (ErrRevoked) when
 // a repair took the claimed position before it was published (PROTOCOL.md §11.7).
 //
+// A payload may be as long as MaxMessageSize: on a channel created with a limit above
+// MsgInline, a longer one travels as a run of ceil(len / 960) consecutive slots claimed at
+// once (PROTOCOL.md §12.3), so it needs that many free slots (ErrFull until then). Beyond the
+// limit it fails with a *TooLargeError naming the length and the limit; nothing is sent.
+//
 // After a streak of missThreshold full results in a row, a full ring is also checked for a
 // slot a consumer claimed and never freed, which is repaired once it has stayed stuck for
 // StuckGrace if the consumer is dead, and for the unblock timeout if it is alive
@@ -487,7 +649,7 @@ func (c *Channel) TrySend(payload []byte) (uint64, error) {
 // TrySendWith is TrySend with a message type, application flags or a timestamp.
 func (c *Channel) TrySendWith(payload []byte, opts SendOptions) (uint64, error) {
 	id, err := c.trySend(payload, &opts)
-	if err == ErrFull && c.sendMisses.miss() && c.repairIfStuck(true) {
+	if err == ErrFull && c.sendMisses.miss() && c.repairIfStuck(true, runSlots(len(payload))) {
 		id, err = c.trySend(payload, &opts)
 	}
 	if err != ErrFull {
@@ -498,8 +660,16 @@ func (c *Channel) TrySendWith(payload []byte, opts SendOptions) (uint64, error) 
 
 // trySend is one attempt of a send, without the miss streak.
 func (c *Channel) trySend(payload []byte, opts *SendOptions) (uint64, error) {
-	if err := checkOutgoing(payload, opts); err != nil {
+	if err := checkOutgoing(payload, opts, c.limit); err != nil {
 		return 0, err
+	}
+	if len(payload) > MsgInline {
+		k := runSlots(len(payload))
+		position, err := c.claimRun(k)
+		if err != nil {
+			return 0, err
+		}
+		return c.finishRun(position, k, payload, opts)
 	}
 	position, _, err := c.claimSend(1)
 	if err != nil {
@@ -520,6 +690,37 @@ func (c *Channel) finishSend(position uint64, payload []byte, opts *SendOptions)
 	return position, nil
 }
 
+// finishRun publishes the run of k positions claimed at first (PROTOCOL.md §12.3): the
+// continuations in order, each its 960-byte part with FlagRunCont, then the first slot with
+// FlagRun, the run's publication point; then it ends the intent. A continuation a repair took
+// first stops the run there, its first slot unpublished (the repair tombstones it): a
+// *RevokedError naming the message, counted once.
+func (c *Channel) finishRun(first, k uint64, payload []byte, opts *SendOptions) (uint64, error) {
+	timestamp := stamp(opts)
+	length := uint32(len(payload))
+	part := func(i uint64) []byte {
+		lo, hi := i*MsgInline, (i+1)*MsgInline
+		if hi > uint64(len(payload)) {
+			hi = uint64(len(payload))
+		}
+		return payload[lo:hi]
+	}
+	published := true
+	for i := uint64(1); i < k && published; i++ {
+		published = c.publishSlot(first+i, first, part(i), opts, timestamp, length, FlagRunCont, k, i)
+	}
+	if published {
+		published = c.publishSlot(first, first, part(0), opts, timestamp, length, FlagRun, k, 0)
+	}
+	intentClear(c.sendPeer) // after the last publish (or the failed one)
+	if !published {
+		atomic.AddUint64(&c.revoked, 1)
+		return 0, &RevokedError{MessageID: first, Count: 1}
+	}
+	c.notifyConsumers()
+	return first, nil
+}
+
 // Send sends one message, sleeping while the ring is full.
 func (c *Channel) Send(payload []byte) (uint64, error) {
 	return c.SendWith(payload, SendOptions{}, -1)
@@ -534,10 +735,12 @@ func (c *Channel) SendTimeout(payload []byte, timeout time.Duration) (uint64, er
 // SendWith sends one message with opts, waiting at most timeout while the ring is full; a
 // negative timeout waits as long as it takes. Before each sleep it checks the ring for a slot
 // a consumer claimed and never freed (repaired once stuck for StuckGrace if the consumer is
-// dead, for the unblock timeout if it is alive).
+// dead, for the unblock timeout if it is alive). A message longer than MsgInline (a run)
+// waits until all the slots it needs are free at once.
 func (c *Channel) SendWith(payload []byte, opts SendOptions, timeout time.Duration) (uint64, error) {
 	deadline, forever := time.Now().Add(timeout), timeout < 0
-	var stuck stuckTracker
+	need := runSlots(len(payload))
+	stuck := stuckTracker{need: need}
 	for {
 		id, err := c.trySend(payload, &opts)
 		if err != ErrFull {
@@ -553,13 +756,15 @@ func (c *Channel) SendWith(payload []byte, opts SendOptions, timeout time.Durati
 			c.sendMisses.hit()
 			return id, err
 		}
-		c.wait(true, stuck.step(c, true, slice))
+		c.wait(true, need, stuck.step(c, true, slice))
 	}
 }
 
 // TrySendBatch sends as many of payloads, in order, as there are free slots for, claimed
 // with one CAS. It returns how many payloads it took (at least one), or ErrFull when none
-// could be. Every payload is checked before anything is sent.
+// could be. Every payload is checked before anything is sent: a batch carries single-slot
+// messages only, so a payload longer than MsgInline fails with a *TooLargeError (limit 960)
+// even on a channel that carries runs (send those with TrySend or Send).
 //
 // Each position is published on its own (PROTOCOL.md §11.7): a position a repair took before
 // its publish is revoked, counted in Stats().Revoked, and not published; the others are. The
@@ -568,7 +773,7 @@ func (c *Channel) SendWith(payload []byte, opts SendOptions, timeout time.Durati
 // revoked message and how many were.
 func (c *Channel) TrySendBatch(payloads [][]byte, opts SendOptions) (int, error) {
 	n, err := c.trySendBatch(payloads, &opts)
-	if err == ErrFull && c.sendMisses.miss() && c.repairIfStuck(true) {
+	if err == ErrFull && c.sendMisses.miss() && c.repairIfStuck(true, 1) {
 		n, err = c.trySendBatch(payloads, &opts)
 	}
 	if err != ErrFull {
@@ -583,7 +788,7 @@ func (c *Channel) trySendBatch(payloads [][]byte, opts *SendOptions) (int, error
 		return 0, nil
 	}
 	for _, p := range payloads {
-		if err := checkOutgoing(p, opts); err != nil {
+		if err := checkOutgoing(p, opts, MsgInline); err != nil {
 			return 0, err
 		}
 	}
@@ -648,7 +853,7 @@ func (c *Channel) SendBatch(payloads [][]byte, opts SendOptions, timeout time.Du
 			}
 			continue
 		}
-		c.wait(true, stuck.step(c, true, slice))
+		c.wait(true, 1, stuck.step(c, true, slice))
 	}
 	return sent, nil
 }
@@ -766,8 +971,16 @@ const (
 	contentRevoked
 )
 
+// classify sorts what a single claimed position holds. A slot of a run claimed alone is a
+// continuation whose start is gone (passed over like SKIP, PROTOCOL.md §12.4) or a run start
+// that failed its checks (corrupt); both are tested before SKIP, LOST and payload_len, as
+// §12.4 tests them before §6.2.
 func classify(meta *Meta) content {
 	switch {
+	case meta.Flags&FlagRunCont != 0:
+		return contentSkip
+	case meta.Flags&FlagRun != 0:
+		return contentCorrupt
 	case meta.Flags&FlagSkip != 0:
 		return contentSkip
 	case meta.Flags&FlagLost != 0:
@@ -801,16 +1014,64 @@ func (c *Channel) consume(position uint64, buf []byte) (Meta, content) {
 	return meta, kind
 }
 
+// consumeRun finishes a claimed run (PROTOCOL.md §12.4): re-reads run_slots and payload_len
+// of its first slot (they must be what the claim checked), checks each continuation
+// (FlagRunCont, the run's message_id, its run_index, the same payload_len), copies each part
+// into buf (at least cl.length bytes), and frees every position by CAS, whatever it found.
+// A bad run is contentCorrupt, once; a free that fails (a repair freed the position first)
+// makes it contentRevoked, and the copy must be discarded.
+func (c *Channel) consumeRun(cl recvClaim, buf []byte) (Meta, content) {
+	first, k, length := cl.first, cl.count, cl.length
+	slot := c.slot(first)
+	meta := readMeta(slot)
+	bad := uint64(load32(slot, slotRunSlots)) != k || meta.PayloadLen != length
+	for i := uint64(0); i < k && !bad; i++ {
+		part := c.slot(first + i)
+		if i > 0 && (uint16(load32(part, slotRuntimeFlags)>>16)&FlagRunCont == 0 ||
+			load64(part, slotMessageID) != first || uint64(load32(part, slotRunIndex)) != i ||
+			load32(part, slotPayloadLen) != length) {
+			bad = true
+			break
+		}
+		lo, hi := i*MsgInline, (i+1)*MsgInline
+		if hi > uint64(length) {
+			hi = uint64(length)
+		}
+		loadPayload(unsafe.Add(part, slotPayload), buf[lo:hi])
+	}
+	runHook(hookBeforeFree, first)
+	revoked := false
+	for i := uint64(0); i < k; i++ {
+		if !c.free(first + i) {
+			revoked = true
+		}
+	}
+	switch {
+	case revoked:
+		return Meta{}, contentRevoked
+	case bad:
+		return Meta{MessageID: first, PayloadLen: length, Flags: FlagRun}, contentCorrupt
+	}
+	return meta, contentMessage
+}
+
 // TryReceive receives one message into buf without waiting; the payload is
 // buf[:meta.PayloadLen]. SKIP markers are passed over. It fails with ErrEmpty, ErrBusy, a
-// *BufferTooSmallError (nothing consumed; a MsgInline-byte buffer always suffices), after
+// *BufferTooSmallError (nothing consumed; a buffer of MaxMessageSize bytes always suffices,
+// MsgInline on a channel without runs), after
 // consuming a bad position with a *LostError or *CorruptMessageError, or with a *RevokedError
 // (ErrRevoked) when a repair freed the claimed position before this call did: then buf holds
 // nothing to use (PROTOCOL.md §11.7).
 //
+// A message longer than one slot (a run, PROTOCOL.md §12.4) is delivered whole into buf,
+// with FlagRun in meta.Flags. A run cut short or inconsistent is consumed and reported once
+// as a *CorruptMessageError (Run set); a continuation whose start is gone is passed over
+// like a SKIP marker.
+//
 // ErrEmpty means nothing is queued. When the head is claimed by a producer that has not
-// published it yet while a later position holds a message, TryReceive waits for the head
-// (for a bounded time, see UnblockTimeout) instead of reporting ErrEmpty.
+// published it yet while a later position holds a message (a run's continuations, for one),
+// TryReceive waits for the head (for a bounded time, see UnblockTimeout) instead of reporting
+// ErrEmpty.
 //
 // After a streak of missThreshold empty results in a row, an empty ring is also checked for a
 // position a producer claimed and never published, which is repaired (a LOST tombstone) once
@@ -819,7 +1080,7 @@ func (c *Channel) consume(position uint64, buf []byte) (Meta, content) {
 func (c *Channel) TryReceive(buf []byte) (Meta, error) {
 	var pending pendingWait
 	meta, err := c.receiveNow(buf, &pending)
-	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false) {
+	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false, 0) {
 		meta, err = c.receiveNow(buf, &pending)
 	}
 	if err != ErrEmpty {
@@ -846,24 +1107,31 @@ func (c *Channel) receiveNow(buf []byte, pending *pendingWait) (Meta, error) {
 // the MessageID) when the head is a claim in flight with messages queued behind it.
 func (c *Channel) tryReceive(buf []byte) (Meta, error) {
 	for i := 0; i < retryLimit; i++ {
-		position, _, err := c.claimRecv(1, len(buf))
+		cl, err := c.claimRecvAt(1, len(buf))
 		if err == errPending {
-			return Meta{MessageID: position}, errPending
+			return Meta{MessageID: cl.first}, errPending
 		}
 		if err != nil {
 			return Meta{}, err
 		}
-		if meta, skipped, err := c.finishReceive(position, buf); !skipped {
+		if meta, skipped, err := c.finishReceive(cl, buf); !skipped {
 			return meta, err
 		}
 	}
 	return Meta{}, ErrBusy
 }
 
-// finishReceive consumes a claimed position into buf and ends the intent; skipped is true
-// for a SKIP marker (nothing to report: the caller goes on to the next position).
-func (c *Channel) finishReceive(position uint64, buf []byte) (meta Meta, skipped bool, err error) {
-	meta, kind := c.consume(position, buf)
+// finishReceive consumes a claimed position (or run) into buf and ends the intent; skipped
+// is true for a SKIP marker or an orphan continuation (nothing to report: the caller goes on
+// to the next position).
+func (c *Channel) finishReceive(cl recvClaim, buf []byte) (meta Meta, skipped bool, err error) {
+	position := cl.first
+	var kind content
+	if cl.run {
+		meta, kind = c.consumeRun(cl, buf)
+	} else {
+		meta, kind = c.consume(position, buf)
+	}
 	intentClear(c.recvPeer) // after the free (or the failed one)
 	if kind == contentRevoked {
 		atomic.AddUint64(&c.revoked, 1)
@@ -878,7 +1146,8 @@ func (c *Channel) finishReceive(position uint64, buf []byte) (meta Meta, skipped
 		return Meta{}, false, &LostError{MessageID: position}
 	case contentCorrupt:
 		atomic.AddUint64(&c.corrupt, 1)
-		return Meta{}, false, &CorruptMessageError{MessageID: position, PayloadLen: meta.PayloadLen}
+		return Meta{}, false, &CorruptMessageError{MessageID: position, PayloadLen: meta.PayloadLen,
+			Run: cl.run || meta.Flags&FlagRun != 0}
 	}
 	return meta, false, nil
 }
@@ -909,7 +1178,7 @@ func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error
 		if !ok {
 			return Meta{}, ErrTimeout
 		}
-		c.wait(false, stuck.step(c, false, slice))
+		c.wait(false, 0, stuck.step(c, false, slice))
 	}
 }
 
@@ -922,10 +1191,14 @@ func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error
 //
 // Each position is freed on its own: one a repair freed first is revoked (PROTOCOL.md §11.7):
 // it is not delivered, and counted in Dropped and Revoked (and Stats().Revoked).
+//
+// A batch claims consecutive single-slot messages only: it stops before a message longer
+// than one slot (a run, PROTOCOL.md §12.4). A batch whose first position starts a run
+// delivers that run alone, whole (a bad run counts once in Dropped).
 func (c *Channel) TryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchResult, error) {
 	var pending pendingWait
 	result, err := c.receiveBatchNow(max, deliver, &pending)
-	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false) {
+	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false, 0) {
 		result, err = c.receiveBatchNow(max, deliver, &pending)
 	}
 	if err != ErrEmpty {
@@ -952,10 +1225,14 @@ func (c *Channel) tryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchRes
 	if max <= 0 {
 		return result, nil
 	}
-	first, count, err := c.claimRecv(uint64(max), -1)
+	cl, err := c.claimRecvAt(uint64(max), -1)
 	if err != nil {
 		return result, err // errPending included: the caller waits
 	}
+	if cl.run {
+		return c.receiveRunBatch(cl, deliver), nil
+	}
+	first, count := cl.first, cl.count
 	scratch := scratchPool.Get().(*[MsgInline]byte)
 	defer scratchPool.Put(scratch)
 	next, end := first, first+count
@@ -993,4 +1270,35 @@ func (c *Channel) tryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchRes
 		}
 	}
 	return result, nil
+}
+
+// runBuffers holds the buffers batch receives copy runs into (grown as needed).
+var runBuffers = sync.Pool{New: func() interface{} { return new([]byte) }}
+
+// receiveRunBatch is a batch that claimed one run: it consumes the run into a pooled buffer,
+// ends the intent, wakes producers, then delivers it (valid only during the call).
+func (c *Channel) receiveRunBatch(cl recvClaim, deliver func(Meta, []byte)) BatchResult {
+	var result BatchResult
+	bufp := runBuffers.Get().(*[]byte)
+	defer runBuffers.Put(bufp)
+	if cap(*bufp) < int(cl.length) {
+		*bufp = make([]byte, cl.length)
+	}
+	buf := (*bufp)[:cl.length]
+	meta, kind := c.consumeRun(cl, buf)
+	intentClear(c.recvPeer) // after the last free
+	c.notifyProducers()
+	switch kind {
+	case contentMessage:
+		result.Delivered++
+		deliver(meta, buf[:meta.PayloadLen])
+	case contentCorrupt:
+		atomic.AddUint64(&c.corrupt, 1)
+		result.Dropped++
+	case contentRevoked:
+		atomic.AddUint64(&c.revoked, 1)
+		result.Dropped++
+		result.Revoked++
+	}
+	return result
 }

@@ -27,6 +27,15 @@
 // is the file /dev/shm/dmxp_alloc. Open and OpenPath fail at once, with a
 // *SegmentNotFoundError matching ErrNotFound, when there is no segment yet.
 //
+// # Large messages
+//
+// A slot holds MsgInline (960) bytes. A channel created with ChannelOptions.MaxMessageSize
+// above that (Segment.CreateChannelWith and the other ...With calls) carries messages up to
+// its limit, Channel.MaxMessageSize: a longer message travels as a run of consecutive slots,
+// claimed at once and received whole (PROTOCOL.md §12). Sends past the limit fail with a
+// *TooLargeError; a receive buffer shorter than the message gets a *BufferTooSmallError and
+// consumes nothing. Batch calls carry single-slot messages only.
+//
 // # Trust
 //
 // Trust (PROTOCOL.md §3.4): before mapping a segment it did not just create exclusively,

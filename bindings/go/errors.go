@@ -47,7 +47,7 @@ var (
 	// ErrCorruptMessage matches a *CorruptMessageError.
 	ErrCorruptMessage = errors.New("dmxp: corrupt message")
 	// ErrInvalidArgument matches *InvalidCapacityError, *InvalidChannelIDError,
-	// *InvalidPeerRecordsError and bad sizes.
+	// *InvalidPeerRecordsError, *InvalidMaxMessageSizeError and bad sizes.
 	ErrInvalidArgument = errors.New("dmxp: invalid argument")
 	// ErrOutOfSpace matches a *OutOfSpaceError.
 	ErrOutOfSpace = errors.New("dmxp: segment out of space")
@@ -92,6 +92,12 @@ const (
 	// PeerRecordsOutOfRange: the header's peer_records is neither 0 nor within
 	// PeerRecords..MaxPeerRecords (PROTOCOL.md §4.1 check #8).
 	PeerRecordsOutOfRange
+	// UnknownChannelFlags: the entry's flags has a bit other than ChannelFlagRuns
+	// (PROTOCOL.md §12.1 check #10).
+	UnknownChannelFlags
+	// MaxMessageSizeOutOfRange: the entry's max_message_size is not 0 without
+	// ChannelFlagRuns, or not in 961..capacity × 960 with it (PROTOCOL.md §12.1 check #11).
+	MaxMessageSizeOutOfRange
 )
 
 var kindNames = map[CorruptionKind]string{
@@ -114,6 +120,9 @@ var kindNames = map[CorruptionKind]string{
 	PeerTableOutOfRange:   "PeerTableOutOfRange",
 	PeerTableOverlapsBand: "PeerTableOverlapsBand",
 	PeerRecordsOutOfRange: "PeerRecordsOutOfRange",
+
+	UnknownChannelFlags:      "UnknownChannelFlags",
+	MaxMessageSizeOutOfRange: "MaxMessageSizeOutOfRange",
 }
 
 // String is the kind's name as the Rust core spells it (ChannelIDMismatch is
@@ -150,6 +159,10 @@ func (k CorruptionKind) field() string {
 		return "peer_table_offset"
 	case PeerRecordsOutOfRange:
 		return "peer_records"
+	case UnknownChannelFlags:
+		return "flags"
+	case MaxMessageSizeOutOfRange:
+		return "max_message_size"
 	default:
 		return "band_offset"
 	}
@@ -160,21 +173,23 @@ func (k CorruptionKind) field() string {
 type CorruptionError struct {
 	Kind CorruptionKind
 	// Field is the field at fault: magic, version, max_channels, channel_count, segment_size,
-	// band_cursor, peer_records, channel_id, state, capacity, band_offset or
-	// peer_table_offset.
+	// band_cursor, peer_records, channel_id, state, capacity, band_offset,
+	// peer_table_offset, flags or max_message_size.
 	Field string
 	// Channel is the entry's id, or -1 for a header field.
 	Channel int
 	// Value is the value found: the magic, version, max_channels, channel_count, recorded
-	// segment_size, band_cursor, peer_records, channel_id, state, capacity, band_offset or
-	// peer_table_offset.
+	// segment_size, band_cursor, peer_records, channel_id, state, capacity, band_offset,
+	// peer_table_offset, flags or max_message_size.
 	Value uint64
 	// Limit is what Value was checked against where there is one: the mapped size
-	// (SegmentSizeMismatch) or the segment length (BandCursorOutOfRange, BandOutsideSegment,
-	// PeerTableOutOfRange).
+	// (SegmentSizeMismatch), the segment length (BandCursorOutOfRange, BandOutsideSegment,
+	// PeerTableOutOfRange), or the largest max_message_size allowed, capacity × 960, for
+	// MaxMessageSizeOutOfRange (0 when the channel has no ChannelFlagRuns: it must be 0).
 	Limit uint64
-	// BandLen is the band's length for BandOutsideSegment, and the peer table's length
-	// (records × PeerRecordSize) for PeerTableOutOfRange.
+	// BandLen is the band's length for BandOutsideSegment, the peer table's length
+	// (records × PeerRecordSize) for PeerTableOutOfRange, and the channel's capacity for
+	// MaxMessageSizeOutOfRange.
 	BandLen uint64
 	// Other is the other channel of BandsOverlap (-1 otherwise).
 	Other int
@@ -236,6 +251,15 @@ func (e *CorruptionError) Error() string {
 			e.Value, e.BandLen, SlotAlign, e.Limit)
 	case PeerTableOverlapsBand:
 		what = fmt.Sprintf("peer table at %d overlaps the channel's band", e.Value)
+	case UnknownChannelFlags:
+		what = fmt.Sprintf("flags 0x%x has bits other than RUNS (0x%x)", e.Value, ChannelFlagRuns)
+	case MaxMessageSizeOutOfRange:
+		if e.Limit == 0 {
+			what = fmt.Sprintf("max_message_size %d without the RUNS flag (must be 0)", e.Value)
+		} else {
+			what = fmt.Sprintf("max_message_size %d outside %d..%d (capacity %d × %d)",
+				e.Value, MsgInline+1, e.Limit, e.BandLen, MsgInline)
+		}
 	default:
 		what = fmt.Sprintf("%s: %d", e.Field, e.Value)
 	}
@@ -335,7 +359,9 @@ func (e *ExistsError) Error() string {
 // Is matches ErrExists.
 func (e *ExistsError) Is(target error) bool { return target == ErrExists }
 
-// TooLargeError: a payload longer than a slot holds.
+// TooLargeError: a payload longer than the call takes: the channel's MaxMessageSize for a
+// single send (MsgInline, 960, on a channel without runs), MsgInline for an item of a batch.
+// Nothing was sent.
 type TooLargeError struct{ Len, Limit int }
 
 // Error implements the error interface.
@@ -380,15 +406,22 @@ func (e *LostError) Error() string {
 // Is matches ErrLost.
 func (e *LostError) Is(target error) bool { return target == ErrLost }
 
-// CorruptMessageError: the message at MessageID had an impossible payload_len; it was
-// consumed and dropped.
+// CorruptMessageError: the message at MessageID had an impossible payload_len, or was a run
+// (PROTOCOL.md §12.4) cut short or inconsistent; it was consumed and dropped, and counted
+// once.
 type CorruptMessageError struct {
 	MessageID  uint64
 	PayloadLen uint32
+	// Run is true for a run: a bad run_slots or payload_len, a continuation missing or with
+	// the wrong message_id, run_index, flags or payload_len.
+	Run bool
 }
 
 // Error implements the error interface.
 func (e *CorruptMessageError) Error() string {
+	if e.Run {
+		return fmt.Sprintf("dmxp: message %d dropped: a run of %d bytes cut short or inconsistent", e.MessageID, e.PayloadLen)
+	}
 	return fmt.Sprintf("dmxp: message %d dropped: payload_len %d exceeds %d", e.MessageID, e.PayloadLen, MsgInline)
 }
 
@@ -405,6 +438,22 @@ func (e *InvalidCapacityError) Error() string {
 
 // Is matches ErrInvalidArgument.
 func (e *InvalidCapacityError) Is(target error) bool { return target == ErrInvalidArgument }
+
+// InvalidMaxMessageSizeError: a requested ChannelOptions.MaxMessageSize above the most the
+// ring can hold, Capacity × MsgInline (PROTOCOL.md §12.1). Nothing was created.
+type InvalidMaxMessageSizeError struct {
+	MaxMessageSize uint32
+	Capacity       uint64
+}
+
+// Error implements the error interface.
+func (e *InvalidMaxMessageSizeError) Error() string {
+	return fmt.Sprintf("dmxp: max message size %d exceeds what %d slots hold (%d bytes)",
+		e.MaxMessageSize, e.Capacity, e.Capacity*MsgInline)
+}
+
+// Is matches ErrInvalidArgument.
+func (e *InvalidMaxMessageSizeError) Is(target error) bool { return target == ErrInvalidArgument }
 
 // InvalidPeerRecordsError: a requested peer table size (Options.PeerRecords) that is neither 0
 // nor within PeerRecords..MaxPeerRecords.

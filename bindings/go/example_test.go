@@ -364,3 +364,37 @@ func ExampleUntrustedError() {
 	// true untrusted: mode 0644, at most 0600 allowed
 	// ok
 }
+
+// A channel created with a message limit above one slot (960 bytes) carries longer messages:
+// each travels as a run of consecutive slots and is received whole.
+func ExampleSegment_CreateChannelWith() {
+	name := fmt.Sprintf("/dmxp_example_large_%d", os.Getpid())
+	seg, err := dmxp.Create(name, &dmxp.Options{Size: 1 << 20})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer dmxp.Unlink(name)
+	defer seg.Close()
+	// 64 slots hold at most 64 × 960 bytes; a 16 KiB message takes 18 of them.
+	ch, err := seg.CreateChannelWith(0, 64, dmxp.ChannelOptions{MaxMessageSize: 16 << 10})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	big := make([]byte, 10000)
+	big[9999] = 42
+	if _, err := ch.Send(big); err != nil {
+		fmt.Println(err)
+		return
+	}
+	_, err = ch.TrySend(make([]byte, 20000))
+	fmt.Println(errors.Is(err, dmxp.ErrTooLarge), err)
+
+	buf := make([]byte, ch.MaxMessageSize()) // a buffer of the limit takes any message
+	meta, err := ch.TryReceive(buf)
+	fmt.Println(meta.PayloadLen, buf[meta.PayloadLen-1], meta.Flags&dmxp.FlagRun != 0, err)
+	// Output:
+	// true dmxp: message of 20000 bytes exceeds the 16384-byte limit
+	// 10000 42 true <nil>
+}

@@ -92,7 +92,7 @@ func TestGoldenDecodesEveryField(t *testing.T) {
 		}
 	}
 	if got := seg.Channels(); len(got) != 2 ||
-		got[0] != (Geometry{0, 4, 98432}) || got[1] != (Geometry{1, 2, 102784}) {
+		got[0] != (Geometry{ID: 0, Capacity: 4, BandOffset: 98432}) || got[1] != (Geometry{ID: 1, Capacity: 2, BandOffset: 102784}) {
 		t.Errorf("channels %+v", got)
 	}
 	if err := seg.ValidateAll(); err != nil {

@@ -95,9 +95,15 @@ const (
 	peerPidNS          = 32
 	// peerWaiting names the wait count of channel_id the owner is counted in (§11.9):
 	// waitingNone, waitingNotEmpty or waitingNotFull.
-	peerWaiting         = 40
-	peerRecordZeroStart = 44
+	peerWaiting = 40
+	// peerIntentFlags qualifies the intent (PROTOCOL.md §12.5): intentFlagRun, or 0.
+	peerIntentFlags     = 44
+	peerRecordZeroStart = 48
 )
+
+// intentFlagRun is the peer record's intent_flags bit RUN: the intent is one run of exactly
+// intent_count positions (PROTOCOL.md §12.5).
+const intentFlagRun uint32 = 0x1
 
 // Values of the peer record's waiting word (PROTOCOL.md §11.9).
 const (
@@ -130,8 +136,11 @@ const (
 	entNotEmptyWaiters = 36
 	entNotFullSeq      = 40
 	entNotFullWaiters  = 44
-	entTail            = 128
-	entHead            = 256
+	// entMaxMessageSize is the largest message of a channel with ChannelFlagRuns (u32;
+	// PROTOCOL.md §12.1); 0 without it.
+	entMaxMessageSize = 80
+	entTail           = 128
+	entHead           = 256
 )
 
 // Slot field offsets (the meta starts at 8).
@@ -147,8 +156,13 @@ const (
 	slotRuntimeFlags = 36
 	slotPayloadLen   = 40
 	slotMetaPad      = 44
-	slotPayload      = 64
-	payloadWords     = MsgInline / 8
+	// slotRunSlots and slotRunIndex (u32 each, PROTOCOL.md §12.2) say which run a slot belongs
+	// to: its number of positions and this slot's place in it; both 0 in a single-slot
+	// message. They share the 64-bit word at 48 (run_slots in its low half).
+	slotRunSlots = 48
+	slotRunIndex = 52
+	slotPayload  = 64
+	payloadWords = MsgInline / 8
 )
 
 // Channel states (entry offset 24).
@@ -158,12 +172,26 @@ const (
 	StateReady    uint32 = 2
 )
 
+// Channel entry flags (entry offset 4, PROTOCOL.md §2.3, §12.1).
+const (
+	// ChannelFlagRuns: the channel may carry messages longer than one slot (runs), up to its
+	// max_message_size.
+	ChannelFlagRuns uint32 = 0x1
+	// knownChannelFlags is every entry flag this package knows.
+	knownChannelFlags = ChannelFlagRuns
+)
+
 // Message flags (meta offset 30).
 const (
 	// FlagSkip marks a position without a message (an abandoned claim).
 	FlagSkip uint16 = 0x0001
 	// FlagLost marks a tombstone for a lost message.
 	FlagLost uint16 = 0x0002
+	// FlagRun marks the first slot of a message longer than one slot: a run (PROTOCOL.md
+	// §12.2). A received run's Meta.Flags has it set.
+	FlagRun uint16 = 0x0004
+	// FlagRunCont marks the other slots of a run.
+	FlagRunCont uint16 = 0x0008
 	// ProtocolFlagsMask is the bits the protocol reserves; ordinary sends never set them.
 	ProtocolFlagsMask uint16 = 0x00FF
 	// ApplicationFlagsMask is the bits applications may use.
@@ -195,6 +223,15 @@ func EntryOffset(id uint32) uint64 { return ChannelTableOffset + uint64(id)*Chan
 
 // BandLen is the size in bytes of a band of capacity slots.
 func BandLen(capacity uint64) uint64 { return capacity * SlotSize }
+
+// runSlots is the number of positions a message of n bytes takes: 1 up to MsgInline bytes,
+// else ceil(n / MsgInline), a run (PROTOCOL.md §12.2).
+func runSlots(n int) uint64 {
+	if n <= MsgInline {
+		return 1
+	}
+	return uint64((n + MsgInline - 1) / MsgInline)
+}
 
 func isPowerOfTwo(v uint64) bool { return v != 0 && v&(v-1) == 0 }
 

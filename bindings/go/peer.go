@@ -23,8 +23,12 @@ const StuckGrace = 10 * time.Millisecond
 type RecoverReport struct {
 	// RecordsFreed is the number of dead peers' records taken over and freed.
 	RecordsFreed int
-	// Lost is the number of LOST tombstones published for positions of dead producers.
+	// Lost is the number of LOST tombstones published for positions of dead producers (one
+	// per message: a run's first position, PROTOCOL.md §12.5).
 	Lost uint64
+	// Skipped is the number of SKIP markers published for the unpublished continuations of
+	// runs of dead producers (§12.5): parts of a message counted once in Lost.
+	Skipped uint64
 	// Freed is the number of slots freed for positions claimed by dead consumers.
 	Freed uint64
 	// RecordsDeferred is the number of dead peers' records given back unrepaired (or partly
@@ -262,6 +266,7 @@ func (c *Channel) Register(role Role) error {
 		store32(r, peerRuntimeRole, uint32(RuntimeGo)|uint32(role)<<16)
 		store32(r, peerChannelID, c.geom.ID)
 		store32(r, peerIntentCount, 0)
+		store32(r, peerIntentFlags, 0)
 		store64(r, peerIntentPosition, 0)
 		store32(r, peerWaiting, waitingNone)
 		store64(r, peerPidNS, me.pidNS)
@@ -305,6 +310,7 @@ func (c *Channel) sweep(table unsafe.Pointer, me identity) int {
 			continue
 		}
 		c.seg.giveBackWait(d)
+		store32(d, peerIntentFlags, 0)
 		store64(d, peerPidNS, 0)
 		store64(d, peerStartTime, 0)
 		store32(d, peerPid, 0) // free again
@@ -375,6 +381,7 @@ func (c *Channel) Close() error {
 			continue
 		}
 		store32(r, peerIntentCount, 0)
+		store32(r, peerIntentFlags, 0)
 		store32(r, peerWaiting, waitingNone)
 		// A free record keeps no start time, so the next owner's record never shows its pid
 		// with a stale start time (which would look like a reused pid).
@@ -385,16 +392,19 @@ func (c *Channel) Close() error {
 	return nil
 }
 
-// intentSet names positions [position, position+n) before a claiming CAS (§11.4).
-func intentSet(r unsafe.Pointer, position, n uint64) {
+// intentSet names positions [position, position+n) before a claiming CAS (§11.4), with
+// intent_flags (intentFlagRun for a run, else 0, §12.5) stored before the count.
+func intentSet(r unsafe.Pointer, position, n uint64, flags uint32) {
 	store64(r, peerIntentPosition, position)
+	store32(r, peerIntentFlags, flags)
 	store32(r, peerIntentCount, uint32(n))
 }
 
-// intentClear ends the intent after the last publish or free.
+// intentClear ends the intent after the last publish or free, and its flags with it.
 func intentClear(r unsafe.Pointer) {
 	if r != nil {
 		store32(r, peerIntentCount, 0)
+		store32(r, peerIntentFlags, 0)
 	}
 }
 
@@ -449,10 +459,11 @@ func (c *Channel) Recover() (RecoverReport, error) {
 			if load32(d, peerChannelID) != c.geom.ID {
 				deferred = true // its channel changed meanwhile: not ours to repair
 			} else {
-				lost, freed, covered := c.repairIntent(table, judge, i, d, deadPid, n)
+				lost, skipped, freed, covered := c.repairIntent(table, judge, i, d, deadPid, n)
 				report.Lost += lost
+				report.Skipped += skipped
 				report.Freed += freed
-				wakeConsumers = wakeConsumers || lost != 0
+				wakeConsumers = wakeConsumers || lost != 0 || skipped != 0
 				wakeProducers = wakeProducers || freed != 0
 				deferred = covered
 			}
@@ -467,6 +478,7 @@ func (c *Channel) Recover() (RecoverReport, error) {
 		}
 		c.seg.giveBackWait(d) // the wait count it died in, if any (§11.9)
 		store32(d, peerIntentCount, 0)
+		store32(d, peerIntentFlags, 0)
 		store64(d, peerStartTime, 0)
 		store64(d, peerPidNS, 0)
 		store32(d, peerPid, 0) // free again
@@ -484,7 +496,11 @@ func (c *Channel) Recover() (RecoverReport, error) {
 // repairIntent repairs the stuck positions of the intent of dead record d (index i, taken
 // over by this process), n positions long. covered reports a stuck position left alone
 // because another intent covers it.
-func (c *Channel) repairIntent(table unsafe.Pointer, judge *verdicts, i int, d unsafe.Pointer, deadPid, n uint32) (lost, freed uint64, covered bool) {
+//
+// A producer's intent with intentFlagRun is one run (PROTOCOL.md §12.5): its first position
+// p0 is the message and the others parts of it, so the stuck ones among p0+1.. get SKIP
+// markers first, in order, then p0 the LOST tombstone: one loss per run.
+func (c *Channel) repairIntent(table unsafe.Pointer, judge *verdicts, i int, d unsafe.Pointer, deadPid, n uint32) (lost, skipped, freed uint64, covered bool) {
 	capacity := c.geom.Capacity
 	count := uint64(n)
 	if count > capacity {
@@ -500,13 +516,18 @@ func (c *Channel) repairIntent(table unsafe.Pointer, judge *verdicts, i int, d u
 	case RoleConsumer:
 		cursorOff = entHead
 	default:
-		return 0, 0, false // no cursor to repair against: the record is just freed
+		return 0, 0, 0, false // no cursor to repair against: the record is just freed
 	}
 	producer := Role(role) == RoleProducer
+	run := producer && load32(d, peerIntentFlags)&intentFlagRun != 0
 	// The cursor first: every claim it shows happened before, so the claimant's intent
 	// (written before its CAS) is visible to the scan of intents below.
 	cursor := load64(c.entry, cursorOff)
-	for k := uint64(0); k < count; k++ {
+	for j := uint64(0); j < count; j++ {
+		k := j
+		if run {
+			k = (j + 1) % count // p0+1 .. p0+count-1, then p0
+		}
 		p := p0 + k
 		if behind := cursor - p; behind == 0 || behind > capacity {
 			continue // not claimed (yet), or not in the last lap
@@ -528,23 +549,42 @@ func (c *Channel) repairIntent(table unsafe.Pointer, judge *verdicts, i int, d u
 		}
 		// The repair's own store is a CAS from the stuck state too: an owner that was alive
 		// after all and finishes now wins, and a sequence is never moved back.
-		if producer {
-			store64(slot, slotMessageID, p)
-			store64(slot, slotTimestamp, 0)
-			store32(slot, slotChannelID, c.geom.ID)
-			store32(slot, slotMessageType, 0)
-			store32(slot, slotSenderPid, deadPid)
-			store32(slot, slotRuntimeFlags, uint32(runtime)|uint32(FlagLost)<<16)
-			store32(slot, slotPayloadLen, 0)
-			store32(slot, slotMetaPad, 0)
-			if cas64(slot, slotSequence, p, p+1) { // the tombstone
+		switch {
+		case producer && run && k != 0:
+			if c.publishMarker(p, FlagSkip, 0, 0) { // a part of the run's message
+				skipped++
+			}
+		case producer:
+			if c.publishMarker(p, FlagLost, deadPid, runtime) { // the tombstone
 				lost++
 			}
-		} else if cas64(slot, slotSequence, p+1, p+capacity) {
+		case cas64(slot, slotSequence, p+1, p+capacity):
 			freed++
 		}
 	}
-	return lost, freed, covered
+	return lost, skipped, freed, covered
+}
+
+// publishMarker writes a SKIP marker or a LOST tombstone (flag) at the unpublished position
+// p and publishes it by CAS from p (PROTOCOL.md §6.4, §11.6): message_id p, this channel,
+// payload_len 0, no run fields; a tombstone names the producer (pid, runtime), a marker
+// nobody. False when p was no longer unpublished (its owner published it, or another repair
+// settled it).
+func (c *Channel) publishMarker(p uint64, flag uint16, pid uint32, runtime uint16) bool {
+	slot := c.slot(p)
+	if load64(slot, slotSequence) != p {
+		return false
+	}
+	store64(slot, slotMessageID, p)
+	store64(slot, slotTimestamp, 0)
+	store32(slot, slotChannelID, c.geom.ID)
+	store32(slot, slotMessageType, 0)
+	store32(slot, slotSenderPid, pid)
+	store32(slot, slotRuntimeFlags, uint32(runtime)|uint32(flag)<<16)
+	store32(slot, slotPayloadLen, 0)
+	store32(slot, slotMetaPad, 0)
+	store64(slot, slotRunSlots, 0) // run_slots and run_index
+	return cas64(slot, slotSequence, p, p+1)
 }
 
 // coveredElsewhere is true when a record other than index i, of this channel and role, has
@@ -609,7 +649,8 @@ type stuckWatch struct {
 // repairIfStuck looks for a stuck position and, when the tracker says a pass is due, runs it
 // (see stuckTracker.act); true when something was repaired (worth another attempt). A
 // goroutine that finds another one looking meanwhile does not look.
-func (c *Channel) repairIfStuck(forSend bool) bool {
+// A sender passes the number of free slots its message needs (need, 1 for one slot).
+func (c *Channel) repairIfStuck(forSend bool, need uint64) bool {
 	w := &c.recvWatch
 	if forSend {
 		w = &c.sendWatch
@@ -618,6 +659,7 @@ func (c *Channel) repairIfStuck(forSend bool) bool {
 		return false
 	}
 	defer w.mu.Unlock()
+	w.st.need = need
 	return w.st.act(c, forSend)
 }
 
@@ -629,6 +671,9 @@ const maxRecheck = 160 * time.Millisecond
 // it is next due for a repair pass. A position is claimed once, so stuck at p seen twice means
 // stuck at p all along in between.
 type stuckTracker struct {
+	// need is the number of free slots the caller's send waits for (a run's positions; 0 or
+	// 1 for one slot, and for receivers).
+	need     uint64
 	tracking bool
 	position uint64
 	since    time.Time     // when the channel was first seen stuck at position
@@ -638,8 +683,9 @@ type stuckTracker struct {
 
 // stuckAt: for a receiver, nothing published at head while tail is past it (the position is
 // head); for a sender, the slot at tail holds a message a consumer claimed (head is past it)
-// and never freed (the position is tail - capacity).
-func (c *Channel) stuckAt(forSend bool) (uint64, bool) {
+// and never freed (the position is tail - capacity). A sender that needs need > 1 free
+// slots (a run) looks at the first of tail .. tail+need-1 that is not free instead of tail.
+func (c *Channel) stuckAt(forSend bool, need uint64) (uint64, bool) {
 	if !forSend {
 		head := load64(c.entry, entHead)
 		seq := load64(c.slot(head), slotSequence)
@@ -647,16 +693,23 @@ func (c *Channel) stuckAt(forSend bool) (uint64, bool) {
 		return head, seq == head && int64(tail-head) > 0
 	}
 	tail := load64(c.entry, entTail)
-	prev := tail - c.geom.Capacity
-	seq := load64(c.slot(tail), slotSequence)
+	if need > c.geom.Capacity {
+		need = c.geom.Capacity
+	}
+	at := tail
+	for i := uint64(1); i < need && load64(c.slot(at), slotSequence) == at; i++ {
+		at++
+	}
+	prev := at - c.geom.Capacity
+	seq := load64(c.slot(at), slotSequence)
 	head := load64(c.entry, entHead)
 	return prev, seq == prev+1 && int64(head-prev) > 0
 }
 
 // looksStuck is stuckAt, counted in stuckLooks.
-func (c *Channel) looksStuck(forSend bool) (uint64, bool) {
+func (c *Channel) looksStuck(forSend bool, need uint64) (uint64, bool) {
 	atomic.AddUint64(&c.stuckLooks, 1)
-	return c.stuckAt(forSend)
+	return c.stuckAt(forSend, need)
 }
 
 // schedule sets when the next pass is due: pause after now, or sooner when the unblock
@@ -676,7 +729,7 @@ func (st *stuckTracker) schedule(now time.Time, unblock time.Duration) {
 // unblocks it if Recover did not (a holder alive but stopped, §11.8). A pass that leaves the
 // position stuck doubles the pause before the next one, up to maxRecheck.
 func (st *stuckTracker) act(c *Channel, forSend bool) bool {
-	position, stuck := c.looksStuck(forSend)
+	position, stuck := c.looksStuck(forSend, st.need)
 	if !stuck {
 		st.tracking = false
 		return false
@@ -693,9 +746,9 @@ func (st *stuckTracker) act(c *Channel, forSend bool) bool {
 	}
 	atomic.AddUint64(&c.repairPasses, 1)
 	report, err := c.Recover()
-	repaired := err == nil && (report.Lost != 0 || report.Freed != 0)
+	repaired := err == nil && (report.Lost != 0 || report.Skipped != 0 || report.Freed != 0)
 	if !repaired && unblock > 0 && now.Sub(st.since) >= unblock {
-		repaired = c.unblock(position, forSend)
+		repaired = c.unblock(position, forSend, st.need)
 	}
 	if !repaired {
 		st.pause *= 2
@@ -727,33 +780,101 @@ func (st *stuckTracker) step(c *Channel, forSend bool, slice time.Duration) time
 // p -> p+1 as Recover does. For a sender, p is a consumer's claim: its slot is freed by CAS
 // p+1 -> p+capacity. The holder's peer record is neither taken over nor freed (it lives): it
 // learns of the repair by revocation (ErrRevoked) when it finishes. The other side is woken.
-// True when the position was repaired.
-func (c *Channel) unblock(p uint64, forSend bool) bool {
-	if at, stuck := c.stuckAt(forSend); !stuck || at != p {
+// When a peer record shows that p belongs to a run its holder claimed (a run intent,
+// PROTOCOL.md §12.5), the whole run is repaired at once (unblockRun). need is the number of
+// free slots the sender waits for (stuckAt). True when the position was repaired.
+func (c *Channel) unblock(p uint64, forSend bool, need uint64) bool {
+	if at, stuck := c.stuckAt(forSend, need); !stuck || at != p {
 		return false // moved since it was judged
 	}
-	slot := c.slot(p)
+	role := RoleProducer
 	if forSend {
-		if !cas64(slot, slotSequence, p+1, p+c.geom.Capacity) {
+		role = RoleConsumer
+	}
+	if p0, n, ok := c.runIntentCovering(p, role); ok {
+		return c.unblockRun(p0, n, forSend)
+	}
+	if forSend {
+		if !cas64(c.slot(p), slotSequence, p+1, p+c.geom.Capacity) {
 			return false
 		}
 		c.notifyProducers()
 		return true
 	}
-	if load64(slot, slotSequence) != p {
-		return false
-	}
-	store64(slot, slotMessageID, p)
-	store64(slot, slotTimestamp, 0)
-	store32(slot, slotChannelID, c.geom.ID)
-	store32(slot, slotMessageType, 0)
-	store32(slot, slotSenderPid, 0) // the holder is not known
-	store32(slot, slotRuntimeFlags, uint32(FlagLost)<<16)
-	store32(slot, slotPayloadLen, 0)
-	store32(slot, slotMetaPad, 0)
-	if !cas64(slot, slotSequence, p, p+1) {
+	// The holder is not known: the tombstone names nobody.
+	if !c.publishMarker(p, FlagLost, 0, 0) {
 		return false // its producer published meanwhile: its message stands
 	}
 	c.notifyConsumers()
 	return true
+}
+
+// runIntentCovering finds a peer record of this channel and role whose intent is a run
+// (intentFlagRun) covering position p: the run p belongs to, positions p0 .. p0+n-1 (n at
+// most the capacity). ok is false when there is none (or no peer table).
+func (c *Channel) runIntentCovering(p uint64, role Role) (p0, n uint64, ok bool) {
+	table, err := c.peerTable(false)
+	if err != nil || table == nil {
+		return 0, 0, false
+	}
+	for j, records := 0, c.records(); j < records; j++ {
+		e := c.record(table, j)
+		if load32(e, peerPid) == 0 {
+			continue
+		}
+		count := uint64(load32(e, peerIntentCount))
+		if count == 0 || load32(e, peerIntentFlags)&intentFlagRun == 0 ||
+			load32(e, peerChannelID) != c.geom.ID || Role(load32(e, peerRuntimeRole)>>16) != role {
+			continue
+		}
+		position := load64(e, peerIntentPosition)
+		if count > c.geom.Capacity {
+			count = c.geom.Capacity
+		}
+		if p-position < count { // wrapping: position <= p < position+count
+			return position, count, true
+		}
+	}
+	return 0, 0, false
+}
+
+// unblockRun repairs the run p0 .. p0+n-1 a live but stopped peer holds (PROTOCOL.md §11.8
+// with §12.5), all of it at once rather than one unblock timeout per slot. A producer's run
+// (a receiver unblocking): its unpublished continuations get SKIP markers, in order, then its
+// first position the LOST tombstone, one loss. A consumer's run (a sender unblocking): every
+// position still claimed is freed. Only positions claimed in the last lap and still in the
+// stuck state are touched, each by CAS from it. True when something was repaired.
+func (c *Channel) unblockRun(p0, n uint64, forSend bool) bool {
+	capacity := c.geom.Capacity
+	cursor := load64(c.entry, entTail)
+	if forSend {
+		cursor = load64(c.entry, entHead)
+	}
+	repaired := false
+	for j := uint64(0); j < n; j++ {
+		k := j
+		if !forSend {
+			k = (j + 1) % n // p0+1 .. p0+n-1, then p0
+		}
+		q := p0 + k
+		if behind := cursor - q; behind == 0 || behind > capacity {
+			continue // not claimed, or not in the last lap
+		}
+		switch {
+		case forSend:
+			repaired = cas64(c.slot(q), slotSequence, q+1, q+capacity) || repaired
+		case k != 0:
+			repaired = c.publishMarker(q, FlagSkip, 0, 0) || repaired
+		default:
+			repaired = c.publishMarker(q, FlagLost, 0, 0) || repaired
+		}
+	}
+	if repaired {
+		if forSend {
+			c.notifyProducers()
+		} else {
+			c.notifyConsumers()
+		}
+	}
+	return repaired
 }

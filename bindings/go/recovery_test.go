@@ -66,6 +66,22 @@ func TestHelperPeer(t *testing.T) {
 		}
 		fmt.Printf("POS %d\n", position)
 		time.Sleep(time.Hour) // killed by the test
+	case "runproducer":
+		// Registers as a producer, claims a run of 4 positions (PROTOCOL.md §12.3), publishes
+		// its first continuation only, and waits to be killed.
+		if err := ch.Register(RoleProducer); err != nil {
+			fail(err)
+		}
+		position, err := ch.claimRun(4)
+		if err != nil {
+			fail(err)
+		}
+		part := make([]byte, MsgInline)
+		if !ch.publishSlot(position+1, position, part, &SendOptions{}, 1, 3*MsgInline+1, FlagRunCont, 4, 1) {
+			fail(errors.New("continuation revoked"))
+		}
+		fmt.Printf("POS %d\n", position)
+		time.Sleep(time.Hour) // killed by the test
 	case "waitrecv", "waitsend":
 		// Registers and blocks in a receive on an empty ring (a send on a full one) until
 		// killed.
@@ -596,7 +612,7 @@ func TestPeerLayout(t *testing.T) {
 		PeerRecordSize != 64 || PeerTableSize != 16384 || PeerTableLen(1024) != 65536 ||
 		peerPid != 0 || peerRuntimeRole != 4 || peerStartTime != 8 || peerChannelID != 16 ||
 		peerIntentCount != 20 || peerIntentPosition != 24 || peerPidNS != 32 || peerWaiting != 40 ||
-		peerRecordZeroStart != 44 || waitingNone != 0 || waitingNotEmpty != 1 || waitingNotFull != 2 ||
+		peerIntentFlags != 44 || peerRecordZeroStart != 48 || waitingNone != 0 || waitingNotEmpty != 1 || waitingNotFull != 2 ||
 		RoleProducer != 1 || RoleConsumer != 2 {
 		t.Fatal("peer table layout differs from PROTOCOL.md §11")
 	}

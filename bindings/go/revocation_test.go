@@ -118,7 +118,7 @@ func TestRevokedReceive(t *testing.T) {
 	}
 	nextLap(cons, h, "next lap's")
 	buf := make([]byte, MsgInline)
-	meta, skipped, err := cons.finishReceive(h, buf)
+	meta, skipped, err := cons.finishReceive(recvClaim{first: h, count: 1}, buf)
 	expectRevoked(t, err, h, 1)
 	if skipped || meta != (Meta{}) {
 		t.Fatalf("delivered %+v (skipped %v)", meta, skipped)

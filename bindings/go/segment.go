@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -495,6 +496,7 @@ func (s *Segment) Entry(id uint32) (EntryInfo, error) {
 		NotFullWaiters:  load32(e, entNotFullWaiters),
 		Tail:            load64(e, entTail),
 		Head:            load64(e, entHead),
+		MaxMessageSize:  load32(e, entMaxMessageSize),
 	}, nil
 }
 
@@ -527,7 +529,9 @@ func (s *Segment) checkNoOverlap(g Geometry) error {
 	return s.checkPeerTable(load64(s.base, offPeerTableOffset), []Geometry{g})
 }
 
-// Channels lists every created channel whose entry validates, in id order.
+// Channels lists every created channel whose entry and band validate (PROTOCOL.md §4.2
+// checks #1..#8), in id order. Its flags and max_message_size (checks #10, #11) are not
+// checked here: OpenChannel and ValidateAll check them.
 func (s *Segment) Channels() []Geometry {
 	var list []Geometry
 	for id := uint32(0); id < MaxChannels; id++ {
@@ -553,7 +557,16 @@ func (s *Segment) ValidateAll() error {
 	if err := checkOverlaps(bands); err != nil {
 		return err
 	}
-	return s.checkPeerTable(load64(s.base, offPeerTableOffset), bands)
+	if err := s.checkPeerTable(load64(s.base, offPeerTableOffset), bands); err != nil {
+		return err
+	}
+	sort.Slice(bands, func(i, j int) bool { return bands[i].ID < bands[j].ID })
+	for _, g := range bands {
+		if err := validateRuns(g); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkPeerTable validates a peer_table_offset read from the header (PROTOCOL.md §11.1) for a
@@ -571,8 +584,10 @@ func (s *Segment) checkPeerTable(table uint64, bands []Geometry) error {
 }
 
 // OpenChannel opens the created channel id after validating its entry and band
-// (PROTOCOL.md §4.2). It fails with a *NotFoundError or *BeingCreatedError when the channel
-// does not exist yet.
+// (PROTOCOL.md §4.2), then its flags and max_message_size (§12.1: a *CorruptionError of kind
+// UnknownChannelFlags or MaxMessageSizeOutOfRange). The flags and the message limit are
+// cached with the geometry (Channel.MaxMessageSize). It fails with a *NotFoundError or
+// *BeingCreatedError when the channel does not exist yet.
 func (s *Segment) OpenChannel(id uint32) (*Channel, error) {
 	g, ok, err := s.geometry(id)
 	if err != nil {
@@ -585,6 +600,9 @@ func (s *Segment) OpenChannel(id uint32) (*Channel, error) {
 		return nil, &NotFoundError{Channel: id}
 	}
 	if err := s.checkNoOverlap(g); err != nil {
+		return nil, err
+	}
+	if err := validateRuns(g); err != nil {
 		return nil, err
 	}
 	return newChannel(s, g), nil
@@ -602,12 +620,49 @@ func (s *Segment) WaitChannel(id uint32, timeout time.Duration) (*Channel, error
 	}
 }
 
+// ChannelOptions are the settings of a channel a call creates (CreateChannelWith,
+// TryOpenOrCreateChannelWith, OpenOrCreateChannelWith). The zero value makes a channel of
+// single-slot messages (at most MsgInline, 960 bytes), as CreateChannel does.
+type ChannelOptions struct {
+	// MaxMessageSize is the largest message the channel takes, in bytes. Up to MsgInline
+	// (0 included) makes a channel without runs. Above it, the channel is created with
+	// ChannelFlagRuns and this limit (PROTOCOL.md §12.1): messages longer than one slot travel
+	// as runs of ceil(len / 960) consecutive slots. It must not exceed capacity × MsgInline
+	// (else an *InvalidMaxMessageSizeError, before anything is created); since a run needs
+	// that many free slots at once, a limit near it makes a large send wait for an almost
+	// empty ring (the dmxp CLI keeps to capacity / 2 × 960 unless asked for more). An
+	// existing channel is opened with its own settings, whatever this says.
+	MaxMessageSize uint32
+}
+
+// entryFlags are the entry's flags and max_message_size for these options (checked).
+func (o ChannelOptions) entryFlags(capacity uint64) (flags, maxMessageSize uint32, err error) {
+	if o.MaxMessageSize <= MsgInline {
+		return 0, 0, nil
+	}
+	if uint64(o.MaxMessageSize) > capacity*MsgInline {
+		return 0, 0, &InvalidMaxMessageSizeError{MaxMessageSize: o.MaxMessageSize, Capacity: capacity}
+	}
+	return ChannelFlagRuns, o.MaxMessageSize, nil
+}
+
 // TryOpenOrCreateChannel creates channel id with capacity slots, or opens it if it exists
 // (whatever its capacity); created tells which. A *BeingCreatedError means another process
 // holds the creation claim right now: retry shortly (OpenOrCreateChannel does).
 func (s *Segment) TryOpenOrCreateChannel(id uint32, capacity uint64) (ch *Channel, created bool, err error) {
+	return s.TryOpenOrCreateChannelWith(id, capacity, ChannelOptions{})
+}
+
+// TryOpenOrCreateChannelWith is TryOpenOrCreateChannel creating the channel with opts (a
+// message limit above one slot: ChannelOptions.MaxMessageSize). An existing channel is
+// opened as it is.
+func (s *Segment) TryOpenOrCreateChannelWith(id uint32, capacity uint64, opts ChannelOptions) (ch *Channel, created bool, err error) {
 	if !validCapacity(capacity) {
 		return nil, false, &InvalidCapacityError{Capacity: capacity}
+	}
+	flags, maxMessageSize, err := opts.entryFlags(capacity)
+	if err != nil {
+		return nil, false, err
 	}
 	if id >= MaxChannels {
 		return nil, false, &InvalidChannelIDError{ID: id}
@@ -626,7 +681,7 @@ func (s *Segment) TryOpenOrCreateChannel(id uint32, capacity uint64) (ch *Channe
 	}
 	pid := uint32(os.Getpid())
 	store32(e, entCreatorPid, pid) // names a creator that dies holding the claim
-	ch, err = s.initialiseChannel(id, e, capacity, pid)
+	ch, err = s.initialiseChannel(id, e, capacity, pid, flags, maxMessageSize)
 	if err != nil {
 		store32(e, entState, StateEmpty) // give the id back
 		return nil, false, err
@@ -637,9 +692,15 @@ func (s *Segment) TryOpenOrCreateChannel(id uint32, capacity uint64) (ch *Channe
 // OpenOrCreateChannel is TryOpenOrCreateChannel retried while another process is creating
 // the channel, up to timeout.
 func (s *Segment) OpenOrCreateChannel(id uint32, capacity uint64, timeout time.Duration) (*Channel, bool, error) {
+	return s.OpenOrCreateChannelWith(id, capacity, ChannelOptions{}, timeout)
+}
+
+// OpenOrCreateChannelWith is TryOpenOrCreateChannelWith retried while another process is
+// creating the channel, up to timeout.
+func (s *Segment) OpenOrCreateChannelWith(id uint32, capacity uint64, opts ChannelOptions, timeout time.Duration) (*Channel, bool, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		ch, created, err := s.TryOpenOrCreateChannel(id, capacity)
+		ch, created, err := s.TryOpenOrCreateChannelWith(id, capacity, opts)
 		if !errors.Is(err, ErrBeingCreated) || time.Now().After(deadline) {
 			return ch, created, err
 		}
@@ -649,7 +710,13 @@ func (s *Segment) OpenOrCreateChannel(id uint32, capacity uint64, timeout time.D
 
 // CreateChannel creates channel id, failing with an *ExistsError if it already exists.
 func (s *Segment) CreateChannel(id uint32, capacity uint64) (*Channel, error) {
-	ch, created, err := s.TryOpenOrCreateChannel(id, capacity)
+	return s.CreateChannelWith(id, capacity, ChannelOptions{})
+}
+
+// CreateChannelWith is CreateChannel with opts: ChannelOptions.MaxMessageSize above
+// MsgInline makes a channel that carries messages up to that size (PROTOCOL.md §12).
+func (s *Segment) CreateChannelWith(id uint32, capacity uint64, opts ChannelOptions) (*Channel, error) {
+	ch, created, err := s.TryOpenOrCreateChannelWith(id, capacity, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -660,12 +727,12 @@ func (s *Segment) CreateChannel(id uint32, capacity uint64) (*Channel, error) {
 }
 
 // initialiseChannel runs with the entry's CREATING claim held (PROTOCOL.md §5).
-func (s *Segment) initialiseChannel(id uint32, e unsafe.Pointer, capacity uint64, pid uint32) (*Channel, error) {
+func (s *Segment) initialiseChannel(id uint32, e unsafe.Pointer, capacity uint64, pid, flags, maxMessageSize uint32) (*Channel, error) {
 	start, err := s.reserveBand(capacity)
 	if err != nil {
 		return nil, err
 	}
-	g := Geometry{ID: id, Capacity: capacity, BandOffset: start}
+	g := Geometry{ID: id, Capacity: capacity, BandOffset: start, Flags: flags, MaxMessageSize: maxMessageSize}
 	band := unsafe.Add(s.base, start)
 	for k := uint64(0); k < capacity; k++ {
 		slot := unsafe.Add(band, k*SlotSize)
@@ -673,7 +740,8 @@ func (s *Segment) initialiseChannel(id uint32, e unsafe.Pointer, capacity uint64
 		store64(slot, slotSequence, k)
 	}
 	store32(e, entChannelID, id)
-	store32(e, entFlags, 0)
+	store32(e, entFlags, flags)
+	store32(e, entMaxMessageSize, maxMessageSize)
 	store64(e, entBandOffset, start)
 	store32(e, entCreatorPid, pid)
 	store32(e, entNotEmptySeq, 0)

@@ -35,6 +35,9 @@ type EntryInfo struct {
 	NotFullWaiters  uint32
 	Tail            uint64
 	Head            uint64
+	// MaxMessageSize is the entry's max_message_size (offset 80, PROTOCOL.md §12.1): with
+	// ChannelFlagRuns in Flags, the largest message the channel takes; else 0.
+	MaxMessageSize uint32
 }
 
 // Geometry is where a created channel's band lies: validated, then cached by the process and
@@ -43,6 +46,20 @@ type Geometry struct {
 	ID         uint32
 	Capacity   uint64
 	BandOffset uint64
+	// Flags are the entry's channel flags (ChannelFlagRuns or 0) and MaxMessageSize its
+	// max_message_size, read once with the rest (PROTOCOL.md §12.1). OpenChannel checks them
+	// (entry checks #10 and #11); Segment.Channels lists bands and does not.
+	Flags          uint32
+	MaxMessageSize uint32
+}
+
+// MessageLimit is the largest message a channel of this geometry takes: MaxMessageSize
+// with ChannelFlagRuns, else MsgInline (960).
+func (g Geometry) MessageLimit() int {
+	if g.Flags&ChannelFlagRuns != 0 {
+		return int(g.MaxMessageSize)
+	}
+	return MsgInline
 }
 
 // BandEnd is one past the last byte of the band (validation proved it does not overflow).
@@ -166,7 +183,28 @@ func validateEntry(id uint32, e *EntryInfo, segLen uint64) (g Geometry, ok bool,
 		ce.Limit = segLen
 		return g, false, ce
 	}
-	return Geometry{ID: id, Capacity: capacity, BandOffset: band}, true, nil
+	return Geometry{ID: id, Capacity: capacity, BandOffset: band, Flags: e.Flags, MaxMessageSize: e.MaxMessageSize}, true, nil
+}
+
+// validateRuns runs the entry checks #10 and #11 of PROTOCOL.md §12.1 on a geometry that
+// passed #1..#9: no flag but ChannelFlagRuns, and with it 960 < max_message_size <=
+// capacity × 960; without it max_message_size 0.
+func validateRuns(g Geometry) error {
+	if unknown := g.Flags &^ knownChannelFlags; unknown != 0 {
+		return corruptEntry(UnknownChannelFlags, g.ID, uint64(g.Flags))
+	}
+	limit := uint64(0)
+	if g.Flags&ChannelFlagRuns != 0 {
+		limit = g.Capacity * MsgInline
+	}
+	size := uint64(g.MaxMessageSize)
+	if (limit == 0 && size != 0) || (limit != 0 && (size <= MsgInline || size > limit)) {
+		e := corruptEntry(MaxMessageSizeOutOfRange, g.ID, size)
+		e.Limit = limit
+		e.BandLen = g.Capacity
+		return e
+	}
+	return nil
 }
 
 // checkOverlaps reports the first pair of bands sharing a byte (sorts bands by offset).

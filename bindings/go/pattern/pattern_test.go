@@ -70,3 +70,40 @@ func TestDetectsDamage(t *testing.T) {
 		t.Errorf("AppendEncode prefix/clamp: %x", got)
 	}
 }
+
+func TestLargePayloads(t *testing.T) {
+	// Same bytes as Encode up to one slot.
+	for _, n := range []int{24, 80, 960} {
+		if a, b := Encode(4, 9, n), EncodeLarge(4, 9, n); hex.EncodeToString(a) != hex.EncodeToString(b) {
+			t.Errorf("n=%d: EncodeLarge differs from Encode", n)
+		}
+	}
+	for _, n := range []int{961, 1920, 1921, 65536, 262144} {
+		p := EncodeLarge(2, 77, n)
+		if len(p) != n {
+			t.Fatalf("len %d, want %d", len(p), n)
+		}
+		if c, i, err := Decode(p); err != nil || c != 2 || i != 77 {
+			t.Fatalf("n=%d: Decode %d %d %v", n, c, i, err)
+		}
+		for _, flip := range []int{n / 2, 960, n - 9} {
+			bad := append([]byte(nil), p...)
+			bad[flip] ^= 1
+			if _, _, err := Decode(bad); err == nil {
+				t.Errorf("n=%d: flip at %d went unnoticed", n, flip)
+			}
+		}
+	}
+	if got := len(EncodeLarge(0, 0, 3)); got != MinLen {
+		t.Errorf("short clamp: %d", got)
+	}
+	want := []int{24, 960, 961, 65536, 262144, 24}
+	for i, w := range want {
+		if got := LargeLen(uint64(i), 262144); got != w {
+			t.Errorf("LargeLen(%d) = %d, want %d", i, got, w)
+		}
+	}
+	if LargeLen(9, 70000) != 70000 || LargeLen(8, 70000) != 65536 {
+		t.Error("LargeLen with another limit")
+	}
+}

@@ -3,6 +3,7 @@
 //
 //	consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE]
 //	         [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE]
+//	         [--large]
 //
 // It waits (up to --wait seconds, default 30) for the segment and each channel to exist, then
 // receives on channels 0..num_channels until it has messages_per_channel distinct messages on
@@ -13,6 +14,12 @@
 // counted, and in count mode the missing ones. With --record FILE it writes one line
 // "channel index" per message received. Exits 1 if anything is corrupt or duplicated, or
 // (count mode) missing.
+//
+// Messages up to the channel's max message size are received (longer than one slot: runs,
+// PROTOCOL.md §12). With --large, the producer's --large rule is checked too: message index
+// must be pattern.LargeLen(index, LIMIT) bytes long, {24, 960, 961, 65536, LIMIT}[index % 5]
+// with LIMIT the channel's max message size (a wrong length counts as corrupt), and the
+// channel's limit must be at least 65536.
 //
 // The segment must be a regular file owned by this user whose mode grants nothing outside
 // 0600 (PROTOCOL.md §3.4). --trust-owner also accepts segments owned by those uids and
@@ -35,7 +42,10 @@ import (
 	"dmxp.dev/dmxp/pattern"
 )
 
-const usage = "usage: consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE] [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE]"
+// largeMin is the smallest channel limit --large works with (its 65536-byte messages).
+const largeMin = 65536
+
+const usage = "usage: consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE] [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE] [--large]"
 
 type config struct {
 	channels, messages uint64
@@ -43,6 +53,7 @@ type config struct {
 	idle, wait         time.Duration
 	mode               uint32
 	trustOwners        []int
+	large              bool
 }
 
 type tally struct {
@@ -62,7 +73,7 @@ var (
 )
 
 func parse(args []string) (*config, error) {
-	a, err := cli.Parse(args, []string{"segment", "record", "idle-exit-ms", "wait", "trust-owner", "mode"})
+	a, err := cli.ParseSwitches(args, []string{"segment", "record", "idle-exit-ms", "wait", "trust-owner", "mode"}, []string{"large"})
 	if err != nil {
 		return nil, err
 	}
@@ -91,6 +102,7 @@ func parse(args []string) (*config, error) {
 	}
 	c.segment = a.String("segment", def)
 	c.record = a.String("record", "")
+	c.large = a.Bool("large")
 	if c.mode, err = a.Mode("mode"); err != nil {
 		return nil, err
 	}
@@ -125,6 +137,7 @@ type receiver struct {
 	t     tally
 	seen  []bool              // count mode: index < messages
 	other map[uint64]struct{} // idle mode: any index
+	limit int                 // the channel's max message size (--large lengths)
 }
 
 func (r *receiver) check(payload []byte) {
@@ -136,6 +149,10 @@ func (r *receiver) check(payload []byte) {
 	r.t.last = now
 	ch, index, err := pattern.Decode(payload)
 	if err != nil || ch != uint64(r.t.channel) {
+		r.t.corrupt++
+		return
+	}
+	if r.cfg.large && len(payload) != pattern.LargeLen(index, r.limit) {
 		r.t.corrupt++
 		return
 	}
@@ -186,7 +203,12 @@ func receiveAll(seg *dmxp.Segment, cfg *config, id uint32) tally {
 		fmt.Fprintf(os.Stderr, "consumer: channel %d: not registered in the peer table (%v): no crash protection\n", id, err)
 	}
 	defer ch.Close()
-	buf := make([]byte, dmxp.MsgInline)
+	r.limit = ch.MaxMessageSize()
+	if cfg.large && r.limit < largeMin {
+		r.t.err = fmt.Errorf("channel %d: --large needs a channel that takes messages of %d bytes; its max message size is %d", id, largeMin, r.limit)
+		return r.t
+	}
+	buf := make([]byte, r.limit)
 	deliver := func(_ dmxp.Meta, payload []byte) { r.check(payload) }
 	patience := cfg.wait
 	if cfg.idle > 0 {

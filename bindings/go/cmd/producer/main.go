@@ -3,13 +3,21 @@
 //
 //	producer <num_channels> <messages_per_channel> [capacity] [--segment NAME]
 //	         [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
-//	         [--trust-owner UID[,UID...]] [--mode MODE]
+//	         [--trust-owner UID[,UID...]] [--mode MODE] [--large]
+//	         [--max-message-size BYTES]
 //
 // It opens or creates the segment (default /dmxp_alloc, or $DMXP_SEGMENT) and each channel
 // (an existing channel is used as is), then sends indices K..K+messages_per_channel-1 on each
 // channel with the payload pattern.Encode(c, index, pattern.DefaultLen(index)). A full ring
 // makes the sender sleep on the channel's futex until a consumer frees a slot, for at most
 // --full-wait seconds (default 60).
+//
+// --max-message-size BYTES creates the channels with that message limit (PROTOCOL.md §12:
+// above 960 bytes, messages travel as runs of slots; at most capacity × 960). --large sends
+// messages longer than one slot: message index has the length pattern.LargeLen(index, LIMIT),
+// {24, 960, 961, 65536, LIMIT}[index % 5], where LIMIT is the channel's max message size
+// (--max-message-size defaults to 262144 with --large); it must be at least 65536. With
+// --batch, the messages longer than 960 bytes are sent one by one between the batches.
 //
 // An existing segment must be a regular file owned by this user whose mode grants nothing
 // outside 0600 (PROTOCOL.md §3.4). --trust-owner also accepts segments owned by those uids,
@@ -30,7 +38,13 @@ import (
 	"dmxp.dev/dmxp/pattern"
 )
 
-const usage = "usage: producer <num_channels> <messages_per_channel> [capacity] [--segment NAME] [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE]"
+// largeMin is the smallest channel limit --large works with (its 65536-byte messages).
+const largeMin = 65536
+
+const usage = "usage: producer <num_channels> <messages_per_channel> [capacity] [--segment NAME] [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE] [--large] [--max-message-size BYTES]"
+
+// defaultLargeLimit is the channels' message limit with --large and no --max-message-size.
+const defaultLargeLimit = 262144
 
 type config struct {
 	channels, messages, capacity, first, batch uint64
@@ -39,6 +53,8 @@ type config struct {
 	fullWait                                   time.Duration
 	mode                                       uint32
 	trustOwners                                []int
+	large                                      bool
+	maxMessageSize                             uint32
 }
 
 type result struct {
@@ -50,7 +66,7 @@ type result struct {
 }
 
 func parse(args []string) (*config, error) {
-	a, err := cli.Parse(args, []string{"segment", "first-index", "batch", "size", "full-wait", "trust-owner", "mode"})
+	a, err := cli.ParseSwitches(args, []string{"segment", "first-index", "batch", "size", "full-wait", "trust-owner", "mode", "max-message-size"}, []string{"large"})
 	if err != nil {
 		return nil, err
 	}
@@ -92,6 +108,18 @@ func parse(args []string) (*config, error) {
 		def = dmxp.DefaultSegmentName
 	}
 	c.segment = a.String("segment", def)
+	c.large = a.Bool("large")
+	limit := uint64(0)
+	if c.large {
+		limit = defaultLargeLimit
+	}
+	if limit, err = a.Uint("max-message-size", limit); err != nil {
+		return nil, err
+	}
+	if limit > 1<<32-1 {
+		return nil, fmt.Errorf("--max-message-size %d exceeds %d", limit, uint32(1<<32-1))
+	}
+	c.maxMessageSize = uint32(limit)
 	if c.channels > dmxp.MaxChannels {
 		return nil, fmt.Errorf("num_channels %d exceeds %d", c.channels, dmxp.MaxChannels)
 	}
@@ -100,10 +128,21 @@ func parse(args []string) (*config, error) {
 
 func sendAll(seg *dmxp.Segment, cfg *config, id uint32) (r result) {
 	r.channel = id
-	ch, _, err := seg.OpenOrCreateChannel(id, cfg.capacity, 10*time.Second)
+	ch, _, err := seg.OpenOrCreateChannelWith(id, cfg.capacity, dmxp.ChannelOptions{MaxMessageSize: cfg.maxMessageSize}, 10*time.Second)
 	if err != nil {
 		r.err = fmt.Errorf("channel %d: %w", id, err)
 		return r
+	}
+	limit := ch.MaxMessageSize()
+	length := pattern.DefaultLen
+	encode := pattern.AppendEncode
+	if cfg.large {
+		if limit < largeMin {
+			r.err = fmt.Errorf("channel %d: --large needs a channel that takes messages of %d bytes; its max message size is %d", id, largeMin, limit)
+			return r
+		}
+		length = func(index uint64) int { return pattern.LargeLen(index, limit) }
+		encode = pattern.AppendEncodeLarge
 	}
 	// Crash protection (PROTOCOL.md §11): this goroutine's handle is registered as a producer.
 	if err := ch.Register(dmxp.RoleProducer); err != nil {
@@ -118,15 +157,32 @@ func sendAll(seg *dmxp.Segment, cfg *config, id uint32) (r result) {
 		for i := range bufs {
 			bufs[i] = make([]byte, 0, pattern.MaxLen)
 		}
+		var large []byte
 		for index := cfg.first; index < end; {
-			n := cfg.batch
-			if end-index < n {
-				n = end - index
+			if n := length(index); n > dmxp.MsgInline {
+				// A batch carries single-slot messages only: this one goes alone.
+				large = encode(large[:0], id, index, n)
+				_, err := ch.TrySend(large)
+				if err == dmxp.ErrFull {
+					r.full++
+					_, err = ch.SendTimeout(large, patience)
+				}
+				if err != nil {
+					r.err = fmt.Errorf("channel %d: %w", id, err)
+					break
+				}
+				index++
+				r.sent++
+				continue
+			}
+			n := uint64(0)
+			for n < cfg.batch && index+n < end && length(index+n) <= dmxp.MsgInline {
+				n++
 			}
 			batch := bufs[:n]
 			for k := range batch {
 				i := index + uint64(k)
-				batch[k] = pattern.AppendEncode(batch[k][:0], id, i, pattern.DefaultLen(i))
+				batch[k] = encode(batch[k][:0], id, i, length(i))
 			}
 			sent, err := ch.TrySendBatch(batch, dmxp.SendOptions{})
 			if err == dmxp.ErrFull {
@@ -147,7 +203,7 @@ func sendAll(seg *dmxp.Segment, cfg *config, id uint32) (r result) {
 	} else {
 		buf := make([]byte, 0, pattern.MaxLen)
 		for index := cfg.first; index < end; index++ {
-			buf = pattern.AppendEncode(buf[:0], id, index, pattern.DefaultLen(index))
+			buf = encode(buf[:0], id, index, length(index))
 			_, err := ch.TrySend(buf)
 			if err == dmxp.ErrFull {
 				r.full++

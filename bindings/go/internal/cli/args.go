@@ -17,9 +17,18 @@ type Args struct {
 // Parse splits args into positionals and the flags named in known (each takes a value).
 // "--" ends flag parsing.
 func Parse(args []string, known []string) (*Args, error) {
-	isKnown := map[string]bool{}
+	return ParseSwitches(args, known, nil)
+}
+
+// ParseSwitches is Parse with switches too: flags that take no value ("--name", or
+// "--name=true" / "--name=false"), read with Bool.
+func ParseSwitches(args []string, known, switches []string) (*Args, error) {
+	isKnown, isSwitch := map[string]bool{}, map[string]bool{}
 	for _, k := range known {
 		isKnown[k] = true
+	}
+	for _, k := range switches {
+		isSwitch[k] = true
 	}
 	out := &Args{Flags: map[string]string{}}
 	for i := 0; i < len(args); i++ {
@@ -35,6 +44,16 @@ func Parse(args []string, known []string) (*Args, error) {
 		name, value, hasValue := strings.Cut(a[2:], "=")
 		if name == "help" {
 			return nil, fmt.Errorf("help requested")
+		}
+		if isSwitch[name] {
+			if !hasValue {
+				value = "true"
+			}
+			if value != "true" && value != "false" {
+				return nil, fmt.Errorf("flag --%s takes no value (or =true, =false)", name)
+			}
+			out.Flags[name] = value
+			continue
 		}
 		if !isKnown[name] {
 			return nil, fmt.Errorf("unknown flag --%s", name)
@@ -63,6 +82,9 @@ func (a *Args) Uint(name string, def uint64) (uint64, error) {
 	}
 	return n, nil
 }
+
+// Bool reads switch name: true when given (ParseSwitches).
+func (a *Args) Bool(name string) bool { return a.Flags[name] == "true" }
 
 // String reads flag name, or def when absent.
 func (a *Args) String(name, def string) string {
