@@ -815,3 +815,118 @@ fn a_misjudged_waiter_and_its_freer_undo_the_wait_count_once() {
         },
     );
 }
+
+// ---------------------------------------------------------------- runs (PROTOCOL.md §12)
+
+/// A run of two slots: 961 bytes derived from `tag`.
+fn run_payload(tag: u8) -> Vec<u8> {
+    (0..961).map(|k| tag ^ (k as u8)).collect()
+}
+
+/// A channel of 4 slots taking messages of up to two slots.
+fn run_channel(memory: &'static Memory) -> Channel<'static> {
+    let options = dmxp_nostd::ChannelOptions::default().with_max_message_size(1_920);
+    let (channel, _) = memory
+        .segment()
+        .open_or_create_channel_with(0, 4, 1, options)
+        .unwrap();
+    channel
+}
+
+/// Receives one run and checks that it is whole: the message of one tag, all 961 bytes.
+fn recv_run(channel: &Channel<'_>) -> Result<Got, RecvError> {
+    interleave();
+    let mut buf = vec![0u8; 1_920];
+    let received = channel.try_recv(&mut buf)?;
+    let tag = u8::try_from(received.meta.message_type).expect("message_type is a tag");
+    assert_eq!(received.len, 961, "length of run {tag}");
+    assert!(
+        buf[..961] == run_payload(tag)[..],
+        "run {tag} arrived garbled"
+    );
+    Ok(Got {
+        tag,
+        message_id: received.meta.message_id,
+    })
+}
+
+/// Two producers each send a two-slot run into a ring of 4 while the main thread receives:
+/// both runs arrive once and whole, at positions 0 and 2.
+#[test]
+fn two_producers_of_runs_one_consumer() {
+    check("two_producers_of_runs_one_consumer", 3, || {
+        loom::lazy_static! {
+            static ref MEMORY: Memory = Memory::new(1, 4);
+        }
+        let channel = run_channel(&MEMORY);
+        let producers: Vec<_> = [1u8, 2]
+            .into_iter()
+            .map(|tag| {
+                let tx = channel.clone();
+                thread::spawn(move || {
+                    interleave();
+                    (tag, tx.try_send(&run_payload(tag), &meta(tag)).unwrap())
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        match recv_run(&channel) {
+            Ok(message) => got.push(message),
+            Err(RecvError::Empty | RecvError::Pending { .. }) => {}
+            Err(other) => panic!("receive failed: {other:?}"),
+        }
+        let sent: BTreeMap<u8, u64> = producers.into_iter().map(|p| p.join().unwrap()).collect();
+        loop {
+            match recv_run(&channel) {
+                Ok(message) => got.push(message),
+                Err(RecvError::Empty) => break,
+                Err(other) => panic!("drain failed: {other:?}"),
+            }
+        }
+        assert_exactly_once(&got, &sent);
+        let mut ids: Vec<u64> = sent.values().copied().collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [0, 2], "each run took two positions");
+        assert_eq!((channel.head(), channel.tail()), (4, 4));
+    });
+}
+
+/// One producer sends a two-slot run; two consumers race for it: exactly one gets it whole.
+#[test]
+fn two_consumers_race_for_one_run() {
+    check("two_consumers_race_for_one_run", 3, || {
+        loom::lazy_static! {
+            static ref MEMORY: Memory = Memory::new(1, 4);
+        }
+        let channel = run_channel(&MEMORY);
+        let tx = channel.clone();
+        let producer = thread::spawn(move || {
+            interleave();
+            tx.try_send(&run_payload(7), &meta(7)).unwrap()
+        });
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let rx = channel.clone();
+                thread::spawn(move || match recv_run(&rx) {
+                    Ok(message) => Some(message),
+                    Err(RecvError::Empty | RecvError::Pending { .. }) => None,
+                    Err(other) => panic!("receive failed: {other:?}"),
+                })
+            })
+            .collect();
+        let id = producer.join().unwrap();
+        let mut got: Vec<Got> = consumers
+            .into_iter()
+            .filter_map(|c| c.join().unwrap())
+            .collect();
+        if got.is_empty() {
+            got.push(recv_run(&channel).unwrap());
+        }
+        assert_exactly_once(&got, &BTreeMap::from([(7u8, id)]));
+        assert_eq!(
+            channel.try_recv(&mut [0u8; 1_920]).err(),
+            Some(RecvError::Empty)
+        );
+        assert_eq!((channel.head(), channel.tail()), (2, 2));
+    });
+}
