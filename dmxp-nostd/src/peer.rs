@@ -618,6 +618,7 @@ fn repair_intent<W: WaitStrategy, L: Liveness>(
 
 /// The length of the run a registered producer of `channel` has claimed at `position`, if
 /// its record names one there (`intent_flags`, PROTOCOL.md §12.5).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn run_intent_at(
     records: &[AtomicPeerRecord],
     channel: u32,

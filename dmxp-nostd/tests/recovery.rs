@@ -94,10 +94,16 @@ fn table<'a>(segment: &Segment<'a>) -> &'a [AtomicPeerRecord] {
 /// A producer of `who` on `channel` that claims a position with a loan and dies before
 /// publishing it. Returns the position.
 fn producer_dies_after_claim(segment: &Segment<'_>, channel: u32, who: (u32, u64)) -> u64 {
+    producer_dies_on(segment, &segment.open_channel(channel).unwrap(), who)
+}
+
+/// [`producer_dies_after_claim`] through a copy of a `channel` the caller opened already (an
+/// `open_channel` costs about a minute under Miri, so the tests that run there open once).
+fn producer_dies_on<'a>(segment: &Segment<'a>, channel: &Channel<'a>, who: (u32, u64)) -> u64 {
     let slot = segment
-        .register(channel, PeerRole::Producer, who.0, who.1, runtime::C)
+        .register(channel.id(), PeerRole::Producer, who.0, who.1, runtime::C)
         .unwrap();
-    let registered = segment.open_channel(channel).unwrap().with_peer(&slot);
+    let registered = channel.clone().with_peer(&slot);
     assert!(registered.is_registered(PeerRole::Producer));
     let loan = registered.try_loan().unwrap();
     let position = loan.position();
@@ -111,10 +117,15 @@ fn producer_dies_after_claim(segment: &Segment<'_>, channel: u32, who: (u32, u64
 /// A consumer of `who` on `channel` that claims a position in place and dies before freeing
 /// it. Returns the position.
 fn consumer_dies_after_claim(segment: &Segment<'_>, channel: u32, who: (u32, u64)) -> u64 {
+    consumer_dies_on(segment, &segment.open_channel(channel).unwrap(), who)
+}
+
+/// [`consumer_dies_after_claim`] through a copy of a `channel` the caller opened already.
+fn consumer_dies_on<'a>(segment: &Segment<'a>, channel: &Channel<'a>, who: (u32, u64)) -> u64 {
     let slot = segment
-        .register(channel, PeerRole::Consumer, who.0, who.1, runtime::GO)
+        .register(channel.id(), PeerRole::Consumer, who.0, who.1, runtime::GO)
         .unwrap();
-    let registered = segment.open_channel(channel).unwrap().with_peer(&slot);
+    let registered = channel.clone().with_peer(&slot);
     let guard = registered.try_recv_in_place().unwrap();
     let position = guard.meta().message_id;
     std::mem::forget(guard);
@@ -236,9 +247,9 @@ fn a_channel_created_after_the_table_is_carved_past_it() {
 fn dead_producer_leaves_a_lost_tombstone_that_consumers_skip_and_count() {
     let mut buf = buffer();
     let segment = setup(&mut buf);
-    let position = producer_dies_after_claim(&segment, 0, DEAD);
-    assert_eq!(position, 0);
     let channel = segment.open_channel(0).unwrap();
+    let position = producer_dies_on(&segment, &channel, DEAD);
+    assert_eq!(position, 0);
     // A live producer sends behind the stuck position: consumers cannot reach it (and say
     // so: not empty, position 0 in flight).
     channel.try_send(b"after", &meta()).unwrap();
@@ -323,7 +334,7 @@ fn dead_consumer_slot_is_freed_and_producers_go_on() {
     for i in 0..4u8 {
         channel.try_send(&[i], &meta()).unwrap();
     }
-    let position = consumer_dies_after_claim(&segment, 0, DEAD);
+    let position = consumer_dies_on(&segment, &channel, DEAD);
     assert_eq!(position, 0);
     assert_eq!(recv(&channel).unwrap(), [1]);
     // Position 4 needs slot 0, which the dead consumer holds: the ring looks full although
@@ -517,8 +528,8 @@ fn concurrent_repairers_repair_once() {
     for round in 0..rounds {
         let mut buf = buffer();
         let segment = setup(&mut buf);
-        producer_dies_after_claim(&segment, 0, DEAD);
         let channel = segment.open_channel(0).unwrap();
+        producer_dies_on(&segment, &channel, DEAD);
         channel.try_send(b"next", &meta()).unwrap();
         let barrier = Barrier::new(2);
         let reports: Vec<_> = std::thread::scope(|scope| {

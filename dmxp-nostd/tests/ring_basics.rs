@@ -12,7 +12,7 @@ use dmxp_nostd::{
     WaitStrategy,
 };
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -107,7 +107,10 @@ fn check_full_at_capacity(capacity: u64) {
 
 #[test]
 fn full_at_capacity() {
-    for capacity in [2u64, 4, 8] {
+    // Under Miri (about 30 s per `open_channel`) capacity 4 is left out: it takes the same
+    // paths as 2 and 8 (same index masking, only the mask differs).
+    let capacities: &[u64] = if cfg!(miri) { &[2, 8] } else { &[2, 4, 8] };
+    for &capacity in capacities {
         check_full_at_capacity(capacity);
     }
 }
@@ -528,24 +531,42 @@ fn in_place_guard_reads_payload_and_frees_on_drop() {
 /// Sends three messages on a capacity-4 channel, then (with no view of the segment alive)
 /// calls `write` with the segment offset of byte `offset_in_slot` of slot 1 (the published
 /// message at position 1), to scribble on it as a peer would.
+///
+/// The three sends run once per test binary; later calls copy the bytes they left (the same
+/// bytes every time): each `open_channel` costs about 30 s under Miri, and the five tests
+/// below would otherwise open the channel seven times just to send.
 fn three_messages_then_scribble(
     offset_in_slot: usize,
     write: impl FnOnce(&mut SegmentBuf, usize),
 ) -> SegmentBuf {
-    let mut buf = setup(4);
-    {
-        let channel = open(&mut buf);
-        for text in [&b"zero"[..], b"one", b"two"] {
-            channel.try_send(text, &typed(0)).unwrap();
+    static SENT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+    let mut sent = SENT.lock().unwrap_or_else(PoisonError::into_inner);
+    if sent.is_empty() {
+        let mut buf = setup(4);
+        {
+            let channel = open(&mut buf);
+            for text in [&b"zero"[..], b"one", b"two"] {
+                channel.try_send(text, &typed(0)).unwrap();
+            }
         }
+        *sent = buf.bytes().to_vec();
     }
+    let mut buf = SegmentBuf::from_bytes(&sent);
+    drop(sent);
     write(&mut buf, BAND + SLOT_SIZE + offset_in_slot);
     buf
 }
 
 #[test]
 fn corrupt_payload_len_is_reported_and_the_channel_keeps_flowing() {
-    for bad_len in [961u32, 5_000, u32::MAX] {
+    // Under Miri (about 30 s per `open_channel`) 5,000 is left out: like 961 it is merely
+    // above the 960-byte limit, the same branch; u32::MAX stays for the widest length.
+    let bad_lens: &[u32] = if cfg!(miri) {
+        &[961, u32::MAX]
+    } else {
+        &[961, 5_000, u32::MAX]
+    };
+    for &bad_len in bad_lens {
         // payload_len: slot offset 40.
         let mut buf = three_messages_then_scribble(40, |b, at| b.write_u32(at, bad_len));
         let channel = open(&mut buf);
