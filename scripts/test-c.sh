@@ -86,7 +86,7 @@ fi
 
 # --- ASan/UBSan tests -------------------------------------------------------------------------
 for t in test_golden test_validation test_ring test_process test_trust test_revoke test_peers \
-    test_repair test_pending test_unblock test_waiters test_two_units; do
+    test_repair test_pending test_unblock test_waiters test_runs test_two_units; do
     step "$t (ASan+UBSan)" "$B/$t"
 done
 step "test_stress 4x4 (ASan+UBSan)" "$B/test_stress_asan" "${DMXP_C_STRESS:-200000}"
@@ -165,6 +165,9 @@ fi
 if [ $tsan_ok = 1 ]; then
     step "test_stress 4x4 (TSan)" env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
         "${tsan_prefix[@]}" "$B/test_stress_tsan" 50000
+    step "test_runs stress: runs of 1 B..64 KiB, 2x2 threads (TSan)" \
+        env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "${tsan_prefix[@]}" \
+        "$B/test_runs_tsan" stress 400
     if [ $have_cxx = 1 ]; then
         step "test_cpp: in-process C++17 checks (TSan)" \
             env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "${tsan_prefix[@]}" "$B/test_cpp_tsan"
@@ -224,6 +227,17 @@ step "C producer --batch 16 -> Rust consumer, 2 x 50000, rings of 32" \
     concurrent "$B/producer" "$RC" "$(seg c2r_batch)" 2 50000 32 --batch 16
 step "Rust producer --batch 16 -> C consumer, 2 x 50000, rings of 32" \
     concurrent "$RP" "$B/consumer" "$(seg r2c_batch)" 2 50000 32 --batch 16
+
+# Messages longer than one slot (PROTOCOL.md §12), C to C: --large lengths {24, 960, 961,
+# 65536, LIMIT} with the default limit of 262144 bytes, through rings of 1024 (and batches),
+# and a segment read after its producer exited (a ring of 1024 holds 10 such messages).
+c_large() { "$B/consumer" "$@" --large; }
+step "C producer --large -> C consumer --large, 2 x 3000, rings of 1024" \
+    concurrent "$B/producer" c_large "$(seg c2c_large)" 2 3000 1024 --large
+step "C producer --large --batch 16 -> C consumer --large, 2 x 3000, rings of 1024" \
+    concurrent "$B/producer" c_large "$(seg c2c_large_batch)" 2 3000 1024 --large --batch 16
+step "C-written --large segment read by the C consumer (2 x 10, producer exits first)" \
+    after "$B/producer" c_large "$(seg c2c_large_after)" 2 10 1024 --large
 
 # The Rust validator, when the dmxp CLI builds: a C-written segment must validate.
 if (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build -q --release -p dmxp-cli 2>"$TMP/cli.err"); then

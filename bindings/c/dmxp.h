@@ -22,6 +22,11 @@
  *
  * Requirements: Linux (futex), a little-endian host, lock-free 16/32/64-bit atomics.
  *
+ * Messages longer than one slot (PROTOCOL.md §12): a channel created with
+ * dmxp_channel_open_or_create_ex and a dmxp_channel_opts .max_message_size above 960 carries
+ * messages up to that size as runs of consecutive slots; the single sends and every receive
+ * handle them (batch sends do not). See dmxp_channel_opts and dmxp_try_send.
+ *
  * Trust (PROTOCOL.md §3.4)
  * ------------------------
  * Attaching to an shm object or file this call did not create exclusively first checks the
@@ -328,8 +333,18 @@ extern "C" {
 
 #define DMXP_FLAG_SKIP 0x0001u
 #define DMXP_FLAG_LOST 0x0002u
+#define DMXP_FLAG_RUN 0x0004u      /* the slot starts a message longer than one slot (§12.2) */
+#define DMXP_FLAG_RUN_CONT 0x0008u /* the slot continues such a message */
 #define DMXP_FLAGS_PROTOCOL_MASK 0x00FFu
 #define DMXP_FLAGS_APPLICATION_MASK 0xFF00u
+
+/* Messages longer than one slot (PROTOCOL.md §12). A channel whose entry flags have
+ * DMXP_CHANNEL_RUNS carries messages of up to its max_message_size bytes (961 .. capacity *
+ * 960, below 2^32); a longer message travels as a run of ceil(len / 960) consecutive
+ * positions. Without it the limit is DMXP_MSG_INLINE. DMXP_INTENT_RUN in a peer record's
+ * intent_flags: its intent is one run (§12.5). */
+#define DMXP_CHANNEL_RUNS 0x1u
+#define DMXP_INTENT_RUN 0x1u
 
 #define DMXP_RUNTIME_UNKNOWN 0u
 #define DMXP_RUNTIME_RUST 1u
@@ -382,7 +397,7 @@ typedef struct dmxp_peer_record {
     DMXP_ATOMIC(uint64_t) intent_position; /* 24: first position of the intent */
     DMXP_ATOMIC(uint64_t) pid_ns;          /* 32: st_ino of the owner's pid namespace; 0: unknown */
     DMXP_ATOMIC(uint32_t) waiting;         /* 40: the wait count the owner is in: DMXP_WAITING_* */
-    DMXP_ATOMIC(uint32_t) zero32;          /* 44 */
+    DMXP_ATOMIC(uint32_t) intent_flags;    /* 44: DMXP_INTENT_RUN: the intent is one run (§12.5) */
     DMXP_ATOMIC(uint64_t) zero[2];         /* 48..64 */
 } dmxp_peer_record;
 
@@ -398,7 +413,13 @@ typedef struct dmxp_channel_entry {
     DMXP_ATOMIC(uint32_t) not_empty_waiters; /*  36 */
     DMXP_ATOMIC(uint32_t) not_full_seq;      /*  40 */
     DMXP_ATOMIC(uint32_t) not_full_waiters;  /*  44 */
-    DMXP_ATOMIC(uint64_t) zero0[10];         /*  48..128 */
+    DMXP_ATOMIC(uint64_t) stuck_receive_position; /* 48: informational (§11.8); not written here */
+    DMXP_ATOMIC(uint64_t) stuck_receive_since_ns; /* 56 */
+    DMXP_ATOMIC(uint64_t) stuck_send_position;    /* 64 */
+    DMXP_ATOMIC(uint64_t) stuck_send_since_ns;    /* 72 */
+    DMXP_ATOMIC(uint32_t) max_message_size;  /*  80: with DMXP_CHANNEL_RUNS the limit (§12.1), else 0 */
+    DMXP_ATOMIC(uint32_t) zero32;            /*  84 */
+    DMXP_ATOMIC(uint64_t) zero0[5];          /*  88..128 */
     DMXP_ATOMIC(uint64_t) tail;              /* 128 */
     DMXP_ATOMIC(uint64_t) zero1[15];         /* 136..256 */
     DMXP_ATOMIC(uint64_t) head;              /* 256 */
@@ -421,8 +442,10 @@ typedef struct dmxp_slot_meta {
 /* Slot: 1088 bytes, 64-aligned, slot i of a band at band_offset + i * 1088. */
 typedef struct dmxp_slot {
     DMXP_ATOMIC(uint64_t) sequence;                    /*    0 */
-    dmxp_slot_meta meta;                          /*    8 */
-    DMXP_ATOMIC(uint64_t) zero0[2];                    /*   48..64 */
+    dmxp_slot_meta meta;                               /*    8 */
+    DMXP_ATOMIC(uint32_t) run_slots;                   /*   48: k of the run (§12.2); 0 = one slot */
+    DMXP_ATOMIC(uint32_t) run_index;                   /*   52: this slot's place in its run */
+    DMXP_ATOMIC(uint64_t) zero0;                       /*   56..64 */
     DMXP_ATOMIC(uint64_t) payload[DMXP_PAYLOAD_WORDS]; /*   64..1024 */
     DMXP_ATOMIC(uint64_t) zero1[8];                    /* 1024..1088 */
 } dmxp_slot;
@@ -466,7 +489,7 @@ DMXP_ASSERT_AT(dmxp_peer_record, intent_count, 20);
 DMXP_ASSERT_AT(dmxp_peer_record, intent_position, 24);
 DMXP_ASSERT_AT(dmxp_peer_record, pid_ns, 32);
 DMXP_ASSERT_AT(dmxp_peer_record, waiting, 40);
-DMXP_ASSERT_AT(dmxp_peer_record, zero32, 44);
+DMXP_ASSERT_AT(dmxp_peer_record, intent_flags, 44);
 DMXP_ASSERT_AT(dmxp_peer_record, zero, 48);
 DMXP__STATIC_ASSERT(sizeof(dmxp_peer_record) == DMXP_PEER_RECORD_SIZE, "peer record is 64 bytes");
 DMXP__STATIC_ASSERT(DMXP_PEER_RECORDS * DMXP_PEER_RECORD_SIZE == DMXP_PEER_TABLE_SIZE,
@@ -484,7 +507,13 @@ DMXP_ASSERT_AT(dmxp_channel_entry, not_empty_seq, 32);
 DMXP_ASSERT_AT(dmxp_channel_entry, not_empty_waiters, 36);
 DMXP_ASSERT_AT(dmxp_channel_entry, not_full_seq, 40);
 DMXP_ASSERT_AT(dmxp_channel_entry, not_full_waiters, 44);
-DMXP_ASSERT_AT(dmxp_channel_entry, zero0, 48);
+DMXP_ASSERT_AT(dmxp_channel_entry, stuck_receive_position, 48);
+DMXP_ASSERT_AT(dmxp_channel_entry, stuck_receive_since_ns, 56);
+DMXP_ASSERT_AT(dmxp_channel_entry, stuck_send_position, 64);
+DMXP_ASSERT_AT(dmxp_channel_entry, stuck_send_since_ns, 72);
+DMXP_ASSERT_AT(dmxp_channel_entry, max_message_size, 80);
+DMXP_ASSERT_AT(dmxp_channel_entry, zero32, 84);
+DMXP_ASSERT_AT(dmxp_channel_entry, zero0, 88);
 DMXP_ASSERT_AT(dmxp_channel_entry, tail, 128);
 DMXP_ASSERT_AT(dmxp_channel_entry, zero1, 136);
 DMXP_ASSERT_AT(dmxp_channel_entry, head, 256);
@@ -513,7 +542,9 @@ DMXP_ASSERT_AT(dmxp_slot, meta.sender_runtime, 36);
 DMXP_ASSERT_AT(dmxp_slot, meta.flags, 38);
 DMXP_ASSERT_AT(dmxp_slot, meta.payload_len, 40);
 DMXP_ASSERT_AT(dmxp_slot, meta.reserved, 44);
-DMXP_ASSERT_AT(dmxp_slot, zero0, 48);
+DMXP_ASSERT_AT(dmxp_slot, run_slots, 48);
+DMXP_ASSERT_AT(dmxp_slot, run_index, 52);
+DMXP_ASSERT_AT(dmxp_slot, zero0, 56);
 DMXP_ASSERT_AT(dmxp_slot, payload, DMXP_PAYLOAD_OFFSET);
 DMXP_ASSERT_AT(dmxp_slot, zero1, 1024);
 DMXP__STATIC_ASSERT(sizeof(dmxp_slot) == DMXP_SLOT_SIZE, "slot stride is 1088");
@@ -551,6 +582,10 @@ typedef enum dmxp_status {
     DMXP_E_BUSY = -11,              /* gave up after DMXP_RETRY_LIMIT contended retries */
     DMXP_E_PEER_TABLE_FULL = -12,   /* every record of the peer table is taken (handle
                                        unprotected); found = the table's records */
+    DMXP_E_INVALID_MAX_MESSAGE_SIZE = -13, /* a channel creation asked for a limit it cannot
+                                              have (§12.1): found = the limit asked for,
+                                              value2 = capacity, value3 = the most allowed
+                                              (capacity * 960, below 2^32) */
 
     /* Corruption: a field read from the segment is invalid (dmxp_error.field names it) */
     DMXP_E_BAD_MAGIC = -20,                /* found = magic */
@@ -574,15 +609,25 @@ typedef enum dmxp_status {
                                              value3 = the table's bytes (records * 64) */
     DMXP_E_PEER_TABLE_OVERLAPS_BAND = -37, /* channel = the band's, found = peer_table_offset */
     DMXP_E_PEER_RECORDS_OUT_OF_RANGE = -38, /* found = peer_records: neither 0 nor 256..16384 */
+    DMXP_E_UNKNOWN_CHANNEL_FLAGS = -50,     /* entry check #10 (§12.1): channel, found = flags
+                                               (a bit other than DMXP_CHANNEL_RUNS) */
+    DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE = -51, /* entry check #11: channel, found =
+                                                   max_message_size, value2 = capacity, value3
+                                                   = flags */
 
     /* SendError / RecvError */
     DMXP_E_FULL = -40,             /* every slot holds an unconsumed message */
-    DMXP_E_TOO_LARGE = -41,        /* payload longer than 960 bytes */
+    DMXP_E_TOO_LARGE = -41,        /* payload longer than the channel's max message size
+                                      (dmxp_channel_max_message_size: 960 on a channel without
+                                      runs), or a batch item longer than 960; nothing sent.
+                                      dmxp_check_message_size names length and limit */
     DMXP_E_RESERVED_FLAGS = -42,   /* send flags set protocol bits (0x00FF) */
     DMXP_E_TIMEOUT = -43,          /* a blocking call reached its deadline */
     DMXP_E_EMPTY = -44,            /* no published message at the head */
     DMXP_E_BUFFER_TOO_SMALL = -45, /* nothing consumed; meta->payload_len = bytes needed */
-    DMXP_E_CORRUPT_MESSAGE = -46,  /* consumed and dropped: payload_len > 960 (in meta) */
+    DMXP_E_CORRUPT_MESSAGE = -46,  /* consumed and dropped: payload_len > 960 outside a run,
+                                      or a run that is cut short or inconsistent (§12.4);
+                                      meta->message_id and meta->payload_len say which */
     DMXP_E_LOST = -47,             /* consumed a LOST tombstone; meta->message_id says which */
     DMXP_E_REVOKED = -48,          /* a peer repaired the claimed position before this call
                                       finished with it (PROTOCOL.md §11.7): nothing more was
@@ -654,6 +699,10 @@ typedef struct dmxp_channel {
     uint64_t band_offset;
     uint32_t id;
     uint32_t pid;
+    /* The entry's flags and message limit (§12.1), validated and cached at open: never
+     * re-read. max_message is DMXP_MSG_INLINE on a channel without DMXP_CHANNEL_RUNS. */
+    uint32_t channel_flags;
+    uint32_t max_message;
     unsigned char *base;  /* the segment, for the peer table (§11) */
     uint64_t segment_len; /* validated segment length */
     uint32_t peer_records; /* the segment handle's: records of the peer table (§11.1) */
@@ -719,6 +768,7 @@ static inline const char *dmxp_status_name(dmxp_status s) {
         DMXP__NAME(DMXP_E_OUT_OF_SPACE)
         DMXP__NAME(DMXP_E_BUSY)
         DMXP__NAME(DMXP_E_PEER_TABLE_FULL)
+        DMXP__NAME(DMXP_E_INVALID_MAX_MESSAGE_SIZE)
         DMXP__NAME(DMXP_E_BAD_MAGIC)
         DMXP__NAME(DMXP_E_UNSUPPORTED_VERSION)
         DMXP__NAME(DMXP_E_WRONG_MAX_CHANNELS)
@@ -738,6 +788,8 @@ static inline const char *dmxp_status_name(dmxp_status s) {
         DMXP__NAME(DMXP_E_PEER_TABLE_OUT_OF_RANGE)
         DMXP__NAME(DMXP_E_PEER_TABLE_OVERLAPS_BAND)
         DMXP__NAME(DMXP_E_PEER_RECORDS_OUT_OF_RANGE)
+        DMXP__NAME(DMXP_E_UNKNOWN_CHANNEL_FLAGS)
+        DMXP__NAME(DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE)
         DMXP__NAME(DMXP_E_FULL)
         DMXP__NAME(DMXP_E_TOO_LARGE)
         DMXP__NAME(DMXP_E_RESERVED_FLAGS)
@@ -773,6 +825,7 @@ static inline const char *dmxp_strerror(dmxp_status s) {
     case DMXP_E_OUT_OF_SPACE: return "segment out of space for the channel's band";
     case DMXP_E_BUSY: return "gave up after too many contended retries";
     case DMXP_E_PEER_TABLE_FULL: return "peer table full: handle not registered (no crash protection)";
+    case DMXP_E_INVALID_MAX_MESSAGE_SIZE: return "max message size must be at most capacity * 960 bytes (and below 2^32)";
     case DMXP_E_BAD_MAGIC: return "corrupt segment: bad magic";
     case DMXP_E_UNSUPPORTED_VERSION: return "corrupt segment: unsupported layout version";
     case DMXP_E_WRONG_MAX_CHANNELS: return "corrupt segment: max_channels is not 256";
@@ -792,13 +845,15 @@ static inline const char *dmxp_strerror(dmxp_status s) {
     case DMXP_E_PEER_TABLE_OUT_OF_RANGE: return "corrupt segment: peer_table_offset out of range";
     case DMXP_E_PEER_TABLE_OVERLAPS_BAND: return "corrupt segment: peer table overlaps a channel band";
     case DMXP_E_PEER_RECORDS_OUT_OF_RANGE: return "corrupt segment: peer_records out of range";
+    case DMXP_E_UNKNOWN_CHANNEL_FLAGS: return "corrupt segment: unknown channel flags";
+    case DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE: return "corrupt segment: max_message_size out of range";
     case DMXP_E_FULL: return "channel full";
-    case DMXP_E_TOO_LARGE: return "message exceeds the 960-byte limit";
+    case DMXP_E_TOO_LARGE: return "message exceeds the channel's max message size";
     case DMXP_E_RESERVED_FLAGS: return "flags set protocol-reserved bits (0x00ff)";
     case DMXP_E_TIMEOUT: return "timed out";
     case DMXP_E_EMPTY: return "channel empty";
     case DMXP_E_BUFFER_TOO_SMALL: return "buffer too small for the next message (nothing consumed)";
-    case DMXP_E_CORRUPT_MESSAGE: return "message dropped: payload_len exceeds 960";
+    case DMXP_E_CORRUPT_MESSAGE: return "message dropped: payload_len exceeds 960, or a broken run";
     case DMXP_E_LOST: return "message lost: a tombstone was consumed";
     case DMXP_E_REVOKED: return "claim revoked: a peer repaired the position before this call finished with it";
     case DMXP_E_OS: return "system call failed";
@@ -832,6 +887,8 @@ static inline const char *dmxp_status_field(dmxp_status s) {
     case DMXP_E_PEER_TABLE_OUT_OF_RANGE:
     case DMXP_E_PEER_TABLE_OVERLAPS_BAND: return "peer_table_offset";
     case DMXP_E_PEER_RECORDS_OUT_OF_RANGE: return "peer_records";
+    case DMXP_E_UNKNOWN_CHANNEL_FLAGS: return "flags";
+    case DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE: return "max_message_size";
     default: return NULL;
     }
 }
@@ -918,6 +975,31 @@ static inline int dmxp_error_format(const dmxp_error *e, char *buf, size_t len) 
         return snprintf(buf, len,
                         "corrupt segment: peer_records %llu is neither 0 nor between %u and %u",
                         f, DMXP_PEER_RECORDS, DMXP_MAX_PEER_RECORDS);
+    case DMXP_E_UNKNOWN_CHANNEL_FLAGS:
+        return snprintf(buf, len,
+                        "corrupt segment: %sflags %#llx set bits other than RUNS (0x1)", where,
+                        f);
+    case DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE:
+        if (v3 & DMXP_CHANNEL_RUNS)
+            return snprintf(buf, len,
+                            "corrupt segment: %smax_message_size %llu is outside 961..%llu "
+                            "(capacity %llu x 960, below 2^32)",
+                            where, f,
+                            v2 * DMXP_MSG_INLINE > UINT32_MAX ? (unsigned long long)UINT32_MAX
+                                                              : v2 * DMXP_MSG_INLINE,
+                            v2);
+        return snprintf(buf, len,
+                        "corrupt segment: %smax_message_size %llu on a channel without RUNS "
+                        "(expected 0)",
+                        where, f);
+    case DMXP_E_INVALID_MAX_MESSAGE_SIZE:
+        return snprintf(buf, len,
+                        "%smax message size %llu is more than a ring of %llu slots allows "
+                        "(at most %llu bytes)",
+                        where, f, v2, v3);
+    case DMXP_E_TOO_LARGE:
+        return snprintf(buf, len, "%smessage of %llu bytes exceeds the limit of %llu bytes",
+                        where, f, v2);
     case DMXP_E_PEER_TABLE_FULL:
         return snprintf(buf, len,
                         "%speer table full: all %llu records are taken; handle not registered "
@@ -1208,6 +1290,34 @@ static inline dmxp_status dmxp__check_overlap(const dmxp_segment *seg, uint32_t 
     return DMXP_OK;
 }
 
+/* The largest max_message_size a ring of `cap` (<= 2^32) slots may have: cap * 960, below
+ * 2^32 (§12.1). */
+static inline uint64_t dmxp__most_message(uint64_t cap) {
+    uint64_t most = cap * DMXP_MSG_INLINE;
+    return most > UINT32_MAX ? UINT32_MAX : most;
+}
+
+/* Entry checks #10 and #11 (§12.1) of created channel `id`, whose capacity `cap` passed #1..#8:
+ * no flag bit but DMXP_CHANNEL_RUNS; with it, 960 < max_message_size <= cap * 960 (below
+ * 2^32), without it max_message_size == 0. On success *flags is the entry's flags and *limit
+ * the largest message the channel takes (DMXP_MSG_INLINE without runs), both read once here
+ * (after the capacity acquire of dmxp__geometry) and cached by the caller. */
+static inline dmxp_status dmxp__check_runs(const dmxp_segment *seg, uint32_t id, uint64_t cap,
+                                           uint32_t *flags, uint32_t *limit, dmxp_error *err) {
+    dmxp_channel_entry *e = dmxp__entry(seg, id);
+    uint32_t f = dmxp__load(&e->flags, DMXP__RLX);
+    uint32_t max = dmxp__load(&e->max_message_size, DMXP__RLX);
+    if ((f & ~DMXP_CHANNEL_RUNS) != 0)
+        return dmxp__fail(err, DMXP_E_UNKNOWN_CHANNEL_FLAGS, (int32_t)id, NULL, f, 0, 0);
+    if ((f & DMXP_CHANNEL_RUNS) ? max <= DMXP_MSG_INLINE || max > dmxp__most_message(cap)
+                                : max != 0)
+        return dmxp__fail(err, DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE, (int32_t)id, NULL, max,
+                          cap, f);
+    *flags = f;
+    *limit = (f & DMXP_CHANNEL_RUNS) ? max : DMXP_MSG_INLINE;
+    return DMXP_OK;
+}
+
 /* Validates every entry (§4.2, all 256) and the absence of band overlaps. */
 static inline dmxp_status dmxp_segment_validate_all(const dmxp_segment *seg, dmxp_error *err) {
     for (uint32_t id = 0; id < DMXP_MAX_CHANNELS; id++) {
@@ -1219,6 +1329,9 @@ static inline dmxp_status dmxp_segment_validate_all(const dmxp_segment *seg, dmx
         uint64_t cap, band;
         if (dmxp__geometry(seg, id, &cap, &band, NULL, NULL) == DMXP_OK && cap != 0) {
             dmxp_status s = dmxp__check_overlap(seg, id, cap, band, err);
+            if (s != DMXP_OK) return s;
+            uint32_t flags, limit;
+            s = dmxp__check_runs(seg, id, cap, &flags, &limit, err);
             if (s != DMXP_OK) return s;
         }
     }
@@ -1274,7 +1387,13 @@ static inline void dmxp__zero_entry(dmxp_channel_entry *e) {
     dmxp__store(&e->not_full_waiters, 0, DMXP__RLX);
     dmxp__store(&e->tail, 0, DMXP__RLX);
     dmxp__store(&e->head, 0, DMXP__RLX);
-    for (size_t i = 0; i < 10; i++) dmxp__store(&e->zero0[i], 0, DMXP__RLX);
+    dmxp__store(&e->stuck_receive_position, 0, DMXP__RLX);
+    dmxp__store(&e->stuck_receive_since_ns, 0, DMXP__RLX);
+    dmxp__store(&e->stuck_send_position, 0, DMXP__RLX);
+    dmxp__store(&e->stuck_send_since_ns, 0, DMXP__RLX);
+    dmxp__store(&e->max_message_size, 0, DMXP__RLX);
+    dmxp__store(&e->zero32, 0, DMXP__RLX);
+    for (size_t i = 0; i < 5; i++) dmxp__store(&e->zero0[i], 0, DMXP__RLX);
     for (size_t i = 0; i < 15; i++) dmxp__store(&e->zero1[i], 0, DMXP__RLX);
     for (size_t i = 0; i < 15; i++) dmxp__store(&e->zero2[i], 0, DMXP__RLX);
 }
@@ -2013,8 +2132,10 @@ static inline uint32_t dmxp_segment_peer_records(const dmxp_segment *seg) {
 /* ------------------------------------------------------------------------------------------ */
 
 static inline void dmxp__bind(const dmxp_segment *seg, uint32_t id, uint64_t cap, uint64_t band,
-                              dmxp_channel *ch) {
+                              uint32_t flags, uint32_t limit, dmxp_channel *ch) {
     ch->entry = dmxp__entry(seg, id);
+    ch->channel_flags = flags;
+    ch->max_message = limit;
     ch->slots = (dmxp_slot *)(void *)(seg->base + band);
     ch->capacity = cap;
     ch->mask = cap - 1;
@@ -2041,7 +2162,9 @@ static inline void dmxp__bind(const dmxp_segment *seg, uint32_t id, uint64_t cap
 }
 
 /* Opens created channel `id` after validating its entry and checking its band against every
- * other channel's. DMXP_E_NOT_FOUND (or DMXP_E_BEING_CREATED) when it does not exist yet. */
+ * other channel's, then its flags and message limit (§12.1: DMXP_E_UNKNOWN_CHANNEL_FLAGS,
+ * DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE), which the handle caches with the geometry.
+ * DMXP_E_NOT_FOUND (or DMXP_E_BEING_CREATED) when it does not exist yet. */
 static inline dmxp_status dmxp_channel_open(const dmxp_segment *seg, uint32_t id,
                                             dmxp_channel *ch, dmxp_error *err) {
     if (seg == NULL || seg->base == NULL || ch == NULL)
@@ -2058,7 +2181,10 @@ static inline dmxp_status dmxp_channel_open(const dmxp_segment *seg, uint32_t id
                           (int32_t)id, NULL, 0, 0, 0);
     s = dmxp__check_overlap(seg, id, cap, band, err);
     if (s != DMXP_OK) return s;
-    dmxp__bind(seg, id, cap, band, ch);
+    uint32_t flags, limit;
+    s = dmxp__check_runs(seg, id, cap, &flags, &limit, err);
+    if (s != DMXP_OK) return s;
+    dmxp__bind(seg, id, cap, band, flags, limit, ch);
     return DMXP_OK;
 }
 
@@ -2128,7 +2254,9 @@ static inline void dmxp__zero_slot(dmxp_slot *s) {
     dmxp__store(&m->flags, 0, DMXP__RLX);
     dmxp__store(&m->payload_len, 0, DMXP__RLX);
     dmxp__store(&m->reserved, 0, DMXP__RLX);
-    for (size_t i = 0; i < 2; i++) dmxp__store(&s->zero0[i], 0, DMXP__RLX);
+    dmxp__store(&s->run_slots, 0, DMXP__RLX);
+    dmxp__store(&s->run_index, 0, DMXP__RLX);
+    dmxp__store(&s->zero0, 0, DMXP__RLX);
     for (size_t i = 0; i < DMXP_PAYLOAD_WORDS; i++)
         dmxp__store(&s->payload[i], 0, DMXP__RLX);
     for (size_t i = 0; i < 8; i++) dmxp__store(&s->zero1[i], 0, DMXP__RLX);
@@ -2140,8 +2268,9 @@ static inline int dmxp__valid_capacity(uint64_t cap) {
 
 /* One attempt of §5 open_or_create. */
 static inline dmxp_status dmxp__open_or_create_once(const dmxp_segment *seg, uint32_t id,
-                                                    uint64_t capacity, dmxp_channel *ch,
-                                                    int *created, dmxp_error *err) {
+                                                    uint64_t capacity, uint32_t runs_limit,
+                                                    dmxp_channel *ch, int *created,
+                                                    dmxp_error *err) {
     dmxp_channel_entry *e = dmxp__entry(seg, id);
     if (dmxp__load(&e->capacity, DMXP__ACQ) != 0)
         return dmxp_channel_open(seg, id, ch, err); /* exists, whatever its capacity */
@@ -2166,8 +2295,11 @@ static inline dmxp_status dmxp__open_or_create_once(const dmxp_segment *seg, uin
         dmxp__zero_slot(&slots[k]);
         dmxp__store(&slots[k].sequence, k, DMXP__RLX);
     }
+    /* runs_limit: 0 (a channel of single-slot messages), or the checked limit of §12.1. */
+    uint32_t flags = runs_limit ? DMXP_CHANNEL_RUNS : 0u;
     dmxp__store(&e->channel_id, id, DMXP__RLX);
-    dmxp__store(&e->flags, 0, DMXP__RLX);
+    dmxp__store(&e->flags, flags, DMXP__RLX);
+    dmxp__store(&e->max_message_size, runs_limit, DMXP__RLX);
     dmxp__store(&e->band_offset, band, DMXP__RLX);
     dmxp__store(&e->creator_pid, seg->pid, DMXP__RLX);
     dmxp__store(&e->not_empty_seq, 0, DMXP__RLX);
@@ -2179,19 +2311,51 @@ static inline dmxp_status dmxp__open_or_create_once(const dmxp_segment *seg, uin
     dmxp__fetch_add(&dmxp__hdr(seg)->channel_count, 1, DMXP__ACQREL);
     dmxp__store(&e->capacity, capacity, DMXP__REL); /* publication point */
     dmxp__store(&e->state, DMXP_STATE_READY, DMXP__REL);
-    dmxp__bind(seg, id, capacity, band, ch);
+    dmxp__bind(seg, id, capacity, band, flags, runs_limit ? runs_limit : DMXP_MSG_INLINE, ch);
     if (created) *created = 1;
     return DMXP_OK;
 }
 
-/* Creates channel `id` with `capacity` slots (a power of two, 2..2^32), or opens it if it
- * already exists, whatever its capacity (ch->capacity tells). Retries for up to timeout_ms
- * while another process holds the creation claim (DMXP_E_BEING_CREATED after that).
- * *created (optional) is 1 when this call made the channel. */
-static inline dmxp_status dmxp_channel_open_or_create(const dmxp_segment *seg, uint32_t id,
-                                                      uint64_t capacity, int64_t timeout_ms,
-                                                      dmxp_channel *ch, int *created,
-                                                      dmxp_error *err) {
+/* Options of a channel creation (dmxp_channel_open_or_create_ex, dmxp_channel_create_ex);
+ * NULL means all zero. */
+typedef struct dmxp_channel_opts {
+    /* The largest message the channel takes, in bytes (PROTOCOL.md §12.1). 0 or at most
+     * DMXP_MSG_INLINE (960): a channel of single-slot messages, as dmxp_channel_open_or_create
+     * makes. Above: the channel carries runs (DMXP_CHANNEL_RUNS) and takes messages of up to
+     * this many bytes; it must be at most capacity * 960 and below 2^32, else
+     * DMXP_E_INVALID_MAX_MESSAGE_SIZE. A message of L > 960 bytes needs ceil(L / 960) free
+     * slots at once, so a limit near capacity * 960 makes a large send wait for an almost
+     * empty ring: `dmxp` uses at most capacity / 2 * 960 unless asked for more. Ignored when
+     * the channel exists already (it keeps its own limit: dmxp_channel_max_message_size). */
+    uint64_t max_message_size;
+} dmxp_channel_opts;
+
+/* The limit a creation with `opts` writes into the entry: 0 (no runs) or 961..; fails when
+ * the ring of `capacity` slots cannot hold it. */
+static inline dmxp_status dmxp__runs_limit(const dmxp_channel_opts *opts, uint64_t capacity,
+                                           uint32_t id, uint32_t *limit, dmxp_error *err) {
+    uint64_t want = opts ? opts->max_message_size : 0;
+    *limit = 0;
+    if (want <= DMXP_MSG_INLINE) return DMXP_OK;
+    uint64_t most = dmxp__most_message(capacity);
+    if (want > most)
+        return dmxp__fail(err, DMXP_E_INVALID_MAX_MESSAGE_SIZE, (int32_t)id, "max_message_size",
+                          want, capacity, most);
+    *limit = (uint32_t)want;
+    return DMXP_OK;
+}
+
+/* dmxp_channel_open_or_create with creation options (dmxp_channel_opts: the max message
+ * size of a channel that carries runs, PROTOCOL.md §12). An existing channel is opened as it
+ * is, whatever its capacity and limit (dmxp_channel_capacity, dmxp_channel_max_message_size
+ * tell). DMXP_E_INVALID_MAX_MESSAGE_SIZE (found = the limit asked for, value2 = capacity,
+ * value3 = the most it allows) before anything is written when the limit does not fit the
+ * capacity asked for. */
+static inline dmxp_status dmxp_channel_open_or_create_ex(const dmxp_segment *seg, uint32_t id,
+                                                         uint64_t capacity,
+                                                         const dmxp_channel_opts *opts,
+                                                         int64_t timeout_ms, dmxp_channel *ch,
+                                                         int *created, dmxp_error *err) {
     if (created) *created = 0;
     if (seg == NULL || seg->base == NULL || ch == NULL)
         return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "channel", 0, 0, 0);
@@ -2199,24 +2363,69 @@ static inline dmxp_status dmxp_channel_open_or_create(const dmxp_segment *seg, u
         return dmxp__fail(err, DMXP_E_INVALID_CAPACITY, -1, NULL, capacity, 0, 0);
     if (id >= DMXP_MAX_CHANNELS)
         return dmxp__fail(err, DMXP_E_INVALID_CHANNEL_ID, -1, NULL, id, 0, 0);
+    uint32_t limit;
+    dmxp_status s = dmxp__runs_limit(opts, capacity, id, &limit, err);
+    if (s != DMXP_OK) return s;
     int64_t deadline = dmxp__ms_deadline(timeout_ms);
     for (;;) {
-        dmxp_status s = dmxp__open_or_create_once(seg, id, capacity, ch, created, err);
+        s = dmxp__open_or_create_once(seg, id, capacity, limit, ch, created, err);
         if (s != DMXP_E_BEING_CREATED) return s;
         if ((int64_t)dmxp_now_ns() >= deadline) return s;
         dmxp__sleep_ns(1000000);
     }
 }
 
+/* Creates channel `id` with `capacity` slots (a power of two, 2..2^32), or opens it if it
+ * already exists, whatever its capacity (ch->capacity tells). Retries for up to timeout_ms
+ * while another process holds the creation claim (DMXP_E_BEING_CREATED after that).
+ * *created (optional) is 1 when this call made the channel. The channel carries single-slot
+ * messages (up to 960 bytes); dmxp_channel_open_or_create_ex makes one for longer ones. */
+static inline dmxp_status dmxp_channel_open_or_create(const dmxp_segment *seg, uint32_t id,
+                                                      uint64_t capacity, int64_t timeout_ms,
+                                                      dmxp_channel *ch, int *created,
+                                                      dmxp_error *err) {
+    return dmxp_channel_open_or_create_ex(seg, id, capacity, NULL, timeout_ms, ch, created, err);
+}
+
+/* Strict create with options: DMXP_E_CHANNEL_EXISTS (found = its capacity) if the channel
+ * was there. */
+static inline dmxp_status dmxp_channel_create_ex(const dmxp_segment *seg, uint32_t id,
+                                                 uint64_t capacity,
+                                                 const dmxp_channel_opts *opts,
+                                                 dmxp_channel *ch, dmxp_error *err) {
+    int created = 0;
+    dmxp_status s =
+        dmxp_channel_open_or_create_ex(seg, id, capacity, opts, 0, ch, &created, err);
+    if (s == DMXP_OK && !created)
+        return dmxp__fail(err, DMXP_E_CHANNEL_EXISTS, (int32_t)id, NULL, ch->capacity, 0, 0);
+    return s;
+}
+
 /* Strict create: DMXP_E_CHANNEL_EXISTS (found = its capacity) if the channel was there. */
 static inline dmxp_status dmxp_channel_create(const dmxp_segment *seg, uint32_t id,
                                               uint64_t capacity, dmxp_channel *ch,
                                               dmxp_error *err) {
-    int created = 0;
-    dmxp_status s = dmxp_channel_open_or_create(seg, id, capacity, 0, ch, &created, err);
-    if (s == DMXP_OK && !created)
-        return dmxp__fail(err, DMXP_E_CHANNEL_EXISTS, (int32_t)id, NULL, ch->capacity, 0, 0);
-    return s;
+    return dmxp_channel_create_ex(seg, id, capacity, NULL, ch, err);
+}
+
+/* The handle's cached geometry and limits (read once at open, §4.3, §12.1). */
+static inline uint64_t dmxp_channel_capacity(const dmxp_channel *ch) { return ch->capacity; }
+/* The largest message the channel takes: its max_message_size when it carries runs
+ * (DMXP_CHANNEL_RUNS), else DMXP_MSG_INLINE (960). */
+static inline uint32_t dmxp_channel_max_message_size(const dmxp_channel *ch) {
+    return ch->max_message;
+}
+/* The entry's flags (DMXP_CHANNEL_RUNS or 0). */
+static inline uint32_t dmxp_channel_flags(const dmxp_channel *ch) { return ch->channel_flags; }
+
+/* DMXP_OK when a message of `len` bytes fits the channel (dmxp_try_send and the other single
+ * sends), else DMXP_E_TOO_LARGE, with err (optional) naming the channel, found = len and
+ * value2 = the limit (dmxp_error_format: "message of N bytes exceeds the limit of M bytes"). */
+static inline dmxp_status dmxp_check_message_size(const dmxp_channel *ch, size_t len,
+                                                  dmxp_error *err) {
+    if (len <= ch->max_message) return DMXP_OK;
+    return dmxp__fail(err, DMXP_E_TOO_LARGE, (int32_t)ch->id, "payload_len", len,
+                      ch->max_message, 0);
 }
 
 /* Snapshots of the cursors and waiter counts. */
@@ -2280,14 +2489,20 @@ static inline void dmxp__notify_producers(const dmxp_channel *ch) {
 
 /* Intents (§11.4): written before each claiming CAS, cleared after the last publish/free.
  * Release stores, so that a repairer that reads an intent with acquire also sees everything
- * the owner did before it (in particular the publish or free of its previous claim). */
-static inline void dmxp__intent_set(dmxp_peer_record *r, uint64_t position, uint64_t n) {
+ * the owner did before it (in particular the publish or free of its previous claim).
+ * intent_flags (§12.5: DMXP_INTENT_RUN for a run, 0 otherwise) is written before the count,
+ * so a repairer that reads the count with acquire sees the flags of the same claim. */
+static inline void dmxp__intent_set(dmxp_peer_record *r, uint64_t position, uint64_t n,
+                                    uint32_t flags) {
     dmxp__store(&r->intent_position, position, DMXP__REL);
+    dmxp__store(&r->intent_flags, flags, DMXP__RLX);
     dmxp__store(&r->intent_count, (uint32_t)n, DMXP__REL);
 }
 
 static inline void dmxp__intent_clear(dmxp_peer_record *r) {
-    if (r) dmxp__store(&r->intent_count, 0, DMXP__REL);
+    if (r == NULL) return;
+    dmxp__store(&r->intent_count, 0, DMXP__REL);
+    dmxp__store(&r->intent_flags, 0, DMXP__RLX); /* cleared with the intent (§12.5) */
 }
 
 /* Claims up to `max` consecutive free positions with one CAS on tail. A registered handle
@@ -2310,7 +2525,7 @@ static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
                        tail + n)
                 n++;
             if (peer) {
-                dmxp__intent_set(peer, tail, n);
+                dmxp__intent_set(peer, tail, n, 0);
                 wrote_intent = 1;
             }
             /* Release: whoever reads the moved tail with acquire sees the intent. */
@@ -2326,6 +2541,58 @@ static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
             return DMXP_E_FULL; /* the slot still holds the message of tail - capacity */
         } else {
             tail = dmxp__load(tail_p, DMXP__RLX); /* another producer took it */
+        }
+    }
+    if (wrote_intent) dmxp__intent_clear(peer);
+    return DMXP_E_BUSY;
+}
+
+/* Positions a message of `len` bytes takes: 1 up to DMXP_MSG_INLINE, else ceil(len / 960). */
+static inline uint64_t dmxp__slots_for(size_t len) {
+    return len <= DMXP_MSG_INLINE ? 1 : ((uint64_t)len + DMXP_MSG_INLINE - 1) / DMXP_MSG_INLINE;
+}
+
+/* Claims the k (2 <= k <= capacity) consecutive positions of a run with one CAS on tail
+ * (§12.3): only when the slots of all k are free, never part of a run. DMXP_E_FULL when one of
+ * them still holds the previous lap's message (the run does not fit now). A registered handle
+ * names the run in its intent (intent_flags DMXP_INTENT_RUN) before the CAS; on failure the
+ * intent is cleared, on success the caller clears it after the last publish. */
+static inline dmxp_status dmxp__claim_run(const dmxp_channel *ch, uint64_t k, uint64_t *first) {
+    DMXP_ATOMIC(uint64_t) *tail_p = &ch->entry->tail;
+    dmxp_peer_record *peer = ch->send_peer;
+    int wrote_intent = 0;
+    uint64_t tail = dmxp__load(tail_p, DMXP__RLX);
+    for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
+        int64_t d = dmxp__diff(dmxp__load(&dmxp__slot(ch, tail)->sequence, DMXP__ACQ), tail);
+        if (d == 0) {
+            uint64_t j = 1;
+            int64_t dj = 0;
+            for (; j < k; j++) {
+                dj = dmxp__diff(dmxp__load(&dmxp__slot(ch, tail + j)->sequence, DMXP__ACQ),
+                                tail + j);
+                if (dj != 0) break;
+            }
+            if (j == k) { /* all k slots are free: they stay so until our CAS (§6.3) */
+                if (peer) {
+                    dmxp__intent_set(peer, tail, k, DMXP_INTENT_RUN);
+                    wrote_intent = 1;
+                }
+                if (dmxp__cas_weak(tail_p, &tail, tail + k, DMXP__REL, DMXP__RLX)) {
+                    *first = tail;
+                    return DMXP_OK;
+                }
+                continue; /* tail now holds the current value */
+            }
+            if (dj < 0) {
+                if (wrote_intent) dmxp__intent_clear(peer);
+                return DMXP_E_FULL; /* the run does not fit now */
+            }
+            tail = dmxp__load(tail_p, DMXP__RLX); /* another producer moved on */
+        } else if (d < 0) {
+            if (wrote_intent) dmxp__intent_clear(peer);
+            return DMXP_E_FULL;
+        } else {
+            tail = dmxp__load(tail_p, DMXP__RLX);
         }
     }
     if (wrote_intent) dmxp__intent_clear(peer);
@@ -2366,12 +2633,38 @@ static inline DMXP__COLD int dmxp__queued_behind(const dmxp_channel *ch, uint64_
     return dmxp__diff(seq, head + 1) >= 0 ? -1 : 0;
 }
 
+/* What a receive claimed (dmxp__claim_recv_kind, PROTOCOL.md §12.4). */
+#define DMXP__CLAIM_SLOTS 0   /* *count single-slot positions: messages, markers, bad lengths */
+#define DMXP__CLAIM_RUN 1     /* one run of *count positions, every slot published; *needed = L */
+#define DMXP__CLAIM_BAD_RUN 2 /* the start of a run that fails the checks, claimed alone: it is
+                                 dropped as corrupt (*needed = its payload_len) */
+#define DMXP__CLAIM_ORPHAN 3  /* a continuation whose start is gone, claimed alone: freed and
+                                 passed over like a SKIP marker, not reported */
+
+/* A run's start as a consumer finds it (§12.4): 2 <= k <= capacity, 960 < L <= the channel's
+ * limit, and k == ceil(L / 960). */
+static inline int dmxp__run_shape_ok(const dmxp_channel *ch, uint64_t k, uint64_t len) {
+    return k >= 2 && k <= ch->capacity && len > DMXP_MSG_INLINE && len <= ch->max_message &&
+           k == dmxp__slots_for((size_t)len);
+}
+
 /* Claims up to `max` consecutive published positions with one CAS on head. With
  * buf_cap != SIZE_MAX, refuses (consuming nothing) when the first message is longer. When
  * nothing is published at head: DMXP_E_EMPTY if nothing is queued behind it either, else
- * DMXP__PENDING with *first = head (the caller waits for it). */
-static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max, size_t buf_cap,
-                                           uint64_t *first, uint64_t *count, uint32_t *needed) {
+ * DMXP__PENDING with *first = head (the caller waits for it).
+ *
+ * Runs (§12.4): the flags of the slot at head (read after the acquire of its sequence) decide.
+ * A continuation (RUN_CONT) is claimed alone (DMXP__CLAIM_ORPHAN). A run's start (RUN) whose
+ * run_slots and payload_len fail dmxp__run_shape_ok, or whose continuations are not all
+ * published, is claimed alone too (DMXP__CLAIM_BAD_RUN); a valid one longer than buf_cap is
+ * refused with DMXP_E_BUFFER_TOO_SMALL (*needed = its length); otherwise the whole run is
+ * claimed with one CAS (DMXP__CLAIM_RUN, *count = k, *needed = L), named in the intent with
+ * DMXP_INTENT_RUN, whatever `max` is. Everything else is DMXP__CLAIM_SLOTS, whose count stops
+ * before a slot flagged RUN or RUN_CONT: a batch never takes part of a run. */
+static inline dmxp_status dmxp__claim_recv_kind(const dmxp_channel *ch, uint64_t max,
+                                                size_t buf_cap, uint64_t *first,
+                                                uint64_t *count, uint32_t *needed,
+                                                uint32_t *kind) {
     DMXP_ATOMIC(uint64_t) *head_p = &ch->entry->head;
     dmxp_peer_record *peer = ch->recv_peer;
     int wrote_intent = 0;
@@ -2382,30 +2675,63 @@ static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max,
         uint64_t seq = dmxp__load(&slot->sequence, DMXP__ACQ);
         int64_t d = dmxp__diff(seq, head + 1);
         if (d == 0) {
-            if (buf_cap != SIZE_MAX) {
-                /* Advisory peek: re-read and re-checked after the claim. */
+            /* Advisory peeks: re-read and re-checked after the claim. */
+            uint16_t flags = dmxp__load(&slot->meta.flags, DMXP__RLX);
+            uint32_t what = DMXP__CLAIM_SLOTS;
+            uint64_t n = 1;
+            if (flags & DMXP_FLAG_RUN_CONT) {
+                what = DMXP__CLAIM_ORPHAN;
+            } else if (flags & DMXP_FLAG_RUN) {
+                uint32_t k = dmxp__load(&slot->run_slots, DMXP__RLX);
                 uint32_t len = dmxp__load(&slot->meta.payload_len, DMXP__RLX);
-                uint16_t flags = dmxp__load(&slot->meta.flags, DMXP__RLX);
-                if ((flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST)) == 0 && len <= DMXP_MSG_INLINE &&
-                    len > buf_cap) {
-                    *needed = len;
+                *needed = len;
+                if (!dmxp__run_shape_ok(ch, k, len)) {
+                    what = DMXP__CLAIM_BAD_RUN;
+                } else if (buf_cap != SIZE_MAX && len > buf_cap) {
                     if (wrote_intent) dmxp__intent_clear(peer);
                     return DMXP_E_BUFFER_TOO_SMALL;
+                } else {
+                    uint64_t j = 1;
+                    while (j < k && dmxp__load(&dmxp__slot(ch, head + j)->sequence,
+                                               DMXP__ACQ) == head + j + 1)
+                        j++;
+                    /* An honest start is published last: a continuation still unpublished
+                     * means the run is broken. */
+                    if (j < k) {
+                        what = DMXP__CLAIM_BAD_RUN;
+                    } else {
+                        what = DMXP__CLAIM_RUN;
+                        n = k;
+                    }
+                }
+            } else {
+                if (buf_cap != SIZE_MAX) {
+                    uint32_t len = dmxp__load(&slot->meta.payload_len, DMXP__RLX);
+                    if ((flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST)) == 0 &&
+                        len <= DMXP_MSG_INLINE && len > buf_cap) {
+                        *needed = len;
+                        if (wrote_intent) dmxp__intent_clear(peer);
+                        return DMXP_E_BUFFER_TOO_SMALL;
+                    }
+                }
+                while (n < max) {
+                    dmxp_slot *next = dmxp__slot(ch, head + n);
+                    if (dmxp__load(&next->sequence, DMXP__ACQ) != head + n + 1 ||
+                        (dmxp__load(&next->meta.flags, DMXP__RLX) &
+                         (DMXP_FLAG_RUN | DMXP_FLAG_RUN_CONT)) != 0)
+                        break;
+                    n++;
                 }
             }
-            uint64_t n = 1;
-            while (n < max &&
-                   dmxp__load(&dmxp__slot(ch, head + n)->sequence, DMXP__ACQ) ==
-                       head + n + 1)
-                n++;
             if (peer) {
-                dmxp__intent_set(peer, head, n);
+                dmxp__intent_set(peer, head, n, what == DMXP__CLAIM_RUN ? DMXP_INTENT_RUN : 0);
                 wrote_intent = 1;
             }
             if (dmxp__cas_weak(head_p, &head, head + n, DMXP__REL,
                                DMXP__RLX)) {
                 *first = head;
                 *count = n;
+                *kind = what;
                 return DMXP_OK;
             }
         } else if (d < 0) {
@@ -2425,6 +2751,13 @@ static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max,
     }
     if (wrote_intent) dmxp__intent_clear(peer);
     return DMXP_E_BUSY;
+}
+
+/* dmxp__claim_recv_kind without the kind (for callers that handle single-slot positions). */
+static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max, size_t buf_cap,
+                                           uint64_t *first, uint64_t *count, uint32_t *needed) {
+    uint32_t kind;
+    return dmxp__claim_recv_kind(ch, max, buf_cap, first, count, needed, &kind);
 }
 
 /* The pending position a receive is waiting for (§6.2), and since when (ns). */
@@ -2447,9 +2780,10 @@ static inline int dmxp__await_position(const dmxp_channel *ch, uint64_t position
 static inline dmxp_status dmxp__claim_recv_settled(const dmxp_channel *ch, uint64_t max,
                                                    size_t buf_cap, uint64_t *first,
                                                    uint64_t *count, uint32_t *needed,
-                                                   dmxp__pending *pend, int wait) {
+                                                   uint32_t *kind, dmxp__pending *pend,
+                                                   int wait) {
     for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
-        dmxp_status s = dmxp__claim_recv(ch, max, buf_cap, first, count, needed);
+        dmxp_status s = dmxp__claim_recv_kind(ch, max, buf_cap, first, count, needed, kind);
         if (s != DMXP__PENDING || !wait) return s;
         if (!pend->tracking || pend->position != *first) {
             pend->tracking = 1;
@@ -2513,15 +2847,17 @@ static inline dmxp_status dmxp__revoked(const dmxp_channel *ch) {
  * check that the slot is still in the claimed state (a repair may have tombstoned it while the
  * payload was copied: its metadata is then left alone), then the metadata, then the publish as
  * a CAS from the claimed state. DMXP_OK, or DMXP_E_REVOKED (nothing more stored). */
-static inline dmxp_status dmxp__publish(const dmxp_channel *ch, uint64_t position,
-                                        const void *data, size_t len, uint32_t message_type,
-                                        uint16_t flags, uint64_t timestamp) {
+static inline dmxp_status dmxp__publish_slot(const dmxp_channel *ch, uint64_t position,
+                                             const void *data, size_t part, size_t len,
+                                             uint32_t message_type, uint16_t flags,
+                                             uint64_t timestamp, uint64_t message_id,
+                                             uint32_t run_slots, uint32_t run_index) {
     dmxp_slot *s = dmxp__slot(ch, position);
-    dmxp__payload_store(s, (const unsigned char *)data, len);
+    dmxp__payload_store(s, (const unsigned char *)data, part);
     DMXP_TEST_HOOK(DMXP_HOOK_AFTER_PAYLOAD, ch, position);
     if (dmxp__load(&s->sequence, DMXP__RLX) != position) return dmxp__revoked(ch);
     dmxp_slot_meta *m = &s->meta;
-    dmxp__store(&m->message_id, position, DMXP__RLX);
+    dmxp__store(&m->message_id, message_id, DMXP__RLX);
     dmxp__store(&m->timestamp_ns, timestamp, DMXP__RLX);
     dmxp__store(&m->channel_id, ch->id, DMXP__RLX);
     dmxp__store(&m->message_type, message_type, DMXP__RLX);
@@ -2530,6 +2866,8 @@ static inline dmxp_status dmxp__publish(const dmxp_channel *ch, uint64_t positio
     dmxp__store(&m->flags, flags, DMXP__RLX);
     dmxp__store(&m->payload_len, (uint32_t)len, DMXP__RLX);
     dmxp__store(&m->reserved, 0, DMXP__RLX);
+    dmxp__store(&s->run_slots, run_slots, DMXP__RLX);
+    dmxp__store(&s->run_index, run_index, DMXP__RLX);
     DMXP_TEST_HOOK(DMXP_HOOK_BEFORE_PUBLISH, ch, position);
     uint64_t expected = position;
     /* Release: the consumer that sees position + 1 with acquire sees the message. */
@@ -2537,6 +2875,14 @@ static inline dmxp_status dmxp__publish(const dmxp_channel *ch, uint64_t positio
                           DMXP__REL, DMXP__RLX))
         return dmxp__revoked(ch);
     return DMXP_OK;
+}
+
+/* dmxp__publish_slot for a single-slot message of `len` (<= 960) bytes at `position`. */
+static inline dmxp_status dmxp__publish(const dmxp_channel *ch, uint64_t position,
+                                        const void *data, size_t len, uint32_t message_type,
+                                        uint16_t flags, uint64_t timestamp) {
+    return dmxp__publish_slot(ch, position, data, len, len, message_type, flags, timestamp,
+                              position, 0, 0);
 }
 
 /* Frees consumed position h for the producer one lap later, by a CAS from the claimed state
@@ -2562,24 +2908,60 @@ static inline void dmxp__read_meta(dmxp_slot *s, dmxp_meta *out) {
     out->payload_len = dmxp__load(&m->payload_len, DMXP__RLX);
 }
 
-static inline dmxp_status dmxp__check_outgoing(size_t len, const dmxp_send_opts *opts) {
-    if (len > DMXP_MSG_INLINE) return DMXP_E_TOO_LARGE;
+/* `limit`: the channel's max message size for a single send, DMXP_MSG_INLINE for a batch
+ * item (§12.3: batches carry single-slot messages only). */
+static inline dmxp_status dmxp__check_outgoing(size_t len, size_t limit,
+                                               const dmxp_send_opts *opts) {
+    if (len > limit) return DMXP_E_TOO_LARGE;
     if (opts && (opts->flags & DMXP_FLAGS_PROTOCOL_MASK)) return DMXP_E_RESERVED_FLAGS;
     return DMXP_OK;
 }
 
 /* The stuck watch of the non-blocking calls (defined with the recovery code below): a miss
  * (full send, empty receive) returns 1 when it ran a repair that made progress (try again);
- * a hit ends the streak. */
+ * a hit ends the streak. `send` here and in the stuck watch below: 0 for a receive, else the
+ * positions the send needs at tail (1, or a run's k), which are all looked at for a slot a
+ * stuck consumer holds. */
 static inline int dmxp__miss(const dmxp_channel *ch, int send);
 static inline void dmxp__hit(const dmxp_channel *ch, int send);
+
+/* Sends a run of len > 960 bytes (§12.3): claims its k positions with one CAS, writes and
+ * publishes the continuations in order (RUN_CONT), then the first slot (RUN), the run's
+ * publication point. A continuation found revoked (§11.7) ends it: nothing more is published,
+ * not even the first slot (the repair that revoked it settles the run, §12.5). */
+static inline dmxp_status dmxp__send_run(const dmxp_channel *ch, const unsigned char *data,
+                                         size_t len, const dmxp_send_opts *opts,
+                                         uint64_t *message_id) {
+    uint64_t k = dmxp__slots_for(len), t;
+    dmxp_status s = dmxp__claim_run(ch, k, &t);
+    if (s != DMXP_OK) return s;
+    uint64_t now = dmxp_now_ns();
+    uint32_t type = opts ? opts->message_type : 0;
+    uint16_t flags = opts ? opts->flags : 0;
+    for (uint64_t i = 1; i < k && s == DMXP_OK; i++) {
+        size_t off = (size_t)i * DMXP_MSG_INLINE;
+        size_t part = len - off < DMXP_MSG_INLINE ? len - off : DMXP_MSG_INLINE;
+        s = dmxp__publish_slot(ch, t + i, data + off, part, len, type,
+                               (uint16_t)(flags | DMXP_FLAG_RUN_CONT), now, t, (uint32_t)k,
+                               (uint32_t)i);
+    }
+    if (s == DMXP_OK)
+        s = dmxp__publish_slot(ch, t, data, DMXP_MSG_INLINE, len, type,
+                               (uint16_t)(flags | DMXP_FLAG_RUN), now, t, (uint32_t)k, 0);
+    dmxp__intent_clear(ch->send_peer); /* after the last publish (or its failed CAS) */
+    if (s == DMXP_OK) dmxp__notify_consumers(ch);
+    if (message_id) *message_id = t;
+    return s;
+}
 
 /* One send, without the stuck watch (the blocking calls keep their own). */
 static inline dmxp_status dmxp__send_once(const dmxp_channel *ch, const void *data, size_t len,
                                           const dmxp_send_opts *opts, uint64_t *message_id) {
-    dmxp_status s = dmxp__check_outgoing(len, opts);
+    dmxp_status s = dmxp__check_outgoing(len, ch->max_message, opts);
     if (s != DMXP_OK) return s;
     if (len && data == NULL) return DMXP_E_INVALID_ARGUMENT;
+    if (len > DMXP_MSG_INLINE)
+        return dmxp__send_run(ch, (const unsigned char *)data, len, opts, message_id);
     uint64_t pos, n;
     s = dmxp__claim_send(ch, 1, &pos, &n);
     if (s != DMXP_OK) return s;
@@ -2591,15 +2973,20 @@ static inline dmxp_status dmxp__send_once(const dmxp_channel *ch, const void *da
     return s;
 }
 
-/* Sends one message. DMXP_E_FULL when every slot holds an unconsumed message. *message_id
- * (optional) is the position it took, also with DMXP_E_REVOKED: a peer repaired that position
- * before the publish (PROTOCOL.md §11.7), so the message may or may not have been delivered.
- * After DMXP_MISS_STREAK full results in a row, a full ring is checked for a slot a dead
- * consumer holds, which is repaired once stuck for DMXP_STUCK_GRACE_NS. */
+/* Sends one message of up to dmxp_channel_max_message_size(ch) bytes (DMXP_E_TOO_LARGE
+ * beyond, nothing sent: dmxp_check_message_size names length and limit). A message longer
+ * than 960 bytes travels as a run of ceil(len / 960) consecutive slots (PROTOCOL.md §12) and
+ * needs that many free at once: DMXP_E_FULL until they are. DMXP_E_FULL when every slot holds
+ * an unconsumed message. *message_id (optional) is the position it took (a run's first),
+ * also with DMXP_E_REVOKED: a peer repaired that position before the publish (PROTOCOL.md
+ * §11.7), so the message may or may not have been delivered. After DMXP_MISS_STREAK full
+ * results in a row, a full ring is checked for a slot a dead consumer holds, which is repaired
+ * once stuck for DMXP_STUCK_GRACE_NS. */
 static inline dmxp_status dmxp_try_send(const dmxp_channel *ch, const void *data, size_t len,
                                         const dmxp_send_opts *opts, uint64_t *message_id) {
     dmxp_status s = dmxp__send_once(ch, data, len, opts, message_id);
-    if (s == DMXP_E_FULL && dmxp__miss(ch, 1)) s = dmxp__send_once(ch, data, len, opts, message_id);
+    if (s == DMXP_E_FULL && dmxp__miss(ch, (int)dmxp__slots_for(len))) /* len <= limit */
+        s = dmxp__send_once(ch, data, len, opts, message_id);
     if (s == DMXP_OK || s == DMXP_E_REVOKED) dmxp__hit(ch, 1);
     return s;
 }
@@ -2616,7 +3003,9 @@ typedef struct dmxp_send_counts {
 /* Sends up to n messages (datas[i] of lens[i] bytes) claimed with one CAS, in order: as many
  * as there are free consecutive slots, at least one. Each position is published on its own;
  * one a peer repaired meanwhile is revoked (counted, nothing more written to it) and the rest
- * go on. Every payload is checked before anything is sent. DMXP_OK when at least one message
+ * go on. Every payload is checked before anything is sent: a batch carries single-slot
+ * messages only, so an item longer than 960 bytes is refused with DMXP_E_TOO_LARGE even on a
+ * channel that carries runs (PROTOCOL.md §12.3). DMXP_OK when at least one message
  * was taken; DMXP_E_FULL when none could be (with the stuck watch of dmxp_try_send). */
 static inline dmxp_status dmxp_try_send_batch_counts(const dmxp_channel *ch,
                                                      const void *const *datas,
@@ -2628,7 +3017,7 @@ static inline dmxp_status dmxp_try_send_batch_counts(const dmxp_channel *ch,
     memset(counts, 0, sizeof *counts);
     if (n == 0) return DMXP_OK;
     for (size_t i = 0; i < n; i++) {
-        dmxp_status s = dmxp__check_outgoing(lens[i], opts);
+        dmxp_status s = dmxp__check_outgoing(lens[i], DMXP_MSG_INLINE, opts);
         if (s != DMXP_OK) return s;
         if (lens[i] && datas[i] == NULL) return DMXP_E_INVALID_ARGUMENT;
     }
@@ -2705,6 +3094,77 @@ static inline dmxp_status dmxp__finish_recv(const dmxp_channel *ch, uint64_t pos
     return s;
 }
 
+/* Reads, copies and frees the run of k positions at h claimed whole (DMXP__CLAIM_RUN, §12.4),
+ * whose start showed k slots and L bytes: k and L are read again, then each continuation must
+ * carry RUN_CONT, message_id h, its run_index and payload_len L, else the run is corrupt. The
+ * message is copied part by part into buf (at least L bytes; NULL: nothing is copied and the
+ * run is dropped as corrupt), never more than L bytes, and every position is freed whatever
+ * was found. DMXP_OK (*meta the first slot's, *len = L), DMXP_E_CORRUPT_MESSAGE (meta's
+ * message_id h and payload_len L; the bytes copied zeroed), or DMXP_E_REVOKED when a free
+ * found its position repaired (counted once; the copy discarded as in dmxp__finish_recv). The
+ * intent is cleared in every case. */
+static inline dmxp_status dmxp__finish_run(const dmxp_channel *ch, uint64_t h, uint64_t k,
+                                           uint32_t total, unsigned char *buf, dmxp_meta *meta,
+                                           size_t *len) {
+    dmxp_slot *first = dmxp__slot(ch, h);
+    dmxp__read_meta(first, meta);
+    int corrupt = buf == NULL || dmxp__load(&first->run_slots, DMXP__RLX) != k ||
+                  meta->payload_len != total;
+    size_t copied = 0;
+    for (uint64_t i = 0; i < k && !corrupt; i++) {
+        dmxp_slot *s = dmxp__slot(ch, h + i);
+        if (i > 0 && ((dmxp__load(&s->meta.flags, DMXP__RLX) & DMXP_FLAG_RUN_CONT) == 0 ||
+                      dmxp__load(&s->meta.message_id, DMXP__RLX) != h ||
+                      dmxp__load(&s->run_index, DMXP__RLX) != i ||
+                      dmxp__load(&s->meta.payload_len, DMXP__RLX) != total)) {
+            corrupt = 1;
+            break;
+        }
+        size_t part = total - copied < DMXP_MSG_INLINE ? total - copied : DMXP_MSG_INLINE;
+        dmxp__payload_load(s, buf + copied, part);
+        copied += part;
+    }
+    int revoked = 0;
+    for (uint64_t i = 0; i < k; i++)
+        if (!dmxp__free(ch, h + i)) revoked = 1;
+    dmxp__intent_clear(ch->recv_peer); /* after the last free */
+    if (copied && (revoked || corrupt)) memset(buf, 0, copied);
+    if (revoked) {
+        memset(meta, 0, sizeof *meta);
+        meta->message_id = h;
+        return dmxp__revoked(ch);
+    }
+    dmxp__notify_producers(ch);
+    if (corrupt) {
+        meta->message_id = h;
+        meta->payload_len = total;
+        return DMXP_E_CORRUPT_MESSAGE;
+    }
+    if (len) *len = total;
+    return DMXP_OK;
+}
+
+/* Frees position `pos`, claimed alone as a broken run's start (DMXP__CLAIM_BAD_RUN: then
+ * DMXP_E_CORRUPT_MESSAGE, meta's message_id pos and payload_len `total`) or as an orphan
+ * continuation (DMXP__CLAIM_ORPHAN: then DMXP_E_EMPTY, passed over like a SKIP marker); or
+ * DMXP_E_REVOKED. The intent is cleared. */
+static inline dmxp_status dmxp__finish_alone(const dmxp_channel *ch, uint64_t pos,
+                                             uint32_t kind, uint32_t total, dmxp_meta *meta) {
+    dmxp__read_meta(dmxp__slot(ch, pos), meta);
+    int freed = dmxp__free(ch, pos);
+    dmxp__intent_clear(ch->recv_peer);
+    if (!freed) {
+        memset(meta, 0, sizeof *meta);
+        meta->message_id = pos;
+        return dmxp__revoked(ch);
+    }
+    dmxp__notify_producers(ch);
+    if (kind == DMXP__CLAIM_ORPHAN) return DMXP_E_EMPTY;
+    meta->message_id = pos;
+    meta->payload_len = total;
+    return DMXP_E_CORRUPT_MESSAGE;
+}
+
 /* One receive, without the stuck watch (the blocking calls keep their own). A pending head
  * (§6.2) is waited for as dmxp__claim_recv_settled does; with wait == 0 DMXP__PENDING is
  * returned instead (and `pend` may be NULL). */
@@ -2716,22 +3176,31 @@ static inline dmxp_status dmxp__recv_once(const dmxp_channel *ch, void *buf, siz
     if (len) *len = 0;
     if (cap && buf == NULL) return DMXP_E_INVALID_ARGUMENT;
     for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
-        uint64_t pos, n;
-        uint32_t needed = 0;
-        dmxp_status s = dmxp__claim_recv_settled(ch, 1, cap, &pos, &n, &needed, pend, wait);
+        uint64_t pos = 0, n = 0;
+        uint32_t needed = 0, kind = DMXP__CLAIM_SLOTS;
+        dmxp_status s =
+            dmxp__claim_recv_settled(ch, 1, cap, &pos, &n, &needed, &kind, pend, wait);
         if (s == DMXP_E_BUFFER_TOO_SMALL) {
             memset(meta, 0, sizeof *meta);
             meta->payload_len = needed;
             return s;
         }
         if (s != DMXP_OK) return s;
-        s = dmxp__finish_recv(ch, pos, buf, cap, meta, len);
+        if (kind == DMXP__CLAIM_RUN) /* needed <= cap: checked before the claim */
+            s = dmxp__finish_run(ch, pos, n, needed, (unsigned char *)buf, meta, len);
+        else if (kind != DMXP__CLAIM_SLOTS)
+            s = dmxp__finish_alone(ch, pos, kind, needed, meta);
+        else
+            s = dmxp__finish_recv(ch, pos, buf, cap, meta, len);
         if (s != DMXP_E_EMPTY) return s;
     }
     return DMXP_E_BUSY;
 }
 
-/* Receives one message into buf (cap bytes). SKIP markers are passed over. Returns:
+/* Receives one message into buf (cap bytes). SKIP markers are passed over. A message longer
+ * than one slot (a run, PROTOCOL.md §12) is delivered whole, its meta the first slot's
+ * (payload_len the whole length, flags with DMXP_FLAG_RUN); a continuation whose start is
+ * gone is passed over like a SKIP marker. Returns:
  *  DMXP_OK                  meta (optional) and *len filled;
  *  DMXP_E_EMPTY             nothing is queued: nothing published at the head, nor behind it.
  *                           When the head position is claimed by a producer that has not
@@ -2742,10 +3211,12 @@ static inline dmxp_status dmxp__recv_once(const dmxp_channel *ch, void *buf, siz
  *                           DMXP_E_EMPTY only if that position stays unpublished for
  *                           DMXP_PENDING_WAIT_NS (1 s: its producer is stopped);
  *  DMXP_E_BUFFER_TOO_SMALL  nothing consumed; meta->payload_len = the size needed (a
- *                           960-byte buffer always suffices);
+ *                           buffer of dmxp_channel_max_message_size(ch) bytes always
+ *                           suffices: 960 on a channel without runs);
  *  DMXP_E_LOST              a LOST tombstone was consumed; meta->message_id says which;
- *  DMXP_E_CORRUPT_MESSAGE   a slot with payload_len > 960 was consumed and dropped;
- *                           meta->message_id and meta->payload_len say which;
+ *  DMXP_E_CORRUPT_MESSAGE   a slot with payload_len > 960 outside a run, or a run cut short
+ *                           or inconsistent (§12.4), was consumed and dropped (counted once
+ *                           per run); meta->message_id and meta->payload_len say which;
  *  DMXP_E_REVOKED           a peer repaired the claimed position before it was freed
  *                           (§11.7): nothing delivered, the bytes copied into buf zeroed,
  *                           *len 0, meta->message_id says which position;
@@ -2769,7 +3240,8 @@ static inline dmxp_status dmxp_try_recv(const dmxp_channel *ch, void *buf, size_
 typedef struct dmxp_recv_counts {
     size_t delivered; /* messages handed to the callback */
     size_t lost;      /* LOST tombstones consumed (messages of producers that died, §11) */
-    size_t corrupt;   /* slots with payload_len > 960, consumed and dropped */
+    size_t corrupt;   /* slots with payload_len > 960 (or broken runs, §12.4), consumed and
+                         dropped */
     size_t revoked;   /* positions a peer repaired before they were freed (§11.7), whatever
                          they held: not delivered */
 } dmxp_recv_counts;
@@ -2778,9 +3250,12 @@ typedef struct dmxp_recv_counts {
  * for each (after its slot is freed); on_lost (optional) is called with the message_id of each
  * LOST tombstone. Each position is freed on its own; one whose free finds it repaired by a
  * peer (§11.7) is counted in `revoked` and not delivered. SKIP markers are passed over and
- * counted nowhere. DMXP_OK when at least one position was consumed, else DMXP_E_EMPTY /
- * DMXP_E_BUSY (with the stuck watch of dmxp_try_recv, and its wait for a head position
- * claimed but unpublished while a later one holds a message). */
+ * counted nowhere. The count stops before a message longer than one slot (a run, PROTOCOL.md
+ * §12.4); a batch that starts with one delivers that run alone, copied into memory malloc'd
+ * for the call (if that fails, the run is consumed and counted corrupt); a continuation whose
+ * start is gone is passed over. DMXP_OK when at least one position was consumed, else
+ * DMXP_E_EMPTY / DMXP_E_BUSY (with the stuck watch of dmxp_try_recv, and its wait for a head
+ * position claimed but unpublished while a later one holds a message). */
 static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, size_t max,
                                                      dmxp_deliver_fn deliver,
                                                      void (*on_lost)(void *ctx, uint64_t id),
@@ -2789,16 +3264,35 @@ static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, siz
     if (counts == NULL) counts = &local;
     memset(counts, 0, sizeof *counts);
     if (max == 0) return DMXP_OK;
-    uint64_t first, count;
-    uint32_t needed;
+    uint64_t first = 0, count = 0;
+    uint32_t needed = 0, what = DMXP__CLAIM_SLOTS;
     dmxp__pending pend = {0, 0, 0};
     dmxp_status s = dmxp__claim_recv_settled(ch, (uint64_t)max, SIZE_MAX, &first, &count,
-                                             &needed, &pend, 1);
+                                             &needed, &what, &pend, 1);
     if (s == DMXP_E_EMPTY && dmxp__miss(ch, 0))
         s = dmxp__claim_recv_settled(ch, (uint64_t)max, SIZE_MAX, &first, &count, &needed,
-                                     &pend, 1);
+                                     &what, &pend, 1);
     if (s != DMXP_OK) return s;
     dmxp__hit(ch, 0);
+    if (what != DMXP__CLAIM_SLOTS) {
+        /* A run, alone (§12.4), copied into memory of its own, or a position claimed alone. */
+        dmxp_meta meta;
+        if (what == DMXP__CLAIM_RUN) {
+            unsigned char *whole = (unsigned char *)malloc(needed);
+            size_t got = 0;
+            s = dmxp__finish_run(ch, first, count, needed, whole, &meta, &got);
+            if (s == DMXP_OK) {
+                counts->delivered++;
+                if (deliver) deliver(ctx, &meta, whole, got);
+            }
+            free(whole);
+        } else {
+            s = dmxp__finish_alone(ch, first, what, needed, &meta);
+        }
+        if (s == DMXP_E_CORRUPT_MESSAGE) counts->corrupt++;
+        if (s == DMXP_E_REVOKED) counts->revoked++;
+        return DMXP_OK; /* DMXP_E_EMPTY from an orphan: passed over, counted nowhere */
+    }
     unsigned char buf[DMXP_MSG_INLINE];
     int freed_any = 0;
     for (uint64_t k = 0; k < count; k++) {
@@ -3012,7 +3506,7 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
             dmxp__store(&r[i].intent_position, 0, DMXP__RLX);
             dmxp__store(&r[i].pid_ns, 0, DMXP__RLX);
             dmxp__store(&r[i].waiting, 0, DMXP__RLX);
-            dmxp__store(&r[i].zero32, 0, DMXP__RLX);
+            dmxp__store(&r[i].intent_flags, 0, DMXP__RLX);
             for (size_t k = 0; k < 2; k++) dmxp__store(&r[i].zero[k], 0, DMXP__RLX);
         }
         uint64_t expected = 0;
@@ -3045,10 +3539,13 @@ typedef struct dmxp_recover_report {
     uint32_t records_deferred; /* dead records given back unrepaired, intent intact, because
                                   another intent covers a stuck position of theirs (or their
                                   channel changed meanwhile); a later pass retries them */
-    uint64_t lost;            /* LOST tombstones published for positions of dead producers */
+    uint64_t lost;            /* LOST tombstones published for positions of dead producers
+                                 (one per run: §12.5) */
     uint64_t freed;           /* slots freed for positions claimed by dead consumers */
     uint32_t liveness_checks; /* records whose owner's liveness was judged (at most once per
                                  record and pass: one snapshot, however many positions) */
+    uint64_t skipped;         /* SKIP markers published for the continuations of a dead
+                                 producer's run (§12.5): not messages, counted nowhere else */
 } dmxp_recover_report;
 
 /* The liveness of one record as judged in a pass, keyed by what was read. */
@@ -3208,7 +3705,10 @@ static inline void dmxp__restore_owner(dmxp_peer_record *d, uint32_t dead_pid,
  * sweep frees only records it saw with none, and leaves the word as §11.10 does. */
 static inline void dmxp__free_taken(unsigned char *base, dmxp_peer_record *d, int clear_intent) {
     (void)dmxp__give_back_wait(base, d);
-    if (clear_intent) dmxp__store(&d->intent_count, 0, DMXP__RLX);
+    if (clear_intent) {
+        dmxp__store(&d->intent_count, 0, DMXP__RLX);
+        dmxp__store(&d->intent_flags, 0, DMXP__RLX);
+    }
     dmxp__store(&d->pid_ns, 0, DMXP__RLX);
     dmxp__store(&d->start_time, 0, DMXP__RLX);
     dmxp__store(&d->pid, 0, DMXP__REL); /* free again */
@@ -3277,6 +3777,7 @@ static inline dmxp_status dmxp__register_one(dmxp_channel *ch, dmxp_peer_record 
         dmxp__store(&r->channel_id, ch->id, DMXP__RLX);
         dmxp__store(&r->intent_count, 0, DMXP__RLX);
         dmxp__store(&r->intent_position, 0, DMXP__RLX);
+        dmxp__store(&r->intent_flags, 0, DMXP__RLX);
         dmxp__store(&r->waiting, DMXP_WAITING_NONE, DMXP__RLX);
         dmxp__store(&r->pid_ns, me->pid_ns, DMXP__RLX);
         /* Last, with release: a checker that reads this start time sees the fields above. */
@@ -3348,6 +3849,7 @@ static inline void dmxp__leave(dmxp_peer_record **slot) {
     uint32_t me = (uint32_t)getpid();
     if (dmxp__load(&r->pid, DMXP__ACQ) != me) return;
     dmxp__store(&r->intent_count, 0, DMXP__RLX);
+    dmxp__store(&r->intent_flags, 0, DMXP__RLX);
     dmxp__store(&r->waiting, DMXP_WAITING_NONE, DMXP__RLX);
     /* A free record keeps no start time, so that the next owner's record never shows its own
      * pid with a stale start time (which would look like a reused pid). */
@@ -3394,12 +3896,13 @@ static inline int dmxp__covered(dmxp_peer_record *table, uint32_t except, uint32
     return 0;
 }
 
-/* A LOST tombstone (§6.4) for position `p`, still claimed and unpublished, naming `sender_pid`
- * and `sender_runtime` (0 when unknown): the metadata first, then the publish as a CAS
+/* A marker (§6.4) for position `p`, still claimed and unpublished: `flags` DMXP_FLAG_LOST (a
+ * tombstone, naming `sender_pid` and `sender_runtime`, 0 when unknown) or DMXP_FLAG_SKIP (with
+ * them 0): the metadata first (payload_len 0, no run fields), then the publish as a CAS
  * p -> p + 1 (release), so that a claimer that publishes meanwhile wins and its message's
- * state is never written over (§11.7). 1 when the tombstone was published. */
-static inline int dmxp__tombstone(const dmxp_channel *ch, uint64_t p, uint32_t sender_pid,
-                                  uint16_t sender_runtime) {
+ * state is never written over (§11.7). 1 when the marker was published. */
+static inline int dmxp__marker(const dmxp_channel *ch, uint64_t p, uint16_t flags,
+                               uint32_t sender_pid, uint16_t sender_runtime) {
     dmxp_slot *slot = dmxp__slot(ch, p);
     if (dmxp__load(&slot->sequence, DMXP__ACQ) != p) return 0;
     dmxp_slot_meta *m = &slot->meta;
@@ -3409,12 +3912,20 @@ static inline int dmxp__tombstone(const dmxp_channel *ch, uint64_t p, uint32_t s
     dmxp__store(&m->message_type, 0, DMXP__RLX);
     dmxp__store(&m->sender_pid, sender_pid, DMXP__RLX);
     dmxp__store(&m->sender_runtime, sender_runtime, DMXP__RLX);
-    dmxp__store(&m->flags, (uint16_t)DMXP_FLAG_LOST, DMXP__RLX);
+    dmxp__store(&m->flags, flags, DMXP__RLX);
     dmxp__store(&m->payload_len, 0, DMXP__RLX);
     dmxp__store(&m->reserved, 0, DMXP__RLX);
+    dmxp__store(&slot->run_slots, 0, DMXP__RLX);
+    dmxp__store(&slot->run_index, 0, DMXP__RLX);
     uint64_t expected = p;
     return dmxp__cas_strong(&slot->sequence, &expected, p + 1, DMXP__REL,
                             DMXP__RLX);
+}
+
+/* A LOST tombstone (§6.4) for position `p` naming the dead producer (dmxp__marker). */
+static inline int dmxp__tombstone(const dmxp_channel *ch, uint64_t p, uint32_t sender_pid,
+                                  uint16_t sender_runtime) {
+    return dmxp__marker(ch, p, (uint16_t)DMXP_FLAG_LOST, sender_pid, sender_runtime);
 }
 
 /* Frees position `p`, still published and claimed by a consumer that never freed it, for the
@@ -3435,15 +3946,20 @@ static inline int dmxp__force_free(const dmxp_channel *ch, uint64_t p) {
  * it is covered: the record must then be given back, intent intact, for a later pass. */
 static inline int dmxp__repair_intent(const dmxp_channel *ch, dmxp_peer_record *table,
                                       uint32_t i, uint16_t role, uint64_t p0, uint32_t count,
-                                      uint32_t dead_pid, uint16_t runtime, dmxp__liveness *l,
+                                      uint32_t intent_flags, uint32_t dead_pid,
+                                      uint16_t runtime, dmxp__liveness *l,
                                       dmxp_recover_report *report) {
     int producer = role == DMXP_ROLE_PRODUCER;
+    /* §12.5: a dead producer's run is one message: its continuations p0 + 1 .. get SKIP
+     * markers, then p0 (published last by an honest sender) the LOST tombstone. */
+    int run = producer && (intent_flags & DMXP_INTENT_RUN) != 0;
     uint64_t n = count < ch->capacity ? (uint64_t)count : ch->capacity;
     uint64_t cursor =
         dmxp__load(producer ? &ch->entry->tail : &ch->entry->head, DMXP__ACQ);
     int deferred = 0, repaired = 0;
     for (uint64_t k = 0; k < n; k++) {
-        uint64_t p = p0 + k;
+        /* In a run's order, p0 + 1 .. p0 + n - 1 then p0; otherwise p0 .. p0 + n - 1. */
+        uint64_t p = run ? p0 + (k + 1) % n : p0 + k;
         uint64_t behind = cursor - p; /* wrapping */
         if (behind == 0 || behind > ch->capacity) continue; /* not claimed, or an older lap */
         uint64_t stuck = producer ? p : p + 1;
@@ -3455,7 +3971,11 @@ static inline int dmxp__repair_intent(const dmxp_channel *ch, dmxp_peer_record *
         }
         /* Re-read after the intents: an owner that finished meanwhile has moved it on. */
         if (dmxp__load(seq, DMXP__ACQ) != stuck) continue;
-        if (producer) {
+        if (run && p != p0) {
+            /* A part of the run: passed over by consumers, not a message of its own. */
+            if (!dmxp__marker(ch, p, (uint16_t)DMXP_FLAG_SKIP, 0, 0)) continue;
+            report->skipped++;
+        } else if (producer) {
             /* Should the owner be alive after all, its publish CAS (from p) fails: revoked. */
             if (!dmxp__tombstone(ch, p, dead_pid, runtime)) continue;
             report->lost++;
@@ -3494,14 +4014,15 @@ static inline void dmxp__repair_pass(const dmxp_channel *ch, dmxp_peer_record *t
         DMXP_TEST_HOOK(DMXP_HOOK_REPAIR_TAKEN, ch, i);
         uint32_t count = dmxp__load(&d->intent_count, DMXP__ACQ);
         uint64_t p0 = dmxp__load(&d->intent_position, DMXP__RLX);
+        uint32_t intent_flags = dmxp__load(&d->intent_flags, DMXP__RLX); /* §12.5 */
         uint16_t role = dmxp__load(&d->role, DMXP__RLX);
         uint16_t runtime = dmxp__load(&d->runtime, DMXP__RLX);
         int deferred = 0;
         if (count != 0 && dmxp__load(&d->channel_id, DMXP__RLX) != ch->id)
             deferred = 1; /* it changed between the two reads: not ours to repair after all */
         else if (count != 0 && (role == DMXP_ROLE_PRODUCER || role == DMXP_ROLE_CONSUMER))
-            deferred = dmxp__repair_intent(ch, table, i, role, p0, count, dead_pid, runtime, l,
-                                           report);
+            deferred = dmxp__repair_intent(ch, table, i, role, p0, count, intent_flags,
+                                           dead_pid, runtime, l, report);
         /* (any other role word: no cursor to repair against, the record is just freed) */
         if (deferred) {
             dmxp__restore_owner(d, dead_pid, dead_start); /* intent intact, for a later pass */
@@ -3519,7 +4040,9 @@ static inline void dmxp__repair_pass(const dmxp_channel *ch, dmxp_peer_record *t
  * the repairer has not opened). A dead record with no intent is freed whatever its channel. A
  * dead record of this channel has each position of its intent that is still claimed-unpublished
  * (producer) tombstoned as LOST, or still claimed-unfreed (consumer) freed, unless another
- * intent covers it (dmxp__covered: an earlier record of the table, or a live one). If a
+ * intent covers it (dmxp__covered: an earlier record of the table, or a live one); a dead
+ * producer's run (intent_flags DMXP_INTENT_RUN, §12.5) gets SKIP markers on its stuck
+ * continuations (report->skipped), then the one LOST tombstone on its first position. If a
  * position was skipped for that, or the record's channel changed meanwhile (not ours after
  * all), the record is given back to its dead owner (start time restored, then its pid),
  * intent intact, and a later pass repairs it (records_deferred); otherwise its wait count is
@@ -3562,8 +4085,9 @@ typedef struct dmxp__stuck {
 } dmxp__stuck;
 
 /* 1 when the channel is stuck for a receiver (send == 0: nothing published at head while tail
- * is past it) or a sender (send == 1: the slot at tail holds a message a consumer claimed and
- * never freed). *position is the stuck position. */
+ * is past it) or a sender (send = the positions it needs at tail, 1 or a run's k: the first
+ * of the slots of tail .. tail + send - 1 that is not free holds a message a consumer claimed
+ * and never freed). *position is the stuck position. */
 static inline int dmxp__stuck_at(const dmxp_channel *ch, int send, uint64_t *position) {
     if (!send) {
         uint64_t h = dmxp__load(&ch->entry->head, DMXP__ACQ);
@@ -3573,8 +4097,14 @@ static inline int dmxp__stuck_at(const dmxp_channel *ch, int send, uint64_t *pos
         return seq == h && dmxp__diff(t, h) > 0;
     }
     uint64_t t = dmxp__load(&ch->entry->tail, DMXP__ACQ);
-    uint64_t prev = t - ch->capacity;
-    uint64_t seq = dmxp__load(&dmxp__slot(ch, t)->sequence, DMXP__ACQ);
+    uint64_t want = (uint64_t)send < ch->capacity ? (uint64_t)send : ch->capacity;
+    uint64_t at = t;
+    uint64_t seq = dmxp__load(&dmxp__slot(ch, at)->sequence, DMXP__ACQ);
+    for (uint64_t i = 1; i < want && seq == at; i++) { /* past the free slots of a run */
+        at = t + i;
+        seq = dmxp__load(&dmxp__slot(ch, at)->sequence, DMXP__ACQ);
+    }
+    uint64_t prev = at - ch->capacity;
     uint64_t h = dmxp__load(&ch->entry->head, DMXP__ACQ);
     *position = prev;
     return seq == prev + 1 && dmxp__diff(h, prev) > 0;
@@ -3637,7 +4167,8 @@ static inline int dmxp__stuck_look(const dmxp_channel *ch, int send, dmxp__stuck
     if (now < dmxp__stuck_due(ch, st)) return 0;
     st->last = now;
     dmxp_recover_report rep;
-    int moved = dmxp_channel_recover(ch, &rep) == DMXP_OK && (send ? rep.freed : rep.lost) != 0;
+    int moved = dmxp_channel_recover(ch, &rep) == DMXP_OK &&
+                (send ? rep.freed : rep.lost + rep.skipped) != 0;
     if (!moved && now >= dmxp__unblock_at(ch, st)) moved = dmxp__unblock(ch, send, pos);
     if (!moved) {
         st->pause = st->pause >= DMXP_STUCK_MAX_RECHECK_NS / 2 ? DMXP_STUCK_MAX_RECHECK_NS
@@ -3738,13 +4269,33 @@ static inline int dmxp_has_free_slot(const dmxp_channel *ch) {
     return dmxp__load(&dmxp__slot(ch, t)->sequence, DMXP__ACQ) == t;
 }
 
+/* True when the `n` positions from tail on are free: a run of n slots fits now (§12.3). */
+static inline int dmxp_has_free_slots(const dmxp_channel *ch, uint64_t n) {
+    uint64_t t = dmxp__load(&ch->entry->tail, DMXP__RLX);
+    if (n == 0) n = 1;
+    if (n > ch->capacity) return 0;
+    for (uint64_t i = 0; i < n; i++)
+        if (dmxp__load(&dmxp__slot(ch, t + i)->sequence, DMXP__ACQ) != t + i) return 0;
+    return 1;
+}
+
+/* The readiness tests of the blocking calls: a message at head, or `n` free slots at tail. */
+static inline int dmxp__ready_message(const dmxp_channel *ch, uint64_t n) {
+    (void)n;
+    return dmxp_has_message(ch);
+}
+static inline int dmxp__ready_free(const dmxp_channel *ch, uint64_t n) {
+    return dmxp_has_free_slots(ch, n);
+}
+
 /* One registered sleep of at most one slice (§7.2 wait_until). Returns 1 if ready() held.
  * `rec` is the handle's peer record for this role (NULL when unregistered) and `kind` the
  * DMXP_WAITING_* value naming `waiters` (§11.9): the record says which count the handle is in
  * while it is, so that whoever frees the record after this process's death gives the count
  * back. Afterwards the handle takes the word back with a swap and leaves the count only if it
  * still held `kind`: a freer that misjudged it dead and won the word has already done so. */
-static inline int dmxp__wait_once(const dmxp_channel *ch, int (*ready)(const dmxp_channel *),
+static inline int dmxp__wait_once(const dmxp_channel *ch,
+                                  int (*ready)(const dmxp_channel *, uint64_t), uint64_t n,
                                   DMXP_ATOMIC(uint32_t) *word, DMXP_ATOMIC(uint32_t) *waiters,
                                   dmxp_peer_record *rec, uint32_t kind, int64_t deadline) {
     dmxp__fetch_add(waiters, 1, DMXP__SEQ);
@@ -3754,7 +4305,7 @@ static inline int dmxp__wait_once(const dmxp_channel *ch, int (*ready)(const dmx
 #if !defined(DMXP__TSAN)
     dmxp__fence(DMXP__SEQ);
 #endif
-    int is_ready = ready(ch);
+    int is_ready = ready(ch, n);
     if (!is_ready) {
         int64_t left = deadline - (int64_t)dmxp_now_ns();
         if (left > DMXP_WAIT_SLICE_NS) left = DMXP_WAIT_SLICE_NS;
@@ -3819,7 +4370,7 @@ static inline int dmxp__await_position(const dmxp_channel *ch, uint64_t position
 }
 
 static inline dmxp_status dmxp__wait_until(const dmxp_channel *ch, int send, int64_t timeout_ns) {
-    int (*ready)(const dmxp_channel *) = send ? dmxp_has_free_slot : dmxp_has_message;
+    int (*ready)(const dmxp_channel *, uint64_t) = send ? dmxp__ready_free : dmxp__ready_message;
     DMXP_ATOMIC(uint32_t) *word = send ? &ch->entry->not_full_seq : &ch->entry->not_empty_seq;
     DMXP_ATOMIC(uint32_t) *waiters =
         send ? &ch->entry->not_full_waiters : &ch->entry->not_empty_waiters;
@@ -3827,11 +4378,12 @@ static inline dmxp_status dmxp__wait_until(const dmxp_channel *ch, int send, int
     uint32_t kind = send ? DMXP_WAITING_NOT_FULL : DMXP_WAITING_NOT_EMPTY;
     int64_t deadline = dmxp__deadline(timeout_ns);
     dmxp__stuck stuck = {0, 0, 0, 0, 0, 0};
+    uint64_t n = send ? (uint64_t)send : 1;
     for (;;) {
-        if (ready(ch)) return DMXP_OK;
+        if (ready(ch, n)) return DMXP_OK;
         int64_t until = dmxp__stuck_step(ch, send, &stuck, deadline);
-        if (dmxp__wait_once(ch, ready, word, waiters, rec, kind, until)) return DMXP_OK;
-        if ((int64_t)dmxp_now_ns() >= deadline) return ready(ch) ? DMXP_OK : DMXP_E_TIMEOUT;
+        if (dmxp__wait_once(ch, ready, n, word, waiters, rec, kind, until)) return DMXP_OK;
+        if ((int64_t)dmxp_now_ns() >= deadline) return ready(ch, n) ? DMXP_OK : DMXP_E_TIMEOUT;
     }
 }
 
@@ -3863,7 +4415,7 @@ static inline dmxp_status dmxp_recv_timeout(const dmxp_channel *ch, void *buf, s
         dmxp_status s = dmxp__recv_once(ch, buf, cap, meta, len, NULL, 0);
         if (s != DMXP_E_EMPTY && s != DMXP__PENDING) return s;
         int64_t until = dmxp__stuck_step(ch, 0, &stuck, deadline);
-        dmxp__wait_once(ch, dmxp_has_message, &ch->entry->not_empty_seq,
+        dmxp__wait_once(ch, dmxp__ready_message, 1, &ch->entry->not_empty_seq,
                         &ch->entry->not_empty_waiters, ch->recv_peer, DMXP_WAITING_NOT_EMPTY,
                         until);
         if ((int64_t)dmxp_now_ns() >= deadline) {
@@ -3873,8 +4425,9 @@ static inline dmxp_status dmxp_recv_timeout(const dmxp_channel *ch, void *buf, s
     }
 }
 
-/* dmxp_try_send, sleeping while the channel is full, for at most timeout_ns. A slot left
- * claimed by a dead consumer is repaired after DMXP_STUCK_GRACE_NS. */
+/* dmxp_try_send, sleeping while the channel is full, for at most timeout_ns: a message longer
+ * than 960 bytes waits until all the slots of its run are free. A slot left claimed by a dead
+ * consumer is repaired after DMXP_STUCK_GRACE_NS. */
 static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *data,
                                             size_t len, const dmxp_send_opts *opts,
                                             uint64_t *message_id, int64_t timeout_ns) {
@@ -3883,8 +4436,9 @@ static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *
     for (;;) {
         dmxp_status s = dmxp__send_once(ch, data, len, opts, message_id);
         if (s != DMXP_E_FULL) return s;
-        int64_t until = dmxp__stuck_step(ch, 1, &stuck, deadline);
-        dmxp__wait_once(ch, dmxp_has_free_slot, &ch->entry->not_full_seq,
+        uint64_t need = dmxp__slots_for(len); /* len <= the limit: FULL is never TOO_LARGE */
+        int64_t until = dmxp__stuck_step(ch, (int)need, &stuck, deadline);
+        dmxp__wait_once(ch, dmxp__ready_free, need, &ch->entry->not_full_seq,
                         &ch->entry->not_full_waiters, ch->send_peer, DMXP_WAITING_NOT_FULL,
                         until);
         if ((int64_t)dmxp_now_ns() >= deadline) {

@@ -2,7 +2,7 @@
  * consumer — receives and verifies the messages `producer` sends, one thread per channel.
  *
  *   consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE]
- *            [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID] [--mode MODE]
+ *            [--idle-exit-ms MS] [--wait SECONDS] [--large] [--trust-owner UID] [--mode MODE]
  *
  * Waits (up to --wait seconds, default 30) for the segment and each channel to exist, then
  * receives on channels 0..num_channels until it has messages_per_channel distinct messages
@@ -13,6 +13,11 @@
  * (the same (channel, index) twice), corrupt messages and, in count mode, missing ones are
  * counted. --record FILE writes one line "channel index" per received message. Exits
  * non-zero if anything is corrupt or duplicated, or (count mode) missing.
+ *
+ * --large: the producer's --large messages (PROTOCOL.md §12): message `index` must be
+ * large_len(index, LIMIT) = min({24, 960, 961, 65536, LIMIT}[index % 5], LIMIT) bytes long,
+ * LIMIT being the channel's max message size (as its entry says); a message of another length
+ * is counted corrupt. Messages longer than one slot arrive whole through the same batch receives.
  *
  * The segment is used only if this euid owns it and its mode is within 0600 (PROTOCOL.md
  * §3.4); otherwise the consumer prints one line naming the owner and mode and exits 1 at once.
@@ -78,6 +83,8 @@ typedef struct {
     int64_t wait_ns;
     int64_t idle_ns; /* 0: count mode */
     int record;
+    int large;    /* --large: check each length against large_len(index, limit) */
+    size_t limit; /* the channel's max message size, once opened */
     /* results */
     seen_set seen;
     uint64_t unique, duplicated, corrupt, lost;
@@ -101,6 +108,10 @@ static void check(void *ctx, const dmxp_meta *meta, const void *payload, size_t 
     j->last_ns = now;
     if (dmxp_pattern_decode(payload, len, &channel, &index) != DMXP_PATTERN_OK ||
         channel != j->channel || meta->channel_id != j->channel) {
+        j->corrupt++;
+        return;
+    }
+    if (j->large && len != dmxp_pattern_large_len(index, j->limit)) {
         j->corrupt++;
         return;
     }
@@ -144,6 +155,7 @@ static void *receive_all(void *arg) {
         snprintf(j->error, sizeof j->error, "channel %u: open: %s", j->channel, msg);
         return NULL;
     }
+    j->limit = dmxp_channel_max_message_size(&ch);
     /* Crash protection (PROTOCOL.md §11): this thread's handle is registered as a consumer. */
     s = dmxp_channel_register(&ch, DMXP_ROLE_CONSUMER, &err);
     if (s != DMXP_OK)
@@ -249,8 +261,8 @@ static int parse_u64(const char *text, uint64_t *out) {
 
 static void usage(void) {
     fprintf(stderr, "usage: consumer <num_channels> <messages_per_channel> [--segment NAME] "
-                    "[--record FILE] [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID] "
-                    "[--mode MODE]\n");
+                    "[--record FILE] [--idle-exit-ms MS] [--wait SECONDS] [--large] "
+                    "[--trust-owner UID] [--mode MODE]\n");
     exit(2);
 }
 
@@ -261,6 +273,7 @@ int main(int argc, char **argv) {
     uint64_t positional[2];
     int npos = 0;
     uint64_t idle_ms = 0, wait_s = 30;
+    int large = 0;
     dmxp_trust trust = DMXP_TRUST_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -272,6 +285,8 @@ int main(int argc, char **argv) {
             if (!parse_u64(argv[++i], &idle_ms) || idle_ms == 0) usage();
         } else if (strcmp(a, "--wait") == 0 && i + 1 < argc) {
             if (!parse_u64(argv[++i], &wait_s) || wait_s > 86400) usage();
+        } else if (strcmp(a, "--large") == 0) {
+            large = 1;
         } else if (strcmp(a, "--trust-owner") == 0 && i + 1 < argc) {
             uint64_t uid;
             if (!parse_u64(argv[++i], &uid) || uid > UINT32_MAX) usage();
@@ -315,7 +330,8 @@ int main(int argc, char **argv) {
     for (uint32_t c = 0; c < channels; c++) {
         jobs[c] = (job){.seg = &seg, .channel = c, .expected = expected,
                         .deadline_ns = deadline, .wait_ns = wait_ns,
-                        .idle_ns = (int64_t)idle_ms * 1000000, .record = record != NULL};
+                        .idle_ns = (int64_t)idle_ms * 1000000, .record = record != NULL,
+                        .large = large};
         jobs[c].seen.limit = limit;
         jobs[c].seen.bits = calloc((size_t)(limit / 8 + 1), 1);
         if (!jobs[c].seen.bits) return 1;

@@ -3,7 +3,7 @@
  *
  *   producer <num_channels> <messages_per_channel> [capacity] [--segment NAME]
  *            [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
- *            [--trust-owner UID] [--mode MODE]
+ *            [--large] [--max-message-size BYTES] [--trust-owner UID] [--mode MODE]
  *
  * Opens or creates the segment (default /dmxp_alloc, or $DMXP_SEGMENT; 128 MiB, mode 0600)
  * and, for each channel c, opens or creates channel c with `capacity` slots (default 1024; an
@@ -12,6 +12,14 @@
  * channel's futex until a slot is freed, for at most --full-wait seconds (default 60).
  * --batch N sends N at a time with one claim. Prints one line per channel and a summary with
  * msgs/s; exits 0 when everything was sent.
+ *
+ * --large sends messages longer than one slot (PROTOCOL.md §12): message `index` is
+ * pattern(c, index, large_len(index, LIMIT)) with large_len = min({24, 960, 961, 65536,
+ * LIMIT}[index % 5], LIMIT), where LIMIT is the channel's max message size. A channel it creates
+ * carries runs up to --max-message-size BYTES (default 262144 with --large; it must be at most
+ * capacity x 960, so use a capacity of at least 512 for the default); an existing channel is
+ * used with its own limit. With --batch, the messages of up to 960 bytes go in batches and
+ * the longer ones one by one (a batch carries single-slot messages only).
  *
  * An existing segment is used only if this euid owns it and its mode is within 0600
  * (PROTOCOL.md §3.4); otherwise the producer prints one line naming the owner and mode and
@@ -32,6 +40,8 @@ typedef struct {
     uint64_t first;
     uint64_t count;
     size_t batch;
+    int large;                 /* --large: lengths large_len(index, LIMIT) */
+    uint64_t max_message_size; /* for a channel this creates: 0 = single-slot messages */
     /* results */
     uint64_t sent;
     uint64_t full;
@@ -55,8 +65,9 @@ static void *send_all(void *arg) {
     job *j = arg;
     dmxp_channel ch;
     dmxp_error err;
-    dmxp_status s = dmxp_channel_open_or_create(j->seg, j->channel, j->capacity, 5000, &ch,
-                                                NULL, &err);
+    dmxp_channel_opts copts = {.max_message_size = j->max_message_size};
+    dmxp_status s = dmxp_channel_open_or_create_ex(j->seg, j->channel, j->capacity, &copts, 5000,
+                                                   &ch, NULL, &err);
     if (s != DMXP_OK) {
         j->failed = 1;
         char msg[200];
@@ -69,13 +80,25 @@ static void *send_all(void *arg) {
     if (s != DMXP_OK)
         fprintf(stderr, "producer: channel %u: not registered in the peer table (%s): "
                         "no crash protection\n", j->channel, dmxp_strerror(s));
+    /* The channel's limit: LIMIT of --large (960 on a channel without runs). */
+    size_t limit = dmxp_channel_max_message_size(&ch);
+    size_t cap = limit > DMXP_MSG_INLINE ? limit : DMXP_MSG_INLINE;
     double start = now_s();
     if (j->batch <= 1) {
-        unsigned char buf[DMXP_MSG_INLINE];
-        for (uint64_t i = 0; i < j->count; i++) {
+        unsigned char *buf = malloc(cap);
+        if (!buf) {
+            j->failed = 1;
+            snprintf(j->error, sizeof j->error, "channel %u: out of memory", j->channel);
+        }
+        for (uint64_t i = 0; buf && i < j->count; i++) {
             uint64_t index = j->first + i;
-            size_t len = dmxp_pattern_encode(j->channel, index,
-                                             dmxp_pattern_default_len(index), buf);
+            size_t len = j->large ? dmxp_pattern_large_len(index, limit)
+                                  : dmxp_pattern_default_len(index);
+            if (j->large) {
+                len = dmxp_pattern_encode_long(j->channel, index, len, buf);
+            } else {
+                len = dmxp_pattern_encode(j->channel, index, len, buf);
+            }
             s = dmxp_try_send(&ch, buf, len, NULL, NULL);
             if (s == DMXP_E_FULL) {
                 j->full++;
@@ -87,22 +110,51 @@ static void *send_all(void *arg) {
             }
             j->sent++;
         }
+        free(buf);
     } else {
         unsigned char *bufs = malloc(j->batch * DMXP_MSG_INLINE);
+        unsigned char *big = j->large ? malloc(cap) : NULL;
         const void **datas = malloc(j->batch * sizeof *datas);
         size_t *lens = malloc(j->batch * sizeof *lens);
-        if (!bufs || !datas || !lens) {
+        if (!bufs || !datas || !lens || (j->large && !big)) {
             j->failed = 1;
             snprintf(j->error, sizeof j->error, "channel %u: out of memory", j->channel);
         }
         uint64_t next = 0;
         while (!j->failed && next < j->count) {
             size_t n = j->count - next < j->batch ? (size_t)(j->count - next) : j->batch;
+            if (j->large) {
+                /* A message longer than one slot goes alone; a batch stops before it. */
+                uint64_t index = j->first + next;
+                size_t len = dmxp_pattern_large_len(index, limit);
+                if (len > DMXP_MSG_INLINE) {
+                    len = dmxp_pattern_encode_long(j->channel, index, len, big);
+                    s = dmxp_try_send(&ch, big, len, NULL, NULL);
+                    if (s == DMXP_E_FULL) {
+                        j->full++;
+                        s = dmxp_send_timeout(&ch, big, len, NULL, NULL, full_wait_ns);
+                    }
+                    if (s != DMXP_OK) {
+                        fail_job(j, "send", s);
+                        break;
+                    }
+                    j->sent++;
+                    next++;
+                    continue;
+                }
+                for (size_t k = 1; k < n; k++)
+                    if (dmxp_pattern_large_len(index + k, limit) > DMXP_MSG_INLINE) {
+                        n = k;
+                        break;
+                    }
+            }
             for (size_t k = 0; k < n; k++) {
                 uint64_t index = j->first + next + k;
                 unsigned char *b = bufs + k * DMXP_MSG_INLINE;
                 lens[k] = dmxp_pattern_encode(j->channel, index,
-                                              dmxp_pattern_default_len(index), b);
+                                              j->large ? dmxp_pattern_large_len(index, limit)
+                                                       : dmxp_pattern_default_len(index),
+                                              b);
                 datas[k] = b;
             }
             size_t done = 0;
@@ -129,6 +181,7 @@ static void *send_all(void *arg) {
             next += n;
         }
         free(bufs);
+        free(big);
         free(datas);
         free(lens);
     }
@@ -193,7 +246,8 @@ static int parse_u64(const char *text, uint64_t *out) {
 static void usage(void) {
     fprintf(stderr, "usage: producer <num_channels> <messages_per_channel> [capacity] "
                     "[--segment NAME] [--first-index K] [--batch N] [--size BYTES] "
-                    "[--full-wait SECONDS] [--trust-owner UID] [--mode MODE]\n");
+                    "[--full-wait SECONDS] [--large] [--max-message-size BYTES] "
+                    "[--trust-owner UID] [--mode MODE]\n");
     exit(2);
 }
 
@@ -203,6 +257,8 @@ int main(int argc, char **argv) {
     uint64_t positional[3];
     int npos = 0;
     uint64_t first = 0, batch = 1, size = DMXP_DEFAULT_SEGMENT_SIZE;
+    int large = 0, have_max = 0;
+    uint64_t max_message_size = 0;
     dmxp_trust trust = DMXP_TRUST_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -218,6 +274,12 @@ int main(int argc, char **argv) {
             uint64_t seconds;
             if (!parse_u64(argv[++i], &seconds) || seconds > 86400) usage();
             full_wait_ns = (int64_t)seconds * 1000000000;
+        } else if (strcmp(a, "--large") == 0) {
+            large = 1;
+        } else if (strcmp(a, "--max-message-size") == 0 && i + 1 < argc) {
+            if (!parse_u64(argv[++i], &max_message_size) || max_message_size > UINT32_MAX)
+                usage();
+            have_max = 1;
         } else if (strcmp(a, "--trust-owner") == 0 && i + 1 < argc) {
             uint64_t uid;
             if (!parse_u64(argv[++i], &uid) || uid > UINT32_MAX) usage();
@@ -236,6 +298,7 @@ int main(int argc, char **argv) {
     uint32_t channels = (uint32_t)positional[0];
     uint64_t count = positional[1];
     uint64_t capacity = npos == 3 ? positional[2] : DMXP_DEFAULT_CAPACITY;
+    if (large && !have_max) max_message_size = 262144;
 
     dmxp_segment seg;
     dmxp_error err;
@@ -251,7 +314,8 @@ int main(int argc, char **argv) {
     double start = now_s();
     for (uint32_t c = 0; c < channels; c++) {
         jobs[c] = (job){.seg = &seg, .channel = c, .capacity = capacity, .first = first,
-                        .count = count, .batch = (size_t)batch};
+                        .count = count, .batch = (size_t)batch, .large = large,
+                        .max_message_size = max_message_size};
         if (pthread_create(&threads[c], NULL, send_all, &jobs[c]) != 0) {
             fprintf(stderr, "producer: pthread_create failed\n");
             return 1;

@@ -42,7 +42,7 @@ static void registration_identity(void) {
         CHECK_EQ_U64(atomic_load(&rs[i]->pid_ns), ns);
         CHECK_EQ_U64(atomic_load(&rs[i]->start_time), me.start_time);
         CHECK_EQ_U64(atomic_load(&rs[i]->waiting), DMXP_WAITING_NONE);
-        CHECK_EQ_U64(atomic_load(&rs[i]->zero32), 0);
+        CHECK_EQ_U64(atomic_load(&rs[i]->intent_flags), 0);
         for (int k = 0; k < 2; k++) CHECK_EQ_U64(atomic_load(&rs[i]->zero[k]), 0);
     }
     CHECK_EQ_U64(offsetof(dmxp_peer_record, pid_ns), 32);
