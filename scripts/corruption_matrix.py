@@ -49,10 +49,15 @@ E_TAIL, E_HEAD = 128, 256
 # slot
 S_SEQUENCE, S_META, S_FLAGS, S_PAYLOAD_LEN, S_PAYLOAD = 0, 8, 38, 40, 64
 META_SIZE = 40
-FLAG_SKIP, FLAG_LOST = 0x1, 0x2
+FLAG_SKIP, FLAG_LOST, FLAG_RUN, FLAG_RUN_CONT = 0x1, 0x2, 0x4, 0x8
+S_RUN_SLOTS, S_RUN_INDEX = 48, 52
+E_FLAGS, E_MAX_MESSAGE_SIZE = 4, 80
 
 SEGMENT_BYTES = 256 * 1024
 CAPACITY = 8
+# Channels are made for messages of up to a whole ring (section 12), so the run cases below
+# mean something; the seeded messages are single-slot ones.
+MAX_MESSAGE_SIZE = CAPACITY * 960
 SEEDED = 4  # good messages on each channel before the corruption (indices 0..3)
 PRODUCED = 2  # messages each client's producer then sends (indices 4, 5)
 
@@ -272,9 +277,26 @@ CASES: list[Case] = [
         deliver(SEEDED),
         SAFE,
     ),
+    # entry flags and max_message_size (section 12.1): checked at open by every client
+    both("entry flags: an unknown bit", lambda g: g.e(E_FLAGS, 4, 0x3), r"flags"),
+    both("entry flags 0xffffffff", lambda g: g.e(E_FLAGS, 4, 0xFFFFFFFF), r"flags"),
+    both(
+        "max_message_size past the ring",
+        lambda g: g.e(E_MAX_MESSAGE_SIZE, 4, CAPACITY * 960 + 1),
+        r"max.?message",
+    ),
+    both("max_message_size 960 with RUNS", lambda g: g.e(E_MAX_MESSAGE_SIZE, 4, 960), r"max.?message"),
+    both(
+        "max_message_size without RUNS",
+        lambda g: g.e(E_FLAGS, 4, 0),
+        r"max.?message",
+    ),
     Case(
-        "entry flags and reserved bytes garbage",
-        lambda g: (g.e(4, 4, 0xFFFFFFFF), g.write_bytes(g.entry(0) + 48, b"\x5a" * 80)),
+        "entry stuck notes and reserved bytes garbage",
+        lambda g: (
+            g.write_bytes(g.entry(0) + 48, b"\x5a" * 32),
+            g.write_bytes(g.entry(0) + 84, b"\x5a" * 44),
+        ),
         deliver(SEEDED),
         SAFE,
     ),
@@ -423,6 +445,59 @@ CASES: list[Case] = [
         "flags LOST on slot 1",
         lambda g: g.s(1, S_FLAGS, 2, FLAG_LOST),
         deliver(3, counted=True, protocol=True),
+        SAFE,
+    ),
+    # runs (section 12.4): a forged run start is counted once as corrupt, a continuation
+    # without its start is passed over; the other messages arrive
+    Case(
+        "run: run_slots past the ring",
+        lambda g: (
+            g.s(1, S_FLAGS, 2, FLAG_RUN),
+            g.s(1, S_PAYLOAD_LEN, 4, 2000),
+            g.s(1, S_RUN_SLOTS, 4, 1000),
+        ),
+        deliver(3, counted=True, protocol=True),
+        SAFE,
+    ),
+    Case(
+        "run: length disagrees with run_slots",
+        lambda g: (
+            g.s(1, S_FLAGS, 2, FLAG_RUN),
+            g.s(1, S_PAYLOAD_LEN, 4, 2000),
+            g.s(1, S_RUN_SLOTS, 4, 2),
+        ),
+        deliver(3, counted=True, protocol=True),
+        SAFE,
+    ),
+    Case(
+        "run: length over the channel's limit",
+        lambda g: (
+            g.s(1, S_FLAGS, 2, FLAG_RUN),
+            g.s(1, S_PAYLOAD_LEN, 4, MAX_MESSAGE_SIZE + 960),
+            g.s(1, S_RUN_SLOTS, 4, CAPACITY + 1),
+        ),
+        deliver(3, counted=True, protocol=True),
+        SAFE,
+    ),
+    Case(
+        "run: continuations that name another start",
+        lambda g: (
+            g.s(1, S_FLAGS, 2, FLAG_RUN),
+            g.s(1, S_PAYLOAD_LEN, 4, 1500),
+            g.s(1, S_RUN_SLOTS, 4, 2),
+            g.s(2, S_FLAGS, 2, FLAG_RUN_CONT),
+            g.s(2, S_PAYLOAD_LEN, 4, 1500),
+            g.s(2, S_RUN_SLOTS, 4, 2),
+            g.s(2, S_RUN_INDEX, 4, 1),
+            g.s(2, S_META, 8, 77),
+        ),
+        deliver(2, counted=True, protocol=True),
+        SAFE,
+    ),
+    Case(
+        "run: a continuation without its start",
+        lambda g: g.s(1, S_FLAGS, 2, FLAG_RUN_CONT),
+        deliver(3),
         SAFE,
     ),
     Case(
@@ -648,6 +723,8 @@ def run_cell(cell: Cell, index: int, args: argparse.Namespace, env: dict[str, st
                 segment,
                 "--size",
                 str(SEGMENT_BYTES),
+                "--max-message-size",
+                str(MAX_MESSAGE_SIZE),
             ],
             check=False,
             capture_output=True,

@@ -2,8 +2,9 @@
 # The interop matrix: for every ordered pair of producer and consumer language among Rust, C,
 # Python and Go, a producer process sends N messages (default 100,000) through one channel and
 # a consumer process receives them, checking each checksum and that every message arrives
-# exactly once. Then one mixed run on one channel: Go and C producers, Python and Rust
-# consumers, exactly once overall.
+# exactly once. Then the same 16 pairs with messages longer than one slot (up to 256 KiB), and
+# one mixed run on one channel: Go and C producers, Python and Rust consumers, exactly once
+# overall.
 #
 #   scripts/interop.sh            (after scripts/test-c.sh, test-go.sh and test-python.sh built the clients)
 #   INTEROP_MESSAGES=10000 scripts/interop.sh
@@ -69,6 +70,37 @@ for producer in "${languages[@]}"; do
     done
 done
 
+# The large-message column: every producer language x every consumer language on a channel
+# made for messages of up to LIMIT bytes, with messages of 24 B, 960 B (one slot), 961 B (the
+# shortest run), 64 KiB and LIMIT in turn (`--large`, pattern `large_len`; PROTOCOL.md §12),
+# each checked for its length and checksum, exactly once.
+NL=${INTEROP_LARGE_MESSAGES:-200}
+LIMIT=${INTEROP_LARGE_LIMIT:-262144}
+printf '\nlarge messages (%s each, up to %s bytes):\n' "$NL" "$LIMIT"
+for producer in "${languages[@]}"; do
+    for consumer in "${languages[@]}"; do
+        segment="/dmxp_interop_$$_large_${producer}_${consumer}"
+        segments+=("$segment")
+        log="$work/large-$producer-$consumer"
+        $(cmd "$consumer" consumer) 1 "$NL" --segment "$segment" --wait 60 --large >"$log.consumer" 2>&1 &
+        consumer_pid=$!
+        $(cmd "$producer" producer) 1 "$NL" 1024 --segment "$segment" --large \
+            --max-message-size "$LIMIT" >"$log.producer" 2>&1
+        producer_status=$?
+        wait "$consumer_pid"
+        consumer_status=$?
+        rm -f "/dev/shm$segment"
+        summary=$(tail -n 1 "$log.consumer")
+        if [ "$producer_status" -eq 0 ] && [ "$consumer_status" -eq 0 ]; then
+            printf '%-8s %-8s %-6s %s\n' "$producer" "$consumer" ok "$summary"
+        else
+            printf '%-8s %-8s %-6s %s\n' "$producer" "$consumer" FAILED "$summary"
+            sed 's/^/    /' "$log.producer" "$log.consumer"
+            failures+=("large:$producer->$consumer")
+        fi
+    done
+done
+
 # Mixed: Go and C producers share channel 0 (disjoint index ranges), Python and Rust consumers
 # share it too and record what they got; the union must be every index exactly once.
 segment="/dmxp_interop_$$_mixed"
@@ -100,4 +132,4 @@ if [ ${#failures[@]} -ne 0 ]; then
     echo "interop: FAILED: ${failures[*]}"
     exit 1
 fi
-echo "interop: all $((${#languages[@]} * ${#languages[@]})) cells and the mixed run passed ($N messages each)"
+echo "interop: all $((${#languages[@]} * ${#languages[@]})) cells, the $((${#languages[@]} * ${#languages[@]})) large-message cells and the mixed run passed ($N messages each, $NL large)"
