@@ -14,6 +14,11 @@
 //! * a consumer killed holding a slot does not stall the producer a lap later;
 //! * channel 1, pre-filled with known messages, is untouched.
 //!
+//! Every case runs twice: with single-slot messages, and with messages of two slots (runs,
+//! PROTOCOL.md §12), where a producer killed anywhere between its claim and the publish of
+//! the run's first slot costs exactly one lost message, and a consumer killed holding a run
+//! has all of its slots freed.
+//!
 //! The time from the kill to the repair is printed, not asserted.
 #![cfg(all(feature = "test-hooks", feature = "shm"))]
 
@@ -42,6 +47,35 @@ const CRASH_AFTER: u64 = 3;
 const EARLY: u64 = 5;
 /// Messages the live producer sends after the kill (indices from 100): over two laps.
 const LATE: u64 = 3 * CAPACITY;
+
+/// What channel 0 carries: messages of one slot, or runs of `slots` slots.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    slots: u64,
+}
+
+const SINGLE: Shape = Shape { slots: 1 };
+const RUNS: Shape = Shape { slots: 2 };
+
+impl Shape {
+    /// Channel 0's ring: room for the early messages, and laps for the late ones.
+    fn capacity(self) -> u64 {
+        CAPACITY * self.slots
+    }
+
+    /// The length of message `index` on channel 0.
+    fn len(self, index: u64) -> usize {
+        match self.slots {
+            1 => pattern::default_len(index),
+            slots => 960 * (slots as usize - 1) + 100 + (index % 8) as usize * 16,
+        }
+    }
+
+    /// The message a position belongs to, counted from 0.
+    fn message_at(self, position: u64) -> u64 {
+        position / self.slots
+    }
+}
 
 // ---------------------------------------------------------------- the peer that dies
 
@@ -73,6 +107,9 @@ fn child_crash_peer() {
     let builder = Spec::decode(&spec).builder().with_channel_id(0);
     let step = Step::from_name(&env::<String>("DMXP_CRASH_AT")).expect("a step name");
     let after: u64 = env("DMXP_CRASH_AFTER");
+    let shape = Shape {
+        slots: env("DMXP_CRASH_SLOTS"),
+    };
     TARGET.set((step, after)).unwrap();
     test_hooks::set_hook(Some(pause_at_target));
     if step.is_send() {
@@ -81,7 +118,7 @@ fn child_crash_peer() {
         for index in 0..EARLY {
             OP.store(index + 1, Ordering::Relaxed);
             producer
-                .send_timeout(pattern::encode(0, index, pattern::default_len(index)), LONG)
+                .send_timeout(pattern::encode(0, index, shape.len(index)), LONG)
                 .unwrap();
         }
     } else {
@@ -107,12 +144,21 @@ fn builder(spec: &Spec, channel: u32) -> ChannelBuilder {
         .with_capacity(CAPACITY)
 }
 
+/// Channel 0's builder for messages of `shape`.
+fn builder0(spec: &Spec, shape: Shape) -> ChannelBuilder {
+    spec.builder()
+        .with_channel_id(0)
+        .with_capacity(shape.capacity())
+        .with_max_message_size(shape.capacity() as usize * 960)
+}
+
 fn send(producer: &Producer, channel: u32, index: u64) {
+    send_len(producer, channel, index, pattern::default_len(index));
+}
+
+fn send_len(producer: &Producer, channel: u32, index: u64, len: usize) {
     producer
-        .send_timeout(
-            pattern::encode(channel, index, pattern::default_len(index)),
-            LONG,
-        )
+        .send_timeout(pattern::encode(channel, index, len), LONG)
         .unwrap_or_else(|e| panic!("send of {index} on channel {channel}: {e}"));
 }
 
@@ -189,15 +235,16 @@ fn receive_all(
     (seen, lost_at)
 }
 
-/// A fresh segment with channel 0 empty and channel 1 holding the witnesses.
-fn segment(tag: &str) -> (ShmName, Spec) {
-    let name = ShmName::new(tag);
+/// A fresh segment with channel 0 (for messages of `shape`) empty and channel 1 holding the
+/// witnesses.
+fn segment(tag: &str, shape: Shape) -> (ShmName, Spec) {
+    let name = ShmName::new(&format!("{tag}s{}", shape.slots));
     let spec = Spec::Shm(name.0.clone());
     let witness = builder(&spec, 1).build_producer().unwrap();
     for index in 0..WITNESSES {
         send(&witness, 1, index);
     }
-    builder(&spec, 0).build_producer().unwrap();
+    builder0(&spec, shape).build_producer().unwrap();
     (name, spec)
 }
 
@@ -215,43 +262,43 @@ fn check_witnesses(spec: &Spec) {
     assert_eq!(consumer.stats().lost, 0);
 }
 
-fn spawn_peer(spec: &Spec, step: Step) -> Child {
+fn spawn_peer(spec: &Spec, step: Step, shape: Shape) -> Child {
     spawn_child(
         "child_crash_peer",
         &[
             ("DMXP_T_SPEC", spec.encode()),
             ("DMXP_CRASH_AT", step.name().to_owned()),
             ("DMXP_CRASH_AFTER", CRASH_AFTER.to_string()),
+            ("DMXP_CRASH_SLOTS", shape.slots.to_string()),
         ],
     )
 }
 
-/// A producer dies at `step` of its third send (position 2).
-fn producer_killed_at(step: Step) {
-    let (_name, spec) = segment(&format!("cp{}", step as u8));
-    let consumer = builder(&spec, 0).build_consumer().unwrap();
+/// A producer dies at `step` of its third send (message 2).
+fn producer_killed_at(step: Step, shape: Shape) {
+    let (_name, spec) = segment(&format!("cp{}", step as u8), shape);
+    let consumer = builder0(&spec, shape).build_consumer().unwrap();
     assert!(consumer.is_registered());
-    let mut child = spawn_peer(&spec, step);
+    let mut child = spawn_peer(&spec, step, shape);
     let (_, position) = until_paused(&mut child, step);
-    assert_eq!(position, CRASH_AFTER - 1);
+    assert_eq!(shape.message_at(position), CRASH_AFTER - 1);
     let killed = kill(child);
 
     // Claimed and not published: a tombstone. Before the claim: nothing happened. Published:
-    // the message arrives.
-    let lost = matches!(step, Step::SendClaimed | Step::SendWritten);
-    let delivered_by_dead = if matches!(
-        step,
-        Step::SendIntent | Step::SendClaimed | Step::SendWritten
-    ) {
+    // the message arrives. A run's first publish is of a continuation (its first slot is
+    // published last): killed there, the run is lost, once.
+    let lost = matches!(step, Step::SendClaimed | Step::SendWritten)
+        || (step == Step::SendPublished && shape.slots > 1);
+    let delivered_by_dead = if lost || step == Step::SendIntent {
         CRASH_AFTER - 1
     } else {
         CRASH_AFTER
     };
-    let live = builder(&spec, 0).build_producer().unwrap();
+    let live = builder0(&spec, shape).build_producer().unwrap();
     let (seen, lost_at) = std::thread::scope(|s| {
         s.spawn(move || {
             for index in 100..100 + LATE {
-                send(&live, 0, index);
+                send_len(&live, 0, index, shape.len(index));
             }
         });
         let expected: Vec<u64> = (0..delivered_by_dead).chain(100..100 + LATE).collect();
@@ -266,7 +313,9 @@ fn producer_killed_at(step: Step) {
     );
     assert_eq!(stats.corrupt, 0);
     eprintln!(
-        "producer killed at {:<20} lost {} repaired {} after the kill; all {} messages in {:?}",
+        "producer of {}-slot messages killed at {:<20} lost {} repaired {} after the kill; all \
+         {} messages in {:?}",
+        shape.slots,
         step.name(),
         stats.lost,
         lost_at.map_or("(nothing to repair)".into(), |t| format!("{t:?}")),
@@ -279,16 +328,17 @@ fn producer_killed_at(step: Step) {
     check_witnesses(&spec);
 }
 
-/// A consumer dies at `step` of its third receive (position 2).
-fn consumer_killed_at(step: Step) {
-    let (_name, spec) = segment(&format!("cc{}", step as u8));
-    let producer = builder(&spec, 0).build_producer().unwrap();
+/// A consumer dies at `step` of its third receive (message 2).
+fn consumer_killed_at(step: Step, shape: Shape) {
+    let (_name, spec) = segment(&format!("cc{}", step as u8), shape);
+    let producer = builder0(&spec, shape).build_producer().unwrap();
     for index in 0..EARLY {
-        send(&producer, 0, index);
+        send_len(&producer, 0, index, shape.len(index));
     }
-    let mut child = spawn_peer(&spec, step);
+    let mut child = spawn_peer(&spec, step, shape);
     let (reported, position) = until_paused(&mut child, step);
-    assert_eq!(position, CRASH_AFTER - 1);
+    assert_eq!(shape.message_at(position), CRASH_AFTER - 1);
+    let dead_message = shape.message_at(position);
     assert_eq!(reported, (0..CRASH_AFTER - 1).collect::<Vec<_>>());
     let killed = kill(child);
 
@@ -300,15 +350,15 @@ fn consumer_killed_at(step: Step) {
     } else {
         CRASH_AFTER - 1
     };
-    let consumer = builder(&spec, 0).build_consumer().unwrap();
+    let consumer = builder0(&spec, shape).build_consumer().unwrap();
     let passed_at = std::sync::Mutex::new(None);
     let (seen, _) = std::thread::scope(|s| {
         let passed_at = &passed_at;
         s.spawn(move || {
             for index in 100..100 + LATE {
-                send(&producer, 0, index);
-                // Position EARLY + (index - 100) reuses the dead consumer's slot one lap on.
-                if EARLY + (index - 100) == position + CAPACITY {
+                send_len(&producer, 0, index, shape.len(index));
+                // Message EARLY + (index - 100) reuses the dead consumer's slots one lap on.
+                if (EARLY + (index - 100)) * shape.slots == position + shape.capacity() {
                     *passed_at.lock().unwrap() = Some(killed.elapsed());
                 }
             }
@@ -325,7 +375,7 @@ fn consumer_killed_at(step: Step) {
     everyone.sort_unstable();
     let mut all: Vec<u64> = (0..EARLY).chain(100..100 + LATE).collect();
     if taken_by_dead {
-        all.retain(|&i| i != position);
+        all.retain(|&i| i != dead_message);
     }
     assert_eq!(everyone, all);
     assert_eq!(consumer.stats().lost, 0);
@@ -343,27 +393,32 @@ fn consumer_killed_at(step: Step) {
 }
 
 macro_rules! cases {
-    ($($name:ident: $kind:ident($step:ident);)*) => {
+    ($($name:ident, $run_name:ident: $kind:ident($step:ident);)*) => {
         $(
             #[test]
             fn $name() {
-                $kind(Step::$step);
+                $kind(Step::$step, SINGLE);
+            }
+
+            #[test]
+            fn $run_name() {
+                $kind(Step::$step, RUNS);
             }
         )*
     };
 }
 
 cases! {
-    producer_killed_after_writing_its_intent: producer_killed_at(SendIntent);
-    producer_killed_after_claiming: producer_killed_at(SendClaimed);
-    producer_killed_after_writing_the_slot: producer_killed_at(SendWritten);
-    producer_killed_after_publishing: producer_killed_at(SendPublished);
-    producer_killed_after_clearing_its_intent: producer_killed_at(SendIntentCleared);
-    consumer_killed_after_writing_its_intent: consumer_killed_at(RecvIntent);
-    consumer_killed_after_claiming: consumer_killed_at(RecvClaimed);
-    consumer_killed_after_copying: consumer_killed_at(RecvCopied);
-    consumer_killed_after_freeing: consumer_killed_at(RecvFreed);
-    consumer_killed_after_clearing_its_intent: consumer_killed_at(RecvIntentCleared);
+    producer_killed_after_writing_its_intent, run_producer_killed_after_writing_its_intent: producer_killed_at(SendIntent);
+    producer_killed_after_claiming, run_producer_killed_after_claiming: producer_killed_at(SendClaimed);
+    producer_killed_after_writing_the_slot, run_producer_killed_after_writing_a_slot: producer_killed_at(SendWritten);
+    producer_killed_after_publishing, run_producer_killed_after_publishing_a_continuation: producer_killed_at(SendPublished);
+    producer_killed_after_clearing_its_intent, run_producer_killed_after_clearing_its_intent: producer_killed_at(SendIntentCleared);
+    consumer_killed_after_writing_its_intent, run_consumer_killed_after_writing_its_intent: consumer_killed_at(RecvIntent);
+    consumer_killed_after_claiming, run_consumer_killed_after_claiming: consumer_killed_at(RecvClaimed);
+    consumer_killed_after_copying, run_consumer_killed_after_copying: consumer_killed_at(RecvCopied);
+    consumer_killed_after_freeing, run_consumer_killed_after_freeing_a_slot: consumer_killed_at(RecvFreed);
+    consumer_killed_after_clearing_its_intent, run_consumer_killed_after_clearing_its_intent: consumer_killed_at(RecvIntentCleared);
 }
 
 #[test]
