@@ -4116,6 +4116,26 @@ static inline int dmxp__looks_stuck(const dmxp_channel *ch, int send, uint64_t *
     return dmxp__stuck_at(ch, send, position);
 }
 
+/* The length of the run a registered producer of this channel claimed at `position`, if its
+ * record names one there (intent_flags, §12.5); 0 otherwise, or on a channel without runs. */
+static inline uint64_t dmxp__run_intent_at(const dmxp_channel *ch, uint64_t position) {
+    dmxp_peer_record *table = NULL;
+    if ((ch->channel_flags & DMXP_CHANNEL_RUNS) == 0 ||
+        dmxp__peer_table(ch, 0, &table, NULL) != DMXP_OK || table == NULL)
+        return 0;
+    for (uint32_t i = 0; i < ch->peer_records; i++) {
+        dmxp_peer_record *r = &table[i];
+        uint32_t count = dmxp__load(&r->intent_count, DMXP__ACQ);
+        if (count > 1 && (dmxp__load(&r->intent_flags, DMXP__RLX) & DMXP_INTENT_RUN) != 0 &&
+            dmxp__load(&r->pid, DMXP__RLX) != 0 &&
+            dmxp__load(&r->role, DMXP__RLX) == DMXP_ROLE_PRODUCER &&
+            dmxp__load(&r->channel_id, DMXP__RLX) == ch->id &&
+            dmxp__load(&r->intent_position, DMXP__RLX) == position)
+            return count < ch->capacity ? count : ch->capacity;
+    }
+    return 0;
+}
+
 /* Unblocks `position`, stuck past the unblock timeout with its holder alive (§11.8), if it is
  * still the channel's stuck position: a LOST tombstone for a receiver (metadata first, then a
  * CAS h -> h + 1, so a publish that got there first wins), a freeing CAS (p + 1 -> p +
@@ -4125,7 +4145,17 @@ static inline int dmxp__unblock(const dmxp_channel *ch, int send, uint64_t posit
     uint64_t now_at;
     if (!dmxp__stuck_at(ch, send, &now_at) || now_at != position) return 0;
     if (!send) {
-        if (!dmxp__tombstone(ch, position, 0, 0)) return 0; /* the holder is not known here */
+        /* A run its holder's record names (§12.5): its claimed continuations get SKIP markers
+         * first, so that the whole run costs one unblock timeout and one loss. */
+        uint64_t run = dmxp__run_intent_at(ch, position);
+        uint64_t tail = dmxp__load(&ch->entry->tail, DMXP__ACQ);
+        int repaired = 0;
+        for (uint64_t k = 1; k < run; k++) {
+            uint64_t p = position + k;
+            if (dmxp__diff(tail, p) > 0) repaired |= dmxp__marker(ch, p, (uint16_t)DMXP_FLAG_SKIP, 0, 0);
+        }
+        repaired |= dmxp__tombstone(ch, position, 0, 0); /* the holder is not known here */
+        if (!repaired) return 0;
         dmxp__notify_consumers(ch);
         return 1;
     }

@@ -713,6 +713,41 @@ static void pending(void) {
     dmxp_channel_close(&r.ch);
 }
 
+/* A sender stopped inside a run (alive: its record is this process's) is unblocked after the
+ * unblock timeout as one message: one LOST, every slot of the run settled, and the sender
+ * learns by DMXP_E_REVOKED when it resumes (§11.8, §12.5). */
+static void stopped_run(void) {
+    run_sender r;
+    make_runs(28, 16, 16 * 960);
+    CHECK_OK(dmxp_channel_open(&seg, 28, &r.ch, NULL));
+    CHECK_OK(dmxp_channel_register(&r.ch, DMXP_ROLE_PRODUCER, NULL));
+    dmxp_channel cons;
+    CHECK_OK(dmxp_channel_open(&seg, 28, &cons, NULL));
+    dmxp_channel_set_unblock_timeout(&cons, 20 * MS);
+    uint64_t t = dmxp_channel_tail(&cons);
+    r.len = 5 * 960;
+    atomic_store(&hook_release, 0);
+    atomic_store(&hook_stopped, 0);
+    atomic_store(&hook_stop_at, t + 2); /* continuation 1 published, 2 written, 3 and 4 not */
+    atomic_store(&hook_stop_armed, 1);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, send_run_main, &r) == 0);
+    while (!atomic_load(&hook_stopped)) dmxp__sleep_ns(MS);
+    unsigned char *buf = malloc(5 * 960);
+    dmxp_meta meta;
+    size_t got = 0;
+    CHECK_STATUS(dmxp_recv_timeout(&cons, buf, 5 * 960, &meta, &got, 10000 * MS), DMXP_E_LOST);
+    CHECK_EQ_U64(meta.message_id, t);
+    /* The whole run is settled at once: nothing else is lost, nothing stays stuck. */
+    CHECK_STATUS(dmxp_try_recv(&cons, buf, 5 * 960, &meta, &got), DMXP_E_EMPTY);
+    CHECK_EQ_U64(dmxp_channel_head(&cons), t + 5);
+    atomic_store(&hook_release, 1);
+    CHECK(pthread_join(th, NULL) == 0);
+    CHECK_STATUS(r.status, DMXP_E_REVOKED);
+    free(buf);
+    dmxp_channel_close(&r.ch);
+}
+
 /* --- (9) crash recovery ------------------------------------------------------------------------ */
 
 /* A forked child claims a run of `k` positions through a registered producer handle,
@@ -1034,6 +1069,7 @@ int main(int argc, char **argv) {
     corrupt_runs();
     orphans();
     pending();
+    stopped_run();
     dead_producer();
     dead_consumer();
     stress(40);
