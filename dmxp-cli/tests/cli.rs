@@ -2078,3 +2078,60 @@ fn watch_on_a_terminal_takes_it_over_and_always_gives_it_back() {
         "the error is printed on the normal screen: {text:?}"
     );
 }
+
+/// A channel made for large messages (`--max-message-size`) takes a file as one message and
+/// `recv --json` returns it whole; a longer file is refused naming the limit, nothing sent.
+#[test]
+fn large_messages_round_trip_whole() {
+    let seg = FileSeg::new();
+    let created: Value =
+        serde_json::from_str(&run_ok(dmxp().arg("create").args(seg.args()).args([
+            "--channel",
+            "1",
+            "--capacity",
+            "256",
+            "--size",
+            "4M",
+            "--max-message-size",
+            "200K",
+            "--json",
+        ])))
+        .unwrap();
+    assert_eq!(created["max_message_size"], 200 << 10);
+    let bytes: Vec<u8> = (0..150_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = seg.dir.path().join("frame");
+    std::fs::write(&file, &bytes).unwrap();
+    run_ok(dmxp().arg("send").args(seg.args()).args([
+        "--channel",
+        "1",
+        "--from-file",
+        file.to_str().unwrap(),
+    ]));
+    let out = run_ok(dmxp().arg("recv").args(seg.args()).args([
+        "--channel",
+        "1",
+        "--count",
+        "1",
+        "--json",
+    ]));
+    let message: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(message["payload_len"], 150_000);
+    assert_eq!(message["payload_encoding"], "base64");
+    use base64::Engine as _;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(message["payload"].as_str().unwrap())
+        .unwrap();
+    assert!(payload == bytes, "the message came back altered");
+    let (report, _) = inspect_json(seg.args());
+    assert_eq!(channel(&report, 1)["max_message_size"], 200 << 10);
+
+    std::fs::write(&file, vec![0u8; (200 << 10) + 1]).unwrap();
+    dmxp()
+        .arg("send")
+        .args(seg.args())
+        .args(["--channel", "1", "--from-file", file.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("takes at most 204800"));
+    assert_eq!(channel(&inspect_json(seg.args()).0, 1)["tail"], 157);
+}
