@@ -10,8 +10,9 @@
 #   3. a fresh virtual environment, bindings/python/.venv-wheel (git-ignored; recreated each
 #      run), into which that wheel file is installed with no compiler reachable (PATH=/usr/bin:
 #      /bin, CARGO=false, RUSTC=false, and --only-binary :all:, so pip cannot fall back to a
-#      source build): proof that installing the wheel needs no Rust toolchain. pytest comes
-#      from bindings/python/target/wheelhouse (downloaded from PyPI once);
+#      source build): proof that installing the wheel needs no Rust toolchain. pytest, and
+#      numpy (which the tests write received messages into; not a dependency of the package),
+#      come from bindings/python/target/wheelhouse (downloaded from PyPI once);
 #   4. the same wheel installed into bindings/python/.venv too (--force-reinstall), whose
 #      interpreter scripts/interop.sh, corruption-matrix.sh and soak-churn.sh use;
 #   5. pytest on bindings/python/tests with the fresh environment's interpreter. The tests
@@ -96,12 +97,15 @@ echo "test-python: wheel $(basename "$wheel") ($(stat -c %s "$wheel") bytes, bui
 
 echo "test-python: installing the wheel into a fresh bindings/python/.venv-wheel, no compiler on PATH"
 install_start=$SECONDS
-# pytest and its dependencies for that environment, as wheels kept between runs (no index
-# query each run; delete the directory to refresh them).
+# pytest, numpy and their dependencies for that environment, as wheels kept between runs (no
+# index query each run; delete the directory to refresh them).
 wheelhouse="$pkg/target/wheelhouse"
-if ! compgen -G "$wheelhouse/pytest-*.whl" >/dev/null; then
-    "${pip[@]}" download --only-binary :all: --dest "$wheelhouse" pytest
-fi
+test_deps=(pytest numpy)
+for dep in "${test_deps[@]}"; do
+    if ! compgen -G "$wheelhouse/$dep-*.whl" >/dev/null; then
+        "${pip[@]}" download --only-binary :all: --dest "$wheelhouse" "$dep"
+    fi
+done
 rm -rf "$wheel_venv"
 # No pip of its own (ensurepip takes seconds): the build environment's pip installs into it
 # (`pip --python`), running under the new environment's interpreter.
@@ -112,7 +116,7 @@ if "${no_compiler[@]}" sh -c 'command -v cargo || command -v rustc' >/dev/null; 
 fi
 "${no_compiler[@]}" "$py" -m pip --python "$wheel_venv/bin/python" --quiet \
     --disable-pip-version-check install --no-compile --no-index --find-links "$wheelhouse" \
-    --only-binary :all: "$wheel" pytest
+    --only-binary :all: "$wheel" "${test_deps[@]}"
 "${no_compiler[@]}" "$wheel_venv/bin/python" - "$wheel_venv" <<'PY'
 import pathlib, sys
 import dmxp, dmxp._dmxp
@@ -129,6 +133,7 @@ echo "test-python: installed in $((SECONDS - install_start)) s"
 echo "test-python: running pytest with the wheel's environment ($((SECONDS - start)) s so far)"
 cd "$pkg"
 status=0
-"$wheel_venv/bin/python" -m pytest "$@" || status=$?
+# The numpy tests must run here, not be skipped.
+DMXP_TEST_NUMPY=1 "$wheel_venv/bin/python" -m pytest "$@" || status=$?
 echo "test-python: done in $((SECONDS - start)) s"
 exit "$status"

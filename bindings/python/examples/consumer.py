@@ -3,6 +3,7 @@
 
     consumer.py <num_channels> <messages_per_channel> [--segment NAME] [--record FILE]
                 [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID] [--mode MODE]
+                [--large]
 
 Waits up to --wait seconds (default 30) for the segment and each channel to exist, then
 receives on channels 0..num_channels until it has messages_per_channel distinct messages on
@@ -14,9 +15,11 @@ reported in one line, exit status 1.
 
 Every payload is checked with ``dmxp.pattern`` (length, checksum, filler) and its channel field
 against the channel it arrived on; duplicates (the same (channel, index) twice) and corrupt
-messages are counted, and in count mode the missing ones. --record FILE writes one line
-"channel index" per message received. Prints msgs/s and the counts; exits 1 if anything is
-corrupt or duplicated, or (count mode) missing.
+messages are counted, and in count mode the missing ones. With --large each message's length
+must also be ``pattern.large_len(index, limit)``, with the channel's ``max_message_size`` as
+the limit (the lengths the producers' --large sends; messages longer than one slot arrive
+whole). --record FILE writes one line "channel index" per message received. Prints msgs/s and
+the counts; exits 1 if anything is corrupt or duplicated, or (count mode) missing.
 """
 
 from __future__ import annotations
@@ -71,6 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="MODE",
         help="the widest mode (octal) accepted in the segment (default 0600)",
     )
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="expect the large-message lengths (pattern.large_len with the channel's limit) "
+        "and check each message's length against them",
+    )
     return parser.parse_args(argv)
 
 
@@ -124,6 +133,8 @@ class Receiver(threading.Thread):
         self.corrupt = 0
         self.first: float | None = None
         self.last: float | None = None
+        # The channel's limit, for the lengths --large expects.
+        self.limit = consumer.max_message_size
 
     def run(self) -> None:
         try:
@@ -138,6 +149,9 @@ class Receiver(threading.Thread):
             self.corrupt += 1
             return
         if channel != self.channel:
+            self.corrupt += 1
+            return
+        if self.args.large and len(payload) != pattern.large_len(index, self.limit):
             self.corrupt += 1
             return
         if self.args.record:

@@ -3,7 +3,7 @@
 
     producer.py <num_channels> <messages_per_channel> [capacity] [--segment NAME]
                 [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
-                [--trust-owner UID] [--mode MODE]
+                [--trust-owner UID] [--mode MODE] [--large] [--max-message-size BYTES]
 
 Opens or creates the segment and each channel (an existing channel is used as it is). An
 existing segment is used only if this user owns it and its mode is within --mode (octal,
@@ -13,6 +13,12 @@ accepts that user's segments. Otherwise it prints the one-line refusal and exits
 indices K..K+messages_per_channel-1. A full ring makes the sender sleep (futex, GIL released)
 until a consumer frees a slot, for at most --full-wait seconds (default 60). Prints one line
 per channel and a summary with msgs/s; exits 0 when everything was sent.
+
+--max-message-size BYTES: the largest message of channels this creates (above 960 they carry
+messages longer than one slot, as runs; default 262144 with --large, else 960). --large sends
+the large-message lengths instead, ``pattern.large_len(index, limit)`` with the channel's
+limit: one slot, its edge, the first run, 64 KiB and the limit, in turn, one message per send
+(batches carry single-slot messages, so --batch then has no effect), as the Rust example does.
 """
 
 from __future__ import annotations
@@ -61,7 +67,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch", type=int, default=1, help="send with the batch API, N messages per call"
     )
     add_trust_options(parser)
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="send the large-message lengths (pattern.large_len with the channel's limit)",
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        metavar="BYTES",
+        help="the largest message of channels this creates (above 960 they carry runs; "
+        "default 262144 with --large, else 960)",
+    )
     args = parser.parse_args(argv)
+    if args.max_message_size is not None and args.max_message_size < 0:
+        parser.error("--max-message-size must not be negative")
     if not 1 <= args.batch <= 4096:
         parser.error("--batch must be between 1 and 4096")
     if args.num_channels < 0 or args.messages_per_channel < 0 or args.first_index < 0:
@@ -128,7 +148,14 @@ class Sender(threading.Thread):
             end = args.first_index + args.messages_per_channel
             index = args.first_index
             encode, default_len = pattern.encode, pattern.default_len
-            if args.batch == 1:
+            if args.large:
+                # One at a time: batches carry single-slot messages.
+                limit = producer.max_message_size
+                send = producer.send_timeout
+                while index < end:
+                    send(encode(channel, index, pattern.large_len(index, limit)), args.full_wait)
+                    index += 1
+            elif args.batch == 1:
                 send = producer.send_timeout
                 while index < end:
                     send(encode(channel, index, default_len(index)), args.full_wait)
@@ -147,6 +174,14 @@ class Sender(threading.Thread):
             self.sent = index - args.first_index
 
 
+def max_message_size(args: argparse.Namespace) -> int:
+    """The limit of channels this creates: --max-message-size, else 256 KiB with --large, else
+    one slot."""
+    if args.max_message_size is not None:
+        return int(args.max_message_size)
+    return 256 << 10 if args.large else 0
+
+
 def open_producers(args: argparse.Namespace) -> list[dmxp.Producer]:
     """Opens (or creates) every channel before any thread starts, so that a segment that is
     refused is reported once."""
@@ -160,6 +195,7 @@ def open_producers(args: argparse.Namespace) -> list[dmxp.Producer]:
                 size=args.size,
                 trust_owner=args.trust_owner,
                 mode=args.mode,
+                max_message_size=max_message_size(args),
             )
             producers.append(producer)
             if not producer.is_registered:

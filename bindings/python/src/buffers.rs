@@ -11,7 +11,9 @@
 //!   Python `memoryview` of it: read as one copy of its bytes (`tobytes()`). Such a buffer
 //!   must be C-contiguous; its bytes are taken raw, whatever its item format.
 //! - Writes (`Consumer.receive_into`) go to private memory first and are copied into the
-//!   object afterwards, only the bytes written (see [`with_writable`]).
+//!   object afterwards, only the bytes written (see [`with_writable`]). That memory is a
+//!   [`MessageBuf`]: on the stack for a message of one slot, on the heap, sized to the
+//!   message, only for a longer one.
 //!
 //! The slices handed out here live only while the GIL is held: no Python code runs and resizes
 //! or rewrites the object meanwhile. Callers never keep them across `Python::detach`.
@@ -60,9 +62,87 @@ pub(crate) fn with_bytes<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) 
     Ok(f(copy_of(obj)?.as_bytes()))
 }
 
-/// Calls `f` with room for the bytes to be written into a writable bytes-like object
-/// (bytearray, memoryview, array, ...): private memory of the object's length, at most
-/// `MSG_INLINE` (960) bytes, which any message fits. `f` returns its result and how many
+/// Private memory for one message: a slot's worth on the stack (no allocation for a message of
+/// one slot, the common case), grown on the heap to the length of a longer message (a run,
+/// PROTOCOL.md §12) when a receive reports it, up to a cap.
+pub(crate) struct MessageBuf {
+    inline: [u8; MSG_INLINE],
+    heap: Vec<u8>,
+    /// The room offered now: `min(cap, 960)`, or more once grown.
+    room: usize,
+    /// The most this buffer may offer (the caller's buffer length, or unbounded).
+    cap: usize,
+}
+
+impl MessageBuf {
+    /// A buffer that grows to any message (the channel's limit bounds what a receive asks).
+    pub fn growable() -> Self {
+        Self::capped(usize::MAX)
+    }
+
+    /// A buffer that offers at most `cap` bytes.
+    pub fn capped(cap: usize) -> Self {
+        Self {
+            inline: [0; MSG_INLINE],
+            heap: Vec::new(),
+            room: cap.min(MSG_INLINE),
+            cap,
+        }
+    }
+
+    /// A private copy of `payload`.
+    pub fn holding(payload: &[u8]) -> Self {
+        let mut buf = Self::capped(payload.len());
+        if payload.len() > MSG_INLINE {
+            buf.heap = payload.to_vec();
+            buf.room = payload.len();
+        } else {
+            buf.room().copy_from_slice(payload);
+        }
+        buf
+    }
+
+    /// The room offered now.
+    pub fn room(&mut self) -> &mut [u8] {
+        if self.room <= MSG_INLINE {
+            &mut self.inline[..self.room]
+        } else {
+            &mut self.heap[..self.room]
+        }
+    }
+
+    /// The first `len` bytes written into the room (`len` at most the room).
+    pub fn filled(&self, len: usize) -> &[u8] {
+        if self.room <= MSG_INLINE {
+            &self.inline[..len]
+        } else {
+            &self.heap[..len]
+        }
+    }
+
+    /// The most this buffer offers: what a "buffer too small" error reports as available.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Offers `needed` bytes of room (a message of that length is waiting); false when that
+    /// is more than the cap or no more than the room already offered.
+    pub fn grow(&mut self, needed: usize) -> bool {
+        if needed > self.cap || needed <= self.room {
+            return false;
+        }
+        if needed > MSG_INLINE {
+            self.heap.resize(needed, 0);
+        }
+        self.room = needed;
+        true
+    }
+}
+
+/// Calls `f` with private memory for a message to be written into a writable bytes-like
+/// object (bytearray, memoryview, array, numpy array...): a [`MessageBuf`] capped at the
+/// object's length (so a message longer than the object is refused, left in the ring), which
+/// allocates only for a message longer than one slot. `f` returns its result and how many
 /// leading bytes it wrote; those are then copied into the object, with the GIL held.
 ///
 /// Private memory because `f` may release the GIL (a receive waiting for a message in flight)
@@ -70,18 +150,17 @@ pub(crate) fn with_bytes<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) 
 /// object shrank below what `f` wrote by then, BufferError is raised (the bytes are lost).
 pub(crate) fn with_writable<R>(
     obj: &Bound<'_, PyAny>,
-    f: impl FnOnce(&mut [u8]) -> (R, usize),
+    f: impl FnOnce(&mut MessageBuf) -> (R, usize),
 ) -> PyResult<R> {
-    let mut private = [0u8; MSG_INLINE];
     if let Ok(array) = obj.cast::<PyByteArray>() {
-        let room = array.len().min(MSG_INLINE);
-        let (result, written) = f(&mut private[..room]);
+        let mut private = MessageBuf::capped(array.len());
+        let (result, written) = f(&mut private);
         if written > 0 {
             // SAFETY: the slice lives only in this block, with the GIL held: no Python code
             // runs meanwhile, and it is the only Rust reference to this memory.
             let memory = unsafe { array.as_bytes_mut() };
             match memory.get_mut(..written) {
-                Some(dst) => dst.copy_from_slice(&private[..written]),
+                Some(dst) => dst.copy_from_slice(private.filled(written)),
                 None => return Err(shrank(written, memory.len())),
             }
         }
@@ -102,14 +181,14 @@ pub(crate) fn with_writable<R>(
     let outcome = (|| {
         // Raw bytes, whatever the item format and shape.
         let bytes = view.call_method1(intern!(py, "cast"), ("B",))?;
-        let room = bytes.len()?.min(MSG_INLINE);
-        let (result, written) = f(&mut private[..room]);
+        let mut private = MessageBuf::capped(bytes.len()?);
+        let (result, written) = f(&mut private);
         let copied = match written {
             0 => Ok(()),
             n if n > bytes.len().unwrap_or(0) => Err(shrank(n, bytes.len().unwrap_or(0))),
             n => bytes.set_item(
                 PySlice::new(py, 0, n as isize, 1),
-                PyBytes::new(py, &private[..n]),
+                PyBytes::new(py, private.filled(n)),
             ),
         };
         release(&bytes);

@@ -10,7 +10,7 @@ use dmxp::MessageMeta;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
-use crate::buffers::with_writable;
+use crate::buffers::{with_writable, MessageBuf};
 use crate::errors;
 use crate::open::{self, OpenChannel, Target, Trust, Wait};
 use crate::peer::{Handle, Lease, Peer};
@@ -33,7 +33,8 @@ pub struct Message {
     sender_pid: u32,
     /// 0 unknown, 1 Rust, 2 C, 3 Python, 4 Go.
     sender_runtime: u16,
-    /// Application flags (0xFF00).
+    /// Application flags (0xFF00), and the protocol's RUN bit (0x0004) when the message was
+    /// longer than one slot (the metadata of its first slot, PROTOCOL.md §12.4).
     flags: u16,
 }
 
@@ -195,13 +196,13 @@ impl Consumer {
         &self,
         py: Python<'_>,
         peer: &mut Peer,
-        dst: &mut [u8],
+        dst: &mut MessageBuf,
         wait: Wait,
     ) -> PyResult<Option<Received>> {
         let mut in_flight = InFlight::default();
         let mut skipped = 0;
         while skipped < SKIP_LIMIT {
-            match self.sort(py, peer.channel().try_recv(dst))? {
+            match self.sort(py, peer.try_recv(dst))? {
                 Some(Got::Message(received)) => {
                     peer.hit();
                     return Ok(Some(received));
@@ -216,13 +217,14 @@ impl Consumer {
         Ok(None)
     }
 
-    /// Receives one message into `dst`, private memory of at most 960 bytes, waiting
-    /// according to `wait`. The GIL is released while waiting.
+    /// Receives one message into `dst`, private memory that grows to a message longer than
+    /// one slot (up to its cap), waiting according to `wait`. The GIL is released while
+    /// waiting.
     fn receive_private(
         &self,
         py: Python<'_>,
         peer: &mut Peer,
-        dst: &mut [u8],
+        dst: &mut MessageBuf,
         wait: Wait,
     ) -> PyResult<Option<Received>> {
         if let Some(received) = self.try_once(py, peer, dst, wait)? {
@@ -237,7 +239,7 @@ impl Consumer {
         &self,
         py: Python<'_>,
         peer: &mut Peer,
-        dst: &mut [u8],
+        dst: &mut MessageBuf,
         wait: Wait,
     ) -> PyResult<Option<Received>> {
         while let Some(until) = wait.slice() {
@@ -259,14 +261,17 @@ impl Consumer {
         wait: Wait,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let mut lease = self.lease(py, wait)?;
-        let mut buf = [0u8; MSG_INLINE];
+        let mut buf = MessageBuf::growable();
         Ok(self
             .receive_private(py, &mut lease, &mut buf, wait)?
-            .map(|received| PyBytes::new(py, &buf[..received.len])))
+            .map(|received| PyBytes::new(py, buf.filled(received.len))))
     }
 
     /// Appends up to `max` ready messages to `out`, claimed together, without blocking; an
-    /// empty ring held up by a dead producer is repaired and tried again once.
+    /// empty ring held up by a dead producer is repaired and tried again once. Batches carry
+    /// single-slot messages: the count stops before a message longer than one slot, and
+    /// `Ok(true)` says that such a message (a run, PROTOCOL.md §12.4) is at the head, left
+    /// there for a single receive.
     fn take_batch<T>(
         &self,
         py: Python<'_>,
@@ -274,7 +279,7 @@ impl Consumer {
         out: &mut Vec<T>,
         max: usize,
         make: &mut impl FnMut(&MessageMeta, &[u8]) -> T,
-    ) -> PyResult<()> {
+    ) -> PyResult<bool> {
         let mut deliver = |meta: &MessageMeta, payload: &[u8]| out.push(make(meta, payload));
         let mut result = peer.channel().try_recv_batch(max, &mut deliver);
         let mut in_flight = InFlight::default();
@@ -297,15 +302,18 @@ impl Consumer {
                 self.counters
                     .revoked
                     .fetch_add(batch.revoked as u64, Relaxed);
-                Ok(())
+                Ok(false)
             }
-            Err(RecvError::Empty | RecvError::Pending { .. }) => Ok(()),
+            Err(RecvError::Empty | RecvError::Pending { .. }) => Ok(false),
+            Err(RecvError::BufferTooSmall { .. }) => Ok(true),
             Err(e) => Err(errors::from_recv(py, e, self.channel_id)),
         }
     }
 
     /// A batch: up to `max` messages without blocking; if none and `wait` allows, one
-    /// message received blocking followed by whatever else is ready.
+    /// message received blocking followed by whatever else is ready. A message longer than
+    /// one slot at the head is delivered alone (batches claim single slots only); one
+    /// behind the messages of a batch is left for the next call.
     fn batch<T>(
         &self,
         py: Python<'_>,
@@ -318,12 +326,26 @@ impl Consumer {
         if max == 0 {
             return Ok(out);
         }
-        self.take_batch(py, &mut lease, &mut out, max, &mut make)?;
-        if out.is_empty() && !matches!(wait, Wait::No) {
-            let mut buf = [0u8; MSG_INLINE];
+        let run_at_head = self.take_batch(py, &mut lease, &mut out, max, &mut make)?;
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        let mut buf = MessageBuf::growable();
+        if run_at_head {
+            // Received alone, without waiting: it is there (or was just taken by another
+            // consumer, and then this batch is empty, as when the ring is).
+            if let Some(received) = self.receive_private(py, &mut lease, &mut buf, Wait::No)? {
+                out.push(make(&received.meta, buf.filled(received.len)));
+            }
+            return Ok(out);
+        }
+        if !matches!(wait, Wait::No) {
             if let Some(received) = self.receive_private(py, &mut lease, &mut buf, wait)? {
-                out.push(make(&received.meta, &buf[..received.len]));
-                self.take_batch(py, &mut lease, &mut out, max - 1, &mut make)?;
+                let long = received.len > MSG_INLINE;
+                out.push(make(&received.meta, buf.filled(received.len)));
+                if !long && max > 1 {
+                    self.take_batch(py, &mut lease, &mut out, max - 1, &mut make)?;
+                }
             }
         }
         Ok(out)
@@ -366,6 +388,7 @@ impl Consumer {
                 segment,
                 channel_id,
                 create: None,
+                max_message_size: 0,
                 size: 0,
                 peer_records: 0,
                 timeout,
@@ -407,17 +430,18 @@ impl Consumer {
     fn receive_with_meta(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Message>> {
         let wait = Wait::from_timeout(py, timeout)?;
         let mut lease = self.lease(py, wait)?;
-        let mut buf = [0u8; MSG_INLINE];
+        let mut buf = MessageBuf::growable();
         Ok(self
             .receive_private(py, &mut lease, &mut buf, wait)?
-            .map(|received| Message::new(py, &received.meta, &buf[..received.len])))
+            .map(|received| Message::new(py, &received.meta, buf.filled(received.len))))
     }
 
     /// Receives one message into `buffer` (any writable, C-contiguous buffer: bytearray,
     /// memoryview, numpy array...) without creating a bytes object (the payload is copied in
     /// once, only its own bytes, through private memory); returns the payload length
     /// or None. A message longer than the buffer stays in the ring and BufferTooSmallError is
-    /// raised (a 960-byte buffer always suffices).
+    /// raised, with the message's length as `needed` (a buffer of `max_message_size` bytes
+    /// always suffices: 960 unless the channel was made for longer messages).
     #[pyo3(signature = (buffer, timeout = None))]
     fn receive_into(
         &self,
@@ -432,51 +456,51 @@ impl Consumer {
         let room = match with_writable(buffer, |dst| {
             match self.try_once(py, &mut lease, dst, wait) {
                 Ok(Some(received)) => (Ok(Ok(received.len)), received.len),
-                Ok(None) => (Ok(Err(dst.len())), 0),
+                Ok(None) => (Ok(Err(dst.cap())), 0),
                 Err(e) => (Err(e), 0),
             }
         })?? {
             Ok(len) => return Ok(Some(len)),
             Err(room) => room,
         };
-        // Otherwise wait into private memory (the buffer is not touched without the GIL), with
-        // the buffer's room so that a longer message stays in the ring, then copy.
-        let mut private = [0u8; MSG_INLINE];
-        let Some(received) =
-            self.wait_for_message(py, &mut lease, &mut private[..room.min(MSG_INLINE)], wait)?
-        else {
+        // Otherwise wait into private memory (the buffer is not touched without the GIL),
+        // capped at the buffer's length so that a longer message stays in the ring, then copy.
+        let mut private = MessageBuf::capped(room);
+        let Some(received) = self.wait_for_message(py, &mut lease, &mut private, wait)? else {
             return Ok(None);
         };
-        let payload = &private[..received.len];
-        with_writable(buffer, |dst| match dst.get_mut(..payload.len()) {
-            Some(dst) => {
-                dst.copy_from_slice(payload);
-                (Ok(Some(payload.len())), payload.len())
+        let payload = private.filled(received.len);
+        let len = payload.len();
+        with_writable(buffer, |dst| {
+            if len <= dst.cap() {
+                // Room for `len`: grown to it beyond one slot, `min(cap, 960)` within one.
+                let _ = dst.grow(len);
+                dst.room()[..len].copy_from_slice(payload);
+                return (Ok(Some(len)), len);
             }
-            None => (
-                Err(errors::new_error(
-                    py,
-                    "BufferTooSmallError",
-                    format!(
+            let error = errors::new_error(
+                py,
+                "BufferTooSmallError",
+                format!(
                     "channel {}: the buffer shrank to {} bytes while waiting; message {} of {} \
                      bytes was received and dropped",
                     self.channel_id,
-                    dst.len(),
+                    dst.cap(),
                     received.meta.message_id,
-                    payload.len()
+                    len
                 ),
-                    &[
-                        ("needed", Some(payload.len() as u64)),
-                        ("available", Some(dst.len() as u64)),
-                    ],
-                )),
-                0,
-            ),
+                &[
+                    ("needed", Some(len as u64)),
+                    ("available", Some(dst.cap() as u64)),
+                ],
+            );
+            (Err(error), 0)
         })?
     }
 
     /// Receives up to `max` payloads, claimed together; an empty list when the channel is
-    /// empty. With a timeout, waits up to that long for the first message.
+    /// empty. With a timeout, waits up to that long for the first message. Batches claim
+    /// single-slot messages: a message longer than one slot comes in a list of its own.
     #[pyo3(signature = (max = 64, timeout = None))]
     fn receive_batch<'py>(
         &self,
@@ -595,6 +619,14 @@ impl Consumer {
     #[getter]
     fn capacity(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(self.open(py)?.borrow_dependent().capacity())
+    }
+
+    /// The largest message the channel takes, in bytes: 960 (one slot) unless its creator
+    /// made it for longer messages (`Producer(..., max_message_size=N)`). A `receive_into`
+    /// buffer of this size always suffices.
+    #[getter]
+    fn max_message_size(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.open(py)?.borrow_dependent().max_message_size())
     }
 
     /// The segment, as named in messages.

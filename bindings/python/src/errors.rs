@@ -138,7 +138,10 @@ pub(crate) fn from_core(py: Python<'_>, error: CoreError, segment: &str) -> PyEr
         CoreError::RegionTooSmall { .. } => corrupt(py, "segment_size", None, message),
         CoreError::RegionMisaligned { .. }
         | CoreError::InvalidChannelId { .. }
-        | CoreError::InvalidCapacity { .. } => new_error(py, "InvalidInputError", message, &[]),
+        | CoreError::InvalidCapacity { .. }
+        | CoreError::InvalidMaxMessageSize { .. } => {
+            new_error(py, "InvalidInputError", message, &[])
+        }
         CoreError::ChannelNotFound { .. } => new_error(py, "NotFoundError", message, &[]),
         CoreError::ChannelExists { .. } | CoreError::AlreadyFormatted => {
             new_error(py, "AlreadyExistsError", message, &[])
@@ -171,7 +174,10 @@ pub(crate) fn from_send(py: Python<'_>, error: SendError, channel: u32) -> PyErr
         SendError::TooLarge { len, limit } => new_error(
             py,
             "TooLargeError",
-            format!("channel {channel}: message of {len} bytes exceeds the {limit}-byte slot"),
+            format!(
+                "channel {channel}: message of {len} bytes exceeds the limit of {limit} bytes \
+                 (nothing sent)"
+            ),
             &[("length", Some(len as u64)), ("limit", Some(limit as u64))],
         ),
         SendError::ReservedFlags { flags } => new_error(
@@ -231,8 +237,8 @@ pub(crate) fn from_recv(py: Python<'_>, error: RecvError, channel: u32) -> PyErr
             "payload_len",
             Some(channel),
             format!(
-                "channel {channel}: message {message_id} dropped: payload_len {payload_len} \
-                 exceeds 960"
+                "channel {channel}: message {message_id} dropped as corrupt (payload_len \
+                 {payload_len})"
             ),
         ),
         RecvError::Lost { message_id } => new_error(

@@ -27,6 +27,7 @@ pub(crate) fn channel_info<'py>(
     let dict = PyDict::new(py);
     dict.set_item("id", info.id)?;
     dict.set_item("capacity", info.capacity)?;
+    dict.set_item("max_message_size", channel.max_message_size())?;
     dict.set_item("band_offset", info.band_offset)?;
     dict.set_item("head", info.head)?;
     dict.set_item("tail", info.tail)?;
@@ -52,7 +53,8 @@ pub(crate) fn repair_report<'py>(
 
 /// The records of a segment's peer table (PROTOCOL.md §11): one dict per taken record, in
 /// table order, with its index, pid, runtime, role ("producer", "consumer", or the number
-/// found), start_time, channel_id, intent_count, intent_position, pid_ns, what it is blocked
+/// found), start_time, channel_id, intent_count, intent_position, intent_flags (1 while the
+/// intent is one run of a message longer than one slot, PROTOCOL.md §12.5), pid_ns, what it is blocked
 /// waiting for (`waiting`: "message", "free_slot" or None; PROTOCOL.md §11.9), and whether its
 /// process is alive now (`alive`, judged as crash recovery does). Empty when no handle has registered
 /// yet. Raises NotFoundError when there is no such segment, CorruptError when its
@@ -92,6 +94,7 @@ fn peers<'py>(
         dict.set_item("channel_id", r.channel_id)?;
         dict.set_item("intent_count", r.intent_count)?;
         dict.set_item("intent_position", r.intent_position)?;
+        dict.set_item("intent_flags", r.intent_flags)?;
         dict.set_item("pid_ns", r.pid_ns)?;
         let waiting = match r.waiting {
             dmxp::core::layout::peer_waiting::NOT_EMPTY => Some("message"),
@@ -182,6 +185,25 @@ fn rust_pattern_encode(
     PyBytes::new(py, &dmxp::pattern::encode(channel, index, length))
 }
 
+/// FNV-1a 64 of `data`, the checksum of the test pattern: `dmxp.pattern` uses it for speed
+/// (a run of 256 KiB takes tens of milliseconds byte by byte in Python), and checks it against
+/// its own Python loop in the tests.
+#[pyfunction]
+fn pattern_fnv1a(data: &Bound<'_, PyAny>) -> PyResult<u64> {
+    buffers::with_bytes(data, |bytes| {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &b| {
+            (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    })
+}
+
+/// The Rust `dmxp::pattern::large_len`: the length of message `index` of the examples'
+/// `--large` run on a channel whose limit is `limit`.
+#[pyfunction]
+fn rust_pattern_large_len(index: u64, limit: usize) -> usize {
+    dmxp::pattern::large_len(index, limit)
+}
+
 /// The Rust `dmxp::pattern::decode`: `(channel, index)`; ValueError naming the problem.
 #[pyfunction]
 fn rust_pattern_decode(data: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
@@ -206,6 +228,8 @@ fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(monotonic_ns, m)?)?;
     m.add_function(wrap_pyfunction!(rust_pattern_encode, m)?)?;
     m.add_function(wrap_pyfunction!(rust_pattern_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(rust_pattern_large_len, m)?)?;
+    m.add_function(wrap_pyfunction!(pattern_fnv1a, m)?)?;
     m.add("MSG_INLINE", MSG_INLINE)?;
     m.add("MAX_CHANNELS", layout::MAX_CHANNELS)?;
     m.add("HEADER_SIZE", layout::HEADER_SIZE)?;

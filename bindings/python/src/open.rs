@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dmxp::core::layout::MSG_INLINE;
 use dmxp::core::{Channel, Segment};
 use dmxp::{ChannelBuilder, ErrorKind, FutexWait, SharedMemory};
 use pyo3::prelude::*;
@@ -41,6 +42,8 @@ pub(crate) struct Target {
     pub channel_id: u32,
     /// `Some(capacity)`: create the segment and the channel if missing (producer).
     pub create: Option<u64>,
+    /// The largest message of a channel this creates (960 or less: single-slot messages).
+    pub max_message_size: usize,
     pub size: usize,
     /// Records of the peer table of a segment this creates (0: the default 256).
     pub peer_records: u32,
@@ -235,14 +238,21 @@ fn open_once(target: &Target) -> Result<Opened, OpenError> {
         .with_channel_id(target.channel_id);
     let allocator = match target.create {
         Some(capacity) => {
-            let allocator = builder
-                .with_capacity(capacity)
-                .build_allocator()
-                .map_err(OpenError::Facade)?;
+            let builder = builder.with_capacity(capacity);
+            let allocator = builder.build_allocator().map_err(OpenError::Facade)?;
             // Creates the channel if it does not exist (or waits while another process does).
-            allocator
-                .producer_or_create(target.channel_id, capacity)
-                .map_err(OpenError::Facade)?;
+            if target.max_message_size > MSG_INLINE {
+                // With the limit, which only the builder passes on (through a mapping of its
+                // own, dropped with the producer it returns).
+                builder
+                    .with_max_message_size(target.max_message_size)
+                    .build_producer()
+                    .map_err(OpenError::Facade)?;
+            } else {
+                allocator
+                    .producer_or_create(target.channel_id, capacity)
+                    .map_err(OpenError::Facade)?;
+            }
             allocator
         }
         None => {

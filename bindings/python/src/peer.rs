@@ -25,6 +25,7 @@ use dmxp::core::{
 use dmxp::{FutexWait, MissStreak, StuckWatch};
 use self_cell::self_cell;
 
+use crate::buffers::MessageBuf;
 use crate::open::{FutexChannel, OpenChannel, Wait};
 use pyo3::prelude::*;
 
@@ -117,14 +118,27 @@ impl Peer {
         )
     }
 
+    /// Unblocks `position`, held by a live but stopped `holder` (PROTOCOL.md §11.8): a whole
+    /// run at once when the holder's record says it claimed one (§12.5), as the facade does.
+    fn unblock(&self, position: u64, holder: PeerRole) -> bool {
+        let memory = self.cell.borrow_owner().borrow_owner();
+        match Segment::attach(memory.region()) {
+            Ok(segment) => segment.unblock(self.channel(), position, holder),
+            Err(_) => self.channel().unblock(position, holder),
+        }
+    }
+
     /// Repairs the channel if the watch says it has been stuck long enough at the position a
     /// `holder` holds: a dead holder's position after the grace period, a stopped one's after
     /// the unblock timeout (the facade's rule, `dmxp::StuckWatch`). True when something was
     /// repaired.
     fn repair_if_stuck(&mut self, holder: PeerRole) -> bool {
-        self.stuck.repair_if_stuck(self.channel(), holder, || {
-            self.recover().is_ok_and(|report| report.repaired())
-        })
+        self.stuck.repair_if_stuck(
+            self.channel(),
+            holder,
+            || self.recover().is_ok_and(|report| report.repaired()),
+            |position| self.unblock(position, holder),
+        )
     }
 
     /// After a receive found nothing: repairs a position a dead producer holds at `head`.
@@ -206,12 +220,36 @@ impl Peer {
         }
     }
 
-    /// Receives into `dst`, waiting on the futex until `until` while the ring is empty and
+    /// One non-blocking receive into `buf`. A message longer than the room offered (a run,
+    /// PROTOCOL.md §12) stays in the ring while `buf` grows to its length, then is received;
+    /// `BufferTooSmall` (with the buffer's cap as `available`, nothing consumed) when `buf`
+    /// may not grow that far.
+    pub fn try_recv(&self, buf: &mut MessageBuf) -> Result<Received, RecvError> {
+        loop {
+            match self.channel().try_recv(buf.room()) {
+                // Each retry offers strictly more room, at most the cap: this ends.
+                Err(RecvError::BufferTooSmall { needed, .. }) if !buf.grow(needed) => {
+                    return Err(RecvError::BufferTooSmall {
+                        needed,
+                        available: buf.cap(),
+                    })
+                }
+                Err(RecvError::BufferTooSmall { .. }) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Receives into `buf`, waiting on the futex until `until` while the ring is empty and
     /// repairing it if it stays stuck; `TimedOut` when `until` has passed. Lost and corrupt
     /// messages are returned as errors for the caller to count.
-    pub fn recv_until(&mut self, dst: &mut [u8], until: Instant) -> Result<Received, RecvError> {
+    pub fn recv_until(
+        &mut self,
+        buf: &mut MessageBuf,
+        until: Instant,
+    ) -> Result<Received, RecvError> {
         loop {
-            match self.channel().try_recv(dst) {
+            match self.try_recv(buf) {
                 // A claim in flight at the head is waited for like an empty ring.
                 Err(RecvError::Empty | RecvError::Pending { .. }) => {}
                 other => return other,

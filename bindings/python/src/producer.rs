@@ -8,7 +8,7 @@ use dmxp::core::{PeerRole, SendError, SendMeta};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::buffers::{with_bytes, Payloads};
+use crate::buffers::{with_bytes, MessageBuf, Payloads};
 use crate::errors;
 use crate::open::{self, OpenChannel, Target, Trust, Wait};
 use crate::peer::{Handle, Lease, Peer};
@@ -26,7 +26,7 @@ pub struct Producer {
 /// The outcome of the first, non-blocking attempt of a send.
 enum First {
     Sent(u64),
-    Full(usize),
+    Full,
     Failed(SendError),
 }
 
@@ -79,26 +79,29 @@ impl Producer {
         wait: Wait,
     ) -> PyResult<Option<u64>> {
         let mut lease = self.lease(py, wait)?;
-        // The copy used while the GIL is released (the object's memory is only read with it).
-        let mut copy = [0u8; MSG_INLINE];
+        // The copy used while the GIL is released (the object's memory is only read with it);
+        // not made when the call does not wait.
+        let mut copy = None;
         let first = with_bytes(data, |payload| {
             match lease.send_once(|channel| channel.try_send(payload, meta)) {
                 Ok(id) => First::Sent(id),
                 // `try_send` checks the length before it claims, so a full ring means it fits.
                 Err(SendError::Full) => {
-                    copy[..payload.len()].copy_from_slice(payload);
-                    First::Full(payload.len())
+                    if !matches!(wait, Wait::No) {
+                        copy = Some(MessageBuf::holding(payload));
+                    }
+                    First::Full
                 }
                 Err(e) => First::Failed(e),
             }
         })?;
-        let len = match first {
-            First::Sent(id) => return Ok(Some(id)),
-            First::Full(_) if matches!(wait, Wait::No) => return Ok(None),
-            First::Full(len) => len,
-            First::Failed(e) => return Err(errors::from_send(py, e, self.channel_id)),
+        let copy = match (first, copy) {
+            (First::Sent(id), _) => return Ok(Some(id)),
+            (First::Full, Some(copy)) => copy,
+            (First::Full, None) => return Ok(None),
+            (First::Failed(e), _) => return Err(errors::from_send(py, e, self.channel_id)),
         };
-        self.block_on_send(py, &mut lease, &copy[..len], meta, wait)
+        self.block_on_send(py, &mut lease, copy.filled(copy.cap()), meta, wait)
     }
 
     /// Sends `payload` (private memory), sleeping in slices without the GIL while full and
@@ -144,9 +147,13 @@ impl Producer {
     /// besides this user's own (PROTOCOL.md §3.4). Anything else raises UntrustedError.
     /// `peer_records`: records of the peer table of a segment this creates, one per handle
     /// of every process using it at once (0: the default 256; else 256 to 16,384, or
-    /// InvalidInputError; PROTOCOL.md §11.1).
+    /// InvalidInputError; PROTOCOL.md §11.1). `max_message_size`: the largest message, in
+    /// bytes, of a channel this creates (None or up to 960: one slot, 960 bytes; more: the
+    /// channel carries messages up to that size as runs of slots, PROTOCOL.md §12, at most
+    /// `capacity * 960`, else InvalidInputError). An existing channel keeps its own limit:
+    /// `max_message_size` (the property) says which.
     #[new]
-    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64, peer_records = 0))]
+    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64, peer_records = 0, max_message_size = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -158,15 +165,30 @@ impl Producer {
         trust_owner: Option<&Bound<'_, PyAny>>,
         mode: i64,
         peer_records: u32,
+        max_message_size: Option<i64>,
     ) -> PyResult<Self> {
         let timeout = open::seconds(py, timeout, "timeout")?.unwrap_or(Duration::MAX);
         let trust = Trust::from_args(py, trust_owner, mode)?;
+        let max_message_size = match max_message_size.map(usize::try_from) {
+            None => 0,
+            Some(Ok(bytes)) => bytes,
+            Some(Err(_)) => {
+                return Err(errors::invalid(
+                    py,
+                    format!(
+                        "max_message_size {} is not a size in bytes",
+                        max_message_size.unwrap_or_default()
+                    ),
+                ))
+            }
+        };
         let opened = open::open(
             py,
             &Target {
                 segment,
                 channel_id,
                 create: Some(capacity),
+                max_message_size,
                 size,
                 peer_records,
                 timeout,
@@ -183,7 +205,9 @@ impl Producer {
     }
 
     /// Sends one message without blocking; returns its message_id. Raises FullError when the
-    /// ring is full, TooLargeError over 960 bytes.
+    /// ring is full, TooLargeError when the payload is longer than `max_message_size` (960
+    /// bytes unless the channel was made for longer messages, which travel as runs of slots
+    /// and need that many free slots at once).
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
         let meta = self.meta(0, 0);
         self.send_now(py, data, &meta)?
@@ -253,8 +277,10 @@ impl Producer {
     /// Sends as many of `payloads` (an iterable of bytes-like objects) as there is room for,
     /// in order, claiming their slots with one atomic operation; returns how many were sent
     /// (0 when the ring is full). With a timeout, waits up to that long for room for the
-    /// first one (then raises TimeoutError). Every payload is checked first: one over 960
-    /// bytes raises TooLargeError and nothing is sent.
+    /// first one (then raises TimeoutError). Batches carry single-slot messages: every
+    /// payload is checked first, and one over 960 bytes raises TooLargeError (with `limit`
+    /// 960, whatever the channel's `max_message_size`) and nothing is sent. Send longer
+    /// messages one at a time.
     #[pyo3(signature = (payloads, timeout = None))]
     fn send_batch(
         &self,
@@ -275,7 +301,9 @@ impl Producer {
 
     /// Sends every payload, in order, in batches, waiting while the ring is full: up to
     /// `timeout` seconds in all (None or negative: no limit). Returns the number sent (all of
-    /// them); raises TimeoutError (saying how many were sent) when time runs out.
+    /// them); raises TimeoutError (saying how many were sent) when time runs out. Payloads
+    /// longer than one slot (960 bytes) are sent one at a time, in their place in the order;
+    /// one longer than `max_message_size` raises TooLargeError before anything is sent.
     #[pyo3(signature = (payloads, timeout = None))]
     fn send_all(
         &self,
@@ -289,10 +317,25 @@ impl Producer {
         };
         let payloads = Payloads::collect(payloads)?;
         let slices = payloads.slices()?;
+        let limit = self.open(py)?.borrow_dependent().max_message_size();
+        if let Some(long) = slices.iter().find(|payload| payload.len() > limit) {
+            let too_large = SendError::TooLarge {
+                len: long.len(),
+                limit,
+            };
+            return Err(errors::from_send(py, too_large, self.channel_id));
+        }
         let meta = self.meta(0, 0);
         let mut sent = 0;
         while sent < slices.len() {
-            match self.send_some(py, &slices[sent..], &meta, wait)? {
+            let rest = &slices[sent..];
+            // Single-slot payloads go in batches; a longer one alone.
+            let short = rest.iter().take_while(|p| p.len() <= MSG_INLINE).count();
+            let outcome = match short {
+                0 => self.send_one(py, rest[0], &meta, wait)?.map(|_| 1),
+                _ => self.send_some(py, &rest[..short], &meta, wait)?,
+            };
+            match outcome {
                 Some(count) => sent += count,
                 None => {
                     return Err(errors::new_error(
@@ -367,6 +410,13 @@ impl Producer {
         Ok(self.open(py)?.borrow_dependent().capacity())
     }
 
+    /// The largest message the channel takes, in bytes: 960 (one slot), or the
+    /// `max_message_size` its creator gave (PROTOCOL.md §12).
+    #[getter]
+    fn max_message_size(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.open(py)?.borrow_dependent().max_message_size())
+    }
+
     /// The segment, as named in messages (`shm segment /dmxp_alloc`).
     #[getter]
     fn segment(&self) -> &str {
@@ -393,6 +443,26 @@ impl Producer {
 }
 
 impl Producer {
+    /// Sends `payload` (the bytes of an immutable object the caller holds), waiting for room
+    /// according to `wait`. `Ok(None)`: full and no time left.
+    fn send_one(
+        &self,
+        py: Python<'_>,
+        payload: &[u8],
+        meta: &SendMeta,
+        wait: Wait,
+    ) -> PyResult<Option<u64>> {
+        let mut lease = self.lease(py, wait)?;
+        match lease.send_once(|channel| channel.try_send(payload, meta)) {
+            Ok(id) => Ok(Some(id)),
+            Err(SendError::Full) => {
+                let copy = MessageBuf::holding(payload);
+                self.block_on_send(py, &mut lease, copy.filled(copy.cap()), meta, wait)
+            }
+            Err(e) => Err(errors::from_send(py, e, self.channel_id)),
+        }
+    }
+
     /// Sends a prefix of `slices` (at least one) with one claim, waiting for room according to
     /// `wait`. `Ok(None)`: full and no time left.
     fn send_some(
@@ -411,11 +481,9 @@ impl Producer {
             Err(SendError::Full) => {
                 // Sleep until a slot frees up by sending the first payload blocking, from a
                 // private copy since the GIL is released meanwhile.
-                let mut copy = [0u8; MSG_INLINE];
-                let first = slices[0];
-                copy[..first.len()].copy_from_slice(first);
+                let copy = MessageBuf::holding(slices[0]);
                 Ok(self
-                    .block_on_send(py, &mut lease, &copy[..first.len()], meta, wait)?
+                    .block_on_send(py, &mut lease, copy.filled(copy.cap()), meta, wait)?
                     .map(|_| 1))
             }
             Err(e) => Err(errors::from_send(py, e, self.channel_id)),

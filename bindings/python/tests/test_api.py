@@ -197,6 +197,7 @@ def test_properties_and_info(pair, segment: str) -> None:
     producer, consumer = pair
     assert producer.channel_id == consumer.channel_id == 3
     assert producer.capacity == consumer.capacity == 8
+    assert producer.max_message_size == consumer.max_message_size == dmxp.MSG_INLINE
     assert segment in producer.segment and segment in consumer.segment
     producer.send(b"1")
     producer.send(b"2")
@@ -205,6 +206,7 @@ def test_properties_and_info(pair, segment: str) -> None:
     assert info == {
         "id": 3,
         "capacity": 8,
+        "max_message_size": 960,
         "band_offset": info["band_offset"],
         "head": 1,
         "tail": 2,

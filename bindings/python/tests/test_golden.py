@@ -45,7 +45,8 @@ def test_header_fields(golden_bytes: bytes) -> None:
 
 def test_channel_entries(golden_bytes: bytes) -> None:
     common = {
-        "flags": 0,
+        "flags": 0,  # no RUNS: single-slot channels, whose max_message_size is 0
+        "max_message_size": 0,
         "state": layout.STATE_READY,
         "creator_pid": CREATOR,
         "not_empty_seq": 0,
@@ -112,6 +113,8 @@ def meta(
         "flags": flags,
         "payload_len": len(payload),
         "padding": 0,
+        "run_slots": 0,
+        "run_index": 0,
         "payload": payload,
     }
 

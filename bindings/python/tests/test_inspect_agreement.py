@@ -172,11 +172,31 @@ def test_shm_segment_agrees(dmxp_cli: str, cli_segment: str) -> None:
     rows = section(runs[0][1].stdout, "channels:")
     assert rows[0] == ["channels:", "1"]
     assert rows[1] == list(cli.CHANNEL_COLUMNS)
-    assert rows[2][:7] == ["0", "ok", "ready", "8", "0", "1", "1"]
+    assert rows[2][:8] == ["0", "ok", "ready", "8", "960", "0", "1", "1"]
     # DMXP_SEGMENT, with no option, names the same segment for both.
     env = dict(os.environ, DMXP_SEGMENT=cli_segment)
     rust, python = both(dmxp_cli, env=env)
     assert_same(rust, python, "DMXP_SEGMENT")
+
+
+def test_channel_with_runs_agrees(dmxp_cli: str, segment: str) -> None:
+    """A channel Python made for messages longer than one slot, holding one: both tools show
+    its limit (the MAX_MSG column, the JSON's flags and max_message_size) and agree on the
+    rest."""
+    with dmxp.Producer(
+        0, capacity=16, segment=segment, size=SMALL_SEGMENT, max_message_size=7680
+    ) as producer:
+        producer.send(bytes(5000))  # a run of 6 slots
+        runs = [both(dmxp_cli, "--segment", segment, *extra) for extra in ([], ["--json"])]
+    for (rust, python), what in zip(runs, ["text", "json"]):
+        assert_same(rust, python, f"channel with runs ({what})")
+        assert rust.code == 0
+    rows = section(runs[0][1].stdout, "channels:")
+    columns = list(cli.CHANNEL_COLUMNS)
+    assert rows[2][columns.index("MAX_MSG")] == "7680"
+    assert rows[2][columns.index("DEPTH")] == "6"
+    channel = json.loads(runs[1][1].stdout)["channels"][0]
+    assert (channel["flags"], channel["max_message_size"]) == (layout.CHANNEL_FLAG_RUNS, 7680)
 
 
 def test_live_peers_and_waiters_agree(dmxp_cli: str, segment: str) -> None:

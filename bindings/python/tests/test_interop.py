@@ -238,3 +238,92 @@ def test_rust_validator_accepts_a_python_segment(
     assert consumer.returncode == 0, consumer.stdout + consumer.stderr
     assert summary(consumer.stdout).endswith("lost 0, duplicated 0, corrupt 0")
     assert "received 1 messages" in summary(consumer.stdout)
+
+
+LARGE_LIMIT = 262144
+
+
+def large_producer(rust_examples, language: str, segment: str, count: int) -> list[str]:
+    program = python_example("producer") if language == "python" else [rust_examples["producer"]]
+    return program + [
+        "1",
+        str(count),
+        "1024",
+        "--segment",
+        segment,
+        "--size",
+        str(SMALL_SEGMENT),
+        "--large",
+        "--max-message-size",
+        str(LARGE_LIMIT),
+    ]
+
+
+def large_consumer(rust_examples, language: str, segment: str, count: int) -> list[str]:
+    program = python_example("consumer") if language == "python" else [rust_examples["consumer"]]
+    return program + ["1", str(count), "--segment", segment, "--wait", "60", "--large"]
+
+
+@pytest.mark.parametrize(
+    "producer_language, consumer_language",
+    [("python", "rust"), ("rust", "python"), ("python", "python")],
+)
+def test_large_messages_across_processes(
+    rust_examples, segment: str, producer_language: str, consumer_language: str
+) -> None:
+    """The cross-language matrix's large-message cell: messages of 24 B, 960 B, 961 B, 64 KiB
+    and 256 KiB in turn (`--large`), each checked for its length and checksum, exactly once."""
+    count = 200
+    consumer = start(large_consumer(rust_examples, consumer_language, segment, count))
+    producer = start(large_producer(rust_examples, producer_language, segment, count))
+    produced = finish(producer, f"{producer_language} producer")
+    consumed = finish(consumer, f"{consumer_language} consumer")
+    assert f"sent {count} messages on 1 channels" in summary(produced)
+    assert f"received {count} messages on 1 channels" in summary(consumed)
+    assert summary(consumed).endswith("lost 0, duplicated 0, corrupt 0")
+
+
+def test_the_large_consumer_checks_lengths(rust_examples, segment: str) -> None:
+    """`consumer.py --large` counts a valid pattern of the wrong length as corrupt (here the
+    Rust producer's ordinary lengths) and fails."""
+    producer = start(
+        [rust_examples["producer"], "1", "50", "1024", "--segment", segment]
+        + ["--size", str(SMALL_SEGMENT), "--max-message-size", str(LARGE_LIMIT)]
+    )
+    finish(producer, "rust producer")
+    # All 50 are in the ring; the consumer gives up 2 s after the last.
+    command = large_consumer(rust_examples, "python", segment, 50)
+    command[command.index("--wait") + 1] = "2"
+    consumer = start(command)
+    out, err = consumer.communicate(timeout=TIMEOUT)
+    assert consumer.returncode == 1, out + err
+    # default_len is never one of large_len's lengths (24, 960, 961, 65536, the limit).
+    assert summary(out).endswith("lost 50, duplicated 0, corrupt 50")
+
+
+def test_python_library_reads_rust_long_messages(rust_examples, segment: str) -> None:
+    """The Rust producer's `--large` run read with every receive form: whole payloads, the
+    first slot's metadata, positions advancing by the slots each message took."""
+    count = 10  # 694 positions: all in the ring of 1,024 before the consumer starts
+    producer = start(large_producer(rust_examples, "rust", segment, count))
+    finish(producer, "rust producer")
+    with dmxp.Consumer(0, segment=segment, wait=60.0) as consumer:
+        assert consumer.max_message_size == LARGE_LIMIT
+        buffer = bytearray(LARGE_LIMIT)
+        position = 0
+        for index in range(count):
+            length = pattern.large_len(index, LARGE_LIMIT)
+            expected = pattern.encode(0, index, length)
+            if index % 3 == 0:
+                message = consumer.receive_with_meta(timeout=10.0)
+                assert message is not None
+                assert (message.payload, message.message_id) == (expected, position)
+                assert message.sender_runtime == 1
+            elif index % 3 == 1:
+                assert consumer.receive_into(buffer, timeout=10.0) == length
+                assert buffer[:length] == expected
+            else:
+                assert consumer.receive_batch(1, timeout=10.0) == [expected]
+            position += max(1, -(-length // dmxp.MSG_INLINE))
+        assert consumer.receive() is None
+        assert consumer.info()["head"] == position

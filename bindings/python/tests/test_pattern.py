@@ -56,11 +56,65 @@ def test_every_length_and_many_indices_match_rust() -> None:
         )
 
 
-def test_lengths_are_clamped_like_rust() -> None:
-    for length in (0, 5, 23, 961, 5000):
+def test_lengths_below_the_minimum_are_raised_like_rust() -> None:
+    for length in (0, 5, 23):
         ours = pattern.encode(1, 2, length)
         assert ours == _dmxp.rust_pattern_encode(1, 2, length)
-        assert len(ours) == min(max(length, 24), 960)
+        assert len(ours) == 24
+
+
+@pytest.mark.parametrize("length", [961, 1000, 1919, 1920, 1921, 5000, 65536, 70001, 262144])
+def test_long_payloads_match_rust(length: int) -> None:
+    # Lengths of runs (above one slot): not clamped, the same bytes as Rust's.
+    for channel, index in ((0, 0), (7, 3), (255, 2**64 - 1)):
+        ours = pattern.encode(channel, index, length)
+        assert len(ours) == length
+        assert ours == _dmxp.rust_pattern_encode(channel, index, length)
+        assert pattern.decode(ours) == (channel, index)
+        assert _dmxp.rust_pattern_decode(ours) == (channel, index)
+
+
+def test_damage_in_a_long_payload_is_detected() -> None:
+    good = pattern.encode(2, 9, 70_000)
+    for flip in (16, 960, 961, 65_000, 69_991, 69_999):
+        bad = bytearray(good)
+        bad[flip] ^= 0x01
+        with pytest.raises(pattern.PatternError):
+            pattern.decode(bad)
+    # A wrong filler byte past the first 1,280 (the ramp the short path slices).
+    body = bytearray(good[:-8])
+    body[50_000] ^= 0xFF
+    forged = bytes(body) + struct.pack("<Q", pattern.fnv1a(bytes(body)))
+    with pytest.raises(pattern.PatternError) as info:
+        pattern.decode(forged)
+    assert (info.value.reason, info.value.at) == ("filler", 50_000)
+
+
+def test_the_checksum_is_fnv1a_either_way() -> None:
+    # encode/decode use the extension's FNV-1a; it is the pure-Python one.
+    rng = random.Random(77)
+    for length in (0, 1, 7, 8, 960, 961, 4099):
+        data = bytes(rng.randrange(256) for _ in range(length))
+        assert _dmxp.pattern_fnv1a(data) == pattern.fnv1a(data), length
+    assert _dmxp.pattern_fnv1a(bytearray(b"foobar")) == 0x85944171F73967E8
+    assert _dmxp.pattern_fnv1a(memoryview(b"xfoobarx")[1:-1]) == 0x85944171F73967E8
+
+
+def test_large_len_matches_rust() -> None:
+    assert [pattern.large_len(i, 262_144) for i in range(6)] == [
+        24,
+        960,
+        961,
+        65_536,
+        262_144,
+        24,
+    ]
+    # Clamped to the limit: a channel of one slot, or one below 64 KiB.
+    assert [pattern.large_len(i, 960) for i in range(5)] == [24, 960, 960, 960, 960]
+    assert [pattern.large_len(i, 10_000) for i in range(5)] == [24, 960, 961, 10_000, 10_000]
+    for limit in (24, 500, 960, 961, 1920, 65_535, 65_536, 65_537, 262_144, 1 << 20):
+        for index in list(range(12)) + [2**64 - 1, 2**63]:
+            assert pattern.large_len(index, limit) == _dmxp.rust_pattern_large_len(index, limit)
 
 
 def test_default_len() -> None:

@@ -97,9 +97,9 @@ def write_intent(mm: mmap.mmap, index: int, position: int, count: int = 1) -> No
 
 def write_record(mm: mmap.mmap, index: int, **fields: int) -> None:
     """A whole record: pid, runtime, role, start_time, channel_id, intent_count,
-    intent_position (missing fields 0)."""
+    intent_position, pid_ns, waiting, intent_flags (missing fields 0)."""
     values = [fields.get(name, 0) for name in layout.PEER_FIELDS]
-    struct.pack_into("<IHHQIIQQI", mm, record_offset(mm, index), *values)
+    struct.pack_into("<IHHQIIQQII", mm, record_offset(mm, index), *values)
 
 
 def records_of(segment: str, pid: int) -> list[dict]:

@@ -42,6 +42,16 @@ stops by itself) or when the consumer is closed, also from another thread.
 ``close()`` (or leaving a ``with`` block) releases the mapping; afterwards every call raises
 :class:`ClosedError`, including a call that another thread had blocked in.
 
+Long messages (``docs/PROTOCOL.md`` section 12): a slot holds 960 bytes; a channel created
+with ``Producer(..., max_message_size=N)`` (N up to ``capacity * 960``) takes messages of up to
+N bytes, sent as runs of consecutive slots claimed and published as one message. Every single
+send takes payloads up to the channel's ``max_message_size`` (:class:`TooLargeError` beyond),
+and every receive delivers them whole; ``receive_into`` needs a buffer of the message's length
+(:class:`BufferTooSmallError` otherwise, nothing consumed). Batches carry single-slot messages:
+``send_batch`` refuses items over 960 bytes, and a batch receive delivers a long message in a
+list of its own. An existing channel keeps the limit it was made with; other clients (Rust, C,
+Go) send and receive the same runs.
+
 Lost and corrupt messages (a tombstone left for a producer that died, an impossible
 ``payload_len`` written by a buggy peer) are consumed, passed over and counted in
 ``Consumer.stats``; they never hide the messages behind them.

@@ -54,20 +54,24 @@ class FullError(DmxpError):
 
 
 class TooLargeError(DmxpError):
-    """The payload is longer than a slot holds (960 bytes)."""
+    """The payload is longer than the channel takes: its ``max_message_size`` (960 bytes, one
+    slot, unless the channel was made for longer messages), or one slot's 960 for an item of
+    a batch. Nothing was sent."""
 
     def __init__(self, message: str, length: int = 0, limit: int = 960) -> None:
         super().__init__(message)
         #: Length of the refused payload in bytes.
         self.length = length
-        #: Largest payload a slot holds.
+        #: The largest payload the call takes: the channel's ``max_message_size``, or 960
+        #: for ``send_batch``.
         self.limit = limit
 
 
 class BufferTooSmallError(DmxpError):
     """The buffer given to ``receive_into`` is shorter than the next message.
 
-    Nothing was consumed: the message is still in the ring.
+    Nothing was consumed: the message is still in the ring. A buffer of the consumer's
+    ``max_message_size`` bytes always suffices.
     """
 
     def __init__(self, message: str, needed: int = 0, available: int = 0) -> None:

@@ -1,6 +1,7 @@
 """Verifiable test payloads, byte-identical to the Rust ``dmxp::pattern``.
 
-A payload of ``length`` bytes (24 <= length <= 960), little-endian:
+A payload of ``length`` bytes (``length >= 24``; above 960 it travels as a run of slots,
+``docs/PROTOCOL.md`` section 12), little-endian:
 
 ========== ===========================================================
 bytes      content
@@ -14,25 +15,43 @@ len-8..len FNV-1a 64 of bytes ``0..len-8`` (basis 0xcbf29ce484222325,
 
 Every client (Rust, C, Go, Python) produces and checks the same bytes, so a receiver can tell
 a right message from a garbled, misrouted or duplicated one whatever language sent it.
+
+:func:`default_len` gives the examples' lengths; :func:`large_len` those of their ``--large``
+run (one slot, its edge, the first run, 64 KiB and the channel's limit). The checksum is
+computed by the extension when it is importable (a Python loop takes tens of milliseconds for
+a 256 KiB payload); :func:`fnv1a` is the same function in pure Python.
 """
 
 from __future__ import annotations
 
 import struct
 
-__all__ = ["MIN_LEN", "MAX_LEN", "PatternError", "default_len", "encode", "decode", "fnv1a"]
+__all__ = [
+    "LARGE_LENS",
+    "MAX_LEN",
+    "MIN_LEN",
+    "PatternError",
+    "decode",
+    "default_len",
+    "encode",
+    "fnv1a",
+    "large_len",
+]
 
 #: The shortest pattern payload.
 MIN_LEN = 24
-#: The longest (a slot's payload area).
+#: The longest payload of one slot (a longer one travels as a run; there is no upper bound
+#: on a pattern's length).
 MAX_LEN = 960
+#: The lengths of the ``--large`` run before clamping: ``None`` stands for the limit.
+LARGE_LENS = (MIN_LEN, 960, 961, 65536, None)
 
 _FNV_BASIS = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
 _MASK64 = (1 << 64) - 1
 _HEAD = struct.Struct("<QQ")
 _SUM = struct.Struct("<Q")
-# 0, 1, ..., 255 repeated: any run of filler bytes is one slice of it.
+# 0, 1, ..., 255 repeated: any run of filler bytes of one slot is one slice of it.
 _RAMP = bytes(range(256)) * 5
 
 
@@ -51,8 +70,16 @@ def default_len(index: int) -> int:
     return 32 + (index % 8) * 16
 
 
+def large_len(index: int, limit: int) -> int:
+    """The length of message ``index`` of the examples' ``--large`` run on a channel whose
+    largest message is ``limit`` bytes: ``[24, 960, 961, 65536, limit][index % 5]``, clamped
+    to ``limit`` (as the Rust ``dmxp::pattern::large_len``)."""
+    length = LARGE_LENS[index % 5]
+    return limit if length is None else min(length, limit)
+
+
 def fnv1a(data: bytes) -> int:
-    """FNV-1a 64 of ``data``."""
+    """FNV-1a 64 of ``data`` (in pure Python)."""
     h = _FNV_BASIS
     prime = _FNV_PRIME
     mask = _MASK64
@@ -61,19 +88,28 @@ def fnv1a(data: bytes) -> int:
     return h
 
 
+try:
+    from ._dmxp import pattern_fnv1a as _checksum
+except ImportError:  # the pure-Python modules without the extension
+    _checksum = fnv1a
+
+
 def _filler(channel: int, index: int, count: int) -> bytes:
     # Byte k (from 16) is (channel*31 + index*7 + k) mod 256: consecutive values mod 256.
     start = (channel * 31 + index * 7 + 16) & 0xFF
-    return _RAMP[start : start + count]
+    if start + count <= len(_RAMP):
+        return _RAMP[start : start + count]
+    ramp = bytes(range(256)) * ((start + count) // 256 + 1)
+    return ramp[start : start + count]
 
 
 def encode(channel: int, index: int, length: int) -> bytes:
-    """The payload for (``channel``, ``index``) of ``length`` bytes (clamped to 24..960)."""
-    length = min(max(length, MIN_LEN), MAX_LEN)
+    """The payload for (``channel``, ``index``) of ``length`` bytes (at least 24)."""
+    length = max(length, MIN_LEN)
     channel &= _MASK64
     index &= _MASK64
     body = _HEAD.pack(channel, index) + _filler(channel, index, length - MIN_LEN)
-    return body + _SUM.pack(fnv1a(body))
+    return body + _SUM.pack(_checksum(body))
 
 
 def decode(payload: bytes | bytearray | memoryview) -> tuple[int, int]:
@@ -83,7 +119,7 @@ def decode(payload: bytes | bytearray | memoryview) -> tuple[int, int]:
     if length < MIN_LEN:
         raise PatternError(f"payload of {length} bytes is too short", "too_short")
     body = data[: length - 8]
-    if fnv1a(body) != _SUM.unpack_from(data, length - 8)[0]:
+    if _checksum(body) != _SUM.unpack_from(data, length - 8)[0]:
         raise PatternError("checksum mismatch", "checksum")
     channel, index = _HEAD.unpack_from(data, 0)
     expected = _filler(channel, index, length - MIN_LEN)
