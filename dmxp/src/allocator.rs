@@ -189,10 +189,40 @@ impl SharedMemoryAllocator {
 
     /// A producer on channel `id`, creating the channel with `capacity` if needed.
     pub fn producer_or_create(&self, id: u32, capacity: u64) -> Result<Producer> {
+        self.producer_or_create_with(id, capacity, ChannelOptions::default())
+    }
+
+    /// [`Self::producer_or_create`] with the options of a channel it creates, such as a
+    /// message size limit above one slot; an existing channel keeps its own.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-or-create-with", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// use dmxp::ChannelOptions;
+    ///
+    /// let allocator = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
+    ///     .build_allocator()?;
+    /// let options = ChannelOptions::default().with_max_message_size(16 << 10);
+    /// let producer = allocator.producer_or_create_with(5, 64, options)?;
+    /// assert_eq!(producer.max_message_size(), 16 << 10);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn producer_or_create_with(
+        &self,
+        id: u32,
+        capacity: u64,
+        options: ChannelOptions,
+    ) -> Result<Producer> {
         let open = open_channel(
             &self.backing,
             id,
-            Missing::Create(capacity, ChannelOptions::default()),
+            Missing::Create(capacity, options),
             self.deadline(),
         )?;
         Ok(Producer::new(open))

@@ -104,7 +104,9 @@
 
 pub use dmxp_nostd as core;
 pub use dmxp_nostd::layout::{runtime, MAX_CHANNELS, MSG_INLINE};
-pub use dmxp_nostd::{ChannelInfo, MessageMeta, Payload, PayloadMut, SegmentMemory};
+pub use dmxp_nostd::{
+    ChannelInfo, ChannelOptions, MessageMeta, Payload, PayloadMut, RunParts, SegmentMemory,
+};
 
 #[cfg(feature = "file")]
 #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
