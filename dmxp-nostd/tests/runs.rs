@@ -81,7 +81,9 @@ fn runs_round_trip_at_the_edges_over_many_laps() {
     assert_eq!(channel.max_message_size(), limit);
     assert!(channel.geometry().carries_runs());
     let sizes = [961, 1_920, 1_921, 2_881, 5_000, limit, 1, 960, 0];
-    for round in 0..40u64 {
+    // Under Miri, enough rounds to wrap the ring twice.
+    let rounds = if cfg!(miri) { 2 } else { 40 };
+    for round in 0..rounds {
         for (i, &len) in sizes.iter().enumerate() {
             let seed = round * 100 + i as u64;
             let sent = payload(seed, len);
@@ -96,8 +98,8 @@ fn runs_round_trip_at_the_edges_over_many_laps() {
             assert_eq!(received.meta.flags & message_flags::RUN != 0, run);
         }
     }
-    // 40 rounds moved well over ten laps of 16 slots.
-    assert!(channel.tail() > 40 * 16);
+    // Every round moves more than a lap of 16 slots.
+    assert!(channel.tail() > rounds * 16);
     assert_eq!(recv(&channel), Err(RecvError::Empty));
 }
 
@@ -741,33 +743,50 @@ fn a_run_blocked_past_tail_by_a_dead_consumer_is_seen_stuck_and_repaired() {
 /// ring: every message arrives once, whole, and each producer's messages in its order.
 #[test]
 fn two_producers_and_two_consumers_move_runs_exactly_once() {
-    const PER_PRODUCER: u64 = if cfg!(miri) { 20 } else { 3_000 };
-    const LIMIT: usize = 24 * MSG_INLINE;
-    let mut buf = setup(32, LIMIT);
+    let per_producer = if cfg!(miri) { 20 } else { 3_000 };
+    stress(2, 2, per_producer, 32, 24 * MSG_INLINE);
+}
+
+/// The soak form (`scripts/soak-runs.sh`, release build): 4 producers and 4 consumers move
+/// 10^5 messages of 1 B to 256 KiB (log-uniform) through a ring of 1,024 slots.
+#[test]
+#[ignore = "soak: minutes in a debug build; run by scripts/soak-runs.sh"]
+fn four_producers_and_four_consumers_move_1e5_messages_exactly_once() {
+    stress(4, 4, 25_000, 1_024, 256 << 10);
+}
+
+/// Message `index` of producer `p` in a stress run: its length (log-uniform from 1 to `limit`
+/// bytes) and its payload follow from (p, index), and its `message_type` names both.
+fn stress_message(p: u64, index: u64, limit: usize) -> (u32, Vec<u8>) {
+    let x = (p * 1_000_003 + index).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    let unit = x as f64 / (1u64 << 53) as f64;
+    let len = ((limit as f64).powf(unit) as usize).clamp(1, limit);
+    ((p << 24 | index) as u32, payload(p * 7_919 + index, len))
+}
+
+/// `producers` threads send `per_producer` messages each and `consumers` threads receive them
+/// from one channel of `capacity` slots taking messages up to `limit` bytes. Every message
+/// arrives exactly once and intact, and within one consumer each producer's messages arrive in
+/// the order sent.
+fn stress(producers: u64, consumers: usize, per_producer: u64, capacity: u64, limit: usize) {
+    let mut buf = setup(capacity, limit);
     let segment = Segment::attach(buf.region()).unwrap();
     let channel = segment.open_channel(0).unwrap();
     let done = AtomicBool::new(false);
-    // Message `index` of producer `p`: its length and its bytes follow from (p, index).
-    let length = |p: u64, index: u64| -> usize {
-        let x = (p * 1_000_003 + index).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-        match x % 4 {
-            0 => (x % 960) as usize + 8,
-            _ => (x % LIMIT as u64) as usize + 8,
-        }
-        .min(LIMIT)
-    };
     let received: Vec<Vec<(u64, u64)>> = thread::scope(|s| {
-        let producers: Vec<_> = (0..2u64)
+        let senders: Vec<_> = (0..producers)
             .map(|p| {
                 let channel = channel.clone();
-                let length = &length;
                 s.spawn(move || {
-                    for index in 0..PER_PRODUCER {
-                        let mut bytes = payload(p * 7_919 + index, length(p, index));
-                        bytes[..8].copy_from_slice(&(p << 32 | index).to_le_bytes());
+                    for index in 0..per_producer {
+                        let (tag, bytes) = stress_message(p, index, limit);
+                        let meta = SendMeta {
+                            message_type: tag,
+                            ..SendMeta::default()
+                        };
                         let since = Instant::now();
                         loop {
-                            match channel.try_send(&bytes, &SendMeta::default()) {
+                            match channel.try_send(&bytes, &meta) {
                                 Ok(_) => break,
                                 Err(SendError::Full | SendError::Busy) => thread::yield_now(),
                                 Err(other) => panic!("send: {other}"),
@@ -780,22 +799,20 @@ fn two_producers_and_two_consumers_move_runs_exactly_once() {
                 })
             })
             .collect();
-        let consumers: Vec<_> = (0..2)
+        let receivers: Vec<_> = (0..consumers)
             .map(|_| {
                 let channel = channel.clone();
-                let (done, length) = (&done, &length);
+                let done = &done;
                 s.spawn(move || {
                     let mut got = Vec::new();
-                    let mut out = vec![0u8; LIMIT];
+                    let mut out = vec![0u8; limit];
                     let mut idle_since = Instant::now();
                     loop {
                         match channel.try_recv(&mut out) {
                             Ok(r) => {
-                                let tag = u64::from_le_bytes(out[..8].try_into().unwrap());
-                                let (p, index) = (tag >> 32, tag & 0xFFFF_FFFF);
-                                assert_eq!(r.len, length(p, index), "message {p}/{index}");
-                                let mut expected = payload(p * 7_919 + index, r.len);
-                                expected[..8].copy_from_slice(&tag.to_le_bytes());
+                                let tag = u64::from(r.meta.message_type);
+                                let (p, index) = (tag >> 24, tag & 0xFF_FFFF);
+                                let (_, expected) = stress_message(p, index, limit);
                                 assert!(out[..r.len] == expected[..], "message {p}/{index}");
                                 got.push((p, index));
                                 idle_since = Instant::now();
@@ -816,9 +833,9 @@ fn two_producers_and_two_consumers_move_runs_exactly_once() {
             })
             .collect();
         // Join everyone before looking at any failure, so that none is left running.
-        let sent: Vec<_> = producers.into_iter().map(|p| p.join()).collect();
+        let sent: Vec<_> = senders.into_iter().map(|p| p.join()).collect();
         done.store(true, Relaxed);
-        let received: Vec<_> = consumers.into_iter().map(|c| c.join()).collect();
+        let received: Vec<_> = receivers.into_iter().map(|c| c.join()).collect();
         for result in sent {
             result.expect("a producer failed");
         }
@@ -829,10 +846,9 @@ fn two_producers_and_two_consumers_move_runs_exactly_once() {
     });
     let mut seen = HashMap::new();
     for got in &received {
-        let mut last = [None::<u64>; 2];
+        let mut last = vec![None::<u64>; producers as usize];
         for &(p, index) in got {
             assert!(seen.insert((p, index), ()).is_none(), "{p}/{index} twice");
-            // Within one consumer, each producer's messages arrive in its order.
             assert!(
                 last[p as usize].is_none_or(|l| l < index),
                 "{p}/{index} out of order"
@@ -840,7 +856,7 @@ fn two_producers_and_two_consumers_move_runs_exactly_once() {
             last[p as usize] = Some(index);
         }
     }
-    assert_eq!(seen.len() as u64, 2 * PER_PRODUCER);
+    assert_eq!(seen.len() as u64, producers * per_producer);
 }
 
 /// How long a stress thread waits for the others before it reports them stuck.
