@@ -6,6 +6,12 @@
 #   scripts/bench.sh --seconds 2      # longer runs
 #   scripts/bench.sh --capacity 64    # smaller rings
 # OUT_JSON / OUT_CHART override where the report and the chart go.
+#
+# `scripts/bench.sh large [options]` runs the large-message benchmark instead (4, 64 and
+# 256 KiB messages sent as runs of slots, against a Unix stream socket, a pipe and memcpy;
+# docs/BENCHMARKS.md, "Large messages (runs)"), printing its tables; options go to
+# `dmxp-bench large`, e.g. `scripts/bench.sh large --quick`. OUT_LARGE_JSON, if set, is where
+# its JSON report goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +24,12 @@ target_dir=$(cargo metadata --format-version 1 --no-deps \
 
 echo "bench: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+if [[ ${1:-} == large ]]; then
+    shift
+    json=()
+    if [[ -n ${OUT_LARGE_JSON:-} ]]; then
+        json=(--json "$OUT_LARGE_JSON")
+    fi
+    exec "$target_dir/release/dmxp-bench" large ${json[@]+"${json[@]}"} "$@"
+fi
 "$target_dir/release/dmxp-bench" --json "$OUT_JSON" --chart "$OUT_CHART" "$@"

@@ -40,10 +40,12 @@ pub fn run(spec_json: &str) -> Res<()> {
         let control = Control::new(region).ok_or("segment too small for the control block")?;
         let (wake, wait) = (dmxp::futex_wake_calls(), dmxp::futex_wait_calls());
         let mut result = match spec.role {
+            _ if spec.large => crate::large::child(&spec, &control, &allocator)?,
             Role::Producer => producer(&spec, &control, &allocator)?,
             Role::Consumer => consumer(&spec, &control, &allocator)?,
             Role::Ping => ping(&spec, &control, &allocator)?,
             Role::Pong => pong(&spec, &control, &allocator)?,
+            Role::Memcpy => return Err("memcpy runs belong to the large-message benchmark".into()),
             Role::InProcess => unreachable!("handled above"),
         };
         result.futex_wake = dmxp::futex_wake_calls() - wake;
@@ -54,7 +56,7 @@ pub fn run(spec_json: &str) -> Res<()> {
     Ok(())
 }
 
-fn start(control: &Control<'_>) -> Res<u64> {
+pub(crate) fn start(control: &Control<'_>) -> Res<u64> {
     control.announce_ready();
     if !control.wait_go(GO_LIMIT) {
         return Err("no go from the parent".into());
@@ -63,7 +65,7 @@ fn start(control: &Control<'_>) -> Res<u64> {
 }
 
 /// A full ring (or a lost race under contention) is retried; anything else is an error.
-fn retryable(e: &dmxp::Error) -> bool {
+pub(crate) fn retryable(e: &dmxp::Error) -> bool {
     matches!(e.kind(), ErrorKind::Full | ErrorKind::Busy)
 }
 
@@ -76,7 +78,7 @@ fn stamp(payload: &mut [u8], n: u64) {
 }
 
 /// stdin (or stdout) as an owned descriptor, for the pipe and socket ends the parent passed.
-fn stdio_fd(stdout: bool) -> Res<OwnedFd> {
+pub(crate) fn stdio_fd(stdout: bool) -> Res<OwnedFd> {
     let fd = if stdout {
         std::io::stdout().as_fd().try_clone_to_owned()?
     } else {

@@ -10,6 +10,9 @@
 //! * throughput for 1->1, 2->2 on one channel, and 4 channels x 1->1, at 32, 256 and 960 B;
 //! * one-way latency (round trip / 2) in ping-pong at p50, p99 and p99.9, spinning and blocking.
 //!
+//! `dmxp-bench large` ([`large`]) measures messages longer than one slot (4 KiB to 256 KiB,
+//! sent as runs of slots) against a Unix stream socket, a pipe and one core's memcpy.
+//!
 //! Each producer and consumer is its own process (this binary re-executed with a hidden
 //! argument), pinned so producers and consumers sit on different cores when there are two or
 //! more. The DMXP children count their futex calls and report them: a non-blocking run must
@@ -28,6 +31,7 @@ pub mod chart;
 pub mod child;
 pub mod control;
 mod inproc;
+pub mod large;
 pub mod report;
 pub mod runner;
 pub mod spec;

@@ -85,9 +85,9 @@ pub struct LatencySample {
 }
 
 /// A run's shm segment, unlinked when dropped.
-struct RunSegment {
-    name: String,
-    allocator: dmxp::SharedMemoryAllocator,
+pub(crate) struct RunSegment {
+    pub(crate) name: String,
+    pub(crate) allocator: dmxp::SharedMemoryAllocator,
 }
 
 impl Drop for RunSegment {
@@ -98,7 +98,7 @@ impl Drop for RunSegment {
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn new_segment(dmxp_channels: u32, capacity: u64) -> Res<RunSegment> {
+pub(crate) fn new_segment(dmxp_channels: u32, capacity: u64) -> Res<RunSegment> {
     let name = format!(
         "/dmxp-bench-{}-{}",
         std::process::id(),
@@ -115,16 +115,31 @@ fn new_segment(dmxp_channels: u32, capacity: u64) -> Res<RunSegment> {
     Ok(segment)
 }
 
+/// A run's segment with one channel (id 0) of `capacity` slots made for messages of up to
+/// `max_message_size` bytes (runs of slots, PROTOCOL.md §12), for the large-message benchmark.
+pub(crate) fn new_large_segment(capacity: u64, max_message_size: usize) -> Res<RunSegment> {
+    let segment = new_segment(0, capacity)?;
+    // Created through the builder, as an application would; the handle is dropped at once and
+    // the children attach to the channel by id.
+    ChannelBuilder::new()
+        .with_segment_name(&segment.name)
+        .with_channel_id(0)
+        .with_capacity(capacity)
+        .with_max_message_size(max_message_size)
+        .build_producer()?;
+    Ok(segment)
+}
+
 /// One child to start: what it does, and the pipe or socket ends it gets as stdin/stdout.
-struct Launch {
-    spec: ChildSpec,
-    stdin: Option<OwnedFd>,
-    stdout: Option<OwnedFd>,
+pub(crate) struct Launch {
+    pub(crate) spec: ChildSpec,
+    pub(crate) stdin: Option<OwnedFd>,
+    pub(crate) stdout: Option<OwnedFd>,
 }
 
 /// Starts the children, waits until all are ready, gives the go, stops them after the run's
 /// duration, and returns their results in launch order.
-fn execute(
+pub(crate) fn execute(
     segment: &RunSegment,
     launches: Vec<Launch>,
     length: &RunLength,
@@ -216,7 +231,7 @@ fn results_dir_path() -> PathBuf {
     std::env::temp_dir().join(format!("dmxp-bench-{}", std::process::id()))
 }
 
-fn results_dir() -> Res<PathBuf> {
+pub(crate) fn results_dir() -> Res<PathBuf> {
     let dir = results_dir_path();
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
@@ -227,12 +242,12 @@ pub fn remove_results_dir() {
     let _ = std::fs::remove_dir(results_dir_path());
 }
 
-fn out_path(dir: &Path, k: usize) -> PathBuf {
+pub(crate) fn out_path(dir: &Path, k: usize) -> PathBuf {
     dir.join(format!("child-{}-{k}.json", RUN_COUNTER.load(Relaxed)))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn spec(
+pub(crate) fn spec(
     role: Role,
     system: System,
     shape: Option<Shape>,
@@ -262,6 +277,7 @@ fn spec(
         cpu,
         cpu2,
         out,
+        large: false,
     }
 }
 
@@ -274,7 +290,17 @@ fn socketpair() -> Res<(OwnedFd, OwnedFd)> {
     )?)
 }
 
-fn pipe() -> Res<(OwnedFd, OwnedFd)> {
+/// A connected pair of Unix stream sockets (`SOCK_STREAM`: a byte stream, no boundaries).
+pub(crate) fn stream_socketpair() -> Res<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+pub(crate) fn pipe() -> Res<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?)
 }
 

@@ -192,6 +192,9 @@ pub enum Role {
     Pong,
     /// Runs a whole scenario in threads of this one process (ArrayQueue).
     InProcess,
+    /// Copies a buffer of `payload` bytes into another, over and over, on one core: the
+    /// memcpy bandwidth the large-message benchmark compares against (its `system` is unused).
+    Memcpy,
 }
 
 /// Everything a child needs, passed as one JSON argument.
@@ -225,6 +228,10 @@ pub struct ChildSpec {
     pub cpu2: Option<usize>,
     /// Where to write the [`ChildResult`] as JSON.
     pub out: PathBuf,
+    /// The large-message benchmark (`dmxp-bench large`): DMXP channels made for runs, Unix
+    /// *stream* sockets with a length prefix, and every message carrying check words.
+    #[serde(default)]
+    pub large: bool,
 }
 
 /// Latency percentiles of one run, one-way (round trip / 2), in nanoseconds.
@@ -259,6 +266,10 @@ pub struct ChildResult {
     /// (consumers): with `messages`, how well batches fill.
     #[serde(default)]
     pub calls: u64,
+    /// Large-message runs: the wrapping sum of the sequence numbers of the messages sent or
+    /// received, which the parent compares (every message delivered exactly once).
+    #[serde(default)]
+    pub checksum: u64,
 }
 
 /// Argument that marks a re-executed child process.
