@@ -953,7 +953,8 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 Err(SendError::Full) => {}
                 other => return other,
             }
-            if self.wait_for_free_slot(waiter) == WaitOutcome::TimedOut {
+            let slots = payload.len().div_ceil(MSG_INLINE).max(1) as u64;
+            if self.wait_for_free_slots(slots, waiter) == WaitOutcome::TimedOut {
                 return match self.try_send(payload, meta) {
                     Err(SendError::Full) => Err(SendError::TimedOut),
                     other => other,
@@ -1148,12 +1149,18 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
 
     /// One wait of a blocking send, like [`Self::wait_for_message`] for a free slot.
     pub fn wait_for_free_slot<V: WaitStrategy>(&self, waiter: &V) -> WaitOutcome {
+        self.wait_for_free_slots(1, waiter)
+    }
+
+    /// One wait of a blocking send of a message taking `slots` slots (a run, PROTOCOL.md
+    /// §12.3, needs them all free at once): returns at once only when they are.
+    pub fn wait_for_free_slots<V: WaitStrategy>(&self, slots: u64, waiter: &V) -> WaitOutcome {
         self.wait_on(
             &self.entry.not_full_seq,
             &self.entry.not_full_waiters,
             self.send_intent
                 .map(|record| (record, peer_waiting::NOT_FULL)),
-            || self.has_free_slot(),
+            || self.has_free_slots(slots),
             waiter,
         )
     }
@@ -1168,8 +1175,17 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// True when the position at `tail` is free.
     #[must_use]
     pub fn has_free_slot(&self) -> bool {
+        self.has_free_slots(1)
+    }
+
+    /// True when the `slots` positions from `tail` on are free (at most one lap is looked at).
+    #[must_use]
+    pub fn has_free_slots(&self, slots: u64) -> bool {
         let tail = self.entry.tail.load(Relaxed);
-        self.slot(tail).sequence.load(Acquire) == tail
+        (0..slots.clamp(1, self.geometry.capacity)).all(|k| {
+            let p = tail.wrapping_add(k);
+            self.slot(p).sequence.load(Acquire) == p
+        })
     }
 
     /// Registers as a waiter, re-checks `ready`, and sleeps on `word` if still not ready.

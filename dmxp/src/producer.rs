@@ -162,8 +162,11 @@ impl Producer {
     fn sending<T>(
         &self,
         deadline: Option<Instant>,
+        len: usize,
         mut attempt: impl FnMut() -> std::result::Result<T, SendError>,
     ) -> std::result::Result<T, SendError> {
+        // A message longer than a slot waits until its whole run is free (PROTOCOL.md §12.3).
+        let slots = len.div_ceil(crate::MSG_INLINE).max(1) as u64;
         loop {
             match attempt() {
                 Err(SendError::Full) => {}
@@ -179,7 +182,7 @@ impl Producer {
             }
             let slice = slice_deadline(deadline, &self.stuck);
             let waiter = slice.map_or(FutexWait::new(), FutexWait::until);
-            self.channel().wait_for_free_slot(&waiter);
+            self.channel().wait_for_free_slots(slots, &waiter);
             if self.cell.check_size().is_err() {
                 return Err(SendError::TimedOut);
             }
@@ -355,8 +358,9 @@ impl Producer {
     ) -> Result<u64> {
         let meta = self.meta(message_type, flags);
         let deadline = FutexWait::with_timeout(timeout).deadline();
-        self.sending(deadline, || {
-            self.channel().try_send(payload.as_ref(), &meta)
+        let payload = payload.as_ref();
+        self.sending(deadline, payload.len(), || {
+            self.channel().try_send(payload, &meta)
         })
         .map_err(|e| self.waiting_error(e))
     }
@@ -392,8 +396,11 @@ impl Producer {
     /// ```
     pub fn send_blocking(&self, payload: impl AsRef<[u8]>) -> Result<u64> {
         let meta = self.meta(0, 0);
-        self.sending(None, || self.channel().try_send(payload.as_ref(), &meta))
-            .map_err(|e| self.waiting_error(e))
+        let payload = payload.as_ref();
+        self.sending(None, payload.len(), || {
+            self.channel().try_send(payload, &meta)
+        })
+        .map_err(|e| self.waiting_error(e))
     }
 
     /// Sends as many of `payloads` as there is room for, in order, claiming their slots with

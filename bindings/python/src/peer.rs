@@ -17,7 +17,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use dmxp::core::layout::runtime;
+use dmxp::core::layout::{runtime, MSG_INLINE};
 use dmxp::core::{
     Error as CoreError, PeerRole, PeerSlot, Received, RecvError, RepairReport, Segment, SendError,
     SendMeta,
@@ -208,7 +208,9 @@ impl Peer {
                 return Err(SendError::TimedOut);
             }
             let waiter = FutexWait::until(self.wake_by(until));
-            self.channel().wait_for_free_slot(&waiter);
+            // A run waits until all its slots are free (PROTOCOL.md §12.3).
+            let slots = payload.len().div_ceil(MSG_INLINE).max(1) as u64;
+            self.channel().wait_for_free_slots(slots, &waiter);
         }
     }
 
