@@ -177,6 +177,72 @@ fn segment_ops_seeds(dir: &Path) {
         (stats.bad_messages > 0 || stats.busy > 0).then_some(stats.bad_messages + stats.busy)
     };
     write(dir, "corrupt-messages", &best(4, 1200, 2000, corrupt));
+
+    // Runs (PROTOCOL.md §12): a setup of two 4-slot channels carrying runs (channel 0 up to
+    // the whole ring, 3,840 bytes; channel 1 up to 1,183), three messages sent into each
+    // (runs among them), one received from channel 0, and a run that wraps past its last slot.
+    let run_setup = [1u8, 1, 0, 3, 3, 1, 0, 0, 4, 6, 1];
+    let with_setup = |seed: u64, len: usize| {
+        let mut rng = Rng(seed);
+        move || {
+            let mut input = run_setup.to_vec();
+            input.extend(rng.bytes(len));
+            input
+        }
+    };
+    let delivered = |stats: &segment_ops::Stats| {
+        [stats.runs_sent, stats.runs_received, stats.runs_refused]
+            .iter()
+            .filter(|&&n| n > 0)
+            .count()
+            * 10
+            + (stats.runs_received + stats.runs_sent).min(20)
+    };
+    let bad_headers = |stats: &segment_ops::Stats| {
+        [
+            stats.runs_past_limit,
+            stats.runs_mismatched,
+            stats.runs_cut,
+            stats.orphans,
+        ]
+        .iter()
+        .filter(|&&n| n > 0)
+        .count()
+            * 10
+            + stats.runs_received.min(5)
+    };
+    let pick = |make: &mut dyn FnMut() -> Vec<u8>,
+                candidates: usize,
+                score: &dyn Fn(&segment_ops::Stats) -> usize| {
+        (0..candidates)
+            .map(|_| make())
+            .map(|input| (score(&segment_ops::run(&input)), input))
+            .max_by_key(|(s, _)| *s)
+            .expect("candidates")
+            .1
+    };
+    write(
+        dir,
+        "runs-sent-and-received",
+        &pick(&mut with_setup(5, 600), 1500, &delivered),
+    );
+    for (name, seed, reach) in [
+        ("runs-past-limit", 6, 0),
+        ("runs-mismatched", 7, 1),
+        ("runs-orphans", 8, 3),
+    ] {
+        let score = move |stats: &segment_ops::Stats| {
+            let counts = [
+                stats.runs_past_limit,
+                stats.runs_mismatched,
+                stats.runs_cut,
+                stats.orphans,
+            ];
+            usize::from(counts[reach] > 0) * 100 + bad_headers(stats)
+        };
+        let input = pick(&mut with_setup(seed, 1500), 3000, &score);
+        write(dir, name, &input);
+    }
 }
 
 fn ring_model_seeds(dir: &Path) {

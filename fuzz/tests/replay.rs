@@ -73,14 +73,7 @@ fn replay_segment_ops() {
     for (path, bytes) in inputs("segment_ops") {
         let stats = segment_ops::run(&bytes);
         println!("{}: {stats:?}", path.display());
-        total.scribbles += stats.scribbles;
-        total.sessions += stats.sessions;
-        total.attached += stats.attached;
-        total.rejected += stats.rejected;
-        total.ops += stats.ops;
-        total.messages_received += stats.messages_received;
-        total.bad_messages += stats.bad_messages;
-        total.busy += stats.busy;
+        total.add(&stats);
     }
     println!("total: {total:?}");
     assert!(total.scribbles > 0 && total.ops > 0);
@@ -94,6 +87,20 @@ fn replay_segment_ops() {
         total.bad_messages + total.busy > 0,
         "no corrupt slot reached"
     );
+    // Runs (PROTOCOL.md §12): sent, received whole, refused for a short buffer, and each
+    // kind of bad run header met at the head.
+    assert!(total.runs_sent > 0, "no run sent");
+    assert!(total.runs_received > 0, "no run received");
+    assert!(total.runs_refused > 0, "no run refused for a short buffer");
+    assert!(
+        total.runs_past_limit > 0,
+        "no run longer than the ring or the limit"
+    );
+    assert!(
+        total.runs_mismatched > 0,
+        "no run whose length disagrees with its slots"
+    );
+    assert!(total.orphans > 0, "no continuation without its start");
 }
 
 #[test]
