@@ -144,9 +144,15 @@ pub fn run(args: CreateArgs) -> Result<Outcome> {
         } else {
             "exists:"
         };
+        // The limit is named only for a channel made for messages longer than one slot.
+        let limit = if max_message_size > dmxp::MSG_INLINE {
+            format!(", messages up to {max_message_size} bytes")
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "{verb} channel {} (capacity {capacity}, messages up to {max_message_size} bytes)",
+            "{verb} channel {} (capacity {capacity}{limit})",
             args.channel
         )?;
     }
