@@ -614,6 +614,10 @@ typedef enum dmxp_status {
     DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE = -51, /* entry check #11: channel, found =
                                                    max_message_size, value2 = capacity, value3
                                                    = flags */
+    DMXP_E_RUNS_NOT_SUPPORTED = -52, /* §12.1, refused on request (not corruption):
+                                        dmxp_channel_require_single_slot found the channel
+                                        carries runs (DMXP_CHANNEL_RUNS); channel = id,
+                                        found = its max message size, value2 = flags */
 
     /* SendError / RecvError */
     DMXP_E_FULL = -40,             /* every slot holds an unconsumed message */
@@ -790,6 +794,7 @@ static inline const char *dmxp_status_name(dmxp_status s) {
         DMXP__NAME(DMXP_E_PEER_RECORDS_OUT_OF_RANGE)
         DMXP__NAME(DMXP_E_UNKNOWN_CHANNEL_FLAGS)
         DMXP__NAME(DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE)
+        DMXP__NAME(DMXP_E_RUNS_NOT_SUPPORTED)
         DMXP__NAME(DMXP_E_FULL)
         DMXP__NAME(DMXP_E_TOO_LARGE)
         DMXP__NAME(DMXP_E_RESERVED_FLAGS)
@@ -847,6 +852,7 @@ static inline const char *dmxp_strerror(dmxp_status s) {
     case DMXP_E_PEER_RECORDS_OUT_OF_RANGE: return "corrupt segment: peer_records out of range";
     case DMXP_E_UNKNOWN_CHANNEL_FLAGS: return "corrupt segment: unknown channel flags";
     case DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE: return "corrupt segment: max_message_size out of range";
+    case DMXP_E_RUNS_NOT_SUPPORTED: return "channel carries messages longer than 960 bytes (runs), refused as asked";
     case DMXP_E_FULL: return "channel full";
     case DMXP_E_TOO_LARGE: return "message exceeds the channel's max message size";
     case DMXP_E_RESERVED_FLAGS: return "flags set protocol-reserved bits (0x00ff)";
@@ -992,6 +998,11 @@ static inline int dmxp_error_format(const dmxp_error *e, char *buf, size_t len) 
                         "corrupt segment: %smax_message_size %llu on a channel without RUNS "
                         "(expected 0)",
                         where, f);
+    case DMXP_E_RUNS_NOT_SUPPORTED:
+        return snprintf(buf, len,
+                        "%scarries messages longer than %u bytes (runs, up to %llu bytes); "
+                        "refused: single-slot messages only",
+                        where, DMXP_MSG_INLINE, f);
     case DMXP_E_INVALID_MAX_MESSAGE_SIZE:
         return snprintf(buf, len,
                         "%smax message size %llu is more than a ring of %llu slots allows "
@@ -2417,6 +2428,22 @@ static inline uint32_t dmxp_channel_max_message_size(const dmxp_channel *ch) {
 }
 /* The entry's flags (DMXP_CHANNEL_RUNS or 0). */
 static inline uint32_t dmxp_channel_flags(const dmxp_channel *ch) { return ch->channel_flags; }
+
+/* An opt-in refusal of runs (PROTOCOL.md §12.1), for code that cannot take a message longer
+ * than DMXP_MSG_INLINE (960) bytes: fixed 960-byte buffers, code that speaks only §6. Call it
+ * right after opening the channel. DMXP_OK when the channel has no DMXP_CHANNEL_RUNS flag (as
+ * validated and cached at open: never re-read), else DMXP_E_RUNS_NOT_SUPPORTED with err
+ * (optional) naming the channel: err->channel = id, field "flags", found = its max message
+ * size, value2 = the flags (dmxp_error_format: "channel N: carries messages longer than 960
+ * bytes ..."). The handle stays valid either way; what to do with a refused one is the
+ * caller's choice. A NULL ch is DMXP_E_INVALID_ARGUMENT. */
+static inline dmxp_status dmxp_channel_require_single_slot(const dmxp_channel *ch,
+                                                           dmxp_error *err) {
+    if (ch == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "channel", 0, 0, 0);
+    if ((ch->channel_flags & DMXP_CHANNEL_RUNS) == 0) return DMXP_OK;
+    return dmxp__fail(err, DMXP_E_RUNS_NOT_SUPPORTED, (int32_t)ch->id, "flags", ch->max_message,
+                      ch->channel_flags, 0);
+}
 
 /* DMXP_OK when a message of `len` bytes fits the channel (dmxp_try_send and the other single
  * sends), else DMXP_E_TOO_LARGE, with err (optional) naming the channel, found = len and

@@ -173,6 +173,20 @@ func (c *Channel) MaxMessageSize() int { return c.limit }
 // ChannelFlagRuns).
 func (c *Channel) CarriesRuns() bool { return c.geom.Flags&ChannelFlagRuns != 0 }
 
+// RequireSingleSlot refuses a channel that carries runs (PROTOCOL.md §12.1), for code that
+// cannot take a message longer than MsgInline (960) bytes: fixed 960-byte buffers, code that
+// speaks only the single-slot protocol of §6. It returns nil when the channel has no
+// ChannelFlagRuns (CarriesRuns is false, as validated and cached at open: the entry is not
+// read again), else a *RunsNotSupportedError naming the channel (matching
+// ErrRunsNotSupported). Call it right after opening the channel; it changes nothing, so the
+// handle stays usable either way.
+func (c *Channel) RequireSingleSlot() error {
+	if !c.CarriesRuns() {
+		return nil
+	}
+	return &RunsNotSupportedError{Channel: c.ID()}
+}
+
 // Geometry is the validated geometry cached at open.
 func (c *Channel) Geometry() Geometry { return c.geom }
 

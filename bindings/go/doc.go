@@ -34,7 +34,9 @@
 // its limit, Channel.MaxMessageSize: a longer message travels as a run of consecutive slots,
 // claimed at once and received whole (PROTOCOL.md §12). Sends past the limit fail with a
 // *TooLargeError; a receive buffer shorter than the message gets a *BufferTooSmallError and
-// consumes nothing. Batch calls carry single-slot messages only.
+// consumes nothing. Batch calls carry single-slot messages only. Code that cannot take a
+// message longer than MsgInline calls Channel.RequireSingleSlot after opening a channel: a
+// channel that carries runs is refused with a *RunsNotSupportedError.
 //
 // # Trust
 //

@@ -62,6 +62,9 @@ var (
 	// ErrRevoked matches a *RevokedError: a peer repaired a position this handle had claimed
 	// (PROTOCOL.md §11.7) before the handle published or freed it.
 	ErrRevoked = errors.New("dmxp: position revoked by a repair")
+	// ErrRunsNotSupported matches a *RunsNotSupportedError: Channel.RequireSingleSlot found
+	// the channel carries runs, messages longer than MsgInline (PROTOCOL.md §12.1).
+	ErrRunsNotSupported = errors.New("dmxp: channel carries runs (messages longer than one slot)")
 )
 
 // CorruptionKind names what is wrong with bytes read from a segment; one kind per variant of
@@ -524,3 +527,19 @@ func (e *RevokedError) Error() string {
 
 // Is matches ErrRevoked.
 func (e *RevokedError) Is(target error) bool { return target == ErrRevoked }
+
+// RunsNotSupportedError: Channel.RequireSingleSlot, the opt-in check of PROTOCOL.md §12.1
+// for code that cannot take a message longer than MsgInline (960) bytes, found the channel's
+// entry flag ChannelFlagRuns set: it carries messages up to its MaxMessageSize, longer than
+// one slot. The channel handle is unchanged and still usable; this is a refusal on request,
+// not corruption.
+type RunsNotSupportedError struct{ Channel uint32 }
+
+// Error implements the error interface.
+func (e *RunsNotSupportedError) Error() string {
+	return fmt.Sprintf("dmxp: channel %d carries messages longer than MsgInline (%d bytes): refused, single-slot messages only",
+		e.Channel, MsgInline)
+}
+
+// Is matches ErrRunsNotSupported.
+func (e *RunsNotSupportedError) Is(target error) bool { return target == ErrRunsNotSupported }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -177,6 +178,107 @@ func TestOpenRefusesBadRunFields(t *testing.T) {
 	}
 	if ch, err := seg.OpenChannel(1); err != nil || ch.MaxMessageSize() != 2*MsgInline {
 		t.Fatalf("valid run channel: %v", err)
+	}
+}
+
+// checkRunsRefused asserts that err is the refusal of channel id by RequireSingleSlot.
+func checkRunsRefused(t *testing.T, err error, id uint32) {
+	t.Helper()
+	var rn *RunsNotSupportedError
+	if !errors.As(err, &rn) || !errors.Is(err, ErrRunsNotSupported) {
+		t.Fatalf("got %v (%T); want a *RunsNotSupportedError", err, err)
+	}
+	if rn.Channel != id {
+		t.Errorf("RunsNotSupportedError.Channel = %d, want %d", rn.Channel, id)
+	}
+	want := fmt.Sprintf("channel %d carries messages longer than MsgInline (960 bytes)", id)
+	if msg := rn.Error(); !strings.HasPrefix(msg, "dmxp: "+want) || !strings.Contains(err.Error(), msg) {
+		t.Errorf("message %q does not start with %q", msg, "dmxp: "+want)
+	}
+	for _, other := range []error{ErrCorrupt, ErrInvalidArgument, ErrTooLarge, ErrNotFound} {
+		if errors.Is(err, other) {
+			t.Errorf("%v matches %v", err, other)
+		}
+	}
+}
+
+// The opt-in refusal of runs (PROTOCOL.md §12.1): RequireSingleSlot refuses a channel with
+// ChannelFlagRuns, whoever opened it and however, with a typed error naming the channel, and
+// passes single-slot channels; it answers from the flags cached at open.
+func TestRequireSingleSlot(t *testing.T) {
+	seg := newTestSegment(t, 1<<20)
+	runs := runChannel(t, seg, 7, 8, MsgInline+1)
+	checkRunsRefused(t, runs.RequireSingleSlot(), 7)
+	checkRunsRefused(t, fmt.Errorf("opening: %w", runs.RequireSingleSlot()), 7)
+	again, err := seg.OpenChannel(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRunsRefused(t, again.RequireSingleSlot(), 7)
+	existing, created, err := seg.OpenOrCreateChannel(7, 8, time.Second)
+	if err != nil || created {
+		t.Fatalf("open-or-create of the existing channel: created %v, %v", created, err)
+	}
+	checkRunsRefused(t, existing.RequireSingleSlot(), 7)
+	most := runChannel(t, seg, 9, 16, 16*MsgInline)
+	checkRunsRefused(t, most.RequireSingleSlot(), 9)
+	// The refusal changes nothing: the handle still carries a run both ways.
+	if _, err := most.TrySend(runPayload(3000, 1)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, most.MaxMessageSize())
+	if meta, err := most.TryReceive(buf); err != nil || !bytes.Equal(buf[:meta.PayloadLen], runPayload(3000, 1)) {
+		t.Fatalf("receive after the refusal: %v", err)
+	}
+
+	// Single-slot channels pass: CreateChannel, and limits of 0 and MsgInline.
+	plain, err := seg.CreateChannel(10, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, limit := range map[uint32]uint32{11: 0, 12: MsgInline} {
+		if err := runChannel(t, seg, id, 4, limit).RequireSingleSlot(); err != nil {
+			t.Errorf("channel %d (limit %d): %v", id, limit, err)
+		}
+	}
+	if err := plain.RequireSingleSlot(); err != nil {
+		t.Fatalf("single-slot channel: %v", err)
+	}
+	reopened, err := seg.OpenChannel(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reopened.RequireSingleSlot(); err != nil {
+		t.Fatalf("single-slot channel reopened: %v", err)
+	}
+
+	// The answer comes from the flags cached at open: a peer that rewrites the entries later
+	// changes neither handle's answer, and a handle opened afterwards sees the new flags.
+	pe, re := plain.entry, again.entry
+	store32(pe, entFlags, ChannelFlagRuns)
+	store32(pe, entMaxMessageSize, 4*MsgInline)
+	store32(re, entFlags, 0)
+	store32(re, entMaxMessageSize, 0)
+	if err := plain.RequireSingleSlot(); err != nil {
+		t.Errorf("single-slot handle after the entry was rewritten: %v", err)
+	}
+	checkRunsRefused(t, again.RequireSingleSlot(), 7)
+	if later, err := seg.OpenChannel(10); err != nil {
+		t.Fatal(err)
+	} else {
+		checkRunsRefused(t, later.RequireSingleSlot(), 10)
+	}
+	if later, err := seg.OpenChannel(7); err != nil {
+		t.Fatal(err)
+	} else if err := later.RequireSingleSlot(); err != nil {
+		t.Errorf("channel 7 opened without RUNS: %v", err)
+	}
+	store32(pe, entFlags, 0)
+	store32(pe, entMaxMessageSize, 0)
+	store32(re, entFlags, ChannelFlagRuns)
+	store32(re, entMaxMessageSize, MsgInline+1)
+	if err := seg.ValidateAll(); err != nil {
+		t.Fatal(err)
 	}
 }
 

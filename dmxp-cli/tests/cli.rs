@@ -2107,6 +2107,10 @@ fn large_messages_round_trip_whole() {
         "--from-file",
         file.to_str().unwrap(),
     ]));
+    // Inspect counts the run queued: one message of 157 slots.
+    let (report, _) = inspect_json(seg.args());
+    assert_eq!(channel(&report, 1)["queued_runs"], 1);
+    assert_eq!(channel(&report, 1)["depth"], 157);
     let out = run_ok(dmxp().arg("recv").args(seg.args()).args([
         "--channel",
         "1",
@@ -2124,6 +2128,7 @@ fn large_messages_round_trip_whole() {
     assert!(payload == bytes, "the message came back altered");
     let (report, _) = inspect_json(seg.args());
     assert_eq!(channel(&report, 1)["max_message_size"], 200 << 10);
+    assert_eq!(channel(&report, 1)["queued_runs"], 0);
 
     std::fs::write(&file, vec![0u8; (200 << 10) + 1]).unwrap();
     dmxp()

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use dmxp_nostd::error::{Corruption, Error as CoreError};
 use dmxp_nostd::layout::{
-    band_len, channel_entry_offset, channel_flags, channel_state, peer_records_of, peer_waiting,
-    runtime, ChannelEntry, HeaderFields, PeerRecord, CHANNEL_ENTRY_SIZE, MAGIC, MAX_CHANNELS,
-    MIN_CAPACITY, MSG_INLINE, PEER_RECORDS, PEER_RECORD_SIZE, SLOT_SIZE, VERSION,
+    band_len, channel_entry_offset, channel_flags, channel_state, message_flags, peer_records_of,
+    peer_waiting, runtime, ChannelEntry, HeaderFields, PeerRecord, Slot, CHANNEL_ENTRY_SIZE, MAGIC,
+    MAX_CHANNELS, MIN_CAPACITY, MSG_INLINE, PEER_RECORDS, PEER_RECORD_SIZE, SLOT_SIZE, VERSION,
 };
 use dmxp_nostd::validate::{
     check_overlaps, check_peer_table_bands, validate_entry, validate_header, ChannelGeometry,
@@ -243,6 +243,11 @@ pub struct ChannelJson {
     pub max_message_size: u64,
     /// Registered handles of this channel; `null` when the peer table cannot be read.
     pub peers: Option<PeerCounts>,
+    /// Messages longer than one slot (runs, PROTOCOL.md §12) queued in the ring now: the
+    /// published first slots of runs between `head` and `tail` (see [`add_runs`]). `null`
+    /// for a channel without runs, one not `ok`, or a ring that could not be read.
+    #[serde(default)]
+    pub queued_runs: Option<u64>,
 }
 
 /// One validation problem.
@@ -593,6 +598,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
                 MSG_INLINE as u64
             },
             peers: None,
+            queued_runs: None,
         });
         problems.extend(entry_problems);
     }
@@ -728,6 +734,52 @@ pub fn add_stuck<O: Object + ?Sized>(report: &mut Report, object: &O, now_ns: u6
         }
     }
     report.stuck = stuck;
+}
+
+/// Counts the runs queued in each valid channel that carries them ([`ChannelJson::queued_runs`]):
+/// reads the sequence and flags of every slot from `head` to `tail` from `object`, a chunk of
+/// slots at a time, and counts the published slots flagged `RUN` (a run's first slot). A ring
+/// that cannot be read (the object shrank) leaves the count `null`.
+pub fn add_runs<O: Object + ?Sized>(report: &mut Report, object: &O) {
+    const CHUNK_SLOTS: u64 = 256;
+    let slot_size = SLOT_SIZE as u64;
+    for c in report.channels.iter_mut() {
+        if c.status != "ok" || c.flags & channel_flags::RUNS == 0 {
+            continue;
+        }
+        let queued = depth(c.head, c.tail, c.capacity);
+        let mut count = Some(0u64);
+        let mut chunk = vec![0u8; (CHUNK_SLOTS * slot_size) as usize];
+        let mut done = 0;
+        while done < queued {
+            let first = c.head.wrapping_add(done);
+            let index = first & (c.capacity - 1);
+            // A chunk stops at the end of the band; the next one starts at slot 0.
+            let n = (queued - done).min(CHUNK_SLOTS).min(c.capacity - index);
+            let bytes = &mut chunk[..(n * slot_size) as usize];
+            if object
+                .read_exact_at(bytes, c.band_offset + index * slot_size)
+                .is_err()
+            {
+                count = None;
+                break;
+            }
+            let starts = bytes
+                .chunks_exact(SLOT_SIZE)
+                .zip(0u64..)
+                .filter(|(bytes, k)| {
+                    Slot::read_from_bytes(bytes).is_ok_and(|slot| {
+                        slot.sequence == first.wrapping_add(*k).wrapping_add(1)
+                            && slot.meta.flags & (message_flags::RUN | message_flags::RUN_CONT)
+                                == message_flags::RUN
+                    })
+                })
+                .count() as u64;
+            count = count.map(|c| c + starts);
+            done += n;
+        }
+        c.queued_runs = count;
+    }
 }
 
 /// Fills `report` from `table`, the peer table's bytes.

@@ -10,12 +10,13 @@ use crate::report::{PeerJson, Report};
 use crate::table;
 
 /// The column headings of the channel table.
-pub const CHANNEL_COLUMNS: [&str; 13] = [
+pub const CHANNEL_COLUMNS: [&str; 14] = [
     "ID",
     "STATUS",
     "STATE",
     "CAPACITY",
     "MAX_MSG",
+    "RUNS",
     "HEAD",
     "TAIL",
     "DEPTH",
@@ -139,6 +140,7 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
                 c.state.clone(),
                 c.capacity.to_string(),
                 c.max_message_size.to_string(),
+                c.queued_runs.map_or("-".into(), |n| n.to_string()),
                 c.head.to_string(),
                 c.tail.to_string(),
                 c.depth.map_or("-".into(), |d| d.to_string()),

@@ -17,7 +17,7 @@
 //! re-reads it from shared memory. Every loop is bounded: a peer that scribbles on the cursors
 //! or sequences can make an operation fail with `Busy`, never spin forever.
 
-use crate::error::{RecvError, SendError};
+use crate::error::{Error, RecvError, SendError};
 #[cfg(feature = "test-hooks")]
 use crate::hooks::Hook;
 use crate::layout::{
@@ -268,6 +268,35 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     #[must_use]
     pub fn geometry(&self) -> ChannelGeometry {
         self.geometry
+    }
+
+    /// This channel, refused with [`Error::RunsNotSupported`] if it carries runs: for a client
+    /// that takes single-slot messages only, which PROTOCOL.md §12.1 requires to refuse such a
+    /// channel rather than use it.
+    ///
+    /// ```
+    /// use dmxp_nostd::{AlignedBlock, ChannelOptions, Error, Region, Segment};
+    /// use zerocopy::IntoBytes;
+    ///
+    /// let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(1 << 20)];
+    /// let segment = Segment::format(Region::new(memory.as_mut_bytes())?, 1)?;
+    /// segment.open_or_create_channel(0, 8, 1)?;
+    /// let options = ChannelOptions::default().with_max_message_size(4_000);
+    /// segment.open_or_create_channel_with(1, 8, 1, options)?;
+    /// assert!(segment.open_channel(0)?.require_single_slot().is_ok());
+    /// assert_eq!(
+    ///     segment.open_channel(1)?.require_single_slot().err(),
+    ///     Some(Error::RunsNotSupported { id: 1 })
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn require_single_slot(self) -> Result<Self, Error> {
+        if self.geometry.carries_runs() {
+            return Err(Error::RunsNotSupported {
+                id: self.geometry.id,
+            });
+        }
+        Ok(self)
     }
 
     /// Consumer cursor (a snapshot).
@@ -937,6 +966,42 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         Ok(SendLoan {
             channel: self,
             position,
+            count: 1,
+            published: false,
+        })
+    }
+
+    /// Claims room for a message of up to `len` bytes, to be written in place: one slot for
+    /// `len <= 960`, else the `ceil(len / 960)` slots of a run (PROTOCOL.md §12), claimed with
+    /// one CAS once all of them are free. `TooLarge` past the channel's limit, `Full` while
+    /// fewer slots are free. The loan may commit any length up to [`SendLoan::capacity`].
+    ///
+    /// ```
+    /// use dmxp_nostd::{AlignedBlock, ChannelOptions, Region, Segment, SendMeta};
+    /// use zerocopy::IntoBytes;
+    ///
+    /// let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(1 << 20)];
+    /// let segment = Segment::format(Region::new(memory.as_mut_bytes())?, 1)?;
+    /// let options = ChannelOptions::default().with_max_message_size(4_000);
+    /// let (channel, _) = segment.open_or_create_channel_with(0, 8, 1, options)?;
+    /// let mut loan = channel.try_loan_for(2_000)?;
+    /// assert_eq!(loan.capacity(), 2_880); // three slots
+    /// assert!(loan.write_at(0, &[7u8; 2_000]));
+    /// loan.commit(2_000, &SendMeta::default())?;
+    /// let mut out = vec![0u8; 4_000];
+    /// assert_eq!(channel.try_recv(&mut out)?.len, 2_000);
+    /// assert!(out[..2_000].iter().all(|&b| b == 7));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_loan_for(&self, len: usize) -> Result<SendLoan<'_, 'a, W>, SendError> {
+        if len <= MSG_INLINE {
+            return self.try_loan();
+        }
+        let (position, count) = self.claim_loan_run(len)?;
+        Ok(SendLoan {
+            channel: self,
+            position,
+            count,
             published: false,
         })
     }
@@ -1260,6 +1325,8 @@ impl<W: WaitStrategy> Drop for ClaimedRange<'_, '_, W> {
 pub struct SendLoan<'c, 'a, W: WaitStrategy = SpinWait> {
     channel: &'c Channel<'a, W>,
     position: u64,
+    /// Slots claimed: 1, or the slots of a run.
+    count: u64,
     published: bool,
 }
 
@@ -1268,32 +1335,86 @@ impl<W: WaitStrategy> core::fmt::Debug for SendLoan<'_, '_, W> {
         f.debug_struct("SendLoan")
             .field("channel", &self.channel.geometry.id)
             .field("position", &self.position)
+            .field("slots", &self.count)
             .field("published", &self.published)
             .finish()
     }
 }
 
 impl<W: WaitStrategy> SendLoan<'_, '_, W> {
-    /// The position (and future `message_id`) of this slot.
+    /// The position (and future `message_id`) of this message: its first slot.
     #[must_use]
     pub fn position(&self) -> u64 {
         self.position
     }
 
-    /// The slot's 960-byte payload area, written in place.
+    /// The most bytes this loan can commit: 960 for one slot; for a run, its slots' 960 bytes
+    /// each, up to the channel's limit.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        if self.count == 1 {
+            MSG_INLINE
+        } else {
+            (self.count as usize * MSG_INLINE).min(self.channel.geometry.message_limit())
+        }
+    }
+
+    /// The first slot's 960-byte payload area, written in place (bytes `0..960` of the
+    /// message; the others through [`Self::part`] or [`Self::write_at`]).
     #[must_use]
     pub fn payload(&mut self) -> PayloadMut<'_> {
         PayloadMut::new(&self.channel.slot(self.position).payload)
     }
 
-    /// Publishes the first `len` bytes of the payload area with `meta`. On an argument error
-    /// the slot is published as a skip marker instead; `Revoked` when a repair tombstoned the
+    /// The payload area of slot `index` of the loan (bytes `960 × index ..` of the message),
+    /// or `None` past its slots.
+    #[must_use]
+    pub fn part(&mut self, index: usize) -> Option<PayloadMut<'_>> {
+        (index < self.count as usize).then(|| {
+            PayloadMut::new(
+                &self
+                    .channel
+                    .slot(self.position.wrapping_add(index as u64))
+                    .payload,
+            )
+        })
+    }
+
+    /// Writes `src` at byte `offset` of the message, across slots as needed. Returns `false`
+    /// (writing nothing) if it would run past [`Self::capacity`].
+    #[must_use = "`false` means nothing was written"]
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) -> bool {
+        if offset
+            .checked_add(src.len())
+            .is_none_or(|end| end > self.capacity())
+        {
+            return false;
+        }
+        let (mut offset, mut src) = (offset, src);
+        while !src.is_empty() {
+            let (index, within) = (offset / MSG_INLINE, offset % MSG_INLINE);
+            let (here, rest) = src.split_at(src.len().min(MSG_INLINE - within));
+            let stored = self
+                .part(index)
+                .is_some_and(|mut part| part.write_at(within, here));
+            debug_assert!(stored, "checked against the capacity above");
+            offset += here.len();
+            src = rest;
+        }
+        true
+    }
+
+    /// Publishes the first `len` bytes with `meta`; returns the `message_id`. On an argument
+    /// error (`TooLarge` past [`Self::capacity`], `ReservedFlags`) the loan is published as
+    /// skip markers instead. A run loan that commits fewer bytes than its slots hold publishes
+    /// the slots it does not need as skip markers. `Revoked` when a repair tombstoned the
     /// position while it was on loan (PROTOCOL.md §11.7).
     pub fn commit(mut self, len: usize, meta: &SendMeta) -> Result<u64, SendError> {
-        if len > MSG_INLINE {
+        let capacity = self.capacity();
+        if len > capacity {
             return Err(SendError::TooLarge {
                 len,
-                limit: MSG_INLINE,
+                limit: capacity,
             });
         }
         if meta.flags & message_flags::PROTOCOL_MASK != 0 {
@@ -1301,8 +1422,10 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
         }
         // Bytes past `len` in the last word are zero, as on the copying path.
         if !len.is_multiple_of(8) {
-            let word = &self.channel.slot(self.position).payload[len / 8];
-            let keep = (1u64 << ((len % 8) * 8)) - 1;
+            let (index, within) = (len / MSG_INLINE, len % MSG_INLINE);
+            let slot = self.channel.slot(self.position.wrapping_add(index as u64));
+            let word = &slot.payload[within / 8];
+            let keep = (1u64 << ((within % 8) * 8)) - 1;
             word.store(word.load(Relaxed) & keep, Relaxed);
         }
         if !self.publish(len, meta, meta.flags) {
@@ -1313,9 +1436,16 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
         Ok(self.position)
     }
 
+    /// Publishes the loan: a message of `len` bytes with `flags` on its first slot when it
+    /// fits there (a run's flags are its own).
     fn publish(&mut self, len: usize, meta: &SendMeta, flags: u16) -> bool {
-        let published = self.channel.publish_slot(self.position, len, meta, flags);
         self.published = true;
+        if self.count > 1 {
+            return self
+                .channel
+                .publish_loaned_run(self.position, self.count, len, meta, flags);
+        }
+        let published = self.channel.publish_slot(self.position, len, meta, flags);
         self.channel.end_send_intent(self.position);
         if published {
             self.channel.notify_consumers();
@@ -1327,7 +1457,7 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
 impl<W: WaitStrategy> Drop for SendLoan<'_, '_, W> {
     fn drop(&mut self) {
         if !self.published {
-            // Revoked or not, the position no longer stalls the ring.
+            // Revoked or not, the positions no longer stall the ring.
             let _ = self.publish(0, &SendMeta::default(), message_flags::SKIP);
         }
     }

@@ -346,6 +346,12 @@ pub enum Error {
         /// The capacity of the channel it was asked for.
         capacity: u64,
     },
+    /// The channel carries runs (messages longer than one slot, PROTOCOL.md §12.1) and the
+    /// caller asked for single-slot channels only ([`crate::Channel::require_single_slot`]).
+    RunsNotSupported {
+        /// The channel refused.
+        id: u32,
+    },
     /// A peer registration with process id 0, which marks a free record.
     InvalidPid,
     /// No channel with this id has been created.
@@ -420,6 +426,11 @@ impl fmt::Display for Error {
                 "capacity {capacity} must be a power of two between {} and {}",
                 crate::layout::MIN_CAPACITY,
                 crate::layout::MAX_CAPACITY
+            ),
+            Error::RunsNotSupported { id } => write!(
+                f,
+                "channel {id} carries messages longer than one slot (runs), and this client \
+                 takes single-slot messages only"
             ),
             Error::InvalidPid => write!(f, "process id 0 cannot own a peer record"),
             Error::ChannelNotFound { id } => write!(f, "channel {id} does not exist"),

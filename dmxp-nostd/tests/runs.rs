@@ -700,6 +700,42 @@ mod dying {
     }
 }
 
+/// A run loan held by a producer judged dead is repaired as one lost message; if the producer
+/// was only stopped, its late commit learns the loan was revoked and delivers nothing.
+#[test]
+fn a_run_loan_of_a_producer_judged_dead_is_one_lost_message_and_its_commit_is_revoked() {
+    const STOPPED: u32 = 200;
+    let mut buf = setup(16, 8 * MSG_INLINE);
+    let segment = Segment::attach(buf.region()).unwrap();
+    let slot = segment
+        .register(0, PeerRole::Producer, STOPPED, 0, runtime::C)
+        .unwrap();
+    let producer = segment.open_channel(0).unwrap().with_peer(&slot);
+    let mut loan = producer.try_loan_for(3 * MSG_INLINE).unwrap();
+    assert!(loan.write_at(0, &payload(3, 3 * MSG_INLINE)));
+    let channel = segment.open_channel(0).unwrap();
+    let report = segment
+        .repair(&channel, &Alive(&[REPAIRER]), REPAIRER, 0)
+        .unwrap();
+    assert_eq!((report.tombstoned, report.skipped), (1, 2));
+    assert_eq!(
+        loan.commit(3 * MSG_INLINE, &SendMeta::default()),
+        Err(SendError::Revoked { message_id: 0 })
+    );
+    let mut out = vec![0u8; channel.max_message_size()];
+    assert_eq!(
+        channel.try_recv(&mut out).err(),
+        Some(RecvError::Lost { message_id: 0 })
+    );
+    assert_eq!(channel.try_recv(&mut out).err(), Some(RecvError::Empty));
+    // The ring flows on, for runs and loans alike.
+    let mut loan = channel.try_loan_for(2 * MSG_INLINE).unwrap();
+    assert!(loan.write_at(0, &payload(4, 2 * MSG_INLINE)));
+    loan.commit(2 * MSG_INLINE, &SendMeta::default()).unwrap();
+    assert_eq!(recv(&channel).unwrap(), payload(4, 2 * MSG_INLINE));
+    drop(slot);
+}
+
 /// A run needs all its slots free at once, so the slot a dead consumer holds may lie past
 /// `tail`; the stuck check looks there, and the repair lets the run through.
 #[test]
@@ -871,6 +907,37 @@ enum Op {
     Receive,
     InPlace,
     ReceiveBatch(usize),
+    /// A loan for the first length, committed with the second.
+    Loan(usize, usize),
+    /// A loan for this length, dropped without a commit.
+    DroppedLoan(usize),
+}
+
+/// What the model's queue holds at a position run: a message (of one slot or a run), or a
+/// skip marker left by a dropped loan or by a run loan's unused slots.
+#[derive(Clone, Debug, PartialEq)]
+enum Queued {
+    Message(Vec<u8>),
+    Skip,
+}
+
+impl Queued {
+    fn slots(&self) -> u64 {
+        match self {
+            Queued::Message(m) => m.len().div_ceil(MSG_INLINE).max(1) as u64,
+            Queued::Skip => 1,
+        }
+    }
+}
+
+/// Pops the next message of the model, passing over skip markers as receives do.
+fn pop_message(model: &mut VecDeque<Queued>) -> Option<Vec<u8>> {
+    loop {
+        match model.pop_front()? {
+            Queued::Message(m) => return Some(m),
+            Queued::Skip => {}
+        }
+    }
 }
 
 fn op(limit: usize) -> impl Strategy<Value = Op> {
@@ -881,6 +948,8 @@ fn op(limit: usize) -> impl Strategy<Value = Op> {
         3 => Just(Op::Receive),
         1 => Just(Op::InPlace),
         1 => (1..5usize).prop_map(Op::ReceiveBatch),
+        2 => (0..=limit, 0..=limit + MSG_INLINE).prop_map(|(a, b)| Op::Loan(a, b)),
+        1 => (0..=limit).prop_map(Op::DroppedLoan),
     ]
 }
 
@@ -898,9 +967,9 @@ proptest! {
         let limit = (4 * MSG_INLINE).min(capacity as usize * MSG_INLINE);
         let mut buf = setup(capacity, limit);
         let channel = open(&mut buf);
-        let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut model: VecDeque<Queued> = VecDeque::new();
         let slots = |len: usize| len.div_ceil(MSG_INLINE).max(1) as u64;
-        let used = |model: &VecDeque<Vec<u8>>| model.iter().map(|m| slots(m.len())).sum::<u64>();
+        let used = |model: &VecDeque<Queued>| model.iter().map(Queued::slots).sum::<u64>();
         let mut seed = 0u64;
         for op in ops {
             match op {
@@ -914,7 +983,7 @@ proptest! {
                         prop_assert_eq!(result, Err(SendError::Full));
                     } else {
                         prop_assert!(result.is_ok());
-                        model.push_back(bytes);
+                        model.push_back(Queued::Message(bytes));
                     }
                 }
                 Op::Batch(lens) => {
@@ -923,20 +992,64 @@ proptest! {
                     match channel.try_send_batch(&items, &SendMeta::default()) {
                         Ok(sent) => {
                             prop_assert_eq!(sent as u64, free.min(items.len() as u64));
-                            model.extend(items.into_iter().take(sent));
+                            model.extend(items.into_iter().take(sent).map(Queued::Message));
                         }
                         Err(SendError::Full) => prop_assert_eq!(free, 0),
                         Err(other) => prop_assert!(false, "batch send: {}", other),
                     }
                 }
+                Op::Loan(reserve, len) => {
+                    let loan = channel.try_loan_for(reserve);
+                    if reserve > limit {
+                        prop_assert_eq!(loan.err(), Some(SendError::TooLarge { len: reserve, limit }));
+                        continue;
+                    }
+                    if used(&model) + slots(reserve) > capacity {
+                        prop_assert_eq!(loan.err(), Some(SendError::Full));
+                        continue;
+                    }
+                    let mut loan = loan.unwrap();
+                    let room = loan.capacity();
+                    prop_assert_eq!(room, (slots(reserve) as usize * MSG_INLINE).min(limit));
+                    seed += 1;
+                    let bytes = payload(seed, len.min(room));
+                    // Garbage past the message must not reach the consumer.
+                    prop_assert!(loan.write_at(0, &vec![0xEE; room]));
+                    prop_assert!(!loan.write_at(room - 1, &[0, 0]));
+                    prop_assert!(loan.write_at(0, &bytes));
+                    let result = loan.commit(len, &SendMeta::default());
+                    if len > room {
+                        prop_assert_eq!(result, Err(SendError::TooLarge { len, limit: room }));
+                        model.extend((0..slots(reserve)).map(|_| Queued::Skip));
+                    } else {
+                        prop_assert!(result.is_ok());
+                        model.push_back(Queued::Message(bytes));
+                        model.extend((slots(len)..slots(reserve)).map(|_| Queued::Skip));
+                    }
+                }
+                Op::DroppedLoan(reserve) => match channel.try_loan_for(reserve) {
+                    Ok(loan) => {
+                        prop_assert!(used(&model) + slots(reserve) <= capacity);
+                        drop(loan);
+                        model.extend((0..slots(reserve)).map(|_| Queued::Skip));
+                    }
+                    Err(error) => {
+                        let expected = if reserve > limit {
+                            SendError::TooLarge { len: reserve, limit }
+                        } else {
+                            SendError::Full
+                        };
+                        prop_assert_eq!(error, expected);
+                    }
+                },
                 Op::Receive => {
                     let result = recv(&channel);
-                    match model.pop_front() {
+                    match pop_message(&mut model) {
                         Some(expected) => prop_assert_eq!(result, Ok(expected)),
                         None => prop_assert_eq!(result, Err(RecvError::Empty)),
                     }
                 }
-                Op::InPlace => match (channel.try_recv_in_place(), model.pop_front()) {
+                Op::InPlace => match (channel.try_recv_in_place(), pop_message(&mut model)) {
                     (Ok(guard), Some(expected)) => {
                         let mut bytes = vec![0u8; guard.len()];
                         guard.copy_to(&mut bytes);
@@ -948,25 +1061,37 @@ proptest! {
                 Op::ReceiveBatch(max) => {
                     let mut got = Vec::new();
                     let result = channel.try_recv_batch(max, |_, bytes| got.push(bytes.to_vec()));
-                    let singles = model.iter().take(max).take_while(|m| m.len() <= MSG_INLINE).count();
+                    // A batch claims up to `max` positions and stops before a run.
+                    let taken: Vec<&Queued> = model
+                        .iter()
+                        .take(max)
+                        .take_while(|q| q.slots() == 1)
+                        .collect();
+                    let messages = taken.iter().filter(|q| matches!(q, Queued::Message(_))).count();
+                    let positions = taken.len();
                     match result {
                         Ok(batch) => {
-                            prop_assert_eq!(batch.delivered, singles);
-                            for bytes in got {
-                                prop_assert_eq!(Some(bytes), model.pop_front());
-                            }
+                            prop_assert!(positions > 0);
+                            prop_assert_eq!(batch.delivered, messages);
+                            let expected: Vec<Queued> = model.drain(..positions).collect();
+                            let expected: Vec<Vec<u8>> = expected
+                                .into_iter()
+                                .filter_map(|q| match q { Queued::Message(m) => Some(m), Queued::Skip => None })
+                                .collect();
+                            prop_assert_eq!(got, expected);
                         }
                         Err(RecvError::Empty) => prop_assert!(model.is_empty()),
                         Err(RecvError::BufferTooSmall { needed, .. }) => {
-                            prop_assert_eq!(singles, 0);
-                            prop_assert_eq!(Some(needed), model.front().map(Vec::len));
+                            prop_assert_eq!(positions, 0);
+                            let front = match model.front() { Some(Queued::Message(m)) => Some(m.len()), _ => None };
+                            prop_assert_eq!(Some(needed), front);
                         }
                         Err(other) => prop_assert!(false, "batch receive: {}", other),
                     }
                 }
             }
         }
-        while let Some(expected) = model.pop_front() {
+        while let Some(expected) = pop_message(&mut model) {
             prop_assert_eq!(recv(&channel), Ok(expected));
         }
         prop_assert_eq!(recv(&channel), Err(RecvError::Empty));

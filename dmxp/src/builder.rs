@@ -8,7 +8,7 @@ use dmxp_nostd::{ChannelOptions, FormatOptions, SegmentMemory};
 use crate::allocator::SharedMemoryAllocator;
 use crate::consumer::Consumer;
 use crate::error::{Error, ErrorKind, Result};
-use crate::handle::{open_channel, Missing};
+use crate::handle::{open_channel, Missing, OpenChannel};
 use crate::memory::{
     self, Backing, OpenOptions, Source, DEFAULT_MODE, DEFAULT_SEGMENT_SIZE, DEFAULT_TIMEOUT,
     GROUP_MODE,
@@ -78,6 +78,7 @@ pub struct ChannelBuilder {
     timeout: Duration,
     unblock: Duration,
     registration_required: bool,
+    single_slot_only: bool,
     format: FormatOptions,
 }
 
@@ -119,6 +120,7 @@ impl ChannelBuilder {
             timeout: DEFAULT_TIMEOUT,
             unblock: crate::recovery::UNBLOCK_TIMEOUT,
             registration_required: false,
+            single_slot_only: false,
             format: FormatOptions::default(),
         }
     }
@@ -198,6 +200,38 @@ impl ChannelBuilder {
     /// ```
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
         self.channel_options = self.channel_options.with_max_message_size(bytes);
+        self
+    }
+
+    /// Takes single-slot messages only: the build fails with
+    /// [`crate::ErrorKind::RunsNotSupported`] when the channel was made for messages longer
+    /// than 960 bytes (it carries runs, PROTOCOL.md §12), and with
+    /// [`crate::ErrorKind::InvalidInput`] beside a [`Self::with_max_message_size`] above 960.
+    /// For code that cannot take a longer message (fixed 960-byte buffers, a batch loop) and
+    /// would rather refuse such a channel up front than meet its first run mid-stream.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-single-slot-only", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let builder = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
+    ///     .with_capacity(64);
+    /// let _small = builder.clone().with_channel_id(0).build_producer()?;
+    /// let _large = builder.clone().with_channel_id(1).with_max_message_size(16 << 10).build_producer()?;
+    ///
+    /// let strict = builder.with_single_slot_only();
+    /// assert!(strict.clone().with_channel_id(0).build_consumer().is_ok());
+    /// let refused = strict.with_channel_id(1).build_consumer().unwrap_err();
+    /// assert_eq!(refused.kind(), dmxp::ErrorKind::RunsNotSupported { channel: 1 });
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_single_slot_only(mut self) -> Self {
+        self.single_slot_only = true;
         self
     }
 
@@ -618,6 +652,16 @@ impl ChannelBuilder {
     }
 
     /// The error for a handle that could not register, when registration is required.
+    fn check_single_slot(&self, open: &OpenChannel) -> Result<()> {
+        if self.single_slot_only && open.channel().geometry().carries_runs() {
+            let refused = dmxp_nostd::Error::RunsNotSupported {
+                id: self.channel_id,
+            };
+            return Err(Error::from_core(refused, &open.label));
+        }
+        Ok(())
+    }
+
     fn check_registered(&self, registered: bool) -> Result<()> {
         if self.registration_required && !registered {
             return Err(Error::new(
@@ -681,6 +725,16 @@ impl ChannelBuilder {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn build_producer(&self) -> Result<Producer> {
+        if self.single_slot_only && self.channel_options.max_message_size > crate::MSG_INLINE {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "channel {}: with_single_slot_only() and with_max_message_size({}) \
+                     contradict each other (one slot holds 960 bytes)",
+                    self.channel_id, self.channel_options.max_message_size
+                ),
+            ));
+        }
         let deadline = self.deadline();
         let backing = self.backing(true)?;
         let open = open_channel(
@@ -689,6 +743,7 @@ impl ChannelBuilder {
             Missing::Create(self.capacity, self.channel_options),
             deadline,
         )?;
+        self.check_single_slot(&open)?;
         let producer = Producer::new(open);
         self.check_registered(producer.is_registered())?;
         Ok(producer)
@@ -720,6 +775,7 @@ impl ChannelBuilder {
         let deadline = self.deadline();
         let backing = self.backing(false)?;
         let open = open_channel(&backing, self.channel_id, Missing::Fail, deadline)?;
+        self.check_single_slot(&open)?;
         let consumer = Consumer::new(open);
         self.check_registered(consumer.is_registered())?;
         Ok(consumer)

@@ -48,6 +48,13 @@ pub enum ErrorKind {
         /// The position of the lost message.
         message_id: u64,
     },
+    /// The channel carries messages longer than one slot (runs, PROTOCOL.md §12), and the
+    /// handle was asked to take single-slot messages only
+    /// ([`crate::ChannelBuilder::with_single_slot_only`]).
+    RunsNotSupported {
+        /// The channel refused.
+        channel: u32,
+    },
     /// An argument is out of range (channel id, capacity, reserved flag bits, segment size).
     InvalidInput,
     /// The segment has no room left for another channel's ring.
@@ -169,6 +176,7 @@ impl Error {
             },
             CoreError::OutOfSpace { .. } | CoreError::PeerTableFull => ErrorKind::OutOfSpace,
             CoreError::Busy => ErrorKind::Busy,
+            CoreError::RunsNotSupported { id } => ErrorKind::RunsNotSupported { channel: id },
             CoreError::RegionMisaligned { .. }
             | CoreError::RegionTooSmall { .. }
             | CoreError::InvalidChannelId { .. }
@@ -294,6 +302,7 @@ impl Error {
                 io::ErrorKind::Other
             }
             ErrorKind::Io(kind) => kind,
+            ErrorKind::RunsNotSupported { .. } => io::ErrorKind::Unsupported,
             ErrorKind::Truncated { .. } => io::ErrorKind::InvalidData,
             ErrorKind::Untrusted { .. } => io::ErrorKind::PermissionDenied,
         }

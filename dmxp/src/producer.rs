@@ -469,6 +469,45 @@ impl Producer {
         })
     }
 
+    /// Claims room for a message of up to `len` bytes, written in place: one slot as
+    /// [`Self::loan`] for `len <= 960`, else the slots of a run, claimed at once when all of
+    /// them are free (the loan's [`Loan::capacity`] is then a multiple of 960, up to the
+    /// channel's limit). Fails at once, sending nothing: [`crate::ErrorKind::TooLarge`] past
+    /// [`Self::max_message_size`], [`crate::ErrorKind::Full`] while too few slots are free.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-loan-for", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let builder = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
+    ///     .with_capacity(64)
+    ///     .with_max_message_size(32 << 10);
+    /// let producer = builder.build_producer()?;
+    /// let consumer = builder.build_consumer()?;
+    /// let frame = vec![0xA5u8; 20_000];
+    /// let mut loan = producer.loan_for(frame.len())?;
+    /// for (i, row) in frame.chunks(1_000).enumerate() {
+    ///     assert!(loan.write_at(i * 1_000, row));
+    /// }
+    /// loan.commit(frame.len())?;
+    /// assert_eq!(consumer.receive()?.as_deref(), Some(&frame[..]));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn loan_for(&self, len: usize) -> Result<Loan<'_>> {
+        let inner = self
+            .once(|| self.channel().try_loan_for(len))
+            .map_err(|e| self.error(e))?;
+        Ok(Loan {
+            inner,
+            producer: self,
+        })
+    }
+
     /// The channel id.
     ///
     /// ```
@@ -594,7 +633,8 @@ impl Producer {
     }
 }
 
-/// A slot claimed by [`Producer::loan`], written in place.
+/// A slot claimed by [`Producer::loan`], or the slots of a run claimed by
+/// [`Producer::loan_for`], written in place.
 ///
 /// Dropped without [`Self::commit`], the slot is published as a skip marker that consumers
 /// pass over, so the ring never stalls on it; hold a loan briefly (peers revoke a position held
@@ -646,7 +686,34 @@ impl Loan<'_> {
         self.inner.position()
     }
 
-    /// The 960-byte payload area, written in place.
+    /// The most bytes [`Self::commit`] takes: 960 for a loan of one slot, a multiple of 960
+    /// (up to the channel's limit) for a run made by [`Producer::loan_for`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-loan-capacity", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(16)
+    /// #     .with_max_message_size(8_000);
+    /// # let producer = builder.build_producer()?;
+    /// assert_eq!(producer.loan()?.capacity(), 960);
+    /// assert_eq!(producer.loan_for(1_000)?.capacity(), 1_920);
+    /// assert_eq!(producer.loan_for(7_900)?.capacity(), 8_000);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    /// The first slot's 960-byte payload area, written in place (the slots after it through
+    /// [`Self::part`]).
     ///
     /// ```
     /// # #[cfg(feature = "file")] {
@@ -674,8 +741,37 @@ impl Loan<'_> {
         self.inner.payload()
     }
 
-    /// Writes `bytes` at `offset` of the payload area; `false` (nothing written) if it would
-    /// run past 960 bytes.
+    /// The payload area of slot `index` of the loan (bytes `960 × index ..` of the message),
+    /// or `None` past its slots.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-loan-part", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(16)
+    /// #     .with_max_message_size(8_000);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let mut loan = producer.loan_for(968)?;
+    /// assert!(loan.part(1).unwrap().set_word(0, u64::from_le_bytes(*b"8 bytes!")));
+    /// assert!(loan.part(2).is_none());
+    /// loan.commit(968)?;
+    /// assert_eq!(&consumer.receive()?.unwrap()[960..], b"8 bytes!");
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn part(&mut self, index: usize) -> Option<PayloadMut<'_>> {
+        self.inner.part(index)
+    }
+
+    /// Writes `bytes` at `offset` of the message, across slots as needed; `false` (nothing
+    /// written) if it would run past [`Self::capacity`].
     ///
     /// ```
     /// # #[cfg(feature = "file")] {
@@ -700,10 +796,13 @@ impl Loan<'_> {
     /// ```
     #[must_use = "`false` means nothing was written"]
     pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> bool {
-        self.inner.payload().write_at(offset, bytes)
+        self.inner.write_at(offset, bytes)
     }
 
-    /// Publishes the first `len` bytes of the payload area; returns the `message_id`.
+    /// Publishes the first `len` bytes; returns the `message_id`. A `len` past
+    /// [`Self::capacity`] fails with [`crate::ErrorKind::TooLarge`] and publishes the loan as
+    /// skip markers; a run loan committing fewer bytes than it claimed frees the slots it does
+    /// not need the same way.
     ///
     /// ```
     /// # #[cfg(feature = "file")] {

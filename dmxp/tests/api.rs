@@ -693,3 +693,90 @@ fn typed_values_round_trip_and_a_wrong_size_is_a_typed_error() {
         None
     );
 }
+
+#[test]
+fn run_loans_write_in_place_across_slots_and_free_what_they_do_not_use() {
+    let name = ShmName::new("runloan");
+    let builder = builder(&name)
+        .with_capacity(16)
+        .with_max_message_size(10 * 960);
+    let producer = builder.build_producer().unwrap();
+    let consumer = builder.build_consumer().unwrap();
+
+    // Written part by part and across slot boundaries, then committed whole.
+    let message: Vec<u8> = (0..5_000u32).map(|i| (i % 251) as u8).collect();
+    let mut loan = producer.loan_for(message.len()).unwrap();
+    assert_eq!(loan.capacity(), 6 * 960);
+    for chunk in (0..message.len()).step_by(700) {
+        let end = (chunk + 700).min(message.len());
+        assert!(loan.write_at(chunk, &message[chunk..end]));
+    }
+    assert!(!loan.write_at(6 * 960 - 4, b"too far"));
+    let id = loan.commit(message.len()).unwrap();
+    let received = consumer.receive_with_meta().unwrap().unwrap();
+    assert_eq!((received.meta.message_id, received.payload), (id, message));
+
+    // A run loan that commits less frees the slots it does not need; the ring flows on.
+    let mut loan = producer.loan_for(4_000).unwrap();
+    assert!(loan.write_at(0, b"short after all"));
+    loan.commit(15).unwrap();
+    assert_eq!(
+        consumer.receive().unwrap().as_deref(),
+        Some(&b"short after all"[..])
+    );
+    assert_eq!(consumer.receive().unwrap(), None);
+    let info = producer.info();
+    assert_eq!((info.head, info.tail), (11, 11));
+
+    // A dropped run loan is passed over; a loan past the limit or the free room is refused.
+    drop(producer.loan_for(3_000).unwrap());
+    assert_eq!(consumer.receive().unwrap(), None);
+    let too_large = producer.loan_for(10 * 960 + 1).unwrap_err();
+    assert_eq!(
+        too_large.kind(),
+        ErrorKind::TooLarge {
+            len: 10 * 960 + 1,
+            limit: 10 * 960
+        }
+    );
+    let _held = producer.loan_for(9 * 960).unwrap();
+    assert_eq!(
+        producer.loan_for(8 * 960).unwrap_err().kind(),
+        ErrorKind::Full
+    );
+}
+
+#[test]
+fn a_single_slot_only_handle_refuses_a_channel_made_for_runs() {
+    let name = ShmName::new("single");
+    let large = builder(&name)
+        .with_channel_id(1)
+        .with_capacity(16)
+        .with_max_message_size(4_000);
+    large.build_producer().unwrap();
+    builder(&name).with_channel_id(2).build_producer().unwrap();
+    let strict = builder(&name).with_single_slot_only();
+    for refused in [
+        strict
+            .clone()
+            .with_channel_id(1)
+            .build_consumer()
+            .unwrap_err(),
+        strict
+            .clone()
+            .with_channel_id(1)
+            .build_producer()
+            .unwrap_err(),
+    ] {
+        assert_eq!(refused.kind(), ErrorKind::RunsNotSupported { channel: 1 });
+        assert!(refused.to_string().contains("channel 1"), "{refused}");
+    }
+    let consumer = strict.clone().with_channel_id(2).build_consumer().unwrap();
+    assert_eq!(consumer.max_message_size(), 960);
+    let contradiction = strict
+        .with_channel_id(3)
+        .with_max_message_size(4_000)
+        .build_producer()
+        .unwrap_err();
+    assert_eq!(contradiction.kind(), ErrorKind::InvalidInput);
+}

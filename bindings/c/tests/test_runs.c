@@ -1,6 +1,8 @@
 /* Messages longer than one slot: runs (PROTOCOL.md §12). Creation with a max message size and
  * its refusal when the ring cannot hold it; open checks #10/#11 (unknown entry flags, a bad
- * max_message_size); round trips at 961, 1920, 1921, 64 KiB and the limit over several laps
+ * max_message_size); the opt-in refusal of a channel with RUNS (dmxp_channel_require_single_slot:
+ * DMXP_E_RUNS_NOT_SUPPORTED naming the channel, single-slot channels pass, the flag as cached at
+ * open); round trips at 961, 1920, 1921, 64 KiB and the limit over several laps
  * of a small ring, the slot fields of a run as sent; single-slot and run messages mixed, in
  * order, through single and batch receives (a batch stops at a run and delivers a run alone);
  * TOO_LARGE sends nothing, BUFFER_TOO_SMALL consumes nothing, FULL until a run's slots are all
@@ -225,6 +227,85 @@ static void open_checks(void) {
     size_t len = 9;
     CHECK_OK(dmxp_try_recv(&ch, buf, sizeof buf, NULL, &len));
     CHECK_EQ_U64(len, 0);
+}
+
+/* --- (2b) the opt-in refusal of runs: dmxp_channel_require_single_slot (§12.1) ----------- */
+
+static void expect_no_runs_refusal(const dmxp_channel *ch, uint32_t id, uint64_t limit) {
+    dmxp_error err;
+    memset(&err, 0, sizeof err);
+    CHECK_STATUS(dmxp_channel_require_single_slot(ch, &err), DMXP_E_RUNS_NOT_SUPPORTED);
+    CHECK_EQ_U64(err.status, DMXP_E_RUNS_NOT_SUPPORTED);
+    CHECK_EQ_U64(err.channel, id);
+    CHECK(err.field != NULL && strcmp(err.field, "flags") == 0);
+    CHECK_EQ_U64(err.found, limit);
+    CHECK_EQ_U64(err.value2, DMXP_CHANNEL_RUNS);
+    char text[256], want[32];
+    CHECK(dmxp_error_format(&err, text, sizeof text) > 0);
+    snprintf(want, sizeof want, "channel %u: ", (unsigned)id);
+    CHECK(strstr(text, want) == text);
+    CHECK(strstr(text, "longer than 960 bytes") != NULL);
+    /* And without an error record. */
+    CHECK_STATUS(dmxp_channel_require_single_slot(ch, NULL), DMXP_E_RUNS_NOT_SUPPORTED);
+}
+
+static void single_slot_only(void) {
+    dmxp_channel ch, plain, again;
+    dmxp_error err;
+    CHECK((int)DMXP_E_RUNS_NOT_SUPPORTED == -52);
+    CHECK(strcmp(dmxp_status_name(DMXP_E_RUNS_NOT_SUPPORTED), "DMXP_E_RUNS_NOT_SUPPORTED") == 0);
+    CHECK(strcmp(dmxp_strerror(DMXP_E_RUNS_NOT_SUPPORTED), "unknown status") != 0);
+    CHECK(strstr(dmxp_strerror(DMXP_E_RUNS_NOT_SUPPORTED), "960") != NULL);
+    /* A channel created with a limit above 960 is refused, by the handle that created it and
+     * by one that opens it later (open_or_create of an existing one included). */
+    ch = make_runs(50, 8, 961);
+    expect_no_runs_refusal(&ch, 50, 961);
+    CHECK_OK(dmxp_channel_open(&seg, 50, &again, &err));
+    expect_no_runs_refusal(&again, 50, 961);
+    CHECK_OK(dmxp_channel_open_or_create(&seg, 50, 8, 0, &again, NULL, &err));
+    expect_no_runs_refusal(&again, 50, 961);
+    ch = make_runs(51, 16, 16 * 960);
+    expect_no_runs_refusal(&ch, 51, 16 * 960);
+    /* The refusal changes nothing: the handle still sends and receives. */
+    send_payload(&ch, 24, 7, NULL);
+    unsigned char buf[64];
+    size_t len = 0;
+    CHECK_OK(dmxp_try_recv(&ch, buf, sizeof buf, NULL, &len));
+    CHECK_EQ_U64(len, 24);
+    check_payload(buf, 24, 7);
+    CHECK_STATUS(dmxp_channel_require_single_slot(NULL, &err), DMXP_E_INVALID_ARGUMENT);
+    /* Single-slot channels pass: the default creation, a limit of 960, and 0. */
+    dmxp_channel_opts inline_limit = {.max_message_size = 960}, zero = {.max_message_size = 0};
+    CHECK_OK(dmxp_channel_create(&seg, 52, 4, &plain, &err));
+    err.status = DMXP_E_BUSY; /* a success leaves err alone */
+    CHECK_OK(dmxp_channel_require_single_slot(&plain, &err));
+    CHECK_EQ_U64(err.status, DMXP_E_BUSY);
+    CHECK_OK(dmxp_channel_require_single_slot(&plain, NULL));
+    CHECK_OK(dmxp_channel_create_ex(&seg, 53, 4, &inline_limit, &plain, &err));
+    CHECK_OK(dmxp_channel_require_single_slot(&plain, &err));
+    CHECK_OK(dmxp_channel_create_ex(&seg, 54, 4, &zero, &plain, &err));
+    CHECK_OK(dmxp_channel_require_single_slot(&plain, &err));
+    CHECK_OK(dmxp_channel_open(&seg, 52, &plain, &err));
+    CHECK_OK(dmxp_channel_require_single_slot(&plain, &err));
+    /* The flag as cached at open: a peer rewriting the entry afterwards changes neither
+     * answer (the entry is restored before anything validates it again). */
+    dmxp_channel_entry *pe = plain.entry, *re = again.entry;
+    atomic_store(&pe->flags, DMXP_CHANNEL_RUNS);
+    atomic_store(&pe->max_message_size, 4 * 960);
+    atomic_store(&re->flags, 0);
+    atomic_store(&re->max_message_size, 0);
+    CHECK_OK(dmxp_channel_require_single_slot(&plain, &err));
+    expect_no_runs_refusal(&again, 50, 961);
+    /* ... and a handle opened after the rewrite sees it. */
+    CHECK_OK(dmxp_channel_open(&seg, 52, &ch, &err));
+    expect_no_runs_refusal(&ch, 52, 4 * 960);
+    CHECK_OK(dmxp_channel_open(&seg, 50, &ch, &err));
+    CHECK_OK(dmxp_channel_require_single_slot(&ch, &err));
+    atomic_store(&pe->flags, 0);
+    atomic_store(&pe->max_message_size, 0);
+    atomic_store(&re->flags, DMXP_CHANNEL_RUNS);
+    atomic_store(&re->max_message_size, 961);
+    CHECK_OK(dmxp_segment_validate_all(&seg, &err));
 }
 
 /* --- (3) round trips over several laps ------------------------------------------------------- */
@@ -1063,6 +1144,7 @@ int main(int argc, char **argv) {
     }
     creation();
     open_checks();
+    single_slot_only();
     round_trips();
     mixed();
     limits();

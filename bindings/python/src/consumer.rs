@@ -362,8 +362,11 @@ impl Consumer {
     /// for the next message before it stops (None: forever). `trust_owner`: a uid (or
     /// several) whose segments are accepted besides this user's own; `mode`: the widest
     /// permission bits accepted (PROTOCOL.md §3.4). Anything else raises UntrustedError.
+    /// `single_slot_only`: for code that cannot take a message longer than 960 bytes; True
+    /// refuses a channel that carries runs (PROTOCOL.md §12) with RunsNotSupportedError (its
+    /// `channel` says which).
     #[new]
-    #[pyo3(signature = (channel_id, segment = "/dmxp_alloc".to_owned(), timeout = 5.0, wait = 0.0, idle_timeout = None, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64))]
+    #[pyo3(signature = (channel_id, segment = "/dmxp_alloc".to_owned(), timeout = 5.0, wait = 0.0, idle_timeout = None, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64, single_slot_only = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -374,6 +377,7 @@ impl Consumer {
         idle_timeout: Option<f64>,
         trust_owner: Option<&Bound<'_, PyAny>>,
         mode: i64,
+        single_slot_only: bool,
     ) -> PyResult<Self> {
         let trust = Trust::from_args(py, trust_owner, mode)?;
         let timeout = open::seconds(py, timeout, "timeout")?.unwrap_or(Duration::MAX);
@@ -394,6 +398,7 @@ impl Consumer {
                 timeout,
                 wait,
                 trust,
+                single_slot_only,
             },
         )?;
         Ok(Self {

@@ -102,6 +102,7 @@ pub(crate) fn from_facade(py: Python<'_>, error: &dmxp::Error) -> PyErr {
             &[("message_id", Some(message_id))],
         ),
         ErrorKind::InvalidInput => new_error(py, "InvalidInputError", message, &[]),
+        ErrorKind::RunsNotSupported { channel } => runs_not_supported(py, channel, message),
         ErrorKind::OutOfSpace => new_error(py, "OutOfSpaceError", message, &[]),
         ErrorKind::Busy => new_error(py, "BusyError", message, &[]),
         ErrorKind::Revoked { message_id } => new_error(
@@ -143,6 +144,7 @@ pub(crate) fn from_core(py: Python<'_>, error: CoreError, segment: &str) -> PyEr
             new_error(py, "InvalidInputError", message, &[])
         }
         CoreError::ChannelNotFound { .. } => new_error(py, "NotFoundError", message, &[]),
+        CoreError::RunsNotSupported { id } => runs_not_supported(py, id, message),
         CoreError::ChannelExists { .. } | CoreError::AlreadyFormatted => {
             new_error(py, "AlreadyExistsError", message, &[])
         }
@@ -274,6 +276,17 @@ pub(crate) fn from_recv(py: Python<'_>, error: RecvError, channel: u32) -> PyErr
 /// The error every method of a closed producer or consumer raises.
 pub(crate) fn closed(py: Python<'_>, what: &str) -> PyErr {
     new_error(py, "ClosedError", format!("{what} is closed"), &[])
+}
+
+/// `dmxp.errors.RunsNotSupportedError`: a channel that carries runs, refused on request
+/// (`single_slot_only=True`, PROTOCOL.md §12.1).
+pub(crate) fn runs_not_supported(py: Python<'_>, channel: u32, message: String) -> PyErr {
+    new_error(
+        py,
+        "RunsNotSupportedError",
+        message,
+        &[("channel", Some(u64::from(channel)))],
+    )
 }
 
 /// A bad argument.

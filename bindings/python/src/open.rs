@@ -51,6 +51,10 @@ pub(crate) struct Target {
     pub timeout: Duration,
     /// How long to keep retrying while the segment or channel does not exist (consumer).
     pub wait: Duration,
+    /// Refuse a channel that carries runs (messages longer than one slot, PROTOCOL.md §12.1)
+    /// with `RunsNotSupportedError`, and a `max_message_size` above 960 with
+    /// `InvalidInputError` before anything is opened.
+    pub single_slot_only: bool,
     /// Which existing segments to attach to.
     pub trust: Trust,
 }
@@ -205,6 +209,16 @@ impl Wait {
 
 /// Opens the channel of `target`, releasing the GIL while the facade waits.
 pub(crate) fn open(py: Python<'_>, target: &Target) -> PyResult<Opened> {
+    if target.single_slot_only && target.max_message_size > MSG_INLINE {
+        return Err(errors::invalid(
+            py,
+            format!(
+                "channel {}: single_slot_only=True and max_message_size={} contradict each \
+                 other (one slot holds {MSG_INLINE} bytes)",
+                target.channel_id, target.max_message_size
+            ),
+        ));
+    }
     let retry_until = Wait::after(Some(target.wait));
     loop {
         match py.detach(|| open_once(target)) {
@@ -218,6 +232,21 @@ pub(crate) fn open(py: Python<'_>, target: &Target) -> PyResult<Opened> {
             }
             Err(OpenError::Facade(e)) => return Err(errors::from_facade(py, &e)),
             Err(OpenError::Core(e, label)) => return Err(errors::from_core(py, e, &label)),
+            Err(OpenError::RunsNotSupported {
+                channel,
+                max_message_size,
+                label,
+            }) => {
+                return Err(errors::runs_not_supported(
+                    py,
+                    channel,
+                    format!(
+                        "{label}: channel {channel} carries messages longer than {MSG_INLINE} \
+                         bytes (runs, up to {max_message_size} bytes); refused: \
+                         single_slot_only=True"
+                    ),
+                ))
+            }
         }
     }
 }
@@ -225,6 +254,12 @@ pub(crate) fn open(py: Python<'_>, target: &Target) -> PyResult<Opened> {
 enum OpenError {
     Facade(dmxp::Error),
     Core(dmxp::core::Error, String),
+    /// `single_slot_only` and a channel that carries runs (its geometry, as validated at open).
+    RunsNotSupported {
+        channel: u32,
+        max_message_size: usize,
+        label: String,
+    },
 }
 
 fn open_once(target: &Target) -> Result<Opened, OpenError> {
@@ -272,6 +307,15 @@ fn open_once(target: &Target) -> Result<Opened, OpenError> {
             .open_channel(id)
     })
     .map_err(|e| OpenError::Core(e, label.clone()))?;
+    let opened = channel.borrow_dependent();
+    if target.single_slot_only && opened.geometry().carries_runs() {
+        // Refused before any handle registers a peer record; the mapping goes with `channel`.
+        return Err(OpenError::RunsNotSupported {
+            channel: id,
+            max_message_size: opened.max_message_size(),
+            label,
+        });
+    }
     Ok(Opened {
         channel: Arc::new(channel),
         label,

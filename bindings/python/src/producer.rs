@@ -151,9 +151,12 @@ impl Producer {
     /// bytes, of a channel this creates (None or up to 960: one slot, 960 bytes; more: the
     /// channel carries messages up to that size as runs of slots, PROTOCOL.md §12, at most
     /// `capacity * 960`, else InvalidInputError). An existing channel keeps its own limit:
-    /// `max_message_size` (the property) says which.
+    /// `max_message_size` (the property) says which. `single_slot_only`: for code that cannot
+    /// take a message longer than 960 bytes; True refuses an existing channel that carries
+    /// runs with RunsNotSupportedError (its `channel` says which), and a `max_message_size`
+    /// above 960 with InvalidInputError, before anything is opened.
     #[new]
-    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64, peer_records = 0, max_message_size = None))]
+    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64, peer_records = 0, max_message_size = None, single_slot_only = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -166,6 +169,7 @@ impl Producer {
         mode: i64,
         peer_records: u32,
         max_message_size: Option<i64>,
+        single_slot_only: bool,
     ) -> PyResult<Self> {
         let timeout = open::seconds(py, timeout, "timeout")?.unwrap_or(Duration::MAX);
         let trust = Trust::from_args(py, trust_owner, mode)?;
@@ -194,6 +198,7 @@ impl Producer {
                 timeout,
                 wait: Duration::ZERO,
                 trust,
+                single_slot_only,
             },
         )?;
         Ok(Self {

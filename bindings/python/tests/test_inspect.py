@@ -65,8 +65,8 @@ def test_golden_file_text() -> None:
     header = lines.index("channels: 2") + 1
     assert lines[header].split() == list(cli.CHANNEL_COLUMNS)
     assert [line.split() for line in lines[header + 1 : header + 3]] == [
-        ["0", "ok", "ready", "4", "960", "1", "3", "2", "0/0", "0", "0", "4242", "98432"],
-        ["1", "ok", "ready", "2", "960", "0", "2", "2", "0/0", "0", "0", "4242", "102784"],
+        ["0", "ok", "ready", "4", "960", "-", "1", "3", "2", "0/0", "0", "0", "4242", "98432"],
+        ["1", "ok", "ready", "2", "960", "-", "0", "2", "2", "0/0", "0", "0", "4242", "102784"],
     ]
     assert "peers: none (no peer table yet)" in lines
     assert lines[-1] == "validation: ok"

@@ -172,7 +172,7 @@ def test_shm_segment_agrees(dmxp_cli: str, cli_segment: str) -> None:
     rows = section(runs[0][1].stdout, "channels:")
     assert rows[0] == ["channels:", "1"]
     assert rows[1] == list(cli.CHANNEL_COLUMNS)
-    assert rows[2][:8] == ["0", "ok", "ready", "8", "960", "0", "1", "1"]
+    assert rows[2][:9] == ["0", "ok", "ready", "8", "960", "-", "0", "1", "1"]
     # DMXP_SEGMENT, with no option, names the same segment for both.
     env = dict(os.environ, DMXP_SEGMENT=cli_segment)
     rust, python = both(dmxp_cli, env=env)
@@ -195,6 +195,7 @@ def test_channel_with_runs_agrees(dmxp_cli: str, segment: str) -> None:
     columns = list(cli.CHANNEL_COLUMNS)
     assert rows[2][columns.index("MAX_MSG")] == "7680"
     assert rows[2][columns.index("DEPTH")] == "6"
+    assert rows[2][columns.index("RUNS")] == "1"  # one run queued, of six slots
     channel = json.loads(runs[1][1].stdout)["channels"][0]
     assert (channel["flags"], channel["max_message_size"]) == (layout.CHANNEL_FLAG_RUNS, 7680)
 

@@ -453,3 +453,106 @@ def test_a_consumer_reads_the_limit_from_the_entry(segment: str) -> None:
         assert message is not None
         assert message.sender_pid == os.getpid()
         assert message.payload == payload(1, 16 * 960)
+
+
+# --- single_slot_only: the opt-in refusal of a channel of runs (PROTOCOL.md 12.1) -----------
+
+
+def test_single_slot_only_refuses_a_channel_of_runs(segment: str) -> None:
+    with (
+        dmxp.Producer(
+            5, capacity=8, segment=segment, size=SMALL_SEGMENT, max_message_size=4000
+        ) as maker,
+        dmxp.Consumer(5, segment=segment) as reader,
+    ):
+        records = len(dmxp.peers(segment))
+        refusals = [
+            lambda: dmxp.Consumer(5, segment=segment, single_slot_only=True),
+            # An existing channel: the producer opens it as it is, and refuses it.
+            lambda: dmxp.Producer(5, capacity=8, segment=segment, single_slot_only=True),
+            lambda: dmxp.Producer(
+                5, capacity=8, segment=segment, max_message_size=960, single_slot_only=True
+            ),
+        ]
+        for refuse in refusals:
+            with pytest.raises(dmxp.RunsNotSupportedError) as refused:
+                refuse()
+            error = refused.value
+            assert error.channel == 5
+            assert isinstance(error, dmxp.DmxpError)
+            assert not isinstance(error, (dmxp.InvalidInputError, dmxp.CorruptError))
+            text = str(error)
+            assert "channel 5 carries messages longer than 960 bytes" in text
+            assert "4000" in text and segment in text
+        # Refused before registering: no peer record was taken (or left behind).
+        assert len(dmxp.peers(segment)) == records
+        # The default opens the channel, and the channel flows on for the handles it has.
+        with dmxp.Consumer(5, segment=segment, single_slot_only=False) as other:
+            assert other.max_message_size == 4000
+        with dmxp.Consumer(5, segment=segment) as other:
+            assert other.max_message_size == 4000
+        maker.send(payload(7, 3000))
+        assert reader.receive(timeout=1.0) == payload(7, 3000)
+
+
+def test_single_slot_only_opens_channels_of_single_slots(segment: str) -> None:
+    # The producer creates a channel of single slots, and a consumer opens it.
+    with (
+        dmxp.Producer(
+            0, capacity=4, segment=segment, size=SMALL_SEGMENT, single_slot_only=True
+        ) as producer,
+        dmxp.Consumer(0, segment=segment, single_slot_only=True) as consumer,
+    ):
+        assert producer.max_message_size == consumer.max_message_size == dmxp.MSG_INLINE
+        producer.send(payload(1, dmxp.MSG_INLINE))
+        assert consumer.receive(timeout=1.0) == payload(1, dmxp.MSG_INLINE)
+        with pytest.raises(dmxp.TooLargeError):
+            producer.send(payload(2, dmxp.MSG_INLINE + 1))
+    # max_message_size up to 960 is a channel of single slots: accepted.
+    for channel, limit in ((1, 0), (2, 500), (3, dmxp.MSG_INLINE)):
+        with (
+            dmxp.Producer(
+                channel, capacity=4, segment=segment, max_message_size=limit, single_slot_only=True
+            ) as producer,
+            dmxp.Consumer(channel, segment=segment, single_slot_only=True) as c,
+        ):
+            assert producer.max_message_size == c.max_message_size == dmxp.MSG_INLINE
+    # A channel made without single_slot_only, but of single slots, opens too.
+    with (
+        dmxp.Producer(4, capacity=4, segment=segment),
+        dmxp.Consumer(4, segment=segment, single_slot_only=True) as consumer,
+    ):
+        assert consumer.max_message_size == dmxp.MSG_INLINE
+
+
+def test_single_slot_only_with_a_longer_limit_is_invalid_input(segment: str) -> None:
+    for limit in (961, 4 * 960, 1 << 20):
+        with pytest.raises(dmxp.InvalidInputError, match="single_slot_only") as refused:
+            dmxp.Producer(
+                0,
+                capacity=4,
+                segment=segment,
+                size=SMALL_SEGMENT,
+                max_message_size=limit,
+                single_slot_only=True,
+            )
+        assert f"max_message_size={limit}" in str(refused.value)
+        # Up front: not even the segment was created.
+        assert not os.path.exists(dmxp.shm_path(segment))
+    # Even where the channel exists already (and is one of single slots).
+    with dmxp.Producer(0, capacity=4, segment=segment, size=SMALL_SEGMENT):
+        with pytest.raises(dmxp.InvalidInputError, match="single_slot_only"):
+            dmxp.Producer(0, segment=segment, max_message_size=961, single_slot_only=True)
+
+
+def test_single_slot_only_is_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        dmxp.Producer(0, 4, "/dmxp_unused", SMALL_SEGMENT, 5.0, True)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        dmxp.Consumer(0, "/dmxp_unused", 5.0, 0.0, None, True)  # type: ignore[misc]
+    error = dmxp.RunsNotSupportedError("channel 3 ...", channel=3)
+    assert error.channel == 3 and str(error) == "channel 3 ..."
+    assert dmxp.errors.RunsNotSupportedError is dmxp.RunsNotSupportedError
+    assert (
+        "RunsNotSupportedError" in dmxp.__all__ and "RunsNotSupportedError" in dmxp.errors.__all__
+    )

@@ -93,6 +93,56 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         Ok(first)
     }
 
+    /// Claims the slots of a run for a loan of up to `len` bytes (`len > 960`):
+    /// `(first position, slots)`.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn claim_loan_run(&self, len: usize) -> Result<(u64, u64), SendError> {
+        let limit = self.geometry.message_limit();
+        if len > limit {
+            return Err(SendError::TooLarge { len, limit });
+        }
+        let count = slots_for(len);
+        Ok((self.claim_send_run(count)?, count))
+    }
+
+    /// Publishes the loaned run of `count` slots at `first`, whose bytes are in place, as a
+    /// message of `len` bytes: in the order of a copying send (continuations, then the first
+    /// slot), with the slots the message does not need published as skip markers before the
+    /// first slot. A message that fits in one slot is published with `flags` as a single-slot
+    /// message. False when a repair settled the run first.
+    pub(super) fn publish_loaned_run(
+        &self,
+        first: u64,
+        count: u64,
+        len: usize,
+        meta: &SendMeta,
+        flags: u16,
+    ) -> bool {
+        let used = slots_for(len).max(1);
+        let mut published = (1..count).all(|index| {
+            let position = first.wrapping_add(index);
+            if index < used {
+                self.publish_run_slot(position, first, index, used, len, meta)
+            } else {
+                self.publish_slot(position, 0, &SendMeta::default(), message_flags::SKIP)
+            }
+        });
+        if published {
+            published = if used == 1 {
+                self.publish_slot(first, len, meta, flags)
+            } else {
+                self.publish_run_slot(first, first, 0, used, len, meta)
+            };
+        }
+        self.end_run_send_intent();
+        hook!(self, SendIntentCleared, first);
+        if published {
+            self.notify_consumers();
+        }
+        published
+    }
+
     /// Claims `count` consecutive free positions with one CAS on `tail`, all or none: `Full`
     /// while fewer are free. A registered producer's intent names the run (§12.5).
     fn claim_send_run(&self, count: u64) -> Result<u64, SendError> {

@@ -50,7 +50,9 @@ and every receive delivers them whole; ``receive_into`` needs a buffer of the me
 (:class:`BufferTooSmallError` otherwise, nothing consumed). Batches carry single-slot messages:
 ``send_batch`` refuses items over 960 bytes, and a batch receive delivers a long message in a
 list of its own. An existing channel keeps the limit it was made with; other clients (Rust, C,
-Go) send and receive the same runs.
+Go) send and receive the same runs. Code that cannot take a message longer than 960 bytes
+passes ``single_slot_only=True`` to ``Producer`` or ``Consumer``: a channel that carries runs
+then raises :class:`RunsNotSupportedError` (``.channel`` says which) instead of opening.
 
 Lost and corrupt messages (a tombstone left for a producer that died, an impossible
 ``payload_len`` written by a buggy peer) are consumed, passed over and counted in
@@ -123,6 +125,7 @@ from .errors import (
     OutOfSpaceError,
     PeerTableFullError,
     RevokedError,
+    RunsNotSupportedError,
     TimeoutError,
     TooLargeError,
     UnsupportedVersionError,
@@ -153,6 +156,7 @@ __all__ = [
     "IoError",
     "LostError",
     "RevokedError",
+    "RunsNotSupportedError",
     "MAGIC",
     "MAX_CHANNELS",
     "MAX_PEER_RECORDS",

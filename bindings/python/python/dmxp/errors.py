@@ -27,6 +27,7 @@ __all__ = [
     "UnsupportedVersionError",
     "LostError",
     "RevokedError",
+    "RunsNotSupportedError",
     "InvalidInputError",
     "OutOfSpaceError",
     "PeerTableFullError",
@@ -139,6 +140,21 @@ class RevokedError(DmxpError):
         super().__init__(message)
         #: The position whose claim was revoked.
         self.message_id = message_id
+
+
+class RunsNotSupportedError(DmxpError):
+    """The channel carries messages longer than one slot's 960 bytes (runs, PROTOCOL.md
+    section 12), and the ``Producer`` or ``Consumer`` was opened with
+    ``single_slot_only=True``: code that cannot take a longer message (fixed 960-byte buffers,
+    code that speaks only single-slot messages) refuses such a channel up front.
+
+    Nothing was registered and nothing was sent or received; ``channel`` is the channel id.
+    """
+
+    def __init__(self, message: str, channel: int = 0) -> None:
+        super().__init__(message)
+        #: The id of the channel refused.
+        self.channel = channel
 
 
 class InvalidInputError(DmxpError, ValueError):
