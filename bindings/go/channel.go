@@ -1,6 +1,7 @@
 package dmxp
 
 import (
+	"context"
 	"errors"
 	"os"
 	"runtime"
@@ -548,7 +549,7 @@ func (c *Channel) hasFreeSlots(need uint64) bool {
 // whoever frees the record after this process dies gives the count back (PROTOCOL.md §11.9).
 // After the sleep it takes itself out of the count only if it wins the word back: a peer that
 // misjudged it dead and freed its record has already taken the count down.
-func (c *Channel) wait(forSend bool, need uint64, d time.Duration) {
+func (c *Channel) wait(ctx context.Context, forSend bool, need uint64, d time.Duration) {
 	word, waiters := uintptr(entNotEmptySeq), uintptr(entNotEmptyWaiters)
 	peer, kind := c.recvPeer, waitingNotEmpty
 	if forSend {
@@ -568,11 +569,38 @@ func (c *Channel) wait(forSend bool, need uint64, d time.Duration) {
 	} else {
 		ready = c.HasMessage()
 	}
-	if !ready {
+	// A context cancelled before the load of observed is seen here; one cancelled after it
+	// bumps the word (watchContext), so the futex wait returns at once or is woken.
+	if !ready && ctx.Err() == nil {
 		futexWait(ptr32(c.entry, word), observed, d)
 	}
 	if peer == nil || swap32(peer, peerWaiting, waitingNone) == kind {
 		atomic.AddUint32(ptr32(c.entry, waiters), ^uint32(0))
+	}
+}
+
+// watchContext makes a wait on word (an entry offset) return promptly when ctx is done: a
+// goroutine then bumps the word and wakes its sleepers, as a sender's notify does (the
+// others re-check their rings and sleep again). The returned stop ends the goroutine and
+// returns only once it no longer touches the mapping. A context that is never done costs
+// nothing.
+func (c *Channel) watchContext(ctx context.Context, word uintptr) (stop func()) {
+	if ctx.Done() == nil {
+		return func() {}
+	}
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		select {
+		case <-ctx.Done():
+			atomic.AddUint32(ptr32(c.entry, word), 1)
+			futexWakeAll(ptr32(c.entry, word))
+		case <-done:
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
 	}
 }
 
@@ -752,25 +780,50 @@ func (c *Channel) SendTimeout(payload []byte, timeout time.Duration) (uint64, er
 // dead, for the unblock timeout if it is alive). A message longer than MsgInline (a run)
 // waits until all the slots it needs are free at once.
 func (c *Channel) SendWith(payload []byte, opts SendOptions, timeout time.Duration) (uint64, error) {
-	deadline, forever := time.Now().Add(timeout), timeout < 0
+	return c.sendUntil(context.Background(), payload, &opts, time.Now().Add(timeout), timeout < 0)
+}
+
+// SendContext sends one message, sleeping while the ring is full until ctx is done; it then
+// returns ctx.Err() and has sent nothing. A context already done returns its error at once,
+// without trying. The sleep ends promptly on cancellation (the waiting word is woken, see
+// PROTOCOL.md §7), and the waiter count is left as it was found.
+func (c *Channel) SendContext(ctx context.Context, payload []byte) (uint64, error) {
+	return c.SendWithContext(ctx, payload, SendOptions{})
+}
+
+// SendWithContext is SendContext with opts.
+func (c *Channel) SendWithContext(ctx context.Context, payload []byte, opts SendOptions) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	defer c.watchContext(ctx, entNotFullSeq)()
+	return c.sendUntil(ctx, payload, &opts, time.Time{}, true)
+}
+
+// sendUntil sends, sleeping while the ring is full until deadline (unless forever) or until
+// ctx is done.
+func (c *Channel) sendUntil(ctx context.Context, payload []byte, opts *SendOptions, deadline time.Time, forever bool) (uint64, error) {
 	need := runSlots(len(payload))
 	stuck := stuckTracker{need: need}
 	for {
-		id, err := c.trySend(payload, &opts)
+		id, err := c.trySend(payload, opts)
 		if err != ErrFull {
 			c.sendMisses.hit()
 			return id, err
 		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
 		slice, ok := sleepSlice(deadline, forever)
 		if !ok {
-			id, err = c.trySend(payload, &opts)
+			id, err = c.trySend(payload, opts)
 			if err == ErrFull {
 				return 0, ErrTimeout
 			}
 			c.sendMisses.hit()
 			return id, err
 		}
-		c.wait(true, need, stuck.step(c, true, slice))
+		c.wait(ctx, true, need, stuck.step(c, true, slice))
 	}
 }
 
@@ -867,7 +920,7 @@ func (c *Channel) SendBatch(payloads [][]byte, opts SendOptions, timeout time.Du
 			}
 			continue
 		}
-		c.wait(true, 1, stuck.step(c, true, slice))
+		c.wait(context.Background(), true, 1, stuck.step(c, true, slice))
 	}
 	return sent, nil
 }
@@ -1180,7 +1233,24 @@ func (c *Channel) Receive(buf []byte) (Meta, error) {
 // is not empty: the receive waits for that head like for an empty ring, within the same
 // deadline (ErrTimeout after it, as in the Rust and Python clients).
 func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error) {
-	deadline, forever := time.Now().Add(timeout), timeout < 0
+	return c.receiveUntil(context.Background(), buf, time.Now().Add(timeout), timeout < 0)
+}
+
+// ReceiveContext receives one message into buf, sleeping while the ring is empty until ctx
+// is done; it then returns ctx.Err() and has consumed nothing. A context already done
+// returns its error at once, without trying. The sleep ends promptly on cancellation (the
+// waiting word is woken, see PROTOCOL.md §7), and the waiter count is left as it was found.
+func (c *Channel) ReceiveContext(ctx context.Context, buf []byte) (Meta, error) {
+	if err := ctx.Err(); err != nil {
+		return Meta{}, err
+	}
+	defer c.watchContext(ctx, entNotEmptySeq)()
+	return c.receiveUntil(ctx, buf, time.Time{}, true)
+}
+
+// receiveUntil receives, sleeping while the ring is empty until deadline (unless forever) or
+// until ctx is done.
+func (c *Channel) receiveUntil(ctx context.Context, buf []byte, deadline time.Time, forever bool) (Meta, error) {
 	var stuck stuckTracker
 	for {
 		meta, err := c.tryReceive(buf)
@@ -1188,11 +1258,14 @@ func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error
 			c.recvMisses.hit()
 			return meta, err
 		}
+		if err := ctx.Err(); err != nil {
+			return Meta{}, err
+		}
 		slice, ok := sleepSlice(deadline, forever)
 		if !ok {
 			return Meta{}, ErrTimeout
 		}
-		c.wait(false, 0, stuck.step(c, false, slice))
+		c.wait(ctx, false, 0, stuck.step(c, false, slice))
 	}
 }
 

@@ -72,7 +72,9 @@
 // TrySend / TrySendWith / TrySendBatch never wait (ErrFull); Send, SendTimeout,
 // SendWith and SendBatch sleep on the channel's futex word while the ring is full.
 // TryReceive / TryReceiveBatch do not wait for a message (ErrEmpty); Receive and
-// ReceiveTimeout sleep while the ring is empty. Empty means nothing is queued (PROTOCOL.md
+// ReceiveTimeout sleep while the ring is empty. ReceiveContext, SendContext and
+// SendWithContext wait until their context is done and then return ctx.Err(), having
+// consumed or sent nothing. Empty means nothing is queued (PROTOCOL.md
 // §6.2): a receive that finds the head claimed by a producer that has not published it yet,
 // while a later position already holds a message, waits for the head instead (the
 // non-blocking calls too, spinning and then sleeping, for a bounded time, see UnblockTimeout;
