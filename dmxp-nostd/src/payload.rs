@@ -135,33 +135,44 @@ impl<'a> PayloadMut<'a> {
     /// the 960-byte area.
     #[must_use = "`false` means nothing was written"]
     pub fn write_at(&mut self, offset: usize, src: &[u8]) -> bool {
-        let Some(end) = offset.checked_add(src.len()) else {
-            return false;
-        };
-        if end > MSG_INLINE {
+        if offset
+            .checked_add(src.len())
+            .is_none_or(|end| end > MSG_INLINE)
+        {
             return false;
         }
-        let mut pos = offset;
+        if src.is_empty() {
+            return true;
+        }
+        // A partial first word, then whole words with no per-word branch, then a partial
+        // last word.
+        let (mut index, within) = (offset / 8, offset % 8);
         let mut src = src;
-        while !src.is_empty() {
-            let (index, within) = (pos / 8, pos % 8);
-            let take = (8 - within).min(src.len());
-            let word = &self.words[index];
-            let value = if within == 0 && take == 8 {
-                let mut le = [0u8; 8];
-                le.copy_from_slice(&src[..8]);
-                u64::from_le_bytes(le)
-            } else {
-                // The loan owns the slot, so this read-modify-write races with nobody honest.
-                let mut le = word.load(Relaxed).to_le_bytes();
-                le[within..within + take].copy_from_slice(&src[..take]);
-                u64::from_le_bytes(le)
-            };
-            word.store(value, Relaxed);
-            pos += take;
-            src = &src[take..];
+        if within != 0 {
+            let (head, rest) = src.split_at((8 - within).min(src.len()));
+            self.merge(index, within, head);
+            (index, src) = (index + 1, rest);
+        }
+        let mut chunks = src.chunks_exact(8);
+        for (word, chunk) in self.words[index..].iter().zip(&mut chunks) {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(le), Relaxed);
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            self.merge(index + src.len() / 8, 0, tail);
         }
         true
+    }
+
+    /// Stores `bytes` at byte `within` of word `index`, keeping its other bytes. The loan owns
+    /// the slot, so this read-modify-write races with nobody honest.
+    fn merge(&self, index: usize, within: usize, bytes: &[u8]) {
+        let word = &self.words[index];
+        let mut le = word.load(Relaxed).to_le_bytes();
+        le[within..within + bytes.len()].copy_from_slice(bytes);
+        word.store(u64::from_le_bytes(le), Relaxed);
     }
 
     /// Stores the 64-bit little-endian word `index` (0..120). Returns `false` past the area.
