@@ -7,9 +7,10 @@
 # By default it runs the tests that drive the unsafe boundary (region.rs: views of the
 # segment, payload copies) and the atomics through every path: the unit tests, the ring
 # (sends, receives, batches, loans, in-place receives), validation of hostile bytes, crash
-# recovery, threads racing (stress), two mappings of one segment, and the fuzz corpus. The
-# golden-file, model and property tests repeat those same paths over many formatted segments
-# (minutes each when interpreted); they run natively in `cargo test`. MIRI_ALL=1 runs every
+# recovery, threads racing (stress), two mappings of one segment, the fuzz corpus, and three
+# tests of runs (messages longer than one slot). The golden-file, model and property tests
+# repeat those same paths over many formatted segments (minutes each when interpreted); they
+# run natively in `cargo test`. MIRI_ALL=1 runs every
 # test target and the doc tests too.
 #
 # Installs the Miri component if it is missing. When it cannot be installed (no network, no
@@ -78,6 +79,16 @@ run_group() { # TARGET_DIR ARGS...
     CARGO_TARGET_DIR="$dir" cargo "+$toolchain" miri test -p dmxp-nostd "$@"
 }
 
+# Runs (messages longer than one slot, PROTOCOL.md §12): three tests that take the run paths
+# through the unsafe boundary and the atomics (a send and a loan of a run, the in-place parts,
+# a corrupt run, a dead producer's run loan repaired); the rest of tests/runs.rs repeats them
+# over many laps and threads (about a minute per test interpreted) and runs natively.
+runs_tests=(in_place_receive_reads_a_run_part_by_part a_corrupt_run_is_counted_once
+    a_run_loan_of_a_producer_judged_dead)
+run_runs() { # TARGET_DIR
+    CARGO_TARGET_DIR="$1" cargo "+$toolchain" miri test -p dmxp-nostd --test runs -- "${runs_tests[@]}"
+}
+
 # With `set -e` a test failure or a UB report (both make cargo exit non-zero) fails the script.
 if [ "${MIRI_ALL:-0}" = 1 ]; then
     cargo "+$toolchain" miri test -p dmxp-nostd "$@"
@@ -86,7 +97,8 @@ elif [ "${MIRI_PARALLEL:-0}" = 1 ]; then
     run_group target/miri-a "${group_a[@]}" "$@" >"$log_a" 2>&1 &
     pid_a=$!
     status_b=0
-    run_group target "${group_b[@]}" "$@" || status_b=$?
+    { run_group target "${group_b[@]}" "$@" && if [ $# -eq 0 ]; then run_runs target; fi; } ||
+        status_b=$?
     status_a=0
     wait "$pid_a" || status_a=$?
     echo "---- scripts/miri.sh: the group run beside it (${group_a[*]}):"
@@ -98,5 +110,6 @@ elif [ "${MIRI_PARALLEL:-0}" = 1 ]; then
     fi
 else
     cargo "+$toolchain" miri test -p dmxp-nostd "${group_b[@]}" "${group_a[@]}" "$@"
+    if [ $# -eq 0 ]; then run_runs target; fi
 fi
 echo "scripts/miri.sh: Miri found no undefined behaviour; all non-ignored tests passed."
