@@ -42,7 +42,7 @@ use serde::Serialize;
 
 use crate::child::{retryable, start, stdio_fd, Res};
 use crate::control::{Backoff, Control, CONTROL_OFFSET};
-use crate::report::{median, Machine, Target};
+use crate::report::{align, median, targets_table, Machine, Target};
 use crate::runner::{self, Launch, Placement, RunLength};
 use crate::spec::{ChildResult, ChildSpec, Role, Shape, System};
 
@@ -857,49 +857,9 @@ impl LargeReport {
         }
         out.push_str(&align(&rows));
         let _ = writeln!(out, "\nTARGETS");
-        let mut rows = vec![["target", "goal", "measured", "met"]
-            .map(str::to_owned)
-            .to_vec()];
-        for t in &self.targets {
-            rows.push(vec![
-                t.name.clone(),
-                t.goal.clone(),
-                t.measured.map_or("-".into(), |m| format!("{m:.2}")),
-                match t.met {
-                    Some(true) => "yes".into(),
-                    Some(false) => "NO".into(),
-                    None => "not measured".into(),
-                },
-            ]);
-        }
-        out.push_str(&align(&rows));
+        out.push_str(&targets_table(&self.targets));
         out
     }
-}
-
-/// Left-aligned text columns, two spaces apart.
-fn align(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| format!("{cell:<width$}", width = widths[c]))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 // ------------------------------------------------------------------------------ the driver
@@ -977,14 +937,7 @@ pub fn run(args: &LargeArgs) -> Res<LargeReport> {
     bar.finish_and_clear();
     runner::remove_results_dir();
     let mut report = LargeReport {
-        machine: Machine {
-            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu_model: Machine::cpu_model(),
-            load_average_start: load_start,
-            load_average_end: Machine::load_average(),
-            producer_cpu: placement.producer_cpu,
-            consumer_cpu: placement.consumer_cpu,
-        },
+        machine: Machine::at_end(load_start, &placement),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         seconds_per_run: args.messages.is_none().then_some(length.seconds),
         messages_per_run: args.messages,

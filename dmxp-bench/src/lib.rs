@@ -255,14 +255,7 @@ pub fn run(args: &BenchArgs) -> Res<Report> {
     bar.finish_and_clear();
     runner::remove_results_dir();
     let mut report = Report {
-        machine: Machine {
-            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu_model: Machine::cpu_model(),
-            load_average_start: load_start,
-            load_average_end: Machine::load_average(),
-            producer_cpu: placement.producer_cpu,
-            consumer_cpu: placement.consumer_cpu,
-        },
+        machine: Machine::at_end(load_start, &placement),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         seconds_per_run: args.messages.is_none().then_some(length.seconds),
         messages_per_run: args.messages,

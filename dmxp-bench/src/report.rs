@@ -24,6 +24,20 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// This machine now, for a run that started at load average `load_average_start` and
+    /// pinned as `placement` says.
+    #[must_use]
+    pub fn at_end(load_average_start: String, placement: &crate::runner::Placement) -> Self {
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model: Machine::cpu_model(),
+            load_average_start,
+            load_average_end: Machine::load_average(),
+            producer_cpu: placement.producer_cpu,
+            consumer_cpu: placement.consumer_cpu,
+        }
+    }
+
     /// The three load averages of `/proc/loadavg`, or an empty string.
     #[must_use]
     pub fn load_average() -> String {
@@ -382,31 +396,33 @@ impl Report {
         }
         out.push_str(&align(&rows));
         let _ = writeln!(out, "\nTARGETS");
-        let mut rows = vec![vec![
-            "target".to_owned(),
-            "goal".to_owned(),
-            "measured".to_owned(),
-            "met".to_owned(),
-        ]];
-        for t in &self.targets {
-            rows.push(vec![
-                t.name.clone(),
-                t.goal.clone(),
-                t.measured.map_or("-".into(), |m| format!("{m:.2}")),
-                match t.met {
-                    Some(true) => "yes".into(),
-                    Some(false) => "NO".into(),
-                    None => "not measured".into(),
-                },
-            ]);
-        }
-        out.push_str(&align(&rows));
+        out.push_str(&targets_table(&self.targets));
         out
     }
 }
 
+/// The targets as a text table: goal, measured ratio, and whether it was met.
+pub(crate) fn targets_table(targets: &[Target]) -> String {
+    let mut rows = vec![["target", "goal", "measured", "met"]
+        .map(str::to_owned)
+        .to_vec()];
+    for t in targets {
+        rows.push(vec![
+            t.name.clone(),
+            t.goal.clone(),
+            t.measured.map_or("-".into(), |m| format!("{m:.2}")),
+            match t.met {
+                Some(true) => "yes".into(),
+                Some(false) => "NO".into(),
+                None => "not measured".into(),
+            },
+        ]);
+    }
+    align(&rows)
+}
+
 /// Left-aligned text columns, two spaces apart.
-fn align(rows: &[Vec<String>]) -> String {
+pub(crate) fn align(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
