@@ -232,6 +232,13 @@ def truncate(size: Callable[[Seg], int]) -> Callable[[Seg], None]:
     return corrupt
 
 
+def forged_run_start(seg: Seg, slot: int, length: int, run_slots: int) -> None:
+    """Makes `slot` claim to start a run of `run_slots` slots holding `length` bytes."""
+    seg.s(slot, S_FLAGS, 2, FLAG_RUN)
+    seg.s(slot, S_PAYLOAD_LEN, 4, length)
+    seg.s(slot, S_RUN_SLOTS, 4, run_slots)
+
+
 def published_free_slots(seg: Seg) -> None:
     # slots 4..7 (never written) marked as published: zeroed meta, payload_len 0
     for i in range(SEEDED, CAPACITY):
@@ -451,40 +458,26 @@ CASES: list[Case] = [
     # without its start is passed over; the other messages arrive
     Case(
         "run: run_slots past the ring",
-        lambda g: (
-            g.s(1, S_FLAGS, 2, FLAG_RUN),
-            g.s(1, S_PAYLOAD_LEN, 4, 2000),
-            g.s(1, S_RUN_SLOTS, 4, 1000),
-        ),
+        lambda g: forged_run_start(g, 1, 2000, 1000),
         deliver(3, counted=True, protocol=True),
         SAFE,
     ),
     Case(
         "run: length disagrees with run_slots",
-        lambda g: (
-            g.s(1, S_FLAGS, 2, FLAG_RUN),
-            g.s(1, S_PAYLOAD_LEN, 4, 2000),
-            g.s(1, S_RUN_SLOTS, 4, 2),
-        ),
+        lambda g: forged_run_start(g, 1, 2000, 2),
         deliver(3, counted=True, protocol=True),
         SAFE,
     ),
     Case(
         "run: length over the channel's limit",
-        lambda g: (
-            g.s(1, S_FLAGS, 2, FLAG_RUN),
-            g.s(1, S_PAYLOAD_LEN, 4, MAX_MESSAGE_SIZE + 960),
-            g.s(1, S_RUN_SLOTS, 4, CAPACITY + 1),
-        ),
+        lambda g: forged_run_start(g, 1, MAX_MESSAGE_SIZE + 960, CAPACITY + 1),
         deliver(3, counted=True, protocol=True),
         SAFE,
     ),
     Case(
         "run: continuations that name another start",
         lambda g: (
-            g.s(1, S_FLAGS, 2, FLAG_RUN),
-            g.s(1, S_PAYLOAD_LEN, 4, 1500),
-            g.s(1, S_RUN_SLOTS, 4, 2),
+            forged_run_start(g, 1, 1500, 2),
             g.s(2, S_FLAGS, 2, FLAG_RUN_CONT),
             g.s(2, S_PAYLOAD_LEN, 4, 1500),
             g.s(2, S_RUN_SLOTS, 4, 2),

@@ -46,29 +46,43 @@ trap cleanup EXIT
 
 languages=(rust c python go)
 failures=()
-printf '%-8s %-8s %-6s %s\n' producer consumer result "consumer's summary"
-for producer in "${languages[@]}"; do
-    for consumer in "${languages[@]}"; do
-        segment="/dmxp_interop_$$_${producer}_${consumer}"
-        segments+=("$segment")
-        log="$work/$producer-$consumer"
-        $(cmd "$consumer" consumer) 1 "$N" --segment "$segment" --wait 60 >"$log.consumer" 2>&1 &
-        consumer_pid=$!
-        $(cmd "$producer" producer) 1 "$N" 1024 --segment "$segment" >"$log.producer" 2>&1
-        producer_status=$?
-        wait "$consumer_pid"
-        consumer_status=$?
-        rm -f "/dev/shm$segment"
-        summary=$(tail -n 1 "$log.consumer")
-        if [ "$producer_status" -eq 0 ] && [ "$consumer_status" -eq 0 ]; then
-            printf '%-8s %-8s %-6s %s\n' "$producer" "$consumer" ok "$summary"
-        else
-            printf '%-8s %-8s %-6s %s\n' "$producer" "$consumer" FAILED "$summary"
-            sed 's/^/    /' "$log.producer" "$log.consumer"
-            failures+=("$producer->$consumer")
-        fi
+# matrix NAME COUNT [EXTRA_PRODUCER_ARGS...]: every producer language x every consumer
+# language, COUNT messages through channel 1 of a fresh segment per cell. A cell that fails
+# prints both logs and is named NAME:producer->consumer in the failures.
+matrix() {
+    local name=$1 count=$2
+    shift 2
+    local consumer_args=()
+    [ "$name" = large ] && consumer_args=(--large)
+    printf '%-8s %-8s %-6s %s\n' producer consumer result "consumer's summary"
+    for producer in "${languages[@]}"; do
+        for consumer in "${languages[@]}"; do
+            local segment="/dmxp_interop_$$_${name}_${producer}_${consumer}"
+            segments+=("$segment")
+            local log="$work/$name-$producer-$consumer"
+            $(cmd "$consumer" consumer) 1 "$count" --segment "$segment" --wait 60 \
+                "${consumer_args[@]}" >"$log.consumer" 2>&1 &
+            local consumer_pid=$!
+            $(cmd "$producer" producer) 1 "$count" 1024 --segment "$segment" "$@" \
+                >"$log.producer" 2>&1
+            local producer_status=$?
+            wait "$consumer_pid"
+            local consumer_status=$?
+            rm -f "/dev/shm$segment"
+            local summary
+            summary=$(tail -n 1 "$log.consumer")
+            if [ "$producer_status" -eq 0 ] && [ "$consumer_status" -eq 0 ]; then
+                printf '%-8s %-8s %-6s %s\n' "$producer" "$consumer" ok "$summary"
+            else
+                printf '%-8s %-8s %-6s %s\n' "$producer" "$consumer" FAILED "$summary"
+                sed 's/^/    /' "$log.producer" "$log.consumer"
+                failures+=("$name:$producer->$consumer")
+            fi
+        done
     done
-done
+}
+
+matrix small "$N"
 
 # The large-message column: every producer language x every consumer language on a channel
 # made for messages of up to LIMIT bytes, with messages of 24 B, 960 B (one slot), 961 B (the
@@ -77,29 +91,7 @@ done
 NL=${INTEROP_LARGE_MESSAGES:-200}
 LIMIT=${INTEROP_LARGE_LIMIT:-262144}
 printf '\nlarge messages (%s each, up to %s bytes):\n' "$NL" "$LIMIT"
-for producer in "${languages[@]}"; do
-    for consumer in "${languages[@]}"; do
-        segment="/dmxp_interop_$$_large_${producer}_${consumer}"
-        segments+=("$segment")
-        log="$work/large-$producer-$consumer"
-        $(cmd "$consumer" consumer) 1 "$NL" --segment "$segment" --wait 60 --large >"$log.consumer" 2>&1 &
-        consumer_pid=$!
-        $(cmd "$producer" producer) 1 "$NL" 1024 --segment "$segment" --large \
-            --max-message-size "$LIMIT" >"$log.producer" 2>&1
-        producer_status=$?
-        wait "$consumer_pid"
-        consumer_status=$?
-        rm -f "/dev/shm$segment"
-        summary=$(tail -n 1 "$log.consumer")
-        if [ "$producer_status" -eq 0 ] && [ "$consumer_status" -eq 0 ]; then
-            printf '%-8s %-8s %-6s %s\n' "$producer" "$consumer" ok "$summary"
-        else
-            printf '%-8s %-8s %-6s %s\n' "$producer" "$consumer" FAILED "$summary"
-            sed 's/^/    /' "$log.producer" "$log.consumer"
-            failures+=("large:$producer->$consumer")
-        fi
-    done
-done
+matrix large "$NL" --large --max-message-size "$LIMIT"
 
 # Mixed: Go and C producers share channel 0 (disjoint index ranges), Python and Rust consumers
 # share it too and record what they got; the union must be every index exactly once.
