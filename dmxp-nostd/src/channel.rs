@@ -1350,6 +1350,7 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
 
     /// The most bytes this loan can commit: 960 for one slot; for a run, its slots' 960 bytes
     /// each, up to the channel's limit.
+    #[inline]
     #[must_use]
     pub fn capacity(&self) -> usize {
         if self.count == 1 {
@@ -1382,8 +1383,12 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
 
     /// Writes `src` at byte `offset` of the message, across slots as needed. Returns `false`
     /// (writing nothing) if it would run past [`Self::capacity`].
+    #[inline]
     #[must_use = "`false` means nothing was written"]
     pub fn write_at(&mut self, offset: usize, src: &[u8]) -> bool {
+        if self.count == 1 {
+            return self.payload().write_at(offset, src);
+        }
         if offset
             .checked_add(src.len())
             .is_none_or(|end| end > self.capacity())
@@ -1438,6 +1443,7 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
 
     /// Publishes the loan: a message of `len` bytes with `flags` on its first slot when it
     /// fits there (a run's flags are its own).
+    #[inline(always)]
     fn publish(&mut self, len: usize, meta: &SendMeta, flags: u16) -> bool {
         self.published = true;
         if self.count > 1 {
@@ -1454,11 +1460,21 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
     }
 }
 
+impl<W: WaitStrategy> SendLoan<'_, '_, W> {
+    /// Publishes an uncommitted loan as skip markers: revoked or not, its positions no longer
+    /// stall the ring. Out of line: a committed loan's drop is one check.
+    #[cold]
+    #[inline(never)]
+    fn abandon(&mut self) {
+        let _ = self.publish(0, &SendMeta::default(), message_flags::SKIP);
+    }
+}
+
 impl<W: WaitStrategy> Drop for SendLoan<'_, '_, W> {
+    #[inline]
     fn drop(&mut self) {
         if !self.published {
-            // Revoked or not, the positions no longer stall the ring.
-            let _ = self.publish(0, &SendMeta::default(), message_flags::SKIP);
+            self.abandon();
         }
     }
 }

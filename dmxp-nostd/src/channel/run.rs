@@ -110,7 +110,10 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// message of `len` bytes: in the order of a copying send (continuations, then the first
     /// slot), with the slots the message does not need published as skip markers before the
     /// first slot. A message that fits in one slot is published with `flags` as a single-slot
-    /// message. False when a repair settled the run first.
+    /// message. False when a repair settled the run first. Out of line: single-slot loans
+    /// never come here.
+    #[cold]
+    #[inline(never)]
     pub(super) fn publish_loaned_run(
         &self,
         first: u64,
