@@ -28,9 +28,10 @@ use crate::payload::{self, Payload, PayloadMut};
 use crate::peer::{PeerRole, PeerSlot};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::validate::{ChannelGeometry, ChannelInfo};
+use crate::wait::WaitRegistration;
 use crate::wait::{SpinWait, WaitOutcome, WaitStrategy};
 
-use Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 /// Upper bound on the retries of one operation (lost CAS races, skipped markers, a stale
 /// cursor). Honest contention resolves in a handful; only a corrupt peer exhausts it.
@@ -1202,14 +1203,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// callers loop (as [`Self::recv_blocking`] does) and may check for a stuck channel
     /// between waits.
     pub fn wait_for_message<V: WaitStrategy>(&self, waiter: &V) -> WaitOutcome {
-        self.wait_on(
-            &self.entry.not_empty_seq,
-            &self.entry.not_empty_waiters,
-            self.recv_intent
-                .map(|record| (record, peer_waiting::NOT_EMPTY)),
-            || self.has_message(),
-            waiter,
-        )
+        self.register_for_message().wait(waiter)
     }
 
     /// One wait of a blocking send, like [`Self::wait_for_message`] for a free slot.
@@ -1220,13 +1214,70 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// One wait of a blocking send of a message taking `slots` slots (a run, PROTOCOL.md
     /// §12.3, needs them all free at once): returns at once only when they are.
     pub fn wait_for_free_slots<V: WaitStrategy>(&self, slots: u64, waiter: &V) -> WaitOutcome {
-        self.wait_on(
+        self.register_for_free_slots(slots).wait(waiter)
+    }
+
+    /// Registers as a waiter for a message (PROTOCOL.md §7.2, §7.4): counts this handle in
+    /// `not_empty_waiters` (and names that count in its peer record, §11.9), reads the
+    /// `not_empty_seq` word, fences, and re-checks the ring. Senders wake the word while the
+    /// registration lives; dropping it undoes it exactly once.
+    ///
+    /// [`WaitRegistration::is_ready`] says whether a message was already there (do not sleep);
+    /// otherwise sleep on [`WaitRegistration::word`] while it still holds
+    /// [`WaitRegistration::observed`] (a futex wait, blocking or submitted to an event loop's
+    /// `io_uring`), then drop the registration and try to receive again. This is what
+    /// [`Self::wait_for_message`] does with a blocking [`WaitStrategy`].
+    ///
+    /// ```
+    /// # use dmxp_nostd::{AlignedBlock, Region, Segment, SendMeta};
+    /// # use zerocopy::IntoBytes;
+    /// # let bytes = dmxp_nostd::layout::HEADER_SIZE + 4 * dmxp_nostd::layout::SLOT_SIZE;
+    /// # let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(bytes)];
+    /// # let segment = Segment::format(Region::new(memory.as_mut_bytes()).unwrap(), 1).unwrap();
+    /// let channel = segment.create_channel(0, 4, 1).unwrap();
+    /// let registration = channel.register_for_message();
+    /// assert!(!registration.is_ready()); // empty: this waiter would sleep
+    /// assert_eq!(channel.waiters(), (1, 0)); // and senders would wake it
+    /// drop(registration);
+    /// assert_eq!(channel.waiters(), (0, 0));
+    ///
+    /// channel.try_send(b"hi", &SendMeta::default()).unwrap();
+    /// assert!(channel.register_for_message().is_ready());
+    /// assert_eq!(channel.waiters(), (0, 0));
+    /// ```
+    pub fn register_for_message(&self) -> WaitRegistration<'a> {
+        WaitRegistration::register(
+            &self.entry.not_empty_seq,
+            &self.entry.not_empty_waiters,
+            self.recv_intent
+                .map(|record| (record, peer_waiting::NOT_EMPTY)),
+            || self.has_message(),
+        )
+    }
+
+    /// Registers as a waiter for `slots` free slots (one, or all the slots of a run), like
+    /// [`Self::register_for_message`] on `not_full_seq` / `not_full_waiters`.
+    ///
+    /// ```
+    /// # use dmxp_nostd::{AlignedBlock, Region, Segment, SendMeta};
+    /// # use zerocopy::IntoBytes;
+    /// # let bytes = dmxp_nostd::layout::HEADER_SIZE + 4 * dmxp_nostd::layout::SLOT_SIZE;
+    /// # let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(bytes)];
+    /// # let segment = Segment::format(Region::new(memory.as_mut_bytes()).unwrap(), 1).unwrap();
+    /// let channel = segment.create_channel(0, 4, 1).unwrap();
+    /// assert!(channel.register_for_free_slots(4).is_ready());
+    /// channel.try_send(b"one", &SendMeta::default()).unwrap();
+    /// let registration = channel.register_for_free_slots(4);
+    /// assert!(!registration.is_ready()); // only 3 free
+    /// assert_eq!(channel.waiters(), (0, 1));
+    /// ```
+    pub fn register_for_free_slots(&self, slots: u64) -> WaitRegistration<'a> {
+        WaitRegistration::register(
             &self.entry.not_full_seq,
             &self.entry.not_full_waiters,
             self.send_intent
                 .map(|record| (record, peer_waiting::NOT_FULL)),
             || self.has_free_slots(slots),
-            waiter,
         )
     }
 
@@ -1251,42 +1302,6 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             let p = tail.wrapping_add(k);
             self.slot(p).sequence.load(Acquire) == p
         })
-    }
-
-    /// Registers as a waiter, re-checks `ready`, and sleeps on `word` if still not ready.
-    ///
-    /// A registered handle names the count it is in, in its peer record (`waiting`), so that
-    /// whoever frees the record after our death gives the count back (PROTOCOL.md §11.9).
-    /// Exactly one of us and that freer wins the word back to 0, so the count is undone once
-    /// even if we were misjudged dead.
-    fn wait_on<V: WaitStrategy>(
-        &self,
-        word: &AtomicU32,
-        waiters: &AtomicU32,
-        record: Option<(&AtomicPeerRecord, u32)>,
-        ready: impl Fn() -> bool,
-        waiter: &V,
-    ) -> WaitOutcome {
-        waiters.fetch_add(1, SeqCst);
-        if let Some((record, kind)) = record {
-            // After the count: a record that says "waiting" is always counted.
-            record.waiting.store(kind, Release);
-        }
-        let observed = word.load(SeqCst);
-        fence(SeqCst);
-        let outcome = if ready() {
-            WaitOutcome::Woken
-        } else {
-            waiter.wait(word, observed)
-        };
-        let still_counted = match record {
-            Some((record, kind)) => record.waiting.swap(peer_waiting::NONE, AcqRel) == kind,
-            None => true,
-        };
-        if still_counted {
-            waiters.fetch_sub(1, SeqCst);
-        }
-        outcome
     }
 }
 

@@ -5,8 +5,14 @@
 //! a [`WaitStrategy`]. Senders and receivers that make progress bump the word and call
 //! [`WaitStrategy::wake_all`] only when the waiter count is non-zero, so nobody pays for a wake
 //! when nobody waits. The std facade supplies a futex strategy; [`SpinWait`] needs nothing.
+//!
+//! A blocking wait and an event loop's wait share one registration ([`WaitRegistration`],
+//! PROTOCOL.md §7.2 and §7.4): the first sleeps through a [`WaitStrategy`]; the second submits
+//! a futex wait on [`WaitRegistration::word`] to its `io_uring` and polls the ring's fd, keeping
+//! the registration alive until the wait completes or is abandoned.
 
-use crate::sync::{spin_loop, AtomicU32, Ordering};
+use crate::layout::{peer_waiting, AtomicPeerRecord};
+use crate::sync::{fence, spin_loop, AtomicU32, Ordering};
 
 /// Whether a wait ended by a wake-up (or spuriously) or by the strategy's own deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,4 +53,105 @@ impl WaitStrategy for SpinWait {
     }
 
     fn wake_all(&self, _word: &AtomicU32) {}
+}
+
+/// A handle counted as a waiter on one of a channel's wait words (PROTOCOL.md §7.2, §7.4),
+/// made by [`Channel::register_for_message`](crate::Channel::register_for_message) or
+/// [`Channel::register_for_free_slots`](crate::Channel::register_for_free_slots).
+///
+/// While it lives, wakers bump [`Self::word`] and wake its sleepers after every publish (or
+/// free). Dropping it takes the handle out of the count exactly once: when the handle's peer
+/// record names the count (§11.9), whoever wins the record's `waiting` word back to 0 (this
+/// guard, or a peer that freed the record judging us dead) does the decrement, never both.
+///
+/// Sleep only when [`Self::is_ready`] is false, and only while the word still holds
+/// [`Self::observed`]: a futex wait with that value cannot miss a wake issued after the
+/// registration (the fence argument of §7.2).
+#[must_use = "dropping the registration at once undoes it: sleep on its word first"]
+pub struct WaitRegistration<'a> {
+    word: &'a AtomicU32,
+    waiters: &'a AtomicU32,
+    record: Option<(&'a AtomicPeerRecord, u32)>,
+    observed: u32,
+    ready: bool,
+}
+
+impl core::fmt::Debug for WaitRegistration<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WaitRegistration")
+            .field("observed", &self.observed)
+            .field("ready", &self.ready)
+            .field("in_peer_record", &self.record.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> WaitRegistration<'a> {
+    /// Counts a waiter in `waiters` (and names the count `kind` in `record`), reads `word`,
+    /// fences, then re-checks `ready`.
+    pub(crate) fn register(
+        word: &'a AtomicU32,
+        waiters: &'a AtomicU32,
+        record: Option<(&'a AtomicPeerRecord, u32)>,
+        ready: impl FnOnce() -> bool,
+    ) -> Self {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        if let Some((record, kind)) = record {
+            // After the count: a record that says "waiting" is always counted.
+            record.waiting.store(kind, Ordering::Release);
+        }
+        let observed = word.load(Ordering::SeqCst);
+        // Pairs with the waker's fence between its publication and its load of `waiters`.
+        fence(Ordering::SeqCst);
+        Self {
+            word,
+            waiters,
+            record,
+            observed,
+            ready: ready(),
+        }
+    }
+
+    /// True when the re-check after registering found the ring ready (a message, or the free
+    /// slots asked for): do not sleep, drop the registration and try again.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The futex word to sleep on (`not_empty_seq` or `not_full_seq`, in the shared segment).
+    #[must_use]
+    pub fn word(&self) -> &'a AtomicU32 {
+        self.word
+    }
+
+    /// The word's value read before the fence: sleep only while the word still holds it.
+    #[must_use]
+    pub fn observed(&self) -> u32 {
+        self.observed
+    }
+
+    /// One blocking wait: sleeps with `strategy` unless [`Self::is_ready`], then unregisters.
+    pub fn wait<V: WaitStrategy>(self, strategy: &V) -> WaitOutcome {
+        if self.ready {
+            WaitOutcome::Woken
+        } else {
+            strategy.wait(self.word, self.observed)
+        }
+        // `self` drops here: unregistered after the sleep.
+    }
+}
+
+impl Drop for WaitRegistration<'_> {
+    fn drop(&mut self) {
+        let still_counted = match self.record {
+            Some((record, kind)) => {
+                record.waiting.swap(peer_waiting::NONE, Ordering::AcqRel) == kind
+            }
+            None => true,
+        };
+        if still_counted {
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }

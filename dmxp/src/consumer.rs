@@ -89,6 +89,10 @@ struct Counters {
 /// examples: `producer` and `consumer` are a [`Producer`](crate::Producer) and a [`Consumer`]
 /// of that channel.
 pub struct Consumer {
+    /// The async wake-up ring. Declared first, so dropped first: its pending futex wait is
+    /// cancelled and reaped before `cell` can release the mapping that holds the word.
+    #[cfg(feature = "tokio")]
+    wakeup: crate::async_wait::Wakeup,
     cell: HandleCell,
     counters: Arc<Counters>,
     stuck: StuckWatch,
@@ -99,6 +103,8 @@ impl Clone for Consumer {
     /// Another consumer on the same channel, with its own peer record and the same counters.
     fn clone(&self) -> Self {
         Self {
+            #[cfg(feature = "tokio")]
+            wakeup: crate::async_wait::Wakeup::default(),
             cell: HandleCell::register(Arc::clone(self.cell.open()), PeerRole::Consumer),
             counters: Arc::clone(&self.counters),
             stuck: StuckWatch::new(self.cell.open().unblock),
@@ -138,6 +144,8 @@ impl Consumer {
     pub(crate) fn new(open: OpenChannel) -> Self {
         let unblock = open.unblock;
         Self {
+            #[cfg(feature = "tokio")]
+            wakeup: crate::async_wait::Wakeup::default(),
             cell: HandleCell::register(Arc::new(open), PeerRole::Consumer),
             counters: Arc::default(),
             stuck: StuckWatch::new(unblock),
@@ -745,6 +753,32 @@ impl Consumer {
         self.channel().max_message_size()
     }
 
+    /// How many consumers and producers are registered as waiting on this channel right now
+    /// (`not_empty_waiters`, `not_full_waiters`: PROTOCOL.md §7): blocked or awaiting a
+    /// message, blocked or awaiting free slots. While both are 0, sends and receives make no
+    /// wake-up system call.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-waiters", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// assert_eq!(consumer.waiters(), (0, 0)); // nobody waits
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn waiters(&self) -> (u32, u32) {
+        self.channel().waiters()
+    }
+
     /// Cursors and depth right now.
     ///
     /// ```
@@ -944,5 +978,352 @@ fn try_recv_owned(channel: &FutexChannel<'_>) -> std::result::Result<Message, Re
             })
         }
         Err(e) => Err(e),
+    }
+}
+
+/// A waiting iterator over a consumer's messages ([`Consumer::iter`]): each `next` sleeps
+/// (futex) until a message arrives, so it never ends. Lost and corrupt messages are skipped
+/// and counted as by [`Consumer::receive_blocking`]; other errors are yielded.
+#[derive(Debug)]
+pub struct Iter<'c> {
+    consumer: &'c Consumer,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Result<Message>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.consumer.receive_blocking())
+    }
+}
+
+/// A draining iterator over the messages a consumer finds without waiting
+/// ([`Consumer::try_iter`]): it ends at the first empty look.
+#[derive(Debug)]
+pub struct TryIter<'c> {
+    consumer: &'c Consumer,
+}
+
+impl Iterator for TryIter<'_> {
+    type Item = Result<Message>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.consumer.receive_with_meta().transpose()
+    }
+}
+
+impl Consumer {
+    /// Iterates over messages as they arrive, sleeping (futex) while the channel is empty:
+    /// each item is [`Self::receive_blocking`]'s result, and the iterator never ends (stop
+    /// with `take`, `break` or an error). Like crossbeam's `Receiver::iter`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-iter", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// let sender = std::thread::spawn(move || -> dmxp::Result<()> {
+    ///     for word in ["one", "two", "three"] {
+    ///         producer.send_blocking(word)?;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// let words: Vec<Vec<u8>> = consumer
+    ///     .iter()
+    ///     .take(3)
+    ///     .map(|message| message.map(|m| m.payload))
+    ///     .collect::<dmxp::Result<_>>()?;
+    /// assert_eq!(words, [&b"one"[..], b"two", b"three"]);
+    /// sender.join().unwrap()?;
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { consumer: self }
+    }
+
+    /// Iterates over the messages that are there now, without waiting: each item is
+    /// [`Self::receive_with_meta`]'s, and the iterator ends when the channel is empty. Like
+    /// crossbeam's `Receiver::try_iter`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-try-iter", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// producer.send_batch(&["a", "b"])?;
+    /// let drained = consumer.try_iter().collect::<dmxp::Result<Vec<_>>>()?;
+    /// assert_eq!(drained.len(), 2);
+    /// assert_eq!(consumer.try_iter().count(), 0); // empty: ends at once
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_iter(&self) -> TryIter<'_> {
+        TryIter { consumer: self }
+    }
+}
+
+/// The doc examples of the async methods: the usual file segment, and a current-thread
+/// runtime with I/O and timers.
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+impl Consumer {
+    /// Receives one message, waiting without a thread while the channel is empty: the wait is
+    /// an `io_uring` futex wait on the channel's `not_empty` word, whose ring fd the runtime
+    /// polls (PROTOCOL.md §7.4), or a poll every millisecond where `io_uring` is unavailable
+    /// ([`Self::async_wakeup`]). Lost and corrupt messages are skipped and counted as by
+    /// [`Self::receive_blocking`].
+    ///
+    /// Needs a tokio runtime with I/O and time enabled (`enable_all`). It takes `&mut self`
+    /// so that the future is `Send` (a `Consumer` is not `Sync`).
+    ///
+    /// **Cancel-safe**: dropping the future before it completes consumes nothing (a message
+    /// is taken only in the step that returns it) and leaves no waiter registered, so it can
+    /// sit in a `select!` or under a timeout.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-receive-async", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let mut consumer = builder.build_consumer()?;
+    /// use std::time::Duration;
+    ///
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// let sender = std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    ///     producer.send("worth the wait")
+    /// });
+    /// let payload = runtime.block_on(consumer.receive_async())?;
+    /// assert_eq!(payload, b"worth the wait");
+    /// sender.join().unwrap()?;
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn receive_async(&mut self) -> Result<Vec<u8>> {
+        Ok(self.receive_with_meta_async().await?.payload)
+    }
+
+    /// [`Self::receive_async`] with the message's metadata. Cancel-safe, like it.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-receive-with-meta-async", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let mut consumer = builder.build_consumer()?;
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// let id = producer.send_with("typed", 7, 0)?;
+    /// let message = runtime.block_on(consumer.receive_with_meta_async())?;
+    /// assert_eq!((message.meta.message_id, message.meta.message_type), (id, 7));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn receive_with_meta_async(&mut self) -> Result<Message> {
+        loop {
+            if let Some(message) = self.receive_async_until(None).await? {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// [`Self::receive_async`] for at most `timeout`: `None` if nothing arrived in time.
+    /// Cancel-safe, like it.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-receive-async-timeout", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let mut consumer = builder.build_consumer()?;
+    /// use std::time::Duration;
+    ///
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// runtime.block_on(async {
+    ///     assert_eq!(consumer.receive_async_timeout(Duration::from_millis(10)).await?, None);
+    ///     producer.send("now")?;
+    ///     let payload = consumer.receive_async_timeout(Duration::from_millis(10)).await?;
+    ///     assert_eq!(payload.as_deref(), Some(&b"now"[..]));
+    ///     Ok::<_, dmxp::Error>(())
+    /// })?;
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn receive_async_timeout(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        let deadline = FutexWait::with_timeout(timeout).deadline();
+        Ok(self
+            .receive_async_until(deadline)
+            .await?
+            .map(|message| message.payload))
+    }
+
+    /// Receives until a message, or `None` once `deadline` has passed (or after a long run of
+    /// lost or corrupt messages, which ends one call of `skipping`).
+    async fn receive_async_until(&mut self, deadline: Option<Instant>) -> Result<Option<Message>> {
+        loop {
+            let received = {
+                let channel = self.cell.channel();
+                // A claim in flight at the head is waited for like an empty ring: its
+                // publication wakes `not_empty` too.
+                self.skipping(|| match try_recv_owned(channel) {
+                    Err(RecvError::Pending { .. }) => Err(RecvError::Empty),
+                    other => other,
+                })?
+            };
+            if let Some(message) = received {
+                self.wakeup.made_progress();
+                return Ok(Some(message));
+            }
+            if self.repair_if_stuck() {
+                continue;
+            }
+            // The wait word lives in the segment: a shrunk one is reported, not touched.
+            self.cell.check_size()?;
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(None);
+            }
+            let until = crate::async_wait::slice_end(slice_deadline(deadline, &self.stuck), now);
+            if self.wakeup.must_poll() {
+                self.wakeup.pause(Some(until)).await;
+                continue;
+            }
+            // A round that ends at once (the word moved before the kernel queued the wait, a
+            // busy channel) never returns `Pending`: let the runtime's budget decide when to
+            // yield, so that other tasks still run.
+            tokio::task::consume_budget().await;
+            let registration = self.cell.channel().register_for_message();
+            if registration.is_ready() {
+                continue;
+            }
+            self.wakeup
+                .sleep_on(registration.word(), registration.observed(), Some(until))
+                .await;
+            drop(registration);
+        }
+    }
+
+    /// Turns the consumer into a [`futures_core::Stream`] of its messages, received with
+    /// [`Self::receive_with_meta_async`]; it never ends. Dropping the stream (or the task
+    /// polling it) while it waits consumes nothing and leaves no waiter registered.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-into-stream", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// use futures_core::Stream;
+    /// use std::pin::Pin;
+    ///
+    /// /// The next item of a stream (what `StreamExt::next` does).
+    /// async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    ///     std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+    /// }
+    ///
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// let mut messages = consumer.into_stream();
+    /// let sender = std::thread::spawn(move || producer.send_blocking("streamed"));
+    /// let message = runtime.block_on(next(&mut messages)).unwrap()?;
+    /// assert_eq!(message.payload, b"streamed");
+    /// sender.join().unwrap()?;
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_stream(self) -> crate::async_wait::MessageStream {
+        crate::async_wait::MessageStream::new(self)
+    }
+
+    /// Makes this consumer's async waits poll (a look every millisecond, after a few yields)
+    /// instead of using `io_uring` (`true`), or go back to `io_uring` where available
+    /// (`false`). Setting `DMXP_ASYNC_POLL=1` in the environment forces polling for every
+    /// handle of the process. For tests and for platforms that filter `io_uring`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-use-async-polling", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let mut consumer = builder.build_consumer()?;
+    /// consumer.use_async_polling(true);
+    /// assert_eq!(consumer.async_wakeup(), Some(dmxp::AsyncWakeup::Polling));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn use_async_polling(&mut self, yes: bool) {
+        self.wakeup.set_force_polling(yes);
+    }
+
+    /// How this consumer's async waits are woken: `None` until its first async wait (the
+    /// ring is set up then, inside the runtime), unless polling is forced.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-async-wakeup", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let mut consumer = builder.build_consumer()?;
+    /// use std::time::Duration;
+    ///
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// runtime.block_on(consumer.receive_async_timeout(Duration::from_millis(1)))?;
+    /// // `IoUring` on Linux 6.7 and later where io_uring is allowed, `Polling` elsewhere.
+    /// assert!(consumer.async_wakeup().is_some());
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn async_wakeup(&self) -> Option<crate::async_wait::AsyncWakeup> {
+        self.wakeup.mode()
     }
 }

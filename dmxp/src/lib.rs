@@ -33,6 +33,18 @@
 //!   Unix socket ([`memfd::SegmentServer`], [`ChannelBuilder::with_memfd_socket`],
 //!   [`ChannelBuilder::with_memory`]).
 //! * `file`: a segment in a mapped file ([`ChannelBuilder::with_file`]).
+//! * `tokio` (not a backend): async waits for tokio, off by default (see below).
+//!
+//! ## Async (feature `tokio`)
+//!
+//! [`Consumer::receive_async`], [`Consumer::receive_async_timeout`],
+//! [`Consumer::into_stream`] (a `futures_core::Stream`) and [`Producer::send_async`] wait
+//! without a thread per wait: each handle submits an `io_uring` futex wait on the channel's
+//! wait word and tokio polls the ring's fd (Linux 6.7 or later; elsewhere a poll every
+//! millisecond, [`AsyncWakeup`]). Senders are unchanged and still make no system call when
+//! nobody waits. Every async method is cancel-safe: a dropped future consumes or sends
+//! nothing and leaves no waiter registered (`docs/PROTOCOL.md` §7.4). [`Consumer::iter`] and
+//! [`Consumer::try_iter`] are the blocking and draining iterators (no feature needed).
 //!
 //! ## What the API promises
 //!
@@ -99,6 +111,23 @@
     not(feature = "file"),
     doc = "[`ChannelBuilder::with_file`]: #backends-cargo-features"
 )]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "[`Consumer::receive_async`]: #async-feature-tokio"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "[`Consumer::receive_async_timeout`]: #async-feature-tokio"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "[`Consumer::into_stream`]: #async-feature-tokio"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "[`Producer::send_async`]: #async-feature-tokio"
+)]
+#![cfg_attr(not(feature = "tokio"), doc = "[`AsyncWakeup`]: #async-feature-tokio")]
 #![warn(missing_docs, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -121,6 +150,8 @@ pub use dmxp_os as os;
 pub use dmxp_shm as shm;
 
 mod allocator;
+#[cfg(feature = "tokio")]
+mod async_wait;
 mod builder;
 pub mod cleanup;
 mod consumer;
@@ -142,8 +173,13 @@ pub use recovery::{
 };
 
 pub use allocator::{ChannelHandle, SharedMemoryAllocator};
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use async_wait::{
+    io_uring_futex_waits, io_uring_futex_wakeups, AsyncWakeup, MessageStream, POLL_INTERVAL,
+};
 pub use builder::{ChannelBuilder, DEFAULT_CAPACITY};
-pub use consumer::{Consumer, InPlace, Message, ReceiveStats};
+pub use consumer::{Consumer, InPlace, Iter, Message, ReceiveStats, TryIter};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::{
     SharedMemory, DEFAULT_MODE, DEFAULT_SEGMENT_NAME, DEFAULT_SEGMENT_SIZE, DEFAULT_TIMEOUT,

@@ -57,6 +57,10 @@ pub fn monotonic_ns() -> u64 {
 /// examples: `producer` and `consumer` are a [`Producer`] and a [`Consumer`](crate::Consumer)
 /// of that channel.
 pub struct Producer {
+    /// The async wake-up ring. Declared first, so dropped first: its pending futex wait is
+    /// cancelled and reaped before `cell` can release the mapping that holds the word.
+    #[cfg(feature = "tokio")]
+    wakeup: crate::async_wait::Wakeup,
     cell: HandleCell,
     pid: u32,
     stuck: StuckWatch,
@@ -88,6 +92,8 @@ impl Producer {
     fn from_open(open: Arc<OpenChannel>) -> Self {
         let unblock = open.unblock;
         Self {
+            #[cfg(feature = "tokio")]
+            wakeup: crate::async_wait::Wakeup::default(),
             cell: HandleCell::register(open, PeerRole::Producer),
             pid: std::process::id(),
             stuck: StuckWatch::new(unblock),
@@ -584,6 +590,32 @@ impl Producer {
         self.channel().max_message_size()
     }
 
+    /// How many consumers and producers are registered as waiting on this channel right now
+    /// (`not_empty_waiters`, `not_full_waiters`: PROTOCOL.md §7): blocked or awaiting a
+    /// message, blocked or awaiting free slots. While both are 0, sends and receives make no
+    /// wake-up system call.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-waiters", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// assert_eq!(producer.waiters(), (0, 0)); // nobody waits
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn waiters(&self) -> (u32, u32) {
+        self.channel().waiters()
+    }
+
     /// Cursors and depth right now.
     ///
     /// ```
@@ -854,5 +886,182 @@ impl Loan<'_> {
         let meta = self.producer.meta(message_type, flags);
         let producer = self.producer;
         self.inner.commit(len, &meta).map_err(|e| producer.error(e))
+    }
+}
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+impl Producer {
+    /// Sends one message, waiting without a thread while the ring is full (for a message
+    /// longer than one slot: until all the slots of its run are free at once): an `io_uring`
+    /// futex wait on the channel's `not_full` word, whose ring fd the runtime polls
+    /// (PROTOCOL.md §7.4), or a poll every millisecond where `io_uring` is unavailable.
+    /// Returns the `message_id`. Errors other than a full ring (`TooLarge`...) return at once.
+    ///
+    /// Needs a tokio runtime with I/O and time enabled (`enable_all`). It takes `&mut self`
+    /// so that the future is `Send` (a `Producer` is not `Sync`).
+    ///
+    /// **Cancel-safe**: dropping the future before it completes sends nothing (the message is
+    /// written only in the step that returns its id) and leaves no waiter registered.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-send-async", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let mut producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// use std::time::Duration;
+    ///
+    /// for _ in 0..4 {
+    ///     producer.send("fill")?;
+    /// }
+    /// let receiver = std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    ///     consumer.receive()
+    /// });
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// // The ring is full: this send waits until the consumer frees a slot.
+    /// let id = runtime.block_on(producer.send_async("waited"))?;
+    /// assert_eq!(id, 4);
+    /// assert_eq!(receiver.join().unwrap()?.as_deref(), Some(&b"fill"[..]));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn send_async(&mut self, payload: impl AsRef<[u8]>) -> Result<u64> {
+        self.send_async_until(payload.as_ref(), None).await
+    }
+
+    /// [`Self::send_async`] for at most `timeout`; then fails with kind
+    /// [`crate::ErrorKind::Timeout`], having sent nothing. Cancel-safe, like it.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-send-async-timeout", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let mut producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// use std::time::Duration;
+    ///
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// runtime.block_on(async {
+    ///     for _ in 0..4 {
+    ///         producer.send_async_timeout("fill", Duration::from_millis(10)).await?;
+    ///     }
+    ///     // Full, and nobody receives: the fifth send gives up after 10 ms.
+    ///     let late = producer.send_async_timeout("late", Duration::from_millis(10)).await;
+    ///     assert_eq!(late.unwrap_err().kind(), dmxp::ErrorKind::Timeout);
+    ///     Ok::<_, dmxp::Error>(())
+    /// })?;
+    /// assert_eq!(consumer.info().depth, 4);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn send_async_timeout(
+        &mut self,
+        payload: impl AsRef<[u8]>,
+        timeout: Duration,
+    ) -> Result<u64> {
+        let deadline = FutexWait::with_timeout(timeout).deadline();
+        self.send_async_until(payload.as_ref(), deadline).await
+    }
+
+    async fn send_async_until(&mut self, payload: &[u8], deadline: Option<Instant>) -> Result<u64> {
+        let meta = self.meta(0, 0);
+        // A message longer than a slot waits until its whole run is free (PROTOCOL.md §12.3).
+        let slots = payload.len().div_ceil(crate::MSG_INLINE).max(1) as u64;
+        loop {
+            match self.channel().try_send(payload, &meta) {
+                Err(SendError::Full) => {}
+                Ok(id) => {
+                    self.wakeup.made_progress();
+                    return Ok(id);
+                }
+                Err(e) => return Err(self.error(e)),
+            }
+            if self.repair_if_stuck() {
+                continue;
+            }
+            // The wait word lives in the segment: a shrunk one is reported, not touched.
+            self.cell.check_size()?;
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(self.error(SendError::TimedOut));
+            }
+            let until = crate::async_wait::slice_end(slice_deadline(deadline, &self.stuck), now);
+            if self.wakeup.must_poll() {
+                self.wakeup.pause(Some(until)).await;
+                continue;
+            }
+            // A round that ends at once (the word moved before the kernel queued the wait, a
+            // busy channel) never returns `Pending`: let the runtime's budget decide when to
+            // yield, so that other tasks still run.
+            tokio::task::consume_budget().await;
+            let registration = self.cell.channel().register_for_free_slots(slots);
+            if registration.is_ready() {
+                continue;
+            }
+            self.wakeup
+                .sleep_on(registration.word(), registration.observed(), Some(until))
+                .await;
+            drop(registration);
+        }
+    }
+
+    /// Makes this producer's async waits poll instead of using `io_uring` (`true`), or go back
+    /// to `io_uring` where available (`false`); see [`crate::Consumer::use_async_polling`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-use-async-polling", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let mut producer = builder.build_producer()?;
+    /// producer.use_async_polling(true);
+    /// assert_eq!(producer.async_wakeup(), Some(dmxp::AsyncWakeup::Polling));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn use_async_polling(&mut self, yes: bool) {
+        self.wakeup.set_force_polling(yes);
+    }
+
+    /// How this producer's async waits are woken: `None` until its first async wait, unless
+    /// polling is forced; see [`crate::Consumer::async_wakeup`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-async-wakeup", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// assert_eq!(producer.async_wakeup(), None); // no async wait yet
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn async_wakeup(&self) -> Option<crate::async_wait::AsyncWakeup> {
+        self.wakeup.mode()
     }
 }
