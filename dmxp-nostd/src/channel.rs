@@ -28,7 +28,7 @@ use crate::payload::{self, Payload, PayloadMut};
 use crate::peer::{PeerRole, PeerSlot};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::validate::{ChannelGeometry, ChannelInfo};
-use crate::wait::WaitRegistration;
+use crate::wait::{DetachedRegistration, WaitRegistration};
 use crate::wait::{SpinWait, WaitOutcome, WaitStrategy};
 
 use Ordering::{Acquire, Relaxed, Release, SeqCst};
@@ -1249,8 +1249,8 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         WaitRegistration::register(
             &self.entry.not_empty_seq,
             &self.entry.not_empty_waiters,
-            self.recv_intent
-                .map(|record| (record, peer_waiting::NOT_EMPTY)),
+            peer_waiting::NOT_EMPTY,
+            self.recv_intent,
             || self.has_message(),
         )
     }
@@ -1275,10 +1275,46 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         WaitRegistration::register(
             &self.entry.not_full_seq,
             &self.entry.not_full_waiters,
-            self.send_intent
-                .map(|record| (record, peer_waiting::NOT_FULL)),
+            peer_waiting::NOT_FULL,
+            self.send_intent,
             || self.has_free_slots(slots),
         )
+    }
+
+    /// Takes back a registration of this channel kept with [`WaitRegistration::detach`]:
+    /// dropping what it returns undoes the count (once, as any registration does). Give it only
+    /// registrations of this channel, made through this handle.
+    ///
+    /// ```
+    /// # use dmxp_nostd::{AlignedBlock, Region, Segment, SendMeta};
+    /// # use zerocopy::IntoBytes;
+    /// # let bytes = dmxp_nostd::layout::HEADER_SIZE + 4 * dmxp_nostd::layout::SLOT_SIZE;
+    /// # let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(bytes)];
+    /// # let segment = Segment::format(Region::new(memory.as_mut_bytes()).unwrap(), 1).unwrap();
+    /// let channel = segment.create_channel(0, 4, 1).unwrap();
+    /// let detached = channel.register_for_free_slots(8).detach();
+    /// assert_eq!(channel.waiters(), (0, 1));
+    /// let registration = channel.reattach(detached);
+    /// assert_eq!(registration.observed(), detached.observed());
+    /// drop(registration);
+    /// assert_eq!(channel.waiters(), (0, 0));
+    /// ```
+    pub fn reattach(&self, detached: DetachedRegistration) -> WaitRegistration<'a> {
+        if detached.is_for_message() {
+            WaitRegistration::resume(
+                &self.entry.not_empty_seq,
+                &self.entry.not_empty_waiters,
+                self.recv_intent,
+                detached,
+            )
+        } else {
+            WaitRegistration::resume(
+                &self.entry.not_full_seq,
+                &self.entry.not_full_waiters,
+                self.send_intent,
+                detached,
+            )
+        }
     }
 
     /// True when the position at `head` has been published (a message or a marker).

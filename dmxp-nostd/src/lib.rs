@@ -73,7 +73,7 @@ pub use peer::{Liveness, PeerInfo, PeerRole, PeerSlot, RepairReport};
 pub use region::{AlignedBlock, Region, SegmentMemory, SharedView};
 pub use segment::{Abandonment, ChannelOptions, FormatOptions, Opened, Segment};
 pub use validate::{parse_segment, ChannelGeometry, ChannelInfo, SegmentInfo};
-pub use wait::{SpinWait, WaitOutcome, WaitRegistration, WaitStrategy};
+pub use wait::{DetachedRegistration, SpinWait, WaitOutcome, WaitRegistration, WaitStrategy};
 
 /// Atomics used by the layout types (re-exported so model tests can build them).
 pub mod atomic {

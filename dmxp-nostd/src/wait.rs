@@ -72,8 +72,40 @@ pub struct WaitRegistration<'a> {
     word: &'a AtomicU32,
     waiters: &'a AtomicU32,
     record: Option<(&'a AtomicPeerRecord, u32)>,
+    /// The count this is ([`peer_waiting::NOT_EMPTY`] or [`peer_waiting::NOT_FULL`]).
+    kind: u32,
     observed: u32,
     ready: bool,
+}
+
+/// A [`WaitRegistration`] kept without its borrow of the channel
+/// ([`WaitRegistration::detach`]), for a handle that stays counted as a waiter between two
+/// calls: an event loop's wait armed by one call and finished by another (PROTOCOL.md §7.4).
+///
+/// It is still counted. Give it back to the channel it came from with
+/// [`Channel::reattach`](crate::Channel::reattach) and drop what that returns to undo the count;
+/// forgetting it leaves the count raised (senders then pay a wake per message) until a repair
+/// judges this process dead.
+#[must_use = "a detached registration stays counted until it is reattached and dropped"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DetachedRegistration {
+    pub(crate) kind: u32,
+    pub(crate) in_record: bool,
+    pub(crate) observed: u32,
+}
+
+impl DetachedRegistration {
+    /// The word's value read before the fence ([`WaitRegistration::observed`]).
+    #[must_use]
+    pub fn observed(&self) -> u32 {
+        self.observed
+    }
+
+    /// True for a wait for a message, false for a wait for free slots.
+    #[must_use]
+    pub fn is_for_message(&self) -> bool {
+        self.kind == peer_waiting::NOT_EMPTY
+    }
 }
 
 impl core::fmt::Debug for WaitRegistration<'_> {
@@ -92,10 +124,12 @@ impl<'a> WaitRegistration<'a> {
     pub(crate) fn register(
         word: &'a AtomicU32,
         waiters: &'a AtomicU32,
-        record: Option<(&'a AtomicPeerRecord, u32)>,
+        kind: u32,
+        record: Option<&'a AtomicPeerRecord>,
         ready: impl FnOnce() -> bool,
     ) -> Self {
         waiters.fetch_add(1, Ordering::SeqCst);
+        let record = record.map(|record| (record, kind));
         if let Some((record, kind)) = record {
             // After the count: a record that says "waiting" is always counted.
             record.waiting.store(kind, Ordering::Release);
@@ -107,9 +141,55 @@ impl<'a> WaitRegistration<'a> {
             word,
             waiters,
             record,
+            kind,
             observed,
             ready: ready(),
         }
+    }
+
+    /// Rebuilds a registration from its detached form, counted already (no count, no fence).
+    pub(crate) fn resume(
+        word: &'a AtomicU32,
+        waiters: &'a AtomicU32,
+        record: Option<&'a AtomicPeerRecord>,
+        detached: DetachedRegistration,
+    ) -> Self {
+        Self {
+            word,
+            waiters,
+            record: record
+                .filter(|_| detached.in_record)
+                .map(|record| (record, detached.kind)),
+            kind: detached.kind,
+            observed: detached.observed,
+            ready: false,
+        }
+    }
+
+    /// Keeps the registration (still counted) without borrowing the channel; see
+    /// [`DetachedRegistration`].
+    ///
+    /// ```
+    /// # use dmxp_nostd::{AlignedBlock, Region, Segment, SendMeta};
+    /// # use zerocopy::IntoBytes;
+    /// # let bytes = dmxp_nostd::layout::HEADER_SIZE + 4 * dmxp_nostd::layout::SLOT_SIZE;
+    /// # let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(bytes)];
+    /// # let segment = Segment::format(Region::new(memory.as_mut_bytes()).unwrap(), 1).unwrap();
+    /// let channel = segment.create_channel(0, 4, 1).unwrap();
+    /// let detached = channel.register_for_message().detach();
+    /// assert_eq!(channel.waiters(), (1, 0)); // still counted
+    /// drop(channel.reattach(detached));
+    /// assert_eq!(channel.waiters(), (0, 0));
+    /// ```
+    pub fn detach(self) -> DetachedRegistration {
+        let detached = DetachedRegistration {
+            kind: self.kind,
+            in_record: self.record.is_some(),
+            observed: self.observed,
+        };
+        // Not dropped: the count stays until the reattached registration drops.
+        core::mem::forget(self);
+        detached
     }
 
     /// True when the re-check after registering found the ring ready (a message, or the free

@@ -2,7 +2,7 @@
 //!
 //! An async wait registers exactly as a blocking one ([`dmxp_nostd::WaitRegistration`]), then
 //! submits `IORING_OP_FUTEX_WAIT` on the channel's wait word to an `io_uring` that the handle
-//! owns, and awaits the ring's fd through tokio's [`AsyncFd`]: the kernel posts a completion
+//! owns ([`FutexRing`]), and awaits the ring's fd through tokio's [`AsyncFd`]: the kernel posts a completion
 //! when a sender (or receiver) wakes the word, and the fd turns readable. Senders are unchanged:
 //! they wake the word only when its waiter count is non-zero, so nobody waiting costs nothing.
 //!
@@ -20,47 +20,18 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
-use io_uring::{opcode, types, IoUring, Probe};
-use rustix::io::Errno;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::consumer::{Consumer, Message};
 use crate::error::Result;
-
-static SUBMITTED: AtomicU64 = AtomicU64::new(0);
-static WOKEN: AtomicU64 = AtomicU64::new(0);
-
-/// `IORING_OP_FUTEX_WAIT` operations this process has submitted so far (async waits that
-/// found the ring still not ready after registering; a wait parked by a dropped future and
-/// reused is counted once).
-///
-/// ```
-/// // Nothing has waited asynchronously in this process yet.
-/// assert_eq!(dmxp::io_uring_futex_waits(), 0);
-/// ```
-#[must_use]
-pub fn io_uring_futex_waits() -> u64 {
-    SUBMITTED.load(Ordering::Relaxed)
-}
-
-/// Of [`io_uring_futex_waits`], those completed by a wake-up (result 0), as opposed to the
-/// word having changed before the kernel queued the wait (`EAGAIN`) or a cancellation: a
-/// count that grows only if senders' `futex_wake` reaches async waiters.
-///
-/// ```
-/// assert_eq!(dmxp::io_uring_futex_wakeups(), 0);
-/// ```
-#[must_use]
-pub fn io_uring_futex_wakeups() -> u64 {
-    WOKEN.load(Ordering::Relaxed)
-}
+use crate::futex_ring::FutexRing;
 
 /// Longest sleep of a polling wait (the fallback without `io_uring`) between two looks at
 /// the ring.
@@ -69,17 +40,6 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(1);
 /// Looks at the ring a polling wait makes by yielding to the runtime, before it starts
 /// sleeping [`POLL_INTERVAL`] between looks.
 const POLL_YIELDS: u32 = 8;
-
-/// futex2 flag: the word is 32 bits. (Not `FUTEX2_PRIVATE`: the word is shared across
-/// processes, PROTOCOL.md §7.3.)
-const FUTEX2_SIZE_U32: u32 = 0x02;
-
-/// Wake whatever bitset the waker names (`futex_wake` names all of them).
-const FUTEX_BITSET_MATCH_ANY: u64 = 0xFFFF_FFFF;
-
-/// Completion queue entries reaped per look: one futex wait and one cancel at most are in
-/// flight, so a look never finds more than a few.
-const RING_ENTRIES: u32 = 4;
 
 /// How the async waits of a handle are woken ([`crate::Consumer::async_wakeup`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,11 +130,7 @@ impl Wakeup {
     /// the same epoll instance): it is leaked, never cancelled, reaped or deregistered, so the
     /// parent's pending wait and reactor are left alone.
     fn forget_inherited_ring(&mut self) {
-        if self
-            .ring
-            .as_ref()
-            .is_some_and(|r| r.pid != std::process::id())
-        {
+        if self.ring.as_ref().is_some_and(|r| !r.fd.get_ref().is_own()) {
             std::mem::forget(self.ring.take());
         }
     }
@@ -228,162 +184,42 @@ impl Drop for Wakeup {
     }
 }
 
-/// A handle's `io_uring`, registered with the runtime's reactor.
+/// A handle's [`FutexRing`], registered with the runtime's reactor.
 struct Ring {
-    fd: AsyncFd<IoUring>,
-    /// The process that set it up (a forked child must not use its parent's ring).
-    pid: u32,
-    /// `user_data` of the futex wait submitted and not reaped yet.
-    in_flight: Option<u64>,
-    next_user_data: u64,
+    fd: AsyncFd<FutexRing>,
 }
 
 impl Ring {
     fn new() -> io::Result<Self> {
-        // No SQPOLL and no DEFER_TASKRUN: completions must be posted without our entering
-        // the ring, so that the fd turns readable on its own (PROTOCOL.md §7.4).
-        let ring = IoUring::new(RING_ENTRIES)?;
-        let mut probe = Probe::new();
-        ring.submitter().register_probe(&mut probe)?;
-        if !probe.is_supported(opcode::FutexWait::CODE) {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the kernel has no IORING_OP_FUTEX_WAIT (Linux 6.7 or later)",
-            ));
-        }
-        // Outside a runtime, `register` would panic: poll instead (the caller's timer then
-        // panics with tokio's own message, as any tokio timer would).
+        let ring = FutexRing::new()?;
+        // Outside a runtime, `new` would panic: poll instead (the caller's timer then panics
+        // with tokio's own message, as any tokio timer would).
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(io::Error::other("no tokio runtime"));
         }
-        // SAFETY: `IoUring` owns its fd, keeps it open until it drops and returns that same
+        // SAFETY: `FutexRing` owns its fd, keeps it open until it drops and returns that same
         // fd from every `as_raw_fd`; the `AsyncFd` owns the ring, so it never outlives it.
         let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(io::Error::from)?;
-        Ok(Self {
-            fd,
-            pid: std::process::id(),
-            in_flight: None,
-            next_user_data: 1,
-        })
+        Ok(Self { fd })
     }
 
     /// Submits the futex wait unless one is in flight already, then awaits a completion of
     /// it. `Ok` on a completion of any kind; `Err` when the ring or the reactor fails.
     async fn wait(&mut self, word: &AtomicU32, observed: u32) -> io::Result<()> {
-        if Self::reap(self.fd.get_mut(), &mut self.in_flight)? {
-            // The wait parked by an earlier round completed meanwhile: look at the ring.
+        if self.fd.get_mut().submit_wait(word, observed)? {
             return Ok(());
-        }
-        if self.in_flight.is_none() {
-            let user_data = self.next_user_data;
-            self.next_user_data = self.next_user_data.wrapping_add(1).max(1);
-            let entry = opcode::FutexWait::new(
-                word.as_ptr().cast_const(),
-                u64::from(observed),
-                FUTEX_BITSET_MATCH_ANY,
-                FUTEX2_SIZE_U32,
-            )
-            .build()
-            .user_data(user_data);
-            let ring = self.fd.get_mut();
-            // SAFETY: the entry names the futex word by address. The kernel reads it once,
-            // while issuing the wait inside the `submit` below, when `word` is a live
-            // reference into the handle's mapping; afterwards a queued futex wait is found
-            // by its futex key (for a shared mapping: the backing object and the offset),
-            // never by dereferencing the address again. Still, the mapping outlives the
-            // operation: this ring belongs to a producer or consumer whose field order drops
-            // the ring (which cancels and reaps the wait, `Drop for Ring`) before the handle
-            // releases its share of the mapping. No buffer of ours is handed over.
-            unsafe { ring.submission().push(&entry) }
-                .map_err(|_| io::Error::other("io_uring submission queue full"))?;
-            ring.submit()?;
-            SUBMITTED.fetch_add(1, Ordering::Relaxed);
-            self.in_flight = Some(user_data);
-            // A word that had already changed completes at once (-EAGAIN).
-            if Self::reap(ring, &mut self.in_flight)? {
-                return Ok(());
-            }
         }
         loop {
             let mut guard = self.fd.readable_mut().await?;
             // Clear first, then look: a completion posted after the look makes the fd
             // readable again, so none is missed.
             guard.clear_ready();
-            if Self::reap(guard.get_inner_mut(), &mut self.in_flight)? {
+            if guard.get_inner_mut().reap()? {
                 return Ok(());
             }
         }
     }
-
-    /// Reaps every posted completion; true when one was the wait in flight. A result other
-    /// than "woken" (0), "the word had changed" (`EAGAIN`), `EINTR` or `ECANCELED` means the
-    /// kernel refused the wait: an error, so that the handle polls instead of spinning.
-    fn reap(ring: &mut IoUring, in_flight: &mut Option<u64>) -> io::Result<bool> {
-        let mut completed = false;
-        let mut refused = None;
-        for cqe in ring.completion() {
-            if Some(cqe.user_data()) != *in_flight {
-                continue; // a cancel's own completion, or a stale one
-            }
-            *in_flight = None;
-            completed = true;
-            let result = cqe.result();
-            if result == 0 {
-                WOKEN.fetch_add(1, Ordering::Relaxed);
-            }
-            if result < 0
-                && ![Errno::AGAIN, Errno::INTR, Errno::CANCELED, Errno::TIMEDOUT]
-                    .contains(&Errno::from_raw_os_error(-result))
-            {
-                refused = Some(io::Error::from_raw_os_error(-result));
-            }
-        }
-        match refused {
-            Some(error) => Err(error),
-            None => Ok(completed),
-        }
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // (A ring inherited across fork never gets here: `Wakeup` leaks it.)
-        let Some(user_data) = self.in_flight else {
-            return;
-        };
-        let ring = self.fd.get_mut();
-        let cancel = opcode::AsyncCancel::new(user_data).build().user_data(0);
-        // SAFETY: a cancel names its target by `user_data` and hands the kernel no memory.
-        if unsafe { ring.submission().push(&cancel) }.is_err() {
-            return;
-        }
-        // A futex wait is cancelled at once; its -ECANCELED completion is posted while we
-        // wait in the ring. Each wait is bounded (10 ms), and so is the loop: never a hang.
-        let timeout = types::Timespec::new().nsec(10_000_000);
-        let args = types::SubmitArgs::new().timespec(&timeout);
-        for _ in 0..8 {
-            match ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(Errno::TIME.raw_os_error()) => {}
-                Err(_) => break,
-            }
-            match Self::reap(ring, &mut self.in_flight) {
-                Ok(true) | Err(_) => break,
-                Ok(false) if self.in_flight.is_none() => break,
-                Ok(false) => {}
-            }
-        }
-    }
-}
-
-/// The end of one wait: `until` (the caller's deadline or the stuck watch's next look), but
-/// never more than [`FutexWait::MAX_SLICE`](crate::FutexWait::MAX_SLICE) from `now`, so that
-/// a waker that died between publishing and waking delays a waiter, never strands it
-/// (PROTOCOL.md §7.3).
-pub(crate) fn slice_end(until: Option<Instant>, now: Instant) -> Instant {
-    let slice = now + crate::FutexWait::MAX_SLICE;
-    until.map_or(slice, |until| until.min(slice))
 }
 
 type Receiving = Pin<Box<dyn Future<Output = (Box<Consumer>, Result<Message>)> + Send>>;

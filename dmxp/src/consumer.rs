@@ -19,6 +19,8 @@ use dmxp_nostd::layout::MSG_INLINE;
 use dmxp_nostd::{ChannelInfo, MessageMeta, Payload, PeerRole, RecvError, RecvGuard, RepairReport};
 
 use crate::error::{Error, ErrorKind, Result};
+#[cfg(feature = "wait-fd")]
+use crate::futex_ring::ArmedWait;
 use crate::handle::{FutexChannel, HandleCell, OpenChannel};
 use crate::recovery::MissStreak;
 use crate::recovery::{slice_deadline, StuckWatch};
@@ -93,6 +95,10 @@ pub struct Consumer {
     /// cancelled and reaped before `cell` can release the mapping that holds the word.
     #[cfg(feature = "tokio")]
     wakeup: crate::async_wait::Wakeup,
+    /// The wait armed for the owner's event loop ([`Self::arm_wait`]); before `cell`, like
+    /// `wakeup`. `Drop` undoes its registration.
+    #[cfg(feature = "wait-fd")]
+    event_wait: crate::futex_ring::EventWait,
     cell: HandleCell,
     counters: Arc<Counters>,
     stuck: StuckWatch,
@@ -105,6 +111,8 @@ impl Clone for Consumer {
         Self {
             #[cfg(feature = "tokio")]
             wakeup: crate::async_wait::Wakeup::default(),
+            #[cfg(feature = "wait-fd")]
+            event_wait: crate::futex_ring::EventWait::default(),
             cell: HandleCell::register(Arc::clone(self.cell.open()), PeerRole::Consumer),
             counters: Arc::clone(&self.counters),
             stuck: StuckWatch::new(self.cell.open().unblock),
@@ -146,6 +154,8 @@ impl Consumer {
         Self {
             #[cfg(feature = "tokio")]
             wakeup: crate::async_wait::Wakeup::default(),
+            #[cfg(feature = "wait-fd")]
+            event_wait: crate::futex_ring::EventWait::default(),
             cell: HandleCell::register(Arc::new(open), PeerRole::Consumer),
             counters: Arc::default(),
             stuck: StuckWatch::new(unblock),
@@ -1079,6 +1089,114 @@ impl Consumer {
 
 /// The doc examples of the async methods: the usual file segment, and a current-thread
 /// runtime with I/O and timers.
+#[cfg(feature = "wait-fd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wait-fd")))]
+impl Consumer {
+    /// Arms a wait for a message that an event loop of any kind can poll (epoll, mio,
+    /// async-io, Python's `loop.add_reader`...), without a thread: the `io_uring` futex wait of
+    /// PROTOCOL.md §7.4 on this channel's `not_empty` word, whose fd turns readable when a
+    /// producer publishes. Call it after a receive found the channel empty:
+    ///
+    /// - [`ArmedWait::Ready`]: a message may be there already; receive again.
+    /// - [`ArmedWait::Readable`]: wait until its fd is readable or its timeout passes, then
+    ///   call [`Self::disarm_wait`] and receive again.
+    ///
+    /// While armed, the consumer is counted as a waiter (producers then wake the word after
+    /// each publish); [`Self::disarm_wait`], or dropping the consumer, undoes it. Arming again
+    /// while the last wait is still queued reuses it. Like every wait, it repairs a channel
+    /// stuck on a dead peer first (PROTOCOL.md §11). Fails with an [`ErrorKind::Io`] of
+    /// `Unsupported` where the kernel lacks `IORING_OP_FUTEX_WAIT` (Linux 6.7): poll then.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-arm-wait", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let producer = builder.build_producer()?;
+    /// # let mut consumer = builder.build_consumer()?;
+    /// use dmxp::ArmedWait;
+    /// use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    /// use std::os::fd::BorrowedFd;
+    ///
+    /// let sender = std::thread::spawn(move || producer.send("polled"));
+    /// let payload = loop {
+    ///     if let Some(payload) = consumer.receive()? {
+    ///         break payload;
+    ///     }
+    ///     match consumer.arm_wait() {
+    ///         Ok(ArmedWait::Ready) => continue,
+    ///         Ok(ArmedWait::Readable { fd, timeout }) => {
+    ///             // SAFETY: the consumer keeps the fd open while it lives.
+    ///             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    ///             let timeout = Timespec::try_from(timeout).unwrap();
+    ///             poll(&mut [PollFd::new(&fd, PollFlags::IN)], Some(&timeout))?;
+    ///             consumer.disarm_wait();
+    ///         }
+    ///         // No io_uring futex waits on this kernel: a polling loop instead.
+    ///         Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+    ///     }
+    /// };
+    /// assert_eq!(payload, b"polled");
+    /// assert_eq!(consumer.waiters(), (0, 0));
+    /// sender.join().unwrap()?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn arm_wait(&mut self) -> Result<ArmedWait> {
+        if self.repair_if_stuck() {
+            return Ok(ArmedWait::Ready);
+        }
+        // The wait word lives in the segment: a shrunk one is reported, not touched.
+        self.cell.check_size()?;
+        let now = Instant::now();
+        let timeout = crate::wait::slice_end(self.stuck.next_check(), now) - now;
+        let channel = self.cell.channel();
+        Ok(self
+            .event_wait
+            .arm(channel, timeout, || channel.register_for_message())?)
+    }
+
+    /// Ends the wait [`Self::arm_wait`] armed: reaps its completion and stops counting this
+    /// consumer as a waiter. Harmless when nothing is armed. (A futex wait still queued stays
+    /// parked for the next [`Self::arm_wait`].)
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-consumer-disarm-wait", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let _producer = builder.build_producer()?;
+    /// # let mut consumer = builder.build_consumer()?;
+    /// if let Ok(dmxp::ArmedWait::Readable { .. }) = consumer.arm_wait() {
+    ///     assert_eq!(consumer.waiters(), (1, 0)); // counted while armed
+    /// }
+    /// consumer.disarm_wait();
+    /// assert_eq!(consumer.waiters(), (0, 0));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn disarm_wait(&mut self) {
+        self.event_wait.disarm(self.cell.channel());
+    }
+}
+
+#[cfg(feature = "wait-fd")]
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.event_wait.disarm(self.cell.channel());
+    }
+}
+
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Consumer {
@@ -1215,7 +1333,7 @@ impl Consumer {
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(None);
             }
-            let until = crate::async_wait::slice_end(slice_deadline(deadline, &self.stuck), now);
+            let until = crate::wait::slice_end(slice_deadline(deadline, &self.stuck), now);
             if self.wakeup.must_poll() {
                 self.wakeup.pause(Some(until)).await;
                 continue;

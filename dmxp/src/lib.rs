@@ -156,6 +156,8 @@ mod builder;
 pub mod cleanup;
 mod consumer;
 mod error;
+#[cfg(feature = "wait-fd")]
+mod futex_ring;
 mod handle;
 mod memory;
 pub mod pattern;
@@ -175,12 +177,13 @@ pub use recovery::{
 pub use allocator::{ChannelHandle, SharedMemoryAllocator};
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub use async_wait::{
-    io_uring_futex_waits, io_uring_futex_wakeups, AsyncWakeup, MessageStream, POLL_INTERVAL,
-};
+pub use async_wait::{AsyncWakeup, MessageStream, POLL_INTERVAL};
 pub use builder::{ChannelBuilder, DEFAULT_CAPACITY};
 pub use consumer::{Consumer, InPlace, Iter, Message, ReceiveStats, TryIter};
 pub use error::{Error, ErrorKind, Result};
+#[cfg(feature = "wait-fd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wait-fd")))]
+pub use futex_ring::{io_uring_futex_waits, io_uring_futex_wakeups, ArmedWait};
 pub use memory::{
     SharedMemory, DEFAULT_MODE, DEFAULT_SEGMENT_NAME, DEFAULT_SEGMENT_SIZE, DEFAULT_TIMEOUT,
 };

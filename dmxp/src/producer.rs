@@ -8,6 +8,8 @@ use dmxp_nostd::layout::runtime;
 use dmxp_nostd::{ChannelInfo, PayloadMut, PeerRole, RepairReport, SendError, SendLoan, SendMeta};
 
 use crate::error::{Error, Result};
+#[cfg(feature = "wait-fd")]
+use crate::futex_ring::ArmedWait;
 use crate::handle::{FutexChannel, HandleCell, OpenChannel};
 use crate::recovery::{slice_deadline, MissStreak, StuckWatch};
 use crate::wait::FutexWait;
@@ -61,6 +63,10 @@ pub struct Producer {
     /// cancelled and reaped before `cell` can release the mapping that holds the word.
     #[cfg(feature = "tokio")]
     wakeup: crate::async_wait::Wakeup,
+    /// The wait armed for the owner's event loop ([`Self::arm_wait`]); before `cell`, like
+    /// `wakeup`. `Drop` undoes its registration.
+    #[cfg(feature = "wait-fd")]
+    event_wait: crate::futex_ring::EventWait,
     cell: HandleCell,
     pid: u32,
     stuck: StuckWatch,
@@ -94,6 +100,8 @@ impl Producer {
         Self {
             #[cfg(feature = "tokio")]
             wakeup: crate::async_wait::Wakeup::default(),
+            #[cfg(feature = "wait-fd")]
+            event_wait: crate::futex_ring::EventWait::default(),
             cell: HandleCell::register(open, PeerRole::Producer),
             pid: std::process::id(),
             stuck: StuckWatch::new(unblock),
@@ -889,6 +897,88 @@ impl Loan<'_> {
     }
 }
 
+#[cfg(feature = "wait-fd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wait-fd")))]
+impl Producer {
+    /// Arms a wait for room for a message of `len` bytes (one slot, or all the slots of a
+    /// run) that an event loop of any kind can poll: the `io_uring` futex wait of PROTOCOL.md
+    /// §7.4 on the channel's `not_full` word. Call it after a send failed with
+    /// [`ErrorKind::Full`]; the rules are those of [`Consumer::arm_wait`](crate::Consumer::arm_wait):
+    /// on [`ArmedWait::Ready`] send again, on [`ArmedWait::Readable`] wait for the fd (or the
+    /// timeout), call [`Self::disarm_wait`], then send again.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-arm-wait", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let mut producer = builder.build_producer()?;
+    /// # let consumer = builder.build_consumer()?;
+    /// for _ in 0..4 {
+    ///     producer.send("fill")?;
+    /// }
+    /// match producer.arm_wait(4) {
+    ///     Ok(dmxp::ArmedWait::Readable { .. }) => assert_eq!(producer.waiters(), (0, 1)),
+    ///     Ok(dmxp::ArmedWait::Ready) => unreachable!("the ring is full"),
+    ///     Err(_) => {} // no io_uring futex waits on this kernel
+    /// }
+    /// consumer.receive()?;
+    /// producer.disarm_wait();
+    /// producer.send("room")?;
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn arm_wait(&mut self, len: usize) -> Result<ArmedWait> {
+        if self.repair_if_stuck() {
+            return Ok(ArmedWait::Ready);
+        }
+        // The wait word lives in the segment: a shrunk one is reported, not touched.
+        self.cell.check_size()?;
+        let slots = len.div_ceil(crate::MSG_INLINE).max(1) as u64;
+        let now = Instant::now();
+        let timeout = crate::wait::slice_end(self.stuck.next_check(), now) - now;
+        let channel = self.cell.channel();
+        Ok(self
+            .event_wait
+            .arm(channel, timeout, || channel.register_for_free_slots(slots))?)
+    }
+
+    /// Ends the wait [`Self::arm_wait`] armed, like
+    /// [`Consumer::disarm_wait`](crate::Consumer::disarm_wait).
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-producer-disarm-wait", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// # let builder = dmxp::ChannelBuilder::new()
+    /// #     .with_file(&path)
+    /// #     .with_segment_size(2 << 20)
+    /// #     .with_capacity(4);
+    /// # let mut producer = builder.build_producer()?;
+    /// producer.disarm_wait(); // nothing armed: nothing to do
+    /// assert_eq!(producer.waiters(), (0, 0));
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn disarm_wait(&mut self) {
+        self.event_wait.disarm(self.cell.channel());
+    }
+}
+
+#[cfg(feature = "wait-fd")]
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.event_wait.disarm(self.cell.channel());
+    }
+}
+
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Producer {
@@ -999,7 +1089,7 @@ impl Producer {
             if deadline.is_some_and(|d| now >= d) {
                 return Err(self.error(SendError::TimedOut));
             }
-            let until = crate::async_wait::slice_end(slice_deadline(deadline, &self.stuck), now);
+            let until = crate::wait::slice_end(slice_deadline(deadline, &self.stuck), now);
             if self.wakeup.must_poll() {
                 self.wakeup.pause(Some(until)).await;
                 continue;

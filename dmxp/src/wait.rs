@@ -108,6 +108,15 @@ impl WaitStrategy for FutexWait {
     }
 }
 
+/// The end of one wait: `until` (the caller's deadline or the stuck watch's next look), but
+/// never more than [`FutexWait::MAX_SLICE`] from `now`, so that a waker that died between
+/// publishing and waking delays a waiter, never strands it (PROTOCOL.md §7.3).
+#[cfg(feature = "wait-fd")]
+pub(crate) fn slice_end(until: Option<Instant>, now: Instant) -> Instant {
+    let slice = now + FutexWait::MAX_SLICE;
+    until.map_or(slice, |until| until.min(slice))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

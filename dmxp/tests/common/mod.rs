@@ -144,3 +144,27 @@ pub fn expect_success(child: Child, what: &str) -> String {
     );
     stdout
 }
+
+/// True when this kernel has `IORING_OP_FUTEX_WAIT` (6.7 or later) and lets this process set
+/// up an `io_uring`, so that async and event-loop waits must use it (PROTOCOL.md §7.4).
+pub fn io_uring_futex_waits_available() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version < (6, 7) {
+        return false;
+    }
+    // io_uring_setup(1, params): fails under kernel.io_uring_disabled or a seccomp filter.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup reads and writes a `struct io_uring_params` (120 bytes) at the
+    // pointer, which `params` provides; a returned fd is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` is the descriptor the call just returned, owned by nothing else.
+    unsafe { libc::close(fd as i32) };
+    true
+}
