@@ -653,11 +653,12 @@ impl ChannelBuilder {
 
     /// The error for a handle that could not register, when registration is required.
     fn check_single_slot(&self, open: &OpenChannel) -> Result<()> {
-        if self.single_slot_only && open.channel().geometry().carries_runs() {
-            let refused = dmxp_nostd::Error::RunsNotSupported {
-                id: self.channel_id,
-            };
-            return Err(Error::from_core(refused, &open.label));
+        if self.single_slot_only {
+            // The core's refusal, on a clone that is not registered (it is dropped at once).
+            open.channel()
+                .clone()
+                .require_single_slot()
+                .map_err(|refused| Error::from_core(refused, &open.label))?;
         }
         Ok(())
     }

@@ -34,6 +34,7 @@
 //!   [`ChannelBuilder::with_memory`]).
 //! * `file`: a segment in a mapped file ([`ChannelBuilder::with_file`]).
 //! * `tokio` (not a backend): async waits for tokio, off by default (see below).
+//! * `wait-fd` (not a backend, implied by `tokio`): waits any event loop can poll (see below).
 //!
 //! ## Async (feature `tokio`)
 //!
@@ -45,6 +46,14 @@
 //! nobody waits. Every async method is cancel-safe: a dropped future consumes or sends
 //! nothing and leaves no waiter registered (`docs/PROTOCOL.md` §7.4). [`Consumer::iter`] and
 //! [`Consumer::try_iter`] are the blocking and draining iterators (no feature needed).
+//!
+//! ## Any other event loop (feature `wait-fd`)
+//!
+//! [`Consumer::arm_wait`] and [`Producer::arm_wait`] run the same `io_uring` futex wait in two
+//! calls, for a loop that is not tokio (epoll, mio, async-io, glib, Python's asyncio): arm
+//! after a receive found the channel empty (a send found the ring full), poll the returned fd
+//! with the returned timeout, then [`Consumer::disarm_wait`] and try again ([`ArmedWait`]).
+//! `docs/WAITING.md` lists which calls wait, for how long, in each of the four clients.
 //!
 //! ## What the API promises
 //!
@@ -128,6 +137,22 @@
     doc = "[`Producer::send_async`]: #async-feature-tokio"
 )]
 #![cfg_attr(not(feature = "tokio"), doc = "[`AsyncWakeup`]: #async-feature-tokio")]
+#![cfg_attr(
+    not(feature = "wait-fd"),
+    doc = "[`Consumer::arm_wait`]: #any-other-event-loop-feature-wait-fd"
+)]
+#![cfg_attr(
+    not(feature = "wait-fd"),
+    doc = "[`Producer::arm_wait`]: #any-other-event-loop-feature-wait-fd"
+)]
+#![cfg_attr(
+    not(feature = "wait-fd"),
+    doc = "[`Consumer::disarm_wait`]: #any-other-event-loop-feature-wait-fd"
+)]
+#![cfg_attr(
+    not(feature = "wait-fd"),
+    doc = "[`ArmedWait`]: #any-other-event-loop-feature-wait-fd"
+)]
 #![warn(missing_docs, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

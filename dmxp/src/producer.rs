@@ -903,7 +903,7 @@ impl Producer {
     /// Arms a wait for room for a message of `len` bytes (one slot, or all the slots of a
     /// run) that an event loop of any kind can poll: the `io_uring` futex wait of PROTOCOL.md
     /// §7.4 on the channel's `not_full` word. Call it after a send failed with
-    /// [`ErrorKind::Full`]; the rules are those of [`Consumer::arm_wait`](crate::Consumer::arm_wait):
+    /// [`ErrorKind::Full`](crate::ErrorKind::Full); the rules are those of [`Consumer::arm_wait`](crate::Consumer::arm_wait):
     /// on [`ArmedWait::Ready`] send again, on [`ArmedWait::Readable`] wait for the fd (or the
     /// timeout), call [`Self::disarm_wait`], then send again.
     ///
