@@ -8,10 +8,12 @@ use dmxp::core::layout::MSG_INLINE;
 use dmxp::core::{PeerRole, Received, RecvError};
 use dmxp::MessageMeta;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::buffers::{with_writable, MessageBuf};
 use crate::errors;
+use crate::event::{Armed, EventWait};
 use crate::open::{self, OpenChannel, Target, Trust, Wait};
 use crate::peer::{Handle, Lease, Peer};
 
@@ -102,6 +104,17 @@ pub struct Consumer {
     /// How long `__next__` waits for a message (`None`: forever).
     idle_timeout: Option<Duration>,
     counters: Counters,
+    /// The async waits' state: the facade consumer that arms them (`event`).
+    event: EventWait<dmxp::Consumer>,
+}
+
+/// A function of `dmxp._aio` (the asyncio loop of the async methods), imported once.
+pub(crate) fn aio<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.import(py, "dmxp._aio", name)
 }
 
 /// What a single receive attempt found.
@@ -357,11 +370,12 @@ impl Consumer {
     /// Opens the existing channel `channel_id` of the segment.
     ///
     /// `wait`: seconds to keep retrying while the segment or the channel does not exist yet
-    /// (default 0: raise NotFoundError at once). `timeout`: seconds to wait for a segment or
-    /// channel another process is still creating. `idle_timeout`: how long iteration waits
-    /// for the next message before it stops (None: forever). `trust_owner`: a uid (or
-    /// several) whose segments are accepted besides this user's own; `mode`: the widest
-    /// permission bits accepted (PROTOCOL.md §3.4). Anything else raises UntrustedError.
+    /// (default 0: raise NotFoundError at once; None: forever). `timeout`: seconds to wait for
+    /// a segment or channel another process is still creating (None: forever).
+    /// `idle_timeout`: how long iteration waits for the next message before it stops (None:
+    /// forever). `trust_owner`: a uid (or several) whose segments are accepted besides this
+    /// user's own; `mode`: the widest permission bits accepted (PROTOCOL.md §3.4). Anything
+    /// else raises UntrustedError.
     /// `single_slot_only`: for code that cannot take a message longer than 960 bytes; True
     /// refuses a channel that carries runs (PROTOCOL.md §12) with RunsNotSupportedError (its
     /// `channel` says which).
@@ -372,16 +386,16 @@ impl Consumer {
         py: Python<'_>,
         channel_id: u32,
         segment: String,
-        timeout: f64,
-        wait: f64,
+        timeout: Option<f64>,
+        wait: Option<f64>,
         idle_timeout: Option<f64>,
         trust_owner: Option<&Bound<'_, PyAny>>,
         mode: i64,
         single_slot_only: bool,
     ) -> PyResult<Self> {
         let trust = Trust::from_args(py, trust_owner, mode)?;
-        let timeout = open::seconds(py, timeout, "timeout")?.unwrap_or(Duration::MAX);
-        let wait = open::seconds(py, wait, "wait")?.unwrap_or(Duration::MAX);
+        let timeout = open::limit(py, timeout, "timeout")?;
+        let wait = open::limit(py, wait, "wait")?;
         let idle_timeout = match idle_timeout {
             Some(secs) => open::seconds(py, secs, "idle_timeout")?,
             None => None,
@@ -407,12 +421,14 @@ impl Consumer {
             channel_id,
             idle_timeout,
             counters: Counters::default(),
+            event: EventWait::new("consumer", channel_id, opened.allocator),
         })
     }
 
-    /// Receives one message's payload. timeout None: don't wait (None when empty); a number:
-    /// wait up to that many seconds (None if nothing came); negative: wait forever.
-    #[pyo3(signature = (timeout = None))]
+    /// Receives one message's payload, or None when nothing came. `timeout`: 0 (the default)
+    /// does not wait; a positive number waits up to that many seconds; None (or a negative
+    /// number, or math.inf) waits without a deadline.
+    #[pyo3(signature = (timeout = Some(0.0)), text_signature = "($self, timeout=0)")]
     fn receive<'py>(
         &self,
         py: Python<'py>,
@@ -431,7 +447,7 @@ impl Consumer {
     }
 
     /// Like receive, returning a Message (payload and metadata).
-    #[pyo3(signature = (timeout = None))]
+    #[pyo3(signature = (timeout = Some(0.0)), text_signature = "($self, timeout=0)")]
     fn receive_with_meta(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Message>> {
         let wait = Wait::from_timeout(py, timeout)?;
         let mut lease = self.lease(py, wait)?;
@@ -446,8 +462,9 @@ impl Consumer {
     /// once, only its own bytes, through private memory); returns the payload length
     /// or None. A message longer than the buffer stays in the ring and BufferTooSmallError is
     /// raised, with the message's length as `needed` (a buffer of `max_message_size` bytes
-    /// always suffices: 960 unless the channel was made for longer messages).
-    #[pyo3(signature = (buffer, timeout = None))]
+    /// always suffices: 960 unless the channel was made for longer messages). `timeout` as
+    /// for receive (default 0: no wait).
+    #[pyo3(signature = (buffer, timeout = Some(0.0)), text_signature = "($self, buffer, timeout=0)")]
     fn receive_into(
         &self,
         py: Python<'_>,
@@ -503,10 +520,11 @@ impl Consumer {
         })?
     }
 
-    /// Receives up to `max` payloads, claimed together; an empty list when the channel is
-    /// empty. With a timeout, waits up to that long for the first message. Batches claim
-    /// single-slot messages: a message longer than one slot comes in a list of its own.
-    #[pyo3(signature = (max = 64, timeout = None))]
+    /// Receives up to `max` payloads, claimed together; an empty list when nothing came.
+    /// `timeout` (as for receive; default 0: no wait) bounds the wait for the first message.
+    /// Batches claim single-slot messages: a message longer than one slot comes in a list of
+    /// its own.
+    #[pyo3(signature = (max = 64, timeout = Some(0.0)), text_signature = "($self, max=64, timeout=0)")]
     fn receive_batch<'py>(
         &self,
         py: Python<'py>,
@@ -519,7 +537,7 @@ impl Consumer {
     }
 
     /// Like receive_batch, returning Message objects.
-    #[pyo3(signature = (max = 64, timeout = None))]
+    #[pyo3(signature = (max = 64, timeout = Some(0.0)), text_signature = "($self, max=64, timeout=0)")]
     fn receive_batch_with_meta<'py>(
         &self,
         py: Python<'py>,
@@ -547,6 +565,111 @@ impl Consumer {
         }
     }
 
+    /// Receives one message's payload without blocking the thread: a coroutine for asyncio
+    /// (`await consumer.receive_async()`), which waits for the channel's wake-up through the
+    /// running loop (`loop.add_reader` on an io_uring futex wait, PROTOCOL.md §7.4; polling
+    /// where the kernel has none). `timeout`: None (the default) waits without a deadline, 0
+    /// does not wait, a positive number waits up to that many seconds; None is returned when
+    /// nothing came. Cancelling it consumes nothing. One async wait per consumer at a time
+    /// (BusyError otherwise).
+    #[pyo3(signature = (timeout = None))]
+    fn receive_async<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        static RECEIVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        aio(slf.py(), &RECEIVE, "receive")?.call1((slf, timeout, false))
+    }
+
+    /// Like receive_async, returning a Message (payload and metadata).
+    #[pyo3(signature = (timeout = None))]
+    fn receive_with_meta_async<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        static RECEIVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        aio(slf.py(), &RECEIVE, "receive")?.call1((slf, timeout, true))
+    }
+
+    fn __aiter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// `async for payload in consumer`: the next payload, waited for like receive_async up
+    /// to `idle_timeout` (forever if None); the iteration stops when that passes without a
+    /// message, or when the consumer is closed.
+    fn __anext__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        static NEXT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let idle = slf.get().idle_timeout.map(|d| d.as_secs_f64());
+        aio(slf.py(), &NEXT, "next_payload")?.call1((slf, idle))
+    }
+
+    /// One receive that never waits, not even for a claim in flight at the head (the async
+    /// wait that follows covers it): payload (or Message with `meta`) or None. For `_aio`.
+    #[pyo3(signature = (meta = false))]
+    fn _try_receive<'py>(
+        &self,
+        py: Python<'py>,
+        meta: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let mut lease = self.lease(py, Wait::No)?;
+        let mut buf = MessageBuf::growable();
+        // `Wait::Forever`: the caller waits anyway, so a claim in flight is not waited for.
+        let Some(received) = self.try_once(py, &mut lease, &mut buf, Wait::Forever)? else {
+            return Ok(None);
+        };
+        let payload = buf.filled(received.len);
+        Ok(Some(if meta {
+            Bound::new(py, Message::new(py, &received.meta, payload))?.into_any()
+        } else {
+            PyBytes::new(py, payload).into_any()
+        }))
+    }
+
+    /// Claims this consumer for one async wait (BusyError while another holds it). For `_aio`.
+    fn _wait_begin(&self, py: Python<'_>) -> PyResult<()> {
+        self.event.begin(py)
+    }
+
+    /// Arms one round of an async wait for a message: None (a message may be there: receive
+    /// again), `(fd, seconds)` (wait until fd is readable or the seconds pass, then
+    /// `_disarm_wait` and receive again), or False (no io_uring futex waits: poll). For `_aio`.
+    fn _arm_wait(&self, py: Python<'_>) -> PyResult<Armed> {
+        self.event.arm(py, 0)
+    }
+
+    /// Ends the round `_arm_wait` armed. For `_aio`.
+    fn _disarm_wait(&self, py: Python<'_>) {
+        self.event.disarm(py);
+    }
+
+    /// Ends the async wait `_wait_begin` started. For `_aio`.
+    fn _wait_end(&self, py: Python<'_>) {
+        self.event.end(py);
+    }
+
+    /// Makes the async waits of this consumer poll (True: re-check the ring every 1 ms or so,
+    /// as where the kernel has no io_uring futex waits; DMXP_ASYNC_POLL=1 does it for every
+    /// handle) or use io_uring again (False).
+    #[pyo3(signature = (yes = true))]
+    fn use_async_polling(&self, py: Python<'_>, yes: bool) {
+        self.event.set_force_polling(py, yes);
+    }
+
+    /// How the async waits are woken: "io_uring", "polling", or None before the first async
+    /// wait that had to wait.
+    #[getter]
+    fn async_wakeup(&self, py: Python<'_>) -> Option<&'static str> {
+        self.event.mode(py)
+    }
+
+    /// The channel's waiter counts right now: (receivers, senders) registered as waiting, by
+    /// every client (the `receivers_waiting` and `senders_waiting` of info()).
+    #[getter]
+    fn waiters(&self, py: Python<'_>) -> PyResult<(u32, u32)> {
+        Ok(self.open(py)?.borrow_dependent().waiters())
+    }
+
     /// Messages lost because their producer died mid-send (tombstones passed over, by every
     /// kind of receive): the same as `stats["lost"]`.
     #[getter]
@@ -572,9 +695,10 @@ impl Consumer {
     }
 
     /// Closes the consumer and releases its mapping (when no other handle uses it). Further
-    /// receives raise ClosedError; iteration stops. Idempotent.
-    fn close(&self) {
+    /// receives raise ClosedError; iteration stops (also `async for`). Idempotent.
+    fn close(&self, py: Python<'_>) {
         self.handle.close();
+        self.event.close(py);
     }
 
     /// True once closed.
@@ -609,8 +733,8 @@ impl Consumer {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
-        self.close();
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close(py);
         false
     }
 

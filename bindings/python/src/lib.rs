@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 mod buffers;
 mod consumer;
 mod errors;
+mod event;
 mod inspect;
 mod open;
 mod peer;
@@ -225,6 +226,8 @@ fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unlink_segment, m)?)?;
     m.add_function(wrap_pyfunction!(peers, m)?)?;
     m.add_function(wrap_pyfunction!(futex_wake_calls, m)?)?;
+    m.add_function(wrap_pyfunction!(event::io_uring_futex_waits, m)?)?;
+    m.add_function(wrap_pyfunction!(event::io_uring_futex_wakeups, m)?)?;
     m.add_function(wrap_pyfunction!(monotonic_ns, m)?)?;
     m.add_function(wrap_pyfunction!(rust_pattern_encode, m)?)?;
     m.add_function(wrap_pyfunction!(rust_pattern_decode, m)?)?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dmxp::core::layout::MSG_INLINE;
 use dmxp::core::{Channel, Segment};
-use dmxp::{ChannelBuilder, ErrorKind, FutexWait, SharedMemory};
+use dmxp::{ChannelBuilder, ErrorKind, FutexWait, SharedMemory, SharedMemoryAllocator};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use self_cell::self_cell;
@@ -34,6 +34,9 @@ self_cell!(
 pub(crate) struct Opened {
     pub channel: Arc<OpenChannel>,
     pub label: String,
+    /// The segment's allocator (sharing the mapping), which opens the facade handle an async
+    /// wait arms (`event`).
+    pub allocator: SharedMemoryAllocator,
 }
 
 /// Where and how to open.
@@ -150,6 +153,15 @@ pub(crate) fn seconds(py: Python<'_>, secs: f64, what: &str) -> PyResult<Option<
     Ok(Duration::try_from_secs_f64(secs).ok())
 }
 
+/// An optional number of seconds (`None`, negative or infinite: no limit), as the handles'
+/// constructors take `timeout` and `wait`.
+pub(crate) fn limit(py: Python<'_>, secs: Option<f64>, what: &str) -> PyResult<Duration> {
+    match secs {
+        None => Ok(Duration::MAX),
+        Some(secs) => Ok(seconds(py, secs, what)?.unwrap_or(Duration::MAX)),
+    }
+}
+
 /// When a blocking call gives up.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Wait {
@@ -165,12 +177,17 @@ pub(crate) enum Wait {
 const SLICE: Duration = Duration::from_millis(100);
 
 impl Wait {
-    /// The convention of every `timeout=` argument: `None` no wait, a negative or infinite
-    /// number no deadline, otherwise seconds.
+    /// The convention of every `timeout=` argument, as in Python's standard library
+    /// (`queue.Queue.get`, sockets): `None` no deadline (wait forever), `0` no wait, a
+    /// positive number that many seconds, a negative or infinite number no deadline; NaN is
+    /// refused.
     pub fn from_timeout(py: Python<'_>, timeout: Option<f64>) -> PyResult<Self> {
         match timeout {
-            None => Ok(Wait::No),
-            Some(secs) => Ok(Self::after(seconds(py, secs, "timeout")?)),
+            None => Ok(Wait::Forever),
+            Some(secs) => match seconds(py, secs, "timeout")? {
+                Some(duration) if duration.is_zero() => Ok(Wait::No),
+                duration => Ok(Self::after(duration)),
+            },
         }
     }
 
@@ -319,5 +336,6 @@ fn open_once(target: &Target) -> Result<Opened, OpenError> {
     Ok(Opened {
         channel: Arc::new(channel),
         label,
+        allocator,
     })
 }

@@ -6,10 +6,13 @@ use std::time::Duration;
 use dmxp::core::layout::{runtime, MSG_INLINE};
 use dmxp::core::{PeerRole, SendError, SendMeta};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::buffers::{with_bytes, MessageBuf, Payloads};
+use crate::consumer::aio;
 use crate::errors;
+use crate::event::{Armed, EventWait};
 use crate::open::{self, OpenChannel, Target, Trust, Wait};
 use crate::peer::{Handle, Lease, Peer};
 
@@ -21,6 +24,8 @@ pub struct Producer {
     label: String,
     channel_id: u32,
     pid: u32,
+    /// The async waits' state: the facade producer that arms them (`event`).
+    event: EventWait<dmxp::Producer>,
 }
 
 /// The outcome of the first, non-blocking attempt of a send.
@@ -142,8 +147,8 @@ impl Producer {
     /// `capacity`: ring slots if this creates the channel (a power of two >= 2; an existing
     /// channel keeps its own). `segment`: POSIX shm name. `size`: bytes of a segment this
     /// creates. `timeout`: seconds to wait for a segment or channel another process is still
-    /// creating. `mode`: permission bits of a segment this creates, and the widest accepted in
-    /// an existing one; `trust_owner`: a uid (or several) whose existing segments are accepted
+    /// creating (None: forever). `mode`: permission bits of a segment this creates, and the
+    /// widest accepted in an existing one; `trust_owner`: a uid (or several) whose existing segments are accepted
     /// besides this user's own (PROTOCOL.md §3.4). Anything else raises UntrustedError.
     /// `peer_records`: records of the peer table of a segment this creates, one per handle
     /// of every process using it at once (0: the default 256; else 256 to 16,384, or
@@ -164,14 +169,14 @@ impl Producer {
         capacity: u64,
         segment: String,
         size: usize,
-        timeout: f64,
+        timeout: Option<f64>,
         trust_owner: Option<&Bound<'_, PyAny>>,
         mode: i64,
         peer_records: u32,
         max_message_size: Option<i64>,
         single_slot_only: bool,
     ) -> PyResult<Self> {
-        let timeout = open::seconds(py, timeout, "timeout")?.unwrap_or(Duration::MAX);
+        let timeout = open::limit(py, timeout, "timeout")?;
         let trust = Trust::from_args(py, trust_owner, mode)?;
         let max_message_size = match max_message_size.map(usize::try_from) {
             None => 0,
@@ -206,6 +211,7 @@ impl Producer {
             label: opened.label,
             channel_id,
             pid: std::process::id(),
+            event: EventWait::new("producer", channel_id, opened.allocator),
         })
     }
 
@@ -229,10 +235,11 @@ impl Producer {
         }
     }
 
-    /// Sends with an application message type and flags (only bits 0xFF00). Without a
-    /// timeout a full ring raises FullError; with one the call waits that long (negative:
-    /// forever), then raises TimeoutError.
-    #[pyo3(signature = (data, message_type = 0, flags = 0, timeout = None))]
+    /// Sends with an application message type and flags (only bits 0xFF00). `timeout`: 0 (the
+    /// default) does not wait: a full ring raises FullError; a positive number waits up to
+    /// that many seconds while the ring is full, then raises TimeoutError; None (or a negative
+    /// number, or math.inf) waits without a deadline.
+    #[pyo3(signature = (data, message_type = 0, flags = 0, timeout = Some(0.0)), text_signature = "($self, data, message_type=0, flags=0, timeout=0)")]
     fn send_with(
         &self,
         py: Python<'_>,
@@ -252,8 +259,9 @@ impl Producer {
         }
     }
 
-    /// Sends, waiting up to `timeout` seconds (None or negative: forever) while the ring is
-    /// full; raises TimeoutError when time runs out.
+    /// Sends, waiting up to `timeout` seconds while the ring is full (None, negative or
+    /// math.inf: forever); raises TimeoutError when time runs out. 0 does not wait: a full
+    /// ring raises FullError, as send does.
     #[pyo3(signature = (data, timeout, message_type = 0, flags = 0))]
     fn send_timeout(
         &self,
@@ -263,13 +271,15 @@ impl Producer {
         message_type: u32,
         flags: u16,
     ) -> PyResult<u64> {
-        let wait = match timeout {
-            None => Wait::Forever,
-            Some(secs) => Wait::after(open::seconds(py, secs, "timeout")?),
-        };
+        let wait = Wait::from_timeout(py, timeout)?;
         let meta = self.meta(message_type, flags);
-        self.send_waiting(py, data, &meta, wait)?
-            .ok_or_else(|| self.timed_out(py))
+        match self.send_waiting(py, data, &meta, wait)? {
+            Some(id) => Ok(id),
+            None if matches!(wait, Wait::No) => {
+                Err(errors::from_send(py, SendError::Full, self.channel_id))
+            }
+            None => Err(self.timed_out(py)),
+        }
     }
 
     /// Sends, waiting without a deadline while the ring is full (Ctrl-C still interrupts).
@@ -281,12 +291,13 @@ impl Producer {
 
     /// Sends as many of `payloads` (an iterable of bytes-like objects) as there is room for,
     /// in order, claiming their slots with one atomic operation; returns how many were sent
-    /// (0 when the ring is full). With a timeout, waits up to that long for room for the
-    /// first one (then raises TimeoutError). Batches carry single-slot messages: every
+    /// (0 when the ring is full and `timeout` is 0, the default). A positive `timeout` waits up
+    /// to that long for room for the first one (then raises TimeoutError); None (or negative)
+    /// waits for it without a deadline. Batches carry single-slot messages: every
     /// payload is checked first, and one over 960 bytes raises TooLargeError (with `limit`
     /// 960, whatever the channel's `max_message_size`) and nothing is sent. Send longer
     /// messages one at a time.
-    #[pyo3(signature = (payloads, timeout = None))]
+    #[pyo3(signature = (payloads, timeout = Some(0.0)), text_signature = "($self, payloads, timeout=0)")]
     fn send_batch(
         &self,
         py: Python<'_>,
@@ -305,8 +316,9 @@ impl Producer {
     }
 
     /// Sends every payload, in order, in batches, waiting while the ring is full: up to
-    /// `timeout` seconds in all (None or negative: no limit). Returns the number sent (all of
-    /// them); raises TimeoutError (saying how many were sent) when time runs out. Payloads
+    /// `timeout` seconds in all (None, the default, or negative: no limit; 0: no wait at
+    /// all). Returns the number sent (all of them); raises TimeoutError (saying how many were
+    /// sent) when the ring is full and time has run out, also with 0. Payloads
     /// longer than one slot (960 bytes) are sent one at a time, in their place in the order;
     /// one longer than `max_message_size` raises TooLargeError before anything is sent.
     #[pyo3(signature = (payloads, timeout = None))]
@@ -316,10 +328,7 @@ impl Producer {
         payloads: &Bound<'_, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<usize> {
-        let wait = match timeout {
-            None => Wait::Forever,
-            Some(secs) => Wait::after(open::seconds(py, secs, "timeout")?),
-        };
+        let wait = Wait::from_timeout(py, timeout)?;
         let payloads = Payloads::collect(payloads)?;
         let slices = payloads.slices()?;
         let limit = self.open(py)?.borrow_dependent().max_message_size();
@@ -362,8 +371,90 @@ impl Producer {
 
     /// Closes the producer and releases its mapping (when no other handle uses it). Further
     /// calls raise ClosedError. Idempotent.
-    fn close(&self) {
+    fn close(&self, py: Python<'_>) {
         self.handle.close();
+        self.event.close(py);
+    }
+
+    /// Sends one message without blocking the thread: a coroutine for asyncio
+    /// (`await producer.send_async(data)`) that waits for room through the running loop
+    /// (`loop.add_reader` on an io_uring futex wait, PROTOCOL.md §7.4; polling where the kernel
+    /// has none); returns the message_id. `timeout`: None (the default) waits without a
+    /// deadline, 0 does not wait (FullError when full), a positive number waits up to that
+    /// many seconds (then TimeoutError). `message_type` and `flags` as for send_with. A
+    /// payload other than bytes is copied when the call has to wait. Cancelling it sends
+    /// nothing. One async wait per producer at a time (BusyError otherwise).
+    #[pyo3(signature = (data, timeout = None, message_type = 0, flags = 0))]
+    fn send_async<'py>(
+        slf: &Bound<'py, Self>,
+        data: &Bound<'py, PyAny>,
+        timeout: Option<&Bound<'py, PyAny>>,
+        message_type: u32,
+        flags: u16,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        static SEND: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        aio(slf.py(), &SEND, "send")?.call1((slf, data, timeout, message_type, flags))
+    }
+
+    /// One send that never waits: the message_id, or None when the ring is full (other
+    /// errors are raised). For `_aio`.
+    #[pyo3(signature = (data, message_type = 0, flags = 0))]
+    fn _try_send(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        message_type: u32,
+        flags: u16,
+    ) -> PyResult<Option<u64>> {
+        let meta = self.meta(message_type, flags);
+        match self.send_now(py, data, &meta)? {
+            Ok(id) => Ok(Some(id)),
+            Err(SendError::Full) => Ok(None),
+            Err(e) => Err(errors::from_send(py, e, self.channel_id)),
+        }
+    }
+
+    /// Claims this producer for one async wait (BusyError while another holds it). For `_aio`.
+    fn _wait_begin(&self, py: Python<'_>) -> PyResult<()> {
+        self.event.begin(py)
+    }
+
+    /// Arms one round of an async wait for room for a message of `len` bytes: None (send
+    /// again), `(fd, seconds)` (wait until fd is readable or the seconds pass, then
+    /// `_disarm_wait` and send again), or False (no io_uring futex waits: poll). For `_aio`.
+    fn _arm_wait(&self, py: Python<'_>, len: usize) -> PyResult<Armed> {
+        self.event.arm(py, len)
+    }
+
+    /// Ends the round `_arm_wait` armed. For `_aio`.
+    fn _disarm_wait(&self, py: Python<'_>) {
+        self.event.disarm(py);
+    }
+
+    /// Ends the async wait `_wait_begin` started. For `_aio`.
+    fn _wait_end(&self, py: Python<'_>) {
+        self.event.end(py);
+    }
+
+    /// Makes the async waits of this producer poll (True) or use io_uring again (False); see
+    /// Consumer.use_async_polling.
+    #[pyo3(signature = (yes = true))]
+    fn use_async_polling(&self, py: Python<'_>, yes: bool) {
+        self.event.set_force_polling(py, yes);
+    }
+
+    /// How the async waits are woken: "io_uring", "polling", or None before the first async
+    /// wait that had to wait.
+    #[getter]
+    fn async_wakeup(&self, py: Python<'_>) -> Option<&'static str> {
+        self.event.mode(py)
+    }
+
+    /// The channel's waiter counts right now: (receivers, senders) registered as waiting, by
+    /// every client (the `receivers_waiting` and `senders_waiting` of info()).
+    #[getter]
+    fn waiters(&self, py: Python<'_>) -> PyResult<(u32, u32)> {
+        Ok(self.open(py)?.borrow_dependent().waiters())
     }
 
     /// True once closed.
@@ -398,8 +489,8 @@ impl Producer {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
-        self.close();
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close(py);
         false
     }
 

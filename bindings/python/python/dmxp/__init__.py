@@ -22,22 +22,47 @@ anything is mapped. ``trust_owner=uid`` (or a list of up to four uids) also acce
 user's segments, and ``mode=0o660`` (say) accepts -- and creates -- a wider mode; the two are
 separate, explicit opt-ins. Names with control characters raise :class:`InvalidInputError`.
 
-Timeouts -- every ``timeout=`` argument of a send or receive:
+Timeouts -- every ``timeout=`` argument means the same, as in Python's standard library
+(``queue.Queue.get``, sockets):
 
-* ``None``: do not wait. ``receive()`` returns ``None`` when the channel is empty; ``send()``
-  and ``send_with()`` raise :class:`FullError` when the ring is full; ``send_batch()``
-  returns 0.
-* a number of seconds: wait up to that long. Receives then return ``None`` (an empty list
-  for batches); sends raise :class:`TimeoutError`.
-* a negative number (``dmxp.FOREVER``) or ``math.inf``: wait without a deadline.
+* ``0``: do not wait. Receives return ``None`` when nothing is there (an empty list for
+  batches); ``send_with()``, ``send_timeout()`` and ``send_async()`` raise
+  :class:`FullError` when the ring is full, ``send_batch()`` returns 0, ``send_all()`` raises
+  :class:`TimeoutError` (saying how many it sent).
+* a positive number of seconds: wait up to that long. Receives then return ``None`` (an empty
+  list for batches); sends raise :class:`TimeoutError`.
+* ``None``, a negative number (``dmxp.FOREVER``) or ``math.inf``: wait without a deadline.
 
-``send_timeout(data, t)`` and ``send_all(items, t)`` always wait (``t=None``: forever).
-While a call waits it releases the GIL and sleeps on the channel's futex word, waking every
-100 ms to let Python handle signals (Ctrl-C interrupts it with ``KeyboardInterrupt``).
+Defaults: the calls that do not wait unless asked -- ``receive()``, ``receive_with_meta()``,
+``receive_into()``, ``receive_batch()``, ``receive_batch_with_meta()``, ``send_with()``,
+``send_batch()`` -- default to ``timeout=0``; ``send_all()`` and the async calls
+(``receive_async()``, ``receive_with_meta_async()``, ``send_async()``) default to ``None``;
+``send_timeout(data, timeout)`` takes it always. ``send()`` and ``try_send()`` never wait,
+``send_blocking()`` and ``receive_blocking()`` always do. The constructors' ``timeout`` (and
+the consumer's ``wait``) take the same values: ``None`` is "no limit".
+(Before this convention, ``timeout=None`` meant "do not wait" in receives and in
+``send_with``/``send_batch``; pass ``0`` for that.)
+
+While a blocking call waits it releases the GIL and sleeps on the channel's futex word, waking
+every 100 ms to let Python handle signals (Ctrl-C interrupts it with ``KeyboardInterrupt``).
 
 Iteration: ``for payload in consumer:`` yields payloads, waiting for each; it stops when no
 message arrived for the consumer's ``idle_timeout`` seconds (``None``, the default: it never
 stops by itself) or when the consumer is closed, also from another thread.
+
+asyncio: ``await consumer.receive_async(timeout=None)``,
+``await consumer.receive_with_meta_async(...)``, ``async for payload in consumer:`` (stops
+like iteration) and ``await producer.send_async(data, timeout=None, message_type=0,
+flags=0)`` wait in the running loop, with no thread: the handle's io_uring futex wait
+(``docs/PROTOCOL.md`` section 7.4) is watched with ``loop.add_reader``. Cancelling such a call
+consumes (or sends) nothing and leaves the channel's waiter counts (``.waiters``) as they
+were. One async wait per handle at a time: a second coroutine (or thread) that has to wait on
+the same handle meanwhile gets :class:`BusyError`; use one handle per concurrent waiter. Where
+the kernel has no io_uring futex waits (Linux before 6.7, io_uring disabled), or with
+``DMXP_ASYNC_POLL=1`` in the environment or ``use_async_polling(True)`` on a handle, the
+waits poll: a few yields to the loop, then a look every millisecond (``async_wakeup`` says
+which). :func:`io_uring_futex_waits` and :func:`io_uring_futex_wakeups` count this process's
+io_uring waits and those that a wake-up completed.
 
 ``close()`` (or leaving a ``with`` block) releases the mapping; afterwards every call raises
 :class:`ClosedError`, including a call that another thread had blocked in.
@@ -103,6 +128,8 @@ from ._dmxp import (
     Message,
     Producer,
     futex_wake_calls,
+    io_uring_futex_waits,
+    io_uring_futex_wakeups,
     monotonic_ns,
     parse_segment,
     peers,
@@ -179,6 +206,8 @@ __all__ = [
     "VERSION",
     "errors",
     "futex_wake_calls",
+    "io_uring_futex_waits",
+    "io_uring_futex_wakeups",
     "monotonic_ns",
     "parse_segment",
     "pattern",
