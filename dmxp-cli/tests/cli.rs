@@ -973,6 +973,47 @@ fn waiting_consumer(report: &Value, pid: u32) -> bool {
         })
 }
 
+/// Stops (SIGSTOP) the follower `pid` at a moment it is counted as a waiting consumer. A
+/// waiting receive unregisters for an instant at the end of every 100 ms slice, so a signal
+/// sent after seeing it counted could land in that instant: stop it, look again, and resume
+/// and retry if it was caught between two slices.
+fn stop_while_counted(seg: [&str; 2], pid: u32) {
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {name} {pid}");
+    };
+    for _ in 0..100 {
+        inspect_until(seg, "the follower never waited", |r| {
+            waiting_consumer(r, pid)
+        });
+        signal("-STOP");
+        // `kill` returns before the stop takes effect: wait until /proc says "T" (stopped).
+        let stopped = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    stat.rsplit_once(") ")
+                        .map(|(_, rest)| rest.starts_with('T'))
+                })
+                .unwrap_or(false)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !stopped() {
+            assert!(std::time::Instant::now() < deadline, "{pid} never stopped");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let (report, _) = inspect_json(seg);
+        if waiting_consumer(&report, pid) {
+            return;
+        }
+        signal("-CONT");
+    }
+    panic!("follower {pid} was never stopped while counted as waiting");
+}
+
 #[test]
 fn a_waiter_killed_or_interrupted_leaves_no_wait_count_behind() {
     let shm = Shm::new("dead_waiter");
@@ -981,9 +1022,7 @@ fn a_waiter_killed_or_interrupted_leaves_no_wait_count_behind() {
     // Killed while blocked: its count stays until the next peer registers and sweeps.
     let follower = Follower::spawn(shm.args(), 4);
     let pid = follower.pid();
-    inspect_until(shm.args(), "the follower never waited", |r| {
-        waiting_consumer(r, pid)
-    });
+    stop_while_counted(shm.args(), pid);
     follower.kill();
     let (report, _) = inspect_json(shm.args());
     assert_eq!(channel(&report, 4)["not_empty_waiters"], 1, "{report}");

@@ -14,8 +14,8 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use common::{env, expect_success, spawn_child, unique_path, Spec, TempPath};
-use dmxp::{AsyncWakeup, ChannelBuilder, Consumer, MessageStream, Producer};
+use common::{env, expect_success, file_segment, small_channel, spawn_child, Spec};
+use dmxp::{AsyncWakeup, Consumer, MessageStream, Producer};
 use futures_core::Stream;
 
 /// A bound on any single wait: far beyond what a loaded machine needs, short of a CI hang.
@@ -28,19 +28,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A file segment in the temp directory, removed when the guard drops.
-fn segment(tag: &str) -> (TempPath, Spec) {
-    let path = unique_path(tag);
-    (TempPath(path.clone()), Spec::File(path))
-}
-
-fn builder(spec: &Spec, channel: u32, capacity: u64) -> ChannelBuilder {
-    spec.builder()
-        .with_segment_size(4 << 20)
-        .with_channel_id(channel)
-        .with_capacity(capacity)
-}
-
 /// The mechanism async waits must use here: `IoUring` where the kernel has
 /// `IORING_OP_FUTEX_WAIT` (6.7 or later) and lets this process set up a ring, `Polling`
 /// otherwise or when `DMXP_ASYNC_POLL` forces it.
@@ -48,25 +35,11 @@ fn expected_wakeup() -> AsyncWakeup {
     if std::env::var_os("DMXP_ASYNC_POLL").is_some_and(|v| !v.is_empty() && v != "0") {
         return AsyncWakeup::Polling;
     }
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut numbers = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u32>().ok());
-    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    if version < (6, 7) {
-        return AsyncWakeup::Polling;
+    if common::io_uring_futex_waits_available() {
+        AsyncWakeup::IoUring
+    } else {
+        AsyncWakeup::Polling
     }
-    // io_uring_setup(1, params): fails under kernel.io_uring_disabled or a seccomp filter.
-    let mut params = [0u8; 120];
-    // SAFETY: io_uring_setup reads and writes a `struct io_uring_params` (120 bytes) at the
-    // pointer, which `params` provides; a returned fd is closed at once.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
-    if fd < 0 {
-        return AsyncWakeup::Polling;
-    }
-    // SAFETY: `fd` is the descriptor the call just returned, owned by nothing else.
-    unsafe { libc::close(fd as i32) };
-    AsyncWakeup::IoUring
 }
 
 /// Waiters a pending async wait adds to its count: 1 with io_uring, 0 when polling (a poller
@@ -119,7 +92,9 @@ fn child_async_producer() {
     runtime().block_on(async {
         let mut tasks = Vec::new();
         for channel in first..first + channels {
-            let mut producer = builder(&spec, channel, capacity).build_producer().unwrap();
+            let mut producer = small_channel(&spec, channel, capacity)
+                .build_producer()
+                .unwrap();
             tasks.push(tokio::spawn(async move {
                 for index in 0..per_channel {
                     producer
@@ -138,7 +113,8 @@ fn child_async_producer() {
     });
 }
 
-/// Echoes `DMXP_T_ROUNDS` messages from channel 0 back on channel 1, both waits async.
+/// Echoes `DMXP_T_ROUNDS` messages from channel 0 back on channel 1, both waits async, each
+/// bounded by `DMXP_T_BOUND_MS`; prints its wake-up counts.
 #[test]
 #[ignore = "child process helper"]
 fn child_async_echo() {
@@ -147,20 +123,29 @@ fn child_async_echo() {
     };
     let spec = Spec::decode(&spec);
     let rounds: u64 = env("DMXP_T_ROUNDS");
-    let mut ping = builder(&spec, 0, 2).build_consumer().unwrap();
-    let mut pong = builder(&spec, 1, 2).build_producer().unwrap();
+    let bound = Duration::from_millis(env("DMXP_T_BOUND_MS"));
+    let mut ping = small_channel(&spec, 0, 2).build_consumer().unwrap();
+    let mut pong = small_channel(&spec, 1, 2).build_producer().unwrap();
     runtime().block_on(async {
         for round in 0..rounds {
             let message = ping
-                .receive_async_timeout(LONG)
+                .receive_async_timeout(bound)
                 .await
                 .unwrap()
-                .unwrap_or_else(|| panic!("echo: no ping {round} within {LONG:?} (lost wake-up?)"));
+                .unwrap_or_else(|| {
+                    panic!("echo: no ping {round} within {bound:?} (lost wake-up?)")
+                });
             assert_eq!(message, round.to_le_bytes());
-            pong.send_async_timeout(message, LONG).await.unwrap();
+            pong.send_async_timeout(message, bound).await.unwrap();
         }
     });
     assert_eq!(ping.async_wakeup(), Some(expected_wakeup()));
+    println!(
+        "echo: {} io_uring futex waits, {} woken, {} futex_wake calls",
+        dmxp::io_uring_futex_waits(),
+        dmxp::io_uring_futex_wakeups(),
+        dmxp::futex_wake_calls()
+    );
 }
 
 /// With `DMXP_ASYNC_POLL=1`: async round trips against a thread that never waits, so nobody
@@ -173,12 +158,12 @@ fn child_polling_round_trips() {
     };
     let spec = Spec::decode(&spec);
     let rounds: u64 = env("DMXP_T_ROUNDS");
-    let mut ping = builder(&spec, 0, 2).build_producer().unwrap();
-    builder(&spec, 1, 2).build_producer().unwrap();
-    let mut pong = builder(&spec, 1, 2).build_consumer().unwrap();
+    let mut ping = small_channel(&spec, 0, 2).build_producer().unwrap();
+    small_channel(&spec, 1, 2).build_producer().unwrap();
+    let mut pong = small_channel(&spec, 1, 2).build_consumer().unwrap();
     let echo = {
-        let rx = builder(&spec, 0, 2).build_consumer().unwrap();
-        let tx = builder(&spec, 1, 2).build_producer().unwrap();
+        let rx = small_channel(&spec, 0, 2).build_consumer().unwrap();
+        let tx = small_channel(&spec, 1, 2).build_producer().unwrap();
         std::thread::spawn(move || {
             for _ in 0..rounds {
                 let message = loop {
@@ -231,12 +216,16 @@ const CAPACITY: u64 = 8;
 #[test]
 fn many_channels_on_one_current_thread_runtime_get_every_message_exactly_once() {
     let per_channel: u64 = 100_000_u64.div_ceil(u64::from(CHANNELS));
-    let (_guard, spec) = segment("async64");
+    let (_guard, spec) = file_segment("async64");
     // Create the channels and their consumers before the producers start.
     let mut consumers: Vec<Consumer> = (0..CHANNELS)
         .map(|channel| {
-            builder(&spec, channel, CAPACITY).build_producer().unwrap();
-            builder(&spec, channel, CAPACITY).build_consumer().unwrap()
+            small_channel(&spec, channel, CAPACITY)
+                .build_producer()
+                .unwrap();
+            small_channel(&spec, channel, CAPACITY)
+                .build_consumer()
+                .unwrap()
         })
         .collect();
     let per_process = CHANNELS / PRODUCER_PROCESSES;
@@ -315,7 +304,9 @@ fn many_channels_on_one_current_thread_runtime_get_every_message_exactly_once() 
     assert_eq!(received, per_channel * u64::from(CHANNELS));
     // Nothing left anywhere, and nobody registered.
     for channel in 0..CHANNELS {
-        let consumer = builder(&spec, channel, CAPACITY).build_consumer().unwrap();
+        let consumer = small_channel(&spec, channel, CAPACITY)
+            .build_consumer()
+            .unwrap();
         assert_eq!(consumer.receive().unwrap(), None, "channel {channel}");
         assert_eq!(consumer.waiters(), (0, 0), "channel {channel}");
     }
@@ -334,10 +325,10 @@ fn many_channels_on_one_current_thread_runtime_get_every_message_exactly_once() 
 /// futex wait the dropped future left on the ring).
 #[test]
 fn dropping_a_pending_receive_consumes_nothing_and_leaves_no_waiter() {
-    let (_guard, spec) = segment("cancel_recv");
-    let producer = builder(&spec, 0, 4).build_producer().unwrap();
-    let mut consumer = builder(&spec, 0, 4).build_consumer().unwrap();
-    let allocator = builder(&spec, 0, 4).attach_allocator().unwrap();
+    let (_guard, spec) = file_segment("cancel_recv");
+    let producer = small_channel(&spec, 0, 4).build_producer().unwrap();
+    let mut consumer = small_channel(&spec, 0, 4).build_consumer().unwrap();
+    let allocator = small_channel(&spec, 0, 4).attach_allocator().unwrap();
     let registered = registered_while_pending();
     runtime().block_on(async {
         for round in 0..5u64 {
@@ -381,12 +372,12 @@ fn dropping_a_pending_receive_consumes_nothing_and_leaves_no_waiter() {
 /// completes once a receive frees the third slot, and the message arrives whole.
 #[test]
 fn a_pending_send_of_a_run_waits_for_all_its_slots_and_cancels_cleanly() {
-    let (_guard, spec) = segment("cancel_send");
-    let mut producer = builder(&spec, 0, 4)
+    let (_guard, spec) = file_segment("cancel_send");
+    let mut producer = small_channel(&spec, 0, 4)
         .with_max_message_size(3 * dmxp::MSG_INLINE)
         .build_producer()
         .unwrap();
-    let consumer = builder(&spec, 0, 4).build_consumer().unwrap();
+    let consumer = small_channel(&spec, 0, 4).build_consumer().unwrap();
     let registered = registered_while_pending();
     let run = vec![0xA5u8; 2 * dmxp::MSG_INLINE + 80];
     producer.send("one").unwrap();
@@ -421,43 +412,80 @@ fn a_pending_send_of_a_run_waits_for_all_its_slots_and_cancels_cleanly() {
 
 // ---------------------------------------------------------------- no lost wake-up
 
+/// Round trips of the soak run (`scripts/soak-async.sh` sets it to 10⁶): this many instead of
+/// the default, with the progress watchdog [`WATCHDOG`].
+const SOAK_ROUNDS_ENV: &str = "DMXP_SOAK_ASYNC_ROUNDS";
+
+/// In a soak run, a hang is no round trip completed for this long (issue #12). Only then: on
+/// a loaded CI machine a bound this tight could fail a healthy run, so CI keeps [`LONG`].
+const WATCHDOG: Duration = Duration::from_secs(5);
+
 /// Async round trips between two processes, both sides waiting asynchronously on rings of 2
 /// (so both `not_empty` and `not_full` waits happen): a lost wake-up shows as a timeout.
-/// 20,000 round trips in debug builds, 200,000 in release.
+/// 20,000 round trips in debug builds, 200,000 in release, each bounded by [`LONG`]; with
+/// `DMXP_SOAK_ASYNC_ROUNDS=n`, n round trips, failing as soon as one round trip after the
+/// first (which also waits for the child to start) takes longer than [`WATCHDOG`] (no
+/// progress for 5 s).
 #[test]
 fn async_round_trips_between_two_processes_lose_no_wake_up() {
-    let rounds: u64 = if cfg!(debug_assertions) {
+    let soak: Option<u64> = std::env::var(SOAK_ROUNDS_ENV).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{SOAK_ROUNDS_ENV}={v:?} is not a count"))
+    });
+    let rounds: u64 = soak.unwrap_or(if cfg!(debug_assertions) {
         20_000
     } else {
         200_000
-    };
-    let (_guard, spec) = segment("async_pingpong");
-    let mut ping = builder(&spec, 0, 2).build_producer().unwrap();
-    builder(&spec, 1, 2).build_producer().unwrap();
-    let mut pong = builder(&spec, 1, 2).build_consumer().unwrap();
+    });
+    // Each round trip must complete within `bound` of the previous one.
+    let bound = if soak.is_some() { WATCHDOG } else { LONG };
+    let (_guard, spec) = file_segment("async_pingpong");
+    let mut ping = small_channel(&spec, 0, 2).build_producer().unwrap();
+    small_channel(&spec, 1, 2).build_producer().unwrap();
+    let mut pong = small_channel(&spec, 1, 2).build_consumer().unwrap();
     let echo = spawn_child(
         "child_async_echo",
         &[
             ("DMXP_T_SPEC", spec.encode()),
             ("DMXP_T_ROUNDS", rounds.to_string()),
+            ("DMXP_T_BOUND_MS", bound.as_millis().to_string()),
         ],
     );
     let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
     runtime().block_on(async {
+        let mut last = std::time::Instant::now();
         for round in 0..rounds {
-            ping.send_async_timeout(round.to_le_bytes(), LONG)
+            // The first round trip also waits for the child to start.
+            let deadline = last + if round == 0 { LONG } else { bound };
+            let left = || deadline.saturating_duration_since(std::time::Instant::now());
+            ping.send_async_timeout(round.to_le_bytes(), left())
                 .await
-                .unwrap();
+                .unwrap_or_else(|e| panic!("ping {round}: {e} (no progress for {bound:?})"));
             let message = pong
-                .receive_async_timeout(LONG)
+                .receive_async_timeout(left())
                 .await
                 .unwrap()
-                .unwrap_or_else(|| panic!("no pong {round} within {LONG:?} (lost wake-up?)"));
+                .unwrap_or_else(|| {
+                    panic!("no pong {round} within {bound:?} of the last one (lost wake-up?)")
+                });
             assert_eq!(message, round.to_le_bytes());
+            let now = std::time::Instant::now();
+            if round > 0 {
+                slowest = slowest.max(now - last);
+            }
+            last = now;
+            if soak.is_some() && (round + 1) % 100_000 == 0 {
+                eprintln!(
+                    "async soak: {} round trips in {:.1?}",
+                    round + 1,
+                    started.elapsed()
+                );
+            }
         }
     });
     let elapsed = started.elapsed();
-    expect_success(echo, "async echo child");
+    let echo_counts = expect_success(echo, "async echo child");
     assert_eq!(pong.async_wakeup(), Some(expected_wakeup()));
     assert_eq!(pong.waiters(), (0, 0));
     if expected_wakeup() == AsyncWakeup::IoUring {
@@ -471,11 +499,19 @@ fn async_round_trips_between_two_processes_lose_no_wake_up() {
     }
     eprintln!(
         "async ping-pong: {rounds} round trips between two processes in {elapsed:.2?} \
-         ({:.2} us per round trip, {:?}); in this process {} io_uring futex waits, {} woken",
+         ({:.2} us per round trip, slowest {slowest:.2?}, bound {bound:?}, {:?}); in this \
+         process {} io_uring futex waits, {} woken, {} futex_wake calls; {}",
         elapsed.as_secs_f64() * 1e6 / rounds as f64,
         expected_wakeup(),
         dmxp::io_uring_futex_waits(),
-        dmxp::io_uring_futex_wakeups()
+        dmxp::io_uring_futex_wakeups(),
+        dmxp::futex_wake_calls(),
+        echo_counts
+            .find("echo:")
+            .map_or("echo: no counts", |at| echo_counts[at..]
+                .lines()
+                .next()
+                .unwrap_or(""))
     );
 }
 
@@ -485,7 +521,7 @@ fn async_round_trips_between_two_processes_lose_no_wake_up() {
 /// complete, its handles report `Polling`, and it makes no futex call (see the child).
 #[test]
 fn the_polling_fallback_forced_by_the_environment_works_without_any_futex_call() {
-    let (_guard, spec) = segment("polling_env");
+    let (_guard, spec) = file_segment("polling_env");
     let child = spawn_child(
         "child_polling_round_trips",
         &[
@@ -503,9 +539,9 @@ fn the_polling_fallback_forced_by_the_environment_works_without_any_futex_call()
 /// another thread.
 #[test]
 fn the_polling_fallback_forced_on_a_handle_does_not_register_and_still_receives() {
-    let (_guard, spec) = segment("polling_handle");
-    let producer = builder(&spec, 0, 4).build_producer().unwrap();
-    let mut consumer = builder(&spec, 0, 4).build_consumer().unwrap();
+    let (_guard, spec) = file_segment("polling_handle");
+    let producer = small_channel(&spec, 0, 4).build_producer().unwrap();
+    let mut consumer = small_channel(&spec, 0, 4).build_consumer().unwrap();
     let mut sender: Producer = producer.clone();
     consumer.use_async_polling(true);
     sender.use_async_polling(true);

@@ -13,8 +13,8 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{env, expect_success, spawn_child, unique_path, Spec, TempPath};
-use dmxp::{ArmedWait, ChannelBuilder, Consumer, ErrorKind};
+use common::{env, expect_success, file_segment, small_channel, spawn_child, Spec};
+use dmxp::{ArmedWait, Consumer, ErrorKind};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 /// A bound on any single test's waiting: far beyond what a loaded machine needs.
@@ -24,19 +24,9 @@ const LONG: Duration = Duration::from_secs(60);
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn segment(tag: &str) -> (TempPath, Spec) {
-    let path = unique_path(tag);
-    (TempPath(path.clone()), Spec::File(path))
-}
-
-fn builder(spec: &Spec, channel: u32, capacity: u64) -> ChannelBuilder {
-    spec.builder()
-        .with_segment_size(4 << 20)
-        .with_channel_id(channel)
-        .with_capacity(capacity)
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Polls `fds` for readability for at most `timeout`; the indexes of those readable.
@@ -93,7 +83,7 @@ fn child_blocking_producer() {
     let channels: u32 = env("DMXP_T_CHANNELS");
     let per_channel: u64 = env("DMXP_T_PER_CHANNEL");
     let producers: Vec<_> = (0..channels)
-        .map(|channel| builder(&spec, channel, 8).build_producer().unwrap())
+        .map(|channel| small_channel(&spec, channel, 8).build_producer().unwrap())
         .collect();
     for index in 0..per_channel {
         for (channel, producer) in (0..channels).zip(&producers) {
@@ -111,12 +101,12 @@ fn a_poll_loop_on_one_thread_receives_every_message_of_many_channels_from_anothe
     let _serial = serial();
     const CHANNELS: u32 = 8;
     const PER_CHANNEL: u64 = 2_000;
-    let (_guard, spec) = segment("wait-fd-many");
+    let (_guard, spec) = file_segment("wait-fd-many");
     let mut consumers: Vec<Consumer> = (0..CHANNELS)
-        .map(|channel| builder(&spec, channel, 8).build_producer().unwrap())
+        .map(|channel| small_channel(&spec, channel, 8).build_producer().unwrap())
         .map(|producer| {
             // Created by a producer first, so that the consumers find the channels.
-            let consumer = builder(&spec, producer.channel_id(), 8)
+            let consumer = small_channel(&spec, producer.channel_id(), 8)
                 .build_consumer()
                 .unwrap();
             drop(producer);
@@ -198,9 +188,9 @@ fn a_poll_loop_on_one_thread_receives_every_message_of_many_channels_from_anothe
 #[test]
 fn the_fd_turns_readable_only_once_a_message_is_sent() {
     let _serial = serial();
-    let (_guard, spec) = segment("wait-fd-readable");
-    let producer = builder(&spec, 0, 4).build_producer().unwrap();
-    let mut consumer = builder(&spec, 0, 4).build_consumer().unwrap();
+    let (_guard, spec) = file_segment("wait-fd-readable");
+    let producer = small_channel(&spec, 0, 4).build_producer().unwrap();
+    let mut consumer = small_channel(&spec, 0, 4).build_consumer().unwrap();
     let armed = consumer.arm_wait();
     if !supported(&armed) {
         return;
@@ -209,14 +199,24 @@ fn the_fd_turns_readable_only_once_a_message_is_sent() {
         panic!("an empty channel armed Ready");
     };
     assert_eq!(consumer.waiters(), (1, 0));
-    assert!(readable(&[fd], Duration::ZERO).is_empty(), "readable before any send");
+    assert!(
+        readable(&[fd], Duration::ZERO).is_empty(),
+        "readable before any send"
+    );
     let wakes = dmxp::futex_wake_calls();
     producer.send("ring").unwrap();
-    assert_eq!(dmxp::futex_wake_calls(), wakes + 1, "a counted waiter is woken");
+    assert_eq!(
+        dmxp::futex_wake_calls(),
+        wakes + 1,
+        "a counted waiter is woken"
+    );
     assert_eq!(readable(&[fd], LONG), [0]);
     consumer.disarm_wait();
     assert_eq!(consumer.waiters(), (0, 0));
-    assert!(readable(&[fd], Duration::ZERO).is_empty(), "disarm reaps the completion");
+    assert!(
+        readable(&[fd], Duration::ZERO).is_empty(),
+        "disarm reaps the completion"
+    );
     assert_eq!(consumer.receive().unwrap().as_deref(), Some(&b"ring"[..]));
     // Disarmed: nobody is counted, so a send wakes nobody.
     producer.send("quiet").unwrap();
@@ -226,9 +226,9 @@ fn the_fd_turns_readable_only_once_a_message_is_sent() {
 #[test]
 fn arming_with_a_message_queued_says_ready_and_counts_nobody() {
     let _serial = serial();
-    let (_guard, spec) = segment("wait-fd-ready");
-    let producer = builder(&spec, 0, 4).build_producer().unwrap();
-    let mut consumer = builder(&spec, 0, 4).build_consumer().unwrap();
+    let (_guard, spec) = file_segment("wait-fd-ready");
+    let producer = small_channel(&spec, 0, 4).build_producer().unwrap();
+    let mut consumer = small_channel(&spec, 0, 4).build_consumer().unwrap();
     if !supported(&consumer.arm_wait()) {
         return;
     }
@@ -241,9 +241,9 @@ fn arming_with_a_message_queued_says_ready_and_counts_nobody() {
 #[test]
 fn arming_again_reuses_the_queued_wait_and_dropping_the_handle_uncounts_it() {
     let _serial = serial();
-    let (_guard, spec) = segment("wait-fd-reuse");
-    let producer = builder(&spec, 0, 4).build_producer().unwrap();
-    let mut consumer = builder(&spec, 0, 4).build_consumer().unwrap();
+    let (_guard, spec) = file_segment("wait-fd-reuse");
+    let producer = small_channel(&spec, 0, 4).build_producer().unwrap();
+    let mut consumer = small_channel(&spec, 0, 4).build_consumer().unwrap();
     let first = consumer.arm_wait();
     if !supported(&first) {
         return;
@@ -251,7 +251,11 @@ fn arming_again_reuses_the_queued_wait_and_dropping_the_handle_uncounts_it() {
     let submitted = dmxp::io_uring_futex_waits();
     let again = consumer.arm_wait().unwrap();
     assert_eq!(again, first.unwrap(), "the same fd, still armed");
-    assert_eq!(dmxp::io_uring_futex_waits(), submitted, "no second submission");
+    assert_eq!(
+        dmxp::io_uring_futex_waits(),
+        submitted,
+        "no second submission"
+    );
     assert_eq!(producer.waiters(), (1, 0), "counted once");
     drop(consumer);
     assert_eq!(producer.waiters(), (0, 0));
@@ -263,8 +267,8 @@ fn arming_again_reuses_the_queued_wait_and_dropping_the_handle_uncounts_it() {
 #[test]
 fn a_producer_waits_for_room_for_a_whole_run() {
     let _serial = serial();
-    let (_guard, spec) = segment("wait-fd-room");
-    let spec_builder = builder(&spec, 0, 4).with_max_message_size(3 * dmxp::MSG_INLINE);
+    let (_guard, spec) = file_segment("wait-fd-room");
+    let spec_builder = small_channel(&spec, 0, 4).with_max_message_size(3 * dmxp::MSG_INLINE);
     let mut producer = spec_builder.build_producer().unwrap();
     let consumer = spec_builder.build_consumer().unwrap();
     producer.send("one").unwrap();

@@ -168,3 +168,17 @@ pub fn io_uring_futex_waits_available() -> bool {
     unsafe { libc::close(fd as i32) };
     true
 }
+
+/// A file segment in the temporary directory, removed when the guard drops.
+pub fn file_segment(tag: &str) -> (TempPath, Spec) {
+    let path = unique_path(tag);
+    (TempPath(path.clone()), Spec::File(path))
+}
+
+/// A builder of channel `channel` (`capacity` slots) in a 4 MiB segment of `spec`.
+pub fn small_channel(spec: &Spec, channel: u32, capacity: u64) -> ChannelBuilder {
+    spec.builder()
+        .with_segment_size(4 << 20)
+        .with_channel_id(channel)
+        .with_capacity(capacity)
+}
