@@ -14,33 +14,14 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use common::{env, expect_success, file_segment, small_channel, spawn_child, Spec};
+use common::{
+    env, expect_success, expected_wakeup, file_segment, runtime, small_channel, spawn_child, Spec,
+};
 use dmxp::{AsyncWakeup, Consumer, MessageStream, Producer};
 use futures_core::Stream;
 
 /// A bound on any single wait: far beyond what a loaded machine needs, short of a CI hang.
 const LONG: Duration = Duration::from_secs(60);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The mechanism async waits must use here: `IoUring` where the kernel has
-/// `IORING_OP_FUTEX_WAIT` (6.7 or later) and lets this process set up a ring, `Polling`
-/// otherwise or when `DMXP_ASYNC_POLL` forces it.
-fn expected_wakeup() -> AsyncWakeup {
-    if std::env::var_os("DMXP_ASYNC_POLL").is_some_and(|v| !v.is_empty() && v != "0") {
-        return AsyncWakeup::Polling;
-    }
-    if common::io_uring_futex_waits_available() {
-        AsyncWakeup::IoUring
-    } else {
-        AsyncWakeup::Polling
-    }
-}
 
 /// Waiters a pending async wait adds to its count: 1 with io_uring, 0 when polling (a poller
 /// does not register).

@@ -35,7 +35,7 @@ use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{env, spawn_child, unique_path, Spec, TempPath};
+use common::{env, expected_wakeup, runtime, spawn_child, unique_path, Spec, TempPath};
 use dmxp::core::layout::peer_waiting;
 use dmxp::{AsyncWakeup, ChannelBuilder, Consumer, Producer, SharedMemoryAllocator};
 
@@ -53,25 +53,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn builder(spec: &Spec) -> ChannelBuilder {
     spec.builder().with_channel_id(0).with_capacity(CAPACITY)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// What async waits use here: `IoUring` where the kernel has `IORING_OP_FUTEX_WAIT` and this
-/// process may set up a ring, `Polling` otherwise or when `DMXP_ASYNC_POLL` forces it. A
-/// poller does not register as a waiter, so it leaves no count behind to give back.
-fn expected_wakeup() -> AsyncWakeup {
-    let forced = std::env::var_os("DMXP_ASYNC_POLL").is_some_and(|v| !v.is_empty() && v != "0");
-    if !forced && common::io_uring_futex_waits_available() {
-        AsyncWakeup::IoUring
-    } else {
-        AsyncWakeup::Polling
-    }
 }
 
 // ---------------------------------------------------------------- children

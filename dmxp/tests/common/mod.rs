@@ -182,3 +182,25 @@ pub fn small_channel(spec: &Spec, channel: u32, capacity: u64) -> ChannelBuilder
         .with_channel_id(channel)
         .with_capacity(capacity)
 }
+
+/// A current-thread tokio runtime with I/O and timers, as async users run one.
+#[cfg(feature = "tokio")]
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The mechanism async waits must use here: `IoUring` where the kernel has
+/// `IORING_OP_FUTEX_WAIT` (6.7 or later) and lets this process set up a ring, `Polling`
+/// otherwise or when `DMXP_ASYNC_POLL` forces it.
+#[cfg(feature = "tokio")]
+pub fn expected_wakeup() -> dmxp::AsyncWakeup {
+    let forced = std::env::var_os("DMXP_ASYNC_POLL").is_some_and(|v| !v.is_empty() && v != "0");
+    if !forced && io_uring_futex_waits_available() {
+        dmxp::AsyncWakeup::IoUring
+    } else {
+        dmxp::AsyncWakeup::Polling
+    }
+}
