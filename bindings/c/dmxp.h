@@ -27,6 +27,11 @@
  * messages up to that size as runs of consecutive slots; the single sends and every receive
  * handle them (batch sends do not). See dmxp_channel_opts and dmxp_try_send.
  *
+ * Waiting from an event loop (PROTOCOL.md §7.4): a dmxp_wait_fd is a pollable fd (an io_uring
+ * futex wait on a channel's wait word, Linux 6.7 or later) that turns readable when a peer
+ * wakes the channel; an epoll loop arms it (dmxp_channel_arm_message_wait), polls it and
+ * completes the round (dmxp_wait_fd_complete). See "Waiting from an event loop" at the end.
+ *
  * Trust (PROTOCOL.md §3.4)
  * ------------------------
  * Attaching to an shm object or file this call did not create exclusively first checks the
@@ -567,6 +572,11 @@ DMXP__STATIC_ASSERT(sizeof(dmxp_segment_layout) == DMXP_HEADER_SIZE, "header + t
  * read from the segment), SendError and RecvError; plus OS-level failures of this client. */
 typedef enum dmxp_status {
     DMXP_OK = 0,
+    /* Not an error: dmxp_channel_arm_message_wait / dmxp_channel_arm_free_slots_wait armed
+     * nothing, because the ring was ready (a message at head, the slots free) or its wait word
+     * had already moved: receive (send) now, and arm again if that finds nothing. (1 is used
+     * inside the header; DMXP_ARMED, the arming calls' other answer, is DMXP_OK.) */
+    DMXP_READY = 2,
 
     /* Error (segment and channel table) */
     DMXP_E_REGION_MISALIGNED = -1,  /* base not 128-aligned; found = address, value2 = 128 */
@@ -650,7 +660,17 @@ typedef enum dmxp_status {
                                       "directory"), found = owner uid, value2 = mode bits
                                       (st_mode & 07777), value3 = the mode asked for; detail
                                       is the message. Nothing was mapped. */
+    DMXP_E_UNSUPPORTED = -65,      /* this system cannot wait from an event loop (PROTOCOL.md
+                                      §7.4): io_uring_setup failed (no io_uring, the sysctl
+                                      kernel.io_uring_disabled, a seccomp filter: os_errno
+                                      says), the kernel has no IORING_OP_FUTEX_WAIT (Linux
+                                      6.7), or DMXP_ASYNC_POLL is set; field names which, and
+                                      detail explains. Poll instead (dmxp_wait_fd_open) */
 } dmxp_status;
+
+/* What dmxp_channel_arm_message_wait / _free_slots_wait return when a wait is armed: poll the
+ * wait fd (DMXP_READY: do not wait, the ring is ready). */
+#define DMXP_ARMED DMXP_OK
 
 /* Details of a failure. `channel` is -1 for a header field or when no channel is involved. */
 typedef struct dmxp_error {
@@ -760,6 +780,7 @@ static inline const char *dmxp_status_name(dmxp_status s) {
     case x:           \
         return #x;
         DMXP__NAME(DMXP_OK)
+        DMXP__NAME(DMXP_READY)
         DMXP__NAME(DMXP_E_REGION_MISALIGNED)
         DMXP__NAME(DMXP_E_REGION_TOO_SMALL)
         DMXP__NAME(DMXP_E_NOT_READY)
@@ -809,6 +830,7 @@ static inline const char *dmxp_status_name(dmxp_status s) {
         DMXP__NAME(DMXP_E_SEGMENT_EXISTS)
         DMXP__NAME(DMXP_E_INVALID_ARGUMENT)
         DMXP__NAME(DMXP_E_UNTRUSTED)
+        DMXP__NAME(DMXP_E_UNSUPPORTED)
 #undef DMXP__NAME
     }
     return "DMXP_E_UNKNOWN";
@@ -818,6 +840,7 @@ static inline const char *dmxp_status_name(dmxp_status s) {
 static inline const char *dmxp_strerror(dmxp_status s) {
     switch (s) {
     case DMXP_OK: return "ok";
+    case DMXP_READY: return "ready: the ring is ready now, nothing was armed (receive or send now)";
     case DMXP_E_REGION_MISALIGNED: return "segment base is not aligned to 128 bytes";
     case DMXP_E_REGION_TOO_SMALL: return "region too small for a DMXP segment";
     case DMXP_E_NOT_READY: return "segment is still being created (magic not yet set), or its creator died";
@@ -867,6 +890,7 @@ static inline const char *dmxp_strerror(dmxp_status s) {
     case DMXP_E_SEGMENT_EXISTS: return "segment already exists";
     case DMXP_E_INVALID_ARGUMENT: return "invalid argument";
     case DMXP_E_UNTRUSTED: return "segment not trusted: its owner, mode, type or directory fails the attach checks";
+    case DMXP_E_UNSUPPORTED: return "no io_uring futex wait here (io_uring unavailable, or Linux before 6.7): poll instead";
     }
     return "unknown status";
 }
@@ -1063,6 +1087,12 @@ static inline int dmxp_error_format(const dmxp_error *e, char *buf, size_t len) 
     case DMXP_E_INVALID_ARGUMENT:
         return (int)dmxp__put(buf, len, dmxp__put(buf, len, 0, "invalid argument: "),
                               e->detail[0] ? e->detail : e->field ? e->field : "?");
+    case DMXP_E_UNSUPPORTED:
+        if (e->detail[0]) return (int)dmxp__put(buf, len, 0, e->detail);
+        if (e->os_errno != 0)
+            return snprintf(buf, len, "%s: %s: %s", dmxp_strerror(e->status),
+                            e->field ? e->field : "?", strerror(e->os_errno));
+        return snprintf(buf, len, "%s: %s", dmxp_strerror(e->status), e->field ? e->field : "?");
     default:
         return snprintf(buf, len, "%s%s", where, dmxp_strerror(e->status));
     }
@@ -4426,21 +4456,41 @@ static inline int dmxp__await_position(const dmxp_channel *ch, uint64_t position
     }
 }
 
+/* What a wait of one side of ch waits on (§7.2, §11.9): a receiver's (send 0) for a message,
+ * on not_empty_seq, counted in not_empty_waiters and named NOT_EMPTY in its consumer record; a
+ * sender's (send nonzero) for free slots, on not_full_seq, not_full_waiters, NOT_FULL and its
+ * producer record. Shared by the blocking waits and the io_uring wait fd's arm. */
+typedef struct dmxp__wait_side {
+    int (*ready)(const dmxp_channel *, uint64_t);
+    DMXP_ATOMIC(uint32_t) *word;
+    DMXP_ATOMIC(uint32_t) *waiters;
+    dmxp_peer_record *rec;
+    uint32_t kind;
+} dmxp__wait_side;
+
+static inline dmxp__wait_side dmxp__wait_side_of(const dmxp_channel *ch, int send) {
+    dmxp__wait_side side;
+    side.ready = send ? dmxp__ready_free : dmxp__ready_message;
+    side.word = send ? &ch->entry->not_full_seq : &ch->entry->not_empty_seq;
+    side.waiters = send ? &ch->entry->not_full_waiters : &ch->entry->not_empty_waiters;
+    side.rec = send ? ch->send_peer : ch->recv_peer;
+    side.kind = send ? DMXP_WAITING_NOT_FULL : DMXP_WAITING_NOT_EMPTY;
+    return side;
+}
+
 static inline dmxp_status dmxp__wait_until(const dmxp_channel *ch, int send, int64_t timeout_ns) {
-    int (*ready)(const dmxp_channel *, uint64_t) = send ? dmxp__ready_free : dmxp__ready_message;
-    DMXP_ATOMIC(uint32_t) *word = send ? &ch->entry->not_full_seq : &ch->entry->not_empty_seq;
-    DMXP_ATOMIC(uint32_t) *waiters =
-        send ? &ch->entry->not_full_waiters : &ch->entry->not_empty_waiters;
-    dmxp_peer_record *rec = send ? ch->send_peer : ch->recv_peer;
-    uint32_t kind = send ? DMXP_WAITING_NOT_FULL : DMXP_WAITING_NOT_EMPTY;
+    dmxp__wait_side side = dmxp__wait_side_of(ch, send);
     int64_t deadline = dmxp__deadline(timeout_ns);
     dmxp__stuck stuck = {0, 0, 0, 0, 0, 0};
     uint64_t n = send ? (uint64_t)send : 1;
     for (;;) {
-        if (ready(ch, n)) return DMXP_OK;
+        if (side.ready(ch, n)) return DMXP_OK;
         int64_t until = dmxp__stuck_step(ch, send, &stuck, deadline);
-        if (dmxp__wait_once(ch, ready, n, word, waiters, rec, kind, until)) return DMXP_OK;
-        if ((int64_t)dmxp_now_ns() >= deadline) return ready(ch, n) ? DMXP_OK : DMXP_E_TIMEOUT;
+        if (dmxp__wait_once(ch, side.ready, n, side.word, side.waiters, side.rec, side.kind,
+                            until))
+            return DMXP_OK;
+        if ((int64_t)dmxp_now_ns() >= deadline)
+            return side.ready(ch, n) ? DMXP_OK : DMXP_E_TIMEOUT;
     }
 }
 
@@ -4503,6 +4553,716 @@ static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *
             return s == DMXP_E_FULL ? DMXP_E_TIMEOUT : s;
         }
     }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Waiting from an event loop (PROTOCOL.md §7.4): a pollable wake-up fd                       */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A dmxp_wait_fd is an io_uring that this process owns, on which the wait of a channel handle
+ * is submitted as an IORING_OP_FUTEX_WAIT on the channel's wait word: the same word, the same
+ * registration and the same wake-ups as a thread blocked in dmxp_recv_timeout, so senders and
+ * receivers of every client wake it unchanged (and pay nothing while nobody waits). When the
+ * wait completes, the kernel posts a completion on the ring and the ring's fd turns readable:
+ * an event loop polls it (epoll, poll, select) like a socket. Linux 6.7 or later; no liburing.
+ *
+ *     dmxp_wait_fd w;
+ *     if (dmxp_wait_fd_open(&w, &err) != DMXP_OK) ...        // poll instead (below)
+ *     epoll_ctl(ep, EPOLL_CTL_ADD, dmxp_wait_fd_fd(&w), &ev); // ev.events = EPOLLIN
+ *     for (;;) {
+ *         while (dmxp_try_recv(&ch, buf, sizeof buf, &meta, &len) == DMXP_OK) use(buf, len);
+ *         dmxp_status s = dmxp_channel_arm_message_wait(&ch, &w, &err);
+ *         if (s == DMXP_READY) continue;                     // a message came meanwhile
+ *         if (s != DMXP_ARMED) ...                           // an error: poll instead
+ *         int n = epoll_wait(ep, events, 16, dmxp_wait_fd_timeout_ms(&w)); // EINTR: harmless
+ *         dmxp_wait_fd_complete(&w, &err);                   // readable, or the slice ended
+ *     }
+ *     dmxp_wait_fd_close(&w);                                // before dmxp_segment_close
+ *
+ * One round (§7.4 async_wait): dmxp_channel_arm_message_wait (dmxp_channel_arm_free_slots_wait
+ * for a sender) counts the handle in the channel's not_empty_waiters (not_full_waiters) and
+ * names that count in the handle's peer record if it is registered (§11.9), reads the wait
+ * word, fences, and re-checks the ring: DMXP_READY if it is ready (the registration is undone
+ * then), otherwise it makes sure a futex wait on the word, expecting the value read, is pending
+ * on the ring and returns DMXP_ARMED. dmxp_wait_fd_complete ends the round, whether the fd
+ * turned readable or the loop gives up (its timeout, a shutdown): it reaps the completions and
+ * undoes the registration exactly once (a swap of the record's `waiting` word, as the blocking
+ * calls do). A completion, whatever its result (woken, -EAGAIN: the word had moved, -ECANCELED),
+ * only means "look at the ring again"; a message is taken only by the receive that starts each
+ * round, never by the wait.
+ *
+ * - At most one futex wait is in flight per wait fd. A wait still pending from an earlier round
+ *   on the same word (the round was completed without a wake-up) is reused, not submitted again:
+ *   it was queued before the new round's registration, so any wake issued after that reaches
+ *   it. Arming on another word (another channel, or the other side) cancels and reaps it first.
+ *   Arming again before completing ends the earlier round's registration and starts a new one.
+ * - One wait fd per handle and role you wait on at once; a loop over several channels keeps one
+ *   wait fd for each (examples/epoll_consumer.c). A registered handle's record names one wait at
+ *   a time: do not arm two wait fds on one registered handle and role, nor arm one while a
+ *   thread blocks on that handle and role.
+ * - Use a wait fd from one thread, the one that polls it: the kernel completes the futex wait
+ *   through the thread that submitted it (task work, run when that thread next leaves the
+ *   kernel; a thread asleep in epoll_wait or poll is woken for it). epoll_wait may then return
+ *   -1 with EINTR: call it again.
+ * - Bounded slices (§7.3, §7.4): wait no longer than dmxp_wait_fd_timeout_ms (at most
+ *   DMXP_WAIT_SLICE_NS, 100 ms; sooner while the channel looks stuck), then complete the round
+ *   and arm again. Each arm runs the stuck watch of the blocking calls (§11.6, §11.8: the repair
+ *   of a dead peer from DMXP_STUCK_GRACE_NS on, the unblock after the handle's unblock timeout),
+ *   so a waker that died between publishing and waking delays the loop, never strands it.
+ * - Close (dmxp_wait_fd_close) cancels and reaps a pending wait and undoes a registration left
+ *   armed. Close the wait fd, or complete its round, before dmxp_channel_close of the handle it
+ *   waited for and before dmxp_segment_close (the words it waits on are in the mapping).
+ * - Fork: a child inherits the parent's ring (the same kernel object). In the child every call
+ *   but dmxp_wait_fd_close returns DMXP_E_INVALID_ARGUMENT, and dmxp_wait_fd_close releases the
+ *   child's copies (fd, mappings) without touching the parent's ring or registration; open a
+ *   wait fd of its own in the child.
+ * - Fallback: where dmxp_wait_fd_open fails (DMXP_E_UNSUPPORTED: no io_uring, or a kernel
+ *   without IORING_OP_FUTEX_WAIT; or an OS error), or a later call fails, poll instead: re-check
+ *   the ring at a bounded interval (1 ms, say) with the non-blocking calls, and do not arm: a
+ *   poller counted in a wait count would make every send pay a futex_wake for nobody. Setting
+ *   DMXP_ASYNC_POLL=1 in the environment makes dmxp_wait_fd_open fail with DMXP_E_UNSUPPORTED,
+ *   as it forces the Rust client's fallback (for tests and filtered systems).
+ *
+ * The wait fd's fields are its own: use the functions (stats may be read directly). */
+
+/* io_uring, as much of its ABI (<linux/io_uring.h>) as the wait fd needs, under names of its
+ * own: the system header may predate IORING_OP_FUTEX_WAIT (Linux 6.7) and names some SQE fields
+ * differently from version to version, and it would bring <linux/fs.h> into every unit that
+ * includes dmxp.h. The static assertions below check the layout; tests/test_wait_fd.c checks
+ * it against <linux/io_uring.h> too. */
+#define DMXP__IORING_OP_ASYNC_CANCEL 14u
+#define DMXP__IORING_OP_FUTEX_WAIT 51u /* Linux 6.7 */
+#define DMXP__IORING_REGISTER_PROBE 8u
+#define DMXP__IO_URING_OP_SUPPORTED 1u
+#define DMXP__IORING_ENTER_GETEVENTS 1u
+#define DMXP__IORING_ENTER_EXT_ARG 8u
+#define DMXP__IORING_FEAT_SINGLE_MMAP 1u
+#define DMXP__IORING_FEAT_EXT_ARG 0x100u
+#define DMXP__IORING_OFF_SQ_RING 0
+#define DMXP__IORING_OFF_CQ_RING 0x8000000
+#define DMXP__IORING_OFF_SQES 0x10000000
+/* futex2 flags of the wait: a 32-bit word, and never FUTEX2_PRIVATE (128), for the reason of
+ * §7.3 (a private futex is keyed by this process's address space). */
+#define DMXP__FUTEX2_SIZE_U32 0x02u
+#define DMXP__FUTEX_BITSET_MATCH_ANY UINT64_C(0xFFFFFFFF)
+/* Submission queue entries asked for: one futex wait and one cancel are in flight at most. */
+#define DMXP__WAIT_FD_ENTRIES 4u
+/* The most entries a ring may report and still be used (the kernel rounds 4 up to 4 / 8). */
+#define DMXP__WAIT_FD_MAX_ENTRIES 64u
+
+/* The system call numbers: the same on every architecture (io_uring came after the syscall
+ * tables were unified), alpha aside. */
+#if defined(__NR_io_uring_setup) && defined(__NR_io_uring_enter) && defined(__NR_io_uring_register)
+#define DMXP__NR_IO_URING_SETUP __NR_io_uring_setup
+#define DMXP__NR_IO_URING_ENTER __NR_io_uring_enter
+#define DMXP__NR_IO_URING_REGISTER __NR_io_uring_register
+#elif !defined(__alpha__)
+#define DMXP__NR_IO_URING_SETUP 425
+#define DMXP__NR_IO_URING_ENTER 426
+#define DMXP__NR_IO_URING_REGISTER 427
+#endif
+
+typedef struct dmxp__uring_sqe { /* struct io_uring_sqe */
+    uint8_t opcode;
+    uint8_t flags;
+    uint16_t ioprio;
+    int32_t fd;           /* FUTEX_WAIT: the futex2 flags */
+    uint64_t off;         /* FUTEX_WAIT: the expected value (addr2) */
+    uint64_t addr;        /* FUTEX_WAIT: the word; ASYNC_CANCEL: the user_data to cancel */
+    uint32_t len;
+    uint32_t op_flags;    /* rw_flags, futex_flags, cancel_flags, ...: 0 here */
+    uint64_t user_data;
+    uint16_t buf_index;
+    uint16_t personality;
+    int32_t file_index;   /* splice_fd_in */
+    uint64_t addr3;       /* FUTEX_WAIT: the bitset */
+    uint64_t pad2;
+} dmxp__uring_sqe;
+
+typedef struct dmxp__uring_cqe { /* struct io_uring_cqe */
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+} dmxp__uring_cqe;
+
+typedef struct dmxp__uring_sq_offsets { /* struct io_sqring_offsets */
+    uint32_t head, tail, ring_mask, ring_entries, flags, dropped, array, resv1;
+    uint64_t user_addr;
+} dmxp__uring_sq_offsets;
+
+typedef struct dmxp__uring_cq_offsets { /* struct io_cqring_offsets */
+    uint32_t head, tail, ring_mask, ring_entries, overflow, cqes, flags, resv1;
+    uint64_t user_addr;
+} dmxp__uring_cq_offsets;
+
+typedef struct dmxp__uring_params { /* struct io_uring_params */
+    uint32_t sq_entries, cq_entries, flags, sq_thread_cpu, sq_thread_idle, features, wq_fd;
+    uint32_t resv[3];
+    dmxp__uring_sq_offsets sq_off;
+    dmxp__uring_cq_offsets cq_off;
+} dmxp__uring_params;
+
+typedef struct dmxp__uring_probe_op { /* struct io_uring_probe_op */
+    uint8_t op;
+    uint8_t resv;
+    uint16_t flags;
+    uint32_t resv2;
+} dmxp__uring_probe_op;
+
+typedef struct dmxp__uring_probe { /* struct io_uring_probe, with room for 256 opcodes */
+    uint8_t last_op;
+    uint8_t ops_len;
+    uint16_t resv;
+    uint32_t resv2[3];
+    dmxp__uring_probe_op ops[256];
+} dmxp__uring_probe;
+
+typedef struct dmxp__uring_getevents_arg { /* struct io_uring_getevents_arg */
+    uint64_t sigmask;
+    uint32_t sigmask_sz;
+    uint32_t min_wait_usec; /* pad before Linux 6.12 */
+    uint64_t ts;
+} dmxp__uring_getevents_arg;
+
+typedef struct dmxp__uring_timespec { /* struct __kernel_timespec */
+    int64_t tv_sec;
+    int64_t tv_nsec;
+} dmxp__uring_timespec;
+
+DMXP_ASSERT_AT(dmxp__uring_sqe, fd, 4);
+DMXP_ASSERT_AT(dmxp__uring_sqe, off, 8);
+DMXP_ASSERT_AT(dmxp__uring_sqe, addr, 16);
+DMXP_ASSERT_AT(dmxp__uring_sqe, len, 24);
+DMXP_ASSERT_AT(dmxp__uring_sqe, op_flags, 28);
+DMXP_ASSERT_AT(dmxp__uring_sqe, user_data, 32);
+DMXP_ASSERT_AT(dmxp__uring_sqe, buf_index, 40);
+DMXP_ASSERT_AT(dmxp__uring_sqe, file_index, 44);
+DMXP_ASSERT_AT(dmxp__uring_sqe, addr3, 48);
+DMXP__STATIC_ASSERT(sizeof(dmxp__uring_sqe) == 64, "io_uring_sqe is 64 bytes");
+DMXP_ASSERT_AT(dmxp__uring_cqe, res, 8);
+DMXP__STATIC_ASSERT(sizeof(dmxp__uring_cqe) == 16, "io_uring_cqe is 16 bytes");
+DMXP_ASSERT_AT(dmxp__uring_sq_offsets, array, 24);
+DMXP_ASSERT_AT(dmxp__uring_sq_offsets, user_addr, 32);
+DMXP_ASSERT_AT(dmxp__uring_cq_offsets, cqes, 20);
+DMXP__STATIC_ASSERT(sizeof(dmxp__uring_sq_offsets) == 40 && sizeof(dmxp__uring_cq_offsets) == 40,
+                    "io_sqring_offsets and io_cqring_offsets are 40 bytes");
+DMXP_ASSERT_AT(dmxp__uring_params, features, 20);
+DMXP_ASSERT_AT(dmxp__uring_params, sq_off, 40);
+DMXP_ASSERT_AT(dmxp__uring_params, cq_off, 80);
+DMXP__STATIC_ASSERT(sizeof(dmxp__uring_params) == 120, "io_uring_params is 120 bytes");
+DMXP_ASSERT_AT(dmxp__uring_probe, ops, 16);
+DMXP__STATIC_ASSERT(sizeof(dmxp__uring_probe_op) == 8, "io_uring_probe_op is 8 bytes");
+DMXP_ASSERT_AT(dmxp__uring_getevents_arg, ts, 16);
+DMXP__STATIC_ASSERT(sizeof(dmxp__uring_getevents_arg) == 24, "io_uring_getevents_arg is 24 bytes");
+DMXP__STATIC_ASSERT(sizeof(dmxp__uring_timespec) == 16, "__kernel_timespec is 16 bytes");
+
+/* Counters of one wait fd, since it was opened (read them directly: w.stats.woken). */
+typedef struct dmxp_wait_fd_stats {
+    uint64_t submitted; /* IORING_OP_FUTEX_WAIT operations submitted */
+    uint64_t reused;    /* arms that kept a wait still pending from an earlier round */
+    uint64_t completed; /* completions of those waits reaped, whatever their result */
+    uint64_t woken;     /* of those, result 0: woken by a futex_wake (not -EAGAIN: the word had
+                           moved before the kernel queued the wait; not -ECANCELED) */
+} dmxp_wait_fd_stats;
+
+/* A pollable wake-up fd (see the top of this section). Its fields are the wait fd's own. */
+typedef struct dmxp_wait_fd {
+    int fd;            /* the ring's fd (close-on-exec); -1 when not open */
+    uint32_t pid;      /* the process that opened it (a forked child must not use the ring) */
+    uint32_t features; /* io_uring_params.features */
+    /* The rings as the kernel sized them: every pointer below was checked at open to lie
+     * inside its mapping, and indexes are masked with entries - 1 (entries a power of two). */
+    uint32_t sq_entries;
+    uint32_t cq_entries;
+    unsigned char *sq_ring;
+    size_t sq_ring_len;
+    unsigned char *cq_ring; /* == sq_ring when the kernel maps both at once (SINGLE_MMAP) */
+    size_t cq_ring_len;
+    dmxp__uring_sqe *sqes; /* sq_entries entries */
+    size_t sqes_len;
+    DMXP_ATOMIC(uint32_t) *sq_head;
+    DMXP_ATOMIC(uint32_t) *sq_tail;
+    uint32_t *sq_array; /* sq_entries indexes */
+    DMXP_ATOMIC(uint32_t) *cq_head;
+    DMXP_ATOMIC(uint32_t) *cq_tail;
+    const dmxp__uring_cqe *cqes; /* cq_entries entries */
+    /* The futex wait not reaped yet (user_data 0: none; cancels use 0) and the word it is on. */
+    uint64_t in_flight;
+    const void *in_flight_word;
+    uint64_t next_user_data;
+    /* The round's registration (waiters NULL: none): the count it is in, the record that names
+     * it (NULL for an unregistered handle) and the DMXP_WAITING_* value naming the count. */
+    DMXP_ATOMIC(uint32_t) *waiters;
+    dmxp_peer_record *rec;
+    uint32_t kind;
+    /* The stuck watch of the blocking calls, kept from round to round for one channel and
+     * side, and the end of the round's slice (CLOCK_MONOTONIC ns). */
+    int watch_send;
+    const dmxp_channel_entry *watch_entry;
+    dmxp__stuck stuck;
+    int64_t until;
+    dmxp_wait_fd_stats stats;
+} dmxp_wait_fd;
+
+/* A closed, empty wait fd (the stats are kept unless `stats` is set). */
+static inline void dmxp__wait_fd_reset(dmxp_wait_fd *w, int stats) {
+    dmxp_wait_fd_stats keep = w->stats;
+    memset(w, 0, sizeof *w);
+    w->fd = -1;
+    if (!stats) w->stats = keep;
+}
+
+/* Unmaps the rings and closes the fd: the kernel tears the ring down, and anything still in
+ * flight on it, once no process holds the fd any more. Touches no ring memory. */
+static inline void dmxp__wait_fd_release(dmxp_wait_fd *w) {
+    if (w->sqes != NULL) (void)munmap((void *)w->sqes, w->sqes_len);
+    if (w->cq_ring != NULL && w->cq_ring != w->sq_ring)
+        (void)munmap((void *)w->cq_ring, w->cq_ring_len);
+    if (w->sq_ring != NULL) (void)munmap((void *)w->sq_ring, w->sq_ring_len);
+    if (w->fd >= 0) (void)close(w->fd);
+    dmxp__wait_fd_reset(w, 0);
+}
+
+/* The 32-bit ring field at `off` of a mapping of `len` bytes, or NULL when it does not lie
+ * (4-aligned) inside it. */
+static inline DMXP_ATOMIC(uint32_t) *dmxp__ring_u32(unsigned char *base, size_t len, uint32_t off) {
+    if (off % 4 != 0 || len < 4 || off > len - 4) return NULL;
+    return (DMXP_ATOMIC(uint32_t) *)(void *)(base + off);
+}
+
+/* Maps `len` bytes of w's ring at `offset` (one of the DMXP__IORING_OFF_*) into *out; when
+ * the mmap fails, releases w (what was mapped before, and the fd) and fails naming `what`. */
+static inline dmxp_status dmxp__wait_fd_map(dmxp_wait_fd *w, size_t len, uint64_t offset,
+                                            const char *what, void **out, dmxp_error *err) {
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, w->fd, (off_t)offset);
+    if (m == MAP_FAILED) {
+        int e = errno;
+        dmxp__wait_fd_release(w);
+        return dmxp__fail_os(err, DMXP_E_OS, what, e);
+    }
+    *out = m;
+    return DMXP_OK;
+}
+
+/* -errno, or the system call's non-negative result. */
+static inline int dmxp__uring_enter(int fd, uint32_t to_submit, uint32_t min_complete,
+                                    uint32_t flags, const void *arg, size_t argsz) {
+#if defined(DMXP__NR_IO_URING_ENTER)
+    long r = syscall(DMXP__NR_IO_URING_ENTER, fd, to_submit, min_complete, flags, arg, argsz);
+    return r < 0 ? -errno : (int)r;
+#else
+    (void)fd, (void)to_submit, (void)min_complete, (void)flags, (void)arg, (void)argsz;
+    return -ENOSYS;
+#endif
+}
+
+/* Opens a wait fd: an io_uring of 4 entries, set up with no flags (no SQPOLL, no
+ * DEFER_TASKRUN: completions are posted without this process entering the ring, so that the
+ * fd turns readable on its own, §7.4), probed for IORING_OP_FUTEX_WAIT and ASYNC_CANCEL, its
+ * rings mapped. DMXP_E_UNSUPPORTED when this system cannot do it: io_uring_setup failed with
+ * ENOSYS, EPERM, EACCES or EINVAL (no io_uring, kernel.io_uring_disabled, a seccomp filter;
+ * field "io_uring_setup", os_errno), the kernel lacks the opcodes (field
+ * "IORING_OP_FUTEX_WAIT", Linux before 6.7), or DMXP_ASYNC_POLL is set to something other
+ * than "" or "0" (field "DMXP_ASYNC_POLL"); the caller then polls (see above). DMXP_E_OS for
+ * other failures (EMFILE, ENOMEM, a failed mmap). On failure w is left closed (fd -1), and
+ * dmxp_wait_fd_close on it does nothing. */
+static inline dmxp_status dmxp_wait_fd_open(dmxp_wait_fd *w, dmxp_error *err) {
+    if (w == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "w", 0, 0, 0);
+    dmxp__wait_fd_reset(w, 1);
+    const char *forced = getenv("DMXP_ASYNC_POLL");
+    if (forced != NULL && forced[0] != 0 && strcmp(forced, "0") != 0)
+        return dmxp__fail_detail(err, DMXP_E_UNSUPPORTED, "DMXP_ASYNC_POLL", 0, 0, 0,
+                                 "DMXP_ASYNC_POLL=%.32s in the environment: poll instead of "
+                                 "an io_uring futex wait (PROTOCOL.md §7.4)",
+                                 forced);
+#if !defined(DMXP__NR_IO_URING_SETUP)
+    return dmxp__fail_detail(err, DMXP_E_UNSUPPORTED, "io_uring_setup", 0, 0, 0,
+                             "no io_uring system call numbers for this architecture");
+#else
+    dmxp__uring_params p;
+    memset(&p, 0, sizeof p);
+    long fd = syscall(DMXP__NR_IO_URING_SETUP, DMXP__WAIT_FD_ENTRIES, &p);
+    if (fd < 0) {
+        int e = errno;
+        return dmxp__fail_os(err,
+                             e == ENOSYS || e == EPERM || e == EACCES || e == EINVAL
+                                 ? DMXP_E_UNSUPPORTED
+                                 : DMXP_E_OS,
+                             "io_uring_setup", e);
+    }
+    w->fd = (int)fd;
+    w->pid = (uint32_t)getpid();
+    w->features = p.features;
+    w->next_user_data = 1;
+
+    dmxp__uring_probe probe;
+    memset(&probe, 0, sizeof probe); /* the kernel refuses a probe that is not zeroed */
+    if (syscall(DMXP__NR_IO_URING_REGISTER, w->fd, DMXP__IORING_REGISTER_PROBE, &probe, 256u) < 0) {
+        int e = errno;
+        dmxp__wait_fd_release(w);
+        return dmxp__fail_os(err, e == EINVAL || e == ENOSYS ? DMXP_E_UNSUPPORTED : DMXP_E_OS,
+                             "IORING_REGISTER_PROBE", e);
+    }
+    if (probe.ops_len <= DMXP__IORING_OP_FUTEX_WAIT ||
+        (probe.ops[DMXP__IORING_OP_FUTEX_WAIT].flags & DMXP__IO_URING_OP_SUPPORTED) == 0 ||
+        (probe.ops[DMXP__IORING_OP_ASYNC_CANCEL].flags & DMXP__IO_URING_OP_SUPPORTED) == 0) {
+        dmxp__wait_fd_release(w);
+        return dmxp__fail_detail(err, DMXP_E_UNSUPPORTED, "IORING_OP_FUTEX_WAIT", probe.ops_len,
+                                 0, 0,
+                                 "the kernel has no IORING_OP_FUTEX_WAIT (opcode %u, Linux 6.7 "
+                                 "or later; it knows %u opcodes): poll instead (PROTOCOL.md "
+                                 "§7.4)",
+                                 DMXP__IORING_OP_FUTEX_WAIT, (unsigned)probe.ops_len);
+    }
+
+    /* The geometry the kernel reported, checked before anything is mapped with it. */
+    uint32_t sq_n = p.sq_entries, cq_n = p.cq_entries;
+    if (!dmxp__is_pow2(sq_n) || sq_n > DMXP__WAIT_FD_MAX_ENTRIES || !dmxp__is_pow2(cq_n) ||
+        cq_n > 2 * DMXP__WAIT_FD_MAX_ENTRIES || p.sq_off.array % 4 != 0 ||
+        p.cq_off.cqes % 8 != 0) {
+        dmxp__wait_fd_release(w);
+        return dmxp__fail_detail(err, DMXP_E_UNSUPPORTED, "io_uring_params", sq_n, cq_n, 0,
+                                 "io_uring_setup reported a ring this client cannot use (%u "
+                                 "submission and %u completion entries)",
+                                 (unsigned)sq_n, (unsigned)cq_n);
+    }
+    size_t sq_len = (size_t)p.sq_off.array + (size_t)sq_n * sizeof(uint32_t);
+    size_t cq_len = (size_t)p.cq_off.cqes + (size_t)cq_n * sizeof(dmxp__uring_cqe);
+    int single = (p.features & DMXP__IORING_FEAT_SINGLE_MMAP) != 0;
+    if (single) sq_len = cq_len = sq_len > cq_len ? sq_len : cq_len;
+    void *m;
+    dmxp_status s =
+        dmxp__wait_fd_map(w, sq_len, DMXP__IORING_OFF_SQ_RING, "mmap (io_uring SQ ring)", &m, err);
+    if (s != DMXP_OK) return s;
+    w->sq_ring = (unsigned char *)m;
+    w->sq_ring_len = sq_len;
+    if (single) {
+        w->cq_ring = w->sq_ring;
+    } else {
+        s = dmxp__wait_fd_map(w, cq_len, DMXP__IORING_OFF_CQ_RING, "mmap (io_uring CQ ring)", &m,
+                              err);
+        if (s != DMXP_OK) return s;
+        w->cq_ring = (unsigned char *)m;
+    }
+    w->cq_ring_len = cq_len;
+    size_t sqes_len = (size_t)sq_n * sizeof(dmxp__uring_sqe);
+    s = dmxp__wait_fd_map(w, sqes_len, DMXP__IORING_OFF_SQES, "mmap (io_uring SQEs)", &m, err);
+    if (s != DMXP_OK) return s;
+    w->sqes = (dmxp__uring_sqe *)m;
+    w->sqes_len = sqes_len;
+    /* Every field inside its mapping; the arrays end exactly at sq_len / cq_len (or before,
+     * for the smaller ring of a single mapping). */
+    w->sq_head = dmxp__ring_u32(w->sq_ring, sq_len, p.sq_off.head);
+    w->sq_tail = dmxp__ring_u32(w->sq_ring, sq_len, p.sq_off.tail);
+    w->cq_head = dmxp__ring_u32(w->cq_ring, cq_len, p.cq_off.head);
+    w->cq_tail = dmxp__ring_u32(w->cq_ring, cq_len, p.cq_off.tail);
+    w->sq_array = (uint32_t *)(void *)(w->sq_ring + p.sq_off.array);
+    w->cqes = (const dmxp__uring_cqe *)(const void *)(w->cq_ring + p.cq_off.cqes);
+    w->sq_entries = sq_n;
+    w->cq_entries = cq_n;
+    if (w->sq_head == NULL || w->sq_tail == NULL || w->cq_head == NULL || w->cq_tail == NULL) {
+        dmxp__wait_fd_release(w);
+        return dmxp__fail_detail(err, DMXP_E_UNSUPPORTED, "io_uring_params", 0, 0, 0,
+                                 "io_uring_setup reported ring offsets outside the rings");
+    }
+    for (uint32_t i = 0; i < sq_n; i++) w->sq_array[i] = i; /* SQE i at ring index i */
+    return DMXP_OK;
+#endif
+}
+
+/* The fd to poll for readability (EPOLLIN / POLLIN): readable while a completion waits to be
+ * reaped by dmxp_wait_fd_complete. -1 when the wait fd is not open. */
+static inline int dmxp_wait_fd_fd(const dmxp_wait_fd *w) { return w == NULL ? -1 : w->fd; }
+
+/* 1 while a futex wait submitted by this wait fd has not been reaped (a round's wait, or one
+ * parked by a round completed without a wake-up, to be reused by the next arm on its word). */
+static inline int dmxp_wait_fd_pending(const dmxp_wait_fd *w) {
+    return w != NULL && w->fd >= 0 && w->in_flight != 0;
+}
+
+/* When the armed round's slice ends (CLOCK_MONOTONIC ns, as dmxp_now_ns): at most
+ * DMXP_WAIT_SLICE_NS after the arm, sooner while the channel looks stuck (the stuck watch's
+ * next pass). 0 when no round is armed. */
+static inline int64_t dmxp_wait_fd_deadline_ns(const dmxp_wait_fd *w) {
+    return w == NULL || w->waiters == NULL ? 0 : w->until;
+}
+
+/* Milliseconds from now to dmxp_wait_fd_deadline_ns, rounded up, for epoll_wait / poll: 0 to
+ * 100 (0 when the slice has ended or no round is armed). Never -1: wait in bounded slices. */
+static inline int dmxp_wait_fd_timeout_ms(const dmxp_wait_fd *w) {
+    if (w == NULL || w->waiters == NULL) return 0;
+    int64_t left = w->until - (int64_t)dmxp_now_ns();
+    if (left <= 0) return 0;
+    int64_t ms = (left + 999999) / 1000000;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* DMXP_E_INVALID_ARGUMENT unless the wait fd is open and was opened by this process. */
+static inline dmxp_status dmxp__wait_fd_usable(const dmxp_wait_fd *w, dmxp_error *err) {
+    if (w == NULL || w->fd < 0)
+        return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "w", 0, 0, 0,
+                                 "the wait fd is not open (dmxp_wait_fd_open)");
+    uint32_t me = (uint32_t)getpid();
+    if (w->pid != me)
+        return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "w", w->pid, me, 0,
+                                 "the wait fd was opened by pid %u and inherited by pid %u "
+                                 "across fork: close it here and open one of this process",
+                                 (unsigned)w->pid, (unsigned)me);
+    return DMXP_OK;
+}
+
+/* Undoes the round's registration exactly once (§7.4, §11.9): the record's `waiting` word is
+ * taken back with a swap, and the count left only if it still named it (a freer that judged
+ * this process dead and won the word has given the count back already). */
+static inline void dmxp__wait_fd_unregister(dmxp_wait_fd *w) {
+    if (w->waiters == NULL) return;
+    if (w->rec == NULL ||
+        dmxp__exchange(&w->rec->waiting, DMXP_WAITING_NONE, DMXP__ACQREL) == w->kind)
+        dmxp__fetch_sub(w->waiters, 1, DMXP__SEQ);
+    w->waiters = NULL;
+    w->rec = NULL;
+    w->kind = DMXP_WAITING_NONE;
+}
+
+/* Reaps every posted completion; 1 when one was the futex wait in flight (then none is). A
+ * result other than 0 (woken), -EAGAIN (the word had moved), -EINTR, -ECANCELED or -ETIMEDOUT
+ * means the kernel refused the wait: *refused gets its errno. Cancels' own completions (user
+ * data 0) and stale ones are passed over. */
+static inline int dmxp__wait_fd_reap(dmxp_wait_fd *w, int *refused) {
+    uint32_t head = dmxp__load(w->cq_head, DMXP__RLX); /* ours to move */
+    uint32_t tail = dmxp__load(w->cq_tail, DMXP__ACQ);
+    if (tail - head > w->cq_entries) tail = head + w->cq_entries; /* never past the ring */
+    int completed = 0;
+    for (; head != tail; head++) {
+        const dmxp__uring_cqe *c = &w->cqes[head & (w->cq_entries - 1)];
+        uint64_t user_data = c->user_data;
+        int32_t res = c->res;
+        if (user_data == 0 || user_data != w->in_flight) continue;
+        w->in_flight = 0;
+        w->in_flight_word = NULL;
+        completed = 1;
+        w->stats.completed++;
+        if (res == 0)
+            w->stats.woken++;
+        else if (res != -EAGAIN && res != -EINTR && res != -ECANCELED && res != -ETIMEDOUT)
+            *refused = -res;
+    }
+    dmxp__store(w->cq_head, head, DMXP__REL);
+    return completed;
+}
+
+/* Writes one SQE into the submission ring (not submitted yet). 0 when the ring is full. */
+static inline int dmxp__wait_fd_push(dmxp_wait_fd *w, uint8_t opcode, int32_t fd, uint64_t addr,
+                                     uint64_t off, uint64_t addr3, uint64_t user_data) {
+    uint32_t tail = dmxp__load(w->sq_tail, DMXP__RLX); /* ours to move */
+    uint32_t head = dmxp__load(w->sq_head, DMXP__ACQ);
+    if (tail - head >= w->sq_entries) return 0;
+    uint32_t i = tail & (w->sq_entries - 1);
+    dmxp__uring_sqe *sqe = &w->sqes[i];
+    memset(sqe, 0, sizeof *sqe);
+    sqe->opcode = opcode;
+    sqe->fd = fd;
+    sqe->addr = addr;
+    sqe->off = off;
+    sqe->addr3 = addr3;
+    sqe->user_data = user_data;
+    w->sq_array[i] = i;
+    /* Release: the kernel reads the entry after it reads the tail. */
+    dmxp__store(w->sq_tail, tail + 1, DMXP__REL);
+    return 1;
+}
+
+/* Entries written and not yet taken by the kernel. */
+static inline uint32_t dmxp__wait_fd_unsubmitted(const dmxp_wait_fd *w) {
+    return dmxp__load(w->sq_tail, DMXP__RLX) - dmxp__load(w->sq_head, DMXP__ACQ);
+}
+
+/* Cancels the futex wait in flight (IORING_OP_ASYNC_CANCEL) and reaps it: the kernel
+ * completes it at once with -ECANCELED (or it had completed already). Each look into the ring
+ * waits at most 10 ms and there are at most 8: never a hang. A wait that could not be reaped
+ * is forgotten: its completion, when it comes, is passed over as stale, and the kernel drops it
+ * with the ring at the latest. */
+static inline void dmxp__wait_fd_cancel(dmxp_wait_fd *w) {
+    int refused = 0;
+    if (w->in_flight == 0 || dmxp__wait_fd_reap(w, &refused)) return;
+    if (dmxp__wait_fd_push(w, (uint8_t)DMXP__IORING_OP_ASYNC_CANCEL, 0, w->in_flight, 0, 0, 0)) {
+        int ext = (w->features & DMXP__IORING_FEAT_EXT_ARG) != 0;
+        for (int i = 0; i < 8 && w->in_flight != 0; i++) {
+            dmxp__uring_timespec ts = {0, 10000000};
+            dmxp__uring_getevents_arg arg;
+            memset(&arg, 0, sizeof arg);
+            arg.ts = (uint64_t)(uintptr_t)&ts;
+            int r = ext ? dmxp__uring_enter(w->fd, dmxp__wait_fd_unsubmitted(w), 1,
+                                            DMXP__IORING_ENTER_GETEVENTS |
+                                                DMXP__IORING_ENTER_EXT_ARG,
+                                            &arg, sizeof arg)
+                        : dmxp__uring_enter(w->fd, dmxp__wait_fd_unsubmitted(w), 0,
+                                            DMXP__IORING_ENTER_GETEVENTS, NULL, 0);
+            if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) break;
+            if (dmxp__wait_fd_reap(w, &refused)) break;
+            if (!ext) dmxp__sleep_ns(1000000);
+        }
+    }
+    w->in_flight = 0;
+    w->in_flight_word = NULL;
+}
+
+/* A refusal of the futex wait by the kernel (the errno of its completion, or of the submit). */
+static inline dmxp_status dmxp__wait_fd_refused(dmxp_error *err, int e) {
+    return dmxp__fail_os(err,
+                         e == EINVAL || e == EOPNOTSUPP || e == ENOSYS ? DMXP_E_UNSUPPORTED
+                                                                       : DMXP_E_OS,
+                         "IORING_OP_FUTEX_WAIT", e);
+}
+
+/* Submits IORING_OP_FUTEX_WAIT on `word`, expecting `v`: a shared (never private) 32-bit
+ * futex wait on any bitset. The kernel compares and queues it inside io_uring_enter, atomically
+ * with respect to futex_wake (§7.4 "No lost wake-up"); a word that has moved completes it at
+ * once with -EAGAIN. It reads the word by address only then: a queued wait is found by its
+ * futex key (the shared object and offset), and the ring is closed before the mapping goes. */
+static inline dmxp_status dmxp__wait_fd_submit(dmxp_wait_fd *w, DMXP_ATOMIC(uint32_t) *word,
+                                               uint32_t v, dmxp_error *err) {
+    uint64_t user_data = w->next_user_data;
+    w->next_user_data = user_data + 1 == 0 ? 1 : user_data + 1;
+    uint32_t tail = dmxp__load(w->sq_tail, DMXP__RLX);
+    if (!dmxp__wait_fd_push(w, (uint8_t)DMXP__IORING_OP_FUTEX_WAIT, (int32_t)DMXP__FUTEX2_SIZE_U32,
+                            (uint64_t)(uintptr_t)(void *)word, (uint64_t)v,
+                            DMXP__FUTEX_BITSET_MATCH_ANY, user_data))
+        return dmxp__fail_os(err, DMXP_E_OS, "io_uring submission queue full", EBUSY);
+    int r = 0;
+    for (int i = 0; i < 8 && dmxp__wait_fd_unsubmitted(w) != 0; i++) {
+        r = dmxp__uring_enter(w->fd, dmxp__wait_fd_unsubmitted(w), 0, 0, NULL, 0);
+        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) break;
+    }
+    if (dmxp__wait_fd_unsubmitted(w) != 0) {
+        /* Not taken (no SQPOLL: the kernel reads the ring only inside io_uring_enter): take
+         * the entry back, so that a later enter does not submit it. */
+        if (dmxp__load(w->sq_head, DMXP__ACQ) == tail) dmxp__store(w->sq_tail, tail, DMXP__REL);
+        return dmxp__fail_os(err, DMXP_E_OS, "io_uring_enter", r < 0 ? -r : EAGAIN);
+    }
+    w->in_flight = user_data;
+    w->in_flight_word = (const void *)word;
+    w->stats.submitted++;
+    return DMXP_OK;
+}
+
+/* One round's arm (§7.4 async_wait) on the not_empty (send == 0) or not_full (send == 1, n
+ * slots) side of ch. */
+static inline dmxp_status dmxp__wait_fd_arm(const dmxp_channel *ch, dmxp_wait_fd *w, int send,
+                                            uint64_t n, dmxp_error *err) {
+    if (ch == NULL || ch->entry == NULL)
+        return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "ch", 0, 0, 0);
+    dmxp_status s = dmxp__wait_fd_usable(w, err);
+    if (s != DMXP_OK) return s;
+    if (send && (n == 0 || n > ch->capacity))
+        return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "slots", n, ch->capacity, 0,
+                                 "a wait for %llu free slots on a ring of %llu",
+                                 (unsigned long long)n, (unsigned long long)ch->capacity);
+    dmxp__wait_side side = dmxp__wait_side_of(ch, send);
+
+    /* An earlier round not completed: this one replaces it. */
+    dmxp__wait_fd_unregister(w);
+    if (side.ready(ch, n)) return DMXP_READY;
+    /* A wait parked by an earlier round is reaped if it completed meanwhile (a new one is
+     * submitted below), and cancelled if it waits on another word: one in flight at most. */
+    int refused = 0;
+    (void)dmxp__wait_fd_reap(w, &refused);
+    if (refused != 0) return dmxp__wait_fd_refused(err, refused);
+    if (w->in_flight != 0 && w->in_flight_word != (const void *)side.word) dmxp__wait_fd_cancel(w);
+    /* The stuck watch of the blocking calls (§11.6, §11.8) before each sleep, and the slice. */
+    if (w->watch_entry != ch->entry || w->watch_send != send) {
+        w->watch_entry = ch->entry;
+        w->watch_send = send;
+        w->stuck.tracking = 0;
+    }
+    int64_t slice_end = (int64_t)dmxp_now_ns() + DMXP_WAIT_SLICE_NS;
+    w->until = dmxp__stuck_step(ch, send ? (int)(n < INT_MAX ? n : INT_MAX) : 0, &w->stuck,
+                                slice_end);
+
+    /* Registered exactly as a blocking wait (§7.2 wait_until, §11.9). */
+    dmxp__fetch_add(side.waiters, 1, DMXP__SEQ);
+    /* After the count: a record that says "waiting" is always counted. */
+    if (side.rec) dmxp__store(&side.rec->waiting, side.kind, DMXP__REL);
+    w->waiters = side.waiters;
+    w->rec = side.rec;
+    w->kind = side.kind;
+    uint32_t v = dmxp__load(side.word, DMXP__SEQ);
+#if !defined(DMXP__TSAN)
+    dmxp__fence(DMXP__SEQ);
+#endif
+    if (side.ready(ch, n)) {
+        dmxp__wait_fd_unregister(w);
+        return DMXP_READY;
+    }
+    if (w->in_flight != 0) { /* parked on this word before the registration: it will do */
+        w->stats.reused++;
+        return DMXP_ARMED;
+    }
+    s = dmxp__wait_fd_submit(w, side.word, v, err);
+    if (s != DMXP_OK) {
+        dmxp__wait_fd_unregister(w);
+        return s;
+    }
+    /* Completed already (-EAGAIN: the word moved since v was read; or refused): look at the
+     * ring again now rather than poll an fd that is no longer readable. */
+    if (dmxp__wait_fd_reap(w, &refused)) {
+        dmxp__wait_fd_unregister(w);
+        return refused != 0 ? dmxp__wait_fd_refused(err, refused) : DMXP_READY;
+    }
+    return DMXP_ARMED;
+}
+
+/* Arms a wait for a message on ch (PROTOCOL.md §7.4): counts the handle in not_empty_waiters
+ * (and names that in its consumer record, if registered), reads not_empty_seq, fences and
+ * re-checks. DMXP_READY: a message is at head (or the word had moved): receive now, nothing is
+ * armed. DMXP_ARMED (DMXP_OK): a futex wait is pending on the wait fd; poll dmxp_wait_fd_fd for
+ * up to dmxp_wait_fd_timeout_ms, then dmxp_wait_fd_complete. Runs the repair of a channel stuck
+ * on a dead producer like dmxp_wait_message (§11.6). Errors: DMXP_E_INVALID_ARGUMENT (w not
+ * open, or inherited across fork), DMXP_E_OS (the submission failed: errno in os_errno), or
+ * DMXP_E_UNSUPPORTED (the kernel refused the wait): nothing is left registered; poll instead. */
+static inline dmxp_status dmxp_channel_arm_message_wait(const dmxp_channel *ch, dmxp_wait_fd *w,
+                                                        dmxp_error *err) {
+    return dmxp__wait_fd_arm(ch, w, 0, 1, err);
+}
+
+/* The same for a sender: arms a wait until the `slots` positions from tail on are free (1 for
+ * a message of up to 960 bytes; a run of k slots for a longer one, §12.3), on not_full_seq,
+ * counted in not_full_waiters (and named in the producer record). `slots` 0 or above the
+ * capacity: DMXP_E_INVALID_ARGUMENT. Runs the repair of a slot left claimed by a dead consumer
+ * like dmxp_wait_free_slot. */
+static inline dmxp_status dmxp_channel_arm_free_slots_wait(const dmxp_channel *ch,
+                                                           dmxp_wait_fd *w, uint64_t slots,
+                                                           dmxp_error *err) {
+    return dmxp__wait_fd_arm(ch, w, 1, slots, err);
+}
+
+/* Ends the armed round: reaps the completions (the wait's, if it came) and undoes the round's
+ * registration. Call it when the fd turned readable, and also when the loop stops waiting
+ * without that (the slice ended, a timeout of its own, a shutdown): a wait still pending is
+ * parked for the next arm on its word, and costs senders nothing meanwhile (it is not counted).
+ * Then look at the ring (receive) and arm again. DMXP_OK (also when no round was armed);
+ * DMXP_E_UNSUPPORTED or DMXP_E_OS when the kernel refused the wait (poll instead), and
+ * DMXP_E_INVALID_ARGUMENT for a wait fd not open or inherited across fork. */
+static inline dmxp_status dmxp_wait_fd_complete(dmxp_wait_fd *w, dmxp_error *err) {
+    dmxp_status s = dmxp__wait_fd_usable(w, err);
+    if (s != DMXP_OK) return s;
+    int refused = 0;
+    (void)dmxp__wait_fd_reap(w, &refused);
+    dmxp__wait_fd_unregister(w);
+    return refused != 0 ? dmxp__wait_fd_refused(err, refused) : DMXP_OK;
+}
+
+/* Closes a wait fd: undoes a registration left armed, cancels and reaps a pending futex wait,
+ * unmaps the rings and closes the fd. In a forked child (a wait fd inherited from the parent)
+ * it only releases the child's copies of the fd and mappings. Harmless on a wait fd that is
+ * closed or whose open failed. The stats stay readable. */
+static inline void dmxp_wait_fd_close(dmxp_wait_fd *w) {
+    if (w == NULL || w->fd < 0) return;
+    if (w->pid == (uint32_t)getpid()) {
+        dmxp__wait_fd_unregister(w);
+        dmxp__wait_fd_cancel(w);
+    }
+    dmxp__wait_fd_release(w);
 }
 
 #if defined(__cplusplus)

@@ -92,6 +92,8 @@ static_assert(std::is_standard_layout<dmxp_channel>::value, "handle: standard la
 static_assert(std::is_trivially_copyable<dmxp_segment_layout>::value, "layout: trivial");
 static_assert(std::is_trivially_copyable<dmxp_channel>::value, "channel handle: trivial");
 static_assert(std::is_trivially_copyable<dmxp_segment>::value, "segment handle: trivial");
+static_assert(std::is_standard_layout<dmxp_wait_fd>::value, "wait fd: standard layout");
+static_assert(std::is_trivially_copyable<dmxp_wait_fd>::value, "wait fd: trivial");
 static_assert(sizeof(dmxp_slot) == DMXP_SLOT_SIZE && alignof(dmxp_slot) == 8, "slot");
 static_assert(sizeof(dmxp_channel_entry) == DMXP_CHANNEL_ENTRY_SIZE, "entry");
 static_assert(sizeof(dmxp_segment_layout) == DMXP_HEADER_SIZE, "header + table");

@@ -27,7 +27,10 @@
     X(offsetof(dmxp_error, os_errno)) X(offsetof(dmxp_error, detail)) X(sizeof(dmxp_trust))   \
     X(offsetof(dmxp_trust, peer_records)) X(sizeof(dmxp_send_counts))                        \
     X(sizeof(dmxp_recv_counts)) X(sizeof(dmxp_identity)) X(sizeof(dmxp_recover_report))      \
-    X(sizeof(dmxp_status))
+    X(sizeof(dmxp_status)) X(sizeof(dmxp_wait_fd)) X(DMXP__ALIGNOF(dmxp_wait_fd))             \
+    X(offsetof(dmxp_wait_fd, sqes)) X(offsetof(dmxp_wait_fd, in_flight))                     \
+    X(offsetof(dmxp_wait_fd, stuck)) X(offsetof(dmxp_wait_fd, stats))                        \
+    X(sizeof(dmxp_wait_fd_stats)) X(sizeof(dmxp__uring_sqe)) X(sizeof(dmxp__uring_params))
 
 #define DMXP_TEST_LAYOUT_COUNT_ONE(e) +1
 #define DMXP_TEST_LAYOUT_COUNT (0 DMXP_TEST_LAYOUT(DMXP_TEST_LAYOUT_COUNT_ONE))

@@ -243,9 +243,12 @@ static void cross_process_wake(void) {
             _Atomic uint32_t *word = &c.entry->not_empty_seq;
             atomic_fetch_add(&c.entry->not_empty_waiters, 1);
             uint32_t v = atomic_load(word);
-            if (dmxp_has_message(&c)) _exit(12);
-            int r;
-            if (client_waits) {
+            /* The parent sends as soon as it sees the count, so the message may already be
+             * there: the re-check of §7.2 then skips the sleep. */
+            int already = dmxp_has_message(&c);
+            int r = 0;
+            if (already) {
+            } else if (client_waits) {
                 r = dmxp__futex_wait(word, v, INT64_C(30000000000));
             } else {
                 struct timespec ts = {30, 0};
@@ -255,7 +258,7 @@ static void cross_process_wake(void) {
             atomic_fetch_sub(&c.entry->not_empty_waiters, 1);
             /* woken (0), or the word changed before we slept (EAGAIN): the wake came */
             if (r != 0 && r != EAGAIN) _exit(13);
-            if (atomic_load(word) == v) _exit(14);
+            if (!already && atomic_load(word) == v) _exit(14);
             unsigned char out[16];
             size_t len;
             if (dmxp_try_recv(&c, out, sizeof out, NULL, &len) != DMXP_OK) _exit(15);

@@ -7,18 +7,8 @@
  * forked children; states are waited for by polling with a deadline, never by a fixed sleep. */
 #include "util.h"
 
-#define SEG_LEN (1u << 20)
 #define SEC INT64_C(1000000000)
 #define DEADLINE_NS (20 * SEC) /* how long a poll waits for a state: generous, for loaded CI */
-
-static void new_segment(dmxp_segment *seg) {
-    void *mem = mmap(NULL, SEG_LEN, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    CHECK(mem != MAP_FAILED);
-    dmxp_error err;
-    CHECK_OK(dmxp_segment_format_memory(seg, mem, SEG_LEN, (uint32_t)getpid(), &err));
-}
-
-static void drop_segment(dmxp_segment *seg) { CHECK(munmap(seg->base, SEG_LEN) == 0); }
 
 /* The one record of `pid`, polled for until it appears. */
 static dmxp_peer_record *await_record_of(const dmxp_segment *seg, uint32_t pid) {
@@ -74,10 +64,8 @@ static void stop_while_counted(pid_t child, _Atomic uint32_t *count, dmxp_peer_r
 static void dead_receiver_given_back_by_registration(void) {
     dmxp_segment seg;
     new_segment(&seg);
-    dmxp_error err;
     dmxp_channel prod;
-    CHECK_OK(dmxp_channel_create(&seg, 1, 8, &prod, &err));
-    CHECK_OK(dmxp_channel_register(&prod, DMXP_ROLE_PRODUCER, &err));
+    create_registered(&seg, 1, 8, DMXP_ROLE_PRODUCER, &prod);
     dmxp_channel_entry *e = prod.entry;
     pid_t child = fork();
     CHECK(child >= 0);
@@ -106,6 +94,7 @@ static void dead_receiver_given_back_by_registration(void) {
     CHECK_EQ_U64(atomic_load(&e->not_empty_seq), seq0 + 1);
     /* A new registration sweeps first: the dead record is freed (its count given back), then
      * taken by the registration as the first free record. */
+    dmxp_error err;
     dmxp_channel cons;
     CHECK_OK(dmxp_channel_open(&seg, 1, &cons, &err));
     CHECK_OK(dmxp_channel_register(&cons, DMXP_ROLE_CONSUMER, &err));
@@ -135,13 +124,9 @@ static void dead_receiver_given_back_by_registration(void) {
 static void dead_sender_given_back_by_repair(void) {
     dmxp_segment seg;
     new_segment(&seg);
-    dmxp_error err;
     dmxp_channel ch;
-    CHECK_OK(dmxp_channel_create(&seg, 2, 2, &ch, &err));
-    CHECK_OK(dmxp_channel_register(&ch, DMXP_ROLE_CONSUMER, &err));
-    CHECK_OK(dmxp_try_send(&ch, "m0", 2, NULL, NULL));
-    CHECK_OK(dmxp_try_send(&ch, "m1", 2, NULL, NULL));
-    CHECK_STATUS(dmxp_try_send(&ch, "m2", 2, NULL, NULL), DMXP_E_FULL);
+    create_registered(&seg, 2, 2, DMXP_ROLE_CONSUMER, &ch);
+    fill_two_slots(&ch);
     dmxp_channel_entry *e = ch.entry;
     pid_t child = fork();
     CHECK(child >= 0);
@@ -319,9 +304,7 @@ static void misjudged_waiter_keeps_count(void) {
     /* The count is 0 (nobody to wake as far as a sender can tell): the child finds the message
      * at the end of its wait slice. */
     CHECK_OK(dmxp_try_send(&prod, "hello", 5, NULL, NULL));
-    int status;
-    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status));
-    CHECK_EQ_U64(WEXITSTATUS(status), 0);
+    reap_ok(child);
     CHECK_EQ_U64(atomic_load(&e->not_empty_waiters), 0);
     CHECK_EQ_U64(atomic_load(&rec->waiting), DMXP_WAITING_NONE);
     CHECK_EQ_U64(atomic_load(&rec->pid), 0); /* it left */
@@ -334,10 +317,8 @@ static void misjudged_waiter_keeps_count(void) {
 static void give_back_edge_cases(void) {
     dmxp_segment seg;
     new_segment(&seg);
-    dmxp_error err;
     dmxp_channel ch;
-    CHECK_OK(dmxp_channel_create(&seg, 6, 4, &ch, &err));
-    CHECK_OK(dmxp_channel_register(&ch, DMXP_ROLE_PRODUCER, &err));
+    create_registered(&seg, 6, 4, DMXP_ROLE_PRODUCER, &ch);
     dmxp_peer_record *d = &peer_table_of(&seg)[100];
     dmxp_channel_entry *e6 = ch.entry;
     dmxp_channel_entry *e44 = dmxp__entry(&seg, 44); /* 300 mod 256 */

@@ -1,12 +1,57 @@
 /* Helpers for the tests that look into a segment's peer table (PROTOCOL.md §11) and fake its
- * peers with forked children: test_peers, test_repair, test_waiters, test_process and
- * test_pending. static inline, so a test that uses only some of them builds warning-free. */
+ * peers with forked children: test_peers, test_repair, test_waiters, test_process,
+ * test_pending, test_runs and test_wait_fd. static inline, so a test that uses only some of
+ * them builds warning-free. */
 #ifndef DMXP_TEST_UTIL_H
 #define DMXP_TEST_UTIL_H
 
 #include "check.h"
 
+#include <sys/mman.h>
 #include <sys/wait.h>
+
+/* The size of the segments new_segment makes. */
+#define TEST_SHARED_SEG_LEN (1u << 20)
+
+/* A new segment of TEST_SHARED_SEG_LEN bytes of anonymous MAP_SHARED memory, formatted by this
+ * process: forked children share it. */
+static inline void new_segment(dmxp_segment *seg) {
+    void *mem = mmap(NULL, TEST_SHARED_SEG_LEN, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                     -1, 0);
+    CHECK(mem != MAP_FAILED);
+    dmxp_error err;
+    CHECK_OK(dmxp_segment_format_memory(seg, mem, TEST_SHARED_SEG_LEN, (uint32_t)getpid(), &err));
+}
+
+/* Unmaps a segment made by new_segment. */
+static inline void drop_segment(dmxp_segment *seg) {
+    CHECK(munmap(seg->base, TEST_SHARED_SEG_LEN) == 0);
+}
+
+/* Creates channel `id` of `capacity` slots on `seg` into `ch` and registers it for `roles`. */
+static inline void create_registered(const dmxp_segment *seg, uint32_t id, uint64_t capacity,
+                                     unsigned roles, dmxp_channel *ch) {
+    dmxp_error err;
+    CHECK_OK(dmxp_channel_create(seg, id, capacity, ch, &err));
+    CHECK_OK(dmxp_channel_register(ch, roles, &err));
+}
+
+/* Fills the 2 slots of `ch`: "m0" and "m1" are queued, and a third send is refused. */
+static inline void fill_two_slots(const dmxp_channel *ch) {
+    CHECK_OK(dmxp_try_send(ch, "m0", 2, NULL, NULL));
+    CHECK_OK(dmxp_try_send(ch, "m1", 2, NULL, NULL));
+    CHECK_STATUS(dmxp_try_send(ch, "m2", 2, NULL, NULL), DMXP_E_FULL);
+}
+
+/* Waits for `child`, which must have exited 0 (the test fails, naming its status, if not). */
+static inline void reap_ok(pid_t child) {
+    int status;
+    CHECK(waitpid(child, &status, 0) == child);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "child %d failed (status %#x)\n", (int)child, (unsigned)status);
+        exit(1);
+    }
+}
 
 /* The peer table of `seg`, which must have one (a handle has registered on it). */
 static inline dmxp_peer_record *peer_table_of(const dmxp_segment *seg) {
