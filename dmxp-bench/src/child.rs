@@ -22,11 +22,11 @@ pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 /// How long a child waits for the parent's go before giving up.
 const GO_LIMIT: Duration = Duration::from_secs(60);
 /// Round trips run before latency samples are kept.
-const WARMUP: u64 = 200;
+pub(crate) const WARMUP: u64 = 200;
 /// Latency samples kept at most (the run stops when it has them).
-const MAX_SAMPLES: usize = 2_000_000;
+pub(crate) const MAX_SAMPLES: usize = 2_000_000;
 /// Payload length that tells a DMXP pong to stop (real payloads are at least 8 bytes).
-const STOP_LEN: usize = 1;
+pub(crate) const STOP_LEN: usize = 1;
 
 /// Runs the child described by `spec_json` and writes its result file.
 pub fn run(spec_json: &str) -> Res<()> {
@@ -41,6 +41,7 @@ pub fn run(spec_json: &str) -> Res<()> {
         let (wake, wait) = (dmxp::futex_wake_calls(), dmxp::futex_wait_calls());
         let mut result = match spec.role {
             _ if spec.large => crate::large::child(&spec, &control, &allocator)?,
+            _ if spec.tokio => crate::async_latency::child(&spec, &control, &allocator)?,
             Role::Producer => producer(&spec, &control, &allocator)?,
             Role::Consumer => consumer(&spec, &control, &allocator)?,
             Role::Ping => ping(&spec, &control, &allocator)?,
@@ -71,7 +72,7 @@ pub(crate) fn retryable(e: &dmxp::Error) -> bool {
 
 /// Writes the message counter into the first bytes of a payload, as a real sender would
 /// write a header.
-fn stamp(payload: &mut [u8], n: u64) {
+pub(crate) fn stamp(payload: &mut [u8], n: u64) {
     let bytes = n.to_le_bytes();
     let len = payload.len().min(8);
     payload[..len].copy_from_slice(&bytes[..len]);
@@ -389,6 +390,74 @@ impl Recorder {
     }
 }
 
+/// The ping's side of a timed ping-pong: the round trips made so far, their times, and when
+/// the run started.
+pub(crate) struct RoundTrips<'c, 'm> {
+    control: &'c Control<'m>,
+    quota: u64,
+    recorder: Recorder,
+    rounds: u64,
+    begin: u64,
+}
+
+impl<'c, 'm> RoundTrips<'c, 'm> {
+    /// Reserves room for the samples, waits for the parent's go ([`start`]) and starts timing.
+    pub(crate) fn start(spec: &ChildSpec, control: &'c Control<'m>) -> Res<Self> {
+        let mut recorder = Recorder::new(spec.messages);
+        let begin = start(control)?;
+        recorder.restart();
+        Ok(Self {
+            control,
+            quota: spec.messages.unwrap_or(u64::MAX),
+            recorder,
+            rounds: 0,
+            begin,
+        })
+    }
+
+    /// True while the run goes on (round trips left, no stop, room for samples); then
+    /// stamps `payload` with the number of the round trip about to be made.
+    pub(crate) fn next(&mut self, payload: &mut [u8]) -> bool {
+        if self.rounds >= self.quota || self.control.stopped() || self.recorder.full() {
+            return false;
+        }
+        stamp(payload, self.rounds);
+        true
+    }
+
+    /// The round trip begun by [`Self::next`] ended now.
+    pub(crate) fn tick(&mut self) {
+        self.recorder.tick();
+        self.rounds += 1;
+    }
+
+    /// Round trips made so far.
+    pub(crate) fn rounds(&self) -> u64 {
+        self.rounds
+    }
+
+    /// What the ping reports: its round trips, from the start to now, and their latency.
+    pub(crate) fn result(self) -> ChildResult {
+        ChildResult {
+            messages: self.rounds,
+            start_ns: self.begin,
+            end_ns: monotonic_ns(),
+            latency: Some(self.recorder.percentiles()),
+            ..ChildResult::default()
+        }
+    }
+}
+
+/// What a pong reports: the `rounds` it answered, from `begin` to now.
+pub(crate) fn pong_result(rounds: u64, begin: u64) -> ChildResult {
+    ChildResult {
+        messages: rounds,
+        start_ns: begin,
+        end_ns: monotonic_ns(),
+        ..ChildResult::default()
+    }
+}
+
 /// One-way percentiles (round trip / 2) of round-trip samples in ns.
 pub fn percentiles_of(samples: &mut [u64]) -> Percentiles {
     samples.sort_unstable();
@@ -468,57 +537,45 @@ fn ping(
     alloc: &SharedMemoryAllocator,
 ) -> Res<ChildResult> {
     let mode = spec.mode.unwrap_or(Mode::Spin);
-    let quota = spec.messages.unwrap_or(u64::MAX);
     let mut payload = vec![0x5Au8; spec.payload];
     let mut buf = vec![0u8; dmxp::MSG_INLINE];
-    let mut recorder = Recorder::new(spec.messages);
-    let mut round = 0u64;
-    let keep_going =
-        |round: u64, recorder: &Recorder| round < quota && !control.stopped() && !recorder.full();
-    let begin;
-    match spec.system {
+    let trips = match spec.system {
         System::DmxpSingle | System::DmxpLoan => {
             let loan = spec.system == System::DmxpLoan;
             let (producer, consumer) = dmxp_pair(spec, alloc, true)?;
-            begin = start(control)?;
-            recorder.restart();
-            while keep_going(round, &recorder) {
-                stamp(&mut payload, round);
+            let mut trips = RoundTrips::start(spec, control)?;
+            while trips.next(&mut payload) {
                 dmxp_send(&producer, &payload, loan)?;
                 dmxp_recv(&consumer, &mut buf, loan, mode)?;
-                recorder.tick();
-                round += 1;
+                trips.tick();
             }
             dmxp_send(&producer, &payload[..STOP_LEN], loan)?;
+            trips
         }
         System::Uds => {
             let socket = stdio_fd(false)?;
-            begin = start(control)?;
-            recorder.restart();
-            while keep_going(round, &recorder) {
-                stamp(&mut payload, round);
+            let mut trips = RoundTrips::start(spec, control)?;
+            while trips.next(&mut payload) {
                 rustix::net::send(&socket, &payload, SendFlags::empty())?;
                 let (n, _) =
                     rustix::net::recv(&socket, &mut buf[..spec.payload], RecvFlags::empty())?;
                 if n == 0 {
                     return Err("pong closed the socket".into());
                 }
-                recorder.tick();
-                round += 1;
+                trips.tick();
             }
+            trips
         }
         System::Pipe => {
             let mut out = File::from(stdio_fd(true)?);
             let mut back = File::from(stdio_fd(false)?);
-            begin = start(control)?;
-            recorder.restart();
-            while keep_going(round, &recorder) {
-                stamp(&mut payload, round);
+            let mut trips = RoundTrips::start(spec, control)?;
+            while trips.next(&mut payload) {
                 out.write_all(&payload)?;
                 back.read_exact(&mut buf[..spec.payload])?;
-                recorder.tick();
-                round += 1;
+                trips.tick();
             }
+            trips
         }
         System::Floor => {
             return match mode {
@@ -529,14 +586,8 @@ fn ping(
         System::DmxpBatch | System::ArrayQueue => {
             return Err(format!("no cross-process ping-pong for {}", spec.system).into())
         }
-    }
-    Ok(ChildResult {
-        messages: round,
-        start_ns: begin,
-        end_ns: monotonic_ns(),
-        latency: Some(recorder.percentiles()),
-        ..ChildResult::default()
-    })
+    };
+    Ok(trips.result())
 }
 
 fn pong(
@@ -596,12 +647,7 @@ fn pong(
             return Err(format!("no cross-process ping-pong for {}", spec.system).into())
         }
     }
-    Ok(ChildResult {
-        messages: rounds,
-        start_ns: begin,
-        end_ns: monotonic_ns(),
-        ..ChildResult::default()
-    })
+    Ok(pong_result(rounds, begin))
 }
 
 #[cfg(test)]

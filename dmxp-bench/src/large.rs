@@ -37,13 +37,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use dmxp::{monotonic_ns, SharedMemoryAllocator};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::child::{retryable, start, stdio_fd, Res};
 use crate::control::{Backoff, Control, CONTROL_OFFSET};
-use crate::report::{align, median, targets_table, Machine, Target};
-use crate::runner::{self, Launch, Placement, RunLength};
+use crate::report::{align, median, run_length_text, targets_table, write_json, Machine, Target};
+use crate::runner::{self, Launch, LengthArgs, Placement, RunLength};
 use crate::spec::{ChildResult, ChildSpec, Role, Shape, System};
 
 /// Default slots of the DMXP ring: 4096 slots of 960 payload bytes (about 4 MiB of ring, 15
@@ -54,16 +53,15 @@ pub const LARGE_MAX_CAPACITY: u64 = 8192;
 
 /// Command-line options of `dmxp-bench large`.
 #[derive(Args, Clone, Debug)]
+#[command(
+    mut_arg("quick", |a| a.help("Short runs: 0.1 s per run and 3 repetitions (the whole benchmark in about 10 s)")),
+    mut_arg("seconds", |a| a.help("Seconds per run (default 1, or 0.1 with --quick)")),
+    mut_arg("messages", |a| a.help("A fixed number of messages per producer (and copies for memcpy) instead of a duration"))
+)]
 pub struct LargeArgs {
-    /// Short runs: 0.1 s per run and 3 repetitions (the whole benchmark in about 10 s).
-    #[arg(long)]
-    pub quick: bool,
-    /// Seconds per run (default 1, or 0.1 with --quick).
-    #[arg(long, conflicts_with = "messages")]
-    pub seconds: Option<f64>,
-    /// A fixed number of messages per producer (and copies for memcpy) instead of a duration.
-    #[arg(long)]
-    pub messages: Option<u64>,
+    /// How long each run is (`--quick`, `--seconds`, `--messages`).
+    #[command(flatten)]
+    pub length: LengthArgs,
     /// Repetitions of every configuration; the report shows medians (default 5, 3 with
     /// --quick).
     #[arg(long)]
@@ -784,17 +782,16 @@ impl LargeReport {
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        let m = &self.machine;
         let _ = writeln!(
             out,
-            "machine: {} CPUs, {}; pinned producers to {:?}, consumers and memcpy to {:?}; load average {} (start) / {} (end)",
-            m.nproc, m.cpu_model, m.producer_cpu, m.consumer_cpu, m.load_average_start, m.load_average_end
+            "{}",
+            self.machine.describe("producers", "consumers and memcpy")
         );
-        let length = match (self.messages_per_run, self.seconds_per_run) {
-            (Some(n), _) => format!("{n} messages per producer"),
-            (None, Some(s)) => format!("{s} s"),
-            _ => String::new(),
-        };
+        let length = run_length_text(
+            self.messages_per_run,
+            self.seconds_per_run,
+            "messages per producer",
+        );
         let _ = writeln!(
             out,
             "runs: {length} each, median of {} repetitions, DMXP ring of {} slots\n",
@@ -891,19 +888,9 @@ pub fn run(args: &LargeArgs) -> Res<LargeReport> {
             .into());
         }
     }
-    let reps = args.reps.unwrap_or(if args.quick { 3 } else { 5 });
-    if reps == 0 {
-        return Err("--reps must be at least 1".into());
-    }
-    let length = RunLength {
-        seconds: args.seconds.unwrap_or(if args.quick { 0.1 } else { 1.0 }),
-        messages: args.messages,
-        capacity,
-    };
-    if args.messages.is_none() && !(length.seconds > 0.0 && length.seconds.is_finite()) {
-        return Err("--seconds must be positive".into());
-    }
-    if args.messages == Some(0) {
+    let reps = runner::repetitions(args.reps, args.length.quick)?;
+    let length = args.length.run_length(1.0, 0.1, capacity)?;
+    if length.messages == Some(0) {
         return Err("--messages must be at least 1".into());
     }
     let placement = Placement::detect();
@@ -912,35 +899,28 @@ pub fn run(args: &LargeArgs) -> Res<LargeReport> {
     if jobs.is_empty() {
         return Err("--systems and --shapes leave nothing to run".into());
     }
-    let bar = if args.no_progress {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new((jobs.len() * reps) as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    // Interleave: repetition r of every job before repetition r + 1 of any.
     let mut samples: Vec<Vec<LargeSample>> = vec![Vec::new(); jobs.len()];
-    for _ in 0..reps {
-        for (k, job) in jobs.iter().enumerate() {
-            bar.set_message(job.label());
-            samples[k].push(
-                measure(job.carrier, job.shape, job.size, &length, &placement)
-                    .map_err(|e| format!("{}: {e}", job.label()))?,
-            );
-            bar.inc(1);
-        }
-    }
-    bar.finish_and_clear();
-    runner::remove_results_dir();
+    runner::interleave(
+        &jobs,
+        reps,
+        args.no_progress,
+        |job| job.label(),
+        |k, job| {
+            samples[k].push(measure(
+                job.carrier,
+                job.shape,
+                job.size,
+                &length,
+                &placement,
+            )?);
+            Ok(())
+        },
+    )?;
     let mut report = LargeReport {
         machine: Machine::at_end(load_start, &placement),
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        seconds_per_run: args.messages.is_none().then_some(length.seconds),
-        messages_per_run: args.messages,
+        seconds_per_run: length.messages.is_none().then_some(length.seconds),
+        messages_per_run: length.messages,
         repetitions: reps,
         capacity,
         rows: Vec::new(),
@@ -972,10 +952,7 @@ pub fn run(args: &LargeArgs) -> Res<LargeReport> {
 pub fn main_with(args: &LargeArgs) -> Res<LargeReport> {
     let report = run(args)?;
     print!("{}", report.render());
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
-        println!("\nJSON written to {}", path.display());
-    }
+    write_json(&report, args.json.as_deref())?;
     Ok(report)
 }
 

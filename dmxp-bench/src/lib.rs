@@ -12,6 +12,9 @@
 //!
 //! `dmxp-bench large` ([`large`]) measures messages longer than one slot (4 KiB to 256 KiB,
 //! sent as runs of slots) against a Unix stream socket, a pipe and one core's memcpy.
+//! `dmxp-bench async` ([`async_latency`]) measures ping-pong round trips when both ends wait
+//! from a tokio event loop, against the blocking futex path, a tokio Unix stream socket, and
+//! the Python package's asyncio waits.
 //!
 //! Each producer and consumer is its own process (this binary re-executed with a hidden
 //! argument), pinned so producers and consumers sit on different cores when there are two or
@@ -25,36 +28,35 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
+pub mod async_latency;
 pub mod chart;
 pub mod child;
 pub mod control;
 mod inproc;
 pub mod large;
+mod python_asyncio;
 pub mod report;
 pub mod runner;
 pub mod spec;
 
 use report::{median, median_of, LatencyRow, Machine, Report, ThroughputRow};
-use runner::{Placement, RunLength};
+use runner::{LengthArgs, Placement};
 use spec::{Mode, Shape, System};
 
 pub use child::Res;
 
 /// Command-line options of `dmxp-bench` and `dmxp bench`.
 #[derive(Args, Clone, Debug)]
+#[command(
+    mut_arg("quick", |a| a.help("Short runs for CI: 0.1 s per run (the whole benchmark in well under a minute)")),
+    mut_arg("seconds", |a| a.help("Seconds per run (default 1, or 0.1 with --quick)")),
+    mut_arg("messages", |a| a.help("A fixed number of messages per producer (and round trips per latency run) instead of a duration; runs also check that every message sent was received"))
+)]
 pub struct BenchArgs {
-    /// Short runs for CI: 0.1 s per run (the whole benchmark in well under a minute).
-    #[arg(long)]
-    pub quick: bool,
-    /// Seconds per run (default 1, or 0.1 with --quick).
-    #[arg(long, conflicts_with = "messages")]
-    pub seconds: Option<f64>,
-    /// A fixed number of messages per producer (and round trips per latency run) instead of a
-    /// duration; runs also check that every message sent was received.
-    #[arg(long)]
-    pub messages: Option<u64>,
+    /// How long each run is (`--quick`, `--seconds`, `--messages`).
+    #[command(flatten)]
+    pub length: LengthArgs,
     /// Repetitions of every configuration; the report shows medians.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
@@ -212,53 +214,34 @@ pub fn run(args: &BenchArgs) -> Res<Report> {
     if args.reps == 0 {
         return Err("--reps must be at least 1".into());
     }
-    let length = RunLength {
-        seconds: args.seconds.unwrap_or(if args.quick { 0.1 } else { 1.0 }),
-        messages: args.messages,
-        capacity: args.capacity,
-    };
-    if args.messages.is_none() && !(length.seconds > 0.0 && length.seconds.is_finite()) {
-        return Err("--seconds must be positive".into());
-    }
+    let length = args.length.run_length(1.0, 0.1, args.capacity)?;
     let placement = Placement::detect();
     let load_start = Machine::load_average();
     let jobs = plan(args);
-    let bar = if args.no_progress {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new((jobs.len() * args.reps) as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    // Interleave: repetition r of every job before repetition r + 1 of any.
     let mut throughput: Vec<Vec<runner::ThroughputSample>> = vec![Vec::new(); jobs.len()];
     let mut latency: Vec<Vec<runner::LatencySample>> = vec![Vec::new(); jobs.len()];
-    for _ in 0..args.reps {
-        for (k, job) in jobs.iter().enumerate() {
-            bar.set_message(job.label());
+    runner::interleave(
+        &jobs,
+        args.reps,
+        args.no_progress,
+        |job| job.label(),
+        |k, job| {
             match *job {
-                Job::Throughput(system, shape, payload) => throughput[k].push(
-                    runner::throughput(system, shape, payload, &length, &placement)
-                        .map_err(|e| format!("{}: {e}", job.label()))?,
-                ),
-                Job::Latency(system, mode, payload) => latency[k].push(
-                    runner::latency(system, mode, payload, &length, &placement)
-                        .map_err(|e| format!("{}: {e}", job.label()))?,
-                ),
+                Job::Throughput(system, shape, payload) => throughput[k].push(runner::throughput(
+                    system, shape, payload, &length, &placement,
+                )?),
+                Job::Latency(system, mode, payload) => {
+                    latency[k].push(runner::latency(system, mode, payload, &length, &placement)?);
+                }
             }
-            bar.inc(1);
-        }
-    }
-    bar.finish_and_clear();
-    runner::remove_results_dir();
+            Ok(())
+        },
+    )?;
     let mut report = Report {
         machine: Machine::at_end(load_start, &placement),
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        seconds_per_run: args.messages.is_none().then_some(length.seconds),
-        messages_per_run: args.messages,
+        seconds_per_run: length.messages.is_none().then_some(length.seconds),
+        messages_per_run: length.messages,
         repetitions: args.reps,
         capacity: args.capacity,
         throughput: Vec::new(),
@@ -324,10 +307,7 @@ pub fn run(args: &BenchArgs) -> Res<Report> {
 pub fn main_with(args: &BenchArgs) -> Res<Report> {
     let report = run(args)?;
     print!("{}", report.render());
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
-        println!("\nJSON written to {}", path.display());
-    }
+    report::write_json(&report, args.json.as_deref())?;
     if let Some(path) = &args.chart {
         chart::draw(&report, path)?;
         println!("chart written to {}", path.display());

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dmxp_bench::async_latency::AsyncArgs;
 use dmxp_bench::large::LargeArgs;
 use dmxp_bench::BenchArgs;
 
@@ -27,6 +28,10 @@ enum Command {
     /// Large messages (4 KiB to 256 KiB, sent as runs of slots): MB/s and msgs/s of DMXP 1->1
     /// and 2->2 next to a Unix stream socket, a pipe and one core's memcpy.
     Large(LargeArgs),
+    /// Waits from an event loop: round-trip latency of 32 B ping-pong between two processes
+    /// with tokio receive_async, with the blocking futex path, with a tokio Unix stream
+    /// socket, and from Python asyncio (the dmxp package's receive_async).
+    Async(AsyncArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Some(Command::Large(args)) => dmxp_bench::large::main_with(args).map(drop),
+        Some(Command::Async(args)) => dmxp_bench::async_latency::main_with(args).map(drop),
         None => dmxp_bench::main_with(&cli.args).map(drop),
     };
     match outcome {

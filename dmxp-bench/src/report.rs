@@ -38,6 +38,21 @@ impl Machine {
         }
     }
 
+    /// The first line of a report: the machine, what was pinned where (`producers` names what
+    /// ran on the producer CPU, `consumers` what ran on the other) and the load averages.
+    #[must_use]
+    pub fn describe(&self, producers: &str, consumers: &str) -> String {
+        format!(
+            "machine: {} CPUs, {}; pinned {producers} to {:?}, {consumers} to {:?}; load average {} (start) / {} (end)",
+            self.nproc,
+            self.cpu_model,
+            self.producer_cpu,
+            self.consumer_cpu,
+            self.load_average_start,
+            self.load_average_end
+        )
+    }
+
     /// The three load averages of `/proc/loadavg`, or an empty string.
     #[must_use]
     pub fn load_average() -> String {
@@ -152,6 +167,32 @@ pub struct Report {
     pub latency: Vec<LatencyRow>,
     /// The targets, evaluated ([`Self::compute_targets`]).
     pub targets: Vec<Target>,
+}
+
+/// How long each run was, for a report's `runs:` line: `{n} {counted}` for runs of a fixed
+/// count `n`, `{s} s` for timed ones.
+pub(crate) fn run_length_text(
+    messages_per_run: Option<u64>,
+    seconds_per_run: Option<f64>,
+    counted: &str,
+) -> String {
+    match (messages_per_run, seconds_per_run) {
+        (Some(n), _) => format!("{n} {counted}"),
+        (None, Some(s)) => format!("{s} s"),
+        _ => String::new(),
+    }
+}
+
+/// Writes `report` as pretty JSON to `path`, if there is one, and says so on stdout.
+pub(crate) fn write_json(
+    report: &impl Serialize,
+    path: Option<&std::path::Path>,
+) -> crate::Res<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")?;
+        println!("\nJSON written to {}", path.display());
+    }
+    Ok(())
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
@@ -306,21 +347,12 @@ impl Report {
     #[must_use]
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "machine: {} CPUs, {}; pinned producers to {:?}, consumers to {:?}; load average {} (start) / {} (end)",
-            self.machine.nproc,
-            self.machine.cpu_model,
-            self.machine.producer_cpu,
-            self.machine.consumer_cpu,
-            self.machine.load_average_start,
-            self.machine.load_average_end
+        let _ = writeln!(out, "{}", self.machine.describe("producers", "consumers"));
+        let length = run_length_text(
+            self.messages_per_run,
+            self.seconds_per_run,
+            "messages per producer",
         );
-        let length = match (self.messages_per_run, self.seconds_per_run) {
-            (Some(m), _) => format!("{m} messages per producer"),
-            (None, Some(s)) => format!("{s} s"),
-            _ => String::new(),
-        };
         let _ = writeln!(
             out,
             "runs: {length} each, median of {} repetitions, rings of {} slots\n",

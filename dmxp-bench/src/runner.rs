@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use dmxp::ChannelBuilder;
+use indicatif::{ProgressBar, ProgressStyle};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::pipe::PipeFlags;
 
@@ -24,6 +26,84 @@ pub struct RunLength {
     pub messages: Option<u64>,
     /// Slots per ring (and elements per `ArrayQueue`).
     pub capacity: u64,
+}
+
+/// The options that set how long each run is (`--quick`, `--seconds`, `--messages`), flattened
+/// into those of `dmxp-bench`, `dmxp-bench large` and `dmxp-bench async`; each command sets
+/// the help to its own defaults and units (`mut_arg`).
+#[derive(Args, Clone, Debug)]
+pub struct LengthArgs {
+    /// Short runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds per run.
+    #[arg(long, conflicts_with = "messages")]
+    pub seconds: Option<f64>,
+    /// A fixed number of messages per run instead of a duration.
+    #[arg(long)]
+    pub messages: Option<u64>,
+}
+
+impl LengthArgs {
+    /// The length of every run: `--messages` if given, else `--seconds`, else `seconds` (or
+    /// `quick_seconds` with `--quick`), with rings of `capacity` slots. A timed run must last
+    /// a positive, finite time.
+    pub fn run_length(&self, seconds: f64, quick_seconds: f64, capacity: u64) -> Res<RunLength> {
+        let length = RunLength {
+            seconds: self
+                .seconds
+                .unwrap_or(if self.quick { quick_seconds } else { seconds }),
+            messages: self.messages,
+            capacity,
+        };
+        if self.messages.is_none() && !(length.seconds > 0.0 && length.seconds.is_finite()) {
+            return Err("--seconds must be positive".into());
+        }
+        Ok(length)
+    }
+}
+
+/// `--reps` of `dmxp-bench large` and `dmxp-bench async`: as given, else 5 (3 with
+/// `--quick`); at least 1.
+pub(crate) fn repetitions(reps: Option<usize>, quick: bool) -> Res<usize> {
+    let reps = reps.unwrap_or(if quick { 3 } else { 5 });
+    if reps == 0 {
+        return Err("--reps must be at least 1".into());
+    }
+    Ok(reps)
+}
+
+/// Measures every job `reps` times, repetition r of every job before repetition r + 1 of any
+/// (so that a noisy machine hurts all alike), behind a progress bar unless `no_progress`.
+/// `measure(k, job)` runs job `k` once (and keeps what it measured); its error is prefixed
+/// with the job's `label`. Once all ran, removes the directory of the children's results.
+pub(crate) fn interleave<J>(
+    jobs: &[J],
+    reps: usize,
+    no_progress: bool,
+    label: impl Fn(&J) -> String,
+    mut measure: impl FnMut(usize, &J) -> Res<()>,
+) -> Res<()> {
+    let bar = if no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((jobs.len() * reps) as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    for _ in 0..reps {
+        for (k, job) in jobs.iter().enumerate() {
+            bar.set_message(label(job));
+            measure(k, job).map_err(|e| format!("{}: {e}", label(job)))?;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    remove_results_dir();
+    Ok(())
 }
 
 /// Where the children run.
@@ -278,6 +358,7 @@ pub(crate) fn spec(
         cpu2,
         out,
         large: false,
+        tokio: false,
     }
 }
 

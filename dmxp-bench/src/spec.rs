@@ -232,6 +232,11 @@ pub struct ChildSpec {
     /// *stream* sockets with a length prefix, and every message carrying check words.
     #[serde(default)]
     pub large: bool,
+    /// The async-wait benchmark (`dmxp-bench async`): the ping or pong runs on a
+    /// current-thread tokio runtime (DMXP `receive_async` / `send_async`, or a
+    /// `tokio::net::UnixStream`).
+    #[serde(default)]
+    pub tokio: bool,
 }
 
 /// Latency percentiles of one run, one-way (round trip / 2), in nanoseconds.
@@ -270,6 +275,12 @@ pub struct ChildResult {
     /// received, which the parent compares (every message delivered exactly once).
     #[serde(default)]
     pub checksum: u64,
+    /// Async runs: futex waits this process submitted to its `io_uring` during the run.
+    #[serde(default)]
+    pub io_uring_waits: u64,
+    /// Async runs: those of them that a wake (not a timeout or a cancel) completed.
+    #[serde(default)]
+    pub io_uring_wakeups: u64,
 }
 
 /// Argument that marks a re-executed child process.

@@ -2,26 +2,19 @@
 //! the runner checks that every message sent was received, and the consumers check every
 //! message's words) and checks the report. No timing is asserted: the machine may be loaded.
 
-use std::process::Command;
+mod common;
 
 use serde_json::Value;
 
 #[test]
 fn counted_large_run_covers_every_size_system_and_shape() {
-    let dir = std::env::temp_dir().join(format!("dmxp-bench-large-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("dmxp-bench-large-test");
     let json = dir.join("large.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_dmxp-bench"))
-        .args(["large", "--messages", "40", "--reps", "1", "--no-progress"])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = common::stdout_of_success(
+        common::bench()
+            .args(["large", "--messages", "40", "--reps", "1", "--no-progress"])
+            .arg("--json")
+            .arg(&json),
     );
     assert!(stdout.contains("LARGE MESSAGES") && stdout.contains("RATIOS"));
 
@@ -60,13 +53,13 @@ fn counted_large_run_covers_every_size_system_and_shape() {
 
 #[test]
 fn large_bad_arguments_fail_cleanly() {
-    let output = Command::new(env!("CARGO_BIN_EXE_dmxp-bench"))
+    let output = common::bench()
         .args(["large", "--sizes", "512", "--no-progress"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("outside 961..="));
-    let output = Command::new(env!("CARGO_BIN_EXE_dmxp-bench"))
+    let output = common::bench()
         .args(["large", "--systems", "carrier-pigeon"])
         .output()
         .unwrap();

@@ -2,37 +2,30 @@
 //! producer, so the runner checks that every message sent was received) and checks the report.
 //! No timing is asserted: the machine may be loaded.
 
-use std::process::Command;
+mod common;
 
 use serde_json::Value;
 
 #[test]
 fn counted_run_covers_every_system_and_makes_no_futex_calls_when_spinning() {
-    let dir = std::env::temp_dir().join(format!("dmxp-bench-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("dmxp-bench-test");
     let json = dir.join("report.json");
     let chart = dir.join("chart.svg");
-    let output = Command::new(env!("CARGO_BIN_EXE_dmxp-bench"))
-        .args([
-            "--messages",
-            "3000",
-            "--reps",
-            "1",
-            "--payloads",
-            "32,960",
-            "--no-progress",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .arg("--chart")
-        .arg(&chart)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = common::stdout_of_success(
+        common::bench()
+            .args([
+                "--messages",
+                "3000",
+                "--reps",
+                "1",
+                "--payloads",
+                "32,960",
+                "--no-progress",
+            ])
+            .arg("--json")
+            .arg(&json)
+            .arg("--chart")
+            .arg(&chart),
     );
     assert!(
         stdout.contains("THROUGHPUT")
@@ -106,13 +99,13 @@ fn counted_run_covers_every_system_and_makes_no_futex_calls_when_spinning() {
 
 #[test]
 fn bad_arguments_fail_cleanly() {
-    let output = Command::new(env!("CARGO_BIN_EXE_dmxp-bench"))
+    let output = common::bench()
         .args(["--payloads", "2000", "--no-progress"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("outside 8..=960"));
-    let output = Command::new(env!("CARGO_BIN_EXE_dmxp-bench"))
+    let output = common::bench()
         .args(["--systems", "carrier-pigeon"])
         .output()
         .unwrap();
