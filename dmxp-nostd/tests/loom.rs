@@ -35,13 +35,9 @@
 #![cfg(loom)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
-use std::time::Instant;
 
 use dmxp_nostd::atomic::{AtomicU32, Ordering};
-use dmxp_nostd::layout::{
-    band_len, AtomicChannelEntry, AtomicHeaderFields, AtomicPeerRecord, AtomicSlot, HEADER_SIZE,
-};
+use dmxp_nostd::layout::{band_len, AtomicPeerRecord, HEADER_SIZE};
 use dmxp_nostd::peer::{free_dead_records, register_in, PeerRole};
 use dmxp_nostd::{
     Channel, Error, Opened, RecvError, Segment, SendError, SendMeta, WaitOutcome, WaitStrategy,
@@ -49,15 +45,8 @@ use dmxp_nostd::{
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
-loom::lazy_static! {
-    /// The probe word behind [`interleave`] (one per execution).
-    static ref PROBE: AtomicU32 = AtomicU32::new(0);
-}
-
-/// Marks the start of a test-level operation as a point where loom must try every thread.
-fn interleave() {
-    PROBE.fetch_add(1, Ordering::Relaxed);
-}
+mod loom_common;
+use loom_common::{check, interleave, Memory};
 
 /// Sends message `tag`, returning its message_id.
 fn send<W: WaitStrategy>(channel: &Channel<'_, W>, tag: u8) -> Result<u64, SendError> {
@@ -68,30 +57,6 @@ fn send<W: WaitStrategy>(channel: &Channel<'_, W>, tag: u8) -> Result<u64, SendE
 /// Attempts a test thread makes at a `try_*` call that can legitimately find the ring empty or
 /// full because another thread has not got there yet.
 const ATTEMPTS: usize = 2;
-
-/// The memory of one modelled segment.
-struct Memory {
-    fields: AtomicHeaderFields,
-    entries: Vec<AtomicChannelEntry>,
-    slots: Vec<AtomicSlot>,
-}
-
-impl Memory {
-    fn new(entries: usize, slots: usize) -> Self {
-        Self {
-            fields: AtomicHeaderFields::new_zeroed(),
-            entries: (0..entries)
-                .map(|_| AtomicChannelEntry::new_zeroed())
-                .collect(),
-            slots: (0..slots).map(|_| AtomicSlot::new_zeroed()).collect(),
-        }
-    }
-
-    /// Formats the memory as an empty segment.
-    fn segment(&'static self) -> Segment<'static> {
-        Segment::model(&self.fields, &self.entries, &self.slots)
-    }
-}
 
 /// The tiny payload of message `tag` (six bytes: one payload word, zero-padded).
 fn payload(tag: u8) -> [u8; 6] {
@@ -168,33 +133,6 @@ fn assert_exactly_once(got: &[Got], sent: &BTreeMap<u8, u64>) {
         );
     }
     assert_eq!(&seen, sent, "received {got:?}");
-}
-
-/// Runs `model` under loom with at most `preemptions` preemptions per execution (unless
-/// LOOM_MAX_PREEMPTIONS is set, which overrides it) and prints how many executions loom explored.
-fn check(name: &str, preemptions: usize, model: fn()) {
-    let executions = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = executions.clone();
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(preemptions);
-    }
-    // Formatting a channel stores every word of every slot: far more branch points than the
-    // default of 1,000 allows, though they are all in one thread.
-    builder.max_branches = 20_000;
-    let bound = builder.preemption_bound;
-    let start = Instant::now();
-    builder.check(move || {
-        counter.fetch_add(1, StdOrdering::Relaxed);
-        // Creates the probe before any thread is spawned.
-        interleave();
-        model();
-    });
-    println!(
-        "loom model {name}: {} executions, preemption bound {bound:?}, {:.2?}",
-        executions.load(StdOrdering::Relaxed),
-        start.elapsed()
-    );
 }
 
 /// Two producers send one message each into a ring of 2 while the main thread receives.

@@ -17,43 +17,15 @@
 
 #![cfg(loom)]
 
-use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
-use std::time::Instant;
-
 use dmxp_nostd::atomic::{AtomicU32, Ordering};
-use dmxp_nostd::layout::{AtomicChannelEntry, AtomicHeaderFields, AtomicPeerRecord, AtomicSlot};
+use dmxp_nostd::layout::AtomicPeerRecord;
 use dmxp_nostd::peer::{register_in, PeerRole};
-use dmxp_nostd::{Channel, RecvError, Segment, SendMeta, WaitOutcome, WaitStrategy};
+use dmxp_nostd::{Channel, RecvError, SendMeta, WaitOutcome, WaitStrategy};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
-loom::lazy_static! {
-    static ref PROBE: AtomicU32 = AtomicU32::new(0);
-}
-
-fn interleave() {
-    PROBE.fetch_add(1, Ordering::Relaxed);
-}
-
-struct Memory {
-    fields: AtomicHeaderFields,
-    entries: Vec<AtomicChannelEntry>,
-    slots: Vec<AtomicSlot>,
-}
-
-impl Memory {
-    fn new(slots: usize) -> Self {
-        Self {
-            fields: AtomicHeaderFields::new_zeroed(),
-            entries: vec![AtomicChannelEntry::new_zeroed()],
-            slots: (0..slots).map(|_| AtomicSlot::new_zeroed()).collect(),
-        }
-    }
-
-    fn segment(&'static self) -> Segment<'static> {
-        Segment::model(&self.fields, &self.entries, &self.slots)
-    }
-}
+mod loom_common;
+use loom_common::{check, interleave, Memory};
 
 #[derive(Default)]
 struct RingState {
@@ -124,28 +96,6 @@ impl WaitStrategy for ModelRing {
     }
 }
 
-fn check(name: &str, preemptions: usize, model: fn()) {
-    let executions = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = executions.clone();
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(preemptions);
-    }
-    builder.max_branches = 20_000;
-    let bound = builder.preemption_bound;
-    let start = Instant::now();
-    builder.check(move || {
-        counter.fetch_add(1, StdOrdering::Relaxed);
-        interleave();
-        model();
-    });
-    println!(
-        "loom model {name}: {} executions, preemption bound {bound:?}, {:.2?}",
-        executions.load(StdOrdering::Relaxed),
-        start.elapsed()
-    );
-}
-
 fn send(channel: &Channel<'_, ModelRing>, tag: u8) -> u64 {
     interleave();
     let meta = SendMeta {
@@ -196,7 +146,7 @@ fn async_receive(channel: &Channel<'_, ModelRing>, ring: &ModelRing) -> u8 {
 fn async_recv_is_woken() {
     check("async_recv_is_woken", 3, || {
         loom::lazy_static! {
-            static ref MEMORY: Memory = Memory::new(2);
+            static ref MEMORY: Memory = Memory::new(1, 2);
         }
         let ring = ModelRing::new();
         let segment = MEMORY.segment().with_wait_strategy(ring.clone());
@@ -221,7 +171,7 @@ fn a_cancelled_async_wait_leaves_no_count_and_loses_no_wake() {
         3,
         || {
             loom::lazy_static! {
-                static ref MEMORY: Memory = Memory::new(2);
+                static ref MEMORY: Memory = Memory::new(1, 2);
                 static ref RECORDS: Vec<AtomicPeerRecord> = vec![AtomicPeerRecord::new_zeroed()];
             }
             let ring = ModelRing::new();

@@ -1148,17 +1148,10 @@ impl Consumer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn arm_wait(&mut self) -> Result<ArmedWait> {
-        if self.repair_if_stuck() {
-            return Ok(ArmedWait::Ready);
-        }
-        // The wait word lives in the segment: a shrunk one is reported, not touched.
-        self.cell.check_size()?;
-        let now = Instant::now();
-        let timeout = crate::wait::slice_end(self.stuck.next_check(), now) - now;
-        let channel = self.cell.channel();
-        Ok(self
-            .event_wait
-            .arm(channel, timeout, || channel.register_for_message())?)
+        self.event_wait
+            .arm_handle(&self.cell, &self.stuck, PeerRole::Producer, |channel| {
+                channel.register_for_message()
+            })
     }
 
     /// Ends the wait [`Self::arm_wait`] armed: reaps its completion and stops counting this

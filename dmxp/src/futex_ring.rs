@@ -12,13 +12,14 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dmxp_nostd::{DetachedRegistration, WaitRegistration};
+use dmxp_nostd::{DetachedRegistration, PeerRole, WaitRegistration};
 use io_uring::{opcode, types, IoUring, Probe};
 use rustix::io::Errno;
 
-use crate::handle::FutexChannel;
+use crate::handle::{FutexChannel, HandleCell};
+use crate::recovery::StuckWatch;
 
 static SUBMITTED: AtomicU64 = AtomicU64::new(0);
 static WOKEN: AtomicU64 = AtomicU64::new(0);
@@ -232,9 +233,30 @@ pub(crate) struct EventWait {
 }
 
 impl EventWait {
+    /// What every handle's `arm_wait` does: repairs a channel stuck on a dead `holder` (then
+    /// `Ready`), checks the mapping still holds the wait word, and arms the wait `register`
+    /// makes, for at most one slice (§7.3, sooner while `stuck` watches a position).
+    pub(crate) fn arm_handle<'a>(
+        &mut self,
+        cell: &'a HandleCell,
+        stuck: &StuckWatch,
+        holder: PeerRole,
+        register: impl FnOnce(&FutexChannel<'a>) -> WaitRegistration<'a>,
+    ) -> crate::Result<ArmedWait> {
+        if cell.repair_if_stuck(stuck, holder) {
+            return Ok(ArmedWait::Ready);
+        }
+        // The wait word lives in the segment: a shrunk one is reported, not touched.
+        cell.check_size()?;
+        let now = Instant::now();
+        let timeout = crate::wait::slice_end(stuck.next_check(), now) - now;
+        let channel = cell.channel();
+        Ok(self.arm(channel, timeout, || register(channel))?)
+    }
+
     /// Arms a wait registered by `register` (unless the wait armed before is still in flight:
     /// it is kept). Sets up the ring on first use.
-    pub(crate) fn arm<'a>(
+    fn arm<'a>(
         &mut self,
         channel: &FutexChannel<'a>,
         timeout: Duration,

@@ -934,18 +934,11 @@ impl Producer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn arm_wait(&mut self, len: usize) -> Result<ArmedWait> {
-        if self.repair_if_stuck() {
-            return Ok(ArmedWait::Ready);
-        }
-        // The wait word lives in the segment: a shrunk one is reported, not touched.
-        self.cell.check_size()?;
         let slots = len.div_ceil(crate::MSG_INLINE).max(1) as u64;
-        let now = Instant::now();
-        let timeout = crate::wait::slice_end(self.stuck.next_check(), now) - now;
-        let channel = self.cell.channel();
-        Ok(self
-            .event_wait
-            .arm(channel, timeout, || channel.register_for_free_slots(slots))?)
+        self.event_wait
+            .arm_handle(&self.cell, &self.stuck, PeerRole::Consumer, |channel| {
+                channel.register_for_free_slots(slots)
+            })
     }
 
     /// Ends the wait [`Self::arm_wait`] armed, like

@@ -57,6 +57,21 @@ def counters() -> tuple[int, int, int]:
     return dmxp.futex_wake_calls(), dmxp.io_uring_futex_waits(), dmxp.io_uring_futex_wakeups()
 
 
+def result(
+    rounds: int, begin: int, end: int, before: tuple, after: tuple, consumer: dmxp.Consumer
+) -> dict:
+    """What one end reports: its round trips, its span and the wake-ups it made."""
+    return {
+        "messages": rounds,
+        "start_ns": begin,
+        "end_ns": end,
+        "futex_wake": after[0] - before[0],
+        "io_uring_waits": after[1] - before[1],
+        "io_uring_wakeups": after[2] - before[2],
+        "async_wakeup": consumer.async_wakeup,
+    }
+
+
 async def ping(args: argparse.Namespace) -> dict:
     producer = dmxp.Producer(
         args.channel, capacity=args.capacity, segment=args.segment, size=args.size
@@ -95,15 +110,7 @@ async def ping(args: argparse.Namespace) -> dict:
     after = counters()
     with open(args.stamps, "wb") as out:
         stamps.tofile(out)
-    return {
-        "messages": rounds,
-        "start_ns": begin,
-        "end_ns": end,
-        "futex_wake": after[0] - before[0],
-        "io_uring_waits": after[1] - before[1],
-        "io_uring_wakeups": after[2] - before[2],
-        "async_wakeup": consumer.async_wakeup,
-    }
+    return result(rounds, begin, end, before, after, consumer)
 
 
 async def pong(args: argparse.Namespace) -> dict:
@@ -126,15 +133,7 @@ async def pong(args: argparse.Namespace) -> dict:
         rounds += 1
     end = time.monotonic_ns()
     after = counters()
-    return {
-        "messages": rounds,
-        "start_ns": begin,
-        "end_ns": end,
-        "futex_wake": after[0] - before[0],
-        "io_uring_waits": after[1] - before[1],
-        "io_uring_wakeups": after[2] - before[2],
-        "async_wakeup": consumer.async_wakeup,
-    }
+    return result(rounds, begin, end, before, after, consumer)
 
 
 def main() -> int:
