@@ -8,11 +8,29 @@ import (
 
 // Single-goroutine costs of the ring operations (no contention, no waiting).
 
-func BenchmarkSendReceive64(b *testing.B) {
-	seg := newTestSegment(b, segmentSize(1024))
+func BenchmarkSendReceive64(b *testing.B) { benchSendReceive(b, 64, false) }
+
+// BenchmarkSendReceive144Registered is one send and one receive of 144 bytes (the longest
+// pattern payload) on handles registered in the peer table, as the example programs are.
+func BenchmarkSendReceive144Registered(b *testing.B) { benchSendReceive(b, 144, true) }
+
+func BenchmarkSendReceive960(b *testing.B) { benchSendReceive(b, MsgInline, false) }
+
+func benchSendReceive(b *testing.B, n int, register bool) {
+	seg := newTestSegment(b, segmentSize(1024)+PeerTableSize)
 	ch := mustChannel(b, seg, 0, 1024)
-	payload := make([]byte, 64)
+	if register {
+		if err := ch.Register(RoleProducer); err != nil {
+			b.Fatal(err)
+		}
+		if err := ch.Register(RoleConsumer); err != nil {
+			b.Fatal(err)
+		}
+		defer ch.Close()
+	}
+	payload := make([]byte, n)
 	buf := make([]byte, MsgInline)
+	b.SetBytes(int64(n))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := ch.TrySend(payload); err != nil {
@@ -24,9 +42,23 @@ func BenchmarkSendReceive64(b *testing.B) {
 	}
 }
 
-func BenchmarkBatch64x32(b *testing.B) {
-	seg := newTestSegment(b, segmentSize(1024))
+func BenchmarkBatch64x32(b *testing.B) { benchBatch(b, false) }
+
+// BenchmarkBatch64x32Registered is BenchmarkBatch64x32 on registered handles.
+func BenchmarkBatch64x32Registered(b *testing.B) { benchBatch(b, true) }
+
+func benchBatch(b *testing.B, register bool) {
+	seg := newTestSegment(b, segmentSize(1024)+PeerTableSize)
 	ch := mustChannel(b, seg, 0, 1024)
+	if register {
+		if err := ch.Register(RoleProducer); err != nil {
+			b.Fatal(err)
+		}
+		if err := ch.Register(RoleConsumer); err != nil {
+			b.Fatal(err)
+		}
+		defer ch.Close()
+	}
 	batch := make([][]byte, 32)
 	for i := range batch {
 		batch[i] = make([]byte, 64)

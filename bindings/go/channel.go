@@ -89,6 +89,8 @@ type Channel struct {
 	// This handle's peer records (Register), nil when not registered.
 	sendPeer unsafe.Pointer
 	recvPeer unsafe.Pointer
+	// What this handle last stored in each record's intent_flags (intentSet).
+	sendFlagsShown, recvFlagsShown uint32
 	// Non-blocking calls in a row that found the ring full (sends) or empty (receives), and
 	// the stuck watches they keep once a streak is long enough (missThreshold).
 	sendMisses, recvMisses missStreak
@@ -244,8 +246,16 @@ func (c *Channel) PeekSlot(index uint64) SlotInfo {
 }
 
 func readMeta(slot unsafe.Pointer) Meta {
+	var m Meta
+	readMetaInto(slot, &m)
+	return m
+}
+
+// readMetaInto reads a slot's meta into m, each field once. The receive path fills the
+// caller's Meta in place rather than passing it up by value through each call.
+func readMetaInto(slot unsafe.Pointer, m *Meta) {
 	runtimeFlags := load32(slot, slotRuntimeFlags)
-	return Meta{
+	*m = Meta{
 		MessageID:     load64(slot, slotMessageID),
 		TimestampNs:   load64(slot, slotTimestamp),
 		ChannelID:     load32(slot, slotChannelID),
@@ -277,7 +287,7 @@ func (c *Channel) claimSend(max uint64) (uint64, uint64, error) {
 				count++
 			}
 			if peer != nil {
-				intentSet(peer, tail, count, 0)
+				intentSet(peer, &c.sendFlagsShown, tail, count, 0)
 			}
 			if cas64(c.entry, entTail, tail, tail+count) {
 				return tail, count, nil
@@ -285,14 +295,14 @@ func (c *Channel) claimSend(max uint64) (uint64, uint64, error) {
 			tail = load64(c.entry, entTail)
 		case lag < 0:
 			// The slot still holds the message of the previous lap.
-			intentClear(peer)
+			intentClear(peer, &c.sendFlagsShown)
 			return 0, 0, ErrFull
 		default:
 			// Another producer claimed this position: catch up.
 			tail = load64(c.entry, entTail)
 		}
 	}
-	intentClear(peer)
+	intentClear(peer, &c.sendFlagsShown)
 	return 0, 0, ErrBusy
 }
 
@@ -316,26 +326,26 @@ func (c *Channel) claimRun(k uint64) (uint64, error) {
 			switch {
 			case j == k: // all k slots are free
 				if peer != nil {
-					intentSet(peer, tail, k, intentFlagRun)
+					intentSet(peer, &c.sendFlagsShown, tail, k, intentFlagRun)
 				}
 				if cas64(c.entry, entTail, tail, tail+k) {
 					return tail, nil
 				}
 				tail = load64(c.entry, entTail)
 			case d < 0:
-				intentClear(peer)
+				intentClear(peer, &c.sendFlagsShown)
 				return 0, ErrFull
 			default: // another producer moved on
 				tail = load64(c.entry, entTail)
 			}
 		case lag < 0:
-			intentClear(peer)
+			intentClear(peer, &c.sendFlagsShown)
 			return 0, ErrFull
 		default:
 			tail = load64(c.entry, entTail)
 		}
 	}
-	intentClear(peer)
+	intentClear(peer, &c.sendFlagsShown)
 	return 0, ErrBusy
 }
 
@@ -382,7 +392,7 @@ func (c *Channel) claimRecvAt(max uint64, avail int) (recvClaim, error) {
 			case flags&FlagRun != 0:
 				k, length, ok := c.checkRunStart(slot)
 				if ok && avail >= 0 && int(length) > avail {
-					intentClear(peer)
+					intentClear(peer, &c.recvFlagsShown)
 					return recvClaim{}, &BufferTooSmallError{Needed: int(length), Available: avail}
 				}
 				if ok && c.runPublished(head, k) {
@@ -394,7 +404,7 @@ func (c *Channel) claimRecvAt(max uint64, avail int) (recvClaim, error) {
 				if avail >= 0 {
 					needed := load32(slot, slotPayloadLen)
 					if flags&(FlagSkip|FlagLost) == 0 && needed <= MsgInline && int(needed) > avail {
-						intentClear(peer)
+						intentClear(peer, &c.recvFlagsShown)
 						return recvClaim{}, &BufferTooSmallError{Needed: int(needed), Available: avail}
 					}
 				}
@@ -412,7 +422,7 @@ func (c *Channel) claimRecvAt(max uint64, avail int) (recvClaim, error) {
 				if cl.run {
 					intentFlags = intentFlagRun
 				}
-				intentSet(peer, head, cl.count, intentFlags)
+				intentSet(peer, &c.recvFlagsShown, head, cl.count, intentFlags)
 			}
 			if cas64(c.entry, entHead, head, head+cl.count) {
 				return cl, nil
@@ -421,7 +431,7 @@ func (c *Channel) claimRecvAt(max uint64, avail int) (recvClaim, error) {
 		case lag < 0:
 			// Nothing published at head: empty, unless a completed send is queued behind a
 			// claim still in flight (PROTOCOL.md §6.2), which the caller waits for.
-			intentClear(peer)
+			intentClear(peer, &c.recvFlagsShown)
 			switch c.queuedBehind(head) {
 			case queuedYes:
 				return recvClaim{first: head}, errPending
@@ -434,7 +444,7 @@ func (c *Channel) claimRecvAt(max uint64, avail int) (recvClaim, error) {
 			head = load64(c.entry, entHead)
 		}
 	}
-	intentClear(peer)
+	intentClear(peer, &c.recvFlagsShown)
 	return recvClaim{}, ErrBusy
 }
 
@@ -651,15 +661,14 @@ func (c *Channel) publishSlot(position, messageID uint64, part []byte, opts *Sen
 	if load64(slot, slotSequence) != position {
 		return false
 	}
-	store64(slot, slotMessageID, messageID)
-	store64(slot, slotTimestamp, timestamp)
-	store32(slot, slotChannelID, c.geom.ID)
-	store32(slot, slotMessageType, opts.MessageType)
-	store32(slot, slotSenderPid, c.pid)
-	store32(slot, slotRuntimeFlags, uint32(RuntimeGo)|uint32(opts.Flags|protocolFlags)<<16)
-	store32(slot, slotPayloadLen, length)
-	store32(slot, slotMetaPad, 0)
-	store64(slot, slotRunSlots, slots|index<<32) // run_slots, run_index
+	// The meta as six aligned little-endian words, with ordinary stores: the slot is claimed
+	// and the CAS below publishes them (the memory model in mem.go).
+	putWord(slot, slotMessageID, messageID)
+	putWord(slot, slotTimestamp, timestamp)
+	putWord(slot, slotChannelID, uint64(c.geom.ID)|uint64(opts.MessageType)<<32)
+	putWord(slot, slotSenderPid, uint64(c.pid)|uint64(uint32(RuntimeGo)|uint32(opts.Flags|protocolFlags)<<16)<<32)
+	putWord(slot, slotPayloadLen, uint64(length)) // payload_len, then the zero bytes 44..48
+	putWord(slot, slotRunSlots, slots|index<<32)  // run_slots, run_index
 	runHook(hookBeforePublish, position)
 	return cas64(slot, slotSequence, position, position+1)
 }
@@ -723,7 +732,7 @@ func (c *Channel) trySend(payload []byte, opts *SendOptions) (uint64, error) {
 // finishSend publishes the message of a claimed position and ends the intent.
 func (c *Channel) finishSend(position uint64, payload []byte, opts *SendOptions) (uint64, error) {
 	published := c.publish(position, payload, opts, stamp(opts))
-	intentClear(c.sendPeer) // after the publish (or the failed one)
+	intentClear(c.sendPeer, &c.sendFlagsShown) // after the publish (or the failed one)
 	if !published {
 		atomic.AddUint64(&c.revoked, 1)
 		return 0, &RevokedError{MessageID: position, Count: 1}
@@ -754,7 +763,7 @@ func (c *Channel) finishRun(first, k uint64, payload []byte, opts *SendOptions) 
 	if published {
 		published = c.publishSlot(first, first, part(0), opts, timestamp, length, FlagRun, k, 0)
 	}
-	intentClear(c.sendPeer) // after the last publish (or the failed one)
+	intentClear(c.sendPeer, &c.sendFlagsShown) // after the last publish (or the failed one)
 	if !published {
 		atomic.AddUint64(&c.revoked, 1)
 		return 0, &RevokedError{MessageID: first, Count: 1}
@@ -780,6 +789,12 @@ func (c *Channel) SendTimeout(payload []byte, timeout time.Duration) (uint64, er
 // dead, for the unblock timeout if it is alive). A message longer than MsgInline (a run)
 // waits until all the slots it needs are free at once.
 func (c *Channel) SendWith(payload []byte, opts SendOptions, timeout time.Duration) (uint64, error) {
+	// One attempt before the clock is read for the deadline: a free slot costs no time read
+	// beyond the timestamp.
+	if id, err := c.trySend(payload, &opts); err != ErrFull {
+		c.sendMisses.hit()
+		return id, err
+	}
 	return c.sendUntil(context.Background(), payload, &opts, time.Now().Add(timeout), timeout < 0)
 }
 
@@ -874,7 +889,7 @@ func (c *Channel) trySendBatch(payloads [][]byte, opts *SendOptions) (int, error
 		}
 		revoked.Count++
 	}
-	intentClear(c.sendPeer) // after the last publish
+	intentClear(c.sendPeer, &c.sendFlagsShown) // after the last publish
 	if revoked == nil {
 		c.notifyConsumers()
 		return int(count), nil
@@ -1062,23 +1077,25 @@ func classify(meta *Meta) content {
 // buf, and frees the slot by CAS. What it read counts only if the free succeeded: otherwise
 // (contentRevoked) the slot may have held the next lap's bytes, and the caller must discard
 // buf. A message longer than buf (only a peer rewriting a published slot gets there) is
-// reported as corrupt.
-func (c *Channel) consume(position uint64, buf []byte) (Meta, content) {
+// reported as corrupt. The metadata goes to *meta (zero when revoked).
+func (c *Channel) consume(position uint64, buf []byte, meta *Meta) content {
 	slot := c.slot(position)
-	meta := readMeta(slot)
-	kind := classify(&meta)
+	readMetaInto(slot, meta)
+	kind := classify(meta)
 	if kind == contentMessage {
-		if int(meta.PayloadLen) > len(buf) {
+		// n is read once: the length checked is the length copied.
+		if n := meta.PayloadLen; int(n) > len(buf) {
 			kind = contentCorrupt
 		} else {
-			loadPayload(unsafe.Add(slot, slotPayload), buf[:meta.PayloadLen])
+			loadPayload(unsafe.Add(slot, slotPayload), buf[:n])
 		}
 	}
 	runHook(hookBeforeFree, position)
 	if !c.free(position) {
-		return Meta{}, contentRevoked
+		*meta = Meta{}
+		return contentRevoked
 	}
-	return meta, kind
+	return kind
 }
 
 // consumeRun finishes a claimed run (PROTOCOL.md §12.4): re-reads run_slots and payload_len
@@ -1087,10 +1104,10 @@ func (c *Channel) consume(position uint64, buf []byte) (Meta, content) {
 // into buf (at least cl.length bytes), and frees every position by CAS, whatever it found.
 // A bad run is contentCorrupt, once; a free that fails (a repair freed the position first)
 // makes it contentRevoked, and the copy must be discarded.
-func (c *Channel) consumeRun(cl recvClaim, buf []byte) (Meta, content) {
+func (c *Channel) consumeRun(cl recvClaim, buf []byte, meta *Meta) content {
 	first, k, length := cl.first, cl.count, cl.length
 	slot := c.slot(first)
-	meta := readMeta(slot)
+	readMetaInto(slot, meta)
 	bad := uint64(load32(slot, slotRunSlots)) != k || meta.PayloadLen != length
 	for i := uint64(0); i < k && !bad; i++ {
 		part := c.slot(first + i)
@@ -1115,11 +1132,13 @@ func (c *Channel) consumeRun(cl recvClaim, buf []byte) (Meta, content) {
 	}
 	switch {
 	case revoked:
-		return Meta{}, contentRevoked
+		*meta = Meta{}
+		return contentRevoked
 	case bad:
-		return Meta{MessageID: first, PayloadLen: length, Flags: FlagRun}, contentCorrupt
+		*meta = Meta{MessageID: first, PayloadLen: length, Flags: FlagRun}
+		return contentCorrupt
 	}
-	return meta, contentMessage
+	return contentMessage
 }
 
 // TryReceive receives one message into buf without waiting; the payload is
@@ -1144,11 +1163,10 @@ func (c *Channel) consumeRun(cl recvClaim, buf []byte) (Meta, content) {
 // position a producer claimed and never published, which is repaired (a LOST tombstone) once
 // it has stayed stuck for StuckGrace if the producer is dead, and for the unblock timeout if
 // it is alive (SetUnblockTimeout).
-func (c *Channel) TryReceive(buf []byte) (Meta, error) {
-	var pending pendingWait
-	meta, err := c.receiveNow(buf, &pending)
-	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false, 0) {
-		meta, err = c.receiveNow(buf, &pending)
+func (c *Channel) TryReceive(buf []byte) (meta Meta, err error) {
+	// The common case is one attempt; the pending wait and the stuck check are out of line.
+	if err = c.tryReceive(buf, &meta); err == errPending || err == ErrEmpty {
+		err = c.receiveMissed(buf, &meta, err)
 	}
 	if err != ErrEmpty {
 		c.recvMisses.hit()
@@ -1156,67 +1174,91 @@ func (c *Channel) TryReceive(buf []byte) (Meta, error) {
 	return meta, err
 }
 
+// receiveMissed is the rest of a TryReceive whose first attempt returned err, errPending or
+// ErrEmpty: it waits for a pending head, and after a streak of empty results looks for a
+// stuck position, trying again after a repair.
+func (c *Channel) receiveMissed(buf []byte, meta *Meta, err error) error {
+	var pending pendingWait
+	if err == errPending {
+		if c.waitPending(&pending) {
+			err = c.receiveNow(buf, &pending, meta)
+		} else {
+			*meta, err = Meta{}, ErrEmpty
+		}
+	}
+	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false, 0) {
+		err = c.receiveNow(buf, &pending, meta)
+	}
+	return err
+}
+
 // receiveNow is a non-blocking receive without the miss streak: attempts, waiting for a
 // pending head between them, until one gets through or the wait runs out (ErrEmpty).
-func (c *Channel) receiveNow(buf []byte, pending *pendingWait) (Meta, error) {
+func (c *Channel) receiveNow(buf []byte, pending *pendingWait, meta *Meta) error {
 	for {
-		meta, err := c.tryReceive(buf)
+		err := c.tryReceive(buf, meta)
 		if err != errPending {
-			return meta, err
+			return err
 		}
 		if !c.waitPending(pending) {
-			return Meta{}, ErrEmpty
+			*meta = Meta{}
+			return ErrEmpty
 		}
 	}
 }
 
-// tryReceive is one attempt of a receive. It returns errPending (with the head position as
-// the MessageID) when the head is a claim in flight with messages queued behind it.
-func (c *Channel) tryReceive(buf []byte) (Meta, error) {
+// tryReceive is one attempt of a receive, into buf and *meta (zero unless a message is
+// delivered). It returns errPending when the head is a claim in flight with messages queued
+// behind it.
+func (c *Channel) tryReceive(buf []byte, meta *Meta) error {
 	for i := 0; i < retryLimit; i++ {
 		cl, err := c.claimRecvAt(1, len(buf))
-		if err == errPending {
-			return Meta{MessageID: cl.first}, errPending
-		}
 		if err != nil {
-			return Meta{}, err
+			*meta = Meta{}
+			return err // errPending included
 		}
-		if meta, skipped, err := c.finishReceive(cl, buf); !skipped {
-			return meta, err
+		if skipped, err := c.finishReceive(cl, buf, meta); !skipped {
+			return err
 		}
 	}
-	return Meta{}, ErrBusy
+	*meta = Meta{}
+	return ErrBusy
 }
 
-// finishReceive consumes a claimed position (or run) into buf and ends the intent; skipped
-// is true for a SKIP marker or an orphan continuation (nothing to report: the caller goes on
-// to the next position).
-func (c *Channel) finishReceive(cl recvClaim, buf []byte) (meta Meta, skipped bool, err error) {
+// finishReceive consumes a claimed position (or run) into buf and *meta (left zero unless
+// a message is delivered) and ends the intent; skipped is true for a SKIP marker or an orphan
+// continuation (nothing to report: the caller goes on to the next position).
+func (c *Channel) finishReceive(cl recvClaim, buf []byte, meta *Meta) (skipped bool, err error) {
 	position := cl.first
 	var kind content
 	if cl.run {
-		meta, kind = c.consumeRun(cl, buf)
+		kind = c.consumeRun(cl, buf, meta)
 	} else {
-		meta, kind = c.consume(position, buf)
+		kind = c.consume(position, buf, meta)
 	}
-	intentClear(c.recvPeer) // after the free (or the failed one)
+	intentClear(c.recvPeer, &c.recvFlagsShown) // after the free (or the failed one)
+	if kind == contentMessage {
+		c.notifyProducers()
+		return false, nil
+	}
+	bad := *meta
+	*meta = Meta{}
 	if kind == contentRevoked {
 		atomic.AddUint64(&c.revoked, 1)
-		return Meta{}, false, &RevokedError{MessageID: position, Count: 1}
+		return false, &RevokedError{MessageID: position, Count: 1}
 	}
 	c.notifyProducers()
 	switch kind {
 	case contentSkip:
-		return Meta{}, true, nil
+		return true, nil
 	case contentLost:
 		atomic.AddUint64(&c.lost, 1)
-		return Meta{}, false, &LostError{MessageID: position}
-	case contentCorrupt:
+		return false, &LostError{MessageID: position}
+	default: // contentCorrupt
 		atomic.AddUint64(&c.corrupt, 1)
-		return Meta{}, false, &CorruptMessageError{MessageID: position, PayloadLen: meta.PayloadLen,
-			Run: cl.run || meta.Flags&FlagRun != 0}
+		return false, &CorruptMessageError{MessageID: position, PayloadLen: bad.PayloadLen,
+			Run: cl.run || bad.Flags&FlagRun != 0}
 	}
-	return meta, false, nil
 }
 
 // Receive receives one message into buf, sleeping while the ring is empty.
@@ -1232,7 +1274,12 @@ func (c *Channel) Receive(buf []byte) (Meta, error) {
 // A ring whose head is claimed but not yet published while a later position holds a message
 // is not empty: the receive waits for that head like for an empty ring, within the same
 // deadline (ErrTimeout after it, as in the Rust and Python clients).
-func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (Meta, error) {
+func (c *Channel) ReceiveTimeout(buf []byte, timeout time.Duration) (meta Meta, err error) {
+	// One attempt before the clock is read: a queued message costs no time read.
+	if err = c.tryReceive(buf, &meta); err != ErrEmpty && err != errPending {
+		c.recvMisses.hit()
+		return meta, err
+	}
 	return c.receiveUntil(context.Background(), buf, time.Now().Add(timeout), timeout < 0)
 }
 
@@ -1253,7 +1300,8 @@ func (c *Channel) ReceiveContext(ctx context.Context, buf []byte) (Meta, error) 
 func (c *Channel) receiveUntil(ctx context.Context, buf []byte, deadline time.Time, forever bool) (Meta, error) {
 	var stuck stuckTracker
 	for {
-		meta, err := c.tryReceive(buf)
+		var meta Meta
+		err := c.tryReceive(buf, &meta)
 		if err != ErrEmpty && err != errPending {
 			c.recvMisses.hit()
 			return meta, err
@@ -1283,13 +1331,29 @@ func (c *Channel) receiveUntil(ctx context.Context, buf []byte, deadline time.Ti
 // than one slot (a run, PROTOCOL.md §12.4). A batch whose first position starts a run
 // delivers that run alone, whole (a bad run counts once in Dropped).
 func (c *Channel) TryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchResult, error) {
-	var pending pendingWait
-	result, err := c.receiveBatchNow(max, deliver, &pending)
-	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false, 0) {
-		result, err = c.receiveBatchNow(max, deliver, &pending)
+	// The common case is one attempt; the pending wait and the stuck check are out of line.
+	result, err := c.tryReceiveBatch(max, deliver)
+	if err == errPending || err == ErrEmpty {
+		result, err = c.receiveBatchMissed(max, deliver, result, err)
 	}
 	if err != ErrEmpty {
 		c.recvMisses.hit()
+	}
+	return result, err
+}
+
+// receiveBatchMissed is receiveMissed for a batch whose first attempt returned result, err.
+func (c *Channel) receiveBatchMissed(max int, deliver func(Meta, []byte), result BatchResult, err error) (BatchResult, error) {
+	var pending pendingWait
+	if err == errPending {
+		if c.waitPending(&pending) {
+			result, err = c.receiveBatchNow(max, deliver, &pending)
+		} else {
+			err = ErrEmpty
+		}
+	}
+	if err == ErrEmpty && c.recvMisses.miss() && c.repairIfStuck(false, 0) {
+		result, err = c.receiveBatchNow(max, deliver, &pending)
 	}
 	return result, err
 }
@@ -1323,22 +1387,26 @@ func (c *Channel) tryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchRes
 	scratch := scratchPool.Get().(*[MsgInline]byte)
 	defer scratchPool.Put(scratch)
 	next, end := first, first+count
-	// Frees whatever a panicking callback leaves claimed, so the ring never stalls.
 	defer func() {
-		for ; next != end; next++ {
-			if !c.free(next) {
-				atomic.AddUint64(&c.revoked, 1)
+		// Frees whatever a panicking callback leaves claimed, so the ring never stalls (the
+		// loop has cleared the intent once it reached the end).
+		if next != end {
+			for ; next != end; next++ {
+				if !c.free(next) {
+					atomic.AddUint64(&c.revoked, 1)
+				}
 			}
+			intentClear(c.recvPeer, &c.recvFlagsShown)
 		}
-		intentClear(c.recvPeer)
 		c.notifyProducers()
 	}()
 	for next != end {
 		position := next
 		next++
-		meta, kind := c.consume(position, scratch[:])
+		var meta Meta
+		kind := c.consume(position, scratch[:], &meta)
 		if next == end {
-			intentClear(c.recvPeer) // after the last free
+			intentClear(c.recvPeer, &c.recvFlagsShown) // after the last free
 		}
 		switch kind {
 		case contentMessage:
@@ -1372,8 +1440,9 @@ func (c *Channel) receiveRunBatch(cl recvClaim, deliver func(Meta, []byte)) Batc
 		*bufp = make([]byte, cl.length)
 	}
 	buf := (*bufp)[:cl.length]
-	meta, kind := c.consumeRun(cl, buf)
-	intentClear(c.recvPeer) // after the last free
+	var meta Meta
+	kind := c.consumeRun(cl, buf, &meta)
+	intentClear(c.recvPeer, &c.recvFlagsShown) // after the last free
 	c.notifyProducers()
 	switch kind {
 	case contentMessage:

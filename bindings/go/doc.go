@@ -84,11 +84,17 @@
 //
 // # Memory model
 //
-// Every access to the mapping is a sync/atomic operation on an aligned word
-// (payloads are copied as little-endian 8-byte words). Go has no 16-bit atomics, so the meta
-// fields sender_runtime and flags (two u16 at slot offsets 36 and 38) are read and written
-// together as the one aligned 32-bit word they share. Go's atomics are sequentially
-// consistent, which implies every acquire, release and fence the protocol asks for.
+// Every protocol word of the mapping (cursors, sequences, intents, wait words, the header
+// and entry fields) is accessed with a sync/atomic operation on an aligned word. Go's atomics
+// are sequentially consistent, which implies every acquire, release and fence the protocol
+// asks for. The meta and payload of a slot this process has claimed, which no other process
+// may touch until the publishing or freeing CAS, are moved with ordinary stores and copy()
+// (the meta written as aligned 8-byte words, the payload's last word padded with zeros): the
+// Go memory model gives a racing access no undefined behaviour, so a peer that writes the
+// slot anyway can only garble bytes, which are then checked like any untrusted value (see
+// "Memory model" in README.md). Go has no 16-bit atomics, so the meta fields sender_runtime
+// and flags (two u16 at slot offsets 36 and 38) are read as the one aligned 32-bit word they
+// share.
 //
 // # Errors
 //

@@ -238,3 +238,12 @@ func isPowerOfTwo(v uint64) bool { return v != 0 && v&(v-1) == 0 }
 func validCapacity(c uint64) bool {
 	return isPowerOfTwo(c) && c >= MinCapacity && c <= MaxCapacity
 }
+
+// publishSlot writes the meta as aligned 8-byte words, pairs of 4-byte fields low half
+// first; these fail to compile unless each pair is adjacent in one such word.
+var (
+	_ = [1]struct{}{}[slotMessageType-slotChannelID-4+slotChannelID%8]  // channel_id, message_type
+	_ = [1]struct{}{}[slotRuntimeFlags-slotSenderPid-4+slotSenderPid%8] // sender_pid, runtime and flags
+	_ = [1]struct{}{}[slotMetaPad-slotPayloadLen-4+slotPayloadLen%8]    // payload_len, zero
+	_ = [1]struct{}{}[slotRunIndex-slotRunSlots-4+slotRunSlots%8]       // run_slots, run_index
+)

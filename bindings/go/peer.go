@@ -241,11 +241,12 @@ func (c *Channel) peerTable(install bool) (unsafe.Pointer, error) {
 // leaves behind by dying stalls the channel.
 func (c *Channel) Register(role Role) error {
 	var slot *unsafe.Pointer
+	var shown *uint32
 	switch role {
 	case RoleProducer:
-		slot = &c.sendPeer
+		slot, shown = &c.sendPeer, &c.sendFlagsShown
 	case RoleConsumer:
-		slot = &c.recvPeer
+		slot, shown = &c.recvPeer, &c.recvFlagsShown
 	default:
 		return fmt.Errorf("%w: role %d", ErrInvalidArgument, role)
 	}
@@ -271,7 +272,7 @@ func (c *Channel) Register(role Role) error {
 		store32(r, peerWaiting, waitingNone)
 		store64(r, peerPidNS, me.pidNS)
 		store64(r, peerStartTime, me.start) // last: 0 until then means "unknown"
-		*slot = r
+		*slot, *shown = r, 0
 		return nil
 	}
 	return ErrPeerTableFull
@@ -374,6 +375,7 @@ func (c *Channel) Registered(role Role) bool {
 // left alone. The handle stays usable, unregistered. Close channels before their Segment.
 func (c *Channel) Close() error {
 	me := uint32(os.Getpid())
+	c.sendFlagsShown, c.recvFlagsShown = 0, 0
 	for _, slot := range []*unsafe.Pointer{&c.sendPeer, &c.recvPeer} {
 		r := *slot
 		*slot = nil
@@ -393,18 +395,28 @@ func (c *Channel) Close() error {
 }
 
 // intentSet names positions [position, position+n) before a claiming CAS (§11.4), with
-// intent_flags (intentFlagRun for a run, else 0, §12.5) stored before the count.
-func intentSet(r unsafe.Pointer, position, n uint64, flags uint32) {
+// intent_flags (intentFlagRun for a run, else 0, §12.5) stored before the count. *shown is
+// what this handle last stored in the record's intent_flags: the field is stored only when it
+// changes, so that single positions and batches (flags 0, the common case) store position and
+// count alone. intent_flags is still RUN exactly while the intent is a run, the rule of §12.5.
+func intentSet(r unsafe.Pointer, shown *uint32, position, n uint64, flags uint32) {
 	store64(r, peerIntentPosition, position)
-	store32(r, peerIntentFlags, flags)
+	if flags != *shown {
+		store32(r, peerIntentFlags, flags)
+		*shown = flags
+	}
 	store32(r, peerIntentCount, uint32(n))
 }
 
-// intentClear ends the intent after the last publish or free, and its flags with it.
-func intentClear(r unsafe.Pointer) {
+// intentClear ends the intent after the last publish or free, and its flags with it (after
+// the count, §12.5; only when they are not 0 already, see intentSet).
+func intentClear(r unsafe.Pointer, shown *uint32) {
 	if r != nil {
 		store32(r, peerIntentCount, 0)
-		store32(r, peerIntentFlags, 0)
+		if *shown != 0 {
+			store32(r, peerIntentFlags, 0)
+			*shown = 0
+		}
 	}
 }
 

@@ -118,7 +118,8 @@ func TestRevokedReceive(t *testing.T) {
 	}
 	nextLap(cons, h, "next lap's")
 	buf := make([]byte, MsgInline)
-	meta, skipped, err := cons.finishReceive(recvClaim{first: h, count: 1}, buf)
+	var meta Meta
+	skipped, err := cons.finishReceive(recvClaim{first: h, count: 1}, buf, &meta)
 	expectRevoked(t, err, h, 1)
 	if skipped || meta != (Meta{}) {
 		t.Fatalf("delivered %+v (skipped %v)", meta, skipped)

@@ -705,6 +705,47 @@ func TestRunIntentFlags(t *testing.T) {
 	}
 }
 
+// intent_flags is RUN exactly while the intent is a run (PROTOCOL.md §12.5): a handle stores
+// the flags only when they change (intentSet), so after a run, and after a single send that
+// follows a run, the record must show 0 again, and a run after single sends must show RUN.
+func TestRunIntentFlagsFollowTheIntent(t *testing.T) {
+	seg := newTestSegment(t, 1<<20)
+	runChannel(t, seg, 0, 16, 8000)
+	prod := registered(t, seg, 0, RoleProducer)
+	cons := registered(t, seg, 0, RoleConsumer)
+	var flagsAtPublish []uint32
+	setHook(t, func(step hookStep, _ uint64) {
+		if step == hookBeforePublish {
+			flagsAtPublish = append(flagsAtPublish, load32(prod.sendPeer, peerIntentFlags))
+		}
+	})
+	buf := make([]byte, 8000)
+	for i, n := range []int{10, 10, 2000, 2000, 10, 2000} {
+		flagsAtPublish = flagsAtPublish[:0]
+		if _, err := prod.TrySend(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+		want := uint32(0)
+		if n > MsgInline {
+			want = intentFlagRun
+		}
+		for _, f := range flagsAtPublish {
+			if f != want {
+				t.Fatalf("send %d (%d bytes): intent_flags %d at a publish, want %d", i, n, f, want)
+			}
+		}
+		if _, err := cons.TryReceive(buf); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []unsafe.Pointer{prod.sendPeer, cons.recvPeer} {
+			if load32(r, peerIntentCount) != 0 || load32(r, peerIntentFlags) != 0 {
+				t.Fatalf("after message %d (%d bytes): intent %d flags %d, want 0 0", i, n,
+					load32(r, peerIntentCount), load32(r, peerIntentFlags))
+			}
+		}
+	}
+}
+
 // A dead producer's run intent (PROTOCOL.md §12.5): SKIP markers on its stuck continuations,
 // then the LOST tombstone on its first position: one loss, and the ring flows.
 func TestRepairDeadRunProducer(t *testing.T) {

@@ -31,10 +31,12 @@ func futexWait(addr *uint32, val uint32, d time.Duration) {
 		uintptr(val), uintptr(unsafe.Pointer(&ts)), 0, 0)
 }
 
-// futexWakeAll wakes every sleeper on addr, in any process.
+// futexWakeAll wakes every sleeper on addr, in any process. FUTEX_WAKE never blocks, so it
+// is a raw system call, without the scheduler's entersyscall/exitsyscall bookkeeping (about a
+// tenth of the wake's cost in a profile of a sender that wakes a receiver per message).
 func futexWakeAll(addr *uint32) {
 	atomic.AddUint64(&futexWakeCalls, 1)
-	_, _, _ = syscall.Syscall(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWakeOp, 0x7fffffff)
+	_, _, _ = syscall.RawSyscall(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWakeOp, 0x7fffffff)
 }
 
 // ClockMonotonicSyscall reads CLOCK_MONOTONIC with the clock_gettime system call.

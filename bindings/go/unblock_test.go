@@ -157,7 +157,7 @@ func TestUnblockStoppedConsumer(t *testing.T) {
 			// The stalled consumer resumes: revoked, nothing delivered, and its failed free
 			// leaves the next lap's message in place.
 			buf := make([]byte, MsgInline)
-			_, _, err = stalled.finishReceive(recvClaim{count: 1}, buf)
+			_, err = stalled.finishReceive(recvClaim{count: 1}, buf, new(Meta))
 			expectRevoked(t, err, 0, 1)
 			if stalled.Stats().Revoked != 1 {
 				t.Fatalf("consumer stats %+v; want one revoked", stalled.Stats())
@@ -221,7 +221,8 @@ func TestUnblockDisabled(t *testing.T) {
 		if prod.Tail() != 2 || prod.PeekSlot(0).Sequence != 1 {
 			t.Fatalf("tail %d, slot 0 sequence %d: the claim was repaired", prod.Tail(), prod.PeekSlot(0).Sequence)
 		}
-		meta, _, err := stalled.finishReceive(recvClaim{count: 1}, buf)
+		var meta Meta
+		_, err := stalled.finishReceive(recvClaim{count: 1}, buf, &meta)
 		expectMessage(t, meta, err, buf, 0, "a")
 		sendText(t, prod, "c", 2)
 	})

@@ -60,9 +60,11 @@ type tally struct {
 	channel                     uint32
 	unique, duplicated, corrupt uint64
 	missing                     uint64
-	first, last                 time.Time
-	err                         error
-	recorded                    []uint64
+	// first and last are when the first and the last message arrived, as time since start
+	// (one monotonic clock read per message, as the Rust consumer's Instant::now); 0: none.
+	first, last time.Duration
+	err         error
+	recorded    []uint64
 }
 
 // lastArrival is the time of the latest message on any channel (ns since start), 0 before the
@@ -141,9 +143,13 @@ type receiver struct {
 }
 
 func (r *receiver) check(payload []byte) {
-	now := time.Now()
-	atomic.StoreInt64(&lastArrival, int64(now.Sub(start))+1)
-	if r.t.first.IsZero() {
+	now := time.Since(start) + 1 // never 0
+	if r.cfg.idle > 0 {
+		// Only idle mode reads it: count mode spares every message a store to a word that
+		// all the channels' goroutines share.
+		atomic.StoreInt64(&lastArrival, int64(now))
+	}
+	if r.t.first == 0 {
 		r.t.first = now
 	}
 	r.t.last = now
@@ -216,9 +222,14 @@ func receiveAll(seg *dmxp.Segment, cfg *config, id uint32) tally {
 	}
 	// ErrBusy (heavy contention, or a ring a corrupt peer left in a state that never settles)
 	// is retried after a short sleep, but counts as no progress: the idle and wait limits
-	// still end the loop, so a wrecked ring cannot keep the consumer forever.
-	progress := time.Now()
+	// still end the loop, so a wrecked ring cannot keep the consumer forever. progress is when
+	// busy last found that messages had arrived since its previous look (moved): the clock is
+	// read when the ring is busy, not once per batch.
+	progress, moved := time.Now(), false
 	busy := func() bool {
+		if moved {
+			progress, moved = time.Now(), false
+		}
 		if (cfg.idle > 0 && idleOver(cfg)) || (cfg.idle == 0 && time.Since(progress) >= patience) {
 			fmt.Fprintf(os.Stderr, "consumer: channel %d: ring busy (no progress) for %v, giving up\n", id, patience)
 			return true
@@ -230,7 +241,7 @@ func receiveAll(seg *dmxp.Segment, cfg *config, id uint32) tally {
 		got, err := ch.TryReceiveBatch(64, deliver)
 		r.t.corrupt += uint64(got.Dropped)
 		if got.Delivered > 0 || got.Dropped > 0 {
-			progress = time.Now()
+			moved = true
 		}
 		if err == nil {
 			continue
@@ -248,12 +259,12 @@ func receiveAll(seg *dmxp.Segment, cfg *config, id uint32) tally {
 		meta, err := ch.ReceiveTimeout(buf, patience)
 		switch {
 		case err == nil:
-			progress = time.Now()
+			moved = true
 			r.check(buf[:meta.PayloadLen])
 		case errors.Is(err, dmxp.ErrLost) || errors.Is(err, dmxp.ErrCorruptMessage) || errors.Is(err, dmxp.ErrRevoked):
 			// A revoked receive (PROTOCOL.md §11.7): a repair freed the position while this
 			// consumer held it, and the message is lost to it; counted like a lost one.
-			progress = time.Now()
+			moved = true
 			r.t.corrupt++
 		case err == dmxp.ErrTimeout && cfg.idle > 0:
 			if idleOver(cfg) {
@@ -322,27 +333,27 @@ func main() {
 	wg.Wait()
 	ok := true
 	var unique, missing, duplicated, corrupt uint64
-	var first, last time.Time
+	var first, last time.Duration // since start, 0: none
 	for _, t := range tallies {
 		if t.err != nil {
 			fmt.Fprintf(os.Stderr, "consumer: %v\n", t.err)
 			ok = false
 		}
-		span := t.last.Sub(t.first)
+		span := t.last - t.first
 		fmt.Printf("consumer: channel %d: received %d (%.0f msgs/s), missing %d, duplicated %d, corrupt %d\n",
 			t.channel, t.unique, rate(t.unique, span), t.missing, t.duplicated, t.corrupt)
 		unique += t.unique
 		missing += t.missing
 		duplicated += t.duplicated
 		corrupt += t.corrupt
-		if !t.first.IsZero() && (first.IsZero() || t.first.Before(first)) {
+		if t.first != 0 && (first == 0 || t.first < first) {
 			first = t.first
 		}
-		if t.last.After(last) {
+		if t.last > last {
 			last = t.last
 		}
 	}
-	span := last.Sub(first)
+	span := last - first
 	fmt.Printf("consumer: received %d messages on %d channels of %s in %v: %.0f msgs/s; missing %d, duplicated %d, corrupt %d\n",
 		unique, cfg.channels, cfg.segment, span.Round(time.Microsecond), rate(unique, span), missing, duplicated, corrupt)
 	if cfg.record != "" {
