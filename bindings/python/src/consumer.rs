@@ -9,7 +9,7 @@ use dmxp::core::{PeerRole, Received, RecvError};
 use dmxp::MessageMeta;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
 
 use crate::buffers::{with_writable, MessageBuf};
 use crate::errors;
@@ -42,8 +42,12 @@ pub struct Message {
 
 impl Message {
     fn new(py: Python<'_>, meta: &MessageMeta, payload: &[u8]) -> Self {
+        Self::with_payload(meta, PyBytes::new(py, payload))
+    }
+
+    fn with_payload(meta: &MessageMeta, payload: Bound<'_, PyBytes>) -> Self {
         Self {
-            payload: PyBytes::new(py, payload).unbind(),
+            payload: payload.unbind(),
             message_id: meta.message_id,
             timestamp_ns: meta.timestamp_ns,
             channel_id: meta.channel_id,
@@ -117,9 +121,31 @@ pub(crate) fn aio<'py>(
     cell.import(py, "dmxp._aio", name)
 }
 
+/// One receive attempt in place: `build` makes the delivered value from the message's
+/// metadata and a `bytes` of its payload, copied once, straight from its slot (or the slots of
+/// a run) while the message is still claimed; then the slot is freed. A value built from a
+/// slot that a repair freed first (`Revoked`: the bytes may be the next message's) is dropped.
+/// A MemoryError making the `bytes` frees the slot: that message is lost.
+fn recv_in_place<'py, T>(
+    py: Python<'py>,
+    peer: &Peer,
+    build: impl FnOnce(&MessageMeta, Bound<'py, PyBytes>) -> PyResult<T>,
+) -> PyResult<Result<T, RecvError>> {
+    let guard = match peer.channel().try_recv_in_place() {
+        Ok(guard) => guard,
+        Err(e) => return Ok(Err(e)),
+    };
+    let payload = PyBytes::new_with(py, guard.len(), |dst| {
+        guard.copy_to(dst);
+        Ok(())
+    })?;
+    let value = build(guard.meta(), payload)?;
+    Ok(guard.release().map(|()| value))
+}
+
 /// What a single receive attempt found.
-enum Got {
-    Message(Received),
+enum Got<T> {
+    Message(T),
     Empty,
     /// A claim in flight at the head with a message behind it: not empty (§6.2).
     Pending,
@@ -160,7 +186,7 @@ impl InFlight {
 
 impl Consumer {
     /// A registration of this consumer for one call (see `peer`), or ClosedError.
-    fn lease(&self, py: Python<'_>, wait: Wait) -> PyResult<Lease<'_>> {
+    fn lease(&self, py: Python<'_>, wait: &mut Wait) -> PyResult<Lease<'_>> {
         self.handle
             .lease(py, wait)?
             .ok_or_else(|| errors::closed(py, "consumer"))
@@ -175,7 +201,7 @@ impl Consumer {
 
     /// Sorts a core receive result: lost and corrupt messages are counted and passed over
     /// (`Ok(None)`), like "empty" and "timed out"; other errors are raised.
-    fn sort(&self, py: Python<'_>, result: Result<Received, RecvError>) -> PyResult<Option<Got>> {
+    fn sort<T>(&self, py: Python<'_>, result: Result<T, RecvError>) -> PyResult<Option<Got<T>>> {
         match result {
             Ok(received) => {
                 self.counters.received.fetch_add(1, Relaxed);
@@ -212,10 +238,22 @@ impl Consumer {
         dst: &mut MessageBuf,
         wait: Wait,
     ) -> PyResult<Option<Received>> {
+        self.try_once_with(py, peer, wait, |peer| Ok(peer.try_recv(dst)))
+    }
+
+    /// `try_once` with `attempt` making each try (with the GIL held: it may build Python
+    /// objects, and write into one, since no Python code runs while it does).
+    fn try_once_with<T>(
+        &self,
+        py: Python<'_>,
+        peer: &mut Peer,
+        wait: Wait,
+        mut attempt: impl FnMut(&Peer) -> PyResult<Result<T, RecvError>>,
+    ) -> PyResult<Option<T>> {
         let mut in_flight = InFlight::default();
         let mut skipped = 0;
         while skipped < SKIP_LIMIT {
-            match self.sort(py, peer.try_recv(dst))? {
+            match self.sort(py, attempt(peer)?)? {
                 Some(Got::Message(received)) => {
                     peer.hit();
                     return Ok(Some(received));
@@ -243,7 +281,7 @@ impl Consumer {
         if let Some(received) = self.try_once(py, peer, dst, wait)? {
             return Ok(Some(received));
         }
-        self.wait_for_message(py, peer, dst, wait)
+        self.wait_for_message(py, peer, dst, wait, true)
     }
 
     /// Sleeps (GIL released, in slices, checking signals) until a message arrives in `dst`
@@ -253,10 +291,18 @@ impl Consumer {
         py: Python<'_>,
         peer: &mut Peer,
         dst: &mut MessageBuf,
-        wait: Wait,
+        mut wait: Wait,
+        spin: bool,
     ) -> PyResult<Option<Received>> {
+        // Watching the ring for a moment before the first sleep, if `spin`.
+        let mut spin = spin;
         while let Some(until) = wait.slice() {
-            let result = py.detach(|| peer.recv_until(dst, until));
+            let result = py.detach(|| {
+                if std::mem::take(&mut spin) {
+                    peer.spin_for_message(until);
+                }
+                peer.recv_until(dst, until)
+            });
             if let Some(Got::Message(received)) = self.sort(py, result)? {
                 return Ok(Some(received));
             }
@@ -268,16 +314,50 @@ impl Consumer {
         Ok(None)
     }
 
+    /// One message, built by `build` from its metadata and payload: straight from the ring
+    /// when one is ready (`recv_in_place`), else waited for according to `wait` (GIL released,
+    /// into private memory).
+    fn receive_built<'py, T>(
+        &self,
+        py: Python<'py>,
+        mut wait: Wait,
+        build: impl Fn(&MessageMeta, Bound<'py, PyBytes>) -> PyResult<T>,
+    ) -> PyResult<Option<T>> {
+        let mut lease = self.lease(py, &mut wait)?;
+        let ready =
+            self.try_once_with(py, &mut lease, wait, |peer| recv_in_place(py, peer, &build))?;
+        if ready.is_some() || matches!(wait, Wait::No) {
+            return Ok(ready);
+        }
+        // In a steady flow the next message is a moment away: watch for it without the GIL
+        // (`peer::SPIN_BEFORE_SLEEP`), then take it straight from the ring, as above.
+        let Some(until) = wait.slice() else {
+            return Ok(None);
+        };
+        let peer: &mut Peer = &mut lease;
+        if py.detach(move || peer.spin_for_message(until)) {
+            let ready =
+                self.try_once_with(py, &mut lease, wait, |peer| recv_in_place(py, peer, &build))?;
+            if ready.is_some() {
+                return Ok(ready);
+            }
+        }
+        let mut buf = MessageBuf::growable();
+        match self.wait_for_message(py, &mut lease, &mut buf, wait, false)? {
+            Some(received) => {
+                let payload = PyBytes::new(py, buf.filled(received.len));
+                build(&received.meta, payload).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
     fn receive_bytes<'py>(
         &self,
         py: Python<'py>,
         wait: Wait,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let mut lease = self.lease(py, wait)?;
-        let mut buf = MessageBuf::growable();
-        Ok(self
-            .receive_private(py, &mut lease, &mut buf, wait)?
-            .map(|received| PyBytes::new(py, buf.filled(received.len))))
+        self.receive_built(py, wait, |_, payload| Ok(payload))
     }
 
     /// Appends up to `max` ready messages to `out`, claimed together, without blocking; an
@@ -334,7 +414,8 @@ impl Consumer {
         wait: Wait,
         mut make: impl FnMut(&MessageMeta, &[u8]) -> T,
     ) -> PyResult<Vec<T>> {
-        let mut lease = self.lease(py, wait)?;
+        let mut wait = wait;
+        let mut lease = self.lease(py, &mut wait)?;
         let mut out = Vec::with_capacity(max.min(1024));
         if max == 0 {
             return Ok(out);
@@ -450,11 +531,9 @@ impl Consumer {
     #[pyo3(signature = (timeout = Some(0.0)), text_signature = "($self, timeout=0)")]
     fn receive_with_meta(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Message>> {
         let wait = Wait::from_timeout(py, timeout)?;
-        let mut lease = self.lease(py, wait)?;
-        let mut buf = MessageBuf::growable();
-        Ok(self
-            .receive_private(py, &mut lease, &mut buf, wait)?
-            .map(|received| Message::new(py, &received.meta, buf.filled(received.len))))
+        self.receive_built(py, wait, |meta, payload| {
+            Ok(Message::with_payload(meta, payload))
+        })
     }
 
     /// Receives one message into `buffer` (any writable, C-contiguous buffer: bytearray,
@@ -471,24 +550,45 @@ impl Consumer {
         buffer: &Bound<'_, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<Option<usize>> {
-        let wait = Wait::from_timeout(py, timeout)?;
-        let mut lease = self.lease(py, wait)?;
-        // From the ring when a message is ready (through private memory, copied into the
-        // buffer with the GIL held: see `buffers::with_writable`).
-        let room = match with_writable(buffer, |dst| {
-            match self.try_once(py, &mut lease, dst, wait) {
-                Ok(Some(received)) => (Ok(Ok(received.len)), received.len),
-                Ok(None) => (Ok(Err(dst.cap())), 0),
-                Err(e) => (Err(e), 0),
+        let mut wait = Wait::from_timeout(py, timeout)?;
+        let mut lease = self.lease(py, &mut wait)?;
+        let room = if let Ok(array) = buffer.cast::<PyByteArray>() {
+            // A bytearray (the common case) is written straight from the ring when a message
+            // is ready: each attempt takes its memory afresh with the GIL held (a wait for a
+            // claim in flight between two attempts may release it, and another thread resize
+            // the bytearray meanwhile).
+            let ready = self.try_once_with(py, &mut lease, wait, |peer| {
+                // SAFETY: the slice lives only for this attempt, with the GIL held, and is the
+                // only reference to the bytearray's memory: the core copies a message into it
+                // and runs no Python code, so nothing resizes or reads the bytearray meanwhile.
+                Ok(peer.try_recv_into(unsafe { array.as_bytes_mut() }))
+            })?;
+            match ready {
+                Some(received) => return Ok(Some(received.len)),
+                None => array.len(),
             }
-        })?? {
-            Ok(len) => return Ok(Some(len)),
-            Err(room) => room,
+        } else {
+            // Anything else from the ring when a message is ready, through private memory,
+            // copied into the buffer with the GIL held (see `buffers::with_writable`).
+            match with_writable(buffer, |dst| {
+                match self.try_once(py, &mut lease, dst, wait) {
+                    Ok(Some(received)) => (Ok(Ok(received.len)), received.len),
+                    Ok(None) => (Ok(Err(dst.cap())), 0),
+                    Err(e) => (Err(e), 0),
+                }
+            })?? {
+                Ok(len) => return Ok(Some(len)),
+                Err(room) => room,
+            }
         };
+        if matches!(wait, Wait::No) {
+            return Ok(None);
+        }
         // Otherwise wait into private memory (the buffer is not touched without the GIL),
         // capped at the buffer's length so that a longer message stays in the ring, then copy.
         let mut private = MessageBuf::capped(room);
-        let Some(received) = self.wait_for_message(py, &mut lease, &mut private, wait)? else {
+        let Some(received) = self.wait_for_message(py, &mut lease, &mut private, wait, true)?
+        else {
             return Ok(None);
         };
         let payload = private.filled(received.len);
@@ -612,18 +712,17 @@ impl Consumer {
         py: Python<'py>,
         meta: bool,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let mut lease = self.lease(py, Wait::No)?;
-        let mut buf = MessageBuf::growable();
+        let mut lease = self.lease(py, &mut Wait::No)?;
         // `Wait::Forever`: the caller waits anyway, so a claim in flight is not waited for.
-        let Some(received) = self.try_once(py, &mut lease, &mut buf, Wait::Forever)? else {
-            return Ok(None);
-        };
-        let payload = buf.filled(received.len);
-        Ok(Some(if meta {
-            Bound::new(py, Message::new(py, &received.meta, payload))?.into_any()
-        } else {
-            PyBytes::new(py, payload).into_any()
-        }))
+        self.try_once_with(py, &mut lease, Wait::Forever, |peer| {
+            recv_in_place(py, peer, |message_meta, payload| {
+                Ok(if meta {
+                    Bound::new(py, Message::with_payload(message_meta, payload))?.into_any()
+                } else {
+                    payload.into_any()
+                })
+            })
+        })
     }
 
     /// Claims this consumer for one async wait (BusyError while another holds it). For `_aio`.
@@ -721,7 +820,7 @@ impl Consumer {
     /// stuck for STUCK_GRACE seconds; this is for tools and tests. Returns a dict: tombstoned,
     /// freed, records_freed, records_deferred.
     fn recover<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let lease = self.lease(py, Wait::No)?;
+        let lease = self.lease(py, &mut Wait::No)?;
         let report = lease
             .recover()
             .map_err(|e| errors::from_core(py, e, &self.label))?;

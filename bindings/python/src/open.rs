@@ -167,6 +167,10 @@ pub(crate) fn limit(py: Python<'_>, secs: Option<f64>, what: &str) -> PyResult<D
 pub(crate) enum Wait {
     /// Do not wait at all.
     No,
+    /// Wait this long from the first look at the clock ([`Wait::slice`]), which a call makes
+    /// only once its first, non-blocking attempt has failed: a call that does not have to wait
+    /// never reads the clock for its deadline.
+    Within(Duration),
     /// Wait until this instant.
     Until(Instant),
     /// Wait without a deadline (in bounded slices, checking for signals between them).
@@ -180,13 +184,16 @@ impl Wait {
     /// The convention of every `timeout=` argument, as in Python's standard library
     /// (`queue.Queue.get`, sockets): `None` no deadline (wait forever), `0` no wait, a
     /// positive number that many seconds, a negative or infinite number no deadline; NaN is
-    /// refused.
+    /// refused. The deadline is fixed when the call first has to wait (`Within`).
     pub fn from_timeout(py: Python<'_>, timeout: Option<f64>) -> PyResult<Self> {
         match timeout {
             None => Ok(Wait::Forever),
+            // The default of the calls that do not wait, without the float conversion.
+            Some(0.0) => Ok(Wait::No),
             Some(secs) => match seconds(py, secs, "timeout")? {
                 Some(duration) if duration.is_zero() => Ok(Wait::No),
-                duration => Ok(Self::after(duration)),
+                Some(duration) => Ok(Wait::Within(duration)),
+                None => Ok(Wait::Forever),
             },
         }
     }
@@ -199,9 +206,24 @@ impl Wait {
         }
     }
 
+    /// This wait with the deadline of `Within` fixed now: for a call that waits in several
+    /// phases (each taking a copy) within one deadline.
+    pub fn started(mut self) -> Self {
+        self.start();
+        self
+    }
+
+    /// Fixes the deadline of `Within` (from now); the other kinds stay as they are.
+    fn start(&mut self) {
+        if let Wait::Within(duration) = *self {
+            *self = Self::after(Some(duration));
+        }
+    }
+
     /// The end of the next sleep: at most `SLICE` from now, `None` once the deadline has
-    /// passed (or for `No`).
-    pub fn slice(&self) -> Option<Instant> {
+    /// passed (or for `No`). The first call fixes the deadline of `Within`.
+    pub fn slice(&mut self) -> Option<Instant> {
+        self.start();
         let now = Instant::now();
         let slice_end = now.checked_add(SLICE);
         match *self {
@@ -210,16 +232,18 @@ impl Wait {
             Wait::Until(deadline) if now < deadline => {
                 Some(slice_end.map_or(deadline, |end| end.min(deadline)))
             }
-            Wait::Until(_) => None,
+            Wait::Until(_) | Wait::Within(_) => None,
         }
     }
 
-    /// True when the deadline has passed.
-    pub fn expired(&self) -> bool {
+    /// True when the deadline has passed (fixing that of `Within` first).
+    pub fn expired(&mut self) -> bool {
+        self.start();
         match *self {
             Wait::No => true,
             Wait::Forever => false,
             Wait::Until(deadline) => Instant::now() >= deadline,
+            Wait::Within(_) => true,
         }
     }
 }
@@ -236,7 +260,7 @@ pub(crate) fn open(py: Python<'_>, target: &Target) -> PyResult<Opened> {
             ),
         ));
     }
-    let retry_until = Wait::after(Some(target.wait));
+    let mut retry_until = Wait::after(Some(target.wait));
     loop {
         match py.detach(|| open_once(target)) {
             Ok(opened) => return Ok(opened),

@@ -14,8 +14,10 @@
 //! runs one repair pass of the core (`Segment::repair`, with `dmxp::process_alive` as the
 //! liveness check); blocking calls re-check that often while stuck.
 
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dmxp::core::layout::{runtime, MSG_INLINE};
 use dmxp::core::{
@@ -214,6 +216,19 @@ impl Peer {
         }
     }
 
+    /// Before a blocking receive sleeps: watches the head (spinning, without the GIL) for up to
+    /// [`SPIN_BEFORE_SLEEP`], or until `until`; true once a message (or marker) is published
+    /// there.
+    pub fn spin_for_message(&self, until: Instant) -> bool {
+        spin_until(until, || self.channel().has_message())
+    }
+
+    /// Before a blocking send sleeps: watches for `slots` free slots at the tail, like
+    /// [`Self::spin_for_message`].
+    pub fn spin_for_free_slots(&self, slots: u64, until: Instant) -> bool {
+        spin_until(until, || self.channel().has_free_slots(slots))
+    }
+
     /// One step of the wait for a claim in flight at the head (PROTOCOL.md §6.2): repairs the
     /// position if the stuck-peer rules say so, else yields the processor.
     pub fn wait_in_flight(&mut self) {
@@ -242,6 +257,13 @@ impl Peer {
         }
     }
 
+    /// One non-blocking receive straight into `dst` (memory the caller lends for this call
+    /// only): `BufferTooSmall` with `dst`'s length as `available`, nothing consumed, when the
+    /// message is longer.
+    pub fn try_recv_into(&self, dst: &mut [u8]) -> Result<Received, RecvError> {
+        self.channel().try_recv(dst)
+    }
+
     /// Receives into `buf`, waiting on the futex until `until` while the ring is empty and
     /// repairing it if it stays stuck; `TimedOut` when `until` has passed. Lost and corrupt
     /// messages are returned as errors for the caller to count.
@@ -268,6 +290,33 @@ impl Peer {
     }
 }
 
+/// How long a blocking call watches the ring (spinning, GIL released) before it registers as a
+/// waiter and sleeps on the futex. Between two processes in a steady flow the next message
+/// (or free slot) comes well within it, and is then taken without a sleep and a wake-up: a
+/// system call on each side and two context switches, which cost more than the call itself
+/// (and the sender's wake-up system call, since nobody is registered as waiting). Spent once
+/// per blocking call, not per slice of its sleep.
+pub(crate) const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(10);
+
+/// Spins until `ready` holds (true) or [`SPIN_BEFORE_SLEEP`] has passed, or `until` (false).
+fn spin_until(until: Instant, ready: impl Fn() -> bool) -> bool {
+    let end = Instant::now()
+        .checked_add(SPIN_BEFORE_SLEEP)
+        .map_or(until, |end| end.min(until));
+    loop {
+        // The clock is read once per 32 looks: a look is two loads and a pause.
+        for _ in 0..32 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if Instant::now() >= end {
+            return ready();
+        }
+    }
+}
+
 /// The open channel of a `Producer` or `Consumer` and its idle registrations, or nothing once
 /// closed.
 ///
@@ -281,22 +330,45 @@ impl Peer {
 /// other handle. A call that finds them all in use waits for one to come back (GIL released,
 /// until its own deadline); a call that may not wait (or whose deadline has passed) takes a
 /// registration of its own for that call only, freed when it ends.
+///
+/// The first registration (made at open) is kept outside the lock, in `hot`: a call takes it
+/// with one atomic swap and gives it back with another, so that a handle used by one thread at
+/// a time (the common case) takes no lock and makes no system call per call. Calls that find
+/// it taken use the pool behind the lock; it counts among the pool's `lent` registrations for
+/// as long as the handle is open.
 pub(crate) struct Handle {
     role: PeerRole,
     /// Whether the registration made at open got a record.
     registered: bool,
+    /// The registration calls take first: a `Box<Peer>` owned by the handle while it is here,
+    /// null while a call holds it and once closed (`Box::into_raw` / `Box::from_raw`; whoever
+    /// swaps a non-null pointer out owns that box).
+    hot: AtomicPtr<Peer>,
+    /// Set by `close` before it empties `hot` and `state`; read without the lock.
+    closed: AtomicBool,
     state: Mutex<Option<Pool>>,
-    /// Signalled when a call gives its registration back.
+    /// Calls asleep on `returned` (or about to be) waiting for a registration: changed under
+    /// the lock, read without it when the hot registration comes back, so that nobody is
+    /// signalled (a futex system call) when nobody waits.
+    waiting: AtomicUsize,
+    /// Signalled when a call gives its registration back and `waiting` is not zero.
     returned: Condvar,
 }
 
 /// Registrations one handle keeps for calls that can wait for one.
 pub(crate) const REGISTRATIONS_PER_HANDLE: usize = 16;
 
+/// A handle is shared by Python threads: the registrations it keeps (behind a raw pointer in
+/// `Handle::hot`, which would not say so) must be `Send`.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Peer>();
+};
+
 struct Pool {
     open: Arc<OpenChannel>,
     idle: Vec<Peer>,
-    /// Registrations lent to calls in progress.
+    /// Registrations lent to calls in progress, and the hot one wherever it is.
     lent: usize,
 }
 
@@ -304,15 +376,18 @@ impl Handle {
     /// Opens a handle of `role` on `open`, registering its first record now (so that it is
     /// in the peer table from the start, as a Rust handle's is).
     pub fn new(open: Arc<OpenChannel>, role: PeerRole) -> Self {
-        let first = Peer::register(Arc::clone(&open), role);
+        let first = Box::new(Peer::register(Arc::clone(&open), role));
         Self {
             role,
             registered: first.is_registered(),
+            hot: AtomicPtr::new(Box::into_raw(first)),
+            closed: AtomicBool::new(false),
             state: Mutex::new(Some(Pool {
                 open,
-                idle: vec![first],
-                lent: 0,
+                idle: Vec::new(),
+                lent: 1,
             })),
+            waiting: AtomicUsize::new(0),
             returned: Condvar::new(),
         }
     }
@@ -324,20 +399,67 @@ impl Handle {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A registration for one call, unless closed (`Ok(None)`): an idle one; else a new one
-    /// while the handle has fewer than [`REGISTRATIONS_PER_HANDLE`]; else, once every one is
-    /// in use, the next one given back, waited for (GIL released, signals checked) until
-    /// `wait`'s deadline, after which the call gets one of its own (so that it can still do
-    /// its non-blocking part and return as a timeout would).
-    pub fn lease(&self, py: Python<'_>, wait: Wait) -> PyResult<Option<Lease<'_>>> {
+    /// Takes the box out of `hot`, if there is one there.
+    fn swap_hot(&self, new: *mut Peer) -> Option<Box<Peer>> {
+        let old = self.hot.swap(new, SeqCst);
+        // SAFETY: every non-null pointer stored in `hot` comes from `Box::into_raw` (in `new`
+        // and `put_hot`), and the swap gave this caller the only copy of it: it owns the box.
+        (!old.is_null()).then(|| unsafe { Box::from_raw(old) })
+    }
+
+    /// The hot registration, unless another call holds it or the handle is closed.
+    fn take_hot(&self) -> Option<Box<Peer>> {
+        let peer = self.swap_hot(ptr::null_mut())?;
+        if self.closed.load(SeqCst) {
+            // Closed before `close` looked at `hot` (or a return put it back after): ours to
+            // free.
+            drop(peer);
+            return None;
+        }
+        Some(peer)
+    }
+
+    /// Gives the hot registration back (or frees it if the handle was closed meanwhile), and
+    /// signals a call waiting for a registration, if any.
+    fn put_hot(&self, peer: Box<Peer>) {
+        if self.closed.load(SeqCst) {
+            drop(peer);
+            return;
+        }
+        // Null before this swap: there is one hot registration, and this call held it.
+        drop(self.swap_hot(Box::into_raw(peer)));
+        // A close that set `closed` after the check above may have looked at `hot` before the
+        // swap: take it back then (unless the close or another call already has). With the
+        // SeqCst store of `closed` before its swap in `close`, one of the two sees the other.
+        if self.closed.load(SeqCst) {
+            drop(self.swap_hot(ptr::null_mut()));
+        }
+        // A waiter counts itself (under the lock) before it looks at `hot`; this return stored
+        // `hot` before it reads the count: one of the two sees the other.
+        if self.waiting.load(SeqCst) > 0 {
+            let _state = self.lock();
+            self.returned.notify_all();
+        }
+    }
+
+    /// A registration for one call, unless closed (`Ok(None)`): the hot one or an idle one;
+    /// else a new one while the handle has fewer than [`REGISTRATIONS_PER_HANDLE`]; else, once
+    /// every one is in use, the next one given back, waited for (GIL released, signals checked)
+    /// until `wait`'s deadline (fixed here if this is the first wait of the call), after which
+    /// the call gets one of its own (so that it can still do its non-blocking part and return
+    /// as a timeout would).
+    pub fn lease(&self, py: Python<'_>, wait: &mut Wait) -> PyResult<Option<Lease<'_>>> {
         loop {
+            if let Some(peer) = self.take_hot() {
+                return Ok(Some(self.lend(Leased::Hot(peer))));
+            }
             let mut state = self.lock();
             let Some(pool) = state.as_mut() else {
                 return Ok(None);
             };
             if let Some(peer) = pool.idle.pop() {
                 pool.lent += 1;
-                return Ok(Some(self.lend(peer)));
+                return Ok(Some(self.lend(Leased::Pooled(peer))));
             }
             let full = pool.lent >= REGISTRATIONS_PER_HANDLE;
             let until = if full { wait.slice() } else { None };
@@ -345,22 +467,32 @@ impl Handle {
                 pool.lent += 1;
                 let open = Arc::clone(&pool.open);
                 drop(state);
-                return Ok(Some(self.lend(Peer::register(open, self.role))));
+                let peer = Peer::register(open, self.role);
+                return Ok(Some(self.lend(Leased::Pooled(peer))));
             };
             drop(state);
             py.detach(|| {
                 let state = self.lock();
-                let none_back = state.as_ref().is_some_and(|pool| pool.idle.is_empty());
-                if none_back {
+                self.waiting.fetch_add(1, SeqCst);
+                let none_back = state.as_ref().is_some_and(|pool| pool.idle.is_empty())
+                    && self.hot.load(SeqCst).is_null();
+                let state = if none_back {
                     let left = until.saturating_duration_since(Instant::now());
-                    let _ = self.returned.wait_timeout(state, left);
-                }
+                    match self.returned.wait_timeout(state, left) {
+                        Ok((state, _)) => state,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    }
+                } else {
+                    state
+                };
+                self.waiting.fetch_sub(1, SeqCst);
+                drop(state);
             });
             py.check_signals()?;
         }
     }
 
-    fn lend(&self, peer: Peer) -> Lease<'_> {
+    fn lend(&self, peer: Leased) -> Lease<'_> {
         Lease {
             handle: self,
             peer: Some(peer),
@@ -373,7 +505,7 @@ impl Handle {
     }
 
     pub fn is_open(&self) -> bool {
-        self.lock().is_some()
+        !self.closed.load(SeqCst)
     }
 
     /// True when the handle holds a peer record (taken at open).
@@ -383,10 +515,19 @@ impl Handle {
 
     /// Drops the channel and the idle registrations (outside the lock).
     pub fn close(&self) {
+        self.closed.store(true, SeqCst);
+        drop(self.swap_hot(ptr::null_mut()));
         let taken = self.lock().take();
         drop(taken);
         // Calls waiting for a registration see the close now, not a slice later.
+        let _state = self.lock();
         self.returned.notify_all();
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        drop(self.swap_hot(ptr::null_mut()));
     }
 }
 
@@ -394,31 +535,48 @@ impl Handle {
 /// if the handle was closed meanwhile).
 pub(crate) struct Lease<'h> {
     handle: &'h Handle,
-    peer: Option<Peer>,
+    peer: Option<Leased>,
+}
+
+/// The registration a [`Lease`] holds, and where it goes back to.
+enum Leased {
+    /// The handle's hot registration (back to `Handle::hot`).
+    Hot(Box<Peer>),
+    /// One of the pool's (back to the pool, or freed).
+    Pooled(Peer),
 }
 
 impl std::ops::Deref for Lease<'_> {
     type Target = Peer;
 
     fn deref(&self) -> &Peer {
-        self.peer
-            .as_ref()
-            .expect("a lease holds its peer until dropped")
+        match self.peer.as_ref() {
+            Some(Leased::Hot(peer)) => peer,
+            Some(Leased::Pooled(peer)) => peer,
+            None => unreachable!("a lease holds its peer until dropped"),
+        }
     }
 }
 
 impl std::ops::DerefMut for Lease<'_> {
     fn deref_mut(&mut self) -> &mut Peer {
-        self.peer
-            .as_mut()
-            .expect("a lease holds its peer until dropped")
+        match self.peer.as_mut() {
+            Some(Leased::Hot(peer)) => peer,
+            Some(Leased::Pooled(peer)) => peer,
+            None => unreachable!("a lease holds its peer until dropped"),
+        }
     }
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        let Some(peer) = self.peer.take() else {
-            return;
+        let peer = match self.peer.take() {
+            None => return,
+            Some(Leased::Hot(peer)) => {
+                self.handle.put_hot(peer);
+                return;
+            }
+            Some(Leased::Pooled(peer)) => peer,
         };
         let mut state = self.handle.lock();
         match state.as_mut() {
@@ -428,8 +586,13 @@ impl Drop for Lease<'_> {
                 pool.lent -= 1;
                 if pool.idle.len() + pool.lent < REGISTRATIONS_PER_HANDLE {
                     pool.idle.push(peer);
+                    // Waiters count themselves under the lock: nobody to signal (no system
+                    // call) when the count is zero.
+                    let waiting = self.handle.waiting.load(SeqCst) > 0;
                     drop(state);
-                    self.handle.returned.notify_one();
+                    if waiting {
+                        self.handle.returned.notify_one();
+                    }
                 } else {
                     drop(state);
                     drop(peer);

@@ -37,7 +37,7 @@ enum First {
 
 impl Producer {
     /// A registration of this producer for one call (see `peer`), or ClosedError.
-    fn lease(&self, py: Python<'_>, wait: Wait) -> PyResult<Lease<'_>> {
+    fn lease(&self, py: Python<'_>, wait: &mut Wait) -> PyResult<Lease<'_>> {
         self.handle
             .lease(py, wait)?
             .ok_or_else(|| errors::closed(py, "producer"))
@@ -68,7 +68,7 @@ impl Producer {
         data: &Bound<'_, PyAny>,
         meta: &SendMeta,
     ) -> PyResult<Result<u64, SendError>> {
-        let mut lease = self.lease(py, Wait::No)?;
+        let mut lease = self.lease(py, &mut Wait::No)?;
         with_bytes(data, |payload| {
             lease.send_once(|channel| channel.try_send(payload, meta))
         })
@@ -81,9 +81,9 @@ impl Producer {
         py: Python<'_>,
         data: &Bound<'_, PyAny>,
         meta: &SendMeta,
-        wait: Wait,
+        mut wait: Wait,
     ) -> PyResult<Option<u64>> {
-        let mut lease = self.lease(py, wait)?;
+        let mut lease = self.lease(py, &mut wait)?;
         // The copy used while the GIL is released (the object's memory is only read with it);
         // not made when the call does not wait.
         let mut copy = None;
@@ -117,13 +117,22 @@ impl Producer {
         peer: &mut Peer,
         payload: &[u8],
         meta: &SendMeta,
-        wait: Wait,
+        mut wait: Wait,
     ) -> PyResult<Option<u64>> {
+        // Watching the ring for a moment before the first sleep (`peer::SPIN_BEFORE_SLEEP`).
+        let mut spin = true;
+        let slots = payload.len().div_ceil(MSG_INLINE).max(1) as u64;
         loop {
             let Some(until) = wait.slice() else {
                 return Ok(None);
             };
-            match py.detach(|| peer.send_until(payload, meta, until)) {
+            let sent = py.detach(|| {
+                if std::mem::take(&mut spin) {
+                    peer.spin_for_free_slots(slots, until);
+                }
+                peer.send_until(payload, meta, until)
+            });
+            match sent {
                 Ok(id) => return Ok(Some(id)),
                 Err(SendError::TimedOut) => {}
                 Err(e) => return Err(errors::from_send(py, e, self.channel_id)),
@@ -328,7 +337,8 @@ impl Producer {
         payloads: &Bound<'_, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<usize> {
-        let wait = Wait::from_timeout(py, timeout)?;
+        // One deadline for every batch (each call below takes a copy).
+        let wait = Wait::from_timeout(py, timeout)?.started();
         let payloads = Payloads::collect(payloads)?;
         let slices = payloads.slices()?;
         let limit = self.open(py)?.borrow_dependent().max_message_size();
@@ -477,7 +487,7 @@ impl Producer {
     /// stuck for STUCK_GRACE seconds; this is for tools and tests. Returns a dict: tombstoned,
     /// freed, records_freed, records_deferred.
     fn recover<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let lease = self.lease(py, Wait::No)?;
+        let lease = self.lease(py, &mut Wait::No)?;
         let report = lease
             .recover()
             .map_err(|e| errors::from_core(py, e, &self.label))?;
@@ -546,9 +556,9 @@ impl Producer {
         py: Python<'_>,
         payload: &[u8],
         meta: &SendMeta,
-        wait: Wait,
+        mut wait: Wait,
     ) -> PyResult<Option<u64>> {
-        let mut lease = self.lease(py, wait)?;
+        let mut lease = self.lease(py, &mut wait)?;
         match lease.send_once(|channel| channel.try_send(payload, meta)) {
             Ok(id) => Ok(Some(id)),
             Err(SendError::Full) => {
@@ -566,12 +576,12 @@ impl Producer {
         py: Python<'_>,
         slices: &[&[u8]],
         meta: &SendMeta,
-        wait: Wait,
+        mut wait: Wait,
     ) -> PyResult<Option<usize>> {
         if slices.is_empty() {
             return Ok(Some(0));
         }
-        let mut lease = self.lease(py, wait)?;
+        let mut lease = self.lease(py, &mut wait)?;
         match lease.send_once(|channel| channel.try_send_batch(slices, meta)) {
             Ok(count) => Ok(Some(count)),
             Err(SendError::Full) => {
