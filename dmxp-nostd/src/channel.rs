@@ -584,6 +584,32 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// `Result` in memory per message).
     #[inline(always)]
     fn claim_send(&self, max: u64) -> Result<(u64, u64), SendError> {
+        if max == 1 {
+            // The common case in a straight line: the slot at `tail` is free for this lap and
+            // the CAS wins. Anything else starts over in the loop below, which rewrites the
+            // intent before its own CAS or clears it when it gives up.
+            let tail = self.entry.tail.load(Relaxed);
+            if self.slot(tail).sequence.load(Acquire) == tail {
+                write_intent(self.send_intent, tail, 1);
+                hook!(self, SendIntent, tail);
+                if self
+                    .entry
+                    .tail
+                    .compare_exchange(tail, tail.wrapping_add(1), Release, Relaxed)
+                    .is_ok()
+                {
+                    hook!(self, SendClaimed, tail);
+                    return Ok((tail, 1));
+                }
+            }
+        }
+        self.claim_send_loop(max)
+    }
+
+    /// [`Self::claim_send`]'s general form: retries after lost races, catches up with other
+    /// producers, and tells a full ring from a scribbled cursor.
+    #[inline(always)]
+    fn claim_send_loop(&self, max: u64) -> Result<(u64, u64), SendError> {
         let mut tail = self.entry.tail.load(Relaxed);
         for _ in 0..RETRY_LIMIT {
             let sequence = self.slot(tail).sequence.load(Acquire);
@@ -650,6 +676,37 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// Always inlined, as [`Self::claim_send`].
     #[inline(always)]
     fn claim_recv(&self, max: u64, buffer: Option<usize>) -> Result<(u64, u64), RecvError> {
+        if max == 1 {
+            // The common case in a straight line, as in `claim_send`: a published
+            // single-slot message that fits, and a CAS that wins. A run, a message too long
+            // for the buffer, a miss or a lost race go to the loop.
+            let head = self.entry.head.load(Relaxed);
+            let slot = self.slot(head);
+            if slot.sequence.load(Acquire) == head.wrapping_add(1)
+                && !self.is_run_slot(slot.meta.flags.load(Relaxed))
+                && buffer.is_none_or(|available| {
+                    slot.meta.payload_len.load(Relaxed) as usize <= available
+                })
+            {
+                write_intent(self.recv_intent, head, 1);
+                hook!(self, RecvIntent, head);
+                if self
+                    .entry
+                    .head
+                    .compare_exchange(head, head.wrapping_add(1), Release, Relaxed)
+                    .is_ok()
+                {
+                    hook!(self, RecvClaimed, head);
+                    return Ok((head, 1));
+                }
+            }
+        }
+        self.claim_recv_loop(max, buffer)
+    }
+
+    /// [`Self::claim_recv`]'s general form.
+    #[inline(always)]
+    fn claim_recv_loop(&self, max: u64, buffer: Option<usize>) -> Result<(u64, u64), RecvError> {
         let mut head = self.entry.head.load(Relaxed);
         for _ in 0..RETRY_LIMIT {
             let slot = self.slot(head);
@@ -763,9 +820,11 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// Writes and publishes one claimed position; false when the claim was revoked
     /// (PROTOCOL.md §11.7).
     #[must_use]
+    #[inline(always)]
     fn write_slot(&self, position: u64, payload: &[u8], meta: &SendMeta, flags: u16) -> bool {
-        payload::store(&self.slot(position).payload, payload);
-        self.publish_slot(position, payload.len(), meta, flags)
+        let slot = self.slot(position);
+        payload::store(&slot.payload, payload);
+        self.publish_into(slot, position, position, payload.len(), meta, flags)
     }
 
     /// Ends a producer's intent after its last publish.
@@ -804,7 +863,21 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         meta: &SendMeta,
         flags: u16,
     ) -> bool {
-        let slot = self.slot(position);
+        self.publish_into(self.slot(position), position, message_id, len, meta, flags)
+    }
+
+    /// [`Self::publish_slot_of`] with the slot of `position` already looked up.
+    #[inline(always)]
+    #[must_use]
+    fn publish_into(
+        &self,
+        slot: &AtomicSlot,
+        position: u64,
+        message_id: u64,
+        len: usize,
+        meta: &SendMeta,
+        flags: u16,
+    ) -> bool {
         // Tombstoned while we copied: leave the tombstone's metadata alone.
         if slot.sequence.load(Relaxed) != position {
             return false;
@@ -829,8 +902,28 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         published
     }
 
-    fn read_content(&self, position: u64) -> Content {
-        let meta = self.slot(position).meta.load();
+    /// What the claimed slot of `position` holds. One test decides the common case (a
+    /// message that fits, no protocol flag of note); the rest is out of line.
+    #[inline(always)]
+    fn read_content(&self, slot: &AtomicSlot, position: u64) -> Content {
+        let meta = slot.meta.load();
+        let unusual = message_flags::SKIP | message_flags::LOST | message_flags::RUN;
+        let unusual = if self.geometry.carries_runs() {
+            unusual | message_flags::RUN_CONT
+        } else {
+            unusual
+        };
+        if meta.flags & unusual == 0 && meta.payload_len as usize <= MSG_INLINE {
+            let len = meta.payload_len as usize;
+            Content::Message(meta, len)
+        } else {
+            self.unusual_content(&meta, position)
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unusual_content(&self, meta: &MessageMeta, position: u64) -> Content {
         if meta.flags & message_flags::SKIP != 0 {
             Content::Skip
         } else if meta.flags & message_flags::LOST != 0 {
@@ -838,11 +931,10 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         } else if self.geometry.carries_runs() && meta.flags & message_flags::RUN_CONT != 0 {
             // A continuation whose start is gone (repaired or corrupt, and counted there).
             Content::Skip
-        } else if meta.payload_len as usize > MSG_INLINE || meta.flags & message_flags::RUN != 0 {
-            // A run's first slot claimed alone is a run that failed its checks (§12.4).
-            Content::Corrupt(position, meta.payload_len)
         } else {
-            Content::Message(meta, meta.payload_len as usize)
+            // Too long, or a run's first slot claimed alone: a run that failed its checks
+            // (§12.4).
+            Content::Corrupt(position, meta.payload_len)
         }
     }
 
@@ -852,9 +944,15 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     #[inline(always)]
     #[must_use]
     fn release(&self, position: u64) -> bool {
+        self.release_slot(self.slot(position), position)
+    }
+
+    /// [`Self::release`] with the slot of `position` already looked up.
+    #[inline(always)]
+    #[must_use]
+    fn release_slot(&self, slot: &AtomicSlot, position: u64) -> bool {
         hook!(self, RecvCopied, position);
-        let freed = self
-            .slot(position)
+        let freed = slot
             .sequence
             .compare_exchange(
                 position.wrapping_add(1),
@@ -1034,41 +1132,65 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// Receives one message into `buf`. Skip markers are passed over. A message longer than
     /// `buf` is left in place (`BufferTooSmall`); a buffer of 960 bytes always suffices.
     pub fn try_recv(&self, buf: &mut [u8]) -> Result<Received, RecvError> {
-        // Each arm frees the slot and returns directly: no `Option<Result<..>>` carried past
-        // the free, which cost a copy of the metadata per message.
+        let (position, count) = self.claim_recv(1, Some(buf.len()))?;
+        if count == 1 {
+            let slot = self.slot(position);
+            if let Content::Message(meta, len) = self.read_content(slot, position) {
+                if let Some(dst) = buf.get_mut(..len) {
+                    payload::load(&slot.payload, dst);
+                    // Revoked: the copy may be the next lap's bytes; it is not delivered.
+                    self.finish_recv_slot(slot, position)?;
+                    return Ok(Received { meta, len });
+                }
+            }
+        }
+        self.recv_unusual(position, count, buf)
+    }
+
+    /// The rest of [`Self::try_recv`] once `position` (and `count - 1` more, for a run) is
+    /// claimed and is not a message that fits: a run, a skip marker (then the next position
+    /// is claimed), a lost or corrupt slot. Out of line: ordinary messages never come here.
+    #[cold]
+    #[inline(never)]
+    fn recv_unusual(
+        &self,
+        mut position: u64,
+        mut count: u64,
+        buf: &mut [u8],
+    ) -> Result<Received, RecvError> {
         for _ in 0..RETRY_LIMIT {
-            let (position, count) = self.claim_recv(1, Some(buf.len()))?;
             if count > 1 {
                 return self.finish_run_recv(position, count, buf);
             }
-            match self.read_content(position) {
+            let slot = self.slot(position);
+            match self.read_content(slot, position) {
                 Content::Message(meta, len) => {
                     let Some(dst) = buf.get_mut(..len) else {
                         // Only a peer rewriting a published slot gets here.
-                        self.finish_recv(position)?;
+                        self.finish_recv_slot(slot, position)?;
                         return Err(RecvError::Corrupt {
                             message_id: position,
                             payload_len: meta.payload_len,
                         });
                     };
-                    payload::load(&self.slot(position).payload, dst);
-                    // Revoked: the copy may be the next lap's bytes; it is not delivered.
-                    self.finish_recv(position)?;
+                    payload::load(&slot.payload, dst);
+                    self.finish_recv_slot(slot, position)?;
                     return Ok(Received { meta, len });
                 }
-                Content::Skip => self.finish_recv(position)?,
+                Content::Skip => self.finish_recv_slot(slot, position)?,
                 Content::Lost(message_id) => {
-                    self.finish_recv(position)?;
+                    self.finish_recv_slot(slot, position)?;
                     return Err(RecvError::Lost { message_id });
                 }
                 Content::Corrupt(message_id, payload_len) => {
-                    self.finish_recv(position)?;
+                    self.finish_recv_slot(slot, position)?;
                     return Err(RecvError::Corrupt {
                         message_id,
                         payload_len,
                     });
                 }
             }
+            (position, count) = self.claim_recv(1, Some(buf.len()))?;
         }
         Err(RecvError::Busy)
     }
@@ -1078,7 +1200,13 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// by us, so nobody is woken).
     #[inline(always)]
     fn finish_recv(&self, position: u64) -> Result<(), RecvError> {
-        let freed = self.release(position);
+        self.finish_recv_slot(self.slot(position), position)
+    }
+
+    /// [`Self::finish_recv`] with the slot of `position` already looked up.
+    #[inline(always)]
+    fn finish_recv_slot(&self, slot: &AtomicSlot, position: u64) -> Result<(), RecvError> {
+        let freed = self.release_slot(slot, position);
         self.end_recv_intent(position);
         if !freed {
             return Err(RecvError::Revoked {
@@ -1108,11 +1236,12 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         let mut outcome = BatchReceived::default();
         let mut buf = [0u8; MSG_INLINE];
         while let Some(position) = claimed.take() {
-            let content = self.read_content(position);
+            let slot = self.slot(position);
+            let content = self.read_content(slot, position);
             if let Content::Message(_, len) = content {
-                payload::load(&self.slot(position).payload, &mut buf[..len]);
+                payload::load(&slot.payload, &mut buf[..len]);
             }
-            if !self.release(position) {
+            if !self.release_slot(slot, position) {
                 // Freed under us by a repair: what we read may be the next lap's.
                 outcome.revoked += 1;
                 continue;
@@ -1139,8 +1268,30 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// Receives one message in place: the guard reads the payload where it lies and frees the
     /// slot when dropped. Hold it briefly: producers cannot reuse the slot meanwhile.
     pub fn try_recv_in_place(&self) -> Result<RecvGuard<'_, 'a, W>, RecvError> {
+        let (position, count) = self.claim_recv(1, Some(usize::MAX))?;
+        if count == 1 {
+            if let Content::Message(meta, _) = self.read_content(self.slot(position), position) {
+                return Ok(RecvGuard {
+                    channel: self,
+                    position,
+                    count: 1,
+                    meta,
+                    released: false,
+                });
+            }
+        }
+        self.recv_in_place_unusual(position, count)
+    }
+
+    /// The rest of [`Self::try_recv_in_place`], as [`Self::recv_unusual`] is for `try_recv`.
+    #[cold]
+    #[inline(never)]
+    fn recv_in_place_unusual(
+        &self,
+        mut position: u64,
+        mut count: u64,
+    ) -> Result<RecvGuard<'_, 'a, W>, RecvError> {
         for _ in 0..RETRY_LIMIT {
-            let (position, count) = self.claim_recv(1, Some(usize::MAX))?;
             if count > 1 {
                 let meta = self.check_run_in_place(position, count)?;
                 return Ok(RecvGuard {
@@ -1151,7 +1302,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     released: false,
                 });
             }
-            let error = match self.read_content(position) {
+            let error = match self.read_content(self.slot(position), position) {
                 Content::Message(meta, _) => {
                     return Ok(RecvGuard {
                         channel: self,
@@ -1172,6 +1323,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             if let Some(error) = error {
                 return Err(error);
             }
+            (position, count) = self.claim_recv(1, Some(usize::MAX))?;
         }
         Err(RecvError::Busy)
     }
@@ -1618,6 +1770,7 @@ impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
         self.free()
     }
 
+    #[inline(always)]
     fn free(&self) -> Result<(), RecvError> {
         if self.count > 1 {
             self.channel.free_run(self.position, self.count)
@@ -1628,6 +1781,7 @@ impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
 }
 
 impl<W: WaitStrategy> Drop for RecvGuard<'_, '_, W> {
+    #[inline]
     fn drop(&mut self) {
         if !self.released {
             let _ = self.free();

@@ -876,6 +876,8 @@ impl AtomicPeerRecord {
 }
 
 impl AtomicMessageMeta {
+    /// Always inlined: out of line, the meta went through a copy on the stack both ways.
+    #[inline(always)]
     pub(crate) fn load(&self) -> MessageMeta {
         use crate::sync::Ordering::Relaxed;
         MessageMeta {
@@ -891,6 +893,7 @@ impl AtomicMessageMeta {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn store(&self, meta: &MessageMeta) {
         use crate::sync::Ordering::Relaxed;
         self.message_id.store(meta.message_id, Relaxed);

@@ -79,6 +79,7 @@ pub struct ChannelBuilder {
     unblock: Duration,
     registration_required: bool,
     single_slot_only: bool,
+    timestamps: bool,
     format: FormatOptions,
 }
 
@@ -121,6 +122,7 @@ impl ChannelBuilder {
             unblock: crate::recovery::UNBLOCK_TIMEOUT,
             registration_required: false,
             single_slot_only: false,
+            timestamps: true,
             format: FormatOptions::default(),
         }
     }
@@ -625,6 +627,34 @@ impl ChannelBuilder {
         self
     }
 
+    /// Whether the producer stamps each message's `timestamp_ns` with the monotonic clock (the
+    /// default) or leaves it 0, which the protocol reads as "unknown" (PROTOCOL.md §10). The
+    /// clock read is the largest cost of a send that the ring does not need: about 40
+    /// instructions and 15–25 ns on this project's benchmark machine (docs/BENCHMARKS.md,
+    /// "Instruction counts"). Consumers are unaffected.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-timestamps", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let builder = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(2 << 20)
+    ///     .with_timestamps(false);
+    /// let producer = builder.build_producer()?;
+    /// let consumer = builder.build_consumer()?;
+    /// producer.send("no clock read")?;
+    /// assert_eq!(consumer.receive_with_meta()?.unwrap().meta.timestamp_ns, 0);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_timestamps(mut self, stamp: bool) -> Self {
+        self.timestamps = stamp;
+        self
+    }
+
     /// Fails `build_producer` / `build_consumer` with [`ErrorKind::OutOfSpace`] when the handle
     /// cannot take a record in the segment's peer table (it is full of live peers, or there is
     /// no room to carve it), instead of handing out a handle without crash protection: a
@@ -745,7 +775,7 @@ impl ChannelBuilder {
             deadline,
         )?;
         self.check_single_slot(&open)?;
-        let producer = Producer::new(open);
+        let producer = Producer::new(open).with_timestamps(self.timestamps);
         self.check_registered(producer.is_registered())?;
         Ok(producer)
     }

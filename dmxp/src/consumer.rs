@@ -264,18 +264,44 @@ impl Consumer {
 
     /// Runs `attempt` until it gives a message, finds the ring empty, or fails; lost and
     /// corrupt messages are counted and skipped.
+    #[inline(always)]
     fn skipping<T>(
         &self,
         mut attempt: impl FnMut() -> std::result::Result<T, RecvError>,
     ) -> Result<Option<T>> {
+        match attempt() {
+            Ok(value) => Ok(Some(self.got(value))),
+            Err(error) => self.skipping_after(error, attempt),
+        }
+    }
+
+    /// A message delivered: the miss streak ends and it is counted.
+    #[inline(always)]
+    fn got<T>(&self, value: T) -> T {
+        self.misses.hit();
+        self.counters.received.fetch_add(1, Relaxed);
+        value
+    }
+
+    /// [`Self::skipping`] after the first attempt failed with `error`. Out of line: a receive
+    /// that finds an ordinary message never comes here.
+    #[cold]
+    #[inline(never)]
+    fn skipping_after<T>(
+        &self,
+        error: RecvError,
+        mut attempt: impl FnMut() -> std::result::Result<T, RecvError>,
+    ) -> Result<Option<T>> {
         let mut in_flight = InFlight::default();
         let mut skipped = 0;
-        while skipped < SKIP_LIMIT {
-            let step = match attempt() {
+        let mut outcome = Err(error);
+        loop {
+            let step = match outcome {
                 Ok(value) => Step::Got(value),
                 // Not empty: a completed send waits behind a claim still in flight.
                 Err(RecvError::Pending { .. }) => {
                     if self.wait_in_flight(&mut in_flight) {
+                        outcome = attempt();
                         continue;
                     }
                     return Ok(None);
@@ -289,13 +315,14 @@ impl Consumer {
                 },
             };
             if let Step::Got(value) = step {
-                self.misses.hit();
-                self.counters.received.fetch_add(1, Relaxed);
-                return Ok(Some(value));
+                return Ok(Some(self.got(value)));
             }
             skipped += 1;
+            if skipped >= SKIP_LIMIT {
+                return Ok(None);
+            }
+            outcome = attempt();
         }
-        Ok(None)
     }
 
     /// One step of waiting for the claim in flight at `head` (PROTOCOL.md §6.2): spin first (a

@@ -69,6 +69,7 @@ pub struct Producer {
     event_wait: crate::futex_ring::EventWait,
     cell: HandleCell,
     pid: u32,
+    timestamps: bool,
     stuck: StuckWatch,
     misses: MissStreak,
 }
@@ -76,7 +77,7 @@ pub struct Producer {
 impl Clone for Producer {
     /// Another producer on the same channel, with its own peer record.
     fn clone(&self) -> Self {
-        Self::from_open(Arc::clone(self.cell.open()))
+        Self::from_open(Arc::clone(self.cell.open())).with_timestamps(self.timestamps)
     }
 }
 
@@ -104,9 +105,16 @@ impl Producer {
             event_wait: crate::futex_ring::EventWait::default(),
             cell: HandleCell::register(open, PeerRole::Producer),
             pid: std::process::id(),
+            timestamps: true,
             stuck: StuckWatch::new(unblock),
             misses: MissStreak::default(),
         }
+    }
+
+    /// See [`crate::ChannelBuilder::with_timestamps`].
+    pub(crate) fn with_timestamps(mut self, stamp: bool) -> Self {
+        self.timestamps = stamp;
+        self
     }
 
     fn channel(&self) -> &FutexChannel<'_> {
@@ -216,13 +224,32 @@ impl Producer {
 
     /// One non-blocking attempt, repaired once if the ring is stuck on a dead consumer (looked
     /// for only after a streak of full rings, see [`MissStreak`]).
+    #[inline(always)]
     fn once<T>(
         &self,
         mut attempt: impl FnMut() -> std::result::Result<T, SendError>,
     ) -> std::result::Result<T, SendError> {
-        let result = match attempt() {
-            Err(SendError::Full) if self.misses.miss() && self.repair_if_stuck() => attempt(),
-            other => other,
+        match attempt() {
+            Ok(value) => {
+                self.misses.hit();
+                Ok(value)
+            }
+            Err(error) => self.once_failed(error, attempt),
+        }
+    }
+
+    /// [`Self::once`] after a first attempt failed. Out of line: a send that gets through
+    /// never comes here.
+    #[cold]
+    #[inline(never)]
+    fn once_failed<T>(
+        &self,
+        error: SendError,
+        mut attempt: impl FnMut() -> std::result::Result<T, SendError>,
+    ) -> std::result::Result<T, SendError> {
+        let result = match error {
+            SendError::Full if self.misses.miss() && self.repair_if_stuck() => attempt(),
+            other => Err(other),
         };
         if result.is_ok() {
             self.misses.hit();
@@ -230,11 +257,12 @@ impl Producer {
         result
     }
 
+    #[inline(always)]
     fn meta(&self, message_type: u32, flags: u16) -> SendMeta {
         SendMeta {
             message_type,
             flags,
-            timestamp_ns: monotonic_ns(),
+            timestamp_ns: if self.timestamps { monotonic_ns() } else { 0 },
             sender_pid: self.pid,
             sender_runtime: runtime::RUST,
         }

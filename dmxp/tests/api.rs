@@ -48,6 +48,30 @@ fn seed_shaped_hello_world_with_metadata() {
 }
 
 #[test]
+fn timestamps_can_be_turned_off_and_clones_keep_the_choice() {
+    let name = ShmName::new("nostamp");
+    let unstamped = builder(&name)
+        .with_timestamps(false)
+        .build_producer()
+        .unwrap();
+    let stamped = builder(&name).build_producer().unwrap();
+    let consumer = builder(&name).build_consumer().unwrap();
+    unstamped.send("a").unwrap();
+    unstamped.clone().send("b").unwrap();
+    let before = dmxp::monotonic_ns();
+    stamped.send("c").unwrap();
+    let mut loan = unstamped.loan().unwrap();
+    assert!(loan.write_at(0, b"d"));
+    loan.commit(1).unwrap();
+    let stamps: Vec<u64> = std::iter::from_fn(|| consumer.receive_with_meta().unwrap())
+        .map(|message| message.meta.timestamp_ns)
+        .collect();
+    assert_eq!(stamps.len(), 4);
+    assert_eq!((stamps[0], stamps[1], stamps[3]), (0, 0, 0));
+    assert!(stamps[2] >= before && stamps[2] > 0);
+}
+
+#[test]
 fn consumer_not_found_names_the_channel() {
     let name = ShmName::new("nf");
     builder(&name).with_channel_id(0).build_producer().unwrap();
