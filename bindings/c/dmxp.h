@@ -1137,6 +1137,18 @@ static inline dmxp_status dmxp__fail_os(dmxp_error *err, dmxp_status s, const ch
     return s;
 }
 
+/* The hot paths' helpers (a send, a receive, their claims, copies and wake rule) are inlined
+ * into the public calls whatever the optimiser's size heuristics say. */
+#if defined(__GNUC__)
+#define DMXP__INLINE static inline __attribute__((always_inline))
+#define DMXP__NOINLINE static __attribute__((noinline, unused))
+#define DMXP__COLD __attribute__((cold))
+#else
+#define DMXP__INLINE static inline
+#define DMXP__NOINLINE static inline
+#define DMXP__COLD
+#endif
+
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers                                                                              */
 /* ------------------------------------------------------------------------------------------ */
@@ -2504,7 +2516,7 @@ static inline uint64_t dmxp_channel_depth(const dmxp_channel *ch) {
 /* The ring (PROTOCOL.md §6)                                                                  */
 /* ------------------------------------------------------------------------------------------ */
 
-static inline dmxp_slot *dmxp__slot(const dmxp_channel *ch, uint64_t position) {
+DMXP__INLINE dmxp_slot *dmxp__slot(const dmxp_channel *ch, uint64_t position) {
     /* The cached mask keeps every index inside the validated band. */
     return &ch->slots[position & ch->mask];
 }
@@ -2523,40 +2535,47 @@ static inline dmxp_slot *dmxp__slot(const dmxp_channel *ch, uint64_t position) {
 #endif
 #endif
 
+/* The waking half of the wake rule, out of line: a hot path that finds nobody waiting keeps
+ * no registers for it. */
+DMXP__NOINLINE DMXP__COLD void dmxp__bump_and_wake(DMXP_ATOMIC(uint32_t) *word) {
+    dmxp__fetch_add(word, 1, DMXP__REL);
+    dmxp__futex_wake_all(word);
+}
+
 /* Wake rule (§7.2): no syscall when nobody waits. */
-static inline void dmxp__notify(DMXP_ATOMIC(uint32_t) *word, DMXP_ATOMIC(uint32_t) *waiters) {
+DMXP__INLINE void dmxp__notify(DMXP_ATOMIC(uint32_t) *word, DMXP_ATOMIC(uint32_t) *waiters) {
 #if defined(DMXP__TSAN)
     if (dmxp__fetch_add(waiters, 0, DMXP__SEQ) != 0) {
 #else
     dmxp__fence(DMXP__SEQ);
     if (dmxp__load(waiters, DMXP__RLX) != 0) {
 #endif
-        dmxp__fetch_add(word, 1, DMXP__REL);
-        dmxp__futex_wake_all(word);
+        dmxp__bump_and_wake(word);
     }
 }
 
-static inline void dmxp__notify_consumers(const dmxp_channel *ch) {
+DMXP__INLINE void dmxp__notify_consumers(const dmxp_channel *ch) {
     dmxp__notify(&ch->entry->not_empty_seq, &ch->entry->not_empty_waiters);
 }
 
-static inline void dmxp__notify_producers(const dmxp_channel *ch) {
+DMXP__INLINE void dmxp__notify_producers(const dmxp_channel *ch) {
     dmxp__notify(&ch->entry->not_full_seq, &ch->entry->not_full_waiters);
 }
 
 /* Intents (§11.4): written before each claiming CAS, cleared after the last publish/free.
- * Release stores, so that a repairer that reads an intent with acquire also sees everything
- * the owner did before it (in particular the publish or free of its previous claim).
- * intent_flags (§12.5: DMXP_INTENT_RUN for a run, 0 otherwise) is written before the count,
- * so a repairer that reads the count with acquire sees the flags of the same claim. */
-static inline void dmxp__intent_set(dmxp_peer_record *r, uint64_t position, uint64_t n,
-                                    uint32_t flags) {
-    dmxp__store(&r->intent_position, position, DMXP__REL);
+ * The count is stored with release, so that a repairer that reads it with acquire sees the
+ * position and flags stored before it (relaxed) and everything the owner did before (in
+ * particular the publish or free of its previous claim). intent_flags (§12.5:
+ * DMXP_INTENT_RUN for a run, 0 otherwise) is written before the count, so a repairer that
+ * reads the count with acquire sees the flags of the same claim. */
+DMXP__INLINE void dmxp__intent_set(dmxp_peer_record *r, uint64_t position, uint64_t n,
+                                   uint32_t flags) {
+    dmxp__store(&r->intent_position, position, DMXP__RLX);
     dmxp__store(&r->intent_flags, flags, DMXP__RLX);
     dmxp__store(&r->intent_count, (uint32_t)n, DMXP__REL);
 }
 
-static inline void dmxp__intent_clear(dmxp_peer_record *r) {
+DMXP__INLINE void dmxp__intent_clear(dmxp_peer_record *r) {
     if (r == NULL) return;
     dmxp__store(&r->intent_count, 0, DMXP__REL);
     dmxp__store(&r->intent_flags, 0, DMXP__RLX); /* cleared with the intent (§12.5) */
@@ -2565,15 +2584,17 @@ static inline void dmxp__intent_clear(dmxp_peer_record *r) {
 /* Claims up to `max` consecutive free positions with one CAS on tail. A registered handle
  * names the positions in its intent before the CAS; on failure the intent is cleared, on
  * success the caller clears it after the last publish. */
-static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
-                                           uint64_t *first, uint64_t *count) {
+DMXP__INLINE dmxp_status dmxp__claim_send_at(const dmxp_channel *ch, uint64_t max,
+                                             uint64_t *first, uint64_t *count,
+                                             dmxp_slot **first_slot) {
     DMXP_ATOMIC(uint64_t) *tail_p = &ch->entry->tail;
     dmxp_peer_record *peer = ch->send_peer;
     int wrote_intent = 0;
     if (max > UINT32_MAX) max = UINT32_MAX; /* intent_count is 32 bits */
     uint64_t tail = dmxp__load(tail_p, DMXP__RLX);
     for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
-        uint64_t seq = dmxp__load(&dmxp__slot(ch, tail)->sequence, DMXP__ACQ);
+        dmxp_slot *slot = dmxp__slot(ch, tail);
+        uint64_t seq = dmxp__load(&slot->sequence, DMXP__ACQ);
         int64_t d = dmxp__diff(seq, tail);
         if (d == 0) {
             uint64_t n = 1;
@@ -2590,6 +2611,7 @@ static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
                                DMXP__RLX)) {
                 *first = tail;
                 *count = n;
+                *first_slot = slot;
                 return DMXP_OK;
             }
             /* tail now holds the current value */
@@ -2602,6 +2624,12 @@ static inline dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
     }
     if (wrote_intent) dmxp__intent_clear(peer);
     return DMXP_E_BUSY;
+}
+
+DMXP__INLINE dmxp_status dmxp__claim_send(const dmxp_channel *ch, uint64_t max,
+                                          uint64_t *first, uint64_t *count) {
+    dmxp_slot *slot;
+    return dmxp__claim_send_at(ch, max, first, count, &slot);
 }
 
 /* Positions a message of `len` bytes takes: 1 up to DMXP_MSG_INLINE, else ceil(len / 960). */
@@ -2661,11 +2689,6 @@ static inline dmxp_status dmxp__claim_run(const dmxp_channel *ch, uint64_t k, ui
  * ever returns it (the receives wait for the position instead, see DMXP_PENDING_WAIT_NS). */
 #define DMXP__PENDING ((dmxp_status)1)
 
-#if defined(__GNUC__)
-#define DMXP__COLD __attribute__((cold))
-#else
-#define DMXP__COLD
-#endif
 
 /* Called when nothing is published at `head`. 1 when a later position holds a message: a
  * send that has completed is queued behind one still in flight (§6.2), so the channel is not
@@ -2853,32 +2876,160 @@ static inline dmxp_status dmxp__claim_recv_settled(const dmxp_channel *ch, uint6
     return DMXP_E_BUSY;
 }
 
-/* Payload words: aligned 8-byte relaxed atomics, little-endian, last word zero-padded. */
-static inline void dmxp__payload_store(dmxp_slot *slot, const unsigned char *src, size_t len) {
+/* Payload words (PROTOCOL.md §1.3, §6.1): aligned 8-byte relaxed atomic stores and loads,
+ * little-endian, the last word zero-padded.
+ *
+ * Why not memcpy: the slot is peer-writable memory. Even between the sequence acquire that
+ * grants our claim and the release that ends it, a buggy or hostile peer (or a repairer that
+ * revoked the claim, §11.7) may store into the same bytes; in C a plain access that races
+ * with another write is undefined behaviour, and the protocol forbids plain memcpy on live
+ * slots (§1.3, §6.6). So every access to the slot is an 8-byte relaxed atomic of an aligned
+ * payload word: a racing peer can garble the bytes we copy, never cause anything worse. The
+ * copies are still cheap: a relaxed 8-byte atomic is a plain mov on x86-64 and a plain
+ * ldr/str on AArch64 (no fence, no lock), and the loops below move blocks of 8, 4 or 2 words
+ * with no per-word branch or bounds check (the word count is at most 120: every caller has
+ * checked len <= 960 before the copy). The private side is moved with memcpy of 8 bytes at a
+ * time (one mov each). Wider accesses (SSE/AVX loads, memcpy) would not be atomic accesses in
+ * the C memory model; 8-byte relaxed atomics are the conservative choice the protocol names.
+ *
+ * The tail (len % 8 bytes) is one more word. A send builds it from exactly the tail bytes of
+ * the caller's buffer, never reading past data + len: for len >= 8 with one unaligned load of
+ * the buffer's last 8 bytes, shifted down (the bytes before the tail were read already); for
+ * len < 8 from 4-, 2- and 1-byte pieces. A receive writes exactly len bytes into the caller's
+ * buffer, never past buf + len: for len >= 8 the tail as the unaligned 8 bytes ending at
+ * buf + len (the last whole word's top bytes again, then the tail word's), for len < 8 with
+ * 4-, 2- and 1-byte stores. */
+DMXP__INLINE uint64_t dmxp__get8(const unsigned char *p) {
+    uint64_t w;
+    memcpy(&w, p, 8); /* private memory */
+    return w;
+}
+
+DMXP__INLINE void dmxp__put8(unsigned char *p, uint64_t w) { memcpy(p, &w, 8); }
+
+/* The last, partial word of a payload of len bytes (len % 8 != 0), zero-padded. */
+DMXP__INLINE uint64_t dmxp__tail_word(const unsigned char *src, size_t len) {
+    size_t rem = len % 8;
+    if (len >= 8) /* the 8 bytes ending at src + len; the tail is their top rem bytes */
+        return dmxp__get8(src + len - 8) >> (8 * (8 - rem));
+    uint64_t w = 0;
+    unsigned shift = 0;
+    if (rem & 4) {
+        uint32_t v;
+        memcpy(&v, src, 4);
+        w = v;
+        src += 4;
+        shift = 32;
+    }
+    if (rem & 2) {
+        uint16_t v;
+        memcpy(&v, src, 2);
+        w |= (uint64_t)v << shift;
+        src += 2;
+        shift += 16;
+    }
+    if (rem & 1) w |= (uint64_t)*src << shift;
+    return w;
+}
+
+/* n (1, 2, 4 or 8) payload words between the slot (d) and private memory (p). */
+#define DMXP__PUT1(d, p, k) dmxp__store(&(d)[k], dmxp__get8((p) + 8 * (k)), DMXP__RLX)
+#define DMXP__GET1(d, p, k) dmxp__put8((p) + 8 * (k), dmxp__load(&(d)[k], DMXP__RLX))
+#define DMXP__PUT2(d, p, k) (DMXP__PUT1(d, p, k), DMXP__PUT1(d, p, (k) + 1))
+#define DMXP__GET2(d, p, k) (DMXP__GET1(d, p, k), DMXP__GET1(d, p, (k) + 1))
+#define DMXP__PUT4(d, p, k) (DMXP__PUT2(d, p, k), DMXP__PUT2(d, p, (k) + 2))
+#define DMXP__GET4(d, p, k) (DMXP__GET2(d, p, k), DMXP__GET2(d, p, (k) + 2))
+#define DMXP__PUT8(d, p, k) (DMXP__PUT4(d, p, k), DMXP__PUT4(d, p, (k) + 4))
+#define DMXP__GET8(d, p, k) (DMXP__GET4(d, p, k), DMXP__GET4(d, p, (k) + 4))
+
+/* The words 0 .. words - 1 (words <= 120) are moved in blocks of 8, 4, 2 or 1, the last block
+ * of each size ending at the last word and overlapping the one before it: a word moved twice
+ * gets the same value twice (or, if a peer scribbles on the slot meanwhile, a garbled one: the
+ * bytes delivered may be garbled, no access strays). No access leaves words 0 .. words - 1, on
+ * either side. */
+DMXP__INLINE void dmxp__payload_store(dmxp_slot *slot, const unsigned char *src, size_t len) {
+    DMXP_ATOMIC(uint64_t) *dst = slot->payload;
+    size_t words = len / 8; /* whole words; <= 120 since len <= 960 */
+    if (words >= 8) {
+        for (size_t i = 0; i + 8 < words; i += 8) DMXP__PUT8(dst, src, i);
+        DMXP__PUT8(dst, src, words - 8);
+    } else if (words >= 4) {
+        DMXP__PUT4(dst, src, 0);
+        if (words > 4) DMXP__PUT4(dst, src, words - 4);
+    } else if (words >= 2) {
+        DMXP__PUT2(dst, src, 0);
+        if (words > 2) DMXP__PUT1(dst, src, 2);
+    } else if (words) {
+        DMXP__PUT1(dst, src, 0);
+    }
+    if (len % 8) dmxp__store(&dst[words], dmxp__tail_word(src, len), DMXP__RLX);
+}
+
+DMXP__INLINE void dmxp__payload_load(dmxp_slot *slot, unsigned char *dst, size_t len) {
+    DMXP_ATOMIC(uint64_t) *src = slot->payload;
     size_t words = len / 8, rem = len % 8;
-    for (size_t i = 0; i < words; i++) {
-        uint64_t w;
-        memcpy(&w, src + i * 8, 8); /* private memory */
-        dmxp__store(&slot->payload[i], w, DMXP__RLX);
+    if (words >= 8) {
+        for (size_t i = 0; i + 8 < words; i += 8) DMXP__GET8(src, dst, i);
+        DMXP__GET8(src, dst, words - 8);
+    } else if (words >= 4) {
+        DMXP__GET4(src, dst, 0);
+        if (words > 4) DMXP__GET4(src, dst, words - 4);
+    } else if (words >= 2) {
+        DMXP__GET2(src, dst, 0);
+        if (words > 2) DMXP__GET1(src, dst, 2);
+    } else if (words == 0) {
+        if (rem == 0) return;
+        /* len < 8: the tail alone, as 4-, 2- and 1-byte stores */
+        uint64_t w = dmxp__load(&src[0], DMXP__RLX);
+        unsigned char *p = dst;
+        if (rem & 4) {
+            uint32_t v = (uint32_t)w;
+            memcpy(p, &v, 4);
+            p += 4;
+            w >>= 32;
+        }
+        if (rem & 2) {
+            uint16_t v = (uint16_t)w;
+            memcpy(p, &v, 2);
+            p += 2;
+            w >>= 16;
+        }
+        if (rem & 1) *p = (unsigned char)w;
+        return;
+    } else {
+        DMXP__GET1(src, dst, 0);
     }
     if (rem) {
-        uint64_t w = 0;
-        memcpy(&w, src + words * 8, rem);
-        dmxp__store(&slot->payload[words], w, DMXP__RLX);
+        /* The 8 bytes ending at dst + len: the top 8 - rem bytes of the last whole word (moved
+         * already: the same bytes again) and the rem bytes of the tail word. */
+        uint64_t last = dmxp__load(&src[words - 1], DMXP__RLX);
+        uint64_t tail = dmxp__load(&src[words], DMXP__RLX);
+        dmxp__put8(dst + len - 8, last >> (8 * rem) | tail << (8 * (8 - rem)));
     }
 }
 
-static inline void dmxp__payload_load(dmxp_slot *slot, unsigned char *dst, size_t len) {
-    size_t words = len / 8, rem = len % 8;
-    for (size_t i = 0; i < words; i++) {
-        uint64_t w = dmxp__load(&slot->payload[i], DMXP__RLX);
-        memcpy(dst + i * 8, &w, 8);
-    }
-    if (rem) {
-        uint64_t w = dmxp__load(&slot->payload[words], DMXP__RLX);
-        memcpy(dst + words * 8, &w, rem);
-    }
-}
+/* Adjacent slot fields as one naturally aligned 8-byte relaxed atomic word (PROTOCOL.md §1.3:
+ * meta fields are accessed only by the process holding the slot's claim, so the width of the
+ * access changes nothing for other clients). The words at slot offsets 8 (message_id), 16
+ * (timestamp_ns), 24 (channel_id, message_type), 32 (sender_pid, sender_runtime, flags), 40
+ * (payload_len, the zero bytes 44..48) and 48 (run_slots, run_index), little-endian (checked
+ * at the top). may_alias: the word overlaps fields declared with narrower types. */
+#if defined(__GNUC__)
+typedef uint64_t dmxp__word64 __attribute__((may_alias, aligned(8)));
+#define dmxp__slot_word(s, off) ((dmxp__word64 *)(void *)((unsigned char *)(s) + (off)))
+#define dmxp__word_load(s, off) __atomic_load_n(dmxp__slot_word(s, off), __ATOMIC_RELAXED)
+#define dmxp__word_store(s, off, v) __atomic_store_n(dmxp__slot_word(s, off), (v), __ATOMIC_RELAXED)
+#endif
+
+/* dmxp_meta copies the slot's meta bytes 0..32 (message_id .. flags) as they lie. */
+DMXP_ASSERT_AT(dmxp_meta, message_id, 0);
+DMXP_ASSERT_AT(dmxp_meta, timestamp_ns, 8);
+DMXP_ASSERT_AT(dmxp_meta, channel_id, 16);
+DMXP_ASSERT_AT(dmxp_meta, message_type, 20);
+DMXP_ASSERT_AT(dmxp_meta, sender_pid, 24);
+DMXP_ASSERT_AT(dmxp_meta, sender_runtime, 28);
+DMXP_ASSERT_AT(dmxp_meta, flags, 30);
+DMXP_ASSERT_AT(dmxp_meta, payload_len, 32);
 
 /* Test hook: DMXP_TEST_HOOK(point, ch, position) runs at the points below, where a repair by
  * a peer revokes a claim (PROTOCOL.md §11.7). A test defines it before including this header
@@ -2888,6 +3039,8 @@ static inline void dmxp__payload_load(dmxp_slot *slot, unsigned char *dst, size_
 #define DMXP_HOOK_BEFORE_FREE 3 /* a receive read the slot, is about to CAS sequence */
 #define DMXP_HOOK_REPAIR_TAKEN 4 /* a repair pass took the dead record of index `position`
                                      over, has not read its intent yet */
+#define DMXP_HOOK_AFTER_PEEK 5 /* a receive's fast path peeked at the published slot at head,
+                                  has not claimed it yet */
 #ifndef DMXP_TEST_HOOK
 #define DMXP_TEST_HOOK(point, ch, position) ((void)0)
 #endif
@@ -2904,15 +3057,24 @@ static inline dmxp_status dmxp__revoked(const dmxp_channel *ch) {
  * check that the slot is still in the claimed state (a repair may have tombstoned it while the
  * payload was copied: its metadata is then left alone), then the metadata, then the publish as
  * a CAS from the claimed state. DMXP_OK, or DMXP_E_REVOKED (nothing more stored). */
-static inline dmxp_status dmxp__publish_slot(const dmxp_channel *ch, uint64_t position,
-                                             const void *data, size_t part, size_t len,
-                                             uint32_t message_type, uint16_t flags,
-                                             uint64_t timestamp, uint64_t message_id,
-                                             uint32_t run_slots, uint32_t run_index) {
-    dmxp_slot *s = dmxp__slot(ch, position);
+DMXP__INLINE dmxp_status dmxp__publish_at(const dmxp_channel *ch, dmxp_slot *s,
+                                          uint64_t position, const void *data, size_t part,
+                                          size_t len, uint32_t message_type, uint16_t flags,
+                                          uint64_t timestamp, uint64_t message_id,
+                                          uint32_t run_slots, uint32_t run_index) {
     dmxp__payload_store(s, (const unsigned char *)data, part);
     DMXP_TEST_HOOK(DMXP_HOOK_AFTER_PAYLOAD, ch, position);
     if (dmxp__load(&s->sequence, DMXP__RLX) != position) return dmxp__revoked(ch);
+#if defined(__GNUC__)
+    /* Six words instead of eleven fields: the same bytes (little-endian). */
+    dmxp__word_store(s, 8, message_id);
+    dmxp__word_store(s, 16, timestamp);
+    dmxp__word_store(s, 24, (uint64_t)ch->id | (uint64_t)message_type << 32);
+    dmxp__word_store(s, 32, (uint64_t)ch->pid | (uint64_t)DMXP_RUNTIME_C << 32 |
+                                (uint64_t)flags << 48);
+    dmxp__word_store(s, 40, (uint64_t)(uint32_t)len); /* payload_len; reserved 0 */
+    dmxp__word_store(s, 48, (uint64_t)run_slots | (uint64_t)run_index << 32);
+#else
     dmxp_slot_meta *m = &s->meta;
     dmxp__store(&m->message_id, message_id, DMXP__RLX);
     dmxp__store(&m->timestamp_ns, timestamp, DMXP__RLX);
@@ -2925,6 +3087,7 @@ static inline dmxp_status dmxp__publish_slot(const dmxp_channel *ch, uint64_t po
     dmxp__store(&m->reserved, 0, DMXP__RLX);
     dmxp__store(&s->run_slots, run_slots, DMXP__RLX);
     dmxp__store(&s->run_index, run_index, DMXP__RLX);
+#endif
     DMXP_TEST_HOOK(DMXP_HOOK_BEFORE_PUBLISH, ch, position);
     uint64_t expected = position;
     /* Release: the consumer that sees position + 1 with acquire sees the message. */
@@ -2934,10 +3097,20 @@ static inline dmxp_status dmxp__publish_slot(const dmxp_channel *ch, uint64_t po
     return DMXP_OK;
 }
 
+/* dmxp__publish_at the slot of `position`. */
+DMXP__INLINE dmxp_status dmxp__publish_slot(const dmxp_channel *ch, uint64_t position,
+                                            const void *data, size_t part, size_t len,
+                                            uint32_t message_type, uint16_t flags,
+                                            uint64_t timestamp, uint64_t message_id,
+                                            uint32_t run_slots, uint32_t run_index) {
+    return dmxp__publish_at(ch, dmxp__slot(ch, position), position, data, part, len,
+                            message_type, flags, timestamp, message_id, run_slots, run_index);
+}
+
 /* dmxp__publish_slot for a single-slot message of `len` (<= 960) bytes at `position`. */
-static inline dmxp_status dmxp__publish(const dmxp_channel *ch, uint64_t position,
-                                        const void *data, size_t len, uint32_t message_type,
-                                        uint16_t flags, uint64_t timestamp) {
+DMXP__INLINE dmxp_status dmxp__publish(const dmxp_channel *ch, uint64_t position,
+                                       const void *data, size_t len, uint32_t message_type,
+                                       uint16_t flags, uint64_t timestamp) {
     return dmxp__publish_slot(ch, position, data, len, len, message_type, flags, timestamp,
                               position, 0, 0);
 }
@@ -2945,15 +3118,49 @@ static inline dmxp_status dmxp__publish(const dmxp_channel *ch, uint64_t positio
 /* Frees consumed position h for the producer one lap later, by a CAS from the claimed state
  * (h + 1 -> h + capacity, release). 0 when it failed: a peer repaired the position (freed it,
  * and the slot may already hold the next lap's message), so the claim was revoked. */
-static inline int dmxp__free(const dmxp_channel *ch, uint64_t position) {
+DMXP__INLINE int dmxp__free_at(const dmxp_channel *ch, dmxp_slot *slot, uint64_t position) {
     DMXP_TEST_HOOK(DMXP_HOOK_BEFORE_FREE, ch, position);
     uint64_t expected = position + 1;
-    return dmxp__cas_strong(&dmxp__slot(ch, position)->sequence,
-                            &expected, position + ch->capacity,
-                            DMXP__REL, DMXP__RLX);
+    return dmxp__cas_strong(&slot->sequence, &expected, position + ch->capacity, DMXP__REL,
+                            DMXP__RLX);
 }
 
-static inline void dmxp__read_meta(dmxp_slot *s, dmxp_meta *out) {
+DMXP__INLINE int dmxp__free(const dmxp_channel *ch, uint64_t position) {
+    return dmxp__free_at(ch, dmxp__slot(ch, position), position);
+}
+
+/* Copies the meta of slot s into *out; *flags and *payload_len are the values copied (so
+ * that the caller decides on exactly what it delivers, without reading *out back). */
+DMXP__INLINE void dmxp__read_meta_as(dmxp_slot *s, dmxp_meta *out, uint16_t *flags,
+                                     uint32_t *payload_len) {
+#if defined(__GNUC__)
+    /* Four words (message_id .. flags) copied as they lie, then payload_len. */
+    uint64_t w[4] = {dmxp__word_load(s, 8), dmxp__word_load(s, 16), dmxp__word_load(s, 24),
+                     dmxp__word_load(s, 32)};
+    uint32_t len = dmxp__load(&s->meta.payload_len, DMXP__RLX);
+    memcpy(out, w, sizeof w); /* private memory */
+    out->payload_len = len;
+    *flags = (uint16_t)(w[3] >> 48);
+    *payload_len = len;
+#else
+    dmxp_slot_meta *m = &s->meta;
+    out->message_id = dmxp__load(&m->message_id, DMXP__RLX);
+    out->timestamp_ns = dmxp__load(&m->timestamp_ns, DMXP__RLX);
+    out->channel_id = dmxp__load(&m->channel_id, DMXP__RLX);
+    out->message_type = dmxp__load(&m->message_type, DMXP__RLX);
+    out->sender_pid = dmxp__load(&m->sender_pid, DMXP__RLX);
+    out->sender_runtime = dmxp__load(&m->sender_runtime, DMXP__RLX);
+    out->flags = *flags = dmxp__load(&m->flags, DMXP__RLX);
+    out->payload_len = *payload_len = dmxp__load(&m->payload_len, DMXP__RLX);
+#endif
+}
+
+DMXP__INLINE void dmxp__read_meta(dmxp_slot *s, dmxp_meta *out) {
+#if defined(__GNUC__)
+    uint16_t flags;
+    uint32_t len;
+    dmxp__read_meta_as(s, out, &flags, &len);
+#else
     dmxp_slot_meta *m = &s->meta;
     out->message_id = dmxp__load(&m->message_id, DMXP__RLX);
     out->timestamp_ns = dmxp__load(&m->timestamp_ns, DMXP__RLX);
@@ -2963,12 +3170,13 @@ static inline void dmxp__read_meta(dmxp_slot *s, dmxp_meta *out) {
     out->sender_runtime = dmxp__load(&m->sender_runtime, DMXP__RLX);
     out->flags = dmxp__load(&m->flags, DMXP__RLX);
     out->payload_len = dmxp__load(&m->payload_len, DMXP__RLX);
+#endif
 }
 
 /* `limit`: the channel's max message size for a single send, DMXP_MSG_INLINE for a batch
  * item (§12.3: batches carry single-slot messages only). */
-static inline dmxp_status dmxp__check_outgoing(size_t len, size_t limit,
-                                               const dmxp_send_opts *opts) {
+DMXP__INLINE dmxp_status dmxp__check_outgoing(size_t len, size_t limit,
+                                              const dmxp_send_opts *opts) {
     if (len > limit) return DMXP_E_TOO_LARGE;
     if (opts && (opts->flags & DMXP_FLAGS_PROTOCOL_MASK)) return DMXP_E_RESERVED_FLAGS;
     return DMXP_OK;
@@ -2980,15 +3188,15 @@ static inline dmxp_status dmxp__check_outgoing(size_t len, size_t limit,
  * positions the send needs at tail (1, or a run's k), which are all looked at for a slot a
  * stuck consumer holds. */
 static inline int dmxp__miss(const dmxp_channel *ch, int send);
-static inline void dmxp__hit(const dmxp_channel *ch, int send);
+DMXP__INLINE void dmxp__hit(const dmxp_channel *ch, int send);
 
 /* Sends a run of len > 960 bytes (§12.3): claims its k positions with one CAS, writes and
  * publishes the continuations in order (RUN_CONT), then the first slot (RUN), the run's
  * publication point. A continuation found revoked (§11.7) ends it: nothing more is published,
  * not even the first slot (the repair that revoked it settles the run, §12.5). */
-static inline dmxp_status dmxp__send_run(const dmxp_channel *ch, const unsigned char *data,
-                                         size_t len, const dmxp_send_opts *opts,
-                                         uint64_t *message_id) {
+DMXP__NOINLINE dmxp_status dmxp__send_run(const dmxp_channel *ch, const unsigned char *data,
+                                          size_t len, const dmxp_send_opts *opts,
+                                          uint64_t *message_id) {
     uint64_t k = dmxp__slots_for(len), t;
     dmxp_status s = dmxp__claim_run(ch, k, &t);
     if (s != DMXP_OK) return s;
@@ -3012,22 +3220,29 @@ static inline dmxp_status dmxp__send_run(const dmxp_channel *ch, const unsigned 
 }
 
 /* One send, without the stuck watch (the blocking calls keep their own). */
-static inline dmxp_status dmxp__send_once(const dmxp_channel *ch, const void *data, size_t len,
-                                          const dmxp_send_opts *opts, uint64_t *message_id) {
+DMXP__INLINE dmxp_status dmxp__send_once(const dmxp_channel *ch, const void *data, size_t len,
+                                         const dmxp_send_opts *opts, uint64_t *message_id) {
     dmxp_status s = dmxp__check_outgoing(len, ch->max_message, opts);
     if (s != DMXP_OK) return s;
     if (len && data == NULL) return DMXP_E_INVALID_ARGUMENT;
     if (len > DMXP_MSG_INLINE)
         return dmxp__send_run(ch, (const unsigned char *)data, len, opts, message_id);
     uint64_t pos, n;
-    s = dmxp__claim_send(ch, 1, &pos, &n);
+    dmxp_slot *slot;
+    s = dmxp__claim_send_at(ch, 1, &pos, &n, &slot);
     if (s != DMXP_OK) return s;
-    s = dmxp__publish(ch, pos, data, len, opts ? opts->message_type : 0, opts ? opts->flags : 0,
-                      dmxp_now_ns());
+    s = dmxp__publish_at(ch, slot, pos, data, len, len, opts ? opts->message_type : 0,
+                         opts ? opts->flags : 0, dmxp_now_ns(), pos, 0, 0);
     dmxp__intent_clear(ch->send_peer); /* after the last publish (or its failed CAS) */
     if (s == DMXP_OK) dmxp__notify_consumers(ch); /* a revoking repair has woken them */
     if (message_id) *message_id = pos;
     return s;
+}
+
+/* dmxp__send_once, out of line: the retries after a miss (one inlined copy is enough). */
+DMXP__NOINLINE dmxp_status dmxp__send_again(const dmxp_channel *ch, const void *data, size_t len,
+                                            const dmxp_send_opts *opts, uint64_t *message_id) {
+    return dmxp__send_once(ch, data, len, opts, message_id);
 }
 
 /* Sends one message of up to dmxp_channel_max_message_size(ch) bytes (DMXP_E_TOO_LARGE
@@ -3043,7 +3258,7 @@ static inline dmxp_status dmxp_try_send(const dmxp_channel *ch, const void *data
                                         const dmxp_send_opts *opts, uint64_t *message_id) {
     dmxp_status s = dmxp__send_once(ch, data, len, opts, message_id);
     if (s == DMXP_E_FULL && dmxp__miss(ch, (int)dmxp__slots_for(len))) /* len <= limit */
-        s = dmxp__send_once(ch, data, len, opts, message_id);
+        s = dmxp__send_again(ch, data, len, opts, message_id);
     if (s == DMXP_OK || s == DMXP_E_REVOKED) dmxp__hit(ch, 1);
     return s;
 }
@@ -3086,12 +3301,18 @@ static inline dmxp_status dmxp_try_send_batch_counts(const dmxp_channel *ch,
     uint64_t now = dmxp_now_ns();
     uint32_t type = opts ? opts->message_type : 0;
     uint16_t flags = opts ? opts->flags : 0;
+    /* The slots of first, first + 1, ... in turn (wrapping at the band's end): the same
+     * addresses as dmxp__slot, without the multiplication per position. */
+    dmxp_slot *slot = dmxp__slot(ch, first), *end = ch->slots + ch->capacity;
+    size_t published = 0;
     for (uint64_t k = 0; k < count; k++) {
-        if (dmxp__publish(ch, first + k, datas[k], lens[k], type, flags, now) == DMXP_OK)
-            counts->published++;
-        else
-            counts->revoked++;
+        if (dmxp__publish_at(ch, slot, first + k, datas[k], lens[k], lens[k], type, flags, now,
+                             first + k, 0, 0) == DMXP_OK)
+            published++;
+        if (++slot == end) slot = ch->slots;
     }
+    counts->published = published;
+    counts->revoked = (size_t)count - published;
     dmxp__intent_clear(ch->send_peer); /* after the last publish */
     if (counts->published) dmxp__notify_consumers(ch);
     counts->claimed = (size_t)count;
@@ -3113,42 +3334,54 @@ static inline dmxp_status dmxp_try_send_batch(const dmxp_channel *ch, const void
     return s;
 }
 
+/* A receive whose free found position `pos` repaired (§11.7): the copy (`copied` bytes of
+ * buf) is discarded, *meta is zero but for message_id, the revocation counted. */
+DMXP__NOINLINE DMXP__COLD dmxp_status dmxp__discard(const dmxp_channel *ch, uint64_t pos,
+                                                    void *buf, size_t copied, dmxp_meta *meta) {
+    if (copied) memset(buf, 0, copied);
+    memset(meta, 0, sizeof *meta);
+    meta->message_id = pos;
+    return dmxp__revoked(ch);
+}
+
 /* Reads, copies and frees claimed position `pos`: DMXP_OK (a message), DMXP_E_EMPTY (a SKIP
  * marker, passed over), DMXP_E_LOST, DMXP_E_CORRUPT_MESSAGE, or DMXP_E_REVOKED when the free
  * found the position repaired: then the copy is discarded (the bytes written to buf are
  * zeroed, *len is 0: they may be the next lap's) and *meta is zero but for message_id. The
  * intent is cleared in every case. */
-static inline dmxp_status dmxp__finish_recv(const dmxp_channel *ch, uint64_t pos, void *buf,
-                                            size_t cap, dmxp_meta *meta, size_t *len) {
-    dmxp_slot *slot = dmxp__slot(ch, pos);
-    dmxp__read_meta(slot, meta);
+DMXP__INLINE dmxp_status dmxp__finish_recv_at(const dmxp_channel *ch, dmxp_slot *slot,
+                                              uint64_t pos, void *buf, size_t cap,
+                                              dmxp_meta *meta, size_t *len) {
+    uint16_t flags;
+    uint32_t plen;
+    dmxp__read_meta_as(slot, meta, &flags, &plen);
     dmxp_status s;
     size_t copied = 0;
-    if (meta->flags & DMXP_FLAG_SKIP) {
-        s = DMXP_E_EMPTY; /* marker: free and go on */
-    } else if (meta->flags & DMXP_FLAG_LOST) {
-        meta->message_id = pos;
-        s = DMXP_E_LOST;
-    } else if (meta->payload_len > DMXP_MSG_INLINE || meta->payload_len > cap) {
-        /* > cap only if a peer rewrote a published slot after our peek */
-        meta->message_id = pos;
-        s = DMXP_E_CORRUPT_MESSAGE;
-    } else {
-        copied = meta->payload_len;
+    size_t fits = cap < DMXP_MSG_INLINE ? cap : DMXP_MSG_INLINE;
+    if ((flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST)) == 0 && plen <= fits) { /* a message */
+        copied = plen;
         dmxp__payload_load(slot, (unsigned char *)buf, copied);
         s = DMXP_OK;
-    }
-    int freed = dmxp__free(ch, pos);
-    dmxp__intent_clear(ch->recv_peer); /* after the free (or its failed CAS) */
-    if (!freed) {
-        if (copied) memset(buf, 0, copied);
-        memset(meta, 0, sizeof *meta);
+    } else if (flags & DMXP_FLAG_SKIP) {
+        s = DMXP_E_EMPTY; /* marker: free and go on */
+    } else if (flags & DMXP_FLAG_LOST) {
         meta->message_id = pos;
-        return dmxp__revoked(ch);
+        s = DMXP_E_LOST;
+    } else { /* payload_len > 960, or > cap only if a peer rewrote the slot after our peek */
+        meta->message_id = pos;
+        s = DMXP_E_CORRUPT_MESSAGE;
     }
+    int freed = dmxp__free_at(ch, slot, pos);
+    dmxp__intent_clear(ch->recv_peer); /* after the free (or its failed CAS) */
+    if (!freed) return dmxp__discard(ch, pos, buf, copied, meta);
     dmxp__notify_producers(ch);
     if (len) *len = copied;
     return s;
+}
+
+DMXP__INLINE dmxp_status dmxp__finish_recv(const dmxp_channel *ch, uint64_t pos, void *buf,
+                                           size_t cap, dmxp_meta *meta, size_t *len) {
+    return dmxp__finish_recv_at(ch, dmxp__slot(ch, pos), pos, buf, cap, meta, len);
 }
 
 /* Reads, copies and frees the run of k positions at h claimed whole (DMXP__CLAIM_RUN, §12.4),
@@ -3254,6 +3487,52 @@ static inline dmxp_status dmxp__recv_once(const dmxp_channel *ch, void *buf, siz
     return DMXP_E_BUSY;
 }
 
+/* What dmxp__recv_fast returns when the position at head is not a plain single-slot message
+ * that fits (or its claim lost a race): nothing was claimed, the general path decides.
+ * Internal, positive, never returned by a public call. */
+#define DMXP__SLOW ((dmxp_status)3)
+/* What dmxp__recv_fast returns when nothing is published at head and nothing was claimed
+ * after it (tail - head <= 1): the EMPTY of dmxp__claim_recv_kind, decided on the same loads
+ * (head relaxed, its sequence and tail with acquire), nothing claimed, no intent written. */
+#define DMXP__NOTHING ((dmxp_status)4)
+
+/* The common receive: the position at head is published and its slot, peeked at after the
+ * acquire of its sequence, holds a plain message (no SKIP, LOST, RUN or RUN_CONT flag) of at
+ * most min(cap, 960) bytes. Then it is claimed with one CAS on head (a registered handle's
+ * intent written before, as in dmxp__claim_recv_kind) and read, copied and freed by
+ * dmxp__finish_recv, which re-reads everything it decides on (the peek is advisory, §6.2).
+ * Anything else, and a lost CAS, returns DMXP__SLOW with nothing claimed (the intent
+ * cleared): dmxp__recv_once then does what it always did. The caller has set *len to 0 and
+ * checked buf. */
+DMXP__INLINE dmxp_status dmxp__recv_fast(const dmxp_channel *ch, void *buf, size_t cap,
+                                         dmxp_meta *meta, size_t *len) {
+    DMXP_ATOMIC(uint64_t) *head_p = &ch->entry->head;
+    uint64_t head = dmxp__load(head_p, DMXP__RLX);
+    dmxp_slot *slot = dmxp__slot(ch, head);
+    uint64_t seq = dmxp__load(&slot->sequence, DMXP__ACQ);
+    if (seq != head + 1) {
+        if (dmxp__diff(seq, head + 1) < 0 &&
+            dmxp__diff(dmxp__load(&ch->entry->tail, DMXP__ACQ), head) <= 1)
+            return DMXP__NOTHING;
+        return DMXP__SLOW;
+    }
+    uint16_t flags = dmxp__load(&slot->meta.flags, DMXP__RLX);
+    uint32_t plen = dmxp__load(&slot->meta.payload_len, DMXP__RLX);
+    size_t fits = cap < DMXP_MSG_INLINE ? cap : DMXP_MSG_INLINE;
+    if ((flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST | DMXP_FLAG_RUN | DMXP_FLAG_RUN_CONT)) != 0 ||
+        plen > fits)
+        return DMXP__SLOW;
+    DMXP_TEST_HOOK(DMXP_HOOK_AFTER_PEEK, ch, head);
+    dmxp_peer_record *peer = ch->recv_peer;
+    if (peer) dmxp__intent_set(peer, head, 1, 0);
+    /* Release: whoever reads the moved head with acquire sees the intent (§11.4). */
+    if (!dmxp__cas_strong(head_p, &head, head + 1, DMXP__REL, DMXP__RLX)) {
+        dmxp__intent_clear(peer);
+        return DMXP__SLOW;
+    }
+    return dmxp__finish_recv_at(ch, slot, head, buf, cap, meta, len);
+}
+
 /* Receives one message into buf (cap bytes). SKIP markers are passed over. A message longer
  * than one slot (a run, PROTOCOL.md §12) is delivered whole, its meta the first slot's
  * (payload_len the whole length, flags with DMXP_FLAG_RUN); a continuation whose start is
@@ -3282,14 +3561,43 @@ static inline dmxp_status dmxp__recv_once(const dmxp_channel *ch, void *buf, siz
  * not revoked. After DMXP_MISS_STREAK empty results in a row, an empty channel is checked for
  * a position a dead producer left unpublished, which is repaired (then received as
  * DMXP_E_LOST) once stuck for DMXP_STUCK_GRACE_NS. */
-static inline dmxp_status dmxp_try_recv(const dmxp_channel *ch, void *buf, size_t cap,
-                                        dmxp_meta *meta, size_t *len) {
+/* dmxp_try_recv after an empty look whose miss ran a repair that made progress: one more
+ * receive (out of line). */
+DMXP__NOINLINE dmxp_status dmxp__try_recv_again(const dmxp_channel *ch, void *buf, size_t cap,
+                                                dmxp_meta *meta, size_t *len) {
+    dmxp__pending pend = {0, 0, 0};
+    dmxp_status s = dmxp__recv_once(ch, buf, cap, meta, len, &pend, 1);
+    if (s == DMXP_OK || s == DMXP_E_LOST || s == DMXP_E_CORRUPT_MESSAGE || s == DMXP_E_REVOKED)
+        dmxp__hit(ch, 0);
+    return s;
+}
+
+/* dmxp_try_recv's general path (out of line, so that the common one stays small): anything
+ * but a plain message at head or an empty ring, a lost race, or a SKIP marker written after
+ * the peek (which was consumed and is passed over). */
+DMXP__NOINLINE dmxp_status dmxp__try_recv_slow(const dmxp_channel *ch, void *buf, size_t cap,
+                                               dmxp_meta *meta, size_t *len) {
     dmxp__pending pend = {0, 0, 0};
     dmxp_status s = dmxp__recv_once(ch, buf, cap, meta, len, &pend, 1);
     if (s == DMXP_E_EMPTY && dmxp__miss(ch, 0))
         s = dmxp__recv_once(ch, buf, cap, meta, len, &pend, 1);
     if (s == DMXP_OK || s == DMXP_E_LOST || s == DMXP_E_CORRUPT_MESSAGE || s == DMXP_E_REVOKED)
         dmxp__hit(ch, 0);
+    return s;
+}
+
+static inline dmxp_status dmxp_try_recv(const dmxp_channel *ch, void *buf, size_t cap,
+                                        dmxp_meta *meta, size_t *len) {
+    dmxp_meta local;
+    if (len) *len = 0;
+    if (cap && buf == NULL) return DMXP_E_INVALID_ARGUMENT;
+    dmxp_status s = dmxp__recv_fast(ch, buf, cap, meta ? meta : &local, len);
+    if (s == DMXP__NOTHING) /* empty: the miss streak, then maybe one more look */
+        return dmxp__miss(ch, 0) ? dmxp__try_recv_again(ch, buf, cap, meta, len) : DMXP_E_EMPTY;
+    if (s == DMXP__SLOW || s == DMXP_E_EMPTY) return dmxp__try_recv_slow(ch, buf, cap, meta, len);
+    /* A message; or LOST, CORRUPT, REVOKED: a peer rewrote the slot after the peek, and it was
+     * consumed all the same. */
+    dmxp__hit(ch, 0);
     return s;
 }
 
@@ -3352,23 +3660,27 @@ static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, siz
     }
     unsigned char buf[DMXP_MSG_INLINE];
     int freed_any = 0;
+    /* The slots of first, first + 1, ... in turn, wrapping at the band's end (as dmxp__slot). */
+    dmxp_slot *next = dmxp__slot(ch, first), *end = ch->slots + ch->capacity;
     for (uint64_t k = 0; k < count; k++) {
         uint64_t pos = first + k;
-        dmxp_slot *slot = dmxp__slot(ch, pos);
+        dmxp_slot *slot = next;
+        if (++next == end) next = ch->slots;
         dmxp_meta meta;
-        dmxp__read_meta(slot, &meta);
+        uint16_t mflags;
+        uint32_t plen;
+        dmxp__read_meta_as(slot, &meta, &mflags, &plen);
         int kind; /* 0 message, 1 skip, 2 lost, 3 corrupt */
-        if (meta.flags & DMXP_FLAG_SKIP)
-            kind = 1;
-        else if (meta.flags & DMXP_FLAG_LOST)
-            kind = 2;
-        else if (meta.payload_len > DMXP_MSG_INLINE)
-            kind = 3;
-        else {
+        if ((mflags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST)) == 0 && plen <= DMXP_MSG_INLINE) {
             kind = 0;
-            dmxp__payload_load(slot, buf, meta.payload_len);
-        }
-        int freed = dmxp__free(ch, pos); /* every claimed position is freed (or revoked) */
+            dmxp__payload_load(slot, buf, plen);
+        } else if (mflags & DMXP_FLAG_SKIP)
+            kind = 1;
+        else if (mflags & DMXP_FLAG_LOST)
+            kind = 2;
+        else
+            kind = 3;
+        int freed = dmxp__free_at(ch, slot, pos); /* every claimed position is freed (or revoked) */
         if (k + 1 == count) dmxp__intent_clear(ch->recv_peer); /* after the last free */
         if (!freed) {
             counts->revoked++;
@@ -3378,7 +3690,7 @@ static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, siz
         freed_any = 1;
         if (kind == 0) {
             counts->delivered++;
-            if (deliver) deliver(ctx, &meta, buf, meta.payload_len);
+            if (deliver) deliver(ctx, &meta, buf, plen);
         } else if (kind == 2) {
             counts->lost++;
             if (on_lost) on_lost(ctx, pos);
@@ -4290,6 +4602,10 @@ static inline int64_t dmxp__stuck_step(const dmxp_channel *ch, int send, dmxp__s
 static inline int dmxp__miss(const dmxp_channel *ch, int send) {
     dmxp__watch *w = send ? &dmxp__mut(ch)->send_watch : &dmxp__mut(ch)->recv_watch;
     uint32_t misses = dmxp__load(&w->misses, DMXP__RLX);
+    /* A streak's first miss forgets any watch left over (a hit clears `since` only when it
+     * ends a streak, below: threads racing on a shared handle can leave one behind). */
+    if (misses == 0 && dmxp__load(&w->since, DMXP__RLX) != 0)
+        dmxp__store(&w->since, 0, DMXP__RLX);
     if (misses < DMXP_MISS_STREAK) {
         dmxp__store(&w->misses, ++misses, DMXP__RLX);
         if (misses < DMXP_MISS_STREAK) return 0;
@@ -4318,13 +4634,16 @@ static inline int dmxp__miss(const dmxp_channel *ch, int send) {
     return moved;
 }
 
-static inline void dmxp__hit(const dmxp_channel *ch, int send) {
+DMXP__INLINE void dmxp__hit(const dmxp_channel *ch, int send) {
     dmxp__watch *w = send ? &dmxp__mut(ch)->send_watch : &dmxp__mut(ch)->recv_watch;
-    /* Loads first: a handle in steady flow writes nothing here. */
-    if (dmxp__load(&w->misses, DMXP__RLX) != 0)
+    /* One load: a handle in steady flow writes nothing here. `since` is non-zero only within
+     * a streak (dmxp__miss sets it from the DMXP_MISS_STREAK-th miss on and clears it at a
+     * streak's first miss), so a hit that ends no streak has nothing to clear. */
+    if (dmxp__load(&w->misses, DMXP__RLX) != 0) {
         dmxp__store(&w->misses, 0, DMXP__RLX);
-    if (dmxp__load(&w->since, DMXP__RLX) != 0)
-        dmxp__store(&w->since, 0, DMXP__RLX);
+        if (dmxp__load(&w->since, DMXP__RLX) != 0)
+            dmxp__store(&w->since, 0, DMXP__RLX);
+    }
 }
 
 /* Positions of this handle's claims found revoked by a peer's repair (§11.7), every call
@@ -4515,6 +4834,12 @@ static inline dmxp_status dmxp_wait_free_slot(const dmxp_channel *ch, int64_t ti
  * unpublished then (only the non-blocking calls wait for it on their own). */
 static inline dmxp_status dmxp_recv_timeout(const dmxp_channel *ch, void *buf, size_t cap,
                                             dmxp_meta *meta, size_t *len, int64_t timeout_ns) {
+    /* The common case first (dmxp__recv_fast), before the deadline's clock read. */
+    dmxp_meta local;
+    if (len) *len = 0;
+    if (cap && buf == NULL) return DMXP_E_INVALID_ARGUMENT;
+    dmxp_status first = dmxp__recv_fast(ch, buf, cap, meta ? meta : &local, len);
+    if (first != DMXP__SLOW && first != DMXP__NOTHING && first != DMXP_E_EMPTY) return first;
     int64_t deadline = dmxp__deadline(timeout_ns);
     dmxp__stuck stuck = {0, 0, 0, 0, 0, 0};
     for (;;) {
@@ -4538,10 +4863,13 @@ static inline dmxp_status dmxp_recv_timeout(const dmxp_channel *ch, void *buf, s
 static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *data,
                                             size_t len, const dmxp_send_opts *opts,
                                             uint64_t *message_id, int64_t timeout_ns) {
+    /* The first attempt before the deadline's clock read: a send that finds room needs none. */
+    dmxp_status s = dmxp__send_once(ch, data, len, opts, message_id);
+    if (s != DMXP_E_FULL) return s;
     int64_t deadline = dmxp__deadline(timeout_ns);
     dmxp__stuck stuck = {0, 0, 0, 0, 0, 0};
-    for (;;) {
-        dmxp_status s = dmxp__send_once(ch, data, len, opts, message_id);
+    for (int first = 1;; first = 0) {
+        if (!first) s = dmxp__send_again(ch, data, len, opts, message_id);
         if (s != DMXP_E_FULL) return s;
         uint64_t need = dmxp__slots_for(len); /* len <= the limit: FULL is never TOO_LARGE */
         int64_t until = dmxp__stuck_step(ch, (int)need, &stuck, deadline);
@@ -4549,7 +4877,7 @@ static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *
                         &ch->entry->not_full_waiters, ch->send_peer, DMXP_WAITING_NOT_FULL,
                         until);
         if ((int64_t)dmxp_now_ns() >= deadline) {
-            s = dmxp__send_once(ch, data, len, opts, message_id);
+            s = dmxp__send_again(ch, data, len, opts, message_id);
             return s == DMXP_E_FULL ? DMXP_E_TIMEOUT : s;
         }
     }
