@@ -6,6 +6,11 @@
 #   scripts/bench.sh --seconds 2      # longer runs
 #   scripts/bench.sh --capacity 64    # smaller rings
 # OUT_JSON / OUT_CHART override where the report and the chart go.
+# ICEORYX2_PEER names the iceoryx2 peer program (dmxp-bench/peers/iceoryx2, built on its own;
+# without it the iceoryx2 rows are skipped with a note). INSTRUCTIONS_JSON names the output
+# of scripts/instructions.sh, shown as an instr/msg column beside the throughput rows.
+# Every run is bracketed by cache-line probes and reported per placement (near/far CPUs);
+# --placement-threshold NS sets the near/far threshold instead of choosing it from the data.
 #
 # `scripts/bench.sh large [options]` runs the large-message benchmark instead (4, 64 and
 # 256 KiB messages sent as runs of slots, against a Unix stream socket, a pipe and memcpy;
@@ -32,4 +37,11 @@ if [[ ${1:-} == large ]]; then
     fi
     exec "$target_dir/release/dmxp-bench" large ${json[@]+"${json[@]}"} "$@"
 fi
-"$target_dir/release/dmxp-bench" --json "$OUT_JSON" --chart "$OUT_CHART" "$@"
+extra=()
+if [[ -n ${ICEORYX2_PEER:-} ]]; then
+    extra+=(--iceoryx2-peer "$ICEORYX2_PEER")
+fi
+if [[ -n ${INSTRUCTIONS_JSON:-} ]]; then
+    extra+=(--instructions "$INSTRUCTIONS_JSON")
+fi
+"$target_dir/release/dmxp-bench" --json "$OUT_JSON" --chart "$OUT_CHART" ${extra[@]+"${extra[@]}"} "$@"

@@ -1,5 +1,6 @@
 //! The chart: an SVG with throughput (1->1, every payload, every system) on top and one-way
-//! latency p50 below, both on log scales.
+//! latency p50 below, both on log scales, each row at its top-level placement (the report's
+//! primary one, where the row kept a run).
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use crate::child::Res;
 use crate::report::Report;
 use crate::spec::{Mode, Shape, System};
 
-const COLORS: [RGBColor; 7] = [
+const COLORS: [RGBColor; 9] = [
     RGBColor(31, 119, 180),
     RGBColor(23, 190, 207),
     RGBColor(44, 160, 44),
@@ -17,6 +18,8 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(148, 103, 189),
     RGBColor(214, 39, 40),
     RGBColor(127, 127, 127),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
 ];
 
 fn color(system: System) -> RGBColor {
@@ -73,7 +76,10 @@ fn throughput_panel(
     let groups = payloads.len().max(1) as f64;
     let mut chart = ChartBuilder::on(area)
         .caption(
-            "Throughput 1->1 across processes (median, M msg/s, log scale)",
+            format!(
+                "Throughput 1->1 across processes ({} placement, median, M msg/s, log scale)",
+                report.placement.primary_or_near().name()
+            ),
             ("sans-serif", 20),
         )
         .margin(12)
@@ -147,7 +153,8 @@ fn latency_panel(
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(
-                "One-way latency, ping-pong, {payload} B (median p50 bar, p99 tick; ns, log scale)"
+                "One-way latency, ping-pong, {payload} B, {} placement (median p50 bar, p99 tick; ns, log scale)",
+                report.placement.primary_or_near().name()
             ),
             ("sans-serif", 20),
         )

@@ -12,6 +12,7 @@ use dmxp::{monotonic_ns, Consumer, ErrorKind, Producer, SharedMemoryAllocator};
 use rustix::net::{RecvFlags, SendFlags};
 use rustix::thread::futex;
 
+use crate::bare_ring::{first_word, BareRing};
 use crate::control::{Backoff, Control};
 use crate::spec::{ChildResult, ChildSpec, Mode, Percentiles, Role, System, BATCH};
 
@@ -99,6 +100,7 @@ fn producer(
     let mut payloads = vec![vec![0x5Au8; spec.payload]; BATCH];
     let mut sent = 0u64;
     let mut calls = 0u64;
+    let mut checksum = 0u64;
     let mut backoff = Backoff::default();
     let begin;
     match spec.system {
@@ -154,8 +156,23 @@ fn producer(
                 sent += 1;
             }
         }
+        System::BareRing => {
+            let ring = bare_ring(alloc, spec, 0)?;
+            begin = start(control)?;
+            while sent < quota && !control.stopped() {
+                stamp(&mut payloads[0], sent);
+                if ring.try_send(&payloads[0]) {
+                    checksum = checksum.wrapping_add(sent);
+                    sent += 1;
+                    backoff.reset();
+                } else {
+                    backoff.snooze();
+                }
+            }
+        }
         System::Floor => return floor_spin(spec, control, true),
         System::ArrayQueue => return Err("ArrayQueue runs in one process".into()),
+        System::Iceoryx2 => return Err(PEER_ONLY.into()),
     }
     let end = monotonic_ns();
     control.producer_done(spec.channel, sent);
@@ -164,6 +181,7 @@ fn producer(
         start_ns: begin,
         end_ns: end,
         calls,
+        checksum,
         ..ChildResult::default()
     })
 }
@@ -177,6 +195,7 @@ fn consumer(
     let mut got = 0u64;
     let mut calls = 0u64;
     let mut sink = 0u64;
+    let mut checksum = 0u64;
     let mut backoff = Backoff::default();
     let begin;
     match spec.system {
@@ -235,8 +254,24 @@ fn consumer(
             }
             got = bytes / spec.payload as u64;
         }
+        System::BareRing => {
+            let ring = bare_ring(alloc, spec, 0)?;
+            begin = start(control)?;
+            loop {
+                if let Some(len) = ring.try_recv(&mut buf) {
+                    checksum = checksum.wrapping_add(first_word(&buf[..len]));
+                    got += 1;
+                    backoff.reset();
+                } else if control.consumer_drained(spec.channel, spec.index, spec.producers, got) {
+                    break;
+                } else {
+                    backoff.snooze();
+                }
+            }
+        }
         System::Floor => return floor_spin(spec, control, false),
         System::ArrayQueue => return Err("ArrayQueue runs in one process".into()),
+        System::Iceoryx2 => return Err(PEER_ONLY.into()),
     }
     std::hint::black_box(sink);
     Ok(ChildResult {
@@ -244,8 +279,42 @@ fn consumer(
         start_ns: begin,
         end_ns: monotonic_ns(),
         calls,
+        checksum,
         ..ChildResult::default()
     })
+}
+
+/// What a child of the iceoryx2 system says: those runs are the peer program's.
+const PEER_ONLY: &str = "iceoryx2 runs in its own peer program (--iceoryx2-peer)";
+
+/// Bare ring `index` of the run's segment (the parent made it empty before the start).
+fn bare_ring<'a>(
+    alloc: &'a SharedMemoryAllocator,
+    spec: &ChildSpec,
+    index: usize,
+) -> Res<BareRing<'a>> {
+    crate::control::bare_ring(alloc.memory().region(), index, spec.capacity)
+        .ok_or_else(|| "the segment has no room for the bare ring".into())
+}
+
+/// Sends one bare-ring message, spinning (then yielding) while the ring is full.
+fn bare_send(ring: &BareRing<'_>, payload: &[u8]) {
+    let mut backoff = Backoff::default();
+    while !ring.try_send(payload) {
+        backoff.snooze();
+    }
+}
+
+/// Receives one bare-ring message into `buf`, spinning (then yielding) while the ring is
+/// empty; returns its length.
+fn bare_recv(ring: &BareRing<'_>, buf: &mut [u8]) -> usize {
+    let mut backoff = Backoff::default();
+    loop {
+        if let Some(len) = ring.try_recv(buf) {
+            return len;
+        }
+        backoff.snooze();
+    }
 }
 
 // ------------------------------------------------------------------------------ the floor
@@ -577,12 +646,24 @@ fn ping(
             }
             trips
         }
+        System::BareRing => {
+            let (out, back) = (bare_ring(alloc, spec, 0)?, bare_ring(alloc, spec, 1)?);
+            let mut trips = RoundTrips::start(spec, control)?;
+            while trips.next(&mut payload) {
+                bare_send(&out, &payload);
+                bare_recv(&back, &mut buf);
+                trips.tick();
+            }
+            bare_send(&out, &payload[..STOP_LEN]);
+            trips
+        }
         System::Floor => {
             return match mode {
                 Mode::Spin => floor_spin(spec, control, true),
                 Mode::Blocking => floor_futex(spec, control, true),
             }
         }
+        System::Iceoryx2 => return Err(PEER_ONLY.into()),
         System::DmxpBatch | System::ArrayQueue => {
             return Err(format!("no cross-process ping-pong for {}", spec.system).into())
         }
@@ -637,12 +718,22 @@ fn pong(
                 rounds += 1;
             }
         }
+        System::BareRing => {
+            let (back, out) = (bare_ring(alloc, spec, 0)?, bare_ring(alloc, spec, 1)?);
+            let reply = vec![0xA5u8; spec.payload];
+            begin = start(control)?;
+            while bare_recv(&back, &mut buf) != STOP_LEN {
+                bare_send(&out, &reply);
+                rounds += 1;
+            }
+        }
         System::Floor => {
             return match mode {
                 Mode::Spin => floor_spin(spec, control, false),
                 Mode::Blocking => floor_futex(spec, control, false),
             }
         }
+        System::Iceoryx2 => return Err(PEER_ONLY.into()),
         System::DmxpBatch | System::ArrayQueue => {
             return Err(format!("no cross-process ping-pong for {}", spec.system).into())
         }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use dmxp::core::layout::{AtomicSlot, SLOT_SIZE};
 use dmxp::{ChannelBuilder, SharedMemoryAllocator};
 
+use crate::bare_ring::BareRing;
+
 /// Bytes of each run's segment: 8 rings of 1024 slots fit with room to spare.
 pub const SEGMENT_SIZE: usize = 16 << 20;
 /// Default slots per benchmark channel (and elements per `ArrayQueue`): the facade's default.
@@ -21,6 +23,31 @@ pub const CAPACITY: u64 = 1024;
 pub const MAX_CAPACITY: u64 = 1024;
 /// Where the control blocks start: the last 8 KiB of the segment.
 pub const CONTROL_OFFSET: usize = SEGMENT_SIZE - 8192;
+/// Where the bare rings of a `bare-ring` run start (such a run makes no DMXP channel, so the
+/// band area is free): the middle of the segment, room for [`BARE_RINGS`] rings of
+/// [`MAX_CAPACITY`] slots before the control blocks.
+pub const BARE_RING_OFFSET: usize = SEGMENT_SIZE / 2;
+/// Bare rings a run may use (a ping-pong uses two).
+pub const BARE_RINGS: usize = 2;
+const _: () = assert!(
+    BARE_RING_OFFSET + BARE_RINGS * BareRing::bytes(MAX_CAPACITY) <= CONTROL_OFFSET
+        && BARE_RING_OFFSET.is_multiple_of(128)
+);
+
+/// Bare ring `index` (below [`BARE_RINGS`]) of `capacity` slots in the segment behind
+/// `region`; `None` if the segment is too small or the index or capacity out of range.
+#[must_use]
+pub fn bare_ring(
+    region: dmxp::core::Region<'_>,
+    index: usize,
+    capacity: u64,
+) -> Option<BareRing<'_>> {
+    if index >= BARE_RINGS || capacity > MAX_CAPACITY {
+        return None;
+    }
+    let offset = BARE_RING_OFFSET + index * BareRing::bytes(MAX_CAPACITY);
+    BareRing::view(region, offset, capacity)
+}
 
 const READY: usize = 0;
 const GO: usize = 1;

@@ -759,6 +759,8 @@ impl LargeReport {
                 goal: format!(">= {goal:.1}x"),
                 measured,
                 met: measured.map(|m| m >= goal),
+                near: None,
+                far: None,
             });
         }
         let futex: Vec<f64> = self
@@ -773,6 +775,8 @@ impl LargeReport {
             goal: "== 0".to_owned(),
             measured: futex,
             met: futex.map(|f| f == 0.0),
+            near: None,
+            far: None,
         });
         self.targets = targets;
     }

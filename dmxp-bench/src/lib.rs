@@ -2,8 +2,14 @@
 //!
 //! Cross-process benchmarks of DMXP side by side with the alternatives a user would otherwise
 //! pick: a Unix domain socket (`SOCK_SEQPACKET`), a pipe, crossbeam's `ArrayQueue` between two
-//! threads of one process, and the cache-line floor (two processes handing one `AtomicU64`
-//! back and forth in shared memory).
+//! threads of one process, iceoryx2 (through an external peer program, when given), the
+//! layout floor (`bare-ring`: a minimal Vyukov ring over slots of DMXP's layout, [`bare_ring`])
+//! and the cache-line floor (two processes handing one `AtomicU64` back and forth in shared
+//! memory).
+//!
+//! Every run is bracketed by two probes of the cache-line hand-over between the two pinned
+//! CPUs ([`placement`]); runs are kept per placement (near or far cores), a run whose
+//! placement changed while it ran is discarded, and medians and ratios are per placement.
 //!
 //! One run measures, with every repetition of every configuration interleaved so that a noisy
 //! machine hurts all systems alike:
@@ -30,17 +36,24 @@ use std::path::PathBuf;
 use clap::Args;
 
 pub mod async_latency;
+pub mod bare_ring;
 pub mod chart;
 pub mod child;
 pub mod control;
+pub mod iceoryx2;
 mod inproc;
+pub mod instructions;
 pub mod large;
+pub mod placement;
 mod python_asyncio;
 pub mod report;
 pub mod runner;
 pub mod spec;
 
-use report::{median, median_of, LatencyRow, Machine, Report, ThroughputRow};
+use placement::{Probes, PROBE_ROUND_TRIPS};
+use report::{
+    median_of, LatencyRow, Machine, PlacementSummary, Report, Runs, Skipped, ThroughputRow,
+};
 use runner::{LengthArgs, Placement};
 use spec::{Mode, Shape, System};
 
@@ -69,7 +82,8 @@ pub struct BenchArgs {
     /// Payload sizes for latency, in bytes.
     #[arg(long, value_delimiter = ',', default_value = "32")]
     pub latency_payloads: Vec<usize>,
-    /// Systems to run (dmxp, dmxp-batch, dmxp-loan, uds, pipe, arrayqueue, floor).
+    /// Systems to run (dmxp, dmxp-batch, dmxp-loan, uds, pipe, arrayqueue, floor, bare-ring,
+    /// iceoryx2).
     #[arg(long, value_delimiter = ',', value_parser = parse_system)]
     pub systems: Option<Vec<System>>,
     /// Throughput shapes to run (one-to-one, two-to-two, four-channels).
@@ -90,6 +104,21 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// The near/far threshold of the placement probes (p50 one-way ns); by default chosen
+    /// from the probes (midway between their two clusters, or 125 ns when they form one).
+    #[arg(long, value_name = "NS")]
+    pub placement_threshold: Option<f64>,
+    /// Round trips of each placement probe (0: no probes, every run kept as unprobed).
+    #[arg(long, default_value_t = PROBE_ROUND_TRIPS, value_name = "N")]
+    pub probe_round_trips: u64,
+    /// Instruction counts (the JSON of scripts/instructions.sh) to show beside the
+    /// throughput rows they apply to (an instr/msg column).
+    #[arg(long, value_name = "PATH")]
+    pub instructions: Option<PathBuf>,
+    /// The iceoryx2 peer program (dmxp-bench/peers/iceoryx2); without it the iceoryx2 system
+    /// is skipped with a note.
+    #[arg(long, value_name = "PATH")]
+    pub iceoryx2_peer: Option<PathBuf>,
 }
 
 fn parse_system(name: &str) -> Result<System, String> {
@@ -152,7 +181,10 @@ impl Job {
 }
 
 fn plan(args: &BenchArgs) -> Vec<Job> {
-    let wanted = |s: System| args.systems.as_ref().is_none_or(|list| list.contains(&s));
+    let wanted = |s: System| {
+        args.systems.as_ref().is_none_or(|list| list.contains(&s))
+            && (s != System::Iceoryx2 || args.iceoryx2_peer.is_some())
+    };
     let mut jobs = Vec::new();
     if !args.no_throughput {
         for shape in Shape::ALL {
@@ -214,19 +246,52 @@ pub fn run(args: &BenchArgs) -> Res<Report> {
     if args.reps == 0 {
         return Err("--reps must be at least 1".into());
     }
+    if let Some(t) = args.placement_threshold {
+        if !(t > 0.0 && t.is_finite()) {
+            return Err("--placement-threshold must be a positive number of ns".into());
+        }
+    }
+    let counts = match &args.instructions {
+        Some(path) => instructions::load(path)?,
+        None => Vec::new(),
+    };
     let length = args.length.run_length(1.0, 0.1, args.capacity)?;
     let placement = Placement::detect();
     let load_start = Machine::load_average();
     let jobs = plan(args);
+    let mut skipped = Vec::new();
+    if args.iceoryx2_peer.is_none()
+        && args
+            .systems
+            .as_ref()
+            .is_none_or(|list| list.contains(&System::Iceoryx2))
+    {
+        skipped.push(Skipped {
+            system: System::Iceoryx2,
+            reason: "no --iceoryx2-peer PATH given (the peer program of dmxp-bench/peers/iceoryx2)"
+                .to_owned(),
+        });
+    }
     let mut throughput: Vec<Vec<runner::ThroughputSample>> = vec![Vec::new(); jobs.len()];
     let mut latency: Vec<Vec<runner::LatencySample>> = vec![Vec::new(); jobs.len()];
+    let mut probes: Vec<Vec<Probes>> = vec![Vec::new(); jobs.len()];
+    let probe = || placement::probe(&placement, args.probe_round_trips);
     runner::interleave(
         &jobs,
         args.reps,
         args.no_progress,
         |job| job.label(),
         |k, job| {
+            let before_ns = probe();
             match *job {
+                Job::Throughput(System::Iceoryx2, _, payload) => {
+                    let peer = args.iceoryx2_peer.as_deref().ok_or("no iceoryx2 peer")?;
+                    throughput[k].push(iceoryx2::throughput(peer, payload, &length)?);
+                }
+                Job::Latency(System::Iceoryx2, _, payload) => {
+                    let peer = args.iceoryx2_peer.as_deref().ok_or("no iceoryx2 peer")?;
+                    latency[k].push(iceoryx2::latency(peer, payload, &length)?);
+                }
                 Job::Throughput(system, shape, payload) => throughput[k].push(runner::throughput(
                     system, shape, payload, &length, &placement,
                 )?),
@@ -234,9 +299,22 @@ pub fn run(args: &BenchArgs) -> Res<Report> {
                     latency[k].push(runner::latency(system, mode, payload, &length, &placement)?);
                 }
             }
+            probes[k].push(Probes {
+                before_ns,
+                after_ns: probe(),
+            });
             Ok(())
         },
     )?;
+    let all_probes: Vec<Probes> = probes.iter().flatten().copied().collect();
+    let values: Vec<f64> = all_probes
+        .iter()
+        .flat_map(|p| [p.before_ns, p.after_ns])
+        .flatten()
+        .collect();
+    let threshold = placement::threshold(&values, args.placement_threshold);
+    let summary = PlacementSummary::new(&all_probes, threshold, args.probe_round_trips);
+    let primary = summary.primary_or_near();
     let mut report = Report {
         machine: Machine::at_end(load_start, &placement),
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -247,54 +325,32 @@ pub fn run(args: &BenchArgs) -> Res<Report> {
         throughput: Vec::new(),
         latency: Vec::new(),
         targets: Vec::new(),
+        placement: summary,
+        skipped,
+        instructions: args.instructions.as_ref().map(|p| p.display().to_string()),
     };
     for (k, job) in jobs.iter().enumerate() {
+        let runs = Runs::new(&probes[k], threshold.0);
         match *job {
             Job::Throughput(system, shape, payload) => {
-                let runs: Vec<f64> = throughput[k].iter().map(|s| s.msgs_per_sec).collect();
-                let rate = median(&runs);
-                let bytes = if system == System::Floor { 8 } else { payload };
-                report.throughput.push(ThroughputRow {
-                    shape,
-                    payload,
-                    system,
-                    msgs_per_sec: rate,
-                    runs,
-                    mib_per_sec: rate * bytes as f64 / (1 << 20) as f64,
-                    vs_arrayqueue: None,
-                    vs_floor: None,
-                    futex_wake: throughput[k]
-                        .iter()
-                        .map(|s| s.futex_wake)
-                        .max()
-                        .unwrap_or(0),
-                    futex_wait: throughput[k]
-                        .iter()
-                        .map(|s| s.futex_wait)
-                        .max()
-                        .unwrap_or(0),
-                    per_send_call: median_of(throughput[k].iter().map(|s| s.per_send_call)),
-                    per_receive_call: median_of(throughput[k].iter().map(|s| s.per_receive_call)),
-                });
+                let samples = &throughput[k];
+                let rates: Vec<f64> = samples.iter().map(|s| s.msgs_per_sec).collect();
+                let mut row = ThroughputRow::new(shape, payload, system, rates, &runs, primary);
+                row.futex_wake = samples.iter().map(|s| s.futex_wake).max().unwrap_or(0);
+                row.futex_wait = samples.iter().map(|s| s.futex_wait).max().unwrap_or(0);
+                row.per_send_call = median_of(samples.iter().map(|s| s.per_send_call));
+                row.per_receive_call = median_of(samples.iter().map(|s| s.per_receive_call));
+                row.instructions_per_msg = instructions::lookup(&counts, system, payload);
+                report.throughput.push(row);
             }
             Job::Latency(system, mode, payload) => {
-                let runs: Vec<spec::Percentiles> =
-                    latency[k].iter().map(|s| s.percentiles).collect();
-                let pick = |f: fn(&spec::Percentiles) -> f64| {
-                    median(&runs.iter().map(f).collect::<Vec<_>>())
-                };
-                report.latency.push(LatencyRow {
-                    mode,
-                    system,
-                    payload,
-                    p50_ns: pick(|p| p.p50),
-                    p99_ns: pick(|p| p.p99),
-                    p999_ns: pick(|p| p.p999),
-                    runs,
-                    p50_vs_floor: None,
-                    futex_wake: latency[k].iter().map(|s| s.futex_wake).max().unwrap_or(0),
-                    futex_wait: latency[k].iter().map(|s| s.futex_wait).max().unwrap_or(0),
-                });
+                let samples = &latency[k];
+                let percentiles: Vec<spec::Percentiles> =
+                    samples.iter().map(|s| s.percentiles).collect();
+                let mut row = LatencyRow::new(mode, system, payload, percentiles, &runs, primary);
+                row.futex_wake = samples.iter().map(|s| s.futex_wake).max().unwrap_or(0);
+                row.futex_wait = samples.iter().map(|s| s.futex_wait).max().unwrap_or(0);
+                report.latency.push(row);
             }
         }
     }

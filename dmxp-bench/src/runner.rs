@@ -385,6 +385,16 @@ pub(crate) fn pipe() -> Res<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?)
 }
 
+/// Makes the first `count` bare rings of the run's segment empty, before any child starts.
+fn init_bare_rings(segment: &RunSegment, count: usize, capacity: u64) -> Res<()> {
+    for index in 0..count {
+        crate::control::bare_ring(segment.allocator.memory().region(), index, capacity)
+            .ok_or("the segment has no room for the bare ring")?
+            .init();
+    }
+    Ok(())
+}
+
 /// Measures one throughput run.
 pub fn throughput(
     system: System,
@@ -399,6 +409,9 @@ pub fn throughput(
         if system.is_dmxp() { channels as u32 } else { 0 },
         length.capacity,
     )?;
+    if system == System::BareRing {
+        init_bare_rings(&segment, 1, length.capacity)?;
+    }
     let dir = results_dir()?;
     let (pc, cc) = (placement.producer_cpu, placement.consumer_cpu);
     let mut launches = Vec::new();
@@ -498,6 +511,22 @@ pub fn throughput(
         )
         .into());
     }
+    if system == System::BareRing {
+        let sum = |want: Role| {
+            roles
+                .iter()
+                .zip(&results)
+                .filter(|(role, _)| **role == want)
+                .fold(0u64, |acc, (_, r)| acc.wrapping_add(r.checksum))
+        };
+        if sum(Role::Producer) != sum(Role::Consumer) {
+            return Err(format!(
+                "{system} {}: checksum of the messages received differs from that of those sent",
+                shape.name()
+            )
+            .into());
+        }
+    }
     if let Some(per_producer) = length.messages {
         let expected = per_producer * (channels * per) as u64;
         if system != System::Floor && received != expected {
@@ -551,6 +580,9 @@ pub fn latency(
     placement: &Placement,
 ) -> Res<LatencySample> {
     let segment = new_segment(if system.is_dmxp() { 2 } else { 0 }, length.capacity)?;
+    if system == System::BareRing {
+        init_bare_rings(&segment, 2, length.capacity)?;
+    }
     let dir = results_dir()?;
     let (pc, cc) = (placement.producer_cpu, placement.consumer_cpu);
     let child = |role, cpu, k| {

@@ -26,6 +26,13 @@ pub enum System {
     ArrayQueue,
     /// Two processes handing a token through one `AtomicU64` in shared memory.
     Floor,
+    /// The layout floor: a minimal Vyukov bounded ring in the run's shared memory over slots
+    /// of DMXP's size and alignment, with only a sequence, a length and the payload
+    /// ([`crate::bare_ring`]).
+    BareRing,
+    /// iceoryx2, run by an external peer program (`--iceoryx2-peer`); 1->1 throughput and
+    /// spin latency only.
+    Iceoryx2,
 }
 
 /// Messages per batch call for [`System::DmxpBatch`].
@@ -33,7 +40,7 @@ pub const BATCH: usize = 16;
 
 impl System {
     /// Every system, in the order runs and tables use.
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 9] = [
         System::DmxpSingle,
         System::DmxpBatch,
         System::DmxpLoan,
@@ -41,6 +48,8 @@ impl System {
         System::Pipe,
         System::ArrayQueue,
         System::Floor,
+        System::BareRing,
+        System::Iceoryx2,
     ];
 
     /// The name used on the command line, in tables and in JSON.
@@ -54,6 +63,8 @@ impl System {
             System::Pipe => "pipe",
             System::ArrayQueue => "arrayqueue",
             System::Floor => "floor",
+            System::BareRing => "bare-ring",
+            System::Iceoryx2 => "iceoryx2",
         }
     }
 
@@ -134,10 +145,15 @@ impl Shape {
     }
 
     /// Whether `system` takes part in this shape. The floor is a single token between two
-    /// processes, so it only has a 1->1 form.
+    /// processes, and the iceoryx2 peer has one publisher and one subscriber, so they only
+    /// have a 1->1 form; the bare ring runs 1->1 and 2->2.
     #[must_use]
     pub fn supports(self, system: System) -> bool {
-        system != System::Floor || self == Shape::OneToOne
+        match system {
+            System::Floor | System::Iceoryx2 => self == Shape::OneToOne,
+            System::BareRing => self != Shape::FourChannels,
+            _ => true,
+        }
     }
 }
 
@@ -170,6 +186,8 @@ pub fn latency_systems() -> Vec<(System, Mode)> {
         (System::DmxpLoan, Mode::Spin),
         (System::ArrayQueue, Mode::Spin),
         (System::Floor, Mode::Spin),
+        (System::BareRing, Mode::Spin),
+        (System::Iceoryx2, Mode::Spin),
         (System::DmxpSingle, Mode::Blocking),
         (System::Uds, Mode::Blocking),
         (System::Pipe, Mode::Blocking),
@@ -271,8 +289,9 @@ pub struct ChildResult {
     /// (consumers): with `messages`, how well batches fill.
     #[serde(default)]
     pub calls: u64,
-    /// Large-message runs: the wrapping sum of the sequence numbers of the messages sent or
-    /// received, which the parent compares (every message delivered exactly once).
+    /// Large-message and bare-ring runs: the wrapping sum of the sequence numbers of the
+    /// messages sent or received, which the parent compares (every message delivered exactly
+    /// once).
     #[serde(default)]
     pub checksum: u64,
     /// Async runs: futex waits this process submitted to its `io_uring` during the run.

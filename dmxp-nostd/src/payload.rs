@@ -9,17 +9,30 @@
 use crate::layout::{MSG_INLINE, PAYLOAD_WORDS};
 use crate::sync::{AtomicU64, Ordering::Relaxed};
 
-pub(crate) type Words = [AtomicU64; PAYLOAD_WORDS];
+/// A slot's payload area: 120 words, 960 bytes.
+pub type Words = [AtomicU64; PAYLOAD_WORDS];
 
-/// Stores `src` (at most 960 bytes: the caller checked) at the start of `words`, zero-padding
-/// the last word.
+/// Stores `src` at the start of `words`, zero-padding the last word; nothing is stored when
+/// `src` is longer than 960 bytes. Public for code that lays out its own rings over DMXP's
+/// slots (the benchmark's bare ring).
 ///
 /// The copy is a loop of relaxed 8-byte atomic stores over whole words with no bounds check or
 /// branch inside it (the range of words is sliced once, up front), and the partial last word
 /// is assembled with a fixed number of loads. Atomics are what make a racing peer harmless
 /// (PROTOCOL.md §1.3); the loop is as cheap as atomics allow: one load and one store per word.
+///
+/// ```
+/// use dmxp_nostd::payload::{load, store, Words};
+///
+/// let words: Words = core::array::from_fn(|_| Default::default());
+/// store(&words, b"nine byte");
+/// let mut out = [0u8; 9];
+/// load(&words, &mut out);
+/// assert_eq!(&out, b"nine byte");
+/// assert_eq!(words[1].load(core::sync::atomic::Ordering::Relaxed), u64::from(b'e'));
+/// ```
 #[inline(always)]
-pub(crate) fn store(words: &Words, src: &[u8]) {
+pub fn store(words: &Words, src: &[u8]) {
     let (whole, rest) = src.as_chunks::<8>();
     let Some(targets) = words.get(..whole.len()) else {
         return;
@@ -95,10 +108,10 @@ fn small_word(src: &[u8]) -> u64 {
     word
 }
 
-/// Fills `dst` (at most 960 bytes: the caller checked) from the start of `words`, with the
-/// same loop as [`store`] the other way.
+/// Fills `dst` from the start of `words`, with the same loop as [`store`] the other way;
+/// nothing is read when `dst` is longer than 960 bytes.
 #[inline(always)]
-pub(crate) fn load(words: &Words, dst: &mut [u8]) {
+pub fn load(words: &Words, dst: &mut [u8]) {
     let (whole, rest) = dst.as_chunks_mut::<8>();
     let Some(sources) = words.get(..whole.len()) else {
         return;
