@@ -72,6 +72,30 @@ fn timestamps_can_be_turned_off_and_clones_keep_the_choice() {
 }
 
 #[test]
+fn clones_count_on_their_own_and_stats_sums_live_and_dropped_ones() {
+    let name = ShmName::new("clonecount");
+    let producer = builder(&name).build_producer().unwrap();
+    let consumer = builder(&name).build_consumer().unwrap();
+    let clone = consumer.clone();
+    for i in 0..10u8 {
+        producer.send([i]).unwrap();
+    }
+    assert!(consumer.receive().unwrap().is_some());
+    assert!(clone.receive().unwrap().is_some());
+    assert_eq!(clone.receive_batch_with(3, |_, _| {}).unwrap(), 3);
+    // Live clones: each one's count, summed, seen from either.
+    assert_eq!(consumer.stats().received, 5);
+    assert_eq!(clone.stats().received, 5);
+    drop(clone);
+    // A dropped clone's messages stay counted.
+    assert_eq!(consumer.stats().received, 5);
+    let late = consumer.clone();
+    assert!(late.receive().unwrap().is_some());
+    assert_eq!(consumer.stats().received, 6);
+    assert_eq!(late.stats().received, 6);
+}
+
+#[test]
 fn consumer_not_found_names_the_channel() {
     let name = ShmName::new("nf");
     builder(&name).with_channel_id(0).build_producer().unwrap();
