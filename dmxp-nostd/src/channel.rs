@@ -589,18 +589,10 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             // the CAS wins. Anything else starts over in the loop below, which rewrites the
             // intent before its own CAS or clears it when it gives up.
             let tail = self.entry.tail.load(Relaxed);
-            if self.slot(tail).sequence.load(Acquire) == tail {
-                write_intent(self.send_intent, tail, 1);
-                hook!(self, SendIntent, tail);
-                if self
-                    .entry
-                    .tail
-                    .compare_exchange(tail, tail.wrapping_add(1), Release, Relaxed)
-                    .is_ok()
-                {
-                    hook!(self, SendClaimed, tail);
-                    return Ok((tail, 1));
-                }
+            if self.slot(tail).sequence.load(Acquire) == tail
+                && self.claim_one(PeerRole::Producer, &self.entry.tail, tail)
+            {
+                return Ok((tail, 1));
             }
         }
         self.claim_send_loop(max)
@@ -687,21 +679,43 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 && buffer.is_none_or(|available| {
                     slot.meta.payload_len.load(Relaxed) as usize <= available
                 })
+                && self.claim_one(PeerRole::Consumer, &self.entry.head, head)
             {
-                write_intent(self.recv_intent, head, 1);
-                hook!(self, RecvIntent, head);
-                if self
-                    .entry
-                    .head
-                    .compare_exchange(head, head.wrapping_add(1), Release, Relaxed)
-                    .is_ok()
-                {
-                    hook!(self, RecvClaimed, head);
-                    return Ok((head, 1));
-                }
+                return Ok((head, 1));
             }
         }
         self.claim_recv_loop(max, buffer)
+    }
+
+    /// The straight line of a single claim by `role` at `position`: the intent, then one CAS
+    /// of `cursor` (the entry's `tail` or `head`) from `position` to the next. Release: a
+    /// repairer that reads the cursor with acquire sees the intent.
+    #[inline(always)]
+    fn claim_one(&self, role: PeerRole, cursor: &AtomicU64, position: u64) -> bool {
+        let producer = role == PeerRole::Producer;
+        write_intent(
+            if producer {
+                self.send_intent
+            } else {
+                self.recv_intent
+            },
+            position,
+            1,
+        );
+        if producer {
+            hook!(self, SendIntent, position);
+        } else {
+            hook!(self, RecvIntent, position);
+        }
+        let claimed = cursor
+            .compare_exchange(position, position.wrapping_add(1), Release, Relaxed)
+            .is_ok();
+        if claimed && producer {
+            hook!(self, SendClaimed, position);
+        } else if claimed {
+            hook!(self, RecvClaimed, position);
+        }
+        claimed
     }
 
     /// [`Self::claim_recv`]'s general form.
