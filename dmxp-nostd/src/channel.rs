@@ -1078,6 +1078,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         let (position, _) = self.claim_send(1)?;
         Ok(SendLoan {
             channel: self,
+            slot: self.slot(position),
             position,
             count: 1,
             published: false,
@@ -1113,6 +1114,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         let (position, count) = self.claim_loan_run(len)?;
         Ok(SendLoan {
             channel: self,
+            slot: self.slot(position),
             position,
             count,
             published: false,
@@ -1287,6 +1289,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             if let Content::Message(meta, _) = self.read_content(self.slot(position), position) {
                 return Ok(RecvGuard {
                     channel: self,
+                    slot: self.slot(position),
                     position,
                     count: 1,
                     meta,
@@ -1310,6 +1313,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 let meta = self.check_run_in_place(position, count)?;
                 return Ok(RecvGuard {
                     channel: self,
+                    slot: self.slot(position),
                     position,
                     count,
                     meta,
@@ -1320,6 +1324,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                 Content::Message(meta, _) => {
                     return Ok(RecvGuard {
                         channel: self,
+                        slot: self.slot(position),
                         position,
                         count: 1,
                         meta,
@@ -1541,6 +1546,8 @@ impl<W: WaitStrategy> Drop for ClaimedRange<'_, '_, W> {
 #[must_use = "a loan dropped at once publishes an empty skip marker; write it and commit it"]
 pub struct SendLoan<'c, 'a, W: WaitStrategy = SpinWait> {
     channel: &'c Channel<'a, W>,
+    /// The slot of `position`, looked up once for every access the loan makes.
+    slot: &'a AtomicSlot,
     position: u64,
     /// Slots claimed: 1, or the slots of a run.
     count: u64,
@@ -1580,8 +1587,9 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
     /// The first slot's 960-byte payload area, written in place (bytes `0..960` of the
     /// message; the others through [`Self::part`] or [`Self::write_at`]).
     #[must_use]
+    #[inline]
     pub fn payload(&mut self) -> PayloadMut<'_> {
-        PayloadMut::new(&self.channel.slot(self.position).payload)
+        PayloadMut::new(&self.slot.payload)
     }
 
     /// The payload area of slot `index` of the loan (bytes `960 × index ..` of the message),
@@ -1645,7 +1653,11 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
         // Bytes past `len` in the last word are zero, as on the copying path.
         if !len.is_multiple_of(8) {
             let (index, within) = (len / MSG_INLINE, len % MSG_INLINE);
-            let slot = self.channel.slot(self.position.wrapping_add(index as u64));
+            let slot = if index == 0 {
+                self.slot
+            } else {
+                self.channel.slot(self.position.wrapping_add(index as u64))
+            };
             let word = &slot.payload[within / 8];
             let keep = (1u64 << ((within % 8) * 8)) - 1;
             word.store(word.load(Relaxed) & keep, Relaxed);
@@ -1668,7 +1680,9 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
                 .channel
                 .publish_loaned_run(self.position, self.count, len, meta, flags);
         }
-        let published = self.channel.publish_slot(self.position, len, meta, flags);
+        let published =
+            self.channel
+                .publish_into(self.slot, self.position, self.position, len, meta, flags);
         self.channel.end_send_intent(self.position);
         if published {
             self.channel.notify_consumers();
@@ -1702,6 +1716,8 @@ impl<W: WaitStrategy> Drop for SendLoan<'_, '_, W> {
 #[must_use = "dropping the guard frees the slot at once, unread"]
 pub struct RecvGuard<'c, 'a, W: WaitStrategy = SpinWait> {
     channel: &'c Channel<'a, W>,
+    /// The slot of `position`, looked up once.
+    slot: &'a AtomicSlot,
     position: u64,
     /// Positions claimed: 1, or the slots of a run.
     count: u64,
@@ -1729,11 +1745,9 @@ impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
     /// The payload in place; for a message longer than one slot (a run), only its first
     /// 960 bytes: read the whole through [`Self::parts`].
     #[must_use]
+    #[inline]
     pub fn payload(&self) -> Payload<'_> {
-        Payload::new(
-            &self.channel.slot(self.position).payload,
-            self.meta.payload_len as usize,
-        )
+        Payload::new(&self.slot.payload, self.meta.payload_len as usize)
     }
 
     /// The message's length in bytes (`meta().payload_len`).
@@ -1789,7 +1803,7 @@ impl<W: WaitStrategy> RecvGuard<'_, '_, W> {
         if self.count > 1 {
             self.channel.free_run(self.position, self.count)
         } else {
-            self.channel.finish_recv(self.position)
+            self.channel.finish_recv_slot(self.slot, self.position)
         }
     }
 }

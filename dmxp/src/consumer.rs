@@ -656,6 +656,7 @@ impl Consumer {
     /// # }
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn receive_in_place(&self) -> Result<Option<InPlace<'_>>> {
         let channel = self.channel();
         Ok(self
@@ -905,6 +906,7 @@ impl InPlace<'_> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     #[must_use]
+    #[inline]
     pub fn meta(&self) -> &MessageMeta {
         self.guard.meta()
     }
@@ -935,6 +937,7 @@ impl InPlace<'_> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     #[must_use]
+    #[inline]
     pub fn payload(&self) -> Payload<'_> {
         self.guard.payload()
     }

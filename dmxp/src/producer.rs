@@ -501,6 +501,7 @@ impl Producer {
     /// # }
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn loan(&self) -> Result<Loan<'_>> {
         let inner = self
             .once(|| self.channel().try_loan())
@@ -805,6 +806,7 @@ impl Loan<'_> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     #[must_use]
+    #[inline]
     pub fn payload(&mut self) -> PayloadMut<'_> {
         self.inner.payload()
     }
@@ -863,6 +865,7 @@ impl Loan<'_> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     #[must_use = "`false` means nothing was written"]
+    #[inline]
     pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> bool {
         self.inner.write_at(offset, bytes)
     }
@@ -892,6 +895,7 @@ impl Loan<'_> {
     /// # }
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn commit(self, len: usize) -> Result<u64> {
         self.commit_with(len, 0, 0)
     }
@@ -918,6 +922,7 @@ impl Loan<'_> {
     /// # }
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn commit_with(self, len: usize, message_type: u32, flags: u16) -> Result<u64> {
         let meta = self.producer.meta(message_type, flags);
         let producer = self.producer;
