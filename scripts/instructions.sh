@@ -10,7 +10,7 @@
 #
 # Environment:
 #   ITERATIONS=100000                  iterations of the measured runs
-#   MODES="core core-reg facade facade-nostamp facade-waiter batch loan inplace inplace-word arrayqueue bare-ring"
+#   MODES="core core-reg facade facade-nostamp facade-waiter batch loan loan-copy inplace inplace-word arrayqueue bare-ring"
 #   SIZES="32 256 960"                 payload sizes, bytes
 #   INSTR_TARGET_DIR=target/libc       where the libc-backend build goes
 #   OUT_JSON=target/instructions.json  where the JSON goes
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ITERATIONS=${ITERATIONS:-100000}
-MODES=${MODES:-"core core-reg facade facade-nostamp facade-waiter batch loan inplace inplace-word arrayqueue bare-ring"}
+MODES=${MODES:-"core core-reg facade facade-nostamp facade-waiter batch loan loan-copy inplace inplace-word arrayqueue bare-ring"}
 SIZES=${SIZES:-"32 256 960"}
 INSTR_TARGET_DIR=${INSTR_TARGET_DIR:-target/libc}
 OUT_JSON=${OUT_JSON:-target/instructions.json}

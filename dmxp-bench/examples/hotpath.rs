@@ -11,6 +11,8 @@
 //!   is), so every send bumps the wait word and calls `futex_wake`;
 //! * `batch`: `send_batch` + `receive_batch_with` of 16 (16 messages per iteration);
 //! * `loan`: `loan` + `write_at` + `commit`, `receive_in_place` reading the first word;
+//! * `loan-copy`: `loan` + `write_at` + `commit`, then `receive_into` (to compare the send
+//!   side alone with `facade`'s `send`);
 //! * `facade-nostamp`: `facade` with a producer built `with_timestamps(false)` (no clock read);
 //! * `inplace`: `send`, then `receive_in_place` reading the whole payload in place through
 //!   `Payload::words` (to compare with `facade`'s copy out by `receive_into`);
@@ -147,6 +149,12 @@ fn main() {
                     loan.commit(payload.len()).unwrap();
                     let message = consumer.receive_in_place().unwrap().unwrap();
                     black_box(message.payload().word(0)).map_or(0, |_| 1)
+                }),
+                "loan-copy" => repeat(iterations, || {
+                    let mut loan = producer.loan().unwrap();
+                    let _ = loan.write_at(0, black_box(&payload[..]));
+                    loan.commit(payload.len()).unwrap();
+                    consumer.receive_into(&mut buf).unwrap().map_or(0, |r| r.1)
                 }),
                 "inplace" => repeat(iterations, || {
                     producer.send(black_box(&payload[..])).unwrap();

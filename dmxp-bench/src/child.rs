@@ -104,12 +104,12 @@ fn producer(
     let mut backoff = Backoff::default();
     let begin;
     match spec.system {
-        System::DmxpSingle | System::DmxpBatch | System::DmxpLoan => {
+        System::DmxpSingle | System::DmxpBatch | System::DmxpLoan | System::DmxpInPlace => {
             let producer = alloc.producer(spec.channel)?;
             begin = start(control)?;
             while sent < quota && !control.stopped() {
                 let outcome = match spec.system {
-                    System::DmxpSingle => {
+                    System::DmxpSingle | System::DmxpInPlace => {
                         stamp(&mut payloads[0], sent);
                         producer.send(&payloads[0]).map(|_| 1)
                     }
@@ -199,7 +199,7 @@ fn consumer(
     let mut backoff = Backoff::default();
     let begin;
     match spec.system {
-        System::DmxpSingle | System::DmxpBatch | System::DmxpLoan => {
+        System::DmxpSingle | System::DmxpBatch | System::DmxpLoan | System::DmxpInPlace => {
             let consumer = alloc.consumer(spec.channel)?;
             begin = start(control)?;
             loop {
@@ -208,6 +208,13 @@ fn consumer(
                     System::DmxpBatch => consumer.receive_batch_with(BATCH, |_, payload| {
                         sink ^= u64::from(payload[0]);
                     })? as u64,
+                    System::DmxpInPlace => match consumer.receive_in_place()? {
+                        Some(message) => {
+                            sink ^= message.payload().words().fold(0, |sum, word| sum ^ word);
+                            1
+                        }
+                        None => 0,
+                    },
                     _ => match consumer.receive_in_place()? {
                         Some(message) => {
                             sink ^= message.payload().word(0).unwrap_or(0);
@@ -664,7 +671,7 @@ fn ping(
             }
         }
         System::Iceoryx2 => return Err(PEER_ONLY.into()),
-        System::DmxpBatch | System::ArrayQueue => {
+        System::DmxpBatch | System::DmxpInPlace | System::ArrayQueue => {
             return Err(format!("no cross-process ping-pong for {}", spec.system).into())
         }
     };
@@ -734,7 +741,7 @@ fn pong(
             }
         }
         System::Iceoryx2 => return Err(PEER_ONLY.into()),
-        System::DmxpBatch | System::ArrayQueue => {
+        System::DmxpBatch | System::DmxpInPlace | System::ArrayQueue => {
             return Err(format!("no cross-process ping-pong for {}", spec.system).into())
         }
     }

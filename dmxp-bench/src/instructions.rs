@@ -39,15 +39,16 @@ pub fn load(path: &Path) -> Res<Vec<Count>> {
 }
 
 /// The benchmark system whose hot path a hotpath mode is, if any: `facade` (send +
-/// receive_into) is `dmxp`, `batch` is `dmxp-batch`, `loan` is `dmxp-loan`, `arrayqueue` and
-/// `bare-ring` are themselves. The core modes, `facade-waiter` and `inplace` have no row of
-/// their own.
+/// receive_into) is `dmxp`, `batch` is `dmxp-batch`, `loan` is `dmxp-loan`, `inplace` (send +
+/// a whole in-place read) is `dmxp-inplace`, `arrayqueue` and `bare-ring` are themselves. The
+/// core modes, `facade-waiter` and `loan-copy` have no row of their own.
 #[must_use]
 pub fn system_of(mode: &str) -> Option<System> {
     match mode {
         "facade" => Some(System::DmxpSingle),
         "batch" => Some(System::DmxpBatch),
         "loan" => Some(System::DmxpLoan),
+        "inplace" => Some(System::DmxpInPlace),
         "arrayqueue" => Some(System::ArrayQueue),
         "bare-ring" => Some(System::BareRing),
         _ => None,

@@ -82,8 +82,8 @@ pub struct BenchArgs {
     /// Payload sizes for latency, in bytes.
     #[arg(long, value_delimiter = ',', default_value = "32")]
     pub latency_payloads: Vec<usize>,
-    /// Systems to run (dmxp, dmxp-batch, dmxp-loan, uds, pipe, arrayqueue, floor, bare-ring,
-    /// iceoryx2).
+    /// Systems to run (dmxp, dmxp-batch, dmxp-loan, dmxp-inplace, uds, pipe, arrayqueue, floor,
+    /// bare-ring, iceoryx2).
     #[arg(long, value_delimiter = ',', value_parser = parse_system)]
     pub systems: Option<Vec<System>>,
     /// Throughput shapes to run (one-to-one, two-to-two, four-channels).

@@ -17,6 +17,11 @@ pub enum System {
     /// DMXP zero-copy: the producer writes a loaned slot in place, the consumer reads the
     /// message where it lies (`receive_in_place`).
     DmxpLoan,
+    /// DMXP, a copying `send` and a zero-copy receive that reads every word of the message
+    /// where it lies (`receive_in_place` + `Payload::words`): the in-place read against
+    /// [`System::DmxpSingle`]'s copy out by `receive_into`.
+    #[serde(rename = "dmxp-inplace")]
+    DmxpInPlace,
     /// A Unix domain socket pair of type `SOCK_SEQPACKET` (message boundaries kept).
     Uds,
     /// An anonymous pipe with fixed-size messages.
@@ -40,10 +45,11 @@ pub const BATCH: usize = 16;
 
 impl System {
     /// Every system, in the order runs and tables use.
-    pub const ALL: [System; 9] = [
+    pub const ALL: [System; 10] = [
         System::DmxpSingle,
         System::DmxpBatch,
         System::DmxpLoan,
+        System::DmxpInPlace,
         System::Uds,
         System::Pipe,
         System::ArrayQueue,
@@ -59,6 +65,7 @@ impl System {
             System::DmxpSingle => "dmxp",
             System::DmxpBatch => "dmxp-batch",
             System::DmxpLoan => "dmxp-loan",
+            System::DmxpInPlace => "dmxp-inplace",
             System::Uds => "uds",
             System::Pipe => "pipe",
             System::ArrayQueue => "arrayqueue",
@@ -79,7 +86,7 @@ impl System {
     pub fn is_dmxp(self) -> bool {
         matches!(
             self,
-            System::DmxpSingle | System::DmxpBatch | System::DmxpLoan
+            System::DmxpSingle | System::DmxpBatch | System::DmxpLoan | System::DmxpInPlace
         )
     }
 }
@@ -304,3 +311,20 @@ pub struct ChildResult {
 
 /// Argument that marks a re-executed child process.
 pub const CHILD_ARG: &str = "__dmxp_bench_child";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_system_has_one_name_on_the_command_line_and_in_json() {
+        for system in System::ALL {
+            assert_eq!(
+                serde_json::to_value(system).unwrap(),
+                system.name(),
+                "{system:?}"
+            );
+            assert_eq!(System::from_name(system.name()), Some(system));
+        }
+    }
+}

@@ -43,9 +43,9 @@ fn counted_run_covers_every_system_and_makes_no_futex_calls_when_spinning() {
         report["skipped"]
     );
     let rows = report["throughput"].as_array().unwrap();
-    // 3 shapes x 2 payloads x 6 systems, the floor once, and the bare ring 1->1 and 2->2 at
+    // 3 shapes x 2 payloads x 7 systems, the floor once, and the bare ring 1->1 and 2->2 at
     // both payloads.
-    assert_eq!(rows.len(), 3 * 2 * 6 + 1 + 2 * 2);
+    assert_eq!(rows.len(), 3 * 2 * 7 + 1 + 2 * 2);
     let summary = &report["placement"];
     let kept = ["runs_near", "runs_far", "runs_unprobed", "runs_discarded"]
         .map(|k| summary[k].as_u64().unwrap())
@@ -59,6 +59,7 @@ fn counted_run_covers_every_system_and_makes_no_futex_calls_when_spinning() {
         "dmxp",
         "dmxp-batch",
         "dmxp-loan",
+        "dmxp-inplace",
         "uds",
         "pipe",
         "arrayqueue",
@@ -133,7 +134,23 @@ fn counted_run_covers_every_system_and_makes_no_futex_calls_when_spinning() {
         }
     }
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 7);
+    // The seven, and loan >= send and in-place >= copy at 32, 256 and 960 B.
+    assert_eq!(targets.len(), 13);
+    for name in ["dmxp-loan vs dmxp", "dmxp-inplace vs dmxp"] {
+        for (payload, measured) in [(32, true), (256, false), (960, true)] {
+            let target = targets
+                .iter()
+                .find(|t| {
+                    t["name"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with(&format!("{payload} B 1->1, {name}"))
+                })
+                .unwrap_or_else(|| panic!("no target {payload} B {name}: {targets:?}"));
+            assert_eq!(target["goal"], ">= 1.0x", "{target}");
+            assert_eq!(target["measured"].is_number(), measured, "{target}");
+        }
+    }
     assert!(targets
         .iter()
         .any(|t| t["name"].as_str().unwrap().contains("bare-ring") && t["goal"] == ">= 0.85x"));
