@@ -735,14 +735,15 @@ typedef struct dmxp_channel {
     dmxp_peer_record *recv_peer;
     /* State the calls keep per handle, updated with relaxed atomics even through a const
      * handle (so never define a dmxp_channel const): the miss streaks and stuck watches of
-     * the non-blocking calls, the unblock timeout (dmxp_channel_set_unblock_timeout), and two
-     * counters (dmxp_channel_revoked, dmxp_channel_stuck_looks). Copy a handle only while no
-     * thread uses it. */
+     * the non-blocking calls, the unblock timeout (dmxp_channel_set_unblock_timeout), the
+     * timestamp switch (dmxp_channel_set_timestamps), and two counters (dmxp_channel_revoked,
+     * dmxp_channel_stuck_looks). Copy a handle only while no thread uses it. */
     dmxp__watch send_watch;
     dmxp__watch recv_watch;
     DMXP_ATOMIC(uint64_t) unblock_ns;  /* §11.8 unblock timeout; 0 or UINT64_MAX: never */
     DMXP_ATOMIC(uint64_t) revoked;     /* positions of this handle's claims revoked (§11.7) */
     DMXP_ATOMIC(uint64_t) stuck_looks; /* times a call read the other side's cursor for §11.6 */
+    DMXP_ATOMIC(uint32_t) timestamps;  /* 1: sends stamp timestamp_ns (default); 0: they write 0 */
 } dmxp_channel;
 
 /* A message's metadata as copied out of its slot. */
@@ -758,7 +759,8 @@ typedef struct dmxp_meta {
 } dmxp_meta;
 
 /* What a sender chooses; NULL means all zero. The client fills message_id, timestamp_ns
- * (CLOCK_MONOTONIC), channel_id, sender_pid, sender_runtime (2 = C) and payload_len. */
+ * (CLOCK_MONOTONIC, or 0 after dmxp_channel_set_timestamps(ch, 0)), channel_id, sender_pid,
+ * sender_runtime (2 = C) and payload_len. */
 typedef struct dmxp_send_opts {
     uint32_t message_type;
     uint16_t flags; /* application bits 0xFF00 only */
@@ -2212,6 +2214,7 @@ static inline void dmxp__bind(const dmxp_segment *seg, uint32_t id, uint64_t cap
     dmxp__init(&ch->unblock_ns, DMXP_UNBLOCK_TIMEOUT_NS);
     dmxp__init(&ch->revoked, 0);
     dmxp__init(&ch->stuck_looks, 0);
+    dmxp__init(&ch->timestamps, 1);
 }
 
 /* Opens created channel `id` after validating its entry and checking its band against every
@@ -3190,6 +3193,12 @@ DMXP__INLINE dmxp_status dmxp__check_outgoing(size_t len, size_t limit,
 static inline int dmxp__miss(const dmxp_channel *ch, int send);
 DMXP__INLINE void dmxp__hit(const dmxp_channel *ch, int send);
 
+/* The timestamp_ns of a message this handle sends: CLOCK_MONOTONIC, or 0 ("unknown", §8)
+ * when its timestamps are off (dmxp_channel_set_timestamps). */
+DMXP__INLINE uint64_t dmxp__stamp(const dmxp_channel *ch) {
+    return dmxp__load(&ch->timestamps, DMXP__RLX) ? dmxp_now_ns() : 0;
+}
+
 /* Sends a run of len > 960 bytes (§12.3): claims its k positions with one CAS, writes and
  * publishes the continuations in order (RUN_CONT), then the first slot (RUN), the run's
  * publication point. A continuation found revoked (§11.7) ends it: nothing more is published,
@@ -3200,7 +3209,7 @@ DMXP__NOINLINE dmxp_status dmxp__send_run(const dmxp_channel *ch, const unsigned
     uint64_t k = dmxp__slots_for(len), t;
     dmxp_status s = dmxp__claim_run(ch, k, &t);
     if (s != DMXP_OK) return s;
-    uint64_t now = dmxp_now_ns();
+    uint64_t now = dmxp__stamp(ch);
     uint32_t type = opts ? opts->message_type : 0;
     uint16_t flags = opts ? opts->flags : 0;
     for (uint64_t i = 1; i < k && s == DMXP_OK; i++) {
@@ -3232,7 +3241,7 @@ DMXP__INLINE dmxp_status dmxp__send_once(const dmxp_channel *ch, const void *dat
     s = dmxp__claim_send_at(ch, 1, &pos, &n, &slot);
     if (s != DMXP_OK) return s;
     s = dmxp__publish_at(ch, slot, pos, data, len, len, opts ? opts->message_type : 0,
-                         opts ? opts->flags : 0, dmxp_now_ns(), pos, 0, 0);
+                         opts ? opts->flags : 0, dmxp__stamp(ch), pos, 0, 0);
     dmxp__intent_clear(ch->send_peer); /* after the last publish (or its failed CAS) */
     if (s == DMXP_OK) dmxp__notify_consumers(ch); /* a revoking repair has woken them */
     if (message_id) *message_id = pos;
@@ -3298,7 +3307,7 @@ static inline dmxp_status dmxp_try_send_batch_counts(const dmxp_channel *ch,
     if (s == DMXP_E_FULL && dmxp__miss(ch, 1)) s = dmxp__claim_send(ch, (uint64_t)n, &first, &count);
     if (s != DMXP_OK) return s;
     dmxp__hit(ch, 1);
-    uint64_t now = dmxp_now_ns();
+    uint64_t now = dmxp__stamp(ch);
     uint32_t type = opts ? opts->message_type : 0;
     uint16_t flags = opts ? opts->flags : 0;
     /* The slots of first, first + 1, ... in turn (wrapping at the band's end): the same
@@ -4440,6 +4449,21 @@ static inline void dmxp_channel_set_unblock_timeout(dmxp_channel *ch, uint64_t n
 /* This handle's unblock timeout (0 or UINT64_MAX: never). */
 static inline uint64_t dmxp_channel_unblock_timeout(const dmxp_channel *ch) {
     return dmxp__load(&ch->unblock_ns, DMXP__RLX);
+}
+
+/* Whether this handle's sends stamp each message's timestamp_ns with CLOCK_MONOTONIC (on != 0,
+ * the default) or leave it 0, which the protocol reads as "unknown" (PROTOCOL.md §8): the
+ * clock read is the largest cost of a send that the ring does not need. Every send of the
+ * handle follows it (dmxp_try_send, dmxp_send_timeout, the batches, runs); receives are
+ * unaffected. The same switch as the Rust ChannelBuilder::with_timestamps. May be called
+ * while other threads use the handle. */
+static inline void dmxp_channel_set_timestamps(dmxp_channel *ch, int on) {
+    dmxp__store(&ch->timestamps, on ? 1u : 0u, DMXP__RLX);
+}
+
+/* 1 when this handle's sends stamp timestamp_ns (dmxp_channel_set_timestamps), else 0. */
+static inline int dmxp_channel_timestamps(const dmxp_channel *ch) {
+    return dmxp__load(&ch->timestamps, DMXP__RLX) != 0;
 }
 
 /* A watch on one stuck position (§11.6, §11.8), for the blocking calls on the stack and for the

@@ -15,7 +15,8 @@ import (
 type Meta struct {
 	// MessageID is the position the message took in the channel: 0, 1, 2, ... per channel.
 	MessageID uint64
-	// TimestampNs is the sender's CLOCK_MONOTONIC nanoseconds (SendOptions.TimestampNs).
+	// TimestampNs is the sender's CLOCK_MONOTONIC nanoseconds (SendOptions.TimestampNs), or 0
+	// when the sender did not stamp it ("unknown", PROTOCOL.md §8; Channel.SetTimestamps).
 	TimestampNs uint64
 	// ChannelID is the channel the message was sent on.
 	ChannelID uint32
@@ -40,7 +41,8 @@ type SendOptions struct {
 	MessageType uint32
 	// Flags may use only ApplicationFlagsMask bits.
 	Flags uint16
-	// TimestampNs is CLOCK_MONOTONIC nanoseconds; 0 means "now" (MonotonicNow).
+	// TimestampNs is CLOCK_MONOTONIC nanoseconds; 0 means "now" (MonotonicNow), except on a
+	// handle whose timestamps are off (Channel.SetTimestamps), which writes 0 ("unknown").
 	TimestampNs uint64
 }
 
@@ -100,6 +102,9 @@ type Channel struct {
 	stuckLooks, repairPasses uint64
 	// unblockNs is the unblock timeout in nanoseconds (PROTOCOL.md §11.8); 0: never unblock.
 	unblockNs int64
+	// timestamps is 1 when sends stamp timestamp_ns with the clock (the default), 0 when they
+	// leave it 0 (SetTimestamps); accessed atomically.
+	timestamps uint32
 }
 
 // hookStep names the points of a send or receive where a test hook runs.
@@ -139,7 +144,8 @@ func newChannel(s *Segment, g Geometry) *Channel {
 		band:  unsafe.Add(s.base, g.BandOffset),
 		pid:   uint32(os.Getpid()),
 
-		unblockNs: int64(UnblockTimeout),
+		unblockNs:  int64(UnblockTimeout),
+		timestamps: 1,
 	}
 }
 
@@ -158,6 +164,26 @@ func (c *Channel) SetUnblockTimeout(d time.Duration) {
 // UnblockTimeout is this handle's unblock timeout (SetUnblockTimeout); 0 means never.
 func (c *Channel) UnblockTimeout() time.Duration {
 	return time.Duration(atomic.LoadInt64(&c.unblockNs))
+}
+
+// SetTimestamps sets whether this handle's sends stamp each message's timestamp_ns with
+// CLOCK_MONOTONIC (true, the default) or leave it 0, which the protocol reads as "unknown"
+// (PROTOCOL.md §8): the clock read is the largest cost of a send that the ring does not need.
+// It applies to every send of the handle (single, batch, run, blocking or not); a message sent
+// with an explicit SendOptions.TimestampNs still carries that value, and receives are
+// unaffected. The same switch as the Rust ChannelBuilder::with_timestamps. Safe to call at any
+// time.
+func (c *Channel) SetTimestamps(on bool) {
+	var v uint32
+	if on {
+		v = 1
+	}
+	atomic.StoreUint32(&c.timestamps, v)
+}
+
+// Timestamps reports whether this handle's sends stamp timestamp_ns (SetTimestamps).
+func (c *Channel) Timestamps() bool {
+	return atomic.LoadUint32(&c.timestamps) != 0
 }
 
 // ID is the channel id.
@@ -673,9 +699,14 @@ func (c *Channel) publishSlot(position, messageID uint64, part []byte, opts *Sen
 	return cas64(slot, slotSequence, position, position+1)
 }
 
-func stamp(opts *SendOptions) uint64 {
+// stamp is the timestamp_ns of a message sent with opts: the explicit one, else the clock, or
+// 0 when this handle's timestamps are off (SetTimestamps).
+func (c *Channel) stamp(opts *SendOptions) uint64 {
 	if opts.TimestampNs != 0 {
 		return opts.TimestampNs
+	}
+	if atomic.LoadUint32(&c.timestamps) == 0 {
+		return 0
 	}
 	return MonotonicNow()
 }
@@ -731,7 +762,7 @@ func (c *Channel) trySend(payload []byte, opts *SendOptions) (uint64, error) {
 
 // finishSend publishes the message of a claimed position and ends the intent.
 func (c *Channel) finishSend(position uint64, payload []byte, opts *SendOptions) (uint64, error) {
-	published := c.publish(position, payload, opts, stamp(opts))
+	published := c.publish(position, payload, opts, c.stamp(opts))
 	intentClear(c.sendPeer, &c.sendFlagsShown) // after the publish (or the failed one)
 	if !published {
 		atomic.AddUint64(&c.revoked, 1)
@@ -747,7 +778,7 @@ func (c *Channel) finishSend(position uint64, payload []byte, opts *SendOptions)
 // first stops the run there, its first slot unpublished (the repair tombstones it): a
 // *RevokedError naming the message, counted once.
 func (c *Channel) finishRun(first, k uint64, payload []byte, opts *SendOptions) (uint64, error) {
-	timestamp := stamp(opts)
+	timestamp := c.stamp(opts)
 	length := uint32(len(payload))
 	part := func(i uint64) []byte {
 		lo, hi := i*MsgInline, (i+1)*MsgInline
@@ -878,7 +909,7 @@ func (c *Channel) trySendBatch(payloads [][]byte, opts *SendOptions) (int, error
 	if err != nil {
 		return 0, err
 	}
-	timestamp := stamp(opts)
+	timestamp := c.stamp(opts)
 	var revoked *RevokedError
 	for k := uint64(0); k < count; k++ {
 		if c.publish(first+k, payloads[k], opts, timestamp) {

@@ -80,7 +80,9 @@
 // non-blocking calls too, spinning and then sleeping, for a bounded time, see UnblockTimeout;
 // a blocking one within its deadline). Sleeps last at most 100 ms at a time before re-checking
 // the ring, and a sender or receiver makes a FUTEX_WAKE system call only when a peer is
-// registered as waiting.
+// registered as waiting. Each message is stamped with CLOCK_MONOTONIC (MonotonicNow) unless
+// SendOptions.TimestampNs gives its timestamp; Channel.SetTimestamps(false) makes a handle's
+// sends write 0 ("unknown", PROTOCOL.md §8) instead of reading the clock.
 //
 // # Memory model
 //

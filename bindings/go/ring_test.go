@@ -146,6 +146,94 @@ func TestTimestamps(t *testing.T) {
 	}
 }
 
+// TestTimestampsOff: SetTimestamps(false) makes every send path (TrySend, Send, a batch, a
+// run) write timestamp_ns = 0, in each slot and in what the receiver sees; on again (the
+// default) they carry a CLOCK_MONOTONIC reading of the send; an explicit TimestampNs is kept
+// either way; and the switch is the handle's, not the channel's.
+func TestTimestampsOff(t *testing.T) {
+	seg := newTestSegment(t, segmentSize(4))
+	ch, err := seg.CreateChannelWith(0, 4, ChannelOptions{MaxMessageSize: 2 * MsgInline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := bytes.Repeat([]byte("r"), MsgInline+40)
+	buf := make([]byte, 2*MsgInline)
+	slack := uint64(clockError)
+	check := func(c *Channel, stamped bool) {
+		t.Helper()
+		paths := []struct {
+			name  string
+			slots uint64 // slots written
+			msgs  int    // messages received
+			send  func() (uint64, error)
+		}{
+			{"TrySend", 1, 1, func() (uint64, error) { return c.TrySend([]byte("one")) }},
+			{"Send", 1, 1, func() (uint64, error) { return c.Send([]byte("blocking")) }},
+			{"TrySendBatch", 2, 2, func() (uint64, error) {
+				first := c.Tail()
+				n, err := c.TrySendBatch([][]byte{[]byte("b1"), []byte("b2")}, SendOptions{})
+				if err == nil && n != 2 {
+					t.Fatalf("batch sent %d of 2", n)
+				}
+				return first, err
+			}},
+			{"run", 2, 1, func() (uint64, error) { return c.TrySend(run) }},
+		}
+		for _, p := range paths {
+			before := ClockMonotonicSyscall()
+			first, err := p.send()
+			after := ClockMonotonicSyscall()
+			if err != nil {
+				t.Fatalf("%s: %v", p.name, err)
+			}
+			ok := func(ts uint64) bool {
+				if !stamped {
+					return ts == 0
+				}
+				return ts != 0 && ts+slack >= before && ts <= after+slack
+			}
+			for k := uint64(0); k < p.slots; k++ {
+				if ts := load64(c.slot(first+k), slotTimestamp); !ok(ts) {
+					t.Errorf("%s (timestamps %v): slot %d timestamp_ns %d", p.name, stamped, first+k, ts)
+				}
+			}
+			for k := 0; k < p.msgs; k++ {
+				m, err := c.TryReceive(buf)
+				if err != nil {
+					t.Fatalf("%s: receive: %v", p.name, err)
+				}
+				if !ok(m.TimestampNs) {
+					t.Errorf("%s (timestamps %v): received timestamp_ns %d", p.name, stamped, m.TimestampNs)
+				}
+			}
+		}
+		if _, err := c.TryReceive(buf); err != ErrEmpty {
+			t.Fatalf("left over: %v", err)
+		}
+	}
+	if !ch.Timestamps() {
+		t.Fatal("a new handle does not stamp")
+	}
+	check(ch, true)
+	ch.SetTimestamps(false)
+	if ch.Timestamps() {
+		t.Fatal("Timestamps() after SetTimestamps(false)")
+	}
+	check(ch, false)
+	ch.TrySendWith([]byte("explicit"), SendOptions{TimestampNs: 12345})
+	if m, _ := ch.TryReceive(buf); m.TimestampNs != 12345 {
+		t.Errorf("explicit timestamp with timestamps off: %d", m.TimestampNs)
+	}
+	other, err := seg.OpenChannel(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(other, true) // another handle of the channel still stamps
+	check(ch, false)
+	ch.SetTimestamps(true)
+	check(ch, true)
+}
+
 func TestBlockingAndTimeouts(t *testing.T) {
 	seg := newTestSegment(t, segmentSize(2))
 	ch := mustChannel(t, seg, 0, 2)

@@ -22,7 +22,8 @@
     X(offsetof(dmxp_channel, slots)) X(offsetof(dmxp_channel, peer_records))                 \
     X(offsetof(dmxp_channel, send_peer)) X(offsetof(dmxp_channel, send_watch))               \
     X(offsetof(dmxp_channel, recv_watch)) X(offsetof(dmxp_channel, unblock_ns))              \
-    X(offsetof(dmxp_channel, stuck_looks)) X(sizeof(dmxp_meta))                              \
+    X(offsetof(dmxp_channel, stuck_looks)) X(offsetof(dmxp_channel, timestamps))             \
+    X(sizeof(dmxp_meta))                                                                     \
     X(offsetof(dmxp_meta, payload_len)) X(sizeof(dmxp_send_opts)) X(sizeof(dmxp_error))      \
     X(offsetof(dmxp_error, os_errno)) X(offsetof(dmxp_error, detail)) X(sizeof(dmxp_trust))   \
     X(offsetof(dmxp_trust, peer_records)) X(sizeof(dmxp_send_counts))                        \

@@ -1,5 +1,6 @@
 /* The ring over many laps of small rings (capacity 2 and 4), single-threaded and MPMC with
- * threads, batches, and blocking send/receive on the futex words with the wake rule. */
+ * threads, batches, blocking send/receive on the futex words with the wake rule, and the
+ * handle's timestamp switch (dmxp_channel_set_timestamps). */
 #include "check.h"
 #include "../examples/dmxp_pattern.h"
 
@@ -273,6 +274,73 @@ static void blocking(uint32_t id) {
     atomic_store(&e->not_empty_waiters, 0);
 }
 
+/* ---- Timestamps on and off (dmxp_channel_set_timestamps) --------------------------------- */
+
+/* Sends through `ch` by each send path in turn (dmxp_try_send, dmxp_send_timeout, a batch of
+ * two, a run of two slots) and receives every message, checking that each slot and each
+ * received meta carries timestamp_ns == 0 when `stamped` is 0, else a CLOCK_MONOTONIC reading
+ * taken during the send. */
+static void check_stamps(const dmxp_channel *ch, int stamped) {
+    static unsigned char run[DMXP_MSG_INLINE + 40], out[2 * DMXP_MSG_INLINE];
+    memset(run, 'r', sizeof run);
+    const void *datas[2] = {"b1", "b2"};
+    size_t lens[2] = {2, 2};
+    for (int path = 0; path < 4; path++) {
+        uint64_t before = dmxp_now_ns(), first = 0;
+        size_t n = 1, sent = 0;
+        switch (path) {
+        case 0: CHECK_OK(dmxp_try_send(ch, "one", 3, NULL, &first)); break;
+        case 1: CHECK_OK(dmxp_send_timeout(ch, "blocking", 8, NULL, &first, DMXP_FOREVER)); break;
+        case 2:
+            CHECK_OK(dmxp_try_send_batch(ch, datas, lens, 2, NULL, &sent, &first));
+            CHECK_EQ_U64(sent, 2);
+            n = 2;
+            break;
+        default:
+            CHECK_OK(dmxp_try_send(ch, run, sizeof run, NULL, &first));
+            n = 2; /* the run's two slots, one message */
+            break;
+        }
+        uint64_t after = dmxp_now_ns();
+        for (size_t k = 0; k < n; k++) { /* every slot written, a run's continuation too */
+            uint64_t ts = atomic_load(&ch->slots[(first + k) & ch->mask].meta.timestamp_ns);
+            if (stamped) CHECK(ts >= before && ts <= after);
+            else CHECK_EQ_U64(ts, 0);
+        }
+        for (size_t k = 0; k < (path == 2 ? 2u : 1u); k++) {
+            dmxp_meta meta;
+            size_t len;
+            CHECK_OK(dmxp_try_recv(ch, out, sizeof out, &meta, &len));
+            CHECK_EQ_U64(meta.message_id, first + k);
+            if (path == 3) CHECK_EQ_U64(len, sizeof run);
+            if (stamped) CHECK(meta.timestamp_ns != 0 && meta.timestamp_ns >= before &&
+                               meta.timestamp_ns <= after);
+            else CHECK_EQ_U64(meta.timestamp_ns, 0);
+        }
+    }
+    CHECK_STATUS(dmxp_try_recv(ch, out, sizeof out, NULL, NULL), DMXP_E_EMPTY);
+}
+
+static void timestamps(uint32_t id) {
+    dmxp_channel ch, other;
+    dmxp_error err;
+    dmxp_channel_opts opts = {.max_message_size = 2 * DMXP_MSG_INLINE};
+    CHECK_OK(dmxp_channel_create_ex(&seg, id, 4, &opts, &ch, &err));
+    CHECK_EQ_U64(dmxp_channel_timestamps(&ch), 1); /* stamped by default */
+    check_stamps(&ch, 1);
+    dmxp_channel_set_timestamps(&ch, 0);
+    CHECK_EQ_U64(dmxp_channel_timestamps(&ch), 0);
+    check_stamps(&ch, 0);
+    /* The switch is the handle's: another handle of the channel still stamps. */
+    CHECK_OK(dmxp_channel_open(&seg, id, &other, &err));
+    CHECK_EQ_U64(dmxp_channel_timestamps(&other), 1);
+    check_stamps(&other, 1);
+    check_stamps(&ch, 0);
+    dmxp_channel_set_timestamps(&ch, 2); /* any non-zero value turns it back on */
+    CHECK_EQ_U64(dmxp_channel_timestamps(&ch), 1);
+    check_stamps(&ch, 1);
+}
+
 int main(void) {
     void *mem = test_segment_memory(SEG_LEN);
     dmxp_error err;
@@ -282,6 +350,7 @@ int main(void) {
     laps_mpmc(2, 2);
     laps_mpmc(3, 4);
     blocking(4);
+    timestamps(5);
     free(mem);
     TEST_DONE("test_ring");
 }

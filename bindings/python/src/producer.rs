@@ -24,6 +24,9 @@ pub struct Producer {
     label: String,
     channel_id: u32,
     pid: u32,
+    /// Whether sends stamp `timestamp_ns` with the monotonic clock (the constructor's
+    /// `timestamps`); false writes 0, "unknown".
+    timestamps: bool,
     /// The async waits' state: the facade producer that arms them (`event`).
     event: EventWait<dmxp::Producer>,
 }
@@ -54,7 +57,12 @@ impl Producer {
         SendMeta {
             message_type,
             flags,
-            timestamp_ns: dmxp::monotonic_ns(),
+            // As the Rust producer's `with_timestamps(false)`: no clock read, 0 = unknown.
+            timestamp_ns: if self.timestamps {
+                dmxp::monotonic_ns()
+            } else {
+                0
+            },
             sender_pid: self.pid,
             sender_runtime: runtime::PYTHON,
         }
@@ -168,9 +176,12 @@ impl Producer {
     /// `max_message_size` (the property) says which. `single_slot_only`: for code that cannot
     /// take a message longer than 960 bytes; True refuses an existing channel that carries
     /// runs with RunsNotSupportedError (its `channel` says which), and a `max_message_size`
-    /// above 960 with InvalidInputError, before anything is opened.
+    /// above 960 with InvalidInputError, before anything is opened. `timestamps`: True (the
+    /// default) stamps each message's `timestamp_ns` with CLOCK_MONOTONIC; False writes 0
+    /// ("unknown", PROTOCOL.md §8) and saves the clock read of every send, as the Rust
+    /// `ChannelBuilder::with_timestamps(false)` does. Receivers are unaffected.
     #[new]
-    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64, peer_records = 0, max_message_size = None, single_slot_only = false))]
+    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64, peer_records = 0, max_message_size = None, single_slot_only = false, timestamps = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -184,6 +195,7 @@ impl Producer {
         peer_records: u32,
         max_message_size: Option<i64>,
         single_slot_only: bool,
+        timestamps: bool,
     ) -> PyResult<Self> {
         let timeout = open::limit(py, timeout, "timeout")?;
         let trust = Trust::from_args(py, trust_owner, mode)?;
@@ -220,6 +232,7 @@ impl Producer {
             label: opened.label,
             channel_id,
             pid: std::process::id(),
+            timestamps,
             event: EventWait::new("producer", channel_id, opened.allocator),
         })
     }
@@ -508,6 +521,13 @@ impl Producer {
     #[getter]
     fn channel_id(&self) -> u32 {
         self.channel_id
+    }
+
+    /// True when sends stamp `timestamp_ns` with CLOCK_MONOTONIC; False when they write 0
+    /// (the constructor's `timestamps`).
+    #[getter]
+    fn timestamps(&self) -> bool {
+        self.timestamps
     }
 
     /// Slots in the ring.

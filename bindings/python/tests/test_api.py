@@ -53,6 +53,51 @@ def test_metadata(pair) -> None:
     assert consumer.receive_with_meta() is None
 
 
+@pytest.mark.parametrize("stamped", [True, False])
+def test_timestamps(segment: str, stamped: bool) -> None:
+    """timestamps=False: every send path writes timestamp_ns = 0 ("unknown"); True (the
+    default) stamps CLOCK_MONOTONIC. The setting is the producer's, not the channel's."""
+    producer = dmxp.Producer(
+        5,
+        capacity=8,
+        segment=segment,
+        size=SMALL_SEGMENT,
+        max_message_size=2 * 960,
+        timestamps=stamped,
+    )
+    stamping = dmxp.Producer(5, segment=segment)
+    with producer, stamping, dmxp.Consumer(5, segment=segment) as consumer:
+        assert producer.timestamps is stamped
+        assert stamping.timestamps is True
+        sends = [  # (a send, the messages it sends)
+            (lambda: producer.send(b"send"), 1),
+            (lambda: producer.try_send(b"try_send"), 1),
+            (lambda: producer.send_with(b"send_with", message_type=1, timeout=1.0), 1),
+            (lambda: producer.send_timeout(b"send_timeout", 1.0), 1),
+            (lambda: producer.send_blocking(b"send_blocking"), 1),
+            (lambda: producer._try_send(b"_try_send"), 1),  # send_async's
+            (lambda: producer.send_batch([b"b1", b"b2"]), 2),
+            (lambda: producer.send_all([b"a1", b"r" * 1000]), 2),  # and a run of 2 slots
+        ]
+        for send, count in sends:
+            before = dmxp.monotonic_ns()
+            send()
+            after = dmxp.monotonic_ns()
+            for _ in range(count):
+                message = consumer.receive_with_meta()
+                assert message is not None
+                if stamped:
+                    assert before <= message.timestamp_ns <= after, bytes(message)
+                else:
+                    assert message.timestamp_ns == 0, bytes(message)
+            assert consumer.receive_with_meta() is None
+        before = dmxp.monotonic_ns()
+        stamping.send(b"other producer")
+        message = consumer.receive_with_meta()
+        assert message is not None
+        assert message.timestamp_ns != 0 and message.timestamp_ns >= before
+
+
 def test_bytes_like_payloads(pair) -> None:
     producer, consumer = pair
     producer.send(bytearray(b"from a bytearray"))

@@ -101,9 +101,9 @@ unless the segment's creator asked for up to :data:`MAX_PEER_RECORDS` with
 ``Producer(..., peer_records=N)``) still works, without this protection (``is_registered``).
 
 Metadata: ``Message.message_id`` is the message's position in its channel (increasing),
-``timestamp_ns`` is CLOCK_MONOTONIC (see :func:`monotonic_ns`), ``sender_runtime`` is 3 for
-messages sent from Python (1 Rust, 2 C, 4 Go). ``flags`` may carry only application bits
-(``0xFF00``).
+``timestamp_ns`` is CLOCK_MONOTONIC (see :func:`monotonic_ns`; 0, "unknown", from a
+``Producer(..., timestamps=False)``), ``sender_runtime`` is 3 for messages sent from Python
+(1 Rust, 2 C, 4 Go). ``flags`` may carry only application bits (``0xFF00``).
 """
 
 from __future__ import annotations
