@@ -112,7 +112,7 @@ fi
 if command -v clang++ >/dev/null; then
     echo "note: clang++ found: check-header compiled every unit with clang and clang++ too"
 else
-    echo "note: clang++ not installed: dmxp.h was checked with $CC and $CXX only"
+    echo "note: clang++ not installed: dmxp.h was checked with ${CC:-gcc} and $CXX only"
 fi
 
 # --- The examples and a segment they must not trust (PROTOCOL.md §3.4) ------------------------
