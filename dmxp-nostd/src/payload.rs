@@ -203,6 +203,7 @@ impl<'a> Payload<'a> {
     /// assert_eq!(words, [1, 2]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn words(&self) -> impl ExactSizeIterator<Item = u64> + 'a {
         let count = self.len.div_ceil(8).min(PAYLOAD_WORDS);
         self.words[..count].iter().map(|word| word.load(Relaxed))
