@@ -1213,13 +1213,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
 
     /// After a single receive has copied (or dropped) its position: frees it, ends the intent,
     /// wakes producers. `Revoked` when a repair freed the position first (nothing was freed
-    /// by us, so nobody is woken).
-    #[inline(always)]
-    fn finish_recv(&self, position: u64) -> Result<(), RecvError> {
-        self.finish_recv_slot(self.slot(position), position)
-    }
-
-    /// [`Self::finish_recv`] with the slot of `position` already looked up.
+    /// by us, so nobody is woken). `slot` is the slot of `position`, looked up by the caller.
     #[inline(always)]
     fn finish_recv_slot(&self, slot: &AtomicSlot, position: u64) -> Result<(), RecvError> {
         let freed = self.release_slot(slot, position);
@@ -1286,10 +1280,11 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     pub fn try_recv_in_place(&self) -> Result<RecvGuard<'_, 'a, W>, RecvError> {
         let (position, count) = self.claim_recv(1, Some(usize::MAX))?;
         if count == 1 {
-            if let Content::Message(meta, _) = self.read_content(self.slot(position), position) {
+            let slot = self.slot(position);
+            if let Content::Message(meta, _) = self.read_content(slot, position) {
                 return Ok(RecvGuard {
                     channel: self,
-                    slot: self.slot(position),
+                    slot,
                     position,
                     count: 1,
                     meta,
@@ -1320,11 +1315,12 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     released: false,
                 });
             }
-            let error = match self.read_content(self.slot(position), position) {
+            let slot = self.slot(position);
+            let error = match self.read_content(slot, position) {
                 Content::Message(meta, _) => {
                     return Ok(RecvGuard {
                         channel: self,
-                        slot: self.slot(position),
+                        slot,
                         position,
                         count: 1,
                         meta,
@@ -1338,7 +1334,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     payload_len,
                 }),
             };
-            self.finish_recv(position)?;
+            self.finish_recv_slot(slot, position)?;
             if let Some(error) = error {
                 return Err(error);
             }
@@ -1596,14 +1592,16 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
     /// or `None` past its slots.
     #[must_use]
     pub fn part(&mut self, index: usize) -> Option<PayloadMut<'_>> {
-        (index < self.count as usize).then(|| {
-            PayloadMut::new(
-                &self
-                    .channel
-                    .slot(self.position.wrapping_add(index as u64))
-                    .payload,
-            )
-        })
+        (index < self.count as usize).then(|| PayloadMut::new(&self.slot_at(index).payload))
+    }
+
+    /// The slot of part `index` (`index < count`): the one kept for part 0, else looked up.
+    fn slot_at(&self, index: usize) -> &AtomicSlot {
+        if index == 0 {
+            self.slot
+        } else {
+            self.channel.slot(self.position.wrapping_add(index as u64))
+        }
     }
 
     /// Writes `src` at byte `offset` of the message, across slots as needed. Returns `false`
@@ -1653,12 +1651,7 @@ impl<W: WaitStrategy> SendLoan<'_, '_, W> {
         // Bytes past `len` in the last word are zero, as on the copying path.
         if !len.is_multiple_of(8) {
             let (index, within) = (len / MSG_INLINE, len % MSG_INLINE);
-            let slot = if index == 0 {
-                self.slot
-            } else {
-                self.channel.slot(self.position.wrapping_add(index as u64))
-            };
-            let word = &slot.payload[within / 8];
+            let word = &self.slot_at(index).payload[within / 8];
             let keep = (1u64 << ((within % 8) * 8)) - 1;
             word.store(word.load(Relaxed) & keep, Relaxed);
         }

@@ -628,10 +628,10 @@ impl ChannelBuilder {
     }
 
     /// Whether the producer stamps each message's `timestamp_ns` with the monotonic clock (the
-    /// default) or leaves it 0, which the protocol reads as "unknown" (PROTOCOL.md §10). The
-    /// clock read is the largest cost of a send that the ring does not need: about 40
-    /// instructions and 15–25 ns on this project's benchmark machine (docs/BENCHMARKS.md,
-    /// "Instruction counts"). Consumers are unaffected.
+    /// default) or leaves it 0, which the protocol reads as "unknown" (PROTOCOL.md §8). The
+    /// clock read is the largest cost of a send that the ring does not need: 25 instructions
+    /// under valgrind and about 18 ns natively on this project's benchmark machine
+    /// (docs/BENCHMARKS.md, "Instruction counts"). Consumers are unaffected.
     ///
     /// ```
     /// # #[cfg(feature = "file")] {
