@@ -1,0 +1,439 @@
+//! The bridge's life: open every route, print `ready`, move messages until asked to stop,
+//! print the counters (`stats` lines, then `final`).
+//!
+//! Each route runs on its own thread with the blocking ("sync") Zenoh API, so a route that
+//! waits (for room in a full ring, for a subscriber) never holds up another.
+//!
+//! **Export** (local channel → Zenoh): one consumer per route, one publisher with blocking
+//! congestion control. The route consumes only while a subscriber matches its key, so that
+//! with no importer the messages wait in the ring (and the local producers feel the
+//! backpressure) instead of being published to nobody. A message this process sent (an
+//! import of the same bridge into the same channel) is skipped: the loop filter.
+//!
+//! **Import** (Zenoh → local channel): one subscriber per route with a bounded queue, one
+//! producer. A sample that is not an envelope is counted as `malformed` and dropped; one
+//! exported by this host is counted as `looped` and dropped; a full ring is waited on for
+//! `full_timeout`, then the message is dropped and counted as `dropped_full`. While it waits,
+//! its queue fills and Zenoh's flow control reaches back to the exporter, whose `put` blocks.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use dmxp::core::layout::message_flags::APPLICATION_MASK;
+use dmxp::ErrorKind;
+use zenoh::bytes::Encoding;
+use zenoh::handlers::{FifoChannel, FifoChannelHandler};
+use zenoh::qos::CongestionControl;
+use zenoh::sample::Sample;
+use zenoh::Wait;
+
+use crate::config::{BridgeConfig, ExportRoute, ImportRoute};
+use crate::counters::{add, bump, ExportCounters, ImportCounters, Report, RouteSnapshot};
+use crate::envelope::{host_id, Envelope, ENCODING};
+
+/// How long a route's thread waits for one message before it looks at the stop flag again.
+const POLL: Duration = Duration::from_millis(50);
+/// Samples an import route holds between Zenoh and its ring.
+const IMPORT_QUEUE: usize = 1024;
+/// Errors of one kind a route reports on stderr before it only counts them.
+const LOGGED_ERRORS: u64 = 10;
+
+/// Runs the bridge described by `config` until `stop` is set (by a signal handler, say),
+/// writing one JSON [`Report`] per line to `out`: `ready` once every route is open, `stats`
+/// every [`BridgeConfig::stats_interval`], and `final` after the routes have stopped.
+///
+/// Fails before `ready` when a route cannot be opened (a missing channel, a bad key, an
+/// endpoint Zenoh cannot listen on), and after it when a route's thread fails.
+pub fn run(config: &BridgeConfig, stop: &AtomicBool, out: &mut dyn Write) -> Result<()> {
+    config.validate()?;
+    let host = config.host();
+    let (exports, consumers): (Vec<_>, Vec<_>) = config
+        .export
+        .iter()
+        .map(|route| Export::open(route, &host))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    let (imports, producers): (Vec<_>, Vec<_>) = config
+        .import
+        .iter()
+        .map(Import::open)
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+
+    let session = zenoh::open(config.zenoh_config()?)
+        .wait()
+        .map_err(|e| anyhow!("opening the Zenoh session: {e}"))?;
+    let ctx = RouteContext {
+        running: AtomicBool::new(true),
+        origin_host: host_id(&host),
+        full_timeout: config.full_timeout(),
+    };
+    let reporter = Reporter {
+        host,
+        interval: config.stats_interval(),
+        exports: &exports,
+        imports: &imports,
+        session: &session,
+        reconnects: Cell::new(0),
+    };
+
+    let outcome = std::thread::scope(|scope| -> Result<()> {
+        let mut threads = Vec::new();
+        for (export, consumer) in exports.iter().zip(consumers) {
+            let publisher = session
+                .declare_publisher(export.key.clone())
+                .encoding(Encoding::from(ENCODING))
+                .congestion_control(CongestionControl::Block)
+                .wait()
+                .map_err(|e| anyhow!("export to `{}`: {e}", export.key))?;
+            let matching = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&matching);
+            publisher
+                .matching_listener()
+                .callback(move |status| flag.store(status.matching(), Ordering::Release))
+                .background()
+                .wait()
+                .map_err(|e| anyhow!("export to `{}`: {e}", export.key))?;
+            let ctx = &ctx;
+            threads.push(scope.spawn(move || export.run(&consumer, &publisher, &matching, ctx)));
+        }
+        for (import, producer) in imports.iter().zip(producers) {
+            let subscriber = session
+                .declare_subscriber(import.key.clone())
+                .with(FifoChannel::new(IMPORT_QUEUE))
+                .wait()
+                .map_err(|e| anyhow!("import from `{}`: {e}", import.key))?;
+            let ctx = &ctx;
+            threads.push(scope.spawn(move || import.run(&producer, &subscriber, ctx)));
+        }
+        reporter.print(out, "ready")?;
+        let result = reporter.until_stopped(out, stop, &threads);
+        ctx.running.store(false, Ordering::Release);
+        let mut failure = result.err();
+        for thread in threads {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => failure = failure.or(Some(anyhow!("a route's thread panicked"))),
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    });
+    reporter.print(out, "final")?;
+    drop(session);
+    outcome
+}
+
+/// What every route's thread shares.
+struct RouteContext {
+    /// Cleared to stop every route.
+    running: AtomicBool,
+    /// [`host_id`] of this host.
+    origin_host: u64,
+    /// How long an import waits for room in a full ring.
+    full_timeout: Duration,
+}
+
+impl RouteContext {
+    fn running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+}
+
+/// An export route: what the reporter reads while the route's thread owns its consumer.
+struct Export {
+    label: String,
+    key: String,
+    counters: ExportCounters,
+}
+
+impl Export {
+    fn open(route: &ExportRoute, host: &str) -> Result<(Self, dmxp::Consumer)> {
+        let label = route.local.label();
+        let consumer = route
+            .local
+            .builder()?
+            .build_consumer()
+            .with_context(|| format!("export of {label}"))?;
+        let export = Export {
+            label,
+            key: route.key(host),
+            counters: ExportCounters::default(),
+        };
+        Ok((export, consumer))
+    }
+
+    fn run(
+        &self,
+        consumer: &dmxp::Consumer,
+        publisher: &zenoh::pubsub::Publisher<'_>,
+        matching: &AtomicBool,
+        ctx: &RouteContext,
+    ) -> Result<()> {
+        let own_pid = std::process::id();
+        // A fresh stream per start, so that an importer tells a restarted exporter's
+        // sequence from a gap in the old one.
+        let stream_id = random_u64();
+        let mut stream_seq = 0u64;
+        let mut wire = Vec::new();
+        while ctx.running() {
+            if !matching.load(Ordering::Acquire) {
+                std::thread::sleep(POLL / 5);
+                continue;
+            }
+            let message = match consumer.receive_timeout(POLL) {
+                Ok(Some(message)) => message,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.report_error(&self.counters.receive_errors, &e);
+                    std::thread::sleep(POLL / 5);
+                    continue;
+                }
+            };
+            let meta = message.meta;
+            if meta.sender_pid == own_pid {
+                bump(&self.counters.skipped_own);
+                continue;
+            }
+            wire.clear();
+            Envelope {
+                sender_runtime: meta.sender_runtime,
+                flags: meta.flags & APPLICATION_MASK,
+                message_type: meta.message_type,
+                source_channel: meta.channel_id,
+                message_id: meta.message_id,
+                timestamp_ns: meta.timestamp_ns,
+                sender_pid: meta.sender_pid,
+                origin_host: ctx.origin_host,
+                stream_id,
+                stream_seq,
+                payload: &message.payload,
+            }
+            .encode_into(&mut wire);
+            stream_seq += 1;
+            match publisher.put(wire.as_slice()).wait() {
+                Ok(()) => {
+                    bump(&self.counters.published);
+                    add(&self.counters.bytes, message.payload.len() as u64);
+                }
+                Err(e) => self.report_error(&self.counters.publish_errors, &e),
+            }
+        }
+        Ok(())
+    }
+
+    fn report_error(&self, counter: &std::sync::atomic::AtomicU64, error: &dyn std::fmt::Display) {
+        if counter.fetch_add(1, Ordering::Relaxed) < LOGGED_ERRORS {
+            eprintln!(
+                "dmxp-bridge: export of {} to `{}`: {error}",
+                self.label, self.key
+            );
+        }
+    }
+
+    fn snapshot(&self) -> RouteSnapshot {
+        self.counters.snapshot(&self.label, &self.key)
+    }
+}
+
+/// An import route: what the reporter reads while the route's thread owns its producer.
+struct Import {
+    label: String,
+    key: String,
+    counters: ImportCounters,
+}
+
+impl Import {
+    fn open(route: &ImportRoute) -> Result<(Self, dmxp::Producer)> {
+        let label = route.local.label();
+        let mut builder = route.local.builder()?;
+        if let Some(capacity) = route.capacity {
+            builder = builder.with_capacity(capacity);
+        }
+        if let Some(bytes) = route.max_message_size {
+            builder = builder.with_max_message_size(bytes);
+        }
+        if let Some(bytes) = route.segment_size {
+            builder = builder.with_segment_size(bytes);
+        }
+        if !route.create.unwrap_or(true) {
+            // Attach only: a consumer's build fails with NotFound where a producer's creates.
+            builder
+                .build_consumer()
+                .with_context(|| format!("import into {label} (create = false)"))?;
+        }
+        let producer = builder
+            .build_producer()
+            .with_context(|| format!("import into {label}"))?;
+        let import = Import {
+            label,
+            key: route.key.clone(),
+            counters: ImportCounters::default(),
+        };
+        Ok((import, producer))
+    }
+
+    fn run(
+        &self,
+        producer: &dmxp::Producer,
+        subscriber: &zenoh::pubsub::Subscriber<FifoChannelHandler<Sample>>,
+        ctx: &RouteContext,
+    ) -> Result<()> {
+        let mut next_seq = HashMap::new();
+        while ctx.running() {
+            match subscriber.recv_timeout(POLL) {
+                Ok(Some(sample)) => self.deliver(producer, &sample, &mut next_seq, ctx),
+                Ok(None) => {}
+                Err(e) => return Err(anyhow!("import from `{}`: {e}", self.key)),
+            }
+        }
+        // What Zenoh handed over before the stop still goes into the ring.
+        while let Ok(Some(sample)) = subscriber.try_recv() {
+            self.deliver(producer, &sample, &mut next_seq, ctx);
+        }
+        Ok(())
+    }
+
+    /// Checks one sample and produces its payload into the ring.
+    fn deliver(
+        &self,
+        producer: &dmxp::Producer,
+        sample: &Sample,
+        next_seq: &mut HashMap<u64, u64>,
+        ctx: &RouteContext,
+    ) {
+        let counters = &self.counters;
+        bump(&counters.received);
+        if *sample.encoding() != Encoding::from(ENCODING) {
+            self.report_error(
+                &counters.malformed,
+                &format!("encoding `{}`", sample.encoding()),
+            );
+            return;
+        }
+        let bytes = sample.payload().to_bytes();
+        let envelope = match Envelope::decode(&bytes) {
+            Ok(envelope) => envelope,
+            Err(e) => return self.report_error(&counters.malformed, &e),
+        };
+        if envelope.origin_host == ctx.origin_host {
+            bump(&counters.looped);
+            return;
+        }
+        let expected = next_seq
+            .entry(envelope.stream_id)
+            .or_insert(envelope.stream_seq);
+        if envelope.stream_seq > *expected {
+            add(&counters.gaps, envelope.stream_seq - *expected);
+        }
+        *expected = envelope.stream_seq.saturating_add(1);
+        let sent = producer.send_with_timeout(
+            envelope.payload,
+            envelope.message_type,
+            envelope.flags & APPLICATION_MASK,
+            ctx.full_timeout,
+        );
+        match sent {
+            Ok(_) => {
+                bump(&counters.delivered);
+                add(&counters.bytes, envelope.payload.len() as u64);
+            }
+            Err(e) if e.kind() == ErrorKind::Timeout => {
+                self.report_error(&counters.dropped_full, &"the ring stayed full: dropped")
+            }
+            Err(e) => self.report_error(&counters.rejected, &e),
+        }
+    }
+
+    fn report_error(&self, counter: &std::sync::atomic::AtomicU64, error: &dyn std::fmt::Display) {
+        if counter.fetch_add(1, Ordering::Relaxed) < LOGGED_ERRORS {
+            eprintln!(
+                "dmxp-bridge: import from `{}` into {}: {error}",
+                self.key, self.label
+            );
+        }
+    }
+
+    fn snapshot(&self) -> RouteSnapshot {
+        self.counters.snapshot(&self.key, &self.label)
+    }
+}
+
+/// Prints the reports.
+struct Reporter<'a> {
+    host: String,
+    interval: Option<Duration>,
+    exports: &'a [Export],
+    imports: &'a [Import],
+    session: &'a zenoh::Session,
+    /// Times the peers came back after there were none.
+    reconnects: Cell<u64>,
+}
+
+impl Reporter<'_> {
+    /// Prints `stats` lines until `stop` is set or a route's thread has ended.
+    fn until_stopped<T>(
+        &self,
+        out: &mut dyn Write,
+        stop: &AtomicBool,
+        threads: &[std::thread::ScopedJoinHandle<'_, T>],
+    ) -> Result<()> {
+        let (mut seen_any, mut connected) = (false, false);
+        let mut last = Instant::now();
+        while !stop.load(Ordering::Acquire) && threads.iter().all(|t| !t.is_finished()) {
+            std::thread::sleep(POLL);
+            let now_connected = self.peer_count() > 0;
+            if now_connected && !connected {
+                if seen_any {
+                    self.reconnects.set(self.reconnects.get() + 1);
+                }
+                seen_any = true;
+            }
+            connected = now_connected;
+            if self.interval.is_some_and(|every| last.elapsed() >= every) {
+                self.print(out, "stats")?;
+                last = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    fn peer_count(&self) -> usize {
+        self.session.info().peers_zid().wait().count()
+    }
+
+    fn print(&self, out: &mut dyn Write, event: &'static str) -> Result<()> {
+        let routes = self
+            .exports
+            .iter()
+            .map(Export::snapshot)
+            .chain(self.imports.iter().map(Import::snapshot))
+            .collect();
+        let report = Report {
+            event,
+            host: self.host.clone(),
+            peers: self.peer_count(),
+            reconnects: self.reconnects.get(),
+            routes,
+        };
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// 64 bits that differ between two starts of a bridge (no cryptographic claim).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(dmxp::monotonic_ns());
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
