@@ -7,12 +7,15 @@
 //! **Export** (local channel → Zenoh): one consumer per route, one publisher with blocking
 //! congestion control. The route consumes only while a subscriber matches its key, so that
 //! with no importer the messages wait in the ring (and the local producers feel the
-//! backpressure) instead of being published to nobody. A message this process sent (an
-//! import of the same bridge into the same channel) is skipped: the loop filter.
+//! backpressure) instead of being published to nobody. Only other processes' subscribers
+//! count, and only they receive: a bridge whose import key matches its own export key does
+//! not hear itself. A message this process sent (an import of the same bridge into the
+//! channel it exports) is skipped: the first loop filter.
 //!
 //! **Import** (Zenoh → local channel): one subscriber per route with a bounded queue, one
 //! producer. A sample that is not an envelope is counted as `malformed` and dropped; one
-//! exported by this host is counted as `looped` and dropped; a full ring is waited on for
+//! exported by this host (another bridge process on it, or a cycle of bridges) is counted as
+//! `looped` and dropped, the second loop filter; a full ring is waited on for
 //! `full_timeout`, then the message is dropped and counted as `dropped_full`. While it waits,
 //! its queue fills and Zenoh's flow control reaches back to the exporter, whose `put` blocks.
 
@@ -29,7 +32,7 @@ use dmxp::ErrorKind;
 use zenoh::bytes::Encoding;
 use zenoh::handlers::{FifoChannel, FifoChannelHandler};
 use zenoh::qos::CongestionControl;
-use zenoh::sample::Sample;
+use zenoh::sample::{Locality, Sample};
 use zenoh::Wait;
 
 use crate::config::{BridgeConfig, ExportRoute, ImportRoute};
@@ -91,6 +94,7 @@ pub fn run(config: &BridgeConfig, stop: &AtomicBool, out: &mut dyn Write) -> Res
                 .declare_publisher(export.key.clone())
                 .encoding(Encoding::from(ENCODING))
                 .congestion_control(CongestionControl::Block)
+                .allowed_destination(Locality::Remote)
                 .wait()
                 .map_err(|e| anyhow!("export to `{}`: {e}", export.key))?;
             let matching = Arc::new(AtomicBool::new(false));
@@ -108,6 +112,7 @@ pub fn run(config: &BridgeConfig, stop: &AtomicBool, out: &mut dyn Write) -> Res
             let subscriber = session
                 .declare_subscriber(import.key.clone())
                 .with(FifoChannel::new(IMPORT_QUEUE))
+                .allowed_origin(Locality::Remote)
                 .wait()
                 .map_err(|e| anyhow!("import from `{}`: {e}", import.key))?;
             let ctx = &ctx;
