@@ -79,6 +79,7 @@ step "no_std build (x86_64-unknown-none)" bash -c \
 [ -x scripts/test-go.sh ] && step "Go client" scripts/test-go.sh
 [ -x scripts/test-python.sh ] && step "Python client" scripts/test-python.sh
 [ -x scripts/interop.sh ] && step "interop matrix (16 cells + mixed)" scripts/interop.sh
+[ -x scripts/bridge.sh ] && step "bridge: Python producer -> two Zenoh bridges -> Go consumer" scripts/bridge.sh
 [ -x scripts/corruption-matrix.sh ] && step "corruption matrix (every client x corrupted fields)" \
     scripts/corruption-matrix.sh
 [ -x scripts/trust-matrix.sh ] && step "trust matrix (every client x a segment squatted by another uid)" \

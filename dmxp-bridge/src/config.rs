@@ -334,6 +334,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_and_validates() {
+        let config: BridgeConfig = toml::from_str(include_str!("../bridge.example.toml")).unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.export[0].key(&config.host()),
+            "dmxp/hosta/dmxp_sensors/0"
+        );
+        assert_eq!(config.export[1].key(&config.host()), "sensors/imu");
+        assert_eq!(config.import[0].max_message_size, Some(65536));
+        config.zenoh_config().unwrap();
+    }
+
+    #[test]
     fn unknown_keys_and_bad_routes_are_refused() {
         assert!(toml::from_str::<BridgeConfig>("hots = \"a\"").is_err());
         assert!(ChannelRef::parse("/dmxp_a:x").is_err());

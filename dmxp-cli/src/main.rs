@@ -12,6 +12,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod bench;
+mod bridge;
 mod clean;
 mod create;
 mod inspect;
@@ -76,6 +77,9 @@ enum Command {
     Completions(meta::CompletionsArgs),
     /// Print the man page (roff) of dmxp, or of one command, on stdout.
     Man(meta::ManArgs),
+    /// Move messages between local channels and Zenoh, to and from other hosts (runs the
+    /// dmxp-bridge binary).
+    Bridge(bridge::BridgeArgs),
 }
 
 /// What a command ended with, beyond success.
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         Command::Reset(args) => reset::run(args),
         Command::Completions(args) => meta::completions(args, Cli::command()),
         Command::Man(args) => meta::man(args, Cli::command()),
+        Command::Bridge(args) => bridge::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -1499,7 +1499,7 @@ fn create_refuses_a_peer_table_size_out_of_range() {
 // ------------------------------------------------- bench, completions, man, DMXP_SEGMENT
 
 /// The commands every completion script and the man page must name.
-const COMMANDS: [&str; 11] = [
+const COMMANDS: [&str; 12] = [
     "inspect",
     "watch",
     "create",
@@ -1511,7 +1511,49 @@ const COMMANDS: [&str; 11] = [
     "reset",
     "completions",
     "man",
+    "bridge",
 ];
+
+/// A copy of the binary alone in a directory, so that what lies beside it is the test's.
+fn lone_dmxp(dir: &Path) -> PathBuf {
+    let copy = dir.join("dmxp");
+    std::fs::copy(assert_cmd::cargo::cargo_bin("dmxp"), &copy).unwrap();
+    copy
+}
+
+#[test]
+fn bridge_hands_every_argument_to_the_bridge_binary_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = lone_dmxp(dir.path());
+    let fake = dir.path().join("dmxp-bridge");
+    std::fs::write(&fake, "#!/bin/sh\nprintf '%s|' \"$@\"\nexit 7\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Command::new(&binary)
+        .env("PATH", "")
+        .args([
+            "bridge",
+            "--help",
+            "--export",
+            "/dmxp_a:0",
+            "-x",
+            "two words",
+        ])
+        .assert()
+        .code(7)
+        .stdout("--help|--export|/dmxp_a:0|-x|two words|");
+}
+
+#[test]
+fn bridge_without_the_bridge_binary_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = lone_dmxp(dir.path());
+    Command::new(&binary)
+        .env("PATH", dir.path().join("nothing-here"))
+        .args(["bridge", "--export", "/dmxp_a:0"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cargo install dmxp-bridge"));
+}
 
 #[test]
 fn bench_is_not_in_this_binary_and_says_where_it_is() {
