@@ -21,7 +21,8 @@ def version_key(text: str | None) -> tuple[int, ...]:
     """`1.88` or `1.88.0` as a comparable tuple; None as the lowest version."""
     if not text:
         return ()
-    return tuple(int(part) for part in text.split("."))
+    parts = [int(part) for part in text.split(".")]
+    return tuple(parts + [0] * (3 - len(parts)))  # 1.88 == 1.88.0
 
 
 def main() -> int:

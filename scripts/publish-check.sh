@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # So: remove our crates' unpacked copies, and verify in a target directory of its own (the
 # dependencies' builds are kept there) from which our crates' builds are removed.
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
-for crate in dmxp dmxp-nostd dmxp-os dmxp-shm dmxp-memfd dmxp-file dmxp-inspect dmxp-cli; do
+for crate in dmxp dmxp-nostd dmxp-os dmxp-shm dmxp-memfd dmxp-file dmxp-inspect dmxp-cli dmxp-bridge; do
     rm -rf "$cargo_home"/registry/src/-*/"$crate"-[0-9]*
 done
 target_dir=$(cargo metadata --format-version 1 --no-deps |

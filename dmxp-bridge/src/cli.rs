@@ -35,7 +35,7 @@ pub struct BridgeArgs {
     #[arg(long)]
     pub scouting: bool,
     /// Publish a local channel: SEGMENT:CHANNEL[=KEY], SEGMENT a shm name or file:PATH;
-    /// KEY defaults to dmxp/<host>/<segment>/<channel>. Repeatable.
+    /// KEY defaults to dmxp/HOST/SEGMENT/CHANNEL. Repeatable.
     #[arg(long, value_name = "SPEC")]
     pub export: Vec<String>,
     /// Feed a local channel from Zenoh: KEY=SEGMENT:CHANNEL (the channel is created if

@@ -68,7 +68,7 @@ pub struct ExportRoute {
     /// The channel.
     #[serde(flatten)]
     pub local: ChannelRef,
-    /// The key expression published to [default: `dmxp/<host>/<segment>/<channel>`].
+    /// The key expression published to (default: `dmxp/<host>/<segment>/<channel>`).
     pub key: Option<String>,
 }
 

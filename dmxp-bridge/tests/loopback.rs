@@ -17,7 +17,7 @@ use zenoh::Wait;
 
 /// Application flags of message `seq`: the bridge must carry them.
 fn flags_of(seq: u32) -> u16 {
-    if seq % 3 == 0 {
+    if seq.is_multiple_of(3) {
         0x0100
     } else {
         0x0A00
