@@ -13,8 +13,10 @@ repo=$(pwd)
 N=${BRIDGE_MESSAGES:-20000}
 PY=${DMXP_PYTHON:-$repo/bindings/python/.venv/bin/python}
 
-# The debug builds the test step made; a release build of Zenoh would cost minutes.
-cargo build -q -p dmxp-bridge -p dmxp-cli || exit 1
+# The debug binaries the test step built (the integration tests run them): the same command
+# rebuilds nothing after it. Another feature set, or a release build, would compile Zenoh
+# again, which takes minutes.
+cargo test -q --workspace --all-features --no-run || exit 1
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 bridge=$target_dir/debug/dmxp-bridge

@@ -4,7 +4,10 @@
 #
 # Builds with `--cfg loom` in its own target directory, so the flag does not invalidate the
 # normal build. Each model picks its own preemption bound; set LOOM_MAX_PREEMPTIONS to override
-# all of them (higher bounds explore more and take much longer). Extra arguments go to the test
+# all of them (higher bounds explore more and take much longer). The two costliest models run
+# one bound lower unless DMXP_LOOM_DEEP=1 (scripts/soak-loom.sh). The models run two at a
+# time (loom keeps each execution's state per thread), so the longest take both cores once
+# the Miri run beside them is done. Extra arguments go to the test
 # binary, e.g. `scripts/loom.sh wrap_around` or `scripts/loom.sh --include-ignored`.
 # Exits non-zero when a model fails.
 set -euo pipefail
@@ -14,4 +17,4 @@ cd "$(dirname "$0")/.."
 export RUSTFLAGS="${RUSTFLAGS:-} --cfg loom"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom"
 
-exec cargo test -p dmxp-nostd --test loom --test loom_async --release -- --nocapture --test-threads=1 "$@"
+exec cargo test -p dmxp-nostd --test loom --test loom_async --release -- --nocapture --test-threads=2 "$@"

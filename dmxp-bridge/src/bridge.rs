@@ -12,37 +12,36 @@
 //! not hear itself. A message this process sent (an import of the same bridge into the
 //! channel it exports) is skipped: the first loop filter.
 //!
-//! **Import** (Zenoh → local channel): one subscriber per route with a bounded queue, one
-//! producer. A sample that is not an envelope is counted as `malformed` and dropped; one
-//! exported by this host (another bridge process on it, or a cycle of bridges) is counted as
-//! `looped` and dropped, the second loop filter; a full ring is waited on for
-//! `full_timeout`, then the message is dropped and counted as `dropped_full`. While it waits,
-//! its queue fills and Zenoh's flow control reaches back to the exporter, whose `put` blocks.
+//! **Import** (Zenoh → local channel): one subscriber per route whose callback produces each
+//! sample into the ring on Zenoh's receiving thread (no hand-off to another thread, which
+//! would cost a wake-up per message). A sample that is not an envelope is counted as
+//! `malformed` and dropped; one exported by this host (another bridge process on it, or a
+//! cycle of bridges) is counted as `looped` and dropped, the second loop filter; a full ring
+//! is waited on for `full_timeout`, then the message is dropped and counted as
+//! `dropped_full`. While it waits, Zenoh stops reading the link, and its flow control reaches
+//! back to the exporter, whose `put` blocks.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use dmxp::core::layout::message_flags::APPLICATION_MASK;
 use dmxp::ErrorKind;
 use zenoh::bytes::Encoding;
-use zenoh::handlers::{FifoChannel, FifoChannelHandler};
 use zenoh::qos::CongestionControl;
 use zenoh::sample::{Locality, Sample};
 use zenoh::Wait;
 
 use crate::config::{BridgeConfig, ExportRoute, ImportRoute};
 use crate::counters::{add, bump, ExportCounters, ImportCounters, Report, RouteSnapshot};
-use crate::envelope::{host_id, Envelope, ENCODING};
+use crate::envelope::{host_id, Envelope, ENCODING, HEADER_LEN};
 
 /// How long a route's thread waits for one message before it looks at the stop flag again.
 const POLL: Duration = Duration::from_millis(50);
-/// Samples an import route holds between Zenoh and its ring.
-const IMPORT_QUEUE: usize = 1024;
 /// Errors of one kind a route reports on stderr before it only counts them.
 const LOGGED_ERRORS: u64 = 10;
 
@@ -62,22 +61,20 @@ pub fn run(config: &BridgeConfig, stop: &AtomicBool, out: &mut dyn Write) -> Res
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .unzip();
-    let (imports, producers): (Vec<_>, Vec<_>) = config
+    let imports = config
         .import
         .iter()
-        .map(Import::open)
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .unzip();
+        .map(|route| Import::open(route).map(Arc::new))
+        .collect::<Result<Vec<_>>>()?;
 
     let session = zenoh::open(config.zenoh_config()?)
         .wait()
         .map_err(|e| anyhow!("opening the Zenoh session: {e}"))?;
-    let ctx = RouteContext {
+    let ctx = Arc::new(RouteContext {
         running: AtomicBool::new(true),
         origin_host: host_id(&host),
         full_timeout: config.full_timeout(),
-    };
+    });
     let reporter = Reporter {
         host,
         interval: config.stats_interval(),
@@ -94,6 +91,7 @@ pub fn run(config: &BridgeConfig, stop: &AtomicBool, out: &mut dyn Write) -> Res
                 .declare_publisher(export.key.clone())
                 .encoding(Encoding::from(ENCODING))
                 .congestion_control(CongestionControl::Block)
+                .express(config.express.unwrap_or(false))
                 .allowed_destination(Locality::Remote)
                 .wait()
                 .map_err(|e| anyhow!("export to `{}`: {e}", export.key))?;
@@ -105,22 +103,28 @@ pub fn run(config: &BridgeConfig, stop: &AtomicBool, out: &mut dyn Write) -> Res
                 .background()
                 .wait()
                 .map_err(|e| anyhow!("export to `{}`: {e}", export.key))?;
-            let ctx = &ctx;
+            let ctx = &*ctx;
             threads.push(scope.spawn(move || export.run(&consumer, &publisher, &matching, ctx)));
         }
-        for (import, producer) in imports.iter().zip(producers) {
+        let mut subscribers = Vec::new();
+        for import in &imports {
+            let (route, ctx) = (Arc::clone(import), Arc::clone(&ctx));
             let subscriber = session
                 .declare_subscriber(import.key.clone())
-                .with(FifoChannel::new(IMPORT_QUEUE))
+                .callback(move |sample| route.deliver(&sample, &ctx))
                 .allowed_origin(Locality::Remote)
                 .wait()
                 .map_err(|e| anyhow!("import from `{}`: {e}", import.key))?;
-            let ctx = &ctx;
-            threads.push(scope.spawn(move || import.run(&producer, &subscriber, ctx)));
+            subscribers.push(subscriber);
         }
         reporter.print(out, "ready")?;
         let result = reporter.until_stopped(out, stop, &threads);
         ctx.running.store(false, Ordering::Release);
+        for subscriber in subscribers {
+            if let Err(e) = subscriber.undeclare().wait() {
+                eprintln!("dmxp-bridge: closing an import: {e}");
+            }
+        }
         let mut failure = result.err();
         for thread in threads {
             match thread.join() {
@@ -182,51 +186,67 @@ impl Export {
         matching: &AtomicBool,
         ctx: &RouteContext,
     ) -> Result<()> {
-        let own_pid = std::process::id();
-        // A fresh stream per start, so that an importer tells a restarted exporter's
-        // sequence from a gap in the old one.
-        let stream_id = random_u64();
-        let mut stream_seq = 0u64;
-        let mut wire = Vec::new();
+        let mut stream = ExportStream {
+            own_pid: std::process::id(),
+            origin_host: ctx.origin_host,
+            // A fresh stream per start, so that an importer tells a restarted exporter's
+            // sequence from a gap in the old one.
+            stream_id: random_u64(),
+            next_seq: 0,
+            wire: Vec::new(),
+            messages: 0,
+            bytes: 0,
+        };
         while ctx.running() {
             if !matching.load(Ordering::Acquire) {
                 std::thread::sleep(POLL / 5);
                 continue;
             }
-            let message = match consumer.receive_timeout(POLL) {
-                Ok(Some(message)) => message,
-                Ok(None) => continue,
+            // Straight from the ring's slots into the sample while there is a backlog; only
+            // an empty ring is waited on, with a receive that copies the message out.
+            let claimed = consumer.receive_batch_with(CLAIM, |meta, payload| {
+                stream.append(meta, payload, &self.counters)
+            });
+            let waited = match claimed {
+                Ok(0) => consumer.receive_timeout(POLL),
+                Ok(_) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match waited {
+                Ok(Some(first)) => stream.append(&first.meta, &first.payload, &self.counters),
+                Ok(None) if stream.messages == 0 => continue,
+                Ok(None) => {}
                 Err(e) => {
                     self.report_error(&self.counters.receive_errors, &e);
                     std::thread::sleep(POLL / 5);
                     continue;
                 }
-            };
-            let meta = message.meta;
-            if meta.sender_pid == own_pid {
-                bump(&self.counters.skipped_own);
-                continue;
             }
-            wire.clear();
-            Envelope {
-                sender_runtime: meta.sender_runtime,
-                flags: meta.flags & APPLICATION_MASK,
-                message_type: meta.message_type,
-                source_channel: meta.channel_id,
-                message_id: meta.message_id,
-                timestamp_ns: meta.timestamp_ns,
-                sender_pid: meta.sender_pid,
-                origin_host: ctx.origin_host,
-                stream_id,
-                stream_seq,
-                payload: &message.payload,
+            // What is already waiting in the ring goes into the same sample, a few slots
+            // claimed at a time, until the sample is large enough: a backlog of small messages
+            // costs one put per sample, not one per message, and a lone message leaves at once.
+            while stream.messages < BATCH_MESSAGES && stream.wire.len() < BATCH_BYTES {
+                let claim = CLAIM.min(BATCH_MESSAGES - stream.messages);
+                match consumer.receive_batch_with(claim, |meta, payload| {
+                    stream.append(meta, payload, &self.counters)
+                }) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.report_error(&self.counters.receive_errors, &e);
+                        break;
+                    }
+                }
             }
-            .encode_into(&mut wire);
-            stream_seq += 1;
-            match publisher.put(wire.as_slice()).wait() {
+            if stream.messages == 0 {
+                continue; // all of them this process's own
+            }
+            let (messages, bytes) = (stream.messages as u64, stream.bytes);
+            match publisher.put(stream.take()).wait() {
                 Ok(()) => {
-                    bump(&self.counters.published);
-                    add(&self.counters.bytes, message.payload.len() as u64);
+                    bump(&self.counters.samples);
+                    add(&self.counters.published, messages);
+                    add(&self.counters.bytes, bytes);
                 }
                 Err(e) => self.report_error(&self.counters.publish_errors, &e),
             }
@@ -248,15 +268,82 @@ impl Export {
     }
 }
 
-/// An import route: what the reporter reads while the route's thread owns its producer.
+/// Envelopes one sample carries at most.
+const BATCH_MESSAGES: usize = 64;
+/// A sample takes no further messages once it holds this many bytes.
+const BATCH_BYTES: usize = 64 << 10;
+/// Slots an export claims from its ring at a time while it fills a sample.
+const CLAIM: usize = 8;
+
+/// The sample an export route is filling, and its stream's numbering.
+struct ExportStream {
+    own_pid: u32,
+    origin_host: u64,
+    stream_id: u64,
+    next_seq: u64,
+    /// Envelopes back to back.
+    wire: Vec<u8>,
+    /// Envelopes and payload bytes in `wire`.
+    messages: usize,
+    bytes: u64,
+}
+
+impl ExportStream {
+    /// Appends one message's envelope, unless this process sent it (an import of the same
+    /// bridge into the channel it exports: the first loop filter).
+    fn append(&mut self, meta: &dmxp::MessageMeta, payload: &[u8], counters: &ExportCounters) {
+        if meta.sender_pid == self.own_pid {
+            bump(&counters.skipped_own);
+            return;
+        }
+        if self.wire.is_empty() {
+            self.wire.reserve(HEADER_LEN + payload.len());
+        }
+        Envelope {
+            sender_runtime: meta.sender_runtime,
+            flags: meta.flags & APPLICATION_MASK,
+            message_type: meta.message_type,
+            source_channel: meta.channel_id,
+            message_id: meta.message_id,
+            timestamp_ns: meta.timestamp_ns,
+            sender_pid: meta.sender_pid,
+            origin_host: self.origin_host,
+            stream_id: self.stream_id,
+            stream_seq: self.next_seq,
+            payload,
+        }
+        .encode_into(&mut self.wire);
+        self.next_seq += 1;
+        self.messages += 1;
+        self.bytes += payload.len() as u64;
+    }
+
+    /// The sample's bytes, moved out (Zenoh takes the buffer without a copy).
+    fn take(&mut self) -> Vec<u8> {
+        self.messages = 0;
+        self.bytes = 0;
+        std::mem::take(&mut self.wire)
+    }
+}
+
+/// An import route, shared by its subscriber's callback and the reporter.
 struct Import {
     label: String,
     key: String,
     counters: ImportCounters,
+    /// The producer and the next sequence number expected of each export stream. Zenoh
+    /// calls one subscriber's callback from one receiving thread per link, so the lock is
+    /// uncontended unless two peers publish to the key at once.
+    state: Mutex<ImportState>,
+}
+
+struct ImportState {
+    producer: dmxp::Producer,
+    next_seq: HashMap<u64, u64>,
 }
 
 impl Import {
-    fn open(route: &ImportRoute) -> Result<(Self, dmxp::Producer)> {
+    fn open(route: &ImportRoute) -> Result<Self> {
         let label = route.local.label();
         let mut builder = route.local.builder()?;
         if let Some(capacity) = route.capacity {
@@ -277,45 +364,21 @@ impl Import {
         let producer = builder
             .build_producer()
             .with_context(|| format!("import into {label}"))?;
-        let import = Import {
+        Ok(Import {
             label,
             key: route.key.clone(),
             counters: ImportCounters::default(),
-        };
-        Ok((import, producer))
+            state: Mutex::new(ImportState {
+                producer,
+                next_seq: HashMap::new(),
+            }),
+        })
     }
 
-    fn run(
-        &self,
-        producer: &dmxp::Producer,
-        subscriber: &zenoh::pubsub::Subscriber<FifoChannelHandler<Sample>>,
-        ctx: &RouteContext,
-    ) -> Result<()> {
-        let mut next_seq = HashMap::new();
-        while ctx.running() {
-            match subscriber.recv_timeout(POLL) {
-                Ok(Some(sample)) => self.deliver(producer, &sample, &mut next_seq, ctx),
-                Ok(None) => {}
-                Err(e) => return Err(anyhow!("import from `{}`: {e}", self.key)),
-            }
-        }
-        // What Zenoh handed over before the stop still goes into the ring.
-        while let Ok(Some(sample)) = subscriber.try_recv() {
-            self.deliver(producer, &sample, &mut next_seq, ctx);
-        }
-        Ok(())
-    }
-
-    /// Checks one sample and produces its payload into the ring.
-    fn deliver(
-        &self,
-        producer: &dmxp::Producer,
-        sample: &Sample,
-        next_seq: &mut HashMap<u64, u64>,
-        ctx: &RouteContext,
-    ) {
+    /// Checks one sample and produces its payload into the ring (the subscriber's callback).
+    fn deliver(&self, sample: &Sample, ctx: &RouteContext) {
         let counters = &self.counters;
-        bump(&counters.received);
+        bump(&counters.samples);
         if *sample.encoding() != Encoding::from(ENCODING) {
             self.report_error(
                 &counters.malformed,
@@ -324,22 +387,33 @@ impl Import {
             return;
         }
         let bytes = sample.payload().to_bytes();
-        let envelope = match Envelope::decode(&bytes) {
-            Ok(envelope) => envelope,
-            Err(e) => return self.report_error(&counters.malformed, &e),
-        };
+        // A panic elsewhere cannot leave the state half-updated: it is two plain values.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for envelope in Envelope::decode_all(&bytes) {
+            match envelope {
+                Ok(envelope) => self.deliver_one(&envelope, &mut state, ctx),
+                // The envelopes before it were delivered; nothing after it can be found.
+                Err(e) => return self.report_error(&counters.malformed, &e),
+            }
+        }
+    }
+
+    fn deliver_one(&self, envelope: &Envelope<'_>, state: &mut ImportState, ctx: &RouteContext) {
+        let counters = &self.counters;
+        bump(&counters.received);
         if envelope.origin_host == ctx.origin_host {
             bump(&counters.looped);
             return;
         }
-        let expected = next_seq
+        let expected = state
+            .next_seq
             .entry(envelope.stream_id)
             .or_insert(envelope.stream_seq);
         if envelope.stream_seq > *expected {
             add(&counters.gaps, envelope.stream_seq - *expected);
         }
         *expected = envelope.stream_seq.saturating_add(1);
-        let sent = producer.send_with_timeout(
+        let sent = state.producer.send_with_timeout(
             envelope.payload,
             envelope.message_type,
             envelope.flags & APPLICATION_MASK,
@@ -376,7 +450,7 @@ struct Reporter<'a> {
     host: String,
     interval: Option<Duration>,
     exports: &'a [Export],
-    imports: &'a [Import],
+    imports: &'a [Arc<Import>],
     session: &'a zenoh::Session,
     /// Times the peers came back after there were none.
     reconnects: Cell<u64>,
@@ -419,7 +493,7 @@ impl Reporter<'_> {
             .exports
             .iter()
             .map(Export::snapshot)
-            .chain(self.imports.iter().map(Import::snapshot))
+            .chain(self.imports.iter().map(|import| import.snapshot()))
             .collect();
         let report = Report {
             event,

@@ -57,6 +57,10 @@ pub struct BridgeArgs {
     /// Print counters every MS milliseconds; 0 prints them only at exit [default: 1000].
     #[arg(long, value_name = "MS")]
     pub stats_interval_ms: Option<u64>,
+    /// Publish each exported message at once instead of letting Zenoh batch small ones:
+    /// lower latency, lower throughput of small messages.
+    #[arg(long)]
+    pub express: bool,
 }
 
 impl BridgeArgs {
@@ -90,6 +94,9 @@ impl BridgeArgs {
         if self.full_timeout_ms.is_some() {
             config.full_timeout_ms = self.full_timeout_ms;
         }
+        if self.express {
+            config.express = Some(true);
+        }
         if self.stats_interval_ms.is_some() {
             config.stats_interval_ms = self.stats_interval_ms;
         }
@@ -122,9 +129,11 @@ mod tests {
             import: vec!["dmxp/b/**=file:/tmp/x:2".into()],
             create_capacity: Some(64),
             stats_interval_ms: Some(0),
+            express: true,
             ..Default::default()
         };
         let config = args.config().unwrap();
+        assert_eq!(config.express, Some(true));
         assert_eq!(config.export[0].key(&config.host()), "dmxp/a/dmxp_a/1");
         assert_eq!(config.import[0].capacity, Some(64));
         assert_eq!(config.import[0].local.channel, 2);

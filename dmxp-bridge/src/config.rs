@@ -29,6 +29,9 @@ pub struct BridgeConfig {
     /// How often the counters are printed, in milliseconds; 0 prints them only at exit
     /// [default: 1000].
     pub stats_interval_ms: Option<u64>,
+    /// Exports publish each message at once instead of letting Zenoh batch it with the next
+    /// ones: lower latency, fewer small messages per second [default: false].
+    pub express: Option<bool>,
 }
 
 /// The Zenoh session's settings. Peer mode with multicast scouting off is the default, so
@@ -309,6 +312,7 @@ mod tests {
             host = "hosta"
             full_timeout_ms = 250
             stats_interval_ms = 0
+            express = true
             [zenoh]
             listen = ["tcp/127.0.0.1:7447"]
             [[export]]
@@ -326,6 +330,7 @@ mod tests {
         assert_eq!(config.host(), "hosta");
         assert_eq!(config.full_timeout(), Duration::from_millis(250));
         assert_eq!(config.stats_interval(), None);
+        assert_eq!(config.express, Some(true));
         assert_eq!(config.export[0].key("hosta"), "dmxp/hosta/dmxp_a/1");
         assert_eq!(config.import[0].local.segment_label(), "b");
         assert_eq!(config.import[0].max_message_size, Some(65536));

@@ -10,6 +10,8 @@ use serde::Serialize;
 pub struct ExportCounters {
     /// Messages published to Zenoh.
     pub published: AtomicU64,
+    /// Zenoh samples they went in (one or more envelopes each).
+    pub samples: AtomicU64,
     /// Payload bytes published.
     pub bytes: AtomicU64,
     /// Messages not published because this process sent them (an import of the same bridge):
@@ -25,12 +27,15 @@ pub struct ExportCounters {
 #[derive(Debug, Default)]
 pub struct ImportCounters {
     /// Samples received from Zenoh.
+    pub samples: AtomicU64,
+    /// Envelopes read from them: messages received.
     pub received: AtomicU64,
     /// Messages sent into the local channel.
     pub delivered: AtomicU64,
     /// Payload bytes delivered.
     pub bytes: AtomicU64,
-    /// Samples that are not DMXP envelopes (wrong encoding, truncated or corrupt header).
+    /// Samples that are not DMXP envelopes (wrong encoding, truncated or corrupt header), or
+    /// whose bytes stop being envelopes part of the way (the envelopes before are delivered).
     pub malformed: AtomicU64,
     /// Envelopes exported by this host: dropped by the loop filter.
     pub looped: AtomicU64,
@@ -68,6 +73,8 @@ pub enum RouteSnapshot {
         key: String,
         /// See [`ExportCounters::published`].
         published: u64,
+        /// See [`ExportCounters::samples`].
+        samples: u64,
         /// See [`ExportCounters::bytes`].
         bytes: u64,
         /// See [`ExportCounters::skipped_own`].
@@ -83,6 +90,8 @@ pub enum RouteSnapshot {
         key: String,
         /// The local channel, `SEGMENT:CHANNEL`.
         channel: String,
+        /// See [`ImportCounters::samples`].
+        samples: u64,
         /// See [`ImportCounters::received`].
         received: u64,
         /// See [`ImportCounters::delivered`].
@@ -109,6 +118,7 @@ impl ExportCounters {
             channel: channel.to_owned(),
             key: key.to_owned(),
             published: get(&self.published),
+            samples: get(&self.samples),
             bytes: get(&self.bytes),
             skipped_own: get(&self.skipped_own),
             publish_errors: get(&self.publish_errors),
@@ -123,6 +133,7 @@ impl ImportCounters {
         RouteSnapshot::Import {
             key: key.to_owned(),
             channel: channel.to_owned(),
+            samples: get(&self.samples),
             received: get(&self.received),
             delivered: get(&self.delivered),
             bytes: get(&self.bytes),

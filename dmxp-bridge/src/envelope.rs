@@ -1,5 +1,6 @@
-//! The bridge's wire format: one Zenoh sample per DMXP message, a fixed 72-byte header
-//! followed by the payload. The header carries what a message's slot carries besides its
+//! The bridge's wire format: each DMXP message is an envelope, a fixed 72-byte header
+//! followed by the payload, and a Zenoh sample carries one or more envelopes back to back
+//! (an export puts what is waiting in its ring into one sample). The header carries what a message's slot carries besides its
 //! payload (docs/MULTI_HOST.md, "The envelope"), plus where the message came from and its
 //! place in its export stream, so that an importer can drop loops and count gaps.
 //!
@@ -161,15 +162,19 @@ impl<'a> Envelope<'a> {
         out.extend_from_slice(self.payload);
     }
 
-    /// Reads an envelope from untrusted bytes, borrowing its payload.
+    /// Reads the envelope at the start of untrusted bytes, borrowing its payload; returns it
+    /// and the bytes after it (the next envelope of a sample that carries several).
     ///
     /// ```
-    /// use dmxp_bridge::envelope::{DecodeError, Envelope};
+    /// use dmxp_bridge::envelope::Envelope;
     ///
-    /// assert_eq!(Envelope::decode(b"short"), Err(DecodeError::Truncated { len: 5 }));
-    /// assert_eq!(Envelope::decode(&[0u8; 100]), Err(DecodeError::BadMagic));
+    /// let mut wire = Vec::new();
+    /// Envelope { payload: b"one", ..Envelope::default_for_tests() }.encode_into(&mut wire);
+    /// Envelope { payload: b"two", ..Envelope::default_for_tests() }.encode_into(&mut wire);
+    /// let (first, rest) = Envelope::decode_prefix(&wire).unwrap();
+    /// assert_eq!((first.payload, Envelope::decode(rest).unwrap().payload), (&b"one"[..], &b"two"[..]));
     /// ```
-    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+    pub fn decode_prefix(bytes: &'a [u8]) -> Result<(Self, &'a [u8]), DecodeError> {
         let (header, _) = Header::ref_from_prefix(bytes)
             .map_err(|_| DecodeError::Truncated { len: bytes.len() })?;
         if header.magic != MAGIC {
@@ -182,15 +187,18 @@ impl<'a> Envelope<'a> {
         if usize::from(header_len) < HEADER_LEN || usize::from(header_len) > bytes.len() {
             return Err(DecodeError::BadHeaderLength(header_len));
         }
-        let payload = &bytes[usize::from(header_len)..];
+        let after_header = &bytes[usize::from(header_len)..];
         let stated = header.payload_len.get();
-        if usize::try_from(stated).ok() != Some(payload.len()) {
+        let Some(payload) = usize::try_from(stated)
+            .ok()
+            .and_then(|len| after_header.get(..len))
+        else {
             return Err(DecodeError::BadPayloadLength {
                 stated,
-                actual: payload.len(),
+                actual: after_header.len(),
             });
-        }
-        Ok(Envelope {
+        };
+        let envelope = Envelope {
             sender_runtime: header.sender_runtime.get(),
             flags: header.flags.get(),
             message_type: header.message_type.get(),
@@ -202,7 +210,57 @@ impl<'a> Envelope<'a> {
             stream_id: header.stream_id.get(),
             stream_seq: header.stream_seq.get(),
             payload,
+        };
+        Ok((envelope, &after_header[payload.len()..]))
+    }
+
+    /// Every envelope of a sample, in order: one or more back to back. The iterator ends
+    /// after the first error (what follows a bad envelope cannot be found), and an empty
+    /// sample is an error, not zero envelopes.
+    ///
+    /// ```
+    /// use dmxp_bridge::envelope::{DecodeError, Envelope};
+    ///
+    /// let mut wire = Vec::new();
+    /// Envelope { payload: b"one", ..Envelope::default_for_tests() }.encode_into(&mut wire);
+    /// wire.extend_from_slice(b"junk");
+    /// let read: Vec<_> = Envelope::decode_all(&wire).collect();
+    /// assert_eq!(read.len(), 2);
+    /// assert_eq!(read[0].as_ref().unwrap().payload, b"one");
+    /// assert_eq!(read[1], Err(DecodeError::Truncated { len: 4 }));
+    /// ```
+    pub fn decode_all(bytes: &'a [u8]) -> impl Iterator<Item = Result<Self, DecodeError>> + 'a {
+        let mut rest = Some(bytes);
+        std::iter::from_fn(move || {
+            let bytes = rest.take()?;
+            match Self::decode_prefix(bytes) {
+                Ok((envelope, after)) => {
+                    // Each envelope is at least a header long, so this ends.
+                    rest = (!after.is_empty()).then_some(after);
+                    Some(Ok(envelope))
+                }
+                Err(e) => Some(Err(e)),
+            }
         })
+    }
+
+    /// Reads an envelope from untrusted bytes, borrowing its payload.
+    ///
+    /// ```
+    /// use dmxp_bridge::envelope::{DecodeError, Envelope};
+    ///
+    /// assert_eq!(Envelope::decode(b"short"), Err(DecodeError::Truncated { len: 5 }));
+    /// assert_eq!(Envelope::decode(&[0u8; 100]), Err(DecodeError::BadMagic));
+    /// ```
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let (envelope, rest) = Self::decode_prefix(bytes)?;
+        if !rest.is_empty() {
+            return Err(DecodeError::BadPayloadLength {
+                stated: envelope.payload.len() as u32,
+                actual: envelope.payload.len() + rest.len(),
+            });
+        }
+        Ok(envelope)
     }
 
     /// An envelope with every field set to a distinct value and an empty payload, for

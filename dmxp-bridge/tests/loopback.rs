@@ -150,7 +150,11 @@ fn a_hundred_thousand_messages_cross_exactly_once_and_in_order_per_producer() {
     assert_eq!(counter(&exported, "export", "published"), total_messages);
     assert_eq!(counter(&exported, "export", "bytes"), bytes);
     assert_eq!(counter(&exported, "export", "publish_errors"), 0);
+    // Several messages per sample whenever the ring held a backlog; every sample arrived.
+    let samples = counter(&exported, "export", "samples");
+    assert!((1..=total_messages).contains(&samples), "{exported}");
     for (name, expected) in [
+        ("samples", samples),
         ("received", total_messages),
         ("delivered", total_messages),
         ("bytes", bytes),
@@ -184,6 +188,7 @@ fn messages_of_many_slots_cross_whole() {
     };
     let producer = large(&a).build_producer().unwrap();
     let endpoint = free_endpoint();
+    // Published express (unbatched): the latency setting must carry whole runs too.
     let exporter = Bridge::start(&[
         "--listen",
         &endpoint,
@@ -191,6 +196,7 @@ fn messages_of_many_slots_cross_whole() {
         "hosta",
         "--export",
         &spec(&a, 0),
+        "--express",
     ]);
     let importer = Bridge::start(&[
         "--connect",
@@ -395,6 +401,11 @@ fn samples_that_are_not_envelopes_are_counted_and_never_reach_the_channel() {
     bad_magic[0] ^= 0xFF;
     let mut short_payload = good.clone();
     short_payload.pop();
+    // Two envelopes in one sample, then bytes that are not one: both are delivered, and the
+    // sample counts as malformed once.
+    let mut two_then_junk = envelope("elsewhere", b"first of two");
+    two_then_junk.extend(envelope("elsewhere", b"second of two"));
+    two_then_junk.extend_from_slice(b"junk");
     let ours = Encoding::from(ENCODING);
     let samples: Vec<(Vec<u8>, Encoding)> = vec![
         (good.clone(), Encoding::TEXT_PLAIN), // malformed: wrong encoding
@@ -416,6 +427,7 @@ fn samples_that_are_not_envelopes_are_counted_and_never_reach_the_channel() {
             },
             ours.clone(),
         ), // rejected: larger than the channel's messages
+        (two_then_junk, ours.clone()),        // two delivered, then malformed
         (good, ours),                         // delivered
     ];
     let sent = samples.len() as u64;
@@ -423,8 +435,15 @@ fn samples_that_are_not_envelopes_are_counted_and_never_reach_the_channel() {
         publisher.put(bytes).encoding(encoding).wait().unwrap();
     }
     importer.wait_for_stats("every sample handled", |report| {
-        counter(report, "import", "received") == sent
+        counter(report, "import", "samples") == sent
     });
+    for expected in [&b"first of two"[..], b"second of two"] {
+        let message = consumer
+            .receive_timeout(HANG_GUARD)
+            .unwrap()
+            .expect("the envelopes before the junk");
+        assert_eq!(message.payload, expected);
+    }
     let message = consumer
         .receive_timeout(HANG_GUARD)
         .unwrap()
@@ -444,10 +463,12 @@ fn samples_that_are_not_envelopes_are_counted_and_never_reach_the_channel() {
 
     let report = importer.stop();
     for (name, expected) in [
-        ("malformed", 6),
+        ("samples", sent),
+        ("malformed", 7),
+        ("received", 5),
         ("looped", 1),
         ("rejected", 1),
-        ("delivered", 1),
+        ("delivered", 3),
     ] {
         assert_eq!(
             counter(&report, "import", name),
