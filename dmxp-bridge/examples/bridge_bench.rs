@@ -84,6 +84,17 @@ struct RunArgs {
     bridge: Option<PathBuf>,
 }
 
+/// What a sink expects: `chunks` × `count` messages of `size` bytes.
+#[derive(clap::Args)]
+struct SinkStream {
+    #[arg(long)]
+    size: usize,
+    #[arg(long)]
+    count: u64,
+    #[arg(long)]
+    chunks: u64,
+}
+
 /// What a child process does. Each prints `ready` once it is set up.
 #[derive(Subcommand)]
 enum Role {
@@ -94,12 +105,8 @@ enum Role {
         listen: String,
         #[arg(long)]
         key: String,
-        #[arg(long)]
-        size: usize,
-        #[arg(long)]
-        count: u64,
-        #[arg(long)]
-        chunks: u64,
+        #[command(flatten)]
+        stream: SinkStream,
     },
     /// Publishes every sample received on `ping` back on `pong`, until killed.
     ZenohEcho {
@@ -116,12 +123,8 @@ enum Role {
         segment: String,
         #[arg(long)]
         channel: u32,
-        #[arg(long)]
-        size: usize,
-        #[arg(long)]
-        count: u64,
-        #[arg(long)]
-        chunks: u64,
+        #[command(flatten)]
+        stream: SinkStream,
     },
     /// Sends every message of channel `from` back on channel `to`, until killed.
     DmxpEcho {
@@ -394,6 +397,28 @@ impl Peer {
         Self::spawn(&std::env::current_exe()?, args)
     }
 
+    /// A sink role (`role` and its own arguments) told to time `chunks` + 1 chunks of `count`
+    /// messages of `size` bytes, once it is ready.
+    fn sink(role: &[&str], size: usize, count: u64, chunks: u64) -> Result<Self> {
+        let numbers = [
+            size.to_string(),
+            count.to_string(),
+            (chunks + 1).to_string(),
+        ];
+        let mut args = role.to_vec();
+        args.extend([
+            "--size",
+            &numbers[0],
+            "--count",
+            &numbers[1],
+            "--chunks",
+            &numbers[2],
+        ]);
+        let mut sink = Self::role(&args)?;
+        sink.expect("ready")?;
+        Ok(sink)
+    }
+
     /// The next line that starts with `prefix` (a bridge also prints stats lines).
     fn expect(&mut self, prefix: &str) -> Result<String> {
         for line in self.lines.by_ref() {
@@ -457,20 +482,12 @@ fn percentiles(mut rtts: Vec<Duration>) -> Figures {
 fn zenoh_throughput(payload: &[u8], count: u64, chunks: u64) -> Result<f64> {
     let endpoint = free_endpoint()?;
     let key = "bench/zenoh/thr";
-    let mut sink = Peer::role(&[
-        "zenoh-sink",
-        "--listen",
-        &endpoint,
-        "--key",
-        key,
-        "--size",
-        &payload.len().to_string(),
-        "--count",
-        &count.to_string(),
-        "--chunks",
-        &(chunks + 1).to_string(),
-    ])?;
-    sink.expect("ready")?;
+    let mut sink = Peer::sink(
+        &["zenoh-sink", "--listen", &endpoint, "--key", key],
+        payload.len(),
+        count,
+        chunks,
+    )?;
     let session = zenoh_session(None, Some(&endpoint))?;
     let publisher = session
         .declare_publisher(key)
@@ -531,9 +548,7 @@ fn zenoh_latency(payload: &[u8], rounds: usize) -> Result<Figures> {
         .map_err(|e| anyhow!("zenoh: {e}"))?;
     wait_for_match(&publisher)?;
     let bytes = ZBytes::from(payload.to_vec());
-    let mut rtts = Vec::with_capacity(rounds);
-    for round in 0..WARM_UP + rounds {
-        let start = Instant::now();
+    time_round_trips(rounds, payload.len(), || {
         publisher
             .put(bytes.clone())
             .wait()
@@ -542,9 +557,24 @@ fn zenoh_latency(payload: &[u8], rounds: usize) -> Result<Figures> {
             .recv_timeout(HANG_GUARD)
             .map_err(|e| anyhow!("zenoh: {e}"))?
             .context("no pong within the hang guard")?;
+        Ok(sample.payload().len())
+    })
+}
+
+/// Times `WARM_UP + rounds` calls of `round_trip` (which sends one message and returns the
+/// length of its echo) and returns the percentiles of the last `rounds`.
+fn time_round_trips(
+    rounds: usize,
+    len: usize,
+    mut round_trip: impl FnMut() -> Result<usize>,
+) -> Result<Figures> {
+    let mut rtts = Vec::with_capacity(rounds);
+    for round in 0..WARM_UP + rounds {
+        let start = Instant::now();
+        let echoed = round_trip()?;
         let elapsed = start.elapsed();
-        if sample.payload().len() != payload.len() {
-            bail!("a pong of {} bytes", sample.payload().len());
+        if echoed != len {
+            bail!("an echo of {echoed} bytes, {len} sent");
         }
         if round >= WARM_UP {
             rtts.push(elapsed);
@@ -570,26 +600,18 @@ fn bridged<T>(
     if express {
         common.push("--express");
     }
-    let mut side_a = Peer::spawn(
-        bridge_bin,
-        &[
-            &["--host", "bench-a", "--listen", &endpoint],
-            &["--export", &export_a, "--import", &import_a][..],
-            &common,
-        ]
-        .concat(),
-    )?;
-    side_a.expect("{\"event\":\"ready\"")?;
-    let mut side_b = Peer::spawn(
-        bridge_bin,
-        &[
-            &["--host", "bench-b", "--connect", &endpoint],
-            &["--import", &import_b, "--export", &export_b][..],
-            &common,
-        ]
-        .concat(),
-    )?;
-    side_b.expect("{\"event\":\"ready\"")?;
+    let side = |host: &str, link: [&str; 2], routes: [&str; 4]| -> Result<Peer> {
+        let mut args = vec!["--host", host, link[0], link[1]];
+        args.extend(routes);
+        args.extend(&common);
+        let mut bridge = Peer::spawn(bridge_bin, &args)?;
+        bridge.expect("{\"event\":\"ready\"")?;
+        Ok(bridge)
+    };
+    let routes_a = ["--export", &export_a, "--import", &import_a];
+    let _side_a = side("bench-a", ["--listen", &endpoint], routes_a)?;
+    let routes_b = ["--import", &import_b, "--export", &export_b];
+    let _side_b = side("bench-b", ["--connect", &endpoint], routes_b)?;
     measure(segments)
 }
 
@@ -597,20 +619,12 @@ fn bridged<T>(
 /// segment for the same-host path; the bridge's far side otherwise).
 fn dmxp_throughput(from: &str, to: &str, payload: &[u8], count: u64, chunks: u64) -> Result<f64> {
     let producer = builder(from, 0).build_producer()?;
-    let mut sink = Peer::role(&[
-        "dmxp-sink",
-        "--segment",
-        to,
-        "--channel",
-        "0",
-        "--size",
-        &payload.len().to_string(),
-        "--count",
-        &count.to_string(),
-        "--chunks",
-        &(chunks + 1).to_string(),
-    ])?;
-    sink.expect("ready")?;
+    let mut sink = Peer::sink(
+        &["dmxp-sink", "--segment", to, "--channel", "0"],
+        payload.len(),
+        count,
+        chunks,
+    )?;
     for _ in 0..count * (chunks + 1) {
         producer.send_blocking(payload)?;
     }
@@ -624,22 +638,13 @@ fn dmxp_latency(from: &str, to: &str, payload: &[u8], rounds: usize) -> Result<F
     let consumer = builder(from, 1).build_consumer()?;
     let mut echo = Peer::role(&["dmxp-echo", "--segment", to, "--from", "0", "--to", "1"])?;
     echo.expect("ready")?;
-    let mut rtts = Vec::with_capacity(rounds);
-    for round in 0..WARM_UP + rounds {
-        let start = Instant::now();
+    time_round_trips(rounds, payload.len(), || {
         producer.send_blocking(payload)?;
         let back = consumer
             .receive_timeout(HANG_GUARD)?
             .context("no pong within the hang guard")?;
-        let elapsed = start.elapsed();
-        if back.payload.len() != payload.len() {
-            bail!("a pong of {} bytes", back.payload.len());
-        }
-        if round >= WARM_UP {
-            rtts.push(elapsed);
-        }
-    }
-    Ok(percentiles(rtts))
+        Ok(back.payload.len())
+    })
 }
 
 // ---- the child roles ----------------------------------------------------------------------
@@ -650,20 +655,17 @@ fn play(role: Role) -> Result<()> {
         Role::ZenohSink {
             listen,
             key,
-            size,
-            count,
-            chunks,
+            stream,
         } => {
             let session = zenoh_session(Some(&listen), None)?;
-            let clock = Arc::new(ChunkClock::new(count, chunks));
+            let clock = Arc::new(ChunkClock::new(&stream));
             let (done_tx, done) = mpsc::channel();
             let done_tx = Mutex::new(done_tx);
             let in_callback = Arc::clone(&clock);
             let _subscriber = session
                 .declare_subscriber(&key)
                 .callback(move |sample| {
-                    let ok = sample.payload().len() == size;
-                    if let Some(result) = in_callback.arrived(ok) {
+                    if let Some(result) = in_callback.arrived(sample.payload().len()) {
                         let _ = done_tx.lock().unwrap().send(result);
                     }
                 })
@@ -696,18 +698,16 @@ fn play(role: Role) -> Result<()> {
         Role::DmxpSink {
             segment,
             channel,
-            size,
-            count,
-            chunks,
+            stream,
         } => {
             let consumer = builder(&segment, channel).build_consumer()?;
-            let clock = ChunkClock::new(count, chunks);
+            let clock = ChunkClock::new(&stream);
             writeln!(out, "ready")?;
             loop {
                 let message = consumer
                     .receive_timeout(HANG_GUARD)?
                     .context("nothing arrived within the hang guard")?;
-                if let Some(result) = clock.arrived(message.payload.len() == size) {
+                if let Some(result) = clock.arrived(message.payload.len()) {
                     return print_chunks(&mut out, &result?);
                 }
             }
@@ -736,6 +736,7 @@ fn print_chunks(out: &mut impl Write, chunk_ns: &[u64]) -> Result<()> {
 /// Times `chunks` runs of `count` arrivals: chunk k runs from the arrival that ended chunk
 /// k − 1 (the first arrival, for chunk 0) to its own last arrival.
 struct ChunkClock {
+    size: usize,
     count: u64,
     chunks: u64,
     arrived: AtomicU64,
@@ -743,20 +744,24 @@ struct ChunkClock {
 }
 
 impl ChunkClock {
-    fn new(count: u64, chunks: u64) -> Self {
+    fn new(stream: &SinkStream) -> Self {
         ChunkClock {
-            count,
-            chunks,
+            size: stream.size,
+            count: stream.count,
+            chunks: stream.chunks,
             arrived: AtomicU64::new(0),
-            marks: Mutex::new(Vec::with_capacity(chunks as usize + 1)),
+            marks: Mutex::new(Vec::with_capacity(stream.chunks as usize + 1)),
         }
     }
 
-    /// Records one arrival (`ok`: of the expected size); returns the chunks' nanoseconds
+    /// Records the arrival of a message of `len` bytes; returns the chunks' nanoseconds
     /// after the last one, or an error at the first message of the wrong size.
-    fn arrived(&self, ok: bool) -> Option<Result<Vec<u64>>> {
-        if !ok {
-            return Some(Err(anyhow!("a message of the wrong size")));
+    fn arrived(&self, len: usize) -> Option<Result<Vec<u64>>> {
+        if len != self.size {
+            return Some(Err(anyhow!(
+                "a message of {len} bytes, {} expected",
+                self.size
+            )));
         }
         let n = self.arrived.fetch_add(1, Ordering::Relaxed) + 1;
         if n == 1 || n.is_multiple_of(self.count) {

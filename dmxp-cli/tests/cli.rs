@@ -1514,10 +1514,23 @@ const COMMANDS: [&str; 12] = [
     "bridge",
 ];
 
+/// Copies `from` to `to` in a `cp` process, then makes it executable. A file this process
+/// wrote itself could fail to run with "Text file busy": the write's descriptor lives on in
+/// any child another test thread forks meanwhile, until that child execs.
+fn place_executable(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp {} {}", from.display(), to.display());
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A copy of the binary alone in a directory, so that what lies beside it is the test's.
 fn lone_dmxp(dir: &Path) -> PathBuf {
     let copy = dir.join("dmxp");
-    std::fs::copy(assert_cmd::cargo::cargo_bin("dmxp"), &copy).unwrap();
+    place_executable(&assert_cmd::cargo::cargo_bin("dmxp"), &copy);
     copy
 }
 
@@ -1525,9 +1538,9 @@ fn lone_dmxp(dir: &Path) -> PathBuf {
 fn bridge_hands_every_argument_to_the_bridge_binary_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let binary = lone_dmxp(dir.path());
-    let fake = dir.path().join("dmxp-bridge");
-    std::fs::write(&fake, "#!/bin/sh\nprintf '%s|' \"$@\"\nexit 7\n").unwrap();
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.path().join("fake-bridge.sh");
+    std::fs::write(&script, "#!/bin/sh\nprintf '%s|' \"$@\"\nexit 7\n").unwrap();
+    place_executable(&script, &dir.path().join("dmxp-bridge"));
     Command::new(&binary)
         .env("PATH", "")
         .args([
