@@ -7,8 +7,8 @@
 # all of them (higher bounds explore more and take much longer). The two costliest models run
 # one bound lower unless DMXP_LOOM_DEEP=1 (scripts/soak-loom.sh). The models run two at a
 # time (loom keeps each execution's state per thread), so the longest take both cores once
-# the Miri run beside them is done. Extra arguments go to the test
-# binary, e.g. `scripts/loom.sh wrap_around` or `scripts/loom.sh --include-ignored`.
+# the Miri run beside them is done. Extra arguments go to the test binary, e.g.
+# `scripts/loom.sh wrap_around` or `scripts/loom.sh --include-ignored`.
 # Exits non-zero when a model fails.
 set -euo pipefail
 

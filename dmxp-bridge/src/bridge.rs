@@ -74,6 +74,7 @@ pub fn run(config: &BridgeConfig, stop: &AtomicBool, out: &mut dyn Write) -> Res
         running: AtomicBool::new(true),
         origin_host: host_id(&host),
         full_timeout: config.full_timeout(),
+        encoding: Encoding::from(ENCODING),
     });
     let reporter = Reporter {
         host,
@@ -89,7 +90,7 @@ pub fn run(config: &BridgeConfig, stop: &AtomicBool, out: &mut dyn Write) -> Res
         for (export, consumer) in exports.iter().zip(consumers) {
             let publisher = session
                 .declare_publisher(export.key.clone())
-                .encoding(Encoding::from(ENCODING))
+                .encoding(ctx.encoding.clone())
                 .congestion_control(CongestionControl::Block)
                 .express(config.express.unwrap_or(false))
                 .allowed_destination(Locality::Remote)
@@ -148,6 +149,8 @@ struct RouteContext {
     origin_host: u64,
     /// How long an import waits for room in a full ring.
     full_timeout: Duration,
+    /// [`ENCODING`], made once rather than per sample.
+    encoding: Encoding,
 }
 
 impl RouteContext {
@@ -195,53 +198,36 @@ impl Export {
             next_seq: 0,
             wire: Vec::new(),
             messages: 0,
-            bytes: 0,
         };
         while ctx.running() {
             if !matching.load(Ordering::Acquire) {
                 std::thread::sleep(POLL / 5);
                 continue;
             }
-            // Straight from the ring's slots into the sample while there is a backlog; only
+            // What is waiting in the ring goes straight from its slots into one sample; only
             // an empty ring is waited on, with a receive that copies the message out.
-            let claimed = consumer.receive_batch_with(CLAIM, |meta, payload| {
-                stream.append(meta, payload, &self.counters)
-            });
-            let waited = match claimed {
-                Ok(0) => consumer.receive_timeout(POLL),
-                Ok(_) => Ok(None),
-                Err(e) => Err(e),
-            };
-            match waited {
-                Ok(Some(first)) => stream.append(&first.meta, &first.payload, &self.counters),
-                Ok(None) if stream.messages == 0 => continue,
-                Ok(None) => {}
-                Err(e) => {
-                    self.report_error(&self.counters.receive_errors, &e);
+            let mut outcome = self.fill(consumer, &mut stream);
+            if outcome.is_ok() && stream.messages == 0 {
+                outcome = match consumer.receive_timeout(POLL) {
+                    Ok(Some(first)) => {
+                        stream.append(&first.meta, &first.payload, &self.counters);
+                        self.fill(consumer, &mut stream)
+                    }
+                    Ok(None) => continue,
+                    Err(e) => Err(e),
+                };
+            }
+            if let Err(e) = outcome {
+                self.report_error(&self.counters.receive_errors, &e);
+                if stream.messages == 0 {
                     std::thread::sleep(POLL / 5);
                     continue;
-                }
-            }
-            // What is already waiting in the ring goes into the same sample, a few slots
-            // claimed at a time, until the sample is large enough: a backlog of small messages
-            // costs one put per sample, not one per message, and a lone message leaves at once.
-            while stream.messages < BATCH_MESSAGES && stream.wire.len() < BATCH_BYTES {
-                let claim = CLAIM.min(BATCH_MESSAGES - stream.messages);
-                match consumer.receive_batch_with(claim, |meta, payload| {
-                    stream.append(meta, payload, &self.counters)
-                }) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        self.report_error(&self.counters.receive_errors, &e);
-                        break;
-                    }
                 }
             }
             if stream.messages == 0 {
                 continue; // all of them this process's own
             }
-            let (messages, bytes) = (stream.messages as u64, stream.bytes);
+            let (messages, bytes) = (stream.messages as u64, stream.payload_bytes() as u64);
             match publisher.put(stream.take()).wait() {
                 Ok(()) => {
                     bump(&self.counters.samples);
@@ -249,6 +235,22 @@ impl Export {
                     add(&self.counters.bytes, bytes);
                 }
                 Err(e) => self.report_error(&self.counters.publish_errors, &e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims what is already in the ring, a few slots at a time, into `stream`'s sample
+    /// until the sample is large enough or the ring is empty: a backlog of small messages
+    /// costs one put per sample, not one per message.
+    fn fill(&self, consumer: &dmxp::Consumer, stream: &mut ExportStream) -> dmxp::Result<()> {
+        while stream.messages < BATCH_MESSAGES && stream.wire.len() < BATCH_BYTES {
+            let claim = CLAIM.min(BATCH_MESSAGES - stream.messages);
+            let claimed = consumer.receive_batch_with(claim, |meta, payload| {
+                stream.append(meta, payload, &self.counters)
+            })?;
+            if claimed == 0 {
+                break;
             }
         }
         Ok(())
@@ -283,9 +285,8 @@ struct ExportStream {
     next_seq: u64,
     /// Envelopes back to back.
     wire: Vec<u8>,
-    /// Envelopes and payload bytes in `wire`.
+    /// Envelopes in `wire`.
     messages: usize,
-    bytes: u64,
 }
 
 impl ExportStream {
@@ -295,9 +296,6 @@ impl ExportStream {
         if meta.sender_pid == self.own_pid {
             bump(&counters.skipped_own);
             return;
-        }
-        if self.wire.is_empty() {
-            self.wire.reserve(HEADER_LEN + payload.len());
         }
         Envelope {
             sender_runtime: meta.sender_runtime,
@@ -315,13 +313,16 @@ impl ExportStream {
         .encode_into(&mut self.wire);
         self.next_seq += 1;
         self.messages += 1;
-        self.bytes += payload.len() as u64;
+    }
+
+    /// Payload bytes in the sample: every envelope's header has the same length.
+    fn payload_bytes(&self) -> usize {
+        self.wire.len() - self.messages * HEADER_LEN
     }
 
     /// The sample's bytes, moved out (Zenoh takes the buffer without a copy).
     fn take(&mut self) -> Vec<u8> {
         self.messages = 0;
-        self.bytes = 0;
         std::mem::take(&mut self.wire)
     }
 }
@@ -379,7 +380,7 @@ impl Import {
     fn deliver(&self, sample: &Sample, ctx: &RouteContext) {
         let counters = &self.counters;
         bump(&counters.samples);
-        if *sample.encoding() != Encoding::from(ENCODING) {
+        if *sample.encoding() != ctx.encoding {
             self.report_error(
                 &counters.malformed,
                 &format!("encoding `{}`", sample.encoding()),

@@ -1,8 +1,9 @@
 //! The bridge's wire format: each DMXP message is an envelope, a fixed 72-byte header
 //! followed by the payload, and a Zenoh sample carries one or more envelopes back to back
-//! (an export puts what is waiting in its ring into one sample). The header carries what a message's slot carries besides its
-//! payload (docs/MULTI_HOST.md, "The envelope"), plus where the message came from and its
-//! place in its export stream, so that an importer can drop loops and count gaps.
+//! (an export puts what is waiting in its ring into one sample). The header carries what a
+//! message's slot carries besides its payload (docs/MULTI_HOST.md, "The envelope"), plus
+//! where the message came from and its place in its export stream, so that an importer can
+//! drop loops and count gaps.
 //!
 //! All integers are little-endian. Nothing in a sample is trusted: [`Envelope::decode`]
 //! checks the magic, the version, the header length and the payload length before anything is
