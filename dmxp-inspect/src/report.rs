@@ -318,7 +318,13 @@ fn patch_header(header: &mut HeaderFields, c: Corruption) -> bool {
         }
         // 0 means "no table": the checks after it still run, the records are not read.
         PeerTableOutOfRange { .. } | PeerTableOverlapsBand { .. } => header.peer_table_offset = 0,
+        // 0 means "no pool": the report goes on without one.
+        BlobPoolOutOfRange { .. }
+        | BlobPoolBadMagic { .. }
+        | BlobPoolBadGeometry { .. }
+        | BlobClassBad { .. } => header.blob_pool_offset = 0,
         ChannelIdMismatch { .. }
+        | BlobsWithoutPool { .. }
         | UnknownChannelState { .. }
         | CapacityZero { .. }
         | CapacityNotPowerOfTwo { .. }

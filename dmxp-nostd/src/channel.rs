@@ -87,7 +87,17 @@ macro_rules! hook {
 }
 
 // After `hook!`, which it uses.
+#[cfg(not(loom))]
+mod blob;
 mod run;
+#[cfg(not(loom))]
+use blob::{BLOB_ONLY, IN_PLACE};
+#[cfg(loom)]
+const IN_PLACE: Option<usize> = Some(usize::MAX);
+#[cfg(loom)]
+const BLOB_ONLY: Option<usize> = Some(usize::MAX - 1);
+#[cfg(not(loom))]
+pub use blob::{BlobBytes, BlobBytesMut, BlobLoan, BlobReceived};
 pub use run::RunParts;
 
 /// A created channel, opened and validated. Cheap to clone; safe to share between threads.
@@ -109,6 +119,13 @@ pub struct Channel<'a, W: WaitStrategy = SpinWait> {
     send_intent: Option<&'a AtomicPeerRecord>,
     /// The record receives write their intents to (a registered consumer).
     recv_intent: Option<&'a AtomicPeerRecord>,
+    /// The producer record's index and pid: the owner of this handle's blob loans.
+    send_record: Option<(usize, u32)>,
+    /// The consumer record's index and pid: the owner of the blobs this handle receives.
+    recv_record: Option<(usize, u32)>,
+    /// The segment's blob pool, on a channel that carries blobs (PROTOCOL.md §13).
+    #[cfg(not(loom))]
+    pool: Option<crate::blob::BlobPool<'a>>,
     #[cfg(feature = "test-hooks")]
     hook: Option<Hook>,
 }
@@ -134,6 +151,10 @@ impl<W: WaitStrategy> Clone for Channel<'_, W> {
             wait: self.wait.clone(),
             send_intent: None,
             recv_intent: None,
+            send_record: None,
+            recv_record: None,
+            #[cfg(not(loom))]
+            pool: self.pool,
             #[cfg(feature = "test-hooks")]
             hook: self.hook,
         }
@@ -165,6 +186,9 @@ fn clear_intent(record: Option<&AtomicPeerRecord>) {
 /// What a claimed receive slot holds.
 enum Content {
     Message(MessageMeta, usize),
+    /// A reference to a blob-pool block (PROTOCOL.md §13.4), not yet checked against the pool.
+    #[cfg_attr(loom, allow(dead_code))]
+    Blob(MessageMeta, crate::blob::BlobRef),
     Skip,
     Lost(u64),
     Corrupt(u64, u32),
@@ -188,6 +212,10 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             wait,
             send_intent: None,
             recv_intent: None,
+            send_record: None,
+            recv_record: None,
+            #[cfg(not(loom))]
+            pool: None,
             #[cfg(feature = "test-hooks")]
             hook: None,
         }
@@ -204,6 +232,10 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             wait,
             send_intent: self.send_intent,
             recv_intent: self.recv_intent,
+            send_record: self.send_record,
+            recv_record: self.recv_record,
+            #[cfg(not(loom))]
+            pool: self.pool,
             #[cfg(feature = "test-hooks")]
             hook: self.hook,
         }
@@ -219,8 +251,14 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     pub fn with_peer(mut self, peer: &PeerSlot<'a>) -> Self {
         if peer.channel_id() == self.geometry.id {
             match peer.role() {
-                PeerRole::Producer => self.send_intent = Some(peer.record()),
-                PeerRole::Consumer => self.recv_intent = Some(peer.record()),
+                PeerRole::Producer => {
+                    self.send_intent = Some(peer.record());
+                    self.send_record = Some((peer.index(), peer.pid()));
+                }
+                PeerRole::Consumer => {
+                    self.recv_intent = Some(peer.record());
+                    self.recv_record = Some((peer.index(), peer.pid()));
+                }
             }
         }
         self
@@ -471,6 +509,14 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             .is_ok()
     }
 
+    /// Whether position `p` has been freed for a later lap: its slot's `sequence` (acquire)
+    /// has reached `p + capacity` (wrapping, signed), as PROTOCOL.md §13.6 rule 3 reads it.
+    #[must_use]
+    pub fn position_freed(&self, p: u64) -> bool {
+        let sequence = self.slot(p).sequence.load(Acquire);
+        sequence.wrapping_sub(p.wrapping_add(self.geometry.capacity)) as i64 >= 0
+    }
+
     /// Frees position `p` for the next lap if it is still published and unfreed: a CAS
     /// `p + 1 → p + capacity`, so a claimer that frees it meanwhile wins. True when freed.
     pub(crate) fn force_free(&self, p: u64) -> bool {
@@ -675,6 +721,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             let head = self.entry.head.load(Relaxed);
             let slot = self.slot(head);
             if slot.sequence.load(Acquire) == head.wrapping_add(1)
+                && buffer != BLOB_ONLY
                 && !self.is_run_slot(slot.meta.flags.load(Relaxed))
                 && buffer.is_none_or(|available| {
                     slot.meta.payload_len.load(Relaxed) as usize <= available
@@ -727,6 +774,11 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             let sequence = slot.sequence.load(Acquire);
             let lag = sequence.wrapping_sub(head.wrapping_add(1)) as i64;
             if lag == 0 {
+                // Blobs (§13.5) are looked at only on channels that carry them, before runs:
+                // a blob receive takes nothing else.
+                if self.geometry.carries_blobs {
+                    self.check_blob_claim(slot, head, max, buffer)?;
+                }
                 // The flags are looked at only on channels that carry runs (§12.4).
                 if self.geometry.carries_runs()
                     && slot.meta.flags.load(Relaxed) & message_flags::RUN != 0
@@ -802,6 +854,54 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             }
         }
         Err(self.recv_failed(RecvError::Busy))
+    }
+
+    /// Whether a receive may claim the published slot at `head` on a channel that carries
+    /// blobs: a blob receive ([`BLOB_ONLY`]) takes blobs and markers only; a batch or an
+    /// in-place slot receive ([`IN_PLACE`]) no blob; a copying receive a blob that fits its
+    /// buffer. A refusal consumes nothing.
+    #[cold]
+    #[inline(never)]
+    fn check_blob_claim(
+        &self,
+        slot: &AtomicSlot,
+        head: u64,
+        max: u64,
+        buffer: Option<usize>,
+    ) -> Result<(), RecvError> {
+        let flags = slot.meta.flags.load(Relaxed);
+        if flags & (message_flags::SKIP | message_flags::LOST) != 0 {
+            return Ok(());
+        }
+        let is_blob = flags & message_flags::BLOB != 0;
+        if buffer == BLOB_ONLY {
+            if is_blob {
+                return Ok(());
+            }
+            return Err(self.recv_failed(RecvError::NotABlob { message_id: head }));
+        }
+        if !is_blob {
+            return Ok(());
+        }
+        #[cfg(not(loom))]
+        let len = blob::peeked_len(slot);
+        #[cfg(loom)]
+        let len = 0;
+        match buffer {
+            Some(available) if max == 1 && buffer != IN_PLACE => {
+                if len > available {
+                    return Err(self.recv_failed(RecvError::BufferTooSmall {
+                        needed: len,
+                        available,
+                    }));
+                }
+                Ok(())
+            }
+            _ => Err(self.recv_failed(RecvError::IsBlob {
+                message_id: head,
+                len,
+            })),
+        }
     }
 
     /// What a receive that found nothing published at `head` reports: `Pending` when a later
@@ -927,6 +1027,11 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         } else {
             unusual
         };
+        let unusual = if self.geometry.carries_blobs {
+            unusual | message_flags::BLOB
+        } else {
+            unusual
+        };
         if meta.flags & unusual == 0 && meta.payload_len as usize <= MSG_INLINE {
             let len = meta.payload_len as usize;
             Content::Message(meta, len)
@@ -945,6 +1050,19 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         } else if self.geometry.carries_runs() && meta.flags & message_flags::RUN_CONT != 0 {
             // A continuation whose start is gone (repaired or corrupt, and counted there).
             Content::Skip
+        } else if self.geometry.carries_blobs
+            && meta.flags & message_flags::BLOB != 0
+            && meta.flags & message_flags::RUN == 0
+            && meta.payload_len as usize == crate::blob::BLOB_REF_LEN
+        {
+            #[cfg(not(loom))]
+            {
+                Content::Blob(*meta, blob::read_ref(self.slot(position)))
+            }
+            #[cfg(loom)]
+            {
+                Content::Corrupt(position, meta.payload_len)
+            }
         } else {
             // Too long, or a run's first slot claimed alone: a run that failed its checks
             // (§12.4).
@@ -1193,6 +1311,12 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     self.finish_recv_slot(slot, position)?;
                     return Ok(Received { meta, len });
                 }
+                #[cfg(not(loom))]
+                Content::Blob(meta, blob) => {
+                    return self.recv_blob_copy(slot, position, meta, blob, buf);
+                }
+                #[cfg(loom)]
+                Content::Blob(..) => unreachable!("loom models carry no blobs"),
                 Content::Skip => self.finish_recv_slot(slot, position)?,
                 Content::Lost(message_id) => {
                     self.finish_recv_slot(slot, position)?;
@@ -1266,7 +1390,10 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     outcome.dropped += 1;
                     outcome.lost += 1;
                 }
-                Content::Corrupt(..) => outcome.dropped += 1,
+                // A batch refuses a blob at its head before claiming (`IsBlob`); only a slot
+                // rewritten under the claim gets here. Its block is reclaimed once the
+                // position is freed (PROTOCOL.md §13.6, rule 3).
+                Content::Corrupt(..) | Content::Blob(..) => outcome.dropped += 1,
             }
         }
         // Frees nothing more (every position was taken) and ends the intent.
@@ -1278,7 +1405,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// Receives one message in place: the guard reads the payload where it lies and frees the
     /// slot when dropped. Hold it briefly: producers cannot reuse the slot meanwhile.
     pub fn try_recv_in_place(&self) -> Result<RecvGuard<'_, 'a, W>, RecvError> {
-        let (position, count) = self.claim_recv(1, Some(usize::MAX))?;
+        let (position, count) = self.claim_recv(1, IN_PLACE)?;
         if count == 1 {
             let slot = self.slot(position);
             if let Content::Message(meta, _) = self.read_content(slot, position) {
@@ -1333,12 +1460,17 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
                     message_id,
                     payload_len,
                 }),
+                // Refused before the claim (`IsBlob`); only a rewritten slot gets here.
+                Content::Blob(meta, _) => Some(RecvError::Corrupt {
+                    message_id: position,
+                    payload_len: meta.payload_len,
+                }),
             };
             self.finish_recv_slot(slot, position)?;
             if let Some(error) = error {
                 return Err(error);
             }
-            (position, count) = self.claim_recv(1, Some(usize::MAX))?;
+            (position, count) = self.claim_recv(1, IN_PLACE)?;
         }
         Err(RecvError::Busy)
     }

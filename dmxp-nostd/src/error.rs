@@ -153,6 +153,38 @@ pub enum Corruption {
         /// The channel whose band it overlaps.
         channel: u32,
     },
+    /// `blob_pool_offset` (offset 64) is not a multiple of 64, lies inside the header, or
+    /// leaves no room for the pool descriptor (PROTOCOL.md §13.2, check #1).
+    BlobPoolOutOfRange {
+        /// The value read.
+        found: u64,
+        /// The segment length it was checked against.
+        segment_len: u64,
+    },
+    /// The pool descriptor's `pool_magic` is not `"DMXPBLOB"` (check #2).
+    BlobPoolBadMagic {
+        /// The value read.
+        found: u64,
+    },
+    /// `class_count` is not 1 to 8, or `pool_len` does not hold the descriptors or runs past
+    /// the segment (check #3).
+    BlobPoolBadGeometry {
+        /// The `class_count` read.
+        class_count: u32,
+        /// The `pool_len` read.
+        pool_len: u64,
+    },
+    /// Size class `class` has a bad block size or count, sizes not increasing, or headers or
+    /// data outside the pool or overlapping another class's (checks #4 and #5).
+    BlobClassBad {
+        /// The class index.
+        class: u32,
+    },
+    /// `channel` is marked `BLOBS` in a segment that has no blob pool (PROTOCOL.md §13.1).
+    BlobsWithoutPool {
+        /// The channel.
+        channel: u32,
+    },
 }
 
 impl Corruption {
@@ -169,7 +201,11 @@ impl Corruption {
             | BandCursorOutOfRange { .. }
             | PeerRecordsOutOfRange { .. }
             | PeerTableOutOfRange { .. }
-            | PeerTableOverlapsBand { .. } => None,
+            | PeerTableOverlapsBand { .. }
+            | BlobPoolOutOfRange { .. }
+            | BlobPoolBadMagic { .. }
+            | BlobPoolBadGeometry { .. }
+            | BlobClassBad { .. } => None,
             ChannelIdMismatch { channel, .. }
             | UnknownChannelState { channel, .. }
             | CapacityZero { channel }
@@ -181,7 +217,8 @@ impl Corruption {
             | BandOutsideSegment { channel, .. }
             | BandsOverlap { channel, .. }
             | UnknownChannelFlags { channel, .. }
-            | MaxMessageSizeOutOfRange { channel, .. } => Some(channel),
+            | MaxMessageSizeOutOfRange { channel, .. }
+            | BlobsWithoutPool { channel } => Some(channel),
         }
     }
 
@@ -210,6 +247,11 @@ impl Corruption {
             MaxMessageSizeOutOfRange { .. } => "max_message_size",
             PeerRecordsOutOfRange { .. } => "peer_records",
             PeerTableOutOfRange { .. } | PeerTableOverlapsBand { .. } => "peer_table_offset",
+            BlobPoolOutOfRange { .. } => "blob_pool_offset",
+            BlobPoolBadMagic { .. } => "pool_magic",
+            BlobPoolBadGeometry { .. } => "pool_len",
+            BlobClassBad { .. } => "block_size",
+            BlobsWithoutPool { .. } => "flags",
         }
     }
 }
@@ -300,6 +342,31 @@ impl fmt::Display for Corruption {
                 f,
                 "peer table at {peer_table_offset} overlaps channel {channel}'s band"
             ),
+            BlobPoolOutOfRange { found, segment_len } => write!(
+                f,
+                "blob_pool_offset {found} does not name a 64-aligned pool descriptor inside \
+                 the band area of a {segment_len}-byte segment"
+            ),
+            BlobPoolBadMagic { found } => write!(
+                f,
+                "blob pool magic {found:#018x} (expected 0x424f4c4250584d44, \"DMXPBLOB\")"
+            ),
+            BlobPoolBadGeometry {
+                class_count,
+                pool_len,
+            } => write!(
+                f,
+                "blob pool of {class_count} classes and {pool_len} bytes is impossible (1 to 8 \
+                 classes, descriptors and blocks inside the segment)"
+            ),
+            BlobClassBad { class } => write!(
+                f,
+                "blob pool class {class} has a bad block size or count, or blocks outside the \
+                 pool or overlapping another class"
+            ),
+            BlobsWithoutPool { .. } => {
+                write!(f, "flags say BLOBS but the segment has no blob pool")
+            }
         }
     }
 }
@@ -389,6 +456,10 @@ pub enum Error {
         /// The record count asked for.
         requested: u32,
     },
+    /// A blob pool specification that no segment may hold ([`crate::BlobPoolSpec::check`]).
+    InvalidBlobPool,
+    /// A blob-pool operation failed.
+    Blob(BlobError),
 }
 
 impl From<Corruption> for Error {
@@ -452,6 +523,8 @@ impl fmt::Display for Error {
                 crate::layout::PEER_RECORDS,
                 crate::layout::MAX_PEER_RECORDS
             ),
+            Error::InvalidBlobPool => write!(f, "{}", BlobError::InvalidSpec),
+            Error::Blob(e) => write!(f, "{e}"),
             Error::PeerTableFull => write!(
                 f,
                 "peer table full: every record is taken (a segment made with more peer_records \
@@ -555,6 +628,25 @@ pub enum RecvError {
     Busy,
     /// A blocking receive's wait strategy gave up.
     TimedOut,
+    /// The next message, at `message_id`, is a blob of `len` bytes (PROTOCOL.md §13), which
+    /// this kind of receive does not take (a batch, an in-place slot receive): nothing was
+    /// consumed. Receive it with `try_recv_blob`, or a copying receive with a buffer of
+    /// `len` bytes.
+    IsBlob {
+        /// The position of the blob message.
+        message_id: u64,
+        /// The blob's length.
+        len: usize,
+    },
+    /// The next message, at `message_id`, is not a blob: a blob receive consumed nothing.
+    /// Receive it with an ordinary receive.
+    NotABlob {
+        /// The position of the message.
+        message_id: u64,
+    },
+    /// An in-place blob receive needs a consumer registered in the peer table, on a channel
+    /// that carries blobs.
+    NotRegistered,
     /// The claim on position `message_id` was revoked before the slot was freed: a peer judged
     /// this receiver dead or stopped and freed the slot under it (PROTOCOL.md §11.7). What was
     /// read may belong to the next message in the slot, so nothing is delivered.
@@ -595,9 +687,94 @@ impl fmt::Display for RecvError {
             ),
             RecvError::Busy => write!(f, "gave up after too many contended retries"),
             RecvError::TimedOut => write!(f, "timed out waiting for a message"),
+            RecvError::IsBlob { message_id, len } => write!(
+                f,
+                "message {message_id} is a blob of {len} bytes: receive it as a blob (nothing \
+                 consumed)"
+            ),
+            RecvError::NotABlob { message_id } => write!(
+                f,
+                "message {message_id} is not a blob: receive it as a message (nothing consumed)"
+            ),
+            RecvError::NotRegistered => write!(
+                f,
+                "in-place blob receives need a registered consumer on a channel that carries blobs"
+            ),
         }
     }
 }
 
 impl core::error::Error for SendError {}
 impl core::error::Error for RecvError {}
+
+/// Why a blob-pool operation failed (PROTOCOL.md §13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobError {
+    /// The segment has no blob pool.
+    NoPool,
+    /// The channel was not created with the `BLOBS` flag.
+    NotABlobChannel {
+        /// The channel.
+        channel: u32,
+    },
+    /// Loans and in-place receives of blocks need a handle registered in the peer table
+    /// (the block's owner is its record).
+    NotRegistered,
+    /// A pool specification with no classes, more than 8, or a class out of range.
+    InvalidSpec,
+    /// No block is that large; nothing was tried.
+    TooLarge {
+        /// Bytes asked for.
+        len: usize,
+        /// The pool's largest block.
+        largest: u64,
+    },
+    /// Every block that could hold `len` bytes is in use.
+    PoolExhausted {
+        /// Bytes asked for.
+        len: usize,
+    },
+    /// A blocking loan's deadline passed with the pool still exhausted.
+    TimedOut,
+    /// The block was reclaimed from this owner (judged dead): a loan can no longer be sent, or
+    /// a received block's bytes may have been overwritten while they were read (§13.6).
+    Revoked,
+}
+
+impl fmt::Display for BlobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            BlobError::NoPool => write!(f, "the segment has no blob pool"),
+            BlobError::NotABlobChannel { channel } => {
+                write!(f, "channel {channel} was not created to carry blobs")
+            }
+            BlobError::NotRegistered => write!(
+                f,
+                "blob loans and receives need a handle registered in the peer table"
+            ),
+            BlobError::InvalidSpec => write!(
+                f,
+                "a blob pool needs 1 to 8 classes of increasing block sizes (multiples of 64, \
+                 64 B to 2 GiB) with 1 to 2^24 blocks each"
+            ),
+            BlobError::TooLarge { len, largest } => write!(
+                f,
+                "a blob of {len} bytes exceeds the pool's largest block ({largest} bytes)"
+            ),
+            BlobError::PoolExhausted { len } => {
+                write!(
+                    f,
+                    "blob pool exhausted: no free block of {len} bytes or more"
+                )
+            }
+            BlobError::TimedOut => write!(f, "timed out waiting for a free blob block"),
+            BlobError::Revoked => write!(
+                f,
+                "the block was reclaimed from this handle (judged dead); its bytes cannot be \
+                 trusted and it was not sent"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for BlobError {}

@@ -111,6 +111,9 @@ pub mod message_flags {
     pub const RUN: u16 = 0x0004;
     /// The slot continues a run.
     pub const RUN_CONT: u16 = 0x0008;
+    /// The payload is a 16-byte reference to a blob-pool block (PROTOCOL.md §13.4); only on
+    /// channels with [`super::channel_flags::BLOBS`].
+    pub const BLOB: u16 = 0x0010;
     /// Bits the protocol owns; a sender may not set them through the ordinary send path.
     pub const PROTOCOL_MASK: u16 = 0x00FF;
     /// Bits left to applications.
@@ -121,8 +124,11 @@ pub mod message_flags {
 pub mod channel_flags {
     /// The channel may carry messages longer than one slot, up to its `max_message_size`.
     pub const RUNS: u32 = 0x1;
+    /// The channel may carry references to blocks of the segment's blob pool (PROTOCOL.md
+    /// §13.1); the segment must have a pool.
+    pub const BLOBS: u32 = 0x2;
     /// Every bit a version-1 client knows.
-    pub const KNOWN: u32 = RUNS;
+    pub const KNOWN: u32 = RUNS | BLOBS;
 }
 
 /// Bits of [`PeerRecord::intent_flags`] (PROTOCOL.md §12.5).
@@ -199,8 +205,13 @@ pub struct HeaderFields {
     pub peer_table_offset: u64,
     /// Extension (offset 56): records in the peer table; 0 = [`PEER_RECORDS`] (§11.1).
     pub peer_records: u32,
-    /// Extension (offsets 60..128): zero in version 1.
-    pub extension: [u8; 68],
+    /// Extension (offsets 60..64): zero in version 1.
+    pub reserved_60: u32,
+    /// Extension (offset 64): offset of the blob pool (PROTOCOL.md §13); 0 = no pool.
+    /// Written by the creator before `magic`, never changed.
+    pub blob_pool_offset: u64,
+    /// Extension (offsets 72..128): zero in version 1.
+    pub extension: [u8; 56],
 }
 
 /// One entry of the channel table (PROTOCOL.md §2.3); entry `id` lies at
@@ -403,7 +414,9 @@ const_assert_eq!(core::mem::offset_of!(HeaderFields, creator_pid), 40);
 const_assert_eq!(core::mem::offset_of!(HeaderFields, header_flags), 44);
 const_assert_eq!(core::mem::offset_of!(HeaderFields, peer_table_offset), 48);
 const_assert_eq!(core::mem::offset_of!(HeaderFields, peer_records), 56);
-const_assert_eq!(core::mem::offset_of!(HeaderFields, extension), 60);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, reserved_60), 60);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, blob_pool_offset), 64);
+const_assert_eq!(core::mem::offset_of!(HeaderFields, extension), 72);
 const_assert_eq!(
     core::mem::offset_of!(GlobalHeader, channels),
     CHANNEL_TABLE_OFFSET
@@ -532,8 +545,10 @@ pub struct AtomicHeaderFields {
     pub peer_records: AtomicU32,
     /// Offsets 60..64, zero.
     pub reserved_60: AtomicU32,
-    /// Offsets 64..128, zero.
-    pub extension: Reserved<8>,
+    /// Offset 64: [`HeaderFields::blob_pool_offset`]; read once per attachment.
+    pub blob_pool_offset: AtomicU64,
+    /// Offsets 72..128, zero.
+    pub extension: Reserved<7>,
 }
 
 debug_live_fields!(AtomicHeaderFields {
@@ -547,6 +562,7 @@ debug_live_fields!(AtomicHeaderFields {
     header_flags,
     peer_table_offset,
     peer_records,
+    blob_pool_offset,
 });
 
 /// Live view of [`ChannelEntry`]; each field's meaning is documented there. The creator
@@ -753,7 +769,8 @@ mod live_layout_assertions {
     const_assert_eq!(offset_of!(AtomicHeaderFields, peer_table_offset), 48);
     const_assert_eq!(offset_of!(AtomicHeaderFields, peer_records), 56);
     const_assert_eq!(offset_of!(AtomicHeaderFields, reserved_60), 60);
-    const_assert_eq!(offset_of!(AtomicHeaderFields, extension), 64);
+    const_assert_eq!(offset_of!(AtomicHeaderFields, blob_pool_offset), 64);
+    const_assert_eq!(offset_of!(AtomicHeaderFields, extension), 72);
 
     const_assert_eq!(size_of::<AtomicPeerRecord>(), PEER_RECORD_SIZE);
     const_assert_eq!(align_of::<AtomicPeerRecord>(), PEER_RECORD_SIZE);
@@ -817,7 +834,9 @@ impl AtomicHeaderFields {
             header_flags: self.header_flags.load(Relaxed),
             peer_table_offset: self.peer_table_offset.load(Relaxed),
             peer_records: self.peer_records.load(Relaxed),
-            extension: [0; 68],
+            reserved_60: 0,
+            blob_pool_offset: self.blob_pool_offset.load(Relaxed),
+            extension: [0; 56],
         }
     }
 }
@@ -933,6 +952,7 @@ mod loom_constructors {
                 peer_table_offset: AtomicU64::new(0),
                 peer_records: AtomicU32::new(0),
                 reserved_60: AtomicU32::new(0),
+                blob_pool_offset: AtomicU64::new(0),
                 extension: reserved(),
             }
         }

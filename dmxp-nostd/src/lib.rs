@@ -12,6 +12,8 @@
 //! * [`Region`]: the single unsafe boundary, turning a pointer and a length into checked views.
 //! * [`Segment`]: formatting, attaching, and the race-free channel table.
 //! * [`Channel`]: the lock-free ring: send, receive, batches, loans and in-place receives.
+//! * [`blob`]: the blob pool (PROTOCOL.md §13): blocks of any size written and read in place,
+//!   owned by one party at a time through a CAS on each block's tag.
 //! * [`peer`]: the peer table and crash recovery (PROTOCOL.md §11): registering handles,
 //!   intents around claims, and repairing positions left by dead peers.
 //! * [`wait`]: the wait/notify trait used by blocking operations.
@@ -48,6 +50,7 @@ compile_error!(
 #[cfg(test)]
 extern crate std;
 
+pub mod blob;
 pub mod channel;
 pub mod error;
 #[cfg(feature = "test-hooks")]
@@ -64,8 +67,9 @@ pub mod trust;
 pub mod validate;
 pub mod wait;
 
+pub use blob::{BlobPool, BlobPoolSpec, BlobRef};
 pub use channel::{BatchReceived, Channel, Received, RecvGuard, RunParts, SendLoan, SendMeta};
-pub use error::{Corruption, Error, RecvError, SendError};
+pub use error::{BlobError, Corruption, Error, RecvError, SendError};
 pub use layout::MessageMeta;
 pub use payload::{Payload, PayloadMut};
 pub use peer::{Liveness, PeerInfo, PeerRole, PeerSlot, RepairReport};

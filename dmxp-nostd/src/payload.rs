@@ -48,7 +48,7 @@ pub fn store(words: &Words, src: &[u8]) {
 /// Stores `src` into `targets` (of the same length), four words per round: the loop's
 /// counting and branching is paid once per 32 bytes, not once per word.
 #[inline(always)]
-fn store_words(targets: &[AtomicU64], src: &[[u8; 8]]) {
+pub(crate) fn store_words(targets: &[AtomicU64], src: &[[u8; 8]]) {
     let (target_quads, target_rest) = targets.as_chunks::<4>();
     let (src_quads, src_rest) = src.as_chunks::<4>();
     for (quad, bytes) in target_quads.iter().zip(src_quads) {
@@ -63,7 +63,7 @@ fn store_words(targets: &[AtomicU64], src: &[[u8; 8]]) {
 
 /// Loads `sources` into `dst` (of the same length), four words per round.
 #[inline(always)]
-fn load_words(sources: &[AtomicU64], dst: &mut [[u8; 8]]) {
+pub(crate) fn load_words(sources: &[AtomicU64], dst: &mut [[u8; 8]]) {
     let (source_quads, source_rest) = sources.as_chunks::<4>();
     let (dst_quads, dst_rest) = dst.as_chunks_mut::<4>();
     for (quad, bytes) in source_quads.iter().zip(dst_quads) {

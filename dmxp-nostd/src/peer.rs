@@ -330,6 +330,18 @@ pub struct RepairReport {
     pub records_deferred: u32,
     /// Wait counts of dead waiters decremented (PROTOCOL.md §11.9).
     pub waits_given_back: u32,
+    /// Blob-pool blocks of freed records given back to the pool (PROTOCOL.md §13.6, rule 1).
+    pub blocks_reclaimed: u32,
+}
+
+/// What freeing a dead record must do first: give back the blob-pool blocks it owns
+/// (PROTOCOL.md §13.6, rule 1). Called with the record's index while the caller holds the
+/// record; returns the blocks freed.
+pub type BeforeFree<'f> = &'f dyn Fn(usize) -> u32;
+
+/// A [`BeforeFree`] for segments without a blob pool.
+pub fn no_blocks(_record: usize) -> u32 {
+    0
 }
 
 impl RepairReport {
@@ -357,6 +369,26 @@ pub fn repair_channel<W: WaitStrategy, L: Liveness>(
     liveness: &L,
     my_pid: u32,
     my_start_time: u64,
+) -> RepairReport {
+    repair_channel_with(
+        channel,
+        entries,
+        records,
+        liveness,
+        (my_pid, my_start_time),
+        &no_blocks,
+    )
+}
+
+/// [`repair_channel`] that calls `before_free` for each dead record before freeing it (the
+/// segment passes its blob pool's reclaim, PROTOCOL.md §13.6).
+pub fn repair_channel_with<W: WaitStrategy, L: Liveness>(
+    channel: &Channel<'_, W>,
+    entries: &[AtomicChannelEntry],
+    records: &[AtomicPeerRecord],
+    liveness: &L,
+    (my_pid, my_start_time): (u32, u64),
+    before_free: BeforeFree<'_>,
 ) -> RepairReport {
     let mut report = RepairReport::default();
     let mut judged = Judged::new(liveness);
@@ -405,6 +437,7 @@ pub fn repair_channel<W: WaitStrategy, L: Liveness>(
         };
         match done {
             Done::Complete => {
+                report.blocks_reclaimed += before_free(index);
                 if give_back_wait(record, entries) {
                     report.waits_given_back += 1;
                 }
@@ -456,6 +489,17 @@ pub fn free_dead_records<L: Liveness>(
     liveness: &L,
     my_pid: u32,
 ) -> RepairReport {
+    free_dead_records_with(entries, records, liveness, my_pid, &no_blocks)
+}
+
+/// [`free_dead_records`] that calls `before_free` for each dead record before freeing it.
+pub fn free_dead_records_with<L: Liveness>(
+    entries: &[AtomicChannelEntry],
+    records: &[AtomicPeerRecord],
+    liveness: &L,
+    my_pid: u32,
+    before_free: BeforeFree<'_>,
+) -> RepairReport {
     let mut judged = Judged::new(liveness);
     let mut report = RepairReport::default();
     for (index, record) in records.iter().enumerate() {
@@ -476,6 +520,7 @@ pub fn free_dead_records<L: Liveness>(
             record.pid.store(pid, Release);
             continue;
         }
+        report.blocks_reclaimed += before_free(index);
         if give_back_wait(record, entries) {
             report.waits_given_back += 1;
         }

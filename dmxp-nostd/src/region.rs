@@ -5,6 +5,7 @@
 //! shared references only to types made entirely of atomics ([`SharedView`]). No plain `&[u8]`
 //! or `&T` of plain data over peer-writable memory is ever created.
 
+use crate::blob::{AtomicBlobClass, AtomicBlockHeader, AtomicPoolHeader};
 use crate::error::Error;
 use crate::layout::{
     AtomicChannelEntry, AtomicHeaderFields, AtomicPeerRecord, AtomicSlot, SEGMENT_ALIGN,
@@ -13,6 +14,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ptr::NonNull;
+use core::sync::atomic::AtomicU64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Types that may be viewed in place in shared memory.
@@ -31,6 +33,15 @@ unsafe impl SharedView for AtomicChannelEntry {}
 unsafe impl SharedView for AtomicSlot {}
 // SAFETY: as above.
 unsafe impl SharedView for AtomicPeerRecord {}
+// SAFETY: as above (blob.rs: the pool descriptor, class descriptors and block headers).
+unsafe impl SharedView for AtomicPoolHeader {}
+// SAFETY: as above.
+unsafe impl SharedView for AtomicBlobClass {}
+// SAFETY: as above.
+unsafe impl SharedView for AtomicBlockHeader {}
+// SAFETY: an atomic word is an UnsafeCell, and every bit pattern is a valid u64 (zerocopy's
+// FromBytes). Blob-pool blocks are viewed as slices of these.
+unsafe impl SharedView for AtomicU64 {}
 
 /// Memory that holds a segment for as long as the value lives: a mapping from a backend, an
 /// owned buffer. Backends implement it so the std facade can be generic over them.

@@ -11,6 +11,11 @@
 //!   cursors, stores `capacity` with release, then `state = READY`. Readers that test
 //!   `capacity != 0` (as the seed's clients do) never see a half-made channel.
 
+#[cfg(not(loom))]
+use crate::blob::{
+    check_pool_offset, validate_pool, BlobPool, BlobPoolSpec, PoolDescriptor, PoolGeometry,
+    PoolPlan, MAX_BLOB_CLASSES, POOL_HEADER_SIZE, POOL_PAGE,
+};
 use crate::channel::Channel;
 use crate::error::{Corruption, Error};
 use crate::layout::{
@@ -85,6 +90,9 @@ pub struct Segment<'a, W: WaitStrategy = SpinWait> {
     /// Records of the peer table, read once at attach (PROTOCOL.md §11.1): a peer that rewrites
     /// `peer_records` later cannot make this attachment reach past the table it validated.
     peer_records: usize,
+    /// The blob pool's geometry, validated once at attach (PROTOCOL.md §13.2).
+    #[cfg(not(loom))]
+    pool: Option<PoolGeometry>,
     wait: W,
 }
 
@@ -114,9 +122,35 @@ pub struct FormatOptions {
     /// [`crate::layout::MAX_PEER_RECORDS`]. One record per producer or consumer handle
     /// (clones included) of every process that uses the segment at once.
     pub peer_records: u32,
+    /// The blob pool to carve (PROTOCOL.md §13), or `None` for a segment without one.
+    #[cfg(not(loom))]
+    pub blob_pool: Option<BlobPoolSpec>,
 }
 
 impl FormatOptions {
+    /// These options with a blob pool of `spec`'s classes (PROTOCOL.md §13).
+    ///
+    /// ```
+    /// use dmxp_nostd::layout::HEADER_SIZE;
+    /// use dmxp_nostd::{AlignedBlock, BlobPoolSpec, FormatOptions, Region, Segment};
+    /// use zerocopy::IntoBytes;
+    ///
+    /// let spec = BlobPoolSpec::new().with_class(4096, 16);
+    /// let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(1 << 20)];
+    /// let options = FormatOptions::default().with_blob_pool(spec);
+    /// let segment = Segment::format_with(Region::new(memory.as_mut_bytes())?, 1, options)?;
+    /// let pool = segment.blob_pool().expect("formatted with a pool");
+    /// assert_eq!(pool.largest_block(), 4096);
+    /// assert_eq!(pool.stats()[0].free, 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(not(loom))]
+    #[must_use]
+    pub const fn with_blob_pool(mut self, spec: BlobPoolSpec) -> Self {
+        self.blob_pool = Some(spec);
+        self
+    }
+
     /// These options with a peer table of `records` records (0 = the default 256).
     #[must_use]
     pub const fn with_peer_records(mut self, records: u32) -> Self {
@@ -126,12 +160,38 @@ impl FormatOptions {
 
     /// [`Error::InvalidPeerRecords`] for a record count no segment may hold.
     pub fn check(&self) -> Result<(), Error> {
+        #[cfg(not(loom))]
+        if let Some(spec) = &self.blob_pool {
+            spec.check().map_err(|_| Error::InvalidBlobPool)?;
+        }
         match peer_records_of(self.peer_records) {
             Some(_) => Ok(()),
             None => Err(Error::InvalidPeerRecords {
                 requested: self.peer_records,
             }),
         }
+    }
+
+    /// Where the blob pool goes in a fresh segment of `len` bytes: after the header, on a
+    /// 4,096-byte boundary. [`Error::OutOfSpace`] when it does not fit.
+    #[cfg(not(loom))]
+    fn pool_plan(&self, len: u64) -> Result<Option<PoolPlan>, Error> {
+        let Some(spec) = &self.blob_pool else {
+            return Ok(None);
+        };
+        let start = (HEADER_SIZE as u64).next_multiple_of(POOL_PAGE);
+        let too_big = Error::OutOfSpace {
+            needed: u64::MAX,
+            available: len.saturating_sub(start),
+        };
+        let plan = spec.plan(start).ok_or(too_big)?;
+        if start + plan.len > len {
+            return Err(Error::OutOfSpace {
+                needed: plan.len,
+                available: len.saturating_sub(start),
+            });
+        }
+        Ok(Some(plan))
     }
 }
 
@@ -151,9 +211,19 @@ pub struct ChannelOptions {
     /// messages, as every channel was before runs; more makes a channel that carries runs
     /// (PROTOCOL.md §12), which needs at most `capacity × 960` and less than 2³².
     pub max_message_size: usize,
+    /// Whether the channel may carry references to blob-pool blocks (entry flag `BLOBS`,
+    /// PROTOCOL.md §13.1); the segment must have a pool.
+    pub blobs: bool,
 }
 
 impl ChannelOptions {
+    /// These options for a channel that carries blobs.
+    #[must_use]
+    pub const fn with_blobs(mut self) -> Self {
+        self.blobs = true;
+        self
+    }
+
     /// These options with a message size limit of `bytes`.
     #[must_use]
     pub const fn with_max_message_size(mut self, bytes: usize) -> Self {
@@ -165,6 +235,17 @@ impl ChannelOptions {
     /// limit.
     pub fn check(&self, capacity: u64) -> Result<(), Error> {
         self.entry_value(capacity).map(|_| ())
+    }
+
+    /// The entry's `flags` for these options and the `max_message_size` they give.
+    fn entry_flags(&self, max_message_size: u32) -> u32 {
+        let runs = if max_message_size != 0 {
+            channel_flags::RUNS
+        } else {
+            0
+        };
+        let blobs = if self.blobs { channel_flags::BLOBS } else { 0 };
+        runs | blobs
     }
 
     /// The entry's `max_message_size` for these options: 0 for single-slot channels.
@@ -247,6 +328,7 @@ impl<'a> Segment<'a, SpinWait> {
         options: FormatOptions,
     ) -> Result<Self, Error> {
         options.check()?;
+        options.pool_plan(region.len() as u64)?;
         let (fields, entries) = Self::header_views(region)?;
         if fields.magic.load(Acquire) != 0 {
             return Err(Error::AlreadyFormatted);
@@ -270,6 +352,7 @@ impl<'a> Segment<'a, SpinWait> {
         options: FormatOptions,
     ) -> Result<Self, Error> {
         options.check()?;
+        options.pool_plan(region.len() as u64)?;
         let (fields, entries) = Self::header_views(region)?;
         let previous = match Self::abandoned_by(region, liveness)? {
             Abandonment::Abandoned { creator_pid } => creator_pid,
@@ -341,9 +424,58 @@ impl<'a> Segment<'a, SpinWait> {
         fields.segment_size.store(len, Relaxed);
         fields.band_cursor.store(HEADER_SIZE as u64, Relaxed);
         fields.peer_records.store(options.peer_records, Relaxed);
+        // Checked by the caller before anything was written.
+        let plan = options.pool_plan(len).ok().flatten();
+        let pool = plan.and_then(|plan| Self::write_pool(region, fields, &plan));
         fields.magic.store(MAGIC, Release);
         let records = peer_records_of(options.peer_records).unwrap_or(PEER_RECORDS);
-        Self::from_parts(fields, entries, Bands { region }, len, records, SpinWait)
+        let mut segment =
+            Self::from_parts(fields, entries, Bands { region }, len, records, SpinWait);
+        segment.pool = pool;
+        segment
+    }
+
+    /// Writes the pool of `plan` and records it in the header (the band cursor moves past
+    /// it), before `magic` is stored. Returns its geometry.
+    fn write_pool(
+        region: Region<'a>,
+        fields: &AtomicHeaderFields,
+        plan: &PoolPlan,
+    ) -> Option<PoolGeometry> {
+        let header = region.view(usize::try_from(plan.start).ok()?)?;
+        let classes = region.view_slice(
+            usize::try_from(plan.start).ok()? + POOL_HEADER_SIZE,
+            MAX_BLOB_CLASSES,
+        )?;
+        plan.write(header, classes, |i| {
+            let class = plan.classes.get(i)?;
+            region.view_slice(
+                usize::try_from(class.headers_offset).ok()?,
+                class.class.block_count as usize,
+            )
+        });
+        fields.blob_pool_offset.store(plan.start, Relaxed);
+        fields.band_cursor.store(plan.start + plan.len, Relaxed);
+        Self::read_pool(region, plan.start, region.len() as u64).ok()
+    }
+
+    /// Validates the pool at `offset` (PROTOCOL.md §13.2).
+    fn read_pool(region: Region<'a>, offset: u64, len: u64) -> Result<PoolGeometry, Error> {
+        check_pool_offset(offset, len)?;
+        let at = offset as usize;
+        let out_of_range = Corruption::BlobPoolOutOfRange {
+            found: offset,
+            segment_len: len,
+        };
+        let header = region.view(at).ok_or(out_of_range)?;
+        let classes = region
+            .view_slice(at + POOL_HEADER_SIZE, MAX_BLOB_CLASSES)
+            .ok_or(out_of_range)?;
+        Ok(validate_pool(
+            &PoolDescriptor::read(header, classes),
+            offset,
+            len,
+        )?)
     }
 
     /// Attaches to a formatted segment after validating its header. `Error::NotReady` means
@@ -356,14 +488,14 @@ impl<'a> Segment<'a, SpinWait> {
         let len = validate_header(&header, region.len() as u64)?;
         // Validated with the rest of the header just above.
         let records = peer_records_of(header.peer_records).unwrap_or(PEER_RECORDS);
-        Ok(Self::from_parts(
-            fields,
-            entries,
-            Bands { region },
-            len,
-            records,
-            SpinWait,
-        ))
+        let pool = match header.blob_pool_offset {
+            0 => None,
+            offset => Some(Self::read_pool(region, offset, len)?),
+        };
+        let mut segment =
+            Self::from_parts(fields, entries, Bands { region }, len, records, SpinWait);
+        segment.pool = pool;
+        Ok(segment)
     }
 
     fn header_views(
@@ -422,6 +554,8 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             bands,
             len,
             peer_records,
+            #[cfg(not(loom))]
+            pool: None,
             wait,
         }
     }
@@ -435,9 +569,17 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             bands,
             len,
             peer_records,
+            #[cfg(not(loom))]
+            pool,
             ..
         } = self;
-        Segment::from_parts(fields, entries, bands, len, peer_records, wait)
+        #[allow(unused_mut)]
+        let mut segment = Segment::from_parts(fields, entries, bands, len, peer_records, wait);
+        #[cfg(not(loom))]
+        {
+            segment.pool = pool;
+        }
+        segment
     }
 
     /// Records in this segment's peer table (PROTOCOL.md §11.1), as read when it was attached
@@ -445,6 +587,14 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
     #[must_use]
     pub fn peer_records(&self) -> usize {
         self.peer_records
+    }
+
+    /// The segment's blob pool (PROTOCOL.md §13), validated when the segment was attached or
+    /// formatted; `None` when it has none.
+    #[cfg(not(loom))]
+    #[must_use]
+    pub fn blob_pool(&self) -> Option<BlobPool<'a>> {
+        BlobPool::new(&self.bands.region, self.pool?)
     }
 
     /// The validated segment length.
@@ -537,7 +687,16 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
                 band_len: band_len(geometry.capacity).unwrap_or(u64::MAX),
                 segment_len: self.len,
             })?;
-        Ok(Channel::new(geometry, entry, slots, self.wait.clone()))
+        #[allow(unused_mut)]
+        let mut channel = Channel::new(geometry, entry, slots, self.wait.clone());
+        #[cfg(not(loom))]
+        if geometry.carries_blobs {
+            let pool = self.blob_pool().ok_or(Corruption::BlobsWithoutPool {
+                channel: geometry.id,
+            })?;
+            channel = channel.with_blob_pool(pool);
+        }
+        Ok(channel)
     }
 
     /// Opens a created channel after validating its entry and band.
@@ -576,7 +735,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
     ///
     /// let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(2 << 20)];
     /// let segment = Segment::format(Region::new(memory.as_mut_bytes())?, 1)?;
-    /// let options = ChannelOptions { max_message_size: 64 << 10 };
+    /// let options = ChannelOptions::default().with_max_message_size(64 << 10);
     /// let (channel, _) = segment.open_or_create_channel_with(0, 256, 1, options)?;
     /// assert_eq!(channel.max_message_size(), 64 << 10);
     /// channel.try_send(&vec![7u8; 5_000], &SendMeta::default())?;
@@ -595,6 +754,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             return Err(Error::InvalidCapacity { capacity });
         }
         let max_message_size = options.entry_value(capacity)?;
+        let flags = options.entry_flags(max_message_size);
         let entry = self.entry(id)?;
         if entry.capacity.load(Acquire) != 0 {
             return Ok((self.open_channel(id)?, Opened::Existing));
@@ -617,7 +777,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         }
         // Recorded at once so that a creator dying mid-creation can be identified.
         entry.creator_pid.store(creator_pid, Release);
-        self.create_claimed(id, entry, capacity, max_message_size, creator_pid)
+        self.create_claimed(id, entry, capacity, (max_message_size, flags), creator_pid)
             .map(|channel| (channel, Opened::Created))
     }
 
@@ -628,10 +788,10 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         id: u32,
         entry: &'a AtomicChannelEntry,
         capacity: u64,
-        max_message_size: u32,
+        options: (u32, u32),
         creator_pid: u32,
     ) -> Result<Channel<'a, W>, Error> {
-        self.initialise_channel(id, entry, capacity, max_message_size, creator_pid)
+        self.initialise_channel(id, entry, capacity, options, creator_pid)
             .inspect_err(|_| entry.state.store(channel_state::EMPTY, Release))
     }
 
@@ -680,6 +840,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             return Err(Error::InvalidCapacity { capacity });
         }
         let max_message_size = options.entry_value(capacity)?;
+        let flags = options.entry_flags(max_message_size);
         let entry = self.entry(id)?;
         let previous = match self.channel_creator(id)? {
             Some(previous) => previous,
@@ -703,7 +864,7 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         if entry.capacity.load(Acquire) != 0 {
             return self.open_channel(id);
         }
-        self.create_claimed(id, entry, capacity, max_message_size, creator_pid)
+        self.create_claimed(id, entry, capacity, (max_message_size, flags), creator_pid)
     }
 
     /// Like [`Self::open_or_create_channel`] but fails with the existing channel's id if it
@@ -729,15 +890,20 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         id: u32,
         entry: &'a AtomicChannelEntry,
         capacity: u64,
-        max_message_size: u32,
+        (max_message_size, flags): (u32, u32),
         creator_pid: u32,
     ) -> Result<Channel<'a, W>, Error> {
+        #[cfg(not(loom))]
+        if flags & channel_flags::BLOBS != 0 && self.pool.is_none() {
+            return Err(Error::Blob(crate::error::BlobError::NoPool));
+        }
         let band_offset = self.reserve_band(capacity)?;
         let geometry = ChannelGeometry {
             id,
             capacity,
             band_offset,
             max_message_size,
+            carries_blobs: flags & channel_flags::BLOBS != 0,
         };
         // A scribbled cursor could point into a live band or the peer table; never zero
         // another channel's slots or the records of live peers.
@@ -757,11 +923,6 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
             slot.sequence.store(position, Relaxed);
         }
         entry.channel_id.store(id, Relaxed);
-        let flags = if max_message_size != 0 {
-            channel_flags::RUNS
-        } else {
-            0
-        };
         entry.flags.store(flags, Relaxed);
         entry.max_message_size.store(max_message_size, Relaxed);
         entry.band_offset.store(band_offset, Relaxed);
@@ -1029,14 +1190,16 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         if !ours {
             return Err(Error::ChannelNotFound { id });
         }
+        let pool = self.blob_pool();
+        let reclaim = |record: usize| pool.map_or(0, |pool| pool.reclaim_owner(record));
         Ok(match self.peer_table()? {
-            Some(table) => peer::repair_channel(
+            Some(table) => peer::repair_channel_with(
                 channel,
                 self.entries,
                 table,
                 liveness,
-                my_pid,
-                my_start_time,
+                (my_pid, my_start_time),
+                &reclaim,
             ),
             None => RepairReport::default(),
         })
@@ -1052,10 +1215,46 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         liveness: &L,
         my_pid: u32,
     ) -> Result<RepairReport, Error> {
+        let pool = self.blob_pool();
+        let reclaim = |record: usize| pool.map_or(0, |pool| pool.reclaim_owner(record));
         Ok(match self.peer_table()? {
-            Some(table) => peer::free_dead_records(self.entries, table, liveness, my_pid),
+            Some(table) => {
+                peer::free_dead_records_with(self.entries, table, liveness, my_pid, &reclaim)
+            }
             None => RepairReport::default(),
         })
+    }
+
+    /// Frees the blob-pool blocks nobody will free (PROTOCOL.md §13.6): rule 2, blocks whose
+    /// owner record is free; rule 3, queued blocks whose message has left its ring. Dead
+    /// owners' blocks (rule 1) are freed with their records by [`Self::free_dead_records`].
+    /// Returns the blocks freed (0 without a pool). One pass over the pool, bounded.
+    pub fn reclaim_blobs(&self) -> Result<u32, Error> {
+        let Some(pool) = self.blob_pool() else {
+            return Ok(0);
+        };
+        let table = self.peer_table()?;
+        let leaked = pool.reclaim_leaked(|record| {
+            let record = table?.get(record)?;
+            Some(record.pid.load(Acquire))
+        });
+        let queued = pool.reclaim_queued(|channel, position| {
+            let Ok(channel) = self.open_channel(channel) else {
+                // A scribbled channel id: nothing can take the block.
+                return channel as usize >= MAX_CHANNELS;
+            };
+            channel.position_freed(position)
+        });
+        let freed = leaked + queued;
+        if freed != 0 {
+            let (word, waiters) = pool.free_words();
+            crate::sync::fence(Ordering::SeqCst);
+            if waiters.load(Relaxed) != 0 {
+                word.fetch_add(1, Release);
+                self.wait.wake_all(word);
+            }
+        }
+        Ok(freed)
     }
 }
 

@@ -27,6 +27,9 @@ pub struct ChannelGeometry {
     /// The largest message the channel takes when it carries runs (PROTOCOL.md §12.1):
     /// above 960 and at most `capacity × 960`; 0 for a channel of single-slot messages.
     pub max_message_size: u32,
+    /// Whether the channel may carry references to blob-pool blocks (entry flag
+    /// [`channel_flags::BLOBS`], PROTOCOL.md §13.1).
+    pub carries_blobs: bool,
 }
 
 impl ChannelGeometry {
@@ -93,6 +96,8 @@ pub struct SegmentInfo {
     pub segment_len: u64,
     /// Every created channel, in id order.
     pub channels: heapless::Vec<ChannelInfo, MAX_CHANNELS>,
+    /// The blob pool (PROTOCOL.md §13), when the header names one.
+    pub blob_pool: Option<crate::blob::PoolGeometry>,
 }
 
 /// Checks the header fields against the bytes actually available and returns the segment
@@ -297,6 +302,7 @@ pub fn validate_entry(
         capacity,
         band_offset,
         max_message_size,
+        carries_blobs: entry.flags & channel_flags::BLOBS != 0,
     }))
 }
 
@@ -363,9 +369,37 @@ pub fn parse_segment(bytes: &[u8]) -> Result<SegmentInfo, Error> {
         let records = peer_records_of(header.peer_records).unwrap_or(PEER_RECORDS);
         check_peer_table_bands(header.peer_table_offset, records, &bands)?;
     }
+    let blob_pool = match header.blob_pool_offset {
+        0 => None,
+        offset => {
+            crate::blob::check_pool_offset(offset, segment_len)?;
+            // Inside `segment_len`, which is at most the bytes given.
+            let descriptor = bytes
+                .get(offset as usize..)
+                .and_then(crate::blob::PoolDescriptor::from_bytes)
+                .ok_or(Corruption::BlobPoolOutOfRange {
+                    found: offset,
+                    segment_len,
+                })?;
+            Some(crate::blob::validate_pool(
+                &descriptor,
+                offset,
+                segment_len,
+            )?)
+        }
+    };
+    if let Some(channel) = bands.iter().find(|g| g.carries_blobs) {
+        if blob_pool.is_none() {
+            return Err(Corruption::BlobsWithoutPool {
+                channel: channel.id,
+            }
+            .into());
+        }
+    }
     Ok(SegmentInfo {
         header,
         segment_len,
         channels,
+        blob_pool,
     })
 }

@@ -393,11 +393,11 @@ fn the_entry_checks_refuse_unknown_flags_and_impossible_limits() {
     let cases: [(&str, u32, u32, Corruption); 5] = [
         (
             "unknown flag",
-            0x3,
+            0x5,
             4_000,
             Corruption::UnknownChannelFlags {
                 channel: 0,
-                found: 0x3,
+                found: 0x5,
             },
         ),
         (

@@ -441,7 +441,9 @@ fn header_fields(bytes: &[u8]) -> Option<HeaderFields> {
         header_flags: u32_at(bytes, 44),
         peer_table_offset: u64_at(bytes, 48),
         peer_records: u32_at(bytes, 56),
-        extension: [0; 68],
+        reserved_60: 0,
+        blob_pool_offset: u64_at(bytes, 64),
+        extension: [0; 56],
     })
 }
 

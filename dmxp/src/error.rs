@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 
-use dmxp_nostd::{Error as CoreError, RecvError, SendError};
+use dmxp_nostd::{BlobError, Error as CoreError, RecvError, SendError};
 
 /// What went wrong, without the prose. Match on this; print the [`Error`].
 #[non_exhaustive]
@@ -116,6 +116,19 @@ pub enum ErrorKind {
         /// The position of the message consumed.
         message_id: u64,
     },
+    /// Every blob-pool block that could hold `len` bytes is in use (a non-blocking
+    /// [`Producer::loan_blob`](crate::Producer::loan_blob)); blocks come back as consumers
+    /// release them.
+    PoolExhausted {
+        /// Bytes asked for.
+        len: usize,
+    },
+    /// The segment has no blob pool, or the channel was not created to carry blobs
+    /// ([`crate::ChannelBuilder::with_blob_pool`]).
+    NoBlobPool,
+    /// A blob operation needs a handle registered in the peer table (the block's owner is
+    /// its record), and this one could not register (the table is full).
+    NotRegistered,
 }
 
 /// The facade's error: a kind, a one-line message, and the underlying OS error if any.
@@ -183,7 +196,9 @@ impl Error {
             | CoreError::InvalidCapacity { .. }
             | CoreError::InvalidMaxMessageSize { .. }
             | CoreError::InvalidPid
+            | CoreError::InvalidBlobPool
             | CoreError::InvalidPeerRecords { .. } => ErrorKind::InvalidInput,
+            CoreError::Blob(e) => Self::blob_kind(e),
         };
         let message = match error {
             CoreError::ChannelBeingCreated { id } => {
@@ -195,6 +210,29 @@ impl Error {
             other => format!("{segment}: {other}"),
         };
         Self::new(kind, message)
+    }
+
+    fn blob_kind(error: BlobError) -> ErrorKind {
+        match error {
+            BlobError::NoPool | BlobError::NotABlobChannel { .. } => ErrorKind::NoBlobPool,
+            BlobError::NotRegistered => ErrorKind::NotRegistered,
+            BlobError::InvalidSpec => ErrorKind::InvalidInput,
+            BlobError::TooLarge { len, largest } => ErrorKind::TooLarge {
+                len,
+                limit: usize::try_from(largest).unwrap_or(usize::MAX),
+            },
+            BlobError::PoolExhausted { len } => ErrorKind::PoolExhausted { len },
+            BlobError::TimedOut => ErrorKind::Timeout,
+            BlobError::Revoked => ErrorKind::Revoked { message_id: 0 },
+        }
+    }
+
+    /// A blob-pool error on `channel`.
+    pub(crate) fn from_blob(error: BlobError, channel: u32) -> Self {
+        Self::new(
+            Self::blob_kind(error),
+            format!("channel {channel}: {error}"),
+        )
     }
 
     pub(crate) fn from_send(error: SendError, channel: u32) -> Self {
@@ -275,6 +313,21 @@ impl Error {
                      repair before this consumer freed it; nothing delivered"
                 ),
             ),
+            RecvError::IsBlob { len, .. } => Self::new(
+                ErrorKind::BufferTooSmall {
+                    needed: len,
+                    available: 0,
+                },
+                format!("channel {channel}: {error}"),
+            ),
+            RecvError::NotABlob { .. } => Self::new(
+                ErrorKind::InvalidInput,
+                format!("channel {channel}: {error}"),
+            ),
+            RecvError::NotRegistered => Self::new(
+                ErrorKind::NotRegistered,
+                format!("channel {channel}: {error}"),
+            ),
         })
     }
 
@@ -305,6 +358,8 @@ impl Error {
             ErrorKind::RunsNotSupported { .. } => io::ErrorKind::Unsupported,
             ErrorKind::Truncated { .. } => io::ErrorKind::InvalidData,
             ErrorKind::Untrusted { .. } => io::ErrorKind::PermissionDenied,
+            ErrorKind::PoolExhausted { .. } => io::ErrorKind::WouldBlock,
+            ErrorKind::NoBlobPool | ErrorKind::NotRegistered => io::ErrorKind::Unsupported,
         }
     }
 }

@@ -275,6 +275,35 @@ fn check_corruption(bytes: &[u8], corruption: &Corruption) {
     }
     use Corruption::*;
     match *corruption {
+        BlobPoolOutOfRange { found, segment_len } => {
+            assert_eq!(found, read_u64(bytes, 64));
+            assert!(
+                found % 64 != 0
+                    || found < HEADER_SIZE as u64
+                    || found + dmxp_nostd::blob::POOL_DESCRIPTOR_AREA as u64 > segment_len
+            );
+        }
+        BlobPoolBadMagic { found } => {
+            let at = read_u64(bytes, 64) as usize;
+            assert_eq!(found, read_u64(bytes, at));
+            assert_ne!(found, dmxp_nostd::blob::POOL_MAGIC);
+        }
+        BlobPoolBadGeometry {
+            class_count,
+            pool_len,
+        } => {
+            let at = read_u64(bytes, 64) as usize;
+            assert_eq!(class_count, read_u32(bytes, at + 8));
+            assert_eq!(pool_len, read_u64(bytes, at + 16));
+        }
+        BlobClassBad { class } => {
+            let at = read_u64(bytes, 64) as usize;
+            assert!((class as usize) < read_u32(bytes, at + 8) as usize);
+        }
+        BlobsWithoutPool { channel } => {
+            assert_eq!(read_u64(bytes, 64), 0);
+            assert_ne!(raw_entry(bytes, channel).flags & 2, 0);
+        }
         BadMagic { found } => {
             assert_eq!(found, read_u64(bytes, 0));
             assert!(found != 0 && found != MAGIC);

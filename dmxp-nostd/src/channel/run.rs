@@ -47,7 +47,8 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// channel without runs, where those bits are reserved and ignored).
     #[inline(always)]
     pub(super) fn is_run_slot(&self, flags: u16) -> bool {
-        self.geometry.carries_runs() && flags & RUN_BITS != 0
+        (self.geometry.carries_runs() && flags & RUN_BITS != 0)
+            || (self.geometry.carries_blobs && flags & message_flags::BLOB != 0)
     }
 
     // ------------------------------------------------------------------ sending
