@@ -399,6 +399,59 @@ impl ChannelBuilder {
         self
     }
 
+    /// A blob pool of about `bytes` (PROTOCOL.md §13) in a segment this builder creates, split
+    /// over size classes of 4 KiB to 16 MiB blocks ([`BlobPoolSpec::for_bytes`]), and a
+    /// channel this builder creates that carries blobs. Producers then loan blocks
+    /// ([`crate::Producer::loan_blob`]) written in place, and consumers read them in place
+    /// ([`crate::Consumer::receive_blob`]). The segment must be large enough for the pool and
+    /// the rings ([`Self::with_segment_size`]). An existing segment keeps the pool it was made
+    /// with.
+    ///
+    /// [`BlobPoolSpec::for_bytes`]: crate::BlobPoolSpec::for_bytes
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-blob-pool", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(80 << 20)
+    ///     .with_blob_pool(64 << 20)
+    ///     .build_producer()?;
+    /// assert_eq!(producer.max_blob_size(), 4 << 20);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_blob_pool(self, bytes: u64) -> Self {
+        self.with_blob_classes(crate::BlobPoolSpec::for_bytes(bytes))
+    }
+
+    /// [`Self::with_blob_pool`] with explicit size classes.
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// # let path = std::env::temp_dir().join(format!("dmxp-doc-{}-with-blob-classes", std::process::id()));
+    /// # struct Rm(std::path::PathBuf);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = std::fs::remove_file(&self.0); } }
+    /// # let _rm = Rm(path.clone());
+    /// let classes = dmxp::BlobPoolSpec::new().with_class(64 << 10, 32).with_class(4 << 20, 4);
+    /// let producer = dmxp::ChannelBuilder::new()
+    ///     .with_file(&path)
+    ///     .with_segment_size(32 << 20)
+    ///     .with_blob_classes(classes)
+    ///     .build_producer()?;
+    /// assert_eq!(producer.max_blob_size(), 4 << 20);
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_blob_classes(mut self, spec: crate::BlobPoolSpec) -> Self {
+        self.format = self.format.with_blob_pool(spec);
+        self.channel_options = self.channel_options.with_blobs();
+        self
+    }
+
     /// Mode bits of a segment this builder creates (default `0o600`, owner only), applied
     /// exactly whatever the umask. Bits outside `0o777` make creation fail (`InvalidInput`).
     ///

@@ -163,7 +163,12 @@ impl Consumer {
         }
     }
 
-    fn channel(&self) -> &FutexChannel<'_> {
+    /// The handle's registration and mapping.
+    pub(crate) fn cell(&self) -> &HandleCell {
+        &self.cell
+    }
+
+    pub(crate) fn channel(&self) -> &FutexChannel<'_> {
         self.cell.channel()
     }
 
@@ -219,13 +224,13 @@ impl Consumer {
 
     /// After a receive found nothing: repairs the channel if a dead producer has held the
     /// position at `head` for the grace period. True when something was repaired (try again).
-    fn repair_if_stuck(&self) -> bool {
+    pub(crate) fn repair_if_stuck(&self) -> bool {
         self.cell.repair_if_stuck(&self.stuck, PeerRole::Producer)
     }
 
     /// One wait for a message until `deadline` (sooner while watching a stuck position);
     /// `Err(Empty)` once the deadline has passed.
-    fn wait(&self, deadline: Option<Instant>) -> std::result::Result<(), RecvError> {
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> std::result::Result<(), RecvError> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(RecvError::Empty);
         }
@@ -265,7 +270,7 @@ impl Consumer {
     /// Runs `attempt` until it gives a message, finds the ring empty, or fails; lost and
     /// corrupt messages are counted and skipped.
     #[inline(always)]
-    fn skipping<T>(
+    pub(crate) fn skipping<T>(
         &self,
         mut attempt: impl FnMut() -> std::result::Result<T, RecvError>,
     ) -> Result<Option<T>> {
@@ -621,13 +626,16 @@ impl Consumer {
             Err(RecvError::Empty | RecvError::Pending { .. }) => Ok(0),
             // A message longer than one slot at the head: batches carry single slots, so it
             // is delivered alone (PROTOCOL.md §12.4).
-            Err(RecvError::BufferTooSmall { .. }) => Ok(match self.receive_with_meta()? {
-                Some(message) => {
-                    deliver(&message.meta, &message.payload);
-                    1
-                }
-                None => 0,
-            }),
+            // A blob at the head is delivered alone too, copied (PROTOCOL.md §13.5).
+            Err(RecvError::BufferTooSmall { .. } | RecvError::IsBlob { .. }) => {
+                Ok(match self.receive_with_meta()? {
+                    Some(message) => {
+                        deliver(&message.meta, &message.payload);
+                        1
+                    }
+                    None => 0,
+                })
+            }
             Err(e) => Err(Error::from_recv(e, self.channel_id())
                 .unwrap_or_else(|| Error::new(ErrorKind::Busy, "receive failed"))),
         }
@@ -1008,8 +1016,9 @@ fn try_recv_owned(channel: &FutexChannel<'_>) -> std::result::Result<Message, Re
             meta: r.meta,
             payload: buf[..r.len].to_vec(),
         }),
-        Err(RecvError::BufferTooSmall { .. }) => {
-            let mut payload = vec![0u8; channel.max_message_size()];
+        // A run (up to the channel's limit) or a blob (up to the pool's largest block).
+        Err(RecvError::BufferTooSmall { needed, .. }) => {
+            let mut payload = vec![0u8; needed.max(channel.max_message_size())];
             let r = channel.try_recv(&mut payload)?;
             payload.truncate(r.len);
             Ok(Message {

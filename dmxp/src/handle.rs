@@ -116,6 +116,18 @@ impl HandleCell {
         self.borrow_dependent().slot.is_some()
     }
 
+    /// Frees the blob-pool blocks nobody will free (PROTOCOL.md §13.6): the dead peers'
+    /// (with their records) first, then leaked and orphaned ones. Returns the blocks freed.
+    pub fn reclaim_blobs(&self) -> u32 {
+        let Ok(segment) = Segment::attach(self.borrow_owner().cell.borrow_owner().region()) else {
+            return 0;
+        };
+        let dead = segment
+            .free_dead_records(&ProcLiveness, std::process::id())
+            .map_or(0, |report| report.blocks_reclaimed);
+        dead + segment.reclaim_blobs().unwrap_or(0)
+    }
+
     /// Whether a peer has shrunk the segment under this mapping (`fstat`, for backends whose
     /// memory can shrink). Called before and after every sleep of a blocking call: touching
     /// the lost pages would raise `SIGBUS`, so a waiting handle reports

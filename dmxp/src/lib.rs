@@ -177,6 +177,7 @@ pub use dmxp_shm as shm;
 mod allocator;
 #[cfg(feature = "tokio")]
 mod async_wait;
+mod blob;
 mod builder;
 pub mod cleanup;
 mod consumer;
@@ -203,6 +204,7 @@ pub use allocator::{ChannelHandle, SharedMemoryAllocator};
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use async_wait::{AsyncWakeup, MessageStream, POLL_INTERVAL};
+pub use blob::{BlobBytes, BlobBytesMut, BlobLoan, BlobMessage, BlobPoolSpec, ClassStats};
 pub use builder::{ChannelBuilder, DEFAULT_CAPACITY};
 pub use consumer::{Consumer, InPlace, Iter, Message, ReceiveStats, TryIter};
 pub use error::{Error, ErrorKind, Result};

@@ -117,7 +117,12 @@ impl Producer {
         self
     }
 
-    fn channel(&self) -> &FutexChannel<'_> {
+    /// The handle's registration and mapping.
+    pub(crate) fn cell(&self) -> &HandleCell {
+        &self.cell
+    }
+
+    pub(crate) fn channel(&self) -> &FutexChannel<'_> {
         self.cell.channel()
     }
 
@@ -181,7 +186,7 @@ impl Producer {
 
     /// Runs `attempt` until it does not find the ring full; while full, repairs a stuck ring
     /// and waits on the futex until `deadline` (`None`: no deadline).
-    fn sending<T>(
+    pub(crate) fn sending<T>(
         &self,
         deadline: Option<Instant>,
         len: usize,
@@ -215,7 +220,7 @@ impl Producer {
     /// waited, else the core error's.
     ///
     /// [`ErrorKind::Truncated`]: crate::ErrorKind::Truncated
-    fn waiting_error(&self, e: dmxp_nostd::SendError) -> Error {
+    pub(crate) fn waiting_error(&self, e: dmxp_nostd::SendError) -> Error {
         match (e, self.cell.check_size()) {
             (SendError::TimedOut, Err(truncated)) => truncated,
             _ => self.error(e),
@@ -258,7 +263,7 @@ impl Producer {
     }
 
     #[inline(always)]
-    fn meta(&self, message_type: u32, flags: u16) -> SendMeta {
+    pub(crate) fn meta(&self, message_type: u32, flags: u16) -> SendMeta {
         SendMeta {
             message_type,
             flags,
@@ -268,7 +273,7 @@ impl Producer {
         }
     }
 
-    fn error(&self, e: dmxp_nostd::SendError) -> Error {
+    pub(crate) fn error(&self, e: dmxp_nostd::SendError) -> Error {
         Error::from_send(e, self.channel_id())
     }
 
