@@ -52,6 +52,10 @@ struct Args {
     /// check each message's length against them.
     #[arg(long)]
     large: bool,
+    /// Expect blobs (PROTOCOL.md §13) of `pattern::blob_len(index)` bytes, received in place
+    /// and released; the segment gets the pool `pattern::blob_classes()` if this creates it.
+    #[arg(long, conflicts_with = "large")]
+    blob: bool,
 }
 
 fn octal(text: &str) -> Result<u32, String> {
@@ -81,7 +85,10 @@ struct Tally {
 }
 
 fn open(args: &Args, channel: u32) -> dmxp::Result<Consumer> {
-    let builder = segment_builder(args).with_channel_id(channel);
+    let mut builder = segment_builder(args).with_channel_id(channel);
+    if args.blob {
+        builder = builder.with_blob_classes(pattern::blob_classes());
+    }
     let deadline = Instant::now() + Duration::from_secs(args.wait);
     loop {
         match builder.build_consumer() {
@@ -104,6 +111,7 @@ fn receive_all(args: &Args, channel: u32) -> dmxp::Result<Tally> {
     };
     let limit = consumer.max_message_size();
     let large = args.large;
+    let blob = args.blob;
     let mut check = |payload: &[u8], tally: &mut Tally| {
         let now = Instant::now();
         tally.first.get_or_insert(now);
@@ -111,7 +119,8 @@ fn receive_all(args: &Args, channel: u32) -> dmxp::Result<Tally> {
         match pattern::decode(payload) {
             Ok((ch, index))
                 if ch == u64::from(channel)
-                    && (!large || payload.len() == pattern::large_len(index, limit)) =>
+                    && (!large || payload.len() == pattern::large_len(index, limit))
+                    && (!blob || payload.len() == pattern::blob_len(index)) =>
             {
                 if record {
                     tally.received.push(index);
@@ -126,7 +135,24 @@ fn receive_all(args: &Args, channel: u32) -> dmxp::Result<Tally> {
         }
     };
     let idle = args.idle_exit_ms.map(Duration::from_millis);
-    while idle.is_some() || tally.unique < expected {
+    while args.blob && (idle.is_some() || tally.unique < expected) {
+        // In place: the copy is only for the checksum.
+        match consumer.receive_blob_timeout(idle.unwrap_or(Duration::from_secs(args.wait)))? {
+            Some(message) => {
+                check(&message.to_vec(), &mut tally);
+                message.release()?;
+            }
+            None if idle.is_some() => break,
+            None => {
+                eprintln!(
+                    "consumer: channel {channel}: no blob for {}s, giving up",
+                    args.wait
+                );
+                break;
+            }
+        }
+    }
+    while !args.blob && (idle.is_some() || tally.unique < expected) {
         let got = consumer.receive_batch_with(64, |_, payload| check(payload, &mut tally))?;
         if got == 0 {
             match consumer.receive_timeout(idle.unwrap_or(Duration::from_secs(args.wait)))? {

@@ -54,6 +54,11 @@ struct Args {
     /// Default: 262,144 with --large, else 960.
     #[arg(long, value_name = "BYTES")]
     max_message_size: Option<usize>,
+    /// Send blobs (PROTOCOL.md §13): message `index` is `pattern::blob_len(index)` bytes (up to
+    /// 4 MiB), written in place into a block loaned from the pool `pattern::blob_classes()`
+    /// (made if this creates the segment); a loan waits up to --full-wait for a free block.
+    #[arg(long, conflicts_with = "large")]
+    blob: bool,
 }
 
 fn octal(text: &str) -> Result<u32, String> {
@@ -78,6 +83,9 @@ struct Sent {
 }
 
 fn send_all(args: &Args, channel: u32) -> dmxp::Result<Sent> {
+    if args.blob {
+        return send_blobs(args, channel);
+    }
     let producer = segment_builder(args)
         .with_segment_size(args.size)
         .with_channel_id(channel)
@@ -128,6 +136,31 @@ fn send_all(args: &Args, channel: u32) -> dmxp::Result<Sent> {
         channel,
         count: args.messages_per_channel,
         full,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// `--blob`: each message written in place into a loaned block, then committed.
+fn send_blobs(args: &Args, channel: u32) -> dmxp::Result<Sent> {
+    let producer = segment_builder(args)
+        .with_segment_size(args.size)
+        .with_channel_id(channel)
+        .with_capacity(args.capacity)
+        .with_blob_classes(pattern::blob_classes())
+        .build_producer()?;
+    let started = Instant::now();
+    let wait = Duration::from_secs(args.full_wait);
+    for index in args.first_index..args.first_index + args.messages_per_channel {
+        let payload = pattern::encode(channel, index, pattern::blob_len(index));
+        let mut loan = producer.loan_blob_timeout(payload.len(), wait)?;
+        let written = loan.write_at(0, &payload);
+        debug_assert!(written, "a loan holds the length it was asked for");
+        loan.commit()?;
+    }
+    Ok(Sent {
+        channel,
+        count: args.messages_per_channel,
+        full: 0,
         elapsed: started.elapsed(),
     })
 }

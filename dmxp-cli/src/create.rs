@@ -11,7 +11,7 @@ use serde::Serialize;
 use dmxp::SharedMemory;
 use dmxp_nostd::error::Error as CoreError;
 use dmxp_nostd::layout::MAGIC;
-use dmxp_nostd::{ChannelOptions, FormatOptions, Opened, Segment};
+use dmxp_nostd::{BlobPoolSpec, ChannelOptions, FormatOptions, Opened, Segment};
 
 use crate::source::{SegmentArgs, Source};
 use crate::{parse, Outcome};
@@ -38,6 +38,12 @@ pub struct CreateArgs {
     /// 960 (one slot), messages travel as runs of slots: at most capacity x 960 bytes.
     #[arg(long, value_name = "BYTES", value_parser = parse::size, default_value = "960")]
     pub max_message_size: usize,
+    /// Give the segment, if it is created, a blob pool of about BYTES (K/M/G suffixes) for
+    /// zero-copy payloads of any size (PROTOCOL.md §13), split over classes of 4 KiB to
+    /// 16 MiB blocks; and make the channel, if it is created, carry blobs. A segment without a
+    /// pool works as before.
+    #[arg(long, value_name = "BYTES", value_parser = parse::size)]
+    pub blob_pool: Option<usize>,
     /// Succeed if the channel already exists (whatever its capacity and limit).
     #[arg(long)]
     pub exist_ok: bool,
@@ -57,6 +63,10 @@ struct Created {
     channel_created: bool,
     /// Records of the segment's peer table (256 unless it was created with more).
     peer_records: usize,
+    /// Bytes of the segment's blob pool blocks (0: no pool).
+    blob_pool_bytes: u64,
+    /// Whether the channel carries blobs.
+    blobs: bool,
 }
 
 /// Creates the segment exclusively, or attaches to the existing one; says which.
@@ -85,20 +95,26 @@ fn create_or_attach(
 
 pub fn run(args: CreateArgs) -> Result<Outcome> {
     let source = args.segment.source();
-    let options = ChannelOptions::default().with_max_message_size(args.max_message_size);
+    let mut options = ChannelOptions::default().with_max_message_size(args.max_message_size);
     options.check(args.capacity).context("--max-message-size")?;
-    let format = FormatOptions::default().with_peer_records(args.peer_records);
+    let mut format = FormatOptions::default().with_peer_records(args.peer_records);
+    if let Some(bytes) = args.blob_pool {
+        format = format.with_blob_pool(BlobPoolSpec::for_bytes(bytes as u64));
+        options = options.with_blobs();
+    }
     let (memory, segment_created) = create_or_attach(&args.segment, args.size, format)?;
     let segment = Segment::attach(memory.region()).with_context(|| source.to_string())?;
     let pid = std::process::id();
     let deadline = Instant::now() + dmxp::DEFAULT_TIMEOUT;
-    let (capacity, max_message_size, channel_created) = loop {
+    let (capacity, max_message_size, blobs, channel_created) = loop {
         match segment.open_or_create_channel_with(args.channel, args.capacity, pid, options) {
             Ok((channel, Opened::Created)) => {
-                break (channel.capacity(), channel.max_message_size(), true)
+                let blobs = channel.blob_pool().is_some();
+                break (channel.capacity(), channel.max_message_size(), blobs, true);
             }
             Ok((channel, Opened::Existing)) if args.exist_ok => {
-                break (channel.capacity(), channel.max_message_size(), false)
+                let blobs = channel.blob_pool().is_some();
+                break (channel.capacity(), channel.max_message_size(), blobs, false);
             }
             Ok((channel, Opened::Existing)) => bail!(
                 "{source}: {}",
@@ -124,6 +140,14 @@ pub fn run(args: CreateArgs) -> Result<Outcome> {
         max_message_size,
         channel_created,
         peer_records: segment.peer_records(),
+        blob_pool_bytes: segment.blob_pool().map_or(0, |pool| {
+            pool.geometry()
+                .classes()
+                .iter()
+                .map(|c| c.block_size * u64::from(c.block_count))
+                .sum()
+        }),
+        blobs,
     };
     let mut out = io::stdout().lock();
     if args.json {
@@ -138,6 +162,9 @@ pub fn run(args: CreateArgs) -> Result<Outcome> {
                 args.segment.mode(),
                 segment.peer_records()
             )?;
+            if result.blob_pool_bytes != 0 {
+                writeln!(out, "blob pool: {} bytes of blocks", result.blob_pool_bytes)?;
+            }
         }
         let verb = if channel_created {
             "created"
@@ -150,9 +177,10 @@ pub fn run(args: CreateArgs) -> Result<Outcome> {
         } else {
             String::new()
         };
+        let blobs = if blobs { ", carries blobs" } else { "" };
         writeln!(
             out,
-            "{verb} channel {} (capacity {capacity}{limit})",
+            "{verb} channel {} (capacity {capacity}{limit}{blobs})",
             args.channel
         )?;
     }

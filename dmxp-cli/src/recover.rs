@@ -70,6 +70,8 @@ struct Recovery {
     segment: String,
     channels: Vec<ChannelRepair>,
     total: Repaired,
+    /// Blob-pool blocks given back (PROTOCOL.md §13.6; 0 without a pool).
+    blob_blocks_reclaimed: u32,
 }
 
 pub fn run(args: RecoverArgs) -> Result<Outcome> {
@@ -83,15 +85,21 @@ pub fn run(args: RecoverArgs) -> Result<Outcome> {
         segment: source.to_string(),
         channels: Vec::new(),
         total: Repaired::default(),
+        blob_blocks_reclaimed: 0,
     };
     for id in ids {
-        let repaired = Repaired::from(allocator.recover(id)?);
+        let report = allocator.recover(id)?;
+        // A dead record's blocks are given back with the record (PROTOCOL.md §13.6).
+        recovery.blob_blocks_reclaimed += report.blocks_reclaimed;
+        let repaired = Repaired::from(report);
         recovery.total.add(repaired);
         recovery.channels.push(ChannelRepair {
             channel: id,
             repaired,
         });
     }
+    // After the channels' repairs, which free the positions a queued block waits on.
+    recovery.blob_blocks_reclaimed += allocator.reclaim_blobs()?;
 
     let mut out = io::stdout().lock();
     if args.json {
@@ -137,6 +145,14 @@ pub fn run(args: RecoverArgs) -> Result<Outcome> {
             plural(t.freed),
             t.records_freed,
             plural(u64::from(t.records_freed)),
+        )?;
+    }
+    if recovery.blob_blocks_reclaimed > 0 {
+        writeln!(
+            out,
+            "{} blob-pool block{} of dead or departed peers given back",
+            recovery.blob_blocks_reclaimed,
+            plural(u64::from(recovery.blob_blocks_reclaimed))
         )?;
     }
     if t.records_deferred > 0 {

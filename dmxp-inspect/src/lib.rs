@@ -40,9 +40,9 @@ mod text;
 
 pub use object::{read_header, Object};
 pub use report::{
-    add_peers, add_runs, add_stuck, analyze, depth, fill_peers, impossible_cursors, runtime_name,
-    ChannelJson, HeaderJson, HolderJson, IntentJson, PeerCounts, PeerJson, Problem, Report,
-    SourceJson, StuckJson,
+    add_blob_pool, add_peers, add_runs, add_stuck, analyze, depth, fill_peers, impossible_cursors,
+    runtime_name, BlobClassJson, BlobOwnerJson, BlobPoolJson, ChannelJson, HeaderJson, HolderJson,
+    IntentJson, PeerCounts, PeerJson, Problem, Report, SourceJson, StuckJson,
 };
 pub use text::{
     invalid_line, not_a_segment_line, peers_line, verdict, write_report, write_validation,
@@ -51,7 +51,7 @@ pub use text::{
 
 /// Reads and analyses the segment `object`, peer table and stuck positions included: its
 /// size and header copy ([`read_header`], [`analyze`]), then [`add_peers`] judging each owner
-/// with `dmxp::peer_alive`, then [`add_stuck`] at `dmxp::monotonic_ns()`, then [`add_runs`]. `source` names it in
+/// with `dmxp::peer_alive`, then [`add_stuck`] at `dmxp::monotonic_ns()`, then [`add_runs`] and [`add_blob_pool`]. `source` names it in
 /// the report. Fails only when the size or the header cannot be read; a peer table or slot
 /// that cannot be read is reported in the report.
 pub fn snapshot<O: Object + ?Sized>(source: SourceJson, object: &O) -> io::Result<Report> {
@@ -60,5 +60,6 @@ pub fn snapshot<O: Object + ?Sized>(source: SourceJson, object: &O) -> io::Resul
     add_peers(&mut report, object, dmxp::peer_alive);
     add_stuck(&mut report, object, dmxp::monotonic_ns());
     add_runs(&mut report, object);
+    add_blob_pool(&mut report, object);
     Ok(report)
 }

@@ -63,6 +63,10 @@ pub struct Report {
     /// Positions that hold their channel up right now (PROTOCOL.md §11.6, §11.8), filled by
     /// [`add_stuck`].
     pub stuck: Vec<StuckJson>,
+    /// The blob pool (PROTOCOL.md §13), filled by [`add_blob_pool`]; `null` when the segment
+    /// has none.
+    #[serde(default)]
+    pub blob_pool: Option<BlobPoolJson>,
 }
 
 /// A position that stops a channel from flowing: claimed and not yet published (receives
@@ -440,6 +444,7 @@ pub fn analyze(source: SourceJson, size: u64, bytes: &[u8]) -> Report {
             peer_table_error: None,
             peers: Vec::new(),
             stuck: Vec::new(),
+            blob_pool: None,
         }
     };
 
@@ -1098,4 +1103,169 @@ mod tests {
         assert_eq!(depth(0, 100, 8), 8);
         assert_eq!(depth(u64::MAX, 1, 8), 2);
     }
+}
+
+/// The blob pool (PROTOCOL.md §13), as [`add_blob_pool`] reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobPoolJson {
+    /// Where the pool's descriptor is.
+    pub offset: u64,
+    /// Bytes of the pool (descriptor, headers and blocks).
+    pub len: u64,
+    /// `ok`, or why the pool could not be used (a corrupt descriptor, unreadable headers).
+    pub status: String,
+    /// Bytes of all blocks.
+    pub block_bytes: u64,
+    /// Bytes of the free blocks.
+    pub free_bytes: u64,
+    /// Each size class, smallest first.
+    pub classes: Vec<BlobClassJson>,
+    /// Blocks in use (`LOANED` or `HELD`) per owning peer record.
+    pub owners: Vec<BlobOwnerJson>,
+    /// Blocks whose owner will never free them: a record that is free, or dead, or out of
+    /// range; `dmxp recover` gives them back.
+    pub leaked: u32,
+}
+
+/// One size class of the pool.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct BlobClassJson {
+    /// Bytes per block.
+    pub block_size: u64,
+    /// Blocks in the class.
+    pub blocks: u32,
+    /// Free blocks.
+    pub free: u32,
+    /// Blocks a producer is writing.
+    pub loaned: u32,
+    /// Blocks a message in a ring refers to.
+    pub queued: u32,
+    /// Blocks a consumer is reading.
+    pub held: u32,
+    /// Blocks whose state byte is none of those (a scribbled tag).
+    pub invalid: u32,
+}
+
+/// The blocks one peer record owns.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct BlobOwnerJson {
+    /// The owner's record index.
+    pub record: usize,
+    /// The pid the record holds (0: the record is free).
+    pub pid: u32,
+    /// Whether the record's owner is alive (false for a free record).
+    pub alive: bool,
+    /// Blocks it owns.
+    pub blocks: u32,
+    /// Bytes of those blocks.
+    pub bytes: u64,
+}
+
+/// Reads the blob pool the header names, if any ([`Report::blob_pool`]): validates its
+/// descriptor, reads every block header and counts blocks by class, state and owner, judging
+/// owners with the records [`add_peers`] read. A pool that fails validation or cannot be read
+/// is reported by its `status`.
+pub fn add_blob_pool<O: Object + ?Sized>(report: &mut Report, object: &O) {
+    use dmxp_nostd::blob::{
+        block_state, check_pool_offset, validate_pool, PoolDescriptor, Tag, BLOCK_HEADER_SIZE,
+        POOL_DESCRIPTOR_AREA,
+    };
+    let mut word = [0u8; 8];
+    if report.header.is_none() || object.read_exact_at(&mut word, 64).is_err() {
+        return;
+    }
+    let offset = u64::from_le_bytes(word);
+    if offset == 0 {
+        return;
+    }
+    let mut pool = BlobPoolJson {
+        offset,
+        len: 0,
+        status: "ok".into(),
+        block_bytes: 0,
+        free_bytes: 0,
+        classes: Vec::new(),
+        owners: Vec::new(),
+        leaked: 0,
+    };
+    let mut descriptor = vec![0u8; POOL_DESCRIPTOR_AREA];
+    // A descriptor the object is too short to hold lies outside the segment.
+    let unreadable = |_: std::io::Error| Corruption::BlobPoolOutOfRange {
+        found: offset,
+        segment_len: report.segment_len,
+    };
+    let geometry = check_pool_offset(offset, report.segment_len)
+        .and_then(|()| {
+            object
+                .read_exact_at(&mut descriptor, offset)
+                .map_err(unreadable)
+        })
+        .and_then(|()| {
+            let raw = PoolDescriptor::from_bytes(&descriptor).unwrap_or_default();
+            validate_pool(&raw, offset, report.segment_len)
+        });
+    let geometry = match geometry {
+        Ok(geometry) => geometry,
+        Err(corruption) => {
+            // Clients refuse to attach to such a segment: a problem like any other field's.
+            pool.status = corruption.to_string();
+            report.problems.push(corruption.into());
+            report.valid = false;
+            report.blob_pool = Some(pool);
+            return;
+        }
+    };
+    pool.len = geometry.len;
+    let record = |index: usize| report.peers.iter().find(|p| p.index == index);
+    let mut owners: std::collections::BTreeMap<usize, BlobOwnerJson> = Default::default();
+    for class in geometry.classes() {
+        let mut headers = vec![0u8; class.block_count as usize * BLOCK_HEADER_SIZE];
+        if let Err(e) = object.read_exact_at(&mut headers, class.headers_offset) {
+            pool.status = format!("reading block headers: {e}");
+            break;
+        }
+        let mut counts = BlobClassJson {
+            block_size: class.block_size,
+            blocks: class.block_count,
+            free: 0,
+            loaned: 0,
+            queued: 0,
+            held: 0,
+            invalid: 0,
+        };
+        for header in headers.chunks_exact(BLOCK_HEADER_SIZE) {
+            let mut tag = [0u8; 8];
+            tag.copy_from_slice(&header[..8]);
+            let tag = Tag::unpack(u64::from_le_bytes(tag));
+            match tag.state {
+                block_state::FREE => counts.free += 1,
+                block_state::LOANED => counts.loaned += 1,
+                block_state::QUEUED => counts.queued += 1,
+                block_state::HELD => counts.held += 1,
+                _ => counts.invalid += 1,
+            }
+            let owned = matches!(tag.state, block_state::LOANED | block_state::HELD);
+            if owned && tag.owner != 0 {
+                let index = tag.owner as usize - 1;
+                let peer = record(index);
+                let entry = owners.entry(index).or_insert(BlobOwnerJson {
+                    record: index,
+                    pid: peer.map_or(0, |p| p.pid),
+                    alive: peer.is_some_and(|p| p.alive),
+                    blocks: 0,
+                    bytes: 0,
+                });
+                entry.blocks += 1;
+                entry.bytes += class.block_size;
+                if !entry.alive {
+                    pool.leaked += 1;
+                }
+            }
+        }
+        pool.block_bytes += class.block_size * u64::from(class.block_count);
+        pool.free_bytes += class.block_size * u64::from(counts.free);
+        pool.classes.push(counts);
+    }
+    pool.owners = owners.into_values().collect();
+    report.blob_pool = Some(pool);
 }

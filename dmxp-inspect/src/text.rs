@@ -156,9 +156,64 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
     }
     writeln!(out)?;
     write_peers(&mut *out, report)?;
+    write_blob_pool(&mut *out, report)?;
     write_stuck(&mut *out, report)?;
     writeln!(out)?;
     write_validation(out, report)
+}
+
+/// The blob pool: its classes, free bytes, blocks per owner and leaked blocks.
+fn write_blob_pool(out: &mut impl Write, report: &Report) -> io::Result<()> {
+    let Some(pool) = &report.blob_pool else {
+        return Ok(());
+    };
+    if pool.status != "ok" {
+        return writeln!(out, "blob pool at {}: {}", pool.offset, pool.status);
+    }
+    writeln!(
+        out,
+        "blob pool at {}: {} bytes, {} of {} block bytes free, {} leaked block(s)",
+        pool.offset, pool.len, pool.free_bytes, pool.block_bytes, pool.leaked
+    )?;
+    let mut rows = vec![heading(&[
+        "block_size",
+        "blocks",
+        "free",
+        "loaned",
+        "queued",
+        "held",
+        "invalid",
+    ])];
+    for c in &pool.classes {
+        rows.push(
+            [
+                c.block_size,
+                c.blocks.into(),
+                c.free.into(),
+                c.loaned.into(),
+                c.queued.into(),
+                c.held.into(),
+                c.invalid.into(),
+            ]
+            .iter()
+            .map(u64::to_string)
+            .collect(),
+        );
+    }
+    table::write(&mut *out, &rows)?;
+    for owner in &pool.owners {
+        let state = match (owner.pid, owner.alive) {
+            (0, _) => "free record: leaked".to_owned(),
+            (pid, true) => format!("pid {pid}, alive"),
+            (pid, false) => format!("pid {pid}, dead: leaked"),
+        };
+        writeln!(
+            out,
+            "blob owner: record {} ({state}): {} block(s), {} bytes",
+            owner.record, owner.blocks, owner.bytes
+        )?;
+    }
+    writeln!(out)
 }
 
 /// One line per position holding a channel up, naming who holds it and for how long.

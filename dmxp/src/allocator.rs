@@ -269,6 +269,22 @@ impl SharedMemoryAllocator {
             .map_err(|e| Error::from_core(e, label))
     }
 
+    /// Gives back the blob-pool blocks nobody will free (PROTOCOL.md §13.6): those of dead
+    /// peers (freeing their records), of records that were freed, and of queued messages that
+    /// left their ring. Returns how many (0 without a pool).
+    pub fn reclaim_blobs(&self) -> Result<u32> {
+        let segment = self.segment()?;
+        let label = &self.backing.label;
+        let dead = segment
+            .free_dead_records(&crate::recovery::ProcLiveness, std::process::id())
+            .map_err(|e| Error::from_core(e, label))?
+            .blocks_reclaimed;
+        let rest = segment
+            .reclaim_blobs()
+            .map_err(|e| Error::from_core(e, label))?;
+        Ok(dead + rest)
+    }
+
     /// Brings channel `id` back to an empty, consistent ring after a peer scribbled on its
     /// cursors or sequences (for `dmxp reset`); returns how many queued messages it discarded.
     /// Refused with [`ErrorKind::Busy`](crate::ErrorKind::Busy) naming them while live

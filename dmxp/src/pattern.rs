@@ -44,6 +44,24 @@ pub fn large_len(index: u64, limit: usize) -> usize {
     [MIN_LEN, 960, 961, 65_536, limit][(index % 5) as usize].min(limit)
 }
 
+/// The lengths of the examples' blobs (`--blob`, PROTOCOL.md §13): message `index` is
+/// `[24, 4,096, 65,537, 1 MiB, 4 MiB][index % 5]` bytes long: tiny, a page, just past a
+/// 64 KiB block, and the two large classes of [`blob_classes`].
+#[must_use]
+pub fn blob_len(index: u64) -> usize {
+    [MIN_LEN, 4096, 65_537, 1 << 20, 4 << 20][(index % 5) as usize]
+}
+
+/// The blob pool the examples create with `--blob` (the same in every language's examples):
+/// 32 blocks of 64 KiB, 8 of 1 MiB and 6 of 4 MiB.
+#[must_use]
+pub fn blob_classes() -> crate::BlobPoolSpec {
+    crate::BlobPoolSpec::new()
+        .with_class(64 << 10, 32)
+        .with_class(1 << 20, 8)
+        .with_class(4 << 20, 6)
+}
+
 /// The payload for (`channel`, `index`) of `len` bytes (at least 24).
 #[must_use]
 pub fn encode(channel: u32, index: u64, len: usize) -> Vec<u8> {
