@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Loom model checks of the dmxp-nostd ring and channel creation (dmxp-nostd/tests/loom.rs)
+# Loom model checks of the dmxp-nostd ring and channel creation (dmxp-nostd/tests/loom.rs), of
+# the blob pool's allocator (dmxp-nostd/tests/loom_blob.rs)
 # and of the event-loop wait, PROTOCOL.md §7.4 (dmxp-nostd/tests/loom_async.rs).
 #
 # Builds with `--cfg loom` in its own target directory, so the flag does not invalidate the
@@ -17,4 +18,4 @@ cd "$(dirname "$0")/.."
 export RUSTFLAGS="${RUSTFLAGS:-} --cfg loom"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom"
 
-exec cargo test -p dmxp-nostd --test loom --test loom_async --release -- --nocapture --test-threads=2 "$@"
+exec cargo test -p dmxp-nostd --test loom --test loom_async --test loom_blob --release -- --nocapture --test-threads=2 "$@"

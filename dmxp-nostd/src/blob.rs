@@ -1151,3 +1151,107 @@ impl<'a> BlobPool<'a> {
         }
     }
 }
+
+#[cfg(loom)]
+mod loom_model {
+    use super::*;
+
+    impl AtomicPoolHeader {
+        /// An all-zero value, for loom models (which cannot view a byte buffer).
+        #[must_use]
+        pub fn new_zeroed() -> Self {
+            Self {
+                pool_magic: AtomicU64::new(0),
+                class_count: AtomicU32::new(0),
+                reserved_12: AtomicU32::new(0),
+                pool_len: AtomicU64::new(0),
+                free_seq: AtomicU32::new(0),
+                free_waiters: AtomicU32::new(0),
+                reserved: core::array::from_fn(|_| AtomicU64::new(0)),
+            }
+        }
+    }
+
+    impl AtomicBlobClass {
+        /// An all-zero value, for loom models.
+        #[must_use]
+        pub fn new_zeroed() -> Self {
+            Self {
+                block_size: AtomicU64::new(0),
+                block_count: AtomicU32::new(0),
+                reserved_12: AtomicU32::new(0),
+                headers_offset: AtomicU64::new(0),
+                data_offset: AtomicU64::new(0),
+                next_hint: AtomicU32::new(0),
+                reserved_36: AtomicU32::new(0),
+                reserved: core::array::from_fn(|_| AtomicU64::new(0)),
+            }
+        }
+    }
+
+    impl AtomicBlockHeader {
+        /// An all-zero value (a free block of generation 0), for loom models.
+        #[must_use]
+        pub fn new_zeroed() -> Self {
+            Self {
+                tag: AtomicU64::new(0),
+                channel_id: AtomicU32::new(0),
+                length: AtomicU32::new(0),
+                position: AtomicU64::new(0),
+                owner_pid: AtomicU32::new(0),
+                reserved_28: AtomicU32::new(0),
+                reserved: core::array::from_fn(|_| AtomicU64::new(0)),
+            }
+        }
+    }
+
+    /// The memory of a modelled pool of one class: `headers.len()` blocks of 64 bytes (the
+    /// model has tags only; no block bytes).
+    struct ModelMemory<'a> {
+        header: &'a AtomicPoolHeader,
+        class: &'a [AtomicBlobClass],
+        headers: &'a [AtomicBlockHeader],
+    }
+
+    impl<'a> PoolMemory<'a> for ModelMemory<'a> {
+        fn pool_header(&self, _offset: u64) -> Option<&'a AtomicPoolHeader> {
+            Some(self.header)
+        }
+        fn class_descriptors(&self, _offset: u64) -> Option<&'a [AtomicBlobClass]> {
+            Some(self.class)
+        }
+        fn block_headers(&self, _offset: u64, count: u32) -> Option<&'a [AtomicBlockHeader]> {
+            self.headers.get(..count as usize)
+        }
+    }
+
+    impl<'a> BlobPool<'a> {
+        /// A pool over loom atomics: one class of `headers.len()` blocks of 64 bytes.
+        #[must_use]
+        pub fn model(
+            header: &'a AtomicPoolHeader,
+            class: &'a [AtomicBlobClass],
+            headers: &'a [AtomicBlockHeader],
+        ) -> Self {
+            let mut classes = [ClassGeometry::default(); MAX_BLOB_CLASSES];
+            classes[0] = ClassGeometry {
+                block_size: 64,
+                block_count: headers.len() as u32,
+                headers_offset: 0,
+                data_offset: 0,
+            };
+            let geometry = PoolGeometry {
+                offset: 0,
+                len: 0,
+                classes,
+                class_count: 1,
+            };
+            let memory = ModelMemory {
+                header,
+                class,
+                headers,
+            };
+            Self::new(&memory, geometry).expect("a model pool")
+        }
+    }
+}

@@ -1029,6 +1029,10 @@ impl<'a, W: WaitStrategy> Segment<'a, W> {
         let mut bands: heapless::Vec<ChannelGeometry, MAX_CHANNELS> = heapless::Vec::new();
         for id in 0..self.entries.len() as u32 {
             if let Some(geometry) = self.geometry(id)? {
+                #[cfg(not(loom))]
+                if geometry.carries_blobs && self.pool.is_none() {
+                    return Err(Corruption::BlobsWithoutPool { channel: id }.into());
+                }
                 let _ = bands.push(geometry);
             }
         }

@@ -342,33 +342,7 @@ pub fn parse_segment(bytes: &[u8]) -> Result<SegmentInfo, Error> {
         needed: HEADER_SIZE as u64,
     })?;
     let segment_len = validate_header(&header, available)?;
-
-    let mut bands: heapless::Vec<ChannelGeometry, MAX_CHANNELS> = heapless::Vec::new();
-    let mut channels = heapless::Vec::new();
-    for id in 0..MAX_CHANNELS {
-        let offset = channel_entry_offset(id);
-        let raw = bytes
-            .get(offset..offset + CHANNEL_ENTRY_SIZE)
-            .ok_or(Error::RegionTooSmall {
-                len: available,
-                needed: HEADER_SIZE as u64,
-            })?;
-        let entry = ChannelEntry::read_from_bytes(raw).map_err(|_| Error::RegionTooSmall {
-            len: available,
-            needed: HEADER_SIZE as u64,
-        })?;
-        if let Some(geometry) = validate_entry(id as u32, &entry, segment_len)? {
-            // Both vectors hold at most MAX_CHANNELS items, one per id, so neither can be full.
-            let _ = bands.push(geometry);
-            let _ = channels.push(ChannelInfo::new(geometry, entry.head, entry.tail));
-        }
-    }
-    check_overlaps(&mut bands)?;
-    if header.peer_table_offset != 0 {
-        // Validated by `validate_header` above.
-        let records = peer_records_of(header.peer_records).unwrap_or(PEER_RECORDS);
-        check_peer_table_bands(header.peer_table_offset, records, &bands)?;
-    }
+    // The pool is validated with the header, as `Segment::attach` does.
     let blob_pool = match header.blob_pool_offset {
         0 => None,
         offset => {
@@ -388,13 +362,35 @@ pub fn parse_segment(bytes: &[u8]) -> Result<SegmentInfo, Error> {
             )?)
         }
     };
-    if let Some(channel) = bands.iter().find(|g| g.carries_blobs) {
-        if blob_pool.is_none() {
-            return Err(Corruption::BlobsWithoutPool {
-                channel: channel.id,
+
+    let mut bands: heapless::Vec<ChannelGeometry, MAX_CHANNELS> = heapless::Vec::new();
+    let mut channels = heapless::Vec::new();
+    for id in 0..MAX_CHANNELS {
+        let offset = channel_entry_offset(id);
+        let raw = bytes
+            .get(offset..offset + CHANNEL_ENTRY_SIZE)
+            .ok_or(Error::RegionTooSmall {
+                len: available,
+                needed: HEADER_SIZE as u64,
+            })?;
+        let entry = ChannelEntry::read_from_bytes(raw).map_err(|_| Error::RegionTooSmall {
+            len: available,
+            needed: HEADER_SIZE as u64,
+        })?;
+        if let Some(geometry) = validate_entry(id as u32, &entry, segment_len)? {
+            if geometry.carries_blobs && blob_pool.is_none() {
+                return Err(Corruption::BlobsWithoutPool { channel: id as u32 }.into());
             }
-            .into());
+            // Both vectors hold at most MAX_CHANNELS items, one per id, so neither can be full.
+            let _ = bands.push(geometry);
+            let _ = channels.push(ChannelInfo::new(geometry, entry.head, entry.tail));
         }
+    }
+    check_overlaps(&mut bands)?;
+    if header.peer_table_offset != 0 {
+        // Validated by `validate_header` above.
+        let records = peer_records_of(header.peer_records).unwrap_or(PEER_RECORDS);
+        check_peer_table_bands(header.peer_table_offset, records, &bands)?;
     }
     Ok(SegmentInfo {
         header,

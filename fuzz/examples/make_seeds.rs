@@ -9,10 +9,13 @@
 //!   pseudo-random candidates by how many different operations they run and what they reach
 //!   (messages received, full rings, corrupt messages...).
 //!
+//! * `blob_pool`: pseudo-random inputs chosen for what they reach (blobs delivered, bad
+//!   references, an exhausted pool, a refused re-attach).
+//!
 //! The output is the same on every run; rerun it after changing an input format.
 
 use dmxp_fuzz::header_check::{check_parse, ParseOutcome};
-use dmxp_fuzz::{ring_model, segment_ops};
+use dmxp_fuzz::{blob_pool, ring_model, segment_ops};
 use dmxp_nostd::layout::{HEADER_SIZE, MSG_INLINE, SLOT_SIZE};
 use dmxp_nostd::{AlignedBlock, Region, Segment, SendMeta};
 use std::collections::BTreeSet;
@@ -25,6 +28,32 @@ fn main() {
     header_parse_seeds(&root.join("header_parse"));
     segment_ops_seeds(&root.join("segment_ops"));
     ring_model_seeds(&root.join("ring_model"));
+    blob_pool_seeds(&root.join("blob_pool"));
+}
+
+/// `blob_pool`: inputs that deliver blobs, meet bad references, exhaust the pool, and make a
+/// re-attach refuse a scribbled descriptor.
+fn blob_pool_seeds(dir: &Path) {
+    let delivered = |input: &[u8]| {
+        let stats = blob_pool::run(input);
+        (stats.delivered > 0).then_some(stats.delivered as usize + stats.loans as usize)
+    };
+    write(dir, "delivered", &best(11, 300, 400, delivered));
+    let corrupt = |input: &[u8]| {
+        let stats = blob_pool::run(input);
+        (stats.corrupt > 0).then_some(stats.corrupt as usize)
+    };
+    write(dir, "corrupt-references", &best(12, 600, 1500, corrupt));
+    let exhausted = |input: &[u8]| {
+        let stats = blob_pool::run(input);
+        (stats.exhausted > 0).then_some(stats.exhausted as usize)
+    };
+    write(dir, "exhausted", &best(13, 400, 800, exhausted));
+    let refused = |input: &[u8]| {
+        let stats = blob_pool::run(input);
+        (stats.attach_refused > 0).then_some(stats.attach_refused as usize)
+    };
+    write(dir, "refused-attach", &best(14, 600, 1500, refused));
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {

@@ -8,7 +8,10 @@
 //! * [`header_check`]: `parse_segment` of arbitrary bytes, with its invariants.
 //! * [`segment_ops`]: a valid segment corrupted by fuzzer-chosen writes, then driven.
 //! * [`ring_model`]: ring operations on valid channels checked against a model.
+//! * [`blob_pool`]: loans, sends and receives of blobs among words scribbled on the pool and
+//!   the references.
 
+pub mod blob_pool;
 pub mod header_check;
 pub mod ring_model;
 pub mod segment_ops;

@@ -8,7 +8,7 @@
 //! and corrupt messages, full and empty rings), so it cannot pass by replaying nothing.
 
 use dmxp_fuzz::header_check::ParseOutcome;
-use dmxp_fuzz::{header_parse, ring_model, segment_ops};
+use dmxp_fuzz::{blob_pool, header_parse, ring_model, segment_ops};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -65,6 +65,30 @@ fn replay_header_parse() {
         "no valid segment with channels in the corpus"
     );
     assert!(rejected > 0, "no refused segment in the corpus");
+}
+
+#[test]
+fn replay_blob_pool() {
+    let mut total = blob_pool::Stats::default();
+    for (path, bytes) in inputs("blob_pool") {
+        let stats = blob_pool::run(&bytes);
+        println!("{}: {stats:?}", path.display());
+        total.loans += stats.loans;
+        total.exhausted += stats.exhausted;
+        total.delivered += stats.delivered;
+        total.corrupt += stats.corrupt;
+        total.attach_refused += stats.attach_refused;
+    }
+    assert!(
+        total.loans > 0 && total.delivered > 0,
+        "no blob delivered: {total:?}"
+    );
+    assert!(total.corrupt > 0, "no bad reference met: {total:?}");
+    assert!(total.exhausted > 0, "the pool never ran out: {total:?}");
+    assert!(
+        total.attach_refused > 0,
+        "no scribbled descriptor refused: {total:?}"
+    );
 }
 
 #[test]
