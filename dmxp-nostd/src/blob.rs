@@ -855,11 +855,26 @@ impl<'a> BlobPool<'a> {
     }
 
     /// Loans a block of at least `len` bytes to peer record `record` (of a process `pid`):
-    /// the smallest class that fits, then larger ones. The reference's `len` is `len`.
+    /// the smallest class that fits, then larger ones. The reference's `len` is `len`. Each
+    /// class is scanned from the class's shared `next_hint`, which is advanced by one.
     ///
     /// Errors: [`BlobError::TooLarge`] when no class fits `len` (nothing was tried);
     /// [`BlobError::PoolExhausted`] when every block that could hold it is taken.
     pub fn loan(&self, record: usize, pid: u32, len: usize) -> Result<BlobRef, BlobError> {
+        self.loan_from(record, pid, len, None)
+    }
+
+    /// [`Self::loan`] starting each class's scan at `start` (modulo its block count) instead
+    /// of the shared `next_hint`, which is then neither read nor written: a handle that
+    /// remembers where its last loan ended keeps the scan off a cache line that every
+    /// producer writes (PROTOCOL.md §13.3 lets the scan start anywhere).
+    pub fn loan_from(
+        &self,
+        record: usize,
+        pid: u32,
+        len: usize,
+        start: Option<u32>,
+    ) -> Result<BlobRef, BlobError> {
         let largest = self.largest_block();
         let len32 = u32::try_from(len).ok().filter(|&l| u64::from(l) <= largest);
         let Some(len32) = len32 else {
@@ -871,7 +886,10 @@ impl<'a> BlobPool<'a> {
                 continue;
             }
             let count = class.geometry.block_count;
-            let start = class.descriptor.next_hint.fetch_add(1, Relaxed) % count;
+            let start = match start {
+                Some(start) => start % count,
+                None => class.descriptor.next_hint.fetch_add(1, Relaxed) % count,
+            };
             for i in 0..count {
                 let block = (start + i) % count;
                 let header = &class.headers[block as usize];
@@ -942,9 +960,9 @@ impl<'a> BlobPool<'a> {
     }
 
     /// Takes the block a message at `position` of `channel` refers to, for peer record
-    /// `record`: CAS `(QUEUED, 0, generation) → (HELD, record + 1, generation)` after checking
-    /// that the header names this message. False (take nothing) for a bad, stale or forged
-    /// reference.
+    /// `record`: CAS `(QUEUED, 0, generation) → (HELD, record + 1, generation)`, then a check
+    /// that the header names this message (else the block is put back). False (take nothing)
+    /// for a bad, stale or forged reference.
     #[must_use]
     pub fn take(&self, record: usize, pid: u32, r: &BlobRef, channel: u32, position: u64) -> bool {
         if !self.is_valid_ref(r) {
@@ -958,25 +976,30 @@ impl<'a> BlobPool<'a> {
             owner: 0,
             generation: r.generation,
         };
-        if header.tag.load(Acquire) != queued.pack()
-            || header.channel_id.load(Relaxed) != channel
-            || header.position.load(Relaxed) != position
-        {
-            return false;
-        }
         let held = Tag {
             state: block_state::HELD,
             owner: owner_of(record),
             generation: r.generation,
         };
-        let taken = header
+        // CAS first (one coherence transaction on a line the producer wrote last, not a load
+        // and then an upgrade); the generation already names one use of the block.
+        if header
             .tag
             .compare_exchange(queued.pack(), held.pack(), AcqRel, Relaxed)
-            .is_ok();
-        if taken {
-            header.owner_pid.store(pid, Relaxed);
+            .is_err()
+        {
+            return false;
         }
-        taken
+        // A reference replayed at another position names a block queued for some other
+        // message: give it back untouched.
+        if header.channel_id.load(Relaxed) != channel || header.position.load(Relaxed) != position {
+            let _ = header
+                .tag
+                .compare_exchange(held.pack(), queued.pack(), AcqRel, Relaxed);
+            return false;
+        }
+        header.owner_pid.store(pid, Relaxed);
+        true
     }
 
     /// Gives a block back from `state` (`LOANED`: an abandoned loan; `HELD`: a received block

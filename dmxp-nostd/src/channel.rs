@@ -126,6 +126,10 @@ pub struct Channel<'a, W: WaitStrategy = SpinWait> {
     /// The segment's blob pool, on a channel that carries blobs (PROTOCOL.md §13).
     #[cfg(not(loom))]
     pool: Option<crate::blob::BlobPool<'a>>,
+    /// Where this handle's next blob loan starts looking: after its last one. Private to
+    /// this process (not shared memory), so never modelled.
+    #[cfg(not(loom))]
+    loan_hint: core::sync::atomic::AtomicU32,
     #[cfg(feature = "test-hooks")]
     hook: Option<Hook>,
 }
@@ -155,6 +159,8 @@ impl<W: WaitStrategy> Clone for Channel<'_, W> {
             recv_record: None,
             #[cfg(not(loom))]
             pool: self.pool,
+            #[cfg(not(loom))]
+            loan_hint: core::sync::atomic::AtomicU32::new(0),
             #[cfg(feature = "test-hooks")]
             hook: self.hook,
         }
@@ -216,6 +222,8 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             recv_record: None,
             #[cfg(not(loom))]
             pool: None,
+            #[cfg(not(loom))]
+            loan_hint: core::sync::atomic::AtomicU32::new(0),
             #[cfg(feature = "test-hooks")]
             hook: None,
         }
@@ -236,6 +244,8 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
             recv_record: self.recv_record,
             #[cfg(not(loom))]
             pool: self.pool,
+            #[cfg(not(loom))]
+            loan_hint: core::sync::atomic::AtomicU32::new(0),
             #[cfg(feature = "test-hooks")]
             hook: self.hook,
         }
@@ -860,8 +870,7 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// blobs: a blob receive ([`BLOB_ONLY`]) takes blobs and markers only; a batch or an
     /// in-place slot receive ([`IN_PLACE`]) no blob; a copying receive a blob that fits its
     /// buffer. A refusal consumes nothing.
-    #[cold]
-    #[inline(never)]
+    #[inline]
     fn check_blob_claim(
         &self,
         slot: &AtomicSlot,
