@@ -7,8 +7,8 @@
 # By default it runs the tests that drive the unsafe boundary (region.rs: views of the
 # segment, payload copies) and the atomics through every path: the unit tests, the ring
 # (sends, receives, batches, loans, in-place receives), validation of hostile bytes, crash
-# recovery, threads racing (stress), two mappings of one segment, the fuzz corpus, and three
-# tests of runs (messages longer than one slot). The golden-file, model and property tests
+# recovery, threads racing (stress), two mappings of one segment, the fuzz corpus, three
+# tests of runs (messages longer than one slot) and four of the blob pool. The golden-file, model and property tests
 # repeat those same paths over many formatted segments (minutes each when interpreted); they
 # run natively in `cargo test`. MIRI_ALL=1 runs every
 # test target and the doc tests too.
@@ -85,8 +85,13 @@ run_group() { # TARGET_DIR ARGS...
 # over many laps and threads (about a minute per test interpreted) and runs natively.
 runs_tests=(in_place_receive_reads_a_run_part_by_part a_corrupt_run_is_counted_once
     a_run_loan_of_a_producer_judged_dead)
+# The blob pool (PROTOCOL.md §13): views of the pool through the unsafe boundary, blocks read
+# and written in place, bad references, the reclaim of a dead peer's blocks.
+blob_tests=(a_blob_travels_whole_in_place a_stale_or_forged_reference
+    a_dead_producers_loan_and_a_dead_consumers_block a_copying_receive_takes_a_blob)
 run_runs() { # TARGET_DIR
     CARGO_TARGET_DIR="$1" cargo "+$toolchain" miri test -p dmxp-nostd --test runs -- "${runs_tests[@]}"
+    CARGO_TARGET_DIR="$1" cargo "+$toolchain" miri test -p dmxp-nostd --test blob -- "${blob_tests[@]}"
 }
 
 # With `set -e` a test failure or a UB report (both make cargo exit non-zero) fails the script.
