@@ -3,7 +3,7 @@
 
     consumer.py <num_channels> <messages_per_channel> [--segment NAME] [--record FILE]
                 [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID] [--mode MODE]
-                [--large]
+                [--large] [--blob]
 
 Waits up to --wait seconds (default 30) for the segment and each channel to exist, then
 receives on channels 0..num_channels until it has messages_per_channel distinct messages on
@@ -18,8 +18,11 @@ against the channel it arrived on; duplicates (the same (channel, index) twice) 
 messages are counted, and in count mode the missing ones. With --large each message's length
 must also be ``pattern.large_len(index, limit)``, with the channel's ``max_message_size`` as
 the limit (the lengths the producers' --large sends; messages longer than one slot arrive
-whole). --record FILE writes one line "channel index" per message received. Prints msgs/s and
-the counts; exits 1 if anything is corrupt or duplicated, or (count mode) missing.
+whole). With --blob each message is received in place (``Consumer.receive_view``: a view of
+its blob-pool block, docs/PROTOCOL.md section 13), checked there, its length against
+``pattern.blob_len(index)`` too, then released. --record FILE writes one line "channel index"
+per message received. Prints msgs/s and the counts; exits 1 if anything is corrupt or
+duplicated, or (count mode) missing.
 """
 
 from __future__ import annotations
@@ -79,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="expect the large-message lengths (pattern.large_len with the channel's limit) "
         "and check each message's length against them",
+    )
+    parser.add_argument(
+        "--blob",
+        action="store_true",
+        help="receive blobs in place (receive_view) and check each one's length against "
+        "pattern.blob_len(index)",
     )
     return parser.parse_args(argv)
 
@@ -142,7 +151,7 @@ class Receiver(threading.Thread):
         except BaseException as e:  # reported by main
             self.error = e
 
-    def check(self, payload: bytes) -> None:
+    def check(self, payload: bytes | memoryview) -> None:
         try:
             channel, index = pattern.decode(payload)
         except pattern.PatternError:
@@ -154,6 +163,9 @@ class Receiver(threading.Thread):
         if self.args.large and len(payload) != pattern.large_len(index, self.limit):
             self.corrupt += 1
             return
+        if self.args.blob and len(payload) != pattern.blob_len(index):
+            self.corrupt += 1
+            return
         if self.args.record:
             self.received.append(index)
         if index in self.seen:
@@ -161,22 +173,41 @@ class Receiver(threading.Thread):
         else:
             self.seen.add(index)
 
+    def receive_some(self) -> bool:
+        """Receives and checks what comes within POLL_S: a batch, or with --blob one blob
+        in place. False when nothing came."""
+        if self.args.blob:
+            message = self.consumer.receive_view(timeout=POLL_S)
+            if message is None:
+                return False
+            self.arrived()
+            # The view reads the block in place (the pattern check copies it once).
+            with message:
+                self.check(message.view)
+            return True
+        batch = self.consumer.receive_batch(256, timeout=POLL_S)
+        if not batch:
+            return False
+        self.arrived()
+        for payload in batch:
+            self.check(payload)
+        return True
+
+    def arrived(self) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
+        self.shared.arrived()
+
     def receive_all(self) -> None:
         args, consumer = self.args, self.consumer
         idle = args.idle_exit_ms / 1000.0 if args.idle_exit_ms is not None else None
         expected = args.messages_per_channel
         quiet_since = time.monotonic()
         while idle is not None or len(self.seen) < expected:
-            batch = consumer.receive_batch(256, timeout=POLL_S)
-            if batch:
-                now = time.perf_counter()
-                if self.first is None:
-                    self.first = now
-                self.last = now
-                self.shared.arrived()
+            if self.receive_some():
                 quiet_since = time.monotonic()
-                for payload in batch:
-                    self.check(payload)
             elif idle is not None:
                 if self.shared.idle_for() >= idle:
                     break

@@ -4,6 +4,7 @@
     producer.py <num_channels> <messages_per_channel> [capacity] [--segment NAME]
                 [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
                 [--trust-owner UID] [--mode MODE] [--large] [--max-message-size BYTES]
+                [--blob]
 
 Opens or creates the segment and each channel (an existing channel is used as it is). An
 existing segment is used only if this user owns it and its mode is within --mode (octal,
@@ -19,6 +20,14 @@ messages longer than one slot, as runs; default 262144 with --large, else 960). 
 the large-message lengths instead, ``pattern.large_len(index, limit)`` with the channel's
 limit: one slot, its edge, the first run, 64 KiB and the limit, in turn, one message per send
 (batches carry single-slot messages, so --batch then has no effect), as the Rust example does.
+
+--blob sends blobs (docs/PROTOCOL.md section 13): a segment this creates gets the blob pool
+``pattern.BLOB_CLASSES`` (64 KiB x 32, 1 MiB x 8, 4 MiB x 6; --size must hold it besides the
+rings) and channels this creates carry blobs. Message ``index`` is
+``pattern.encode(c, index, pattern.blob_len(index))`` (24 bytes to 4 MiB), written in place
+into a block loaned from the pool (``Producer.loan``) and committed; while the pool is
+exhausted the loan waits for a consumer to release a block, for at most --full-wait seconds.
+--batch has no effect then; --large cannot be combined with it.
 """
 
 from __future__ import annotations
@@ -79,7 +88,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the largest message of channels this creates (above 960 they carry runs; "
         "default 262144 with --large, else 960)",
     )
+    parser.add_argument(
+        "--blob",
+        action="store_true",
+        help="send blobs of pattern.blob_len(index) bytes, written in place into blocks "
+        "loaned from the blob pool pattern.BLOB_CLASSES",
+    )
     args = parser.parse_args(argv)
+    if args.blob and args.large:
+        parser.error("--blob and --large cannot be combined")
     if args.max_message_size is not None and args.max_message_size < 0:
         parser.error("--max-message-size must not be negative")
     if not 1 <= args.batch <= 4096:
@@ -148,7 +165,14 @@ class Sender(threading.Thread):
             end = args.first_index + args.messages_per_channel
             index = args.first_index
             encode, default_len = pattern.encode, pattern.default_len
-            if args.large:
+            if args.blob:
+                # Written in place into the loaned block; committed when the block ends.
+                while index < end:
+                    payload = encode(channel, index, pattern.blob_len(index))
+                    with producer.loan(len(payload), timeout=args.full_wait) as loan:
+                        loan.view[:] = payload
+                    index += 1
+            elif args.large:
                 # One at a time: batches carry single-slot messages.
                 limit = producer.max_message_size
                 send = producer.send_timeout
@@ -196,6 +220,7 @@ def open_producers(args: argparse.Namespace) -> list[dmxp.Producer]:
                 trust_owner=args.trust_owner,
                 mode=args.mode,
                 max_message_size=max_message_size(args),
+                blob_classes=pattern.BLOB_CLASSES if args.blob else None,
             )
             producers.append(producer)
             if not producer.is_registered:

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
 
+use crate::blob::{self, BlobMessage};
 use crate::buffers::{with_writable, MessageBuf};
 use crate::errors;
 use crate::event::{Armed, EventWait};
@@ -18,7 +19,7 @@ use crate::open::{self, OpenChannel, Target, Trust, Wait};
 use crate::peer::{Handle, Lease, Peer};
 
 /// Bound on consecutive lost or corrupt positions passed over in one call.
-const SKIP_LIMIT: usize = 1 << 16;
+pub(crate) const SKIP_LIMIT: usize = 1 << 16;
 
 /// A received message: the payload and the metadata its sender stamped.
 #[pyclass(module = "dmxp._dmxp", name = "Message", frozen, get_all)]
@@ -133,6 +134,8 @@ fn recv_in_place<'py, T>(
 ) -> PyResult<Result<T, RecvError>> {
     let guard = match peer.channel().try_recv_in_place() {
         Ok(guard) => guard,
+        // A blob (PROTOCOL.md §13.5): copied out of its block, which goes back to the pool.
+        Err(RecvError::IsBlob { len, .. }) => return recv_blob_copied(py, peer, len, build),
         Err(e) => return Ok(Err(e)),
     };
     let payload = PyBytes::new_with(py, guard.len(), |dst| {
@@ -143,8 +146,41 @@ fn recv_in_place<'py, T>(
     Ok(guard.release().map(|()| value))
 }
 
+/// A blob of `len` bytes at the head, received copied (its block freed at once) straight into
+/// the `bytes` delivered; through private memory if the message found there is longer (another
+/// consumer took that one first).
+fn recv_blob_copied<'py, T>(
+    py: Python<'py>,
+    peer: &Peer,
+    len: usize,
+    build: impl FnOnce(&MessageMeta, Bound<'py, PyBytes>) -> PyResult<T>,
+) -> PyResult<Result<T, RecvError>> {
+    let mut got = Err(RecvError::Empty);
+    let payload = PyBytes::new_with(py, len, |dst| {
+        got = peer.channel().try_recv(dst);
+        Ok(())
+    })?;
+    match got {
+        Ok(received) if received.len == len => build(&received.meta, payload).map(Ok),
+        Ok(received) => {
+            let shorter = PyBytes::new(py, &payload.as_bytes()[..received.len]);
+            build(&received.meta, shorter).map(Ok)
+        }
+        Err(RecvError::BufferTooSmall { .. }) => {
+            let mut buf = MessageBuf::growable();
+            match peer.try_recv(&mut buf) {
+                Ok(received) => {
+                    build(&received.meta, PyBytes::new(py, buf.filled(received.len))).map(Ok)
+                }
+                Err(e) => Ok(Err(e)),
+            }
+        }
+        Err(e) => Ok(Err(e)),
+    }
+}
+
 /// What a single receive attempt found.
-enum Got<T> {
+pub(crate) enum Got<T> {
     Message(T),
     Empty,
     /// A claim in flight at the head with a message behind it: not empty (§6.2).
@@ -158,7 +194,7 @@ const IN_FLIGHT_SPINS: u32 = 256;
 /// (reports empty) after twice the unblock timeout, by which the stuck-peer rules have
 /// repaired any claimer that is not publishing.
 #[derive(Default)]
-struct InFlight {
+pub(crate) struct InFlight {
     rounds: u32,
     /// When the spinning ended.
     since: Option<Instant>,
@@ -168,7 +204,7 @@ impl InFlight {
     /// One step of the wait: spin, then yield the processor (GIL released) with the
     /// stuck-peer look in between; never a futex sleep, so a channel in steady flow makes no
     /// system call but `sched_yield`. False once out of time.
-    fn wait(&mut self, py: Python<'_>, peer: &mut Peer) -> bool {
+    pub(crate) fn wait(&mut self, py: Python<'_>, peer: &mut Peer) -> bool {
         self.rounds += 1;
         if self.rounds <= IN_FLIGHT_SPINS {
             std::hint::spin_loop();
@@ -185,6 +221,11 @@ impl InFlight {
 }
 
 impl Consumer {
+    /// The registrations of this consumer (received blobs take one each, `blob`).
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// A registration of this consumer for one call (see `peer`), or ClosedError.
     fn lease(&self, py: Python<'_>, wait: &mut Wait) -> PyResult<Lease<'_>> {
         self.handle
@@ -201,7 +242,11 @@ impl Consumer {
 
     /// Sorts a core receive result: lost and corrupt messages are counted and passed over
     /// (`Ok(None)`), like "empty" and "timed out"; other errors are raised.
-    fn sort<T>(&self, py: Python<'_>, result: Result<T, RecvError>) -> PyResult<Option<Got<T>>> {
+    pub(crate) fn sort<T>(
+        &self,
+        py: Python<'_>,
+        result: Result<T, RecvError>,
+    ) -> PyResult<Option<Got<T>>> {
         match result {
             Ok(received) => {
                 self.counters.received.fetch_add(1, Relaxed);
@@ -398,7 +443,8 @@ impl Consumer {
                 Ok(false)
             }
             Err(RecvError::Empty | RecvError::Pending { .. }) => Ok(false),
-            Err(RecvError::BufferTooSmall { .. }) => Ok(true),
+            // A blob at the head is delivered alone too, copied (PROTOCOL.md §13.5).
+            Err(RecvError::BufferTooSmall { .. } | RecvError::IsBlob { .. }) => Ok(true),
             Err(e) => Err(errors::from_recv(py, e, self.channel_id)),
         }
     }
@@ -494,6 +540,7 @@ impl Consumer {
                 wait,
                 trust,
                 single_slot_only,
+                blob_pool: None,
             },
         )?;
         Ok(Self {
@@ -618,6 +665,37 @@ impl Consumer {
             );
             (Err(error), 0)
         })?
+    }
+
+    /// Receives the next message in place (PROTOCOL.md §13.5): a BlobMessage whose `view` is
+    /// a read-only memoryview over the blob's block in the segment, no copy made, until
+    /// `release()` (or the end of a `with` block) gives the block back; or None when nothing
+    /// came. An ordinary message arrives in the same type over a private copy (`in_place`
+    /// False). `timeout` as for receive (default 0: no wait; the GIL is released while
+    /// waiting). Holding a blob holds a pool block, not the ring: several may be held at
+    /// once, each keeping one of this consumer's peer registrations. Lost, corrupt and
+    /// revoked messages are counted and passed over, as by receive.
+    #[pyo3(signature = (timeout = Some(0.0)), text_signature = "($self, timeout=0)")]
+    fn receive_view(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Option<BlobMessage>> {
+        blob::receive_view(slf, timeout)
+    }
+
+    /// The largest blob of the channel (the pool's largest block), 0 on a channel that does
+    /// not carry blobs. A copying receive of a blob (receive, receive_into...) needs room for
+    /// it.
+    #[getter]
+    fn max_blob_size(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(blob::max_size(self.open(py)?.borrow_dependent()))
+    }
+
+    /// The blob pool's blocks by class (see Producer.blob_stats).
+    fn blob_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        blob::stats(py, self.open(py)?.borrow_dependent())
+    }
+
+    /// Frees the blocks nobody will free (see Producer.reclaim_blobs); returns how many.
+    fn reclaim_blobs(&self, py: Python<'_>) -> PyResult<u32> {
+        Ok(blob::reclaim(py, &*self.open(py)?))
     }
 
     /// Receives up to `max` payloads, claimed together; an empty list when nothing came.

@@ -4,7 +4,7 @@
 //! from two bases (`dmxp.TimeoutError` is also a builtin `TimeoutError`); the extension imports
 //! that module the first time it raises.
 
-use dmxp::core::{Corruption, Error as CoreError, RecvError, SendError};
+use dmxp::core::{BlobError, Corruption, Error as CoreError, RecvError, SendError};
 use dmxp::ErrorKind;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -111,6 +111,14 @@ pub(crate) fn from_facade(py: Python<'_>, error: &dmxp::Error) -> PyErr {
             message,
             &[("message_id", Some(message_id))],
         ),
+        ErrorKind::PoolExhausted { len } => new_error(
+            py,
+            "PoolExhaustedError",
+            message,
+            &[("length", Some(len as u64))],
+        ),
+        ErrorKind::NoBlobPool => new_error(py, "NoBlobPoolError", message, &[]),
+        ErrorKind::NotRegistered => new_error(py, "PeerTableFullError", message, &[]),
         ErrorKind::Untrusted { owner, mode } => new_error(
             py,
             "UntrustedError",
@@ -156,6 +164,49 @@ pub(crate) fn from_core(py: Python<'_>, error: CoreError, segment: &str) -> PyEr
         CoreError::InvalidPid | CoreError::InvalidPeerRecords { .. } => {
             new_error(py, "InvalidInputError", message, &[])
         }
+        CoreError::InvalidBlobPool => new_error(py, "InvalidInputError", message, &[]),
+        CoreError::Blob(e) => blob_error(py, e, message, 0),
+    }
+}
+
+/// A failed blob-pool operation (PROTOCOL.md §13) on `channel`.
+pub(crate) fn from_blob(py: Python<'_>, error: BlobError, channel: u32) -> PyErr {
+    blob_error(py, error, format!("channel {channel}: {error}"), 0)
+}
+
+/// The exception of a blob-pool error, with `message`; `message_id` for a revoked block.
+pub(crate) fn blob_error(
+    py: Python<'_>,
+    error: BlobError,
+    message: String,
+    message_id: u64,
+) -> PyErr {
+    match error {
+        BlobError::NoPool | BlobError::NotABlobChannel { .. } => {
+            new_error(py, "NoBlobPoolError", message, &[])
+        }
+        // A handle without a peer record: the table was full when it opened.
+        BlobError::NotRegistered => new_error(py, "PeerTableFullError", message, &[]),
+        BlobError::InvalidSpec => new_error(py, "InvalidInputError", message, &[]),
+        BlobError::TooLarge { len, largest } => new_error(
+            py,
+            "TooLargeError",
+            message,
+            &[("length", Some(len as u64)), ("limit", Some(largest))],
+        ),
+        BlobError::PoolExhausted { len } => new_error(
+            py,
+            "PoolExhaustedError",
+            message,
+            &[("length", Some(len as u64))],
+        ),
+        BlobError::TimedOut => new_error(py, "TimeoutError", message, &[]),
+        BlobError::Revoked => new_error(
+            py,
+            "RevokedError",
+            message,
+            &[("message_id", Some(message_id))],
+        ),
     }
 }
 
@@ -269,6 +320,17 @@ pub(crate) fn from_recv(py: Python<'_>, error: RecvError, channel: u32) -> PyErr
                  before this consumer freed it; nothing delivered"
             ),
             &[("message_id", Some(message_id))],
+        ),
+        // The receives route these themselves (a blob copied, an inline message received
+        // as one); reaching here is a bug, reported as it is.
+        RecvError::IsBlob { .. } | RecvError::NotABlob { .. } => {
+            new_error(py, "DmxpError", format!("channel {channel}: {error}"), &[])
+        }
+        RecvError::NotRegistered => new_error(
+            py,
+            "PeerTableFullError",
+            format!("channel {channel}: {error}"),
+            &[],
         ),
     }
 }

@@ -9,6 +9,7 @@ use dmxp::core::parse_segment as core_parse_segment;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+mod blob;
 mod buffers;
 mod consumer;
 mod errors;
@@ -205,6 +206,13 @@ fn rust_pattern_large_len(index: u64, limit: usize) -> usize {
     dmxp::pattern::large_len(index, limit)
 }
 
+/// The Rust `dmxp::pattern::blob_len`: the length of message `index` of the examples'
+/// `--blob` run.
+#[pyfunction]
+fn rust_pattern_blob_len(index: u64) -> usize {
+    dmxp::pattern::blob_len(index)
+}
+
 /// The Rust `dmxp::pattern::decode`: `(channel, index)`; ValueError naming the problem.
 #[pyfunction]
 fn rust_pattern_decode(data: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
@@ -217,6 +225,9 @@ fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<producer::Producer>()?;
     m.add_class::<consumer::Consumer>()?;
     m.add_class::<consumer::Message>()?;
+    m.add_class::<blob::BlobLoan>()?;
+    m.add_class::<blob::BlobMessage>()?;
+    m.add_class::<blob::Mapping>()?;
     m.add_function(wrap_pyfunction!(parse_segment, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::inspect_path, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::inspect_bytes, m)?)?;
@@ -232,6 +243,7 @@ fn _dmxp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rust_pattern_encode, m)?)?;
     m.add_function(wrap_pyfunction!(rust_pattern_decode, m)?)?;
     m.add_function(wrap_pyfunction!(rust_pattern_large_len, m)?)?;
+    m.add_function(wrap_pyfunction!(rust_pattern_blob_len, m)?)?;
     m.add_function(wrap_pyfunction!(pattern_fnv1a, m)?)?;
     m.add("MSG_INLINE", MSG_INLINE)?;
     m.add("MAX_CHANNELS", layout::MAX_CHANNELS)?;

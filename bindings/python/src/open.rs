@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use dmxp::core::layout::MSG_INLINE;
 use dmxp::core::{Channel, Segment};
-use dmxp::{ChannelBuilder, ErrorKind, FutexWait, SharedMemory, SharedMemoryAllocator};
+use dmxp::{
+    BlobPoolSpec, ChannelBuilder, ChannelOptions, ErrorKind, FutexWait, SharedMemory,
+    SharedMemoryAllocator,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use self_cell::self_cell;
@@ -60,6 +63,9 @@ pub(crate) struct Target {
     pub single_slot_only: bool,
     /// Which existing segments to attach to.
     pub trust: Trust,
+    /// The blob pool (PROTOCOL.md §13) of a segment this creates, and whether a channel this
+    /// creates carries blobs (`Some`). An existing segment and channel keep what they have.
+    pub blob_pool: Option<BlobPoolSpec>,
 }
 
 /// The attach rule asked for (PROTOCOL.md §3.4): owners trusted besides this process's own
@@ -314,21 +320,21 @@ fn open_once(target: &Target) -> Result<Opened, OpenError> {
         .with_channel_id(target.channel_id);
     let allocator = match target.create {
         Some(capacity) => {
-            let builder = builder.with_capacity(capacity);
+            let mut builder = builder.with_capacity(capacity);
+            let mut options = ChannelOptions::default();
+            if target.max_message_size > MSG_INLINE {
+                options = options.with_max_message_size(target.max_message_size);
+            }
+            if let Some(spec) = target.blob_pool {
+                // The pool of a segment this creates; the channel carries blobs.
+                builder = builder.with_blob_classes(spec);
+                options = options.with_blobs();
+            }
             let allocator = builder.build_allocator().map_err(OpenError::Facade)?;
             // Creates the channel if it does not exist (or waits while another process does).
-            if target.max_message_size > MSG_INLINE {
-                // With the limit, which only the builder passes on (through a mapping of its
-                // own, dropped with the producer it returns).
-                builder
-                    .with_max_message_size(target.max_message_size)
-                    .build_producer()
-                    .map_err(OpenError::Facade)?;
-            } else {
-                allocator
-                    .producer_or_create(target.channel_id, capacity)
-                    .map_err(OpenError::Facade)?;
-            }
+            allocator
+                .producer_or_create_with(target.channel_id, capacity, options)
+                .map_err(OpenError::Facade)?;
             allocator
         }
         None => {

@@ -143,6 +143,23 @@ impl Peer {
         )
     }
 
+    /// [`Self::repair_if_stuck`] with a stuck watch the caller keeps: for a wait that uses
+    /// this registration while something else borrows it (a blob loan committing, `blob`).
+    pub fn repair_watched(&self, stuck: &mut StuckWatch, holder: PeerRole) -> bool {
+        stuck.repair_if_stuck(
+            self.channel(),
+            holder,
+            || self.recover().is_ok_and(|report| report.repaired()),
+            |position| self.unblock(position, holder),
+        )
+    }
+
+    /// The open channel this registration belongs to (its mapping lives while this `Arc`
+    /// does).
+    pub fn open(&self) -> &Arc<OpenChannel> {
+        self.cell.borrow_owner()
+    }
+
     /// After a receive found nothing: repairs a position a dead producer holds at `head`.
     pub fn repair_stuck_receive(&mut self) -> bool {
         self.repair_if_stuck(PeerRole::Producer)
@@ -168,7 +185,7 @@ impl Peer {
     }
 
     /// A non-blocking call that got through ends the streak of misses.
-    pub fn hit(&mut self) {
+    pub fn hit(&self) {
         self.misses.hit();
     }
 
@@ -214,6 +231,21 @@ impl Peer {
             let slots = payload.len().div_ceil(MSG_INLINE).max(1) as u64;
             self.channel().wait_for_free_slots(slots, &waiter);
         }
+    }
+
+    /// One sleep of a blocking receive that takes its message itself (a blob received in
+    /// place, `blob`): until a message may be there, `until`, or a stuck watch look is due,
+    /// repairing the channel first if a dead producer holds it up. The caller tries to
+    /// receive again afterwards, whatever woke it.
+    pub fn wait_for_message_until(&mut self, until: Instant) {
+        if self.channel().has_message() || self.repair_stuck_receive() {
+            return;
+        }
+        if Instant::now() >= until {
+            return;
+        }
+        let waiter = FutexWait::until(self.wake_by(until));
+        self.channel().wait_for_message(&waiter);
     }
 
     /// Before a blocking receive sleeps: watches the head (spinning, without the GIL) for up to
@@ -565,6 +597,51 @@ impl std::ops::DerefMut for Lease<'_> {
             Some(Leased::Pooled(peer)) => peer,
             None => unreachable!("a lease holds its peer until dropped"),
         }
+    }
+}
+
+impl<'h> Lease<'h> {
+    /// Takes the registration out of the handle's hands for longer than one call: a blob loan
+    /// or a received blob (`blob`) keeps the registration whose record owns its block until
+    /// it ends, then gives it back with [`Handle::restore`].
+    pub fn detach(mut self) -> Detached {
+        match self.peer.take() {
+            Some(peer) => Detached(peer),
+            None => unreachable!("a lease holds its peer until dropped"),
+        }
+    }
+}
+
+/// A registration taken from a handle by [`Lease::detach`]: owned (no borrow of the handle),
+/// so that a Python object can keep it. Given back with [`Handle::restore`]; dropped instead,
+/// its record is freed (and the handle's count of registrations lent is not given back).
+pub(crate) struct Detached(Leased);
+
+impl std::ops::Deref for Detached {
+    type Target = Peer;
+
+    fn deref(&self) -> &Peer {
+        match &self.0 {
+            Leased::Hot(peer) => peer,
+            Leased::Pooled(peer) => peer,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Detached {
+    fn deref_mut(&mut self) -> &mut Peer {
+        match &mut self.0 {
+            Leased::Hot(peer) => peer,
+            Leased::Pooled(peer) => peer,
+        }
+    }
+}
+
+impl Handle {
+    /// Gives back a registration [`Lease::detach`] took (kept for the next call, or freed if
+    /// the handle was closed meanwhile, as a lease is when it ends).
+    pub fn restore(&self, peer: Detached) {
+        drop(self.lend(peer.0));
     }
 }
 

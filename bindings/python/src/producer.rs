@@ -7,8 +7,9 @@ use dmxp::core::layout::{runtime, MSG_INLINE};
 use dmxp::core::{PeerRole, SendError, SendMeta};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
+use crate::blob::{self, BlobLoan};
 use crate::buffers::{with_bytes, MessageBuf, Payloads};
 use crate::consumer::aio;
 use crate::errors;
@@ -53,7 +54,17 @@ impl Producer {
             .ok_or_else(|| errors::closed(py, "producer"))
     }
 
-    fn meta(&self, message_type: u32, flags: u16) -> SendMeta {
+    /// The registrations of this producer (blob loans take one each, `blob`).
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The channel id (for `blob`).
+    pub(crate) fn id(&self) -> u32 {
+        self.channel_id
+    }
+
+    pub(crate) fn meta(&self, message_type: u32, flags: u16) -> SendMeta {
         SendMeta {
             message_type,
             flags,
@@ -173,7 +184,13 @@ impl Producer {
     /// bytes, of a channel this creates (None or up to 960: one slot, 960 bytes; more: the
     /// channel carries messages up to that size as runs of slots, PROTOCOL.md §12, at most
     /// `capacity * 960`, else InvalidInputError). An existing channel keeps its own limit:
-    /// `max_message_size` (the property) says which. `single_slot_only`: for code that cannot
+    /// `max_message_size` (the property) says which. `blob_pool`: about that many bytes of
+    /// blob-pool blocks (PROTOCOL.md §13) in a segment this creates, split over size classes
+    /// of 4 KiB to 16 MiB (as the Rust `ChannelBuilder::with_blob_pool`); `blob_classes`:
+    /// the classes themselves, `[(block_size, block_count), ...]` (1 to 8, sizes multiples of
+    /// 64, increasing; else InvalidInputError). With either, a channel this creates carries
+    /// blobs (`loan()`); the segment (`size`) must hold the pool besides the rings. An
+    /// existing segment and channel keep what they were made with. `single_slot_only`: for code that cannot
     /// take a message longer than 960 bytes; True refuses an existing channel that carries
     /// runs with RunsNotSupportedError (its `channel` says which), and a `max_message_size`
     /// above 960 with InvalidInputError, before anything is opened. `timestamps`: True (the
@@ -181,7 +198,7 @@ impl Producer {
     /// ("unknown", PROTOCOL.md §8) and saves the clock read of every send, as the Rust
     /// `ChannelBuilder::with_timestamps(false)` does. Receivers are unaffected.
     #[new]
-    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64, peer_records = 0, max_message_size = None, single_slot_only = false, timestamps = true))]
+    #[pyo3(signature = (channel_id, capacity = 1024, segment = "/dmxp_alloc".to_owned(), size = dmxp::DEFAULT_SEGMENT_SIZE, timeout = 5.0, *, trust_owner = None, mode = dmxp::DEFAULT_MODE as i64, peer_records = 0, max_message_size = None, single_slot_only = false, timestamps = true, blob_pool = None, blob_classes = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -196,8 +213,21 @@ impl Producer {
         max_message_size: Option<i64>,
         single_slot_only: bool,
         timestamps: bool,
+        blob_pool: Option<u64>,
+        blob_classes: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let timeout = open::limit(py, timeout, "timeout")?;
+        let blob_pool = match (blob_pool, blob_classes) {
+            (Some(_), Some(_)) => {
+                return Err(errors::invalid(
+                    py,
+                    "give blob_pool or blob_classes, not both".to_owned(),
+                ))
+            }
+            (Some(bytes), None) => Some(dmxp::BlobPoolSpec::for_bytes(bytes)),
+            (None, Some(classes)) => Some(blob::spec_from_classes(py, classes)?),
+            (None, None) => None,
+        };
         let trust = Trust::from_args(py, trust_owner, mode)?;
         let max_message_size = match max_message_size.map(usize::try_from) {
             None => 0,
@@ -225,6 +255,7 @@ impl Producer {
                 wait: Duration::ZERO,
                 trust,
                 single_slot_only,
+                blob_pool,
             },
         )?;
         Ok(Self {
@@ -390,6 +421,45 @@ impl Producer {
             }
         }
         Ok(sent)
+    }
+
+    /// Loans a block of the segment's blob pool (PROTOCOL.md §13) for one message of up to
+    /// `nbytes` bytes, to be written in place (`loan.view`, a writable memoryview; numpy
+    /// wraps it without a copy) and sent by `loan.commit()`, or used as a context manager
+    /// (commits on a normal exit, abandons on an exception). A 4 MiB message costs what a
+    /// small one does: the ring carries a 16-byte reference to the block. `timeout` when the
+    /// pool is exhausted (every block that fits is loaned or held): 0 (the default) raises
+    /// PoolExhaustedError at once (after one look for blocks that dead peers left), a
+    /// positive number waits up to that many seconds for a consumer to release one (then
+    /// TimeoutError), None (or negative) waits without a deadline; the GIL is released while
+    /// waiting. TooLargeError (`limit`: `max_blob_size`) when no block is that large,
+    /// NoBlobPoolError on a channel that does not carry blobs, PeerTableFullError for a
+    /// producer without a peer record (`is_registered` False). While the loan is open it
+    /// keeps one of this producer's peer registrations (its record owns the block).
+    #[pyo3(signature = (nbytes, timeout = Some(0.0)), text_signature = "($self, nbytes, timeout=0)")]
+    fn loan(slf: &Bound<'_, Self>, nbytes: usize, timeout: Option<f64>) -> PyResult<BlobLoan> {
+        blob::loan(slf, nbytes, timeout)
+    }
+
+    /// The largest blob a loan can hold (the pool's largest block), 0 on a channel that does
+    /// not carry blobs.
+    #[getter]
+    fn max_blob_size(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(blob::max_size(self.open(py)?.borrow_dependent()))
+    }
+
+    /// The blob pool's blocks by class: a list of dicts with block_size, block_count and the
+    /// counts by state (free, loaned, queued, held, invalid); empty on a channel that does
+    /// not carry blobs.
+    fn blob_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        blob::stats(py, self.open(py)?.borrow_dependent())
+    }
+
+    /// Frees the blocks nobody will free (PROTOCOL.md §13.6): those of dead peers (whose
+    /// records it frees), and the leaked and orphaned ones; returns how many. Loans do this
+    /// by themselves when the pool is exhausted.
+    fn reclaim_blobs(&self, py: Python<'_>) -> PyResult<u32> {
+        Ok(blob::reclaim(py, &*self.open(py)?))
     }
 
     /// Closes the producer and releases its mapping (when no other handle uses it). Further

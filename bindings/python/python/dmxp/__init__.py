@@ -34,11 +34,12 @@ Timeouts -- every ``timeout=`` argument means the same, as in Python's standard 
 * ``None``, a negative number (``dmxp.FOREVER``) or ``math.inf``: wait without a deadline.
 
 Defaults: the calls that do not wait unless asked -- ``receive()``, ``receive_with_meta()``,
-``receive_into()``, ``receive_batch()``, ``receive_batch_with_meta()``, ``send_with()``,
-``send_batch()`` -- default to ``timeout=0``; ``send_all()`` and the async calls
-(``receive_async()``, ``receive_with_meta_async()``, ``send_async()``) default to ``None``;
-``send_timeout(data, timeout)`` takes it always. ``send()`` and ``try_send()`` never wait,
-``send_blocking()`` and ``receive_blocking()`` always do. The constructors' ``timeout`` (and
+``receive_into()``, ``receive_batch()``, ``receive_batch_with_meta()``, ``receive_view()``,
+``send_with()``, ``send_batch()``, ``loan()`` -- default to ``timeout=0``; ``send_all()``,
+``BlobLoan.commit()`` and the async calls (``receive_async()``, ``receive_with_meta_async()``,
+``send_async()``) default to ``None``; ``send_timeout(data, timeout)`` takes it always.
+``send()`` and ``try_send()`` never wait, ``send_blocking()`` and ``receive_blocking()``
+always do. The constructors' ``timeout`` (and
 the consumer's ``wait``) take the same values: ``None`` is "no limit".
 (Before this convention, ``timeout=None`` meant "do not wait" in receives and in
 ``send_with``/``send_batch``; pass ``0`` for that.)
@@ -78,6 +79,36 @@ list of its own. An existing channel keeps the limit it was made with; other cli
 Go) send and receive the same runs. Code that cannot take a message longer than 960 bytes
 passes ``single_slot_only=True`` to ``Producer`` or ``Consumer``: a channel that carries runs
 then raises :class:`RunsNotSupportedError` (``.channel`` says which) instead of opening.
+
+Blobs (``docs/PROTOCOL.md`` section 13): a segment created with a blob pool
+(``Producer(..., blob_pool=64 << 20)``, or ``blob_classes=[(block_size, count), ...]``; the
+segment's ``size`` must hold it) passes large payloads without copying them through the ring.
+``producer.loan(nbytes)`` lends a block of the pool; write it in place through ``loan.view``, a
+writable memoryview (``numpy.frombuffer(loan.view, dtype)`` wraps it without a copy), then
+``loan.commit()`` sends a 16-byte reference to it::
+
+    with producer.loan(len(frame)) as loan:       # commits on exit, abandons on an exception
+        loan.view[:] = frame
+
+    with consumer.receive_view(timeout=1.0) as message:   # releases the block on exit
+        process(message.view)                     # read-only, in place; message.in_place
+
+``consumer.receive_view()`` returns a :class:`BlobMessage` whose ``view`` reads the block in
+place until ``release()`` gives it back (an ordinary message comes in the same type, over a
+copy, ``in_place`` False). ``loan(nbytes, timeout=0)`` raises :class:`PoolExhaustedError`
+when every block that fits is in use (a positive ``timeout`` waits for a consumer to release
+one, then raises :class:`TimeoutError`); :class:`TooLargeError` beyond ``max_blob_size``,
+:class:`NoBlobPoolError` on a channel without blobs. ``blob_stats()`` counts the blocks by
+class and state; ``reclaim_blobs()`` gives back the blocks of dead peers (loans do it
+themselves when the pool is exhausted). The copying receives (``receive()``,
+``receive_into()``, batches) deliver blobs copied, the block freed at once.
+
+Lifetime rule: ``commit()``, ``abandon()`` and ``release()`` release the view (using it then
+raises ``ValueError``). What was made from it -- a numpy array, a slice, another memoryview --
+stays valid memory (the segment stays mapped while any of them lives, even after ``close()``),
+but is no longer the message: after commit the block is the receiver's, after release it may
+hold the next blob. Drop such objects before the loan or message ends. Every open loan and
+every held message keeps one of its handle's peer registrations (the block's owner).
 
 Lost and corrupt messages (a tombstone left for a producer that died, an impossible
 ``payload_len`` written by a buggy peer) are consumed, passed over and counted in
@@ -124,6 +155,8 @@ from ._dmxp import (
     SLOT_SIZE,
     STUCK_GRACE,
     VERSION,
+    BlobLoan,
+    BlobMessage,
     Consumer,
     Message,
     Producer,
@@ -147,10 +180,12 @@ from .errors import (
     InvalidInputError,
     IoError,
     LostError,
+    NoBlobPoolError,
     NotFoundError,
     NotReadyError,
     OutOfSpaceError,
     PeerTableFullError,
+    PoolExhaustedError,
     RevokedError,
     RunsNotSupportedError,
     TimeoutError,
@@ -167,6 +202,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyExistsError",
     "BadMagicError",
+    "BlobLoan",
+    "BlobMessage",
     "BufferTooSmallError",
     "BusyError",
     "ClosedError",
@@ -189,12 +226,14 @@ __all__ = [
     "MAX_PEER_RECORDS",
     "MSG_INLINE",
     "Message",
+    "NoBlobPoolError",
     "NotFoundError",
     "NotReadyError",
     "OutOfSpaceError",
     "PEER_RECORDS",
     "REGISTRATIONS_PER_HANDLE",
     "PeerTableFullError",
+    "PoolExhaustedError",
     "Producer",
     "RUNTIME_PYTHON",
     "SLOT_SIZE",

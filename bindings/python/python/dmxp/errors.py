@@ -31,6 +31,8 @@ __all__ = [
     "InvalidInputError",
     "OutOfSpaceError",
     "PeerTableFullError",
+    "PoolExhaustedError",
+    "NoBlobPoolError",
     "BusyError",
     "IoError",
     "UntrustedError",
@@ -169,8 +171,27 @@ class PeerTableFullError(OutOfSpaceError):
     """Every record of the segment's peer table (256) is taken.
 
     Producers and consumers do not raise it when they open: a handle that cannot register
-    works without crash protection (see ``is_registered``).
+    works without crash protection (see ``is_registered``). A blob loan needs a record (its
+    block's owner), so ``Producer.loan`` on such a handle raises it.
     """
+
+
+class PoolExhaustedError(DmxpError):
+    """Every block of the segment's blob pool that could hold the loan is loaned or held
+    (``Producer.loan`` with ``timeout=0``; docs/PROTOCOL.md section 13). Blocks come back as
+    consumers release what they received, or ``reclaim_blobs()`` gives back those of dead
+    peers. Nothing was loaned.
+    """
+
+    def __init__(self, message: str, length: int = 0) -> None:
+        super().__init__(message)
+        #: Bytes asked for.
+        self.length = length
+
+
+class NoBlobPoolError(DmxpError):
+    """The channel does not carry blobs: its segment has no blob pool, or it was created
+    without them (``Producer(..., blob_pool=BYTES)`` creates both)."""
 
 
 class BusyError(DmxpError):

@@ -17,9 +17,10 @@ Every client (Rust, C, Go, Python) produces and checks the same bytes, so a rece
 a right message from a garbled, misrouted or duplicated one whatever language sent it.
 
 :func:`default_len` gives the examples' lengths; :func:`large_len` those of their ``--large``
-run (one slot, its edge, the first run, 64 KiB and the channel's limit). The checksum is
-computed by the extension when it is importable (a Python loop takes tens of milliseconds for
-a 256 KiB payload); :func:`fnv1a` is the same function in pure Python.
+run (one slot, its edge, the first run, 64 KiB and the channel's limit), :func:`blob_len`
+those of their ``--blob`` run (blobs of up to 4 MiB in the pool :data:`BLOB_CLASSES`). The
+checksum is computed by the extension when it is importable (a Python loop takes tens of
+milliseconds for a 256 KiB payload); :func:`fnv1a` is the same function in pure Python.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ from __future__ import annotations
 import struct
 
 __all__ = [
+    "BLOB_CLASSES",
+    "BLOB_LENS",
     "LARGE_LENS",
     "MAX_LEN",
     "MIN_LEN",
     "PatternError",
+    "blob_len",
     "decode",
     "default_len",
     "encode",
@@ -45,6 +49,13 @@ MIN_LEN = 24
 MAX_LEN = 960
 #: The lengths of the ``--large`` run before clamping: ``None`` stands for the limit.
 LARGE_LENS = (MIN_LEN, 960, 961, 65536, None)
+
+#: The lengths of the ``--blob`` run (docs/PROTOCOL.md section 13): tiny, a page, just past a
+#: 64 KiB block, 1 MiB and 4 MiB.
+BLOB_LENS = (MIN_LEN, 4096, 65537, 1 << 20, 4 << 20)
+#: The blob pool the examples create with ``--blob`` (the same in every language):
+#: ``(block_size, block_count)`` classes for ``Producer(..., blob_classes=BLOB_CLASSES)``.
+BLOB_CLASSES = ((64 << 10, 32), (1 << 20, 8), (4 << 20, 6))
 
 _FNV_BASIS = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
@@ -76,6 +87,12 @@ def large_len(index: int, limit: int) -> int:
     to ``limit`` (as the Rust ``dmxp::pattern::large_len``)."""
     length = LARGE_LENS[index % 5]
     return limit if length is None else min(length, limit)
+
+
+def blob_len(index: int) -> int:
+    """The length of message ``index`` of the examples' ``--blob`` run:
+    ``[24, 4096, 65537, 1 MiB, 4 MiB][index % 5]`` (as the Rust ``dmxp::pattern::blob_len``)."""
+    return BLOB_LENS[index % 5]
 
 
 def fnv1a(data: bytes) -> int:
