@@ -27,6 +27,12 @@
  * messages up to that size as runs of consecutive slots; the single sends and every receive
  * handle them (batch sends do not). See dmxp_channel_opts and dmxp_try_send.
  *
+ * Blobs (PROTOCOL.md §13): a segment created with a blob pool (dmxp_segment_create_shm_pool,
+ * ..._open_or_create_shm_pool) has fixed-size blocks that a producer loans (dmxp_blob_loan),
+ * writes in place and commits (dmxp_blob_commit), and a consumer receives in place
+ * (dmxp_blob_receive) and releases (dmxp_blob_release): a payload of any size costs one slot,
+ * on a channel created with dmxp_channel_opts .blobs. See "The blob pool" below.
+ *
  * Waiting from an event loop (PROTOCOL.md §7.4): a dmxp_wait_fd is a pollable fd (an io_uring
  * futex wait on a channel's wait word, Linux 6.7 or later) that turns readable when a peer
  * wakes the channel; an epoll loop arms it (dmxp_channel_arm_message_wait), polls it and
@@ -351,6 +357,36 @@ extern "C" {
 #define DMXP_CHANNEL_RUNS 0x1u
 #define DMXP_INTENT_RUN 0x1u
 
+/* The blob pool (PROTOCOL.md §13): fixed-size blocks in the segment that a producer writes in
+ * place and a consumer reads in place, the ring carrying a 16-byte reference (a message with
+ * DMXP_FLAG_BLOB) instead of the bytes. The pool is made by the segment's creator
+ * (dmxp_segment_create_shm_pool and the other _pool calls), never resized; a channel created
+ * with dmxp_channel_opts .blobs = 1 has DMXP_CHANNEL_BLOBS in its entry flags and carries
+ * references to its blocks. See "The blob pool" below. */
+#define DMXP_CHANNEL_BLOBS 0x2u
+#define DMXP_CHANNEL_KNOWN_FLAGS (DMXP_CHANNEL_RUNS | DMXP_CHANNEL_BLOBS) /* entry check #10 */
+#define DMXP_FLAG_BLOB 0x0010u /* the payload is a 16-byte blob reference (§13.4) */
+#define DMXP_BLOB_POOL_MAGIC UINT64_C(0x424F4C4250584D44) /* bytes in memory: "DMXPBLOB" */
+#define DMXP_HEADER_BLOB_POOL_OFFSET 64u /* the header's blob_pool_offset (u64): zero[0] */
+#define DMXP_MAX_BLOB_CLASSES 8u
+#define DMXP_BLOB_POOL_HEADER_SIZE 64u  /* the pool descriptor before the class descriptors */
+#define DMXP_BLOB_CLASS_SIZE 64u        /* one class descriptor */
+#define DMXP_BLOCK_HEADER_SIZE 64u      /* one block header */
+#define DMXP_BLOB_DESCRIPTOR_AREA 576u  /* 64 + 8 x 64: the least a pool can be (§13.2 #1) */
+#define DMXP_BLOB_MIN_BLOCK_SIZE UINT64_C(64)
+#define DMXP_BLOB_MAX_BLOCK_SIZE (UINT64_C(1) << 31)
+#define DMXP_BLOB_MAX_BLOCK_COUNT (UINT32_C(1) << 24)
+#define DMXP_BLOB_REF_LEN 16u           /* payload_len of a message with DMXP_FLAG_BLOB */
+#define DMXP_BLOB_POOL_ALIGN 4096u      /* where this creator puts the pool and each class's data */
+/* The state byte of a block's tag (bits 0-7; bits 8-31 the owner, 32-63 the generation). */
+#define DMXP_BLOCK_FREE 0u
+#define DMXP_BLOCK_LOANED 1u /* a producer writes it; owner = its peer record index + 1 */
+#define DMXP_BLOCK_QUEUED 2u /* a message in a ring refers to it; owner 0 */
+#define DMXP_BLOCK_HELD 3u   /* a consumer received it; owner = its peer record index + 1 */
+/* A loan that finds the pool exhausted runs dmxp_blob_reclaim first, at most this often per
+ * handle (a reclaim judges the liveness of the peer table's records and scans the pool). */
+#define DMXP_BLOB_RECLAIM_PAUSE_NS INT64_C(100000000)
+
 #define DMXP_RUNTIME_UNKNOWN 0u
 #define DMXP_RUNTIME_RUST 1u
 #define DMXP_RUNTIME_C 2u
@@ -388,8 +424,45 @@ typedef struct dmxp_header {
     DMXP_ATOMIC(uint64_t) peer_table_offset; /* 48: 0 = no peer table yet (§11.1) */
     DMXP_ATOMIC(uint32_t) peer_records;   /* 56: records of the peer table; 0 = DMXP_PEER_RECORDS */
     DMXP_ATOMIC(uint32_t) zero32;         /* 60 */
-    DMXP_ATOMIC(uint64_t) zero[8];        /* 64..128 */
+    /* 64..128. zero[0], at offset 64, is blob_pool_offset (PROTOCOL.md §13.1): the offset of
+     * the blob pool, 0 = none, written by the creator before magic and never changed; the
+     * header reads it once, at attach (dmxp__blob_pool_offset_word). The other words are 0. */
+    DMXP_ATOMIC(uint64_t) zero[8];
 } dmxp_header;
+
+/* The blob pool descriptor (§13.2): the pool's first 64 bytes, at blob_pool_offset. */
+typedef struct dmxp_blob_pool_header {
+    DMXP_ATOMIC(uint64_t) pool_magic;   /*  0: DMXP_BLOB_POOL_MAGIC */
+    DMXP_ATOMIC(uint32_t) class_count;  /*  8: 1..DMXP_MAX_BLOB_CLASSES */
+    DMXP_ATOMIC(uint32_t) zero12;       /* 12 */
+    DMXP_ATOMIC(uint64_t) pool_len;     /* 16: bytes of the pool from its start */
+    DMXP_ATOMIC(uint32_t) free_seq;     /* 24: futex word producers waiting for a block sleep on */
+    DMXP_ATOMIC(uint32_t) free_waiters; /* 28: producers registered as waiting on it */
+    DMXP_ATOMIC(uint64_t) zero[4];      /* 32..64 */
+} dmxp_blob_pool_header;
+
+/* A class descriptor (§13.2), class i at blob_pool_offset + 64 + 64 * i. */
+typedef struct dmxp_blob_class_desc {
+    DMXP_ATOMIC(uint64_t) block_size;     /*  0: a multiple of 64, 64..2^31 */
+    DMXP_ATOMIC(uint32_t) block_count;    /*  8: 1..2^24 */
+    DMXP_ATOMIC(uint32_t) zero12;         /* 12 */
+    DMXP_ATOMIC(uint64_t) headers_offset; /* 16: segment offset of the block headers */
+    DMXP_ATOMIC(uint64_t) data_offset;    /* 24: segment offset of block 0 */
+    DMXP_ATOMIC(uint32_t) next_hint;      /* 32: where the next loan starts looking */
+    DMXP_ATOMIC(uint32_t) zero36;         /* 36 */
+    DMXP_ATOMIC(uint64_t) zero[3];        /* 40..64 */
+} dmxp_blob_class_desc;
+
+/* A block header (§13.3), block j of a class at its headers_offset + 64 * j. */
+typedef struct dmxp_block_header {
+    DMXP_ATOMIC(uint64_t) tag;        /*  0: state | owner << 8 | generation << 32; CAS only */
+    DMXP_ATOMIC(uint32_t) channel_id; /*  8: while QUEUED, the channel carrying it */
+    DMXP_ATOMIC(uint32_t) length;     /* 12: informational, the committed length */
+    DMXP_ATOMIC(uint64_t) position;   /* 16: while QUEUED, the position of its message */
+    DMXP_ATOMIC(uint32_t) owner_pid;  /* 24: informational, the pid of the last owner */
+    DMXP_ATOMIC(uint32_t) zero28;     /* 28 */
+    DMXP_ATOMIC(uint64_t) zero[4];    /* 32..64 */
+} dmxp_block_header;
 
 /* Peer record (§11.2): 64 bytes, 64-aligned, record i at peer_table_offset + i * 64. */
 typedef struct dmxp_peer_record {
@@ -483,7 +556,40 @@ DMXP_ASSERT_AT(dmxp_header, peer_table_offset, 48);
 DMXP_ASSERT_AT(dmxp_header, peer_records, 56);
 DMXP_ASSERT_AT(dmxp_header, zero32, 60);
 DMXP_ASSERT_AT(dmxp_header, zero, 64);
+DMXP_ASSERT_AT(dmxp_header, zero[0], DMXP_HEADER_BLOB_POOL_OFFSET); /* blob_pool_offset */
 DMXP__STATIC_ASSERT(sizeof(dmxp_header) == 128, "header fields are 128 bytes");
+
+DMXP_ASSERT_AT(dmxp_blob_pool_header, pool_magic, 0);
+DMXP_ASSERT_AT(dmxp_blob_pool_header, class_count, 8);
+DMXP_ASSERT_AT(dmxp_blob_pool_header, zero12, 12);
+DMXP_ASSERT_AT(dmxp_blob_pool_header, pool_len, 16);
+DMXP_ASSERT_AT(dmxp_blob_pool_header, free_seq, 24);
+DMXP_ASSERT_AT(dmxp_blob_pool_header, free_waiters, 28);
+DMXP_ASSERT_AT(dmxp_blob_pool_header, zero, 32);
+DMXP__STATIC_ASSERT(sizeof(dmxp_blob_pool_header) == DMXP_BLOB_POOL_HEADER_SIZE,
+                    "pool descriptor is 64 bytes");
+DMXP_ASSERT_AT(dmxp_blob_class_desc, block_size, 0);
+DMXP_ASSERT_AT(dmxp_blob_class_desc, block_count, 8);
+DMXP_ASSERT_AT(dmxp_blob_class_desc, zero12, 12);
+DMXP_ASSERT_AT(dmxp_blob_class_desc, headers_offset, 16);
+DMXP_ASSERT_AT(dmxp_blob_class_desc, data_offset, 24);
+DMXP_ASSERT_AT(dmxp_blob_class_desc, next_hint, 32);
+DMXP_ASSERT_AT(dmxp_blob_class_desc, zero36, 36);
+DMXP_ASSERT_AT(dmxp_blob_class_desc, zero, 40);
+DMXP__STATIC_ASSERT(sizeof(dmxp_blob_class_desc) == DMXP_BLOB_CLASS_SIZE,
+                    "class descriptor is 64 bytes");
+DMXP_ASSERT_AT(dmxp_block_header, tag, 0);
+DMXP_ASSERT_AT(dmxp_block_header, channel_id, 8);
+DMXP_ASSERT_AT(dmxp_block_header, length, 12);
+DMXP_ASSERT_AT(dmxp_block_header, position, 16);
+DMXP_ASSERT_AT(dmxp_block_header, owner_pid, 24);
+DMXP_ASSERT_AT(dmxp_block_header, zero28, 28);
+DMXP_ASSERT_AT(dmxp_block_header, zero, 32);
+DMXP__STATIC_ASSERT(sizeof(dmxp_block_header) == DMXP_BLOCK_HEADER_SIZE,
+                    "block header is 64 bytes");
+DMXP__STATIC_ASSERT(DMXP_BLOB_POOL_HEADER_SIZE + DMXP_MAX_BLOB_CLASSES * DMXP_BLOB_CLASS_SIZE ==
+                        DMXP_BLOB_DESCRIPTOR_AREA,
+                    "the descriptor area is 576 bytes");
 
 DMXP_ASSERT_AT(dmxp_peer_record, pid, 0);
 DMXP_ASSERT_AT(dmxp_peer_record, runtime, 4);
@@ -628,19 +734,40 @@ typedef enum dmxp_status {
                                         dmxp_channel_require_single_slot found the channel
                                         carries runs (DMXP_CHANNEL_RUNS); channel = id,
                                         found = its max message size, value2 = flags */
+    /* The blob pool (PROTOCOL.md §13.2), checked at attach; and entry check #10 of §13.1 */
+    DMXP_E_BLOB_POOL_OUT_OF_RANGE = -53, /* #1: found = blob_pool_offset, value2 = segment
+                                            length (not 64-aligned, inside the header, or no
+                                            room for the 576-byte descriptor area) */
+    DMXP_E_BLOB_POOL_BAD_MAGIC = -54,    /* #2: found = pool_magic */
+    DMXP_E_BLOB_POOL_BAD_GEOMETRY = -55, /* #3: found = class_count, value2 = pool_len, value3
+                                            = blob_pool_offset */
+    DMXP_E_BLOB_CLASS_BAD = -56,         /* #4, #5: found = the class, field = what is wrong
+                                            with it ("block_size", "block_count",
+                                            "headers_offset", "data_offset"), value2 = its
+                                            value (for an overlap: the other class) */
+    DMXP_E_BLOBS_WITHOUT_POOL = -57,     /* §13.1: channel has DMXP_CHANNEL_BLOBS in a segment
+                                            without a pool; found = flags */
+    DMXP_E_BLOB_POOL_OVERLAP = -58,      /* a channel band (channel = its id) or the peer
+                                            table (channel -1) shares bytes with the pool:
+                                            found = the band's or table's offset, value2 =
+                                            blob_pool_offset, value3 = pool_len */
 
     /* SendError / RecvError */
     DMXP_E_FULL = -40,             /* every slot holds an unconsumed message */
     DMXP_E_TOO_LARGE = -41,        /* payload longer than the channel's max message size
                                       (dmxp_channel_max_message_size: 960 on a channel without
                                       runs), or a batch item longer than 960; nothing sent.
-                                      dmxp_check_message_size names length and limit */
+                                      dmxp_check_message_size names length and limit. A loan
+                                      longer than the largest block (dmxp_channel_blob_max),
+                                      a commit longer than its loan */
     DMXP_E_RESERVED_FLAGS = -42,   /* send flags set protocol bits (0x00FF) */
     DMXP_E_TIMEOUT = -43,          /* a blocking call reached its deadline */
     DMXP_E_EMPTY = -44,            /* no published message at the head */
     DMXP_E_BUFFER_TOO_SMALL = -45, /* nothing consumed; meta->payload_len = bytes needed */
     DMXP_E_CORRUPT_MESSAGE = -46,  /* consumed and dropped: payload_len > 960 outside a run,
-                                      or a run that is cut short or inconsistent (§12.4);
+                                      or a run that is cut short or inconsistent (§12.4), or a
+                                      bad, stale or forged blob reference (§13.5, its block left
+                                      alone; dmxp_channel_blob_bad_refs counts them);
                                       meta->message_id and meta->payload_len say which */
     DMXP_E_LOST = -47,             /* consumed a LOST tombstone; meta->message_id says which */
     DMXP_E_REVOKED = -48,          /* a peer repaired the claimed position before this call
@@ -648,7 +775,9 @@ typedef enum dmxp_status {
                                       stored into the slot; the message_id (send) or
                                       meta->message_id (receive) says which position. A revoked
                                       send may or may not have been delivered; a revoked
-                                      receive delivered nothing (the copy is discarded). */
+                                      receive delivered nothing (the copy is discarded). Blobs
+                                      (§13.6): a commit whose loan, or a release whose block,
+                                      was reclaimed meanwhile (judged dead) */
 
     /* This client */
     DMXP_E_OS = -60,               /* a system call failed; dmxp_error.os_errno, .field = call */
@@ -666,6 +795,20 @@ typedef enum dmxp_status {
                                       says), the kernel has no IORING_OP_FUTEX_WAIT (Linux
                                       6.7), or DMXP_ASYNC_POLL is set; field names which, and
                                       detail explains. Poll instead (dmxp_wait_fd_open) */
+
+    /* Blobs (PROTOCOL.md §13): loans, commits, receives and releases */
+    DMXP_E_POOL_EXHAUSTED = -70,     /* every block of every class that could hold the loan is
+                                        taken (after one dmxp_blob_reclaim); nothing loaned */
+    DMXP_E_NOT_A_BLOB_CHANNEL = -71, /* the channel has no DMXP_CHANNEL_BLOBS (or the handle
+                                        no pool): no loan, no blob receive */
+    DMXP_E_NOT_REGISTERED = -72,     /* a loan needs a handle registered as a producer, a blob
+                                        receive one registered as a consumer, by this process
+                                        (the block's owner is the record, §13.3) */
+    DMXP_E_NOT_A_BLOB = -73,         /* dmxp_blob_receive found an inline message at the head
+                                        (or a run): nothing consumed; meta->message_id says
+                                        which. Receive it with dmxp_try_recv */
+    DMXP_E_NO_BLOB_POOL = -74,       /* a channel creation asked for .blobs in a segment
+                                        without a pool; channel = id. Nothing written */
 } dmxp_status;
 
 /* What dmxp_channel_arm_message_wait / _free_slots_wait return when a wait is armed: poll the
@@ -691,6 +834,26 @@ typedef struct dmxp_error {
 /* Handles and message metadata                                                               */
 /* ------------------------------------------------------------------------------------------ */
 
+/* One class of a blob pool as validated at attach (PROTOCOL.md §13.2), in private memory:
+ * every block address is computed from these values, never from the segment again. */
+typedef struct dmxp_blob_class_geometry {
+    uint64_t block_size;     /* bytes per block: a multiple of 64, 64..2^31 */
+    uint64_t headers_offset; /* segment offset of the block headers (block_count x 64 bytes) */
+    uint64_t data_offset;    /* segment offset of block 0; block j at + j x block_size */
+    uint32_t block_count;    /* 1..2^24 */
+    uint32_t reserved;
+} dmxp_blob_class_geometry;
+
+/* A segment's blob pool as validated at attach (or made at format): class_count 0 = no pool.
+ * Classes are in strictly increasing block_size order. */
+typedef struct dmxp_blob_pool_geometry {
+    uint64_t offset; /* blob_pool_offset: the descriptor (dmxp_blob_pool_header) */
+    uint64_t len;    /* pool_len */
+    uint32_t class_count;
+    uint32_t reserved;
+    dmxp_blob_class_geometry classes[DMXP_MAX_BLOB_CLASSES];
+} dmxp_blob_pool_geometry;
+
 typedef struct dmxp_segment {
     unsigned char *base; /* 128-aligned start of the segment */
     size_t mapped_len;   /* bytes mapped (or given) */
@@ -703,6 +866,9 @@ typedef struct dmxp_segment {
      * from it uses this many, so a peer that rewrites the field later cannot make them reach
      * past the table validated. */
     uint32_t peer_records;
+    /* The blob pool (PROTOCOL.md §13), validated when the segment was attached (or written
+     * when it was formatted) and never read from the header again; class_count 0: none. */
+    dmxp_blob_pool_geometry pool;
 } dmxp_segment;
 
 /* A non-blocking call's watch for a stuck channel (one per role and handle). */
@@ -744,6 +910,16 @@ typedef struct dmxp_channel {
     DMXP_ATOMIC(uint64_t) revoked;     /* positions of this handle's claims revoked (§11.7) */
     DMXP_ATOMIC(uint64_t) stuck_looks; /* times a call read the other side's cursor for §11.6 */
     DMXP_ATOMIC(uint32_t) timestamps;  /* 1: sends stamp timestamp_ns (default); 0: they write 0 */
+    /* Blobs (PROTOCOL.md §13). The segment's pool geometry as validated at attach (class_count
+     * 0: no pool), copied at open: every block address comes from it. The indexes of
+     * send_peer and recv_peer in the peer table, the owners (index + 1) of this handle's loans
+     * and received blocks (§13.3). The count of blob references found bad, stale or forged
+     * (consumed and dropped), and when a loan last ran dmxp_blob_reclaim (ns). */
+    dmxp_blob_pool_geometry pool;
+    uint32_t send_index;
+    uint32_t recv_index;
+    DMXP_ATOMIC(uint64_t) bad_refs;
+    DMXP_ATOMIC(int64_t) reclaim_ns;
 } dmxp_channel;
 
 /* A message's metadata as copied out of its slot. */
@@ -757,6 +933,63 @@ typedef struct dmxp_meta {
     uint16_t flags;
     uint32_t payload_len;
 } dmxp_meta;
+
+/* A reference to one use of a pool block, as a message carries it (PROTOCOL.md §13.4): its
+ * 16-byte payload is class (byte 0), block (bytes 4..8), generation (8..12), length (12..16). */
+typedef struct dmxp_blob_ref {
+    uint8_t class_index; /* the size class */
+    uint32_t block;      /* the block within the class */
+    uint32_t generation; /* the generation of the loan that wrote it */
+    uint32_t length;     /* bytes of the block that are the message */
+} dmxp_blob_ref;
+
+/* A loaned block (PROTOCOL.md §13.3), from dmxp_blob_loan: this producer's to write until
+ * dmxp_blob_commit sends it or dmxp_blob_abandon gives it back (every loan must end in one of
+ * the two: a loan left behind is reclaimed only when the handle's record is freed or left,
+ * dmxp_blob_reclaim). The public fields are read-only.
+ *
+ * `data` is the block's first byte in this process's mapping (64-aligned), and `len` bytes
+ * from it are loaned. It is live segment memory that peers can write (a buggy or hostile one,
+ * or a new owner after a reclaim that judged this producer dead, §13.6), so under the header's
+ * memory model it is accessed only with atomics: write it with dmxp_loan_write (8-byte relaxed
+ * atomic words; the partial words at either end are merged) or dmxp_loan_store_word, read it
+ * back with dmxp_loan_read. The raw pointer is for what needs an address and is not a C access
+ * of this process: a system call that fills it (read(2), recv(2), a DMA engine), or code of
+ * your own that uses atomic or volatile word accesses. Plain stores or memcpy through it race
+ * with such peers, which is undefined behaviour in C; the protocol does not forbid it to you,
+ * it forbids the header. */
+typedef struct dmxp_loan {
+    unsigned char *data; /* the loaned bytes (see above); NULL when the loan is not live */
+    size_t len;          /* bytes loaned: the length asked for; a commit sends at most this */
+    size_t block_size;   /* the block's size (>= len) */
+    dmxp_blob_ref ref;   /* the block and its generation; ref.length = len */
+    /* The loan's own: */
+    const dmxp_channel *channel;
+    dmxp_block_header *header;
+    DMXP_ATOMIC(uint64_t) *words;
+    uint32_t owner; /* the producer record's index + 1, as in the tag */
+    uint32_t live;  /* 1 from the loan until its commit (or a failed one) or abandon */
+} dmxp_loan;
+
+/* A received block, read in place (PROTOCOL.md §13.5), from dmxp_blob_receive: this consumer's
+ * until dmxp_blob_release gives it back; the ring slot that carried its reference is already
+ * free. The public fields are read-only. `data` points at the block in this mapping and `len`
+ * bytes of it are the message; read them with dmxp_blob_read or dmxp_blob_load_word (8-byte
+ * relaxed atomic words), for the reasons given at dmxp_loan: a peer that reclaimed the block
+ * (this consumer judged dead, §13.6) or a hostile one may write it meanwhile, and then
+ * dmxp_blob_release reports DMXP_E_REVOKED: check it before acting on what was read. */
+typedef struct dmxp_blob_view {
+    const unsigned char *data; /* the message's bytes (see above); NULL when not live */
+    size_t len;                /* its length (meta.payload_len too) */
+    dmxp_meta meta;            /* the message's metadata; flags has DMXP_FLAG_BLOB */
+    dmxp_blob_ref ref;         /* the block it came in */
+    /* The view's own: */
+    const dmxp_channel *channel;
+    dmxp_block_header *header;
+    DMXP_ATOMIC(uint64_t) *words;
+    uint32_t owner; /* the consumer record's index + 1, as in the tag */
+    uint32_t live;  /* 1 from the receive until the release */
+} dmxp_blob_view;
 
 /* What a sender chooses; NULL means all zero. The client fills message_id, timestamp_ns
  * (CLOCK_MONOTONIC, or 0 after dmxp_channel_set_timestamps(ch, 0)), channel_id, sender_pid,
@@ -818,6 +1051,12 @@ static inline const char *dmxp_status_name(dmxp_status s) {
         DMXP__NAME(DMXP_E_UNKNOWN_CHANNEL_FLAGS)
         DMXP__NAME(DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE)
         DMXP__NAME(DMXP_E_RUNS_NOT_SUPPORTED)
+        DMXP__NAME(DMXP_E_BLOB_POOL_OUT_OF_RANGE)
+        DMXP__NAME(DMXP_E_BLOB_POOL_BAD_MAGIC)
+        DMXP__NAME(DMXP_E_BLOB_POOL_BAD_GEOMETRY)
+        DMXP__NAME(DMXP_E_BLOB_CLASS_BAD)
+        DMXP__NAME(DMXP_E_BLOBS_WITHOUT_POOL)
+        DMXP__NAME(DMXP_E_BLOB_POOL_OVERLAP)
         DMXP__NAME(DMXP_E_FULL)
         DMXP__NAME(DMXP_E_TOO_LARGE)
         DMXP__NAME(DMXP_E_RESERVED_FLAGS)
@@ -833,6 +1072,11 @@ static inline const char *dmxp_status_name(dmxp_status s) {
         DMXP__NAME(DMXP_E_INVALID_ARGUMENT)
         DMXP__NAME(DMXP_E_UNTRUSTED)
         DMXP__NAME(DMXP_E_UNSUPPORTED)
+        DMXP__NAME(DMXP_E_POOL_EXHAUSTED)
+        DMXP__NAME(DMXP_E_NOT_A_BLOB_CHANNEL)
+        DMXP__NAME(DMXP_E_NOT_REGISTERED)
+        DMXP__NAME(DMXP_E_NOT_A_BLOB)
+        DMXP__NAME(DMXP_E_NO_BLOB_POOL)
 #undef DMXP__NAME
     }
     return "DMXP_E_UNKNOWN";
@@ -878,6 +1122,12 @@ static inline const char *dmxp_strerror(dmxp_status s) {
     case DMXP_E_UNKNOWN_CHANNEL_FLAGS: return "corrupt segment: unknown channel flags";
     case DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE: return "corrupt segment: max_message_size out of range";
     case DMXP_E_RUNS_NOT_SUPPORTED: return "channel carries messages longer than 960 bytes (runs), refused as asked";
+    case DMXP_E_BLOB_POOL_OUT_OF_RANGE: return "corrupt segment: blob_pool_offset out of range";
+    case DMXP_E_BLOB_POOL_BAD_MAGIC: return "corrupt segment: bad blob pool magic";
+    case DMXP_E_BLOB_POOL_BAD_GEOMETRY: return "corrupt segment: blob pool class_count or pool_len out of range";
+    case DMXP_E_BLOB_CLASS_BAD: return "corrupt segment: a blob pool class is invalid";
+    case DMXP_E_BLOBS_WITHOUT_POOL: return "corrupt segment: a channel carries blobs in a segment without a blob pool";
+    case DMXP_E_BLOB_POOL_OVERLAP: return "corrupt segment: the blob pool overlaps a channel band or the peer table";
     case DMXP_E_FULL: return "channel full";
     case DMXP_E_TOO_LARGE: return "message exceeds the channel's max message size";
     case DMXP_E_RESERVED_FLAGS: return "flags set protocol-reserved bits (0x00ff)";
@@ -893,6 +1143,11 @@ static inline const char *dmxp_strerror(dmxp_status s) {
     case DMXP_E_INVALID_ARGUMENT: return "invalid argument";
     case DMXP_E_UNTRUSTED: return "segment not trusted: its owner, mode, type or directory fails the attach checks";
     case DMXP_E_UNSUPPORTED: return "no io_uring futex wait here (io_uring unavailable, or Linux before 6.7): poll instead";
+    case DMXP_E_POOL_EXHAUSTED: return "blob pool exhausted: every block that could hold the loan is taken";
+    case DMXP_E_NOT_A_BLOB_CHANNEL: return "channel does not carry blobs";
+    case DMXP_E_NOT_REGISTERED: return "handle not registered in the peer table by this process (blobs need a registered handle)";
+    case DMXP_E_NOT_A_BLOB: return "the next message is not a blob (nothing consumed): receive it with dmxp_try_recv";
+    case DMXP_E_NO_BLOB_POOL: return "the segment has no blob pool: no channel can carry blobs";
     }
     return "unknown status";
 }
@@ -921,6 +1176,12 @@ static inline const char *dmxp_status_field(dmxp_status s) {
     case DMXP_E_PEER_RECORDS_OUT_OF_RANGE: return "peer_records";
     case DMXP_E_UNKNOWN_CHANNEL_FLAGS: return "flags";
     case DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE: return "max_message_size";
+    case DMXP_E_BLOB_POOL_OUT_OF_RANGE:
+    case DMXP_E_BLOB_POOL_OVERLAP: return "blob_pool_offset";
+    case DMXP_E_BLOB_POOL_BAD_MAGIC: return "pool_magic";
+    case DMXP_E_BLOB_POOL_BAD_GEOMETRY: return "class_count";
+    case DMXP_E_BLOB_CLASS_BAD: return "block_size";
+    case DMXP_E_BLOBS_WITHOUT_POOL: return "flags";
     default: return NULL;
     }
 }
@@ -1009,8 +1270,47 @@ static inline int dmxp_error_format(const dmxp_error *e, char *buf, size_t len) 
                         f, DMXP_PEER_RECORDS, DMXP_MAX_PEER_RECORDS);
     case DMXP_E_UNKNOWN_CHANNEL_FLAGS:
         return snprintf(buf, len,
-                        "corrupt segment: %sflags %#llx set bits other than RUNS (0x1)", where,
-                        f);
+                        "corrupt segment: %sflags %#llx set bits other than RUNS (0x1) and "
+                        "BLOBS (0x2)",
+                        where, f);
+    case DMXP_E_BLOB_POOL_OUT_OF_RANGE:
+        return snprintf(buf, len,
+                        "corrupt segment: blob_pool_offset %llu: the pool descriptor does not "
+                        "fit, 64-aligned, in the band area of a %llu-byte segment",
+                        f, v2);
+    case DMXP_E_BLOB_POOL_BAD_MAGIC:
+        return snprintf(buf, len, "corrupt segment: blob pool magic %#018llx (expected %#018llx)",
+                        f, (unsigned long long)DMXP_BLOB_POOL_MAGIC);
+    case DMXP_E_BLOB_POOL_BAD_GEOMETRY:
+        return snprintf(buf, len,
+                        "corrupt segment: blob pool at %llu: class_count %llu (1..%u) or pool_len "
+                        "%llu does not fit",
+                        v3, f, DMXP_MAX_BLOB_CLASSES, v2);
+    case DMXP_E_BLOB_CLASS_BAD:
+        if (e->field && strcmp(e->field, "overlap") == 0)
+            return snprintf(buf, len,
+                            "corrupt segment: blob pool class %llu shares bytes with class %llu",
+                            f, v2);
+        return snprintf(buf, len, "corrupt segment: blob pool class %llu: %s %llu is invalid", f,
+                        e->field ? e->field : "?", v2);
+    case DMXP_E_BLOBS_WITHOUT_POOL:
+        return snprintf(buf, len,
+                        "corrupt segment: %sflags %#llx carry BLOBS (0x2) but the segment has no "
+                        "blob pool",
+                        where, f);
+    case DMXP_E_BLOB_POOL_OVERLAP:
+        if (e->channel >= 0)
+            return snprintf(buf, len,
+                            "corrupt segment: %sband at %llu overlaps the blob pool at %llu "
+                            "(%llu bytes)",
+                            where, f, v2, v3);
+        return snprintf(buf, len,
+                        "corrupt segment: the peer table at %llu overlaps the blob pool at %llu "
+                        "(%llu bytes)",
+                        f, v2, v3);
+    case DMXP_E_NO_BLOB_POOL:
+        return snprintf(buf, len, "%sthe segment has no blob pool: a channel cannot carry blobs",
+                        where);
     case DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE:
         if (v3 & DMXP_CHANNEL_RUNS)
             return snprintf(buf, len,
@@ -1279,6 +1579,101 @@ static inline dmxp_status dmxp__validate_header(dmxp_header *h, uint64_t magic,
     return DMXP_OK;
 }
 
+/* The header's blob_pool_offset (offset 64, PROTOCOL.md §13.1): zero[0] of dmxp_header. */
+static inline DMXP_ATOMIC(uint64_t) *dmxp__blob_pool_offset_word(dmxp_header *h) {
+    return &h->zero[0];
+}
+
+/* 1 when [start, start + len) and [ostart, ostart + olen) share a byte (no overflow: every
+ * caller's ranges lie inside the segment). */
+static inline int dmxp__ranges_overlap(uint64_t start, uint64_t len, uint64_t ostart,
+                                       uint64_t olen) {
+    return len != 0 && olen != 0 && start < ostart + olen && ostart < start + len;
+}
+
+/* 1 when the validated range [start, start + len) shares a byte with the pool (none: 0). */
+static inline int dmxp__overlaps_pool(const dmxp_blob_pool_geometry *pool, uint64_t start,
+                                      uint64_t len) {
+    return pool->class_count != 0 && dmxp__ranges_overlap(start, len, pool->offset, pool->len);
+}
+
+/* [start, start + len) lies in [lo, hi), start 64-aligned, with no overflow (§13.2 #5). */
+static inline int dmxp__inside_pool(uint64_t start, uint64_t len, uint64_t lo, uint64_t hi) {
+    return start % 64 == 0 && start >= lo && start <= hi && len <= hi - start;
+}
+
+/* The blob pool checks #1..#5 of PROTOCOL.md §13.2 for a pool at offset P (non-zero) of a
+ * segment of segment_len bytes whose header validated: on success *out is the geometry, read
+ * here once (relaxed loads after the caller's acquire of magic; pool_magic with acquire) and
+ * cached by the caller, never read again. */
+static inline dmxp_status dmxp__validate_pool(unsigned char *base, uint64_t segment_len,
+                                              uint64_t P, dmxp_blob_pool_geometry *out,
+                                              dmxp_error *err) {
+    memset(out, 0, sizeof *out);
+    if (P % 64 != 0 || P < DMXP_HEADER_SIZE || segment_len < DMXP_BLOB_DESCRIPTOR_AREA ||
+        P > segment_len - DMXP_BLOB_DESCRIPTOR_AREA)
+        return dmxp__fail(err, DMXP_E_BLOB_POOL_OUT_OF_RANGE, -1, NULL, P, segment_len, 0);
+    dmxp_blob_pool_header *h = (dmxp_blob_pool_header *)(void *)(base + P);
+    dmxp_blob_class_desc *d = (dmxp_blob_class_desc *)(void *)(base + P + DMXP_BLOB_POOL_HEADER_SIZE);
+    uint64_t magic = dmxp__load(&h->pool_magic, DMXP__ACQ);
+    if (magic != DMXP_BLOB_POOL_MAGIC)
+        return dmxp__fail(err, DMXP_E_BLOB_POOL_BAD_MAGIC, -1, NULL, magic, 0, 0);
+    uint32_t count = dmxp__load(&h->class_count, DMXP__RLX);
+    uint64_t plen = dmxp__load(&h->pool_len, DMXP__RLX);
+    uint64_t descriptors = DMXP_BLOB_POOL_HEADER_SIZE + (uint64_t)count * DMXP_BLOB_CLASS_SIZE;
+    if (count == 0 || count > DMXP_MAX_BLOB_CLASSES || plen < descriptors ||
+        plen > segment_len - P)
+        return dmxp__fail(err, DMXP_E_BLOB_POOL_BAD_GEOMETRY, -1, NULL, count, plen, P);
+    uint64_t lo = P + descriptors, hi = P + plen;
+    uint64_t previous = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        dmxp_blob_class_geometry g;
+        g.block_size = dmxp__load(&d[i].block_size, DMXP__RLX);
+        g.block_count = dmxp__load(&d[i].block_count, DMXP__RLX);
+        g.headers_offset = dmxp__load(&d[i].headers_offset, DMXP__RLX);
+        g.data_offset = dmxp__load(&d[i].data_offset, DMXP__RLX);
+        g.reserved = 0;
+        if (g.block_size < DMXP_BLOB_MIN_BLOCK_SIZE || g.block_size > DMXP_BLOB_MAX_BLOCK_SIZE ||
+            g.block_size % 64 != 0 || g.block_size <= previous)
+            return dmxp__fail(err, DMXP_E_BLOB_CLASS_BAD, -1, "block_size", i, g.block_size, 0);
+        if (g.block_count == 0 || g.block_count > DMXP_BLOB_MAX_BLOCK_COUNT)
+            return dmxp__fail(err, DMXP_E_BLOB_CLASS_BAD, -1, "block_count", i, g.block_count,
+                              0);
+        previous = g.block_size;
+        /* Bounded above (2^24 x 64, 2^31 x 2^24): no overflow. */
+        uint64_t headers_len = (uint64_t)g.block_count * DMXP_BLOCK_HEADER_SIZE;
+        uint64_t data_len = g.block_size * g.block_count;
+        if (!dmxp__inside_pool(g.headers_offset, headers_len, lo, hi))
+            return dmxp__fail(err, DMXP_E_BLOB_CLASS_BAD, -1, "headers_offset", i,
+                              g.headers_offset, 0);
+        if (!dmxp__inside_pool(g.data_offset, data_len, lo, hi))
+            return dmxp__fail(err, DMXP_E_BLOB_CLASS_BAD, -1, "data_offset", i, g.data_offset,
+                              0);
+        out->classes[i] = g;
+    }
+    /* No byte shared between any two ranges (headers or data) of any classes. */
+    for (uint32_t a = 0; a < 2 * count; a++) {
+        const dmxp_blob_class_geometry *ga = &out->classes[a / 2];
+        uint64_t sa = a % 2 ? ga->data_offset : ga->headers_offset;
+        uint64_t la = a % 2 ? ga->block_size * ga->block_count
+                            : (uint64_t)ga->block_count * DMXP_BLOCK_HEADER_SIZE;
+        for (uint32_t b = a + 1; b < 2 * count; b++) {
+            const dmxp_blob_class_geometry *gb = &out->classes[b / 2];
+            uint64_t sb = b % 2 ? gb->data_offset : gb->headers_offset;
+            uint64_t lb = b % 2 ? gb->block_size * gb->block_count
+                                : (uint64_t)gb->block_count * DMXP_BLOCK_HEADER_SIZE;
+            if (dmxp__ranges_overlap(sa, la, sb, lb)) {
+                memset(out, 0, sizeof *out);
+                return dmxp__fail(err, DMXP_E_BLOB_CLASS_BAD, -1, "overlap", a / 2, b / 2, 0);
+            }
+        }
+    }
+    out->offset = P;
+    out->len = plen;
+    out->class_count = count;
+    return DMXP_OK;
+}
+
 /* Entry checks #1..#8 of §4.2 on a snapshot of entry `id`. DMXP_OK with *capacity == 0 means
  * "not created" (*state tells EMPTY from CREATING). */
 static inline dmxp_status dmxp__geometry(const dmxp_segment *seg, uint32_t id,
@@ -1342,6 +1737,10 @@ static inline dmxp_status dmxp__check_overlap(const dmxp_segment *seg, uint32_t 
         return dmxp__fail(err, DMXP_E_PEER_TABLE_OUT_OF_RANGE, -1, NULL, table, seg->len, size);
     if (table != 0 && band < table + size && table < end)
         return dmxp__fail(err, DMXP_E_PEER_TABLE_OVERLAPS_BAND, (int32_t)id, NULL, table, 0, 0);
+    /* Nor with the blob pool (PROTOCOL.md §13.2: a band there would garble blocks). */
+    if (dmxp__overlaps_pool(&seg->pool, band, end - band))
+        return dmxp__fail(err, DMXP_E_BLOB_POOL_OVERLAP, (int32_t)id, NULL, band,
+                          seg->pool.offset, seg->pool.len);
     return DMXP_OK;
 }
 
@@ -1352,18 +1751,21 @@ static inline uint64_t dmxp__most_message(uint64_t cap) {
     return most > UINT32_MAX ? UINT32_MAX : most;
 }
 
-/* Entry checks #10 and #11 (§12.1) of created channel `id`, whose capacity `cap` passed #1..#8:
- * no flag bit but DMXP_CHANNEL_RUNS; with it, 960 < max_message_size <= cap * 960 (below
- * 2^32), without it max_message_size == 0. On success *flags is the entry's flags and *limit
- * the largest message the channel takes (DMXP_MSG_INLINE without runs), both read once here
- * (after the capacity acquire of dmxp__geometry) and cached by the caller. */
+/* Entry checks #10 and #11 (§12.1, §13.1) of created channel `id`, whose capacity `cap` passed
+ * #1..#8: no flag bit but DMXP_CHANNEL_RUNS and DMXP_CHANNEL_BLOBS; BLOBS only in a segment
+ * with a pool (DMXP_E_BLOBS_WITHOUT_POOL); with RUNS, 960 < max_message_size <= cap * 960
+ * (below 2^32), without it max_message_size == 0. On success *flags is the entry's flags and
+ * *limit the largest message the channel takes (DMXP_MSG_INLINE without runs), both read once
+ * here (after the capacity acquire of dmxp__geometry) and cached by the caller. */
 static inline dmxp_status dmxp__check_runs(const dmxp_segment *seg, uint32_t id, uint64_t cap,
                                            uint32_t *flags, uint32_t *limit, dmxp_error *err) {
     dmxp_channel_entry *e = dmxp__entry(seg, id);
     uint32_t f = dmxp__load(&e->flags, DMXP__RLX);
     uint32_t max = dmxp__load(&e->max_message_size, DMXP__RLX);
-    if ((f & ~DMXP_CHANNEL_RUNS) != 0)
+    if ((f & ~DMXP_CHANNEL_KNOWN_FLAGS) != 0)
         return dmxp__fail(err, DMXP_E_UNKNOWN_CHANNEL_FLAGS, (int32_t)id, NULL, f, 0, 0);
+    if ((f & DMXP_CHANNEL_BLOBS) && seg->pool.class_count == 0)
+        return dmxp__fail(err, DMXP_E_BLOBS_WITHOUT_POOL, (int32_t)id, NULL, f, 0, 0);
     if ((f & DMXP_CHANNEL_RUNS) ? max <= DMXP_MSG_INLINE || max > dmxp__most_message(cap)
                                 : max != 0)
         return dmxp__fail(err, DMXP_E_MAX_MESSAGE_SIZE_OUT_OF_RANGE, (int32_t)id, NULL, max,
@@ -1420,12 +1822,21 @@ static inline dmxp_status dmxp_segment_attach_memory(dmxp_segment *seg, void *ba
     uint32_t records = 0;
     s = dmxp__validate_header(h, magic, len, &seglen, &records, err);
     if (s != DMXP_OK) return s;
+    /* The blob pool (§13.2), after the header checks: its geometry is read once, here. */
+    dmxp_blob_pool_geometry pool;
+    memset(&pool, 0, sizeof pool);
+    uint64_t pool_offset = dmxp__load(dmxp__blob_pool_offset_word(h), DMXP__RLX);
+    if (pool_offset != 0) {
+        s = dmxp__validate_pool((unsigned char *)base, seglen, pool_offset, &pool, err);
+        if (s != DMXP_OK) return s;
+    }
     seg->base = (unsigned char *)base;
     seg->mapped_len = len;
     seg->len = seglen;
     seg->mapped = 0;
     seg->pid = (uint32_t)getpid();
     seg->peer_records = records;
+    seg->pool = pool;
     return DMXP_OK;
 }
 
@@ -1464,20 +1875,146 @@ static inline dmxp_status dmxp__check_peer_records(uint32_t n, dmxp_error *err) 
                              DMXP_MAX_PEER_RECORDS);
 }
 
+/* One size class of a blob pool to create (PROTOCOL.md §13.2): `block_count` blocks of
+ * `block_size` bytes each. block_size: a multiple of 64, 64..2^31 (DMXP_BLOB_MAX_BLOCK_SIZE);
+ * block_count: 1..2^24 (DMXP_BLOB_MAX_BLOCK_COUNT). */
+typedef struct dmxp_blob_class {
+    uint64_t block_size;
+    uint32_t block_count;
+} dmxp_blob_class;
+
+static inline uint64_t dmxp__round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
+
+/* Checks the classes a pool is asked for (1..8 of them, each in range, sizes strictly
+ * increasing; count 0 means no pool) and plans the pool in a fresh segment of `len` bytes as
+ * the Rust creator does: at P = HEADER_SIZE rounded up to 4096 (the band cursor of a fresh
+ * segment), the 576-byte descriptor area, then the block headers of every class one after
+ * another, then each class's data on a 4096-byte boundary, class after class; pool_len =
+ * the end of the last class's data (rounded up to 4096) - P. *plan gets the geometry
+ * (class_count 0 without a pool). DMXP_E_INVALID_ARGUMENT (field "blob_classes", found = the
+ * class at fault, detail says why) or DMXP_E_OUT_OF_SPACE (found = the pool's bytes, value2 =
+ * the bytes after P) before anything is written. */
+static inline dmxp_status dmxp__blob_plan(const dmxp_blob_class *classes, size_t count,
+                                          uint64_t len, dmxp_blob_pool_geometry *plan,
+                                          dmxp_error *err) {
+    memset(plan, 0, sizeof *plan);
+    if (count == 0) return DMXP_OK;
+    if (classes == NULL || count > DMXP_MAX_BLOB_CLASSES)
+        return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "blob_classes", count, 0, 0,
+                                 "a blob pool has 1 to %u size classes (%zu asked for)",
+                                 DMXP_MAX_BLOB_CLASSES, count);
+    uint64_t previous = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint64_t size = classes[i].block_size;
+        uint32_t n = classes[i].block_count;
+        if (size < DMXP_BLOB_MIN_BLOCK_SIZE || size > DMXP_BLOB_MAX_BLOCK_SIZE || size % 64 != 0 ||
+            size <= previous)
+            return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "blob_classes", i, size, 0,
+                                     "blob class %zu: block size %llu must be a multiple of 64 "
+                                     "from 64 to 2^31, larger than the class before",
+                                     i, (unsigned long long)size);
+        if (n == 0 || n > DMXP_BLOB_MAX_BLOCK_COUNT)
+            return dmxp__fail_detail(err, DMXP_E_INVALID_ARGUMENT, "blob_classes", i, n, 0,
+                                     "blob class %zu: %u blocks (1 to 2^24)", i, (unsigned)n);
+        previous = size;
+    }
+    /* Bounded: 8 classes of at most 2^24 headers and 2^55 data bytes each. */
+    uint64_t start = dmxp__round_up(DMXP_HEADER_SIZE, DMXP_BLOB_POOL_ALIGN);
+    uint64_t at = start + DMXP_BLOB_DESCRIPTOR_AREA;
+    for (size_t i = 0; i < count; i++) {
+        plan->classes[i].block_size = classes[i].block_size;
+        plan->classes[i].block_count = classes[i].block_count;
+        plan->classes[i].headers_offset = at;
+        at += (uint64_t)classes[i].block_count * DMXP_BLOCK_HEADER_SIZE;
+    }
+    at = dmxp__round_up(at, DMXP_BLOB_POOL_ALIGN);
+    for (size_t i = 0; i < count; i++) {
+        plan->classes[i].data_offset = at;
+        at = dmxp__round_up(at + classes[i].block_size * classes[i].block_count,
+                            DMXP_BLOB_POOL_ALIGN);
+    }
+    plan->offset = start;
+    plan->len = at - start;
+    plan->class_count = (uint32_t)count;
+    if (len < start || plan->len > len - start) {
+        uint64_t available = len > start ? len - start : 0;
+        uint64_t needed = plan->len;
+        memset(plan, 0, sizeof *plan);
+        return dmxp__fail(err, DMXP_E_OUT_OF_SPACE, -1, "blob_classes", needed, available, 0);
+    }
+    return DMXP_OK;
+}
+
+/* Writes the pool of `plan` into memory being formatted (before magic): carves it from the
+ * band area with the band_cursor CAS (§13.1), zeroes the descriptor area and every block
+ * header, writes the descriptor (pool_magic last, with release) and names it in the header. */
+static inline void dmxp__write_pool(unsigned char *base, const dmxp_blob_pool_geometry *plan) {
+    dmxp_header *h = (dmxp_header *)(void *)base;
+    uint64_t cursor = DMXP_HEADER_SIZE; /* as the format just stored it: this CAS succeeds */
+    (void)dmxp__cas_strong(&h->band_cursor, &cursor, plan->offset + plan->len, DMXP__ACQREL,
+                           DMXP__RLX);
+    dmxp_blob_pool_header *ph = (dmxp_blob_pool_header *)(void *)(base + plan->offset);
+    dmxp_blob_class_desc *d =
+        (dmxp_blob_class_desc *)(void *)(base + plan->offset + DMXP_BLOB_POOL_HEADER_SIZE);
+    dmxp__store(&ph->pool_magic, 0, DMXP__RLX);
+    dmxp__store(&ph->class_count, plan->class_count, DMXP__RLX);
+    dmxp__store(&ph->zero12, 0, DMXP__RLX);
+    dmxp__store(&ph->pool_len, plan->len, DMXP__RLX);
+    dmxp__store(&ph->free_seq, 0, DMXP__RLX);
+    dmxp__store(&ph->free_waiters, 0, DMXP__RLX);
+    for (size_t k = 0; k < 4; k++) dmxp__store(&ph->zero[k], 0, DMXP__RLX);
+    for (uint32_t i = 0; i < DMXP_MAX_BLOB_CLASSES; i++) {
+        int used = i < plan->class_count;
+        const dmxp_blob_class_geometry *g = &plan->classes[i];
+        dmxp__store(&d[i].block_size, used ? g->block_size : 0, DMXP__RLX);
+        dmxp__store(&d[i].block_count, used ? g->block_count : 0, DMXP__RLX);
+        dmxp__store(&d[i].zero12, 0, DMXP__RLX);
+        dmxp__store(&d[i].headers_offset, used ? g->headers_offset : 0, DMXP__RLX);
+        dmxp__store(&d[i].data_offset, used ? g->data_offset : 0, DMXP__RLX);
+        dmxp__store(&d[i].next_hint, 0, DMXP__RLX);
+        dmxp__store(&d[i].zero36, 0, DMXP__RLX);
+        for (size_t k = 0; k < 3; k++) dmxp__store(&d[i].zero[k], 0, DMXP__RLX);
+        if (!used) continue;
+        dmxp_block_header *b = (dmxp_block_header *)(void *)(base + g->headers_offset);
+        for (uint32_t j = 0; j < g->block_count; j++) {
+            dmxp__store(&b[j].tag, 0, DMXP__RLX);
+            dmxp__store(&b[j].channel_id, 0, DMXP__RLX);
+            dmxp__store(&b[j].length, 0, DMXP__RLX);
+            dmxp__store(&b[j].position, 0, DMXP__RLX);
+            dmxp__store(&b[j].owner_pid, 0, DMXP__RLX);
+            dmxp__store(&b[j].zero28, 0, DMXP__RLX);
+            for (size_t k = 0; k < 4; k++) dmxp__store(&b[j].zero[k], 0, DMXP__RLX);
+        }
+    }
+    dmxp__store(&ph->pool_magic, DMXP_BLOB_POOL_MAGIC, DMXP__REL);
+    dmxp__store(dmxp__blob_pool_offset_word(h), plan->offset, DMXP__RLX);
+}
+
 /* Formats memory nobody else uses yet (freshly created, exclusively owned) as an empty
  * segment of `len` bytes whose peer table will have `peer_records` records (§11.1: 0 for the
  * default DMXP_PEER_RECORDS, else DMXP_PEER_RECORDS..DMXP_MAX_PEER_RECORDS; each producer or
  * consumer handle registered at once takes one; DMXP_E_INVALID_ARGUMENT otherwise, before
- * anything is written), storing magic last with release. The table itself is carved by the
- * first registration (peer_records * 64 bytes of the band area). Refuses memory whose magic is
- * set (DMXP_E_ALREADY_FORMATTED): it may be live. Only clients that know the peer_records
- * field (PROTOCOL.md §9) should share a segment made with more than 256 records. */
-static inline dmxp_status dmxp_segment_format_memory_ex(dmxp_segment *seg, void *base,
-                                                        size_t len, uint32_t creator_pid,
-                                                        uint32_t peer_records, dmxp_error *err) {
+ * anything is written), with a blob pool of the `class_count` size classes `classes`
+ * (PROTOCOL.md §13; 0 classes: no pool; see dmxp_blob_class), storing magic last with
+ * release. The pool is carved at once, after the header (4096-aligned; see dmxp__blob_plan
+ * for the layout), its block headers zeroed (its blocks are not: a fresh object is zero, and
+ * a loan's bytes are the producer's to write); a class list that is invalid
+ * (DMXP_E_INVALID_ARGUMENT, field "blob_classes") or a pool that does not fit
+ * (DMXP_E_OUT_OF_SPACE) is refused before anything is written. The peer table is carved by
+ * the first registration (peer_records * 64 bytes of the band area). Refuses memory whose magic
+ * is set (DMXP_E_ALREADY_FORMATTED): it may be live. Only clients that know the peer_records
+ * field (PROTOCOL.md §9) should share a segment made with more than 256 records, and only
+ * clients that know §13 use the pool (older ones refuse its BLOBS channels, §13.1). */
+static inline dmxp_status dmxp_segment_format_memory_pool(dmxp_segment *seg, void *base,
+                                                          size_t len, uint32_t creator_pid,
+                                                          uint32_t peer_records,
+                                                          const dmxp_blob_class *classes,
+                                                          size_t class_count, dmxp_error *err) {
     if (seg == NULL) return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "seg", 0, 0, 0);
     dmxp_status s = dmxp__check_peer_records(peer_records, err);
     if (s == DMXP_OK) s = dmxp__check_region(base, len, err);
+    dmxp_blob_pool_geometry plan;
+    if (s == DMXP_OK) s = dmxp__blob_plan(classes, class_count, (uint64_t)len, &plan, err);
     if (s != DMXP_OK) return s;
     dmxp_segment_layout *l = (dmxp_segment_layout *)base;
     dmxp_header *h = &l->header;
@@ -1501,6 +2038,8 @@ static inline dmxp_status dmxp_segment_format_memory_ex(dmxp_segment *seg, void 
     dmxp__store(&h->band_cursor, DMXP_HEADER_SIZE, DMXP__RLX);
     /* Before magic, never changed after: attachers read it once, after magic (§3.1). */
     dmxp__store(&h->peer_records, peer_records, DMXP__RLX);
+    /* The pool and blob_pool_offset, before magic too (§13.1). */
+    if (plan.class_count != 0) dmxp__write_pool((unsigned char *)base, &plan);
     dmxp__store(&h->magic, DMXP_MAGIC, DMXP__REL); /* publication point */
     seg->base = (unsigned char *)base;
     seg->mapped_len = len;
@@ -1508,7 +2047,16 @@ static inline dmxp_status dmxp_segment_format_memory_ex(dmxp_segment *seg, void 
     seg->mapped = 0;
     seg->pid = (uint32_t)getpid();
     seg->peer_records = dmxp__table_records(peer_records);
+    seg->pool = plan;
     return DMXP_OK;
+}
+
+/* dmxp_segment_format_memory_pool without a blob pool. */
+static inline dmxp_status dmxp_segment_format_memory_ex(dmxp_segment *seg, void *base,
+                                                        size_t len, uint32_t creator_pid,
+                                                        uint32_t peer_records, dmxp_error *err) {
+    return dmxp_segment_format_memory_pool(seg, base, len, creator_pid, peer_records, NULL, 0,
+                                           err);
 }
 
 /* dmxp_segment_format_memory_ex with the default peer table (peer_records 0: 256 records). */
@@ -1909,11 +2457,19 @@ static inline dmxp_status dmxp_segment_open_path(dmxp_segment *seg, const char *
     return dmxp_segment_open_path_trusting(seg, path, timeout_ms, NULL, err);
 }
 
+/* The blob classes a creating call asks for (PROTOCOL.md §13): `count` of `classes`, 0 = no
+ * pool. A NULL request means none. */
+typedef struct dmxp__pool_req {
+    const dmxp_blob_class *classes;
+    size_t count;
+} dmxp__pool_req;
+
 /* Sizes, maps and formats a freshly created, exclusively owned fd with a peer table of
- * `peer_records` (checked); with gid >= 0 hands it to that group first. */
+ * `peer_records` (checked) and the blob pool of `pool` (checked; NULL: none); with gid >= 0
+ * hands it to that group first. */
 static inline dmxp_status dmxp__format_new_fd(dmxp_segment *seg, int fd, size_t size,
                                               unsigned mode, int64_t gid, uint32_t peer_records,
-                                              dmxp_error *err) {
+                                              const dmxp__pool_req *pool, dmxp_error *err) {
     if (gid >= 0 && fchown(fd, (uid_t)-1, (gid_t)gid) != 0)
         return dmxp__fail_os(err, DMXP_E_OS, "fchown", errno);
     /* Exact mode bits whatever the umask. */
@@ -1921,8 +2477,9 @@ static inline dmxp_status dmxp__format_new_fd(dmxp_segment *seg, int fd, size_t 
     if (ftruncate(fd, (off_t)size) != 0) return dmxp__fail_os(err, DMXP_E_OS, "ftruncate", errno);
     void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) return dmxp__fail_os(err, DMXP_E_OS, "mmap", errno);
-    dmxp_status s =
-        dmxp_segment_format_memory_ex(seg, base, size, (uint32_t)getpid(), peer_records, err);
+    dmxp_status s = dmxp_segment_format_memory_pool(
+        seg, base, size, (uint32_t)getpid(), peer_records, pool ? pool->classes : NULL,
+        pool ? pool->count : 0, err);
     if (s != DMXP_OK) {
         munmap(base, size);
         return s;
@@ -1940,17 +2497,27 @@ static inline dmxp_status dmxp__check_create_args(dmxp_segment *seg, size_t size
     return dmxp__check_peer_records(peer_records, err);
 }
 
+/* The creating calls' check of their blob classes (NULL: none), before any system call: the
+ * same refusals as the format (DMXP_E_INVALID_ARGUMENT, DMXP_E_OUT_OF_SPACE for a pool that
+ * does not fit a segment of `size` bytes). */
+static inline dmxp_status dmxp__check_pool_req(const dmxp__pool_req *pool, size_t size,
+                                               dmxp_error *err) {
+    if (pool == NULL) return DMXP_OK;
+    dmxp_blob_pool_geometry plan;
+    return dmxp__blob_plan(pool->classes, pool->count, (uint64_t)size, &plan, err);
+}
+
 /* Exclusive create of a checked shm name. */
 static inline dmxp_status dmxp__create_shm(dmxp_segment *seg, const char *name, size_t size,
                                            unsigned mode, int64_t gid, uint32_t peer_records,
-                                           dmxp_error *err) {
+                                           const dmxp__pool_req *pool, dmxp_error *err) {
     /* O_EXCL: fails on any existing entry, a symbolic link included; never follows one. */
     int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, (mode_t)mode);
     if (fd < 0) {
         int e = errno;
         return dmxp__fail_os(err, e == EEXIST ? DMXP_E_SEGMENT_EXISTS : DMXP_E_OS, "shm_open", e);
     }
-    dmxp_status s = dmxp__format_new_fd(seg, fd, size, mode, gid, peer_records, err);
+    dmxp_status s = dmxp__format_new_fd(seg, fd, size, mode, gid, peer_records, pool, err);
     close(fd);
     if (s != DMXP_OK) shm_unlink(name); /* ours, never formatted: nobody can be using it */
     return s;
@@ -1961,7 +2528,8 @@ static inline dmxp_status dmxp__create_shm(dmxp_segment *seg, const char *name, 
  * included, and never writes through one). */
 static inline dmxp_status dmxp__create_at(dmxp_segment *seg, int dirfd, const char *base,
                                           size_t size, unsigned mode, int64_t gid,
-                                          uint32_t peer_records, dmxp_error *err) {
+                                          uint32_t peer_records, const dmxp__pool_req *pool,
+                                          dmxp_error *err) {
     static DMXP_ATOMIC(uint32_t) counter;
     char tmp[DMXP_PATH_CAP];
     int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", base, (long)getpid(),
@@ -1970,7 +2538,7 @@ static inline dmxp_status dmxp__create_at(dmxp_segment *seg, int dirfd, const ch
         return dmxp__fail(err, DMXP_E_INVALID_ARGUMENT, -1, "path", 0, 0, 0);
     int fd = openat(dirfd, tmp, O_CREAT | O_EXCL | O_NOFOLLOW | O_RDWR | O_CLOEXEC, (mode_t)mode);
     if (fd < 0) return dmxp__fail_os(err, DMXP_E_OS, "open", errno);
-    dmxp_status s = dmxp__format_new_fd(seg, fd, size, mode, gid, peer_records, err);
+    dmxp_status s = dmxp__format_new_fd(seg, fd, size, mode, gid, peer_records, pool, err);
     close(fd);
     if (s == DMXP_OK && linkat(dirfd, tmp, dirfd, base, 0) != 0) {
         int e = errno;
@@ -1985,11 +2553,12 @@ static inline dmxp_status dmxp__create_at(dmxp_segment *seg, int dirfd, const ch
  * here, the other arguments by dmxp__check_create_args. */
 static inline dmxp_status dmxp__create(int kind, dmxp_segment *seg, const char *name,
                                        size_t size, unsigned mode, int64_t gid,
-                                       uint32_t peer_records, dmxp_error *err) {
+                                       uint32_t peer_records, const dmxp__pool_req *pool,
+                                       dmxp_error *err) {
     if (kind == 0) {
         dmxp_status s = dmxp_check_shm_name(name, err);
         if (s != DMXP_OK) return s;
-        return dmxp__create_shm(seg, name, size, mode, gid, peer_records, err);
+        return dmxp__create_shm(seg, name, size, mode, gid, peer_records, pool, err);
     }
     dmxp_status s = dmxp_check_path(name, err);
     if (s != DMXP_OK) return s;
@@ -1997,7 +2566,7 @@ static inline dmxp_status dmxp__create(int kind, dmxp_segment *seg, const char *
     const char *base;
     s = dmxp__open_parent(name, DMXP_E_OS, &dirfd, &base, err);
     if (s != DMXP_OK) return s;
-    s = dmxp__create_at(seg, dirfd, base, size, mode, gid, peer_records, err);
+    s = dmxp__create_at(seg, dirfd, base, size, mode, gid, peer_records, pool, err);
     close(dirfd);
     return s;
 }
@@ -2012,12 +2581,14 @@ static inline int64_t dmxp__trust_gid(const dmxp_trust *t) {
  * DMXP_TRUST_DEFAULT): the asked mode, the group, peer_records. */
 static inline dmxp_status dmxp__create_ex(int kind, dmxp_segment *seg, const char *name,
                                           size_t size, const dmxp_trust *trust,
-                                          dmxp_error *err) {
+                                          const dmxp__pool_req *pool, dmxp_error *err) {
     dmxp_trust t;
     dmxp_status s = dmxp__resolve_trust(trust, 0, &t, err);
     if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, t.peer_records, err);
+    if (s == DMXP_OK) s = dmxp__check_pool_req(pool, size, err);
     if (s != DMXP_OK) return s;
-    return dmxp__create(kind, seg, name, size, t.mode, dmxp__trust_gid(&t), t.peer_records, err);
+    return dmxp__create(kind, seg, name, size, t.mode, dmxp__trust_gid(&t), t.peer_records, pool,
+                        err);
 }
 
 /* Creates the shm object `name` exclusively (O_CREAT|O_EXCL), applies `mode` exactly
@@ -2029,7 +2600,7 @@ static inline dmxp_status dmxp_segment_create_shm(dmxp_segment *seg, const char 
                                                   size_t size, unsigned mode, dmxp_error *err) {
     dmxp_status s = dmxp__check_create_args(seg, size, mode, 0, err);
     if (s != DMXP_OK) return s;
-    return dmxp__create(0, seg, name, size, mode, -1, 0, err);
+    return dmxp__create(0, seg, name, size, mode, -1, 0, NULL, err);
 }
 
 /* Creates the file `path` exclusively: a temporary file in the same directory is sized,
@@ -2042,7 +2613,7 @@ static inline dmxp_status dmxp_segment_create_path(dmxp_segment *seg, const char
                                                    dmxp_error *err) {
     dmxp_status s = dmxp__check_create_args(seg, size, mode, 0, err);
     if (s != DMXP_OK) return s;
-    return dmxp__create(1, seg, path, size, mode, -1, 0, err);
+    return dmxp__create(1, seg, path, size, mode, -1, 0, NULL, err);
 }
 
 /* dmxp_segment_create_shm with the creation options of a dmxp_trust (`trust` NULL =
@@ -2053,7 +2624,7 @@ static inline dmxp_status dmxp_segment_create_path(dmxp_segment *seg, const char
 static inline dmxp_status dmxp_segment_create_shm_ex(dmxp_segment *seg, const char *name,
                                                      size_t size, const dmxp_trust *trust,
                                                      dmxp_error *err) {
-    return dmxp__create_ex(0, seg, name, size, trust, err);
+    return dmxp__create_ex(0, seg, name, size, trust, NULL, err);
 }
 
 /* dmxp_segment_create_path with the creation options of a dmxp_trust (as
@@ -2061,7 +2632,7 @@ static inline dmxp_status dmxp_segment_create_shm_ex(dmxp_segment *seg, const ch
 static inline dmxp_status dmxp_segment_create_path_ex(dmxp_segment *seg, const char *path,
                                                       size_t size, const dmxp_trust *trust,
                                                       dmxp_error *err) {
-    return dmxp__create_ex(1, seg, path, size, trust, err);
+    return dmxp__create_ex(1, seg, path, size, trust, NULL, err);
 }
 
 /* Create-or-attach on checked arguments and a resolved policy: creates with t->mode (and
@@ -2069,8 +2640,8 @@ static inline dmxp_status dmxp_segment_create_path_ex(dmxp_segment *seg, const c
  * passes `t`. */
 static inline dmxp_status dmxp__open_or_create(int kind, dmxp_segment *seg, const char *name,
                                                size_t size, const dmxp_trust *t, int64_t gid,
-                                               int64_t timeout_ms, int *created,
-                                               dmxp_error *err) {
+                                               const dmxp__pool_req *pool, int64_t timeout_ms,
+                                               int *created, dmxp_error *err) {
     int64_t deadline = dmxp__ms_deadline(timeout_ms);
     if (created) *created = 0;
     int dirfd = -1;
@@ -2081,9 +2652,10 @@ static inline dmxp_status dmxp__open_or_create(int kind, dmxp_segment *seg, cons
         if (s != DMXP_OK) return s;
     }
     for (;;) {
-        s = kind == 0 ? dmxp__create_shm(seg, name, size, t->mode, gid, t->peer_records, err)
+        s = kind == 0 ? dmxp__create_shm(seg, name, size, t->mode, gid, t->peer_records, pool,
+                                         err)
                       : dmxp__create_at(seg, dirfd, base, size, t->mode, gid, t->peer_records,
-                                        err);
+                                        pool, err);
         if (s == DMXP_OK) {
             if (created) *created = 1;
             break;
@@ -2114,7 +2686,7 @@ static inline dmxp_status dmxp_segment_open_or_create_shm(dmxp_segment *seg, con
     dmxp_trust t;
     if (s == DMXP_OK) s = dmxp__resolve_trust(NULL, mode, &t, err);
     if (s != DMXP_OK) return s;
-    return dmxp__open_or_create(0, seg, name, size, &t, -1, timeout_ms, created, err);
+    return dmxp__open_or_create(0, seg, name, size, &t, -1, NULL, timeout_ms, created, err);
 }
 
 /* dmxp_segment_open_or_create_shm for a file path, with the file rules of dmxp_trust. */
@@ -2127,7 +2699,7 @@ static inline dmxp_status dmxp_segment_open_or_create_path(dmxp_segment *seg, co
     dmxp_trust t;
     if (s == DMXP_OK) s = dmxp__resolve_trust(NULL, mode, &t, err);
     if (s != DMXP_OK) return s;
-    return dmxp__open_or_create(1, seg, path, size, &t, -1, timeout_ms, created, err);
+    return dmxp__open_or_create(1, seg, path, size, &t, -1, NULL, timeout_ms, created, err);
 }
 
 /* Create-or-attach with an explicit policy (`trust` NULL = DMXP_TRUST_DEFAULT). A segment it
@@ -2146,7 +2718,7 @@ static inline dmxp_status dmxp_segment_open_or_create_shm_ex(dmxp_segment *seg, 
     if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, t.peer_records, err);
     if (s == DMXP_OK) s = dmxp_check_shm_name(name, err);
     if (s != DMXP_OK) return s;
-    return dmxp__open_or_create(0, seg, name, size, &t, dmxp__trust_gid(&t), timeout_ms,
+    return dmxp__open_or_create(0, seg, name, size, &t, dmxp__trust_gid(&t), NULL, timeout_ms,
                                 created, err);
 }
 
@@ -2161,8 +2733,77 @@ static inline dmxp_status dmxp_segment_open_or_create_path_ex(dmxp_segment *seg,
     if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, t.peer_records, err);
     if (s == DMXP_OK) s = dmxp_check_path(path, err);
     if (s != DMXP_OK) return s;
-    return dmxp__open_or_create(1, seg, path, size, &t, dmxp__trust_gid(&t), timeout_ms,
+    return dmxp__open_or_create(1, seg, path, size, &t, dmxp__trust_gid(&t), NULL, timeout_ms,
                                 created, err);
+}
+
+/* dmxp_segment_create_shm_ex with a blob pool (PROTOCOL.md §13) of the `class_count` size
+ * classes `classes` (1..DMXP_MAX_BLOB_CLASSES of them, block sizes strictly increasing; see
+ * dmxp_blob_class; 0 classes: no pool), laid out as dmxp_segment_format_memory_pool says. An
+ * invalid class list (DMXP_E_INVALID_ARGUMENT, field "blob_classes", detail says why) or a pool
+ * that does not fit `size` (DMXP_E_OUT_OF_SPACE: found = the pool's bytes, value2 = the bytes
+ * available) is refused before any system call. */
+static inline dmxp_status dmxp_segment_create_shm_pool(dmxp_segment *seg, const char *name,
+                                                       size_t size, const dmxp_trust *trust,
+                                                       const dmxp_blob_class *classes,
+                                                       size_t class_count, dmxp_error *err) {
+    dmxp__pool_req pool = {classes, class_count};
+    return dmxp__create_ex(0, seg, name, size, trust, &pool, err);
+}
+
+/* dmxp_segment_create_path_ex with a blob pool (as dmxp_segment_create_shm_pool). */
+static inline dmxp_status dmxp_segment_create_path_pool(dmxp_segment *seg, const char *path,
+                                                        size_t size, const dmxp_trust *trust,
+                                                        const dmxp_blob_class *classes,
+                                                        size_t class_count, dmxp_error *err) {
+    dmxp__pool_req pool = {classes, class_count};
+    return dmxp__create_ex(1, seg, path, size, trust, &pool, err);
+}
+
+/* dmxp_segment_open_or_create_shm_ex whose created segment gets a blob pool of the
+ * `class_count` size classes `classes` (as dmxp_segment_create_shm_pool; the classes are
+ * checked before any system call, whether the segment exists or not). An existing segment is
+ * attached to as it is, with the pool its creator made or none: dmxp_segment_blob_pool tells
+ * (and a channel creation with .blobs fails with DMXP_E_NO_BLOB_POOL on a segment without
+ * one). */
+static inline dmxp_status dmxp_segment_open_or_create_shm_pool(
+    dmxp_segment *seg, const char *name, size_t size, int64_t timeout_ms,
+    const dmxp_trust *trust, const dmxp_blob_class *classes, size_t class_count, int *created,
+    dmxp_error *err) {
+    dmxp_trust t;
+    dmxp__pool_req pool = {classes, class_count};
+    if (created) *created = 0;
+    dmxp_status s = dmxp__resolve_trust(trust, 0, &t, err);
+    if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, t.peer_records, err);
+    if (s == DMXP_OK) s = dmxp__check_pool_req(&pool, size, err);
+    if (s == DMXP_OK) s = dmxp_check_shm_name(name, err);
+    if (s != DMXP_OK) return s;
+    return dmxp__open_or_create(0, seg, name, size, &t, dmxp__trust_gid(&t), &pool, timeout_ms,
+                                created, err);
+}
+
+/* dmxp_segment_open_or_create_shm_pool for a file path. */
+static inline dmxp_status dmxp_segment_open_or_create_path_pool(
+    dmxp_segment *seg, const char *path, size_t size, int64_t timeout_ms,
+    const dmxp_trust *trust, const dmxp_blob_class *classes, size_t class_count, int *created,
+    dmxp_error *err) {
+    dmxp_trust t;
+    dmxp__pool_req pool = {classes, class_count};
+    if (created) *created = 0;
+    dmxp_status s = dmxp__resolve_trust(trust, 0, &t, err);
+    if (s == DMXP_OK) s = dmxp__check_create_args(seg, size, t.mode, t.peer_records, err);
+    if (s == DMXP_OK) s = dmxp__check_pool_req(&pool, size, err);
+    if (s == DMXP_OK) s = dmxp_check_path(path, err);
+    if (s != DMXP_OK) return s;
+    return dmxp__open_or_create(1, seg, path, size, &t, dmxp__trust_gid(&t), &pool, timeout_ms,
+                                created, err);
+}
+
+/* The segment's blob pool (PROTOCOL.md §13) as validated when it was attached (or made when
+ * it was formatted): its offset, length and classes, smallest first. NULL when it has none.
+ * Not a snapshot: the geometry is never re-read. */
+static inline const dmxp_blob_pool_geometry *dmxp_segment_blob_pool(const dmxp_segment *seg) {
+    return seg != NULL && seg->pool.class_count != 0 ? &seg->pool : NULL;
 }
 
 /* Segment-level accessors (snapshots). */
@@ -2215,6 +2856,11 @@ static inline void dmxp__bind(const dmxp_segment *seg, uint32_t id, uint64_t cap
     dmxp__init(&ch->revoked, 0);
     dmxp__init(&ch->stuck_looks, 0);
     dmxp__init(&ch->timestamps, 1);
+    ch->pool = seg->pool;
+    ch->send_index = 0;
+    ch->recv_index = 0;
+    dmxp__init(&ch->bad_refs, 0);
+    dmxp__init(&ch->reclaim_ns, 0);
 }
 
 /* Opens created channel `id` after validating its entry and checking its band against every
@@ -2257,9 +2903,11 @@ static inline dmxp_status dmxp_channel_open_wait(const dmxp_segment *seg, uint32
     }
 }
 
-/* One past the last byte of any valid band (HEADER_SIZE when there are none). */
+/* One past the last byte of any valid band or of the blob pool (HEADER_SIZE when there are
+ * none). */
 static inline uint64_t dmxp__end_of_bands(const dmxp_segment *seg) {
     uint64_t end = DMXP_HEADER_SIZE;
+    if (seg->pool.class_count != 0) end = seg->pool.offset + seg->pool.len;
     for (uint32_t id = 0; id < DMXP_MAX_CHANNELS; id++) {
         uint64_t cap, band;
         if (dmxp__geometry(seg, id, &cap, &band, NULL, NULL) == DMXP_OK && cap != 0) {
@@ -2322,14 +2970,17 @@ static inline int dmxp__valid_capacity(uint64_t cap) {
     return dmxp__is_pow2(cap) && cap >= DMXP_MIN_CAPACITY && cap <= DMXP_MAX_CAPACITY;
 }
 
-/* One attempt of §5 open_or_create. */
+/* One attempt of §5 open_or_create; `blobs`: the channel gets DMXP_CHANNEL_BLOBS (the caller
+ * checked that the segment has a pool). */
 static inline dmxp_status dmxp__open_or_create_once(const dmxp_segment *seg, uint32_t id,
                                                     uint64_t capacity, uint32_t runs_limit,
-                                                    dmxp_channel *ch, int *created,
+                                                    int blobs, dmxp_channel *ch, int *created,
                                                     dmxp_error *err) {
     dmxp_channel_entry *e = dmxp__entry(seg, id);
     if (dmxp__load(&e->capacity, DMXP__ACQ) != 0)
         return dmxp_channel_open(seg, id, ch, err); /* exists, whatever its capacity */
+    if (blobs && seg->pool.class_count == 0) /* before the claim: nothing written */
+        return dmxp__fail(err, DMXP_E_NO_BLOB_POOL, (int32_t)id, "blobs", 0, 0, 0);
     uint32_t expected = DMXP_STATE_EMPTY;
     if (!dmxp__cas_strong(&e->state, &expected, DMXP_STATE_CREATING,
                           DMXP__ACQ, DMXP__ACQ)) {
@@ -2342,6 +2993,10 @@ static inline dmxp_status dmxp__open_or_create_once(const dmxp_segment *seg, uin
     dmxp__store(&e->creator_pid, seg->pid, DMXP__RLX);
     uint64_t band = 0;
     dmxp_status s = dmxp__reserve_band(seg, capacity * DMXP_SLOT_SIZE, &band, err);
+    /* A scribbled band_cursor could point into the blob pool: never zero its blocks. */
+    if (s == DMXP_OK && dmxp__overlaps_pool(&seg->pool, band, capacity * DMXP_SLOT_SIZE))
+        s = dmxp__fail(err, DMXP_E_BLOB_POOL_OVERLAP, (int32_t)id, NULL, band, seg->pool.offset,
+                       seg->pool.len);
     if (s != DMXP_OK) {
         dmxp__store(&e->state, DMXP_STATE_EMPTY, DMXP__REL); /* give the id back */
         return s;
@@ -2352,7 +3007,7 @@ static inline dmxp_status dmxp__open_or_create_once(const dmxp_segment *seg, uin
         dmxp__store(&slots[k].sequence, k, DMXP__RLX);
     }
     /* runs_limit: 0 (a channel of single-slot messages), or the checked limit of §12.1. */
-    uint32_t flags = runs_limit ? DMXP_CHANNEL_RUNS : 0u;
+    uint32_t flags = (runs_limit ? DMXP_CHANNEL_RUNS : 0u) | (blobs ? DMXP_CHANNEL_BLOBS : 0u);
     dmxp__store(&e->channel_id, id, DMXP__RLX);
     dmxp__store(&e->flags, flags, DMXP__RLX);
     dmxp__store(&e->max_message_size, runs_limit, DMXP__RLX);
@@ -2384,6 +3039,12 @@ typedef struct dmxp_channel_opts {
      * empty ring: `dmxp` uses at most capacity / 2 * 960 unless asked for more. Ignored when
      * the channel exists already (it keeps its own limit: dmxp_channel_max_message_size). */
     uint64_t max_message_size;
+    /* Non-zero: the channel carries references to blocks of the segment's blob pool
+     * (DMXP_CHANNEL_BLOBS, PROTOCOL.md §13.1): loans committed with dmxp_blob_commit, received
+     * in place with dmxp_blob_receive; inline messages (and runs, with max_message_size) travel
+     * on it as on any channel. The segment must have a pool (DMXP_E_NO_BLOB_POOL otherwise,
+     * nothing written). Ignored when the channel exists already (dmxp_channel_flags tells). */
+    int blobs;
 } dmxp_channel_opts;
 
 /* The limit a creation with `opts` writes into the entry: 0 (no runs) or 961..; fails when
@@ -2402,11 +3063,13 @@ static inline dmxp_status dmxp__runs_limit(const dmxp_channel_opts *opts, uint64
 }
 
 /* dmxp_channel_open_or_create with creation options (dmxp_channel_opts: the max message
- * size of a channel that carries runs, PROTOCOL.md §12). An existing channel is opened as it
- * is, whatever its capacity and limit (dmxp_channel_capacity, dmxp_channel_max_message_size
- * tell). DMXP_E_INVALID_MAX_MESSAGE_SIZE (found = the limit asked for, value2 = capacity,
- * value3 = the most it allows) before anything is written when the limit does not fit the
- * capacity asked for. */
+ * size of a channel that carries runs, PROTOCOL.md §12; .blobs for a channel that carries blob
+ * references, §13). An existing channel is opened as it is, whatever its capacity, limit and
+ * flags (dmxp_channel_capacity, dmxp_channel_max_message_size, dmxp_channel_flags tell).
+ * DMXP_E_INVALID_MAX_MESSAGE_SIZE (found = the limit asked for, value2 = capacity, value3 =
+ * the most it allows) before anything is written when the limit does not fit the capacity
+ * asked for; DMXP_E_NO_BLOB_POOL (channel = id) before anything is written when .blobs asks
+ * to create a channel in a segment without a blob pool. */
 static inline dmxp_status dmxp_channel_open_or_create_ex(const dmxp_segment *seg, uint32_t id,
                                                          uint64_t capacity,
                                                          const dmxp_channel_opts *opts,
@@ -2422,9 +3085,10 @@ static inline dmxp_status dmxp_channel_open_or_create_ex(const dmxp_segment *seg
     uint32_t limit;
     dmxp_status s = dmxp__runs_limit(opts, capacity, id, &limit, err);
     if (s != DMXP_OK) return s;
+    int blobs = opts != NULL && opts->blobs != 0;
     int64_t deadline = dmxp__ms_deadline(timeout_ms);
     for (;;) {
-        s = dmxp__open_or_create_once(seg, id, capacity, limit, ch, created, err);
+        s = dmxp__open_or_create_once(seg, id, capacity, limit, blobs, ch, created, err);
         if (s != DMXP_E_BEING_CREATED) return s;
         if ((int64_t)dmxp_now_ns() >= deadline) return s;
         dmxp__sleep_ns(1000000);
@@ -2471,7 +3135,7 @@ static inline uint64_t dmxp_channel_capacity(const dmxp_channel *ch) { return ch
 static inline uint32_t dmxp_channel_max_message_size(const dmxp_channel *ch) {
     return ch->max_message;
 }
-/* The entry's flags (DMXP_CHANNEL_RUNS or 0). */
+/* The entry's flags (DMXP_CHANNEL_RUNS, DMXP_CHANNEL_BLOBS, or 0). */
 static inline uint32_t dmxp_channel_flags(const dmxp_channel *ch) { return ch->channel_flags; }
 
 /* An opt-in refusal of runs (PROTOCOL.md §12.1), for code that cannot take a message longer
@@ -2716,13 +3380,21 @@ static inline DMXP__COLD int dmxp__queued_behind(const dmxp_channel *ch, uint64_
     return dmxp__diff(seq, head + 1) >= 0 ? -1 : 0;
 }
 
-/* What a receive claimed (dmxp__claim_recv_kind, PROTOCOL.md §12.4). */
+/* What a receive claimed (dmxp__claim_recv_take, PROTOCOL.md §12.4). */
 #define DMXP__CLAIM_SLOTS 0   /* *count single-slot positions: messages, markers, bad lengths */
 #define DMXP__CLAIM_RUN 1     /* one run of *count positions, every slot published; *needed = L */
 #define DMXP__CLAIM_BAD_RUN 2 /* the start of a run that fails the checks, claimed alone: it is
                                  dropped as corrupt (*needed = its payload_len) */
 #define DMXP__CLAIM_ORPHAN 3  /* a continuation whose start is gone, claimed alone: freed and
                                  passed over like a SKIP marker, not reported */
+#define DMXP__CLAIM_BLOB 4    /* a slot flagged BLOB (§13.5), claimed alone; *needed = the length
+                                 its reference gives (peeked: checked again after the claim) */
+
+/* What a receive's claim takes at the head (dmxp__claim_recv_take): a copying receive or a
+ * batch takes everything (a blob is copied out of its block); a blob receive takes blobs and
+ * markers, and refuses anything else with DMXP_E_NOT_A_BLOB, consuming nothing. */
+#define DMXP__TAKE_ANY 0u
+#define DMXP__TAKE_BLOB 1u
 
 /* A run's start as a consumer finds it (§12.4): 2 <= k <= capacity, 960 < L <= the channel's
  * limit, and k == ceil(L / 960). */
@@ -2736,6 +3408,15 @@ static inline int dmxp__run_shape_ok(const dmxp_channel *ch, uint64_t k, uint64_
  * nothing is published at head: DMXP_E_EMPTY if nothing is queued behind it either, else
  * DMXP__PENDING with *first = head (the caller waits for it).
  *
+ * Blobs (§13.5) are looked at first: a slot flagged BLOB (and not SKIP or LOST) is claimed
+ * alone (DMXP__CLAIM_BLOB, *needed = the length in its reference), on any channel (the finish
+ * drops it as corrupt where the channel carries no blobs, so a reference is never delivered as
+ * a message); with buf_cap != SIZE_MAX on a channel that carries blobs, one whose reference is
+ * longer than buf_cap (and no longer than the largest block) is refused
+ * (DMXP_E_BUFFER_TOO_SMALL, nothing consumed). With
+ * take == DMXP__TAKE_BLOB (max 1) only blobs, markers and orphan continuations are claimed;
+ * anything else is DMXP_E_NOT_A_BLOB with *first = head, nothing consumed.
+ *
  * Runs (§12.4): the flags of the slot at head (read after the acquire of its sequence) decide.
  * A continuation (RUN_CONT) is claimed alone (DMXP__CLAIM_ORPHAN). A run's start (RUN) whose
  * run_slots and payload_len fail dmxp__run_shape_ok, or whose continuations are not all
@@ -2744,10 +3425,10 @@ static inline int dmxp__run_shape_ok(const dmxp_channel *ch, uint64_t k, uint64_
  * claimed with one CAS (DMXP__CLAIM_RUN, *count = k, *needed = L), named in the intent with
  * DMXP_INTENT_RUN, whatever `max` is. Everything else is DMXP__CLAIM_SLOTS, whose count stops
  * before a slot flagged RUN or RUN_CONT: a batch never takes part of a run. */
-static inline dmxp_status dmxp__claim_recv_kind(const dmxp_channel *ch, uint64_t max,
+static inline dmxp_status dmxp__claim_recv_take(const dmxp_channel *ch, uint64_t max,
                                                 size_t buf_cap, uint64_t *first,
                                                 uint64_t *count, uint32_t *needed,
-                                                uint32_t *kind) {
+                                                uint32_t *kind, uint32_t take) {
     DMXP_ATOMIC(uint64_t) *head_p = &ch->entry->head;
     dmxp_peer_record *peer = ch->recv_peer;
     int wrote_intent = 0;
@@ -2762,7 +3443,24 @@ static inline dmxp_status dmxp__claim_recv_kind(const dmxp_channel *ch, uint64_t
             uint16_t flags = dmxp__load(&slot->meta.flags, DMXP__RLX);
             uint32_t what = DMXP__CLAIM_SLOTS;
             uint64_t n = 1;
-            if (flags & DMXP_FLAG_RUN_CONT) {
+            int marker = (flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST)) != 0;
+            if (!marker && (flags & DMXP_FLAG_BLOB)) {
+                what = DMXP__CLAIM_BLOB;
+                uint32_t len = (uint32_t)(dmxp__load(&slot->payload[1], DMXP__RLX) >> 32);
+                *needed = len;
+                /* A length past the largest block cannot be a valid reference: it is claimed
+                 * (and dropped as corrupt) rather than refused for ever. */
+                if (take == DMXP__TAKE_ANY && buf_cap != SIZE_MAX && len > buf_cap &&
+                    (ch->channel_flags & DMXP_CHANNEL_BLOBS) && ch->pool.class_count != 0 &&
+                    len <= ch->pool.classes[ch->pool.class_count - 1].block_size) {
+                    if (wrote_intent) dmxp__intent_clear(peer);
+                    return DMXP_E_BUFFER_TOO_SMALL;
+                }
+            } else if (take == DMXP__TAKE_BLOB && !marker && !(flags & DMXP_FLAG_RUN_CONT)) {
+                if (wrote_intent) dmxp__intent_clear(peer);
+                *first = head;
+                return DMXP_E_NOT_A_BLOB; /* an inline message or a run: nothing consumed */
+            } else if (flags & DMXP_FLAG_RUN_CONT) {
                 what = DMXP__CLAIM_ORPHAN;
             } else if (flags & DMXP_FLAG_RUN) {
                 uint32_t k = dmxp__load(&slot->run_slots, DMXP__RLX);
@@ -2801,8 +3499,8 @@ static inline dmxp_status dmxp__claim_recv_kind(const dmxp_channel *ch, uint64_t
                     dmxp_slot *next = dmxp__slot(ch, head + n);
                     if (dmxp__load(&next->sequence, DMXP__ACQ) != head + n + 1 ||
                         (dmxp__load(&next->meta.flags, DMXP__RLX) &
-                         (DMXP_FLAG_RUN | DMXP_FLAG_RUN_CONT)) != 0)
-                        break;
+                         (DMXP_FLAG_RUN | DMXP_FLAG_RUN_CONT | DMXP_FLAG_BLOB)) != 0)
+                        break; /* a batch stops before a run and before a blob (§13.5) */
                     n++;
                 }
             }
@@ -2836,6 +3534,14 @@ static inline dmxp_status dmxp__claim_recv_kind(const dmxp_channel *ch, uint64_t
     return DMXP_E_BUSY;
 }
 
+/* dmxp__claim_recv_take of a copying receive or a batch (DMXP__TAKE_ANY). */
+static inline dmxp_status dmxp__claim_recv_kind(const dmxp_channel *ch, uint64_t max,
+                                                size_t buf_cap, uint64_t *first,
+                                                uint64_t *count, uint32_t *needed,
+                                                uint32_t *kind) {
+    return dmxp__claim_recv_take(ch, max, buf_cap, first, count, needed, kind, DMXP__TAKE_ANY);
+}
+
 /* dmxp__claim_recv_kind without the kind (for callers that handle single-slot positions). */
 static inline dmxp_status dmxp__claim_recv(const dmxp_channel *ch, uint64_t max, size_t buf_cap,
                                            uint64_t *first, uint64_t *count, uint32_t *needed) {
@@ -2864,9 +3570,10 @@ static inline dmxp_status dmxp__claim_recv_settled(const dmxp_channel *ch, uint6
                                                    size_t buf_cap, uint64_t *first,
                                                    uint64_t *count, uint32_t *needed,
                                                    uint32_t *kind, dmxp__pending *pend,
-                                                   int wait) {
+                                                   int wait, uint32_t take) {
     for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
-        dmxp_status s = dmxp__claim_recv_kind(ch, max, buf_cap, first, count, needed, kind);
+        dmxp_status s =
+            dmxp__claim_recv_take(ch, max, buf_cap, first, count, needed, kind, take);
         if (s != DMXP__PENDING || !wait) return s;
         if (!pend->tracking || pend->position != *first) {
             pend->tracking = 1;
@@ -3367,7 +4074,9 @@ DMXP__INLINE dmxp_status dmxp__finish_recv_at(const dmxp_channel *ch, dmxp_slot 
     dmxp_status s;
     size_t copied = 0;
     size_t fits = cap < DMXP_MSG_INLINE ? cap : DMXP_MSG_INLINE;
-    if ((flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST)) == 0 && plen <= fits) { /* a message */
+    /* A BLOB flag here (written after the claim's peek) is never delivered as a message. */
+    if ((flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST | DMXP_FLAG_BLOB)) == 0 &&
+        plen <= fits) { /* a message */
         copied = plen;
         dmxp__payload_load(slot, (unsigned char *)buf, copied);
         s = DMXP_OK;
@@ -3376,7 +4085,8 @@ DMXP__INLINE dmxp_status dmxp__finish_recv_at(const dmxp_channel *ch, dmxp_slot 
     } else if (flags & DMXP_FLAG_LOST) {
         meta->message_id = pos;
         s = DMXP_E_LOST;
-    } else { /* payload_len > 960, or > cap only if a peer rewrote the slot after our peek */
+    } else { /* payload_len > 960, or > cap only if a peer rewrote the slot after our peek
+              * (or it set BLOB) */
         meta->message_id = pos;
         s = DMXP_E_CORRUPT_MESSAGE;
     }
@@ -3464,6 +4174,220 @@ static inline dmxp_status dmxp__finish_alone(const dmxp_channel *ch, uint64_t po
     return DMXP_E_CORRUPT_MESSAGE;
 }
 
+/* --- The blob pool's blocks (PROTOCOL.md §13.3) ------------------------------------------
+ * Every address below comes from the geometry validated at attach and cached in the handle
+ * (dmxp_blob_pool_geometry), with the class and block checked against it first: a reference
+ * read from a slot, or a tag, can name nothing outside the pool's validated ranges. */
+
+/* A tag: state (bits 0-7), owner (8-31: a peer record index + 1, or 0), generation (32-63). */
+static inline uint64_t dmxp__tag(uint32_t state, uint32_t owner, uint32_t generation) {
+    return (uint64_t)(state & 0xFFu) | (uint64_t)(owner & 0xFFFFFFu) << 8 |
+           (uint64_t)generation << 32;
+}
+static inline uint32_t dmxp__tag_state(uint64_t t) { return (uint32_t)(t & 0xFFu); }
+static inline uint32_t dmxp__tag_owner(uint64_t t) { return (uint32_t)(t >> 8) & 0xFFFFFFu; }
+static inline uint32_t dmxp__tag_generation(uint64_t t) { return (uint32_t)(t >> 32); }
+
+static inline dmxp_blob_pool_header *dmxp__pool_header(unsigned char *base,
+                                                       const dmxp_blob_pool_geometry *pool) {
+    return (dmxp_blob_pool_header *)(void *)(base + pool->offset);
+}
+
+static inline dmxp_blob_class_desc *dmxp__pool_class(unsigned char *base,
+                                                     const dmxp_blob_pool_geometry *pool,
+                                                     uint32_t c) {
+    return (dmxp_blob_class_desc *)(void *)(base + pool->offset + DMXP_BLOB_POOL_HEADER_SIZE +
+                                            (uint64_t)c * DMXP_BLOB_CLASS_SIZE);
+}
+
+/* Block j < block_count of class c < class_count: its header and its words. */
+static inline dmxp_block_header *dmxp__block_header(unsigned char *base,
+                                                    const dmxp_blob_pool_geometry *pool,
+                                                    uint32_t c, uint32_t j) {
+    return (dmxp_block_header *)(void *)(base + pool->classes[c].headers_offset +
+                                         (uint64_t)j * DMXP_BLOCK_HEADER_SIZE);
+}
+
+static inline DMXP_ATOMIC(uint64_t) *dmxp__block_words(unsigned char *base,
+                                                       const dmxp_blob_pool_geometry *pool,
+                                                       uint32_t c, uint32_t j) {
+    return (DMXP_ATOMIC(uint64_t) *)(void *)(base + pool->classes[c].data_offset +
+                                             (uint64_t)j * pool->classes[c].block_size);
+}
+
+/* The reference in the two payload words of a slot (bytes 1..4 ignored). */
+static inline dmxp_blob_ref dmxp__ref_decode(uint64_t w0, uint64_t w1) {
+    dmxp_blob_ref r;
+    r.class_index = (uint8_t)(w0 & 0xFFu);
+    r.block = (uint32_t)(w0 >> 32);
+    r.generation = (uint32_t)w1;
+    r.length = (uint32_t)(w1 >> 32);
+    return r;
+}
+
+/* 1 when `r` names a block of the pool and its length fits the block (§13.5). */
+static inline int dmxp__ref_in_pool(const dmxp_blob_pool_geometry *pool, const dmxp_blob_ref *r) {
+    return r->class_index < pool->class_count &&
+           r->block < pool->classes[r->class_index].block_count &&
+           (uint64_t)r->length <= pool->classes[r->class_index].block_size;
+}
+
+/* §13.3 wake(free_seq): producers waiting for a block, after one was freed (no system call
+ * when none waits, §7.2). */
+static inline void dmxp__notify_block_freed(unsigned char *base,
+                                            const dmxp_blob_pool_geometry *pool) {
+    if (pool->class_count == 0) return;
+    dmxp_blob_pool_header *h = dmxp__pool_header(base, pool);
+    dmxp__notify(&h->free_seq, &h->free_waiters);
+}
+
+/* The bytes of a block (§13.3) move like a slot's payload (§1.3): aligned 8-byte relaxed
+ * atomic words only, so that a peer racing on the block garbles bytes and causes nothing worse.
+ * Whole words in blocks of 8 (no per-word branch); a partial word at either end is loaded,
+ * merged (a store) or cut (a load), so no access leaves the words that hold bytes
+ * off .. off + n. The caller has checked the range against the block. */
+static inline void dmxp__words_read(DMXP_ATOMIC(uint64_t) *w, size_t off, unsigned char *dst,
+                                    size_t n) {
+    if (n == 0) return;
+    size_t i = off / 8, k = off % 8;
+    if (k != 0) {
+        unsigned char b[8];
+        dmxp__put8(b, dmxp__load(&w[i], DMXP__RLX));
+        size_t take = 8 - k < n ? 8 - k : n;
+        memcpy(dst, b + k, take); /* private memory */
+        dst += take;
+        n -= take;
+        i++;
+    }
+    DMXP_ATOMIC(uint64_t) *src = w + i;
+    size_t words = n / 8, j = 0;
+    for (; j + 8 <= words; j += 8) DMXP__GET8(src, dst, j);
+    for (; j < words; j++) DMXP__GET1(src, dst, j);
+    if (n % 8 != 0) {
+        unsigned char b[8];
+        dmxp__put8(b, dmxp__load(&src[words], DMXP__RLX));
+        memcpy(dst + 8 * words, b, n % 8);
+    }
+}
+
+static inline void dmxp__word_merge(DMXP_ATOMIC(uint64_t) *w, size_t within,
+                                    const unsigned char *src, size_t n) {
+    unsigned char b[8];
+    dmxp__put8(b, dmxp__load(w, DMXP__RLX));
+    memcpy(b + within, src, n); /* private memory */
+    dmxp__store(w, dmxp__get8(b), DMXP__RLX);
+}
+
+static inline void dmxp__words_write(DMXP_ATOMIC(uint64_t) *w, size_t off,
+                                     const unsigned char *src, size_t n) {
+    if (n == 0) return;
+    size_t i = off / 8, k = off % 8;
+    if (k != 0) {
+        size_t take = 8 - k < n ? 8 - k : n;
+        dmxp__word_merge(&w[i], k, src, take);
+        src += take;
+        n -= take;
+        i++;
+    }
+    DMXP_ATOMIC(uint64_t) *dst = w + i;
+    size_t words = n / 8, j = 0;
+    for (; j + 8 <= words; j += 8) DMXP__PUT8(dst, src, j);
+    for (; j < words; j++) DMXP__PUT1(dst, src, j);
+    if (n % 8 != 0) dmxp__word_merge(&dst[words], 0, src + 8 * words, n % 8);
+}
+
+/* The reference of a claimed slot at `pos` flagged BLOB (flags and plen as read after the
+ * claim), checked as §13.5 says before anything of the pool is touched: the channel carries
+ * blobs, the flags have no RUN or RUN_CONT, payload_len is 16, the reference names a block of
+ * the cached geometry with a length that fits it, and that block's tag (acquire) is exactly
+ * (QUEUED, 0, generation) while its header names this channel and position. 1 with *r, *hdr
+ * and *tag (the value read) when it is; 0 for a bad, stale or forged reference, whose block
+ * (if any) is left alone. */
+static inline int dmxp__claimed_ref(const dmxp_channel *ch, dmxp_slot *slot, uint64_t pos,
+                                    uint16_t flags, uint32_t plen, dmxp_blob_ref *r,
+                                    dmxp_block_header **hdr, uint64_t *tag) {
+    if ((ch->channel_flags & DMXP_CHANNEL_BLOBS) == 0 || ch->pool.class_count == 0 ||
+        (flags & (DMXP_FLAG_RUN | DMXP_FLAG_RUN_CONT)) != 0 || plen != DMXP_BLOB_REF_LEN)
+        return 0;
+    *r = dmxp__ref_decode(dmxp__load(&slot->payload[0], DMXP__RLX),
+                          dmxp__load(&slot->payload[1], DMXP__RLX));
+    if (!dmxp__ref_in_pool(&ch->pool, r)) return 0;
+    dmxp_block_header *h = dmxp__block_header(ch->base, &ch->pool, r->class_index, r->block);
+    uint64_t t = dmxp__load(&h->tag, DMXP__ACQ);
+    if (t != dmxp__tag(DMXP_BLOCK_QUEUED, 0, r->generation) ||
+        dmxp__load(&h->channel_id, DMXP__RLX) != ch->id ||
+        dmxp__load(&h->position, DMXP__RLX) != pos)
+        return 0;
+    *hdr = h;
+    *tag = t;
+    return 1;
+}
+
+/* A bad reference consumed (§13.5): counted in the handle, reported as corrupt. */
+static inline dmxp_status dmxp__bad_ref(const dmxp_channel *ch, uint64_t pos, uint32_t plen,
+                                        dmxp_meta *meta) {
+    dmxp__fetch_add(&dmxp__mut(ch)->bad_refs, 1, DMXP__RLX);
+    meta->message_id = pos;
+    meta->payload_len = plen;
+    return DMXP_E_CORRUPT_MESSAGE;
+}
+
+/* The copying receive of a claimed BLOB slot at `pos` (DMXP__CLAIM_BLOB, §13.5): the reference
+ * is checked (dmxp__claimed_ref), the block's `length` bytes are copied into buf (at least
+ * that many: cap; with `owned`, into memory malloc'd here, *owned, which the caller frees),
+ * the block is freed straight from QUEUED (CAS from the tag read: no peer record is needed,
+ * the claim on the slot keeps the block queued) and only then the slot. DMXP_OK (*meta the
+ * slot's, payload_len the blob's length, flags with DMXP_FLAG_BLOB; *len = length);
+ * DMXP_E_CORRUPT_MESSAGE for a bad reference (its block left alone) or one rewritten since the
+ * claim's peek to a length that no longer fits (its block freed: the message is consumed),
+ * counted in dmxp_channel_blob_bad_refs; DMXP_E_REVOKED (the copy discarded) when the free of
+ * the slot, or of the block, found it taken by a repair (§11.7, §13.6). The intent is cleared
+ * in every case. */
+static inline dmxp_status dmxp__finish_blob_copy(const dmxp_channel *ch, uint64_t pos,
+                                                 unsigned char *buf, size_t cap,
+                                                 unsigned char **owned, dmxp_meta *meta,
+                                                 size_t *len) {
+    dmxp_slot *slot = dmxp__slot(ch, pos);
+    uint16_t flags;
+    uint32_t plen;
+    dmxp__read_meta_as(slot, meta, &flags, &plen);
+    dmxp_blob_ref r;
+    memset(&r, 0, sizeof r);
+    dmxp_block_header *h = NULL;
+    uint64_t tag = 0;
+    int valid = dmxp__claimed_ref(ch, slot, pos, flags, plen, &r, &h, &tag);
+    size_t copied = 0;
+    int fits = 0, block_freed = 0, block_taken = 0;
+    if (valid) {
+        if (owned) {
+            *owned = (unsigned char *)malloc(r.length ? r.length : 1);
+            buf = *owned;
+            cap = buf ? r.length : 0;
+        }
+        if ((size_t)r.length <= cap) {
+            dmxp__words_read(dmxp__block_words(ch->base, &ch->pool, r.class_index, r.block), 0,
+                             buf, r.length);
+            copied = r.length;
+            fits = 1;
+        }
+        uint64_t expected = tag;
+        if (dmxp__cas_strong(&h->tag, &expected, dmxp__tag(DMXP_BLOCK_FREE, 0, r.generation),
+                             DMXP__REL, DMXP__RLX))
+            block_freed = 1;
+        else
+            block_taken = 1; /* reclaimed under the claim: the claim was revoked */
+    }
+    int freed = dmxp__free_at(ch, slot, pos);
+    dmxp__intent_clear(ch->recv_peer); /* after the free (or its failed CAS) */
+    if (block_freed) dmxp__notify_block_freed(ch->base, &ch->pool);
+    if (freed) dmxp__notify_producers(ch);
+    if (!freed || block_taken) return dmxp__discard(ch, pos, buf, copied, meta);
+    if (!valid || !fits) return dmxp__bad_ref(ch, pos, plen, meta);
+    meta->payload_len = r.length;
+    if (len) *len = copied;
+    return DMXP_OK;
+}
+
 /* One receive, without the stuck watch (the blocking calls keep their own). A pending head
  * (§6.2) is waited for as dmxp__claim_recv_settled does; with wait == 0 DMXP__PENDING is
  * returned instead (and `pend` may be NULL). */
@@ -3477,8 +4401,8 @@ static inline dmxp_status dmxp__recv_once(const dmxp_channel *ch, void *buf, siz
     for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
         uint64_t pos = 0, n = 0;
         uint32_t needed = 0, kind = DMXP__CLAIM_SLOTS;
-        dmxp_status s =
-            dmxp__claim_recv_settled(ch, 1, cap, &pos, &n, &needed, &kind, pend, wait);
+        dmxp_status s = dmxp__claim_recv_settled(ch, 1, cap, &pos, &n, &needed, &kind, pend,
+                                                 wait, DMXP__TAKE_ANY);
         if (s == DMXP_E_BUFFER_TOO_SMALL) {
             memset(meta, 0, sizeof *meta);
             meta->payload_len = needed;
@@ -3487,6 +4411,8 @@ static inline dmxp_status dmxp__recv_once(const dmxp_channel *ch, void *buf, siz
         if (s != DMXP_OK) return s;
         if (kind == DMXP__CLAIM_RUN) /* needed <= cap: checked before the claim */
             s = dmxp__finish_run(ch, pos, n, needed, (unsigned char *)buf, meta, len);
+        else if (kind == DMXP__CLAIM_BLOB)
+            s = dmxp__finish_blob_copy(ch, pos, (unsigned char *)buf, cap, NULL, meta, len);
         else if (kind != DMXP__CLAIM_SLOTS)
             s = dmxp__finish_alone(ch, pos, kind, needed, meta);
         else
@@ -3528,7 +4454,8 @@ DMXP__INLINE dmxp_status dmxp__recv_fast(const dmxp_channel *ch, void *buf, size
     uint16_t flags = dmxp__load(&slot->meta.flags, DMXP__RLX);
     uint32_t plen = dmxp__load(&slot->meta.payload_len, DMXP__RLX);
     size_t fits = cap < DMXP_MSG_INLINE ? cap : DMXP_MSG_INLINE;
-    if ((flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST | DMXP_FLAG_RUN | DMXP_FLAG_RUN_CONT)) != 0 ||
+    if ((flags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST | DMXP_FLAG_RUN | DMXP_FLAG_RUN_CONT |
+                  DMXP_FLAG_BLOB)) != 0 ||
         plen > fits)
         return DMXP__SLOW;
     DMXP_TEST_HOOK(DMXP_HOOK_AFTER_PEEK, ch, head);
@@ -3545,7 +4472,12 @@ DMXP__INLINE dmxp_status dmxp__recv_fast(const dmxp_channel *ch, void *buf, size
 /* Receives one message into buf (cap bytes). SKIP markers are passed over. A message longer
  * than one slot (a run, PROTOCOL.md §12) is delivered whole, its meta the first slot's
  * (payload_len the whole length, flags with DMXP_FLAG_RUN); a continuation whose start is
- * gone is passed over like a SKIP marker. Returns:
+ * gone is passed over like a SKIP marker. A blob (on a channel that carries them, PROTOCOL.md
+ * §13.5) is copied out of its block, which is freed (no registration needed): payload_len the
+ * blob's length, flags with DMXP_FLAG_BLOB; its reference's length decides
+ * DMXP_E_BUFFER_TOO_SMALL before the claim. A slot flagged BLOB on a channel without blobs, or
+ * with a bad reference, is DMXP_E_CORRUPT_MESSAGE: a reference is never delivered as a
+ * message. Returns:
  *  DMXP_OK                  meta (optional) and *len filled;
  *  DMXP_E_EMPTY             nothing is queued: nothing published at the head, nor behind it.
  *                           When the head position is claimed by a producer that has not
@@ -3557,7 +4489,8 @@ DMXP__INLINE dmxp_status dmxp__recv_fast(const dmxp_channel *ch, void *buf, size
  *                           DMXP_PENDING_WAIT_NS (1 s: its producer is stopped);
  *  DMXP_E_BUFFER_TOO_SMALL  nothing consumed; meta->payload_len = the size needed (a
  *                           buffer of dmxp_channel_max_message_size(ch) bytes always
- *                           suffices: 960 on a channel without runs);
+ *                           suffices for inline messages and runs: 960 on a channel without
+ *                           runs; a blob may need up to dmxp_channel_blob_max(ch));
  *  DMXP_E_LOST              a LOST tombstone was consumed; meta->message_id says which;
  *  DMXP_E_CORRUPT_MESSAGE   a slot with payload_len > 960 outside a run, or a run cut short
  *                           or inconsistent (§12.4), was consumed and dropped (counted once
@@ -3625,9 +4558,10 @@ typedef struct dmxp_recv_counts {
  * LOST tombstone. Each position is freed on its own; one whose free finds it repaired by a
  * peer (§11.7) is counted in `revoked` and not delivered. SKIP markers are passed over and
  * counted nowhere. The count stops before a message longer than one slot (a run, PROTOCOL.md
- * §12.4); a batch that starts with one delivers that run alone, copied into memory malloc'd
- * for the call (if that fails, the run is consumed and counted corrupt); a continuation whose
- * start is gone is passed over. DMXP_OK when at least one position was consumed, else
+ * §12.4) and before a blob (§13.5); a batch that starts with one delivers that run or blob
+ * alone, copied into memory malloc'd for the call (if that fails, the message is consumed and
+ * counted corrupt; a blob's block is freed either way); a continuation whose start is gone is
+ * passed over; a bad blob reference is counted corrupt. DMXP_OK when at least one position was consumed, else
  * DMXP_E_EMPTY / DMXP_E_BUSY (with the stuck watch of dmxp_try_recv, and its wait for a head
  * position claimed but unpublished while a later one holds a message). */
 static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, size_t max,
@@ -3642,10 +4576,10 @@ static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, siz
     uint32_t needed = 0, what = DMXP__CLAIM_SLOTS;
     dmxp__pending pend = {0, 0, 0};
     dmxp_status s = dmxp__claim_recv_settled(ch, (uint64_t)max, SIZE_MAX, &first, &count,
-                                             &needed, &what, &pend, 1);
+                                             &needed, &what, &pend, 1, DMXP__TAKE_ANY);
     if (s == DMXP_E_EMPTY && dmxp__miss(ch, 0))
         s = dmxp__claim_recv_settled(ch, (uint64_t)max, SIZE_MAX, &first, &count, &needed,
-                                     &what, &pend, 1);
+                                     &what, &pend, 1, DMXP__TAKE_ANY);
     if (s != DMXP_OK) return s;
     dmxp__hit(ch, 0);
     if (what != DMXP__CLAIM_SLOTS) {
@@ -3655,6 +4589,16 @@ static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, siz
             unsigned char *whole = (unsigned char *)malloc(needed);
             size_t got = 0;
             s = dmxp__finish_run(ch, first, count, needed, whole, &meta, &got);
+            if (s == DMXP_OK) {
+                counts->delivered++;
+                if (deliver) deliver(ctx, &meta, whole, got);
+            }
+            free(whole);
+        } else if (what == DMXP__CLAIM_BLOB) {
+            /* A blob (§13.5), copied into memory of its own and its block released. */
+            unsigned char *whole = NULL;
+            size_t got = 0;
+            s = dmxp__finish_blob_copy(ch, first, NULL, 0, &whole, &meta, &got);
             if (s == DMXP_OK) {
                 counts->delivered++;
                 if (deliver) deliver(ctx, &meta, whole, got);
@@ -3679,8 +4623,9 @@ static inline dmxp_status dmxp_try_recv_batch_counts(const dmxp_channel *ch, siz
         uint16_t mflags;
         uint32_t plen;
         dmxp__read_meta_as(slot, &meta, &mflags, &plen);
-        int kind; /* 0 message, 1 skip, 2 lost, 3 corrupt */
-        if ((mflags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST)) == 0 && plen <= DMXP_MSG_INLINE) {
+        int kind; /* 0 message, 1 skip, 2 lost, 3 corrupt (a BLOB flag set after the count) */
+        if ((mflags & (DMXP_FLAG_SKIP | DMXP_FLAG_LOST | DMXP_FLAG_BLOB)) == 0 &&
+            plen <= DMXP_MSG_INLINE) {
             kind = 0;
             dmxp__payload_load(slot, buf, plen);
         } else if (mflags & DMXP_FLAG_SKIP)
@@ -3864,6 +4809,7 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
     seg.len = ch->segment_len;
     seg.mapped_len = (size_t)ch->segment_len;
     seg.peer_records = ch->peer_records;
+    seg.pool = ch->pool;
     uint64_t size = dmxp__table_size(ch->peer_records);
     DMXP_ATOMIC(uint64_t) *slot = &dmxp__hdr(&seg)->peer_table_offset;
     uint64_t table = dmxp__load(slot, DMXP__ACQ);
@@ -3873,6 +4819,10 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
         uint64_t start = 0;
         dmxp_status s = dmxp__reserve_band(&seg, size, &start, err);
         if (s != DMXP_OK) return s;
+        /* A scribbled band_cursor could point into the blob pool: never zero its blocks. */
+        if (dmxp__overlaps_pool(&ch->pool, start, size))
+            return dmxp__fail(err, DMXP_E_BLOB_POOL_OVERLAP, -1, NULL, start, ch->pool.offset,
+                              ch->pool.len);
         dmxp_peer_record *r = (dmxp_peer_record *)(void *)(ch->base + start);
         for (uint32_t i = 0; i < ch->peer_records; i++) {
             dmxp__store(&r[i].pid, 0, DMXP__RLX);
@@ -3907,6 +4857,9 @@ static inline dmxp_status dmxp__peer_table(const dmxp_channel *ch, int install,
             return dmxp__fail(err, DMXP_E_PEER_TABLE_OVERLAPS_BAND, (int32_t)id, NULL, table, 0,
                               0);
     }
+    if (dmxp__overlaps_pool(&ch->pool, table, size)) /* §13.2: refused, as a band there */
+        return dmxp__fail(err, DMXP_E_BLOB_POOL_OVERLAP, -1, NULL, table, ch->pool.offset,
+                          ch->pool.len);
     *out = (dmxp_peer_record *)(void *)(ch->base + table);
     return DMXP_OK;
 }
@@ -3924,6 +4877,8 @@ typedef struct dmxp_recover_report {
                                  record and pass: one snapshot, however many positions) */
     uint64_t skipped;         /* SKIP markers published for the continuations of a dead
                                  producer's run (§12.5): not messages, counted nowhere else */
+    uint64_t blocks_reclaimed; /* blob-pool blocks the freed records owned (LOANED or HELD),
+                                  given back to the pool first (PROTOCOL.md §13.6, rule 1) */
 } dmxp_recover_report;
 
 /* The liveness of one record as judged in a pass, keyed by what was read. */
@@ -4077,11 +5032,42 @@ static inline void dmxp__restore_owner(dmxp_peer_record *d, uint32_t dead_pid,
     dmxp__store(&d->pid, dead_pid, DMXP__REL);
 }
 
-/* Frees a record taken over from a dead owner: gives back the wait count it died in (§11.9),
- * clears its identity and, last with release, its pid (a registrant that takes the free record
- * sees the clears). `clear_intent`: the repair also drops the intent it has just repaired; the
- * sweep frees only records it saw with none, and leaves the word as §11.10 does. */
-static inline void dmxp__free_taken(unsigned char *base, dmxp_peer_record *d, int clear_intent) {
+/* §13.6 rule 1: frees every block of the pool whose tag is (LOANED or HELD, index + 1, g), by
+ * a CAS from the tag read to (FREE, 0, g), and wakes producers waiting for a block. Run by
+ * whoever frees dead record `index`, while it holds the record (after the takeover CAS on pid,
+ * before the release store that frees it). One pass over the pool's headers (bounded).
+ * Returns the blocks freed. */
+static inline uint32_t dmxp__reclaim_owner(unsigned char *base,
+                                           const dmxp_blob_pool_geometry *pool,
+                                           uint32_t index) {
+    uint32_t freed = 0, owner = index + 1;
+    for (uint32_t c = 0; c < pool->class_count; c++) {
+        dmxp_block_header *h = dmxp__block_header(base, pool, c, 0);
+        for (uint32_t j = 0; j < pool->classes[c].block_count; j++) {
+            uint64_t t = dmxp__load(&h[j].tag, DMXP__ACQ);
+            uint32_t st = dmxp__tag_state(t);
+            if ((st != DMXP_BLOCK_LOANED && st != DMXP_BLOCK_HELD) || dmxp__tag_owner(t) != owner)
+                continue;
+            if (dmxp__cas_strong(&h[j].tag, &t,
+                                 dmxp__tag(DMXP_BLOCK_FREE, 0, dmxp__tag_generation(t)),
+                                 DMXP__ACQREL, DMXP__RLX))
+                freed++;
+        }
+    }
+    if (freed) dmxp__notify_block_freed(base, pool);
+    return freed;
+}
+
+/* Frees a record taken over from a dead owner: first gives the blob-pool blocks it owns back
+ * (§13.6 rule 1, with the handle's cached pool geometry; none without a pool) and the wait
+ * count it died in (§11.9), then clears its identity and, last with release, its pid (a
+ * registrant that takes the free record sees the clears). `index` is the record's index in
+ * the table. `clear_intent`: the repair also drops the intent it has just repaired; the sweep
+ * frees only records it saw with none, and leaves the word as §11.10 does. Returns the blocks
+ * given back. */
+static inline uint32_t dmxp__free_taken(unsigned char *base, const dmxp_blob_pool_geometry *pool,
+                                        dmxp_peer_record *d, uint32_t index, int clear_intent) {
+    uint32_t blocks = dmxp__reclaim_owner(base, pool, index);
     (void)dmxp__give_back_wait(base, d);
     if (clear_intent) {
         dmxp__store(&d->intent_count, 0, DMXP__RLX);
@@ -4090,17 +5076,19 @@ static inline void dmxp__free_taken(unsigned char *base, dmxp_peer_record *d, in
     dmxp__store(&d->pid_ns, 0, DMXP__RLX);
     dmxp__store(&d->start_time, 0, DMXP__RLX);
     dmxp__store(&d->pid, 0, DMXP__REL); /* free again */
+    return blocks;
 }
 
 /* §11.10 sweep: frees every record of `table` (its l->records records) whose owner is judged
  * dead (§11.5, once per record: `l` caches the verdicts) and that holds no intent, taking it
  * over as a repair does (takeover, §11.6) so that two sweepers, or a sweeper and a repairer,
- * never both free it, and giving its wait back (§11.9). A record with an intent is left to
- * the repair of its channel; one that shows an intent once taken over had a live owner (only
- * a live owner writes one): misjudged, it is given back untouched. Returns how many records
- * were freed. */
-static inline uint32_t dmxp__sweep(unsigned char *base, dmxp_peer_record *table,
-                                   dmxp__liveness *l) {
+ * never both free it, and giving its blob-pool blocks (§13.6 rule 1) and its wait (§11.9)
+ * back. A record with an intent is left to the repair of its channel; one that shows an intent
+ * once taken over had a live owner (only a live owner writes one): misjudged, it is given back
+ * untouched. Returns how many records were freed; *blocks (optional) gets the blocks given
+ * back. */
+static inline uint32_t dmxp__sweep(const dmxp_channel *ch, dmxp_peer_record *table,
+                                   dmxp__liveness *l, uint64_t *blocks) {
     uint32_t freed = 0;
     for (uint32_t i = 0; i < l->records; i++) {
         dmxp_peer_record *d = &table[i];
@@ -4115,7 +5103,8 @@ static inline uint32_t dmxp__sweep(unsigned char *base, dmxp_peer_record *table,
             dmxp__restore_owner(d, pid, st); /* misjudged: only a live owner writes an intent */
             continue;
         }
-        dmxp__free_taken(base, d, 0);
+        uint32_t b = dmxp__free_taken(ch->base, &ch->pool, d, i, 0);
+        if (blocks) *blocks += b;
         freed++;
     }
     return freed;
@@ -4124,11 +5113,12 @@ static inline uint32_t dmxp__sweep(unsigned char *base, dmxp_peer_record *table,
 /* The sweep as a pass of dmxp_free_dead_records (below). */
 static inline void dmxp__sweep_pass(const dmxp_channel *ch, dmxp_peer_record *table,
                                     dmxp__liveness *l, dmxp_recover_report *report) {
-    report->records_freed = dmxp__sweep(ch->base, table, l);
+    report->records_freed = dmxp__sweep(ch, table, l, &report->blocks_reclaimed);
 }
 
 /* Frees the records of dead peers that hold no intent, whatever their channel (PROTOCOL.md
- * §11.10), giving back the wait counts they died in (§11.9), so that the records of peers
+ * §11.10), giving back the blob-pool blocks they owned (§13.6 rule 1: report->blocks_reclaimed)
+ * and the wait counts they died in (§11.9), so that the records of peers
  * killed while idle do not pile up until the table is full. dmxp_channel_register runs it
  * before it takes a record; tools may call it at any time. Liveness is judged once per record
  * (§11.5: a record of another pid namespace counts as alive; our own pid is never judged).
@@ -4142,7 +5132,8 @@ static inline dmxp_status dmxp_free_dead_records(const dmxp_channel *ch,
 /* Takes a free record of `table` for this handle in `role` (§11.3), as process `me`. */
 static inline dmxp_status dmxp__register_one(dmxp_channel *ch, dmxp_peer_record *table,
                                              const dmxp_identity *me, uint16_t role,
-                                             dmxp_peer_record **slot, dmxp_error *err) {
+                                             dmxp_peer_record **slot, uint32_t *index,
+                                             dmxp_error *err) {
     if (*slot) return DMXP_OK;
     for (uint32_t i = 0; i < ch->peer_records; i++) {
         dmxp_peer_record *r = &table[i];
@@ -4161,6 +5152,7 @@ static inline dmxp_status dmxp__register_one(dmxp_channel *ch, dmxp_peer_record 
         /* Last, with release: a checker that reads this start time sees the fields above. */
         dmxp__store(&r->start_time, me->start_time, DMXP__REL);
         *slot = r;
+        *index = i; /* the owner of this role's blocks is i + 1 (§13.3) */
         return DMXP_OK;
     }
     return dmxp__fail(err, DMXP_E_PEER_TABLE_FULL, (int32_t)ch->id, "pid", ch->peer_records, 0,
@@ -4178,7 +5170,9 @@ static inline dmxp_status dmxp__register_one(dmxp_channel *ch, dmxp_peer_record 
  * beyond, and a segment created with a larger peer_records holds more.
  *
  * A registered handle must be used for its role by ONE thread at a time (its record holds one
- * intent); give each thread its own handle (dmxp_channel_open again) and register each.
+ * intent); give each thread its own handle (dmxp_channel_open again) and register each. Blob
+ * loans and in-place blob receives (PROTOCOL.md §13) need the registration: the record is the
+ * owner of their blocks.
  * Release the records with dmxp_channel_close.
  *
  * On failure (DMXP_E_PEER_TABLE_FULL, DMXP_E_OUT_OF_SPACE, a corrupt peer_table_offset) the
@@ -4199,14 +5193,16 @@ static inline dmxp_status dmxp_channel_register(dmxp_channel *ch, unsigned roles
     /* Without memory for the verdicts the sweep covers nothing: dead idle records stay, and a
      * later registration or repair pass frees them. */
     (void)dmxp__liveness_init(&l, ch->peer_records);
-    (void)dmxp__sweep(ch->base, table, &l);
+    (void)dmxp__sweep(ch, table, &l, NULL);
     dmxp__liveness_end(&l);
     if (need_send) {
-        s = dmxp__register_one(ch, table, &l.me, DMXP_ROLE_PRODUCER, &ch->send_peer, err);
+        s = dmxp__register_one(ch, table, &l.me, DMXP_ROLE_PRODUCER, &ch->send_peer,
+                               &ch->send_index, err);
         if (s != DMXP_OK) return s;
     }
     if (need_recv) {
-        s = dmxp__register_one(ch, table, &l.me, DMXP_ROLE_CONSUMER, &ch->recv_peer, err);
+        s = dmxp__register_one(ch, table, &l.me, DMXP_ROLE_CONSUMER, &ch->recv_peer,
+                               &ch->recv_index, err);
         if (s != DMXP_OK) return s;
     }
     return DMXP_OK;
@@ -4219,13 +5215,17 @@ static inline unsigned dmxp_channel_registered(const dmxp_channel *ch) {
 
 /* Frees a record of this handle (§11.3 leave), but only if it holds this process's pid (§11.5):
  * a forked child that closes a handle it inherited leaves its parent's record alone, and so
- * does a process whose record a peer took over meanwhile. */
-static inline void dmxp__leave(dmxp_peer_record **slot) {
+ * does a process whose record a peer took over meanwhile. Before it lets the record go, the
+ * blob-pool blocks the record still owns (loans neither committed nor abandoned, received
+ * blocks not released) go back to the pool (§13.6: a client that closes a handle gives its
+ * blocks back first; rule 1's scan, for record `index`). */
+static inline void dmxp__leave(const dmxp_channel *ch, dmxp_peer_record **slot, uint32_t index) {
     dmxp_peer_record *r = *slot;
     *slot = NULL;
     if (r == NULL) return;
     uint32_t me = (uint32_t)getpid();
     if (dmxp__load(&r->pid, DMXP__ACQ) != me) return;
+    (void)dmxp__reclaim_owner(ch->base, &ch->pool, index);
     dmxp__store(&r->intent_count, 0, DMXP__RLX);
     dmxp__store(&r->intent_flags, 0, DMXP__RLX);
     dmxp__store(&r->waiting, DMXP_WAITING_NONE, DMXP__RLX);
@@ -4238,11 +5238,13 @@ static inline void dmxp__leave(dmxp_peer_record **slot) {
 
 /* Leaves the peer table: frees this handle's records if this process registered them (a
  * forked child that inherited the handle does not free its parent's). The handle stays
- * usable, unregistered. Call it before dmxp_segment_close. */
+ * usable, unregistered. Call it before dmxp_segment_close. Blob-pool blocks (PROTOCOL.md §13)
+ * the handle still owns are given back first: commit or abandon its loans and release its
+ * views before (afterwards they report DMXP_E_REVOKED, and a view's bytes may be reused). */
 static inline void dmxp_channel_close(dmxp_channel *ch) {
     if (ch == NULL) return;
-    dmxp__leave(&ch->send_peer);
-    dmxp__leave(&ch->recv_peer);
+    dmxp__leave(ch, &ch->send_peer, ch->send_index);
+    dmxp__leave(ch, &ch->recv_peer, ch->recv_index);
 }
 
 /* §11.6 covered(c, p, role, i): 1 when some record e other than record `except` (the dead
@@ -4406,7 +5408,7 @@ static inline void dmxp__repair_pass(const dmxp_channel *ch, dmxp_peer_record *t
             dmxp__restore_owner(d, dead_pid, dead_start); /* intent intact, for a later pass */
             report->records_deferred++;
         } else {
-            dmxp__free_taken(ch->base, d, 1);
+            report->blocks_reclaimed += dmxp__free_taken(ch->base, &ch->pool, d, i, 1);
             report->records_freed++;
         }
     }
@@ -4429,8 +5431,9 @@ static inline void dmxp__repair_pass(const dmxp_channel *ch, dmxp_peer_record *t
  * pass. The blocking calls run this by themselves once the channel has been stuck for
  * DMXP_STUCK_GRACE_NS, the non-blocking ones after DMXP_MISS_STREAK misses in a row and the
  * same grace; tools may call it at any time. A peer wrongly judged dead learns it from its
- * next publish or free (DMXP_E_REVOKED, §11.7). `report` is optional. DMXP_OK, or a corrupt
- * peer_table_offset. */
+ * next publish or free (DMXP_E_REVOKED, §11.7). Every record freed first gives back the
+ * blob-pool blocks it owned (§13.6 rule 1: report->blocks_reclaimed). `report` is optional.
+ * DMXP_OK, or a corrupt peer_table_offset. */
 static inline dmxp_status dmxp_channel_recover(const dmxp_channel *ch,
                                                dmxp_recover_report *report) {
     return dmxp__run_pass(ch, report, dmxp__repair_pass);
@@ -4905,6 +5908,756 @@ static inline dmxp_status dmxp_send_timeout(const dmxp_channel *ch, const void *
             return s == DMXP_E_FULL ? DMXP_E_TIMEOUT : s;
         }
     }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The blob pool (PROTOCOL.md §13): zero-copy payloads of any size                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A segment made with a blob pool (dmxp_segment_create_shm_pool, _open_or_create_shm_pool,
+ * the _path variants, dmxp_segment_format_memory_pool) has up to DMXP_MAX_BLOB_CLASSES size
+ * classes of fixed-size blocks. A producer loans a block, writes its payload into it in place
+ * and commits it: the ring carries a 16-byte reference (one slot, whatever the size). A
+ * consumer receives the block in place, reads it where it lies, and releases it.
+ *
+ *     static const dmxp_blob_class classes[] = {{65536, 32}, {1048576, 8}, {4194304, 6}};
+ *     dmxp_segment_open_or_create_shm_pool(&seg, "/dmxp_alloc", DMXP_DEFAULT_SEGMENT_SIZE,
+ *                                          5000, NULL, classes, 3, NULL, &err);
+ *     dmxp_channel_opts opts = {0};
+ *     opts.blobs = 1;
+ *     dmxp_channel_open_or_create_ex(&seg, 0, 1024, &opts, 5000, &tx, NULL, &err);
+ *     dmxp_channel_register(&tx, DMXP_ROLE_PRODUCER, &err);  // a loan needs a record
+ *     dmxp_loan loan;
+ *     dmxp_blob_loan_timeout(&tx, len, &loan, DMXP_FOREVER);  // waits for a free block
+ *     dmxp_loan_write(&loan, 0, bytes, len);                  // 8-byte atomic words
+ *     dmxp_blob_commit_timeout(&loan, len, NULL, &id, DMXP_FOREVER);
+ *     ...
+ *     dmxp_blob_view view;                                     // rx registered as a consumer
+ *     if (dmxp_blob_receive_timeout(&rx, &view, DMXP_FOREVER) == DMXP_OK) {
+ *         dmxp_blob_read(&view, 0, out, view.len);             // or read in pieces, in place
+ *         if (dmxp_blob_release(&view) == DMXP_E_REVOKED) { ... do not trust `out` ... }
+ *     }
+ *
+ * - Owners. A block belongs to one party at a time, named in its tag: the producer's peer
+ *   record while loaned, the message while queued, the consumer's record while held. So loans
+ *   and in-place receives need a handle registered (dmxp_channel_register) by this process for
+ *   that role: DMXP_E_NOT_REGISTERED otherwise. Each change of owner is one CAS of the tag.
+ * - Sizes. A loan takes a block of the smallest class that fits (then larger ones); longer
+ *   than the largest block (dmxp_channel_blob_max) is DMXP_E_TOO_LARGE, nothing tried. Every
+ *   fitting block taken is DMXP_E_POOL_EXHAUSTED (after one dmxp_blob_reclaim, at most every
+ *   DMXP_BLOB_RECLAIM_PAUSE_NS per handle); dmxp_blob_loan_timeout waits on the pool's
+ *   free_seq futex word, in slices, for a release.
+ * - Inline messages (and runs) travel on a BLOBS channel as on any other. dmxp_blob_receive
+ *   takes blobs only: at an inline message it returns DMXP_E_NOT_A_BLOB, consuming nothing
+ *   (receive that one with dmxp_try_recv). The copying receives (dmxp_try_recv,
+ *   dmxp_recv_timeout, the batches) take blobs too: they copy the block's bytes out and free
+ *   it (DMXP_E_BUFFER_TOO_SMALL, nothing consumed, when the buffer is shorter, judged by the
+ *   reference's length before the claim: meta->payload_len says how long); a batch stops
+ *   before a blob, and one that starts with a blob delivers it alone, copied into memory
+ *   malloc'd for the call. A copying receive needs no registration (its claim on the slot
+ *   keeps the block queued while it copies). Meta of a blob: payload_len = the blob's length,
+ *   flags with DMXP_FLAG_BLOB.
+ * - Bad references. A reference that names no block of the validated geometry, a length past
+ *   its block, or a block whose tag or header does not say "queued for this message" (stale:
+ *   another generation; forged) is consumed and reported DMXP_E_CORRUPT_MESSAGE (batches count
+ *   it in `corrupt`), counted in dmxp_channel_blob_bad_refs, and its block left alone. Every
+ *   offset, length and generation read from the segment is checked against the geometry
+ *   cached at attach before any access; every loop is bounded (a loan tries each block of a
+ *   class once, a reclaim scans each block once).
+ * - Crash recovery (§13.6). Whoever frees the record of a dead peer (a repair pass, the sweep
+ *   of every registration and of dmxp_free_dead_records) first gives back the blocks it owned
+ *   (dmxp_recover_report.blocks_reclaimed). dmxp_blob_reclaim also frees the blocks of records
+ *   that are free (a peer that exited without closing) and queued blocks whose message left
+ *   its ring (a producer that died between queuing and publishing, a consumer that died
+ *   before taking it). dmxp_channel_close gives back what the handle still owns.
+ * - Revocation (§11.7, §13.6). A producer or consumer judged dead (wrongly) finds its tag
+ *   changed: its commit publishes a SKIP marker and returns DMXP_E_REVOKED, its release
+ *   returns DMXP_E_REVOKED (what it read may have been overwritten by the block's next owner).
+ * - A waiting loan counts itself in the pool's free_waiters but cannot name that count in its
+ *   peer record (§11.9 has no kind for it): a loan killed while it waits leaves the count one
+ *   too high, which costs later releases a futex_wake each, nothing else. */
+
+/* The pool of a channel that carries blobs (DMXP_CHANNEL_BLOBS), as validated at attach, or
+ * NULL. */
+static inline const dmxp_blob_pool_geometry *dmxp_channel_blob_pool(const dmxp_channel *ch) {
+    if (ch == NULL || (ch->channel_flags & DMXP_CHANNEL_BLOBS) == 0 || ch->pool.class_count == 0)
+        return NULL;
+    return &ch->pool;
+}
+
+/* The longest blob a loan on this channel can hold: its pool's largest block size; 0 on a
+ * channel that carries no blobs. */
+static inline uint64_t dmxp_channel_blob_max(const dmxp_channel *ch) {
+    const dmxp_blob_pool_geometry *pool = dmxp_channel_blob_pool(ch);
+    return pool ? pool->classes[pool->class_count - 1].block_size : 0;
+}
+
+/* Blob references this handle's receives found bad, stale or forged (§13.5), consumed and
+ * dropped as DMXP_E_CORRUPT_MESSAGE. */
+static inline uint64_t dmxp_channel_blob_bad_refs(const dmxp_channel *ch) {
+    return dmxp__load(&ch->bad_refs, DMXP__RLX);
+}
+
+/* Counts of one class's blocks by state (a snapshot, for tools and tests). */
+typedef struct dmxp_blob_class_stats {
+    uint64_t block_size;
+    uint32_t block_count;
+    uint32_t free;
+    uint32_t loaned;
+    uint32_t queued;
+    uint32_t held;
+    uint32_t invalid; /* a state byte that is none of the four (a scribbled tag) */
+} dmxp_blob_class_stats;
+
+/* Counts of a pool's blocks (dmxp_segment_blob_stats, dmxp_channel_blob_stats). */
+typedef struct dmxp_blob_stats {
+    uint32_t class_count; /* 0: no pool */
+    uint32_t reserved;
+    uint64_t free;        /* FREE blocks of every class */
+    uint64_t used;        /* the others */
+    dmxp_blob_class_stats classes[DMXP_MAX_BLOB_CLASSES];
+} dmxp_blob_stats;
+
+static inline void dmxp__blob_stats(unsigned char *base, const dmxp_blob_pool_geometry *pool,
+                                    dmxp_blob_stats *out) {
+    memset(out, 0, sizeof *out);
+    out->class_count = pool->class_count;
+    for (uint32_t c = 0; c < pool->class_count; c++) {
+        dmxp_blob_class_stats *st = &out->classes[c];
+        st->block_size = pool->classes[c].block_size;
+        st->block_count = pool->classes[c].block_count;
+        dmxp_block_header *h = dmxp__block_header(base, pool, c, 0);
+        for (uint32_t j = 0; j < st->block_count; j++) {
+            switch (dmxp__tag_state(dmxp__load(&h[j].tag, DMXP__RLX))) {
+            case DMXP_BLOCK_FREE: st->free++; break;
+            case DMXP_BLOCK_LOANED: st->loaned++; break;
+            case DMXP_BLOCK_QUEUED: st->queued++; break;
+            case DMXP_BLOCK_HELD: st->held++; break;
+            default: st->invalid++; break;
+            }
+        }
+        out->free += st->free;
+        out->used += (uint64_t)st->block_count - st->free;
+    }
+}
+
+/* Counts the segment's blocks by state, class by class (one relaxed pass: a snapshot).
+ * out->class_count is 0 for a segment without a pool. DMXP_E_INVALID_ARGUMENT for NULLs. */
+static inline dmxp_status dmxp_segment_blob_stats(const dmxp_segment *seg, dmxp_blob_stats *out) {
+    if (seg == NULL || seg->base == NULL || out == NULL) return DMXP_E_INVALID_ARGUMENT;
+    dmxp__blob_stats(seg->base, &seg->pool, out);
+    return DMXP_OK;
+}
+
+/* dmxp_segment_blob_stats through a channel handle (the segment's pool, whatever the
+ * channel's flags). */
+static inline dmxp_status dmxp_channel_blob_stats(const dmxp_channel *ch, dmxp_blob_stats *out) {
+    if (ch == NULL || ch->base == NULL || out == NULL) return DMXP_E_INVALID_ARGUMENT;
+    dmxp__blob_stats(ch->base, &ch->pool, out);
+    return DMXP_OK;
+}
+
+/* What dmxp_blob_reclaim did. */
+typedef struct dmxp_blob_reclaim_report {
+    uint32_t records_freed;   /* dead idle records freed by its sweep (§11.10) */
+    uint32_t liveness_checks; /* records whose owner's liveness the sweep judged */
+    uint64_t dead_owners;     /* rule 1: blocks those records owned */
+    uint64_t leaked;          /* rule 2: LOANED or HELD blocks whose owner record is free (or
+                                 names no record of the table) */
+    uint64_t queued;          /* rule 3: QUEUED blocks whose message has left its ring */
+} dmxp_blob_reclaim_report;
+
+/* The geometry of channel `id` as a reclaim pass checks it (once per channel and pass). */
+typedef struct dmxp__reclaim_channel {
+    uint32_t state; /* 0 not looked at, 1 valid, 2 not created or invalid */
+    uint64_t capacity;
+    uint64_t band;
+} dmxp__reclaim_channel;
+
+/* Frees the blob-pool blocks nobody will free (PROTOCOL.md §13.6), in one bounded pass over
+ * the pool after a sweep: the sweep (dmxp_free_dead_records, §11.10) frees the dead peers'
+ * idle records and, with each, the blocks it owned (rule 1); then rule 2 frees every LOANED or
+ * HELD block whose owner record is free (its tag loaded with acquire before the record's pid,
+ * so a registration that came after the tag was read is not taken for the owner), and rule 3
+ * every QUEUED block whose header names a position of a channel (opened and validated as
+ * dmxp_channel_open does, once per channel) that has been freed since: its slot's sequence
+ * (acquire) has reached position + capacity, so whoever took the block would have moved its
+ * tag first. Each block is freed by a CAS from the tag read, so a block that moved on is left
+ * alone; producers waiting for a block are woken. A loan runs it when it finds the pool
+ * exhausted (at most every DMXP_BLOB_RECLAIM_PAUSE_NS per handle); tools may run it at any
+ * time. Any handle of the segment will do (the pool is the segment's). DMXP_OK (also without a
+ * pool: nothing to do); DMXP_E_INVALID_ARGUMENT for a NULL handle. A corrupt peer table
+ * (DMXP_E_PEER_TABLE_OUT_OF_RANGE, ...) skips rules 1 and 2, not rule 3. `report` is
+ * optional. */
+static inline dmxp_status dmxp_blob_reclaim(const dmxp_channel *ch,
+                                            dmxp_blob_reclaim_report *report) {
+    dmxp_blob_reclaim_report local;
+    if (report == NULL) report = &local;
+    memset(report, 0, sizeof *report);
+    if (ch == NULL || ch->base == NULL) return DMXP_E_INVALID_ARGUMENT;
+    const dmxp_blob_pool_geometry *pool = &ch->pool;
+    if (pool->class_count == 0) return DMXP_OK;
+    dmxp_recover_report swept;
+    int table_ok = dmxp_free_dead_records(ch, &swept) == DMXP_OK;
+    report->records_freed = swept.records_freed;
+    report->liveness_checks = swept.liveness_checks;
+    report->dead_owners = swept.blocks_reclaimed;
+    dmxp_peer_record *table = NULL;
+    if (table_ok) table_ok = dmxp__peer_table(ch, 0, &table, NULL) == DMXP_OK;
+    /* The segment as the handle validated it, to open the channels rule 3 names. */
+    dmxp_segment seg;
+    memset(&seg, 0, sizeof seg);
+    seg.base = ch->base;
+    seg.len = ch->segment_len;
+    seg.mapped_len = (size_t)ch->segment_len;
+    seg.peer_records = ch->peer_records;
+    seg.pool = ch->pool;
+    dmxp__reclaim_channel channels[DMXP_MAX_CHANNELS];
+    memset(channels, 0, sizeof channels);
+    for (uint32_t c = 0; c < pool->class_count; c++) {
+        dmxp_block_header *h = dmxp__block_header(ch->base, pool, c, 0);
+        for (uint32_t j = 0; j < pool->classes[c].block_count; j++) {
+            uint64_t t = dmxp__load(&h[j].tag, DMXP__ACQ); /* first: rules 2 and 3 */
+            uint32_t st = dmxp__tag_state(t);
+            int gone = 0;
+            if (st == DMXP_BLOCK_LOANED || st == DMXP_BLOCK_HELD) {
+                if (!table_ok) continue;
+                uint32_t o = dmxp__tag_owner(t);
+                /* An owner of no record (0, past the table, or no table yet) is a scribble: no
+                 * honest peer owns the block. */
+                gone = o == 0 || table == NULL || o - 1 >= ch->peer_records ||
+                       dmxp__load(&table[o - 1].pid, DMXP__ACQ) == 0;
+            } else if (st == DMXP_BLOCK_QUEUED) {
+                uint32_t id = dmxp__load(&h[j].channel_id, DMXP__RLX);
+                uint64_t p = dmxp__load(&h[j].position, DMXP__RLX);
+                if (id >= DMXP_MAX_CHANNELS) {
+                    gone = 1; /* a scribbled channel id: nothing can take the block */
+                } else {
+                    dmxp__reclaim_channel *rc = &channels[id];
+                    if (rc->state == 0) {
+                        uint32_t flags, limit;
+                        rc->state = 2;
+                        if (dmxp__geometry(&seg, id, &rc->capacity, &rc->band, NULL, NULL) ==
+                                DMXP_OK &&
+                            rc->capacity != 0 &&
+                            dmxp__check_overlap(&seg, id, rc->capacity, rc->band, NULL) ==
+                                DMXP_OK &&
+                            dmxp__check_runs(&seg, id, rc->capacity, &flags, &limit, NULL) ==
+                                DMXP_OK)
+                            rc->state = 1;
+                    }
+                    if (rc->state == 1) {
+                        dmxp_slot *slots = (dmxp_slot *)(void *)(ch->base + rc->band);
+                        uint64_t seq =
+                            dmxp__load(&slots[p & (rc->capacity - 1)].sequence, DMXP__ACQ);
+                        gone = dmxp__diff(seq, p + rc->capacity) >= 0;
+                    }
+                }
+            }
+            if (gone && dmxp__cas_strong(&h[j].tag, &t,
+                                         dmxp__tag(DMXP_BLOCK_FREE, 0, dmxp__tag_generation(t)),
+                                         DMXP__ACQREL, DMXP__RLX)) {
+                if (st == DMXP_BLOCK_QUEUED)
+                    report->queued++;
+                else
+                    report->leaked++;
+            }
+        }
+    }
+    if (report->leaked + report->queued != 0) dmxp__notify_block_freed(ch->base, pool);
+    return DMXP_OK;
+}
+
+/* The owner a blob call of this handle acts as: its record for `rec` (the producer's for a
+ * loan, the consumer's for a receive), which this process must hold. */
+static inline dmxp_status dmxp__blob_owner(const dmxp_channel *ch, dmxp_peer_record *rec,
+                                           uint32_t index, uint32_t *owner, uint32_t *pid) {
+    if ((ch->channel_flags & DMXP_CHANNEL_BLOBS) == 0 || ch->pool.class_count == 0)
+        return DMXP_E_NOT_A_BLOB_CHANNEL;
+    if (rec == NULL) return DMXP_E_NOT_REGISTERED;
+    uint32_t me = (uint32_t)getpid(); /* not the handle's pid: this may be a forked child */
+    if (dmxp__load(&rec->pid, DMXP__RLX) != me) return DMXP_E_NOT_REGISTERED;
+    *owner = index + 1;
+    *pid = me;
+    return DMXP_OK;
+}
+
+/* §13.3 loan(len): the classes from the smallest that fits, each from a rotating hint
+ * (fetch_add on next_hint), each block tried once: a FREE tag is CASed to (LOANED, owner,
+ * generation + 1). DMXP_OK with *loan filled, or DMXP_E_POOL_EXHAUSTED. */
+static inline dmxp_status dmxp__loan_once(const dmxp_channel *ch, size_t len, uint32_t owner,
+                                          uint32_t pid, dmxp_loan *loan) {
+    const dmxp_blob_pool_geometry *pool = &ch->pool;
+    for (uint32_t c = 0; c < pool->class_count; c++) {
+        const dmxp_blob_class_geometry *g = &pool->classes[c];
+        if (g->block_size < (uint64_t)len) continue;
+        uint32_t count = g->block_count; /* 1..2^24 */
+        uint32_t start =
+            dmxp__fetch_add(&dmxp__pool_class(ch->base, pool, c)->next_hint, 1, DMXP__RLX) % count;
+        dmxp_block_header *h = dmxp__block_header(ch->base, pool, c, 0);
+        for (uint32_t i = 0; i < count; i++) {
+            uint32_t j = start + i < count ? start + i : start + i - count;
+            uint64_t t = dmxp__load(&h[j].tag, DMXP__ACQ);
+            if (dmxp__tag_state(t) != DMXP_BLOCK_FREE) continue;
+            uint32_t generation = dmxp__tag_generation(t) + 1; /* wraps */
+            if (!dmxp__cas_strong(&h[j].tag, &t, dmxp__tag(DMXP_BLOCK_LOANED, owner, generation),
+                                  DMXP__ACQREL, DMXP__RLX))
+                continue;
+            dmxp__store(&h[j].owner_pid, pid, DMXP__RLX);
+            dmxp__store(&h[j].length, (uint32_t)len, DMXP__RLX);
+            loan->words = dmxp__block_words(ch->base, pool, c, j);
+            loan->data = (unsigned char *)(void *)loan->words;
+            loan->len = len;
+            loan->block_size = (size_t)g->block_size;
+            loan->ref.class_index = (uint8_t)c;
+            loan->ref.block = j;
+            loan->ref.generation = generation;
+            loan->ref.length = (uint32_t)len;
+            loan->channel = ch;
+            loan->header = &h[j];
+            loan->owner = owner;
+            loan->live = 1;
+            return DMXP_OK;
+        }
+    }
+    return DMXP_E_POOL_EXHAUSTED;
+}
+
+/* An exhausted loan's reclaim: dmxp_blob_reclaim, unless this handle ran one less than
+ * DMXP_BLOB_RECLAIM_PAUSE_NS ago. 1 when it freed a block (try the loan again). */
+static inline int dmxp__loan_reclaim(const dmxp_channel *ch) {
+    int64_t now = (int64_t)dmxp_now_ns();
+    if (now == 0) now = 1; /* 0 means "never" */
+    int64_t last = dmxp__load(&ch->reclaim_ns, DMXP__RLX);
+    if (last != 0 && now - last < DMXP_BLOB_RECLAIM_PAUSE_NS) return 0;
+    dmxp__store(&dmxp__mut(ch)->reclaim_ns, now, DMXP__RLX);
+    dmxp_blob_reclaim_report rep;
+    if (dmxp_blob_reclaim(ch, &rep) != DMXP_OK) return 0;
+    return rep.dead_owners + rep.leaked + rep.queued != 0;
+}
+
+/* The checks of a loan: a producer handle of a BLOBS channel registered by this process, a
+ * length that fits the largest block. */
+static inline dmxp_status dmxp__loan_prepare(const dmxp_channel *ch, size_t len,
+                                             dmxp_loan *loan, uint32_t *owner, uint32_t *pid) {
+    if (loan == NULL) return DMXP_E_INVALID_ARGUMENT;
+    memset(loan, 0, sizeof *loan);
+    if (ch == NULL || ch->base == NULL) return DMXP_E_INVALID_ARGUMENT;
+    dmxp_status s = dmxp__blob_owner(ch, ch->send_peer, ch->send_index, owner, pid);
+    if (s != DMXP_OK) return s;
+    if ((uint64_t)len > dmxp_channel_blob_max(ch)) return DMXP_E_TOO_LARGE;
+    return DMXP_OK;
+}
+
+/* Loans a block of at least `len` bytes from the segment's blob pool (PROTOCOL.md §13.3), to
+ * be written in place (dmxp_loan_write, or through loan->data as dmxp_loan explains) and sent
+ * with dmxp_blob_commit, or given back with dmxp_blob_abandon. Non-blocking. The block is the
+ * first free one of the smallest class that fits (then of the larger classes); it is owned by
+ * the handle's producer record, so that a crash mid-loan can be reclaimed (§13.6). Returns:
+ *  DMXP_OK                    *loan filled (loan->len = len, loan->data its bytes);
+ *  DMXP_E_TOO_LARGE           len exceeds the largest block (dmxp_channel_blob_max): nothing
+ *                             tried;
+ *  DMXP_E_POOL_EXHAUSTED      every block that could hold it is taken, also after one
+ *                             dmxp_blob_reclaim (run at most every DMXP_BLOB_RECLAIM_PAUSE_NS
+ *                             per handle);
+ *  DMXP_E_NOT_A_BLOB_CHANNEL  the channel has no DMXP_CHANNEL_BLOBS;
+ *  DMXP_E_NOT_REGISTERED      the handle is not registered as a producer by this process
+ *                             (dmxp_channel_register; a forked child registers its own);
+ *  DMXP_E_INVALID_ARGUMENT    a NULL pointer.
+ * *loan is zeroed (not live) on every failure. A registered handle is used by one thread at a
+ * time, and so are its loans; a handle may hold several loans at once. */
+static inline dmxp_status dmxp_blob_loan(const dmxp_channel *ch, size_t len, dmxp_loan *loan) {
+    uint32_t owner = 0, pid = 0;
+    dmxp_status s = dmxp__loan_prepare(ch, len, loan, &owner, &pid);
+    if (s != DMXP_OK) return s;
+    s = dmxp__loan_once(ch, len, owner, pid, loan);
+    if (s == DMXP_E_POOL_EXHAUSTED && dmxp__loan_reclaim(ch))
+        s = dmxp__loan_once(ch, len, owner, pid, loan);
+    return s;
+}
+
+/* dmxp_blob_loan, waiting while the pool is exhausted for at most timeout_ns (DMXP_FOREVER:
+ * no deadline): on the pool's free_seq futex word (counted in free_waiters, §7.2), which every
+ * release and abandon bumps when somebody waits, in slices of at most DMXP_WAIT_SLICE_NS, the
+ * loan tried again after each wake-up or slice, and dmxp_blob_reclaim run again at most every
+ * DMXP_BLOB_RECLAIM_PAUSE_NS (a consumer that died holding blocks is reclaimed so).
+ * DMXP_E_TIMEOUT when no block came free in time; the other results as dmxp_blob_loan. */
+static inline dmxp_status dmxp_blob_loan_timeout(const dmxp_channel *ch, size_t len,
+                                                 dmxp_loan *loan, int64_t timeout_ns) {
+    dmxp_status s = dmxp_blob_loan(ch, len, loan);
+    if (s != DMXP_E_POOL_EXHAUSTED) return s;
+    uint32_t owner = 0, pid = 0;
+    s = dmxp__loan_prepare(ch, len, loan, &owner, &pid);
+    if (s != DMXP_OK) return s;
+    int64_t deadline = dmxp__deadline(timeout_ns);
+    dmxp_blob_pool_header *ph = dmxp__pool_header(ch->base, &ch->pool);
+    for (;;) {
+        /* §7.2 wait_until: register, read the word, fence, re-check (the loan itself). */
+        dmxp__fetch_add(&ph->free_waiters, 1, DMXP__SEQ);
+        uint32_t v = dmxp__load(&ph->free_seq, DMXP__SEQ);
+#if !defined(DMXP__TSAN)
+        dmxp__fence(DMXP__SEQ);
+#endif
+        s = dmxp__loan_once(ch, len, owner, pid, loan);
+        if (s == DMXP_E_POOL_EXHAUSTED) {
+            int64_t left = deadline - (int64_t)dmxp_now_ns();
+            if (left > DMXP_WAIT_SLICE_NS) left = DMXP_WAIT_SLICE_NS;
+            if (left > 0) (void)dmxp__futex_wait(&ph->free_seq, v, left);
+        }
+        dmxp__fetch_sub(&ph->free_waiters, 1, DMXP__SEQ);
+        if (s != DMXP_E_POOL_EXHAUSTED) return s;
+        if (dmxp__loan_reclaim(ch)) continue;
+        if ((int64_t)dmxp_now_ns() >= deadline) {
+            s = dmxp__loan_once(ch, len, owner, pid, loan);
+            return s == DMXP_E_POOL_EXHAUSTED ? DMXP_E_TIMEOUT : s;
+        }
+    }
+}
+
+/* Writes n bytes of src at byte `offset` of a live loan, as 8-byte relaxed atomic words (a
+ * partial word at either end is merged with the bytes around it). DMXP_E_INVALID_ARGUMENT (and
+ * nothing written) when the loan is not live or offset + n runs past loan->len. */
+static inline dmxp_status dmxp_loan_write(dmxp_loan *loan, size_t offset, const void *src,
+                                          size_t n) {
+    if (loan == NULL || !loan->live || offset > loan->len || n > loan->len - offset ||
+        (n && src == NULL))
+        return DMXP_E_INVALID_ARGUMENT;
+    dmxp__words_write(loan->words, offset, (const unsigned char *)src, n);
+    return DMXP_OK;
+}
+
+/* Reads n bytes at byte `offset` of a live loan back into dst (as dmxp_loan_write). */
+static inline dmxp_status dmxp_loan_read(const dmxp_loan *loan, size_t offset, void *dst,
+                                         size_t n) {
+    if (loan == NULL || !loan->live || offset > loan->len || n > loan->len - offset ||
+        (n && dst == NULL))
+        return DMXP_E_INVALID_ARGUMENT;
+    dmxp__words_read(loan->words, offset, (unsigned char *)dst, n);
+    return DMXP_OK;
+}
+
+/* Stores little-endian word `index` (bytes 8 x index .. + 8) of a live loan with one relaxed
+ * atomic store: index < ceil(loan->len / 8), else DMXP_E_INVALID_ARGUMENT. The bytes of the
+ * last word past loan->len are the block's (a commit of len bytes zeroes those past len). */
+static inline dmxp_status dmxp_loan_store_word(dmxp_loan *loan, size_t index, uint64_t value) {
+    if (loan == NULL || !loan->live || index >= (loan->len + 7) / 8)
+        return DMXP_E_INVALID_ARGUMENT;
+    dmxp__store(&loan->words[index], value, DMXP__RLX);
+    return DMXP_OK;
+}
+
+/* Gives a live loan back to the pool unsent (§13.3 abandon: a CAS (LOANED, owner, g) -> (FREE,
+ * 0, g), then a wake of producers waiting for a block). The loan is spent either way.
+ * DMXP_OK, or DMXP_E_REVOKED when the block had been reclaimed (this producer was judged dead,
+ * §13.6; counted in dmxp_channel_revoked); DMXP_E_INVALID_ARGUMENT when not live. */
+static inline dmxp_status dmxp_blob_abandon(dmxp_loan *loan) {
+    if (loan == NULL || !loan->live) return DMXP_E_INVALID_ARGUMENT;
+    const dmxp_channel *ch = loan->channel;
+    loan->live = 0;
+    loan->data = NULL;
+    uint64_t expected = dmxp__tag(DMXP_BLOCK_LOANED, loan->owner, loan->ref.generation);
+    if (!dmxp__cas_strong(&loan->header->tag, &expected,
+                          dmxp__tag(DMXP_BLOCK_FREE, 0, loan->ref.generation), DMXP__REL,
+                          DMXP__RLX))
+        return dmxp__revoked(ch);
+    dmxp__notify_block_freed(ch->base, &ch->pool);
+    return DMXP_OK;
+}
+
+/* §13.4 send_blob, once: claim one position (intent and CAS on tail, as a send), name it in the
+ * block header, hand the block to the ring (CAS LOANED -> QUEUED, release), publish the
+ * 16-byte reference with DMXP_FLAG_BLOB. FULL and BUSY leave the loan live. */
+static inline dmxp_status dmxp__commit_once(dmxp_loan *loan, size_t len, uint32_t type,
+                                            uint16_t flags, uint64_t *message_id) {
+    const dmxp_channel *ch = loan->channel;
+    uint64_t pos, n;
+    dmxp_slot *slot;
+    dmxp_status s = dmxp__claim_send_at(ch, 1, &pos, &n, &slot);
+    if (s != DMXP_OK) return s;
+    if (message_id) *message_id = pos;
+    loan->live = 0;
+    loan->data = NULL;
+    dmxp_block_header *h = loan->header;
+    uint32_t g = loan->ref.generation;
+    /* The header names the position before the ring gets the block (§13.6 rule 3). */
+    dmxp__store(&h->channel_id, ch->id, DMXP__RLX);
+    dmxp__store(&h->position, pos, DMXP__RLX);
+    dmxp__store(&h->length, (uint32_t)len, DMXP__RLX);
+    uint64_t expected = dmxp__tag(DMXP_BLOCK_LOANED, loan->owner, g);
+    if (!dmxp__cas_strong(&h->tag, &expected, dmxp__tag(DMXP_BLOCK_QUEUED, 0, g), DMXP__REL,
+                          DMXP__RLX)) {
+        /* The loan was reclaimed (this producer was judged dead): give the position up. */
+        (void)dmxp__marker(ch, pos, (uint16_t)DMXP_FLAG_SKIP, 0, 0);
+        dmxp__intent_clear(ch->send_peer);
+        dmxp__notify_consumers(ch);
+        return dmxp__revoked(ch);
+    }
+    unsigned char ref[DMXP_BLOB_REF_LEN];
+    dmxp__put8(ref, (uint64_t)loan->ref.class_index | (uint64_t)loan->ref.block << 32);
+    dmxp__put8(ref + 8, (uint64_t)g | (uint64_t)(uint32_t)len << 32);
+    s = dmxp__publish_at(ch, slot, pos, ref, DMXP_BLOB_REF_LEN, DMXP_BLOB_REF_LEN, type,
+                         (uint16_t)(flags | DMXP_FLAG_BLOB), dmxp__stamp(ch), pos, 0, 0);
+    dmxp__intent_clear(ch->send_peer); /* after the publish (or its failed CAS) */
+    /* Revoked: the position was tombstoned; the QUEUED block is reclaimed once it is freed. */
+    if (s == DMXP_OK) dmxp__notify_consumers(ch);
+    return s;
+}
+
+/* The checks of a commit, before anything is claimed; and the zero padding of the last word
+ * after `len` (as a slot's send pads its payload, §8). */
+static inline dmxp_status dmxp__commit_prepare(dmxp_loan *loan, size_t len,
+                                               const dmxp_send_opts *opts) {
+    if (loan == NULL || !loan->live) return DMXP_E_INVALID_ARGUMENT;
+    if (len > loan->len) return DMXP_E_TOO_LARGE;
+    if (opts && (opts->flags & DMXP_FLAGS_PROTOCOL_MASK)) return DMXP_E_RESERVED_FLAGS;
+    if (len % 8 != 0) {
+        static const unsigned char zeros[8] = {0};
+        dmxp__words_write(loan->words, len, zeros, 8 - len % 8); /* inside the block */
+    }
+    return DMXP_OK;
+}
+
+/* Sends the first `len` bytes (at most loan->len) of a live loan as one message on the loan's
+ * channel (PROTOCOL.md §13.4): claims a position, names it in the block header, hands the
+ * block to the ring and publishes the 16-byte reference (flags: opts->flags | DMXP_FLAG_BLOB;
+ * message_type from opts). Non-blocking. *message_id (optional) is the position taken. Returns:
+ *  DMXP_OK                  sent; the loan is spent (the block is the message's now);
+ *  DMXP_E_FULL, DMXP_E_BUSY no position now: the loan stays live (retry, or abandon it);
+ *  DMXP_E_REVOKED           the loan was reclaimed before the hand-over (this producer was
+ *                           judged dead, §13.6: a SKIP marker takes the position), or the
+ *                           position was repaired before the publish (§11.7: the block is
+ *                           reclaimed when the position is freed); the loan is spent, counted
+ *                           in dmxp_channel_revoked;
+ *  DMXP_E_TOO_LARGE         len > loan->len; DMXP_E_RESERVED_FLAGS opts set protocol bits;
+ *                           DMXP_E_INVALID_ARGUMENT the loan is not live: nothing done, the
+ *                           loan as it was.
+ * The rest of the last word after len is zeroed first. After DMXP_MISS_STREAK full rings in a
+ * row the stuck watch of dmxp_try_send runs, as for a send. */
+static inline dmxp_status dmxp_blob_commit(dmxp_loan *loan, size_t len,
+                                           const dmxp_send_opts *opts, uint64_t *message_id) {
+    dmxp_status s = dmxp__commit_prepare(loan, len, opts);
+    if (s != DMXP_OK) return s;
+    const dmxp_channel *ch = loan->channel;
+    uint32_t type = opts ? opts->message_type : 0;
+    uint16_t flags = opts ? opts->flags : 0;
+    s = dmxp__commit_once(loan, len, type, flags, message_id);
+    if (s == DMXP_E_FULL && dmxp__miss(ch, 1)) s = dmxp__commit_once(loan, len, type, flags, message_id);
+    if (s == DMXP_OK || s == DMXP_E_REVOKED) dmxp__hit(ch, 1);
+    return s;
+}
+
+/* dmxp_blob_commit, sleeping while the ring is full for at most timeout_ns (DMXP_FOREVER: no
+ * deadline), as dmxp_send_timeout does (a slot left claimed by a dead consumer is repaired
+ * after DMXP_STUCK_GRACE_NS). DMXP_E_TIMEOUT when no slot came free: the loan stays live. */
+static inline dmxp_status dmxp_blob_commit_timeout(dmxp_loan *loan, size_t len,
+                                                   const dmxp_send_opts *opts,
+                                                   uint64_t *message_id, int64_t timeout_ns) {
+    dmxp_status s = dmxp__commit_prepare(loan, len, opts);
+    if (s != DMXP_OK) return s;
+    const dmxp_channel *ch = loan->channel;
+    uint32_t type = opts ? opts->message_type : 0;
+    uint16_t flags = opts ? opts->flags : 0;
+    s = dmxp__commit_once(loan, len, type, flags, message_id);
+    if (s != DMXP_E_FULL) return s;
+    int64_t deadline = dmxp__deadline(timeout_ns);
+    dmxp__stuck stuck = {0, 0, 0, 0, 0, 0};
+    for (;;) {
+        int64_t until = dmxp__stuck_step(ch, 1, &stuck, deadline);
+        dmxp__wait_once(ch, dmxp__ready_free, 1, &ch->entry->not_full_seq,
+                        &ch->entry->not_full_waiters, ch->send_peer, DMXP_WAITING_NOT_FULL,
+                        until);
+        s = dmxp__commit_once(loan, len, type, flags, message_id);
+        if (s != DMXP_E_FULL) return s;
+        if ((int64_t)dmxp_now_ns() >= deadline) return DMXP_E_TIMEOUT;
+    }
+}
+
+/* §13.5 receive_blob for claimed BLOB slot `pos`: the reference checked (dmxp__claimed_ref),
+ * the block taken for this consumer (CAS (QUEUED, 0, g) -> (HELD, owner, g)) before the slot is
+ * freed; a revoked free gives the block straight back. */
+static inline dmxp_status dmxp__finish_blob_take(const dmxp_channel *ch, uint64_t pos,
+                                                 uint32_t owner, uint32_t pid,
+                                                 dmxp_blob_view *view) {
+    dmxp_slot *slot = dmxp__slot(ch, pos);
+    uint16_t flags;
+    uint32_t plen;
+    dmxp__read_meta_as(slot, &view->meta, &flags, &plen);
+    dmxp_blob_ref r;
+    memset(&r, 0, sizeof r);
+    dmxp_block_header *h = NULL;
+    uint64_t tag = 0;
+    int taken = dmxp__claimed_ref(ch, slot, pos, flags, plen, &r, &h, &tag) &&
+                dmxp__cas_strong(&h->tag, &tag, dmxp__tag(DMXP_BLOCK_HELD, owner, r.generation),
+                                 DMXP__ACQREL, DMXP__RLX);
+    if (taken) dmxp__store(&h->owner_pid, pid, DMXP__RLX);
+    int freed = dmxp__free_at(ch, slot, pos);
+    dmxp__intent_clear(ch->recv_peer); /* after the free (or its failed CAS) */
+    if (!freed) {
+        if (taken) { /* the claim was revoked (§13.6): release the block at once */
+            uint64_t held = dmxp__tag(DMXP_BLOCK_HELD, owner, r.generation);
+            if (dmxp__cas_strong(&h->tag, &held, dmxp__tag(DMXP_BLOCK_FREE, 0, r.generation),
+                                 DMXP__REL, DMXP__RLX))
+                dmxp__notify_block_freed(ch->base, &ch->pool);
+        }
+        memset(&view->meta, 0, sizeof view->meta);
+        view->meta.message_id = pos;
+        return dmxp__revoked(ch);
+    }
+    dmxp__notify_producers(ch);
+    if (!taken) return dmxp__bad_ref(ch, pos, plen, &view->meta);
+    view->words = dmxp__block_words(ch->base, &ch->pool, r.class_index, r.block);
+    view->data = (const unsigned char *)(void *)view->words;
+    view->len = r.length;
+    view->meta.payload_len = r.length;
+    view->ref = r;
+    view->channel = ch;
+    view->header = h;
+    view->owner = owner;
+    view->live = 1;
+    return DMXP_OK;
+}
+
+/* One blob receive, without the stuck watch (a pending head as in dmxp__recv_once). */
+static inline dmxp_status dmxp__blob_recv_once(const dmxp_channel *ch, dmxp_blob_view *view,
+                                               uint32_t owner, uint32_t pid,
+                                               dmxp__pending *pend, int wait) {
+    for (uint32_t i = 0; i < DMXP_RETRY_LIMIT; i++) {
+        uint64_t pos = 0, n = 0;
+        uint32_t needed = 0, kind = DMXP__CLAIM_SLOTS;
+        dmxp_status s = dmxp__claim_recv_settled(ch, 1, SIZE_MAX, &pos, &n, &needed, &kind, pend,
+                                                 wait, DMXP__TAKE_BLOB);
+        if (s == DMXP_E_NOT_A_BLOB) view->meta.message_id = pos;
+        if (s != DMXP_OK) return s;
+        if (kind == DMXP__CLAIM_BLOB) return dmxp__finish_blob_take(ch, pos, owner, pid, view);
+        if (kind == DMXP__CLAIM_SLOTS) {
+            /* A SKIP marker (passed over) or a LOST tombstone; a slot rewritten since the peek
+             * into a message is dropped as corrupt (nothing is copied). */
+            s = dmxp__finish_recv(ch, pos, NULL, 0, &view->meta, NULL);
+            if (s == DMXP_OK) {
+                view->meta.message_id = pos;
+                s = DMXP_E_CORRUPT_MESSAGE;
+            }
+        } else if (kind == DMXP__CLAIM_RUN) {
+            s = dmxp__finish_run(ch, pos, n, needed, NULL, &view->meta, NULL); /* corrupt */
+        } else {
+            s = dmxp__finish_alone(ch, pos, kind, needed, &view->meta); /* an orphan: EMPTY */
+        }
+        if (s != DMXP_E_EMPTY) return s;
+    }
+    return DMXP_E_BUSY;
+}
+
+/* The checks of a blob receive: a consumer handle of a BLOBS channel registered by this
+ * process. */
+static inline dmxp_status dmxp__blob_recv_prepare(const dmxp_channel *ch, dmxp_blob_view *view,
+                                                  uint32_t *owner, uint32_t *pid) {
+    if (view == NULL) return DMXP_E_INVALID_ARGUMENT;
+    memset(view, 0, sizeof *view);
+    if (ch == NULL || ch->base == NULL) return DMXP_E_INVALID_ARGUMENT;
+    return dmxp__blob_owner(ch, ch->recv_peer, ch->recv_index, owner, pid);
+}
+
+/* Receives the next message in place if it is a blob (PROTOCOL.md §13.5): the block is taken
+ * for this consumer (QUEUED -> HELD, owner its record) before the ring slot is freed, so the
+ * ring moves on while the block is read, and a handle may hold several blocks at once.
+ * Non-blocking. SKIP markers and orphan continuations are passed over. Returns:
+ *  DMXP_OK                    *view filled: view->data / view->len the message in the block
+ *                             (read it with dmxp_blob_read, see dmxp_blob_view), view->meta
+ *                             its metadata (payload_len = len, flags with DMXP_FLAG_BLOB);
+ *                             held until dmxp_blob_release;
+ *  DMXP_E_NOT_A_BLOB          the message at the head is inline (or a run): nothing consumed,
+ *                             view->meta.message_id = its position; take it with dmxp_try_recv
+ *                             (which takes blobs too);
+ *  DMXP_E_EMPTY               nothing queued (a pending head is waited for as dmxp_try_recv
+ *                             does);
+ *  DMXP_E_LOST                a LOST tombstone consumed; view->meta.message_id says which;
+ *  DMXP_E_CORRUPT_MESSAGE     a bad, stale or forged reference (or a slot that is no message)
+ *                             consumed and dropped, its block left alone; view->meta has
+ *                             message_id and payload_len; counted in dmxp_channel_blob_bad_refs;
+ *  DMXP_E_REVOKED             a peer repaired the position before it was freed (§11.7): the
+ *                             block, if taken, is given back; nothing delivered;
+ *  DMXP_E_NOT_A_BLOB_CHANNEL, DMXP_E_NOT_REGISTERED (a consumer record of this process is
+ *                             needed), DMXP_E_INVALID_ARGUMENT, DMXP_E_BUSY.
+ * *view is live only with DMXP_OK. The stuck watch of dmxp_try_recv runs after
+ * DMXP_MISS_STREAK empty results in a row. */
+static inline dmxp_status dmxp_blob_receive(const dmxp_channel *ch, dmxp_blob_view *view) {
+    uint32_t owner = 0, pid = 0;
+    dmxp_status s = dmxp__blob_recv_prepare(ch, view, &owner, &pid);
+    if (s != DMXP_OK) return s;
+    dmxp__pending pend = {0, 0, 0};
+    s = dmxp__blob_recv_once(ch, view, owner, pid, &pend, 1);
+    if (s == DMXP_E_EMPTY && dmxp__miss(ch, 0))
+        s = dmxp__blob_recv_once(ch, view, owner, pid, &pend, 1);
+    if (s != DMXP_E_EMPTY && s != DMXP_E_BUSY) dmxp__hit(ch, 0);
+    return s;
+}
+
+/* dmxp_blob_receive, sleeping while the channel is empty, for at most timeout_ns (DMXP_FOREVER:
+ * no deadline), as dmxp_recv_timeout does (a position left unpublished by a dead producer is
+ * repaired after DMXP_STUCK_GRACE_NS, then received as DMXP_E_LOST). DMXP_E_TIMEOUT when
+ * nothing arrived; DMXP_E_NOT_A_BLOB at once for an inline message at the head. */
+static inline dmxp_status dmxp_blob_receive_timeout(const dmxp_channel *ch, dmxp_blob_view *view,
+                                                    int64_t timeout_ns) {
+    uint32_t owner = 0, pid = 0;
+    dmxp_status s = dmxp__blob_recv_prepare(ch, view, &owner, &pid);
+    if (s != DMXP_OK) return s;
+    int64_t deadline = dmxp__deadline(timeout_ns);
+    dmxp__stuck stuck = {0, 0, 0, 0, 0, 0};
+    for (;;) {
+        s = dmxp__blob_recv_once(ch, view, owner, pid, NULL, 0);
+        if (s != DMXP_E_EMPTY && s != DMXP__PENDING) return s;
+        int64_t until = dmxp__stuck_step(ch, 0, &stuck, deadline);
+        dmxp__wait_once(ch, dmxp__ready_message, 1, &ch->entry->not_empty_seq,
+                        &ch->entry->not_empty_waiters, ch->recv_peer, DMXP_WAITING_NOT_EMPTY,
+                        until);
+        if ((int64_t)dmxp_now_ns() >= deadline) {
+            s = dmxp__blob_recv_once(ch, view, owner, pid, NULL, 0);
+            return s == DMXP_E_EMPTY || s == DMXP__PENDING ? DMXP_E_TIMEOUT : s;
+        }
+    }
+}
+
+/* Copies n bytes at byte `offset` of a live view into dst, as 8-byte relaxed atomic loads.
+ * DMXP_E_INVALID_ARGUMENT (nothing copied) when the view is not live or offset + n runs past
+ * view->len. The bytes are garbled, never out of bounds, if a peer writes the block meanwhile:
+ * dmxp_blob_release says whether that can have happened (DMXP_E_REVOKED). */
+static inline dmxp_status dmxp_blob_read(const dmxp_blob_view *view, size_t offset, void *dst,
+                                         size_t n) {
+    if (view == NULL || !view->live || offset > view->len || n > view->len - offset ||
+        (n && dst == NULL))
+        return DMXP_E_INVALID_ARGUMENT;
+    dmxp__words_read(view->words, offset, (unsigned char *)dst, n);
+    return DMXP_OK;
+}
+
+/* Loads little-endian word `index` (bytes 8 x index .. + 8) of a live view into *out with one
+ * relaxed atomic load: index < ceil(view->len / 8), else DMXP_E_INVALID_ARGUMENT. The bytes of
+ * the last word past view->len are zero from an honest producer (its commit pads them). */
+static inline dmxp_status dmxp_blob_load_word(const dmxp_blob_view *view, size_t index,
+                                              uint64_t *out) {
+    if (view == NULL || !view->live || out == NULL || index >= (view->len + 7) / 8)
+        return DMXP_E_INVALID_ARGUMENT;
+    *out = dmxp__load(&view->words[index], DMXP__RLX);
+    return DMXP_OK;
+}
+
+/* Gives a received block back to the pool (§13.3 release: a CAS (HELD, owner, g) -> (FREE, 0,
+ * g), then a wake of producers waiting for a block). The view is spent either way. DMXP_OK,
+ * or DMXP_E_REVOKED when the block had been reclaimed while held (this consumer was judged
+ * dead, §13.6): what was read may have been overwritten, so do not act on it (counted in
+ * dmxp_channel_revoked); DMXP_E_INVALID_ARGUMENT when the view is not live. */
+static inline dmxp_status dmxp_blob_release(dmxp_blob_view *view) {
+    if (view == NULL || !view->live) return DMXP_E_INVALID_ARGUMENT;
+    const dmxp_channel *ch = view->channel;
+    view->live = 0;
+    view->data = NULL;
+    uint64_t expected = dmxp__tag(DMXP_BLOCK_HELD, view->owner, view->ref.generation);
+    if (!dmxp__cas_strong(&view->header->tag, &expected,
+                          dmxp__tag(DMXP_BLOCK_FREE, 0, view->ref.generation), DMXP__REL,
+                          DMXP__RLX))
+        return dmxp__revoked(ch);
+    dmxp__notify_block_freed(ch->base, &ch->pool);
+    return DMXP_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -62,11 +62,14 @@ type BatchResult struct {
 type Stats struct {
 	// Lost is the number of LOST tombstones consumed.
 	Lost uint64
-	// Corrupt is the number of messages dropped for an impossible payload_len, or as a run
-	// cut short or inconsistent (each run counted once).
+	// Corrupt is the number of messages dropped for an impossible payload_len, as a run
+	// cut short or inconsistent (each run counted once), or as a bad, stale or forged blob
+	// reference (PROTOCOL.md §13.5).
 	Corrupt uint64
 	// Revoked is the number of positions, sent or received, that a repair took from this
-	// handle before it published or freed them (PROTOCOL.md §11.7); a run counts once.
+	// handle before it published or freed them (PROTOCOL.md §11.7); a run counts once. It
+	// also counts blob loans and received blocks reclaimed from this handle before its Commit
+	// or Release (§13.6).
 	Revoked uint64
 }
 
@@ -93,6 +96,12 @@ type Channel struct {
 	recvPeer unsafe.Pointer
 	// What this handle last stored in each record's intent_flags (intentSet).
 	sendFlagsShown, recvFlagsShown uint32
+	// The owner values of this handle's blob loans and received blocks (PROTOCOL.md §13.3):
+	// its producer's and its consumer's peer record index plus one, 0 when not registered.
+	sendOwner, recvOwner uint32
+	// blobsOut counts this handle's loans and in-place views not yet committed, abandoned or
+	// released (accessed atomically): Close gives their blocks back first.
+	blobsOut int64
 	// Non-blocking calls in a row that found the ring full (sends) or empty (receives), and
 	// the stuck watches they keep once a streak is long enough (missThreshold).
 	sendMisses, recvMisses missStreak
@@ -383,6 +392,9 @@ type recvClaim struct {
 	first, count uint64
 	run          bool
 	length       uint32
+	// blob: the position, claimed alone, was published with FlagBlob (PROTOCOL.md §13.5);
+	// length is then the reference's length as peeked before the claim (advisory).
+	blob bool
 }
 
 // claimRecv claims up to max consecutive published positions with one CAS on head. With
@@ -426,6 +438,16 @@ func (c *Channel) claimRecvAt(max uint64, avail int) (recvClaim, error) {
 				}
 				// Otherwise claimed alone and dropped as corrupt: an honest start is
 				// published last, after every continuation.
+			case flags&FlagBlob != 0 && flags&(FlagSkip|FlagLost) == 0:
+				// A blob (PROTOCOL.md §13.5), claimed alone. A copying receive judges by the
+				// reference's length whether its buffer fits, before it claims.
+				var plausible bool
+				cl.blob = true
+				cl.length, plausible = c.peekBlobLen(slot)
+				if plausible && avail >= 0 && int64(cl.length) > int64(avail) {
+					intentClear(peer, &c.recvFlagsShown)
+					return recvClaim{}, &BufferTooSmallError{Needed: int(cl.length), Available: avail}
+				}
 			default:
 				if avail >= 0 {
 					needed := load32(slot, slotPayloadLen)
@@ -437,8 +459,8 @@ func (c *Channel) claimRecvAt(max uint64, avail int) (recvClaim, error) {
 				for cl.count < max {
 					next := c.slot(head + cl.count)
 					if load64(next, slotSequence) != head+cl.count+1 ||
-						uint16(load32(next, slotRuntimeFlags)>>16)&(FlagRun|FlagRunCont) != 0 {
-						break
+						uint16(load32(next, slotRuntimeFlags)>>16)&(FlagRun|FlagRunCont|FlagBlob) != 0 {
+						break // a batch stops before a run and before a blob
 					}
 					cl.count++
 				}
@@ -1082,6 +1104,9 @@ const (
 	contentCorrupt
 	// contentRevoked: the freeing CAS failed, a repair had freed the position (§11.7).
 	contentRevoked
+	// contentBlob: a message flagged FlagBlob (PROTOCOL.md §13.5), its reference not yet
+	// checked.
+	contentBlob
 )
 
 // classify sorts what a single claimed position holds. A slot of a run claimed alone is a
@@ -1098,6 +1123,8 @@ func classify(meta *Meta) content {
 		return contentSkip
 	case meta.Flags&FlagLost != 0:
 		return contentLost
+	case meta.Flags&FlagBlob != 0:
+		return contentBlob
 	case meta.PayloadLen > MsgInline:
 		return contentCorrupt
 	}
@@ -1109,11 +1136,18 @@ func classify(meta *Meta) content {
 // (contentRevoked) the slot may have held the next lap's bytes, and the caller must discard
 // buf. A message longer than buf (only a peer rewriting a published slot gets there) is
 // reported as corrupt. The metadata goes to *meta (zero when revoked).
+//
+// A blob (FlagBlob, PROTOCOL.md §13.5) is copied out of its block into buf and the block
+// freed, before the slot (copyBlob): the message delivered is the block's bytes, never the
+// reference. A bad, stale or forged reference is contentCorrupt, and its block left alone.
 func (c *Channel) consume(position uint64, buf []byte, meta *Meta) content {
 	slot := c.slot(position)
 	readMetaInto(slot, meta)
 	kind := classify(meta)
-	if kind == contentMessage {
+	if kind == contentBlob {
+		kind = c.copyBlob(position, slot, buf, meta)
+	}
+	if kind == contentMessage && meta.Flags&FlagBlob == 0 {
 		// n is read once: the length checked is the length copied.
 		if n := meta.PayloadLen; int(n) > len(buf) {
 			kind = contentCorrupt
@@ -1184,6 +1218,13 @@ func (c *Channel) consumeRun(cl recvClaim, buf []byte, meta *Meta) content {
 // with FlagRun in meta.Flags. A run cut short or inconsistent is consumed and reported once
 // as a *CorruptMessageError (Run set); a continuation whose start is gone is passed over
 // like a SKIP marker.
+//
+// On a channel that carries blobs (ChannelFlagBlobs, PROTOCOL.md §13.5), a blob is delivered
+// by copying its block's bytes into buf (meta.PayloadLen is the blob's length, meta.Flags has
+// FlagBlob), then freeing the block: no registration is needed. A blob longer than buf is
+// refused with a *BufferTooSmallError, judged by the reference's length, consuming nothing.
+// A bad, stale or forged reference is consumed and reported as a *CorruptMessageError (Blob
+// set), leaving the block it names alone. Channel.ReceiveBlob reads a blob in place instead.
 //
 // ErrEmpty means nothing is queued. When the head is claimed by a producer that has not
 // published it yet while a later position holds a message (a run's continuations, for one),
@@ -1287,8 +1328,9 @@ func (c *Channel) finishReceive(cl recvClaim, buf []byte, meta *Meta) (skipped b
 		return false, &LostError{MessageID: position}
 	default: // contentCorrupt
 		atomic.AddUint64(&c.corrupt, 1)
+		blob := bad.Flags&FlagBlob != 0 && !cl.run
 		return false, &CorruptMessageError{MessageID: position, PayloadLen: bad.PayloadLen,
-			Run: cl.run || bad.Flags&FlagRun != 0}
+			Run: !blob && (cl.run || bad.Flags&FlagRun != 0), Blob: blob}
 	}
 }
 
@@ -1359,8 +1401,10 @@ func (c *Channel) receiveUntil(ctx context.Context, buf []byte, deadline time.Ti
 // it is not delivered, and counted in Dropped and Revoked (and Stats().Revoked).
 //
 // A batch claims consecutive single-slot messages only: it stops before a message longer
-// than one slot (a run, PROTOCOL.md §12.4). A batch whose first position starts a run
-// delivers that run alone, whole (a bad run counts once in Dropped).
+// than one slot (a run, PROTOCOL.md §12.4) and before a blob (§13.5). A batch whose first
+// position starts a run delivers that run alone, whole (a bad run counts once in Dropped);
+// one whose first position is a blob delivers the blob's bytes alone, copied out of its block,
+// which is then freed (a bad reference counts once in Dropped).
 func (c *Channel) TryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchResult, error) {
 	// The common case is one attempt; the pending wait and the stuck check are out of line.
 	result, err := c.tryReceiveBatch(max, deliver)
@@ -1413,6 +1457,9 @@ func (c *Channel) tryReceiveBatch(max int, deliver func(Meta, []byte)) (BatchRes
 	}
 	if cl.run {
 		return c.receiveRunBatch(cl, deliver), nil
+	}
+	if cl.blob {
+		return c.receiveBlobBatch(cl, deliver), nil
 	}
 	first, count := cl.first, cl.count
 	scratch := scratchPool.Get().(*[MsgInline]byte)

@@ -38,6 +38,33 @@
 // message longer than MsgInline calls Channel.RequireSingleSlot after opening a channel: a
 // channel that carries runs is refused with a *RunsNotSupportedError.
 //
+// # Blobs
+//
+// A segment created with Options.BlobPool (1 to MaxBlobClasses size classes of fixed-size
+// blocks) has a blob pool (PROTOCOL.md §13): a payload of any size up to the largest block is
+// written once, in place, and read in place, and the ring carries a 16-byte reference to its
+// block (message flag FlagBlob). An attach validates the pool's descriptor once and caches it
+// (Segment.BlobPool; a bad one is a *CorruptionError of kind BlobPoolOutOfRange,
+// BlobPoolBadMagic, BlobPoolBadGeometry or BlobClassBad). A channel created with
+// ChannelOptions.Blobs (entry flag ChannelFlagBlobs; BlobsWithoutPool in a segment without a
+// pool) carries blobs besides inline messages. On a handle registered as a producer,
+// Channel.LoanBlob (or LoanBlobTimeout, LoanBlobContext, which wait for a block) loans a block:
+// write it through BlobLoan.Bytes, a slice over the block valid until the loan ends, or
+// WriteAt, then BlobLoan.Commit (CommitTimeout, CommitContext while the ring is full) sends
+// it, or Abandon gives it back; an exhausted pool is a *PoolExhaustedError. On a handle
+// registered as a consumer, Channel.TryReceiveBlob (ReceiveBlob, ReceiveBlobTimeout,
+// ReceiveBlobContext) returns a *BlobView: a blob read in place until BlobView.Release, or an
+// inline message of the channel in a private copy. The copying receives (TryReceive, Receive,
+// the batches) take blobs too: they copy the block's bytes into the buffer and free the block,
+// and refuse a buffer shorter than the blob with a *BufferTooSmallError, consuming nothing.
+// A bad, stale or forged reference is a *CorruptMessageError with Blob set, counted in
+// Stats.Corrupt, and the block it names is left alone. Blocks of dead peers are given back when
+// their records are freed (Recover, the sweep of Register; RecoverReport.BlobsReclaimed), and
+// Segment.ReclaimBlobs frees leaked blocks and blocks whose message is gone (a loan that finds
+// the pool exhausted runs both once); a holder whose block was reclaimed learns it by
+// ErrRevoked at Commit or Release. Segment.BlobPoolStats counts blocks by class, state and
+// owner. The bytes of a loaned or held block are moved like a claimed slot's payload (below).
+//
 // # Trust
 //
 // Trust (PROTOCOL.md §3.4): before mapping a segment it did not just create exclusively,
@@ -104,9 +131,10 @@
 // kind, ErrBadMagic or ErrUnsupportedVersion), *UntrustedError (ErrUntrusted),
 // *SegmentNotFoundError and *NotFoundError (ErrNotFound: no such segment, no such channel),
 // *SegmentExistsError and *ExistsError (ErrExists), *BeingCreatedError, *TooLargeError,
-// *BufferTooSmallError, *LostError, *CorruptMessageError, *RevokedError and others, each
-// matching a sentinel with errors.Is; ErrFull, ErrEmpty, ErrBusy, ErrTimeout and ErrNotReady
-// are plain sentinels. The segment errors wrap the *fs.PathError of the failed system call,
+// *BufferTooSmallError, *LostError, *CorruptMessageError, *RevokedError,
+// *PoolExhaustedError, *InvalidBlobPoolError and others, each matching a sentinel with
+// errors.Is; ErrFull, ErrEmpty, ErrBusy, ErrTimeout, ErrNotReady, ErrNoBlobPool,
+// ErrNotRegistered and ErrBlobDone are plain sentinels. The segment errors wrap the *fs.PathError of the failed system call,
 // so a missing segment also matches fs.ErrNotExist, and an existing one fs.ErrExist. Other
 // failed system calls keep the operating system's error (an *fs.PathError naming the call
 // and the file, where there is one).

@@ -47,7 +47,8 @@ var (
 	// ErrCorruptMessage matches a *CorruptMessageError.
 	ErrCorruptMessage = errors.New("dmxp: corrupt message")
 	// ErrInvalidArgument matches *InvalidCapacityError, *InvalidChannelIDError,
-	// *InvalidPeerRecordsError, *InvalidMaxMessageSizeError and bad sizes.
+	// *InvalidPeerRecordsError, *InvalidMaxMessageSizeError, *InvalidBlobPoolError and bad
+	// sizes.
 	ErrInvalidArgument = errors.New("dmxp: invalid argument")
 	// ErrOutOfSpace matches a *OutOfSpaceError.
 	ErrOutOfSpace = errors.New("dmxp: segment out of space")
@@ -65,6 +66,19 @@ var (
 	// ErrRunsNotSupported matches a *RunsNotSupportedError: Channel.RequireSingleSlot found
 	// the channel carries runs, messages longer than MsgInline (PROTOCOL.md §12.1).
 	ErrRunsNotSupported = errors.New("dmxp: channel carries runs (messages longer than one slot)")
+	// ErrPoolExhausted matches a *PoolExhaustedError: every block of the blob pool that could
+	// hold the loan is in use (PROTOCOL.md §13.3).
+	ErrPoolExhausted = errors.New("dmxp: blob pool exhausted")
+	// ErrNoBlobPool: a blob operation (a channel created with ChannelOptions.Blobs, a loan, a
+	// blob receive) on a segment without a blob pool, or on a channel created without
+	// ChannelFlagBlobs.
+	ErrNoBlobPool = errors.New("dmxp: no blob pool (segment without a pool, or channel without BLOBS)")
+	// ErrNotRegistered: a blob loan or an in-place blob receive on a handle not registered
+	// for that role (Channel.Register): a block's owner is the handle's peer record.
+	ErrNotRegistered = errors.New("dmxp: blob loans and receives need a handle registered in the peer table")
+	// ErrBlobDone: the loan was already committed or abandoned, or the view released: its
+	// block is no longer this handle's.
+	ErrBlobDone = errors.New("dmxp: blob loan or view already finished")
 )
 
 // CorruptionKind names what is wrong with bytes read from a segment; one kind per variant of
@@ -101,6 +115,27 @@ const (
 	// MaxMessageSizeOutOfRange: the entry's max_message_size is not 0 without
 	// ChannelFlagRuns, or not in 961..capacity × 960 with it (PROTOCOL.md §12.1 check #11).
 	MaxMessageSizeOutOfRange
+	// BlobPoolOutOfRange: the header's blob_pool_offset is not 64-aligned, lies in the
+	// header, or leaves no room for the pool descriptor (PROTOCOL.md §13.2 check #1). Limit
+	// is the segment length.
+	BlobPoolOutOfRange
+	// BlobPoolBadMagic: the pool descriptor's pool_magic is not "DMXPBLOB" (check #2).
+	BlobPoolBadMagic
+	// BlobPoolBadGeometry: class_count is not 1..8, or pool_len does not hold the class
+	// descriptors or runs past the segment (check #3). Value is pool_len, Other class_count,
+	// Limit the segment length.
+	BlobPoolBadGeometry
+	// BlobClassBad: size class Other has a bad block size or count, sizes not strictly
+	// increasing, or headers or data outside the pool, misaligned or overlapping another
+	// class's (checks #4 and #5).
+	BlobClassBad
+	// BlobsWithoutPool: the channel's flags say BLOBS in a segment without a blob pool
+	// (PROTOCOL.md §13.1).
+	BlobsWithoutPool
+	// BlobPoolOverlap: a channel's band (Channel set) or the peer table (Channel -1) shares
+	// bytes with the blob pool (PROTOCOL.md §13.2: clients should refuse it). Value is the
+	// band_offset or peer_table_offset.
+	BlobPoolOverlap
 )
 
 var kindNames = map[CorruptionKind]string{
@@ -126,6 +161,13 @@ var kindNames = map[CorruptionKind]string{
 
 	UnknownChannelFlags:      "UnknownChannelFlags",
 	MaxMessageSizeOutOfRange: "MaxMessageSizeOutOfRange",
+
+	BlobPoolOutOfRange:  "BlobPoolOutOfRange",
+	BlobPoolBadMagic:    "BlobPoolBadMagic",
+	BlobPoolBadGeometry: "BlobPoolBadGeometry",
+	BlobClassBad:        "BlobClassBad",
+	BlobsWithoutPool:    "BlobsWithoutPool",
+	BlobPoolOverlap:     "BlobPoolOverlap",
 }
 
 // String is the kind's name as the Rust core spells it (ChannelIDMismatch is
@@ -162,10 +204,18 @@ func (k CorruptionKind) field() string {
 		return "peer_table_offset"
 	case PeerRecordsOutOfRange:
 		return "peer_records"
-	case UnknownChannelFlags:
+	case UnknownChannelFlags, BlobsWithoutPool:
 		return "flags"
 	case MaxMessageSizeOutOfRange:
 		return "max_message_size"
+	case BlobPoolOutOfRange:
+		return "blob_pool_offset"
+	case BlobPoolBadMagic:
+		return "pool_magic"
+	case BlobPoolBadGeometry:
+		return "pool_len"
+	case BlobClassBad:
+		return "block_size"
 	default:
 		return "band_offset"
 	}
@@ -194,7 +244,8 @@ type CorruptionError struct {
 	// (records × PeerRecordSize) for PeerTableOutOfRange, and the channel's capacity for
 	// MaxMessageSizeOutOfRange.
 	BandLen uint64
-	// Other is the other channel of BandsOverlap (-1 otherwise).
+	// Other is the other channel of BandsOverlap, the size class of BlobClassBad and the
+	// class_count of BlobPoolBadGeometry (-1 otherwise).
 	Other int
 }
 
@@ -255,7 +306,25 @@ func (e *CorruptionError) Error() string {
 	case PeerTableOverlapsBand:
 		what = fmt.Sprintf("peer table at %d overlaps the channel's band", e.Value)
 	case UnknownChannelFlags:
-		what = fmt.Sprintf("flags 0x%x has bits other than RUNS (0x%x)", e.Value, ChannelFlagRuns)
+		what = fmt.Sprintf("flags 0x%x has bits other than RUNS (0x%x) and BLOBS (0x%x)", e.Value, ChannelFlagRuns, ChannelFlagBlobs)
+	case BlobPoolOutOfRange:
+		what = fmt.Sprintf("blob_pool_offset %d does not name a %d-aligned pool descriptor inside the band area of a %d-byte segment",
+			e.Value, SlotAlign, e.Limit)
+	case BlobPoolBadMagic:
+		what = fmt.Sprintf("blob pool magic 0x%016x (expected 0x%016x, \"DMXPBLOB\")", e.Value, BlobPoolMagic)
+	case BlobPoolBadGeometry:
+		what = fmt.Sprintf("blob pool of %d classes and %d bytes is impossible (1 to %d classes, descriptors and blocks inside the %d-byte segment)",
+			e.Other, e.Value, MaxBlobClasses, e.Limit)
+	case BlobClassBad:
+		what = fmt.Sprintf("blob pool class %d has a bad block size or count, or blocks outside the pool or overlapping another class", e.Other)
+	case BlobsWithoutPool:
+		what = "flags say BLOBS but the segment has no blob pool"
+	case BlobPoolOverlap:
+		if e.Channel >= 0 {
+			what = fmt.Sprintf("band at %d overlaps the blob pool", e.Value)
+		} else {
+			what = fmt.Sprintf("peer table at %d overlaps the blob pool", e.Value)
+		}
 	case MaxMessageSizeOutOfRange:
 		if e.Limit == 0 {
 			what = fmt.Sprintf("max_message_size %d without the RUNS flag (must be 0)", e.Value)
@@ -410,18 +479,26 @@ func (e *LostError) Error() string {
 func (e *LostError) Is(target error) bool { return target == ErrLost }
 
 // CorruptMessageError: the message at MessageID had an impossible payload_len, or was a run
-// (PROTOCOL.md §12.4) cut short or inconsistent; it was consumed and dropped, and counted
-// once.
+// (PROTOCOL.md §12.4) cut short or inconsistent, or a blob reference (§13.5) that is bad,
+// stale or forged; it was consumed and dropped, and counted once.
 type CorruptMessageError struct {
 	MessageID  uint64
 	PayloadLen uint32
 	// Run is true for a run: a bad run_slots or payload_len, a continuation missing or with
 	// the wrong message_id, run_index, flags or payload_len.
 	Run bool
+	// Blob is true for a message flagged FlagBlob whose reference is bad (payload_len not 16,
+	// class, block or length out of range, on a channel without ChannelFlagBlobs), stale (the
+	// block's generation moved on) or forged (the block is not queued for this position).
+	// The block it names was left alone.
+	Blob bool
 }
 
 // Error implements the error interface.
 func (e *CorruptMessageError) Error() string {
+	if e.Blob {
+		return fmt.Sprintf("dmxp: message %d dropped: a bad, stale or forged blob reference", e.MessageID)
+	}
 	if e.Run {
 		return fmt.Sprintf("dmxp: message %d dropped: a run of %d bytes cut short or inconsistent", e.MessageID, e.PayloadLen)
 	}
@@ -543,3 +620,36 @@ func (e *RunsNotSupportedError) Error() string {
 
 // Is matches ErrRunsNotSupported.
 func (e *RunsNotSupportedError) Is(target error) bool { return target == ErrRunsNotSupported }
+
+// PoolExhaustedError: LoanBlob found every block of the blob pool that could hold Len bytes
+// in use (after one reclaim pass, PROTOCOL.md §13.6). Nothing was loaned. A blocking loan
+// (LoanBlobTimeout, LoanBlobContext) waits for a block instead.
+type PoolExhaustedError struct{ Len int }
+
+// Error implements the error interface.
+func (e *PoolExhaustedError) Error() string {
+	return fmt.Sprintf("dmxp: blob pool exhausted: no free block of %d bytes or more", e.Len)
+}
+
+// Is matches ErrPoolExhausted.
+func (e *PoolExhaustedError) Is(target error) bool { return target == ErrPoolExhausted }
+
+// InvalidBlobPoolError: Options.BlobPool asks for a pool no segment may hold: no class or
+// more than MaxBlobClasses, a block size that is not a multiple of 64 within 64..MaxBlockSize,
+// a count outside 1..MaxBlockCount, or sizes not strictly increasing. Class is the first
+// class at fault (-1 for the number of classes). Nothing was created.
+type InvalidBlobPoolError struct {
+	Class  int
+	Reason string
+}
+
+// Error implements the error interface.
+func (e *InvalidBlobPoolError) Error() string {
+	if e.Class < 0 {
+		return fmt.Sprintf("dmxp: blob pool: %s", e.Reason)
+	}
+	return fmt.Sprintf("dmxp: blob pool class %d: %s", e.Class, e.Reason)
+}
+
+// Is matches ErrInvalidArgument.
+func (e *InvalidBlobPoolError) Is(target error) bool { return target == ErrInvalidArgument }

@@ -46,6 +46,9 @@ const (
 	// offPeerRecords is the header field giving the number of records of the peer table
 	// (u32; PROTOCOL.md §2.2, §11.1). Bytes 60..128 stay zero.
 	offPeerRecords = 56
+	// offBlobPoolOffset is the header field locating the blob pool (u64; PROTOCOL.md §13.1):
+	// 0 = the segment has no pool. Bytes 72..128 stay zero.
+	offBlobPoolOffset = 64
 )
 
 // Peer table (PROTOCOL.md §11.1): n records of PeerRecordSize bytes, carved from the band
@@ -177,8 +180,11 @@ const (
 	// ChannelFlagRuns: the channel may carry messages longer than one slot (runs), up to its
 	// max_message_size.
 	ChannelFlagRuns uint32 = 0x1
+	// ChannelFlagBlobs: the channel may carry references to blocks of the segment's blob
+	// pool (PROTOCOL.md §13.1); the segment must have a pool.
+	ChannelFlagBlobs uint32 = 0x2
 	// knownChannelFlags is every entry flag this package knows.
-	knownChannelFlags = ChannelFlagRuns
+	knownChannelFlags = ChannelFlagRuns | ChannelFlagBlobs
 )
 
 // Message flags (meta offset 30).
@@ -192,6 +198,11 @@ const (
 	FlagRun uint16 = 0x0004
 	// FlagRunCont marks the other slots of a run.
 	FlagRunCont uint16 = 0x0008
+	// FlagBlob marks a message whose payload is a 16-byte reference to a block of the blob
+	// pool (PROTOCOL.md §13.4); only on channels with ChannelFlagBlobs. A blob received with
+	// Channel.ReceiveBlob, or copied by a copying receive, has it set in Meta.Flags, and
+	// Meta.PayloadLen is then the block's message length, not 16.
+	FlagBlob uint16 = 0x0010
 	// ProtocolFlagsMask is the bits the protocol reserves; ordinary sends never set them.
 	ProtocolFlagsMask uint16 = 0x00FF
 	// ApplicationFlagsMask is the bits applications may use.

@@ -35,6 +35,9 @@ type RecoverReport struct {
 	// repaired) because another record's intent covers one of their stuck positions; a later
 	// pass retries them.
 	RecordsDeferred int
+	// BlobsReclaimed is the number of blob-pool blocks the freed records owned (loaned or
+	// held, PROTOCOL.md §13.6 rule 1), given back to the pool.
+	BlobsReclaimed int
 }
 
 // procStat reads the state (field 3) and starttime (field 22) of /proc/<pid>/stat, counting
@@ -232,6 +235,10 @@ func (c *Channel) peerTable(install bool) (unsafe.Pointer, error) {
 // A registered handle blocked in a send or receive names, in its record, the wait count it is
 // in; whoever frees the record after this process dies takes the count down.
 //
+// The record also owns the handle's blob loans (LoanBlob, as a producer) and the blobs it
+// holds (ReceiveBlob, as a consumer): whoever frees the record after this process dies gives
+// those blocks back to the pool (PROTOCOL.md §13.6).
+//
 // A registered handle must be used for its role by one goroutine at a time (its record holds
 // one intent): give each goroutine its own handle (OpenChannel again) and register each, and
 // Close it when done.
@@ -241,12 +248,12 @@ func (c *Channel) peerTable(install bool) (unsafe.Pointer, error) {
 // leaves behind by dying stalls the channel.
 func (c *Channel) Register(role Role) error {
 	var slot *unsafe.Pointer
-	var shown *uint32
+	var shown, owner *uint32
 	switch role {
 	case RoleProducer:
-		slot, shown = &c.sendPeer, &c.sendFlagsShown
+		slot, shown, owner = &c.sendPeer, &c.sendFlagsShown, &c.sendOwner
 	case RoleConsumer:
-		slot, shown = &c.recvPeer, &c.recvFlagsShown
+		slot, shown, owner = &c.recvPeer, &c.recvFlagsShown, &c.recvOwner
 	default:
 		return fmt.Errorf("%w: role %d", ErrInvalidArgument, role)
 	}
@@ -272,7 +279,7 @@ func (c *Channel) Register(role Role) error {
 		store32(r, peerWaiting, waitingNone)
 		store64(r, peerPidNS, me.pidNS)
 		store64(r, peerStartTime, me.start) // last: 0 until then means "unknown"
-		*slot, *shown = r, 0
+		*slot, *shown, *owner = r, 0, uint32(i)+1
 		return nil
 	}
 	return ErrPeerTableFull
@@ -311,6 +318,7 @@ func (c *Channel) sweep(table unsafe.Pointer, me identity) int {
 			continue
 		}
 		c.seg.giveBackWait(d)
+		c.seg.reclaimBlobOwner(uint32(i) + 1) // its blocks, while it is still held (§13.6)
 		store32(d, peerIntentFlags, 0)
 		store64(d, peerPidNS, 0)
 		store64(d, peerStartTime, 0)
@@ -373,8 +381,21 @@ func (c *Channel) Registered(role Role) bool {
 // names this process: a record that shows another pid belongs to someone else (the process
 // that registered it, when this one inherited the handle, or a peer that took it over) and is
 // left alone. The handle stays usable, unregistered. Close channels before their Segment.
+//
+// Blob loans and views of the handle still outstanding are given back to the pool first
+// (PROTOCOL.md §13.6: a client that closes a handle releases or abandons its blocks): a later
+// Commit of such a loan, or Release of such a view, reports ErrRevoked.
 func (c *Channel) Close() error {
 	me := uint32(os.Getpid())
+	if atomic.LoadInt64(&c.blobsOut) > 0 {
+		if c.sendPeer != nil && load32(c.sendPeer, peerPid) == me {
+			c.seg.reclaimBlobOwner(c.sendOwner)
+		}
+		if c.recvPeer != nil && load32(c.recvPeer, peerPid) == me {
+			c.seg.reclaimBlobOwner(c.recvOwner)
+		}
+	}
+	c.sendOwner, c.recvOwner = 0, 0
 	c.sendFlagsShown, c.recvFlagsShown = 0, 0
 	for _, slot := range []*unsafe.Pointer{&c.sendPeer, &c.recvPeer} {
 		r := *slot
@@ -489,6 +510,8 @@ func (c *Channel) Recover() (RecoverReport, error) {
 			continue
 		}
 		c.seg.giveBackWait(d) // the wait count it died in, if any (§11.9)
+		// The blocks it owned, while it is still held (PROTOCOL.md §13.6 rule 1).
+		report.BlobsReclaimed += c.seg.reclaimBlobOwner(uint32(i) + 1)
 		store32(d, peerIntentCount, 0)
 		store32(d, peerIntentFlags, 0)
 		store64(d, peerStartTime, 0)

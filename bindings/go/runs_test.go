@@ -132,7 +132,7 @@ func TestOpenRefusesBadRunFields(t *testing.T) {
 		field        string
 		value, limit uint64
 	}{
-		{"unknown flag bit", 0x2, 0, UnknownChannelFlags, "flags", 0x2, 0},
+		{"unknown flag bit", 0x4, 0, UnknownChannelFlags, "flags", 0x4, 0},
 		{"unknown flag bit beside RUNS", 0x81, 1500, UnknownChannelFlags, "flags", 0x81, 0},
 		{"size without RUNS", 0, 1500, MaxMessageSizeOutOfRange, "max_message_size", 1500, 0},
 		{"RUNS with size 960", 1, 960, MaxMessageSizeOutOfRange, "max_message_size", 960, 2 * MsgInline},

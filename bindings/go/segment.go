@@ -40,6 +40,15 @@ type Options struct {
 	// 256 records only when every client using it knows peer_records: an older one sees only
 	// the first 256 records (PROTOCOL.md §9).
 	PeerRecords uint32
+	// BlobPool, when not nil, gives a segment this call creates a blob pool of these size
+	// classes (PROTOCOL.md §13): 1 to MaxBlobClasses classes of strictly increasing block
+	// sizes (multiples of 64, 64..MaxBlockSize) with 1..MaxBlockCount blocks each; others
+	// fail with an *InvalidBlobPoolError (ErrInvalidArgument), and a pool that does not fit
+	// in Size with an *OutOfSpaceError, before anything is created. The pool is carved from
+	// the band area at HeaderSize rounded up to 4096, before magic is stored, and never
+	// resized. Channels created with ChannelOptions.Blobs carry references to its blocks. An
+	// attach uses the pool the segment's creator made (Segment.BlobPool), whatever this says.
+	BlobPool []BlobClass
 }
 
 func (o *Options) size() int64 {
@@ -75,6 +84,13 @@ func (o *Options) peerRecords() uint32 {
 	return o.PeerRecords
 }
 
+func (o *Options) blobPool() []BlobClass {
+	if o == nil {
+		return nil
+	}
+	return o.BlobPool
+}
+
 func (o *Options) gid() *int {
 	if o == nil {
 		return nil
@@ -104,6 +120,9 @@ type Segment struct {
 	// the segment was validated (or chosen when it was formatted): every table operation of
 	// this attachment uses it, whatever the field says later.
 	records uint32
+	// pool is the blob pool's geometry (PROTOCOL.md §13.2), validated once when the segment
+	// was attached (or made when it was formatted); nil without a pool.
+	pool    *blobPool
 	path    string
 	created bool
 	closed  uint32
@@ -208,6 +227,10 @@ func create(loc *location, opts *Options) (*Segment, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
+	pool, err := planBlobPoolFor(opts.blobPool(), uint64(size))
+	if err != nil {
+		return nil, err
+	}
 	dirfd, err := loc.openDir()
 	if err != nil {
 		return nil, err
@@ -222,7 +245,7 @@ func create(loc *location, opts *Options) (*Segment, error) {
 		return nil, perr
 	}
 	defer syscall.Close(fd)
-	seg, err := finishCreate(fd, loc.path, size, mode, records, opts.gid())
+	seg, err := finishCreate(fd, loc.path, size, mode, records, pool, opts.gid())
 	if err != nil {
 		// Nobody can have attached successfully (magic is still 0): remove what we made.
 		_ = syscall.Unlinkat(dirfd, loc.base)
@@ -231,7 +254,7 @@ func create(loc *location, opts *Options) (*Segment, error) {
 	return seg, nil
 }
 
-func finishCreate(fd int, path string, size int64, mode, records uint32, gid *int) (*Segment, error) {
+func finishCreate(fd int, path string, size int64, mode, records uint32, pool *blobPool, gid *int) (*Segment, error) {
 	if gid != nil {
 		// Before fchmod: a chown by a non-root owner may clear mode bits.
 		if err := syscall.Fchown(fd, -1, *gid); err != nil {
@@ -248,7 +271,7 @@ func finishCreate(fd int, path string, size int64, mode, records uint32, gid *in
 	if err != nil {
 		return nil, err
 	}
-	if err := seg.format(uint32(os.Getpid()), records); err != nil {
+	if err := seg.formatWith(uint32(os.Getpid()), records, pool); err != nil {
 		seg.Close()
 		return nil, err
 	}
@@ -423,6 +446,12 @@ func (s *Segment) peerTableLen() uint64 { return PeerTableLen(s.records) }
 // format writes an empty segment into freshly created memory, magic last (PROTOCOL.md §3.1),
 // with a peer table of records records (0: PeerRecords; the caller checked validPeerRecords).
 func (s *Segment) format(pid, records uint32) error {
+	return s.formatWith(pid, records, nil)
+}
+
+// formatWith is format with a blob pool laid out by planBlobPoolFor (nil for none), carved
+// and written before magic (PROTOCOL.md §13.1).
+func (s *Segment) formatWith(pid, records uint32, pool *blobPool) error {
 	if load64(s.base, offMagic) != 0 {
 		return ErrAlreadyFormatted
 	}
@@ -436,6 +465,14 @@ func (s *Segment) format(pid, records uint32) error {
 	store64(s.base, offSegmentSize, s.mapped)
 	store64(s.base, offBandCursor, HeaderSize)
 	store32(s.base, offPeerRecords, records)
+	if pool != nil {
+		if pool.end() > s.mapped {
+			return &OutOfSpaceError{Needed: pool.length, Available: s.mapped - pool.offset}
+		}
+		if err := s.writeBlobPool(pool); err != nil {
+			return err
+		}
+	}
 	store64(s.base, offMagic, Magic) // publication point
 	s.length = s.mapped
 	s.records = peerRecordsOf(records)
@@ -457,6 +494,7 @@ func (s *Segment) Header() HeaderInfo {
 
 		PeerTableOffset: load64(s.base, offPeerTableOffset),
 		PeerRecords:     load32(s.base, offPeerRecords),
+		BlobPoolOffset:  load64(s.base, offBlobPoolOffset),
 	}
 }
 
@@ -466,7 +504,14 @@ func (s *Segment) validateHeader() error {
 	if err != nil {
 		return err
 	}
-	s.length, s.records = length, records
+	var pool *blobPool
+	if h.BlobPoolOffset != 0 {
+		// After the header checks of §4.1 (PROTOCOL.md §13.2), read once and cached.
+		if pool, err = validateBlobPool(s.base, h.BlobPoolOffset, length); err != nil {
+			return err
+		}
+	}
+	s.length, s.records, s.pool = length, records, pool
 	return nil
 }
 
@@ -565,6 +610,9 @@ func (s *Segment) ValidateAll() error {
 		if err := validateRuns(g); err != nil {
 			return err
 		}
+		if err := s.checkBlobs(g); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -580,14 +628,20 @@ func (s *Segment) checkPeerTable(table uint64, bands []Geometry) error {
 	if g, bad := peerTableOverlap(table, size, bands); bad {
 		return corruptEntry(PeerTableOverlapsBand, g.ID, table)
 	}
+	if table != 0 && s.pool.overlaps(table, size) {
+		e := corruptHeader(BlobPoolOverlap, table)
+		e.Field = "peer_table_offset"
+		return e
+	}
 	return nil
 }
 
 // OpenChannel opens the created channel id after validating its entry and band
 // (PROTOCOL.md §4.2), then its flags and max_message_size (§12.1: a *CorruptionError of kind
-// UnknownChannelFlags or MaxMessageSizeOutOfRange). The flags and the message limit are
-// cached with the geometry (Channel.MaxMessageSize). It fails with a *NotFoundError or
-// *BeingCreatedError when the channel does not exist yet.
+// UnknownChannelFlags or MaxMessageSizeOutOfRange; with ChannelFlagBlobs in a segment without
+// a blob pool, BlobsWithoutPool, §13.1; a band overlapping the pool, BlobPoolOverlap). The
+// flags and the message limit are cached with the geometry (Channel.MaxMessageSize). It fails
+// with a *NotFoundError or *BeingCreatedError when the channel does not exist yet.
 func (s *Segment) OpenChannel(id uint32) (*Channel, error) {
 	g, ok, err := s.geometry(id)
 	if err != nil {
@@ -603,6 +657,9 @@ func (s *Segment) OpenChannel(id uint32) (*Channel, error) {
 		return nil, err
 	}
 	if err := validateRuns(g); err != nil {
+		return nil, err
+	}
+	if err := s.checkBlobs(g); err != nil {
 		return nil, err
 	}
 	return newChannel(s, g), nil
@@ -633,17 +690,26 @@ type ChannelOptions struct {
 	// empty ring (the dmxp CLI keeps to capacity / 2 × 960 unless asked for more). An
 	// existing channel is opened with its own settings, whatever this says.
 	MaxMessageSize uint32
+	// Blobs creates the channel with ChannelFlagBlobs: it may carry references to blocks of
+	// the segment's blob pool (PROTOCOL.md §13), loaned with Channel.LoanBlob and received
+	// with Channel.ReceiveBlob, besides inline messages. The segment must have a pool
+	// (Options.BlobPool), else the creation fails with ErrNoBlobPool before anything is
+	// claimed. It combines with MaxMessageSize.
+	Blobs bool
 }
 
 // entryFlags are the entry's flags and max_message_size for these options (checked).
 func (o ChannelOptions) entryFlags(capacity uint64) (flags, maxMessageSize uint32, err error) {
+	if o.Blobs {
+		flags = ChannelFlagBlobs
+	}
 	if o.MaxMessageSize <= MsgInline {
-		return 0, 0, nil
+		return flags, 0, nil
 	}
 	if uint64(o.MaxMessageSize) > capacity*MsgInline {
 		return 0, 0, &InvalidMaxMessageSizeError{MaxMessageSize: o.MaxMessageSize, Capacity: capacity}
 	}
-	return ChannelFlagRuns, o.MaxMessageSize, nil
+	return flags | ChannelFlagRuns, o.MaxMessageSize, nil
 }
 
 // TryOpenOrCreateChannel creates channel id with capacity slots, or opens it if it exists
@@ -663,6 +729,9 @@ func (s *Segment) TryOpenOrCreateChannelWith(id uint32, capacity uint64, opts Ch
 	flags, maxMessageSize, err := opts.entryFlags(capacity)
 	if err != nil {
 		return nil, false, err
+	}
+	if flags&ChannelFlagBlobs != 0 && s.pool == nil {
+		return nil, false, fmt.Errorf("%w: channel %d asks for BLOBS in a segment without a blob pool", ErrNoBlobPool, id)
 	}
 	if id >= MaxChannels {
 		return nil, false, &InvalidChannelIDError{ID: id}
@@ -784,6 +853,12 @@ func (s *Segment) reserveBytes(need uint64) (uint64, error) {
 		if end < start || end > s.length {
 			return 0, &OutOfSpaceError{Needed: need, Available: s.length - start}
 		}
+		if s.pool.overlaps(start, need) {
+			// A scribbled cursor: never carve a band over the blob pool's blocks.
+			e := corruptHeader(BandCursorOutOfRange, start)
+			e.Limit = s.length
+			return 0, e
+		}
 		if cas64(s.base, offBandCursor, start, end) {
 			return start, nil
 		}
@@ -794,6 +869,9 @@ func (s *Segment) reserveBytes(need uint64) (uint64, error) {
 
 func (s *Segment) endOfBands() uint64 {
 	end := uint64(HeaderSize)
+	if s.pool != nil {
+		end = s.pool.end()
+	}
 	for _, g := range s.Channels() {
 		if g.BandEnd() > end {
 			end = g.BandEnd()

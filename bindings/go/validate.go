@@ -19,6 +19,9 @@ type HeaderInfo struct {
 	// of the peer table, 0 meaning PeerRecords (256). Segment.PeerRecords is the number the
 	// attachment validated and uses.
 	PeerRecords uint32
+	// BlobPoolOffset is the header's blob_pool_offset (offset 64, PROTOCOL.md §13.1): where
+	// the blob pool lies, 0 = no pool. Segment.BlobPool is the pool the attachment validated.
+	BlobPoolOffset uint64
 }
 
 // EntryInfo is a snapshot of one channel entry (PROTOCOL.md §2.3).
@@ -46,7 +49,7 @@ type Geometry struct {
 	ID         uint32
 	Capacity   uint64
 	BandOffset uint64
-	// Flags are the entry's channel flags (ChannelFlagRuns or 0) and MaxMessageSize its
+	// Flags are the entry's channel flags (ChannelFlagRuns, ChannelFlagBlobs or 0) and MaxMessageSize its
 	// max_message_size, read once with the rest (PROTOCOL.md §12.1). OpenChannel checks them
 	// (entry checks #10 and #11); Segment.Channels lists bands and does not.
 	Flags          uint32
@@ -187,7 +190,8 @@ func validateEntry(id uint32, e *EntryInfo, segLen uint64) (g Geometry, ok bool,
 }
 
 // validateRuns runs the entry checks #10 and #11 of PROTOCOL.md §12.1 on a geometry that
-// passed #1..#9: no flag but ChannelFlagRuns, and with it 960 < max_message_size <=
+// passed #1..#9: no flag but ChannelFlagRuns and ChannelFlagBlobs (§13.1; whether a BLOBS
+// channel has a pool is Segment.checkBlobs), and with RUNS 960 < max_message_size <=
 // capacity × 960; without it max_message_size 0.
 func validateRuns(g Geometry) error {
 	if unknown := g.Flags &^ knownChannelFlags; unknown != 0 {

@@ -2,7 +2,8 @@
  * consumer — receives and verifies the messages `producer` sends, one thread per channel.
  *
  *   consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE]
- *            [--idle-exit-ms MS] [--wait SECONDS] [--large] [--trust-owner UID] [--mode MODE]
+ *            [--idle-exit-ms MS] [--wait SECONDS] [--large] [--blob] [--trust-owner UID]
+ *            [--mode MODE]
  *
  * Waits (up to --wait seconds, default 30) for the segment and each channel to exist, then
  * receives on channels 0..num_channels until it has messages_per_channel distinct messages
@@ -18,6 +19,14 @@
  * large_len(index, LIMIT) = min({24, 960, 961, 65536, LIMIT}[index % 5], LIMIT) bytes long,
  * LIMIT being the channel's max message size (as its entry says); a message of another length
  * is counted corrupt. Messages longer than one slot arrive whole through the same batch receives.
+ *
+ * --blob: the producer's --blob messages (PROTOCOL.md §13): each is received in place
+ * (dmxp_blob_receive_timeout), read out of its block, released (dmxp_blob_release), and must be
+ * blob_len(index) = {24, 4096, 65537, 1048576, 4194304}[index % 5] bytes long with the pattern;
+ * anything else (an inline message: DMXP_E_NOT_A_BLOB, then received with dmxp_try_recv) is
+ * counted corrupt. The segment is opened, or created if missing, with the interop contract's
+ * pool (32 x 64 KiB, 8 x 1 MiB, 6 x 4 MiB; 128 MiB, mode 0600 or --mode), and each channel is
+ * opened or created with the BLOBS flag and 1024 slots. Not with --large.
  *
  * The segment is used only if this euid owns it and its mode is within 0600 (PROTOCOL.md
  * §3.4); otherwise the consumer prints one line naming the owner and mode and exits 1 at once.
@@ -84,6 +93,7 @@ typedef struct {
     int64_t idle_ns; /* 0: count mode */
     int record;
     int large;    /* --large: check each length against large_len(index, limit) */
+    int blob;     /* --blob: receive blobs in place; check each length against blob_len */
     size_t limit; /* the channel's max message size, once opened */
     /* results */
     seen_set seen;
@@ -100,6 +110,15 @@ typedef struct {
 /* Time of the last message on any channel (idle mode), 0 before the first. */
 static _Atomic uint64_t last_activity_ns;
 
+/* --blob: the interop contract's lengths and pool (the same in every language's examples). */
+static size_t blob_len(uint64_t index) {
+    static const size_t lens[5] = {24, 4096, 65537, 1048576, 4194304};
+    return lens[index % 5];
+}
+static const dmxp_blob_class blob_classes[] = {{65536, 32}, {1048576, 8}, {4194304, 6}};
+#define BLOB_CLASSES (sizeof blob_classes / sizeof blob_classes[0])
+#define BLOB_MAX 4194304u
+
 static void check(void *ctx, const dmxp_meta *meta, const void *payload, size_t len) {
     job *j = ctx;
     uint64_t channel, index;
@@ -112,6 +131,10 @@ static void check(void *ctx, const dmxp_meta *meta, const void *payload, size_t 
         return;
     }
     if (j->large && len != dmxp_pattern_large_len(index, j->limit)) {
+        j->corrupt++;
+        return;
+    }
+    if (j->blob && (len != blob_len(index) || !(meta->flags & DMXP_FLAG_BLOB))) {
         j->corrupt++;
         return;
     }
@@ -141,13 +164,71 @@ static void check(void *ctx, const dmxp_meta *meta, const void *payload, size_t 
     }
 }
 
+/* --blob: receive in place, copy out for the check, release. 1 to go on, 0 to stop. */
+static int receive_blobs_once(job *j, const dmxp_channel *ch, unsigned char *buf) {
+    int64_t slice = j->idle_ns ? (j->idle_ns < 50000000 ? j->idle_ns : 50000000) : j->wait_ns;
+    dmxp_blob_view view;
+    dmxp_status s = dmxp_blob_receive_timeout(ch, &view, slice);
+    if (s == DMXP_OK) {
+        /* The copy is only for the checksum: the bytes are read where they lie. */
+        dmxp_meta meta = view.meta;
+        size_t len = view.len;
+        dmxp_status r = dmxp_blob_read(&view, 0, buf, len);
+        if (dmxp_blob_release(&view) == DMXP_E_REVOKED) j->revoked++;
+        if (r != DMXP_OK)
+            j->corrupt++;
+        else
+            check(j, &meta, buf, len);
+    } else if (s == DMXP_E_NOT_A_BLOB) {
+        /* An inline message on the channel: not what --blob expects, counted corrupt. */
+        dmxp_meta meta;
+        size_t len = 0;
+        s = dmxp_try_recv(ch, buf, BLOB_MAX, &meta, &len);
+        if (s == DMXP_OK) check(j, &meta, buf, len);
+        if (s == DMXP_E_LOST) j->tombstones++;
+        if (s == DMXP_E_CORRUPT_MESSAGE) j->corrupt++;
+        if (s == DMXP_E_REVOKED) j->revoked++;
+        return 1;
+    } else if (s == DMXP_E_LOST) {
+        j->tombstones++;
+    } else if (s == DMXP_E_CORRUPT_MESSAGE) {
+        j->corrupt++;
+    } else if (s == DMXP_E_REVOKED) {
+        j->revoked++;
+    } else if (s == DMXP_E_TIMEOUT || s == DMXP_E_BUSY) {
+        if (j->idle_ns) {
+            uint64_t last = atomic_load_explicit(&last_activity_ns, memory_order_relaxed);
+            int64_t now = (int64_t)dmxp_now_ns();
+            if (last == 0 && now >= j->deadline_ns) return 0; /* nothing ever arrived */
+            if (last != 0 && now - (int64_t)last >= j->idle_ns) return 0;
+            return 1;
+        }
+        fprintf(stderr, "consumer: channel %u: no blob for %llds, giving up\n", j->channel,
+                (long long)(j->wait_ns / 1000000000));
+        return 0;
+    } else {
+        j->failed = 1;
+        snprintf(j->error, sizeof j->error, "channel %u: blob receive: %s (%s)", j->channel,
+                 dmxp_strerror(s), dmxp_status_name(s));
+        return 0;
+    }
+    if (j->idle_ns) atomic_store_explicit(&last_activity_ns, dmxp_now_ns(), memory_order_relaxed);
+    return 1;
+}
+
 static void *receive_all(void *arg) {
     job *j = arg;
     dmxp_channel ch;
     dmxp_error err;
     int64_t left_ms = (j->deadline_ns - (int64_t)dmxp_now_ns()) / 1000000;
-    dmxp_status s = dmxp_channel_open_wait(j->seg, j->channel, left_ms > 0 ? left_ms : 0, &ch,
-                                           &err);
+    dmxp_channel_opts blob_opts = {.blobs = 1};
+    /* --blob: opened, or created with the BLOBS flag; otherwise waited for. */
+    dmxp_status s =
+        j->blob ? dmxp_channel_open_or_create_ex(j->seg, j->channel, DMXP_DEFAULT_CAPACITY,
+                                                 &blob_opts, left_ms > 0 ? left_ms : 0, &ch,
+                                                 NULL, &err)
+                : dmxp_channel_open_wait(j->seg, j->channel, left_ms > 0 ? left_ms : 0, &ch,
+                                         &err);
     if (s != DMXP_OK) {
         j->failed = 1;
         char msg[200];
@@ -160,8 +241,17 @@ static void *receive_all(void *arg) {
     s = dmxp_channel_register(&ch, DMXP_ROLE_CONSUMER, &err);
     if (s != DMXP_OK)
         fprintf(stderr, "consumer: channel %u: not registered in the peer table (%s): "
-                        "no crash protection\n", j->channel, dmxp_strerror(s));
-    for (;;) {
+                        "no crash protection%s\n", j->channel, dmxp_strerror(s),
+                j->blob ? ", and no blob receives" : "");
+    unsigned char *blob_buf = j->blob ? malloc(BLOB_MAX) : NULL;
+    if (j->blob && !blob_buf) {
+        j->failed = 1;
+        snprintf(j->error, sizeof j->error, "channel %u: out of memory", j->channel);
+    }
+    while (j->blob && !j->failed && (j->idle_ns || j->unique < j->expected))
+        if (!receive_blobs_once(j, &ch, blob_buf)) break;
+    free(blob_buf);
+    for (; !j->blob;) {
         if (j->failed) break;
         if (!j->idle_ns && j->unique >= j->expected) break;
         dmxp_recv_counts counts;
@@ -261,7 +351,7 @@ static int parse_u64(const char *text, uint64_t *out) {
 
 static void usage(void) {
     fprintf(stderr, "usage: consumer <num_channels> <messages_per_channel> [--segment NAME] "
-                    "[--record FILE] [--idle-exit-ms MS] [--wait SECONDS] [--large] "
+                    "[--record FILE] [--idle-exit-ms MS] [--wait SECONDS] [--large] [--blob] "
                     "[--trust-owner UID] [--mode MODE]\n");
     exit(2);
 }
@@ -273,7 +363,7 @@ int main(int argc, char **argv) {
     uint64_t positional[2];
     int npos = 0;
     uint64_t idle_ms = 0, wait_s = 30;
-    int large = 0;
+    int large = 0, blob = 0;
     dmxp_trust trust = DMXP_TRUST_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -287,6 +377,8 @@ int main(int argc, char **argv) {
             if (!parse_u64(argv[++i], &wait_s) || wait_s > 86400) usage();
         } else if (strcmp(a, "--large") == 0) {
             large = 1;
+        } else if (strcmp(a, "--blob") == 0) {
+            blob = 1;
         } else if (strcmp(a, "--trust-owner") == 0 && i + 1 < argc) {
             uint64_t uid;
             if (!parse_u64(argv[++i], &uid) || uid > UINT32_MAX) usage();
@@ -301,7 +393,7 @@ int main(int argc, char **argv) {
             npos++;
         }
     }
-    if (npos != 2 || positional[0] > DMXP_MAX_CHANNELS) usage();
+    if (npos != 2 || positional[0] > DMXP_MAX_CHANNELS || (blob && large)) usage();
     uint32_t channels = (uint32_t)positional[0];
     uint64_t expected = positional[1];
     int64_t wait_ns = (int64_t)wait_s * 1000000000;
@@ -312,7 +404,11 @@ int main(int argc, char **argv) {
     dmxp_error err;
     dmxp_status s;
     for (;;) {
-        s = dmxp_segment_open_shm_trusting(&seg, segment, 1000, &trust, &err);
+        /* --blob: opened, or created with the contract's pool, at once. */
+        s = blob ? dmxp_segment_open_or_create_shm_pool(&seg, segment, DMXP_DEFAULT_SEGMENT_SIZE,
+                                                        1000, &trust, blob_classes, BLOB_CLASSES,
+                                                        NULL, &err)
+                 : dmxp_segment_open_shm_trusting(&seg, segment, 1000, &trust, &err);
         if ((s != DMXP_E_NO_SEGMENT && s != DMXP_E_NOT_READY) ||
             (int64_t)dmxp_now_ns() >= deadline)
             break;
@@ -331,7 +427,7 @@ int main(int argc, char **argv) {
         jobs[c] = (job){.seg = &seg, .channel = c, .expected = expected,
                         .deadline_ns = deadline, .wait_ns = wait_ns,
                         .idle_ns = (int64_t)idle_ms * 1000000, .record = record != NULL,
-                        .large = large};
+                        .large = large, .blob = blob};
         jobs[c].seen.limit = limit;
         jobs[c].seen.bits = calloc((size_t)(limit / 8 + 1), 1);
         if (!jobs[c].seen.bits) return 1;

@@ -3,7 +3,7 @@
  *
  *   producer <num_channels> <messages_per_channel> [capacity] [--segment NAME]
  *            [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
- *            [--large] [--max-message-size BYTES] [--trust-owner UID] [--mode MODE]
+ *            [--large] [--max-message-size BYTES] [--blob] [--trust-owner UID] [--mode MODE]
  *
  * Opens or creates the segment (default /dmxp_alloc, or $DMXP_SEGMENT; 128 MiB, mode 0600)
  * and, for each channel c, opens or creates channel c with `capacity` slots (default 1024; an
@@ -20,6 +20,14 @@
  * capacity x 960, so use a capacity of at least 512 for the default); an existing channel is
  * used with its own limit. With --batch, the messages of up to 960 bytes go in batches and
  * the longer ones one by one (a batch carries single-slot messages only).
+ *
+ * --blob sends blobs (PROTOCOL.md §13): message `index` is pattern(c, index, blob_len(index))
+ * with blob_len = {24, 4096, 65537, 1048576, 4194304}[index % 5], written in place into a block
+ * loaned from the segment's blob pool (dmxp_blob_loan_timeout, then dmxp_loan_write) and
+ * committed (dmxp_blob_commit). A segment this creates gets the pool of the interop contract:
+ * 32 blocks of 64 KiB, 8 of 1 MiB, 6 of 4 MiB; a channel this creates gets the BLOBS flag (an
+ * existing one must have it). When the pool is exhausted a loan waits up to 30 s for a
+ * consumer to release a block; a full ring waits up to --full-wait. Not with --large or --batch.
  *
  * An existing segment is used only if this euid owns it and its mode is within 0600
  * (PROTOCOL.md §3.4); otherwise the producer prints one line naming the owner and mode and
@@ -41,10 +49,12 @@ typedef struct {
     uint64_t count;
     size_t batch;
     int large;                 /* --large: lengths large_len(index, LIMIT) */
+    int blob;                  /* --blob: blobs of blob_len(index) bytes */
     uint64_t max_message_size; /* for a channel this creates: 0 = single-slot messages */
     /* results */
     uint64_t sent;
     uint64_t full;
+    uint64_t exhausted; /* --blob: loans that found the pool exhausted and waited */
     double seconds;
     int failed;
     char error[256];
@@ -61,11 +71,58 @@ static void fail_job(job *j, const char *what, dmxp_status s) {
              dmxp_strerror(s), dmxp_status_name(s));
 }
 
+/* --blob: the interop contract's lengths and pool (the same in every language's examples). */
+static size_t blob_len(uint64_t index) {
+    static const size_t lens[5] = {24, 4096, 65537, 1048576, 4194304};
+    return lens[index % 5];
+}
+static const dmxp_blob_class blob_classes[] = {{65536, 32}, {1048576, 8}, {4194304, 6}};
+#define BLOB_CLASSES (sizeof blob_classes / sizeof blob_classes[0])
+#define BLOB_LOAN_WAIT_NS INT64_C(30000000000)
+
+/* --blob: each message written in place into a loaned block, then committed. */
+static void send_blobs(job *j, const dmxp_channel *ch) {
+    unsigned char *buf = malloc(4194304);
+    if (!buf) {
+        j->failed = 1;
+        snprintf(j->error, sizeof j->error, "channel %u: out of memory", j->channel);
+        return;
+    }
+    for (uint64_t i = 0; i < j->count; i++) {
+        uint64_t index = j->first + i;
+        size_t len = dmxp_pattern_encode_long(j->channel, index, blob_len(index), buf);
+        dmxp_loan loan;
+        dmxp_status s = dmxp_blob_loan(ch, len, &loan);
+        if (s == DMXP_E_POOL_EXHAUSTED) {
+            j->exhausted++;
+            s = dmxp_blob_loan_timeout(ch, len, &loan, BLOB_LOAN_WAIT_NS);
+        }
+        if (s != DMXP_OK) {
+            fail_job(j, "loan", s);
+            break;
+        }
+        /* In place: 8-byte atomic words straight into the block. */
+        s = dmxp_loan_write(&loan, 0, buf, len);
+        if (s == DMXP_OK) s = dmxp_blob_commit(&loan, len, NULL, NULL);
+        if (s == DMXP_E_FULL) {
+            j->full++;
+            s = dmxp_blob_commit_timeout(&loan, len, NULL, NULL, full_wait_ns);
+        }
+        if (s != DMXP_OK) {
+            if (loan.live) (void)dmxp_blob_abandon(&loan);
+            fail_job(j, "commit", s);
+            break;
+        }
+        j->sent++;
+    }
+    free(buf);
+}
+
 static void *send_all(void *arg) {
     job *j = arg;
     dmxp_channel ch;
     dmxp_error err;
-    dmxp_channel_opts copts = {.max_message_size = j->max_message_size};
+    dmxp_channel_opts copts = {.max_message_size = j->max_message_size, .blobs = j->blob};
     dmxp_status s = dmxp_channel_open_or_create_ex(j->seg, j->channel, j->capacity, &copts, 5000,
                                                    &ch, NULL, &err);
     if (s != DMXP_OK) {
@@ -79,12 +136,15 @@ static void *send_all(void *arg) {
     s = dmxp_channel_register(&ch, DMXP_ROLE_PRODUCER, &err);
     if (s != DMXP_OK)
         fprintf(stderr, "producer: channel %u: not registered in the peer table (%s): "
-                        "no crash protection\n", j->channel, dmxp_strerror(s));
+                        "no crash protection%s\n", j->channel, dmxp_strerror(s),
+                j->blob ? ", and no loans" : "");
     /* The channel's limit: LIMIT of --large (960 on a channel without runs). */
     size_t limit = dmxp_channel_max_message_size(&ch);
     size_t cap = limit > DMXP_MSG_INLINE ? limit : DMXP_MSG_INLINE;
     double start = now_s();
-    if (j->batch <= 1) {
+    if (j->blob) {
+        send_blobs(j, &ch);
+    } else if (j->batch <= 1) {
         unsigned char *buf = malloc(cap);
         if (!buf) {
             j->failed = 1;
@@ -246,7 +306,7 @@ static int parse_u64(const char *text, uint64_t *out) {
 static void usage(void) {
     fprintf(stderr, "usage: producer <num_channels> <messages_per_channel> [capacity] "
                     "[--segment NAME] [--first-index K] [--batch N] [--size BYTES] "
-                    "[--full-wait SECONDS] [--large] [--max-message-size BYTES] "
+                    "[--full-wait SECONDS] [--large] [--max-message-size BYTES] [--blob] "
                     "[--trust-owner UID] [--mode MODE]\n");
     exit(2);
 }
@@ -257,7 +317,7 @@ int main(int argc, char **argv) {
     uint64_t positional[3];
     int npos = 0;
     uint64_t first = 0, batch = 1, size = DMXP_DEFAULT_SEGMENT_SIZE;
-    int large = 0, have_max = 0;
+    int large = 0, have_max = 0, blob = 0;
     uint64_t max_message_size = 0;
     dmxp_trust trust = DMXP_TRUST_DEFAULT;
     for (int i = 1; i < argc; i++) {
@@ -276,6 +336,8 @@ int main(int argc, char **argv) {
             full_wait_ns = (int64_t)seconds * 1000000000;
         } else if (strcmp(a, "--large") == 0) {
             large = 1;
+        } else if (strcmp(a, "--blob") == 0) {
+            blob = 1;
         } else if (strcmp(a, "--max-message-size") == 0 && i + 1 < argc) {
             if (!parse_u64(argv[++i], &max_message_size) || max_message_size > UINT32_MAX)
                 usage();
@@ -299,11 +361,14 @@ int main(int argc, char **argv) {
     uint64_t count = positional[1];
     uint64_t capacity = npos == 3 ? positional[2] : DMXP_DEFAULT_CAPACITY;
     if (large && !have_max) max_message_size = 262144;
+    if (blob && (large || batch > 1)) usage();
 
     dmxp_segment seg;
     dmxp_error err;
-    dmxp_status s = dmxp_segment_open_or_create_shm_ex(&seg, segment, (size_t)size, 5000,
-                                                       &trust, NULL, &err);
+    /* With --blob, a segment this creates gets the pool (an existing one is used as is). */
+    dmxp_status s = dmxp_segment_open_or_create_shm_pool(&seg, segment, (size_t)size, 5000,
+                                                         &trust, blob_classes,
+                                                         blob ? BLOB_CLASSES : 0, NULL, &err);
     if (s != DMXP_OK) {
         report_segment_error(segment, s, &err);
         return 1;
@@ -314,7 +379,7 @@ int main(int argc, char **argv) {
     double start = now_s();
     for (uint32_t c = 0; c < channels; c++) {
         jobs[c] = (job){.seg = &seg, .channel = c, .capacity = capacity, .first = first,
-                        .count = count, .batch = (size_t)batch, .large = large,
+                        .count = count, .batch = (size_t)batch, .large = large, .blob = blob,
                         .max_message_size = max_message_size};
         if (pthread_create(&threads[c], NULL, send_all, &jobs[c]) != 0) {
             fprintf(stderr, "producer: pthread_create failed\n");
@@ -332,10 +397,12 @@ int main(int argc, char **argv) {
             failed = 1;
         }
         total += j->sent;
-        printf("producer: channel %u: sent %llu in %.3fs (%.0f msgs/s), ring full %llu times\n",
+        printf("producer: channel %u: sent %llu in %.3fs (%.0f msgs/s), ring full %llu times",
                c, (unsigned long long)j->sent, j->seconds,
                j->seconds > 0 ? (double)j->sent / j->seconds : 0.0,
                (unsigned long long)j->full);
+        if (blob) printf(", pool exhausted %llu times", (unsigned long long)j->exhausted);
+        printf("\n");
     }
     printf("producer: sent %llu messages on %u channels of %s in %.3fs: %.0f msgs/s\n",
            (unsigned long long)total, channels, segment, elapsed,

@@ -194,8 +194,8 @@ static void open_checks(void) {
     dmxp_error err;
     CHECK_OK(dmxp_channel_create(&seg, 11, 4, &plain, &err));
     dmxp_channel_entry *e = ch.entry, *p = plain.entry;
-    atomic_store(&e->flags, DMXP_CHANNEL_RUNS | 0x2u);
-    expect_refused(10, DMXP_E_UNKNOWN_CHANNEL_FLAGS, 0x3);
+    atomic_store(&e->flags, DMXP_CHANNEL_RUNS | 0x4u);
+    expect_refused(10, DMXP_E_UNKNOWN_CHANNEL_FLAGS, 0x5);
     atomic_store(&e->flags, 0x80000000u);
     expect_refused(10, DMXP_E_UNKNOWN_CHANNEL_FLAGS, 0x80000000u);
     atomic_store(&e->flags, DMXP_CHANNEL_RUNS);

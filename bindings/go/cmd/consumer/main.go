@@ -3,7 +3,7 @@
 //
 //	consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE]
 //	         [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE]
-//	         [--large]
+//	         [--large] [--blob]
 //
 // It waits (up to --wait seconds, default 30) for the segment and each channel to exist, then
 // receives on channels 0..num_channels until it has messages_per_channel distinct messages on
@@ -20,6 +20,15 @@
 // must be pattern.LargeLen(index, LIMIT) bytes long, {24, 960, 961, 65536, LIMIT}[index % 5]
 // with LIMIT the channel's max message size (a wrong length counts as corrupt), and the
 // channel's limit must be at least 65536.
+//
+// With --blob, the producer's --blob messages are received in place (PROTOCOL.md §13.5): each
+// channel must carry blobs (created with the BLOBS flag in a segment with a blob pool, as the
+// producer's --blob makes them; this program waits for them and creates nothing), each
+// message is read in its block through a blob view, its length checked to be blobLen(index)
+// = {24, 4096, 65537, 1048576, 4194304}[index % 5] for the index in its payload (a wrong
+// length counts as corrupt) and its pattern checked, then the block is released; a release
+// that reports the block reclaimed while it was read counts as corrupt too. The rest is as
+// without --blob.
 //
 // The segment must be a regular file owned by this user whose mode grants nothing outside
 // 0600 (PROTOCOL.md §3.4). --trust-owner also accepts segments owned by those uids and
@@ -45,7 +54,13 @@ import (
 // largeMin is the smallest channel limit --large works with (its 65536-byte messages).
 const largeMin = 65536
 
-const usage = "usage: consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE] [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE] [--large]"
+const usage = "usage: consumer <num_channels> <messages_per_channel> [--segment NAME] [--record FILE] [--idle-exit-ms MS] [--wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE] [--large] [--blob]"
+
+// blobLens are the lengths of the --blob messages: message index is blobLens[index % 5].
+var blobLens = [5]int{24, 4096, 65537, 1048576, 4194304}
+
+// blobLen is the length of --blob message index.
+func blobLen(index uint64) int { return blobLens[index%5] }
 
 type config struct {
 	channels, messages uint64
@@ -54,6 +69,7 @@ type config struct {
 	mode               uint32
 	trustOwners        []int
 	large              bool
+	blob               bool
 }
 
 type tally struct {
@@ -75,7 +91,7 @@ var (
 )
 
 func parse(args []string) (*config, error) {
-	a, err := cli.ParseSwitches(args, []string{"segment", "record", "idle-exit-ms", "wait", "trust-owner", "mode"}, []string{"large"})
+	a, err := cli.ParseSwitches(args, []string{"segment", "record", "idle-exit-ms", "wait", "trust-owner", "mode"}, []string{"large", "blob"})
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +121,10 @@ func parse(args []string) (*config, error) {
 	c.segment = a.String("segment", def)
 	c.record = a.String("record", "")
 	c.large = a.Bool("large")
+	c.blob = a.Bool("blob")
+	if c.blob && c.large {
+		return nil, fmt.Errorf("--blob and --large cannot be combined")
+	}
 	if c.mode, err = a.Mode("mode"); err != nil {
 		return nil, err
 	}
@@ -162,6 +182,10 @@ func (r *receiver) check(payload []byte) {
 		r.t.corrupt++
 		return
 	}
+	if r.cfg.blob && len(payload) != blobLen(index) {
+		r.t.corrupt++
+		return
+	}
 	if r.cfg.record != "" {
 		r.t.recorded = append(r.t.recorded, index)
 	}
@@ -203,6 +227,9 @@ func receiveAll(seg *dmxp.Segment, cfg *config, id uint32) tally {
 	if err != nil {
 		r.t.err = fmt.Errorf("channel %d: %w", id, err)
 		return r.t
+	}
+	if cfg.blob {
+		return r.receiveBlobs(ch)
 	}
 	// Crash protection (PROTOCOL.md §11): this goroutine's handle is registered as a consumer.
 	if err := ch.Register(dmxp.RoleConsumer); err != nil {
@@ -277,6 +304,65 @@ func receiveAll(seg *dmxp.Segment, cfg *config, id uint32) tally {
 			if busy() {
 				return r.finish()
 			}
+		default:
+			r.t.err = fmt.Errorf("channel %d: %w", id, err)
+			return r.finish()
+		}
+	}
+	return r.finish()
+}
+
+// receiveBlobs is receiveAll with --blob: each message is read in place through a blob view
+// and released.
+func (r *receiver) receiveBlobs(ch *dmxp.Channel) tally {
+	cfg, id := r.cfg, ch.ID()
+	if !ch.CarriesBlobs() {
+		r.t.err = fmt.Errorf("channel %d: --blob needs a channel that carries blobs (created with BLOBS in a segment with a blob pool)", id)
+		return r.t
+	}
+	// In-place receives need a registered consumer: a held block's owner is its peer record.
+	if err := ch.Register(dmxp.RoleConsumer); err != nil {
+		r.t.err = fmt.Errorf("channel %d: --blob needs a handle registered in the peer table: %w", id, err)
+		return r.t
+	}
+	defer ch.Close()
+	patience := cfg.wait
+	if cfg.idle > 0 {
+		patience = cfg.idle
+	}
+	busySince := time.Time{}
+	for cfg.idle > 0 || r.t.unique < cfg.messages {
+		view, err := ch.ReceiveBlobTimeout(patience)
+		if err == nil {
+			busySince = time.Time{}
+			corruptBefore := r.t.corrupt
+			r.check(view.Bytes())
+			if err := view.Release(); err != nil && r.t.corrupt == corruptBefore {
+				// Reclaimed while it was read (PROTOCOL.md §13.6): the bytes checked may have
+				// been another message's.
+				r.t.corrupt++
+			}
+			continue
+		}
+		switch {
+		case errors.Is(err, dmxp.ErrLost) || errors.Is(err, dmxp.ErrCorruptMessage) || errors.Is(err, dmxp.ErrRevoked):
+			busySince = time.Time{}
+			r.t.corrupt++
+		case err == dmxp.ErrTimeout && cfg.idle > 0:
+			if idleOver(cfg) {
+				return r.finish()
+			}
+		case err == dmxp.ErrTimeout:
+			fmt.Fprintf(os.Stderr, "consumer: channel %d: no message for %v, giving up\n", id, cfg.wait)
+			return r.finish()
+		case errors.Is(err, dmxp.ErrBusy):
+			if busySince.IsZero() {
+				busySince = time.Now()
+			} else if time.Since(busySince) >= patience {
+				fmt.Fprintf(os.Stderr, "consumer: channel %d: ring busy (no progress) for %v, giving up\n", id, patience)
+				return r.finish()
+			}
+			time.Sleep(time.Millisecond)
 		default:
 			r.t.err = fmt.Errorf("channel %d: %w", id, err)
 			return r.finish()

@@ -4,7 +4,7 @@
 //	producer <num_channels> <messages_per_channel> [capacity] [--segment NAME]
 //	         [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS]
 //	         [--trust-owner UID[,UID...]] [--mode MODE] [--large]
-//	         [--max-message-size BYTES]
+//	         [--max-message-size BYTES] [--blob]
 //
 // It opens or creates the segment (default /dmxp_alloc, or $DMXP_SEGMENT) and each channel
 // (an existing channel is used as is), then sends indices K..K+messages_per_channel-1 on each
@@ -19,6 +19,14 @@
 // (--max-message-size defaults to 262144 with --large); it must be at least 65536. With
 // --batch, the messages longer than 960 bytes are sent one by one between the batches.
 //
+// --blob sends every message as a blob (PROTOCOL.md §13): the segment is created, if missing,
+// with a blob pool of three classes (65536 bytes × 32 blocks, 1048576 × 8, 4194304 × 6), and
+// the channels, if missing, with the BLOBS flag. Message index is a blob of blobLen(index) =
+// {24, 4096, 65537, 1048576, 4194304}[index % 5] bytes of pattern.EncodeLarge(c, index, len),
+// written in place into a loaned block and committed. When the pool is exhausted the sender
+// waits (at most 30 s) for a consumer to release a block. --blob takes neither --batch nor
+// --large.
+//
 // An existing segment must be a regular file owned by this user whose mode grants nothing
 // outside 0600 (PROTOCOL.md §3.4). --trust-owner also accepts segments owned by those uids,
 // and --mode MODE (octal) both sets the mode of a segment this program creates and widens the
@@ -28,6 +36,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -41,7 +50,19 @@ import (
 // largeMin is the smallest channel limit --large works with (its 65536-byte messages).
 const largeMin = 65536
 
-const usage = "usage: producer <num_channels> <messages_per_channel> [capacity] [--segment NAME] [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE] [--large] [--max-message-size BYTES]"
+const usage = "usage: producer <num_channels> <messages_per_channel> [capacity] [--segment NAME] [--first-index K] [--batch N] [--size BYTES] [--full-wait SECONDS] [--trust-owner UID[,UID...]] [--mode MODE] [--large] [--max-message-size BYTES] [--blob]"
+
+// blobClasses is the pool the interop programs create with --blob.
+var blobClasses = []dmxp.BlobClass{{BlockSize: 65536, BlockCount: 32}, {BlockSize: 1048576, BlockCount: 8}, {BlockSize: 4194304, BlockCount: 6}}
+
+// blobLens are the lengths of the --blob messages: message index is blobLens[index % 5].
+var blobLens = [5]int{24, 4096, 65537, 1048576, 4194304}
+
+// blobLen is the length of --blob message index.
+func blobLen(index uint64) int { return blobLens[index%5] }
+
+// blobLoanWait is how long a --blob sender waits for a free block.
+const blobLoanWait = 30 * time.Second
 
 // defaultLargeLimit is the channels' message limit with --large and no --max-message-size.
 const defaultLargeLimit = 262144
@@ -55,6 +76,7 @@ type config struct {
 	trustOwners                                []int
 	large                                      bool
 	maxMessageSize                             uint32
+	blob                                       bool
 }
 
 type result struct {
@@ -66,7 +88,7 @@ type result struct {
 }
 
 func parse(args []string) (*config, error) {
-	a, err := cli.ParseSwitches(args, []string{"segment", "first-index", "batch", "size", "full-wait", "trust-owner", "mode", "max-message-size"}, []string{"large"})
+	a, err := cli.ParseSwitches(args, []string{"segment", "first-index", "batch", "size", "full-wait", "trust-owner", "mode", "max-message-size"}, []string{"large", "blob"})
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +142,10 @@ func parse(args []string) (*config, error) {
 		return nil, fmt.Errorf("--max-message-size %d exceeds %d", limit, uint32(1<<32-1))
 	}
 	c.maxMessageSize = uint32(limit)
+	c.blob = a.Bool("blob")
+	if c.blob && (c.large || c.batch > 1) {
+		return nil, fmt.Errorf("--blob takes neither --large nor --batch")
+	}
 	if c.channels > dmxp.MaxChannels {
 		return nil, fmt.Errorf("num_channels %d exceeds %d", c.channels, dmxp.MaxChannels)
 	}
@@ -128,10 +154,13 @@ func parse(args []string) (*config, error) {
 
 func sendAll(seg *dmxp.Segment, cfg *config, id uint32) (r result) {
 	r.channel = id
-	ch, _, err := seg.OpenOrCreateChannelWith(id, cfg.capacity, dmxp.ChannelOptions{MaxMessageSize: cfg.maxMessageSize}, 10*time.Second)
+	ch, _, err := seg.OpenOrCreateChannelWith(id, cfg.capacity, dmxp.ChannelOptions{MaxMessageSize: cfg.maxMessageSize, Blobs: cfg.blob}, 10*time.Second)
 	if err != nil {
 		r.err = fmt.Errorf("channel %d: %w", id, err)
 		return r
+	}
+	if cfg.blob {
+		return sendBlobs(ch, cfg, id)
 	}
 	limit := ch.MaxMessageSize()
 	length := pattern.DefaultLen
@@ -220,18 +249,74 @@ func sendAll(seg *dmxp.Segment, cfg *config, id uint32) (r result) {
 	return r
 }
 
+// sendBlobs is sendAll with --blob: every message a blob written in place into a loaned block.
+func sendBlobs(ch *dmxp.Channel, cfg *config, id uint32) (r result) {
+	r.channel = id
+	if !ch.CarriesBlobs() {
+		r.err = fmt.Errorf("channel %d: --blob needs a channel that carries blobs (created with BLOBS in a segment with a blob pool)", id)
+		return r
+	}
+	if max := ch.MaxBlobSize(); max < blobLens[4] {
+		r.err = fmt.Errorf("channel %d: --blob needs blocks of %d bytes; the pool's largest is %d", id, blobLens[4], max)
+		return r
+	}
+	// Loans need a registered producer: a block's owner is its peer record.
+	if err := ch.Register(dmxp.RoleProducer); err != nil {
+		r.err = fmt.Errorf("channel %d: --blob needs a handle registered in the peer table: %w", id, err)
+		return r
+	}
+	defer ch.Close()
+	patience := cfg.fullWait
+	started := time.Now()
+	for index := cfg.first; index < cfg.first+cfg.messages; index++ {
+		n := blobLen(index)
+		loan, err := ch.LoanBlob(n)
+		if errors.Is(err, dmxp.ErrPoolExhausted) {
+			r.full++
+			loan, err = ch.LoanBlobTimeout(n, blobLoanWait)
+		}
+		if err != nil {
+			r.err = fmt.Errorf("channel %d: loan of %d bytes: %w", id, n, err)
+			break
+		}
+		// The pattern is written in place: the view's capacity is n, so append fills the block.
+		if b := pattern.AppendEncodeLarge(loan.Bytes()[:0], id, index, n); len(b) != n || &b[0] != &loan.Bytes()[0] {
+			_ = loan.Abandon()
+			r.err = fmt.Errorf("channel %d: pattern of %d bytes not written in place", id, n)
+			break
+		}
+		_, err = loan.Commit(dmxp.SendOptions{})
+		if err == dmxp.ErrFull {
+			r.full++
+			_, err = loan.CommitTimeout(dmxp.SendOptions{}, patience)
+		}
+		if err != nil {
+			_ = loan.Abandon() // gives the block back when the commit left the loan ours
+			r.err = fmt.Errorf("channel %d: %w", id, err)
+			break
+		}
+		r.sent++
+	}
+	r.elapsed = time.Since(started)
+	return r
+}
+
 func main() {
 	cfg, err := parse(os.Args[1:])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "producer: %v\n%s\n", err, usage)
 		os.Exit(2)
 	}
-	seg, err := dmxp.OpenOrCreate(cfg.segment, &dmxp.Options{
+	opts := &dmxp.Options{
 		Size:    int64(cfg.size),
 		Mode:    cfg.mode,
 		Timeout: 5 * time.Second,
 		Trust:   dmxp.Trust{Owners: cfg.trustOwners},
-	})
+	}
+	if cfg.blob {
+		opts.BlobPool = blobClasses
+	}
+	seg, err := dmxp.OpenOrCreate(cfg.segment, opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "producer: segment %s: %v\n", cfg.segment, err)
 		os.Exit(1)
