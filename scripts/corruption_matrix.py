@@ -16,6 +16,12 @@ TRACEBACK (a Python exception that is not a dmxp.DmxpError). On top, each case s
 expects (for example: bad magic -> an ERROR naming `magic`, for every client and role;
 payload_len 5000 -> the consumer counts one bad message and still gets the three others).
 
+The blob cases (names starting "blob:") do the same on a segment with a blob pool (PROTOCOL.md
+section 13), seeded with blobs and run with every client's --blob switch: a corrupt pool
+descriptor must be refused by every client and role with a typed error, and a bad reference
+(out of the pool, stale, too long, a block not queued) counted as one bad message while the
+others arrive.
+
 Stdlib only (Python >= 3.11). scripts/corruption-matrix.sh builds the programs and calls this.
 Exits 1 on any failure, 2 on a setup problem.
 """
@@ -178,10 +184,105 @@ class Case:
     corrupt: Callable[[Seg], None]
     consumer: Expect
     producer: Expect
+    # A segment with a blob pool and channels that carry blobs (PROTOCOL.md section 13),
+    # seeded with blobs and run with every client's --blob switch.
+    blob: bool = False
 
 
 def both(name: str, corrupt: Callable[[Seg], None], names: str) -> Case:
     return Case(name, corrupt, error(names), error(names))
+
+
+# --- The blob pool (docs/PROTOCOL.md section 13) ---------------------------------------------
+H_BLOB_POOL = 64
+BLOB_SEGMENT_BYTES = 48 * 1024 * 1024
+P_MAGIC, P_CLASS_COUNT, P_CLASSES, CLASS_SIZE = 0, 8, 64, 64
+C_BLOCK_SIZE, C_BLOCK_COUNT, C_HEADERS, C_DATA = 0, 8, 16, 24
+BLOB_TAG_HELD = 3
+
+
+def pool(seg: Seg) -> int:
+    return seg.read(H_BLOB_POOL, 8)
+
+
+def blob_class(seg: Seg, i: int, field: int) -> int:
+    return pool(seg) + P_CLASSES + i * CLASS_SIZE + field
+
+
+def every_tag_of_class0_held(seg: Seg) -> None:
+    headers = seg.read(blob_class(seg, 0, C_HEADERS), 8)
+    for j in range(seg.read(blob_class(seg, 0, C_BLOCK_COUNT), 4)):
+        tag = seg.read(headers + 64 * j, 8)
+        seg.write(headers + 64 * j, 8, (tag & ~0xFF) | BLOB_TAG_HELD)
+
+
+def blob_case(name: str, corrupt: Callable[[Seg], None], consumer: Expect, producer: Expect) -> Case:
+    return Case(name, corrupt, consumer, producer, blob=True)
+
+
+POOL_RE = r"pool|blob|block"
+# A reference in slot `i` of channel 0 (its payload: class u8, block u32 at 4, generation u32
+# at 8, length u32 at 12).
+BLOB_CASES: list[Case] = [
+    blob_case("blob: no corruption", lambda g: None, deliver(SEEDED), SAFE),
+    blob_case("blob: pool_magic", lambda g: g.h(pool(g) + P_MAGIC, 8, 0x1234), error(POOL_RE), error(POOL_RE)),
+    blob_case("blob: blob_pool_offset 100", lambda g: g.h(H_BLOB_POOL, 8, 100), error(POOL_RE), error(POOL_RE)),
+    blob_case(
+        "blob: blob_pool_offset past the end",
+        lambda g: g.h(H_BLOB_POOL, 8, g.segment_len() - 64),
+        error(POOL_RE),
+        error(POOL_RE),
+    ),
+    blob_case("blob: class_count 9", lambda g: g.h(pool(g) + P_CLASS_COUNT, 4, 9), error(POOL_RE), error(POOL_RE)),
+    blob_case(
+        "blob: block_count 2^25",
+        lambda g: g.h(blob_class(g, 0, C_BLOCK_COUNT), 4, 2**25),
+        error(POOL_RE),
+        error(POOL_RE),
+    ),
+    blob_case(
+        "blob: block_size not a multiple of 64",
+        lambda g: g.h(blob_class(g, 1, C_BLOCK_SIZE), 8, (1 << 20) + 1),
+        error(POOL_RE),
+        error(POOL_RE),
+    ),
+    blob_case(
+        "blob: class 1's blocks over class 0's",
+        lambda g: g.h(blob_class(g, 1, C_DATA), 8, g.read(blob_class(g, 0, C_DATA), 8)),
+        error(POOL_RE),
+        error(POOL_RE),
+    ),
+    blob_case(
+        "blob: reference to block 2^20",
+        lambda g: g.s(1, S_PAYLOAD + 4, 4, 2**20),
+        deliver(3, counted=True, protocol=True),
+        SAFE,
+    ),
+    blob_case(
+        "blob: reference to class 7",
+        lambda g: g.s(2, S_PAYLOAD, 1, 7),
+        deliver(3, counted=True, protocol=True),
+        SAFE,
+    ),
+    blob_case(
+        "blob: stale generation",
+        lambda g: g.s(1, S_PAYLOAD + 8, 4, g.read(g.slot(0, 1) + S_PAYLOAD + 8, 4) + 1),
+        deliver(3, counted=True, protocol=True),
+        SAFE,
+    ),
+    blob_case(
+        "blob: length past its block",
+        lambda g: g.s(0, S_PAYLOAD + 12, 4, 2**31),
+        deliver(3, counted=True, protocol=True),
+        SAFE,
+    ),
+    blob_case(
+        "blob: every tag of class 0 HELD",
+        every_tag_of_class0_held,
+        deliver(2, counted=True, protocol=True),
+        SAFE,
+    ),
+]
 
 
 def garbage_sequences(seg: Seg) -> None:
@@ -530,7 +631,7 @@ def client_commands(args: argparse.Namespace) -> list[Client]:
     return [c for c in clients if wanted is None or c.name in wanted]
 
 
-def consumer_argv(client: Client, segment: str) -> list[str]:
+def consumer_argv(client: Client, segment: str, blob: bool = False) -> list[str]:
     if client.name == "cli":
         return client.consumer + [
             "--segment",
@@ -551,10 +652,10 @@ def consumer_argv(client: Client, segment: str) -> list[str]:
         "2",
         "--idle-exit-ms",
         "300",
-    ]
+    ] + (["--blob"] if blob else [])
 
 
-def producer_argv(client: Client, segment: str) -> list[str]:
+def producer_argv(client: Client, segment: str, blob: bool = False) -> list[str]:
     if client.name == "cli":
         return client.producer + [
             "--segment",
@@ -576,7 +677,7 @@ def producer_argv(client: Client, segment: str) -> list[str]:
         str(SEEDED),
         "--full-wait",
         "1",
-    ]
+    ] + (["--blob"] if blob else [])
 
 
 # --- Running and classifying -----------------------------------------------------------------
@@ -705,6 +806,11 @@ class Cell:
 def run_cell(cell: Cell, index: int, args: argparse.Namespace, env: dict[str, str]) -> Cell:
     segment = f"/dmxp_corrupt_{os.getpid()}_{index}"
     path = "/dev/shm" + segment
+    shape = (
+        ["--size", str(BLOB_SEGMENT_BYTES), "--blob"]
+        if cell.case.blob
+        else ["--size", str(SEGMENT_BYTES), "--max-message-size", str(MAX_MESSAGE_SIZE)]
+    )
     try:
         seed = subprocess.run(
             [
@@ -714,10 +820,7 @@ def run_cell(cell: Cell, index: int, args: argparse.Namespace, env: dict[str, st
                 str(CAPACITY),
                 "--segment",
                 segment,
-                "--size",
-                str(SEGMENT_BYTES),
-                "--max-message-size",
-                str(MAX_MESSAGE_SIZE),
+                *shape,
             ],
             check=False,
             capture_output=True,
@@ -733,11 +836,11 @@ def run_cell(cell: Cell, index: int, args: argparse.Namespace, env: dict[str, st
             cell.case.corrupt(seg)
         finally:
             seg.close()
-        cell.consumer = run(consumer_argv(cell.client, segment), args.timeout, env)
+        cell.consumer = run(consumer_argv(cell.client, segment, cell.case.blob), args.timeout, env)
         if cell.client.name == "cli":
             cli_consumer_counts(cell.consumer)
         check(cell.case.consumer, cell.consumer, "consumer", cell.client.name == "cli")
-        cell.producer = run(producer_argv(cell.client, segment), args.timeout, env)
+        cell.producer = run(producer_argv(cell.client, segment, cell.case.blob), args.timeout, env)
         check(cell.case.producer, cell.producer, "producer")
     except Exception as e:  # noqa: BLE001 (a harness problem, reported as the cell's failure)
         cell.setup_error = f"{type(e).__name__}: {e}"
@@ -843,7 +946,7 @@ def main() -> int:
         )
         return 2
 
-    cases = [c for c in CASES if not args.cases or re.search(args.cases, c.name)]
+    cases = [c for c in CASES + BLOB_CASES if not args.cases or re.search(args.cases, c.name)]
     clients = client_commands(args)
     cells = [Cell(case, client) for case in cases for client in clients]
     started = time.monotonic()

@@ -2,9 +2,9 @@
 # The interop matrix: for every ordered pair of producer and consumer language among Rust, C,
 # Python and Go, a producer process sends N messages (default 100,000) through one channel and
 # a consumer process receives them, checking each checksum and that every message arrives
-# exactly once. Then the same 16 pairs with messages longer than one slot (up to 256 KiB), and
-# one mixed run on one channel: Go and C producers, Python and Rust consumers, exactly once
-# overall.
+# exactly once. Then the same 16 pairs with messages longer than one slot (up to 256 KiB), the
+# same 16 pairs with zero-copy blobs (up to 4 MiB, PROTOCOL.md §13), and one mixed run on one
+# channel: Go and C producers, Python and Rust consumers, exactly once overall.
 #
 #   scripts/interop.sh            (after scripts/test-c.sh, test-go.sh and test-python.sh built the clients)
 #   INTEROP_MESSAGES=10000 scripts/interop.sh
@@ -54,6 +54,7 @@ matrix() {
     shift 2
     local consumer_args=()
     [ "$name" = large ] && consumer_args=(--large)
+    [ "$name" = blob ] && consumer_args=(--blob)
     printf '%-8s %-8s %-6s %s\n' producer consumer result "consumer's summary"
     for producer in "${languages[@]}"; do
         for consumer in "${languages[@]}"; do
@@ -93,6 +94,15 @@ LIMIT=${INTEROP_LARGE_LIMIT:-262144}
 printf '\nlarge messages (%s each, up to %s bytes):\n' "$NL" "$LIMIT"
 matrix large "$NL" --large --max-message-size "$LIMIT"
 
+# The blob column: every producer language x every consumer language on a segment with a blob
+# pool (PROTOCOL.md §13, the classes of `pattern::blob_classes`: 64 KiB x 32, 1 MiB x 8,
+# 4 MiB x 6), blobs of 24 B, 4 KiB, 64 KiB + 1, 1 MiB and 4 MiB in turn (`--blob`, pattern
+# `blob_len`), written in place by the producer, read in place by the consumer, each checked
+# for its length and checksum, exactly once.
+NB=${INTEROP_BLOB_MESSAGES:-25}
+printf '\nblobs (%s each, up to 4 MiB):\n' "$NB"
+matrix blob "$NB" --blob
+
 # Mixed: Go and C producers share channel 0 (disjoint index ranges), Python and Rust consumers
 # share it too and record what they got; the union must be every index exactly once.
 segment="/dmxp_interop_$$_mixed"
@@ -124,4 +134,5 @@ if [ ${#failures[@]} -ne 0 ]; then
     echo "interop: FAILED: ${failures[*]}"
     exit 1
 fi
-echo "interop: all $((${#languages[@]} * ${#languages[@]})) cells, the $((${#languages[@]} * ${#languages[@]})) large-message cells and the mixed run passed ($N messages each, $NL large)"
+cells=$((${#languages[@]} * ${#languages[@]}))
+echo "interop: all $cells cells, the $cells large-message cells, the $cells blob cells and the mixed run passed ($N messages each, $NL large, $NB blobs)"

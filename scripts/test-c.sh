@@ -86,7 +86,8 @@ fi
 
 # --- ASan/UBSan tests -------------------------------------------------------------------------
 for t in test_golden test_validation test_ring test_process test_trust test_revoke test_peers \
-    test_repair test_pending test_unblock test_waiters test_runs test_wait_fd test_copy test_two_units; do
+    test_repair test_pending test_unblock test_waiters test_runs test_wait_fd test_copy test_two_units \
+    test_blob test_blob_process; do
     step "$t (ASan+UBSan)" "$B/$t"
 done
 step "test_stress 4x4 (ASan+UBSan)" "$B/test_stress_asan" "${DMXP_C_STRESS:-200000}"

@@ -931,14 +931,18 @@ impl<'a> BlobPool<'a> {
         let Some(header) = self.header_of(r) else {
             return false;
         };
-        header.channel_id.store(channel, Relaxed);
-        header.position.store(position, Relaxed);
-        header.length.store(r.len, Relaxed);
         let from = Tag {
             state: block_state::LOANED,
             owner: owner_of(record),
             generation: r.generation,
         };
+        // A loan reclaimed meanwhile: leave the header alone (it may be another owner's now).
+        if header.tag.load(Relaxed) != from.pack() {
+            return false;
+        }
+        header.channel_id.store(channel, Relaxed);
+        header.position.store(position, Relaxed);
+        header.length.store(r.len, Relaxed);
         let to = Tag {
             state: block_state::QUEUED,
             owner: 0,
