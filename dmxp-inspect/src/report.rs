@@ -1171,7 +1171,11 @@ pub fn add_blob_pool<O: Object + ?Sized>(report: &mut Report, object: &O) {
         POOL_DESCRIPTOR_AREA,
     };
     let mut word = [0u8; 8];
-    if report.header.is_none() || object.read_exact_at(&mut word, 64).is_err() {
+    // Only a DMXP segment's header names a pool; other bytes at offset 64 mean nothing.
+    if !report.is_dmxp_segment
+        || report.header.is_none()
+        || object.read_exact_at(&mut word, 64).is_err()
+    {
         return;
     }
     let offset = u64::from_le_bytes(word);
