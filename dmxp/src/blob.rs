@@ -209,8 +209,8 @@ impl BlobLoan<'_> {
     /// assert!(loan.bytes().set_word(0, 0xFEED));
     /// loan.commit()?;
     /// let message = consumer.receive_blob()?.unwrap();
-    /// assert_eq!(message.bytes().word(0), Some(0xFEED));
-    /// assert_eq!(message.bytes().get(8 + 3999), Some(4));
+    /// assert_eq!(message.bytes().unwrap().word(0), Some(0xFEED));
+    /// assert_eq!(message.bytes().unwrap().get(8 + 3999), Some(4));
     /// # }
     /// # Ok::<(), std::io::Error>(())
     /// ```
