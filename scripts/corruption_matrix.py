@@ -381,7 +381,8 @@ CASES: list[Case] = [
     Case("channel_count 0", lambda g: g.h(H_CHANNEL_COUNT, 4, 0), deliver(SEEDED), SAFE),
     Case(
         "reserved header bytes garbage",
-        lambda g: g.write_bytes(60, b"\x5a" * 68),
+        # every unnamed header byte (section 1.1); 64..72 is blob_pool_offset, its own cases
+        lambda g: (g.write_bytes(60, b"\x5a" * 4), g.write_bytes(72, b"\x5a" * 56)),
         deliver(SEEDED),
         SAFE,
     ),
