@@ -854,6 +854,35 @@ impl<'a> BlobPool<'a> {
         (&self.header.free_seq, &self.header.free_waiters)
     }
 
+    /// The class a loan of `len` bytes tries first (the smallest whose blocks hold it), or
+    /// `None` when no class does.
+    ///
+    /// ```
+    /// use dmxp_nostd::blob::BlobPoolSpec;
+    /// use dmxp_nostd::{AlignedBlock, FormatOptions, Region, Segment};
+    /// use zerocopy::IntoBytes;
+    ///
+    /// let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(1 << 20)];
+    /// let spec = BlobPoolSpec::new().with_class(4096, 4).with_class(64 << 10, 2);
+    /// let options = FormatOptions::default().with_blob_pool(spec);
+    /// let segment = Segment::format_with(Region::new(memory.as_mut_bytes())?, 1, options)?;
+    /// let pool = segment.blob_pool().unwrap();
+    /// assert_eq!(pool.first_class_for(4096), Some(0));
+    /// assert_eq!(pool.first_class_for(4097), Some(1));
+    /// assert_eq!(pool.first_class_for(1 << 20), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn first_class_for(&self, len: usize) -> Option<u8> {
+        let len = u64::try_from(len).ok()?;
+        let index = self
+            .classes
+            .iter()
+            .flatten()
+            .position(|class| class.geometry.block_size >= len)?;
+        u8::try_from(index).ok()
+    }
+
     /// Loans a block of at least `len` bytes to peer record `record` (of a process `pid`):
     /// the smallest class that fits, then larger ones. The reference's `len` is `len`. Each
     /// class is scanned from the class's shared `next_hint`, which is advanced by one.

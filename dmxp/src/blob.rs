@@ -12,8 +12,10 @@
 //! can garble the bytes, never the program. [`BlobMessage::to_vec`] is the safe way to get a
 //! slice: one copy into private memory.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+use dmxp_nostd::blob::BlobRef;
 use dmxp_nostd::layout::MSG_INLINE;
 use dmxp_nostd::{BlobError, MessageMeta, RecvError, WaitStrategy};
 
@@ -25,6 +27,23 @@ use crate::wait::FutexWait;
 pub use dmxp_nostd::blob::ClassStats;
 pub use dmxp_nostd::channel::{BlobBytes, BlobBytesMut};
 pub use dmxp_nostd::BlobPoolSpec;
+
+thread_local! {
+    /// The block this thread received last: its next loan looks there first, so that a
+    /// thread that receives, releases and replies reuses a block still in its cache
+    /// ([`dmxp_nostd::Channel::try_loan_blob_near`]). Only a place to start looking: a
+    /// reference from another segment or one still held costs one look.
+    static LAST_RECEIVED: Cell<Option<BlobRef>> = const { Cell::new(None) };
+}
+
+/// [`Channel::try_loan_blob`](dmxp_nostd::Channel::try_loan_blob) starting at the block this
+/// thread received last.
+fn loan_near<'p>(
+    channel: &'p crate::handle::FutexChannel<'p>,
+    len: usize,
+) -> std::result::Result<CoreLoan<'p>, BlobError> {
+    channel.try_loan_blob_near(len, LAST_RECEIVED.get())
+}
 
 type CoreLoan<'p> = dmxp_nostd::channel::BlobLoan<'p, 'p, FutexWait>;
 type CoreReceived<'c> = dmxp_nostd::channel::BlobReceived<'c, 'c, FutexWait>;
@@ -62,13 +81,13 @@ impl Producer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn loan_blob(&self, len: usize) -> Result<BlobLoan<'_>> {
-        match self.channel().try_loan_blob(len) {
+        match loan_near(self.channel(), len) {
             Ok(inner) => Ok(self.wrap_loan(inner)),
-            Err(BlobError::PoolExhausted { .. }) if self.cell().reclaim_blobs() != 0 => self
-                .channel()
-                .try_loan_blob(len)
-                .map(|inner| self.wrap_loan(inner))
-                .map_err(|e| Error::from_blob(e, self.channel_id())),
+            Err(BlobError::PoolExhausted { .. }) if self.cell().reclaim_blobs() != 0 => {
+                loan_near(self.channel(), len)
+                    .map(|inner| self.wrap_loan(inner))
+                    .map_err(|e| Error::from_blob(e, self.channel_id()))
+            }
             Err(e) => Err(Error::from_blob(e, self.channel_id())),
         }
     }
@@ -80,7 +99,7 @@ impl Producer {
         let deadline = Instant::now() + timeout;
         let mut reclaimed_at = Instant::now();
         loop {
-            match self.channel().try_loan_blob(len) {
+            match loan_near(self.channel(), len) {
                 Ok(inner) => return Ok(self.wrap_loan(inner)),
                 Err(BlobError::PoolExhausted { .. }) => {}
                 Err(e) => return Err(Error::from_blob(e, self.channel_id())),
@@ -351,6 +370,7 @@ impl std::fmt::Debug for BlobMessage<'_> {
 
 impl<'c> BlobMessage<'c> {
     fn held(inner: CoreReceived<'c>) -> Self {
+        LAST_RECEIVED.set(Some(inner.blob()));
         Self {
             meta: *inner.meta(),
             content: Content::Held(inner),
@@ -451,5 +471,39 @@ impl<'c> BlobMessage<'c> {
             }),
             Content::Inline(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(all(test, feature = "file"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_loans_the_block_it_received_last() {
+        let path = std::env::temp_dir().join(format!("dmxp-unit-{}-warm", std::process::id()));
+        let builder = crate::ChannelBuilder::new()
+            .with_file(&path)
+            .with_segment_size(8 << 20)
+            .with_blob_classes(BlobPoolSpec::new().with_class(4096, 8));
+        let producer = builder.build_producer().unwrap();
+        let consumer = builder.build_consumer().unwrap();
+        std::fs::remove_file(&path).unwrap();
+
+        // The producer's own hint walks on: blocks 0, 1, 2, ... in turn.
+        for _ in 0..3 {
+            producer.loan_blob(64).unwrap().commit().unwrap();
+        }
+        let first = consumer.receive_blob().unwrap().unwrap();
+        let received = LAST_RECEIVED.get().expect("recorded by the receive");
+        assert_eq!(received.block, 0);
+        first.release().unwrap();
+        // Blocks 3.. are free too, yet the loan takes the one this thread just read.
+        let loan = producer.loan_blob(100).unwrap();
+        assert_eq!(loan.inner.blob().block, received.block);
+        // A block still held is passed over for the next free one after it.
+        let held = consumer.receive_blob().unwrap().unwrap();
+        let other = producer.loan_blob(100).unwrap();
+        assert_ne!(other.inner.blob().block, LAST_RECEIVED.get().unwrap().block);
+        drop((held, other, loan));
     }
 }

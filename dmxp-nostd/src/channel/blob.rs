@@ -349,11 +349,53 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_loan_blob(&self, len: usize) -> Result<BlobLoan<'_, 'a, W>, BlobError> {
+        self.try_loan_blob_near(len, None)
+    }
+
+    /// [`Self::try_loan_blob`] that looks at the block `near` names first when that block is
+    /// of the class the loan tries first: pass the block this thread last received, and a
+    /// thread that receives, releases and then sends (a reply, a pipeline stage) loans the
+    /// block whose header and words are still in its cache instead of lines another core
+    /// wrote last. `near` only moves where the scan starts (PROTOCOL.md §13.3 lets it start
+    /// anywhere), so a stale or foreign reference costs one look at a block, never a wrong
+    /// loan.
+    ///
+    /// ```
+    /// use dmxp_nostd::blob::BlobPoolSpec;
+    /// use dmxp_nostd::{AlignedBlock, ChannelOptions, FormatOptions, PeerRole, Region, Segment, SendMeta};
+    /// use zerocopy::IntoBytes;
+    ///
+    /// let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(1 << 20)];
+    /// let options = FormatOptions::default().with_blob_pool(BlobPoolSpec::new().with_class(4096, 8));
+    /// let segment = Segment::format_with(Region::new(memory.as_mut_bytes())?, 1, options)?;
+    /// let (channel, _) =
+    ///     segment.open_or_create_channel_with(0, 8, 1, ChannelOptions::default().with_blobs())?;
+    /// let producer = segment.register(0, PeerRole::Producer, 1, 0, 0)?;
+    /// let consumer = segment.register(0, PeerRole::Consumer, 1, 0, 0)?;
+    /// let tx = channel.clone().with_peer(&producer);
+    /// let rx = channel.clone().with_peer(&consumer);
+    ///
+    /// tx.try_loan_blob(100)?.try_commit(100, &SendMeta::default())?;
+    /// let received = rx.try_recv_blob()?;
+    /// let block = received.blob();
+    /// received.release()?;
+    /// // The block just read is loaned again, whatever this handle loaned before.
+    /// let loan = tx.try_loan_blob_near(200, Some(block))?;
+    /// assert_eq!(loan.blob().block, block.block);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_loan_blob_near(
+        &self,
+        len: usize,
+        near: Option<BlobRef>,
+    ) -> Result<BlobLoan<'_, 'a, W>, BlobError> {
         let pool = self.blob_channel()?;
         let (record, pid) = self.send_record.ok_or(BlobError::NotRegistered)?;
-        // After this handle's last loan: usually free again by now, and a block other
+        // Else after this handle's last loan: usually free again by now, and a block other
         // handles start elsewhere from.
-        let hint = self.loan_hint.load(Relaxed);
+        let hint = near
+            .filter(|near| pool.first_class_for(len) == Some(near.class))
+            .map_or_else(|| self.loan_hint.load(Relaxed), |near| near.block);
         let blob = pool.loan_from(record, pid, len, Some(hint))?;
         self.loan_hint.store(blob.block.wrapping_add(1), Relaxed);
         let words = pool.words(&blob).ok_or(BlobError::PoolExhausted { len })?;
