@@ -854,35 +854,6 @@ impl<'a> BlobPool<'a> {
         (&self.header.free_seq, &self.header.free_waiters)
     }
 
-    /// The class a loan of `len` bytes tries first (the smallest whose blocks hold it), or
-    /// `None` when no class does.
-    ///
-    /// ```
-    /// use dmxp_nostd::blob::BlobPoolSpec;
-    /// use dmxp_nostd::{AlignedBlock, FormatOptions, Region, Segment};
-    /// use zerocopy::IntoBytes;
-    ///
-    /// let mut memory = vec![AlignedBlock::ZERO; AlignedBlock::count_for(1 << 20)];
-    /// let spec = BlobPoolSpec::new().with_class(4096, 4).with_class(64 << 10, 2);
-    /// let options = FormatOptions::default().with_blob_pool(spec);
-    /// let segment = Segment::format_with(Region::new(memory.as_mut_bytes())?, 1, options)?;
-    /// let pool = segment.blob_pool().unwrap();
-    /// assert_eq!(pool.first_class_for(4096), Some(0));
-    /// assert_eq!(pool.first_class_for(4097), Some(1));
-    /// assert_eq!(pool.first_class_for(1 << 20), None);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[must_use]
-    pub fn first_class_for(&self, len: usize) -> Option<u8> {
-        let len = u64::try_from(len).ok()?;
-        let index = self
-            .classes
-            .iter()
-            .flatten()
-            .position(|class| class.geometry.block_size >= len)?;
-        u8::try_from(index).ok()
-    }
-
     /// Loans a block of at least `len` bytes to peer record `record` (of a process `pid`):
     /// the smallest class that fits, then larger ones. The reference's `len` is `len`. Each
     /// class is scanned from the class's shared `next_hint`, which is advanced by one.
@@ -890,19 +861,22 @@ impl<'a> BlobPool<'a> {
     /// Errors: [`BlobError::TooLarge`] when no class fits `len` (nothing was tried);
     /// [`BlobError::PoolExhausted`] when every block that could hold it is taken.
     pub fn loan(&self, record: usize, pid: u32, len: usize) -> Result<BlobRef, BlobError> {
-        self.loan_from(record, pid, len, None)
+        self.loan_from(record, pid, len, None, None)
     }
 
     /// [`Self::loan`] starting each class's scan at `start` (modulo its block count) instead
     /// of the shared `next_hint`, which is then neither read nor written: a handle that
     /// remembers where its last loan ended keeps the scan off a cache line that every
-    /// producer writes (PROTOCOL.md §13.3 lets the scan start anywhere).
+    /// producer writes (PROTOCOL.md §13.3 lets the scan start anywhere). The scan of the
+    /// class `near` names starts at `near`'s block instead: a block the caller read last,
+    /// whose lines are still in its cache. Neither can make a loan wrong, only slower.
     pub fn loan_from(
         &self,
         record: usize,
         pid: u32,
         len: usize,
         start: Option<u32>,
+        near: Option<BlobRef>,
     ) -> Result<BlobRef, BlobError> {
         let largest = self.largest_block();
         let len32 = u32::try_from(len).ok().filter(|&l| u64::from(l) <= largest);
@@ -915,9 +889,10 @@ impl<'a> BlobPool<'a> {
                 continue;
             }
             let count = class.geometry.block_count;
-            let start = match start {
-                Some(start) => start % count,
-                None => class.descriptor.next_hint.fetch_add(1, Relaxed) % count,
+            let start = match (near.filter(|near| usize::from(near.class) == index), start) {
+                (Some(near), _) => near.block % count,
+                (None, Some(start)) => start % count,
+                (None, None) => class.descriptor.next_hint.fetch_add(1, Relaxed) % count,
             };
             for i in 0..count {
                 let block = (start + i) % count;

@@ -352,11 +352,10 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
         self.try_loan_blob_near(len, None)
     }
 
-    /// [`Self::try_loan_blob`] that looks at the block `near` names first when that block is
-    /// of the class the loan tries first: pass the block this thread last received, and a
-    /// thread that receives, releases and then sends (a reply, a pipeline stage) loans the
-    /// block whose header and words are still in its cache instead of lines another core
-    /// wrote last. `near` only moves where the scan starts (PROTOCOL.md §13.3 lets it start
+    /// [`Self::try_loan_blob`] that starts the scan of `near`'s class at the block `near`
+    /// names: pass the block this thread last received, and a thread that receives, releases
+    /// and then sends (a reply, a pipeline stage) loans the block whose header and words are
+    /// still in its cache instead of lines another core wrote last. `near` only moves where the scan starts (PROTOCOL.md §13.3 lets it start
     /// anywhere), so a stale or foreign reference costs one look at a block, never a wrong
     /// loan.
     ///
@@ -391,12 +390,10 @@ impl<'a, W: WaitStrategy> Channel<'a, W> {
     ) -> Result<BlobLoan<'_, 'a, W>, BlobError> {
         let pool = self.blob_channel()?;
         let (record, pid) = self.send_record.ok_or(BlobError::NotRegistered)?;
-        // Else after this handle's last loan: usually free again by now, and a block other
-        // handles start elsewhere from.
-        let hint = near
-            .filter(|near| pool.first_class_for(len) == Some(near.class))
-            .map_or_else(|| self.loan_hint.load(Relaxed), |near| near.block);
-        let blob = pool.loan_from(record, pid, len, Some(hint))?;
+        // Other classes start after this handle's last loan: usually free again by now, and a
+        // block other handles start elsewhere from.
+        let hint = self.loan_hint.load(Relaxed);
+        let blob = pool.loan_from(record, pid, len, Some(hint), near)?;
         self.loan_hint.store(blob.block.wrapping_add(1), Relaxed);
         let words = pool.words(&blob).ok_or(BlobError::PoolExhausted { len })?;
         Ok(BlobLoan {
